@@ -1,0 +1,177 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+)
+
+// Authorizer decides. Implementations must fail closed: whenever err != nil
+// the returned decision has Allow == false. Safe for concurrent use.
+type Authorizer interface {
+	Decide(ctx context.Context, entry policy.Entry, in *policy.Input) (policy.Decision, error)
+}
+
+// Recorder appends audit records. Append returns only once the record is
+// durable; an error means it is not, and the caller must not proceed with
+// the action the record describes. Safe for concurrent use.
+type Recorder interface {
+	Append(ctx context.Context, r *audit.Record) (int64, error)
+	// AppendWithInput also stores the decision input beside the record for
+	// policy replay (its SHA-256 is set in r.InputSHA256).
+	AppendWithInput(ctx context.Context, r *audit.Record, input []byte) (int64, error)
+	// HashParams returns the keyed hash of each parameter value, "redacted"
+	// for the names in redact.
+	HashParams(params map[string]any, redact []string) map[string]string
+}
+
+// Executor runs routed calls against one database. Execute runs the call in
+// exactly one SQL transaction that also holds the idempotency record:
+//
+//   - If no record exists for c.IdempotencyKey, it inserts one, sets the
+//     session context (correlation id, principal, decision id), runs the
+//     procedure or statement with bound parameters, stores the result in the
+//     record and commits. Result.Replayed is false.
+//   - If a committed record with the same RequestHash exists, it executes
+//     nothing and returns the stored result with Replayed true.
+//   - If a record exists with another RequestHash it returns [ErrConflict].
+//   - If the key is in flight in another transaction, it waits (bounded by
+//     ctx) for that transaction and then behaves as above.
+//
+// Errors: [ErrConflict]; *[DBError] for SQL errors (transaction rolled back);
+// [ErrUnavailable] (wrapped) when the database cannot be reached or ctx
+// expired; [ErrTooManyRows] when the result exceeds c.MaxRows (rolled back).
+// Errors never contain parameter values or connection secrets. Safe for
+// concurrent use.
+type Executor interface {
+	Execute(ctx context.Context, c *Call) (*Result, error)
+	// Lookup returns the stored result for an idempotency key (crash recovery:
+	// did this intent commit?). found is false when no committed record exists.
+	Lookup(ctx context.Context, key string) (res *Result, found bool, err error)
+	// Describe names the server and database for audit records.
+	Describe() DatabaseInfo
+}
+
+// DatabaseInfo identifies a target database in audit records.
+type DatabaseInfo struct {
+	// Dialect is "sqlserver", "postgres" or "sqlite".
+	Dialect  string
+	Server   string
+	Database string
+}
+
+// Call is one routed call, validated and authorized.
+type Call struct {
+	Route *route.Route
+	// Params are the typed values from [route.Route.Decode].
+	Params map[string]any
+	// IdempotencyKey is never empty: the client's Idempotency-Key or
+	// Nats-Msg-Id, else the correlation id.
+	IdempotencyKey string
+	// RequestHash is the hex SHA-256 of the route subject and the canonical
+	// parameters; the same key with another hash is a conflict.
+	RequestHash   string
+	CorrelationID string
+	// Principal is the readable principal label for the SQL session context.
+	Principal  string
+	DecisionID string
+	// MaxRows caps the rows the call may return across result sets.
+	MaxRows int
+}
+
+// Result is what a call produced.
+type Result struct {
+	// JSON is the reply envelope's "result" object:
+	// {"rows":[...], "output":{...}, "return_value":0, "rows_affected":1}
+	// ("result_sets" is added when a procedure returned more than one).
+	JSON json.RawMessage
+	// Rows counts returned rows across result sets.
+	Rows         int64
+	RowsAffected int64
+	// TransactionID is the database's id of the transaction that committed
+	// the call (CURRENT_TRANSACTION_ID(), txid_current(), or the adapter's own
+	// for SQLite).
+	TransactionID string
+	Replayed      bool
+	// CommittedAt is when the idempotency record was committed (replays:
+	// when the original committed).
+	CommittedAt time.Time
+}
+
+// Sentinel errors of the request path.
+var (
+	// ErrConflict: an idempotency key was reused with a different payload.
+	ErrConflict = errors.New("idempotency key reused with a different request")
+	// ErrUnavailable: the database (or audit log) could not be reached.
+	ErrUnavailable = errors.New("unavailable")
+	// ErrTooManyRows: the result exceeded the max_rows obligation.
+	ErrTooManyRows = errors.New("result exceeds max_rows")
+	// ErrNotFound: no such route, lease or issuance.
+	ErrNotFound = errors.New("not found")
+)
+
+// DBError is a SQL error reported by the database, scrubbed of secrets.
+type DBError struct {
+	// Number is the vendor error number (SQL Server error number, PostgreSQL
+	// SQLSTATE as a number where numeric, SQLite extended result code).
+	Number int
+	// State is the SQLSTATE where the dialect has one.
+	State string
+	// Message is the server's message with secrets and values scrubbed.
+	Message string
+}
+
+// Error implements error.
+func (e *DBError) Error() string {
+	if e.State != "" {
+		return fmt.Sprintf("sql error %d (%s): %s", e.Number, e.State, e.Message)
+	}
+	return fmt.Sprintf("sql error %d: %s", e.Number, e.Message)
+}
+
+// Issuance records that a NATS user public key was issued to a principal: by
+// `POST nats/creds` (the client generated the key pair) or by the auth
+// callout (the server generated the key).
+type Issuance struct {
+	UserKey   string
+	Principal identity.Principal
+	// SigningKey is the account signing key that signed the user JWT.
+	SigningKey string
+	// Account is the account public key the user belongs to.
+	Account   string
+	Via       string // "creds" or "callout"
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	// RevokedAt is zero unless the credential was revoked.
+	RevokedAt time.Time
+	// DecisionID and Pub record what policy granted.
+	DecisionID string
+	Pub        []string
+}
+
+// Active reports whether the issuance is usable at t.
+func (i Issuance) Active(t time.Time) bool {
+	return i.RevokedAt.IsZero() && t.Before(i.ExpiresAt)
+}
+
+// Registry stores issuances in the control database so that several sqlgated
+// instances share them. Get is on the request path: implementations cache.
+// Get returns [ErrNotFound] for unknown keys. Safe for concurrent use.
+type Registry interface {
+	Put(ctx context.Context, iss Issuance) error
+	Get(ctx context.Context, userKey string) (Issuance, error)
+	// Revoke marks the key revoked at t; revoking a revoked key is a no-op.
+	Revoke(ctx context.Context, userKey string, t time.Time) error
+	// ByPrincipal lists the issuances of a principal (by Principal.ID()),
+	// newest first.
+	ByPrincipal(ctx context.Context, principalID string) ([]Issuance, error)
+	// Prune deletes issuances that expired before t.
+	Prune(ctx context.Context, before time.Time) (int, error)
+}

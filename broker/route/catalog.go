@@ -1,0 +1,364 @@
+package route
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the YAML form of a catalog file.
+type Config struct {
+	Routes []RouteConfig `yaml:"routes" json:"routes"`
+}
+
+// RouteConfig is the YAML form of one route. Keys are camelCase; unknown keys
+// are an error.
+type RouteConfig struct {
+	Subject     string            `yaml:"subject" json:"subject"`
+	Description string            `yaml:"description" json:"description,omitempty"`
+	Procedure   string            `yaml:"procedure" json:"procedure,omitempty"`
+	Statement   *StatementConfig  `yaml:"statement" json:"statement,omitempty"`
+	Database    string            `yaml:"database" json:"database"`
+	Mode        string            `yaml:"mode" json:"mode,omitempty"`
+	Timeout     string            `yaml:"timeout" json:"timeout,omitempty"`
+	MaxPayload  int               `yaml:"maxPayload" json:"maxPayload,omitempty"`
+	MaxRows     int               `yaml:"maxRows" json:"maxRows,omitempty"`
+	Emit        string            `yaml:"emit" json:"emit,omitempty"`
+	Tags        []string          `yaml:"tags" json:"tags,omitempty"`
+	Params      map[string]any    `yaml:"params" json:"params"`
+	SQLTypes    map[string]string `yaml:"sqlTypes" json:"sqlTypes,omitempty"`
+	Output      map[string]string `yaml:"output" json:"output,omitempty"`
+}
+
+// StatementConfig is an admin-defined statement with `:name` placeholders.
+type StatementConfig struct {
+	Name string `yaml:"name" json:"name"`
+	SQL  string `yaml:"sql" json:"sql"`
+}
+
+// Catalog is a validated, immutable set of routes keyed by subject.
+type Catalog struct {
+	routes   map[string]*Route
+	subjects []string
+}
+
+// Lookup returns the route for subject.
+func (c *Catalog) Lookup(subject string) (*Route, bool) {
+	r, ok := c.routes[subject]
+	return r, ok
+}
+
+// Routes returns every route sorted by subject.
+func (c *Catalog) Routes() []*Route {
+	out := make([]*Route, 0, len(c.subjects))
+	for _, s := range c.subjects {
+		out = append(out, c.routes[s])
+	}
+	return out
+}
+
+// Subjects returns every route subject, sorted.
+func (c *Catalog) Subjects() []string { return slices.Clone(c.subjects) }
+
+// Databases returns the distinct databases the routes use, sorted.
+func (c *Catalog) Databases() []string {
+	var out []string
+	for _, r := range c.routes {
+		if !slices.Contains(out, r.Database) {
+			out = append(out, r.Database)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// LoadFile reads and validates a catalog file.
+func LoadFile(path string) (*Catalog, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read route catalog: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("route catalog %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a YAML catalog (unknown keys rejected) and validates it,
+// reporting every problem at once.
+func Parse(data []byte) (*Catalog, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	return New(cfg.Routes)
+}
+
+// New validates route configurations and builds a catalog. The error joins
+// one entry per problem, each naming the route.
+func New(cfgs []RouteConfig) (*Catalog, error) {
+	c := &Catalog{routes: make(map[string]*Route, len(cfgs))}
+	var errs []error
+	for i, rc := range cfgs {
+		name := rc.Subject
+		if name == "" {
+			name = fmt.Sprintf("#%d", i+1)
+		}
+		r, rerrs := build(rc)
+		for _, e := range rerrs {
+			errs = append(errs, fmt.Errorf("route %s: %w", name, e))
+		}
+		if r == nil {
+			continue
+		}
+		if _, dup := c.routes[r.Subject]; dup {
+			errs = append(errs, fmt.Errorf("route %s: duplicate subject", name))
+			continue
+		}
+		c.routes[r.Subject] = r
+		c.subjects = append(c.subjects, r.Subject)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	sort.Strings(c.subjects)
+	return c, nil
+}
+
+func build(rc RouteConfig) (*Route, []error) {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	r := &Route{
+		Subject: rc.Subject, Description: rc.Description, Database: rc.Database,
+		Emit: rc.Emit, Tags: slices.Clone(rc.Tags), MaxPayload: rc.MaxPayload, MaxRows: rc.MaxRows,
+	}
+	if r.Tags == nil {
+		r.Tags = []string{}
+	}
+	if !ValidSubject(rc.Subject) {
+		bad("subject %q must be a concrete NATS subject (tokens of letters, digits, '_' or '-'; no wildcards; not $..., _INBOX... or sqlgate...)", rc.Subject)
+	}
+	switch {
+	case rc.Procedure != "" && rc.Statement != nil:
+		bad("set either procedure or statement, not both")
+	case rc.Procedure != "":
+		r.Kind, r.Target = Procedure, rc.Procedure
+		if !ValidProcedureName(rc.Procedure) {
+			bad("procedure %q must be up to three dot-separated plain identifiers", rc.Procedure)
+		}
+	case rc.Statement != nil:
+		r.Kind, r.Target = StatementKind, rc.Statement.Name
+		if !ValidIdentifier(rc.Statement.Name) {
+			bad("statement name %q must be a plain identifier", rc.Statement.Name)
+		}
+		st, err := ParseStatement(rc.Statement.Name, rc.Statement.SQL)
+		if err != nil {
+			bad("statement: %v", err)
+		} else {
+			r.Statement = st
+		}
+	default:
+		bad("a target is required: procedure or statement")
+	}
+	if !ValidIdentifier(rc.Database) {
+		bad("database %q must be a plain identifier naming a configured database", rc.Database)
+	}
+	switch rc.Mode {
+	case "", string(Sync):
+		r.Mode = Sync
+	case string(Async):
+		r.Mode = Async
+	default:
+		bad("mode %q must be sync or async", rc.Mode)
+	}
+	r.Timeout = DefaultTimeout
+	if rc.Timeout != "" {
+		d, err := time.ParseDuration(rc.Timeout)
+		switch {
+		case err != nil:
+			bad("timeout %q: %v", rc.Timeout, err)
+		case d <= 0 || d > MaxTimeout:
+			bad("timeout %s must be > 0 and <= %s", d, MaxTimeout)
+		default:
+			r.Timeout = d
+		}
+	}
+	switch {
+	case r.MaxPayload == 0:
+		r.MaxPayload = DefaultMaxPayload
+	case r.MaxPayload < 2 || r.MaxPayload > MaxMaxPayload:
+		bad("maxPayload %d must be between 2 and %d bytes", r.MaxPayload, MaxMaxPayload)
+	}
+	switch {
+	case r.MaxRows == 0:
+		r.MaxRows = DefaultMaxRows
+	case r.MaxRows < 0:
+		bad("maxRows %d must be positive", r.MaxRows)
+	}
+	if rc.Emit != "" && !ValidSubject(rc.Emit) {
+		bad("emit %q must be a concrete NATS subject", rc.Emit)
+	}
+	if rc.Emit != "" && rc.Emit == rc.Subject {
+		bad("emit must differ from the route subject")
+	}
+	for _, t := range rc.Tags {
+		if t == "" || len(t) > 64 {
+			bad("tag %q must be 1 to 64 characters", t)
+		}
+	}
+
+	errs = append(errs, r.buildParams(rc)...)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return r, nil
+}
+
+// buildParams compiles the parameter schema and derives the declared
+// parameters from its properties.
+func (r *Route) buildParams(rc RouteConfig) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	schema := rc.Params
+	if schema == nil {
+		schema = map[string]any{"type": "object"}
+	}
+	if t, _ := schema["type"].(string); t != "object" {
+		bad("params must be a JSON Schema with type: object")
+		return errs
+	}
+	if _, set := schema["additionalProperties"]; !set {
+		schema["additionalProperties"] = false // closed unless the route says otherwise
+	}
+	raw, err := json.Marshal(schema)
+	if err != nil {
+		bad("params: %v", err)
+		return errs
+	}
+	r.SchemaJSON = raw
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		bad("params: %v", err)
+		return errs
+	}
+	comp := jsonschema.NewCompiler()
+	comp.DefaultDraft(jsonschema.Draft2020)
+	comp.AssertFormat()
+	const loc = "sqlgate:///params.json"
+	if err := comp.AddResource(loc, doc); err != nil {
+		bad("params: %v", err)
+		return errs
+	}
+	sch, err := comp.Compile(loc)
+	if err != nil {
+		bad("params schema: %v", err)
+		return errs
+	}
+	r.schema = sch
+
+	required := map[string]bool{}
+	if req, ok := schema["required"].([]any); ok {
+		for _, n := range req {
+			if s, ok := n.(string); ok {
+				required[s] = true
+			}
+		}
+	}
+	props, _ := schema["properties"].(map[string]any)
+	r.byName = make(map[string]*Param, len(props))
+	for name, v := range props {
+		if !ValidIdentifier(name) {
+			bad("parameter %q must be a plain identifier", name)
+			continue
+		}
+		ps, _ := v.(map[string]any)
+		p := Param{Name: name, Required: required[name]}
+		p.Format, _ = ps["format"].(string)
+		switch t := ps["type"].(type) {
+		case string:
+			p.Type = t
+		case []any:
+			for _, x := range t {
+				switch s, _ := x.(string); s {
+				case "null":
+					p.Nullable = true
+				default:
+					if p.Type != "" {
+						bad("parameter %q: at most one non-null type", name)
+					}
+					p.Type = s
+				}
+			}
+		}
+		switch p.Type {
+		case "string", "integer", "number", "boolean":
+		default:
+			bad("parameter %q: type must be string, integer, number or boolean (optionally with null), got %v", name, ps["type"])
+		}
+		r.Params = append(r.Params, p)
+	}
+	for name := range required {
+		if _, ok := props[name]; !ok {
+			bad("required parameter %q is not declared in properties", name)
+		}
+	}
+	sort.Slice(r.Params, func(i, j int) bool { return r.Params[i].Name < r.Params[j].Name })
+	for i := range r.Params {
+		r.byName[r.Params[i].Name] = &r.Params[i]
+	}
+
+	for name, t := range rc.SQLTypes {
+		p, ok := r.byName[name]
+		if !ok {
+			bad("sqlTypes: %q is not a declared parameter", name)
+			continue
+		}
+		if !ValidSQLType(t) {
+			bad("sqlTypes: %q has unsupported SQL type %q", name, t)
+			continue
+		}
+		p.SQLType = strings.TrimSpace(t)
+	}
+	if len(rc.Output) > 0 && r.Kind != Procedure {
+		bad("output parameters need a procedure target")
+	}
+	for name, t := range rc.Output {
+		if !ValidIdentifier(name) {
+			bad("output %q must be a plain identifier", name)
+			continue
+		}
+		if _, clash := r.byName[name]; clash {
+			bad("output %q clashes with an input parameter", name)
+			continue
+		}
+		if !ValidSQLType(t) {
+			bad("output %q has unsupported SQL type %q", name, t)
+			continue
+		}
+		r.Outputs = append(r.Outputs, Param{Name: name, SQLType: strings.TrimSpace(t)})
+	}
+	sort.Slice(r.Outputs, func(i, j int) bool { return r.Outputs[i].Name < r.Outputs[j].Name })
+	if r.Statement != nil {
+		for _, n := range r.Statement.Names() {
+			if _, ok := r.byName[n]; !ok {
+				bad("statement uses :%s which is not a declared parameter", n)
+			}
+		}
+	}
+	return errs
+}

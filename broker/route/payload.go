@@ -1,0 +1,219 @@
+package route
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
+)
+
+// maxDepth bounds nesting in payloads; route parameters are scalars, so a
+// deep document is an attack or a mistake.
+const maxDepth = 16
+
+// InvalidError says why a payload was rejected. Field names the offending
+// parameter ("" for the document as a whole); Message never contains the
+// parameter's value.
+type InvalidError struct {
+	Field   string
+	Message string
+}
+
+// Error implements error.
+func (e *InvalidError) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return fmt.Sprintf("field %q: %s", e.Field, e.Message)
+}
+
+// TooLargeError says a payload exceeded the route's MaxPayload.
+type TooLargeError struct {
+	Size, Max int
+}
+
+// Error implements error.
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("payload of %d bytes exceeds the route limit of %d bytes", e.Size, e.Max)
+}
+
+// Decode checks the payload's size, parses it strictly as one JSON object,
+// validates it against the route's schema and returns the parameters with
+// typed values: string, int64 (JSON Schema "integer"), json.Number
+// ("number", kept exact), bool, or nil. Errors are *TooLargeError or
+// *InvalidError.
+func (r *Route) Decode(payload []byte) (map[string]any, error) {
+	if len(payload) > r.MaxPayload {
+		return nil, &TooLargeError{Size: len(payload), Max: r.MaxPayload}
+	}
+	doc, err := ParseObject(payload)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.schema.Validate(doc); err != nil {
+		return nil, schemaError(err)
+	}
+	for name, v := range doc {
+		p, ok := r.byName[name]
+		if !ok {
+			continue // additionalProperties allowed by the route; passed through untyped
+		}
+		if n, isNum := v.(json.Number); isNum && p.Type == "integer" {
+			i, err := n.Int64()
+			if err != nil {
+				return nil, &InvalidError{Field: name, Message: "must be an integer between -2^63 and 2^63-1 written without fraction or exponent"}
+			}
+			doc[name] = i
+		}
+	}
+	return doc, nil
+}
+
+// ParseObject parses data as exactly one JSON object: valid UTF-8, no
+// duplicate keys at any depth, no trailing data, numbers kept as json.Number.
+func ParseObject(data []byte) (map[string]any, error) {
+	if !utf8.Valid(data) {
+		return nil, &InvalidError{Message: "payload is not valid UTF-8"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, &InvalidError{Message: "payload is not JSON: " + jsonProblem(err)}
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, &InvalidError{Message: "payload must be a JSON object"}
+	}
+	obj, err := parseObject(dec, "", 1)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, &InvalidError{Message: "trailing data after the JSON object"}
+	}
+	return obj, nil
+}
+
+func parseObject(dec *json.Decoder, path string, depth int) (map[string]any, error) {
+	if depth > maxDepth {
+		return nil, &InvalidError{Field: path, Message: fmt.Sprintf("nesting deeper than %d levels", maxDepth)}
+	}
+	obj := map[string]any{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, &InvalidError{Field: path, Message: "malformed JSON: " + jsonProblem(err)}
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return nil, &InvalidError{Field: path, Message: "malformed JSON object"}
+		}
+		field := key
+		if path != "" {
+			field = path + "." + key
+		}
+		if _, dup := obj[key]; dup {
+			return nil, &InvalidError{Field: field, Message: "duplicate key"}
+		}
+		v, err := parseValue(dec, field, depth)
+		if err != nil {
+			return nil, err
+		}
+		obj[key] = v
+	}
+	if _, err := dec.Token(); err != nil { // closing '}'
+		return nil, &InvalidError{Field: path, Message: "malformed JSON: " + jsonProblem(err)}
+	}
+	return obj, nil
+}
+
+func parseValue(dec *json.Decoder, path string, depth int) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, &InvalidError{Field: path, Message: "malformed JSON: " + jsonProblem(err)}
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			return parseObject(dec, path, depth+1)
+		case '[':
+			if depth+1 > maxDepth {
+				return nil, &InvalidError{Field: path, Message: fmt.Sprintf("nesting deeper than %d levels", maxDepth)}
+			}
+			arr := []any{}
+			for dec.More() {
+				v, err := parseValue(dec, path, depth+1)
+				if err != nil {
+					return nil, err
+				}
+				arr = append(arr, v)
+			}
+			if _, err := dec.Token(); err != nil {
+				return nil, &InvalidError{Field: path, Message: "malformed JSON: " + jsonProblem(err)}
+			}
+			return arr, nil
+		}
+		return nil, &InvalidError{Field: path, Message: "malformed JSON"}
+	default:
+		return t, nil
+	}
+}
+
+// jsonProblem describes a JSON syntax error without quoting the input.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("syntax error at offset %d", se.Offset)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return "unexpected end of input"
+	}
+	return "syntax error"
+}
+
+var printer = message.NewPrinter(language.English)
+
+// schemaError turns a validation failure into an InvalidError naming the
+// first offending field. Messages come from the schema keywords (type,
+// bounds, lengths), never from the value itself, except that enum/const
+// messages may list the allowed values, which come from the catalog.
+func schemaError(err error) error {
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return &InvalidError{Message: "invalid parameters"}
+	}
+	leaf := ve
+	for len(leaf.Causes) > 0 {
+		leaf = leaf.Causes[0]
+	}
+	field := strings.Join(leaf.InstanceLocation, ".")
+	switch k := leaf.ErrorKind.(type) {
+	case *kind.AdditionalProperties:
+		if len(k.Properties) > 0 {
+			return &InvalidError{Field: joinField(field, k.Properties[0]), Message: "unknown field"}
+		}
+	case *kind.Required:
+		if len(k.Missing) > 0 {
+			return &InvalidError{Field: joinField(field, k.Missing[0]), Message: "is required"}
+		}
+	case *kind.Type:
+		return &InvalidError{Field: field, Message: fmt.Sprintf("must be %s, got %s", strings.Join(k.Want, " or "), k.Got)}
+	}
+	return &InvalidError{Field: field, Message: leaf.ErrorKind.LocalizedString(printer)}
+}
+
+func joinField(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
