@@ -353,8 +353,19 @@ func (r *Route) buildParams(rc RouteConfig) []error {
 		r.Outputs = append(r.Outputs, Param{Name: name, SQLType: strings.TrimSpace(t)})
 	}
 	sort.Slice(r.Outputs, func(i, j int) bool { return r.Outputs[i].Name < r.Outputs[j].Name })
+	for _, p := range r.Params {
+		if strings.HasPrefix(p.Name, SessionPrefix) {
+			bad("parameter %q: the %s prefix is reserved for session values", p.Name, SessionPrefix)
+		}
+	}
 	if r.Statement != nil {
 		for _, n := range r.Statement.Names() {
+			if strings.HasPrefix(n, SessionPrefix) {
+				if !slices.Contains(SessionNames, n) {
+					bad("statement uses :%s; session placeholders are %s", n, strings.Join(SessionNames, ", "))
+				}
+				continue
+			}
 			if _, ok := r.byName[n]; !ok {
 				bad("statement uses :%s which is not a declared parameter", n)
 			}

@@ -5,6 +5,19 @@ import (
 	"strings"
 )
 
+// Session placeholders: a statement may bind values that come from the
+// broker, never from the message — who is calling and why. Adapters bind
+// them from the broker's call; a route may not declare parameters with the prefix.
+const (
+	SessionPrefix        = "sqlgate_"
+	SessionCorrelationID = "sqlgate_correlation_id"
+	SessionPrincipal     = "sqlgate_principal"
+	SessionDecisionID    = "sqlgate_decision_id"
+)
+
+// SessionNames lists the session placeholders.
+var SessionNames = []string{SessionCorrelationID, SessionPrincipal, SessionDecisionID}
+
 // Statement is an admin-defined parameterized SQL statement, parsed once at
 // load. Named placeholders are written `:name`; they are found outside string
 // literals, quoted identifiers, bracketed identifiers and comments, and a

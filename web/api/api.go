@@ -1,0 +1,120 @@
+// Package api holds the JSON wire types of sqlgate's HTTP API (`/api/v1`) and
+// a typed [Client] that the CLI and Go services use. It depends on the
+// standard library only, so that clients link nothing of the daemon.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Prefix is the path prefix of every API endpoint.
+const Prefix = "/api/v1"
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Code      string   `json:"code"`
+	Message   string   `json:"message"`
+	Reasons   []string `json:"reasons,omitempty"`
+	RequestID string   `json:"request_id,omitempty"`
+}
+
+// WhoAmI is the response of `GET whoami`.
+type WhoAmI struct {
+	Issuer   string    `json:"issuer"`
+	Subject  string    `json:"subject"`
+	ObjectID string    `json:"object_id,omitempty"`
+	Email    string    `json:"email,omitempty"`
+	Name     string    `json:"name,omitempty"`
+	Groups   []string  `json:"groups"`
+	Roles    []string  `json:"roles"`
+	Tenant   string    `json:"tenant,omitempty"`
+	MFA      bool      `json:"mfa"`
+	Expiry   time.Time `json:"expiry,omitzero"`
+}
+
+// Route is one entry of `GET routes`.
+type Route struct {
+	Subject     string          `json:"subject"`
+	Description string          `json:"description,omitempty"`
+	Kind        string          `json:"kind"`
+	Target      string          `json:"target"`
+	Database    string          `json:"database"`
+	Mode        string          `json:"mode"`
+	TimeoutMS   int64           `json:"timeout_ms"`
+	MaxPayload  int             `json:"max_payload"`
+	Emit        string          `json:"emit,omitempty"`
+	Tags        []string        `json:"tags"`
+	Params      json.RawMessage `json:"params"`
+}
+
+// Routes is the response of `GET routes`: the routes the caller may call.
+type Routes struct {
+	Routes         []Route `json:"routes"`
+	PolicyRevision string  `json:"policy_revision"`
+}
+
+// NATSCredsRequest is the body of `POST nats/creds`. Only the public key of a
+// key pair the client generated travels.
+type NATSCredsRequest struct {
+	PublicKey string `json:"public_key"`
+	// TTLSeconds asks for a lifetime; policy and configuration cap it (0: default).
+	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
+}
+
+// NATSCreds is the response of `POST nats/creds`.
+type NATSCreds struct {
+	JWT       string    `json:"jwt"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// InboxPrefix is the only inbox prefix the credential may subscribe under
+	// (`_INBOX_<user public key>`); clients must use it for replies.
+	InboxPrefix string `json:"inbox_prefix"`
+	// NATSURL is the NATS URL the broker advertises.
+	NATSURL string `json:"nats_url"`
+	// Pub lists the subjects the credential may publish to.
+	Pub            []string `json:"pub"`
+	DecisionID     string   `json:"decision_id"`
+	PolicyRevision string   `json:"policy_revision"`
+	// Capped is set when the requested TTL was reduced, with the reason.
+	Capped string `json:"capped,omitempty"`
+}
+
+// SQLCredsRequest is the body of `POST sql/creds`.
+type SQLCredsRequest struct {
+	Database   string `json:"database"`
+	Role       string `json:"role"`
+	TTLSeconds int64  `json:"ttl_seconds,omitempty"`
+}
+
+// SQLCreds is the response of `POST sql/creds`. The password is shown once.
+type SQLCreds struct {
+	LeaseID   string    `json:"lease_id"`
+	Database  string    `json:"database"`
+	Role      string    `json:"role"`
+	Username  string    `json:"username"`
+	Password  string    `json:"password"`
+	DSN       string    `json:"dsn,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
+	MaxExpiry time.Time `json:"max_expires_at"`
+	Capped    string    `json:"capped,omitempty"`
+}
+
+// Lease is one entry of `GET leases`.
+type Lease struct {
+	ID        string    `json:"id"`
+	Type      string    `json:"type"` // "nats" or "sql"
+	Principal string    `json:"principal"`
+	Database  string    `json:"database,omitempty"`
+	Role      string    `json:"role,omitempty"`
+	Username  string    `json:"username,omitempty"`
+	UserKey   string    `json:"user_key,omitempty"`
+	State     string    `json:"state"`
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+}
+
+// Leases is the response of `GET leases`.
+type Leases struct {
+	Leases []Lease `json:"leases"`
+}
