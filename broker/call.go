@@ -1,0 +1,362 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+)
+
+// Handle runs the request path for one routed call and always returns a
+// reply envelope (DESIGN section 2, steps 1-8):
+//
+//	identify -> route -> validate -> decide -> record intent -> execute ->
+//	record outcome -> reply (+ emit)
+//
+// Every doubt ends in a refusal: an unattested or unknown caller is
+// unauthenticated, a policy error is a deny, and an intent that is not durable
+// means the SQL call does not happen.
+func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
+	start := s.now()
+	if req.Received.IsZero() {
+		req.Received = start
+	}
+	rep := &Reply{AuditIndex: -1, CorrelationID: req.CorrelationID}
+	if !validHeaderValue(rep.CorrelationID, 128) {
+		rep.CorrelationID = newID()
+	}
+
+	// 1 identify
+	p, err := s.identify(ctx, &req.Caller)
+	if err != nil {
+		s.log.WarnContext(ctx, "request refused", "reason", reasonOf(err), "subject", req.Subject,
+			"correlation_id", rep.CorrelationID, "user_key", req.Caller.UserKey)
+		s.recordRefusal(ctx, rep, nil, req, "unauthenticated", []string{reasonOf(err)})
+		return fail(rep, CodeUnauthenticated, "caller could not be authenticated", nil)
+	}
+
+	// 2 route
+	ri, ok := s.routes[req.Subject]
+	if !ok {
+		return fail(rep, CodeNotFound, fmt.Sprintf("no route for subject %q", req.Subject), nil)
+	}
+	r := ri.route
+
+	// 3 validate
+	params, err := r.Decode(req.Payload)
+	if err != nil {
+		var tl *route.TooLargeError
+		if errors.As(err, &tl) {
+			return fail(rep, CodeTooLarge, tl.Error(), nil)
+		}
+		return fail(rep, CodeInvalidRequest, err.Error(), nil)
+	}
+	if req.IdempotencyKey != "" && !validHeaderValue(req.IdempotencyKey, 256) {
+		return fail(rep, CodeInvalidRequest, "Idempotency-Key must be 1 to 256 printable ASCII characters", nil)
+	}
+
+	// 4 decide
+	in := &policy.Input{
+		Principal: policy.PrincipalOf(p),
+		Route:     ri.policy,
+		Params:    params,
+		Request:   s.requestInput(rep.CorrelationID, req),
+	}
+	dec, err := s.cfg.Authorizer.Decide(ctx, policy.Call, in)
+	if err != nil || !dec.Allow {
+		reasons := dec.Reasons
+		if err != nil {
+			s.log.ErrorContext(ctx, "policy evaluation failed", "err", err, "subject", r.Subject, "correlation_id", rep.CorrelationID)
+			if len(reasons) == 0 {
+				reasons = []string{"policy evaluation failed"}
+			}
+		}
+		if len(reasons) == 0 {
+			reasons = []string{"denied by policy"}
+		}
+		s.recordDecision(ctx, rep, &p, req, ri, &dec, in, reasons)
+		return fail(rep, CodeForbidden, "denied by policy", reasons)
+	}
+
+	// 5 record intent (fail closed)
+	canonical, err := json.Marshal(params)
+	if err != nil {
+		return fail(rep, CodeInternal, "internal error", nil)
+	}
+	clientKey := req.IdempotencyKey
+	if clientKey == "" {
+		clientKey = rep.CorrelationID
+	}
+	call := &Call{
+		Route: r, Params: params,
+		IdempotencyKey: idempotencyKey(p.ID(), clientKey),
+		RequestHash:    requestHash(r.Subject, canonical),
+		CorrelationID:  rep.CorrelationID,
+		Principal:      p.Display(),
+		DecisionID:     dec.ID,
+		MaxRows:        r.MaxRows,
+	}
+	if m := dec.Obligations.MaxRows; m > 0 && m < call.MaxRows {
+		call.MaxRows = m
+	}
+	actor := actorOf(&p, &req.Caller)
+	intent := &audit.Record{
+		Kind: audit.KindIntent, CorrelationID: rep.CorrelationID, Actor: actor,
+		DecisionID: dec.ID, Entry: string(policy.Call), PolicyRevision: dec.Revision,
+		Allow: ptr(true), Reasons: dec.Reasons,
+		Route: r.Subject, TargetKind: string(r.Kind), Target: r.Target,
+		Params:         s.cfg.Recorder.HashParams(params, dec.Obligations.RedactParams),
+		IdempotencyKey: call.IdempotencyKey,
+		SQL:            &audit.SQL{Server: ri.db.Server, Database: ri.db.Database, Outcome: "pending"},
+	}
+	intentIndex, err := s.appendDecision(ctx, intent, in, dec.Obligations.RedactParams)
+	if err != nil {
+		s.log.ErrorContext(ctx, "audit intent not durable; call refused", "err", err, "correlation_id", rep.CorrelationID)
+		return fail(rep, CodeUnavailable, "audit log unavailable; nothing was executed", nil)
+	}
+	rep.AuditIndex = intentIndex
+
+	// 6 execute
+	timeout := r.Timeout
+	if t := dec.Obligations.Timeout; t > 0 && t < timeout {
+		timeout = t
+	}
+	execCtx, cancel := context.WithTimeout(ctx, timeout)
+	res, execErr := ri.exec.Execute(execCtx, call)
+	cancel()
+
+	// 7 record outcome. The SQL transaction has ended either way; the
+	// outcome append must finish even if the caller went away.
+	outcome := &audit.Record{
+		Kind: audit.KindOutcome, CorrelationID: rep.CorrelationID, IntentIndex: intentIndex,
+		Actor: actor, DecisionID: dec.ID, Route: r.Subject, TargetKind: string(r.Kind), Target: r.Target,
+		IdempotencyKey: call.IdempotencyKey,
+		SQL:            &audit.SQL{Server: ri.db.Server, Database: ri.db.Database},
+		Result:         &audit.Result{},
+	}
+	code, msg, reasons := "", "", []string(nil)
+	switch {
+	case execErr == nil:
+		outcome.SQL.Outcome = "commit"
+		if res.Replayed {
+			outcome.SQL.Outcome = "none"
+		}
+		outcome.SQL.TransactionID = res.TransactionID
+		outcome.SQL.Rows = res.Rows
+		outcome.SQL.RowsAffected = res.RowsAffected
+		outcome.Result.Status = "ok"
+		outcome.Result.Replayed = res.Replayed
+	default:
+		code, msg, reasons = execError(execErr, call.MaxRows)
+		outcome.SQL.Outcome = "rollback"
+		if code == CodeConflict {
+			outcome.SQL.Outcome = "none"
+		}
+		var dbe *DBError
+		if errors.As(execErr, &dbe) {
+			outcome.SQL.ErrorNumber = dbe.Number
+		}
+		outcome.Result.Status = code
+		s.log.WarnContext(ctx, "call failed", "code", code, "err", execErr, "subject", r.Subject, "correlation_id", rep.CorrelationID)
+	}
+	outcome.Result.DurationUS = s.now().Sub(start).Microseconds()
+	octx, ocancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	outIndex, err := s.cfg.Recorder.Append(octx, outcome)
+	ocancel()
+	if err != nil {
+		// The transaction already ended; recovery at startup writes the
+		// missing outcome from the idempotency record.
+		s.log.ErrorContext(ctx, "audit outcome not durable; recovery will write it", "err", err, "correlation_id", rep.CorrelationID)
+	} else {
+		rep.AuditIndex = outIndex
+	}
+
+	// 8 reply (+ emit)
+	if execErr != nil {
+		return fail(rep, code, msg, reasons)
+	}
+	rep.OK = true
+	rep.Result = res.JSON
+	rep.SQLTransactionID = res.TransactionID
+	rep.Replayed = res.Replayed
+	if r.Emit != "" && !res.Replayed {
+		rep.Emit = &Event{Subject: r.Emit, Data: emitData(r.Subject, rep, &p)}
+	}
+	return rep
+}
+
+// identify resolves the caller to a principal using only attested data.
+func (s *Service) identify(ctx context.Context, c *Caller) (identity.Principal, error) {
+	if !c.Attested {
+		return identity.Principal{}, identity.Unauthenticated("request did not carry server-attested identity", nil)
+	}
+	if c.Principal != nil {
+		if !c.Principal.Valid() {
+			return identity.Principal{}, identity.Unauthenticated("principal without issuer or subject", nil)
+		}
+		return *c.Principal, nil
+	}
+	if s.cfg.Registry == nil {
+		return identity.Principal{}, identity.Unauthenticated("no issuance registry configured", nil)
+	}
+	if c.Account != s.cfg.UsersAccount || !slices.Contains(s.cfg.SigningKeys, c.IssuerKey) {
+		return identity.Principal{}, identity.Unauthenticated("credential not issued by sqlgate's signing keys", nil)
+	}
+	iss, err := s.cfg.Registry.Get(ctx, c.UserKey)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return identity.Principal{}, identity.Unauthenticated("user key not in the issuance registry", nil)
+		}
+		return identity.Principal{}, identity.Unauthenticated("issuance registry unavailable", err)
+	}
+	now := s.now()
+	switch {
+	case !iss.RevokedAt.IsZero():
+		return identity.Principal{}, identity.Unauthenticated("credential revoked", nil)
+	case !now.Before(iss.ExpiresAt):
+		return identity.Principal{}, identity.Unauthenticated("credential expired", nil)
+	case iss.SigningKey != c.IssuerKey:
+		return identity.Principal{}, identity.Unauthenticated("credential signed by an unexpected key", nil)
+	}
+	return iss.Principal, nil
+}
+
+func (s *Service) requestInput(correlationID string, req *Request) *policy.Request {
+	t := req.Received.UTC()
+	return &policy.Request{
+		CorrelationID: correlationID,
+		Time:          t.Format(time.RFC3339Nano),
+		TimeNS:        t.UnixNano(),
+		Reason:        req.Reason,
+		Transport:     req.Caller.Transport,
+		Client: policy.Client{
+			Host: req.Caller.Host, Name: req.Caller.Name, Lang: req.Caller.Lang,
+			Version: req.Caller.Version, UserKey: req.Caller.UserKey, Account: req.Caller.Account,
+		},
+	}
+}
+
+// appendDecision appends a record and, when configured, the decision input
+// with redacted parameters removed.
+func (s *Service) appendDecision(ctx context.Context, rec *audit.Record, in *policy.Input, redact []string) (int64, error) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if !s.storeInputs || in == nil {
+		return s.cfg.Recorder.Append(actx, rec)
+	}
+	stored := *in
+	if len(redact) > 0 && len(in.Params) > 0 {
+		stored.Params = maps.Clone(in.Params)
+		for _, name := range redact {
+			delete(stored.Params, name)
+		}
+	}
+	data, err := json.Marshal(&stored)
+	if err != nil {
+		return 0, fmt.Errorf("encode decision input: %w", err)
+	}
+	return s.cfg.Recorder.AppendWithInput(actx, rec, data)
+}
+
+// recordDecision writes a `decision` record for a deny. A failure to record
+// is logged; the request is refused either way.
+func (s *Service) recordDecision(ctx context.Context, rep *Reply, p *identity.Principal, req *Request, ri *routeInfo, dec *policy.Decision, in *policy.Input, reasons []string) {
+	rec := &audit.Record{
+		Kind: audit.KindDecision, CorrelationID: rep.CorrelationID, Actor: actorOf(p, &req.Caller),
+		DecisionID: dec.ID, Entry: string(policy.Call), PolicyRevision: dec.Revision,
+		Allow: ptr(false), Reasons: reasons, Route: ri.route.Subject,
+		TargetKind: string(ri.route.Kind), Target: ri.route.Target,
+		Params: s.cfg.Recorder.HashParams(in.Params, dec.Obligations.RedactParams),
+		Result: &audit.Result{Status: CodeForbidden},
+	}
+	idx, err := s.appendDecision(ctx, rec, in, dec.Obligations.RedactParams)
+	if err != nil {
+		s.log.ErrorContext(ctx, "audit decision record failed", "err", err, "correlation_id", rep.CorrelationID)
+		return
+	}
+	rep.AuditIndex = idx
+}
+
+// recordRefusal writes a `decision` record for a refusal that happened
+// before policy (authentication).
+func (s *Service) recordRefusal(ctx context.Context, rep *Reply, p *identity.Principal, req *Request, status string, reasons []string) {
+	rec := &audit.Record{
+		Kind: audit.KindDecision, CorrelationID: rep.CorrelationID, Actor: actorOf(p, &req.Caller),
+		Allow: ptr(false), Reasons: reasons, Route: req.Subject,
+		Result: &audit.Result{Status: status},
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	idx, err := s.cfg.Recorder.Append(actx, rec)
+	if err != nil {
+		s.log.ErrorContext(ctx, "audit refusal record failed", "err", err, "correlation_id", rep.CorrelationID)
+		return
+	}
+	rep.AuditIndex = idx
+}
+
+// execError maps an executor error to a reply code and a message that is
+// safe to show the caller.
+func execError(err error, maxRows int) (code, msg string, reasons []string) {
+	var dbe *DBError
+	switch {
+	case errors.Is(err, ErrConflict):
+		return CodeConflict, "Idempotency-Key was already used with a different request", nil
+	case errors.Is(err, ErrTooManyRows):
+		return CodeForbidden, "result exceeds the row limit", []string{fmt.Sprintf("result has more than %d rows (max_rows)", maxRows)}
+	case errors.As(err, &dbe):
+		return CodeDBError, dbe.Error(), nil
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return CodeUnavailable, "database unavailable or timed out; the transaction was rolled back", nil
+	default:
+		return CodeInternal, "internal error", nil
+	}
+}
+
+func fail(rep *Reply, code, msg string, reasons []string) *Reply {
+	rep.OK = false
+	rep.Error = &ReplyError{Code: code, Message: msg, Reasons: reasons}
+	return rep
+}
+
+func actorOf(p *identity.Principal, c *Caller) *audit.Actor {
+	a := &audit.Actor{NATSUserKey: c.UserKey, Transport: c.Transport, ClientHost: c.Host}
+	if p != nil {
+		a.Issuer, a.Subject, a.ObjectID, a.Email, a.MFA = p.Issuer, p.Subject, p.ObjectID, p.Email, p.MFA
+	}
+	return a
+}
+
+func reasonOf(err error) string {
+	var ae *identity.AuthError
+	if errors.As(err, &ae) {
+		return ae.Reason
+	}
+	return err.Error()
+}
+
+// emitData is the follow-up event: which route committed, for whom, with
+// which result and audit reference.
+func emitData(subject string, rep *Reply, p *identity.Principal) []byte {
+	ev := struct {
+		Route            string          `json:"route"`
+		CorrelationID    string          `json:"correlation_id"`
+		Principal        string          `json:"principal"`
+		SQLTransactionID string          `json:"sql_transaction_id,omitempty"`
+		AuditIndex       int64           `json:"audit_index"`
+		Result           json.RawMessage `json:"result"`
+	}{subject, rep.CorrelationID, p.Display(), rep.SQLTransactionID, rep.AuditIndex, rep.Result}
+	data, _ := json.Marshal(ev)
+	return data
+}
+
+func ptr[T any](v T) *T { return &v }
+

@@ -1,0 +1,174 @@
+package broker
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/policy"
+)
+
+// Defaults for credential lifetimes.
+const (
+	DefaultNATSTTL = 15 * time.Minute
+	DefaultMaxTTL  = time.Hour
+)
+
+// Config wires a [Service]. Catalog, Databases, Authorizer and Recorder are
+// required; the NATS and identity ports are needed only for the features
+// that use them.
+type Config struct {
+	Catalog *route.Catalog
+	// Databases maps a route's database name to its executor.
+	Databases  map[string]Executor
+	Authorizer Authorizer
+	Recorder   Recorder
+	Registry   Registry
+	Minter     NATSMinter
+	Revoker    NATSRevoker
+	Verifier   TokenVerifier
+	// UsersAccount is the NATS account people and services connect to;
+	// SigningKeys are the users-account signing keys sqlgate mints with. A
+	// NATS caller is identified only if the server attests both.
+	UsersAccount string
+	SigningKeys  []string
+	// NATSTTL is the default NATS credential lifetime; MaxTTL caps every
+	// credential lifetime whatever the policy says.
+	NATSTTL time.Duration
+	MaxTTL  time.Duration
+	// StoreInputs keeps each decision input beside its audit record for
+	// policy replay (redacted parameters removed). Default true.
+	StoreInputs *bool
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Service is sqlgate's request path and credential issuance. It is safe for
+// concurrent use.
+type Service struct {
+	cfg         Config
+	log         *slog.Logger
+	now         func() time.Time
+	routes      map[string]*routeInfo
+	storeInputs bool
+}
+
+// routeInfo caches per-route values that every call needs.
+type routeInfo struct {
+	route  *route.Route
+	policy *policy.Route
+	exec   Executor
+	db     DatabaseInfo
+}
+
+// New validates cfg and builds a Service.
+func New(cfg Config) (*Service, error) {
+	var errs []error
+	if cfg.Catalog == nil {
+		errs = append(errs, errors.New("broker: a route catalog is required"))
+	}
+	if cfg.Authorizer == nil {
+		errs = append(errs, errors.New("broker: an authorizer is required"))
+	}
+	if cfg.Recorder == nil {
+		errs = append(errs, errors.New("broker: an audit recorder is required"))
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, now: cfg.Now, routes: map[string]*routeInfo{}, storeInputs: true}
+	if cfg.StoreInputs != nil {
+		s.storeInputs = *cfg.StoreInputs
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.cfg.NATSTTL <= 0 {
+		s.cfg.NATSTTL = DefaultNATSTTL
+	}
+	if s.cfg.MaxTTL <= 0 {
+		s.cfg.MaxTTL = DefaultMaxTTL
+	}
+	if cfg.Catalog != nil {
+		for _, r := range cfg.Catalog.Routes() {
+			ex, ok := cfg.Databases[r.Database]
+			if !ok {
+				errs = append(errs, fmt.Errorf("broker: route %s: database %q is not configured", r.Subject, r.Database))
+				continue
+			}
+			s.routes[r.Subject] = &routeInfo{
+				route: r, exec: ex, db: ex.Describe(),
+				policy: &policy.Route{
+					Subject: r.Subject, Kind: string(r.Kind), Target: r.Target,
+					Database: r.Database, Mode: string(r.Mode), Tags: r.Tags,
+				},
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return s, nil
+}
+
+// Catalog returns the route catalog the service serves.
+func (s *Service) Catalog() *route.Catalog { return s.cfg.Catalog }
+
+// newID returns a UUIDv7 (time-ordered) string.
+func newID() string {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.NewString()
+	}
+	return id.String()
+}
+
+// requestHash is the hex SHA-256 over the route subject and the canonical
+// JSON of the typed parameters (sorted keys).
+func requestHash(subject string, canonicalParams []byte) string {
+	h := sha256.New()
+	h.Write([]byte(subject))
+	h.Write([]byte{'\n'})
+	h.Write(canonicalParams)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// idempotencyKey scopes a client's key to the principal, so that one
+// principal can never read another's stored result by guessing its key.
+func idempotencyKey(principalID, clientKey string) string {
+	h := sha256.Sum256([]byte(principalID + "\n" + clientKey))
+	return hex.EncodeToString(h[:])
+}
+
+// validHeaderValue accepts printable ASCII up to max bytes.
+func validHeaderValue(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// intersect returns the elements of want that are in allowed, sorted and
+// deduplicated.
+func intersect(want, allowed []string) []string {
+	var out []string
+	for _, w := range want {
+		if slices.Contains(allowed, w) && !slices.Contains(out, w) {
+			out = append(out, w)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
