@@ -1,0 +1,127 @@
+package control_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/control"
+	"github.com/sqlgate/sqlgate/identity"
+)
+
+// openDBs returns the control databases to test: SQLite always, PostgreSQL
+// when SQLGATE_TEST_POSTGRES_DSN is set.
+func openDBs(t *testing.T) map[string]*control.DB {
+	t.Helper()
+	out := map[string]*control.DB{}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "control.db")+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	c, err := control.Open(t.Context(), db, control.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["sqlite"] = c
+	if dsn := os.Getenv("SQLGATE_TEST_POSTGRES_DSN"); dsn != "" {
+		out["postgres"] = openPostgres(t, dsn)
+	} else {
+		t.Log("PostgreSQL cases skipped: SQLGATE_TEST_POSTGRES_DSN is not set")
+	}
+	return out
+}
+
+func openPostgres(t *testing.T, dsn string) *control.DB {
+	t.Helper()
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	name := fmt.Sprintf("sqlgate_control_test_%d", time.Now().UnixNano())
+	if _, err := admin.ExecContext(t.Context(), "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
+	db, err := sql.Open("pgx", replaceDatabase(t, dsn, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	c, err := control.Open(t.Context(), db, control.Postgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestRegistry(t *testing.T) {
+	for name, db := range openDBs(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+			tick := now
+			clock := func() time.Time { tick = tick.Add(time.Millisecond); return tick }
+			reg := control.NewRegistry(db, time.Hour, clock)
+			other := control.NewRegistry(db, time.Nanosecond, clock) // another instance whose cache is always stale
+
+			alice := identity.Principal{Issuer: "https://idp.example", Subject: "alice-1", Email: "alice@example.com", Groups: []string{"sales"}}
+			iss := broker.Issuance{
+				UserKey: "UKEYALICE", Principal: alice, SigningKey: "ASIGN", Account: "AUSERS", Via: "creds",
+				IssuedAt: now, ExpiresAt: now.Add(15 * time.Minute), DecisionID: "d1", Pub: []string{"orders.v1.get"},
+			}
+			if err := reg.Put(ctx, iss); err != nil {
+				t.Fatal(err)
+			}
+			got, err := other.Get(ctx, "UKEYALICE")
+			if err != nil {
+				t.Fatalf("Get from another instance: %v", err)
+			}
+			if diff := cmp.Diff(iss, got, cmpopts.EquateApproxTime(0)); diff != "" {
+				t.Errorf("Get mismatch (-want +got):\n%s", diff)
+			}
+			if _, err := other.Get(ctx, "UNKNOWN"); !errors.Is(err, broker.ErrNotFound) {
+				t.Errorf("Get(unknown) = %v, want ErrNotFound", err)
+			}
+
+			// A revocation by another instance is seen once the cache entry is stale.
+			if err := other.Revoke(ctx, "UKEYALICE", now); err != nil {
+				t.Fatal(err)
+			}
+			got, err = other.Get(ctx, "UKEYALICE")
+			if err != nil || got.RevokedAt.IsZero() || got.Active(now) {
+				t.Errorf("after Revoke: %+v, %v; want revoked", got, err)
+			}
+			fresh := control.NewRegistry(db, time.Nanosecond, clock)
+			if got, _ := fresh.Get(ctx, "UKEYALICE"); got.Active(now) {
+				t.Error("revoked issuance still active for a fresh instance")
+			}
+
+			list, err := reg.ByPrincipal(ctx, alice.ID())
+			if err != nil || len(list) != 1 {
+				t.Fatalf("ByPrincipal = %d, %v; want 1", len(list), err)
+			}
+			n, err := reg.Prune(ctx, now.Add(time.Hour))
+			if err != nil || n != 1 {
+				t.Errorf("Prune = %d, %v; want 1", n, err)
+			}
+			if _, err := fresh.Get(ctx, "UKEYALICE"); !errors.Is(err, broker.ErrNotFound) {
+				t.Errorf("Get after prune = %v, want ErrNotFound", err)
+			}
+		})
+	}
+}
