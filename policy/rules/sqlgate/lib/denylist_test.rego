@@ -1,0 +1,51 @@
+package sqlgate.lib.denylist_test
+
+import data.sqlgate.call
+import data.sqlgate.fixtures_test as fx
+import data.sqlgate.lib.denylist
+
+_grants := [{"group": "sales", "routes": ["orders.v1.create", "orders.v1.get"]}]
+
+_with_deny(entries) := {"grants": _grants, "deny": entries}
+
+test_by_subject if {
+	cfg := _with_deny([{"principals": ["u-1"], "reason": "account under review"}])
+	req := fx.call(["sales"], "orders.v1.get", {"id": 1})
+	not call.allow with input as req with data.sqlgate.config as cfg
+	call.reasons == {"account under review"} with input as req with data.sqlgate.config as cfg
+}
+
+test_by_email_case_insensitive if {
+	cfg := _with_deny([{"principals": ["Pat@Example.COM"]}])
+	req := fx.call(["sales"], "orders.v1.get", {"id": 1})
+	not call.allow with input as req with data.sqlgate.config as cfg
+	call.reasons == {"denied by the deny list"} with input as req with data.sqlgate.config as cfg
+}
+
+test_by_group_and_route if {
+	cfg := _with_deny([{"groups": ["sales"], "routes": ["orders.v1.create"], "reason": "order entry frozen for the audit"}])
+	not call.allow with input as fx.call(["sales"], "orders.v1.create", {"amount": 1}) with data.sqlgate.config as cfg
+	call.allow with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as cfg
+}
+
+test_other_principals_unaffected if {
+	cfg := _with_deny([{"principals": ["someone-else"]}])
+	call.allow with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as cfg
+}
+
+test_entry_without_principals_matches_everyone if {
+	cfg := _with_deny([{"routes": ["orders.v1.get"], "reason": "maintenance"}])
+	not call.allow with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as cfg
+	denylist.route_violations("orders.v1.create") == set() with input as fx.call(["sales"], "orders.v1.get", {"id": 1})
+		with data.sqlgate.config as cfg
+}
+
+test_deny_list_beats_break_glass if {
+	cfg := object.union(
+		_with_deny([{"principals": ["u-1"], "reason": "account under review"}]),
+		{"break_glass": {"group": "bg", "routes": ["orders.v1.get"], "min_reason_length": 1}},
+	)
+	req := json.patch(fx.call(["bg"], "orders.v1.get", {"id": 1}), [{"op": "add", "path": "/request/reason", "value": "INC-9"}])
+	not call.allow with input as req with data.sqlgate.config as cfg
+	call.reasons == {"account under review"} with input as req with data.sqlgate.config as cfg
+}

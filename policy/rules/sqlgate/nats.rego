@@ -1,0 +1,45 @@
+# METADATA
+# title: NATS credential decisions
+# description: |
+#   data.sqlgate.nats decides a NATS user credential for input.principal: pub is
+#   the set of route subjects the principal may call (the broker intersects it
+#   with the route catalog and also uses it to list "routes I may call"), ttl
+#   the credential's lifetime. Without any route there is no credential.
+package sqlgate.nats
+
+import data.sqlgate.config
+import data.sqlgate.lib.breakglass
+import data.sqlgate.lib.denylist
+import data.sqlgate.lib.grants
+import data.sqlgate.lib.request
+
+default allow := false
+
+allow if count(pub) > 0
+
+reasons contains msg if {
+	count(pub) == 0
+	msg := sprintf("no route is granted to any of your groups (%s)", [request.groups_text])
+}
+
+# Business hours, limits and MFA are decided per call, so routes they restrict
+# stay in pub; the deny list removes routes for good.
+pub contains route if {
+	some route in grants.routes
+	count(denylist.route_violations(route)) == 0
+}
+
+pub contains route if {
+	breakglass.member
+	some route in config.break_glass.routes
+	count(denylist.route_violations(route)) == 0
+}
+
+# ttl is the requested lifetime (seconds) when shorter than the configured
+# maximum, else the maximum.
+ttl := input.credential.ttl if {
+	input.credential.ttl > 0
+	input.credential.ttl < _max_ttl
+} else := _max_ttl
+
+_max_ttl := time.parse_duration_ns(object.get(config, ["nats", "ttl"], "15m")) / 1000000000

@@ -1,0 +1,41 @@
+# METADATA
+# title: SQL credential decisions
+# description: |
+#   data.sqlgate.sql_credentials decides a short-lived SQL login for
+#   input.principal: role input.credential.role on database
+#   input.credential.database, for at most the granted TTL.
+package sqlgate.sql_credentials
+
+import data.sqlgate.config
+import data.sqlgate.lib.request
+
+default allow := false
+
+allow if count(_grants) > 0
+
+reasons contains msg if {
+	count(_grants) == 0
+	msg := sprintf(
+		"role %s on database %s is not granted to any of your groups (%s)",
+		[input.credential.role, input.credential.database, request.groups_text],
+	)
+}
+
+# ttl is the requested lifetime (seconds) when shorter than the longest
+# granted max_ttl, else that maximum.
+ttl := input.credential.ttl if {
+	input.credential.ttl > 0
+	input.credential.ttl < _max_ttl
+} else := _max_ttl
+
+_grants contains grant if {
+	some grant in config.sql_credentials
+	grant.group in input.principal.groups
+	grant.database == input.credential.database
+	input.credential.role in grant.roles
+}
+
+_max_ttl := max({seconds |
+	some grant in _grants
+	seconds := time.parse_duration_ns(grant.max_ttl) / 1000000000
+})

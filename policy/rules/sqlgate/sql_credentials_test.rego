@@ -1,0 +1,41 @@
+# METADATA
+# description: Tests of data.sqlgate.sql_credentials with the demo configuration.
+package sqlgate.sql_credentials_test
+
+import data.sqlgate.fixtures_test as fx
+import data.sqlgate.sql_credentials as sql
+
+test_sales_reader_up_to_an_hour if {
+	req := fx.credential(["sales"], {"type": "sql", "database": "orders", "role": "reader", "ttl": 0})
+	sql.allow with input as req
+	sql.ttl == 3600 with input as req
+}
+
+test_requested_ttl_is_honoured_when_shorter if {
+	sql.ttl == 600 with input as fx.credential(["sales"], {"type": "sql", "database": "orders", "role": "reader", "ttl": 600})
+	sql.ttl == 3600 with input as fx.credential(["sales"], {"type": "sql", "database": "orders", "role": "reader", "ttl": 7200})
+}
+
+test_support_reader_half_an_hour if {
+	req := fx.credential(["support"], {"type": "sql", "database": "orders", "role": "reader", "ttl": 0})
+	sql.allow with input as req
+	sql.ttl == 1800 with input as req
+}
+
+test_longest_grant_wins if {
+	sql.ttl == 3600 with input as fx.credential(["support", "sales"], {"type": "sql", "database": "orders", "role": "reader", "ttl": 0})
+}
+
+test_other_role_is_denied if {
+	req := fx.credential(["support"], {"type": "sql", "database": "orders", "role": "writer", "ttl": 0})
+	not sql.allow with input as req
+	sql.reasons == {"role writer on database orders is not granted to any of your groups (support)"} with input as req
+}
+
+test_other_database_is_denied if {
+	not sql.allow with input as fx.credential(["sales"], {"type": "sql", "database": "billing", "role": "reader", "ttl": 0})
+}
+
+test_auditors_get_no_login if {
+	not sql.allow with input as fx.credential(["auditors"], {"type": "sql", "database": "orders", "role": "reader", "ttl": 0})
+}
