@@ -92,24 +92,24 @@ func (c Client) LogValue() slog.Value {
 type Option func(*config) error
 
 type config struct {
-	issuer            string
-	users             []User
-	clients           []Client
-	audience          string
-	tokenTTL          time.Duration
-	refreshTTL        time.Duration
-	codeTTL           time.Duration
-	deviceTTL         time.Duration
-	deviceInterval    time.Duration
-	shape             Shape
-	tenantID          string
-	groupNames        bool
-	groupNamesSet     bool
-	overageThreshold  int
-	now               func() time.Time
-	key               *rsa.PrivateKey
-	logger            *slog.Logger
-	keyFile           string
+	issuer           string
+	users            []User
+	clients          []Client
+	audience         string
+	tokenTTL         time.Duration
+	refreshTTL       time.Duration
+	codeTTL          time.Duration
+	deviceTTL        time.Duration
+	deviceInterval   time.Duration
+	shape            Shape
+	tenantID         string
+	groupNames       bool
+	groupNamesSet    bool
+	overageThreshold int
+	now              func() time.Time
+	key              *rsa.PrivateKey
+	logger           *slog.Logger
+	keyFile          string
 }
 
 // WithIssuer sets the issuer URL (required). Its path is the prefix under
@@ -429,13 +429,13 @@ func (p *Provider) ObjectID(username string) string {
 
 // Endpoint URLs, relative to the issuer.
 const (
-	pathDiscovery = "/.well-known/openid-configuration"
-	pathKeys      = "/keys"
-	pathAuthorize = "/authorize"
-	pathToken     = "/token"
-	pathDevice    = "/device"
+	pathDiscovery  = "/.well-known/openid-configuration"
+	pathKeys       = "/keys"
+	pathAuthorize  = "/authorize"
+	pathToken      = "/token"
+	pathDevice     = "/device"
 	pathDeviceCode = "/device/code"
-	pathUserinfo  = "/userinfo"
+	pathUserinfo   = "/userinfo"
 )
 
 // TokenURL returns the token endpoint.
@@ -561,21 +561,21 @@ func (p *Provider) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 		subjectTypes = []string{"pairwise"}
 	}
 	doc := map[string]any{
-		"issuer":                                iss,
-		"authorization_endpoint":                iss + pathAuthorize,
-		"token_endpoint":                        iss + pathToken,
-		"device_authorization_endpoint":         iss + pathDeviceCode,
-		"userinfo_endpoint":                     iss + pathUserinfo,
-		"jwks_uri":                              iss + pathKeys,
-		"response_types_supported":              []string{"code"},
-		"response_modes_supported":              []string{"query"},
-		"grant_types_supported":                 allGrants,
-		"subject_types_supported":               subjectTypes,
-		"id_token_signing_alg_values_supported": []string{"RS256"},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "none"},
-		"code_challenge_methods_supported":      []string{"S256"},
-		"scopes_supported":                      []string{"openid", "profile", "email", "offline_access", "groups"},
-		"claims_supported":                      p.claimsSupported(),
+		"issuer":                                         iss,
+		"authorization_endpoint":                         iss + pathAuthorize,
+		"token_endpoint":                                 iss + pathToken,
+		"device_authorization_endpoint":                  iss + pathDeviceCode,
+		"userinfo_endpoint":                              iss + pathUserinfo,
+		"jwks_uri":                                       iss + pathKeys,
+		"response_types_supported":                       []string{"code"},
+		"response_modes_supported":                       []string{"query"},
+		"grant_types_supported":                          allGrants,
+		"subject_types_supported":                        subjectTypes,
+		"id_token_signing_alg_values_supported":          []string{"RS256"},
+		"token_endpoint_auth_methods_supported":          []string{"client_secret_basic", "client_secret_post", "none"},
+		"code_challenge_methods_supported":               []string{"S256"},
+		"scopes_supported":                               []string{"openid", "profile", "email", "offline_access", "groups"},
+		"claims_supported":                               p.claimsSupported(),
 		"authorization_response_iss_parameter_supported": true,
 	}
 	if p.cfg.shape == ShapeEntra {
