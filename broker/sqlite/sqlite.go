@@ -1,0 +1,413 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+// IdempotencyDDL creates the idempotency table. [Open] runs it.
+const IdempotencyDDL = `CREATE TABLE IF NOT EXISTS sqlgate_idempotency (
+  idempotency_key TEXT    NOT NULL PRIMARY KEY,
+  request_hash    TEXT    NOT NULL,
+  correlation_id  TEXT    NOT NULL,
+  principal       TEXT    NOT NULL,
+  decision_id     TEXT    NOT NULL,
+  transaction_id  TEXT    NOT NULL,
+  result          TEXT,
+  rows            INTEGER NOT NULL DEFAULT 0,
+  rows_affected   INTEGER NOT NULL DEFAULT 0,
+  created_at      TEXT    NOT NULL,
+  committed_at    TEXT
+) WITHOUT ROWID`
+
+// The statements the adapter runs besides the routed statements.
+const (
+	sqlSelectRecord = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at FROM sqlgate_idempotency WHERE idempotency_key = ?1 AND committed_at IS NOT NULL`
+	sqlInsertRecord = `INSERT INTO sqlgate_idempotency (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`
+	sqlChanges      = `SELECT total_changes()`
+	sqlStoreResult  = `UPDATE sqlgate_idempotency SET result = ?2, rows = ?3, rows_affected = ?4, committed_at = ?5 WHERE idempotency_key = ?1`
+	sqlPrune        = `DELETE FROM sqlgate_idempotency WHERE committed_at IS NOT NULL AND committed_at < ?1`
+)
+
+// Executor runs routed statements against one SQLite database. It is safe
+// for concurrent use; calls are serialized on the single writer connection.
+type Executor struct {
+	cfg    Config
+	writer *sql.DB
+	reader *sql.DB
+	closed atomic.Bool
+
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt // prepared on the writer connection, by SQL text
+}
+
+// Open opens (creating if needed) the database file, applies WAL mode,
+// synchronous=FULL and the busy timeout, and creates the idempotency table.
+func Open(ctx context.Context, cfg Config) (*Executor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sqlite config: %w", err)
+	}
+	cfg.defaults()
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.BusyTimeout.Milliseconds(), 10)+")")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	writer, err := sql.Open("sqlite", "file:"+cfg.Path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite database %s: %w", cfg.Name, err)
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxLifetime(0)
+	writer.SetConnMaxIdleTime(0)
+	if _, err := writer.ExecContext(ctx, IdempotencyDDL); err != nil {
+		_ = writer.Close()
+		return nil, fmt.Errorf("open sqlite database %s: create idempotency table: %w", cfg.Name, err)
+	}
+	rq := url.Values{}
+	rq.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.BusyTimeout.Milliseconds(), 10)+")")
+	rq.Add("_pragma", "query_only(1)")
+	reader, err := sql.Open("sqlite", "file:"+cfg.Path+"?"+rq.Encode())
+	if err != nil {
+		_ = writer.Close()
+		return nil, fmt.Errorf("open sqlite database %s: %w", cfg.Name, err)
+	}
+	reader.SetMaxOpenConns(cfg.ReadConns)
+	return &Executor{cfg: cfg, writer: writer, reader: reader, stmts: map[string]*sql.Stmt{}}, nil
+}
+
+// DB returns the writer handle, for the daemon's schema set-up and tests.
+// Writes through it are serialized with the calls.
+func (e *Executor) DB() *sql.DB { return e.writer }
+
+// Close closes both pools. Calls after Close fail with broker.ErrUnavailable.
+func (e *Executor) Close() error {
+	if e.closed.Swap(true) {
+		return nil
+	}
+	e.mu.Lock()
+	for _, s := range e.stmts {
+		_ = s.Close()
+	}
+	e.stmts = nil
+	e.mu.Unlock()
+	return errors.Join(e.writer.Close(), e.reader.Close())
+}
+
+// Describe implements [broker.Executor].
+func (e *Executor) Describe() broker.DatabaseInfo {
+	return broker.DatabaseInfo{Dialect: "sqlite", Server: "file", Database: e.cfg.Name}
+}
+
+// Check reports whether the route can run here: SQLite runs statements only,
+// and the statement must compile against the current schema.
+func (e *Executor) Check(ctx context.Context, r *route.Route) error {
+	if r.Kind != route.StatementKind || r.Statement == nil {
+		return fmt.Errorf("route %s: sqlite database %s runs statements only, not procedure %q", r.Subject, e.cfg.Name, r.Target)
+	}
+	text, _ := render(r.Statement)
+	if _, err := e.stmt(ctx, text); err != nil {
+		return fmt.Errorf("route %s: statement %s: %w", r.Subject, r.Target, e.classify(ctx, err, nil))
+	}
+	return nil
+}
+
+func (e *Executor) stmt(ctx context.Context, text string) (*sql.Stmt, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s, ok := e.stmts[text]; ok {
+		return s, nil
+	}
+	if e.stmts == nil {
+		return nil, errClosed
+	}
+	s, err := e.writer.PrepareContext(ctx, text)
+	if err != nil {
+		return nil, err
+	}
+	e.stmts[text] = s
+	return s, nil
+}
+
+// render returns the statement with numbered placeholders (?1, ?2, ...; a
+// name used twice reuses its number) and the names in number order.
+func render(st *route.Statement) (string, []string) {
+	var names []string
+	idx := map[string]int{}
+	text := st.Render(func(_ int, name string) string {
+		n, ok := idx[name]
+		if !ok {
+			names = append(names, name)
+			n = len(names)
+			idx[name] = n
+		}
+		return "?" + strconv.Itoa(n)
+	})
+	return text, names
+}
+
+var errClosed = errors.New("executor closed")
+
+// Execute implements [broker.Executor].
+func (e *Executor) Execute(ctx context.Context, c *broker.Call) (*broker.Result, error) {
+	if e.closed.Load() {
+		return nil, e.unavailable(errClosed)
+	}
+	if c.Route.Kind != route.StatementKind || c.Route.Statement == nil {
+		return nil, fmt.Errorf("route %s: sqlite database %s runs statements only", c.Route.Subject, e.cfg.Name)
+	}
+	text, names := render(c.Route.Statement)
+	args := make([]any, len(names))
+	for i, n := range names {
+		v, err := bindParam(c, n)
+		if err != nil {
+			return nil, err
+		}
+		args[i] = v
+	}
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		res, err := e.execOnce(ctx, c, text, args)
+		if err == nil || !retryable(err) || attempt >= e.cfg.MaxRetries {
+			if err != nil {
+				return nil, e.classify(ctx, err, c)
+			}
+			return res, nil
+		}
+		lastErr = err
+		e.cfg.Logger.DebugContext(ctx, "sqlite busy, retrying", "database", e.cfg.Name, "attempt", attempt+1)
+		select {
+		case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, e.classify(ctx, lastErr, c)
+		}
+	}
+}
+
+func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, args []any) (_ *broker.Result, err error) {
+	st, err := e.stmt(ctx, text)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := e.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	var (
+		hash, result, txID, committed sql.NullString
+		nrows, affected               int64
+	)
+	switch err := tx.QueryRowContext(ctx, sqlSelectRecord, c.IdempotencyKey).Scan(&hash, &result, &txID, &nrows, &affected, &committed); {
+	case err == nil:
+		_ = tx.Rollback()
+		if hash.String != c.RequestHash {
+			return nil, broker.ErrConflict
+		}
+		return stored(result.String, txID.String, nrows, affected, committed.String, true)
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil, err
+	}
+	res := &broker.Result{TransactionID: uuid.Must(uuid.NewV7()).String()}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	if _, err := tx.ExecContext(ctx, sqlInsertRecord, c.IdempotencyKey, c.RequestHash, c.CorrelationID, c.Principal, c.DecisionID, res.TransactionID, now.Format(time.RFC3339Nano)); err != nil {
+		return nil, err
+	}
+	var before, after int64
+	if err := tx.QueryRowContext(ctx, sqlChanges).Scan(&before); err != nil {
+		return nil, err
+	}
+	w := newResultWriter(maxRows(c))
+	if err := runStatement(ctx, tx.StmtContext(ctx, st), args, w); err != nil {
+		return nil, err
+	}
+	if err := tx.QueryRowContext(ctx, sqlChanges).Scan(&after); err != nil {
+		return nil, err
+	}
+	res.RowsAffected = after - before
+	res.Rows = w.total
+	if res.JSON, err = w.finish(nil, false, nil, res.RowsAffected); err != nil {
+		return nil, err
+	}
+	res.CommittedAt = time.Now().UTC().Truncate(time.Microsecond)
+	if _, err := tx.ExecContext(ctx, sqlStoreResult, c.IdempotencyKey, string(res.JSON), res.Rows, res.RowsAffected, res.CommittedAt.Format(time.RFC3339Nano)); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func runStatement(ctx context.Context, st *sql.Stmt, args []any, w *resultWriter) error {
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	cols, err := rows.ColumnTypes()
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(cols))
+	boolean := make([]bool, len(cols))
+	for i, ct := range cols {
+		names[i] = ct.Name()
+		boolean[i] = strings.Contains(strings.ToUpper(ct.DatabaseTypeName()), "BOOL")
+	}
+	if len(cols) > 0 {
+		w.beginSet(names)
+	}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		for i, v := range vals {
+			if n, ok := v.(int64); ok && boolean[i] && (n == 0 || n == 1) {
+				vals[i] = n == 1
+			}
+		}
+		if err := w.row(vals); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(cols) > 0 {
+		w.endSet()
+	}
+	return nil
+}
+
+// stored turns an idempotency row into a result.
+func stored(result, txID string, nrows, affected int64, committed string, replayed bool) (*broker.Result, error) {
+	at, err := time.Parse(time.RFC3339Nano, committed)
+	if err != nil {
+		return nil, fmt.Errorf("idempotency record: committed_at: %w", err)
+	}
+	return &broker.Result{
+		JSON: json.RawMessage(result), Rows: nrows, RowsAffected: affected, TransactionID: txID,
+		Replayed: replayed, CommittedAt: at,
+	}, nil
+}
+
+// Lookup implements [broker.Executor].
+func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool, error) {
+	if e.closed.Load() {
+		return nil, false, e.unavailable(errClosed)
+	}
+	var (
+		hash, result, txID, committed sql.NullString
+		nrows, affected               int64
+	)
+	err := e.reader.QueryRowContext(ctx, sqlSelectRecord, key).Scan(&hash, &result, &txID, &nrows, &affected, &committed)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, e.classify(ctx, err, nil)
+	}
+	res, err := stored(result.String, txID.String, nrows, affected, committed.String, true)
+	return res, err == nil, err
+}
+
+// Prune deletes idempotency records committed before t and returns how many.
+func (e *Executor) Prune(ctx context.Context, before time.Time) (int64, error) {
+	if e.closed.Load() {
+		return 0, e.unavailable(errClosed)
+	}
+	r, err := e.writer.ExecContext(ctx, sqlPrune, before.UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return 0, e.classify(ctx, err, nil)
+	}
+	return r.RowsAffected()
+}
+
+// bindParam returns the value bound for placeholder name: a session value
+// from the call, or the typed parameter.
+func bindParam(c *broker.Call, name string) (any, error) {
+	switch name {
+	case route.SessionCorrelationID:
+		return c.CorrelationID, nil
+	case route.SessionPrincipal:
+		return c.Principal, nil
+	case route.SessionDecisionID:
+		return c.DecisionID, nil
+	}
+	v := c.Params[name]
+	p, ok := c.Route.Param(name)
+	if !ok || v == nil {
+		return v, nil
+	}
+	t := strings.ToLower(p.SQLType)
+	switch x := v.(type) {
+	case json.Number:
+		if strings.HasPrefix(t, "float") || t == "real" || t == "double precision" {
+			f, err := strconv.ParseFloat(string(x), 64)
+			if err != nil {
+				return nil, &route.InvalidError{Field: name, Message: "must be a number representable as a float"}
+			}
+			return f, nil
+		}
+		return string(x), nil
+	case string:
+		if strings.HasPrefix(t, "varbinary") || strings.HasPrefix(t, "binary") {
+			b, err := base64.StdEncoding.DecodeString(x)
+			if err != nil {
+				return nil, &route.InvalidError{Field: name, Message: "must be base64"}
+			}
+			return b, nil
+		}
+		return x, nil
+	case bool:
+		if x {
+			return int64(1), nil
+		}
+		return int64(0), nil
+	default:
+		return v, nil
+	}
+}
+
+func maxRows(c *broker.Call) int {
+	switch {
+	case c.MaxRows > 0:
+		return c.MaxRows
+	case c.Route.MaxRows > 0:
+		return c.Route.MaxRows
+	default:
+		return route.DefaultMaxRows
+	}
+}
+
+var (
+	_ broker.Executor = (*Executor)(nil)
+)
