@@ -118,3 +118,8 @@ type Lease struct {
 type Leases struct {
 	Leases []Lease `json:"leases"`
 }
+
+// ErrorResponse is the body of every non-2xx response.
+type ErrorResponse struct {
+	Error Error `json:"error"`
+}

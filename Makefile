@@ -1,0 +1,83 @@
+# sqlgate — run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+TOOLS := $(GO) tool -modfile=deploy/tools.mod
+DATA_DIR ?= .sqlgate
+FUZZTIME ?= 30s
+# Sized for 2 cores: packages run 2 at a time, tests inside them in parallel.
+TEST_FLAGS ?= -race -shuffle=on -p 2 -timeout 15m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## build bin/sqlgated and bin/sqlgate
+	$(GO) build -o bin/ ./cmd/sqlgated ./cmd/sqlgate
+
+.PHONY: run
+run: build ## start everything embedded (dev mode) with state in $(DATA_DIR); prints what to do next
+	./bin/sqlgated dev --data-dir $(DATA_DIR)
+
+.PHONY: test
+test: ## unit and in-process integration tests (no services needed)
+	$(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: test-integration
+test-integration: ## tests against real services: set SQLGATE_TEST_POSTGRES_DSN (and SQLGATE_TEST_SQLSERVER_DSN, SQLGATE_TEST_CHROMIUM)
+	@test -n "$$SQLGATE_TEST_POSTGRES_DSN" || { echo "set SQLGATE_TEST_POSTGRES_DSN, e.g. postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"; exit 2; }
+	$(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: vet
+vet: ## go vet
+	$(GO) vet ./...
+
+.PHONY: lint
+lint: ## golangci-lint (pinned in deploy/tools.mod)
+	$(TOOLS) golangci-lint run ./...
+
+.PHONY: fmt
+fmt: ## format the code (gofumpt, gci)
+	$(TOOLS) golangci-lint fmt ./...
+
+.PHONY: fmt-check
+fmt-check: ## fail when a file is not formatted
+	@out=$$($(TOOLS) golangci-lint fmt --diff ./... 2>&1); if [ -n "$$out" ]; then echo "$$out"; echo "run: make fmt"; exit 1; fi
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+.PHONY: bench
+bench: ## request-path benchmark vs the bare path (SQLite; PostgreSQL when SQLGATE_TEST_POSTGRES_DSN is set) + hot-step Go benchmarks
+	$(GO) run ./cmd/sqlgatebench $(BENCH_ARGS)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./broker/... ./policy/... ./audit/... ./identity/...
+
+.PHONY: bench-once
+bench-once: ## every Go benchmark once, so they keep compiling
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+.PHONY: cover
+cover: ## test coverage report in coverage.html
+	$(GO) test -coverprofile=coverage.out ./... && $(GO) tool cover -html=coverage.out -o coverage.html
+
+.PHONY: generate
+generate: ## go generate
+	$(GO) generate ./...
+
+.PHONY: check-clean
+check-clean: generate ## fail when generate or go mod tidy change anything
+	$(GO) mod tidy
+	git diff --exit-code -- . ':(exclude)coverage*'
+
+.PHONY: vuln
+vuln: ## govulncheck (needs the vulnerability database online; not part of CI here)
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 ./...
+
+.PHONY: ci
+ci: fmt-check vet lint test bench-once check-clean ## everything CI runs (.ci/run adds the services)

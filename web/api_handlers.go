@@ -1,0 +1,168 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// maxBody bounds JSON request bodies.
+const maxBody = 64 << 10
+
+func (s *Server) routes() {
+	m := s.mux
+	m.Handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}))
+	m.Handle("GET /readyz", s.handle(s.readyz))
+
+	m.Handle("GET "+api.Prefix+"/whoami", s.authed(s.whoami))
+	m.Handle("GET "+api.Prefix+"/routes", s.authed(s.listRoutes))
+	m.Handle("POST "+api.Prefix+"/nats/creds", s.authed(s.natsCreds))
+	m.Handle("GET "+api.Prefix+"/leases", s.authed(s.listLeases))
+	m.Handle("DELETE "+api.Prefix+"/leases/{id}", s.authed(s.revokeLease))
+	s.auditRoutes()
+	s.policyRoutes()
+	s.uiRoutes()
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(r.Context()); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "detail": err.Error()})
+			return nil
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+func (s *Server) whoami(w http.ResponseWriter, _ *http.Request, p identity.Principal) error {
+	writeJSON(w, http.StatusOK, whoAmI(p))
+	return nil
+}
+
+func whoAmI(p identity.Principal) api.WhoAmI {
+	out := api.WhoAmI{
+		Issuer: p.Issuer, Subject: p.Subject, ObjectID: p.ObjectID, Email: p.Email, Name: p.Name,
+		Groups: p.Groups, Roles: p.Roles, Tenant: p.Tenant, MFA: p.MFA, Expiry: p.Expiry,
+	}
+	if out.Groups == nil {
+		out.Groups = []string{}
+	}
+	if out.Roles == nil {
+		out.Roles = []string{}
+	}
+	return out
+}
+
+func (s *Server) listRoutes(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+	routes, dec, err := s.cfg.Broker.AllowedRoutes(r.Context(), p)
+	if err != nil {
+		return errors.Join(broker.ErrUnavailable, err)
+	}
+	writeJSON(w, http.StatusOK, routesResponse(routes, dec))
+	return nil
+}
+
+func routesResponse(routes []*route.Route, dec policy.Decision) api.Routes {
+	out := api.Routes{Routes: []api.Route{}, PolicyRevision: dec.Revision}
+	for _, r := range routes {
+		out.Routes = append(out.Routes, api.Route{
+			Subject: r.Subject, Description: r.Description, Kind: string(r.Kind), Target: r.Target,
+			Database: r.Database, Mode: string(r.Mode), TimeoutMS: r.Timeout.Milliseconds(),
+			MaxPayload: r.MaxPayload, Emit: r.Emit, Tags: r.Tags, Params: r.SchemaJSON,
+		})
+	}
+	return out
+}
+
+func (s *Server) natsCreds(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+	var req api.NATSCredsRequest
+	if err := decodeJSON(r, maxBody, &req); err != nil {
+		return err
+	}
+	if req.TTLSeconds < 0 {
+		return badRequest("ttl_seconds must not be negative")
+	}
+	cred, err := s.cfg.Broker.IssueNATS(r.Context(), broker.NATSRequest{
+		Principal: p, UserKey: req.PublicKey, TTL: time.Duration(req.TTLSeconds) * time.Second,
+		Via: "creds", Client: policy.Client{Host: r.RemoteAddr, Name: r.UserAgent()},
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.NATSCreds{
+		JWT: cred.JWT, ExpiresAt: cred.ExpiresAt, InboxPrefix: cred.InboxPrefix, NATSURL: s.cfg.NATSURL,
+		Pub: cred.Pub, DecisionID: cred.Decision.ID, PolicyRevision: cred.Decision.Revision, Capped: cred.Capped,
+	})
+	return nil
+}
+
+func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+	leases, err := s.leasesOf(r, p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.Leases{Leases: leases})
+	return nil
+}
+
+// leasesOf lists the principal's credentials, newest first.
+func (s *Server) leasesOf(r *http.Request, p identity.Principal) ([]api.Lease, error) {
+	out := []api.Lease{}
+	if s.cfg.Issuances == nil {
+		return out, nil
+	}
+	list, err := s.cfg.Issuances.ByPrincipal(r.Context(), p.ID())
+	if err != nil {
+		return nil, errors.Join(broker.ErrUnavailable, err)
+	}
+	now := s.now()
+	for _, iss := range list {
+		out = append(out, natsLease(iss, now))
+	}
+	return out, nil
+}
+
+func natsLease(iss broker.Issuance, now time.Time) api.Lease {
+	state := "active"
+	switch {
+	case !iss.RevokedAt.IsZero():
+		state = "revoked"
+	case !now.Before(iss.ExpiresAt):
+		state = "expired"
+	}
+	return api.Lease{
+		ID: iss.UserKey, Type: "nats", Principal: iss.Principal.Display(), UserKey: iss.UserKey,
+		State: state, IssuedAt: iss.IssuedAt, ExpiresAt: iss.ExpiresAt, RevokedAt: iss.RevokedAt,
+	}
+}
+
+// revokeLease revokes one of the caller's credentials (admins: anyone's).
+func (s *Server) revokeLease(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+	id := r.PathValue("id")
+	if s.cfg.Issuances == nil {
+		return broker.ErrNotFound
+	}
+	iss, err := s.cfg.Issuances.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if iss.Principal.ID() != p.ID() && !s.inGroups(p, s.cfg.AdminGroups) {
+		return broker.ErrNotFound // do not reveal others' leases
+	}
+	if err := s.cfg.Broker.RevokeNATS(r.Context(), p, []string{id}, "revoked by "+p.Display()); err != nil {
+		return err
+	}
+	iss.RevokedAt = s.now()
+	writeJSON(w, http.StatusOK, natsLease(iss, s.now()))
+	return nil
+}
+

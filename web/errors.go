@@ -1,0 +1,66 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// HTTPError is an error with a status and a message that is safe to show.
+// Err, if set, is logged but never shown.
+type HTTPError struct {
+	Status  int
+	Code    string
+	Msg     string
+	Reasons []string
+	Err     error
+}
+
+// Error implements error.
+func (e *HTTPError) Error() string {
+	if e.Err != nil {
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+
+// Unwrap returns the underlying error.
+func (e *HTTPError) Unwrap() error { return e.Err }
+
+func badRequest(msg string) error {
+	return &HTTPError{Status: http.StatusBadRequest, Code: broker.CodeInvalidRequest, Msg: msg}
+}
+
+// publicError maps any error to the status and body a client may see. It is
+// the only place where errors become responses.
+func publicError(err error) (int, api.Error) {
+	var he *HTTPError
+	if errors.As(err, &he) {
+		return he.Status, api.Error{Code: he.Code, Message: he.Msg, Reasons: he.Reasons}
+	}
+	var denied *broker.DeniedError
+	var invalid *route.InvalidError
+	switch {
+	case errors.As(err, &denied):
+		return http.StatusForbidden, api.Error{Code: broker.CodeForbidden, Message: "denied by policy", Reasons: denied.Reasons}
+	case errors.Is(err, identity.ErrUnauthenticated):
+		return http.StatusUnauthorized, api.Error{Code: broker.CodeUnauthenticated, Message: "authentication required or token invalid"}
+	case errors.As(err, &invalid):
+		return http.StatusBadRequest, api.Error{Code: broker.CodeInvalidRequest, Message: invalid.Error()}
+	case errors.Is(err, broker.ErrInvalid):
+		return http.StatusBadRequest, api.Error{Code: broker.CodeInvalidRequest, Message: err.Error()}
+	case errors.Is(err, broker.ErrNotFound):
+		return http.StatusNotFound, api.Error{Code: broker.CodeNotFound, Message: "not found"}
+	case errors.Is(err, broker.ErrDenied):
+		return http.StatusForbidden, api.Error{Code: broker.CodeForbidden, Message: "denied by policy"}
+	case errors.Is(err, broker.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, api.Error{Code: broker.CodeUnavailable, Message: "a backing service is unavailable; try again"}
+	default:
+		return http.StatusInternalServerError, api.Error{Code: broker.CodeInternal, Message: "internal error"}
+	}
+}

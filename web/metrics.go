@@ -1,0 +1,35 @@
+package web
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sqlgate_http_requests_total", Help: "HTTP requests by route pattern, method and status.",
+		}, []string{"pattern", "method", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sqlgate_http_request_duration_seconds", Help: "HTTP request latency by route pattern.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"pattern"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return m
+}
+
+func (m *httpMetrics) observe(pattern, method string, status int, d time.Duration) {
+	if pattern == "" {
+		pattern = "unmatched"
+	}
+	m.requests.WithLabelValues(pattern, method, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(pattern).Observe(d.Seconds())
+}

@@ -1,0 +1,285 @@
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// Broker is the slice of the broker the web layer calls.
+type Broker interface {
+	AllowedRoutes(ctx context.Context, p identity.Principal) ([]*route.Route, policy.Decision, error)
+	IssueNATS(ctx context.Context, req broker.NATSRequest) (*broker.NATSCredential, error)
+	RevokeNATS(ctx context.Context, actor identity.Principal, userKeys []string, reason string) error
+}
+
+// Authenticator verifies bearer tokens (identity/oidc).
+type Authenticator interface {
+	Verify(ctx context.Context, rawToken string) (identity.Principal, error)
+}
+
+// Issuances lists NATS credentials for the leases page and API.
+type Issuances interface {
+	ByPrincipal(ctx context.Context, principalID string) ([]broker.Issuance, error)
+	Get(ctx context.Context, userKey string) (broker.Issuance, error)
+}
+
+// Login runs the interactive OIDC login of the dashboard (identity/oidc).
+type Login interface {
+	// Start redirects the browser to the identity provider.
+	Start(w http.ResponseWriter, r *http.Request, returnTo string) error
+	// Callback completes the login: state, PKCE and nonce checked.
+	Callback(w http.ResponseWriter, r *http.Request) (p identity.Principal, returnTo string, err error)
+}
+
+// Config wires a [Server]. Broker and Auth are required.
+type Config struct {
+	Broker    Broker
+	Auth      Authenticator
+	Issuances Issuances
+	// Login enables the dashboard's sign-in; nil serves the API only.
+	Login Login
+	// Audit serves the audit endpoints; nil disables them.
+	Audit AuditService
+	// Policy serves policy evaluation and status; nil disables them.
+	Policy PolicyService
+	// Ready reports readiness problems for /readyz (nil: ready).
+	Ready func(ctx context.Context) error
+	// Registry receives the HTTP metrics and is served at /metrics.
+	Registry *prometheus.Registry
+	// NATSURL is advertised to clients with their credentials.
+	NATSURL string
+	// AdminGroups may evaluate policies and revoke anyone's credentials;
+	// AuditorGroups may read and verify the audit log.
+	AdminGroups   []string
+	AuditorGroups []string
+	// Secure marks cookies Secure (the server is behind TLS).
+	Secure bool
+	// SessionMaxAge caps a dashboard session (default 8h); sessions also end
+	// when the sign-in token expires.
+	SessionMaxAge time.Duration
+	// Mounts adds handlers under extra path prefixes (the dev identity
+	// provider at /idp/).
+	Mounts map[string]http.Handler
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Server is sqlgate's HTTP handler.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	mux      *http.ServeMux
+	sessions *sessionStore
+	metrics  *httpMetrics
+}
+
+// New validates cfg and builds the handler.
+func New(cfg Config) (*Server, error) {
+	if cfg.Broker == nil || cfg.Auth == nil {
+		return nil, errors.New("web: Broker and Auth are required")
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux()}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if cfg.SessionMaxAge <= 0 {
+		s.cfg.SessionMaxAge = 8 * time.Hour
+	}
+	s.sessions = newSessionStore(s.now)
+	if cfg.Registry != nil {
+		s.metrics = newHTTPMetrics(cfg.Registry)
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	}
+	s.routes()
+	for prefix, h := range cfg.Mounts {
+		s.mux.Handle(prefix, h)
+	}
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	id := requestID()
+	ctx := context.WithValue(r.Context(), requestIDKey{}, id)
+	w.Header().Set("X-Request-Id", id)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Referrer-Policy", "same-origin")
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.ErrorContext(ctx, "panic in handler", "request_id", id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			writeJSONError(rec, http.StatusInternalServerError, "internal", "internal error", nil, id)
+		}
+		if s.metrics != nil {
+			_, pattern := s.mux.Handler(r)
+			s.metrics.observe(pattern, r.Method, rec.status, s.now().Sub(start))
+		}
+	}()
+	s.mux.ServeHTTP(rec, r.WithContext(ctx))
+}
+
+// handlerFunc is a handler that may fail; [Server.handle] maps the error.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// handle adapts a handlerFunc: errors become JSON error responses under
+// /api/ and HTML error pages elsewhere, and are logged once with the request
+// id.
+func (s *Server) handle(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := h(w, r)
+		if err == nil {
+			return
+		}
+		status, body := publicError(err)
+		id, _ := r.Context().Value(requestIDKey{}).(string)
+		level := slog.LevelWarn
+		if status >= 500 {
+			level = slog.LevelError
+		}
+		s.log.Log(r.Context(), level, "request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			writeJSONError(w, status, body.Code, body.Message, body.Reasons, id)
+			return
+		}
+		s.renderError(w, r, status, body.Message, body.Reasons, id)
+	})
+}
+
+// principal authenticates the request: a bearer token (API clients) or the
+// dashboard session cookie.
+func (s *Server) principal(r *http.Request) (identity.Principal, *session, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, token, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+			return identity.Principal{}, nil, identity.Unauthenticated("malformed Authorization header", nil)
+		}
+		p, err := s.cfg.Auth.Verify(r.Context(), strings.TrimSpace(token))
+		return p, nil, err
+	}
+	if sess := s.sessions.fromRequest(r); sess != nil {
+		return sess.principal, sess, nil
+	}
+	return identity.Principal{}, nil, identity.Unauthenticated("no bearer token or session", nil)
+}
+
+// authed wraps a handler that needs a principal. For session-authenticated
+// requests that change state, the CSRF token must match.
+func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, p identity.Principal) error) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		p, sess, err := s.principal(r)
+		if err != nil {
+			return err
+		}
+		if sess != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if !sess.checkCSRF(r) {
+				return &HTTPError{Status: http.StatusForbidden, Code: broker.CodeForbidden, Msg: "missing or wrong CSRF token"}
+			}
+		}
+		return h(w, r, p)
+	})
+}
+
+func (s *Server) inGroups(p identity.Principal, groups []string) bool {
+	return slices.ContainsFunc(groups, p.InGroup)
+}
+
+func (s *Server) requireGroups(p identity.Principal, groups []string, what string) error {
+	if s.inGroups(p, groups) {
+		return nil
+	}
+	return &HTTPError{Status: http.StatusForbidden, Code: broker.CodeForbidden, Msg: what + " requires membership in one of: " + strings.Join(groups, ", ")}
+}
+
+// decodeJSON reads a JSON request body strictly: at most max bytes, unknown
+// fields rejected, exactly one value.
+func decodeJSON(r *http.Request, max int64, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, max))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: broker.CodeTooLarge, Msg: fmt.Sprintf("request body exceeds %d bytes", max)}
+		}
+		return badRequest("request body is not valid JSON for this endpoint: " + jsonErrorText(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("trailing data after the JSON body")
+	}
+	return nil
+}
+
+// jsonErrorText describes a decoding error without echoing input values.
+func jsonErrorText(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at offset %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q must be %s", te.Field, te.Type)
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	default:
+		return "malformed JSON"
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeJSONError(w http.ResponseWriter, status int, code, msg string, reasons []string, id string) {
+	writeJSON(w, status, api.ErrorResponse{Error: api.Error{Code: code, Message: msg, Reasons: reasons, RequestID: id}})
+}
+
+type requestIDKey struct{}
+
+func requestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,323 @@
+package web
+
+import (
+	"embed"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+var templates = template.Must(template.New("").Funcs(template.FuncMap{
+	"time": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format("2006-01-02 15:04:05Z")
+	},
+	"join":  strings.Join,
+	"short": func(s string) string { return clip(s, 16) },
+}).ParseFS(templateFS, "templates/*.html"))
+
+// page is the data every template gets.
+type page struct {
+	Title     string
+	SignedIn  bool
+	Principal identity.Principal
+	CSRF      string
+	LoginOK   bool
+	Auditor   bool
+	Admin     bool
+	Error     string
+	Reasons   []string
+	RequestID string
+	Flash     string
+
+	Routes   []api.Route
+	Revision string
+	Leases   []api.Lease
+
+	Checkpoint string
+	Records    []audit.Record
+	Verify     *VerifyReport
+
+	Policy      *PolicyStatus
+	EvalEntry   string
+	EvalInput   string
+	EvalResult  *policy.Decision
+	Explanation string
+}
+
+func (s *Server) uiRoutes() {
+	m := s.mux
+	static, _ := fs.Sub(staticFS, "static")
+	m.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	m.Handle("GET /{$}", s.handle(s.uiIndex))
+	m.Handle("GET /login", s.handle(s.uiLogin))
+	m.Handle("GET /auth/callback", s.handle(s.uiCallback))
+	m.Handle("POST /logout", s.handle(s.uiLogout))
+	m.Handle("POST /leases/{id}/revoke", s.handle(s.uiRevoke))
+	m.Handle("GET /audit", s.handle(s.uiAudit))
+	m.Handle("POST /audit/verify", s.handle(s.uiAuditVerify))
+	m.Handle("GET /policy", s.handle(s.uiPolicy))
+	m.Handle("POST /policy/eval", s.handle(s.uiPolicyEval))
+}
+
+// newPage fills the common fields from the session, if any.
+func (s *Server) newPage(r *http.Request, title string) (*page, *session) {
+	p := &page{Title: title, LoginOK: s.cfg.Login != nil}
+	if sess := s.sessions.fromRequest(r); sess != nil {
+		p.SignedIn, p.Principal, p.CSRF = true, sess.principal, sess.csrf
+		p.Auditor = s.inGroups(sess.principal, s.cfg.AuditorGroups)
+		p.Admin = s.inGroups(sess.principal, s.cfg.AdminGroups)
+		return p, sess
+	}
+	return p, nil
+}
+
+// formSession returns the session of a state-changing form post after
+// checking its CSRF token.
+func (s *Server) formSession(r *http.Request) (*session, error) {
+	sess := s.sessions.fromRequest(r)
+	if sess == nil {
+		return nil, identity.Unauthenticated("no session", nil)
+	}
+	if err := r.ParseForm(); err != nil {
+		return nil, badRequest("malformed form")
+	}
+	if !sess.checkCSRF(r) {
+		return nil, &HTTPError{Status: http.StatusForbidden, Code: broker.CodeForbidden, Msg: "missing or wrong CSRF token"}
+	}
+	return sess, nil
+}
+
+func (s *Server) render(w http.ResponseWriter, status int, name string, p *page) error {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'self'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	w.WriteHeader(status)
+	return templates.ExecuteTemplate(w, name, p)
+}
+
+func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string, reasons []string, id string) {
+	p, _ := s.newPage(r, "Error")
+	p.Error, p.Reasons, p.RequestID = msg, reasons, id
+	if err := s.render(w, status, "error.html", p); err != nil {
+		s.log.ErrorContext(r.Context(), "render error page", "err", err)
+	}
+}
+
+func (s *Server) uiIndex(w http.ResponseWriter, r *http.Request) error {
+	p, sess := s.newPage(r, "Dashboard")
+	p.Flash = r.URL.Query().Get("flash")
+	if sess != nil {
+		routes, dec, err := s.cfg.Broker.AllowedRoutes(r.Context(), sess.principal)
+		if err != nil {
+			p.Error = "policy evaluation failed; no routes listed"
+		} else {
+			p.Routes, p.Revision = routesResponse(routes, dec).Routes, dec.Revision
+		}
+		leases, err := s.leasesOf(r, sess.principal)
+		if err != nil {
+			return err
+		}
+		p.Leases = leases
+	}
+	return s.render(w, http.StatusOK, "index.html", p)
+}
+
+func (s *Server) uiLogin(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Login == nil {
+		return &HTTPError{Status: http.StatusNotFound, Code: broker.CodeNotFound, Msg: "interactive sign-in is not configured"}
+	}
+	return s.cfg.Login.Start(w, r, safeReturn(r.URL.Query().Get("return")))
+}
+
+func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.Login == nil {
+		return &HTTPError{Status: http.StatusNotFound, Code: broker.CodeNotFound, Msg: "interactive sign-in is not configured"}
+	}
+	p, returnTo, err := s.cfg.Login.Callback(w, r)
+	if err != nil {
+		return err
+	}
+	expires := s.now().Add(s.cfg.SessionMaxAge)
+	if !p.Expiry.IsZero() && p.Expiry.Before(expires) {
+		expires = p.Expiry // the session never outlives the sign-in token
+	}
+	sess := s.sessions.create(p, expires)
+	s.setSessionCookie(w, sess)
+	s.log.InfoContext(r.Context(), "dashboard sign-in", "subject", p.Subject, "issuer", p.Issuer)
+	http.Redirect(w, r, safeReturn(returnTo), http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) uiLogout(w http.ResponseWriter, r *http.Request) error {
+	sess, err := s.formSession(r)
+	if err != nil {
+		return err
+	}
+	s.sessions.delete(sess.id)
+	s.clearSessionCookie(w)
+	http.Redirect(w, r, "/?flash="+url.QueryEscape("Signed out."), http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) uiRevoke(w http.ResponseWriter, r *http.Request) error {
+	sess, err := s.formSession(r)
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if s.cfg.Issuances == nil {
+		return broker.ErrNotFound
+	}
+	iss, err := s.cfg.Issuances.Get(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	if iss.Principal.ID() != sess.principal.ID() && !s.inGroups(sess.principal, s.cfg.AdminGroups) {
+		return broker.ErrNotFound
+	}
+	if err := s.cfg.Broker.RevokeNATS(r.Context(), sess.principal, []string{id}, "revoked in the dashboard by "+sess.principal.Display()); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/?flash="+url.QueryEscape("Credential "+clip(id, 12)+"… revoked."), http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) uiAudit(w http.ResponseWriter, r *http.Request) error {
+	p, sess := s.newPage(r, "Audit")
+	if err := s.auditPage(r, p, sess); err != nil {
+		return err
+	}
+	return s.render(w, http.StatusOK, "audit.html", p)
+}
+
+func (s *Server) auditPage(r *http.Request, p *page, sess *session) error {
+	if sess == nil {
+		return identity.Unauthenticated("no session", nil)
+	}
+	if s.cfg.Audit == nil {
+		return &HTTPError{Status: http.StatusNotFound, Code: broker.CodeNotFound, Msg: "the audit log is not served here"}
+	}
+	if err := s.requireGroups(sess.principal, s.cfg.AuditorGroups, "the audit page"); err != nil {
+		return err
+	}
+	cp, err := s.cfg.Audit.Checkpoint(r.Context())
+	if err != nil {
+		return err
+	}
+	p.Checkpoint = string(cp)
+	recs, err := s.cfg.Audit.Recent(r.Context(), 50)
+	if err != nil {
+		return err
+	}
+	p.Records = recs
+	return nil
+}
+
+func (s *Server) uiAuditVerify(w http.ResponseWriter, r *http.Request) error {
+	sess, err := s.formSession(r)
+	if err != nil {
+		return err
+	}
+	p, _ := s.newPage(r, "Audit")
+	if err := s.auditPage(r, p, sess); err != nil {
+		return err
+	}
+	rep, err := s.cfg.Audit.Verify(r.Context(), 0, 0)
+	if err != nil {
+		return err
+	}
+	p.Verify = &rep
+	return s.render(w, http.StatusOK, "audit.html", p)
+}
+
+func (s *Server) uiPolicy(w http.ResponseWriter, r *http.Request) error {
+	p, sess := s.newPage(r, "Policy")
+	if err := s.policyPage(p, sess); err != nil {
+		return err
+	}
+	p.EvalEntry = string(policy.Call)
+	p.EvalInput = exampleInput(sess.principal)
+	return s.render(w, http.StatusOK, "policy.html", p)
+}
+
+func (s *Server) policyPage(p *page, sess *session) error {
+	if sess == nil {
+		return identity.Unauthenticated("no session", nil)
+	}
+	if s.cfg.Policy == nil {
+		return &HTTPError{Status: http.StatusNotFound, Code: broker.CodeNotFound, Msg: "policy status is not served here"}
+	}
+	st := s.cfg.Policy.Status()
+	p.Policy = &st
+	return nil
+}
+
+func (s *Server) uiPolicyEval(w http.ResponseWriter, r *http.Request) error {
+	sess, err := s.formSession(r)
+	if err != nil {
+		return err
+	}
+	p, _ := s.newPage(r, "Policy")
+	if err := s.policyPage(p, sess); err != nil {
+		return err
+	}
+	if err := s.requireGroups(sess.principal, s.cfg.AdminGroups, "evaluating policies"); err != nil {
+		return err
+	}
+	p.EvalEntry, p.EvalInput = r.PostFormValue("entry"), r.PostFormValue("input")
+	dec, explanation, err := s.evalEntry(r, evalRequest{Entry: p.EvalEntry, Input: []byte(p.EvalInput), Explain: r.PostFormValue("explain") != ""})
+	if err != nil {
+		return err
+	}
+	p.EvalResult, p.Explanation = &dec, explanation
+	return s.render(w, http.StatusOK, "policy.html", p)
+}
+
+// exampleInput is a starting point for the evaluation form.
+func exampleInput(p identity.Principal) string {
+	groups := `"` + strings.Join(p.Groups, `", "`) + `"`
+	if len(p.Groups) == 0 {
+		groups = ""
+	}
+	return `{
+  "principal": {"issuer": "` + template.JSEscapeString(p.Issuer) + `", "subject": "someone", "groups": [` + groups + `], "roles": [], "mfa": false},
+  "route": {"subject": "orders.v1.create", "kind": "statement", "target": "create_order", "database": "orders", "mode": "sync", "tags": []},
+  "params": {"customer": "ACME", "amount": 250},
+  "request": {"correlation_id": "example", "time": "2026-11-27T10:00:00Z", "transport": "nats", "client": {}}
+}`
+}
+
+// safeReturn keeps post-login redirects on this site.
+func safeReturn(s string) string {
+	if s == "" || !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, "/\\") {
+		return "/"
+	}
+	return s
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
