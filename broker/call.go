@@ -359,4 +359,3 @@ func emitData(subject string, rep *Reply, p *identity.Principal) []byte {
 }
 
 func ptr[T any](v T) *T { return &v }
-

@@ -165,4 +165,3 @@ func (s *Server) revokeLease(w http.ResponseWriter, r *http.Request, p identity.
 	writeJSON(w, http.StatusOK, natsLease(iss, s.now()))
 	return nil
 }
-
