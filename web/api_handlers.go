@@ -22,6 +22,9 @@ func (s *Server) routes() {
 	}))
 	m.Handle("GET /readyz", s.handle(s.readyz))
 
+	m.Handle("GET "+api.Prefix+"/config", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, s.cfg.Discovery)
+	}))
 	m.Handle("GET "+api.Prefix+"/whoami", s.authed(s.whoami))
 	m.Handle("GET "+api.Prefix+"/routes", s.authed(s.listRoutes))
 	m.Handle("POST "+api.Prefix+"/nats/creds", s.authed(s.natsCreds))

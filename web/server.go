@@ -68,6 +68,9 @@ type Config struct {
 	Registry *prometheus.Registry
 	// NATSURL is advertised to clients with their credentials.
 	NATSURL string
+	// Discovery is served unauthenticated at GET /api/v1/config so that the
+	// CLI can sign in knowing only the broker URL.
+	Discovery api.Discovery
 	// AdminGroups may evaluate policies and revoke anyone's credentials;
 	// AuditorGroups may read and verify the audit log.
 	AdminGroups   []string

@@ -123,3 +123,19 @@ type Leases struct {
 type ErrorResponse struct {
 	Error Error `json:"error"`
 }
+
+// Discovery is the unauthenticated response of `GET config`: what a client
+// needs to sign in and connect. It contains no secrets.
+type Discovery struct {
+	// Issuer is the OIDC issuer URL the CLI signs in with.
+	Issuer string `json:"issuer"`
+	// ClientID is the public (PKCE) OIDC client of the CLI.
+	ClientID string `json:"client_id"`
+	// Audience is the access-token audience sqlgate accepts, when the IdP
+	// needs it asked for (Okta custom servers, Entra `api://...` scopes).
+	Audience string   `json:"audience,omitempty"`
+	Scopes   []string `json:"scopes"`
+	NATSURL  string   `json:"nats_url"`
+	// Version is the broker's version.
+	Version string `json:"version"`
+}
