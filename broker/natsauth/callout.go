@@ -1,0 +1,389 @@
+package natsauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/policy"
+)
+
+const (
+	calloutSubject    = "$SYS.REQ.USER.AUTH"
+	calloutAudience   = "nats-authorization-request"
+	serverXKeyHeader  = "Nats-Server-Xkey"
+	refusalText       = "not authorized"
+	maxCalloutRequest = 256 << 10
+)
+
+// DefaultMaxTokenBytes bounds the OIDC token a callout client may present.
+const DefaultMaxTokenBytes = 16 << 10
+
+// Errors of callout request decoding and token extraction. The client sees
+// none of them: a refused connection gets "Authorization Violation".
+var (
+	// ErrCalloutRequest: the request is not a valid, current authorization
+	// request signed by a NATS server for our auth account.
+	ErrCalloutRequest = errors.New("invalid auth callout request")
+	// ErrNoToken: the client sent no token in CONNECT.
+	ErrNoToken = errors.New("auth callout: no token")
+	// ErrTokenTooLarge: the token exceeds the configured bound.
+	ErrTokenTooLarge = errors.New("auth callout: token too large")
+)
+
+// CalloutHandler decides an auth callout: it verifies req.Token, evaluates
+// policy, mints a user JWT for req.UserKey (the server-generated key) and
+// records the issuance and its audit record. Any error refuses the
+// connection; the handler's error text is logged, never sent to the client.
+// Implementations must be safe for concurrent use.
+type CalloutHandler interface {
+	Callout(ctx context.Context, req broker.CalloutRequest) (*broker.NATSCredential, error)
+}
+
+// CalloutConfig configures the auth callout responder.
+type CalloutConfig struct {
+	// MaxTokenBytes bounds the token (0: [DefaultMaxTokenBytes]).
+	MaxTokenBytes int
+	// Workers is the number of requests handled at once (0: 8); QueueLen the
+	// number waiting (0: 256). A request that finds the queue full is
+	// refused at once.
+	Workers, QueueLen int
+	// QueueGroup lets several sqlgated instances share the callout (default
+	// "sqlgate-callout").
+	QueueGroup string
+	// Timeout bounds the handler (0: 1.5s, below the server's default 2s
+	// auth timeout); the request's own expiry bounds it too.
+	Timeout time.Duration
+	// MaxClockSkew tolerated on the request's expiry (0: 5s).
+	MaxClockSkew time.Duration
+	// Logger receives refusals (reasons only, never tokens); nil: discard.
+	Logger *slog.Logger
+}
+
+// Callout is a running auth callout responder.
+type Callout struct {
+	nc      *nats.Conn
+	sub     *nats.Subscription
+	keys    *Keys
+	h       CalloutHandler
+	dec     requestDecoder
+	timeout time.Duration
+	log     *slog.Logger
+	jobs    chan *nats.Msg
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+	once    sync.Once
+
+	mu   sync.Mutex
+	seen map[string]int64 // request jti -> expiry (unix)
+}
+
+// StartCallout subscribes to `$SYS.REQ.USER.AUTH` on nc, a connection of the
+// callout user of the auth account ([Keys.CalloutUser]), and answers each
+// authorization request: it decrypts it with the xkey, checks that a NATS
+// server signed it for our auth account and that it is current and not
+// replayed, extracts the token from CONNECT (`auth_token`) and the
+// server-generated user key, calls h, and replies with an authorization
+// response signed by the auth account and encrypted to the server's xkey:
+// the user JWT, or an error. Requests that fail these checks are dropped (the
+// server refuses the client when its auth timeout passes). Workers stop when
+// ctx ends or Stop is called.
+func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutConfig, h CalloutHandler) (*Callout, error) {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 256
+	}
+	if cfg.QueueGroup == "" {
+		cfg.QueueGroup = "sqlgate-callout"
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 1500 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Callout{
+		nc: nc, keys: keys, h: h,
+		dec:     newRequestDecoder(keys, cfg.MaxTokenBytes, cfg.MaxClockSkew),
+		timeout: cfg.Timeout,
+		log:     cfg.Logger,
+		jobs:    make(chan *nats.Msg, cfg.QueueLen),
+		seen:    make(map[string]int64),
+	}
+	ctx, c.cancel = context.WithCancel(ctx)
+	for range cfg.Workers {
+		c.wg.Go(func() { c.work(ctx) })
+	}
+	sub, err := nc.QueueSubscribe(calloutSubject, cfg.QueueGroup, func(m *nats.Msg) {
+		select {
+		case c.jobs <- m:
+		default:
+			c.refuseBusy(ctx, m)
+		}
+	})
+	if err != nil {
+		c.cancel()
+		c.wg.Wait()
+		return nil, fmt.Errorf("subscribe auth callout: %w", err)
+	}
+	if err := nc.FlushWithContext(ctx); err != nil {
+		_ = sub.Unsubscribe()
+		c.cancel()
+		c.wg.Wait()
+		return nil, fmt.Errorf("subscribe auth callout: %w", err)
+	}
+	c.sub = sub
+	return c, nil
+}
+
+// Stop unsubscribes and waits for the requests being handled.
+func (c *Callout) Stop() error {
+	var err error
+	c.once.Do(func() {
+		err = c.sub.Drain()
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			err = nil
+		}
+		c.cancel()
+		c.wg.Wait()
+	})
+	return err
+}
+
+func (c *Callout) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m := <-c.jobs:
+			c.handle(ctx, m)
+		}
+	}
+}
+
+func (c *Callout) refuseBusy(ctx context.Context, m *nats.Msg) {
+	req, err := c.dec.decode(m.Data, m.Header.Get(serverXKeyHeader), time.Now())
+	if err != nil {
+		c.log.WarnContext(ctx, "auth callout request dropped", slog.String("reason", err.Error()))
+		return
+	}
+	c.log.WarnContext(ctx, "auth callout refused", slog.String("reason", "busy"), slog.String("user_key", req.claims.UserNkey))
+	c.reply(ctx, m, req, "", refusalText)
+}
+
+func (c *Callout) handle(ctx context.Context, m *nats.Msg) {
+	now := time.Now()
+	req, err := c.dec.decode(m.Data, m.Header.Get(serverXKeyHeader), now)
+	if err != nil {
+		c.log.WarnContext(ctx, "auth callout request dropped", slog.String("reason", err.Error()))
+		return
+	}
+	if c.replayed(req.claims.ID, req.claims.Expires, now) {
+		c.log.WarnContext(ctx, "auth callout request dropped", slog.String("reason", "replayed request"))
+		return
+	}
+	log := c.log.With(slog.String("user_key", req.claims.UserNkey), slog.String("server", req.claims.Server.Name))
+	token, err := c.dec.token(req.claims)
+	if err != nil {
+		log.InfoContext(ctx, "auth callout refused", slog.String("reason", err.Error()))
+		c.reply(ctx, m, req, "", refusalText)
+		return
+	}
+	deadline := now.Add(c.timeout)
+	if exp := time.Unix(req.claims.Expires, 0); exp.Before(deadline) {
+		deadline = exp
+	}
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	cred, err := c.h.Callout(hctx, broker.CalloutRequest{
+		Token:   token,
+		UserKey: req.claims.UserNkey,
+		Client: policy.Client{
+			Host:    req.claims.ClientInformation.Host,
+			Name:    req.claims.ClientInformation.Name,
+			Lang:    req.claims.ConnectOptions.Lang,
+			Version: req.claims.ConnectOptions.Version,
+			UserKey: req.claims.UserNkey,
+			Account: c.keys.pub.Users,
+		},
+	})
+	cancel()
+	if err != nil {
+		log.InfoContext(ctx, "auth callout refused", slog.String("reason", err.Error()))
+		c.reply(ctx, m, req, "", refusalText)
+		return
+	}
+	if cred == nil {
+		log.ErrorContext(ctx, "auth callout refused", slog.String("reason", "handler returned no credential"))
+		c.reply(ctx, m, req, "", refusalText)
+		return
+	}
+	if err := c.checkUserJWT(cred.JWT, req.claims.UserNkey); err != nil {
+		log.ErrorContext(ctx, "auth callout refused", slog.String("reason", err.Error()))
+		c.reply(ctx, m, req, "", refusalText)
+		return
+	}
+	c.reply(ctx, m, req, cred.JWT, "")
+}
+
+// checkUserJWT makes sure the handler's JWT is one the server will accept
+// for this connection: for the requested key, users account, our signing
+// key, expiry set.
+func (c *Callout) checkUserJWT(s, userKey string) error {
+	uc, err := jwt.DecodeUserClaims(s)
+	if err != nil {
+		return fmt.Errorf("handler returned an undecodable user jwt: %w", err)
+	}
+	switch {
+	case uc.Subject != userKey:
+		return errors.New("handler returned a user jwt for another key")
+	case uc.IssuerAccount != c.keys.pub.Users:
+		return errors.New("handler returned a user jwt of another account")
+	case !slices.Contains(c.keys.pub.UsersSigning, uc.Issuer):
+		return errors.New("handler returned a user jwt not signed by a users signing key")
+	case uc.Expires == 0:
+		return errors.New("handler returned a user jwt without expiry")
+	}
+	return nil
+}
+
+func (c *Callout) reply(ctx context.Context, m *nats.Msg, req *calloutRequest, userJWT, errText string) {
+	rc := jwt.NewAuthorizationResponseClaims(req.claims.UserNkey)
+	rc.Audience = req.claims.Server.ID
+	rc.Jwt = userJWT
+	rc.Error = errText
+	s, err := rc.Encode(c.keys.auth)
+	if err != nil {
+		c.log.ErrorContext(ctx, "auth callout response not signed", slog.String("error", err.Error()))
+		return
+	}
+	data := []byte(s)
+	if req.serverXKey != "" {
+		if data, err = c.keys.xkey.Seal(data, req.serverXKey); err != nil {
+			c.log.ErrorContext(ctx, "auth callout response not sealed", slog.String("error", err.Error()))
+			return
+		}
+	}
+	if err := m.Respond(data); err != nil {
+		c.log.WarnContext(ctx, "auth callout response not sent", slog.String("error", err.Error()))
+	}
+}
+
+// replayed records a request id and reports whether it was seen before.
+func (c *Callout) replayed(id string, exp int64, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.seen[id]; ok {
+		return true
+	}
+	if len(c.seen) >= 4096 {
+		cut := now.Add(-c.dec.skew).Unix()
+		for k, e := range c.seen {
+			if e < cut {
+				delete(c.seen, k)
+			}
+		}
+	}
+	c.seen[id] = exp
+	return false
+}
+
+// calloutRequest is a decoded, checked authorization request.
+type calloutRequest struct {
+	claims *jwt.AuthorizationRequestClaims
+	// serverXKey is the server's one-time curve key when the request was
+	// encrypted; the response is sealed to it.
+	serverXKey string
+}
+
+type requestDecoder struct {
+	xkey      nkeys.KeyPair
+	account   string
+	maxToken  int
+	skew      time.Duration
+	encrypted bool
+}
+
+func newRequestDecoder(keys *Keys, maxToken int, skew time.Duration) requestDecoder {
+	if maxToken <= 0 {
+		maxToken = DefaultMaxTokenBytes
+	}
+	if skew <= 0 {
+		skew = 5 * time.Second
+	}
+	return requestDecoder{xkey: keys.xkey, account: keys.pub.Auth, maxToken: maxToken, skew: skew, encrypted: keys.xkey != nil}
+}
+
+// decode decrypts (when the server sent its xkey) and checks an
+// authorization request: size, signature by a server key that is also the
+// request's server id, audience, our auth account as subject, a valid user
+// key, an expiry that has not passed. With an xkey configured, unencrypted
+// requests are refused.
+func (d requestDecoder) decode(data []byte, serverXKey string, now time.Time) (*calloutRequest, error) {
+	if len(data) == 0 || len(data) > maxCalloutRequest {
+		return nil, fmt.Errorf("%w: size %d", ErrCalloutRequest, len(data))
+	}
+	if serverXKey != "" {
+		if !nkeys.IsValidPublicCurveKey(serverXKey) {
+			return nil, fmt.Errorf("%w: bad server xkey", ErrCalloutRequest)
+		}
+		if d.xkey == nil {
+			return nil, fmt.Errorf("%w: encrypted but no xkey configured", ErrCalloutRequest)
+		}
+		plain, err := d.xkey.Open(data, serverXKey)
+		if err != nil {
+			return nil, fmt.Errorf("%w: cannot decrypt", ErrCalloutRequest)
+		}
+		data = plain
+	} else if d.encrypted {
+		return nil, fmt.Errorf("%w: not encrypted", ErrCalloutRequest)
+	}
+	claims, err := jwt.DecodeAuthorizationRequestClaims(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCalloutRequest, err)
+	}
+	vr := jwt.CreateValidationResults()
+	claims.Validate(vr)
+	switch {
+	case len(vr.Errors()) > 0:
+		return nil, fmt.Errorf("%w: %w", ErrCalloutRequest, errors.Join(vr.Errors()...))
+	case !nkeys.IsValidPublicServerKey(claims.Issuer) || claims.Issuer != claims.Server.ID:
+		return nil, fmt.Errorf("%w: not signed by the requesting server", ErrCalloutRequest)
+	case claims.Audience != calloutAudience:
+		return nil, fmt.Errorf("%w: wrong audience", ErrCalloutRequest)
+	case claims.Subject != d.account:
+		return nil, fmt.Errorf("%w: not for our auth account", ErrCalloutRequest)
+	case claims.Expires == 0:
+		return nil, fmt.Errorf("%w: no expiry", ErrCalloutRequest)
+	case now.Add(-d.skew).Unix() > claims.Expires:
+		return nil, fmt.Errorf("%w: expired", ErrCalloutRequest)
+	case claims.IssuedAt > now.Add(d.skew).Unix():
+		return nil, fmt.Errorf("%w: issued in the future", ErrCalloutRequest)
+	case serverXKey != "" && claims.Server.XKey != serverXKey:
+		return nil, fmt.Errorf("%w: xkey header does not match the request", ErrCalloutRequest)
+	}
+	return &calloutRequest{claims: claims, serverXKey: serverXKey}, nil
+}
+
+// token extracts the OIDC token the client sent in CONNECT.
+func (d requestDecoder) token(c *jwt.AuthorizationRequestClaims) (string, error) {
+	t := strings.TrimSpace(c.ConnectOptions.Token)
+	switch {
+	case t == "":
+		return "", ErrNoToken
+	case len(t) > d.maxToken:
+		return "", ErrTokenTooLarge
+	}
+	return t, nil
+}

@@ -1,0 +1,244 @@
+package natsauth_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/natsauth/natsauthtest"
+)
+
+// serveEcho answers subject in the broker account and forwards each request.
+func serveEcho(t *testing.T, env *natsauthtest.Env, subject string) <-chan *nats.Msg {
+	t.Helper()
+	bc := env.BrokerConn(t)
+	got := make(chan *nats.Msg, 16)
+	if _, err := bc.Subscribe(subject, func(m *nats.Msg) {
+		got <- m
+		_ = m.Respond([]byte("ok"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+type requestInfo struct {
+	Account   string   `json:"acc"`
+	User      string   `json:"user"`
+	IssuerKey string   `json:"issuer_key"`
+	NameTag   string   `json:"name_tag"`
+	Tags      []string `json:"tags"`
+	JWT       string   `json:"jwt"`
+}
+
+func TestMintedUserReachesRouteAcrossImport(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create", "orders.v1.get"}})
+	got := serveEcho(t, env, "orders.v1.create")
+	u := env.MintUser(t, "Alice", []string{"orders.v1.create"}, time.Minute)
+	uc := env.MustConnect(t, u.Option())
+	resp, err := uc.Request("orders.v1.create", []byte(`{}`), 5*time.Second)
+	if err != nil {
+		t.Fatalf("request across the import: %v", err)
+	}
+	if string(resp.Data) != "ok" {
+		t.Errorf("reply = %q, want ok", resp.Data)
+	}
+	m := <-got
+	var ci requestInfo
+	if err := json.Unmarshal([]byte(m.Header.Get("Nats-Request-Info")), &ci); err != nil {
+		t.Fatalf("Nats-Request-Info: %v", err)
+	}
+	pub := env.Keys.Public()
+	if ci.Account != pub.Users || ci.IssuerKey != pub.UsersSigning[0] || ci.NameTag != "Alice" || ci.JWT != u.JWT {
+		t.Errorf("Nats-Request-Info = %+v; want users account, signing key, name Alice and the user's jwt", ci)
+	}
+	if !strings.Contains(strings.Join(ci.Tags, ","), strings.ToLower(u.Key)) {
+		t.Errorf("tags %v lack the user key tag", ci.Tags)
+	}
+}
+
+// foreignSigned re-signs claims with a key that is not ours, claiming to be
+// the users account.
+func foreignSigned(t *testing.T, uc *jwt.UserClaims, users string) string {
+	t.Helper()
+	foreign, _ := nkeys.CreateAccount()
+	uc.IssuerAccount = users
+	s, err := uc.Encode(foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// tamper replaces the payload of a signed JWT, keeping header and signature.
+func tamper(t *testing.T, signed string, edit func(*jwt.UserClaims)) string {
+	t.Helper()
+	parts := strings.Split(signed, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uc jwt.UserClaims
+	if err := json.Unmarshal(raw, &uc); err != nil {
+		t.Fatal(err)
+	}
+	edit(&uc)
+	b, _ := json.Marshal(&uc)
+	parts[1] = base64.RawURLEncoding.EncodeToString(b)
+	return strings.Join(parts, ".")
+}
+
+func TestServerRefusesBadUserJWTsAtConnect(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create"}})
+	pub := env.Keys.Public()
+	kp, key := newUserKey(t)
+	seed, _ := kp.Seed()
+	claims := func() *jwt.UserClaims {
+		uc := jwt.NewUserClaims(key)
+		uc.Name = "mallory"
+		uc.Pub.Allow.Add("orders.v1.create")
+		uc.Sub.Allow.Add(broker.InboxPrefix(key) + ".>")
+		uc.Expires = time.Now().Add(time.Hour).Unix()
+		uc.IssuerAccount = pub.Users
+		return uc
+	}
+	ours := env.Keys.UsersSigningKeyForTest()
+	sign := func(uc *jwt.UserClaims) string {
+		s, err := uc.Encode(ours)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	valid := sign(claims())
+	tests := []struct {
+		name string
+		jwt  string
+	}{
+		{"foreign_signing_key", foreignSigned(t, claims(), pub.Users)},
+		{"expired", func() string {
+			uc := claims()
+			uc.Expires = time.Now().Add(-time.Minute).Unix()
+			return sign(uc)
+		}()},
+		{"not_yet_valid", func() string {
+			uc := claims()
+			uc.NotBefore = time.Now().Add(time.Hour).Unix()
+			return sign(uc)
+		}()},
+		{"widened_payload_same_signature", tamper(t, valid, func(uc *jwt.UserClaims) { uc.Pub.Allow = jwt.StringList{">"} })},
+		{"widened_and_resigned_by_other_key", func() string {
+			uc := claims()
+			uc.Pub.Allow = jwt.StringList{">"}
+			return foreignSigned(t, uc, pub.Users)
+		}()},
+		{"bearer", func() string {
+			uc := claims()
+			uc.BearerToken = true
+			return sign(uc)
+		}()},
+		{"other_account", func() string {
+			uc := claims()
+			uc.IssuerAccount = pub.Broker // claims the broker account with our users key
+			return sign(uc)
+		}()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nc, err := env.Connect(t, nats.UserJWTAndSeed(tc.jwt, string(seed)), nats.CustomInboxPrefix(broker.InboxPrefix(key)))
+			if err == nil {
+				nc.Close()
+				t.Fatal("server accepted the credential")
+			}
+			if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+				t.Errorf("connect error = %v, want an authorization violation", err)
+			}
+		})
+	}
+	t.Run("control_valid", func(t *testing.T) {
+		t.Parallel()
+		if _, err := env.Connect(t, nats.UserJWTAndSeed(valid, string(seed))); err != nil {
+			t.Fatalf("valid credential refused: %v", err)
+		}
+	})
+}
+
+func TestServerEnforcesAllowLists(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create", "orders.v1.cancel"}})
+	got := serveEcho(t, env, "orders.v1.cancel")
+	u := env.MintUser(t, "support", []string{"orders.v1.create"}, time.Minute)
+	other := env.MintUser(t, "sales", []string{"orders.v1.create"}, time.Minute)
+	errs := make(chan error, 8)
+	uc := env.MustConnect(t, u.Option(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+
+	if err := uc.Publish("orders.v1.cancel", []byte(`{"id":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; !strings.Contains(err.Error(), "Permissions Violation for Publish") {
+		t.Errorf("publish outside the allow-list: async error %v", err)
+	}
+	if _, err := uc.Subscribe(broker.InboxPrefix(other.Key)+".>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; !strings.Contains(err.Error(), "Permissions Violation for Subscription") {
+		t.Errorf("subscribe to another user's inbox: async error %v", err)
+	}
+	// A request the user may make still works, so nothing above reached the broker.
+	if _, err := uc.Request("orders.v1.create", nil, 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Errorf("allowed request: %v, want no responders (nobody serves create)", err)
+	}
+	select {
+	case m := <-got:
+		t.Errorf("broker received a denied publish on %s", m.Subject)
+	default:
+	}
+}
+
+func TestEmitStreamReachesUsers(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create"}, Emits: []string{"orders.v1.created"}})
+	kp, key := newUserKey(t)
+	m, err := env.Minter.MintUser(t.Context(), broker.UserSpec{
+		UserKey: key, Name: "listener", Pub: []string{"orders.v1.create"},
+		Sub: []string{broker.InboxPrefix(key) + ".>", "orders.v1.created"}, Expires: time.Now().Add(time.Minute),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	uc := env.MustConnect(t, nats.UserJWTAndSeed(m.JWT, string(seed)))
+	sub, err := uc.SubscribeSync("orders.v1.created")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc.Flush()
+	bc := env.BrokerConn(t)
+	if err := bc.Publish("orders.v1.created", []byte(`{"id":7}`)); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatalf("emit event not delivered to the users account: %v", err)
+	}
+	if string(msg.Data) != `{"id":7}` {
+		t.Errorf("event = %q", msg.Data)
+	}
+}
+
+var _ = natsauth.AsyncSubjects
