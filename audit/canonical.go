@@ -2,7 +2,6 @@ package audit
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -44,36 +43,39 @@ func (r *Record) AppendCanonical(b []byte) ([]byte, error) {
 
 // DecodeRecord parses the canonical encoding of a record. It rejects anything
 // that [Record.MarshalCanonical] would not produce byte for byte: unknown
-// fields, trailing data, whitespace, other field orders, non-UTC or
-// non-shortest times, unknown kinds or versions. Errors wrap
-// [ErrNotCanonical] when the JSON was readable but not canonical.
+// fields, trailing data, whitespace, other field orders, duplicate fields,
+// non-UTC or non-shortest times, unknown kinds or versions, empty optional
+// values. Errors wrap [ErrNotCanonical] when the JSON was readable but not
+// canonical.
 func DecodeRecord(data []byte) (*Record, error) {
+	var d recordDecoder
 	r := new(Record)
-	if err := decodeRecordInto(r, data, nil); err != nil {
+	if err := d.decode(r, data); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// decodeRecordInto decodes data into r and checks it is canonical, using
-// scratch (which may be nil) as the re-encoding buffer. It returns the
-// possibly grown scratch buffer through the error-free path only.
-func decodeRecordInto(r *Record, data []byte, scratch *[]byte) error {
-	if len(data) == 0 || data[0] != '{' {
-		return fmt.Errorf("decode record: %w: does not start with '{'", ErrNotCanonical)
+// recordDecoder decodes many records reusing its buffers; not safe for
+// concurrent use.
+type recordDecoder struct {
+	scratch []byte
+	intern  map[string]string
+}
+
+func (d *recordDecoder) decode(r *Record, data []byte) error {
+	*r = Record{}
+	p := parser{d: data, intern: d.intern}
+	p.record(r)
+	if p.err == nil && p.i != len(data) {
+		p.fail("trailing data")
 	}
-	if err := json.Unmarshal(data, r); err != nil {
-		return fmt.Errorf("decode record: %w", err)
+	if p.err != nil {
+		return fmt.Errorf("decode record: %w", p.err)
 	}
-	var buf []byte
-	if scratch != nil {
-		buf = (*scratch)[:0]
-	}
-	e := encoder{b: buf}
+	e := encoder{b: d.scratch[:0]}
 	r.encode(&e)
-	if scratch != nil {
-		*scratch = e.b
-	}
+	d.scratch = e.b
 	if e.err != nil {
 		return fmt.Errorf("decode record: %w", e.err)
 	}

@@ -1,0 +1,447 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// BundleFormat is the first line's format name of an audit bundle.
+const BundleFormat = "sqlgate-audit-bundle/v1"
+
+// maxBundleLine bounds one line of a bundle file.
+const maxBundleLine = 1 << 20
+
+// A bundle is a portable, self-contained export of audit logs that
+// `sqlgate audit verify --bundle FILE` checks without any database driver.
+// It is JSON Lines, written in this order:
+//
+//	{"format":"sqlgate-audit-bundle/v1"}
+//	{"key":{"origin":…,"vkey":…,"added":…}}                    one per key
+//	{"origin":"…","first":F,"end":E,"frontier":["<b64>",…]}  then, per origin:
+//	{"checkpoint":"<signed note>"}                             ascending size
+//	{"proof":{"old":N,"new":F,"hashes":["<b64>",…]}}           optional
+//	{"leaf":"<b64>","record":{…canonical record…}}             records F..E-1
+//
+// The record is embedded byte for byte as the canonical encoding; leaf is
+// its stored leaf hash. Nothing in a bundle is trusted by the verifier.
+
+// BundleOptions select what [WriteBundle] exports.
+type BundleOptions struct {
+	// Origin exports only this origin.
+	Origin string
+	// From and To export indexes [From, To) of each origin (To 0: to the
+	// end). A positive To is lowered to the size of the newest checkpoint at
+	// or below it, so that every exported record is covered by a checkpoint.
+	From, To int64
+}
+
+type bundleHeader struct {
+	Format     string       `json:"format,omitempty"`
+	Key        *Key         `json:"key,omitempty"`
+	Origin     *string      `json:"origin,omitempty"`
+	First      int64        `json:"first,omitempty"`
+	End        int64        `json:"end,omitempty"`
+	Frontier   []tlog.Hash  `json:"frontier,omitempty"`
+	Checkpoint *string      `json:"checkpoint,omitempty"`
+	Proof      *bundleProof `json:"proof,omitempty"`
+}
+
+type bundleProof struct {
+	Old    int64       `json:"old"`
+	New    int64       `json:"new"`
+	Hashes []tlog.Hash `json:"hashes"`
+}
+
+var (
+	recordLinePrefix = []byte(`{"leaf":"`)
+	recordLineMiddle = []byte(`","record":`)
+)
+
+// WriteBundle exports the logs of src to w. The output depends only on the
+// source's content and opts (same input, same bytes).
+func WriteBundle(ctx context.Context, w io.Writer, src Source, opts BundleOptions) error {
+	bw := bufio.NewWriterSize(w, 1<<16)
+	writeJSON := func(v any) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		b = append(b, '\n')
+		_, err = bw.Write(b)
+		return err
+	}
+	if err := writeJSON(bundleHeader{Format: BundleFormat}); err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
+	origins, err := src.Origins(ctx)
+	if err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
+	slices.Sort(origins)
+	keys, err := src.Keys(ctx)
+	if err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
+	for _, k := range keys {
+		if opts.Origin != "" && k.Origin != opts.Origin {
+			continue
+		}
+		if err := writeJSON(bundleHeader{Key: &k}); err != nil {
+			return fmt.Errorf("write bundle: %w", err)
+		}
+	}
+	for _, origin := range origins {
+		if opts.Origin != "" && origin != opts.Origin {
+			continue
+		}
+		if err := writeBundleOrigin(ctx, bw, writeJSON, src, origin, opts); err != nil {
+			return fmt.Errorf("write bundle: origin %q: %w", origin, err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write bundle: %w", err)
+	}
+	return nil
+}
+
+func writeBundleOrigin(ctx context.Context, bw *bufio.Writer, writeJSON func(any) error, src Source, origin string, opts BundleOptions) error {
+	first, end, err := src.Bounds(ctx, origin)
+	if err != nil {
+		return err
+	}
+	type cpNote struct {
+		size int64 // -1 when unparseable
+		note []byte
+	}
+	var notes []cpNote
+	err = src.Checkpoints(ctx, origin, func(msg []byte) error {
+		size := int64(-1)
+		if c, err := ParseCheckpoint(noteText(msg)); err == nil {
+			size = c.Size
+		}
+		notes = append(notes, cpNote{size, bytes.Clone(msg)})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	from, to := max(first, opts.From), end
+	if opts.To > 0 && opts.To < end {
+		to = from
+		for _, n := range notes {
+			if n.size >= from && n.size <= opts.To {
+				to = max(to, n.size)
+			}
+		}
+	}
+	from = min(from, to)
+	frontier, err := src.Frontier(ctx, origin, from)
+	if err != nil {
+		return err
+	}
+	o := origin
+	if err := writeJSON(bundleHeader{Origin: &o, First: from, End: to, Frontier: frontier}); err != nil {
+		return err
+	}
+	var below *cpNote
+	for i, n := range notes {
+		switch {
+		case n.size < 0 || n.size >= from && n.size <= to:
+			s := string(n.note)
+			if err := writeJSON(bundleHeader{Checkpoint: &s}); err != nil {
+				return err
+			}
+		case n.size < from:
+			below = &notes[i]
+		}
+	}
+	if below != nil && from > 0 {
+		s := string(below.note)
+		if err := writeJSON(bundleHeader{Checkpoint: &s}); err != nil {
+			return err
+		}
+		proof, err := src.TreeProof(ctx, origin, below.size, from)
+		if err == nil {
+			if err := writeJSON(bundleHeader{Proof: &bundleProof{Old: below.size, New: from, Hashes: proof}}); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	var line []byte
+	return src.Records(ctx, origin, from, to, func(index int64, data []byte, leaf *tlog.Hash) error {
+		var h tlog.Hash
+		if leaf != nil {
+			h = *leaf
+		} else {
+			h = LeafHash(data)
+		}
+		line = append(line[:0], recordLinePrefix...)
+		line = base64.StdEncoding.AppendEncode(line, h[:])
+		line = append(line, recordLineMiddle...)
+		line = append(line, data...)
+		line = append(line, '}', '\n')
+		_, err := bw.Write(line)
+		return err
+	})
+}
+
+// Bundle is an opened bundle file; it implements [Source]. Records are read
+// from the file on demand, everything else is held in memory. A Bundle is
+// not safe for concurrent use.
+type Bundle struct {
+	r       io.ReadSeeker
+	keys    []Key
+	origins []string
+	logs    map[string]*bundleLog
+}
+
+type bundleLog struct {
+	first, end int64
+	frontier   []tlog.Hash
+	notes      [][]byte
+	proofs     []bundleProof
+	recStart   int64 // file offset of the first record line, -1 when none
+	recCount   int64
+}
+
+var _ Source = (*Bundle)(nil)
+
+// OpenBundle reads a bundle's index from r (usually an *os.File). It checks
+// the layout, not the content: that is [Verify]'s job.
+func OpenBundle(r io.ReadSeeker) (*Bundle, error) {
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("open bundle: %w", err)
+	}
+	b := &Bundle{r: r, logs: map[string]*bundleLog{}}
+	br := bufio.NewReaderSize(r, 1<<16)
+	var off int64
+	lineNo := 0
+	var cur *bundleLog
+	inRecords := false
+	for {
+		line, err := readLine(br)
+		if errors.Is(err, io.EOF) && len(line) == 0 {
+			break
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("open bundle: line %d: %w", lineNo+1, err)
+		}
+		lineNo++
+		start := off
+		off += int64(len(line))
+		body := bytes.TrimSuffix(line, []byte("\n"))
+		if lineNo == 1 {
+			var h bundleHeader
+			if err := json.Unmarshal(body, &h); err != nil || h.Format != BundleFormat {
+				return nil, fmt.Errorf("open bundle: not a %s file", BundleFormat)
+			}
+			continue
+		}
+		if bytes.HasPrefix(body, recordLinePrefix) {
+			if cur == nil {
+				return nil, fmt.Errorf("open bundle: line %d: record before any origin", lineNo)
+			}
+			if !inRecords {
+				if cur.recStart >= 0 {
+					return nil, fmt.Errorf("open bundle: line %d: records of an origin must be contiguous", lineNo)
+				}
+				cur.recStart = start
+				inRecords = true
+			}
+			cur.recCount++
+			continue
+		}
+		inRecords = false
+		var h bundleHeader
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&h); err != nil {
+			return nil, fmt.Errorf("open bundle: line %d: %w", lineNo, err)
+		}
+		switch {
+		case h.Key != nil:
+			b.keys = append(b.keys, *h.Key)
+		case h.Origin != nil:
+			if _, dup := b.logs[*h.Origin]; dup {
+				return nil, fmt.Errorf("open bundle: line %d: origin %q repeated", lineNo, *h.Origin)
+			}
+			if h.First < 0 || h.End < h.First {
+				return nil, fmt.Errorf("open bundle: line %d: invalid range", lineNo)
+			}
+			cur = &bundleLog{first: h.First, end: h.End, frontier: h.Frontier, recStart: -1}
+			b.logs[*h.Origin] = cur
+			b.origins = append(b.origins, *h.Origin)
+		case h.Checkpoint != nil:
+			if cur == nil {
+				return nil, fmt.Errorf("open bundle: line %d: checkpoint before any origin", lineNo)
+			}
+			cur.notes = append(cur.notes, []byte(*h.Checkpoint))
+		case h.Proof != nil:
+			if cur == nil {
+				return nil, fmt.Errorf("open bundle: line %d: proof before any origin", lineNo)
+			}
+			cur.proofs = append(cur.proofs, *h.Proof)
+		default:
+			return nil, fmt.Errorf("open bundle: line %d: unknown line", lineNo)
+		}
+	}
+	if lineNo == 0 {
+		return nil, fmt.Errorf("open bundle: empty file")
+	}
+	return b, nil
+}
+
+// readLine reads one line (with its newline) of at most maxBundleLine bytes.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var out []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		out = append(out, frag...)
+		if len(out) > maxBundleLine {
+			return nil, errors.New("line too long")
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		return out, err
+	}
+}
+
+// Origins implements [Source].
+func (b *Bundle) Origins(context.Context) ([]string, error) { return slices.Clone(b.origins), nil }
+
+// Keys implements [Source].
+func (b *Bundle) Keys(context.Context) ([]Key, error) { return slices.Clone(b.keys), nil }
+
+func (b *Bundle) log(origin string) (*bundleLog, error) {
+	l, ok := b.logs[origin]
+	if !ok {
+		return nil, fmt.Errorf("bundle origin %q: %w", origin, ErrNotFound)
+	}
+	return l, nil
+}
+
+// Checkpoints implements [Source].
+func (b *Bundle) Checkpoints(_ context.Context, origin string, fn func([]byte) error) error {
+	l, err := b.log(origin)
+	if err != nil {
+		return err
+	}
+	for _, n := range l.notes {
+		if err := fn(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Bounds implements [Source].
+func (b *Bundle) Bounds(_ context.Context, origin string) (int64, int64, error) {
+	l, err := b.log(origin)
+	if err != nil {
+		return 0, 0, err
+	}
+	return l.first, l.end, nil
+}
+
+// Frontier implements [Source]; a bundle holds the frontier at its first
+// index only.
+func (b *Bundle) Frontier(_ context.Context, origin string, size int64) ([]tlog.Hash, error) {
+	l, err := b.log(origin)
+	if err != nil {
+		return nil, err
+	}
+	if size != l.first {
+		return nil, fmt.Errorf("bundle frontier at %d: %w", size, ErrNotFound)
+	}
+	return slices.Clone(l.frontier), nil
+}
+
+// TreeProof implements [Source]; a bundle holds the proofs its writer put in.
+func (b *Bundle) TreeProof(_ context.Context, origin string, oldSize, newSize int64) (tlog.TreeProof, error) {
+	l, err := b.log(origin)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range l.proofs {
+		if p.Old == oldSize && p.New == newSize {
+			return slices.Clone(p.Hashes), nil
+		}
+	}
+	return nil, fmt.Errorf("bundle proof %d -> %d: %w", oldSize, newSize, ErrNotFound)
+}
+
+// Records implements [Source]. Positions are assigned in file order from the
+// origin's first index.
+func (b *Bundle) Records(ctx context.Context, origin string, from, to int64, fn func(int64, []byte, *tlog.Hash) error) error {
+	l, err := b.log(origin)
+	if err != nil {
+		return err
+	}
+	if l.recStart < 0 || from >= to {
+		return nil
+	}
+	if _, err := b.r.Seek(l.recStart, io.SeekStart); err != nil {
+		return fmt.Errorf("read bundle: %w", err)
+	}
+	br := bufio.NewReaderSize(b.r, 1<<16)
+	var leaf tlog.Hash
+	for k := int64(0); k < l.recCount; k++ {
+		index := l.first + k
+		if index >= to {
+			return nil
+		}
+		line, err := readLine(br)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read bundle: %w", err)
+		}
+		if index < from {
+			continue
+		}
+		if k&1023 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		line = bytes.TrimSuffix(line, []byte("\n"))
+		data, ok := parseRecordLine(line, &leaf)
+		var lp *tlog.Hash
+		if ok {
+			lp = &leaf
+		} else {
+			data = line // let the verifier name the bad record
+		}
+		if err := fn(index, data, lp); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseRecordLine splits `{"leaf":"<b64>","record":<data>}`.
+func parseRecordLine(line []byte, leaf *tlog.Hash) ([]byte, bool) {
+	const b64Len = 44
+	p := len(recordLinePrefix)
+	m := p + b64Len
+	if len(line) < m+len(recordLineMiddle)+1 || !bytes.Equal(line[m:m+len(recordLineMiddle)], recordLineMiddle) || line[len(line)-1] != '}' {
+		return nil, false
+	}
+	var buf [tlog.HashSize + 3]byte
+	n, err := base64.StdEncoding.Strict().Decode(buf[:], line[p:m])
+	if err != nil || n != tlog.HashSize {
+		return nil, false
+	}
+	copy(leaf[:], buf[:n])
+	return line[m+len(recordLineMiddle) : len(line)-1], true
+}

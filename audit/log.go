@@ -1,0 +1,810 @@
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Defaults for [Config].
+const (
+	DefaultCheckpointInterval = time.Second
+	DefaultHeartbeat          = 5 * time.Minute
+	DefaultMaxBatch           = 1024
+	DefaultSinkInterval       = time.Minute
+	DefaultWriteTimeout       = 10 * time.Second
+)
+
+// Log errors.
+var (
+	// ErrClosed is returned by appends after [Log.Close].
+	ErrClosed = errors.New("audit log closed")
+	// ErrRollback is returned by [Open] when the store holds fewer records
+	// than its own latest checkpoint covers, or records that do not match
+	// it: the store was rolled back, truncated or altered.
+	ErrRollback = errors.New("audit store does not match its latest checkpoint")
+)
+
+// Config configures a [Log]. Zero durations and sizes take the defaults.
+type Config struct {
+	// Origin names this log (one per sqlgated instance, unique across
+	// instances sharing a store), e.g. "sqlgate.example/instance-1". It is
+	// also the name of the checkpoint signing key.
+	Origin string `json:"origin"`
+	// Instance names this process in every record (e.g. the host name).
+	Instance string `json:"instance"`
+	// Signer signs checkpoints; its Name must equal Origin. A new key is
+	// added to the key history (and an admin "key_rotation" record is
+	// written) the first time it is used; old keys stay in the history.
+	Signer Signer `json:"-"`
+	// ParamKey is the HMAC key for parameter values (see [Log.HashParams]).
+	ParamKey ParamKey `json:"-"`
+	// CheckpointInterval is the shortest time between two checkpoints while
+	// records arrive (default 1s). Every record is covered by a checkpoint at
+	// most about one interval after it was acknowledged.
+	CheckpointInterval time.Duration `json:"checkpointInterval"`
+	// Heartbeat is how long the log may stay idle before it writes a
+	// "heartbeat" record and a checkpoint (default 5m).
+	Heartbeat time.Duration `json:"heartbeat"`
+	// MaxBatch caps the records committed in one store transaction
+	// (default 1024).
+	MaxBatch int `json:"maxBatch"`
+	// Sink, when set, receives a copy of the latest checkpoint at most every
+	// SinkInterval (default 1m) and at Close.
+	Sink         Sink          `json:"-"`
+	SinkInterval time.Duration `json:"sinkInterval"`
+	// Retention, when positive, prunes record bodies older than this every
+	// hour (see [Log.Prune]); InputRetention does the same for decision
+	// inputs only.
+	Retention      time.Duration `json:"retention"`
+	InputRetention time.Duration `json:"inputRetention"`
+	// WriteTimeout bounds one store write (default 10s).
+	WriteTimeout time.Duration `json:"writeTimeout"`
+	// Now is the clock (default time.Now).
+	Now func() time.Time `json:"-"`
+	// Logger receives background errors (checkpoint, heartbeat, sink,
+	// retention); default discards.
+	Logger *slog.Logger `json:"-"`
+}
+
+func (c *Config) setDefaults() {
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = DefaultHeartbeat
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.SinkInterval <= 0 {
+		c.SinkInterval = DefaultSinkInterval
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports every problem with the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if !validOrigin(c.Origin) {
+		errs = append(errs, fmt.Errorf("audit: origin %q must be non-empty printable text without spaces or '+'", c.Origin))
+	}
+	if c.Signer == nil {
+		errs = append(errs, errors.New("audit: signer is required"))
+	} else if c.Signer.Name() != c.Origin {
+		errs = append(errs, fmt.Errorf("audit: signer key name %q must equal the origin %q", c.Signer.Name(), c.Origin))
+	}
+	if err := c.ParamKey.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("audit: %w", err))
+	}
+	if c.MaxBatch < 0 {
+		errs = append(errs, errors.New("audit: maxBatch must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Log is an origin's append-only, tamper-evident audit log. Appends are
+// group-committed by one goroutine: concurrent callers' records go into one
+// store transaction, and each caller returns only after that transaction is
+// durable. Signed checkpoints cover the records at most every
+// CheckpointInterval while busy and at every heartbeat while idle. A Log is
+// safe for concurrent use.
+type Log struct {
+	cfg   Config
+	store Store
+	log   *slog.Logger
+
+	reqs     chan *appendReq
+	syncs    chan chan error
+	quit     chan struct{}
+	done     chan struct{}
+	sinkCh   chan *Checkpoint
+	sinkDone chan struct{}
+	bgCancel context.CancelFunc
+	bgDone   chan struct{}
+
+	closeMu   sync.RWMutex // guards closed; senders hold it for reading while they send
+	closed    bool
+	closeOnce sync.Once
+	closeErr  error
+
+	mu     sync.Mutex // guards latest
+	latest *Checkpoint
+	size   atomic.Int64
+
+	stats struct {
+		records, batches, checkpoints, writeErrors atomic.Int64
+	}
+
+	// Committer state, touched only by the committer goroutine (and by Open
+	// before it starts).
+	front    *frontier
+	cpSize   int64
+	cpTime   time.Time
+	lastSink time.Time
+	reload   bool
+	newKey   *Key
+	buf      []byte
+	recs     []StoredRecord
+	hashes   []tlog.Hash
+	ends     []int
+	leaves   []tlog.Hash
+	pending  []*appendReq
+}
+
+type appendReq struct {
+	rec   *Record
+	input []byte
+	done  chan error
+	ok    bool
+}
+
+// Open opens (or starts) the log of cfg.Origin in store. On a new origin it
+// writes the admin "log_start" record; with a signing key the key history
+// does not hold yet it writes "key_rotation". Before accepting appends it
+// checks that the store still matches its latest checkpoint ([ErrRollback]
+// otherwise) and covers every stored record with a checkpoint.
+func Open(ctx context.Context, store Store, cfg Config) (*Log, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	l := &Log{
+		cfg:      cfg,
+		store:    store,
+		log:      cfg.Logger,
+		reqs:     make(chan *appendReq, 2*cfg.MaxBatch),
+		syncs:    make(chan chan error),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
+		sinkCh:   make(chan *Checkpoint, 1),
+		sinkDone: make(chan struct{}),
+		bgDone:   make(chan struct{}),
+	}
+	if err := l.loadState(ctx); err != nil {
+		return nil, err
+	}
+	vkey := cfg.Signer.VerifierKey()
+	var first *Record
+	if l.newKey != nil {
+		action := "key_rotation"
+		if l.front.size == 0 {
+			action = "log_start"
+		}
+		first = &Record{Kind: KindAdmin, Admin: &Admin{Action: action, Detail: vkey}}
+	}
+	if first != nil || l.front.size > l.cpSize || l.latest == nil {
+		var reqs []*appendReq
+		if first != nil {
+			first.Time = cfg.Now()
+			l.stamp(first)
+			reqs = append(reqs, &appendReq{rec: first, done: make(chan error, 1)})
+		}
+		if err := l.commit(reqs, true); err != nil {
+			return nil, fmt.Errorf("open audit log %q: %w", cfg.Origin, err)
+		}
+		if first != nil {
+			if err := <-reqs[0].done; err != nil {
+				return nil, fmt.Errorf("open audit log %q: %w", cfg.Origin, err)
+			}
+		}
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	l.bgCancel = cancel
+	go l.run()
+	go l.runSink()
+	go l.runRetention(bg)
+	return l, nil
+}
+
+// loadState reads the store's state for the origin and checks it against
+// the latest checkpoint. It sets front, latest, cpSize, cpTime and newKey.
+func (l *Log) loadState(ctx context.Context) error {
+	origin := l.cfg.Origin
+	st, err := l.store.Load(ctx, origin)
+	if err != nil {
+		return fmt.Errorf("load audit log %q: %w", origin, err)
+	}
+	front, ok := newFrontier(st.Size, st.Frontier)
+	if !ok {
+		return fmt.Errorf("load audit log %q: %w: frontier has %d hashes for size %d", origin, ErrRollback, len(st.Frontier), st.Size)
+	}
+	vkey := l.cfg.Signer.VerifierKey()
+	vkeys := []string{vkey}
+	known := false
+	for _, k := range st.Keys {
+		vkeys = append(vkeys, k.VerifierKey)
+		known = known || k.VerifierKey == vkey
+	}
+	l.newKey = nil
+	if !known {
+		l.newKey = &Key{Origin: origin, VerifierKey: vkey, Added: l.cfg.Now().UTC()}
+	}
+	var latest *Checkpoint
+	if st.Latest != nil {
+		verifiers, err := NewVerifiers(vkeys...)
+		if err != nil {
+			return fmt.Errorf("load audit log %q: key history: %w", origin, err)
+		}
+		latest, err = OpenCheckpoint(st.Latest, verifiers)
+		if err != nil {
+			return fmt.Errorf("load audit log %q: latest checkpoint: %w", origin, err)
+		}
+		if latest.Origin != origin {
+			return fmt.Errorf("load audit log %q: latest checkpoint names origin %q", origin, latest.Origin)
+		}
+		if err := l.checkAgainst(ctx, front, latest); err != nil {
+			return fmt.Errorf("load audit log %q: %w", origin, err)
+		}
+	}
+	l.front = front
+	l.size.Store(front.size)
+	l.mu.Lock()
+	l.latest = latest
+	l.mu.Unlock()
+	if latest != nil {
+		l.cpSize, l.cpTime = latest.Size, latest.Time
+	} else {
+		l.cpSize, l.cpTime = 0, time.Time{}
+	}
+	return nil
+}
+
+// checkAgainst verifies that the stored tree of size front.size extends the
+// tree that cp signed.
+func (l *Log) checkAgainst(ctx context.Context, front *frontier, cp *Checkpoint) error {
+	n := front.size
+	switch {
+	case cp.Size > n:
+		return fmt.Errorf("%w: checkpoint covers %d records, store has %d", ErrRollback, cp.Size, n)
+	case cp.Size == n:
+		if front.root() != cp.Root {
+			return fmt.Errorf("%w: tree hash of %d records differs from the checkpoint", ErrRollback, n)
+		}
+		return nil
+	}
+	proof, err := tlog.ProveTree(n, cp.Size, hashReader(ctx, l.store, l.cfg.Origin))
+	if err != nil {
+		return fmt.Errorf("consistency proof %d -> %d: %w", cp.Size, n, err)
+	}
+	if err := tlog.CheckTree(proof, n, front.root(), cp.Size, cp.Root); err != nil {
+		return fmt.Errorf("%w: stored tree of %d records does not extend the checkpoint of %d", ErrRollback, n, cp.Size)
+	}
+	return nil
+}
+
+// stamp fills the fields the log owns.
+func (l *Log) stamp(r *Record) {
+	r.V = SchemaVersion
+	r.Origin = l.cfg.Origin
+	r.Instance = l.cfg.Instance
+	if r.Time.IsZero() {
+		r.Time = l.cfg.Now()
+	}
+	r.Time = r.Time.UTC()
+}
+
+// Append adds r to the log and returns its index once it is durable. It
+// fills r.V, r.Index, r.Origin, r.Instance and, when zero, r.Time; the
+// caller must not touch r until Append returns. Any error means the record
+// may not be durable: the caller must not perform the action it describes
+// (fail closed). When ctx ends first Append returns its error, but the
+// record may still be written (an intent that then shows as unpaired).
+func (l *Log) Append(ctx context.Context, r *Record) (int64, error) {
+	return l.append(ctx, r, nil)
+}
+
+// AppendWithInput is [Log.Append] plus a sidecar: input (the decision input,
+// redacted parameters removed) is stored beside the record for policy
+// replay, and its hex SHA-256 is set in r.InputSHA256. The sidecar is not
+// part of the Merkle leaf, so it can be pruned without breaking
+// verification.
+func (l *Log) AppendWithInput(ctx context.Context, r *Record, input []byte) (int64, error) {
+	if input != nil {
+		sum := sha256.Sum256(input)
+		r.InputSHA256 = hex.EncodeToString(sum[:])
+	}
+	return l.append(ctx, r, input)
+}
+
+func (l *Log) append(ctx context.Context, r *Record, input []byte) (int64, error) {
+	if r == nil {
+		return -1, errors.New("audit append: nil record")
+	}
+	l.stamp(r)
+	req := &appendReq{rec: r, input: input, done: make(chan error, 1)}
+	l.closeMu.RLock()
+	if l.closed {
+		l.closeMu.RUnlock()
+		return -1, ErrClosed
+	}
+	select {
+	case l.reqs <- req:
+	case <-ctx.Done():
+		l.closeMu.RUnlock()
+		return -1, fmt.Errorf("audit append: %w", ctx.Err())
+	}
+	l.closeMu.RUnlock()
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return -1, err
+		}
+		return r.Index, nil
+	case <-ctx.Done():
+		return -1, fmt.Errorf("audit append: %w", ctx.Err())
+	}
+}
+
+// HashParams returns the keyed hash ("hmac-sha256:<key id>:<hex>") of each
+// parameter value under the configured ParamKey, and "redacted" for the
+// names in redact. See [HashValue] for the value encoding.
+func (l *Log) HashParams(params map[string]any, redact []string) map[string]string {
+	return HashParams(l.cfg.ParamKey, params, redact)
+}
+
+// Origin returns the log's origin.
+func (l *Log) Origin() string { return l.cfg.Origin }
+
+// Size returns the number of durable records.
+func (l *Log) Size() int64 { return l.size.Load() }
+
+// Latest returns the newest signed checkpoint.
+func (l *Log) Latest(ctx context.Context) (*Checkpoint, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.latest == nil {
+		return nil, fmt.Errorf("latest checkpoint: %w", ErrNotFound)
+	}
+	c := *l.latest
+	return &c, nil
+}
+
+// Sync writes a checkpoint now if any acknowledged record is not yet
+// covered by one, and returns once it is durable.
+func (l *Log) Sync(ctx context.Context) error {
+	ch := make(chan error, 1)
+	select {
+	case l.syncs <- ch:
+	case <-l.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("audit sync: %w", ctx.Err())
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("audit sync: %w", ctx.Err())
+	}
+}
+
+// Stats are counters of a Log since Open.
+type Stats struct {
+	Size        int64 `json:"size"`
+	Records     int64 `json:"records"`
+	Batches     int64 `json:"batches"`
+	Checkpoints int64 `json:"checkpoints"`
+	WriteErrors int64 `json:"writeErrors"`
+}
+
+// Stats returns the log's counters.
+func (l *Log) Stats() Stats {
+	return Stats{
+		Size:        l.size.Load(),
+		Records:     l.stats.records.Load(),
+		Batches:     l.stats.batches.Load(),
+		Checkpoints: l.stats.checkpoints.Load(),
+		WriteErrors: l.stats.writeErrors.Load(),
+	}
+}
+
+// Close stops accepting appends, commits the queued ones, writes a final
+// checkpoint, hands it to the sink and waits for the sink. It does not close
+// the store.
+func (l *Log) Close(ctx context.Context) error {
+	l.closeOnce.Do(func() {
+		l.closeMu.Lock()
+		l.closed = true
+		l.closeMu.Unlock()
+		close(l.quit)
+		l.bgCancel()
+	})
+	for _, ch := range []chan struct{}{l.done, l.sinkDone, l.bgDone} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("close audit log: %w", ctx.Err())
+		}
+	}
+	return l.closeErr
+}
+
+// run is the committer goroutine.
+func (l *Log) run() {
+	defer close(l.done)
+	defer close(l.sinkCh)
+	heartbeat := time.NewTimer(l.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	cpTimer := time.NewTimer(time.Hour)
+	cpTimer.Stop()
+	defer cpTimer.Stop()
+	cpArmed := false
+	for {
+		select {
+		case req := <-l.reqs:
+			reqs := append(l.pending[:0], req)
+		drain:
+			for len(reqs) < l.cfg.MaxBatch {
+				select {
+				case r := <-l.reqs:
+					reqs = append(reqs, r)
+				default:
+					break drain
+				}
+			}
+			_ = l.commit(reqs, false) // errors go to the waiters
+			clear(reqs)
+			l.pending = reqs[:0]
+			heartbeat.Reset(l.cfg.Heartbeat)
+		case <-cpTimer.C:
+			cpArmed = false
+			if err := l.commit(nil, true); err != nil {
+				l.log.Error("audit checkpoint failed", "origin", l.cfg.Origin, "error", err)
+			}
+		case <-heartbeat.C:
+			l.heartbeat()
+			heartbeat.Reset(l.cfg.Heartbeat)
+		case ch := <-l.syncs:
+			ch <- l.commit(nil, true)
+		case <-l.quit:
+			l.closeErr = l.shutdown()
+			return
+		}
+		if !cpArmed && l.front.size > l.cpSize {
+			cpTimer.Reset(max(l.cfg.CheckpointInterval-l.cfg.Now().Sub(l.cpTime), time.Millisecond))
+			cpArmed = true
+		}
+	}
+}
+
+// shutdown commits what is queued and writes the final checkpoint. No
+// sender can be mid-send: Close set closed under closeMu before closing quit.
+func (l *Log) shutdown() error {
+	var errs []error
+	for {
+		reqs := l.pending[:0]
+	drain:
+		for len(reqs) < l.cfg.MaxBatch {
+			select {
+			case r := <-l.reqs:
+				reqs = append(reqs, r)
+			default:
+				break drain
+			}
+		}
+		if len(reqs) == 0 {
+			break
+		}
+		if err := l.commit(reqs, false); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := l.commit(nil, true); err != nil {
+		errs = append(errs, err)
+	}
+	l.mu.Lock()
+	latest := l.latest
+	l.mu.Unlock()
+	if latest != nil && l.cfg.Sink != nil {
+		l.toSink(latest)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close audit log: %w", err)
+	}
+	return nil
+}
+
+func (l *Log) heartbeat() {
+	r := &Record{Kind: KindHeartbeat, Time: l.cfg.Now()}
+	l.stamp(r)
+	req := &appendReq{rec: r, done: make(chan error, 1)}
+	_ = l.commit([]*appendReq{req}, true)
+	if err := <-req.done; err != nil {
+		l.log.Error("audit heartbeat failed", "origin", l.cfg.Origin, "error", err)
+	}
+}
+
+// commit writes reqs (and a checkpoint when due or when forced) in one store
+// transaction and answers every request. It returns the write error.
+func (l *Log) commit(reqs []*appendReq, forceCheckpoint bool) error {
+	if l.reload {
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
+		err := l.loadState(ctx)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("audit append: reload after failed write: %w", err)
+			for _, req := range reqs {
+				req.done <- err
+			}
+			return err
+		}
+		l.reload = false
+	}
+	now := l.cfg.Now()
+	front := l.front.clone()
+	buf := l.buf[:0]
+	hashes := l.hashes[:0]
+	ends := l.ends[:0]
+	leaves := l.leaves[:0]
+	var hasher leafHasher
+	n := 0
+	for _, req := range reqs {
+		req.ok = false
+		req.rec.Index = front.size
+		start := len(buf)
+		var err error
+		buf, err = req.rec.AppendCanonical(buf)
+		if err != nil {
+			req.done <- fmt.Errorf("audit append: %w", err)
+			continue
+		}
+		req.ok = true
+		ends = append(ends, len(buf))
+		leaf := hasher.sum(buf[start:])
+		leaves = append(leaves, leaf)
+		hashes = front.appendStored(leaf, hashes)
+		n++
+	}
+	recs := l.recs[:0]
+	start, i := 0, 0
+	for _, req := range reqs {
+		if !req.ok {
+			continue
+		}
+		r := req.rec
+		recs = append(recs, StoredRecord{
+			Index: r.Index, Kind: r.Kind, IntentIndex: r.IntentIndex, Time: r.Time,
+			Data: buf[start:ends[i]], Leaf: leaves[i], Input: req.input,
+		})
+		start = ends[i]
+		i++
+	}
+	b := Batch{Records: recs, Hashes: hashes, Key: l.newKey}
+	if len(recs) > 0 {
+		b.HashIndex = tlog.StoredHashIndex(0, recs[0].Index)
+	}
+	var cp *Checkpoint
+	if front.size > l.cpSize && (forceCheckpoint || now.Sub(l.cpTime) >= l.cfg.CheckpointInterval) {
+		var err error
+		cp, err = l.sign(front, now)
+		if err != nil {
+			l.log.Error("audit checkpoint signing failed", "origin", l.cfg.Origin, "error", err)
+		} else {
+			b.Checkpoint = &StoredCheckpoint{Size: cp.Size, Time: cp.Time, Note: cp.Note}
+		}
+	}
+	l.buf, l.hashes, l.ends, l.recs, l.leaves = buf, hashes, ends, recs, leaves
+	if len(recs) == 0 && b.Checkpoint == nil && b.Key == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
+	err := l.store.Write(ctx, l.cfg.Origin, &b)
+	cancel()
+	clear(recs) // drop references to inputs
+	if err != nil {
+		l.reload = true
+		l.stats.writeErrors.Add(1)
+		err = fmt.Errorf("audit append: %w", err)
+		for _, req := range reqs {
+			if req.ok {
+				req.rec.Index = -1
+				req.done <- err
+			}
+		}
+		return err
+	}
+	l.front = front
+	l.newKey = nil
+	l.size.Store(front.size)
+	l.stats.batches.Add(1)
+	l.stats.records.Add(int64(n))
+	if cp != nil {
+		l.stats.checkpoints.Add(1)
+		l.cpSize, l.cpTime = cp.Size, cp.Time
+		l.mu.Lock()
+		l.latest = cp
+		l.mu.Unlock()
+		if l.cfg.Sink != nil && now.Sub(l.lastSink) >= l.cfg.SinkInterval {
+			l.lastSink = now
+			l.toSink(cp)
+		}
+	}
+	for _, req := range reqs {
+		if req.ok {
+			req.done <- nil
+		}
+	}
+	return nil
+}
+
+// sign makes the checkpoint for front at time now.
+func (l *Log) sign(front *frontier, now time.Time) (*Checkpoint, error) {
+	c := &Checkpoint{Origin: l.cfg.Origin, Size: front.size, Root: front.root(), Time: now.UTC()}
+	msg, err := note.Sign(&note.Note{Text: string(checkpointBody(c.Origin, c.Size, c.Root, c.Time))}, l.cfg.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("sign checkpoint: %w", err)
+	}
+	c.Note = msg
+	c.KeyID = fmt.Sprintf("%s+%08x", l.cfg.Signer.Name(), l.cfg.Signer.KeyHash())
+	return c, nil
+}
+
+// toSink hands cp to the sink goroutine, replacing a checkpoint still
+// waiting there.
+func (l *Log) toSink(cp *Checkpoint) {
+	select {
+	case l.sinkCh <- cp:
+		return
+	default:
+	}
+	select {
+	case <-l.sinkCh:
+	default:
+	}
+	l.sinkCh <- cp
+}
+
+func (l *Log) runSink() {
+	defer close(l.sinkDone)
+	for cp := range l.sinkCh {
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
+		err := l.cfg.Sink.Export(ctx, cp)
+		cancel()
+		if err != nil {
+			l.log.Error("audit checkpoint export failed", "origin", cp.Origin, "size", cp.Size, "error", err)
+		}
+	}
+}
+
+// runRetention prunes hourly when a retention is configured.
+func (l *Log) runRetention(ctx context.Context) {
+	defer close(l.bgDone)
+	if l.cfg.Retention <= 0 && l.cfg.InputRetention <= 0 {
+		return
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if l.cfg.InputRetention > 0 {
+			if _, err := l.PruneInputs(ctx, l.cfg.Now().Add(-l.cfg.InputRetention)); err != nil && ctx.Err() == nil {
+				l.log.Error("audit input retention failed", "origin", l.cfg.Origin, "error", err)
+			}
+		}
+		if l.cfg.Retention > 0 {
+			if _, err := l.Prune(ctx, l.cfg.Now().Add(-l.cfg.Retention)); err != nil && ctx.Err() == nil {
+				l.log.Error("audit retention failed", "origin", l.cfg.Origin, "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Unpaired returns the intents that have no outcome yet, oldest first. After
+// a crash the broker looks each one up (idempotency record in the target
+// database) and appends the missing outcome with Result.Recovered set and
+// IntentIndex pointing at the intent.
+func (l *Log) Unpaired(ctx context.Context) ([]Record, error) {
+	raw, err := l.store.Unpaired(ctx, l.cfg.Origin)
+	if err != nil {
+		return nil, fmt.Errorf("unpaired intents: %w", err)
+	}
+	out := make([]Record, 0, len(raw))
+	for _, data := range raw {
+		r, err := DecodeRecord(data)
+		if err != nil {
+			return nil, fmt.Errorf("unpaired intents: %w", err)
+		}
+		out = append(out, *r)
+	}
+	return out, nil
+}
+
+// Inputs calls fn for each record at or after since that has a stored
+// decision input, in index order (for policy replay). fn's input slice is
+// only valid during the call.
+func (l *Log) Inputs(ctx context.Context, since time.Time, fn func(Record, []byte) error) error {
+	var d recordDecoder
+	err := l.store.Inputs(ctx, l.cfg.Origin, since, func(data, input []byte) error {
+		var r Record
+		if err := d.decode(&r, data); err != nil {
+			return err
+		}
+		return fn(r, input)
+	})
+	if err != nil {
+		return fmt.Errorf("audit inputs: %w", err)
+	}
+	return nil
+}
+
+// Prune deletes the bodies (and inputs) of the oldest records: every record
+// before the first one whose time is at or after before, but never a record
+// not yet covered by a checkpoint and never an intent still waiting for its
+// outcome (nor anything after it). Tree hashes, checkpoints and keys stay,
+// so what remains still verifies. It returns how many records it pruned.
+func (l *Log) Prune(ctx context.Context, before time.Time) (int64, error) {
+	cut, err := l.store.IndexAt(ctx, l.cfg.Origin, before)
+	if err != nil {
+		return 0, fmt.Errorf("audit prune: %w", err)
+	}
+	if latest, err := l.Latest(ctx); err == nil {
+		cut = min(cut, latest.Size)
+	} else {
+		return 0, nil
+	}
+	open, err := l.Unpaired(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("audit prune: %w", err)
+	}
+	if i := slices.IndexFunc(open, func(r Record) bool { return r.Index < cut }); i >= 0 {
+		cut = open[i].Index
+	}
+	n, err := l.store.Prune(ctx, l.cfg.Origin, cut)
+	if err != nil {
+		return 0, fmt.Errorf("audit prune: %w", err)
+	}
+	return n, nil
+}
+
+// PruneInputs deletes the decision inputs of records older than before and
+// returns how many it deleted. Records and their InputSHA256 stay.
+func (l *Log) PruneInputs(ctx context.Context, before time.Time) (int64, error) {
+	n, err := l.store.PruneInputs(ctx, l.cfg.Origin, before)
+	if err != nil {
+		return 0, fmt.Errorf("audit prune inputs: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,269 @@
+package audit
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ParamRedacted is the value [Log.HashParams] records for a redacted
+// parameter.
+const ParamRedacted = "redacted"
+
+// paramHashPrefix starts every keyed parameter hash.
+const paramHashPrefix = "hmac-sha256:"
+
+// ParamKey is an HMAC-SHA-256 key for parameter values. It is separate from
+// the checkpoint signing key. ID is recorded in every hash it makes
+// ("hmac-sha256:<id>:<hex>"), so after a rotation old records still name the
+// key that can check them: keep retired keys (see [CheckParam]).
+type ParamKey struct {
+	// ID names the key; letters, digits, '-', '_' and '.' only.
+	ID string
+	// Secret is the key material, at least 16 bytes (32 recommended).
+	Secret []byte
+}
+
+// String redacts the secret.
+func (k ParamKey) String() string { return "ParamKey{ID:" + k.ID + ", Secret:redacted}" }
+
+// GoString redacts the secret.
+func (k ParamKey) GoString() string { return k.String() }
+
+// LogValue redacts the secret.
+func (k ParamKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
+// Validate reports whether the key can be used.
+func (k ParamKey) Validate() error {
+	var errs []error
+	if k.ID == "" {
+		errs = append(errs, errors.New("param key: empty id"))
+	}
+	for _, c := range k.ID {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			errs = append(errs, fmt.Errorf("param key %q: id may hold only letters, digits, '-', '_', '.'", k.ID))
+			break
+		}
+	}
+	if len(k.Secret) < 16 {
+		errs = append(errs, fmt.Errorf("param key %q: secret shorter than 16 bytes", k.ID))
+	}
+	return errors.Join(errs...)
+}
+
+// HashValue returns the keyed hash of one parameter value:
+// "hmac-sha256:<key id>:<hex>" over the canonical JSON encoding of v (see
+// [CanonicalValue]). Values that cannot be encoded hash as the string
+// "unencodable:<Go type>" so the record still shows that a value was there.
+func HashValue(key ParamKey, v any) string {
+	enc, err := CanonicalValue(v)
+	if err != nil {
+		enc = []byte("unencodable:" + reflect.TypeOf(v).String())
+	}
+	m := hmac.New(sha256.New, key.Secret)
+	m.Write(enc)
+	var sum [sha256.Size]byte
+	out := make([]byte, 0, len(paramHashPrefix)+len(key.ID)+1+2*sha256.Size)
+	out = append(out, paramHashPrefix...)
+	out = append(out, key.ID...)
+	out = append(out, ':')
+	out = hex.AppendEncode(out, m.Sum(sum[:0]))
+	return string(out)
+}
+
+// CheckParam reports whether hashed (a value of [Record.Params]) is the
+// keyed hash of v under one of keys, chosen by the key id in hashed. It
+// returns an error when hashed is malformed or names a key not in keys.
+func CheckParam(keys []ParamKey, v any, hashed string) (bool, error) {
+	rest, ok := strings.CutPrefix(hashed, paramHashPrefix)
+	if !ok {
+		return false, fmt.Errorf("check param: not a keyed hash")
+	}
+	id, _, ok := strings.Cut(rest, ":")
+	if !ok {
+		return false, fmt.Errorf("check param: malformed keyed hash")
+	}
+	i := slices.IndexFunc(keys, func(k ParamKey) bool { return k.ID == id })
+	if i < 0 {
+		return false, fmt.Errorf("check param: unknown key id %q", id)
+	}
+	want := HashValue(keys[i], v)
+	return hmac.Equal([]byte(want), []byte(hashed)), nil
+}
+
+// HashParams returns [HashValue] of every parameter with key, and
+// [ParamRedacted] for the names listed in redact.
+func HashParams(key ParamKey, params map[string]any, redact []string) map[string]string {
+	if len(params) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(params))
+	for name, v := range params {
+		if slices.Contains(redact, name) {
+			out[name] = ParamRedacted
+			continue
+		}
+		out[name] = HashValue(key, v)
+	}
+	return out
+}
+
+// CanonicalValue encodes a parameter value as canonical JSON: object keys
+// sorted bytewise, no whitespace, strings escaped as in records, integral
+// numbers in plain decimal (1, 1.0 and 1e0 all encode as 1), other numbers in
+// Go's shortest 'g' form, times as UTC RFC 3339, byte slices as base64
+// strings. It accepts what encoding/json decodes into (map[string]any, []any,
+// string, float64, json.Number, bool, nil) plus Go integers, time.Time and
+// []byte; other types go through encoding/json first.
+func CanonicalValue(v any) ([]byte, error) {
+	e := encoder{}
+	e.value(v, 0)
+	if e.err != nil {
+		return nil, e.err
+	}
+	return e.b, nil
+}
+
+const maxValueDepth = 64
+
+func (e *encoder) value(v any, depth int) {
+	if depth > maxValueDepth {
+		e.fail("value nested too deeply")
+		return
+	}
+	switch x := v.(type) {
+	case nil:
+		e.b = append(e.b, "null"...)
+	case bool:
+		e.b = strconv.AppendBool(e.b, x)
+	case string:
+		e.string(x)
+	case json.Number:
+		e.number(string(x))
+	case float64:
+		e.float(x)
+	case float32:
+		e.float(float64(x))
+	case int:
+		e.b = strconv.AppendInt(e.b, int64(x), 10)
+	case int8:
+		e.b = strconv.AppendInt(e.b, int64(x), 10)
+	case int16:
+		e.b = strconv.AppendInt(e.b, int64(x), 10)
+	case int32:
+		e.b = strconv.AppendInt(e.b, int64(x), 10)
+	case int64:
+		e.b = strconv.AppendInt(e.b, x, 10)
+	case uint:
+		e.b = strconv.AppendUint(e.b, uint64(x), 10)
+	case uint8:
+		e.b = strconv.AppendUint(e.b, uint64(x), 10)
+	case uint16:
+		e.b = strconv.AppendUint(e.b, uint64(x), 10)
+	case uint32:
+		e.b = strconv.AppendUint(e.b, uint64(x), 10)
+	case uint64:
+		e.b = strconv.AppendUint(e.b, x, 10)
+	case time.Time:
+		e.b = appendTime(e.b, x, e)
+	case []byte:
+		e.string(base64.StdEncoding.EncodeToString(x))
+	case []any:
+		e.b = append(e.b, '[')
+		for i, el := range x {
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.value(el, depth+1)
+		}
+		e.b = append(e.b, ']')
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		e.b = append(e.b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				e.b = append(e.b, ',')
+			}
+			e.string(k)
+			e.b = append(e.b, ':')
+			e.value(x[k], depth+1)
+		}
+		e.b = append(e.b, '}')
+	default:
+		raw, err := json.Marshal(v)
+		if err != nil {
+			e.fail("encode %T: %w", v, err)
+			return
+		}
+		var generic any
+		d := json.NewDecoder(strings.NewReader(string(raw)))
+		d.UseNumber()
+		if err := d.Decode(&generic); err != nil {
+			e.fail("encode %T: %w", v, err)
+			return
+		}
+		e.value(generic, depth+1)
+	}
+}
+
+func (e *encoder) float(f float64) {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		e.fail("number is not finite")
+		return
+	}
+	if f == math.Trunc(f) && math.Abs(f) < 1<<63 {
+		e.b = strconv.AppendInt(e.b, int64(f), 10)
+		return
+	}
+	e.b = strconv.AppendFloat(e.b, f, 'g', -1, 64)
+}
+
+// number canonicalizes a JSON number literal: plain integers print as
+// decimal integers (any size), other literals as [encoder.float] of their
+// float64 value, so 1, 1.0 and 1e0 agree.
+func (e *encoder) number(s string) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		e.b = strconv.AppendInt(e.b, n, 10)
+		return
+	}
+	if isPlainInteger(s) {
+		e.b = append(e.b, s...)
+		return
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		e.fail("invalid number")
+		return
+	}
+	e.float(f)
+}
+
+// isPlainInteger reports whether s is a JSON integer literal: an optional
+// minus, then "0" or a non-zero digit followed by digits.
+func isPlainInteger(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" || s[0] == '0' && len(s) > 1 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

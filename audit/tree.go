@@ -1,0 +1,135 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"hash"
+	"math/bits"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// LeafHash returns the RFC 6962 leaf hash of a record's canonical encoding,
+// SHA-256(0x00 || data); it equals tlog.RecordHash(data).
+func LeafHash(data []byte) tlog.Hash { return tlog.RecordHash(data) }
+
+// leafHasher computes leaf hashes reusing one SHA-256 state.
+type leafHasher struct{ h hash.Hash }
+
+func (l *leafHasher) sum(data []byte) tlog.Hash {
+	if l.h == nil {
+		l.h = sha256.New()
+	}
+	l.h.Reset()
+	l.h.Write([]byte{0})
+	l.h.Write(data)
+	var out tlog.Hash
+	l.h.Sum(out[:0])
+	return out
+}
+
+// frontierIndexes returns the stored hash indexes (see tlog.StoredHashIndex)
+// of the roots of the perfect subtrees that cover records [0, n), left to
+// right: the tree's frontier. Their hashes determine the tree hash of size n
+// and every later tree hash together with the later records.
+func frontierIndexes(n int64) []int64 {
+	var out []int64
+	var lo int64
+	for level := 62; level >= 0; level-- {
+		if n&(1<<level) != 0 {
+			out = append(out, tlog.StoredHashIndex(level, lo>>level))
+			lo += 1 << level
+		}
+	}
+	return out
+}
+
+// frontier is a compact Merkle tree: the size and the roots of the perfect
+// subtrees covering [0, size), left to right. Appending a leaf and computing
+// the root need no storage, which is what the verifier streams with.
+type frontier struct {
+	size   int64
+	hashes []tlog.Hash
+}
+
+// newFrontier returns the frontier of a tree of size n from the hashes at
+// [frontierIndexes](n).
+func newFrontier(n int64, hashes []tlog.Hash) (*frontier, bool) {
+	if n < 0 || bits.OnesCount64(uint64(n)) != len(hashes) {
+		return nil, false
+	}
+	return &frontier{size: n, hashes: append([]tlog.Hash(nil), hashes...)}, true
+}
+
+func (f *frontier) append(leaf tlog.Hash) {
+	f.hashes = append(f.hashes, leaf)
+	for n := f.size; n&1 == 1; n >>= 1 {
+		l := len(f.hashes)
+		f.hashes[l-2] = tlog.NodeHash(f.hashes[l-2], f.hashes[l-1])
+		f.hashes = f.hashes[:l-1]
+	}
+	f.size++
+}
+
+// appendStored appends leaf like append and also appends to out the hashes
+// tlog.StoredHashes stores for the new record: the leaf, then the root of
+// each subtree the leaf completes.
+func (f *frontier) appendStored(leaf tlog.Hash, out []tlog.Hash) []tlog.Hash {
+	out = append(out, leaf)
+	f.hashes = append(f.hashes, leaf)
+	for n := f.size; n&1 == 1; n >>= 1 {
+		l := len(f.hashes)
+		h := tlog.NodeHash(f.hashes[l-2], f.hashes[l-1])
+		f.hashes[l-2] = h
+		f.hashes = f.hashes[:l-1]
+		out = append(out, h)
+	}
+	f.size++
+	return out
+}
+
+func (f *frontier) clone() *frontier {
+	return &frontier{size: f.size, hashes: append([]tlog.Hash(nil), f.hashes...)}
+}
+
+// root returns the tree hash (tlog.TreeHash) of the first size records.
+func (f *frontier) root() tlog.Hash {
+	if len(f.hashes) == 0 {
+		return emptyTreeHash
+	}
+	h := f.hashes[len(f.hashes)-1]
+	for i := len(f.hashes) - 2; i >= 0; i-- {
+		h = tlog.NodeHash(f.hashes[i], h)
+	}
+	return h
+}
+
+// emptyTreeHash is the hash of the empty tree, SHA-256 of nothing.
+var emptyTreeHash = tlog.Hash(sha256.Sum256(nil))
+
+// rootOf returns the tree hash of size n given its frontier hashes.
+func rootOf(n int64, hashes []tlog.Hash) (tlog.Hash, bool) {
+	f, ok := newFrontier(n, hashes)
+	if !ok {
+		return tlog.Hash{}, false
+	}
+	return f.root(), true
+}
+
+// storedCountToSize returns the tree size n whose stored hash count
+// (tlog.StoredHashCount) is count, and false when no size has that count.
+func storedCountToSize(count int64) (int64, bool) {
+	if count <= 0 {
+		return 0, count == 0
+	}
+	// StoredHashCount(n) is between 2n-1-log n and 2n-1; search near count/2.
+	lo, hi := int64(0), count
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if tlog.StoredHashCount(mid) < count {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, tlog.StoredHashCount(lo) == count
+}

@@ -1,0 +1,647 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sort"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Source is what [Verify] reads: an audit log exported or served by someone
+// the verifier does not trust. Nothing it returns is believed without a
+// check against signed checkpoints and trusted keys. Implementations: the
+// control database (audit/sqlstore), a bundle file ([OpenBundle]) and the
+// broker's HTTP API.
+type Source interface {
+	// Origins lists the logs the source holds.
+	Origins(ctx context.Context) ([]string, error)
+	// Keys returns the signing key history of every origin.
+	Keys(ctx context.Context) ([]Key, error)
+	// Checkpoints calls fn with each signed checkpoint note of origin, in
+	// ascending size order.
+	Checkpoints(ctx context.Context, origin string, fn func(note []byte) error) error
+	// Bounds returns the retained record range [first, end) of origin;
+	// records before first were pruned.
+	Bounds(ctx context.Context, origin string) (first, end int64, err error)
+	// Frontier returns the tree hashes at FrontierIndexes(size), or an error
+	// wrapping ErrNotFound when the source cannot provide them for this size
+	// (it must for size == first).
+	Frontier(ctx context.Context, origin string, size int64) ([]tlog.Hash, error)
+	// TreeProof returns the consistency proof from the tree of oldSize to
+	// the tree of newSize, or an error wrapping ErrNotFound.
+	TreeProof(ctx context.Context, origin string, oldSize, newSize int64) (tlog.TreeProof, error)
+	// Records calls fn for each retained record with from <= index < to in
+	// ascending index order. index is where the source keeps the record;
+	// leaf is the stored leaf hash, nil when the source has none. data and
+	// leaf are only valid during the call. Records stops and returns fn's
+	// error when fn fails.
+	Records(ctx context.Context, origin string, from, to int64, fn func(index int64, data []byte, leaf *tlog.Hash) error) error
+}
+
+// DefaultMaxGap is the largest time between two records that [Verify]
+// accepts by default: two heartbeats plus a minute.
+const DefaultMaxGap = 2*DefaultHeartbeat + time.Minute
+
+// VerifyOptions tune [Verify].
+type VerifyOptions struct {
+	// Keys are the trusted public verifier keys (note format), all
+	// generations of each origin's key. When empty, Verify uses the key
+	// history stored in the source and says so in the report
+	// (KeysFromSource): that only proves the source is self-consistent.
+	Keys []string
+	// Trusted are signed checkpoint notes kept outside the operator's reach
+	// ([LoadCheckpoints], [DirSink]). The log must contain and extend every
+	// one of them; this is what detects rollback, truncation and forks.
+	Trusted [][]byte
+	// Origin restricts verification to one origin.
+	Origin string
+	// From and To restrict the records checked to indexes [From, To) of each
+	// origin (To 0: to the end). Records before From are still hashed when
+	// the source cannot provide the tree frontier at From.
+	From, To int64
+	// FromTime and ToTime restrict the records checked to the span between
+	// the last checkpoint made at or before FromTime and the first made at
+	// or after ToTime.
+	FromTime, ToTime time.Time
+	// MaxGap is the longest accepted time between consecutive records
+	// (default DefaultMaxGap, negative: no check). Longer gaps are reported
+	// as heartbeat_gap exceptions.
+	MaxGap time.Duration
+	// MaxListed caps the exceptions listed per kind and origin (default 100);
+	// all are counted.
+	MaxListed int
+	// Workers is the number of goroutines decoding records (default
+	// GOMAXPROCS).
+	Workers int
+}
+
+// ProblemCode names what is wrong.
+type ProblemCode string
+
+// Integrity failures: the log was altered, truncated, forked, or cannot be
+// shown to be intact.
+const (
+	// ProblemBadRecord: a record is not a canonical schema v1 record.
+	ProblemBadRecord ProblemCode = "bad_record"
+	// ProblemIndexMismatch: a record claims another index than its position
+	// (records swapped, deleted or inserted).
+	ProblemIndexMismatch ProblemCode = "index_mismatch"
+	// ProblemMissingRecord: the index sequence has a gap.
+	ProblemMissingRecord ProblemCode = "missing_record"
+	// ProblemWrongOrigin: a record names another origin.
+	ProblemWrongOrigin ProblemCode = "wrong_origin"
+	// ProblemLeafMismatch: a record's bytes differ from its stored leaf hash.
+	ProblemLeafMismatch ProblemCode = "leaf_mismatch"
+	// ProblemRootMismatch: the records do not hash to a signed checkpoint.
+	ProblemRootMismatch ProblemCode = "root_mismatch"
+	// ProblemBadCheckpoint: a checkpoint is malformed, signed by an unknown
+	// key or badly signed.
+	ProblemBadCheckpoint ProblemCode = "bad_checkpoint"
+	// ProblemTruncated: a signed checkpoint covers records the log no longer
+	// has (tail deleted, log rolled back).
+	ProblemTruncated ProblemCode = "truncated"
+	// ProblemFork: the log is not an extension of a trusted checkpoint, or
+	// two checkpoints of one size disagree.
+	ProblemFork ProblemCode = "fork"
+	// ProblemOriginMissing: a trusted checkpoint names an origin the source
+	// does not hold.
+	ProblemOriginMissing ProblemCode = "origin_missing"
+	// ProblemSource: the source failed while being read.
+	ProblemSource ProblemCode = "source_error"
+)
+
+// Exceptions: facts an auditor must see that are not, by themselves, proof
+// of tampering.
+const (
+	// ProblemUnpairedIntent: an intent has no outcome (crash, timeout, or an
+	// in-flight call at the end of the log).
+	ProblemUnpairedIntent ProblemCode = "unpaired_intent"
+	// ProblemOrphanOutcome: an outcome names no open intent.
+	ProblemOrphanOutcome ProblemCode = "orphan_outcome"
+	// ProblemHeartbeatGap: more than MaxGap passed between two records.
+	ProblemHeartbeatGap ProblemCode = "heartbeat_gap"
+	// ProblemUncoveredTail: the newest records are not yet covered by a
+	// checkpoint.
+	ProblemUncoveredTail ProblemCode = "uncovered_tail"
+	// ProblemUnchecked: a trusted or older checkpoint could not be checked
+	// against the verified range (pruned or outside it, no proof available).
+	ProblemUnchecked ProblemCode = "unchecked_checkpoint"
+	// ProblemCheckpointTime: checkpoint times go backwards as sizes grow.
+	ProblemCheckpointTime ProblemCode = "checkpoint_time_order"
+)
+
+// Problem is one finding of [Verify].
+type Problem struct {
+	Origin string      `json:"origin"`
+	Code   ProblemCode `json:"code"`
+	// Index is the first record index the problem concerns, -1 when it is
+	// not about records.
+	Index int64 `json:"index"`
+	// Size is the checkpoint size involved, when there is one.
+	Size    int64  `json:"size,omitempty"`
+	Message string `json:"message"`
+}
+
+func (p Problem) String() string {
+	where := ""
+	if p.Index >= 0 {
+		where = fmt.Sprintf("index %d: ", p.Index)
+	}
+	return fmt.Sprintf("%s%s (%s)", where, p.Message, p.Code)
+}
+
+// OriginReport summarizes one origin.
+type OriginReport struct {
+	Origin string `json:"origin"`
+	// First and End delimit the records checked, [First, End).
+	First int64 `json:"first"`
+	End   int64 `json:"end"`
+	// Pruned is the number of records before the retained range.
+	Pruned  int64 `json:"pruned"`
+	Records int64 `json:"records"`
+	// Checkpoints counts the signed checkpoints whose signature verified.
+	Checkpoints int `json:"checkpoints"`
+	// Trusted counts the trusted checkpoints checked for this origin.
+	Trusted int `json:"trusted"`
+	// Latest is the newest valid checkpoint.
+	Latest *Checkpoint `json:"latest,omitempty"`
+	// KeyIDs are the keys that signed this origin's checkpoints.
+	KeyIDs []string `json:"key_ids,omitempty"`
+	// FirstRecordTime and LastRecordTime span the records checked.
+	FirstRecordTime time.Time `json:"first_record_time,omitzero"`
+	LastRecordTime  time.Time `json:"last_record_time,omitzero"`
+	// Unpaired counts intents without an outcome.
+	Unpaired int64 `json:"unpaired"`
+	// FirstBad is the first index with an integrity failure, -1 when none.
+	FirstBad int64 `json:"first_bad"`
+}
+
+// Report is the result of [Verify].
+type Report struct {
+	// KeysFromSource is true when no trusted keys were given and the
+	// source's own key history was used.
+	KeysFromSource bool `json:"keys_from_source"`
+	// Keys are the ids of the keys checkpoints were checked against.
+	Keys    []string        `json:"keys"`
+	Origins []*OriginReport `json:"origins"`
+	// Failures are integrity failures; any makes OK false.
+	Failures []Problem `json:"failures"`
+	// Exceptions are listed facts an auditor must review (capped per kind
+	// and origin; ExceptionCounts has the totals).
+	Exceptions      []Problem             `json:"exceptions"`
+	ExceptionCounts map[ProblemCode]int64 `json:"exception_counts"`
+	Records         int64                 `json:"records"`
+	Duration        time.Duration         `json:"duration_ns"`
+}
+
+// OK reports whether no integrity failure was found.
+func (r *Report) OK() bool { return len(r.Failures) == 0 }
+
+// FirstFailure returns the failure with the smallest record index (the
+// first found among equals), nil when OK.
+func (r *Report) FirstFailure() *Problem {
+	var best *Problem
+	for i := range r.Failures {
+		p := &r.Failures[i]
+		if best == nil || p.Index >= 0 && (best.Index < 0 || p.Index < best.Index) {
+			best = p
+		}
+	}
+	return best
+}
+
+// Verify checks the audit logs in src offline, with public keys only: it
+// recomputes every leaf and tree hash, checks every checkpoint signature,
+// that every checkpoint (and every trusted checkpoint) is a prefix of the
+// log, that indexes are contiguous, pairs intents with outcomes and looks
+// for heartbeat gaps, per origin. Integrity failures make [Report.OK]
+// false; the error is for a verification that could not run at all (bad
+// options, unreadable source list).
+func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error) {
+	start := time.Now()
+	if opts.MaxGap == 0 {
+		opts.MaxGap = DefaultMaxGap
+	}
+	if opts.MaxListed <= 0 {
+		opts.MaxListed = 100
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	rep := &Report{ExceptionCounts: map[ProblemCode]int64{}}
+	vkeys := opts.Keys
+	if len(vkeys) == 0 {
+		keys, err := src.Keys(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("verify: read keys: %w", err)
+		}
+		for _, k := range keys {
+			vkeys = append(vkeys, k.VerifierKey)
+		}
+		rep.KeysFromSource = true
+	}
+	verifiers, err := NewVerifiers(vkeys...)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	for _, k := range vkeys {
+		rep.Keys = append(rep.Keys, keyID(k))
+	}
+	slices.Sort(rep.Keys)
+	rep.Keys = slices.Compact(rep.Keys)
+
+	origins, err := src.Origins(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("verify: list origins: %w", err)
+	}
+	trusted := map[string][]*Checkpoint{}
+	for _, msg := range opts.Trusted {
+		cp, err := OpenCheckpoint(msg, verifiers)
+		if err != nil {
+			rep.Failures = append(rep.Failures, Problem{Origin: uncheckedOrigin(msg), Code: ProblemBadCheckpoint, Index: -1,
+				Message: fmt.Sprintf("trusted checkpoint does not verify: %v", err)})
+			continue
+		}
+		trusted[cp.Origin] = append(trusted[cp.Origin], cp)
+	}
+	for o, cps := range trusted {
+		if opts.Origin != "" && o != opts.Origin {
+			continue
+		}
+		if !slices.Contains(origins, o) {
+			maxSize := int64(0)
+			for _, c := range cps {
+				maxSize = max(maxSize, c.Size)
+			}
+			rep.Failures = append(rep.Failures, Problem{Origin: o, Code: ProblemOriginMissing, Index: 0, Size: maxSize,
+				Message: fmt.Sprintf("trusted checkpoints cover %d records of origin %q, which the log does not hold", maxSize, o)})
+		}
+	}
+	slices.Sort(origins)
+	for _, o := range origins {
+		if opts.Origin != "" && o != opts.Origin {
+			continue
+		}
+		v := &originVerifier{src: src, opts: &opts, verifiers: verifiers, rep: rep,
+			or: &OriginReport{Origin: o, FirstBad: -1}, trusted: trusted[o]}
+		if err := v.run(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("verify: %w", ctx.Err())
+			}
+			v.fail(ProblemSource, -1, 0, fmt.Sprintf("reading the log failed: %v", err))
+		}
+		rep.Origins = append(rep.Origins, v.or)
+		rep.Records += v.or.Records
+	}
+	rep.Duration = time.Since(start)
+	return rep, nil
+}
+
+// uncheckedOrigin returns the origin line of a note without checking it.
+func uncheckedOrigin(msg []byte) string {
+	line, _, _ := bytes.Cut(msg, []byte("\n"))
+	if len(line) > 256 {
+		line = line[:256]
+	}
+	return string(line)
+}
+
+type originVerifier struct {
+	src       Source
+	opts      *VerifyOptions
+	verifiers note.Verifiers
+	rep       *Report
+	or        *OriginReport
+	trusted   []*Checkpoint
+	listed    map[ProblemCode]int
+
+	cps []*Checkpoint // valid log checkpoints, ascending size
+}
+
+func (v *originVerifier) fail(code ProblemCode, index, size int64, msg string) {
+	v.rep.Failures = append(v.rep.Failures, Problem{Origin: v.or.Origin, Code: code, Index: index, Size: size, Message: msg})
+	if index >= 0 && (v.or.FirstBad < 0 || index < v.or.FirstBad) {
+		v.or.FirstBad = index
+	}
+}
+
+func (v *originVerifier) exception(code ProblemCode, index, size int64, msg string) {
+	v.rep.ExceptionCounts[code]++
+	if v.listed == nil {
+		v.listed = map[ProblemCode]int{}
+	}
+	if v.listed[code] >= v.opts.MaxListed {
+		return
+	}
+	v.listed[code]++
+	v.rep.Exceptions = append(v.rep.Exceptions, Problem{Origin: v.or.Origin, Code: code, Index: index, Size: size, Message: msg})
+}
+
+// loadCheckpoints opens every checkpoint of the origin.
+func (v *originVerifier) loadCheckpoints(ctx context.Context) error {
+	origin := v.or.Origin
+	var lastValid int64
+	keyIDs := map[string]bool{}
+	err := v.src.Checkpoints(ctx, origin, func(msg []byte) error {
+		cp, err := OpenCheckpoint(msg, v.verifiers)
+		if err != nil {
+			size := int64(-1)
+			if c, perr := ParseCheckpoint(noteText(msg)); perr == nil {
+				size = c.Size
+			}
+			v.fail(ProblemBadCheckpoint, lastValid, size, fmt.Sprintf("checkpoint of size %d: %v", size, err))
+			return nil
+		}
+		if cp.Origin != origin {
+			v.fail(ProblemBadCheckpoint, lastValid, cp.Size, fmt.Sprintf("checkpoint of size %d names origin %q", cp.Size, cp.Origin))
+			return nil
+		}
+		keyIDs[cp.KeyID] = true
+		v.cps = append(v.cps, cp)
+		lastValid = cp.Size
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.SliceStable(v.cps, func(i, j int) bool { return v.cps[i].Size < v.cps[j].Size })
+	for i := 1; i < len(v.cps); i++ {
+		a, b := v.cps[i-1], v.cps[i]
+		if a.Size == b.Size && a.Root != b.Root {
+			v.fail(ProblemFork, a.Size, a.Size, fmt.Sprintf("two signed checkpoints of size %d disagree", a.Size))
+		}
+		if !a.Time.IsZero() && b.Time.Before(a.Time) {
+			v.exception(ProblemCheckpointTime, -1, b.Size, fmt.Sprintf("checkpoint of size %d is dated %s, before the checkpoint of size %d (%s)",
+				b.Size, b.Time.Format(time.RFC3339), a.Size, a.Time.Format(time.RFC3339)))
+		}
+	}
+	v.or.Checkpoints = len(v.cps)
+	if len(v.cps) > 0 {
+		v.or.Latest = v.cps[len(v.cps)-1]
+	}
+	for id := range keyIDs {
+		v.or.KeyIDs = append(v.or.KeyIDs, id)
+	}
+	slices.Sort(v.or.KeyIDs)
+	return nil
+}
+
+// noteText returns the text part of a signed note (before the blank line).
+func noteText(msg []byte) []byte {
+	i := bytes.LastIndex(msg, []byte("\n\n"))
+	if i < 0 {
+		return msg
+	}
+	return msg[:i+1]
+}
+
+func (v *originVerifier) run(ctx context.Context) error {
+	origin := v.or.Origin
+	if err := v.loadCheckpoints(ctx); err != nil {
+		return err
+	}
+	first, end, err := v.src.Bounds(ctx, origin)
+	if err != nil {
+		return err
+	}
+	v.or.Pruned = first
+	lo, hi := first, end
+	if v.opts.From > lo {
+		lo = v.opts.From
+	}
+	if v.opts.To > 0 && v.opts.To < hi {
+		hi = v.opts.To
+	}
+	if !v.opts.FromTime.IsZero() {
+		at := int64(0)
+		for _, c := range v.cps {
+			if !c.Time.After(v.opts.FromTime) {
+				at = c.Size
+			}
+		}
+		lo = max(lo, at)
+	}
+	if !v.opts.ToTime.IsZero() {
+		for _, c := range v.cps {
+			if !c.Time.Before(v.opts.ToTime) {
+				hi = min(hi, c.Size)
+				break
+			}
+		}
+	}
+	lo = min(lo, hi)
+	fullTail := hi == end
+	v.or.First, v.or.End = lo, hi
+
+	// Start from the frontier at lo, or at first and hash up to lo.
+	scanFrom := lo
+	hashes, err := v.src.Frontier(ctx, origin, lo)
+	if errors.Is(err, ErrNotFound) && lo != first {
+		scanFrom = first
+		hashes, err = v.src.Frontier(ctx, origin, first)
+	}
+	if err != nil {
+		return fmt.Errorf("read frontier: %w", err)
+	}
+	front, ok := newFrontier(scanFrom, hashes)
+	if !ok {
+		v.fail(ProblemFork, scanFrom, 0, fmt.Sprintf("the tree frontier of size %d is malformed", scanFrom))
+		return nil
+	}
+	s := &scan{v: v, front: front, lo: lo, lastMatch: scanFrom, lastTrusted: scanFrom,
+		intents: map[int64]struct{}{}}
+	if scanFrom == lo {
+		s.atLo()
+	}
+	// Checkpoints that fall inside the scanned range, ascending.
+	for _, c := range v.cps {
+		if c.Size > scanFrom || c.Size == scanFrom && scanFrom > 0 {
+			s.due = append(s.due, due{cp: c})
+		}
+	}
+	for _, c := range v.trusted {
+		v.or.Trusted++
+		if c.Size > scanFrom || c.Size == scanFrom && scanFrom > 0 {
+			s.due = append(s.due, due{cp: c, trusted: true})
+		}
+	}
+	sort.SliceStable(s.due, func(i, j int) bool { return s.due[i].cp.Size < s.due[j].cp.Size })
+	s.checkDue() // checkpoints at exactly scanFrom
+	if err := s.records(ctx, scanFrom, hi); err != nil {
+		return err
+	}
+	if s.stopped {
+		return nil
+	}
+	got := s.front.size
+	if got < hi {
+		v.fail(ProblemMissingRecord, got, 0, fmt.Sprintf("records [%d, %d) are missing", got, hi))
+		return nil
+	}
+	v.finish(s, got, fullTail)
+	return nil
+}
+
+// finish reports what is left after the scan reached got.
+func (v *originVerifier) finish(s *scan, got int64, fullTail bool) {
+	covered := int64(-1)
+	for _, d := range s.due {
+		if d.done {
+			if !d.trusted {
+				covered = max(covered, d.cp.Size)
+			}
+			continue
+		}
+		if !fullTail {
+			continue // beyond the requested range
+		}
+		who := "signed checkpoint"
+		if d.trusted {
+			who = "trusted checkpoint"
+		}
+		v.fail(ProblemTruncated, got, d.cp.Size, fmt.Sprintf("%s of size %d covers records [%d, %d) that the log does not have (truncated or rolled back)",
+			who, d.cp.Size, got, d.cp.Size))
+		s.failed = true
+	}
+	if got > s.lo && covered < got && !s.failed {
+		from := max(covered, s.lo)
+		v.exception(ProblemUncoveredTail, from, 0, fmt.Sprintf("records [%d, %d) are not covered by a signed checkpoint yet", from, got))
+	}
+	for idx := range s.intents {
+		s.unpaired = append(s.unpaired, idx)
+	}
+	slices.Sort(s.unpaired)
+	v.or.Unpaired = int64(len(s.unpaired))
+	for _, idx := range s.unpaired {
+		v.exception(ProblemUnpairedIntent, idx, 0, "intent has no outcome")
+	}
+}
+
+type due struct {
+	cp      *Checkpoint
+	trusted bool
+	done    bool
+}
+
+// scan folds records in index order.
+type scan struct {
+	v           *originVerifier
+	front       *frontier
+	lo          int64
+	due         []due
+	next        int // first due not yet reached
+	lastMatch   int64
+	lastTrusted int64
+	stopped     bool // an integrity failure ended the scan
+	failed      bool
+
+	intents  map[int64]struct{}
+	unpaired []int64
+	maxTime  time.Time
+	seen     bool
+}
+
+// atLo runs the checks that need the tree at lo: checkpoints below the
+// checked range (the newest log checkpoint and every trusted one) must be
+// prefixes of it.
+func (s *scan) atLo() {
+	v, lo := s.v, s.lo
+	if lo == 0 {
+		return
+	}
+	root := s.front.root()
+	var last *Checkpoint
+	for _, c := range v.cps {
+		if c.Size < lo {
+			last = c
+		}
+	}
+	var check []*Checkpoint
+	if last != nil {
+		check = append(check, last)
+	}
+	for _, c := range v.trusted {
+		if c.Size < lo {
+			check = append(check, c)
+		}
+	}
+	for _, c := range check {
+		proof, err := v.src.TreeProof(context.Background(), v.or.Origin, c.Size, lo)
+		if err != nil {
+			v.exception(ProblemUnchecked, -1, c.Size, fmt.Sprintf("checkpoint of size %d precedes the checked range and no consistency proof is available: %v", c.Size, err))
+			continue
+		}
+		if err := tlog.CheckTree(proof, lo, root, c.Size, c.Root); err != nil {
+			v.fail(ProblemFork, -1, c.Size, fmt.Sprintf("the log at size %d does not extend the checkpoint of size %d (fork or rewrite before the checked range)", lo, c.Size))
+			s.failed = true
+		}
+	}
+}
+
+// checkDue compares the tree with every checkpoint of the current size.
+func (s *scan) checkDue() {
+	n := s.front.size
+	for s.next < len(s.due) && s.due[s.next].cp.Size <= n {
+		d := &s.due[s.next]
+		s.next++
+		if d.cp.Size < n {
+			continue // below the scan start (handled by atLo)
+		}
+		d.done = true
+		root := s.front.root()
+		if root == d.cp.Root {
+			if d.trusted {
+				s.lastTrusted = max(s.lastTrusted, n)
+			} else {
+				s.lastMatch = max(s.lastMatch, n)
+			}
+			continue
+		}
+		v := s.v
+		if d.trusted {
+			v.fail(ProblemFork, s.lastTrusted, n, fmt.Sprintf("the log differs from the trusted checkpoint of size %d in records [%d, %d) (fork or rewrite)", n, s.lastTrusted, n))
+		} else {
+			v.fail(ProblemRootMismatch, s.lastMatch, n, fmt.Sprintf("records [%d, %d) do not hash to the signed checkpoint of size %d (record altered, inserted, removed or reordered)", s.lastMatch, n, n))
+		}
+		s.stopped = true
+		return
+	}
+}
+
+// record checks one decoded record at position p (>= lo).
+func (s *scan) record(p int64, info *recInfo) {
+	v := s.v
+	v.or.Records++
+	if info.time.After(s.maxTime) {
+		if s.seen && v.opts.MaxGap > 0 && info.time.Sub(s.maxTime) > v.opts.MaxGap {
+			v.exception(ProblemHeartbeatGap, p, 0, fmt.Sprintf("%s without records before this one (max %s)",
+				info.time.Sub(s.maxTime).Round(time.Second), v.opts.MaxGap))
+		}
+		s.maxTime = info.time
+	}
+	if !s.seen {
+		v.or.FirstRecordTime = info.time
+		s.seen = true
+	}
+	v.or.LastRecordTime = info.time
+	switch info.kind {
+	case KindIntent:
+		s.intents[p] = struct{}{}
+	case KindOutcome:
+		if info.intent < s.lo && info.intent > 0 {
+			break // its intent is before the checked range
+		}
+		if _, ok := s.intents[info.intent]; !ok {
+			v.exception(ProblemOrphanOutcome, p, 0, fmt.Sprintf("outcome names intent %d, which is not an open intent", info.intent))
+			break
+		}
+		delete(s.intents, info.intent)
+	}
+}

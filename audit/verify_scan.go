@@ -1,0 +1,211 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// The record scan of Verify is a pipeline: the source is read on one
+// goroutine into chunks, workers decode and hash chunks in parallel, and
+// the scan folds the results in index order.
+
+const chunkSize = 256
+
+// recInfo is what the scan needs from a decoded record.
+type recInfo struct {
+	code   ProblemCode // set when the record is bad
+	msg    string
+	kind   Kind
+	intent int64
+	time   time.Time
+}
+
+type chunk struct {
+	base      int64 // position of the first record
+	n         int
+	srcIdx    [chunkSize]int64
+	offs      [chunkSize + 1]int
+	data      []byte
+	stored    [chunkSize]tlog.Hash
+	hasStored [chunkSize]bool
+	leaf      [chunkSize]tlog.Hash
+	info      [chunkSize]recInfo
+	done      chan struct{}
+}
+
+func (c *chunk) reset(base int64) {
+	c.base, c.n, c.data = base, 0, c.data[:0]
+	c.offs[0] = 0
+	c.done = make(chan struct{})
+}
+
+// records scans positions [from, to).
+func (s *scan) records(ctx context.Context, from, to int64) error {
+	if from >= to {
+		return nil
+	}
+	v := s.v
+	origin := v.or.Origin
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workers := v.opts.Workers
+	work := make(chan *chunk, 2*workers)
+	ordered := make(chan *chunk, 4*workers)
+	free := make(chan *chunk, 4*workers+2)
+
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			var d recordDecoder
+			d.intern = map[string]string{}
+			var h leafHasher
+			for c := range work {
+				c.process(&d, &h, origin)
+				close(c.done)
+			}
+		})
+	}
+
+	var srcErr error
+	prodDone := make(chan struct{})
+	go func() {
+		defer close(prodDone)
+		defer close(ordered)
+		defer close(work)
+		send := func(c *chunk) bool {
+			select {
+			case work <- c:
+			case <-ctx.Done():
+				return false
+			}
+			select {
+			case ordered <- c:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		get := func(base int64) *chunk {
+			var c *chunk
+			select {
+			case c = <-free:
+			default:
+				c = &chunk{data: make([]byte, 0, chunkSize*600)}
+			}
+			c.reset(base)
+			return c
+		}
+		cur := get(from)
+		srcErr = v.src.Records(ctx, origin, from, to, func(index int64, data []byte, leaf *tlog.Hash) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			i := cur.n
+			cur.srcIdx[i] = index
+			cur.data = append(cur.data, data...)
+			cur.offs[i+1] = len(cur.data)
+			cur.hasStored[i] = leaf != nil
+			if leaf != nil {
+				cur.stored[i] = *leaf
+			}
+			cur.n++
+			if cur.n == chunkSize {
+				if !send(cur) {
+					return ctx.Err()
+				}
+				cur = get(cur.base + chunkSize)
+			}
+			return nil
+		})
+		if srcErr == nil && cur.n > 0 {
+			send(cur)
+		}
+	}()
+
+	for c := range ordered {
+		if s.stopped {
+			continue // drain
+		}
+		<-c.done
+		s.fold(c)
+		if s.stopped {
+			cancel()
+			continue
+		}
+		select {
+		case free <- c:
+		default:
+		}
+	}
+	<-prodDone
+	wg.Wait()
+	if s.stopped {
+		return nil
+	}
+	return srcErr
+}
+
+// process decodes and hashes the records of c (on a worker).
+func (c *chunk) process(d *recordDecoder, h *leafHasher, origin string) {
+	var r Record
+	for i := 0; i < c.n; i++ {
+		data := c.data[c.offs[i]:c.offs[i+1]]
+		p := c.base + int64(i)
+		info := &c.info[i]
+		*info = recInfo{}
+		c.leaf[i] = h.sum(data)
+		if err := d.decode(&r, data); err != nil {
+			info.code, info.msg = ProblemBadRecord, err.Error()
+			continue
+		}
+		switch {
+		case c.hasStored[i] && c.stored[i] != c.leaf[i]:
+			info.code, info.msg = ProblemLeafMismatch, "record bytes do not match the stored leaf hash (record or hash altered)"
+		case r.Index != p:
+			info.code, info.msg = ProblemIndexMismatch, fmt.Sprintf("the record at position %d says it is index %d (records deleted, inserted or reordered)", p, r.Index)
+		case r.Origin != origin:
+			info.code, info.msg = ProblemWrongOrigin, fmt.Sprintf("record names origin %q", r.Origin)
+		}
+		info.kind, info.intent, info.time = r.Kind, r.IntentIndex, r.Time
+	}
+}
+
+// fold applies the results of c in order.
+func (s *scan) fold(c *chunk) {
+	v := s.v
+	for i := 0; i < c.n; i++ {
+		p := c.base + int64(i)
+		if idx := c.srcIdx[i]; idx != p {
+			if idx > p {
+				v.fail(ProblemMissingRecord, p, 0, fmt.Sprintf("record %d is missing (the next stored record is %d)", p, idx))
+			} else {
+				v.fail(ProblemIndexMismatch, p, 0, fmt.Sprintf("the source returned index %d again or out of order at position %d", idx, p))
+			}
+			s.stopped = true
+			return
+		}
+		info := &c.info[i]
+		if p >= s.lo && info.code != "" {
+			v.fail(info.code, p, 0, info.msg)
+			s.stopped = true
+			return
+		}
+		s.front.append(c.leaf[i])
+		if p >= s.lo {
+			s.record(p, info)
+		}
+		if p+1 == s.lo {
+			s.atLo()
+		}
+		if s.next < len(s.due) && s.due[s.next].cp.Size <= p+1 {
+			s.checkDue()
+			if s.stopped {
+				return
+			}
+		}
+	}
+}
