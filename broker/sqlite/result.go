@@ -130,7 +130,8 @@ var errUnsupported = errors.New("unsupported value type")
 
 // appendJSONValue appends v as JSON: numbers as numbers (json.Number kept
 // exact; non-finite floats as the strings "NaN", "Infinity", "-Infinity"),
-// strings verbatim, times as RFC 3339 in UTC, bytes as base64, nil as null.
+// strings verbatim, times as RFC 3339 in UTC, bytes as base64, nil as null,
+// []any as an array.
 func appendJSONValue(b []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
@@ -179,6 +180,18 @@ func appendJSONValue(b []byte, v any) ([]byte, error) {
 		b = append(b, '"')
 		b = x.UTC().AppendFormat(b, time.RFC3339Nano)
 		return append(b, '"'), nil
+	case []any:
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var err error
+			if b, err = appendJSONValue(b, e); err != nil {
+				return b, err
+			}
+		}
+		return append(b, ']'), nil
 	default:
 		return b, fmt.Errorf("%w %T", errUnsupported, v)
 	}

@@ -1,0 +1,634 @@
+package postgres
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+// IdempotencyDDL returns the DDL of the idempotency table (quoted name as
+// configured). The result column is text, not jsonb, so a replay returns the
+// stored bytes exactly.
+func IdempotencyDDL(table string) string {
+	q := quoteName(table)
+	return `CREATE TABLE IF NOT EXISTS ` + q + ` (
+  idempotency_key text        NOT NULL PRIMARY KEY,
+  request_hash    text        NOT NULL,
+  correlation_id  text        NOT NULL,
+  principal       text        NOT NULL,
+  decision_id     text        NOT NULL,
+  transaction_id  bigint      NOT NULL,
+  result          text,
+  rows            bigint      NOT NULL DEFAULT 0,
+  rows_affected   bigint      NOT NULL DEFAULT 0,
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  committed_at    timestamptz
+)`
+}
+
+// Executor runs routed calls against one PostgreSQL database. Safe for
+// concurrent use.
+type Executor struct {
+	cfg    Config
+	pool   *pgxpool.Pool
+	server string
+	closed atomic.Bool
+
+	sqlInsert, sqlSelect, sqlStore, sqlPrune string
+
+	procs sync.Map // target -> *procInfo
+	plans sync.Map // planKey -> string (SQL text of a call shape)
+}
+
+type procInfo struct {
+	kind byte // 'f' function, 'p' procedure
+	name string
+}
+
+type planKey struct {
+	r    *route.Route
+	mask uint64
+}
+
+// Open connects, checks the idempotency table (creating it when
+// configured) and returns the executor.
+func Open(ctx context.Context, cfg Config) (*Executor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("postgres config: %w", err)
+	}
+	cfg.defaults()
+	dsn, password, err := cfg.secrets()
+	if err != nil {
+		return nil, fmt.Errorf("postgres database %s: %w", cfg.Name, err)
+	}
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// The parser's message may quote the connection string.
+		return nil, fmt.Errorf("postgres database %s: the connection string is not valid", cfg.Name)
+	}
+	if password != "" {
+		pc.ConnConfig.Password = password
+	}
+	pc.MaxConns = int32(cfg.MaxConns)
+	pc.MinConns = int32(cfg.MinConns)
+	pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
+	// A context deadline sends a cancel request, so the server stops the
+	// statement and the transaction can be rolled back on a live connection.
+	pc.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 2 * time.Second}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: postgres database %s: %s", broker.ErrUnavailable, cfg.Name, connProblem(err))
+	}
+	e := &Executor{cfg: cfg, pool: pool, server: pc.ConnConfig.Host}
+	t := quoteName(cfg.IdempotencyTable)
+	e.sqlInsert = `INSERT INTO ` + t + ` (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id) ` +
+		`VALUES ($1, $2, set_config('sqlgate.correlation_id', $3, true), set_config('sqlgate.principal', $4, true), ` +
+		`set_config('sqlgate.decision_id', $5, true), txid_current()) ON CONFLICT (idempotency_key) DO NOTHING RETURNING transaction_id`
+	e.sqlSelect = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at FROM ` + t +
+		` WHERE idempotency_key = $1 AND committed_at IS NOT NULL`
+	e.sqlStore = `UPDATE ` + t + ` SET result = $2, rows = $3, rows_affected = $4, committed_at = $5 WHERE idempotency_key = $1`
+	e.sqlPrune = `DELETE FROM ` + t + ` WHERE committed_at < $1`
+	if cfg.CreateIdempotencyTable {
+		if _, err := pool.Exec(ctx, IdempotencyDDL(cfg.IdempotencyTable)); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("postgres database %s: create idempotency table: %w", cfg.Name, e.classify(ctx, err, nil))
+		}
+	}
+	if _, err := pool.Exec(ctx, `SELECT 1 FROM `+t+` WHERE false`); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres database %s: idempotency table %s (see deploy/postgres): %w", cfg.Name, cfg.IdempotencyTable, e.classify(ctx, err, nil))
+	}
+	return e, nil
+}
+
+// Pool returns the connection pool (tests and the daemon's health checks).
+func (e *Executor) Pool() *pgxpool.Pool { return e.pool }
+
+// Close closes the pool; later calls fail with broker.ErrUnavailable.
+func (e *Executor) Close() {
+	if !e.closed.Swap(true) {
+		e.pool.Close()
+	}
+}
+
+// Describe implements [broker.Executor].
+func (e *Executor) Describe() broker.DatabaseInfo {
+	return broker.DatabaseInfo{Dialect: "postgres", Server: e.server, Database: e.cfg.Name}
+}
+
+// Check reports whether a route can run here: a procedure target must name
+// exactly one function or procedure; a statement must prepare.
+func (e *Executor) Check(ctx context.Context, r *route.Route) error {
+	if e.closed.Load() {
+		return e.unavailable(errClosed)
+	}
+	if r.Kind == route.Procedure {
+		_, err := e.proc(ctx, r.Target)
+		return err
+	}
+	text, _ := e.renderStatement(r)
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return e.classify(ctx, err, nil)
+	}
+	defer conn.Release()
+	if _, err := conn.Conn().Prepare(ctx, "", text); err != nil {
+		return fmt.Errorf("route %s: statement %s: %w", r.Subject, r.Target, e.classify(ctx, err, nil))
+	}
+	return nil
+}
+
+var errClosed = errors.New("executor closed")
+
+// proc reads (once) whether target is a function or a procedure.
+func (e *Executor) proc(ctx context.Context, target string) (*procInfo, error) {
+	if p, ok := e.procs.Load(target); ok {
+		return p.(*procInfo), nil
+	}
+	name := quoteName(target)
+	var kind string
+	err := e.pool.QueryRow(ctx, `SELECT prokind::text FROM pg_catalog.pg_proc WHERE oid = to_regproc($1)`, name).Scan(&kind)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("postgres database %s: %s is not exactly one function or procedure (missing, overloaded, or not visible to the broker's role)", e.cfg.Name, target)
+	case err != nil:
+		return nil, e.classify(ctx, err, nil)
+	case kind != "f" && kind != "p":
+		return nil, fmt.Errorf("postgres database %s: %s is neither a plain function nor a procedure (prokind %s)", e.cfg.Name, target, kind)
+	}
+	p := &procInfo{kind: kind[0], name: name}
+	e.procs.Store(target, p)
+	return p, nil
+}
+
+// Execute implements [broker.Executor].
+func (e *Executor) Execute(ctx context.Context, c *broker.Call) (*broker.Result, error) {
+	if e.closed.Load() {
+		return nil, e.unavailable(errClosed)
+	}
+	text, args, err := e.plan(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		res, err := e.execOnce(ctx, c, text, args)
+		if err == nil {
+			return res, nil
+		}
+		if !retryable(err) || attempt >= e.cfg.MaxRetries || ctx.Err() != nil {
+			return nil, e.classify(ctx, err, c)
+		}
+		e.cfg.Logger.DebugContext(ctx, "postgres serialization failure, retrying", "database", e.cfg.Name, "route", c.Route.Subject, "attempt", attempt+1)
+		select {
+		case <-time.After(retryBackoff(attempt + 1)):
+		case <-ctx.Done():
+			return nil, e.classify(ctx, err, c)
+		}
+	}
+}
+
+func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, args []any) (_ *broker.Result, err error) {
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	open := false
+	defer func() {
+		if err != nil && open {
+			rollback(conn)
+		}
+	}()
+
+	// Round trip 1: BEGIN + session context + txid + idempotency insert.
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(e.sqlInsert, c.IdempotencyKey, c.RequestHash, c.CorrelationID, c.Principal, c.DecisionID)
+	br := conn.SendBatch(ctx, b)
+	open = true
+	_, err = br.Exec()
+	var txid int64
+	if err == nil {
+		err = br.QueryRow().Scan(&txid)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return e.replay(ctx, conn, c)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	// Round trip 2: the call.
+	w := newResultWriter(maxRows(c))
+	affected, output, err := e.run(ctx, conn.Conn(), c, text, args, w)
+	if err != nil {
+		return nil, err
+	}
+	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), Rows: w.total, RowsAffected: affected}
+	if res.JSON, err = w.finish(output, len(c.Route.Outputs) > 0, nil, affected); err != nil {
+		return nil, err
+	}
+
+	// Round trip 3: store the result + COMMIT.
+	res.CommittedAt = time.Now().UTC().Truncate(time.Microsecond)
+	b = &pgx.Batch{}
+	b.Queue(e.sqlStore, c.IdempotencyKey, string(res.JSON), res.Rows, res.RowsAffected, res.CommittedAt)
+	b.Queue("COMMIT")
+	br = conn.SendBatch(ctx, b)
+	tag, err := br.Exec()
+	if err == nil && tag.RowsAffected() != 1 {
+		err = fmt.Errorf("idempotency record for the call vanished before commit")
+	}
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	open = false
+	return res, nil
+}
+
+// replay reads the committed record of a key that already exists, ends the
+// transaction and returns the stored result or ErrConflict.
+func (e *Executor) replay(ctx context.Context, conn *pgxpool.Conn, c *broker.Call) (*broker.Result, error) {
+	b := &pgx.Batch{}
+	b.Queue(e.sqlSelect, c.IdempotencyKey)
+	b.Queue("ROLLBACK")
+	br := conn.SendBatch(ctx, b)
+	res, hash, err := scanRecord(br.QueryRow())
+	if _, rerr := br.Exec(); err == nil {
+		err = rerr
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		// The key's record is not committed yet it conflicted: only possible
+		// if another transaction inserted it and is still deciding; the
+		// caller may retry.
+		return nil, fmt.Errorf("%w: idempotency key in flight", broker.ErrUnavailable)
+	case err != nil:
+		return nil, err
+	case hash != c.RequestHash:
+		return nil, broker.ErrConflict
+	}
+	return res, nil
+}
+
+func scanRecord(row pgx.Row) (*broker.Result, string, error) {
+	var (
+		hash, result string
+		txid         int64
+		res          broker.Result
+	)
+	if err := row.Scan(&hash, &result, &txid, &res.Rows, &res.RowsAffected, &res.CommittedAt); err != nil {
+		return nil, "", err
+	}
+	res.JSON = json.RawMessage(result)
+	res.TransactionID = strconv.FormatInt(txid, 10)
+	res.CommittedAt = res.CommittedAt.UTC()
+	res.Replayed = true
+	return &res, hash, nil
+}
+
+// rollback ends a failed transaction on a connection that may be mid-batch
+// or cancelled; if that fails, the pool discards the connection on release
+// (its transaction status is not idle), which ends the transaction too.
+func rollback(conn *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	pc := conn.Conn().PgConn()
+	if pc.IsClosed() {
+		return
+	}
+	if _, err := pc.Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
+		_ = conn.Conn().Close(ctx)
+	}
+}
+
+// run sends the call and writes its rows; it returns rows affected and the
+// OUTPUT values of a procedure.
+func (e *Executor) run(ctx context.Context, conn *pgx.Conn, c *broker.Call, text string, args []any, w *resultWriter) (int64, []outputParam, error) {
+	rows, err := conn.Query(ctx, text, args...)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer rows.Close()
+	fds := rows.FieldDescriptions()
+	isCall := c.Route.Kind == route.Procedure && strings.HasPrefix(text, "CALL ")
+	var output []outputParam
+	if isCall && len(c.Route.Outputs) > 0 {
+		// A CALL returns at most one row: its OUT/INOUT parameters.
+		output = make([]outputParam, len(c.Route.Outputs))
+		for i, o := range c.Route.Outputs {
+			output[i].Name = o.Name
+		}
+		for rows.Next() {
+			vals, err := rowValues(rows, fds)
+			if err != nil {
+				return 0, nil, err
+			}
+			for i, fd := range fds {
+				for j := range output {
+					if output[j].Name == fd.Name {
+						output[j].Value = vals[i]
+					}
+				}
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return 0, nil, err
+		}
+		return rows.CommandTag().RowsAffected(), output, nil
+	}
+	if len(fds) > 0 {
+		names := make([]string, len(fds))
+		for i, fd := range fds {
+			names[i] = fd.Name
+		}
+		w.beginSet(names)
+	}
+	for rows.Next() {
+		vals, err := rowValues(rows, fds)
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := w.row(vals); err != nil {
+			return 0, nil, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, nil, err
+	}
+	if len(fds) > 0 {
+		w.endSet()
+	}
+	affected := rows.CommandTag().RowsAffected()
+	if isCall {
+		affected = 0
+	}
+	return affected, output, nil
+}
+
+// plan builds the SQL text and arguments of a call.
+func (e *Executor) plan(ctx context.Context, c *broker.Call) (string, []any, error) {
+	r := c.Route
+	if r.Kind == route.StatementKind {
+		text, names := e.renderStatement(r)
+		args := make([]any, len(names))
+		for i, n := range names {
+			v, err := bindParam(c, n)
+			if err != nil {
+				return "", nil, err
+			}
+			args[i] = v
+		}
+		return text, args, nil
+	}
+	p, err := e.proc(ctx, r.Target)
+	if err != nil {
+		return "", nil, err
+	}
+	var mask uint64
+	args := make([]any, 0, len(r.Params))
+	for i, prm := range r.Params {
+		v, ok := c.Params[prm.Name]
+		if !ok {
+			continue // absent optional parameter: the routine's default applies
+		}
+		if i < 64 {
+			mask |= 1 << i
+		}
+		bv, err := bindParam(c, prm.Name)
+		if err != nil {
+			return "", nil, err
+		}
+		_ = v
+		args = append(args, bv)
+	}
+	key := planKey{r: r, mask: mask}
+	if len(r.Params) <= 64 {
+		if t, ok := e.plans.Load(key); ok {
+			return t.(string), args, nil
+		}
+	}
+	var sb strings.Builder
+	if p.kind == 'p' {
+		sb.WriteString("CALL ")
+	} else {
+		sb.WriteString("SELECT * FROM ")
+	}
+	sb.WriteString(p.name)
+	sb.WriteByte('(')
+	n := 0
+	for _, prm := range r.Params {
+		if _, ok := c.Params[prm.Name]; !ok {
+			continue
+		}
+		if n > 0 {
+			sb.WriteString(", ")
+		}
+		n++
+		sb.WriteString(pgx.Identifier{prm.Name}.Sanitize())
+		sb.WriteString(" => $")
+		sb.WriteString(strconv.Itoa(n))
+		sb.WriteString(pgCast(prm.SQLType))
+	}
+	if p.kind == 'p' {
+		for _, o := range r.Outputs {
+			if n > 0 {
+				sb.WriteString(", ")
+			}
+			n++
+			sb.WriteString(pgx.Identifier{o.Name}.Sanitize())
+			sb.WriteString(" => NULL")
+			sb.WriteString(pgCast(o.SQLType))
+		}
+	}
+	sb.WriteByte(')')
+	text := sb.String()
+	if len(r.Params) <= 64 {
+		e.plans.Store(key, text)
+	}
+	return text, args, nil
+}
+
+// renderStatement renders a statement with $n placeholders (a name used
+// twice reuses its number; a declared SQL type becomes a cast).
+func (e *Executor) renderStatement(r *route.Route) (string, []string) {
+	var names []string
+	idx := map[string]int{}
+	text := r.Statement.Render(func(_ int, name string) string {
+		n, ok := idx[name]
+		if !ok {
+			names = append(names, name)
+			n = len(names)
+			idx[name] = n
+		}
+		ph := "$" + strconv.Itoa(n)
+		if p, ok := r.Param(name); ok {
+			ph += pgCast(p.SQLType)
+		}
+		return ph
+	})
+	return text, names
+}
+
+// pgCast returns the cast for an explicit catalog SQL type ("" for none),
+// mapping SQL Server spellings to PostgreSQL types. The catalog validated
+// the type against a fixed grammar, so the text is safe to emit.
+func pgCast(sqlType string) string {
+	if sqlType == "" {
+		return ""
+	}
+	t := strings.ToLower(strings.ReplaceAll(sqlType, " ", ""))
+	base, arg, _ := strings.Cut(t, "(")
+	arg = strings.TrimSuffix(arg, ")")
+	var out string
+	switch base {
+	case "int":
+		out = "integer"
+	case "bigint":
+		out = "bigint"
+	case "smallint", "tinyint":
+		out = "smallint"
+	case "bit", "boolean":
+		out = "boolean"
+	case "float", "doubleprecision":
+		out = "double precision"
+	case "real":
+		out = "real"
+	case "text":
+		out = "text"
+	case "date":
+		out = "date"
+	case "time":
+		out = "time"
+	case "datetime2", "timestamp":
+		out = "timestamp"
+	case "datetimeoffset", "timestamptz":
+		out = "timestamptz"
+	case "uniqueidentifier", "uuid":
+		out = "uuid"
+	case "decimal", "numeric":
+		out = "numeric(" + arg + ")"
+	case "nvarchar", "varchar":
+		if arg == "max" {
+			out = "text"
+		} else {
+			out = "varchar(" + arg + ")"
+		}
+	case "nchar", "char":
+		if arg == "max" {
+			out = "text"
+		} else {
+			out = "char(" + arg + ")"
+		}
+	case "varbinary", "binary":
+		out = "bytea"
+	default:
+		return ""
+	}
+	return "::" + out
+}
+
+// bindParam returns the value bound for a placeholder or named argument: a
+// session value from the call, or the typed parameter.
+func bindParam(c *broker.Call, name string) (any, error) {
+	switch name {
+	case route.SessionCorrelationID:
+		return c.CorrelationID, nil
+	case route.SessionPrincipal:
+		return c.Principal, nil
+	case route.SessionDecisionID:
+		return c.DecisionID, nil
+	}
+	v := c.Params[name]
+	switch x := v.(type) {
+	case json.Number:
+		return string(x), nil // exact: the server parses it into the parameter's type
+	case string:
+		if p, ok := c.Route.Param(name); ok {
+			if t := strings.ToLower(p.SQLType); strings.HasPrefix(t, "varbinary") || strings.HasPrefix(t, "binary") {
+				b, err := base64.StdEncoding.DecodeString(x)
+				if err != nil {
+					return nil, &route.InvalidError{Field: name, Message: "must be base64"}
+				}
+				return b, nil
+			}
+		}
+		return x, nil
+	default:
+		return v, nil
+	}
+}
+
+// quoteName quotes a dotted name from the catalog or configuration.
+func quoteName(name string) string {
+	return pgx.Identifier(strings.Split(name, ".")).Sanitize()
+}
+
+// Lookup implements [broker.Executor].
+func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool, error) {
+	if e.closed.Load() {
+		return nil, false, e.unavailable(errClosed)
+	}
+	res, _, err := scanRecord(e.pool.QueryRow(ctx, e.sqlSelect, key))
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, e.classify(ctx, err, nil)
+	}
+	return res, true, nil
+}
+
+// Prune deletes idempotency records committed before t and returns how many.
+func (e *Executor) Prune(ctx context.Context, before time.Time) (int64, error) {
+	if e.closed.Load() {
+		return 0, e.unavailable(errClosed)
+	}
+	tag, err := e.pool.Exec(ctx, e.sqlPrune, before)
+	if err != nil {
+		return 0, e.classify(ctx, err, nil)
+	}
+	return tag.RowsAffected(), nil
+}
+
+func maxRows(c *broker.Call) int {
+	switch {
+	case c.MaxRows > 0:
+		return c.MaxRows
+	case c.Route.MaxRows > 0:
+		return c.Route.MaxRows
+	default:
+		return route.DefaultMaxRows
+	}
+}
+
+var _ broker.Executor = (*Executor)(nil)
