@@ -1,0 +1,331 @@
+package oidc
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sqlgate/sqlgate/identity"
+)
+
+// claimPath names a claim: a top-level name, or a dotted path into nested
+// objects. A top-level claim whose name contains dots (namespaced claims
+// such as https://example.com/roles) wins over the path reading.
+type claimPath struct {
+	literal string
+	parts   []string
+}
+
+func newPath(s string) claimPath { return claimPath{literal: s, parts: strings.Split(s, ".")} }
+
+func paths(names ...string) []claimPath {
+	out := make([]claimPath, len(names))
+	for i, n := range names {
+		out[i] = newPath(n)
+	}
+	return out
+}
+
+func (cp claimPath) lookup(c map[string]any) (any, bool) {
+	if v, ok := c[cp.literal]; ok {
+		return v, true
+	}
+	if len(cp.parts) < 2 {
+		return nil, false
+	}
+	var cur any = c
+	for _, p := range cp.parts {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[p]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// mfaAMR are amr values (RFC 8176, Entra, Okta) that prove more than one
+// factor or a phishing-resistant one.
+var mfaAMR = []string{"mfa", "mca", "otp", "hwk", "swk", "fido", "sc", "ngcmfa", "mngcmfa"}
+
+// mapper turns verified claims into a principal, per preset.
+type mapper struct {
+	preset                                                         Preset
+	subject, objectID, email, name, groups, roles, scopes, tenant []claimPath
+	groupMap                                                       map[string]string
+	dropUnmapped                                                   bool
+	mfaACR                                                         []string
+}
+
+func newMapper(ic IssuerConfig) *mapper {
+	var m mapper
+	switch ic.Preset {
+	case PresetEntra:
+		m = mapper{
+			subject: paths("sub"), objectID: paths("oid"), email: paths("preferred_username", "upn", "email"),
+			name: paths("name"), groups: paths("groups"), roles: paths("roles"), scopes: paths("scp"), tenant: paths("tid"),
+		}
+	case PresetOkta:
+		m = mapper{
+			subject: paths("uid", "sub"), objectID: paths("uid", "sub"), email: paths("email", "preferred_username"),
+			name: paths("name"), groups: paths("groups"), roles: paths("roles"), scopes: paths("scp"),
+		}
+	default:
+		m = mapper{
+			subject: paths("sub"), objectID: paths("oid"), email: paths("email"),
+			name: paths("name", "preferred_username"), groups: paths("groups"), roles: paths("roles"), scopes: paths("scope", "scp"),
+		}
+	}
+	m.preset = ic.Preset
+	for _, o := range []struct {
+		dst *[]claimPath
+		v   string
+	}{
+		{&m.subject, ic.Claims.Subject}, {&m.objectID, ic.Claims.ObjectID}, {&m.email, ic.Claims.Email},
+		{&m.name, ic.Claims.Name}, {&m.groups, ic.Claims.Groups}, {&m.roles, ic.Claims.Roles},
+		{&m.scopes, ic.Claims.Scopes}, {&m.tenant, ic.Claims.Tenant},
+	} {
+		if o.v != "" {
+			*o.dst = paths(o.v)
+		}
+	}
+	m.groupMap = ic.GroupMap
+	m.dropUnmapped = ic.DropUnmappedGroups
+	m.mfaACR = ic.MFAACRValues
+	return &m
+}
+
+func claimErr(reason, format string, args ...any) error {
+	return identity.Unauthenticated(reason, fmt.Errorf(format, args...))
+}
+
+// str reads the first present claim of ps as a string. A present claim of
+// another type is an error: malformed tokens are refused, not guessed at.
+func str(c map[string]any, ps []claimPath) (string, error) {
+	for _, p := range ps {
+		v, ok := p.lookup(c)
+		if !ok || v == nil {
+			continue
+		}
+		s, ok := v.(string)
+		if !ok {
+			return "", claimErr(ReasonInvalidClaim, "claim %q is not a string", p.literal)
+		}
+		if s != "" {
+			return s, nil
+		}
+	}
+	return "", nil
+}
+
+// strs reads the first present claim of ps as a list of strings; a single
+// string is a one-element list, or split on spaces when split is true
+// (OAuth scope strings).
+func strs(c map[string]any, ps []claimPath, split bool) ([]string, bool, error) {
+	for _, p := range ps {
+		v, ok := p.lookup(c)
+		if !ok || v == nil {
+			continue
+		}
+		switch x := v.(type) {
+		case string:
+			if split {
+				return strings.Fields(x), true, nil
+			}
+			if x == "" {
+				return nil, true, nil
+			}
+			return []string{x}, true, nil
+		case []any:
+			out := make([]string, 0, len(x))
+			for _, e := range x {
+				s, ok := e.(string)
+				if !ok {
+					return nil, true, claimErr(ReasonInvalidClaim, "claim %q holds a non-string value", p.literal)
+				}
+				out = append(out, s)
+			}
+			return out, true, nil
+		default:
+			return nil, true, claimErr(ReasonInvalidClaim, "claim %q is not a string list", p.literal)
+		}
+	}
+	return nil, false, nil
+}
+
+// numericDate reads a JWT NumericDate (seconds since the epoch, possibly
+// fractional).
+func numericDate(v any) (time.Time, bool) {
+	var f float64
+	switch x := v.(type) {
+	case json.Number:
+		var err error
+		if f, err = x.Float64(); err != nil {
+			return time.Time{}, false
+		}
+	case float64:
+		f = x
+	case int64:
+		f = float64(x)
+	case int:
+		f = float64(x)
+	default:
+		return time.Time{}, false
+	}
+	if math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1e11 {
+		return time.Time{}, false
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), true
+}
+
+// hasOverage reports whether the token says its groups did not fit: the
+// groups claim is listed in _claim_names (OIDC distributed claims, Entra's
+// overage), or Entra's hasgroups is true.
+func (m *mapper) hasOverage(c map[string]any) bool {
+	if names, ok := c["_claim_names"].(map[string]any); ok {
+		for _, g := range m.groups {
+			if _, ok := names[g.parts[0]]; ok {
+				return true
+			}
+			if _, ok := names[g.literal]; ok {
+				return true
+			}
+		}
+	}
+	if m.preset == PresetEntra {
+		if hg, ok := c["hasgroups"]; ok && hg != false {
+			return true
+		}
+	}
+	return false
+}
+
+// mapGroups translates provider groups to policy group names, sorted and
+// without duplicates.
+func (m *mapper) mapGroups(raw []string) []string {
+	out := make([]string, 0, len(raw))
+	for _, g := range raw {
+		if to, ok := m.groupMap[g]; ok {
+			out = append(out, to)
+		} else if !m.dropUnmapped && g != "" {
+			out = append(out, g)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func sortedUnique(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
+}
+
+// principal maps verified claims to a principal (without Issuer and
+// Expiry, which the verifier sets). overage reports that the groups are
+// missing from the token and must be looked up or refused.
+func (m *mapper) principal(c map[string]any) (p identity.Principal, overage bool, err error) {
+	if p.Subject, err = str(c, m.subject); err != nil {
+		return p, false, err
+	}
+	if p.Subject == "" {
+		return p, false, claimErr(ReasonMissingClaim, "no subject claim")
+	}
+	if p.ObjectID, err = str(c, m.objectID); err != nil {
+		return p, false, err
+	}
+	if p.Email, err = str(c, m.email); err != nil {
+		return p, false, err
+	}
+	if p.Name, err = str(c, m.name); err != nil {
+		return p, false, err
+	}
+	if p.Tenant, err = str(c, m.tenant); err != nil {
+		return p, false, err
+	}
+	groups, _, err := strs(c, m.groups, false)
+	if err != nil {
+		return p, false, err
+	}
+	overage = m.hasOverage(c)
+	p.Groups = m.mapGroups(groups)
+	roles, _, err := strs(c, m.roles, false)
+	if err != nil {
+		return p, false, err
+	}
+	p.Roles = sortedUnique(roles)
+	if p.Scopes, _, err = strs(c, m.scopes, true); err != nil {
+		return p, false, err
+	}
+	if p.AMR, _, err = strs(c, paths("amr"), false); err != nil {
+		return p, false, err
+	}
+	if p.ACR, err = str(c, paths("acr")); err != nil {
+		return p, false, err
+	}
+	tokenID := paths("jti")
+	if m.preset == PresetEntra {
+		tokenID = paths("uti", "jti")
+	}
+	if p.TokenID, err = str(c, tokenID); err != nil {
+		return p, false, err
+	}
+	if v, ok := c["auth_time"]; ok {
+		t, ok := numericDate(v)
+		if !ok {
+			return p, false, claimErr(ReasonInvalidClaim, "claim auth_time is not a NumericDate")
+		}
+		p.AuthTime = t
+	}
+	acrs, _, err := strs(c, paths("acrs"), false)
+	if err != nil {
+		return p, false, err
+	}
+	p.MFA = slices.ContainsFunc(p.AMR, func(a string) bool { return slices.Contains(mfaAMR, a) }) ||
+		(p.ACR != "" && slices.Contains(m.mfaACR, p.ACR)) ||
+		slices.ContainsFunc(acrs, func(a string) bool { return slices.Contains(m.mfaACR, a) })
+	if err := m.presetDetails(c, &p); err != nil {
+		return p, false, err
+	}
+	return p, overage, nil
+}
+
+// presetDetails fills what only a preset knows: which tokens belong to
+// services, Okta's login-as-subject.
+func (m *mapper) presetDetails(c map[string]any, p *identity.Principal) error {
+	sub, _ := c["sub"].(string)
+	switch m.preset {
+	case PresetEntra:
+		idtyp, _ := c["idtyp"].(string)
+		_, hasScp := c["scp"]
+		oid, _ := c["oid"].(string)
+		// App-only tokens: idtyp=app when the optional claim is on; else
+		// they are the ones without delegated scopes whose sub is the
+		// service principal's oid.
+		p.Service = idtyp == "app" || (!hasScp && oid != "" && sub == oid)
+	case PresetOkta:
+		cid, _ := c["cid"].(string)
+		_, hasUID := c["uid"]
+		p.Service = !hasUID && cid != "" && sub == cid
+		if p.Email == "" && hasUID && strings.Contains(sub, "@") {
+			// Okta access tokens carry the user's login as sub.
+			p.Email = sub
+		}
+	default:
+		for _, k := range []string{"client_id", "cid", "azp"} {
+			if v, _ := c[k].(string); v != "" && v == sub {
+				p.Service = true
+			}
+		}
+	}
+	return nil
+}
