@@ -55,11 +55,11 @@ var mfaAMR = []string{"mfa", "mca", "otp", "hwk", "swk", "fido", "sc", "ngcmfa",
 
 // mapper turns verified claims into a principal, per preset.
 type mapper struct {
-	preset                                                         Preset
+	preset                                                        Preset
 	subject, objectID, email, name, groups, roles, scopes, tenant []claimPath
-	groupMap                                                       map[string]string
-	dropUnmapped                                                   bool
-	mfaACR                                                         []string
+	groupMap                                                      map[string]string
+	dropUnmapped                                                  bool
+	mfaACR                                                        []string
 }
 
 func newMapper(ic IssuerConfig) *mapper {

@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/identity/devidp"
