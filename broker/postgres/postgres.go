@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sqlgate/sqlgate/broker"
@@ -92,6 +93,9 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	pc.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 2 * time.Second}
 	}
+	if dialHook != nil {
+		pc.ConnConfig.DialFunc = dialHook
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: postgres database %s: %s", broker.ErrUnavailable, cfg.Name, connProblem(err))
@@ -156,6 +160,9 @@ func (e *Executor) Check(ctx context.Context, r *route.Route) error {
 }
 
 var errClosed = errors.New("executor closed")
+
+// dialHook, when set by a test, dials the server (to count round trips).
+var dialHook pgconn.DialFunc
 
 // proc reads (once) whether target is a function or a procedure.
 func (e *Executor) proc(ctx context.Context, target string) (*procInfo, error) {
@@ -334,6 +341,23 @@ func rollback(conn *pgxpool.Conn) {
 // run sends the call and writes its rows; it returns rows affected and the
 // OUTPUT values of a procedure.
 func (e *Executor) run(ctx context.Context, conn *pgx.Conn, c *broker.Call, text string, args []any, w *resultWriter) (int64, []outputParam, error) {
+	// Prepared once per connection under its own text (no round trip
+	// after the first): the description tells which parameters the server
+	// typed as text, where integers and booleans are bound as their text.
+	sd, err := conn.Prepare(ctx, text, text)
+	if err != nil {
+		return 0, nil, err
+	}
+	for i, oid := range sd.ParamOIDs {
+		if i < len(args) && textual(oid) {
+			switch v := args[i].(type) {
+			case int64:
+				args[i] = strconv.FormatInt(v, 10)
+			case bool:
+				args[i] = strconv.FormatBool(v)
+			}
+		}
+	}
 	rows, err := conn.Query(ctx, text, args...)
 	if err != nil {
 		return 0, nil, err
@@ -393,6 +417,16 @@ func (e *Executor) run(ctx context.Context, conn *pgx.Conn, c *broker.Call, text
 		affected = 0
 	}
 	return affected, output, nil
+}
+
+// textual reports the text-like parameter types a Go integer or boolean
+// cannot be encoded into directly.
+func textual(oid uint32) bool {
+	switch oid {
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.UnknownOID:
+		return true
+	}
+	return false
 }
 
 // plan builds the SQL text and arguments of a call.

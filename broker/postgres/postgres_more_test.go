@@ -1,0 +1,215 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/brokertest"
+	"github.com/sqlgate/sqlgate/broker/postgres"
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+func catalogRoute(t testing.TB, subject string) *route.Route {
+	t.Helper()
+	cat, err := brokertest.Catalog("test", targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := cat.Lookup(subject)
+	return r
+}
+
+// A procedure's OUT parameter comes back in "output"; CALL affects no
+// command-tag rows.
+func TestProcedureOutput(t *testing.T) {
+	e := openTest(t, 2)
+	c, _ := brokertest.NewCall(catalogRoute(t, brokertest.SubjectCreate), `{"customer":"x","amount":1,"quantity":1,"express":true}`, "")
+	res, err := e.Execute(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"rows":[{"id":1}],"rows_affected":1}`; string(res.JSON) != want {
+		t.Errorf("create = %s, want %s", res.JSON, want)
+	}
+	c, _ = brokertest.NewCall(catalogRoute(t, brokertest.SubjectCancel), `{"id":1}`, "")
+	res, err = e.Execute(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"rows":[],"output":{"previous_status":"open"},"rows_affected":0}`; string(res.JSON) != want {
+		t.Errorf("cancel = %s, want %s", res.JSON, want)
+	}
+}
+
+func TestDBErrorState(t *testing.T) {
+	e := openTest(t, 2)
+	c, _ := brokertest.NewCall(catalogRoute(t, brokertest.SubjectCreate), `{"customer":"x","amount":-5,"quantity":1,"express":true}`, "")
+	_, err := e.Execute(t.Context(), c)
+	var dbe *broker.DBError
+	if !errors.As(err, &dbe) || dbe.State != "23514" || dbe.Number != 23514 || !strings.Contains(dbe.Message, "orders_amount_check") {
+		t.Fatalf("Execute(check violation) = %v, want DBError 23514 naming orders_amount_check", err)
+	}
+}
+
+func TestCheckRoutes(t *testing.T) {
+	e := openTest(t, 2)
+	for _, s := range brokertest.Subjects() {
+		if err := e.Check(t.Context(), catalogRoute(t, s)); err != nil {
+			t.Errorf("Check(%s) = %v", s, err)
+		}
+	}
+	missing := testRoute(t, route.RouteConfig{Procedure: "no_such_function"})
+	if err := e.Check(t.Context(), missing); err == nil || !strings.Contains(err.Error(), "not exactly one function or procedure") {
+		t.Errorf("Check(missing function) = %v", err)
+	}
+	bad := testRoute(t, route.RouteConfig{Statement: &route.StatementConfig{Name: "s", SQL: "SELECT * FROM no_such_table"}})
+	var dbe *broker.DBError
+	if err := e.Check(t.Context(), bad); !errors.As(err, &dbe) || dbe.State != "42P01" {
+		t.Errorf("Check(missing table) = %v, want DBError 42P01", err)
+	}
+}
+
+func testRoute(t testing.TB, rc route.RouteConfig) *route.Route {
+	t.Helper()
+	rc.Subject, rc.Database = "t.x", "test"
+	cat, err := route.New([]route.RouteConfig{rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := cat.Lookup("t.x")
+	return r
+}
+
+// Identifiers from the catalog are quoted: a target or parameter that
+// PostgreSQL would fold or parse never becomes SQL syntax.
+func TestQuotedIdentifiers(t *testing.T) {
+	e := openTest(t, 2)
+	if _, err := e.Pool().Exec(t.Context(), `CREATE FUNCTION "MixedCase"("Select" text) RETURNS TABLE (v text) LANGUAGE sql AS $$ SELECT $1 $$`); err != nil {
+		t.Fatal(err)
+	}
+	r := testRoute(t, route.RouteConfig{Procedure: "MixedCase", Params: map[string]any{"type": "object", "properties": map[string]any{"Select": map[string]any{"type": "string"}}}})
+	p, _ := r.Decode([]byte(`{"Select":"'); DROP TABLE orders; --"}`))
+	res, err := e.Execute(t.Context(), &broker.Call{Route: r, Params: p, IdempotencyKey: "q", RequestHash: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"rows":[{"v":"'); DROP TABLE orders; --"}],"rows_affected":1}`; string(res.JSON) != want {
+		t.Errorf("result = %s, want %s", res.JSON, want)
+	}
+}
+
+func TestTypes(t *testing.T) {
+	e := openTest(t, 2)
+	r := testRoute(t, route.RouteConfig{
+		Statement: &route.StatementConfig{Name: "s", SQL: `SELECT :n AS n, :m::bigint AS m, :big::numeric * 2 AS twice, :f AS f, :u AS u, :d AS d, :ts AS ts, :b AS b,
+			'{"k":[1,2.50]}'::jsonb AS j, ARRAY[1,2] AS arr, 'NaN'::numeric AS nan, :flag AS flag, NULL::text AS nothing`},
+		Params: map[string]any{"type": "object", "properties": map[string]any{
+			"n": map[string]any{"type": "integer"}, "m": map[string]any{"type": "integer"}, "big": map[string]any{"type": "number"}, "f": map[string]any{"type": "number"},
+			"u": map[string]any{"type": "string"}, "d": map[string]any{"type": "string"}, "ts": map[string]any{"type": "string"},
+			"b": map[string]any{"type": "string"}, "flag": map[string]any{"type": "boolean"},
+		}},
+		SQLTypes: map[string]string{"f": "float", "u": "uniqueidentifier", "d": "date", "ts": "datetimeoffset", "b": "varbinary(max)", "big": "numeric(38,10)"},
+	})
+	p, err := r.Decode([]byte(`{"n":9007199254740993,"m":9007199254740993,"big":12345678901234567890.0123456789,"f":0.1,"u":"0190E9A5-1234-7ABC-8DEF-0123456789AB",
+		"d":"2026-02-03","ts":"2026-02-03T04:05:06.123456+02:00","b":"AAEC/w==","flag":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Execute(t.Context(), &broker.Call{Route: r, Params: p, IdempotencyKey: "t", RequestHash: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An untyped placeholder is text to PostgreSQL: the integer and the
+	// boolean are bound as their text and come back as strings.
+	want := `{"rows":[{"n":"9007199254740993","m":9007199254740993,"twice":24691357802469135780.0246913578,"f":0.1,"u":"0190e9a5-1234-7abc-8def-0123456789ab",` +
+		`"d":"2026-02-03","ts":"2026-02-03T02:05:06.123456Z","b":"AAEC/w==","j":{"k": [1, 2.50]},"arr":[1,2],"nan":"NaN","flag":"false","nothing":null}],"rows_affected":1}`
+	if string(res.JSON) != want {
+		t.Errorf("result =\n%s\nwant\n%s", res.JSON, want)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().(*net.TCPAddr)
+	_ = l.Close()
+	_, err = postgres.Open(t.Context(), postgres.Config{Name: "down", DSN: "host=127.0.0.1 port=" + itoa(addr.Port) + " user=u password=secret-pw dbname=d connect_timeout=2", MinConns: 0, MaxConns: 1})
+	if !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("Open(unreachable) = %v, want ErrUnavailable", err)
+	}
+	if strings.Contains(err.Error(), "secret-pw") || strings.Contains(err.Error(), "user=u") {
+		t.Errorf("error %q leaks the connection string", err)
+	}
+}
+
+func itoa(n int) string { return fmtInt(n) }
+
+func fmtInt(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for n > 0 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+		n /= 10
+	}
+	return string(b)
+}
+
+// countingConn counts writes: pgx flushes each request or pipelined batch
+// with one write, so writes per call are round trips per call.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(b)
+}
+
+func TestRoundTrips(t *testing.T) {
+	var writes atomic.Int64
+	postgres.SetDialHook(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		return countingConn{c, &writes}, err
+	})
+	e := openTest(t, 1)
+	postgres.SetDialHook(nil)
+	r := catalogRoute(t, brokertest.SubjectCreate)
+	call := func() int64 {
+		c, _ := brokertest.NewCall(r, `{"customer":"rt","amount":1,"quantity":1,"express":true}`, "")
+		before := writes.Load()
+		if _, err := e.Execute(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+		return writes.Load() - before
+	}
+	call() // first use prepares the statements
+	if got := call(); got != 3 {
+		t.Errorf("round trips per call = %d, want 3", got)
+	}
+	replay := func() int64 {
+		c, _ := brokertest.NewCall(r, `{"customer":"rt","amount":1,"quantity":1,"express":true}`, "")
+		if _, err := e.Execute(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+		before := writes.Load()
+		if res, err := e.Execute(t.Context(), c); err != nil || !res.Replayed {
+			t.Fatalf("replay = %v, %v", res, err)
+		}
+		return writes.Load() - before
+	}
+	replay() // first replay prepares the record select
+	if got := replay(); got != 2 {
+		t.Errorf("round trips per replay = %d, want 2", got)
+	}
+}
