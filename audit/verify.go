@@ -437,7 +437,9 @@ func (v *originVerifier) run(ctx context.Context) error {
 		}
 	}
 	lo = min(lo, hi)
-	fullTail := hi == end
+	// Only when the caller did not cut the range short can checkpoints
+	// beyond the last record prove a truncation.
+	fullTail := hi == end && (v.opts.To == 0 || v.opts.To > end) && v.opts.ToTime.IsZero()
 	v.or.First, v.or.End = lo, hi
 
 	// Start from the frontier at lo, or at first and hash up to lo.
