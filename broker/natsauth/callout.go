@@ -138,7 +138,10 @@ func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutCon
 		c.wg.Wait()
 		return nil, fmt.Errorf("subscribe auth callout: %w", err)
 	}
-	if err := nc.FlushWithContext(ctx); err != nil {
+	fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
+	err = nc.FlushWithContext(fctx)
+	fcancel()
+	if err != nil {
 		_ = sub.Unsubscribe()
 		c.cancel()
 		c.wg.Wait()
@@ -190,7 +193,7 @@ func (c *Callout) handle(ctx context.Context, m *nats.Msg) {
 		c.log.WarnContext(ctx, "auth callout request dropped", slog.String("reason", err.Error()))
 		return
 	}
-	if c.replayed(req.claims.ID, req.claims.Expires, now) {
+	if c.replayed(req.id, req.claims.Expires, now) {
 		c.log.WarnContext(ctx, "auth callout request dropped", slog.String("reason", "replayed request"))
 		return
 	}
@@ -259,28 +262,41 @@ func (c *Callout) checkUserJWT(s, userKey string) error {
 }
 
 func (c *Callout) reply(ctx context.Context, m *nats.Msg, req *calloutRequest, userJWT, errText string) {
-	rc := jwt.NewAuthorizationResponseClaims(req.claims.UserNkey)
-	rc.Audience = req.claims.Server.ID
-	rc.Jwt = userJWT
-	rc.Error = errText
-	s, err := rc.Encode(c.keys.auth)
+	data, err := buildResponse(c.keys, req, userJWT, errText)
 	if err != nil {
-		c.log.ErrorContext(ctx, "auth callout response not signed", slog.String("error", err.Error()))
+		c.log.ErrorContext(ctx, "auth callout response not built", slog.String("error", err.Error()))
 		return
-	}
-	data := []byte(s)
-	if req.serverXKey != "" {
-		if data, err = c.keys.xkey.Seal(data, req.serverXKey); err != nil {
-			c.log.ErrorContext(ctx, "auth callout response not sealed", slog.String("error", err.Error()))
-			return
-		}
 	}
 	if err := m.Respond(data); err != nil {
 		c.log.WarnContext(ctx, "auth callout response not sent", slog.String("error", err.Error()))
 	}
 }
 
-// replayed records a request id and reports whether it was seen before.
+// buildResponse signs an authorization response (user JWT or error) for req
+// with the auth account key, addressed to the requesting server, and seals
+// it to the server's xkey when the request was encrypted.
+func buildResponse(keys *Keys, req *calloutRequest, userJWT, errText string) ([]byte, error) {
+	rc := jwt.NewAuthorizationResponseClaims(req.claims.UserNkey)
+	rc.Audience = req.claims.Server.ID
+	rc.Jwt = userJWT
+	rc.Error = errText
+	s, err := rc.Encode(keys.auth)
+	if err != nil {
+		return nil, fmt.Errorf("sign response: %w", err)
+	}
+	if req.serverXKey == "" {
+		return []byte(s), nil
+	}
+	data, err := keys.xkey.Seal([]byte(s), req.serverXKey)
+	if err != nil {
+		return nil, fmt.Errorf("seal response: %w", err)
+	}
+	return data, nil
+}
+
+// replayed records a request id (its signature: the jwt `jti` hashes only
+// the standard claims, so two requests of one second share it) and reports
+// whether it was seen before.
 func (c *Callout) replayed(id string, exp int64, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -302,6 +318,8 @@ func (c *Callout) replayed(id string, exp int64, now time.Time) bool {
 // calloutRequest is a decoded, checked authorization request.
 type calloutRequest struct {
 	claims *jwt.AuthorizationRequestClaims
+	// id identifies this request: its signature.
+	id string
 	// serverXKey is the server's one-time curve key when the request was
 	// encrypted; the response is sealed to it.
 	serverXKey string
@@ -373,7 +391,11 @@ func (d requestDecoder) decode(data []byte, serverXKey string, now time.Time) (*
 	case serverXKey != "" && claims.Server.XKey != serverXKey:
 		return nil, fmt.Errorf("%w: xkey header does not match the request", ErrCalloutRequest)
 	}
-	return &calloutRequest{claims: claims, serverXKey: serverXKey}, nil
+	sig := string(data)
+	if i := strings.LastIndexByte(sig, '.'); i >= 0 {
+		sig = sig[i+1:]
+	}
+	return &calloutRequest{claims: claims, id: sig, serverXKey: serverXKey}, nil
 }
 
 // token extracts the OIDC token the client sent in CONNECT.

@@ -1,0 +1,183 @@
+package natsauth_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/natsauth/natsauthtest"
+	"github.com/sqlgate/sqlgate/identity"
+)
+
+const goodToken = "good-oidc-token"
+
+// principalInbox is the inbox prefix of a callout user: derived from the
+// principal, which the client knows, not from the server-generated key,
+// which it does not.
+func principalInbox(issuer, subject string) string {
+	h := sha256.Sum256([]byte(issuer + " " + subject))
+	return "_INBOX_" + hex.EncodeToString(h[:16])
+}
+
+// fakeVerifier stands in for broker.Service: it accepts one token, rejects
+// the rest as an OIDC verifier would, and mints through the real Minter.
+type fakeVerifier struct {
+	minter   *natsauth.Minter
+	pub      []string
+	calls    atomic.Int32
+	mu       sync.Mutex
+	requests []broker.CalloutRequest
+	// mint, when set, replaces the user key the JWT is minted for.
+	mintFor func(broker.CalloutRequest) string
+}
+
+func (f *fakeVerifier) Callout(ctx context.Context, req broker.CalloutRequest) (*broker.NATSCredential, error) {
+	f.calls.Add(1)
+	f.mu.Lock()
+	f.requests = append(f.requests, req)
+	f.mu.Unlock()
+	if req.Token != goodToken {
+		return nil, &identity.AuthError{Reason: "token signature invalid"}
+	}
+	key := req.UserKey
+	if f.mintFor != nil {
+		key = f.mintFor(req)
+	}
+	exp := time.Now().Add(time.Hour)
+	m, err := f.minter.MintUser(ctx, broker.UserSpec{
+		UserKey: key, Name: "00uAlice", Pub: f.pub,
+		Sub:     []string{principalInbox("https://idp.test", "00uAlice") + ".>"},
+		Expires: exp,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &broker.NATSCredential{JWT: m.JWT, UserKey: key, ExpiresAt: exp, Pub: f.pub}, nil
+}
+
+type calloutEnv struct {
+	*natsauthtest.Env
+	handler  *fakeVerifier
+	sentinel []byte
+}
+
+func startCallout(t *testing.T, subjects []string) *calloutEnv {
+	t.Helper()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: subjects})
+	h := &fakeVerifier{minter: env.Minter, pub: subjects}
+	c, err := natsauth.StartCallout(t.Context(), env.CalloutConn(t), env.Keys,
+		natsauth.CalloutConfig{Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, h)
+	if err != nil {
+		t.Fatalf("StartCallout: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Stop() })
+	creds, err := env.Keys.SentinelCreds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &calloutEnv{Env: env, handler: h, sentinel: creds}
+}
+
+func (e *calloutEnv) connectToken(t *testing.T, token string, opts ...nats.Option) (*nats.Conn, error) {
+	t.Helper()
+	all := append([]nats.Option{
+		nats.UserCredentialBytes(e.sentinel),
+		nats.Token(token),
+		nats.CustomInboxPrefix(principalInbox("https://idp.test", "00uAlice")),
+	}, opts...)
+	return e.Connect(t, all...)
+}
+
+func TestCalloutAuthenticatesTokenAndUserReachesRoute(t *testing.T) {
+	t.Parallel()
+	e := startCallout(t, []string{"orders.v1.create"})
+	got := serveEcho(t, e.Env, "orders.v1.create")
+	nc, err := e.connectToken(t, goodToken, nats.Name("billing-app"))
+	if err != nil {
+		t.Fatalf("connect through the callout: %v", err)
+	}
+	if _, err := nc.Request("orders.v1.create", []byte(`{}`), 5*time.Second); err != nil {
+		t.Fatalf("request as a callout user: %v", err)
+	}
+	m := <-got
+	var ci requestInfo
+	if err := json.Unmarshal([]byte(m.Header.Get("Nats-Request-Info")), &ci); err != nil {
+		t.Fatal(err)
+	}
+	e.handler.mu.Lock()
+	req := e.handler.requests[0]
+	e.handler.mu.Unlock()
+	pub := e.Keys.Public()
+	if ci.Account != pub.Users || ci.IssuerKey != pub.UsersSigning[0] || ci.NameTag != "00uAlice" {
+		t.Errorf("Nats-Request-Info = %+v; want users account, our signing key, name 00uAlice", ci)
+	}
+	// For callout users the server reports the JWT name as user and no jwt:
+	// the user key travels only in the nkey tag.
+	if ci.User != "00uAlice" || ci.JWT != "" {
+		t.Errorf("callout user: user=%q jwt=%d bytes; want the name and no jwt", ci.User, len(ci.JWT))
+	}
+	if want := natsauth.UserKeyTagPrefix + strings.ToLower(req.UserKey); !strings.Contains(strings.Join(ci.Tags, " "), want) {
+		t.Errorf("tags %v lack %s", ci.Tags, want)
+	}
+	if req.Client.Name != "billing-app" || req.Client.Lang != "go" || req.Client.Account != pub.Users || req.Client.UserKey != req.UserKey {
+		t.Errorf("CalloutRequest.Client = %+v", req.Client)
+	}
+}
+
+func TestCalloutRefusals(t *testing.T) {
+	t.Parallel()
+	e := startCallout(t, []string{"orders.v1.create"})
+	tests := []struct {
+		name        string
+		token       string
+		wantHandler bool
+	}{
+		{"forged_or_expired_token", "eyJhbGciOiJSUzI1NiJ9.forged.sig", true},
+		{"no_token", "", false},
+		{"oversized_token", strings.Repeat("x", natsauth.DefaultMaxTokenBytes+1), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e.handler.calls.Load()
+			var opts []nats.Option
+			opts = append(opts, nats.UserCredentialBytes(e.sentinel))
+			if tc.token != "" {
+				opts = append(opts, nats.Token(tc.token))
+			}
+			nc, err := e.Connect(t, opts...)
+			if err == nil {
+				nc.Close()
+				t.Fatal("connected without a valid token")
+			}
+			if !errors.Is(err, nats.ErrAuthorization) {
+				t.Errorf("connect error = %v, want authorization violation", err)
+			}
+			if called := e.handler.calls.Load() > before; called != tc.wantHandler {
+				t.Errorf("handler called = %v, want %v", called, tc.wantHandler)
+			}
+		})
+	}
+}
+
+func TestCalloutRefusesJWTForAnotherKey(t *testing.T) {
+	t.Parallel()
+	e := startCallout(t, []string{"orders.v1.create"})
+	_, other := newUserKey(t)
+	e.handler.mintFor = func(broker.CalloutRequest) string { return other }
+	if nc, err := e.connectToken(t, goodToken); err == nil {
+		nc.Close()
+		t.Fatal("callout answered with a JWT for another key and the client connected")
+	}
+}

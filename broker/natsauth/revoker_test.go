@@ -1,0 +1,148 @@
+package natsauth_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/natsauth/natsauthtest"
+)
+
+func TestRevokeClosesLiveConnectionAndRefusesReconnect(t *testing.T) {
+	t.Parallel()
+	subjects := []string{"orders.v1.create"}
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: subjects})
+	serveEcho(t, env, "orders.v1.create")
+	u := env.MintUser(t, "alice", subjects, time.Hour)
+	bystander := env.MintUser(t, "bob", subjects, time.Hour)
+	closed := make(chan struct{})
+	uc := env.MustConnect(t, u.Option(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	bc := env.MustConnect(t, bystander.Option())
+	if _, err := uc.Request("orders.v1.create", nil, 5*time.Second); err != nil {
+		t.Fatalf("request before revocation: %v", err)
+	}
+
+	r := natsauth.NewRevoker(env.SystemConn(t), env.Keys, natsauth.RevokerConfig{Subjects: subjects})
+	start := time.Now()
+	if err := r.RevokeUsers(t.Context(), []string{u.Key}, time.Now()); err != nil {
+		t.Fatalf("RevokeUsers: %v", err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(time.Second - time.Since(start)):
+		t.Fatal("live connection of the revoked user still open 1s after revocation")
+	}
+	if _, err := env.Connect(t, u.Option()); err == nil {
+		t.Fatal("revoked user reconnected")
+	}
+	// Idempotent, and others are unaffected.
+	if err := r.RevokeUsers(t.Context(), []string{u.Key}, time.Now()); err != nil {
+		t.Fatalf("RevokeUsers again: %v", err)
+	}
+	if _, err := bc.Request("orders.v1.create", nil, 5*time.Second); err != nil {
+		t.Errorf("bystander request after revocation: %v", err)
+	}
+	if _, err := env.Connect(t, bystander.Option()); err != nil {
+		t.Errorf("bystander cannot reconnect: %v", err)
+	}
+}
+
+func TestRevokeRejectsNonUserKeys(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{})
+	r := natsauth.NewRevoker(env.SystemConn(t), env.Keys, natsauth.RevokerConfig{})
+	if err := r.RevokeUsers(t.Context(), []string{env.Keys.Public().Users}, time.Now()); err == nil {
+		t.Fatal("RevokeUsers accepted an account key")
+	}
+}
+
+// usersAccountOnServer looks up the users account JWT the server holds.
+func usersAccountOnServer(t *testing.T, env *natsauthtest.Env, sys *nats.Conn) *jwt.AccountClaims {
+	t.Helper()
+	m, err := sys.Request("$SYS.REQ.ACCOUNT."+env.Keys.Public().Users+".CLAIMS.LOOKUP", nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := jwt.DecodeAccountClaims(string(m.Data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ac
+}
+
+func TestRevokersMergeAndPrune(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{})
+	sys := env.SystemConn(t)
+	_, k1 := newUserKey(t)
+	_, k2 := newUserKey(t)
+	_, k3 := newUserKey(t)
+	// Two instances: b must keep a's entry.
+	a := natsauth.NewRevoker(sys, env.Keys, natsauth.RevokerConfig{MaxTTL: time.Hour})
+	b := natsauth.NewRevoker(sys, env.Keys, natsauth.RevokerConfig{MaxTTL: time.Hour})
+	if err := a.RevokeUsers(t.Context(), []string{k1}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RevokeUsers(t.Context(), []string{k2}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	revs := usersAccountOnServer(t, env, sys).Revocations
+	if _, ok := revs[k1]; !ok {
+		t.Errorf("second instance dropped the first instance's revocation: %v", revs)
+	}
+	if _, ok := revs[k2]; !ok {
+		t.Errorf("revocation of k2 missing: %v", revs)
+	}
+	// Two hours later, k1 and k2 are past the horizon and pruned.
+	b.SetNowForTest(func() time.Time { return time.Now().Add(2 * time.Hour) })
+	if err := b.RevokeUsers(t.Context(), []string{k3}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	revs = usersAccountOnServer(t, env, sys).Revocations
+	if _, ok := revs[k3]; !ok || len(revs) != 1 {
+		t.Errorf("revocations after pruning = %v, want only k3", revs)
+	}
+}
+
+func TestUpdateRoutesExportsNewSubject(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create"}})
+	serveEcho(t, env, "orders.v1.refund")
+	u := env.MintUser(t, "alice", []string{"orders.v1.refund"}, time.Hour)
+	uc := env.MustConnect(t, u.Option())
+	if _, err := uc.Request("orders.v1.refund", nil, 2*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("request to an unexported route: %v, want no responders", err)
+	}
+	r := natsauth.NewRevoker(env.SystemConn(t), env.Keys, natsauth.RevokerConfig{})
+	if err := r.UpdateRoutes(t.Context(), []string{"orders.v1.create", "orders.v1.refund"}, nil); err != nil {
+		t.Fatalf("UpdateRoutes: %v", err)
+	}
+	if _, err := uc.Request("orders.v1.refund", nil, 5*time.Second); err != nil {
+		t.Fatalf("request to the newly exported route: %v", err)
+	}
+}
+
+func TestRestartKeepsRevocations(t *testing.T) {
+	t.Parallel()
+	keys, _ := natsauth.GenerateKeys()
+	dir := t.TempDir()
+	subjects := []string{"orders.v1.create"}
+	env := natsauthtest.Start(t, natsauthtest.Config{Keys: keys, Dir: dir, Subjects: subjects})
+	u := env.MintUser(t, "alice", subjects, time.Hour)
+	r := natsauth.NewRevoker(env.SystemConn(t), keys, natsauth.RevokerConfig{Subjects: subjects})
+	if err := r.RevokeUsers(t.Context(), []string{u.Key}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	env.Server.Shutdown()
+	env.Server.WaitForShutdown()
+	env2 := natsauthtest.Start(t, natsauthtest.Config{Keys: keys, Dir: dir, Subjects: subjects})
+	env2.Minter = env.Minter
+	if _, err := env2.Connect(t, u.Option()); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("revoked user connect after restart: %v, want authorization violation", err)
+	}
+}
