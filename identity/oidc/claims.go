@@ -217,6 +217,9 @@ func (m *mapper) mapGroups(raw []string) []string {
 			out = append(out, g)
 		}
 	}
+	if len(out) == 0 {
+		return nil
+	}
 	slices.Sort(out)
 	return slices.Compact(out)
 }

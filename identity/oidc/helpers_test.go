@@ -120,7 +120,7 @@ var errTransportDown = transportError{}
 
 // env is a provider and a verifier that trusts it.
 type env struct {
-	t         *testing.T
+	t         testing.TB
 	idp       *devidptest.Server
 	v         *Verifier
 	clock     *clock
@@ -136,7 +136,7 @@ type envOpt struct {
 	config  func(*Config)
 }
 
-func newEnv(t *testing.T, o envOpt) *env {
+func newEnv(t testing.TB, o envOpt) *env {
 	t.Helper()
 	if o.shape == "" {
 		o.shape = devidp.ShapeGeneric

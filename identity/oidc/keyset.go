@@ -2,15 +2,21 @@ package oidc
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,9 +28,16 @@ import (
 // maxJWKSBytes bounds a key-set response.
 const maxJWKSBytes = 1 << 20
 
-// sigResult carries, through the context, why a signature check failed:
-// go-oidc flattens the key set's error into a string.
-type sigResult struct{ reason string }
+// sigResult carries information between the verifier and the key set
+// through go-oidc, which calls the key set with the context it was given:
+// the already decoded header and payload going in (so the token is not
+// parsed twice), and why a check failed coming out (go-oidc flattens the
+// key set's error into a string).
+type sigResult struct {
+	alg, kid string
+	payload  []byte
+	reason   string
+}
 
 type sigResultKey struct{}
 
@@ -68,23 +81,38 @@ func (k *keySet) load(ctx context.Context) error {
 // VerifySignature implements [gooidc.KeySet].
 func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error) {
 	res, _ := ctx.Value(sigResultKey{}).(*sigResult)
-	fail := func(reason string, err error) ([]byte, error) {
-		if res != nil {
-			res.reason = reason
+	if res == nil {
+		// Not called through Verifier.verify: decode here.
+		res = &sigResult{}
+		jws, err := jose.ParseSignedCompact(raw, k.algs)
+		if err != nil || len(jws.Signatures) != 1 {
+			return nil, errors.New("malformed JWS")
 		}
+		res.alg, res.kid = jws.Signatures[0].Header.Algorithm, jws.Signatures[0].Header.KeyID
+		res.payload = jws.UnsafePayloadWithoutVerification()
+	}
+	fail := func(reason string, err error) ([]byte, error) {
+		res.reason = reason
 		return nil, err
 	}
-	jws, err := jose.ParseSigned(raw, k.algs)
-	if err != nil || len(jws.Signatures) != 1 {
+	if !slices.Contains(k.algs, jose.SignatureAlgorithm(res.alg)) {
+		return fail(ReasonAlgorithmNotAllowed, errors.New("algorithm not allowed"))
+	}
+	dot := strings.LastIndexByte(raw, '.')
+	if dot < 0 {
 		return fail(ReasonMalformedToken, errors.New("malformed JWS"))
 	}
-	hdr := jws.Signatures[0].Header
-	payload, found, verr := verifyWith(jws, k.current(ctx), hdr.KeyID, hdr.Algorithm)
+	sig, err := base64.RawURLEncoding.DecodeString(raw[dot+1:])
+	if err != nil {
+		return fail(ReasonMalformedToken, errors.New("signature is not base64url"))
+	}
+	signed := raw[:dot]
+	found, verr := verifyWith(k.current(ctx), res.kid, res.alg, signed, sig)
 	if found {
 		if verr != nil {
 			return fail(ReasonInvalidSignature, verr)
 		}
-		return payload, nil
+		return res.payload, nil
 	}
 	keys, refreshed, err := k.refreshForUnknownKid(ctx)
 	if err != nil {
@@ -93,19 +121,20 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 	if !refreshed {
 		return fail(ReasonUnknownKeyID, errors.New("unknown key id (key set refresh rate-limited)"))
 	}
-	payload, found, verr = verifyWith(jws, keys, hdr.KeyID, hdr.Algorithm)
+	found, verr = verifyWith(keys, res.kid, res.alg, signed, sig)
 	switch {
 	case !found:
 		return fail(ReasonUnknownKeyID, errors.New("unknown key id after key set refresh"))
 	case verr != nil:
 		return fail(ReasonInvalidSignature, verr)
 	}
-	return payload, nil
+	return res.payload, nil
 }
 
-// verifyWith checks jws against the keys that match kid (all keys when the
-// token names none) and alg. found is false when no key is a candidate.
-func verifyWith(jws *jose.JSONWebSignature, keys []jose.JSONWebKey, kid, alg string) (payload []byte, found bool, err error) {
+// verifyWith checks the signature over signed against the keys that match
+// kid (all keys when the token names none) and alg. found is false when no
+// key is a candidate.
+func verifyWith(keys []jose.JSONWebKey, kid, alg, signed string, sig []byte) (found bool, err error) {
 	for i := range keys {
 		key := &keys[i]
 		if kid != "" && key.KeyID != kid {
@@ -115,14 +144,76 @@ func verifyWith(jws *jose.JSONWebSignature, keys []jose.JSONWebKey, kid, alg str
 			continue
 		}
 		found = true
-		if p, err := jws.Verify(key); err == nil {
-			return p, true, nil
+		if verifySignature(alg, key.Key, signed, sig) == nil {
+			return true, nil
 		}
 	}
 	if found {
-		return nil, true, errors.New("signature does not verify")
+		return true, errors.New("signature does not verify")
 	}
-	return nil, false, nil
+	return false, nil
+}
+
+// verifySignature checks a JWS signature (RFC 7518 section 3) with the
+// standard library. The key's type must suit the algorithm: an RSA key
+// never verifies an ECDSA or EdDSA signature and the reverse.
+func verifySignature(alg string, key any, signed string, sig []byte) error {
+	var h crypto.Hash
+	switch alg {
+	case "RS256", "PS256", "ES256":
+		h = crypto.SHA256
+	case "RS384", "PS384", "ES384":
+		h = crypto.SHA384
+	case "RS512", "PS512", "ES512":
+		h = crypto.SHA512
+	case "EdDSA":
+		pub, ok := key.(ed25519.PublicKey)
+		if !ok || len(pub) != ed25519.PublicKeySize {
+			return errors.New("EdDSA needs an Ed25519 key")
+		}
+		if !ed25519.Verify(pub, []byte(signed), sig) {
+			return errors.New("bad signature")
+		}
+		return nil
+	default:
+		return fmt.Errorf("unsupported algorithm %q", alg)
+	}
+	hh := h.New()
+	hh.Write([]byte(signed))
+	digest := hh.Sum(nil)
+	switch alg[0] {
+	case 'R':
+		pub, ok := key.(*rsa.PublicKey)
+		if !ok {
+			return errors.New("RS* needs an RSA key")
+		}
+		return rsa.VerifyPKCS1v15(pub, h, digest, sig)
+	case 'P':
+		pub, ok := key.(*rsa.PublicKey)
+		if !ok {
+			return errors.New("PS* needs an RSA key")
+		}
+		return rsa.VerifyPSS(pub, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthAuto})
+	default: // 'E'
+		pub, ok := key.(*ecdsa.PublicKey)
+		if !ok {
+			return errors.New("ES* needs an ECDSA key")
+		}
+		want := map[string]elliptic.Curve{"ES256": elliptic.P256(), "ES384": elliptic.P384(), "ES512": elliptic.P521()}[alg]
+		if pub.Curve != want {
+			return errors.New("ECDSA key on the wrong curve for the algorithm")
+		}
+		size := (want.Params().BitSize + 7) / 8
+		if len(sig) != 2*size {
+			return errors.New("bad ECDSA signature length")
+		}
+		r := new(big.Int).SetBytes(sig[:size])
+		s := new(big.Int).SetBytes(sig[size:])
+		if !ecdsa.Verify(pub, digest, r, s) {
+			return errors.New("bad signature")
+		}
+		return nil
+	}
 }
 
 // current returns the cached keys, refetching first when they are older

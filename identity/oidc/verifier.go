@@ -256,11 +256,28 @@ type jwtHeader struct {
 	Crit []string `json:"crit"`
 }
 
+// isCompactJWSCharset reports whether s holds only base64url characters
+// and dots (base64 decoders skip newlines, and go-jose strips whitespace:
+// neither may smuggle a second reading of the token past our checks).
+func isCompactJWSCharset(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 func decodeSegment(seg string, v any, useNumber bool) error {
 	b, err := base64.RawURLEncoding.DecodeString(seg)
 	if err != nil {
 		return errors.New("segment is not base64url")
 	}
+	return decodeJSON(b, v, useNumber)
+}
+
+func decodeJSON(b []byte, v any, useNumber bool) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if useNumber {
 		dec.UseNumber()
@@ -289,6 +306,9 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (ident
 	if !ok1 || !ok2 || strings.Contains(sseg, ".") || hseg == "" || pseg == "" {
 		return p, nil, nil, claimErr(ReasonMalformedToken, "not a compact JWS")
 	}
+	if !isCompactJWSCharset(raw) {
+		return p, nil, nil, claimErr(ReasonMalformedToken, "characters outside base64url")
+	}
 	var hdr jwtHeader
 	if err := decodeSegment(hseg, &hdr, false); err != nil {
 		return p, nil, nil, claimErr(ReasonMalformedToken, "header: %v", err)
@@ -302,8 +322,12 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (ident
 	if len(hdr.Crit) > 0 {
 		return p, nil, nil, claimErr(ReasonMalformedToken, "unsupported critical header parameters")
 	}
+	payload, err := base64.RawURLEncoding.DecodeString(pseg)
+	if err != nil {
+		return p, nil, nil, claimErr(ReasonMalformedToken, "payload: segment is not base64url")
+	}
 	var claims map[string]any
-	if err := decodeSegment(pseg, &claims, true); err != nil {
+	if err := decodeJSON(payload, &claims, true); err != nil {
 		return p, nil, nil, claimErr(ReasonMalformedToken, "payload: %v", err)
 	}
 	iss, _ := claims["iss"].(string)
@@ -319,7 +343,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (ident
 	}
 
 	// Signature (and iss for exact issuers) through go-oidc.
-	res := &sigResult{}
+	res := &sigResult{alg: hdr.Alg, kid: hdr.Kid, payload: payload}
 	if _, err := is.verifier.Verify(context.WithValue(ctx, sigResultKey{}, res), raw); err != nil {
 		reason := res.reason
 		if reason == "" {

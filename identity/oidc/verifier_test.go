@@ -147,7 +147,7 @@ func TestVerifyPresetsEndToEnd(t *testing.T) {
 
 // hs256 signs claims with HMAC-SHA256 under key: the classic confusion
 // attack when key is the provider's public key.
-func hs256(t *testing.T, key []byte, kid string, claims map[string]any) string {
+func hs256(t testing.TB, key []byte, kid string, claims map[string]any) string {
 	t.Helper()
 	h, _ := json.Marshal(map[string]any{"alg": "HS256", "typ": "JWT", "kid": kid})
 	c, _ := json.Marshal(claims)
@@ -176,25 +176,25 @@ var foreignKey = func() *rsa.PrivateKey {
 type badTokenCase struct {
 	name   string
 	reason string
-	token  func(t *testing.T, e *env) string
+	token  func(t testing.TB, e *env) string
 }
 
 func badTokenCases() []badTokenCase {
 	return []badTokenCase{
-		{"alg_none", ReasonAlgorithmNotAllowed, func(t *testing.T, e *env) string { return unsigned(e.claims("alice")) }},
-		{"alg_none_with_signature", ReasonAlgorithmNotAllowed, func(t *testing.T, e *env) string {
+		{"alg_none", ReasonAlgorithmNotAllowed, func(t testing.TB, e *env) string { return unsigned(e.claims("alice")) }},
+		{"alg_none_with_signature", ReasonAlgorithmNotAllowed, func(t testing.TB, e *env) string {
 			good := e.tokenFor("alice")
 			h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`))
 			return h + good[strings.Index(good, "."):]
 		}},
-		{"hs256_public_key_pem", ReasonAlgorithmNotAllowed, func(t *testing.T, e *env) string {
+		{"hs256_public_key_pem", ReasonAlgorithmNotAllowed, func(t testing.TB, e *env) string {
 			der, _ := x509.MarshalPKIXPublicKey(e.idp.PublicKey())
 			return hs256(t, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), e.idp.KeyID(), e.claims("alice"))
 		}},
-		{"hs256_public_key_der", ReasonAlgorithmNotAllowed, func(t *testing.T, e *env) string {
+		{"hs256_public_key_der", ReasonAlgorithmNotAllowed, func(t testing.TB, e *env) string {
 			return hs256(t, x509.MarshalPKCS1PublicKey(e.idp.PublicKey()), e.idp.KeyID(), e.claims("alice"))
 		}},
-		{"other_issuer", ReasonUnknownIssuer, func(t *testing.T, e *env) string {
+		{"other_issuer", ReasonUnknownIssuer, func(t testing.TB, e *env) string {
 			other := devidptest.Start(t, devidp.WithUsers(userAlice))
 			tok, err := other.TokenFor("alice", e.idp.Audience())
 			if err != nil {
@@ -202,90 +202,90 @@ func badTokenCases() []badTokenCase {
 			}
 			return tok
 		}},
-		{"our_issuer_foreign_key", ReasonUnknownKeyID, func(t *testing.T, e *env) string {
+		{"our_issuer_foreign_key", ReasonUnknownKeyID, func(t testing.TB, e *env) string {
 			return e.mint(e.claims("alice"), devidp.MintKey(foreignKey))
 		}},
-		{"our_issuer_foreign_key_our_kid", ReasonInvalidSignature, func(t *testing.T, e *env) string {
+		{"our_issuer_foreign_key_our_kid", ReasonInvalidSignature, func(t testing.TB, e *env) string {
 			return e.mint(e.claims("alice"), devidp.MintKey(foreignKey), devidp.MintKeyID(e.idp.KeyID()))
 		}},
-		{"other_audience", ReasonAudienceMismatch, func(t *testing.T, e *env) string {
+		{"other_audience", ReasonAudienceMismatch, func(t testing.TB, e *env) string {
 			tok, err := e.idp.TokenFor("alice", "https://other-api.example.com")
 			if err != nil {
 				t.Fatal(err)
 			}
 			return tok
 		}},
-		{"no_audience", ReasonMissingClaim, func(t *testing.T, e *env) string {
+		{"no_audience", ReasonMissingClaim, func(t testing.TB, e *env) string {
 			c := e.claims("alice")
 			delete(c, "aud")
 			return e.mint(c)
 		}},
-		{"expired", ReasonExpired, func(t *testing.T, e *env) string {
+		{"expired", ReasonExpired, func(t testing.TB, e *env) string {
 			c := e.claims("alice")
 			c["iat"] = e.clock.Now().Add(-2 * time.Hour).Unix()
 			c["nbf"] = c["iat"]
 			c["exp"] = e.clock.Now().Add(-DefaultClockSkew - time.Second).Unix()
 			return e.mint(c)
 		}},
-		{"no_exp", ReasonMissingClaim, func(t *testing.T, e *env) string {
+		{"no_exp", ReasonMissingClaim, func(t testing.TB, e *env) string {
 			c := e.claims("alice")
 			delete(c, "exp")
 			return e.mint(c)
 		}},
-		{"not_yet_valid", ReasonNotYetValid, func(t *testing.T, e *env) string {
+		{"not_yet_valid", ReasonNotYetValid, func(t testing.TB, e *env) string {
 			c := e.claims("alice")
 			c["nbf"] = e.clock.Now().Add(DefaultClockSkew + time.Minute).Unix()
 			return e.mint(c)
 		}},
-		{"iat_in_future", ReasonIssuedInFuture, func(t *testing.T, e *env) string {
+		{"iat_in_future", ReasonIssuedInFuture, func(t testing.TB, e *env) string {
 			c := e.claims("alice")
 			delete(c, "nbf")
 			c["iat"] = e.clock.Now().Add(10 * time.Minute).Unix()
 			return e.mint(c)
 		}},
-		{"unknown_kid", ReasonUnknownKeyID, func(t *testing.T, e *env) string {
+		{"unknown_kid", ReasonUnknownKeyID, func(t testing.TB, e *env) string {
 			return e.mint(e.claims("alice"), devidp.MintKeyID("kid-nobody-published"))
 		}},
-		{"modified_payload", ReasonInvalidSignature, func(t *testing.T, e *env) string {
+		{"modified_payload", ReasonInvalidSignature, func(t testing.TB, e *env) string {
 			good := strings.Split(e.tokenFor("bob"), ".")
 			c := e.claims("bob")
 			c["groups"] = []string{"sales", "admins"}
 			b, _ := json.Marshal(c)
 			return good[0] + "." + base64.RawURLEncoding.EncodeToString(b) + "." + good[2]
 		}},
-		{"swapped_signature", ReasonInvalidSignature, func(t *testing.T, e *env) string {
+		{"swapped_signature", ReasonInvalidSignature, func(t testing.TB, e *env) string {
 			a := strings.Split(e.tokenFor("alice"), ".")
 			b := strings.Split(e.tokenFor("bob"), ".")
 			return a[0] + "." + a[1] + "." + b[2]
 		}},
-		{"truncated", ReasonMalformedToken, func(t *testing.T, e *env) string {
+		{"truncated", ReasonMalformedToken, func(t testing.TB, e *env) string {
 			tok := e.tokenFor("alice")
 			return tok[:len(tok)/2]
 		}},
-		{"truncated_signature", ReasonInvalidSignature, func(t *testing.T, e *env) string {
+		{"truncated_signature", ReasonInvalidSignature, func(t testing.TB, e *env) string {
 			tok := e.tokenFor("alice")
 			return tok[:len(tok)-8]
 		}},
-		{"non_base64", ReasonMalformedToken, func(t *testing.T, e *env) string { return "!!!!.@@@@.####" }},
-		{"not_json", ReasonMalformedToken, func(t *testing.T, e *env) string {
+		{"non_base64", ReasonMalformedToken, func(t testing.TB, e *env) string { return "!!!!.@@@@.####" }},
+		{"not_json", ReasonMalformedToken, func(t testing.TB, e *env) string {
 			seg := base64.RawURLEncoding.EncodeToString([]byte("not json"))
 			return seg + "." + seg + "." + seg
 		}},
-		{"two_segments", ReasonMalformedToken, func(t *testing.T, e *env) string {
+		{"two_segments", ReasonMalformedToken, func(t testing.TB, e *env) string {
 			tok := e.tokenFor("alice")
 			return tok[:strings.LastIndex(tok, ".")]
 		}},
-		{"empty", ReasonMissingToken, func(t *testing.T, e *env) string { return "" }},
-		{"one_mib", ReasonTokenTooLarge, func(t *testing.T, e *env) string { return strings.Repeat("a", 1<<20) }},
-		{"crit_header", ReasonMalformedToken, func(t *testing.T, e *env) string {
+		{"empty", ReasonMissingToken, func(t testing.TB, e *env) string { return "" }},
+		{"one_mib", ReasonTokenTooLarge, func(t testing.TB, e *env) string { return strings.Repeat("a", 1<<20) }},
+		{"crit_header", ReasonMalformedToken, func(t testing.TB, e *env) string {
 			return e.mint(e.claims("alice"), devidp.MintHeader("crit", []string{"exp"}))
 		}},
-		{"no_subject", ReasonMissingClaim, func(t *testing.T, e *env) string {
+		{"no_subject", ReasonMissingClaim, func(t testing.TB, e *env) string {
 			c := e.claims("alice")
 			delete(c, "sub")
 			return e.mint(c)
 		}},
-		{"groups_not_strings", ReasonInvalidClaim, func(t *testing.T, e *env) string {
+		{"groups_not_strings", ReasonInvalidClaim, func(t testing.TB, e *env) string {
 			c := e.claims("alice")
 			c["groups"] = []any{"sales", 7}
 			return e.mint(c)
