@@ -191,4 +191,3 @@ func TestPresetFixturesEndToEnd(t *testing.T) {
 		})
 	}
 }
-
