@@ -190,12 +190,17 @@ func (e *Executor) Execute(ctx context.Context, c *broker.Call) (*broker.Result,
 	if e.closed.Load() {
 		return nil, e.unavailable(errClosed)
 	}
-	text, args, err := e.plan(ctx, c)
+	text, args, merged, err := e.plan(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		res, err := e.execOnce(ctx, c, text, args)
+		var res *broker.Result
+		if merged {
+			res, err = e.execMerged(ctx, c, text, args)
+		} else {
+			res, err = e.execOnce(ctx, c, text, args)
+		}
 		if err == nil {
 			return res, nil
 		}
@@ -257,11 +262,21 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 	}
 
 	// Round trip 3: store the result + COMMIT.
+	if err := e.storeAndCommit(ctx, conn, c, res); err != nil {
+		return nil, err
+	}
+	open = false
+	return res, nil
+}
+
+// storeAndCommit writes the result into the idempotency record and commits,
+// in one pipelined round trip.
+func (e *Executor) storeAndCommit(ctx context.Context, conn *pgxpool.Conn, c *broker.Call, res *broker.Result) error {
 	res.CommittedAt = time.Now().UTC().Truncate(time.Microsecond)
-	b = &pgx.Batch{}
+	b := &pgx.Batch{}
 	b.Queue(e.sqlStore, c.IdempotencyKey, string(res.JSON), res.Rows, res.RowsAffected, res.CommittedAt)
 	b.Queue("COMMIT")
-	br = conn.SendBatch(ctx, b)
+	br := conn.SendBatch(ctx, b)
 	tag, err := br.Exec()
 	if err == nil && tag.RowsAffected() != 1 {
 		err = fmt.Errorf("idempotency record for the call vanished before commit")
@@ -272,11 +287,116 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
+	return err
+}
+
+// execMerged runs a function call: round trip 1 is BEGIN plus one statement
+// that inserts the idempotency record (setting the session context and
+// reading the txid) and, only when the insert returned a row, calls the
+// function; round trip 2 stores the result and commits.
+func (e *Executor) execMerged(ctx context.Context, c *broker.Call, text string, args []any) (_ *broker.Result, err error) {
+	conn, err := e.pool.Acquire(ctx)
 	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	open := false
+	defer func() {
+		if err != nil && open {
+			rollback(conn)
+		}
+	}()
+	sd, err := conn.Conn().Prepare(ctx, text, text)
+	if err != nil {
+		return nil, err
+	}
+	bindTextual(sd, args)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(text, args...)
+	br := conn.SendBatch(ctx, b)
+	open = true
+	w := newResultWriter(maxRows(c))
+	var txid int64
+	found := false
+	_, err = br.Exec()
+	if err == nil {
+		txid, found, err = mergedRows(br, w)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return e.replay(ctx, conn, c)
+	}
+	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), Rows: w.total, RowsAffected: w.total}
+	if res.JSON, err = w.finish(nil, false, nil, res.RowsAffected); err != nil {
+		return nil, err
+	}
+	if err := e.storeAndCommit(ctx, conn, c, res); err != nil {
 		return nil, err
 	}
 	open = false
 	return res, nil
+}
+
+// mergedRows reads the rows of a merged call: column 0 is the txid, column
+// 1 marks a row the function returned (NULL: the function returned none),
+// the rest are the function's columns. No rows: the key already existed.
+func mergedRows(br pgx.BatchResults, w *resultWriter) (txid int64, found bool, err error) {
+	rows, err := br.Query()
+	if err != nil {
+		return 0, false, err
+	}
+	defer rows.Close()
+	fds := rows.FieldDescriptions()
+	if len(fds) < 2 {
+		return 0, false, fmt.Errorf("merged call returned %d columns", len(fds))
+	}
+	names := make([]string, len(fds)-2)
+	for i, fd := range fds[2:] {
+		names[i] = fd.Name
+	}
+	w.beginSet(names)
+	for rows.Next() {
+		vals, err := rowValues(rows, fds)
+		if err != nil {
+			return 0, false, err
+		}
+		if !found {
+			txid, _ = vals[0].(int64)
+			found = true
+		}
+		if vals[1] == nil {
+			continue // the function returned no rows
+		}
+		if err := w.row(vals[2:]); err != nil {
+			return 0, false, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, false, err
+	}
+	w.endSet()
+	return txid, found, nil
+}
+
+// bindTextual rewrites integers and booleans bound to text-typed
+// parameters as their text (pgx cannot encode them into text).
+func bindTextual(sd *pgconn.StatementDescription, args []any) {
+	for i, oid := range sd.ParamOIDs {
+		if i < len(args) && textual(oid) {
+			switch v := args[i].(type) {
+			case int64:
+				args[i] = strconv.FormatInt(v, 10)
+			case bool:
+				args[i] = strconv.FormatBool(v)
+			}
+		}
+	}
 }
 
 // replay reads the committed record of a key that already exists, ends the
@@ -348,16 +468,7 @@ func (e *Executor) run(ctx context.Context, conn *pgx.Conn, c *broker.Call, text
 	if err != nil {
 		return 0, nil, err
 	}
-	for i, oid := range sd.ParamOIDs {
-		if i < len(args) && textual(oid) {
-			switch v := args[i].(type) {
-			case int64:
-				args[i] = strconv.FormatInt(v, 10)
-			case bool:
-				args[i] = strconv.FormatBool(v)
-			}
-		}
-	}
+	bindTextual(sd, args)
 	rows, err := conn.Query(ctx, text, args...)
 	if err != nil {
 		return 0, nil, err
@@ -429,8 +540,10 @@ func textual(oid uint32) bool {
 	return false
 }
 
-// plan builds the SQL text and arguments of a call.
-func (e *Executor) plan(ctx context.Context, c *broker.Call) (string, []any, error) {
+// plan builds the SQL text and arguments of a call. merged is true for a
+// function: its text is the idempotency insert and the call in one
+// statement, and args start with the idempotency values ($1-$5).
+func (e *Executor) plan(ctx context.Context, c *broker.Call) (text string, args []any, merged bool, err error) {
 	r := c.Route
 	if r.Kind == route.StatementKind {
 		text, names := e.renderStatement(r)
@@ -438,18 +551,24 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (string, []any, err
 		for i, n := range names {
 			v, err := bindParam(c, n)
 			if err != nil {
-				return "", nil, err
+				return "", nil, false, err
 			}
 			args[i] = v
 		}
-		return text, args, nil
+		return text, args, false, nil
 	}
 	p, err := e.proc(ctx, r.Target)
 	if err != nil {
-		return "", nil, err
+		return "", nil, false, err
 	}
+	merged = p.kind == 'f'
 	var mask uint64
-	args := make([]any, 0, len(r.Params))
+	args = make([]any, 0, len(r.Params)+5)
+	first := 1
+	if merged {
+		args = append(args, c.IdempotencyKey, c.RequestHash, c.CorrelationID, c.Principal, c.DecisionID)
+		first = 6
+	}
 	for i, prm := range r.Params {
 		v, ok := c.Params[prm.Name]
 		if !ok {
@@ -460,7 +579,7 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (string, []any, err
 		}
 		bv, err := bindParam(c, prm.Name)
 		if err != nil {
-			return "", nil, err
+			return "", nil, false, err
 		}
 		_ = v
 		args = append(args, bv)
@@ -468,23 +587,30 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (string, []any, err
 	key := planKey{r: r, mask: mask}
 	if len(r.Params) <= 64 {
 		if t, ok := e.plans.Load(key); ok {
-			return t.(string), args, nil
+			return t.(string), args, merged, nil
 		}
 	}
 	var sb strings.Builder
 	if p.kind == 'p' {
 		sb.WriteString("CALL ")
 	} else {
-		sb.WriteString("SELECT * FROM ")
+		// The call runs only for the row the insert returned: the lateral
+		// reference makes the insert the outer side of the join, OFFSET 0
+		// keeps the planner from flattening the subquery, so a key that
+		// already exists (no row) executes nothing.
+		sb.WriteString("WITH sqlgate_ins AS (")
+		sb.WriteString(e.sqlInsert)
+		sb.WriteString(") SELECT sqlgate_ins.transaction_id AS sqlgate_txid, sqlgate_call.* FROM sqlgate_ins ")
+		sb.WriteString("LEFT JOIN LATERAL (SELECT true AS sqlgate_present, * FROM ")
 	}
 	sb.WriteString(p.name)
 	sb.WriteByte('(')
-	n := 0
+	n := first - 1
 	for _, prm := range r.Params {
 		if _, ok := c.Params[prm.Name]; !ok {
 			continue
 		}
-		if n > 0 {
+		if n >= first {
 			sb.WriteString(", ")
 		}
 		n++
@@ -495,7 +621,7 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (string, []any, err
 	}
 	if p.kind == 'p' {
 		for _, o := range r.Outputs {
-			if n > 0 {
+			if n >= first {
 				sb.WriteString(", ")
 			}
 			n++
@@ -505,11 +631,14 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (string, []any, err
 		}
 	}
 	sb.WriteByte(')')
-	text := sb.String()
+	if merged {
+		sb.WriteString(" WHERE sqlgate_ins.transaction_id IS NOT NULL OFFSET 0) sqlgate_call ON true")
+	}
+	text = sb.String()
 	if len(r.Params) <= 64 {
 		e.plans.Store(key, text)
 	}
-	return text, args, nil
+	return text, args, merged, nil
 }
 
 // renderStatement renders a statement with $n placeholders (a name used

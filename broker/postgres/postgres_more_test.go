@@ -184,32 +184,67 @@ func TestRoundTrips(t *testing.T) {
 	})
 	e := openTest(t, 1)
 	postgres.SetDialHook(nil)
+	tests := []struct {
+		name, subject, payload string
+		call, replay           int64
+	}{
+		{"function", brokertest.SubjectCreate, `{"customer":"rt","amount":1,"quantity":1,"express":true}`, 2, 2},
+		{"statement", brokertest.SubjectGet, `{"id":1}`, 3, 2},
+		{"procedure", brokertest.SubjectCancel, `{"id":1}`, 3, 2},
+	}
+	for _, tc := range tests {
+		r := catalogRoute(t, tc.subject)
+		measure := func() (call, replay int64) {
+			c, _ := brokertest.NewCall(r, tc.payload, "")
+			before := writes.Load()
+			if _, err := e.Execute(t.Context(), c); err != nil {
+				t.Fatal(err)
+			}
+			call = writes.Load() - before
+			before = writes.Load()
+			if res, err := e.Execute(t.Context(), c); err != nil || !res.Replayed {
+				t.Fatalf("replay = %v, %v", res, err)
+			}
+			return call, writes.Load() - before
+		}
+		measure() // the first use prepares the statements on the connection
+		if call, replay := measure(); call != tc.call || replay != tc.replay {
+			t.Errorf("%s: round trips per call, replay = %d, %d; want %d, %d", tc.name, call, replay, tc.call, tc.replay)
+		}
+	}
+}
+
+// A replayed or concurrent duplicate key never runs the function, not even
+// in a transaction that is rolled back: the identity sequence (which
+// rollbacks do not rewind) shows no gap.
+func TestDuplicateKeyExecutesNothing(t *testing.T) {
+	e := openTest(t, 4)
 	r := catalogRoute(t, brokertest.SubjectCreate)
-	call := func() int64 {
-		c, _ := brokertest.NewCall(r, `{"customer":"rt","amount":1,"quantity":1,"express":true}`, "")
-		before := writes.Load()
-		if _, err := e.Execute(t.Context(), c); err != nil {
+	c, _ := brokertest.NewCall(r, `{"customer":"once","amount":1,"quantity":1,"express":true}`, "")
+	done := make(chan error, 8)
+	for range 8 {
+		go func() {
+			cc := *c
+			_, err := e.Execute(t.Context(), &cc)
+			done <- err
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		return writes.Load() - before
 	}
-	call() // first use prepares the statements
-	if got := call(); got != 3 {
-		t.Errorf("round trips per call = %d, want 3", got)
-	}
-	replay := func() int64 {
-		c, _ := brokertest.NewCall(r, `{"customer":"rt","amount":1,"quantity":1,"express":true}`, "")
-		if _, err := e.Execute(t.Context(), c); err != nil {
-			t.Fatal(err)
-		}
-		before := writes.Load()
+	for range 3 {
 		if res, err := e.Execute(t.Context(), c); err != nil || !res.Replayed {
 			t.Fatalf("replay = %v, %v", res, err)
 		}
-		return writes.Load() - before
 	}
-	replay() // first replay prepares the record select
-	if got := replay(); got != 2 {
-		t.Errorf("round trips per replay = %d, want 2", got)
+	next, _ := brokertest.NewCall(r, `{"customer":"next","amount":1,"quantity":1,"express":true}`, "")
+	res, err := e.Execute(t.Context(), next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"rows":[{"id":2}],"rows_affected":1}`; string(res.JSON) != want {
+		t.Errorf("next create = %s, want %s (a duplicate consumed an id)", res.JSON, want)
 	}
 }

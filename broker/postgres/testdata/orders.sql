@@ -9,8 +9,8 @@ CREATE TABLE orders (
   note           text,
   status         text          NOT NULL DEFAULT 'open',
   -- stamped from the session context sqlgate sets per call
-  created_by     text          NOT NULL DEFAULT current_setting('sqlgate.principal', true),
-  correlation_id text          NOT NULL DEFAULT current_setting('sqlgate.correlation_id', true),
+  created_by     text          NOT NULL DEFAULT coalesce(current_setting('sqlgate.principal', true), ''),
+  correlation_id text          NOT NULL DEFAULT coalesce(current_setting('sqlgate.correlation_id', true), ''),
   created_at     timestamptz   NOT NULL DEFAULT now()
 );
 
