@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,4 +181,34 @@ func TestCalloutRefusesJWTForAnotherKey(t *testing.T) {
 		nc.Close()
 		t.Fatal("callout answered with a JWT for another key and the client connected")
 	}
+}
+
+// BenchmarkCalloutConnect measures a client connect through the auth callout
+// over loopback TCP: sentinel creds + token, xkey-encrypted request and
+// response, a real user JWT minted per connection (target: p99 under 5 ms).
+// The fake handler does no OIDC verification or policy evaluation.
+func BenchmarkCalloutConnect(b *testing.B) {
+	env := natsauthtest.Start(b, natsauthtest.Config{Subjects: []string{"orders.v1.create"}})
+	h := &fakeVerifier{minter: env.Minter, pub: []string{"orders.v1.create"}}
+	c, err := natsauth.StartCallout(b.Context(), env.CalloutConn(b), env.Keys, natsauth.CalloutConfig{}, h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Stop()
+	sentinel, _ := env.Keys.SentinelCreds()
+	var durs []time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		nc, err := nats.Connect(env.URL, nats.UserCredentialBytes(sentinel), nats.Token(goodToken), nats.MaxReconnects(0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		durs = append(durs, time.Since(start))
+		nc.Close()
+	}
+	slices.Sort(durs)
+	q := func(p float64) float64 { return float64(durs[int(p*float64(len(durs)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(q(0.50), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
 }
