@@ -5,9 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"html"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,7 +49,7 @@ var (
 	userCarol = devidp.User{Username: "carol", Password: carolPassword, Email: "carol@example.com", Name: "Carol Example", Groups: []string{"auditors", "finance", "emea"}}
 
 	clientCLI = devidp.Client{ID: "sqlgate-cli", Name: "sqlgate CLI", RedirectURIs: []string{"http://127.0.0.1/callback"}}
-	clientWeb = devidp.Client{ID: "sqlgate-web", Name: "sqlgate dashboard", Secret: webSecret}
+	clientWeb = devidp.Client{ID: "sqlgate-web", Name: "sqlgate dashboard", Secret: webSecret, RedirectURIs: []string{"http://127.0.0.1/auth/callback"}}
 	clientSvc = devidp.Client{ID: "orders-service", Secret: serviceSecret, Roles: []string{"Orders.Read"}, Grants: []string{"client_credentials"}}
 	// clientBroker reads Graph for the group overage.
 	clientBroker = devidp.Client{ID: "sqlgate-broker", Secret: brokerSecret, Grants: []string{"client_credentials"}}
@@ -147,11 +154,15 @@ func newEnv(t testing.TB, o envOpt) *env {
 		devidp.WithClients(clientCLI, clientWeb, clientSvc, clientBroker), devidp.WithClock(clk.Now),
 	}, o.idpOpts...)
 	idp := devidptest.Start(t, idpOpts...)
+	webSecretFile := filepath.Join(t.TempDir(), "web-client-secret")
+	if err := os.WriteFile(webSecretFile, []byte(webSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	preset := map[devidp.Shape]Preset{devidp.ShapeGeneric: PresetGeneric, devidp.ShapeEntra: PresetEntra, devidp.ShapeOkta: PresetOkta}[o.shape]
 	ic := IssuerConfig{
 		Name: "test", Issuer: idp.Issuer(), Preset: preset,
 		Audiences: []string{idp.Audience(), clientCLI.ID, clientWeb.ID},
-		ClientID:  clientWeb.ID,
+		ClientID:  clientWeb.ID, ClientSecretFile: webSecretFile,
 	}
 	if o.shape == devidp.ShapeEntra {
 		ic.GroupMap = map[string]string{
@@ -244,4 +255,65 @@ func (e *env) passwordToken(user, pass, scope string) map[string]any {
 		e.t.Fatalf("password grant: status %d, %v", resp.StatusCode, err)
 	}
 	return m
+}
+
+// browser plays the user's browser against the provider's login page.
+type browser struct {
+	t      testing.TB
+	client *http.Client
+}
+
+func newBrowser(t testing.TB) *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: t, client: &http.Client{
+		Jar:           jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+var hiddenInput = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
+
+// signIn opens authURL, fills in the login form and returns where the
+// provider redirects the browser (the client's redirect URI with code and
+// state, or an error). action is "login" or "deny".
+func (b *browser) signIn(authURL, user, pass, action string) (*url.URL, error) {
+	resp, err := b.client.Get(authURL)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("login page: status %d", resp.StatusCode)
+	}
+	form := url.Values{}
+	for _, m := range hiddenInput.FindAllStringSubmatch(string(body), -1) {
+		form.Set(m[1], html.UnescapeString(m[2]))
+	}
+	form.Set("username", user)
+	form.Set("password", pass)
+	form.Set("action", action)
+	u, _ := url.Parse(authURL)
+	u.RawQuery = ""
+	resp, err = b.client.PostForm(u.String(), form)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		return nil, fmt.Errorf("login form: status %d", resp.StatusCode)
+	}
+	return url.Parse(resp.Header.Get("Location"))
+}
+
+// get follows nothing: it returns the response of one GET.
+func (b *browser) get(u string) (*http.Response, string) {
+	b.t.Helper()
+	resp, err := b.client.Get(u)
+	if err != nil {
+		b.t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
 }

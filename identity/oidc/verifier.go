@@ -125,6 +125,13 @@ func discover(ctx context.Context, ic IssuerConfig, client *http.Client) (*gooid
 		}
 		return nil, &UnreachableError{URL: base + "/.well-known/openid-configuration", Err: err}
 	}
+	// With an explicit discovery URL go-oidc skips its issuer check: do it.
+	var doc struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := p.Claims(&doc); err != nil || doc.Issuer != ic.Issuer {
+		return nil, fmt.Errorf("discovery: %s announces issuer %q, want %q", base, truncate(doc.Issuer, 200), ic.Issuer)
+	}
 	return p, nil
 }
 

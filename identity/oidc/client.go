@@ -1,0 +1,456 @@
+package oidc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// ClientConfig configures the sign-in flows of a command-line client (the
+// sqlgate CLI): which provider, which client registration, which scopes.
+// It has no secrets except ClientSecret, which is never serialized.
+type ClientConfig struct {
+	// Issuer is the provider's issuer or discovery base URL. For Entra
+	// multi-tenant apps use https://login.microsoftonline.com/organizations/v2.0.
+	Issuer string `json:"issuer" yaml:"issuer"`
+	// ClientID is the public (or confidential) client's id.
+	ClientID string `json:"clientID" yaml:"clientID"`
+	// ClientSecret is needed only for confidential clients and the client
+	// credentials grant; read it from a file or the environment.
+	ClientSecret string `json:"-" yaml:"-"`
+	// Scopes requested for user sign-ins (default: openid profile email
+	// offline_access). Add the API's scope (Entra: api://<app>/access) to
+	// get an access token addressed to sqlgate.
+	Scopes []string `json:"scopes,omitempty" yaml:"scopes,omitempty"`
+	// ServiceScopes are requested with client credentials (default: Scopes
+	// without the OpenID Connect ones; Entra wants api://<app>/.default).
+	ServiceScopes []string `json:"serviceScopes,omitempty" yaml:"serviceScopes,omitempty"`
+	// UseIDToken makes [Tokens.Bearer] the ID token rather than the access
+	// token (for providers whose access tokens are not meant for sqlgate).
+	UseIDToken bool `json:"useIDToken,omitempty" yaml:"useIDToken,omitempty"`
+	// HTTPClient is used for every request (default: 30s timeout).
+	HTTPClient *http.Client `json:"-" yaml:"-"`
+}
+
+// LogValue implements slog.LogValuer without the secret.
+func (c ClientConfig) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("issuer", c.Issuer), slog.String("client_id", c.ClientID),
+		slog.Bool("confidential", c.ClientSecret != ""))
+}
+
+// DefaultScopes are requested when ClientConfig.Scopes is empty.
+var DefaultScopes = []string{"openid", "profile", "email", "offline_access"}
+
+var oidcScopes = []string{"openid", "profile", "email", "offline_access", "address", "phone", "groups"}
+
+// Tokens is the result of a sign-in: what the CLI stores and sends. The
+// token fields are secrets; Tokens prints and logs without them.
+type Tokens struct {
+	Issuer        string    `json:"issuer"`
+	ClientID      string    `json:"client_id"`
+	Grant         string    `json:"grant"`
+	TokenType     string    `json:"token_type,omitempty"`
+	AccessToken   string    `json:"access_token"`
+	IDToken       string    `json:"id_token,omitempty"`
+	RefreshToken  string    `json:"refresh_token,omitempty"`
+	Expiry        time.Time `json:"expiry,omitzero"`
+	IDTokenExpiry time.Time `json:"id_token_expiry,omitzero"`
+	UseIDToken    bool      `json:"use_id_token,omitempty"`
+}
+
+// Grant names recorded in [Tokens.Grant].
+const (
+	GrantAuthorizationCode = "authorization_code"
+	GrantDeviceCode        = "device_code"
+	GrantPassword          = "password"
+	GrantClientCredentials = "client_credentials"
+)
+
+// Bearer returns the token to send to sqlgate.
+func (t Tokens) Bearer() string {
+	if t.UseIDToken {
+		return t.IDToken
+	}
+	return t.AccessToken
+}
+
+// BearerExpiry returns when [Tokens.Bearer] expires (zero when unknown).
+func (t Tokens) BearerExpiry() time.Time {
+	if t.UseIDToken {
+		return t.IDTokenExpiry
+	}
+	return t.Expiry
+}
+
+// LogValue implements slog.LogValuer without the tokens.
+func (t Tokens) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("issuer", t.Issuer), slog.String("grant", t.Grant),
+		slog.Time("expiry", t.BearerExpiry()), slog.Bool("refreshable", t.RefreshToken != ""))
+}
+
+// String implements fmt.Stringer without the tokens.
+func (t Tokens) String() string {
+	return fmt.Sprintf("oidc.Tokens{issuer=%s grant=%s expiry=%s refreshable=%t}",
+		t.Issuer, t.Grant, t.BearerExpiry().Format(time.RFC3339), t.RefreshToken != "")
+}
+
+// Client runs sign-in flows against one provider.
+type Client struct {
+	cfg      ClientConfig
+	provider *gooidc.Provider
+	issuer   string // announced issuer; may be an Entra template
+	template bool
+	prefix   string
+	suffix   string
+	idv      *gooidc.IDTokenVerifier
+	http     *http.Client
+	now      func() time.Time
+	// sleep waits between device-flow polls (tests replace it).
+	sleep func(ctx context.Context, d time.Duration) error
+}
+
+// OpenClient discovers the provider and returns a client. A provider that
+// cannot be reached yields an error matching [ErrIdPUnreachable].
+func OpenClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
+	if cfg.Issuer == "" || cfg.ClientID == "" {
+		return nil, errors.New("oidc: client needs an issuer and a client id")
+	}
+	if err := checkURL(cfg.Issuer); err != nil {
+		return nil, fmt.Errorf("oidc: issuer: %w", err)
+	}
+	if len(cfg.Scopes) == 0 {
+		cfg.Scopes = slices.Clone(DefaultScopes)
+	}
+	if len(cfg.ServiceScopes) == 0 {
+		for _, s := range cfg.Scopes {
+			if !slices.Contains(oidcScopes, s) {
+				cfg.ServiceScopes = append(cfg.ServiceScopes, s)
+			}
+		}
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	c := &Client{cfg: cfg, http: hc, now: time.Now, sleep: sleepCtx}
+	dctx := gooidc.ClientContext(ctx, hc)
+	p, err := gooidc.NewProvider(dctx, cfg.Issuer)
+	var mismatch *gooidc.IssuerMismatchError
+	if errors.As(err, &mismatch) && strings.Contains(mismatch.Discovered, TenantPlaceholder) {
+		// Entra's organizations/common endpoints announce the template.
+		p, err = gooidc.NewProvider(gooidc.InsecureIssuerURLContext(dctx, mismatch.Discovered), cfg.Issuer)
+	}
+	if err != nil {
+		if errors.As(err, &mismatch) {
+			return nil, fmt.Errorf("oidc: discovery: %w", err)
+		}
+		return nil, &UnreachableError{URL: strings.TrimSuffix(cfg.Issuer, "/") + "/.well-known/openid-configuration", Err: err}
+	}
+	var doc struct {
+		Issuer string `json:"issuer"`
+	}
+	_ = p.Claims(&doc)
+	c.provider, c.issuer = p, doc.Issuer
+	if strings.Contains(c.issuer, TenantPlaceholder) {
+		c.template = true
+		c.prefix, c.suffix, _ = strings.Cut(c.issuer, TenantPlaceholder)
+	}
+	c.idv = p.VerifierContext(dctx, &gooidc.Config{ClientID: cfg.ClientID, SkipIssuerCheck: c.template})
+	return c, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (c *Client) oauthConfig(redirect string, scopes []string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID: c.cfg.ClientID, ClientSecret: c.cfg.ClientSecret, Endpoint: c.provider.Endpoint(),
+		RedirectURL: redirect, Scopes: scopes,
+	}
+}
+
+func (c *Client) ctx(ctx context.Context) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, c.http)
+}
+
+// wrapErr turns an OAuth or transport failure into this package's errors.
+func (c *Client) wrapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		if re.ErrorCode == "" && re.Response != nil && re.Response.StatusCode >= 500 {
+			return &UnreachableError{URL: c.provider.Endpoint().TokenURL, Err: fmt.Errorf("%s: status %s", op, re.Response.Status)}
+		}
+		return oauthErr(op, &OAuthError{Code: re.ErrorCode, Description: re.ErrorDescription})
+	}
+	var oe *OAuthError
+	if errors.As(err, &oe) {
+		return oauthErr(op, oe)
+	}
+	var ue *url.Error
+	var ne net.Error
+	if errors.As(err, &ue) || errors.As(err, &ne) {
+		u := c.provider.Endpoint().TokenURL
+		if ue != nil {
+			u = ue.URL
+		}
+		return &UnreachableError{URL: u, Err: err}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+func oauthErr(op string, oe *OAuthError) error {
+	switch oe.Code {
+	case "access_denied":
+		return fmt.Errorf("%s: %w: %w", op, ErrAccessDenied, oe)
+	case "expired_token":
+		return fmt.Errorf("%s: %w: %w", op, ErrDeviceCodeExpired, oe)
+	}
+	return fmt.Errorf("%s: %w", op, oe)
+}
+
+// tokens turns a token response into Tokens, verifying the ID token (and
+// its nonce when one was sent).
+func (c *Client) tokens(ctx context.Context, grant string, tok *oauth2.Token, nonce string) (Tokens, error) {
+	t := Tokens{
+		Issuer: c.cfg.Issuer, ClientID: c.cfg.ClientID, Grant: grant, TokenType: tok.TokenType,
+		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry,
+		UseIDToken: c.cfg.UseIDToken && grant != GrantClientCredentials,
+	}
+	if raw, _ := tok.Extra("id_token").(string); raw != "" {
+		idt, err := c.verifyIDToken(ctx, raw, nonce)
+		if err != nil {
+			return Tokens{}, err
+		}
+		t.IDToken, t.IDTokenExpiry = raw, idt.Expiry
+	} else if nonce != "" && slices.Contains(c.cfg.Scopes, "openid") {
+		return Tokens{}, errors.New("sign-in: the provider returned no ID token")
+	}
+	if t.Bearer() == "" {
+		return Tokens{}, errors.New("sign-in: the provider returned no usable token")
+	}
+	return t, nil
+}
+
+// verifyIDToken checks an ID token received from the token endpoint:
+// signature, issuer, audience (the client id), expiry and nonce.
+func (c *Client) verifyIDToken(ctx context.Context, raw, nonce string) (*gooidc.IDToken, error) {
+	idt, err := c.idv.Verify(ctx, raw)
+	if err != nil {
+		return nil, fmt.Errorf("sign-in: ID token: %s", sanitizeLibError(err))
+	}
+	if c.template {
+		rest, ok := strings.CutPrefix(idt.Issuer, c.prefix)
+		tenant, ok2 := strings.CutSuffix(rest, c.suffix)
+		if !ok || !ok2 || tenant == "" || strings.Contains(tenant, "/") {
+			return nil, fmt.Errorf("sign-in: ID token from unexpected issuer %q", truncate(idt.Issuer, 200))
+		}
+	}
+	if nonce != "" && !constantTimeEqual(idt.Nonce, nonce) {
+		return nil, errors.New("sign-in: ID token nonce does not match the request")
+	}
+	return idt, nil
+}
+
+func randomToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// LoginPassword signs in with the resource owner password grant (where the
+// provider allows it; Entra only for accounts without MFA).
+func (c *Client) LoginPassword(ctx context.Context, username, password string) (Tokens, error) {
+	tok, err := c.oauthConfig("", c.cfg.Scopes).PasswordCredentialsToken(c.ctx(ctx), username, password)
+	if err != nil {
+		return Tokens{}, c.wrapErr("password sign-in", err)
+	}
+	return c.tokens(ctx, GrantPassword, tok, "")
+}
+
+// LoginClientCredentials gets a token for the client itself (services).
+// It needs ClientSecret.
+func (c *Client) LoginClientCredentials(ctx context.Context) (Tokens, error) {
+	if c.cfg.ClientSecret == "" {
+		return Tokens{}, errors.New("client credentials sign-in needs a client secret")
+	}
+	cc := clientcredentials.Config{
+		ClientID: c.cfg.ClientID, ClientSecret: c.cfg.ClientSecret,
+		TokenURL: c.provider.Endpoint().TokenURL, Scopes: c.cfg.ServiceScopes,
+	}
+	tok, err := cc.Token(c.ctx(ctx))
+	if err != nil {
+		return Tokens{}, c.wrapErr("client credentials sign-in", err)
+	}
+	return c.tokens(ctx, GrantClientCredentials, tok, "")
+}
+
+// Refresh renews t with its refresh token. A refused refresh token yields
+// an error matching [ErrLoginExpired].
+func (c *Client) Refresh(ctx context.Context, t Tokens) (Tokens, error) {
+	if t.RefreshToken == "" {
+		return Tokens{}, fmt.Errorf("refresh: %w (no refresh token)", ErrLoginExpired)
+	}
+	src := c.oauthConfig("", c.cfg.Scopes).TokenSource(c.ctx(ctx), &oauth2.Token{RefreshToken: t.RefreshToken})
+	tok, err := src.Token()
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
+			return Tokens{}, fmt.Errorf("refresh: %w: %w", ErrLoginExpired, &OAuthError{Code: re.ErrorCode, Description: re.ErrorDescription})
+		}
+		return Tokens{}, c.wrapErr("refresh", err)
+	}
+	nt, err := c.tokens(ctx, t.Grant, tok, "")
+	if err != nil {
+		return Tokens{}, err
+	}
+	if nt.UseIDToken && nt.IDToken == "" {
+		return Tokens{}, fmt.Errorf("refresh: %w (the provider returned no new ID token)", ErrLoginExpired)
+	}
+	return nt, nil
+}
+
+// Fresh returns t if its bearer token stays valid for at least minValid,
+// else renews it: by refresh token, or by client credentials again for a
+// service. It reports whether t changed (the caller saves it). When nothing
+// can renew it the error matches [ErrLoginExpired]; an unreachable provider
+// matches [ErrIdPUnreachable].
+func (c *Client) Fresh(ctx context.Context, t Tokens, minValid time.Duration) (Tokens, bool, error) {
+	exp := t.BearerExpiry()
+	if t.Bearer() != "" && (exp.IsZero() || exp.After(c.now().Add(minValid))) {
+		return t, false, nil
+	}
+	if t.Grant == GrantClientCredentials && c.cfg.ClientSecret != "" {
+		nt, err := c.LoginClientCredentials(ctx)
+		return nt, err == nil, err
+	}
+	if t.RefreshToken == "" {
+		return t, false, fmt.Errorf("token expired at %s: %w", exp.Format(time.RFC3339), ErrLoginExpired)
+	}
+	nt, err := c.Refresh(ctx, t)
+	if err != nil {
+		return t, false, err
+	}
+	return nt, true, nil
+}
+
+// deviceTokenResponse is a token endpoint answer (success or error).
+type deviceTokenResponse struct {
+	AccessToken      string `json:"access_token"`
+	TokenType        string `json:"token_type"`
+	RefreshToken     string `json:"refresh_token"`
+	IDToken          string `json:"id_token"`
+	ExpiresIn        int64  `json:"expires_in"`
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description"`
+}
+
+// LoginDevice signs in with the device authorization grant (RFC 8628): it
+// prints the verification URL and the user code to out and polls the token
+// endpoint at the interval the provider asks for (slower after slow_down)
+// until the user finishes, denies ([ErrAccessDenied]) or the code expires
+// ([ErrDeviceCodeExpired]).
+func (c *Client) LoginDevice(ctx context.Context, out io.Writer) (Tokens, error) {
+	conf := c.oauthConfig("", c.cfg.Scopes)
+	if conf.Endpoint.DeviceAuthURL == "" {
+		return Tokens{}, errors.New("device sign-in: the provider has no device authorization endpoint")
+	}
+	da, err := conf.DeviceAuth(c.ctx(ctx))
+	if err != nil {
+		return Tokens{}, c.wrapErr("device sign-in", err)
+	}
+	fmt.Fprintf(out, "To sign in, open %s and enter the code %s\n", da.VerificationURI, da.UserCode)
+	if da.VerificationURIComplete != "" {
+		fmt.Fprintf(out, "(or open %s)\n", da.VerificationURIComplete)
+	}
+	interval := time.Duration(da.Interval) * time.Second
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	for {
+		if !da.Expiry.IsZero() && time.Now().After(da.Expiry) {
+			return Tokens{}, fmt.Errorf("device sign-in: %w", ErrDeviceCodeExpired)
+		}
+		if err := c.sleep(ctx, interval); err != nil {
+			return Tokens{}, fmt.Errorf("device sign-in: %w", err)
+		}
+		resp, err := c.pollDevice(ctx, da.DeviceCode)
+		if err != nil {
+			return Tokens{}, c.wrapErr("device sign-in", err)
+		}
+		switch resp.Error {
+		case "":
+			tok := (&oauth2.Token{
+				AccessToken: resp.AccessToken, TokenType: resp.TokenType, RefreshToken: resp.RefreshToken,
+			}).WithExtra(map[string]any{"id_token": resp.IDToken})
+			if resp.ExpiresIn > 0 {
+				tok.Expiry = time.Now().Add(time.Duration(resp.ExpiresIn) * time.Second)
+			}
+			return c.tokens(ctx, GrantDeviceCode, tok, "")
+		case "authorization_pending":
+		case "slow_down":
+			interval += 5 * time.Second
+		default:
+			return Tokens{}, c.wrapErr("device sign-in", &OAuthError{Code: resp.Error, Description: resp.ErrorDescription})
+		}
+	}
+}
+
+func (c *Client) pollDevice(ctx context.Context, deviceCode string) (*deviceTokenResponse, error) {
+	form := url.Values{
+		"grant_type":  {"urn:ietf:params:oauth:grant-type:device_code"},
+		"device_code": {deviceCode},
+		"client_id":   {c.cfg.ClientID},
+	}
+	tokenURL := c.provider.Endpoint().TokenURL
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if c.cfg.ClientSecret != "" {
+		req.SetBasicAuth(url.QueryEscape(c.cfg.ClientID), url.QueryEscape(c.cfg.ClientSecret))
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out deviceTokenResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil || (resp.StatusCode != http.StatusOK && out.Error == "") {
+		if resp.StatusCode >= 500 {
+			return nil, &UnreachableError{URL: tokenURL, Err: fmt.Errorf("status %s", resp.Status)}
+		}
+		return nil, fmt.Errorf("device token response: status %s", resp.Status)
+	}
+	return &out, nil
+}

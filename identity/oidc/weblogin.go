@@ -1,0 +1,337 @@
+package oidc
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/sqlgate/sqlgate/identity"
+)
+
+// WebLoginConfig configures the dashboard's sign-in ([NewWebLogin]).
+type WebLoginConfig struct {
+	// Verifier verifies the ID tokens; Issuer names the entry of its
+	// configuration to sign in with. That entry's audiences must include
+	// the client id.
+	Verifier *Verifier
+	Issuer   string
+	// RedirectURL is the dashboard's callback, registered at the provider
+	// (e.g. https://sqlgate.example.com/auth/callback).
+	RedirectURL string
+	// ClientID and ClientSecret default to the issuer entry's clientID and
+	// its secret reference. A public client (no secret) relies on PKCE.
+	ClientID     string
+	ClientSecret string
+	// Scopes (default: openid profile email).
+	Scopes []string
+	// CookieKey (at least 32 random bytes) protects the login cookie; keep
+	// it stable across instances behind one load balancer.
+	CookieKey []byte
+	// CookieName prefixes the login cookies (default sqlgate_login).
+	CookieName string
+	// MaxAge bounds how long a started sign-in may take (default 10m).
+	MaxAge time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// LogValue implements slog.LogValuer without the secret and the key.
+func (c WebLoginConfig) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("issuer", c.Issuer), slog.String("redirect_url", c.RedirectURL), slog.String("client_id", c.ClientID))
+}
+
+// WebLogin runs the authorization code flow with PKCE for a browser. The
+// state, nonce and PKCE verifier of a sign-in in progress travel in a
+// short-lived cookie (HttpOnly, SameSite=Lax, Secure over TLS), encrypted
+// and authenticated with AES-GCM; a state is accepted once. Sessions are
+// the caller's business.
+type WebLogin struct {
+	cfg      WebLoginConfig
+	v        *Verifier
+	is       *issuer
+	oauth    *oauth2.Config
+	aead     cipher.AEAD
+	path     string
+	secure   bool
+	now      func() time.Time
+	log      *slog.Logger
+	mu       sync.Mutex
+	consumed map[[sha256.Size]byte]time.Time
+}
+
+// NewWebLogin checks cfg and returns the dashboard's login helper. It does
+// no I/O: the verifier already discovered the provider.
+func NewWebLogin(cfg WebLoginConfig) (*WebLogin, error) {
+	if cfg.Verifier == nil {
+		return nil, errors.New("oidc: web login needs a verifier")
+	}
+	is, ok := cfg.Verifier.byName[cfg.Issuer]
+	if !ok {
+		return nil, fmt.Errorf("oidc: web login: no issuer named %q", cfg.Issuer)
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = is.cfg.ClientID
+	}
+	if cfg.ClientSecret == "" && cfg.ClientID == is.cfg.ClientID {
+		cfg.ClientSecret = is.secret
+	}
+	var errs []error
+	if cfg.ClientID == "" {
+		errs = append(errs, errors.New("no client id (set clientID on the issuer)"))
+	} else if !slices.Contains(is.cfg.Audiences, cfg.ClientID) {
+		errs = append(errs, fmt.Errorf("issuer %q must accept the web client id %q in its audiences", cfg.Issuer, cfg.ClientID))
+	}
+	ru, err := url.Parse(cfg.RedirectURL)
+	if err != nil || checkURL(cfg.RedirectURL) != nil || ru.Path == "" {
+		errs = append(errs, fmt.Errorf("redirect URL %q must be an absolute https URL with a path (http only on loopback)", cfg.RedirectURL))
+	}
+	if len(cfg.CookieKey) < 32 {
+		errs = append(errs, errors.New("cookie key must have at least 32 bytes"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("oidc: web login: %w", err)
+	}
+	if cfg.CookieName == "" {
+		cfg.CookieName = "sqlgate_login"
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = 10 * time.Minute
+	}
+	if len(cfg.Scopes) == 0 {
+		cfg.Scopes = []string{"openid", "profile", "email"}
+	}
+	if cfg.Now == nil {
+		cfg.Now = cfg.Verifier.now
+	}
+	key, err := hkdf.Key(sha256.New, cfg.CookieKey, nil, "sqlgate oidc web login state v1", 32)
+	if err != nil {
+		return nil, fmt.Errorf("oidc: web login: derive key: %w", err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("oidc: web login: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("oidc: web login: %w", err)
+	}
+	return &WebLogin{
+		cfg: cfg, v: cfg.Verifier, is: is, aead: aead, path: ru.Path, now: cfg.Now, log: cfg.Verifier.log,
+		secure: ru.Scheme == "https",
+		oauth: &oauth2.Config{
+			ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Endpoint: is.provider.Endpoint(),
+			RedirectURL: cfg.RedirectURL, Scopes: cfg.Scopes,
+		},
+		consumed: map[[sha256.Size]byte]time.Time{},
+	}, nil
+}
+
+// loginState is the content of the login cookie.
+type loginState struct {
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	ReturnTo string `json:"r"`
+	Expires  int64  `json:"e"`
+}
+
+// stateIDLen is how much of the state names its cookie, so that parallel
+// sign-ins in several tabs do not overwrite each other.
+const stateIDLen = 16
+
+func (l *WebLogin) cookieName(state string) string {
+	return l.cfg.CookieName + "_" + state[:stateIDLen]
+}
+
+// safeReturnTo keeps only same-site paths, so the login cannot be turned
+// into an open redirect.
+func safeReturnTo(s string) string {
+	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, `/\`) {
+		return "/"
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == '\\' {
+			return "/"
+		}
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "" || u.Host != "" {
+		return "/"
+	}
+	return s
+}
+
+// Start begins a sign-in: it sets the login cookie and redirects the
+// browser to the provider. returnTo is where [WebLogin.Callback] sends the
+// user afterwards (a local path; anything else becomes "/").
+func (l *WebLogin) Start(w http.ResponseWriter, r *http.Request, returnTo string) error {
+	st := loginState{
+		State: randomToken(), Nonce: randomToken(), Verifier: oauth2.GenerateVerifier(),
+		ReturnTo: safeReturnTo(returnTo), Expires: l.now().Add(l.cfg.MaxAge).Unix(),
+	}
+	name := l.cookieName(st.State)
+	plain, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("web login: %w", err)
+	}
+	nonce := make([]byte, l.aead.NonceSize())
+	_, _ = rand.Read(nonce)
+	sealed := l.aead.Seal(nonce, nonce, plain, []byte(name))
+	http.SetCookie(w, &http.Cookie{
+		Name: name, Value: base64.RawURLEncoding.EncodeToString(sealed), Path: l.path,
+		MaxAge: int(l.cfg.MaxAge / time.Second), HttpOnly: true, Secure: l.secure || r.TLS != nil,
+		SameSite: http.SameSiteLaxMode,
+	})
+	authURL := l.oauth.AuthCodeURL(st.State, oauth2.S256ChallengeOption(st.Verifier), gooidc.Nonce(st.Nonce))
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, authURL, http.StatusFound)
+	return nil
+}
+
+// open decrypts and checks a login cookie.
+func (l *WebLogin) open(name, value string) (loginState, error) {
+	var st loginState
+	raw, err := base64.RawURLEncoding.DecodeString(value)
+	ns := l.aead.NonceSize()
+	if err != nil || len(raw) < ns {
+		return st, errors.New("login cookie is malformed")
+	}
+	plain, err := l.aead.Open(nil, raw[:ns], raw[ns:], []byte(name))
+	if err != nil {
+		return st, errors.New("login cookie does not authenticate")
+	}
+	if err := json.Unmarshal(plain, &st); err != nil {
+		return st, errors.New("login cookie is malformed")
+	}
+	if l.now().Unix() > st.Expires {
+		return st, errors.New("the sign-in took too long")
+	}
+	return st, nil
+}
+
+// consume records that a state was used; false if it already was.
+func (l *WebLogin) consume(state string, expires time.Time) bool {
+	h := sha256.Sum256([]byte(state))
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k, exp := range l.consumed {
+		if now.After(exp) {
+			delete(l.consumed, k)
+		}
+	}
+	if _, used := l.consumed[h]; used {
+		return false
+	}
+	l.consumed[h] = expires
+	return true
+}
+
+func (l *WebLogin) fail(r *http.Request, reason string, err error) error {
+	ae := identity.Unauthenticated(reason, err)
+	attrs := []slog.Attr{slog.String("reason", reason), slog.String("issuer", l.is.cfg.Name)}
+	if err != nil {
+		attrs = append(attrs, slog.String("detail", err.Error()))
+	}
+	l.log.LogAttrs(r.Context(), slog.LevelWarn, "web login refused", attrs...)
+	return ae
+}
+
+// Callback completes a sign-in at the redirect URL: it checks the state
+// against the login cookie (and clears it), exchanges the code with the
+// PKCE verifier, and verifies the ID token, its issuer and its nonce. It
+// returns the principal (whose Expiry should bound the session), the
+// provider's tokens and the path to return to. Every failure is an
+// [*identity.AuthError] matching [identity.ErrUnauthenticated].
+func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Principal, *oauth2.Token, string, error) {
+	var none identity.Principal
+	q := r.URL.Query()
+	state := q.Get("state")
+	if len(state) < stateIDLen || !isCompactJWSCharset(state) || strings.Contains(state, ".") {
+		return none, nil, "", l.fail(r, ReasonStateMismatch, errors.New("callback without a valid state"))
+	}
+	name := l.cookieName(state)
+	c, err := r.Cookie(name)
+	if err != nil {
+		for _, other := range r.Cookies() {
+			if strings.HasPrefix(other.Name, l.cfg.CookieName+"_") {
+				return none, nil, "", l.fail(r, ReasonStateMismatch, errors.New("callback state matches no sign-in in progress"))
+			}
+		}
+		return none, nil, "", l.fail(r, ReasonLoginStateMissing, errors.New("no sign-in in progress in this browser"))
+	}
+	// The cookie is single-use whatever happens next.
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: l.path, MaxAge: -1, HttpOnly: true, Secure: l.secure || r.TLS != nil, SameSite: http.SameSiteLaxMode})
+	st, err := l.open(name, c.Value)
+	if err != nil {
+		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, err)
+	}
+	if !constantTimeEqual(st.State, state) {
+		return none, nil, "", l.fail(r, ReasonStateMismatch, errors.New("state does not match the login cookie"))
+	}
+	if !l.consume(st.State, time.Unix(st.Expires, 0)) {
+		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, errors.New("this sign-in was already completed"))
+	}
+	if e := q.Get("error"); e != "" {
+		return none, nil, "", l.fail(r, ReasonIdPError, &OAuthError{Code: e, Description: truncate(q.Get("error_description"), 200)})
+	}
+	code := q.Get("code")
+	if code == "" {
+		return none, nil, "", l.fail(r, ReasonCodeExchangeFailed, errors.New("callback without a code"))
+	}
+	tok, err := l.oauth.Exchange(context.WithValue(r.Context(), oauth2.HTTPClient, l.v.client), code, oauth2.VerifierOption(st.Verifier))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.ErrorCode != "" {
+			err = &OAuthError{Code: re.ErrorCode, Description: truncate(re.ErrorDescription, 200)}
+		} else {
+			err = fmt.Errorf("token endpoint: %s", sanitizeLibError(err))
+		}
+		return none, nil, "", l.fail(r, ReasonCodeExchangeFailed, err)
+	}
+	rawID, _ := tok.Extra("id_token").(string)
+	if rawID == "" {
+		return none, nil, "", l.fail(r, ReasonMissingIDToken, errors.New("the token response has no ID token"))
+	}
+	if len(rawID) > l.v.cfg.MaxTokenBytes {
+		return none, nil, "", l.fail(r, ReasonTokenTooLarge, nil)
+	}
+	p, claims, is, err := l.v.verify(r.Context(), rawID, l.now())
+	if err != nil {
+		var ae *identity.AuthError
+		if errors.As(err, &ae) {
+			return none, nil, "", l.fail(r, ae.Reason, ae.Err)
+		}
+		return none, nil, "", l.fail(r, ReasonMalformedToken, err)
+	}
+	if is != l.is {
+		return none, nil, "", l.fail(r, ReasonWrongIssuer, fmt.Errorf("ID token from issuer %q", is.cfg.Name))
+	}
+	if aud, ok := claims["aud"].(string); ok && aud != l.cfg.ClientID {
+		return none, nil, "", l.fail(r, ReasonAudienceMismatch, errors.New("ID token is not addressed to the web client"))
+	} else if auds, ok := claims["aud"].([]any); ok && !slices.Contains(auds, any(l.cfg.ClientID)) {
+		return none, nil, "", l.fail(r, ReasonAudienceMismatch, errors.New("ID token is not addressed to the web client"))
+	}
+	if n, _ := claims["nonce"].(string); !constantTimeEqual(n, st.Nonce) {
+		return none, nil, "", l.fail(r, ReasonNonceMismatch, errors.New("ID token nonce does not match the sign-in"))
+	}
+	l.log.LogAttrs(r.Context(), slog.LevelInfo, "web login", slog.String("issuer", l.is.cfg.Name), slog.String("subject", p.Subject))
+	return p, tok, st.ReturnTo, nil
+}

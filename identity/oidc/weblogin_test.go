@@ -1,0 +1,308 @@
+package oidc
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// dashboard is a minimal web front end using WebLogin, as web/ will.
+type dashboard struct {
+	*httptest.Server
+	wl *WebLogin
+}
+
+func newDashboard(t *testing.T, e *env) *dashboard {
+	t.Helper()
+	d := &dashboard{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.wl.Start(w, r, r.URL.Query().Get("return")); err != nil {
+			http.Error(w, "internal", 500)
+		}
+	})
+	mux.HandleFunc("GET /auth/callback", func(w http.ResponseWriter, r *http.Request) {
+		p, tok, ret, err := d.wl.Callback(w, r)
+		if err != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(map[string]string{"reason": reasonOf(err)})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"email": p.Email, "subject": p.Subject, "return": ret, "expiry": p.Expiry, "has_access_token": tok.AccessToken != "",
+		})
+	})
+	d.Server = httptest.NewServer(mux)
+	t.Cleanup(d.Close)
+	key := []byte(randomString() + randomString())
+	wl, err := NewWebLogin(WebLoginConfig{
+		Verifier: e.v, Issuer: "test", RedirectURL: d.URL + "/auth/callback", CookieKey: key,
+	})
+	if err != nil {
+		t.Fatalf("NewWebLogin: %v", err)
+	}
+	d.wl = wl
+	return d
+}
+
+// startLogin begins a sign-in in the browser and returns the provider URL
+// the dashboard redirected to.
+func (d *dashboard) startLogin(t *testing.T, b *browser, returnTo string) string {
+	t.Helper()
+	resp, _ := b.get(d.URL + "/login?return=" + url.QueryEscape(returnTo))
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("/login: status %d", resp.StatusCode)
+	}
+	var sc *http.Cookie
+	for _, c := range resp.Cookies() {
+		if strings.HasPrefix(c.Name, "sqlgate_login_") {
+			sc = c
+		}
+	}
+	if sc == nil || !sc.HttpOnly || sc.SameSite != http.SameSiteLaxMode || sc.Path != "/auth/callback" || sc.MaxAge <= 0 || sc.MaxAge > 600 {
+		t.Fatalf("login cookie = %+v, want HttpOnly, SameSite=Lax, Path=/auth/callback, short-lived", sc)
+	}
+	return resp.Header.Get("Location")
+}
+
+func decodeCallback(t *testing.T, resp *http.Response, body string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatalf("callback body %q: %v", body, err)
+	}
+	m["status"] = resp.StatusCode
+	return m
+}
+
+func TestWebLogin(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{})
+	d := newDashboard(t, e)
+	b := newBrowser(t)
+	authURL := d.startLogin(t, b, "/audit?from=2026-01-01")
+	if !strings.HasPrefix(authURL, e.idp.AuthorizeURL()+"?") || !strings.Contains(authURL, "code_challenge_method=S256") || !strings.Contains(authURL, "nonce=") {
+		t.Fatalf("redirect to %q, want the provider's authorize endpoint with PKCE and nonce", authURL)
+	}
+	loc, err := b.signIn(authURL, "alice", alicePassword, "login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body := b.get(loc.String())
+	got := decodeCallback(t, resp, body)
+	if got["status"] != 200 || got["email"] != "alice@example.com" || got["return"] != "/audit?from=2026-01-01" || got["has_access_token"] != true {
+		t.Fatalf("callback = %v", got)
+	}
+	exp, _ := time.Parse(time.RFC3339, got["expiry"].(string))
+	if exp.Sub(e.clock.Now()) > time.Hour+time.Minute || exp.Before(e.clock.Now()) {
+		t.Errorf("principal expiry %v is not the ID token's (~1h from now)", exp)
+	}
+	for _, c := range resp.Cookies() {
+		if strings.HasPrefix(c.Name, "sqlgate_login_") && c.MaxAge >= 0 {
+			t.Errorf("callback did not clear the login cookie: %+v", c)
+		}
+	}
+	if strings.Contains(e.logs.String(), loc.Query().Get("code")) {
+		t.Errorf("the authorization code reached the log")
+	}
+}
+
+func TestWebLoginRejections(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{})
+	d := newDashboard(t, e)
+	tests := []struct {
+		name   string
+		reason string
+		run    func(t *testing.T, b *browser) (*http.Response, string)
+	}{
+		{"wrong_state", ReasonStateMismatch, func(t *testing.T, b *browser) (*http.Response, string) {
+			authURL := d.startLogin(t, b, "/")
+			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := loc.Query()
+			q.Set("state", randomToken())
+			loc.RawQuery = q.Encode()
+			return b.get(loc.String())
+		}},
+		{"no_login_in_this_browser", ReasonLoginStateMissing, func(t *testing.T, b *browser) (*http.Response, string) {
+			authURL := d.startLogin(t, b, "/")
+			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Login CSRF: the callback lands in another browser.
+			return newBrowser(t).get(loc.String())
+		}},
+		{"wrong_nonce", ReasonNonceMismatch, func(t *testing.T, b *browser) (*http.Response, string) {
+			authURL := d.startLogin(t, b, "/")
+			u, _ := url.Parse(authURL)
+			q := u.Query()
+			q.Set("nonce", randomToken()) // injected on the way to the provider
+			u.RawQuery = q.Encode()
+			loc, err := b.signIn(u.String(), "alice", alicePassword, "login")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b.get(loc.String())
+		}},
+		{"replayed_callback", ReasonLoginStateInvalid, func(t *testing.T, b *browser) (*http.Response, string) {
+			authURL := d.startLogin(t, b, "/")
+			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cbURL, _ := url.Parse(d.URL + "/auth/callback")
+			saved := b.client.Jar.Cookies(cbURL)
+			if resp, body := b.get(loc.String()); resp.StatusCode != 200 {
+				t.Fatalf("first callback: %d %s", resp.StatusCode, body)
+			}
+			// The attacker replays the whole request, cookie included.
+			for _, c := range saved {
+				c.Path = "/auth/callback"
+			}
+			b.client.Jar.SetCookies(cbURL, saved)
+			return b.get(loc.String())
+		}},
+		{"replayed_code", ReasonCodeExchangeFailed, func(t *testing.T, b *browser) (*http.Response, string) {
+			authURL := d.startLogin(t, b, "/")
+			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp, _ := b.get(loc.String()); resp.StatusCode != 200 {
+				t.Fatal("first callback failed")
+			}
+			// A fresh sign-in of the victim, with the stolen, used code.
+			authURL2 := d.startLogin(t, b, "/")
+			u2, _ := url.Parse(authURL2)
+			cb, _ := url.Parse(d.URL + "/auth/callback")
+			cb.RawQuery = url.Values{"code": {loc.Query().Get("code")}, "state": {u2.Query().Get("state")}}.Encode()
+			return b.get(cb.String())
+		}},
+		{"pkce_mismatch", ReasonCodeExchangeFailed, func(t *testing.T, b *browser) (*http.Response, string) {
+			// Code from sign-in A redeemed under sign-in B's verifier.
+			authA := d.startLogin(t, b, "/")
+			authB := d.startLogin(t, b, "/")
+			locA, err := b.signIn(authA, "alice", alicePassword, "login")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ub, _ := url.Parse(authB)
+			cb, _ := url.Parse(d.URL + "/auth/callback")
+			cb.RawQuery = url.Values{"code": {locA.Query().Get("code")}, "state": {ub.Query().Get("state")}}.Encode()
+			return b.get(cb.String())
+		}},
+		{"user_cancels", ReasonIdPError, func(t *testing.T, b *browser) (*http.Response, string) {
+			authURL := d.startLogin(t, b, "/")
+			loc, err := b.signIn(authURL, "", "", "deny")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b.get(loc.String())
+		}},
+		{"tampered_cookie", ReasonLoginStateInvalid, func(t *testing.T, b *browser) (*http.Response, string) {
+			authURL := d.startLogin(t, b, "/")
+			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
+			if err != nil {
+				t.Fatal(err)
+			}
+			du, _ := url.Parse(d.URL + "/auth/callback")
+			cs := b.client.Jar.Cookies(du)
+			v := []byte(cs[0].Value)
+			v[len(v)/2] ^= 1
+			if v[len(v)/2] == '.' || v[len(v)/2] > 'z' {
+				v[len(v)/2] = 'A'
+			}
+			cs[0].Value = string(v)
+			cs[0].Path = "/auth/callback"
+			b.client.Jar.SetCookies(du, cs)
+			return b.get(loc.String())
+		}},
+		{"too_slow", ReasonLoginStateInvalid, func(t *testing.T, b *browser) (*http.Response, string) {
+			authURL := d.startLogin(t, b, "/")
+			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Add(11 * time.Minute)
+			defer e.clock.Add(-11 * time.Minute)
+			return b.get(loc.String())
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBrowser(t)
+			before := strings.Count(e.logs.String(), "web login refused")
+			resp, body := tc.run(t, b)
+			got := decodeCallback(t, resp, body)
+			if got["status"] != http.StatusUnauthorized || got["reason"] != tc.reason {
+				t.Errorf("callback = %v, want 401 %s", got, tc.reason)
+			}
+			if after := strings.Count(e.logs.String(), "web login refused"); after != before+1 {
+				t.Errorf("refusal log lines: %d new, want 1", after-before)
+			}
+		})
+	}
+}
+
+func TestWebLoginStartDetails(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{})
+	d := newDashboard(t, e)
+	for _, tc := range []struct{ in, want string }{
+		{"/leases", "/leases"}, {"https://evil.example/", "/"}, {"//evil.example/x", "/"},
+		{`/\evil.example`, "/"}, {"javascript:alert(1)", "/"}, {"", "/"}, {"/a\nb", "/"},
+	} {
+		if got := safeReturnTo(tc.in); got != tc.want {
+			t.Errorf("safeReturnTo(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// Secure cookies over TLS.
+	r := httptest.NewRequest(http.MethodGet, "https://sqlgate.example/login", nil)
+	r.TLS = &tls.ConnectionState{}
+	w := httptest.NewRecorder()
+	if err := d.wl.Start(w, r, "/"); err != nil {
+		t.Fatal(err)
+	}
+	res := w.Result()
+	if cs := res.Cookies(); len(cs) != 1 || !cs[0].Secure {
+		t.Errorf("cookie over TLS = %+v, want Secure", cs)
+	}
+	// Two tabs keep two sign-ins.
+	w2 := httptest.NewRecorder()
+	_ = d.wl.Start(w2, r, "/")
+	if w2.Result().Cookies()[0].Name == res.Cookies()[0].Name {
+		t.Errorf("parallel sign-ins share one cookie")
+	}
+}
+
+func TestNewWebLoginValidation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{issuer: func(ic *IssuerConfig) { ic.Audiences = []string{"sqlgate"} }})
+	key := []byte(strings.Repeat("k", 32))
+	tests := []struct {
+		name string
+		cfg  WebLoginConfig
+	}{
+		{"no_verifier", WebLoginConfig{Issuer: "test", RedirectURL: "https://x.example/cb", CookieKey: key}},
+		{"unknown_issuer", WebLoginConfig{Verifier: e.v, Issuer: "nope", RedirectURL: "https://x.example/cb", CookieKey: key}},
+		{"client_not_an_audience", WebLoginConfig{Verifier: e.v, Issuer: "test", RedirectURL: "https://x.example/cb", CookieKey: key}},
+		{"short_key", WebLoginConfig{Verifier: e.v, Issuer: "test", ClientID: "sqlgate", RedirectURL: "https://x.example/cb", CookieKey: key[:16]}},
+		{"plain_http_redirect", WebLoginConfig{Verifier: e.v, Issuer: "test", ClientID: "sqlgate", RedirectURL: "http://x.example/cb", CookieKey: key}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := NewWebLogin(tc.cfg); err == nil {
+				t.Errorf("NewWebLogin succeeded, want an error")
+			}
+		})
+	}
+}
