@@ -1,0 +1,425 @@
+package natsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/broker"
+)
+
+// Request and reply headers.
+const (
+	HeaderCorrelationID  = "Correlation-Id"
+	HeaderIdempotencyKey = "Idempotency-Key"
+	HeaderMsgID          = "Nats-Msg-Id"
+	HeaderTraceparent    = "traceparent"
+	HeaderReason         = "Sqlgate-Reason"
+)
+
+// Handler handles one routed request and returns the reply envelope; it must
+// never return nil. req is reused after Handle returns: do not retain it
+// (copy what must outlive the call). Implementations must be safe for
+// concurrent use.
+type Handler interface {
+	Handle(ctx context.Context, req *broker.Request) *broker.Reply
+}
+
+// HandlerFunc adapts a function to [Handler].
+type HandlerFunc func(ctx context.Context, req *broker.Request) *broker.Reply
+
+// Handle implements Handler.
+func (f HandlerFunc) Handle(ctx context.Context, req *broker.Request) *broker.Reply {
+	return f(ctx, req)
+}
+
+// Config configures the service.
+type Config struct {
+	// Name and Version are the micro service's (Version is semver).
+	Name, Version string
+	// Description is shown by `nats micro info`.
+	Description string
+	// QueueGroup shared by all sqlgated instances (default "sqlgate").
+	QueueGroup string
+	// Subjects are the route subjects; one endpoint each.
+	Subjects []string
+	// Workers handle requests concurrently (0: 16); QueueLen requests may
+	// wait (0: 1024). A request that finds the queue full is answered
+	// `rate_limited` at once.
+	Workers, QueueLen int
+	// UsersAccount is the users account's public key and SigningKeys the
+	// users signing keys whose users are attested.
+	UsersAccount string
+	SigningKeys  []string
+	// Logger receives operational messages (nil: discard).
+	Logger *slog.Logger
+}
+
+// Validate reports every problem of c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("name is required"))
+	}
+	if c.Version == "" {
+		errs = append(errs, errors.New("version is required"))
+	}
+	if len(c.Subjects) == 0 {
+		errs = append(errs, errors.New("at least one subject is required"))
+	}
+	seen := map[string]bool{}
+	for _, s := range c.Subjects {
+		if s == "" || strings.ContainsAny(s, " \t\r\n*>") {
+			errs = append(errs, fmt.Errorf("invalid subject %q", s))
+		}
+		if seen[s] {
+			errs = append(errs, fmt.Errorf("duplicate subject %q", s))
+		}
+		seen[s] = true
+	}
+	if !nkeys.IsValidPublicAccountKey(c.UsersAccount) {
+		errs = append(errs, errors.New("users account is not an account public key"))
+	}
+	if len(c.SigningKeys) == 0 {
+		errs = append(errs, errors.New("at least one signing key is required"))
+	}
+	for _, k := range c.SigningKeys {
+		if !nkeys.IsValidPublicAccountKey(k) {
+			errs = append(errs, fmt.Errorf("signing key %q is not an account public key", k))
+		}
+	}
+	if c.Workers < 0 || c.QueueLen < 0 {
+		errs = append(errs, errors.New("workers and queue length must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Service is a running micro service.
+type Service struct {
+	nc    *nats.Conn
+	svc   micro.Service
+	h     Handler
+	trust trust
+	log   *slog.Logger
+	jobs  chan *job
+	stats map[string]*endpointStats
+
+	mu       sync.RWMutex // guards closed against inflight.Add
+	closed   bool
+	inflight sync.WaitGroup
+	workers  sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+	unreg    func() bool
+}
+
+// endpointStats are reported in micro's stats `data`.
+type endpointStats struct {
+	Errors      atomic.Int64
+	RateLimited atomic.Int64
+}
+
+// EndpointData is the `data` of each endpoint in `nats micro stats`.
+type EndpointData struct {
+	// Errors counts error replies, RateLimited those refused because the
+	// queue was full; QueueDepth is the number of requests waiting.
+	Errors      int64 `json:"errors"`
+	RateLimited int64 `json:"rate_limited"`
+	QueueDepth  int   `json:"queue_depth"`
+}
+
+// job is one request waiting for a worker; pooled.
+type job struct {
+	subject, reply string
+	data           []byte
+	hdr            nats.Header
+	received       time.Time
+	stats          *endpointStats
+	req            broker.Request
+}
+
+var jobPool = sync.Pool{New: func() any { return new(job) }}
+
+// out is a reply being written; pooled so the hot path reuses the envelope
+// buffer, the message and its header map.
+type out struct {
+	buf  []byte
+	msg  nats.Msg
+	vals [3]string
+}
+
+var outPool = sync.Pool{New: func() any { return &out{buf: make([]byte, 0, 1024), msg: nats.Msg{Header: nats.Header{}}} }}
+
+// Start registers the micro service on nc, a connection of the broker
+// account's service user, with one endpoint per subject, and starts the
+// workers. The service stops when ctx ends or Stop is called; ctx is also
+// the parent of every Handle call.
+func Start(ctx context.Context, nc *nats.Conn, cfg Config, h Handler) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("natsvc: %w", err)
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 16
+	}
+	if cfg.QueueLen == 0 {
+		cfg.QueueLen = 1024
+	}
+	if cfg.QueueGroup == "" {
+		cfg.QueueGroup = "sqlgate"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{
+		nc: nc, h: h, log: cfg.Logger,
+		trust: trust{account: cfg.UsersAccount, signingKeys: make(map[string]struct{}, len(cfg.SigningKeys)), cache: newCallerCache()},
+		jobs:  make(chan *job, cfg.QueueLen),
+		stats: make(map[string]*endpointStats, len(cfg.Subjects)),
+	}
+	for _, k := range cfg.SigningKeys {
+		s.trust.signingKeys[k] = struct{}{}
+	}
+	for _, subj := range cfg.Subjects {
+		s.stats[subj] = &endpointStats{}
+	}
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        cfg.Name,
+		Version:     cfg.Version,
+		Description: cfg.Description,
+		QueueGroup:  cfg.QueueGroup,
+		StatsHandler: func(e *micro.Endpoint) any {
+			st := s.stats[e.Subject]
+			if st == nil {
+				return nil
+			}
+			return EndpointData{Errors: st.Errors.Load(), RateLimited: st.RateLimited.Load(), QueueDepth: len(s.jobs)}
+		},
+		ErrorHandler: func(_ micro.Service, e *micro.NATSError) {
+			s.log.Error("nats service error", slog.String("subject", e.Subject), slog.String("error", e.Description))
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsvc: add service: %w", err)
+	}
+	s.svc = svc
+	for range cfg.Workers {
+		s.workers.Go(func() { s.work(ctx) })
+	}
+	names := make(map[string]bool, len(cfg.Subjects))
+	for _, subj := range cfg.Subjects {
+		name := endpointName(subj, names)
+		st := s.stats[subj]
+		err := svc.AddEndpoint(name, micro.HandlerFunc(func(r micro.Request) { s.accept(r, st) }),
+			micro.WithEndpointSubject(subj))
+		if err != nil {
+			_ = s.Stop()
+			return nil, fmt.Errorf("natsvc: add endpoint %q: %w", subj, err)
+		}
+	}
+	// The endpoints' subscriptions must reach the server before Start
+	// returns, or early requests find no responder.
+	if err := nc.FlushTimeout(10 * time.Second); err != nil {
+		_ = s.Stop()
+		return nil, fmt.Errorf("natsvc: flush subscriptions: %w", err)
+	}
+	s.unreg = context.AfterFunc(ctx, func() { _ = s.Stop() })
+	return s, nil
+}
+
+// endpointName derives a unique micro endpoint name (letters, digits, '-',
+// '_') from a subject.
+func endpointName(subject string, used map[string]bool) string {
+	b := []byte(subject)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	name := string(b)
+	for i := 2; used[name]; i++ {
+		name = string(b) + "-" + strconv.Itoa(i)
+	}
+	used[name] = true
+	return name
+}
+
+// Stop drains the endpoints (no new requests reach this instance), waits for
+// the queued and running requests to be answered, and stops the workers.
+// Requests the client library still delivers after the drain are answered
+// `unavailable` (retryable: idempotency keys make a retry safe).
+func (s *Service) Stop() error {
+	s.stopOnce.Do(func() {
+		if s.unreg != nil {
+			s.unreg()
+		}
+		if err := s.svc.Stop(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			s.stopErr = fmt.Errorf("natsvc: stop: %w", err)
+		}
+		if !s.nc.IsClosed() {
+			_ = s.nc.FlushTimeout(5 * time.Second)
+		}
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.inflight.Wait()
+		close(s.jobs)
+		s.workers.Wait()
+	})
+	return s.stopErr
+}
+
+// accept runs on micro's per-endpoint goroutine: it must not block.
+func (s *Service) accept(r micro.Request, st *endpointStats) {
+	now := time.Now()
+	hdr := nats.Header(r.Headers())
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		s.refuse(r.Reply(), hdr, broker.CodeUnavailable, "service is stopping", st)
+		return
+	}
+	s.inflight.Add(1)
+	s.mu.RUnlock()
+	j := jobPool.Get().(*job)
+	*j = job{subject: r.Subject(), reply: r.Reply(), data: r.Data(), hdr: hdr, received: now, stats: st}
+	select {
+	case s.jobs <- j:
+	default:
+		s.inflight.Done()
+		*j = job{}
+		jobPool.Put(j)
+		s.refuse(r.Reply(), hdr, broker.CodeRateLimited, "too many requests in flight", st)
+	}
+}
+
+// refuse answers at the transport level, without the broker.
+func (s *Service) refuse(reply string, hdr nats.Header, code, message string, st *endpointStats) {
+	if code == broker.CodeRateLimited {
+		st.RateLimited.Add(1)
+	}
+	st.Errors.Add(1)
+	if reply == "" {
+		return
+	}
+	corr := header(hdr, HeaderCorrelationID)
+	if corr == "" {
+		if id, err := uuid.NewV7(); err == nil {
+			corr = id.String()
+		}
+	}
+	s.respond(context.Background(), reply, &broker.Reply{
+		CorrelationID: corr, AuditIndex: -1,
+		Error: &broker.ReplyError{Code: code, Message: message},
+	})
+}
+
+func (s *Service) work(ctx context.Context) {
+	for j := range s.jobs {
+		s.serve(ctx, j)
+		*j = job{}
+		jobPool.Put(j)
+		s.inflight.Done()
+	}
+}
+
+func (s *Service) serve(ctx context.Context, j *job) {
+	j.req = broker.Request{
+		Subject:        j.subject,
+		Payload:        j.data,
+		CorrelationID:  header(j.hdr, HeaderCorrelationID),
+		IdempotencyKey: header(j.hdr, HeaderIdempotencyKey),
+		Traceparent:    header(j.hdr, HeaderTraceparent),
+		Reason:         header(j.hdr, HeaderReason),
+		Caller:         s.trust.cachedCaller(j.hdr[RequestInfoHeader]),
+		Received:       j.received,
+	}
+	req := &j.req
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = header(j.hdr, HeaderMsgID)
+	}
+	reply := s.h.Handle(ctx, req)
+	if reply == nil {
+		s.log.ErrorContext(ctx, "nats handler returned no reply", slog.String("subject", j.subject))
+		reply = &broker.Reply{CorrelationID: req.CorrelationID, AuditIndex: -1,
+			Error: &broker.ReplyError{Code: broker.CodeInternal, Message: "internal error"}}
+	}
+	if reply.CorrelationID == "" {
+		reply.CorrelationID = req.CorrelationID
+	}
+	if !reply.OK {
+		j.stats.Errors.Add(1)
+	}
+	if j.reply != "" {
+		s.respond(ctx, j.reply, reply)
+	}
+	if reply.OK && reply.Emit != nil && reply.Emit.Subject != "" {
+		if err := s.nc.Publish(reply.Emit.Subject, reply.Emit.Data); err != nil {
+			s.log.ErrorContext(ctx, "nats emit not published", slog.String("subject", reply.Emit.Subject), slog.String("error", err.Error()))
+		}
+	}
+}
+
+// respond publishes the envelope, echoing the correlation id and, on
+// errors, micro's Nats-Service-Error / Nats-Service-Error-Code headers.
+func (s *Service) respond(ctx context.Context, subject string, r *broker.Reply) {
+	o := outPool.Get().(*out)
+	o.buf = r.AppendJSON(o.buf[:0])
+	clear(o.msg.Header)
+	o.msg.Subject, o.msg.Data = subject, o.buf
+	if r.CorrelationID != "" {
+		o.vals[0] = headerValue(r.CorrelationID)
+		o.msg.Header[HeaderCorrelationID] = o.vals[0:1:1]
+	}
+	if !r.OK {
+		code, desc := broker.CodeInternal, "internal error"
+		if r.Error != nil {
+			code, desc = r.Error.Code, r.Error.Message
+			if desc == "" {
+				desc = code
+			}
+		}
+		o.vals[1], o.vals[2] = headerValue(desc), strconv.Itoa(broker.Status(code))
+		o.msg.Header[micro.ErrorHeader] = o.vals[1:2:2]
+		o.msg.Header[micro.ErrorCodeHeader] = o.vals[2:3:3]
+	}
+	if err := s.nc.PublishMsg(&o.msg); err != nil {
+		s.log.WarnContext(ctx, "nats reply not sent", slog.String("error", err.Error()))
+	}
+	o.msg.Data, o.msg.Subject, o.vals = nil, "", [3]string{}
+	if cap(o.buf) <= 64<<10 {
+		outPool.Put(o)
+	}
+}
+
+// header returns the first value of key, matching its case exactly first and
+// then case-insensitively (clients differ in header case).
+func header(h nats.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	for k, v := range h {
+		if len(v) > 0 && strings.EqualFold(k, key) {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// headerValue makes s safe as a header value (no CR or LF).
+func headerValue(s string) string {
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+}
