@@ -115,8 +115,13 @@ func rootOf(n int64, hashes []tlog.Hash) (tlog.Hash, bool) {
 	return f.root(), true
 }
 
-// storedCountToSize returns the tree size n whose stored hash count
-// (tlog.StoredHashCount) is count, and false when no size has that count.
+// SizeForStoredHashCount returns the tree size n whose stored hash count
+// (tlog.StoredHashCount(n)) is count, and false when no size has exactly that
+// many stored hashes (a store that lost hashes). Stores use it to learn a
+// log's size from its hashes, which pruning never removes.
+func SizeForStoredHashCount(count int64) (int64, bool) { return storedCountToSize(count) }
+
+// storedCountToSize implements [SizeForStoredHashCount].
 func storedCountToSize(count int64) (int64, bool) {
 	if count <= 0 {
 		return 0, count == 0

@@ -515,8 +515,6 @@ func TestBundleRoundTrip(t *testing.T) {
 // be byte for byte the original.
 func FuzzVerifyBundle(f *testing.F) {
 	store := audittest.NewStore()
-	t := &testing.T{}
-	_ = t
 	cfg := audittest.Config(f, origin)
 	clock := newFakeClock()
 	cfg.Now = clock.Now

@@ -308,7 +308,10 @@ func (s *Store) Checkpoints(_ context.Context, origin string, fn func([]byte) er
 func (s *Store) Bounds(_ context.Context, origin string) (int64, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := s.log(origin)
+	l := s.logs[origin]
+	if l == nil || len(l.records) == 0 && len(l.cps) == 0 {
+		return 0, 0, fmt.Errorf("origin %q: %w", origin, audit.ErrNotFound)
+	}
 	return l.first, l.size(), nil
 }
 

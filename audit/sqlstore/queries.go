@@ -1,0 +1,67 @@
+package sqlstore
+
+import "strings"
+
+// queries is every fixed statement of the store in one dialect; the
+// multi-row ones are built by insert, readHashesSQL and deleteOpenSQL. The
+// golden files in testdata/ hold all of them per dialect.
+type queries struct {
+	insertOrigin     string
+	insertCheckpoint string
+	insertKey        string
+	maxHash          string
+	latestCheckpoint string
+	allKeys          string
+	originKeys       string
+	record           string
+	checkpointAt     string
+	unpaired         string
+	inputs           string
+	indexAt          string
+	pruneInputsIdx   string
+	pruneRecords     string
+	setFirst         string
+	pruneInputsTime  string
+	origins          string
+	checkpoints      string
+	first            string
+	records          string
+}
+
+func newQueries(d *dialect) *queries {
+	b := d.bind
+	return &queries{
+		insertOrigin:     b("INSERT INTO " + tOrigins + " (origin, first_index) VALUES (?, 0)"),
+		insertCheckpoint: b("INSERT INTO " + tCheckpoints + " (origin, tree_size, created, note) VALUES (?, ?, ?, ?)"),
+		insertKey:        b("INSERT INTO " + tKeys + " (origin, key_id, vkey, added) VALUES (?, ?, ?, ?)"),
+		maxHash:          b("SELECT MAX(id) FROM " + tHashes + " WHERE origin = ?"),
+		latestCheckpoint: b(d.first1("note", "FROM "+tCheckpoints+" WHERE origin = ? ORDER BY tree_size DESC")),
+		allKeys:          "SELECT origin, vkey, added FROM " + tKeys + " ORDER BY origin, added, key_id",
+		originKeys:       b("SELECT origin, vkey, added FROM " + tKeys + " WHERE origin = ? ORDER BY origin, added, key_id"),
+		record:           b("SELECT data FROM " + tRecords + " WHERE origin = ? AND idx = ?"),
+		checkpointAt:     b(d.first1("note", "FROM "+tCheckpoints+" WHERE origin = ? AND tree_size >= ? ORDER BY tree_size")),
+		unpaired:         b("SELECT r.data FROM " + tOpenIntents + " o JOIN " + tRecords + " r ON r.origin = o.origin AND r.idx = o.idx WHERE o.origin = ? ORDER BY o.idx"),
+		inputs:           b("SELECT r.data, i.input FROM " + tInputs + " i JOIN " + tRecords + " r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = ? AND i.rec_time >= ? ORDER BY i.idx"),
+		indexAt:          b("SELECT MIN(idx) FROM " + tRecords + " WHERE origin = ? AND rec_time >= ?"),
+		pruneInputsIdx:   b("DELETE FROM " + tInputs + " WHERE origin = ? AND idx < ?"),
+		pruneRecords:     b("DELETE FROM " + tRecords + " WHERE origin = ? AND idx < ?"),
+		setFirst:         b("UPDATE " + tOrigins + " SET first_index = ? WHERE origin = ? AND first_index < ?"),
+		pruneInputsTime:  b("DELETE FROM " + tInputs + " WHERE origin = ? AND rec_time < ?"),
+		origins:          "SELECT origin FROM " + tOrigins + " ORDER BY origin",
+		checkpoints:      b("SELECT note FROM " + tCheckpoints + " WHERE origin = ? ORDER BY tree_size"),
+		first:            b("SELECT first_index FROM " + tOrigins + " WHERE origin = ?"),
+		records:          b("SELECT idx, data, leaf FROM " + tRecords + " WHERE origin = ? AND idx >= ? AND idx < ? ORDER BY idx"),
+	}
+}
+
+func inList(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }
+
+// readHashesSQL reads n hashes of one origin (before bind).
+func readHashesSQL(n int) string {
+	return "SELECT id, hash FROM " + tHashes + " WHERE origin = ? AND id IN (" + inList(n) + ")"
+}
+
+// deleteOpenSQL removes n paired intents (before bind).
+func deleteOpenSQL(n int) string {
+	return "DELETE FROM " + tOpenIntents + " WHERE origin = ? AND idx IN (" + inList(n) + ")"
+}

@@ -1,0 +1,625 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/sqlgate/sqlgate/audit"
+)
+
+// Store keeps audit logs in a SQL database. It implements [audit.Store] and
+// [audit.Source]. Safe for concurrent use; it does not close the *sql.DB.
+type Store struct {
+	db *sql.DB
+	d  *dialect
+	q  *queries
+
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt
+}
+
+var (
+	_ audit.Store  = (*Store)(nil)
+	_ audit.Source = (*Store)(nil)
+)
+
+// SQLiteDSN returns a modernc.org/sqlite DSN for the file at path with the
+// settings the audit log needs: WAL journal, synchronous=FULL (every commit
+// is fsynced), a busy timeout for the other writers of a shared control
+// database, and BEGIN IMMEDIATE transactions.
+func SQLiteDSN(path string) string {
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL")
+	q.Set("_busy_timeout", "10000")
+	q.Set("_txlock", "immediate")
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Open prepares db (driver "sqlite" from modernc.org/sqlite, "pgx" from
+// github.com/jackc/pgx/v5/stdlib, or "sqlserver" from go-mssqldb) for the
+// audit log: it creates the sqlgate_audit_* tables when missing. dialect is
+// "sqlite", "postgres" or "sqlserver". For SQLite it also switches the file to
+// WAL and refuses connections whose synchronous setting is below FULL (open
+// the database with [SQLiteDSN]).
+func Open(ctx context.Context, db *sql.DB, dialect string) (*Store, error) {
+	d, err := newDialect(dialect)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, d: d, q: newQueries(d), stmts: map[string]*sql.Stmt{}}
+	if d.name == SQLite {
+		if err := checkSQLite(ctx, db); err != nil {
+			return nil, err
+		}
+	}
+	for _, q := range d.schema {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return nil, fmt.Errorf("sqlstore: create schema: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func checkSQLite(ctx context.Context, db *sql.DB) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlstore: %w", err)
+	}
+	defer conn.Close()
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
+		return fmt.Errorf("sqlstore: set WAL: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") && !strings.EqualFold(mode, "memory") {
+		return fmt.Errorf("sqlstore: journal mode is %q, want wal", mode)
+	}
+	var sync int
+	if err := conn.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+		return fmt.Errorf("sqlstore: read synchronous: %w", err)
+	}
+	if sync < 2 {
+		return fmt.Errorf("sqlstore: SQLite synchronous is %d, want FULL (2) or EXTRA (3): open the database with sqlstore.SQLiteDSN", sync)
+	}
+	return nil
+}
+
+// stmt returns a prepared statement for q (already in dialect form).
+func (s *Store) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.stmts[q]; ok {
+		return st, nil
+	}
+	st, err := s.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	s.stmts[q] = st
+	return st, nil
+}
+
+// Close releases the prepared statements (not the database).
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for q, st := range s.stmts {
+		errs = append(errs, st.Close())
+		delete(s.stmts, q)
+	}
+	return errors.Join(errs...)
+}
+
+var (
+	recordCols = []string{"origin", "idx", "rec_time", "data", "leaf"}
+	inputCols  = []string{"origin", "idx", "rec_time", "input"}
+	hashCols   = []string{"origin", "id", "hash"}
+	openCols   = []string{"origin", "idx"}
+)
+
+// insertRows inserts n rows with multi-row INSERTs; row(i, args) appends the
+// i-th row's values.
+func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, table string, cols []string, n int, row func(i int, args []any) []any) error {
+	args := make([]any, 0, len(cols)*min(n, s.d.rowsPerStmt(len(cols))))
+	i := 0
+	for _, size := range chunks(n, s.d.rowsPerStmt(len(cols))) {
+		st, err := s.stmt(ctx, s.d.insert(table, cols, size))
+		if err != nil {
+			return fmt.Errorf("prepare insert %s: %w", table, err)
+		}
+		args = args[:0]
+		for range size {
+			args = row(i, args)
+			i++
+		}
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("insert %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// Write implements [audit.Store]: one transaction for the whole batch.
+func (s *Store) Write(ctx context.Context, origin string, b *audit.Batch) (err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlstore write: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err := s.write(ctx, tx, origin, b); err != nil {
+		return fmt.Errorf("sqlstore write: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlstore write: commit: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) write(ctx context.Context, tx *sql.Tx, origin string, b *audit.Batch) error {
+	recs := b.Records
+	if len(recs) > 0 && recs[0].Index == 0 {
+		if _, err := tx.ExecContext(ctx, s.q.insertOrigin, origin); err != nil {
+			return fmt.Errorf("insert origin: %w", err)
+		}
+	}
+	if len(recs) > 0 {
+		err := s.insertRows(ctx, tx, tRecords, recordCols, len(recs), func(i int, a []any) []any {
+			r := &recs[i]
+			return append(a, origin, r.Index, r.Time.UnixNano(), r.Data, r.Leaf[:])
+		})
+		if err != nil {
+			return err
+		}
+		var withInput []int
+		var intents []int64
+		var outcomes []int64
+		for i := range recs {
+			if recs[i].Input != nil {
+				withInput = append(withInput, i)
+			}
+			switch recs[i].Kind {
+			case audit.KindIntent:
+				intents = append(intents, recs[i].Index)
+			case audit.KindOutcome:
+				if recs[i].IntentIndex > 0 {
+					outcomes = append(outcomes, recs[i].IntentIndex)
+				}
+			}
+		}
+		if len(withInput) > 0 {
+			err := s.insertRows(ctx, tx, tInputs, inputCols, len(withInput), func(i int, a []any) []any {
+				r := &recs[withInput[i]]
+				return append(a, origin, r.Index, r.Time.UnixNano(), r.Input)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if len(intents) > 0 {
+			err := s.insertRows(ctx, tx, tOpenIntents, openCols, len(intents), func(i int, a []any) []any {
+				return append(a, origin, intents[i])
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if err := s.deleteOpen(ctx, tx, origin, outcomes); err != nil {
+			return err
+		}
+		err = s.insertRows(ctx, tx, tHashes, hashCols, len(b.Hashes), func(i int, a []any) []any {
+			return append(a, origin, b.HashIndex+int64(i), b.Hashes[i][:])
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if c := b.Checkpoint; c != nil {
+		if _, err := tx.ExecContext(ctx, s.q.insertCheckpoint, origin, c.Size, c.Time.UnixNano(), c.Note); err != nil {
+			return fmt.Errorf("insert checkpoint: %w", err)
+		}
+	}
+	if k := b.Key; k != nil {
+		if _, err := tx.ExecContext(ctx, s.q.insertKey, origin, k.ID(), k.VerifierKey, k.Added.UnixNano()); err != nil {
+			return fmt.Errorf("insert key: %w", err)
+		}
+	}
+	return nil
+}
+
+// deleteOpen removes paired intents from the open-intent table.
+func (s *Store) deleteOpen(ctx context.Context, tx *sql.Tx, origin string, idx []int64) error {
+	for len(idx) > 0 {
+		n := chunks(len(idx), s.d.rowsPerStmt(1))[0]
+		st, err := s.stmt(ctx, s.d.bind(deleteOpenSQL(n)))
+		if err != nil {
+			return fmt.Errorf("prepare delete open intents: %w", err)
+		}
+		args := make([]any, 0, n+1)
+		args = append(args, origin)
+		for _, x := range idx[:n] {
+			args = append(args, x)
+		}
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("delete open intents: %w", err)
+		}
+		idx = idx[n:]
+	}
+	return nil
+}
+
+// size returns the log size from its stored hashes.
+func (s *Store) size(ctx context.Context, origin string) (int64, error) {
+	var maxID sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, s.q.maxHash, origin).Scan(&maxID); err != nil {
+		return 0, fmt.Errorf("read log size: %w", err)
+	}
+	if !maxID.Valid {
+		return 0, nil
+	}
+	n, ok := audit.SizeForStoredHashCount(maxID.Int64 + 1)
+	if !ok {
+		return 0, fmt.Errorf("read log size: %d stored hashes fit no tree size (hashes lost)", maxID.Int64+1)
+	}
+	return n, nil
+}
+
+// Load implements [audit.Store].
+func (s *Store) Load(ctx context.Context, origin string) (*audit.State, error) {
+	n, err := s.size(ctx, origin)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore load: %w", err)
+	}
+	st := &audit.State{Size: n}
+	if st.Frontier, err = s.ReadHashes(ctx, origin, audit.FrontierIndexes(n)); err != nil {
+		return nil, fmt.Errorf("sqlstore load: %w", err)
+	}
+	var note []byte
+	switch err := s.db.QueryRowContext(ctx, s.q.latestCheckpoint, origin).Scan(&note); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("sqlstore load: latest checkpoint: %w", err)
+	default:
+		st.Latest = note
+	}
+	keys, err := s.keys(ctx, origin)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore load: %w", err)
+	}
+	st.Keys = keys
+	return st, nil
+}
+
+func (s *Store) keys(ctx context.Context, origin string) ([]audit.Key, error) {
+	q, args := s.q.allKeys, []any(nil)
+	if origin != "" {
+		q, args = s.q.originKeys, []any{origin}
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read keys: %w", err)
+	}
+	defer rows.Close()
+	var out []audit.Key
+	for rows.Next() {
+		var k audit.Key
+		var added int64
+		if err := rows.Scan(&k.Origin, &k.VerifierKey, &added); err != nil {
+			return nil, fmt.Errorf("read keys: %w", err)
+		}
+		k.Added = time.Unix(0, added).UTC()
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read keys: %w", err)
+	}
+	return out, nil
+}
+
+// ReadHashes implements [audit.Store] and [audit.Source].
+func (s *Store) ReadHashes(ctx context.Context, origin string, indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	if len(indexes) == 0 {
+		return out, nil
+	}
+	found := make(map[int64]tlog.Hash, len(indexes))
+	uniq := slices.Clone(indexes)
+	slices.Sort(uniq)
+	uniq = slices.Compact(uniq)
+	for len(uniq) > 0 {
+		n := chunks(len(uniq), s.d.rowsPerStmt(1))[0]
+		st, err := s.stmt(ctx, s.d.bind(readHashesSQL(n)))
+		if err != nil {
+			return nil, fmt.Errorf("read hashes: %w", err)
+		}
+		args := make([]any, 0, n+1)
+		args = append(args, origin)
+		for _, x := range uniq[:n] {
+			args = append(args, x)
+		}
+		if err := scanHashes(ctx, st, args, found); err != nil {
+			return nil, err
+		}
+		uniq = uniq[n:]
+	}
+	for i, x := range indexes {
+		h, ok := found[x]
+		if !ok {
+			return nil, fmt.Errorf("read hash %d: %w", x, audit.ErrNotFound)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+func scanHashes(ctx context.Context, st *sql.Stmt, args []any, found map[int64]tlog.Hash) error {
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return fmt.Errorf("read hashes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var raw []byte
+		if err := rows.Scan(&id, &raw); err != nil {
+			return fmt.Errorf("read hashes: %w", err)
+		}
+		if len(raw) != tlog.HashSize {
+			return fmt.Errorf("read hash %d: stored hash has %d bytes", id, len(raw))
+		}
+		found[id] = tlog.Hash(raw)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read hashes: %w", err)
+	}
+	return nil
+}
+
+// Record implements [audit.Store].
+func (s *Store) Record(ctx context.Context, origin string, index int64) ([]byte, error) {
+	var data []byte
+	err := s.db.QueryRowContext(ctx, s.q.record, origin, index).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("record %d: %w", index, audit.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read record %d: %w", index, err)
+	}
+	return data, nil
+}
+
+// CheckpointAt implements [audit.Store].
+func (s *Store) CheckpointAt(ctx context.Context, origin string, size int64) ([]byte, error) {
+	var note []byte
+	err := s.db.QueryRowContext(ctx, s.q.checkpointAt, origin, size).Scan(&note)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("checkpoint at %d: %w", size, audit.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint at %d: %w", size, err)
+	}
+	return note, nil
+}
+
+// Unpaired implements [audit.Store].
+func (s *Store) Unpaired(ctx context.Context, origin string) ([][]byte, error) {
+	rows, err := s.db.QueryContext(ctx, s.q.unpaired, origin)
+	if err != nil {
+		return nil, fmt.Errorf("read open intents: %w", err)
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			return nil, fmt.Errorf("read open intents: %w", err)
+		}
+		out = append(out, data)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read open intents: %w", err)
+	}
+	return out, nil
+}
+
+// Inputs implements [audit.Store].
+func (s *Store) Inputs(ctx context.Context, origin string, since time.Time, fn func(record, input []byte) error) error {
+	rows, err := s.db.QueryContext(ctx, s.q.inputs, origin, since.UnixNano())
+	if err != nil {
+		return fmt.Errorf("read inputs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var data, input []byte
+		if err := rows.Scan(&data, &input); err != nil {
+			return fmt.Errorf("read inputs: %w", err)
+		}
+		if err := fn(data, input); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read inputs: %w", err)
+	}
+	return nil
+}
+
+// IndexAt implements [audit.Store].
+func (s *Store) IndexAt(ctx context.Context, origin string, t time.Time) (int64, error) {
+	var idx sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, s.q.indexAt, origin, t.UnixNano()).Scan(&idx); err != nil {
+		return 0, fmt.Errorf("find index at time: %w", err)
+	}
+	if idx.Valid {
+		return idx.Int64, nil
+	}
+	return s.size(ctx, origin)
+}
+
+// Prune implements [audit.Store].
+func (s *Store) Prune(ctx context.Context, origin string, before int64) (n int64, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("sqlstore prune: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if _, err := tx.ExecContext(ctx, s.q.pruneInputsIdx, origin, before); err != nil {
+		return 0, fmt.Errorf("sqlstore prune inputs: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, s.q.pruneRecords, origin, before)
+	if err != nil {
+		return 0, fmt.Errorf("sqlstore prune records: %w", err)
+	}
+	if n, err = res.RowsAffected(); err != nil {
+		return 0, fmt.Errorf("sqlstore prune records: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, s.q.setFirst, before, origin, before); err != nil {
+		return 0, fmt.Errorf("sqlstore prune: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("sqlstore prune: commit: %w", err)
+	}
+	return n, nil
+}
+
+// PruneInputs implements [audit.Store].
+func (s *Store) PruneInputs(ctx context.Context, origin string, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, s.q.pruneInputsTime, origin, before.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("sqlstore prune inputs: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("sqlstore prune inputs: %w", err)
+	}
+	return n, nil
+}
+
+// Origins implements [audit.Source].
+func (s *Store) Origins(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.q.origins)
+	if err != nil {
+		return nil, fmt.Errorf("read origins: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var o string
+		if err := rows.Scan(&o); err != nil {
+			return nil, fmt.Errorf("read origins: %w", err)
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read origins: %w", err)
+	}
+	return out, nil
+}
+
+// Keys implements [audit.Source].
+func (s *Store) Keys(ctx context.Context) ([]audit.Key, error) { return s.keys(ctx, "") }
+
+// Checkpoints implements [audit.Source].
+func (s *Store) Checkpoints(ctx context.Context, origin string, fn func([]byte) error) error {
+	rows, err := s.db.QueryContext(ctx, s.q.checkpoints, origin)
+	if err != nil {
+		return fmt.Errorf("read checkpoints: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var note []byte
+		if err := rows.Scan(&note); err != nil {
+			return fmt.Errorf("read checkpoints: %w", err)
+		}
+		if err := fn(note); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read checkpoints: %w", err)
+	}
+	return nil
+}
+
+// Bounds implements [audit.Source]: first is where retention cut the log,
+// end the size its stored hashes describe.
+func (s *Store) Bounds(ctx context.Context, origin string) (int64, int64, error) {
+	var first int64
+	err := s.db.QueryRowContext(ctx, s.q.first, origin).Scan(&first)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, fmt.Errorf("origin %q: %w", origin, audit.ErrNotFound)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("read bounds: %w", err)
+	}
+	end, err := s.size(ctx, origin)
+	if err != nil {
+		return 0, 0, err
+	}
+	return first, end, nil
+}
+
+// Frontier implements [audit.Source].
+func (s *Store) Frontier(ctx context.Context, origin string, size int64) ([]tlog.Hash, error) {
+	return s.ReadHashes(ctx, origin, audit.FrontierIndexes(size))
+}
+
+// TreeProof implements [audit.Source].
+func (s *Store) TreeProof(ctx context.Context, origin string, oldSize, newSize int64) (tlog.TreeProof, error) {
+	p, err := tlog.ProveTree(newSize, oldSize, tlog.HashReaderFunc(func(ix []int64) ([]tlog.Hash, error) {
+		return s.ReadHashes(ctx, origin, ix)
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("tree proof %d -> %d: %w", oldSize, newSize, err)
+	}
+	return p, nil
+}
+
+// Records implements [audit.Source].
+func (s *Store) Records(ctx context.Context, origin string, from, to int64, fn func(int64, []byte, *tlog.Hash) error) error {
+	rows, err := s.db.QueryContext(ctx, s.q.records, origin, from, to)
+	if err != nil {
+		return fmt.Errorf("read records: %w", err)
+	}
+	defer rows.Close()
+	var (
+		idx  int64
+		data sql.RawBytes
+		raw  sql.RawBytes
+		leaf tlog.Hash
+	)
+	for rows.Next() {
+		if err := rows.Scan(&idx, &data, &raw); err != nil {
+			return fmt.Errorf("read records: %w", err)
+		}
+		// A leaf of the wrong length compares unequal to every record.
+		leaf = tlog.Hash{}
+		if len(raw) == tlog.HashSize {
+			copy(leaf[:], raw)
+		}
+		if err := fn(idx, data, &leaf); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read records: %w", err)
+	}
+	return nil
+}
