@@ -1,0 +1,337 @@
+package sqlserver
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/microsoft/go-mssqldb/msdsn"
+
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+// Azure AD (Microsoft Entra ID) authentication modes, mapped to go-mssqldb
+// azuread `fedauth` workflows.
+const (
+	// ModeManagedIdentity authenticates as the host's managed identity
+	// (system-assigned, or user-assigned with ClientID or ResourceID).
+	ModeManagedIdentity = "managedIdentity"
+	// ModeServicePrincipal authenticates as an app registration with a
+	// client secret (PasswordFile/PasswordEnv) or a certificate
+	// (ClientCertPath).
+	ModeServicePrincipal = "servicePrincipal"
+	// ModeOnBehalfOf exchanges an end user's access token for a database
+	// token, so calls run as that user; see [Executor.OnBehalfOf].
+	ModeOnBehalfOf = "onBehalfOf"
+	// ModeWorkloadIdentity uses a federated token file (Kubernetes workload
+	// identity; AZURE_FEDERATED_TOKEN_FILE or TokenFilePath).
+	ModeWorkloadIdentity = "workloadIdentity"
+	// ModeDefault uses the Azure SDK's default credential chain.
+	ModeDefault = "default"
+)
+
+var fedAuth = map[string]string{
+	ModeManagedIdentity:  "ActiveDirectoryManagedIdentity",
+	ModeServicePrincipal: "ActiveDirectoryServicePrincipal",
+	ModeOnBehalfOf:       "ActiveDirectoryOnBehalfOf",
+	ModeWorkloadIdentity: "ActiveDirectoryWorkloadIdentity",
+	ModeDefault:          "ActiveDirectoryDefault",
+}
+
+// AzureAD selects Entra ID authentication through go-mssqldb's azuread
+// driver instead of SQL authentication.
+type AzureAD struct {
+	// Mode is one of managedIdentity, servicePrincipal, onBehalfOf,
+	// workloadIdentity, default.
+	Mode string `json:"mode" yaml:"mode"`
+	// ClientID is the application (client) id: the app registration for
+	// servicePrincipal and onBehalfOf, a user-assigned identity for
+	// managedIdentity (optional there).
+	ClientID string `json:"clientID,omitempty" yaml:"clientID,omitempty"`
+	// TenantID is the directory (tenant) id (servicePrincipal, onBehalfOf).
+	TenantID string `json:"tenantID,omitempty" yaml:"tenantID,omitempty"`
+	// ResourceID selects a user-assigned managed identity by resource id.
+	ResourceID string `json:"resourceID,omitempty" yaml:"resourceID,omitempty"`
+	// ClientCertPath is a PEM/PFX certificate file used instead of a client
+	// secret (servicePrincipal, onBehalfOf).
+	ClientCertPath string `json:"clientCertPath,omitempty" yaml:"clientCertPath,omitempty"`
+	// TokenFilePath is the federated token file (workloadIdentity).
+	TokenFilePath string `json:"tokenFilePath,omitempty" yaml:"tokenFilePath,omitempty"`
+}
+
+// Config configures an [Executor]. The connection string and any password
+// or client secret are secrets and are referenced: DSNFile or DSNEnv, and
+// PasswordFile or PasswordEnv; DSN inline is for tests and development.
+//
+// The DSN names the server, database and TLS settings, in go-mssqldb URL
+// form (sqlserver://host:1433?database=orders&encrypt=strict) or ADO form
+// (server=host;database=orders;encrypt=strict). With SQL authentication it
+// also names the user; with AzureAD set, the adapter adds the fedauth
+// parameters.
+type Config struct {
+	// Name is the logical database name routes use (route `database:`).
+	Name    string `json:"name" yaml:"name"`
+	DSN     string `json:"dsn,omitempty" yaml:"dsn,omitempty"`
+	DSNFile string `json:"dsnFile,omitempty" yaml:"dsnFile,omitempty"`
+	DSNEnv  string `json:"dsnEnv,omitempty" yaml:"dsnEnv,omitempty"`
+	// PasswordFile / PasswordEnv supply the SQL login's password or, with
+	// AzureAD servicePrincipal/onBehalfOf, the client secret.
+	PasswordFile string   `json:"passwordFile,omitempty" yaml:"passwordFile,omitempty"`
+	PasswordEnv  string   `json:"passwordEnv,omitempty" yaml:"passwordEnv,omitempty"`
+	AzureAD      *AzureAD `json:"azureAD,omitempty" yaml:"azureAD,omitempty"`
+	// MaxConns sizes the pool (default 8 per CPU, at least 4, at most 32).
+	MaxConns int `json:"maxConns,omitempty" yaml:"maxConns,omitempty"`
+	// OnBehalfOfMaxConns sizes each per-user pool of [Executor.OnBehalfOf]
+	// (default 2).
+	OnBehalfOfMaxConns int `json:"onBehalfOfMaxConns,omitempty" yaml:"onBehalfOfMaxConns,omitempty"`
+	// AppName is shown in sys.dm_exec_sessions.program_name (default
+	// "sqlgated").
+	AppName string `json:"appName,omitempty" yaml:"appName,omitempty"`
+	// MaxRetries bounds how often a deadlocked call (1205) is retried
+	// (default 3; negative disables).
+	MaxRetries int `json:"maxRetries,omitempty" yaml:"maxRetries,omitempty"`
+	// ConnMaxLifetime recycles connections (default 30m), so that token
+	// based logins renew their tokens and failovers rebalance.
+	ConnMaxLifetime time.Duration `json:"connMaxLifetime,omitempty" yaml:"connMaxLifetime,omitempty"`
+	// Logger receives retry and lifecycle messages (default: discard).
+	Logger *slog.Logger `json:"-" yaml:"-"`
+}
+
+// Validate reports every problem with the configuration at once. It does
+// not read the referenced files or variables.
+func (c *Config) Validate() error {
+	var errs []error
+	if !route.ValidIdentifier(c.Name) {
+		errs = append(errs, fmt.Errorf("name %q must be a plain identifier", c.Name))
+	}
+	n := 0
+	for _, s := range []string{c.DSN, c.DSNFile, c.DSNEnv} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		errs = append(errs, errors.New("exactly one of dsn, dsnFile or dsnEnv is required"))
+	}
+	if c.PasswordFile != "" && c.PasswordEnv != "" {
+		errs = append(errs, errors.New("set at most one of passwordFile and passwordEnv"))
+	}
+	if c.MaxConns < 0 || c.MaxConns > 1000 {
+		errs = append(errs, fmt.Errorf("maxConns %d must be between 1 and 1000 (0: default)", c.MaxConns))
+	}
+	if c.OnBehalfOfMaxConns < 0 || c.OnBehalfOfMaxConns > 100 {
+		errs = append(errs, fmt.Errorf("onBehalfOfMaxConns %d must be between 1 and 100 (0: default)", c.OnBehalfOfMaxConns))
+	}
+	if c.ConnMaxLifetime < 0 {
+		errs = append(errs, fmt.Errorf("connMaxLifetime %s must not be negative", c.ConnMaxLifetime))
+	}
+	if strings.ContainsAny(c.AppName, ";=\"'{}\x00") || len(c.AppName) > 128 {
+		errs = append(errs, errors.New("appName must be at most 128 characters without ; = quotes braces or NUL"))
+	}
+	if a := c.AzureAD; a != nil {
+		secret := c.PasswordFile != "" || c.PasswordEnv != ""
+		switch a.Mode {
+		case ModeManagedIdentity:
+			if a.ClientID != "" && a.ResourceID != "" {
+				errs = append(errs, errors.New("azureAD managedIdentity: set clientID or resourceID, not both"))
+			}
+		case ModeServicePrincipal, ModeOnBehalfOf:
+			if a.ClientID == "" {
+				errs = append(errs, fmt.Errorf("azureAD %s: clientID is required", a.Mode))
+			}
+			if a.TenantID == "" {
+				errs = append(errs, fmt.Errorf("azureAD %s: tenantID is required", a.Mode))
+			}
+			if secret == (a.ClientCertPath != "") {
+				errs = append(errs, fmt.Errorf("azureAD %s: exactly one of a client secret (passwordFile/passwordEnv) or clientCertPath is required", a.Mode))
+			}
+		case ModeWorkloadIdentity, ModeDefault:
+		default:
+			errs = append(errs, fmt.Errorf("azureAD mode %q must be one of managedIdentity, servicePrincipal, onBehalfOf, workloadIdentity, default", a.Mode))
+		}
+		for name, v := range map[string]string{"clientID": a.ClientID, "tenantID": a.TenantID, "resourceID": a.ResourceID, "clientCertPath": a.ClientCertPath, "tokenFilePath": a.TokenFilePath} {
+			if strings.ContainsAny(v, ";\"\x00\r\n") {
+				errs = append(errs, fmt.Errorf("azureAD %s must not contain ; quotes or control characters", name))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) defaults() {
+	if c.MaxConns == 0 {
+		c.MaxConns = min(max(8*runtime.GOMAXPROCS(0), 4), 32)
+	}
+	if c.OnBehalfOfMaxConns == 0 {
+		c.OnBehalfOfMaxConns = 2
+	}
+	if c.AppName == "" {
+		c.AppName = "sqlgated"
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = 3
+	}
+	if c.ConnMaxLifetime == 0 {
+		c.ConnMaxLifetime = 30 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// String describes the configuration without secrets.
+func (c Config) String() string {
+	src := "dsn [redacted]"
+	switch {
+	case c.DSNFile != "":
+		src = "dsnFile " + c.DSNFile
+	case c.DSNEnv != "":
+		src = "dsnEnv " + c.DSNEnv
+	}
+	auth := "sql authentication"
+	if c.AzureAD != nil {
+		auth = "azureAD " + c.AzureAD.Mode
+	}
+	return fmt.Sprintf("sqlserver database %s (%s, %s)", c.Name, src, auth)
+}
+
+// LogValue implements slog.LogValuer without secrets.
+func (c Config) LogValue() slog.Value {
+	attrs := []slog.Attr{slog.String("name", c.Name), slog.Int("max_conns", c.MaxConns)}
+	switch {
+	case c.DSN != "":
+		attrs = append(attrs, slog.String("dsn", "[redacted]"))
+	case c.DSNFile != "":
+		attrs = append(attrs, slog.String("dsn_file", c.DSNFile))
+	case c.DSNEnv != "":
+		attrs = append(attrs, slog.String("dsn_env", c.DSNEnv))
+	}
+	if c.AzureAD != nil {
+		attrs = append(attrs, slog.String("azure_ad_mode", c.AzureAD.Mode), slog.String("client_id", c.AzureAD.ClientID))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// connString resolves the secrets and returns the connection string the
+// driver opens, with the application name, the password and the Azure AD
+// parameters added. userAssertion is the end user's token (onBehalfOf).
+func (c *Config) connString(userAssertion string) (dsn string, fed bool, err error) {
+	switch {
+	case c.DSN != "":
+		dsn = c.DSN
+	case c.DSNFile != "":
+		b, err := os.ReadFile(c.DSNFile)
+		if err != nil {
+			return "", false, fmt.Errorf("read dsnFile: %w", err)
+		}
+		dsn = strings.TrimSpace(string(b))
+	case c.DSNEnv != "":
+		dsn = os.Getenv(c.DSNEnv)
+		if dsn == "" {
+			return "", false, fmt.Errorf("dsnEnv: environment variable %s is empty or unset", c.DSNEnv)
+		}
+	}
+	var password string
+	switch {
+	case c.PasswordFile != "":
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return "", false, fmt.Errorf("read passwordFile: %w", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	case c.PasswordEnv != "":
+		password = os.Getenv(c.PasswordEnv)
+		if password == "" {
+			return "", false, fmt.Errorf("passwordEnv: environment variable %s is empty or unset", c.PasswordEnv)
+		}
+	}
+	if _, err := msdsn.Parse(dsn); err != nil {
+		// The parser's message may quote the connection string.
+		return "", false, errors.New("the connection string is not valid (see go-mssqldb connection string syntax)")
+	}
+	set := map[string]string{"app name": c.AppName}
+	if password != "" {
+		set["password"] = password
+	}
+	if a := c.AzureAD; a != nil {
+		fed = true
+		set["fedauth"] = fedAuth[a.Mode]
+		user := a.ClientID
+		if a.TenantID != "" && (a.Mode == ModeServicePrincipal || a.Mode == ModeOnBehalfOf) {
+			user += "@" + a.TenantID
+		}
+		if user != "" {
+			set["user id"] = user
+		}
+		if a.ResourceID != "" {
+			set["resource id"] = a.ResourceID
+		}
+		if a.ClientCertPath != "" {
+			set["clientcertpath"] = a.ClientCertPath
+		}
+		if a.TokenFilePath != "" {
+			set["tokenfilepath"] = a.TokenFilePath
+		}
+		if a.Mode == ModeOnBehalfOf {
+			set["userassertion"] = userAssertion
+		}
+	}
+	dsn, err = withParams(dsn, set)
+	return dsn, fed, err
+}
+
+// withParams sets connection string parameters, in the DSN's own form (URL
+// query parameters, or ADO key="value" pairs with quotes doubled).
+func withParams(dsn string, set map[string]string) (string, error) {
+	if strings.HasPrefix(strings.ToLower(dsn), "sqlserver://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "", errors.New("the connection string is not a valid URL")
+		}
+		q := u.Query()
+		for k, v := range set {
+			switch k {
+			case "user id":
+				pw, _ := u.User.Password()
+				u.User = url.UserPassword(v, pw)
+			case "password":
+				u.User = url.UserPassword(u.User.Username(), v)
+			default:
+				q.Set(k, v)
+			}
+		}
+		u.RawQuery = q.Encode()
+		return u.String(), nil
+	}
+	if strings.HasPrefix(strings.ToLower(dsn), "odbc:") {
+		return "", errors.New("ODBC-form connection strings are not supported: use the URL or ADO form")
+	}
+	var b strings.Builder
+	b.WriteString(strings.TrimRight(dsn, "; "))
+	for _, k := range sortedKeys(set) {
+		b.WriteString(";")
+		b.WriteString(k)
+		b.WriteString(`="`)
+		b.WriteString(strings.ReplaceAll(set[k], `"`, `""`))
+		b.WriteString(`"`)
+	}
+	return b.String(), nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}

@@ -1,0 +1,89 @@
+package sqlserver
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+// SQL Server error numbers the adapter branches on.
+const (
+	errDeadlock = 1205
+)
+
+// unavailableNumbers are errors that mean the database cannot serve the
+// call now (login, database state, Azure SQL availability and throttling,
+// transport), not that the call is wrong.
+var unavailableNumbers = map[int32]bool{
+	233: true, 4060: true, 4221: true, 10053: true, 10054: true, 10060: true, 10928: true, 10929: true,
+	18452: true, 18456: true, 40197: true, 40501: true, 40613: true, 40143: true, 40540: true,
+	49918: true, 49919: true, 49920: true, 615: true, 921: true, 926: true, 942: true, 983: true,
+}
+
+// classify maps an error to the broker's vocabulary: sentinels and invalid
+// input pass through; an expired ctx, a connection failure or an
+// availability error becomes broker.ErrUnavailable; other server errors a
+// scrubbed *broker.DBError with the error number and state.
+func (e *Executor) classify(ctx context.Context, err error, c *broker.Call) error {
+	var (
+		me  mssql.Error
+		mep *mssql.Error
+		inv *route.InvalidError
+	)
+	switch {
+	case errors.Is(err, broker.ErrConflict), errors.Is(err, broker.ErrTooManyRows), errors.Is(err, broker.ErrUnavailable), errors.As(err, &inv):
+		return err
+	case ctx.Err() != nil:
+		return e.unavailable(ctx.Err())
+	case errors.As(err, &me):
+		return e.dbError(me, c)
+	case errors.As(err, &mep):
+		return e.dbError(*mep, c)
+	case errors.Is(err, errClosed), errors.Is(err, driver.ErrBadConn), isNetError(err):
+		return e.unavailable(errors.New("connection failed"))
+	default:
+		// database/sql and driver failures other than SQL errors (closed
+		// pool, broken stream): the database cannot be used. Their text may
+		// name the server, so it is not passed on.
+		return e.unavailable(errors.New("driver error"))
+	}
+}
+
+func (e *Executor) dbError(me mssql.Error, c *broker.Call) error {
+	if unavailableNumbers[me.Number] {
+		return e.unavailable(fmt.Errorf("server error %d", me.Number))
+	}
+	return &broker.DBError{Number: int(me.Number), State: fmt.Sprint(me.State), Message: scrub(me.Message, c)}
+}
+
+func (e *Executor) unavailable(cause error) error {
+	return fmt.Errorf("%w: sqlserver database %s: %w", broker.ErrUnavailable, e.cfg.Name, cause)
+}
+
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+// retryable reports deadlocks (the server chose this call as the victim
+// and rolled its transaction back).
+func retryable(err error) bool {
+	var (
+		me  mssql.Error
+		mep *mssql.Error
+	)
+	switch {
+	case errors.As(err, &me):
+		return me.Number == errDeadlock
+	case errors.As(err, &mep):
+		return mep.Number == errDeadlock
+	}
+	return false
+}

@@ -1,0 +1,286 @@
+package sqlserver
+
+import (
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-sql/civil"
+	"github.com/google/go-cmp/cmp"
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/brokertest"
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// declOf spells the SQL type go-mssqldb declares for a parameter value
+// (mssql.go makeParam / types.go makeDecl), so reviewers see what the
+// server receives.
+func declOf(v any) string {
+	switch x := v.(type) {
+	case sql.Out:
+		return declOf(deref(x.Dest)) + " OUTPUT"
+	case string:
+		return fmt.Sprintf("nvarchar(%d)", max(len([]rune(x)), 1))
+	case mssql.NVarCharMax:
+		return "nvarchar(max)"
+	case int64:
+		return "bigint"
+	case int32:
+		return "int"
+	case int16:
+		return "smallint"
+	case uint8:
+		return "tinyint"
+	case float64:
+		return "float"
+	case bool:
+		return "bit"
+	case mssql.UniqueIdentifier:
+		return "uniqueidentifier"
+	case civil.DateTime:
+		return "datetime2(7)"
+	case mssql.DateTimeOffset, time.Time:
+		return "datetimeoffset(7)"
+	case civil.Date:
+		return "date"
+	case civil.Time:
+		return "time(7)"
+	case []byte:
+		if x == nil {
+			return "varbinary(max) NULL"
+		}
+		return "varbinary(max)"
+	case sql.NullInt64:
+		return "bigint NULL"
+	case sql.NullBool:
+		return "bit NULL"
+	case sql.NullFloat64:
+		return "float NULL"
+	case sql.NullString:
+		return "nvarchar(4000) NULL"
+	case sql.NullTime:
+		return "datetimeoffset(7) NULL"
+	case mssql.NullUniqueIdentifier:
+		return "uniqueidentifier NULL"
+	case mssql.NullDateTime:
+		return "datetime2(7) NULL"
+	case mssql.NullDate:
+		return "date NULL"
+	case mssql.NullTime:
+		return "time(7) NULL"
+	case nil:
+		return "nvarchar(1) NULL"
+	}
+	return fmt.Sprintf("?%T", v)
+}
+
+func deref(p any) any {
+	switch d := p.(type) {
+	case *sql.NullInt64:
+		return *d
+	case *sql.NullBool:
+		return *d
+	case *sql.NullFloat64:
+		return *d
+	case *sql.NullString:
+		return *d
+	case *sql.NullTime:
+		return *d
+	case *mssql.NullUniqueIdentifier:
+		return *d
+	case *[]byte:
+		return *d
+	}
+	return p
+}
+
+func describeArgs(args []any) string {
+	var b strings.Builder
+	for _, a := range args {
+		nv := a.(sql.NamedArg)
+		fmt.Fprintf(&b, "--   @%s %s\n", nv.Name, declOf(nv.Value))
+	}
+	return b.String()
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s differs from %s (-want +got):\n%s", name, path, diff)
+	}
+}
+
+// TestGoldenBatches covers every fixed batch the adapter sends, with the
+// parameters it binds and their declared types.
+func TestGoldenBatches(t *testing.T) {
+	sessionArgs := []any{
+		sql.Named("correlation_id", mssql.NVarCharMax("")), sql.Named("principal", mssql.NVarCharMax("")),
+		sql.Named("decision_id", mssql.NVarCharMax("")), sql.Named("idempotency_key", mssql.NVarCharMax("")),
+		sql.Named("request_hash", mssql.NVarCharMax("")),
+	}
+	commitArgs := []any{
+		sql.Named("result", mssql.NVarCharMax("")), sql.Named("rows", int64(0)), sql.Named("rows_affected", int64(0)),
+		sql.Named("committed_at", civil.DateTime{}), sql.Named("idempotency_key", mssql.NVarCharMax("")),
+	}
+	batches := []struct {
+		name, text string
+		args       []any
+		what       string
+	}{
+		{"idempotency_ddl", IdempotencyDDL, nil, "Creates the idempotency table (deploy/sqlserver/02-idempotency.sql; not run by the adapter)."},
+		{"begin", BeginBatch, sessionArgs, "Round trip 1 of every call: transaction, read-only session context, idempotency record (or replay + rollback)."},
+		{"commit", CommitBatch, commitArgs, "Round trip 3 of every call: store the result JSON, commit."},
+		{"rollback", RollbackBatch, nil, "Sent after any failure of a call."},
+		{"lookup", LookupBatch, []any{sql.Named("idempotency_key", mssql.NVarCharMax(""))}, "Executor.Lookup (crash recovery)."},
+		{"prune", PruneBatch, []any{sql.Named("before", civil.DateTime{})}, "Executor.Prune (retention)."},
+		{"check", CheckBatch, []any{sql.Named("name", "[dbo].[orders_create]")}, "Executor.Check at start-up, per procedure route."},
+		{"ping", `SELECT TOP (0) 1 FROM sqlgate.idempotency;`, nil, "Open: the idempotency table exists and is readable."},
+	}
+	for _, b := range batches {
+		t.Run(b.name, func(t *testing.T) {
+			out := "-- " + b.what + "\n"
+			if len(b.args) > 0 {
+				out += "-- parameters (sp_executesql):\n" + describeArgs(b.args)
+			}
+			golden(t, "batch_"+b.name, out+b.text+"\n")
+		})
+	}
+}
+
+// Targets are the conformance suite's routes on SQL Server (testdata/orders.sql).
+var targets = map[string]brokertest.Target{
+	brokertest.SubjectCreate:    {Procedure: "dbo.orders_create", SQLTypes: map[string]string{"amount": "decimal(12,2)"}},
+	brokertest.SubjectGet:       {Statement: `SELECT id, customer, amount, quantity, express, note, status, created_by, correlation_id FROM dbo.orders WHERE id = :id`},
+	brokertest.SubjectCancel:    {Procedure: "dbo.orders_cancel", Output: map[string]string{"previous_status": "nvarchar(20)"}},
+	brokertest.SubjectCancelAll: {Statement: `UPDATE dbo.orders SET status = N'cancelled' OUTPUT inserted.id WHERE status = N'open'`},
+	brokertest.SubjectCount:     {Statement: `SELECT COUNT_BIG(*) AS n FROM dbo.orders`},
+	brokertest.SubjectSession: {Statement: `SELECT CAST(SESSION_CONTEXT(N'sqlgate.correlation_id') AS nvarchar(256)) AS correlation_id,
+       CAST(SESSION_CONTEXT(N'sqlgate.principal') AS nvarchar(512)) AS principal,
+       CAST(SESSION_CONTEXT(N'sqlgate.decision_id') AS nvarchar(128)) AS decision_id`},
+	brokertest.SubjectSlowCreate: {Procedure: "dbo.orders_slow_create", SQLTypes: map[string]string{"seconds": "int"}},
+}
+
+// TestGoldenCalls shows the RPC or sp_executesql shape of each test route:
+// what a DBA reviews for a routed call.
+func TestGoldenCalls(t *testing.T) {
+	cat, err := brokertest.Catalog("test", targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payloads := map[string]string{
+		brokertest.SubjectCreate:     `{"customer":"ACME","amount":12.50,"quantity":3,"express":true,"note":null}`,
+		brokertest.SubjectGet:        `{"id":1}`,
+		brokertest.SubjectCancel:     `{"id":1}`,
+		brokertest.SubjectCancelAll:  `{}`,
+		brokertest.SubjectCount:      `{}`,
+		brokertest.SubjectSession:    `{}`,
+		brokertest.SubjectSlowCreate: `{"customer":"ACME","seconds":2}`,
+	}
+	for _, s := range brokertest.Subjects() {
+		t.Run(s, func(t *testing.T) {
+			r, _ := cat.Lookup(s)
+			c, err := brokertest.NewCall(r, payloads[s], "k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			shape, err := buildCall(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out string
+			if shape.proc {
+				out = "-- RPC (round trip 2): procedure " + shape.query + ", return status requested\n-- parameters:\n"
+			} else {
+				out = "-- sp_executesql (round trip 2)\n-- parameters:\n"
+			}
+			out += describeArgs(shape.args)
+			if !shape.proc {
+				out += shape.query + "\n"
+			}
+			golden(t, "call_"+strings.ReplaceAll(s, ".", "_"), out)
+		})
+	}
+}
+
+func TestQuoteNameInjection(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, target string
+		valid        bool
+		quoted       string
+	}{
+		{"plain", "dbo.create_order", true, "[dbo].[create_order]"},
+		{"three_part", "orders.dbo.create_order", true, "[orders].[dbo].[create_order]"},
+		{"semicolon", "dbo.x; DROP TABLE orders", false, "[dbo].[x; DROP TABLE orders]"},
+		{"bracket_breakout", "dbo.[x]]; DROP TABLE orders; --]", false, "[dbo].[[x]]]]; DROP TABLE orders; --]]]"},
+		{"quote", "dbo.x'--", false, "[dbo].[x'--]"},
+		{"comment", "dbo.x/**/", false, "[dbo].[x/**/]"},
+		{"space", "dbo.create order", false, "[dbo].[create order]"},
+		{"unicode_lookalike", "dbo.сreate_order", false, "[dbo].[сreate_order]"},
+		{"four_parts", "srv.db.dbo.p", false, "[srv].[db].[dbo].[p]"},
+		{"exec_prefix", "EXEC dbo.p", false, "[EXEC dbo].[p]"},
+		{"empty_part", "dbo..p", false, "[dbo].[].[p]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := route.ValidProcedureName(tc.target); got != tc.valid {
+				t.Errorf("ValidProcedureName(%q) = %v, want %v", tc.target, got, tc.valid)
+			}
+			q := quoteName(tc.target)
+			if q != tc.quoted {
+				t.Errorf("quoteName(%q) = %q, want %q", tc.target, q, tc.quoted)
+			}
+			// Whatever the catalog let through, the quoted name is one
+			// identifier per part: no unescaped ] inside a part.
+			for _, part := range strings.Split(strings.TrimSuffix(strings.TrimPrefix(q, "["), "]"), "].[") {
+				if strings.Count(part, "]")%2 != 0 {
+					t.Errorf("quoteName(%q) = %q leaves an unescaped ]", tc.target, q)
+				}
+			}
+		})
+	}
+	// Catalog statement parameter names and SQL types cannot carry syntax
+	// either: both are validated before the adapter sees them.
+	for _, bad := range []string{"x; DROP TABLE t", "int); DROP TABLE t; --", "nvarchar(max) collate x"} {
+		if route.ValidSQLType(bad) {
+			t.Errorf("ValidSQLType(%q) = true", bad)
+		}
+	}
+}
+
+func TestSessionLimits(t *testing.T) {
+	t.Parallel()
+	r := &route.Route{Subject: "x"}
+	long := strings.Repeat("é", 257)
+	c := &broker.Call{Route: r, IdempotencyKey: long, CorrelationID: "c", Principal: "p", DecisionID: "d"}
+	err := checkSessionLimits(c)
+	var inv *route.InvalidError
+	if !errors.As(err, &inv) || inv.Field != "Idempotency-Key" {
+		t.Errorf("checkSessionLimits(257-character key) = %v, want InvalidError on Idempotency-Key", err)
+	}
+	c.IdempotencyKey = strings.Repeat("é", 256)
+	if err := checkSessionLimits(c); err != nil {
+		t.Errorf("checkSessionLimits(256-character key) = %v, want nil", err)
+	}
+}

@@ -1,0 +1,140 @@
+package sqlserver
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/sqlgate/sqlgate/broker/brokertest"
+)
+
+const envDSN = "SQLGATE_TEST_SQLSERVER_DSN"
+
+// liveDSN is the connection string of the throwaway database created for
+// this run ("" when SQLGATE_TEST_SQLSERVER_DSN is unset).
+var liveDSN string
+
+func TestMain(m *testing.M) { os.Exit(runTests(m)) }
+
+func runTests(m *testing.M) int {
+	admin := os.Getenv(envDSN)
+	if admin == "" {
+		return m.Run()
+	}
+	ctx := context.Background()
+	conn, err := mssql.NewConnector(admin)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: invalid connection string\n", envDSN)
+		return 1
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	name := "sqlgate_test_" + hex.EncodeToString(b)
+	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		fmt.Fprintf(os.Stderr, "create test database: %v\n", err)
+		return 1
+	}
+	defer func() {
+		_, err := db.ExecContext(ctx, "ALTER DATABASE "+name+" SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE "+name)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "drop test database %s: %v\n", name, err)
+		}
+	}()
+	liveDSN, err = withParams(admin, map[string]string{"database": name})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	tdb, err := sql.Open("sqlserver", liveDSN)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ddl, err := os.ReadFile(filepath.Join("testdata", "orders.sql"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	batches := append([]string{IdempotencyDDL}, regexp.MustCompile(`(?m)^GO\s*$`).Split(string(ddl), -1)...)
+	for _, batch := range batches {
+		if _, err := tdb.ExecContext(ctx, batch); err != nil {
+			fmt.Fprintf(os.Stderr, "create test schema: %v\n", err)
+			_ = tdb.Close()
+			return 1
+		}
+	}
+	_ = tdb.Close()
+	return m.Run()
+}
+
+func openLive(t *testing.T) *Executor {
+	t.Helper()
+	if liveDSN == "" {
+		t.Skip(envDSN + " is not set: SQL Server live tests skipped (set it to a server where the login may create databases)")
+	}
+	e, err := Open(t.Context(), Config{Name: "test", DSN: liveDSN, MaxConns: 2})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	if _, err := e.DB().ExecContext(t.Context(), `DELETE FROM sqlgate.idempotency; DELETE FROM dbo.orders;`); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestLiveConformance(t *testing.T) {
+	if liveDSN == "" {
+		t.Skip(envDSN + " is not set: SQL Server live tests skipped (set it to a server where the login may create databases)")
+	}
+	brokertest.RunExecutorTests(t, func(t *testing.T) *brokertest.Harness {
+		e := openLive(t)
+		return &brokertest.Harness{
+			Executor: e, Targets: targets, Down: func() { _ = e.Close() },
+			SessionOutside: func(ctx context.Context) (string, bool, error) {
+				var v sql.NullString
+				err := e.DB().QueryRowContext(ctx, `SELECT CAST(SESSION_CONTEXT(N'sqlgate.correlation_id') AS nvarchar(256))`).Scan(&v)
+				return v.String, v.Valid, err
+			},
+		}
+	})
+}
+
+// The procedure's OUTPUT parameter and return status reach the result.
+func TestLiveProcedureOutput(t *testing.T) {
+	e := openLive(t)
+	cat, err := brokertest.Catalog("test", targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create, _ := cat.Lookup(brokertest.SubjectCreate)
+	c, _ := brokertest.NewCall(create, `{"customer":"x","amount":1,"quantity":1,"express":true}`, "")
+	res, err := e.Execute(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := brokertest.DecodeResult(res.JSON)
+	if err != nil || len(d.Rows) != 1 || d.ReturnValue == nil {
+		t.Fatalf("create = %s (%v), want one row and a return_value", res.JSON, err)
+	}
+	cancel, _ := cat.Lookup(brokertest.SubjectCancel)
+	c, _ = brokertest.NewCall(cancel, fmt.Sprintf(`{"id":%s}`, d.Rows[0]["id"]), "")
+	res, err = e.Execute(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err = brokertest.DecodeResult(res.JSON)
+	if err != nil || d.Output["previous_status"] != "open" || d.ReturnValue.String() != "0" || d.RowsAffected.String() != "1" {
+		t.Errorf("cancel = %s (%v), want output previous_status open, return_value 0, rows_affected 1", res.JSON, err)
+	}
+}

@@ -1,0 +1,277 @@
+package sqlserver
+
+import (
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-sql/civil"
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+// baseType is the lower-case type name of a catalog SQL type without its
+// length/precision ("decimal(12,2)" -> "decimal"); "" when none is declared.
+func baseType(sqlType string) string {
+	b, _, _ := strings.Cut(strings.ToLower(strings.TrimSpace(sqlType)), "(")
+	return strings.TrimSpace(b)
+}
+
+// bindValue converts a decoded parameter value to the Go value go-mssqldb
+// sends with the intended SQL type:
+//
+//	string            nvarchar (nvarchar(max) in statements, one declaration per statement)
+//	integer           bigint; int/smallint/tinyint when declared (range-checked)
+//	number            its exact decimal text (the server converts it to the
+//	                  parameter's decimal type); float/real when declared
+//	boolean           bit
+//	uniqueidentifier  from its text; datetime2 / datetimeoffset / date / time
+//	                  from RFC 3339 text; varbinary / binary from base64
+//	null              a NULL typed after the declared or JSON type
+//
+// A value that cannot be converted is a *route.InvalidError naming the
+// field, never quoting the value.
+func bindValue(p *route.Param, name string, v any, stmt bool) (any, error) {
+	bt := ""
+	jt := ""
+	if p != nil {
+		bt, jt = baseType(p.SQLType), p.Type
+	}
+	bad := func(msg string) error { return &route.InvalidError{Field: name, Message: msg} }
+	switch x := v.(type) {
+	case nil:
+		return typedNull(bt, jt), nil
+	case bool:
+		return x, nil
+	case int64:
+		switch bt {
+		case "int":
+			if x < math.MinInt32 || x > math.MaxInt32 {
+				return nil, bad("out of range for int")
+			}
+			return int32(x), nil
+		case "smallint":
+			if x < math.MinInt16 || x > math.MaxInt16 {
+				return nil, bad("out of range for smallint")
+			}
+			return int16(x), nil
+		case "tinyint":
+			if x < 0 || x > 255 {
+				return nil, bad("out of range for tinyint")
+			}
+			return uint8(x), nil
+		case "bit", "boolean":
+			if x != 0 && x != 1 {
+				return nil, bad("must be 0 or 1 for bit")
+			}
+			return x == 1, nil
+		case "float", "real", "double precision":
+			return float64(x), nil
+		}
+		return x, nil
+	case json.Number:
+		switch bt {
+		case "float", "real", "double precision":
+			f, err := strconv.ParseFloat(string(x), 64)
+			if err != nil {
+				return nil, bad("must be a number representable as a float")
+			}
+			return f, nil
+		case "int", "bigint", "smallint", "tinyint":
+			i, err := strconv.ParseInt(string(x), 10, 64)
+			if err != nil {
+				return nil, bad("must be an integer")
+			}
+			return bindValue(p, name, i, stmt)
+		}
+		// Exact: the decimal text, converted by the server (decimal, numeric,
+		// money) — never through float64.
+		if stmt {
+			return mssql.NVarCharMax(string(x)), nil
+		}
+		return string(x), nil
+	case string:
+		switch bt {
+		case "uniqueidentifier", "uuid":
+			var u mssql.UniqueIdentifier
+			if err := u.Scan(x); err != nil {
+				return nil, bad("must be a uniqueidentifier")
+			}
+			return u, nil
+		case "datetime2", "timestamp":
+			t, err := time.Parse(time.RFC3339Nano, x)
+			if err != nil {
+				return nil, bad("must be an RFC 3339 date-time")
+			}
+			return civil.DateTimeOf(t.UTC()), nil
+		case "datetimeoffset", "timestamptz":
+			t, err := time.Parse(time.RFC3339Nano, x)
+			if err != nil {
+				return nil, bad("must be an RFC 3339 date-time")
+			}
+			return mssql.DateTimeOffset(t), nil
+		case "date":
+			d, err := civil.ParseDate(x)
+			if err != nil {
+				return nil, bad("must be a date (YYYY-MM-DD)")
+			}
+			return d, nil
+		case "time":
+			t, err := civil.ParseTime(x)
+			if err != nil {
+				return nil, bad("must be a time (HH:MM:SS[.fraction])")
+			}
+			return t, nil
+		case "varbinary", "binary":
+			b, err := base64.StdEncoding.DecodeString(x)
+			if err != nil {
+				return nil, bad("must be base64")
+			}
+			return b, nil
+		}
+		if stmt {
+			return mssql.NVarCharMax(x), nil
+		}
+		return x, nil
+	default:
+		return nil, fmt.Errorf("parameter %s: unsupported value type %T", name, v)
+	}
+}
+
+func typedNull(bt, jt string) any {
+	switch bt {
+	case "int", "bigint", "smallint", "tinyint":
+		return sql.NullInt64{}
+	case "bit", "boolean":
+		return sql.NullBool{}
+	case "float", "real", "double precision":
+		return sql.NullFloat64{}
+	case "uniqueidentifier", "uuid":
+		return mssql.NullUniqueIdentifier{}
+	case "datetime2", "timestamp":
+		return mssql.NullDateTime{}
+	case "datetimeoffset", "timestamptz":
+		return sql.NullTime{}
+	case "date":
+		return mssql.NullDate{}
+	case "time":
+		return mssql.NullTime{}
+	case "varbinary", "binary":
+		return []byte(nil)
+	case "decimal", "numeric":
+		return sql.NullString{}
+	}
+	switch jt {
+	case "integer":
+		return sql.NullInt64{}
+	case "boolean":
+		return sql.NullBool{}
+	case "string", "number":
+		return sql.NullString{}
+	}
+	return nil
+}
+
+// outParam is an OUTPUT parameter's destination.
+type outParam struct {
+	name string
+	dest any // pointer to a sql.Null* or []byte
+}
+
+// newOut returns the destination of an OUTPUT parameter: its Go type sets
+// the type the driver declares (bigint, float, bit, nvarchar(4000) for
+// decimals and strings, datetimeoffset, uniqueidentifier, varbinary(max)).
+func newOut(p route.Param) *outParam {
+	o := &outParam{name: p.Name}
+	switch baseType(p.SQLType) {
+	case "int", "bigint", "smallint", "tinyint":
+		o.dest = &sql.NullInt64{}
+	case "bit", "boolean":
+		o.dest = &sql.NullBool{}
+	case "float", "real", "double precision":
+		o.dest = &sql.NullFloat64{}
+	case "datetime2", "timestamp", "datetimeoffset", "timestamptz", "date", "time":
+		o.dest = &sql.NullTime{}
+	case "uniqueidentifier", "uuid":
+		o.dest = &mssql.NullUniqueIdentifier{}
+	case "varbinary", "binary":
+		b := []byte{}
+		o.dest = &b
+	default: // decimal, numeric, strings
+		o.dest = &sql.NullString{}
+	}
+	return o
+}
+
+// value returns the OUTPUT value for the result JSON.
+func (o *outParam) value(sqlType string) any {
+	switch d := o.dest.(type) {
+	case *sql.NullInt64:
+		if d.Valid {
+			return d.Int64
+		}
+	case *sql.NullBool:
+		if d.Valid {
+			return d.Bool
+		}
+	case *sql.NullFloat64:
+		if d.Valid {
+			return d.Float64
+		}
+	case *sql.NullTime:
+		if d.Valid {
+			if baseType(sqlType) == "date" {
+				return d.Time.Format(time.DateOnly)
+			}
+			return d.Time
+		}
+	case *mssql.NullUniqueIdentifier:
+		if d.Valid {
+			return d.UUID.String()
+		}
+	case *[]byte:
+		if *d != nil {
+			return *d
+		}
+	case *sql.NullString:
+		if d.Valid {
+			switch baseType(sqlType) {
+			case "decimal", "numeric", "money", "smallmoney":
+				return json.Number(d.String)
+			}
+			return d.String
+		}
+	}
+	return nil
+}
+
+// limits on the session values and keys the begin batch declares.
+var sessionLimits = []struct {
+	field string
+	get   func(*broker.Call) string
+	max   int
+}{
+	{"Idempotency-Key", func(c *broker.Call) string { return c.IdempotencyKey }, 256},
+	{"Correlation-Id", func(c *broker.Call) string { return c.CorrelationID }, 256},
+	{"principal", func(c *broker.Call) string { return c.Principal }, 512},
+	{"decision id", func(c *broker.Call) string { return c.DecisionID }, 128},
+}
+
+func checkSessionLimits(c *broker.Call) error {
+	for _, l := range sessionLimits {
+		if n := len([]rune(l.get(c))); n > l.max {
+			return &route.InvalidError{Field: l.field, Message: fmt.Sprintf("longer than %d characters", l.max)}
+		}
+	}
+	if len(c.RequestHash) > 64 {
+		return &route.InvalidError{Field: "request hash", Message: "longer than 64 characters"}
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package sqlserver
+
+import (
+	"strings"
+
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+// IdempotencyDDL creates the idempotency table (also shipped as
+// deploy/sqlserver/02-idempotency.sql, which the broker's login does not
+// need permission to run).
+const IdempotencyDDL = `IF SCHEMA_ID(N'sqlgate') IS NULL EXEC (N'CREATE SCHEMA sqlgate AUTHORIZATION dbo');
+IF OBJECT_ID(N'sqlgate.idempotency', N'U') IS NULL
+CREATE TABLE sqlgate.idempotency (
+    idempotency_key nvarchar(256) NOT NULL CONSTRAINT pk_sqlgate_idempotency PRIMARY KEY,
+    request_hash    char(64)      NOT NULL,
+    correlation_id  nvarchar(256) NOT NULL,
+    principal       nvarchar(512) NOT NULL,
+    decision_id     nvarchar(128) NOT NULL,
+    transaction_id  bigint        NOT NULL,
+    result          nvarchar(max) NULL,
+    rows            bigint        NOT NULL CONSTRAINT df_sqlgate_idempotency_rows DEFAULT 0,
+    rows_affected   bigint        NOT NULL CONSTRAINT df_sqlgate_idempotency_rows_affected DEFAULT 0,
+    created_at      datetime2(7)  NOT NULL CONSTRAINT df_sqlgate_idempotency_created_at DEFAULT SYSUTCDATETIME(),
+    committed_at    datetime2(7)  NULL
+);`
+
+// BeginBatch opens the call's transaction on the connection, sets the
+// read-only session context, and inserts the idempotency record unless the
+// key exists (waiting on the key lock for a transaction that holds it). It
+// returns one row: inserted = 1 with the new CURRENT_TRANSACTION_ID(), or
+// inserted = 0 with the committed record, in which case it has already
+// rolled back.
+const BeginBatch = `SET XACT_ABORT ON;
+BEGIN TRANSACTION;
+DECLARE @c nvarchar(256) = @correlation_id, @p nvarchar(512) = @principal, @d nvarchar(128) = @decision_id;
+EXEC sys.sp_set_session_context @key = N'sqlgate.correlation_id', @value = @c, @read_only = 1;
+EXEC sys.sp_set_session_context @key = N'sqlgate.principal', @value = @p, @read_only = 1;
+EXEC sys.sp_set_session_context @key = N'sqlgate.decision_id', @value = @d, @read_only = 1;
+INSERT INTO sqlgate.idempotency (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id)
+SELECT @idempotency_key, @request_hash, @c, @p, @d, CURRENT_TRANSACTION_ID()
+WHERE NOT EXISTS (SELECT 1 FROM sqlgate.idempotency WITH (UPDLOCK, HOLDLOCK) WHERE idempotency_key = @idempotency_key);
+IF @@ROWCOUNT = 1
+    SELECT CAST(1 AS bit) AS inserted, CURRENT_TRANSACTION_ID() AS transaction_id,
+           CAST(NULL AS char(64)) AS request_hash, CAST(NULL AS nvarchar(max)) AS result,
+           CAST(NULL AS bigint) AS rows, CAST(NULL AS bigint) AS rows_affected,
+           CAST(NULL AS datetime2(7)) AS committed_at;
+ELSE
+BEGIN
+    SELECT CAST(0 AS bit) AS inserted, transaction_id, request_hash, result, rows, rows_affected, committed_at
+    FROM sqlgate.idempotency WHERE idempotency_key = @idempotency_key;
+    ROLLBACK TRANSACTION;
+END;`
+
+// CommitBatch stores the call's result in its idempotency record and
+// commits the transaction.
+const CommitBatch = `UPDATE sqlgate.idempotency
+SET result = @result, rows = @rows, rows_affected = @rows_affected, committed_at = @committed_at
+WHERE idempotency_key = @idempotency_key;
+IF @@ROWCOUNT <> 1 THROW 50001, N'sqlgate: idempotency record missing before commit', 1;
+COMMIT TRANSACTION;`
+
+// RollbackBatch ends a failed call's transaction, if the server has not
+// already rolled it back (XACT_ABORT, deadlock victim).
+const RollbackBatch = `IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;`
+
+// LookupBatch reads a committed idempotency record (crash recovery).
+const LookupBatch = `SELECT transaction_id, request_hash, result, rows, rows_affected, committed_at
+FROM sqlgate.idempotency
+WHERE idempotency_key = @idempotency_key AND committed_at IS NOT NULL;`
+
+// PruneBatch deletes idempotency records committed before @before.
+const PruneBatch = `DELETE FROM sqlgate.idempotency WHERE committed_at < @before;`
+
+// CheckBatch reports whether a procedure exists and the broker's login may
+// execute it; the name is a parameter, never SQL text.
+const CheckBatch = `SELECT CAST(CASE WHEN OBJECT_ID(@name, N'P') IS NULL AND OBJECT_ID(@name, N'PC') IS NULL THEN 0 ELSE 1 END AS bit) AS found,
+       CAST(ISNULL(HAS_PERMS_BY_NAME(@name, N'OBJECT', N'EXECUTE'), 0) AS bit) AS can_execute;`
+
+// quoteName bracket-quotes each part of a dotted catalog name, doubling
+// closing brackets, like QUOTENAME. The catalog already admits only plain
+// identifiers; quoting keeps the RPC name a name whatever it contains.
+func quoteName(name string) string {
+	parts := strings.Split(name, ".")
+	for i, p := range parts {
+		parts[i] = "[" + strings.ReplaceAll(p, "]", "]]") + "]"
+	}
+	return strings.Join(parts, ".")
+}
+
+// renderStatement renders a statement route for sp_executesql: each
+// placeholder becomes @name, wrapped in CAST(@name AS type) when the route
+// declares a SQL type.
+func renderStatement(r *route.Route) (string, []string) {
+	var names []string
+	seen := map[string]bool{}
+	text := r.Statement.Render(func(_ int, name string) string {
+		if !seen[name] {
+			seen[name] = true
+			names = append(names, name)
+		}
+		if p, ok := r.Param(name); ok && p.SQLType != "" {
+			if t := tsqlType(p.SQLType); t != "" {
+				return "CAST(@" + name + " AS " + t + ")"
+			}
+		}
+		return "@" + name
+	})
+	return text, names
+}
+
+// tsqlType spells a catalog SQL type in T-SQL (mapping PostgreSQL names).
+// The catalog validated the type against a fixed grammar.
+func tsqlType(sqlType string) string {
+	t := strings.ToLower(strings.Join(strings.Fields(sqlType), " "))
+	base, arg, hasArg := strings.Cut(t, "(")
+	arg = strings.ReplaceAll(strings.TrimSuffix(arg, ")"), " ", "")
+	switch base {
+	case "int", "bigint", "smallint", "tinyint", "bit", "real", "date", "time", "datetime2", "datetimeoffset", "uniqueidentifier", "float":
+		return base
+	case "boolean":
+		return "bit"
+	case "double precision":
+		return "float"
+	case "text":
+		return "nvarchar(max)"
+	case "timestamp":
+		return "datetime2"
+	case "timestamptz":
+		return "datetimeoffset"
+	case "uuid":
+		return "uniqueidentifier"
+	case "decimal", "numeric", "nvarchar", "varchar", "nchar", "char", "varbinary", "binary":
+		if hasArg {
+			return base + "(" + arg + ")"
+		}
+		return base
+	}
+	return ""
+}

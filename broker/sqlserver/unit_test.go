@@ -1,0 +1,294 @@
+package sqlserver
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-sql/civil"
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+func TestBindValue(t *testing.T) {
+	t.Parallel()
+	uid, _ := func() (mssql.UniqueIdentifier, error) {
+		var u mssql.UniqueIdentifier
+		return u, u.Scan("0190E9A5-1234-7ABC-8DEF-0123456789AB")
+	}()
+	tests := []struct {
+		name    string
+		p       route.Param
+		v       any
+		stmt    bool
+		want    any
+		wantErr string
+	}{
+		{"string_rpc", route.Param{Type: "string"}, "héllo", false, "héllo", ""},
+		{"string_stmt", route.Param{Type: "string"}, "x", true, mssql.NVarCharMax("x"), ""},
+		{"integer", route.Param{Type: "integer"}, int64(1) << 40, false, int64(1) << 40, ""},
+		{"int_declared", route.Param{Type: "integer", SQLType: "int"}, int64(7), false, int32(7), ""},
+		{"int_overflow", route.Param{Type: "integer", SQLType: "int"}, int64(1) << 40, false, nil, "out of range for int"},
+		{"smallint", route.Param{Type: "integer", SQLType: "smallint"}, int64(-5), false, int16(-5), ""},
+		{"tinyint_negative", route.Param{Type: "integer", SQLType: "tinyint"}, int64(-1), false, nil, "out of range"},
+		{"bit_from_integer", route.Param{Type: "integer", SQLType: "bit"}, int64(1), false, true, ""},
+		{"decimal_exact", route.Param{Type: "number", SQLType: "decimal(38,10)"}, json.Number("12345678901234567890.0123456789"), false, "12345678901234567890.0123456789", ""},
+		{"number_default_exact", route.Param{Type: "number"}, json.Number("0.1"), false, "0.1", ""},
+		{"number_stmt", route.Param{Type: "number"}, json.Number("0.1"), true, mssql.NVarCharMax("0.1"), ""},
+		{"float_declared", route.Param{Type: "number", SQLType: "float"}, json.Number("0.5"), false, 0.5, ""},
+		{"bool", route.Param{Type: "boolean"}, true, false, true, ""},
+		{"uniqueidentifier", route.Param{Type: "string", SQLType: "uniqueidentifier"}, "0190e9a5-1234-7abc-8def-0123456789ab", false, uid, ""},
+		{"uniqueidentifier_bad", route.Param{Type: "string", SQLType: "uniqueidentifier"}, "'; DROP TABLE x; --", false, nil, "must be a uniqueidentifier"},
+		{"datetime2", route.Param{Type: "string", SQLType: "datetime2"}, "2026-01-02T03:04:05.5+01:00", false,
+			civil.DateTime{Date: civil.Date{Year: 2026, Month: 1, Day: 2}, Time: civil.Time{Hour: 2, Minute: 4, Second: 5, Nanosecond: 5e8}}, ""},
+		{"datetimeoffset", route.Param{Type: "string", SQLType: "datetimeoffset"}, "2026-01-02T03:04:05Z", false, mssql.DateTimeOffset(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), ""},
+		{"date", route.Param{Type: "string", SQLType: "date"}, "2026-01-02", false, civil.Date{Year: 2026, Month: 1, Day: 2}, ""},
+		{"date_bad", route.Param{Type: "string", SQLType: "date"}, "yesterday", false, nil, "must be a date"},
+		{"varbinary", route.Param{Type: "string", SQLType: "varbinary(16)"}, "AAEC", false, []byte{0, 1, 2}, ""},
+		{"varbinary_bad", route.Param{Type: "string", SQLType: "varbinary(16)"}, "!!", false, nil, "must be base64"},
+		{"null_integer", route.Param{Type: "integer", Nullable: true}, nil, false, sql.NullInt64{}, ""},
+		{"null_string", route.Param{Type: "string", Nullable: true}, nil, false, sql.NullString{}, ""},
+		{"null_uniqueidentifier", route.Param{Type: "string", SQLType: "uniqueidentifier"}, nil, false, mssql.NullUniqueIdentifier{}, ""},
+		{"null_varbinary", route.Param{Type: "string", SQLType: "varbinary(max)"}, nil, false, []byte(nil), ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := bindValue(&tc.p, "field", tc.v, tc.stmt)
+			if tc.wantErr != "" {
+				var inv *route.InvalidError
+				if !errors.As(err, &inv) || !strings.Contains(inv.Message, tc.wantErr) || inv.Field != "field" {
+					t.Fatalf("bindValue(%v) error = %v, want InvalidError %q on field", tc.v, err, tc.wantErr)
+				}
+				if s, ok := tc.v.(string); ok && strings.Contains(err.Error(), s) {
+					t.Errorf("error %q quotes the value", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("bindValue(%v) = %v", tc.v, err)
+			}
+			if fmt.Sprintf("%T %v", got, got) != fmt.Sprintf("%T %v", tc.want, tc.want) {
+				t.Errorf("bindValue(%v) = %T %v, want %T %v", tc.v, got, got, tc.want, tc.want)
+			}
+		})
+	}
+}
+
+func TestOutputValues(t *testing.T) {
+	t.Parallel()
+	dec := newOut(route.Param{Name: "total", SQLType: "decimal(12,2)"})
+	*dec.dest.(*sql.NullString) = sql.NullString{String: "12.50", Valid: true}
+	if got := dec.value("decimal(12,2)"); got != json.Number("12.50") {
+		t.Errorf("decimal output = %#v, want json.Number 12.50", got)
+	}
+	id := newOut(route.Param{Name: "id", SQLType: "int"})
+	if got := id.value("int"); got != nil {
+		t.Errorf("unset int output = %#v, want nil (NULL)", got)
+	}
+	*id.dest.(*sql.NullInt64) = sql.NullInt64{Int64: 42, Valid: true}
+	if got := id.value("int"); got != int64(42) {
+		t.Errorf("int output = %#v, want 42", got)
+	}
+}
+
+func TestColumnValue(t *testing.T) {
+	t.Parallel()
+	// SQL Server sends a uniqueidentifier with its first three groups
+	// little-endian.
+	raw := []byte{0xa5, 0xe9, 0x90, 0x01, 0x34, 0x12, 0xbc, 0x7a, 0x8d, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab}
+	tests := []struct {
+		typ  string
+		in   any
+		want any
+	}{
+		{"DECIMAL", []byte("12.50"), json.Number("12.50")},
+		{"MONEY", []byte("-3.1400"), json.Number("-3.1400")},
+		{"UNIQUEIDENTIFIER", raw, "0190e9a5-1234-7abc-8def-0123456789ab"},
+		{"DATE", time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), "2026-01-02"},
+		{"NVARCHAR", "x'; --", "x'; --"},
+		{"BIGINT", int64(5), int64(5)},
+		{"INT", nil, nil},
+	}
+	for _, tc := range tests {
+		if got := columnValue(tc.typ, tc.in); fmt.Sprintf("%#v", got) != fmt.Sprintf("%#v", tc.want) {
+			t.Errorf("columnValue(%s, %#v) = %#v, want %#v", tc.typ, tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"sql_auth", Config{Name: "orders", DSNEnv: "X"}, nil},
+		{"nothing", Config{Name: "bad name"}, []string{"plain identifier", "exactly one of dsn"}},
+		{"two_sources", Config{Name: "o", DSN: "x", DSNFile: "f"}, []string{"exactly one of dsn"}},
+		{"mi_ok", Config{Name: "o", DSNEnv: "X", AzureAD: &AzureAD{Mode: ModeManagedIdentity}}, nil},
+		{"mi_both_ids", Config{Name: "o", DSNEnv: "X", AzureAD: &AzureAD{Mode: ModeManagedIdentity, ClientID: "a", ResourceID: "b"}}, []string{"clientID or resourceID"}},
+		{"sp_missing", Config{Name: "o", DSNEnv: "X", AzureAD: &AzureAD{Mode: ModeServicePrincipal}}, []string{"clientID is required", "tenantID is required", "exactly one of a client secret"}},
+		{"sp_secret_and_cert", Config{Name: "o", DSNEnv: "X", PasswordEnv: "S", AzureAD: &AzureAD{Mode: ModeServicePrincipal, ClientID: "a", TenantID: "t", ClientCertPath: "c.pem"}}, []string{"exactly one of a client secret"}},
+		{"obo_ok", Config{Name: "o", DSNEnv: "X", PasswordFile: "s", AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "a", TenantID: "t"}}, nil},
+		{"unknown_mode", Config{Name: "o", DSNEnv: "X", AzureAD: &AzureAD{Mode: "ActiveDirectoryPassword"}}, []string{"mode"}},
+		{"injection_client_id", Config{Name: "o", DSNEnv: "X", AzureAD: &AzureAD{Mode: ModeManagedIdentity, ClientID: `a";password="x`}}, []string{"clientID must not contain"}},
+		{"limits", Config{Name: "o", DSNEnv: "X", MaxConns: -1, ConnMaxLifetime: -1, AppName: "a;b"}, []string{"maxConns", "connMaxLifetime", "appName"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate() = nil, want %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate() = %v, want it to mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConnString(t *testing.T) {
+	t.Setenv("SQLGATE_TEST_SECRET", `s3cr"et;x`)
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"ado_sql_auth", Config{DSN: "server=db.example.com;database=orders;user id=sqlgate;encrypt=strict", PasswordEnv: "SQLGATE_TEST_SECRET"},
+			`server=db.example.com;database=orders;user id=sqlgate;encrypt=strict;app name="sqlgated";password="s3cr""et;x"`},
+		{"url_sql_auth", Config{DSN: "sqlserver://sqlgate@db.example.com:1433?database=orders&encrypt=strict", PasswordEnv: "SQLGATE_TEST_SECRET"},
+			`sqlserver://sqlgate:s3cr%22et;x@db.example.com:1433?app+name=sqlgated&database=orders&encrypt=strict`},
+		{"managed_identity", Config{DSN: "server=x.database.windows.net;database=orders;encrypt=strict", AzureAD: &AzureAD{Mode: ModeManagedIdentity, ClientID: "11111111-2222-3333-4444-555555555555"}},
+			`server=x.database.windows.net;database=orders;encrypt=strict;app name="sqlgated";fedauth="ActiveDirectoryManagedIdentity";user id="11111111-2222-3333-4444-555555555555"`},
+		{"service_principal", Config{DSN: "server=x.database.windows.net;database=orders", PasswordEnv: "SQLGATE_TEST_SECRET", AzureAD: &AzureAD{Mode: ModeServicePrincipal, ClientID: "app", TenantID: "tenant"}},
+			`server=x.database.windows.net;database=orders;app name="sqlgated";fedauth="ActiveDirectoryServicePrincipal";password="s3cr""et;x";user id="app@tenant"`},
+		{"on_behalf_of", Config{DSN: "server=x.database.windows.net;database=orders", AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "app", TenantID: "tenant", ClientCertPath: "/etc/sqlgate/app.pem"}},
+			`server=x.database.windows.net;database=orders;app name="sqlgated";clientcertpath="/etc/sqlgate/app.pem";fedauth="ActiveDirectoryOnBehalfOf";user id="app@tenant";userassertion="user-token"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Name = "orders"
+			tc.cfg.defaults()
+			got, _, err := tc.cfg.connString("user-token")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("connString() =\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+	bad := Config{Name: "o", DSN: "server=x;encrypt=maybe;password=hunter2"}
+	_, _, err := bad.connString("")
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("connString(invalid) = %v, want an error that does not quote the DSN", err)
+	}
+}
+
+func TestConfigRedaction(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Name: "orders", DSN: "server=x;password=hunter2", AzureAD: &AzureAD{Mode: ModeManagedIdentity}}
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("config", "db", cfg)
+	for _, s := range []string{cfg.String(), fmt.Sprint(cfg), b.String()} {
+		if strings.Contains(s, "hunter2") {
+			t.Errorf("%q reveals the password", s)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	e := &Executor{cfg: Config{Name: "orders"}}
+	c := &broker.Call{Route: &route.Route{}, Params: map[string]any{"email": "bob@example.com"}}
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		err       error
+		unavail   bool
+		dbNumber  int
+		retryable bool
+	}{
+		{"check_violation", mssql.Error{Number: 547, State: 0, Message: `The INSERT statement conflicted with the CHECK constraint "orders_amount_check".`}, false, 547, false},
+		{"unique_with_value", mssql.Error{Number: 2627, State: 1, Message: `Violation of PRIMARY KEY constraint 'pk'. The duplicate key value is (bob@example.com).`}, false, 2627, false},
+		{"deadlock", mssql.Error{Number: 1205, State: 51, Message: "Transaction (Process ID 52) was deadlocked"}, false, 1205, true},
+		{"login_failed", mssql.Error{Number: 18456, Message: "Login failed for user 'sqlgate'."}, true, 0, false},
+		{"azure_unavailable", mssql.Error{Number: 40613, Message: "Database 'orders' on server 'x' is not currently available."}, true, 0, false},
+		{"bad_conn", fmt.Errorf("read: %w", &net.OpError{Op: "read", Err: errors.New("connection reset")}), true, 0, false},
+		{"conflict_passes", broker.ErrConflict, false, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := e.classify(ctx, tc.err, c)
+			if errors.Is(got, broker.ErrUnavailable) != tc.unavail {
+				t.Errorf("classify(%v) = %v, unavailable %v want %v", tc.err, got, !tc.unavail, tc.unavail)
+			}
+			var dbe *broker.DBError
+			if tc.dbNumber != 0 && (!errors.As(got, &dbe) || dbe.Number != tc.dbNumber) {
+				t.Errorf("classify(%v) = %v, want DBError %d", tc.err, got, tc.dbNumber)
+			}
+			if strings.Contains(got.Error(), "bob@example.com") {
+				t.Errorf("classify(%v) = %v, leaks a parameter value", tc.err, got)
+			}
+			if retryable(tc.err) != tc.retryable {
+				t.Errorf("retryable(%v) = %v, want %v", tc.err, !tc.retryable, tc.retryable)
+			}
+		})
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if got := e.classify(cctx, errors.New("whatever"), c); !errors.Is(got, broker.ErrUnavailable) || !errors.Is(got, context.Canceled) {
+		t.Errorf("classify(cancelled ctx) = %v, want ErrUnavailable wrapping context.Canceled", got)
+	}
+}
+
+// A server that is not there: Open fails as unavailable without quoting
+// the connection string.
+func TestOpenUnreachable(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	_, err = Open(ctx, Config{Name: "orders", DSN: fmt.Sprintf("sqlserver://sqlgate:hunter2@127.0.0.1:%d?database=orders&dial+timeout=3", port)})
+	if !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("Open(unreachable) = %v, want ErrUnavailable", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error %q leaks the password", err)
+	}
+}
+
+func TestOnBehalfOfNeedsAUser(t *testing.T) {
+	t.Parallel()
+	e, err := Open(t.Context(), Config{Name: "orders", DSN: "server=x.database.windows.net;database=orders", PasswordEnv: "SQLGATE_UNUSED",
+		AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "app", TenantID: "t"}})
+	if err == nil {
+		_, err = e.Execute(t.Context(), &broker.Call{Route: &route.Route{}})
+	}
+	if err == nil {
+		t.Fatal("an on-behalf-of executor ran a call without a user token")
+	}
+}
