@@ -19,8 +19,9 @@
 //  2. The call: an RPC to the procedure (name quoted with brackets) with
 //     sql.Named parameters typed from the route (JSON type and optional
 //     explicit SQL type), OUTPUT parameters and the return status; every
-//     result set is read, and DONE row counts outside result sets add up to
-//     rows_affected. A statement route is sent through sp_executesql with
+//     result set is read, and the row counts the server reports (DONE
+//     tokens: DML, INSERT ... OUTPUT and SELECT alike; none for statements
+//     under SET NOCOUNT ON) add up to rows_affected. A statement route is sent through sp_executesql with
 //     @name placeholders.
 //  3. The commit batch ([CommitBatch]): UPDATE the idempotency record with
 //     the result JSON, then COMMIT TRANSACTION.

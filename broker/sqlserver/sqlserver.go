@@ -341,8 +341,8 @@ func rollback(conn *sql.Conn) {
 }
 
 // run sends the procedure RPC or the statement and writes every result
-// set; it returns the rows affected (DONE counts outside result sets) and
-// the procedure's return status.
+// set; it returns the rows affected (the sum of the DONE row counts, as
+// SSMS prints them) and the procedure's return status.
 func run(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultWriter) (int64, *int64, error) {
 	msgs := &sqlexp.ReturnMessage{}
 	var status mssql.ReturnStatus
@@ -356,7 +356,6 @@ func run(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultWriter)
 	}
 	defer rows.Close()
 	var affected int64
-	inSet := false
 	for active := true; active; {
 		switch m := msgs.Message(ctx).(type) {
 		case sqlexp.MsgNext:
@@ -370,7 +369,6 @@ func run(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultWriter)
 				names[i], kinds[i] = ct.Name(), ct.DatabaseTypeName()
 			}
 			w.beginSet(names)
-			inSet = true
 			vals := make([]any, len(cts))
 			ptrs := make([]any, len(cts))
 			for i := range vals {
@@ -393,13 +391,11 @@ func run(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultWriter)
 			w.endSet()
 		case sqlexp.MsgNextResultSet:
 			active = rows.NextResultSet()
-			inSet = false
 		case sqlexp.MsgRowsAffected:
-			if inSet {
-				inSet = false // the count of the result set just read
-			} else {
-				affected += m.Count
-			}
+			// Every "(n rows affected)" the server reports: DML, INSERT ...
+			// OUTPUT and result-set SELECTs alike (DONE tokens do not say
+			// which statement they close), none under SET NOCOUNT ON.
+			affected += m.Count
 		case sqlexp.MsgError:
 			return 0, nil, m.Error
 		}
