@@ -24,8 +24,11 @@ const (
 )
 
 // graphClient reads a user's group memberships from Microsoft Graph
-// (POST /v1.0/directoryObjects/{oid}/getMemberObjects) with an app token
-// obtained through client credentials, one token source per tenant.
+// (POST /v1.0/users/{oid}/getMemberObjects, which needs the application
+// permissions User.ReadBasic.All and GroupMember.Read.All; for a service
+// principal /servicePrincipals/{oid}/getMemberObjects, which needs
+// Application.Read.All) with an app token obtained through client
+// credentials, one token source per tenant.
 type graphClient struct {
 	base     string
 	tokenURL string // may contain {tenantid}
@@ -83,8 +86,8 @@ func (g *graphClient) source(tenant string) oauth2.TokenSource {
 }
 
 // memberObjects returns the ids of the groups (and directory roles) the
-// directory object oid in tenant belongs to, transitively.
-func (g *graphClient) memberObjects(ctx context.Context, tenant, oid string) ([]string, error) {
+// user or service principal oid in tenant belongs to, transitively.
+func (g *graphClient) memberObjects(ctx context.Context, tenant, oid string, service bool) ([]string, error) {
 	if !validDirectoryID(tenant) || !validDirectoryID(oid) {
 		return nil, errors.New("graph lookup needs valid tid and oid claims")
 	}
@@ -99,7 +102,11 @@ func (g *graphClient) memberObjects(ctx context.Context, tenant, oid string) ([]
 		return nil, fmt.Errorf("graph app token: %w", err)
 	}
 	body, _ := json.Marshal(map[string]bool{"securityEnabledOnly": g.secOnly})
-	next := g.base + "/v1.0/directoryObjects/" + url.PathEscape(oid) + "/getMemberObjects"
+	kind := "users"
+	if service {
+		kind = "servicePrincipals"
+	}
+	next := g.base + "/v1.0/" + kind + "/" + url.PathEscape(oid) + "/getMemberObjects"
 	var ids []string
 	for page := 0; next != ""; page++ {
 		if page == maxGraphPages {

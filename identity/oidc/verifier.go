@@ -402,7 +402,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (ident
 			return p, nil, is, claimErr(ReasonGroupsOverage,
 				"the token's groups did not fit (overage); configure overage.mode graph or reduce the user's groups")
 		}
-		ids, err := is.graph.memberObjects(ctx, p.Tenant, p.ObjectID)
+		ids, err := is.graph.memberObjects(ctx, p.Tenant, p.ObjectID, p.Service)
 		if err != nil {
 			return p, nil, is, claimErr(ReasonGroupsLookupFailed, "%v", err)
 		}

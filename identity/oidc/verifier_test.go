@@ -592,7 +592,7 @@ func fakeGraph(t *testing.T, idp *devidptest.Server, users ...devidp.User) *http
 		members[idp.ObjectID(u.Username)] = append(members[idp.ObjectID(u.Username)], "62e90394-69f5-4237-9190-012177145e10") // a directory role
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1.0/directoryObjects/{oid}/getMemberObjects", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1.0/users/{oid}/getMemberObjects", func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
 		if !ok || err != nil {
