@@ -149,3 +149,7 @@ func TestSQLiteDSNIsWALAndFull(t *testing.T) {
 		t.Errorf("synchronous = %d, %v; want 2 (FULL)", sync, err)
 	}
 }
+
+func openStore(t testing.TB, db *sql.DB) (*sqlstore.Store, error) {
+	return sqlstore.Open(context.Background(), db, sqlstore.SQLite)
+}
