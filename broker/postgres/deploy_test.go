@@ -1,0 +1,119 @@
+package postgres_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/brokertest"
+	"github.com/sqlgate/sqlgate/broker/postgres"
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+// TestDeployScripts applies deploy/postgres to a fresh database and runs
+// the demo routes as the least-privilege broker role: the routes work, the
+// trigger stamps the session context, and the role cannot touch the tables
+// directly.
+func TestDeployScripts(t *testing.T) {
+	if testDB == "" {
+		t.Skip(skipReason)
+	}
+	ctx := t.Context()
+	admin, err := pgx.Connect(ctx, dsnFor(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	const db = "deploy_check"
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+testDB+"_"+db); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Runs after the database is dropped; fails harmlessly while another
+		// database still grants the role something.
+		_, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS sqlgate_broker")
+	})
+	t.Cleanup(func() {
+		_, _ = admin.Exec(context.Background(), "DROP DATABASE "+testDB+"_"+db+" WITH (FORCE)")
+	})
+	owner, err := pgx.Connect(ctx, dsnFor(map[string]string{"dbname": testDB + "_" + db}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close(context.Background())
+	dir := filepath.Join("..", "..", "deploy", "postgres")
+	for _, f := range []string{"01-idempotency.sql", "02-orders-example.sql", "03-broker-role.sql"} {
+		sql, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := owner.Exec(ctx, string(sql)); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	cat, err := route.LoadFile(filepath.Join(dir, "routes.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := postgres.Open(ctx, postgres.Config{Name: "orders", MaxConns: 2,
+		DSN: dsnFor(map[string]string{"dbname": testDB + "_" + db, "user": "sqlgate_broker", "password": ""})})
+	if err != nil {
+		t.Fatalf("Open as sqlgate_broker: %v", err)
+	}
+	defer e.Close()
+	for _, r := range cat.Routes() {
+		if err := e.Check(ctx, r); err != nil {
+			t.Errorf("Check(%s) = %v", r.Subject, err)
+		}
+	}
+	call := func(subject, payload string) *brokertest.Decoded {
+		t.Helper()
+		r, _ := cat.Lookup(subject)
+		c, err := brokertest.NewCall(r, payload, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Principal, c.DecisionID = "alice@example.com", "dec-7"
+		res, err := e.Execute(ctx, c)
+		if err != nil {
+			t.Fatalf("%s: %v", subject, err)
+		}
+		d, err := brokertest.DecodeResult(res.JSON)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	created := call("orders.v1.create", `{"customer":"O'Brien; DROP TABLE sales.orders","amount":99.95,"note":null}`)
+	id := created.Rows[0]["id"].(json.Number)
+	got := call("orders.v1.get", `{"id":`+string(id)+`}`)
+	if row := got.Rows[0]; row["customer"] != "O'Brien; DROP TABLE sales.orders" || row["amount"] != json.Number("99.95") ||
+		row["status"] != "open" || row["created_by"] != "alice@example.com" {
+		t.Errorf("get = %v", row)
+	}
+	cancelled := call("orders.v1.cancel", `{"id":`+string(id)+`}`)
+	if cancelled.Output["previous_status"] != "open" {
+		t.Errorf("cancel output = %v, want previous_status open", cancelled.Output)
+	}
+	var who, decision string
+	var n int
+	if err := owner.QueryRow(ctx, `SELECT count(*), min(changed_by), min(decision_id) FROM sales.order_history WHERE order_id = $1`, string(id)).Scan(&n, &who, &decision); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 || who != "alice@example.com" || decision != "dec-7" {
+		t.Errorf("order_history: %d rows by %q decision %q, want 2 rows by alice@example.com, dec-7", n, who, decision)
+	}
+	// Least privilege: the broker role reaches the data only through routines.
+	direct := testRoute(t, route.RouteConfig{Statement: &route.StatementConfig{Name: "s", SQL: "SELECT * FROM sales.orders"}})
+	c := &broker.Call{Route: direct, Params: map[string]any{}, IdempotencyKey: "direct", RequestHash: "h"}
+	var dbe *broker.DBError
+	if _, err := e.Execute(ctx, c); !errors.As(err, &dbe) || dbe.State != "42501" {
+		t.Errorf("direct SELECT as sqlgate_broker = %v, want permission denied (42501)", err)
+	}
+}
