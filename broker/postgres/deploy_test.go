@@ -29,7 +29,7 @@ func TestDeployScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer admin.Close(context.Background())
+	t.Cleanup(func() { _ = admin.Close(context.Background()) }) // after the drops below
 	const db = "deploy_check"
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+testDB+"_"+db); err != nil {
 		t.Fatal(err)
