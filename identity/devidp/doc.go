@@ -6,7 +6,7 @@
 // grants, userinfo) and can shape its tokens like either of them, so the
 // identity/oidc presets are tested end to end without a cloud tenant.
 //
-// A [Provider] is an [net/http.Handler] served under the issuer URL given
+// A [Provider] is a [net/http.Handler] served under the issuer URL given
 // with [WithIssuer]; the URL may carry a path prefix (the daemon serves it at
 // http://127.0.0.1:PORT/idp beside its API). Tokens are RS256 JWTs signed
 // with a key that [Open] keeps in a file, so a restart keeps issuing with the

@@ -17,7 +17,7 @@
 // Sign-in flows for the CLI ([OpenClient]): authorization code with PKCE on a
 // loopback redirect, the device authorization grant (RFC 8628), the
 // password grant, client credentials, and refresh; a [TokenStore] keeps the
-// result in a 0600 file. The dashboard's login ([OpenWebLogin]) is the
+// result in a 0600 file. The dashboard's login ([NewWebLogin]) is the
 // authorization code flow with PKCE, state and nonce held in an encrypted,
 // short-lived cookie.
 package oidc
