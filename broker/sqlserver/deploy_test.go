@@ -1,0 +1,169 @@
+package sqlserver
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/brokertest"
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+var deployDir = filepath.Join("..", "..", "deploy", "sqlserver")
+
+// TestGoldenDemoCalls shows the RPC each demo route of deploy/sqlserver
+// sends, with its parameter types.
+func TestGoldenDemoCalls(t *testing.T) {
+	cat, err := route.LoadFile(filepath.Join(deployDir, "routes.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payloads := map[string]string{
+		"orders.v1.create": `{"customer":"ACME","amount":12.50,"note":"rush"}`,
+		"orders.v1.get":    `{"id":42}`,
+		"orders.v1.cancel": `{"id":42}`,
+	}
+	var out strings.Builder
+	for _, r := range cat.Routes() {
+		c, err := brokertest.NewCall(r, payloads[r.Subject], "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shape, err := buildCall(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&out, "-- %s: RPC %s (return status requested)\n%s", r.Subject, shape.query, describeArgs(shape.args))
+	}
+	golden(t, "demo_calls", out.String())
+}
+
+// sqlcmdScript turns a deploy script into batches the driver can run:
+// sqlcmd variables substituted, :on error exit dropped, split on GO.
+func sqlcmdScript(t *testing.T, name string, vars map[string]string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(deployDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := regexp.MustCompile(`(?m)^:on error exit\s*$`).ReplaceAllString(string(b), "")
+	for k, v := range vars {
+		s = strings.ReplaceAll(s, "$("+k+")", v)
+	}
+	if m := regexp.MustCompile(`\$\([A-Z_]+\)`).FindString(s); m != "" {
+		t.Fatalf("%s: variable %s not set", name, m)
+	}
+	var out []string
+	for _, batch := range regexp.MustCompile(`(?m)^GO\s*$`).Split(s, -1) {
+		if strings.TrimSpace(batch) != "" {
+			out = append(out, batch)
+		}
+	}
+	return out
+}
+
+// TestLiveDeployScripts applies deploy/sqlserver to the test database,
+// logs in as the least-privilege broker login and runs the demo routes.
+func TestLiveDeployScripts(t *testing.T) {
+	if liveDSN == "" {
+		t.Skip(envDSN + " is not set: SQL Server live tests skipped (set it to a server where the login may create databases and logins)")
+	}
+	ctx := t.Context()
+	admin, err := sql.Open("sqlserver", liveDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	rb := make([]byte, 12)
+	_, _ = rand.Read(rb)
+	login, password := "sqlgate_broker_"+hex.EncodeToString(rb[:4]), "Sg1!"+hex.EncodeToString(rb)
+	vars := map[string]string{"SQLGATE_LOGIN": login, "SQLGATE_PASSWORD": password, "SQLGATE_AUTH": "sql", "SQLGATE_SCHEMA": "sales"}
+	run := func(db *sql.DB, name string) {
+		for _, batch := range sqlcmdScript(t, name, vars) {
+			if _, err := db.ExecContext(ctx, batch); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+	}
+	run(admin, "00-login.sql") // the login is server-level: dropped below
+	t.Cleanup(func() {
+		_, _ = admin.ExecContext(context.Background(), "DROP USER IF EXISTS "+login+"; DROP LOGIN "+login)
+	})
+	run(admin, "01-idempotency.sql")
+	run(admin, "03-orders-example.sql")
+	run(admin, "02-broker-user.sql")
+	dsn, err := withParams(liveDSN, map[string]string{"user id": login, "password": password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(ctx, Config{Name: "orders", DSN: dsn, MaxConns: 2})
+	if err != nil {
+		t.Fatalf("Open as %s: %v", login, err)
+	}
+	defer e.Close()
+	cat, err := route.LoadFile(filepath.Join(deployDir, "routes.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range cat.Routes() {
+		if err := e.Check(ctx, r); err != nil {
+			t.Errorf("Check(%s) = %v", r.Subject, err)
+		}
+	}
+	call := func(subject, payload string) *brokertest.Decoded {
+		t.Helper()
+		r, _ := cat.Lookup(subject)
+		c, err := brokertest.NewCall(r, payload, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Principal, c.DecisionID = "alice@example.com", "dec-7"
+		res, err := e.Execute(ctx, c)
+		if err != nil {
+			t.Fatalf("%s: %v", subject, err)
+		}
+		d, err := brokertest.DecodeResult(res.JSON)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	created := call("orders.v1.create", `{"customer":"O'Brien; DROP TABLE sales.orders","amount":99.95}`)
+	id := created.Rows[0]["id"].(json.Number)
+	row := call("orders.v1.get", `{"id":`+string(id)+`}`).Rows[0]
+	if row["customer"] != "O'Brien; DROP TABLE sales.orders" || row["amount"] != json.Number("99.95") || row["created_by"] != "alice@example.com" {
+		t.Errorf("get = %v", row)
+	}
+	if out := call("orders.v1.cancel", `{"id":`+string(id)+`}`).Output; out["previous_status"] != "open" {
+		t.Errorf("cancel output = %v", out)
+	}
+	var who, decision string
+	if err := admin.QueryRowContext(ctx, `SELECT changed_by, decision_id FROM sales.order_history WHERE order_id = @id`, sql.Named("id", mssql.VarChar(id))).Scan(&who, &decision); err != nil {
+		t.Fatal(err)
+	}
+	if who != "alice@example.com" || decision != "dec-7" {
+		t.Errorf("order_history changed_by, decision_id = %q, %q", who, decision)
+	}
+	dc, err := route.New([]route.RouteConfig{{Subject: "t.direct", Database: "orders", Statement: &route.StatementConfig{Name: "s", SQL: "SELECT * FROM sales.orders"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, _ := dc.Lookup("t.direct")
+	_, err = e.Execute(ctx, &broker.Call{Route: direct, Params: map[string]any{}, IdempotencyKey: "direct", RequestHash: "h"})
+	var dbe *broker.DBError
+	if !errors.As(err, &dbe) || dbe.Number != 229 {
+		t.Errorf("direct SELECT as the broker login = %v, want permission denied (229)", err)
+	}
+}

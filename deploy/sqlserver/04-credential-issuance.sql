@@ -1,0 +1,27 @@
+-- sqlgate, OPTIONAL: permissions for issuing short-lived SQL logins (the
+-- `sqlgate creds sql` feature). Not needed to run calls; grant only when
+-- credential issuance is enabled for this server.
+--
+--   sqlcmd -S host -d master -v SQLGATE_LOGIN=sqlgate_broker -i 04-credential-issuance.sql
+--   then, in each database where issued logins get users:
+--   sqlcmd -S host -d orders -v SQLGATE_LOGIN=sqlgate_broker -i 04-credential-issuance.sql
+--
+-- Server level (master): create/disable/drop logins; end an issued login's
+-- sessions on revocation (KILL needs ALTER ANY CONNECTION, and listing them
+-- needs VIEW SERVER STATE: without it sys.dm_exec_sessions shows only the
+-- broker's own session and revocation would silently leave sessions open).
+-- Database level: create/drop users and add them to the roles policy
+-- allows (ALTER ANY USER; ALTER ANY ROLE to manage role membership).
+:on error exit
+DECLARE @name sysname = N'$(SQLGATE_LOGIN)', @sql nvarchar(max);
+IF DB_NAME() = N'master'
+BEGIN
+    SET @sql = N'GRANT ALTER ANY LOGIN, ALTER ANY CONNECTION, VIEW SERVER STATE TO ' + QUOTENAME(@name) + N';';
+    EXEC sys.sp_executesql @sql;
+END
+ELSE
+BEGIN
+    SET @sql = N'GRANT ALTER ANY USER, ALTER ANY ROLE TO ' + QUOTENAME(@name) + N';';
+    EXEC sys.sp_executesql @sql;
+END;
+GO
