@@ -169,7 +169,7 @@ func (e *env) claims(raw string) map[string]any {
 	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
 		e.t.Fatalf("decode JWKS: %v", err)
 	}
-	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		e.t.Fatalf("parse token: %v", err)
 	}
@@ -730,7 +730,7 @@ func TestKeyPersistenceAndRotation(t *testing.T) {
 	if p1.KeyID() != p2.KeyID() {
 		t.Fatalf("restart changed the key id: %s -> %s", p1.KeyID(), p2.KeyID())
 	}
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -849,7 +849,7 @@ func TestMint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		t.Fatal(err)
 	}

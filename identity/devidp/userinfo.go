@@ -15,7 +15,7 @@ var errNoBearer = errors.New("missing bearer token")
 // verifyOwn checks a token this provider signed: signature by a published
 // key, issuer, expiry. It returns the claims.
 func (p *Provider) verifyOwn(raw string) (map[string]any, error) {
-	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil || len(jws.Signatures) != 1 {
 		return nil, errors.New("malformed token")
 	}

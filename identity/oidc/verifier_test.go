@@ -519,7 +519,7 @@ func TestVerifyMultiTenantEntra(t *testing.T) {
 	mux.HandleFunc("GET /organizations/v2.0/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		resp, err := http.Get(idp1.Issuer() + "/.well-known/openid-configuration")
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()
@@ -594,7 +594,7 @@ func fakeGraph(t *testing.T, idp *devidptest.Server, users ...devidp.User) *http
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1.0/users/{oid}/getMemberObjects", func(w http.ResponseWriter, r *http.Request) {
 		raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
+		jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.RS256})
 		if !ok || err != nil {
 			http.Error(w, `{"error":{"code":"InvalidAuthenticationToken"}}`, http.StatusUnauthorized)
 			return
