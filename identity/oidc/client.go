@@ -125,7 +125,7 @@ type Client struct {
 }
 
 // OpenClient discovers the provider and returns a client. A provider that
-// cannot be reached yields an error matching [ErrIdPUnreachable].
+// cannot be reached yields an error matching [ErrIDPUnreachable].
 func OpenClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if cfg.Issuer == "" || cfg.ClientID == "" {
 		return nil, errors.New("oidc: client needs an issuer and a client id")
@@ -342,7 +342,7 @@ func (c *Client) Refresh(ctx context.Context, t Tokens) (Tokens, error) {
 // else renews it: by refresh token, or by client credentials again for a
 // service. It reports whether t changed (the caller saves it). When nothing
 // can renew it the error matches [ErrLoginExpired]; an unreachable provider
-// matches [ErrIdPUnreachable].
+// matches [ErrIDPUnreachable].
 func (c *Client) Fresh(ctx context.Context, t Tokens, minValid time.Duration) (Tokens, bool, error) {
 	exp := t.BearerExpiry()
 	if t.Bearer() != "" && (exp.IsZero() || exp.After(c.now().Add(minValid))) {

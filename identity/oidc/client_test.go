@@ -326,7 +326,7 @@ func TestLoginPasswordAndClientCredentials(t *testing.T) {
 	}
 	_, err = c.LoginPassword(t.Context(), "bob", alicePassword)
 	var oe *OAuthError
-	if !errors.As(err, &oe) || oe.Code != "invalid_grant" || errors.Is(err, ErrIdPUnreachable) {
+	if !errors.As(err, &oe) || oe.Code != "invalid_grant" || errors.Is(err, ErrIDPUnreachable) {
 		t.Errorf("LoginPassword with a wrong password = %v, want invalid_grant", err)
 	}
 	if strings.Contains(fmt.Sprint(err), alicePassword) {
@@ -373,7 +373,7 @@ func TestFreshAndRefresh(t *testing.T) {
 	}
 	// The provider rotates refresh tokens: the old one is now refused, and
 	// the user is told to sign in again (not that the IdP is down).
-	if _, err := c.Refresh(t.Context(), old); !errors.Is(err, ErrLoginExpired) || errors.Is(err, ErrIdPUnreachable) {
+	if _, err := c.Refresh(t.Context(), old); !errors.Is(err, ErrLoginExpired) || errors.Is(err, ErrIDPUnreachable) {
 		t.Errorf("Refresh(used refresh token) = %v, want ErrLoginExpired", err)
 	}
 	noRT := renewed
@@ -409,16 +409,16 @@ func TestUnreachableIdP(t *testing.T) {
 		t.Fatal(err)
 	}
 	idp.HTTP.Close()
-	if _, err := c.LoginPassword(t.Context(), "alice", alicePassword); !errors.Is(err, ErrIdPUnreachable) {
-		t.Errorf("LoginPassword with the IdP down = %v, want ErrIdPUnreachable", err)
+	if _, err := c.LoginPassword(t.Context(), "alice", alicePassword); !errors.Is(err, ErrIDPUnreachable) {
+		t.Errorf("LoginPassword with the IdP down = %v, want ErrIDPUnreachable", err)
 	}
 	tok.Expiry = time.Now().Add(-time.Second)
 	_, _, err = c.Fresh(t.Context(), tok, 0)
-	if !errors.Is(err, ErrIdPUnreachable) || errors.Is(err, ErrLoginExpired) {
-		t.Errorf("Fresh with the IdP down = %v, want ErrIdPUnreachable only", err)
+	if !errors.Is(err, ErrIDPUnreachable) || errors.Is(err, ErrLoginExpired) {
+		t.Errorf("Fresh with the IdP down = %v, want ErrIDPUnreachable only", err)
 	}
-	if _, err := OpenClient(t.Context(), ClientConfig{Issuer: idp.Issuer(), ClientID: clientCLI.ID}); !errors.Is(err, ErrIdPUnreachable) {
-		t.Errorf("OpenClient with the IdP down = %v, want ErrIdPUnreachable", err)
+	if _, err := OpenClient(t.Context(), ClientConfig{Issuer: idp.Issuer(), ClientID: clientCLI.ID}); !errors.Is(err, ErrIDPUnreachable) {
+		t.Errorf("OpenClient with the IdP down = %v, want ErrIDPUnreachable", err)
 	}
 }
 
@@ -427,8 +427,8 @@ func TestServerErrorIsUnreachable(t *testing.T) {
 	e := newEnv(t, envOpt{})
 	c := e.openClient(ClientConfig{})
 	err := c.wrapErr("refresh", &oauth2.RetrieveError{Response: &http.Response{StatusCode: 503, Status: "503 Service Unavailable"}})
-	if !errors.Is(err, ErrIdPUnreachable) {
-		t.Errorf("503 from the token endpoint = %v, want ErrIdPUnreachable", err)
+	if !errors.Is(err, ErrIDPUnreachable) {
+		t.Errorf("503 from the token endpoint = %v, want ErrIDPUnreachable", err)
 	}
 	// And for real: a token endpoint behind a failing proxy.
 	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -439,8 +439,8 @@ func TestServerErrorIsUnreachable(t *testing.T) {
 	cfg := c2.oauthConfig("", nil)
 	cfg.Endpoint.TokenURL = down.URL
 	_, err = cfg.PasswordCredentialsToken(c2.ctx(t.Context()), "alice", alicePassword)
-	if err = c2.wrapErr("password sign-in", err); !errors.Is(err, ErrIdPUnreachable) {
-		t.Errorf("502 from the token endpoint = %v, want ErrIdPUnreachable", err)
+	if err = c2.wrapErr("password sign-in", err); !errors.Is(err, ErrIDPUnreachable) {
+		t.Errorf("502 from the token endpoint = %v, want ErrIDPUnreachable", err)
 	}
 }
 

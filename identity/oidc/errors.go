@@ -30,7 +30,7 @@ const (
 	ReasonLoginStateMissing  = "login_state_missing"
 	ReasonLoginStateInvalid  = "login_state_invalid"
 	ReasonStateMismatch      = "state_mismatch"
-	ReasonIdPError           = "idp_error"
+	ReasonIDPError           = "idp_error"
 	ReasonCodeExchangeFailed = "code_exchange_failed"
 	ReasonMissingIDToken     = "missing_id_token"
 	ReasonNonceMismatch      = "nonce_mismatch"
@@ -43,9 +43,9 @@ var (
 	// ErrLoginExpired means the stored sign-in can no longer be renewed
 	// (no refresh token, or the provider refused it): sign in again.
 	ErrLoginExpired = errors.New("login expired: sign in again")
-	// ErrIdPUnreachable means the identity provider could not be reached
+	// ErrIDPUnreachable means the identity provider could not be reached
 	// or answered with a server error: try again later.
-	ErrIdPUnreachable = errors.New("identity provider unreachable")
+	ErrIDPUnreachable = errors.New("identity provider unreachable")
 	// ErrAccessDenied means the user or the provider declined the sign-in.
 	ErrAccessDenied = errors.New("sign-in denied")
 	// ErrDeviceCodeExpired means the device code expired before the user
@@ -56,7 +56,7 @@ var (
 )
 
 // UnreachableError wraps a transport failure or a server error from the
-// identity provider. It matches [ErrIdPUnreachable].
+// identity provider. It matches [ErrIDPUnreachable].
 type UnreachableError struct {
 	// URL is the endpoint that failed (never carries a secret).
 	URL string
@@ -71,8 +71,8 @@ func (e *UnreachableError) Error() string {
 // Unwrap returns the cause.
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
-// Is makes UnreachableError match [ErrIdPUnreachable].
-func (e *UnreachableError) Is(target error) bool { return target == ErrIdPUnreachable }
+// Is makes UnreachableError match [ErrIDPUnreachable].
+func (e *UnreachableError) Is(target error) bool { return target == ErrIDPUnreachable }
 
 // OAuthError is an error response of the provider's token or device
 // endpoint (RFC 6749 section 5.2).

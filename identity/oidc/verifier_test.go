@@ -463,8 +463,8 @@ func TestOpenFailsWhenIdPUnreachable(t *testing.T) {
 	u := srv.URL
 	srv.Close()
 	_, err := Open(t.Context(), Config{Issuers: []IssuerConfig{{Name: "gone", Issuer: u, Audiences: []string{"x"}}}}, nil)
-	if !errors.Is(err, ErrIdPUnreachable) {
-		t.Errorf("Open against a closed server = %v, want ErrIdPUnreachable", err)
+	if !errors.Is(err, ErrIDPUnreachable) {
+		t.Errorf("Open against a closed server = %v, want ErrIDPUnreachable", err)
 	}
 }
 
@@ -631,7 +631,7 @@ func TestGroupOverage(t *testing.T) {
 	if err := os.WriteFile(secretFile, []byte(brokerSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	overIdP := []devidp.Option{devidp.WithGroupOverageThreshold(2)}
+	overIDP := []devidp.Option{devidp.WithGroupOverageThreshold(2)}
 	groupMap := func(ic *IssuerConfig) {
 		ic.GroupMap[devidp.GroupID("finance")] = "finance"
 		ic.GroupMap[devidp.GroupID("emea")] = "emea"
@@ -639,7 +639,7 @@ func TestGroupOverage(t *testing.T) {
 
 	t.Run("refuse", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, envOpt{shape: devidp.ShapeEntra, idpOpts: overIdP})
+		e := newEnv(t, envOpt{shape: devidp.ShapeEntra, idpOpts: overIDP})
 		_, err := e.v.Verify(t.Context(), e.tokenFor("carol"))
 		if reasonOf(err) != ReasonGroupsOverage {
 			t.Fatalf("overage in refuse mode: %v, want %s", err, ReasonGroupsOverage)
@@ -665,7 +665,7 @@ func TestGroupOverage(t *testing.T) {
 	t.Run("graph", func(t *testing.T) {
 		t.Parallel()
 		var graphURL string
-		e := newEnv(t, envOpt{shape: devidp.ShapeEntra, idpOpts: overIdP, issuer: func(ic *IssuerConfig) {
+		e := newEnv(t, envOpt{shape: devidp.ShapeEntra, idpOpts: overIDP, issuer: func(ic *IssuerConfig) {
 			groupMap(ic)
 			ic.Overage = OverageConfig{Mode: OverageGraph, ClientID: clientBroker.ID, ClientSecretFile: secretFile, GraphURL: "http://127.0.0.1:1"}
 		}})
@@ -697,7 +697,7 @@ func TestGroupOverage(t *testing.T) {
 	})
 	t.Run("graph_refuses", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, envOpt{shape: devidp.ShapeEntra, idpOpts: overIdP})
+		e := newEnv(t, envOpt{shape: devidp.ShapeEntra, idpOpts: overIDP})
 		graph := fakeGraph(t, e.idp, userCarol)
 		cfg := e.cfg
 		// The web client is not the app Graph trusts: 403.

@@ -290,7 +290,7 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, errors.New("this sign-in was already completed"))
 	}
 	if e := q.Get("error"); e != "" {
-		return none, nil, "", l.fail(r, ReasonIdPError, &OAuthError{Code: e, Description: truncate(q.Get("error_description"), 200)})
+		return none, nil, "", l.fail(r, ReasonIDPError, &OAuthError{Code: e, Description: truncate(q.Get("error_description"), 200)})
 	}
 	code := q.Get("code")
 	if code == "" {

@@ -200,7 +200,7 @@ func TestWebLoginRejections(t *testing.T) {
 			cb.RawQuery = url.Values{"code": {locA.Query().Get("code")}, "state": {ub.Query().Get("state")}}.Encode()
 			return b.get(cb.String())
 		}},
-		{"user_cancels", ReasonIdPError, func(t *testing.T, b *browser) (*http.Response, string) {
+		{"user_cancels", ReasonIDPError, func(t *testing.T, b *browser) (*http.Response, string) {
 			authURL := d.startLogin(t, b, "/")
 			loc, err := b.signIn(authURL, "", "", "deny")
 			if err != nil {
