@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/golang-sql/civil"
+	"github.com/google/uuid"
 	mssql "github.com/microsoft/go-mssqldb"
 
 	"github.com/sqlgate/sqlgate/broker"
@@ -100,11 +101,13 @@ func bindValue(p *route.Param, name string, v any, stmt bool) (any, error) {
 	case string:
 		switch bt {
 		case "uniqueidentifier", "uuid":
-			var u mssql.UniqueIdentifier
-			if err := u.Scan(x); err != nil {
+			// Parsed here: go-mssqldb's UniqueIdentifier.Scan panics on some
+			// malformed 36-character strings.
+			u, err := uuid.Parse(x)
+			if err != nil {
 				return nil, bad("must be a uniqueidentifier")
 			}
-			return u, nil
+			return mssql.UniqueIdentifier(u), nil
 		case "datetime2", "timestamp":
 			t, err := time.Parse(time.RFC3339Nano, x)
 			if err != nil {
