@@ -303,18 +303,22 @@ func OpenBundle(r io.ReadSeeker) (*Bundle, error) {
 }
 
 // readLine reads one line (with its newline) of at most maxBundleLine bytes.
+// The result is only valid until the next read.
 func readLine(br *bufio.Reader) ([]byte, error) {
-	var out []byte
+	frag, err := br.ReadSlice('\n')
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		return frag, err
+	}
+	out := append([]byte(nil), frag...)
 	for {
-		frag, err := br.ReadSlice('\n')
+		frag, err = br.ReadSlice('\n')
 		out = append(out, frag...)
 		if len(out) > maxBundleLine {
 			return nil, errors.New("line too long")
 		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return out, err
 		}
-		return out, err
 	}
 }
 

@@ -146,6 +146,12 @@ type Log struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// reqPool recycles requests whose waiter received the answer (a request
+	// abandoned on ctx is never reused: the committer may still answer it).
+	// It is per Log so that a log used inside a testing/synctest bubble
+	// never hands its channels to another bubble.
+	reqPool sync.Pool
+
 	mu     sync.Mutex // guards latest
 	latest *Checkpoint
 	size   atomic.Int64
@@ -167,6 +173,8 @@ type Log struct {
 	hashes   []tlog.Hash
 	ends     []int
 	leaves   []tlog.Hash
+	scratch  *frontier
+	hasher   leafHasher
 	pending  []*appendReq
 }
 
@@ -176,6 +184,7 @@ type appendReq struct {
 	done  chan error
 	ok    bool
 }
+
 
 // Open opens (or starts) the log of cfg.Origin in store. On a new origin it
 // writes the admin "log_start" record; with a signing key the key history
@@ -350,21 +359,28 @@ func (l *Log) append(ctx context.Context, r *Record, input []byte) (int64, error
 		return -1, errors.New("audit append: nil record")
 	}
 	l.stamp(r)
-	req := &appendReq{rec: r, input: input, done: make(chan error, 1)}
+	req := l.getReq()
+	req.rec, req.input = r, input
 	l.closeMu.RLock()
 	if l.closed {
 		l.closeMu.RUnlock()
+		req.rec, req.input = nil, nil
+		l.reqPool.Put(req)
 		return -1, ErrClosed
 	}
 	select {
 	case l.reqs <- req:
 	case <-ctx.Done():
 		l.closeMu.RUnlock()
+		req.rec, req.input = nil, nil
+		l.reqPool.Put(req)
 		return -1, fmt.Errorf("audit append: %w", ctx.Err())
 	}
 	l.closeMu.RUnlock()
 	select {
 	case err := <-req.done:
+		req.rec, req.input = nil, nil
+		l.reqPool.Put(req)
 		if err != nil {
 			return -1, err
 		}
@@ -372,6 +388,13 @@ func (l *Log) append(ctx context.Context, r *Record, input []byte) (int64, error
 	case <-ctx.Done():
 		return -1, fmt.Errorf("audit append: %w", ctx.Err())
 	}
+}
+
+func (l *Log) getReq() *appendReq {
+	if r, ok := l.reqPool.Get().(*appendReq); ok {
+		return r
+	}
+	return &appendReq{done: make(chan error, 1)}
 }
 
 // HashParams returns the keyed hash ("hmac-sha256:<key id>:<hex>") of each
@@ -570,12 +593,19 @@ func (l *Log) commit(reqs []*appendReq, forceCheckpoint bool) error {
 		l.reload = false
 	}
 	now := l.cfg.Now()
-	front := l.front.clone()
+	// Work on a scratch copy of the frontier; it becomes the log's only
+	// once the batch is durable.
+	front := l.scratch
+	if front == nil {
+		front = &frontier{}
+	}
+	front.size = l.front.size
+	front.hashes = append(front.hashes[:0], l.front.hashes...)
 	buf := l.buf[:0]
 	hashes := l.hashes[:0]
 	ends := l.ends[:0]
 	leaves := l.leaves[:0]
-	var hasher leafHasher
+	hasher := &l.hasher
 	n := 0
 	for _, req := range reqs {
 		req.ok = false
@@ -642,7 +672,7 @@ func (l *Log) commit(reqs []*appendReq, forceCheckpoint bool) error {
 		}
 		return err
 	}
-	l.front = front
+	l.front, l.scratch = front, l.front
 	l.newKey = nil
 	l.size.Store(front.size)
 	l.stats.batches.Add(1)

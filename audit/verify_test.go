@@ -19,8 +19,9 @@ import (
 	"github.com/sqlgate/sqlgate/audit/audittest"
 )
 
-// fakeClock advances one millisecond per reading, so two runs with the same
-// calls produce identical records and checkpoints.
+// fakeClock moves only when the test ticks it, so two runs with the same
+// appends produce identical records and checkpoints whatever the goroutine
+// interleaving.
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -31,8 +32,13 @@ func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 3, 1, 12, 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t = c.t.Add(time.Millisecond)
 	return c.t
+}
+
+func (c *fakeClock) tick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Millisecond)
 }
 
 // buildLog writes pairs intent/outcome pairs (correlation ids prefix+i;
@@ -51,13 +57,21 @@ func buildLog(t *testing.T, store audit.Store, pairs, syncEvery int, prefix stri
 		c.Sink = sink
 		c.SinkInterval = time.Nanosecond
 	})
+	clocks.Store(l, clock)
 	appendPairs(t, l, 0, pairs, syncEvery, prefix)
 	return l
 }
 
+// clocks maps each log built by buildLog to its clock.
+var clocks sync.Map
+
 func appendPairs(t *testing.T, l *audit.Log, from, to, syncEvery int, prefix string) {
 	t.Helper()
+	clock, _ := clocks.Load(l)
 	for i := from; i < to; i++ {
+		if c, ok := clock.(*fakeClock); ok {
+			c.tick()
+		}
 		corr := fmt.Sprintf("%s%d", prefix, i)
 		in := mustAppend(t, l, intent(corr))
 		mustAppend(t, l, outcome(corr, in))
@@ -516,8 +530,7 @@ func TestBundleRoundTrip(t *testing.T) {
 func FuzzVerifyBundle(f *testing.F) {
 	store := audittest.NewStore()
 	cfg := audittest.Config(f, origin)
-	clock := newFakeClock()
-	cfg.Now = clock.Now
+	cfg.Now = newFakeClock().Now
 	cfg.CheckpointInterval = time.Hour
 	l, err := audit.Open(context.Background(), store, cfg)
 	if err != nil {

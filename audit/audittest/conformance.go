@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,9 +34,17 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) StoreSource) {
 
 const confOrigin = "sqlgate.conformance/a"
 
-type clock struct{ t time.Time }
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
 
-func (c *clock) now() time.Time { c.t = c.t.Add(time.Millisecond); return c.t }
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Millisecond)
+	return c.t
+}
 
 func openConfLog(t *testing.T, s audit.Store, origin string, c *clock) *audit.Log {
 	t.Helper()

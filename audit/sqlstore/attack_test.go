@@ -24,12 +24,21 @@ type fakeClock struct {
 	t  time.Time
 }
 
+// Now returns the clock's time; it moves only on tick, so two logs fed the
+// same appends are byte-identical whatever the goroutine interleaving.
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t = c.t.Add(time.Millisecond)
 	return c.t
 }
+
+func (c *fakeClock) tick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Millisecond)
+}
+
+var clocks sync.Map // *audit.Log -> *fakeClock
 
 func openLog(t *testing.T, s audit.Store, clock *fakeClock) *audit.Log {
 	t.Helper()
@@ -41,6 +50,7 @@ func openLog(t *testing.T, s audit.Store, clock *fakeClock) *audit.Log {
 	if err != nil {
 		t.Fatalf("audit.Open = %v", err)
 	}
+	clocks.Store(l, clock)
 	t.Cleanup(func() { _ = l.Close(context.Background()) })
 	return l
 }
@@ -49,7 +59,9 @@ func openLog(t *testing.T, s audit.Store, clock *fakeClock) *audit.Log {
 // 2+2i) and a checkpoint after every second pair: sizes 1, 5, 9, ...
 func writePairs(t *testing.T, l *audit.Log, from, to int, prefix string) {
 	t.Helper()
+	clock, _ := clocks.Load(l)
 	for i := from; i < to; i++ {
+		clock.(*fakeClock).tick()
 		corr := fmt.Sprintf("%s%d", prefix, i)
 		in, err := l.Append(t.Context(), &audit.Record{Kind: audit.KindIntent, CorrelationID: corr,
 			Actor: &audit.Actor{Subject: "alice"}, Route: "orders.v1.create"})
