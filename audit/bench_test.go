@@ -232,7 +232,9 @@ func (m *memBenchStore) ReadHashes(_ context.Context, _ string, ix []int64) ([]t
 	}
 	return out, nil
 }
-func (m *memBenchStore) Record(context.Context, string, int64) ([]byte, error) { return nil, ErrNotFound }
+func (m *memBenchStore) Record(context.Context, string, int64) ([]byte, error) {
+	return nil, ErrNotFound
+}
 func (m *memBenchStore) CheckpointAt(context.Context, string, int64) ([]byte, error) {
 	return nil, ErrNotFound
 }
@@ -241,7 +243,7 @@ func (m *memBenchStore) Inputs(context.Context, string, time.Time, func([]byte, 
 	return nil
 }
 func (m *memBenchStore) IndexAt(context.Context, string, time.Time) (int64, error) { return 0, nil }
-func (m *memBenchStore) Prune(context.Context, string, int64) (int64, error)      { return 0, nil }
+func (m *memBenchStore) Prune(context.Context, string, int64) (int64, error)       { return 0, nil }
 func (m *memBenchStore) PruneInputs(context.Context, string, time.Time) (int64, error) {
 	return 0, nil
 }

@@ -185,7 +185,6 @@ type appendReq struct {
 	ok    bool
 }
 
-
 // Open opens (or starts) the log of cfg.Origin in store. On a new origin it
 // writes the admin "log_start" record; with a signing key the key history
 // does not hold yet it writes "key_rotation". Before accepting appends it
