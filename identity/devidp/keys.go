@@ -77,7 +77,7 @@ func jwks(keys []*signingKey) ([]byte, error) {
 // loadKeys reads the PEM key file at path: one or more PKCS#8 "PRIVATE KEY"
 // blocks, the active key first. A missing file yields (nil, nil).
 func loadKeys(path string) ([]*signingKey, error) {
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) //nolint:gosec // G304: the caller (the daemon) names its key file
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -134,17 +134,17 @@ func saveKeys(path string, keys []*signingKey) error {
 		return fmt.Errorf("write key file: %w", err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
+	defer func() { _ = os.Remove(tmp) }() // no-op after a successful rename
 	if err := f.Chmod(0o600); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("write key file: %w", err)
 	}
 	if _, err := f.Write(buf); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("write key file: %w", err)
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close()
 		return fmt.Errorf("write key file: %w", err)
 	}
 	if err := f.Close(); err != nil {

@@ -116,17 +116,39 @@ func start(t *testing.T, opts ...devidp.Option) *env {
 	return e
 }
 
-func (e *env) get(u string) *http.Response {
+// reply is a fully read HTTP response.
+type reply struct {
+	StatusCode int
+	Header     http.Header
+	Body       *bytes.Reader
+	path       string
+}
+
+func readReply(t *testing.T, resp *http.Response) *reply {
+	t.Helper()
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s response: %v", resp.Request.URL.Path, err)
+	}
+	return &reply{StatusCode: resp.StatusCode, Header: resp.Header, Body: bytes.NewReader(b), path: resp.Request.URL.Path}
+}
+
+func (e *env) get(u string) *reply {
 	e.t.Helper()
-	resp, err := e.client.Get(u)
+	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodGet, u, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp, err := e.client.Do(req)
 	if err != nil {
 		e.t.Fatalf("GET %s: %v", u, err)
 	}
-	e.t.Cleanup(func() { resp.Body.Close() })
-	return resp
+	defer func() { _ = resp.Body.Close() }()
+	return readReply(e.t, resp)
 }
 
-func (e *env) postForm(u string, form url.Values, user, pass string) *http.Response {
+func (e *env) postForm(u string, form url.Values, user, pass string) *reply {
 	e.t.Helper()
 	req, err := http.NewRequestWithContext(e.t.Context(), http.MethodPost, u, strings.NewReader(form.Encode()))
 	if err != nil {
@@ -140,15 +162,15 @@ func (e *env) postForm(u string, form url.Values, user, pass string) *http.Respo
 	if err != nil {
 		e.t.Fatalf("POST %s: %v", u, err)
 	}
-	e.t.Cleanup(func() { resp.Body.Close() })
-	return resp
+	defer func() { _ = resp.Body.Close() }()
+	return readReply(e.t, resp)
 }
 
-func decode(t *testing.T, resp *http.Response) map[string]any {
+func decode(t *testing.T, r *reply) map[string]any {
 	t.Helper()
 	var m map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-		t.Fatalf("decode %s response: %v", resp.Request.URL.Path, err)
+	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+		t.Fatalf("decode %s response: %v", r.path, err)
 	}
 	return m
 }
@@ -226,7 +248,7 @@ func htmlUnescape(s string) string {
 	return r.Replace(s)
 }
 
-func location(resp *http.Response) *url.URL {
+func location(resp *reply) *url.URL {
 	if l := resp.Header.Get("Location"); l != "" {
 		u, _ := url.Parse(l)
 		return u
@@ -808,12 +830,13 @@ func TestUserinfo(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer resp.Body.Close()
-			if resp.StatusCode != tc.status {
-				t.Fatalf("userinfo = %d, want %d", resp.StatusCode, tc.status)
+			defer func() { _ = resp.Body.Close() }()
+			r := readReply(t, resp)
+			if r.StatusCode != tc.status {
+				t.Fatalf("userinfo = %d, want %d", r.StatusCode, tc.status)
 			}
 			if tc.status == 200 {
-				if b := decode(t, resp); b["email"] != "alice@example.com" || b["sub"] != e.ObjectID("alice") {
+				if b := decode(t, r); b["email"] != "alice@example.com" || b["sub"] != e.ObjectID("alice") {
 					t.Errorf("userinfo = %v", b)
 				}
 			}
@@ -826,7 +849,7 @@ func TestUserinfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != 401 {
 		t.Errorf("userinfo with an expired token = %d, want 401", resp.StatusCode)
 	}

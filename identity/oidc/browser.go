@@ -119,21 +119,21 @@ func (c *Client) LoginBrowser(ctx context.Context, opts BrowserLogin) (Tokens, e
 		}
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	var served sync.WaitGroup
+	served.Go(func() { _ = srv.Serve(ln) }) // returns ErrServerClosed after Shutdown
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
-		<-serveErr
+		served.Wait()
 	}()
 
 	if opts.OpenBrowser != nil && opts.OpenBrowser(authURL) == nil {
-		fmt.Fprintf(opts.Out, "Your browser has been opened to sign in. If it did not open, visit:\n\n  %s\n\n", authURL)
+		_, _ = fmt.Fprintf(opts.Out, "Your browser has been opened to sign in. If it did not open, visit:\n\n  %s\n\n", authURL)
 	} else {
-		fmt.Fprintf(opts.Out, "Open this URL in a browser on this machine to sign in:\n\n  %s\n\n", authURL)
+		_, _ = fmt.Fprintf(opts.Out, "Open this URL in a browser on this machine to sign in:\n\n  %s\n\n", authURL)
 	}
-	fmt.Fprintln(opts.Out, "Waiting for the sign-in to complete...")
+	_, _ = fmt.Fprintln(opts.Out, "Waiting for the sign-in to complete...")
 
 	var res callbackResult
 	select {

@@ -25,8 +25,8 @@ type cacheEntry struct {
 	exp time.Time
 }
 
-func newTokenCache(max int) *tokenCache {
-	return &tokenCache{max: max, m: make(map[[sha256.Size]byte]cacheEntry, min(max, 1024))}
+func newTokenCache(limit int) *tokenCache {
+	return &tokenCache{max: limit, m: make(map[[sha256.Size]byte]cacheEntry, min(limit, 1024))}
 }
 
 func (c *tokenCache) get(key [sha256.Size]byte, now time.Time) (identity.Principal, bool) {

@@ -86,9 +86,14 @@ func newMapper(ic IssuerConfig) *mapper {
 		dst *[]claimPath
 		v   string
 	}{
-		{&m.subject, ic.Claims.Subject}, {&m.objectID, ic.Claims.ObjectID}, {&m.email, ic.Claims.Email},
-		{&m.name, ic.Claims.Name}, {&m.groups, ic.Claims.Groups}, {&m.roles, ic.Claims.Roles},
-		{&m.scopes, ic.Claims.Scopes}, {&m.tenant, ic.Claims.Tenant},
+		{&m.subject, ic.Claims.Subject},
+		{&m.objectID, ic.Claims.ObjectID},
+		{&m.email, ic.Claims.Email},
+		{&m.name, ic.Claims.Name},
+		{&m.groups, ic.Claims.Groups},
+		{&m.roles, ic.Claims.Roles},
+		{&m.scopes, ic.Claims.Scopes},
+		{&m.tenant, ic.Claims.Tenant},
 	} {
 		if o.v != "" {
 			*o.dst = paths(o.v)
@@ -126,7 +131,7 @@ func str(c map[string]any, ps []claimPath) (string, error) {
 // strs reads the first present claim of ps as a list of strings; a single
 // string is a one-element list, or split on spaces when split is true
 // (OAuth scope strings).
-func strs(c map[string]any, ps []claimPath, split bool) ([]string, bool, error) {
+func strs(c map[string]any, ps []claimPath, split bool) ([]string, error) {
 	for _, p := range ps {
 		v, ok := p.lookup(c)
 		if !ok || v == nil {
@@ -135,27 +140,27 @@ func strs(c map[string]any, ps []claimPath, split bool) ([]string, bool, error) 
 		switch x := v.(type) {
 		case string:
 			if split {
-				return strings.Fields(x), true, nil
+				return strings.Fields(x), nil
 			}
 			if x == "" {
-				return nil, true, nil
+				return nil, nil
 			}
-			return []string{x}, true, nil
+			return []string{x}, nil
 		case []any:
 			out := make([]string, 0, len(x))
 			for _, e := range x {
 				s, ok := e.(string)
 				if !ok {
-					return nil, true, claimErr(ReasonInvalidClaim, "claim %q holds a non-string value", p.literal)
+					return nil, claimErr(ReasonInvalidClaim, "claim %q holds a non-string value", p.literal)
 				}
 				out = append(out, s)
 			}
-			return out, true, nil
+			return out, nil
 		default:
-			return nil, true, claimErr(ReasonInvalidClaim, "claim %q is not a string list", p.literal)
+			return nil, claimErr(ReasonInvalidClaim, "claim %q is not a string list", p.literal)
 		}
 	}
-	return nil, false, nil
+	return nil, nil
 }
 
 // numericDate reads a JWT NumericDate (seconds since the epoch, possibly
@@ -255,21 +260,21 @@ func (m *mapper) principal(c map[string]any) (p identity.Principal, overage bool
 	if p.Tenant, err = str(c, m.tenant); err != nil {
 		return p, false, err
 	}
-	groups, _, err := strs(c, m.groups, false)
+	groups, err := strs(c, m.groups, false)
 	if err != nil {
 		return p, false, err
 	}
 	overage = m.hasOverage(c)
 	p.Groups = m.mapGroups(groups)
-	roles, _, err := strs(c, m.roles, false)
+	roles, err := strs(c, m.roles, false)
 	if err != nil {
 		return p, false, err
 	}
 	p.Roles = sortedUnique(roles)
-	if p.Scopes, _, err = strs(c, m.scopes, true); err != nil {
+	if p.Scopes, err = strs(c, m.scopes, true); err != nil {
 		return p, false, err
 	}
-	if p.AMR, _, err = strs(c, paths("amr"), false); err != nil {
+	if p.AMR, err = strs(c, paths("amr"), false); err != nil {
 		return p, false, err
 	}
 	if p.ACR, err = str(c, paths("acr")); err != nil {
@@ -289,22 +294,20 @@ func (m *mapper) principal(c map[string]any) (p identity.Principal, overage bool
 		}
 		p.AuthTime = t
 	}
-	acrs, _, err := strs(c, paths("acrs"), false)
+	acrs, err := strs(c, paths("acrs"), false)
 	if err != nil {
 		return p, false, err
 	}
 	p.MFA = slices.ContainsFunc(p.AMR, func(a string) bool { return slices.Contains(mfaAMR, a) }) ||
 		(p.ACR != "" && slices.Contains(m.mfaACR, p.ACR)) ||
 		slices.ContainsFunc(acrs, func(a string) bool { return slices.Contains(m.mfaACR, a) })
-	if err := m.presetDetails(c, &p); err != nil {
-		return p, false, err
-	}
+	m.presetDetails(c, &p)
 	return p, overage, nil
 }
 
 // presetDetails fills what only a preset knows: which tokens belong to
 // services, Okta's login-as-subject.
-func (m *mapper) presetDetails(c map[string]any, p *identity.Principal) error {
+func (m *mapper) presetDetails(c map[string]any, p *identity.Principal) {
 	sub, _ := c["sub"].(string)
 	switch m.preset {
 	case PresetEntra:
@@ -330,5 +333,4 @@ func (m *mapper) presetDetails(c map[string]any, p *identity.Principal) error {
 			}
 		}
 	}
-	return nil
 }

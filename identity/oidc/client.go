@@ -387,9 +387,9 @@ func (c *Client) LoginDevice(ctx context.Context, out io.Writer) (Tokens, error)
 	if err != nil {
 		return Tokens{}, c.wrapErr("device sign-in", err)
 	}
-	fmt.Fprintf(out, "To sign in, open %s and enter the code %s\n", da.VerificationURI, da.UserCode)
+	_, _ = fmt.Fprintf(out, "To sign in, open %s and enter the code %s\n", da.VerificationURI, da.UserCode)
 	if da.VerificationURIComplete != "" {
-		fmt.Fprintf(out, "(or open %s)\n", da.VerificationURIComplete)
+		_, _ = fmt.Fprintf(out, "(or open %s)\n", da.VerificationURIComplete)
 	}
 	interval := time.Duration(da.Interval) * time.Second
 	if interval <= 0 {
@@ -444,7 +444,7 @@ func (c *Client) pollDevice(ctx context.Context, deviceCode string) (*deviceToke
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var out deviceTokenResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil || (resp.StatusCode != http.StatusOK && out.Error == "") {
 		if resp.StatusCode >= 500 {

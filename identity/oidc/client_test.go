@@ -84,7 +84,7 @@ func userAt(t *testing.T, authURL, user, pass, action string) <-chan pageResult 
 			out <- pageResult{err: err}
 			return
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		body, _ := io.ReadAll(resp.Body)
 		out <- pageResult{status: resp.StatusCode, body: string(body)}
 	}()
@@ -169,7 +169,7 @@ func TestLoginBrowserRefusals(t *testing.T) {
 					ch <- pageResult{err: err}
 					return
 				}
-				resp.Body.Close()
+				_ = resp.Body.Close()
 				ch <- pageResult{status: resp.StatusCode}
 			}()
 			return nil
@@ -215,7 +215,7 @@ func deviceUser(t *testing.T, e *env, userCode, user, pass, action string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("device page: status %d", resp.StatusCode)
 	}

@@ -60,7 +60,9 @@ func validDirectoryID(s string) bool {
 		return false
 	}
 	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-':
+		default:
 			return false
 		}
 	}
@@ -153,7 +155,7 @@ func (g *graphClient) call(ctx context.Context, method, u string, body []byte, t
 	if err != nil {
 		return fmt.Errorf("graph request: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("graph request: status %s", resp.Status)
 	}

@@ -249,7 +249,7 @@ func (e *env) passwordToken(user, pass, scope string) map[string]any {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var m map[string]any
 	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != 200 {
 		e.t.Fatalf("password grant: status %d, %v", resp.StatusCode, err)
@@ -282,7 +282,7 @@ func (b *browser) signIn(authURL, user, pass, action string) (*url.URL, error) {
 		return nil, err
 	}
 	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("login page: status %d", resp.StatusCode)
 	}
@@ -299,21 +299,33 @@ func (b *browser) signIn(authURL, user, pass, action string) (*url.URL, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusFound {
 		return nil, fmt.Errorf("login form: status %d", resp.StatusCode)
 	}
 	return url.Parse(resp.Header.Get("Location"))
 }
 
+// page is a fully read response seen by the browser.
+type page struct {
+	StatusCode int
+	Header     http.Header
+	Cookies    []*http.Cookie
+	Body       string
+}
+
 // get follows nothing: it returns the response of one GET.
-func (b *browser) get(u string) (*http.Response, string) {
+func (b *browser) get(u string) page {
 	b.t.Helper()
-	resp, err := b.client.Get(u)
+	req, err := http.NewRequestWithContext(b.t.Context(), http.MethodGet, u, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	resp, err := b.client.Do(req)
 	if err != nil {
 		b.t.Fatalf("GET %s: %v", u, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	body, _ := io.ReadAll(resp.Body)
-	return resp, string(body)
+	return page{StatusCode: resp.StatusCode, Header: resp.Header, Cookies: resp.Cookies(), Body: string(body)}
 }

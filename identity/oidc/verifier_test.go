@@ -522,7 +522,7 @@ func TestVerifyMultiTenantEntra(t *testing.T) {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		var doc map[string]any
 		_ = json.NewDecoder(resp.Body).Decode(&doc)
 		doc["issuer"] = template

@@ -194,7 +194,10 @@ func (l *WebLogin) Start(w http.ResponseWriter, r *http.Request, returnTo string
 	nonce := make([]byte, l.aead.NonceSize())
 	_, _ = rand.Read(nonce)
 	sealed := l.aead.Seal(nonce, nonce, plain, []byte(name))
-	http.SetCookie(w, &http.Cookie{
+	// Secure whenever the browser reaches us over TLS (directly or through
+	// a proxy, known from the https redirect URL); plain http is allowed
+	// only on loopback (development), where browsers drop Secure cookies.
+	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set for TLS, see above
 		Name: name, Value: base64.RawURLEncoding.EncodeToString(sealed), Path: l.path,
 		MaxAge: int(l.cfg.MaxAge / time.Second), HttpOnly: true, Secure: l.secure || r.TLS != nil,
 		SameSite: http.SameSiteLaxMode,
@@ -278,7 +281,10 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 		return none, nil, "", l.fail(r, ReasonLoginStateMissing, errors.New("no sign-in in progress in this browser"))
 	}
 	// The cookie is single-use whatever happens next.
-	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: l.path, MaxAge: -1, HttpOnly: true, Secure: l.secure || r.TLS != nil, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: a deletion, with the attributes Start set
+		Name: name, Value: "", Path: l.path, MaxAge: -1, HttpOnly: true,
+		Secure: l.secure || r.TLS != nil, SameSite: http.SameSiteLaxMode,
+	})
 	st, err := l.open(name, c.Value)
 	if err != nil {
 		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, err)

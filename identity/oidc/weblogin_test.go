@@ -54,12 +54,12 @@ func newDashboard(t *testing.T, e *env) *dashboard {
 // the dashboard redirected to.
 func (d *dashboard) startLogin(t *testing.T, b *browser, returnTo string) string {
 	t.Helper()
-	resp, _ := b.get(d.URL + "/login?return=" + url.QueryEscape(returnTo))
+	resp := b.get(d.URL + "/login?return=" + url.QueryEscape(returnTo))
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("/login: status %d", resp.StatusCode)
 	}
 	var sc *http.Cookie
-	for _, c := range resp.Cookies() {
+	for _, c := range resp.Cookies {
 		if strings.HasPrefix(c.Name, "sqlgate_login_") {
 			sc = c
 		}
@@ -70,11 +70,11 @@ func (d *dashboard) startLogin(t *testing.T, b *browser, returnTo string) string
 	return resp.Header.Get("Location")
 }
 
-func decodeCallback(t *testing.T, resp *http.Response, body string) map[string]any {
+func decodeCallback(t *testing.T, resp page) map[string]any {
 	t.Helper()
 	var m map[string]any
-	if err := json.Unmarshal([]byte(body), &m); err != nil {
-		t.Fatalf("callback body %q: %v", body, err)
+	if err := json.Unmarshal([]byte(resp.Body), &m); err != nil {
+		t.Fatalf("callback body %q: %v", resp.Body, err)
 	}
 	m["status"] = resp.StatusCode
 	return m
@@ -93,8 +93,8 @@ func TestWebLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, body := b.get(loc.String())
-	got := decodeCallback(t, resp, body)
+	resp := b.get(loc.String())
+	got := decodeCallback(t, resp)
 	if got["status"] != 200 || got["email"] != "alice@example.com" || got["return"] != "/audit?from=2026-01-01" || got["has_access_token"] != true {
 		t.Fatalf("callback = %v", got)
 	}
@@ -102,7 +102,7 @@ func TestWebLogin(t *testing.T) {
 	if exp.Sub(e.clock.Now()) > time.Hour+time.Minute || exp.Before(e.clock.Now()) {
 		t.Errorf("principal expiry %v is not the ID token's (~1h from now)", exp)
 	}
-	for _, c := range resp.Cookies() {
+	for _, c := range resp.Cookies {
 		if strings.HasPrefix(c.Name, "sqlgate_login_") && c.MaxAge >= 0 {
 			t.Errorf("callback did not clear the login cookie: %+v", c)
 		}
@@ -119,9 +119,9 @@ func TestWebLoginRejections(t *testing.T) {
 	tests := []struct {
 		name   string
 		reason string
-		run    func(t *testing.T, b *browser) (*http.Response, string)
+		run    func(t *testing.T, b *browser) page
 	}{
-		{"wrong_state", ReasonStateMismatch, func(t *testing.T, b *browser) (*http.Response, string) {
+		{"wrong_state", ReasonStateMismatch, func(t *testing.T, b *browser) page {
 			authURL := d.startLogin(t, b, "/")
 			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
 			if err != nil {
@@ -132,7 +132,7 @@ func TestWebLoginRejections(t *testing.T) {
 			loc.RawQuery = q.Encode()
 			return b.get(loc.String())
 		}},
-		{"no_login_in_this_browser", ReasonLoginStateMissing, func(t *testing.T, b *browser) (*http.Response, string) {
+		{"no_login_in_this_browser", ReasonLoginStateMissing, func(t *testing.T, b *browser) page {
 			authURL := d.startLogin(t, b, "/")
 			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
 			if err != nil {
@@ -141,7 +141,7 @@ func TestWebLoginRejections(t *testing.T) {
 			// Login CSRF: the callback lands in another browser.
 			return newBrowser(t).get(loc.String())
 		}},
-		{"wrong_nonce", ReasonNonceMismatch, func(t *testing.T, b *browser) (*http.Response, string) {
+		{"wrong_nonce", ReasonNonceMismatch, func(t *testing.T, b *browser) page {
 			authURL := d.startLogin(t, b, "/")
 			u, _ := url.Parse(authURL)
 			q := u.Query()
@@ -153,7 +153,7 @@ func TestWebLoginRejections(t *testing.T) {
 			}
 			return b.get(loc.String())
 		}},
-		{"replayed_callback", ReasonLoginStateInvalid, func(t *testing.T, b *browser) (*http.Response, string) {
+		{"replayed_callback", ReasonLoginStateInvalid, func(t *testing.T, b *browser) page {
 			authURL := d.startLogin(t, b, "/")
 			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
 			if err != nil {
@@ -161,8 +161,8 @@ func TestWebLoginRejections(t *testing.T) {
 			}
 			cbURL, _ := url.Parse(d.URL + "/auth/callback")
 			saved := b.client.Jar.Cookies(cbURL)
-			if resp, body := b.get(loc.String()); resp.StatusCode != 200 {
-				t.Fatalf("first callback: %d %s", resp.StatusCode, body)
+			if first := b.get(loc.String()); first.StatusCode != 200 {
+				t.Fatalf("first callback: %d %s", first.StatusCode, first.Body)
 			}
 			// The attacker replays the whole request, cookie included.
 			for _, c := range saved {
@@ -171,13 +171,13 @@ func TestWebLoginRejections(t *testing.T) {
 			b.client.Jar.SetCookies(cbURL, saved)
 			return b.get(loc.String())
 		}},
-		{"replayed_code", ReasonCodeExchangeFailed, func(t *testing.T, b *browser) (*http.Response, string) {
+		{"replayed_code", ReasonCodeExchangeFailed, func(t *testing.T, b *browser) page {
 			authURL := d.startLogin(t, b, "/")
 			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp, _ := b.get(loc.String()); resp.StatusCode != 200 {
+			if first := b.get(loc.String()); first.StatusCode != 200 {
 				t.Fatal("first callback failed")
 			}
 			// A fresh sign-in of the victim, with the stolen, used code.
@@ -187,7 +187,7 @@ func TestWebLoginRejections(t *testing.T) {
 			cb.RawQuery = url.Values{"code": {loc.Query().Get("code")}, "state": {u2.Query().Get("state")}}.Encode()
 			return b.get(cb.String())
 		}},
-		{"pkce_mismatch", ReasonCodeExchangeFailed, func(t *testing.T, b *browser) (*http.Response, string) {
+		{"pkce_mismatch", ReasonCodeExchangeFailed, func(t *testing.T, b *browser) page {
 			// Code from sign-in A redeemed under sign-in B's verifier.
 			authA := d.startLogin(t, b, "/")
 			authB := d.startLogin(t, b, "/")
@@ -200,7 +200,7 @@ func TestWebLoginRejections(t *testing.T) {
 			cb.RawQuery = url.Values{"code": {locA.Query().Get("code")}, "state": {ub.Query().Get("state")}}.Encode()
 			return b.get(cb.String())
 		}},
-		{"user_cancels", ReasonIDPError, func(t *testing.T, b *browser) (*http.Response, string) {
+		{"user_cancels", ReasonIDPError, func(t *testing.T, b *browser) page {
 			authURL := d.startLogin(t, b, "/")
 			loc, err := b.signIn(authURL, "", "", "deny")
 			if err != nil {
@@ -208,7 +208,7 @@ func TestWebLoginRejections(t *testing.T) {
 			}
 			return b.get(loc.String())
 		}},
-		{"tampered_cookie", ReasonLoginStateInvalid, func(t *testing.T, b *browser) (*http.Response, string) {
+		{"tampered_cookie", ReasonLoginStateInvalid, func(t *testing.T, b *browser) page {
 			authURL := d.startLogin(t, b, "/")
 			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
 			if err != nil {
@@ -226,7 +226,7 @@ func TestWebLoginRejections(t *testing.T) {
 			b.client.Jar.SetCookies(du, cs)
 			return b.get(loc.String())
 		}},
-		{"too_slow", ReasonLoginStateInvalid, func(t *testing.T, b *browser) (*http.Response, string) {
+		{"too_slow", ReasonLoginStateInvalid, func(t *testing.T, b *browser) page {
 			authURL := d.startLogin(t, b, "/")
 			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
 			if err != nil {
@@ -241,8 +241,7 @@ func TestWebLoginRejections(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBrowser(t)
 			before := strings.Count(e.logs.String(), "web login refused")
-			resp, body := tc.run(t, b)
-			got := decodeCallback(t, resp, body)
+			got := decodeCallback(t, tc.run(t, b))
 			if got["status"] != http.StatusUnauthorized || got["reason"] != tc.reason {
 				t.Errorf("callback = %v, want 401 %s", got, tc.reason)
 			}
@@ -258,8 +257,13 @@ func TestWebLoginStartDetails(t *testing.T) {
 	e := newEnv(t, envOpt{})
 	d := newDashboard(t, e)
 	for _, tc := range []struct{ in, want string }{
-		{"/leases", "/leases"}, {"https://evil.example/", "/"}, {"//evil.example/x", "/"},
-		{`/\evil.example`, "/"}, {"javascript:alert(1)", "/"}, {"", "/"}, {"/a\nb", "/"},
+		{"/leases", "/leases"},
+		{"https://evil.example/", "/"},
+		{"//evil.example/x", "/"},
+		{`/\evil.example`, "/"},
+		{"javascript:alert(1)", "/"},
+		{"", "/"},
+		{"/a\nb", "/"},
 	} {
 		if got := safeReturnTo(tc.in); got != tc.want {
 			t.Errorf("safeReturnTo(%q) = %q, want %q", tc.in, got, tc.want)

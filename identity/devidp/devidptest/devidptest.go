@@ -28,16 +28,16 @@ type Server struct {
 var (
 	keyOnce sync.Once
 	key     *rsa.PrivateKey
-	keyErr  error
+	errKey  error
 )
 
 // Key returns an RSA key generated once per test binary, so tests do not
 // pay for a key each. It is test-only material and never leaves the process.
 func Key(t testing.TB) *rsa.PrivateKey {
 	t.Helper()
-	keyOnce.Do(func() { key, keyErr = rsa.GenerateKey(rand.Reader, 2048) })
-	if keyErr != nil {
-		t.Fatalf("generate test key: %v", keyErr)
+	keyOnce.Do(func() { key, errKey = rsa.GenerateKey(rand.Reader, 2048) })
+	if errKey != nil {
+		t.Fatalf("generate test key: %v", errKey)
 	}
 	return key
 }
