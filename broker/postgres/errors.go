@@ -38,7 +38,9 @@ func (e *Executor) classify(ctx context.Context, err error, c *broker.Call) erro
 	case isConnError(err):
 		return e.unavailable(errors.New(connProblem(err)))
 	default:
-		return err
+		// Driver-side failures (a value pgx cannot encode for the parameter's
+		// type, a result it cannot decode) may quote values: scrubbed.
+		return fmt.Errorf("postgres database %s: %s", e.cfg.Name, scrub(err.Error(), c))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/brokertest"
@@ -53,6 +54,43 @@ func TestDBErrorState(t *testing.T) {
 	var dbe *broker.DBError
 	if !errors.As(err, &dbe) || dbe.State != "23514" || dbe.Number != 23514 || !strings.Contains(dbe.Message, "orders_amount_check") {
 		t.Fatalf("Execute(check violation) = %v, want DBError 23514 naming orders_amount_check", err)
+	}
+}
+
+// A value the server cannot parse for the parameter's type is a DBError
+// whose message does not quote the value.
+func TestDBErrorScrubbed(t *testing.T) {
+	e := openTest(t, 2)
+	r := testRoute(t, route.RouteConfig{
+		Statement: &route.StatementConfig{Name: "s", SQL: "SELECT :n::integer AS n"},
+		Params:    map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "number"}}},
+	})
+	p, _ := r.Decode([]byte(`{"n":12345.678}`))
+	_, err := e.Execute(t.Context(), &broker.Call{Route: r, Params: p, IdempotencyKey: "s", RequestHash: "h"})
+	var dbe *broker.DBError
+	if !errors.As(err, &dbe) || dbe.State != "22P02" {
+		t.Fatalf("Execute(non-integer) = %v, want DBError 22P02", err)
+	}
+	if strings.Contains(err.Error(), "12345.678") {
+		t.Errorf("error %q quotes the value", err)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	e := openTest(t, 2)
+	r := catalogRoute(t, brokertest.SubjectCount)
+	c, _ := brokertest.NewCall(r, `{}`, "")
+	if _, err := e.Execute(t.Context(), c); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.Prune(t.Context(), time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("Prune(an hour ago) = %d, %v; want 0", n, err)
+	}
+	if n, err := e.Prune(t.Context(), time.Now().Add(time.Second)); err != nil || n != 1 {
+		t.Fatalf("Prune(now) = %d, %v; want 1", n, err)
+	}
+	if _, found, err := e.Lookup(t.Context(), c.IdempotencyKey); found || err != nil {
+		t.Errorf("Lookup(pruned key) = found %v, %v", found, err)
 	}
 }
 

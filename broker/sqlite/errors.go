@@ -46,8 +46,8 @@ func (e *Executor) classify(ctx context.Context, err error, c *broker.Call) erro
 		return e.unavailable(err)
 	default:
 		// database/sql and driver failures (closed pool, bad connection):
-		// the database cannot be used. Their text carries no values.
-		return e.unavailable(err)
+		// the database cannot be used.
+		return e.unavailable(errors.New(scrub(err.Error(), c)))
 	}
 }
 

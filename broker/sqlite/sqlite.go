@@ -166,6 +166,10 @@ func render(st *route.Statement) (string, []string) {
 
 var errClosed = errors.New("executor closed")
 
+// tsFormat stores times as fixed-width UTC text, so that text order is time
+// order (Prune compares them as text).
+const tsFormat = "2006-01-02T15:04:05.000000Z"
+
 // Execute implements [broker.Executor].
 func (e *Executor) Execute(ctx context.Context, c *broker.Call) (*broker.Result, error) {
 	if e.closed.Load() {
@@ -232,7 +236,7 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 	}
 	res := &broker.Result{TransactionID: uuid.Must(uuid.NewV7()).String()}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	if _, err := tx.ExecContext(ctx, sqlInsertRecord, c.IdempotencyKey, c.RequestHash, c.CorrelationID, c.Principal, c.DecisionID, res.TransactionID, now.Format(time.RFC3339Nano)); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlInsertRecord, c.IdempotencyKey, c.RequestHash, c.CorrelationID, c.Principal, c.DecisionID, res.TransactionID, now.Format(tsFormat)); err != nil {
 		return nil, err
 	}
 	var before, after int64
@@ -252,7 +256,7 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 		return nil, err
 	}
 	res.CommittedAt = time.Now().UTC().Truncate(time.Microsecond)
-	if _, err := tx.ExecContext(ctx, sqlStoreResult, c.IdempotencyKey, string(res.JSON), res.Rows, res.RowsAffected, res.CommittedAt.Format(time.RFC3339Nano)); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlStoreResult, c.IdempotencyKey, string(res.JSON), res.Rows, res.RowsAffected, res.CommittedAt.Format(tsFormat)); err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -344,7 +348,7 @@ func (e *Executor) Prune(ctx context.Context, before time.Time) (int64, error) {
 	if e.closed.Load() {
 		return 0, e.unavailable(errClosed)
 	}
-	r, err := e.writer.ExecContext(ctx, sqlPrune, before.UTC().Format(time.RFC3339Nano))
+	r, err := e.writer.ExecContext(ctx, sqlPrune, before.UTC().Format(tsFormat))
 	if err != nil {
 		return 0, e.classify(ctx, err, nil)
 	}

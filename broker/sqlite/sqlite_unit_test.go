@@ -193,3 +193,27 @@ func TestBindAndResultTypes(t *testing.T) {
 		t.Errorf("Execute(invalid base64) = %v, want InvalidError for field b", err)
 	}
 }
+
+func TestPrune(t *testing.T) {
+	t.Parallel()
+	e, err := Open(t.Context(), Config{Name: "p", Path: filepath.Join(t.TempDir(), "p.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	r := testRoute(t, route.RouteConfig{Statement: &route.StatementConfig{Name: "s", SQL: "SELECT 1 AS one"}})
+	for _, k := range []string{"a", "b"} {
+		if _, err := e.Execute(t.Context(), &broker.Call{Route: r, Params: map[string]any{}, IdempotencyKey: k, RequestHash: "h"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := e.Prune(t.Context(), time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("Prune(an hour ago) = %d, %v; want 0", n, err)
+	}
+	if n, err := e.Prune(t.Context(), time.Now().Add(time.Second)); err != nil || n != 2 {
+		t.Fatalf("Prune(now) = %d, %v; want 2", n, err)
+	}
+	if _, found, err := e.Lookup(t.Context(), "a"); found || err != nil {
+		t.Errorf("Lookup(pruned key) = found %v, %v", found, err)
+	}
+}
