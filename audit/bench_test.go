@@ -56,8 +56,10 @@ type genSource struct {
 
 func (g *genSource) record(i int64, buf []byte) []byte {
 	allow := true
-	r := Record{V: 1, Index: i, Time: time.Unix(1_780_000_000, 0).Add(time.Duration(i) * time.Millisecond).UTC(),
-		Origin: g.origin, Instance: "bench-host"}
+	r := Record{
+		V: 1, Index: i, Time: time.Unix(1_780_000_000, 0).Add(time.Duration(i) * time.Millisecond).UTC(),
+		Origin: g.origin, Instance: "bench-host",
+	}
 	switch {
 	case i == 0:
 		r.Kind, r.Admin = KindAdmin, &Admin{Action: "log_start", Detail: g.keys[0].VerifierKey}
@@ -124,9 +126,11 @@ func (g *genSource) Frontier(_ context.Context, _ string, size int64) ([]tlog.Ha
 	}
 	return nil, nil
 }
+
 func (g *genSource) TreeProof(context.Context, string, int64, int64) (tlog.TreeProof, error) {
 	return nil, ErrNotFound
 }
+
 func (g *genSource) Records(ctx context.Context, _ string, from, to int64, fn func(int64, []byte, *tlog.Hash) error) error {
 	var buf []byte
 	for i := from; i < min(to, g.n); i++ {
@@ -138,41 +142,30 @@ func (g *genSource) Records(ctx context.Context, _ string, from, to int64, fn fu
 	return nil
 }
 
-var (
-	bundleOnce sync.Once
-	bundlePath string
-	bundleKey  string
-)
-
 // BenchmarkVerifyBundle1M verifies a 1,000,000-record bundle file (built
 // once, outside the timed part) the way `sqlgate audit verify --bundle` does.
 func BenchmarkVerifyBundle1M(b *testing.B) {
 	const n = 1_000_000
-	bundleOnce.Do(func() {
-		g := newGenSource(b, n, 14_000)
-		dir, err := os.MkdirTemp("", "sqlgate-bench-")
-		if err != nil {
-			b.Fatal(err)
-		}
-		bundlePath = filepath.Join(dir, "audit.bundle")
-		f, err := os.Create(bundlePath)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := WriteBundle(context.Background(), f, g, BundleOptions{}); err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Close(); err != nil {
-			b.Fatal(err)
-		}
-		bundleKey = g.keys[0].VerifierKey
-	})
-	b.Cleanup(func() {})
-	info, _ := os.Stat(bundlePath)
+	g := newGenSource(b, n, 14_000)
+	path := filepath.Join(b.TempDir(), "audit.bundle")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := WriteBundle(context.Background(), f, g, BundleOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.SetBytes(info.Size())
 	b.ReportAllocs()
 	for b.Loop() {
-		f, err := os.Open(bundlePath)
+		f, err := os.Open(path)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -180,8 +173,8 @@ func BenchmarkVerifyBundle1M(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		rep, err := Verify(context.Background(), bundle, VerifyOptions{Keys: []string{bundleKey}})
-		f.Close()
+		rep, err := Verify(context.Background(), bundle, VerifyOptions{Keys: []string{g.keys[0].VerifierKey}})
+		_ = f.Close() // read-only
 		if err != nil || !rep.OK() || rep.Records != n {
 			b.Fatalf("Verify = %v %v", rep.Failures, err)
 		}
@@ -223,6 +216,7 @@ func (m *memBenchStore) Write(_ context.Context, _ string, b *Batch) error {
 	}
 	return nil
 }
+
 func (m *memBenchStore) ReadHashes(_ context.Context, _ string, ix []int64) ([]tlog.Hash, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -232,9 +226,11 @@ func (m *memBenchStore) ReadHashes(_ context.Context, _ string, ix []int64) ([]t
 	}
 	return out, nil
 }
+
 func (m *memBenchStore) Record(context.Context, string, int64) ([]byte, error) {
 	return nil, ErrNotFound
 }
+
 func (m *memBenchStore) CheckpointAt(context.Context, string, int64) ([]byte, error) {
 	return nil, ErrNotFound
 }
@@ -258,7 +254,7 @@ func BenchmarkLogAppendNoIO(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer l.Close(context.Background())
+	defer func() { _ = l.Close(context.Background()) }()
 	tmpl := sampleRecords()[0]
 	b.ReportAllocs()
 	b.SetParallelism(8)

@@ -226,7 +226,7 @@ func Open(ctx context.Context, store Store, cfg Config) (*Log, error) {
 			l.stamp(first)
 			reqs = append(reqs, &appendReq{rec: first, done: make(chan error, 1)})
 		}
-		if err := l.commit(reqs, true); err != nil {
+		if err := l.commit(ctx, reqs, true); err != nil {
 			return nil, fmt.Errorf("open audit log %q: %w", cfg.Origin, err)
 		}
 		if first != nil {
@@ -235,10 +235,13 @@ func Open(ctx context.Context, store Store, cfg Config) (*Log, error) {
 			}
 		}
 	}
-	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// The goroutines outlive Open's ctx (keeping its values): the log runs
+	// until Close.
+	detached := context.WithoutCancel(ctx)
+	bg, cancel := context.WithCancel(detached)
 	l.bgCancel = cancel
-	go l.run()
-	go l.runSink()
+	go l.run(detached)
+	go l.runSink(detached)
 	go l.runRetention(bg)
 	return l, nil
 }
@@ -481,7 +484,7 @@ func (l *Log) Close(ctx context.Context) error {
 }
 
 // run is the committer goroutine.
-func (l *Log) run() {
+func (l *Log) run(ctx context.Context) {
 	defer close(l.done)
 	defer close(l.sinkCh)
 	heartbeat := time.NewTimer(l.cfg.Heartbeat)
@@ -503,22 +506,22 @@ func (l *Log) run() {
 					break drain
 				}
 			}
-			_ = l.commit(reqs, false) // errors go to the waiters
+			_ = l.commit(ctx, reqs, false) // errors go to the waiters
 			clear(reqs)
 			l.pending = reqs[:0]
 			heartbeat.Reset(l.cfg.Heartbeat)
 		case <-cpTimer.C:
 			cpArmed = false
-			if err := l.commit(nil, true); err != nil {
-				l.log.Error("audit checkpoint failed", "origin", l.cfg.Origin, "error", err)
+			if err := l.commit(ctx, nil, true); err != nil {
+				l.log.ErrorContext(ctx, "audit checkpoint failed", "origin", l.cfg.Origin, "error", err)
 			}
 		case <-heartbeat.C:
-			l.heartbeat()
+			l.heartbeat(ctx)
 			heartbeat.Reset(l.cfg.Heartbeat)
 		case ch := <-l.syncs:
-			ch <- l.commit(nil, true)
+			ch <- l.commit(ctx, nil, true)
 		case <-l.quit:
-			l.closeErr = l.shutdown()
+			l.closeErr = l.shutdown(ctx)
 			return
 		}
 		if !cpArmed && l.front.size > l.cpSize {
@@ -530,7 +533,7 @@ func (l *Log) run() {
 
 // shutdown commits what is queued and writes the final checkpoint. No
 // sender can be mid-send: Close set closed under closeMu before closing quit.
-func (l *Log) shutdown() error {
+func (l *Log) shutdown(ctx context.Context) error {
 	var errs []error
 	for {
 		reqs := l.pending[:0]
@@ -546,11 +549,11 @@ func (l *Log) shutdown() error {
 		if len(reqs) == 0 {
 			break
 		}
-		if err := l.commit(reqs, false); err != nil {
+		if err := l.commit(ctx, reqs, false); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := l.commit(nil, true); err != nil {
+	if err := l.commit(ctx, nil, true); err != nil {
 		errs = append(errs, err)
 	}
 	l.mu.Lock()
@@ -565,22 +568,22 @@ func (l *Log) shutdown() error {
 	return nil
 }
 
-func (l *Log) heartbeat() {
+func (l *Log) heartbeat(ctx context.Context) {
 	r := &Record{Kind: KindHeartbeat, Time: l.cfg.Now()}
 	l.stamp(r)
 	req := &appendReq{rec: r, done: make(chan error, 1)}
-	_ = l.commit([]*appendReq{req}, true)
+	_ = l.commit(ctx, []*appendReq{req}, true)
 	if err := <-req.done; err != nil {
-		l.log.Error("audit heartbeat failed", "origin", l.cfg.Origin, "error", err)
+		l.log.ErrorContext(ctx, "audit heartbeat failed", "origin", l.cfg.Origin, "error", err)
 	}
 }
 
 // commit writes reqs (and a checkpoint when due or when forced) in one store
 // transaction and answers every request. It returns the write error.
-func (l *Log) commit(reqs []*appendReq, forceCheckpoint bool) error {
+func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint bool) error {
 	if l.reload {
-		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
-		err := l.loadState(ctx)
+		rctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
+		err := l.loadState(rctx)
 		cancel()
 		if err != nil {
 			err = fmt.Errorf("audit append: reload after failed write: %w", err)
@@ -646,7 +649,7 @@ func (l *Log) commit(reqs []*appendReq, forceCheckpoint bool) error {
 		var err error
 		cp, err = l.sign(front, now)
 		if err != nil {
-			l.log.Error("audit checkpoint signing failed", "origin", l.cfg.Origin, "error", err)
+			l.log.ErrorContext(ctx, "audit checkpoint signing failed", "origin", l.cfg.Origin, "error", err)
 		} else {
 			b.Checkpoint = &StoredCheckpoint{Size: cp.Size, Time: cp.Time, Note: cp.Note}
 		}
@@ -655,8 +658,8 @@ func (l *Log) commit(reqs []*appendReq, forceCheckpoint bool) error {
 	if len(recs) == 0 && b.Checkpoint == nil && b.Key == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
-	err := l.store.Write(ctx, l.cfg.Origin, &b)
+	wctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
+	err := l.store.Write(wctx, l.cfg.Origin, &b)
 	cancel()
 	clear(recs) // drop references to inputs
 	if err != nil {
@@ -722,14 +725,14 @@ func (l *Log) toSink(cp *Checkpoint) {
 	l.sinkCh <- cp
 }
 
-func (l *Log) runSink() {
+func (l *Log) runSink(ctx context.Context) {
 	defer close(l.sinkDone)
 	for cp := range l.sinkCh {
-		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.WriteTimeout)
-		err := l.cfg.Sink.Export(ctx, cp)
+		ectx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
+		err := l.cfg.Sink.Export(ectx, cp)
 		cancel()
 		if err != nil {
-			l.log.Error("audit checkpoint export failed", "origin", cp.Origin, "size", cp.Size, "error", err)
+			l.log.ErrorContext(ctx, "audit checkpoint export failed", "origin", cp.Origin, "size", cp.Size, "error", err)
 		}
 	}
 }
@@ -745,12 +748,12 @@ func (l *Log) runRetention(ctx context.Context) {
 	for {
 		if l.cfg.InputRetention > 0 {
 			if _, err := l.PruneInputs(ctx, l.cfg.Now().Add(-l.cfg.InputRetention)); err != nil && ctx.Err() == nil {
-				l.log.Error("audit input retention failed", "origin", l.cfg.Origin, "error", err)
+				l.log.ErrorContext(ctx, "audit input retention failed", "origin", l.cfg.Origin, "error", err)
 			}
 		}
 		if l.cfg.Retention > 0 {
 			if _, err := l.Prune(ctx, l.cfg.Now().Add(-l.cfg.Retention)); err != nil && ctx.Err() == nil {
-				l.log.Error("audit retention failed", "origin", l.cfg.Origin, "error", err)
+				l.log.ErrorContext(ctx, "audit retention failed", "origin", l.cfg.Origin, "error", err)
 			}
 		}
 		select {

@@ -42,13 +42,17 @@ func vkey(t *testing.T, seed byte) string {
 
 func intent(corr string) *audit.Record {
 	allow := true
-	return &audit.Record{Kind: audit.KindIntent, CorrelationID: corr, Route: "orders.v1.create",
-		Actor: &audit.Actor{Issuer: "https://idp.test", Subject: "alice", MFA: true}, Allow: &allow}
+	return &audit.Record{
+		Kind: audit.KindIntent, CorrelationID: corr, Route: "orders.v1.create",
+		Actor: &audit.Actor{Issuer: "https://idp.test", Subject: "alice", MFA: true}, Allow: &allow,
+	}
 }
 
 func outcome(corr string, intentIndex int64) *audit.Record {
-	return &audit.Record{Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: intentIndex,
-		SQL: &audit.SQL{Outcome: "commit", Rows: 1}, Result: &audit.Result{Status: "ok", DurationUS: 100}}
+	return &audit.Record{
+		Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: intentIndex,
+		SQL: &audit.SQL{Outcome: "commit", Rows: 1}, Result: &audit.Result{Status: "ok", DurationUS: 100},
+	}
 }
 
 func mustAppend(t *testing.T, l *audit.Log, r *audit.Record) int64 {
@@ -380,7 +384,7 @@ func TestCheckpointIntervalAndHeartbeat(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer l.Close(context.Background())
+		defer func() { _ = l.Close(context.Background()) }()
 		cp, _ := l.Latest(t.Context())
 		if cp.Size != 1 {
 			t.Fatalf("checkpoint after Open covers %d, want 1 (log_start)", cp.Size)
@@ -595,4 +599,43 @@ func TestPruneKeepsVerification(t *testing.T) {
 		t.Fatal(err)
 	}
 	requireOK(t, verify(t, store, audit.VerifyOptions{Keys: []string{vkey(t, 1)}}))
+}
+
+func TestRetentionPrunesHourly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := audittest.NewStore()
+		cfg := audittest.Config(t, origin)
+		cfg.Retention = 24 * time.Hour
+		cfg.InputRetention = time.Hour
+		l, err := audit.Open(t.Context(), store, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = l.Close(context.Background()) }()
+		for range 5 {
+			if _, err := l.AppendWithInput(t.Context(), &audit.Record{Kind: audit.KindDecision}, []byte("{}")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(2 * time.Hour)
+		synctest.Wait()
+		n := 0
+		_ = l.Inputs(t.Context(), time.Time{}, func(audit.Record, []byte) error { n++; return nil })
+		if n != 0 {
+			t.Errorf("inputs after 2h with a 1h input retention: %d", n)
+		}
+		if first, _, _ := store.Bounds(t.Context(), origin); first != 0 {
+			t.Errorf("records pruned after 2h with a 24h retention: first = %d", first)
+		}
+		time.Sleep(23 * time.Hour)
+		synctest.Wait()
+		first, end, _ := store.Bounds(t.Context(), origin)
+		if first < 6 || end <= first {
+			t.Errorf("after 25h: bounds [%d, %d), want the first 6 records pruned", first, end)
+		}
+		if err := l.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		requireOK(t, verify(t, store, audit.VerifyOptions{Keys: []string{vkey(t, 1)}}))
+	})
 }

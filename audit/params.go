@@ -51,7 +51,7 @@ func (k ParamKey) Validate() error {
 		errs = append(errs, errors.New("param key: empty id"))
 	}
 	for _, c := range k.ID {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+		if !validKeyIDChar(c) {
 			errs = append(errs, fmt.Errorf("param key %q: id may hold only letters, digits, '-', '_', '.'", k.ID))
 			break
 		}
@@ -60,6 +60,10 @@ func (k ParamKey) Validate() error {
 		errs = append(errs, fmt.Errorf("param key %q: secret shorter than 16 bytes", k.ID))
 	}
 	return errors.Join(errs...)
+}
+
+func validKeyIDChar(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
 }
 
 // HashValue returns the keyed hash of one parameter value:

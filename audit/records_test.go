@@ -16,8 +16,10 @@ func sampleRecords() []*Record {
 		ClientHost: "10.0.0.7", Tenant: "tenant",
 	}
 	base := func(i int64, k Kind) Record {
-		return Record{V: 1, Index: i, Kind: k, Time: testTime.Add(time.Duration(i) * time.Millisecond),
-			Origin: "sqlgate.example/instance-1", Instance: "host-1"}
+		return Record{
+			V: 1, Index: i, Kind: k, Time: testTime.Add(time.Duration(i) * time.Millisecond),
+			Origin: "sqlgate.example/instance-1", Instance: "host-1",
+		}
 	}
 	intent := base(1, KindIntent)
 	intent.CorrelationID = "0193b1f2-7c4e-7a00-8d3b-5c6f7e8a9b0c"
@@ -56,8 +58,10 @@ func sampleRecords() []*Record {
 
 	cred := base(5, KindCredential)
 	cred.Actor = &Actor{Subject: "carol", SQLLogin: "sg_carol_ab12"}
-	cred.Credential = &Credential{Type: "sql", Action: "issue", LeaseID: "lease-1", Login: "sg_carol_ab12",
-		Database: "orders", Role: "reader", Via: "api", ExpiresAt: testTime.Add(time.Hour), Detail: "ttl 1h"}
+	cred.Credential = &Credential{
+		Type: "sql", Action: "issue", LeaseID: "lease-1", Login: "sg_carol_ab12",
+		Database: "orders", Role: "reader", Via: "api", ExpiresAt: testTime.Add(time.Hour), Detail: "ttl 1h",
+	}
 
 	admin := base(6, KindAdmin)
 	admin.Admin = &Admin{Action: "policy_load", Detail: "revision 3f2a"}

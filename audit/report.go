@@ -31,53 +31,55 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 // one paragraph per origin, then failures and exceptions.
 func (r *Report) WriteText(w io.Writer) error {
 	bw := bufio.NewWriter(w)
+	// bufio.Writer keeps the first write error; Flush returns it.
+	printf := func(format string, args ...any) { _, _ = fmt.Fprintf(bw, format, args...) }
 	if r.OK() {
-		fmt.Fprintf(bw, "audit log verification: OK (%d records, %d origins, %s)\n", r.Records, len(r.Origins), r.Duration.Round(time.Millisecond))
+		printf("audit log verification: OK (%d records, %d origins, %s)\n", r.Records, len(r.Origins), r.Duration.Round(time.Millisecond))
 	} else {
 		first := r.FirstFailure()
-		fmt.Fprintf(bw, "audit log verification: FAILED (%d integrity failures)\n", len(r.Failures))
+		printf("audit log verification: FAILED (%d integrity failures)\n", len(r.Failures))
 		if first.Index >= 0 {
-			fmt.Fprintf(bw, "first bad record: origin %s index %d: %s\n", first.Origin, first.Index, first.Message)
+			printf("first bad record: origin %s index %d: %s\n", first.Origin, first.Index, first.Message)
 		} else {
-			fmt.Fprintf(bw, "first failure: origin %s: %s\n", first.Origin, first.Message)
+			printf("first failure: origin %s: %s\n", first.Origin, first.Message)
 		}
 	}
 	if r.KeysFromSource {
-		fmt.Fprintf(bw, "WARNING: no trusted keys given; checkpoints were checked against the key history stored in the log itself\n")
+		printf("WARNING: no trusted keys given; checkpoints were checked against the key history stored in the log itself\n")
 	}
-	fmt.Fprintf(bw, "keys: %s\n", joinOr(r.Keys, "none"))
+	printf("keys: %s\n", joinOr(r.Keys, "none"))
 	for _, o := range r.Origins {
-		fmt.Fprintf(bw, "\norigin %s\n", o.Origin)
-		fmt.Fprintf(bw, "  records checked: %d (indexes %d..%d)", o.Records, o.First, o.End)
+		printf("\norigin %s\n", o.Origin)
+		printf("  records checked: %d (indexes %d..%d)", o.Records, o.First, o.End)
 		if o.Pruned > 0 {
-			fmt.Fprintf(bw, ", %d older records pruned", o.Pruned)
+			printf(", %d older records pruned", o.Pruned)
 		}
-		fmt.Fprintln(bw)
+		printf("\n")
 		if !o.FirstRecordTime.IsZero() {
-			fmt.Fprintf(bw, "  time span: %s .. %s\n", o.FirstRecordTime.Format(time.RFC3339), o.LastRecordTime.Format(time.RFC3339))
+			printf("  time span: %s .. %s\n", o.FirstRecordTime.Format(time.RFC3339), o.LastRecordTime.Format(time.RFC3339))
 		}
-		fmt.Fprintf(bw, "  checkpoints: %d valid, %d trusted copies checked, signed by %s\n", o.Checkpoints, o.Trusted, joinOr(o.KeyIDs, "nobody"))
+		printf("  checkpoints: %d valid, %d trusted copies checked, signed by %s\n", o.Checkpoints, o.Trusted, joinOr(o.KeyIDs, "nobody"))
 		if o.Latest != nil {
-			fmt.Fprintf(bw, "  latest checkpoint: size %d, root %s, %s\n", o.Latest.Size, o.Latest.Root, o.Latest.Time.Format(time.RFC3339))
+			printf("  latest checkpoint: size %d, root %s, %s\n", o.Latest.Size, o.Latest.Root, o.Latest.Time.Format(time.RFC3339))
 		}
-		fmt.Fprintf(bw, "  unpaired intents: %d\n", o.Unpaired)
+		printf("  unpaired intents: %d\n", o.Unpaired)
 		if o.FirstBad >= 0 {
-			fmt.Fprintf(bw, "  first bad index: %d\n", o.FirstBad)
+			printf("  first bad index: %d\n", o.FirstBad)
 		}
 	}
 	if len(r.Failures) > 0 {
-		fmt.Fprintf(bw, "\nintegrity failures:\n")
+		printf("\nintegrity failures:\n")
 		for _, p := range r.Failures {
-			fmt.Fprintf(bw, "  %s: %s\n", p.Origin, p)
+			printf("  %s: %s\n", p.Origin, p)
 		}
 	}
 	if len(r.ExceptionCounts) > 0 {
-		fmt.Fprintf(bw, "\nexceptions (review; not integrity failures by themselves):\n")
+		printf("\nexceptions (review; not integrity failures by themselves):\n")
 		for _, code := range slices.Sorted(maps.Keys(r.ExceptionCounts)) {
-			fmt.Fprintf(bw, "  %s: %d\n", code, r.ExceptionCounts[code])
+			printf("  %s: %d\n", code, r.ExceptionCounts[code])
 		}
 		for _, p := range r.Exceptions {
-			fmt.Fprintf(bw, "  %s: %s\n", p.Origin, p)
+			printf("  %s: %s\n", p.Origin, p)
 		}
 	}
 	return bw.Flush()

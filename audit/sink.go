@@ -51,7 +51,7 @@ var _ Sink = (*DirSink)(nil)
 
 // NewDirSink creates dir if needed and returns a sink writing into it.
 func NewDirSink(dir string) (*DirSink, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("checkpoint sink: %w", err)
 	}
 	return &DirSink{Dir: dir}, nil
@@ -69,7 +69,7 @@ func (s *DirSink) Export(ctx context.Context, cp *Checkpoint) error {
 	}
 	path := s.Path(cp.Origin, cp.Size)
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("export checkpoint: %w", err)
 	}
 	if same, err := sameFile(path, cp.Note); err == nil {
@@ -83,11 +83,13 @@ func (s *DirSink) Export(ctx context.Context, cp *Checkpoint) error {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := filepath.Join(dir, ".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	// Checkpoints are public; read-only for everyone is the point of a
+	// write-once copy.
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444) //nolint:gosec // G302: see above
 	if err != nil {
 		return fmt.Errorf("export checkpoint: %w", err)
 	}
-	defer os.Remove(tmp)
+	defer func() { _ = os.Remove(tmp) }() // after the link (or a failure) the temporary name goes
 	_, werr := f.Write(cp.Note)
 	serr := f.Sync()
 	cerr := f.Close()
@@ -103,7 +105,7 @@ func (s *DirSink) Export(ctx context.Context, cp *Checkpoint) error {
 		}
 		return fmt.Errorf("export checkpoint: %w", err)
 	}
-	if d, err := os.Open(dir); err == nil {
+	if d, err := os.Open(filepath.Clean(dir)); err == nil {
 		_ = d.Sync() // best effort: make the new directory entry durable
 		_ = d.Close()
 	}
@@ -111,7 +113,7 @@ func (s *DirSink) Export(ctx context.Context, cp *Checkpoint) error {
 }
 
 func sameFile(path string, want []byte) (bool, error) {
-	got, err := os.ReadFile(path)
+	got, err := os.ReadFile(filepath.Clean(path))
 	if err != nil {
 		return false, err
 	}
@@ -171,11 +173,11 @@ func LoadCheckpoints(path string) ([][]byte, error) {
 }
 
 func readCheckpointFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(filepath.Clean(path))
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoints: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	b, err := io.ReadAll(io.LimitReader(f, maxCheckpointSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoints: %s: %w", path, err)

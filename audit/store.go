@@ -135,7 +135,8 @@ func FrontierIndexes(n int64) []int64 { return frontierIndexes(n) }
 // hashReader adapts a Store to tlog.HashReader for one origin.
 func hashReader(ctx context.Context, s interface {
 	ReadHashes(context.Context, string, []int64) ([]tlog.Hash, error)
-}, origin string) tlog.HashReader {
+}, origin string,
+) tlog.HashReader {
 	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		return s.ReadHashes(ctx, origin, indexes)
 	})

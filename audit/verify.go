@@ -265,8 +265,10 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 	for _, msg := range opts.Trusted {
 		cp, err := OpenCheckpoint(msg, verifiers)
 		if err != nil {
-			rep.Failures = append(rep.Failures, Problem{Origin: uncheckedOrigin(msg), Code: ProblemBadCheckpoint, Index: -1,
-				Message: fmt.Sprintf("trusted checkpoint does not verify: %v", err)})
+			rep.Failures = append(rep.Failures, Problem{
+				Origin: uncheckedOrigin(msg), Code: ProblemBadCheckpoint, Index: -1,
+				Message: fmt.Sprintf("trusted checkpoint does not verify: %v", err),
+			})
 			continue
 		}
 		trusted[cp.Origin] = append(trusted[cp.Origin], cp)
@@ -280,8 +282,10 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 			for _, c := range cps {
 				maxSize = max(maxSize, c.Size)
 			}
-			rep.Failures = append(rep.Failures, Problem{Origin: o, Code: ProblemOriginMissing, Index: 0, Size: maxSize,
-				Message: fmt.Sprintf("trusted checkpoints cover %d records of origin %q, which the log does not hold", maxSize, o)})
+			rep.Failures = append(rep.Failures, Problem{
+				Origin: o, Code: ProblemOriginMissing, Index: 0, Size: maxSize,
+				Message: fmt.Sprintf("trusted checkpoints cover %d records of origin %q, which the log does not hold", maxSize, o),
+			})
 		}
 	}
 	slices.Sort(origins)
@@ -289,8 +293,10 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 		if opts.Origin != "" && o != opts.Origin {
 			continue
 		}
-		v := &originVerifier{src: src, opts: &opts, verifiers: verifiers, rep: rep,
-			or: &OriginReport{Origin: o, FirstBad: -1}, trusted: trusted[o]}
+		v := &originVerifier{
+			src: src, opts: &opts, verifiers: verifiers, rep: rep,
+			or: &OriginReport{Origin: o, FirstBad: -1}, trusted: trusted[o],
+		}
 		if err := v.run(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("verify: %w", ctx.Err())
@@ -457,8 +463,10 @@ func (v *originVerifier) run(ctx context.Context) error {
 		v.fail(ProblemFork, scanFrom, 0, fmt.Sprintf("the tree frontier of size %d is malformed", scanFrom))
 		return nil
 	}
-	s := &scan{v: v, front: front, lo: lo, lastMatch: scanFrom, lastTrusted: scanFrom,
-		intents: map[int64]struct{}{}}
+	s := &scan{
+		v: v, front: front, lo: lo, lastMatch: scanFrom, lastTrusted: scanFrom,
+		intents: map[int64]struct{}{},
+	}
 	if scanFrom == lo {
 		s.atLo()
 	}

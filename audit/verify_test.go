@@ -470,7 +470,7 @@ func TestBundleRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	bundle, err := audit.OpenBundle(f)
 	if err != nil {
 		t.Fatal(err)

@@ -102,7 +102,6 @@ func testLogRoundTrip(t *testing.T, s StoreSource) {
 	ctx := t.Context()
 	c := &clock{t: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
 	l := openConfLog(t, s, confOrigin, c)
-	var intents []int64
 	for i := range 40 {
 		corr := fmt.Sprint("c", i)
 		var input []byte
@@ -110,10 +109,11 @@ func testLogRoundTrip(t *testing.T, s StoreSource) {
 			input = []byte(fmt.Sprintf(`{"n":%d}`, i))
 		}
 		in := appendConf(t, l, &audit.Record{Kind: audit.KindIntent, CorrelationID: corr}, input)
-		intents = append(intents, in)
 		if i%5 != 4 { // every fifth intent stays open
-			appendConf(t, l, &audit.Record{Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: in,
-				SQL: &audit.SQL{Outcome: "commit"}, Result: &audit.Result{Status: "ok"}}, nil)
+			appendConf(t, l, &audit.Record{
+				Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: in,
+				SQL: &audit.SQL{Outcome: "commit"}, Result: &audit.Result{Status: "ok"},
+			}, nil)
 		}
 		if i%10 == 9 {
 			if err := l.Sync(ctx); err != nil {
@@ -268,8 +268,10 @@ func nextBatch(t *testing.T, s StoreSource, origin string) *audit.Batch {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &audit.Record{V: audit.SchemaVersion, Index: st.Size, Kind: audit.KindAdmin, Time: time.Date(2026, 5, 2, 0, 0, 0, 0, time.UTC),
-		Origin: origin, Admin: &audit.Admin{Action: "conformance"}}
+	r := &audit.Record{
+		V: audit.SchemaVersion, Index: st.Size, Kind: audit.KindAdmin, Time: time.Date(2026, 5, 2, 0, 0, 0, 0, time.UTC),
+		Origin: origin, Admin: &audit.Admin{Action: "conformance"},
+	}
 	data, err := r.MarshalCanonical()
 	if err != nil {
 		t.Fatal(err)

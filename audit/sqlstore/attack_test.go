@@ -63,13 +63,17 @@ func writePairs(t *testing.T, l *audit.Log, from, to int, prefix string) {
 	for i := from; i < to; i++ {
 		clock.(*fakeClock).tick()
 		corr := fmt.Sprintf("%s%d", prefix, i)
-		in, err := l.Append(t.Context(), &audit.Record{Kind: audit.KindIntent, CorrelationID: corr,
-			Actor: &audit.Actor{Subject: "alice"}, Route: "orders.v1.create"})
+		in, err := l.Append(t.Context(), &audit.Record{
+			Kind: audit.KindIntent, CorrelationID: corr,
+			Actor: &audit.Actor{Subject: "alice"}, Route: "orders.v1.create",
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = l.Append(t.Context(), &audit.Record{Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: in,
-			SQL: &audit.SQL{Outcome: "commit", Rows: 1}, Result: &audit.Result{Status: "ok"}})
+		_, err = l.Append(t.Context(), &audit.Record{
+			Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: in,
+			SQL: &audit.SQL{Outcome: "commit", Rows: 1}, Result: &audit.Result{Status: "ok"},
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,8 +275,8 @@ func TestSQLiteCorruptFile(t *testing.T) {
 		if _, err := db.ExecContext(t.Context(), "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 			t.Fatal(err)
 		}
-		s.Close()
-		db.Close()
+		_ = s.Close()
+		_ = db.Close()
 		return path, latest.Note
 	}
 	reopen := func(t *testing.T, path string) (*audit.Report, error) {
@@ -280,12 +284,12 @@ func TestSQLiteCorruptFile(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		defer db.Close()
+		defer func() { _ = db.Close() }()
 		s, err := openStore(t, db)
 		if err != nil {
 			return nil, err
 		}
-		defer s.Close()
+		defer func() { _ = s.Close() }()
 		return audit.Verify(t.Context(), s, audit.VerifyOptions{Keys: keys(t)})
 	}
 

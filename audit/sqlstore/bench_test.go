@@ -28,15 +28,21 @@ func benchStores(b *testing.B) map[string]func(b *testing.B) *sqlstore.Store {
 
 func benchRecord() *audit.Record {
 	allow := true
-	return &audit.Record{Kind: audit.KindIntent, CorrelationID: "0193b1f2-7c4e-7a00-8d3b-5c6f7e8a9b0c",
-		Actor: &audit.Actor{Issuer: "https://login.microsoftonline.com/tenant/v2.0", Subject: "alice-subject-123",
-			Email: "alice@example.com", MFA: true, NATSUserKey: "UABCDEFGHIJKLMNOPQRSTUVWXYZ234567ABCDEFGHIJKLMNOPQRSTUV", Transport: "nats"},
+	return &audit.Record{
+		Kind: audit.KindIntent, CorrelationID: "0193b1f2-7c4e-7a00-8d3b-5c6f7e8a9b0c",
+		Actor: &audit.Actor{
+			Issuer: "https://login.microsoftonline.com/tenant/v2.0", Subject: "alice-subject-123",
+			Email: "alice@example.com", MFA: true, NATSUserKey: "UABCDEFGHIJKLMNOPQRSTUVWXYZ234567ABCDEFGHIJKLMNOPQRSTUV", Transport: "nats",
+		},
 		DecisionID: "0193b1f2-7c4e-7a00-8d3b-5c6f7e8a9b0d", Entry: "call", Allow: &allow,
 		PolicyRevision: "3f2a9c4e8b1d7f6a5e4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e",
 		Route:          "orders.v1.create", TargetKind: "statement", Target: "orders_create",
-		Params: map[string]string{"amount": "hmac-sha256:k1:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-			"customer": "hmac-sha256:k1:60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"},
-		IdempotencyKey: "idem-1"}
+		Params: map[string]string{
+			"amount":   "hmac-sha256:k1:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+			"customer": "hmac-sha256:k1:60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
+		},
+		IdempotencyKey: "idem-1",
+	}
 }
 
 func openBenchLog(b *testing.B, s audit.Store) *audit.Log {

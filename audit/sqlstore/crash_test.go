@@ -44,8 +44,10 @@ func TestCrashHelper(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Append(context.Background(), &audit.Record{Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: in,
-			SQL: &audit.SQL{Outcome: "commit"}, Result: &audit.Result{Status: "ok"}}); err != nil {
+		if _, err := l.Append(context.Background(), &audit.Record{
+			Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: in,
+			SQL: &audit.SQL{Outcome: "commit"}, Result: &audit.Result{Status: "ok"},
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -65,7 +67,7 @@ func TestCrashBetweenIntentAndOutcome(t *testing.T) {
 		t.Skip("in the helper")
 	}
 	_, db, path := newSQLite(t)
-	db.Close()
+	_ = db.Close()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.v")
 	cmd.Env = append(os.Environ(), crashEnv+"="+path)
 	out, err := cmd.StdoutPipe()
@@ -96,7 +98,7 @@ func TestCrashBetweenIntentAndOutcome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db2.Close()
+	defer func() { _ = db2.Close() }()
 	s, err := sqlstore.Open(t.Context(), db2, sqlstore.SQLite)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +107,7 @@ func TestCrashBetweenIntentAndOutcome(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reopen after kill = %v", err)
 	}
-	defer l.Close(context.Background())
+	defer func() { _ = l.Close(context.Background()) }()
 	open, err := l.Unpaired(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -120,8 +122,10 @@ func TestCrashBetweenIntentAndOutcome(t *testing.T) {
 		t.Fatalf("before recovery: %+v %v", rep, err)
 	}
 	// The broker looked up the idempotency record and found the commit.
-	if _, err := l.Append(t.Context(), &audit.Record{Kind: audit.KindOutcome, CorrelationID: "in-flight", IntentIndex: intent,
-		SQL: &audit.SQL{Outcome: "commit"}, Result: &audit.Result{Status: "ok", Recovered: true}}); err != nil {
+	if _, err := l.Append(t.Context(), &audit.Record{
+		Kind: audit.KindOutcome, CorrelationID: "in-flight", IntentIndex: intent,
+		SQL: &audit.SQL{Outcome: "commit"}, Result: &audit.Result{Status: "ok", Recovered: true},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if open, _ := l.Unpaired(t.Context()); len(open) != 0 {

@@ -75,7 +75,7 @@ func checkSQLite(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return fmt.Errorf("sqlstore: %w", err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }() // returns it to the pool
 	var mode string
 	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode); err != nil {
 		return fmt.Errorf("sqlstore: set WAL: %w", err)
@@ -100,7 +100,7 @@ func (s *Store) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	if st, ok := s.stmts[q]; ok {
 		return st, nil
 	}
-	st, err := s.db.PrepareContext(ctx, q)
+	st, err := s.db.PrepareContext(ctx, q) //nolint:sqlclosecheck // cached for the store's life, closed by Close
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +142,7 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 			args = row(i, args)
 			i++
 		}
-		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil { //nolint:sqlclosecheck // a transaction's statements close with it
 			return fmt.Errorf("insert %s: %w", table, err)
 		}
 	}
@@ -253,7 +253,7 @@ func (s *Store) deleteOpen(ctx context.Context, tx *sql.Tx, origin string, idx [
 		for _, x := range idx[:n] {
 			args = append(args, x)
 		}
-		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil {
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, args...); err != nil { //nolint:sqlclosecheck // a transaction's statements close with it
 			return fmt.Errorf("delete open intents: %w", err)
 		}
 		idx = idx[n:]
@@ -312,7 +312,7 @@ func (s *Store) keys(ctx context.Context, origin string) ([]audit.Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read keys: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }() // rows.Err is checked below
 	var out []audit.Key
 	for rows.Next() {
 		var k audit.Key
@@ -370,7 +370,7 @@ func scanHashes(ctx context.Context, st *sql.Stmt, args []any, found map[int64]t
 	if err != nil {
 		return fmt.Errorf("read hashes: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }() // rows.Err is checked below
 	for rows.Next() {
 		var id int64
 		var raw []byte
@@ -420,7 +420,7 @@ func (s *Store) Unpaired(ctx context.Context, origin string) ([][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read open intents: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }() // rows.Err is checked below
 	var out [][]byte
 	for rows.Next() {
 		var data []byte
@@ -441,7 +441,7 @@ func (s *Store) Inputs(ctx context.Context, origin string, since time.Time, fn f
 	if err != nil {
 		return fmt.Errorf("read inputs: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }() // rows.Err is checked below
 	for rows.Next() {
 		var data, input []byte
 		if err := rows.Scan(&data, &input); err != nil {
@@ -518,7 +518,7 @@ func (s *Store) Origins(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read origins: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }() // rows.Err is checked below
 	var out []string
 	for rows.Next() {
 		var o string
@@ -542,7 +542,7 @@ func (s *Store) Checkpoints(ctx context.Context, origin string, fn func([]byte) 
 	if err != nil {
 		return fmt.Errorf("read checkpoints: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }() // rows.Err is checked below
 	for rows.Next() {
 		var note []byte
 		if err := rows.Scan(&note); err != nil {
@@ -598,7 +598,7 @@ func (s *Store) Records(ctx context.Context, origin string, from, to int64, fn f
 	if err != nil {
 		return fmt.Errorf("read records: %w", err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }() // rows.Err is checked below
 	var (
 		idx  int64
 		data sql.RawBytes

@@ -26,12 +26,12 @@ func newSQLite(t testing.TB) (*sqlstore.Store, *sql.DB, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(func() { _ = db.Close() })
 	s, err := sqlstore.Open(context.Background(), db, sqlstore.SQLite)
 	if err != nil {
 		t.Fatalf("Open = %v", err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	return s, db, path
 }
 
@@ -54,7 +54,7 @@ func newPostgres(t testing.TB) *sqlstore.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer admin.Close()
+	defer func() { _ = admin.Close() }()
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	schema := "sqlgate_audit_test_" + hex.EncodeToString(rnd[:])
@@ -65,7 +65,7 @@ func newPostgres(t testing.TB) *sqlstore.Store {
 		a, err := sql.Open("pgx", dsn)
 		if err == nil {
 			_, _ = a.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			a.Close()
+			_ = a.Close()
 		}
 	})
 	sep := " "
@@ -82,12 +82,12 @@ func newPostgres(t testing.TB) *sqlstore.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(func() { _ = db.Close() })
 	s, err := sqlstore.Open(context.Background(), db, sqlstore.Postgres)
 	if err != nil {
 		t.Fatalf("Open = %v", err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
@@ -107,7 +107,7 @@ func TestSQLServerConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { db.Close() })
+		t.Cleanup(func() { _ = db.Close() })
 		for _, table := range []string{"origins", "records", "inputs", "hashes", "checkpoints", "keys", "open_intents"} {
 			if _, err := db.ExecContext(t.Context(), "DROP TABLE IF EXISTS sqlgate_audit_"+table); err != nil {
 				t.Fatal(err)
@@ -117,7 +117,7 @@ func TestSQLServerConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { s.Close() })
+		t.Cleanup(func() { _ = s.Close() })
 		return s
 	})
 }
@@ -128,7 +128,7 @@ func TestOpenRefusesUnsafeSQLite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	db.SetMaxOpenConns(1)
 	if _, err := sqlstore.Open(t.Context(), db, sqlstore.SQLite); err == nil || !strings.Contains(err.Error(), "synchronous") {
 		t.Errorf("Open with synchronous=OFF = %v, want a refusal", err)
