@@ -34,9 +34,16 @@ func TestAppendJSONValue(t *testing.T) {
 		in   any
 		want string
 	}{
-		{nil, "null"}, {int64(-5), "-5"}, {json.Number("12.50"), "12.50"}, {true, "true"},
-		{[]byte{0, 1, 2}, `"AAEC"`}, {0.1, "0.1"}, {1e21, "1e+21"}, {float32(0.5), "0.5"},
-		{[]any{int64(1), "a", nil}, `[1,"a",null]`}, {json.RawMessage(`{"k":1}`), `{"k":1}`},
+		{nil, "null"},
+		{int64(-5), "-5"},
+		{json.Number("12.50"), "12.50"},
+		{true, "true"},
+		{[]byte{0, 1, 2}, `"AAEC"`},
+		{0.1, "0.1"},
+		{1e21, "1e+21"},
+		{float32(0.5), "0.5"},
+		{[]any{int64(1), "a", nil}, `[1,"a",null]`},
+		{json.RawMessage(`{"k":1}`), `{"k":1}`},
 	}
 	for _, tc := range tests {
 		got, err := appendJSONValue(nil, tc.in)

@@ -46,7 +46,7 @@ func TestDeployScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer owner.Close(context.Background())
+	defer func() { _ = owner.Close(context.Background()) }()
 	dir := filepath.Join("..", "..", "deploy", "postgres")
 	for _, f := range []string{"01-idempotency.sql", "02-orders-example.sql", "03-broker-role.sql"} {
 		sql, err := os.ReadFile(filepath.Join(dir, f))
@@ -61,8 +61,10 @@ func TestDeployScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := postgres.Open(ctx, postgres.Config{Name: "orders", MaxConns: 2,
-		DSN: dsnFor(map[string]string{"dbname": testDB + "_" + db, "user": "sqlgate_broker", "password": ""})})
+	e, err := postgres.Open(ctx, postgres.Config{
+		Name: "orders", MaxConns: 2,
+		DSN: dsnFor(map[string]string{"dbname": testDB + "_" + db, "user": "sqlgate_broker", "password": ""}),
+	})
 	if err != nil {
 		t.Fatalf("Open as sqlgate_broker: %v", err)
 	}

@@ -102,7 +102,7 @@ func newSchema(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.Background())
+	defer func() { _ = conn.Close(context.Background()) }()
 	if _, err := conn.Exec(t.Context(), "CREATE SCHEMA "+schema+"; SET search_path = "+schema+";\n"+string(ddl)); err != nil {
 		t.Fatalf("create test schema: %v", err)
 	}

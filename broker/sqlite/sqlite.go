@@ -124,7 +124,7 @@ func (e *Executor) Check(ctx context.Context, r *route.Route) error {
 		return fmt.Errorf("route %s: sqlite database %s runs statements only, not procedure %q", r.Subject, e.cfg.Name, r.Target)
 	}
 	text, _ := render(r.Statement)
-	if _, err := e.stmt(ctx, text); err != nil {
+	if _, err := e.stmt(ctx, text); err != nil { //nolint:sqlclosecheck // cached statement, closed by Close
 		return fmt.Errorf("route %s: statement %s: %w", r.Subject, r.Target, e.classify(ctx, err, nil))
 	}
 	return nil
@@ -139,7 +139,7 @@ func (e *Executor) stmt(ctx context.Context, text string) (*sql.Stmt, error) {
 	if e.stmts == nil {
 		return nil, errClosed
 	}
-	s, err := e.writer.PrepareContext(ctx, text)
+	s, err := e.writer.PrepareContext(ctx, text) //nolint:sqlclosecheck // cached for the executor's lifetime, closed by Close
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +270,7 @@ func runStatement(ctx context.Context, st *sql.Stmt, args []any, w *resultWriter
 	if err != nil {
 		return err
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	cols, err := rows.ColumnTypes()
 	if err != nil {
 		return err
@@ -412,6 +412,4 @@ func maxRows(c *broker.Call) int {
 	}
 }
 
-var (
-	_ broker.Executor = (*Executor)(nil)
-)
+var _ broker.Executor = (*Executor)(nil)

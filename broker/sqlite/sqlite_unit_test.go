@@ -21,8 +21,11 @@ func TestConfigValidate(t *testing.T) {
 		want []string
 	}{
 		{"ok", Config{Name: "demo", Path: "x.db"}, nil},
-		{"everything_wrong", Config{Name: "no-dashes", BusyTimeout: -1, ReadConns: -1},
-			[]string{`name "no-dashes"`, "path is required", "busyTimeout", "readConns"}},
+		{
+			"everything_wrong",
+			Config{Name: "no-dashes", BusyTimeout: -1, ReadConns: -1},
+			[]string{`name "no-dashes"`, "path is required", "busyTimeout", "readConns"},
+		},
 		{"injection_name", Config{Name: "x; DROP TABLE y", Path: "x.db"}, []string{"plain identifier"}},
 	}
 	for _, tc := range tests {
@@ -73,7 +76,7 @@ func TestOpenAppliesPragmas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	defer func() { _ = e.Close() }()
 	var mode string
 	var syncMode, busy int
 	db := e.DB()
@@ -108,7 +111,7 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	defer func() { _ = e.Close() }()
 	proc := testRoute(t, route.RouteConfig{Procedure: "dbo.create_order"})
 	if err := e.Check(t.Context(), proc); err == nil || !strings.Contains(err.Error(), "statements only") {
 		t.Errorf("Check(procedure route) = %v, want statements-only error", err)
@@ -133,12 +136,12 @@ func TestBusyDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	defer func() { _ = e.Close() }()
 	other, err := sql.Open("sqlite", "file:"+path+"?_txlock=immediate")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close()
+	defer func() { _ = other.Close() }()
 	lock, err := other.BeginTx(t.Context(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +166,7 @@ func TestBindAndResultTypes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	defer func() { _ = e.Close() }()
 	if _, err := e.DB().ExecContext(t.Context(), `CREATE TABLE v (f REAL, b BLOB, t DATETIME, ok BOOLEAN, big NUMERIC, txt TEXT)`); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +203,7 @@ func TestPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	defer func() { _ = e.Close() }()
 	r := testRoute(t, route.RouteConfig{Statement: &route.StatementConfig{Name: "s", SQL: "SELECT 1 AS one"}})
 	for _, k := range []string{"a", "b"} {
 		if _, err := e.Execute(t.Context(), &broker.Call{Route: r, Params: map[string]any{}, IdempotencyKey: k, RequestHash: "h"}); err != nil {

@@ -85,7 +85,7 @@ func TestLiveDeployScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer admin.Close()
+	defer func() { _ = admin.Close() }()
 	rb := make([]byte, 12)
 	_, _ = rand.Read(rb)
 	login, password := "sqlgate_broker_"+hex.EncodeToString(rb[:4]), "Sg1!"+hex.EncodeToString(rb)
@@ -112,7 +112,7 @@ func TestLiveDeployScripts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open as %s: %v", login, err)
 	}
-	defer e.Close()
+	defer func() { _ = e.Close() }()
 	cat, err := route.LoadFile(filepath.Join(deployDir, "routes.yaml"))
 	if err != nil {
 		t.Fatal(err)

@@ -36,7 +36,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	db := sql.OpenDB(conn)
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	name := "sqlgate_test_" + hex.EncodeToString(b)

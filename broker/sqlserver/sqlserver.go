@@ -250,7 +250,7 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	open := true
 	defer func() {
 		if err != nil && open {
@@ -276,11 +276,13 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 	if err != nil {
 		return nil, err
 	}
+	defer func() { _ = rows.Close() }()
 	if rows.Next() {
 		err = rows.Scan(&inserted, &txid, &hash, &out, &nrows, &naffected, &committed)
 	} else if err = rows.Err(); err == nil {
 		err = errors.New("begin batch returned no row")
 	}
+	// Closing reads the rest of the batch (the replay's ROLLBACK).
 	if cerr := rows.Close(); err == nil {
 		err = cerr
 	}
@@ -354,7 +356,7 @@ func run(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultWriter)
 	if err != nil {
 		return 0, nil, err
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	var affected int64
 	for active := true; active; {
 		switch m := msgs.Message(ctx).(type) {

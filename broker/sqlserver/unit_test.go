@@ -48,8 +48,13 @@ func TestBindValue(t *testing.T) {
 		{"bool", route.Param{Type: "boolean"}, true, false, true, ""},
 		{"uniqueidentifier", route.Param{Type: "string", SQLType: "uniqueidentifier"}, "0190e9a5-1234-7abc-8def-0123456789ab", false, uid, ""},
 		{"uniqueidentifier_bad", route.Param{Type: "string", SQLType: "uniqueidentifier"}, "'; DROP TABLE x; --", false, nil, "must be a uniqueidentifier"},
-		{"datetime2", route.Param{Type: "string", SQLType: "datetime2"}, "2026-01-02T03:04:05.5+01:00", false,
-			civil.DateTime{Date: civil.Date{Year: 2026, Month: 1, Day: 2}, Time: civil.Time{Hour: 2, Minute: 4, Second: 5, Nanosecond: 5e8}}, ""},
+		{
+			"datetime2",
+			route.Param{Type: "string", SQLType: "datetime2"},
+			"2026-01-02T03:04:05.5+01:00", false,
+			civil.DateTime{Date: civil.Date{Year: 2026, Month: 1, Day: 2}, Time: civil.Time{Hour: 2, Minute: 4, Second: 5, Nanosecond: 5e8}},
+			"",
+		},
 		{"datetimeoffset", route.Param{Type: "string", SQLType: "datetimeoffset"}, "2026-01-02T03:04:05Z", false, mssql.DateTimeOffset(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), ""},
 		{"date", route.Param{Type: "string", SQLType: "date"}, "2026-01-02", false, civil.Date{Year: 2026, Month: 1, Day: 2}, ""},
 		{"date_bad", route.Param{Type: "string", SQLType: "date"}, "yesterday", false, nil, "must be a date"},
@@ -172,16 +177,31 @@ func TestConnString(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"ado_sql_auth", Config{DSN: "server=db.example.com;database=orders;user id=sqlgate;encrypt=strict", PasswordEnv: "SQLGATE_TEST_SECRET"},
-			`server=db.example.com;database=orders;user id=sqlgate;encrypt=strict;app name="sqlgated";password="s3cr""et;x"`},
-		{"url_sql_auth", Config{DSN: "sqlserver://sqlgate@db.example.com:1433?database=orders&encrypt=strict", PasswordEnv: "SQLGATE_TEST_SECRET"},
-			`sqlserver://sqlgate:s3cr%22et;x@db.example.com:1433?app+name=sqlgated&database=orders&encrypt=strict`},
-		{"managed_identity", Config{DSN: "server=x.database.windows.net;database=orders;encrypt=strict", AzureAD: &AzureAD{Mode: ModeManagedIdentity, ClientID: "11111111-2222-3333-4444-555555555555"}},
-			`server=x.database.windows.net;database=orders;encrypt=strict;app name="sqlgated";fedauth="ActiveDirectoryManagedIdentity";user id="11111111-2222-3333-4444-555555555555"`},
-		{"service_principal", Config{DSN: "server=x.database.windows.net;database=orders", PasswordEnv: "SQLGATE_TEST_SECRET", AzureAD: &AzureAD{Mode: ModeServicePrincipal, ClientID: "app", TenantID: "tenant"}},
-			`server=x.database.windows.net;database=orders;app name="sqlgated";fedauth="ActiveDirectoryServicePrincipal";password="s3cr""et;x";user id="app@tenant"`},
-		{"on_behalf_of", Config{DSN: "server=x.database.windows.net;database=orders", AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "app", TenantID: "tenant", ClientCertPath: "/etc/sqlgate/app.pem"}},
-			`server=x.database.windows.net;database=orders;app name="sqlgated";clientcertpath="/etc/sqlgate/app.pem";fedauth="ActiveDirectoryOnBehalfOf";user id="app@tenant";userassertion="user-token"`},
+		{
+			"ado_sql_auth",
+			Config{DSN: "server=db.example.com;database=orders;user id=sqlgate;encrypt=strict", PasswordEnv: "SQLGATE_TEST_SECRET"},
+			`server=db.example.com;database=orders;user id=sqlgate;encrypt=strict;app name="sqlgated";password="s3cr""et;x"`,
+		},
+		{
+			"url_sql_auth",
+			Config{DSN: "sqlserver://sqlgate@db.example.com:1433?database=orders&encrypt=strict", PasswordEnv: "SQLGATE_TEST_SECRET"},
+			`sqlserver://sqlgate:s3cr%22et;x@db.example.com:1433?app+name=sqlgated&database=orders&encrypt=strict`,
+		},
+		{
+			"managed_identity",
+			Config{DSN: "server=x.database.windows.net;database=orders;encrypt=strict", AzureAD: &AzureAD{Mode: ModeManagedIdentity, ClientID: "11111111-2222-3333-4444-555555555555"}},
+			`server=x.database.windows.net;database=orders;encrypt=strict;app name="sqlgated";fedauth="ActiveDirectoryManagedIdentity";user id="11111111-2222-3333-4444-555555555555"`,
+		},
+		{
+			"service_principal",
+			Config{DSN: "server=x.database.windows.net;database=orders", PasswordEnv: "SQLGATE_TEST_SECRET", AzureAD: &AzureAD{Mode: ModeServicePrincipal, ClientID: "app", TenantID: "tenant"}},
+			`server=x.database.windows.net;database=orders;app name="sqlgated";fedauth="ActiveDirectoryServicePrincipal";password="s3cr""et;x";user id="app@tenant"`,
+		},
+		{
+			"on_behalf_of",
+			Config{DSN: "server=x.database.windows.net;database=orders", AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "app", TenantID: "tenant", ClientCertPath: "/etc/sqlgate/app.pem"}},
+			`server=x.database.windows.net;database=orders;app name="sqlgated";clientcertpath="/etc/sqlgate/app.pem";fedauth="ActiveDirectoryOnBehalfOf";user id="app@tenant";userassertion="user-token"`,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -283,8 +303,10 @@ func TestOpenUnreachable(t *testing.T) {
 
 func TestOnBehalfOfNeedsAUser(t *testing.T) {
 	t.Parallel()
-	e, err := Open(t.Context(), Config{Name: "orders", DSN: "server=x.database.windows.net;database=orders", PasswordEnv: "SQLGATE_UNUSED",
-		AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "app", TenantID: "t"}})
+	e, err := Open(t.Context(), Config{
+		Name: "orders", DSN: "server=x.database.windows.net;database=orders", PasswordEnv: "SQLGATE_UNUSED",
+		AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "app", TenantID: "t"},
+	})
 	if err == nil {
 		_, err = e.Execute(t.Context(), &broker.Call{Route: &route.Route{}})
 	}
