@@ -76,6 +76,29 @@ func TestDBErrorScrubbed(t *testing.T) {
 	}
 }
 
+// A function returning more rows than max_rows fails the merged call and
+// rolls it back: the key is not consumed.
+func TestFunctionTooManyRows(t *testing.T) {
+	e := openTest(t, 1)
+	if _, err := e.Pool().Exec(t.Context(), `CREATE FUNCTION many(n integer) RETURNS TABLE (i integer) LANGUAGE sql AS $$ SELECT generate_series(1, n) $$`); err != nil {
+		t.Fatal(err)
+	}
+	r := testRoute(t, route.RouteConfig{Procedure: "many", Params: map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}}})
+	p, _ := r.Decode([]byte(`{"n":10}`))
+	c := &broker.Call{Route: r, Params: p, IdempotencyKey: "many", RequestHash: "h", MaxRows: 3}
+	if _, err := e.Execute(t.Context(), c); !errors.Is(err, broker.ErrTooManyRows) {
+		t.Fatalf("Execute(10 rows, max 3) = %v, want ErrTooManyRows", err)
+	}
+	if _, found, err := e.Lookup(t.Context(), "many"); found || err != nil {
+		t.Fatalf("Lookup after ErrTooManyRows = found %v, %v; want not found", found, err)
+	}
+	c.MaxRows = 10
+	res, err := e.Execute(t.Context(), c)
+	if err != nil || res.Rows != 10 || res.Replayed {
+		t.Fatalf("Execute(10 rows, max 10) = %+v, %v", res, err)
+	}
+}
+
 func TestPrune(t *testing.T) {
 	e := openTest(t, 2)
 	r := catalogRoute(t, brokertest.SubjectCount)

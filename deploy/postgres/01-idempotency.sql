@@ -15,5 +15,5 @@ CREATE TABLE IF NOT EXISTS public.sqlgate_idempotency (
   rows_affected   bigint      NOT NULL DEFAULT 0,
   created_at      timestamptz NOT NULL DEFAULT now(),
   committed_at    timestamptz
-);
+) WITH (fillfactor = 80);  -- room for the result update to stay a heap-only tuple update
 CREATE INDEX IF NOT EXISTS sqlgate_idempotency_committed_at ON public.sqlgate_idempotency (committed_at);
