@@ -215,8 +215,13 @@ func NewSigner(skey string) (Signer, error) {
 		return nil, errors.New("new signer: malformed private key")
 	}
 	// Derive the public key: skey is PRIVATE+KEY+<name>+<hash>+<base64(alg||seed)>.
-	i := strings.LastIndex(skey, "+")
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(skey[i+1:]))
+	// The key name cannot contain '+', but the base64 key can: split on the
+	// first four '+' only.
+	parts := strings.SplitN(strings.TrimSpace(skey), "+", 5)
+	if len(parts) != 5 {
+		return nil, errors.New("new signer: malformed private key")
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[4])
 	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
 		return nil, errors.New("new signer: not an Ed25519 private key")
 	}
