@@ -139,3 +139,11 @@ type Discovery struct {
 	// Version is the broker's version.
 	Version string `json:"version"`
 }
+
+// Display returns the e-mail if known, else the subject.
+func (w *WhoAmI) Display() string {
+	if w.Email != "" {
+		return w.Email
+	}
+	return w.Subject
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// brokerFlag registers --broker on fs.
+func brokerFlag(fs *flag.FlagSet) *string {
+	return fs.String("broker", "", "broker URL (default $SQLGATE_BROKER, else the one saved at login)")
+}
+
+// outputFlag registers --output on fs.
+func outputFlag(fs *flag.FlagSet) *string {
+	return fs.String("output", "text", "output format: text or json")
+}
+
+func checkOutput(o string) error {
+	if o != "text" && o != "json" {
+		return usagef("--output must be text or json")
+	}
+	return nil
+}
+
+// brokerURL resolves the broker: flag, else $SQLGATE_BROKER, else state.
+func (e *env) brokerURL(flagValue string, st *state) (string, error) {
+	switch {
+	case flagValue != "":
+		return flagValue, nil
+	case e.getenv("SQLGATE_BROKER") != "":
+		return e.getenv("SQLGATE_BROKER"), nil
+	case st.Broker != "":
+		return st.Broker, nil
+	}
+	return "", fmt.Errorf("no broker known: pass --broker URL, set SQLGATE_BROKER, or run sqlgate login --broker URL")
+}
+
+// client returns an authenticated API client.
+func (e *env) client(brokerFlagValue string) (*api.Client, *state, error) {
+	st, err := e.loadState()
+	if err != nil {
+		return nil, nil, err
+	}
+	url, err := e.brokerURL(brokerFlagValue, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := api.NewClient(url, e.accessToken)
+	return c, st, err
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func cmdWhoAmI(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "whoami", "sqlgate whoami [--output json]")
+	broker, output := brokerFlag(fs), outputFlag(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "sqlgate whoami"); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	c, _, err := e.client(*broker)
+	if err != nil {
+		return err
+	}
+	who, err := c.WhoAmI(ctx)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(e.stdout, who)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintf(tw, "subject\t%s\n", who.Subject)
+	fmt.Fprintf(tw, "email\t%s\n", who.Email)
+	fmt.Fprintf(tw, "name\t%s\n", who.Name)
+	fmt.Fprintf(tw, "issuer\t%s\n", who.Issuer)
+	fmt.Fprintf(tw, "groups\t%s\n", strings.Join(who.Groups, ", "))
+	if len(who.Roles) > 0 {
+		fmt.Fprintf(tw, "roles\t%s\n", strings.Join(who.Roles, ", "))
+	}
+	fmt.Fprintf(tw, "mfa\t%t\n", who.MFA)
+	if !who.Expiry.IsZero() {
+		fmt.Fprintf(tw, "token expires\t%s (in %s)\n", who.Expiry.Local().Format(time.RFC3339), time.Until(who.Expiry).Round(time.Second))
+	}
+	return tw.Flush()
+}
+
+func cmdRoutes(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "routes", "sqlgate routes [--output json]")
+	broker, output := brokerFlag(fs), outputFlag(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "sqlgate routes"); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	c, _, err := e.client(*broker)
+	if err != nil {
+		return err
+	}
+	routes, err := c.Routes(ctx)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(e.stdout, routes)
+	}
+	if len(routes.Routes) == 0 {
+		fmt.Fprintln(e.stdout, "Policy allows you no routes.")
+		return nil
+	}
+	for _, r := range routes.Routes {
+		fmt.Fprintf(e.stdout, "%s\n  %s %s on %s (%s, timeout %s)\n", r.Subject, r.Kind, r.Target, r.Database, r.Mode, time.Duration(r.TimeoutMS)*time.Millisecond)
+		if r.Description != "" {
+			fmt.Fprintf(e.stdout, "  %s\n", r.Description)
+		}
+		fmt.Fprintf(e.stdout, "  params: %s\n", r.Params)
+	}
+	return nil
+}
+
+func cmdLeasesList(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "leases list", "sqlgate leases list [--output json]")
+	broker, output := brokerFlag(fs), outputFlag(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "sqlgate leases list"); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	c, _, err := e.client(*broker)
+	if err != nil {
+		return err
+	}
+	leases, err := c.Leases(ctx)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(e.stdout, leases)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTYPE\tSTATE\tDATABASE/ROLE\tEXPIRES")
+	for _, l := range leases.Leases {
+		dbRole := ""
+		if l.Database != "" {
+			dbRole = l.Database + "/" + l.Role
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.ID, l.Type, l.State, dbRole, l.ExpiresAt.Local().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func cmdLeasesRevoke(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "leases revoke", "sqlgate leases revoke ID")
+	broker, output := brokerFlag(fs), outputFlag(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, "sqlgate leases revoke ID"); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	c, _, err := e.client(*broker)
+	if err != nil {
+		return err
+	}
+	l, err := c.RevokeLease(ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(e.stdout, l)
+	}
+	fmt.Fprintf(e.stdout, "revoked %s credential %s\n", l.Type, l.ID)
+	return nil
+}

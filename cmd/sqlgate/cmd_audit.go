@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/sqlgate/sqlgate/audit"
+)
+
+func cmdAuditExport(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "audit export", "sqlgate audit export -o FILE [--from N] [--to N]")
+	broker := brokerFlag(fs)
+	out := fs.String("o", "", "write the bundle here")
+	from := fs.Int64("from", 0, "first record index")
+	to := fs.Int64("to", 0, "end record index, exclusive (0: the latest checkpoint)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "sqlgate audit export -o FILE"); err != nil {
+		return err
+	}
+	if *out == "" {
+		return usagef("-o FILE is required")
+	}
+	c, _, err := e.client(*broker)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := c.AuditExport(ctx, f, *from, *to); err != nil {
+		f.Close()
+		os.Remove(*out)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "audit bundle written to %s; verify it offline with: sqlgate audit verify --bundle %s --key <verifier key>\n", *out, *out)
+	return nil
+}
+
+// keyFlags registers the trusted-key flags shared by verify and prove.
+type keyFlags struct {
+	keys     multiFlag
+	keysFile *string
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func (k *keyFlags) register(fs *flag.FlagSet) {
+	fs.Var(&k.keys, "key", "trusted checkpoint verifier key (note format); repeat for every key generation")
+	k.keysFile = fs.String("keys-file", "", "file of trusted verifier keys, one per line")
+}
+
+func (k *keyFlags) load() ([]string, error) {
+	keys := append([]string(nil), k.keys...)
+	if *k.keysFile != "" {
+		b, err := os.ReadFile(*k.keysFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --keys-file: %w", err)
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				keys = append(keys, line)
+			}
+		}
+	}
+	return keys, nil
+}
+
+func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "audit verify", "sqlgate audit verify [--bundle FILE] [--from N --to N] [--trusted-checkpoint FILE|DIR] [--key VKEY] [--output json]")
+	broker, output := brokerFlag(fs), outputFlag(fs)
+	bundlePath := fs.String("bundle", "", "verify this exported bundle offline (default: export one from the broker first)")
+	from := fs.Int64("from", 0, "first record index to check")
+	to := fs.Int64("to", 0, "end record index, exclusive (0: to the end)")
+	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them (e.g. the write-once sink): the log must extend each")
+	var kf keyFlags
+	kf.register(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "sqlgate audit verify"); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	keys, err := kf.load()
+	if err != nil {
+		return err
+	}
+	opts := audit.VerifyOptions{Keys: keys, From: *from, To: *to}
+	if *trusted != "" {
+		if opts.Trusted, err = audit.LoadCheckpoints(*trusted); err != nil {
+			return fmt.Errorf("--trusted-checkpoint: %w", err)
+		}
+	}
+	path := *bundlePath
+	if path == "" {
+		c, _, err := e.client(*broker)
+		if err != nil {
+			return err
+		}
+		tmp, err := os.CreateTemp("", "sqlgate-audit-*.bundle")
+		if err != nil {
+			return err
+		}
+		path = tmp.Name()
+		defer os.Remove(path)
+		err = c.AuditExport(ctx, tmp, 0, 0)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("download the log to verify: %w", err)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b, err := audit.OpenBundle(f)
+	if err != nil {
+		return fmt.Errorf("open bundle: %w", err)
+	}
+	rep, err := audit.Verify(ctx, b, opts)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		if err := printJSON(e.stdout, rep); err != nil {
+			return err
+		}
+	} else if err := rep.WriteText(e.stdout); err != nil {
+		return err
+	}
+	if len(keys) == 0 && *output == "text" {
+		fmt.Fprintln(e.stderr, "note: no --key given, so checkpoints were checked against the key history inside the log; pin the published verifier key with --key to detect a replaced key")
+	}
+	if !rep.OK() {
+		return errSilent
+	}
+	return nil
+}
+
+func cmdAuditProve(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "audit prove", "sqlgate audit prove INDEX [--key VKEY] [--output json]")
+	broker, output := brokerFlag(fs), outputFlag(fs)
+	proofFile := fs.String("proof", "", "check this saved proof (JSON from GET /api/v1/audit/proof) instead of fetching it")
+	save := fs.String("o", "", "also save the proof here, to check it again later offline")
+	var kf keyFlags
+	kf.register(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	keys, err := kf.load()
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return usagef("--key or --keys-file is required: a receipt is only as good as the key you trust (dev: audit_verifier_key in dev.json)")
+	}
+	var raw []byte
+	switch {
+	case *proofFile != "":
+		if len(pos) > 0 {
+			return usagef("give either INDEX or --proof FILE")
+		}
+		if raw, err = os.ReadFile(*proofFile); err != nil {
+			return err
+		}
+	default:
+		if err := wantArgs(pos, 1, "sqlgate audit prove INDEX"); err != nil {
+			return err
+		}
+		var index int64
+		if _, err := fmt.Sscan(pos[0], &index); err != nil || index < 0 {
+			return usagef("INDEX must be a record index (the audit.index of a reply)")
+		}
+		c, _, err := e.client(*broker)
+		if err != nil {
+			return err
+		}
+		if raw, err = c.AuditProof(ctx, index); err != nil {
+			return err
+		}
+	}
+	if *save != "" {
+		if err := os.WriteFile(*save, raw, 0o600); err != nil {
+			return err
+		}
+	}
+	var p audit.Proof
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return fmt.Errorf("decode proof: %w", err)
+	}
+	verifiers, err := audit.NewVerifiers(keys...)
+	if err != nil {
+		return fmt.Errorf("--key: %w", err)
+	}
+	verr := audit.VerifyProof(&p, verifiers)
+	rec, _ := audit.DecodeRecord(p.Record)
+	if *output == "json" {
+		res := map[string]any{"ok": verr == nil, "origin": p.Origin, "index": p.Index, "record": rec}
+		if verr != nil {
+			res["error"] = verr.Error()
+		}
+		if err := printJSON(e.stdout, res); err != nil {
+			return err
+		}
+	} else if verr == nil {
+		fmt.Fprintf(e.stdout, "record %d of %s is in the signed log\n", p.Index, p.Origin)
+		if rec != nil {
+			fmt.Fprintf(e.stdout, "  kind %s, time %s, correlation id %s\n", rec.Kind, rec.Time.UTC().Format("2006-01-02T15:04:05Z"), rec.CorrelationID)
+		}
+		cp, _ := audit.ParseCheckpoint([]byte(p.Checkpoint))
+		if cp != nil {
+			fmt.Fprintf(e.stdout, "  covered by checkpoint of size %d\n", cp.Size)
+		}
+	}
+	if verr != nil {
+		if *output == "text" {
+			fmt.Fprintf(e.stdout, "PROOF INVALID: %v\n", verr)
+		}
+		return errSilent
+	}
+	return nil
+}
+

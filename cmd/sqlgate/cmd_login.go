@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+const tokenName = "default"
+
+func (e *env) tokens() *oidc.TokenStore { return oidc.NewTokenStore(e.path("tokens")) }
+
+func cmdLogin(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "login", "sqlgate login [--broker URL] [--device | --username U --password-stdin | --client-credentials --client-id ID --client-secret-file F]")
+	broker := brokerFlag(fs)
+	username := fs.String("username", "", "sign in with the password grant as this user (where the IdP allows it)")
+	passwordStdin := fs.Bool("password-stdin", false, "read the password from standard input (with --username)")
+	device := fs.Bool("device", false, "sign in with the device authorization grant (enter a code in any browser)")
+	clientCreds := fs.Bool("client-credentials", false, "sign in as a service with the OAuth client credentials grant")
+	clientID := fs.String("client-id", "", "OAuth client id (default: the CLI client the broker advertises; required with --client-credentials)")
+	secretFile := fs.String("client-secret-file", "", "file holding the client secret (with --client-credentials)")
+	secretEnv := fs.String("client-secret-env", "", "environment variable holding the client secret (with --client-credentials)")
+	noBrowser := fs.Bool("no-browser", false, "print the sign-in URL instead of opening a browser")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for an interactive sign-in")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "sqlgate login [flags]"); err != nil {
+		return err
+	}
+	modes := 0
+	for _, on := range []bool{*username != "", *device, *clientCreds} {
+		if on {
+			modes++
+		}
+	}
+	if modes > 1 {
+		return usagef("choose one of --username, --device and --client-credentials")
+	}
+	if *username != "" && !*passwordStdin {
+		return usagef("--username needs --password-stdin (passwords are never taken as arguments)")
+	}
+	if *clientCreds && *clientID == "" {
+		return usagef("--client-credentials needs --client-id")
+	}
+
+	st, err := e.loadState()
+	if err != nil {
+		return err
+	}
+	url, err := e.brokerURL(*broker, st)
+	if err != nil {
+		return err
+	}
+	anon, err := api.NewClient(url, nil)
+	if err != nil {
+		return err
+	}
+	disc, err := anon.Discovery(ctx)
+	if err != nil {
+		return fmt.Errorf("ask the broker how to sign in: %w", err)
+	}
+	cc := oidc.ClientConfig{Issuer: disc.Issuer, ClientID: disc.ClientID, Scopes: disc.Scopes}
+	if *clientID != "" {
+		cc.ClientID = *clientID
+	}
+	if *clientCreds {
+		secret, err := readSecret(e, *secretFile, *secretEnv)
+		if err != nil {
+			return err
+		}
+		cc.ClientSecret = secret
+	}
+	client, err := oidc.OpenClient(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("reach the identity provider %s: %w", disc.Issuer, err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	var tok oidc.Tokens
+	switch {
+	case *username != "":
+		password, err := readPassword(e)
+		if err != nil {
+			return err
+		}
+		tok, err = client.LoginPassword(lctx, *username, password)
+		if err != nil {
+			return loginError(err)
+		}
+	case *device:
+		tok, err = client.LoginDevice(lctx, e.stderr)
+		if err != nil {
+			return loginError(err)
+		}
+	case *clientCreds:
+		tok, err = client.LoginClientCredentials(lctx)
+		if err != nil {
+			return loginError(err)
+		}
+	default:
+		opener := openBrowser
+		if *noBrowser {
+			opener = nil
+		}
+		tok, err = client.LoginBrowser(lctx, oidc.BrowserLogin{OpenBrowser: opener, Out: e.stderr})
+		if err != nil {
+			return loginError(err)
+		}
+	}
+	if err := e.tokens().Save(tokenName, tok); err != nil {
+		return err
+	}
+	st.Broker, st.Issuer, st.ClientID, st.Scopes, st.NATSURL, st.Audience = url, disc.Issuer, cc.ClientID, disc.Scopes, disc.NATSURL, disc.Audience
+	st.SecretFile, st.SecretEnv = "", ""
+	if *clientCreds {
+		st.SecretFile, st.SecretEnv = absPath(*secretFile), *secretEnv
+	}
+	if err := e.saveState(st); err != nil {
+		return err
+	}
+	authed, err := api.NewClient(url, e.accessToken)
+	if err != nil {
+		return err
+	}
+	who, err := authed.WhoAmI(ctx)
+	if err != nil {
+		return fmt.Errorf("signed in with the identity provider, but the broker refused the token: %w", err)
+	}
+	fmt.Fprintf(e.stdout, "Signed in to %s as %s (groups: %s).\n", url, who.Display(), strings.Join(who.Groups, ", "))
+	return nil
+}
+
+func loginError(err error) error {
+	switch {
+	case errors.Is(err, oidc.ErrIDPUnreachable):
+		return fmt.Errorf("the identity provider is unreachable; try again later: %w", err)
+	case errors.Is(err, oidc.ErrAccessDenied):
+		return fmt.Errorf("sign-in refused: %w", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return errors.New("sign-in timed out")
+	}
+	return fmt.Errorf("sign-in failed: %w", err)
+}
+
+// accessToken returns a bearer token that stays valid for a while,
+// refreshing the stored sign-in when needed.
+func (e *env) accessToken(ctx context.Context) (string, error) {
+	store := e.tokens()
+	tok, err := store.Load(tokenName)
+	if errors.Is(err, oidc.ErrNoTokens) {
+		return "", errors.New("not signed in: run sqlgate login")
+	}
+	if err != nil {
+		return "", err
+	}
+	const minValid = 30 * time.Second
+	if exp := tok.BearerExpiry(); !exp.IsZero() && time.Until(exp) > minValid {
+		return tok.Bearer(), nil
+	}
+	st, err := e.loadState()
+	if err != nil {
+		return "", err
+	}
+	cc := oidc.ClientConfig{Issuer: tok.Issuer, ClientID: tok.ClientID, Scopes: st.Scopes}
+	if st.SecretFile != "" || st.SecretEnv != "" {
+		if cc.ClientSecret, err = readSecret(e, st.SecretFile, st.SecretEnv); err != nil {
+			return "", fmt.Errorf("renew the service sign-in: %w", err)
+		}
+	}
+	client, err := oidc.OpenClient(ctx, cc)
+	if err != nil {
+		return "", fmt.Errorf("your sign-in expired and the identity provider is unreachable to renew it: %w", err)
+	}
+	fresh, changed, err := client.Fresh(ctx, tok, minValid)
+	if err != nil {
+		if errors.Is(err, oidc.ErrLoginExpired) {
+			return "", errors.New("your sign-in expired: run sqlgate login")
+		}
+		return "", fmt.Errorf("renew your sign-in: %w", err)
+	}
+	if changed {
+		if err := store.Save(tokenName, fresh); err != nil {
+			return "", err
+		}
+	}
+	return fresh.Bearer(), nil
+}
+
+func cmdLogout(_ context.Context, e *env, args []string) error {
+	fs := newFlags(e, "logout", "sqlgate logout")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "sqlgate logout"); err != nil {
+		return err
+	}
+	if err := e.tokens().Delete(tokenName); err != nil {
+		return err
+	}
+	for _, f := range []string{natsCredsOut, natsInfoFile} {
+		if err := os.Remove(e.path(f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	fmt.Fprintln(e.stdout, "Signed out: tokens and saved NATS credentials removed.")
+	return nil
+}
+
+// readPassword reads one line from stdin.
+func readPassword(e *env) (string, error) {
+	line, err := bufio.NewReader(e.stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return "", errors.New("--password-stdin: no password on standard input")
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return "", errors.New("--password-stdin: empty password")
+	}
+	return pw, nil
+}
+
+func readSecret(e *env, file, envName string) (string, error) {
+	switch {
+	case file != "" && envName != "":
+		return "", usagef("use one of --client-secret-file and --client-secret-env")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read client secret: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	case envName != "":
+		if v := e.getenv(envName); v != "" {
+			return v, nil
+		}
+		return "", fmt.Errorf("environment variable %s is empty", envName)
+	}
+	return "", usagef("--client-credentials needs --client-secret-file or --client-secret-env")
+}
+
+func absPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// openBrowser opens url with the platform's opener.
+func openBrowser(url string) error {
+	var cmd *exec.Cmd
+	switch runtime.GOOS {
+	case "darwin":
+		cmd = exec.Command("open", url)
+	case "windows":
+		cmd = exec.Command("rundll32", "url.dll,FileProtocolHandler", url)
+	default:
+		cmd = exec.Command("xdg-open", url)
+	}
+	return cmd.Start()
+}

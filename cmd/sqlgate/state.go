@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// stateHome returns $SQLGATE_HOME, else <user config dir>/sqlgate.
+func stateHome(getenv func(string) string) (string, error) {
+	if h := getenv("SQLGATE_HOME"); h != "" {
+		return h, nil
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("find a config directory (set SQLGATE_HOME): %w", err)
+	}
+	return filepath.Join(dir, "sqlgate"), nil
+}
+
+// state is what the CLI remembers between runs (no secrets: tokens and
+// creds live in their own 0600 files).
+type state struct {
+	Broker   string   `json:"broker"`
+	Issuer   string   `json:"issuer,omitempty"`
+	ClientID string   `json:"client_id,omitempty"`
+	Audience string   `json:"audience,omitempty"`
+	Scopes   []string `json:"scopes,omitempty"`
+	NATSURL  string   `json:"nats_url,omitempty"`
+	// SecretFile and SecretEnv reference (never hold) a service's client
+	// secret, so that its sign-in can be renewed with client credentials.
+	SecretFile string `json:"client_secret_file,omitempty"`
+	SecretEnv  string `json:"client_secret_env,omitempty"`
+}
+
+const (
+	stateFile    = "state.json"
+	tokenFile    = "token.json"
+	natsCredsOut = "nats.creds"
+	natsInfoFile = "nats.json"
+)
+
+func (e *env) path(name string) string { return filepath.Join(e.home, name) }
+
+func (e *env) loadState() (*state, error) {
+	var st state
+	b, err := os.ReadFile(e.path(stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read CLI state: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("read CLI state %s: %w", e.path(stateFile), err)
+	}
+	return &st, nil
+}
+
+func (e *env) saveState(st *state) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(e.path(stateFile), b, 0o600)
+}
+
+// natsInfo is saved beside the creds file: the inbox prefix the credential
+// may subscribe under and the NATS URL.
+type natsInfo struct {
+	Creds       string `json:"creds"`
+	InboxPrefix string `json:"inbox_prefix"`
+	NATSURL     string `json:"nats_url"`
+	ExpiresAt   string `json:"expires_at"`
+}
+
+// writeFileAtomic writes data to path with perm via a temporary file and a
+// rename, creating the directory (0700) if needed.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/policy/opa"
+	"github.com/sqlgate/sqlgate/web"
+)
+
+// webLogin adapts oidc.WebLogin to web.Login.
+type webLogin struct{ l *oidc.WebLogin }
+
+func (w webLogin) Start(rw http.ResponseWriter, r *http.Request, returnTo string) error {
+	return w.l.Start(rw, r, returnTo)
+}
+
+func (w webLogin) Callback(rw http.ResponseWriter, r *http.Request) (identity.Principal, string, error) {
+	p, _, returnTo, err := w.l.Callback(rw, r)
+	return p, returnTo, err
+}
+
+// auditService serves the audit log to the web layer.
+type auditService struct {
+	log   *audit.Log
+	store *sqlstore.Store
+}
+
+func (s *auditService) Recent(ctx context.Context, n int) ([]audit.Record, error) {
+	size := s.log.Size()
+	from := max(size-int64(n), 0)
+	first, _, err := s.store.Bounds(ctx, s.log.Origin())
+	if err != nil {
+		return nil, err
+	}
+	from = max(from, first)
+	out := make([]audit.Record, 0, size-from)
+	err = s.store.Records(ctx, s.log.Origin(), from, size, func(_ int64, data []byte, _ *tlog.Hash) error {
+		r, err := audit.DecodeRecord(data)
+		if err != nil {
+			return err
+		}
+		out = append(out, *r)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, nil
+}
+
+func (s *auditService) Record(ctx context.Context, index int64) (*audit.Record, error) {
+	data, err := s.store.Record(ctx, s.log.Origin(), index)
+	if errors.Is(err, audit.ErrNotFound) {
+		return nil, broker.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return audit.DecodeRecord(data)
+}
+
+func (s *auditService) Checkpoint(ctx context.Context) ([]byte, error) {
+	if err := s.log.Sync(ctx); err != nil {
+		return nil, err
+	}
+	cp, err := s.log.Latest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return cp.Note, nil
+}
+
+func (s *auditService) Verify(ctx context.Context, from, to int64) (web.VerifyReport, error) {
+	if err := s.log.Sync(ctx); err != nil {
+		return web.VerifyReport{}, err
+	}
+	rep, err := audit.Verify(ctx, s.store, audit.VerifyOptions{From: from, To: to})
+	if err != nil {
+		return web.VerifyReport{}, err
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		return web.VerifyReport{}, err
+	}
+	js, err := json.Marshal(rep)
+	if err != nil {
+		return web.VerifyReport{}, err
+	}
+	return web.VerifyReport{OK: rep.OK(), Text: text.String(), JSON: js}, nil
+}
+
+func (s *auditService) Proof(ctx context.Context, index int64) (json.RawMessage, error) {
+	if err := s.log.Sync(ctx); err != nil {
+		return nil, err
+	}
+	p, err := s.log.Proof(ctx, index)
+	if errors.Is(err, audit.ErrNotFound) {
+		return nil, broker.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(p)
+}
+
+func (s *auditService) Export(ctx context.Context, w io.Writer, from, to int64) error {
+	if err := s.log.Sync(ctx); err != nil {
+		return err
+	}
+	return audit.WriteBundle(ctx, w, s.store, audit.BundleOptions{From: from, To: to})
+}
+
+// policyService serves the engine to the web layer.
+type policyService struct {
+	engine *opa.Engine
+	dir    string
+}
+
+func (p *policyService) Status() web.PolicyStatus {
+	st := p.engine.Status()
+	out := web.PolicyStatus{Revision: st.Revision, LoadedAt: st.LoadedAt, Source: p.dir}
+	if st.LastError != nil {
+		out.LastError = st.LastError.Error()
+	}
+	return out
+}
+
+func (p *policyService) Eval(ctx context.Context, entry policy.Entry, input []byte, explain bool) (policy.Decision, string, error) {
+	var in policy.Input
+	dec := json.NewDecoder(bytes.NewReader(input))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(&in); err != nil {
+		return policy.Deny(p.engine.Revision(), "input does not match the input document: "+err.Error()), "", nil
+	}
+	d, err := p.engine.Decide(ctx, entry, &in)
+	if err != nil {
+		return d, "", err
+	}
+	if !explain {
+		return d, "", nil
+	}
+	return d, "TODO-EXPLAIN", nil
+}
+
+// meteredHandler counts and times routed calls by route and result code.
+type meteredHandler struct {
+	next     *broker.Service
+	calls    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMeteredHandler(next *broker.Service, reg *prometheus.Registry) *meteredHandler {
+	m := &meteredHandler{
+		next: next,
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sqlgate_calls_total", Help: "Routed calls by route subject and result code (ok or the error code).",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sqlgate_call_duration_seconds", Help: "Routed call latency inside sqlgated by route subject.",
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16),
+		}, []string{"route"}),
+	}
+	reg.MustRegister(m.calls, m.duration)
+	return m
+}
+
+func (m *meteredHandler) Handle(ctx context.Context, req *broker.Request) *broker.Reply {
+	start := time.Now()
+	rep := m.next.Handle(ctx, req)
+	code := "ok"
+	if rep.Error != nil {
+		code = rep.Error.Code
+	}
+	subject := req.Subject
+	if code == broker.CodeNotFound {
+		subject = "unknown" // bound label cardinality
+	}
+	m.calls.WithLabelValues(subject, code).Inc()
+	m.duration.WithLabelValues(subject).Observe(time.Since(start).Seconds())
+	return rep
+}
+
+// auditCollector exports the audit log's counters.
+type auditCollector struct{ log *audit.Log }
+
+var (
+	auditSizeDesc    = prometheus.NewDesc("sqlgate_audit_log_size", "Records in this instance's audit log.", nil, nil)
+	auditBatchesDesc = prometheus.NewDesc("sqlgate_audit_batches_total", "Group commits since start.", nil, nil)
+	auditErrorsDesc  = prometheus.NewDesc("sqlgate_audit_write_errors_total", "Failed audit writes since start (each refused the calls it carried).", nil, nil)
+	auditCPDesc      = prometheus.NewDesc("sqlgate_audit_checkpoints_total", "Signed checkpoints since start.", nil, nil)
+)
+
+func (auditCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- auditSizeDesc
+	ch <- auditBatchesDesc
+	ch <- auditErrorsDesc
+	ch <- auditCPDesc
+}
+
+func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.log.Stats()
+	ch <- prometheus.MustNewConstMetric(auditSizeDesc, prometheus.GaugeValue, float64(c.log.Size()))
+	ch <- prometheus.MustNewConstMetric(auditBatchesDesc, prometheus.CounterValue, float64(st.Batches))
+	ch <- prometheus.MustNewConstMetric(auditErrorsDesc, prometheus.CounterValue, float64(st.WriteErrors))
+	ch <- prometheus.MustNewConstMetric(auditCPDesc, prometheus.CounterValue, float64(st.Checkpoints))
+}
+
+// recoverIntents writes the outcomes a crash left missing: for every intent
+// without an outcome it asks the target database whether the idempotency
+// record committed.
+func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, logger interface {
+	InfoContext(context.Context, string, ...any)
+}) error {
+	intents, err := log.Unpaired(ctx)
+	if err != nil {
+		return fmt.Errorf("find unpaired audit intents: %w", err)
+	}
+	for _, in := range intents {
+		out := &audit.Record{
+			Kind: audit.KindOutcome, CorrelationID: in.CorrelationID, IntentIndex: in.Index, Actor: in.Actor,
+			DecisionID: in.DecisionID, Route: in.Route, TargetKind: in.TargetKind, Target: in.Target,
+			IdempotencyKey: in.IdempotencyKey, Result: &audit.Result{Recovered: true},
+			SQL: &audit.SQL{Outcome: "rollback"},
+		}
+		if in.SQL != nil {
+			out.SQL.Server, out.SQL.Database = in.SQL.Server, in.SQL.Database
+		}
+		ex := executorFor(executors, in.SQL)
+		switch {
+		case ex == nil:
+			out.Result.Status = broker.CodeInternal
+			out.SQL.Outcome = "unknown"
+		default:
+			res, found, err := ex.Lookup(ctx, in.IdempotencyKey)
+			if err != nil {
+				return fmt.Errorf("recover intent %d: look up idempotency record: %w", in.Index, err)
+			}
+			if found {
+				out.SQL.Outcome, out.SQL.TransactionID = "commit", res.TransactionID
+				out.SQL.Rows, out.SQL.RowsAffected = res.Rows, res.RowsAffected
+				out.Result.Status = "ok"
+			} else {
+				out.Result.Status = broker.CodeUnavailable
+			}
+		}
+		if _, err := log.Append(ctx, out); err != nil {
+			return fmt.Errorf("recover intent %d: %w", in.Index, err)
+		}
+		logger.InfoContext(ctx, "recovered missing audit outcome", "intent_index", in.Index, "outcome", out.SQL.Outcome, "correlation_id", in.CorrelationID)
+	}
+	return nil
+}
+
+// executorFor finds the executor an intent ran on.
+func executorFor(executors map[string]broker.Executor, sql *audit.SQL) broker.Executor {
+	if sql == nil {
+		return nil
+	}
+	for _, ex := range executors {
+		d := ex.Describe()
+		if d.Database == sql.Database && d.Server == sql.Server {
+			return ex
+		}
+	}
+	return nil
+}

@@ -1,0 +1,438 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/control"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/natsvc"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/policy/opa"
+	"github.com/sqlgate/sqlgate/web"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// runtimeConfig is a fully resolved configuration: files read, secrets
+// loaded, listeners open. Dev mode builds one from its data directory, serve
+// mode from the config file.
+type runtimeConfig struct {
+	Instance string
+	Logger   *slog.Logger
+
+	// HTTP: an open listener, optional TLS, extra handlers (the dev IdP).
+	Listener      net.Listener
+	TLSCert       *tls.Certificate
+	Mounts        map[string]http.Handler
+	AdminGroups   []string
+	AuditorGroups []string
+	Discovery     api.Discovery
+
+	Catalog   *route.Catalog
+	Executors map[string]broker.Executor
+
+	ControlDB      *sql.DB
+	ControlDialect string
+
+	Audit      audit.Config
+	SinkDir    string
+	PolicyDir  string
+	Watch      bool
+	EvalTimout time.Duration
+
+	Identity oidc.Config
+	// WebLogin is completed with the verifier once it is open (nil: no
+	// dashboard sign-in).
+	WebLogin *oidc.WebLoginConfig
+
+	NATSKeys     *natsauth.Keys
+	NATSURL      string
+	NATSWorkers  int
+	NATSQueueLen int
+	Callout      bool
+	// NATSConnect adds options to sqlgated's own NATS connections (the
+	// embedded server's in-process transport).
+	NATSConnect []nats.Option
+
+	NATSTTL, MaxTTL time.Duration
+}
+
+// app is a running sqlgated.
+type app struct {
+	cfg      runtimeConfig
+	log      *slog.Logger
+	metrics  *prometheus.Registry
+	http     *http.Server
+	handler  atomic.Pointer[http.Handler]
+	registry *control.Registry
+	store    *sqlstore.Store
+	audit    *audit.Log
+	engine   *opa.Engine
+	verifier *oidc.Verifier
+	service  *broker.Service
+	conns    []*nats.Conn
+	micro    *natsvc.Service
+	callout  *natsauth.Callout
+	closers  []func(context.Context) error
+	group    *errgroup.Group
+	groupCtx context.Context
+}
+
+// start builds and starts every component; the returned app runs until ctx
+// ends (then call shutdown).
+func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
+	a = &app{cfg: cfg, log: cfg.Logger, metrics: prometheus.NewRegistry()}
+	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.group, a.groupCtx = errgroup.WithContext(ctx)
+	defer func() {
+		if err != nil {
+			a.shutdown(context.Background())
+		}
+	}()
+
+	// HTTP first: in dev mode the identity provider is served here and the
+	// verifier below discovers it.
+	a.serveHTTP()
+
+	if err := a.openAudit(ctx); err != nil {
+		return a, err
+	}
+	cdb, err := control.Open(ctx, cfg.ControlDB, cfg.ControlDialect)
+	if err != nil {
+		return a, err
+	}
+	a.registry = control.NewRegistry(cdb, 0, nil)
+	if err := a.openPolicy(ctx); err != nil {
+		return a, err
+	}
+	a.verifier, err = oidc.Open(ctx, cfg.Identity, a.log.With("component", "oidc"))
+	if err != nil {
+		return a, fmt.Errorf("identity: %w", err)
+	}
+	if err := a.startBroker(ctx); err != nil {
+		return a, err
+	}
+	if err := recoverIntents(ctx, a.audit, cfg.Executors, a.log); err != nil {
+		return a, err
+	}
+	if err := a.startNATS(ctx); err != nil {
+		return a, err
+	}
+	if err := a.startWeb(); err != nil {
+		return a, err
+	}
+	a.group.Go(func() error { return a.housekeeping(a.groupCtx) })
+	return a, nil
+}
+
+func (a *app) openAudit(ctx context.Context) error {
+	store, err := sqlstore.Open(ctx, a.cfg.ControlDB, a.cfg.ControlDialect)
+	if err != nil {
+		return fmt.Errorf("audit store: %w", err)
+	}
+	a.store = store
+	acfg := a.cfg.Audit
+	acfg.Logger = a.log.With("component", "audit")
+	if a.cfg.SinkDir != "" {
+		sink, err := audit.NewDirSink(a.cfg.SinkDir)
+		if err != nil {
+			return fmt.Errorf("audit checkpoint sink: %w", err)
+		}
+		acfg.Sink = sink
+	}
+	log, err := audit.Open(ctx, store, acfg)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	a.audit = log
+	a.closers = append(a.closers, log.Close)
+	a.metrics.MustRegister(auditCollector{log})
+	a.log.InfoContext(ctx, "audit log open", "origin", log.Origin(), "size", log.Size(), "verifier_key", acfg.Signer.VerifierKey())
+	return nil
+}
+
+func (a *app) openPolicy(ctx context.Context) error {
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sqlgate_policy_reloads_total", Help: "Policy load attempts by result.",
+	}, []string{"result"})
+	a.metrics.MustRegister(reloads)
+	engine, err := opa.Open(ctx, opa.Config{
+		Dir: a.cfg.PolicyDir, Watch: a.cfg.Watch, EvalTimeout: a.cfg.EvalTimout,
+		Logger: a.log.With("component", "policy"),
+		OnReload: func(ev opa.ReloadEvent) {
+			rec := &audit.Record{Kind: audit.KindAdmin, Actor: &audit.Actor{Transport: "system"}, PolicyRevision: ev.Revision,
+				Admin: &audit.Admin{Action: "policy_load", Detail: fmt.Sprintf("revision %s (previous %s), %d modules", ev.Revision, ev.Previous, len(ev.Modules))}}
+			result := "ok"
+			if ev.Err != nil {
+				result = "error"
+				rec.Admin = &audit.Admin{Action: "policy_load_failed", Detail: ev.Err.Error()}
+			}
+			reloads.WithLabelValues(result).Inc()
+			actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := a.audit.Append(actx, rec); err != nil {
+				a.log.Error("audit policy reload record failed", "err", err)
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	a.engine = engine
+	a.closers = append(a.closers, func(context.Context) error { return engine.Close() })
+	return nil
+}
+
+func (a *app) startBroker(ctx context.Context) error {
+	minter := natsauth.NewMinter(a.cfg.NATSKeys)
+	sysConn, err := a.connect("sqlgated-system", a.cfg.NATSKeys.SystemUser())
+	if err != nil {
+		return err
+	}
+	revoker := natsauth.NewRevoker(sysConn, a.cfg.NATSKeys, natsauth.RevokerConfig{
+		Subjects: a.cfg.Catalog.Subjects(), Emits: emits(a.cfg.Catalog), MaxTTL: a.cfg.MaxTTL,
+		Logger: a.log.With("component", "revoker"),
+	})
+	pub := a.cfg.NATSKeys.Public()
+	svc, err := broker.New(broker.Config{
+		Catalog: a.cfg.Catalog, Databases: a.cfg.Executors,
+		Authorizer: a.engine, Recorder: a.audit, Registry: a.registry,
+		Minter: minter, Revoker: revoker, Verifier: a.verifier,
+		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
+		NATSTTL: a.cfg.NATSTTL, MaxTTL: a.cfg.MaxTTL,
+		Logger: a.log.With("component", "broker"),
+	})
+	if err != nil {
+		return err
+	}
+	a.service = svc
+	return nil
+}
+
+func (a *app) startNATS(ctx context.Context) error {
+	pub := a.cfg.NATSKeys.Public()
+	brokerConn, err := a.connect("sqlgated-"+a.cfg.Instance, a.cfg.NATSKeys.BrokerUser())
+	if err != nil {
+		return err
+	}
+	micro, err := natsvc.Start(a.groupCtx, brokerConn, natsvc.Config{
+		Name: "sqlgate", Version: semver(version), Description: "sqlgate routed calls",
+		Subjects: a.cfg.Catalog.Subjects(), Workers: a.cfg.NATSWorkers, QueueLen: a.cfg.NATSQueueLen,
+		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
+		Logger: a.log.With("component", "natsvc"),
+	}, newMeteredHandler(a.service, a.metrics))
+	if err != nil {
+		return fmt.Errorf("start micro service: %w", err)
+	}
+	a.micro = micro
+	if a.cfg.Callout {
+		calloutConn, err := a.connect("sqlgated-callout", a.cfg.NATSKeys.CalloutUser())
+		if err != nil {
+			return err
+		}
+		a.callout, err = natsauth.StartCallout(a.groupCtx, calloutConn, a.cfg.NATSKeys,
+			natsauth.CalloutConfig{Logger: a.log.With("component", "callout")}, a.service)
+		if err != nil {
+			return fmt.Errorf("start auth callout: %w", err)
+		}
+	}
+	return nil
+}
+
+// connect opens one of sqlgated's own NATS connections; it reconnects for
+// ever and logs state changes.
+func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
+	opts := append([]nats.Option{
+		auth, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			a.log.Warn("nats disconnected", "conn", name, "err", err)
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { a.log.Info("nats reconnected", "conn", name) }),
+	}, a.cfg.NATSConnect...)
+	nc, err := nats.Connect(a.cfg.NATSURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS as %s: %w", name, err)
+	}
+	a.conns = append(a.conns, nc)
+	return nc, nil
+}
+
+func (a *app) startWeb() error {
+	var login web.Login
+	if a.cfg.WebLogin != nil {
+		wl := *a.cfg.WebLogin
+		wl.Verifier = a.verifier
+		l, err := oidc.NewWebLogin(wl)
+		if err != nil {
+			return fmt.Errorf("dashboard sign-in: %w", err)
+		}
+		login = webLogin{l}
+	}
+	srv, err := web.New(web.Config{
+		Broker: a.service, Auth: a.verifier, Issuances: a.registry, Login: login,
+		Audit:  &auditService{log: a.audit, store: a.store},
+		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
+		Ready:  a.ready, Registry: a.metrics, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
+		AdminGroups: a.cfg.AdminGroups, AuditorGroups: a.cfg.AuditorGroups,
+		Secure: a.cfg.TLSCert != nil, Mounts: a.cfg.Mounts, Logger: a.log.With("component", "web"),
+	})
+	if err != nil {
+		return err
+	}
+	var h http.Handler = srv
+	a.handler.Store(&h)
+	return nil
+}
+
+// serveHTTP starts the HTTP server on the configured listener. Until
+// startWeb swaps in the real handler it serves only the mounts (the dev
+// identity provider) and answers 503 elsewhere.
+func (a *app) serveHTTP() {
+	boot := http.NewServeMux()
+	for prefix, h := range a.cfg.Mounts {
+		boot.Handle(prefix, h)
+	}
+	boot.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "sqlgated is starting", http.StatusServiceUnavailable)
+	}))
+	var h http.Handler = boot
+	a.handler.Store(&h)
+	a.http = &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*a.handler.Load()).ServeHTTP(w, r) }),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	ln := a.cfg.Listener
+	if a.cfg.TLSCert != nil {
+		a.http.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*a.cfg.TLSCert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, a.http.TLSConfig)
+	}
+	a.group.Go(func() error {
+		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+}
+
+// ready reports why sqlgated cannot serve (for /readyz).
+func (a *app) ready(ctx context.Context) error {
+	var errs []error
+	if st := a.engine.Status(); !st.Ready() {
+		errs = append(errs, fmt.Errorf("no policy loaded: %v", st.LastError))
+	} else if st.LastError != nil {
+		errs = append(errs, fmt.Errorf("policy reload failed (revision %s keeps serving): %v", st.Revision, st.LastError))
+	}
+	for _, nc := range a.conns {
+		if !nc.IsConnected() {
+			errs = append(errs, fmt.Errorf("nats connection %s is %s", nc.Opts.Name, nc.Status()))
+		}
+	}
+	if err := a.cfg.ControlDB.PingContext(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("control database: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// housekeeping prunes expired issuances.
+func (a *app) housekeeping(ctx context.Context) error {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := a.registry.Prune(ctx, time.Now().Add(-24*time.Hour)); err != nil {
+				a.log.Warn("prune issuances failed", "err", err)
+			} else if n > 0 {
+				a.log.Info("pruned expired issuances", "count", n)
+			}
+		}
+	}
+}
+
+// wait blocks until ctx ends or a component fails.
+func (a *app) wait(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- a.group.Wait() }()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-done:
+		return err
+	}
+}
+
+// shutdown stops everything in reverse order within a bounded time.
+func (a *app) shutdown(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if a.micro != nil {
+		if err := a.micro.Stop(); err != nil {
+			a.log.Warn("stop micro service", "err", err)
+		}
+	}
+	if a.callout != nil {
+		if err := a.callout.Stop(); err != nil {
+			a.log.Warn("stop auth callout", "err", err)
+		}
+	}
+	if a.http != nil {
+		if err := a.http.Shutdown(ctx); err != nil {
+			a.log.Warn("http shutdown", "err", err)
+		}
+	}
+	for _, nc := range a.conns {
+		nc.Close()
+	}
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](ctx); err != nil {
+			a.log.Warn("shutdown", "err", err)
+		}
+	}
+	for _, ex := range a.cfg.Executors {
+		if c, ok := ex.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+	}
+	if a.cfg.ControlDB != nil {
+		_ = a.cfg.ControlDB.Close()
+	}
+}
+
+func emits(c *route.Catalog) []string {
+	var out []string
+	for _, r := range c.Routes() {
+		if r.Emit != "" {
+			out = append(out, r.Emit)
+		}
+	}
+	return out
+}
+
+// semver turns the build version into the semver micro requires.
+func semver(v string) string {
+	if len(v) > 0 && v[0] == 'v' {
+		return v[1:]
+	}
+	return v
+}

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sqlgate/sqlgate/broker/postgres"
+	"github.com/sqlgate/sqlgate/broker/sqlite"
+	"github.com/sqlgate/sqlgate/broker/sqlserver"
+	"github.com/sqlgate/sqlgate/identity/oidc"
+)
+
+// Config is the file `sqlgated serve --config FILE` reads (YAML, camelCase
+// keys, unknown keys rejected). It composes each package's own
+// configuration; secrets are referenced by file or environment variable,
+// never inlined. docs/configuration.md documents every key.
+type Config struct {
+	// Instance names this sqlgated process in audit records and NATS
+	// (default: the host name).
+	Instance string `yaml:"instance"`
+	// Routes is the route catalog file.
+	Routes      string            `yaml:"routes"`
+	HTTP        HTTPConfig        `yaml:"http"`
+	NATS        NATSConfig        `yaml:"nats"`
+	Identity    IdentityConfig    `yaml:"identity"`
+	Policy      PolicyConfig      `yaml:"policy"`
+	Databases   []DatabaseConfig  `yaml:"databases"`
+	Control     ControlConfig     `yaml:"control"`
+	Audit       AuditConfig       `yaml:"audit"`
+	Credentials CredentialsConfig `yaml:"credentials"`
+}
+
+// HTTPConfig configures the API and dashboard listener.
+type HTTPConfig struct {
+	Listen string `yaml:"listen"`
+	// PublicURL is how clients reach the API (used for the dashboard's
+	// OIDC redirect URL).
+	PublicURL string `yaml:"publicURL"`
+	// TLSCertFile and TLSKeyFile enable HTTPS (cookies become Secure).
+	TLSCertFile   string   `yaml:"tlsCertFile"`
+	TLSKeyFile    string   `yaml:"tlsKeyFile"`
+	AdminGroups   []string `yaml:"adminGroups"`
+	AuditorGroups []string `yaml:"auditorGroups"`
+}
+
+// NATSConfig configures the connection to the NATS cluster.
+type NATSConfig struct {
+	// URL is where sqlgated connects; AdvertiseURL what clients are told
+	// (default URL).
+	URL          string `yaml:"url"`
+	AdvertiseURL string `yaml:"advertiseURL"`
+	// KeysDir holds the seeds written by `sqlgated nats-setup`; seeds may
+	// instead come from SQLGATE_NATS_* environment variables.
+	KeysDir string `yaml:"keysDir"`
+	// Callout answers the auth callout for clients that hold only an OIDC
+	// token (default true).
+	Callout *bool `yaml:"callout"`
+	// Workers and QueueLen size the request worker pool.
+	Workers  int `yaml:"workers"`
+	QueueLen int `yaml:"queueLen"`
+}
+
+// IdentityConfig configures token verification and sign-in.
+type IdentityConfig struct {
+	oidc.Config `yaml:",inline"`
+	// CLI is what `sqlgate login` is told (GET /api/v1/config).
+	CLI CLIConfig `yaml:"cli"`
+	// Web enables the dashboard's sign-in.
+	Web *WebLoginConfig `yaml:"web"`
+}
+
+// CLIConfig is the public client the CLI signs in with.
+type CLIConfig struct {
+	Issuer   string   `yaml:"issuer"`
+	ClientID string   `yaml:"clientID"`
+	Audience string   `yaml:"audience"`
+	Scopes   []string `yaml:"scopes"`
+}
+
+// WebLoginConfig configures the dashboard's confidential client.
+type WebLoginConfig struct {
+	// Issuer names an entry of identity.issuers.
+	Issuer           string   `yaml:"issuer"`
+	ClientID         string   `yaml:"clientID"`
+	ClientSecretFile string   `yaml:"clientSecretFile"`
+	ClientSecretEnv  string   `yaml:"clientSecretEnv"`
+	Scopes           []string `yaml:"scopes"`
+	// CookieKeyFile holds at least 32 random bytes that protect the login
+	// cookie.
+	CookieKeyFile string `yaml:"cookieKeyFile"`
+}
+
+// PolicyConfig configures the Rego engine.
+type PolicyConfig struct {
+	Dir         string        `yaml:"dir"`
+	Watch       *bool         `yaml:"watch"`
+	EvalTimeout time.Duration `yaml:"evalTimeout"`
+}
+
+// DatabaseConfig is one target database: exactly one of the dialects.
+type DatabaseConfig struct {
+	SQLite    *sqlite.Config    `yaml:"sqlite"`
+	Postgres  *postgres.Config  `yaml:"postgres"`
+	SQLServer *sqlserver.Config `yaml:"sqlserver"`
+}
+
+// ControlConfig is the control database (audit log, registry, leases).
+type ControlConfig struct {
+	// Dialect is sqlite, postgres or sqlserver.
+	Dialect string `yaml:"dialect"`
+	// Path is the SQLite file.
+	Path string `yaml:"path"`
+	// DSNFile or DSNEnv reference the connection string of PostgreSQL or
+	// SQL Server.
+	DSNFile string `yaml:"dsnFile"`
+	DSNEnv  string `yaml:"dsnEnv"`
+}
+
+// AuditConfig configures the audit log.
+type AuditConfig struct {
+	// Origin names this instance's log (default "sqlgate/<instance>").
+	Origin string `yaml:"origin"`
+	// SigningKeyFile holds the Ed25519 checkpoint signing key in note
+	// format; it is generated (0600) on first start when the file does not
+	// exist. Publish the matching public key (logged at start and served in
+	// every export bundle) to your auditors.
+	SigningKeyFile string `yaml:"signingKeyFile"`
+	// ParamKeyFile holds the HMAC key for parameter values ("<id>:<base64>",
+	// generated on first start when missing).
+	ParamKeyFile       string        `yaml:"paramKeyFile"`
+	CheckpointInterval time.Duration `yaml:"checkpointInterval"`
+	Heartbeat          time.Duration `yaml:"heartbeat"`
+	// SinkDir receives write-once copies of the checkpoints.
+	SinkDir        string        `yaml:"sinkDir"`
+	Retention      time.Duration `yaml:"retention"`
+	InputRetention time.Duration `yaml:"inputRetention"`
+}
+
+// CredentialsConfig bounds credential lifetimes.
+type CredentialsConfig struct {
+	NATSTTL time.Duration `yaml:"natsTTL"`
+	MaxTTL  time.Duration `yaml:"maxTTL"`
+}
+
+// loadConfig reads and validates a configuration file.
+func loadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return parseConfig(data)
+}
+
+func parseConfig(data []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func (c *Config) defaults() {
+	if c.Instance == "" {
+		c.Instance, _ = os.Hostname()
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:8470"
+	}
+	if c.NATS.AdvertiseURL == "" {
+		c.NATS.AdvertiseURL = c.NATS.URL
+	}
+	if c.Audit.Origin == "" {
+		c.Audit.Origin = "sqlgate/" + c.Instance
+	}
+}
+
+// Validate reports every problem of the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Routes == "" {
+		bad("routes: the route catalog file is required")
+	}
+	if c.NATS.URL == "" {
+		bad("nats.url is required")
+	}
+	if c.NATS.KeysDir == "" {
+		bad("nats.keysDir is required (write it with sqlgated nats-setup)")
+	}
+	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
+		bad("http.tlsCertFile and http.tlsKeyFile go together")
+	}
+	if err := c.Identity.Config.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("identity: %w", err))
+	}
+	if c.Identity.CLI.Issuer == "" || c.Identity.CLI.ClientID == "" {
+		bad("identity.cli.issuer and identity.cli.clientID are required (what sqlgate login uses)")
+	}
+	if w := c.Identity.Web; w != nil {
+		if w.Issuer == "" || w.ClientID == "" || w.CookieKeyFile == "" {
+			bad("identity.web needs issuer, clientID and cookieKeyFile")
+		}
+		if (w.ClientSecretFile == "") == (w.ClientSecretEnv == "") {
+			bad("identity.web needs exactly one of clientSecretFile and clientSecretEnv")
+		}
+		if c.HTTP.PublicURL == "" {
+			bad("identity.web needs http.publicURL for the redirect URL")
+		}
+	}
+	if c.Policy.Dir == "" {
+		bad("policy.dir is required")
+	}
+	if len(c.Databases) == 0 {
+		bad("databases: at least one database is required")
+	}
+	names := map[string]bool{}
+	for i, d := range c.Databases {
+		name, err := d.validate()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("databases[%d]: %w", i, err))
+		}
+		if name != "" && names[name] {
+			bad("databases[%d]: duplicate name %q", i, name)
+		}
+		names[name] = true
+	}
+	switch c.Control.Dialect {
+	case "sqlite":
+		if c.Control.Path == "" {
+			bad("control.path is required for sqlite")
+		}
+	case "postgres", "sqlserver":
+		if (c.Control.DSNFile == "") == (c.Control.DSNEnv == "") {
+			bad("control needs exactly one of dsnFile and dsnEnv")
+		}
+	default:
+		bad("control.dialect must be sqlite, postgres or sqlserver")
+	}
+	if c.Audit.SigningKeyFile == "" || c.Audit.ParamKeyFile == "" {
+		bad("audit.signingKeyFile and audit.paramKeyFile are required")
+	}
+	if len(c.HTTP.AuditorGroups) == 0 {
+		bad("http.auditorGroups: name at least one group that may read the audit log")
+	}
+	return errors.Join(errs...)
+}
+
+func (d DatabaseConfig) validate() (string, error) {
+	n := 0
+	var name string
+	var err error
+	if d.SQLite != nil {
+		n++
+		name, err = d.SQLite.Name, d.SQLite.Validate()
+	}
+	if d.Postgres != nil {
+		n++
+		name, err = d.Postgres.Name, d.Postgres.Validate()
+	}
+	if d.SQLServer != nil {
+		n++
+		name, err = d.SQLServer.Name, d.SQLServer.Validate()
+	}
+	if n != 1 {
+		return "", errors.New("set exactly one of sqlite, postgres and sqlserver")
+	}
+	return name, err
+}
+
+// readSecretRef reads a secret from a file (trimmed) or an environment
+// variable.
+func readSecretRef(file, env string) (string, error) {
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read secret file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	case env != "":
+		v := os.Getenv(env)
+		if v == "" {
+			return "", fmt.Errorf("environment variable %s is empty", env)
+		}
+		return v, nil
+	}
+	return "", errors.New("no secret reference")
+}

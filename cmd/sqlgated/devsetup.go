@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/broker/sqlite"
+	"github.com/sqlgate/sqlgate/identity/devidp"
+	"github.com/sqlgate/sqlgate/policy/rules"
+)
+
+func loadDevState(dir string) devState {
+	var st devState
+	b, err := os.ReadFile(filepath.Join(dir, "dev.json"))
+	if err == nil {
+		_ = json.Unmarshal(b, &st) // a damaged file only loses the previous ports and passwords
+	}
+	return st
+}
+
+func saveDevState(dir string, st devState) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, ".dev.json.tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write dev.json: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(dir, "dev.json"))
+}
+
+// urlHost returns host:port of a URL ("" when u is empty or malformed).
+func urlHost(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return p.Host
+}
+
+// listenDev opens the HTTP listener: the flag's address if given (it must
+// be free), else the previous run's or the default, else any free port on
+// the same host — saying so.
+func listenDev(flagAddr, prevAddr, def string) (net.Listener, string, string, error) {
+	if flagAddr != "" {
+		ln, err := net.Listen("tcp", flagAddr)
+		if err != nil {
+			return nil, "", "", fmt.Errorf("--http %s: %w", flagAddr, err)
+		}
+		return ln, "http://" + ln.Addr().String(), "", nil
+	}
+	want := def
+	if prevAddr != "" {
+		want = prevAddr
+	}
+	ln, err := net.Listen("tcp", want)
+	if err == nil {
+		return ln, "http://" + ln.Addr().String(), "", nil
+	}
+	host, _, _ := net.SplitHostPort(want)
+	ln, err2 := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err2 != nil {
+		return nil, "", "", fmt.Errorf("listen for HTTP: %w", err2)
+	}
+	note := fmt.Sprintf("HTTP port %s is taken (%v); using %s instead", want, errors.Unwrap(err), ln.Addr())
+	return ln, "http://" + ln.Addr().String(), note, nil
+}
+
+// pickDevPort chooses the NATS address the same way; the embedded server
+// binds it right after.
+func pickDevPort(flagAddr, prevAddr, def string) (string, int, string, error) {
+	want, explicit := flagAddr, flagAddr != ""
+	if want == "" {
+		want = def
+		if prevAddr != "" {
+			want = prevAddr
+		}
+	}
+	host, portText, err := net.SplitHostPort(want)
+	if err != nil {
+		return "", 0, "", fmt.Errorf("NATS address %q: %w", want, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return "", 0, "", fmt.Errorf("NATS address %q: bad port", want)
+	}
+	ln, err := net.Listen("tcp", want)
+	if err == nil {
+		ln.Close()
+		return host, port, "", nil
+	}
+	if explicit {
+		return "", 0, "", fmt.Errorf("--nats %s: %w", want, err)
+	}
+	ln, err2 := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err2 != nil {
+		return "", 0, "", fmt.Errorf("find a free NATS port: %w", err2)
+	}
+	free := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	note := fmt.Sprintf("NATS port %s is taken (another NATS server?); using %s:%d instead", want, host, free)
+	return host, free, note, nil
+}
+
+// devSecrets fills in the demo passwords and client secrets, keeping those
+// of the previous run so that scripts and saved sign-ins keep working.
+func devSecrets(dir string, prev devState) (devState, error) {
+	st := devState{Users: make([]devUser, 0, len(demoUsers))}
+	old := map[string]devUser{}
+	for _, u := range prev.Users {
+		old[u.Name] = u
+	}
+	for _, d := range demoUsers {
+		pw := old[d.name].Password
+		if pw == "" {
+			pw = randomSecret(12)
+		}
+		st.Users = append(st.Users, devUser{Name: d.name, Password: pw, Email: d.name + "@example.com", Groups: []string{d.group}})
+	}
+	st.Service = prev.Service
+	if st.Service.ID == "" || st.Service.Secret == "" {
+		st.Service = devClient{ID: serviceClient, Secret: randomSecret(24)}
+	}
+	st.Web = devClient{ID: webClientID, Secret: randomSecret(24)}
+	return st, nil
+}
+
+func randomSecret(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func devIdentityProvider(dir string, st devState, logger *slog.Logger) (*devidp.Provider, error) {
+	users := make([]devidp.User, 0, len(st.Users))
+	for i, u := range st.Users {
+		users = append(users, devidp.User{
+			Username: u.Name, Password: u.Password, Email: u.Email, Name: strings.ToUpper(u.Name[:1]) + u.Name[1:],
+			Groups: u.Groups, MFA: demoUsers[i].mfa,
+		})
+	}
+	return devidp.Open(filepath.Join(dir, "secrets", "idp-key.pem"),
+		devidp.WithIssuer(st.Issuer),
+		devidp.WithAudience("sqlgate"),
+		devidp.WithUsers(users...),
+		devidp.WithClients(
+			devidp.Client{ID: cliClientID, Name: "sqlgate CLI", RedirectURIs: []string{"http://127.0.0.1/callback"}},
+			devidp.Client{ID: webClientID, Name: "sqlgate dashboard", Secret: st.Web.Secret, RedirectURIs: []string{st.HTTPURL + "/auth/callback"}},
+			devidp.Client{ID: serviceClient, Name: "orders service", Secret: st.Service.Secret, Roles: []string{"orders.writer"},
+				Grants: []string{"client_credentials"}},
+		),
+		devidp.WithLogger(logger.With("component", "devidp")),
+	)
+}
+
+// devDatabases creates the demo orders database (first start), writes the
+// demo route catalog if there is none, and opens the SQLite executor.
+func devDatabases(ctx context.Context, dir string, logger *slog.Logger) (*route.Catalog, map[string]broker.Executor, error) {
+	routesPath := filepath.Join(dir, "routes.yaml")
+	if _, err := os.Stat(routesPath); errors.Is(err, fs.ErrNotExist) {
+		if err := os.WriteFile(routesPath, demoRoutes, 0o644); err != nil {
+			return nil, nil, err
+		}
+	}
+	catalog, err := route.LoadFile(routesPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	dbPath := filepath.Join(dir, "orders.db")
+	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		return nil, nil, err
+	}
+	_, err = db.ExecContext(ctx, demoSchema)
+	db.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("create demo schema: %w", err)
+	}
+	ex, err := sqlite.Open(ctx, sqlite.Config{Name: "orders", Path: dbPath, Logger: logger.With("component", "sqlite")})
+	if err != nil {
+		return nil, nil, err
+	}
+	return catalog, map[string]broker.Executor{"orders": ex}, nil
+}
+
+// devPolicy copies the demo policy into DIR/policy on first start; later
+// starts serve (and watch) what is there, edits included.
+func devPolicy(dir string) (string, error) {
+	p := filepath.Join(dir, "policy")
+	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+		if err := os.CopyFS(p, rules.FS); err != nil {
+			return "", fmt.Errorf("copy demo policy: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// startEmbeddedNATS runs nats-server in-process with exactly the
+// configuration `nats-setup` emits.
+func startEmbeddedNATS(keys *natsauth.Keys, host string, port int, dir string, catalog *route.Catalog) (*server.Server, error) {
+	opts, err := natsauth.EmbeddedOptions(keys, natsauth.EmbeddedConfig{
+		Host: host, Port: port, Dir: dir, JetStream: true,
+		Subjects: catalog.Subjects(), Emits: emits(catalog),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nats server options: %w", err)
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("nats server did not start on %s:%d", host, port)
+	}
+	return ns, nil
+}
+
+// devAuditKeys loads or creates the checkpoint signing key and the
+// parameter HMAC key.
+func devAuditKeys(dir string) (audit.Signer, audit.ParamKey, string, error) {
+	skey, err := loadOrCreate(filepath.Join(dir, "secrets", "audit-signing.key"), func() (string, error) {
+		s, _, err := audit.GenerateKey(rand.Reader, "sqlgate-dev/"+hostname())
+		return s, err
+	})
+	if err != nil {
+		return nil, audit.ParamKey{}, "", err
+	}
+	signer, err := audit.NewSigner(skey)
+	if err != nil {
+		return nil, audit.ParamKey{}, "", fmt.Errorf("audit signing key: %w", err)
+	}
+	pk, err := loadParamKey(filepath.Join(dir, "secrets", "audit-param.key"), true)
+	if err != nil {
+		return nil, audit.ParamKey{}, "", err
+	}
+	return signer, pk, signer.VerifierKey(), nil
+}
+
+// loadOrCreate reads a secret file, creating it (0600) with gen() first.
+func loadOrCreate(path string, gen func() (string, error)) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	v, err := gen()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.WriteString(f, v+"\n"); err != nil {
+		f.Close()
+		return "", err
+	}
+	return v, f.Close()
+}
+
+// loadParamKey reads "<id>:<base64 secret>", creating a fresh key when
+// create is set and the file is missing.
+func loadParamKey(path string, create bool) (audit.ParamKey, error) {
+	gen := func() (string, error) {
+		return "k" + time.Now().UTC().Format("20060102") + ":" + base64.StdEncoding.EncodeToString([]byte(randomSecret(32))), nil
+	}
+	var text string
+	var err error
+	if create {
+		text, err = loadOrCreate(path, gen)
+	} else {
+		var b []byte
+		b, err = os.ReadFile(path)
+		text = strings.TrimSpace(string(b))
+	}
+	if err != nil {
+		return audit.ParamKey{}, fmt.Errorf("audit parameter key: %w", err)
+	}
+	id, secret, ok := strings.Cut(text, ":")
+	raw, derr := base64.StdEncoding.DecodeString(secret)
+	if !ok || derr != nil {
+		return audit.ParamKey{}, fmt.Errorf("audit parameter key %s: want <id>:<base64 secret>", path)
+	}
+	k := audit.ParamKey{ID: id, Secret: raw}
+	return k, k.Validate()
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func printDevBanner(w io.Writer, st devState, took time.Duration) {
+	fmt.Fprintf(w, "\nsqlgate dev is running (started in %s; state in %s)\n\n", took.Round(10*time.Millisecond), st.DataDir)
+	fmt.Fprintf(w, "  API and dashboard   %s\n", st.HTTPURL)
+	fmt.Fprintf(w, "  NATS                %s  (operator mode, JetStream on)\n", st.NATSURL)
+	fmt.Fprintf(w, "  OpenID provider     %s\n", st.Issuer)
+	fmt.Fprintf(w, "  demo database       %s (SQLite, routes in %s)\n", filepath.Join(st.DataDir, "orders.db"), filepath.Join(st.DataDir, "routes.yaml"))
+	fmt.Fprintf(w, "  policies            %s (edit them: they reload within a second)\n", filepath.Join(st.DataDir, "policy"))
+	fmt.Fprintf(w, "  dev.json            %s\n\n", filepath.Join(st.DataDir, "dev.json"))
+	fmt.Fprintln(w, "  demo users (password, group: what the demo policy allows)")
+	for i, u := range st.Users {
+		fmt.Fprintf(w, "    %-6s %-18s %-9s %s\n", u.Name, u.Password, u.Groups[0], demoUsers[i].role)
+	}
+	alice := st.Users[0]
+	fmt.Fprintf(w, `
+Next steps, in another terminal from this directory:
+
+  export SQLGATE_HOME=$PWD/.sqlgate/cli SQLGATE_BROKER=%s
+  echo '%s' | bin/sqlgate login --username alice --password-stdin
+  bin/sqlgate routes
+  bin/sqlgate creds nats
+  bin/sqlgate call orders.v1.create '{"customer":"ACME","amount":250}'
+  bin/sqlgate call orders.v1.create '{"customer":"ACME","amount":5000}'   # refused by policy
+  bin/sqlgate call orders.v1.get '{"id":1}'
+
+Sign in to the dashboard at %s (carol sees and verifies the audit log).
+Stop with Ctrl-C; the next start reuses %s.
+`, st.HTTPURL, alice.Password, st.HTTPURL, st.DataDir)
+}

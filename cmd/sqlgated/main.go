@@ -1,0 +1,102 @@
+// Command sqlgated is the sqlgate daemon: the access broker between NATS
+// services and SQL databases. `sqlgated dev` runs everything embedded (NATS,
+// an OpenID provider with demo users, a SQLite demo database, demo routes and
+// policies, the web UI and API); `sqlgated serve --config FILE` runs against
+// real NATS, identity providers and databases; `sqlgated nats-setup --out
+// DIR` writes a nats-server configuration for operators who run their own
+// NATS cluster.
+//
+// This is the composition root: the only package that wires concrete
+// adapters (SQL drivers, NATS, OPA, OIDC) into the broker.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.As(err, new(*usageError)):
+		fmt.Fprintln(os.Stderr, "sqlgated:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "sqlgated:", err)
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (u *usageError) Error() string { return u.msg }
+
+const usage = `usage: sqlgated <command> [flags]
+
+commands:
+  dev         run everything embedded for development (NATS, OpenID provider, SQLite demo)
+  serve       run against real NATS, identity providers and databases (--config FILE)
+  nats-setup  write a nats-server configuration, account JWTs and sentinel creds (--out DIR)
+  version     print the version
+
+Run 'sqlgated <command> --help' for a command's flags.
+`
+
+// run is main without the process: testable, returns errors.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return &usageError{msg: "a command is required"}
+	}
+	switch args[0] {
+	case "dev":
+		return runDev(ctx, args[1:], stdout, stderr)
+	case "serve":
+		return runServe(ctx, args[1:], stdout, stderr)
+	case "nats-setup":
+		return runNATSSetup(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "sqlgated", version)
+		return nil
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return &usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
+}
+
+func newFlags(name string, stderr io.Writer, usageLine string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: %s\n\nflags:\n", usageLine)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &usageError{msg: err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return &usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+
+	_ "github.com/jackc/pgx/v5/stdlib"  // control database: PostgreSQL
+	_ "github.com/microsoft/go-mssqldb" // control database: SQL Server
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/postgres"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/broker/sqlite"
+	"github.com/sqlgate/sqlgate/broker/sqlserver"
+	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlags("serve", stderr, "sqlgated serve --config FILE")
+	path := fs.String("config", "", "configuration file (YAML)")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	check := fs.Bool("check", false, "validate the configuration, the route catalog and the policy, then exit")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return &usageError{msg: "--config FILE is required"}
+	}
+	logger, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	catalog, err := route.LoadFile(cfg.Routes)
+	if err != nil {
+		return err
+	}
+	if *check {
+		fmt.Fprintf(stderr, "configuration and %d routes are valid\n", len(catalog.Subjects()))
+		return nil
+	}
+	rc, err := resolveServe(ctx, cfg, catalog)
+	if err != nil {
+		return err
+	}
+	rc.Logger = logger
+	a, err := start(ctx, *rc)
+	if err != nil {
+		return err
+	}
+	logger.InfoContext(ctx, "sqlgated serving", "http", rc.Listener.Addr().String(), "nats", rc.NATSURL, "routes", len(catalog.Subjects()))
+	err = a.wait(ctx)
+	a.shutdown(context.Background())
+	return err
+}
+
+// resolveServe turns the configuration into a runtime configuration: it
+// reads secrets, opens databases and the listener.
+func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (rc *runtimeConfig, err error) {
+	rc = &runtimeConfig{
+		Instance: cfg.Instance, AdminGroups: cfg.HTTP.AdminGroups, AuditorGroups: cfg.HTTP.AuditorGroups,
+		Catalog: catalog, Executors: map[string]broker.Executor{}, Identity: cfg.Identity.Config,
+		PolicyDir: cfg.Policy.Dir, Watch: cfg.Policy.Watch == nil || *cfg.Policy.Watch, EvalTimout: cfg.Policy.EvalTimeout,
+		NATSURL: cfg.NATS.URL, NATSWorkers: cfg.NATS.Workers, NATSQueueLen: cfg.NATS.QueueLen,
+		Callout: cfg.NATS.Callout == nil || *cfg.NATS.Callout,
+		NATSTTL: cfg.Credentials.NATSTTL, MaxTTL: cfg.Credentials.MaxTTL,
+		SinkDir: cfg.Audit.SinkDir,
+		Discovery: api.Discovery{
+			Issuer: cfg.Identity.CLI.Issuer, ClientID: cfg.Identity.CLI.ClientID, Audience: cfg.Identity.CLI.Audience,
+			Scopes: cfg.Identity.CLI.Scopes, NATSURL: cfg.NATS.AdvertiseURL, Version: version,
+		},
+	}
+	if len(rc.Discovery.Scopes) == 0 {
+		rc.Discovery.Scopes = oidc.DefaultScopes
+	}
+	defer func() {
+		if err != nil {
+			closeExecutors(rc.Executors)
+			if rc.ControlDB != nil {
+				rc.ControlDB.Close()
+			}
+		}
+	}()
+	for _, d := range cfg.Databases {
+		name, ex, err := openDatabase(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("database %s: %w", name, err)
+		}
+		rc.Executors[name] = ex
+	}
+	for _, db := range catalog.Databases() {
+		if _, ok := rc.Executors[db]; !ok {
+			return nil, fmt.Errorf("routes use database %q, which is not configured", db)
+		}
+	}
+	if rc.ControlDB, rc.ControlDialect, err = openControl(cfg.Control); err != nil {
+		return nil, err
+	}
+	skey, err := loadOrCreate(cfg.Audit.SigningKeyFile, func() (string, error) {
+		s, _, err := audit.GenerateKey(rand.Reader, cfg.Audit.Origin)
+		return s, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit signing key: %w", err)
+	}
+	signer, err := audit.NewSigner(skey)
+	if err != nil {
+		return nil, fmt.Errorf("audit signing key: %w", err)
+	}
+	pk, err := loadParamKey(cfg.Audit.ParamKeyFile, true)
+	if err != nil {
+		return nil, err
+	}
+	rc.Audit = audit.Config{
+		Origin: cfg.Audit.Origin, Instance: cfg.Instance, Signer: signer, ParamKey: pk,
+		CheckpointInterval: cfg.Audit.CheckpointInterval, Heartbeat: cfg.Audit.Heartbeat,
+		Retention: cfg.Audit.Retention, InputRetention: cfg.Audit.InputRetention,
+	}
+	if rc.NATSKeys, err = natsauth.LoadKeys(cfg.NATS.KeysDir, os.Getenv); err != nil {
+		return nil, err
+	}
+	if w := cfg.Identity.Web; w != nil {
+		secret, err := readSecretRef(w.ClientSecretFile, w.ClientSecretEnv)
+		if err != nil {
+			return nil, fmt.Errorf("identity.web client secret: %w", err)
+		}
+		key, err := os.ReadFile(w.CookieKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("identity.web cookie key: %w", err)
+		}
+		if len(key) < 32 {
+			return nil, errors.New("identity.web cookie key: the file must hold at least 32 random bytes")
+		}
+		rc.WebLogin = &oidc.WebLoginConfig{
+			Issuer: w.Issuer, ClientID: w.ClientID, ClientSecret: secret, Scopes: w.Scopes,
+			RedirectURL: cfg.HTTP.PublicURL + "/auth/callback", CookieKey: key,
+		}
+	}
+	if cfg.HTTP.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("http TLS: %w", err)
+		}
+		rc.TLSCert = &cert
+	}
+	if rc.Listener, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		return nil, fmt.Errorf("http listen: %w", err)
+	}
+	return rc, nil
+}
+
+func openDatabase(ctx context.Context, d DatabaseConfig) (string, broker.Executor, error) {
+	switch {
+	case d.SQLite != nil:
+		ex, err := sqlite.Open(ctx, *d.SQLite)
+		return d.SQLite.Name, ex, err
+	case d.Postgres != nil:
+		ex, err := postgres.Open(ctx, *d.Postgres)
+		return d.Postgres.Name, ex, err
+	case d.SQLServer != nil:
+		ex, err := sqlserver.Open(ctx, *d.SQLServer)
+		return d.SQLServer.Name, ex, err
+	}
+	return "", nil, errors.New("no database dialect set")
+}
+
+func openControl(c ControlConfig) (*sql.DB, string, error) {
+	switch c.Dialect {
+	case sqlstore.SQLite:
+		if err := os.MkdirAll(filepath.Dir(c.Path), 0o700); err != nil {
+			return nil, "", err
+		}
+		db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(c.Path))
+		return db, c.Dialect, err
+	case sqlstore.Postgres, sqlstore.SQLServer:
+		dsn, err := readSecretRef(c.DSNFile, c.DSNEnv)
+		if err != nil {
+			return nil, "", fmt.Errorf("control database DSN: %w", err)
+		}
+		driver := "pgx"
+		if c.Dialect == sqlstore.SQLServer {
+			driver = "sqlserver"
+		}
+		db, err := sql.Open(driver, dsn)
+		if err != nil {
+			return nil, "", errors.New("control database: invalid DSN") // the DSN may hold a password: never echo it
+		}
+		return db, c.Dialect, nil
+	}
+	return nil, "", fmt.Errorf("control.dialect %q", c.Dialect)
+}
+
+func closeExecutors(m map[string]broker.Executor) {
+	for _, ex := range m {
+		if c, ok := ex.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+	}
+}
+
+func runNATSSetup(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("nats-setup", stderr, "sqlgated nats-setup --out DIR --keys DIR --routes FILE [--listen HOST:PORT]")
+	out := fs.String("out", "", "directory for nats-server.conf, operator and account JWTs and sentinel.creds")
+	keysDir := fs.String("keys", "", "directory of sqlgated's NATS seeds (created on first run, 0600; point nats.keysDir here)")
+	routes := fs.String("routes", "", "route catalog whose subjects the accounts export and import")
+	listen := fs.String("listen", "0.0.0.0:4222", "the NATS server's client listen address")
+	resolverDir := fs.String("resolver-dir", "", "account resolver directory on the NATS host (default OUT/jwt)")
+	jsDir := fs.String("jetstream-dir", "", "JetStream store directory on the NATS host (default OUT/jetstream)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *out == "" || *keysDir == "" || *routes == "" {
+		return &usageError{msg: "--out, --keys and --routes are required"}
+	}
+	catalog, err := route.LoadFile(*routes)
+	if err != nil {
+		return err
+	}
+	keys, err := natsauth.LoadOrCreateKeys(*keysDir)
+	if err != nil {
+		return err
+	}
+	host, portText, err := net.SplitHostPort(*listen)
+	if err != nil {
+		return &usageError{msg: "--listen: " + err.Error()}
+	}
+	var port int
+	if _, err := fmt.Sscan(portText, &port); err != nil {
+		return &usageError{msg: "--listen: bad port"}
+	}
+	conf, err := natsauth.WriteSetup(*out, keys, natsauth.SetupConfig{Server: natsauth.ServerConfig{
+		Host: host, Port: port, ResolverDir: *resolverDir, JetStreamDir: *jsDir,
+		Subjects: catalog.Subjects(), Emits: emits(catalog),
+	}})
+	if err != nil {
+		return err
+	}
+	pub := keys.Public()
+	fmt.Fprintf(stdout, "wrote %s\n  start it with: nats-server -c %s\n  seeds for sqlgated: %s (set nats.keysDir)\n  operator %s\n  users account %s\n", conf, conf, *keysDir, pub.Operator, pub.Users)
+	return nil
+}
