@@ -244,4 +244,3 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 	}
 	return nil
 }
-
