@@ -23,8 +23,8 @@ import (
 
 var deployDir = filepath.Join("..", "..", "deploy", "sqlserver")
 
-// TestGoldenDemoCalls shows the RPC each demo route of deploy/sqlserver
-// sends, with its parameter types.
+// TestGoldenDemoCalls shows the call batch each demo route of
+// deploy/sqlserver sends, with its parameter types.
 func TestGoldenDemoCalls(t *testing.T) {
 	cat, err := route.LoadFile(filepath.Join(deployDir, "routes.yaml"))
 	if err != nil {
@@ -45,7 +45,7 @@ func TestGoldenDemoCalls(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(&out, "-- %s: RPC %s (return status requested)\n%s", r.Subject, shape.query, describeArgs(shape.args))
+		fmt.Fprintf(&out, "-- route %s\n%s\n", r.Subject, describeCall(shape))
 	}
 	golden(t, "demo_calls", out.String())
 }

@@ -1,37 +1,39 @@
 // Package sqlserver is sqlgate's SQL Server adapter: a [broker.Executor] on
 // github.com/microsoft/go-mssqldb that runs an allowlisted stored procedure
-// (as a TDS RPC call with typed named parameters, OUTPUT parameters and the
-// return status) or an admin-defined statement (sp_executesql with named
-// parameters) in one transaction together with the call's idempotency
-// record, with the caller's identity in SESSION_CONTEXT.
+// (EXEC with typed named parameters, OUTPUT parameters and the return
+// status) or an admin-defined statement, in one transaction together with
+// the call's idempotency record, with the caller's identity in
+// SESSION_CONTEXT.
 //
-// # What a call sends (three round trips on one pooled connection)
+// # What a call sends (four round trips on one pooled connection)
 //
-//  1. The begin batch ([BeginBatch]): SET XACT_ABORT ON; BEGIN TRANSACTION;
-//     sys.sp_set_session_context with @read_only = 1 for
-//     sqlgate.correlation_id, sqlgate.principal and sqlgate.decision_id;
+//  1. [BeginBatch], a plain SQL batch: SET XACT_ABORT ON; BEGIN
+//     TRANSACTION. (In sp_executesql, SET options would revert when the
+//     batch ends and a transaction begun there raises error 266, so the
+//     transaction is opened and closed by parameterless batches.)
+//  2. The call batch, through sp_executesql with named parameters: the
+//     read-only session context (sys.sp_set_session_context @read_only = 1
+//     for sqlgate.correlation_id, sqlgate.principal, sqlgate.decision_id),
 //     the idempotency insert guarded by NOT EXISTS under UPDLOCK, HOLDLOCK
 //     (a concurrent call with the same key waits on the key lock until the
-//     first transaction ends); then one row: either the new record's
-//     CURRENT_TRANSACTION_ID(), or the committed record, in which case the
-//     batch also rolls back and the call returns the stored result or
-//     broker.ErrConflict without executing anything.
-//  2. The call: an RPC to the procedure (name quoted with brackets) with
-//     sql.Named parameters typed from the route (JSON type and optional
-//     explicit SQL type), OUTPUT parameters and the return status; every
-//     result set is read, and the row counts the server reports (DONE
-//     tokens: DML, INSERT ... OUTPUT and SELECT alike; none for statements
-//     under SET NOCOUNT ON) add up to rows_affected. A statement route is sent through sp_executesql with
-//     @name placeholders.
-//  3. The commit batch ([CommitBatch]): UPDATE the idempotency record with
-//     the result JSON, then COMMIT TRANSACTION.
+//     first transaction ends), one status row with CURRENT_TRANSACTION_ID(),
+//     then the call itself: `EXEC @sqlgate_return_value = [schema].[proc]
+//     @a = @a, @out = @out OUTPUT` for a procedure route, or the route's
+//     statement. When the key is already committed the batch returns the
+//     stored record instead and RETURNs before the call; the adapter rolls
+//     back and replies with the stored result or broker.ErrConflict.
+//  3. [StoreBatch]: UPDATE the idempotency record with the result JSON.
+//  4. [CommitBatch]: COMMIT TRANSACTION.
 //
-// On any error the adapter sends [RollbackBatch] and, if that fails,
-// discards the connection. The session context is set on the connection
-// that runs the call, inside its transaction; when database/sql reuses the
-// connection, go-mssqldb sends the TDS RESETCONNECTION flag with the next
-// request, which clears SESSION_CONTEXT and SET options before the next
-// caller's begin batch sets its own read-only values.
+// Every result set of the call is read, then its OUTPUT values and return
+// status; the row counts the server reports (DONE tokens: DML, INSERT ...
+// OUTPUT and SELECT alike; none under SET NOCOUNT ON) add up to
+// rows_affected. On any error the adapter sends [RollbackBatch] and, if that
+// fails, discards the connection. The session context is set on the
+// connection that runs the call, inside its transaction; when database/sql
+// reuses the connection, go-mssqldb sends the TDS RESETCONNECTION flag with
+// the next request, which clears SESSION_CONTEXT and SET options before the
+// next caller's batch sets its own read-only values.
 //
 // Every T-SQL text the adapter sends is a constant or is built from
 // catalog identifiers that were validated and are bracket-quoted; values are

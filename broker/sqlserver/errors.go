@@ -15,7 +15,8 @@ import (
 
 // SQL Server error numbers the adapter branches on.
 const (
-	errDeadlock = 1205
+	errDeadlock  = 1205
+	errTranCount = 266
 )
 
 // unavailableNumbers are errors that mean the database cannot serve the
@@ -57,6 +58,7 @@ func (e *Executor) classify(ctx context.Context, err error, c *broker.Call) erro
 }
 
 func (e *Executor) dbError(me mssql.Error, c *broker.Call) error {
+	me = cause(me)
 	if unavailableNumbers[me.Number] {
 		return e.unavailable(fmt.Errorf("server error %d", me.Number))
 	}
@@ -65,6 +67,18 @@ func (e *Executor) dbError(me mssql.Error, c *broker.Call) error {
 
 func (e *Executor) unavailable(cause error) error {
 	return fmt.Errorf("%w: sqlserver database %s: %w", broker.ErrUnavailable, e.cfg.Name, cause)
+}
+
+// cause picks the error that explains a failure: the driver reports the
+// last error of a request, which after a rollback inside a module can be
+// 266 (transaction count mismatch) rather than the error that caused it.
+func cause(me mssql.Error) mssql.Error {
+	for _, e := range me.All {
+		if e.Number != errTranCount {
+			return e
+		}
+	}
+	return me
 }
 
 func isNetError(err error) bool {
@@ -81,9 +95,9 @@ func retryable(err error) bool {
 	)
 	switch {
 	case errors.As(err, &me):
-		return me.Number == errDeadlock
+		return cause(me).Number == errDeadlock
 	case errors.As(err, &mep):
-		return mep.Number == errDeadlock
+		return cause(*mep).Number == errDeadlock
 	}
 	return false
 }

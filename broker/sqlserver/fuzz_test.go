@@ -25,7 +25,7 @@ func FuzzBindValue(f *testing.F) {
 					jt = "number"
 				}
 				p := &route.Param{Name: "f", Type: jt, SQLType: typ}
-				_, err := bindValue(p, "f", v, false)
+				_, err := bindValue(p, "f", v)
 				if err == nil {
 					continue
 				}

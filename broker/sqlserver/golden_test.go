@@ -62,6 +62,8 @@ func declOf(v any) string {
 		return "varbinary(max)"
 	case sql.NullInt64:
 		return "bigint NULL"
+	case sql.NullInt32:
+		return "int NULL"
 	case sql.NullBool:
 		return "bit NULL"
 	case sql.NullFloat64:
@@ -87,6 +89,8 @@ func declOf(v any) string {
 func deref(p any) any {
 	switch d := p.(type) {
 	case *sql.NullInt64:
+		return *d
+	case *sql.NullInt32:
 		return *d
 	case *sql.NullBool:
 		return *d
@@ -134,12 +138,7 @@ func golden(t *testing.T, name, got string) {
 // TestGoldenBatches covers every fixed batch the adapter sends, with the
 // parameters it binds and their declared types.
 func TestGoldenBatches(t *testing.T) {
-	sessionArgs := []any{
-		sql.Named("correlation_id", mssql.NVarCharMax("")), sql.Named("principal", mssql.NVarCharMax("")),
-		sql.Named("decision_id", mssql.NVarCharMax("")), sql.Named("idempotency_key", mssql.NVarCharMax("")),
-		sql.Named("request_hash", mssql.NVarCharMax("")),
-	}
-	commitArgs := []any{
+	storeArgs := []any{
 		sql.Named("result", mssql.NVarCharMax("")), sql.Named("rows", int64(0)), sql.Named("rows_affected", int64(0)),
 		sql.Named("committed_at", civil.DateTime{}), sql.Named("idempotency_key", mssql.NVarCharMax("")),
 	}
@@ -148,10 +147,11 @@ func TestGoldenBatches(t *testing.T) {
 		args       []any
 		what       string
 	}{
-		{"idempotency_ddl", IdempotencyDDL, nil, "Creates the idempotency table (deploy/sqlserver/02-idempotency.sql; not run by the adapter)."},
-		{"begin", BeginBatch, sessionArgs, "Round trip 1 of every call: transaction, read-only session context, idempotency record (or replay + rollback)."},
-		{"commit", CommitBatch, commitArgs, "Round trip 3 of every call: store the result JSON, commit."},
-		{"rollback", RollbackBatch, nil, "Sent after any failure of a call."},
+		{"idempotency_ddl", IdempotencyDDL, nil, "Creates the idempotency table (deploy/sqlserver/01-idempotency.sql; not run by the adapter)."},
+		{"begin", BeginBatch, nil, "Round trip 1 of every call (plain SQL batch): session-level XACT_ABORT, the transaction."},
+		{"store", StoreBatch, storeArgs, "Round trip 3 of every call: store the result JSON."},
+		{"commit", CommitBatch, nil, "Round trip 4 of every call (plain SQL batch)."},
+		{"rollback", RollbackBatch, nil, "Ends a replayed call (round trip 3) or a failed one (plain SQL batch)."},
 		{"lookup", LookupBatch, []any{sql.Named("idempotency_key", mssql.NVarCharMax(""))}, "Executor.Lookup (crash recovery)."},
 		{"prune", PruneBatch, []any{sql.Named("before", civil.DateTime{})}, "Executor.Prune (retention)."},
 		{"check", CheckBatch, []any{sql.Named("name", "[dbo].[orders_create]")}, "Executor.Check at start-up, per procedure route."},
@@ -168,6 +168,13 @@ func TestGoldenBatches(t *testing.T) {
 	}
 }
 
+// describeCall renders a call batch for review: its parameters with their
+// declared types, then the text sent through sp_executesql.
+func describeCall(shape *callShape) string {
+	return "-- Round trip 2 (sp_executesql): session context, idempotency record, the call.\n-- parameters:\n" +
+		describeArgs(shape.args) + shape.query + "\n"
+}
+
 // Targets are the conformance suite's routes on SQL Server (testdata/orders.sql).
 var targets = map[string]brokertest.Target{
 	brokertest.SubjectCreate:    {Procedure: "dbo.orders_create", SQLTypes: map[string]string{"amount": "decimal(12,2)"}},
@@ -181,7 +188,7 @@ var targets = map[string]brokertest.Target{
 	brokertest.SubjectSlowCreate: {Procedure: "dbo.orders_slow_create", SQLTypes: map[string]string{"seconds": "int"}},
 }
 
-// TestGoldenCalls shows the RPC or sp_executesql shape of each test route:
+// TestGoldenCalls shows the call batch of each test route:
 // what a DBA reviews for a routed call.
 func TestGoldenCalls(t *testing.T) {
 	cat, err := brokertest.Catalog("test", targets)
@@ -208,16 +215,7 @@ func TestGoldenCalls(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var out string
-			if shape.proc {
-				out = "-- RPC (round trip 2): procedure " + shape.query + ", return status requested\n-- parameters:\n"
-			} else {
-				out = "-- sp_executesql (round trip 2)\n-- parameters:\n"
-			}
-			out += describeArgs(shape.args)
-			if !shape.proc {
-				out += shape.query + "\n"
-			}
+			out := describeCall(shape)
 			golden(t, "call_"+strings.ReplaceAll(s, ".", "_"), out)
 		})
 	}

@@ -28,7 +28,7 @@ func baseType(sqlType string) string {
 // bindValue converts a decoded parameter value to the Go value go-mssqldb
 // sends with the intended SQL type:
 //
-//	string            nvarchar (nvarchar(max) in statements, one declaration per statement)
+//	string            nvarchar(max) (one sp_executesql declaration whatever the length)
 //	integer           bigint; int/smallint/tinyint when declared (range-checked)
 //	number            its exact decimal text (the server converts it to the
 //	                  parameter's decimal type); float/real when declared
@@ -39,7 +39,7 @@ func baseType(sqlType string) string {
 //
 // A value that cannot be converted is a *route.InvalidError naming the
 // field, never quoting the value.
-func bindValue(p *route.Param, name string, v any, stmt bool) (any, error) {
+func bindValue(p *route.Param, name string, v any) (any, error) {
 	bt := ""
 	jt := ""
 	if p != nil {
@@ -90,14 +90,11 @@ func bindValue(p *route.Param, name string, v any, stmt bool) (any, error) {
 			if err != nil {
 				return nil, bad("must be an integer")
 			}
-			return bindValue(p, name, i, stmt)
+			return bindValue(p, name, i)
 		}
 		// Exact: the decimal text, converted by the server (decimal, numeric,
 		// money) — never through float64.
-		if stmt {
-			return mssql.NVarCharMax(string(x)), nil
-		}
-		return string(x), nil
+		return mssql.NVarCharMax(string(x)), nil
 	case string:
 		switch bt {
 		case "uniqueidentifier", "uuid":
@@ -139,10 +136,7 @@ func bindValue(p *route.Param, name string, v any, stmt bool) (any, error) {
 			}
 			return b, nil
 		}
-		if stmt {
-			return mssql.NVarCharMax(x), nil
-		}
-		return x, nil
+		return mssql.NVarCharMax(x), nil
 	default:
 		return nil, fmt.Errorf("parameter %s: unsupported value type %T", name, v)
 	}

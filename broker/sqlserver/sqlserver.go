@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -153,60 +154,65 @@ func (e *Executor) Check(ctx context.Context, r *route.Route) error {
 	return nil
 }
 
-// callShape is what a call sends: the RPC procedure name or statement text,
-// its arguments (sql.Named values) and the OUTPUT destinations.
+// callShape is the call batch (sent through sp_executesql): the prologue
+// with session context and idempotency record, then the EXEC or statement;
+// its arguments (sql.Named values), OUTPUT destinations and the return
+// status destination (procedures).
 type callShape struct {
 	query string
-	proc  bool
 	args  []any
 	outs  []*outParam
+	ret   *sql.NullInt32
 }
 
 func buildCall(c *broker.Call) (*callShape, error) {
 	r := c.Route
-	s := &callShape{}
+	s := &callShape{args: []any{
+		sql.Named("sqlgate_correlation_id", mssql.NVarCharMax(c.CorrelationID)),
+		sql.Named("sqlgate_principal", mssql.NVarCharMax(c.Principal)),
+		sql.Named("sqlgate_decision_id", mssql.NVarCharMax(c.DecisionID)),
+		sql.Named("sqlgate_idempotency_key", mssql.NVarCharMax(c.IdempotencyKey)),
+		sql.Named("sqlgate_request_hash", mssql.NVarCharMax(c.RequestHash)),
+	}}
 	if r.Kind == route.StatementKind {
 		text, names := renderStatement(r)
-		s.query = text
+		s.query = callPrologue + text + ";"
 		for _, n := range names {
-			var v any
-			switch n {
-			case route.SessionCorrelationID:
-				v = mssql.NVarCharMax(c.CorrelationID)
-			case route.SessionPrincipal:
-				v = mssql.NVarCharMax(c.Principal)
-			case route.SessionDecisionID:
-				v = mssql.NVarCharMax(c.DecisionID)
-			default:
-				p, _ := r.Param(n)
-				bv, err := bindValue(p, n, c.Params[n], true)
-				if err != nil {
-					return nil, err
-				}
-				v = bv
+			if strings.HasPrefix(n, route.SessionPrefix) {
+				continue // bound above: the session placeholders are the prologue's parameters
+			}
+			p, _ := r.Param(n)
+			v, err := bindValue(p, n, c.Params[n])
+			if err != nil {
+				return nil, err
 			}
 			s.args = append(s.args, sql.Named(n, v))
 		}
 		return s, nil
 	}
-	s.query, s.proc = quoteName(r.Target), true
+	var present, outputs []string
 	for i := range r.Params {
 		p := &r.Params[i]
 		v, ok := c.Params[p.Name]
 		if !ok {
 			continue // absent optional parameter: the procedure's default applies
 		}
-		bv, err := bindValue(p, p.Name, v, false)
+		bv, err := bindValue(p, p.Name, v)
 		if err != nil {
 			return nil, err
 		}
+		present = append(present, p.Name)
 		s.args = append(s.args, sql.Named(p.Name, bv))
 	}
 	for _, o := range r.Outputs {
 		op := newOut(o)
 		s.outs = append(s.outs, op)
+		outputs = append(outputs, o.Name)
 		s.args = append(s.args, sql.Named(o.Name, sql.Out{Dest: op.dest}))
 	}
+	s.ret = &sql.NullInt32{}
+	s.args = append(s.args, sql.Named("sqlgate_return_value", sql.Out{Dest: s.ret}))
+	s.query = callPrologue + procCall(r.Target, present, outputs)
 	return s, nil
 }
 
@@ -251,81 +257,61 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 		return nil, err
 	}
 	defer func() { _ = conn.Close() }()
-	open := true
+	open := false
 	defer func() {
 		if err != nil && open {
 			rollback(conn)
 		}
 	}()
 
-	// Round trip 1: transaction, session context, idempotency record.
-	var (
-		inserted  bool
-		txid      int64
-		hash, out sql.NullString
-		nrows     sql.NullInt64
-		naffected sql.NullInt64
-		committed sql.NullTime
-	)
-	rows, err := conn.QueryContext(ctx, BeginBatch,
-		sql.Named("correlation_id", mssql.NVarCharMax(c.CorrelationID)),
-		sql.Named("principal", mssql.NVarCharMax(c.Principal)),
-		sql.Named("decision_id", mssql.NVarCharMax(c.DecisionID)),
-		sql.Named("idempotency_key", mssql.NVarCharMax(c.IdempotencyKey)),
-		sql.Named("request_hash", mssql.NVarCharMax(c.RequestHash)))
+	// Round trip 1: the transaction.
+	if _, err := conn.ExecContext(ctx, BeginBatch); err != nil {
+		return nil, err
+	}
+	open = true
+
+	// Round trip 2: session context, idempotency record, the call.
+	w := newResultWriter(maxRows(c))
+	st, affected, err := runCall(ctx, conn, shape, w)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = rows.Close() }()
-	if rows.Next() {
-		err = rows.Scan(&inserted, &txid, &hash, &out, &nrows, &naffected, &committed)
-	} else if err = rows.Err(); err == nil {
-		err = errors.New("begin batch returned no row")
-	}
-	// Closing reads the rest of the batch (the replay's ROLLBACK).
-	if cerr := rows.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = rows.Err()
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !inserted {
-		open = false // the batch rolled back
-		if hash.String != c.RequestHash {
+	if !st.inserted {
+		open = false
+		rollback(conn)
+		if st.hash.String != c.RequestHash {
 			return nil, broker.ErrConflict
 		}
 		return &broker.Result{
-			JSON: json.RawMessage(out.String), Rows: nrows.Int64, RowsAffected: naffected.Int64,
-			TransactionID: strconv.FormatInt(txid, 10), Replayed: true, CommittedAt: committed.Time.UTC(),
+			JSON: json.RawMessage(st.result.String), Rows: st.rows.Int64, RowsAffected: st.affected.Int64,
+			TransactionID: strconv.FormatInt(st.txid, 10), Replayed: true, CommittedAt: st.committed.Time.UTC(),
 		}, nil
-	}
-
-	// Round trip 2: the call.
-	w := newResultWriter(maxRows(c))
-	affected, status, err := run(ctx, conn, shape, w)
-	if err != nil {
-		return nil, err
 	}
 	var outputs []outputParam
 	for i, o := range shape.outs {
 		outputs = append(outputs, outputParam{Name: o.name, Value: o.value(c.Route.Outputs[i].SQLType)})
 	}
-	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), Rows: w.total, RowsAffected: affected}
+	var status *int64
+	if shape.ret != nil {
+		rv := int64(shape.ret.Int32)
+		status = &rv
+	}
+	res := &broker.Result{TransactionID: strconv.FormatInt(st.txid, 10), Rows: w.total, RowsAffected: affected}
 	if res.JSON, err = w.finish(outputs, len(shape.outs) > 0, status, affected); err != nil {
 		return nil, err
 	}
 
-	// Round trip 3: store the result and commit.
+	// Round trips 3 and 4: store the result, commit.
 	res.CommittedAt = time.Now().UTC().Truncate(100 * time.Nanosecond)
-	if _, err := conn.ExecContext(ctx, CommitBatch,
+	if _, err := conn.ExecContext(ctx, StoreBatch,
 		sql.Named("result", mssql.NVarCharMax(res.JSON)),
 		sql.Named("rows", res.Rows),
 		sql.Named("rows_affected", res.RowsAffected),
 		sql.Named("committed_at", civil.DateTimeOf(res.CommittedAt)),
 		sql.Named("idempotency_key", mssql.NVarCharMax(c.IdempotencyKey))); err != nil {
+		return nil, err
+	}
+	if _, err := conn.ExecContext(ctx, CommitBatch); err != nil {
 		return nil, err
 	}
 	open = false
@@ -342,80 +328,118 @@ func rollback(conn *sql.Conn) {
 	}
 }
 
-// run sends the procedure RPC or the statement and writes every result
-// set; it returns the rows affected (the sum of the DONE row counts, as
-// SSMS prints them) and the procedure's return status.
-func run(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultWriter) (int64, *int64, error) {
+// status is the call batch's first row: whether the idempotency record was
+// inserted, and the committed record when it was not.
+type status struct {
+	inserted  bool
+	txid      int64
+	hash      sql.NullString
+	result    sql.NullString
+	rows      sql.NullInt64
+	affected  sql.NullInt64
+	committed sql.NullTime
+}
+
+// runCall sends the call batch, reads its status row, then writes every
+// result set of the call; it returns the rows affected (the sum of the row
+// counts the server reports, as SSMS prints them).
+func runCall(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultWriter) (*status, int64, error) {
 	msgs := &sqlexp.ReturnMessage{}
-	var status mssql.ReturnStatus
 	args := append(shape.args[:len(shape.args):len(shape.args)], msgs)
-	if shape.proc {
-		args = append(args, &status)
-	}
 	rows, err := conn.QueryContext(ctx, shape.query, args...)
 	if err != nil {
-		return 0, nil, err
+		return nil, 0, err
 	}
 	defer func() { _ = rows.Close() }()
-	var affected int64
+	var (
+		st       *status
+		affected int64
+	)
 	for active := true; active; {
 		switch m := msgs.Message(ctx).(type) {
 		case sqlexp.MsgNext:
-			cts, err := rows.ColumnTypes()
-			if err != nil {
-				return 0, nil, err
-			}
-			names := make([]string, len(cts))
-			kinds := make([]string, len(cts))
-			for i, ct := range cts {
-				names[i], kinds[i] = ct.Name(), ct.DatabaseTypeName()
-			}
-			w.beginSet(names)
-			vals := make([]any, len(cts))
-			ptrs := make([]any, len(cts))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			for rows.Next() {
-				if err := rows.Scan(ptrs...); err != nil {
-					return 0, nil, err
+			if st == nil { // the prologue's status row
+				st = &status{}
+				if !rows.Next() {
+					if err := rows.Err(); err != nil {
+						return nil, 0, err
+					}
+					return nil, 0, errors.New("call batch returned no status row")
 				}
-				for i := range vals {
-					vals[i] = columnValue(kinds[i], vals[i])
+				if err := rows.Scan(&st.inserted, &st.txid, &st.hash, &st.result, &st.rows, &st.affected, &st.committed); err != nil {
+					return nil, 0, err
 				}
-				if err := w.row(vals); err != nil {
-					return 0, nil, err
+				for rows.Next() {
 				}
+				if err := rows.Err(); err != nil {
+					return nil, 0, err
+				}
+				if !st.inserted {
+					return st, 0, nil // the batch returned; nothing else ran
+				}
+				continue
 			}
-			if err := rows.Err(); err != nil {
-				return 0, nil, err
+			if err := readSet(rows, w); err != nil {
+				return nil, 0, err
 			}
-			w.endSet()
 		case sqlexp.MsgNextResultSet:
 			active = rows.NextResultSet()
 		case sqlexp.MsgRowsAffected:
-			// Every "(n rows affected)" the server reports: DML, INSERT ...
+			// Every "(n rows affected)" the call reports: DML, INSERT ...
 			// OUTPUT and result-set SELECTs alike (DONE tokens do not say
 			// which statement they close), none under SET NOCOUNT ON.
 			affected += m.Count
 		case sqlexp.MsgError:
-			return 0, nil, m.Error
+			return nil, 0, m.Error
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return 0, nil, err
+		return nil, 0, err
 	}
 	if err := rows.Close(); err != nil {
-		return 0, nil, err
+		return nil, 0, err
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, nil, err
+		return nil, 0, err
 	}
-	if !shape.proc {
-		return affected, nil, nil
+	if st == nil {
+		return nil, 0, errors.New("call batch returned no status row")
 	}
-	rv := int64(status)
-	return affected, &rv, nil
+	return st, affected, nil
+}
+
+func readSet(rows *sql.Rows, w *resultWriter) error {
+	cts, err := rows.ColumnTypes()
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(cts))
+	kinds := make([]string, len(cts))
+	for i, ct := range cts {
+		names[i], kinds[i] = ct.Name(), ct.DatabaseTypeName()
+	}
+	w.beginSet(names)
+	vals := make([]any, len(cts))
+	ptrs := make([]any, len(cts))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		for i := range vals {
+			vals[i] = columnValue(kinds[i], vals[i])
+		}
+		if err := w.row(vals); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	w.endSet()
+	return nil
 }
 
 // Lookup implements [broker.Executor].

@@ -25,43 +25,50 @@ CREATE TABLE sqlgate.idempotency (
     committed_at    datetime2(7)  NULL
 );`
 
-// BeginBatch opens the call's transaction on the connection, sets the
-// read-only session context, and inserts the idempotency record unless the
-// key exists (waiting on the key lock for a transaction that holds it). It
-// returns one row: inserted = 1 with the new CURRENT_TRANSACTION_ID(), or
-// inserted = 0 with the committed record, in which case it has already
-// rolled back.
+// BeginBatch starts the call's transaction. It has no parameters, so the
+// driver sends it as a plain SQL batch: SET and BEGIN TRANSACTION here
+// belong to the session (inside sp_executesql, SET options would revert at
+// the end of the batch and a transaction begun there would raise error 266).
 const BeginBatch = `SET XACT_ABORT ON;
-BEGIN TRANSACTION;
-DECLARE @c nvarchar(256) = @correlation_id, @p nvarchar(512) = @principal, @d nvarchar(128) = @decision_id;
+BEGIN TRANSACTION;`
+
+// callPrologue is the first part of every call batch (sent through
+// sp_executesql): the read-only session context, then the idempotency
+// record unless the key exists (waiting on the key lock for a transaction
+// that holds it), then one status row. A committed key returns its record
+// and ends the batch, so the call below never runs.
+const callPrologue = `SET NOCOUNT ON;
+DECLARE @c nvarchar(256) = @sqlgate_correlation_id, @p nvarchar(512) = @sqlgate_principal, @d nvarchar(128) = @sqlgate_decision_id;
 EXEC sys.sp_set_session_context @key = N'sqlgate.correlation_id', @value = @c, @read_only = 1;
 EXEC sys.sp_set_session_context @key = N'sqlgate.principal', @value = @p, @read_only = 1;
 EXEC sys.sp_set_session_context @key = N'sqlgate.decision_id', @value = @d, @read_only = 1;
 INSERT INTO sqlgate.idempotency (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id)
-SELECT @idempotency_key, @request_hash, @c, @p, @d, CURRENT_TRANSACTION_ID()
-WHERE NOT EXISTS (SELECT 1 FROM sqlgate.idempotency WITH (UPDLOCK, HOLDLOCK) WHERE idempotency_key = @idempotency_key);
-IF @@ROWCOUNT = 1
-    SELECT CAST(1 AS bit) AS inserted, CURRENT_TRANSACTION_ID() AS transaction_id,
-           CAST(NULL AS char(64)) AS request_hash, CAST(NULL AS nvarchar(max)) AS result,
-           CAST(NULL AS bigint) AS rows, CAST(NULL AS bigint) AS rows_affected,
-           CAST(NULL AS datetime2(7)) AS committed_at;
-ELSE
+SELECT @sqlgate_idempotency_key, @sqlgate_request_hash, @c, @p, @d, CURRENT_TRANSACTION_ID()
+WHERE NOT EXISTS (SELECT 1 FROM sqlgate.idempotency WITH (UPDLOCK, HOLDLOCK) WHERE idempotency_key = @sqlgate_idempotency_key);
+IF @@ROWCOUNT = 0
 BEGIN
     SELECT CAST(0 AS bit) AS inserted, transaction_id, request_hash, result, rows, rows_affected, committed_at
-    FROM sqlgate.idempotency WHERE idempotency_key = @idempotency_key;
-    ROLLBACK TRANSACTION;
-END;`
+    FROM sqlgate.idempotency WHERE idempotency_key = @sqlgate_idempotency_key;
+    RETURN;
+END;
+SELECT CAST(1 AS bit) AS inserted, CURRENT_TRANSACTION_ID() AS transaction_id,
+       CAST(NULL AS char(64)) AS request_hash, CAST(NULL AS nvarchar(max)) AS result,
+       CAST(NULL AS bigint) AS rows, CAST(NULL AS bigint) AS rows_affected,
+       CAST(NULL AS datetime2(7)) AS committed_at;
+SET NOCOUNT OFF;
+`
 
-// CommitBatch stores the call's result in its idempotency record and
-// commits the transaction.
-const CommitBatch = `UPDATE sqlgate.idempotency
+// StoreBatch stores the call's result in its idempotency record.
+const StoreBatch = `UPDATE sqlgate.idempotency
 SET result = @result, rows = @rows, rows_affected = @rows_affected, committed_at = @committed_at
 WHERE idempotency_key = @idempotency_key;
-IF @@ROWCOUNT <> 1 THROW 50001, N'sqlgate: idempotency record missing before commit', 1;
-COMMIT TRANSACTION;`
+IF @@ROWCOUNT <> 1 THROW 50001, N'sqlgate: idempotency record missing before commit', 1;`
 
-// RollbackBatch ends a failed call's transaction, if the server has not
-// already rolled it back (XACT_ABORT, deadlock victim).
+// CommitBatch commits the call's transaction (a plain SQL batch).
+const CommitBatch = `COMMIT TRANSACTION;`
+
+// RollbackBatch ends a replayed or failed call's transaction, if the server
+// has not already rolled it back (XACT_ABORT, deadlock victim).
 const RollbackBatch = `IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;`
 
 // LookupBatch reads a committed idempotency record (crash recovery).
@@ -86,6 +93,33 @@ func quoteName(name string) string {
 		parts[i] = "[" + strings.ReplaceAll(p, "]", "]]") + "]"
 	}
 	return strings.Join(parts, ".")
+}
+
+// procCall is the call part of a procedure route's batch: EXEC with the
+// return status into @sqlgate_return_value, each present parameter passed
+// by name, OUTPUT parameters passed through. Names come from the catalog
+// (plain identifiers) and are bracket-quoted.
+func procCall(target string, params, outputs []string) string {
+	var b strings.Builder
+	b.WriteString("EXEC @sqlgate_return_value = ")
+	b.WriteString(quoteName(target))
+	n := 0
+	for _, p := range params {
+		if n > 0 {
+			b.WriteString(",")
+		}
+		n++
+		b.WriteString(" @" + p + " = @" + p)
+	}
+	for _, o := range outputs {
+		if n > 0 {
+			b.WriteString(",")
+		}
+		n++
+		b.WriteString(" @" + o + " = @" + o + " OUTPUT")
+	}
+	b.WriteString(";")
+	return b.String()
 }
 
 // renderStatement renders a statement route for sp_executesql: each

@@ -29,45 +29,42 @@ func TestBindValue(t *testing.T) {
 		name    string
 		p       route.Param
 		v       any
-		stmt    bool
 		want    any
 		wantErr string
 	}{
-		{"string_rpc", route.Param{Type: "string"}, "héllo", false, "héllo", ""},
-		{"string_stmt", route.Param{Type: "string"}, "x", true, mssql.NVarCharMax("x"), ""},
-		{"integer", route.Param{Type: "integer"}, int64(1) << 40, false, int64(1) << 40, ""},
-		{"int_declared", route.Param{Type: "integer", SQLType: "int"}, int64(7), false, int32(7), ""},
-		{"int_overflow", route.Param{Type: "integer", SQLType: "int"}, int64(1) << 40, false, nil, "out of range for int"},
-		{"smallint", route.Param{Type: "integer", SQLType: "smallint"}, int64(-5), false, int16(-5), ""},
-		{"tinyint_negative", route.Param{Type: "integer", SQLType: "tinyint"}, int64(-1), false, nil, "out of range"},
-		{"bit_from_integer", route.Param{Type: "integer", SQLType: "bit"}, int64(1), false, true, ""},
-		{"decimal_exact", route.Param{Type: "number", SQLType: "decimal(38,10)"}, json.Number("12345678901234567890.0123456789"), false, "12345678901234567890.0123456789", ""},
-		{"number_default_exact", route.Param{Type: "number"}, json.Number("0.1"), false, "0.1", ""},
-		{"number_stmt", route.Param{Type: "number"}, json.Number("0.1"), true, mssql.NVarCharMax("0.1"), ""},
-		{"float_declared", route.Param{Type: "number", SQLType: "float"}, json.Number("0.5"), false, 0.5, ""},
-		{"bool", route.Param{Type: "boolean"}, true, false, true, ""},
-		{"uniqueidentifier", route.Param{Type: "string", SQLType: "uniqueidentifier"}, "0190e9a5-1234-7abc-8def-0123456789ab", false, uid, ""},
-		{"uniqueidentifier_bad", route.Param{Type: "string", SQLType: "uniqueidentifier"}, "'; DROP TABLE x; --", false, nil, "must be a uniqueidentifier"},
+		{"string", route.Param{Type: "string"}, "héllo", mssql.NVarCharMax("héllo"), ""},
+		{"integer", route.Param{Type: "integer"}, int64(1) << 40, int64(1) << 40, ""},
+		{"int_declared", route.Param{Type: "integer", SQLType: "int"}, int64(7), int32(7), ""},
+		{"int_overflow", route.Param{Type: "integer", SQLType: "int"}, int64(1) << 40, nil, "out of range for int"},
+		{"smallint", route.Param{Type: "integer", SQLType: "smallint"}, int64(-5), int16(-5), ""},
+		{"tinyint_negative", route.Param{Type: "integer", SQLType: "tinyint"}, int64(-1), nil, "out of range"},
+		{"bit_from_integer", route.Param{Type: "integer", SQLType: "bit"}, int64(1), true, ""},
+		{"decimal_exact", route.Param{Type: "number", SQLType: "decimal(38,10)"}, json.Number("12345678901234567890.0123456789"), mssql.NVarCharMax("12345678901234567890.0123456789"), ""},
+		{"number_default_exact", route.Param{Type: "number"}, json.Number("0.1"), mssql.NVarCharMax("0.1"), ""},
+		{"float_declared", route.Param{Type: "number", SQLType: "float"}, json.Number("0.5"), 0.5, ""},
+		{"bool", route.Param{Type: "boolean"}, true, true, ""},
+		{"uniqueidentifier", route.Param{Type: "string", SQLType: "uniqueidentifier"}, "0190e9a5-1234-7abc-8def-0123456789ab", uid, ""},
+		{"uniqueidentifier_bad", route.Param{Type: "string", SQLType: "uniqueidentifier"}, "'; DROP TABLE x; --", nil, "must be a uniqueidentifier"},
 		{
 			"datetime2",
 			route.Param{Type: "string", SQLType: "datetime2"},
-			"2026-01-02T03:04:05.5+01:00", false,
+			"2026-01-02T03:04:05.5+01:00",
 			civil.DateTime{Date: civil.Date{Year: 2026, Month: 1, Day: 2}, Time: civil.Time{Hour: 2, Minute: 4, Second: 5, Nanosecond: 5e8}},
 			"",
 		},
-		{"datetimeoffset", route.Param{Type: "string", SQLType: "datetimeoffset"}, "2026-01-02T03:04:05Z", false, mssql.DateTimeOffset(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), ""},
-		{"date", route.Param{Type: "string", SQLType: "date"}, "2026-01-02", false, civil.Date{Year: 2026, Month: 1, Day: 2}, ""},
-		{"date_bad", route.Param{Type: "string", SQLType: "date"}, "yesterday", false, nil, "must be a date"},
-		{"varbinary", route.Param{Type: "string", SQLType: "varbinary(16)"}, "AAEC", false, []byte{0, 1, 2}, ""},
-		{"varbinary_bad", route.Param{Type: "string", SQLType: "varbinary(16)"}, "!!", false, nil, "must be base64"},
-		{"null_integer", route.Param{Type: "integer", Nullable: true}, nil, false, sql.NullInt64{}, ""},
-		{"null_string", route.Param{Type: "string", Nullable: true}, nil, false, sql.NullString{}, ""},
-		{"null_uniqueidentifier", route.Param{Type: "string", SQLType: "uniqueidentifier"}, nil, false, mssql.NullUniqueIdentifier{}, ""},
-		{"null_varbinary", route.Param{Type: "string", SQLType: "varbinary(max)"}, nil, false, []byte(nil), ""},
+		{"datetimeoffset", route.Param{Type: "string", SQLType: "datetimeoffset"}, "2026-01-02T03:04:05Z", mssql.DateTimeOffset(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), ""},
+		{"date", route.Param{Type: "string", SQLType: "date"}, "2026-01-02", civil.Date{Year: 2026, Month: 1, Day: 2}, ""},
+		{"date_bad", route.Param{Type: "string", SQLType: "date"}, "yesterday", nil, "must be a date"},
+		{"varbinary", route.Param{Type: "string", SQLType: "varbinary(16)"}, "AAEC", []byte{0, 1, 2}, ""},
+		{"varbinary_bad", route.Param{Type: "string", SQLType: "varbinary(16)"}, "!!", nil, "must be base64"},
+		{"null_integer", route.Param{Type: "integer", Nullable: true}, nil, sql.NullInt64{}, ""},
+		{"null_string", route.Param{Type: "string", Nullable: true}, nil, sql.NullString{}, ""},
+		{"null_uniqueidentifier", route.Param{Type: "string", SQLType: "uniqueidentifier"}, nil, mssql.NullUniqueIdentifier{}, ""},
+		{"null_varbinary", route.Param{Type: "string", SQLType: "varbinary(max)"}, nil, []byte(nil), ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := bindValue(&tc.p, "field", tc.v, tc.stmt)
+			got, err := bindValue(&tc.p, "field", tc.v)
 			if tc.wantErr != "" {
 				var inv *route.InvalidError
 				if !errors.As(err, &inv) || !strings.Contains(inv.Message, tc.wantErr) || inv.Field != "field" {
@@ -254,6 +251,10 @@ func TestClassify(t *testing.T) {
 		{"azure_unavailable", mssql.Error{Number: 40613, Message: "Database 'orders' on server 'x' is not currently available."}, true, 0, false},
 		{"bad_conn", fmt.Errorf("read: %w", &net.OpError{Op: "read", Err: errors.New("connection reset")}), true, 0, false},
 		{"conflict_passes", broker.ErrConflict, false, 0, false},
+		{"cause_before_266", mssql.Error{Number: 266, Message: "Transaction count after EXECUTE indicates a mismatching number of BEGIN and COMMIT statements.", All: []mssql.Error{
+			{Number: 547, Message: `The INSERT statement conflicted with the CHECK constraint "ck".`}, {Number: 266, Message: "Transaction count after EXECUTE"},
+		}}, false, 547, false},
+		{"deadlock_before_266", mssql.Error{Number: 266, All: []mssql.Error{{Number: 1205, Message: "deadlocked"}, {Number: 266}}}, false, 1205, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
