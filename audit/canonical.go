@@ -60,12 +60,15 @@ func DecodeRecord(data []byte) (*Record, error) {
 // concurrent use.
 type recordDecoder struct {
 	scratch []byte
-	intern  map[string]string
+	// spare, when set, makes decoded records share nested structs with
+	// each other: only for callers that drop each record before decoding
+	// the next.
+	spare *spare
 }
 
 func (d *recordDecoder) decode(r *Record, data []byte) error {
 	*r = Record{}
-	p := parser{d: data, intern: d.intern}
+	p := parser{d: data, spare: d.spare}
 	p.record(r)
 	if p.err == nil && p.i != len(data) {
 		p.fail("trailing data")
@@ -123,16 +126,15 @@ func (e *encoder) close() {
 	e.first = false
 }
 
-// key writes `,"name":` (without the comma for the first field). name is a
-// constant of ours and needs no escaping.
-func (e *encoder) key(name string) {
+// key writes a member name given already quoted with its colon
+// (`"name":`), preceded by a comma unless it is the object's first member.
+// Names are constants of ours and need no escaping.
+func (e *encoder) key(quoted string) {
 	if !e.first {
 		e.b = append(e.b, ',')
 	}
 	e.first = false
-	e.b = append(e.b, '"')
-	e.b = append(e.b, name...)
-	e.b = append(e.b, '"', ':')
+	e.b = append(e.b, quoted...)
 }
 
 func (e *encoder) str(name, v string) {
@@ -186,6 +188,14 @@ func appendTime(b []byte, t time.Time, e *encoder) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plain marks the ASCII bytes a canonical string holds unescaped.
+var plain = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // string appends s as a canonical JSON string.
 func (e *encoder) string(s string) {
 	b := append(e.b, '"')
@@ -193,7 +203,7 @@ func (e *encoder) string(s string) {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+			if plain[c] {
 				i++
 				continue
 			}
@@ -252,37 +262,37 @@ func (r *Record) encode(e *encoder) {
 		e.fail("negative intent_index %d", r.IntentIndex)
 	}
 	e.open()
-	e.int("v", int64(r.V))
-	e.int("index", r.Index)
-	e.str("kind", string(r.Kind))
-	e.time("time", r.Time)
-	e.str("origin", r.Origin)
-	e.str("instance", r.Instance)
-	e.optStr("correlation_id", r.CorrelationID)
-	e.optInt("intent_index", r.IntentIndex)
+	e.int(`"v":`, int64(r.V))
+	e.int(`"index":`, r.Index)
+	e.str(`"kind":`, string(r.Kind))
+	e.time(`"time":`, r.Time)
+	e.str(`"origin":`, r.Origin)
+	e.str(`"instance":`, r.Instance)
+	e.optStr(`"correlation_id":`, r.CorrelationID)
+	e.optInt(`"intent_index":`, r.IntentIndex)
 	if a := r.Actor; a != nil {
-		e.key("actor")
+		e.key(`"actor":`)
 		e.open()
-		e.optStr("issuer", a.Issuer)
-		e.optStr("subject", a.Subject)
-		e.optStr("object_id", a.ObjectID)
-		e.optStr("email", a.Email)
-		e.bool("mfa", a.MFA)
-		e.optStr("nats_user_key", a.NATSUserKey)
-		e.optStr("sql_login", a.SQLLogin)
-		e.optStr("transport", a.Transport)
-		e.optStr("client_host", a.ClientHost)
-		e.optStr("tenant", a.Tenant)
+		e.optStr(`"issuer":`, a.Issuer)
+		e.optStr(`"subject":`, a.Subject)
+		e.optStr(`"object_id":`, a.ObjectID)
+		e.optStr(`"email":`, a.Email)
+		e.bool(`"mfa":`, a.MFA)
+		e.optStr(`"nats_user_key":`, a.NATSUserKey)
+		e.optStr(`"sql_login":`, a.SQLLogin)
+		e.optStr(`"transport":`, a.Transport)
+		e.optStr(`"client_host":`, a.ClientHost)
+		e.optStr(`"tenant":`, a.Tenant)
 		e.close()
 	}
-	e.optStr("decision_id", r.DecisionID)
-	e.optStr("entry", r.Entry)
-	e.optStr("policy_revision", r.PolicyRevision)
+	e.optStr(`"decision_id":`, r.DecisionID)
+	e.optStr(`"entry":`, r.Entry)
+	e.optStr(`"policy_revision":`, r.PolicyRevision)
 	if r.Allow != nil {
-		e.bool("allow", *r.Allow)
+		e.bool(`"allow":`, *r.Allow)
 	}
 	if len(r.Reasons) > 0 {
-		e.key("reasons")
+		e.key(`"reasons":`)
 		e.b = append(e.b, '[')
 		for i, s := range r.Reasons {
 			if i > 0 {
@@ -292,58 +302,58 @@ func (r *Record) encode(e *encoder) {
 		}
 		e.b = append(e.b, ']')
 	}
-	e.optStr("input_sha256", r.InputSHA256)
-	e.optStr("route", r.Route)
-	e.optStr("target_kind", r.TargetKind)
-	e.optStr("target", r.Target)
+	e.optStr(`"input_sha256":`, r.InputSHA256)
+	e.optStr(`"route":`, r.Route)
+	e.optStr(`"target_kind":`, r.TargetKind)
+	e.optStr(`"target":`, r.Target)
 	if len(r.Params) > 0 {
-		e.key("params")
+		e.key(`"params":`)
 		e.encodeParams(r.Params)
 	}
-	e.optStr("idempotency_key", r.IdempotencyKey)
+	e.optStr(`"idempotency_key":`, r.IdempotencyKey)
 	if s := r.SQL; s != nil {
-		e.key("sql")
+		e.key(`"sql":`)
 		e.open()
-		e.optStr("server", s.Server)
-		e.optStr("database", s.Database)
-		e.optStr("transaction_id", s.TransactionID)
-		e.str("outcome", s.Outcome)
-		e.int("rows", s.Rows)
-		e.int("rows_affected", s.RowsAffected)
-		e.optInt("error_number", int64(s.ErrorNumber))
+		e.optStr(`"server":`, s.Server)
+		e.optStr(`"database":`, s.Database)
+		e.optStr(`"transaction_id":`, s.TransactionID)
+		e.str(`"outcome":`, s.Outcome)
+		e.int(`"rows":`, s.Rows)
+		e.int(`"rows_affected":`, s.RowsAffected)
+		e.optInt(`"error_number":`, int64(s.ErrorNumber))
 		e.close()
 	}
 	if s := r.Result; s != nil {
-		e.key("result")
+		e.key(`"result":`)
 		e.open()
-		e.str("status", s.Status)
-		e.optBool("replayed", s.Replayed)
-		e.optBool("recovered", s.Recovered)
-		e.int("duration_us", s.DurationUS)
+		e.str(`"status":`, s.Status)
+		e.optBool(`"replayed":`, s.Replayed)
+		e.optBool(`"recovered":`, s.Recovered)
+		e.int(`"duration_us":`, s.DurationUS)
 		e.close()
 	}
 	if c := r.Credential; c != nil {
-		e.key("credential")
+		e.key(`"credential":`)
 		e.open()
-		e.str("type", c.Type)
-		e.str("action", c.Action)
-		e.optStr("lease_id", c.LeaseID)
-		e.optStr("user_key", c.UserKey)
-		e.optStr("login", c.Login)
-		e.optStr("database", c.Database)
-		e.optStr("role", c.Role)
-		e.optStr("via", c.Via)
+		e.str(`"type":`, c.Type)
+		e.str(`"action":`, c.Action)
+		e.optStr(`"lease_id":`, c.LeaseID)
+		e.optStr(`"user_key":`, c.UserKey)
+		e.optStr(`"login":`, c.Login)
+		e.optStr(`"database":`, c.Database)
+		e.optStr(`"role":`, c.Role)
+		e.optStr(`"via":`, c.Via)
 		if !c.ExpiresAt.IsZero() {
-			e.time("expires_at", c.ExpiresAt)
+			e.time(`"expires_at":`, c.ExpiresAt)
 		}
-		e.optStr("detail", c.Detail)
+		e.optStr(`"detail":`, c.Detail)
 		e.close()
 	}
 	if a := r.Admin; a != nil {
-		e.key("admin")
+		e.key(`"admin":`)
 		e.open()
-		e.str("action", a.Action)
-		e.optStr("detail", a.Detail)
+		e.str(`"action":`, a.Action)
+		e.optStr(`"detail":`, a.Detail)
 		e.close()
 	}
 	e.close()

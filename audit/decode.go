@@ -24,10 +24,37 @@ type parser struct {
 	d   []byte
 	i   int
 	err error
-	// intern caches strings that repeat from record to record (origin,
-	// instance, kinds, routes); it may be nil.
-	intern map[string]string
+	// spare, when set, provides the nested structs, map and slice the
+	// record points to, so a decoder that does not keep records allocates
+	// them once.
+	spare *spare
 }
+
+// paramSlots is the first spare.last slot used for parameter names.
+const paramSlots = 32
+
+// spare holds reusable parts of a decoded record.
+type spare struct {
+	actor   Actor
+	sql     SQL
+	result  Result
+	cred    Credential
+	admin   Admin
+	params  map[string]string
+	reasons []string
+	// last holds, per field slot, the previous record's value of fields
+	// that usually repeat (origin, kind, route, ...), to reuse it without
+	// allocating.
+	last [64]string
+}
+
+// strSafe marks the bytes a JSON string may hold without ending or escaping.
+var strSafe = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func (p *parser) fail(format string, args ...any) {
 	if p.err == nil {
@@ -106,17 +133,25 @@ func (p *parser) str() string {
 	if p.err != nil {
 		return ""
 	}
-	if p.intern != nil && len(b) <= 64 {
-		if s, ok := p.intern[string(b)]; ok {
-			return s
-		}
-		if len(p.intern) < 4096 {
-			s := string(b)
-			p.intern[s] = s
-			return s
-		}
-	}
 	return string(b)
+}
+
+// istr reads a string that usually repeats between records; slot names
+// the field (or the parameter position) whose previous value it may reuse.
+func (p *parser) istr(slot int) string {
+	b := p.strBytes()
+	if p.err != nil {
+		return ""
+	}
+	if p.spare == nil || slot >= len(p.spare.last) {
+		return string(b)
+	}
+	if last := p.spare.last[slot]; last == string(b) {
+		return last
+	}
+	v := string(b)
+	p.spare.last[slot] = v
+	return v
 }
 
 // strBytes reads a JSON string and returns its decoded bytes. Without
@@ -127,22 +162,22 @@ func (p *parser) strBytes() []byte {
 		return nil
 	}
 	start := p.i
-	for p.i < len(p.d) {
-		c := p.d[p.i]
-		switch {
-		case c == '"':
-			s := p.d[start:p.i]
-			p.i++
-			return s
-		case c == '\\':
-			return p.strEscaped(start)
-		case c < 0x20:
-			p.fail("control character in string")
-			return nil
-		}
+	for p.i < len(p.d) && strSafe[p.d[p.i]] {
 		p.i++
 	}
-	p.fail("unterminated string")
+	if p.i >= len(p.d) {
+		p.fail("unterminated string")
+		return nil
+	}
+	switch p.d[p.i] {
+	case '"':
+		s := p.d[start:p.i]
+		p.i++
+		return s
+	case '\\':
+		return p.strEscaped(start)
+	}
+	p.fail("control character in string")
 	return nil
 }
 
@@ -311,6 +346,10 @@ func (p *parser) time() time.Time {
 func (p *parser) strings() []string {
 	p.expect('[')
 	var out []string
+	if p.spare != nil {
+		out = p.spare.reasons[:0]
+		defer func() { p.spare.reasons = out[:0] }()
+	}
 	if p.err == nil && p.i < len(p.d) && p.d[p.i] == ']' {
 		p.i++
 		return out
@@ -332,13 +371,22 @@ func (p *parser) strings() []string {
 
 func (p *parser) stringMap() map[string]string {
 	p.expect('{')
-	m := make(map[string]string)
+	var m map[string]string
+	if p.spare != nil {
+		if p.spare.params == nil {
+			p.spare.params = make(map[string]string)
+		}
+		m = p.spare.params
+		clear(m)
+	} else {
+		m = make(map[string]string)
+	}
 	if p.err == nil && p.i < len(p.d) && p.d[p.i] == '}' {
 		p.i++
 		return m
 	}
-	for p.err == nil {
-		k := string(p.strBytes())
+	for n := paramSlots; p.err == nil; n++ {
+		k := p.istr(n)
 		p.expect(':')
 		v := p.str()
 		if _, dup := m[k]; dup {
@@ -384,6 +432,46 @@ func (p *parser) object(field func(key []byte) int) {
 	}
 }
 
+func (p *parser) newActor() *Actor {
+	if p.spare == nil {
+		return new(Actor)
+	}
+	p.spare.actor = Actor{}
+	return &p.spare.actor
+}
+
+func (p *parser) newSQL() *SQL {
+	if p.spare == nil {
+		return new(SQL)
+	}
+	p.spare.sql = SQL{}
+	return &p.spare.sql
+}
+
+func (p *parser) newResult() *Result {
+	if p.spare == nil {
+		return new(Result)
+	}
+	p.spare.result = Result{}
+	return &p.spare.result
+}
+
+func (p *parser) newCredential() *Credential {
+	if p.spare == nil {
+		return new(Credential)
+	}
+	p.spare.cred = Credential{}
+	return &p.spare.cred
+}
+
+func (p *parser) newAdmin() *Admin {
+	if p.spare == nil {
+		return new(Admin)
+	}
+	p.spare.admin = Admin{}
+	return &p.spare.admin
+}
+
 func (p *parser) record(r *Record) {
 	p.object(func(k []byte) int {
 		switch string(k) {
@@ -394,16 +482,16 @@ func (p *parser) record(r *Record) {
 			r.Index = p.int()
 			return 1
 		case "kind":
-			r.Kind = Kind(p.str())
+			r.Kind = Kind(p.istr(0))
 			return 2
 		case "time":
 			r.Time = p.time()
 			return 3
 		case "origin":
-			r.Origin = p.str()
+			r.Origin = p.istr(1)
 			return 4
 		case "instance":
-			r.Instance = p.str()
+			r.Instance = p.istr(2)
 			return 5
 		case "correlation_id":
 			r.CorrelationID = p.str()
@@ -412,17 +500,17 @@ func (p *parser) record(r *Record) {
 			r.IntentIndex = p.int()
 			return 7
 		case "actor":
-			r.Actor = new(Actor)
+			r.Actor = p.newActor()
 			p.actor(r.Actor)
 			return 8
 		case "decision_id":
 			r.DecisionID = p.str()
 			return 9
 		case "entry":
-			r.Entry = p.str()
+			r.Entry = p.istr(3)
 			return 10
 		case "policy_revision":
-			r.PolicyRevision = p.str()
+			r.PolicyRevision = p.istr(4)
 			return 11
 		case "allow":
 			v := p.bool()
@@ -435,13 +523,13 @@ func (p *parser) record(r *Record) {
 			r.InputSHA256 = p.str()
 			return 14
 		case "route":
-			r.Route = p.str()
+			r.Route = p.istr(5)
 			return 15
 		case "target_kind":
-			r.TargetKind = p.str()
+			r.TargetKind = p.istr(6)
 			return 16
 		case "target":
-			r.Target = p.str()
+			r.Target = p.istr(7)
 			return 17
 		case "params":
 			r.Params = p.stringMap()
@@ -450,19 +538,19 @@ func (p *parser) record(r *Record) {
 			r.IdempotencyKey = p.str()
 			return 19
 		case "sql":
-			r.SQL = new(SQL)
+			r.SQL = p.newSQL()
 			p.sql(r.SQL)
 			return 20
 		case "result":
-			r.Result = new(Result)
+			r.Result = p.newResult()
 			p.result(r.Result)
 			return 21
 		case "credential":
-			r.Credential = new(Credential)
+			r.Credential = p.newCredential()
 			p.credential(r.Credential)
 			return 22
 		case "admin":
-			r.Admin = new(Admin)
+			r.Admin = p.newAdmin()
 			p.admin(r.Admin)
 			return 23
 		}
@@ -474,7 +562,7 @@ func (p *parser) actor(a *Actor) {
 	p.object(func(k []byte) int {
 		switch string(k) {
 		case "issuer":
-			a.Issuer = p.str()
+			a.Issuer = p.istr(8)
 			return 0
 		case "subject":
 			a.Subject = p.str()
@@ -495,13 +583,13 @@ func (p *parser) actor(a *Actor) {
 			a.SQLLogin = p.str()
 			return 6
 		case "transport":
-			a.Transport = p.str()
+			a.Transport = p.istr(9)
 			return 7
 		case "client_host":
 			a.ClientHost = p.str()
 			return 8
 		case "tenant":
-			a.Tenant = p.str()
+			a.Tenant = p.istr(10)
 			return 9
 		}
 		return -1
@@ -512,16 +600,16 @@ func (p *parser) sql(s *SQL) {
 	p.object(func(k []byte) int {
 		switch string(k) {
 		case "server":
-			s.Server = p.str()
+			s.Server = p.istr(11)
 			return 0
 		case "database":
-			s.Database = p.str()
+			s.Database = p.istr(12)
 			return 1
 		case "transaction_id":
 			s.TransactionID = p.str()
 			return 2
 		case "outcome":
-			s.Outcome = p.str()
+			s.Outcome = p.istr(13)
 			return 3
 		case "rows":
 			s.Rows = p.int()
@@ -545,7 +633,7 @@ func (p *parser) result(s *Result) {
 	p.object(func(k []byte) int {
 		switch string(k) {
 		case "status":
-			s.Status = p.str()
+			s.Status = p.istr(14)
 			return 0
 		case "replayed":
 			s.Replayed = p.bool()
@@ -565,10 +653,10 @@ func (p *parser) credential(c *Credential) {
 	p.object(func(k []byte) int {
 		switch string(k) {
 		case "type":
-			c.Type = p.str()
+			c.Type = p.istr(15)
 			return 0
 		case "action":
-			c.Action = p.str()
+			c.Action = p.istr(16)
 			return 1
 		case "lease_id":
 			c.LeaseID = p.str()
@@ -580,13 +668,13 @@ func (p *parser) credential(c *Credential) {
 			c.Login = p.str()
 			return 4
 		case "database":
-			c.Database = p.str()
+			c.Database = p.istr(17)
 			return 5
 		case "role":
-			c.Role = p.str()
+			c.Role = p.istr(18)
 			return 6
 		case "via":
-			c.Via = p.str()
+			c.Via = p.istr(19)
 			return 7
 		case "expires_at":
 			c.ExpiresAt = p.time()
@@ -603,7 +691,7 @@ func (p *parser) admin(a *Admin) {
 	p.object(func(k []byte) int {
 		switch string(k) {
 		case "action":
-			a.Action = p.str()
+			a.Action = p.istr(20)
 			return 0
 		case "detail":
 			a.Detail = p.str()

@@ -60,8 +60,7 @@ func (s *scan) records(ctx context.Context, from, to int64) error {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			var d recordDecoder
-			d.intern = map[string]string{}
+			d := recordDecoder{spare: &spare{}}
 			var h leafHasher
 			for c := range work {
 				c.process(&d, &h, origin)
