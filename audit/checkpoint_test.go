@@ -187,3 +187,30 @@ func FuzzParseCheckpoint(f *testing.F) {
 		}
 	})
 }
+
+// TestNewSignerKeyWithPlusInBase64 covers private keys whose base64 part
+// contains '+' (the key name never does).
+func TestNewSignerKeyWithPlusInBase64(t *testing.T) {
+	found := 0
+	for seed := range 64 {
+		skey, vkey, err := GenerateKey(bytes.NewReader(bytes.Repeat([]byte{byte(seed)}, 64)), "sqlgate.test/plus")
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.SplitN(skey, "+", 5)
+		if !strings.Contains(parts[4], "+") {
+			continue
+		}
+		found++
+		s, err := NewSigner(skey)
+		if err != nil {
+			t.Fatalf("NewSigner(key with '+' in base64) = %v", err)
+		}
+		if s.VerifierKey() != vkey {
+			t.Errorf("VerifierKey = %q, want %q", s.VerifierKey(), vkey)
+		}
+	}
+	if found == 0 {
+		t.Fatal("no seed gave a key with '+' in its base64; widen the search")
+	}
+}
