@@ -1,0 +1,152 @@
+package natsclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// TokenSource returns a current OIDC access token for the broker (for
+// example an oauth2.TokenSource's AccessToken). It is called for every
+// credential fetch and, on the callout path, every (re)connect.
+type TokenSource func(ctx context.Context) (string, error)
+
+// ErrUnauthorized is returned when the broker refuses the token (401) or
+// the policy refuses the credential (403).
+var ErrUnauthorized = errors.New("natsclient: not authorized")
+
+// Creds is a NATS user credential issued by the broker for a key pair the
+// caller generated.
+type Creds struct {
+	// JWT is the user JWT; UserKey its subject (the key pair's public key).
+	JWT     string
+	UserKey string
+	// ExpiresAt is the JWT's expiry; IssuedAt when it was signed.
+	ExpiresAt, IssuedAt time.Time
+	// InboxPrefix is the only inbox prefix the credential may subscribe under.
+	InboxPrefix string
+	// NATSURL is the NATS URL the broker advertises.
+	NATSURL string
+	// Pub lists the subjects the credential may publish to.
+	Pub        []string
+	DecisionID string
+	// Capped explains a TTL reduction by the broker ("" when none).
+	Capped string
+}
+
+// FetchConfig says where and how to ask for credentials.
+type FetchConfig struct {
+	// BrokerURL is sqlgate's base URL; the request goes to
+	// BrokerURL + "/api/v1/nats/creds".
+	BrokerURL string
+	Token     TokenSource
+	// TTL asks for a lifetime (0: the broker's default); policy caps it.
+	TTL time.Duration
+	// HTTPClient (nil: a client with a 30s timeout).
+	HTTPClient *http.Client
+}
+
+const maxResponse = 1 << 20
+
+// FetchCreds asks the broker for a user JWT for kp's public key (only the
+// public key travels) and checks that the JWT it returns is for that key and
+// expires. Errors never contain the token.
+func FetchCreds(ctx context.Context, cfg FetchConfig, kp nkeys.KeyPair) (*Creds, error) {
+	pub, err := kp.PublicKey()
+	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+		return nil, errors.New("natsclient: key pair is not a user key")
+	}
+	if cfg.Token == nil {
+		return nil, errors.New("natsclient: no token source")
+	}
+	token, err := cfg.Token(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: get token: %w", err)
+	}
+	body, _ := json.Marshal(api.NATSCredsRequest{PublicKey: pub, TTLSeconds: int64(cfg.TTL / time.Second)})
+	url := strings.TrimRight(cfg.BrokerURL, "/") + api.Prefix + "/nats/creds"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: creds request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: creds request: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: read creds response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e api.Error
+		_ = json.Unmarshal(data, &e)
+		msg := e.Code
+		if e.Message != "" {
+			msg += ": " + e.Message
+		}
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			return nil, fmt.Errorf("%w (%d %s)", ErrUnauthorized, resp.StatusCode, msg)
+		}
+		return nil, fmt.Errorf("natsclient: creds request: status %d %s", resp.StatusCode, msg)
+	}
+	var nc api.NATSCreds
+	if err := json.Unmarshal(data, &nc); err != nil {
+		return nil, fmt.Errorf("natsclient: decode creds response: %w", err)
+	}
+	uc, err := jwt.DecodeUserClaims(nc.JWT)
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: creds response carries no valid user jwt: %w", err)
+	}
+	switch {
+	case uc.Subject != pub:
+		return nil, errors.New("natsclient: creds response is for another key")
+	case uc.Expires == 0:
+		return nil, errors.New("natsclient: creds response jwt has no expiry")
+	case nc.InboxPrefix == "" || strings.ContainsAny(nc.InboxPrefix, "*> ") || strings.HasSuffix(nc.InboxPrefix, "."):
+		return nil, errors.New("natsclient: creds response has no usable inbox prefix")
+	}
+	return &Creds{
+		JWT: nc.JWT, UserKey: pub,
+		ExpiresAt:   time.Unix(uc.Expires, 0),
+		IssuedAt:    time.Unix(uc.IssuedAt, 0),
+		InboxPrefix: nc.InboxPrefix,
+		NATSURL:     nc.NATSURL,
+		Pub:         nc.Pub,
+		DecisionID:  nc.DecisionID,
+		Capped:      nc.Capped,
+	}, nil
+}
+
+// CredsFile formats c and the key pair's seed as a NATS `.creds` file for
+// other clients (`nats --creds FILE`, any NATS library). The result holds the
+// seed: write it with mode 0600.
+func CredsFile(c *Creds, kp nkeys.KeyPair) ([]byte, error) {
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: seed: %w", err)
+	}
+	b, err := jwt.FormatUserConfig(c.JWT, seed)
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: format creds: %w", err)
+	}
+	return b, nil
+}
