@@ -68,10 +68,15 @@ func checkpointBody(origin string, size int64, root tlog.Hash, t time.Time) []by
 	return b
 }
 
-// ParseCheckpoint parses an (unverified) checkpoint body, the note text
-// without its signatures. Unknown extension lines are ignored, as C2SP
-// requires; the "time" extension must be well-formed when present.
+// ParseCheckpoint parses an unverified checkpoint: either its body (the
+// note text without signatures) or a whole signed note, whose signature
+// lines are then ignored, not checked (use [OpenCheckpoint] to check them).
+// Unknown extension lines are ignored, as C2SP requires; the "time"
+// extension must be well-formed when present.
 func ParseCheckpoint(text []byte) (*Checkpoint, error) {
+	if i := bytes.LastIndex(text, []byte("\n\n")); i >= 0 {
+		text = text[:i+1] // a signed note: keep the text
+	}
 	if len(text) > maxCheckpointSize || !utf8.Valid(text) || len(text) == 0 || text[len(text)-1] != '\n' {
 		return nil, fmt.Errorf("%w: not UTF-8 text ending in a newline", ErrMalformedCheckpoint)
 	}

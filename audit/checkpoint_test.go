@@ -54,6 +54,10 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	if c.Origin != "sqlgate.example/a" || c.Size != 42 || c.Root != root || !c.Time.Equal(testTime) || c.KeyID != keyID(vkey) {
 		t.Errorf("OpenCheckpoint = %+v", c)
 	}
+	// ParseCheckpoint takes the signed note too (signatures unchecked).
+	if p, err := ParseCheckpoint(msg); err != nil || p.Size != 42 || p.Root != root {
+		t.Errorf("ParseCheckpoint(signed note) = %+v, %v", p, err)
+	}
 }
 
 func TestOpenCheckpointRejects(t *testing.T) {
@@ -120,7 +124,8 @@ var parseCases = []struct {
 	{"bad_base64", "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuF!=\n", false},
 	{"empty_origin", "\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n", false},
 	{"space_in_origin", "a b\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n", false},
-	{"empty_extension", "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n", false},
+	{"empty_signature_block", "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n", true},
+	{"empty_extension", "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\nx\n\n\n", false},
 	{"bad_time", "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\ntime yesterday\n", false},
 	{"non_utc_time", "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\ntime 2026-11-27T10:00:00+01:00\n", false},
 	{"two_times", "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\ntime 2026-11-27T10:00:00Z\ntime 2026-11-27T10:00:00Z\n", false},
