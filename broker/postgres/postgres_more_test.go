@@ -99,6 +99,30 @@ func TestFunctionTooManyRows(t *testing.T) {
 	}
 }
 
+// A serialization failure is retried: the function fails with 40001 on its
+// first run (a sequence, which rollbacks do not rewind, counts the runs) and
+// succeeds on the retry, which the caller never sees.
+func TestRetrySerializationFailure(t *testing.T) {
+	e := openTest(t, 2)
+	if _, err := e.Pool().Exec(t.Context(), `CREATE SEQUENCE attempts;
+		CREATE FUNCTION flaky() RETURNS TABLE (attempt bigint) LANGUAGE plpgsql AS $$
+		DECLARE n bigint := nextval('attempts');
+		BEGIN
+		  IF n = 1 THEN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = '40001'; END IF;
+		  RETURN QUERY SELECT n;
+		END $$`); err != nil {
+		t.Fatal(err)
+	}
+	r := testRoute(t, route.RouteConfig{Procedure: "flaky"})
+	res, err := e.Execute(t.Context(), &broker.Call{Route: r, Params: map[string]any{}, IdempotencyKey: "flaky", RequestHash: "h"})
+	if err != nil {
+		t.Fatalf("Execute(fails once with 40001) = %v, want success after a retry", err)
+	}
+	if want := `{"rows":[{"attempt":2}],"rows_affected":1}`; string(res.JSON) != want {
+		t.Errorf("result = %s, want %s (the second attempt)", res.JSON, want)
+	}
+}
+
 func TestPrune(t *testing.T) {
 	e := openTest(t, 2)
 	r := catalogRoute(t, brokertest.SubjectCount)
