@@ -297,3 +297,45 @@ func TestServerRefusesReplayedCalloutResponse(t *testing.T) {
 		t.Errorf("replayed response: %v, want authorization violation", err)
 	}
 }
+
+func TestCheckUserJWT(t *testing.T) {
+	t.Parallel()
+	keys, _ := GenerateKeys()
+	c := &Callout{keys: keys}
+	user, other := newUser(t), newUser(t)
+	mint := func(edit func(*jwt.UserClaims), signer nkeys.KeyPair) string {
+		uc := jwt.NewUserClaims(user)
+		uc.IssuerAccount = keys.pub.Users
+		uc.Expires = time.Now().Add(time.Hour).Unix()
+		if edit != nil {
+			edit(uc)
+		}
+		s, err := uc.Encode(signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	foreign, _ := nkeys.CreateAccount()
+	acct, _ := keys.AccountJWTs(nil, nil)
+	tests := []struct {
+		name string
+		jwt  string
+		ok   bool
+	}{
+		{"valid", mint(nil, keys.usersSigning[0]), true},
+		{"other_key", mint(func(uc *jwt.UserClaims) { uc.Subject = other }, keys.usersSigning[0]), false},
+		{"other_account", mint(func(uc *jwt.UserClaims) { uc.IssuerAccount = keys.pub.Broker }, keys.usersSigning[0]), false},
+		{"foreign_signer", mint(nil, foreign), false},
+		{"account_key_signer", mint(nil, keys.users), false},
+		{"no_expiry", mint(func(uc *jwt.UserClaims) { uc.Expires = 0 }, keys.usersSigning[0]), false},
+		{"account_jwt", acct.Users, false},
+		{"garbage", "not.a.jwt", false},
+		{"empty", "", false},
+	}
+	for _, tc := range tests {
+		if err := c.checkUserJWT(tc.jwt, user); (err == nil) != tc.ok {
+			t.Errorf("%s: checkUserJWT = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}

@@ -49,7 +49,7 @@ func (f *fakeVerifier) Callout(ctx context.Context, req broker.CalloutRequest) (
 	f.mu.Lock()
 	f.requests = append(f.requests, req)
 	f.mu.Unlock()
-	if req.Token != goodToken {
+	if !strings.HasPrefix(req.Token, goodToken) {
 		return nil, &identity.AuthError{Reason: "token signature invalid"}
 	}
 	key := req.UserKey
@@ -135,6 +135,74 @@ func TestCalloutAuthenticatesTokenAndUserReachesRoute(t *testing.T) {
 	if req.Client.Name != "billing-app" || req.Client.Lang != "go" || req.Client.Account != pub.Users || req.Client.UserKey != req.UserKey {
 		t.Errorf("CalloutRequest.Client = %+v", req.Client)
 	}
+}
+
+// TestCalloutCarriesLargeToken: real Entra tokens with many groups exceed
+// the 4 KiB default max_control_line; the generated config allows them.
+func TestCalloutCarriesLargeToken(t *testing.T) {
+	t.Parallel()
+	e := startCallout(t, []string{"orders.v1.create"})
+	big := goodToken + strings.Repeat("g", 12<<10)
+	nc, err := e.connectToken(t, big)
+	if err != nil {
+		t.Fatalf("connect with a 12 KiB token: %v", err)
+	}
+	nc.Close()
+	e.handler.mu.Lock()
+	defer e.handler.mu.Unlock()
+	if got := e.handler.requests[len(e.handler.requests)-1].Token; got != big {
+		t.Errorf("handler got a %d byte token, want %d", len(got), len(big))
+	}
+}
+
+// TestCalloutBusyRefusesAtOnce: with every worker busy and the queue full,
+// a further connect is refused without waiting for the auth timeout.
+func TestCalloutBusyRefusesAtOnce(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create"}})
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	h := &blockingVerifier{fakeVerifier: fakeVerifier{minter: env.Minter, pub: []string{"orders.v1.create"}}, entered: entered, release: release}
+	c, err := natsauth.StartCallout(t.Context(), env.CalloutConn(t), env.Keys, natsauth.CalloutConfig{Workers: 1, QueueLen: 1}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	sentinel, _ := env.Keys.SentinelCreds()
+	results := make(chan error, 3)
+	connect := func() {
+		nc, err := nats.Connect(env.URL, nats.UserCredentialBytes(sentinel), nats.Token(goodToken), nats.MaxReconnects(0))
+		if err == nil {
+			nc.Close()
+		}
+		results <- err
+	}
+	go connect()
+	<-entered // the only worker is busy
+	go connect()
+	go connect()
+	// One waits in the queue; the other is refused while the worker is still blocked.
+	if err := <-results; !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("connect while busy: %v, want authorization violation", err)
+	}
+	close(release)
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Errorf("queued connect: %v", err)
+		}
+	}
+}
+
+type blockingVerifier struct {
+	fakeVerifier
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingVerifier) Callout(ctx context.Context, req broker.CalloutRequest) (*broker.NATSCredential, error) {
+	b.entered <- struct{}{}
+	<-b.release
+	return b.fakeVerifier.Callout(ctx, req)
 }
 
 func TestCalloutRefusals(t *testing.T) {

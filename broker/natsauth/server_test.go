@@ -242,3 +242,34 @@ func TestEmitStreamReachesUsers(t *testing.T) {
 }
 
 var _ = natsauth.AsyncSubjects
+
+func TestJetStreamOnlyInBrokerAccount(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create"}, JetStream: true})
+	bc := env.BrokerConn(t)
+	m, err := bc.Request("$JS.API.INFO", nil, 5*time.Second)
+	if err != nil {
+		t.Fatalf("JetStream API in the broker account: %v", err)
+	}
+	var info struct {
+		Error *struct{ Code int } `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &info); err != nil || info.Error != nil {
+		t.Errorf("broker account JetStream info = %s", m.Data)
+	}
+	// Users reach JetStream only through the async import: their account has none.
+	u := env.MintUser(t, "alice", []string{"$JS.API.>"}, time.Minute)
+	uc := env.MustConnect(t, u.Option())
+	m, err = uc.Request("$JS.API.INFO", nil, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uinfo struct {
+		Error *struct {
+			ErrCode int `json:"err_code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &uinfo); err != nil || uinfo.Error == nil || uinfo.Error.ErrCode != 10039 {
+		t.Errorf("users account JetStream info = %s, want JetStream not enabled (10039)", m.Data)
+	}
+}
