@@ -1,0 +1,426 @@
+package broker_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
+	"golang.org/x/mod/sumdb/tlog"
+	_ "modernc.org/sqlite"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/brokertest"
+	"github.com/sqlgate/sqlgate/broker/control"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/policy/opa"
+)
+
+const (
+	usersAccount = "AUSERSACCOUNT"
+	signingKey   = "ASIGNINGKEY"
+)
+
+var (
+	alice = identity.Principal{Issuer: "https://idp.test", Subject: "alice", Email: "alice@example.com", Groups: []string{"sales"}}
+	bob   = identity.Principal{Issuer: "https://idp.test", Subject: "bob", Email: "bob@example.com", Groups: []string{"support"}}
+	carol = identity.Principal{Issuer: "https://idp.test", Subject: "carol", Email: "carol@example.com", Groups: []string{"auditors"}}
+)
+
+// env is a broker over real parts (OPA engine, audit log and registry on
+// SQLite) and the fake executor.
+type env struct {
+	svc      *broker.Service
+	exec     *brokertest.Fake
+	log      *audit.Log
+	store    *sqlstore.Store
+	registry *control.Registry
+	authz    *switchAuthorizer
+	recorder *switchRecorder
+	now      time.Time
+	keys     map[string]string // principal subject -> registered user key
+}
+
+// switchAuthorizer can be made to fail like a broken policy engine.
+type switchAuthorizer struct {
+	broker.Authorizer
+	fail atomic.Bool
+}
+
+func (a *switchAuthorizer) Decide(ctx context.Context, e policy.Entry, in *policy.Input) (policy.Decision, error) {
+	if a.fail.Load() {
+		return policy.Deny("rev"), fmt.Errorf("%w: injected", policy.ErrEvaluation)
+	}
+	return a.Authorizer.Decide(ctx, e, in)
+}
+
+// switchRecorder can be made to fail like an unreachable audit store.
+type switchRecorder struct {
+	*audit.Log
+	fail atomic.Bool
+}
+
+func (r *switchRecorder) Append(ctx context.Context, rec *audit.Record) (int64, error) {
+	if r.fail.Load() {
+		return 0, errors.New("audit store unreachable")
+	}
+	return r.Log.Append(ctx, rec)
+}
+
+func (r *switchRecorder) AppendWithInput(ctx context.Context, rec *audit.Record, in []byte) (int64, error) {
+	if r.fail.Load() {
+		return 0, errors.New("audit store unreachable")
+	}
+	return r.Log.AppendWithInput(ctx, rec, in)
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := t.Context()
+	dir := t.TempDir()
+	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(dir, "control.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	store, err := sqlstore.Open(ctx, db, sqlstore.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, _, err := audit.GenerateKey(rand.Reader, "test/broker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := audit.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := audit.Open(ctx, store, audit.Config{
+		Origin: "test/broker", Instance: "test", Signer: signer,
+		ParamKey: audit.ParamKey{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close(context.Background()) })
+	cdb, err := control.Open(ctx, db, control.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{log: log, store: store, now: time.Now(), keys: map[string]string{}}
+	e.registry = control.NewRegistry(cdb, time.Nanosecond, func() time.Time { return time.Now() })
+	engine, err := opa.Open(ctx, opa.Config{Dir: "testdata/policy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	e.authz = &switchAuthorizer{Authorizer: engine}
+	e.recorder = &switchRecorder{Log: log}
+	catalog, err := brokertest.Catalog("orders", brokertest.OrdersTargets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.exec = brokertest.NewFake("orders", brokertest.OrdersProcs())
+	e.svc, err = broker.New(broker.Config{
+		Catalog: catalog, Databases: map[string]broker.Executor{"orders": e.exec},
+		Authorizer: e.authz, Recorder: e.recorder, Registry: e.registry,
+		UsersAccount: usersAccount, SigningKeys: []string{signingKey},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []identity.Principal{alice, bob, carol} {
+		e.keys[p.Subject] = e.register(t, p, time.Hour, false)
+	}
+	return e
+}
+
+// register records an issuance for p and returns its user key.
+func (e *env) register(t *testing.T, p identity.Principal, ttl time.Duration, revoked bool) string {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	iss := broker.Issuance{UserKey: pub, Principal: p, SigningKey: signingKey, Account: usersAccount, Via: "creds",
+		IssuedAt: time.Now().Add(-time.Minute), ExpiresAt: time.Now().Add(ttl), DecisionID: "d"}
+	if revoked {
+		iss.RevokedAt = time.Now().Add(-time.Second)
+	}
+	if err := e.registry.Put(t.Context(), iss); err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// caller is the attested caller of a registered principal.
+func (e *env) caller(p identity.Principal) broker.Caller {
+	return broker.Caller{Transport: "nats", Attested: true, UserKey: e.keys[p.Subject], IssuerKey: signingKey, Account: usersAccount}
+}
+
+func (e *env) call(t *testing.T, c broker.Caller, subject, payload, key string) *broker.Reply {
+	t.Helper()
+	return e.svc.Handle(t.Context(), &broker.Request{Subject: subject, Payload: []byte(payload), IdempotencyKey: key, Caller: c})
+}
+
+// records returns every audit record, in order.
+func (e *env) records(t *testing.T) []*audit.Record {
+	t.Helper()
+	if err := e.log.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var out []*audit.Record
+	err := e.store.Records(t.Context(), e.log.Origin(), 0, e.log.Size(), func(_ int64, data []byte, _ *tlog.Hash) error {
+		r, err := audit.DecodeRecord(data)
+		if err != nil {
+			return err
+		}
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// orderCount reads the number of orders straight from the fake database.
+func (e *env) orderCount(t *testing.T) int64 {
+	t.Helper()
+	r, ok := e.svc.Catalog().Lookup(brokertest.SubjectCount)
+	if !ok {
+		t.Fatal("no count route")
+	}
+	c, err := brokertest.NewCall(r, `{}`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.exec.Execute(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := brokertest.DecodeResult(res.JSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch n := d.Rows[0]["n"].(type) {
+	case json.Number:
+		v, _ := n.Int64()
+		return v
+	case float64:
+		return int64(n)
+	}
+	t.Fatalf("count = %#v", d.Rows[0]["n"])
+	return 0
+}
+
+const createAlice = `{"customer":"ACME","amount":250,"quantity":2,"express":false}`
+
+func TestHandleRefusals(t *testing.T) {
+	e := newEnv(t)
+	expired := e.register(t, alice, -time.Second, false)
+	revoked := e.register(t, alice, time.Hour, true)
+	tests := []struct {
+		name     string
+		caller   broker.Caller
+		subject  string
+		payload  string
+		key      string
+		code     string
+		reason   string // substring of a reason or the message
+		audited  audit.Kind
+	}{
+		{"unattested", broker.Caller{Transport: "nats", UserKey: e.keys["alice"], IssuerKey: signingKey, Account: usersAccount}, brokertest.SubjectCreate, createAlice, "", broker.CodeUnauthenticated, "server-attested", audit.KindDecision},
+		{"unknown_user_key", broker.Caller{Transport: "nats", Attested: true, UserKey: "UNKNOWN", IssuerKey: signingKey, Account: usersAccount}, brokertest.SubjectCreate, createAlice, "", broker.CodeUnauthenticated, "issuance registry", audit.KindDecision},
+		{"foreign_signing_key", broker.Caller{Transport: "nats", Attested: true, UserKey: e.keys["alice"], IssuerKey: "AOTHERKEY", Account: usersAccount}, brokertest.SubjectCreate, createAlice, "", broker.CodeUnauthenticated, "signing keys", audit.KindDecision},
+		{"other_account", broker.Caller{Transport: "nats", Attested: true, UserKey: e.keys["alice"], IssuerKey: signingKey, Account: "AOTHER"}, brokertest.SubjectCreate, createAlice, "", broker.CodeUnauthenticated, "signing keys", audit.KindDecision},
+		{"expired_credential", broker.Caller{Transport: "nats", Attested: true, UserKey: expired, IssuerKey: signingKey, Account: usersAccount}, brokertest.SubjectCreate, createAlice, "", broker.CodeUnauthenticated, "expired", audit.KindDecision},
+		{"revoked_credential", broker.Caller{Transport: "nats", Attested: true, UserKey: revoked, IssuerKey: signingKey, Account: usersAccount}, brokertest.SubjectCreate, createAlice, "", broker.CodeUnauthenticated, "revoked", audit.KindDecision},
+		{"unknown_subject", e.caller(alice), "test.orders.nope", createAlice, "", broker.CodeNotFound, "no route", ""},
+		{"not_json", e.caller(alice), brokertest.SubjectCreate, `customer=ACME`, "", broker.CodeInvalidRequest, "not JSON", ""},
+		{"wrong_type", e.caller(alice), brokertest.SubjectCreate, `{"customer":"ACME","amount":"250","quantity":2,"express":false}`, "", broker.CodeInvalidRequest, `field "amount"`, ""},
+		{"missing_field", e.caller(alice), brokertest.SubjectCreate, `{"customer":"ACME","amount":250,"express":false}`, "", broker.CodeInvalidRequest, `field "quantity": is required`, ""},
+		{"extra_field", e.caller(alice), brokertest.SubjectCreate, `{"customer":"ACME","amount":250,"quantity":2,"express":false,"admin":true}`, "", broker.CodeInvalidRequest, `field "admin": unknown field`, ""},
+		{"too_large", e.caller(alice), brokertest.SubjectCreate, `{"customer":"` + strings.Repeat("x", 70<<10) + `","amount":1,"quantity":1,"express":false}`, "", broker.CodeTooLarge, "exceeds", ""},
+		{"bad_idempotency_key", e.caller(alice), brokertest.SubjectCreate, createAlice, "has space", broker.CodeInvalidRequest, "Idempotency-Key", ""},
+		{"not_granted", e.caller(bob), brokertest.SubjectCreate, createAlice, "", broker.CodeForbidden, "route not granted", audit.KindDecision},
+		{"policy_allows_nothing", e.caller(carol), brokertest.SubjectGet, `{"id":1}`, "", broker.CodeForbidden, "route not granted", audit.KindDecision},
+		{"over_limit", e.caller(alice), brokertest.SubjectCreate, `{"customer":"ACME","amount":5000,"quantity":1,"express":false}`, "", broker.CodeForbidden, "amount 5000 exceeds", audit.KindDecision},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(e.records(t))
+			orders := e.orderCount(t)
+			rep := e.call(t, tc.caller, tc.subject, tc.payload, tc.key)
+			if rep.OK || rep.Error == nil || rep.Error.Code != tc.code {
+				t.Fatalf("reply = %s, want code %s", rep.AppendJSON(nil), tc.code)
+			}
+			text := rep.Error.Message + " " + strings.Join(rep.Error.Reasons, "; ")
+			recs := e.records(t)
+			if tc.audited != "" {
+				if len(recs) != before+1 || recs[len(recs)-1].Kind != tc.audited {
+					t.Fatalf("audit: %d new records, want one %s record", len(recs)-before, tc.audited)
+				}
+				last := recs[len(recs)-1]
+				text += " " + strings.Join(last.Reasons, "; ")
+				if last.Allow == nil || *last.Allow {
+					t.Errorf("audit record allow = %v, want false", last.Allow)
+				}
+				if rep.AuditIndex != last.Index {
+					t.Errorf("reply audit index = %d, want %d", rep.AuditIndex, last.Index)
+				}
+			} else if len(recs) != before {
+				t.Errorf("audit: %d new records, want none", len(recs)-before)
+			}
+			if !strings.Contains(text, tc.reason) {
+				t.Errorf("error and audit reasons %q do not mention %q", text, tc.reason)
+			}
+			if strings.Contains(text, "xxxxxxxx") {
+				t.Error("error echoes the payload")
+			}
+			if got := e.orderCount(t); got != orders {
+				t.Errorf("orders = %d after a refused call, want %d", got, orders)
+			}
+		})
+	}
+}
+
+func TestHandleCallAndReplay(t *testing.T) {
+	e := newEnv(t)
+	before := len(e.records(t))
+	rep := e.call(t, e.caller(alice), brokertest.SubjectCreate, `{"customer":"x'); DROP TABLE orders; --","amount":250.50,"quantity":2,"express":true,"note":"secret note"}`, "k-1")
+	if !rep.OK {
+		t.Fatalf("create: %s", rep.AppendJSON(nil))
+	}
+	d, err := brokertest.DecodeResult(rep.Result)
+	if err != nil || len(d.Rows) != 1 {
+		t.Fatalf("result %s: %v", rep.Result, err)
+	}
+	if rep.SQLTransactionID == "" || rep.Replayed {
+		t.Errorf("reply = %s, want a transaction id and replayed false", rep.AppendJSON(nil))
+	}
+	recs := e.records(t)[before:]
+	if len(recs) != 2 || recs[0].Kind != audit.KindIntent || recs[1].Kind != audit.KindOutcome {
+		t.Fatalf("audit kinds = %v, want intent then outcome", kinds(recs))
+	}
+	intent, outcome := recs[0], recs[1]
+	if outcome.IntentIndex != intent.Index || outcome.CorrelationID != rep.CorrelationID || intent.CorrelationID != rep.CorrelationID {
+		t.Errorf("outcome does not link to its intent: %+v / %+v", outcome, intent)
+	}
+	if outcome.SQL.TransactionID != rep.SQLTransactionID || outcome.SQL.Outcome != "commit" {
+		t.Errorf("outcome SQL = %+v, want commit of %s", outcome.SQL, rep.SQLTransactionID)
+	}
+	if rep.AuditIndex != outcome.Index {
+		t.Errorf("reply audit index = %d, want the outcome's %d", rep.AuditIndex, outcome.Index)
+	}
+	if intent.Params["note"] != audit.ParamRedacted || !strings.HasPrefix(intent.Params["customer"], "hmac-sha256:k1:") {
+		t.Errorf("intent params = %v, want customer hashed and note redacted", intent.Params)
+	}
+	enc, _ := json.Marshal(recs)
+	if strings.Contains(string(enc), "secret note") || strings.Contains(string(enc), "DROP TABLE") {
+		t.Error("audit records contain parameter values")
+	}
+	// The stored decision input keeps the injection string as data and drops the redacted note.
+	var inputs []string
+	if err := e.log.Inputs(t.Context(), time.Time{}, func(r audit.Record, in []byte) error {
+		if r.Index == intent.Index {
+			inputs = append(inputs, string(in))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(inputs) != 1 || strings.Contains(inputs[0], "secret note") || !strings.Contains(inputs[0], "DROP TABLE orders") {
+		t.Errorf("stored input = %v, want the params without the redacted note", inputs)
+	}
+
+	orders := e.orderCount(t)
+	again := e.call(t, e.caller(alice), brokertest.SubjectCreate, `{"customer":"x'); DROP TABLE orders; --","amount":250.50,"quantity":2,"express":true,"note":"secret note"}`, "k-1")
+	if !again.OK || !again.Replayed || string(again.Result) != string(rep.Result) || again.SQLTransactionID != rep.SQLTransactionID {
+		t.Errorf("replay = %s, want the stored result with replayed true", again.AppendJSON(nil))
+	}
+	if got := e.orderCount(t); got != orders {
+		t.Errorf("replay executed again: orders %d -> %d", orders, got)
+	}
+	conflict := e.call(t, e.caller(alice), brokertest.SubjectCreate, `{"customer":"other","amount":1,"quantity":1,"express":false}`, "k-1")
+	if conflict.OK || conflict.Error.Code != broker.CodeConflict {
+		t.Errorf("same key, other payload = %s, want conflict", conflict.AppendJSON(nil))
+	}
+	// Keys are scoped to the principal: bob's k-1 is not alice's k-1.
+	bobGet := e.call(t, e.caller(bob), brokertest.SubjectGet, `{"id":1}`, "k-1")
+	if !bobGet.OK || bobGet.Replayed {
+		t.Errorf("bob with alice's key = %s, want a fresh call", bobGet.AppendJSON(nil))
+	}
+}
+
+func TestHandleFailClosed(t *testing.T) {
+	e := newEnv(t)
+	t.Run("database_down", func(t *testing.T) {
+		e.exec.SetDown(true)
+		defer e.exec.SetDown(false)
+		before := len(e.records(t))
+		rep := e.call(t, e.caller(alice), brokertest.SubjectCreate, createAlice, "")
+		if rep.OK || rep.Error.Code != broker.CodeUnavailable {
+			t.Fatalf("reply = %s, want unavailable", rep.AppendJSON(nil))
+		}
+		recs := e.records(t)[before:]
+		if len(recs) != 2 || recs[1].Kind != audit.KindOutcome || recs[1].Result.Status != broker.CodeUnavailable || recs[1].SQL.Outcome != "rollback" {
+			t.Fatalf("audit = %v, want intent and an unavailable outcome", kinds(recs))
+		}
+	})
+	t.Run("policy_error", func(t *testing.T) {
+		e.authz.fail.Store(true)
+		defer e.authz.fail.Store(false)
+		orders := e.orderCount(t)
+		rep := e.call(t, e.caller(alice), brokertest.SubjectCreate, createAlice, "")
+		if rep.OK || rep.Error.Code != broker.CodeForbidden || !strings.Contains(strings.Join(rep.Error.Reasons, ";"), "policy evaluation failed") {
+			t.Fatalf("reply = %s, want forbidden by a policy error", rep.AppendJSON(nil))
+		}
+		if got := e.orderCount(t); got != orders {
+			t.Error("a call ran although the policy failed")
+		}
+	})
+	t.Run("audit_down", func(t *testing.T) {
+		e.recorder.fail.Store(true)
+		orders := e.orderCount(t)
+		rep := e.call(t, e.caller(alice), brokertest.SubjectCreate, createAlice, "")
+		e.recorder.fail.Store(false)
+		if rep.OK || rep.Error.Code != broker.CodeUnavailable {
+			t.Fatalf("reply = %s, want unavailable", rep.AppendJSON(nil))
+		}
+		if got := e.orderCount(t); got != orders {
+			t.Error("a call ran although its intent was not durable")
+		}
+	})
+	t.Run("max_rows", func(t *testing.T) {
+		for range 3 {
+			if rep := e.call(t, e.caller(alice), brokertest.SubjectCreate, createAlice, ""); !rep.OK {
+				t.Fatal(rep.Error)
+			}
+		}
+		rep := e.call(t, e.caller(alice), brokertest.SubjectCancelAll, `{}`, "")
+		if rep.OK || rep.Error.Code != broker.CodeForbidden || !strings.Contains(rep.Error.Reasons[0], "max_rows") {
+			t.Fatalf("reply = %s, want forbidden by max_rows", rep.AppendJSON(nil))
+		}
+	})
+}
+
+func kinds(recs []*audit.Record) []audit.Kind {
+	var out []audit.Kind
+	for _, r := range recs {
+		out = append(out, r.Kind)
+	}
+	return out
+}
