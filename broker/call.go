@@ -157,7 +157,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	default:
 		code, msg, reasons = execError(execErr, call.MaxRows)
 		outcome.SQL.Outcome = "rollback"
-		if code == CodeConflict {
+		if code == CodeConflict || code == CodeInvalidRequest {
 			outcome.SQL.Outcome = "none"
 		}
 		var dbe *DBError
@@ -307,7 +307,12 @@ func (s *Service) recordRefusal(ctx context.Context, rep *Reply, p *identity.Pri
 // safe to show the caller.
 func execError(err error, maxRows int) (code, msg string, reasons []string) {
 	var dbe *DBError
+	var invalid *route.InvalidError
 	switch {
+	case errors.As(err, &invalid):
+		// A value the database cannot take (e.g. out of range for its SQL
+		// type): the caller's to fix; the transaction was rolled back.
+		return CodeInvalidRequest, invalid.Error(), nil
 	case errors.Is(err, ErrConflict):
 		return CodeConflict, "Idempotency-Key was already used with a different request", nil
 	case errors.Is(err, ErrTooManyRows):

@@ -424,3 +424,12 @@ func kinds(recs []*audit.Record) []audit.Kind {
 	}
 	return out
 }
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,159 @@
+package broker_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/brokertest"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/identity"
+)
+
+// newIssuer returns the test broker with a real minter.
+func newIssuer(t *testing.T, maxTTL time.Duration) (*env, *broker.Service) {
+	t.Helper()
+	e := newEnv(t)
+	keys, err := natsauth.GenerateKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := keys.Public()
+	svc, err := broker.New(broker.Config{
+		Catalog: e.svc.Catalog(), Databases: map[string]broker.Executor{"orders": e.exec},
+		Authorizer: e.authz, Recorder: e.recorder, Registry: e.registry, Minter: natsauth.NewMinter(keys),
+		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning, MaxTTL: maxTTL,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, svc
+}
+
+func userKey(t *testing.T) string {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	return pub
+}
+
+func TestIssueNATS(t *testing.T) {
+	e, svc := newIssuer(t, 5*time.Minute)
+	p := alice
+	p.Expiry = time.Now().Add(time.Hour)
+	key := userKey(t)
+	before := len(e.records(t))
+	cred, err := svc.IssueNATS(t.Context(), broker.NATSRequest{Principal: p, UserKey: key, Via: "creds"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := jwt.DecodeUserClaims(cred.JWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Policy says 600s, configuration caps at 5 minutes.
+	if left := time.Until(time.Unix(uc.Expires, 0)); left > 5*time.Minute || left < 4*time.Minute {
+		t.Errorf("expires in %s, want the 5m cap", left)
+	}
+	if !strings.Contains(cred.Capped, "configured maximum") {
+		t.Errorf("Capped = %q, want it to say the maximum applied", cred.Capped)
+	}
+	// Pub is the policy's set intersected with the catalog: not.a.route is gone.
+	wantPub := []string{brokertest.SubjectCancel, brokertest.SubjectCreate, brokertest.SubjectGet}
+	if got := []string(uc.Pub.Allow); strings.Join(got, ",") != strings.Join(wantPub, ",") {
+		t.Errorf("pub allow = %v, want %v", got, wantPub)
+	}
+	if got := []string(uc.Sub.Allow); len(got) != 1 || got[0] != "_INBOX_"+key+".>" {
+		t.Errorf("sub allow = %v, want only the user's inbox", got)
+	}
+	if uc.Name != p.Subject || uc.Subject != key || uc.IssuerAccount == "" {
+		t.Errorf("claims name %q subject %q issuer account %q", uc.Name, uc.Subject, uc.IssuerAccount)
+	}
+	iss, err := e.registry.Get(t.Context(), key)
+	if err != nil || iss.Principal.ID() != p.ID() || !iss.Active(time.Now()) {
+		t.Errorf("registry = %+v, %v", iss, err)
+	}
+	recs := e.records(t)[before:]
+	if len(recs) != 1 || recs[0].Kind != audit.KindCredential || recs[0].Credential.UserKey != key || recs[0].Credential.Action != "issue" {
+		t.Errorf("audit = %v, want one credential issue record", kinds(recs))
+	}
+	if strings.Contains(string(mustJSON(t, recs)), cred.JWT) {
+		t.Error("audit record contains the JWT")
+	}
+}
+
+func TestIssueNATSRefusals(t *testing.T) {
+	e, svc := newIssuer(t, time.Hour)
+	taken := userKey(t)
+	if _, err := svc.IssueNATS(t.Context(), broker.NATSRequest{Principal: alice, UserKey: taken, Via: "creds"}); err != nil {
+		t.Fatal(err)
+	}
+	expiredToken := alice
+	expiredToken.Expiry = time.Now().Add(-time.Second)
+	tests := []struct {
+		name string
+		req  broker.NATSRequest
+		want error
+	}{
+		{"policy_allows_nothing", broker.NATSRequest{Principal: carol, UserKey: userKey(t)}, broker.ErrDenied},
+		{"not_a_user_key", broker.NATSRequest{Principal: alice, UserKey: "ABADKEY"}, broker.ErrInvalid},
+		{"account_key_not_user_key", broker.NATSRequest{Principal: alice, UserKey: "A" + userKey(t)[1:]}, broker.ErrInvalid},
+		{"key_of_another_principal", broker.NATSRequest{Principal: bob, UserKey: taken}, broker.ErrInvalid},
+		{"expired_token", broker.NATSRequest{Principal: expiredToken, UserKey: userKey(t)}, identity.ErrUnauthenticated},
+		{"no_principal", broker.NATSRequest{UserKey: userKey(t)}, identity.ErrUnauthenticated},
+		{"negative_ttl", broker.NATSRequest{Principal: alice, UserKey: userKey(t), TTL: -time.Second}, broker.ErrInvalid},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cred, err := svc.IssueNATS(t.Context(), tc.req)
+			if !errors.Is(err, tc.want) || cred != nil {
+				t.Fatalf("IssueNATS = %v, %v; want %v", cred, err, tc.want)
+			}
+			if _, err := e.registry.Get(t.Context(), tc.req.UserKey); tc.req.UserKey != taken && !errors.Is(err, broker.ErrNotFound) {
+				t.Errorf("a refused key is in the registry: %v", err)
+			}
+		})
+	}
+	// The deny is audited with the policy's reasons.
+	recs := e.records(t)
+	var denied *audit.Record
+	for _, r := range recs {
+		if r.Kind == audit.KindDecision && r.Actor != nil && r.Actor.Subject == carol.Subject {
+			denied = r
+		}
+	}
+	if denied == nil || denied.Allow == nil || *denied.Allow || len(denied.Reasons) == 0 {
+		t.Errorf("no audited deny for carol: %+v", denied)
+	}
+}
+
+func TestRevokeNATS(t *testing.T) {
+	e, svc := newIssuer(t, time.Hour)
+	key := userKey(t)
+	if _, err := svc.IssueNATS(t.Context(), broker.NATSRequest{Principal: alice, UserKey: key}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.RevokeNATS(t.Context(), alice, []string{key}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	c := broker.Caller{Transport: "nats", Attested: true, UserKey: key, Account: "", IssuerKey: ""}
+	iss, _ := e.registry.Get(t.Context(), key)
+	c.Account, c.IssuerKey = iss.Account, iss.SigningKey
+	rep := svc.Handle(t.Context(), &broker.Request{Subject: brokertest.SubjectGet, Payload: []byte(`{"id":1}`), Caller: c})
+	if rep.OK || rep.Error.Code != broker.CodeUnauthenticated {
+		t.Errorf("revoked caller = %s, want unauthenticated", rep.AppendJSON(nil))
+	}
+	// A revoked key cannot be issued again.
+	if _, err := svc.IssueNATS(t.Context(), broker.NATSRequest{Principal: alice, UserKey: key}); !errors.Is(err, broker.ErrInvalid) {
+		t.Errorf("re-issue of a revoked key = %v, want ErrInvalid", err)
+	}
+}
