@@ -157,7 +157,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	default:
 		code, msg, reasons = execError(execErr, call.MaxRows)
 		outcome.SQL.Outcome = "rollback"
-		if code == CodeConflict || code == CodeInvalidRequest {
+		if code == CodeConflict {
 			outcome.SQL.Outcome = "none"
 		}
 		var dbe *DBError
