@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 
@@ -168,22 +169,22 @@ func copyTable(t *FakeTable) *FakeTable {
 }
 
 func encodeFake(out *FakeResult, c *broker.Call) ([]byte, int64, error) {
-	w := newResultWriter(maxRows(c))
+	w := resultjson.NewWriter(maxRows(c))
 	for _, s := range out.Sets {
-		w.beginSet(s.Columns)
+		w.BeginSet(s.Columns)
 		for _, r := range s.Rows {
-			if err := w.row(r); err != nil {
+			if err := w.Row(r); err != nil {
 				return nil, 0, err
 			}
 		}
-		w.endSet()
+		w.EndSet()
 	}
-	var outputs []outputParam
+	var outputs []resultjson.Output
 	for _, p := range c.Route.Outputs {
-		outputs = append(outputs, outputParam{Name: p.Name, Value: out.Output[p.Name]})
+		outputs = append(outputs, resultjson.Output{Name: p.Name, Value: out.Output[p.Name]})
 	}
-	b, err := w.finish(outputs, len(c.Route.Outputs) > 0, out.ReturnValue, out.RowsAffected)
-	return b, w.total, err
+	b, err := w.Finish(outputs, len(c.Route.Outputs) > 0, out.ReturnValue, out.RowsAffected)
+	return b, w.Rows(), err
 }
 
 // maxRows is the call's row cap: c.MaxRows, else the route's, else the

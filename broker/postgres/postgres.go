@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 
@@ -252,13 +253,13 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 	}
 
 	// Round trip 2: the call.
-	w := newResultWriter(maxRows(c))
+	w := resultjson.NewWriter(maxRows(c))
 	affected, output, err := e.run(ctx, conn.Conn(), c, text, args, w)
 	if err != nil {
 		return nil, err
 	}
-	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), Rows: w.total, RowsAffected: affected}
-	if res.JSON, err = w.finish(output, len(c.Route.Outputs) > 0, nil, affected); err != nil {
+	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), Rows: w.Rows(), RowsAffected: affected}
+	if res.JSON, err = w.Finish(output, len(c.Route.Outputs) > 0, nil, affected); err != nil {
 		return nil, err
 	}
 
@@ -317,7 +318,7 @@ func (e *Executor) execMerged(ctx context.Context, c *broker.Call, text string, 
 	b.Queue(text, args...)
 	br := conn.SendBatch(ctx, b)
 	open = true
-	w := newResultWriter(maxRows(c))
+	w := resultjson.NewWriter(maxRows(c))
 	var txid int64
 	found := false
 	_, err = br.Exec()
@@ -333,8 +334,8 @@ func (e *Executor) execMerged(ctx context.Context, c *broker.Call, text string, 
 	if !found {
 		return e.replay(ctx, conn, c)
 	}
-	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), Rows: w.total, RowsAffected: w.total}
-	if res.JSON, err = w.finish(nil, false, nil, res.RowsAffected); err != nil {
+	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), Rows: w.Rows(), RowsAffected: w.Rows()}
+	if res.JSON, err = w.Finish(nil, false, nil, res.RowsAffected); err != nil {
 		return nil, err
 	}
 	if err := e.storeAndCommit(ctx, conn, c, res); err != nil {
@@ -347,7 +348,7 @@ func (e *Executor) execMerged(ctx context.Context, c *broker.Call, text string, 
 // mergedRows reads the rows of a merged call: column 0 is the txid, column
 // 1 marks a row the function returned (NULL: the function returned none),
 // the rest are the function's columns. No rows: the key already existed.
-func mergedRows(br pgx.BatchResults, w *resultWriter) (txid int64, found bool, err error) {
+func mergedRows(br pgx.BatchResults, w *resultjson.Writer) (txid int64, found bool, err error) {
 	rows, err := br.Query()
 	if err != nil {
 		return 0, false, err
@@ -361,7 +362,7 @@ func mergedRows(br pgx.BatchResults, w *resultWriter) (txid int64, found bool, e
 	for i, fd := range fds[2:] {
 		names[i] = fd.Name
 	}
-	w.beginSet(names)
+	w.BeginSet(names)
 	for rows.Next() {
 		vals, err := rowValues(rows, fds)
 		if err != nil {
@@ -374,14 +375,14 @@ func mergedRows(br pgx.BatchResults, w *resultWriter) (txid int64, found bool, e
 		if vals[1] == nil {
 			continue // the function returned no rows
 		}
-		if err := w.row(vals[2:]); err != nil {
+		if err := w.Row(vals[2:]); err != nil {
 			return 0, false, err
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return 0, false, err
 	}
-	w.endSet()
+	w.EndSet()
 	return txid, found, nil
 }
 
@@ -461,7 +462,7 @@ func rollback(conn *pgxpool.Conn) {
 
 // run sends the call and writes its rows; it returns rows affected and the
 // OUTPUT values of a procedure.
-func (e *Executor) run(ctx context.Context, conn *pgx.Conn, c *broker.Call, text string, args []any, w *resultWriter) (int64, []outputParam, error) {
+func (e *Executor) run(ctx context.Context, conn *pgx.Conn, c *broker.Call, text string, args []any, w *resultjson.Writer) (int64, []resultjson.Output, error) {
 	// Prepared once per connection under its own text (no round trip
 	// after the first): the description tells which parameters the server
 	// typed as text, where integers and booleans are bound as their text.
@@ -477,10 +478,10 @@ func (e *Executor) run(ctx context.Context, conn *pgx.Conn, c *broker.Call, text
 	defer rows.Close()
 	fds := rows.FieldDescriptions()
 	isCall := c.Route.Kind == route.Procedure && strings.HasPrefix(text, "CALL ")
-	var output []outputParam
+	var output []resultjson.Output
 	if isCall && len(c.Route.Outputs) > 0 {
 		// A CALL returns at most one row: its OUT/INOUT parameters.
-		output = make([]outputParam, len(c.Route.Outputs))
+		output = make([]resultjson.Output, len(c.Route.Outputs))
 		for i, o := range c.Route.Outputs {
 			output[i].Name = o.Name
 		}
@@ -507,14 +508,14 @@ func (e *Executor) run(ctx context.Context, conn *pgx.Conn, c *broker.Call, text
 		for i, fd := range fds {
 			names[i] = fd.Name
 		}
-		w.beginSet(names)
+		w.BeginSet(names)
 	}
 	for rows.Next() {
 		vals, err := rowValues(rows, fds)
 		if err != nil {
 			return 0, nil, err
 		}
-		if err := w.row(vals); err != nil {
+		if err := w.Row(vals); err != nil {
 			return 0, nil, err
 		}
 	}
@@ -522,7 +523,7 @@ func (e *Executor) run(ctx context.Context, conn *pgx.Conn, c *broker.Call, text
 		return 0, nil, err
 	}
 	if len(fds) > 0 {
-		w.endSet()
+		w.EndSet()
 	}
 	affected := rows.CommandTag().RowsAffected()
 	if isCall {

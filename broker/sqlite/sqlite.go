@@ -18,6 +18,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 
@@ -243,7 +244,7 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 	if err := tx.QueryRowContext(ctx, sqlChanges).Scan(&before); err != nil {
 		return nil, err
 	}
-	w := newResultWriter(maxRows(c))
+	w := resultjson.NewWriter(maxRows(c))
 	if err := runStatement(ctx, tx.StmtContext(ctx, st), args, w); err != nil {
 		return nil, err
 	}
@@ -251,8 +252,8 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 		return nil, err
 	}
 	res.RowsAffected = after - before
-	res.Rows = w.total
-	if res.JSON, err = w.finish(nil, false, nil, res.RowsAffected); err != nil {
+	res.Rows = w.Rows()
+	if res.JSON, err = w.Finish(nil, false, nil, res.RowsAffected); err != nil {
 		return nil, err
 	}
 	res.CommittedAt = time.Now().UTC().Truncate(time.Microsecond)
@@ -265,7 +266,7 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 	return res, nil
 }
 
-func runStatement(ctx context.Context, st *sql.Stmt, args []any, w *resultWriter) error {
+func runStatement(ctx context.Context, st *sql.Stmt, args []any, w *resultjson.Writer) error {
 	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return err
@@ -282,7 +283,7 @@ func runStatement(ctx context.Context, st *sql.Stmt, args []any, w *resultWriter
 		boolean[i] = strings.Contains(strings.ToUpper(ct.DatabaseTypeName()), "BOOL")
 	}
 	if len(cols) > 0 {
-		w.beginSet(names)
+		w.BeginSet(names)
 	}
 	vals := make([]any, len(cols))
 	ptrs := make([]any, len(cols))
@@ -298,7 +299,7 @@ func runStatement(ctx context.Context, st *sql.Stmt, args []any, w *resultWriter
 				vals[i] = n == 1
 			}
 		}
-		if err := w.row(vals); err != nil {
+		if err := w.Row(vals); err != nil {
 			return err
 		}
 	}
@@ -306,7 +307,7 @@ func runStatement(ctx context.Context, st *sql.Stmt, args []any, w *resultWriter
 		return err
 	}
 	if len(cols) > 0 {
-		w.endSet()
+		w.EndSet()
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/microsoft/go-mssqldb/msdsn"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 
@@ -271,7 +272,7 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 	open = true
 
 	// Round trip 2: session context, idempotency record, the call.
-	w := newResultWriter(maxRows(c))
+	w := resultjson.NewWriter(maxRows(c))
 	st, affected, err := runCall(ctx, conn, shape, w)
 	if err != nil {
 		return nil, err
@@ -287,17 +288,17 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 			TransactionID: strconv.FormatInt(st.txid, 10), Replayed: true, CommittedAt: st.committed.Time.UTC(),
 		}, nil
 	}
-	var outputs []outputParam
+	var outputs []resultjson.Output
 	for i, o := range shape.outs {
-		outputs = append(outputs, outputParam{Name: o.name, Value: o.value(c.Route.Outputs[i].SQLType)})
+		outputs = append(outputs, resultjson.Output{Name: o.name, Value: o.value(c.Route.Outputs[i].SQLType)})
 	}
 	var status *int64
 	if shape.ret != nil {
 		rv := int64(shape.ret.Int32)
 		status = &rv
 	}
-	res := &broker.Result{TransactionID: strconv.FormatInt(st.txid, 10), Rows: w.total, RowsAffected: affected}
-	if res.JSON, err = w.finish(outputs, len(shape.outs) > 0, status, affected); err != nil {
+	res := &broker.Result{TransactionID: strconv.FormatInt(st.txid, 10), Rows: w.Rows(), RowsAffected: affected}
+	if res.JSON, err = w.Finish(outputs, len(shape.outs) > 0, status, affected); err != nil {
 		return nil, err
 	}
 
@@ -343,7 +344,7 @@ type status struct {
 // runCall sends the call batch, reads its status row, then writes every
 // result set of the call; it returns the rows affected (the sum of the row
 // counts the server reports, as SSMS prints them).
-func runCall(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultWriter) (*status, int64, error) {
+func runCall(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultjson.Writer) (*status, int64, error) {
 	msgs := &sqlexp.ReturnMessage{}
 	args := append(shape.args[:len(shape.args):len(shape.args)], msgs)
 	rows, err := conn.QueryContext(ctx, shape.query, args...)
@@ -408,7 +409,7 @@ func runCall(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultWri
 	return st, affected, nil
 }
 
-func readSet(rows *sql.Rows, w *resultWriter) error {
+func readSet(rows *sql.Rows, w *resultjson.Writer) error {
 	cts, err := rows.ColumnTypes()
 	if err != nil {
 		return err
@@ -418,7 +419,7 @@ func readSet(rows *sql.Rows, w *resultWriter) error {
 	for i, ct := range cts {
 		names[i], kinds[i] = ct.Name(), ct.DatabaseTypeName()
 	}
-	w.beginSet(names)
+	w.BeginSet(names)
 	vals := make([]any, len(cts))
 	ptrs := make([]any, len(cts))
 	for i := range vals {
@@ -431,14 +432,14 @@ func readSet(rows *sql.Rows, w *resultWriter) error {
 		for i := range vals {
 			vals[i] = columnValue(kinds[i], vals[i])
 		}
-		if err := w.row(vals); err != nil {
+		if err := w.Row(vals); err != nil {
 			return err
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	w.endSet()
+	w.EndSet()
 	return nil
 }
 

@@ -1,4 +1,10 @@
-package brokertest
+// Package resultjson writes the "result" object of sqlgate's reply envelope
+// ({"rows":[...], "output":{...}, "return_value":0, "rows_affected":1}) for
+// every SQL adapter and the brokertest fake, so that all of them encode
+// values the same way: columns in the order the database returned them,
+// numbers exact, times in UTC RFC 3339, bytes in base64, strings verbatim.
+// Adapters convert their driver values to the Go types [AppendValue] takes.
+package resultjson
 
 import (
 	"encoding/base64"
@@ -13,12 +19,9 @@ import (
 	"github.com/sqlgate/sqlgate/broker"
 )
 
-// The result JSON writer below is the one every adapter uses (each keeps a
-// copy beside its driver-specific value conversion): the result object is
-// written directly, columns in the order the database returned them.
-
-// resultWriter accumulates a call's result object.
-type resultWriter struct {
+// Writer accumulates a call's result object. It is not safe for concurrent
+// use.
+type Writer struct {
 	sets    [][]byte
 	cur     []byte
 	keys    [][]byte
@@ -27,22 +30,26 @@ type resultWriter struct {
 	maxRows int
 }
 
-func newResultWriter(maxRows int) *resultWriter { return &resultWriter{maxRows: maxRows} }
+// NewWriter returns a writer that fails a row once the call has returned
+// maxRows rows across its result sets (maxRows <= 0: no limit).
+func NewWriter(maxRows int) *Writer { return &Writer{maxRows: maxRows} }
 
-// beginSet starts a result set with the given column names.
-func (w *resultWriter) beginSet(cols []string) {
+// BeginSet starts a result set with the given column names.
+func (w *Writer) BeginSet(cols []string) {
 	w.cur = append(make([]byte, 0, 256), '[')
 	w.nrows = 0
 	w.keys = w.keys[:0]
 	for _, c := range cols {
-		k := appendJSONString(nil, c)
+		k := AppendString(nil, c)
 		w.keys = append(w.keys, append(k, ':'))
 	}
 }
 
-// row appends one row; it returns broker.ErrTooManyRows once the call's
-// rows across sets exceed maxRows.
-func (w *resultWriter) row(vals []any) error {
+// Row appends one row, values in column order; it returns
+// [broker.ErrTooManyRows] once the call's
+// rows across sets exceed maxRows, and [ErrUnsupported] (wrapped) for a value
+// of a type it cannot write.
+func (w *Writer) Row(vals []any) error {
 	if w.maxRows > 0 && w.total >= int64(w.maxRows) {
 		return broker.ErrTooManyRows
 	}
@@ -58,7 +65,7 @@ func (w *resultWriter) row(vals []any) error {
 		}
 		w.cur = append(w.cur, w.keys[i]...)
 		var err error
-		if w.cur, err = appendJSONValue(w.cur, v); err != nil {
+		if w.cur, err = AppendValue(w.cur, v); err != nil {
 			return fmt.Errorf("column %d: %w", i+1, err)
 		}
 	}
@@ -66,21 +73,25 @@ func (w *resultWriter) row(vals []any) error {
 	return nil
 }
 
-func (w *resultWriter) endSet() {
+// Rows returns the number of rows written across result sets.
+func (w *Writer) Rows() int64 { return w.total }
+
+// EndSet ends the current result set.
+func (w *Writer) EndSet() {
 	w.sets = append(w.sets, append(w.cur, ']'))
 	w.cur = nil
 }
 
-// outputParam is one OUTPUT parameter value, in catalog order.
-type outputParam struct {
+// Output is one OUTPUT parameter value, in catalog order.
+type Output struct {
 	Name  string
 	Value any
 }
 
-// finish returns the result object: rows (the first set), output (when the
+// Finish returns the result object: rows (the first set), output (when the
 // route has outputs), return_value (when reported), rows_affected, and
 // result_sets when there was more than one set.
-func (w *resultWriter) finish(outputs []outputParam, hasOutput bool, returnValue *int64, rowsAffected int64) ([]byte, error) {
+func (w *Writer) Finish(outputs []Output, hasOutput bool, returnValue *int64, rowsAffected int64) ([]byte, error) {
 	n := 64
 	for _, s := range w.sets {
 		n += 2 * len(s)
@@ -98,10 +109,10 @@ func (w *resultWriter) finish(outputs []outputParam, hasOutput bool, returnValue
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, o.Name)
+			b = AppendString(b, o.Name)
 			b = append(b, ':')
 			var err error
-			if b, err = appendJSONValue(b, o.Value); err != nil {
+			if b, err = AppendValue(b, o.Value); err != nil {
 				return nil, fmt.Errorf("output %s: %w", o.Name, err)
 			}
 		}
@@ -126,18 +137,19 @@ func (w *resultWriter) finish(outputs []outputParam, hasOutput bool, returnValue
 	return append(b, '}'), nil
 }
 
-var errUnsupported = errors.New("unsupported value type")
+// ErrUnsupported marks a value of a Go type the writer cannot encode.
+var ErrUnsupported = errors.New("unsupported value type")
 
-// appendJSONValue appends v as JSON: numbers as numbers (json.Number kept
+// AppendValue appends v as JSON: numbers as numbers (json.Number kept
 // exact; non-finite floats as the strings "NaN", "Infinity", "-Infinity"),
 // strings verbatim, times as RFC 3339 in UTC, bytes as base64, nil as null,
 // []any as an array.
-func appendJSONValue(b []byte, v any) ([]byte, error) {
+func AppendValue(b []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
 		return append(b, "null"...), nil
 	case string:
-		return appendJSONString(b, x), nil
+		return AppendString(b, x), nil
 	case []byte:
 		b = append(b, '"')
 		b = base64.StdEncoding.AppendEncode(b, x)
@@ -187,13 +199,13 @@ func appendJSONValue(b []byte, v any) ([]byte, error) {
 				b = append(b, ',')
 			}
 			var err error
-			if b, err = appendJSONValue(b, e); err != nil {
+			if b, err = AppendValue(b, e); err != nil {
 				return b, err
 			}
 		}
 		return append(b, ']'), nil
 	default:
-		return b, fmt.Errorf("%w %T", errUnsupported, v)
+		return b, fmt.Errorf("%w %T", ErrUnsupported, v)
 	}
 }
 
@@ -216,10 +228,10 @@ func appendFloat(b []byte, f float64, bits int) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string. It escapes what JSON
+// AppendString appends s as a JSON string. It escapes what JSON
 // requires plus U+2028/U+2029 and replaces invalid UTF-8 with U+FFFD, as
 // encoding/json does, without HTML escaping.
-func appendJSONString(b []byte, s string) []byte {
+func AppendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
