@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"slices"
 	"strings"
@@ -108,6 +109,18 @@ func (s *Store) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// unixNano is t.UnixNano clamped to the int64 range (schema v1 allows years
+// 0-9999; UnixNano is undefined outside 1678-2262).
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.Year() < 1678:
+		return math.MinInt64
+	case t.Year() > 2261:
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
 // Close releases the prepared statements (not the database).
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -179,7 +192,7 @@ func (s *Store) write(ctx context.Context, tx *sql.Tx, origin string, b *audit.B
 	if len(recs) > 0 {
 		err := s.insertRows(ctx, tx, tRecords, recordCols, len(recs), func(i int, a []any) []any {
 			r := &recs[i]
-			return append(a, origin, r.Index, r.Time.UnixNano(), r.Data, r.Leaf[:])
+			return append(a, origin, r.Index, unixNano(r.Time), r.Data, r.Leaf[:])
 		})
 		if err != nil {
 			return err
@@ -203,7 +216,7 @@ func (s *Store) write(ctx context.Context, tx *sql.Tx, origin string, b *audit.B
 		if len(withInput) > 0 {
 			err := s.insertRows(ctx, tx, tInputs, inputCols, len(withInput), func(i int, a []any) []any {
 				r := &recs[withInput[i]]
-				return append(a, origin, r.Index, r.Time.UnixNano(), r.Input)
+				return append(a, origin, r.Index, unixNano(r.Time), r.Input)
 			})
 			if err != nil {
 				return err
@@ -228,12 +241,12 @@ func (s *Store) write(ctx context.Context, tx *sql.Tx, origin string, b *audit.B
 		}
 	}
 	if c := b.Checkpoint; c != nil {
-		if _, err := tx.ExecContext(ctx, s.q.insertCheckpoint, origin, c.Size, c.Time.UnixNano(), c.Note); err != nil {
+		if _, err := tx.ExecContext(ctx, s.q.insertCheckpoint, origin, c.Size, unixNano(c.Time), c.Note); err != nil {
 			return fmt.Errorf("insert checkpoint: %w", err)
 		}
 	}
 	if k := b.Key; k != nil {
-		if _, err := tx.ExecContext(ctx, s.q.insertKey, origin, k.ID(), k.VerifierKey, k.Added.UnixNano()); err != nil {
+		if _, err := tx.ExecContext(ctx, s.q.insertKey, origin, k.ID(), k.VerifierKey, unixNano(k.Added)); err != nil {
 			return fmt.Errorf("insert key: %w", err)
 		}
 	}
@@ -437,7 +450,7 @@ func (s *Store) Unpaired(ctx context.Context, origin string) ([][]byte, error) {
 
 // Inputs implements [audit.Store].
 func (s *Store) Inputs(ctx context.Context, origin string, since time.Time, fn func(record, input []byte) error) error {
-	rows, err := s.db.QueryContext(ctx, s.q.inputs, origin, since.UnixNano())
+	rows, err := s.db.QueryContext(ctx, s.q.inputs, origin, unixNano(since))
 	if err != nil {
 		return fmt.Errorf("read inputs: %w", err)
 	}
@@ -460,7 +473,7 @@ func (s *Store) Inputs(ctx context.Context, origin string, since time.Time, fn f
 // IndexAt implements [audit.Store].
 func (s *Store) IndexAt(ctx context.Context, origin string, t time.Time) (int64, error) {
 	var idx sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, s.q.indexAt, origin, t.UnixNano()).Scan(&idx); err != nil {
+	if err := s.db.QueryRowContext(ctx, s.q.indexAt, origin, unixNano(t)).Scan(&idx); err != nil {
 		return 0, fmt.Errorf("find index at time: %w", err)
 	}
 	if idx.Valid {
@@ -501,7 +514,7 @@ func (s *Store) Prune(ctx context.Context, origin string, before int64) (n int64
 
 // PruneInputs implements [audit.Store].
 func (s *Store) PruneInputs(ctx context.Context, origin string, before time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, s.q.pruneInputsTime, origin, before.UnixNano())
+	res, err := s.db.ExecContext(ctx, s.q.pruneInputsTime, origin, unixNano(before))
 	if err != nil {
 		return 0, fmt.Errorf("sqlstore prune inputs: %w", err)
 	}
