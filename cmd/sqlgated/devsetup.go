@@ -106,6 +106,9 @@ func pickDevPort(flagAddr, prevAddr, def string) (string, int, string, error) {
 	if err != nil {
 		return "", 0, "", fmt.Errorf("NATS address %q: bad port", want)
 	}
+	if port == 0 {
+		return host, -1, "", nil // any free port, chosen by the server
+	}
 	ln, err := net.Listen("tcp", want)
 	if err == nil {
 		ln.Close()
