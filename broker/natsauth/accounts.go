@@ -247,6 +247,25 @@ func (k *Keys) SentinelCreds() ([]byte, error) {
 	return b, nil
 }
 
+// SystemUserCreds returns a `.creds` file for the system-account user, for
+// pushing account JWTs by hand (`nats req '$SYS.REQ.CLAIMS.UPDATE'`). It
+// holds a seed: keep it 0600.
+func (k *Keys) SystemUserCreds() ([]byte, error) {
+	j, err := k.SystemUserJWT()
+	if err != nil {
+		return nil, err
+	}
+	seed, err := k.systemUser.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("system user seed: %w", err)
+	}
+	b, err := jwt.FormatUserConfig(j, seed)
+	if err != nil {
+		return nil, fmt.Errorf("format system user creds: %w", err)
+	}
+	return b, nil
+}
+
 // SystemUser returns the connect option for the system-account user.
 func (k *Keys) SystemUser() nats.Option { return userOption(k.SystemUserJWT, k.systemUser) }
 

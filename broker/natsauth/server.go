@@ -244,6 +244,10 @@ type SetupConfig struct {
 	Server ServerConfig
 	// NoJetStream leaves JetStream out of the configuration.
 	NoJetStream bool
+	// SystemCreds also writes `system-user.creds` (mode 0600): the
+	// system-account user that may only push and look up account JWTs, for
+	// operators who push updates by hand.
+	SystemCreds bool
 }
 
 // WriteSetup writes, into dir (created 0700):
@@ -252,6 +256,7 @@ type SetupConfig struct {
 //	operator.jwt       the operator JWT
 //	accounts/*.jwt     the account JWTs, named by account (SYS, SQLGATE_BROKER, …)
 //	sentinel.creds     the sentinel credentials for callout clients (mode 0644)
+//	system-user.creds  only with SystemCreds (mode 0600)
 //
 // No seed of the operator or the accounts is written. It returns the path of
 // the configuration file.
@@ -297,6 +302,17 @@ func WriteSetup(dir string, keys *Keys, cfg SetupConfig) (string, error) {
 		{"accounts/" + UsersAccountName + ".jwt", jwts.Users + "\n", 0o644},
 		{"accounts/" + AuthAccountName + ".jwt", jwts.Auth + "\n", 0o644},
 		{"sentinel.creds", string(creds), 0o644},
+	}
+	if cfg.SystemCreds {
+		sys, err := keys.SystemUserCreds()
+		if err != nil {
+			return "", fmt.Errorf("nats setup: %w", err)
+		}
+		files = append(files, struct {
+			name string
+			data string
+			mode os.FileMode
+		}{"system-user.creds", string(sys), 0o600})
 	}
 	for _, f := range files {
 		if err := os.WriteFile(filepath.Join(abs, f.name), []byte(f.data), f.mode); err != nil {

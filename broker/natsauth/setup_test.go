@@ -43,6 +43,9 @@ func TestWriteSetupFiles(t *testing.T) {
 			t.Errorf("config lacks %q", want)
 		}
 	}
+	if _, err := os.Stat(filepath.Join(dir, "system-user.creds")); err == nil {
+		t.Error("system-user.creds written without SystemCreds")
+	}
 	// The written files hold no seed of the operator or the accounts.
 	seedDir := t.TempDir()
 	if err := keys.WriteKeys(seedDir); err != nil {
@@ -230,6 +233,24 @@ func TestExternalServerWithEmittedConfig(t *testing.T) {
 	}
 	defer co.Stop()
 
+	// Pushing by hand with the system creds nats-setup can write.
+	if _, err := natsauth.WriteSetup(filepath.Join(dir, "again"), keys, natsauth.SetupConfig{SystemCreds: true, Server: natsauth.ServerConfig{Subjects: subjects}}); err != nil {
+		t.Fatal(err)
+	}
+	sysCreds := filepath.Join(dir, "again", "system-user.creds")
+	if fi, err := os.Stat(sysCreds); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("system-user.creds: %v %v", fi, err)
+	}
+	manual, err := connect(nats.UserCredentials(sysCreds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	usersJWT, _ := os.ReadFile(filepath.Join(dir, "again", "accounts", natsauth.UsersAccountName+".jwt"))
+	m, err := manual.Request("$SYS.REQ.CLAIMS.UPDATE", []byte(strings.TrimSpace(string(usersJWT))), 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), "jwt updated") {
+		t.Fatalf("manual claims update: %v %s", err, m.Data)
+	}
+
 	creds := filepath.Join(dir, "sentinel.creds")
 	closed := make(chan struct{})
 	uc, err := connect(nats.UserCredentials(creds), nats.Token(goodToken),
@@ -241,7 +262,7 @@ func TestExternalServerWithEmittedConfig(t *testing.T) {
 	if _, err := uc.Request("orders.v1.create", []byte(`{}`), 5*time.Second); err != nil {
 		t.Fatalf("request: %v", err)
 	}
-	m := <-got
+	m = <-got
 	var ci requestInfo
 	json.Unmarshal([]byte(m.Header.Get("Nats-Request-Info")), &ci)
 	h.mu.Lock()
