@@ -84,6 +84,7 @@ type Callout struct {
 	jobs    chan *nats.Msg
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
+	unreg   func() bool
 	once    sync.Once
 
 	mu   sync.Mutex
@@ -98,8 +99,9 @@ type Callout struct {
 // server-generated user key, calls h, and replies with an authorization
 // response signed by the auth account and encrypted to the server's xkey:
 // the user JWT, or an error. Requests that fail these checks are dropped (the
-// server refuses the client when its auth timeout passes). Workers stop when
-// ctx ends or Stop is called.
+// server refuses the client when its auth timeout passes). The responder
+// stops (unsubscribes, then its workers finish) when ctx ends or Stop is
+// called.
 func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutConfig, h CalloutHandler) (*Callout, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 8
@@ -150,6 +152,7 @@ func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutCon
 		return nil, fmt.Errorf("subscribe auth callout: %w", err)
 	}
 	c.sub = sub
+	c.unreg = context.AfterFunc(ctx, func() { _ = c.Stop() })
 	return c, nil
 }
 
@@ -157,6 +160,9 @@ func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutCon
 func (c *Callout) Stop() error {
 	var err error
 	c.once.Do(func() {
+		if c.unreg != nil {
+			c.unreg()
+		}
 		err = c.sub.Drain()
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			err = nil

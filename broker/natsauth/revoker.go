@@ -92,8 +92,11 @@ func NewRevoker(nc *nats.Conn, keys *Keys, cfg RevokerConfig) *Revoker {
 
 // RevokeUsers revokes every user JWT issued for the given user keys up to
 // max(at, now) and pushes the users account. Idempotent. Keys that are not
-// user public keys are an error and nothing is pushed.
+// user public keys are an error and nothing is pushed. Once started, the push
+// is not cut short by ctx's cancellation (each server request is bounded by
+// the configured timeout).
 func (r *Revoker) RevokeUsers(ctx context.Context, userKeys []string, at time.Time) error {
+	ctx = context.WithoutCancel(ctx)
 	for _, k := range userKeys {
 		if !nkeys.IsValidPublicUserKey(k) {
 			return errors.New("revoke: not a user public key")
