@@ -277,7 +277,9 @@ func TestServerRefusesReplayedCalloutResponse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc.Flush()
+	if err := cc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	sentinel, _ := keys.SentinelCreds()
 	connect := func() error {
 		nc, err := nats.Connect(s.ClientURL(), nats.UserCredentialBytes(sentinel), nats.Token("tok"), nats.MaxReconnects(0))

@@ -167,7 +167,7 @@ func TestCalloutBusyRefusesAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Stop()
+	defer func() { _ = c.Stop() }()
 	sentinel, _ := env.Keys.SentinelCreds()
 	results := make(chan error, 3)
 	connect := func() {
@@ -262,7 +262,7 @@ func BenchmarkCalloutConnect(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Stop()
+	defer func() { _ = c.Stop() }()
 	sentinel, _ := env.Keys.SentinelCreds()
 	var durs []time.Duration
 	b.ReportAllocs()

@@ -189,7 +189,7 @@ func (k *Keys) WriteKeys(dir string) error {
 			buf.WriteByte('\n')
 		}
 		path := filepath.Join(dir, r.name+".nk")
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: the operator names the key directory
 		if err != nil {
 			return fmt.Errorf("write %s key: %w", r.name, err)
 		}
@@ -226,7 +226,7 @@ func LoadKeys(dir string, getenv func(string) string) (*Keys, error) {
 				continue
 			}
 			path := filepath.Join(dir, r.name+".nk")
-			b, err := os.ReadFile(path)
+			b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the key directory
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s key: %w", r.name, errors.Unwrap(err)))
 				continue
@@ -380,7 +380,7 @@ func (k *Keys) WithSigningKey() (*Keys, error) {
 }
 
 func writeSecretFile(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: the operator names the key directory
 	if err != nil {
 		return err
 	}

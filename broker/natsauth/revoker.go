@@ -180,8 +180,8 @@ func (r *Revoker) mergeServer(ctx context.Context) error {
 	if s == "" {
 		return nil
 	}
-	ac, err := jwt.DecodeAccountClaims(s)
-	if err != nil || ac.Issuer != r.keys.pub.Operator || ac.Subject != r.keys.pub.Users {
+	ac := ourUsersAccount(r.keys, s)
+	if ac == nil {
 		// Not ours or unreadable: ours replaces it.
 		r.log.WarnContext(ctx, "nats users account on server not signed by our operator")
 		return nil

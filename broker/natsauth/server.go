@@ -211,17 +211,27 @@ func (c *ServerConfig) horizon() time.Duration {
 // and returns its revocations newer than now-horizon. A missing file is no
 // error; a JWT not signed by our operator is ignored.
 func storedRevocations(keys *Keys, dir string, horizon time.Duration, now time.Time) (jwt.RevocationList, error) {
-	b, err := os.ReadFile(filepath.Join(dir, keys.pub.Users+".jwt"))
+	b, err := os.ReadFile(filepath.Join(dir, keys.pub.Users+".jwt")) //nolint:gosec // G304: the resolver directory is configured by the operator
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	} else if err != nil {
 		return nil, fmt.Errorf("read stored users account: %w", err)
 	}
-	ac, err := jwt.DecodeAccountClaims(strings.TrimSpace(string(b)))
-	if err != nil || ac.Issuer != keys.pub.Operator || ac.Subject != keys.pub.Users {
+	ac := ourUsersAccount(keys, string(b))
+	if ac == nil {
 		return nil, nil
 	}
 	return pruneRevocations(ac.Revocations, now.Add(-horizon)), nil
+}
+
+// ourUsersAccount decodes s as the users account JWT signed by our operator;
+// nil when it is anything else (ours then replaces it).
+func ourUsersAccount(keys *Keys, s string) *jwt.AccountClaims {
+	ac, err := jwt.DecodeAccountClaims(strings.TrimSpace(s))
+	if err != nil || ac.Issuer != keys.pub.Operator || ac.Subject != keys.pub.Users {
+		return nil
+	}
+	return ac
 }
 
 // pruneRevocations returns the entries of revs made at or after cutoff.

@@ -227,7 +227,9 @@ func TestEmitStreamReachesUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	uc.Flush()
+	if err := uc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	bc := env.BrokerConn(t)
 	if err := bc.Publish("orders.v1.created", []byte(`{"id":7}`)); err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,13 +51,22 @@ func TestWriteSetupFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	var written []byte
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			b, _ := os.ReadFile(p)
+	err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
 			written = append(written, b...)
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range natsauth.KeyNames() {
 		if name == "sentinel" {
 			continue // the sentinel creds are meant to be distributed
@@ -153,7 +161,10 @@ func buildNATSServer(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("builds and runs an external nats-server; skipped with -short")
 	}
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go command to build nats-server with: %v", err)
+	}
 	bin := filepath.Join(t.TempDir(), "nats-server")
 	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/nats-io/nats-server/v2")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -168,7 +179,7 @@ func freePort(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }
 
@@ -220,8 +231,12 @@ func TestExternalServerWithEmittedConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan *nats.Msg, 4)
-	bc.Subscribe("orders.v1.create", func(m *nats.Msg) { got <- m; _ = m.Respond([]byte("ok")) })
-	bc.Flush()
+	if _, err := bc.Subscribe("orders.v1.create", func(m *nats.Msg) { got <- m; _ = m.Respond([]byte("ok")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	cc, err := connect(keys.CalloutUser())
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +246,7 @@ func TestExternalServerWithEmittedConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer co.Stop()
+	defer func() { _ = co.Stop() }()
 
 	// Pushing by hand with the system creds nats-setup can write.
 	if _, err := natsauth.WriteSetup(filepath.Join(dir, "again"), keys, natsauth.SetupConfig{SystemCreds: true, Server: natsauth.ServerConfig{Subjects: subjects}}); err != nil {
@@ -264,7 +279,9 @@ func TestExternalServerWithEmittedConfig(t *testing.T) {
 	}
 	m = <-got
 	var ci requestInfo
-	json.Unmarshal([]byte(m.Header.Get("Nats-Request-Info")), &ci)
+	if err := json.Unmarshal([]byte(m.Header.Get("Nats-Request-Info")), &ci); err != nil {
+		t.Fatal(err)
+	}
 	h.mu.Lock()
 	userKey := h.requests[0].UserKey
 	h.mu.Unlock()

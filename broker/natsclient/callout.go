@@ -65,7 +65,7 @@ func ConnectCallout(ctx context.Context, cfg CalloutConfig) (*Client, error) {
 		defer cancel()
 		t, err := cfg.Token(tctx)
 		if err != nil {
-			c.log.Warn("nats callout token unavailable", slog.String("error", err.Error()))
+			c.log.WarnContext(tctx, "nats callout token unavailable", slog.String("error", err.Error()))
 			return ""
 		}
 		return t

@@ -73,8 +73,10 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("natsclient: generate key pair: %w", err)
 	}
 	key, _ := kp.PublicKey()
-	c := &Client{kp: kp, key: key, cfg: cfg, log: cfg.Logger, done: make(chan struct{}),
-		down: make(chan struct{}), up: make(chan struct{})}
+	c := &Client{
+		kp: kp, key: key, cfg: cfg, log: cfg.Logger, done: make(chan struct{}),
+		down: make(chan struct{}), up: make(chan struct{}),
+	}
 	close(c.up)
 	first, err := FetchCreds(ctx, cfg.FetchConfig, kp)
 	if err != nil {
@@ -183,7 +185,7 @@ func (c *Client) userJWT() (string, error) {
 	defer cancel()
 	fresh, err := c.replace(ctx, cur)
 	if err != nil {
-		c.log.Warn("nats credential expired and refresh failed", slog.String("error", err.Error()))
+		c.log.WarnContext(ctx, "nats credential expired and refresh failed", slog.String("error", err.Error()))
 		return cur.JWT, nil // the server refuses it; nats.go retries
 	}
 	return fresh.JWT, nil
@@ -219,7 +221,7 @@ func (c *Client) replace(ctx context.Context, old *Creds) (*Creds, error) {
 		return nil, fmt.Errorf("natsclient: broker changed the inbox prefix from %q to %q", c.inbox, fresh.InboxPrefix)
 	}
 	c.creds.Store(fresh)
-	c.log.Info("nats credential refreshed", slog.Time("expires_at", fresh.ExpiresAt))
+	c.log.InfoContext(ctx, "nats credential refreshed", slog.Time("expires_at", fresh.ExpiresAt))
 	return fresh, nil
 }
 
@@ -253,7 +255,7 @@ func (c *Client) refreshLoop(ctx context.Context) {
 			backoff = time.Second
 			continue
 		}
-		c.log.Warn("nats credential refresh failed", slog.String("error", err.Error()))
+		c.log.WarnContext(ctx, "nats credential refresh failed", slog.String("error", err.Error()))
 		wait := min(backoff, max(time.Until(cur.ExpiresAt)/4, 100*time.Millisecond))
 		backoff = min(2*backoff, 30*time.Second)
 		select {
@@ -346,6 +348,6 @@ func (c *Client) Request(ctx context.Context, subject string, data []byte, hdr n
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		c.log.Info("nats request resent after reconnect", slog.String("subject", subject), slog.Int("attempt", attempt+1))
+		c.log.InfoContext(ctx, "nats request resent after reconnect", slog.String("subject", subject), slog.Int("attempt", attempt+1))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,7 +53,7 @@ func newCredsServer(t *testing.T, env *natsauthtest.Env, ttl time.Duration) *cre
 func (cs *credsServer) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Authorization") != "Bearer "+serviceToken {
 		w.WriteHeader(http.StatusUnauthorized)
-		json.NewEncoder(w).Encode(api.Error{Code: "unauthenticated", Message: "token expired"})
+		_ = json.NewEncoder(w).Encode(api.Error{Code: "unauthenticated", Message: "token expired"})
 		return
 	}
 	var req api.NATSCredsRequest
@@ -78,7 +79,7 @@ func (cs *credsServer) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
-	json.NewEncoder(w).Encode(api.NATSCreds{
+	_ = json.NewEncoder(w).Encode(api.NATSCreds{
 		JWT: m.JWT, ExpiresAt: exp, InboxPrefix: broker.InboxPrefix(req.PublicKey),
 		NATSURL: cs.env.URL, Pub: pub, DecisionID: "d-1",
 	})
@@ -102,7 +103,7 @@ func (h *idempotentHandler) Handle(_ context.Context, req *broker.Request) *brok
 	res, ok := h.results[req.IdempotencyKey]
 	if !ok {
 		n := h.executed.Add(1)
-		res = `{"n":` + string(rune('0'+n)) + `}`
+		res = `{"n":` + strconv.Itoa(int(n)) + `}`
 		h.results[req.IdempotencyKey] = res
 	}
 	hold := h.hold
@@ -336,7 +337,7 @@ func TestConnectCalloutReconnectsAtExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer co.Stop()
+	defer func() { _ = co.Stop() }()
 	sentinel, _ := env.Keys.SentinelCreds()
 	var tokens atomic.Int32
 	reconnected := make(chan struct{}, 1)

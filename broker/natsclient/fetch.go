@@ -91,7 +91,7 @@ func FetchCreds(ctx context.Context, cfg FetchConfig, kp nkeys.KeyPair) (*Creds,
 	if err != nil {
 		return nil, fmt.Errorf("natsclient: creds request: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
 		return nil, fmt.Errorf("natsclient: read creds response: %w", err)

@@ -206,7 +206,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, h Handler) (*Service,
 			return EndpointData{Errors: st.Errors.Load(), RateLimited: st.RateLimited.Load(), QueueDepth: len(s.jobs)}
 		},
 		ErrorHandler: func(_ micro.Service, e *micro.NATSError) {
-			s.log.Error("nats service error", slog.String("subject", e.Subject), slog.String("error", e.Description))
+			s.log.ErrorContext(context.Background(), "nats service error", slog.String("subject", e.Subject), slog.String("error", e.Description))
 		},
 	})
 	if err != nil {
@@ -242,7 +242,7 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, h Handler) (*Service,
 func endpointName(subject string, used map[string]bool) string {
 	b := []byte(subject)
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if !nameByte(c) {
 			b[i] = '_'
 		}
 	}
@@ -252,6 +252,10 @@ func endpointName(subject string, used map[string]bool) string {
 	}
 	used[name] = true
 	return name
+}
+
+func nameByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
 // Stop drains the endpoints (no new requests reach this instance), waits for
@@ -351,8 +355,10 @@ func (s *Service) serve(ctx context.Context, j *job) {
 	reply := s.h.Handle(ctx, req)
 	if reply == nil {
 		s.log.ErrorContext(ctx, "nats handler returned no reply", slog.String("subject", j.subject))
-		reply = &broker.Reply{CorrelationID: req.CorrelationID, AuditIndex: -1,
-			Error: &broker.ReplyError{Code: broker.CodeInternal, Message: "internal error"}}
+		reply = &broker.Reply{
+			CorrelationID: req.CorrelationID, AuditIndex: -1,
+			Error: &broker.ReplyError{Code: broker.CodeInternal, Message: "internal error"},
+		}
 	}
 	if reply.CorrelationID == "" {
 		reply.CorrelationID = req.CorrelationID

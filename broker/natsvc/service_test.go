@@ -190,7 +190,9 @@ func TestConnectUserFieldsCannotImpersonate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spy.Flush()
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	alice := f.env.MintUser(t, "alice", []string{"orders.v1.create"}, time.Minute)
 	bob := f.env.MintUser(t, "bob", []string{"orders.v1.create"}, time.Minute)
 	nc := f.env.MustConnect(t, alice.Option(), nats.UserInfo(bob.Key, ""))
@@ -204,7 +206,9 @@ func TestConnectUserFieldsCannotImpersonate(t *testing.T) {
 	var ri struct {
 		User string `json:"user"`
 	}
-	json.Unmarshal([]byte(m.Header.Get("Nats-Request-Info")), &ri)
+	if err := json.Unmarshal([]byte(m.Header.Get("Nats-Request-Info")), &ri); err != nil {
+		t.Fatal(err)
+	}
 	if ri.User != bob.Key {
 		t.Logf("server no longer copies CONNECT user into Nats-Request-Info (user=%q)", ri.User)
 	}
@@ -325,8 +329,10 @@ func TestRateLimitedWhenQueueFull(t *testing.T) {
 func TestEmitPublishedAfterOKReply(t *testing.T) {
 	t.Parallel()
 	h := &recorder{reply: func(req *broker.Request) *broker.Reply {
-		return &broker.Reply{OK: true, CorrelationID: "c", AuditIndex: -1, Result: json.RawMessage(`{"id":1}`),
-			Emit: &broker.Event{Subject: "orders.v1.created", Data: []byte(`{"id":1}`)}}
+		return &broker.Reply{
+			OK: true, CorrelationID: "c", AuditIndex: -1, Result: json.RawMessage(`{"id":1}`),
+			Emit: &broker.Event{Subject: "orders.v1.created", Data: []byte(`{"id":1}`)},
+		}
 	}}
 	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.create"}}, h, "orders.v1.created")
 	events, err := f.env.BrokerConn(t).SubscribeSync("orders.v1.created")
@@ -382,11 +388,11 @@ func TestStopAnswersInFlightRequests(t *testing.T) {
 	}
 }
 
-type replyErr string
+type replyError string
 
-func (e replyErr) Error() string { return string(e) }
+func (e replyError) Error() string { return string(e) }
 
-func errFromReply(m *nats.Msg) error { return replyErr(m.Data) }
+func errFromReply(m *nats.Msg) error { return replyError(m.Data) }
 
 func TestDiscoverableWithMicro(t *testing.T) {
 	t.Parallel()
@@ -443,7 +449,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer svc.Stop()
+	defer func() { _ = svc.Stop() }()
 	u := env.MintUser(b, "alice", []string{"orders.v1.get"}, time.Hour)
 	nc := env.MustConnect(b, u.Option())
 	msg := nats.NewMsg("orders.v1.get")
