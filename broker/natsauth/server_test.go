@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/broker"
@@ -273,5 +274,57 @@ func TestJetStreamOnlyInBrokerAccount(t *testing.T) {
 	}
 	if err := json.Unmarshal(m.Data, &uinfo); err != nil || uinfo.Error == nil || uinfo.Error.ErrCode != 10039 {
 		t.Errorf("users account JetStream info = %s, want JetStream not enabled (10039)", m.Data)
+	}
+}
+
+// TestAsyncPublishReachesBrokerStream: a user publishes a durable async
+// request under its own prefix; it crosses the import into a JetStream stream
+// of the broker account and the user gets the PubAck.
+func TestAsyncPublishReachesBrokerStream(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create"}, JetStream: true})
+	bjs, err := jetstream.New(env.BrokerConn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := bjs.CreateStream(t.Context(), jetstream.StreamConfig{Name: "SQLGATE_ASYNC", Subjects: []string{natsauth.AsyncSubjects}, Storage: jetstream.MemoryStorage})
+	if err != nil {
+		t.Fatalf("create stream in the broker account: %v", err)
+	}
+	u := env.MintUser(t, "alice", nil, time.Minute)
+	kp, key := u.KP, u.Key
+	m, err := env.Minter.MintUser(t.Context(), broker.UserSpec{
+		UserKey: key, Name: "alice", Pub: []string{broker.AsyncPrefix(key) + ".>"},
+		Sub: []string{broker.InboxPrefix(key) + ".>"}, Expires: time.Now().Add(time.Minute),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	errs := make(chan error, 4)
+	uc := env.MustConnect(t, nats.UserJWTAndSeed(m.JWT, string(seed)), nats.CustomInboxPrefix(broker.InboxPrefix(key)),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	ack, err := uc.Request(broker.AsyncPrefix(key)+".orders.v1.create", []byte(`{"amount":1}`), 5*time.Second)
+	if err != nil {
+		t.Fatalf("async publish: %v", err)
+	}
+	var pa struct {
+		Stream string `json:"stream"`
+		Seq    uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(ack.Data, &pa); err != nil || pa.Stream != "SQLGATE_ASYNC" || pa.Seq != 1 {
+		t.Fatalf("PubAck = %s", ack.Data)
+	}
+	info, err := stream.Info(t.Context())
+	if err != nil || info.State.Msgs != 1 {
+		t.Fatalf("stream state %+v, %v", info, err)
+	}
+	// Another user's prefix is refused by the server.
+	other := env.MintUser(t, "bob", nil, time.Minute)
+	if err := uc.Publish(broker.AsyncPrefix(other.Key)+".orders.v1.create", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; !errors.Is(err, nats.ErrPermissionViolation) {
+		t.Errorf("publish under another user's async prefix: %v, want a permissions violation", err)
 	}
 }
