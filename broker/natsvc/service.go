@@ -352,7 +352,7 @@ func (s *Service) serve(ctx context.Context, j *job) {
 	if req.IdempotencyKey == "" {
 		req.IdempotencyKey = header(j.hdr, HeaderMsgID)
 	}
-	reply := s.h.Handle(ctx, req)
+	reply := s.handle(ctx, req)
 	if reply == nil {
 		s.log.ErrorContext(ctx, "nats handler returned no reply", slog.String("subject", j.subject))
 		reply = &broker.Reply{
@@ -374,6 +374,18 @@ func (s *Service) serve(ctx context.Context, j *job) {
 			s.log.ErrorContext(ctx, "nats emit not published", slog.String("subject", reply.Emit.Subject), slog.String("error", err.Error()))
 		}
 	}
+}
+
+// handle calls the handler; a panic is logged (without the payload) and
+// answered as an internal error instead of taking the process down.
+func (s *Service) handle(ctx context.Context, req *broker.Request) (reply *broker.Reply) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.ErrorContext(ctx, "nats handler panicked", slog.String("subject", req.Subject), slog.Any("panic", p))
+			reply = nil
+		}
+	}()
+	return s.h.Handle(ctx, req)
 }
 
 // respond publishes the envelope, echoing the correlation id and, on

@@ -419,6 +419,31 @@ func TestDiscoverableWithMicro(t *testing.T) {
 	}
 }
 
+func TestHandlerPanicAnsweredAsInternal(t *testing.T) {
+	t.Parallel()
+	h := &recorder{reply: func(req *broker.Request) *broker.Reply {
+		if req.CorrelationID == "boom" {
+			panic("handler bug")
+		}
+		return nil // a handler that forgets to answer
+	}}
+	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.create"}}, h)
+	u := f.env.MintUser(t, "alice", []string{"orders.v1.create"}, time.Minute)
+	nc := f.env.MustConnect(t, u.Option())
+	for _, corr := range []string{"boom", "nil-reply"} {
+		msg := nats.NewMsg("orders.v1.create")
+		msg.Header.Set("Correlation-Id", corr)
+		resp, err := nc.RequestMsg(msg, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", corr, err)
+		}
+		env := decode(t, resp)
+		if env.OK || env.Error == nil || env.Error.Code != broker.CodeInternal || resp.Header.Get(micro.ErrorCodeHeader) != "500" || env.CorrelationID != corr {
+			t.Errorf("%s: reply = %s %v", corr, resp.Data, resp.Header)
+		}
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	cfg := natsvc.Config{Subjects: []string{"a.b", "a.b", "a.>"}, UsersAccount: "nope", SigningKeys: []string{"bad"}, Workers: -1}
