@@ -1,0 +1,51 @@
+package control
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// TestLeaseGolden shows the lease table's DDL and the reaper's claim
+// statements as each dialect receives them, so that a DBA can review them
+// (SQL Server cannot run in CI).
+func TestLeaseGolden(t *testing.T) {
+	for _, dialect := range []string{SQLite, Postgres, SQLServer} {
+		t.Run(dialect, func(t *testing.T) {
+			db := &DB{dialect: dialect}
+			var b strings.Builder
+			b.WriteString("-- sqlgate_lease on " + dialect + ": schema (OpenLeaseStore)\n")
+			for _, stmt := range LeaseSchema(dialect) {
+				b.WriteString(strings.TrimSpace(stmt) + ";\n")
+			}
+			for _, q := range []struct {
+				what string
+				spec claimSpec
+			}{
+				{"expire due leases (reaper, step 1)", expireSpec},
+				{"abandon leases whose creator died (reaper, step 2)", abandonSpec},
+				{"claim due revocations (reaper, step 3)", dueSpec},
+			} {
+				b.WriteString("\n-- " + q.what + "\n" + db.q(claimQuery(dialect, q.spec)) + ";\n")
+			}
+			path := filepath.Join("testdata", "lease_"+dialect+".golden")
+			got := b.String()
+			if *updateGolden {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("lease SQL for %s differs from %s (run go test -update and review):\n%s", dialect, path, got)
+			}
+		})
+	}
+}
