@@ -200,6 +200,23 @@ func EmbeddedOptions(keys *Keys, cfg EmbeddedConfig) (*server.Options, error) {
 	return opts, nil
 }
 
+// LoadAccounts makes an embedded server load sqlgate's accounts now. Call it
+// after the server is ready and before clients connect: nats-server v2.15.3
+// loads an account on the first connect that needs it, and connects racing
+// that first load were seen to pass before the account's limits and
+// revocations applied (a revoked or bearer user JWT accepted, then closed
+// moments later). External servers load accounts the same lazy way; the
+// broker checks revocations in its issuance registry as well.
+func LoadAccounts(s *server.Server, keys *Keys) error {
+	var errs []error
+	for _, acc := range []string{keys.pub.Broker, keys.pub.Users, keys.pub.Auth} {
+		if _, err := s.LookupAccount(acc); err != nil {
+			errs = append(errs, fmt.Errorf("load account %s: %w", acc, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (c *ServerConfig) horizon() time.Duration {
 	if c.RevocationHorizon > 0 {
 		return c.RevocationHorizon

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,6 +160,10 @@ func TestServerRefusesBadUserJWTsAtConnect(t *testing.T) {
 			return sign(uc)
 		}()},
 	}
+	// Control: the same claims, properly signed, connect.
+	if _, err := env.Connect(t, nats.UserJWTAndSeed(valid, string(seed))); err != nil {
+		t.Fatalf("valid credential refused: %v", err)
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -171,12 +177,6 @@ func TestServerRefusesBadUserJWTsAtConnect(t *testing.T) {
 			}
 		})
 	}
-	t.Run("control_valid", func(t *testing.T) {
-		t.Parallel()
-		if _, err := env.Connect(t, nats.UserJWTAndSeed(valid, string(seed))); err != nil {
-			t.Fatalf("valid credential refused: %v", err)
-		}
-	})
 }
 
 func TestServerEnforcesAllowLists(t *testing.T) {
@@ -326,5 +326,45 @@ func TestAsyncPublishReachesBrokerStream(t *testing.T) {
 	}
 	if err := <-errs; !errors.Is(err, nats.ErrPermissionViolation) {
 		t.Errorf("publish under another user's async prefix: %v, want a permissions violation", err)
+	}
+}
+
+// TestLoadAccountsClosesStartupRace: connects that race the server's first,
+// lazy load of the users account were accepted before its limits applied
+// (here: a bearer JWT despite disallow_bearer; revoked users likewise).
+// natsauthtest.Start calls LoadAccounts, so none may get through.
+func TestLoadAccountsClosesStartupRace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts ten servers")
+	}
+	t.Parallel()
+	var accepted atomic.Int32
+	for range 10 {
+		env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create"}})
+		kp, key := newUserKey(t)
+		seed, _ := kp.Seed()
+		uc := jwt.NewUserClaims(key)
+		uc.BearerToken = true
+		uc.Expires = time.Now().Add(time.Hour).Unix()
+		uc.IssuerAccount = env.Keys.Public().Users
+		bearer, err := uc.Encode(env.Keys.UsersSigningKeyForTest())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				nc, err := nats.Connect(env.URL, nats.UserJWTAndSeed(bearer, string(seed)), nats.MaxReconnects(0))
+				if err == nil {
+					accepted.Add(1)
+					nc.Close()
+				}
+			})
+		}
+		wg.Wait()
+		env.Server.Shutdown()
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Fatalf("%d bearer connects accepted while disallowed", n)
 	}
 }

@@ -68,6 +68,9 @@ func Start(t testing.TB, cfg Config) *Env {
 		s.Shutdown()
 		s.WaitForShutdown()
 	})
+	if err := natsauth.LoadAccounts(s, keys); err != nil {
+		t.Fatalf("LoadAccounts: %v", err)
+	}
 	return &Env{Keys: keys, Server: s, URL: s.ClientURL(), Minter: natsauth.NewMinter(keys), Dir: dir}
 }
 
