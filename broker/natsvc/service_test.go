@@ -3,6 +3,7 @@ package natsvc_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
 	"github.com/sqlgate/sqlgate/broker/natsauth/natsauthtest"
 	"github.com/sqlgate/sqlgate/broker/natsvc"
 )
@@ -485,5 +487,51 @@ func BenchmarkRoundTrip(b *testing.B) {
 		if _, err := nc.RequestMsg(msg, 5*time.Second); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// calloutMinter answers the auth callout for one token with a JWT for the
+// server-generated key.
+type calloutMinter struct {
+	env  *natsauthtest.Env
+	keys chan string
+}
+
+func (c *calloutMinter) Callout(ctx context.Context, req broker.CalloutRequest) (*broker.NATSCredential, error) {
+	if req.Token != "tok" {
+		return nil, errors.New("token rejected")
+	}
+	c.keys <- req.UserKey
+	exp := time.Now().Add(time.Hour)
+	m, err := c.env.Minter.MintUser(ctx, broker.UserSpec{
+		UserKey: req.UserKey, Name: "00uCarol", Pub: []string{"orders.v1.create"},
+		Sub: []string{"_INBOX_carol.>"}, Expires: exp,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &broker.NATSCredential{JWT: m.JWT, UserKey: req.UserKey, ExpiresAt: exp}, nil
+}
+
+func TestCalloutUserIsAttestedWithServerGeneratedKey(t *testing.T) {
+	t.Parallel()
+	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.create"}}, &recorder{})
+	cm := &calloutMinter{env: f.env, keys: make(chan string, 1)}
+	co, err := natsauth.StartCallout(t.Context(), f.env.CalloutConn(t), f.env.Keys, natsauth.CalloutConfig{}, cm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = co.Stop() }()
+	sentinel, err := f.env.Keys.SentinelCreds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := f.env.MustConnect(t, nats.UserCredentialBytes(sentinel), nats.Token("tok"), nats.CustomInboxPrefix("_INBOX_carol"))
+	if _, err := nc.Request("orders.v1.create", nil, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	key := <-cm.keys
+	if c := f.h.last(t).Caller; !c.Attested || c.UserKey != key || c.Name != "00uCarol" {
+		t.Errorf("callout caller = %+v, want attested %s named 00uCarol", c, key)
 	}
 }
