@@ -168,16 +168,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		s.log.WarnContext(ctx, "call failed", "code", code, "err", execErr, "subject", r.Subject, "correlation_id", rep.CorrelationID)
 	}
 	outcome.Result.DurationUS = s.now().Sub(start).Microseconds()
-	octx, ocancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	outIndex, err := s.cfg.Recorder.Append(octx, outcome)
-	ocancel()
-	if err != nil {
-		// The transaction already ended; recovery at startup writes the
-		// missing outcome from the idempotency record.
-		s.log.ErrorContext(ctx, "audit outcome not durable; recovery will write it", "err", err, "correlation_id", rep.CorrelationID)
-	} else {
-		rep.AuditIndex = outIndex
-	}
+	s.appendOutcome(ctx, outcome)
 
 	// 8 reply (+ emit)
 	if execErr != nil {
@@ -191,6 +182,43 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		rep.Emit = &Event{Subject: r.Emit, Data: emitData(r.Subject, rep, &p)}
 	}
 	return rep
+}
+
+// appendOutcome records the outcome without holding the reply: the intent
+// is already durable (the write-ahead record), and a crash before the
+// outcome is durable is repaired at startup from the idempotency record in
+// the target database (see the recovery in cmd/sqlgated). Waiting would put
+// a second durable commit on every request's latency. [Service.Drain] waits
+// for outstanding outcome appends at shutdown.
+func (s *Service) appendOutcome(ctx context.Context, outcome *audit.Record) {
+	s.outcomes.Add(1)
+	go func() {
+		defer s.outcomes.Done()
+		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, err := s.cfg.Recorder.Append(octx, outcome); err != nil {
+			// The transaction already ended; recovery at startup writes
+			// the missing outcome from the idempotency record.
+			s.log.ErrorContext(ctx, "audit outcome not durable; recovery will write it", "err", err, "correlation_id", outcome.CorrelationID)
+		}
+	}()
+}
+
+// Drain waits until the outcome records of finished calls are appended (or
+// ctx ends). Call it after the transports stopped and before closing the
+// audit log.
+func (s *Service) Drain(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.outcomes.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("drain audit outcomes: %w", ctx.Err())
+	}
 }
 
 // identify resolves the caller to a principal using only attested data.

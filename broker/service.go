@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -58,6 +59,7 @@ type Service struct {
 	now         func() time.Time
 	routes      map[string]*routeInfo
 	storeInputs bool
+	outcomes    sync.WaitGroup
 }
 
 // routeInfo caches per-route values that every call needs.

@@ -40,6 +40,9 @@ func TestGoldenSQL(t *testing.T) {
 				fmt.Fprintf(&b, "%s;\n", d.insert(ins.table, ins.cols, 2))
 			}
 			fmt.Fprintf(&b, "%s;\n%s;\n", d.bind(readHashesSQL(2)), d.bind(deleteOpenSQL(2)))
+			if name == Postgres {
+				fmt.Fprintf(&b, "\n-- batch write (one statement, one round trip)\n%s;\n", writePostgresSQL)
+			}
 			golden := filepath.Join("testdata", name+".sql")
 			if *update {
 				if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {

@@ -164,6 +164,9 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 
 // Write implements [audit.Store]: one transaction for the whole batch.
 func (s *Store) Write(ctx context.Context, origin string, b *audit.Batch) (err error) {
+	if s.d.name == Postgres {
+		return s.writePostgres(ctx, origin, b)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlstore write: %w", err)

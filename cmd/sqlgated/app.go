@@ -396,6 +396,11 @@ func (a *app) shutdown(ctx context.Context) {
 			a.log.Warn("stop auth callout", "err", err)
 		}
 	}
+	if a.service != nil {
+		if err := a.service.Drain(ctx); err != nil {
+			a.log.Warn("shutdown", "err", err)
+		}
+	}
 	if a.http != nil {
 		if err := a.http.Shutdown(ctx); err != nil {
 			a.log.Warn("http shutdown", "err", err)

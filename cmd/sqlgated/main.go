@@ -49,6 +49,7 @@ commands:
   dev         run everything embedded for development (NATS, OpenID provider, SQLite demo)
   serve       run against real NATS, identity providers and databases (--config FILE)
   nats-setup  write a nats-server configuration, account JWTs and sentinel creds (--out DIR)
+  bench       measure the request path against the bare path (make bench)
   version     print the version
 
 Run 'sqlgated <command> --help' for a command's flags.
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runServe(ctx, args[1:], stdout, stderr)
 	case "nats-setup":
 		return runNATSSetup(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "sqlgated", version)
 		return nil

@@ -58,3 +58,20 @@ INSERT INTO sqlgate_audit_hashes (origin, id, hash) VALUES ($1, $2, $3), ($4, $5
 INSERT INTO sqlgate_audit_open_intents (origin, idx) VALUES ($1, $2), ($3, $4);
 SELECT id, hash FROM sqlgate_audit_hashes WHERE origin = $1 AND id IN ($2, $3);
 DELETE FROM sqlgate_audit_open_intents WHERE origin = $1 AND idx IN ($2, $3);
+
+-- batch write (one statement, one round trip)
+WITH
+o AS (INSERT INTO sqlgate_audit_origins (origin, first_index) SELECT $1, 0 WHERE $2::boolean),
+r AS (INSERT INTO sqlgate_audit_records (origin, idx, rec_time, data, leaf)
+  SELECT $1, u.idx, u.t, u.d, u.l FROM unnest($3::bigint[], $4::bigint[], $5::bytea[], $6::bytea[]) AS u(idx, t, d, l)),
+i AS (INSERT INTO sqlgate_audit_inputs (origin, idx, rec_time, input)
+  SELECT $1, u.idx, u.t, u.d FROM unnest($7::bigint[], $8::bigint[], $9::bytea[]) AS u(idx, t, d)),
+oi AS (INSERT INTO sqlgate_audit_open_intents (origin, idx) SELECT $1, u.idx FROM unnest($10::bigint[]) AS u(idx)),
+od AS (DELETE FROM sqlgate_audit_open_intents WHERE origin = $1 AND idx = ANY($11::bigint[])),
+h AS (INSERT INTO sqlgate_audit_hashes (origin, id, hash)
+  SELECT $1, $12::bigint + u.n - 1, u.h FROM unnest($13::bytea[]) WITH ORDINALITY AS u(h, n)),
+c AS (INSERT INTO sqlgate_audit_checkpoints (origin, tree_size, created, note)
+  SELECT $1, $14::bigint, $15::bigint, $16::bytea WHERE $14::bigint IS NOT NULL),
+k AS (INSERT INTO sqlgate_audit_keys (origin, key_id, vkey, added)
+  SELECT $1, $17::text, $18::text, $19::bigint WHERE $17::text IS NOT NULL)
+SELECT 1;

@@ -1,0 +1,571 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/postgres"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/broker/sqlite"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/identity/devidp"
+	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/policy/rules"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// The bench routes: one insert per request, the same SQL on both paths.
+const (
+	benchSQLiteSchema = `CREATE TABLE IF NOT EXISTS orders (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, customer TEXT NOT NULL, amount NUMERIC NOT NULL, note TEXT,
+  status TEXT NOT NULL DEFAULT 'open', created_by TEXT, correlation_id TEXT)`
+	benchSQLiteInsert = `INSERT INTO orders (customer, amount, note) VALUES (:customer, :amount, :note) RETURNING id`
+	benchPGSchema     = `CREATE TABLE IF NOT EXISTS orders (
+  id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(12,2) NOT NULL, note text,
+  status text NOT NULL DEFAULT 'open', created_by text, correlation_id text);
+CREATE OR REPLACE FUNCTION create_order(customer text, amount numeric, note text DEFAULT NULL)
+RETURNS TABLE (id bigint) LANGUAGE sql AS $$
+  INSERT INTO orders (customer, amount, note, created_by, correlation_id)
+  VALUES (customer, amount, note, current_setting('sqlgate.principal', true), current_setting('sqlgate.correlation_id', true))
+  RETURNING orders.id $$;`
+	benchParams = `
+    params:
+      type: object
+      properties:
+        customer: {type: string, maxLength: 200}
+        amount: {type: number, exclusiveMinimum: 0}
+        note: {type: [string, "null"]}
+      required: [customer, amount]`
+)
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench", stderr, "sqlgated bench [--duration D] [--rounds N] [--concurrency 1,16,64] [--postgres DSN]")
+	duration := fs.Duration("duration", 5*time.Second, "measurement time per cell")
+	rounds := fs.Int("rounds", 2, "interleaved rounds (bare, sqlgate, bare, sqlgate, ...)")
+	levels := fs.String("concurrency", "1,16,64", "client concurrency levels")
+	pgDSN := fs.String("postgres", os.Getenv("SQLGATE_TEST_POSTGRES_DSN"), "PostgreSQL server for the PostgreSQL rows (a throwaway database is created); empty: SQLite only")
+	workers := fs.Int("workers", 16, "worker pool of both responders")
+	backendsFlag := fs.String("backends", "sqlite,postgres", "backends to measure (postgres needs a DSN)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var conc []int
+	for f := range strings.SplitSeq(*levels, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return &usageError{msg: "--concurrency: positive integers, comma separated"}
+		}
+		conc = append(conc, n)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	fmt.Fprintf(stdout, "sqlgate bench: %s per cell, %d interleaved rounds, GOMAXPROCS %d\n", *duration, *rounds, runtime.GOMAXPROCS(0))
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	var backends []string
+	for name := range strings.SplitSeq(*backendsFlag, ",") {
+		switch name = strings.TrimSpace(name); {
+		case name == "postgres" && *pgDSN == "":
+			fmt.Fprintln(stdout, "PostgreSQL rows skipped: set SQLGATE_TEST_POSTGRES_DSN (or --postgres DSN)")
+		case name == "sqlite" || name == "postgres":
+			backends = append(backends, name)
+		default:
+			return &usageError{msg: "--backends: sqlite and/or postgres"}
+		}
+	}
+	var all []benchRow
+	for _, backend := range backends {
+		b, err := newBenchEnv(ctx, backend, *pgDSN, *workers, logger)
+		if err != nil {
+			return fmt.Errorf("%s bench setup: %w", backend, err)
+		}
+		rows, err := b.measure(ctx, conc, *rounds, *duration)
+		b.close()
+		if err != nil {
+			return err
+		}
+		all = append(all, rows...)
+	}
+	printBenchTable(stdout, all)
+	return nil
+}
+
+// benchEnv holds both paths for one backend.
+type benchEnv struct {
+	backend  string
+	dir      string
+	cleanup  []func()
+	bareConn *nats.Conn
+	bareSub  *nats.Subscription
+	users    []*nats.Conn // sqlgate-path client connections
+	bareCli  []*nats.Conn
+	app      *app
+	rejects  atomic.Int64
+}
+
+func (b *benchEnv) close() {
+	for _, c := range b.users {
+		c.Close()
+	}
+	for _, c := range b.bareCli {
+		c.Close()
+	}
+	for i := len(b.cleanup) - 1; i >= 0; i-- {
+		b.cleanup[i]()
+	}
+	os.RemoveAll(b.dir)
+}
+
+func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, logger *slog.Logger) (b *benchEnv, err error) {
+	dir, err := os.MkdirTemp("", "sqlgate-bench-")
+	if err != nil {
+		return nil, err
+	}
+	env := &benchEnv{backend: backend, dir: dir}
+	b = env
+	defer func() {
+		if err != nil {
+			env.close()
+		}
+	}()
+
+	// Target database and the bare responder's handle on it.
+	var routesYAML string
+	executors := map[string]broker.Executor{}
+	var bareExec func(ctx context.Context, customer string, amount json.Number, note *string) (int64, error)
+	var controlDB *sql.DB
+	controlDialect := sqlstore.SQLite
+	switch backend {
+	case "sqlite":
+		path := filepath.Join(dir, "orders.db")
+		db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(path))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := db.ExecContext(ctx, benchSQLiteSchema); err != nil {
+			return nil, err
+		}
+		db.SetMaxOpenConns(1) // one writer, as the adapter does
+		b.cleanup = append(b.cleanup, func() { db.Close() })
+		stmt := strings.NewReplacer(":customer", "?", ":amount", "?", ":note", "?").Replace(benchSQLiteInsert)
+		bareExec = func(ctx context.Context, customer string, amount json.Number, note *string) (int64, error) {
+			var id int64
+			err := db.QueryRowContext(ctx, stmt, customer, string(amount), note).Scan(&id)
+			return id, err
+		}
+		ex, err := sqlite.Open(ctx, sqlite.Config{Name: "orders", Path: path})
+		if err != nil {
+			return nil, err
+		}
+		executors["orders"] = ex
+		routesYAML = "routes:\n  - subject: bench.orders.create\n    database: orders\n    statement:\n      name: create_order\n      sql: \"" + benchSQLiteInsert + "\"" + benchParams + "\n"
+		if controlDB, err = sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(dir, "control.db"))); err != nil {
+			return nil, err
+		}
+	case "postgres":
+		target, dropTarget, err := throwawayDB(ctx, pgDSN, "sqlgate_bench")
+		if err != nil {
+			return nil, err
+		}
+		b.cleanup = append(b.cleanup, dropTarget)
+		pool, err := pgxpool.New(ctx, target+poolSuffix(target, 16))
+		if err != nil {
+			return nil, err
+		}
+		b.cleanup = append(b.cleanup, pool.Close)
+		if _, err := pool.Exec(ctx, benchPGSchema); err != nil {
+			return nil, err
+		}
+		bareExec = func(ctx context.Context, customer string, amount json.Number, note *string) (int64, error) {
+			var id int64
+			err := pool.QueryRow(ctx, `SELECT id FROM create_order($1, $2, $3)`, customer, string(amount), note).Scan(&id)
+			return id, err
+		}
+		ex, err := postgres.Open(ctx, postgres.Config{Name: "orders", DSN: target, MaxConns: 16, CreateIdempotencyTable: true})
+		if err != nil {
+			return nil, err
+		}
+		executors["orders"] = ex
+		routesYAML = "routes:\n  - subject: bench.orders.create\n    database: orders\n    procedure: create_order" + benchParams + "\n    sqlTypes: {amount: \"decimal(12,2)\"}\n"
+		control, dropControl, err := throwawayDB(ctx, pgDSN, "sqlgate_bench_control")
+		if err != nil {
+			return nil, err
+		}
+		b.cleanup = append(b.cleanup, dropControl)
+		if controlDB, err = sql.Open("pgx", control); err != nil {
+			return nil, err
+		}
+		controlDialect = sqlstore.Postgres
+	default:
+		return nil, fmt.Errorf("unknown backend %q", backend)
+	}
+	catalog, err := route.Parse([]byte(routesYAML))
+	if err != nil {
+		return nil, err
+	}
+
+	// Bare path: a plain NATS server and a plain responder with a worker pool.
+	bare, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		return nil, err
+	}
+	go bare.Start()
+	if !bare.ReadyForConnections(10 * time.Second) {
+		return nil, errors.New("bare nats server did not start")
+	}
+	b.cleanup = append(b.cleanup, bare.Shutdown)
+	if b.bareConn, err = nats.Connect(bare.ClientURL()); err != nil {
+		return nil, err
+	}
+	b.cleanup = append(b.cleanup, b.bareConn.Close)
+	if err := startBareResponder(b.bareConn, workers, bareExec); err != nil {
+		return nil, err
+	}
+
+	// sqlgate path: the real daemon assembly over an operator-mode server.
+	keys, err := natsauth.GenerateKeys()
+	if err != nil {
+		return nil, err
+	}
+	ns, err := startEmbeddedNATS(keys, "127.0.0.1", -1, filepath.Join(dir, "nats"), catalog)
+	if err != nil {
+		return nil, err
+	}
+	b.cleanup = append(b.cleanup, ns.Shutdown)
+	policyDir := filepath.Join(dir, "policy")
+	if err := os.CopyFS(policyDir, rules.FS); err != nil {
+		return nil, err
+	}
+	if err := grantBenchRoute(policyDir); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	issuer := "http://" + ln.Addr().String() + "/idp"
+	idp, err := devidp.New(devidp.WithIssuer(issuer), devidp.WithUsers(devidp.User{Username: "bench", Password: randomSecret(12), Groups: []string{"sales"}}))
+	if err != nil {
+		return nil, err
+	}
+	skey, _, err := audit.GenerateKey(rand.Reader, "sqlgate-bench/"+backend)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := audit.NewSigner(skey)
+	if err != nil {
+		return nil, err
+	}
+	b.app, err = start(ctx, runtimeConfig{
+		Instance: "bench", Logger: logger, Listener: ln, Mounts: map[string]http.Handler{"/idp/": idp},
+		AuditorGroups: []string{"auditors"}, Catalog: catalog, Executors: executors,
+		ControlDB: controlDB, ControlDialect: controlDialect,
+		Audit: audit.Config{Origin: "sqlgate-bench/" + backend, Instance: "bench", Signer: signer,
+			ParamKey: audit.ParamKey{ID: "bench", Secret: []byte(randomSecret(32))}},
+		PolicyDir: policyDir, Identity: oidc.Config{Issuers: []oidc.IssuerConfig{{Name: "dev", Issuer: issuer, Audiences: []string{"sqlgate"}}}},
+		NATSKeys: keys, NATSURL: ns.ClientURL(), NATSWorkers: 4 * workers, Discovery: api.Discovery{NATSURL: ns.ClientURL()},
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.cleanup = append(b.cleanup, func() { b.app.shutdown(context.Background()) })
+	b.users, err = benchUsers(ctx, b.app, ns.ClientURL(), issuer, 8)
+	if err != nil {
+		return nil, err
+	}
+	for range 8 {
+		c, err := nats.Connect(bare.ClientURL())
+		if err != nil {
+			return nil, err
+		}
+		b.bareCli = append(b.bareCli, c)
+	}
+	return b, nil
+}
+
+// grantBenchRoute grants the bench route to sales with a data file that
+// OPA merges into the demo configuration (data.sqlgate.config.routes).
+func grantBenchRoute(dir string) error {
+	grant := `{"sqlgate":{"config":{"routes":{"bench.orders.create":{"groups":["sales"]}}}}}`
+	return os.WriteFile(filepath.Join(dir, "bench.json"), []byte(grant), 0o600)
+}
+
+// benchUsers mints n NATS credentials for the bench user through the
+// broker and connects with them.
+func benchUsers(ctx context.Context, a *app, natsURL, issuer string, n int) ([]*nats.Conn, error) {
+	p := identity.Principal{Issuer: issuer, Subject: "bench", Email: "bench@example.com", Groups: []string{"sales"}, Expiry: time.Now().Add(time.Hour)}
+	var out []*nats.Conn
+	for range n {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			return nil, err
+		}
+		pub, _ := kp.PublicKey()
+		seed, _ := kp.Seed()
+		cred, err := a.service.IssueNATS(ctx, broker.NATSRequest{Principal: p, UserKey: pub, Via: "creds"})
+		if err != nil {
+			return nil, err
+		}
+		nc, err := nats.Connect(natsURL, nats.UserJWTAndSeed(cred.JWT, string(seed)), nats.CustomInboxPrefix(cred.InboxPrefix))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, nc)
+	}
+	return out, nil
+}
+
+// startBareResponder is the bare path: decode, run the statement, reply.
+func startBareResponder(nc *nats.Conn, workers int, exec func(context.Context, string, json.Number, *string) (int64, error)) error {
+	msgs := make(chan *nats.Msg, 1024)
+	if _, err := nc.QueueSubscribe("bench.orders.create", "bare", func(m *nats.Msg) { msgs <- m }); err != nil {
+		return err
+	}
+	for range workers {
+		go func() {
+			for m := range msgs {
+				var p struct {
+					Customer string      `json:"customer"`
+					Amount   json.Number `json:"amount"`
+					Note     *string     `json:"note"`
+				}
+				if err := json.Unmarshal(m.Data, &p); err != nil {
+					_ = m.Respond([]byte(`{"ok":false}`))
+					continue
+				}
+				id, err := exec(context.Background(), p.Customer, p.Amount, p.Note)
+				if err != nil {
+					_ = m.Respond([]byte(`{"ok":false}`))
+					continue
+				}
+				_ = m.Respond([]byte(`{"ok":true,"result":{"rows":[{"id":` + strconv.FormatInt(id, 10) + `}]}}`))
+			}
+		}()
+	}
+	return nc.Flush()
+}
+
+type benchRow struct {
+	backend, path string
+	conc          int
+	reqs          int64
+	rate          float64
+	p50, p99      time.Duration
+	errors        int64
+	cpu           time.Duration // process CPU per request
+}
+
+func (b *benchEnv) measure(ctx context.Context, conc []int, rounds int, d time.Duration) ([]benchRow, error) {
+	agg := map[string]*benchAgg{}
+	for r := range rounds {
+		for _, c := range conc {
+			for _, path := range []string{"bare", "sqlgate"} {
+				conns := b.bareCli
+				if path == "sqlgate" {
+					conns = b.users
+				}
+				cpu0 := processCPU()
+				lat, errs, err := load(ctx, conns, c, d, fmt.Sprintf("%s-%d-%d", path, r, c))
+				cpu := processCPU() - cpu0
+				if err != nil {
+					return nil, err
+				}
+				k := fmt.Sprintf("%s/%d", path, c)
+				if agg[k] == nil {
+					agg[k] = &benchAgg{}
+				}
+				agg[k].lat = append(agg[k].lat, lat...)
+				agg[k].errs += errs
+				agg[k].dur += d
+				agg[k].cpu += cpu
+			}
+		}
+	}
+	var out []benchRow
+	for _, c := range conc {
+		for _, path := range []string{"bare", "sqlgate"} {
+			a := agg[fmt.Sprintf("%s/%d", path, c)]
+			slices.Sort(a.lat)
+			out = append(out, benchRow{
+				backend: b.backend, path: path, conc: c, reqs: int64(len(a.lat)),
+				rate: float64(len(a.lat)) / a.dur.Seconds(), p50: pct(a.lat, 0.50), p99: pct(a.lat, 0.99), errors: a.errs,
+				cpu: a.cpu / time.Duration(max(len(a.lat), 1)),
+			})
+		}
+	}
+	return out, nil
+}
+
+type benchAgg struct {
+	lat  []time.Duration
+	errs int64
+	dur  time.Duration
+	cpu  time.Duration
+}
+
+// processCPU is this process's user+system CPU time: the client, both NATS
+// servers and the responders all run here, so per request it shows what
+// each path costs apart from the database server.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// load runs c closed-loop clients for d over conns and returns the latency
+// of every successful request.
+func load(ctx context.Context, conns []*nats.Conn, c int, d time.Duration, tag string) ([]time.Duration, int64, error) {
+	var (
+		mu     sync.Mutex
+		all    []time.Duration
+		errs   atomic.Int64
+		wg     sync.WaitGroup
+		seq    atomic.Int64
+		failed atomic.Value
+	)
+	deadline := time.Now().Add(d)
+	for i := range c {
+		nc := conns[i%len(conns)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 4096)
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				n := seq.Add(1)
+				m := nats.NewMsg("bench.orders.create")
+				m.Data = []byte(`{"customer":"` + tag + `-` + strconv.FormatInt(n, 10) + `","amount":10.50}`)
+				m.Header.Set("Idempotency-Key", tag+"-"+strconv.FormatInt(n, 10))
+				t0 := time.Now()
+				reply, err := nc.RequestMsg(m, 10*time.Second)
+				el := time.Since(t0)
+				if err != nil || len(reply.Data) < 10 || string(reply.Data[:10]) != `{"ok":true` {
+					if errs.Add(1) == 1 {
+						if err == nil {
+							err = errors.New(string(reply.Data))
+						}
+						failed.Store(err)
+					}
+					continue
+				}
+				local = append(local, el)
+			}
+			mu.Lock()
+			all = append(all, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if n := errs.Load(); n > 0 && len(all) == 0 {
+		return nil, n, fmt.Errorf("%s: every request failed: %v", tag, failed.Load())
+	}
+	return all, errs.Load(), nil
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p)
+	return sorted[i]
+}
+
+func printBenchTable(w io.Writer, rows []benchRow) {
+	fmt.Fprintln(w, "\nrequest path: NATS request -> SQL insert -> reply (closed loop; bare = plain nats.go responder on a plain server)")
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "backend\tconc\tpath\treq/s\tp50\tp99\tcpu/req\terrors\tratio req/s\tadded p50\tadded p99\t")
+	for i := 0; i+1 < len(rows); i += 2 {
+		bare, sg := rows[i], rows[i+1]
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%d\t\t\t\t\n", bare.backend, bare.conc, bare.path, bare.rate, us(bare.p50), us(bare.p99), us(bare.cpu), bare.errors)
+		ratio := 0.0
+		if bare.rate > 0 {
+			ratio = sg.rate / bare.rate
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t\n", sg.backend, sg.conc, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), sg.errors, ratio, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
+	}
+	tw.Flush()
+}
+
+func us(d time.Duration) string {
+	switch {
+	case d >= 10*time.Millisecond || d <= -10*time.Millisecond:
+		return fmt.Sprintf("%.1fms", float64(d)/1e6)
+	default:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	}
+}
+
+// throwawayDB creates a fresh database on the server of dsn and returns
+// its DSN and a function that drops it.
+func throwawayDB(ctx context.Context, dsn, prefix string) (string, func(), error) {
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return "", nil, err
+	}
+	name := fmt.Sprintf("%s_%d", prefix, time.Now().UnixNano())
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		admin.Close()
+		return "", nil, err
+	}
+	drop := func() {
+		_, _ = admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		admin.Close()
+	}
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		drop()
+		return "", nil, errors.New("the PostgreSQL DSN must be a postgres:// URL")
+	}
+	u.Path = "/" + name
+	return u.String(), drop, nil
+}
+
+func poolSuffix(dsn string, n int) string {
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return fmt.Sprintf("%spool_max_conns=%d&pool_min_conns=%d", sep, n, n)
+}
+
