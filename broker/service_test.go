@@ -236,14 +236,14 @@ func TestHandleRefusals(t *testing.T) {
 	expired := e.register(t, alice, -time.Second, false)
 	revoked := e.register(t, alice, time.Hour, true)
 	tests := []struct {
-		name     string
-		caller   broker.Caller
-		subject  string
-		payload  string
-		key      string
-		code     string
-		reason   string // substring of a reason or the message
-		audited  audit.Kind
+		name    string
+		caller  broker.Caller
+		subject string
+		payload string
+		key     string
+		code    string
+		reason  string // substring of a reason or the message
+		audited audit.Kind
 	}{
 		{"unattested", broker.Caller{Transport: "nats", UserKey: e.keys["alice"], IssuerKey: signingKey, Account: usersAccount}, brokertest.SubjectCreate, createAlice, "", broker.CodeUnauthenticated, "server-attested", audit.KindDecision},
 		{"unknown_user_key", broker.Caller{Transport: "nats", Attested: true, UserKey: "UNKNOWN", IssuerKey: signingKey, Account: usersAccount}, brokertest.SubjectCreate, createAlice, "", broker.CodeUnauthenticated, "issuance registry", audit.KindDecision},

@@ -13,9 +13,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -568,4 +568,3 @@ func poolSuffix(dsn string, n int) string {
 	}
 	return fmt.Sprintf("%spool_max_conns=%d&pool_min_conns=%d", sep, n, n)
 }
-

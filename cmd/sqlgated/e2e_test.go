@@ -427,4 +427,3 @@ func userKeyOf(t *testing.T, userJWT string) string {
 }
 
 func jsonNum(f float64) string { b, _ := json.Marshal(f); return string(b) }
-
