@@ -102,7 +102,11 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 			pub = append(pub, AsyncPrefix(req.UserKey)+"."+subj)
 		}
 	}
-	sub := []string{InboxPrefix(req.UserKey) + ".>"}
+	inbox := InboxPrefix(req.UserKey)
+	if req.Via == "callout" {
+		inbox = PrincipalInboxPrefix(p)
+	}
+	sub := []string{inbox + ".>"}
 	minted, err := s.cfg.Minter.MintUser(ctx, UserSpec{
 		UserKey: req.UserKey, Name: p.Subject, Pub: pub, Sub: sub, Expires: expires,
 		Tags: userTags(&p),
@@ -133,7 +137,7 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 	}
 	return &NATSCredential{
 		JWT: minted.JWT, UserKey: req.UserKey, ExpiresAt: expires, Pub: pub, Sub: sub,
-		InboxPrefix: InboxPrefix(req.UserKey), Decision: dec, Capped: capped, AuditIndex: idx,
+		InboxPrefix: inbox, Decision: dec, Capped: capped, AuditIndex: idx,
 	}, nil
 }
 

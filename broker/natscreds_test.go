@@ -157,3 +157,28 @@ func TestRevokeNATS(t *testing.T) {
 		t.Errorf("re-issue of a revoked key = %v, want ErrInvalid", err)
 	}
 }
+
+func TestPrincipalInboxPrefix(t *testing.T) {
+	// The same test vector as broker/natsclient: client and broker agree.
+	got := broker.PrincipalInboxPrefix(identity.Principal{Issuer: "https://idp.example.com", Subject: "alice"})
+	if want := "_INBOX_0a30dc1b548a97f70c7cbe41e62f41ea"; got != want {
+		t.Errorf("PrincipalInboxPrefix = %q, want %q", got, want)
+	}
+}
+
+func TestIssueNATSCalloutInbox(t *testing.T) {
+	_, svc := newIssuer(t, time.Hour)
+	key := userKey(t)
+	cred, err := svc.IssueNATS(t.Context(), broker.NATSRequest{Principal: alice, UserKey: key, Via: "callout"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := jwt.DecodeUserClaims(cred.JWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := broker.PrincipalInboxPrefix(alice)
+	if cred.InboxPrefix != want || len(uc.Sub.Allow) != 1 || uc.Sub.Allow[0] != want+".>" {
+		t.Errorf("callout inbox = %q, sub %v; want %q", cred.InboxPrefix, uc.Sub.Allow, want)
+	}
+}

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"time"
 
 	"github.com/sqlgate/sqlgate/identity"
@@ -93,6 +95,18 @@ type CalloutRequest struct {
 // InboxPrefix returns the only inbox prefix a user credential may subscribe
 // under: `_INBOX_<user public key>`.
 func InboxPrefix(userKey string) string { return "_INBOX_" + userKey }
+
+// PrincipalInboxPrefix returns the inbox prefix of a principal's callout
+// connections: `_INBOX_` and the first 128 bits, hex, of
+// SHA-256(issuer + " " + subject). A callout client cannot know the user
+// key the server will generate for it, so its credential may subscribe
+// under this prefix instead (shared by the principal's callout
+// connections, never by another principal). broker/natsclient computes the
+// same value on the client side.
+func PrincipalInboxPrefix(p identity.Principal) string {
+	h := sha256.Sum256([]byte(p.Issuer + " " + p.Subject))
+	return "_INBOX_" + hex.EncodeToString(h[:16])
+}
 
 // AsyncPrefix returns the subject prefix under which a user may publish
 // durable async requests: `sqlgate.async.<user public key>`.

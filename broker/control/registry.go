@@ -117,6 +117,12 @@ func (r *Registry) ByPrincipal(ctx context.Context, principalID string) ([]broke
 	return r.list(ctx, `WHERE principal_id = ?`, principalID)
 }
 
+// RevokedActive lists revoked issuances that have not expired at t: the
+// revocations NATS servers must still enforce.
+func (r *Registry) RevokedActive(ctx context.Context, t time.Time) ([]broker.Issuance, error) {
+	return r.list(ctx, `WHERE revoked_at IS NOT NULL AND expires_at > ?`, t.UnixNano())
+}
+
 // Active lists issuances that are neither expired nor revoked at t.
 func (r *Registry) Active(ctx context.Context, t time.Time) ([]broker.Issuance, error) {
 	return r.list(ctx, `WHERE revoked_at IS NULL AND expires_at > ?`, t.UnixNano())

@@ -125,3 +125,24 @@ func TestRegistry(t *testing.T) {
 		})
 	}
 }
+
+func TestRegistryRevokedActive(t *testing.T) {
+	db := openDBs(t)["sqlite"]
+	now := time.Now()
+	reg := control.NewRegistry(db, time.Nanosecond, nil)
+	p := identity.Principal{Issuer: "https://idp.example", Subject: "s"}
+	for _, iss := range []broker.Issuance{
+		{UserKey: "UACTIVE", ExpiresAt: now.Add(time.Hour)},
+		{UserKey: "UREVOKED", ExpiresAt: now.Add(time.Hour), RevokedAt: now},
+		{UserKey: "UREVOKEDEXPIRED", ExpiresAt: now.Add(-time.Hour), RevokedAt: now.Add(-2 * time.Hour)},
+	} {
+		iss.Principal, iss.IssuedAt = p, now.Add(-3*time.Hour)
+		if err := reg.Put(t.Context(), iss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := reg.RevokedActive(t.Context(), now)
+	if err != nil || len(got) != 1 || got[0].UserKey != "UREVOKED" {
+		t.Errorf("RevokedActive = %v, %v; want only UREVOKED", got, err)
+	}
+}

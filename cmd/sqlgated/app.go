@@ -210,6 +210,9 @@ func (a *app) startBroker(ctx context.Context) error {
 		Subjects: a.cfg.Catalog.Subjects(), Emits: emits(a.cfg.Catalog), MaxTTL: a.cfg.MaxTTL,
 		Logger: a.log.With("component", "revoker"),
 	})
+	if err := syncRevocations(ctx, revoker, a.registry); err != nil {
+		return err
+	}
 	pub := a.cfg.NATSKeys.Public()
 	svc, err := broker.New(broker.Config{
 		Catalog: a.cfg.Catalog, Databases: a.cfg.Executors,
@@ -440,4 +443,28 @@ func semver(v string) string {
 		return v[1:]
 	}
 	return v
+}
+
+// syncRevocations brings the servers' account JWTs up to date at startup:
+// the current routes, and every revoked credential that has not expired
+// (the servers may have restarted, or another instance revoked while this
+// one was down).
+func syncRevocations(ctx context.Context, rev *natsauth.Revoker, reg *control.Registry) error {
+	if err := rev.Sync(ctx); err != nil {
+		return fmt.Errorf("push account JWTs to NATS: %w", err)
+	}
+	revoked, err := reg.RevokedActive(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	byTime := map[time.Time][]string{}
+	for _, iss := range revoked {
+		byTime[iss.RevokedAt] = append(byTime[iss.RevokedAt], iss.UserKey)
+	}
+	for at, keys := range byTime {
+		if err := rev.RevokeUsers(ctx, keys, at); err != nil {
+			return fmt.Errorf("re-apply revocations: %w", err)
+		}
+	}
+	return nil
 }

@@ -241,6 +241,13 @@ func startEmbeddedNATS(keys *natsauth.Keys, host string, port int, dir string, c
 		ns.Shutdown()
 		return nil, fmt.Errorf("nats server did not start on %s:%d", host, port)
 	}
+	// Load the accounts before any client connects: nats-server v2.15.3
+	// loads an account lazily on first connect, and connects racing that
+	// load pass before its revocations apply.
+	if err := natsauth.LoadAccounts(ns, keys); err != nil {
+		ns.Shutdown()
+		return nil, fmt.Errorf("nats server accounts: %w", err)
+	}
 	return ns, nil
 }
 
