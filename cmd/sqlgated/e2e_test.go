@@ -18,6 +18,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/natsclient"
 	"github.com/sqlgate/sqlgate/identity/oidc"
 	"github.com/sqlgate/sqlgate/web/api"
 )
@@ -345,6 +346,46 @@ func TestDevEndToEnd(t *testing.T) {
 		case <-closed:
 		case <-time.After(2 * time.Second):
 			t.Fatal("revoked connection still open after 2s")
+		}
+	})
+
+	t.Run("callout", func(t *testing.T) {
+		sentinel, err := os.ReadFile(s.st.Sentinel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, token := s.login(t, "alice")
+		cc, err := natsclient.ConnectCallout(t.Context(), natsclient.CalloutConfig{
+			NATSURL: s.st.NATSURL, SentinelCreds: sentinel,
+			Token: func(context.Context) (string, error) { return token, nil },
+		})
+		if err != nil {
+			t.Fatalf("callout connect with a valid token: %v", err)
+		}
+		defer cc.Close()
+		msg, err := cc.Request(t.Context(), "orders.v1.get", []byte(`{"id":`+jsonNum(id)+`}`), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var env envelope
+		if err := json.Unmarshal(msg.Data, &env); err != nil || !env.OK || rows(t, env)[0]["customer"] != injection {
+			t.Fatalf("callout request = %s", msg.Data)
+		}
+		for name, bad := range map[string]string{
+			"forged":    token[:len(token)-4] + "AAAA",
+			"malformed": "not-a-token",
+			"empty":     "",
+		} {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			_, err := natsclient.ConnectCallout(ctx, natsclient.CalloutConfig{
+				NATSURL: s.st.NATSURL, SentinelCreds: sentinel, InboxPrefix: "_INBOX_x",
+				Token:   func(context.Context) (string, error) { return bad, nil },
+				Options: []nats.Option{nats.MaxReconnects(0)},
+			})
+			cancel()
+			if err == nil {
+				t.Errorf("callout with a %s token connected", name)
+			}
 		}
 	})
 
