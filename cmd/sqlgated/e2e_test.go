@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"os"
@@ -17,6 +18,9 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/control"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
 	"github.com/sqlgate/sqlgate/broker/natsclient"
 	"github.com/sqlgate/sqlgate/identity/oidc"
@@ -456,6 +460,21 @@ func TestDevRestart(t *testing.T) {
 	if !env.OK || rows(t, env)[0]["customer"] != "before restart" {
 		t.Errorf("after restart: %+v", env)
 	}
+}
+
+// registryGet reads an issuance from the dev stack's control database.
+func (s *devStack) registryGet(t *testing.T, key string) (broker.Issuance, error) {
+	t.Helper()
+	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(s.dir, "control.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cdb, err := control.Open(t.Context(), db, control.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return control.NewRegistry(cdb, time.Nanosecond, nil).Get(t.Context(), key)
 }
 
 func userKeyOf(t *testing.T, userJWT string) string {
