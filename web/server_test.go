@@ -1,0 +1,247 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// fakeBroker records revocations and refuses NATS credentials for carol.
+type fakeBroker struct{ revoked []string }
+
+func (f *fakeBroker) AllowedRoutes(context.Context, identity.Principal) ([]*route.Route, policy.Decision, error) {
+	return nil, policy.Decision{Revision: "rev"}, nil
+}
+
+func (f *fakeBroker) IssueNATS(_ context.Context, req broker.NATSRequest) (*broker.NATSCredential, error) {
+	if req.Principal.Subject == "carol" {
+		return nil, &broker.DeniedError{Reasons: []string{"no route is granted"}}
+	}
+	if req.UserKey == "bad" {
+		return nil, errors.Join(broker.ErrInvalid, errors.New("public_key must be a NATS user public key"))
+	}
+	return &broker.NATSCredential{JWT: "jwt", InboxPrefix: "_INBOX_x"}, nil
+}
+
+func (f *fakeBroker) RevokeNATS(_ context.Context, _ identity.Principal, keys []string, _ string) error {
+	f.revoked = append(f.revoked, keys...)
+	return nil
+}
+
+// tokenAuth accepts "token-<subject>".
+type tokenAuth struct{}
+
+func (tokenAuth) Verify(_ context.Context, raw string) (identity.Principal, error) {
+	sub, ok := strings.CutPrefix(raw, "token-")
+	if !ok {
+		return identity.Principal{}, identity.Unauthenticated("bad token", nil)
+	}
+	return identity.Principal{Issuer: "https://idp", Subject: sub, Email: sub + "@example.com", Groups: []string{"sales"}}, nil
+}
+
+type fakeIssuances struct{ m map[string]broker.Issuance }
+
+func (f fakeIssuances) ByPrincipal(_ context.Context, id string) ([]broker.Issuance, error) {
+	var out []broker.Issuance
+	for _, i := range f.m {
+		if i.Principal.ID() == id {
+			out = append(out, i)
+		}
+	}
+	return out, nil
+}
+
+func (f fakeIssuances) Get(_ context.Context, k string) (broker.Issuance, error) {
+	i, ok := f.m[k]
+	if !ok {
+		return i, broker.ErrNotFound
+	}
+	return i, nil
+}
+
+func newTestServer(t *testing.T, secure bool) (*Server, *fakeBroker) {
+	t.Helper()
+	fb := &fakeBroker{}
+	alice := identity.Principal{Issuer: "https://idp", Subject: "alice"}
+	bob := identity.Principal{Issuer: "https://idp", Subject: "bob"}
+	iss := fakeIssuances{m: map[string]broker.Issuance{
+		"UALICE": {UserKey: "UALICE", Principal: alice, ExpiresAt: time.Now().Add(time.Hour)},
+		"UBOB":   {UserKey: "UBOB", Principal: bob, ExpiresAt: time.Now().Add(time.Hour)},
+	}}
+	s, err := New(Config{Broker: fb, Auth: tokenAuth{}, Issuances: iss, AuditorGroups: []string{"auditors"}, Secure: secure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, fb
+}
+
+func do(t *testing.T, h http.Handler, method, path, body string, hdr map[string]string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+func TestAPIErrors(t *testing.T) {
+	s, _ := newTestServer(t, false)
+	bearer := map[string]string{"Authorization": "Bearer token-alice"}
+	tests := []struct {
+		name, method, path, body string
+		hdr                      map[string]string
+		status                   int
+		code                     string
+	}{
+		{"no_token", "GET", "/api/v1/whoami", "", nil, 401, "unauthenticated"},
+		{"bad_scheme", "GET", "/api/v1/whoami", "", map[string]string{"Authorization": "Basic abc"}, 401, "unauthenticated"},
+		{"bad_token", "GET", "/api/v1/whoami", "", map[string]string{"Authorization": "Bearer nope"}, 401, "unauthenticated"},
+		{"malformed_json", "POST", "/api/v1/nats/creds", `{"public_key":`, bearer, 400, "invalid_request"},
+		{"unknown_field", "POST", "/api/v1/nats/creds", `{"public_key":"U","admin":true}`, bearer, 400, "invalid_request"},
+		{"trailing_data", "POST", "/api/v1/nats/creds", `{"public_key":"U"} {}`, bearer, 400, "invalid_request"},
+		{"too_large", "POST", "/api/v1/nats/creds", `{"public_key":"` + strings.Repeat("U", 70<<10) + `"}`, bearer, 413, "too_large"},
+		{"negative_ttl", "POST", "/api/v1/nats/creds", `{"public_key":"U","ttl_seconds":-1}`, bearer, 400, "invalid_request"},
+		{"invalid_key", "POST", "/api/v1/nats/creds", `{"public_key":"bad"}`, bearer, 400, "invalid_request"},
+		{"denied", "POST", "/api/v1/nats/creds", `{"public_key":"U"}`, map[string]string{"Authorization": "Bearer token-carol"}, 403, "forbidden"},
+		{"audit_not_served", "GET", "/api/v1/audit/records", "", bearer, 404, ""},
+		{"others_lease", "DELETE", "/api/v1/leases/UBOB", "", bearer, 404, "not_found"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := do(t, s, tc.method, tc.path, tc.body, tc.hdr)
+			if rec.Code != tc.status {
+				t.Fatalf("%s %s = %d %s, want %d", tc.method, tc.path, rec.Code, rec.Body, tc.status)
+			}
+			if tc.code == "" {
+				return
+			}
+			var body api.ErrorResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error.Code != tc.code || body.Error.RequestID == "" {
+				t.Errorf("body = %s, want code %s with a request id", rec.Body, tc.code)
+			}
+			if strings.Contains(rec.Body.String(), "UUUUUUUU") || strings.Contains(rec.Body.String(), "nope") {
+				t.Error("error body echoes the request")
+			}
+		})
+	}
+	if rec := do(t, s, "GET", "/api/v1/whoami", "", bearer); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"subject": "alice"`) {
+		t.Errorf("whoami = %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestSessionCookieAndCSRF(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		s, fb := newTestServer(t, secure)
+		sess := s.sessions.create(identity.Principal{Issuer: "https://idp", Subject: "alice"}, time.Now().Add(time.Hour))
+		rec := httptest.NewRecorder()
+		s.setSessionCookie(rec, sess)
+		c := rec.Result().Cookies()[0]
+		if !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Secure != secure {
+			t.Errorf("secure=%v: cookie HttpOnly=%v SameSite=%v Secure=%v", secure, c.HttpOnly, c.SameSite, c.Secure)
+		}
+		cookie := map[string]string{"Cookie": sessionCookie + "=" + sess.id, "Content-Type": "application/x-www-form-urlencoded"}
+		// State-changing form posts need the session's CSRF token.
+		for _, form := range []string{"", "csrf_token=wrong"} {
+			if rec := do(t, s, "POST", "/leases/UALICE/revoke", form, cookie); rec.Code != http.StatusForbidden {
+				t.Errorf("revoke without the CSRF token = %d, want 403", rec.Code)
+			}
+			if rec := do(t, s, "DELETE", "/api/v1/leases/UALICE", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id}); rec.Code != http.StatusForbidden {
+				t.Errorf("API delete with a session and no CSRF header = %d, want 403", rec.Code)
+			}
+		}
+		if len(fb.revoked) != 0 {
+			t.Fatalf("revoked without CSRF: %v", fb.revoked)
+		}
+		form := url.Values{"csrf_token": {sess.csrf}}.Encode()
+		if rec := do(t, s, "POST", "/leases/UALICE/revoke", form, cookie); rec.Code != http.StatusSeeOther {
+			t.Fatalf("revoke with the token = %d %s", rec.Code, rec.Body)
+		}
+		if len(fb.revoked) != 1 || fb.revoked[0] != "UALICE" {
+			t.Errorf("revoked = %v", fb.revoked)
+		}
+		// Someone else's credential is not found, even with a valid token.
+		if rec := do(t, s, "POST", "/leases/UBOB/revoke", form, cookie); rec.Code != http.StatusNotFound {
+			t.Errorf("revoke bob's credential = %d, want 404", rec.Code)
+		}
+		// Logout ends the session server-side.
+		if rec := do(t, s, "POST", "/logout", form, cookie); rec.Code != http.StatusSeeOther {
+			t.Fatalf("logout = %d", rec.Code)
+		}
+		if rec := do(t, s, "GET", "/api/v1/whoami", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id}); rec.Code != 401 {
+			t.Errorf("whoami after logout = %d, want 401", rec.Code)
+		}
+	}
+}
+
+func TestSessionExpiry(t *testing.T) {
+	now := time.Now()
+	s, _ := newTestServer(t, false)
+	s.sessions.now = func() time.Time { return now }
+	sess := s.sessions.create(identity.Principal{Issuer: "https://idp", Subject: "alice"}, now.Add(time.Minute))
+	hdr := map[string]string{"Cookie": sessionCookie + "=" + sess.id}
+	if rec := do(t, s, "GET", "/api/v1/whoami", "", hdr); rec.Code != 200 {
+		t.Fatalf("whoami = %d", rec.Code)
+	}
+	now = now.Add(2 * time.Minute) // the sign-in token expired
+	if rec := do(t, s, "GET", "/api/v1/whoami", "", hdr); rec.Code != 401 {
+		t.Errorf("whoami after expiry = %d, want 401", rec.Code)
+	}
+}
+
+func TestSafeReturn(t *testing.T) {
+	for in, want := range map[string]string{"/audit": "/audit", "": "/", "//evil.example": "/", "https://evil.example": "/", "/\\evil": "/"} {
+		if got := safeReturn(in); got != want {
+			t.Errorf("safeReturn(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestSecurityHeaders(t *testing.T) {
+	s, _ := newTestServer(t, false)
+	rec := do(t, s, "GET", "/", "", nil)
+	if rec.Code != 200 {
+		t.Fatalf("GET / = %d", rec.Code)
+	}
+	h := rec.Header()
+	if !strings.Contains(h.Get("Content-Security-Policy"), "default-src 'self'") || h.Get("X-Frame-Options") != "DENY" || h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("headers = %v", h)
+	}
+}
+
+// FuzzNATSCredsRequest throws arbitrary bodies at the credential endpoint:
+// every answer is a JSON envelope with a client or policy status, never a
+// 5xx, and a credential is issued only for a well-formed request.
+func FuzzNATSCredsRequest(f *testing.F) {
+	for _, s := range []string{`{"public_key":"U"}`, `{"public_key":"U","ttl_seconds":60}`, `{`, `[]`, `{"public_key":1}`, `{"public_key":"U"}x`, "\x00"} {
+		f.Add(s)
+	}
+	s, _ := newTestServer(&testing.T{}, false)
+	f.Fuzz(func(t *testing.T, body string) {
+		rec := do(t, s, "POST", "/api/v1/nats/creds", body, map[string]string{"Authorization": "Bearer token-alice"})
+		if rec.Code >= 500 {
+			t.Fatalf("status %d for %q", rec.Code, body)
+		}
+		if rec.Code == 200 {
+			var req api.NATSCredsRequest
+			dec := json.NewDecoder(strings.NewReader(body))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&req); err != nil || req.TTLSeconds < 0 {
+				t.Fatalf("issued for a malformed request %q", body)
+			}
+		}
+	})
+}
