@@ -71,7 +71,7 @@ func (f fakeIssuances) Get(_ context.Context, k string) (broker.Issuance, error)
 	return i, nil
 }
 
-func newTestServer(t *testing.T, secure bool) (*Server, *fakeBroker) {
+func newTestServer(t testing.TB, secure bool) (*Server, *fakeBroker) {
 	t.Helper()
 	fb := &fakeBroker{}
 	alice := identity.Principal{Issuer: "https://idp", Subject: "alice"}
@@ -87,7 +87,7 @@ func newTestServer(t *testing.T, secure bool) (*Server, *fakeBroker) {
 	return s, fb
 }
 
-func do(t *testing.T, h http.Handler, method, path, body string, hdr map[string]string) *httptest.ResponseRecorder {
+func do(t testing.TB, h http.Handler, method, path, body string, hdr map[string]string) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
 	for k, v := range hdr {
@@ -229,7 +229,7 @@ func FuzzNATSCredsRequest(f *testing.F) {
 	for _, s := range []string{`{"public_key":"U"}`, `{"public_key":"U","ttl_seconds":60}`, `{`, `[]`, `{"public_key":1}`, `{"public_key":"U"}x`, "\x00"} {
 		f.Add(s)
 	}
-	s, _ := newTestServer(&testing.T{}, false)
+	s, _ := newTestServer(f, false)
 	f.Fuzz(func(t *testing.T, body string) {
 		rec := do(t, s, "POST", "/api/v1/nats/creds", body, map[string]string{"Authorization": "Bearer token-alice"})
 		if rec.Code >= 500 {
