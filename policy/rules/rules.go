@@ -4,13 +4,16 @@
 // The directory is a standard OPA policy directory: `opa fmt`, `opa check` and
 // `opa test` work on it unchanged, as does `sqlgate policy test`. It contains
 //
-//   - data.yaml: the configuration the library reads (data.sqlgate.config);
-//     as shipped it is the demo: sales may create (amount up to 1000), get and
-//     cancel orders, support may only get them, auditors may call nothing;
+//   - data.yaml: the configuration the library reads (data.sqlgate.config),
+//     route by route; as shipped it is the demo: sales may create (amount up
+//     to 1000), get and cancel orders, support may only get them, auditors
+//     may call nothing;
 //   - sqlgate/call.rego, sqlgate/nats.rego, sqlgate/sql_credentials.rego: the
 //     three entry points (data.sqlgate.call, .nats, .sql_credentials);
 //   - sqlgate/lib/*.rego: group-to-route grants, per-group parameter limits,
 //     business hours, MFA-required routes, break-glass access and deny lists;
+//   - sqlgate/lint.rego: checks of data.yaml (data.sqlgate.lint.problems),
+//     which policy/opa refuses to serve when they report anything;
 //   - *_test.rego: tests of each module.
 //
 // `sqlgated dev` copies FS into its data directory on first start (for

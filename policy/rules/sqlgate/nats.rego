@@ -24,15 +24,16 @@ reasons contains msg if {
 
 # Business hours, limits and MFA are decided per call, so routes they restrict
 # stay in pub; the deny list removes routes for good.
-pub contains route if {
-	some route in grants.routes
-	count(denylist.route_violations(route)) == 0
+pub contains subject if {
+	some subject in grants.routes
+	not denylist.denied(subject)
 }
 
-pub contains route if {
+pub contains subject if {
 	breakglass.member
-	some route in config.break_glass.routes
-	count(denylist.route_violations(route)) == 0
+	some subject, route in config.routes
+	route.break_glass == true
+	not denylist.denied(subject)
 }
 
 # ttl is the requested lifetime (seconds) when shorter than the configured
@@ -42,4 +43,4 @@ ttl := input.credential.ttl if {
 	input.credential.ttl < _max_ttl
 } else := _max_ttl
 
-_max_ttl := time.parse_duration_ns(object.get(config, ["nats", "ttl"], "15m")) / 1000000000
+_max_ttl := time.parse_duration_ns(config.nats.ttl) / 1000000000

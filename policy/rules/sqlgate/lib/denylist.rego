@@ -6,17 +6,19 @@ package sqlgate.lib.denylist
 
 import data.sqlgate.config
 
-# violations holds the reasons of the entries that match the principal and the
-# requested route.
-violations := route_violations(input.route.subject)
-
-# route_violations(route) holds the reasons of the entries that match the
-# principal and route.
-route_violations(route) := {reason |
+# denied(subject) is true when an entry matches the principal and route subject.
+denied(subject) if {
 	some entry in config.deny
 	_principal_matches(entry)
-	_route_matches(entry, route)
-	reason := object.get(entry, "reason", "denied by the deny list")
+	_route_matches(entry, subject)
+}
+
+# violations(subject) holds the reasons of the entries that match the
+# principal and route subject.
+violations(subject) := {object.get(entry, "reason", "denied by the deny list") |
+	some entry in config.deny
+	_principal_matches(entry)
+	_route_matches(entry, subject)
 }
 
 # An entry without principals and groups matches every principal.
@@ -46,6 +48,6 @@ _route_matches(entry, _) if {
 	not "routes" in object.keys(entry)
 }
 
-_route_matches(entry, route) if {
-	route in entry.routes
+_route_matches(entry, subject) if {
+	subject in entry.routes
 }

@@ -4,9 +4,12 @@ import data.sqlgate.call
 import data.sqlgate.fixtures_test as fx
 import data.sqlgate.lib.denylist
 
-_grants := [{"group": "sales", "routes": ["orders.v1.create", "orders.v1.get"]}]
+_routes := {
+	"orders.v1.create": {"groups": ["sales"]},
+	"orders.v1.get": {"groups": ["sales"], "break_glass": true},
+}
 
-_with_deny(entries) := {"grants": _grants, "deny": entries}
+_with_deny(entries) := {"routes": _routes, "deny": entries}
 
 test_by_subject if {
 	cfg := _with_deny([{"principals": ["u-1"], "reason": "account under review"}])
@@ -29,23 +32,43 @@ test_by_group_and_route if {
 }
 
 test_other_principals_unaffected if {
-	cfg := _with_deny([{"principals": ["someone-else"]}])
+	cfg := _with_deny([{"principals": ["someone-else"]}, {"groups": ["support"]}])
 	call.allow with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as cfg
 }
 
 test_entry_without_principals_matches_everyone if {
 	cfg := _with_deny([{"routes": ["orders.v1.get"], "reason": "maintenance"}])
 	not call.allow with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as cfg
-	denylist.route_violations("orders.v1.create") == set() with input as fx.call(["sales"], "orders.v1.get", {"id": 1})
-		with data.sqlgate.config as cfg
+	denylist.denied("orders.v1.get") with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as cfg
+	not denylist.denied("orders.v1.create") with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as cfg
 }
 
 test_deny_list_beats_break_glass if {
 	cfg := object.union(
 		_with_deny([{"principals": ["u-1"], "reason": "account under review"}]),
-		{"break_glass": {"group": "bg", "routes": ["orders.v1.get"], "min_reason_length": 1}},
+		{"break_glass": {"group": "bg", "min_reason_length": 1}},
 	)
 	req := json.patch(fx.call(["bg"], "orders.v1.get", {"id": 1}), [{"op": "add", "path": "/request/reason", "value": "INC-9"}])
 	not call.allow with input as req with data.sqlgate.config as cfg
 	call.reasons == {"account under review"} with input as req with data.sqlgate.config as cfg
+}
+
+test_denied_agrees_with_violations if {
+	cfgs := [
+		_with_deny([]),
+		_with_deny([{"principals": ["u-1"]}]),
+		_with_deny([{"groups": ["sales"], "routes": ["orders.v1.create"]}]),
+		_with_deny([{"routes": ["orders.v1.get"]}]),
+	]
+	every cfg in cfgs {
+		every route in ["orders.v1.create", "orders.v1.get"] {
+			_agree(route) with input as fx.call(["sales"], route, {}) with data.sqlgate.config as cfg
+		}
+	}
+}
+
+_agree(route) if {
+	denied := count([1 | denylist.denied(route)]) > 0
+	explained := count(denylist.violations(route)) > 0
+	denied == explained
 }

@@ -1,21 +1,26 @@
 # METADATA
 # description: |
-#   Group-to-route grants (data.sqlgate.config.grants): members of a group may
-#   call the routes listed for it.
+#   Group-to-route grants (data.sqlgate.config.routes[subject].groups):
+#   members of a listed group may call the route.
 package sqlgate.lib.grants
 
 import data.sqlgate.config
 
-# groups is the set of the principal's groups that grant the requested route.
-groups contains grant.group if {
-	some grant in config.grants
-	grant.group in input.principal.groups
-	input.route.subject in grant.routes
+# route is the configuration of the requested route, undefined for a route the
+# policy does not list. Rules on the decision path read it once into a local
+# variable and pass it to the functions below: a reference to a rule costs far
+# more than one to a variable.
+route := config.routes[input.route.subject]
+
+# groups(route) is the set of the principal's groups that are granted route.
+groups(route) := {group |
+	some group in route.groups
+	group in input.principal.groups
 }
 
-# routes is the set of routes granted to any of the principal's groups.
-routes contains route if {
-	some grant in config.grants
-	grant.group in input.principal.groups
-	some route in grant.routes
+# routes is the set of route subjects granted to any of the principal's groups.
+routes contains subject if {
+	some subject, r in config.routes
+	some group in r.groups
+	group in input.principal.groups
 }

@@ -1,36 +1,45 @@
 # METADATA
 # description: |
-#   Business-hours rules (data.sqlgate.config.business_hours): listed routes
-#   may only be called on the configured days between start and end, in the
-#   configured time zone, at the request's time.
+#   Business hours (data.sqlgate.config.business_hours): routes with
+#   business_hours: true may only be called on the configured days between
+#   start and end, in the configured time zone, at the request's time.
 package sqlgate.lib.hours
 
 import data.sqlgate.config
 import data.sqlgate.lib.request
 
-# violations is non-empty when the requested route is restricted to business
-# hours and the request falls outside them.
-violations contains msg if {
-	input.route.subject in config.business_hours.routes
-	not within(request.now_ns)
+# open(route) is true when route may be called at the request's time: it is
+# not restricted to business hours, or the request falls within them.
+open(route) if object.get(route, "business_hours", false) != true
+
+open(_) if within(request.now_ns)
+
+# closed(route) is the opposite of open(route).
+closed(route) if not open(route)
+
+# violations(route) explains closed(route).
+violations(route) := {msg |
+	closed(route)
+	bh := config.business_hours
 	msg := sprintf(
 		"%s may only be called during business hours (%s, %s-%s %s)",
-		[input.route.subject, concat(", ", config.business_hours.days), config.business_hours.start, config.business_hours.end, _tz],
+		[input.route.subject, concat(", ", bh.days), bh.start, bh.end, bh.timezone],
 	)
 }
 
 # within(ns) reports whether the instant ns (Unix nanoseconds) falls within the
-# configured business hours. A malformed configuration is never within.
+# configured business hours.
 within(ns) if {
-	time.weekday([ns, _tz]) in config.business_hours.days
-	[hour, minute, _] := time.clock([ns, _tz])
+	bh := config.business_hours
+	time.weekday([ns, bh.timezone]) in bh.days
+	[hour, minute, _] := time.clock([ns, bh.timezone])
 	now := (hour * 60) + minute
-	now >= _minute_of_day(config.business_hours.start)
-	now < _minute_of_day(config.business_hours.end)
+	now >= minute_of_day(bh.start)
+	now < minute_of_day(bh.end)
 }
 
-_tz := object.get(config.business_hours, "timezone", "UTC")
-
-_minute_of_day(hhmm) := (to_number(hour) * 60) + to_number(minute) if {
+# minute_of_day("HH:MM") is the minute of the day, undefined for other text.
+minute_of_day(hhmm) := (to_number(hour) * 60) + to_number(minute) if {
+	regex.match(`^([01][0-9]|2[0-3]):[0-5][0-9]$`, hhmm)
 	[hour, minute] := split(hhmm, ":")
 }

@@ -1,0 +1,264 @@
+# METADATA
+# title: Configuration checks
+# description: |
+#   data.sqlgate.lint.problems lists what is wrong with data.sqlgate.config.
+#   sqlgate evaluates it (without input) whenever it loads the policy and
+#   refuses to serve a policy with problems, keeping the last good one, so a
+#   typo such as "buisness_hours: true" never silently loosens a rule.
+#   `sqlgate policy check` reports the same problems.
+package sqlgate.lint
+
+import data.sqlgate.config
+import data.sqlgate.lib.hours
+
+_config_keys := {"routes", "business_hours", "break_glass", "deny", "nats", "sql_credentials"}
+
+_route_keys := {
+	"groups", "limits", "business_hours", "mfa", "max_auth_age",
+	"break_glass", "max_rows", "timeout_ms", "redact_params",
+}
+
+_limit_keys := {"group", "param", "min", "max"}
+
+_business_hours_keys := {"timezone", "days", "start", "end"}
+
+_weekdays := {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}
+
+_break_glass_keys := {"group", "min_reason_length"}
+
+_deny_keys := {"principals", "groups", "routes", "reason"}
+
+_sql_keys := {"group", "database", "roles", "max_ttl"}
+
+problems contains sprintf("config: unknown key %q", [key]) if {
+	some key, _ in config
+	not key in _config_keys
+}
+
+# Routes.
+
+problems contains "config.routes: must be an object keyed by route subject" if {
+	not is_object(object.get(config, "routes", {}))
+}
+
+problems contains sprintf("routes.%s: must be an object", [subject]) if {
+	some subject, route in _routes
+	not is_object(route)
+}
+
+problems contains sprintf("routes.%s: unknown key %q", [subject, key]) if {
+	some subject, route in _routes
+	some key, _ in route
+	not key in _route_keys
+}
+
+problems contains sprintf("routes.%s.%s: must be a list of strings", [subject, key]) if {
+	some subject, route in _routes
+	some key in ["groups", "redact_params"]
+	value := route[key]
+	not _strings(value)
+}
+
+problems contains sprintf("routes.%s.%s: must be true or false", [subject, key]) if {
+	some subject, route in _routes
+	some key in ["business_hours", "mfa", "break_glass"]
+	value := route[key]
+	not is_boolean(value)
+}
+
+problems contains sprintf("routes.%s.%s: must be a whole number of at least 0", [subject, key]) if {
+	some subject, route in _routes
+	some key in ["max_rows", "timeout_ms"]
+	value := route[key]
+	not _count(value)
+}
+
+problems contains sprintf("routes.%s.max_auth_age: must be a positive duration such as \"1h\"", [subject]) if {
+	some subject, route in _routes
+	not _duration(object.get(route, "max_auth_age", "1s"))
+}
+
+problems contains sprintf("routes.%s.limits: must be a list", [subject]) if {
+	some subject, route in _routes
+	not is_array(object.get(route, "limits", []))
+}
+
+problems contains sprintf("routes.%s.limits[%d]: %s", [subject, i, msg]) if {
+	some subject, route in _routes
+	is_array(route.limits)
+	some i, limit in route.limits
+	some msg in _limit_problems(limit)
+}
+
+problems contains sprintf("routes.%s: business_hours needs config.business_hours", [subject]) if {
+	some subject, route in _routes
+	route.business_hours == true
+	not config.business_hours
+}
+
+problems contains sprintf("routes.%s: break_glass needs config.break_glass", [subject]) if {
+	some subject, route in _routes
+	route.break_glass == true
+	not config.break_glass
+}
+
+_limit_problems(limit) := {"must be an object"} if {
+	not is_object(limit)
+} else := {msg |
+	some msg in (((({
+	sprintf("unknown key %q", [key]) |
+		some key, _ in limit
+		not key in _limit_keys
+	} | {
+	sprintf("%s must be a string", [key]) |
+		some key in ["group", "param"]
+		not is_string(object.get(limit, key, null))
+	}) | {
+	sprintf("%s must be a number", [key]) |
+		some key in ["min", "max"]
+		value := limit[key]
+		not is_number(value)
+	}) | {"needs min or max" |
+		not "min" in object.keys(limit)
+		not "max" in object.keys(limit)
+	}) | {"min is larger than max" | limit.min > limit.max})
+}
+
+# Business hours.
+
+problems contains sprintf("business_hours: unknown key %q", [key]) if {
+	some key, _ in config.business_hours
+	not key in _business_hours_keys
+}
+
+problems contains "business_hours.timezone: must be an IANA time zone such as \"Europe/Berlin\"" if {
+	config.business_hours
+	not time.clock([0, object.get(config.business_hours, "timezone", null)])
+}
+
+problems contains "business_hours.days: must be a list of weekday names such as Monday" if {
+	config.business_hours
+	not _weekday_list(object.get(config.business_hours, "days", null))
+}
+
+problems contains sprintf("business_hours.%s: must be a time such as \"08:00\"", [key]) if {
+	config.business_hours
+	some key in ["start", "end"]
+	not hours.minute_of_day(object.get(config.business_hours, key, null))
+}
+
+problems contains "business_hours: start must be before end" if {
+	hours.minute_of_day(config.business_hours.start) >= hours.minute_of_day(config.business_hours.end)
+}
+
+# Break glass.
+
+problems contains sprintf("break_glass: unknown key %q", [key]) if {
+	some key, _ in config.break_glass
+	not key in _break_glass_keys
+}
+
+problems contains "break_glass.group: must be a group name" if {
+	config.break_glass
+	not is_string(object.get(config.break_glass, "group", null))
+}
+
+problems contains "break_glass.min_reason_length: must be a whole number of at least 0" if {
+	config.break_glass
+	not _count(object.get(config.break_glass, "min_reason_length", null))
+}
+
+# Deny list.
+
+problems contains "deny: must be a list" if {
+	not is_array(object.get(config, "deny", []))
+}
+
+problems contains sprintf("deny[%d]: unknown key %q", [i, key]) if {
+	some i, entry in _deny
+	some key, _ in entry
+	not key in _deny_keys
+}
+
+problems contains sprintf("deny[%d].%s: must be a list of strings", [i, key]) if {
+	some i, entry in _deny
+	some key in ["principals", "groups", "routes"]
+	value := entry[key]
+	not _strings(value)
+}
+
+problems contains sprintf("deny[%d].reason: must be a string", [i]) if {
+	some i, entry in _deny
+	not is_string(object.get(entry, "reason", ""))
+}
+
+# Credentials.
+
+problems contains sprintf("nats: unknown key %q", [key]) if {
+	some key, _ in config.nats
+	key != "ttl"
+}
+
+problems contains "nats.ttl: must be a positive duration such as \"15m\"" if {
+	config.nats
+	not _duration(object.get(config.nats, "ttl", null))
+}
+
+problems contains "sql_credentials: must be a list" if {
+	not is_array(object.get(config, "sql_credentials", []))
+}
+
+problems contains sprintf("sql_credentials[%d]: unknown key %q", [i, key]) if {
+	some i, grant in _sql_credentials
+	some key, _ in grant
+	not key in _sql_keys
+}
+
+problems contains sprintf("sql_credentials[%d].%s: must be a string", [i, key]) if {
+	some i, grant in _sql_credentials
+	some key in ["group", "database"]
+	not is_string(object.get(grant, key, null))
+}
+
+problems contains sprintf("sql_credentials[%d].roles: must be a list of strings", [i]) if {
+	some i, grant in _sql_credentials
+	not _strings(object.get(grant, "roles", null))
+}
+
+problems contains sprintf("sql_credentials[%d].max_ttl: must be a positive duration such as \"1h\"", [i]) if {
+	some i, grant in _sql_credentials
+	not _duration(object.get(grant, "max_ttl", null))
+}
+
+# The collections iterated below, when they have the right shape (a wrong
+# shape is reported once, above).
+_routes := config.routes if is_object(config.routes)
+
+_deny := config.deny if is_array(config.deny)
+
+_sql_credentials := config.sql_credentials if is_array(config.sql_credentials)
+
+_strings(value) if {
+	is_array(value)
+	every e in value {
+		is_string(e)
+	}
+}
+
+_count(value) if {
+	is_number(value)
+	value >= 0
+	round(value) == value
+}
+
+_duration(value) if {
+	is_string(value)
+	time.parse_duration_ns(value) > 0
+}
+
+_weekday_list(value) if {
+	_strings(value)
+	every day in value {
+		day in _weekdays
+	}
+}

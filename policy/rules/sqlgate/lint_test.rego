@@ -1,0 +1,114 @@
+package sqlgate.lint_test
+
+import data.sqlgate.lint
+
+test_demo_configuration_is_clean if {
+	lint.problems == set()
+}
+
+test_problems if {
+	cfg := {
+		"routes": {
+			"a.b": {
+				"groups": "sales",
+				"buisness_hours": true,
+				"mfa": "yes",
+				"max_rows": -1,
+				"timeout_ms": 1.5,
+				"max_auth_age": "soon",
+				"redact_params": [1],
+				"limits": [
+					{"group": "s", "param": "amount", "max": "10"},
+					{"group": "s", "param": "x", "min": 5, "max": 1},
+					3,
+					{"group": "s"},
+					{"param": "y", "max": 1, "maxx": 2},
+				],
+			},
+			"c.d": {"business_hours": true, "break_glass": true},
+			"e.f": [],
+		},
+		"deny": [{"principal": ["x"], "routes": "a.b", "reason": 5}],
+		"nats": {"ttl": "forever", "x": 1},
+		"sql_credentials": [{"database": "d", "roles": "r", "max_ttl": "1x", "y": 1}],
+		"extra": 1,
+	}
+	lint.problems == {
+		"config: unknown key \"extra\"",
+		"routes.a.b: unknown key \"buisness_hours\"",
+		"routes.a.b.groups: must be a list of strings",
+		"routes.a.b.redact_params: must be a list of strings",
+		"routes.a.b.mfa: must be true or false",
+		"routes.a.b.max_rows: must be a whole number of at least 0",
+		"routes.a.b.timeout_ms: must be a whole number of at least 0",
+		"routes.a.b.max_auth_age: must be a positive duration such as \"1h\"",
+		"routes.a.b.limits[0]: max must be a number",
+		"routes.a.b.limits[1]: min is larger than max",
+		"routes.a.b.limits[2]: must be an object",
+		"routes.a.b.limits[3]: needs min or max",
+		"routes.a.b.limits[3]: param must be a string",
+		"routes.a.b.limits[4]: group must be a string",
+		"routes.a.b.limits[4]: unknown key \"maxx\"",
+		"routes.c.d: business_hours needs config.business_hours",
+		"routes.c.d: break_glass needs config.break_glass",
+		"routes.e.f: must be an object",
+		"deny[0]: unknown key \"principal\"",
+		"deny[0].routes: must be a list of strings",
+		"deny[0].reason: must be a string",
+		"nats: unknown key \"x\"",
+		"nats.ttl: must be a positive duration such as \"15m\"",
+		"sql_credentials[0]: unknown key \"y\"",
+		"sql_credentials[0].group: must be a string",
+		"sql_credentials[0].roles: must be a list of strings",
+		"sql_credentials[0].max_ttl: must be a positive duration such as \"1h\"",
+	} with data.sqlgate.config as cfg
+}
+
+test_business_hours_and_break_glass_problems if {
+	cfg := {
+		"business_hours": {"timezone": "Mars/Olympus", "days": ["Mon"], "start": "8am", "end": "18:00", "x": 1},
+		"break_glass": {"group": 1, "min_reason_length": "ten"},
+	}
+	lint.problems == {
+		"business_hours: unknown key \"x\"",
+		"business_hours.timezone: must be an IANA time zone such as \"Europe/Berlin\"",
+		"business_hours.days: must be a list of weekday names such as Monday",
+		"business_hours.start: must be a time such as \"08:00\"",
+		"break_glass.group: must be a group name",
+		"break_glass.min_reason_length: must be a whole number of at least 0",
+	} with data.sqlgate.config as cfg
+}
+
+test_hours_in_order if {
+	lint.problems == {"business_hours: start must be before end"} with data.sqlgate.config as {"business_hours": {
+		"timezone": "UTC", "days": ["Monday"], "start": "18:00", "end": "08:00",
+	}}
+}
+
+test_missing_required_keys if {
+	lint.problems == {
+		"business_hours.timezone: must be an IANA time zone such as \"Europe/Berlin\"",
+		"business_hours.days: must be a list of weekday names such as Monday",
+		"business_hours.start: must be a time such as \"08:00\"",
+		"business_hours.end: must be a time such as \"08:00\"",
+		"break_glass.group: must be a group name",
+		"break_glass.min_reason_length: must be a whole number of at least 0",
+		"nats.ttl: must be a positive duration such as \"15m\"",
+	} with data.sqlgate.config as {"business_hours": {}, "break_glass": {}, "nats": {}}
+}
+
+test_wrong_shapes if {
+	lint.problems == {
+		"config.routes: must be an object keyed by route subject",
+		"deny: must be a list",
+		"sql_credentials: must be a list",
+		"break_glass: unknown key \"groups\"",
+		"break_glass.group: must be a group name",
+	} with data.sqlgate.config as {
+		"routes": ["a.b"],
+		"deny": {"principals": ["x"]},
+		"sql_credentials": {"group": "g"},
+		"break_glass": {"groups": ["bg"], "min_reason_length": 1},
+	}
+	lint.problems == {"routes.a.b.limits: must be a list"} with data.sqlgate.config as {"routes": {"a.b": {"limits": {"group": "g"}}}}
+}
