@@ -265,7 +265,9 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
 	opts := append([]nats.Option{
 		auth, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			a.log.Warn("nats disconnected", "conn", name, "err", err)
+			if err != nil { // nil: closed on purpose
+				a.log.Warn("nats disconnected", "conn", name, "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { a.log.Info("nats reconnected", "conn", name) }),
 	}, a.cfg.NATSConnect...)

@@ -203,6 +203,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	st.Started, st.PID = started, os.Getpid()
+	if err := writeDemoFiles(dir, st); err != nil {
+		a.shutdown(context.Background())
+		return err
+	}
 	if err := saveDevState(dir, st); err != nil {
 		a.shutdown(context.Background())
 		return err

@@ -150,6 +150,22 @@ func devSecrets(dir string, prev devState) (devState, error) {
 	return st, nil
 }
 
+// writeDemoFiles writes DIR/demo/<user>.password and DIR/demo/audit.vkey so
+// that the README walkthrough can be pasted as is
+// (`--password-stdin < .sqlgate/demo/alice.password`).
+func writeDemoFiles(dir string, st devState) error {
+	demo := filepath.Join(dir, "demo")
+	if err := os.MkdirAll(demo, 0o700); err != nil {
+		return err
+	}
+	for _, u := range st.Users {
+		if err := os.WriteFile(filepath.Join(demo, u.Name+".password"), []byte(u.Password+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(demo, "audit.vkey"), []byte(st.AuditKey+"\n"), 0o644)
+}
+
 func randomSecret(n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -354,12 +370,11 @@ func printDevBanner(w io.Writer, st devState, took time.Duration) {
 	for i, u := range st.Users {
 		fmt.Fprintf(w, "    %-6s %-18s %-9s %s\n", u.Name, u.Password, u.Groups[0], demoUsers[i].role)
 	}
-	alice := st.Users[0]
 	fmt.Fprintf(w, `
 Next steps, in another terminal from this directory:
 
-  export SQLGATE_HOME=$PWD/.sqlgate/cli SQLGATE_BROKER=%s
-  echo '%s' | bin/sqlgate login --username alice --password-stdin
+  export SQLGATE_HOME=%s/cli SQLGATE_BROKER=%s
+  bin/sqlgate login --username alice --password-stdin < %s/demo/alice.password
   bin/sqlgate routes
   bin/sqlgate creds nats
   bin/sqlgate call orders.v1.create '{"customer":"ACME","amount":250}'
@@ -368,5 +383,5 @@ Next steps, in another terminal from this directory:
 
 Sign in to the dashboard at %s (carol sees and verifies the audit log).
 Stop with Ctrl-C; the next start reuses %s.
-`, st.HTTPURL, alice.Password, st.HTTPURL, st.DataDir)
+`, st.DataDir, st.HTTPURL, st.DataDir, st.HTTPURL, st.DataDir)
 }
