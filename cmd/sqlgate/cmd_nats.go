@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -111,11 +112,23 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The server refuses a publish outside the credential's allow-list
+	// asynchronously; cancel the request at once instead of waiting for the
+	// timeout.
+	rctx, cancel := context.WithTimeoutCause(ctx, *timeout, fmt.Errorf("no reply within %s", *timeout))
+	defer cancel()
+	var denied atomic.Value
 	nc, err := nats.Connect(info.NATSURL,
 		nats.UserCredentials(info.Creds),
 		nats.CustomInboxPrefix(info.InboxPrefix),
 		nats.Name("sqlgate-cli"),
 		nats.Timeout(10*time.Second),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				denied.Store(err)
+				cancel()
+			}
+		}),
 	)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w (expired credentials? run sqlgate creds nats)", info.NATSURL, err)
@@ -132,17 +145,16 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 	if *reason != "" {
 		msg.Header.Set("Sqlgate-Reason", *reason)
 	}
-	rctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
 	reply, err := nc.RequestMsgWithContext(rctx, msg)
 	if err != nil {
+		if d, ok := denied.Load().(error); ok {
+			return fmt.Errorf("the NATS server refused to publish to %s: your credential does not allow it (%w)", subject, d)
+		}
 		if errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("no responder for %s: not a route, or sqlgated is not running", subject)
 		}
-		if errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, context.DeadlineExceeded) {
-			if le := nc.LastError(); le != nil {
-				return fmt.Errorf("request %s: %w (%v)", subject, err, le)
-			}
+		if cause := context.Cause(rctx); cause != nil && errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("request %s: %w", subject, cause)
 		}
 		return fmt.Errorf("request %s: %w", subject, err)
 	}

@@ -185,6 +185,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		ControlDB: control, ControlDialect: sqlstore.SQLite,
 		Audit: audit.Config{
 			Origin: "sqlgate-dev/" + hostname(), Instance: "dev", Signer: signer, ParamKey: paramKey,
+			// Export checkpoints often, so the walkthrough's --trusted-checkpoint has copies.
+			SinkInterval: 5 * time.Second,
 		},
 		SinkDir:   filepath.Join(dir, "checkpoints"),
 		PolicyDir: policyDir, Watch: true,
