@@ -210,20 +210,28 @@ func devDatabases(ctx context.Context, dir string, logger *slog.Logger) (*route.
 		return nil, nil, err
 	}
 	dbPath := filepath.Join(dir, "orders.db")
-	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=busy_timeout(5000)")
-	if err != nil {
+	if err := createDemoDB(ctx, dbPath); err != nil {
 		return nil, nil, err
-	}
-	_, err = db.ExecContext(ctx, demoSchema)
-	db.Close()
-	if err != nil {
-		return nil, nil, fmt.Errorf("create demo schema: %w", err)
 	}
 	ex, err := sqlite.Open(ctx, sqlite.Config{Name: "orders", Path: dbPath, Logger: logger.With("component", "sqlite")})
 	if err != nil {
 		return nil, nil, err
 	}
 	return catalog, map[string]broker.Executor{"orders": ex}, nil
+}
+
+// createDemoDB creates the demo orders schema in the SQLite file at path
+// (idempotent).
+func createDemoDB(ctx context.Context, path string) error {
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, demoSchema); err != nil {
+		return fmt.Errorf("create demo schema: %w", err)
+	}
+	return nil
 }
 
 // devPolicy copies the demo policy into DIR/policy on first start; later

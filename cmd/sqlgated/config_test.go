@@ -1,0 +1,66 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/sqlgate/sqlgate/broker/route"
+)
+
+func TestExampleConfig(t *testing.T) {
+	cfg, err := loadConfig("../../deploy/examples/sqlgated.yaml")
+	if err != nil {
+		t.Fatalf("deploy/examples/sqlgated.yaml: %v", err)
+	}
+	if cfg.Instance != "sqlgate-1" || len(cfg.Databases) != 2 || cfg.Identity.Web == nil || len(cfg.Identity.Issuers) != 2 {
+		t.Errorf("example config decoded as %+v", cfg)
+	}
+	if _, err := route.LoadFile("../../deploy/examples/routes.yaml"); err != nil {
+		t.Errorf("deploy/examples/routes.yaml: %v", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	base, err := os.ReadFile("../../deploy/examples/sqlgated.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, from, to string
+		want           []string
+	}{
+		{"unknown_key", "instance: sqlgate-1", "instance: sqlgate-1\nlisten: 1", []string{"field listen not found"}},
+		{"typo_nested", "  keysDir:", "  keyDir:", []string{"field keyDir not found"}},
+		{"inline_secret_rejected", "      clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n      groupMap", "      clientSecret: hunter2\n      groupMap", []string{"field clientSecret not found"}},
+		{"all_problems_at_once", "routes: /etc/sqlgate/routes.yaml", "routes: \"\"", []string{"routes: the route catalog file is required"}},
+		{"two_dialects", "      maxConns: 16\n\ncontrol:", "      maxConns: 16\n    sqlite:\n      name: x\n      path: /tmp/x\n\ncontrol:", []string{"databases[1]: set exactly one of sqlite, postgres and sqlserver"}},
+		{"bad_control", "  dialect: postgres", "  dialect: oracle", []string{"control.dialect must be sqlite, postgres or sqlserver"}},
+		{"web_without_secret", "    clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n    cookieKeyFile", "    cookieKeyFile", []string{"identity.web needs exactly one of clientSecretFile and clientSecretEnv"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			text := string(base)
+			if !strings.Contains(text, tc.from) {
+				t.Fatalf("example lacks %q", tc.from)
+			}
+			_, err := parseConfig([]byte(strings.Replace(text, tc.from, tc.to, 1)))
+			if err == nil {
+				t.Fatal("parseConfig succeeded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %v\nwant it to contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Error("error echoes a secret")
+			}
+		})
+	}
+	// Several problems come back together.
+	_, err = parseConfig([]byte("instance: x\n"))
+	if err == nil || strings.Count(err.Error(), "\n") < 4 {
+		t.Errorf("empty config: %v, want every problem listed", err)
+	}
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/sqlgate/sqlgate/identity/devidp"
+	"github.com/sqlgate/sqlgate/identity/devidp/devidptest"
+	"github.com/sqlgate/sqlgate/policy/rules"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestServeWithEmittedNATSConfig is the operator's journey: nats-setup
+// writes the NATS configuration, a nats-server runs it, sqlgated serve runs
+// from a config file against it and an external OpenID provider, and a user
+// signs in, gets a credential and calls a route.
+func TestServeWithEmittedNATSConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("serve end to end: skipped with -short")
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	routes := filepath.Join(dir, "routes.yaml")
+	if err := os.WriteFile(routes, demoRoutes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := freeAddr(t)
+	var out strings.Builder
+	if err := run(ctx, []string{"nats-setup", "--out", filepath.Join(dir, "nats"), "--keys", filepath.Join(dir, "keys"), "--routes", routes, "--listen", natsAddr}, &out, &out); err != nil {
+		t.Fatalf("nats-setup: %v\n%s", err, out.String())
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats", "nats-server.conf"))
+	if err != nil {
+		t.Fatalf("the emitted nats-server.conf does not load: %v", err)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server did not start")
+	}
+
+	idp := devidptest.Start(t, devidp.WithUsers(devidp.User{Username: "alice", Password: "alice-pw", Email: "alice@example.com", Groups: []string{"sales"}}),
+		devidp.WithClients(devidp.Client{ID: "sqlgate-cli", RedirectURIs: []string{"http://127.0.0.1/callback"}}))
+	db := filepath.Join(dir, "orders.db")
+	if err := createDemoDB(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	policyDir := filepath.Join(dir, "policy")
+	if err := os.CopyFS(policyDir, rules.FS); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := freeAddr(t)
+	cfg := fmt.Sprintf(`
+instance: test-1
+routes: %[1]s/routes.yaml
+http:
+  listen: %[2]s
+  auditorGroups: [auditors]
+nats:
+  url: nats://%[3]s
+  keysDir: %[1]s/keys
+identity:
+  issuers:
+    - name: dev
+      issuer: %[4]s
+      audiences: [sqlgate, sqlgate-cli]
+  cli:
+    issuer: %[4]s
+    clientID: sqlgate-cli
+policy:
+  dir: %[1]s/policy
+databases:
+  - sqlite:
+      name: orders
+      path: %[1]s/orders.db
+control:
+  dialect: sqlite
+  path: %[1]s/control.db
+audit:
+  signingKeyFile: %[1]s/secrets/audit-signing.key
+  paramKeyFile: %[1]s/secrets/audit-param.key
+`, dir, httpAddr, natsAddr, idp.Issuer())
+	cfgPath := filepath.Join(dir, "sqlgated.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "--config", cfgPath, "--log-level", "warn"}, logs, logs) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v\n%s", err, logs)
+		}
+	}()
+	base := "http://" + httpAddr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sqlgated serve not ready:\n%s", logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	s := &devStack{st: devState{HTTPURL: base, Issuer: idp.Issuer(), CLI: "sqlgate-cli", Users: []devUser{{Name: "alice", Password: "alice-pw"}}}}
+	alice, _ := s.login(t, "alice")
+	nc, _, _ := s.natsUser(t, alice, 0)
+	env, _ := request(t, nc, "orders.v1.create", `{"customer":"serve","amount":5}`, nil)
+	if !env.OK {
+		t.Fatalf("create through serve: %+v", env)
+	}
+	if env, _ := request(t, nc, "orders.v1.get", `{"id":1}`, nil); !env.OK || rows(t, env)[0]["customer"] != "serve" {
+		t.Errorf("get through serve: %+v", env)
+	}
+	for _, f := range []string{"secrets/audit-signing.key", "secrets/audit-param.key"} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v %v, want a 0600 file created on first start", f, st.Mode(), err)
+		}
+	}
+}
