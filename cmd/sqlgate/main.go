@@ -81,7 +81,13 @@ func usagef(format string, args ...any) error { return &usageError{msg: fmt.Spri
 // run executes the CLI and returns the process exit code: 0 on success, 1
 // on failure, 2 on a usage error.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	return runEnv(ctx, args, stdin, stdout, stderr, os.Getenv)
+}
+
+// runEnv is run with the environment given as a function (tests isolate
+// SQLGATE_HOME and SQLGATE_BROKER this way).
+func runEnv(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
 	cmds := commands()
 	path := []string{"sqlgate"}
 	for {

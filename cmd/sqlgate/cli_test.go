@@ -1,0 +1,433 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The CLI is tested against a real `sqlgated dev`, built from this module
+// and started as its own process, as a newcomer runs it.
+
+var (
+	daemonOnce sync.Once
+	daemonBin  string
+	daemonErr  error
+)
+
+func buildDaemon(t *testing.T) string {
+	t.Helper()
+	daemonOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sqlgated-bin-")
+		if err != nil {
+			daemonErr = err
+			return
+		}
+		daemonBin = filepath.Join(dir, "sqlgated")
+		out, err := exec.Command("go", "build", "-o", daemonBin, "github.com/sqlgate/sqlgate/cmd/sqlgated").CombinedOutput()
+		if err != nil {
+			daemonErr = err
+			daemonBin = string(out)
+		}
+	})
+	if daemonErr != nil {
+		t.Fatalf("build sqlgated: %v\n%s", daemonErr, daemonBin)
+	}
+	return daemonBin
+}
+
+type devInfo struct {
+	HTTPURL string `json:"http_url"`
+	NATSURL string `json:"nats_url"`
+	Issuer  string `json:"issuer"`
+	Users   []struct {
+		Name     string `json:"name"`
+		Password string `json:"password"`
+	} `json:"users"`
+	Service struct {
+		ID     string `json:"id"`
+		Secret string `json:"secret"`
+	} `json:"service_client"`
+	AuditKey string `json:"audit_verifier_key"`
+	dir      string
+}
+
+func (d *devInfo) password(name string) string {
+	for _, u := range d.Users {
+		if u.Name == name {
+			return u.Password
+		}
+	}
+	return ""
+}
+
+// startDaemon runs `sqlgated dev` on free ports until the test ends.
+func startDaemon(t *testing.T) *devInfo {
+	t.Helper()
+	bin := buildDaemon(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "dev", "--data-dir", dir, "--http", "127.0.0.1:0", "--nats", "127.0.0.1:0", "--log-level", "warn")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "dev.json"))
+		if err == nil {
+			var d devInfo
+			if json.Unmarshal(b, &d) == nil && d.HTTPURL != "" {
+				if resp, err := http.Get(d.HTTPURL + "/readyz"); err == nil {
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						d.dir = dir
+						return &d
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) || cmd.ProcessState != nil {
+			t.Fatalf("sqlgated dev did not start:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cli runs the CLI in-process with its own state directory.
+type cli struct {
+	t    *testing.T
+	home string
+	env  map[string]string
+}
+
+func newCLI(t *testing.T, d *devInfo) *cli {
+	return &cli{t: t, home: t.TempDir(), env: map[string]string{"SQLGATE_BROKER": d.HTTPURL}}
+}
+
+func (c *cli) run(stdin string, args ...string) (code int, stdout, stderr string) {
+	c.t.Helper()
+	var o, e bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	getenv := func(k string) string {
+		if k == "SQLGATE_HOME" {
+			return c.home
+		}
+		return c.env[k]
+	}
+	code = runEnv(ctx, args, strings.NewReader(stdin), &o, &e, getenv)
+	return code, o.String(), e.String()
+}
+
+func (c *cli) must(stdin string, args ...string) string {
+	c.t.Helper()
+	code, out, errOut := c.run(stdin, args...)
+	if code != 0 {
+		c.t.Fatalf("sqlgate %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func TestCLIWalkthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("CLI against a dev daemon: skipped with -short")
+	}
+	d := startDaemon(t)
+	c := newCLI(t, d)
+
+	if out := c.must(d.password("alice")+"\n", "login", "--username", "alice", "--password-stdin"); !strings.Contains(out, "alice@example.com") {
+		t.Errorf("login output = %q", out)
+	}
+	var who struct {
+		Email  string   `json:"email"`
+		Groups []string `json:"groups"`
+	}
+	if err := json.Unmarshal([]byte(c.must("", "whoami", "--output", "json")), &who); err != nil || who.Email != "alice@example.com" {
+		t.Errorf("whoami --output json = %+v, %v", who, err)
+	}
+	var routes struct {
+		Routes []struct{ Subject string } `json:"routes"`
+	}
+	if err := json.Unmarshal([]byte(c.must("", "routes", "--output", "json")), &routes); err != nil || len(routes.Routes) != 3 {
+		t.Errorf("routes = %+v, %v", routes, err)
+	}
+	credsOut := c.must("", "creds", "nats")
+	if !strings.Contains(credsOut, "nats req") || !strings.Contains(credsOut, "--inbox-prefix _INBOX_U") {
+		t.Errorf("creds nats output = %s", credsOut)
+	}
+	if st, err := os.Stat(filepath.Join(c.home, "nats.creds")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("nats.creds: %v %v, want 0600", st, err)
+	}
+	for _, f := range []string{"tokens"} {
+		if st, err := os.Stat(filepath.Join(c.home, f)); err != nil || st.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: %v %v, want private", f, st, err)
+		}
+	}
+
+	out := c.must("", "call", "orders.v1.create", `{"customer":"ACME","amount":250}`, "--idempotency-key", "order-1")
+	var env struct {
+		OK       bool `json:"ok"`
+		Replayed bool `json:"replayed"`
+		Audit    struct {
+			Index int64 `json:"index"`
+		} `json:"audit"`
+	}
+	if err := json.Unmarshal([]byte(out), &env); err != nil || !env.OK || env.Replayed {
+		t.Fatalf("call = %s", out)
+	}
+	out = c.must("", "call", "orders.v1.create", `{"customer":"ACME","amount":250}`, "--idempotency-key", "order-1")
+	if err := json.Unmarshal([]byte(out), &env); err != nil || !env.Replayed {
+		t.Errorf("retry = %s, want replayed", out)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"call", "orders.v1.create", `{"customer":"ACME","amount":5000}`}, 1, `"forbidden"`},
+		{[]string{"call", "orders.v1.get", `{"id":"1"}`}, 1, `"invalid_request"`},
+		{[]string{"call", "orders.v1.get"}, 2, ""},
+		{[]string{"call", "--nope", "x", "{}"}, 2, ""},
+		{[]string{"frobnicate"}, 2, ""},
+		{[]string{"whoami", "--output", "yaml"}, 2, ""},
+		{[]string{"call", "--help"}, 0, ""},
+	} {
+		code, stdout, _ := c.run("", tc.args...)
+		if code != tc.code || !strings.Contains(stdout, tc.want) {
+			t.Errorf("sqlgate %v: exit %d, stdout %q; want exit %d containing %q", tc.args, code, stdout, tc.code, tc.want)
+		}
+	}
+
+	// A receipt for the call, checked with the published key only.
+	if out := c.must("", "audit", "prove", jsonInt(env.Audit.Index), "--key", d.AuditKey); !strings.Contains(out, "is in the signed log") {
+		t.Errorf("prove = %s", out)
+	}
+	if code, _, errOut := c.run("", "audit", "prove", jsonInt(env.Audit.Index), "--key", "other/key+00000000+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="); code == 0 {
+		t.Errorf("prove with a foreign key succeeded: %s", errOut)
+	}
+
+	// Leases: list and revoke the NATS credential; calls then fail.
+	var leases struct {
+		Leases []struct{ ID, State string } `json:"leases"`
+	}
+	if err := json.Unmarshal([]byte(c.must("", "leases", "list", "--output", "json")), &leases); err != nil || len(leases.Leases) != 1 {
+		t.Fatalf("leases = %+v, %v", leases, err)
+	}
+	c.must("", "leases", "revoke", leases.Leases[0].ID)
+	if code, _, errOut := c.run("", "call", "orders.v1.get", `{"id":1}`); code != 1 {
+		t.Errorf("call with a revoked credential: exit %d (%s)", code, errOut)
+	}
+
+	// carol audits; her policy allows no NATS credential.
+	auditor := newCLI(t, d)
+	auditor.must(d.password("carol")+"\n", "login", "--username", "carol", "--password-stdin")
+	if code, _, errOut := auditor.run("", "creds", "nats"); code != 1 || !strings.Contains(errOut, "HTTP 403") {
+		t.Errorf("carol creds nats: exit %d, %s", code, errOut)
+	}
+	bundle := filepath.Join(t.TempDir(), "log.bundle")
+	auditor.must("", "audit", "export", "-o", bundle)
+	if out := auditor.must("", "audit", "verify", "--bundle", bundle, "--key", d.AuditKey); !strings.Contains(out, "OK") {
+		t.Errorf("verify = %s", out)
+	}
+	var rep struct {
+		OK bool `json:"ok"`
+	}
+	if err := json.Unmarshal([]byte(auditor.must("", "audit", "verify", "--key", d.AuditKey, "--output", "json")), &rep); err != nil || !rep.OK {
+		t.Errorf("verify --output json = %+v, %v", rep, err)
+	}
+
+	c.must("", "logout")
+	if code, _, errOut := c.run("", "whoami"); code != 1 || !strings.Contains(errOut, "sqlgate login") {
+		t.Errorf("whoami after logout: exit %d, %s", code, errOut)
+	}
+}
+
+func TestCLILoginFlows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("CLI against a dev daemon: skipped with -short")
+	}
+	d := startDaemon(t)
+
+	t.Run("client_credentials", func(t *testing.T) {
+		c := newCLI(t, d)
+		secret := filepath.Join(t.TempDir(), "secret")
+		if err := os.WriteFile(secret, []byte(d.Service.Secret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.must("", "login", "--client-credentials", "--client-id", d.Service.ID, "--client-secret-file", secret)
+		if out := c.must("", "whoami"); !strings.Contains(out, d.Service.ID) {
+			t.Errorf("service whoami = %s", out)
+		}
+		// A wrong secret is refused.
+		if err := os.WriteFile(secret, []byte("wrong"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, _ := newCLI(t, d).run("", "login", "--client-credentials", "--client-id", d.Service.ID, "--client-secret-file", secret); code != 1 {
+			t.Errorf("wrong client secret: exit %d", code)
+		}
+	})
+
+	t.Run("wrong_password", func(t *testing.T) {
+		if code, _, errOut := newCLI(t, d).run("nope\n", "login", "--username", "alice", "--password-stdin"); code != 1 || strings.Contains(errOut, "nope") {
+			t.Errorf("wrong password: exit %d, %s", code, errOut)
+		}
+	})
+
+	t.Run("browser", func(t *testing.T) {
+		c := newCLI(t, d)
+		pr, pw := io.Pipe()
+		done := make(chan int, 1)
+		go func() {
+			var o bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			done <- runEnv(ctx, []string{"login", "--no-browser"}, strings.NewReader(""), &o, pw, func(k string) string {
+				if k == "SQLGATE_HOME" {
+					return c.home
+				}
+				return c.env[k]
+			})
+			pw.Close()
+		}()
+		// The CLI prints the sign-in URL; a "user" opens it and signs in.
+		loginURL := waitFor(t, pr, regexp.MustCompile(`https?://\S+/authorize\S*`))
+		signInForm(t, loginURL, "alice", d.password("alice"))
+		if code := <-done; code != 0 {
+			t.Fatalf("login --no-browser: exit %d", code)
+		}
+		if out := c.must("", "whoami"); !strings.Contains(out, "alice@example.com") {
+			t.Errorf("whoami = %s", out)
+		}
+	})
+
+	t.Run("device", func(t *testing.T) {
+		c := newCLI(t, d)
+		pr, pw := io.Pipe()
+		done := make(chan int, 1)
+		go func() {
+			var o bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			done <- runEnv(ctx, []string{"login", "--device"}, strings.NewReader(""), &o, pw, func(k string) string {
+				if k == "SQLGATE_HOME" {
+					return c.home
+				}
+				return c.env[k]
+			})
+			pw.Close()
+		}()
+		verifyURL := waitFor(t, pr, regexp.MustCompile(`https?://[^\s)]+user_code=[^\s)]+`))
+		signInForm(t, verifyURL, "bob", d.password("bob"))
+		if code := <-done; code != 0 {
+			t.Fatalf("login --device: exit %d", code)
+		}
+		if out := c.must("", "whoami"); !strings.Contains(out, "bob@example.com") {
+			t.Errorf("whoami = %s", out)
+		}
+	})
+}
+
+// waitFor reads r until re matches and returns the match; the rest of r is
+// drained in the background.
+func waitFor(t *testing.T, r io.Reader, re *regexp.Regexp) string {
+	t.Helper()
+	found := make(chan string, 1)
+	go func() {
+		var seen bytes.Buffer
+		buf := make([]byte, 512)
+		sent := false
+		for {
+			n, err := r.Read(buf)
+			seen.Write(buf[:n])
+			if m := re.FindString(seen.String()); m != "" && !sent {
+				found <- m
+				sent = true
+			}
+			if err != nil {
+				if !sent {
+					close(found)
+				}
+				return
+			}
+		}
+	}()
+	select {
+	case m, ok := <-found:
+		if !ok {
+			t.Fatal("the CLI ended without printing the URL")
+		}
+		return m
+	case <-time.After(30 * time.Second):
+		t.Fatal("the CLI did not print the URL")
+	}
+	return ""
+}
+
+// signInForm opens a sign-in page of the dev provider and submits its form
+// (hidden fields kept, username and password filled in), following redirects
+// back to the CLI's loopback listener.
+func signInForm(t *testing.T, pageURL, user, password string) {
+	t.Helper()
+	resp, err := http.Get(pageURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	form := url.Values{}
+	for _, m := range regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`).FindAllStringSubmatch(string(body), -1) {
+		form.Set(m[1], htmlUnescape(m[2]))
+	}
+	if m := regexp.MustCompile(`id="user_code" name="user_code" value="([^"]*)"`).FindStringSubmatch(string(body)); m != nil {
+		form.Set("user_code", htmlUnescape(m[1]))
+	}
+	action := regexp.MustCompile(`<form method="post" action="([^"]+)">`).FindStringSubmatch(string(body))
+	if action == nil {
+		t.Fatalf("no form on %s:\n%s", pageURL, body)
+	}
+	target, _ := url.Parse(pageURL)
+	ref, _ := url.Parse(htmlUnescape(action[1]))
+	form.Set("username", user)
+	form.Set("password", password)
+	if strings.Contains(string(body), `value="approve"`) {
+		form.Set("action", "approve")
+	} else {
+		form.Set("action", "login")
+	}
+	resp, err = http.PostForm(target.ResolveReference(ref).String(), form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		t.Fatalf("sign-in form answered %d", resp.StatusCode)
+	}
+}
+
+func htmlUnescape(s string) string {
+	return strings.NewReplacer("&amp;", "&", "&#43;", "+", "&#34;", `"`, "&lt;", "<", "&gt;", ">", "&#39;", "'").Replace(s)
+}
+
+func jsonInt(n int64) string { b, _ := json.Marshal(n); return string(b) }
