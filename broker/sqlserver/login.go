@@ -1,0 +1,532 @@
+package sqlserver
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/sqlgate/sqlgate/broker"
+)
+
+// The T-SQL batches of short-lived logins. Every batch is sent through
+// sp_executesql with named parameters: @login (the generated login name),
+// @password (creation only), @role, @expires_at (datetimeoffset), @lease_id
+// and @principal (a readable label), plus @lock_password (a fresh random
+// password nobody knows) in the disable step. DDL cannot take parameters,
+// so each batch builds its statement with QUOTENAME from the parameters
+// and runs it with sys.sp_executesql: no name or password is ever part of
+// the text sqlgated sends. QUOTENAME returns NULL for input over 128
+// characters, which would silently run nothing; the batches check lengths
+// first.
+const (
+	// LoginCreateBatch creates a server login, its user in this database
+	// and the role membership (default creation, server mode; one
+	// transaction). The login's default database is this one; extended
+	// properties record whom and which lease it belongs to.
+	LoginCreateBatch = `SET XACT_ABORT ON;
+IF @login IS NULL OR DATALENGTH(@login) > 256 OR @role IS NULL OR DATALENGTH(@role) > 256 OR @password IS NULL OR DATALENGTH(@password) > 256
+    THROW 50100, N'sqlgate: login, role or password missing or longer than 128 characters', 1;
+DECLARE @sql nvarchar(max);
+SET @sql = N'CREATE LOGIN ' + QUOTENAME(@login) + N' WITH PASSWORD = ' + QUOTENAME(@password, N'''')
+    + N', CHECK_POLICY = ON, CHECK_EXPIRATION = OFF, DEFAULT_DATABASE = ' + QUOTENAME(DB_NAME()) + N';';
+EXEC sys.sp_executesql @sql;
+SET @sql = N'CREATE USER ' + QUOTENAME(@login) + N' FOR LOGIN ' + QUOTENAME(@login) + N';';
+EXEC sys.sp_executesql @sql;
+SET @sql = N'ALTER ROLE ' + QUOTENAME(@role) + N' ADD MEMBER ' + QUOTENAME(@login) + N';';
+EXEC sys.sp_executesql @sql;
+EXEC sys.sp_addextendedproperty @name = N'sqlgate.principal', @value = @principal, @level0type = N'USER', @level0name = @login;
+EXEC sys.sp_addextendedproperty @name = N'sqlgate.lease_id', @value = @lease_id, @level0type = N'USER', @level0name = @login;`
+
+	// ContainedCreateBatch creates a contained database user with a
+	// password (Azure SQL Database, contained databases) and its role
+	// membership (default creation, contained mode; one transaction).
+	ContainedCreateBatch = `SET XACT_ABORT ON;
+IF @login IS NULL OR DATALENGTH(@login) > 256 OR @role IS NULL OR DATALENGTH(@role) > 256 OR @password IS NULL OR DATALENGTH(@password) > 256
+    THROW 50100, N'sqlgate: login, role or password missing or longer than 128 characters', 1;
+DECLARE @sql nvarchar(max);
+SET @sql = N'CREATE USER ' + QUOTENAME(@login) + N' WITH PASSWORD = ' + QUOTENAME(@password, N'''') + N';';
+EXEC sys.sp_executesql @sql;
+SET @sql = N'ALTER ROLE ' + QUOTENAME(@role) + N' ADD MEMBER ' + QUOTENAME(@login) + N';';
+EXEC sys.sp_executesql @sql;
+EXEC sys.sp_addextendedproperty @name = N'sqlgate.principal', @value = @principal, @level0type = N'USER', @level0name = @login;
+EXEC sys.sp_addextendedproperty @name = N'sqlgate.lease_id', @value = @lease_id, @level0type = N'USER', @level0name = @login;`
+
+	// RoleCheckBatch runs first in the creation transaction: does the role
+	// exist in this database, and is it (or a role it belongs to, at any
+	// depth) db_owner, db_securityadmin, db_accessadmin or db_ddladmin?
+	RoleCheckBatch = `SET NOCOUNT ON;
+DECLARE @privileged bit = 0;
+WITH up AS (
+    SELECT principal_id FROM sys.database_principals WHERE name = @role AND type = N'R'
+    UNION ALL
+    SELECT m.role_principal_id FROM sys.database_role_members AS m JOIN up ON m.member_principal_id = up.principal_id
+)
+SELECT @privileged = 1 FROM up JOIN sys.database_principals AS r ON r.principal_id = up.principal_id
+WHERE r.name IN (N'db_owner', N'db_securityadmin', N'db_accessadmin', N'db_ddladmin');
+SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM sys.database_principals WHERE name = @role AND type = N'R') THEN 1 ELSE 0 END AS bit) AS found,
+       @privileged AS privileged;`
+
+	// LoginRenewBatch checks that the server login still exists and is
+	// enabled. SQL Server has no login expiry: the lease's expiry is
+	// enforced by sqlgated's reaper (see docs/credentials.md for an
+	// optional logon trigger).
+	LoginRenewBatch = `IF NOT EXISTS (SELECT 1 FROM sys.server_principals WHERE name = @login AND type = N'S' AND is_disabled = 0)
+    THROW 50102, N'sqlgate: the login does not exist or is disabled', 1;`
+
+	// ContainedRenewBatch checks that the contained user still exists.
+	ContainedRenewBatch = `IF NOT EXISTS (SELECT 1 FROM sys.database_principals WHERE name = @login AND type = N'S' AND authentication_type = 2)
+    THROW 50102, N'sqlgate: the contained user does not exist', 1;`
+
+	// LoginGuardBatch refuses to revoke a login sqlgate would never create
+	// (a sysadmin, or one whose user owns the database), whatever its name.
+	LoginGuardBatch = `SELECT CAST(CASE WHEN IS_SRVROLEMEMBER(N'sysadmin', @login) = 1
+    OR EXISTS (SELECT 1 FROM sys.database_principals AS u JOIN sys.server_principals AS l ON l.sid = u.sid
+               WHERE l.name = @login AND u.name = N'dbo') THEN 1 ELSE 0 END AS bit) AS privileged;`
+
+	// ContainedGuardBatch refuses to revoke a contained user that is a
+	// member of db_owner.
+	ContainedGuardBatch = `SELECT CAST(CASE WHEN IS_ROLEMEMBER(N'db_owner', @login) = 1 THEN 1 ELSE 0 END AS bit) AS privileged;`
+
+	// LoginDisableBatch stops new sessions of a server login (revocation,
+	// step 1).
+	LoginDisableBatch = `IF EXISTS (SELECT 1 FROM sys.server_principals WHERE name = @login AND type = N'S')
+BEGIN
+    DECLARE @sql nvarchar(max) = N'ALTER LOGIN ' + QUOTENAME(@login) + N' DISABLE;';
+    EXEC sys.sp_executesql @sql;
+END;`
+
+	// ContainedDisableBatch stops new sessions of a contained user by
+	// setting a password nobody knows (revocation, step 1; contained users
+	// cannot be disabled).
+	ContainedDisableBatch = `IF EXISTS (SELECT 1 FROM sys.database_principals WHERE name = @login AND type = N'S')
+BEGIN
+    DECLARE @sql nvarchar(max) = N'ALTER USER ' + QUOTENAME(@login) + N' WITH PASSWORD = ' + QUOTENAME(@lock_password, N'''') + N';';
+    EXEC sys.sp_executesql @sql;
+END;`
+
+	// KillSessionsBatch ends the login's sessions (revocation, step 2). It
+	// runs outside any transaction (KILL cannot run in one), fails loudly
+	// without VIEW SERVER STATE (without it sys.dm_exec_sessions shows only
+	// the caller's own session and nothing would be killed), tolerates
+	// sessions that ended meanwhile (6106) and returns how many remain.
+	KillSessionsBatch = `SET NOCOUNT ON;
+IF HAS_PERMS_BY_NAME(NULL, NULL, N'VIEW SERVER STATE') = 0
+    THROW 50103, N'sqlgate: VIEW SERVER STATE is required to see and end the login''s sessions', 1;
+DECLARE @id int, @kill nvarchar(40);
+DECLARE sessions CURSOR LOCAL FAST_FORWARD FOR
+    SELECT session_id FROM sys.dm_exec_sessions WHERE login_name = @login AND session_id <> @@SPID;
+OPEN sessions;
+FETCH NEXT FROM sessions INTO @id;
+WHILE @@FETCH_STATUS = 0
+BEGIN
+    SET @kill = N'KILL ' + CAST(@id AS nvarchar(11)) + N';';
+    BEGIN TRY
+        EXEC sys.sp_executesql @kill;
+    END TRY
+    BEGIN CATCH
+        IF ERROR_NUMBER() <> 6106 THROW;
+    END CATCH;
+    FETCH NEXT FROM sessions INTO @id;
+END;
+CLOSE sessions;
+DEALLOCATE sessions;
+SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE login_name = @login AND session_id <> @@SPID;`
+
+	// ContainedKillSessionsBatch is KillSessionsBatch for contained users
+	// (Azure SQL Database: VIEW DATABASE STATE shows the database's
+	// sessions; KILL needs KILL DATABASE CONNECTION there).
+	ContainedKillSessionsBatch = `SET NOCOUNT ON;
+IF HAS_PERMS_BY_NAME(NULL, NULL, N'VIEW SERVER STATE') = 0 AND HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'VIEW DATABASE STATE') = 0
+    THROW 50103, N'sqlgate: VIEW DATABASE STATE is required to see and end the user''s sessions', 1;
+DECLARE @id int, @kill nvarchar(40);
+DECLARE sessions CURSOR LOCAL FAST_FORWARD FOR
+    SELECT session_id FROM sys.dm_exec_sessions WHERE login_name = @login AND database_id = DB_ID() AND session_id <> @@SPID;
+OPEN sessions;
+FETCH NEXT FROM sessions INTO @id;
+WHILE @@FETCH_STATUS = 0
+BEGIN
+    SET @kill = N'KILL ' + CAST(@id AS nvarchar(11)) + N';';
+    BEGIN TRY
+        EXEC sys.sp_executesql @kill;
+    END TRY
+    BEGIN CATCH
+        IF ERROR_NUMBER() <> 6106 THROW;
+    END CATCH;
+    FETCH NEXT FROM sessions INTO @id;
+END;
+CLOSE sessions;
+DEALLOCATE sessions;
+SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE login_name = @login AND database_id = DB_ID() AND session_id <> @@SPID;`
+
+	// DropUsersBatch drops every user of this database mapped to the login,
+	// and a user of its name (revocation, step 3a).
+	DropUsersBatch = `DECLARE @sql nvarchar(max), @user sysname;
+DECLARE users CURSOR LOCAL FAST_FORWARD FOR
+    SELECT name FROM sys.database_principals
+    WHERE type = N'S' AND name <> N'dbo' AND (sid = SUSER_SID(@login) OR name = @login);
+OPEN users;
+FETCH NEXT FROM users INTO @user;
+WHILE @@FETCH_STATUS = 0
+BEGIN
+    SET @sql = N'DROP USER ' + QUOTENAME(@user) + N';';
+    EXEC sys.sp_executesql @sql;
+    FETCH NEXT FROM users INTO @user;
+END;
+CLOSE users;
+DEALLOCATE users;`
+
+	// DropLoginBatch drops the server login (revocation, step 3b). It fails
+	// (15434) while a session remains, and is retried.
+	DropLoginBatch = `IF EXISTS (SELECT 1 FROM sys.server_principals WHERE name = @login AND type = N'S')
+BEGIN
+    DECLARE @sql nvarchar(max) = N'DROP LOGIN ' + QUOTENAME(@login) + N';';
+    EXEC sys.sp_executesql @sql;
+END;`
+
+	// ContainedDropBatch drops the contained user (revocation, step 3).
+	ContainedDropBatch = `IF EXISTS (SELECT 1 FROM sys.database_principals WHERE name = @login AND type = N'S')
+BEGIN
+    DECLARE @sql nvarchar(max) = N'DROP USER ' + QUOTENAME(@login) + N';';
+    EXEC sys.sp_executesql @sql;
+END;`
+)
+
+// LoginConfig configures short-lived logins on one SQL Server database.
+// Templates are T-SQL batches that use the parameters named above
+// ([LoginCreateBatch]); they replace the defaults of the mode. There is no
+// text substitution: a {{placeholder}} is an error.
+type LoginConfig struct {
+	// Name is the database name users ask for (`--database`), normally the
+	// name of the database's executor.
+	Name string `json:"name" yaml:"name"`
+	// Contained issues contained database users with passwords instead of
+	// server logins: Azure SQL Database, or a contained database.
+	Contained bool `json:"contained,omitempty" yaml:"contained,omitempty"`
+	// Creation (one transaction), Renewal, Disable and Drop replace the
+	// mode's default batches. Revocation runs the guard, Disable, the
+	// built-in session kill ([KillSessionsBatch]), then Drop, each batch
+	// on its own and outside a transaction.
+	Creation []string `json:"creation,omitempty" yaml:"creation,omitempty"`
+	Renewal  []string `json:"renewal,omitempty" yaml:"renewal,omitempty"`
+	Disable  []string `json:"disable,omitempty" yaml:"disable,omitempty"`
+	Drop     []string `json:"drop,omitempty" yaml:"drop,omitempty"`
+	// LoginPrefix is the prefix of the login names the broker generates
+	// (default broker.DefaultLoginPrefix); names without it are refused.
+	LoginPrefix string `json:"loginPrefix,omitempty" yaml:"loginPrefix,omitempty"`
+	// AllowedRoles, when set, lists the only roles this database grants.
+	AllowedRoles []string `json:"allowedRoles,omitempty" yaml:"allowedRoles,omitempty"`
+	// AllowPrivilegedRoles lets policy grant db_owner, db_securityadmin,
+	// db_accessadmin, db_ddladmin or a role that belongs to one of them.
+	AllowPrivilegedRoles bool `json:"allowPrivilegedRoles,omitempty" yaml:"allowPrivilegedRoles,omitempty"`
+	// ClientHost, ClientPort, ClientDatabase and ClientParams make up the
+	// connection string shown to users (sqlserver://user@host:port?database=db).
+	// ClientHost is required: the broker's own connection may go through a
+	// name clients cannot use.
+	ClientHost     string `json:"clientHost" yaml:"clientHost"`
+	ClientPort     int    `json:"clientPort,omitempty" yaml:"clientPort,omitempty"`
+	ClientDatabase string `json:"clientDatabase,omitempty" yaml:"clientDatabase,omitempty"`
+	ClientParams   string `json:"clientParams,omitempty" yaml:"clientParams,omitempty"`
+}
+
+var (
+	placeholderRE = regexp.MustCompile(`\{\{`)
+	passwordRE    = regexp.MustCompile(`(?i)@password\b`)
+	lockRE        = regexp.MustCompile(`(?i)@lock_password\b`)
+)
+
+// Validate reports every problem with the configuration at once.
+func (c *LoginConfig) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("name is required"))
+	}
+	for _, t := range []struct {
+		name           string
+		batches        []string
+		password, lock bool
+	}{{"creation", c.Creation, true, false}, {"renewal", c.Renewal, false, false}, {"disable", c.Disable, false, true}, {"drop", c.Drop, false, false}} {
+		for i, b := range t.batches {
+			switch {
+			case strings.TrimSpace(b) == "":
+				errs = append(errs, fmt.Errorf("%s[%d]: empty batch", t.name, i))
+			case placeholderRE.MatchString(b):
+				errs = append(errs, fmt.Errorf("%s[%d]: use the parameters @login, @role, @password, ... with QUOTENAME, not {{placeholders}}", t.name, i))
+			case !t.password && passwordRE.MatchString(b):
+				errs = append(errs, fmt.Errorf("%s[%d]: @password is only available in creation batches", t.name, i))
+			case !t.lock && lockRE.MatchString(b):
+				errs = append(errs, fmt.Errorf("%s[%d]: @lock_password is only available in disable batches", t.name, i))
+			}
+		}
+	}
+	for _, r := range c.AllowedRoles {
+		if !validSysname(r) {
+			errs = append(errs, fmt.Errorf("allowedRoles: %q is not a valid role name", r))
+		}
+	}
+	if c.ClientHost == "" || strings.ContainsAny(c.ClientHost, "/?#@ \x00") {
+		errs = append(errs, errors.New("clientHost is required (the server name clients connect to), without / ? # @ or spaces"))
+	}
+	if c.ClientPort < 0 || c.ClientPort > 65535 {
+		errs = append(errs, errors.New("clientPort must be a port number"))
+	}
+	if _, err := url.ParseQuery(c.ClientParams); err != nil {
+		errs = append(errs, errors.New("clientParams must be URL query parameters (encrypt=strict)"))
+	}
+	return errors.Join(errs...)
+}
+
+// LoginIssuer implements [broker.SQLLoginIssuer] for SQL Server: server
+// logins with a user in this database (SQL Server, Managed Instance) or
+// contained users with passwords (Azure SQL Database). Names and passwords
+// travel only as parameters and are quoted by QUOTENAME on the server.
+// Revocation disables the login, ends its sessions (outside any
+// transaction), drops its user(s) and the login, each step idempotent.
+type LoginIssuer struct {
+	db                           *sql.DB
+	cfg                          LoginConfig
+	create, renew, disable, drop []string
+	guard, kill                  string
+	allowed                      map[string]bool
+}
+
+// NewLoginIssuer returns the issuer for the database behind db (e.g.
+// [Executor.DB]); its login needs the grants of
+// deploy/sqlserver/04-credential-issuance.sql.
+func NewLoginIssuer(db *sql.DB, cfg LoginConfig) (*LoginIssuer, error) {
+	if db == nil {
+		return nil, errors.New("sqlserver logins: a database handle is required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sqlserver logins: %w", err)
+	}
+	if cfg.LoginPrefix == "" {
+		cfg.LoginPrefix = broker.DefaultLoginPrefix
+	}
+	li := &LoginIssuer{db: db, cfg: cfg}
+	li.create, li.renew, li.disable, li.drop = defaultBatches(cfg.Contained)
+	li.guard, li.kill = LoginGuardBatch, KillSessionsBatch
+	if cfg.Contained {
+		li.guard, li.kill = ContainedGuardBatch, ContainedKillSessionsBatch
+	}
+	for _, o := range []struct {
+		dst *[]string
+		src []string
+	}{{&li.create, cfg.Creation}, {&li.renew, cfg.Renewal}, {&li.disable, cfg.Disable}, {&li.drop, cfg.Drop}} {
+		if len(o.src) > 0 {
+			*o.dst = o.src
+		}
+	}
+	if len(cfg.AllowedRoles) > 0 {
+		li.allowed = map[string]bool{}
+		for _, r := range cfg.AllowedRoles {
+			li.allowed[strings.ToLower(r)] = true
+		}
+	}
+	return li, nil
+}
+
+func defaultBatches(contained bool) (create, renew, disable, drop []string) {
+	if contained {
+		return []string{ContainedCreateBatch}, []string{ContainedRenewBatch}, []string{ContainedDisableBatch}, []string{ContainedDropBatch}
+	}
+	return []string{LoginCreateBatch}, []string{LoginRenewBatch}, []string{LoginDisableBatch}, []string{DropUsersBatch, DropLoginBatch}
+}
+
+// privilegedRoles may not be granted unless AllowPrivilegedRoles is set
+// (checked here by name, and on the server with memberships).
+var privilegedRoles = map[string]bool{"db_owner": true, "db_securityadmin": true, "db_accessadmin": true, "db_ddladmin": true}
+
+// loginArgs are the parameters of a batch.
+func loginArgs(spec *broker.LoginSpec, extra ...sql.NamedArg) []any {
+	args := []any{
+		sql.Named("login", spec.Username), sql.Named("role", spec.Role), sql.Named("expires_at", spec.ExpiresAt.UTC()),
+		sql.Named("lease_id", spec.LeaseID), sql.Named("principal", spec.Principal),
+	}
+	for _, e := range extra {
+		args = append(args, e)
+	}
+	return args
+}
+
+// CreateLogin implements [broker.SQLLoginIssuer].
+func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) (err error) {
+	if err := li.check(&spec, true); err != nil {
+		return err
+	}
+	tx, err := li.db.BeginTx(ctx, nil)
+	if err != nil {
+		return li.classify(ctx, err, &spec)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	var found, privileged bool
+	if err := tx.QueryRowContext(ctx, RoleCheckBatch, sql.Named("role", spec.Role)).Scan(&found, &privileged); err != nil {
+		return li.classify(ctx, err, &spec)
+	}
+	switch {
+	case !found:
+		return fmt.Errorf("%w: role %q does not exist in database %s", broker.ErrInvalid, spec.Role, li.cfg.Name)
+	case privileged && !li.cfg.AllowPrivilegedRoles:
+		return fmt.Errorf("%w: role %q is or belongs to db_owner, db_securityadmin, db_accessadmin or db_ddladmin; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
+	}
+	args := loginArgs(&spec, sql.Named("password", spec.Password))
+	for _, b := range li.create {
+		if _, err := tx.ExecContext(ctx, b, args...); err != nil {
+			return li.classify(ctx, err, &spec)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return li.classify(ctx, err, &spec)
+	}
+	return nil
+}
+
+// RenewLogin implements [broker.SQLLoginIssuer].
+func (li *LoginIssuer) RenewLogin(ctx context.Context, spec broker.LoginSpec) error {
+	if err := li.check(&spec, false); err != nil {
+		return err
+	}
+	for _, b := range li.renew {
+		if _, err := li.db.ExecContext(ctx, b, loginArgs(&spec)...); err != nil {
+			return li.classify(ctx, err, &spec)
+		}
+	}
+	return nil
+}
+
+// RevokeLogin implements [broker.SQLLoginIssuer]: guard, Disable, end the
+// sessions, Drop; each batch on its own connection round trip and outside
+// a transaction, stopping at the first failure so that the login is never
+// reported gone while a session may remain.
+func (li *LoginIssuer) RevokeLogin(ctx context.Context, spec broker.LoginSpec) error {
+	if err := li.check(&spec, false); err != nil {
+		return err
+	}
+	var privileged bool
+	if err := li.db.QueryRowContext(ctx, li.guard, sql.Named("login", spec.Username)).Scan(&privileged); err != nil {
+		return li.classify(ctx, err, &spec)
+	}
+	if privileged {
+		return fmt.Errorf("%w: refusing to revoke %s: it is a privileged login sqlgate would not have created", broker.ErrInvalid, spec.Username)
+	}
+	lock, err := broker.GeneratePassword()
+	if err != nil {
+		return err
+	}
+	for _, b := range li.disable {
+		if _, err := li.db.ExecContext(ctx, b, loginArgs(&spec, sql.Named("lock_password", lock))...); err != nil {
+			return li.classify(ctx, err, &spec, lock)
+		}
+	}
+	var remaining int64
+	if err := li.db.QueryRowContext(ctx, li.kill, sql.Named("login", spec.Username)).Scan(&remaining); err != nil {
+		return li.classify(ctx, err, &spec)
+	}
+	if remaining > 0 {
+		return fmt.Errorf("%w: sqlserver database %s: %d session(s) of the login did not end", broker.ErrUnavailable, li.cfg.Name, remaining)
+	}
+	for _, b := range li.drop {
+		if _, err := li.db.ExecContext(ctx, b, loginArgs(&spec)...); err != nil {
+			return li.classify(ctx, err, &spec)
+		}
+	}
+	return nil
+}
+
+// ClientDSN implements [broker.SQLLoginIssuer].
+func (li *LoginIssuer) ClientDSN(username string) string {
+	host := li.cfg.ClientHost
+	if li.cfg.ClientPort != 0 {
+		host = net.JoinHostPort(host, strconv.Itoa(li.cfg.ClientPort))
+	}
+	q, _ := url.ParseQuery(li.cfg.ClientParams)
+	if li.cfg.ClientDatabase != "" {
+		q.Set("database", li.cfg.ClientDatabase)
+	}
+	u := url.URL{Scheme: "sqlserver", User: url.User(username), Host: host, RawQuery: q.Encode()}
+	return u.String()
+}
+
+// check refuses a spec before anything reaches the server.
+func (li *LoginIssuer) check(spec *broker.LoginSpec, create bool) error {
+	if !broker.ValidLoginName(li.cfg.LoginPrefix, spec.Username) {
+		return fmt.Errorf("%w: login name is not one sqlgate generates (prefix %s)", broker.ErrInvalid, li.cfg.LoginPrefix)
+	}
+	if !create {
+		return nil
+	}
+	if !validSysname(spec.Role) {
+		return fmt.Errorf("%w: role name must be 1 to 128 characters without control characters", broker.ErrInvalid)
+	}
+	role := strings.ToLower(spec.Role)
+	if li.allowed != nil && !li.allowed[role] {
+		return fmt.Errorf("%w: role %q is not among the roles database %s grants", broker.ErrInvalid, spec.Role, li.cfg.Name)
+	}
+	if privilegedRoles[role] && !li.cfg.AllowPrivilegedRoles {
+		return fmt.Errorf("%w: role %q is privileged; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
+	}
+	if spec.Password == "" || len(spec.Password) > 128 {
+		return fmt.Errorf("%w: a password of 1 to 128 characters is required", broker.ErrInvalid)
+	}
+	return nil
+}
+
+// validSysname accepts what fits a sysname and QUOTENAME: 1 to 128
+// characters, valid UTF-8, no control characters.
+func validSysname(s string) bool {
+	if s == "" || strings.ToValidUTF8(s, "") != s || len([]rune(s)) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// classify maps a provisioning error like the executor does, with the
+// password (and lock password) scrubbed from server messages.
+func (li *LoginIssuer) classify(ctx context.Context, err error, spec *broker.LoginSpec, secrets ...string) error {
+	var (
+		me  mssql.Error
+		mep *mssql.Error
+	)
+	switch {
+	case errors.Is(err, broker.ErrInvalid), errors.Is(err, broker.ErrUnavailable):
+		return err
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: sqlserver database %s: %w", broker.ErrUnavailable, li.cfg.Name, ctx.Err())
+	case errors.As(err, &mep):
+		me = *mep
+		fallthrough
+	case errors.As(err, &me):
+		me = cause(me)
+		if unavailableNumbers[me.Number] {
+			return fmt.Errorf("%w: sqlserver database %s: server error %d", broker.ErrUnavailable, li.cfg.Name, me.Number)
+		}
+		msg := me.Message
+		for _, s := range append(secrets, spec.Password) {
+			msg = redact(msg, s)
+		}
+		return &broker.DBError{Number: int(me.Number), State: strconv.Itoa(int(me.State)), Message: scrub(msg, nil)}
+	case errors.Is(err, driver.ErrBadConn), isNetError(err), errors.Is(err, sql.ErrConnDone):
+		return fmt.Errorf("%w: sqlserver database %s: connection failed", broker.ErrUnavailable, li.cfg.Name)
+	default:
+		return fmt.Errorf("%w: sqlserver database %s: driver error", broker.ErrUnavailable, li.cfg.Name)
+	}
+}
+
+var _ broker.SQLLoginIssuer = (*LoginIssuer)(nil)

@@ -1,0 +1,523 @@
+package sqlserver
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/identity"
+)
+
+// recorder is a database/sql driver that records what the login issuer
+// sends (batch text, named parameters, whether inside a transaction) and
+// answers with scripted results. It stands in for SQL Server, which cannot
+// run here; the live tests below run the same batches for real.
+type recorder struct {
+	mu    sync.Mutex
+	calls []call
+	// answer returns the result of a batch (nil, nil: no rows).
+	answer func(query string, args map[string]any) (cols []string, row []driver.Value, err error)
+}
+
+type call struct {
+	query string
+	args  map[string]any
+	inTx  bool
+}
+
+func (r *recorder) Connect(context.Context) (driver.Conn, error) { return &recConn{r: r}, nil }
+func (r *recorder) Driver() driver.Driver                        { return nil }
+
+func (r *recorder) record(query string, nv []driver.NamedValue, inTx bool) (map[string]any, error) {
+	args := map[string]any{}
+	for _, v := range nv {
+		args[v.Name] = v.Value
+	}
+	r.mu.Lock()
+	r.calls = append(r.calls, call{query: query, args: args, inTx: inTx})
+	r.mu.Unlock()
+	return args, nil
+}
+
+func (r *recorder) log() []call {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]call(nil), r.calls...)
+}
+
+type recConn struct {
+	r    *recorder
+	inTx bool
+}
+
+func (c *recConn) Prepare(string) (driver.Stmt, error) {
+	return nil, errors.New("prepare not supported")
+}
+func (c *recConn) Close() error { return nil }
+func (c *recConn) Begin() (driver.Tx, error) {
+	return c.BeginTx(context.Background(), driver.TxOptions{})
+}
+func (c *recConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, error) {
+	_, _ = c.r.record("BEGIN TRANSACTION", nil, false)
+	c.inTx = true
+	return &recTx{c: c}, nil
+}
+func (c *recConn) CheckNamedValue(*driver.NamedValue) error { return nil }
+
+func (c *recConn) ExecContext(_ context.Context, query string, nv []driver.NamedValue) (driver.Result, error) {
+	args, _ := c.r.record(query, nv, c.inTx)
+	if c.r.answer != nil {
+		if _, _, err := c.r.answer(query, args); err != nil {
+			return nil, err
+		}
+	}
+	return driver.RowsAffected(0), nil
+}
+
+func (c *recConn) QueryContext(_ context.Context, query string, nv []driver.NamedValue) (driver.Rows, error) {
+	args, _ := c.r.record(query, nv, c.inTx)
+	cols, row, err := c.r.answer(query, args)
+	if err != nil {
+		return nil, err
+	}
+	return &recRows{cols: cols, row: row}, nil
+}
+
+type recTx struct{ c *recConn }
+
+func (t *recTx) Commit() error {
+	_, _ = t.c.r.record("COMMIT", nil, false)
+	t.c.inTx = false
+	return nil
+}
+
+func (t *recTx) Rollback() error {
+	_, _ = t.c.r.record("ROLLBACK", nil, false)
+	t.c.inTx = false
+	return nil
+}
+
+type recRows struct {
+	cols []string
+	row  []driver.Value
+	done bool
+}
+
+func (r *recRows) Columns() []string { return r.cols }
+func (r *recRows) Close() error      { return nil }
+func (r *recRows) Next(dest []driver.Value) error {
+	if r.done || r.row == nil {
+		return io.EOF
+	}
+	copy(dest, r.row)
+	r.done = true
+	return nil
+}
+
+// healthy answers like a server where the role exists, the login is not
+// privileged and no session remains.
+func healthy(query string, _ map[string]any) ([]string, []driver.Value, error) {
+	switch query {
+	case RoleCheckBatch:
+		return []string{"found", "privileged"}, []driver.Value{true, false}, nil
+	case LoginGuardBatch, ContainedGuardBatch:
+		return []string{"privileged"}, []driver.Value{false}, nil
+	case KillSessionsBatch, ContainedKillSessionsBatch:
+		return []string{"remaining"}, []driver.Value{int64(0)}, nil
+	}
+	return nil, nil, nil
+}
+
+func newRecorded(t *testing.T, cfg LoginConfig, answer func(string, map[string]any) ([]string, []driver.Value, error)) (*LoginIssuer, *recorder) {
+	t.Helper()
+	r := &recorder{answer: answer}
+	db := sql.OpenDB(r)
+	db.SetMaxOpenConns(1)
+	t.Cleanup(func() { _ = db.Close() })
+	if cfg.Name == "" {
+		cfg.Name = "orders"
+	}
+	if cfg.ClientHost == "" {
+		cfg.ClientHost = "db.example.com"
+	}
+	li, err := NewLoginIssuer(db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return li, r
+}
+
+var testPrincipal = identity.Principal{Issuer: "https://idp.test", Subject: "alice", Email: "alice@example.com"}
+
+func testSpec(t *testing.T, role string) broker.LoginSpec {
+	t.Helper()
+	pw, err := broker.GeneratePassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return broker.LoginSpec{LeaseID: "0190f0b8-0000-7000-8000-000000000001", Username: broker.LoginName("sg_", &testPrincipal),
+		Password: pw, Role: role, ExpiresAt: time.Date(2026, 11, 27, 11, 0, 0, 0, time.UTC), Principal: testPrincipal.Display()}
+}
+
+// shape summarizes calls as "TX:name" / "name" for comparison.
+func shape(calls []call) []string {
+	names := map[string]string{
+		RoleCheckBatch: "role_check", LoginCreateBatch: "create", ContainedCreateBatch: "create_contained",
+		LoginRenewBatch: "renew", ContainedRenewBatch: "renew_contained", LoginGuardBatch: "guard", ContainedGuardBatch: "guard_contained",
+		LoginDisableBatch: "disable", ContainedDisableBatch: "disable_contained", KillSessionsBatch: "kill_sessions",
+		ContainedKillSessionsBatch: "kill_sessions_contained", DropUsersBatch: "drop_users", DropLoginBatch: "drop_login",
+		ContainedDropBatch: "drop_contained", "BEGIN TRANSACTION": "BEGIN", "COMMIT": "COMMIT", "ROLLBACK": "ROLLBACK",
+	}
+	var out []string
+	for _, c := range calls {
+		n, ok := names[c.query]
+		if !ok {
+			n = "custom:" + strings.Fields(c.query)[0]
+		}
+		if c.inTx {
+			n = "tx:" + n
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func TestLoginSequence(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		contained bool
+		create    string
+		revoke    string
+		renew     string
+	}{
+		{"server", false, "BEGIN tx:role_check tx:create COMMIT", "guard disable kill_sessions drop_users drop_login", "renew"},
+		{"contained", true, "BEGIN tx:role_check tx:create_contained COMMIT",
+			"guard_contained disable_contained kill_sessions_contained drop_contained", "renew_contained"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			li, r := newRecorded(t, LoginConfig{Contained: tc.contained}, healthy)
+			ctx := t.Context()
+			spec := testSpec(t, "reader")
+			if err := li.CreateLogin(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(shape(r.log()), " "); got != tc.create {
+				t.Errorf("create sent %s, want %s", got, tc.create)
+			}
+			create := r.log()[2]
+			if create.args["password"] != spec.Password || create.args["login"] != spec.Username || create.args["role"] != "reader" ||
+				create.args["principal"] != "alice@example.com" || create.args["lease_id"] != spec.LeaseID {
+				t.Errorf("create parameters = %v", keys(create.args))
+			}
+			if strings.Contains(create.query, spec.Username) || strings.Contains(create.query, spec.Password) {
+				t.Error("a value is part of the batch text")
+			}
+			r.calls = nil
+			renew := spec
+			renew.Password = ""
+			if err := li.RenewLogin(ctx, renew); err != nil {
+				t.Fatal(err)
+			}
+			if err := li.RevokeLogin(ctx, renew); err != nil {
+				t.Fatal(err)
+			}
+			calls := r.log()
+			if got := strings.Join(shape(calls), " "); got != tc.renew+" "+tc.revoke {
+				t.Errorf("renew+revoke sent %s, want %s %s", got, tc.renew, tc.revoke)
+			}
+			for _, c := range calls {
+				if c.inTx {
+					t.Errorf("%s ran inside a transaction (KILL cannot)", shape([]call{c})[0])
+				}
+				if _, ok := c.args["password"]; ok {
+					t.Errorf("%s was sent the password", shape([]call{c})[0])
+				}
+			}
+			disable := calls[2]
+			if lock, _ := disable.args["lock_password"].(string); len(lock) != 32 || lock == spec.Password {
+				t.Errorf("disable lock password = %q, want a fresh random password", lock)
+			}
+		})
+	}
+}
+
+func keys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func TestLoginRefusals(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	t.Run("role_missing", func(t *testing.T) {
+		li, r := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+			if q == RoleCheckBatch {
+				return []string{"found", "privileged"}, []driver.Value{false, false}, nil
+			}
+			return healthy(q, a)
+		})
+		if err := li.CreateLogin(ctx, testSpec(t, "nope")); !errors.Is(err, broker.ErrInvalid) {
+			t.Errorf("CreateLogin = %v, want invalid", err)
+		}
+		if got := strings.Join(shape(r.log()), " "); got != "BEGIN tx:role_check ROLLBACK" {
+			t.Errorf("sent %s", got)
+		}
+	})
+	t.Run("role_privileged_by_membership", func(t *testing.T) {
+		li, r := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+			if q == RoleCheckBatch {
+				return []string{"found", "privileged"}, []driver.Value{true, true}, nil
+			}
+			return healthy(q, a)
+		})
+		if err := li.CreateLogin(ctx, testSpec(t, "ops")); !errors.Is(err, broker.ErrInvalid) {
+			t.Errorf("CreateLogin = %v, want invalid", err)
+		}
+		if got := strings.Join(shape(r.log()), " "); got != "BEGIN tx:role_check ROLLBACK" {
+			t.Errorf("sent %s", got)
+		}
+	})
+	t.Run("privileged_login_not_revoked", func(t *testing.T) {
+		li, r := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+			if q == LoginGuardBatch {
+				return []string{"privileged"}, []driver.Value{true}, nil
+			}
+			return healthy(q, a)
+		})
+		if err := li.RevokeLogin(ctx, testSpec(t, "reader")); !errors.Is(err, broker.ErrInvalid) {
+			t.Errorf("RevokeLogin = %v, want invalid", err)
+		}
+		if got := strings.Join(shape(r.log()), " "); got != "guard" {
+			t.Errorf("sent %s, want the guard only", got)
+		}
+	})
+	t.Run("sessions_remain", func(t *testing.T) {
+		li, r := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+			if q == KillSessionsBatch {
+				return []string{"remaining"}, []driver.Value{int64(2)}, nil
+			}
+			return healthy(q, a)
+		})
+		if err := li.RevokeLogin(ctx, testSpec(t, "reader")); !errors.Is(err, broker.ErrUnavailable) {
+			t.Errorf("RevokeLogin = %v, want unavailable (retried)", err)
+		}
+		if got := strings.Join(shape(r.log()), " "); got != "guard disable kill_sessions" {
+			t.Errorf("sent %s: the login must not be dropped while sessions remain", got)
+		}
+	})
+	t.Run("server_error_scrubbed", func(t *testing.T) {
+		spec := testSpec(t, "reader")
+		li, _ := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+			if q == LoginCreateBatch {
+				return nil, nil, mssql.Error{Number: 15118, State: 1, Message: "Password validation failed for '" + spec.Password + "'"}
+			}
+			return healthy(q, a)
+		})
+		err := li.CreateLogin(ctx, spec)
+		var dbe *broker.DBError
+		if !errors.As(err, &dbe) || dbe.Number != 15118 || strings.Contains(err.Error(), spec.Password) {
+			t.Errorf("CreateLogin = %v, want a scrubbed DBError 15118", err)
+		}
+	})
+	t.Run("unavailable", func(t *testing.T) {
+		li, _ := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+			return nil, nil, mssql.Error{Number: 40613, Message: "Database 'orders' on server 'x' is not currently available."}
+		})
+		if err := li.RevokeLogin(ctx, testSpec(t, "reader")); !errors.Is(err, broker.ErrUnavailable) {
+			t.Errorf("RevokeLogin = %v, want unavailable", err)
+		}
+	})
+}
+
+// TestLoginInjectionTSQL tries names that would break out of T-SQL. Each
+// is refused before any batch, or travels as a parameter only: the batch
+// texts are the reviewed constants, and QUOTENAME (modelled by quoteName)
+// turns the value into exactly one identifier.
+func TestLoginInjectionTSQL(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, role string
+		refused    bool
+	}{
+		{"bracket_breakout", "reader]; DROP LOGIN [sa]; --", false},
+		{"quote_breakout", "reader'; DROP LOGIN sa; --", false},
+		{"semicolon", "reader;", false},
+		{"unicode", "Grüße_роль", false},
+		{"nested_brackets", "[[reader]]]", false},
+		{"go_separator", "reader\nGO\nDROP LOGIN sa", true},
+		{"nul", "reader\x00", true},
+		{"too_long_for_quotename", strings.Repeat("r", 129), true},
+		{"empty", "", true},
+		{"db_owner", "db_owner", true},
+		{"db_owner_case", "DB_Owner", true},
+		{"db_securityadmin", "db_securityadmin", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			li, r := newRecorded(t, LoginConfig{}, healthy)
+			spec := testSpec(t, tc.role)
+			err := li.CreateLogin(t.Context(), spec)
+			if tc.refused {
+				if !errors.Is(err, broker.ErrInvalid) || len(r.log()) != 0 {
+					t.Fatalf("CreateLogin(%q) = %v after %d batches, want refused before any", tc.role, err, len(r.log()))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range r.log() {
+				if strings.Contains(c.query, tc.role) {
+					t.Errorf("the role is part of a batch's text")
+				}
+			}
+			// What the server builds: ALTER ROLE <one identifier> ADD MEMBER <one identifier>.
+			stmt := "ALTER ROLE " + quoteName(tc.role) + " ADD MEMBER " + quoteName(spec.Username) + ";"
+			rest, ok := strings.CutPrefix(stmt, "ALTER ROLE ")
+			id, rest, ok2 := cutIdentifier(rest)
+			if !ok || !ok2 || id != tc.role || !strings.HasPrefix(rest, " ADD MEMBER [") {
+				t.Errorf("dynamic statement %q does not hold the role as one identifier", stmt)
+			}
+		})
+	}
+	// Login names sqlgate did not generate are refused before any batch.
+	for _, name := range []string{"sa", "sg_admin", "sg_x]; DROP LOGIN sa; --_abcdefghij", "SG_X_ABCDEFGHIJ", "sg_x_abcdefghij" + strings.Repeat("x", 60)} {
+		li, r := newRecorded(t, LoginConfig{}, healthy)
+		if err := li.RevokeLogin(t.Context(), broker.LoginSpec{Username: name}); !errors.Is(err, broker.ErrInvalid) || len(r.log()) != 0 {
+			t.Errorf("RevokeLogin(%q) = %v after %d batches, want refused before any", name, err, len(r.log()))
+		}
+	}
+}
+
+// cutIdentifier reads one bracket-quoted identifier ("]]" is an escaped
+// "]") and returns its value and the rest.
+func cutIdentifier(s string) (id, rest string, ok bool) {
+	if !strings.HasPrefix(s, "[") {
+		return "", s, false
+	}
+	var b strings.Builder
+	for i := 1; i < len(s); i++ {
+		if s[i] != ']' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+1 < len(s) && s[i+1] == ']' {
+			b.WriteByte(']')
+			i++
+			continue
+		}
+		return b.String(), s[i+1:], true
+	}
+	return "", s, false
+}
+
+func TestLoginConfigValidate(t *testing.T) {
+	t.Parallel()
+	c := LoginConfig{
+		Creation: []string{"CREATE LOGIN [{{name}}] WITH PASSWORD = '{{password}}'"},
+		Renewal:  []string{"ALTER LOGIN x WITH PASSWORD = @Password"},
+		Drop:     []string{"  ", "SELECT @lock_password"}, AllowedRoles: []string{"ok", "bad\x01"}, ClientPort: -1, ClientParams: "%zz",
+	}
+	err := c.Validate()
+	for _, want := range []string{"name is required", "creation[0]: use the parameters", "renewal[0]: @password", "drop[0]: empty", "drop[1]: @lock_password",
+		"allowedRoles", "clientHost is required", "clientPort", "clientParams"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want a problem mentioning %q", err, want)
+		}
+	}
+	ok := LoginConfig{Name: "orders", ClientHost: "db.example.com", Creation: []string{"EXEC dbo.make_login @login, @password, @role;"}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("Validate(custom creation) = %v", err)
+	}
+}
+
+func TestLoginCustomTemplates(t *testing.T) {
+	t.Parallel()
+	custom := `EXEC dbo.sqlgate_record_expiry @login = @login, @expires_at = @expires_at;`
+	li, r := newRecorded(t, LoginConfig{Renewal: []string{LoginRenewBatch, custom}}, healthy)
+	spec := testSpec(t, "reader")
+	spec.Password = ""
+	if err := li.RenewLogin(t.Context(), spec); err != nil {
+		t.Fatal(err)
+	}
+	calls := r.log()
+	if got := strings.Join(shape(calls), " "); got != "renew custom:EXEC" {
+		t.Fatalf("sent %s", got)
+	}
+	if exp, _ := calls[1].args["expires_at"].(time.Time); !exp.Equal(spec.ExpiresAt) {
+		t.Errorf("@expires_at = %v, want %s", calls[1].args["expires_at"], spec.ExpiresAt)
+	}
+}
+
+func TestLoginClientDSN(t *testing.T) {
+	t.Parallel()
+	li, _ := newRecorded(t, LoginConfig{ClientHost: "db.example.com", ClientPort: 1433, ClientDatabase: "orders", ClientParams: "encrypt=strict"}, healthy)
+	if got, want := li.ClientDSN("sg_alice_abcdefghij"), "sqlserver://sg_alice_abcdefghij@db.example.com:1433?database=orders&encrypt=strict"; got != want {
+		t.Errorf("ClientDSN = %q, want %q", got, want)
+	}
+}
+
+// TestGoldenLoginBatches shows every batch of short-lived logins with its
+// parameters, for DBA review.
+func TestGoldenLoginBatches(t *testing.T) {
+	spec := broker.LoginSpec{LeaseID: "l", Username: "u", Role: "r", ExpiresAt: time.Unix(0, 0), Principal: "p"}
+	all := loginArgs(&spec, sql.Named("password", ""))
+	lock := loginArgs(&spec, sql.Named("lock_password", ""))
+	base := loginArgs(&spec)
+	login := []any{sql.Named("login", "")}
+	role := []any{sql.Named("role", "")}
+	batches := []struct {
+		name, text string
+		args       []any
+		what       string
+	}{
+		{"create", LoginCreateBatch, all, "CreateLogin, server mode: in one transaction after role_check. Needs ALTER ANY LOGIN (master), ALTER ANY USER, ALTER ANY ROLE."},
+		{"create_contained", ContainedCreateBatch, all, "CreateLogin, contained mode (Azure SQL Database): in one transaction after role_check. Needs ALTER ANY USER, ALTER ANY ROLE."},
+		{"role_check", RoleCheckBatch, role, "CreateLogin, first batch of the transaction: the role exists and is not (inside) db_owner, db_securityadmin, db_accessadmin or db_ddladmin."},
+		{"renew", LoginRenewBatch, base, "RenewLogin, server mode: SQL Server has no login expiry; the login must still exist and be enabled."},
+		{"renew_contained", ContainedRenewBatch, base, "RenewLogin, contained mode."},
+		{"guard", LoginGuardBatch, login, "RevokeLogin step 0, server mode: refuse a sysadmin or database owner."},
+		{"guard_contained", ContainedGuardBatch, login, "RevokeLogin step 0, contained mode: refuse a db_owner member."},
+		{"disable", LoginDisableBatch, lock, "RevokeLogin step 1, server mode: no new sessions. Outside any transaction."},
+		{"disable_contained", ContainedDisableBatch, lock, "RevokeLogin step 1, contained mode: a password nobody knows. Outside any transaction."},
+		{"kill_sessions", KillSessionsBatch, login, "RevokeLogin step 2, server mode: end every session (KILL cannot run in a transaction; this batch never does). Needs VIEW SERVER STATE and ALTER ANY CONNECTION. remaining > 0 fails the attempt (retried)."},
+		{"kill_sessions_contained", ContainedKillSessionsBatch, login, "RevokeLogin step 2, contained mode. Azure SQL Database: VIEW DATABASE STATE and KILL DATABASE CONNECTION."},
+		{"drop_users", DropUsersBatch, base, "RevokeLogin step 3a, server mode: drop the login's users in this database."},
+		{"drop_login", DropLoginBatch, base, "RevokeLogin step 3b, server mode: drop the login (15434 while a session remains: retried)."},
+		{"drop_contained", ContainedDropBatch, base, "RevokeLogin step 3, contained mode: drop the user."},
+	}
+	for _, b := range batches {
+		t.Run(b.name, func(t *testing.T) {
+			out := "-- " + b.what + "\n-- parameters (sp_executesql; strings are nvarchar of the value's length):\n" + describeLoginArgs(b.args)
+			golden(t, "login_"+b.name, out+b.text+"\n")
+		})
+	}
+}
+
+func describeLoginArgs(args []any) string {
+	var b strings.Builder
+	for _, a := range args {
+		nv := a.(sql.NamedArg)
+		decl := declOf(nv.Value)
+		if _, ok := nv.Value.(string); ok {
+			decl = "nvarchar(n)"
+		}
+		fmt.Fprintf(&b, "--   @%s %s\n", nv.Name, decl)
+	}
+	return b.String()
+}
