@@ -1,0 +1,274 @@
+package opa
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+)
+
+// RouteRef is a route of the route catalog as [Check] sees it: its subject
+// and the names of its parameters. (policy/opa does not depend on the broker's
+// catalog; the CLI converts.)
+type RouteRef struct {
+	Subject string
+	Params  []string
+}
+
+// Check checks the policy directory dir as `sqlgate policy check` does and
+// returns every problem found (nil when there is none):
+//
+//   - every file parses as Rego v1, JSON or YAML, and the modules (tests
+//     included) compile with the engine's capabilities;
+//   - the modules type-check against [InputSchema] (a misspelt
+//     input.principal.gruops is an error);
+//   - the decision contract holds (see [DecisionKeys]) and
+//     data.sqlgate.lint.problems, if the policy defines it, is empty;
+//   - with a non-nil catalog, every route subject and parameter the policy
+//     refers to exists in it: string literals compared with
+//     input.route.subject (==, !=, in), references input.params.NAME (tied to
+//     the route compared in the same rule, if there is exactly one), and in
+//     data: the elements or keys of any `routes` member, any `route` member,
+//     and, for such a route, `param` members and `*params` lists within it.
+func Check(ctx context.Context, dir string, catalog []RouteRef) []error {
+	snap, err := readSnapshot(os.DirFS(dir), true)
+	if err != nil {
+		return []error{err}
+	}
+	p, err := snap.parse()
+	if err != nil {
+		var lerrs loader.Errors
+		if errors.As(err, &lerrs) {
+			return slices.Clone([]error(lerrs))
+		}
+		return []error{err}
+	}
+	served := map[string]*ast.Module{}
+	for name, m := range p.modules {
+		if !isTestFile(name) {
+			served[name] = m
+		}
+	}
+	refs := moduleRouteRefs(served)
+	refs = append(refs, dataRouteRefs(p.data)...)
+
+	ss, err := schemaSet()
+	if err != nil {
+		return []error{err}
+	}
+	c := ast.NewCompiler().
+		WithCapabilities(capabilities()).
+		WithEnablePrintStatements(true).
+		WithPathConflictsCheck(dataConflict(p.data)).
+		WithSchemas(ss).
+		WithUseTypeCheckAnnotations(true)
+	c.Compile(p.modules)
+	if c.Failed() {
+		errs := make([]error, len(c.Errors))
+		for i, e := range c.Errors {
+			errs[i] = e
+		}
+		return errs
+	}
+
+	_, errs := checkContract(served, p.data)
+	problems, err := lint(ctx, c, inmem.NewFromObject(p.data))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", lintPath, err))
+	}
+	for _, msg := range problems {
+		errs = append(errs, fmt.Errorf("%s: %s", lintPath, msg))
+	}
+	if catalog != nil {
+		errs = append(errs, checkRoutes(refs, catalog)...)
+	}
+	return errs
+}
+
+// routeRef is one reference of a policy to a route or a route's parameter.
+type routeRef struct {
+	where string // file:row, or the data path
+	route string // "" for a parameter not tied to a route
+	param string // "" for a reference to the route itself
+}
+
+var (
+	routeSubjectRef = ast.MustParseRef("input.route.subject")
+	paramsRef       = ast.MustParseRef("input.params")
+)
+
+// moduleRouteRefs finds the route subjects and parameters that rules refer to
+// with literals.
+func moduleRouteRefs(modules map[string]*ast.Module) []routeRef {
+	var refs []routeRef
+	for _, name := range slices.Sorted(maps.Keys(modules)) {
+		for _, rule := range modules[name].Rules {
+			var routes []routeRef
+			ast.WalkExprs(rule, func(e *ast.Expr) bool {
+				if !e.IsCall() || len(e.Operands()) != 2 {
+					return false
+				}
+				a, b := e.Operand(0), e.Operand(1)
+				switch e.Operator().String() {
+				case "eq", "equal", "neq":
+					if isRouteSubject(b) {
+						a, b = b, a
+					}
+					if s, ok := b.Value.(ast.String); ok && isRouteSubject(a) {
+						routes = append(routes, routeRef{where: location(e.Location), route: string(s)})
+					}
+				case "internal.member_2":
+					if isRouteSubject(a) {
+						for _, s := range literalStrings(b) {
+							routes = append(routes, routeRef{where: location(e.Location), route: s})
+						}
+					}
+				}
+				return false
+			})
+			tied := ""
+			if len(routes) == 1 {
+				tied = routes[0].route
+			}
+			refs = append(refs, routes...)
+			ast.WalkRefs(rule, func(r ast.Ref) bool {
+				if len(r) > 2 && r.HasPrefix(paramsRef) {
+					if s, ok := r[2].Value.(ast.String); ok {
+						refs = append(refs, routeRef{where: location(r[0].Location), route: tied, param: string(s)})
+					}
+				}
+				return false
+			})
+		}
+	}
+	return refs
+}
+
+func isRouteSubject(t *ast.Term) bool {
+	r, ok := t.Value.(ast.Ref)
+	return ok && r.Equal(routeSubjectRef)
+}
+
+// literalStrings returns the strings of an array or set literal.
+func literalStrings(t *ast.Term) []string {
+	var out []string
+	add := func(e *ast.Term) {
+		if s, ok := e.Value.(ast.String); ok {
+			out = append(out, string(s))
+		}
+	}
+	switch v := t.Value.(type) {
+	case *ast.Array:
+		v.Foreach(add)
+	case ast.Set:
+		v.Foreach(add)
+	}
+	return out
+}
+
+// dataRouteRefs finds route and parameter references in the data document by
+// the naming convention Check documents.
+func dataRouteRefs(data map[string]any) []routeRef {
+	var refs []routeRef
+	walkData("data", data, "", &refs)
+	return refs
+}
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func dataPath(path, key string) string {
+	if identifier.MatchString(key) {
+		return path + "." + key
+	}
+	return path + "[" + strconv.Quote(key) + "]"
+}
+
+func walkData(path string, v any, route string, refs *[]routeRef) {
+	switch x := v.(type) {
+	case []any:
+		for i, e := range x {
+			walkData(fmt.Sprintf("%s[%d]", path, i), e, route, refs)
+		}
+	case map[string]any:
+		if r, ok := x["route"].(string); ok {
+			*refs = append(*refs, routeRef{where: dataPath(path, "route"), route: r})
+			route = r
+		}
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			p := dataPath(path, k)
+			switch val := x[k].(type) {
+			case string:
+				if k == "param" && route != "" {
+					*refs = append(*refs, routeRef{where: p, route: route, param: val})
+				}
+				continue
+			case []any:
+				if k == "routes" {
+					for i, e := range val {
+						if s, ok := e.(string); ok {
+							*refs = append(*refs, routeRef{where: fmt.Sprintf("%s[%d]", p, i), route: s})
+						}
+					}
+					continue
+				}
+				if strings.HasSuffix(k, "params") && route != "" {
+					for i, e := range val {
+						if s, ok := e.(string); ok {
+							*refs = append(*refs, routeRef{where: fmt.Sprintf("%s[%d]", p, i), route: route, param: s})
+						}
+					}
+					continue
+				}
+			case map[string]any:
+				if k == "routes" {
+					for _, subject := range slices.Sorted(maps.Keys(val)) {
+						rp := dataPath(p, subject)
+						*refs = append(*refs, routeRef{where: rp, route: subject})
+						walkData(rp, val[subject], subject, refs)
+					}
+					continue
+				}
+			}
+			walkData(p, x[k], route, refs)
+		}
+	}
+}
+
+// checkRoutes reports the references that the catalog does not have.
+func checkRoutes(refs []routeRef, catalog []RouteRef) []error {
+	params := map[string][]string{}
+	for _, r := range catalog {
+		params[r.Subject] = r.Params
+	}
+	var errs []error
+	for _, r := range refs {
+		switch ps, known := params[r.route]; {
+		case r.route != "" && !known:
+			errs = append(errs, fmt.Errorf("%s: route %s is not in the route catalog", r.where, r.route))
+		case r.route != "" && r.param != "" && !slices.Contains(ps, r.param):
+			errs = append(errs, fmt.Errorf("%s: %s is not a parameter of %s (its parameters: %s)",
+				r.where, r.param, r.route, strings.Join(ps, ", ")))
+		case r.route == "" && !anyHas(params, r.param):
+			errs = append(errs, fmt.Errorf("%s: no route in the catalog has a parameter %s", r.where, r.param))
+		}
+	}
+	return errs
+}
+
+func anyHas(params map[string][]string, p string) bool {
+	for _, ps := range params {
+		if slices.Contains(ps, p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,35 @@
+// Package opa is sqlgate's policy engine: it decides every routed call, NATS
+// credential and SQL credential ([policy.Entry]) with Rego v1 policies
+// (github.com/open-policy-agent/opa/v1), and it holds the tooling behind
+// `sqlgate policy test|eval|check|replay`.
+//
+// An [Engine] loads a policy directory (or an fs.FS such as rules.FS),
+// compiles it once and prepares one query per entry point; decisions reuse the
+// prepared queries and never compile. A reload (file watch with debounce, or
+// [Engine.Reload]) builds a complete new state and swaps it atomically; a
+// policy that fails to load leaves the last good one serving and is reported
+// (log, [Engine.Status], [Config.OnReload]). With no policy loaded every
+// decision is a deny. Every decision carries a fresh UUIDv7 and the policy
+// revision: the SHA-256 over the served files.
+//
+// # Decision document
+//
+// The decision of entry E is formed by the rules of package data.sqlgate.E:
+// allow (a boolean), reasons (a set or array of strings) and the obligations
+// [DecisionKeys] lists for E (call: max_rows, timeout_ms, redact_params;
+// nats: ttl, pub, sub; sql_credentials: ttl). Rules of the package whose
+// names start with an underscore are helpers and not part of the decision;
+// so are rules of any other package (data.sqlgate.lib.*). Any other rule in
+// an entry package, a package nested under one, or data placed there is an
+// error when the policy loads, found by inspecting the modules: an unknown
+// obligation is never silently ignored. A policy may also define
+// data.sqlgate.lint.problems, a set of messages about its own configuration;
+// the engine refuses to serve a policy for which it is not empty.
+//
+// Decide fails closed: an evaluation error, the evaluation timeout, an
+// undefined or non-boolean allow, or a malformed obligation is a deny with a
+// reason and an error wrapping [policy.ErrEvaluation].
+//
+// docs/policy.md documents the input document, the decision document, the
+// default library (policy/rules) and the commands.
+package opa

@@ -1,0 +1,528 @@
+package opa
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
+
+	"github.com/sqlgate/sqlgate/policy"
+)
+
+// Defaults filled in by [Open].
+const (
+	DefaultDebounce    = 250 * time.Millisecond
+	DefaultEvalTimeout = 100 * time.Millisecond
+)
+
+// Config configures an [Engine]. Exactly one of Dir and FS is set.
+type Config struct {
+	// Dir is the policy directory: Rego modules (*.rego) and data files
+	// (*.json, *.yaml, *.yml), each data file placed under the path of its
+	// directory as `opa eval -d DIR` does. Test modules (*_test.rego) and
+	// names starting with a dot are not served.
+	Dir string `json:"dir"`
+	// FS is an alternative to Dir, e.g. the embedded rules.FS. It cannot be
+	// watched.
+	FS fs.FS `json:"-"`
+	// Watch reloads the policy when a file under Dir changes, after Debounce
+	// of quiet. A policy that fails to load leaves the last good one serving.
+	Watch bool `json:"watch"`
+	// Debounce is the quiet period after a change before reloading
+	// (default 250ms).
+	Debounce time.Duration `json:"debounce"`
+	// EvalTimeout bounds one evaluation (default 100ms); a decision that
+	// takes longer is a deny.
+	EvalTimeout time.Duration `json:"evalTimeout"`
+	// Logger receives load and reload events (default: discard).
+	Logger *slog.Logger `json:"-"`
+	// OnReload, if set, is called after every load attempt that changed the
+	// served revision or the error state, including the first load in Open,
+	// one call at a time. It must not call [Engine.Reload].
+	OnReload func(ReloadEvent) `json:"-"`
+	// Now is the clock (default time.Now); policies see it as time.now_ns().
+	Now func() time.Time `json:"-"`
+}
+
+// Validate reports every problem of the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	switch {
+	case c.Dir == "" && c.FS == nil:
+		errs = append(errs, errors.New("one of dir and FS is required"))
+	case c.Dir != "" && c.FS != nil:
+		errs = append(errs, errors.New("dir and FS are exclusive"))
+	}
+	if c.Watch && c.Dir == "" {
+		errs = append(errs, errors.New("watch requires dir"))
+	}
+	if c.Debounce < 0 {
+		errs = append(errs, errors.New("debounce must not be negative"))
+	}
+	if c.EvalTimeout < 0 {
+		errs = append(errs, errors.New("evalTimeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Debounce == 0 {
+		c.Debounce = DefaultDebounce
+	}
+	if c.EvalTimeout == 0 {
+		c.EvalTimeout = DefaultEvalTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// ReloadEvent reports one load attempt of the policy.
+type ReloadEvent struct {
+	// At is when the attempt finished.
+	At time.Time
+	// Revision is the revision served after the attempt ("" if none) and
+	// Previous the one served before it.
+	Revision string
+	Previous string
+	// Changed is true when a new revision is now served.
+	Changed bool
+	// Err is why the attempt failed (wrapping [ErrInvalidPolicy] for a broken
+	// policy); nil on success. On failure the previous revision keeps serving.
+	Err error
+	// Modules are the served module paths after the attempt.
+	Modules []string
+}
+
+// Status is the engine's state for health checks (/readyz) and the UI.
+type Status struct {
+	// Revision is the served policy revision, "" when no policy ever loaded
+	// (every decision is then a deny with [policy.ErrNoPolicy]).
+	Revision string `json:"revision"`
+	// LoadedAt is when the served revision was loaded.
+	LoadedAt time.Time `json:"loadedAt"`
+	// Modules are the served module paths; Entries the entry points the
+	// policy defines.
+	Modules []string       `json:"modules"`
+	Entries []policy.Entry `json:"entries"`
+	// LastAttempt is when the policy was last (re)loaded, successfully or not.
+	LastAttempt time.Time `json:"lastAttempt"`
+	// LastError is why the last attempt failed, nil when it succeeded.
+	LastError error `json:"-"`
+}
+
+// Ready reports whether a policy is serving.
+func (s Status) Ready() bool { return s.Revision != "" }
+
+// Engine decides with a compiled Rego policy. It is safe for concurrent use;
+// a reload swaps the compiled policy atomically, so a decision sees either the
+// old or the new policy, never a mix.
+type Engine struct {
+	cfg  Config
+	fsys fs.FS
+	log  *slog.Logger
+
+	cur    atomic.Pointer[state]
+	inputs inputCache
+
+	reloadMu sync.Mutex // serializes loads and OnReload calls
+
+	statusMu    sync.Mutex
+	lastAttempt time.Time
+	lastErr     error
+
+	closeOnce sync.Once
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+}
+
+// prepared is the compiled decision query of one entry and the decision keys
+// it evaluates, in order.
+type prepared struct {
+	query rego.PreparedEvalQuery
+	keys  []string
+}
+
+// state is one loaded policy: immutable once built.
+type state struct {
+	revision string
+	loadedAt time.Time
+	modules  []string
+	entries  []policy.Entry
+	queries  map[policy.Entry]prepared
+	files    map[policy.Entry][]string // modules of each entry package
+	txn      storage.Transaction
+	data     dataCache
+}
+
+// Open loads the policy and, with Watch, starts watching Dir.
+//
+// Without Watch, a policy that fails to load is an error. With Watch, Open
+// fails only when Dir cannot be read or watched: a broken first policy leaves
+// the engine denying every decision with [policy.ErrNoPolicy] until a fixed
+// policy loads, and is reported through Status, OnReload and the log.
+func Open(ctx context.Context, cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("policy engine config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	e := &Engine{cfg: cfg, fsys: cfg.FS, log: cfg.Logger}
+	if cfg.Dir != "" {
+		info, err := os.Stat(cfg.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("policy directory: %w", err)
+		}
+		if !info.IsDir() {
+			return nil, fmt.Errorf("policy directory %s: not a directory", cfg.Dir)
+		}
+		e.fsys = os.DirFS(cfg.Dir)
+	}
+	if err := e.Reload(ctx); err != nil && !cfg.Watch {
+		return nil, err
+	}
+	if cfg.Watch {
+		if err := e.watch(); err != nil {
+			return nil, fmt.Errorf("watch policy directory %s: %w", cfg.Dir, err)
+		}
+	}
+	return e, nil
+}
+
+// Reload loads the policy again now. On success the new revision serves from
+// the next decision on; on failure the current one keeps serving and the
+// error (wrapping [ErrInvalidPolicy] for a broken policy) is returned,
+// logged and recorded in [Engine.Status].
+func (e *Engine) Reload(ctx context.Context) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	prev := e.cur.Load()
+	st, err := build(ctx, e.fsys, buildOptions{now: e.cfg.Now})
+	if err != nil && e.cfg.Dir != "" {
+		err = fmt.Errorf("policy directory %s: %w", e.cfg.Dir, err)
+	}
+	at := e.cfg.Now()
+
+	e.statusMu.Lock()
+	prevErr := e.lastErr
+	e.lastAttempt, e.lastErr = at, err
+	e.statusMu.Unlock()
+
+	ev := ReloadEvent{At: at, Err: err}
+	if prev != nil {
+		ev.Previous, ev.Revision, ev.Modules = prev.revision, prev.revision, prev.modules
+	}
+	switch {
+	case err != nil:
+		if prevErr != nil && prevErr.Error() == err.Error() {
+			return err // the same breakage again (e.g. an editor's swap file): reported already
+		}
+		e.log.LogAttrs(ctx, slog.LevelError, "policy load failed; the last good policy keeps serving",
+			slog.String("policy_revision", ev.Revision), slog.String("error", err.Error()))
+	case prev != nil && prev.revision == st.revision:
+		if prevErr == nil {
+			return nil // nothing changed
+		}
+		e.log.LogAttrs(ctx, slog.LevelInfo, "policy loads again", slog.String("policy_revision", st.revision))
+	default:
+		e.cur.Store(st)
+		ev.Revision, ev.Modules, ev.Changed = st.revision, st.modules, true
+		e.log.LogAttrs(ctx, slog.LevelInfo, "policy loaded",
+			slog.String("policy_revision", st.revision), slog.String("previous_revision", ev.Previous),
+			slog.Int("modules", len(st.modules)))
+	}
+	if e.cfg.OnReload != nil {
+		e.cfg.OnReload(ev)
+	}
+	return err
+}
+
+// Revision returns the served policy revision, "" when none is loaded.
+func (e *Engine) Revision() string {
+	if st := e.cur.Load(); st != nil {
+		return st.revision
+	}
+	return ""
+}
+
+// Status returns the engine's state.
+func (e *Engine) Status() Status {
+	var s Status
+	if st := e.cur.Load(); st != nil {
+		s.Revision, s.LoadedAt = st.revision, st.loadedAt
+		s.Modules, s.Entries = slices.Clone(st.modules), slices.Clone(st.entries)
+	}
+	e.statusMu.Lock()
+	s.LastAttempt, s.LastError = e.lastAttempt, e.lastErr
+	e.statusMu.Unlock()
+	return s
+}
+
+// Close stops watching the policy directory and waits for the watcher to
+// exit. The engine keeps deciding with the policy it has. Close is idempotent.
+func (e *Engine) Close() error {
+	e.closeOnce.Do(func() {
+		if e.stopWatch != nil {
+			e.stopWatch()
+			<-e.watchDone
+		}
+	})
+	return nil
+}
+
+// Decide evaluates the policy's entry point for in and returns its decision,
+// with a fresh UUIDv7 ID and the revision that decided.
+//
+// It fails closed: when no policy is loaded the decision is a deny and the
+// error wraps [policy.ErrNoPolicy]; when the policy cannot decide (an
+// evaluation error, EvalTimeout or ctx ending first, an undefined or
+// non-boolean allow, a malformed obligation, an input that cannot be
+// converted) the decision is a deny whose reason says so in general terms and
+// the error, wrapping [policy.ErrEvaluation], says why. The decision is
+// always usable for an audit record, error or not.
+func (e *Engine) Decide(ctx context.Context, entry policy.Entry, in *policy.Input) (policy.Decision, error) {
+	return e.decide(ctx, entry, in, e.cfg.Now(), nil)
+}
+
+// decide is Decide at a given evaluation time, optionally traced.
+func (e *Engine) decide(ctx context.Context, entry policy.Entry, in *policy.Input, at time.Time, tracer topdown.QueryTracer) (policy.Decision, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return policy.Deny(e.Revision(), "no decision ID"), fmt.Errorf("decide %s: decision id: %w: %w", entry, policy.ErrEvaluation, err)
+	}
+	st := e.cur.Load()
+	if st == nil {
+		d := policy.Deny("", "no policy is loaded")
+		d.ID = id.String()
+		return d, fmt.Errorf("decide %s: %w", entry, policy.ErrNoPolicy)
+	}
+	fail := func(reasons []string, cause error) (policy.Decision, error) {
+		d := policy.Deny(st.revision, reasons...)
+		d.ID = id.String()
+		return d, fmt.Errorf("decide %s (decision %s): %w: %w", entry, d.ID, policy.ErrEvaluation, cause)
+	}
+	q, ok := st.queries[entry]
+	if !ok {
+		return fail([]string{fmt.Sprintf("the policy does not decide %s", entry)},
+			fmt.Errorf("the policy defines no %s", entryPath(entry)))
+	}
+	if in == nil {
+		return fail([]string{"no policy input"}, errors.New("nil input"))
+	}
+	val, err := e.inputs.value(in)
+	if err != nil {
+		return fail([]string{"the request cannot be evaluated by the policy"}, fmt.Errorf("input: %w", err))
+	}
+
+	cancel := topdown.NewCancel()
+	timer := time.AfterFunc(e.cfg.EvalTimeout, cancel.Cancel)
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	opts := []rego.EvalOption{
+		rego.EvalParsedInput(val), rego.EvalExternalCancel(cancel), rego.EvalTime(at),
+		rego.EvalTransaction(st.txn), rego.EvalBaseCache(st.data), rego.EvalMetrics(metrics.NoOp()),
+	}
+	if tracer != nil {
+		opts = append(opts, rego.EvalQueryTracer(tracer))
+	}
+	vc := newFlatCache()
+	opts = append(opts, rego.EvalVirtualCache(vc))
+	rs, err := q.query.Eval(ctx, opts...)
+	vc.release()
+	timedOut := !timer.Stop()
+	stop()
+	switch {
+	case err != nil && timedOut:
+		return fail([]string{"policy evaluation timed out"}, fmt.Errorf("evaluation took longer than %s", e.cfg.EvalTimeout))
+	case err != nil && ctx.Err() != nil:
+		return fail([]string{"policy evaluation was cancelled"}, context.Cause(ctx))
+	case err != nil:
+		return fail([]string{"policy evaluation failed"}, err)
+	}
+	doc, err := documentOf(rs, q.keys)
+	if err != nil {
+		return fail([]string{"policy evaluation failed"}, err)
+	}
+	allow, reasons, ob, err := doc.decode()
+	switch {
+	case errors.Is(err, errUndefinedAllow):
+		return fail(append(reasons, "the policy did not decide"), err)
+	case err != nil:
+		return fail([]string{"the policy returned a malformed decision"}, err)
+	}
+	d := policy.Decision{ID: id.String(), Allow: allow, Reasons: reasons, Revision: st.revision, Obligations: ob}
+	if !allow && len(d.Reasons) == 0 {
+		d.Reasons = []string{"denied by policy"}
+	}
+	return d, nil
+}
+
+// buildOptions vary how a policy is compiled: the serving path drops print
+// statements, the eval tool keeps them.
+type buildOptions struct {
+	now    func() time.Time
+	prints io.Writer
+}
+
+// build reads, parses, checks, compiles and prepares the policy of fsys.
+func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
+	snap, err := readSnapshot(fsys, false)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
+	}
+	p, err := snap.parse()
+	if err != nil {
+		return nil, err
+	}
+	keys, errs := checkContract(p.modules, p.data)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, errors.Join(errs...))
+	}
+	c, err := compile(p, o.prints != nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	dataValue, err := ast.InterfaceToValue(p.data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: data: %w", ErrInvalidPolicy, err)
+	}
+	dataObj, ok := dataValue.(ast.Object)
+	if !ok {
+		return nil, fmt.Errorf("%w: data is not an object", ErrInvalidPolicy)
+	}
+	store := inmem.NewFromObjectWithOpts(p.data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	// One read transaction for the life of the state: nothing ever writes to
+	// the store, and a read-only inmem transaction reads without mutation, so
+	// concurrent evaluations can share it.
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: data: %w", ErrInvalidPolicy, err)
+	}
+	st := &state{
+		revision: snap.revision(),
+		txn:      txn,
+		data:     dataCache{dataObj},
+		loadedAt: o.now(),
+		modules:  slices.Sorted(maps.Keys(p.modules)),
+		queries:  map[policy.Entry]prepared{},
+		files:    map[policy.Entry][]string{},
+	}
+	for _, name := range st.modules {
+		for _, e := range policy.Entries {
+			if p.modules[name].Package.Path.Equal(entryPath(e)) {
+				st.files[e] = append(st.files[e], name)
+			}
+		}
+	}
+	for _, e := range policy.Entries {
+		ks, ok := keys[e]
+		if !ok {
+			continue
+		}
+		opts := []func(*rego.Rego){
+			rego.Query(decisionQuery(e, ks)),
+			rego.Compiler(c),
+			rego.Store(store),
+			rego.GenerateJSON(keepTerm),
+		}
+		if o.prints != nil {
+			opts = append(opts, rego.EnablePrintStatements(true), rego.PrintHook(print.Hook(printHook{o.prints})))
+		}
+		pq, err := rego.New(opts...).PrepareForEval(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: prepare %s: %w", ErrInvalidPolicy, entryPath(e), err)
+		}
+		st.queries[e] = prepared{query: pq, keys: ks}
+		st.entries = append(st.entries, e)
+	}
+	problems, err := lint(ctx, c, store)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPolicy, lintPath, err)
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%w: %s:\n  %s", ErrInvalidPolicy, lintPath, strings.Join(problems, "\n  "))
+	}
+	return st, nil
+}
+
+// lintPath is the optional rule a policy uses to report problems with its
+// own configuration; a policy that reports any is not served.
+const lintPath = "data.sqlgate.lint.problems"
+
+// lint evaluates lintPath without input and returns the problems, sorted.
+func lint(ctx context.Context, c *ast.Compiler, store storage.Store) ([]string, error) {
+	rs, err := rego.New(rego.Query("problems := [p | some p in "+lintPath+"]"), rego.Compiler(c), rego.Store(store)).Eval(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) != 1 {
+		return nil, fmt.Errorf("%d results", len(rs))
+	}
+	list, _ := rs[0].Bindings["problems"].([]any)
+	out := make([]string, 0, len(list))
+	for _, p := range list {
+		if s, ok := p.(string); ok {
+			out = append(out, s)
+		} else {
+			out = append(out, fmt.Sprint(p))
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// dataCache serves reads of base documents (data files) straight from the
+// immutable AST of the loaded data, so that evaluations neither read the store
+// nor build a cache of their own. It is shared by concurrent evaluations:
+// Put is a no-op.
+type dataCache struct{ data ast.Object }
+
+var _ topdown.BaseCache = dataCache{}
+
+// Get implements topdown.BaseCache.
+func (c dataCache) Get(ref ast.Ref) ast.Value {
+	if !ref.HasPrefix(ast.DefaultRootRef) {
+		return nil
+	}
+	v, err := c.data.Find(ref[1:])
+	if err != nil {
+		return nil
+	}
+	return v
+}
+
+// Put implements topdown.BaseCache.
+func (dataCache) Put(ast.Ref, ast.Value) {}
+
+// keepTerm makes rego hand back result terms as they are, without converting
+// them to Go values.
+func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
+
+// printHook writes the output of Rego print() calls, one line each.
+type printHook struct{ w io.Writer }
+
+// Print implements print.Hook.
+func (h printHook) Print(ctx print.Context, msg string) error {
+	_, err := fmt.Fprintf(h.w, "%s: %s\n", location(ctx.Location), msg)
+	return err
+}

@@ -1,0 +1,203 @@
+package opa
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+	"testing/fstest"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+)
+
+// ErrInvalidPolicy marks a policy directory that cannot be served: a parse or
+// compile error, a data file that does not decode, a broken decision contract
+// (see docs/policy.md). Errors returned by [Open], [Engine.Reload] and
+// reported through [ReloadEvent] and [Status] wrap it.
+var ErrInvalidPolicy = errors.New("invalid policy")
+
+// excludedBuiltins are left out of the capabilities policies are compiled
+// with: they do network I/O on the decision path and cannot be replayed.
+var excludedBuiltins = []string{"http.send", "net.lookup_ip_addr", "opa.runtime"}
+
+// capabilities returns the OPA capabilities sqlgate serves and checks
+// policies with: this OPA version's, without [excludedBuiltins] and without
+// network access for schema references.
+func capabilities() *ast.Capabilities {
+	c := ast.CapabilitiesForThisVersion()
+	c.Builtins = slices.DeleteFunc(slices.Clone(c.Builtins), func(b *ast.Builtin) bool {
+		return slices.Contains(excludedBuiltins, b.Name)
+	})
+	c.AllowNet = []string{}
+	return c
+}
+
+// parserOptions are the options every policy file is parsed with: Rego v1 and
+// METADATA annotations (used for schema annotations by [Check]).
+func parserOptions() ast.ParserOptions {
+	return ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true, Capabilities: capabilities()}
+}
+
+// snapshot is the content of a policy directory read at one instant: the
+// revision is computed over exactly the bytes that are compiled.
+type snapshot struct {
+	files map[string][]byte // slash-separated path relative to the root
+}
+
+// isTestFile reports whether name is a Rego test module, which is never served.
+func isTestFile(name string) bool { return strings.HasSuffix(name, "_test.rego") }
+
+// isPolicyFile reports whether name is a file the engine loads: a Rego module or
+// a JSON or YAML data file.
+func isPolicyFile(name string) bool {
+	switch path.Ext(name) {
+	case ".rego", ".json", ".yaml", ".yml":
+		return true
+	}
+	return false
+}
+
+// readSnapshot reads the policy files of fsys. Names starting with a dot
+// (editor swap files, .git, Kubernetes' ..data) are skipped, as are test
+// modules unless withTests is set. Symbolic links to files are followed.
+func readSnapshot(fsys fs.FS, withTests bool) (*snapshot, error) {
+	s := &snapshot{files: map[string][]byte{}}
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p != "." && strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() || !isPolicyFile(p) || (!withTests && isTestFile(p)) {
+			return nil
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			info, err := fs.Stat(fsys, p)
+			if err != nil {
+				return err
+			}
+			if !info.Mode().IsRegular() {
+				return nil
+			}
+		} else if !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := fs.ReadFile(fsys, p)
+		if err != nil {
+			return err
+		}
+		s.files[p] = b
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read policy files: %w", err)
+	}
+	return s, nil
+}
+
+// paths returns the snapshot's file paths in sorted order.
+func (s *snapshot) paths() []string {
+	ps := make([]string, 0, len(s.files))
+	for p := range s.files {
+		ps = append(ps, p)
+	}
+	slices.Sort(ps)
+	return ps
+}
+
+// revision is the hex SHA-256 over the served files in path order; each file
+// contributes its path, a NUL byte, its length as a big-endian uint64 and its
+// bytes. Test modules are not part of it.
+func (s *snapshot) revision() string {
+	h := sha256.New()
+	var n [8]byte
+	for _, p := range s.paths() {
+		if isTestFile(p) {
+			continue
+		}
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+		binary.BigEndian.PutUint64(n[:], uint64(len(s.files[p])))
+		h.Write(n[:])
+		h.Write(s.files[p])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// parsed is a snapshot parsed by OPA's loader: modules by path and the data
+// document merged from the data files (each file's content placed under the
+// path of its directory, as `opa eval -d DIR` and `opa test DIR` do).
+type parsed struct {
+	modules map[string]*ast.Module
+	data    map[string]any
+}
+
+// parse parses every file of the snapshot with OPA's loader, so that data
+// placement and error messages are those of the opa command.
+func (s *snapshot) parse() (*parsed, error) {
+	// An in-memory copy, not the directory itself: the compiled policy must be
+	// made of the bytes that were hashed.
+	mem := fstest.MapFS{}
+	for p, b := range s.files {
+		mem[p] = &fstest.MapFile{Data: b, Mode: 0o444}
+	}
+	res, err := loader.NewFileLoader().
+		WithFS(mem).
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotation(true).
+		WithCapabilities(capabilities()).
+		All([]string{"."})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
+	}
+	out := &parsed{modules: make(map[string]*ast.Module, len(res.Modules)), data: res.Documents}
+	for name, m := range res.Modules {
+		out.modules[name] = m.Parsed
+	}
+	return out, nil
+}
+
+// dataConflict returns a path-conflict check for the compiler: a rule may not
+// be defined where a data file already put a value.
+func dataConflict(data map[string]any) func([]string) (bool, error) {
+	return func(p []string) (bool, error) {
+		var cur any = data
+		for _, k := range p {
+			m, ok := cur.(map[string]any)
+			if !ok {
+				return true, nil
+			}
+			if cur, ok = m[k]; !ok {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
+}
+
+// compile compiles modules with sqlgate's capabilities. Print statements are
+// kept only when prints is set (the eval tool); the serving path drops them.
+func compile(p *parsed, prints bool, configure func(*ast.Compiler)) (*ast.Compiler, error) {
+	c := ast.NewCompiler().
+		WithCapabilities(capabilities()).
+		WithEnablePrintStatements(prints).
+		WithPathConflictsCheck(dataConflict(p.data))
+	if configure != nil {
+		configure(c)
+	}
+	c.Compile(p.modules)
+	if c.Failed() {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, c.Errors)
+	}
+	return c, nil
+}

@@ -1,0 +1,114 @@
+package opa
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/cover"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/tester"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/lineage"
+)
+
+// TestOptions are the options of [Test], named after `opa test`'s flags.
+type TestOptions struct {
+	// Verbose lists every test and, for failures, the notes and failed
+	// expressions (`opa test -v`).
+	Verbose bool
+	// Coverage prints the JSON coverage report instead of the test list
+	// (`opa test --coverage`).
+	Coverage bool
+	// Threshold fails the run when coverage is below this percentage
+	// (`opa test --threshold`); it implies Coverage.
+	Threshold float64
+	// Run runs only the tests whose names match this regular expression
+	// (`opa test --run`).
+	Run string
+	// Timeout bounds each test (default 5s, as `opa test`).
+	Timeout time.Duration
+}
+
+// Test runs the Rego tests (rules named test_*, in any file, typically
+// *_test.rego) of the policy directory dir and writes a report to w, with the
+// semantics and output of `opa test DIR`: the same loader (every .rego, .json
+// and .yaml file under dir, data placed by directory), Rego v1, the same
+// reporters. It reports passed=false when a test fails or errs, and an error
+// when the directory cannot be loaded or compiled (or the coverage threshold
+// is not met). Policies are compiled with the capabilities the engine serves
+// with, so a test of a builtin the engine refuses (http.send) fails here too.
+func Test(ctx context.Context, dir string, opts TestOptions, w io.Writer) (passed bool, err error) {
+	modules, store, err := tester.LoadWithParserOptions([]string{dir}, nil, parserOptions())
+	if err != nil {
+		return false, fmt.Errorf("load %s: %w", dir, err)
+	}
+	txn, err := store.NewTransaction(ctx, storage.WriteParams)
+	if err != nil {
+		return false, err
+	}
+	defer store.Abort(ctx, txn)
+
+	compiler := ast.NewCompiler().
+		WithPathConflictsCheck(storage.NonEmpty(ctx, store, txn)).
+		WithEnablePrintStatements(true).
+		WithCapabilities(capabilities()).
+		WithUseTypeCheckAnnotations(true)
+
+	coverage := opts.Coverage || opts.Threshold > 0
+	var cov *cover.Cover
+	runner := tester.NewRunner().
+		SetCompiler(compiler).
+		SetStore(store).
+		CapturePrintOutput(true).
+		EnableTracing(opts.Verbose).
+		StackTraces(true).
+		SetModules(modules).
+		SetTimeout(cmp.Or(opts.Timeout, 5*time.Second)).
+		Filter(opts.Run)
+	if coverage {
+		cov = cover.New()
+		runner = runner.SetCoverageQueryTracer(cov).SetCoverageRuns([]cover.Kind{cover.KindIndexExcluded, cover.KindEarlyExit})
+	}
+	ch, err := runner.RunTests(ctx, txn)
+	if err != nil {
+		return false, err
+	}
+
+	var reporter tester.Reporter = tester.PrettyReporter{Verbose: opts.Verbose, Output: w}
+	if coverage {
+		reporter = tester.JSONCoverageReporter{Cover: cov, Modules: modules, Output: w, Threshold: opts.Threshold, Verbose: opts.Verbose}
+	}
+
+	passed = true
+	results := make(chan *tester.Result)
+	go func() {
+		defer close(results)
+		for r := range ch {
+			if !r.Pass() {
+				passed = false
+			}
+			if opts.Verbose {
+				// As `opa test -v`: notes and failed expressions only.
+				r.Trace = lineage.Filter(r.Trace, func(e *topdown.Event) bool {
+					return e.Op == topdown.NoteOp || e.Op == topdown.FailOp
+				})
+			}
+			results <- r
+		}
+	}()
+	if err := reporter.Report(results); err != nil {
+		for range results { // drain, so the goroutine ends
+		}
+		if !passed {
+			// The coverage reporter reports failed tests as an error after
+			// printing them: that is a failed run, not a broken one.
+			return false, nil
+		}
+		return false, err // e.g. *cover.CoverageThresholdError
+	}
+	return passed, nil
+}

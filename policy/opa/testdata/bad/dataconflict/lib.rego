@@ -1,0 +1,3 @@
+package sqlgate.lib
+
+limit := 5

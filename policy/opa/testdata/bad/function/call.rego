@@ -1,0 +1,5 @@
+package sqlgate.call
+
+default allow := false
+
+reasons(x) := {x}

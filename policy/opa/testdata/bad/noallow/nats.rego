@@ -1,0 +1,3 @@
+package sqlgate.nats
+
+pub contains "orders.v1.get"

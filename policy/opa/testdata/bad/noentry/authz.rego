@@ -1,0 +1,3 @@
+package authz
+
+default allow := false

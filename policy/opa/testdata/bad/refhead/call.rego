@@ -1,0 +1,5 @@
+package sqlgate.call
+
+default allow := false
+
+max_rows.get := 10

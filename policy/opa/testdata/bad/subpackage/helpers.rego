@@ -1,0 +1,3 @@
+package sqlgate.call.helpers
+
+admin if "admins" in input.principal.groups
