@@ -1,0 +1,242 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// SQLLeases is the slice of the broker's SQL credential leases the web
+// layer calls (wired in cmd/sqlgated over *broker.Leases).
+type SQLLeases interface {
+	IssueSQL(ctx context.Context, req broker.SQLCredRequest) (*broker.SQLCredential, error)
+	RenewLease(ctx context.Context, actor identity.Principal, leaseID string, ttl time.Duration) (*broker.Renewal, error)
+	RevokeLease(ctx context.Context, actor identity.Principal, leaseID, reason string) (*broker.Lease, error)
+	RevokeAll(ctx context.Context, actor identity.Principal, principalID, reason string) (*broker.RevokeAllResult, error)
+	Leases(ctx context.Context, principalID string) ([]broker.Lease, error)
+	Lease(ctx context.Context, leaseID string) (broker.Lease, error)
+}
+
+var _ SQLLeases = (*broker.Leases)(nil)
+
+// sqlRenewRequest is the body of `POST leases/{id}/renew` (may be empty).
+type sqlRenewRequest struct {
+	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
+}
+
+// sqlRenewResponse is the response of `POST leases/{id}/renew`.
+type sqlRenewResponse struct {
+	api.Lease
+	MaxExpiry time.Time `json:"max_expires_at"`
+	// Capped explains an expiry earlier than asked for.
+	Capped     string `json:"capped,omitempty"`
+	DecisionID string `json:"decision_id"`
+}
+
+// sqlRevokeAllRequest is the body of `POST leases/revoke-all` (admins).
+type sqlRevokeAllRequest struct {
+	// Principal is the principal's id: "<issuer> <subject>".
+	Principal string `json:"principal"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// sqlRevokeAllResponse is the response of `POST leases/revoke-all`.
+type sqlRevokeAllResponse struct {
+	Principal string `json:"principal"`
+	// NATSRevoked are the NATS user keys revoked.
+	NATSRevoked []string `json:"nats_revoked"`
+	// Leases are the SQL leases revoked, or still revoking (pending).
+	Leases  []api.Lease `json:"leases"`
+	Pending int         `json:"pending"`
+}
+
+// sqlRoutes registers the SQL credential endpoints: `POST sql/creds`,
+// `POST leases/{id}/renew` and `POST leases/revoke-all`. Listing and
+// revoking go through the lease endpoints ([Server.sqlLeaseList],
+// [Server.revokeSQLLease]).
+func (s *Server) sqlRoutes(l SQLLeases) {
+	if l == nil {
+		return
+	}
+	s.mux.Handle("POST "+api.Prefix+"/sql/creds", s.authed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+		return s.sqlCreds(w, r, p, l)
+	}))
+	s.mux.Handle("POST "+api.Prefix+"/leases/{id}/renew", s.authed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+		return s.renewSQLLease(w, r, p, l)
+	}))
+	s.mux.Handle("POST "+api.Prefix+"/leases/revoke-all", s.authed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+		return s.revokeAll(w, r, p, l)
+	}))
+}
+
+func (s *Server) sqlCreds(w http.ResponseWriter, r *http.Request, p identity.Principal, l SQLLeases) error {
+	var req api.SQLCredsRequest
+	if err := decodeJSON(r, maxBody, &req); err != nil {
+		return err
+	}
+	switch {
+	case req.Database == "" || req.Role == "":
+		return badRequest("database and role are required")
+	case req.TTLSeconds < 0:
+		return badRequest("ttl_seconds must not be negative")
+	case req.TTLSeconds > int64(366*24*time.Hour/time.Second):
+		return badRequest("ttl_seconds is too large")
+	}
+	cred, err := l.IssueSQL(r.Context(), broker.SQLCredRequest{
+		Principal: p, Database: req.Database, Role: req.Role, TTL: time.Duration(req.TTLSeconds) * time.Second,
+		Client: policy.Client{Host: r.RemoteAddr, Name: r.UserAgent()},
+	})
+	if err != nil {
+		return sqlError(err)
+	}
+	writeJSON(w, http.StatusOK, api.SQLCreds{
+		LeaseID: cred.LeaseID, Database: cred.Database, Role: cred.Role, Username: cred.Username, Password: cred.Password,
+		DSN: cred.DSN, ExpiresAt: cred.ExpiresAt, MaxExpiry: cred.MaxExpiry, Capped: cred.Capped,
+	})
+	return nil
+}
+
+func (s *Server) renewSQLLease(w http.ResponseWriter, r *http.Request, p identity.Principal, l SQLLeases) error {
+	var req sqlRenewRequest
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		return &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: broker.CodeTooLarge, Msg: "request body too large"}
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if err := decodeJSON(r, maxBody, &req); err != nil {
+			return err
+		}
+	}
+	if req.TTLSeconds < 0 || req.TTLSeconds > int64(366*24*time.Hour/time.Second) {
+		return badRequest("ttl_seconds must be between 0 and a year")
+	}
+	ren, err := l.RenewLease(r.Context(), p, r.PathValue("id"), time.Duration(req.TTLSeconds)*time.Second)
+	if err != nil {
+		return sqlError(err)
+	}
+	writeJSON(w, http.StatusOK, sqlRenewResponse{
+		Lease: sqlLease(&ren.Lease, s.now()), MaxExpiry: ren.Lease.MaxExpiry, Capped: ren.Capped, DecisionID: ren.Decision.ID,
+	})
+	return nil
+}
+
+func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Principal, l SQLLeases) error {
+	if err := s.requireGroups(p, s.cfg.AdminGroups, "revoke-all"); err != nil {
+		return err
+	}
+	var req sqlRevokeAllRequest
+	if err := decodeJSON(r, maxBody, &req); err != nil {
+		return err
+	}
+	if req.Principal == "" || len(req.Principal) > 1024 || len(req.Reason) > 512 {
+		return badRequest(`principal ("<issuer> <subject>") is required; reason is at most 512 characters`)
+	}
+	reason := "offboarding by " + p.Display()
+	if req.Reason != "" {
+		reason += ": " + req.Reason
+	}
+	res, err := l.RevokeAll(r.Context(), p, req.Principal, reason)
+	if err != nil {
+		// What was revoked stays revoked; revoke-all is safe to repeat.
+		return sqlError(err)
+	}
+	out := sqlRevokeAllResponse{Principal: res.PrincipalID, NATSRevoked: res.NATSKeys, Leases: []api.Lease{}, Pending: res.Pending()}
+	if out.NATSRevoked == nil {
+		out.NATSRevoked = []string{}
+	}
+	now := s.now()
+	for i := range res.Leases {
+		out.Leases = append(out.Leases, sqlLease(&res.Leases[i], now))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// sqlLeaseList lists p's SQL leases for `GET leases`, newest first (nil
+// when SQL credentials are not configured).
+func (s *Server) sqlLeaseList(ctx context.Context, l SQLLeases, p identity.Principal) ([]api.Lease, error) {
+	if l == nil {
+		return nil, nil
+	}
+	list, err := l.Leases(ctx, p.ID())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Lease, 0, len(list))
+	now := s.now()
+	for i := range list {
+		out = append(out, sqlLease(&list[i], now))
+	}
+	return out, nil
+}
+
+// revokeSQLLease serves `DELETE leases/{id}` for SQL leases: the owner or an
+// admin may revoke. handled is false when id is not a SQL lease, so that
+// the caller goes on with NATS credentials. A revocation the database could
+// not complete yet answers 202 with state "revoking" (retried until done).
+func (s *Server) revokeSQLLease(w http.ResponseWriter, r *http.Request, p identity.Principal, l SQLLeases, id string) (handled bool, err error) {
+	if l == nil {
+		return false, nil
+	}
+	lease, err := l.Lease(r.Context(), id)
+	if errors.Is(err, broker.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return true, sqlError(err)
+	}
+	owner := lease.Principal.ID() == p.ID()
+	if !owner && !s.inGroups(p, s.cfg.AdminGroups) {
+		return true, broker.ErrNotFound // do not reveal others' leases
+	}
+	reason := "revoked by " + p.Display()
+	if !owner {
+		reason += " (admin)"
+	}
+	got, err := l.RevokeLease(r.Context(), p, id, reason)
+	if err != nil {
+		return true, sqlError(err)
+	}
+	status := http.StatusOK
+	if !got.State.Final() {
+		status = http.StatusAccepted
+	}
+	writeJSON(w, status, sqlLease(got, s.now()))
+	return true, nil
+}
+
+// sqlLease is the API view of a lease. An active lease past its expiry
+// (the reaper has not run yet) shows as "expired".
+func sqlLease(l *broker.Lease, now time.Time) api.Lease {
+	state := string(l.State)
+	if l.State == broker.LeaseActive && !now.Before(l.ExpiresAt) {
+		state = "expired"
+	}
+	return api.Lease{
+		ID: l.ID, Type: "sql", Principal: l.Principal.Display(), Database: l.Database, Role: l.Role, Username: l.Username,
+		State: state, IssuedAt: l.IssuedAt, ExpiresAt: l.ExpiresAt, RevokedAt: l.RevokedAt,
+	}
+}
+
+// sqlError maps what the SQL credential use cases return that
+// [publicError] does not know: a database's refusal (502 db_error, message
+// scrubbed by the adapter) and too many leases (429).
+func sqlError(err error) error {
+	var dbe *broker.DBError
+	switch {
+	case errors.As(err, &dbe):
+		return &HTTPError{Status: http.StatusBadGateway, Code: broker.CodeDBError, Msg: dbe.Error(), Err: err}
+	case errors.Is(err, broker.ErrTooManyLeases):
+		return &HTTPError{Status: http.StatusTooManyRequests, Code: broker.CodeRateLimited, Msg: "too many active SQL credentials; revoke some first", Err: err}
+	}
+	return err
+}

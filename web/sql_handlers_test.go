@@ -1,0 +1,362 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+var (
+	sqlAlice = identity.Principal{Issuer: "https://idp.test", Subject: "alice", Email: "alice@example.com", Groups: []string{"sales"}}
+	sqlBob   = identity.Principal{Issuer: "https://idp.test", Subject: "bob", Email: "bob@example.com", Groups: []string{"support"}}
+	sqlAdmin = identity.Principal{Issuer: "https://idp.test", Subject: "dana", Email: "dana@example.com", Groups: []string{"admins"}}
+)
+
+// sqlTestAuth accepts the tokens "alice", "bob" and "dana".
+type sqlTestAuth struct{}
+
+func (sqlTestAuth) Verify(_ context.Context, tok string) (identity.Principal, error) {
+	for _, p := range []identity.Principal{sqlAlice, sqlBob, sqlAdmin} {
+		if tok == p.Subject {
+			return p, nil
+		}
+	}
+	return identity.Principal{}, identity.Unauthenticated("unknown test token", nil)
+}
+
+// sqlTestBroker is a Broker that is never called by these tests.
+type sqlTestBroker struct{}
+
+func (sqlTestBroker) AllowedRoutes(context.Context, identity.Principal) ([]*route.Route, policy.Decision, error) {
+	return nil, policy.Decision{}, errors.New("not used")
+}
+
+func (sqlTestBroker) IssueNATS(context.Context, broker.NATSRequest) (*broker.NATSCredential, error) {
+	return nil, errors.New("not used")
+}
+
+func (sqlTestBroker) RevokeNATS(context.Context, identity.Principal, []string, string) error {
+	return errors.New("not used")
+}
+
+// fakeSQLLeases keeps leases in memory and returns scripted errors.
+type fakeSQLLeases struct {
+	leases  map[string]broker.Lease
+	issued  []broker.SQLCredRequest
+	failure error // returned by the next call, then cleared
+	pending bool  // RevokeLease leaves the lease revoking
+	revoked []string
+	reasons []string
+}
+
+var _ SQLLeases = (*fakeSQLLeases)(nil)
+
+func (f *fakeSQLLeases) fail() error {
+	err := f.failure
+	f.failure = nil
+	return err
+}
+
+func (f *fakeSQLLeases) IssueSQL(_ context.Context, req broker.SQLCredRequest) (*broker.SQLCredential, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	f.issued = append(f.issued, req)
+	id := fmt.Sprintf("0190f0b8-0000-7000-8000-%012d", len(f.leases)+1)
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	l := broker.Lease{ID: id, Principal: req.Principal, Database: req.Database, Role: req.Role, Username: "sg_alice_abcdefghij",
+		State: broker.LeaseActive, IssuedAt: now, ExpiresAt: now.Add(req.TTL), MaxExpiry: now.Add(time.Hour)}
+	f.leases[id] = l
+	return &broker.SQLCredential{LeaseID: id, Database: l.Database, Role: l.Role, Username: l.Username, Password: "Secret123secret123secret123ABCdef",
+		DSN: "postgres://" + l.Username + "@db:5432/orders", ExpiresAt: l.ExpiresAt, MaxExpiry: l.MaxExpiry, Capped: "requested 3h0m0s exceeds the maximum"}, nil
+}
+
+func (f *fakeSQLLeases) RenewLease(_ context.Context, actor identity.Principal, id string, ttl time.Duration) (*broker.Renewal, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	l, ok := f.leases[id]
+	if !ok || l.Principal.ID() != actor.ID() {
+		return nil, broker.ErrNotFound
+	}
+	l.ExpiresAt = l.ExpiresAt.Add(ttl)
+	f.leases[id] = l
+	return &broker.Renewal{Lease: l, Capped: "capped", Decision: policy.Decision{ID: "dec-1"}}, nil
+}
+
+func (f *fakeSQLLeases) RevokeLease(_ context.Context, _ identity.Principal, id, reason string) (*broker.Lease, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	l := f.leases[id]
+	l.State = broker.LeaseRevoked
+	if f.pending {
+		l.State = broker.LeaseRevoking
+	}
+	f.leases[id] = l
+	f.revoked = append(f.revoked, id)
+	f.reasons = append(f.reasons, reason)
+	return &l, nil
+}
+
+func (f *fakeSQLLeases) RevokeAll(_ context.Context, _ identity.Principal, principalID, reason string) (*broker.RevokeAllResult, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	res := &broker.RevokeAllResult{PrincipalID: principalID, NATSKeys: []string{"UKEY"}}
+	for id, l := range f.leases {
+		if l.Principal.ID() == principalID {
+			l.State = broker.LeaseRevoked
+			f.leases[id] = l
+			res.Leases = append(res.Leases, l)
+		}
+	}
+	f.reasons = append(f.reasons, reason)
+	return res, nil
+}
+
+func (f *fakeSQLLeases) Leases(_ context.Context, principalID string) ([]broker.Lease, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	var out []broker.Lease
+	for _, l := range f.leases {
+		if l.Principal.ID() == principalID {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeSQLLeases) Lease(_ context.Context, id string) (broker.Lease, error) {
+	if err := f.fail(); err != nil {
+		return broker.Lease{}, err
+	}
+	l, ok := f.leases[id]
+	if !ok {
+		return broker.Lease{}, broker.ErrNotFound
+	}
+	return l, nil
+}
+
+func newSQLTestServer(t *testing.T) (*Server, *fakeSQLLeases) {
+	t.Helper()
+	s, err := New(Config{Broker: sqlTestBroker{}, Auth: sqlTestAuth{}, AdminGroups: []string{"admins"},
+		Now: func() time.Time { return time.Date(2026, 11, 27, 10, 5, 0, 0, time.UTC) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeSQLLeases{leases: map[string]broker.Lease{}}
+	s.sqlRoutes(f)
+	return s, f
+}
+
+func sqlDo(t *testing.T, s *Server, method, path, token, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	r := httptest.NewRequest(method, path, strings.NewReader(body))
+	if token != "" {
+		r.Header.Set("Authorization", "Bearer "+token)
+	}
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, r)
+	return w
+}
+
+func apiError(t *testing.T, w *httptest.ResponseRecorder) api.Error {
+	t.Helper()
+	var e api.ErrorResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil {
+		t.Fatalf("error body %q: %v", w.Body, err)
+	}
+	return e.Error
+}
+
+func TestSQLCredsEndpoint(t *testing.T) {
+	s, f := newSQLTestServer(t)
+	const path = api.Prefix + "/sql/creds"
+	w := sqlDo(t, s, "POST", path, "alice", `{"database":"orders","role":"reader","ttl_seconds":600}`)
+	if w.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	var cred api.SQLCreds
+	if err := json.Unmarshal(w.Body.Bytes(), &cred); err != nil {
+		t.Fatal(err)
+	}
+	if cred.Password == "" || cred.Username != "sg_alice_abcdefghij" || cred.Capped == "" || cred.DSN == "" || cred.LeaseID == "" {
+		t.Errorf("response = %+v", cred)
+	}
+	if w.Header().Get("Cache-Control") != "no-store" {
+		t.Error("a response with a password may be cached")
+	}
+	if got := f.issued[0]; got.Principal.ID() != sqlAlice.ID() || got.TTL != 10*time.Minute || got.Database != "orders" || got.Role != "reader" {
+		t.Errorf("broker request = %+v", got)
+	}
+
+	tests := []struct {
+		name, token, body string
+		failure           error
+		status            int
+		code              string
+	}{
+		{"unauthenticated", "", `{"database":"orders","role":"reader"}`, nil, 401, "unauthenticated"},
+		{"unknown_field", "alice", `{"database":"orders","role":"reader","admin":true}`, nil, 400, "invalid_request"},
+		{"trailing_data", "alice", `{"database":"orders","role":"reader"} {}`, nil, 400, "invalid_request"},
+		{"missing_role", "alice", `{"database":"orders"}`, nil, 400, "invalid_request"},
+		{"negative_ttl", "alice", `{"database":"orders","role":"reader","ttl_seconds":-1}`, nil, 400, "invalid_request"},
+		{"denied", "bob", `{"database":"orders","role":"writer"}`, &broker.DeniedError{Reasons: []string{"role writer is not granted"}}, 403, "forbidden"},
+		{"invalid_role", "alice", `{"database":"orders","role":"x]; DROP LOGIN sa"}`, fmt.Errorf("%w: role must be ...", broker.ErrInvalid), 400, "invalid_request"},
+		{"db_error", "alice", `{"database":"orders","role":"reader"}`, &broker.DBError{Number: 15151, Message: "Cannot alter the role"}, 502, "db_error"},
+		{"too_many", "alice", `{"database":"orders","role":"reader"}`, fmt.Errorf("%w: you hold 10", broker.ErrTooManyLeases), 429, "rate_limited"},
+		{"unavailable", "alice", `{"database":"orders","role":"reader"}`, fmt.Errorf("%w: postgres database orders: cannot connect", broker.ErrUnavailable), 503, "unavailable"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f.failure = tc.failure
+			w := sqlDo(t, s, "POST", path, tc.token, tc.body)
+			f.failure = nil
+			if w.Code != tc.status || apiError(t, w).Code != tc.code {
+				t.Fatalf("status %d body %s, want %d %s", w.Code, w.Body, tc.status, tc.code)
+			}
+			if strings.Contains(w.Body.String(), "cannot connect") {
+				t.Error("an internal error detail reached the client")
+			}
+		})
+	}
+	if w := sqlDo(t, s, "POST", path, "bob", `{"database":"orders","role":"writer"}`); w.Code != 200 {
+		t.Errorf("after the scripted failures: %d", w.Code)
+	}
+	if e := apiError(t, func() *httptest.ResponseRecorder {
+		f.failure = &broker.DeniedError{Reasons: []string{"role writer is not granted"}}
+		return sqlDo(t, s, "POST", path, "bob", `{"database":"orders","role":"writer"}`)
+	}()); len(e.Reasons) != 1 || e.Reasons[0] != "role writer is not granted" {
+		t.Errorf("denial reasons = %v, want the policy's", e.Reasons)
+	}
+}
+
+func TestSQLLeaseRenewEndpoint(t *testing.T) {
+	s, f := newSQLTestServer(t)
+	cred, _ := f.IssueSQL(t.Context(), broker.SQLCredRequest{Principal: sqlAlice, Database: "orders", Role: "reader", TTL: time.Minute})
+	path := api.Prefix + "/leases/" + cred.LeaseID + "/renew"
+	w := sqlDo(t, s, "POST", path, "alice", `{"ttl_seconds":600}`)
+	if w.Code != 200 {
+		t.Fatalf("renew: %d %s", w.Code, w.Body)
+	}
+	var got sqlRenewResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != cred.LeaseID || got.Type != "sql" || got.Capped != "capped" || got.DecisionID != "dec-1" || !got.ExpiresAt.Equal(cred.ExpiresAt.Add(10*time.Minute)) {
+		t.Errorf("renewal = %+v", got)
+	}
+	if w := sqlDo(t, s, "POST", path, "alice", ``); w.Code != 200 {
+		t.Errorf("renew with an empty body: %d %s", w.Code, w.Body)
+	}
+	for _, tc := range []struct {
+		name, token, path, body string
+		status                  int
+	}{
+		{"other_principal", "bob", path, `{}`, 404},
+		{"unknown", "alice", api.Prefix + "/leases/nope/renew", `{}`, 404},
+		{"bad_body", "alice", path, `{"ttl":1}`, 400},
+		{"negative", "alice", path, `{"ttl_seconds":-5}`, 400},
+		{"unauthenticated", "", path, `{}`, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if w := sqlDo(t, s, "POST", tc.path, tc.token, tc.body); w.Code != tc.status {
+				t.Errorf("status %d (%s), want %d", w.Code, w.Body, tc.status)
+			}
+		})
+	}
+}
+
+func TestSQLRevokeAllEndpoint(t *testing.T) {
+	s, f := newSQLTestServer(t)
+	_, _ = f.IssueSQL(t.Context(), broker.SQLCredRequest{Principal: sqlAlice, Database: "orders", Role: "reader"})
+	const path = api.Prefix + "/leases/revoke-all"
+	body := `{"principal":"https://idp.test alice","reason":"left the company"}`
+	if w := sqlDo(t, s, "POST", path, "alice", body); w.Code != 403 {
+		t.Errorf("revoke-all by a non-admin: %d, want 403", w.Code)
+	}
+	if w := sqlDo(t, s, "POST", path, "dana", `{}`); w.Code != 400 {
+		t.Errorf("revoke-all without a principal: %d, want 400", w.Code)
+	}
+	w := sqlDo(t, s, "POST", path, "dana", body)
+	if w.Code != 200 {
+		t.Fatalf("revoke-all: %d %s", w.Code, w.Body)
+	}
+	var got sqlRevokeAllResponse
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Principal != sqlAlice.ID() || len(got.NATSRevoked) != 1 || len(got.Leases) != 1 || got.Leases[0].State != "revoked" || got.Pending != 0 {
+		t.Errorf("response = %+v", got)
+	}
+	if last := f.reasons[len(f.reasons)-1]; last != "offboarding by dana@example.com: left the company" {
+		t.Errorf("reason = %q", last)
+	}
+}
+
+// TestSQLLeaseListAndRevoke covers the helpers the lead's GET leases and
+// DELETE leases/{id} call.
+func TestSQLLeaseListAndRevoke(t *testing.T) {
+	s, f := newSQLTestServer(t)
+	ctx := t.Context()
+	short, _ := f.IssueSQL(ctx, broker.SQLCredRequest{Principal: sqlAlice, Database: "orders", Role: "reader", TTL: time.Minute})
+	long, _ := f.IssueSQL(ctx, broker.SQLCredRequest{Principal: sqlAlice, Database: "orders", Role: "reader", TTL: time.Hour})
+	list, err := s.sqlLeaseList(ctx, f, sqlAlice)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("sqlLeaseList = %v, %v", list, err)
+	}
+	states := map[string]string{}
+	for _, l := range list {
+		states[l.ID] = l.State
+		if l.Type != "sql" || l.Username == "" || l.Database != "orders" || l.Principal != "alice@example.com" {
+			t.Errorf("listed lease = %+v", l)
+		}
+	}
+	if states[short.LeaseID] != "expired" || states[long.LeaseID] != "active" {
+		t.Errorf("states = %v, want the past-expiry lease shown expired", states)
+	}
+	if list, _ := s.sqlLeaseList(ctx, nil, sqlAlice); list != nil {
+		t.Errorf("without SQL leases configured: %v", list)
+	}
+
+	revoke := func(p identity.Principal, id string) (*httptest.ResponseRecorder, bool, error) {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("DELETE", api.Prefix+"/leases/"+id, nil)
+		handled, err := s.revokeSQLLease(w, r, p, f, id)
+		return w, handled, err
+	}
+	if _, handled, err := revoke(sqlAlice, "UNATSKEY"); handled || err != nil {
+		t.Errorf("unknown id: handled %v, %v; want it left to the NATS path", handled, err)
+	}
+	if _, handled, err := revoke(sqlBob, long.LeaseID); !handled || !errors.Is(err, broker.ErrNotFound) || len(f.revoked) != 0 {
+		t.Errorf("bob revoking alice's lease: handled %v, %v; want not found", handled, err)
+	}
+	f.pending = true
+	w, handled, err := revoke(sqlAlice, long.LeaseID)
+	if !handled || err != nil || w.Code != http.StatusAccepted || !strings.Contains(w.Body.String(), `"state": "revoking"`) {
+		t.Errorf("owner revoke with the database down: %v %v %d %s, want 202 revoking", handled, err, w.Code, w.Body)
+	}
+	f.pending = false
+	w, handled, err = revoke(sqlAdmin, short.LeaseID)
+	if !handled || err != nil || w.Code != http.StatusOK || f.reasons[len(f.reasons)-1] != "revoked by dana@example.com (admin)" {
+		t.Errorf("admin revoke: %v %v %d %v", handled, err, w.Code, f.reasons)
+	}
+	f.failure = &broker.DBError{Number: 1, Message: "x"}
+	if _, handled, err := revoke(sqlAlice, long.LeaseID); !handled || err == nil {
+		t.Errorf("store failure: handled %v, %v", handled, err)
+	}
+}
