@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// TestLeaseClient checks the requests of `leases renew` and `leases
+// revoke-all` and how answers are printed, against a stand-in broker.
+func TestLeaseClient(t *testing.T) {
+	var got struct {
+		method, path, auth string
+		body               map[string]any
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.method, got.path, got.auth = r.Method, r.URL.EscapedPath(), r.Header.Get("Authorization")
+		got.body = nil
+		_ = json.NewDecoder(r.Body).Decode(&got.body)
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/renew") && strings.Contains(r.URL.Path, "gone"):
+			w.WriteHeader(404)
+			_, _ = w.Write([]byte(`{"error":{"code":"not_found","message":"not found"}}`))
+		case strings.HasSuffix(r.URL.Path, "/renew"):
+			_, _ = w.Write([]byte(`{"id":"L1","type":"sql","principal":"alice","username":"sg_alice_abcdefghij","state":"active",
+				"issued_at":"2026-11-27T10:00:00Z","expires_at":"2026-11-27T10:30:00Z","max_expires_at":"2026-11-27T11:00:00Z","capped":"capped at the maximum"}`))
+		case r.URL.Path == api.Prefix+"/leases/revoke-all":
+			_, _ = w.Write([]byte(`{"principal":"https://idp.test alice","nats_revoked":["UKEY"],"leases":[
+				{"id":"L1","type":"sql","username":"u1","database":"orders","role":"reader","state":"revoked"},
+				{"id":"L2","type":"sql","username":"u2","database":"orders","role":"reader","state":"revoking"}],"pending":1}`))
+		}
+	}))
+	defer srv.Close()
+	c := &leaseClient{base: srv.URL, http: srv.Client(), token: func(context.Context) (string, error) { return "tok", nil }}
+	var stdout, stderr bytes.Buffer
+	e := &env{stdout: &stdout, stderr: &stderr}
+
+	var r leaseRenewal
+	if err := c.do(t.Context(), "POST", "/leases/L 1/renew", map[string]int64{"ttl_seconds": 600}, &r); err != nil {
+		t.Fatal(err)
+	}
+	if got.method != "POST" || got.auth != "Bearer tok" || got.body["ttl_seconds"] != float64(600) {
+		t.Errorf("request = %+v", got)
+	}
+	if err := printRenewal(e, "text", &r); err != nil {
+		t.Fatal(err)
+	}
+	if out := stdout.String(); !strings.Contains(out, "renewed sql credential L1 (sg_alice_abcdefghij)") || !strings.Contains(out, "capped: capped at the maximum") {
+		t.Errorf("renew output = %q", out)
+	}
+	if !r.MaxExpiry.Equal(time.Date(2026, 11, 27, 11, 0, 0, 0, time.UTC)) {
+		t.Errorf("max expiry = %s", r.MaxExpiry)
+	}
+
+	err := c.do(t.Context(), "POST", "/leases/gone/renew", map[string]int64{}, &r)
+	var se *api.StatusError
+	if !errors.As(err, &se) || se.Status != 404 || se.Body.Code != "not_found" {
+		t.Errorf("renew of a gone lease = %v, want a 404 StatusError", err)
+	}
+
+	var all revokeAllResult
+	if err := c.do(t.Context(), "POST", "/leases/revoke-all", map[string]string{"principal": "https://idp.test alice", "reason": "left"}, &all); err != nil {
+		t.Fatal(err)
+	}
+	if got.body["principal"] != "https://idp.test alice" || got.body["reason"] != "left" {
+		t.Errorf("revoke-all body = %v", got.body)
+	}
+	stdout.Reset()
+	if err := printRevokeAll(e, "text", &all); !errors.Is(err, errSilent) {
+		t.Errorf("revoke-all with a pending revocation = %v, want a failure exit", err)
+	}
+	if out := stdout.String(); !strings.Contains(out, "1 NATS credential(s), 1 SQL credential(s)") || !strings.Contains(out, "L2 u2 orders/reader: revoking") {
+		t.Errorf("revoke-all output = %q", out)
+	}
+	if !strings.Contains(stderr.String(), "still being revoked") {
+		t.Errorf("stderr = %q", stderr.String())
+	}
+}
+
+func TestLeaseCommandsUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"leases", "renew"},
+		{"leases", "renew", "a", "b"},
+		{"leases", "renew", "L1", "--ttl", "-5m"},
+		{"leases", "revoke-all"},
+	} {
+		var out, errOut bytes.Buffer
+		e := &env{stdout: &out, stderr: &errOut, getenv: func(string) string { return "" }, home: t.TempDir()}
+		var err error
+		if args[1] == "renew" {
+			err = cmdLeasesRenew(t.Context(), e, args[2:])
+		} else {
+			err = cmdLeasesRevokeAll(t.Context(), e, args[2:])
+		}
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("%v = %v, want a usage error", args, err)
+		}
+	}
+}
