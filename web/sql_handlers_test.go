@@ -76,11 +76,15 @@ func (f *fakeSQLLeases) IssueSQL(_ context.Context, req broker.SQLCredRequest) (
 	f.issued = append(f.issued, req)
 	id := fmt.Sprintf("0190f0b8-0000-7000-8000-%012d", len(f.leases)+1)
 	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	l := broker.Lease{ID: id, Principal: req.Principal, Database: req.Database, Role: req.Role, Username: "sg_alice_abcdefghij",
-		State: broker.LeaseActive, IssuedAt: now, ExpiresAt: now.Add(req.TTL), MaxExpiry: now.Add(time.Hour)}
+	l := broker.Lease{
+		ID: id, Principal: req.Principal, Database: req.Database, Role: req.Role, Username: "sg_alice_abcdefghij",
+		State: broker.LeaseActive, IssuedAt: now, ExpiresAt: now.Add(req.TTL), MaxExpiry: now.Add(time.Hour),
+	}
 	f.leases[id] = l
-	return &broker.SQLCredential{LeaseID: id, Database: l.Database, Role: l.Role, Username: l.Username, Password: "Secret123secret123secret123ABCdef",
-		DSN: "postgres://" + l.Username + "@db:5432/orders", ExpiresAt: l.ExpiresAt, MaxExpiry: l.MaxExpiry, Capped: "requested 3h0m0s exceeds the maximum"}, nil
+	return &broker.SQLCredential{
+		LeaseID: id, Database: l.Database, Role: l.Role, Username: l.Username, Password: "Secret123secret123secret123ABCdef",
+		DSN: "postgres://" + l.Username + "@db:5432/orders", ExpiresAt: l.ExpiresAt, MaxExpiry: l.MaxExpiry, Capped: "requested 3h0m0s exceeds the maximum",
+	}, nil
 }
 
 func (f *fakeSQLLeases) RenewLease(_ context.Context, actor identity.Principal, id string, ttl time.Duration) (*broker.Renewal, error) {
@@ -153,8 +157,10 @@ func (f *fakeSQLLeases) Lease(_ context.Context, id string) (broker.Lease, error
 
 func newSQLTestServer(t *testing.T) (*Server, *fakeSQLLeases) {
 	t.Helper()
-	s, err := New(Config{Broker: sqlTestBroker{}, Auth: sqlTestAuth{}, AdminGroups: []string{"admins"},
-		Now: func() time.Time { return time.Date(2026, 11, 27, 10, 5, 0, 0, time.UTC) }})
+	s, err := New(Config{
+		Broker: sqlTestBroker{}, Auth: sqlTestAuth{}, AdminGroups: []string{"admins"},
+		Now: func() time.Time { return time.Date(2026, 11, 27, 10, 5, 0, 0, time.UTC) },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +222,7 @@ func TestSQLCredsEndpoint(t *testing.T) {
 		{"missing_role", "alice", `{"database":"orders"}`, nil, 400, "invalid_request"},
 		{"negative_ttl", "alice", `{"database":"orders","role":"reader","ttl_seconds":-1}`, nil, 400, "invalid_request"},
 		{"denied", "bob", `{"database":"orders","role":"writer"}`, &broker.DeniedError{Reasons: []string{"role writer is not granted"}}, 403, "forbidden"},
-		{"invalid_role", "alice", `{"database":"orders","role":"x]; DROP LOGIN sa"}`, fmt.Errorf("%w: role must be ...", broker.ErrInvalid), 400, "invalid_request"},
+		{"invalid_role", "alice", `{"database":"orders","role":"x]; DROP LOGIN sa"}`, fmt.Errorf("%w: role must be a plain name", broker.ErrInvalid), 400, "invalid_request"},
 		{"db_error", "alice", `{"database":"orders","role":"reader"}`, &broker.DBError{Number: 15151, Message: "Cannot alter the role"}, 502, "db_error"},
 		{"too_many", "alice", `{"database":"orders","role":"reader"}`, fmt.Errorf("%w: you hold 10", broker.ErrTooManyLeases), 429, "rate_limited"},
 		{"unavailable", "alice", `{"database":"orders","role":"reader"}`, fmt.Errorf("%w: postgres database orders: cannot connect", broker.ErrUnavailable), 503, "unavailable"},

@@ -45,7 +45,7 @@ func TestLeaseClient(t *testing.T) {
 	e := &env{stdout: &stdout, stderr: &stderr}
 
 	var r leaseRenewal
-	if err := c.do(t.Context(), "POST", "/leases/L 1/renew", map[string]int64{"ttl_seconds": 600}, &r); err != nil {
+	if err := c.post(t.Context(), "/leases/L 1/renew", map[string]int64{"ttl_seconds": 600}, &r); err != nil {
 		t.Fatal(err)
 	}
 	if got.method != "POST" || got.auth != "Bearer tok" || got.body["ttl_seconds"] != float64(600) {
@@ -61,14 +61,14 @@ func TestLeaseClient(t *testing.T) {
 		t.Errorf("max expiry = %s", r.MaxExpiry)
 	}
 
-	err := c.do(t.Context(), "POST", "/leases/gone/renew", map[string]int64{}, &r)
+	err := c.post(t.Context(), "/leases/gone/renew", map[string]int64{}, &r)
 	var se *api.StatusError
 	if !errors.As(err, &se) || se.Status != 404 || se.Body.Code != "not_found" {
 		t.Errorf("renew of a gone lease = %v, want a 404 StatusError", err)
 	}
 
 	var all revokeAllResult
-	if err := c.do(t.Context(), "POST", "/leases/revoke-all", map[string]string{"principal": "https://idp.test alice", "reason": "left"}, &all); err != nil {
+	if err := c.post(t.Context(), "/leases/revoke-all", map[string]string{"principal": "https://idp.test alice", "reason": "left"}, &all); err != nil {
 		t.Fatal(err)
 	}
 	if got.body["principal"] != "https://idp.test alice" || got.body["reason"] != "left" {
