@@ -113,6 +113,7 @@ func moduleRouteRefs(modules map[string]*ast.Module) []routeRef {
 	for _, name := range slices.Sorted(maps.Keys(modules)) {
 		for _, rule := range modules[name].Rules {
 			var routes []routeRef
+			var ties []string // routes the rule is about (== and in, not !=)
 			ast.WalkExprs(rule, func(e *ast.Expr) bool {
 				if !e.IsCall() || len(e.Operands()) != 2 {
 					return false
@@ -125,19 +126,23 @@ func moduleRouteRefs(modules map[string]*ast.Module) []routeRef {
 					}
 					if s, ok := b.Value.(ast.String); ok && isRouteSubject(a) {
 						routes = append(routes, routeRef{where: location(e.Location), route: string(s)})
+						if e.Operator().String() != "neq" {
+							ties = append(ties, string(s))
+						}
 					}
 				case "internal.member_2":
 					if isRouteSubject(a) {
 						for _, s := range literalStrings(b) {
 							routes = append(routes, routeRef{where: location(e.Location), route: s})
+							ties = append(ties, s)
 						}
 					}
 				}
 				return false
 			})
 			tied := ""
-			if len(routes) == 1 {
-				tied = routes[0].route
+			if len(ties) == 1 {
+				tied = ties[0]
 			}
 			refs = append(refs, routes...)
 			ast.WalkRefs(rule, func(r ast.Ref) bool {
@@ -252,6 +257,8 @@ func checkRoutes(refs []routeRef, catalog []RouteRef) []error {
 	var errs []error
 	for _, r := range refs {
 		switch ps, known := params[r.route]; {
+		case r.route != "" && !known && r.param != "":
+			// The route's own reference reports it.
 		case r.route != "" && !known:
 			errs = append(errs, fmt.Errorf("%s: route %s is not in the route catalog", r.where, r.route))
 		case r.route != "" && r.param != "" && !slices.Contains(ps, r.param):

@@ -84,36 +84,52 @@ func Eval(ctx context.Context, dir string, entry policy.Entry, input []byte, exp
 	}
 	e := &Engine{cfg: Config{EvalTimeout: 10 * time.Second, Now: time.Now}, log: slog.New(slog.DiscardHandler)}
 	e.cur.Store(st)
-
-	var tracer *explainTracer
+	var d policy.Decision
+	var derr error
 	if explain {
-		tracer = &explainTracer{entry: entryPath(entry), files: st.files[entry]}
-	}
-	d, derr := e.decide(ctx, entry, in, time.Now(), tracerOrNil(tracer))
-
-	fmt.Fprintf(w, "decision of %s (policy revision %s):\n", entryPath(entry), st.revision)
-	out, err := json.MarshalIndent(decisionView(d), "", "  ")
-	if err != nil {
-		return d, err
-	}
-	fmt.Fprintf(w, "%s\n", out)
-	if derr != nil {
-		fmt.Fprintf(w, "evaluation error: %v\n", derr)
-	}
-	if tracer != nil {
-		tracer.write(w)
-		if prints.Len() > 0 {
-			fmt.Fprintf(w, "print output:\n%s", indent(prints.String()))
+		d, derr = e.Explain(ctx, entry, in, w)
+	} else {
+		d, derr = e.Decide(ctx, entry, in)
+		if err := writeDecision(w, entry, d, derr); err != nil {
+			return d, err
 		}
+	}
+	if prints.Len() > 0 {
+		fmt.Fprintf(w, "print output:\n%s", indent(prints.String()))
 	}
 	return d, derr
 }
 
-func tracerOrNil(t *explainTracer) topdown.QueryTracer {
-	if t == nil {
-		return nil
+// Explain decides like [Engine.Decide] and writes the decision to w, followed
+// by which rules produced a value (and the value), the expressions of the
+// entry package that failed, and the notes of the policy's trace() calls. It
+// traces the evaluation, which is much slower than Decide: it is meant for
+// people (the web policy page, `sqlgate policy eval --explain`), not for the
+// request path.
+func (e *Engine) Explain(ctx context.Context, entry policy.Entry, in *policy.Input, w io.Writer) (policy.Decision, error) {
+	tracer := &explainTracer{entry: entryPath(entry)}
+	if st := e.cur.Load(); st != nil {
+		tracer.files = st.files[entry]
 	}
-	return t
+	d, derr := e.decide(ctx, entry, in, e.cfg.Now(), tracer)
+	if err := writeDecision(w, entry, d, derr); err != nil {
+		return d, err
+	}
+	tracer.write(w)
+	return d, derr
+}
+
+// writeDecision prints a decision as Eval and Explain show it.
+func writeDecision(w io.Writer, entry policy.Entry, d policy.Decision, derr error) error {
+	out, err := json.MarshalIndent(decisionView(d), "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "decision of %s (policy revision %s):\n%s\n", entryPath(entry), d.Revision, out)
+	if derr != nil {
+		fmt.Fprintf(w, "evaluation error: %v\n", derr)
+	}
+	return nil
 }
 
 // DecisionView is the JSON form of a decision that people and scripts read

@@ -1,0 +1,5 @@
+package sqlgate.call
+
+default allow := false
+
+allow if "ops" in input.principal.groups

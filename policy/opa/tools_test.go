@@ -1,0 +1,385 @@
+package opa_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"iter"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/policy/opa"
+	"github.com/sqlgate/sqlgate/policy/rules"
+)
+
+const rulesDir = "../rules"
+
+// demoCatalog is the route catalog of `sqlgated dev`.
+var demoCatalog = []opa.RouteRef{
+	{Subject: "orders.v1.create", Params: []string{"customer", "amount", "note"}},
+	{Subject: "orders.v1.get", Params: []string{"id"}},
+	{Subject: "orders.v1.cancel", Params: []string{"id"}},
+}
+
+func TestTestRunsRegoTests(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		dir        string
+		opts       opa.TestOptions
+		wantPassed bool
+		want       []string
+		dontWant   []string
+	}{
+		{"library", rulesDir, opa.TestOptions{}, true, []string{"PASS: "}, []string{"FAIL"}},
+		{"verbose", rulesDir, opa.TestOptions{Verbose: true}, true,
+			[]string{"data.sqlgate.call_test.test_sales_create_over_limit: PASS", "sqlgate/lib/limits_test.rego:"}, nil},
+		{"run_filter", rulesDir, opa.TestOptions{Verbose: true, Run: "test_auditors"}, true,
+			[]string{"test_auditors_call_nothing: PASS", "test_auditors_get_no_credential: PASS"}, []string{"test_sales"}},
+		{"failing", "testdata/tests/failing", opa.TestOptions{}, false,
+			[]string{"data.sqlgate.call_test.test_support_allowed: FAIL", "PASS: 1/2", "FAIL: 1/2"}, nil},
+		{"failing_verbose_shows_the_failed_expression", "testdata/tests/failing", opa.TestOptions{Verbose: true}, false,
+			[]string{"Fail data.sqlgate.call.allow with input as"}, nil},
+		{"coverage", rulesDir, opa.TestOptions{Coverage: true}, true, []string{`"coverage": 100`, `sqlgate/call.rego"`}, nil},
+		{"coverage_failing", "testdata/tests/failing", opa.TestOptions{Coverage: true}, false, []string{"FAIL"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			passed, err := opa.Test(t.Context(), tc.dir, tc.opts, &out)
+			t.Logf("output:\n%s", out.String())
+			if err != nil || passed != tc.wantPassed {
+				t.Fatalf("Test = %v, %v; want passed %v", passed, err, tc.wantPassed)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q", w)
+				}
+			}
+			for _, w := range tc.dontWant {
+				if strings.Contains(out.String(), w) {
+					t.Errorf("output has %q", w)
+				}
+			}
+		})
+	}
+	t.Run("threshold", func(t *testing.T) {
+		passed, err := opa.Test(t.Context(), "testdata/tests/failing", opa.TestOptions{Run: "test_ops", Threshold: 100}, &bytes.Buffer{})
+		if passed || err == nil || !strings.Contains(err.Error(), "Code coverage threshold not met") {
+			t.Errorf("Test with an unmet threshold = %v, %v", passed, err)
+		}
+	})
+	t.Run("broken", func(t *testing.T) {
+		passed, err := opa.Test(t.Context(), "testdata/bad/syntax", opa.TestOptions{}, &bytes.Buffer{})
+		if passed || err == nil || !strings.Contains(err.Error(), "rego_parse_error") {
+			t.Errorf("Test of a broken policy = %v, %v", passed, err)
+		}
+	})
+}
+
+func TestEvalPrintsTheDecision(t *testing.T) {
+	input := readFile(t, "testdata/inputs/sales_create.json")
+	var out bytes.Buffer
+	d, err := opa.Eval(t.Context(), rulesDir, policy.Call, input, false, &out)
+	if err != nil || !d.Allow {
+		t.Fatalf("Eval = %+v, %v", d, err)
+	}
+	for _, want := range []string{"decision of data.sqlgate.call (policy revision " + d.Revision + "):", `"allow": true`, `"decision_id": "` + d.ID} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("Eval output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "rules that produced a value") {
+		t.Errorf("Eval without explain explains:\n%s", out.String())
+	}
+}
+
+func TestEvalExplain(t *testing.T) {
+	input := readFile(t, "testdata/inputs/sales_create.json")
+	var out bytes.Buffer
+	d, err := opa.Eval(t.Context(), rulesDir, policy.Call, input, true, &out)
+	if err != nil || !d.Allow {
+		t.Fatalf("Eval = %+v, %v", d, err)
+	}
+	t.Logf("output:\n%s", out.String())
+	for _, want := range []string{
+		"rules that produced a value:",
+		"sqlgate/call.rego:",
+		"data.sqlgate.call.allow = true",
+		"data.sqlgate.lib.grants.route = {",
+		`data.sqlgate.call.redact_params = ["note"]`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explanation lacks %q", want)
+		}
+	}
+
+	// A deny shows the failed expressions, trace() notes and print() output.
+	input = bytes.Replace(input, []byte(`"amount": 150`), []byte(`"amount": 250`), 1)
+	out.Reset()
+	d, err = opa.Eval(t.Context(), "testdata/policies/printing", policy.Call, input, true, &out)
+	if err != nil || d.Allow {
+		t.Fatalf("Eval = %+v, %v", d, err)
+	}
+	t.Logf("output:\n%s", out.String())
+	for _, want := range []string{
+		`"amount over the limit"`,
+		"failed expressions in data.sqlgate.call:",
+		"call.rego:10", "input.params.amount <= limits.amount",
+		"notes:", "checking 250",
+		"print output:", "call.rego:8: amount is 250",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explanation lacks %q", want)
+		}
+	}
+}
+
+func TestEvalRejectsBadInput(t *testing.T) {
+	good := string(readFile(t, "testdata/inputs/sales_create.json"))
+	for _, tc := range []struct {
+		name, input, want string
+	}{
+		{"not_json", `{"principal": `, "invalid input document"},
+		{"unknown_field", strings.Replace(good, `"params"`, `"parameters"`, 1), "parameters"},
+		{"wrong_type", strings.Replace(good, `"groups": ["sales"]`, `"groups": "sales"`, 1), "/principal/groups"},
+		{"missing_subject", strings.Replace(good, `"subject": "u-1", `, "", 1), "subject"},
+		{"bad_transport", strings.Replace(good, `"transport": "nats"`, `"transport": "smtp"`, 1), "/request/transport"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := opa.Eval(t.Context(), rulesDir, policy.Call, []byte(tc.input), false, &bytes.Buffer{})
+			if !errors.Is(err, opa.ErrInvalidInput) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Eval = %v, want ErrInvalidInput naming %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := opa.Eval(t.Context(), "testdata/bad/syntax", policy.Call, []byte(good), false, &bytes.Buffer{}); !errors.Is(err, opa.ErrInvalidPolicy) {
+		t.Errorf("Eval of a broken policy = %v, want ErrInvalidPolicy", err)
+	}
+}
+
+// TestExplainOnTheRunningEngine is what the web policy page uses.
+func TestExplainOnTheRunningEngine(t *testing.T) {
+	e := openFS(t, rules.FS)
+	var out bytes.Buffer
+	d, err := e.Explain(t.Context(), policy.Call, salesCreate(5000), &out)
+	if err != nil || d.Allow {
+		t.Fatalf("Explain = %+v, %v", d, err)
+	}
+	for _, want := range []string{`"amount 5000 exceeds the sales limit of 1000"`, "failed expressions in data.sqlgate.call:", "data.sqlgate.lib.limits.broken("} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explanation lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		dir     string
+		catalog []opa.RouteRef
+		want    []string
+	}{
+		{"library_with_demo_catalog", rulesDir, demoCatalog, nil},
+		{"library_without_catalog", rulesDir, nil, nil},
+		{"library_missing_route", rulesDir, demoCatalog[:2], []string{
+			`data.sqlgate.config.routes["orders.v1.cancel"]: route orders.v1.cancel is not in the route catalog`,
+		}},
+		{"library_renamed_param", rulesDir, []opa.RouteRef{
+			{Subject: "orders.v1.create", Params: []string{"customer", "total", "note"}}, demoCatalog[1], demoCatalog[2],
+		}, []string{
+			`data.sqlgate.config.routes["orders.v1.create"].limits[0].param: amount is not a parameter of orders.v1.create (its parameters: customer, total, note)`,
+		}},
+		{"literals", "testdata/check/literal", demoCatalog, []string{
+			"call.rego:6: route orders.v1.refund is not in the route catalog",
+			"call.rego:22: amout is not a parameter of orders.v1.create (its parameters: customer, amount, note)",
+			"call.rego:11: route orders.v1.archive is not in the route catalog",
+			`data.sqlgate.audit.routes[1]: route orders.v1.purge is not in the route catalog`,
+			`data.sqlgate.audit.watch[0].redact_params[1]: secret is not a parameter of orders.v1.create`,
+		}},
+		{"input_typo", "testdata/check/typo", nil, []string{"rego_type_error: undefined ref: input.principal.gruops"}},
+		{"syntax", "testdata/bad/syntax", nil, []string{"rego_parse_error"}},
+		{"contract", "testdata/bad/unknownkey", nil, []string{`unknown decision key "max_row"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := opa.Check(t.Context(), tc.dir, tc.catalog)
+			var got []string
+			for _, e := range errs {
+				got = append(got, e.Error())
+			}
+			t.Logf("Check:\n%s", strings.Join(got, "\n"))
+			if len(got) != len(tc.want) && !(tc.name == "literals" || tc.name == "input_typo") {
+				t.Errorf("Check returned %d problems, want %d", len(got), len(tc.want))
+			}
+			for _, w := range tc.want {
+				if !slices.ContainsFunc(got, func(g string) bool { return strings.Contains(g, w) }) {
+					t.Errorf("Check lacks %q", w)
+				}
+			}
+			if tc.name == "literals" {
+				for _, g := range got {
+					if strings.Contains(g, "orders.v1.get") || strings.Contains(g, "id is not") {
+						t.Errorf("Check reports a known route or parameter: %s", g)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestCheckLint: configuration problems are check errors too.
+func TestCheckLint(t *testing.T) {
+	dir := copyRules(t)
+	edit(t, filepath.Join(dir, "data.yaml"), "max_rows: 100", "max_rows: many")
+	errs := opa.Check(t.Context(), dir, demoCatalog)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "data.sqlgate.lint.problems: routes.orders.v1.get.max_rows: must be a whole number of at least 0") {
+		t.Errorf("Check = %v, want the lint problem", errs)
+	}
+}
+
+// storedInput is how a decision input is kept for replay: the JSON form of
+// the input without the parameters the decision redacts.
+func storedInput(t *testing.T, in *policy.Input, d policy.Decision) opa.ReplayItem {
+	t.Helper()
+	stored := *in
+	stored.Params = map[string]any{}
+	for k, v := range in.Params {
+		if !slices.Contains(d.Obligations.RedactParams, k) {
+			stored.Params[k] = v
+		}
+	}
+	raw, err := json.Marshal(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	return opa.ReplayItem{
+		Entry: policy.Call, CorrelationID: in.Request.CorrelationID, DecisionID: d.ID,
+		Allow: d.Allow, Revision: d.Revision, Input: raw, InputSHA256: hex.EncodeToString(sum[:]),
+		Redacted: d.Obligations.RedactParams,
+	}
+}
+
+func items(list []opa.ReplayItem, fail error) iter.Seq2[opa.ReplayItem, error] {
+	return func(yield func(opa.ReplayItem, error) bool) {
+		for _, it := range list {
+			if !yield(it, nil) {
+				return
+			}
+		}
+		if fail != nil {
+			yield(opa.ReplayItem{}, fail)
+		}
+	}
+}
+
+// TestReplayFindsFlippedDecisions records real decisions with the demo
+// policy, changes the sales limit, and replays them.
+func TestReplayFindsFlippedDecisions(t *testing.T) {
+	recorder := openFS(t, rules.FS)
+	var recorded []opa.ReplayItem
+	for i, amount := range []int{500, 900, 1500, 5000} {
+		for _, groups := range [][]string{{"sales"}, {"support"}} {
+			in := salesCreate(amount)
+			in.Principal.Groups = groups
+			in.Params["note"] = "ship to the back door"
+			in.Request.CorrelationID = "corr-" + string(rune('a'+i)) + "-" + groups[0]
+			d, err := recorder.Decide(t.Context(), policy.Call, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			item := storedInput(t, in, d)
+			if strings.Contains(string(item.Input), "back door") {
+				t.Fatal("stored input holds a redacted parameter")
+			}
+			recorded = append(recorded, item)
+		}
+	}
+
+	candidate := func(limit string) *opa.Engine {
+		dir := copyRules(t)
+		edit(t, filepath.Join(dir, "data.yaml"), "max: 1000", "max: "+limit)
+		e, err := opa.Open(t.Context(), opa.Config{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	for _, tc := range []struct {
+		limit string
+		want  []string // correlation id and direction
+	}{
+		{"1000", nil},
+		{"2000", []string{"corr-c-sales deny->allow"}},
+		{"600", []string{"corr-b-sales allow->deny"}},
+		{"100000", []string{"corr-c-sales deny->allow", "corr-d-sales deny->allow"}},
+	} {
+		t.Run("limit_"+tc.limit, func(t *testing.T) {
+			e := candidate(tc.limit)
+			res, err := opa.Replay(t.Context(), e, items(recorded, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Replayed != len(recorded) {
+				t.Errorf("replayed %d, want %d", res.Replayed, len(recorded))
+			}
+			var got []string
+			for _, c := range res.Changes {
+				got = append(got, c.CorrelationID+" "+c.Direction())
+				if c.NowRevision != e.Revision() || c.WasRevision != recorder.Revision() || c.DecisionID == "" || !slices.Equal(c.Redacted, []string{"note"}) {
+					t.Errorf("change %+v lacks its facts", c)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("Replay changes = %v, want %v", got, tc.want)
+			}
+		})
+	}
+
+	t.Run("tampered_input", func(t *testing.T) {
+		bad := slices.Clone(recorded)
+		bad[4].Input = bytes.Replace(bad[4].Input, []byte("1500"), []byte("150"), 1)
+		_, err := opa.Replay(t.Context(), recorder, items(bad, nil))
+		if err == nil || !strings.Contains(err.Error(), "does not match the audit record's input_sha256") || !strings.Contains(err.Error(), bad[4].DecisionID) {
+			t.Errorf("Replay of a tampered input = %v", err)
+		}
+	})
+	t.Run("source_error", func(t *testing.T) {
+		res, err := opa.Replay(t.Context(), recorder, items(recorded[:3], errors.New("audit store unavailable")))
+		if err == nil || !strings.Contains(err.Error(), "audit store unavailable") || res.Replayed != 3 {
+			t.Errorf("Replay = %+v, %v", res, err)
+		}
+	})
+	t.Run("broken_candidate_denies", func(t *testing.T) {
+		// Every decision of this policy is malformed, hence a deny.
+		e, err := opa.Open(t.Context(), opa.Config{Dir: "testdata/policies/nonbool"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := opa.Replay(t.Context(), e, items(recorded, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range res.Changes {
+			if c.NowAllow || !strings.Contains(c.Error, "allow is string") {
+				t.Errorf("change %+v: want a deny with the evaluation error", c)
+			}
+		}
+		if len(res.Changes) != 2 { // the two allowed sales calls (500, 900)
+			t.Errorf("changes = %+v, want the two recorded allows", res.Changes)
+		}
+	})
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
