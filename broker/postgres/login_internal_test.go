@@ -18,8 +18,10 @@ func TestFormatTemplate(t *testing.T) {
 		want     string
 		wantErr  string
 	}{
-		{"default_creation", DefaultCreation[0], true,
-			"CREATE ROLE %1$I WITH LOGIN PASSWORD %4$L VALID UNTIL %5$L NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT IN ROLE %2$I", ""},
+		{
+			"default_creation", DefaultCreation[0], true,
+			"CREATE ROLE %1$I WITH LOGIN PASSWORD %4$L VALID UNTIL %5$L NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT IN ROLE %2$I", "",
+		},
 		{"percent_is_literal", "SELECT '100%' WHERE {{name_literal}} LIKE 'sg\\_%'", false, "SELECT '100%%' WHERE %1$L LIKE 'sg\\_%%'", ""},
 		{"spaces_in_placeholder", "GRANT {{ role }} TO {{name}}", false, "GRANT %2$I TO %1$I", ""},
 		{"database", "GRANT CONNECT ON DATABASE {{database}} TO {{name}}", false, "GRANT CONNECT ON DATABASE %3$I TO %1$I", ""},
@@ -82,8 +84,10 @@ func FuzzFormatTemplate(f *testing.F) {
 
 func TestLoginConfigValidate(t *testing.T) {
 	t.Parallel()
-	c := LoginConfig{Creation: []string{"CREATE ROLE {{nom}}"}, Renewal: []string{"ALTER ROLE {{name}} PASSWORD {{password}}"},
-		AllowedRoles: []string{"ok", strings.Repeat("x", 64)}, TerminateTimeout: -1, ClientPort: 70000, ClientHost: "a/b", ClientParams: "%zz"}
+	c := LoginConfig{
+		Creation: []string{"CREATE ROLE {{nom}}"}, Renewal: []string{"ALTER ROLE {{name}} PASSWORD {{password}}"},
+		AllowedRoles: []string{"ok", strings.Repeat("x", 64)}, TerminateTimeout: -1, ClientPort: 70000, ClientHost: "a/b", ClientParams: "%zz",
+	}
 	err := c.Validate()
 	for _, want := range []string{"name is required", "creation[0]", "renewal[0]", "allowedRoles", "terminateTimeout", "clientPort", "clientHost", "clientParams"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -165,5 +169,21 @@ func TestGoldenLoginSQL(t *testing.T) {
 	}
 	if got != string(want) {
 		t.Errorf("login SQL differs from %s (run go test -update and review):\n%s", path, got)
+	}
+}
+
+// TestLoginDocs keeps docs/credentials.md true to the code: it must show the
+// golden statements verbatim.
+func TestLoginDocs(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "credentials.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := os.ReadFile(filepath.Join("testdata", "login_postgres.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), strings.TrimSpace(string(golden))) {
+		t.Error("docs/credentials.md does not show testdata/login_postgres.golden verbatim")
 	}
 }

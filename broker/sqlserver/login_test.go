@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -67,6 +69,7 @@ func (c *recConn) Close() error { return nil }
 func (c *recConn) Begin() (driver.Tx, error) {
 	return c.BeginTx(context.Background(), driver.TxOptions{})
 }
+
 func (c *recConn) BeginTx(context.Context, driver.TxOptions) (driver.Tx, error) {
 	_, _ = c.r.record("BEGIN TRANSACTION", nil, false)
 	c.inTx = true
@@ -165,8 +168,10 @@ func testSpec(t *testing.T, role string) broker.LoginSpec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return broker.LoginSpec{LeaseID: "0190f0b8-0000-7000-8000-000000000001", Username: broker.LoginName("sg_", &testPrincipal),
-		Password: pw, Role: role, ExpiresAt: time.Date(2026, 11, 27, 11, 0, 0, 0, time.UTC), Principal: testPrincipal.Display()}
+	return broker.LoginSpec{
+		LeaseID: "0190f0b8-0000-7000-8000-000000000001", Username: broker.LoginName("sg_", &testPrincipal),
+		Password: pw, Role: role, ExpiresAt: time.Date(2026, 11, 27, 11, 0, 0, 0, time.UTC), Principal: testPrincipal.Display(),
+	}
 }
 
 // shape summarizes calls as "TX:name" / "name" for comparison.
@@ -202,8 +207,10 @@ func TestLoginSequence(t *testing.T) {
 		renew     string
 	}{
 		{"server", false, "BEGIN tx:role_check tx:create COMMIT", "guard disable kill_sessions drop_users drop_login", "renew"},
-		{"contained", true, "BEGIN tx:role_check tx:create_contained COMMIT",
-			"guard_contained disable_contained kill_sessions_contained drop_contained", "renew_contained"},
+		{
+			"contained", true, "BEGIN tx:role_check tx:create_contained COMMIT",
+			"guard_contained disable_contained kill_sessions_contained drop_contained", "renew_contained",
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -434,8 +441,10 @@ func TestLoginConfigValidate(t *testing.T) {
 		Drop:     []string{"  ", "SELECT @lock_password"}, AllowedRoles: []string{"ok", "bad\x01"}, ClientPort: -1, ClientParams: "%zz",
 	}
 	err := c.Validate()
-	for _, want := range []string{"name is required", "creation[0]: use the parameters", "renewal[0]: @password", "drop[0]: empty", "drop[1]: @lock_password",
-		"allowedRoles", "clientHost is required", "clientPort", "clientParams"} {
+	for _, want := range []string{
+		"name is required", "creation[0]: use the parameters", "renewal[0]: @password", "drop[0]: empty", "drop[1]: @lock_password",
+		"allowedRoles", "clientHost is required", "clientPort", "clientParams",
+	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want a problem mentioning %q", err, want)
 		}
@@ -520,4 +529,24 @@ func describeLoginArgs(args []any) string {
 		fmt.Fprintf(&b, "--   @%s %s\n", nv.Name, decl)
 	}
 	return b.String()
+}
+
+// TestLoginDocs keeps docs/credentials.md true to the code: it must show
+// every batch verbatim.
+func TestLoginDocs(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "credentials.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string]string{
+		"LoginCreateBatch": LoginCreateBatch, "ContainedCreateBatch": ContainedCreateBatch, "RoleCheckBatch": RoleCheckBatch,
+		"LoginRenewBatch": LoginRenewBatch, "ContainedRenewBatch": ContainedRenewBatch, "LoginGuardBatch": LoginGuardBatch,
+		"ContainedGuardBatch": ContainedGuardBatch, "LoginDisableBatch": LoginDisableBatch, "ContainedDisableBatch": ContainedDisableBatch,
+		"KillSessionsBatch": KillSessionsBatch, "ContainedKillSessionsBatch": ContainedKillSessionsBatch,
+		"DropUsersBatch": DropUsersBatch, "DropLoginBatch": DropLoginBatch, "ContainedDropBatch": ContainedDropBatch,
+	} {
+		if !strings.Contains(string(doc), b) {
+			t.Errorf("docs/credentials.md does not show %s as the code sends it", name)
+		}
+	}
 }
