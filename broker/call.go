@@ -143,8 +143,8 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		Result:         &audit.Result{},
 	}
 	code, msg, reasons := "", "", []string(nil)
-	switch {
-	case execErr == nil:
+	switch execErr {
+	case nil:
 		outcome.SQL.Outcome = "commit"
 		if res.Replayed {
 			outcome.SQL.Outcome = "none"

@@ -149,9 +149,9 @@ func idempotencyKey(principalID, clientKey string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// validHeaderValue accepts printable ASCII up to max bytes.
-func validHeaderValue(s string, max int) bool {
-	if s == "" || len(s) > max {
+// validHeaderValue accepts printable ASCII up to maxLen bytes.
+func validHeaderValue(s string, maxLen int) bool {
+	if s == "" || len(s) > maxLen {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -36,11 +36,15 @@ func (s *Server) routes() {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	var problem error
 	if s.cfg.Ready != nil {
-		if err := s.cfg.Ready(r.Context()); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "detail": err.Error()})
-			return nil
-		}
+		problem = s.cfg.Ready(r.Context())
+	}
+	if problem != nil {
+		// Readiness detail is for operators and load balancers; it names
+		// components, never secrets. Not ready is an answer, not a failure.
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "detail": problem.Error()})
+		return nil //nolint:nilerr // the 503 above is the response
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	return nil

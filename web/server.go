@@ -218,15 +218,15 @@ func (s *Server) requireGroups(p identity.Principal, groups []string, what strin
 	return &HTTPError{Status: http.StatusForbidden, Code: broker.CodeForbidden, Msg: what + " requires membership in one of: " + strings.Join(groups, ", ")}
 }
 
-// decodeJSON reads a JSON request body strictly: at most max bytes, unknown
-// fields rejected, exactly one value.
-func decodeJSON(r *http.Request, max int64, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, max))
+// decodeJSON reads a JSON request body strictly: at most limit bytes,
+// unknown fields rejected, exactly one value.
+func decodeJSON(r *http.Request, limit int64, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: broker.CodeTooLarge, Msg: fmt.Sprintf("request body exceeds %d bytes", max)}
+			return &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: broker.CodeTooLarge, Msg: fmt.Sprintf("request body exceeds %d bytes", limit)}
 		}
 		return badRequest("request body is not valid JSON for this endpoint: " + jsonErrorText(err))
 	}

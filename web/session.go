@@ -86,14 +86,14 @@ func (st *sessionStore) delete(id string) {
 }
 
 func (srv *Server) setSessionCookie(w http.ResponseWriter, s *session) {
-	http.SetCookie(w, &http.Cookie{
+	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set whenever sqlgated serves TLS; dev mode is plain HTTP on loopback
 		Name: sessionCookie, Value: s.id, Path: "/", Expires: s.expires,
 		HttpOnly: true, Secure: srv.cfg.Secure, SameSite: http.SameSiteLaxMode,
 	})
 }
 
 func (srv *Server) clearSessionCookie(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{
+	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set whenever sqlgated serves TLS; dev mode is plain HTTP on loopback
 		Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, Secure: srv.cfg.Secure, SameSite: http.SameSiteLaxMode,
 	})

@@ -79,7 +79,7 @@ func Subjects() []string {
 // Catalog builds the test route catalog from a dialect's targets. Every
 // subject must have a target.
 func Catalog(database string, targets map[string]Target) (*route.Catalog, error) {
-	var cfgs []route.RouteConfig
+	var cfgs []route.Spec
 	for _, s := range Subjects() {
 		tg, ok := targets[s]
 		if !ok {
@@ -89,12 +89,12 @@ func Catalog(database string, targets map[string]Target) (*route.Catalog, error)
 		if err := json.Unmarshal([]byte(params[s]), &schema); err != nil {
 			return nil, err
 		}
-		rc := route.RouteConfig{
+		rc := route.Spec{
 			Subject: s, Database: database, Params: schema, SQLTypes: tg.SQLTypes, Output: tg.Output,
 			Procedure: tg.Procedure, Timeout: "1m", MaxRows: 100,
 		}
 		if tg.Statement != "" {
-			rc.Statement = &route.StatementConfig{Name: strings.ReplaceAll(strings.TrimPrefix(s, "test.orders."), ".", "_"), SQL: tg.Statement}
+			rc.Statement = &route.StatementSpec{Name: strings.ReplaceAll(strings.TrimPrefix(s, "test.orders."), ".", "_"), SQL: tg.Statement}
 		}
 		cfgs = append(cfgs, rc)
 	}

@@ -81,7 +81,7 @@ func TestRegistry(t *testing.T) {
 
 			alice := identity.Principal{Issuer: "https://idp.example", Subject: "alice-1", Email: "alice@example.com", Groups: []string{"sales"}}
 			iss := broker.Issuance{
-				UserKey: "UKEYALICE", Principal: alice, SigningKey: "ASIGN", Account: "AUSERS", Via: "creds",
+				UserKey: "UKEYALICE", Principal: alice, SigningKey: "ASIGNINGKEY", Account: "AUSERS", Via: "creds",
 				IssuedAt: now, ExpiresAt: now.Add(15 * time.Minute), DecisionID: "d1", Pub: []string{"orders.v1.get"},
 			}
 			if err := reg.Put(ctx, iss); err != nil {

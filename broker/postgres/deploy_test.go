@@ -112,7 +112,7 @@ func TestDeployScripts(t *testing.T) {
 		t.Errorf("order_history: %d rows by %q decision %q, want 2 rows by alice@example.com, dec-7", n, who, decision)
 	}
 	// Least privilege: the broker role reaches the data only through routines.
-	direct := testRoute(t, route.RouteConfig{Statement: &route.StatementConfig{Name: "s", SQL: "SELECT * FROM sales.orders"}})
+	direct := testRoute(t, route.Spec{Statement: &route.StatementSpec{Name: "s", SQL: "SELECT * FROM sales.orders"}})
 	c := &broker.Call{Route: direct, Params: map[string]any{}, IdempotencyKey: "direct", RequestHash: "h"}
 	var dbe *broker.DBError
 	if _, err := e.Execute(ctx, c); !errors.As(err, &dbe) || dbe.State != "42501" {

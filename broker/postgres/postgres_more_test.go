@@ -61,8 +61,8 @@ func TestDBErrorState(t *testing.T) {
 // whose message does not quote the value.
 func TestDBErrorScrubbed(t *testing.T) {
 	e := openTest(t, 2)
-	r := testRoute(t, route.RouteConfig{
-		Statement: &route.StatementConfig{Name: "s", SQL: "SELECT :n::integer AS n"},
+	r := testRoute(t, route.Spec{
+		Statement: &route.StatementSpec{Name: "s", SQL: "SELECT :n::integer AS n"},
 		Params:    map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "number"}}},
 	})
 	p, _ := r.Decode([]byte(`{"n":12345.678}`))
@@ -83,7 +83,7 @@ func TestFunctionTooManyRows(t *testing.T) {
 	if _, err := e.Pool().Exec(t.Context(), `CREATE FUNCTION many(n integer) RETURNS TABLE (i integer) LANGUAGE sql AS $$ SELECT generate_series(1, n) $$`); err != nil {
 		t.Fatal(err)
 	}
-	r := testRoute(t, route.RouteConfig{Procedure: "many", Params: map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}}})
+	r := testRoute(t, route.Spec{Procedure: "many", Params: map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}}})
 	p, _ := r.Decode([]byte(`{"n":10}`))
 	c := &broker.Call{Route: r, Params: p, IdempotencyKey: "many", RequestHash: "h", MaxRows: 3}
 	if _, err := e.Execute(t.Context(), c); !errors.Is(err, broker.ErrTooManyRows) {
@@ -113,7 +113,7 @@ func TestRetrySerializationFailure(t *testing.T) {
 		END $$`); err != nil {
 		t.Fatal(err)
 	}
-	r := testRoute(t, route.RouteConfig{Procedure: "flaky"})
+	r := testRoute(t, route.Spec{Procedure: "flaky"})
 	res, err := e.Execute(t.Context(), &broker.Call{Route: r, Params: map[string]any{}, IdempotencyKey: "flaky", RequestHash: "h"})
 	if err != nil {
 		t.Fatalf("Execute(fails once with 40001) = %v, want success after a retry", err)
@@ -148,21 +148,21 @@ func TestCheckRoutes(t *testing.T) {
 			t.Errorf("Check(%s) = %v", s, err)
 		}
 	}
-	missing := testRoute(t, route.RouteConfig{Procedure: "no_such_function"})
+	missing := testRoute(t, route.Spec{Procedure: "no_such_function"})
 	if err := e.Check(t.Context(), missing); err == nil || !strings.Contains(err.Error(), "not exactly one function or procedure") {
 		t.Errorf("Check(missing function) = %v", err)
 	}
-	bad := testRoute(t, route.RouteConfig{Statement: &route.StatementConfig{Name: "s", SQL: "SELECT * FROM no_such_table"}})
+	bad := testRoute(t, route.Spec{Statement: &route.StatementSpec{Name: "s", SQL: "SELECT * FROM no_such_table"}})
 	var dbe *broker.DBError
 	if err := e.Check(t.Context(), bad); !errors.As(err, &dbe) || dbe.State != "42P01" {
 		t.Errorf("Check(missing table) = %v, want DBError 42P01", err)
 	}
 }
 
-func testRoute(t testing.TB, rc route.RouteConfig) *route.Route {
+func testRoute(t testing.TB, rc route.Spec) *route.Route {
 	t.Helper()
 	rc.Subject, rc.Database = "t.x", "test"
-	cat, err := route.New([]route.RouteConfig{rc})
+	cat, err := route.New([]route.Spec{rc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestQuotedIdentifiers(t *testing.T) {
 	if _, err := e.Pool().Exec(t.Context(), `CREATE FUNCTION "MixedCase"("Select" text) RETURNS TABLE (v text) LANGUAGE sql AS $$ SELECT $1 $$`); err != nil {
 		t.Fatal(err)
 	}
-	r := testRoute(t, route.RouteConfig{Procedure: "MixedCase", Params: map[string]any{"type": "object", "properties": map[string]any{"Select": map[string]any{"type": "string"}}}})
+	r := testRoute(t, route.Spec{Procedure: "MixedCase", Params: map[string]any{"type": "object", "properties": map[string]any{"Select": map[string]any{"type": "string"}}}})
 	p, _ := r.Decode([]byte(`{"Select":"'); DROP TABLE orders; --"}`))
 	res, err := e.Execute(t.Context(), &broker.Call{Route: r, Params: p, IdempotencyKey: "q", RequestHash: "h"})
 	if err != nil {
@@ -190,8 +190,8 @@ func TestQuotedIdentifiers(t *testing.T) {
 
 func TestTypes(t *testing.T) {
 	e := openTest(t, 2)
-	r := testRoute(t, route.RouteConfig{
-		Statement: &route.StatementConfig{Name: "s", SQL: `SELECT :n AS n, :m::bigint AS m, :big::numeric * 2 AS twice, :f AS f, :u AS u, :d AS d, :ts AS ts, :b AS b,
+	r := testRoute(t, route.Spec{
+		Statement: &route.StatementSpec{Name: "s", SQL: `SELECT :n AS n, :m::bigint AS m, :big::numeric * 2 AS twice, :f AS f, :u AS u, :d AS d, :ts AS ts, :b AS b,
 			'{"k":[1,2.50]}'::jsonb AS j, ARRAY[1,2] AS arr, 'NaN'::numeric AS nan, :flag AS flag, NULL::text AS nothing`},
 		Params: map[string]any{"type": "object", "properties": map[string]any{
 			"n": map[string]any{"type": "integer"}, "m": map[string]any{"type": "integer"}, "big": map[string]any{"type": "number"}, "f": map[string]any{"type": "number"},

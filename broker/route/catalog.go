@@ -18,16 +18,16 @@ import (
 
 // Config is the YAML form of a catalog file.
 type Config struct {
-	Routes []RouteConfig `yaml:"routes" json:"routes"`
+	Routes []Spec `yaml:"routes" json:"routes"`
 }
 
-// RouteConfig is the YAML form of one route. Keys are camelCase; unknown keys
+// Spec is the YAML form of one route. Keys are camelCase; unknown keys
 // are an error.
-type RouteConfig struct {
+type Spec struct {
 	Subject     string            `yaml:"subject" json:"subject"`
 	Description string            `yaml:"description" json:"description,omitempty"`
 	Procedure   string            `yaml:"procedure" json:"procedure,omitempty"`
-	Statement   *StatementConfig  `yaml:"statement" json:"statement,omitempty"`
+	Statement   *StatementSpec    `yaml:"statement" json:"statement,omitempty"`
 	Database    string            `yaml:"database" json:"database"`
 	Mode        string            `yaml:"mode" json:"mode,omitempty"`
 	Timeout     string            `yaml:"timeout" json:"timeout,omitempty"`
@@ -40,8 +40,8 @@ type RouteConfig struct {
 	Output      map[string]string `yaml:"output" json:"output,omitempty"`
 }
 
-// StatementConfig is an admin-defined statement with `:name` placeholders.
-type StatementConfig struct {
+// StatementSpec is an admin-defined statement with `:name` placeholders.
+type StatementSpec struct {
 	Name string `yaml:"name" json:"name"`
 	SQL  string `yaml:"sql" json:"sql"`
 }
@@ -84,7 +84,7 @@ func (c *Catalog) Databases() []string {
 
 // LoadFile reads and validates a catalog file.
 func LoadFile(path string) (*Catalog, error) {
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) //nolint:gosec // G304: the catalog path comes from the operator's configuration
 	if err != nil {
 		return nil, fmt.Errorf("read route catalog: %w", err)
 	}
@@ -109,7 +109,7 @@ func Parse(data []byte) (*Catalog, error) {
 
 // New validates route configurations and builds a catalog. The error joins
 // one entry per problem, each naming the route.
-func New(cfgs []RouteConfig) (*Catalog, error) {
+func New(cfgs []Spec) (*Catalog, error) {
 	c := &Catalog{routes: make(map[string]*Route, len(cfgs))}
 	var errs []error
 	for i, rc := range cfgs {
@@ -138,7 +138,7 @@ func New(cfgs []RouteConfig) (*Catalog, error) {
 	return c, nil
 }
 
-func build(rc RouteConfig) (*Route, []error) {
+func build(rc Spec) (*Route, []error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
@@ -230,7 +230,7 @@ func build(rc RouteConfig) (*Route, []error) {
 
 // buildParams compiles the parameter schema and derives the declared
 // parameters from its properties.
-func (r *Route) buildParams(rc RouteConfig) []error {
+func (r *Route) buildParams(rc Spec) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 

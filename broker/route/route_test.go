@@ -78,7 +78,8 @@ func TestCatalogErrors(t *testing.T) {
 		}},
 		{"duplicate", "routes:\n  - {subject: a.b, procedure: p, database: d}\n  - {subject: a.b, procedure: q, database: d}\n", []string{"route a.b: duplicate subject"}},
 		{"reserved_subjects", "routes:\n  - {subject: _INBOX.x, procedure: p, database: d}\n  - {subject: $SYS.x, procedure: p, database: d}\n  - {subject: sqlgate.async.x, procedure: p, database: d}\n", []string{
-			"route _INBOX.x: subject", "route $SYS.x: subject", "route sqlgate.async.x: subject"}},
+			"route _INBOX.x: subject", "route $SYS.x: subject", "route sqlgate.async.x: subject",
+		}},
 		{"bad_procedure", "routes:\n  - {subject: a.b, procedure: \"dbo.p; drop table x\", database: d}\n", []string{"procedure \"dbo.p; drop table x\" must be"}},
 		{"two_statements", "routes:\n  - {subject: a.b, statement: {name: s, sql: \"select 1; drop table x\"}, database: d}\n", []string{"more than one statement"}},
 		{"undeclared_placeholder", "routes:\n  - {subject: a.b, statement: {name: s, sql: \"select :x\"}, database: d}\n", []string{"statement uses :x which is not a declared parameter"}},

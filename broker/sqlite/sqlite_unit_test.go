@@ -94,10 +94,10 @@ func TestOpenAppliesPragmas(t *testing.T) {
 	}
 }
 
-func testRoute(t *testing.T, rc route.RouteConfig) *route.Route {
+func testRoute(t *testing.T, rc route.Spec) *route.Route {
 	t.Helper()
 	rc.Subject, rc.Database = "t.x", "test"
-	cat, err := route.New([]route.RouteConfig{rc})
+	cat, err := route.New([]route.Spec{rc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,16 +112,16 @@ func TestCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = e.Close() }()
-	proc := testRoute(t, route.RouteConfig{Procedure: "dbo.create_order"})
+	proc := testRoute(t, route.Spec{Procedure: "dbo.create_order"})
 	if err := e.Check(t.Context(), proc); err == nil || !strings.Contains(err.Error(), "statements only") {
 		t.Errorf("Check(procedure route) = %v, want statements-only error", err)
 	}
-	bad := testRoute(t, route.RouteConfig{Statement: &route.StatementConfig{Name: "s", SQL: "SELECT * FROM no_such_table"}})
+	bad := testRoute(t, route.Spec{Statement: &route.StatementSpec{Name: "s", SQL: "SELECT * FROM no_such_table"}})
 	var dbe *broker.DBError
 	if err := e.Check(t.Context(), bad); !errors.As(err, &dbe) {
 		t.Errorf("Check(missing table) = %v, want a DBError", err)
 	}
-	good := testRoute(t, route.RouteConfig{Statement: &route.StatementConfig{Name: "s", SQL: "SELECT count(*) FROM sqlgate_idempotency"}})
+	good := testRoute(t, route.Spec{Statement: &route.StatementSpec{Name: "s", SQL: "SELECT count(*) FROM sqlgate_idempotency"}})
 	if err := e.Check(t.Context(), good); err != nil {
 		t.Errorf("Check(valid statement) = %v", err)
 	}
@@ -146,7 +146,7 @@ func TestBusyDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := testRoute(t, route.RouteConfig{Statement: &route.StatementConfig{Name: "s", SQL: "SELECT 1 AS one"}})
+	r := testRoute(t, route.Spec{Statement: &route.StatementSpec{Name: "s", SQL: "SELECT 1 AS one"}})
 	c := &broker.Call{Route: r, Params: map[string]any{}, IdempotencyKey: "k", RequestHash: "h", CorrelationID: "c"}
 	if _, err := e.Execute(t.Context(), c); !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("Execute(locked database) = %v, want ErrUnavailable", err)
@@ -170,8 +170,8 @@ func TestBindAndResultTypes(t *testing.T) {
 	if _, err := e.DB().ExecContext(t.Context(), `CREATE TABLE v (f REAL, b BLOB, t DATETIME, ok BOOLEAN, big NUMERIC, txt TEXT)`); err != nil {
 		t.Fatal(err)
 	}
-	r := testRoute(t, route.RouteConfig{
-		Statement: &route.StatementConfig{Name: "s", SQL: `INSERT INTO v VALUES (:f, :b, :t, :ok, :big, :txt) RETURNING f, b, t, ok, big, txt, :txt || :txt AS twice`},
+	r := testRoute(t, route.Spec{
+		Statement: &route.StatementSpec{Name: "s", SQL: `INSERT INTO v VALUES (:f, :b, :t, :ok, :big, :txt) RETURNING f, b, t, ok, big, txt, :txt || :txt AS twice`},
 		Params: map[string]any{"type": "object", "properties": map[string]any{
 			"f": map[string]any{"type": "number"}, "b": map[string]any{"type": "string"}, "t": map[string]any{"type": "string"},
 			"ok": map[string]any{"type": "boolean"}, "big": map[string]any{"type": "number"}, "txt": map[string]any{"type": "number"},
@@ -204,7 +204,7 @@ func TestPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = e.Close() }()
-	r := testRoute(t, route.RouteConfig{Statement: &route.StatementConfig{Name: "s", SQL: "SELECT 1 AS one"}})
+	r := testRoute(t, route.Spec{Statement: &route.StatementSpec{Name: "s", SQL: "SELECT 1 AS one"}})
 	for _, k := range []string{"a", "b"} {
 		if _, err := e.Execute(t.Context(), &broker.Call{Route: r, Params: map[string]any{}, IdempotencyKey: k, RequestHash: "h"}); err != nil {
 			t.Fatal(err)

@@ -156,7 +156,7 @@ func TestLiveDeployScripts(t *testing.T) {
 	if who != "alice@example.com" || decision != "dec-7" {
 		t.Errorf("order_history changed_by, decision_id = %q, %q", who, decision)
 	}
-	dc, err := route.New([]route.RouteConfig{{Subject: "t.direct", Database: "orders", Statement: &route.StatementConfig{Name: "s", SQL: "SELECT * FROM sales.orders"}}})
+	dc, err := route.New([]route.Spec{{Subject: "t.direct", Database: "orders", Statement: &route.StatementSpec{Name: "s", SQL: "SELECT * FROM sales.orders"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

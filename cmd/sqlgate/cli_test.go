@@ -21,28 +21,28 @@ import (
 // and started as its own process, as a newcomer runs it.
 
 var (
-	daemonOnce sync.Once
-	daemonBin  string
-	daemonErr  error
+	daemonOnce     sync.Once
+	daemonBin      string
+	errBuildDaemon error
 )
 
 func buildDaemon(t *testing.T) string {
 	t.Helper()
 	daemonOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sqlgated-bin-")
+		dir, err := os.MkdirTemp("", "sqlgated-bin-") //nolint:usetesting // shared by every test of the package (built once), so not a test's TempDir
 		if err != nil {
-			daemonErr = err
+			errBuildDaemon = err
 			return
 		}
 		daemonBin = filepath.Join(dir, "sqlgated")
 		out, err := exec.Command("go", "build", "-o", daemonBin, "github.com/sqlgate/sqlgate/cmd/sqlgated").CombinedOutput()
 		if err != nil {
-			daemonErr = err
+			errBuildDaemon = err
 			daemonBin = string(out)
 		}
 	})
-	if daemonErr != nil {
-		t.Fatalf("build sqlgated: %v\n%s", daemonErr, daemonBin)
+	if errBuildDaemon != nil {
+		t.Fatalf("build sqlgated: %v\n%s", errBuildDaemon, daemonBin)
 	}
 	return daemonBin
 }

@@ -44,17 +44,16 @@ func (e *env) brokerURL(flagValue string, st *state) (string, error) {
 }
 
 // client returns an authenticated API client.
-func (e *env) client(brokerFlagValue string) (*api.Client, *state, error) {
+func (e *env) client(brokerFlagValue string) (*api.Client, error) {
 	st, err := e.loadState()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	url, err := e.brokerURL(brokerFlagValue, st)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	c, err := api.NewClient(url, e.accessToken)
-	return c, st, err
+	return api.NewClient(url, e.accessToken)
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -76,7 +75,7 @@ func cmdWhoAmI(ctx context.Context, e *env, args []string) error {
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
-	c, _, err := e.client(*broker)
+	c, err := e.client(*broker)
 	if err != nil {
 		return err
 	}
@@ -116,7 +115,7 @@ func cmdRoutes(ctx context.Context, e *env, args []string) error {
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
-	c, _, err := e.client(*broker)
+	c, err := e.client(*broker)
 	if err != nil {
 		return err
 	}
@@ -154,7 +153,7 @@ func cmdLeasesList(ctx context.Context, e *env, args []string) error {
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
-	c, _, err := e.client(*broker)
+	c, err := e.client(*broker)
 	if err != nil {
 		return err
 	}
@@ -190,7 +189,7 @@ func cmdLeasesRevoke(ctx context.Context, e *env, args []string) error {
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
-	c, _, err := e.client(*broker)
+	c, err := e.client(*broker)
 	if err != nil {
 		return err
 	}

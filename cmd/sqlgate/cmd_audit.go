@@ -27,7 +27,7 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	if *out == "" {
 		return usagef("-o FILE is required")
 	}
-	c, _, err := e.client(*broker)
+	c, err := e.client(*broker)
 	if err != nil {
 		return err
 	}
@@ -36,8 +36,8 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if err := c.AuditExport(ctx, f, *from, *to); err != nil {
-		f.Close()
-		os.Remove(*out)
+		_ = f.Close()
+		_ = os.Remove(*out) // a partial bundle must not be mistaken for an export
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -110,7 +110,7 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 	}
 	path := *bundlePath
 	if path == "" {
-		c, _, err := e.client(*broker)
+		c, err := e.client(*broker)
 		if err != nil {
 			return err
 		}
@@ -119,7 +119,7 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		path = tmp.Name()
-		defer os.Remove(path)
+		defer func() { _ = os.Remove(path) }()
 		err = c.AuditExport(ctx, tmp, 0, 0)
 		if cerr := tmp.Close(); err == nil {
 			err = cerr
@@ -132,7 +132,7 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	b, err := audit.OpenBundle(f)
 	if err != nil {
 		return fmt.Errorf("open bundle: %w", err)
@@ -195,7 +195,7 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 		if _, err := fmt.Sscan(pos[0], &index); err != nil || index < 0 {
 			return usagef("INDEX must be a record index (the audit.index of a reply)")
 		}
-		c, _, err := e.client(*broker)
+		c, err := e.client(*broker)
 		if err != nil {
 			return err
 		}

@@ -27,7 +27,7 @@ func cmdCredsSQL(ctx context.Context, e *env, args []string) error {
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
-	c, _, err := e.client(*broker)
+	c, err := e.client(*broker)
 	if err != nil {
 		return err
 	}

@@ -38,8 +38,7 @@ type state struct {
 
 const (
 	stateFile    = "state.json"
-	tokenFile    = "token.json"
-	natsCredsOut = "nats.creds"
+	natsCredsOut = "nats.creds" //nolint:gosec // G101: a file name, not a credential
 	natsInfoFile = "nats.json"
 )
 
@@ -89,17 +88,16 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	defer func() { _ = os.Remove(tmp) }() // gone after the rename; removes leftovers on failure
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	if err != nil {
+		_ = f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {

@@ -150,7 +150,8 @@ func (p *policyService) Eval(ctx context.Context, entry policy.Entry, input []by
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
 	if err := dec.Decode(&in); err != nil {
-		return policy.Deny(p.engine.Revision(), "input does not match the input document: "+err.Error()), "", nil
+		// Not an error of the evaluation: the answer is a deny that says why.
+		return policy.Deny(p.engine.Revision(), "input does not match the input document: "+err.Error()), "", nil //nolint:nilerr // a malformed input is answered with a deny, as the engine would
 	}
 	d, err := p.engine.Decide(ctx, entry, &in)
 	if err != nil {
@@ -230,7 +231,8 @@ func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
 // record committed.
 func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, logger interface {
 	InfoContext(context.Context, string, ...any)
-}) error {
+},
+) error {
 	intents, err := log.Unpaired(ctx)
 	if err != nil {
 		return fmt.Errorf("find unpaired audit intents: %w", err)
@@ -246,8 +248,8 @@ func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]br
 			out.SQL.Server, out.SQL.Database = in.SQL.Server, in.SQL.Database
 		}
 		ex := executorFor(executors, in.SQL)
-		switch {
-		case ex == nil:
+		switch ex {
+		case nil:
 			out.Result.Status = broker.CodeInternal
 			out.SQL.Outcome = "unknown"
 		default:

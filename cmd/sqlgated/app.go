@@ -74,6 +74,9 @@ type runtimeConfig struct {
 	NATSTTL, MaxTTL time.Duration
 }
 
+// defaultWorkers is the default number of concurrent calls per instance.
+const defaultWorkers = 128
+
 // app is a running sqlgated.
 type app struct {
 	cfg      runtimeConfig
@@ -132,7 +135,7 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 	if err := recoverIntents(ctx, a.audit, cfg.Executors, a.log); err != nil {
 		return a, err
 	}
-	if err := a.startNATS(ctx); err != nil {
+	if err := a.startNATS(); err != nil {
 		return a, err
 	}
 	if err := a.startWeb(); err != nil {
@@ -177,8 +180,10 @@ func (a *app) openPolicy(ctx context.Context) error {
 		Dir: a.cfg.PolicyDir, Watch: a.cfg.Watch, EvalTimeout: a.cfg.EvalTimout,
 		Logger: a.log.With("component", "policy"),
 		OnReload: func(ev opa.ReloadEvent) {
-			rec := &audit.Record{Kind: audit.KindAdmin, Actor: &audit.Actor{Transport: "system"}, PolicyRevision: ev.Revision,
-				Admin: &audit.Admin{Action: "policy_load", Detail: fmt.Sprintf("revision %s (previous %s), %d modules", ev.Revision, ev.Previous, len(ev.Modules))}}
+			rec := &audit.Record{
+				Kind: audit.KindAdmin, Actor: &audit.Actor{Transport: "system"}, PolicyRevision: ev.Revision,
+				Admin: &audit.Admin{Action: "policy_load", Detail: fmt.Sprintf("revision %s (previous %s), %d modules", ev.Revision, ev.Previous, len(ev.Modules))},
+			}
 			result := "ok"
 			if ev.Err != nil {
 				result = "error"
@@ -188,7 +193,7 @@ func (a *app) openPolicy(ctx context.Context) error {
 			actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if _, err := a.audit.Append(actx, rec); err != nil {
-				a.log.Error("audit policy reload record failed", "err", err)
+				a.log.ErrorContext(actx, "audit policy reload record failed", "err", err)
 			}
 		},
 	})
@@ -229,15 +234,21 @@ func (a *app) startBroker(ctx context.Context) error {
 	return nil
 }
 
-func (a *app) startNATS(ctx context.Context) error {
+func (a *app) startNATS() error {
 	pub := a.cfg.NATSKeys.Public()
 	brokerConn, err := a.connect("sqlgated-"+a.cfg.Instance, a.cfg.NATSKeys.BrokerUser())
 	if err != nil {
 		return err
 	}
+	// Calls mostly wait (durable audit intent, then SQL): the worker pool is
+	// sized for waiting, not for cores. The database pool bounds SQL work.
+	workers := a.cfg.NATSWorkers
+	if workers <= 0 {
+		workers = defaultWorkers
+	}
 	micro, err := natsvc.Start(a.groupCtx, brokerConn, natsvc.Config{
 		Name: "sqlgate", Version: semver(version), Description: "sqlgate routed calls",
-		Subjects: a.cfg.Catalog.Subjects(), Workers: a.cfg.NATSWorkers, QueueLen: a.cfg.NATSQueueLen,
+		Subjects: a.cfg.Catalog.Subjects(), Workers: workers, QueueLen: a.cfg.NATSQueueLen,
 		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
 		Logger: a.log.With("component", "natsvc"),
 	}, newMeteredHandler(a.service, a.metrics))
@@ -266,10 +277,10 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
 		auth, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: closed on purpose
-				a.log.Warn("nats disconnected", "conn", name, "err", err)
+				a.log.WarnContext(context.Background(), "nats disconnected", "conn", name, "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { a.log.Info("nats reconnected", "conn", name) }),
+		nats.ReconnectHandler(func(*nats.Conn) { a.log.InfoContext(context.Background(), "nats reconnected", "conn", name) }),
 	}, a.cfg.NATSConnect...)
 	nc, err := nats.Connect(a.cfg.NATSURL, opts...)
 	if err != nil {
@@ -342,9 +353,9 @@ func (a *app) serveHTTP() {
 func (a *app) ready(ctx context.Context) error {
 	var errs []error
 	if st := a.engine.Status(); !st.Ready() {
-		errs = append(errs, fmt.Errorf("no policy loaded: %v", st.LastError))
+		errs = append(errs, fmt.Errorf("no policy loaded: %w", st.LastError))
 	} else if st.LastError != nil {
-		errs = append(errs, fmt.Errorf("policy reload failed (revision %s keeps serving): %v", st.Revision, st.LastError))
+		errs = append(errs, fmt.Errorf("policy reload failed (revision %s keeps serving): %w", st.Revision, st.LastError))
 	}
 	for _, nc := range a.conns {
 		if !nc.IsConnected() {
@@ -367,9 +378,9 @@ func (a *app) housekeeping(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			if n, err := a.registry.Prune(ctx, time.Now().Add(-24*time.Hour)); err != nil {
-				a.log.Warn("prune issuances failed", "err", err)
+				a.log.WarnContext(ctx, "prune issuances failed", "err", err)
 			} else if n > 0 {
-				a.log.Info("pruned expired issuances", "count", n)
+				a.log.InfoContext(ctx, "pruned expired issuances", "count", n)
 			}
 		}
 	}
@@ -393,22 +404,22 @@ func (a *app) shutdown(ctx context.Context) {
 	defer cancel()
 	if a.micro != nil {
 		if err := a.micro.Stop(); err != nil {
-			a.log.Warn("stop micro service", "err", err)
+			a.log.WarnContext(ctx, "stop micro service", "err", err)
 		}
 	}
 	if a.callout != nil {
 		if err := a.callout.Stop(); err != nil {
-			a.log.Warn("stop auth callout", "err", err)
+			a.log.WarnContext(ctx, "stop auth callout", "err", err)
 		}
 	}
 	if a.service != nil {
 		if err := a.service.Drain(ctx); err != nil {
-			a.log.Warn("shutdown", "err", err)
+			a.log.WarnContext(ctx, "shutdown", "err", err)
 		}
 	}
 	if a.http != nil {
 		if err := a.http.Shutdown(ctx); err != nil {
-			a.log.Warn("http shutdown", "err", err)
+			a.log.WarnContext(ctx, "http shutdown", "err", err)
 		}
 	}
 	for _, nc := range a.conns {
@@ -416,7 +427,7 @@ func (a *app) shutdown(ctx context.Context) {
 	}
 	for i := len(a.closers) - 1; i >= 0; i-- {
 		if err := a.closers[i](ctx); err != nil {
-			a.log.Warn("shutdown", "err", err)
+			a.log.WarnContext(ctx, "shutdown", "err", err)
 		}
 	}
 	for _, ex := range a.cfg.Executors {

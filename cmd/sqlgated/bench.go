@@ -96,7 +96,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }()
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return err
 		}
@@ -153,7 +153,7 @@ func (b *benchEnv) close() {
 	for i := len(b.cleanup) - 1; i >= 0; i-- {
 		b.cleanup[i]()
 	}
-	os.RemoveAll(b.dir)
+	_ = os.RemoveAll(b.dir) // temporary bench state
 }
 
 func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, logger *slog.Logger) (b *benchEnv, err error) {
@@ -186,7 +186,7 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, logger
 			return nil, err
 		}
 		db.SetMaxOpenConns(1) // one writer, as the adapter does
-		b.cleanup = append(b.cleanup, func() { db.Close() })
+		b.cleanup = append(b.cleanup, func() { _ = db.Close() })
 		stmt := strings.NewReplacer(":customer", "?", ":amount", "?", ":note", "?").Replace(benchSQLiteInsert)
 		bareExec = func(ctx context.Context, customer string, amount json.Number, note *string) (int64, error) {
 			var id int64
@@ -279,7 +279,8 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, logger
 	if err := grantBenchRoute(policyDir); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
@@ -300,10 +301,12 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, logger
 		Instance: "bench", Logger: logger, Listener: ln, Mounts: map[string]http.Handler{"/idp/": idp},
 		AuditorGroups: []string{"auditors"}, Catalog: catalog, Executors: executors,
 		ControlDB: controlDB, ControlDialect: controlDialect,
-		Audit: audit.Config{Origin: "sqlgate-bench/" + backend, Instance: "bench", Signer: signer,
-			ParamKey: audit.ParamKey{ID: "bench", Secret: []byte(randomSecret(32))}},
+		Audit: audit.Config{
+			Origin: "sqlgate-bench/" + backend, Instance: "bench", Signer: signer,
+			ParamKey: audit.ParamKey{ID: "bench", Secret: []byte(randomSecret(32))},
+		},
 		PolicyDir: policyDir, Identity: oidc.Config{Issuers: []oidc.IssuerConfig{{Name: "dev", Issuer: issuer, Audiences: []string{"sqlgate"}}}},
-		NATSKeys: keys, NATSURL: ns.ClientURL(), NATSWorkers: 4 * workers, Discovery: api.Discovery{NATSURL: ns.ClientURL()},
+		NATSKeys: keys, NATSURL: ns.ClientURL(), Discovery: api.Discovery{NATSURL: ns.ClientURL()},
 	})
 	if err != nil {
 		return nil, err
@@ -524,7 +527,7 @@ func printBenchTable(w io.Writer, rows []benchRow) {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t\n", sg.backend, sg.conc, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), sg.errors, ratio, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
 	}
-	tw.Flush()
+	_ = tw.Flush() // terminal output
 }
 
 func us(d time.Duration) string {
@@ -545,12 +548,12 @@ func throwawayDB(ctx context.Context, dsn, prefix string) (string, func(), error
 	}
 	name := fmt.Sprintf("%s_%d", prefix, time.Now().UnixNano())
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		admin.Close()
+		_ = admin.Close()
 		return "", nil, err
 	}
 	drop := func() {
 		_, _ = admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		admin.Close()
+		_ = admin.Close()
 	}
 	u, err := url.Parse(dsn)
 	if err != nil || u.Scheme == "" {

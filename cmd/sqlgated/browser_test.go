@@ -52,7 +52,7 @@ func browser(t *testing.T, path string) context.Context {
 }
 
 // signIn runs the dashboard's OIDC sign-in through the dev provider's form.
-func signIn(t *testing.T, ctx context.Context, s *devStack, user string) {
+func signIn(ctx context.Context, t *testing.T, s *devStack, user string) {
 	t.Helper()
 	err := chromedp.Do(ctx,
 		chromedp.Navigate(s.st.HTTPURL+"/"),
@@ -68,7 +68,7 @@ func signIn(t *testing.T, ctx context.Context, s *devStack, user string) {
 	}
 }
 
-func text(t *testing.T, ctx context.Context, sel string) string {
+func text(ctx context.Context, t *testing.T, sel string) string {
 	t.Helper()
 	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
 	if err != nil {
@@ -94,24 +94,24 @@ func TestDashboard(t *testing.T) {
 		_, cred, _ := s.natsUser(t, alice, 0)
 		key := userKeyOf(t, cred.JWT)
 
-		signIn(t, ctx, s, "alice")
-		if who := text(t, ctx, "#who"); who != "alice@example.com" {
+		signIn(ctx, t, s, "alice")
+		if who := text(ctx, t, "#who"); who != "alice@example.com" {
 			t.Errorf("signed in as %q", who)
 		}
-		routes := text(t, ctx, "#routes")
+		routes := text(ctx, t, "#routes")
 		for _, r := range []string{"orders.v1.create", "orders.v1.get", "orders.v1.cancel"} {
 			if !strings.Contains(routes, r) {
 				t.Errorf("routes section lacks %s:\n%s", r, routes)
 			}
 		}
-		if strings.Contains(text(t, ctx, "body"), "Audit") {
+		if strings.Contains(text(ctx, t, "body"), "Audit") {
 			t.Error("alice (sales) sees the audit page link")
 		}
 		sel := `form[action="/leases/` + key + `/revoke"] button`
 		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel)), chromedp.WaitVisible(chromedp.CSS("#flash"))); err != nil {
 			t.Fatalf("revoke: %v", err)
 		}
-		if flash := text(t, ctx, "#flash"); !strings.Contains(flash, "revoked") {
+		if flash := text(ctx, t, "#flash"); !strings.Contains(flash, "revoked") {
 			t.Errorf("flash = %q", flash)
 		}
 		iss, err := s.registryGet(t, key)
@@ -125,7 +125,7 @@ func TestDashboard(t *testing.T) {
 
 	t.Run("carol_verifies_audit", func(t *testing.T) {
 		ctx := browser(t, path)
-		signIn(t, ctx, s, "carol")
+		signIn(ctx, t, s, "carol")
 		if err := chromedp.Do(ctx,
 			chromedp.Click(chromedp.CSS("#nav-audit")),
 			chromedp.WaitVisible(chromedp.CSS("#checkpoint")),
@@ -134,17 +134,17 @@ func TestDashboard(t *testing.T) {
 		); err != nil {
 			t.Fatal(err)
 		}
-		if got := text(t, ctx, "#verify-result"); !strings.Contains(got, "Intact") || !strings.Contains(got, "OK") {
+		if got := text(ctx, t, "#verify-result"); !strings.Contains(got, "Intact") || !strings.Contains(got, "OK") {
 			t.Errorf("verify result = %q", got)
 		}
-		if recs := text(t, ctx, "#records"); !strings.Contains(recs, "credential") {
+		if recs := text(ctx, t, "#records"); !strings.Contains(recs, "credential") {
 			t.Errorf("recent records lack the credential records:\n%s", recs)
 		}
 	})
 
 	t.Run("dave_evaluates_policy", func(t *testing.T) {
 		ctx := browser(t, path)
-		signIn(t, ctx, s, "dave")
+		signIn(ctx, t, s, "dave")
 		input := `{"principal":{"issuer":"x","subject":"s","groups":["sales"],"roles":[],"mfa":false},` +
 			`"route":{"subject":"orders.v1.create","kind":"statement","target":"create_order","database":"orders","mode":"sync","tags":[]},` +
 			`"params":{"customer":"ACME","amount":5000}}`
@@ -157,18 +157,18 @@ func TestDashboard(t *testing.T) {
 		); err != nil {
 			t.Fatal(err)
 		}
-		if got := text(t, ctx, "#eval-result"); !strings.Contains(got, "deny") || !strings.Contains(got, "5000") {
+		if got := text(ctx, t, "#eval-result"); !strings.Contains(got, "deny") || !strings.Contains(got, "5000") {
 			t.Errorf("eval result = %q, want a deny naming the amount", got)
 		}
 	})
 
 	t.Run("bob_cannot_open_audit", func(t *testing.T) {
 		ctx := browser(t, path)
-		signIn(t, ctx, s, "bob")
+		signIn(ctx, t, s, "bob")
 		if err := chromedp.Do(ctx, chromedp.Navigate(s.st.HTTPURL+"/audit"), chromedp.WaitVisible(chromedp.CSS("#error"))); err != nil {
 			t.Fatal(err)
 		}
-		if got := text(t, ctx, "#error"); !strings.Contains(got, "auditors") {
+		if got := text(ctx, t, "#error"); !strings.Contains(got, "auditors") {
 			t.Errorf("error page = %q", got)
 		}
 	})

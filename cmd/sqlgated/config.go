@@ -203,7 +203,7 @@ func (c *Config) Validate() error {
 	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
 		bad("http.tlsCertFile and http.tlsKeyFile go together")
 	}
-	if err := c.Identity.Config.Validate(); err != nil {
+	if err := c.Identity.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("identity: %w", err))
 	}
 	if c.Identity.CLI.Issuer == "" || c.Identity.CLI.ClientID == "" {

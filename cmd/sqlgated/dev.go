@@ -77,7 +77,7 @@ var demoUsers = []struct {
 	{"dave", "security", "calls nothing; evaluates policies in the dashboard", true},
 }
 
-func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlags("dev", stderr, "sqlgated dev [--data-dir DIR] [--http ADDR] [--nats ADDR]")
 	dataDir := fs.String("data-dir", ".sqlgate", "directory for keys, databases, policies and dev.json (reused on the next start)")
 	httpAddr := fs.String("http", "", "HTTP listen address for the API, dashboard and OpenID provider (default "+defaultDevHTTP+", or the previous run's)")
@@ -86,9 +86,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	logger, err := newLogger(stderr, *logLevel)
-	if err != nil {
-		return &usageError{msg: err.Error()}
+	logger, lerr := newLogger(stderr, *logLevel)
+	if lerr != nil {
+		return &usageError{msg: lerr.Error()}
 	}
 	started := time.Now()
 	dir, err := filepath.Abs(*dataDir)
@@ -100,53 +100,48 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	prev := loadDevState(dir)
 
-	ln, httpURL, note, err := listenDev(*httpAddr, urlHost(prev.HTTPURL), defaultDevHTTP)
+	ln, httpURL, note, err := listenDev(ctx, *httpAddr, urlHost(prev.HTTPURL), defaultDevHTTP)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil { // on success the HTTP server owns (and closes) the listener
+			_ = ln.Close()
+		}
+	}()
 	if note != "" {
 		fmt.Fprintln(stdout, note)
 	}
-	natsHost, natsPort, note, err := pickDevPort(*natsAddr, urlHost(prev.NATSURL), defaultDevNATS)
+	natsHost, natsPort, note, err := pickDevPort(ctx, *natsAddr, urlHost(prev.NATSURL), defaultDevNATS)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	if note != "" {
 		fmt.Fprintln(stdout, note)
 	}
 
-	st, err := devSecrets(dir, prev)
-	if err != nil {
-		ln.Close()
-		return err
-	}
+	st := devSecrets(prev)
 	st.HTTPURL, st.Issuer, st.DataDir, st.CLI = httpURL, httpURL+"/idp", dir, cliClientID
 
 	idp, err := devIdentityProvider(dir, st, logger)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	catalog, executors, err := devDatabases(ctx, dir, logger)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	policyDir, err := devPolicy(dir)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 
 	keys, err := natsauth.LoadOrCreateKeys(filepath.Join(dir, "secrets", "nats"))
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("nats keys: %w", err)
 	}
 	ns, err := startEmbeddedNATS(keys, natsHost, natsPort, filepath.Join(dir, "nats"), catalog)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	defer ns.Shutdown()

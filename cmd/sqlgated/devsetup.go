@@ -63,9 +63,10 @@ func urlHost(u string) string {
 // listenDev opens the HTTP listener: the flag's address if given (it must
 // be free), else the previous run's or the default, else any free port on
 // the same host — saying so.
-func listenDev(flagAddr, prevAddr, def string) (net.Listener, string, string, error) {
+func listenDev(ctx context.Context, flagAddr, prevAddr, def string) (net.Listener, string, string, error) {
+	var lc net.ListenConfig
 	if flagAddr != "" {
-		ln, err := net.Listen("tcp", flagAddr)
+		ln, err := lc.Listen(ctx, "tcp", flagAddr)
 		if err != nil {
 			return nil, "", "", fmt.Errorf("--http %s: %w", flagAddr, err)
 		}
@@ -75,12 +76,12 @@ func listenDev(flagAddr, prevAddr, def string) (net.Listener, string, string, er
 	if prevAddr != "" {
 		want = prevAddr
 	}
-	ln, err := net.Listen("tcp", want)
+	ln, err := lc.Listen(ctx, "tcp", want)
 	if err == nil {
 		return ln, "http://" + ln.Addr().String(), "", nil
 	}
 	host, _, _ := net.SplitHostPort(want)
-	ln, err2 := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	ln, err2 := lc.Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
 	if err2 != nil {
 		return nil, "", "", fmt.Errorf("listen for HTTP: %w", err2)
 	}
@@ -90,7 +91,8 @@ func listenDev(flagAddr, prevAddr, def string) (net.Listener, string, string, er
 
 // pickDevPort chooses the NATS address the same way; the embedded server
 // binds it right after.
-func pickDevPort(flagAddr, prevAddr, def string) (string, int, string, error) {
+func pickDevPort(ctx context.Context, flagAddr, prevAddr, def string) (string, int, string, error) {
+	var lc net.ListenConfig
 	want, explicit := flagAddr, flagAddr != ""
 	if want == "" {
 		want = def
@@ -109,27 +111,27 @@ func pickDevPort(flagAddr, prevAddr, def string) (string, int, string, error) {
 	if port == 0 {
 		return host, -1, "", nil // any free port, chosen by the server
 	}
-	ln, err := net.Listen("tcp", want)
+	ln, err := lc.Listen(ctx, "tcp", want)
 	if err == nil {
-		ln.Close()
+		_ = ln.Close() // only probing: the embedded server binds it next
 		return host, port, "", nil
 	}
 	if explicit {
 		return "", 0, "", fmt.Errorf("--nats %s: %w", want, err)
 	}
-	ln, err2 := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	ln, err2 := lc.Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
 	if err2 != nil {
 		return "", 0, "", fmt.Errorf("find a free NATS port: %w", err2)
 	}
 	free := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	_ = ln.Close() // only probing: the embedded server binds it next
 	note := fmt.Sprintf("NATS port %s is taken (another NATS server?); using %s:%d instead", want, host, free)
 	return host, free, note, nil
 }
 
 // devSecrets fills in the demo passwords and client secrets, keeping those
 // of the previous run so that scripts and saved sign-ins keep working.
-func devSecrets(dir string, prev devState) (devState, error) {
+func devSecrets(prev devState) devState {
 	st := devState{Users: make([]devUser, 0, len(demoUsers))}
 	old := map[string]devUser{}
 	for _, u := range prev.Users {
@@ -147,7 +149,7 @@ func devSecrets(dir string, prev devState) (devState, error) {
 		st.Service = devClient{ID: serviceClient, Secret: randomSecret(24)}
 	}
 	st.Web = devClient{ID: webClientID, Secret: randomSecret(24)}
-	return st, nil
+	return st
 }
 
 // writeDemoFiles writes DIR/demo/<user>.password and DIR/demo/audit.vkey so
@@ -163,7 +165,7 @@ func writeDemoFiles(dir string, st devState) error {
 			return err
 		}
 	}
-	return os.WriteFile(filepath.Join(demo, "audit.vkey"), []byte(st.AuditKey+"\n"), 0o644)
+	return os.WriteFile(filepath.Join(demo, "audit.vkey"), []byte(st.AuditKey+"\n"), 0o600)
 }
 
 func randomSecret(n int) string {
@@ -189,8 +191,10 @@ func devIdentityProvider(dir string, st devState, logger *slog.Logger) (*devidp.
 		devidp.WithClients(
 			devidp.Client{ID: cliClientID, Name: "sqlgate CLI", RedirectURIs: []string{"http://127.0.0.1/callback"}},
 			devidp.Client{ID: webClientID, Name: "sqlgate dashboard", Secret: st.Web.Secret, RedirectURIs: []string{st.HTTPURL + "/auth/callback"}},
-			devidp.Client{ID: serviceClient, Name: "orders service", Secret: st.Service.Secret, Roles: []string{"orders.writer"},
-				Grants: []string{"client_credentials"}},
+			devidp.Client{
+				ID: serviceClient, Name: "orders service", Secret: st.Service.Secret, Roles: []string{"orders.writer"},
+				Grants: []string{"client_credentials"},
+			},
 		),
 		devidp.WithLogger(logger.With("component", "devidp")),
 	)
@@ -201,7 +205,7 @@ func devIdentityProvider(dir string, st devState, logger *slog.Logger) (*devidp.
 func devDatabases(ctx context.Context, dir string, logger *slog.Logger) (*route.Catalog, map[string]broker.Executor, error) {
 	routesPath := filepath.Join(dir, "routes.yaml")
 	if _, err := os.Stat(routesPath); errors.Is(err, fs.ErrNotExist) {
-		if err := os.WriteFile(routesPath, demoRoutes, 0o644); err != nil {
+		if err := os.WriteFile(routesPath, demoRoutes, 0o600); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -227,7 +231,7 @@ func createDemoDB(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	if _, err := db.ExecContext(ctx, demoSchema); err != nil {
 		return fmt.Errorf("create demo schema: %w", err)
 	}
@@ -317,7 +321,7 @@ func loadOrCreate(path string, gen func() (string, error)) (string, error) {
 		return "", err
 	}
 	if _, err := io.WriteString(f, v+"\n"); err != nil {
-		f.Close()
+		_ = f.Close()
 		return "", err
 	}
 	return v, f.Close()

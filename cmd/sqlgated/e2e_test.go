@@ -79,10 +79,7 @@ func startDev(t *testing.T, dir string) *devStack {
 	}
 	t.Cleanup(s.stop)
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if strings.Contains(out.String(), "sqlgate dev is running") {
-			break
-		}
+	for !strings.Contains(out.String(), "sqlgate dev is running") {
 		select {
 		case err := <-done:
 			t.Fatalf("sqlgated dev exited: %v\n%s", err, out)

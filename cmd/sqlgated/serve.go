@@ -92,7 +92,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (rc 
 		if err != nil {
 			closeExecutors(rc.Executors)
 			if rc.ControlDB != nil {
-				rc.ControlDB.Close()
+				_ = rc.ControlDB.Close()
 			}
 		}
 	}()
@@ -158,7 +158,8 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (rc 
 		}
 		rc.TLSCert = &cert
 	}
-	if rc.Listener, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+	var lc net.ListenConfig
+	if rc.Listener, err = lc.Listen(ctx, "tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
 	return rc, nil

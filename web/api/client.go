@@ -122,7 +122,7 @@ func (c *Client) AuditExport(ctx context.Context, w io.Writer, from, to int64) e
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if _, err := io.Copy(w, resp.Body); err != nil {
 		return fmt.Errorf("read audit export: %w", err)
 	}
@@ -137,7 +137,7 @@ func (c *Client) raw(ctx context.Context, path string, q url.Values) ([]byte, er
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return nil, fmt.Errorf("read response: %w", err)
@@ -158,7 +158,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, auth 
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out); err != nil {
 		return fmt.Errorf("decode %s response: %w", path, err)
 	}
@@ -192,7 +192,7 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	se := &StatusError{Status: resp.StatusCode}
 	var eb ErrorResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb); err == nil {
