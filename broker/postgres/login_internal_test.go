@@ -187,3 +187,14 @@ func TestLoginDocs(t *testing.T) {
 		t.Error("docs/credentials.md does not show testdata/login_postgres.golden verbatim")
 	}
 }
+
+// BenchmarkScramVerifier: the cost of keeping the password off the server
+// (PBKDF2-SHA-256, 4096 iterations) per issued login.
+func BenchmarkScramVerifier(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := scramVerifier("Secret123secret123secret123ABCdef"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
