@@ -14,6 +14,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"go.yaml.in/yaml/v3"
 )
 
 // RouteRef is a route of the route catalog as [Check] sees it: its subject
@@ -22,6 +23,35 @@ import (
 type RouteRef struct {
 	Subject string
 	Params  []string
+}
+
+// RoutesFromCatalog reads the route subjects and parameter names (the
+// properties of each route's params schema) from a route catalog file
+// (routes.yaml, the format of broker/route) for [Check], without depending
+// on the broker. Other keys are ignored: the broker validates catalogs.
+func RoutesFromCatalog(data []byte) ([]RouteRef, error) {
+	var catalog struct {
+		Routes []struct {
+			Subject string `yaml:"subject"`
+			Params  struct {
+				Properties map[string]any `yaml:"properties"`
+			} `yaml:"params"`
+		} `yaml:"routes"`
+	}
+	if err := yaml.Unmarshal(data, &catalog); err != nil {
+		return nil, fmt.Errorf("route catalog: %w", err)
+	}
+	if len(catalog.Routes) == 0 {
+		return nil, errors.New("route catalog: no routes")
+	}
+	refs := make([]RouteRef, 0, len(catalog.Routes))
+	for i, r := range catalog.Routes {
+		if r.Subject == "" {
+			return nil, fmt.Errorf("route catalog: routes[%d]: no subject", i)
+		}
+		refs = append(refs, RouteRef{Subject: r.Subject, Params: slices.Sorted(maps.Keys(r.Params.Properties))})
+	}
+	return refs, nil
 }
 
 // Check checks the policy directory dir as `sqlgate policy check` does and

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	_ "time/tzdata" // business-hours rules name IANA zones; minimal images lack the zone files
 
 	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -411,16 +412,8 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 		return nil, fmt.Errorf("%w: data is not an object", ErrInvalidPolicy)
 	}
 	store := inmem.NewFromObjectWithOpts(p.data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
-	// One read transaction for the life of the state: nothing ever writes to
-	// the store, and a read-only inmem transaction reads without mutation, so
-	// concurrent evaluations can share it.
-	txn, err := store.NewTransaction(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: data: %w", ErrInvalidPolicy, err)
-	}
 	st := &state{
 		revision: snap.revision(),
-		txn:      txn,
 		data:     dataCache{dataObj},
 		loadedAt: o.now(),
 		modules:  slices.Sorted(maps.Keys(p.modules)),
@@ -462,6 +455,13 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%w: %s:\n  %s", ErrInvalidPolicy, lintPath, strings.Join(problems, "\n  "))
 	}
+	// One read transaction for the life of the state, opened once the
+	// queries are prepared: nothing ever writes to the store, and a read-only
+	// inmem transaction reads without mutation, so concurrent evaluations
+	// share it instead of opening one each.
+	if st.txn, err = store.NewTransaction(ctx); err != nil {
+		return nil, fmt.Errorf("%w: data: %w", ErrInvalidPolicy, err)
+	}
 	return st, nil
 }
 
@@ -501,8 +501,8 @@ var _ topdown.BaseCache = dataCache{}
 
 // Get implements topdown.BaseCache.
 func (c dataCache) Get(ref ast.Ref) ast.Value {
-	if !ref.HasPrefix(ast.DefaultRootRef) {
-		return nil
+	if len(ref) < 2 || !ref.HasPrefix(ast.DefaultRootRef) {
+		return nil // all of data is read from the store, which hides data.system
 	}
 	v, err := c.data.Find(ref[1:])
 	if err != nil {
@@ -520,6 +520,8 @@ func keepTerm(t *ast.Term, _ *rego.EvalContext) (any, error) { return t, nil }
 
 // printHook writes the output of Rego print() calls, one line each.
 type printHook struct{ w io.Writer }
+
+var _ print.Hook = printHook{}
 
 // Print implements print.Hook.
 func (h printHook) Print(ctx print.Context, msg string) error {

@@ -169,6 +169,8 @@ type explainTracer struct {
 	seen  map[string]bool
 }
 
+var _ topdown.QueryTracer = (*explainTracer)(nil)
+
 // maxShown bounds how much of a value the explanation prints.
 const maxShown = 120
 

@@ -383,3 +383,28 @@ func readFile(t *testing.T, name string) []byte {
 	}
 	return b
 }
+
+// TestCheckWithTheDevCatalog checks the library against the route catalog
+// `sqlgated dev` writes, read as `sqlgate policy check --routes` reads it.
+func TestCheckWithTheDevCatalog(t *testing.T) {
+	catalog, err := opa.RoutesFromCatalog(readFile(t, "testdata/routes.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []opa.RouteRef{
+		{Subject: "orders.v1.create", Params: []string{"amount", "customer", "note"}},
+		{Subject: "orders.v1.get", Params: []string{"id"}},
+		{Subject: "orders.v1.cancel", Params: []string{"id"}},
+	}
+	if !slices.EqualFunc(catalog, want, func(a, b opa.RouteRef) bool { return a.Subject == b.Subject && slices.Equal(a.Params, b.Params) }) {
+		t.Fatalf("RoutesFromCatalog = %+v, want %+v", catalog, want)
+	}
+	if errs := opa.Check(t.Context(), rulesDir, catalog); len(errs) != 0 {
+		t.Errorf("Check = %v", errs)
+	}
+	for _, bad := range []string{"routes: [", "routes: []", "routes: [{params: {}}]"} {
+		if _, err := opa.RoutesFromCatalog([]byte(bad)); err == nil {
+			t.Errorf("RoutesFromCatalog(%q) succeeded", bad)
+		}
+	}
+}
