@@ -115,8 +115,10 @@ func NewLeases(cfg LeasesConfig) (*Leases, error) {
 	if !validPrefix(cfg.LoginPrefix) {
 		errs = append(errs, fmt.Errorf("leases: loginPrefix %q must be 1 to 16 characters a-z, 0-9 or _, starting with a letter", cfg.LoginPrefix))
 	}
-	for name, d := range map[string]time.Duration{"defaultTTL": cfg.DefaultTTL, "maxTTL": cfg.MaxTTL, "opTimeout": cfg.OpTimeout,
-		"claimTTL": cfg.ClaimTTL, "retryBase": cfg.RetryBase, "retryMax": cfg.RetryMax} {
+	for name, d := range map[string]time.Duration{
+		"defaultTTL": cfg.DefaultTTL, "maxTTL": cfg.MaxTTL, "opTimeout": cfg.OpTimeout,
+		"claimTTL": cfg.ClaimTTL, "retryBase": cfg.RetryBase, "retryMax": cfg.RetryMax,
+	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("leases: %s must not be negative", name))
 		}
@@ -605,8 +607,10 @@ func (l *Leases) Reap(ctx context.Context) (ReapStats, error) {
 		st.Expired++
 		a := *system
 		a.SQLLogin = expired[i].Username
-		l.record(ctx, &audit.Record{Kind: audit.KindCredential, Actor: &a,
-			Credential: l.credRecord(&expired[i], "expire", "principal "+expired[i].Principal.Display())})
+		l.record(ctx, &audit.Record{
+			Kind: audit.KindCredential, Actor: &a,
+			Credential: l.credRecord(&expired[i], "expire", "principal "+expired[i].Principal.Display()),
+		})
 	}
 	stale, err := l.cfg.Store.AbandonStale(ctx, now, l.cfg.MaxPerPass)
 	if err != nil {
@@ -704,8 +708,10 @@ func (l *Leases) revokeClaimed(ctx context.Context, lease *Lease, token string, 
 			// (the next attempt finds nothing to remove).
 			l.log.ErrorContext(ctx, "mark lease revoked", "err", ferr, "lease_id", lease.ID)
 		}
-		l.record(ctx, &audit.Record{Kind: audit.KindCredential, Actor: actor,
-			Credential: l.credRecord(lease, "revoke", reason)})
+		l.record(ctx, &audit.Record{
+			Kind: audit.KindCredential, Actor: actor,
+			Credential: l.credRecord(lease, "revoke", reason),
+		})
 		return true
 	}
 	msg := safeError(err)
@@ -715,8 +721,10 @@ func (l *Leases) revokeClaimed(ctx context.Context, lease *Lease, token string, 
 	if _, ferr := l.cfg.Store.RetryLater(ctx, lease.ID, token, next, msg, now); ferr != nil {
 		l.log.ErrorContext(ctx, "reschedule lease revocation", "err", ferr, "lease_id", lease.ID)
 	}
-	l.record(ctx, &audit.Record{Kind: audit.KindCredential, Actor: actor, Result: &audit.Result{Status: errorCode(err)},
-		Credential: l.credRecord(lease, "revoke_failed", fmt.Sprintf("attempt %d: %s; retrying", lease.Attempts+1, msg))})
+	l.record(ctx, &audit.Record{
+		Kind: audit.KindCredential, Actor: actor, Result: &audit.Result{Status: errorCode(err)},
+		Credential: l.credRecord(lease, "revoke_failed", fmt.Sprintf("attempt %d: %s; retrying", lease.Attempts+1, msg)),
+	})
 	return false
 }
 

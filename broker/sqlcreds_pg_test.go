@@ -124,8 +124,10 @@ func (pt *pgTarget) setDown(down bool) {
 }
 
 func (pt *pgTarget) dsn(user, password string) string {
-	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: net.JoinHostPort(pt.base.Host, strconv.Itoa(int(pt.base.Port))),
-		Path: "/" + pt.name, RawQuery: "sslmode=disable"}
+	u := url.URL{
+		Scheme: "postgres", User: url.UserPassword(user, password), Host: net.JoinHostPort(pt.base.Host, strconv.Itoa(int(pt.base.Port))),
+		Path: "/" + pt.name, RawQuery: "sslmode=disable",
+	}
 	return u.String()
 }
 

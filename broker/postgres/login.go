@@ -97,8 +97,10 @@ func (c *LoginConfig) Validate() error {
 		password  bool
 		allowNone bool
 	}{
-		{"creation", c.Creation, true, false}, {"renewal", c.Renewal, false, true},
-		{"disable", c.Disable, false, true}, {"drop", c.Drop, false, false},
+		{"creation", c.Creation, true, false},
+		{"renewal", c.Renewal, false, true},
+		{"disable", c.Disable, false, true},
+		{"drop", c.Drop, false, false},
 	} {
 		for i, s := range t.stmts {
 			if _, err := formatTemplate(s, t.password); err != nil {

@@ -121,8 +121,10 @@ func (d *loginDB) setDown(down bool) {
 }
 
 func (d *loginDB) dsn(user, password string) string {
-	u := url.URL{Scheme: "postgres", User: url.UserPassword(user, password), Host: net.JoinHostPort(d.base.Host, strconv.Itoa(int(d.base.Port))),
-		Path: "/" + d.name, RawQuery: "sslmode=disable"}
+	u := url.URL{
+		Scheme: "postgres", User: url.UserPassword(user, password), Host: net.JoinHostPort(d.base.Host, strconv.Itoa(int(d.base.Port))),
+		Path: "/" + d.name, RawQuery: "sslmode=disable",
+	}
 	return u.String()
 }
 
@@ -169,8 +171,10 @@ func (d *loginDB) spec(t *testing.T, role string, ttl time.Duration) broker.Logi
 		t.Fatal(err)
 	}
 	p := identity.Principal{Issuer: "https://idp.test", Subject: "alice", Email: "alice@example.com"}
-	return broker.LoginSpec{LeaseID: "lease-1", Username: broker.LoginName("sg_test_", &p), Password: pw, Role: role,
-		ExpiresAt: time.Now().Add(ttl), Principal: p.Display()}
+	return broker.LoginSpec{
+		LeaseID: "lease-1", Username: broker.LoginName("sg_test_", &p), Password: pw, Role: role,
+		ExpiresAt: time.Now().Add(ttl), Principal: p.Display(),
+	}
 }
 
 func mustExec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
