@@ -408,3 +408,27 @@ func TestCheckWithTheDevCatalog(t *testing.T) {
 		}
 	}
 }
+
+// TestParseInputAcceptsGoEncodedNils: inputs stored by json.Marshal carry null
+// for empty groups, roles and tags; policies see empty arrays.
+func TestParseInputAcceptsGoEncodedNils(t *testing.T) {
+	in := &policy.Input{
+		Principal: policy.Principal{Issuer: "https://idp", Subject: "s"},
+		Route:     &policy.Route{Subject: "orders.v1.get", Kind: "statement", Target: "get_order", Database: "orders", Mode: "sync"},
+	}
+	raw, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte(`"groups":null`)) || !bytes.Contains(raw, []byte(`"tags":null`)) {
+		t.Fatalf("encoding %s has no nulls to test", raw)
+	}
+	parsed, err := opa.ParseInput(raw)
+	if err != nil {
+		t.Fatalf("ParseInput(%s) = %v", raw, err)
+	}
+	d, err := openFS(t, rules.FS).Decide(t.Context(), policy.Call, parsed)
+	if err != nil || d.Allow || !slices.Equal(d.Reasons, []string{"orders.v1.get is not granted to any of your groups (none)"}) {
+		t.Errorf("Decide = %+v, %v", d, err)
+	}
+}
