@@ -5,15 +5,21 @@
 # does not. The machine's default cluster uses trust authentication, where
 # any password is accepted, so it cannot prove that.
 #
-#   deploy/ci/pg-password-cluster.sh [start]   create (first run) or start the cluster; print its DSN
-#   deploy/ci/pg-password-cluster.sh dsn       print the DSN of the running cluster
+#   deploy/ci/pg-password-cluster.sh [start]   create (first run) or start the cluster; print shell
+#                                              export lines for eval (see below)
+#   deploy/ci/pg-password-cluster.sh dsn       print the DSN (postgres://...) of the running cluster
 #   deploy/ci/pg-password-cluster.sh stop      stop the cluster (data kept)
 #   deploy/ci/pg-password-cluster.sh destroy   stop it and delete its directory
 #
 # Run as root (the server runs as the `postgres` OS user) or as `postgres`.
-# The only line on stdout is the DSN, so .ci/run can do
+# `start` prints only these two lines on stdout, so .ci/run can do
+# `eval "$(deploy/ci/pg-password-cluster.sh start)"`:
 #
-#   SQLGATE_TEST_POSTGRES_PASSWORD_DSN=$(deploy/ci/pg-password-cluster.sh)
+#   export SQLGATE_TEST_POSTGRES_PASSWORD_DSN='postgres://sqlgate_admin:...@127.0.0.1:55432/postgres?sslmode=disable'
+#   export PG_PASSWORD_CLUSTER_STOP="'/path/to/pg-password-cluster.sh' destroy"
+#
+# and `SQLGATE_TEST_POSTGRES_PASSWORD_DSN=$(deploy/ci/pg-password-cluster.sh dsn)`
+# works once it runs. Messages go to stderr.
 #
 # Settings (environment):
 #   SQLGATE_PG_BIN           PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
@@ -92,7 +98,10 @@ CONF
 			die "server did not start, see $DIR/server.log"
 		log "started"
 	fi
-	cat "$DIR/dsn"
+	self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+	# The DSN and the path hold no single quote (password: A-Z a-z 0-9).
+	printf "export SQLGATE_TEST_POSTGRES_PASSWORD_DSN='%s'\n" "$(cat "$DIR/dsn")"
+	printf "export PG_PASSWORD_CLUSTER_STOP=\"'%s' destroy\"\n" "$self"
 }
 
 case ${1:-start} in
