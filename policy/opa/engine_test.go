@@ -103,9 +103,11 @@ func TestDecisionCases(t *testing.T) {
 			if d.Revision != e.Revision() || len(d.Revision) != 64 {
 				t.Errorf("decision revision %q, want the engine's %q", d.Revision, e.Revision())
 			}
-			got := opa.DecisionView{Allow: d.Allow, Reasons: d.Reasons, MaxRows: d.Obligations.MaxRows,
+			got := opa.DecisionView{
+				Allow: d.Allow, Reasons: d.Reasons, MaxRows: d.Obligations.MaxRows,
 				TimeoutMS: d.Obligations.Timeout.Milliseconds(), RedactParams: d.Obligations.RedactParams,
-				TTL: d.Obligations.TTL.Seconds(), Pub: d.Obligations.Pub, Sub: d.Obligations.Sub}
+				TTL: d.Obligations.TTL.Seconds(), Pub: d.Obligations.Pub, Sub: d.Obligations.Sub,
+			}
 			if diff := cmp.Diff(tc.Want, got); diff != "" {
 				t.Errorf("%s\nDecide mismatch (-want +got):\n%s", tc.Note, diff)
 			}
@@ -152,9 +154,9 @@ func TestLoadErrors(t *testing.T) {
 // would otherwise silently drop a restriction keeps the policy from loading.
 func TestLintRefusesConfigurationTypos(t *testing.T) {
 	dir := copyRules(t)
-	edit(t, filepath.Join(dir, "data.yaml"), "        break_glass: true\n        max_rows: 100", "        break_glass: true\n        buisness_hours: true\n        max_rows: 100")
+	edit(t, filepath.Join(dir, "data.yaml"), "        break_glass: true\n        max_rows: 100", "        break_glass: true\n        business_hour: true\n        max_rows: 100")
 	_, err := opa.Open(t.Context(), opa.Config{Dir: dir})
-	if !errors.Is(err, opa.ErrInvalidPolicy) || !strings.Contains(err.Error(), `routes.orders.v1.get: unknown key "buisness_hours"`) {
+	if !errors.Is(err, opa.ErrInvalidPolicy) || !strings.Contains(err.Error(), `routes.orders.v1.get: unknown key "business_hour"`) {
 		t.Fatalf("Open = %v, want the lint problem", err)
 	}
 }
@@ -179,8 +181,8 @@ func copyRules(t *testing.T) string {
 	return dir
 }
 
-// edit replaces old by new in file, failing the test when old is absent.
-func edit(t *testing.T, file, old, new string) {
+// edit replaces old by replacement in file, failing the test when old is absent.
+func edit(t *testing.T, file, old, replacement string) {
 	t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -189,7 +191,7 @@ func edit(t *testing.T, file, old, new string) {
 	if !strings.Contains(string(b), old) {
 		t.Fatalf("%s does not contain %q", file, old)
 	}
-	if err := os.WriteFile(file, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(strings.Replace(string(b), old, replacement, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -267,11 +269,24 @@ func TestParamTypes(t *testing.T) {
 		amount any
 		allow  bool
 	}{
-		{"float64", 999.5, true}, {"float32", float32(1000.5), false}, {"int", 1000, true}, {"int8", int8(100), true},
-		{"int16", int16(1001), false}, {"int32", int32(5), true}, {"int64", int64(1 << 40), false},
-		{"uint", uint(7), true}, {"uint8", uint8(255), true}, {"uint16", uint16(2000), false}, {"uint32", uint32(1000), true},
-		{"uint64", uint64(1 << 63), false}, {"json_number", json.Number("1e3"), true}, {"json_number_over", json.Number("1000.000001"), false},
-		{"string", "10", false}, {"bool", true, false}, {"nil", nil, false}, {"slice", []string{"1"}, false},
+		{"float64", 999.5, true},
+		{"float32", float32(1000.5), false},
+		{"int", 1000, true},
+		{"int8", int8(100), true},
+		{"int16", int16(1001), false},
+		{"int32", int32(5), true},
+		{"int64", int64(1 << 40), false},
+		{"uint", uint(7), true},
+		{"uint8", uint8(255), true},
+		{"uint16", uint16(2000), false},
+		{"uint32", uint32(1000), true},
+		{"uint64", uint64(1 << 63), false},
+		{"json_number", json.Number("1e3"), true},
+		{"json_number_over", json.Number("1000.000001"), false},
+		{"string", "10", false},
+		{"bool", true, false},
+		{"nil", nil, false},
+		{"slice", []string{"1"}, false},
 		{"map", map[string]string{"n": "1"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -299,8 +314,10 @@ func TestNoPolicyDeniesEverything(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "call.rego"), "package sqlgate.call\n\nallow if {\n")
 	var events []opa.ReloadEvent
-	e, err := opa.Open(t.Context(), opa.Config{Dir: dir, Watch: true, Logger: testLogger(t),
-		OnReload: func(ev opa.ReloadEvent) { events = append(events, ev) }})
+	e, err := opa.Open(t.Context(), opa.Config{
+		Dir: dir, Watch: true, Logger: testLogger(t),
+		OnReload: func(ev opa.ReloadEvent) { events = append(events, ev) },
+	})
 	if err != nil {
 		t.Fatalf("Open with watch = %v, want the engine (denying)", err)
 	}
@@ -430,8 +447,10 @@ func TestReloadKeepsLastGoodPolicy(t *testing.T) {
 func TestWatchReloadsEdits(t *testing.T) {
 	dir := copyRules(t)
 	reloads := make(chan opa.ReloadEvent, 16)
-	e, err := opa.Open(t.Context(), opa.Config{Dir: dir, Watch: true, Debounce: 20 * time.Millisecond, Logger: testLogger(t),
-		OnReload: func(ev opa.ReloadEvent) { reloads <- ev }})
+	e, err := opa.Open(t.Context(), opa.Config{
+		Dir: dir, Watch: true, Debounce: 20 * time.Millisecond, Logger: testLogger(t),
+		OnReload: func(ev opa.ReloadEvent) { reloads <- ev },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

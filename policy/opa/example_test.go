@@ -25,10 +25,14 @@ func ExampleEngine_Decide() {
 
 	call := func(amount string) *policy.Input {
 		return &policy.Input{
-			Principal: policy.Principal{Issuer: "https://idp.example.com", Subject: "alice", Email: "alice@example.com",
-				Groups: []string{"sales"}, Roles: []string{}, MFA: true},
-			Route: &policy.Route{Subject: "orders.v1.create", Kind: "statement", Target: "create_order",
-				Database: "orders", Mode: "sync", Tags: []string{}},
+			Principal: policy.Principal{
+				Issuer: "https://idp.example.com", Subject: "alice", Email: "alice@example.com",
+				Groups: []string{"sales"}, Roles: []string{}, MFA: true,
+			},
+			Route: &policy.Route{
+				Subject: "orders.v1.create", Kind: "statement", Target: "create_order",
+				Database: "orders", Mode: "sync", Tags: []string{},
+			},
 			Params: map[string]any{"customer": "ACME", "amount": json.Number(amount), "note": "rush"},
 		}
 	}

@@ -34,7 +34,7 @@ func (e *Engine) watch() error {
 
 func (e *Engine) watchLoop(ctx context.Context, w *fsnotify.Watcher) {
 	defer close(e.watchDone)
-	defer w.Close()
+	defer func() { _ = w.Close() }() // nothing to do about a close error
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
