@@ -30,6 +30,7 @@ func (s *Server) routes() {
 	m.Handle("POST "+api.Prefix+"/nats/creds", s.authed(s.natsCreds))
 	m.Handle("GET "+api.Prefix+"/leases", s.authed(s.listLeases))
 	m.Handle("DELETE "+api.Prefix+"/leases/{id}", s.authed(s.revokeLease))
+	s.sqlRoutes(s.cfg.SQLLeases)
 	s.auditRoutes()
 	s.policyRoutes()
 	s.uiRoutes()
@@ -124,18 +125,21 @@ func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p identity.P
 // leasesOf lists the principal's credentials, newest first.
 func (s *Server) leasesOf(r *http.Request, p identity.Principal) ([]api.Lease, error) {
 	out := []api.Lease{}
-	if s.cfg.Issuances == nil {
-		return out, nil
+	if s.cfg.Issuances != nil {
+		list, err := s.cfg.Issuances.ByPrincipal(r.Context(), p.ID())
+		if err != nil {
+			return nil, errors.Join(broker.ErrUnavailable, err)
+		}
+		now := s.now()
+		for _, iss := range list {
+			out = append(out, natsLease(iss, now))
+		}
 	}
-	list, err := s.cfg.Issuances.ByPrincipal(r.Context(), p.ID())
+	sqlList, err := s.sqlLeaseList(r.Context(), s.cfg.SQLLeases, p)
 	if err != nil {
 		return nil, errors.Join(broker.ErrUnavailable, err)
 	}
-	now := s.now()
-	for _, iss := range list {
-		out = append(out, natsLease(iss, now))
-	}
-	return out, nil
+	return append(out, sqlList...), nil
 }
 
 func natsLease(iss broker.Issuance, now time.Time) api.Lease {
@@ -155,6 +159,9 @@ func natsLease(iss broker.Issuance, now time.Time) api.Lease {
 // revokeLease revokes one of the caller's credentials (admins: anyone's).
 func (s *Server) revokeLease(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
 	id := r.PathValue("id")
+	if handled, err := s.revokeSQLLease(w, r, p, s.cfg.SQLLeases, id); handled {
+		return err
+	}
 	if s.cfg.Issuances == nil {
 		return broker.ErrNotFound
 	}

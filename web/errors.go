@@ -45,7 +45,10 @@ func publicError(err error) (int, api.Error) {
 	}
 	var denied *broker.DeniedError
 	var invalid *route.InvalidError
+	var dbe *broker.DBError
 	switch {
+	case errors.As(err, &dbe):
+		return http.StatusBadGateway, api.Error{Code: broker.CodeDBError, Message: dbe.Error()}
 	case errors.As(err, &denied):
 		return http.StatusForbidden, api.Error{Code: broker.CodeForbidden, Message: "denied by policy", Reasons: denied.Reasons}
 	case errors.Is(err, identity.ErrUnauthenticated):

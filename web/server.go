@@ -56,6 +56,8 @@ type Config struct {
 	Broker    Broker
 	Auth      Authenticator
 	Issuances Issuances
+	// SQLLeases serves short-lived SQL credentials; nil disables them.
+	SQLLeases SQLLeases
 	// Login enables the dashboard's sign-in; nil serves the API only.
 	Login Login
 	// Audit serves the audit endpoints; nil disables them.

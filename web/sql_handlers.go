@@ -27,37 +27,6 @@ type SQLLeases interface {
 
 var _ SQLLeases = (*broker.Leases)(nil)
 
-// sqlRenewRequest is the body of `POST leases/{id}/renew` (may be empty).
-type sqlRenewRequest struct {
-	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
-}
-
-// sqlRenewResponse is the response of `POST leases/{id}/renew`.
-type sqlRenewResponse struct {
-	api.Lease
-	MaxExpiry time.Time `json:"max_expires_at"`
-	// Capped explains an expiry earlier than asked for.
-	Capped     string `json:"capped,omitempty"`
-	DecisionID string `json:"decision_id"`
-}
-
-// sqlRevokeAllRequest is the body of `POST leases/revoke-all` (admins).
-type sqlRevokeAllRequest struct {
-	// Principal is the principal's id: "<issuer> <subject>".
-	Principal string `json:"principal"`
-	Reason    string `json:"reason,omitempty"`
-}
-
-// sqlRevokeAllResponse is the response of `POST leases/revoke-all`.
-type sqlRevokeAllResponse struct {
-	Principal string `json:"principal"`
-	// NATSRevoked are the NATS user keys revoked.
-	NATSRevoked []string `json:"nats_revoked"`
-	// Leases are the SQL leases revoked, or still revoking (pending).
-	Leases  []api.Lease `json:"leases"`
-	Pending int         `json:"pending"`
-}
-
 // sqlRoutes registers the SQL credential endpoints: `POST sql/creds`,
 // `POST leases/{id}/renew` and `POST leases/revoke-all`. Listing and
 // revoking go through the lease endpoints ([Server.sqlLeaseList],
@@ -105,7 +74,7 @@ func (s *Server) sqlCreds(w http.ResponseWriter, r *http.Request, p identity.Pri
 }
 
 func (s *Server) renewSQLLease(w http.ResponseWriter, r *http.Request, p identity.Principal, l SQLLeases) error {
-	var req sqlRenewRequest
+	var req api.LeaseRenewRequest
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		return &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: broker.CodeTooLarge, Msg: "request body too large"}
@@ -123,7 +92,7 @@ func (s *Server) renewSQLLease(w http.ResponseWriter, r *http.Request, p identit
 	if err != nil {
 		return sqlError(err)
 	}
-	writeJSON(w, http.StatusOK, sqlRenewResponse{
+	writeJSON(w, http.StatusOK, api.LeaseRenewal{
 		Lease: sqlLease(&ren.Lease, s.now()), MaxExpiry: ren.Lease.MaxExpiry, Capped: ren.Capped, DecisionID: ren.Decision.ID,
 	})
 	return nil
@@ -133,7 +102,7 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 	if err := s.requireGroups(p, s.cfg.AdminGroups, "revoke-all"); err != nil {
 		return err
 	}
-	var req sqlRevokeAllRequest
+	var req api.RevokeAllRequest
 	if err := decodeJSON(r, maxBody, &req); err != nil {
 		return err
 	}
@@ -149,7 +118,7 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 		// What was revoked stays revoked; revoke-all is safe to repeat.
 		return sqlError(err)
 	}
-	out := sqlRevokeAllResponse{Principal: res.PrincipalID, NATSRevoked: res.NATSKeys, Leases: []api.Lease{}, Pending: res.Pending()}
+	out := api.RevokeAllResult{Principal: res.PrincipalID, NATSRevoked: res.NATSKeys, Leases: []api.Lease{}, Pending: res.Pending()}
 	if out.NATSRevoked == nil {
 		out.NATSRevoked = []string{}
 	}

@@ -259,7 +259,7 @@ func TestSQLLeaseRenewEndpoint(t *testing.T) {
 	if w.Code != 200 {
 		t.Fatalf("renew: %d %s", w.Code, w.Body)
 	}
-	var got sqlRenewResponse
+	var got api.LeaseRenewal
 	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestSQLRevokeAllEndpoint(t *testing.T) {
 	if w.Code != 200 {
 		t.Fatalf("revoke-all: %d %s", w.Code, w.Body)
 	}
-	var got sqlRevokeAllResponse
+	var got api.RevokeAllResult
 	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}

@@ -200,6 +200,10 @@ func cmdLeasesRevoke(ctx context.Context, e *env, args []string) error {
 	if *output == "json" {
 		return printJSON(e.stdout, l)
 	}
+	if l.State == "revoking" {
+		fmt.Fprintf(e.stdout, "revoking %s credential %s: the database is unreachable right now; sqlgated retries until the login is gone\n", l.Type, l.ID)
+		return nil
+	}
 	fmt.Fprintf(e.stdout, "revoked %s credential %s\n", l.Type, l.ID)
 	return nil
 }

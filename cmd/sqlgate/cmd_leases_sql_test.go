@@ -40,18 +40,21 @@ func TestLeaseClient(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c := &leaseClient{base: srv.URL, http: srv.Client(), token: func(context.Context) (string, error) { return "tok", nil }}
+	c, err := api.NewClient(srv.URL, func(context.Context) (string, error) { return "tok", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
 	var stdout, stderr bytes.Buffer
 	e := &env{stdout: &stdout, stderr: &stderr}
 
-	var r leaseRenewal
-	if err := c.post(t.Context(), "/leases/L 1/renew", map[string]int64{"ttl_seconds": 600}, &r); err != nil {
+	r, err := c.RenewLease(t.Context(), "L 1", 10*time.Minute)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got.method != "POST" || got.auth != "Bearer tok" || got.body["ttl_seconds"] != float64(600) {
 		t.Errorf("request = %+v", got)
 	}
-	if err := printRenewal(e, "text", &r); err != nil {
+	if err := printRenewal(e, "text", r); err != nil {
 		t.Fatal(err)
 	}
 	if out := stdout.String(); !strings.Contains(out, "renewed sql credential L1 (sg_alice_abcdefghij)") || !strings.Contains(out, "capped: capped at the maximum") {
@@ -61,21 +64,21 @@ func TestLeaseClient(t *testing.T) {
 		t.Errorf("max expiry = %s", r.MaxExpiry)
 	}
 
-	err := c.post(t.Context(), "/leases/gone/renew", map[string]int64{}, &r)
+	_, err = c.RenewLease(t.Context(), "gone", 0)
 	var se *api.StatusError
 	if !errors.As(err, &se) || se.Status != 404 || se.Body.Code != "not_found" {
 		t.Errorf("renew of a gone lease = %v, want a 404 StatusError", err)
 	}
 
-	var all revokeAllResult
-	if err := c.post(t.Context(), "/leases/revoke-all", map[string]string{"principal": "https://idp.test alice", "reason": "left"}, &all); err != nil {
+	all, err := c.RevokeAll(t.Context(), "https://idp.test alice", "left")
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got.body["principal"] != "https://idp.test alice" || got.body["reason"] != "left" {
 		t.Errorf("revoke-all body = %v", got.body)
 	}
 	stdout.Reset()
-	if err := printRevokeAll(e, "text", &all); !errors.Is(err, errSilent) {
+	if err := printRevokeAll(e, "text", all); !errors.Is(err, errSilent) {
 		t.Errorf("revoke-all with a pending revocation = %v, want a failure exit", err)
 	}
 	if out := stdout.String(); !strings.Contains(out, "1 NATS credential(s), 1 SQL credential(s)") || !strings.Contains(out, "L2 u2 orders/reader: revoking") {

@@ -54,8 +54,10 @@ func commands() map[string]*command {
 			"sql":  {summary: "a short-lived SQL login for a database role", run: cmdCredsSQL},
 		}},
 		"leases": {summary: "list and revoke your credentials", sub: map[string]*command{
-			"list":   {summary: "list your credentials", run: cmdLeasesList},
-			"revoke": {summary: "revoke a credential by id", run: cmdLeasesRevoke},
+			"list":       {summary: "list your credentials", run: cmdLeasesList},
+			"revoke":     {summary: "revoke a credential by id", run: cmdLeasesRevoke},
+			"renew":      {summary: "extend a SQL credential: sqlgate leases renew ID [--ttl D]", run: cmdLeasesRenew},
+			"revoke-all": {summary: "offboarding (admins): revoke every credential of a principal", run: cmdLeasesRevokeAll},
 		}},
 		"policy": {summary: "test, evaluate, check and replay Rego policies", sub: map[string]*command{
 			"test":   {summary: "run the policy tests in DIR (like opa test)", run: cmdPolicyTest},

@@ -72,6 +72,12 @@ type runtimeConfig struct {
 	NATSConnect []nats.Option
 
 	NATSTTL, MaxTTL time.Duration
+
+	// LoginIssuers enable short-lived SQL logins per database; Leases and
+	// ReaperInterval configure them (Service and Store are filled in).
+	LoginIssuers   map[string]broker.SQLLoginIssuer
+	Leases         broker.LeasesConfig
+	ReaperInterval time.Duration
 }
 
 // defaultWorkers is the default number of concurrent calls per instance.
@@ -90,6 +96,7 @@ type app struct {
 	engine   *opa.Engine
 	verifier *oidc.Verifier
 	service  *broker.Service
+	leases   *broker.Leases
 	conns    []*nats.Conn
 	micro    *natsvc.Service
 	callout  *natsauth.Callout
@@ -133,6 +140,9 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 		return a, err
 	}
 	if err := recoverIntents(ctx, a.audit, cfg.Executors, a.log); err != nil {
+		return a, err
+	}
+	if err := a.startLeases(ctx, cdb); err != nil {
 		return a, err
 	}
 	if err := a.startNATS(); err != nil {
@@ -236,6 +246,27 @@ func (a *app) startBroker(ctx context.Context) error {
 
 func (a *app) startNATS() error {
 	pub := a.cfg.NATSKeys.Public()
+	if len(a.cfg.Catalog.Subjects()) == 0 {
+		a.log.WarnContext(a.groupCtx, "no routes in the catalog: serving credentials only")
+	} else if err := a.startMicro(pub); err != nil {
+		return err
+	}
+	if a.cfg.Callout {
+		calloutConn, err := a.connect("sqlgated-callout", a.cfg.NATSKeys.CalloutUser())
+		if err != nil {
+			return err
+		}
+		a.callout, err = natsauth.StartCallout(a.groupCtx, calloutConn, a.cfg.NATSKeys,
+			natsauth.CalloutConfig{Logger: a.log.With("component", "callout")}, a.service)
+		if err != nil {
+			return fmt.Errorf("start auth callout: %w", err)
+		}
+	}
+	return nil
+}
+
+// startMicro starts the routed-call service on the broker account.
+func (a *app) startMicro(pub natsauth.PublicKeys) error {
 	brokerConn, err := a.connect("sqlgated-"+a.cfg.Instance, a.cfg.NATSKeys.BrokerUser())
 	if err != nil {
 		return err
@@ -256,17 +287,6 @@ func (a *app) startNATS() error {
 		return fmt.Errorf("start micro service: %w", err)
 	}
 	a.micro = micro
-	if a.cfg.Callout {
-		calloutConn, err := a.connect("sqlgated-callout", a.cfg.NATSKeys.CalloutUser())
-		if err != nil {
-			return err
-		}
-		a.callout, err = natsauth.StartCallout(a.groupCtx, calloutConn, a.cfg.NATSKeys,
-			natsauth.CalloutConfig{Logger: a.log.With("component", "callout")}, a.service)
-		if err != nil {
-			return fmt.Errorf("start auth callout: %w", err)
-		}
-	}
 	return nil
 }
 
@@ -301,8 +321,12 @@ func (a *app) startWeb() error {
 		}
 		login = webLogin{l}
 	}
+	var sqlLeases web.SQLLeases
+	if a.leases != nil {
+		sqlLeases = a.leases
+	}
 	srv, err := web.New(web.Config{
-		Broker: a.service, Auth: a.verifier, Issuances: a.registry, Login: login,
+		Broker: a.service, Auth: a.verifier, Issuances: a.registry, Login: login, SQLLeases: sqlLeases,
 		Audit:  &auditService{log: a.audit, store: a.store},
 		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
 		Ready:  a.ready, Registry: a.metrics, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
@@ -347,6 +371,32 @@ func (a *app) serveHTTP() {
 		}
 		return nil
 	})
+}
+
+// startLeases enables short-lived SQL logins when a database offers them,
+// and runs the lease reaper (which first finishes or undoes half-done
+// leases of this instance).
+func (a *app) startLeases(ctx context.Context, cdb *control.DB) error {
+	if len(a.cfg.LoginIssuers) == 0 {
+		return nil
+	}
+	store, err := control.OpenLeaseStore(ctx, cdb)
+	if err != nil {
+		return err
+	}
+	lc := a.cfg.Leases
+	lc.Service, lc.Store, lc.Issuers = a.service, store, a.cfg.LoginIssuers
+	lc.Logger = a.log.With("component", "leases")
+	if lc.Instance == "" {
+		lc.Instance = a.cfg.Instance
+	}
+	leases, err := broker.NewLeases(lc)
+	if err != nil {
+		return err
+	}
+	a.leases = leases
+	a.group.Go(func() error { return leases.RunReaper(a.groupCtx, a.cfg.ReaperInterval) })
+	return nil
 }
 
 // ready reports why sqlgated cannot serve (for /readyz).

@@ -104,11 +104,16 @@ type PolicyConfig struct {
 	EvalTimeout time.Duration `yaml:"evalTimeout"`
 }
 
-// DatabaseConfig is one target database: exactly one of the dialects.
+// DatabaseConfig is one target database: exactly one of the dialects, and
+// optionally short-lived SQL logins on it (PostgreSQL or SQL Server).
 type DatabaseConfig struct {
 	SQLite    *sqlite.Config    `yaml:"sqlite"`
 	Postgres  *postgres.Config  `yaml:"postgres"`
 	SQLServer *sqlserver.Config `yaml:"sqlserver"`
+	// PostgresLogins and SQLServerLogins enable `sqlgate creds sql` on this
+	// database (docs/credentials.md); their name defaults to the database's.
+	PostgresLogins  *postgres.LoginConfig  `yaml:"postgresLogins"`
+	SQLServerLogins *sqlserver.LoginConfig `yaml:"sqlserverLogins"`
 }
 
 // ControlConfig is the control database (audit log, registry, leases).
@@ -143,10 +148,19 @@ type AuditConfig struct {
 	InputRetention time.Duration `yaml:"inputRetention"`
 }
 
-// CredentialsConfig bounds credential lifetimes.
+// CredentialsConfig bounds credential lifetimes and configures SQL leases.
 type CredentialsConfig struct {
 	NATSTTL time.Duration `yaml:"natsTTL"`
 	MaxTTL  time.Duration `yaml:"maxTTL"`
+	// SQLTTL is a SQL login's lifetime when none is requested (default 15m).
+	SQLTTL time.Duration `yaml:"sqlTTL"`
+	// ReaperInterval is how often expired SQL leases are revoked (default 30s).
+	ReaperInterval time.Duration `yaml:"reaperInterval"`
+	// LoginPrefix starts every issued login name (default "sg_").
+	LoginPrefix string `yaml:"loginPrefix"`
+	// MaxLeasesPerPrincipal bounds unrevoked SQL leases per principal
+	// (default 10; negative: unlimited).
+	MaxLeasesPerPrincipal int `yaml:"maxLeasesPerPrincipal"`
 }
 
 // loadConfig reads and validates a configuration file.
@@ -276,6 +290,17 @@ func (d DatabaseConfig) validate() (string, error) {
 	}
 	if n != 1 {
 		return "", errors.New("set exactly one of sqlite, postgres and sqlserver")
+	}
+	switch {
+	case d.PostgresLogins != nil && d.Postgres == nil:
+		err = errors.Join(err, errors.New("postgresLogins needs a postgres database"))
+	case d.SQLServerLogins != nil && d.SQLServer == nil:
+		err = errors.Join(err, errors.New("sqlserverLogins needs a sqlserver database"))
+	case d.SQLServerLogins != nil:
+		if d.SQLServerLogins.Name == "" {
+			d.SQLServerLogins.Name = name
+		}
+		err = errors.Join(err, d.SQLServerLogins.Validate())
 	}
 	return name, err
 }

@@ -96,13 +96,26 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (rc 
 			}
 		}
 	}()
+	rc.LoginIssuers = map[string]broker.SQLLoginIssuer{}
 	for _, d := range cfg.Databases {
 		name, ex, err := openDatabase(ctx, d)
 		if err != nil {
 			return nil, fmt.Errorf("database %s: %w", name, err)
 		}
 		rc.Executors[name] = ex
+		iss, err := loginIssuer(d, ex, name, cfg.Credentials.LoginPrefix)
+		if err != nil {
+			return nil, fmt.Errorf("database %s: short-lived logins: %w", name, err)
+		}
+		if iss != nil {
+			rc.LoginIssuers[name] = iss
+		}
 	}
+	rc.Leases = broker.LeasesConfig{
+		Instance: cfg.Instance, DefaultTTL: cfg.Credentials.SQLTTL, LoginPrefix: cfg.Credentials.LoginPrefix,
+		MaxLeasesPerPrincipal: cfg.Credentials.MaxLeasesPerPrincipal,
+	}
+	rc.ReaperInterval = cfg.Credentials.ReaperInterval
 	for _, db := range catalog.Databases() {
 		if _, ok := rc.Executors[db]; !ok {
 			return nil, fmt.Errorf("routes use database %q, which is not configured", db)
@@ -204,6 +217,36 @@ func openControl(c ControlConfig) (*sql.DB, string, error) {
 		return db, c.Dialect, nil
 	}
 	return nil, "", fmt.Errorf("control.dialect %q", c.Dialect)
+}
+
+// loginIssuer builds the short-lived login provisioner of a database, if
+// configured.
+func loginIssuer(d DatabaseConfig, ex broker.Executor, name, prefix string) (broker.SQLLoginIssuer, error) {
+	switch {
+	case d.PostgresLogins != nil:
+		c := *d.PostgresLogins
+		if c.Name == "" {
+			c.Name = name
+		}
+		if c.LoginPrefix == "" {
+			c.LoginPrefix = prefix
+		}
+		return postgres.NewLoginIssuer(ex.(*postgres.Executor).Pool(), c)
+	case d.SQLServerLogins != nil:
+		c := *d.SQLServerLogins
+		if c.Name == "" {
+			c.Name = name
+		}
+		if c.LoginPrefix == "" {
+			c.LoginPrefix = prefix
+		}
+		db := ex.(*sqlserver.Executor).DB()
+		if db == nil {
+			return nil, errors.New("the onBehalfOf connection mode has no broker connection to create logins with")
+		}
+		return sqlserver.NewLoginIssuer(db, c)
+	}
+	return nil, nil
 }
 
 func closeExecutors(m map[string]broker.Executor) {

@@ -28,19 +28,24 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestServeWithEmittedNATSConfig is the operator's journey: nats-setup
-// writes the NATS configuration, a nats-server runs it, sqlgated serve runs
-// from a config file against it and an external OpenID provider, and a user
-// signs in, gets a credential and calls a route.
-func TestServeWithEmittedNATSConfig(t *testing.T) {
-	if testing.Short() {
-		t.Skip("serve end to end: skipped with -short")
-	}
+// serveStack is `sqlgated serve` running from a config file against a
+// nats-server that runs the nats-setup output and an external IdP.
+type serveStack struct {
+	dir  string
+	base string
+	s    *devStack // login and NATS helpers
+}
+
+// startServe writes routes, runs nats-setup and a nats-server on its
+// output, and starts `sqlgated serve`. databases is the YAML of the
+// databases section; policyEdit, if set, edits the copied policy's
+// data.yaml.
+func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit func(string) string) *serveStack {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	routes := filepath.Join(dir, "routes.yaml")
-	if err := os.WriteFile(routes, demoRoutes, 0o600); err != nil {
+	if err := os.WriteFile(routes, routesYAML, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	natsAddr := freeAddr(t)
@@ -58,20 +63,25 @@ func TestServeWithEmittedNATSConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	go ns.Start()
-	defer ns.Shutdown()
+	t.Cleanup(ns.Shutdown)
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server did not start")
 	}
 
 	idp := devidptest.Start(t, devidp.WithUsers(devidp.User{Username: "alice", Password: "alice-pw", Email: "alice@example.com", Groups: []string{"sales"}}),
 		devidp.WithClients(devidp.Client{ID: "sqlgate-cli", RedirectURIs: []string{"http://127.0.0.1/callback"}}))
-	db := filepath.Join(dir, "orders.db")
-	if err := createDemoDB(ctx, db); err != nil {
-		t.Fatal(err)
-	}
 	policyDir := filepath.Join(dir, "policy")
 	if err := os.CopyFS(policyDir, rules.FS); err != nil {
 		t.Fatal(err)
+	}
+	if policyEdit != nil {
+		data, err := os.ReadFile(filepath.Join(policyDir, "data.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(policyDir, "data.yaml"), []byte(policyEdit(string(data))), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	httpAddr := freeAddr(t)
 	cfg := fmt.Sprintf(`
@@ -94,29 +104,34 @@ identity:
 policy:
   dir: %[1]s/policy
 databases:
-  - sqlite:
-      name: orders
-      path: %[1]s/orders.db
+%[5]s
 control:
   dialect: sqlite
   path: %[1]s/control.db
 audit:
   signingKeyFile: %[1]s/secrets/audit-signing.key
   paramKeyFile: %[1]s/secrets/audit-param.key
-`, dir, httpAddr, natsAddr, idp.Issuer())
+credentials:
+  reaperInterval: 500ms
+`, dir, httpAddr, natsAddr, idp.Issuer(), databases)
 	cfgPath := filepath.Join(dir, "sqlgated.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve", "--config", cfgPath, "--log-level", "warn"}, logs, logs) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v\n%s", err, logs)
-		}
+	done := make(chan struct{})
+	var serveErr error
+	go func() {
+		serveErr = run(ctx, []string{"serve", "--config", cfgPath, "--log-level", "warn"}, logs, logs)
+		close(done)
 	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if serveErr != nil && !t.Failed() {
+			t.Errorf("serve: %v\n%s", serveErr, logs)
+		}
+	})
 	base := "http://" + httpAddr
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -127,15 +142,36 @@ audit:
 				break
 			}
 		}
+		select {
+		case <-done:
+			t.Fatalf("sqlgated serve exited: %v\n%s", serveErr, logs)
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("sqlgated serve not ready:\n%s", logs)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return &serveStack{dir: dir, base: base, s: &devStack{st: devState{
+		HTTPURL: base, Issuer: idp.Issuer(), CLI: "sqlgate-cli", Users: []devUser{{Name: "alice", Password: "alice-pw"}},
+	}}}
+}
 
-	s := &devStack{st: devState{HTTPURL: base, Issuer: idp.Issuer(), CLI: "sqlgate-cli", Users: []devUser{{Name: "alice", Password: "alice-pw"}}}}
-	alice, _ := s.login(t, "alice")
-	nc, _, _ := s.natsUser(t, alice, 0)
+// TestServeWithEmittedNATSConfig is the operator's journey: nats-setup
+// writes the NATS configuration, a nats-server runs it, sqlgated serve runs
+// from a config file against it and an external OpenID provider, and a user
+// signs in, gets a credential and calls a route.
+func TestServeWithEmittedNATSConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("serve end to end: skipped with -short")
+	}
+	dir := t.TempDir()
+	if err := createDemoDB(t.Context(), filepath.Join(dir, "orders.db")); err != nil {
+		t.Fatal(err)
+	}
+	st := startServe(t, demoRoutes, fmt.Sprintf("  - sqlite:\n      name: orders\n      path: %s/orders.db", dir), nil)
+	alice, _ := st.s.login(t, "alice")
+	nc, _, _ := st.s.natsUser(t, alice, 0)
 	env, _ := request(t, nc, "orders.v1.create", `{"customer":"serve","amount":5}`, nil)
 	if !env.OK {
 		t.Fatalf("create through serve: %+v", env)
@@ -144,8 +180,8 @@ audit:
 		t.Errorf("get through serve: %+v", env)
 	}
 	for _, f := range []string{"secrets/audit-signing.key", "secrets/audit-param.key"} {
-		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Mode().Perm() != 0o600 {
-			t.Errorf("%s: %v %v, want a 0600 file created on first start", f, st.Mode(), err)
+		if fi, err := os.Stat(filepath.Join(st.dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, want a 0600 file created on first start", f, err)
 		}
 	}
 }

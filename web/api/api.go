@@ -147,3 +147,34 @@ func (w *WhoAmI) Display() string {
 	}
 	return w.Subject
 }
+
+// LeaseRenewRequest is the body of `POST leases/{id}/renew` (may be empty).
+type LeaseRenewRequest struct {
+	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
+}
+
+// LeaseRenewal is the response of `POST leases/{id}/renew`.
+type LeaseRenewal struct {
+	Lease
+	MaxExpiry time.Time `json:"max_expires_at"`
+	// Capped explains an expiry earlier than asked for.
+	Capped     string `json:"capped,omitempty"`
+	DecisionID string `json:"decision_id"`
+}
+
+// RevokeAllRequest is the body of `POST leases/revoke-all` (admins).
+type RevokeAllRequest struct {
+	// Principal is the principal's id: "<issuer> <subject>".
+	Principal string `json:"principal"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// RevokeAllResult is the response of `POST leases/revoke-all`.
+type RevokeAllResult struct {
+	Principal string `json:"principal"`
+	// NATSRevoked are the NATS user keys revoked.
+	NATSRevoked []string `json:"nats_revoked"`
+	// Leases are the SQL leases revoked, or still revoking (pending).
+	Leases  []Lease `json:"leases"`
+	Pending int     `json:"pending"`
+}

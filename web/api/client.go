@@ -97,6 +97,19 @@ func (c *Client) RevokeLease(ctx context.Context, id string) (*Lease, error) {
 	return &out, c.do(ctx, http.MethodDelete, "/leases/"+url.PathEscape(id), nil, &out, true)
 }
 
+// RenewLease extends a SQL credential lease (ttl 0: the default lifetime).
+func (c *Client) RenewLease(ctx context.Context, id string, ttl time.Duration) (*LeaseRenewal, error) {
+	var out LeaseRenewal
+	return &out, c.do(ctx, http.MethodPost, "/leases/"+url.PathEscape(id)+"/renew", LeaseRenewRequest{TTLSeconds: int64(ttl / time.Second)}, &out, true)
+}
+
+// RevokeAll revokes every credential of a principal (admins; offboarding).
+// A result with Pending > 0 has revocations the broker keeps retrying.
+func (c *Client) RevokeAll(ctx context.Context, principalID, reason string) (*RevokeAllResult, error) {
+	var out RevokeAllResult
+	return &out, c.do(ctx, http.MethodPost, "/leases/revoke-all", RevokeAllRequest{Principal: principalID, Reason: reason}, &out, true)
+}
+
 // PolicyEval evaluates an input document against the serving policy.
 func (c *Client) PolicyEval(ctx context.Context, entry string, input json.RawMessage, explain bool) (json.RawMessage, error) {
 	var out json.RawMessage
