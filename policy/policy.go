@@ -6,6 +6,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -184,4 +185,37 @@ var ErrNoPolicy = errors.New("no policy loaded")
 // Deny returns a deny decision with the given reasons.
 func Deny(revision string, reasons ...string) Decision {
 	return Decision{Allow: false, Reasons: reasons, Revision: revision}
+}
+
+// obligationsJSON is the wire form of [Obligations]: timeout in
+// milliseconds and TTL in seconds, the units policies write.
+type obligationsJSON struct {
+	MaxRows      int      `json:"max_rows,omitempty"`
+	TimeoutMS    int64    `json:"timeout_ms,omitempty"`
+	RedactParams []string `json:"redact_params,omitempty"`
+	TTL          int64    `json:"ttl,omitempty"`
+	Pub          []string `json:"pub,omitempty"`
+	Sub          []string `json:"sub,omitempty"`
+}
+
+// MarshalJSON encodes the obligations in the units policies write:
+// `timeout_ms` in milliseconds, `ttl` in seconds.
+func (o Obligations) MarshalJSON() ([]byte, error) {
+	return json.Marshal(obligationsJSON{
+		MaxRows: o.MaxRows, TimeoutMS: o.Timeout.Milliseconds(), RedactParams: o.RedactParams,
+		TTL: int64(o.TTL / time.Second), Pub: o.Pub, Sub: o.Sub,
+	})
+}
+
+// UnmarshalJSON decodes what MarshalJSON writes.
+func (o *Obligations) UnmarshalJSON(b []byte) error {
+	var w obligationsJSON
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*o = Obligations{
+		MaxRows: w.MaxRows, Timeout: time.Duration(w.TimeoutMS) * time.Millisecond, RedactParams: w.RedactParams,
+		TTL: time.Duration(w.TTL) * time.Second, Pub: w.Pub, Sub: w.Sub,
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/identity"
@@ -31,6 +32,40 @@ func (s *Server) policyRoutes() {
 		return nil
 	}))
 	s.mux.Handle("POST /api/v1/policy/eval", s.authed(s.policyEval))
+	if s.cfg.Audit != nil {
+		s.mux.Handle("GET /api/v1/policy/inputs", s.authed(s.policyInputs))
+	}
+}
+
+// policyInputs streams recorded decision inputs for `sqlgate policy
+// replay`. They hold parameter values (except redacted ones), so only the
+// admin groups may read them.
+func (s *Server) policyInputs(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+	if err := s.requireGroups(p, s.cfg.AdminGroups, "reading recorded decision inputs"); err != nil {
+		return err
+	}
+	since, err := sinceParam(r.URL.Query().Get("since"), s.now())
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	return s.cfg.Audit.Inputs(r.Context(), since, w)
+}
+
+// sinceParam reads `since` as RFC 3339 or as a duration back from now
+// ("24h"); empty is the beginning of the log.
+func sinceParam(v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return time.Time{}, badRequest("since must be an RFC 3339 time or a duration such as 24h")
+	}
+	return now.Add(-d), nil
 }
 
 func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request, _ identity.Principal) error {

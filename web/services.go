@@ -24,6 +24,10 @@ type AuditService interface {
 	Verify(ctx context.Context, from, to int64) (report VerifyReport, err error)
 	// Proof returns the inclusion proof of one record as JSON.
 	Proof(ctx context.Context, index int64) (json.RawMessage, error)
+	// Inputs writes the stored decision inputs of records at or after since
+	// as JSON lines {"record": <record>, "input": <input document>}, for
+	// policy replay. Redacted parameters are not in the inputs.
+	Inputs(ctx context.Context, since time.Time, w io.Writer) error
 	// Export writes an offline-verifiable bundle of the records in [from, to)
 	// (to <= 0: up to the latest) with checkpoints and public keys.
 	Export(ctx context.Context, w io.Writer, from, to int64) error

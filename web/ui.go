@@ -300,10 +300,10 @@ func exampleInput(p identity.Principal) string {
 		groups = ""
 	}
 	return `{
-  "principal": {"issuer": "` + template.JSEscapeString(p.Issuer) + `", "subject": "someone", "groups": [` + groups + `], "roles": [], "mfa": false},
+  "principal": {"issuer": "` + template.JSEscapeString(p.Issuer) + `", "subject": "someone", "groups": [` + groups + `], "roles": [], "mfa": false, "service": false, "auth_time": 0},
   "route": {"subject": "orders.v1.create", "kind": "statement", "target": "create_order", "database": "orders", "mode": "sync", "tags": []},
   "params": {"customer": "ACME", "amount": 250},
-  "request": {"correlation_id": "example", "time": "2026-11-27T10:00:00Z", "transport": "nats", "client": {}}
+  "request": {"correlation_id": "example", "time": "2026-11-27T10:00:00Z", "time_ns": 1795773600000000000, "transport": "nats", "client": {}}
 }`
 }
 

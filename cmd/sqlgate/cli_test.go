@@ -258,9 +258,80 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Errorf("verify --output json = %+v, %v", rep, err)
 	}
 
+	// The security team replays the recorded decisions against a stricter
+	// candidate policy: alice's 250 order would now be refused.
+	admin := newCLI(t, d)
+	admin.must(d.password("dave")+"\n", "login", "--username", "dave", "--password-stdin")
+	candidate := filepath.Join(t.TempDir(), "policy")
+	if err := os.CopyFS(candidate, os.DirFS(filepath.Join(d.dir, "policy"))); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(candidate, "data.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(candidate, "data.yaml"), []byte(strings.Replace(string(data), "max: 1000", "max: 200", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = admin.must("", "policy", "replay", "--since", "1h", "--policy", candidate)
+	if !strings.Contains(out, "allow->deny") || !strings.Contains(out, "amount 250 exceeds") {
+		t.Errorf("replay = %s", out)
+	}
+	if code, _, _ := admin.run("", "policy", "replay", "--policy", candidate, "--fail-on-change"); code != 1 {
+		t.Errorf("replay --fail-on-change with changes: exit %d, want 1", code)
+	}
+	if code, _, errOut := c.run("", "policy", "replay", "--policy", candidate); code != 1 || !strings.Contains(errOut, "HTTP 403") {
+		t.Errorf("alice may not read recorded inputs: exit %d, %s", code, errOut)
+	}
+	input := filepath.Join(t.TempDir(), "input.json")
+	if err := os.WriteFile(input, []byte(`{"principal":{"issuer":"x","subject":"s","groups":["sales"],"roles":[],"mfa":false,"service":false,"auth_time":0},
+		"route":{"subject":"orders.v1.create","kind":"statement","target":"create_order","database":"orders","mode":"sync","tags":[]},
+		"params":{"customer":"ACME","amount":5000}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := admin.must("", "policy", "eval", "--input", input); !strings.Contains(out, "deny") || !strings.Contains(out, "5000") {
+		t.Errorf("eval against the serving policy = %s", out)
+	}
+
 	c.must("", "logout")
 	if code, _, errOut := c.run("", "whoami"); code != 1 || !strings.Contains(errOut, "sqlgate login") {
 		t.Errorf("whoami after logout: exit %d, %s", code, errOut)
+	}
+}
+
+// TestCLIPolicyTools runs the policy tooling on the shipped library, offline.
+func TestCLIPolicyTools(t *testing.T) {
+	c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
+	if out := c.must("", "policy", "test", "../../policy/rules"); !strings.Contains(out, "PASS") {
+		t.Errorf("policy test = %s", out)
+	}
+	if out := c.must("", "policy", "check", "../../policy/rules", "--routes", "../sqlgated/demo/routes.yaml"); !strings.Contains(out, "valid") {
+		t.Errorf("policy check = %s", out)
+	}
+	// A catalog without orders.v1.cancel: the policy names a route that does not exist.
+	routes, err := os.ReadFile("../sqlgated/demo/routes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(t.TempDir(), "routes.yaml")
+	text := string(routes)
+	if i := strings.Index(text, "  - subject: orders.v1.cancel"); i > 0 {
+		text = text[:i]
+	}
+	if err := os.WriteFile(cut, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := c.run("", "policy", "check", "../../policy/rules", "--routes", cut); code != 1 || !strings.Contains(out, "orders.v1.cancel") {
+		t.Errorf("policy check with a missing route: exit %d, %s", code, out)
+	}
+	input := filepath.Join(t.TempDir(), "input.json")
+	if err := os.WriteFile(input, []byte(`{"principal":{"issuer":"x","subject":"s","groups":["support"],"roles":[],"mfa":false,"service":false,"auth_time":0},
+		"route":{"subject":"orders.v1.cancel","kind":"statement","target":"cancel_order","database":"orders","mode":"sync","tags":[]},
+		"params":{"id":1}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := c.must("", "policy", "eval", "--input", input, "--policy", "../../policy/rules", "--explain"); !strings.Contains(out, "deny") {
+		t.Errorf("policy eval = %s", out)
 	}
 }
 

@@ -1,11 +1,257 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"iter"
+	"os"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/policy/opa"
 )
 
-func cmdPolicyTest(context.Context, *env, []string) error   { return errors.New("TODO") }
-func cmdPolicyEval(context.Context, *env, []string) error   { return errors.New("TODO") }
-func cmdPolicyCheck(context.Context, *env, []string) error  { return errors.New("TODO") }
-func cmdPolicyReplay(context.Context, *env, []string) error { return errors.New("TODO") }
+func cmdPolicyTest(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "policy test", "sqlgate policy test DIR [-v] [--coverage] [--threshold N] [--run REGEX]")
+	verbose := fs.Bool("v", false, "list every test, with notes for failures (opa test -v)")
+	coverage := fs.Bool("coverage", false, "print the coverage report (opa test --coverage)")
+	threshold := fs.Float64("threshold", 0, "fail below this coverage percentage")
+	runRE := fs.String("run", "", "run only tests whose names match this regular expression")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, "sqlgate policy test DIR"); err != nil {
+		return err
+	}
+	passed, err := opa.Test(ctx, pos[0], opa.TestOptions{Verbose: *verbose, Coverage: *coverage, Threshold: *threshold, Run: *runRE}, e.stdout)
+	if err != nil {
+		return err
+	}
+	if !passed {
+		return errSilent
+	}
+	return nil
+}
+
+func cmdPolicyEval(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "policy eval", "sqlgate policy eval --input FILE [--entry call|nats|sql_credentials] [--explain] [--policy DIR]")
+	broker, output := brokerFlag(fs), outputFlag(fs)
+	inputPath := fs.String("input", "", "the input document (JSON, see docs/policy.md); - reads standard input")
+	entry := fs.String("entry", string(policy.Call), "entry point: call, nats or sql_credentials")
+	explain := fs.Bool("explain", false, "also print which rules fired and which expressions failed")
+	dir := fs.String("policy", "", "evaluate this local policy directory (default: the broker's serving policy; admins)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "sqlgate policy eval --input FILE"); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	if *inputPath == "" {
+		return usagef("--input FILE is required")
+	}
+	var input []byte
+	if *inputPath == "-" {
+		var buf bytes.Buffer
+		if _, err := buf.ReadFrom(e.stdin); err != nil {
+			return err
+		}
+		input = buf.Bytes()
+	} else if input, err = os.ReadFile(*inputPath); err != nil {
+		return err
+	}
+	ent := policy.Entry(*entry)
+	if ent != policy.Call && ent != policy.NATS && ent != policy.SQLCredentials {
+		return usagef("--entry must be call, nats or sql_credentials")
+	}
+	if *dir != "" {
+		var text bytes.Buffer
+		dec, err := opa.Eval(ctx, *dir, ent, input, *explain, &text)
+		if errors.Is(err, opa.ErrInvalidPolicy) || errors.Is(err, opa.ErrInvalidInput) {
+			return err
+		}
+		if *output == "json" {
+			return printJSON(e.stdout, map[string]any{"decision": dec, "explanation": text.String()})
+		}
+		_, werr := e.stdout.Write(text.Bytes())
+		return werr
+	}
+	c, err := e.client(*broker)
+	if err != nil {
+		return err
+	}
+	res, err := c.PolicyEval(ctx, string(ent), input, *explain)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		_, err := e.stdout.Write(append(res, '\n'))
+		return err
+	}
+	var out struct {
+		Decision    policy.Decision `json:"decision"`
+		Explanation string          `json:"explanation"`
+	}
+	if err := json.Unmarshal(res, &out); err != nil {
+		return fmt.Errorf("decode the broker's answer: %w", err)
+	}
+	verdict := "deny"
+	if out.Decision.Allow {
+		verdict = "allow"
+	}
+	fmt.Fprintf(e.stdout, "%s (serving policy %s, decision %s)\n", verdict, out.Decision.Revision, out.Decision.ID)
+	for _, r := range out.Decision.Reasons {
+		fmt.Fprintf(e.stdout, "  reason: %s\n", r)
+	}
+	if out.Explanation != "" {
+		fmt.Fprintf(e.stdout, "\n%s\n", out.Explanation)
+	}
+	return nil
+}
+
+func cmdPolicyCheck(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "policy check", "sqlgate policy check DIR [--routes routes.yaml]")
+	routes := fs.String("routes", "", "route catalog: every route and parameter the policy names must exist in it")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, "sqlgate policy check DIR"); err != nil {
+		return err
+	}
+	var catalog []opa.RouteRef
+	if *routes != "" {
+		data, err := os.ReadFile(*routes)
+		if err != nil {
+			return err
+		}
+		if catalog, err = opa.RoutesFromCatalog(data); err != nil {
+			return fmt.Errorf("--routes: %w", err)
+		}
+	}
+	problems := opa.Check(ctx, pos[0], catalog)
+	for _, p := range problems {
+		fmt.Fprintln(e.stdout, p)
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(e.stderr, "%d problem(s)\n", len(problems))
+		return errSilent
+	}
+	fmt.Fprintln(e.stdout, "policy is valid")
+	return nil
+}
+
+func cmdPolicyReplay(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "policy replay", "sqlgate policy replay --since D --policy DIR [--inputs FILE] [--fail-on-change]")
+	broker, output := brokerFlag(fs), outputFlag(fs)
+	since := fs.String("since", "24h", "replay decisions recorded since this RFC 3339 time or this long ago (e.g. 168h)")
+	dir := fs.String("policy", "", "the candidate policy directory")
+	inputs := fs.String("inputs", "", "read recorded inputs from this file (JSON lines from GET /api/v1/policy/inputs) instead of the broker")
+	failOnChange := fs.Bool("fail-on-change", false, "exit 1 when any decision would change (for CI)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "sqlgate policy replay --policy DIR"); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return usagef("--policy DIR (the candidate policy) is required")
+	}
+	var recorded bytes.Buffer
+	if *inputs != "" {
+		data, err := os.ReadFile(*inputs)
+		if err != nil {
+			return err
+		}
+		recorded.Write(data)
+	} else {
+		c, err := e.client(*broker)
+		if err != nil {
+			return err
+		}
+		if err := c.PolicyInputs(ctx, *since, &recorded); err != nil {
+			return err
+		}
+	}
+	engine, err := opa.Open(ctx, opa.Config{Dir: *dir})
+	if err != nil {
+		return fmt.Errorf("candidate policy: %w", err)
+	}
+	defer func() { _ = engine.Close() }()
+	res, err := opa.Replay(ctx, engine, replayItems(recorded.Bytes()))
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		if err := printJSON(e.stdout, res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(e.stdout, "replayed %d recorded decisions against %s (revision %s): %d would change\n", res.Replayed, *dir, engine.Revision(), len(res.Changes))
+		for _, c := range res.Changes {
+			fmt.Fprintf(e.stdout, "  %s  %s  correlation %s  decision %s\n", c.Direction(), c.Entry, c.CorrelationID, c.DecisionID)
+			for _, r := range c.Reasons {
+				fmt.Fprintf(e.stdout, "      now: %s\n", r)
+			}
+			if c.Error != "" {
+				fmt.Fprintf(e.stdout, "      evaluation error: %s\n", c.Error)
+			}
+			if len(c.Redacted) > 0 {
+				fmt.Fprintf(e.stdout, "      note: redacted parameters %v were not visible to the replay\n", c.Redacted)
+			}
+		}
+	}
+	if *failOnChange && len(res.Changes) > 0 {
+		return errSilent
+	}
+	return nil
+}
+
+// replayItems turns the JSON lines of recorded inputs into replay items.
+func replayItems(data []byte) iter.Seq2[opa.ReplayItem, error] {
+	return func(yield func(opa.ReplayItem, error) bool) {
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+		for line := 1; sc.Scan(); line++ {
+			var l struct {
+				Record audit.Record    `json:"record"`
+				Input  json.RawMessage `json:"input"`
+			}
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				yield(opa.ReplayItem{}, fmt.Errorf("recorded inputs, line %d: %w", line, err))
+				return
+			}
+			r := l.Record
+			if r.Entry == "" || r.Allow == nil {
+				continue // not a decision (e.g. a credential revocation)
+			}
+			item := opa.ReplayItem{
+				Entry: policy.Entry(r.Entry), CorrelationID: r.CorrelationID, DecisionID: r.DecisionID,
+				Allow: *r.Allow, Revision: r.PolicyRevision, Input: l.Input, InputSHA256: r.InputSHA256,
+			}
+			for name, v := range r.Params {
+				if v == audit.ParamRedacted {
+					item.Redacted = append(item.Redacted, name)
+				}
+			}
+			if !yield(item, nil) {
+				return
+			}
+		}
+		if err := sc.Err(); err != nil {
+			yield(opa.ReplayItem{}, err)
+		}
+	}
+}

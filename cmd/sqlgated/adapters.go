@@ -122,6 +122,16 @@ func (s *auditService) Proof(ctx context.Context, index int64) (json.RawMessage,
 	return json.Marshal(p)
 }
 
+func (s *auditService) Inputs(ctx context.Context, since time.Time, w io.Writer) error {
+	enc := json.NewEncoder(w)
+	return s.log.Inputs(ctx, since, func(r audit.Record, input []byte) error {
+		return enc.Encode(struct {
+			Record audit.Record    `json:"record"`
+			Input  json.RawMessage `json:"input"`
+		}{r, input})
+	})
+}
+
 func (s *auditService) Export(ctx context.Context, w io.Writer, from, to int64) error {
 	if err := s.log.Sync(ctx); err != nil {
 		return err
@@ -145,22 +155,18 @@ func (p *policyService) Status() web.PolicyStatus {
 }
 
 func (p *policyService) Eval(ctx context.Context, entry policy.Entry, input []byte, explain bool) (policy.Decision, string, error) {
-	var in policy.Input
-	dec := json.NewDecoder(bytes.NewReader(input))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	if err := dec.Decode(&in); err != nil {
-		// Not an error of the evaluation: the answer is a deny that says why.
-		return policy.Deny(p.engine.Revision(), "input does not match the input document: "+err.Error()), "", nil //nolint:nilerr // a malformed input is answered with a deny, as the engine would
-	}
-	d, err := p.engine.Decide(ctx, entry, &in)
+	in, err := opa.ParseInput(input)
 	if err != nil {
-		return d, "", err
+		// Not an error of the evaluation: the answer is a deny that says why.
+		return policy.Deny(p.engine.Revision(), err.Error()), "", nil //nolint:nilerr // a malformed input is answered with a deny, as the engine would
 	}
 	if !explain {
-		return d, "", nil
+		d, err := p.engine.Decide(ctx, entry, in)
+		return d, "", err
 	}
-	return d, "TODO-EXPLAIN", nil
+	var buf bytes.Buffer
+	d, err := p.engine.Explain(ctx, entry, in, &buf)
+	return d, buf.String(), err
 }
 
 // meteredHandler counts and times routed calls by route and result code.

@@ -145,7 +145,7 @@ func TestDashboard(t *testing.T) {
 	t.Run("dave_evaluates_policy", func(t *testing.T) {
 		ctx := browser(t, path)
 		signIn(ctx, t, s, "dave")
-		input := `{"principal":{"issuer":"x","subject":"s","groups":["sales"],"roles":[],"mfa":false},` +
+		input := `{"principal":{"issuer":"x","subject":"s","groups":["sales"],"roles":[],"mfa":false,"service":false,"auth_time":0},` +
 			`"route":{"subject":"orders.v1.create","kind":"statement","target":"create_order","database":"orders","mode":"sync","tags":[]},` +
 			`"params":{"customer":"ACME","amount":5000}}`
 		if err := chromedp.Do(ctx,

@@ -117,6 +117,20 @@ func (c *Client) PolicyEval(ctx context.Context, entry string, input json.RawMes
 	return out, c.do(ctx, http.MethodPost, "/policy/eval", body, &out, true)
 }
 
+// PolicyInputs streams the recorded decision inputs since a time (RFC 3339)
+// or a duration back from now ("24h") into w, as JSON lines (admins).
+func (c *Client) PolicyInputs(ctx context.Context, since string, w io.Writer) error {
+	resp, err := c.send(ctx, http.MethodGet, "/policy/inputs?"+url.Values{"since": {since}}.Encode(), nil, true)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("read decision inputs: %w", err)
+	}
+	return nil
+}
+
 // AuditCheckpoint returns the latest signed checkpoint.
 func (c *Client) AuditCheckpoint(ctx context.Context) ([]byte, error) {
 	return c.raw(ctx, "/audit/checkpoint", nil)

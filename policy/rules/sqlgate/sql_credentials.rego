@@ -21,12 +21,10 @@ reasons contains msg if {
 	)
 }
 
-# ttl is the requested lifetime (seconds) when shorter than the longest
-# granted max_ttl, else that maximum.
-ttl := input.credential.ttl if {
-	input.credential.ttl > 0
-	input.credential.ttl < _max_ttl
-} else := _max_ttl
+# ttl is the longest lifetime (seconds) a lease may reach, renewals
+# included: the longest granted max_ttl. The broker issues the requested
+# (or default) lifetime within it and lets renewals extend up to it.
+ttl := _max_ttl
 
 _grants contains grant if {
 	some grant in config.sql_credentials

@@ -11,8 +11,8 @@ test_sales_reader_up_to_an_hour if {
 	sql.ttl == 3600 with input as req
 }
 
-test_requested_ttl_is_honoured_when_shorter if {
-	sql.ttl == 600 with input as fx.credential(["sales"], {"type": "sql", "database": "orders", "role": "reader", "ttl": 600})
+test_ttl_is_the_granted_maximum_whatever_is_requested if {
+	sql.ttl == 3600 with input as fx.credential(["sales"], {"type": "sql", "database": "orders", "role": "reader", "ttl": 600})
 	sql.ttl == 3600 with input as fx.credential(["sales"], {"type": "sql", "database": "orders", "role": "reader", "ttl": 7200})
 }
 
