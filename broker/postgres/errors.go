@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"net"
 	"strconv"
 
@@ -32,7 +33,7 @@ func (e *Executor) classify(ctx context.Context, err error, c *broker.Call) erro
 			return e.unavailable(fmt.Errorf("server error %s", pe.Code))
 		}
 		n, _ := strconv.Atoi(pe.Code)
-		return &broker.DBError{Number: n, State: pe.Code, Message: scrub(pe.Message, c)}
+		return &broker.DBError{Number: n, State: pe.Code, Message: scrub.Message(pe.Message, c)}
 	case errors.Is(err, errClosed):
 		return e.unavailable(err)
 	case isConnError(err):
@@ -40,7 +41,7 @@ func (e *Executor) classify(ctx context.Context, err error, c *broker.Call) erro
 	default:
 		// Driver-side failures (a value pgx cannot encode for the parameter's
 		// type, a result it cannot decode) may quote values: scrubbed.
-		return fmt.Errorf("postgres database %s: %s", e.cfg.Name, scrub(err.Error(), c))
+		return fmt.Errorf("postgres database %s: %s", e.cfg.Name, scrub.Message(err.Error(), c))
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"net"
 	"net/url"
 	"strconv"
@@ -479,10 +480,10 @@ func (li *LoginIssuer) classify(ctx context.Context, err error, spec *broker.Log
 		}
 		msg := pe.Message
 		for _, v := range []string{spec.Password, verifier} {
-			msg = redact(msg, v)
+			msg = scrub.Redact(msg, v)
 		}
 		n, _ := strconv.Atoi(pe.Code)
-		return &broker.DBError{Number: n, State: pe.Code, Message: scrub(msg, nil)}
+		return &broker.DBError{Number: n, State: pe.Code, Message: scrub.Message(msg, nil)}
 	case isConnError(err):
 		return fmt.Errorf("%w: postgres database %s: %s", broker.ErrUnavailable, li.cfg.Name, connProblem(err))
 	default:

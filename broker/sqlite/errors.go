@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 
 	"modernc.org/sqlite"
 
@@ -41,13 +42,13 @@ func (e *Executor) classify(ctx context.Context, err error, c *broker.Call) erro
 		case codeBusy, codeLocked, codeIOErr, codeCantOpen, codeCorrupt, codeNotADB, codeInterrupt:
 			return e.unavailable(fmt.Errorf("sqlite result code %d", se.Code()))
 		}
-		return &broker.DBError{Number: se.Code(), Message: scrub(se.Error(), c)}
+		return &broker.DBError{Number: se.Code(), Message: scrub.Message(se.Error(), c)}
 	case errors.Is(err, errClosed):
 		return e.unavailable(err)
 	default:
 		// database/sql and driver failures (closed pool, bad connection):
 		// the database cannot be used.
-		return e.unavailable(errors.New(scrub(err.Error(), c)))
+		return e.unavailable(errors.New(scrub.Message(err.Error(), c)))
 	}
 }
 

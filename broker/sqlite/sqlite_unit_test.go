@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -49,26 +48,6 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestScrub(t *testing.T) {
-	t.Parallel()
-	r := &route.Route{Subject: "x"}
-	c := &broker.Call{Route: r, CorrelationID: "corr-123", Principal: "alice@example.com", Params: map[string]any{
-		"email": "bob@example.com", "n": int64(7), "amount": json.Number("12.50"), "none": nil,
-	}}
-	tests := []struct{ in, want string }{
-		{`UNIQUE constraint failed: users.email`, `UNIQUE constraint failed: users.email`},
-		{`duplicate bob@example.com for alice@example.com`, `duplicate [redacted] for [redacted]`},
-		{`value 7 in column x7 (code 7)`, `value [redacted] in column x7 (code [redacted])`},
-		{`amount 12.50 too large`, `amount [redacted] too large`},
-		{`correlation corr-123`, `correlation [redacted]`},
-		{strings.Repeat("x", 600), strings.Repeat("x", 512) + "…"},
-	}
-	for _, tc := range tests {
-		if got := scrub(tc.in, c); got != tc.want {
-			t.Errorf("scrub(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
 
 func TestOpenAppliesPragmas(t *testing.T) {
 	t.Parallel()

@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"net"
 
 	mssql "github.com/microsoft/go-mssqldb"
@@ -62,7 +63,7 @@ func (e *Executor) dbError(me mssql.Error, c *broker.Call) error {
 	if unavailableNumbers[me.Number] {
 		return e.unavailable(fmt.Errorf("server error %d", me.Number))
 	}
-	return &broker.DBError{Number: int(me.Number), State: fmt.Sprint(me.State), Message: scrub(me.Message, c)}
+	return &broker.DBError{Number: int(me.Number), State: fmt.Sprint(me.State), Message: scrub.Message(me.Message, c)}
 }
 
 func (e *Executor) unavailable(cause error) error {

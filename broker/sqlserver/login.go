@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"net"
 	"net/url"
 	"regexp"
@@ -519,9 +520,9 @@ func (li *LoginIssuer) classify(ctx context.Context, err error, spec *broker.Log
 		}
 		msg := me.Message
 		for _, s := range append(secrets, spec.Password) {
-			msg = redact(msg, s)
+			msg = scrub.Redact(msg, s)
 		}
-		return &broker.DBError{Number: int(me.Number), State: strconv.Itoa(int(me.State)), Message: scrub(msg, nil)}
+		return &broker.DBError{Number: int(me.Number), State: strconv.Itoa(int(me.State)), Message: scrub.Message(msg, nil)}
 	case errors.Is(err, driver.ErrBadConn), isNetError(err), errors.Is(err, sql.ErrConnDone):
 		return fmt.Errorf("%w: sqlserver database %s: connection failed", broker.ErrUnavailable, li.cfg.Name)
 	default:

@@ -1,4 +1,6 @@
-package sqlite
+// Package scrub removes a call's parameter and session values from database
+// messages, so that the SQL adapters' errors never carry them upward.
+package scrub
 
 import (
 	"encoding/json"
@@ -11,11 +13,12 @@ import (
 // maxMessage bounds a database message passed to callers.
 const maxMessage = 512
 
-// scrub removes the call's parameter and session values from a database
+// Message removes the call's parameter and session values from a database
 // message so that errors never carry them upward: every occurrence of a
 // value of three or more characters is replaced, shorter values only where
 // they stand as a whole word. The result is truncated to maxMessage bytes.
-func scrub(msg string, c *broker.Call) string {
+// c may be nil (no call: only truncation).
+func Message(msg string, c *broker.Call) string {
 	if c != nil {
 		vals := []string{c.CorrelationID, c.Principal, c.DecisionID, c.IdempotencyKey}
 		for _, v := range c.Params {
@@ -30,7 +33,7 @@ func scrub(msg string, c *broker.Call) string {
 			}
 		}
 		for _, v := range vals {
-			msg = redact(msg, v)
+			msg = Redact(msg, v)
 		}
 	}
 	if len(msg) > maxMessage {
@@ -41,7 +44,9 @@ func scrub(msg string, c *broker.Call) string {
 
 const redacted = "[redacted]"
 
-func redact(msg, v string) string {
+// Redact replaces v in msg: every occurrence when v has three or more
+// characters, else only where it stands as a whole word.
+func Redact(msg, v string) string {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return msg
