@@ -3,8 +3,8 @@ package postgres
 import (
 	"errors"
 	"fmt"
+	"github.com/sqlgate/sqlgate/broker/internal/connref"
 	"log/slog"
-	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -57,18 +57,7 @@ func (c *Config) Validate() error {
 	if !route.ValidIdentifier(c.Name) {
 		errs = append(errs, fmt.Errorf("name %q must be a plain identifier", c.Name))
 	}
-	n := 0
-	for _, s := range []string{c.DSN, c.DSNFile, c.DSNEnv} {
-		if s != "" {
-			n++
-		}
-	}
-	if n != 1 {
-		errs = append(errs, errors.New("exactly one of dsn, dsnFile or dsnEnv is required"))
-	}
-	if c.PasswordFile != "" && c.PasswordEnv != "" {
-		errs = append(errs, errors.New("set at most one of passwordFile and passwordEnv"))
-	}
+	errs = append(errs, c.ref().Validate()...)
 	if c.MaxConns < 0 || c.MaxConns > 1000 {
 		errs = append(errs, fmt.Errorf("maxConns %d must be between 1 and 1000 (0: default)", c.MaxConns))
 	}
@@ -110,60 +99,23 @@ func (c *Config) defaults() {
 
 // secrets resolves the connection string and the optional password.
 func (c *Config) secrets() (dsn, password string, err error) {
-	switch {
-	case c.DSN != "":
-		dsn = c.DSN
-	case c.DSNFile != "":
-		b, err := os.ReadFile(c.DSNFile)
-		if err != nil {
-			return "", "", fmt.Errorf("read dsnFile: %w", err)
-		}
-		dsn = strings.TrimSpace(string(b))
-	case c.DSNEnv != "":
-		dsn = os.Getenv(c.DSNEnv)
-		if dsn == "" {
-			return "", "", fmt.Errorf("dsnEnv: environment variable %s is empty or unset", c.DSNEnv)
-		}
-	}
-	switch {
-	case c.PasswordFile != "":
-		b, err := os.ReadFile(c.PasswordFile)
-		if err != nil {
-			return "", "", fmt.Errorf("read passwordFile: %w", err)
-		}
-		password = strings.TrimRight(string(b), "\r\n")
-	case c.PasswordEnv != "":
-		password = os.Getenv(c.PasswordEnv)
-		if password == "" {
-			return "", "", fmt.Errorf("passwordEnv: environment variable %s is empty or unset", c.PasswordEnv)
-		}
-	}
-	return dsn, password, nil
+	return c.ref().Resolve()
+}
+
+// ref is where the connection's secrets are.
+func (c *Config) ref() connref.Ref {
+	return connref.Ref{DSN: c.DSN, DSNFile: c.DSNFile, DSNEnv: c.DSNEnv, PasswordFile: c.PasswordFile, PasswordEnv: c.PasswordEnv}
 }
 
 // String describes the configuration without secrets.
 func (c Config) String() string {
-	src := "dsn [redacted]"
-	switch {
-	case c.DSNFile != "":
-		src = "dsnFile " + c.DSNFile
-	case c.DSNEnv != "":
-		src = "dsnEnv " + c.DSNEnv
-	}
+	src := c.ref().Source()
 	return fmt.Sprintf("postgres database %s (%s)", c.Name, src)
 }
 
 // LogValue implements slog.LogValuer without secrets.
 func (c Config) LogValue() slog.Value {
-	attrs := []slog.Attr{slog.String("name", c.Name), slog.Int("max_conns", c.MaxConns)}
-	switch {
-	case c.DSN != "":
-		attrs = append(attrs, slog.String("dsn", "[redacted]"))
-	case c.DSNFile != "":
-		attrs = append(attrs, slog.String("dsn_file", c.DSNFile))
-	case c.DSNEnv != "":
-		attrs = append(attrs, slog.String("dsn_env", c.DSNEnv))
-	}
+	attrs := []slog.Attr{slog.String("name", c.Name), slog.Int("max_conns", c.MaxConns), c.ref().Attr()}
 	return slog.GroupValue(attrs...)
 }
 

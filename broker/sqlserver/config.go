@@ -3,9 +3,9 @@ package sqlserver
 import (
 	"errors"
 	"fmt"
+	"github.com/sqlgate/sqlgate/broker/internal/connref"
 	"log/slog"
 	"net/url"
-	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -109,18 +109,7 @@ func (c *Config) Validate() error {
 	if !route.ValidIdentifier(c.Name) {
 		errs = append(errs, fmt.Errorf("name %q must be a plain identifier", c.Name))
 	}
-	n := 0
-	for _, s := range []string{c.DSN, c.DSNFile, c.DSNEnv} {
-		if s != "" {
-			n++
-		}
-	}
-	if n != 1 {
-		errs = append(errs, errors.New("exactly one of dsn, dsnFile or dsnEnv is required"))
-	}
-	if c.PasswordFile != "" && c.PasswordEnv != "" {
-		errs = append(errs, errors.New("set at most one of passwordFile and passwordEnv"))
-	}
+	errs = append(errs, c.ref().Validate()...)
 	if c.MaxConns < 0 || c.MaxConns > 1000 {
 		errs = append(errs, fmt.Errorf("maxConns %d must be between 1 and 1000 (0: default)", c.MaxConns))
 	}
@@ -184,15 +173,14 @@ func (c *Config) defaults() {
 	}
 }
 
+// ref is where the connection's secrets are.
+func (c *Config) ref() connref.Ref {
+	return connref.Ref{DSN: c.DSN, DSNFile: c.DSNFile, DSNEnv: c.DSNEnv, PasswordFile: c.PasswordFile, PasswordEnv: c.PasswordEnv}
+}
+
 // String describes the configuration without secrets.
 func (c Config) String() string {
-	src := "dsn [redacted]"
-	switch {
-	case c.DSNFile != "":
-		src = "dsnFile " + c.DSNFile
-	case c.DSNEnv != "":
-		src = "dsnEnv " + c.DSNEnv
-	}
+	src := c.ref().Source()
 	auth := "sql authentication"
 	if c.AzureAD != nil {
 		auth = "azureAD " + c.AzureAD.Mode
@@ -202,15 +190,7 @@ func (c Config) String() string {
 
 // LogValue implements slog.LogValuer without secrets.
 func (c Config) LogValue() slog.Value {
-	attrs := []slog.Attr{slog.String("name", c.Name), slog.Int("max_conns", c.MaxConns)}
-	switch {
-	case c.DSN != "":
-		attrs = append(attrs, slog.String("dsn", "[redacted]"))
-	case c.DSNFile != "":
-		attrs = append(attrs, slog.String("dsn_file", c.DSNFile))
-	case c.DSNEnv != "":
-		attrs = append(attrs, slog.String("dsn_env", c.DSNEnv))
-	}
+	attrs := []slog.Attr{slog.String("name", c.Name), slog.Int("max_conns", c.MaxConns), c.ref().Attr()}
 	if c.AzureAD != nil {
 		attrs = append(attrs, slog.String("azure_ad_mode", c.AzureAD.Mode), slog.String("client_id", c.AzureAD.ClientID))
 	}
@@ -221,34 +201,9 @@ func (c Config) LogValue() slog.Value {
 // driver opens, with the application name, the password and the Azure AD
 // parameters added. userAssertion is the end user's token (onBehalfOf).
 func (c *Config) connString(userAssertion string) (dsn string, fed bool, err error) {
-	switch {
-	case c.DSN != "":
-		dsn = c.DSN
-	case c.DSNFile != "":
-		b, err := os.ReadFile(c.DSNFile)
-		if err != nil {
-			return "", false, fmt.Errorf("read dsnFile: %w", err)
-		}
-		dsn = strings.TrimSpace(string(b))
-	case c.DSNEnv != "":
-		dsn = os.Getenv(c.DSNEnv)
-		if dsn == "" {
-			return "", false, fmt.Errorf("dsnEnv: environment variable %s is empty or unset", c.DSNEnv)
-		}
-	}
-	var password string
-	switch {
-	case c.PasswordFile != "":
-		b, err := os.ReadFile(c.PasswordFile)
-		if err != nil {
-			return "", false, fmt.Errorf("read passwordFile: %w", err)
-		}
-		password = strings.TrimRight(string(b), "\r\n")
-	case c.PasswordEnv != "":
-		password = os.Getenv(c.PasswordEnv)
-		if password == "" {
-			return "", false, fmt.Errorf("passwordEnv: environment variable %s is empty or unset", c.PasswordEnv)
-		}
+	dsn, password, err := c.ref().Resolve()
+	if err != nil {
+		return "", false, err
 	}
 	if _, err := msdsn.Parse(dsn); err != nil {
 		// The parser's message may quote the connection string.
