@@ -34,7 +34,8 @@ func TestConfigErrors(t *testing.T) {
 		{"typo_nested", "  keysDir:", "  keyDir:", []string{"field keyDir not found"}},
 		{"inline_secret_rejected", "      clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n      groupMap", "      clientSecret: hunter2\n      groupMap", []string{"field clientSecret not found"}},
 		{"all_problems_at_once", "routes: /etc/sqlgate/routes.yaml", "routes: \"\"", []string{"routes: the route catalog file is required"}},
-		{"two_dialects", "      maxConns: 16\n\ncontrol:", "      maxConns: 16\n    sqlite:\n      name: x\n      path: /tmp/x\n\ncontrol:", []string{"databases[1]: set exactly one of sqlite, postgres and sqlserver"}},
+		{"two_dialects", "      allowedRoles: [reader]\n\ncontrol:", "      allowedRoles: [reader]\n    sqlite:\n      name: x\n      path: /tmp/x\n\ncontrol:", []string{"databases[1]: set exactly one of sqlite, postgres and sqlserver"}},
+		{"logins_on_wrong_dialect", "    postgresLogins:", "    sqlserverLogins:", []string{"sqlserverLogins needs a sqlserver database"}},
 		{"bad_control", "  dialect: postgres", "  dialect: oracle", []string{"control.dialect must be sqlite, postgres or sqlserver"}},
 		{"web_without_secret", "    clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n    cookieKeyFile", "    cookieKeyFile", []string{"identity.web needs exactly one of clientSecretFile and clientSecretEnv"}},
 	}
