@@ -183,6 +183,24 @@ type appendReq struct {
 	input []byte
 	done  chan error
 	ok    bool
+	// then, when set, is called with the result instead of answering on
+	// done (Enqueue: nobody waits).
+	then func(index int64, err error)
+}
+
+// answer hands the result of a request to its waiter or callback.
+func (l *Log) answer(req *appendReq, err error) {
+	if req.then == nil {
+		req.done <- err
+		return
+	}
+	index := req.rec.Index
+	if err != nil {
+		index = -1
+	}
+	req.then(index, err)
+	req.rec, req.input, req.then = nil, nil, nil
+	l.reqPool.Put(req)
 }
 
 // Open opens (or starts) the log of cfg.Origin in store. On a new origin it
@@ -392,6 +410,40 @@ func (l *Log) append(ctx context.Context, r *Record, input []byte) (int64, error
 	}
 }
 
+// Enqueue appends r without waiting for it to be durable: it returns once r
+// is queued for the next group commit, and then (if not nil) is called from
+// the committer with r's index, or -1 and the error, once the batch is
+// durable or failed. then must not block. Use it for records nothing waits
+// on (a call's outcome after its durable intent); Close commits what is
+// queued. Errors: [ErrClosed], or ctx's when the queue stays full.
+func (l *Log) Enqueue(ctx context.Context, r *Record, then func(index int64, err error)) error {
+	if r == nil {
+		return errors.New("audit enqueue: nil record")
+	}
+	l.stamp(r)
+	req := l.getReq()
+	req.rec, req.input = r, nil
+	req.then = then
+	if req.then == nil {
+		req.then = func(int64, error) {}
+	}
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		req.rec, req.then = nil, nil
+		l.reqPool.Put(req)
+		return ErrClosed
+	}
+	select {
+	case l.reqs <- req:
+		return nil
+	case <-ctx.Done():
+		req.rec, req.then = nil, nil
+		l.reqPool.Put(req)
+		return fmt.Errorf("audit enqueue: %w", ctx.Err())
+	}
+}
+
 func (l *Log) getReq() *appendReq {
 	if r, ok := l.reqPool.Get().(*appendReq); ok {
 		return r
@@ -588,7 +640,7 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 		if err != nil {
 			err = fmt.Errorf("audit append: reload after failed write: %w", err)
 			for _, req := range reqs {
-				req.done <- err
+				l.answer(req, err)
 			}
 			return err
 		}
@@ -616,7 +668,7 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 		var err error
 		buf, err = req.rec.AppendCanonical(buf)
 		if err != nil {
-			req.done <- fmt.Errorf("audit append: %w", err)
+			l.answer(req, fmt.Errorf("audit append: %w", err))
 			continue
 		}
 		req.ok = true
@@ -669,7 +721,7 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 		for _, req := range reqs {
 			if req.ok {
 				req.rec.Index = -1
-				req.done <- err
+				l.answer(req, err)
 			}
 		}
 		return err
@@ -692,7 +744,7 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 	}
 	for _, req := range reqs {
 		if req.ok {
-			req.done <- nil
+			l.answer(req, nil)
 		}
 	}
 	return nil

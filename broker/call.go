@@ -192,16 +192,24 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 // for outstanding outcome appends at shutdown.
 func (s *Service) appendOutcome(ctx context.Context, outcome *audit.Record) {
 	s.outcomes.Add(1)
-	go func() {
-		defer s.outcomes.Done()
-		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if _, err := s.cfg.Recorder.Append(octx, outcome); err != nil {
-			// The transaction already ended; recovery at startup writes
-			// the missing outcome from the idempotency record.
-			s.log.ErrorContext(ctx, "audit outcome not durable; recovery will write it", "err", err, "correlation_id", outcome.CorrelationID)
+	corr := outcome.CorrelationID
+	failed := func(err error) {
+		// The transaction already ended; recovery at startup writes the
+		// missing outcome from the idempotency record.
+		s.log.ErrorContext(ctx, "audit outcome not durable; recovery will write it", "err", err, "correlation_id", corr)
+	}
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := s.cfg.Recorder.Enqueue(qctx, outcome, func(_ int64, err error) {
+		if err != nil {
+			failed(err)
 		}
-	}()
+		s.outcomes.Done()
+	})
+	if err != nil {
+		failed(err)
+		s.outcomes.Done()
+	}
 }
 
 // Drain waits until the outcome records of finished calls are appended (or

@@ -27,6 +27,10 @@ type Recorder interface {
 	// AppendWithInput also stores the decision input beside the record for
 	// policy replay (its SHA-256 is set in r.InputSHA256).
 	AppendWithInput(ctx context.Context, r *audit.Record, input []byte) (int64, error)
+	// Enqueue appends without waiting for durability; then is called once
+	// the record is durable (index) or failed (-1, err). then must not
+	// block.
+	Enqueue(ctx context.Context, r *audit.Record, then func(index int64, err error)) error
 	// HashParams returns the keyed hash of each parameter value, "redacted"
 	// for the names in redact.
 	HashParams(params map[string]any, redact []string) map[string]string

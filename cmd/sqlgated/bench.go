@@ -77,6 +77,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	workers := fs.Int("workers", 16, "worker pool of both responders")
 	backendsFlag := fs.String("backends", "sqlite,postgres", "backends to measure (postgres needs a DSN)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	pathsFlag := fs.String("paths", "bare,sqlgate", "paths to measure (profile one path alone with --paths sqlgate)")
+	controlFlag := fs.String("control", "same", "control database (audit log, registry) for the PostgreSQL rows: same (a PostgreSQL database on the same server) or sqlite (a local file)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -115,11 +117,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var all []benchRow
 	for _, backend := range backends {
-		b, err := newBenchEnv(ctx, backend, *pgDSN, *workers, logger)
+		b, err := newBenchEnv(ctx, backend, *pgDSN, *workers, *controlFlag == "sqlite", logger)
 		if err != nil {
 			return fmt.Errorf("%s bench setup: %w", backend, err)
 		}
-		rows, err := b.measure(ctx, conc, *rounds, *duration)
+		rows, err := b.measure(ctx, conc, *rounds, *duration, strings.Split(*pathsFlag, ","))
 		b.close()
 		if err != nil {
 			return err
@@ -156,7 +158,7 @@ func (b *benchEnv) close() {
 	_ = os.RemoveAll(b.dir) // temporary bench state
 }
 
-func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, logger *slog.Logger) (b *benchEnv, err error) {
+func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqliteControl bool, logger *slog.Logger) (b *benchEnv, err error) {
 	dir, err := os.MkdirTemp("", "sqlgate-bench-")
 	if err != nil {
 		return nil, err
@@ -227,6 +229,12 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, logger
 		}
 		executors["orders"] = ex
 		routesYAML = "routes:\n  - subject: bench.orders.create\n    database: orders\n    procedure: create_order" + benchParams + "\n    sqlTypes: {amount: \"decimal(12,2)\"}\n"
+		if sqliteControl {
+			if controlDB, err = sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(dir, "control.db"))); err != nil {
+				return nil, err
+			}
+			break
+		}
 		control, dropControl, err := throwawayDB(ctx, pgDSN, "sqlgate_bench_control")
 		if err != nil {
 			return nil, err
@@ -396,20 +404,21 @@ type benchRow struct {
 	p50, p99      time.Duration
 	errors        int64
 	cpu           time.Duration // process CPU per request
+	dbCPU         time.Duration // PostgreSQL server CPU per request
 }
 
-func (b *benchEnv) measure(ctx context.Context, conc []int, rounds int, d time.Duration) ([]benchRow, error) {
+func (b *benchEnv) measure(ctx context.Context, conc []int, rounds int, d time.Duration, paths []string) ([]benchRow, error) {
 	agg := map[string]*benchAgg{}
 	for r := range rounds {
 		for _, c := range conc {
-			for _, path := range []string{"bare", "sqlgate"} {
+			for _, path := range paths {
 				conns := b.bareCli
 				if path == "sqlgate" {
 					conns = b.users
 				}
-				cpu0 := processCPU()
+				cpu0, db0 := processCPU(), postgresCPU()
 				lat, errs, err := load(ctx, conns, c, d, fmt.Sprintf("%s-%d-%d", path, r, c))
-				cpu := processCPU() - cpu0
+				cpu, dbCPU := processCPU()-cpu0, postgresCPU()-db0
 				if err != nil {
 					return nil, err
 				}
@@ -421,6 +430,7 @@ func (b *benchEnv) measure(ctx context.Context, conc []int, rounds int, d time.D
 				agg[k].errs += errs
 				agg[k].dur += d
 				agg[k].cpu += cpu
+				agg[k].dbCPU += dbCPU
 			}
 		}
 	}
@@ -428,11 +438,14 @@ func (b *benchEnv) measure(ctx context.Context, conc []int, rounds int, d time.D
 	for _, c := range conc {
 		for _, path := range []string{"bare", "sqlgate"} {
 			a := agg[fmt.Sprintf("%s/%d", path, c)]
+			if a == nil {
+				a = &benchAgg{dur: 1}
+			}
 			slices.Sort(a.lat)
 			out = append(out, benchRow{
 				backend: b.backend, path: path, conc: c, reqs: int64(len(a.lat)),
 				rate: float64(len(a.lat)) / a.dur.Seconds(), p50: pct(a.lat, 0.50), p99: pct(a.lat, 0.99), errors: a.errs,
-				cpu: a.cpu / time.Duration(max(len(a.lat), 1)),
+				cpu: a.cpu / time.Duration(max(len(a.lat), 1)), dbCPU: a.dbCPU / time.Duration(max(len(a.lat), 1)),
 			})
 		}
 	}
@@ -444,6 +457,40 @@ type benchAgg struct {
 	errs int64
 	dur  time.Duration
 	cpu  time.Duration
+	// dbCPU is the PostgreSQL server processes' CPU time (Linux /proc; 0
+	// elsewhere or for SQLite, which runs in this process).
+	dbCPU time.Duration
+}
+
+// postgresCPU sums the CPU time of the machine's postgres processes (the
+// server under test runs here); 0 when /proc is not readable.
+func postgresCPU() time.Duration {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var ticks int64
+	for _, d := range dirs {
+		if d.Name()[0] < '0' || d.Name()[0] > '9' {
+			continue
+		}
+		comm, err := os.ReadFile("/proc/" + d.Name() + "/comm")
+		if err != nil || strings.TrimSpace(string(comm)) != "postgres" {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command: utime is the 12th, stime the 13th.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }
 
 // processCPU is this process's user+system CPU time: the client, both NATS
@@ -517,15 +564,15 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 func printBenchTable(w io.Writer, rows []benchRow) {
 	fmt.Fprintln(w, "\nrequest path: NATS request -> SQL insert -> reply (closed loop; bare = plain nats.go responder on a plain server)")
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "backend\tconc\tpath\treq/s\tp50\tp99\tcpu/req\terrors\tratio req/s\tadded p50\tadded p99\t")
+	fmt.Fprintln(tw, "backend\tconc\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tratio req/s\tadded p50\tadded p99\t")
 	for i := 0; i+1 < len(rows); i += 2 {
 		bare, sg := rows[i], rows[i+1]
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%d\t\t\t\t\n", bare.backend, bare.conc, bare.path, bare.rate, us(bare.p50), us(bare.p99), us(bare.cpu), bare.errors)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t\t\t\t\n", bare.backend, bare.conc, bare.path, bare.rate, us(bare.p50), us(bare.p99), us(bare.cpu), us(bare.dbCPU), bare.errors)
 		ratio := 0.0
 		if bare.rate > 0 {
 			ratio = sg.rate / bare.rate
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t\n", sg.backend, sg.conc, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), sg.errors, ratio, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t\n", sg.backend, sg.conc, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), us(sg.dbCPU), sg.errors, ratio, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
 	}
 	_ = tw.Flush() // terminal output
 }

@@ -18,13 +18,23 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
+// defaultGCPercent trades memory for CPU: sqlgated's live heap is small
+// (tens of MB) and the request path allocates per call, so collecting at
+// 4x the live heap instead of 2x saves measurable CPU (make bench). GOGC in
+// the environment overrides it.
+const defaultGCPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
