@@ -48,7 +48,6 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-
 func TestOpenAppliesPragmas(t *testing.T) {
 	t.Parallel()
 	e, err := Open(t.Context(), Config{Name: "p", Path: filepath.Join(t.TempDir(), "p.db")})

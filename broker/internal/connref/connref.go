@@ -14,7 +14,7 @@ import (
 
 // Ref names where a connection's secrets are.
 type Ref struct {
-	DSN, DSNFile, DSNEnv       string
+	DSN, DSNFile, DSNEnv      string
 	PasswordFile, PasswordEnv string
 }
 
