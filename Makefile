@@ -53,10 +53,17 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
+BENCH_ARGS ?= --duration 5s --rounds 2 --concurrency 1,16,64
+
 .PHONY: bench
-bench: ## request-path benchmark vs the bare path (SQLite; PostgreSQL when SQLGATE_TEST_POSTGRES_DSN is set) + hot-step Go benchmarks
-	$(GO) run ./cmd/sqlgatebench $(BENCH_ARGS)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./broker/... ./policy/... ./audit/... ./identity/...
+bench: build ## request path vs the bare path (SQLite; PostgreSQL when SQLGATE_TEST_POSTGRES_DSN is set), then the hot steps
+	./bin/sqlgated bench $(BENCH_ARGS)
+	@echo; echo "== hot steps: identify+route+validate+decide+audit+execute (in-memory), decide, validate, mint, callout, verify, audit"
+	$(GO) test -run '^$$' -bench 'BenchmarkHandle|BenchmarkDecide|BenchmarkDecode$$|BenchmarkMintUser|BenchmarkCalloutConnect|BenchmarkVerify$$|BenchmarkVerifyCached|BenchmarkLogAppendNoIO|BenchmarkMarshalCanonical|BenchmarkHashParams|BenchmarkRoundTrip' -benchmem ./broker/ ./broker/route/ ./broker/natsauth/ ./broker/natsvc/ ./policy/opa/ ./audit/ ./identity/oidc/
+	$(GO) test -run '^$$' -bench 'BenchmarkVerifyBundle1M' -benchtime 1x ./audit/
+	$(GO) test -run '^$$' -bench 'BenchmarkAppendDurable' -benchtime 2s ./audit/sqlstore/
+	$(GO) test -run '^$$' -bench 'BenchmarkAppendOpenLoop' -benchtime 1x ./audit/sqlstore/
+	$(GO) test -run '^$$' -bench 'BenchmarkExecute|BenchmarkBareCall' -benchmem ./broker/sqlite/ ./broker/postgres/
 
 .PHONY: bench-once
 bench-once: ## every Go benchmark once, so they keep compiling
