@@ -41,8 +41,10 @@ func BenchmarkHandle(b *testing.B) {
 		b.Fatal(err)
 	}
 	signer, _ := audit.NewSigner(skey)
-	log, err := audit.Open(ctx, audittest.NewStore(), audit.Config{Origin: "bench/broker", Instance: "bench", Signer: signer,
-		ParamKey: audit.ParamKey{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}})
+	log, err := audit.Open(ctx, audittest.NewStore(), audit.Config{
+		Origin: "bench/broker", Instance: "bench", Signer: signer,
+		ParamKey: audit.ParamKey{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")},
+	})
 	if err != nil {
 		b.Fatal(err)
 	}

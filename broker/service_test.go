@@ -154,8 +154,10 @@ func (e *env) register(t *testing.T, p identity.Principal, ttl time.Duration, re
 		t.Fatal(err)
 	}
 	pub, _ := kp.PublicKey()
-	iss := broker.Issuance{UserKey: pub, Principal: p, SigningKey: signingKey, Account: usersAccount, Via: "creds",
-		IssuedAt: time.Now().Add(-time.Minute), ExpiresAt: time.Now().Add(ttl), DecisionID: "d"}
+	iss := broker.Issuance{
+		UserKey: pub, Principal: p, SigningKey: signingKey, Account: usersAccount, Via: "creds",
+		IssuedAt: time.Now().Add(-time.Minute), ExpiresAt: time.Now().Add(ttl), DecisionID: "d",
+	}
 	if revoked {
 		iss.RevokedAt = time.Now().Add(-time.Second)
 	}

@@ -3,12 +3,12 @@ package postgres
 import (
 	"errors"
 	"fmt"
-	"github.com/sqlgate/sqlgate/broker/internal/connref"
 	"log/slog"
 	"runtime"
 	"strings"
 	"time"
 
+	"github.com/sqlgate/sqlgate/broker/internal/connref"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"net"
 	"strconv"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 

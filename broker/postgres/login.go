@@ -9,7 +9,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"net"
 	"net/url"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 )
 
 // Default login templates. Placeholders are replaced on the server by

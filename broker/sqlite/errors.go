@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 
 	"modernc.org/sqlite"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 

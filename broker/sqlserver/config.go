@@ -3,7 +3,6 @@ package sqlserver
 import (
 	"errors"
 	"fmt"
-	"github.com/sqlgate/sqlgate/broker/internal/connref"
 	"log/slog"
 	"net/url"
 	"runtime"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/microsoft/go-mssqldb/msdsn"
 
+	"github.com/sqlgate/sqlgate/broker/internal/connref"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 

@@ -5,12 +5,12 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"net"
 
 	mssql "github.com/microsoft/go-mssqldb"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 

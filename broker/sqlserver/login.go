@@ -6,7 +6,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 	"net"
 	"net/url"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 	mssql "github.com/microsoft/go-mssqldb"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/internal/scrub"
 )
 
 // The T-SQL batches of short-lived logins. Every batch is sent through

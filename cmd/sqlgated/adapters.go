@@ -158,7 +158,7 @@ func (p *policyService) Eval(ctx context.Context, entry policy.Entry, input []by
 	in, err := opa.ParseInput(input)
 	if err != nil {
 		// Not an error of the evaluation: the answer is a deny that says why.
-		return policy.Deny(p.engine.Revision(), err.Error()), "", nil //nolint:nilerr // a malformed input is answered with a deny, as the engine would
+		return policy.Deny(p.engine.Revision(), err.Error()), "", nil
 	}
 	if !explain {
 		d, err := p.engine.Decide(ctx, entry, in)
