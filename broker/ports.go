@@ -90,6 +90,19 @@ type Call struct {
 	MaxRows int
 }
 
+// RowLimit is the most rows the call may return across its result sets:
+// MaxRows when set, else the route's, else [route.DefaultMaxRows].
+func (c *Call) RowLimit() int {
+	switch {
+	case c.MaxRows > 0:
+		return c.MaxRows
+	case c.Route != nil && c.Route.MaxRows > 0:
+		return c.Route.MaxRows
+	default:
+		return route.DefaultMaxRows
+	}
+}
+
 // Result is what a call produced.
 type Result struct {
 	// JSON is the reply envelope's "result" object:

@@ -11,7 +11,6 @@ import (
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
-	"github.com/sqlgate/sqlgate/broker/route"
 )
 
 // FakeProc is a procedure of the [Fake] executor: it reads and writes the
@@ -169,7 +168,7 @@ func copyTable(t *FakeTable) *FakeTable {
 }
 
 func encodeFake(out *FakeResult, c *broker.Call) ([]byte, int64, error) {
-	w := resultjson.NewWriter(maxRows(c))
+	w := resultjson.NewWriter(c.RowLimit())
 	for _, s := range out.Sets {
 		w.BeginSet(s.Columns)
 		for _, r := range s.Rows {
@@ -185,19 +184,6 @@ func encodeFake(out *FakeResult, c *broker.Call) ([]byte, int64, error) {
 	}
 	b, err := w.Finish(outputs, len(c.Route.Outputs) > 0, out.ReturnValue, out.RowsAffected)
 	return b, w.Rows(), err
-}
-
-// maxRows is the call's row cap: c.MaxRows, else the route's, else the
-// catalog default (never unlimited).
-func maxRows(c *broker.Call) int {
-	switch {
-	case c.MaxRows > 0:
-		return c.MaxRows
-	case c.Route.MaxRows > 0:
-		return c.Route.MaxRows
-	default:
-		return route.DefaultMaxRows
-	}
 }
 
 // Lookup implements [broker.Executor].

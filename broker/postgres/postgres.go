@@ -253,7 +253,7 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 	}
 
 	// Round trip 2: the call.
-	w := resultjson.NewWriter(maxRows(c))
+	w := resultjson.NewWriter(c.RowLimit())
 	affected, output, err := e.run(ctx, conn.Conn(), c, text, args, w)
 	if err != nil {
 		return nil, err
@@ -318,7 +318,7 @@ func (e *Executor) execMerged(ctx context.Context, c *broker.Call, text string, 
 	b.Queue(text, args...)
 	br := conn.SendBatch(ctx, b)
 	open = true
-	w := resultjson.NewWriter(maxRows(c))
+	w := resultjson.NewWriter(c.RowLimit())
 	var txid int64
 	found := false
 	_, err = br.Exec()
@@ -783,17 +783,6 @@ func (e *Executor) Prune(ctx context.Context, before time.Time) (int64, error) {
 		return 0, e.classify(ctx, err, nil)
 	}
 	return tag.RowsAffected(), nil
-}
-
-func maxRows(c *broker.Call) int {
-	switch {
-	case c.MaxRows > 0:
-		return c.MaxRows
-	case c.Route.MaxRows > 0:
-		return c.Route.MaxRows
-	default:
-		return route.DefaultMaxRows
-	}
 }
 
 var _ broker.Executor = (*Executor)(nil)

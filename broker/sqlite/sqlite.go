@@ -244,7 +244,7 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 	if err := tx.QueryRowContext(ctx, sqlChanges).Scan(&before); err != nil {
 		return nil, err
 	}
-	w := resultjson.NewWriter(maxRows(c))
+	w := resultjson.NewWriter(c.RowLimit())
 	if err := runStatement(ctx, tx.StmtContext(ctx, st), args, w); err != nil {
 		return nil, err
 	}
@@ -399,17 +399,6 @@ func bindParam(c *broker.Call, name string) (any, error) {
 		return int64(0), nil
 	default:
 		return v, nil
-	}
-}
-
-func maxRows(c *broker.Call) int {
-	switch {
-	case c.MaxRows > 0:
-		return c.MaxRows
-	case c.Route.MaxRows > 0:
-		return c.Route.MaxRows
-	default:
-		return route.DefaultMaxRows
 	}
 }
 

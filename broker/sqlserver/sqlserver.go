@@ -272,7 +272,7 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 	open = true
 
 	// Round trip 2: session context, idempotency record, the call.
-	w := resultjson.NewWriter(maxRows(c))
+	w := resultjson.NewWriter(c.RowLimit())
 	st, affected, err := runCall(ctx, conn, shape, w)
 	if err != nil {
 		return nil, err
@@ -482,17 +482,6 @@ func (e *Executor) Prune(ctx context.Context, before time.Time) (int64, error) {
 		return 0, e.classify(ctx, err, nil)
 	}
 	return r.RowsAffected()
-}
-
-func maxRows(c *broker.Call) int {
-	switch {
-	case c.MaxRows > 0:
-		return c.MaxRows
-	case c.Route.MaxRows > 0:
-		return c.Route.MaxRows
-	default:
-		return route.DefaultMaxRows
-	}
 }
 
 var _ broker.Executor = (*Executor)(nil)

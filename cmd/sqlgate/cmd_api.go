@@ -43,6 +43,26 @@ func (e *env) brokerURL(flagValue string, st *state) (string, error) {
 	return "", fmt.Errorf("no broker known: pass --broker URL, set SQLGATE_BROKER, or run sqlgate login --broker URL")
 }
 
+// apiCommand finishes the flags of a command that talks to the API: it
+// adds --broker and --output, parses args, checks that nargs positional
+// arguments were given, and returns the client, the output format and the
+// arguments.
+func (e *env) apiCommand(fs *flag.FlagSet, args []string, nargs int, usage string) (*api.Client, string, []string, error) {
+	broker, output := brokerFlag(fs), outputFlag(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if err := wantArgs(pos, nargs, usage); err != nil {
+		return nil, "", nil, err
+	}
+	if err := checkOutput(*output); err != nil {
+		return nil, "", nil, err
+	}
+	c, err := e.client(*broker)
+	return c, *output, pos, err
+}
+
 // client returns an authenticated API client.
 func (e *env) client(brokerFlagValue string) (*api.Client, error) {
 	st, err := e.loadState()
@@ -63,19 +83,7 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func cmdWhoAmI(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "whoami", "sqlgate whoami [--output json]")
-	broker, output := brokerFlag(fs), outputFlag(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 0, "sqlgate whoami"); err != nil {
-		return err
-	}
-	if err := checkOutput(*output); err != nil {
-		return err
-	}
-	c, err := e.client(*broker)
+	c, output, _, err := e.apiCommand(newFlags(e, "whoami", "sqlgate whoami [--output json]"), args, 0, "sqlgate whoami")
 	if err != nil {
 		return err
 	}
@@ -83,7 +91,7 @@ func cmdWhoAmI(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if output == "json" {
 		return printJSON(e.stdout, who)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
@@ -103,19 +111,7 @@ func cmdWhoAmI(ctx context.Context, e *env, args []string) error {
 }
 
 func cmdRoutes(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "routes", "sqlgate routes [--output json]")
-	broker, output := brokerFlag(fs), outputFlag(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 0, "sqlgate routes"); err != nil {
-		return err
-	}
-	if err := checkOutput(*output); err != nil {
-		return err
-	}
-	c, err := e.client(*broker)
+	c, output, _, err := e.apiCommand(newFlags(e, "routes", "sqlgate routes [--output json]"), args, 0, "sqlgate routes")
 	if err != nil {
 		return err
 	}
@@ -123,7 +119,7 @@ func cmdRoutes(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if output == "json" {
 		return printJSON(e.stdout, routes)
 	}
 	if len(routes.Routes) == 0 {
@@ -141,19 +137,7 @@ func cmdRoutes(ctx context.Context, e *env, args []string) error {
 }
 
 func cmdLeasesList(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "leases list", "sqlgate leases list [--output json]")
-	broker, output := brokerFlag(fs), outputFlag(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 0, "sqlgate leases list"); err != nil {
-		return err
-	}
-	if err := checkOutput(*output); err != nil {
-		return err
-	}
-	c, err := e.client(*broker)
+	c, output, _, err := e.apiCommand(newFlags(e, "leases list", "sqlgate leases list [--output json]"), args, 0, "sqlgate leases list")
 	if err != nil {
 		return err
 	}
@@ -161,7 +145,7 @@ func cmdLeasesList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if output == "json" {
 		return printJSON(e.stdout, leases)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 2, 2, ' ', 0)
@@ -177,19 +161,7 @@ func cmdLeasesList(ctx context.Context, e *env, args []string) error {
 }
 
 func cmdLeasesRevoke(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "leases revoke", "sqlgate leases revoke ID")
-	broker, output := brokerFlag(fs), outputFlag(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, "sqlgate leases revoke ID"); err != nil {
-		return err
-	}
-	if err := checkOutput(*output); err != nil {
-		return err
-	}
-	c, err := e.client(*broker)
+	c, output, pos, err := e.apiCommand(newFlags(e, "leases revoke", "sqlgate leases revoke ID"), args, 1, "sqlgate leases revoke ID")
 	if err != nil {
 		return err
 	}
@@ -197,7 +169,7 @@ func cmdLeasesRevoke(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	if output == "json" {
 		return printJSON(e.stdout, l)
 	}
 	if l.State == "revoking" {
