@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"io"
+	"net/http"
 	"encoding/json"
 	"errors"
 	"os"
@@ -277,6 +279,57 @@ func TestDevEndToEnd(t *testing.T) {
 					t.Error("no micro error header")
 				}
 			})
+		}
+	})
+
+	t.Run("policy_hot_reload", func(t *testing.T) {
+		path := filepath.Join(s.dir, "policy", "data.yaml")
+		orig, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = os.WriteFile(path, orig, 0o600) }()
+		raised := strings.Replace(string(orig), "max: 1000", "max: 10000", 1)
+		if raised == string(orig) {
+			t.Fatal("the demo policy has no max: 1000")
+		}
+		if err := os.WriteFile(path, []byte(raised), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// The running daemon picks the edit up without a restart.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			env, _ := request(t, nc, "orders.v1.create", `{"customer":"big","amount":5000}`, nil)
+			if env.OK {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the raised limit never took effect: %+v", env.Error)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		// A broken edit keeps the last good policy serving and /readyz says why.
+		if err := os.WriteFile(path, []byte("sqlgate: [unclosed"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		deadline = time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Get(s.st.HTTPURL + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "policy reload failed") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz never reported the broken policy: %d %s", resp.StatusCode, body)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if env, _ := request(t, nc, "orders.v1.create", `{"customer":"big","amount":5000}`, nil); !env.OK {
+			t.Errorf("after a broken edit the last good policy should still serve: %+v", env.Error)
 		}
 	})
 

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nkeys"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/control"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/broker/sqlite"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy/opa"
+	"github.com/sqlgate/sqlgate/policy/rules"
+)
+
+// crashingRecorder loses every outcome, as a process killed right after the
+// SQL commit would.
+type crashingRecorder struct{ *audit.Log }
+
+func (crashingRecorder) Enqueue(_ context.Context, _ *audit.Record, then func(int64, error)) error {
+	then(-1, nil)
+	return nil
+}
+
+// TestRecoverIntents is the crash between SQL commit and outcome record: at
+// the next start, the missing outcome is written from the idempotency record
+// in the target database (committed), or as not committed when the database
+// has no record of the call.
+func TestRecoverIntents(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	if err := createDemoDB(ctx, filepath.Join(dir, "orders.db")); err != nil {
+		t.Fatal(err)
+	}
+	ex, err := sqlite.Open(ctx, sqlite.Config{Name: "orders", Path: filepath.Join(dir, "orders.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(dir, "control.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	store, err := sqlstore.Open(ctx, db, sqlstore.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	skey, _, _ := audit.GenerateKey(rand.Reader, "test/recovery")
+	signer, _ := audit.NewSigner(skey)
+	log, err := audit.Open(ctx, store, audit.Config{Origin: "test/recovery", Instance: "t", Signer: signer,
+		ParamKey: audit.ParamKey{ID: "k", Secret: make([]byte, 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close(context.Background())
+	cdb, err := control.Open(ctx, db, control.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	registry := control.NewRegistry(cdb, 0, nil)
+	engine, err := opa.Open(ctx, opa.Config{FS: rules.FS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	catalog, err := route.Parse(demoRoutes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := broker.New(broker.Config{
+		Catalog: catalog, Databases: map[string]broker.Executor{"orders": ex},
+		Authorizer: engine, Recorder: crashingRecorder{log}, Registry: registry,
+		UsersAccount: "AUSERS", SigningKeys: []string{"ASIGNER"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, _ := nkeys.CreateUser()
+	key, _ := kp.PublicKey()
+	alice := identity.Principal{Issuer: "https://idp", Subject: "alice", Email: "alice@example.com", Groups: []string{"sales"}}
+	if err := registry.Put(ctx, broker.Issuance{UserKey: key, Principal: alice, SigningKey: "ASIGNER", Account: "AUSERS",
+		IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	rep := svc.Handle(ctx, &broker.Request{Subject: "orders.v1.create", Payload: []byte(`{"customer":"crash","amount":5}`),
+		Caller: broker.Caller{Transport: "nats", Attested: true, UserKey: key, IssuerKey: "ASIGNER", Account: "AUSERS"}})
+	if !rep.OK {
+		t.Fatalf("create: %s", rep.AppendJSON(nil))
+	}
+	// A second intent whose call never reached the database.
+	lost, err := log.Append(ctx, &audit.Record{Kind: audit.KindIntent, CorrelationID: "never-ran", IdempotencyKey: "no-such-key",
+		Route: "orders.v1.create", SQL: &audit.SQL{Server: ex.Describe().Server, Database: ex.Describe().Database, Outcome: "pending"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := recoverIntents(ctx, log, map[string]broker.Executor{"orders": ex}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	unpaired, err := log.Unpaired(ctx)
+	if err != nil || len(unpaired) != 0 {
+		t.Fatalf("after recovery %d intents are unpaired (%v)", len(unpaired), err)
+	}
+	if err := log.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	outcomes := map[int64]*audit.Record{}
+	if err := store.Records(ctx, log.Origin(), 0, log.Size(), func(_ int64, data []byte, _ *tlog.Hash) error {
+		r, err := audit.DecodeRecord(data)
+		if err == nil && r.Kind == audit.KindOutcome {
+			outcomes[r.IntentIndex] = r
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := outcomes[rep.AuditIndex]
+	if done == nil || !done.Result.Recovered || done.SQL.Outcome != "commit" || done.SQL.TransactionID != rep.SQLTransactionID {
+		t.Errorf("recovered outcome of the committed call = %+v", done)
+	}
+	never := outcomes[lost]
+	if never == nil || !never.Result.Recovered || never.SQL.Outcome == "commit" {
+		t.Errorf("recovered outcome of the call that never ran = %+v", never)
+	}
+	// And the log still verifies.
+	rep2, err := audit.Verify(ctx, store, audit.VerifyOptions{})
+	if err != nil || !rep2.OK() {
+		t.Errorf("verify after recovery: %v %v", err, rep2)
+	}
+}
