@@ -6,13 +6,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/sqlgate/sqlgate/broker/natsclient"
 	"github.com/sqlgate/sqlgate/identity/devidp"
 	"github.com/sqlgate/sqlgate/identity/devidp/devidptest"
 	"github.com/sqlgate/sqlgate/policy/rules"
@@ -31,9 +34,37 @@ func freeAddr(t *testing.T) string {
 // serveStack is `sqlgated serve` running from a config file against a
 // nats-server that runs the nats-setup output and an external IdP.
 type serveStack struct {
-	dir  string
-	base string
-	s    *devStack // login and NATS helpers
+	dir     string
+	base    string
+	natsURL string
+	s       *devStack // login and NATS helpers
+}
+
+var (
+	natsServerOnce sync.Once
+	natsServerBin  string
+	errNATSServer  error
+)
+
+// natsServerBinary builds nats-server (the version go.mod pins) from the
+// module cache, once per test binary.
+func natsServerBinary(t *testing.T) string {
+	t.Helper()
+	natsServerOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nats-server-bin-") //nolint:usetesting // shared by the tests of this package, built once
+		if err != nil {
+			errNATSServer = err
+			return
+		}
+		natsServerBin = filepath.Join(dir, "nats-server")
+		if out, err := exec.Command("go", "build", "-o", natsServerBin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+			errNATSServer = fmt.Errorf("%w: %s", err, out)
+		}
+	})
+	if errNATSServer != nil {
+		t.Fatalf("build nats-server: %v", errNATSServer)
+	}
+	return natsServerBin
 }
 
 // startServe writes routes, runs nats-setup and a nats-server on its
@@ -53,20 +84,22 @@ func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit fu
 	if err := run(ctx, []string{"nats-setup", "--out", filepath.Join(dir, "nats"), "--keys", filepath.Join(dir, "keys"), "--routes", routes, "--listen", natsAddr}, &out, &out); err != nil {
 		t.Fatalf("nats-setup: %v\n%s", err, out.String())
 	}
-	opts, err := server.ProcessConfigFile(filepath.Join(dir, "nats", "nats-server.conf"))
-	if err != nil {
+	// An external nats-server process runs the emitted configuration, as
+	// an operator would run it.
+	conf := filepath.Join(dir, "nats", "nats-server.conf")
+	if _, err := server.ProcessConfigFile(conf); err != nil {
 		t.Fatalf("the emitted nats-server.conf does not load: %v", err)
 	}
-	opts.NoSigs, opts.NoLog = true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
+	ns := exec.CommandContext(ctx, natsServerBinary(t), "-c", conf)
+	var nsOut syncBuffer
+	ns.Stdout, ns.Stderr = &nsOut, &nsOut
+	if err := ns.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
+	t.Cleanup(func() {
+		_ = ns.Process.Signal(os.Interrupt)
+		_ = ns.Wait()
+	})
 
 	idp := devidptest.Start(t, devidp.WithUsers(devidp.User{Username: "alice", Password: "alice-pw", Email: "alice@example.com", Groups: []string{"sales"}}),
 		devidp.WithClients(devidp.Client{ID: "sqlgate-cli", RedirectURIs: []string{"http://127.0.0.1/callback"}}))
@@ -152,7 +185,7 @@ credentials:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &serveStack{dir: dir, base: base, s: &devStack{st: devState{
+	return &serveStack{dir: dir, base: base, natsURL: "nats://" + natsAddr, s: &devStack{st: devState{
 		HTTPURL: base, Issuer: idp.Issuer(), CLI: "sqlgate-cli", Users: []devUser{{Name: "alice", Password: "alice-pw"}},
 	}}}
 }
@@ -178,6 +211,28 @@ func TestServeWithEmittedNATSConfig(t *testing.T) {
 	}
 	if env, _ := request(t, nc, "orders.v1.get", `{"id":1}`, nil); !env.OK || rows(t, env)[0]["customer"] != "serve" {
 		t.Errorf("get through serve: %+v", env)
+	}
+	// A client that holds only an OIDC token connects through the auth
+	// callout with the sentinel credentials nats-setup wrote.
+	sentinel, err := os.ReadFile(filepath.Join(st.dir, "nats", "sentinel.creds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, token := st.s.login(t, "alice")
+	cc, err := natsclient.ConnectCallout(t.Context(), natsclient.CalloutConfig{
+		NATSURL: st.natsURL, SentinelCreds: sentinel,
+		Token: func(context.Context) (string, error) { return token, nil },
+	})
+	if err != nil {
+		t.Fatalf("callout connect to the external server: %v", err)
+	}
+	defer cc.Close()
+	msg, err := cc.Request(t.Context(), "orders.v1.get", []byte(`{"id":1}`), nil)
+	switch {
+	case err != nil:
+		t.Errorf("request through the callout: %v", err)
+	case !strings.Contains(string(msg.Data), `"customer":"serve"`):
+		t.Errorf("request through the callout = %s", msg.Data)
 	}
 	for _, f := range []string{"secrets/audit-signing.key", "secrets/audit-param.key"} {
 		if fi, err := os.Stat(filepath.Join(st.dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
