@@ -58,8 +58,10 @@ func TestRecoverIntents(t *testing.T) {
 	}
 	skey, _, _ := audit.GenerateKey(rand.Reader, "test/recovery")
 	signer, _ := audit.NewSigner(skey)
-	log, err := audit.Open(ctx, store, audit.Config{Origin: "test/recovery", Instance: "t", Signer: signer,
-		ParamKey: audit.ParamKey{ID: "k", Secret: make([]byte, 32)}})
+	log, err := audit.Open(ctx, store, audit.Config{
+		Origin: "test/recovery", Instance: "t", Signer: signer,
+		ParamKey: audit.ParamKey{ID: "k", Secret: make([]byte, 32)},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,18 +91,24 @@ func TestRecoverIntents(t *testing.T) {
 	kp, _ := nkeys.CreateUser()
 	key, _ := kp.PublicKey()
 	alice := identity.Principal{Issuer: "https://idp", Subject: "alice", Email: "alice@example.com", Groups: []string{"sales"}}
-	if err := registry.Put(ctx, broker.Issuance{UserKey: key, Principal: alice, SigningKey: "ASIGNER", Account: "AUSERS",
-		IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+	if err := registry.Put(ctx, broker.Issuance{
+		UserKey: key, Principal: alice, SigningKey: "ASIGNER", Account: "AUSERS",
+		IssuedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour),
+	}); err != nil {
 		t.Fatal(err)
 	}
-	rep := svc.Handle(ctx, &broker.Request{Subject: "orders.v1.create", Payload: []byte(`{"customer":"crash","amount":5}`),
-		Caller: broker.Caller{Transport: "nats", Attested: true, UserKey: key, IssuerKey: "ASIGNER", Account: "AUSERS"}})
+	rep := svc.Handle(ctx, &broker.Request{
+		Subject: "orders.v1.create", Payload: []byte(`{"customer":"crash","amount":5}`),
+		Caller: broker.Caller{Transport: "nats", Attested: true, UserKey: key, IssuerKey: "ASIGNER", Account: "AUSERS"},
+	})
 	if !rep.OK {
 		t.Fatalf("create: %s", rep.AppendJSON(nil))
 	}
 	// A second intent whose call never reached the database.
-	lost, err := log.Append(ctx, &audit.Record{Kind: audit.KindIntent, CorrelationID: "never-ran", IdempotencyKey: "no-such-key",
-		Route: "orders.v1.create", SQL: &audit.SQL{Server: ex.Describe().Server, Database: ex.Describe().Database, Outcome: "pending"}})
+	lost, err := log.Append(ctx, &audit.Record{
+		Kind: audit.KindIntent, CorrelationID: "never-ran", IdempotencyKey: "no-such-key",
+		Route: "orders.v1.create", SQL: &audit.SQL{Server: ex.Describe().Server, Database: ex.Describe().Database, Outcome: "pending"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
