@@ -152,28 +152,38 @@ func (s *Server) sqlLeaseList(ctx context.Context, l SQLLeases, p identity.Princ
 // admin may revoke. handled is false when id is not a SQL lease, so that
 // the caller goes on with NATS credentials. A revocation the database could
 // not complete yet answers 202 with state "revoking" (retried until done).
-func (s *Server) revokeSQLLease(w http.ResponseWriter, r *http.Request, p identity.Principal, l SQLLeases, id string) (handled bool, err error) {
+// revokeSQL revokes one of p's SQL leases (admins: anyone's). handled is
+// false when id is not a SQL lease.
+func (s *Server) revokeSQL(ctx context.Context, p identity.Principal, l SQLLeases, id string) (*broker.Lease, bool, error) {
 	if l == nil {
-		return false, nil
+		return nil, false, nil
 	}
-	lease, err := l.Lease(r.Context(), id)
+	lease, err := l.Lease(ctx, id)
 	if errors.Is(err, broker.ErrNotFound) {
-		return false, nil
+		return nil, false, nil
 	}
 	if err != nil {
-		return true, sqlError(err)
+		return nil, true, sqlError(err)
 	}
 	owner := lease.Principal.ID() == p.ID()
 	if !owner && !s.inGroups(p, s.cfg.AdminGroups) {
-		return true, broker.ErrNotFound // do not reveal others' leases
+		return nil, true, broker.ErrNotFound // do not reveal others' leases
 	}
 	reason := "revoked by " + p.Display()
 	if !owner {
 		reason += " (admin)"
 	}
-	got, err := l.RevokeLease(r.Context(), p, id, reason)
+	got, err := l.RevokeLease(ctx, p, id, reason)
 	if err != nil {
-		return true, sqlError(err)
+		return nil, true, sqlError(err)
+	}
+	return got, true, nil
+}
+
+func (s *Server) revokeSQLLease(w http.ResponseWriter, r *http.Request, p identity.Principal, l SQLLeases, id string) (handled bool, err error) {
+	got, handled, err := s.revokeSQL(r.Context(), p, l, id)
+	if !handled || err != nil {
+		return handled, err
 	}
 	status := http.StatusOK
 	if !got.State.Final() {

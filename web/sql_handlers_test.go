@@ -366,3 +366,35 @@ func TestSQLLeaseListAndRevoke(t *testing.T) {
 		t.Errorf("store failure: handled %v, %v", handled, err)
 	}
 }
+
+// TestDashboardRevokesSQLLease: the dashboard's Revoke button works for SQL
+// leases too (CSRF-checked, own leases only).
+func TestDashboardRevokesSQLLease(t *testing.T) {
+	f := &fakeSQLLeases{leases: map[string]broker.Lease{
+		"L1": {ID: "L1", Principal: identity.Principal{Issuer: "https://idp", Subject: "alice"}, Username: "sg_alice_x", State: broker.LeaseActive},
+		"L2": {ID: "L2", Principal: identity.Principal{Issuer: "https://idp", Subject: "bob"}, Username: "sg_bob_x", State: broker.LeaseActive},
+	}}
+	s, err := New(Config{Broker: sqlTestBroker{}, Auth: sqlTestAuth{}, SQLLeases: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := s.sessions.create(identity.Principal{Issuer: "https://idp", Subject: "alice"}, time.Now().Add(time.Hour))
+	post := func(id, csrf string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "/leases/"+id+"/revoke", strings.NewReader("csrf_token="+csrf))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(&http.Cookie{Name: sessionCookie, Value: sess.id})
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := post("L1", "wrong"); rec.Code != http.StatusForbidden || len(f.revoked) != 0 {
+		t.Fatalf("without the CSRF token: %d, revoked %v", rec.Code, f.revoked)
+	}
+	if rec := post("L2", sess.csrf); rec.Code != http.StatusNotFound || len(f.revoked) != 0 {
+		t.Fatalf("bob's lease: %d, revoked %v", rec.Code, f.revoked)
+	}
+	rec := post("L1", sess.csrf)
+	if rec.Code != http.StatusSeeOther || len(f.revoked) != 1 || f.revoked[0] != "L1" || !strings.Contains(rec.Header().Get("Location"), "revoked") {
+		t.Fatalf("revoke L1: %d %q, revoked %v", rec.Code, rec.Header().Get("Location"), f.revoked)
+	}
+}

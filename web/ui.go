@@ -185,6 +185,17 @@ func (s *Server) uiRevoke(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := r.PathValue("id")
+	if lease, handled, err := s.revokeSQL(r.Context(), sess.principal, s.cfg.SQLLeases, id); handled {
+		if err != nil {
+			return err
+		}
+		msg := "SQL login " + lease.Username + " revoked."
+		if !lease.State.Final() {
+			msg = "SQL login " + lease.Username + " is being revoked (the database is unreachable; sqlgated retries)."
+		}
+		http.Redirect(w, r, "/?flash="+url.QueryEscape(msg), http.StatusSeeOther)
+		return nil
+	}
 	if s.cfg.Issuances == nil {
 		return broker.ErrNotFound
 	}
