@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -162,20 +163,30 @@ func (s *Server) revokeLease(w http.ResponseWriter, r *http.Request, p identity.
 	if handled, err := s.revokeSQLLease(w, r, p, s.cfg.SQLLeases, id); handled {
 		return err
 	}
-	if s.cfg.Issuances == nil {
-		return broker.ErrNotFound
-	}
-	iss, err := s.cfg.Issuances.Get(r.Context(), id)
+	iss, err := s.revokeNATS(r.Context(), p, id, "revoked by "+p.Display())
 	if err != nil {
 		return err
 	}
-	if iss.Principal.ID() != p.ID() && !s.inGroups(p, s.cfg.AdminGroups) {
-		return broker.ErrNotFound // do not reveal others' leases
-	}
-	if err := s.cfg.Broker.RevokeNATS(r.Context(), p, []string{id}, "revoked by "+p.Display()); err != nil {
-		return err
-	}
-	iss.RevokedAt = s.now()
 	writeJSON(w, http.StatusOK, natsLease(iss, s.now()))
 	return nil
+}
+
+// revokeNATS revokes one of p's NATS credentials (admins: anyone's); others'
+// credentials are not found, so that their existence is not revealed.
+func (s *Server) revokeNATS(ctx context.Context, p identity.Principal, userKey, reason string) (broker.Issuance, error) {
+	if s.cfg.Issuances == nil {
+		return broker.Issuance{}, broker.ErrNotFound
+	}
+	iss, err := s.cfg.Issuances.Get(ctx, userKey)
+	if err != nil {
+		return broker.Issuance{}, err
+	}
+	if iss.Principal.ID() != p.ID() && !s.inGroups(p, s.cfg.AdminGroups) {
+		return broker.Issuance{}, broker.ErrNotFound
+	}
+	if err := s.cfg.Broker.RevokeNATS(ctx, p, []string{userKey}, reason); err != nil {
+		return broker.Issuance{}, err
+	}
+	iss.RevokedAt = s.now()
+	return iss, nil
 }

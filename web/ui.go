@@ -196,17 +196,7 @@ func (s *Server) uiRevoke(w http.ResponseWriter, r *http.Request) error {
 		http.Redirect(w, r, "/?flash="+url.QueryEscape(msg), http.StatusSeeOther)
 		return nil
 	}
-	if s.cfg.Issuances == nil {
-		return broker.ErrNotFound
-	}
-	iss, err := s.cfg.Issuances.Get(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	if iss.Principal.ID() != sess.principal.ID() && !s.inGroups(sess.principal, s.cfg.AdminGroups) {
-		return broker.ErrNotFound
-	}
-	if err := s.cfg.Broker.RevokeNATS(r.Context(), sess.principal, []string{id}, "revoked in the dashboard by "+sess.principal.Display()); err != nil {
+	if _, err := s.revokeNATS(r.Context(), sess.principal, id, "revoked in the dashboard by "+sess.principal.Display()); err != nil {
 		return err
 	}
 	http.Redirect(w, r, "/?flash="+url.QueryEscape("Credential "+clip(id, 12)+"… revoked."), http.StatusSeeOther)

@@ -123,11 +123,6 @@ func (r *Registry) RevokedActive(ctx context.Context, t time.Time) ([]broker.Iss
 	return r.list(ctx, `WHERE revoked_at IS NOT NULL AND expires_at > ?`, t.UnixNano())
 }
 
-// Active lists issuances that are neither expired nor revoked at t.
-func (r *Registry) Active(ctx context.Context, t time.Time) ([]broker.Issuance, error) {
-	return r.list(ctx, `WHERE revoked_at IS NULL AND expires_at > ?`, t.UnixNano())
-}
-
 func (r *Registry) list(ctx context.Context, where string, arg any) ([]broker.Issuance, error) {
 	rows, err := r.db.db.QueryContext(ctx, r.db.q(`SELECT user_key, principal, signing_key, account, via, issued_at, expires_at, revoked_at, decision_id, pub
 		FROM sqlgate_issuance `+where+` ORDER BY issued_at DESC`), arg)

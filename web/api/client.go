@@ -31,9 +31,6 @@ func NewClient(baseURL string, token func(ctx context.Context) (string, error)) 
 	return &Client{base: u, http: &http.Client{Timeout: 60 * time.Second}, token: token}, nil
 }
 
-// BaseURL returns the broker URL.
-func (c *Client) BaseURL() string { return c.base.String() }
-
 // StatusError is a non-2xx response.
 type StatusError struct {
 	Status int
