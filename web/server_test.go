@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/identity"
@@ -245,3 +248,72 @@ func FuzzNATSCredsRequest(f *testing.F) {
 		}
 	})
 }
+
+// fakeAudit serves two records: index 1 caused by alice, index 2 by bob.
+type fakeAudit struct{ AuditService }
+
+func (fakeAudit) Record(_ context.Context, index int64) (*audit.Record, error) {
+	who := map[int64]string{1: "alice", 2: "bob"}[index]
+	if who == "" {
+		return nil, broker.ErrNotFound
+	}
+	return &audit.Record{Index: index, Actor: &audit.Actor{Issuer: "https://idp", Subject: who}}, nil
+}
+
+func (fakeAudit) Proof(_ context.Context, index int64) (json.RawMessage, error) {
+	return json.RawMessage(`{"index":` + strconv.FormatInt(index, 10) + `}`), nil
+}
+
+func (fakeAudit) Inputs(_ context.Context, since time.Time, w io.Writer) error {
+	_, err := io.WriteString(w, since.UTC().Format(time.RFC3339)+"\n")
+	return err
+}
+
+// TestAuditProofAndInputsAccess: receipts only for one's own records
+// (auditors: any), recorded inputs only for admins, `since` validated.
+func TestAuditProofAndInputsAccess(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	s, err := New(Config{
+		Broker: &fakeBroker{}, Auth: tokenAuth{}, Audit: fakeAudit{}, Policy: fakePolicy{},
+		AdminGroups: []string{"sales"}, AuditorGroups: []string{"auditors"}, Now: func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := map[string]string{"Authorization": "Bearer token-alice"}
+	bob := map[string]string{"Authorization": "Bearer token-bob"} // tokenAuth puts everyone in sales
+	tests := []struct {
+		name, path string
+		hdr        map[string]string
+		status     int
+		body       string
+	}{
+		{"own_record", "/api/v1/audit/proof?index=1", alice, 200, `"index":1`},
+		{"others_record", "/api/v1/audit/proof?index=2", alice, 404, ""},
+		{"unknown_record", "/api/v1/audit/proof?index=9", alice, 404, ""},
+		{"no_index", "/api/v1/audit/proof", alice, 400, ""},
+		{"bad_index", "/api/v1/audit/proof?index=x", alice, 400, ""},
+		{"inputs_duration", "/api/v1/policy/inputs?since=24h", bob, 200, "2026-11-26T12:00:00Z"},
+		{"inputs_time", "/api/v1/policy/inputs?since=2026-11-01T00:00:00Z", bob, 200, "2026-11-01T00:00:00Z"},
+		{"inputs_bad_since", "/api/v1/policy/inputs?since=yesterday", bob, 400, ""},
+		{"inputs_negative_since", "/api/v1/policy/inputs?since=-1h", bob, 400, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := do(t, s, "GET", tc.path, "", tc.hdr)
+			if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.body) {
+				t.Errorf("GET %s = %d %s, want %d containing %q", tc.path, rec.Code, rec.Body, tc.status, tc.body)
+			}
+		})
+	}
+	// Outside the admin groups, recorded inputs (parameter values) are refused.
+	s2, _ := New(Config{
+		Broker: &fakeBroker{}, Auth: tokenAuth{}, Audit: fakeAudit{}, Policy: fakePolicy{},
+		AdminGroups: []string{"security"}, AuditorGroups: []string{"auditors"},
+	})
+	if rec := do(t, s2, "GET", "/api/v1/policy/inputs", "", alice); rec.Code != http.StatusForbidden {
+		t.Errorf("inputs for a non-admin = %d, want 403", rec.Code)
+	}
+}
+
+type fakePolicy struct{ PolicyService }
