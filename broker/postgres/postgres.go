@@ -55,7 +55,22 @@ type Executor struct {
 	sqlInsert, sqlSelect, sqlStore, sqlPrune string
 
 	procs sync.Map // target -> *procInfo
-	plans sync.Map // planKey -> string (SQL text of a call shape)
+	plans sync.Map // planKey -> *callPlan
+	// idemTable is the idempotency table's own name (without schema), as
+	// PostgreSQL reports it in a constraint violation.
+	idemTable string
+}
+
+// callPlan is the SQL of one call shape (a route and which optional
+// parameters are present). A function's plan also holds its one-round-trip
+// form once its result columns are known (see oneTrip).
+type callPlan struct {
+	text string // statement, CALL, or the merged function call (two round trips)
+	// describe selects the function's rows with the same arguments; it is
+	// prepared (never executed) to learn the result columns.
+	describe string
+	oneTrip  string // the function call, for the one-round-trip form
+	one      atomic.Pointer[oneTripPlan]
 }
 
 type procInfo struct {
@@ -103,6 +118,8 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 		return nil, fmt.Errorf("%w: postgres database %s: %s", broker.ErrUnavailable, cfg.Name, connProblem(err))
 	}
 	e := &Executor{cfg: cfg, pool: pool, server: pc.ConnConfig.Host}
+	parts := strings.Split(cfg.IdempotencyTable, ".")
+	e.idemTable = parts[len(parts)-1]
 	t := quoteName(cfg.IdempotencyTable)
 	e.sqlInsert = `INSERT INTO ` + t + ` (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id) ` +
 		`VALUES ($1, $2, set_config('sqlgate.correlation_id', $3, true), set_config('sqlgate.principal', $4, true), ` +
@@ -192,16 +209,16 @@ func (e *Executor) Execute(ctx context.Context, c *broker.Call) (*broker.Result,
 	if e.closed.Load() {
 		return nil, e.unavailable(errClosed)
 	}
-	text, args, merged, err := e.plan(ctx, c)
+	plan, args, merged, err := e.plan(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
 		var res *broker.Result
 		if merged {
-			res, err = e.execMerged(ctx, c, text, args)
+			res, err = e.execFunction(ctx, c, plan, args)
 		} else {
-			res, err = e.execOnce(ctx, c, text, args)
+			res, err = e.execOnce(ctx, c, plan.text, args)
 		}
 		if err == nil {
 			return res, nil
@@ -290,6 +307,23 @@ func (e *Executor) storeAndCommit(ctx context.Context, conn *pgxpool.Conn, c *br
 		err = cerr
 	}
 	return err
+}
+
+// execFunction runs a function call in one round trip when its result
+// columns allow (see oneTripPlan), otherwise in two (execMerged).
+func (e *Executor) execFunction(ctx context.Context, c *broker.Call, plan *callPlan, args []any) (*broker.Result, error) {
+	one := plan.one.Load()
+	if one == nil {
+		var err error
+		if one, err = e.describeFunction(ctx, plan); err != nil {
+			return nil, err
+		}
+		plan.one.Store(one)
+	}
+	if !one.usable {
+		return e.execMerged(ctx, c, plan.text, args)
+	}
+	return e.execOneTrip(ctx, c, one, args)
 }
 
 // execMerged runs a function call: round trip 1 is BEGIN plus one statement
@@ -438,7 +472,10 @@ func scanRecord(row pgx.Row) (*broker.Result, string, error) {
 	if err := row.Scan(&hash, &result, &txid, &res.Rows, &res.RowsAffected, &res.CommittedAt); err != nil {
 		return nil, "", err
 	}
-	res.JSON = json.RawMessage(result)
+	var err error
+	if res.JSON, err = storedResult(result); err != nil {
+		return nil, "", err
+	}
 	res.TransactionID = strconv.FormatInt(txid, 10)
 	res.CommittedAt = res.CommittedAt.UTC()
 	res.Replayed = true
@@ -545,7 +582,7 @@ func textual(oid uint32) bool {
 // plan builds the SQL text and arguments of a call. merged is true for a
 // function: its text is the idempotency insert and the call in one
 // statement, and args start with the idempotency values ($1-$5).
-func (e *Executor) plan(ctx context.Context, c *broker.Call) (text string, args []any, merged bool, err error) {
+func (e *Executor) plan(ctx context.Context, c *broker.Call) (plan *callPlan, args []any, merged bool, err error) {
 	r := c.Route
 	if r.Kind == route.StatementKind {
 		text, names := e.renderStatement(r)
@@ -553,15 +590,15 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (text string, args 
 		for i, n := range names {
 			v, err := bindParam(c, n)
 			if err != nil {
-				return "", nil, false, err
+				return nil, nil, false, err
 			}
 			args[i] = v
 		}
-		return text, args, false, nil
+		return &callPlan{text: text}, args, false, nil
 	}
 	p, err := e.proc(ctx, r.Target)
 	if err != nil {
-		return "", nil, false, err
+		return nil, nil, false, err
 	}
 	merged = p.kind == 'f'
 	var mask uint64
@@ -581,7 +618,7 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (text string, args 
 		}
 		bv, err := bindParam(c, prm.Name)
 		if err != nil {
-			return "", nil, false, err
+			return nil, nil, false, err
 		}
 		_ = v
 		args = append(args, bv)
@@ -589,10 +626,10 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (text string, args 
 	key := planKey{r: r, mask: mask}
 	if len(r.Params) <= 64 {
 		if t, ok := e.plans.Load(key); ok {
-			return t.(string), args, merged, nil
+			return t.(*callPlan), args, merged, nil
 		}
 	}
-	var sb strings.Builder
+	var sb, call strings.Builder
 	if p.kind == 'p' {
 		sb.WriteString("CALL ")
 	} else {
@@ -605,11 +642,34 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (text string, args 
 		sb.WriteString(") SELECT sqlgate_ins.transaction_id AS sqlgate_txid, sqlgate_call.* FROM sqlgate_ins ")
 		sb.WriteString("LEFT JOIN LATERAL (SELECT true AS sqlgate_present, * FROM ")
 	}
+	// call is the routine's name and arguments, numbered from first.
+	present := func(name string) bool { _, ok := c.Params[name]; return ok }
+	writeCall(&call, p, r, present, first)
+	sb.WriteString(call.String())
+	if merged {
+		sb.WriteString(" WHERE sqlgate_ins.transaction_id IS NOT NULL OFFSET 0) sqlgate_call ON true")
+	}
+	plan = &callPlan{text: sb.String()}
+	if merged {
+		var d strings.Builder
+		writeCall(&d, p, r, present, 1)
+		plan.describe = "SELECT * FROM " + d.String()
+		plan.oneTrip = call.String()
+	}
+	if len(r.Params) <= 64 {
+		e.plans.Store(key, plan)
+	}
+	return plan, args, merged, nil
+}
+
+// writeCall writes a routine's quoted name and named arguments (the present
+// parameters as $first, $first+1, ...; a procedure's outputs as typed NULLs).
+func writeCall(sb *strings.Builder, p *procInfo, r *route.Route, present func(string) bool, first int) {
 	sb.WriteString(p.name)
 	sb.WriteByte('(')
 	n := first - 1
 	for _, prm := range r.Params {
-		if _, ok := c.Params[prm.Name]; !ok {
+		if !present(prm.Name) {
 			continue
 		}
 		if n >= first {
@@ -633,14 +693,6 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (text string, args 
 		}
 	}
 	sb.WriteByte(')')
-	if merged {
-		sb.WriteString(" WHERE sqlgate_ins.transaction_id IS NOT NULL OFFSET 0) sqlgate_call ON true")
-	}
-	text = sb.String()
-	if len(r.Params) <= 64 {
-		e.plans.Store(key, text)
-	}
-	return text, args, merged, nil
 }
 
 // renderStatement renders a statement with $n placeholders (a name used

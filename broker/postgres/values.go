@@ -52,7 +52,7 @@ func rowValues(rows pgx.Rows, fds []pgconn.FieldDescription) ([]any, error) {
 
 func pgValue(v any) (any, error) {
 	switch x := v.(type) {
-	case nil, string, bool, int64, int32, int16, float64, float32, []byte, time.Time:
+	case nil, string, bool, int64, int32, int16, uint32, float64, float32, []byte, time.Time:
 		return v, nil
 	case pgtype.Numeric:
 		b, err := x.MarshalJSON()

@@ -1,0 +1,349 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
+)
+
+// A function call in one round trip.
+//
+// The merged form (execMerged) needs two round trips because the result is
+// rendered in Go and must then be written into the idempotency record. The
+// one-round-trip form renders each column as text in SQL, so the record can
+// store the rows in the same transaction, and sends two statements in one
+// pipeline that PostgreSQL runs as one implicit transaction, committed at its
+// Sync:
+//
+//  1. the merged statement (insert the record, which sets the session
+//     context; call the function only if the insert returned a row), whose
+//     rows are aggregated into a JSON array of text values and kept in the
+//     transaction-local setting sqlgate.result (their count in sqlgate.rows);
+//  2. an UPDATE that stores that array in the record, failing the
+//     transaction (NOT NULL on the rows column) when the count exceeds the
+//     call's row limit.
+//
+// The reply and every later replay are rendered from the same stored text by
+// the same code (renderRows), so a replay is byte-identical to the first
+// reply. Only columns whose text rendering does not depend on session
+// settings use this form (integers, numeric, boolean, text types, uuid,
+// json, jsonb, timestamps and dates through to_char, bytea through hex);
+// a function returning anything else keeps the two-round-trip form.
+
+// oneTripPlan is a function call shape's one-round-trip form.
+type oneTripPlan struct {
+	usable bool
+	s1, s2 string
+	head   string // the stored result up to its rows
+	cols   []rowColumn
+}
+
+// rowColumn is one result column of a function: its name and how its text
+// is rendered into the reply.
+type rowColumn struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+}
+
+// Column kinds of the one-round-trip form.
+const (
+	kindNumber  = "number"  // integers: the text is the JSON number
+	kindNumeric = "numeric" // exact decimal; NaN and infinities as strings
+	kindBool    = "bool"
+	kindString  = "string"
+	kindJSON    = "json"
+	kindTime    = "time"  // UTC, YYYY-MM-DDTHH:MI:SS.US
+	kindDate    = "date"  // YYYY-MM-DD
+	kindBytes   = "bytes" // hex
+)
+
+// storedRowsPrefix starts a result stored by the one-round-trip form (the
+// other forms store the rendered result object, which starts with {"rows":).
+const storedRowsPrefix = `{"pg_rows":1,`
+
+// columnKind returns the kind of a result column type and the SQL that
+// renders a column reference of it as text ("" for a type this form does
+// not take).
+func columnKind(oid uint32, ref string) (kind, expr string) {
+	switch oid {
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID:
+		return kindNumber, ref + "::text"
+	case pgtype.NumericOID:
+		return kindNumeric, ref + "::text"
+	case pgtype.BoolOID:
+		return kindBool, ref + "::text"
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.NameOID, pgtype.UUIDOID:
+		return kindString, ref + "::text"
+	case pgtype.BPCharOID:
+		// concat keeps the padding a cast to text drops.
+		return kindString, "CASE WHEN " + ref + " IS NOT NULL THEN concat(" + ref + ") END"
+	case pgtype.JSONOID, pgtype.JSONBOID:
+		return kindJSON, ref + "::text"
+	case pgtype.TimestamptzOID:
+		return kindTime, "CASE WHEN isfinite(" + ref + ") AND " + ref + " >= '0001-01-01 00:00:00+00' AND " + ref + " < '10000-01-01 00:00:00+00' " +
+			"THEN to_char(" + ref + " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') ELSE " + ref + "::text END"
+	case pgtype.TimestampOID:
+		return kindTime, "CASE WHEN isfinite(" + ref + ") AND " + ref + " >= '0001-01-01 00:00:00' AND " + ref + " < '10000-01-01 00:00:00' " +
+			"THEN to_char(" + ref + ", 'YYYY-MM-DD\"T\"HH24:MI:SS.US') ELSE " + ref + "::text END"
+	case pgtype.DateOID:
+		return kindDate, "CASE WHEN isfinite(" + ref + ") AND " + ref + " >= '0001-01-01'::date AND " + ref + " < '10000-01-01'::date " +
+			"THEN to_char(" + ref + ", 'YYYY-MM-DD') ELSE " + ref + "::text END"
+	case pgtype.ByteaOID:
+		return kindBytes, "encode(" + ref + ", 'hex')"
+	}
+	return "", ""
+}
+
+// maxOneTripColumns keeps json_build_array under PostgreSQL's limit of 100
+// function arguments.
+const maxOneTripColumns = 100
+
+// describeFunction prepares (never executes) the function's SELECT to learn
+// its result columns and builds the one-round-trip form, or marks it unusable.
+func (e *Executor) describeFunction(ctx context.Context, plan *callPlan) (*oneTripPlan, error) {
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	sd, err := conn.Conn().Prepare(ctx, "", plan.describe)
+	if err != nil {
+		return nil, err
+	}
+	return e.oneTripFor(plan.oneTrip, sd.Fields), nil
+}
+
+// oneTripFor builds the one-round-trip form of a function call (call, with
+// arguments from $6) returning fields.
+func (e *Executor) oneTripFor(call string, fields []pgconn.FieldDescription) *oneTripPlan {
+	if len(fields) == 0 || len(fields) > maxOneTripColumns {
+		return &oneTripPlan{}
+	}
+	seen := map[string]bool{}
+	cols := make([]rowColumn, len(fields))
+	exprs := make([]string, len(fields))
+	for i, f := range fields {
+		if seen[f.Name] {
+			return &oneTripPlan{} // a duplicate name cannot be referenced
+		}
+		seen[f.Name] = true
+		kind, expr := columnKind(f.DataTypeOID, "sqlgate_call."+pgx.Identifier{f.Name}.Sanitize())
+		if kind == "" {
+			return &oneTripPlan{}
+		}
+		cols[i] = rowColumn{Name: f.Name, Kind: kind}
+		exprs[i] = expr
+	}
+	head, err := json.Marshal(cols)
+	if err != nil {
+		return &oneTripPlan{}
+	}
+	t := quoteName(e.cfg.IdempotencyTable)
+	return &oneTripPlan{
+		usable: true,
+		cols:   cols,
+		head:   storedRowsPrefix + `"columns":` + string(head) + `,"rows":`,
+		s1: "WITH sqlgate_ins AS (" + e.sqlInsert + "), " +
+			"sqlgate_call AS MATERIALIZED (SELECT sqlgate_r.* FROM sqlgate_ins, LATERAL (SELECT * FROM " + call +
+			" WHERE sqlgate_ins.transaction_id IS NOT NULL OFFSET 0) sqlgate_r) " +
+			"SELECT sqlgate_ins.transaction_id, " +
+			"set_config('sqlgate.result', coalesce((SELECT json_agg(json_build_array(" + strings.Join(exprs, ", ") + "))::text FROM sqlgate_call), '[]'), true), " +
+			"set_config('sqlgate.rows', (SELECT count(*) FROM sqlgate_call)::text, true) FROM sqlgate_ins",
+		s2: "UPDATE " + t + " SET result = $2::text || current_setting('sqlgate.result', true) || '}', " +
+			"rows = CASE WHEN current_setting('sqlgate.rows', true)::bigint <= $3::bigint THEN current_setting('sqlgate.rows', true)::bigint END, " +
+			"rows_affected = current_setting('sqlgate.rows', true)::bigint, committed_at = $4::timestamptz " +
+			"WHERE idempotency_key = $1 AND transaction_id = txid_current()",
+	}
+}
+
+// execOneTrip runs a function call in one round trip (a replay takes a
+// second to read the record).
+func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTripPlan, args []any) (_ *broker.Result, err error) {
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	defer func() {
+		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
+			rollback(conn)
+		}
+	}()
+	sd, err := conn.Conn().Prepare(ctx, one.s1, one.s1)
+	if err != nil {
+		return nil, err
+	}
+	bindTextual(sd, args)
+	limit := int64(c.RowLimit())
+	if limit <= 0 {
+		limit = math.MaxInt64
+	}
+	committedAt := time.Now().UTC().Truncate(time.Microsecond)
+	b := &pgx.Batch{}
+	b.Queue(one.s1, args...)
+	b.Queue(one.s2, c.IdempotencyKey, one.head, limit, committedAt)
+	br := conn.SendBatch(ctx, b)
+	var (
+		txid  int64
+		rows  string
+		count string
+		tag   pgconn.CommandTag
+	)
+	found := true
+	err = br.QueryRow().Scan(&txid, &rows, &count)
+	if errors.Is(err, pgx.ErrNoRows) {
+		found, err = false, nil
+	}
+	if err == nil {
+		tag, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case e.overRowLimit(err):
+		return nil, broker.ErrTooManyRows
+	case err != nil:
+		return nil, err
+	case !found:
+		return e.replayCommitted(ctx, conn, c)
+	case tag.RowsAffected() != 1:
+		// Cannot happen: the record was inserted by the same transaction.
+		return nil, fmt.Errorf("idempotency record of the call was not stored")
+	}
+	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), CommittedAt: committedAt}
+	if res.JSON, res.Rows, err = renderRows(one.cols, []byte(rows)); err != nil {
+		return nil, err
+	}
+	res.RowsAffected = res.Rows
+	return res, nil
+}
+
+// overRowLimit reports the NOT NULL violation the one-round-trip UPDATE
+// raises when a call returned more rows than its limit.
+func (e *Executor) overRowLimit(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23502" && pe.ColumnName == "rows" && pe.TableName == e.idemTable
+}
+
+// replayCommitted returns the committed record of a key the call's insert
+// found taken (no transaction is open), or ErrConflict.
+func (e *Executor) replayCommitted(ctx context.Context, conn *pgxpool.Conn, c *broker.Call) (*broker.Result, error) {
+	res, hash, err := scanRecord(conn.QueryRow(ctx, e.sqlSelect, c.IdempotencyKey))
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, fmt.Errorf("%w: idempotency key in flight", broker.ErrUnavailable)
+	case err != nil:
+		return nil, err
+	case hash != c.RequestHash:
+		return nil, broker.ErrConflict
+	}
+	return res, nil
+}
+
+// storedRows is a result stored by the one-round-trip form.
+type storedRows struct {
+	Columns []rowColumn `json:"columns"`
+	Rows    json.RawMessage
+}
+
+// storedResult returns the result object of a stored record: as stored, or
+// rendered from the rows the one-round-trip form stored.
+func storedResult(stored string) (json.RawMessage, error) {
+	if !strings.HasPrefix(stored, storedRowsPrefix) {
+		return json.RawMessage(stored), nil
+	}
+	var s storedRows
+	if err := json.Unmarshal([]byte(stored), &s); err != nil {
+		return nil, fmt.Errorf("stored result: %w", err)
+	}
+	out, _, err := renderRows(s.Columns, s.Rows)
+	return out, err
+}
+
+// renderRows renders rows of text values (a JSON array of arrays) as the
+// result object, returning it and the row count.
+func renderRows(cols []rowColumn, rows []byte) (json.RawMessage, int64, error) {
+	var texts [][]*string
+	if err := json.Unmarshal(rows, &texts); err != nil {
+		return nil, 0, fmt.Errorf("function rows: %w", err)
+	}
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = c.Name
+	}
+	w := resultjson.NewWriter(0)
+	w.BeginSet(names)
+	vals := make([]any, len(cols))
+	for _, row := range texts {
+		if len(row) != len(cols) {
+			return nil, 0, fmt.Errorf("function rows: %d values for %d columns", len(row), len(cols))
+		}
+		for i, t := range row {
+			vals[i] = textValue(cols[i].Kind, t)
+		}
+		if err := w.Row(vals); err != nil {
+			return nil, 0, err
+		}
+	}
+	w.EndSet()
+	n := int64(len(texts))
+	out, err := w.Finish(nil, false, nil, n)
+	return out, n, err
+}
+
+// timeLayout is the to_char format of kindTime.
+const timeLayout = "2006-01-02T15:04:05.000000"
+
+// textValue converts a column's text to the value the result writer
+// encodes, the same value the two-round-trip form reads through pgx. It
+// never fails: text it cannot parse (a value outside the years 1-9999, say)
+// is returned as a string.
+func textValue(kind string, t *string) any {
+	if t == nil {
+		return nil
+	}
+	s := *t
+	switch kind {
+	case kindNumber:
+		return json.Number(s)
+	case kindNumeric:
+		if s == "NaN" || s == "Infinity" || s == "-Infinity" {
+			return s
+		}
+		return json.Number(s)
+	case kindBool:
+		return s == "true"
+	case kindJSON:
+		if !json.Valid([]byte(s)) {
+			return s
+		}
+		return json.RawMessage(bytes.Clone([]byte(s)))
+	case kindTime:
+		if ts, err := time.ParseInLocation(timeLayout, s, time.UTC); err == nil {
+			return ts
+		}
+		return s
+	case kindBytes:
+		if b, err := hex.DecodeString(s); err == nil {
+			return b
+		}
+		return s
+	}
+	return s // string, date
+}
