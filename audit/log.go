@@ -21,6 +21,7 @@ const (
 	DefaultCheckpointInterval = time.Second
 	DefaultHeartbeat          = 5 * time.Minute
 	DefaultMaxBatch           = 1024
+	DefaultEnqueueLinger      = 2 * time.Millisecond
 	DefaultSinkInterval       = time.Minute
 	DefaultWriteTimeout       = 10 * time.Second
 )
@@ -59,6 +60,12 @@ type Config struct {
 	// MaxBatch caps the records committed in one store transaction
 	// (default 1024).
 	MaxBatch int `json:"maxBatch"`
+	// EnqueueLinger is how long a batch holding only records nobody waits
+	// for ([Log.Enqueue]: outcomes) may wait for more records before it is
+	// committed (default 2ms; negative: never wait). The next call's intent
+	// usually arrives within it, so the two share one store commit and the
+	// intent does not queue behind a commit of the outcome alone.
+	EnqueueLinger time.Duration `json:"enqueueLinger"`
 	// Sink, when set, receives a copy of the latest checkpoint at most every
 	// SinkInterval (default 1m) and at Close.
 	Sink         Sink          `json:"-"`
@@ -86,6 +93,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.EnqueueLinger == 0 {
+		c.EnqueueLinger = DefaultEnqueueLinger
 	}
 	if c.SinkInterval <= 0 {
 		c.SinkInterval = DefaultSinkInterval
@@ -545,18 +555,15 @@ func (l *Log) run(ctx context.Context) {
 	cpTimer.Stop()
 	defer cpTimer.Stop()
 	cpArmed := false
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	defer linger.Stop()
 	for {
 		select {
 		case req := <-l.reqs:
-			reqs := append(l.pending[:0], req)
-		drain:
-			for len(reqs) < l.cfg.MaxBatch {
-				select {
-				case r := <-l.reqs:
-					reqs = append(reqs, r)
-				default:
-					break drain
-				}
+			reqs := l.drain(append(l.pending[:0], req))
+			if l.cfg.EnqueueLinger > 0 && noWaiter(reqs) {
+				reqs = l.linger(reqs, linger)
 			}
 			_ = l.commit(ctx, reqs, false) // errors go to the waiters
 			clear(reqs)
@@ -583,21 +590,57 @@ func (l *Log) run(ctx context.Context) {
 	}
 }
 
+// drain adds the requests already queued to reqs, up to MaxBatch.
+func (l *Log) drain(reqs []*appendReq) []*appendReq {
+	for len(reqs) < l.cfg.MaxBatch {
+		select {
+		case r := <-l.reqs:
+			reqs = append(reqs, r)
+		default:
+			return reqs
+		}
+	}
+	return reqs
+}
+
+// noWaiter reports whether nobody waits for any request of reqs.
+func noWaiter(reqs []*appendReq) bool {
+	for _, r := range reqs {
+		if r.then == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// linger waits up to EnqueueLinger for more requests to commit with reqs,
+// which nobody waits for; it stops as soon as a request with a waiter
+// arrives, the batch is full, or the log is closing.
+func (l *Log) linger(reqs []*appendReq, t *time.Timer) []*appendReq {
+	t.Reset(l.cfg.EnqueueLinger)
+	defer t.Stop()
+	for len(reqs) < l.cfg.MaxBatch {
+		select {
+		case r := <-l.reqs:
+			reqs = l.drain(append(reqs, r))
+			if !noWaiter(reqs) {
+				return reqs
+			}
+		case <-t.C:
+			return reqs
+		case <-l.quit:
+			return reqs
+		}
+	}
+	return reqs
+}
+
 // shutdown commits what is queued and writes the final checkpoint. No
 // sender can be mid-send: Close set closed under closeMu before closing quit.
 func (l *Log) shutdown(ctx context.Context) error {
 	var errs []error
 	for {
-		reqs := l.pending[:0]
-	drain:
-		for len(reqs) < l.cfg.MaxBatch {
-			select {
-			case r := <-l.reqs:
-				reqs = append(reqs, r)
-			default:
-				break drain
-			}
-		}
+		reqs := l.drain(l.pending[:0])
 		if len(reqs) == 0 {
 			break
 		}
