@@ -25,18 +25,23 @@ import (
 //
 // The merged form (execMerged) needs two round trips because the result is
 // rendered in Go and must then be written into the idempotency record. The
-// one-round-trip form renders each column as text in SQL, so the record can
-// store the rows in the same transaction, and sends two statements in one
-// pipeline that PostgreSQL runs as one implicit transaction, committed at its
-// Sync:
+// one-round-trip form renders each column as text in SQL, so the record can be
+// inserted with its result, after the call, in the same transaction. It sends
+// two statements in one pipeline, which PostgreSQL runs as one implicit
+// transaction committed at the pipeline's Sync:
 //
-//  1. the merged statement (insert the record, which sets the session
-//     context; call the function only if the insert returned a row), whose
-//     rows are aggregated into a JSON array of text values and kept in the
-//     transaction-local setting sqlgate.result (their count in sqlgate.rows);
-//  2. an UPDATE that stores that array in the record, failing the
-//     transaction (NOT NULL on the rows column) when the count exceeds the
-//     call's row limit.
+//  1. take a transaction-scoped advisory lock on the key's hash (class
+//     advisoryClass) and set the session context;
+//  2. in one statement: check that the key has no record, call the function
+//     only then, and insert the record with the rows aggregated into a JSON
+//     array of text values; the record's NOT NULL rows column gets NULL when
+//     the count exceeds the call's row limit, which fails the transaction.
+//
+// The lock serializes calls with the same key, and statement 2 takes its
+// snapshot after the lock is granted, so under READ COMMITTED (the default) a
+// second call with a key sees the first call's committed record and executes
+// nothing. The primary key stays the backstop: under a stricter default
+// isolation a racing duplicate fails on it, is rolled back and replays.
 //
 // The reply and every later replay are rendered from the same stored text by
 // the same code (renderRows), so a replay is byte-identical to the first
@@ -45,6 +50,10 @@ import (
 // json, jsonb, timestamps and dates through to_char, bytea through hex);
 // a function returning anything else keeps the two-round-trip form.
 
+// advisoryClass is the first key of sqlgate's advisory locks ("sqlg"), so
+// they do not meet an application's two-key advisory locks of another class.
+const advisoryClass = 0x73716c67
+
 // oneTripPlan is a function call shape's one-round-trip form.
 type oneTripPlan struct {
 	usable bool
@@ -52,6 +61,10 @@ type oneTripPlan struct {
 	head   string // the stored result up to its rows
 	cols   []rowColumn
 }
+
+// s1 locks the key and sets the session context.
+var oneTripLock = "SELECT pg_advisory_xact_lock(" + strconv.Itoa(advisoryClass) + ", hashtext($1)), " +
+	"set_config('sqlgate.correlation_id', $2, true), set_config('sqlgate.principal', $3, true), set_config('sqlgate.decision_id', $4, true)"
 
 // rowColumn is one result column of a function: its name and how its text
 // is rendered into the reply.
@@ -125,12 +138,13 @@ func (e *Executor) describeFunction(ctx context.Context, plan *callPlan) (*oneTr
 	if err != nil {
 		return nil, err
 	}
-	return e.oneTripFor(plan.oneTrip, sd.Fields), nil
+	return e.oneTripFor(plan.oneTrip, plan.nargs, sd.Fields), nil
 }
 
-// oneTripFor builds the one-round-trip form of a function call (call, with
-// arguments from $6) returning fields.
-func (e *Executor) oneTripFor(call string, fields []pgconn.FieldDescription) *oneTripPlan {
+// oneTripFor builds the one-round-trip form of a function call (call, whose
+// nargs arguments follow the five idempotency values: $6, $7, ...) returning
+// fields.
+func (e *Executor) oneTripFor(call string, nargs int, fields []pgconn.FieldDescription) *oneTripPlan {
 	if len(fields) == 0 || len(fields) > maxOneTripColumns {
 		return &oneTripPlan{}
 	}
@@ -154,20 +168,21 @@ func (e *Executor) oneTripFor(call string, fields []pgconn.FieldDescription) *on
 		return &oneTripPlan{}
 	}
 	t := quoteName(e.cfg.IdempotencyTable)
+	next := func(k int) string { return "$" + strconv.Itoa(5+nargs+k) }
 	return &oneTripPlan{
 		usable: true,
 		cols:   cols,
 		head:   storedRowsPrefix + `"columns":` + string(head) + `,"rows":`,
-		s1: "WITH sqlgate_ins AS (" + e.sqlInsert + "), " +
-			"sqlgate_call AS MATERIALIZED (SELECT sqlgate_r.* FROM sqlgate_ins, LATERAL (SELECT * FROM " + call +
-			" WHERE sqlgate_ins.transaction_id IS NOT NULL OFFSET 0) sqlgate_r) " +
-			"SELECT sqlgate_ins.transaction_id, " +
-			"set_config('sqlgate.result', coalesce((SELECT json_agg(json_build_array(" + strings.Join(exprs, ", ") + "))::text FROM sqlgate_call), '[]'), true), " +
-			"set_config('sqlgate.rows', (SELECT count(*) FROM sqlgate_call)::text, true) FROM sqlgate_ins",
-		s2: "UPDATE " + t + " SET result = $2::text || current_setting('sqlgate.result', true) || '}', " +
-			"rows = CASE WHEN current_setting('sqlgate.rows', true)::bigint <= $3::bigint THEN current_setting('sqlgate.rows', true)::bigint END, " +
-			"rows_affected = current_setting('sqlgate.rows', true)::bigint, committed_at = $4::timestamptz " +
-			"WHERE idempotency_key = $1 AND transaction_id = txid_current()",
+		s1:     oneTripLock,
+		s2: "WITH sqlgate_new AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM " + t + " WHERE idempotency_key = $1) AS fresh), " +
+			"sqlgate_call AS MATERIALIZED (SELECT sqlgate_r.* FROM sqlgate_new, LATERAL (SELECT * FROM " + call +
+			" WHERE sqlgate_new.fresh OFFSET 0) sqlgate_r), " +
+			"sqlgate_agg AS (SELECT coalesce(json_agg(json_build_array(" + strings.Join(exprs, ", ") + "))::text, '[]') AS rows, count(*) AS n FROM sqlgate_call), " +
+			"sqlgate_ins AS (INSERT INTO " + t + " (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id, result, rows, rows_affected, committed_at) " +
+			"SELECT $1, $2, $3, $4, $5, txid_current(), " + next(1) + "::text || sqlgate_agg.rows || '}', " +
+			"CASE WHEN sqlgate_agg.n <= " + next(2) + "::bigint THEN sqlgate_agg.n END, sqlgate_agg.n, " + next(3) + "::timestamptz " +
+			"FROM sqlgate_new, sqlgate_agg WHERE sqlgate_new.fresh RETURNING transaction_id) " +
+			"SELECT sqlgate_ins.transaction_id, sqlgate_agg.rows FROM sqlgate_ins, sqlgate_agg",
 	}
 }
 
@@ -184,33 +199,32 @@ func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTrip
 			rollback(conn)
 		}
 	}()
-	sd, err := conn.Conn().Prepare(ctx, one.s1, one.s1)
+	sd, err := conn.Conn().Prepare(ctx, one.s2, one.s2)
 	if err != nil {
 		return nil, err
 	}
-	bindTextual(sd, args)
 	limit := int64(c.RowLimit())
 	if limit <= 0 {
 		limit = math.MaxInt64
 	}
 	committedAt := time.Now().UTC().Truncate(time.Microsecond)
+	args = append(args, one.head, limit, committedAt)
+	bindTextual(sd, args)
 	b := &pgx.Batch{}
-	b.Queue(one.s1, args...)
-	b.Queue(one.s2, c.IdempotencyKey, one.head, limit, committedAt)
+	b.Queue(one.s1, c.IdempotencyKey, c.CorrelationID, c.Principal, c.DecisionID)
+	b.Queue(one.s2, args...)
 	br := conn.SendBatch(ctx, b)
 	var (
-		txid  int64
-		rows  string
-		count string
-		tag   pgconn.CommandTag
+		txid int64
+		rows string
 	)
 	found := true
-	err = br.QueryRow().Scan(&txid, &rows, &count)
-	if errors.Is(err, pgx.ErrNoRows) {
-		found, err = false, nil
-	}
+	_, err = br.Exec()
 	if err == nil {
-		tag, err = br.Exec()
+		err = br.QueryRow().Scan(&txid, &rows)
+		if errors.Is(err, pgx.ErrNoRows) {
+			found, err = false, nil
+		}
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
@@ -218,13 +232,14 @@ func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTrip
 	switch {
 	case e.overRowLimit(err):
 		return nil, broker.ErrTooManyRows
-	case err != nil:
+	case e.keyTaken(err):
+		found, err = false, nil // a racing duplicate under a stricter isolation: rolled back
+	}
+	if err != nil {
 		return nil, err
-	case !found:
+	}
+	if !found {
 		return e.replayCommitted(ctx, conn, c)
-	case tag.RowsAffected() != 1:
-		// Cannot happen: the record was inserted by the same transaction.
-		return nil, fmt.Errorf("idempotency record of the call was not stored")
 	}
 	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), CommittedAt: committedAt}
 	if res.JSON, res.Rows, err = renderRows(one.cols, []byte(rows)); err != nil {
@@ -234,7 +249,13 @@ func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTrip
 	return res, nil
 }
 
-// overRowLimit reports the NOT NULL violation the one-round-trip UPDATE
+// keyTaken reports a unique violation on the idempotency table.
+func (e *Executor) keyTaken(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && pe.TableName == e.idemTable
+}
+
+// overRowLimit reports the NOT NULL violation the one-round-trip insert
 // raises when a call returned more rows than its limit.
 func (e *Executor) overRowLimit(err error) bool {
 	var pe *pgconn.PgError

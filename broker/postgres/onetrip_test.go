@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/brokertest"
+	"github.com/sqlgate/sqlgate/broker/postgres"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 
@@ -101,5 +103,55 @@ func TestOneTripFallback(t *testing.T) {
 	again, err := e.Execute(t.Context(), c)
 	if err != nil || !again.Replayed || string(again.JSON) != string(res.JSON) {
 		t.Errorf("replay = %+v, %v; want the first result", again, err)
+	}
+}
+
+// Under a stricter default isolation the advisory lock no longer lets a
+// duplicate see the first call's record (its snapshot is older), so the
+// primary key decides: the duplicate's transaction is rolled back and it
+// replays. Every caller still gets the one committed result.
+func TestOneTripDuplicateRepeatableRead(t *testing.T) {
+	dsn := newSchema(t) + " default_transaction_isolation='repeatable read'"
+	e, err := postgres.Open(t.Context(), postgres.Config{Name: "test", DSN: dsn, MaxConns: 8, CreateIdempotencyTable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	r := catalogRoute(t, brokertest.SubjectCreate)
+	c, _ := brokertest.NewCall(r, `{"customer":"rr","amount":1,"quantity":1,"express":true}`, "")
+	type outcome struct {
+		res *broker.Result
+		err error
+	}
+	done := make(chan outcome, 8)
+	for range 8 {
+		go func() {
+			cc := *c
+			res, err := e.Execute(t.Context(), &cc)
+			done <- outcome{res, err}
+		}()
+	}
+	var first string
+	executed := 0
+	for range 8 {
+		o := <-done
+		if o.err != nil {
+			t.Fatalf("Execute = %v", o.err)
+		}
+		if !o.res.Replayed {
+			executed++
+		}
+		if first == "" {
+			first = string(o.res.JSON)
+		} else if string(o.res.JSON) != first {
+			t.Errorf("results differ: %s and %s", o.res.JSON, first)
+		}
+	}
+	var n int
+	if err := e.Pool().QueryRow(t.Context(), `SELECT count(*) FROM orders WHERE customer = 'rr'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if executed != 1 || n != 1 {
+		t.Errorf("%d calls executed and %d orders exist; want 1 and 1", executed, n)
 	}
 }

@@ -70,6 +70,7 @@ type callPlan struct {
 	// prepared (never executed) to learn the result columns.
 	describe string
 	oneTrip  string // the function call, for the one-round-trip form
+	nargs    int    // the function call's arguments
 	one      atomic.Pointer[oneTripPlan]
 }
 
@@ -655,6 +656,7 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (plan *callPlan, ar
 		writeCall(&d, p, r, present, 1)
 		plan.describe = "SELECT * FROM " + d.String()
 		plan.oneTrip = call.String()
+		plan.nargs = len(args) - 5
 	}
 	if len(r.Params) <= 64 {
 		e.plans.Store(key, plan)
