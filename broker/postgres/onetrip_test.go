@@ -155,3 +155,32 @@ func TestOneTripDuplicateRepeatableRead(t *testing.T) {
 		t.Errorf("%d calls executed and %d orders exist; want 1 and 1", executed, n)
 	}
 }
+
+// When a function's result columns change under a running broker, the call
+// that meets the change fails and the next one uses the new columns.
+func TestOneTripFunctionRedefined(t *testing.T) {
+	e := openTest(t, 1)
+	if _, err := e.Pool().Exec(t.Context(), `CREATE FUNCTION shape() RETURNS TABLE (a integer) LANGUAGE sql AS $$ SELECT 1 $$`); err != nil {
+		t.Fatal(err)
+	}
+	r := testRoute(t, route.Spec{Procedure: "shape"})
+	call := func(key string) (*broker.Result, error) {
+		return e.Execute(t.Context(), &broker.Call{Route: r, Params: map[string]any{}, IdempotencyKey: key, RequestHash: "h"})
+	}
+	if res, err := call("k1"); err != nil || string(res.JSON) != `{"rows":[{"a":1}],"rows_affected":1}` {
+		t.Fatalf("first shape = %v, %v", res, err)
+	}
+	if _, err := e.Pool().Exec(t.Context(), `DROP FUNCTION shape(); CREATE FUNCTION shape() RETURNS TABLE (b text) LANGUAGE sql AS $$ SELECT 'x' $$`); err != nil {
+		t.Fatal(err)
+	}
+	var res *broker.Result
+	var err error
+	for i := range 3 { // the call meeting the change may fail; the next must not
+		if res, err = call(fmt.Sprintf("k2-%d", i)); err == nil {
+			break
+		}
+	}
+	if err != nil || string(res.JSON) != `{"rows":[{"b":"x"}],"rows_affected":1}` {
+		t.Fatalf("after redefinition = %v, %v", res, err)
+	}
+}

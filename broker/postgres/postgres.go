@@ -324,7 +324,25 @@ func (e *Executor) execFunction(ctx context.Context, c *broker.Call, plan *callP
 	if !one.usable {
 		return e.execMerged(ctx, c, plan.text, args)
 	}
-	return e.execOneTrip(ctx, c, one, args)
+	res, err := e.execOneTrip(ctx, c, one, args)
+	if shapeChanged(err) {
+		plan.one.Store(nil) // the function changed: describe it again on the next call
+	}
+	return res, err
+}
+
+// shapeChanged reports errors that say a function's result columns are not
+// what the one-round-trip form was built for.
+func shapeChanged(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case "42703", "42804", "0A000": // undefined column, datatype mismatch, cached plan changed result type
+		return true
+	}
+	return false
 }
 
 // execMerged runs a function call: round trip 1 is BEGIN plus one statement
