@@ -3,22 +3,36 @@
 // admin-defined statement in one transaction together with the call's
 // idempotency record.
 //
-// # What a call sends (three round trips)
+// # What a call sends
+//
+// A function (procedure: naming a function) takes one round trip: one
+// pipeline of two statements that PostgreSQL runs as one implicit
+// transaction. The first takes a transaction-scoped advisory lock on the
+// key's hash and sets the session context with
+// set_config('sqlgate.correlation_id' | 'sqlgate.principal' |
+// 'sqlgate.decision_id', value, true) (transaction-local). The second checks
+// that the key has no record, calls `schema.function(name => $n, ...)` only
+// then, and inserts the record with the transaction id (txid_current()) and
+// the rows, each column rendered as text in SQL; the reply is rendered from
+// that text, as is every replay. See onetrip.go. A function returning a type
+// whose text depends on session settings (float, array, interval, composite)
+// takes two round trips instead: BEGIN plus one statement that inserts the
+// record (ON CONFLICT DO NOTHING) and calls the function only if it did, then
+// UPDATE of the record with the result rendered in Go plus COMMIT.
+//
+// A procedure or a statement takes three round trips:
 //
 //  1. One pipelined batch: BEGIN, then a single INSERT into the idempotency
-//     table whose values set the session context with
-//     set_config('sqlgate.correlation_id' | 'sqlgate.principal' |
-//     'sqlgate.decision_id', value, true) (transaction-local) and read
-//     txid_current(), ON CONFLICT DO NOTHING RETURNING the transaction id.
-//     A concurrent call with the same key blocks on the unique key until the
-//     first transaction ends; no row back means the key is already
-//     committed, and one more batch (SELECT the record; ROLLBACK) returns
-//     the stored result or broker.ErrConflict.
-//  2. The call: `SELECT * FROM schema.function(name => $1, ...)` for a
-//     function, `CALL schema.procedure(name => $1, ..., out => NULL)` for a
-//     procedure (INOUT/OUT values become the result's "output"), or the
-//     route's statement rendered with $n placeholders. Whether the target is
-//     a function or a procedure is read from pg_proc at first use and cached.
+//     table whose values set the session context and read txid_current(),
+//     ON CONFLICT DO NOTHING RETURNING the transaction id. A concurrent call
+//     with the same key blocks on the unique key until the first transaction
+//     ends; no row back means the key is already committed, and one more
+//     batch (SELECT the record; ROLLBACK) returns the stored result or
+//     broker.ErrConflict.
+//  2. The call: `CALL schema.procedure(name => $1, ..., out => NULL)`
+//     (INOUT/OUT values become the result's "output"), or the route's
+//     statement rendered with $n placeholders. Whether the target is a
+//     function or a procedure is read from pg_proc at first use and cached.
 //  3. One pipelined batch: UPDATE the idempotency record with the result
 //     JSON, then COMMIT.
 //
