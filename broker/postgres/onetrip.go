@@ -266,15 +266,7 @@ func (e *Executor) overRowLimit(err error) bool {
 // found taken (no transaction is open), or ErrConflict.
 func (e *Executor) replayCommitted(ctx context.Context, conn *pgxpool.Conn, c *broker.Call) (*broker.Result, error) {
 	res, hash, err := scanRecord(conn.QueryRow(ctx, e.sqlSelect, c.IdempotencyKey))
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil, fmt.Errorf("%w: idempotency key in flight", broker.ErrUnavailable)
-	case err != nil:
-		return nil, err
-	case hash != c.RequestHash:
-		return nil, broker.ErrConflict
-	}
-	return res, nil
+	return replayed(res, hash, err, c)
 }
 
 // storedRows is a result stored by the one-round-trip form.

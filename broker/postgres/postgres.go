@@ -468,6 +468,13 @@ func (e *Executor) replay(ctx context.Context, conn *pgxpool.Conn, c *broker.Cal
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
+	return replayed(res, hash, err, c)
+}
+
+// replayed returns the stored result of a key the call found taken, read
+// as scanRecord returned it: ErrConflict when it was stored for another
+// request, ErrUnavailable when no committed record was found.
+func replayed(res *broker.Result, hash string, err error, c *broker.Call) (*broker.Result, error) {
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		// The key's record is not committed yet it conflicted: only possible
