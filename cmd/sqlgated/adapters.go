@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -277,6 +280,52 @@ func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]br
 		logger.InfoContext(ctx, "recovered missing audit outcome", "intent_index", in.Index, "outcome", out.SQL.Outcome, "correlation_id", in.CorrelationID)
 	}
 	return nil
+}
+
+// idempotencyPruner is an executor that deletes old idempotency records.
+type idempotencyPruner interface {
+	Prune(ctx context.Context, before time.Time) (int64, error)
+}
+
+// pruneIdempotency deletes the idempotency records each database keeps no
+// longer (retention by database name; 0 keeps them, a missing name gets the
+// default). It never deletes a record committed at or after the oldest
+// intent still without an outcome: recovery at the next start asks that
+// record whether the intent's call committed. When the intents cannot be
+// read it prunes nothing.
+func pruneIdempotency(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, retention map[string]time.Duration, now time.Time, logger *slog.Logger) {
+	intents, err := log.Unpaired(ctx)
+	if err != nil {
+		logger.WarnContext(ctx, "prune idempotency records skipped", "err", err)
+		return
+	}
+	var oldest time.Time
+	for _, in := range intents {
+		if oldest.IsZero() || in.Time.Before(oldest) {
+			oldest = in.Time
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(executors)) {
+		p, ok := executors[name].(idempotencyPruner)
+		keep, set := retention[name]
+		if !set {
+			keep = defaultIdempotencyRetention
+		}
+		if !ok || keep <= 0 {
+			continue
+		}
+		cut := now.Add(-keep)
+		if !oldest.IsZero() && oldest.Before(cut) {
+			cut = oldest
+		}
+		n, err := p.Prune(ctx, cut)
+		switch {
+		case err != nil:
+			logger.WarnContext(ctx, "prune idempotency records failed", "database", name, "err", err)
+		case n > 0:
+			logger.InfoContext(ctx, "pruned idempotency records", "database", name, "count", n, "committed_before", cut)
+		}
+	}
 }
 
 // executorFor finds the executor an intent ran on.

@@ -47,6 +47,9 @@ type runtimeConfig struct {
 
 	Catalog   *route.Catalog
 	Executors map[string]broker.Executor
+	// IdempotencyRetention is how long each database keeps idempotency
+	// records (0: forever; a database not listed: the default, 168h).
+	IdempotencyRetention map[string]time.Duration
 
 	ControlDB      *sql.DB
 	ControlDialect string
@@ -418,7 +421,8 @@ func (a *app) ready(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// housekeeping prunes expired issuances.
+// housekeeping prunes expired issuances and old idempotency records, once
+// an hour.
 func (a *app) housekeeping(ctx context.Context) error {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
@@ -432,6 +436,7 @@ func (a *app) housekeeping(ctx context.Context) error {
 			} else if n > 0 {
 				a.log.InfoContext(ctx, "pruned expired issuances", "count", n)
 			}
+			pruneIdempotency(ctx, a.audit, a.cfg.Executors, a.cfg.IdempotencyRetention, time.Now(), a.log)
 		}
 	}
 }

@@ -114,6 +114,24 @@ type DatabaseConfig struct {
 	// database (docs/credentials.md); their name defaults to the database's.
 	PostgresLogins  *postgres.LoginConfig  `yaml:"postgresLogins"`
 	SQLServerLogins *sqlserver.LoginConfig `yaml:"sqlserverLogins"`
+	// IdempotencyRetention is how long idempotency records are kept (unset:
+	// 168h; 0: forever). A retry with a key older than this executes again.
+	IdempotencyRetention *time.Duration `yaml:"idempotencyRetention"`
+}
+
+// defaultIdempotencyRetention and minIdempotencyRetention bound how long
+// idempotency records are kept.
+const (
+	defaultIdempotencyRetention = 7 * 24 * time.Hour
+	minIdempotencyRetention     = 24 * time.Hour
+)
+
+// idempotencyRetention returns the configured retention (0: keep forever).
+func (d DatabaseConfig) idempotencyRetention() time.Duration {
+	if d.IdempotencyRetention == nil {
+		return defaultIdempotencyRetention
+	}
+	return *d.IdempotencyRetention
 }
 
 // ControlConfig is the control database (audit log, registry, leases).
@@ -290,6 +308,9 @@ func (d DatabaseConfig) validate() (string, error) {
 	}
 	if n != 1 {
 		return "", errors.New("set exactly one of sqlite, postgres and sqlserver")
+	}
+	if r := d.idempotencyRetention(); r < 0 || (r > 0 && r < minIdempotencyRetention) {
+		err = errors.Join(err, fmt.Errorf("idempotencyRetention must be 0 (keep forever) or at least %s, not %s", minIdempotencyRetention, r))
 	}
 	switch {
 	case d.PostgresLogins != nil && d.Postgres == nil:

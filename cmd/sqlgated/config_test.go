@@ -16,6 +16,12 @@ func TestExampleConfig(t *testing.T) {
 	if cfg.Instance != "sqlgate-1" || len(cfg.Databases) != 2 || cfg.Identity.Web == nil || len(cfg.Identity.Issuers) != 2 {
 		t.Errorf("example config decoded as %+v", cfg)
 	}
+	if r := cfg.Databases[0].idempotencyRetention(); r != defaultIdempotencyRetention {
+		t.Errorf("orders idempotencyRetention = %s, want %s", r, defaultIdempotencyRetention)
+	}
+	if r := cfg.Databases[1].idempotencyRetention(); r != defaultIdempotencyRetention {
+		t.Errorf("billing (unset) idempotencyRetention = %s, want the default %s", r, defaultIdempotencyRetention)
+	}
 	if _, err := route.LoadFile("../../deploy/examples/routes.yaml"); err != nil {
 		t.Errorf("deploy/examples/routes.yaml: %v", err)
 	}
@@ -36,6 +42,8 @@ func TestConfigErrors(t *testing.T) {
 		{"all_problems_at_once", "routes: /etc/sqlgate/routes.yaml", "routes: \"\"", []string{"routes: the route catalog file is required"}},
 		{"two_dialects", "      allowedRoles: [reader]\n\ncontrol:", "      allowedRoles: [reader]\n    sqlite:\n      name: x\n      path: /tmp/x\n\ncontrol:", []string{"databases[1]: set exactly one of sqlite, postgres and sqlserver"}},
 		{"logins_on_wrong_dialect", "    postgresLogins:", "    sqlserverLogins:", []string{"sqlserverLogins needs a sqlserver database"}},
+		{"short_idempotency_retention", "idempotencyRetention: 168h", "idempotencyRetention: 1h", []string{"databases[0]: idempotencyRetention must be 0 (keep forever) or at least 24h0m0s, not 1h0m0s"}},
+		{"negative_idempotency_retention", "idempotencyRetention: 168h", "idempotencyRetention: -1h", []string{"idempotencyRetention must be 0"}},
 		{"bad_control", "  dialect: postgres", "  dialect: oracle", []string{"control.dialect must be sqlite, postgres or sqlserver"}},
 		{"web_without_secret", "    clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n    cookieKeyFile", "    cookieKeyFile", []string{"identity.web needs exactly one of clientSecretFile and clientSecretEnv"}},
 	}

@@ -32,11 +32,20 @@ func (crashingRecorder) Enqueue(_ context.Context, _ *audit.Record, then func(in
 	return nil
 }
 
-// TestRecoverIntents is the crash between SQL commit and outcome record: at
-// the next start, the missing outcome is written from the idempotency record
-// in the target database (committed), or as not committed when the database
-// has no record of the call.
-func TestRecoverIntents(t *testing.T) {
+// callEnv is a broker on a SQLite database with an audit log in a SQLite
+// control database, and alice (sales) registered as a NATS user.
+type callEnv struct {
+	ex    *sqlite.Executor
+	log   *audit.Log
+	store *sqlstore.Store
+	svc   *broker.Service
+	key   string // alice's NATS user key
+}
+
+// newCallEnv builds a callEnv; with loseOutcomes every outcome record is
+// lost, as when the process is killed right after the SQL commit.
+func newCallEnv(t *testing.T, loseOutcomes bool) *callEnv {
+	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
 	if err := createDemoDB(ctx, filepath.Join(dir, "orders.db")); err != nil {
@@ -46,12 +55,12 @@ func TestRecoverIntents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ex.Close()
+	t.Cleanup(func() { ex.Close() })
 	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(dir, "control.db")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	store, err := sqlstore.Open(ctx, db, sqlstore.SQLite)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +74,7 @@ func TestRecoverIntents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer log.Close(context.Background())
+	t.Cleanup(func() { log.Close(context.Background()) })
 	cdb, err := control.Open(ctx, db, control.SQLite)
 	if err != nil {
 		t.Fatal(err)
@@ -75,14 +84,18 @@ func TestRecoverIntents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer engine.Close()
+	t.Cleanup(func() { engine.Close() })
 	catalog, err := route.Parse(demoRoutes)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var recorder broker.Recorder = log
+	if loseOutcomes {
+		recorder = crashingRecorder{log}
+	}
 	svc, err := broker.New(broker.Config{
 		Catalog: catalog, Databases: map[string]broker.Executor{"orders": ex},
-		Authorizer: engine, Recorder: crashingRecorder{log}, Registry: registry,
+		Authorizer: engine, Recorder: recorder, Registry: registry,
 		UsersAccount: "AUSERS", SigningKeys: []string{"ASIGNER"},
 	})
 	if err != nil {
@@ -97,13 +110,32 @@ func TestRecoverIntents(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	rep := svc.Handle(ctx, &broker.Request{
-		Subject: "orders.v1.create", Payload: []byte(`{"customer":"crash","amount":5}`),
-		Caller: broker.Caller{Transport: "nats", Attested: true, UserKey: key, IssuerKey: "ASIGNER", Account: "AUSERS"},
+	return &callEnv{ex: ex, log: log, store: store, svc: svc, key: key}
+}
+
+// create calls orders.v1.create as alice and fails the test unless it
+// succeeds.
+func (e *callEnv) create(t *testing.T, customer string) *broker.Reply {
+	t.Helper()
+	rep := e.svc.Handle(t.Context(), &broker.Request{
+		Subject: "orders.v1.create", Payload: []byte(`{"customer":"` + customer + `","amount":5}`),
+		Caller: broker.Caller{Transport: "nats", Attested: true, UserKey: e.key, IssuerKey: "ASIGNER", Account: "AUSERS"},
 	})
 	if !rep.OK {
 		t.Fatalf("create: %s", rep.AppendJSON(nil))
 	}
+	return rep
+}
+
+// TestRecoverIntents is the crash between SQL commit and outcome record: at
+// the next start, the missing outcome is written from the idempotency record
+// in the target database (committed), or as not committed when the database
+// has no record of the call.
+func TestRecoverIntents(t *testing.T) {
+	ctx := t.Context()
+	env := newCallEnv(t, true)
+	ex, log, store := env.ex, env.log, env.store
+	rep := env.create(t, "crash")
 	// A second intent whose call never reached the database.
 	lost, err := log.Append(ctx, &audit.Record{
 		Kind: audit.KindIntent, CorrelationID: "never-ran", IdempotencyKey: "no-such-key",
@@ -145,5 +177,74 @@ func TestRecoverIntents(t *testing.T) {
 	rep2, err := audit.Verify(ctx, store, audit.VerifyOptions{})
 	if err != nil || !rep2.OK() {
 		t.Errorf("verify after recovery: %v %v", err, rep2)
+	}
+}
+
+// TestPruneIdempotency: records older than the retention are deleted, except
+// those recovery may still need (committed at or after an intent without an
+// outcome), and a retention of 0 keeps everything.
+func TestPruneIdempotency(t *testing.T) {
+	ctx := t.Context()
+	env := newCallEnv(t, false)
+	execs := map[string]broker.Executor{"orders": env.ex}
+	quiet := slog.New(slog.DiscardHandler)
+	old := env.create(t, "old")
+	// An intent whose outcome was lost: the process died after its commit.
+	open, err := env.log.Append(ctx, &audit.Record{
+		Kind: audit.KindIntent, CorrelationID: "lost-outcome", IdempotencyKey: "lost-key", Route: "orders.v1.create",
+		SQL: &audit.SQL{Server: env.ex.Describe().Server, Database: env.ex.Describe().Database, Outcome: "pending"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recent := env.create(t, "recent")
+	keyOf := func(rep *broker.Reply) string {
+		t.Helper()
+		var rec *audit.Record
+		if err := env.log.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.store.Records(ctx, env.log.Origin(), rep.AuditIndex, rep.AuditIndex+1, func(_ int64, data []byte, _ *tlog.Hash) error {
+			rec, err = audit.DecodeRecord(data)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return rec.IdempotencyKey
+	}
+	kept := func(rep *broker.Reply) bool {
+		t.Helper()
+		_, found, err := env.ex.Lookup(ctx, keyOf(rep))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	later := time.Now().Add(8 * 24 * time.Hour)
+
+	pruneIdempotency(ctx, env.log, execs, map[string]time.Duration{"orders": 0}, later, quiet)
+	if !kept(old) || !kept(recent) {
+		t.Fatal("retention 0 pruned records")
+	}
+	pruneIdempotency(ctx, env.log, execs, nil, time.Now(), quiet)
+	if !kept(old) || !kept(recent) {
+		t.Fatal("records younger than the default retention were pruned")
+	}
+	pruneIdempotency(ctx, env.log, execs, nil, later, quiet)
+	if kept(old) {
+		t.Error("a record older than the retention, committed before every open intent, was kept")
+	}
+	if !kept(recent) {
+		t.Fatal("a record committed after an intent without outcome was pruned; recovery may need it")
+	}
+	if _, err := env.log.Append(ctx, &audit.Record{
+		Kind: audit.KindOutcome, CorrelationID: "lost-outcome", IntentIndex: open, IdempotencyKey: "lost-key",
+		Route: "orders.v1.create", SQL: &audit.SQL{Outcome: "rollback"}, Result: &audit.Result{Status: "unavailable", Recovered: true},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pruneIdempotency(ctx, env.log, execs, map[string]time.Duration{"orders": defaultIdempotencyRetention}, later, quiet)
+	if kept(recent) {
+		t.Error("once the intent had its outcome, the old record was still kept")
 	}
 }

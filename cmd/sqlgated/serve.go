@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"  // control database: PostgreSQL
 	_ "github.com/microsoft/go-mssqldb" // control database: SQL Server
@@ -97,12 +98,14 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (rc 
 		}
 	}()
 	rc.LoginIssuers = map[string]broker.SQLLoginIssuer{}
+	rc.IdempotencyRetention = map[string]time.Duration{}
 	for _, d := range cfg.Databases {
 		name, ex, err := openDatabase(ctx, d)
 		if err != nil {
 			return nil, fmt.Errorf("database %s: %w", name, err)
 		}
 		rc.Executors[name] = ex
+		rc.IdempotencyRetention[name] = d.idempotencyRetention()
 		iss, err := loginIssuer(d, ex, name, cfg.Credentials.LoginPrefix)
 		if err != nil {
 			return nil, fmt.Errorf("database %s: short-lived logins: %w", name, err)
