@@ -244,8 +244,9 @@ func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTrip
 	if !found {
 		return e.replayCommitted(ctx, conn, c)
 	}
-	rows, ok := strings.CutPrefix(stored, one.head)
-	if rows, ok = strings.CutSuffix(rows, "}"); !ok {
+	rows, head := strings.CutPrefix(stored, one.head)
+	rows, tail := strings.CutSuffix(rows, "}")
+	if !head || !tail {
 		return nil, fmt.Errorf("function rows: stored result %.40q does not have the planned form", stored)
 	}
 	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), CommittedAt: committedAt}
