@@ -186,6 +186,7 @@ func RunExecutorTests(t *testing.T, newHarness func(t *testing.T) *Harness) {
 	s("SessionContext", testSessionContext)
 	s("TransactionIDs", testTransactionIDs)
 	s("Lookup", testLookup)
+	s("Prune", testPrune)
 	s("Describe", testDescribe)
 	s("DatabaseDown", testDown) // last: it breaks the harness
 }
@@ -616,6 +617,32 @@ func testLookup(t *testing.T, e *suiteEnv) {
 		t.Errorf("Lookup = %s %q %v, want %s %q %v", got.JSON, got.TransactionID, got.CommittedAt, r.JSON, r.TransactionID, r.CommittedAt)
 	}
 	e.mustNotFind(t, "no-such-key")
+}
+
+// testPrune: records committed before the cut are deleted, later ones kept,
+// and a retry with a pruned key executes again.
+func testPrune(t *testing.T, e *suiteEnv) {
+	p, ok := e.Executor.(broker.Pruner)
+	if !ok {
+		t.Skip("this executor keeps its records: it is not a broker.Pruner")
+	}
+	var calls []*broker.Call
+	var last *broker.Result
+	for i := range 3 {
+		c := e.call(t, SubjectCreate, fmt.Sprintf(`{"customer":"prune %d","amount":1,"quantity":1,"express":false}`, i), "")
+		last, _ = e.exec(t, c)
+		calls = append(calls, c)
+	}
+	if n, err := p.Prune(t.Context(), last.CommittedAt.Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("Prune(an hour before the calls) = %d, %v; want 0", n, err)
+	}
+	if n, err := p.Prune(t.Context(), last.CommittedAt.Add(time.Hour)); err != nil || n != int64(len(calls)) {
+		t.Fatalf("Prune(after the calls) = %d, %v; want %d", n, err, len(calls))
+	}
+	e.mustNotFind(t, calls[0].IdempotencyKey)
+	if r, _ := e.exec(t, calls[0]); r.Replayed {
+		t.Error("a retry with a pruned key replayed; it has no record to replay")
+	}
 }
 
 func testDescribe(t *testing.T, e *suiteEnv) {

@@ -24,11 +24,14 @@ import (
 )
 
 // IdempotencyDDL returns the DDL of the idempotency table (quoted name as
-// configured). The result column is text, not jsonb, so a replay returns the
-// stored bytes exactly; free space in each page (fillfactor 80) lets the
-// result update stay a heap-only tuple update.
+// configured) and its committed_at index, which pruning reads, as
+// deploy/postgres/01-idempotency.sql creates them. The result column is text,
+// not jsonb, so a replay returns the stored bytes exactly; free space in each
+// page (fillfactor 80) lets the result update stay a heap-only tuple update.
 func IdempotencyDDL(table string) string {
 	q := quoteName(table)
+	parts := strings.Split(table, ".")
+	index := pgx.Identifier{parts[len(parts)-1] + "_committed_at"}.Sanitize()
 	return `CREATE TABLE IF NOT EXISTS ` + q + ` (
   idempotency_key text        NOT NULL PRIMARY KEY,
   request_hash    text        NOT NULL,
@@ -41,7 +44,8 @@ func IdempotencyDDL(table string) string {
   rows_affected   bigint      NOT NULL DEFAULT 0,
   created_at      timestamptz NOT NULL DEFAULT now(),
   committed_at    timestamptz
-) WITH (fillfactor = 80)`
+) WITH (fillfactor = 80);
+CREATE INDEX IF NOT EXISTS ` + index + ` ON ` + q + ` (committed_at)`
 }
 
 // Executor runs routed calls against one PostgreSQL database. Safe for
@@ -59,6 +63,8 @@ type Executor struct {
 	// idemTable is the idempotency table's own name (without schema), as
 	// PostgreSQL reports it in a constraint violation.
 	idemTable string
+	// pruneBatch is how many records one prune statement deletes.
+	pruneBatch int64
 }
 
 // callPlan is the SQL of one call shape (a route and which optional
@@ -118,7 +124,7 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: postgres database %s: %s", broker.ErrUnavailable, cfg.Name, connProblem(err))
 	}
-	e := &Executor{cfg: cfg, pool: pool, server: pc.ConnConfig.Host}
+	e := &Executor{cfg: cfg, pool: pool, server: pc.ConnConfig.Host, pruneBatch: broker.PruneBatch}
 	parts := strings.Split(cfg.IdempotencyTable, ".")
 	e.idemTable = parts[len(parts)-1]
 	t := quoteName(cfg.IdempotencyTable)
@@ -128,7 +134,7 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	e.sqlSelect = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at FROM ` + t +
 		` WHERE idempotency_key = $1 AND committed_at IS NOT NULL`
 	e.sqlStore = `UPDATE ` + t + ` SET result = $2, rows = $3, rows_affected = $4, committed_at = $5 WHERE idempotency_key = $1`
-	e.sqlPrune = `DELETE FROM ` + t + ` WHERE committed_at < $1`
+	e.sqlPrune = `DELETE FROM ` + t + ` WHERE ctid = ANY (ARRAY(SELECT ctid FROM ` + t + ` WHERE committed_at < $1 LIMIT $2))`
 	if cfg.CreateIdempotencyTable {
 		if _, err := pool.Exec(ctx, IdempotencyDDL(cfg.IdempotencyTable)); err != nil {
 			pool.Close()
@@ -852,16 +858,21 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 	return res, true, nil
 }
 
-// Prune deletes idempotency records committed before t and returns how many.
+// Prune deletes idempotency records committed before t and returns how many,
+// in statements of at most [broker.PruneBatch] records each (through the
+// committed_at index), so no single transaction grows with the backlog.
 func (e *Executor) Prune(ctx context.Context, before time.Time) (int64, error) {
 	if e.closed.Load() {
 		return 0, e.unavailable(errClosed)
 	}
-	tag, err := e.pool.Exec(ctx, e.sqlPrune, before)
+	n, err := broker.PruneInBatches(ctx, e.pruneBatch, func(ctx context.Context) (int64, error) {
+		tag, err := e.pool.Exec(ctx, e.sqlPrune, before, e.pruneBatch)
+		return tag.RowsAffected(), err
+	})
 	if err != nil {
-		return 0, e.classify(ctx, err, nil)
+		return n, e.classify(ctx, err, nil)
 	}
-	return tag.RowsAffected(), nil
+	return n, nil
 }
 
 var _ broker.Executor = (*Executor)(nil)

@@ -139,6 +139,17 @@ func TestPrune(t *testing.T) {
 	if _, found, err := e.Lookup(t.Context(), c.IdempotencyKey); found || err != nil {
 		t.Errorf("Lookup(pruned key) = found %v, %v", found, err)
 	}
+	// In batches: five records, two per statement.
+	postgres.SetPruneBatch(e, 2)
+	for range 5 {
+		c, _ := brokertest.NewCall(r, `{}`, "")
+		if _, err := e.Execute(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := e.Prune(t.Context(), time.Now().Add(time.Second)); err != nil || n != 5 {
+		t.Fatalf("Prune(now) in batches of 2 = %d, %v; want 5", n, err)
+	}
 }
 
 func TestCheckRoutes(t *testing.T) {

@@ -43,7 +43,7 @@ const (
 	sqlInsertRecord = `INSERT INTO sqlgate_idempotency (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`
 	sqlChanges      = `SELECT total_changes()`
 	sqlStoreResult  = `UPDATE sqlgate_idempotency SET result = ?2, rows = ?3, rows_affected = ?4, committed_at = ?5 WHERE idempotency_key = ?1`
-	sqlPrune        = `DELETE FROM sqlgate_idempotency WHERE committed_at IS NOT NULL AND committed_at < ?1`
+	sqlPrune        = `DELETE FROM sqlgate_idempotency WHERE idempotency_key IN (SELECT idempotency_key FROM sqlgate_idempotency WHERE committed_at IS NOT NULL AND committed_at < ?1 LIMIT ?2)`
 )
 
 // Executor runs routed statements against one SQLite database. It is safe
@@ -56,6 +56,8 @@ type Executor struct {
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared on the writer connection, by SQL text
+
+	pruneBatch int64 // records one prune statement deletes
 }
 
 // Open opens (creating if needed) the database file, applies WAL mode,
@@ -92,7 +94,7 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 		return nil, fmt.Errorf("open sqlite database %s: %w", cfg.Name, err)
 	}
 	reader.SetMaxOpenConns(cfg.ReadConns)
-	return &Executor{cfg: cfg, writer: writer, reader: reader, stmts: map[string]*sql.Stmt{}}, nil
+	return &Executor{cfg: cfg, writer: writer, reader: reader, stmts: map[string]*sql.Stmt{}, pruneBatch: broker.PruneBatch}, nil
 }
 
 // DB returns the writer handle, for the daemon's schema set-up and tests.
@@ -344,16 +346,25 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 	return res, err == nil, err
 }
 
-// Prune deletes idempotency records committed before t and returns how many.
+// Prune deletes idempotency records committed before t and returns how many,
+// in statements of at most [broker.PruneBatch] records each, so calls wait
+// for the single writer connection no longer than one batch.
 func (e *Executor) Prune(ctx context.Context, before time.Time) (int64, error) {
 	if e.closed.Load() {
 		return 0, e.unavailable(errClosed)
 	}
-	r, err := e.writer.ExecContext(ctx, sqlPrune, before.UTC().Format(tsFormat))
+	cut := before.UTC().Format(tsFormat)
+	n, err := broker.PruneInBatches(ctx, e.pruneBatch, func(ctx context.Context) (int64, error) {
+		r, err := e.writer.ExecContext(ctx, sqlPrune, cut, e.pruneBatch)
+		if err != nil {
+			return 0, err
+		}
+		return r.RowsAffected()
+	})
 	if err != nil {
-		return 0, e.classify(ctx, err, nil)
+		return n, e.classify(ctx, err, nil)
 	}
-	return r.RowsAffected()
+	return n, nil
 }
 
 // bindParam returns the value bound for placeholder name: a session value

@@ -472,16 +472,24 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 	return &res, true, nil
 }
 
-// Prune deletes idempotency records committed before t and returns how many.
+// Prune deletes idempotency records committed before t and returns how many,
+// [broker.PruneBatch] records per statement (see [PruneBatch]).
 func (e *Executor) Prune(ctx context.Context, before time.Time) (int64, error) {
 	if e.db == nil {
 		return 0, errOBO
 	}
-	r, err := e.db.ExecContext(ctx, PruneBatch, sql.Named("before", civil.DateTimeOf(before.UTC())))
+	cut := civil.DateTimeOf(before.UTC())
+	n, err := broker.PruneInBatches(ctx, broker.PruneBatch, func(ctx context.Context) (int64, error) {
+		r, err := e.db.ExecContext(ctx, PruneBatch, sql.Named("batch", int64(broker.PruneBatch)), sql.Named("before", cut))
+		if err != nil {
+			return 0, err
+		}
+		return r.RowsAffected()
+	})
 	if err != nil {
-		return 0, e.classify(ctx, err, nil)
+		return n, e.classify(ctx, err, nil)
 	}
-	return r.RowsAffected()
+	return n, nil
 }
 
 var _ broker.Executor = (*Executor)(nil)

@@ -76,8 +76,11 @@ const LookupBatch = `SELECT transaction_id, request_hash, result, rows, rows_aff
 FROM sqlgate.idempotency
 WHERE idempotency_key = @idempotency_key AND committed_at IS NOT NULL;`
 
-// PruneBatch deletes idempotency records committed before @before.
-const PruneBatch = `DELETE FROM sqlgate.idempotency WHERE committed_at < @before;`
+// PruneBatch deletes up to @batch idempotency records committed before
+// @before (through ix_sqlgate_idempotency_committed_at). [Executor.Prune]
+// repeats it; @batch stays under the 5,000 locks at which SQL Server would
+// escalate to a table lock and stall the calls inserting records.
+const PruneBatch = `DELETE TOP (@batch) FROM sqlgate.idempotency WHERE committed_at < @before;`
 
 // CheckBatch reports whether a procedure exists and the broker's login may
 // execute it; the name is a parameter, never SQL text.

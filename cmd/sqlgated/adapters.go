@@ -282,11 +282,6 @@ func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]br
 	return nil
 }
 
-// idempotencyPruner is an executor that deletes old idempotency records.
-type idempotencyPruner interface {
-	Prune(ctx context.Context, before time.Time) (int64, error)
-}
-
 // pruneIdempotency deletes the idempotency records each database keeps no
 // longer (retention by database name; 0 keeps them, a missing name gets the
 // default). It never deletes a record committed at or after the oldest
@@ -306,7 +301,7 @@ func pruneIdempotency(ctx context.Context, log *audit.Log, executors map[string]
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(executors)) {
-		p, ok := executors[name].(idempotencyPruner)
+		p, ok := executors[name].(broker.Pruner)
 		keep, set := retention[name]
 		if !set {
 			keep = defaultIdempotencyRetention
