@@ -202,12 +202,32 @@ func (f *Fake) Lookup(_ context.Context, key string) (*broker.Result, bool, erro
 	return &res, true, nil
 }
 
+// Prune implements [broker.Pruner].
+func (f *Fake) Prune(_ context.Context, before time.Time) (int64, error) {
+	if f.down.Load() {
+		return 0, fmt.Errorf("%w: fake database %s is down", broker.ErrUnavailable, f.name)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var n int64
+	for key, rec := range f.idem {
+		if rec.res.CommittedAt.Before(before) {
+			delete(f.idem, key)
+			n++
+		}
+	}
+	return n, nil
+}
+
 // Describe implements [broker.Executor].
 func (f *Fake) Describe() broker.DatabaseInfo {
 	return broker.DatabaseInfo{Dialect: "fake", Server: "memory", Database: f.name}
 }
 
-var _ broker.Executor = (*Fake)(nil)
+var (
+	_ broker.Executor = (*Fake)(nil)
+	_ broker.Pruner   = (*Fake)(nil)
+)
 
 // errCheckAmount is the CHECK (amount > 0) violation of the fake orders
 // table, numbered like SQL Server's 547.

@@ -413,4 +413,7 @@ func bindParam(c *broker.Call, name string) (any, error) {
 	}
 }
 
-var _ broker.Executor = (*Executor)(nil)
+var (
+	_ broker.Executor = (*Executor)(nil)
+	_ broker.Pruner   = (*Executor)(nil)
+)

@@ -492,4 +492,7 @@ func (e *Executor) Prune(ctx context.Context, before time.Time) (int64, error) {
 	return n, nil
 }
 
-var _ broker.Executor = (*Executor)(nil)
+var (
+	_ broker.Executor = (*Executor)(nil)
+	_ broker.Pruner   = (*Executor)(nil)
+)
