@@ -127,11 +127,21 @@ const (
 )
 
 // idempotencyRetention returns the configured retention (0: keep forever).
+// A SQL Server database reached on behalf of each user has no login of
+// sqlgate's own to prune with, so by default it keeps its records.
 func (d DatabaseConfig) idempotencyRetention() time.Duration {
-	if d.IdempotencyRetention == nil {
-		return defaultIdempotencyRetention
+	switch {
+	case d.IdempotencyRetention != nil:
+		return *d.IdempotencyRetention
+	case d.onBehalfOf():
+		return 0
 	}
-	return *d.IdempotencyRetention
+	return defaultIdempotencyRetention
+}
+
+// onBehalfOf reports a SQL Server database whose calls run as each user.
+func (d DatabaseConfig) onBehalfOf() bool {
+	return d.SQLServer != nil && d.SQLServer.AzureAD != nil && d.SQLServer.AzureAD.Mode == sqlserver.ModeOnBehalfOf
 }
 
 // ControlConfig is the control database (audit log, registry, leases).
@@ -309,8 +319,12 @@ func (d DatabaseConfig) validate() (string, error) {
 	if n != 1 {
 		return "", errors.New("set exactly one of sqlite, postgres and sqlserver")
 	}
-	if r := d.idempotencyRetention(); r < 0 || (r > 0 && r < minIdempotencyRetention) {
+	switch r := d.idempotencyRetention(); {
+	case r < 0 || (r > 0 && r < minIdempotencyRetention):
 		err = errors.Join(err, fmt.Errorf("idempotencyRetention must be 0 (keep forever) or at least %s, not %s", minIdempotencyRetention, r))
+	case r > 0 && d.onBehalfOf():
+		err = errors.Join(err, errors.New("idempotencyRetention: an onBehalfOf database has no login of sqlgate's own to prune with; "+
+			"leave it unset and prune with a scheduled job (docs/sqlserver.md, PruneBatch)"))
 	}
 	switch {
 	case d.PostgresLogins != nil && d.Postgres == nil:

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/broker/sqlserver"
 )
 
 func TestExampleConfig(t *testing.T) {
@@ -71,5 +72,26 @@ func TestConfigErrors(t *testing.T) {
 	_, err = parseConfig([]byte("instance: x\n"))
 	if err == nil || strings.Count(err.Error(), "\n") < 4 {
 		t.Errorf("empty config: %v, want every problem listed", err)
+	}
+}
+
+// An onBehalfOf SQL Server database has no login of sqlgate's own: it keeps
+// its idempotency records unless an explicit retention asks for the
+// impossible, which is refused.
+func TestIdempotencyRetentionOnBehalfOf(t *testing.T) {
+	obo := DatabaseConfig{SQLServer: &sqlserver.Config{
+		Name: "orders", DSN: "sqlserver://sql1.example.com?database=orders", PasswordEnv: "SECRET",
+		AzureAD: &sqlserver.AzureAD{Mode: sqlserver.ModeOnBehalfOf, ClientID: "app", TenantID: "tenant"},
+	}}
+	if _, err := obo.validate(); err != nil {
+		t.Fatalf("onBehalfOf database without a retention: %v", err)
+	}
+	if r := obo.idempotencyRetention(); r != 0 {
+		t.Errorf("onBehalfOf idempotencyRetention = %s, want 0 (not pruned)", r)
+	}
+	week := defaultIdempotencyRetention
+	obo.IdempotencyRetention = &week
+	if _, err := obo.validate(); err == nil || !strings.Contains(err.Error(), "no login of sqlgate's own") {
+		t.Errorf("onBehalfOf database with a retention: %v, want it refused", err)
 	}
 }
