@@ -575,6 +575,38 @@ func printBenchTable(w io.Writer, rows []benchRow) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t\n", sg.backend, sg.conc, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), us(sg.dbCPU), sg.errors, ratio, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
 	}
 	_ = tw.Flush() // terminal output
+	if line := benchTarget(rows); line != "" {
+		fmt.Fprintln(w, line)
+	}
+}
+
+// Target of the request path (docs/performance.md): on PostgreSQL at
+// concurrency 64, sqlgate at least 70 % of the bare throughput with less
+// than 2 ms added at p99.
+const (
+	targetRatio    = 0.70
+	targetAddedP99 = 2 * time.Millisecond
+)
+
+// benchTarget reports the measured figures against the target, or "" when
+// the run did not measure PostgreSQL at concurrency 64 on both paths.
+func benchTarget(rows []benchRow) string {
+	for i := 0; i+1 < len(rows); i += 2 {
+		bare, sg := rows[i], rows[i+1]
+		if bare.backend != "postgres" || bare.conc != 64 || bare.rate == 0 || sg.rate == 0 {
+			continue
+		}
+		verdict := func(ok bool) string {
+			if ok {
+				return "met"
+			}
+			return "MISSED"
+		}
+		ratio, added := sg.rate/bare.rate, sg.p99-bare.p99
+		return fmt.Sprintf("target (PostgreSQL, concurrency 64): ratio >= %.2f: %.2f, %s; added p99 < %s: %s, %s",
+			targetRatio, ratio, verdict(ratio >= targetRatio), us(targetAddedP99), us(added), verdict(added < targetAddedP99))
+	}
+	return ""
 }
 
 func us(d time.Duration) string {
