@@ -421,22 +421,24 @@ func (a *app) ready(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// housekeeping prunes expired issuances and old idempotency records, once
-// an hour.
+// housekeeping prunes expired issuances and old idempotency records: a
+// minute after start (so an instance restarted more often than hourly still
+// prunes), then once an hour.
 func (a *app) housekeeping(ctx context.Context) error {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
+	next := time.NewTimer(time.Minute)
+	defer next.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-next.C:
 			if n, err := a.registry.Prune(ctx, time.Now().Add(-24*time.Hour)); err != nil {
 				a.log.WarnContext(ctx, "prune issuances failed", "err", err)
 			} else if n > 0 {
 				a.log.InfoContext(ctx, "pruned expired issuances", "count", n)
 			}
 			pruneIdempotency(ctx, a.audit, a.cfg.Executors, a.cfg.IdempotencyRetention, time.Now(), a.log)
+			next.Reset(time.Hour)
 		}
 	}
 }
