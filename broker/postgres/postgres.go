@@ -134,7 +134,7 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	e.sqlSelect = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at FROM ` + t +
 		` WHERE idempotency_key = $1 AND committed_at IS NOT NULL`
 	e.sqlStore = `UPDATE ` + t + ` SET result = $2, rows = $3, rows_affected = $4, committed_at = $5 WHERE idempotency_key = $1`
-	e.sqlPrune = `DELETE FROM ` + t + ` WHERE ctid = ANY (ARRAY(SELECT ctid FROM ` + t + ` WHERE committed_at < $1 LIMIT $2))`
+	e.sqlPrune = `DELETE FROM ` + t + ` WHERE ctid = ANY (ARRAY(SELECT ctid FROM ` + t + ` WHERE committed_at < $1 ORDER BY committed_at LIMIT $2))`
 	if cfg.CreateIdempotencyTable {
 		if _, err := pool.Exec(ctx, IdempotencyDDL(cfg.IdempotencyTable)); err != nil {
 			pool.Close()

@@ -76,11 +76,16 @@ const LookupBatch = `SELECT transaction_id, request_hash, result, rows, rows_aff
 FROM sqlgate.idempotency
 WHERE idempotency_key = @idempotency_key AND committed_at IS NOT NULL;`
 
-// PruneBatch deletes up to @batch idempotency records committed before
-// @before (through ix_sqlgate_idempotency_committed_at). [Executor.Prune]
-// repeats it; @batch stays under the 5,000 locks at which SQL Server would
-// escalate to a table lock and stall the calls inserting records.
-const PruneBatch = `DELETE TOP (@batch) FROM sqlgate.idempotency WHERE committed_at < @before;`
+// PruneBatch deletes the @batch oldest idempotency records committed before
+// @before; the ORDER BY makes it a seek on ix_sqlgate_idempotency_committed_at
+// that stops after @batch rows. [Executor.Prune] repeats it; @batch stays
+// under the 5,000 locks at which SQL Server would escalate to a table lock and
+// stall the calls inserting records.
+const PruneBatch = `WITH sqlgate_old AS (
+    SELECT TOP (@batch) idempotency_key FROM sqlgate.idempotency
+    WHERE committed_at < @before ORDER BY committed_at
+)
+DELETE FROM sqlgate_old;`
 
 // CheckBatch reports whether a procedure exists and the broker's login may
 // execute it; the name is a parameter, never SQL text.
