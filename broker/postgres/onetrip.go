@@ -247,7 +247,8 @@ func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTrip
 	rows, head := strings.CutPrefix(stored, one.head)
 	rows, tail := strings.CutSuffix(rows, "}")
 	if !head || !tail {
-		return nil, fmt.Errorf("function rows: stored result %.40q does not have the planned form", stored)
+		// Never quote the stored text: it holds the function's rows.
+		return nil, errors.New("function rows: the stored result does not have the planned form")
 	}
 	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), CommittedAt: committedAt}
 	if res.JSON, res.Rows, err = renderRows(one.cols, []byte(rows)); err != nil {
