@@ -94,7 +94,31 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 		return nil, fmt.Errorf("open sqlite database %s: %w", cfg.Name, err)
 	}
 	reader.SetMaxOpenConns(cfg.ReadConns)
-	return &Executor{cfg: cfg, writer: writer, reader: reader, stmts: map[string]*sql.Stmt{}, pruneBatch: broker.PruneBatch}, nil
+	e := &Executor{cfg: cfg, writer: writer, reader: reader, stmts: map[string]*sql.Stmt{}, pruneBatch: broker.PruneBatch}
+	// The adapter's own statements are prepared here, once: SQLite compiles
+	// an unprepared statement on every call, and inside a call the single
+	// writer connection is taken by the transaction.
+	for _, text := range ownStatements {
+		if _, err := e.stmt(ctx, text); err != nil { //nolint:sqlclosecheck // cached statement, closed by Close
+			_ = e.Close()
+			return nil, fmt.Errorf("open sqlite database %s: prepare: %w", cfg.Name, err)
+		}
+	}
+	return e, nil
+}
+
+// ownStatements are the adapter's statements that every call runs.
+var ownStatements = []string{sqlSelectRecord, sqlInsertRecord, sqlChanges, sqlStoreResult}
+
+// own returns one of ownStatements, prepared at Open, for use in tx.
+func (e *Executor) own(ctx context.Context, tx *sql.Tx, text string) (*sql.Stmt, error) {
+	e.mu.Lock()
+	st := e.stmts[text]
+	e.mu.Unlock()
+	if st == nil {
+		return nil, errClosed
+	}
+	return tx.StmtContext(ctx, st), nil
 }
 
 // DB returns the writer handle, for the daemon's schema set-up and tests.
@@ -227,7 +251,11 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 		hash, result, txID, committed sql.NullString
 		nrows, affected               int64
 	)
-	switch err := tx.QueryRowContext(ctx, sqlSelectRecord, c.IdempotencyKey).Scan(&hash, &result, &txID, &nrows, &affected, &committed); {
+	sel, err := e.own(ctx, tx, sqlSelectRecord) //nolint:sqlclosecheck // a transaction's statements close with it
+	if err != nil {
+		return nil, err
+	}
+	switch err := sel.QueryRowContext(ctx, c.IdempotencyKey).Scan(&hash, &result, &txID, &nrows, &affected, &committed); {
 	case err == nil:
 		_ = tx.Rollback()
 		if hash.String != c.RequestHash {
@@ -239,18 +267,26 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 	}
 	res := &broker.Result{TransactionID: uuid.Must(uuid.NewV7()).String()}
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	if _, err := tx.ExecContext(ctx, sqlInsertRecord, c.IdempotencyKey, c.RequestHash, c.CorrelationID, c.Principal, c.DecisionID, res.TransactionID, now.Format(tsFormat)); err != nil {
+	ins, err := e.own(ctx, tx, sqlInsertRecord) //nolint:sqlclosecheck // a transaction's statements close with it
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ins.ExecContext(ctx, c.IdempotencyKey, c.RequestHash, c.CorrelationID, c.Principal, c.DecisionID, res.TransactionID, now.Format(tsFormat)); err != nil {
+		return nil, err
+	}
+	changes, err := e.own(ctx, tx, sqlChanges) //nolint:sqlclosecheck // a transaction's statements close with it
+	if err != nil {
 		return nil, err
 	}
 	var before, after int64
-	if err := tx.QueryRowContext(ctx, sqlChanges).Scan(&before); err != nil {
+	if err := changes.QueryRowContext(ctx).Scan(&before); err != nil {
 		return nil, err
 	}
 	w := resultjson.NewWriter(c.RowLimit())
 	if err := runStatement(ctx, tx.StmtContext(ctx, st), args, w); err != nil {
 		return nil, err
 	}
-	if err := tx.QueryRowContext(ctx, sqlChanges).Scan(&after); err != nil {
+	if err := changes.QueryRowContext(ctx).Scan(&after); err != nil {
 		return nil, err
 	}
 	res.RowsAffected = after - before
@@ -259,7 +295,11 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 		return nil, err
 	}
 	res.CommittedAt = time.Now().UTC().Truncate(time.Microsecond)
-	if _, err := tx.ExecContext(ctx, sqlStoreResult, c.IdempotencyKey, string(res.JSON), res.Rows, res.RowsAffected, res.CommittedAt.Format(tsFormat)); err != nil {
+	store, err := e.own(ctx, tx, sqlStoreResult) //nolint:sqlclosecheck // a transaction's statements close with it
+	if err != nil {
+		return nil, err
+	}
+	if _, err := store.ExecContext(ctx, c.IdempotencyKey, string(res.JSON), res.Rows, res.RowsAffected, res.CommittedAt.Format(tsFormat)); err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
