@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -117,5 +118,9 @@ func TestDeployScripts(t *testing.T) {
 	var dbe *broker.DBError
 	if _, err := e.Execute(ctx, c); !errors.As(err, &dbe) || dbe.State != "42501" {
 		t.Errorf("direct SELECT as sqlgate_broker = %v, want permission denied (42501)", err)
+	}
+	// The grants let the broker prune its records (the hourly retention).
+	if n, err := e.Prune(ctx, time.Now().Add(time.Hour)); err != nil || n != 3 {
+		t.Errorf("Prune as sqlgate_broker = %d, %v; want the 3 calls' records", n, err)
 	}
 }
