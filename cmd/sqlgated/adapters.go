@@ -282,16 +282,36 @@ func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]br
 	return nil
 }
 
+// pruneMetrics count pruned idempotency records and failed prunes by
+// database.
+type pruneMetrics struct{ pruned, errors *prometheus.CounterVec }
+
+func newPruneMetrics(reg prometheus.Registerer) pruneMetrics {
+	m := pruneMetrics{
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sqlgate_idempotency_pruned_total", Help: "Idempotency records deleted after their retention, by database.",
+		}, []string{"database"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sqlgate_idempotency_prune_errors_total", Help: "Failed or skipped prunes of idempotency records, by database.",
+		}, []string{"database"}),
+	}
+	reg.MustRegister(m.pruned, m.errors)
+	return m
+}
+
 // pruneIdempotency deletes the idempotency records each database keeps no
 // longer (retention by database name; 0 keeps them, a missing name gets the
 // default). It never deletes a record committed at or after the oldest
 // intent still without an outcome: recovery at the next start asks that
 // record whether the intent's call committed. When the intents cannot be
 // read it prunes nothing.
-func pruneIdempotency(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, retention map[string]time.Duration, now time.Time, logger *slog.Logger) {
+func pruneIdempotency(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, retention map[string]time.Duration, now time.Time, logger *slog.Logger, m pruneMetrics) {
 	intents, err := log.Unpaired(ctx)
 	if err != nil {
 		logger.WarnContext(ctx, "prune idempotency records skipped", "err", err)
+		for name := range executors {
+			m.errors.WithLabelValues(name).Inc()
+		}
 		return
 	}
 	var oldest time.Time
@@ -314,8 +334,10 @@ func pruneIdempotency(ctx context.Context, log *audit.Log, executors map[string]
 			cut = oldest
 		}
 		n, err := p.Prune(ctx, cut)
+		m.pruned.WithLabelValues(name).Add(float64(n))
 		switch {
 		case err != nil:
+			m.errors.WithLabelValues(name).Inc()
 			logger.WarnContext(ctx, "prune idempotency records failed", "database", name, "err", err)
 		case n > 0:
 			logger.InfoContext(ctx, "pruned idempotency records", "database", name, "count", n, "committed_before", cut)

@@ -425,6 +425,7 @@ func (a *app) ready(ctx context.Context) error {
 // minute after start (so an instance restarted more often than hourly still
 // prunes), then once an hour.
 func (a *app) housekeeping(ctx context.Context) error {
+	metrics := newPruneMetrics(a.metrics)
 	next := time.NewTimer(time.Minute)
 	defer next.Stop()
 	for {
@@ -437,7 +438,7 @@ func (a *app) housekeeping(ctx context.Context) error {
 			} else if n > 0 {
 				a.log.InfoContext(ctx, "pruned expired issuances", "count", n)
 			}
-			pruneIdempotency(ctx, a.audit, a.cfg.Executors, a.cfg.IdempotencyRetention, time.Now(), a.log)
+			pruneIdempotency(ctx, a.audit, a.cfg.Executors, a.cfg.IdempotencyRetention, time.Now(), a.log, metrics)
 			next.Reset(time.Hour)
 		}
 	}

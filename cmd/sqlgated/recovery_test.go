@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/sqlgate/sqlgate/audit"
@@ -188,6 +190,8 @@ func TestPruneIdempotency(t *testing.T) {
 	env := newCallEnv(t, false)
 	execs := map[string]broker.Executor{"orders": env.ex}
 	quiet := slog.New(slog.DiscardHandler)
+	reg := prometheus.NewRegistry()
+	metrics := newPruneMetrics(reg)
 	old := env.create(t, "old")
 	// An intent whose outcome was lost: the process died after its commit.
 	open, err := env.log.Append(ctx, &audit.Record{
@@ -222,15 +226,15 @@ func TestPruneIdempotency(t *testing.T) {
 	}
 	later := time.Now().Add(8 * 24 * time.Hour)
 
-	pruneIdempotency(ctx, env.log, execs, map[string]time.Duration{"orders": 0}, later, quiet)
+	pruneIdempotency(ctx, env.log, execs, map[string]time.Duration{"orders": 0}, later, quiet, metrics)
 	if !kept(old) || !kept(recent) {
 		t.Fatal("retention 0 pruned records")
 	}
-	pruneIdempotency(ctx, env.log, execs, nil, time.Now(), quiet)
+	pruneIdempotency(ctx, env.log, execs, nil, time.Now(), quiet, metrics)
 	if !kept(old) || !kept(recent) {
 		t.Fatal("records younger than the default retention were pruned")
 	}
-	pruneIdempotency(ctx, env.log, execs, nil, later, quiet)
+	pruneIdempotency(ctx, env.log, execs, nil, later, quiet, metrics)
 	if kept(old) {
 		t.Error("a record older than the retention, committed before every open intent, was kept")
 	}
@@ -243,8 +247,14 @@ func TestPruneIdempotency(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	pruneIdempotency(ctx, env.log, execs, map[string]time.Duration{"orders": defaultIdempotencyRetention}, later, quiet)
+	pruneIdempotency(ctx, env.log, execs, map[string]time.Duration{"orders": defaultIdempotencyRetention}, later, quiet, metrics)
 	if kept(recent) {
 		t.Error("once the intent had its outcome, the old record was still kept")
+	}
+	if got := testutil.ToFloat64(metrics.pruned.WithLabelValues("orders")); got != 2 {
+		t.Errorf("sqlgate_idempotency_pruned_total{database=orders} = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(metrics.errors.WithLabelValues("orders")); got != 0 {
+		t.Errorf("sqlgate_idempotency_prune_errors_total{database=orders} = %v, want 0", got)
 	}
 }
