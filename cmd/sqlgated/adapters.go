@@ -306,41 +306,47 @@ func newPruneMetrics(reg prometheus.Registerer) pruneMetrics {
 // record whether the intent's call committed. When the intents cannot be
 // read it prunes nothing.
 func pruneIdempotency(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, retention map[string]time.Duration, now time.Time, logger *slog.Logger, m pruneMetrics) {
-	intents, err := log.Unpaired(ctx)
-	if err != nil {
-		logger.WarnContext(ctx, "prune idempotency records skipped", "err", err)
-		for name := range executors {
-			m.errors.WithLabelValues(name).Inc()
-		}
-		return
+	type job struct {
+		name string
+		p    broker.Pruner
+		cut  time.Time
 	}
-	var oldest time.Time
-	for _, in := range intents {
-		if oldest.IsZero() || in.Time.Before(oldest) {
-			oldest = in.Time
-		}
-	}
+	var jobs []job
 	for _, name := range slices.Sorted(maps.Keys(executors)) {
 		p, ok := executors[name].(broker.Pruner)
 		keep, set := retention[name]
 		if !set {
 			keep = defaultIdempotencyRetention
 		}
-		if !ok || keep <= 0 {
-			continue
+		if ok && keep > 0 {
+			jobs = append(jobs, job{name, p, now.Add(-keep)})
 		}
-		cut := now.Add(-keep)
-		if !oldest.IsZero() && oldest.Before(cut) {
-			cut = oldest
+	}
+	if len(jobs) == 0 {
+		return
+	}
+	intents, err := log.Unpaired(ctx)
+	if err != nil {
+		logger.WarnContext(ctx, "prune idempotency records skipped", "err", err)
+		for _, j := range jobs {
+			m.errors.WithLabelValues(j.name).Inc()
 		}
-		n, err := p.Prune(ctx, cut)
-		m.pruned.WithLabelValues(name).Add(float64(n))
+		return
+	}
+	for _, j := range jobs {
+		for _, in := range intents {
+			if in.Time.Before(j.cut) {
+				j.cut = in.Time
+			}
+		}
+		n, err := j.p.Prune(ctx, j.cut)
+		m.pruned.WithLabelValues(j.name).Add(float64(n))
 		switch {
 		case err != nil:
-			m.errors.WithLabelValues(name).Inc()
-			logger.WarnContext(ctx, "prune idempotency records failed", "database", name, "err", err)
+			m.errors.WithLabelValues(j.name).Inc()
+			logger.WarnContext(ctx, "prune idempotency records failed", "database", j.name, "err", err)
 		case n > 0:
-			logger.InfoContext(ctx, "pruned idempotency records", "database", name, "count", n, "committed_before", cut)
+			logger.InfoContext(ctx, "pruned idempotency records", "database", j.name, "count", n, "committed_before", j.cut)
 		}
 	}
 }
