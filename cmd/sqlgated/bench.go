@@ -69,10 +69,11 @@ RETURNS TABLE (id bigint) LANGUAGE sql AS $$
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", stderr, "sqlgated bench [--duration D] [--rounds N] [--concurrency 1,16,64] [--postgres DSN]")
+	fs := newFlags("bench", stderr, "sqlgated bench [--duration D] [--rounds N] [--concurrency 1,16,64] [--rate 500] [--postgres DSN]")
 	duration := fs.Duration("duration", 5*time.Second, "measurement time per cell")
 	rounds := fs.Int("rounds", 2, "interleaved rounds (bare, sqlgate, bare, sqlgate, ...)")
-	levels := fs.String("concurrency", "1,16,64", "client concurrency levels")
+	levels := fs.String("concurrency", "1,16,64", "client concurrency levels (closed loop)")
+	rates := fs.String("rate", "", "offered rates in requests per second, comma separated (open loop, at most 64 in flight); empty: none")
 	pgDSN := fs.String("postgres", os.Getenv("SQLGATE_TEST_POSTGRES_DSN"), "PostgreSQL server for the PostgreSQL rows (a throwaway database is created); empty: SQLite only")
 	workers := fs.Int("workers", 16, "worker pool of both responders")
 	backendsFlag := fs.String("backends", "sqlite,postgres", "backends to measure (postgres needs a DSN)")
@@ -82,13 +83,28 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	var conc []int
+	var cells []benchCell
 	for f := range strings.SplitSeq(*levels, ",") {
+		if *levels == "" {
+			break // open-loop cells only
+		}
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
 			return &usageError{msg: "--concurrency: positive integers, comma separated"}
 		}
-		conc = append(conc, n)
+		cells = append(cells, benchCell{conc: n})
+	}
+	if *rates != "" {
+		for f := range strings.SplitSeq(*rates, ",") {
+			r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			if err != nil || r < 1 || r > 1e6 {
+				return &usageError{msg: "--rate: requests per second from 1 to 1000000, comma separated"}
+			}
+			cells = append(cells, benchCell{offered: r})
+		}
+	}
+	if len(cells) == 0 {
+		return &usageError{msg: "nothing to measure: give --concurrency or --rate"}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	fmt.Fprintf(stdout, "sqlgate bench: %s per cell, %d interleaved rounds, GOMAXPROCS %d\n", *duration, *rounds, runtime.GOMAXPROCS(0))
@@ -121,7 +137,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return fmt.Errorf("%s bench setup: %w", backend, err)
 		}
-		rows, err := b.measure(ctx, conc, *rounds, *duration, strings.Split(*pathsFlag, ","))
+		rows, err := b.measure(ctx, cells, *rounds, *duration, strings.Split(*pathsFlag, ","))
 		b.close()
 		if err != nil {
 			return err
@@ -398,7 +414,8 @@ func startBareResponder(nc *nats.Conn, workers int, exec func(context.Context, s
 
 type benchRow struct {
 	backend, path string
-	conc          int
+	conc          int     // closed-loop clients; 0 for an open-loop row
+	offered       float64 // open loop: offered requests per second; 0 for a closed-loop row
 	reqs          int64
 	rate          float64
 	p50, p99      time.Duration
@@ -407,22 +424,47 @@ type benchRow struct {
 	dbCPU         time.Duration // PostgreSQL server CPU per request
 }
 
-func (b *benchEnv) measure(ctx context.Context, conc []int, rounds int, d time.Duration, paths []string) ([]benchRow, error) {
+// benchCell is one load shape: c closed-loop clients, or an offered rate
+// (open loop, at most openMaxInFlight outstanding).
+type benchCell struct {
+	conc    int
+	offered float64
+}
+
+// openMaxInFlight caps the outstanding requests of an open-loop cell: the
+// highest concurrency of the closed-loop cells.
+const openMaxInFlight = 64
+
+func (c benchCell) run(ctx context.Context, conns []*nats.Conn, d time.Duration, tag string) ([]time.Duration, int64, error) {
+	if c.offered > 0 {
+		return loadOpen(ctx, conns, c.offered, openMaxInFlight, d, tag)
+	}
+	return load(ctx, conns, c.conc, d, tag)
+}
+
+func (c benchCell) String() string {
+	if c.offered > 0 {
+		return strconv.FormatFloat(c.offered, 'f', -1, 64) + "rps"
+	}
+	return strconv.Itoa(c.conc)
+}
+
+func (b *benchEnv) measure(ctx context.Context, cells []benchCell, rounds int, d time.Duration, paths []string) ([]benchRow, error) {
 	agg := map[string]*benchAgg{}
 	for r := range rounds {
-		for _, c := range conc {
+		for _, cell := range cells {
 			for _, path := range paths {
 				conns := b.bareCli
 				if path == "sqlgate" {
 					conns = b.users
 				}
 				cpu0, db0 := processCPU(), postgresCPU()
-				lat, errs, err := load(ctx, conns, c, d, fmt.Sprintf("%s-%d-%d", path, r, c))
+				lat, errs, err := cell.run(ctx, conns, d, fmt.Sprintf("%s-%d-%s", path, r, cell))
 				cpu, dbCPU := processCPU()-cpu0, postgresCPU()-db0
 				if err != nil {
 					return nil, err
 				}
-				k := fmt.Sprintf("%s/%d", path, c)
+				k := path + "/" + cell.String()
 				if agg[k] == nil {
 					agg[k] = &benchAgg{}
 				}
@@ -435,15 +477,15 @@ func (b *benchEnv) measure(ctx context.Context, conc []int, rounds int, d time.D
 		}
 	}
 	var out []benchRow
-	for _, c := range conc {
+	for _, cell := range cells {
 		for _, path := range []string{"bare", "sqlgate"} {
-			a := agg[fmt.Sprintf("%s/%d", path, c)]
+			a := agg[path+"/"+cell.String()]
 			if a == nil {
 				a = &benchAgg{dur: 1}
 			}
 			slices.Sort(a.lat)
 			out = append(out, benchRow{
-				backend: b.backend, path: path, conc: c, reqs: int64(len(a.lat)),
+				backend: b.backend, path: path, conc: cell.conc, offered: cell.offered, reqs: int64(len(a.lat)),
 				rate: float64(len(a.lat)) / a.dur.Seconds(), p50: pct(a.lat, 0.50), p99: pct(a.lat, 0.99), errors: a.errs,
 				cpu: a.cpu / time.Duration(max(len(a.lat), 1)), dbCPU: a.dbCPU / time.Duration(max(len(a.lat), 1)),
 			})
@@ -508,12 +550,11 @@ func processCPU() time.Duration {
 // of every successful request.
 func load(ctx context.Context, conns []*nats.Conn, c int, d time.Duration, tag string) ([]time.Duration, int64, error) {
 	var (
-		mu     sync.Mutex
-		all    []time.Duration
-		errs   atomic.Int64
-		wg     sync.WaitGroup
-		seq    atomic.Int64
-		failed atomic.Value
+		mu   sync.Mutex
+		all  []time.Duration
+		errs benchErrors
+		wg   sync.WaitGroup
+		seq  atomic.Int64
 	)
 	deadline := time.Now().Add(d)
 	for i := range c {
@@ -523,23 +564,11 @@ func load(ctx context.Context, conns []*nats.Conn, c int, d time.Duration, tag s
 			defer wg.Done()
 			local := make([]time.Duration, 0, 4096)
 			for time.Now().Before(deadline) && ctx.Err() == nil {
-				n := seq.Add(1)
-				m := nats.NewMsg("bench.orders.create")
-				m.Data = []byte(`{"customer":"` + tag + `-` + strconv.FormatInt(n, 10) + `","amount":10.50}`)
-				m.Header.Set("Idempotency-Key", tag+"-"+strconv.FormatInt(n, 10))
 				t0 := time.Now()
-				reply, err := nc.RequestMsg(m, 10*time.Second)
-				el := time.Since(t0)
-				if err != nil || len(reply.Data) < 10 || string(reply.Data[:10]) != `{"ok":true` {
-					if errs.Add(1) == 1 {
-						if err == nil {
-							err = errors.New(string(reply.Data))
-						}
-						failed.Store(err)
-					}
+				if !errs.check(benchRequest(nc, tag, seq.Add(1))) {
 					continue
 				}
-				local = append(local, el)
+				local = append(local, time.Since(t0))
 			}
 			mu.Lock()
 			all = append(all, local...)
@@ -547,10 +576,87 @@ func load(ctx context.Context, conns []*nats.Conn, c int, d time.Duration, tag s
 		}()
 	}
 	wg.Wait()
-	if n := errs.Load(); n > 0 && len(all) == 0 {
-		return nil, n, fmt.Errorf("%s: every request failed: %v", tag, failed.Load())
+	return errs.result(tag, all)
+}
+
+// loadOpen offers rate requests per second for d over conns, open loop:
+// request i is due at start + i/rate and is sent then whether or not the
+// earlier ones were answered, with at most maxInFlight outstanding. Latency
+// is measured from the due time, so a path that falls behind shows its
+// queueing instead of hiding it (no coordinated omission).
+func loadOpen(ctx context.Context, conns []*nats.Conn, rate float64, maxInFlight int, d time.Duration, tag string) ([]time.Duration, int64, error) {
+	var (
+		mu   sync.Mutex
+		all  []time.Duration
+		errs benchErrors
+		wg   sync.WaitGroup
+	)
+	slots := make(chan struct{}, maxInFlight)
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	for i := int64(0); ctx.Err() == nil; i++ {
+		due := start.Add(time.Duration(i) * interval)
+		if due.Sub(start) >= d {
+			break
+		}
+		time.Sleep(time.Until(due))
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if !errs.check(benchRequest(conns[i%int64(len(conns))], tag, i)) {
+				return
+			}
+			el := time.Since(due)
+			mu.Lock()
+			all = append(all, el)
+			mu.Unlock()
+		}()
 	}
-	return all, errs.Load(), nil
+	wg.Wait()
+	return errs.result(tag, all)
+}
+
+// benchRequest sends request n of a cell (its own customer and
+// Idempotency-Key) and checks that the reply is a success.
+func benchRequest(nc *nats.Conn, tag string, n int64) error {
+	m := nats.NewMsg("bench.orders.create")
+	m.Data = []byte(`{"customer":"` + tag + `-` + strconv.FormatInt(n, 10) + `","amount":10.50}`)
+	m.Header.Set("Idempotency-Key", tag+"-"+strconv.FormatInt(n, 10))
+	reply, err := nc.RequestMsg(m, 10*time.Second)
+	switch {
+	case err != nil:
+		return err
+	case len(reply.Data) < 10 || string(reply.Data[:10]) != `{"ok":true`:
+		return errors.New(string(reply.Data))
+	}
+	return nil
+}
+
+// benchErrors counts the failed requests of a cell and keeps the first.
+type benchErrors struct {
+	n     atomic.Int64
+	first atomic.Value
+}
+
+// check records err and reports whether the request succeeded.
+func (e *benchErrors) check(err error) bool {
+	if err == nil {
+		return true
+	}
+	if e.n.Add(1) == 1 {
+		e.first.Store(err)
+	}
+	return false
+}
+
+// result returns a cell's latencies and error count; a cell in which every
+// request failed is an error.
+func (e *benchErrors) result(tag string, lat []time.Duration) ([]time.Duration, int64, error) {
+	if n := e.n.Load(); n > 0 && len(lat) == 0 {
+		return nil, n, fmt.Errorf("%s: every request failed: %v", tag, e.first.Load())
+	}
+	return lat, e.n.Load(), nil
 }
 
 func pct(sorted []time.Duration, p float64) time.Duration {
@@ -562,20 +668,41 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 }
 
 func printBenchTable(w io.Writer, rows []benchRow) {
-	fmt.Fprintln(w, "\nrequest path: NATS request -> SQL insert -> reply (closed loop; bare = plain nats.go responder on a plain server)")
-	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "backend\tconc\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tratio req/s\tadded p50\tadded p99\t")
-	for i := 0; i+1 < len(rows); i += 2 {
-		bare, sg := rows[i], rows[i+1]
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t\t\t\t\n", bare.backend, bare.conc, bare.path, bare.rate, us(bare.p50), us(bare.p99), us(bare.cpu), us(bare.dbCPU), bare.errors)
-		ratio := 0.0
-		if bare.rate > 0 {
-			ratio = sg.rate / bare.rate
+	var closed, open []benchRow
+	for _, r := range rows {
+		if r.offered > 0 {
+			open = append(open, r)
+		} else {
+			closed = append(closed, r)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t\n", sg.backend, sg.conc, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), us(sg.dbCPU), sg.errors, ratio, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
 	}
-	_ = tw.Flush() // terminal output
-	if line := benchTarget(rows); line != "" {
+	if len(closed) > 0 {
+		fmt.Fprintln(w, "\nrequest path: NATS request -> SQL insert -> reply (closed loop; bare = plain nats.go responder on a plain server)")
+		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "backend\tconc\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tratio req/s\tadded p50\tadded p99\t")
+		for i := 0; i+1 < len(closed); i += 2 {
+			bare, sg := closed[i], closed[i+1]
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t\t\t\t\n", bare.backend, bare.conc, bare.path, bare.rate, us(bare.p50), us(bare.p99), us(bare.cpu), us(bare.dbCPU), bare.errors)
+			ratio := 0.0
+			if bare.rate > 0 {
+				ratio = sg.rate / bare.rate
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t\n", sg.backend, sg.conc, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), us(sg.dbCPU), sg.errors, ratio, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
+		}
+		_ = tw.Flush() // terminal output
+	}
+	if len(open) > 0 {
+		fmt.Fprintf(w, "\nrequest path at an offered rate (open loop, at most %d in flight; latency from each request's due time)\n", openMaxInFlight)
+		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "backend\toffered req/s\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tadded p50\tadded p99\t")
+		for i := 0; i+1 < len(open); i += 2 {
+			bare, sg := open[i], open[i+1]
+			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t\t\t\n", bare.backend, bare.offered, bare.path, bare.rate, us(bare.p50), us(bare.p99), us(bare.cpu), us(bare.dbCPU), bare.errors)
+			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", sg.backend, sg.offered, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), us(sg.dbCPU), sg.errors, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
+		}
+		_ = tw.Flush() // terminal output
+	}
+	if line := benchTarget(closed); line != "" {
 		fmt.Fprintln(w, line)
 	}
 }

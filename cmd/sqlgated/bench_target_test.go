@@ -1,8 +1,14 @@
 package main
 
 import (
+	"errors"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 func TestBenchTarget(t *testing.T) {
@@ -34,5 +40,102 @@ func TestBenchTarget(t *testing.T) {
 				t.Errorf("benchTarget = %q\nwant          %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestLoadOpen checks the open-loop load's accounting: it sends exactly
+// rate × duration requests whatever the responder's pace, and counts each
+// reply as a success or an error.
+func TestLoadOpen(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server did not start")
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	// Requests with an odd number fail, as a refused call would.
+	sub, err := nc.Subscribe("bench.orders.create", func(m *nats.Msg) {
+		key := m.Header.Get("Idempotency-Key")
+		n, _ := strconv.Atoi(key[strings.LastIndexByte(key, '-')+1:])
+		if n%2 == 1 {
+			_ = m.Respond([]byte(`{"ok":false,"error":{"code":"forbidden"}}`))
+			return
+		}
+		_ = m.Respond([]byte(`{"ok":true,"result":{}}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lat, errs, err := loadOpen(t.Context(), []*nats.Conn{nc}, 200, 4, 100*time.Millisecond, "open")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lat) != 10 || errs != 10 {
+		t.Errorf("200 req/s for 100ms: %d successes and %d errors, want 10 and 10", len(lat), errs)
+	}
+
+	// A cell in which every request fails is an error that names the reply.
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Subscribe("bench.orders.create", func(m *nats.Msg) {
+		_ = m.Respond([]byte(`{"ok":false,"error":{"code":"forbidden"}}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = loadOpen(t.Context(), []*nats.Conn{nc}, 100, 4, 20*time.Millisecond, "refused")
+	if err == nil || !strings.Contains(err.Error(), "refused: every request failed") {
+		t.Errorf("all failed: err = %v", err)
+	}
+}
+
+func TestBenchFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--rate", "0"}, "--rate: requests per second from 1 to 1000000"},
+		{[]string{"--rate", "500,fast"}, "--rate: requests per second from 1 to 1000000"},
+		{[]string{"--concurrency", "0"}, "--concurrency: positive integers"},
+		{[]string{"--concurrency", ""}, "nothing to measure: give --concurrency or --rate"},
+	} {
+		var out, errOut strings.Builder
+		err := runBench(t.Context(), tc.args, &out, &errOut)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("bench %q: err = %v, want a usage error with %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestPrintBenchTable checks that open-loop rows get their own table and do
+// not count for the target, which is measured closed loop.
+func TestPrintBenchTable(t *testing.T) {
+	rows := []benchRow{
+		{backend: "postgres", path: "bare", conc: 64, rate: 8000, p99: 15 * time.Millisecond},
+		{backend: "postgres", path: "sqlgate", conc: 64, rate: 3000, p99: 49 * time.Millisecond},
+		{backend: "postgres", path: "bare", offered: 500, rate: 500, p50: time.Millisecond, p99: 2 * time.Millisecond},
+		{backend: "postgres", path: "sqlgate", offered: 500, rate: 500, p50: 1700 * time.Microsecond, p99: 3500 * time.Microsecond},
+	}
+	var out strings.Builder
+	printBenchTable(&out, rows)
+	got := out.String()
+	for _, want := range []string{
+		"request path: NATS request -> SQL insert -> reply (closed loop",
+		"request path at an offered rate (open loop, at most 64 in flight",
+		"postgres            500  sqlgate    500  1700µs  3500µs",
+		"target (PostgreSQL, concurrency 64): ratio >= 0.70: 0.38, MISSED; added p99 < 2000µs: 34.0ms, MISSED",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
 	}
 }
