@@ -50,7 +50,11 @@ func (r *Report) WriteText(w io.Writer) error {
 	printf("keys: %s\n", joinOr(r.Keys, "none"))
 	for _, o := range r.Origins {
 		printf("\norigin %s\n", o.Origin)
-		printf("  records checked: %d (indexes %d..%d)", o.Records, o.First, o.End)
+		if o.End > o.First {
+			printf("  records checked: %d (indexes %d to %d)", o.Records, o.First, o.End-1) // End is exclusive
+		} else {
+			printf("  records checked: %d", o.Records)
+		}
 		if o.Pruned > 0 {
 			printf(", %d older records pruned", o.Pruned)
 		}
