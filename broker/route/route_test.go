@@ -3,6 +3,7 @@ package route_test
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -266,4 +267,35 @@ func BenchmarkDecode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzParse feeds the catalog decoder arbitrary YAML: it never panics, and
+// a catalog it accepts holds only valid, distinct subjects that Lookup
+// finds.
+func FuzzParse(f *testing.F) {
+	demo, err := os.ReadFile("testdata/demo.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(demo)
+	f.Add([]byte("routes:\n  - subject: a.b\n    database: d\n    procedure: p\n"))
+	f.Add([]byte("routes: [{subject: 'a.*', database: d, procedure: p}]"))
+	f.Add([]byte("routes:\n  - {subject: a.b, database: d, statement: {name: s, sql: 'SELECT :x'}, params: {type: object, properties: {x: {type: string}}}}\n"))
+	f.Add([]byte("routes: &a [*a]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := route.Parse(data)
+		if err != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, r := range c.Routes() {
+			if !route.ValidSubject(r.Subject) || seen[r.Subject] {
+				t.Fatalf("accepted subject %q (seen before: %v)", r.Subject, seen[r.Subject])
+			}
+			seen[r.Subject] = true
+			if got, ok := c.Lookup(r.Subject); !ok || got != r {
+				t.Fatalf("Lookup(%q) does not find its route", r.Subject)
+			}
+		}
+	})
 }

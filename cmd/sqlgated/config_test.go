@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/broker/sqlserver"
@@ -94,4 +95,31 @@ func TestIdempotencyRetentionOnBehalfOf(t *testing.T) {
 	if _, err := obo.validate(); err == nil || !strings.Contains(err.Error(), "no login of sqlgate's own") {
 		t.Errorf("onBehalfOf database with a retention: %v, want it refused", err)
 	}
+}
+
+// FuzzConfig feeds the configuration decoder arbitrary YAML: it never
+// panics, and a configuration it accepts stays valid with its defaults.
+func FuzzConfig(f *testing.F) {
+	base, err := os.ReadFile("../../deploy/examples/sqlgated.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(base)
+	f.Add([]byte("instance: a\ndatabases: [{sqlite: {name: d, path: x.db}}]\n"))
+	f.Add([]byte("databases: &d [*d]"))
+	f.Add([]byte("databases:\n  - sqlite: {name: d, path: x.db}\n    idempotencyRetention: -1h\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := parseConfig(data)
+		if err != nil {
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted configuration no longer validates: %v", err)
+		}
+		for i, d := range cfg.Databases {
+			if r := d.idempotencyRetention(); r < 0 || (r > 0 && r < 24*time.Hour) {
+				t.Fatalf("database %d: retention %s accepted", i, r)
+			}
+		}
+	})
 }

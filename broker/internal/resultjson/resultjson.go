@@ -141,7 +141,7 @@ func (w *Writer) Finish(outputs []Output, hasOutput bool, returnValue *int64, ro
 var ErrUnsupported = errors.New("unsupported value type")
 
 // AppendValue appends v as JSON: numbers as numbers (json.Number kept
-// exact; non-finite floats as the strings "NaN", "Infinity", "-Infinity"),
+// exact, or a string when it is not a JSON number; non-finite floats as the strings "NaN", "Infinity", "-Infinity"),
 // strings verbatim, times as RFC 3339 in UTC, bytes as base64, nil as null,
 // []any as an array.
 func AppendValue(b []byte, v any) ([]byte, error) {
@@ -181,6 +181,11 @@ func AppendValue(b []byte, v any) ([]byte, error) {
 	case json.Number:
 		if x == "" {
 			return append(b, "null"...), nil
+		}
+		if !isNumber(x) {
+			// Text that is not a JSON number (a damaged stored result, say)
+			// stays a string: it never becomes JSON structure.
+			return AppendString(b, string(x)), nil
 		}
 		return append(b, x...), nil
 	case json.RawMessage:
@@ -277,4 +282,10 @@ func AppendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// isNumber reports whether s is a JSON number: valid JSON that starts the
+// way only a number can.
+func isNumber(s json.Number) bool {
+	return (s[0] == '-' || (s[0] >= '0' && s[0] <= '9')) && json.Valid([]byte(s))
 }

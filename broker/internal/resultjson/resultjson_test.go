@@ -50,6 +50,10 @@ func TestAppendValue(t *testing.T) {
 		{uint64(18446744073709551615), "18446744073709551615"},
 		{json.Number("12.50"), "12.50"},
 		{json.Number(""), "null"},
+		{json.Number("-1.5e-3"), "-1.5e-3"},
+		{json.Number(`1,"admin":true`), `"1,\"admin\":true"`}, // not a number: never JSON structure
+		{json.Number("NaN"), `"NaN"`},
+		{json.Number("01"), `"01"`},
 		{true, "true"},
 		{[]byte{0, 1, 2}, `"AAEC"`},
 		{0.1, "0.1"},
