@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -258,6 +259,41 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Errorf("verify --output json = %+v, %v", rep, err)
 	}
 
+	// SOC 2 evidence for yesterday and today (a run may cross midnight), from
+	// the verified bundle: alice's order is in the activity, her refused one
+	// in the denials.
+	today := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
+	tomorrow := time.Now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+	zipPath := filepath.Join(t.TempDir(), "evidence.zip")
+	out = auditor.must("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", today, "--to", tomorrow, "-o", zipPath)
+	if !strings.Contains(out, "csv/activity.csv") || !strings.Contains(out, "the log verified") {
+		t.Errorf("audit evidence = %s", out)
+	}
+	zr, err := zip.OpenReader(zipPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = zr.Close() }()
+	sections := map[string]string{}
+	for _, f := range zr.File {
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		_ = rc.Close()
+		sections[f.Name] = string(b)
+	}
+	if !strings.Contains(sections["csv/activity.csv"], "orders.v1.create") || !strings.Contains(sections["csv/denials.csv"], "exceeds the sales limit") {
+		t.Errorf("evidence sections:\nactivity:\n%s\ndenials:\n%s", sections["csv/activity.csv"], sections["csv/denials.csv"])
+	}
+	if code, _, errOut := auditor.run("", "audit", "evidence", "--bundle", bundle, "--from", today, "--to", tomorrow, "-o", zipPath); code != 2 || !strings.Contains(errOut, "--key") {
+		t.Errorf("evidence without a key: exit %d, %s", code, errOut)
+	}
+	if code, _, errOut := auditor.run("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", tomorrow, "--to", today, "-o", zipPath); code != 2 || !strings.Contains(errOut, "--from must be before --to") {
+		t.Errorf("evidence for a backwards period: exit %d, %s", code, errOut)
+	}
+
 	// The security team replays the recorded decisions against a stricter
 	// candidate policy: alice's 250 order would now be refused.
 	admin := newCLI(t, d)
@@ -502,3 +538,23 @@ func htmlUnescape(s string) string {
 }
 
 func jsonInt(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+func TestParsePeriodBound(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 30, 15, 500, time.FixedZone("x", 3600))
+	for in, want := range map[string]string{
+		"2026-10-01":                "2026-10-01T00:00:00Z",
+		"2026-10-01T08:00:00+02:00": "2026-10-01T06:00:00Z",
+		"now":                       "2026-11-27T11:30:15Z",
+		"-24h":                      "2026-11-26T11:30:15Z",
+	} {
+		got, err := parsePeriodBound("--from", in, now)
+		if err != nil || got.Format(time.RFC3339Nano) != want {
+			t.Errorf("%q = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "yesterday", "2026-13-01", "1 day"} {
+		if _, err := parsePeriodBound("--from", in, now); err == nil {
+			t.Errorf("%q: no error", in)
+		}
+	}
+}

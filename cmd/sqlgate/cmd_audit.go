@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/evidence"
 )
 
 func cmdAuditExport(ctx context.Context, e *env, args []string) error {
@@ -108,35 +111,11 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("--trusted-checkpoint: %w", err)
 		}
 	}
-	path := *bundlePath
-	if path == "" {
-		c, err := e.client(*broker)
-		if err != nil {
-			return err
-		}
-		tmp, err := os.CreateTemp("", "sqlgate-audit-*.bundle")
-		if err != nil {
-			return err
-		}
-		path = tmp.Name()
-		defer func() { _ = os.Remove(path) }()
-		err = c.AuditExport(ctx, tmp, 0, 0)
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("download the log to verify: %w", err)
-		}
-	}
-	f, err := os.Open(path)
+	b, closeBundle, err := openBundle(ctx, e, *broker, *bundlePath)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = f.Close() }() // read-only
-	b, err := audit.OpenBundle(f)
-	if err != nil {
-		return fmt.Errorf("open bundle: %w", err)
-	}
+	defer closeBundle()
 	rep, err := audit.Verify(ctx, b, opts)
 	if err != nil {
 		return err
@@ -155,6 +134,138 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 		return errSilent
 	}
 	return nil
+}
+
+// openBundle opens the bundle file at path, or downloads the whole log from
+// the broker into a temporary file when path is empty. The returned function
+// closes it and removes a downloaded file.
+func openBundle(ctx context.Context, e *env, broker, path string) (*audit.Bundle, func(), error) {
+	cleanup := func() {}
+	if path == "" {
+		c, err := e.client(broker)
+		if err != nil {
+			return nil, nil, err
+		}
+		tmp, err := os.CreateTemp("", "sqlgate-audit-*.bundle")
+		if err != nil {
+			return nil, nil, err
+		}
+		path = tmp.Name()
+		cleanup = func() { _ = os.Remove(path) }
+		err = c.AuditExport(ctx, tmp, 0, 0)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			cleanup()
+			return nil, nil, fmt.Errorf("download the log: %w", err)
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	b, err := audit.OpenBundle(f)
+	if err != nil {
+		_ = f.Close()
+		cleanup()
+		return nil, nil, fmt.Errorf("open bundle: %w", err)
+	}
+	return b, func() { _ = f.Close(); cleanup() }, nil
+}
+
+func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "audit evidence", "sqlgate audit evidence --from DATE --to DATE --key VKEY -o FILE.zip [--bundle FILE] [--trusted-checkpoint FILE|DIR]")
+	broker, output := brokerFlag(fs), outputFlag(fs)
+	bundlePath := fs.String("bundle", "", "derive the evidence from this exported bundle (default: export the log from the broker first)")
+	fromFlag := fs.String("from", "", "start of the period, inclusive: YYYY-MM-DD (UTC midnight), RFC 3339, now, or a duration from now (-24h)")
+	toFlag := fs.String("to", "", "end of the period, exclusive: the same forms as --from")
+	out := fs.String("o", "", "write the evidence archive (zip) here")
+	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them: the log must extend each")
+	var kf keyFlags
+	kf.register(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 0, "sqlgate audit evidence"); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	now := time.Now()
+	from, err := parsePeriodBound("--from", *fromFlag, now)
+	if err != nil {
+		return err
+	}
+	to, err := parsePeriodBound("--to", *toFlag, now)
+	if err != nil {
+		return err
+	}
+	if !from.Before(to) {
+		return usagef("--from must be before --to")
+	}
+	if *out == "" {
+		return usagef("-o FILE.zip is required")
+	}
+	keys, err := kf.load()
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return usagef("--key or --keys-file is required: evidence is only as good as the key you trust (dev: audit_verifier_key in dev.json)")
+	}
+	opts := evidence.Options{From: from, To: to, Verify: audit.VerifyOptions{Keys: keys}, Generator: "sqlgate audit evidence"}
+	if *trusted != "" {
+		if opts.Verify.Trusted, err = audit.LoadCheckpoints(*trusted); err != nil {
+			return fmt.Errorf("--trusted-checkpoint: %w", err)
+		}
+	}
+	b, closeBundle, err := openBundle(ctx, e, *broker, *bundlePath)
+	if err != nil {
+		return err
+	}
+	defer closeBundle()
+	var zipped bytes.Buffer
+	m, err := evidence.Write(ctx, &zipped, b, opts)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out, zipped.Bytes(), 0o600); err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(e.stdout, m)
+	}
+	fmt.Fprintf(e.stdout, "evidence for %s to %s written to %s (the log verified: %d records)\n", m.Period.From, m.Period.To, *out, m.Verification.Records)
+	for _, f := range m.Files {
+		fmt.Fprintf(e.stdout, "  %-28s %6d rows  sha256 %s\n", f.Name, f.Rows, f.SHA256)
+	}
+	return nil
+}
+
+// parsePeriodBound reads a date (UTC midnight), an RFC 3339 time, "now", or
+// a duration from now ("-24h": a day ago).
+func parsePeriodBound(flagName, v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, usagef("%s is required", flagName)
+	}
+	if v == "now" {
+		return now.UTC().Truncate(time.Second), nil
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		return now.UTC().Add(d).Truncate(time.Second), nil
+	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, usagef("%s: want YYYY-MM-DD, an RFC 3339 time, now, or a duration from now such as -24h; got %q", flagName, v)
+	}
+	return t.UTC(), nil
 }
 
 func cmdAuditProve(ctx context.Context, e *env, args []string) error {

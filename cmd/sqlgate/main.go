@@ -65,10 +65,11 @@ func commands() map[string]*command {
 			"check":  {summary: "parse, type-check and check route references of the policies in DIR", run: cmdPolicyCheck},
 			"replay": {summary: "re-evaluate recorded decisions against a candidate policy and list the changes", run: cmdPolicyReplay},
 		}},
-		"audit": {summary: "verify, prove and export the signed audit log", sub: map[string]*command{
-			"verify": {summary: "verify the log offline with public keys only", run: cmdAuditVerify},
-			"prove":  {summary: "check the inclusion proof (receipt) of one record: sqlgate audit prove N", run: cmdAuditProve},
-			"export": {summary: "download an offline-verifiable bundle of the log", run: cmdAuditExport},
+		"audit": {summary: "verify, prove and export the signed audit log; write SOC 2 evidence", sub: map[string]*command{
+			"verify":   {summary: "verify the log offline with public keys only", run: cmdAuditVerify},
+			"prove":    {summary: "check the inclusion proof (receipt) of one record: sqlgate audit prove N", run: cmdAuditProve},
+			"export":   {summary: "download an offline-verifiable bundle of the log", run: cmdAuditExport},
+			"evidence": {summary: "write SOC 2 evidence for a period (CSV populations, signed checkpoints, manifest) from the verified log", run: cmdAuditEvidence},
 		}},
 	}
 }
@@ -143,12 +144,14 @@ var errSilent = errors.New("failed")
 func printUsage(w io.Writer, path []string, cmds map[string]*command) {
 	fmt.Fprintf(w, "usage: %s <command> [flags]\n\ncommands:\n", strings.Join(path, " "))
 	names := make([]string, 0, len(cmds))
+	width := 8
 	for n := range cmds {
 		names = append(names, n)
+		width = max(width, len(n))
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-*s %s\n", width, n, cmds[n].summary)
 	}
 	fmt.Fprintf(w, "\nRun '%s <command> --help' for a command's flags.\n", strings.Join(path, " "))
 }

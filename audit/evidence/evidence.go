@@ -1,0 +1,673 @@
+// Package evidence writes SOC 2 evidence for a period from a verified audit
+// log: populations as CSV files an auditor can sort and sample (activity,
+// denials, credentials, the access population at the period's end, policy and
+// administrative changes, exceptions) and an integrity attestation, with a
+// manifest that states the parameters, the record range each file came from,
+// the signed checkpoints that cover it, and each file's row count and
+// SHA-256 (docs/evidence.md).
+//
+// The evidence is derived, never trusted: [Write] verifies the whole log with
+// the given public keys first and writes nothing when verification fails.
+// Every row names its record's log index and leaf hash, so a sampled row can
+// be proven against a checkpoint with `sqlgate audit prove`. The same log,
+// keys and period give a byte-identical archive, so anyone holding the log
+// can regenerate the evidence and compare hashes instead of trusting the
+// person who produced it.
+package evidence
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/sqlgate/sqlgate/audit"
+)
+
+// Format names the archive layout in the manifest.
+const Format = "sqlgate-evidence/1"
+
+// ErrNotVerified marks a log that failed verification: no evidence is
+// written from it.
+var ErrNotVerified = errors.New("the audit log did not verify")
+
+// Options select the period and how the log is verified.
+type Options struct {
+	// From and To delimit the period, [From, To). Records are selected by
+	// their time; the access population is taken as of To.
+	From, To time.Time
+	// Verify are the options of the verification that must pass first. Its
+	// Keys are required: evidence is only as good as the key it trusts.
+	Verify audit.VerifyOptions
+	// Generator names the program in the manifest (e.g. "sqlgate audit
+	// evidence"); it must not vary between runs that should compare equal.
+	Generator string
+	// TempDir holds the sections while they are written ("": the system's
+	// temporary directory).
+	TempDir string
+}
+
+// Manifest describes an evidence archive (manifest.json).
+type Manifest struct {
+	Format    string `json:"format"`
+	Generator string `json:"generator"`
+	// Period is the selected time range, RFC 3339 UTC, to exclusive.
+	Period struct {
+		From string `json:"from"`
+		To   string `json:"to"`
+	} `json:"period"`
+	// Origins are the logs the evidence came from.
+	Origins []OriginSource `json:"origins"`
+	// Verification summarizes the check that passed before writing.
+	Verification Verification `json:"verification"`
+	// Files lists every other file of the archive.
+	Files []File `json:"files"`
+}
+
+// OriginSource is one log the evidence came from.
+type OriginSource struct {
+	Origin string `json:"origin"`
+	// First and End delimit the records read, [First, End); PeriodFirst and
+	// PeriodEnd the indexes of the records inside the period (-1 when none).
+	First       int64 `json:"first"`
+	End         int64 `json:"end"`
+	PeriodFirst int64 `json:"period_first"`
+	PeriodLast  int64 `json:"period_last"`
+	// Checkpoint is the archive file holding the newest signed checkpoint,
+	// which covers every record read; CheckpointSize and CheckpointRoot
+	// repeat what it says.
+	Checkpoint     string   `json:"checkpoint"`
+	CheckpointSize int64    `json:"checkpoint_size"`
+	CheckpointRoot string   `json:"checkpoint_root"`
+	KeyIDs         []string `json:"key_ids"`
+}
+
+// Verification is the summary of the verification that passed.
+type Verification struct {
+	OK             bool             `json:"ok"`
+	Records        int64            `json:"records"`
+	Keys           []string         `json:"keys"`
+	TrustedCopies  int              `json:"trusted_copies"`
+	ExceptionCount map[string]int64 `json:"exception_counts"`
+}
+
+// File is one file of the archive.
+type File struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// Selection states which records the rows come from.
+	Selection string `json:"selection"`
+	Rows      int    `json:"rows"`
+	SHA256    string `json:"sha256"`
+}
+
+// Write verifies src and writes the evidence archive (zip) of the period to
+// w. It returns the manifest it wrote. When verification fails it writes
+// nothing and returns an error wrapping [ErrNotVerified]. src must not
+// change during the call.
+//
+// The sections are written to temporary files in tempDir ("" for the
+// system's) while the log is read, so memory does not grow with the log:
+// it holds the outcome columns of the period's calls (about 200 bytes
+// each) and the credentials that may be valid at the period's end.
+func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*Manifest, error) {
+	switch {
+	case len(opts.Verify.Keys) == 0:
+		return nil, errors.New("evidence needs the trusted verifier keys of the log")
+	case opts.From.IsZero() || opts.To.IsZero() || !opts.From.Before(opts.To):
+		return nil, errors.New("the period needs a start before its end")
+	}
+	rep, err := audit.Verify(ctx, src, opts.Verify)
+	if err != nil {
+		return nil, err
+	}
+	if !rep.OK() {
+		first := rep.FirstFailure()
+		return nil, fmt.Errorf("%w: %s: %s", ErrNotVerified, first.Origin, first)
+	}
+	dir, err := os.MkdirTemp(opts.TempDir, "sqlgate-evidence-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = os.RemoveAll(dir) }() // temporary sections
+
+	from, to := opts.From.UTC(), opts.To.UTC()
+	c, err := newCollector(dir, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	m := &Manifest{Format: Format, Generator: opts.Generator}
+	m.Period.From, m.Period.To = from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano)
+	m.Verification = Verification{OK: true, Records: rep.Records, Keys: rep.Keys, ExceptionCount: map[string]int64{}}
+	for code, n := range rep.ExceptionCounts {
+		m.Verification.ExceptionCount[string(code)] = n
+	}
+	var notes []*section
+	for i, o := range rep.Origins {
+		m.Verification.TrustedCopies += o.Trusted
+		osrc, err := c.readOrigin(ctx, src, o)
+		if err != nil {
+			return nil, err
+		}
+		osrc.Checkpoint = fmt.Sprintf("checkpoints/%d.note", i+1)
+		note, err := newFileSection(dir, osrc.Checkpoint, "the newest signed checkpoint of an origin (C2SP signed note); check it with the verifier key", "checkpoint")
+		if err != nil {
+			return nil, err
+		}
+		note.raw(o.Latest.Note)
+		if err := note.done(); err != nil {
+			return nil, err
+		}
+		notes = append(notes, note)
+		m.Origins = append(m.Origins, osrc)
+	}
+	sections, err := c.finish(rep)
+	if err != nil {
+		return nil, err
+	}
+	sections = append(sections, notes...)
+	for _, sec := range sections {
+		if err := sec.done(); err != nil {
+			return nil, err
+		}
+		m.Files = append(m.Files, File{Name: sec.name, Description: sec.description, Selection: sec.selection, Rows: sec.rows, SHA256: hex.EncodeToString(sec.sum)})
+	}
+	manifest, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return m, writeZip(w, append(manifest, '\n'), sections, to)
+}
+
+// writeZip writes the manifest, VERIFY.md and the sections in order with a
+// fixed time, so the same content gives the same bytes.
+func writeZip(w io.Writer, manifest []byte, sections []*section, modified time.Time) error {
+	zw := zip.NewWriter(w)
+	add := func(name string, r io.Reader) error {
+		fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: modified})
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(fw, r)
+		return err
+	}
+	if err := add("manifest.json", bytes.NewReader(manifest)); err != nil {
+		return err
+	}
+	if err := add("VERIFY.md", strings.NewReader(verifyText)); err != nil {
+		return err
+	}
+	for _, sec := range sections {
+		f, err := os.Open(sec.path)
+		if err != nil {
+			return err
+		}
+		err = add(sec.name, f)
+		_ = f.Close() // read-only
+		if err != nil {
+			return err
+		}
+	}
+	return zw.Close()
+}
+
+// section is one file of the archive, written to a temporary file and
+// hashed as it is written.
+type section struct {
+	name, description, selection string
+	path                         string
+	file                         *os.File
+	buf                          *bufio.Writer
+	hash                         hash.Hash
+	csv                          *csv.Writer // nil for a raw file
+	rows                         int
+	sum                          []byte
+	cells                        []string // reused by row
+}
+
+func newFileSection(dir, name, description, selection string) (*section, error) {
+	f, err := os.CreateTemp(dir, "section-*")
+	if err != nil {
+		return nil, err
+	}
+	s := &section{name: name, description: description, selection: selection, path: f.Name(), file: f, hash: sha256.New()}
+	s.buf = bufio.NewWriter(io.MultiWriter(f, s.hash))
+	return s, nil
+}
+
+// newCSVSection starts a CSV file with its header row.
+func newCSVSection(dir, name, description, selection string, header ...string) (*section, error) {
+	s, err := newFileSection(dir, name, description, selection)
+	if err != nil {
+		return nil, err
+	}
+	s.csv = csv.NewWriter(s.buf)
+	_ = s.csv.Write(header) // errors surface at done
+	return s, nil
+}
+
+// raw writes bytes to a non-CSV section.
+func (s *section) raw(b []byte) {
+	_, _ = s.buf.Write(b) // errors surface at done
+	s.rows++
+}
+
+// row writes one CSV row. A cell that a spreadsheet would read as a
+// formula gets a leading apostrophe: callers choose some values
+// (correlation ids, client names, reasons), and an auditor opens these
+// files in a spreadsheet.
+func (s *section) row(cells ...string) {
+	s.cells = s.cells[:0]
+	for _, v := range cells {
+		s.cells = append(s.cells, neutralize(v))
+	}
+	_ = s.csv.Write(s.cells) // errors surface at done
+	s.rows++
+}
+
+// done flushes the section and records its hash.
+func (s *section) done() error {
+	if s.file == nil {
+		return nil
+	}
+	if s.csv != nil {
+		s.csv.Flush()
+		if err := s.csv.Error(); err != nil {
+			return err
+		}
+	}
+	err := s.buf.Flush()
+	if cerr := s.file.Close(); err == nil {
+		err = cerr
+	}
+	s.file = nil
+	s.sum = s.hash.Sum(nil)
+	if err != nil {
+		return fmt.Errorf("evidence %s: %w", s.name, err)
+	}
+	return nil
+}
+
+func neutralize(v string) string {
+	if v == "" || !strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+		return v
+	}
+	if _, err := strconv.ParseFloat(v, 64); err == nil {
+		return v // a number, such as -1, is not a formula
+	}
+	return "'" + v
+}
+
+// ref is where a record is in the log.
+type ref struct {
+	origin string
+	index  int64
+	leaf   tlog.Hash
+}
+
+// cells are the reference columns; hashes are hex, which no spreadsheet
+// reads as a formula.
+func (r ref) cells() []string {
+	return []string{r.origin, strconv.FormatInt(r.index, 10), hex.EncodeToString(r.leaf[:])}
+}
+
+var refHeader = []string{"log_origin", "log_index", "leaf_hash"}
+
+// collector sorts the records of every origin into the sections.
+type collector struct {
+	dir      string
+	from, to time.Time
+
+	activity, denials, credentials, changes *section
+	all                                     []*section
+
+	// outcomes holds the outcome columns of the period's intents of the
+	// origin being read, by intent index (nil before its outcome is seen).
+	outcomes map[int64][]string
+	// active holds the credentials that may be valid at `to`, by
+	// credential key; expired ones are dropped as the log is read.
+	active     map[string]activeCred
+	sinceSweep int
+}
+
+type activeCred struct {
+	ref ref
+	r   *audit.Record
+}
+
+func newCollector(dir string, from, to time.Time) (*collector, error) {
+	c := &collector{dir: dir, from: from, to: to, active: map[string]activeCred{}}
+	var err error
+	mk := func(name, description, selection string, header ...string) *section {
+		if err != nil {
+			return nil
+		}
+		var s *section
+		if s, err = newCSVSection(dir, name, description, selection, append(header, refHeader...)...); err == nil {
+			c.all = append(c.all, s)
+		}
+		return s
+	}
+	c.activity = mk("csv/activity.csv", "every routed call: its decision, the SQL transaction it ran and its outcome",
+		"intent records whose time is in the period, each with its outcome record wherever it is",
+		"time", "correlation_id", "subject", "email", "issuer", "mfa", "nats_user_key", "client_host", "route", "target_kind", "target",
+		"sql_server", "sql_database", "decision_id", "policy_revision", "param_hashes", "idempotency_key",
+		"outcome", "sql_transaction_id", "rows", "rows_affected", "status", "replayed", "recovered", "duration_us", "outcome_index")
+	c.denials = mk("csv/denials.csv", "every refused request: authentication failures and policy denials of calls and credentials",
+		"decision records with allow=false whose time is in the period",
+		"time", "correlation_id", "subject", "email", "issuer", "mfa", "nats_user_key", "client_host", "entry", "route", "credential",
+		"status", "reasons", "decision_id", "policy_revision")
+	c.credentials = mk("csv/credentials.csv", "provisioning and revocation: every NATS and SQL credential issued, renewed, revoked or expired",
+		"credential records whose time is in the period",
+		"time", "type", "action", "subject", "email", "issuer", "user_key", "login", "database", "role", "lease_id", "via",
+		"expires_at", "detail", "decision_id", "policy_revision")
+	c.changes = mk("csv/changes.csv", "policy loads, failed loads and other administrative changes",
+		"admin records whose time is in the period",
+		"time", "instance", "action", "detail", "subject", "email")
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// close releases the temporary files of unfinished sections.
+func (c *collector) close() {
+	for _, s := range c.all {
+		if s.file != nil {
+			_ = s.file.Close() // the directory is removed
+		}
+	}
+}
+
+// readOrigin reads the records of one verified origin that its newest
+// signed checkpoint covers, and returns what the manifest says about them.
+// Records after that checkpoint are not signed yet and are left out. It
+// reads the log twice: the first pass writes every section but the
+// activity and notes the outcomes of the period's calls, the second writes
+// the activity with them.
+func (c *collector) readOrigin(ctx context.Context, src audit.Source, o *audit.OriginReport) (OriginSource, error) {
+	out := OriginSource{Origin: o.Origin, First: o.First, End: o.End, PeriodFirst: -1, PeriodLast: -1, KeyIDs: o.KeyIDs}
+	if o.Latest == nil {
+		return out, fmt.Errorf("origin %s has no signed checkpoint", o.Origin)
+	}
+	out.CheckpointSize, out.CheckpointRoot = o.Latest.Size, o.Latest.Root.String()
+	out.End = min(out.End, o.Latest.Size)
+	c.outcomes = map[int64][]string{}
+	read := func(first, end int64, fn func(ref, *audit.Record)) error {
+		return src.Records(ctx, o.Origin, first, end, func(index int64, data []byte, _ *tlog.Hash) error {
+			r, err := audit.DecodeRecord(data)
+			if err != nil {
+				return fmt.Errorf("origin %s record %d: %w", o.Origin, index, err)
+			}
+			fn(ref{origin: o.Origin, index: index, leaf: audit.LeafHash(data)}, r)
+			return nil
+		})
+	}
+	err := read(out.First, out.End, func(at ref, r *audit.Record) {
+		if c.add(at, r) {
+			if out.PeriodFirst < 0 {
+				out.PeriodFirst = at.index
+			}
+			out.PeriodLast = at.index
+		}
+	})
+	if err != nil || out.PeriodFirst < 0 {
+		return out, err
+	}
+	err = read(out.PeriodFirst, out.PeriodLast+1, func(at ref, r *audit.Record) {
+		if r.Kind == audit.KindIntent && c.inPeriod(r) {
+			c.writeActivity(at, r)
+		}
+	})
+	return out, err
+}
+
+func (c *collector) inPeriod(r *audit.Record) bool {
+	return !r.Time.Before(c.from) && r.Time.Before(c.to)
+}
+
+// add files one record of the first pass and reports whether it lies in
+// the period.
+func (c *collector) add(at ref, r *audit.Record) bool {
+	if r.Kind == audit.KindOutcome {
+		// An outcome may follow its intent after the period's end.
+		if cells, ok := c.outcomes[r.IntentIndex]; ok && cells == nil {
+			c.outcomes[r.IntentIndex] = outcomeCells(at, r)
+		}
+	}
+	if r.Kind == audit.KindCredential && r.Time.Before(c.to) {
+		c.trackAccess(at, r)
+	}
+	if !c.inPeriod(r) {
+		return false
+	}
+	a := actorCells(r.Actor)
+	switch r.Kind {
+	case audit.KindIntent:
+		c.outcomes[at.index] = nil // awaiting its outcome
+	case audit.KindDecision:
+		if r.Allow != nil && !*r.Allow {
+			cred := ""
+			if r.Credential != nil {
+				cred = r.Credential.Type + " " + r.Credential.Action
+			}
+			status := ""
+			if r.Result != nil {
+				status = r.Result.Status
+			}
+			c.denials.row(append([]string{
+				ts(r.Time), r.CorrelationID, a.subject, a.email, a.issuer, a.mfa, a.userKey, a.host, r.Entry, r.Route, cred,
+				status, strings.Join(r.Reasons, "; "), r.DecisionID, r.PolicyRevision,
+			}, at.cells()...)...)
+		}
+	case audit.KindCredential:
+		cr := r.Credential
+		if cr == nil {
+			cr = &audit.Credential{}
+		}
+		c.credentials.row(append([]string{
+			ts(r.Time), cr.Type, cr.Action, a.subject, a.email, a.issuer, cr.UserKey, cr.Login, cr.Database, cr.Role, cr.LeaseID, cr.Via,
+			ts(cr.ExpiresAt), cr.Detail, r.DecisionID, r.PolicyRevision,
+		}, at.cells()...)...)
+	case audit.KindAdmin:
+		ad := r.Admin
+		if ad == nil {
+			ad = &audit.Admin{}
+		}
+		c.changes.row(append([]string{ts(r.Time), r.Instance, ad.Action, ad.Detail, a.subject, a.email}, at.cells()...)...)
+	}
+	return true
+}
+
+// outcomeCells are the outcome columns of an activity row.
+func outcomeCells(at ref, o *audit.Record) []string {
+	sql, res := o.SQL, o.Result
+	if sql == nil {
+		sql = &audit.SQL{}
+	}
+	if res == nil {
+		res = &audit.Result{}
+	}
+	return []string{
+		sql.Outcome, sql.TransactionID, strconv.FormatInt(sql.Rows, 10), strconv.FormatInt(sql.RowsAffected, 10), res.Status,
+		strconv.FormatBool(res.Replayed), strconv.FormatBool(res.Recovered), strconv.FormatInt(res.DurationUS, 10), strconv.FormatInt(at.index, 10),
+	}
+}
+
+var missingOutcome = []string{"missing", "", "", "", "", "", "", "", ""}
+
+// writeActivity writes the row of one of the period's calls.
+func (c *collector) writeActivity(at ref, r *audit.Record) {
+	a := actorCells(r.Actor)
+	server, database := "", ""
+	if r.SQL != nil {
+		server, database = r.SQL.Server, r.SQL.Database
+	}
+	row := []string{
+		ts(r.Time), r.CorrelationID, a.subject, a.email, a.issuer, a.mfa, a.userKey, a.host, r.Route, r.TargetKind, r.Target,
+		server, database, r.DecisionID, r.PolicyRevision, paramCells(r.Params), r.IdempotencyKey,
+	}
+	if out := c.outcomes[at.index]; out != nil {
+		row = append(row, out...)
+	} else {
+		row = append(row, missingOutcome...)
+	}
+	c.activity.row(append(row, at.cells()...)...)
+}
+
+// sweepEvery is how many credential records pass between drops of the
+// credentials that expired (a variable for the tests).
+var sweepEvery = 10000
+
+// trackAccess follows which credentials are valid at the period's end: an
+// issue or renewal makes one valid until it expires, a revocation or
+// expiry ends it.
+func (c *collector) trackAccess(at ref, r *audit.Record) {
+	cr := r.Credential
+	if cr == nil || (cr.LeaseID == "" && cr.UserKey == "") {
+		return
+	}
+	key := cr.Type + "\x00" + cr.UserKey + "\x00" + cr.LeaseID
+	switch cr.Action {
+	case "issue", "renew":
+		c.active[key] = activeCred{at, r}
+	case "revoke", "expire":
+		delete(c.active, key)
+	}
+	if c.sinceSweep++; c.sinceSweep >= sweepEvery {
+		c.sinceSweep = 0
+		for k, a := range c.active {
+			// Expired before this record, which is before `to`: not valid then.
+			if exp := a.r.Credential.ExpiresAt; !exp.IsZero() && !exp.After(r.Time) {
+				delete(c.active, k)
+			}
+		}
+	}
+}
+
+// finish writes the sections that need the whole log read and returns
+// every section, in archive order.
+func (c *collector) finish(rep *audit.Report) ([]*section, error) {
+	access, err := newCSVSection(c.dir, "csv/access_population.csv", "the credentials valid at the period's end: who could reach NATS or SQL then",
+		"credential records before the period's end: issued or renewed, not revoked or expired, expiring after the period's end",
+		append([]string{"as_of", "type", "subject", "email", "issuer", "user_key", "login", "database", "role", "lease_id", "via", "issued_at", "expires_at"}, refHeader...)...)
+	if err != nil {
+		return nil, err
+	}
+	c.all = append(c.all, access)
+	valid := make([]activeCred, 0, len(c.active))
+	for _, a := range c.active {
+		if exp := a.r.Credential.ExpiresAt; !exp.IsZero() && exp.After(c.to) {
+			valid = append(valid, a)
+		}
+	}
+	slices.SortFunc(valid, func(x, y activeCred) int {
+		return cmp.Or(strings.Compare(x.ref.origin, y.ref.origin), cmp.Compare(x.ref.index, y.ref.index))
+	})
+	for _, ac := range valid {
+		cr, a := ac.r.Credential, actorCells(ac.r.Actor)
+		access.row(append([]string{
+			ts(c.to), cr.Type, a.subject, a.email, a.issuer, cr.UserKey, cr.Login, cr.Database, cr.Role, cr.LeaseID, cr.Via,
+			ts(ac.r.Time), ts(cr.ExpiresAt),
+		}, ac.ref.cells()...)...)
+	}
+
+	exceptions, err := newCSVSection(c.dir, "csv/exceptions.csv", "facts the verifier lists for review (unpaired intents, gaps between records, recovered outcomes); they are not integrity failures",
+		"exceptions of the verification of the whole log, capped per kind (manifest verification.exception_counts has the totals)",
+		"log_origin", "code", "log_index", "checkpoint_size", "message")
+	if err != nil {
+		return nil, err
+	}
+	c.all = append(c.all, exceptions)
+	ps := slices.Clone(rep.Exceptions)
+	slices.SortFunc(ps, func(a, b audit.Problem) int { // verification runs in parallel: fix the order
+		return cmp.Or(strings.Compare(a.Origin, b.Origin), cmp.Compare(a.Index, b.Index), strings.Compare(string(a.Code), string(b.Code)),
+			cmp.Compare(a.Size, b.Size), strings.Compare(a.Message, b.Message))
+	})
+	for _, p := range ps {
+		exceptions.row(p.Origin, string(p.Code), strconv.FormatInt(p.Index, 10), strconv.FormatInt(p.Size, 10), p.Message)
+	}
+
+	integrity, err := newCSVSection(c.dir, "csv/integrity.csv", "the verification of each origin that passed before this evidence was written",
+		"every retained record of every origin",
+		"log_origin", "verdict", "first_index", "end_index", "records_checked", "records_pruned_before", "checkpoints_valid", "trusted_copies_checked",
+		"latest_checkpoint_size", "latest_checkpoint_root_hex", "latest_checkpoint_time", "key_ids", "unpaired_intents", "first_record_time", "last_record_time")
+	if err != nil {
+		return nil, err
+	}
+	c.all = append(c.all, integrity)
+	for _, o := range rep.Origins {
+		integrity.row(o.Origin, "ok", strconv.FormatInt(o.First, 10), strconv.FormatInt(o.End, 10), strconv.FormatInt(o.Records, 10), strconv.FormatInt(o.Pruned, 10),
+			strconv.Itoa(o.Checkpoints), strconv.Itoa(o.Trusted), strconv.FormatInt(o.Latest.Size, 10), hex.EncodeToString(o.Latest.Root[:]), ts(o.Latest.Time),
+			strings.Join(o.KeyIDs, " "), strconv.FormatInt(o.Unpaired, 10), ts(o.FirstRecordTime), ts(o.LastRecordTime))
+	}
+	return c.all, nil
+}
+
+// actor is the printable identity of a record.
+type actor struct{ subject, email, issuer, mfa, userKey, host string }
+
+func actorCells(a *audit.Actor) actor {
+	if a == nil {
+		return actor{}
+	}
+	return actor{a.Subject, a.Email, a.Issuer, strconv.FormatBool(a.MFA), a.NATSUserKey, a.ClientHost}
+}
+
+// paramCells lists the keyed parameter hashes, name=hash, sorted by name.
+func paramCells(p map[string]string) string {
+	names := make([]string, 0, len(p))
+	for n := range p {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n + "=" + p[n]
+	}
+	return strings.Join(parts, " ")
+}
+
+func ts(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000000Z")
+}
+
+// verifyText is VERIFY.md of every archive.
+const verifyText = `# How to check this evidence
+
+This archive was derived from an sqlgate audit log after that log verified
+with the verifier keys named in manifest.json (verification.keys).
+
+1. Every file is listed in manifest.json with its SHA-256 and row count:
+   sha256sum csv/*.csv checkpoints/*.note
+2. Each checkpoints/N.note is a checkpoint signed by the broker (C2SP signed
+   note). It covers every record the evidence was read from (manifest
+   origins[].end <= checkpoint_size). Check the signature with the published
+   verifier key.
+3. Every row names its record (log_origin, log_index, leaf_hash). Prove a
+   sampled row against the log: sqlgate audit prove LOG_INDEX --key VKEY
+4. Regenerate the archive from the same log bundle, keys and period:
+   sqlgate audit evidence --bundle FILE --key VKEY --from FROM --to TO -o OUT.zip
+   The same inputs give a byte-identical archive; compare the SHA-256 sums.
+`
