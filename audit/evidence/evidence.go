@@ -113,8 +113,10 @@ type File struct {
 	Description string `json:"description"`
 	// Selection states which records the rows come from.
 	Selection string `json:"selection"`
-	Rows      int    `json:"rows"`
-	SHA256    string `json:"sha256"`
+	// Criteria are the SOC 2 trust services criteria the file evidences.
+	Criteria string `json:"criteria,omitempty"`
+	Rows     int    `json:"rows"`
+	SHA256   string `json:"sha256"`
 }
 
 // Write verifies src and writes the evidence archive (zip) of the period to
@@ -187,18 +189,30 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 		if err := sec.done(); err != nil {
 			return nil, err
 		}
-		m.Files = append(m.Files, File{Name: sec.name, Description: sec.description, Selection: sec.selection, Rows: sec.rows, SHA256: hex.EncodeToString(sec.sum)})
+		m.Files = append(m.Files, File{
+			Name: sec.name, Description: sec.description, Selection: sec.selection, Criteria: criteria[sec.name],
+			Rows: sec.rows, SHA256: hex.EncodeToString(sec.sum),
+		})
 	}
+	pdf, pages, err := report(m, &c.accessExcerpt, &c.denialExcerpt, to)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(pdf)
+	m.Files = append(m.Files, File{
+		Name: "report.pdf", Description: "the report: scope, source and integrity, every population with its criteria, exceptions, excerpts",
+		Selection: "this manifest and the first rows of the access population and the denials", Rows: pages, SHA256: hex.EncodeToString(sum[:]),
+	})
 	manifest, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	return m, writeZip(w, append(manifest, '\n'), sections, to)
+	return m, writeZip(w, append(manifest, '\n'), pdf, sections, to)
 }
 
-// writeZip writes the manifest, VERIFY.md and the sections in order with a
+// writeZip writes the manifest, VERIFY.md, the report and the sections in order with a
 // fixed time, so the same content gives the same bytes.
-func writeZip(w io.Writer, manifest []byte, sections []*section, modified time.Time) error {
+func writeZip(w io.Writer, manifest, pdf []byte, sections []*section, modified time.Time) error {
 	zw := zip.NewWriter(w)
 	add := func(name string, r io.Reader) error {
 		fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: modified})
@@ -212,6 +226,9 @@ func writeZip(w io.Writer, manifest []byte, sections []*section, modified time.T
 		return err
 	}
 	if err := add("VERIFY.md", strings.NewReader(verifyText)); err != nil {
+		return err
+	}
+	if err := add("report.pdf", bytes.NewReader(pdf)); err != nil {
 		return err
 	}
 	for _, sec := range sections {
@@ -315,6 +332,18 @@ func neutralize(v string) string {
 	return "'" + v
 }
 
+// criteria are the SOC 2 trust services criteria each population evidences
+// (docs/evidence.md).
+var criteria = map[string]string{ //nolint:gosec // G101 reads the file names as credentials
+	"csv/activity.csv":          "CC6.1, CC7.2",
+	"csv/denials.csv":           "CC6.1, CC7.2",
+	"csv/credentials.csv":       "CC6.1, CC6.2, CC6.3",
+	"csv/access_population.csv": "CC6.1, CC6.2, CC6.3",
+	"csv/changes.csv":           "CC8.1, CC7.1",
+	"csv/exceptions.csv":        "CC4.1, CC7.2",
+	"csv/integrity.csv":         "CC4.1, CC2.1, IPE",
+}
+
 // ref is where a record is in the log.
 type ref struct {
 	origin string
@@ -345,6 +374,9 @@ type collector struct {
 	// credential key; expired ones are dropped as the log is read.
 	active     map[string]activeCred
 	sinceSweep int
+
+	// excerpts of the populations for the PDF report
+	accessExcerpt, denialExcerpt excerpt
 }
 
 type activeCred struct {
@@ -353,7 +385,17 @@ type activeCred struct {
 }
 
 func newCollector(dir string, from, to time.Time) (*collector, error) {
-	c := &collector{dir: dir, from: from, to: to, active: map[string]activeCred{}}
+	c := &collector{
+		dir: dir, from: from, to: to, active: map[string]activeCred{},
+		accessExcerpt: excerpt{
+			header: []string{"type", "email", "subject", "NATS user key or SQL login", "database", "role", "expires"},
+			widths: []float64{0.05, 0.17, 0.2, 0.26, 0.1, 0.08, 0.14},
+		},
+		denialExcerpt: excerpt{
+			header: []string{"time", "email", "entry", "route", "status", "reasons"},
+			widths: []float64{0.14, 0.15, 0.06, 0.14, 0.09, 0.42},
+		},
+	}
 	var err error
 	mk := func(name, description, selection string, header ...string) *section {
 		if err != nil {
@@ -473,10 +515,12 @@ func (c *collector) add(at ref, r *audit.Record) bool {
 			if r.Result != nil {
 				status = r.Result.Status
 			}
+			reasons := strings.Join(r.Reasons, "; ")
 			c.denials.row(append([]string{
 				ts(r.Time), r.CorrelationID, a.subject, a.email, a.issuer, a.mfa, a.userKey, a.host, r.Entry, r.Route, cred,
-				status, strings.Join(r.Reasons, "; "), r.DecisionID, r.PolicyRevision,
+				status, reasons, r.DecisionID, r.PolicyRevision,
 			}, at.cells()...)...)
+			c.denialExcerpt.add(r.Time.UTC().Format(time.RFC3339), a.email, r.Entry, r.Route, status, reasons)
 		}
 	case audit.KindCredential:
 		cr := r.Credential
@@ -588,6 +632,7 @@ func (c *collector) finish(rep *audit.Report) ([]*section, error) {
 			ts(c.to), cr.Type, a.subject, a.email, a.issuer, cr.UserKey, cr.Login, cr.Database, cr.Role, cr.LeaseID, cr.Via,
 			ts(ac.r.Time), ts(cr.ExpiresAt),
 		}, ac.ref.cells()...)...)
+		c.accessExcerpt.add(cr.Type, a.email, a.subject, cr.UserKey+cr.Login, cr.Database, cr.Role, cr.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 
 	exceptions, err := newCSVSection(c.dir, "csv/exceptions.csv", "facts the verifier lists for review (unpaired intents, gaps between records, recovered outcomes); they are not integrity failures",
@@ -660,7 +705,7 @@ This archive was derived from an sqlgate audit log after that log verified
 with the verifier keys named in manifest.json (verification.keys).
 
 1. Every file is listed in manifest.json with its SHA-256 and row count:
-   sha256sum csv/*.csv checkpoints/*.note
+   sha256sum report.pdf csv/*.csv checkpoints/*.note
 2. Each checkpoints/N.note is a checkpoint signed by the broker (C2SP signed
    note). It covers every record the evidence was read from (manifest
    origins[].end <= checkpoint_size). Check the signature with the published

@@ -198,6 +198,9 @@ func TestWrite(t *testing.T) {
 			t.Errorf("%s: %d rows, manifest says %d", f.Name, len(table(t, data)), f.Rows)
 		}
 	}
+	if pdf := files["report.pdf"]; !bytes.HasPrefix(pdf, []byte("%PDF-")) || !bytes.Contains(pdf[len(pdf)-64:], []byte("%%EOF")) {
+		t.Errorf("report.pdf is not a PDF document (%d bytes)", len(pdf))
+	}
 	o := onDisk.Origins[0]
 	if o.Origin != origin || o.End != o.CheckpointSize || o.PeriodFirst < 0 || o.PeriodLast <= o.PeriodFirst {
 		t.Errorf("origin = %+v", o)
