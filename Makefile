@@ -64,6 +64,7 @@ bench: build ## request path vs the bare path (SQLite; PostgreSQL when SQLGATE_T
 	$(GO) test -run '^$$' -bench 'BenchmarkAppendDurable' -benchtime 2s ./audit/sqlstore/
 	$(GO) test -run '^$$' -bench 'BenchmarkAppendOpenLoop' -benchtime 1x ./audit/sqlstore/
 	$(GO) test -run '^$$' -bench 'BenchmarkExecute|BenchmarkBareCall' -benchmem ./broker/sqlite/ ./broker/postgres/
+	$(GO) test -run '^$$' -bench 'BenchmarkWrite' -benchtime 2x ./audit/evidence/
 
 .PHONY: bench-once
 bench-once: ## every Go benchmark once, so they keep compiling
