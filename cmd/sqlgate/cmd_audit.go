@@ -1,12 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -228,12 +228,21 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeBundle()
-	var zipped bytes.Buffer
-	m, err := evidence.Write(ctx, &zipped, b, opts)
+	// Written beside the destination and renamed, so a failed run never
+	// leaves an archive that looks complete.
+	tmp, err := os.CreateTemp(filepath.Dir(*out), ".sqlgate-evidence-*.zip")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(*out, zipped.Bytes(), 0o600); err != nil {
+	defer func() { _ = os.Remove(tmp.Name()) }() // gone after the rename
+	m, err := evidence.Write(ctx, tmp, b, opts)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), *out); err != nil {
 		return err
 	}
 	if *output == "json" {
