@@ -111,6 +111,9 @@ type app struct {
 // start builds and starts every component; the returned app runs until ctx
 // ends (then call shutdown).
 func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
+	if err := servedModes(cfg.Catalog); err != nil {
+		return nil, err
+	}
 	a = &app{cfg: cfg, log: cfg.Logger, metrics: prometheus.NewRegistry()}
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.group, a.groupCtx = errgroup.WithContext(ctx)
@@ -496,6 +499,19 @@ func (a *app) shutdown(ctx context.Context) {
 	if a.cfg.ControlDB != nil {
 		_ = a.cfg.ControlDB.Close()
 	}
+}
+
+// servedModes refuses a catalog with a route this version does not serve.
+// An async route's requests would be published to a JetStream subject that
+// nothing consumes (DESIGN section 2): accepted, and never run.
+func servedModes(c *route.Catalog) error {
+	var errs []error
+	for _, r := range c.Routes() {
+		if r.Mode == route.Async {
+			errs = append(errs, fmt.Errorf("route %s: mode async is not served by this version (no JetStream consumer yet); use mode sync, the default", r.Subject))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func emits(c *route.Catalog) []string {
