@@ -35,7 +35,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	}
 
 	// 1 identify
-	p, err := s.identify(ctx, &req.Caller)
+	p, err := s.identify(ctx, &req.Caller, req.Received)
 	if err != nil {
 		s.log.WarnContext(ctx, "request refused", "reason", reasonOf(err), "subject", req.Subject,
 			"correlation_id", rep.CorrelationID, "user_key", req.Caller.UserKey)
@@ -230,7 +230,9 @@ func (s *Service) Drain(ctx context.Context) error {
 }
 
 // identify resolves the caller to a principal using only attested data.
-func (s *Service) identify(ctx context.Context, c *Caller) (identity.Principal, error) {
+// received is when the request reached the transport; it is the time of the
+// expiry check for an async request ([TransportAsync]).
+func (s *Service) identify(ctx context.Context, c *Caller, received time.Time) (identity.Principal, error) {
 	if !c.Attested {
 		return identity.Principal{}, identity.Unauthenticated("request did not carry server-attested identity", nil)
 	}
@@ -243,7 +245,8 @@ func (s *Service) identify(ctx context.Context, c *Caller) (identity.Principal, 
 	if s.cfg.Registry == nil {
 		return identity.Principal{}, identity.Unauthenticated("no issuance registry configured", nil)
 	}
-	if c.Account != s.cfg.UsersAccount || !slices.Contains(s.cfg.SigningKeys, c.IssuerKey) {
+	async := c.Transport == TransportAsync
+	if c.Account != s.cfg.UsersAccount || (!async && !slices.Contains(s.cfg.SigningKeys, c.IssuerKey)) {
 		return identity.Principal{}, identity.Unauthenticated("credential not issued by sqlgate's signing keys", nil)
 	}
 	iss, err := s.cfg.Registry.Get(ctx, c.UserKey)
@@ -253,13 +256,22 @@ func (s *Service) identify(ctx context.Context, c *Caller) (identity.Principal, 
 		}
 		return identity.Principal{}, identity.Unauthenticated("issuance registry unavailable", err)
 	}
-	now := s.now()
+	at, issuer := s.now(), c.IssuerKey
+	if async {
+		// The server accepted the message while the user was connected, so
+		// the credential had to be valid then; its signer is the recorded one,
+		// which must still be one of ours.
+		at, issuer = received, iss.SigningKey
+		if at.IsZero() || !slices.Contains(s.cfg.SigningKeys, issuer) {
+			return identity.Principal{}, identity.Unauthenticated("credential not issued by sqlgate's signing keys", nil)
+		}
+	}
 	switch {
 	case !iss.RevokedAt.IsZero():
 		return identity.Principal{}, identity.Unauthenticated("credential revoked", nil)
-	case !now.Before(iss.ExpiresAt):
+	case !at.Before(iss.ExpiresAt):
 		return identity.Principal{}, identity.Unauthenticated("credential expired", nil)
-	case iss.SigningKey != c.IssuerKey:
+	case iss.SigningKey != issuer:
 		return identity.Principal{}, identity.Unauthenticated("credential signed by an unexpected key", nil)
 	}
 	return iss.Principal, nil

@@ -108,6 +108,13 @@ func PrincipalInboxPrefix(p identity.Principal) string {
 	return "_INBOX_" + hex.EncodeToString(h[:16])
 }
 
+// AsyncSubjectPrefix starts every durable async request subject, and
+// AsyncSubjects is the wildcard the broker account's stream captures.
+const (
+	AsyncSubjectPrefix = "sqlgate.async."
+	AsyncSubjects      = AsyncSubjectPrefix + ">"
+)
+
 // AsyncPrefix returns the subject prefix under which a user may publish
 // durable async requests: `sqlgate.async.<user public key>`.
-func AsyncPrefix(userKey string) string { return "sqlgate.async." + userKey }
+func AsyncPrefix(userKey string) string { return AsyncSubjectPrefix + userKey }

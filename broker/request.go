@@ -22,12 +22,23 @@ type Request struct {
 	Received time.Time
 }
 
+// TransportAsync is the Transport of a request consumed from the durable
+// async stream. JetStream does not keep `Nats-Request-Info`, so the caller is
+// attested by the subject the message was published to,
+// `sqlgate.async.<user key>.<route subject>` ([AsyncPrefix]): sqlgate's user
+// JWTs let a user publish only under its own key, and the NATS server
+// enforces that. The credential's signer is then the one the issuance
+// registry recorded, and its expiry is checked at the time the stream
+// received the message ([Request.Received]); a revocation is checked at
+// consumption, so a revoked credential's queued requests are refused.
+const TransportAsync = "nats-async"
+
 // Caller is what the transport attests about the sender. NATS transports fill
 // it only from server-attested data (`Nats-Request-Info` added when the
 // request crossed the service import); a transport that cannot attest the
 // sender leaves Attested false and the request is refused as unauthenticated.
 type Caller struct {
-	// Transport is "nats" or "http".
+	// Transport is "nats", [TransportAsync] or "http".
 	Transport string
 	// Attested is true only when the fields below came from the NATS server
 	// (or Principal from a verified token).

@@ -438,3 +438,64 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// TestHandleAsyncCaller: a request consumed from the async stream is
+// attested by its subject's user key. Its credential must be registered, not
+// revoked now, valid when the stream received the message, and signed by one
+// of our keys as the registry recorded.
+func TestHandleAsyncCaller(t *testing.T) {
+	e := newEnv(t)
+	shortLived := e.register(t, alice, 2*time.Second, false)
+	revoked := e.register(t, alice, time.Hour, true)
+	async := func(userKey, account string) broker.Caller {
+		return broker.Caller{Transport: broker.TransportAsync, Attested: true, UserKey: userKey, Account: account}
+	}
+	call := func(c broker.Caller, received time.Time) *broker.Reply {
+		return e.svc.Handle(t.Context(), &broker.Request{Subject: brokertest.SubjectCreate, Payload: []byte(createAlice), Caller: c, Received: received})
+	}
+	now := time.Now()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, _ := kp.PublicKey()
+	if err := e.registry.Put(t.Context(), broker.Issuance{
+		UserKey: foreign, Principal: alice, SigningKey: "AOTHERKEY", Account: usersAccount, Via: "creds",
+		IssuedAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour), DecisionID: "d",
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Received while valid: runs, even if the credential expires before the
+	// message is consumed.
+	if rep := call(async(shortLived, usersAccount), now.Add(-time.Second)); !rep.OK {
+		t.Errorf("received while valid: %s", rep.AppendJSON(nil))
+	}
+	for _, tc := range []struct {
+		name     string
+		caller   broker.Caller
+		received time.Time
+		reason   string
+	}{
+		{"received_after_expiry", async(shortLived, usersAccount), now.Add(time.Minute), "expired"},
+		{"revoked_since", async(revoked, usersAccount), now, "revoked"},
+		{"unregistered_key", async("UNKNOWN", usersAccount), now, "issuance registry"},
+		{"other_account", async(e.keys["alice"], "AOTHER"), now, "signing keys"},
+		{"signer_not_ours", async(foreign, usersAccount), now, "signing keys"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			orders := e.orderCount(t)
+			rep := call(tc.caller, tc.received)
+			if rep.OK || rep.Error.Code != broker.CodeUnauthenticated {
+				t.Fatalf("reply = %s, want unauthenticated", rep.AppendJSON(nil))
+			}
+			recs := e.records(t)
+			if last := recs[len(recs)-1]; last.Kind != audit.KindDecision || !strings.Contains(strings.Join(last.Reasons, " "), tc.reason) {
+				t.Errorf("audit = %+v, want a refusal naming %q", last, tc.reason)
+			}
+			if e.orderCount(t) != orders {
+				t.Error("a refused async request ran")
+			}
+		})
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/broker"
 )
 
 // Account names as they appear in account JWTs (informational; NATS
@@ -23,7 +25,7 @@ const (
 // AsyncSubjects is the service the broker account exports for durable async
 // requests (`sqlgate.async.<user key>.<route subject>`, see
 // [broker.AsyncPrefix]); user JWTs only allow their own key's prefix.
-const AsyncSubjects = "sqlgate.async.>"
+const AsyncSubjects = broker.AsyncSubjects
 
 // UserKeyTagPrefix prefixes the tag every minted user JWT carries with its
 // own user public key (lower-cased, as NATS lower-cases tags). The server
