@@ -123,7 +123,7 @@ type Actor struct {
 	NATSUserKey string `json:"nats_user_key,omitempty"`
 	// SQLLogin is the short-lived SQL login involved, if any.
 	SQLLogin string `json:"sql_login,omitempty"`
-	// Transport is "nats", "http" or "system".
+	// Transport is "nats", "nats-async", "http" or "system".
 	Transport string `json:"transport,omitempty"`
 	// ClientHost is the client's address as seen by the broker or NATS.
 	ClientHost string `json:"client_host,omitempty"`

@@ -337,8 +337,12 @@ func TestEmitPublishedAfterOKReply(t *testing.T) {
 		}
 	}}
 	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.create"}}, h, "orders.v1.created")
-	events, err := f.env.BrokerConn(t).SubscribeSync("orders.v1.created")
+	bc := f.env.BrokerConn(t)
+	events, err := bc.SubscribeSync("orders.v1.created")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Flush(); err != nil { // the subscription is at the server before the call
 		t.Fatal(err)
 	}
 	u := f.env.MintUser(t, "alice", []string{"orders.v1.create"}, time.Minute)

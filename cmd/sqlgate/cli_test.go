@@ -171,7 +171,7 @@ func TestCLIWalkthrough(t *testing.T) {
 	var routes struct {
 		Routes []struct{ Subject string } `json:"routes"`
 	}
-	if err := json.Unmarshal([]byte(c.must("", "routes", "--output", "json")), &routes); err != nil || len(routes.Routes) != 3 {
+	if err := json.Unmarshal([]byte(c.must("", "routes", "--output", "json")), &routes); err != nil || len(routes.Routes) != 4 {
 		t.Errorf("routes = %+v, %v", routes, err)
 	}
 	credsOut := c.must("", "creds", "nats")
@@ -201,6 +201,32 @@ func TestCLIWalkthrough(t *testing.T) {
 	out = c.must("", "call", "orders.v1.create", `{"customer":"ACME","amount":250}`, "--idempotency-key", "order-1")
 	if err := json.Unmarshal([]byte(out), &env); err != nil || !env.Replayed {
 		t.Errorf("retry = %s, want replayed", out)
+	}
+	// Queued on the async route: the stream stores it, sqlgated runs it; the
+	// same key, called again, returns its result once it ran.
+	out = c.must("", "call", "--async", "orders.v1.import", `{"customer":"Queued","amount":300}`, "--idempotency-key", "import-1")
+	var queued struct {
+		Queued bool   `json:"queued"`
+		Stream string `json:"stream"`
+		Seq    uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal([]byte(out), &queued); err != nil || !queued.Queued || queued.Stream != "SQLGATE_ASYNC" || queued.Seq == 0 {
+		t.Errorf("call --async = %s", out)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out = c.must("", "call", "orders.v1.import", `{"customer":"Queued","amount":300}`, "--idempotency-key", "import-1")
+		if json.Unmarshal([]byte(out), &env) == nil && env.Replayed {
+			break
+		}
+		// A synchronous call that came first would have run it itself.
+		if !env.OK || time.Now().After(deadline) {
+			t.Fatalf("after call --async, call with the key = %s, want the queued call's result", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, _, errOut := c.run("", "call", "--async", "orders.v1.get", `{"id":1}`); code != 1 || !strings.Contains(errOut, "refused to publish") {
+		t.Errorf("call --async on a sync route: exit %d, %s", code, errOut)
 	}
 	for _, tc := range []struct {
 		args []string

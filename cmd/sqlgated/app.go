@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -103,6 +104,7 @@ type app struct {
 	conns    []*nats.Conn
 	micro    *natsvc.Service
 	callout  *natsauth.Callout
+	async    *natsvc.Async
 	closers  []func(context.Context) error
 	group    *errgroup.Group
 	groupCtx context.Context
@@ -111,9 +113,6 @@ type app struct {
 // start builds and starts every component; the returned app runs until ctx
 // ends (then call shutdown).
 func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
-	if err := servedModes(cfg.Catalog); err != nil {
-		return nil, err
-	}
 	a = &app{cfg: cfg, log: cfg.Logger, metrics: prometheus.NewRegistry()}
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.group, a.groupCtx = errgroup.WithContext(ctx)
@@ -283,18 +282,46 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 	if workers <= 0 {
 		workers = defaultWorkers
 	}
+	handler := newMeteredHandler(a.service, a.metrics)
 	micro, err := natsvc.Start(a.groupCtx, brokerConn, natsvc.Config{
 		Name: "sqlgate", Version: semver(version), Description: "sqlgate routed calls",
 		Subjects: a.cfg.Catalog.Subjects(), Workers: workers, QueueLen: a.cfg.NATSQueueLen,
 		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
 		Logger: a.log.With("component", "natsvc"),
-	}, newMeteredHandler(a.service, a.metrics))
+	}, handler)
 	if err != nil {
 		return fmt.Errorf("start micro service: %w", err)
 	}
 	a.micro = micro
+	var async []string
+	ackWait := time.Duration(0)
+	maxPayload := 0
+	for _, r := range a.cfg.Catalog.Routes() {
+		if r.Mode == route.Async {
+			async = append(async, r.Subject)
+			ackWait = max(ackWait, r.Timeout)
+			maxPayload = max(maxPayload, r.MaxPayload)
+		}
+	}
+	if len(async) == 0 {
+		return nil
+	}
+	// A delivered message gets the route's timeout and room for the audit
+	// writes before JetStream delivers it again.
+	a.async, err = natsvc.StartAsync(a.groupCtx, brokerConn, natsvc.AsyncConfig{
+		Subjects: async, UsersAccount: pub.Users, Workers: workers,
+		AckWait: ackWait + 30*time.Second, MaxPayload: int32(min(maxPayload+asyncHeaderRoom, math.MaxInt32)),
+		Logger: a.log.With("component", "async"),
+	}, handler)
+	if err != nil {
+		return fmt.Errorf("start async consumer: %w", err)
+	}
 	return nil
 }
+
+// asyncHeaderRoom is what the stream allows beyond the largest payload for
+// the headers of a message.
+const asyncHeaderRoom = 8 << 10
 
 // connect opens one of sqlgated's own NATS connections; it reconnects for
 // ever and logs state changes.
@@ -468,6 +495,11 @@ func (a *app) shutdown(ctx context.Context) {
 			a.log.WarnContext(ctx, "stop micro service", "err", err)
 		}
 	}
+	if a.async != nil {
+		if err := a.async.Stop(); err != nil {
+			a.log.WarnContext(ctx, "stop async consumer", "err", err)
+		}
+	}
 	if a.callout != nil {
 		if err := a.callout.Stop(); err != nil {
 			a.log.WarnContext(ctx, "stop auth callout", "err", err)
@@ -499,19 +531,6 @@ func (a *app) shutdown(ctx context.Context) {
 	if a.cfg.ControlDB != nil {
 		_ = a.cfg.ControlDB.Close()
 	}
-}
-
-// servedModes refuses a catalog with a route this version does not serve.
-// An async route's requests would be published to a JetStream subject that
-// nothing consumes (DESIGN section 2): accepted, and never run.
-func servedModes(c *route.Catalog) error {
-	var errs []error
-	for _, r := range c.Routes() {
-		if r.Mode == route.Async {
-			errs = append(errs, fmt.Errorf("route %s: mode async is not served by this version (no JetStream consumer yet); use mode sync, the default", r.Subject))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 func emits(c *route.Catalog) []string {

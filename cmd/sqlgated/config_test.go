@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -123,27 +122,4 @@ func FuzzConfig(f *testing.F) {
 			}
 		}
 	})
-}
-
-// TestServedModes: a catalog with an async route is refused at start, since
-// nothing would consume its JetStream subject.
-func TestServedModes(t *testing.T) {
-	const spec = "routes:\n  - subject: orders.v1.create\n    database: orders\n    procedure: create_order\n    mode: %s\n    params: {type: object}\n"
-	sync, err := route.Parse(fmt.Appendf(nil, spec, "sync"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := servedModes(sync); err != nil {
-		t.Errorf("sync route: %v", err)
-	}
-	async, err := route.Parse(fmt.Appendf(nil, spec, "async"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := servedModes(async); err == nil || !strings.Contains(err.Error(), "route orders.v1.create: mode async is not served") {
-		t.Errorf("async route: err = %v", err)
-	}
-	if _, err := start(t.Context(), runtimeConfig{Catalog: async}); err == nil || !strings.Contains(err.Error(), "mode async") {
-		t.Errorf("start with an async route: err = %v", err)
-	}
 }

@@ -205,8 +205,8 @@ func TestDevEndToEnd(t *testing.T) {
 		t.Fatalf("whoami = %+v, %v", who, err)
 	}
 	routes, err := alice.Routes(t.Context())
-	if err != nil || len(routes.Routes) != 3 {
-		t.Fatalf("routes = %+v, %v; want the three demo routes", routes, err)
+	if err != nil || len(routes.Routes) != 4 {
+		t.Fatalf("routes = %+v, %v; want the four demo routes", routes, err)
 	}
 	nc, cred, _ := s.natsUser(t, alice, 0)
 	if cred.InboxPrefix != "_INBOX_"+userKeyOf(t, cred.JWT) {

@@ -51,9 +51,6 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := servedModes(catalog); err != nil {
-		return err
-	}
 	if *check {
 		fmt.Fprintf(stderr, "configuration and %d routes are valid\n", len(catalog.Subjects()))
 		return nil

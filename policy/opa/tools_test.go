@@ -25,6 +25,7 @@ var demoCatalog = []opa.RouteRef{
 	{Subject: "orders.v1.create", Params: []string{"customer", "amount", "note"}},
 	{Subject: "orders.v1.get", Params: []string{"id"}},
 	{Subject: "orders.v1.cancel", Params: []string{"id"}},
+	{Subject: "orders.v1.import", Params: []string{"customer", "amount", "note"}},
 }
 
 func TestTestRunsRegoTests(t *testing.T) {
@@ -206,11 +207,11 @@ func TestCheck(t *testing.T) {
 	}{
 		{"library_with_demo_catalog", rulesDir, demoCatalog, nil},
 		{"library_without_catalog", rulesDir, nil, nil},
-		{"library_missing_route", rulesDir, demoCatalog[:2], []string{
+		{"library_missing_route", rulesDir, []opa.RouteRef{demoCatalog[0], demoCatalog[1], demoCatalog[3]}, []string{
 			`data.sqlgate.config.routes["orders.v1.cancel"]: route orders.v1.cancel is not in the route catalog`,
 		}},
 		{"library_renamed_param", rulesDir, []opa.RouteRef{
-			{Subject: "orders.v1.create", Params: []string{"customer", "total", "note"}}, demoCatalog[1], demoCatalog[2],
+			{Subject: "orders.v1.create", Params: []string{"customer", "total", "note"}}, demoCatalog[1], demoCatalog[2], demoCatalog[3],
 		}, []string{
 			`data.sqlgate.config.routes["orders.v1.create"].limits[0].param: amount is not a parameter of orders.v1.create (its parameters: customer, total, note)`,
 		}},
@@ -416,6 +417,7 @@ func TestCheckWithTheDevCatalog(t *testing.T) {
 		{Subject: "orders.v1.create", Params: []string{"amount", "customer", "note"}},
 		{Subject: "orders.v1.get", Params: []string{"id"}},
 		{Subject: "orders.v1.cancel", Params: []string{"id"}},
+		{Subject: "orders.v1.import", Params: []string{"amount", "customer", "note"}},
 	}
 	if !slices.EqualFunc(catalog, want, func(a, b opa.RouteRef) bool { return a.Subject == b.Subject && slices.Equal(a.Params, b.Params) }) {
 		t.Fatalf("RoutesFromCatalog = %+v, want %+v", catalog, want)

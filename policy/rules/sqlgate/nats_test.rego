@@ -9,7 +9,7 @@ _nats(groups, ttl) := fx.credential(groups, {"type": "nats", "ttl": ttl})
 
 test_sales_may_publish_their_routes if {
 	nats.allow with input as _nats(["sales"], 0)
-	nats.pub == {"orders.v1.create", "orders.v1.get", "orders.v1.cancel"} with input as _nats(["sales"], 0)
+	nats.pub == {"orders.v1.create", "orders.v1.get", "orders.v1.cancel", "orders.v1.import"} with input as _nats(["sales"], 0)
 	nats.ttl == 900 with input as _nats(["sales"], 0)
 	nats.reasons == set() with input as _nats(["sales"], 0)
 }
@@ -37,7 +37,7 @@ test_break_glass_members_may_publish_break_glass_routes if {
 
 test_deny_list_removes_routes if {
 	cfg := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": [{"groups": ["sales"], "routes": ["orders.v1.cancel"], "reason": "frozen"}]}])
-	nats.pub == {"orders.v1.create", "orders.v1.get"} with input as _nats(["sales"], 0)
+	nats.pub == {"orders.v1.create", "orders.v1.get", "orders.v1.import"} with input as _nats(["sales"], 0)
 		with data.sqlgate.config as cfg
 }
 

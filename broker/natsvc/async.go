@@ -1,0 +1,294 @@
+package natsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/broker"
+)
+
+// Defaults of [AsyncConfig].
+const (
+	DefaultAsyncStream  = "SQLGATE_ASYNC"
+	DefaultAsyncDurable = "sqlgated"
+	DefaultMaxDeliver   = 5
+	// DuplicateWindow is how long the stream drops a message whose
+	// Nats-Msg-Id it has seen: the server's minimum. The stream's window is
+	// shared by every user, so a long one would let a user who knows another
+	// user's message id have that message dropped; exactly-once comes from
+	// the idempotency record in the target database, kept per principal.
+	DuplicateWindow = 100 * time.Millisecond
+)
+
+// AsyncConfig configures the consumer of durable async requests.
+type AsyncConfig struct {
+	// Stream and Durable name the JetStream stream that captures
+	// `sqlgate.async.>` in the broker account and the durable pull consumer
+	// every sqlgated instance shares (defaults DefaultAsyncStream,
+	// DefaultAsyncDurable).
+	Stream, Durable string
+	// Subjects are the async routes' subjects; a message for any other
+	// subject is dropped from the stream, unanswered and unexecuted.
+	Subjects []string
+	// UsersAccount is the users account's public key.
+	UsersAccount string
+	// Workers handle messages concurrently (0: 16).
+	Workers int
+	// AckWait is how long a delivered message may take before JetStream
+	// delivers it again; it must exceed the longest route timeout (0: 1 min).
+	AckWait time.Duration
+	// MaxDeliver bounds the deliveries of a message the database could not
+	// take (0: DefaultMaxDeliver); the last attempt's outcome is audited.
+	MaxDeliver int
+	// MaxPayload caps the stream's message size in bytes (0: the server's).
+	MaxPayload int32
+	// Logger receives operational messages (nil: discard).
+	Logger *slog.Logger
+}
+
+// Async consumes durable async requests: messages published by users to
+// `sqlgate.async.<user key>.<route subject>` ([broker.AsyncPrefix]) and kept
+// by a work-queue stream until a worker acknowledged them. Each is handled
+// like a request/reply call (identity from the subject, decision, intent,
+// one transaction, outcome), with the idempotency key of its
+// `Idempotency-Key` header, else its `Nats-Msg-Id`, else one derived from
+// its place in the stream, so a redelivery never executes twice. There is
+// no reply: the publisher gets the stream's acknowledgement, the route's
+// emit event follows a commit, and a synchronous call with the same
+// Idempotency-Key returns the stored result.
+type Async struct {
+	nc       *nats.Conn
+	h        Handler
+	log      *slog.Logger
+	cfg      AsyncConfig
+	routes   map[string]bool
+	streamID string
+	cc       jetstream.ConsumeContext
+	msgs     chan jetstream.Msg
+	workers  sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// Validate reports every problem of c at once.
+func (c *AsyncConfig) Validate() error {
+	var errs []error
+	if len(c.Subjects) == 0 {
+		errs = append(errs, errors.New("at least one async subject is required"))
+	}
+	for _, s := range c.Subjects {
+		if s == "" || strings.ContainsAny(s, " \t\r\n*>") {
+			errs = append(errs, fmt.Errorf("invalid subject %q", s))
+		}
+	}
+	if !nkeys.IsValidPublicAccountKey(c.UsersAccount) {
+		errs = append(errs, errors.New("users account is not an account public key"))
+	}
+	if c.Workers < 0 || c.AckWait < 0 || c.MaxDeliver < 0 || c.MaxPayload < 0 {
+		errs = append(errs, errors.New("workers, ack wait, max deliver and max payload must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// StartAsync creates (or updates) the stream and the durable consumer on nc,
+// a connection of the broker account, and starts consuming. It stops when
+// ctx ends or Stop is called; ctx is also the parent of every Handle call.
+func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) (*Async, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("natsvc async: %w", err)
+	}
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultAsyncStream
+	}
+	if cfg.Durable == "" {
+		cfg.Durable = DefaultAsyncDurable
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 16
+	}
+	if cfg.AckWait == 0 {
+		cfg.AckWait = time.Minute
+	}
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = DefaultMaxDeliver
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("natsvc async: %w", err)
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "sqlgate durable async requests, until a broker has handled them",
+		Subjects:    []string{broker.AsyncSubjects},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  DuplicateWindow,
+		MaxMsgSize:  cfg.MaxPayload,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsvc async: stream %s: %w", cfg.Stream, err)
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       cfg.Durable,
+		Description:   "sqlgated instances",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    cfg.MaxDeliver,
+		MaxAckPending: 4 * cfg.Workers,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsvc async: consumer %s: %w", cfg.Durable, err)
+	}
+	a := &Async{
+		nc: nc, h: h, log: cfg.Logger, cfg: cfg, routes: make(map[string]bool, len(cfg.Subjects)),
+		// The stream's creation time makes the keys derived from stream
+		// sequences unique: a recreated stream starts its sequence again.
+		streamID: "js" + strconv.FormatInt(stream.CachedInfo().Created.UnixNano(), 36),
+		msgs:     make(chan jetstream.Msg, cfg.Workers),
+	}
+	for _, s := range cfg.Subjects {
+		a.routes[s] = true
+	}
+	for range cfg.Workers {
+		a.workers.Go(func() {
+			for m := range a.msgs {
+				a.serve(ctx, m)
+			}
+		})
+	}
+	a.cc, err = cons.Consume(func(m jetstream.Msg) { a.msgs <- m },
+		jetstream.PullMaxMessages(2*cfg.Workers),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			a.log.WarnContext(ctx, "async consumer", slog.String("error", err.Error()))
+		}))
+	if err != nil {
+		close(a.msgs)
+		a.workers.Wait()
+		return nil, fmt.Errorf("natsvc async: consume: %w", err)
+	}
+	context.AfterFunc(ctx, func() { _ = a.Stop() })
+	return a, nil
+}
+
+// Stop stops fetching, lets the workers finish the messages they hold and
+// returns. Messages fetched but not handled are delivered again after
+// AckWait, to this or another instance; their idempotency keys make that
+// safe.
+func (a *Async) Stop() error {
+	a.stopOnce.Do(func() {
+		a.cc.Drain()
+		<-a.cc.Closed()
+		close(a.msgs)
+		a.workers.Wait()
+	})
+	return nil
+}
+
+// ParseAsyncSubject splits `sqlgate.async.<user key>.<route subject>`; ok is
+// false unless the user key is a user public key and a subject follows.
+func ParseAsyncSubject(subject string) (userKey, route string, ok bool) {
+	rest, found := strings.CutPrefix(subject, broker.AsyncSubjectPrefix)
+	if !found {
+		return "", "", false
+	}
+	userKey, route, found = strings.Cut(rest, ".")
+	if !found || route == "" || !nkeys.IsValidPublicUserKey(userKey) {
+		return "", "", false
+	}
+	return userKey, route, true
+}
+
+// serve handles one message and settles it with the stream.
+func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		a.log.ErrorContext(ctx, "async message without metadata; dropped", slog.String("error", err.Error()))
+		_ = m.Term()
+		return
+	}
+	userKey, subject, ok := ParseAsyncSubject(m.Subject())
+	if !ok || !a.routes[subject] {
+		// Publish permissions allow only the caller's own key and async
+		// routes, so this is a route that was removed or a misconfiguration.
+		a.log.WarnContext(ctx, "async message for no async route; dropped", slog.String("subject", m.Subject()))
+		_ = m.TermWithReason("no async route")
+		return
+	}
+	hdr := m.Headers()
+	req := &broker.Request{
+		Subject:        subject,
+		Payload:        m.Data(),
+		CorrelationID:  header(hdr, HeaderCorrelationID),
+		IdempotencyKey: header(hdr, HeaderIdempotencyKey),
+		Traceparent:    header(hdr, HeaderTraceparent),
+		Reason:         header(hdr, HeaderReason),
+		Caller:         broker.Caller{Transport: broker.TransportAsync, Attested: true, UserKey: userKey, Account: a.cfg.UsersAccount},
+		Received:       meta.Timestamp,
+	}
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = header(hdr, HeaderMsgID)
+	}
+	if req.CorrelationID == "" {
+		// Stable across redeliveries: without a client key it is also the
+		// idempotency key.
+		req.CorrelationID = a.streamID + "-" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	}
+	rep := a.handle(ctx, req)
+	code := ""
+	if !rep.OK && rep.Error != nil {
+		code = rep.Error.Code
+	}
+	switch {
+	case rep.OK:
+		if err := m.Ack(); err != nil {
+			a.log.WarnContext(ctx, "async ack failed; the message will be delivered again and replayed", slog.String("error", err.Error()),
+				slog.String("correlation_id", rep.CorrelationID))
+		}
+		if rep.Emit != nil && rep.Emit.Subject != "" {
+			if err := a.nc.Publish(rep.Emit.Subject, rep.Emit.Data); err != nil {
+				a.log.ErrorContext(ctx, "nats emit not published", slog.String("subject", rep.Emit.Subject), slog.String("error", err.Error()))
+			}
+		}
+	case (code == broker.CodeUnavailable || code == broker.CodeInternal) && int(meta.NumDelivered) < a.cfg.MaxDeliver:
+		// The database (or the audit log) could not take it: try again later.
+		_ = m.NakWithDelay(retryDelay(meta.NumDelivered))
+	default:
+		// A final answer (refused, invalid, a database error, or the last
+		// attempt): it is in the audit log; the message is done.
+		a.log.WarnContext(ctx, "async request not executed", slog.String("code", code), slog.String("subject", subject),
+			slog.String("correlation_id", rep.CorrelationID), slog.Uint64("deliveries", meta.NumDelivered))
+		_ = m.Ack()
+	}
+}
+
+// handle calls the handler, turning a panic or a nil reply into an
+// internal error.
+func (a *Async) handle(ctx context.Context, req *broker.Request) (rep *broker.Reply) {
+	defer func() {
+		if p := recover(); p != nil {
+			a.log.ErrorContext(ctx, "async handler panicked", slog.String("subject", req.Subject), slog.Any("panic", p))
+			rep = nil
+		}
+		if rep == nil {
+			rep = &broker.Reply{CorrelationID: req.CorrelationID, AuditIndex: -1, Error: &broker.ReplyError{Code: broker.CodeInternal, Message: "internal error"}}
+		}
+	}()
+	return a.h.Handle(ctx, req)
+}
+
+// retryDelay backs off 1s, 2s, 4s, ... up to a minute.
+func retryDelay(delivered uint64) time.Duration {
+	return min(time.Second<<min(delivered-1, 6), time.Minute)
+}

@@ -1,0 +1,228 @@
+package natsvc_test
+
+import (
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/natsauth/natsauthtest"
+	"github.com/sqlgate/sqlgate/broker/natsvc"
+)
+
+// asyncFixture runs the consumer on a real operator-mode server with
+// JetStream, and a user who may publish under its own key.
+type asyncFixture struct {
+	env  *natsauthtest.Env
+	user *nats.Conn
+	key  string
+	js   jetstream.JetStream
+}
+
+func startAsync(t *testing.T, h natsvc.Handler) *asyncFixture {
+	t.Helper()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.import"}, JetStream: true})
+	bc := env.BrokerConn(t)
+	a, err := natsvc.StartAsync(t.Context(), bc, natsvc.AsyncConfig{
+		Subjects: []string{"orders.v1.import"}, UsersAccount: env.Keys.Public().Users, Workers: 2, MaxDeliver: 2,
+	}, h)
+	if err != nil {
+		t.Fatalf("StartAsync: %v", err)
+	}
+	t.Cleanup(func() { _ = a.Stop() })
+	u := env.MintUser(t, "alice", []string{broker.AsyncSubjectPrefix + ">"}, time.Hour)
+	nc := env.MustConnect(t, nats.UserJWTAndSeed(u.JWT, seedOf(t, u.KP)), nats.CustomInboxPrefix(broker.InboxPrefix(u.Key)))
+	js, err := jetstream.New(bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &asyncFixture{env: env, user: nc, key: u.Key, js: js}
+}
+
+func seedOf(t *testing.T, kp nkeys.KeyPair) string {
+	t.Helper()
+	seed, err := kp.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(seed)
+}
+
+// publish sends a message and returns the stream's acknowledgement.
+func (f *asyncFixture) publish(t *testing.T, subject, payload string, hdr map[string]string) jetstream.PubAck {
+	t.Helper()
+	m := nats.NewMsg(subject)
+	m.Data = []byte(payload)
+	for k, v := range hdr {
+		m.Header.Set(k, v)
+	}
+	reply, err := f.user.RequestMsg(m, 5*time.Second)
+	if err != nil {
+		t.Fatalf("publish %s: %v", subject, err)
+	}
+	var ack jetstream.PubAck
+	if err := json.Unmarshal(reply.Data, &ack); err != nil || ack.Stream != natsvc.DefaultAsyncStream {
+		t.Fatalf("publish ack %q: %v", reply.Data, err)
+	}
+	return ack
+}
+
+// settled waits until the consumer acknowledged stream sequence seq and the
+// work queue is empty.
+func (f *asyncFixture) settled(t *testing.T, seq uint64) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s, err := f.js.Stream(t.Context(), natsvc.DefaultAsyncStream)
+		if err == nil {
+			c, cerr := s.Consumer(t.Context(), natsvc.DefaultAsyncDurable)
+			if cerr == nil {
+				ci, ierr := c.Info(t.Context())
+				if ierr == nil && ci.AckFloor.Stream >= seq && ci.NumAckPending == 0 && s.CachedInfo() != nil {
+					if info, err := s.Info(t.Context()); err == nil && info.State.Msgs == 0 {
+						return
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream sequence %d was not settled", seq)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAsyncRequest(t *testing.T) {
+	h := &recorder{seen: make(chan broker.Request, 4)}
+	f := startAsync(t, h)
+	received := time.Now()
+	ack := f.publish(t, broker.AsyncPrefix(f.key)+".orders.v1.import", `{"customer":"ACME"}`,
+		map[string]string{natsvc.HeaderIdempotencyKey: "k-1", natsvc.HeaderCorrelationID: "corr-1", natsvc.HeaderReason: "why"})
+	req := <-h.seen
+	f.settled(t, ack.Sequence)
+	want := broker.Caller{Transport: broker.TransportAsync, Attested: true, UserKey: f.key, Account: f.env.Keys.Public().Users}
+	if req.Subject != "orders.v1.import" || string(req.Payload) != `{"customer":"ACME"}` || req.Caller.Transport != want.Transport ||
+		req.Caller.UserKey != want.UserKey || req.Caller.Account != want.Account || !req.Caller.Attested {
+		t.Errorf("request = %+v", req)
+	}
+	if req.IdempotencyKey != "k-1" || req.CorrelationID != "corr-1" || req.Reason != "why" {
+		t.Errorf("headers: key %q, correlation %q, reason %q", req.IdempotencyKey, req.CorrelationID, req.Reason)
+	}
+	if d := req.Received.Sub(received); d < -time.Second || d > 5*time.Second {
+		t.Errorf("received = %s, want the stream's time of the message (about %s)", req.Received, received)
+	}
+
+	// Without headers: Nats-Msg-Id is the key; else the correlation id,
+	// derived from the stream, is stable across deliveries and unique.
+	f.publish(t, broker.AsyncPrefix(f.key)+".orders.v1.import", `{}`, map[string]string{natsvc.HeaderMsgID: "msg-9"})
+	if r := <-h.seen; r.IdempotencyKey != "msg-9" {
+		t.Errorf("idempotency key = %q, want the Nats-Msg-Id", r.IdempotencyKey)
+	}
+	f.publish(t, broker.AsyncPrefix(f.key)+".orders.v1.import", `{}`, nil)
+	first := <-h.seen
+	f.publish(t, broker.AsyncPrefix(f.key)+".orders.v1.import", `{}`, nil)
+	second := <-h.seen
+	if first.CorrelationID == "" || first.CorrelationID == second.CorrelationID || first.IdempotencyKey != "" {
+		t.Errorf("derived correlation ids %q, %q (key %q)", first.CorrelationID, second.CorrelationID, first.IdempotencyKey)
+	}
+}
+
+// TestAsyncRetriesUnavailable: a request the database could not take is
+// delivered again with the same correlation id; one that keeps failing is
+// settled after MaxDeliver attempts; a final refusal is not retried.
+func TestAsyncRetriesUnavailable(t *testing.T) {
+	var calls atomic.Int64
+	h := &recorder{seen: make(chan broker.Request, 8), reply: func(req *broker.Request) *broker.Reply {
+		code := broker.CodeUnavailable
+		switch {
+		case strings.Contains(string(req.Payload), "once") && calls.Add(1) > 1:
+			return &broker.Reply{OK: true, CorrelationID: req.CorrelationID}
+		case strings.Contains(string(req.Payload), "forbidden"):
+			code = broker.CodeForbidden
+		}
+		return &broker.Reply{CorrelationID: req.CorrelationID, Error: &broker.ReplyError{Code: code}}
+	}}
+	f := startAsync(t, h)
+	subject := broker.AsyncPrefix(f.key) + ".orders.v1.import"
+
+	ack := f.publish(t, subject, `{"fail":"once"}`, nil)
+	a, b := <-h.seen, <-h.seen
+	f.settled(t, ack.Sequence)
+	if a.CorrelationID != b.CorrelationID {
+		t.Errorf("redelivery changed the correlation id: %q, %q", a.CorrelationID, b.CorrelationID)
+	}
+
+	ack = f.publish(t, subject, `{"fail":"always"}`, nil)
+	<-h.seen
+	<-h.seen // MaxDeliver 2
+	f.settled(t, ack.Sequence)
+
+	ack = f.publish(t, subject, `{"fail":"forbidden"}`, nil)
+	<-h.seen
+	f.settled(t, ack.Sequence)
+	select {
+	case r := <-h.seen:
+		t.Errorf("delivered again: %s", r.Payload)
+	case <-time.After(1500 * time.Millisecond): // past the first retry delay
+	}
+}
+
+// TestAsyncDropsOtherSubjects: a message for a route that is not async never
+// reaches the handler and leaves the work queue.
+func TestAsyncDropsOtherSubjects(t *testing.T) {
+	h := &recorder{seen: make(chan broker.Request, 1)}
+	f := startAsync(t, h)
+	ack := f.publish(t, broker.AsyncPrefix(f.key)+".orders.v1.other", `{}`, nil)
+	f.settled(t, ack.Sequence)
+	select {
+	case r := <-h.seen:
+		t.Errorf("handler saw %s", r.Subject)
+	default:
+	}
+}
+
+func TestParseAsyncSubject(t *testing.T) {
+	kp, _ := nkeys.CreateUser()
+	user, _ := kp.PublicKey()
+	acct, _ := nkeys.CreateAccount()
+	account, _ := acct.PublicKey()
+	for _, tc := range []struct {
+		subject, key, route string
+		ok                  bool
+	}{
+		{"sqlgate.async." + user + ".orders.v1.create", user, "orders.v1.create", true},
+		{"sqlgate.async." + user, "", "", false},
+		{"sqlgate.async." + user + ".", "", "", false},
+		{"sqlgate.async." + account + ".orders.v1.create", "", "", false},
+		{"sqlgate.async.UFORGED.orders.v1.create", "", "", false},
+		{"orders.v1.create", "", "", false},
+	} {
+		key, route, ok := natsvc.ParseAsyncSubject(tc.subject)
+		if key != tc.key || route != tc.route || ok != tc.ok {
+			t.Errorf("%q = %q, %q, %v", tc.subject, key, route, ok)
+		}
+	}
+}
+
+func FuzzParseAsyncSubject(f *testing.F) {
+	kp, _ := nkeys.CreateUser()
+	user, _ := kp.PublicKey()
+	f.Add("sqlgate.async." + user + ".orders.v1.create")
+	f.Add("sqlgate.async..x")
+	f.Add("sqlgate.async." + user + ".a.>")
+	f.Fuzz(func(t *testing.T, subject string) {
+		key, route, ok := natsvc.ParseAsyncSubject(subject)
+		if !ok {
+			return
+		}
+		if broker.AsyncPrefix(key)+"."+route != subject || !nkeys.IsValidPublicUserKey(key) || route == "" {
+			t.Fatalf("%q parsed as key %q, route %q", subject, key, route)
+		}
+	})
+}

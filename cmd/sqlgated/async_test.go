@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/natsvc"
+)
+
+// TestDevAsync runs the demo's durable async route, orders.v1.import, over
+// the real stack: a user
+// publishes under its own key, the stream acknowledges, sqlgated consumes,
+// decides, runs the call in one transaction and emits after commit; a
+// redelivered key executes nothing, another user's key is refused by the
+// NATS server, and a denied request is settled without running.
+func TestDevAsync(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end dev stack: skipped with -short")
+	}
+	dir := t.TempDir()
+	s := startDev(t, dir)
+	alice, _ := s.login(t, "alice")
+	nc, cred, _ := s.natsUser(t, alice, 0)
+	key := userKeyOf(t, cred.JWT)
+
+	keys, err := natsauth.LoadOrCreateKeys(filepath.Join(dir, "secrets", "nats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc, err := nats.Connect(s.st.NATSURL, keys.BrokerUser())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	events, err := bc.SubscribeSync("orders.v1.imported")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// settled waits until the consumer acknowledged stream sequence seq.
+	settled := func(seq uint64) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			c, err := js.Consumer(t.Context(), natsvc.DefaultAsyncStream, natsvc.DefaultAsyncDurable)
+			if err == nil {
+				if info, err := c.Info(t.Context()); err == nil && info.AckFloor.Stream >= seq && info.NumAckPending == 0 {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stream sequence %d was not settled", seq)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	publish := func(conn *nats.Conn, userKey, payload string, headers map[string]string) (jetstream.PubAck, error) {
+		t.Helper()
+		m := nats.NewMsg(broker.AsyncPrefix(userKey) + ".orders.v1.import")
+		m.Data = []byte(payload)
+		for k, v := range headers {
+			m.Header.Set(k, v)
+		}
+		reply, err := conn.RequestMsg(m, 5*time.Second)
+		if err != nil {
+			return jetstream.PubAck{}, err
+		}
+		var ack jetstream.PubAck
+		if err := json.Unmarshal(reply.Data, &ack); err != nil || ack.Stream == "" {
+			t.Fatalf("publish ack %q: %v", reply.Data, err)
+		}
+		return ack, nil
+	}
+
+	payload := `{"customer":"queued","amount":42}`
+	ack, err := publish(nc, key, payload, map[string]string{"Idempotency-Key": "import-1", "Correlation-Id": "corr-async-1"})
+	if err != nil || ack.Stream != natsvc.DefaultAsyncStream {
+		t.Fatalf("publish = %+v, %v", ack, err)
+	}
+	ev, err := events.NextMsg(15 * time.Second)
+	if err != nil {
+		t.Fatalf("no emit event after the async call: %v", err)
+	}
+	var event struct {
+		CorrelationID string          `json:"correlation_id"`
+		Principal     string          `json:"principal"`
+		Result        json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(ev.Data, &event); err != nil || event.CorrelationID != "corr-async-1" || event.Principal != "alice@example.com" {
+		t.Fatalf("emit event = %s, %v", ev.Data, err)
+	}
+	var result struct {
+		Rows []struct {
+			ID int64 `json:"id"`
+		} `json:"rows"`
+	}
+	if err := json.Unmarshal(event.Result, &result); err != nil || len(result.Rows) != 1 {
+		t.Fatalf("event result = %s, %v", event.Result, err)
+	}
+	id := result.Rows[0].ID
+	got, _ := request(t, nc, "orders.v1.get", `{"id":`+strconv.FormatInt(id, 10)+`}`, nil)
+	if row := rows(t, got); len(row) != 1 || row[0]["customer"] != "queued" || row[0]["created_by"] != "alice@example.com" || row[0]["correlation_id"] != "corr-async-1" {
+		t.Fatalf("the async order = %+v", got)
+	}
+	settled(ack.Sequence)
+
+	// Published again with the same key: settled, executed nothing, no event.
+	again, err := publish(nc, key, payload, map[string]string{"Idempotency-Key": "import-1", "Correlation-Id": "corr-async-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settled(again.Sequence)
+	if m, err := events.NextMsg(200 * time.Millisecond); err == nil {
+		t.Errorf("a replayed async request emitted %s", m.Data)
+	}
+	if next, _ := request(t, nc, "orders.v1.get", `{"id":`+strconv.FormatInt(id+1, 10)+`}`, nil); len(rows(t, next)) != 0 {
+		t.Errorf("the replayed key created another order: %+v", next)
+	}
+	// The stored result is what a synchronous call with the key returns.
+	replay, _ := request(t, nc, "orders.v1.import", payload, map[string]string{"Idempotency-Key": "import-1"})
+	if !replay.OK || !replay.Replayed {
+		t.Errorf("sync replay of the async key = %+v", replay)
+	}
+
+	// Over the policy's limit: settled, refused, never run.
+	denied, err := publish(nc, key, `{"customer":"too big","amount":5000}`, map[string]string{"Correlation-Id": "corr-async-3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settled(denied.Sequence)
+	if m, err := events.NextMsg(200 * time.Millisecond); err == nil {
+		t.Errorf("a denied async request emitted %s", m.Data)
+	}
+	if next, _ := request(t, nc, "orders.v1.get", `{"id":`+strconv.FormatInt(id+1, 10)+`}`, nil); len(rows(t, next)) != 0 {
+		t.Errorf("the denied request created an order: %+v", next)
+	}
+
+	// Under another user's key: the NATS server refuses the publish.
+	bob, _ := s.login(t, "bob")
+	_, bobCred, _ := s.natsUser(t, bob, 0)
+	if _, err := publish(nc, userKeyOf(t, bobCred.JWT), payload, nil); err == nil {
+		t.Error("alice published under bob's key")
+	}
+}
