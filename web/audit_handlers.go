@@ -1,7 +1,9 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -21,6 +23,7 @@ func (s *Server) auditRoutes() {
 	m.Handle("GET /api/v1/audit/verify", s.authed(s.auditVerify))
 	m.Handle("GET /api/v1/audit/proof", s.authed(s.auditProof))
 	m.Handle("GET /api/v1/audit/export", s.authed(s.auditExport))
+	m.Handle("GET /api/v1/audit/evidence", s.authed(s.auditEvidence))
 }
 
 func (s *Server) policyRoutes() {
@@ -161,6 +164,49 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, p identity.
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Content-Disposition", `attachment; filename="sqlgate-audit.bundle"`)
 	return s.cfg.Audit.Export(r.Context(), w, from, to)
+}
+
+// auditEvidence serves the SOC 2 evidence archive of a period to auditors:
+// from and to are dates (UTC midnight) or RFC 3339 times.
+func (s *Server) auditEvidence(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+	if err := s.requireGroups(p, s.cfg.AuditorGroups, "exporting audit evidence"); err != nil {
+		return err
+	}
+	from, err := periodParam(r, "from")
+	if err != nil {
+		return err
+	}
+	to, err := periodParam(r, "to")
+	if err != nil {
+		return err
+	}
+	if !from.Before(to) {
+		return badRequest("from must be before to")
+	}
+	// The archive is built before the first byte is written, so an error
+	// (a log that does not verify) is still answered as one.
+	var zipped bytes.Buffer
+	if err := s.cfg.Audit.Evidence(r.Context(), &zipped, from, to); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="sqlgate-evidence-%s-%s.zip"`,
+		from.Format("20060102T150405Z"), to.Format("20060102T150405Z")))
+	_, err = w.Write(zipped.Bytes())
+	return err
+}
+
+// periodParam reads a date (UTC midnight) or an RFC 3339 time.
+func periodParam(r *http.Request, name string) (time.Time, error) {
+	v := r.URL.Query().Get(name)
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, badRequest(name + " must be a date (YYYY-MM-DD) or an RFC 3339 time")
+	}
+	return t.UTC(), nil
 }
 
 // evalRequest is the body of POST policy/eval.

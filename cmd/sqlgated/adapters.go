@@ -17,6 +17,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/evidence"
 	"github.com/sqlgate/sqlgate/audit/sqlstore"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/identity"
@@ -140,6 +141,28 @@ func (s *auditService) Export(ctx context.Context, w io.Writer, from, to int64) 
 		return err
 	}
 	return audit.WriteBundle(ctx, w, s.store, audit.BundleOptions{From: from, To: to})
+}
+
+// Evidence verifies the log against its own key history (the dashboard
+// holds no other trust) and writes the SOC 2 evidence of [from, to).
+// Auditors who pin the published key regenerate it offline with `sqlgate
+// audit evidence --key`.
+func (s *auditService) Evidence(ctx context.Context, w io.Writer, from, to time.Time) error {
+	if err := s.log.Sync(ctx); err != nil {
+		return err
+	}
+	history, err := s.store.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(history))
+	for _, k := range history {
+		keys = append(keys, k.VerifierKey)
+	}
+	_, err = evidence.Write(ctx, w, s.store, evidence.Options{
+		From: from, To: to, Verify: audit.VerifyOptions{Keys: keys}, Generator: "sqlgated dashboard (keys from the log's own history)",
+	})
+	return err
 }
 
 // policyService serves the engine to the web layer.

@@ -140,6 +140,29 @@ func TestDashboard(t *testing.T) {
 		if recs := text(ctx, t, "#records"); !strings.Contains(recs, "credential") {
 			t.Errorf("recent records lack the credential records:\n%s", recs)
 		}
+		// The evidence form, filled with yesterday and tomorrow, asks for a
+		// zip with the session's cookie.
+		from, to := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly), time.Now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+		if err := chromedp.Do(ctx,
+			chromedp.SetValue(chromedp.CSS("#evidence-from"), from),
+			chromedp.SetValue(chromedp.CSS("#evidence-to"), to),
+		); err != nil {
+			t.Fatal(err)
+		}
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(async () => {
+			const f = document.querySelector('#evidence form');
+			const u = new URL(f.action);
+			new FormData(f).forEach((v, k) => u.searchParams.set(k, v));
+			const r = await fetch(u, {credentials: 'same-origin'});
+			const b = new Uint8Array(await r.arrayBuffer());
+			return r.status + ' ' + r.headers.get('content-type') + ' ' + String.fromCharCode(b[0], b[1]);
+		})()`, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != "200 application/zip PK" {
+			t.Errorf("evidence download = %q, want a zip", got)
+		}
 	})
 
 	t.Run("dave_evaluates_policy", func(t *testing.T) {

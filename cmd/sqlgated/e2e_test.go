@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"database/sql"
@@ -468,6 +469,33 @@ func TestDevEndToEnd(t *testing.T) {
 			_ = rep.WriteText(&text)
 			t.Fatalf("verify: %v\n%s", err, text.String())
 		}
+		// SOC 2 evidence from the dashboard's API: auditors only, and the
+		// create call is in the activity.
+		var zipped bytes.Buffer
+		if err := carol.AuditEvidence(t.Context(), &zipped, time.Now().Add(-time.Hour), time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		zr, err := zip.NewReader(bytes.NewReader(zipped.Bytes()), int64(zipped.Len()))
+		if err != nil {
+			t.Fatalf("evidence is not a zip: %v", err)
+		}
+		files := map[string]string{}
+		for _, f := range zr.File {
+			rc, err := f.Open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(rc)
+			_ = rc.Close()
+			files[f.Name] = string(b)
+		}
+		if !strings.Contains(files["csv/activity.csv"], "corr-e2e-1") || !strings.Contains(files["manifest.json"], `"ok": true`) {
+			t.Errorf("evidence: manifest %s\nactivity %s", files["manifest.json"], files["csv/activity.csv"])
+		}
+		if err := alice.AuditEvidence(t.Context(), io.Discard, time.Now().Add(-time.Hour), time.Now()); err == nil || !strings.Contains(err.Error(), "403") {
+			t.Errorf("alice downloaded evidence: %v", err)
+		}
+
 		// Receipt of the create call.
 		raw, err := alice.AuditProof(t.Context(), created.Audit.Index)
 		if err != nil {

@@ -153,6 +153,21 @@ func (c *Client) AuditExport(ctx context.Context, w io.Writer, from, to int64) e
 	return nil
 }
 
+// AuditEvidence downloads the SOC 2 evidence archive (zip) of [from, to)
+// into w (auditors only).
+func (c *Client) AuditEvidence(ctx context.Context, w io.Writer, from, to time.Time) error {
+	q := url.Values{"from": {from.UTC().Format(time.RFC3339)}, "to": {to.UTC().Format(time.RFC3339)}}
+	resp, err := c.send(ctx, http.MethodGet, "/audit/evidence?"+q.Encode(), nil, true)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("read audit evidence: %w", err)
+	}
+	return nil
+}
+
 func (c *Client) raw(ctx context.Context, path string, q url.Values) ([]byte, error) {
 	if q != nil {
 		path += "?" + q.Encode()
