@@ -392,8 +392,9 @@ Next steps, in another terminal from this directory:
   bin/sqlgate call orders.v1.create '{"customer":"ACME","amount":250}'
   bin/sqlgate call orders.v1.create '{"customer":"ACME","amount":5000}'   # refused by policy
   bin/sqlgate call orders.v1.get '{"id":1}'
+  bin/sqlgate call --async orders.v1.import '{"customer":"ACME","amount":120}'   # queued in JetStream
 
-Sign in to the dashboard at %s (carol sees and verifies the audit log).
+Sign in to the dashboard at %s (carol verifies the audit log and downloads SOC 2 evidence).
 Stop with Ctrl-C; the next start reuses %s.
 `, st.DataDir, st.HTTPURL, st.DataDir, st.HTTPURL, st.DataDir)
 }
