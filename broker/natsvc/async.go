@@ -52,9 +52,30 @@ type AsyncConfig struct {
 	MaxDeliver int
 	// MaxPayload caps the stream's message size in bytes (0: the server's).
 	MaxPayload int32
+	// OnSettle, if set, is called once per delivery with how it was settled
+	// (one of the Settled* values), e.g. to count them.
+	OnSettle func(settled string)
 	// Logger receives operational messages (nil: discard).
 	Logger *slog.Logger
 }
+
+// How a delivered message was settled ([AsyncConfig.OnSettle]).
+const (
+	// SettledOK: the call succeeded (or replayed); acknowledged.
+	SettledOK = "ok"
+	// SettledFinal: a final answer other than success (refused, invalid, a
+	// database error); acknowledged, and in the audit log.
+	SettledFinal = "final"
+	// SettledRetry: the database or the audit log could not take it; it is
+	// delivered again later.
+	SettledRetry = "retry"
+	// SettledGaveUp: still unavailable at the last delivery; acknowledged,
+	// the last attempt is in the audit log. Alert on this.
+	SettledGaveUp = "gave_up"
+	// SettledDropped: not a request for an async route (or unreadable);
+	// removed from the stream without running.
+	SettledDropped = "dropped"
+)
 
 // Async consumes durable async requests: messages published by users to
 // `sqlgate.async.<user key>.<route subject>` ([broker.AsyncPrefix]) and kept
@@ -216,6 +237,7 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 	if err != nil {
 		a.log.ErrorContext(ctx, "async message without metadata; dropped", slog.String("error", err.Error()))
 		_ = m.Term()
+		a.settled(SettledDropped)
 		return
 	}
 	userKey, subject, ok := ParseAsyncSubject(m.Subject())
@@ -224,6 +246,7 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 		// routes, so this is a route that was removed or a misconfiguration.
 		a.log.WarnContext(ctx, "async message for no async route; dropped", slog.String("subject", m.Subject()))
 		_ = m.TermWithReason("no async route")
+		a.settled(SettledDropped)
 		return
 	}
 	hdr := m.Headers()
@@ -250,8 +273,10 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 	if !rep.OK && rep.Error != nil {
 		code = rep.Error.Code
 	}
+	retryable := code == broker.CodeUnavailable || code == broker.CodeInternal
 	switch {
 	case rep.OK:
+		a.settled(SettledOK)
 		if err := m.Ack(); err != nil {
 			a.log.WarnContext(ctx, "async ack failed; the message will be delivered again and replayed", slog.String("error", err.Error()),
 				slog.String("correlation_id", rep.CorrelationID))
@@ -261,15 +286,27 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 				a.log.ErrorContext(ctx, "nats emit not published", slog.String("subject", rep.Emit.Subject), slog.String("error", err.Error()))
 			}
 		}
-	case (code == broker.CodeUnavailable || code == broker.CodeInternal) && int(meta.NumDelivered) < a.cfg.MaxDeliver:
+	case retryable && int(meta.NumDelivered) < a.cfg.MaxDeliver:
 		// The database (or the audit log) could not take it: try again later.
+		a.settled(SettledRetry)
 		_ = m.NakWithDelay(retryDelay(meta.NumDelivered))
 	default:
 		// A final answer (refused, invalid, a database error, or the last
 		// attempt): it is in the audit log; the message is done.
+		settled := SettledFinal
+		if retryable {
+			settled = SettledGaveUp
+		}
+		a.settled(settled)
 		a.log.WarnContext(ctx, "async request not executed", slog.String("code", code), slog.String("subject", subject),
-			slog.String("correlation_id", rep.CorrelationID), slog.Uint64("deliveries", meta.NumDelivered))
+			slog.String("settled", settled), slog.String("correlation_id", rep.CorrelationID), slog.Uint64("deliveries", meta.NumDelivered))
 		_ = m.Ack()
+	}
+}
+
+func (a *Async) settled(how string) {
+	if a.cfg.OnSettle != nil {
+		a.cfg.OnSettle(how)
 	}
 }
 

@@ -2,7 +2,9 @@ package natsvc_test
 
 import (
 	"encoding/json"
+	"maps"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,14 +25,19 @@ type asyncFixture struct {
 	user *nats.Conn
 	key  string
 	js   jetstream.JetStream
+
+	mu      sync.Mutex
+	settles map[string]int
 }
 
 func startAsync(t *testing.T, h natsvc.Handler) *asyncFixture {
 	t.Helper()
 	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.import"}, JetStream: true})
 	bc := env.BrokerConn(t)
+	f := &asyncFixture{env: env, settles: map[string]int{}}
 	a, err := natsvc.StartAsync(t.Context(), bc, natsvc.AsyncConfig{
 		Subjects: []string{"orders.v1.import"}, UsersAccount: env.Keys.Public().Users, Workers: 2, MaxDeliver: 2,
+		OnSettle: func(how string) { f.mu.Lock(); f.settles[how]++; f.mu.Unlock() },
 	}, h)
 	if err != nil {
 		t.Fatalf("StartAsync: %v", err)
@@ -42,7 +49,15 @@ func startAsync(t *testing.T, h natsvc.Handler) *asyncFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &asyncFixture{env: env, user: nc, key: u.Key, js: js}
+	f.user, f.key, f.js = nc, u.Key, js
+	return f
+}
+
+// settledCounts returns how many deliveries were settled each way.
+func (f *asyncFixture) settledCounts() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.settles)
 }
 
 func seedOf(t *testing.T, kp nkeys.KeyPair) string {
@@ -171,6 +186,10 @@ func TestAsyncRetriesUnavailable(t *testing.T) {
 		t.Errorf("delivered again: %s", r.Payload)
 	case <-time.After(1500 * time.Millisecond): // past the first retry delay
 	}
+	want := map[string]int{natsvc.SettledRetry: 2, natsvc.SettledOK: 1, natsvc.SettledGaveUp: 1, natsvc.SettledFinal: 1}
+	if got := f.settledCounts(); !maps.Equal(got, want) {
+		t.Errorf("settled = %v, want %v", got, want)
+	}
 }
 
 // TestAsyncDropsOtherSubjects: a message for a route that is not async never
@@ -184,6 +203,9 @@ func TestAsyncDropsOtherSubjects(t *testing.T) {
 	case r := <-h.seen:
 		t.Errorf("handler saw %s", r.Subject)
 	default:
+	}
+	if got := f.settledCounts(); got[natsvc.SettledDropped] != 1 {
+		t.Errorf("settled = %v, want one dropped", got)
 	}
 }
 

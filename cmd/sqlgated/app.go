@@ -306,12 +306,17 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 	if len(async) == 0 {
 		return nil
 	}
+	settled := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sqlgate_async_messages_total", Help: "Deliveries of async requests, by how they were settled (ok, final, retry, gave_up, dropped).",
+	}, []string{"settled"})
+	a.metrics.MustRegister(settled)
 	// A delivered message gets the route's timeout and room for the audit
 	// writes before JetStream delivers it again.
 	a.async, err = natsvc.StartAsync(a.groupCtx, brokerConn, natsvc.AsyncConfig{
 		Subjects: async, UsersAccount: pub.Users, Workers: workers,
 		AckWait: ackWait + 30*time.Second, MaxPayload: int32(min(maxPayload+asyncHeaderRoom, math.MaxInt32)),
-		Logger: a.log.With("component", "async"),
+		OnSettle: func(how string) { settled.WithLabelValues(how).Inc() },
+		Logger:   a.log.With("component", "async"),
 	}, handler)
 	if err != nil {
 		return fmt.Errorf("start async consumer: %w", err)

@@ -2,8 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,6 +150,19 @@ func TestDevAsync(t *testing.T) {
 	}
 	if next, _ := request(t, nc, "orders.v1.get", `{"id":`+strconv.FormatInt(id+1, 10)+`}`, nil); len(rows(t, next)) != 0 {
 		t.Errorf("the denied request created an order: %+v", next)
+	}
+
+	// The deliveries are counted for operators.
+	resp, err := http.Get(s.st.HTTPURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	for _, want := range []string{`sqlgate_async_messages_total{settled="ok"} 2`, `sqlgate_async_messages_total{settled="final"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	// Under another user's key: the NATS server refuses the publish.
