@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/brokertest"
 	"github.com/sqlgate/sqlgate/broker/postgres"
 	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/identity"
 )
 
 // TestDeployScripts applies deploy/postgres to a fresh database and runs
@@ -38,6 +40,7 @@ func TestDeployScripts(t *testing.T) {
 	t.Cleanup(func() {
 		// Runs after the database is dropped; fails harmlessly while another
 		// database still grants the role something.
+		_, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS sales_reader")
 		_, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS sqlgate_broker")
 	})
 	t.Cleanup(func() {
@@ -122,5 +125,57 @@ func TestDeployScripts(t *testing.T) {
 	// The grants let the broker prune its records (the hourly retention).
 	if n, err := e.Prune(ctx, time.Now().Add(time.Hour)); err != nil || n != 3 {
 		t.Errorf("Prune as sqlgate_broker = %d, %v; want the 3 calls' records", n, err)
+	}
+
+	// 04 (optional) is enough to issue, use and revoke a login as the broker.
+	issuance, err := os.ReadFile(filepath.Join(dir, "04-credential-issuance.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // idempotent
+		if _, err := owner.Exec(ctx, string(issuance)); err != nil {
+			t.Fatalf("04-credential-issuance.sql: %v", err)
+		}
+	}
+	brokerPool, err := pgxpool.New(ctx, dsnFor(map[string]string{"dbname": testDB + "_" + db, "user": "sqlgate_broker", "password": ""}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer brokerPool.Close()
+	li, err := postgres.NewLoginIssuer(brokerPool, postgres.LoginConfig{Name: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := identity.Principal{Issuer: "https://idp.test", Subject: "alice", Email: "alice@example.com"}
+	pw, err := broker.GeneratePassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := broker.LoginSpec{
+		LeaseID: "lease-deploy", Username: broker.LoginName(broker.DefaultLoginPrefix, &p), Password: pw, Role: "sales_reader",
+		ExpiresAt: time.Now().Add(time.Hour), Principal: p.Display(),
+	}
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{spec.Username}.Sanitize()) })
+	if err := li.CreateLogin(ctx, spec); err != nil {
+		t.Fatalf("CreateLogin as sqlgate_broker: %v", err)
+	}
+	issued, err := pgx.Connect(ctx, dsnFor(map[string]string{"dbname": testDB + "_" + db, "user": spec.Username, "password": ""}))
+	if err != nil {
+		t.Fatalf("connect as the issued login: %v", err)
+	}
+	var orders int
+	if err := issued.QueryRow(ctx, "SELECT count(*) FROM sales.orders").Scan(&orders); err != nil || orders != 1 {
+		t.Errorf("the issued reader counts %d orders, %v; want 1", orders, err)
+	}
+	if _, err := issued.Exec(ctx, "DELETE FROM sales.orders"); sqlState(err) != "42501" {
+		t.Errorf("the issued reader deleted: %v, want permission denied (42501)", err)
+	}
+	_ = issued.Close(ctx)
+	if err := li.RevokeLogin(ctx, spec); err != nil {
+		t.Fatalf("RevokeLogin as sqlgate_broker: %v", err)
+	}
+	var left int
+	if err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", spec.Username).Scan(&left); err != nil || left != 0 {
+		t.Errorf("the revoked login is still there (%d, %v)", left, err)
 	}
 }

@@ -1,0 +1,35 @@
+-- sqlgate, OPTIONAL: permissions for issuing short-lived SQL logins (the
+-- `sqlgate creds sql` feature, databases[].postgresLogins). Not needed to run
+-- calls; grant only where credential issuance is enabled for this server.
+-- Run as a superuser, in the target database, after 01-03 (idempotent).
+--
+-- sqlgate_broker may then create, renew, disable and drop the issued login
+-- roles (CREATEROLE) and end their sessions on revocation
+-- (pg_signal_backend). CREATEROLE is a powerful attribute: up to PostgreSQL
+-- 15 it lets a role grant membership in any role that is not a superuser,
+-- its own included (docs/credentials.md). From PostgreSQL 16 the broker needs
+-- ADMIN OPTION on each role it grants; it is given without INHERIT and SET,
+-- so the broker cannot use the role's privileges itself.
+ALTER ROLE sqlgate_broker CREATEROLE;
+GRANT pg_signal_backend TO sqlgate_broker;
+
+-- An example grantable role for the orders example: read the orders and
+-- their history. Policy (data.sqlgate.sql_credentials) decides who may get
+-- it; repeat the last statement for every role issued logins may receive.
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'sales_reader') THEN
+    CREATE ROLE sales_reader NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
+  END IF;
+END
+$$;
+GRANT USAGE ON SCHEMA sales TO sales_reader;
+GRANT SELECT ON sales.orders, sales.order_history TO sales_reader;
+
+DO $$
+BEGIN
+  IF current_setting('server_version_num')::int >= 160000 THEN
+    EXECUTE 'GRANT sales_reader TO sqlgate_broker WITH ADMIN OPTION, INHERIT FALSE, SET FALSE';
+  END IF;
+END
+$$;
