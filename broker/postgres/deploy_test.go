@@ -155,7 +155,9 @@ func TestDeployScripts(t *testing.T) {
 		LeaseID: "lease-deploy", Username: broker.LoginName(broker.DefaultLoginPrefix, &p), Password: pw, Role: "sales_reader",
 		ExpiresAt: time.Now().Add(time.Hour), Principal: p.Display(),
 	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{spec.Username}.Sanitize()) })
+	t.Cleanup(func() {
+		_, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{spec.Username}.Sanitize())
+	})
 	if err := li.CreateLogin(ctx, spec); err != nil {
 		t.Fatalf("CreateLogin as sqlgate_broker: %v", err)
 	}
