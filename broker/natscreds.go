@@ -97,9 +97,11 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 	}
 	expires := now.Add(ttl).Truncate(time.Second)
 	pub := intersect(dec.Obligations.Pub, s.cfg.Catalog.Subjects())
+	async := false
 	for _, subj := range pub {
 		if ri := s.routes[subj]; ri != nil && ri.route.Mode == "async" {
 			pub = append(pub, AsyncPrefix(req.UserKey)+"."+subj)
+			async = true
 		}
 	}
 	inbox := InboxPrefix(req.UserKey)
@@ -107,6 +109,9 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 		inbox = PrincipalInboxPrefix(p)
 	}
 	sub := []string{inbox + ".>"}
+	if async {
+		sub = append(sub, ReplyPrefix(req.UserKey)+".>") // answers to its own async requests
+	}
 	minted, err := s.cfg.Minter.MintUser(ctx, UserSpec{
 		UserKey: req.UserKey, Name: p.Subject, Pub: pub, Sub: sub, Expires: expires,
 		Tags: userTags(&p),

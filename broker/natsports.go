@@ -118,3 +118,16 @@ const (
 // AsyncPrefix returns the subject prefix under which a user may publish
 // durable async requests: `sqlgate.async.<user public key>`.
 func AsyncPrefix(userKey string) string { return AsyncSubjectPrefix + userKey }
+
+// ReplySubjectPrefix starts the subjects on which the broker answers async
+// requests that asked for a reply, and ReplySubjects is the stream the
+// broker account exports to the users account for them.
+const (
+	ReplySubjectPrefix = "sqlgate.reply."
+	ReplySubjects      = ReplySubjectPrefix + ">"
+)
+
+// ReplyPrefix returns the prefix of a user's async replies,
+// `sqlgate.reply.<user public key>`: the user's credential may subscribe
+// only under its own.
+func ReplyPrefix(userKey string) string { return ReplySubjectPrefix + userKey }

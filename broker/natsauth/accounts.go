@@ -123,7 +123,7 @@ func (k *Keys) brokerAccountJWT(subjects, emits []string) (string, error) {
 	for _, s := range append(uniqueSorted(subjects), AsyncSubjects) {
 		ac.Exports.Add(&jwt.Export{Name: s, Subject: jwt.Subject(s), Type: jwt.Service, ResponseType: jwt.ResponseTypeSingleton})
 	}
-	for _, s := range uniqueSorted(emits) {
+	for _, s := range append(uniqueSorted(emits), broker.ReplySubjects) {
 		ac.Exports.Add(&jwt.Export{Name: s, Subject: jwt.Subject(s), Type: jwt.Stream})
 	}
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{
@@ -139,7 +139,7 @@ func (k *Keys) usersAccountClaims(subjects, emits []string, revocations jwt.Revo
 	for _, s := range append(uniqueSorted(subjects), AsyncSubjects) {
 		ac.Imports.Add(&jwt.Import{Name: s, Subject: jwt.Subject(s), Account: k.pub.Broker, Type: jwt.Service, Share: true})
 	}
-	for _, s := range uniqueSorted(emits) {
+	for _, s := range append(uniqueSorted(emits), broker.ReplySubjects) {
 		ac.Imports.Add(&jwt.Import{Name: s, Subject: jwt.Subject(s), Account: k.pub.Broker, Type: jwt.Stream})
 	}
 	ac.SigningKeys.Add(k.pub.UsersSigning...)

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
 )
 
@@ -125,7 +126,13 @@ func TestAccountJWTs(t *testing.T) {
 			t.Errorf("export %s response type %q, want singleton", e.Subject, e.ResponseType)
 		}
 	}
-	wantExports := []exp{{"orders.v1.create", jwt.Service}, {"orders.v1.get", jwt.Service}, {natsauth.AsyncSubjects, jwt.Service}, {"orders.v1.created", jwt.Stream}}
+	wantExports := []exp{
+		{"orders.v1.create", jwt.Service},
+		{"orders.v1.get", jwt.Service},
+		{natsauth.AsyncSubjects, jwt.Service},
+		{"orders.v1.created", jwt.Stream},
+		{broker.ReplySubjects, jwt.Stream},
+	}
 	cmpExp := func(a, b exp) int { return strings.Compare(a.subject, b.subject) }
 	slices.SortFunc(gotExports, cmpExp)
 	slices.SortFunc(wantExports, cmpExp)
@@ -135,8 +142,8 @@ func TestAccountJWTs(t *testing.T) {
 	if !b.Limits.IsJSEnabled() {
 		t.Error("broker account has JetStream disabled")
 	}
-	if len(u.Imports) != 4 {
-		t.Errorf("users imports = %d, want 4", len(u.Imports))
+	if len(u.Imports) != 5 {
+		t.Errorf("users imports = %d, want 5", len(u.Imports))
 	}
 	for _, i := range u.Imports {
 		if i.Account != pub.Broker || (i.Type == jwt.Service && !i.Share) {

@@ -84,9 +84,11 @@ const (
 // one transaction, outcome), with the idempotency key of its
 // `Idempotency-Key` header, else its `Nats-Msg-Id`, else one derived from
 // its place in the stream, so a redelivery never executes twice. There is
-// no reply: the publisher gets the stream's acknowledgement, the route's
-// emit event follows a commit, and a synchronous call with the same
-// Idempotency-Key returns the stored result.
+// no reply on the publish itself: the publisher gets the stream's
+// acknowledgement. A message with a `Sqlgate-Reply-To: <token>` header gets
+// its final reply envelope on `sqlgate.reply.<user key>.<token>`
+// ([broker.ReplyPrefix]); the route's emit event follows a commit, and a
+// synchronous call with the same Idempotency-Key returns the stored result.
 type Async struct {
 	nc       *nats.Conn
 	h        Handler
@@ -274,6 +276,12 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 		code = rep.Error.Code
 	}
 	retryable := code == broker.CodeUnavailable || code == broker.CodeInternal
+	final := !retryable || int(meta.NumDelivered) >= a.cfg.MaxDeliver
+	if final && replyToken(header(hdr, HeaderReplyTo)) {
+		// The answer goes under the requester's own key: only it may
+		// subscribe there.
+		respond(ctx, a.nc, a.log, broker.ReplyPrefix(userKey)+"."+header(hdr, HeaderReplyTo), rep)
+	}
 	switch {
 	case rep.OK:
 		a.settled(SettledOK)
@@ -323,6 +331,20 @@ func (a *Async) handle(ctx context.Context, req *broker.Request) (rep *broker.Re
 		}
 	}()
 	return a.h.Handle(ctx, req)
+}
+
+// replyToken reports whether t can name a reply subject: one subject token
+// of letters, digits, '-' and '_', at most 64 bytes.
+func replyToken(t string) bool {
+	if t == "" || len(t) > 64 {
+		return false
+	}
+	for i := range len(t) {
+		if !nameByte(t[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // retryDelay backs off 1s, 2s, 4s, ... up to a minute.

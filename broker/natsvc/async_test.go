@@ -43,7 +43,8 @@ func startAsync(t *testing.T, h natsvc.Handler) *asyncFixture {
 		t.Fatalf("StartAsync: %v", err)
 	}
 	t.Cleanup(func() { _ = a.Stop() })
-	u := env.MintUser(t, "alice", []string{broker.AsyncSubjectPrefix + ">"}, time.Hour)
+	u := env.MintUserSub(t, "alice", []string{broker.AsyncSubjectPrefix + ">"},
+		func(key string) []string { return []string{broker.ReplyPrefix(key) + ".>"} }, time.Hour)
 	nc := env.MustConnect(t, nats.UserJWTAndSeed(u.JWT, seedOf(t, u.KP)), nats.CustomInboxPrefix(broker.InboxPrefix(u.Key)))
 	js, err := jetstream.New(bc)
 	if err != nil {
@@ -189,6 +190,41 @@ func TestAsyncRetriesUnavailable(t *testing.T) {
 	want := map[string]int{natsvc.SettledRetry: 2, natsvc.SettledOK: 1, natsvc.SettledGaveUp: 1, natsvc.SettledFinal: 1}
 	if got := f.settledCounts(); !maps.Equal(got, want) {
 		t.Errorf("settled = %v, want %v", got, want)
+	}
+}
+
+// TestAsyncReply: a message with Sqlgate-Reply-To gets its final envelope
+// under the requester's own reply prefix; a token that is not one subject
+// token gets none, and the request still runs.
+func TestAsyncReply(t *testing.T) {
+	h := &recorder{seen: make(chan broker.Request, 2), reply: func(req *broker.Request) *broker.Reply {
+		return &broker.Reply{OK: true, CorrelationID: req.CorrelationID, Result: json.RawMessage(`{"rows":[{"id":7}]}`), AuditIndex: 3}
+	}}
+	f := startAsync(t, h)
+	replies, err := f.user.SubscribeSync(broker.ReplyPrefix(f.key) + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.user.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	subject := broker.AsyncPrefix(f.key) + ".orders.v1.import"
+	f.publish(t, subject, `{}`, map[string]string{natsvc.HeaderReplyTo: "job-1", natsvc.HeaderCorrelationID: "corr-r"})
+	m, err := replies.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no reply: %v", err)
+	}
+	env := decode(t, m)
+	if m.Subject != broker.ReplyPrefix(f.key)+".job-1" || !env.OK || env.CorrelationID != "corr-r" || string(env.Result) != `{"rows":[{"id":7}]}` {
+		t.Errorf("reply on %s = %s", m.Subject, m.Data)
+	}
+	<-h.seen
+
+	ack := f.publish(t, subject, `{}`, map[string]string{natsvc.HeaderReplyTo: "a.b"})
+	<-h.seen
+	f.settled(t, ack.Sequence)
+	if m, err := replies.NextMsg(200 * time.Millisecond); err == nil {
+		t.Errorf("a reply to the token %q arrived on %s", "a.b", m.Subject)
 	}
 }
 

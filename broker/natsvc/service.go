@@ -26,6 +26,9 @@ const (
 	HeaderMsgID          = "Nats-Msg-Id"
 	HeaderTraceparent    = "traceparent"
 	HeaderReason         = "Sqlgate-Reason"
+	// HeaderReplyTo asks for the answer to an async request, published on
+	// sqlgate.reply.<user key>.<this token> ([broker.ReplyPrefix]).
+	HeaderReplyTo = "Sqlgate-Reply-To"
 )
 
 // Handler handles one routed request and returns the reply envelope; it must
@@ -391,6 +394,10 @@ func (s *Service) handle(ctx context.Context, req *broker.Request) (reply *broke
 // respond publishes the envelope, echoing the correlation id and, on
 // errors, micro's Nats-Service-Error / Nats-Service-Error-Code headers.
 func (s *Service) respond(ctx context.Context, subject string, r *broker.Reply) {
+	respond(ctx, s.nc, s.log, subject, r)
+}
+
+func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, subject string, r *broker.Reply) {
 	o := outPool.Get().(*out)
 	o.buf = r.AppendJSON(o.buf[:0])
 	clear(o.msg.Header)
@@ -411,8 +418,8 @@ func (s *Service) respond(ctx context.Context, subject string, r *broker.Reply) 
 		o.msg.Header[micro.ErrorHeader] = o.vals[1:2:2]
 		o.msg.Header[micro.ErrorCodeHeader] = o.vals[2:3:3]
 	}
-	if err := s.nc.PublishMsg(&o.msg); err != nil {
-		s.log.WarnContext(ctx, "nats reply not sent", slog.String("error", err.Error()))
+	if err := nc.PublishMsg(&o.msg); err != nil {
+		log.WarnContext(ctx, "nats reply not sent", slog.String("error", err.Error()))
 	}
 	o.msg.Data, o.msg.Subject, o.vals = nil, "", [3]string{}
 	if cap(o.buf) <= 64<<10 {

@@ -225,6 +225,14 @@ func TestCLIWalkthrough(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// --wait: the answer is the output.
+	out = c.must("", "call", "--async", "--wait", "orders.v1.import", `{"customer":"Waited","amount":30}`)
+	if err := json.Unmarshal([]byte(out), &env); err != nil || !env.OK || env.Replayed {
+		t.Errorf("call --async --wait = %s", out)
+	}
+	if code, _, errOut := c.run("", "call", "--wait", "orders.v1.get", `{"id":1}`); code != 2 || !strings.Contains(errOut, "--wait goes with --async") {
+		t.Errorf("call --wait without --async: exit %d, %s", code, errOut)
+	}
 	if code, _, errOut := c.run("", "call", "--async", "orders.v1.get", `{"id":1}`); code != 1 || !strings.Contains(errOut, "refused to publish") {
 		t.Errorf("call --async on a sync route: exit %d, %s", code, errOut)
 	}

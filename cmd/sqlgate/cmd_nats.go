@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync/atomic"
 	"time"
@@ -88,7 +91,7 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 }
 
 func cmdCall(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "call", "sqlgate call SUBJECT JSON [--idempotency-key K] [--async] [--creds FILE] [--nats URL]")
+	fs := newFlags(e, "call", "sqlgate call SUBJECT JSON [--idempotency-key K] [--async [--wait]] [--creds FILE] [--nats URL]")
 	creds := fs.String("creds", "", "NATS creds file (default: the one saved by sqlgate creds nats)")
 	natsURL := fs.String("nats", "", "NATS URL (default: the one the broker advertised)")
 	key := fs.String("idempotency-key", "", "Idempotency-Key header: a retry with the same key never applies the change twice")
@@ -96,12 +99,16 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 	reason := fs.String("reason", "", "Sqlgate-Reason header (break-glass justification)")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply")
 	async := fs.Bool("async", false, "queue the call durably on an async route: wait only for the stream to store it (sqlgated runs it later; the same Idempotency-Key, called again, returns its result)")
+	wait := fs.Bool("wait", false, "with --async: also wait (up to --timeout) for the answer sqlgated sends when it ran the call, and print it")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if err := wantArgs(pos, 2, "sqlgate call SUBJECT JSON"); err != nil {
 		return err
+	}
+	if *wait && !*async {
+		return usagef("--wait goes with --async")
 	}
 	subject, payload := pos[0], []byte(pos[1])
 	if len(payload) > 0 && payload[0] == '@' { // @file reads the payload from a file
@@ -135,15 +142,28 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("connect to NATS at %s: %w (expired credentials? run sqlgate creds nats)", info.NATSURL, err)
 	}
 	defer nc.Close()
-	target := subject
+	var replies *nats.Subscription
+	msg := nats.NewMsg(subject)
 	if *async {
-		key, err := userKeyOf(info.Creds)
+		userKey, err := userKeyOf(info.Creds)
 		if err != nil {
 			return err
 		}
-		target = asyncSubjectPrefix + key + "." + subject
+		msg.Subject = asyncSubjectPrefix + userKey + "." + subject
+		if *wait {
+			// Subscribed before the call is queued, so the answer cannot be missed.
+			token := make([]byte, 12)
+			_, _ = rand.Read(token)
+			tok := hex.EncodeToString(token)
+			if replies, err = nc.SubscribeSync(replySubjectPrefix + userKey + "." + tok); err != nil {
+				return err
+			}
+			if err := nc.Flush(); err != nil {
+				return err
+			}
+			msg.Header.Set("Sqlgate-Reply-To", tok)
+		}
 	}
-	msg := nats.NewMsg(target)
 	msg.Data = payload
 	if *key != "" {
 		msg.Header.Set("Idempotency-Key", *key)
@@ -171,7 +191,19 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("request %s: %w", subject, err)
 	}
 	if *async {
-		return printQueued(e, subject, reply.Data)
+		// Waiting, the answer is the output and the acknowledgement a note.
+		ackTo := e.stdout
+		if replies != nil {
+			ackTo = e.stderr
+		}
+		if err := printQueued(ackTo, subject, reply.Data); err != nil || replies == nil {
+			return err
+		}
+		answer, err := replies.NextMsgWithContext(rctx)
+		if err != nil {
+			return fmt.Errorf("queued, but no answer within %s: call %s again with the same --idempotency-key to read its result", *timeout, subject)
+		}
+		reply = answer
 	}
 	var out bytes.Buffer
 	if json.Indent(&out, reply.Data, "", "  ") != nil {
@@ -251,13 +283,18 @@ func userKeyOf(path string) (string, error) {
 	return uc.Subject, nil
 }
 
-// asyncSubjectPrefix is broker.AsyncSubjectPrefix (the CLI does not import
-// the broker): an async call goes to sqlgate.async.<user key>.<route>.
-const asyncSubjectPrefix = "sqlgate.async."
+// asyncSubjectPrefix and replySubjectPrefix are broker.AsyncSubjectPrefix
+// and broker.ReplySubjectPrefix (the CLI does not import the broker): an
+// async call goes to sqlgate.async.<user key>.<route>, its answer comes on
+// sqlgate.reply.<user key>.<token>.
+const (
+	asyncSubjectPrefix = "sqlgate.async."
+	replySubjectPrefix = "sqlgate.reply."
+)
 
 // printQueued prints the stream's acknowledgement of an async call, or
 // fails with the stream's error.
-func printQueued(e *env, subject string, data []byte) error {
+func printQueued(w io.Writer, subject string, data []byte) error {
 	var ack struct {
 		Stream    string `json:"stream"`
 		Seq       uint64 `json:"seq"`
@@ -273,7 +310,7 @@ func printQueued(e *env, subject string, data []byte) error {
 		}
 		return fmt.Errorf("the async call to %s got an unexpected answer %q", subject, data)
 	}
-	return printJSON(e.stdout, struct {
+	return printJSON(w, struct {
 		Queued    bool   `json:"queued"`
 		Subject   string `json:"subject"`
 		Stream    string `json:"stream"`

@@ -5,11 +5,13 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -152,6 +154,34 @@ func TestDevAsync(t *testing.T) {
 		t.Errorf("the denied request created an order: %+v", next)
 	}
 
+	// Asked for: the answer comes under alice's own reply prefix, which her
+	// credential may read (and no one else's).
+	uc, err := jwt.DecodeUserClaims(cred.JWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(uc.Sub.Allow, broker.ReplyPrefix(key)+".>") || len(uc.Sub.Allow) != 2 {
+		t.Errorf("credential may subscribe to %v, want its inbox and its own reply prefix", uc.Sub.Allow)
+	}
+	replies, err := nc.SubscribeSync(broker.ReplyPrefix(key) + ".job-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publish(nc, key, `{"customer":"answered","amount":7}`, map[string]string{"Sqlgate-Reply-To": "job-7", "Correlation-Id": "corr-async-4"}); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := replies.NextMsg(15 * time.Second)
+	if err != nil {
+		t.Fatalf("no answer to the async call: %v", err)
+	}
+	var env envelope
+	if err := json.Unmarshal(answer.Data, &env); err != nil || !env.OK || env.CorrelationID != "corr-async-4" || len(rows(t, env)) != 1 {
+		t.Errorf("answer = %s", answer.Data)
+	}
+
 	// The deliveries are counted for operators.
 	resp, err := http.Get(s.st.HTTPURL + "/metrics")
 	if err != nil {
@@ -159,7 +189,7 @@ func TestDevAsync(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	for _, want := range []string{`sqlgate_async_messages_total{settled="ok"} 2`, `sqlgate_async_messages_total{settled="final"} 1`} {
+	for _, want := range []string{`sqlgate_async_messages_total{settled="ok"} 3`, `sqlgate_async_messages_total{settled="final"} 1`} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

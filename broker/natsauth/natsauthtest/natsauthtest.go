@@ -135,6 +135,13 @@ func mustSeed(kp nkeys.KeyPair) string {
 // to its own inbox, valid for ttl.
 func (e *Env) MintUser(t testing.TB, name string, pub []string, ttl time.Duration) User {
 	t.Helper()
+	return e.MintUserSub(t, name, pub, nil, ttl)
+}
+
+// MintUserSub is MintUser with more subjects to subscribe to: sub, each a
+// function of the new user's key.
+func (e *Env) MintUserSub(t testing.TB, name string, pub []string, sub func(key string) []string, ttl time.Duration) User {
+	t.Helper()
 	kp, err := nkeys.CreateUser()
 	if err != nil {
 		t.Fatal(err)
@@ -142,11 +149,18 @@ func (e *Env) MintUser(t testing.TB, name string, pub []string, ttl time.Duratio
 	key, _ := kp.PublicKey()
 	m, err := e.Minter.MintUser(context.Background(), broker.UserSpec{
 		UserKey: key, Name: name, Pub: pub,
-		Sub:     []string{broker.InboxPrefix(key) + ".>"},
+		Sub:     append([]string{broker.InboxPrefix(key) + ".>"}, subOf(sub, key)...),
 		Expires: time.Now().Add(ttl),
 	})
 	if err != nil {
 		t.Fatalf("MintUser: %v", err)
 	}
 	return User{KP: kp, Key: key, JWT: m.JWT}
+}
+
+func subOf(sub func(string) []string, key string) []string {
+	if sub == nil {
+		return nil
+	}
+	return sub(key)
 }
