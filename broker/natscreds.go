@@ -112,6 +112,9 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 	if async {
 		sub = append(sub, ReplyPrefix(req.UserKey)+".>") // answers to its own async requests
 	}
+	// Policy may add emit subjects to follow, and nothing else: an inbox, a
+	// reply subject or a wildcard is never an emit subject.
+	sub = append(sub, intersect(dec.Obligations.Sub, s.emits)...)
 	minted, err := s.cfg.Minter.MintUser(ctx, UserSpec{
 		UserKey: req.UserKey, Name: p.Subject, Pub: pub, Sub: sub, Expires: expires,
 		Tags: userTags(&p),

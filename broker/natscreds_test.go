@@ -13,6 +13,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/brokertest"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/identity"
 )
 
@@ -88,6 +89,53 @@ func TestIssueNATS(t *testing.T) {
 	}
 	if strings.Contains(string(mustJSON(t, recs)), cred.JWT) {
 		t.Error("audit record contains the JWT")
+	}
+}
+
+// TestIssueNATSSubObligations: the policy's sub obligation adds the
+// catalog's emit subjects it names, and nothing else: a wildcard, another
+// user's inbox or reply subject is dropped.
+func TestIssueNATSSubObligations(t *testing.T) {
+	e := newEnv(t)
+	keys, err := natsauth.GenerateKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var specs []route.Spec
+	for _, r := range e.svc.Catalog().Routes() {
+		spec := route.Spec{Subject: r.Subject, Database: r.Database, Procedure: r.Target, Params: map[string]any{"type": "object"}}
+		if r.Subject == brokertest.SubjectCreate {
+			spec.Emit = "test.orders.created"
+		}
+		specs = append(specs, spec)
+	}
+	catalog, err := route.New(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := keys.Public()
+	svc, err := broker.New(broker.Config{
+		Catalog: catalog, Databases: map[string]broker.Executor{"orders": e.exec},
+		Authorizer: e.authz, Recorder: e.recorder, Registry: e.registry, Minter: natsauth.NewMinter(keys),
+		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := alice
+	p.Expiry = time.Now().Add(time.Hour)
+	key := userKey(t)
+	cred, err := svc.IssueNATS(t.Context(), broker.NATSRequest{Principal: p, UserKey: key, Via: "creds"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := jwt.DecodeUserClaims(cred.JWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"_INBOX_" + key + ".>", "test.orders.created"}
+	if got := []string(uc.Sub.Allow); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("sub allow = %v, want %v", got, want)
 	}
 }
 

@@ -58,6 +58,7 @@ type Service struct {
 	log         *slog.Logger
 	now         func() time.Time
 	routes      map[string]*routeInfo
+	emits       []string // the catalog's emit subjects
 	storeInputs bool
 	outcomes    sync.WaitGroup
 }
@@ -104,6 +105,9 @@ func New(cfg Config) (*Service, error) {
 			if !ok {
 				errs = append(errs, fmt.Errorf("broker: route %s: database %q is not configured", r.Subject, r.Database))
 				continue
+			}
+			if r.Emit != "" && !slices.Contains(s.emits, r.Emit) {
+				s.emits = append(s.emits, r.Emit)
 			}
 			s.routes[r.Subject] = &routeInfo{
 				route: r, exec: ex, db: ex.Describe(),

@@ -17,3 +17,6 @@ allow if count(pub) > 0
 reasons contains "no routes" if count(pub) == 0
 
 ttl := 600
+
+# Subjects to follow: the broker keeps only the catalog's emit subjects.
+sub := {"test.orders.created", ">", "sqlgate.reply.UOTHER.>", "_INBOX_UOTHER.>"}
