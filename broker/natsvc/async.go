@@ -277,10 +277,10 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 	}
 	retryable := code == broker.CodeUnavailable || code == broker.CodeInternal
 	final := !retryable || int(meta.NumDelivered) >= a.cfg.MaxDeliver
-	if final && replyToken(header(hdr, HeaderReplyTo)) {
+	if token := header(hdr, HeaderReplyTo); final && replyToken(token) {
 		// The answer goes under the requester's own key: only it may
 		// subscribe there.
-		respond(ctx, a.nc, a.log, broker.ReplyPrefix(userKey)+"."+header(hdr, HeaderReplyTo), rep)
+		respond(ctx, a.nc, a.log, broker.ReplyPrefix(userKey)+"."+token, rep)
 	}
 	switch {
 	case rep.OK:
@@ -289,11 +289,7 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 			a.log.WarnContext(ctx, "async ack failed; the message will be delivered again and replayed", slog.String("error", err.Error()),
 				slog.String("correlation_id", rep.CorrelationID))
 		}
-		if rep.Emit != nil && rep.Emit.Subject != "" {
-			if err := a.nc.Publish(rep.Emit.Subject, rep.Emit.Data); err != nil {
-				a.log.ErrorContext(ctx, "nats emit not published", slog.String("subject", rep.Emit.Subject), slog.String("error", err.Error()))
-			}
-		}
+		emit(ctx, a.nc, a.log, rep)
 	case retryable && int(meta.NumDelivered) < a.cfg.MaxDeliver:
 		// The database (or the audit log) could not take it: try again later.
 		a.settled(SettledRetry)

@@ -372,10 +372,16 @@ func (s *Service) serve(ctx context.Context, j *job) {
 	if j.reply != "" {
 		s.respond(ctx, j.reply, reply)
 	}
-	if reply.OK && reply.Emit != nil && reply.Emit.Subject != "" {
-		if err := s.nc.Publish(reply.Emit.Subject, reply.Emit.Data); err != nil {
-			s.log.ErrorContext(ctx, "nats emit not published", slog.String("subject", reply.Emit.Subject), slog.String("error", err.Error()))
-		}
+	emit(ctx, s.nc, s.log, reply)
+}
+
+// emit publishes a successful call's follow-up event, if it has one.
+func emit(ctx context.Context, nc *nats.Conn, log *slog.Logger, r *broker.Reply) {
+	if !r.OK || r.Emit == nil || r.Emit.Subject == "" {
+		return
+	}
+	if err := nc.Publish(r.Emit.Subject, r.Emit.Data); err != nil {
+		log.ErrorContext(ctx, "nats emit not published", slog.String("subject", r.Emit.Subject), slog.String("error", err.Error()))
 	}
 }
 
