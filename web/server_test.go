@@ -316,4 +316,51 @@ func TestAuditProofAndInputsAccess(t *testing.T) {
 	}
 }
 
+func (fakeAudit) Evidence(_ context.Context, w io.Writer, from, to time.Time) error {
+	_, err := io.WriteString(w, "PK "+from.Format(time.RFC3339)+" "+to.Format(time.RFC3339))
+	return err
+}
+
+// TestAuditEvidenceParams: the evidence download takes dates or RFC 3339
+// times, refuses anything else and backwards periods, and only auditors get
+// it.
+func TestAuditEvidenceParams(t *testing.T) {
+	s, err := New(Config{
+		Broker: &fakeBroker{}, Auth: tokenAuth{}, Audit: fakeAudit{}, Policy: fakePolicy{},
+		AuditorGroups: []string{"sales"}, // tokenAuth puts everyone in sales
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := map[string]string{"Authorization": "Bearer token-alice"}
+	for _, tc := range []struct {
+		name, query string
+		status      int
+		body        string
+	}{
+		{"dates", "from=2026-10-01&to=2026-11-01", 200, "PK 2026-10-01T00:00:00Z 2026-11-01T00:00:00Z"},
+		{"times", "from=2026-10-01T08:00:00%2B02:00&to=2026-10-02T00:00:00Z", 200, "PK 2026-10-01T06:00:00Z 2026-10-02T00:00:00Z"},
+		{"bad_from", "from=yesterday&to=2026-11-01", 400, "from must be a date"},
+		{"missing_to", "from=2026-10-01", 400, "to must be a date"},
+		{"backwards", "from=2026-11-01&to=2026-10-01", 400, "from must be before to"},
+		{"empty", "from=2026-11-01&to=2026-11-01", 400, "from must be before to"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := do(t, s, "GET", "/api/v1/audit/evidence?"+tc.query, "", alice)
+			if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.body) {
+				t.Errorf("GET evidence?%s = %d %s, want %d containing %q", tc.query, rec.Code, rec.Body, tc.status, tc.body)
+			}
+			if tc.status == 200 && rec.Header().Get("Content-Type") != "application/zip" {
+				t.Errorf("content type %q", rec.Header().Get("Content-Type"))
+			}
+		})
+	}
+	other, _ := New(Config{
+		Broker: &fakeBroker{}, Auth: tokenAuth{}, Audit: fakeAudit{}, Policy: fakePolicy{}, AuditorGroups: []string{"auditors"},
+	})
+	if rec := do(t, other, "GET", "/api/v1/audit/evidence?from=2026-10-01&to=2026-11-01", "", alice); rec.Code != http.StatusForbidden {
+		t.Errorf("evidence for a non-auditor = %d, want 403", rec.Code)
+	}
+}
+
 type fakePolicy struct{ PolicyService }
