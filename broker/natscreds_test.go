@@ -21,20 +21,27 @@ import (
 func newIssuer(t *testing.T, maxTTL time.Duration) (*env, *broker.Service) {
 	t.Helper()
 	e := newEnv(t)
+	return e, e.issuer(t, e.svc.Catalog(), maxTTL)
+}
+
+// issuer is a broker over catalog with the env's policy, audit and registry
+// and a real minter.
+func (e *env) issuer(t *testing.T, catalog *route.Catalog, maxTTL time.Duration) *broker.Service {
+	t.Helper()
 	keys, err := natsauth.GenerateKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
 	pub := keys.Public()
 	svc, err := broker.New(broker.Config{
-		Catalog: e.svc.Catalog(), Databases: map[string]broker.Executor{"orders": e.exec},
+		Catalog: catalog, Databases: map[string]broker.Executor{"orders": e.exec},
 		Authorizer: e.authz, Recorder: e.recorder, Registry: e.registry, Minter: natsauth.NewMinter(keys),
 		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning, MaxTTL: maxTTL,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e, svc
+	return svc
 }
 
 func userKey(t *testing.T) string {
@@ -97,10 +104,6 @@ func TestIssueNATS(t *testing.T) {
 // user's inbox or reply subject is dropped.
 func TestIssueNATSSubObligations(t *testing.T) {
 	e := newEnv(t)
-	keys, err := natsauth.GenerateKeys()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var specs []route.Spec
 	for _, r := range e.svc.Catalog().Routes() {
 		spec := route.Spec{Subject: r.Subject, Database: r.Database, Procedure: r.Target, Params: map[string]any{"type": "object"}}
@@ -113,15 +116,7 @@ func TestIssueNATSSubObligations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := keys.Public()
-	svc, err := broker.New(broker.Config{
-		Catalog: catalog, Databases: map[string]broker.Executor{"orders": e.exec},
-		Authorizer: e.authz, Recorder: e.recorder, Registry: e.registry, Minter: natsauth.NewMinter(keys),
-		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := e.issuer(t, catalog, 0)
 	p := alice
 	p.Expiry = time.Now().Add(time.Hour)
 	key := userKey(t)

@@ -16,14 +16,7 @@ import (
 // calls, all in the period): verification and both passes included.
 func BenchmarkWrite(b *testing.B) {
 	const pairs = 50_000
-	store := audittest.NewStore()
-	c := &clock{t: day(2, 0)}
-	cfg := audittest.Config(b, origin)
-	cfg.Now, cfg.CheckpointInterval, cfg.Heartbeat = c.now, time.Hour, 24*time.Hour
-	l, err := audit.Open(context.Background(), store, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
+	store, l, c := openLog(b, day(2, 0))
 	for i := range pairs {
 		c.set(day(2, 0).Add(time.Duration(i) * time.Second))
 		corr := fmt.Sprintf("corr-%d", i)

@@ -41,18 +41,26 @@ var (
 	deny  = false
 )
 
+// openLog opens a log in a new memory store whose clock the test sets,
+// starting at start; checkpoints are hourly and heartbeats daily.
+func openLog(tb testing.TB, start time.Time) (*audittest.Store, *audit.Log, *clock) {
+	tb.Helper()
+	store := audittest.NewStore()
+	c := &clock{t: start}
+	cfg := audittest.Config(tb, origin)
+	cfg.Now, cfg.CheckpointInterval, cfg.Heartbeat = c.now, time.Hour, 24*time.Hour
+	l, err := audit.Open(context.Background(), store, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return store, l, c
+}
+
 // buildLog writes a log spanning 1 to 4 March; the period under test is
 // 2 March. It returns the store and the verifier key.
 func buildLog(t *testing.T) (*audittest.Store, string) {
 	t.Helper()
-	store := audittest.NewStore()
-	c := &clock{t: day(1, 9)}
-	cfg := audittest.Config(t, origin)
-	cfg.Now, cfg.CheckpointInterval, cfg.Heartbeat = c.now, time.Hour, 24*time.Hour
-	l, err := audit.Open(t.Context(), store, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, l, c := openLog(t, day(1, 9))
 	add := func(at time.Time, r *audit.Record) int64 {
 		t.Helper()
 		c.set(at)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sqlgate/sqlgate/broker"
-	"github.com/sqlgate/sqlgate/broker/natsauth"
 	"github.com/sqlgate/sqlgate/broker/natsvc"
 )
 
@@ -30,28 +28,12 @@ func TestDevAsync(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end dev stack: skipped with -short")
 	}
-	dir := t.TempDir()
-	s := startDev(t, dir)
+	s := startDev(t, t.TempDir())
 	alice, _ := s.login(t, "alice")
 	nc, cred, _ := s.natsUser(t, alice, 0)
 	key := userKeyOf(t, cred.JWT)
 
-	keys, err := natsauth.LoadOrCreateKeys(filepath.Join(dir, "secrets", "nats"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc, err := nats.Connect(s.st.NATSURL, keys.BrokerUser())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bc.Close()
-	events, err := bc.SubscribeSync("orders.v1.imported")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	bc, events := s.brokerEvents(t, "orders.v1.imported")
 	js, err := jetstream.New(bc)
 	if err != nil {
 		t.Fatal(err)

@@ -215,22 +215,7 @@ func TestDevEndToEnd(t *testing.T) {
 	}
 
 	// The follow-up event: a broker-account subscriber sees orders.v1.created.
-	keys, err := natsauth.LoadOrCreateKeys(filepath.Join(s.dir, "secrets", "nats"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bc, err := nats.Connect(s.st.NATSURL, keys.BrokerUser())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bc.Close()
-	events, err := bc.SubscribeSync("orders.v1.created")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	_, events := s.brokerEvents(t, "orders.v1.created")
 
 	injection := `Robert'); DROP TABLE orders; -- ☃ "quoted" \ back`
 	payload, _ := json.Marshal(map[string]any{"customer": injection, "amount": 250, "note": injection})
@@ -344,6 +329,10 @@ func TestDevEndToEnd(t *testing.T) {
 	t.Run("forged_request_info", func(t *testing.T) {
 		bob, _ := s.login(t, "bob")
 		bnc, _, _ := s.natsUser(t, bob, 0)
+		keys, err := natsauth.LoadOrCreateKeys(filepath.Join(s.dir, "secrets", "nats"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		forged := `{"acc":"` + keys.Public().Users + `","user":"` + userKeyOf(t, cred.JWT) + `","issuer_key":"` + keys.Public().UsersSigning[0] + `"}`
 		// bob claims to be alice: the server replaces the header, so bob is
 		// still bob (support: may not create).
@@ -538,6 +527,29 @@ func TestDevRestart(t *testing.T) {
 	if !env.OK || rows(t, env)[0]["customer"] != "before restart" {
 		t.Errorf("after restart: %+v", env)
 	}
+}
+
+// brokerEvents connects as sqlgated's broker user (closed when the test
+// ends) and subscribes to subject before returning.
+func (s *devStack) brokerEvents(t *testing.T, subject string) (*nats.Conn, *nats.Subscription) {
+	t.Helper()
+	keys, err := natsauth.LoadOrCreateKeys(filepath.Join(s.dir, "secrets", "nats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc, err := nats.Connect(s.st.NATSURL, keys.BrokerUser())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bc.Close)
+	events, err := bc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return bc, events
 }
 
 // registryGet reads an issuance from the dev stack's control database.
