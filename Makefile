@@ -53,7 +53,7 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
-BENCH_ARGS ?= --duration 5s --rounds 2 --concurrency 1,16,64 --rate 500
+BENCH_ARGS ?= --duration 5s --rounds 2 --concurrency 1,16,64 --rate 500 --durable 1,64
 
 .PHONY: bench
 bench: build ## request path vs the bare path (SQLite; PostgreSQL when SQLGATE_TEST_POSTGRES_DSN is set), then the hot steps

@@ -69,10 +69,11 @@ RETURNS TABLE (id bigint) LANGUAGE sql AS $$
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", stderr, "sqlgated bench [--duration D] [--rounds N] [--concurrency 1,16,64] [--rate 500] [--postgres DSN]")
+	fs := newFlags("bench", stderr, "sqlgated bench [--duration D] [--rounds N] [--concurrency 1,16,64] [--rate 500] [--durable 1,64] [--postgres DSN]")
 	duration := fs.Duration("duration", 5*time.Second, "measurement time per cell")
 	rounds := fs.Int("rounds", 2, "interleaved rounds (bare, sqlgate, bare, sqlgate, ...)")
 	levels := fs.String("concurrency", "1,16,64", "client concurrency levels (closed loop)")
+	durable := fs.String("durable", "", "client concurrency levels for the durable path (async route: JetStream -> SQL -> answer; closed loop); empty: none")
 	rates := fs.String("rate", "", "offered rates in requests per second, comma separated (open loop, at most 64 in flight); empty: none")
 	pgDSN := fs.String("postgres", os.Getenv("SQLGATE_TEST_POSTGRES_DSN"), "PostgreSQL server for the PostgreSQL rows (a throwaway database is created); empty: SQLite only")
 	workers := fs.Int("workers", 16, "worker pool of both responders")
@@ -103,8 +104,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			cells = append(cells, benchCell{offered: r})
 		}
 	}
+	if *durable != "" {
+		for f := range strings.SplitSeq(*durable, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return &usageError{msg: "--durable: positive integers, comma separated"}
+			}
+			cells = append(cells, benchCell{conc: n, durable: true})
+		}
+	}
 	if len(cells) == 0 {
-		return &usageError{msg: "nothing to measure: give --concurrency or --rate"}
+		return &usageError{msg: "nothing to measure: give --concurrency, --rate or --durable"}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	fmt.Fprintf(stdout, "sqlgate bench: %s per cell, %d interleaved rounds, GOMAXPROCS %d\n", *duration, *rounds, runtime.GOMAXPROCS(0))
@@ -156,6 +166,7 @@ type benchEnv struct {
 	bareConn *nats.Conn
 	bareSub  *nats.Subscription
 	users    []*nats.Conn // sqlgate-path client connections
+	userKeys []string     // their user public keys
 	bareCli  []*nats.Conn
 	app      *app
 	rejects  atomic.Int64
@@ -190,7 +201,7 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 	// Target database and the bare responder's handle on it.
 	var routesYAML string
 	executors := map[string]broker.Executor{}
-	var bareExec func(ctx context.Context, customer string, amount json.Number, note *string) (int64, error)
+	var insert bareExec
 	var controlDB *sql.DB
 	controlDialect := sqlstore.SQLite
 	switch backend {
@@ -206,7 +217,7 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 		db.SetMaxOpenConns(1) // one writer, as the adapter does
 		b.cleanup = append(b.cleanup, func() { _ = db.Close() })
 		stmt := strings.NewReplacer(":customer", "?", ":amount", "?", ":note", "?").Replace(benchSQLiteInsert)
-		bareExec = func(ctx context.Context, customer string, amount json.Number, note *string) (int64, error) {
+		insert = func(ctx context.Context, customer string, amount json.Number, note *string) (int64, error) {
 			var id int64
 			err := db.QueryRowContext(ctx, stmt, customer, string(amount), note).Scan(&id)
 			return id, err
@@ -216,7 +227,9 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 			return nil, err
 		}
 		executors["orders"] = ex
-		routesYAML = "routes:\n  - subject: bench.orders.create\n    database: orders\n    statement:\n      name: create_order\n      sql: \"" + benchSQLiteInsert + "\"" + benchParams + "\n"
+		routesYAML = benchRoutes(func(name string) string {
+			return "statement:\n      name: " + name + "\n      sql: \"" + benchSQLiteInsert + "\""
+		})
 		if controlDB, err = sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(dir, "control.db"))); err != nil {
 			return nil, err
 		}
@@ -234,7 +247,7 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 		if _, err := pool.Exec(ctx, benchPGSchema); err != nil {
 			return nil, err
 		}
-		bareExec = func(ctx context.Context, customer string, amount json.Number, note *string) (int64, error) {
+		insert = func(ctx context.Context, customer string, amount json.Number, note *string) (int64, error) {
 			var id int64
 			err := pool.QueryRow(ctx, `SELECT id FROM create_order($1, $2, $3)`, customer, string(amount), note).Scan(&id)
 			return id, err
@@ -244,7 +257,9 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 			return nil, err
 		}
 		executors["orders"] = ex
-		routesYAML = "routes:\n  - subject: bench.orders.create\n    database: orders\n    procedure: create_order" + benchParams + "\n    sqlTypes: {amount: \"decimal(12,2)\"}\n"
+		routesYAML = benchRoutes(func(string) string {
+			return "procedure: create_order\n    sqlTypes: {amount: \"decimal(12,2)\"}"
+		})
 		if sqliteControl {
 			if controlDB, err = sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(dir, "control.db"))); err != nil {
 				return nil, err
@@ -269,7 +284,10 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 	}
 
 	// Bare path: a plain NATS server and a plain responder with a worker pool.
-	bare, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	bare, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: filepath.Join(dir, "bare-js"),
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -282,9 +300,14 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 		return nil, err
 	}
 	b.cleanup = append(b.cleanup, b.bareConn.Close)
-	if err := startBareResponder(b.bareConn, workers, bareExec); err != nil {
+	if err := startBareResponder(b.bareConn, workers, insert); err != nil {
 		return nil, err
 	}
+	stopConsumer, err := startBareConsumer(ctx, b.bareConn, workers, insert)
+	if err != nil {
+		return nil, err
+	}
+	b.cleanup = append(b.cleanup, stopConsumer)
 
 	// sqlgate path: the real daemon assembly over an operator-mode server.
 	keys, err := natsauth.GenerateKeys()
@@ -336,7 +359,7 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 		return nil, err
 	}
 	b.cleanup = append(b.cleanup, func() { b.app.shutdown(context.Background()) })
-	b.users, err = benchUsers(ctx, b.app, ns.ClientURL(), issuer, 8)
+	b.users, b.userKeys, err = benchUsers(ctx, b.app, ns.ClientURL(), issuer, 8)
 	if err != nil {
 		return nil, err
 	}
@@ -350,57 +373,66 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 	return b, nil
 }
 
-// grantBenchRoute grants the bench route to sales with a data file that
+// benchRoutes is the bench catalog: the same target (the YAML of target)
+// as a sync route and as an async (durable) one.
+func benchRoutes(target func(name string) string) string {
+	var b strings.Builder
+	b.WriteString("routes:\n")
+	for _, r := range []struct{ subject, mode, name string }{
+		{benchSubject, "sync", "create_order"}, {benchAsyncSubject, "async", "import_order"},
+	} {
+		fmt.Fprintf(&b, "  - subject: %s\n    database: orders\n    mode: %s\n    %s%s\n", r.subject, r.mode, target(r.name), benchParams)
+	}
+	return b.String()
+}
+
+// grantBenchRoute grants the bench routes to sales with a data file that
 // OPA merges into the demo configuration (data.sqlgate.config.routes).
 func grantBenchRoute(dir string) error {
-	grant := `{"sqlgate":{"config":{"routes":{"bench.orders.create":{"groups":["sales"]}}}}}`
+	grant := `{"sqlgate":{"config":{"routes":{"` + benchSubject + `":{"groups":["sales"]},"` + benchAsyncSubject + `":{"groups":["sales"]}}}}}`
 	return os.WriteFile(filepath.Join(dir, "bench.json"), []byte(grant), 0o600)
 }
 
 // benchUsers mints n NATS credentials for the bench user through the
-// broker and connects with them.
-func benchUsers(ctx context.Context, a *app, natsURL, issuer string, n int) ([]*nats.Conn, error) {
+// broker and connects with them; it returns the connections and their user
+// keys.
+func benchUsers(ctx context.Context, a *app, natsURL, issuer string, n int) ([]*nats.Conn, []string, error) {
 	p := identity.Principal{Issuer: issuer, Subject: "bench", Email: "bench@example.com", Groups: []string{"sales"}, Expiry: time.Now().Add(time.Hour)}
-	var out []*nats.Conn
+	var (
+		conns []*nats.Conn
+		keys  []string
+	)
 	for range n {
 		kp, err := nkeys.CreateUser()
 		if err != nil {
-			return nil, err
+			return conns, nil, err
 		}
 		pub, _ := kp.PublicKey()
 		seed, _ := kp.Seed()
 		cred, err := a.service.IssueNATS(ctx, broker.NATSRequest{Principal: p, UserKey: pub, Via: "creds"})
 		if err != nil {
-			return nil, err
+			return conns, nil, err
 		}
 		nc, err := nats.Connect(natsURL, nats.UserJWTAndSeed(cred.JWT, string(seed)), nats.CustomInboxPrefix(cred.InboxPrefix))
 		if err != nil {
-			return nil, err
+			return conns, nil, err
 		}
-		out = append(out, nc)
+		conns = append(conns, nc)
+		keys = append(keys, pub)
 	}
-	return out, nil
+	return conns, keys, nil
 }
 
 // startBareResponder is the bare path: decode, run the statement, reply.
-func startBareResponder(nc *nats.Conn, workers int, exec func(context.Context, string, json.Number, *string) (int64, error)) error {
+func startBareResponder(nc *nats.Conn, workers int, exec bareExec) error {
 	msgs := make(chan *nats.Msg, 1024)
-	if _, err := nc.QueueSubscribe("bench.orders.create", "bare", func(m *nats.Msg) { msgs <- m }); err != nil {
+	if _, err := nc.QueueSubscribe(benchSubject, "bare", func(m *nats.Msg) { msgs <- m }); err != nil {
 		return err
 	}
 	for range workers {
 		go func() {
 			for m := range msgs {
-				var p struct {
-					Customer string      `json:"customer"`
-					Amount   json.Number `json:"amount"`
-					Note     *string     `json:"note"`
-				}
-				if err := json.Unmarshal(m.Data, &p); err != nil {
-					_ = m.Respond([]byte(`{"ok":false}`))
-					continue
-				}
-				id, err := exec(context.Background(), p.Customer, p.Amount, p.Note)
+				id, err := exec.insert(context.Background(), m.Data)
 				if err != nil {
 					_ = m.Respond([]byte(`{"ok":false}`))
 					continue
@@ -412,10 +444,27 @@ func startBareResponder(nc *nats.Conn, workers int, exec func(context.Context, s
 	return nc.Flush()
 }
 
+// bareExec runs the bench insert on the bare paths and returns the new id.
+type bareExec func(ctx context.Context, customer string, amount json.Number, note *string) (int64, error)
+
+// insert decodes a bench payload and runs the insert.
+func (exec bareExec) insert(ctx context.Context, payload []byte) (int64, error) {
+	var p struct {
+		Customer string      `json:"customer"`
+		Amount   json.Number `json:"amount"`
+		Note     *string     `json:"note"`
+	}
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return 0, err
+	}
+	return exec(ctx, p.Customer, p.Amount, p.Note)
+}
+
 type benchRow struct {
 	backend, path string
 	conc          int     // closed-loop clients; 0 for an open-loop row
 	offered       float64 // open loop: offered requests per second; 0 for a closed-loop row
+	durable       bool    // the durable (async) path, closed loop
 	reqs          int64
 	rate          float64
 	p50, p99      time.Duration
@@ -425,28 +474,42 @@ type benchRow struct {
 }
 
 // benchCell is one load shape: c closed-loop clients, or an offered rate
-// (open loop, at most openMaxInFlight outstanding).
+// (open loop, at most openMaxInFlight outstanding); durable cells are
+// closed loop over the durable (async) path.
 type benchCell struct {
 	conc    int
 	offered float64
+	durable bool
 }
 
 // openMaxInFlight caps the outstanding requests of an open-loop cell: the
 // highest concurrency of the closed-loop cells.
 const openMaxInFlight = 64
 
-func (c benchCell) run(ctx context.Context, conns []*nats.Conn, d time.Duration, tag string) ([]time.Duration, int64, error) {
-	if c.offered > 0 {
-		return loadOpen(ctx, conns, c.offered, openMaxInFlight, d, tag)
-	}
-	return load(ctx, conns, c.conc, d, tag)
-}
-
 func (c benchCell) String() string {
-	if c.offered > 0 {
+	switch {
+	case c.offered > 0:
 		return strconv.FormatFloat(c.offered, 'f', -1, 64) + "rps"
+	case c.durable:
+		return "d" + strconv.Itoa(c.conc)
 	}
 	return strconv.Itoa(c.conc)
+}
+
+// run loads one path with one cell's shape.
+func (b *benchEnv) run(ctx context.Context, cell benchCell, path string, d time.Duration, tag string) ([]time.Duration, int64, error) {
+	if cell.durable {
+		return b.loadDurable(ctx, path, cell.conc, d, tag)
+	}
+	conns := b.bareCli
+	if path == "sqlgate" {
+		conns = b.users
+	}
+	do := func(i int, n int64) error { return benchRequest(conns[i%len(conns)], tag, n) }
+	if cell.offered > 0 {
+		return loadOpen(ctx, cell.offered, openMaxInFlight, d, tag, do)
+	}
+	return load(ctx, cell.conc, d, tag, do)
 }
 
 func (b *benchEnv) measure(ctx context.Context, cells []benchCell, rounds int, d time.Duration, paths []string) ([]benchRow, error) {
@@ -454,12 +517,8 @@ func (b *benchEnv) measure(ctx context.Context, cells []benchCell, rounds int, d
 	for r := range rounds {
 		for _, cell := range cells {
 			for _, path := range paths {
-				conns := b.bareCli
-				if path == "sqlgate" {
-					conns = b.users
-				}
 				cpu0, db0 := processCPU(), postgresCPU()
-				lat, errs, err := cell.run(ctx, conns, d, fmt.Sprintf("%s-%d-%s", path, r, cell))
+				lat, errs, err := b.run(ctx, cell, path, d, fmt.Sprintf("%s-%d-%s", path, r, cell))
 				cpu, dbCPU := processCPU()-cpu0, postgresCPU()-db0
 				if err != nil {
 					return nil, err
@@ -485,7 +544,7 @@ func (b *benchEnv) measure(ctx context.Context, cells []benchCell, rounds int, d
 			}
 			slices.Sort(a.lat)
 			out = append(out, benchRow{
-				backend: b.backend, path: path, conc: cell.conc, offered: cell.offered, reqs: int64(len(a.lat)),
+				backend: b.backend, path: path, conc: cell.conc, offered: cell.offered, durable: cell.durable, reqs: int64(len(a.lat)),
 				rate: float64(len(a.lat)) / a.dur.Seconds(), p50: pct(a.lat, 0.50), p99: pct(a.lat, 0.99), errors: a.errs,
 				cpu: a.cpu / time.Duration(max(len(a.lat), 1)), dbCPU: a.dbCPU / time.Duration(max(len(a.lat), 1)),
 			})
@@ -546,9 +605,10 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// load runs c closed-loop clients for d over conns and returns the latency
-// of every successful request.
-func load(ctx context.Context, conns []*nats.Conn, c int, d time.Duration, tag string) ([]time.Duration, int64, error) {
+// load runs c closed-loop clients for d and returns the latency of every
+// successful request. Client i sends its requests with do(i, n), n
+// numbering the cell's requests.
+func load(ctx context.Context, c int, d time.Duration, tag string, do func(i int, n int64) error) ([]time.Duration, int64, error) {
 	var (
 		mu   sync.Mutex
 		all  []time.Duration
@@ -558,14 +618,13 @@ func load(ctx context.Context, conns []*nats.Conn, c int, d time.Duration, tag s
 	)
 	deadline := time.Now().Add(d)
 	for i := range c {
-		nc := conns[i%len(conns)]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			local := make([]time.Duration, 0, 4096)
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				t0 := time.Now()
-				if !errs.check(benchRequest(nc, tag, seq.Add(1))) {
+				if !errs.check(do(i, seq.Add(1))) {
 					continue
 				}
 				local = append(local, time.Since(t0))
@@ -579,12 +638,12 @@ func load(ctx context.Context, conns []*nats.Conn, c int, d time.Duration, tag s
 	return errs.result(tag, all)
 }
 
-// loadOpen offers rate requests per second for d over conns, open loop:
-// request i is due at start + i/rate and is sent then whether or not the
+// loadOpen offers rate requests per second for d, open loop: request i is
+// due at start + i/rate and is sent then (with do(i, i)) whether or not the
 // earlier ones were answered, with at most maxInFlight outstanding. Latency
 // is measured from the due time, so a path that falls behind shows its
 // queueing instead of hiding it (no coordinated omission).
-func loadOpen(ctx context.Context, conns []*nats.Conn, rate float64, maxInFlight int, d time.Duration, tag string) ([]time.Duration, int64, error) {
+func loadOpen(ctx context.Context, rate float64, maxInFlight int, d time.Duration, tag string, do func(i int, n int64) error) ([]time.Duration, int64, error) {
 	var (
 		mu   sync.Mutex
 		all  []time.Duration
@@ -604,7 +663,7 @@ func loadOpen(ctx context.Context, conns []*nats.Conn, rate float64, maxInFlight
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			if !errs.check(benchRequest(conns[i%int64(len(conns))], tag, i)) {
+			if !errs.check(do(int(i), i)) {
 				return
 			}
 			el := time.Since(due)
@@ -620,7 +679,7 @@ func loadOpen(ctx context.Context, conns []*nats.Conn, rate float64, maxInFlight
 // benchRequest sends request n of a cell (its own customer and
 // Idempotency-Key) and checks that the reply is a success.
 func benchRequest(nc *nats.Conn, tag string, n int64) error {
-	m := nats.NewMsg("bench.orders.create")
+	m := nats.NewMsg(benchSubject)
 	m.Data = []byte(`{"customer":"` + tag + `-` + strconv.FormatInt(n, 10) + `","amount":10.50}`)
 	m.Header.Set("Idempotency-Key", tag+"-"+strconv.FormatInt(n, 10))
 	reply, err := nc.RequestMsg(m, 10*time.Second)
@@ -668,29 +727,18 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 }
 
 func printBenchTable(w io.Writer, rows []benchRow) {
-	var closed, open []benchRow
+	var closed, open, durable []benchRow
 	for _, r := range rows {
-		if r.offered > 0 {
+		switch {
+		case r.offered > 0:
 			open = append(open, r)
-		} else {
+		case r.durable:
+			durable = append(durable, r)
+		default:
 			closed = append(closed, r)
 		}
 	}
-	if len(closed) > 0 {
-		fmt.Fprintln(w, "\nrequest path: NATS request -> SQL insert -> reply (closed loop; bare = plain nats.go responder on a plain server)")
-		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "backend\tconc\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tratio req/s\tadded p50\tadded p99\t")
-		for i := 0; i+1 < len(closed); i += 2 {
-			bare, sg := closed[i], closed[i+1]
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t\t\t\t\n", bare.backend, bare.conc, bare.path, bare.rate, us(bare.p50), us(bare.p99), us(bare.cpu), us(bare.dbCPU), bare.errors)
-			ratio := 0.0
-			if bare.rate > 0 {
-				ratio = sg.rate / bare.rate
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t\n", sg.backend, sg.conc, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), us(sg.dbCPU), sg.errors, ratio, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
-		}
-		_ = tw.Flush() // terminal output
-	}
+	printClosed(w, "request path: NATS request -> SQL insert -> reply (closed loop; bare = plain nats.go responder on a plain server)", closed)
 	if len(open) > 0 {
 		fmt.Fprintf(w, "\nrequest path at an offered rate (open loop, at most %d in flight; latency from each request's due time)\n", openMaxInFlight)
 		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
@@ -702,9 +750,31 @@ func printBenchTable(w io.Writer, rows []benchRow) {
 		}
 		_ = tw.Flush() // terminal output
 	}
+	printClosed(w, "durable path: JetStream publish -> consumer -> SQL insert -> answer, acked after commit (closed loop; bare = plain JetStream pull consumer)", durable)
 	if line := benchTarget(closed); line != "" {
 		fmt.Fprintln(w, line)
 	}
+}
+
+// printClosed prints closed-loop rows (bare, sqlgate, bare, ...) under a
+// title, with sqlgate's ratio and added latency.
+func printClosed(w io.Writer, title string, rows []benchRow) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\n"+title)
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "backend\tconc\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tratio req/s\tadded p50\tadded p99\t")
+	for i := 0; i+1 < len(rows); i += 2 {
+		bare, sg := rows[i], rows[i+1]
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t\t\t\t\n", bare.backend, bare.conc, bare.path, bare.rate, us(bare.p50), us(bare.p99), us(bare.cpu), us(bare.dbCPU), bare.errors)
+		ratio := 0.0
+		if bare.rate > 0 {
+			ratio = sg.rate / bare.rate
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t\n", sg.backend, sg.conc, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), us(sg.dbCPU), sg.errors, ratio, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
+	}
+	_ = tw.Flush() // terminal output
 }
 
 // Target of the request path (docs/performance.md): on PostgreSQL at

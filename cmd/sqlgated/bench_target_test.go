@@ -74,7 +74,8 @@ func TestLoadOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lat, errs, err := loadOpen(t.Context(), []*nats.Conn{nc}, 200, 4, 100*time.Millisecond, "open")
+	do := func(_ int, n int64) error { return benchRequest(nc, "open", n) }
+	lat, errs, err := loadOpen(t.Context(), 200, 4, 100*time.Millisecond, "open", do)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestLoadOpen(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = loadOpen(t.Context(), []*nats.Conn{nc}, 100, 4, 20*time.Millisecond, "refused")
+	_, _, err = loadOpen(t.Context(), 100, 4, 20*time.Millisecond, "refused", do)
 	if err == nil || !strings.Contains(err.Error(), "refused: every request failed") {
 		t.Errorf("all failed: err = %v", err)
 	}
@@ -105,7 +106,8 @@ func TestBenchFlags(t *testing.T) {
 		{[]string{"--rate", "0"}, "--rate: requests per second from 1 to 1000000"},
 		{[]string{"--rate", "500,fast"}, "--rate: requests per second from 1 to 1000000"},
 		{[]string{"--concurrency", "0"}, "--concurrency: positive integers"},
-		{[]string{"--concurrency", ""}, "nothing to measure: give --concurrency or --rate"},
+		{[]string{"--concurrency", ""}, "nothing to measure: give --concurrency, --rate or --durable"},
+		{[]string{"--durable", "1,x"}, "--durable: positive integers"},
 	} {
 		var out, errOut strings.Builder
 		err := runBench(t.Context(), tc.args, &out, &errOut)
@@ -116,14 +118,17 @@ func TestBenchFlags(t *testing.T) {
 	}
 }
 
-// TestPrintBenchTable checks that open-loop rows get their own table and do
-// not count for the target, which is measured closed loop.
+// TestPrintBenchTable checks that open-loop and durable rows get their own
+// tables and do not count for the target, which is measured closed loop on
+// the request path.
 func TestPrintBenchTable(t *testing.T) {
 	rows := []benchRow{
 		{backend: "postgres", path: "bare", conc: 64, rate: 8000, p99: 15 * time.Millisecond},
 		{backend: "postgres", path: "sqlgate", conc: 64, rate: 3000, p99: 49 * time.Millisecond},
 		{backend: "postgres", path: "bare", offered: 500, rate: 500, p50: time.Millisecond, p99: 2 * time.Millisecond},
 		{backend: "postgres", path: "sqlgate", offered: 500, rate: 500, p50: 1700 * time.Microsecond, p99: 3500 * time.Microsecond},
+		{backend: "postgres", path: "bare", conc: 64, durable: true, rate: 4000, p99: 30 * time.Millisecond},
+		{backend: "postgres", path: "sqlgate", conc: 64, durable: true, rate: 3000, p99: 31 * time.Millisecond},
 	}
 	var out strings.Builder
 	printBenchTable(&out, rows)
@@ -132,10 +137,38 @@ func TestPrintBenchTable(t *testing.T) {
 		"request path: NATS request -> SQL insert -> reply (closed loop",
 		"request path at an offered rate (open loop, at most 64 in flight",
 		"postgres            500  sqlgate    500  1700µs  3500µs",
+		"durable path: JetStream publish -> consumer -> SQL insert -> answer",
+		"  3000  0µs  31.0ms      0µs         0µs       0         0.75        0µs     1000µs",
 		"target (PostgreSQL, concurrency 64): ratio >= 0.70: 0.38, MISSED; added p99 < 2000µs: 34.0ms, MISSED",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// TestBenchSQLite runs `sqlgated bench` briefly on SQLite, every load shape
+// on both paths, and checks that every row answered requests without an
+// error: the bench assembles the real daemon, the bare responder and the
+// bare JetStream consumer, and drives the sync and the durable routes.
+func TestBenchSQLite(t *testing.T) {
+	var out, errOut strings.Builder
+	args := []string{"--backends", "sqlite", "--concurrency", "2", "--rate", "50", "--durable", "2", "--duration", "300ms", "--rounds", "1"}
+	if err := runBench(t.Context(), args, &out, &errOut); err != nil {
+		t.Fatalf("bench: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	rows := 0
+	for line := range strings.Lines(out.String()) {
+		f := strings.Fields(line)
+		if len(f) < 9 || f[0] != "sqlite" {
+			continue
+		}
+		rows++
+		if n, err := strconv.Atoi(f[3]); err != nil || n == 0 || f[8] != "0" {
+			t.Errorf("row %q: want requests answered (req/s > 0) and 0 errors", strings.TrimSpace(line))
+		}
+	}
+	if rows != 6 {
+		t.Errorf("%d rows, want 6 (closed, open and durable; bare and sqlgate):\n%s", rows, out.String())
 	}
 }
