@@ -25,6 +25,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker/sqlite"
 	"github.com/sqlgate/sqlgate/broker/sqlserver"
 	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/policy/opa"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -52,7 +53,15 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	if *check {
-		fmt.Fprintf(stderr, "configuration and %d routes are valid\n", len(catalog.Subjects()))
+		// The policy as serve loads it; serve would start with a broken one
+		// (and deny every call until it is fixed), --check refuses it.
+		engine, err := opa.Open(ctx, opa.Config{Dir: cfg.Policy.Dir, EvalTimeout: cfg.Policy.EvalTimeout})
+		if err != nil {
+			return fmt.Errorf("policy %s: %w", cfg.Policy.Dir, err)
+		}
+		revision := engine.Revision()
+		_ = engine.Close() // nothing to flush: it did not watch
+		fmt.Fprintf(stderr, "configuration, %d routes and policy revision %.12s are valid\n", len(catalog.Subjects()), revision)
 		return nil
 	}
 	rc, err := resolveServe(ctx, cfg, catalog)
