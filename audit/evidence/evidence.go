@@ -35,6 +35,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/sqlgate/sqlgate/audit"
@@ -61,6 +62,11 @@ type Options struct {
 	// TempDir holds the sections while they are written ("": the system's
 	// temporary directory).
 	TempDir string
+	// Signer, when set, signs the manifest: the archive gets manifest.sig,
+	// a signed note over manifest.json's SHA-256 (see [Check]). Ed25519
+	// signatures are deterministic, so a signed archive stays
+	// byte-identical for the same inputs and key.
+	Signer note.Signer
 }
 
 // Manifest describes an evidence archive (manifest.json).
@@ -203,16 +209,44 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 		Name: "report.pdf", Description: "the report: scope, source and integrity, every population with its criteria, exceptions, excerpts",
 		Selection: "this manifest and the first rows of the access population and the denials", Rows: pages, SHA256: hex.EncodeToString(sum[:]),
 	})
+	sum = sha256.Sum256([]byte(verifyText))
+	m.Files = append(m.Files, File{
+		Name: verifyName, Description: "how to check this archive", Selection: "fixed text", SHA256: hex.EncodeToString(sum[:]),
+	})
 	manifest, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	return m, writeZip(w, append(manifest, '\n'), pdf, sections, to)
+	manifest = append(manifest, '\n')
+	var sig []byte
+	if opts.Signer != nil {
+		if sig, err = note.Sign(&note.Note{Text: manifestNoteText(manifest)}, opts.Signer); err != nil {
+			return nil, fmt.Errorf("sign the manifest: %w", err)
+		}
+	}
+	return m, writeZip(w, manifest, sig, pdf, sections, to)
 }
 
-// writeZip writes the manifest, VERIFY.md, the report and the sections in order with a
-// fixed time, so the same content gives the same bytes.
-func writeZip(w io.Writer, manifest, pdf []byte, sections []*section, modified time.Time) error {
+// Names of the archive's fixed files.
+const (
+	manifestName  = "manifest.json"
+	signatureName = "manifest.sig"
+	verifyName    = "VERIFY.md"
+)
+
+// manifestNoteText is the text of the note that signs a manifest: the
+// format, what it signs and the manifest's SHA-256. Its second line is not a
+// number, so no checkpoint parser takes it for a tree head even when the
+// log's own key signed it.
+func manifestNoteText(manifest []byte) string {
+	sum := sha256.Sum256(manifest)
+	return Format + " manifest\nsha256 " + hex.EncodeToString(sum[:]) + "\n"
+}
+
+// writeZip writes the manifest, its signature (if any), VERIFY.md, the
+// report and the sections in order with a fixed time, so the same content
+// gives the same bytes.
+func writeZip(w io.Writer, manifest, sig, pdf []byte, sections []*section, modified time.Time) error {
 	zw := zip.NewWriter(w)
 	add := func(name string, r io.Reader) error {
 		fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: modified})
@@ -222,10 +256,15 @@ func writeZip(w io.Writer, manifest, pdf []byte, sections []*section, modified t
 		_, err = io.Copy(fw, r)
 		return err
 	}
-	if err := add("manifest.json", bytes.NewReader(manifest)); err != nil {
+	if err := add(manifestName, bytes.NewReader(manifest)); err != nil {
 		return err
 	}
-	if err := add("VERIFY.md", strings.NewReader(verifyText)); err != nil {
+	if sig != nil {
+		if err := add(signatureName, bytes.NewReader(sig)); err != nil {
+			return err
+		}
+	}
+	if err := add(verifyName, strings.NewReader(verifyText)); err != nil {
 		return err
 	}
 	if err := add("report.pdf", bytes.NewReader(pdf)); err != nil {
@@ -704,12 +743,18 @@ const verifyText = `# How to check this evidence
 This archive was derived from an sqlgate audit log after that log verified
 with the verifier keys named in manifest.json (verification.keys).
 
-1. Every file is listed in manifest.json with its SHA-256 and row count:
-   sha256sum report.pdf csv/*.csv checkpoints/*.note
-2. Each checkpoints/N.note is a checkpoint signed by the broker (C2SP signed
+1. Check the whole archive in one step with the log's published verifier key:
+   sqlgate audit check-evidence THIS.zip --key VKEY
+   It checks every file against the SHA-256 in manifest.json (and that no
+   file was added), each checkpoint's signature and that it covers the
+   records read, and manifest.sig, the signature over manifest.json, when
+   the archive has one (the dashboard signs with the log's key).
+2. By hand: every file but manifest.json and manifest.sig is listed in
+   manifest.json with its SHA-256 and row count:
+   sha256sum VERIFY.md report.pdf csv/*.csv checkpoints/*.note
+   Each checkpoints/N.note is a checkpoint signed by the broker (C2SP signed
    note). It covers every record the evidence was read from (manifest
-   origins[].end <= checkpoint_size). Check the signature with the published
-   verifier key.
+   origins[].end <= checkpoint_size).
 3. Every row names its record (log_origin, log_index, leaf_hash). Prove a
    sampled row against the log: sqlgate audit prove LOG_INDEX --key VKEY
 4. Regenerate the archive from the same log bundle, keys and period:

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/sqlgate/sqlgate/audit"
@@ -58,7 +59,7 @@ func openLog(tb testing.TB, start time.Time) (*audittest.Store, *audit.Log, *clo
 
 // buildLog writes a log spanning 1 to 4 March; the period under test is
 // 2 March. It returns the store and the verifier key.
-func buildLog(t *testing.T) (*audittest.Store, string) {
+func buildLog(t testing.TB) (*audittest.Store, string) {
 	t.Helper()
 	store, l, c := openLog(t, day(1, 9))
 	add := func(at time.Time, r *audit.Record) int64 {
@@ -190,8 +191,11 @@ func TestWrite(t *testing.T) {
 	if onDisk.Period.From != "2026-03-02T00:00:00Z" || onDisk.Period.To != "2026-03-03T00:00:00Z" || len(onDisk.Origins) != 1 || !onDisk.Verification.OK {
 		t.Errorf("manifest = %+v", onDisk)
 	}
-	if len(onDisk.Files) != len(files)-2 || len(m.Files) != len(onDisk.Files) {
-		t.Errorf("manifest lists %d files, archive has %d besides manifest.json and VERIFY.md", len(onDisk.Files), len(files)-2)
+	if len(onDisk.Files) != len(files)-1 || len(m.Files) != len(onDisk.Files) {
+		t.Errorf("manifest lists %d files, archive has %d besides manifest.json", len(onDisk.Files), len(files)-1)
+	}
+	if _, signed := files["manifest.sig"]; signed {
+		t.Error("an archive written without a signer has manifest.sig")
 	}
 	for _, f := range onDisk.Files {
 		data, ok := files[f.Name]
@@ -326,4 +330,216 @@ func TestWriteOptions(t *testing.T) {
 			t.Errorf("%s: err = %v, %d bytes written", name, err, buf.Len())
 		}
 	}
+}
+
+// rezip copies a zip, passing each file through edit (which may change or
+// drop it: keep false), then appends extra files.
+func rezip(t *testing.T, data []byte, edit func(name string, b []byte) (out []byte, keep bool), extra map[string][]byte) []byte {
+	t.Helper()
+	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	zw := zip.NewWriter(&out)
+	put := func(name string, b []byte) {
+		w, err := zw.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := archive(t, data)
+	for _, f := range zr.File {
+		if b, keep := edit(f.Name, files[f.Name]); keep {
+			put(f.Name, b)
+		}
+	}
+	for name, b := range extra {
+		put(name, b)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// TestCheck checks archives as an auditor would: as written (signed and
+// unsigned), then with every kind of tampering, each of which must be
+// refused with the file it concerns named.
+func TestCheck(t *testing.T) {
+	store, vkey := buildLog(t)
+	signer, _ := audittest.Key(t, origin, 1) // the log's own key, as the dashboard signs
+	other, otherKey := audittest.Key(t, "sqlgate.test/someone-else", 9)
+	write := func(s note.Signer) []byte {
+		opts := options(vkey)
+		opts.Signer = s
+		var buf bytes.Buffer
+		if _, err := evidence.Write(t.Context(), &buf, store, opts); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	check := func(data []byte, opts evidence.CheckOptions) (*evidence.CheckReport, error) {
+		return evidence.Check(bytes.NewReader(data), int64(len(data)), opts)
+	}
+	trusted := evidence.CheckOptions{Keys: []string{vkey}}
+	required := evidence.CheckOptions{Keys: []string{vkey}, RequireSignature: true}
+
+	unsigned, signed := write(nil), write(signer)
+	if again := write(signer); !bytes.Equal(again, signed) {
+		t.Error("the same log, key and period gave two different signed archives")
+	}
+	rep, err := check(unsigned, trusted)
+	if err != nil {
+		t.Fatalf("unsigned archive: %v", err)
+	}
+	if rep.Files != len(rep.Manifest.Files) || rep.SignedBy != "" || len(rep.Checkpoints) != 1 || !strings.HasPrefix(rep.Checkpoints[0], origin+"+") {
+		t.Errorf("unsigned archive: report = %+v", rep)
+	}
+	if _, err := check(unsigned, required); err == nil || !strings.Contains(err.Error(), "not signed") {
+		t.Errorf("unsigned archive, signature required: err = %v", err)
+	}
+	rep, err = check(signed, required)
+	if err != nil || !strings.HasPrefix(rep.SignedBy, origin+"+") {
+		t.Fatalf("signed archive: report %+v, err %v", rep, err)
+	}
+	// The signature is not a checkpoint, even though the log's key made it.
+	if _, err := audit.OpenCheckpoint(archive(t, signed)["manifest.sig"], mustVerifiers(t, vkey)); err == nil {
+		t.Error("manifest.sig opens as a checkpoint")
+	}
+
+	// A manifest signed by a key nobody trusts: reported, refused when a
+	// signature is required, accepted when the auditor names the key.
+	bySomeone := write(other)
+	if rep, err := check(bySomeone, trusted); err != nil || rep.SignedBy != "" || !strings.HasPrefix(rep.Untrusted, "sqlgate.test/someone-else+") {
+		t.Errorf("untrusted signer: report %+v, err %v", rep, err)
+	}
+	if _, err := check(bySomeone, required); err == nil || !strings.Contains(err.Error(), "not a trusted key") {
+		t.Errorf("untrusted signer, signature required: err = %v", err)
+	}
+	if rep, err := check(bySomeone, evidence.CheckOptions{Keys: []string{vkey}, SignerKeys: []string{otherKey}, RequireSignature: true}); err != nil || rep.SignedBy == "" {
+		t.Errorf("signer named by the auditor: report %+v, err %v", rep, err)
+	}
+
+	// Tampering.
+	files := archive(t, signed)
+	var m evidence.Manifest
+	if err := json.Unmarshal(files["manifest.json"], &m); err != nil {
+		t.Fatal(err)
+	}
+	editCSV := func(name string, b []byte) ([]byte, bool) {
+		if name == "csv/denials.csv" {
+			return bytes.Replace(b, []byte("5000"), []byte("500"), 1), true
+		}
+		return b, true
+	}
+	// The edited CSV with a manifest whose hash was updated to match.
+	forged := func(name string, b []byte) ([]byte, bool) {
+		b, _ = editCSV(name, b)
+		if name != "manifest.json" {
+			return b, true
+		}
+		edited, _ := editCSV("csv/denials.csv", files["csv/denials.csv"])
+		sum := sha256.Sum256(edited)
+		for i := range m.Files {
+			if m.Files[i].Name == "csv/denials.csv" {
+				m.Files[i].SHA256 = hex.EncodeToString(sum[:])
+			}
+		}
+		out, err := json.MarshalIndent(m, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(out, '\n'), true
+	}
+	drop := func(target string) func(string, []byte) ([]byte, bool) {
+		return func(name string, b []byte) ([]byte, bool) { return b, name != target }
+	}
+	same := func(_ string, b []byte) ([]byte, bool) { return b, true }
+	otherCheckpoint := func(name string, b []byte) ([]byte, bool) {
+		if name != "checkpoints/1.note" {
+			return b, true
+		}
+		text := b[:bytes.LastIndex(b, []byte("\n\n"))+1]
+		resigned, err := note.Sign(&note.Note{Text: string(text)}, other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resigned, true
+	}
+	for _, tc := range []struct {
+		name    string
+		data    []byte
+		opts    evidence.CheckOptions
+		wantErr string
+	}{
+		{"edited CSV", rezip(t, signed, editCSV, nil), trusted, "csv/denials.csv: SHA-256"},
+		{"edited CSV and manifest, signed", rezip(t, signed, forged, nil), trusted, "manifest.sig signs another manifest"},
+		{"edited CSV and manifest, signature dropped", rezip(t, signed, func(n string, b []byte) ([]byte, bool) {
+			if n == "manifest.sig" {
+				return nil, false
+			}
+			return forged(n, b)
+		}, nil), required, "not signed"},
+		{"file added", rezip(t, signed, same, map[string][]byte{"csv/extra.csv": []byte("a\n")}), trusted, "csv/extra.csv is not listed"},
+		{"file removed", rezip(t, signed, drop("csv/exceptions.csv"), nil), trusted, "csv/exceptions.csv is listed in manifest.json but not in the archive"},
+		{"VERIFY.md replaced", rezip(t, signed, func(n string, b []byte) ([]byte, bool) {
+			if n == "VERIFY.md" {
+				return []byte("trust me\n"), true
+			}
+			return b, true
+		}, nil), trusted, "VERIFY.md: SHA-256"},
+		{"checkpoint by another key", rezip(t, unsigned, otherCheckpoint, nil), trusted, "checkpoints/1.note"},
+		{"no manifest", rezip(t, signed, drop("manifest.json"), nil), trusted, "no manifest.json"},
+		{"other log key", signed, evidence.CheckOptions{Keys: []string{otherKey}}, "checkpoints/1.note"},
+		{"not a zip", []byte("PK not really"), trusted, "not a zip archive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := check(tc.data, tc.opts)
+			if !errors.Is(err, evidence.ErrBadArchive) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("err = %v, want ErrBadArchive with %q", err, tc.wantErr)
+			}
+		})
+	}
+	if _, err := check(signed, evidence.CheckOptions{}); err == nil {
+		t.Error("Check without keys succeeded")
+	}
+}
+
+func mustVerifiers(t *testing.T, vkeys ...string) note.Verifiers {
+	t.Helper()
+	v, err := audit.NewVerifiers(vkeys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// FuzzCheck feeds Check arbitrary archives, starting from a real signed
+// one: it must never panic, and an archive it accepts must have every
+// listed file matched and every checkpoint signed.
+func FuzzCheck(f *testing.F) {
+	store, vkey := buildLog(f)
+	signer, _ := audittest.Key(f, origin, 1)
+	opts := options(vkey)
+	opts.Signer = signer
+	var buf bytes.Buffer
+	if _, err := evidence.Write(context.Background(), &buf, store, opts); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(buf.Bytes())
+	f.Add([]byte("PK\x05\x06" + strings.Repeat("\x00", 18)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rep, err := evidence.Check(bytes.NewReader(data), int64(len(data)), evidence.CheckOptions{Keys: []string{vkey}})
+		if err != nil {
+			return
+		}
+		if rep.Files != len(rep.Manifest.Files) || len(rep.Checkpoints) != len(rep.Manifest.Origins) {
+			t.Errorf("accepted an archive with %d of %d files matched and %d checkpoints for %d origins",
+				rep.Files, len(rep.Manifest.Files), len(rep.Checkpoints), len(rep.Manifest.Origins))
+		}
+	})
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -251,6 +252,67 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "evidence for %s to %s written to %s (the log verified: %d records)\n", m.Period.From, m.Period.To, *out, m.Verification.Records)
 	for _, f := range m.Files {
 		fmt.Fprintf(e.stdout, "  %-28s %6d rows  sha256 %s\n", f.Name, f.Rows, f.SHA256)
+	}
+	return nil
+}
+
+func cmdAuditCheckEvidence(_ context.Context, e *env, args []string) error {
+	fs := newFlags(e, "audit check-evidence", "sqlgate audit check-evidence FILE.zip --key VKEY [--signer-key VKEY] [--require-signature] [--output json]")
+	output := outputFlag(fs)
+	var signers multiFlag
+	fs.Var(&signers, "signer-key", "a further key trusted to sign the manifest (the log's --key already is); repeatable")
+	require := fs.Bool("require-signature", false, "refuse an archive whose manifest no trusted key signed")
+	var kf keyFlags
+	kf.register(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := wantArgs(pos, 1, "sqlgate audit check-evidence FILE.zip"); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	keys, err := kf.load()
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return usagef("--key or --keys-file is required: the checkpoints are checked against the log's published verifier key")
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }() // read-only
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	rep, err := evidence.Check(f, info.Size(), evidence.CheckOptions{Keys: keys, SignerKeys: signers, RequireSignature: *require})
+	if errors.Is(err, evidence.ErrBadArchive) {
+		fmt.Fprintf(e.stderr, "%s: %v\n", pos[0], err)
+		return errSilent
+	}
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return printJSON(e.stdout, rep)
+	}
+	m := rep.Manifest
+	fmt.Fprintf(e.stdout, "%s checks: evidence for %s to %s, %d files match the manifest\n", pos[0], m.Period.From, m.Period.To, rep.Files)
+	for i, o := range m.Origins {
+		fmt.Fprintf(e.stdout, "  %s: records %d to %d, covered by a checkpoint of %d records signed by %s\n", o.Origin, o.First, o.End-1, o.CheckpointSize, rep.Checkpoints[i])
+	}
+	switch {
+	case rep.SignedBy != "":
+		fmt.Fprintf(e.stdout, "  manifest signed by %s\n", rep.SignedBy)
+	case rep.Untrusted != "":
+		fmt.Fprintf(e.stdout, "  manifest signed by %s, which you did not trust (--signer-key): the signature was not checked\n", rep.Untrusted)
+	default:
+		fmt.Fprintln(e.stdout, "  manifest not signed: the hashes show the files belong together, not who produced them")
 	}
 	return nil
 }

@@ -66,10 +66,11 @@ func commands() map[string]*command {
 			"replay": {summary: "re-evaluate recorded decisions against a candidate policy and list the changes", run: cmdPolicyReplay},
 		}},
 		"audit": {summary: "verify, prove and export the signed audit log; write SOC 2 evidence", sub: map[string]*command{
-			"verify":   {summary: "verify the log offline with public keys only", run: cmdAuditVerify},
-			"prove":    {summary: "check the inclusion proof (receipt) of one record: sqlgate audit prove N", run: cmdAuditProve},
-			"export":   {summary: "download an offline-verifiable bundle of the log", run: cmdAuditExport},
-			"evidence": {summary: "write SOC 2 evidence for a period (CSV populations, signed checkpoints, manifest) from the verified log", run: cmdAuditEvidence},
+			"verify":         {summary: "verify the log offline with public keys only", run: cmdAuditVerify},
+			"prove":          {summary: "check the inclusion proof (receipt) of one record: sqlgate audit prove N", run: cmdAuditProve},
+			"export":         {summary: "download an offline-verifiable bundle of the log", run: cmdAuditExport},
+			"evidence":       {summary: "write SOC 2 evidence for a period (CSV populations, signed checkpoints, manifest) from the verified log", run: cmdAuditEvidence},
+			"check-evidence": {summary: "check an evidence archive offline: file hashes, checkpoint and manifest signatures", run: cmdAuditCheckEvidence},
 		}},
 	}
 }

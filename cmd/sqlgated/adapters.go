@@ -43,6 +43,9 @@ func (w webLogin) Callback(rw http.ResponseWriter, r *http.Request) (identity.Pr
 type auditService struct {
 	log   *audit.Log
 	store *sqlstore.Store
+	// signer is the log's checkpoint key; it signs the manifest of the
+	// evidence the dashboard writes.
+	signer audit.Signer
 }
 
 func (s *auditService) Recent(ctx context.Context, n int) ([]audit.Record, error) {
@@ -144,9 +147,10 @@ func (s *auditService) Export(ctx context.Context, w io.Writer, from, to int64) 
 }
 
 // Evidence verifies the log against its own key history (the dashboard
-// holds no other trust) and writes the SOC 2 evidence of [from, to).
-// Auditors who pin the published key regenerate it offline with `sqlgate
-// audit evidence --key`.
+// holds no other trust) and writes the SOC 2 evidence of [from, to), its
+// manifest signed with the log's key, so `sqlgate audit check-evidence
+// --key` shows this instance produced it. Auditors who pin the published
+// key can also regenerate it offline with `sqlgate audit evidence --key`.
 func (s *auditService) Evidence(ctx context.Context, w io.Writer, from, to time.Time) error {
 	if err := s.log.Sync(ctx); err != nil {
 		return err
@@ -161,6 +165,7 @@ func (s *auditService) Evidence(ctx context.Context, w io.Writer, from, to time.
 	}
 	_, err = evidence.Write(ctx, w, s.store, evidence.Options{
 		From: from, To: to, Verify: audit.VerifyOptions{Keys: keys}, Generator: "sqlgated dashboard (keys from the log's own history)",
+		Signer: s.signer,
 	})
 	return err
 }

@@ -365,7 +365,7 @@ func (a *app) startWeb() error {
 	}
 	srv, err := web.New(web.Config{
 		Broker: a.service, Auth: a.verifier, Issuances: a.registry, Login: login, SQLLeases: sqlLeases,
-		Audit:  &auditService{log: a.audit, store: a.store},
+		Audit:  &auditService{log: a.audit, store: a.store, signer: a.cfg.Audit.Signer},
 		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
 		Ready:  a.ready, Registry: a.metrics, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
 		AdminGroups: a.cfg.AdminGroups, AuditorGroups: a.cfg.AuditorGroups,

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/evidence"
 	"github.com/sqlgate/sqlgate/audit/sqlstore"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/control"
@@ -480,6 +481,13 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 		if !strings.Contains(files["csv/activity.csv"], "corr-e2e-1") || !strings.Contains(files["manifest.json"], `"ok": true`) {
 			t.Errorf("evidence: manifest %s\nactivity %s", files["manifest.json"], files["csv/activity.csv"])
+		}
+		// The dashboard signs the manifest with the log's key: the auditor's
+		// pinned key checks the whole archive, signature required.
+		checked, err := evidence.Check(bytes.NewReader(zipped.Bytes()), int64(zipped.Len()),
+			evidence.CheckOptions{Keys: []string{s.st.AuditKey}, RequireSignature: true})
+		if err != nil || checked.SignedBy == "" || checked.Files != len(checked.Manifest.Files) {
+			t.Errorf("dashboard evidence does not check: %+v, %v", checked, err)
 		}
 		if err := alice.AuditEvidence(t.Context(), io.Discard, time.Now().Add(-time.Hour), time.Now()); err == nil || !strings.Contains(err.Error(), "403") {
 			t.Errorf("alice downloaded evidence: %v", err)

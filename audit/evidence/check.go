@@ -1,0 +1,238 @@
+package evidence
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/sqlgate/sqlgate/audit"
+)
+
+// ErrBadArchive marks an evidence archive that does not check: a file that
+// is missing, added or altered, a checkpoint that is not signed by a trusted
+// key or does not cover the records, or a manifest signature that does not
+// verify.
+var ErrBadArchive = errors.New("the evidence archive does not check")
+
+// CheckOptions say which keys an archive is checked against.
+type CheckOptions struct {
+	// Keys are the trusted verifier keys of the log (note format): every
+	// checkpoint must be signed by one. A manifest signed by one of them
+	// (as the dashboard signs, with the log's key) is checked too.
+	Keys []string
+	// SignerKeys are further keys trusted to sign the manifest.
+	SignerKeys []string
+	// RequireSignature refuses an archive whose manifest no trusted key
+	// signed.
+	RequireSignature bool
+}
+
+// CheckReport is what [Check] found in an archive that checks.
+type CheckReport struct {
+	Manifest *Manifest
+	// Files is the number of files whose SHA-256 matched the manifest.
+	Files int
+	// Checkpoints are the key ids that signed each origin's checkpoint.
+	Checkpoints []string
+	// SignedBy is the key id that signed the manifest, "" when it is not
+	// signed by a trusted key; Untrusted names the signers of a signature
+	// no trusted key made.
+	SignedBy  string
+	Untrusted string
+}
+
+// maxManifest bounds what Check reads of manifest.json and manifest.sig.
+const maxManifest = 16 << 20
+
+// Check checks an evidence archive offline, as `sqlgate audit
+// check-evidence` does:
+//
+//   - manifest.json is an archive of this [Format] and every other file but
+//     manifest.sig is listed in it, with a matching SHA-256; no file is
+//     missing, added or listed twice;
+//   - each origin's checkpoint is signed by a key in opts.Keys whose name is
+//     the origin, states the size and root hash the manifest repeats, and
+//     covers every record the evidence was read from;
+//   - manifest.sig, when present, is a signature over manifest.json's
+//     SHA-256; it must verify if a trusted key made it, and must exist when
+//     opts.RequireSignature is set.
+//
+// Errors wrap [ErrBadArchive] and name the file. Check does not reread the
+// log: it proves the archive is the one the signers produced, and the
+// checkpoints let each row be proven against the log (`sqlgate audit
+// prove`).
+func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
+	if len(opts.Keys) == 0 {
+		return nil, errors.New("checking evidence needs the trusted verifier keys of the log")
+	}
+	logKeys, err := audit.NewVerifiers(opts.Keys...)
+	if err != nil {
+		return nil, err
+	}
+	signerKeys, err := audit.NewVerifiers(append(slices.Clone(opts.Keys), opts.SignerKeys...)...)
+	if err != nil {
+		return nil, err
+	}
+	zr, err := zip.NewReader(r, size)
+	if err != nil {
+		return nil, fmt.Errorf("%w: not a zip archive: %w", ErrBadArchive, err)
+	}
+	files := map[string]*zip.File{}
+	for _, f := range zr.File {
+		if files[f.Name] != nil {
+			return nil, fmt.Errorf("%w: %s is in the archive twice", ErrBadArchive, f.Name)
+		}
+		files[f.Name] = f
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrBadArchive}, args...)...)
+	}
+	manifest, err := readFile(files, manifestName, maxManifest)
+	if err != nil {
+		return nil, bad("%w", err)
+	}
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(manifest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, bad("%s: %w", manifestName, err)
+	}
+	if m.Format != Format {
+		return nil, bad("%s: format %q, want %q", manifestName, m.Format, Format)
+	}
+	rep := &CheckReport{Manifest: &m}
+
+	// Every file but the manifest and its signature is listed, once, with
+	// its hash.
+	listed := map[string]File{}
+	for _, f := range m.Files {
+		if _, dup := listed[f.Name]; dup || f.Name == manifestName || f.Name == signatureName {
+			return nil, bad("%s lists %s twice or lists itself", manifestName, f.Name)
+		}
+		listed[f.Name] = f
+	}
+	for _, f := range zr.File {
+		if f.Name == manifestName || f.Name == signatureName {
+			continue
+		}
+		want, ok := listed[f.Name]
+		if !ok {
+			return nil, bad("%s is not listed in %s", f.Name, manifestName)
+		}
+		got, err := fileSum(f)
+		if err != nil {
+			return nil, bad("%s: %w", f.Name, err)
+		}
+		if got != want.SHA256 {
+			return nil, bad("%s: SHA-256 %s, the manifest says %s", f.Name, got, want.SHA256)
+		}
+		rep.Files++
+	}
+	for name := range listed {
+		if files[name] == nil {
+			return nil, bad("%s is listed in %s but not in the archive", name, manifestName)
+		}
+	}
+
+	// Each origin's checkpoint: trusted, and covering what was read.
+	for _, o := range m.Origins {
+		data, err := readFile(files, o.Checkpoint, maxManifest)
+		if err != nil {
+			return nil, bad("origin %s: %w", o.Origin, err)
+		}
+		c, err := audit.OpenCheckpoint(data, logKeys)
+		if err != nil {
+			return nil, bad("%s: %w", o.Checkpoint, err)
+		}
+		switch {
+		case c.Origin != o.Origin:
+			return nil, bad("%s is a checkpoint of %s, the manifest says %s", o.Checkpoint, c.Origin, o.Origin)
+		case c.Size != o.CheckpointSize || c.Root.String() != o.CheckpointRoot:
+			return nil, bad("%s states size %d and root %s, the manifest says %d and %s", o.Checkpoint, c.Size, c.Root, o.CheckpointSize, o.CheckpointRoot)
+		case o.End > c.Size || o.First > o.End:
+			return nil, bad("%s covers %d records, the evidence of %s was read from records %d to %d", o.Checkpoint, c.Size, o.Origin, o.First, o.End-1)
+		}
+		rep.Checkpoints = append(rep.Checkpoints, c.KeyID)
+	}
+
+	// The manifest's signature.
+	if files[signatureName] != nil {
+		sig, err := readFile(files, signatureName, maxManifest)
+		if err != nil {
+			return nil, bad("%w", err)
+		}
+		n, err := note.Open(sig, signerKeys)
+		var unverified *note.UnverifiedNoteError
+		switch {
+		case errors.As(err, &unverified):
+			rep.Untrusted = signerNames(unverified.Note.UnverifiedSigs)
+		case err != nil:
+			return nil, bad("%s: %w", signatureName, err)
+		case n.Text != manifestNoteText(manifest):
+			return nil, bad("%s signs another manifest", signatureName)
+		default:
+			rep.SignedBy = fmt.Sprintf("%s+%08x", n.Sigs[0].Name, n.Sigs[0].Hash)
+		}
+	}
+	if opts.RequireSignature && rep.SignedBy == "" {
+		if rep.Untrusted != "" {
+			return nil, bad("%s is signed by %s, which is not a trusted key", signatureName, rep.Untrusted)
+		}
+		return nil, bad("the manifest is not signed (no %s)", signatureName)
+	}
+	return rep, nil
+}
+
+// readFile reads a file of the archive, at most limit bytes.
+func readFile(files map[string]*zip.File, name string, limit int64) ([]byte, error) {
+	f := files[name]
+	if f == nil {
+		return nil, fmt.Errorf("no %s in the archive", name)
+	}
+	rc, err := f.Open()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	defer func() { _ = rc.Close() }() // read-only
+	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", name, err)
+	case int64(len(data)) > limit:
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, limit)
+	}
+	return data, nil
+}
+
+// fileSum is the hex SHA-256 of a file of the archive.
+func fileSum(f *zip.File) (string, error) {
+	rc, err := f.Open()
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = rc.Close() }() // read-only
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil { //nolint:gosec // G110: hashed as it streams; nothing is held in memory
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func signerNames(sigs []note.Signature) string {
+	var b bytes.Buffer
+	for i, s := range sigs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s+%08x", s.Name, s.Hash)
+	}
+	return b.String()
+}
