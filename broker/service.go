@@ -109,8 +109,17 @@ func New(cfg Config) (*Service, error) {
 			if r.Emit != "" && !slices.Contains(s.emits, r.Emit) {
 				s.emits = append(s.emits, r.Emit)
 			}
+			exec := ex
+			if r.Batch > 1 {
+				if be, ok := ex.(BatchExecutor); ok {
+					exec = newBatcher(be, r.Batch)
+				} else {
+					s.log.Warn("route batch ignored: the database runs each call in its own transaction",
+						"route", r.Subject, "database", r.Database, "dialect", ex.Describe().Dialect)
+				}
+			}
 			s.routes[r.Subject] = &routeInfo{
-				route: r, exec: ex, db: ex.Describe(),
+				route: r, exec: exec, db: ex.Describe(),
 				policy: &policy.Route{
 					Subject: r.Subject, Kind: string(r.Kind), Target: r.Target,
 					Database: r.Database, Mode: string(r.Mode), Tags: r.Tags,

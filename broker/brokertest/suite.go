@@ -188,6 +188,8 @@ func RunExecutorTests(t *testing.T, newHarness func(t *testing.T) *Harness) {
 	s("Lookup", testLookup)
 	s("Prune", testPrune)
 	s("Describe", testDescribe)
+	s("Batch", testBatch)
+	s("BatchRollsBackAsOne", testBatchAtomic)
 	s("DatabaseDown", testDown) // last: it breaks the harness
 }
 
@@ -667,5 +669,128 @@ func testDown(t *testing.T, e *suiteEnv) {
 	}
 	if _, _, err := e.Executor.Lookup(ctx, c.IdempotencyKey); !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("Lookup(database down) error = %v, want ErrUnavailable", err)
+	}
+}
+
+// batchExecutor returns the harness's executor as a BatchExecutor, or skips
+// the test for an adapter that runs every call alone.
+func (e *suiteEnv) batchExecutor(t *testing.T) broker.BatchExecutor {
+	t.Helper()
+	be, ok := e.Executor.(broker.BatchExecutor)
+	if !ok {
+		t.Skip("this executor runs every call in its own transaction: it is not a broker.BatchExecutor")
+	}
+	return be
+}
+
+// testBatch: several calls in one transaction, each with its own outcome:
+// new calls execute and share the transaction id, each sees its own
+// session context, a committed key replays, a key used with another payload
+// conflicts without stopping the others, and a key repeated inside the
+// batch executes once.
+func testBatch(t *testing.T, e *suiteEnv) {
+	be := e.batchExecutor(t)
+	done := e.call(t, SubjectCreate, `{"customer":"earlier","amount":5,"quantity":2,"express":true}`, "")
+	earlier, _ := e.exec(t, done)
+
+	create := func(customer, key string) *broker.Call {
+		return e.call(t, SubjectCreate, `{"customer":"`+customer+`","amount":5,"quantity":2,"express":true}`, key)
+	}
+	session := func(corr string) *broker.Call {
+		c := e.call(t, SubjectSession, `{}`, "")
+		c.CorrelationID, c.Principal, c.DecisionID = corr, "principal of "+corr, "decision of "+corr
+		return c
+	}
+	replay := *done
+	replay.CorrelationID = "the retry"
+	first, second := create("batch one", ""), create("batch two", "")
+	twice := create("batch three", "")
+	again := *twice
+	again.CorrelationID = "the same key again"
+	calls := []*broker.Call{
+		first, session("corr-a"), &replay, create("someone else", done.IdempotencyKey), second, twice, &again, session("corr-b"),
+	}
+	out, err := be.ExecuteBatch(t.Context(), calls)
+	if err != nil {
+		t.Fatalf("ExecuteBatch = %v", err)
+	}
+	if len(out) != len(calls) {
+		t.Fatalf("ExecuteBatch returned %d outcomes for %d calls", len(out), len(calls))
+	}
+	for i, o := range out {
+		if i != 3 && (o.Err != nil || o.Result == nil) {
+			t.Fatalf("call %d (%s): outcome %+v, want a result", i, calls[i].Route.Subject, o)
+		}
+	}
+	tx := out[0].Result.TransactionID
+	for _, i := range []int{0, 1, 4, 5, 7} {
+		if r := out[i].Result; r.Replayed || r.TransactionID != tx || tx == "" {
+			t.Errorf("call %d: replayed %v, transaction %q; want executed in the batch's transaction %q", i, r.Replayed, r.TransactionID, tx)
+		}
+	}
+	if r := out[2].Result; !r.Replayed || r.TransactionID != earlier.TransactionID || !bytes.Equal(r.JSON, earlier.JSON) {
+		t.Errorf("committed key: %+v, want the stored result of %q replayed", r, earlier.TransactionID)
+	}
+	if !errors.Is(out[3].Err, broker.ErrConflict) {
+		t.Errorf("key with another payload: %+v, want ErrConflict", out[3])
+	}
+	if r := out[6].Result; !r.Replayed || !bytes.Equal(r.JSON, out[5].Result.JSON) {
+		t.Errorf("key repeated in the batch: %+v, want the first's result replayed (%s)", r, out[5].Result.JSON)
+	}
+	for _, i := range []int{1, 7} {
+		d, err := DecodeResult(out[i].Result.JSON)
+		if err != nil || len(d.Rows) != 1 {
+			t.Fatalf("session call %d: %v %v", i, d, err)
+		}
+		c := calls[i]
+		want := map[string]any{"correlation_id": c.CorrelationID, "principal": c.Principal, "decision_id": c.DecisionID}
+		for k, w := range want {
+			if got := d.Rows[0][k]; got != w {
+				t.Errorf("session call %d: %s = %#v, want %#v (its own context, not another call's)", i, k, got, w)
+			}
+		}
+	}
+	ids := map[int64]bool{}
+	for _, i := range []int{0, 4, 5} {
+		d, err := DecodeResult(out[i].Result.JSON)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[rowID(t, d)] = true
+	}
+	if len(ids) != 3 {
+		t.Errorf("three creates returned ids %v, want three different", ids)
+	}
+	if got := e.count(t); got != 4 {
+		t.Errorf("count = %d, want 4 (the earlier create and three in the batch)", got)
+	}
+	for _, c := range []*broker.Call{first, second, twice} {
+		if r, found, err := e.Executor.Lookup(t.Context(), c.IdempotencyKey); err != nil || !found || r.TransactionID != tx {
+			t.Errorf("Lookup(%s) = %+v, %v, %v; want committed in %q", c.IdempotencyKey, r, found, err, tx)
+		}
+	}
+}
+
+// testBatchAtomic: one call that fails fails the whole batch, and nothing of
+// it took effect, not even the calls before it.
+func testBatchAtomic(t *testing.T, e *suiteEnv) {
+	be := e.batchExecutor(t)
+	good := e.call(t, SubjectCreate, `{"customer":"good","amount":5,"quantity":2,"express":true}`, "")
+	bad := e.call(t, SubjectCreate, `{"customer":"bad","amount":-1,"quantity":1,"express":false}`, "")
+	after := e.call(t, SubjectCreate, `{"customer":"after","amount":5,"quantity":2,"express":true}`, "")
+	out, err := be.ExecuteBatch(t.Context(), []*broker.Call{good, bad, after})
+	if err == nil {
+		t.Fatalf("ExecuteBatch with a failing call = %+v, want an error", out)
+	}
+	if got := e.count(t); got != 0 {
+		t.Errorf("count = %d after a failed batch, want 0", got)
+	}
+	for _, c := range []*broker.Call{good, bad, after} {
+		e.mustNotFind(t, c.IdempotencyKey)
+	}
+	// Alone, the good calls execute and the bad one fails.
+	e.exec(t, good)
+	if _, err := e.Executor.Execute(t.Context(), bad); err == nil {
+		t.Error("the failing call succeeded alone")
 	}
 }

@@ -369,3 +369,121 @@ func textValue(kind string, t *string) any {
 	}
 	return s // string, date
 }
+
+// ExecuteBatch implements [broker.BatchExecutor] for function calls that
+// have the one-round-trip form: the lock-and-context statement and the
+// call-and-record statement of every call go in one pipeline, which
+// PostgreSQL runs as one implicit transaction committed at its Sync. So a
+// batch costs one round trip and one commit, and any error rolls all of it
+// back. Calls are sent in the order given; the advisory locks serialize
+// calls with the same key across batches and single calls. A key found
+// taken is read back after the commit: a replay, or [broker.ErrConflict]
+// for that call alone. Other targets return [broker.ErrBatchUnsupported].
+func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) (_ []broker.BatchResult, err error) {
+	if e.closed.Load() {
+		return nil, e.unavailable(errClosed)
+	}
+	type item struct {
+		c    *broker.Call
+		plan *callPlan
+		one  *oneTripPlan
+		args []any
+	}
+	items := make([]item, len(calls))
+	for i, c := range calls {
+		plan, args, merged, err := e.plan(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if !merged {
+			return nil, broker.ErrBatchUnsupported
+		}
+		one := plan.one.Load()
+		if one == nil {
+			if one, err = e.describeFunction(ctx, plan); err != nil {
+				return nil, err
+			}
+			plan.one.Store(one)
+		}
+		if !one.usable {
+			return nil, broker.ErrBatchUnsupported
+		}
+		items[i] = item{c, plan, one, args}
+	}
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return nil, e.classify(ctx, err, calls[0])
+	}
+	defer conn.Release()
+	defer func() {
+		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
+			rollback(conn)
+		}
+	}()
+	committedAt := time.Now().UTC().Truncate(time.Microsecond)
+	b := &pgx.Batch{}
+	for i, it := range items {
+		sd, err := conn.Conn().Prepare(ctx, it.one.s2, it.one.s2)
+		if err != nil {
+			return nil, err
+		}
+		limit := int64(it.c.RowLimit())
+		if limit <= 0 {
+			limit = math.MaxInt64
+		}
+		items[i].args = append(it.args, it.one.head, limit, committedAt)
+		bindTextual(sd, items[i].args)
+		b.Queue(it.one.s1, it.c.IdempotencyKey, it.c.CorrelationID, it.c.Principal, it.c.DecisionID)
+		b.Queue(it.one.s2, items[i].args...)
+	}
+	type sent struct {
+		txid   int64
+		stored string
+		found  bool
+	}
+	got := make([]sent, len(items))
+	br := conn.SendBatch(ctx, b)
+	for i := range items {
+		if _, err = br.Exec(); err != nil {
+			break
+		}
+		got[i].found = true
+		err = br.QueryRow().Scan(&got[i].txid, &got[i].stored)
+		if errors.Is(err, pgx.ErrNoRows) {
+			got[i].found, err = false, nil
+		}
+		if err != nil {
+			break
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if shapeChanged(err) {
+			for _, it := range items {
+				it.plan.one.Store(nil) // the calls that follow alone describe it again
+			}
+		}
+		return nil, err
+	}
+	out := make([]broker.BatchResult, len(items))
+	for i, it := range items {
+		if !got[i].found {
+			out[i].Result, out[i].Err = e.replayCommitted(ctx, conn, it.c)
+			continue
+		}
+		rows, head := strings.CutPrefix(got[i].stored, it.one.head)
+		rows, tail := strings.CutSuffix(rows, "}")
+		if !head || !tail {
+			out[i].Err = errors.New("function rows: the stored result does not have the planned form")
+			continue
+		}
+		res := &broker.Result{TransactionID: strconv.FormatInt(got[i].txid, 10), CommittedAt: committedAt}
+		if res.JSON, res.Rows, out[i].Err = renderRows(it.one.cols, []byte(rows)); out[i].Err == nil {
+			res.RowsAffected = res.Rows
+			out[i].Result = res
+		}
+	}
+	return out, nil
+}

@@ -344,3 +344,47 @@ func TestDuplicateKeyExecutesNothing(t *testing.T) {
 		t.Errorf("next create = %s, want %s (a duplicate consumed an id)", res.JSON, want)
 	}
 }
+
+// A batch takes only function calls with the one-round-trip form: a
+// statement or a procedure is ErrBatchUnsupported before anything is sent
+// (the broker then runs each call alone). A function whose rows exceed a
+// call's limit fails the whole batch, and nothing of it commits.
+func TestBatchLimits(t *testing.T) {
+	e := openTest(t, 2)
+	create, _ := brokertest.NewCall(catalogRoute(t, brokertest.SubjectCreate), `{"customer":"x","amount":1,"quantity":1,"express":true}`, "")
+	for _, subject := range []string{brokertest.SubjectGet, brokertest.SubjectCancel} {
+		other, _ := brokertest.NewCall(catalogRoute(t, subject), `{"id":1}`, "")
+		if _, err := e.ExecuteBatch(t.Context(), []*broker.Call{create, other}); !errors.Is(err, broker.ErrBatchUnsupported) {
+			t.Errorf("batch with %s: err = %v, want ErrBatchUnsupported", subject, err)
+		}
+	}
+	if _, found, err := e.Lookup(t.Context(), create.IdempotencyKey); err != nil || found {
+		t.Fatalf("an unsupported batch committed the create: found %v, %v", found, err)
+	}
+	if _, err := e.Pool().Exec(t.Context(), `CREATE FUNCTION many(n integer) RETURNS TABLE (i integer) LANGUAGE sql AS $$ SELECT generate_series(1, n) $$`); err != nil {
+		t.Fatal(err)
+	}
+	r := testRoute(t, route.Spec{Procedure: "many", Params: map[string]any{"type": "object", "properties": map[string]any{"n": map[string]any{"type": "integer"}}}})
+	p, _ := r.Decode([]byte(`{"n":10}`))
+	many := &broker.Call{Route: r, Params: p, IdempotencyKey: "many", RequestHash: "h", MaxRows: 3}
+	if _, err := e.ExecuteBatch(t.Context(), []*broker.Call{create, many}); err == nil {
+		t.Fatal("a batch with a call over its row limit succeeded")
+	}
+	for _, key := range []string{create.IdempotencyKey, "many"} {
+		if _, found, err := e.Lookup(t.Context(), key); err != nil || found {
+			t.Errorf("the failed batch committed %s: found %v, %v", key, found, err)
+		}
+	}
+	if got := countOrders(t, e); got != 0 {
+		t.Errorf("%d orders after the failed batch, want 0", got)
+	}
+}
+
+func countOrders(t *testing.T, e *postgres.Executor) int64 {
+	t.Helper()
+	var n int64
+	if err := e.Pool().QueryRow(t.Context(), `SELECT count(*) FROM orders`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

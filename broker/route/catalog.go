@@ -30,6 +30,7 @@ type Spec struct {
 	Statement   *StatementSpec    `yaml:"statement" json:"statement,omitempty"`
 	Database    string            `yaml:"database" json:"database"`
 	Mode        string            `yaml:"mode" json:"mode,omitempty"`
+	Batch       int               `yaml:"batch" json:"batch,omitempty"`
 	Timeout     string            `yaml:"timeout" json:"timeout,omitempty"`
 	MaxPayload  int               `yaml:"maxPayload" json:"maxPayload,omitempty"`
 	MaxRows     int               `yaml:"maxRows" json:"maxRows,omitempty"`
@@ -184,6 +185,16 @@ func build(rc Spec) (*Route, []error) {
 		r.Mode = Async
 	default:
 		bad("mode %q must be sync or async", rc.Mode)
+	}
+	r.Batch = 1
+	switch {
+	case rc.Batch == 0:
+	case r.Mode != Async:
+		bad("batch is for async routes: a sync caller waits for its own transaction")
+	case rc.Batch < 1 || rc.Batch > MaxBatch:
+		bad("batch %d must be from 1 to %d", rc.Batch, MaxBatch)
+	default:
+		r.Batch = rc.Batch
 	}
 	r.Timeout = DefaultTimeout
 	if rc.Timeout != "" {

@@ -37,6 +37,9 @@ const (
 	DefaultMaxRows    = 1000
 	MaxTimeout        = 5 * time.Minute
 	MaxMaxPayload     = 1 << 20
+	// MaxBatch bounds a route's batch: the calls share one transaction's
+	// locks and its timeout.
+	MaxBatch = 256
 )
 
 // Route maps one subject to one procedure or statement. A Route is immutable
@@ -53,7 +56,10 @@ type Route struct {
 	// Database names a configured database (see the daemon configuration).
 	Database string
 	Mode     Mode
-	Timeout  time.Duration
+	// Batch is the most calls of this (async) route the broker may run in
+	// one SQL transaction; 1 runs each call in its own.
+	Batch   int
+	Timeout time.Duration
 	// MaxPayload is the largest accepted payload in bytes, checked before
 	// parsing.
 	MaxPayload int

@@ -30,8 +30,15 @@ func TestLoadDemo(t *testing.T) {
 	if r.Kind != route.StatementKind || r.Target != "create_order" || r.Database != "orders" || r.Emit != "orders.v1.created" {
 		t.Errorf("create route = %+v", r)
 	}
-	if r.MaxPayload != route.DefaultMaxPayload || r.Timeout.String() != "2s" || r.Mode != route.Sync {
-		t.Errorf("defaults: payload %d timeout %s mode %s", r.MaxPayload, r.Timeout, r.Mode)
+	if r.MaxPayload != route.DefaultMaxPayload || r.Timeout.String() != "2s" || r.Mode != route.Sync || r.Batch != 1 {
+		t.Errorf("defaults: payload %d timeout %s mode %s batch %d", r.MaxPayload, r.Timeout, r.Mode, r.Batch)
+	}
+	c, err := route.Parse([]byte("routes:\n  - {subject: a.b, procedure: p, database: d, mode: async, batch: 32}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := c.Lookup("a.b"); r.Mode != route.Async || r.Batch != 32 {
+		t.Errorf("async route with batch 32: mode %s batch %d", r.Mode, r.Batch)
 	}
 	amount, ok := r.Param("amount")
 	if !ok || amount.Type != "number" || amount.SQLType != "decimal(12,2)" || !amount.Required {
@@ -89,6 +96,9 @@ func TestCatalogErrors(t *testing.T) {
 		{"output_on_statement", "routes:\n  - {subject: a.b, statement: {name: s, sql: \"select 1\"}, database: d, output: {x: int}}\n", []string{"output parameters need a procedure target"}},
 		{"emit_same_as_subject", "routes:\n  - {subject: a.b, procedure: p, database: d, emit: a.b}\n", []string{"emit must differ"}},
 		{"limits", "routes:\n  - {subject: a.b, procedure: p, database: d, maxPayload: 99999999, maxRows: -1, timeout: 1h}\n", []string{"maxPayload", "maxRows", "timeout 1h0m0s must be"}},
+		{"batch", "routes:\n  - {subject: a.b, procedure: p, database: d, batch: 8}\n  - {subject: a.c, procedure: p, database: d, mode: async, batch: 1000}\n  - {subject: a.d, procedure: p, database: d, mode: async, batch: -1}\n", []string{
+			"route a.b: batch is for async routes", "route a.c: batch 1000 must be from 1 to 256", "route a.d: batch -1 must be",
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -247,25 +247,43 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 			_ = tx.Rollback()
 		}
 	}()
+	res, err := e.inTx(ctx, tx, c, st, args, uuid.Must(uuid.NewV7()).String())
+	switch {
+	case err != nil:
+		return nil, err
+	case res.Replayed:
+		_ = tx.Rollback() // nothing was written
+		return res, nil
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// inTx runs one call inside tx: the idempotency check, the record, the
+// statement and its stored result. A committed record with the call's
+// request hash is returned as a replay (nothing written); another hash is
+// [broker.ErrConflict]. txID is the transaction's id for the record.
+func (e *Executor) inTx(ctx context.Context, tx *sql.Tx, c *broker.Call, st *sql.Stmt, args []any, txID string) (*broker.Result, error) {
 	var (
-		hash, result, txID, committed sql.NullString
-		nrows, affected               int64
+		hash, result, storedTxID, committed sql.NullString
+		nrows, affected                     int64
 	)
 	sel, err := e.own(ctx, tx, sqlSelectRecord) //nolint:sqlclosecheck // a transaction's statements close with it
 	if err != nil {
 		return nil, err
 	}
-	switch err := sel.QueryRowContext(ctx, c.IdempotencyKey).Scan(&hash, &result, &txID, &nrows, &affected, &committed); {
+	switch err := sel.QueryRowContext(ctx, c.IdempotencyKey).Scan(&hash, &result, &storedTxID, &nrows, &affected, &committed); {
 	case err == nil:
-		_ = tx.Rollback()
 		if hash.String != c.RequestHash {
 			return nil, broker.ErrConflict
 		}
-		return stored(result.String, txID.String, nrows, affected, committed.String, true)
+		return stored(result.String, storedTxID.String, nrows, affected, committed.String, true)
 	case !errors.Is(err, sql.ErrNoRows):
 		return nil, err
 	}
-	res := &broker.Result{TransactionID: uuid.Must(uuid.NewV7()).String()}
+	res := &broker.Result{TransactionID: txID}
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	ins, err := e.own(ctx, tx, sqlInsertRecord) //nolint:sqlclosecheck // a transaction's statements close with it
 	if err != nil {
@@ -302,10 +320,66 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, ar
 	if _, err := store.ExecContext(ctx, c.IdempotencyKey, string(res.JSON), res.Rows, res.RowsAffected, res.CommittedAt.Format(tsFormat)); err != nil {
 		return nil, err
 	}
+	return res, nil
+}
+
+// ExecuteBatch implements [broker.BatchExecutor]: one BEGIN IMMEDIATE, the
+// calls in order as Execute runs them, one commit (one fsync). The calls
+// share the transaction id. A conflict is that call's outcome; any other
+// error rolls the whole batch back, and the broker then runs each call
+// alone (with Execute's retries when the file is busy).
+func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) (_ []broker.BatchResult, err error) {
+	if e.closed.Load() {
+		return nil, e.unavailable(errClosed)
+	}
+	type prepared struct {
+		st   *sql.Stmt
+		args []any
+	}
+	prep := make([]prepared, len(calls))
+	for i, c := range calls {
+		if c.Route.Kind != route.StatementKind || c.Route.Statement == nil {
+			return nil, broker.ErrBatchUnsupported
+		}
+		text, names := render(c.Route.Statement)
+		args := make([]any, len(names))
+		for j, n := range names {
+			if args[j], err = bindParam(c, n); err != nil {
+				return nil, err
+			}
+		}
+		st, err := e.stmt(ctx, text)
+		if err != nil {
+			return nil, err
+		}
+		prep[i] = prepared{st, args}
+	}
+	tx, err := e.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	txID := uuid.Must(uuid.NewV7()).String()
+	out := make([]broker.BatchResult, len(calls))
+	for i, c := range calls {
+		res, err := e.inTx(ctx, tx, c, prep[i].st, prep[i].args, txID)
+		switch {
+		case errors.Is(err, broker.ErrConflict):
+			out[i].Err = err // it wrote nothing: the others go on
+		case err != nil:
+			return nil, err
+		default:
+			out[i].Result = res
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, err
 	}
-	return res, nil
+	return out, nil
 }
 
 func runStatement(ctx context.Context, st *sql.Stmt, args []any, w *resultjson.Writer) error {

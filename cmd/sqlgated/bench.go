@@ -373,13 +373,17 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 	return b, nil
 }
 
+// benchBatch is the async bench route's batch: as many calls as the
+// consumer's workers can hold.
+const benchBatch = 16
+
 // benchRoutes is the bench catalog: the same target (the YAML of target)
 // as a sync route and as an async (durable) one.
 func benchRoutes(target func(name string) string) string {
 	var b strings.Builder
 	b.WriteString("routes:\n")
 	for _, r := range []struct{ subject, mode, name string }{
-		{benchSubject, "sync", "create_order"}, {benchAsyncSubject, "async", "import_order"},
+		{benchSubject, "sync", "create_order"}, {benchAsyncSubject, "async\n    batch: " + strconv.Itoa(benchBatch), "import_order"},
 	} {
 		fmt.Fprintf(&b, "  - subject: %s\n    database: orders\n    mode: %s\n    %s%s\n", r.subject, r.mode, target(r.name), benchParams)
 	}
