@@ -126,6 +126,10 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 	// verifier below discovers it.
 	a.serveHTTP()
 
+	if cfg.ControlDB == nil {
+		return a, errors.New("no control database")
+	}
+	sizeControlPool(cfg.ControlDB)
 	if err := a.openAudit(ctx); err != nil {
 		return a, err
 	}
@@ -578,4 +582,18 @@ func syncRevocations(ctx context.Context, rev *natsauth.Revoker, reg *control.Re
 		}
 	}
 	return nil
+}
+
+// controlConns is the control database's connection pool: the audit
+// writer, the intent bookkeeping, the registry and the dashboard share it.
+// Every connection is kept: database/sql keeps two idle by default and
+// closes the others after each use, and a new PostgreSQL or SQL Server
+// session costs the server far more than the statement it was opened for.
+const controlConns = 16
+
+// sizeControlPool applies controlConns to db.
+func sizeControlPool(db *sql.DB) {
+	db.SetMaxOpenConns(controlConns)
+	db.SetMaxIdleConns(controlConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
 }

@@ -587,12 +587,16 @@ func postgresCPU() time.Duration {
 		if err != nil {
 			continue
 		}
-		// Fields after the parenthesised command: utime is the 12th, stime the 13th.
+		// Fields after the parenthesised command: utime, stime, cutime and
+		// cstime are the 12th to 15th. The children's times count the
+		// backends that exited (the postmaster reaps them): without them,
+		// a connection closed during a cell would take its CPU time along.
 		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(f) > 12 {
-			u, _ := strconv.ParseInt(f[11], 10, 64)
-			s, _ := strconv.ParseInt(f[12], 10, 64)
-			ticks += u + s
+		if len(f) > 14 {
+			for _, v := range f[11:15] {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				ticks += n
+			}
 		}
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
