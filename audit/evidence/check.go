@@ -37,16 +37,16 @@ type CheckOptions struct {
 
 // CheckReport is what [Check] found in an archive that checks.
 type CheckReport struct {
-	Manifest *Manifest
+	Manifest *Manifest `json:"manifest"`
 	// Files is the number of files whose SHA-256 matched the manifest.
-	Files int
+	Files int `json:"files_checked"`
 	// Checkpoints are the key ids that signed each origin's checkpoint.
-	Checkpoints []string
+	Checkpoints []string `json:"checkpoint_keys"`
 	// SignedBy is the key id that signed the manifest, "" when it is not
 	// signed by a trusted key; Untrusted names the signers of a signature
 	// no trusted key made.
-	SignedBy  string
-	Untrusted string
+	SignedBy  string `json:"manifest_signed_by,omitempty"`
+	Untrusted string `json:"untrusted_signers,omitempty"`
 }
 
 // maxManifest bounds what Check reads of manifest.json and manifest.sig.

@@ -335,6 +335,17 @@ func TestCLIWalkthrough(t *testing.T) {
 	if !strings.Contains(out, "checks: evidence for") || !strings.Contains(out, "manifest not signed") {
 		t.Errorf("audit check-evidence = %s", out)
 	}
+	var checked struct {
+		Manifest struct {
+			Format string `json:"format"`
+		} `json:"manifest"`
+		Files       int      `json:"files_checked"`
+		Checkpoints []string `json:"checkpoint_keys"`
+	}
+	if err := json.Unmarshal([]byte(auditor.must("", "audit", "check-evidence", zipPath, "--key", d.AuditKey, "--output", "json")), &checked); err != nil ||
+		checked.Manifest.Format != "sqlgate-evidence/1" || checked.Files < 10 || len(checked.Checkpoints) != 1 {
+		t.Errorf("check-evidence --output json = %+v, %v", checked, err)
+	}
 	if code, _, errOut := auditor.run("", "audit", "check-evidence", zipPath, "--key", d.AuditKey, "--require-signature"); code != 1 || !strings.Contains(errOut, "not signed") {
 		t.Errorf("check-evidence --require-signature on an unsigned archive: exit %d, %s", code, errOut)
 	}
