@@ -292,6 +292,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("routes: [{subject: 'a.*', database: d, procedure: p}]"))
 	f.Add([]byte("routes:\n  - {subject: a.b, database: d, statement: {name: s, sql: 'SELECT :x'}, params: {type: object, properties: {x: {type: string}}}}\n"))
 	f.Add([]byte("routes: &a [*a]"))
+	f.Add([]byte("routes:\n  - {subject: a.b, database: d, procedure: p, mode: async, batch: 16}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := route.Parse(data)
 		if err != nil {
@@ -303,6 +304,9 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("accepted subject %q (seen before: %v)", r.Subject, seen[r.Subject])
 			}
 			seen[r.Subject] = true
+			if r.Batch < 1 || r.Batch > route.MaxBatch || (r.Batch > 1 && r.Mode != route.Async) {
+				t.Fatalf("route %s: batch %d in mode %s", r.Subject, r.Batch, r.Mode)
+			}
 			if got, ok := c.Lookup(r.Subject); !ok || got != r {
 				t.Fatalf("Lookup(%q) does not find its route", r.Subject)
 			}
