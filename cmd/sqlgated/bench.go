@@ -77,6 +77,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rates := fs.String("rate", "", "offered rates in requests per second, comma separated (open loop, at most 64 in flight); empty: none")
 	pgDSN := fs.String("postgres", os.Getenv("SQLGATE_TEST_POSTGRES_DSN"), "PostgreSQL server for the PostgreSQL rows (a throwaway database is created); empty: SQLite only")
 	workers := fs.Int("workers", 16, "worker pool of both responders")
+	batch := fs.Int("batch", 16, "batch of the durable path's async route: calls that may share a transaction (1: each alone)")
 	backendsFlag := fs.String("backends", "sqlite,postgres", "backends to measure (postgres needs a DSN)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	pathsFlag := fs.String("paths", "bare,sqlgate", "paths to measure (profile one path alone with --paths sqlgate)")
@@ -116,6 +117,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(cells) == 0 {
 		return &usageError{msg: "nothing to measure: give --concurrency, --rate or --durable"}
 	}
+	if *batch < 1 || *batch > route.MaxBatch {
+		return &usageError{msg: fmt.Sprintf("--batch: 1 to %d", route.MaxBatch)}
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	fmt.Fprintf(stdout, "sqlgate bench: %s per cell, %d interleaved rounds, GOMAXPROCS %d\n", *duration, *rounds, runtime.GOMAXPROCS(0))
 
@@ -143,7 +147,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var all []benchRow
 	for _, backend := range backends {
-		b, err := newBenchEnv(ctx, backend, *pgDSN, *workers, *controlFlag == "sqlite", logger)
+		b, err := newBenchEnv(ctx, backend, *pgDSN, *workers, *batch, *controlFlag == "sqlite", logger)
 		if err != nil {
 			return fmt.Errorf("%s bench setup: %w", backend, err)
 		}
@@ -185,7 +189,7 @@ func (b *benchEnv) close() {
 	_ = os.RemoveAll(b.dir) // temporary bench state
 }
 
-func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqliteControl bool, logger *slog.Logger) (b *benchEnv, err error) {
+func newBenchEnv(ctx context.Context, backend, pgDSN string, workers, batch int, sqliteControl bool, logger *slog.Logger) (b *benchEnv, err error) {
 	dir, err := os.MkdirTemp("", "sqlgate-bench-")
 	if err != nil {
 		return nil, err
@@ -227,7 +231,7 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 			return nil, err
 		}
 		executors["orders"] = ex
-		routesYAML = benchRoutes(func(name string) string {
+		routesYAML = benchRoutes(batch, func(name string) string {
 			return "statement:\n      name: " + name + "\n      sql: \"" + benchSQLiteInsert + "\""
 		})
 		if controlDB, err = sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(dir, "control.db"))); err != nil {
@@ -257,7 +261,7 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 			return nil, err
 		}
 		executors["orders"] = ex
-		routesYAML = benchRoutes(func(string) string {
+		routesYAML = benchRoutes(batch, func(string) string {
 			return "procedure: create_order\n    sqlTypes: {amount: \"decimal(12,2)\"}"
 		})
 		if sqliteControl {
@@ -373,17 +377,13 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, sqlite
 	return b, nil
 }
 
-// benchBatch is the async bench route's batch: as many calls as the
-// consumer's workers can hold.
-const benchBatch = 16
-
 // benchRoutes is the bench catalog: the same target (the YAML of target)
 // as a sync route and as an async (durable) one.
-func benchRoutes(target func(name string) string) string {
+func benchRoutes(batch int, target func(name string) string) string {
 	var b strings.Builder
 	b.WriteString("routes:\n")
 	for _, r := range []struct{ subject, mode, name string }{
-		{benchSubject, "sync", "create_order"}, {benchAsyncSubject, "async\n    batch: " + strconv.Itoa(benchBatch), "import_order"},
+		{benchSubject, "sync", "create_order"}, {benchAsyncSubject, "async\n    batch: " + strconv.Itoa(batch), "import_order"},
 	} {
 		fmt.Fprintf(&b, "  - subject: %s\n    database: orders\n    mode: %s\n    %s%s\n", r.subject, r.mode, target(r.name), benchParams)
 	}

@@ -108,6 +108,7 @@ func TestBenchFlags(t *testing.T) {
 		{[]string{"--concurrency", "0"}, "--concurrency: positive integers"},
 		{[]string{"--concurrency", ""}, "nothing to measure: give --concurrency, --rate or --durable"},
 		{[]string{"--durable", "1,x"}, "--durable: positive integers"},
+		{[]string{"--durable", "4", "--batch", "0"}, "--batch: 1 to 256"},
 	} {
 		var out, errOut strings.Builder
 		err := runBench(t.Context(), tc.args, &out, &errOut)
