@@ -88,7 +88,9 @@ func (b *batcher) Execute(ctx context.Context, c *Call) (*Result, error) {
 	n := min(len(b.queue), b.max)
 	batch := make([]*batchCall, n)
 	copy(batch, b.queue)
-	b.queue = append(b.queue[:0], b.queue[n:]...)
+	rest := copy(b.queue, b.queue[n:])
+	clear(b.queue[rest:]) // no finished call stays referenced
+	b.queue = b.queue[:rest]
 	b.mu.Unlock()
 
 	b.run(batch)
