@@ -45,6 +45,10 @@ type batcher struct {
 	exec BatchExecutor
 	max  int
 
+	// onBatch, if set, learns the size of each batch that ran and whether
+	// it fell back to running its calls alone.
+	onBatch func(calls int, fellBack bool)
+
 	mu      sync.Mutex
 	queue   []*batchCall
 	running bool // a leader is running a batch
@@ -120,6 +124,7 @@ func (b *batcher) run(batch []*batchCall) {
 	}
 	if len(batch) == 1 {
 		alone(batch[0])
+		b.report(1, false)
 		return
 	}
 	ctx, cancel := batchContext(batch)
@@ -135,6 +140,7 @@ func (b *batcher) run(batch []*batchCall) {
 	if err == nil && len(results) != len(batch) {
 		err = fmt.Errorf("batch of %d calls returned %d results", len(batch), len(results))
 	}
+	b.report(len(batch), err != nil)
 	if err == nil {
 		for i, bc := range batch {
 			bc.res, bc.err = results[i].Result, results[i].Err
@@ -154,6 +160,12 @@ func (b *batcher) run(batch []*batchCall) {
 		})
 	}
 	wg.Wait()
+}
+
+func (b *batcher) report(calls int, fellBack bool) {
+	if b.onBatch != nil {
+		b.onBatch(calls, fellBack)
+	}
 }
 
 // recoverAs turns a panic of an executor into an error, so that a batch

@@ -134,6 +134,18 @@ func pile(t *testing.T, b *batcher, g *gatedExecutor, others []string, ctxFor fu
 func TestBatcherGroupsWhatQueues(t *testing.T) {
 	g := &gatedExecutor{}
 	b := newBatcher(g, 3)
+	var (
+		mu    sync.Mutex
+		sizes []int
+	)
+	b.onBatch = func(calls int, fellBack bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fellBack {
+			calls = -calls
+		}
+		sizes = append(sizes, calls)
+	}
 	if res, err := b.Execute(t.Context(), &Call{CorrelationID: "quiet"}); err != nil || res.TransactionID != "alone-quiet" {
 		t.Fatalf("a call on a quiet route: %+v, %v; want it run alone", res, err)
 	}
@@ -156,6 +168,9 @@ func TestBatcherGroupsWhatQueues(t *testing.T) {
 	if b.running || len(b.queue) != 0 {
 		t.Errorf("after the calls: running %v, %d queued; want idle", b.running, len(b.queue))
 	}
+	if want := []int{1, 1, 3, 2}; !slices.Equal(sizes, want) {
+		t.Errorf("reported batch sizes %v, want %v", sizes, want)
+	}
 }
 
 // TestBatcherFallsBackAlone: when a batch fails as a whole (nothing of it
@@ -169,9 +184,18 @@ func TestBatcherFallsBackAlone(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := &gatedExecutor{panicBatch: tc.panicBatch}
 			b := newBatcher(g, 8)
+			var fellBack []int
+			b.onBatch = func(calls int, fell bool) {
+				if fell {
+					fellBack = append(fellBack, calls)
+				}
+			}
 			out := pile(t, b, g, []string{"x", "bad", "y"}, nil)
 			if len(g.batches) != 1 {
 				t.Fatalf("batches = %v, want one that failed", g.batches)
+			}
+			if !slices.Equal(fellBack, []int{3}) {
+				t.Errorf("reported fallbacks %v, want one batch of 3", fellBack)
 			}
 			var dbe *DBError
 			if o := out["bad"]; !errors.As(o.err, &dbe) {
@@ -236,9 +260,9 @@ type plainExecutor struct{ gatedExecutor }
 
 func (p *plainExecutor) ExecuteBatch() {} // not the BatchExecutor method
 
-// TestServiceBatchesOnlyWhereAllowed: New puts a batcher in front of the
-// executor of an async route with batch > 1, when the executor can batch;
-// every other route calls its executor directly.
+// TestServiceBatchesOnlyWhereAllowed: New gives an async route with
+// batch > 1 a batcher for its queued calls, when the executor can batch;
+// direct calls, and every other route, call the executor itself.
 func TestServiceBatchesOnlyWhereAllowed(t *testing.T) {
 	cat, err := route.Parse([]byte(`routes:
   - {subject: jobs.import, procedure: p, database: batching, mode: async, batch: 16}
@@ -257,12 +281,15 @@ func TestServiceBatchesOnlyWhereAllowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, ok := s.routes["jobs.import"].exec.(*batcher); !ok || b.max != 16 || b.exec != batching {
-		t.Errorf("jobs.import executor = %T, want a batcher of 16 over the database's executor", s.routes["jobs.import"].exec)
+	if b := s.routes["jobs.import"].batch; b == nil || b.max != 16 || b.exec != batching {
+		t.Errorf("jobs.import batcher = %+v, want one of 16 over the database's executor", b)
 	}
-	for subject, want := range map[string]Executor{"jobs.single": batching, "jobs.sync": batching, "jobs.plain": plain} {
+	for subject, want := range map[string]Executor{"jobs.import": batching, "jobs.single": batching, "jobs.sync": batching, "jobs.plain": plain} {
 		if got := s.routes[subject].exec; got != want {
-			t.Errorf("%s executor = %T, want the database's own", subject, got)
+			t.Errorf("%s executor = %T, want the database's own (direct calls never share a transaction)", subject, got)
+		}
+		if subject != "jobs.import" && s.routes[subject].batch != nil {
+			t.Errorf("%s has a batcher", subject)
 		}
 	}
 }

@@ -129,8 +129,12 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	if t := dec.Obligations.Timeout; t > 0 && t < timeout {
 		timeout = t
 	}
+	exec := ri.exec
+	if ri.batch != nil && req.Caller.Transport == TransportAsync {
+		exec = ri.batch // queued calls may share a transaction; a direct call has its own
+	}
 	execCtx, cancel := context.WithTimeout(ctx, timeout)
-	res, execErr := ri.exec.Execute(execCtx, call)
+	res, execErr := exec.Execute(execCtx, call)
 	cancel()
 
 	// 7 record outcome. The SQL transaction has ended either way; the

@@ -47,8 +47,13 @@ type Config struct {
 	// StoreInputs keeps each decision input beside its audit record for
 	// policy replay (redacted parameters removed). Default true.
 	StoreInputs *bool
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// OnBatch, if set, is called after each transaction a batched route ran
+	// (async routes with batch > 1): the route, how many calls it held, and
+	// whether it failed as a whole, so its calls ran again alone. It must
+	// not block.
+	OnBatch func(subject string, calls int, fellBack bool)
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Service is sqlgate's request path and credential issuance. It is safe for
@@ -68,7 +73,10 @@ type routeInfo struct {
 	route  *route.Route
 	policy *policy.Route
 	exec   Executor
-	db     DatabaseInfo
+	// batch runs the route's queued calls in shared transactions (async
+	// routes with batch > 1 on an executor that batches); nil otherwise.
+	batch *batcher
+	db    DatabaseInfo
 }
 
 // New validates cfg and builds a Service.
@@ -109,17 +117,21 @@ func New(cfg Config) (*Service, error) {
 			if r.Emit != "" && !slices.Contains(s.emits, r.Emit) {
 				s.emits = append(s.emits, r.Emit)
 			}
-			exec := ex
+			var batch *batcher
 			if r.Batch > 1 {
 				if be, ok := ex.(BatchExecutor); ok {
-					exec = newBatcher(be, r.Batch)
+					batch = newBatcher(be, r.Batch)
+					if cfg.OnBatch != nil {
+						subject := r.Subject
+						batch.onBatch = func(calls int, fellBack bool) { cfg.OnBatch(subject, calls, fellBack) }
+					}
 				} else {
 					s.log.Warn("route batch ignored: the database runs each call in its own transaction",
 						"route", r.Subject, "database", r.Database, "dialect", ex.Describe().Dialect)
 				}
 			}
 			s.routes[r.Subject] = &routeInfo{
-				route: r, exec: exec, db: ex.Describe(),
+				route: r, exec: ex, batch: batch, db: ex.Describe(),
 				policy: &policy.Route{
 					Subject: r.Subject, Kind: string(r.Kind), Target: r.Target,
 					Database: r.Database, Mode: string(r.Mode), Tags: r.Tags,

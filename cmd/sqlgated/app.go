@@ -238,12 +238,26 @@ func (a *app) startBroker(ctx context.Context) error {
 		return err
 	}
 	pub := a.cfg.NATSKeys.Public()
+	batchCalls := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "sqlgate_batch_calls", Help: "Calls per SQL transaction of batched (async, batch > 1) routes, by route subject.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+	}, []string{"route"})
+	batchFallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sqlgate_batch_fallbacks_total", Help: "Batches that failed as a whole and ran their calls again alone, by route subject.",
+	}, []string{"route"})
+	a.metrics.MustRegister(batchCalls, batchFallbacks)
 	svc, err := broker.New(broker.Config{
 		Catalog: a.cfg.Catalog, Databases: a.cfg.Executors,
 		Authorizer: a.engine, Recorder: a.audit, Registry: a.registry,
 		Minter: minter, Revoker: revoker, Verifier: a.verifier,
 		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
 		NATSTTL: a.cfg.NATSTTL, MaxTTL: a.cfg.MaxTTL,
+		OnBatch: func(subject string, calls int, fellBack bool) {
+			batchCalls.WithLabelValues(subject).Observe(float64(calls))
+			if fellBack {
+				batchFallbacks.WithLabelValues(subject).Inc()
+			}
+		},
 		Logger: a.log.With("component", "broker"),
 	})
 	if err != nil {

@@ -171,7 +171,12 @@ func TestDevAsync(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	for _, want := range []string{`sqlgate_async_messages_total{settled="ok"} 3`, `sqlgate_async_messages_total{settled="final"} 1`} {
+	// The calls came one at a time, so each ran in a transaction of its
+	// own: three batches of one call, none fell back.
+	for _, want := range []string{
+		`sqlgate_async_messages_total{settled="ok"} 3`, `sqlgate_async_messages_total{settled="final"} 1`,
+		`sqlgate_batch_calls_sum{route="orders.v1.import"} 3`, `sqlgate_batch_calls_count{route="orders.v1.import"} 3`,
+	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
