@@ -59,7 +59,7 @@ func startBareConsumer(ctx context.Context, nc *nats.Conn, workers int, exec bar
 		return nil, err
 	}
 	msgs := make(chan jetstream.Msg, workers)
-	done := make(chan struct{})
+	done := make(chan struct{}, workers) // never blocks a worker that exits
 	for range workers {
 		go func() {
 			defer func() { done <- struct{}{} }()
