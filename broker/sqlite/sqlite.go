@@ -205,14 +205,9 @@ func (e *Executor) Execute(ctx context.Context, c *broker.Call) (*broker.Result,
 	if c.Route.Kind != route.StatementKind || c.Route.Statement == nil {
 		return nil, fmt.Errorf("route %s: sqlite database %s runs statements only", c.Route.Subject, e.cfg.Name)
 	}
-	text, names := render(c.Route.Statement)
-	args := make([]any, len(names))
-	for i, n := range names {
-		v, err := bindParam(c, n)
-		if err != nil {
-			return nil, err
-		}
-		args[i] = v
+	text, args, err := bindCall(c)
+	if err != nil {
+		return nil, err
 	}
 	var lastErr error
 	for attempt := 0; ; attempt++ {
@@ -233,32 +228,47 @@ func (e *Executor) Execute(ctx context.Context, c *broker.Call) (*broker.Result,
 	}
 }
 
-func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, args []any) (_ *broker.Result, err error) {
+func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, args []any) (*broker.Result, error) {
 	st, err := e.stmt(ctx, text)
 	if err != nil {
 		return nil, err
 	}
+	var res *broker.Result
+	err = e.writeTx(ctx, func(tx *sql.Tx) (err error) {
+		res, err = e.inTx(ctx, tx, c, st, args, uuid.Must(uuid.NewV7()).String())
+		return err
+	})
+	return res, err
+}
+
+// bindCall renders a statement route's SQL for SQLite and binds the call's
+// values to its placeholders, in order.
+func bindCall(c *broker.Call) (string, []any, error) {
+	text, names := render(c.Route.Statement)
+	args := make([]any, len(names))
+	for i, n := range names {
+		v, err := bindParam(c, n)
+		if err != nil {
+			return "", nil, err
+		}
+		args[i] = v
+	}
+	return text, args, nil
+}
+
+// writeTx runs fn in a write transaction (BEGIN IMMEDIATE on the single
+// writer connection) and commits, or rolls back when fn fails. A
+// transaction in which fn wrote nothing (a replay) commits nothing.
+func (e *Executor) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := e.writer.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-		}
-	}()
-	res, err := e.inTx(ctx, tx, c, st, args, uuid.Must(uuid.NewV7()).String())
-	switch {
-	case err != nil:
-		return nil, err
-	case res.Replayed:
-		_ = tx.Rollback() // nothing was written
-		return res, nil
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback() // the error that matters is fn's
+		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return tx.Commit()
 }
 
 // inTx runs one call inside tx: the idempotency check, the record, the
@@ -328,7 +338,7 @@ func (e *Executor) inTx(ctx context.Context, tx *sql.Tx, c *broker.Call, st *sql
 // share the transaction id. A conflict is that call's outcome; any other
 // error rolls the whole batch back, and the broker then runs each call
 // alone (with Execute's retries when the file is busy).
-func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) (_ []broker.BatchResult, err error) {
+func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) ([]broker.BatchResult, error) {
 	if e.closed.Load() {
 		return nil, e.unavailable(errClosed)
 	}
@@ -341,12 +351,9 @@ func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) (_ []
 		if c.Route.Kind != route.StatementKind || c.Route.Statement == nil {
 			return nil, broker.ErrBatchUnsupported
 		}
-		text, names := render(c.Route.Statement)
-		args := make([]any, len(names))
-		for j, n := range names {
-			if args[j], err = bindParam(c, n); err != nil {
-				return nil, err
-			}
+		text, args, err := bindCall(c)
+		if err != nil {
+			return nil, err
 		}
 		st, err := e.stmt(ctx, text)
 		if err != nil {
@@ -354,29 +361,23 @@ func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) (_ []
 		}
 		prep[i] = prepared{st, args}
 	}
-	tx, err := e.writer.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-		}
-	}()
 	txID := uuid.Must(uuid.NewV7()).String()
 	out := make([]broker.BatchResult, len(calls))
-	for i, c := range calls {
-		res, err := e.inTx(ctx, tx, c, prep[i].st, prep[i].args, txID)
-		switch {
-		case errors.Is(err, broker.ErrConflict):
-			out[i].Err = err // it wrote nothing: the others go on
-		case err != nil:
-			return nil, err
-		default:
-			out[i].Result = res
+	err := e.writeTx(ctx, func(tx *sql.Tx) error {
+		for i, c := range calls {
+			res, err := e.inTx(ctx, tx, c, prep[i].st, prep[i].args, txID)
+			switch {
+			case errors.Is(err, broker.ErrConflict):
+				out[i].Err = err // it wrote nothing: the others go on
+			case err != nil:
+				return err
+			default:
+				out[i].Result = res
+			}
 		}
-	}
-	if err := tx.Commit(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return out, nil
