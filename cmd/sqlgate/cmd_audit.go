@@ -83,6 +83,25 @@ func (k *keyFlags) load() ([]string, error) {
 	return keys, nil
 }
 
+// parseKeyed parses an audit command's flags, checks --output and loads the
+// trusted keys. A command that cannot run without a key says why in
+// required; "" makes the keys optional.
+func parseKeyed(fs *flag.FlagSet, args []string, kf *keyFlags, output *string, required string) (pos, keys []string, err error) {
+	if pos, err = parse(fs, args); err != nil {
+		return nil, nil, err
+	}
+	if err := checkOutput(*output); err != nil {
+		return nil, nil, err
+	}
+	if keys, err = kf.load(); err != nil {
+		return nil, nil, err
+	}
+	if required != "" && len(keys) == 0 {
+		return nil, nil, usagef("--key or --keys-file is required: %s", required)
+	}
+	return pos, keys, nil
+}
+
 func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "audit verify", "sqlgate audit verify [--bundle FILE] [--from N --to N] [--trusted-checkpoint FILE|DIR] [--key VKEY] [--output json]")
 	broker, output := brokerFlag(fs), outputFlag(fs)
@@ -92,18 +111,11 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them (e.g. the write-once sink): the log must extend each")
 	var kf keyFlags
 	kf.register(fs)
-	pos, err := parse(fs, args)
+	pos, keys, err := parseKeyed(fs, args, &kf, output, "")
 	if err != nil {
 		return err
 	}
 	if err := wantArgs(pos, 0, "sqlgate audit verify"); err != nil {
-		return err
-	}
-	if err := checkOutput(*output); err != nil {
-		return err
-	}
-	keys, err := kf.load()
-	if err != nil {
 		return err
 	}
 	opts := audit.VerifyOptions{Keys: keys, From: *from, To: *to}
@@ -186,14 +198,11 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them: the log must extend each")
 	var kf keyFlags
 	kf.register(fs)
-	pos, err := parse(fs, args)
+	pos, keys, err := parseKeyed(fs, args, &kf, output, "evidence is only as good as the key you trust (dev: audit_verifier_key in dev.json)")
 	if err != nil {
 		return err
 	}
 	if err := wantArgs(pos, 0, "sqlgate audit evidence"); err != nil {
-		return err
-	}
-	if err := checkOutput(*output); err != nil {
 		return err
 	}
 	now := time.Now()
@@ -210,13 +219,6 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	}
 	if *out == "" {
 		return usagef("-o FILE.zip is required")
-	}
-	keys, err := kf.load()
-	if err != nil {
-		return err
-	}
-	if len(keys) == 0 {
-		return usagef("--key or --keys-file is required: evidence is only as good as the key you trust (dev: audit_verifier_key in dev.json)")
 	}
 	opts := evidence.Options{From: from, To: to, Verify: audit.VerifyOptions{Keys: keys}, Generator: "sqlgate audit evidence"}
 	if *trusted != "" {
@@ -264,22 +266,12 @@ func cmdAuditCheckEvidence(_ context.Context, e *env, args []string) error {
 	require := fs.Bool("require-signature", false, "refuse an archive whose manifest no trusted key signed")
 	var kf keyFlags
 	kf.register(fs)
-	pos, err := parse(fs, args)
+	pos, keys, err := parseKeyed(fs, args, &kf, output, "the checkpoints are checked against the log's published verifier key")
 	if err != nil {
 		return err
 	}
 	if err := wantArgs(pos, 1, "sqlgate audit check-evidence FILE.zip"); err != nil {
 		return err
-	}
-	if err := checkOutput(*output); err != nil {
-		return err
-	}
-	keys, err := kf.load()
-	if err != nil {
-		return err
-	}
-	if len(keys) == 0 {
-		return usagef("--key or --keys-file is required: the checkpoints are checked against the log's published verifier key")
 	}
 	f, err := os.Open(pos[0])
 	if err != nil {
@@ -346,19 +338,9 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 	save := fs.String("o", "", "also save the proof here, to check it again later offline")
 	var kf keyFlags
 	kf.register(fs)
-	pos, err := parse(fs, args)
+	pos, keys, err := parseKeyed(fs, args, &kf, output, "a receipt is only as good as the key you trust (dev: audit_verifier_key in dev.json)")
 	if err != nil {
 		return err
-	}
-	if err := checkOutput(*output); err != nil {
-		return err
-	}
-	keys, err := kf.load()
-	if err != nil {
-		return err
-	}
-	if len(keys) == 0 {
-		return usagef("--key or --keys-file is required: a receipt is only as good as the key you trust (dev: audit_verifier_key in dev.json)")
 	}
 	var raw []byte
 	switch {
