@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -124,29 +123,6 @@ func options(vkey string) evidence.Options {
 	return evidence.Options{From: day(2, 0), To: day(3, 0), Verify: audit.VerifyOptions{Keys: []string{vkey}}, Generator: "test"}
 }
 
-// archive reads every file of a zip.
-func archive(t *testing.T, data []byte) map[string][]byte {
-	t.Helper()
-	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]byte{}
-	for _, f := range zr.File {
-		rc, err := f.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		_ = rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[f.Name] = b
-	}
-	return out
-}
-
 // table reads a CSV file into rows keyed by column name.
 func table(t *testing.T, data []byte) []map[string]string {
 	t.Helper()
@@ -180,7 +156,7 @@ func TestWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := archive(t, buf.Bytes())
+	files := audittest.Unzip(t, buf.Bytes())
 
 	// The manifest on disk is the one returned, and lists every other file
 	// with its hash and row count.
@@ -351,7 +327,7 @@ func rezip(t *testing.T, data []byte, edit func(name string, b []byte) (out []by
 			t.Fatal(err)
 		}
 	}
-	files := archive(t, data)
+	files := audittest.Unzip(t, data)
 	for _, f := range zr.File {
 		if b, keep := edit(f.Name, files[f.Name]); keep {
 			put(f.Name, b)
@@ -407,7 +383,7 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("signed archive: report %+v, err %v", rep, err)
 	}
 	// The signature is not a checkpoint, even though the log's key made it.
-	if _, err := audit.OpenCheckpoint(archive(t, signed)["manifest.sig"], mustVerifiers(t, vkey)); err == nil {
+	if _, err := audit.OpenCheckpoint(audittest.Unzip(t, signed)["manifest.sig"], mustVerifiers(t, vkey)); err == nil {
 		t.Error("manifest.sig opens as a checkpoint")
 	}
 
@@ -425,7 +401,7 @@ func TestCheck(t *testing.T) {
 	}
 
 	// Tampering.
-	files := archive(t, signed)
+	files := audittest.Unzip(t, signed)
 	var m evidence.Manifest
 	if err := json.Unmarshal(files["manifest.json"], &m); err != nil {
 		t.Fatal(err)

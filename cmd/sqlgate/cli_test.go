@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sqlgate/sqlgate/audit/audittest"
 )
 
 // The CLI is tested against a real `sqlgated dev`, built from this module
@@ -303,22 +304,12 @@ func TestCLIWalkthrough(t *testing.T) {
 	if !strings.Contains(out, "csv/activity.csv") || !strings.Contains(out, "the log verified") {
 		t.Errorf("audit evidence = %s", out)
 	}
-	zr, err := zip.OpenReader(zipPath)
+	zipped, err := os.ReadFile(zipPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = zr.Close() }()
-	sections := map[string]string{}
-	for _, f := range zr.File {
-		rc, err := f.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(rc)
-		_ = rc.Close()
-		sections[f.Name] = string(b)
-	}
-	if !strings.Contains(sections["csv/activity.csv"], "orders.v1.create") || !strings.Contains(sections["csv/denials.csv"], "exceeds the sales limit") {
+	sections := audittest.Unzip(t, zipped)
+	if !bytes.Contains(sections["csv/activity.csv"], []byte("orders.v1.create")) || !bytes.Contains(sections["csv/denials.csv"], []byte("exceeds the sales limit")) {
 		t.Errorf("evidence sections:\nactivity:\n%s\ndenials:\n%s", sections["csv/activity.csv"], sections["csv/denials.csv"])
 	}
 	if code, _, errOut := auditor.run("", "audit", "evidence", "--bundle", bundle, "--from", today, "--to", tomorrow, "-o", zipPath); code != 2 || !strings.Contains(errOut, "--key") {

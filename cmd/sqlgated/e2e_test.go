@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/zip"
 	"bytes"
 	"context"
 	"database/sql"
@@ -21,6 +20,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/audittest"
 	"github.com/sqlgate/sqlgate/audit/evidence"
 	"github.com/sqlgate/sqlgate/audit/sqlstore"
 	"github.com/sqlgate/sqlgate/broker"
@@ -465,21 +465,8 @@ func TestDevEndToEnd(t *testing.T) {
 		if err := carol.AuditEvidence(t.Context(), &zipped, time.Now().Add(-time.Hour), time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
-		zr, err := zip.NewReader(bytes.NewReader(zipped.Bytes()), int64(zipped.Len()))
-		if err != nil {
-			t.Fatalf("evidence is not a zip: %v", err)
-		}
-		files := map[string]string{}
-		for _, f := range zr.File {
-			rc, err := f.Open()
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(rc)
-			_ = rc.Close()
-			files[f.Name] = string(b)
-		}
-		if !strings.Contains(files["csv/activity.csv"], "corr-e2e-1") || !strings.Contains(files["manifest.json"], `"ok": true`) {
+		files := audittest.Unzip(t, zipped.Bytes())
+		if !bytes.Contains(files["csv/activity.csv"], []byte("corr-e2e-1")) || !bytes.Contains(files["manifest.json"], []byte(`"ok": true`)) {
 			t.Errorf("evidence: manifest %s\nactivity %s", files["manifest.json"], files["csv/activity.csv"])
 		}
 		// The dashboard signs the manifest with the log's key: the auditor's
