@@ -622,3 +622,23 @@ func TestParsePeriodBound(t *testing.T) {
 		}
 	}
 }
+
+// TestVersion checks that `sqlgate version` works with no home directory
+// (a container image has none) and that stray arguments are refused.
+func TestVersion(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	var out, errOut strings.Builder
+	if code := runEnv(t.Context(), []string{"version"}, strings.NewReader(""), &out, &errOut, noEnv); code != 0 || out.String() != "sqlgate "+version+"\n" {
+		t.Errorf("version: exit %d, printed %q %q", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	errOut.Reset()
+	if code := runEnv(t.Context(), []string{"version", "extra"}, strings.NewReader(""), &out, &errOut, func(k string) string {
+		if k == "SQLGATE_HOME" {
+			return t.TempDir()
+		}
+		return ""
+	}); code != 2 || !strings.Contains(errOut.String(), "takes no arguments") {
+		t.Errorf("version extra: exit %d, stderr %q", code, errOut.String())
+	}
+}

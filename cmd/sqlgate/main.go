@@ -20,6 +20,9 @@ import (
 	"syscall"
 )
 
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
@@ -65,6 +68,13 @@ func commands() map[string]*command {
 			"check":  {summary: "parse, type-check and check route references of the policies in DIR", run: cmdPolicyCheck},
 			"replay": {summary: "re-evaluate recorded decisions against a candidate policy and list the changes", run: cmdPolicyReplay},
 		}},
+		"version": {summary: "print the version", run: func(_ context.Context, e *env, args []string) error {
+			if len(args) > 0 {
+				return usagef("version takes no arguments")
+			}
+			fmt.Fprintln(e.stdout, "sqlgate", version)
+			return nil
+		}},
 		"audit": {summary: "verify, prove and export the signed audit log; write SOC 2 evidence", sub: map[string]*command{
 			"verify":         {summary: "verify the log offline with public keys only", run: cmdAuditVerify},
 			"prove":          {summary: "check the inclusion proof (receipt) of one record: sqlgate audit prove N", run: cmdAuditProve},
@@ -92,6 +102,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // SQLGATE_HOME and SQLGATE_BROKER this way).
 func runEnv(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
+	if len(args) == 1 && (args[0] == "version" || args[0] == "--version") {
+		// Needs no state directory: a container image has no home.
+		fmt.Fprintln(stdout, "sqlgate", version)
+		return 0
+	}
 	cmds := commands()
 	path := []string{"sqlgate"}
 	for {
