@@ -1,7 +1,8 @@
 // Package evidence writes SOC 2 evidence for a period from a verified audit
 // log: populations as CSV files an auditor can sort and sample (activity,
 // denials, credentials, the access population at the period's end, policy and
-// administrative changes, exceptions) and an integrity attestation, with a
+// administrative changes, exceptions) and an integrity attestation, the
+// same populations as worksheets (report.xlsx), a PDF report, and a
 // manifest that states the parameters, the record range each file came from,
 // the signed checkpoints that cover it, and each file's row count and
 // SHA-256 (docs/evidence.md).
@@ -133,7 +134,9 @@ type File struct {
 // The sections are written to temporary files in tempDir ("" for the
 // system's) while the log is read, so memory does not grow with the log:
 // it holds the outcome columns of the period's calls (about 200 bytes
-// each) and the credentials that may be valid at the period's end.
+// each) and the credentials that may be valid at the period's end. The
+// workbook is written from the sections' files with at most 16 MB of each
+// sheet in memory.
 func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*Manifest, error) {
 	switch {
 	case len(opts.Verify.Keys) == 0:
@@ -213,6 +216,13 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 	m.Files = append(m.Files, File{
 		Name: verifyName, Description: "how to check this archive", Selection: "fixed text", SHA256: hex.EncodeToString(sum[:]),
 	})
+	book, err := writeWorkbook(dir, m, sections, to)
+	if err != nil {
+		return nil, err
+	}
+	m.Files = append(m.Files, File{
+		Name: book.name, Description: book.description, Selection: book.selection, Rows: book.rows, SHA256: hex.EncodeToString(book.sum),
+	})
 	manifest, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, err
@@ -224,7 +234,7 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 			return nil, fmt.Errorf("sign the manifest: %w", err)
 		}
 	}
-	return m, writeZip(w, manifest, sig, pdf, sections, to)
+	return m, writeZip(w, manifest, sig, pdf, append([]*section{book}, sections...), to)
 }
 
 // Names of the archive's fixed files.
@@ -244,12 +254,17 @@ func manifestNoteText(manifest []byte) string {
 }
 
 // writeZip writes the manifest, its signature (if any), VERIFY.md, the
-// report and the sections in order with a fixed time, so the same content
-// gives the same bytes.
-func writeZip(w io.Writer, manifest, sig, pdf []byte, sections []*section, modified time.Time) error {
+// report and the files (the workbook, the sections) in order with a fixed
+// time, so the same content gives the same bytes. The workbook is a zip
+// archive itself: it is stored, not compressed again.
+func writeZip(w io.Writer, manifest, sig, pdf []byte, files []*section, modified time.Time) error {
 	zw := zip.NewWriter(w)
 	add := func(name string, r io.Reader) error {
-		fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: modified})
+		method := zip.Deflate
+		if name == workbookName {
+			method = zip.Store
+		}
+		fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: method, Modified: modified})
 		if err != nil {
 			return err
 		}
@@ -270,7 +285,7 @@ func writeZip(w io.Writer, manifest, sig, pdf []byte, sections []*section, modif
 	if err := add("report.pdf", bytes.NewReader(pdf)); err != nil {
 		return err
 	}
-	for _, sec := range sections {
+	for _, sec := range files {
 		f, err := os.Open(sec.path)
 		if err != nil {
 			return err
@@ -751,7 +766,7 @@ with the verifier keys named in manifest.json (verification.keys).
    the archive has one (the dashboard signs with the log's key).
 2. By hand: every file but manifest.json and manifest.sig is listed in
    manifest.json with its SHA-256 and row count:
-   sha256sum VERIFY.md report.pdf csv/*.csv checkpoints/*.note
+   sha256sum VERIFY.md report.pdf report.xlsx csv/*.csv checkpoints/*.note
    Each checkpoints/N.note is a checkpoint signed by the broker (C2SP signed
    note). It covers every record the evidence was read from (manifest
    origins[].end <= checkpoint_size).

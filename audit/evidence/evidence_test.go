@@ -468,6 +468,14 @@ func TestCheck(t *testing.T) {
 			}
 			return b, true
 		}, nil), trusted, "VERIFY.md: SHA-256"},
+		{"report.xlsx edited", rezip(t, signed, func(n string, b []byte) ([]byte, bool) {
+			if n == "report.xlsx" {
+				b = bytes.Clone(b)
+				b[len(b)/2] ^= 0x01
+			}
+			return b, true
+		}, nil), trusted, "report.xlsx: SHA-256"},
+		{"report.xlsx removed", rezip(t, signed, drop("report.xlsx"), nil), trusted, "report.xlsx is listed in manifest.json but not in the archive"},
 		{"checkpoint by another key", rezip(t, unsigned, otherCheckpoint, nil), trusted, "checkpoints/1.note"},
 		{"no manifest", rezip(t, signed, drop("manifest.json"), nil), trusted, "no manifest.json"},
 		{"other log key", signed, evidence.CheckOptions{Keys: []string{otherKey}}, "checkpoints/1.note"},

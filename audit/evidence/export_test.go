@@ -7,3 +7,12 @@ func SetSweepEvery(n int) func() {
 	sweepEvery = n
 	return func() { sweepEvery = old }
 }
+
+// SetSheetRows changes how many data rows a worksheet of report.xlsx takes
+// before the section continues on the next sheet, and returns a function
+// that restores it.
+func SetSheetRows(n int) func() {
+	old := sheetRows
+	sheetRows = n
+	return func() { sheetRows = old }
+}
