@@ -68,6 +68,31 @@ bench: build ## request path vs the bare path (SQLite; PostgreSQL when SQLGATE_T
 	$(GO) test -run '^$$' -bench 'BenchmarkExecute|BenchmarkBareCall' -benchmem ./broker/sqlite/ ./broker/postgres/
 	$(GO) test -run '^$$' -bench 'BenchmarkWrite' -benchtime 2x ./audit/evidence/
 
+# The container image: static binaries for linux/IMAGE_ARCH in a one-layer
+# image built without a container engine (deploy/image).
+IMAGE ?= ghcr.io/sqlgate/sqlgated
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: image
+image: ## the container image as a docker-archive tarball: bin/sqlgated-image.tar (docker load -i, podman load -i, crane push)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "-s -w -buildid= -X main.version=$(VERSION)" \
+	  -o bin/image/linux_$(IMAGE_ARCH)/ ./cmd/sqlgated ./cmd/sqlgate
+	$(GO) run ./deploy/image --arch $(IMAGE_ARCH) \
+	  --sqlgated bin/image/linux_$(IMAGE_ARCH)/sqlgated --sqlgate bin/image/linux_$(IMAGE_ARCH)/sqlgate \
+	  --tag $(IMAGE):$(VERSION) --version $(VERSION) --revision "$(REVISION)" --source-date $(SOURCE_DATE_EPOCH) \
+	  --out bin/sqlgated-image.tar
+
+bin/helm: deploy/helm-tools.mod deploy/helm-tools.sum
+	$(GO) build -modfile=deploy/helm-tools.mod -o bin/helm helm.sh/helm/v3/cmd/helm
+
+.PHONY: deploy-test
+deploy-test: image bin/helm ## check the image (valid, static, runs) and the Helm chart (lint, render, serve --check on its output)
+	SQLGATE_TEST_IMAGE=$(CURDIR)/bin/sqlgated-image.tar $(GO) test -count=1 -run '^TestImage$$' ./deploy/image/
+	SQLGATE_TEST_HELM=$(CURDIR)/bin/helm $(GO) test -count=1 -run '^TestHelmChart$$' ./cmd/sqlgated/
+
 .PHONY: bench-once
 bench-once: ## every Go benchmark once, so they keep compiling
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...

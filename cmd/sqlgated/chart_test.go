@@ -1,0 +1,368 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sqlgate/sqlgate/policy/rules"
+)
+
+const chartDir = "../../deploy/helm/sqlgate"
+
+// helmBinary returns the helm named by SQLGATE_TEST_HELM (make deploy-test
+// builds it from deploy/helm-tools.mod).
+func helmBinary(t *testing.T) string {
+	t.Helper()
+	helm := os.Getenv("SQLGATE_TEST_HELM")
+	if helm == "" {
+		t.Skip("SQLGATE_TEST_HELM is not set: run make deploy-test")
+	}
+	return helm
+}
+
+// chartValues returns values that deploy the example configuration
+// (deploy/examples) with the default policy library.
+func chartValues(t *testing.T) map[string]any {
+	t.Helper()
+	var config map[string]any
+	example, err := os.ReadFile("../../deploy/examples/sqlgated.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(example, &config); err != nil {
+		t.Fatal(err)
+	}
+	// What the chart sets itself.
+	delete(config, "routes")
+	delete(config, "instance")
+	delete(config["http"].(map[string]any), "listen")
+	delete(config["http"].(map[string]any), "tlsCertFile")
+	delete(config["http"].(map[string]any), "tlsKeyFile")
+	delete(config["policy"].(map[string]any), "dir")
+	delete(config["audit"].(map[string]any), "origin")
+	delete(config["audit"].(map[string]any), "signingKeyFile")
+	routes, err := os.ReadFile("../../deploy/examples/routes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := map[string]any{}
+	err = fs.WalkDir(rules.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
+			return err
+		}
+		b, err := fs.ReadFile(rules.FS, p)
+		policy[path.Base(p)] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]any{
+		"config": config,
+		"routes": string(routes),
+		"policy": map[string]any{"files": policy},
+		"tls":    map[string]any{"secretName": "sqlgate-tls"},
+		"secretMounts": []any{
+			map[string]any{"name": "secrets", "secretName": "sqlgate-secrets", "mountPath": "/etc/sqlgate/secrets"},
+			map[string]any{"name": "nats-keys", "secretName": "sqlgate-nats", "mountPath": "/etc/sqlgate/nats"},
+		},
+	}
+}
+
+// helmTemplate renders the chart with values and returns its objects by
+// "Kind/name", or helm's error output.
+func helmTemplate(t *testing.T, helm string, values map[string]any) (map[string]map[string]any, error) {
+	t.Helper()
+	b, err := yaml.Marshal(values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(t.Context(), helm, "template", "prod", chartDir, "--namespace", "sqlgate", "--kube-version", "1.31.0", "-f", file)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, errors.New(stderr.String())
+	}
+	objs := map[string]map[string]any{}
+	dec := yaml.NewDecoder(&stdout)
+	for {
+		var o map[string]any
+		err := dec.Decode(&o)
+		if errors.Is(err, io.EOF) {
+			return objs, nil
+		}
+		if err != nil {
+			t.Fatalf("helm rendered invalid YAML: %v", err)
+		}
+		if o == nil {
+			continue
+		}
+		objs[o["kind"].(string)+"/"+dig[string](t, o, "metadata", "name")] = o
+	}
+}
+
+// dig returns the value at keys inside nested maps (an int key indexes a list).
+func dig[T any](t *testing.T, v any, keys ...any) T {
+	t.Helper()
+	for _, k := range keys {
+		switch k := k.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				t.Fatalf("%v: not a map at %q", keys, k)
+			}
+			v = m[k]
+		case int:
+			l, ok := v.([]any)
+			if !ok || k >= len(l) {
+				t.Fatalf("%v: no item %d", keys, k)
+			}
+			v = l[k]
+		}
+	}
+	out, ok := v.(T)
+	if !ok {
+		t.Fatalf("%v = %#v (%T)", keys, v, v)
+	}
+	return out
+}
+
+func strs(t *testing.T, v any, keys ...any) []string {
+	t.Helper()
+	var out []string
+	for _, s := range dig[[]any](t, v, keys...) {
+		out = append(out, s.(string))
+	}
+	return out
+}
+
+// writeConfigMapVolume lays out a ConfigMap's data as the kubelet does: the
+// files in a timestamped directory, ..data pointing at it, and each name a
+// symbolic link through ..data.
+func writeConfigMapVolume(t *testing.T, dir string, data map[string]any) {
+	t.Helper()
+	stamped := filepath.Join(dir, "..2026_11_27_12_00_00.000000001")
+	if err := os.MkdirAll(stamped, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(stamped), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range data {
+		if err := os.WriteFile(filepath.Join(stamped, name), []byte(body.(string)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestHelmChart renders deploy/helm/sqlgate with the example configuration
+// and checks what a cluster would run: the rendered configuration, route
+// catalog and policy pass `sqlgated serve --check` laid out as the pod sees
+// them, the pod is sandboxed, the probes and ports agree, and values the
+// chart cannot honour are refused with a message.
+func TestHelmChart(t *testing.T) {
+	helm := helmBinary(t)
+	values := chartValues(t)
+	objs, err := helmTemplate(t, helm, values)
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	sts, ok := objs["StatefulSet/prod-sqlgate"]
+	if !ok {
+		t.Fatalf("no StatefulSet/prod-sqlgate among %v", slices.Sorted(func(yield func(string) bool) {
+			for k := range objs {
+				if !yield(k) {
+					return
+				}
+			}
+		}))
+	}
+	pod := dig[map[string]any](t, sts, "spec", "template", "spec")
+
+	t.Run("serve --check on the rendered files", func(t *testing.T) {
+		cm := objs["ConfigMap/prod-sqlgate"]
+		policy := objs["ConfigMap/prod-sqlgate-policy"]
+		if cm == nil || policy == nil {
+			t.Fatal("the configuration or policy ConfigMap is missing")
+		}
+		root := t.TempDir()
+		config := dig[string](t, cm, "data", "sqlgated.yaml")
+		for _, mount := range []string{"/etc/sqlgate/routes", "/etc/sqlgate/policy"} {
+			if !strings.Contains(config, mount) {
+				t.Fatalf("the rendered configuration does not use %s:\n%s", mount, config)
+			}
+			config = strings.ReplaceAll(config, mount, filepath.Join(root, mount))
+		}
+		writeConfigMapVolume(t, filepath.Join(root, "/etc/sqlgate/routes"), map[string]any{"routes.yaml": dig[string](t, cm, "data", "routes.yaml")})
+		writeConfigMapVolume(t, filepath.Join(root, "/etc/sqlgate/policy"), dig[map[string]any](t, policy, "data"))
+		file := filepath.Join(root, "sqlgated.yaml")
+		if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		if err := run(t.Context(), []string{"serve", "--config", file, "--check"}, &out, &out); err != nil {
+			t.Fatalf("serve --check on the rendered configuration: %v\n%s\n%s", err, out.String(), config)
+		}
+		var c Config
+		if err := yaml.Unmarshal([]byte(dig[string](t, cm, "data", "sqlgated.yaml")), &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.HTTP.Listen != "0.0.0.0:8443" || c.HTTP.TLSCertFile != "/etc/sqlgate/tls/tls.crt" ||
+			!strings.HasPrefix(c.Audit.SigningKeyFile, "/var/lib/sqlgate/") || c.Instance != "" || c.Audit.Origin != "" {
+			t.Errorf("the chart's keys: listen %q, tls %q, signing key %q, instance %q, origin %q",
+				c.HTTP.Listen, c.HTTP.TLSCertFile, c.Audit.SigningKeyFile, c.Instance, c.Audit.Origin)
+		}
+	})
+
+	t.Run("pod", func(t *testing.T) {
+		daemon := dig[map[string]any](t, pod, "containers", 0)
+		check := dig[map[string]any](t, pod, "initContainers", 0)
+		args := strs(t, daemon, "args")
+		if !slices.Equal(args, []string{"serve", "--config", "/etc/sqlgate/config/sqlgated.yaml"}) ||
+			!slices.Equal(strs(t, check, "args"), append(args, "--check")) {
+			t.Errorf("daemon args %q, check args %q", args, strs(t, check, "args"))
+		}
+		if dig[string](t, daemon, "image") != "ghcr.io/sqlgate/sqlgated:0.1.0" || dig[string](t, check, "image") != dig[string](t, daemon, "image") {
+			t.Errorf("images %q and %q", dig[string](t, daemon, "image"), dig[string](t, check, "image"))
+		}
+		if !dig[bool](t, pod, "securityContext", "runAsNonRoot") || dig[int](t, pod, "securityContext", "runAsUser") != 65532 ||
+			dig[string](t, pod, "securityContext", "seccompProfile", "type") != "RuntimeDefault" || dig[bool](t, pod, "automountServiceAccountToken") {
+			t.Errorf("pod security context %v", pod["securityContext"])
+		}
+		for _, c := range []map[string]any{daemon, check} {
+			if dig[bool](t, c, "securityContext", "allowPrivilegeEscalation") || !dig[bool](t, c, "securityContext", "readOnlyRootFilesystem") ||
+				!slices.Equal(strs(t, c, "securityContext", "capabilities", "drop"), []string{"ALL"}) {
+				t.Errorf("%s: security context %v", c["name"], c["securityContext"])
+			}
+			// Every mount has a volume.
+			volumes := map[string]bool{"state": true} // the volume claim template
+			for _, v := range dig[[]any](t, pod, "volumes") {
+				volumes[dig[string](t, v, "name")] = true
+			}
+			for _, m := range dig[[]any](t, c, "volumeMounts") {
+				if !volumes[dig[string](t, m, "name")] {
+					t.Errorf("%s mounts %s, which is no volume", c["name"], dig[string](t, m, "name"))
+				}
+			}
+		}
+		if dig[int](t, daemon, "ports", 0, "containerPort") != 8443 || dig[int](t, objs["Service/prod-sqlgate"], "spec", "ports", 0, "port") != 8443 {
+			t.Error("the container and the service disagree on the port")
+		}
+		for probe, want := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"} {
+			if dig[string](t, daemon, probe, "httpGet", "path") != want || dig[string](t, daemon, probe, "httpGet", "scheme") != "HTTPS" {
+				t.Errorf("%s = %v, want %s over HTTPS (tls is on)", probe, daemon[probe], want)
+			}
+		}
+		if dig[int](t, pod, "terminationGracePeriodSeconds") < 60 {
+			t.Error("the grace period leaves no room to drain")
+		}
+		if dig[int](t, objs["PodDisruptionBudget/prod-sqlgate"], "spec", "maxUnavailable") != 1 {
+			t.Error("no disruption budget")
+		}
+	})
+
+	t.Run("lint", func(t *testing.T) {
+		b, err := yaml.Marshal(values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "values.yaml")
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.CommandContext(t.Context(), helm, "lint", "--strict", "--kube-version", "1.31.0", chartDir, "-f", file).CombinedOutput(); err != nil {
+			t.Errorf("helm lint --strict: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("policy changes reload and catalog changes roll", func(t *testing.T) {
+		sum := func(objs map[string]map[string]any) string {
+			return dig[string](t, objs["StatefulSet/prod-sqlgate"], "spec", "template", "metadata", "annotations", "checksum/config")
+		}
+		before := sum(objs)
+		values := chartValues(t)
+		values["policy"].(map[string]any)["files"].(map[string]any)["extra.rego"] = "package sqlgate.extra\n"
+		after, err := helmTemplate(t, helm, values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum(after) != before {
+			t.Error("a policy change rolls the pods; sqlgated reloads the policy in place")
+		}
+		values["routes"] = values["routes"].(string) + "\n"
+		after, err = helmTemplate(t, helm, values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum(after) == before {
+			t.Error("a catalog change does not roll the pods; sqlgated reads it only at start")
+		}
+	})
+
+	t.Run("refused values", func(t *testing.T) {
+		for name, c := range map[string]struct {
+			edit func(v map[string]any)
+			want string
+		}{
+			"two replicas on sqlite": {func(v map[string]any) {
+				v["config"].(map[string]any)["control"] = map[string]any{"dialect": "sqlite"}
+			}, "shared control database"},
+			"two replicas, default control": {func(v map[string]any) { delete(v["config"].(map[string]any), "control") }, "shared control database"},
+			"routes in config":              {func(v map[string]any) { v["config"].(map[string]any)["routes"] = "/x" }, "config.routes is set by the chart"},
+			"signing key": {func(v map[string]any) {
+				v["config"].(map[string]any)["audit"].(map[string]any)["signingKeyFile"] = "/x"
+			}, "each pod keeps its own key"},
+			"origin":    {func(v map[string]any) { v["config"].(map[string]any)["audit"].(map[string]any)["origin"] = "x" }, "config.audit.origin"},
+			"listen":    {func(v map[string]any) { v["config"].(map[string]any)["http"].(map[string]any)["listen"] = ":1" }, "config.http.listen"},
+			"no policy": {func(v map[string]any) { v["policy"] = map[string]any{} }, "policy.existingConfigMap"},
+			"nested policy file": {func(v map[string]any) {
+				v["policy"].(map[string]any)["files"].(map[string]any)["lib/x.rego"] = "package x"
+			}, "flat"},
+			"no catalog": {func(v map[string]any) { v["routes"] = "" }, "route catalog"},
+			// Every mistake at once, not the first.
+			"nothing": {func(v map[string]any) { clear(v) }, "route catalog) is required\n  - set .Values.policy.existingConfigMap"},
+		} {
+			v := chartValues(t)
+			c.edit(v)
+			if _, err := helmTemplate(t, helm, v); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s: err = %v, want one saying %q", name, err, c.want)
+			}
+		}
+		// One replica may keep a SQLite control database on its volume.
+		v := chartValues(t)
+		v["replicaCount"] = 1
+		delete(v["config"].(map[string]any), "control")
+		objs, err := helmTemplate(t, helm, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c Config
+		if err := yaml.Unmarshal([]byte(dig[string](t, objs["ConfigMap/prod-sqlgate"], "data", "sqlgated.yaml")), &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.Control.Dialect != "sqlite" || !strings.HasPrefix(c.Control.Path, "/var/lib/sqlgate/") {
+			t.Errorf("one replica's control database: %+v, want SQLite on the pod's volume", c.Control)
+		}
+		if _, ok := objs["PodDisruptionBudget/prod-sqlgate"]; ok {
+			t.Error("a disruption budget for one replica blocks node drains")
+		}
+	})
+}

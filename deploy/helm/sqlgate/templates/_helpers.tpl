@@ -1,0 +1,122 @@
+{{/* The name of the release's objects. */}}
+{{- define "sqlgate.fullname" -}}
+{{- if contains "sqlgate" .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-sqlgate" .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sqlgate.selectorLabels" -}}
+app.kubernetes.io/name: sqlgate
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "sqlgate.labels" -}}
+{{ include "sqlgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "sqlgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "sqlgate.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sqlgate.policyConfigMap" -}}
+{{- if .Values.policy.existingConfigMap -}}
+{{- .Values.policy.existingConfigMap -}}
+{{- else -}}
+{{- printf "%s-policy" (include "sqlgate.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sqlgate.scheme" -}}
+{{- if .Values.tls.secretName -}}HTTPS{{- else -}}HTTP{{- end -}}
+{{- end -}}
+
+{{/*
+The sqlgated configuration: the user's config with the keys the chart owns
+filled in. A key the chart owns that the user set is an error, not a silent
+override.
+*/}}
+{{- define "sqlgate.config" -}}
+{{- $c := deepCopy .Values.config -}}
+{{- $http := get $c "http" | default dict -}}
+{{- $policy := get $c "policy" | default dict -}}
+{{- $audit := get $c "audit" | default dict -}}
+{{- $control := get $c "control" | default dict -}}
+{{- $errs := list -}}
+{{- if not .Values.routes }}{{ $errs = append $errs ".Values.routes (the route catalog) is required" }}{{ end -}}
+{{- if and (not .Values.policy.existingConfigMap) (not .Values.policy.files) }}{{ $errs = append $errs "set .Values.policy.existingConfigMap or .Values.policy.files" }}{{ end -}}
+{{- range $name, $_ := .Values.policy.files }}{{ if contains "/" $name }}{{ $errs = append $errs (printf "policy.files: %q: the policy directory is flat, use a file name without /" $name) }}{{ end }}{{ end -}}
+{{- if hasKey $c "routes" }}{{ $errs = append $errs "config.routes is set by the chart: put the route catalog in .Values.routes" }}{{ end -}}
+{{- if hasKey $c "instance" }}{{ $errs = append $errs "config.instance is set by the chart: each pod is an instance named after itself" }}{{ end -}}
+{{- if hasKey $policy "dir" }}{{ $errs = append $errs "config.policy.dir is set by the chart: put the policy in .Values.policy" }}{{ end -}}
+{{- range $k := list "listen" "tlsCertFile" "tlsKeyFile" }}{{ if hasKey $http $k }}{{ $errs = append $errs (printf "config.http.%s is set by the chart: use .Values.service.port and .Values.tls" $k) }}{{ end }}{{ end -}}
+{{- if hasKey $audit "signingKeyFile" }}{{ $errs = append $errs "config.audit.signingKeyFile is set by the chart: each pod keeps its own key on its volume" }}{{ end -}}
+{{- if hasKey $audit "origin" }}{{ $errs = append $errs "config.audit.origin is set by the chart: each pod writes the origin sqlgate/<pod name>" }}{{ end -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not (has (get $control "dialect" | default "sqlite") (list "postgres" "sqlserver"))) -}}
+{{- $errs = append $errs "replicaCount > 1 needs a shared control database: set config.control.dialect to postgres or sqlserver" -}}
+{{- end -}}
+{{- if $errs }}{{ fail (printf "\n  - %s" (join "\n  - " $errs)) }}{{ end -}}
+{{- $_ := set $c "routes" "/etc/sqlgate/routes/routes.yaml" -}}
+{{- $_ := set $http "listen" (printf "0.0.0.0:%d" (int .Values.service.port)) -}}
+{{- if .Values.tls.secretName -}}
+{{- $_ := set $http "tlsCertFile" "/etc/sqlgate/tls/tls.crt" -}}
+{{- $_ := set $http "tlsKeyFile" "/etc/sqlgate/tls/tls.key" -}}
+{{- end -}}
+{{- $_ := set $c "http" $http -}}
+{{- $_ := set $policy "dir" "/etc/sqlgate/policy" -}}
+{{- $_ := set $c "policy" $policy -}}
+{{- $_ := set $audit "signingKeyFile" "/var/lib/sqlgate/keys/audit-signing.key" -}}
+{{- if not (hasKey $audit "paramKeyFile") -}}
+{{- $_ := set $audit "paramKeyFile" "/var/lib/sqlgate/keys/audit-param.key" -}}
+{{- end -}}
+{{- $_ := set $c "audit" $audit -}}
+{{- if eq (get $control "dialect" | default "sqlite") "sqlite" -}}
+{{- if not (hasKey $control "path") -}}
+{{- $_ := set $control "dialect" "sqlite" -}}
+{{- $_ := set $control "path" "/var/lib/sqlgate/control.db" -}}
+{{- end -}}
+{{- $_ := set $c "control" $control -}}
+{{- end -}}
+{{- toYaml $c -}}
+{{- end -}}
+
+{{/* What the check and the daemon containers share: environment, sandbox, mounts. */}}
+{{- define "sqlgate.containerCommon" -}}
+{{- with .Values.env }}
+env:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.envFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  privileged: false
+  capabilities:
+    drop: [ALL]
+volumeMounts:
+  - {name: config, mountPath: /etc/sqlgate/config, readOnly: true}
+  - {name: routes, mountPath: /etc/sqlgate/routes, readOnly: true}
+  - {name: policy, mountPath: /etc/sqlgate/policy, readOnly: true}
+  - {name: state, mountPath: /var/lib/sqlgate}
+  - {name: tmp, mountPath: /tmp}
+  {{- if .Values.tls.secretName }}
+  - {name: tls, mountPath: /etc/sqlgate/tls, readOnly: true}
+  {{- end }}
+  {{- range .Values.secretMounts }}
+  - {name: {{ .name }}, mountPath: {{ .mountPath }}, readOnly: true}
+  {{- end }}
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
