@@ -10,12 +10,14 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	modsemver "golang.org/x/mod/semver"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sqlgate/sqlgate/audit"
@@ -566,12 +568,24 @@ func emits(c *route.Catalog) []string {
 	return out
 }
 
-// semver turns the build version into the semver micro requires.
+// semver turns the build version into the semver micro requires (a
+// service with another version does not start). A release tag is used as
+// is; anything else, such as the commit id `git describe` gives between
+// tags, becomes the pre-release of 0.0.0.
 func semver(v string) string {
-	if len(v) > 0 && v[0] == 'v' {
-		return v[1:]
+	if c := modsemver.Canonical("v" + strings.TrimPrefix(v, "v")); c != "" {
+		return c[1:]
 	}
-	return v
+	pre := strings.Map(func(r rune) rune {
+		if r == '-' || r == '.' || ('0' <= r && r <= '9') || ('a' <= r && r <= 'z') || ('A' <= r && r <= 'Z') {
+			return r
+		}
+		return '-'
+	}, v)
+	if c := modsemver.Canonical("v0.0.0-" + pre); c != "" {
+		return c[1:]
+	}
+	return "0.0.0-dev"
 }
 
 // syncRevocations brings the servers' account JWTs up to date at startup:

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -237,6 +238,30 @@ func TestServeWithEmittedNATSConfig(t *testing.T) {
 	for _, f := range []string{"secrets/audit-signing.key", "secrets/audit-param.key"} {
 		if fi, err := os.Stat(filepath.Join(st.dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v, want a 0600 file created on first start", f, err)
+		}
+	}
+}
+
+// TestSemver checks that every build version gives the micro service a
+// version it accepts: `make image` stamps `git describe` output, such as a
+// bare commit id, which is no semver, and micro then refused to start.
+func TestSemver(t *testing.T) {
+	// The SemVer 2.0 expression, as nats.go/micro checks it.
+	valid := regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
+	for in, want := range map[string]string{
+		"0.1.0-dev":               "0.1.0-dev",
+		"v1.2.3":                  "1.2.3",
+		"v1.2":                    "1.2.0",
+		"v0.1.0-3-g92a8718-dirty": "0.1.0-3-g92a8718-dirty",
+		"92a8718-dirty":           "0.0.0-92a8718-dirty",
+		"92a8718":                 "0.0.0-92a8718",
+		"feature/x y":             "0.0.0-feature-x-y",
+		"0123":                    "0.0.0-dev", // a numeric pre-release may not start with 0
+		"":                        "0.0.0-dev",
+	} {
+		got := semver(in)
+		if got != want || !valid.MatchString(got) {
+			t.Errorf("semver(%q) = %q, want %q (valid: %v)", in, got, want, valid.MatchString(got))
 		}
 	}
 }
