@@ -4,7 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"golang.org/x/sys/unix"
 )
 
 // goBuild compiles a one-line program with the given environment and
@@ -255,5 +259,152 @@ func TestImage(t *testing.T) {
 	}
 	if _, err := readStatic(filepath.Join(root, "usr/local/bin/sqlgated"), cf.Architecture); err != nil {
 		t.Error(err)
+	}
+}
+
+// podman runs podman with args and returns its standard output.
+func podman(t *testing.T, bin string, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), bin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("podman %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), err
+}
+
+// freePort returns a loopback port nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestImageRuns starts the image built by `make image` in a real container
+// engine (SQLGATE_TEST_PODMAN names podman; make deploy-test sets it when
+// podman is installed, and .ci/run installs it) the way the Helm chart runs
+// it: read-only root, no capabilities, no new privileges, the image's own
+// user. Inside it, sqlgated runs the whole demo, and the image's CLI signs
+// in, calls routes (a replay, a denial) and verifies the signed audit log. A
+// stop drains and exits 0.
+func TestImageRuns(t *testing.T) {
+	image, bin := os.Getenv("SQLGATE_TEST_IMAGE"), os.Getenv("SQLGATE_TEST_PODMAN")
+	if image == "" || bin == "" {
+		t.Skip("SQLGATE_TEST_IMAGE and SQLGATE_TEST_PODMAN are not set: run make deploy-test with podman installed")
+	}
+	manifest, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(image) })
+	if err != nil || len(manifest) != 1 || len(manifest[0].RepoTags) != 1 {
+		t.Fatalf("the archive's manifest: %v %+v", err, manifest)
+	}
+	ref := manifest[0].RepoTags[0]
+	var global []string
+	// crun refuses the CI machines' hybrid cgroup layout; runc runs there.
+	if runc, err := exec.LookPath("runc"); err == nil {
+		global = append(global, "--runtime", runc)
+	}
+	pm := func(stdin string, args ...string) (string, error) {
+		return podman(t, bin, stdin, append(slices.Clone(global), args...)...)
+	}
+	if _, err := pm("", "load", "-q", "-i", image); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = podman(t, bin, "", "rmi", "-f", ref) })
+
+	name := fmt.Sprintf("sqlgate-image-test-%d", os.Getpid())
+	httpPort, natsPort := freePort(t), freePort(t)
+	broker := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	// The engine's default limits exceed what the CI machines grant a
+	// process, and runc fails to set them: ask for this process's open-file
+	// limit and 4096 processes (sqlgated needs a few dozen threads).
+	var nofile unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil {
+		t.Fatal(err)
+	}
+	nofileLimit := fmt.Sprintf("nofile=%d:%d", min(nofile.Max, 1<<20), min(nofile.Max, 1<<20))
+	if _, err := pm("", "run", "-d", "--name", name, "--network", "host",
+		"--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+		"--ulimit", nofileLimit, "--ulimit", "nproc=4096:4096",
+		ref, "dev", "--data-dir", "/var/lib/sqlgate/dev",
+		"--http", fmt.Sprintf("127.0.0.1:%d", httpPort), "--nats", fmt.Sprintf("127.0.0.1:%d", natsPort)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := podman(t, bin, "", append(slices.Clone(global), "logs", name)...)
+			t.Logf("container logs:\n%s", logs)
+		}
+		_, _ = podman(t, bin, "", append(slices.Clone(global), "rm", "-f", name)...)
+	})
+
+	// Ready: the policy serves, NATS is up, the control database answers.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		resp, err := http.Get(broker + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sqlgated in the container was not ready in 90 s (last: %v)", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+
+	// The demo's secrets, copied out as an operator would.
+	dir := t.TempDir()
+	secret := func(file string) string {
+		if _, err := pm("", "cp", name+":/var/lib/sqlgate/dev/demo/"+file, filepath.Join(dir, file)); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	// The image's CLI, in the container (its home in the writable /tmp).
+	cli := func(stdin string, args ...string) (string, error) {
+		return pm(stdin, append([]string{"exec", "-i", "-e", "SQLGATE_HOME=/tmp/cli", "-e", "SQLGATE_BROKER=" + broker, name, "sqlgate"}, args...)...)
+	}
+	if _, err := cli(secret("alice.password"), "login", "--username", "alice", "--password-stdin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli("", "creds", "nats"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := cli("", "call", "orders.v1.create", `{"customer":"ACME","amount":250}`, "--idempotency-key", "image-1")
+	if err != nil || !strings.Contains(first, `"ok": true`) {
+		t.Fatalf("create: %v\n%s", err, first)
+	}
+	again, err := cli("", "call", "orders.v1.create", `{"customer":"ACME","amount":250}`, "--idempotency-key", "image-1")
+	if err != nil || !strings.Contains(again, `"replayed": true`) {
+		t.Errorf("the same key again: %v\n%s", err, again)
+	}
+	if denied, err := cli("", "call", "orders.v1.create", `{"customer":"ACME","amount":5000}`); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("over alice's limit: %v\n%s", err, denied)
+	}
+	if _, err := cli(secret("carol.password"), "login", "--username", "carol", "--password-stdin"); err != nil {
+		t.Fatal(err)
+	}
+	if report, err := cli("", "audit", "verify", "--key", secret("audit.vkey")); err != nil || !strings.Contains(report, "OK") {
+		t.Errorf("audit verify in the container: %v\n%s", err, report)
+	}
+
+	// SIGTERM drains and exits 0.
+	if _, err := pm("", "stop", "-t", "60", name); err != nil {
+		t.Fatal(err)
+	}
+	code, err := pm("", "inspect", "--format", "{{.State.ExitCode}}", name)
+	if err != nil || strings.TrimSpace(code) != "0" {
+		t.Errorf("exit code after stop: %q %v", code, err)
 	}
 }
