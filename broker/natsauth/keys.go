@@ -228,7 +228,7 @@ func LoadKeys(dir string, getenv func(string) string) (*Keys, error) {
 			path := filepath.Join(dir, r.name+".nk")
 			b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the key directory
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s key: %w", r.name, errors.Unwrap(err)))
+				errs = append(errs, fmt.Errorf("%s key: %w", r.name, err))
 				continue
 			}
 			raw, source = b, path

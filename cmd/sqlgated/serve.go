@@ -81,8 +81,10 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 // resolveServe turns the configuration into a runtime configuration: it
 // reads secrets, opens databases and the listener.
-func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (rc *runtimeConfig, err error) {
-	rc = &runtimeConfig{
+func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *runtimeConfig, err error) {
+	// rc is not the named result: an error return sets that to nil, and the
+	// deferred cleanup below must still see what was opened.
+	rc := &runtimeConfig{
 		Instance: cfg.Instance, AdminGroups: cfg.HTTP.AdminGroups, AuditorGroups: cfg.HTTP.AuditorGroups,
 		Catalog: catalog, Executors: map[string]broker.Executor{}, Identity: cfg.Identity.Config,
 		PolicyDir: cfg.Policy.Dir, Watch: cfg.Policy.Watch == nil || *cfg.Policy.Watch, EvalTimout: cfg.Policy.EvalTimeout,
@@ -157,7 +159,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (rc 
 		Retention: cfg.Audit.Retention, InputRetention: cfg.Audit.InputRetention,
 	}
 	if rc.NATSKeys, err = natsauth.LoadKeys(cfg.NATS.KeysDir, os.Getenv); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("NATS keys (nats.keysDir or the SQLGATE_NATS_*_SEED variables): %w", err)
 	}
 	if w := cfg.Identity.Web; w != nil {
 		secret, err := readSecretRef(w.ClientSecretFile, w.ClientSecretEnv)

@@ -68,21 +68,31 @@ func natsServerBinary(t *testing.T) string {
 	return natsServerBin
 }
 
-// startServe writes routes, runs nats-setup and a nats-server on its
-// output, and starts `sqlgated serve`. databases is the YAML of the
-// databases section; policyEdit, if set, edits the copied policy's
-// data.yaml.
-func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit func(string) string) *serveStack {
+// serveDeps is what `sqlgated serve` runs against in these tests: a
+// nats-server running the nats-setup output (keys in dir/keys), an external
+// OpenID provider with alice (group sales), the route catalog in
+// dir/routes.yaml and a copy of the default policy in dir/policy.
+type serveDeps struct {
+	dir      string
+	natsAddr string
+	idp      *devidptest.Server
+}
+
+// startServeDeps starts a serveDeps. policyEdit, if set, edits the copied
+// policy's data.yaml.
+func startServeDeps(ctx context.Context, t *testing.T, routesYAML []byte, natsListen string, policyEdit func(string) string) *serveDeps {
 	t.Helper()
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
 	routes := filepath.Join(dir, "routes.yaml")
 	if err := os.WriteFile(routes, routesYAML, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	natsAddr := freeAddr(t)
+	if natsListen == "" {
+		natsListen = natsAddr
+	}
 	var out strings.Builder
-	if err := run(ctx, []string{"nats-setup", "--out", filepath.Join(dir, "nats"), "--keys", filepath.Join(dir, "keys"), "--routes", routes, "--listen", natsAddr}, &out, &out); err != nil {
+	if err := run(ctx, []string{"nats-setup", "--out", filepath.Join(dir, "nats"), "--keys", filepath.Join(dir, "keys"), "--routes", routes, "--listen", natsListen}, &out, &out); err != nil {
 		t.Fatalf("nats-setup: %v\n%s", err, out.String())
 	}
 	// An external nats-server process runs the emitted configuration, as
@@ -117,6 +127,23 @@ func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit fu
 			t.Fatal(err)
 		}
 	}
+	return &serveDeps{dir: dir, natsAddr: natsAddr, idp: idp}
+}
+
+// userStack returns the login and NATS helpers for a sqlgated at base.
+func (d *serveDeps) userStack(base string) *devStack {
+	return &devStack{st: devState{
+		HTTPURL: base, Issuer: d.idp.Issuer(), CLI: "sqlgate-cli", Users: []devUser{{Name: "alice", Password: "alice-pw"}},
+	}}
+}
+
+// startServe starts serveDeps and `sqlgated serve` on them. databases is
+// the YAML of the databases section.
+func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit func(string) string) *serveStack {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	deps := startServeDeps(ctx, t, routesYAML, "", policyEdit)
+	dir, natsAddr, idp := deps.dir, deps.natsAddr, deps.idp
 	httpAddr := freeAddr(t)
 	cfg := fmt.Sprintf(`
 instance: test-1
@@ -186,9 +213,7 @@ credentials:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &serveStack{dir: dir, base: base, natsURL: "nats://" + natsAddr, s: &devStack{st: devState{
-		HTTPURL: base, Issuer: idp.Issuer(), CLI: "sqlgate-cli", Users: []devUser{{Name: "alice", Password: "alice-pw"}},
-	}}}
+	return &serveStack{dir: dir, base: base, natsURL: "nats://" + natsAddr, s: deps.userStack(base)}
 }
 
 // TestServeWithEmittedNATSConfig is the operator's journey: nats-setup
@@ -263,5 +288,61 @@ func TestSemver(t *testing.T) {
 		if got != want || !valid.MatchString(got) {
 			t.Errorf("semver(%q) = %q, want %q (valid: %v)", in, got, want, valid.MatchString(got))
 		}
+	}
+}
+
+// TestServeStartupErrors checks that a failure while sqlgated serve opens
+// its resources is reported as an error naming the cause, after what was
+// already opened is closed. It panicked instead: the cleanup read the named
+// result the error return had just set to nil (found running the Helm
+// chart's pod with unreadable NATS seeds).
+func TestServeStartupErrors(t *testing.T) {
+	dir := t.TempDir()
+	if err := createDemoDB(t.Context(), filepath.Join(dir, "orders.db")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "routes.yaml"), demoRoutes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(filepath.Join(dir, "policy"), rules.FS); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`
+routes: %[1]s/routes.yaml
+http:
+  listen: 127.0.0.1:0
+  auditorGroups: [auditors]
+nats:
+  url: nats://127.0.0.1:1
+  keysDir: %[1]s/no-such-keys
+identity:
+  issuers:
+    - name: dev
+      issuer: https://idp.invalid
+      audiences: [sqlgate]
+  cli:
+    issuer: https://idp.invalid
+    clientID: sqlgate-cli
+policy:
+  dir: %[1]s/policy
+databases:
+  - sqlite:
+      name: orders
+      path: %[1]s/orders.db
+control:
+  dialect: sqlite
+  path: %[1]s/control.db
+audit:
+  signingKeyFile: %[1]s/secrets/audit-signing.key
+  paramKeyFile: %[1]s/secrets/audit-param.key
+`, dir)
+	path := filepath.Join(dir, "sqlgated.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	err := run(t.Context(), []string{"serve", "--config", path}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "no-such-keys") {
+		t.Fatalf("serve with a missing NATS keys directory: err = %v, want one naming it\n%s", err, out.String())
 	}
 }
