@@ -89,10 +89,10 @@ bin/helm: deploy/helm-tools.mod deploy/helm-tools.sum
 	$(GO) build -modfile=deploy/helm-tools.mod -o bin/helm helm.sh/helm/v3/cmd/helm
 
 .PHONY: deploy-test
-deploy-test: image bin/helm ## check the image (valid, static; run under podman when installed) and the Helm chart (lint, render, serve --check on its output)
-	SQLGATE_TEST_IMAGE=$(CURDIR)/bin/sqlgated-image.tar SQLGATE_TEST_PODMAN="$$(command -v podman || true)" \
-	  $(GO) test -count=1 -v -run '^TestImage' ./deploy/image/
-	SQLGATE_TEST_HELM=$(CURDIR)/bin/helm $(GO) test -count=1 -run '^TestHelmChart$$' ./cmd/sqlgated/
+deploy-test: image bin/helm ## check the image (valid, static; run under podman when installed) and the Helm chart (lint, render, serve --check on its output, its pod under podman)
+	SQLGATE_TEST_IMAGE=$(CURDIR)/bin/sqlgated-image.tar SQLGATE_TEST_HELM=$(CURDIR)/bin/helm \
+	SQLGATE_TEST_PODMAN="$$(command -v podman || true)" \
+	  $(GO) test -count=1 -v -run '^(TestImage|TestHelmChart)' ./deploy/image/ ./cmd/sqlgated/
 
 .PHONY: bench-once
 bench-once: ## every Go benchmark once, so they keep compiling

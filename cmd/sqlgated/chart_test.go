@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -10,11 +11,14 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sqlgate/sqlgate/deploy/image/podmantest"
 	"github.com/sqlgate/sqlgate/policy/rules"
 )
 
@@ -56,8 +60,24 @@ func chartValues(t *testing.T) map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return map[string]any{
+		"config": config,
+		"routes": string(routes),
+		"policy": map[string]any{"files": flatPolicy(t)},
+		"tls":    map[string]any{"secretName": "sqlgate-tls"},
+		"secretMounts": []any{
+			map[string]any{"name": "secrets", "secretName": "sqlgate-secrets", "mountPath": "/etc/sqlgate/secrets"},
+			map[string]any{"name": "nats-keys", "secretName": "sqlgate-nats", "mountPath": "/etc/sqlgate/nats"},
+		},
+	}
+}
+
+// flatPolicy returns the default policy library, without its tests, as the
+// flat file map of the chart's policy.files.
+func flatPolicy(t *testing.T) map[string]any {
+	t.Helper()
 	policy := map[string]any{}
-	err = fs.WalkDir(rules.FS, ".", func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(rules.FS, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.rego") {
 			return err
 		}
@@ -68,16 +88,7 @@ func chartValues(t *testing.T) map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return map[string]any{
-		"config": config,
-		"routes": string(routes),
-		"policy": map[string]any{"files": policy},
-		"tls":    map[string]any{"secretName": "sqlgate-tls"},
-		"secretMounts": []any{
-			map[string]any{"name": "secrets", "secretName": "sqlgate-secrets", "mountPath": "/etc/sqlgate/secrets"},
-			map[string]any{"name": "nats-keys", "secretName": "sqlgate-nats", "mountPath": "/etc/sqlgate/nats"},
-		},
-	}
+	return policy
 }
 
 // helmTemplate renders the chart with values and returns its objects by
@@ -365,4 +376,205 @@ func TestHelmChart(t *testing.T) {
 			t.Error("a disruption budget for one replica blocks node drains")
 		}
 	})
+}
+
+// TestHelmChartPod runs the pod the chart renders in a real container
+// engine (podman; see podmantest) against a nats-server running the
+// nats-setup output and an external OpenID provider. The rendered pod spec
+// is followed as a kubelet would: ConfigMap volumes laid out with ..data
+// links, the Secret with the NATS seeds read-only at its defaultMode and
+// group fsGroup, the volume claim as a directory owned by fsGroup, the
+// user, the read-only root, the dropped capabilities, the init container
+// before the daemon, the readiness probe. Then alice signs in, gets a NATS
+// credential and creates an order through the pod; a stop exits 0; a
+// restart keeps the pod's audit signing key.
+func TestHelmChartPod(t *testing.T) {
+	helm := helmBinary(t)
+	engine, archive := podmantest.New(t)
+	ref := engine.Load(t, archive)
+	i := strings.LastIndex(ref, ":")
+	if i < strings.LastIndex(ref, "/") {
+		t.Fatalf("image reference %q has no tag", ref)
+	}
+	repo, tag := ref[:i], ref[i+1:]
+	deps := startServeDeps(t.Context(), t, demoRoutes, "", nil)
+	port := freeAddr(t)[len("127.0.0.1:"):]
+	values := map[string]any{
+		"replicaCount": 1,
+		"image":        map[string]any{"repository": repo, "tag": tag, "pullPolicy": "Never"},
+		"service":      map[string]any{"port": atoi(t, port)},
+		"routes":       string(demoRoutes),
+		"policy":       map[string]any{"files": flatPolicy(t)},
+		"secretMounts": []any{map[string]any{"name": "nats-keys", "secretName": "sqlgate-nats", "mountPath": "/etc/sqlgate/nats"}},
+		"config": map[string]any{
+			"http": map[string]any{"auditorGroups": []any{"auditors"}},
+			"nats": map[string]any{"url": "nats://" + deps.natsAddr, "keysDir": "/etc/sqlgate/nats"},
+			"identity": map[string]any{
+				"issuers": []any{map[string]any{"name": "dev", "issuer": deps.idp.Issuer(), "audiences": []any{"sqlgate", "sqlgate-cli"}}},
+				"cli":     map[string]any{"issuer": deps.idp.Issuer(), "clientID": "sqlgate-cli"},
+			},
+			"databases": []any{map[string]any{"sqlite": map[string]any{"name": "orders", "path": "/var/lib/sqlgate/orders.db"}}},
+		},
+	}
+	objs, err := helmTemplate(t, helm, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := dig[map[string]any](t, objs["StatefulSet/prod-sqlgate"], "spec", "template", "spec")
+	fsGroup := dig[int](t, pod, "securityContext", "fsGroup")
+
+	// The volumes, as the kubelet would provide them.
+	root := t.TempDir()
+	host := map[string]string{} // volume name -> host directory; "" for a memory emptyDir
+	for _, v := range dig[[]any](t, pod, "volumes") {
+		name := dig[string](t, v, "name")
+		dir := filepath.Join(root, name)
+		vm := v.(map[string]any)
+		switch {
+		case vm["configMap"] != nil:
+			data := dig[map[string]any](t, objs["ConfigMap/"+dig[string](t, vm, "configMap", "name")], "data")
+			if items, ok := vm["configMap"].(map[string]any)["items"].([]any); ok {
+				picked := map[string]any{}
+				for _, it := range items {
+					picked[dig[string](t, it, "path")] = data[dig[string](t, it, "key")]
+				}
+				data = picked
+			}
+			writeConfigMapVolume(t, dir, data)
+		case vm["secret"] != nil:
+			if dig[string](t, vm, "secret", "secretName") != "sqlgate-nats" {
+				t.Fatalf("unexpected secret volume %v", vm)
+			}
+			mode := os.FileMode(dig[int](t, vm, "secret", "defaultMode"))
+			if err := os.CopyFS(dir, os.DirFS(filepath.Join(deps.dir, "keys"))); err != nil {
+				t.Fatal(err)
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				p := filepath.Join(dir, e.Name())
+				if err := errors.Join(os.Chmod(p, mode), os.Chown(p, 0, fsGroup)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case vm["emptyDir"] != nil:
+			dir = ""
+		default:
+			t.Fatalf("volume %s: a kind this test does not provide", name)
+		}
+		host[name] = dir
+	}
+	// The volume claim: a directory the pod's group owns, holding the
+	// demo orders database the configuration names.
+	state := filepath.Join(root, "state")
+	if err := os.Mkdir(state, 0o2770); err != nil {
+		t.Fatal(err)
+	}
+	if err := createDemoDB(t.Context(), filepath.Join(state, "orders.db")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{state, filepath.Join(state, "orders.db")} {
+		if err := os.Chown(p, 0, fsGroup); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := errors.Join(os.Chmod(state, 0o2770), os.Chmod(filepath.Join(state, "orders.db"), 0o660)); err != nil {
+		t.Fatal(err)
+	}
+	host["state"] = state
+
+	// podman run options for a container of the pod spec.
+	runArgs := func(c map[string]any, name string) []string {
+		args := append([]string{"run", "--name", name}, engine.RunArgs()...)
+		sc := dig[map[string]any](t, pod, "securityContext")
+		args = append(args, "--user", fmt.Sprintf("%d:%d", dig[int](t, sc, "runAsUser"), dig[int](t, sc, "runAsGroup")), "--group-add", fmt.Sprint(fsGroup))
+		if dig[bool](t, c, "securityContext", "readOnlyRootFilesystem") {
+			args = append(args, "--read-only")
+		}
+		for _, capability := range strs(t, c, "securityContext", "capabilities", "drop") {
+			args = append(args, "--cap-drop", capability)
+		}
+		if !dig[bool](t, c, "securityContext", "allowPrivilegeEscalation") {
+			args = append(args, "--security-opt", "no-new-privileges")
+		}
+		for _, m := range dig[[]any](t, c, "volumeMounts") {
+			dir, mount := host[dig[string](t, m, "name")], dig[string](t, m, "mountPath")
+			if dir == "" {
+				args = append(args, "--tmpfs", mount+":rw,mode=1777,size=16m")
+				continue
+			}
+			opt := dir + ":" + mount
+			if ro, _ := m.(map[string]any)["readOnly"].(bool); ro {
+				opt += ":ro"
+			}
+			args = append(args, "-v", opt)
+		}
+		return append(append(args, dig[string](t, c, "image")), strs(t, c, "args")...)
+	}
+	name := fmt.Sprintf("sqlgate-chart-test-%d", os.Getpid())
+	engine.Remove(t, name+"-check")
+	if out, err := engine.Podman(t, "", runArgs(dig[map[string]any](t, pod, "initContainers", 0), name+"-check")...); err != nil {
+		t.Fatalf("the init container (serve --check) failed: %v\n%s", err, out)
+	}
+	daemon := dig[map[string]any](t, pod, "containers", 0)
+	run := runArgs(daemon, name)
+	run = append([]string{run[0], "-d"}, run[1:]...)
+	engine.Remove(t, name)
+	if _, err := engine.Podman(t, "", run...); err != nil {
+		t.Fatal(err)
+	}
+	probe := dig[map[string]any](t, daemon, "readinessProbe", "httpGet")
+	base := "http://127.0.0.1:" + port
+	if dig[string](t, probe, "scheme") != "HTTP" || dig[string](t, probe, "port") != "http" || dig[int](t, daemon, "ports", 0, "containerPort") != atoi(t, port) {
+		t.Fatalf("readiness probe %v on ports %v", probe, daemon["ports"])
+	}
+	ready := func() { engine.WaitReady(t, name, base+dig[string](t, probe, "path"), 90*time.Second) }
+	ready()
+
+	users := deps.userStack(base)
+	alice, _ := users.login(t, "alice")
+	nc, _, _ := users.natsUser(t, alice, 0)
+	if env, _ := request(t, nc, "orders.v1.create", `{"customer":"pod","amount":7}`, nil); !env.OK {
+		t.Fatalf("create through the pod: %+v", env)
+	}
+	nc.Close()
+
+	keyFile := filepath.Join(state, "keys", "audit-signing.key")
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatalf("the pod's signing key is not on its volume: %v", err)
+	}
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("signing key mode: %v %v", fi.Mode(), err)
+	}
+	stop := func() {
+		t.Helper()
+		if _, err := engine.Podman(t, "", "stop", "-t", strconv.Itoa(dig[int](t, pod, "terminationGracePeriodSeconds")), name); err != nil {
+			t.Fatal(err)
+		}
+		if code, err := engine.Podman(t, "", "inspect", "--format", "{{.State.ExitCode}}", name); err != nil || strings.TrimSpace(code) != "0" {
+			t.Errorf("exit code after stop: %q %v", code, err)
+		}
+	}
+	stop()
+	// A restart (a rescheduled pod with its claim) keeps the key.
+	if _, err := engine.Podman(t, "", "start", name); err != nil {
+		t.Fatal(err)
+	}
+	ready()
+	if again, err := os.ReadFile(keyFile); err != nil || !bytes.Equal(again, key) {
+		t.Errorf("the signing key changed across a restart: %v", err)
+	}
+	stop()
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

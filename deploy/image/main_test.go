@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
-	"golang.org/x/sys/unix"
+
+	"github.com/sqlgate/sqlgate/deploy/image/podmantest"
 )
 
 // goBuild compiles a one-line program with the given environment and
@@ -262,20 +262,6 @@ func TestImage(t *testing.T) {
 	}
 }
 
-// podman runs podman with args and returns its standard output.
-func podman(t *testing.T, bin string, stdin string, args ...string) (string, error) {
-	t.Helper()
-	cmd := exec.CommandContext(t.Context(), bin, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if err != nil {
-		err = fmt.Errorf("podman %s: %w\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String(), err
-}
-
 // freePort returns a loopback port nothing listens on.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -295,69 +281,23 @@ func freePort(t *testing.T) int {
 // in, calls routes (a replay, a denial) and verifies the signed audit log. A
 // stop drains and exits 0.
 func TestImageRuns(t *testing.T) {
-	image, bin := os.Getenv("SQLGATE_TEST_IMAGE"), os.Getenv("SQLGATE_TEST_PODMAN")
-	if image == "" || bin == "" {
-		t.Skip("SQLGATE_TEST_IMAGE and SQLGATE_TEST_PODMAN are not set: run make deploy-test with podman installed")
-	}
-	manifest, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(image) })
-	if err != nil || len(manifest) != 1 || len(manifest[0].RepoTags) != 1 {
-		t.Fatalf("the archive's manifest: %v %+v", err, manifest)
-	}
-	ref := manifest[0].RepoTags[0]
-	var global []string
-	// crun refuses the CI machines' hybrid cgroup layout; runc runs there.
-	if runc, err := exec.LookPath("runc"); err == nil {
-		global = append(global, "--runtime", runc)
-	}
-	pm := func(stdin string, args ...string) (string, error) {
-		return podman(t, bin, stdin, append(slices.Clone(global), args...)...)
-	}
-	if _, err := pm("", "load", "-q", "-i", image); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = podman(t, bin, "", "rmi", "-f", ref) })
+	engine, archive := podmantest.New(t)
+	ref := engine.Load(t, archive)
+	pm := func(stdin string, args ...string) (string, error) { return engine.Podman(t, stdin, args...) }
 
 	name := fmt.Sprintf("sqlgate-image-test-%d", os.Getpid())
 	httpPort, natsPort := freePort(t), freePort(t)
 	broker := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	// The engine's default limits exceed what the CI machines grant a
-	// process, and runc fails to set them: ask for this process's open-file
-	// limit and 4096 processes (sqlgated needs a few dozen threads).
-	var nofile unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil {
+	run := append([]string{"run", "-d", "--name", name}, engine.RunArgs()...)
+	run = append(run, "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", ref)
+	if _, err := pm("", append(run, "dev", "--data-dir", "/var/lib/sqlgate/dev",
+		"--http", fmt.Sprintf("127.0.0.1:%d", httpPort), "--nats", fmt.Sprintf("127.0.0.1:%d", natsPort))...); err != nil {
 		t.Fatal(err)
 	}
-	nofileLimit := fmt.Sprintf("nofile=%d:%d", min(nofile.Max, 1<<20), min(nofile.Max, 1<<20))
-	if _, err := pm("", "run", "-d", "--name", name, "--network", "host",
-		"--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-		"--ulimit", nofileLimit, "--ulimit", "nproc=4096:4096",
-		ref, "dev", "--data-dir", "/var/lib/sqlgate/dev",
-		"--http", fmt.Sprintf("127.0.0.1:%d", httpPort), "--nats", fmt.Sprintf("127.0.0.1:%d", natsPort)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs, _ := podman(t, bin, "", append(slices.Clone(global), "logs", name)...)
-			t.Logf("container logs:\n%s", logs)
-		}
-		_, _ = podman(t, bin, "", append(slices.Clone(global), "rm", "-f", name)...)
-	})
+	engine.Remove(t, name)
 
 	// Ready: the policy serves, NATS is up, the control database answers.
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		resp, err := http.Get(broker + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sqlgated in the container was not ready in 90 s (last: %v)", err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	engine.WaitReady(t, name, broker+"/readyz", 90*time.Second)
 
 	// The demo's secrets, copied out as an operator would.
 	dir := t.TempDir()
