@@ -340,6 +340,38 @@ func TestCLIWalkthrough(t *testing.T) {
 	if code, _, errOut := auditor.run("", "audit", "check-evidence", zipPath, "--key", d.AuditKey, "--require-signature"); code != 1 || !strings.Contains(errOut, "not signed") {
 		t.Errorf("check-evidence --require-signature on an unsigned archive: exit %d, %s", code, errOut)
 	}
+	// The auditor signs an archive with a key of their own, so it shows who
+	// produced it: it checks with the signature required once that key is
+	// trusted, and not before; a key file others may read is refused.
+	keyFile := filepath.Join(t.TempDir(), "carol.key")
+	out = auditor.must("", "audit", "keygen", "--name", "evidence.example.com/carol", "-o", keyFile)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	signerKey := lines[len(lines)-1]
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 || !strings.HasPrefix(signerKey, "evidence.example.com/carol+") {
+		t.Fatalf("audit keygen: %v, printed %q", err, out)
+	}
+	if code, _, errOut := auditor.run("", "audit", "keygen", "--name", "other", "-o", keyFile); code != 1 || !strings.Contains(errOut, "exists") {
+		t.Errorf("keygen over an existing key: exit %d, %s", code, errOut)
+	}
+	signedZip := filepath.Join(t.TempDir(), "signed.zip")
+	out = auditor.must("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", today, "--to", tomorrow, "-o", signedZip, "--sign-key", keyFile)
+	if !strings.Contains(out, "manifest signed by "+signerKey) {
+		t.Errorf("audit evidence --sign-key = %s", out)
+	}
+	out = auditor.must("", "audit", "check-evidence", signedZip, "--key", d.AuditKey, "--signer-key", signerKey, "--require-signature")
+	if !strings.Contains(out, "manifest signed by evidence.example.com/carol") {
+		t.Errorf("check-evidence of the signed archive = %s", out)
+	}
+	if code, _, errOut := auditor.run("", "audit", "check-evidence", signedZip, "--key", d.AuditKey, "--require-signature"); code != 1 {
+		t.Errorf("check-evidence --require-signature without trusting the signer: exit %d, %s", code, errOut)
+	}
+	if err := os.Chmod(keyFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := auditor.run("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", today, "--to", tomorrow, "-o", signedZip, "--sign-key", keyFile); code != 1 || !strings.Contains(errOut, "chmod 600") {
+		t.Errorf("evidence with a key others may read: exit %d, %s", code, errOut)
+	}
+
 	raw, err := os.ReadFile(zipPath)
 	if err != nil {
 		t.Fatal(err)

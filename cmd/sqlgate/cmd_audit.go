@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -189,13 +190,14 @@ func openBundle(ctx context.Context, e *env, broker, path string) (*audit.Bundle
 }
 
 func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "audit evidence", "sqlgate audit evidence --from DATE --to DATE --key VKEY -o FILE.zip [--bundle FILE] [--trusted-checkpoint FILE|DIR]")
+	fs := newFlags(e, "audit evidence", "sqlgate audit evidence --from DATE --to DATE --key VKEY -o FILE.zip [--bundle FILE] [--trusted-checkpoint FILE|DIR] [--sign-key FILE]")
 	broker, output := brokerFlag(fs), outputFlag(fs)
 	bundlePath := fs.String("bundle", "", "derive the evidence from this exported bundle (default: export the log from the broker first)")
 	fromFlag := fs.String("from", "", "start of the period, inclusive: YYYY-MM-DD (UTC midnight), RFC 3339, now, or a duration from now (-24h)")
 	toFlag := fs.String("to", "", "end of the period, exclusive: the same forms as --from")
 	out := fs.String("o", "", "write the evidence archive (zip) here")
 	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them: the log must extend each")
+	signKey := fs.String("sign-key", "", "sign the manifest with this private key (sqlgate audit keygen), so the archive shows who produced it")
 	var kf keyFlags
 	kf.register(fs)
 	pos, keys, err := parseKeyed(fs, args, &kf, output, "evidence is only as good as the key you trust (dev: audit_verifier_key in dev.json)")
@@ -221,6 +223,13 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 		return usagef("-o FILE.zip is required")
 	}
 	opts := evidence.Options{From: from, To: to, Verify: audit.VerifyOptions{Keys: keys}, Generator: "sqlgate audit evidence"}
+	var signer audit.Signer
+	if *signKey != "" {
+		if signer, err = loadSignKey(*signKey); err != nil {
+			return err
+		}
+		opts.Signer = signer
+	}
 	if *trusted != "" {
 		if opts.Verify.Trusted, err = audit.LoadCheckpoints(*trusted); err != nil {
 			return fmt.Errorf("--trusted-checkpoint: %w", err)
@@ -255,6 +264,63 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	for _, f := range m.Files {
 		fmt.Fprintf(e.stdout, "  %-28s %6d rows  sha256 %s\n", f.Name, f.Rows, f.SHA256)
 	}
+	if signer != nil {
+		fmt.Fprintf(e.stdout, "manifest signed by %s\n", signer.VerifierKey())
+	}
+	return nil
+}
+
+// loadSignKey reads a private key written by `sqlgate audit keygen`. Like
+// ssh, it refuses a key file others may read.
+func loadSignKey(path string) (audit.Signer, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("--sign-key: %w", err)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("--sign-key: %s may be read by others (mode %04o): chmod 600 it", path, info.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--sign-key: %w", err)
+	}
+	signer, err := audit.NewSigner(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("--sign-key: %s: %w", path, err)
+	}
+	return signer, nil
+}
+
+// cmdAuditKeygen writes a key for signing evidence archives.
+func cmdAuditKeygen(_ context.Context, e *env, args []string) error {
+	fs := newFlags(e, "audit keygen", "sqlgate audit keygen --name NAME -o FILE")
+	name := fs.String("name", "", "the key's name, shown with every signature: who signs (for example evidence.example.com/jane)")
+	out := fs.String("o", "", "write the private key here (created 0600; an existing file is never replaced)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := wantArgs(fs.Args(), 0, "sqlgate audit keygen"); err != nil {
+		return err
+	}
+	if *name == "" || *out == "" {
+		return usagef("--name and -o are required")
+	}
+	skey, vkey, err := audit.GenerateKey(rand.Reader, *name)
+	if err != nil {
+		return usagef("--name %q: a key name is printable, without spaces or '+'", *name)
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(f, skey); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "private key written to %s (keep it secret: it signs as %s)\nverifier key, for check-evidence --signer-key:\n%s\n", *out, *name, vkey)
 	return nil
 }
 

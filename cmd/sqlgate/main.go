@@ -81,6 +81,7 @@ func commands() map[string]*command {
 			"export":         {summary: "download an offline-verifiable bundle of the log", run: cmdAuditExport},
 			"evidence":       {summary: "write SOC 2 evidence for a period (CSV populations, signed checkpoints, manifest) from the verified log", run: cmdAuditEvidence},
 			"check-evidence": {summary: "check an evidence archive offline: file hashes, checkpoint and manifest signatures", run: cmdAuditCheckEvidence},
+			"keygen":         {summary: "create a key to sign evidence archives with (audit evidence --sign-key)", run: cmdAuditKeygen},
 		}},
 	}
 }
