@@ -9,7 +9,7 @@ import (
 )
 
 // BatchExecutor is an [Executor] that can run several calls in one SQL
-// transaction (async routes with `batch`, DESIGN section 2).
+// transaction (routes with `batch`, DESIGN section 2).
 type BatchExecutor interface {
 	Executor
 	// ExecuteBatch runs calls in one transaction, in order, each as

@@ -260,12 +260,13 @@ type plainExecutor struct{ gatedExecutor }
 
 func (p *plainExecutor) ExecuteBatch() {} // not the BatchExecutor method
 
-// TestServiceBatchesOnlyWhereAllowed: New gives an async route with
-// batch > 1 a batcher for its queued calls, when the executor can batch;
-// direct calls, and every other route, call the executor itself.
+// TestServiceBatchesOnlyWhereAllowed: New gives a route with batch > 1,
+// sync or async, a batcher when the executor can batch; every other route
+// calls the executor itself.
 func TestServiceBatchesOnlyWhereAllowed(t *testing.T) {
 	cat, err := route.Parse([]byte(`routes:
   - {subject: jobs.import, procedure: p, database: batching, mode: async, batch: 16}
+  - {subject: jobs.create, procedure: p, database: batching, batch: 8}
   - {subject: jobs.single, procedure: p, database: batching, mode: async}
   - {subject: jobs.sync, procedure: p, database: batching}
   - {subject: jobs.plain, procedure: p, database: plain, mode: async, batch: 16}
@@ -284,11 +285,14 @@ func TestServiceBatchesOnlyWhereAllowed(t *testing.T) {
 	if b := s.routes["jobs.import"].batch; b == nil || b.max != 16 || b.exec != batching {
 		t.Errorf("jobs.import batcher = %+v, want one of 16 over the database's executor", b)
 	}
-	for subject, want := range map[string]Executor{"jobs.import": batching, "jobs.single": batching, "jobs.sync": batching, "jobs.plain": plain} {
+	if b := s.routes["jobs.create"].batch; b == nil || b.max != 8 || b.exec != batching {
+		t.Errorf("jobs.create (sync) batcher = %+v, want one of 8 over the database's executor", b)
+	}
+	for subject, want := range map[string]Executor{"jobs.import": batching, "jobs.create": batching, "jobs.single": batching, "jobs.sync": batching, "jobs.plain": plain} {
 		if got := s.routes[subject].exec; got != want {
-			t.Errorf("%s executor = %T, want the database's own (direct calls never share a transaction)", subject, got)
+			t.Errorf("%s executor = %T, want the database's own", subject, got)
 		}
-		if subject != "jobs.import" && s.routes[subject].batch != nil {
+		if subject != "jobs.import" && subject != "jobs.create" && s.routes[subject].batch != nil {
 			t.Errorf("%s has a batcher", subject)
 		}
 	}

@@ -130,8 +130,8 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		timeout = t
 	}
 	exec := ri.exec
-	if ri.batch != nil && req.Caller.Transport == TransportAsync {
-		exec = ri.batch // queued calls may share a transaction; a direct call has its own
+	if ri.batch != nil {
+		exec = ri.batch // the route lets calls that queue share a transaction (group commit)
 	}
 	execCtx, cancel := context.WithTimeout(ctx, timeout)
 	res, execErr := exec.Execute(execCtx, call)

@@ -48,7 +48,7 @@ type Config struct {
 	// policy replay (redacted parameters removed). Default true.
 	StoreInputs *bool
 	// OnBatch, if set, is called after each transaction a batched route ran
-	// (async routes with batch > 1): the route, how many calls it held, and
+	// (routes with batch > 1): the route, how many calls it held, and
 	// whether it failed as a whole, so its calls ran again alone. It must
 	// not block.
 	OnBatch func(subject string, calls int, fellBack bool)
@@ -73,8 +73,8 @@ type routeInfo struct {
 	route  *route.Route
 	policy *policy.Route
 	exec   Executor
-	// batch runs the route's queued calls in shared transactions (async
-	// routes with batch > 1 on an executor that batches); nil otherwise.
+	// batch runs the route's calls that queue in shared transactions
+	// (routes with batch > 1 on an executor that batches); nil otherwise.
 	batch *batcher
 	db    DatabaseInfo
 }

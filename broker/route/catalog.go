@@ -189,8 +189,6 @@ func build(rc Spec) (*Route, []error) {
 	r.Batch = 1
 	switch {
 	case rc.Batch == 0:
-	case r.Mode != Async:
-		bad("batch is for async routes: a sync caller waits for its own transaction")
 	case rc.Batch < 1 || rc.Batch > MaxBatch:
 		bad("batch %d must be from 1 to %d", rc.Batch, MaxBatch)
 	default:

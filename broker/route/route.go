@@ -56,8 +56,9 @@ type Route struct {
 	// Database names a configured database (see the daemon configuration).
 	Database string
 	Mode     Mode
-	// Batch is the most calls of this (async) route the broker may run in
-	// one SQL transaction; 1 runs each call in its own.
+	// Batch is the most calls of this route the broker may run in one SQL
+	// transaction (a group commit of the calls that queue while one runs);
+	// 1 runs each call in its own.
 	Batch   int
 	Timeout time.Duration
 	// MaxPayload is the largest accepted payload in bytes, checked before

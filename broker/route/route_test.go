@@ -96,8 +96,8 @@ func TestCatalogErrors(t *testing.T) {
 		{"output_on_statement", "routes:\n  - {subject: a.b, statement: {name: s, sql: \"select 1\"}, database: d, output: {x: int}}\n", []string{"output parameters need a procedure target"}},
 		{"emit_same_as_subject", "routes:\n  - {subject: a.b, procedure: p, database: d, emit: a.b}\n", []string{"emit must differ"}},
 		{"limits", "routes:\n  - {subject: a.b, procedure: p, database: d, maxPayload: 99999999, maxRows: -1, timeout: 1h}\n", []string{"maxPayload", "maxRows", "timeout 1h0m0s must be"}},
-		{"batch", "routes:\n  - {subject: a.b, procedure: p, database: d, batch: 8}\n  - {subject: a.c, procedure: p, database: d, mode: async, batch: 1000}\n  - {subject: a.d, procedure: p, database: d, mode: async, batch: -1}\n", []string{
-			"route a.b: batch is for async routes", "route a.c: batch 1000 must be from 1 to 256", "route a.d: batch -1 must be",
+		{"batch", "routes:\n  - {subject: a.b, procedure: p, database: d, batch: 257}\n  - {subject: a.c, procedure: p, database: d, mode: async, batch: 1000}\n  - {subject: a.d, procedure: p, database: d, mode: async, batch: -1}\n", []string{
+			"route a.b: batch 257 must be from 1 to 256", "route a.c: batch 1000 must be from 1 to 256", "route a.d: batch -1 must be",
 		}},
 	}
 	for _, tc := range tests {

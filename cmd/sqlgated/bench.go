@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -69,7 +70,7 @@ RETURNS TABLE (id bigint) LANGUAGE sql AS $$
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", stderr, "sqlgated bench [--duration D] [--rounds N] [--concurrency 1,16,64] [--rate 500] [--durable 1,64] [--postgres DSN]")
+	fs := newFlags("bench", stderr, "sqlgated bench [--duration D] [--rounds N] [--concurrency 1,16,64] [--rate 500] [--durable 1,64] [--sync-batch 32] [--postgres DSN]")
 	duration := fs.Duration("duration", 5*time.Second, "measurement time per cell")
 	rounds := fs.Int("rounds", 2, "interleaved rounds (bare, sqlgate, bare, sqlgate, ...)")
 	levels := fs.String("concurrency", "1,16,64", "client concurrency levels (closed loop)")
@@ -78,9 +79,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pgDSN := fs.String("postgres", os.Getenv("SQLGATE_TEST_POSTGRES_DSN"), "PostgreSQL server for the PostgreSQL rows (a throwaway database is created); empty: SQLite only")
 	workers := fs.Int("workers", 16, "worker pool of both responders")
 	batch := fs.Int("batch", 16, "batch of the durable path's async route: calls that may share a transaction (1: each alone)")
+	syncBatch := fs.Int("sync-batch", 32, "batch of the sync route of the sqlgate+batch path (group commit of request/reply calls)")
 	backendsFlag := fs.String("backends", "sqlite,postgres", "backends to measure (postgres needs a DSN)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run here")
-	pathsFlag := fs.String("paths", "bare,sqlgate", "paths to measure (profile one path alone with --paths sqlgate)")
+	pathsFlag := fs.String("paths", "bare,sqlgate,sqlgate+batch", "paths to measure (profile one path alone with --paths sqlgate); sqlgate+batch is the request path only")
 	controlFlag := fs.String("control", "same", "control database (audit log, registry) for the PostgreSQL rows: same (a PostgreSQL database on the same server) or sqlite (a local file)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -117,8 +119,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(cells) == 0 {
 		return &usageError{msg: "nothing to measure: give --concurrency, --rate or --durable"}
 	}
-	if *batch < 1 || *batch > route.MaxBatch {
-		return &usageError{msg: fmt.Sprintf("--batch: 1 to %d", route.MaxBatch)}
+	if *batch < 1 || *batch > route.MaxBatch || *syncBatch < 1 || *syncBatch > route.MaxBatch {
+		return &usageError{msg: fmt.Sprintf("--batch and --sync-batch: 1 to %d", route.MaxBatch)}
+	}
+	for p := range strings.SplitSeq(*pathsFlag, ",") {
+		if !slices.Contains(benchPaths, p) {
+			return &usageError{msg: "--paths: " + strings.Join(benchPaths, ", ")}
+		}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	fmt.Fprintf(stdout, "sqlgate bench: %s per cell, %d interleaved rounds, GOMAXPROCS %d\n", *duration, *rounds, runtime.GOMAXPROCS(0))
@@ -147,7 +154,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var all []benchRow
 	for _, backend := range backends {
-		b, err := newBenchEnv(ctx, backend, *pgDSN, *workers, *batch, *controlFlag == "sqlite", logger)
+		b, err := newBenchEnv(ctx, backend, *pgDSN, *workers, benchBatches{async: *batch, sync: *syncBatch}, *controlFlag == "sqlite", logger)
 		if err != nil {
 			return fmt.Errorf("%s bench setup: %w", backend, err)
 		}
@@ -189,7 +196,14 @@ func (b *benchEnv) close() {
 	_ = os.RemoveAll(b.dir) // temporary bench state
 }
 
-func newBenchEnv(ctx context.Context, backend, pgDSN string, workers, batch int, sqliteControl bool, logger *slog.Logger) (b *benchEnv, err error) {
+// benchBatches are the bench routes' batches: the async route's (durable
+// path) and the batched sync route's (the sqlgate+batch path).
+type benchBatches struct{ async, sync int }
+
+// benchPaths are the paths `--paths` may name.
+var benchPaths = []string{"bare", "sqlgate", "sqlgate+batch"}
+
+func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, batch benchBatches, sqliteControl bool, logger *slog.Logger) (b *benchEnv, err error) {
 	dir, err := os.MkdirTemp("", "sqlgate-bench-")
 	if err != nil {
 		return nil, err
@@ -378,12 +392,15 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers, batch int,
 }
 
 // benchRoutes is the bench catalog: the same target (the YAML of target)
-// as a sync route and as an async (durable) one.
-func benchRoutes(batch int, target func(name string) string) string {
+// as a sync route, as a sync route with batch and as an async (durable)
+// one.
+func benchRoutes(batch benchBatches, target func(name string) string) string {
 	var b strings.Builder
 	b.WriteString("routes:\n")
 	for _, r := range []struct{ subject, mode, name string }{
-		{benchSubject, "sync", "create_order"}, {benchAsyncSubject, "async\n    batch: " + strconv.Itoa(batch), "import_order"},
+		{benchSubject, "sync", "create_order"},
+		{benchBatchSubject, "sync\n    batch: " + strconv.Itoa(batch.sync), "create_order_batched"},
+		{benchAsyncSubject, "async\n    batch: " + strconv.Itoa(batch.async), "import_order"},
 	} {
 		fmt.Fprintf(&b, "  - subject: %s\n    database: orders\n    mode: %s\n    %s%s\n", r.subject, r.mode, target(r.name), benchParams)
 	}
@@ -393,7 +410,7 @@ func benchRoutes(batch int, target func(name string) string) string {
 // grantBenchRoute grants the bench routes to sales with a data file that
 // OPA merges into the demo configuration (data.sqlgate.config.routes).
 func grantBenchRoute(dir string) error {
-	grant := `{"sqlgate":{"config":{"routes":{"` + benchSubject + `":{"groups":["sales"]},"` + benchAsyncSubject + `":{"groups":["sales"]}}}}}`
+	grant := `{"sqlgate":{"config":{"routes":{"` + benchSubject + `":{"groups":["sales"]},"` + benchBatchSubject + `":{"groups":["sales"]},"` + benchAsyncSubject + `":{"groups":["sales"]}}}}}`
 	return os.WriteFile(filepath.Join(dir, "bench.json"), []byte(grant), 0o600)
 }
 
@@ -475,6 +492,7 @@ type benchRow struct {
 	errors        int64
 	cpu           time.Duration // process CPU per request
 	dbCPU         time.Duration // PostgreSQL server CPU per request
+	txs           int           // distinct SQL transactions of the replies (sqlgate paths; 0 for bare)
 }
 
 // benchCell is one load shape: c closed-loop clients, or an offered rate
@@ -501,35 +519,65 @@ func (c benchCell) String() string {
 }
 
 // run loads one path with one cell's shape.
-func (b *benchEnv) run(ctx context.Context, cell benchCell, path string, d time.Duration, tag string) ([]time.Duration, int64, error) {
+func (b *benchEnv) run(ctx context.Context, cell benchCell, path string, d time.Duration, tag string, txs *txSet) ([]time.Duration, int64, error) {
 	if cell.durable {
 		return b.loadDurable(ctx, path, cell.conc, d, tag)
 	}
-	conns := b.bareCli
-	if path == "sqlgate" {
+	conns, subject := b.bareCli, benchSubject
+	switch path {
+	case "sqlgate":
 		conns = b.users
+	case "sqlgate+batch":
+		conns, subject = b.users, benchBatchSubject
 	}
-	do := func(i int, n int64) error { return benchRequest(conns[i%len(conns)], tag, n) }
+	do := func(i int, n int64) error {
+		tx, err := benchRequest(conns[i%len(conns)], subject, tag, n)
+		if err == nil && tx != "" {
+			txs.add(tx)
+		}
+		return err
+	}
 	if cell.offered > 0 {
 		return loadOpen(ctx, cell.offered, openMaxInFlight, d, tag, do)
 	}
 	return load(ctx, cell.conc, d, tag, do)
 }
 
+// txSet collects the distinct SQL transaction ids of a path's replies.
+type txSet struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func (s *txSet) add(id string) {
+	s.mu.Lock()
+	s.ids[id] = struct{}{}
+	s.mu.Unlock()
+}
+
+// cellPaths are the paths measured for a cell: sqlgate+batch is a request
+// path (the durable path has its own batch).
+func cellPaths(cell benchCell, paths []string) []string {
+	if !cell.durable {
+		return paths
+	}
+	return slices.DeleteFunc(slices.Clone(paths), func(p string) bool { return p == "sqlgate+batch" })
+}
+
 func (b *benchEnv) measure(ctx context.Context, cells []benchCell, rounds int, d time.Duration, paths []string) ([]benchRow, error) {
 	agg := map[string]*benchAgg{}
 	for r := range rounds {
 		for _, cell := range cells {
-			for _, path := range paths {
+			for _, path := range cellPaths(cell, paths) {
+				k := path + "/" + cell.String()
+				if agg[k] == nil {
+					agg[k] = &benchAgg{txs: txSet{ids: map[string]struct{}{}}}
+				}
 				cpu0, db0 := processCPU(), postgresCPU()
-				lat, errs, err := b.run(ctx, cell, path, d, fmt.Sprintf("%s-%d-%s", path, r, cell))
+				lat, errs, err := b.run(ctx, cell, path, d, fmt.Sprintf("%s-%d-%s", path, r, cell), &agg[k].txs)
 				cpu, dbCPU := processCPU()-cpu0, postgresCPU()-db0
 				if err != nil {
 					return nil, err
-				}
-				k := path + "/" + cell.String()
-				if agg[k] == nil {
-					agg[k] = &benchAgg{}
 				}
 				agg[k].lat = append(agg[k].lat, lat...)
 				agg[k].errs += errs
@@ -541,16 +589,21 @@ func (b *benchEnv) measure(ctx context.Context, cells []benchCell, rounds int, d
 	}
 	var out []benchRow
 	for _, cell := range cells {
-		for _, path := range []string{"bare", "sqlgate"} {
+		for _, path := range benchPaths {
 			a := agg[path+"/"+cell.String()]
-			if a == nil {
-				a = &benchAgg{dur: 1}
+			switch {
+			case a != nil:
+			case path == "sqlgate+batch":
+				continue // not requested, or not a request path cell
+			default:
+				a = &benchAgg{dur: 1} // bare and sqlgate always have a row
 			}
 			slices.Sort(a.lat)
 			out = append(out, benchRow{
 				backend: b.backend, path: path, conc: cell.conc, offered: cell.offered, durable: cell.durable, reqs: int64(len(a.lat)),
 				rate: float64(len(a.lat)) / a.dur.Seconds(), p50: pct(a.lat, 0.50), p99: pct(a.lat, 0.99), errors: a.errs,
 				cpu: a.cpu / time.Duration(max(len(a.lat), 1)), dbCPU: a.dbCPU / time.Duration(max(len(a.lat), 1)),
+				txs: len(a.txs.ids),
 			})
 		}
 	}
@@ -562,6 +615,7 @@ type benchAgg struct {
 	errs int64
 	dur  time.Duration
 	cpu  time.Duration
+	txs  txSet // the SQL transactions the sqlgate paths' replies named
 	// dbCPU is the PostgreSQL server processes' CPU time (Linux /proc; 0
 	// elsewhere or for SQLite, which runs in this process).
 	dbCPU time.Duration
@@ -686,18 +740,25 @@ func loadOpen(ctx context.Context, rate float64, maxInFlight int, d time.Duratio
 
 // benchRequest sends request n of a cell (its own customer and
 // Idempotency-Key) and checks that the reply is a success.
-func benchRequest(nc *nats.Conn, tag string, n int64) error {
-	m := nats.NewMsg(benchSubject)
+func benchRequest(nc *nats.Conn, subject, tag string, n int64) (txid string, err error) {
+	m := nats.NewMsg(subject)
 	m.Data = []byte(`{"customer":"` + tag + `-` + strconv.FormatInt(n, 10) + `","amount":10.50}`)
 	m.Header.Set("Idempotency-Key", tag+"-"+strconv.FormatInt(n, 10))
 	reply, err := nc.RequestMsg(m, 10*time.Second)
 	switch {
 	case err != nil:
-		return err
+		return "", err
 	case len(reply.Data) < 10 || string(reply.Data[:10]) != `{"ok":true`:
-		return errors.New(string(reply.Data))
+		return "", errors.New(string(reply.Data))
 	}
-	return nil
+	const key = `"sql_transaction_id":"`
+	if i := bytes.Index(reply.Data, []byte(key)); i >= 0 {
+		rest := reply.Data[i+len(key):]
+		if j := bytes.IndexByte(rest, '"'); j >= 0 {
+			txid = string(rest[:j])
+		}
+	}
+	return txid, nil
 }
 
 // benchErrors counts the failed requests of a cell and keeps the first.
@@ -746,26 +807,33 @@ func printBenchTable(w io.Writer, rows []benchRow) {
 			closed = append(closed, r)
 		}
 	}
-	printClosed(w, "request path: NATS request -> SQL insert -> reply (closed loop; bare = plain nats.go responder on a plain server)", closed)
+	printClosed(w, "request path: NATS request -> SQL insert -> reply (closed loop; bare = plain nats.go responder on a plain server; sqlgate+batch = the same sync route with batch)", closed)
 	if len(open) > 0 {
 		fmt.Fprintf(w, "\nrequest path at an offered rate (open loop, at most %d in flight; latency from each request's due time)\n", openMaxInFlight)
 		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "backend\toffered req/s\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tadded p50\tadded p99\t")
-		for i := 0; i+1 < len(open); i += 2 {
-			bare, sg := open[i], open[i+1]
-			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t\t\t\n", bare.backend, bare.offered, bare.path, bare.rate, us(bare.p50), us(bare.p99), us(bare.cpu), us(bare.dbCPU), bare.errors)
-			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", sg.backend, sg.offered, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), us(sg.dbCPU), sg.errors, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
+		var bare benchRow
+		for _, r := range open {
+			added := "\t"
+			if r.path == "bare" {
+				bare = r
+			} else {
+				added = us(r.p50-bare.p50) + "\t" + us(r.p99-bare.p99)
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\t\n", r.backend, r.offered, r.path, r.rate, us(r.p50), us(r.p99), us(r.cpu), us(r.dbCPU), r.errors, added)
 		}
 		_ = tw.Flush() // terminal output
 	}
 	printClosed(w, "durable path: JetStream publish -> consumer -> SQL insert -> answer, acked after commit (closed loop; bare = plain JetStream pull consumer)", durable)
-	if line := benchTarget(closed); line != "" {
+	printGroupCommit(w, rows)
+	for _, line := range benchTarget(closed) {
 		fmt.Fprintln(w, line)
 	}
 }
 
-// printClosed prints closed-loop rows (bare, sqlgate, bare, ...) under a
-// title, with sqlgate's ratio and added latency.
+// printClosed prints closed-loop rows (bare, then the sqlgate paths of the
+// same cell) under a title, with each sqlgate path's ratio and added
+// latency against the bare row before it.
 func printClosed(w io.Writer, title string, rows []benchRow) {
 	if len(rows) == 0 {
 		return
@@ -773,16 +841,41 @@ func printClosed(w io.Writer, title string, rows []benchRow) {
 	fmt.Fprintln(w, "\n"+title)
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "backend\tconc\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tratio req/s\tadded p50\tadded p99\t")
-	for i := 0; i+1 < len(rows); i += 2 {
-		bare, sg := rows[i], rows[i+1]
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t\t\t\t\n", bare.backend, bare.conc, bare.path, bare.rate, us(bare.p50), us(bare.p99), us(bare.cpu), us(bare.dbCPU), bare.errors)
-		ratio := 0.0
-		if bare.rate > 0 {
-			ratio = sg.rate / bare.rate
+	var bare benchRow
+	for _, r := range rows {
+		cmp := "\t\t\t"
+		if r.path == "bare" {
+			bare = r
+		} else {
+			ratio := 0.0
+			if bare.rate > 0 {
+				ratio = r.rate / bare.rate
+			}
+			cmp = fmt.Sprintf("%.2f\t%s\t%s\t", ratio, us(r.p50-bare.p50), us(r.p99-bare.p99))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%.2f\t%s\t%s\t\n", sg.backend, sg.conc, sg.path, sg.rate, us(sg.p50), us(sg.p99), us(sg.cpu), us(sg.dbCPU), sg.errors, ratio, us(sg.p50-bare.p50), us(sg.p99-bare.p99))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\n", r.backend, r.conc, r.path, r.rate, us(r.p50), us(r.p99), us(r.cpu), us(r.dbCPU), r.errors, cmp)
 	}
 	_ = tw.Flush() // terminal output
+}
+
+// printGroupCommit prints how many calls each SQL transaction of the
+// sqlgate paths held, from the transaction ids of the replies: 1 where
+// every call has its own, more where calls shared (batch).
+func printGroupCommit(w io.Writer, rows []benchRow) {
+	var parts []string
+	for _, r := range rows {
+		if r.path == "bare" || r.txs == 0 || r.durable {
+			continue
+		}
+		cell := "c=" + strconv.Itoa(r.conc)
+		if r.offered > 0 {
+			cell = strconv.FormatFloat(r.offered, 'f', -1, 64) + "rps"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s %s %.2f", r.backend, r.path, cell, float64(r.reqs)/float64(r.txs)))
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "\ncalls per SQL transaction (request path, from the replies' transaction ids): %s\n", strings.Join(parts, "; "))
+	}
 }
 
 // Target of the request path (docs/performance.md): on PostgreSQL at
@@ -793,12 +886,21 @@ const (
 	targetAddedP99 = 2 * time.Millisecond
 )
 
-// benchTarget reports the measured figures against the target, or "" when
-// the run did not measure PostgreSQL at concurrency 64 on both paths.
-func benchTarget(rows []benchRow) string {
-	for i := 0; i+1 < len(rows); i += 2 {
-		bare, sg := rows[i], rows[i+1]
-		if bare.backend != "postgres" || bare.conc != 64 || bare.rate == 0 || sg.rate == 0 {
+// benchTarget reports each sqlgate path's figures against the target, or
+// nothing when the run did not measure PostgreSQL at concurrency 64 with
+// the bare path and that sqlgate path.
+func benchTarget(rows []benchRow) []string {
+	var out []string
+	var bare benchRow
+	for _, r := range rows {
+		if r.backend != "postgres" || r.conc != 64 {
+			continue
+		}
+		if r.path == "bare" {
+			bare = r
+			continue
+		}
+		if bare.rate == 0 || r.rate == 0 {
 			continue
 		}
 		verdict := func(ok bool) string {
@@ -807,11 +909,11 @@ func benchTarget(rows []benchRow) string {
 			}
 			return "MISSED"
 		}
-		ratio, added := sg.rate/bare.rate, sg.p99-bare.p99
-		return fmt.Sprintf("target (PostgreSQL, concurrency 64): ratio >= %.2f: %.2f, %s; added p99 < %s: %s, %s",
-			targetRatio, ratio, verdict(ratio >= targetRatio), us(targetAddedP99), us(added), verdict(added < targetAddedP99))
+		ratio, added := r.rate/bare.rate, r.p99-bare.p99
+		out = append(out, fmt.Sprintf("target (PostgreSQL, concurrency 64, %s): ratio >= %.2f: %.2f, %s; added p99 < %s: %s, %s",
+			r.path, targetRatio, ratio, verdict(ratio >= targetRatio), us(targetAddedP99), us(added), verdict(added < targetAddedP99)))
 	}
-	return ""
+	return out
 }
 
 func us(d time.Duration) string {

@@ -25,7 +25,10 @@ import (
 
 // Bench subjects.
 const (
-	benchSubject      = "bench.orders.create" // sync route
+	benchSubject = "bench.orders.create" // sync route
+	// benchBatchSubject is the same sync route with batch (group commit):
+	// the sqlgate+batch path.
+	benchBatchSubject = "bench.orders.create_batched"
 	benchAsyncSubject = "bench.orders.import" // async route
 	// The bare stream's subjects and the header that names where the bare
 	// consumer answers.
