@@ -30,9 +30,14 @@ test-integration: ## tests against real services: set SQLGATE_TEST_POSTGRES_DSN 
 	@test -n "$$SQLGATE_TEST_POSTGRES_DSN" || { echo "set SQLGATE_TEST_POSTGRES_DSN, e.g. postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"; exit 2; }
 	$(GO) test $(TEST_FLAGS) ./...
 
+# vet, bench-once and image compile with the same settings (no cgo,
+# -trimpath), so CI compiles the dependencies once for the three of them.
+NOCGO := CGO_ENABLED=0
+TRIM := -trimpath
+
 .PHONY: vet
 vet: ## go vet
-	$(GO) vet ./...
+	$(NOCGO) $(GO) vet $(TRIM) ./...
 
 .PHONY: lint
 lint: ## golangci-lint (pinned in deploy/tools.mod)
@@ -78,7 +83,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 
 .PHONY: image
 image: ## the container image as a docker-archive tarball: bin/sqlgated-image.tar (docker load -i, podman load -i, crane push)
-	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "-s -w -buildid= -X main.version=$(VERSION)" \
+	$(NOCGO) GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build $(TRIM) -ldflags "-s -w -buildid= -X main.version=$(VERSION)" \
 	  -o bin/image/linux_$(IMAGE_ARCH)/ ./cmd/sqlgated ./cmd/sqlgate
 	$(GO) run ./deploy/image --arch $(IMAGE_ARCH) \
 	  --sqlgated bin/image/linux_$(IMAGE_ARCH)/sqlgated --sqlgate bin/image/linux_$(IMAGE_ARCH)/sqlgate \
@@ -96,7 +101,7 @@ deploy-test: image bin/helm ## check the image (valid, static; run under podman 
 
 .PHONY: bench-once
 bench-once: ## every Go benchmark once, so they keep compiling
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+	$(NOCGO) $(GO) test $(TRIM) -run '^$$' -bench . -benchtime 1x ./...
 
 .PHONY: cover
 cover: ## test coverage report in coverage.html
