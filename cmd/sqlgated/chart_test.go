@@ -91,9 +91,8 @@ func flatPolicy(t *testing.T) map[string]any {
 	return policy
 }
 
-// helmTemplate renders the chart with values and returns its objects by
-// "Kind/name", or helm's error output.
-func helmTemplate(t *testing.T, helm string, values map[string]any) (map[string]map[string]any, error) {
+// valuesFile writes values as a Helm values file and returns its path.
+func valuesFile(t *testing.T, values map[string]any) string {
 	t.Helper()
 	b, err := yaml.Marshal(values)
 	if err != nil {
@@ -103,6 +102,14 @@ func helmTemplate(t *testing.T, helm string, values map[string]any) (map[string]
 	if err := os.WriteFile(file, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return file
+}
+
+// helmTemplate renders the chart with values and returns its objects by
+// "Kind/name", or helm's error output.
+func helmTemplate(t *testing.T, helm string, values map[string]any) (map[string]map[string]any, error) {
+	t.Helper()
+	file := valuesFile(t, values)
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(t.Context(), helm, "template", "prod", chartDir, "--namespace", "sqlgate", "--kube-version", "1.31.0", "-f", file)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -291,15 +298,7 @@ func TestHelmChart(t *testing.T) {
 	})
 
 	t.Run("lint", func(t *testing.T) {
-		b, err := yaml.Marshal(values)
-		if err != nil {
-			t.Fatal(err)
-		}
-		file := filepath.Join(t.TempDir(), "values.yaml")
-		if err := os.WriteFile(file, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := exec.CommandContext(t.Context(), helm, "lint", "--strict", "--kube-version", "1.31.0", chartDir, "-f", file).CombinedOutput(); err != nil {
+		if out, err := exec.CommandContext(t.Context(), helm, "lint", "--strict", "--kube-version", "1.31.0", chartDir, "-f", valuesFile(t, values)).CombinedOutput(); err != nil {
 			t.Errorf("helm lint --strict: %v\n%s", err, out)
 		}
 	})

@@ -137,15 +137,11 @@ func (d *serveDeps) userStack(base string) *devStack {
 	}}
 }
 
-// startServe starts serveDeps and `sqlgated serve` on them. databases is
-// the YAML of the databases section.
-func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit func(string) string) *serveStack {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	deps := startServeDeps(ctx, t, routesYAML, "", policyEdit)
-	dir, natsAddr, idp := deps.dir, deps.natsAddr, deps.idp
-	httpAddr := freeAddr(t)
-	cfg := fmt.Sprintf(`
+// serveConfig is the test configuration of `sqlgated serve`: routes,
+// policy, NATS keys (dir/keys), a SQLite control database and the audit
+// keys under dir.
+func serveConfig(dir, httpAddr, natsAddr, issuer, databases string) string {
+	return fmt.Sprintf(`
 instance: test-1
 routes: %[1]s/routes.yaml
 http:
@@ -174,7 +170,18 @@ audit:
   paramKeyFile: %[1]s/secrets/audit-param.key
 credentials:
   reaperInterval: 500ms
-`, dir, httpAddr, natsAddr, idp.Issuer(), databases)
+`, dir, httpAddr, natsAddr, issuer, databases)
+}
+
+// startServe starts serveDeps and `sqlgated serve` on them. databases is
+// the YAML of the databases section.
+func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit func(string) string) *serveStack {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	deps := startServeDeps(ctx, t, routesYAML, "", policyEdit)
+	dir, natsAddr, idp := deps.dir, deps.natsAddr, deps.idp
+	httpAddr := freeAddr(t)
+	cfg := serveConfig(dir, httpAddr, natsAddr, idp.Issuer(), databases)
 	cfgPath := filepath.Join(dir, "sqlgated.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -307,42 +314,15 @@ func TestServeStartupErrors(t *testing.T) {
 	if err := os.CopyFS(filepath.Join(dir, "policy"), rules.FS); err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf(`
-routes: %[1]s/routes.yaml
-http:
-  listen: 127.0.0.1:0
-  auditorGroups: [auditors]
-nats:
-  url: nats://127.0.0.1:1
-  keysDir: %[1]s/no-such-keys
-identity:
-  issuers:
-    - name: dev
-      issuer: https://idp.invalid
-      audiences: [sqlgate]
-  cli:
-    issuer: https://idp.invalid
-    clientID: sqlgate-cli
-policy:
-  dir: %[1]s/policy
-databases:
-  - sqlite:
-      name: orders
-      path: %[1]s/orders.db
-control:
-  dialect: sqlite
-  path: %[1]s/control.db
-audit:
-  signingKeyFile: %[1]s/secrets/audit-signing.key
-  paramKeyFile: %[1]s/secrets/audit-param.key
-`, dir)
+	// No NATS keys in dir/keys: serve fails after opening the databases.
+	cfg := serveConfig(dir, "127.0.0.1:0", "127.0.0.1:1", "https://idp.invalid", "  - sqlite:\n      name: orders\n      path: "+dir+"/orders.db")
 	path := filepath.Join(dir, "sqlgated.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder
 	err := run(t.Context(), []string{"serve", "--config", path}, &out, &out)
-	if err == nil || !strings.Contains(err.Error(), "no-such-keys") {
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "keys", "operator.nk")) {
 		t.Fatalf("serve with a missing NATS keys directory: err = %v, want one naming it\n%s", err, out.String())
 	}
 }
