@@ -365,6 +365,28 @@ func TestCLIWalkthrough(t *testing.T) {
 	if code, _, errOut := auditor.run("", "audit", "check-evidence", signedZip, "--key", d.AuditKey, "--require-signature"); code != 1 {
 		t.Errorf("check-evidence --require-signature without trusting the signer: exit %d, %s", code, errOut)
 	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"audit", "keygen", "--name", "two words", "-o", filepath.Join(t.TempDir(), "k")}, 2, "without spaces or '+'"},
+		{[]string{"audit", "keygen", "--name", "a+b", "-o", filepath.Join(t.TempDir(), "k")}, 2, "without spaces or '+'"},
+		{[]string{"audit", "keygen", "-o", filepath.Join(t.TempDir(), "k")}, 2, "--name and -o are required"},
+	} {
+		if code, _, errOut := auditor.run("", tc.args...); code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d, %s; want %d and %q", tc.args, code, errOut, tc.code, tc.want)
+		}
+	}
+	// A key file that is not a signing key (here, a verifier key) is refused
+	// without echoing its content.
+	garbage := filepath.Join(t.TempDir(), "not-a.key")
+	if err := os.WriteFile(garbage, []byte(signerKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := auditor.run("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", today, "--to", tomorrow, "-o", signedZip, "--sign-key", garbage); code != 1 || !strings.Contains(errOut, "malformed private key") || strings.Contains(errOut, signerKey) {
+		t.Errorf("evidence with a malformed key file: exit %d, %s", code, errOut)
+	}
 	if err := os.Chmod(keyFile, 0o644); err != nil {
 		t.Fatal(err)
 	}
