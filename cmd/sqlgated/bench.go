@@ -807,53 +807,55 @@ func printBenchTable(w io.Writer, rows []benchRow) {
 			closed = append(closed, r)
 		}
 	}
-	printClosed(w, "request path: NATS request -> SQL insert -> reply (closed loop; bare = plain nats.go responder on a plain server; sqlgate+batch = the same sync route with batch)", closed)
-	if len(open) > 0 {
-		fmt.Fprintf(w, "\nrequest path at an offered rate (open loop, at most %d in flight; latency from each request's due time)\n", openMaxInFlight)
-		tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "backend\toffered req/s\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tadded p50\tadded p99\t")
-		var bare benchRow
-		for _, r := range open {
-			added := "\t"
-			if r.path == "bare" {
-				bare = r
-			} else {
-				added = us(r.p50-bare.p50) + "\t" + us(r.p99-bare.p99)
-			}
-			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\t\n", r.backend, r.offered, r.path, r.rate, us(r.p50), us(r.p99), us(r.cpu), us(r.dbCPU), r.errors, added)
-		}
-		_ = tw.Flush() // terminal output
-	}
-	printClosed(w, "durable path: JetStream publish -> consumer -> SQL insert -> answer, acked after commit (closed loop; bare = plain JetStream pull consumer)", durable)
+	printRows(w, "request path: NATS request -> SQL insert -> reply (closed loop; bare = plain nats.go responder on a plain server; sqlgate+batch = the same sync route with batch)", closed)
+	printRows(w, fmt.Sprintf("request path at an offered rate (open loop, at most %d in flight; latency from each request's due time)", openMaxInFlight), open)
+	printRows(w, "durable path: JetStream publish -> consumer -> SQL insert -> answer, acked after commit (closed loop; bare = plain JetStream pull consumer)", durable)
 	printGroupCommit(w, rows)
 	for _, line := range benchTarget(closed) {
 		fmt.Fprintln(w, line)
 	}
 }
 
-// printClosed prints closed-loop rows (bare, then the sqlgate paths of the
-// same cell) under a title, with each sqlgate path's ratio and added
-// latency against the bare row before it.
-func printClosed(w io.Writer, title string, rows []benchRow) {
+// printRows prints rows (bare, then the sqlgate paths of the same cell)
+// under a title, with each sqlgate path's added latency against the bare
+// row before it and, closed loop, its ratio of throughput. Open-loop rows
+// (all of one kind) name their offered rate instead of their concurrency,
+// and have no ratio: every path is offered the same rate.
+func printRows(w io.Writer, title string, rows []benchRow) {
 	if len(rows) == 0 {
 		return
 	}
+	open := rows[0].offered > 0
 	fmt.Fprintln(w, "\n"+title)
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "backend\tconc\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tratio req/s\tadded p50\tadded p99\t")
+	if open {
+		fmt.Fprintln(tw, "backend\toffered req/s\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tadded p50\tadded p99\t")
+	} else {
+		fmt.Fprintln(tw, "backend\tconc\tpath\treq/s\tp50\tp99\tcpu/req\tdb cpu/req\terrors\tratio req/s\tadded p50\tadded p99\t")
+	}
 	var bare benchRow
 	for _, r := range rows {
-		cmp := "\t\t\t"
-		if r.path == "bare" {
+		cell, cmp := strconv.Itoa(r.conc), ""
+		if open {
+			cell = strconv.FormatFloat(r.offered, 'f', 0, 64)
+		}
+		switch {
+		case r.path == "bare":
 			bare = r
-		} else {
+			cmp = "\t\t"
+			if !open {
+				cmp += "\t"
+			}
+		case open:
+			cmp = us(r.p50-bare.p50) + "\t" + us(r.p99-bare.p99)
+		default:
 			ratio := 0.0
 			if bare.rate > 0 {
 				ratio = r.rate / bare.rate
 			}
-			cmp = fmt.Sprintf("%.2f\t%s\t%s\t", ratio, us(r.p50-bare.p50), us(r.p99-bare.p99))
+			cmp = fmt.Sprintf("%.2f\t%s\t%s", ratio, us(r.p50-bare.p50), us(r.p99-bare.p99))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\n", r.backend, r.conc, r.path, r.rate, us(r.p50), us(r.p99), us(r.cpu), us(r.dbCPU), r.errors, cmp)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\t\n", r.backend, cell, r.path, r.rate, us(r.p50), us(r.p99), us(r.cpu), us(r.dbCPU), r.errors, cmp)
 	}
 	_ = tw.Flush() // terminal output
 }
