@@ -165,6 +165,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		all = append(all, rows...)
 	}
+	if err := ctx.Err(); err != nil {
+		// The cells cut short would show wrong rates and ratios (and a
+		// target verdict) as if they were measured.
+		return fmt.Errorf("bench interrupted: no figures are printed for a run cut short: %w", err)
+	}
 	printBenchTable(stdout, all)
 	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strconv"
@@ -129,6 +130,22 @@ func TestBenchFlags(t *testing.T) {
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("bench %q: err = %v, want a usage error with %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestBenchInterrupted checks that a bench stopped by a signal (its context
+// ends) prints no table: the cells cut short would show wrong ratios.
+func TestBenchInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(500*time.Millisecond, cancel)
+	var out, errOut strings.Builder
+	args := []string{"--backends", "sqlite", "--concurrency", "4", "--duration", "1s", "--rounds", "2"}
+	err := runBench(ctx, args, &out, &errOut)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "bench interrupted") {
+		t.Errorf("err = %v, want the interruption", err)
+	}
+	if strings.Contains(out.String(), "req/s") || strings.Contains(out.String(), "target") {
+		t.Errorf("an interrupted bench printed figures:\n%s", out.String())
 	}
 }
 
