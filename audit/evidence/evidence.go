@@ -122,8 +122,31 @@ type File struct {
 	Selection string `json:"selection"`
 	// Criteria are the SOC 2 trust services criteria the file evidences.
 	Criteria string `json:"criteria,omitempty"`
-	Rows     int    `json:"rows"`
-	SHA256   string `json:"sha256"`
+	// Rows counts what the file holds: rows of a CSV file, pages of the
+	// report, sheets of the workbook, the checkpoint of a note ([File.Count]
+	// names the unit).
+	Rows   int    `json:"rows"`
+	SHA256 string `json:"sha256"`
+}
+
+// Count is Rows with its unit, e.g. "12 rows", "3 pages" or "8 sheets";
+// "" for a file that holds fixed text.
+func (f File) Count() string {
+	unit := "rows"
+	switch {
+	case f.Name == verifyName:
+		return ""
+	case f.Name == "report.pdf":
+		unit = "pages"
+	case f.Name == workbookName:
+		unit = "sheets"
+	case strings.HasSuffix(f.Name, ".note"):
+		unit = "checkpoints"
+	}
+	if f.Rows == 1 {
+		unit = strings.TrimSuffix(unit, "s")
+	}
+	return strconv.Itoa(f.Rows) + " " + unit
 }
 
 // Write verifies src and writes the evidence archive (zip) of the period to

@@ -304,6 +304,19 @@ func TestCLIWalkthrough(t *testing.T) {
 	if !strings.Contains(out, "csv/activity.csv") || !strings.Contains(out, "the log verified") {
 		t.Errorf("audit evidence = %s", out)
 	}
+	// Each file is counted in its own unit: the report in pages, the
+	// workbook in sheets, VERIFY.md not at all.
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`csv/activity.csv +[1-9][0-9]* rows? `),
+		regexp.MustCompile(`report.pdf +[1-9][0-9]* pages? `),
+		regexp.MustCompile(`report.xlsx +[1-9][0-9]* sheets `),
+		regexp.MustCompile(`checkpoints/1.note +1 checkpoint `),
+		regexp.MustCompile(`VERIFY.md +sha256 `),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("audit evidence output does not match %q:\n%s", want, out)
+		}
+	}
 	zipped, err := os.ReadFile(zipPath)
 	if err != nil {
 		t.Fatal(err)

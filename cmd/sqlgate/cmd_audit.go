@@ -262,7 +262,7 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "evidence for %s to %s written to %s (the log verified: %d records)\n", m.Period.From, m.Period.To, *out, m.Verification.Records)
 	for _, f := range m.Files {
-		fmt.Fprintf(e.stdout, "  %-28s %6d rows  sha256 %s\n", f.Name, f.Rows, f.SHA256)
+		fmt.Fprintf(e.stdout, "  %-28s %12s  sha256 %s\n", f.Name, f.Count(), f.SHA256)
 	}
 	if signer != nil {
 		fmt.Fprintf(e.stdout, "manifest signed by %s\n", signer.VerifierKey())
