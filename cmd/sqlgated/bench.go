@@ -495,6 +495,7 @@ type benchRow struct {
 	rate          float64
 	p50, p99      time.Duration
 	errors        int64
+	firstErr      error         // the first failed request's error, when errors > 0
 	cpu           time.Duration // process CPU per request
 	dbCPU         time.Duration // PostgreSQL server CPU per request
 	txs           int           // distinct SQL transactions of the replies (sqlgate paths; 0 for bare)
@@ -524,7 +525,7 @@ func (c benchCell) String() string {
 }
 
 // run loads one path with one cell's shape.
-func (b *benchEnv) run(ctx context.Context, cell benchCell, path string, d time.Duration, tag string, txs *txSet) ([]time.Duration, int64, error) {
+func (b *benchEnv) run(ctx context.Context, cell benchCell, path string, d time.Duration, tag string, txs *txSet) ([]time.Duration, cellErrors, error) {
 	if cell.durable {
 		return b.loadDurable(ctx, path, cell.conc, d, tag)
 	}
@@ -585,7 +586,7 @@ func (b *benchEnv) measure(ctx context.Context, cells []benchCell, rounds int, d
 					return nil, err
 				}
 				agg[k].lat = append(agg[k].lat, lat...)
-				agg[k].errs += errs
+				agg[k].errs.add(errs)
 				agg[k].dur += d
 				agg[k].cpu += cpu
 				agg[k].dbCPU += dbCPU
@@ -606,7 +607,7 @@ func (b *benchEnv) measure(ctx context.Context, cells []benchCell, rounds int, d
 			slices.Sort(a.lat)
 			out = append(out, benchRow{
 				backend: b.backend, path: path, conc: cell.conc, offered: cell.offered, durable: cell.durable, reqs: int64(len(a.lat)),
-				rate: float64(len(a.lat)) / a.dur.Seconds(), p50: pct(a.lat, 0.50), p99: pct(a.lat, 0.99), errors: a.errs,
+				rate: float64(len(a.lat)) / a.dur.Seconds(), p50: pct(a.lat, 0.50), p99: pct(a.lat, 0.99), errors: a.errs.n, firstErr: a.errs.first,
 				cpu: a.cpu / time.Duration(max(len(a.lat), 1)), dbCPU: a.dbCPU / time.Duration(max(len(a.lat), 1)),
 				txs: len(a.txs.ids),
 			})
@@ -617,7 +618,7 @@ func (b *benchEnv) measure(ctx context.Context, cells []benchCell, rounds int, d
 
 type benchAgg struct {
 	lat  []time.Duration
-	errs int64
+	errs cellErrors
 	dur  time.Duration
 	cpu  time.Duration
 	txs  txSet // the SQL transactions the sqlgate paths' replies named
@@ -675,7 +676,7 @@ func processCPU() time.Duration {
 // load runs c closed-loop clients for d and returns the latency of every
 // successful request. Client i sends its requests with do(i, n), n
 // numbering the cell's requests.
-func load(ctx context.Context, c int, d time.Duration, tag string, do func(i int, n int64) error) ([]time.Duration, int64, error) {
+func load(ctx context.Context, c int, d time.Duration, tag string, do func(i int, n int64) error) ([]time.Duration, cellErrors, error) {
 	var (
 		mu   sync.Mutex
 		all  []time.Duration
@@ -710,7 +711,7 @@ func load(ctx context.Context, c int, d time.Duration, tag string, do func(i int
 // earlier ones were answered, with at most maxInFlight outstanding. Latency
 // is measured from the due time, so a path that falls behind shows its
 // queueing instead of hiding it (no coordinated omission).
-func loadOpen(ctx context.Context, rate float64, maxInFlight int, d time.Duration, tag string, do func(i int, n int64) error) ([]time.Duration, int64, error) {
+func loadOpen(ctx context.Context, rate float64, maxInFlight int, d time.Duration, tag string, do func(i int, n int64) error) ([]time.Duration, cellErrors, error) {
 	var (
 		mu   sync.Mutex
 		all  []time.Duration
@@ -783,13 +784,31 @@ func (e *benchErrors) check(err error) bool {
 	return false
 }
 
-// result returns a cell's latencies and error count; a cell in which every
+// result returns a cell's latencies and errors; a cell in which every
 // request failed is an error.
-func (e *benchErrors) result(tag string, lat []time.Duration) ([]time.Duration, int64, error) {
-	if n := e.n.Load(); n > 0 && len(lat) == 0 {
-		return nil, n, fmt.Errorf("%s: every request failed: %v", tag, e.first.Load())
+func (e *benchErrors) result(tag string, lat []time.Duration) ([]time.Duration, cellErrors, error) {
+	ce := cellErrors{n: e.n.Load()}
+	if first, ok := e.first.Load().(error); ok {
+		ce.first = first
 	}
-	return lat, e.n.Load(), nil
+	if ce.n > 0 && len(lat) == 0 {
+		return nil, ce, fmt.Errorf("%s: every request failed: %w", tag, ce.first)
+	}
+	return lat, ce, nil
+}
+
+// cellErrors are the failed requests of a cell: how many, and the first.
+type cellErrors struct {
+	n     int64
+	first error
+}
+
+// add counts o's errors in e, keeping e's first error if it has one.
+func (e *cellErrors) add(o cellErrors) {
+	e.n += o.n
+	if e.first == nil {
+		e.first = o.first
+	}
 }
 
 func pct(sorted []time.Duration, p float64) time.Duration {
@@ -816,6 +835,7 @@ func printBenchTable(w io.Writer, rows []benchRow) {
 	printRows(w, fmt.Sprintf("request path at an offered rate (open loop, at most %d in flight; latency from each request's due time)", openMaxInFlight), open)
 	printRows(w, "durable path: JetStream publish -> consumer -> SQL insert -> answer, acked after commit (closed loop; bare = plain JetStream pull consumer)", durable)
 	printGroupCommit(w, rows)
+	printErrors(w, rows)
 	for _, line := range benchTarget(closed) {
 		fmt.Fprintln(w, line)
 	}
@@ -863,6 +883,29 @@ func printRows(w io.Writer, title string, rows []benchRow) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\t\n", r.backend, cell, r.path, r.rate, us(r.p50), us(r.p99), us(r.cpu), us(r.dbCPU), r.errors, cmp)
 	}
 	_ = tw.Flush() // terminal output
+}
+
+// printErrors names, for each row with failed requests, the first error, so
+// that an error count in a table has a cause next to it.
+func printErrors(w io.Writer, rows []benchRow) {
+	first := true
+	for _, r := range rows {
+		if r.errors == 0 || r.firstErr == nil {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w, "\nfailed requests (the first error of each row):")
+			first = false
+		}
+		shape := "request path c=" + strconv.Itoa(r.conc)
+		switch {
+		case r.offered > 0:
+			shape = "request path " + strconv.FormatFloat(r.offered, 'f', -1, 64) + " req/s"
+		case r.durable:
+			shape = "durable path c=" + strconv.Itoa(r.conc)
+		}
+		fmt.Fprintf(w, "  %s %s %s: %d failed; first: %v\n", r.backend, r.path, shape, r.errors, r.firstErr)
+	}
 }
 
 // printGroupCommit prints how many calls each SQL transaction of the

@@ -96,7 +96,7 @@ func bareAnswer(ctx context.Context, m jetstream.Msg, exec bareExec) []byte {
 	corr := strconv.Quote(m.Headers().Get(natsvc.HeaderCorrelationID))
 	id, err := exec.insert(ctx, m.Data())
 	if err != nil {
-		return []byte(`{"ok":false,"correlation_id":` + corr + `}`)
+		return []byte(`{"ok":false,"correlation_id":` + corr + `,"error":{"message":` + strconv.Quote(err.Error()) + `}}`)
 	}
 	return []byte(`{"ok":true,"correlation_id":` + corr + `,"result":{"rows":[{"id":` + strconv.FormatInt(id, 10) + `}]}}`)
 }
@@ -158,10 +158,10 @@ func (b *benchEnv) durableClients(path, tag string, c int) ([]*durableClient, fu
 }
 
 // loadDurable runs c closed-loop clients of the durable path for d.
-func (b *benchEnv) loadDurable(ctx context.Context, path string, c int, d time.Duration, tag string) ([]time.Duration, int64, error) {
+func (b *benchEnv) loadDurable(ctx context.Context, path string, c int, d time.Duration, tag string) ([]time.Duration, cellErrors, error) {
 	clients, stop, err := b.durableClients(path, tag, c)
 	if err != nil {
-		return nil, 0, err
+		return nil, cellErrors{}, err
 	}
 	defer stop()
 	return load(ctx, c, d, tag, func(i int, n int64) error { return clients[i].call(ctx, tag, n) })

@@ -91,8 +91,8 @@ func TestLoadOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lat) != 10 || errs != 10 {
-		t.Errorf("200 req/s for 100ms: %d successes and %d errors, want 10 and 10", len(lat), errs)
+	if len(lat) != 10 || errs.n != 10 || errs.first == nil || !strings.Contains(errs.first.Error(), "forbidden") {
+		t.Errorf("200 req/s for 100ms: %d successes and %d errors (first %v), want 10 and 10, the first naming the reply's code", len(lat), errs.n, errs.first)
 	}
 
 	// A cell in which every request fails is an error that names the reply.
@@ -159,7 +159,7 @@ func TestPrintBenchTable(t *testing.T) {
 		{backend: "postgres", path: "sqlgate+batch", conc: 64, rate: 5000, p99: 30 * time.Millisecond, reqs: 1000, txs: 250},
 		{backend: "postgres", path: "bare", offered: 500, rate: 500, p50: time.Millisecond, p99: 2 * time.Millisecond},
 		{backend: "postgres", path: "sqlgate", offered: 500, rate: 500, p50: 1700 * time.Microsecond, p99: 3500 * time.Microsecond},
-		{backend: "postgres", path: "bare", conc: 64, durable: true, rate: 4000, p99: 30 * time.Millisecond},
+		{backend: "postgres", path: "bare", conc: 64, durable: true, rate: 4000, p99: 30 * time.Millisecond, errors: 64, firstErr: errors.New("answer: context deadline exceeded")},
 		{backend: "postgres", path: "sqlgate", conc: 64, durable: true, rate: 3000, p99: 31 * time.Millisecond},
 	}
 	var out strings.Builder
@@ -174,6 +174,7 @@ func TestPrintBenchTable(t *testing.T) {
 		"postgres    64  sqlgate+batch   5000  0µs  30.0ms      0µs         0µs       0         0.62        0µs     15.0ms",
 		"calls per SQL transaction (request path, from the replies' transaction ids): postgres sqlgate c=64 1.00; postgres sqlgate+batch c=64 4.00",
 		"target (PostgreSQL, concurrency 64, sqlgate): ratio >= 0.70: 0.38, MISSED; added p99 < 2000µs: 34.0ms, MISSED",
+		"failed requests (the first error of each row):\n  postgres bare durable path c=64: 64 failed; first: answer: context deadline exceeded\n",
 		"target (PostgreSQL, concurrency 64, sqlgate+batch): ratio >= 0.70: 0.62, MISSED; added p99 < 2000µs: 15.0ms, MISSED",
 	} {
 		if !strings.Contains(got, want) {
