@@ -152,23 +152,29 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return &usageError{msg: "--backends: sqlite and/or postgres"}
 		}
 	}
+	// A run stopped by a signal prints nothing: the cells cut short would
+	// show wrong rates and ratios (and a target verdict) as if measured.
+	interrupted := func() error {
+		return fmt.Errorf("bench interrupted: no figures are printed for a run cut short: %w", ctx.Err())
+	}
 	var all []benchRow
 	for _, backend := range backends {
 		b, err := newBenchEnv(ctx, backend, *pgDSN, *workers, benchBatches{async: *batch, sync: *syncBatch}, *controlFlag == "sqlite", logger)
-		if err != nil {
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return interrupted()
+		case err != nil:
 			return fmt.Errorf("%s bench setup: %w", backend, err)
 		}
 		rows, err := b.measure(ctx, cells, *rounds, *duration, strings.Split(*pathsFlag, ","))
 		b.close()
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return interrupted()
+		case err != nil:
 			return err
 		}
 		all = append(all, rows...)
-	}
-	if err := ctx.Err(); err != nil {
-		// The cells cut short would show wrong rates and ratios (and a
-		// target verdict) as if they were measured.
-		return fmt.Errorf("bench interrupted: no figures are printed for a run cut short: %w", err)
 	}
 	printBenchTable(stdout, all)
 	return nil

@@ -134,18 +134,22 @@ func TestBenchFlags(t *testing.T) {
 }
 
 // TestBenchInterrupted checks that a bench stopped by a signal (its context
-// ends) prints no table: the cells cut short would show wrong ratios.
+// ends) prints no table, whether it stops during the setup or during a
+// cell: the cells cut short would show wrong ratios.
 func TestBenchInterrupted(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	time.AfterFunc(500*time.Millisecond, cancel)
-	var out, errOut strings.Builder
-	args := []string{"--backends", "sqlite", "--concurrency", "4", "--duration", "1s", "--rounds", "2"}
-	err := runBench(ctx, args, &out, &errOut)
-	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "bench interrupted") {
-		t.Errorf("err = %v, want the interruption", err)
-	}
-	if strings.Contains(out.String(), "req/s") || strings.Contains(out.String(), "target") {
-		t.Errorf("an interrupted bench printed figures:\n%s", out.String())
+	for _, after := range []time.Duration{0, 500 * time.Millisecond} {
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(after, cancel)
+		var out, errOut strings.Builder
+		args := []string{"--backends", "sqlite", "--concurrency", "4", "--duration", "2s", "--rounds", "2"}
+		err := runBench(ctx, args, &out, &errOut)
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "bench interrupted") {
+			t.Errorf("stopped after %s: err = %v, want the interruption", after, err)
+		}
+		if strings.Contains(out.String(), "req/s") || strings.Contains(out.String(), "target") {
+			t.Errorf("stopped after %s: an interrupted bench printed figures:\n%s", after, out.String())
+		}
+		cancel()
 	}
 }
 
