@@ -214,16 +214,23 @@ type benchBatches struct{ async, sync int }
 // benchPaths are the paths `--paths` may name.
 var benchPaths = []string{"bare", "sqlgate", "sqlgate+batch"}
 
-func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, batch benchBatches, sqliteControl bool, logger *slog.Logger) (b *benchEnv, err error) {
+// onBenchStarted, when set (by a test), runs once the daemon assembly of a
+// bench environment has started: the setup steps after it must still undo
+// everything when they fail.
+var onBenchStarted func()
+
+// newBenchEnv sets up both paths for backend. On an error it undoes what it
+// set up; b is a local variable, not the result, so that the cleanup
+// functions, which refer to b, still see it after `return nil, err`.
+func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, batch benchBatches, sqliteControl bool, logger *slog.Logger) (_ *benchEnv, err error) {
 	dir, err := os.MkdirTemp("", "sqlgate-bench-")
 	if err != nil {
 		return nil, err
 	}
-	env := &benchEnv{backend: backend, dir: dir}
-	b = env
+	b := &benchEnv{backend: backend, dir: dir}
 	defer func() {
 		if err != nil {
-			env.close()
+			b.close()
 		}
 	}()
 
@@ -388,6 +395,9 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, batch 
 		return nil, err
 	}
 	b.cleanup = append(b.cleanup, func() { b.app.shutdown(context.Background()) })
+	if onBenchStarted != nil {
+		onBenchStarted()
+	}
 	b.users, b.userKeys, err = benchUsers(ctx, b.app, ns.ClientURL(), issuer, 8)
 	if err != nil {
 		return nil, err

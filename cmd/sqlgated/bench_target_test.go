@@ -134,20 +134,29 @@ func TestBenchFlags(t *testing.T) {
 }
 
 // TestBenchInterrupted checks that a bench stopped by a signal (its context
-// ends) prints no table, whether it stops during the setup or during a
+// ends) prints no table, whether it stops at once, during the setup once
+// the daemon runs (the setup undoes itself: this panicked once) or during a
 // cell: the cells cut short would show wrong ratios.
 func TestBenchInterrupted(t *testing.T) {
-	for _, after := range []time.Duration{0, 500 * time.Millisecond} {
+	for _, when := range []string{"at once", "once the daemon started", "during a cell"} {
 		ctx, cancel := context.WithCancel(t.Context())
-		time.AfterFunc(after, cancel)
+		switch when {
+		case "at once":
+			cancel()
+		case "once the daemon started":
+			onBenchStarted = cancel
+		default:
+			time.AfterFunc(2*time.Second, cancel) // the setup takes 0.2 s (0.6 s with -race)
+		}
 		var out, errOut strings.Builder
-		args := []string{"--backends", "sqlite", "--concurrency", "4", "--duration", "2s", "--rounds", "2"}
+		args := []string{"--backends", "sqlite", "--concurrency", "4", "--duration", "3s", "--rounds", "2"}
 		err := runBench(ctx, args, &out, &errOut)
+		onBenchStarted = nil
 		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "bench interrupted") {
-			t.Errorf("stopped after %s: err = %v, want the interruption", after, err)
+			t.Errorf("stopped %s: err = %v, want the interruption", when, err)
 		}
 		if strings.Contains(out.String(), "req/s") || strings.Contains(out.String(), "target") {
-			t.Errorf("stopped after %s: an interrupted bench printed figures:\n%s", after, out.String())
+			t.Errorf("stopped %s: an interrupted bench printed figures:\n%s", when, out.String())
 		}
 		cancel()
 	}
