@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -70,7 +69,11 @@ func RoutesFromCatalog(data []byte) ([]RouteRef, error) {
 //     data: the elements or keys of any `routes` member, any `route` member,
 //     and, for such a route, `param` members and `*params` lists within it.
 func Check(ctx context.Context, dir string, catalog []RouteRef) []error {
-	snap, err := readSnapshot(os.DirFS(dir), true)
+	fsys, err := dirFS(dir)
+	if err != nil {
+		return []error{err}
+	}
+	snap, err := readSnapshot(fsys, true)
 	if err != nil {
 		return []error{err}
 	}

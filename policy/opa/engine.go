@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -191,14 +190,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	cfg = cfg.withDefaults()
 	e := &Engine{cfg: cfg, fsys: cfg.FS, log: cfg.Logger}
 	if cfg.Dir != "" {
-		info, err := os.Stat(cfg.Dir)
+		fsys, err := dirFS(cfg.Dir)
 		if err != nil {
-			return nil, fmt.Errorf("policy directory: %w", err)
+			return nil, err
 		}
-		if !info.IsDir() {
-			return nil, fmt.Errorf("policy directory %s: not a directory", cfg.Dir)
-		}
-		e.fsys = os.DirFS(cfg.Dir)
+		e.fsys = fsys
 	}
 	if err := e.Reload(ctx); err != nil && !cfg.Watch {
 		return nil, err

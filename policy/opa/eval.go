@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -77,8 +76,12 @@ func Eval(ctx context.Context, dir string, entry policy.Entry, input []byte, exp
 	if err != nil {
 		return policy.Decision{}, err
 	}
+	fsys, err := dirFS(dir)
+	if err != nil {
+		return policy.Decision{}, err
+	}
 	var prints bytes.Buffer
-	st, err := build(ctx, os.DirFS(dir), buildOptions{now: time.Now, prints: &prints})
+	st, err := build(ctx, fsys, buildOptions{now: time.Now, prints: &prints})
 	if err != nil {
 		return policy.Decision{}, err
 	}

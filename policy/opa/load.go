@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"slices"
 	"strings"
@@ -61,6 +62,22 @@ func isPolicyFile(name string) bool {
 		return true
 	}
 	return false
+}
+
+// dirFS is the policy directory dir as a file system, or an error that
+// names dir when it is missing or not a directory (os.DirFS alone fails
+// later, naming only ".").
+func dirFS(dir string) (fs.FS, error) {
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("policy directory %s does not exist", dir)
+	case err != nil:
+		return nil, fmt.Errorf("policy directory: %w", err)
+	case !info.IsDir():
+		return nil, fmt.Errorf("policy directory %s: not a directory", dir)
+	}
+	return os.DirFS(dir), nil
 }
 
 // readSnapshot reads the policy files of fsys. Names starting with a dot

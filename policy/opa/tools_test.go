@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"iter"
 	"os"
 	"path/filepath"
@@ -116,6 +117,32 @@ func TestEvalPrintsTheDecision(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "rules that produced a value") {
 		t.Errorf("Eval without explain explains:\n%s", out.String())
+	}
+}
+
+// TestPolicyDirectoryMissing checks that every tool that reads a policy
+// directory names it when it is missing or a file (os.DirFS alone reported
+// "stat .").
+func TestPolicyDirectoryMissing(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope")
+	file := filepath.Join(t.TempDir(), "file.rego")
+	if err := os.WriteFile(file, []byte("package x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	input := readFile(t, "testdata/inputs/sales_create.json")
+	for dir, want := range map[string]string{
+		missing: "policy directory " + missing + " does not exist",
+		file:    "policy directory " + file + ": not a directory",
+	} {
+		if errs := opa.Check(t.Context(), dir, nil); len(errs) != 1 || errs[0].Error() != want {
+			t.Errorf("Check(%s) = %v, want %q", dir, errs, want)
+		}
+		if _, err := opa.Eval(t.Context(), dir, policy.Call, input, false, io.Discard); err == nil || err.Error() != want {
+			t.Errorf("Eval(%s) = %v, want %q", dir, err, want)
+		}
+		if _, err := opa.Open(t.Context(), opa.Config{Dir: dir}); err == nil || err.Error() != want {
+			t.Errorf("Open(%s) = %v, want %q", dir, err, want)
+		}
 	}
 }
 
