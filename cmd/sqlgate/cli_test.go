@@ -263,6 +263,11 @@ func TestCLIWalkthrough(t *testing.T) {
 	if code, _, errOut := c.run("", "audit", "prove", jsonInt(env.Audit.Index), "--key", "other/key+00000000+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="); code == 0 {
 		t.Errorf("prove with a foreign key succeeded: %s", errOut)
 	}
+	// A record past the end of the log (or another user's) is not found,
+	// and the message says what that can mean.
+	if code, _, errOut := c.run("", "audit", "prove", "999999", "--key", d.AuditKey); code != 1 || !strings.Contains(errOut, "audit record 999999: not found, or not one of your calls") {
+		t.Errorf("prove 999999: exit %d, %s", code, errOut)
+	}
 
 	// Leases: list and revoke the NATS credential; calls then fail.
 	var leases struct {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/audit/evidence"
+	"github.com/sqlgate/sqlgate/web/api"
 )
 
 func cmdAuditExport(ctx context.Context, e *env, args []string) error {
@@ -430,6 +432,12 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		if raw, err = c.AuditProof(ctx, index); err != nil {
+			var se *api.StatusError
+			if errors.As(err, &se) && se.Status == http.StatusNotFound {
+				// The broker answers alike for an index past the end and for
+				// someone else's record, so as not to say which exists.
+				return fmt.Errorf("audit record %d: not found, or not one of your calls (auditors may prove any record)", index)
+			}
 			return err
 		}
 	}
