@@ -90,6 +90,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	if lerr != nil {
 		return &usageError{msg: lerr.Error()}
 	}
+	logger.InfoContext(ctx, "go runtime", runtimeAttrs(tuned.memLimitErr)...)
 	started := time.Now()
 	dir, err := filepath.Abs(*dataDir)
 	if err != nil {

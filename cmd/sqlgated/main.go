@@ -16,10 +16,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/metrics"
 	"syscall"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -31,10 +35,50 @@ var version = "0.1.0-dev"
 // the environment overrides it.
 const defaultGCPercent = 400
 
-func main() {
+// memLimitRatio is the share of the cgroup's memory limit (a container's
+// limit) that becomes the Go runtime's soft memory limit: with GOGC at 400
+// the heap may grow to five times the live data, and near the soft limit
+// the collector works harder instead of the kernel killing the process.
+const memLimitRatio = 0.9
+
+// tuneRuntime sets the collector's defaults: GOGC 400 unless GOGC is set,
+// and a soft memory limit at 90 % of the cgroup's memory limit unless
+// GOMEMLIMIT is set or AUTOMEMLIMIT=off (AUTOMEMLIMIT=0.8 picks another
+// share). Without a cgroup limit, or off Linux, there is no soft limit. It
+// returns why no limit could be read, if that is worth reporting.
+func tuneRuntime() error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGCPercent)
 	}
+	_, err := memlimit.Set(memlimit.WithRatio(memLimitRatio))
+	if errors.Is(err, memlimit.ErrCgroupsNotSupported) {
+		return nil
+	}
+	return err
+}
+
+// runtimeAttrs are the collector's settings as the runtime applies them,
+// for the startup log: gogc (-1: off) and gomemlimit in bytes, or "none".
+func runtimeAttrs(memErr error) []any {
+	samples := []metrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
+	metrics.Read(samples)
+	attrs := []any{"gogc", int64(samples[0].Value.Uint64())}
+	if limit := samples[1].Value.Uint64(); limit < math.MaxInt64 {
+		attrs = append(attrs, "gomemlimit", limit)
+	} else {
+		attrs = append(attrs, "gomemlimit", "none")
+	}
+	if memErr != nil {
+		attrs = append(attrs, "gomemlimit_error", memErr.Error())
+	}
+	return attrs
+}
+
+// tuned is what tuneRuntime found at process start, for the startup log.
+var tuned struct{ memLimitErr error }
+
+func main() {
+	tuned.memLimitErr = tuneRuntime()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -73,7 +73,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger.InfoContext(ctx, "sqlgated serving", "http", rc.Listener.Addr().String(), "nats", rc.NATSURL, "routes", len(catalog.Subjects()))
+	logger.InfoContext(ctx, "sqlgated serving", append([]any{"http", rc.Listener.Addr().String(), "nats", rc.NATSURL, "routes", len(catalog.Subjects())}, runtimeAttrs(tuned.memLimitErr)...)...)
 	err = a.wait(ctx)
 	a.shutdown(context.Background())
 	return err

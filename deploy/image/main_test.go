@@ -277,7 +277,8 @@ func freePort(t *testing.T) int {
 // engine (SQLGATE_TEST_PODMAN names podman; make deploy-test sets it when
 // podman is installed, and .ci/run installs it) the way the Helm chart runs
 // it: read-only root, no capabilities, no new privileges, the image's own
-// user. Inside it, sqlgated runs the whole demo, and the image's CLI signs
+// user, with a memory limit. Inside it, sqlgated takes 90 % of the limit as
+// its soft memory limit, runs the whole demo, and the image's CLI signs
 // in, calls routes (a replay, a denial) and verifies the signed audit log. A
 // stop drains and exits 0.
 func TestImageRuns(t *testing.T) {
@@ -289,7 +290,9 @@ func TestImageRuns(t *testing.T) {
 	httpPort, natsPort := freePort(t), freePort(t)
 	broker := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	run := append([]string{"run", "-d", "--name", name}, engine.RunArgs()...)
-	run = append(run, "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", ref)
+	// A memory limit, as a pod's limits.memory: sqlgated takes 90 % of it as
+	// its soft memory limit.
+	run = append(run, "--memory", "256m", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", ref)
 	if _, err := pm("", append(run, "dev", "--data-dir", "/var/lib/sqlgate/dev",
 		"--http", fmt.Sprintf("127.0.0.1:%d", httpPort), "--nats", fmt.Sprintf("127.0.0.1:%d", natsPort))...); err != nil {
 		t.Fatal(err)
@@ -298,6 +301,12 @@ func TestImageRuns(t *testing.T) {
 
 	// Ready: the policy serves, NATS is up, the control database answers.
 	engine.WaitReady(t, name, broker+"/readyz", 90*time.Second)
+
+	// The container's memory limit became the Go runtime's soft limit:
+	// 90 % of 256 MiB.
+	if logs := engine.Logs(t, name); !strings.Contains(logs, `msg="go runtime" gogc=400 gomemlimit=241591910`) {
+		t.Errorf("sqlgated did not log the soft memory limit of its container:\n%s", logs)
+	}
 
 	// The demo's secrets, copied out as an operator would.
 	dir := t.TempDir()

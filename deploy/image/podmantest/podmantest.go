@@ -115,6 +115,18 @@ func (e *Engine) podmanNoCtx(args ...string) (string, error) {
 	return string(b), err
 }
 
+// Logs returns what the container wrote so far, stdout and stderr (where
+// sqlgated logs) together.
+func (e *Engine) Logs(t *testing.T, name string) string {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), e.bin, append(slices.Clone(e.global), "logs", name)...) //nolint:gosec // G204 as above
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman logs %s: %v\n%s", name, err, b)
+	}
+	return string(b)
+}
+
 // WaitReady waits until url answers 200, failing the test when the
 // container stops first or timeout passes.
 func (e *Engine) WaitReady(t *testing.T, name, url string, timeout time.Duration) {
