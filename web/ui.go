@@ -1,7 +1,9 @@
 package web
 
 import (
+	"bytes"
 	"embed"
+	"encoding/json"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -29,9 +31,21 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
-	"join":  strings.Join,
-	"short": func(s string) string { return clip(s, 16) },
+	"join":   strings.Join,
+	"short":  func(s string) string { return clip(s, 16) },
+	"indent": indentJSON,
 }).ParseFS(templateFS, "templates/*.html"))
+
+// indentJSON lays out a JSON document (a route's parameter schema) two
+// spaces per level, for reading; anything that is not JSON comes back as it
+// was.
+func indentJSON(doc []byte) string {
+	var b bytes.Buffer
+	if err := json.Indent(&b, doc, "", "  "); err != nil {
+		return string(doc)
+	}
+	return b.String()
+}
 
 // page is the data every template gets.
 type page struct {

@@ -104,6 +104,15 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("routes section lacks %s:\n%s", r, routes)
 			}
 		}
+		// The parameter schemas are laid out for reading and stay inside the
+		// page: a one-line schema once widened the table past its card.
+		if schema := text(ctx, t, "#routes td pre"); !strings.Contains(schema, "\n  \"additionalProperties\": false,") {
+			t.Errorf("parameter schema not indented:\n%s", schema)
+		}
+		overflow, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { const c = document.querySelector("#routes"); return c.scrollWidth > c.clientWidth })()`))
+		if err != nil || overflow {
+			t.Errorf("the routes card overflows its width (%v)", err)
+		}
 		if strings.Contains(text(ctx, t, "body"), "Audit") {
 			t.Error("alice (sales) sees the audit page link")
 		}
