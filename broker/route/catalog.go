@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"sort"
@@ -13,7 +12,8 @@ import (
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
-	"go.yaml.in/yaml/v3"
+
+	"github.com/sqlgate/sqlgate/internal/yamlstrict"
 )
 
 // Config is the YAML form of a catalog file.
@@ -100,9 +100,7 @@ func LoadFile(path string) (*Catalog, error) {
 // reporting every problem at once.
 func Parse(data []byte) (*Catalog, error) {
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+	if err := yamlstrict.Decode(data, &cfg, nil); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
 	return New(cfg.Routes)

@@ -66,7 +66,7 @@ func TestCatalogErrors(t *testing.T) {
 		yaml string
 		want []string
 	}{
-		{"unknown_key", "routes:\n  - subject: a.b\n    procedur: x\n", []string{"field procedur not found"}},
+		{"unknown_key", "routes:\n  - subject: a.b\n    procedur: x\n", []string{`line 3: unknown key "procedur"`}},
 		{"many_problems", `routes:
   - subject: "orders.*"
     database: "x;y"

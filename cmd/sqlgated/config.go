@@ -1,20 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/sqlgate/sqlgate/broker/postgres"
 	"github.com/sqlgate/sqlgate/broker/sqlite"
 	"github.com/sqlgate/sqlgate/broker/sqlserver"
 	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/internal/yamlstrict"
 )
 
 // Config is the file `sqlgated serve --config FILE` reads (YAML, camelCase
@@ -202,9 +199,7 @@ func loadConfig(path string) (*Config, error) {
 
 func parseConfig(data []byte) (*Config, error) {
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+	if err := yamlstrict.Decode(data, &cfg, inlineSecretHint); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	cfg.defaults()
@@ -212,6 +207,18 @@ func parseConfig(data []byte) (*Config, error) {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// inlineSecretHint explains why a secret written inline is an unknown key:
+// secrets are referenced by file or environment variable, never inline.
+func inlineSecretHint(key string) string {
+	switch key {
+	case "clientSecret", "dsn":
+		return "secrets are never inline: use " + key + "File or " + key + "Env"
+	case "signingKey", "paramKey", "cookieKey", "tlsKey":
+		return "secrets are never inline: use " + key + "File"
+	}
+	return ""
 }
 
 func (c *Config) defaults() {
