@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/sqlgate/sqlgate/broker"
@@ -18,6 +19,8 @@ const maxBody = 64 << 10
 
 func (s *Server) routes() {
 	m := s.mux
+	// Anything else under /api/ answers in the API's error format too.
+	m.Handle("/api/", http.HandlerFunc(s.apiNoEndpoint))
 	m.Handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
@@ -189,4 +192,26 @@ func (s *Server) revokeNATS(ctx context.Context, p identity.Principal, userKey, 
 	}
 	iss.RevokedAt = s.now()
 	return iss, nil
+}
+
+// apiNoEndpoint answers a request under /api/ that no endpoint takes: 405
+// with Allow when the path exists for other methods, else 404, both as JSON
+// errors (the mux alone answers in plain text).
+func (s *Server) apiNoEndpoint(w http.ResponseWriter, r *http.Request) {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	var allow []string
+	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := &http.Request{Method: method, URL: r.URL, Host: r.Host}
+		if _, pattern := s.mux.Handler(probe); method != r.Method && pattern != "/api/" && pattern != "" {
+			allow = append(allow, method)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeJSONError(w, http.StatusMethodNotAllowed, broker.CodeInvalidRequest,
+			"method not allowed on this endpoint (allowed: "+strings.Join(allow, ", ")+")", nil, id)
+		return
+	}
+	// Neither message repeats the request's path or method back.
+	writeJSONError(w, http.StatusNotFound, broker.CodeNotFound, "no such API endpoint", nil, id)
 }

@@ -120,7 +120,10 @@ func TestAPIErrors(t *testing.T) {
 		{"negative_ttl", "POST", "/api/v1/nats/creds", `{"public_key":"U","ttl_seconds":-1}`, bearer, 400, "invalid_request"},
 		{"invalid_key", "POST", "/api/v1/nats/creds", `{"public_key":"bad"}`, bearer, 400, "invalid_request"},
 		{"denied", "POST", "/api/v1/nats/creds", `{"public_key":"U"}`, map[string]string{"Authorization": "Bearer token-carol"}, 403, "forbidden"},
-		{"audit_not_served", "GET", "/api/v1/audit/records", "", bearer, 404, ""},
+		{"audit_not_served", "GET", "/api/v1/audit/records", "", bearer, 404, "not_found"},
+		{"no_endpoint", "GET", "/api/v1/nope", "", bearer, 404, "not_found"},
+		{"no_api_version", "GET", "/api/v9/whoami", "", nil, 404, "not_found"},
+		{"wrong_method", "GET", "/api/v1/nats/creds", "", bearer, 405, "invalid_request"},
 		{"others_lease", "DELETE", "/api/v1/leases/UBOB", "", bearer, 404, "not_found"},
 	}
 	for _, tc := range tests {
@@ -140,6 +143,9 @@ func TestAPIErrors(t *testing.T) {
 				t.Error("error body echoes the request")
 			}
 		})
+	}
+	if rec := do(t, s, "PUT", "/api/v1/nats/creds", "", bearer); rec.Header().Get("Allow") != "POST" || !strings.Contains(rec.Body.String(), "method not allowed on this endpoint (allowed: POST)") {
+		t.Errorf("wrong method: Allow %q, body %s", rec.Header().Get("Allow"), rec.Body)
 	}
 	if rec := do(t, s, "GET", "/api/v1/whoami", "", bearer); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"subject": "alice"`) {
 		t.Errorf("whoami = %d %s", rec.Code, rec.Body)
