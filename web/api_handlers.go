@@ -19,8 +19,10 @@ const maxBody = 64 << 10
 
 func (s *Server) routes() {
 	m := s.mux
-	// Anything else under /api/ answers in the API's error format too.
-	m.Handle("/api/", http.HandlerFunc(s.apiNoEndpoint))
+	// Any other path answers in its part's error format too: JSON under
+	// /api/, the dashboard's error page elsewhere.
+	m.Handle("/api/", http.HandlerFunc(s.noEndpoint))
+	m.Handle("/", http.HandlerFunc(s.noEndpoint))
 	m.Handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
@@ -194,24 +196,30 @@ func (s *Server) revokeNATS(ctx context.Context, p identity.Principal, userKey, 
 	return iss, nil
 }
 
-// apiNoEndpoint answers a request under /api/ that no endpoint takes: 405
-// with Allow when the path exists for other methods, else 404, both as JSON
-// errors (the mux alone answers in plain text).
-func (s *Server) apiNoEndpoint(w http.ResponseWriter, r *http.Request) {
+// noEndpoint answers a request that no endpoint takes: 405 with Allow when
+// the path exists for other methods, else 404; as a JSON error under /api/
+// and as the dashboard's error page elsewhere (the mux alone answers in
+// plain text). Neither message repeats the request's path or method back.
+func (s *Server) noEndpoint(w http.ResponseWriter, r *http.Request) {
 	id, _ := r.Context().Value(requestIDKey{}).(string)
 	var allow []string
 	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := &http.Request{Method: method, URL: r.URL, Host: r.Host}
-		if _, pattern := s.mux.Handler(probe); method != r.Method && pattern != "/api/" && pattern != "" {
+		if _, pattern := s.mux.Handler(probe); method != r.Method && pattern != "/api/" && pattern != "/" && pattern != "" {
 			allow = append(allow, method)
 		}
 	}
+	status, code, msg := http.StatusNotFound, broker.CodeNotFound, "no such page"
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeJSONError(w, http.StatusMethodNotAllowed, broker.CodeInvalidRequest,
-			"method not allowed on this endpoint (allowed: "+strings.Join(allow, ", ")+")", nil, id)
+		status, code, msg = http.StatusMethodNotAllowed, broker.CodeInvalidRequest, "method not allowed here (allowed: "+strings.Join(allow, ", ")+")"
+	}
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		if status == http.StatusNotFound {
+			msg = "no such API endpoint"
+		}
+		writeJSONError(w, status, code, msg, nil, id)
 		return
 	}
-	// Neither message repeats the request's path or method back.
-	writeJSONError(w, http.StatusNotFound, broker.CodeNotFound, "no such API endpoint", nil, id)
+	s.renderError(w, r, status, msg, nil, id)
 }

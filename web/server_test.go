@@ -144,11 +144,29 @@ func TestAPIErrors(t *testing.T) {
 			}
 		})
 	}
-	if rec := do(t, s, "PUT", "/api/v1/nats/creds", "", bearer); rec.Header().Get("Allow") != "POST" || !strings.Contains(rec.Body.String(), "method not allowed on this endpoint (allowed: POST)") {
+	if rec := do(t, s, "PUT", "/api/v1/nats/creds", "", bearer); rec.Header().Get("Allow") != "POST" || !strings.Contains(rec.Body.String(), "method not allowed here (allowed: POST)") {
 		t.Errorf("wrong method: Allow %q, body %s", rec.Header().Get("Allow"), rec.Body)
 	}
 	if rec := do(t, s, "GET", "/api/v1/whoami", "", bearer); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"subject": "alice"`) {
 		t.Errorf("whoami = %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestPageNotFound checks that a path nothing serves gets the dashboard's
+// error page (not Go's plain text), and a known page with another method a
+// 405 naming the allowed one.
+func TestPageNotFound(t *testing.T) {
+	s, _ := newTestServer(t, false)
+	rec := do(t, s, "GET", "/nope", "", nil)
+	if rec.Code != 404 || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") || !strings.Contains(rec.Body.String(), "no such page") {
+		t.Errorf("GET /nope = %d %q %s", rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+	}
+	if strings.Contains(rec.Body.String(), "nope") {
+		t.Error("the error page repeats the path")
+	}
+	rec = do(t, s, "DELETE", "/", "", nil)
+	if rec.Code != 405 || rec.Header().Get("Allow") != "GET" {
+		t.Errorf("DELETE / = %d, Allow %q", rec.Code, rec.Header().Get("Allow"))
 	}
 }
 
