@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"  // control database: PostgreSQL
@@ -282,8 +283,14 @@ func runNATSSetup(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *out == "" || *keysDir == "" || *routes == "" {
-		return &usageError{msg: "--out, --keys and --routes are required"}
+	var missing []string
+	for _, f := range []struct{ name, value string }{{"--out", *out}, {"--keys", *keysDir}, {"--routes", *routes}} {
+		if f.value == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return &usageError{msg: "missing " + strings.Join(missing, ", ") + " (--out, --keys and --routes are all required)"}
 	}
 	catalog, err := route.LoadFile(*routes)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -324,5 +325,25 @@ func TestServeStartupErrors(t *testing.T) {
 	err := run(t.Context(), []string{"serve", "--config", path}, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "keys", "operator.nk")) {
 		t.Fatalf("serve with a missing NATS keys directory: err = %v, want one naming it\n%s", err, out.String())
+	}
+}
+
+// TestNATSSetupMissingFlags checks that nats-setup names exactly the
+// required flags that are missing.
+func TestNATSSetupMissingFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "missing --out, --keys, --routes (--out, --keys and --routes are all required)"},
+		{[]string{"--out", t.TempDir()}, "missing --keys, --routes ("},
+		{[]string{"--out", t.TempDir(), "--keys", t.TempDir()}, "missing --routes ("},
+	} {
+		var out strings.Builder
+		err := run(t.Context(), append([]string{"nats-setup"}, tc.args...), &out, &out)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("nats-setup %q: err = %v, want a usage error with %q", tc.args, err, tc.want)
+		}
 	}
 }
