@@ -43,6 +43,12 @@ func TestGoldenSQL(t *testing.T) {
 			if name == Postgres {
 				fmt.Fprintf(&b, "\n-- batch write (one statement, one round trip)\n%s;\n", writePostgresSQL)
 			}
+			claim := map[string][]string{
+				SQLite:    {claimSQLite, "-- then an exclusive flock on DATABASE-origin-HASH.lock"},
+				Postgres:  {claimPostgres + ";", releasePostgres + ";"},
+				SQLServer: {claimSQLServer + ";", releaseSQLServer + ";"},
+			}[name]
+			fmt.Fprintf(&b, "\n-- claim of an origin (Store.Claim), then its release\n%s\n%s\n", claim[0], claim[1])
 			golden := filepath.Join("testdata", name+".sql")
 			if *update {
 				if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {

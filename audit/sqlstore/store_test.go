@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,4 +153,59 @@ func TestSQLiteDSNIsWALAndFull(t *testing.T) {
 
 func openStore(t testing.TB, db *sql.DB) (*sqlstore.Store, error) {
 	return sqlstore.Open(context.Background(), db, sqlstore.SQLite)
+}
+
+// testClaim checks that a claim of an origin excludes a second one, from
+// another store on the same database, until it is released, and that
+// other origins stay free.
+func testClaim(t *testing.T, first, second *sqlstore.Store) {
+	t.Helper()
+	ctx := t.Context()
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	origin := "claim-test/" + hex.EncodeToString(rnd[:]) // unique on a shared server
+	release, err := first.Claim(ctx, origin)
+	if err != nil {
+		t.Fatalf("first claim: %v", err)
+	}
+	if _, err := second.Claim(ctx, origin); !errors.Is(err, sqlstore.ErrOriginInUse) {
+		t.Fatalf("second claim of a claimed origin: err = %v, want ErrOriginInUse", err)
+	}
+	other, err := second.Claim(ctx, origin+"-other")
+	if err != nil {
+		t.Fatalf("claim of another origin: %v", err)
+	}
+	if err := other(); err != nil {
+		t.Fatal(err)
+	}
+	if err := release(); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	again, err := second.Claim(ctx, origin)
+	if err != nil {
+		t.Fatalf("claim after release: %v", err)
+	}
+	if err := again(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClaimSQLite(t *testing.T) {
+	first, _, path := newSQLite(t)
+	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	second, err := sqlstore.Open(t.Context(), db, sqlstore.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testClaim(t, first, second)
+}
+
+func TestClaimPostgres(t *testing.T) {
+	s := newPostgres(t)
+	// Each claim holds a session of its own, as two processes would.
+	testClaim(t, s, s)
 }

@@ -75,3 +75,7 @@ c AS (INSERT INTO sqlgate_audit_checkpoints (origin, tree_size, created, note)
 k AS (INSERT INTO sqlgate_audit_keys (origin, key_id, vkey, added)
   SELECT $1, $17::text, $18::text, $19::bigint WHERE $17::text IS NOT NULL)
 SELECT 1;
+
+-- claim of an origin (Store.Claim), then its release
+SELECT pg_try_advisory_lock(hashtextextended('sqlgate-audit:' || current_schema() || ':' || $1, 0));
+SELECT pg_advisory_unlock(hashtextextended('sqlgate-audit:' || current_schema() || ':' || $1, 0));

@@ -58,3 +58,7 @@ INSERT INTO sqlgate_audit_hashes (origin, id, hash) VALUES (?, ?, ?), (?, ?, ?);
 INSERT INTO sqlgate_audit_open_intents (origin, idx) VALUES (?, ?), (?, ?);
 SELECT id, hash FROM sqlgate_audit_hashes WHERE origin = ? AND id IN (?, ?);
 DELETE FROM sqlgate_audit_open_intents WHERE origin = ? AND idx IN (?, ?);
+
+-- claim of an origin (Store.Claim), then its release
+SELECT file FROM pragma_database_list WHERE name = 'main'
+-- then an exclusive flock on DATABASE-origin-HASH.lock

@@ -58,3 +58,11 @@ INSERT INTO sqlgate_audit_hashes (origin, id, hash) VALUES (@p1, @p2, @p3), (@p4
 INSERT INTO sqlgate_audit_open_intents (origin, idx) VALUES (@p1, @p2), (@p3, @p4);
 SELECT id, hash FROM sqlgate_audit_hashes WHERE origin = @p1 AND id IN (@p2, @p3);
 DELETE FROM sqlgate_audit_open_intents WHERE origin = @p1 AND idx IN (@p2, @p3);
+
+-- claim of an origin (Store.Claim), then its release
+DECLARE @res nvarchar(255) = N'sqlgate-audit:' + CONVERT(nvarchar(64), HASHBYTES('SHA2_256', CONCAT(SCHEMA_NAME(), N':', @p1)), 2);
+DECLARE @r int;
+EXEC @r = sys.sp_getapplock @Resource = @res, @LockMode = N'Exclusive', @LockOwner = N'Session', @LockTimeout = 0;
+SELECT @r;
+DECLARE @res nvarchar(255) = N'sqlgate-audit:' + CONVERT(nvarchar(64), HASHBYTES('SHA2_256', CONCAT(SCHEMA_NAME(), N':', @p1)), 2);
+EXEC sys.sp_releaseapplock @Resource = @res, @LockOwner = N'Session';
