@@ -173,6 +173,17 @@ func (a *app) openAudit(ctx context.Context) error {
 	}
 	a.store = store
 	acfg := a.cfg.Audit
+	// One writer per origin: a second process appending to it would write
+	// indexes the first already wrote, and the first would then refuse
+	// every call. Refuse the second at start instead.
+	release, err := store.Claim(ctx, acfg.Origin)
+	if errors.Is(err, sqlstore.ErrOriginInUse) {
+		return fmt.Errorf("audit origin %q is in use by another running sqlgated: give each instance its own audit.origin (in dev mode: another sqlgated dev uses this data directory)", acfg.Origin)
+	}
+	if err != nil {
+		return fmt.Errorf("audit store: %w", err)
+	}
+	a.closers = append(a.closers, func(context.Context) error { return release() }) // after the log's close below
 	acfg.Logger = a.log.With("component", "audit")
 	if a.cfg.SinkDir != "" {
 		sink, err := audit.NewDirSink(a.cfg.SinkDir)

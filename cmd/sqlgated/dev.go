@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/sqlgate/sqlgate/audit/sqlstore"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
 	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/internal/filelock"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -99,6 +101,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 	if err := os.MkdirAll(filepath.Join(dir, "secrets"), 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
+	// One dev instance per data directory, before anything touches it: two
+	// would share the NATS store, the databases and the audit log.
+	unlock, err := filelock.Lock(filepath.Join(dir, "dev.lock"))
+	if errors.Is(err, filelock.ErrLocked) {
+		return fmt.Errorf("another sqlgated dev is running with the data directory %s: stop it, or pass another --data-dir", dir)
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unlock() }()
 	prev := loadDevState(dir)
 
 	ln, httpURL, note, err := listenDev(ctx, *httpAddr, urlHost(prev.HTTPURL), defaultDevHTTP)

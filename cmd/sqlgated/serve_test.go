@@ -347,3 +347,51 @@ func TestNATSSetupMissingFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondInstanceRefused checks that a second sqlgated on the same state
+// is refused at start, with a message that says why: a second `serve` with
+// the same audit origin in the same control database (it would append
+// indexes the first already wrote), and a second `dev` on the same data
+// directory. The first keeps serving.
+func TestSecondInstanceRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("serve end to end: skipped with -short")
+	}
+	dir := t.TempDir()
+	if err := createDemoDB(t.Context(), filepath.Join(dir, "orders.db")); err != nil {
+		t.Fatal(err)
+	}
+	st := startServe(t, demoRoutes, fmt.Sprintf("  - sqlite:\n      name: orders\n      path: %s/orders.db", dir), nil)
+	cfg, err := os.ReadFile(filepath.Join(st.dir, "sqlgated.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same configuration on another HTTP port.
+	listen := regexp.MustCompile(`(?m)^  listen: .*$`)
+	second := filepath.Join(t.TempDir(), "sqlgated.yaml")
+	if err := os.WriteFile(second, listen.ReplaceAll(cfg, []byte("  listen: "+freeAddr(t))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Bounded: a second instance that is not refused runs until this ends.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var out strings.Builder
+	err = run(ctx, []string{"serve", "--config", second, "--log-level", "error"}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "is in use by another running sqlgated: give each instance its own audit.origin") {
+		t.Errorf("second serve: err = %v, want the origin refused\n%s", err, out.String())
+	}
+	if resp, err := http.Get(st.base + "/readyz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("the first instance stopped being ready: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+
+	devDir := t.TempDir()
+	first := startDev(t, devDir)
+	err = run(ctx, []string{"dev", "--data-dir", devDir, "--http", "127.0.0.1:0", "--nats", "127.0.0.1:0"}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "another sqlgated dev is running with the data directory") {
+		t.Errorf("second dev: err = %v, want the data directory refused", err)
+	}
+	first.stop()
+	startDev(t, devDir) // the lock went with the first
+}
