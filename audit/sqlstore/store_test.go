@@ -23,6 +23,14 @@ import (
 func newSQLite(t testing.TB) (*sqlstore.Store, *sql.DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "control.db")
+	s, db := openSQLite(t, path)
+	return s, db, path
+}
+
+// openSQLite returns a store over the SQLite file at path, on a pool of its
+// own (as another process would have).
+func openSQLite(t testing.TB, path string) (*sqlstore.Store, *sql.DB) {
+	t.Helper()
 	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(path))
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +41,7 @@ func newSQLite(t testing.TB) (*sqlstore.Store, *sql.DB, string) {
 		t.Fatalf("Open = %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return s, db, path
+	return s, db
 }
 
 func TestSQLiteConformance(t *testing.T) {
@@ -192,15 +200,7 @@ func testClaim(t *testing.T, first, second *sqlstore.Store) {
 
 func TestClaimSQLite(t *testing.T) {
 	first, _, path := newSQLite(t)
-	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	second, err := sqlstore.Open(t.Context(), db, sqlstore.SQLite)
-	if err != nil {
-		t.Fatal(err)
-	}
+	second, _ := openSQLite(t, path)
 	testClaim(t, first, second)
 }
 

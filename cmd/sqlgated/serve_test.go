@@ -224,6 +224,17 @@ func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit fu
 	return &serveStack{dir: dir, base: base, natsURL: "nats://" + natsAddr, s: deps.userStack(base)}
 }
 
+// startDemoServe is startServe with the demo routes over a fresh demo
+// SQLite database.
+func startDemoServe(t *testing.T) *serveStack {
+	t.Helper()
+	dir := t.TempDir()
+	if err := createDemoDB(t.Context(), filepath.Join(dir, "orders.db")); err != nil {
+		t.Fatal(err)
+	}
+	return startServe(t, demoRoutes, fmt.Sprintf("  - sqlite:\n      name: orders\n      path: %s/orders.db", dir), nil)
+}
+
 // TestServeWithEmittedNATSConfig is the operator's journey: nats-setup
 // writes the NATS configuration, a nats-server runs it, sqlgated serve runs
 // from a config file against it and an external OpenID provider, and a user
@@ -232,11 +243,7 @@ func TestServeWithEmittedNATSConfig(t *testing.T) {
 	if testing.Short() {
 		t.Skip("serve end to end: skipped with -short")
 	}
-	dir := t.TempDir()
-	if err := createDemoDB(t.Context(), filepath.Join(dir, "orders.db")); err != nil {
-		t.Fatal(err)
-	}
-	st := startServe(t, demoRoutes, fmt.Sprintf("  - sqlite:\n      name: orders\n      path: %s/orders.db", dir), nil)
+	st := startDemoServe(t)
 	alice, _ := st.s.login(t, "alice")
 	nc, _, _ := st.s.natsUser(t, alice, 0)
 	env, _ := request(t, nc, "orders.v1.create", `{"customer":"serve","amount":5}`, nil)
@@ -357,11 +364,7 @@ func TestSecondInstanceRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("serve end to end: skipped with -short")
 	}
-	dir := t.TempDir()
-	if err := createDemoDB(t.Context(), filepath.Join(dir, "orders.db")); err != nil {
-		t.Fatal(err)
-	}
-	st := startServe(t, demoRoutes, fmt.Sprintf("  - sqlite:\n      name: orders\n      path: %s/orders.db", dir), nil)
+	st := startDemoServe(t)
 	cfg, err := os.ReadFile(filepath.Join(st.dir, "sqlgated.yaml"))
 	if err != nil {
 		t.Fatal(err)
