@@ -3,7 +3,6 @@ package natsauth_test
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/internal/testnet"
 )
 
 func TestWriteSetupFiles(t *testing.T) {
@@ -180,16 +180,6 @@ func buildNATSServer(t *testing.T) string {
 	return bin
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestExternalServerWithEmittedConfig runs a real nats-server process on the
 // configuration WriteSetup emits and drives the whole flow against it: auth
 // callout with a token, a request across the import, revocation.
@@ -197,7 +187,7 @@ func TestExternalServerWithEmittedConfig(t *testing.T) {
 	bin := buildNATSServer(t)
 	keys, _ := natsauth.GenerateKeys()
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	subjects := []string{"orders.v1.create"}
 	conf, err := natsauth.WriteSetup(dir, keys, natsauth.SetupConfig{Server: natsauth.ServerConfig{
 		Host: "127.0.0.1", Port: port, Subjects: subjects,

@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sqlgate/sqlgate/deploy/image/podmantest"
+	"github.com/sqlgate/sqlgate/internal/testnet"
 	"github.com/sqlgate/sqlgate/policy/rules"
 )
 
@@ -397,7 +398,7 @@ func TestHelmChartPod(t *testing.T) {
 	}
 	repo, tag := ref[:i], ref[i+1:]
 	deps := startServeDeps(t.Context(), t, demoRoutes, "", nil)
-	port := freeAddr(t)[len("127.0.0.1:"):]
+	port := strconv.Itoa(testnet.FreePort(t))
 	values := map[string]any{
 		"replicaCount": 1,
 		"image":        map[string]any{"repository": repo, "tag": tag, "pullPolicy": "Never"},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,18 +19,9 @@ import (
 	"github.com/sqlgate/sqlgate/broker/natsclient"
 	"github.com/sqlgate/sqlgate/identity/devidp"
 	"github.com/sqlgate/sqlgate/identity/devidp/devidptest"
+	"github.com/sqlgate/sqlgate/internal/testnet"
 	"github.com/sqlgate/sqlgate/policy/rules"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // serveStack is `sqlgated serve` running from a config file against a
 // nats-server that runs the nats-setup output and an external IdP.
@@ -88,7 +78,7 @@ func startServeDeps(ctx context.Context, t *testing.T, routesYAML []byte, natsLi
 	if err := os.WriteFile(routes, routesYAML, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	natsAddr := freeAddr(t)
+	natsAddr := testnet.FreeAddr(t)
 	if natsListen == "" {
 		natsListen = natsAddr
 	}
@@ -181,7 +171,7 @@ func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit fu
 	ctx, cancel := context.WithCancel(context.Background())
 	deps := startServeDeps(ctx, t, routesYAML, "", policyEdit)
 	dir, natsAddr, idp := deps.dir, deps.natsAddr, deps.idp
-	httpAddr := freeAddr(t)
+	httpAddr := testnet.FreeAddr(t)
 	cfg := serveConfig(dir, httpAddr, natsAddr, idp.Issuer(), databases)
 	cfgPath := filepath.Join(dir, "sqlgated.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
@@ -372,7 +362,7 @@ func TestSecondInstanceRefused(t *testing.T) {
 	// The same configuration on another HTTP port.
 	listen := regexp.MustCompile(`(?m)^  listen: .*$`)
 	second := filepath.Join(t.TempDir(), "sqlgated.yaml")
-	if err := os.WriteFile(second, listen.ReplaceAll(cfg, []byte("  listen: "+freeAddr(t))), 0o600); err != nil {
+	if err := os.WriteFile(second, listen.ReplaceAll(cfg, []byte("  listen: "+testnet.FreeAddr(t))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// Bounded: a second instance that is not refused runs until this ends.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/sqlgate/sqlgate/deploy/image/podmantest"
+	"github.com/sqlgate/sqlgate/internal/testnet"
 )
 
 // goBuild compiles a one-line program with the given environment and
@@ -262,17 +262,6 @@ func TestImage(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port nothing listens on.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestImageRuns starts the image built by `make image` in a real container
 // engine (SQLGATE_TEST_PODMAN names podman; make deploy-test sets it when
 // podman is installed, and .ci/run installs it) the way the Helm chart runs
@@ -287,7 +276,7 @@ func TestImageRuns(t *testing.T) {
 	pm := func(stdin string, args ...string) (string, error) { return engine.Podman(t, stdin, args...) }
 
 	name := fmt.Sprintf("sqlgate-image-test-%d", os.Getpid())
-	httpPort, natsPort := freePort(t), freePort(t)
+	httpPort, natsPort := testnet.FreePort(t), testnet.FreePort(t)
 	broker := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	run := append([]string{"run", "-d", "--name", name}, engine.RunArgs()...)
 	// A memory limit, as a pod's limits.memory: sqlgated takes 90 % of it as
