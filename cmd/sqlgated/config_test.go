@@ -41,6 +41,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown_key", "instance: sqlgate-1", "instance: sqlgate-1\nlisten: 1", []string{`unknown key "listen"`}},
 		{"typo_nested", "  keysDir:", "  keyDir:", []string{`unknown key "keyDir"`}},
 		{"inline_secret_rejected", "      clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n      groupMap", "      clientSecret: hunter2\n      groupMap", []string{`unknown key "clientSecret" (secrets are never inline: use clientSecretFile or clientSecretEnv)`}},
+		{"secret_in_a_wrong_place_not_echoed", "  checkpointInterval: 1s", "  checkpointInterval: hunter2-password", []string{"cannot unmarshal !!str into time.Duration"}},
 		{"all_problems_at_once", "routes: /etc/sqlgate/routes.yaml", "routes: \"\"", []string{"routes: the route catalog file is required"}},
 		{"two_dialects", "      allowedRoles: [reader]\n\ncontrol:", "      allowedRoles: [reader]\n    sqlite:\n      name: x\n      path: /tmp/x\n\ncontrol:", []string{"databases[1]: set exactly one of sqlite, postgres and sqlserver"}},
 		{"logins_on_wrong_dialect", "    postgresLogins:", "    sqlserverLogins:", []string{"sqlserverLogins needs a sqlserver database"}},

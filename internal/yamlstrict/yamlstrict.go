@@ -18,8 +18,13 @@ import (
 // unknownField is yaml's message for a key the target struct lacks.
 var unknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
 
+// wrongType is yaml's message for a value of the wrong type; it quotes the
+// value's first characters, which may be a secret's.
+var wrongType = regexp.MustCompile("^(line \\d+: cannot unmarshal \\S+) `.*`( into .+)$")
+
 // Decode decodes data into v, rejecting unknown keys. An empty document
-// leaves v as it is. Every problem yaml reports is returned, one per line.
+// leaves v as it is. Every problem yaml reports is returned, one per line,
+// without the values yaml quotes (a misplaced secret must not reach a log).
 // hint, if not nil, may add advice to an unknown key's message (for
 // example where a key that does not exist was meant as another).
 func Decode(data []byte, v any, hint func(key string) string) error {
@@ -35,6 +40,7 @@ func Decode(data []byte, v any, hint func(key string) string) error {
 	}
 	msgs := make([]string, len(te.Errors))
 	for i, m := range te.Errors {
+		m = wrongType.ReplaceAllString(m, "$1$2")
 		if sub := unknownField.FindStringSubmatch(m); sub != nil {
 			m = fmt.Sprintf("line %s: unknown key %q", sub[1], sub[2])
 			if hint != nil {

@@ -23,7 +23,7 @@ func TestDecode(t *testing.T) {
 			"unknown keys, all of them", "http:\n  listen: :80\n  bogus: 1\nextra: x\n",
 			"line 3: unknown key \"bogus\"\nline 4: unknown key \"extra\"",
 		},
-		{"wrong type", "count: many\n", "line 1: cannot unmarshal !!str `many` into int"},
+		{"wrong type, value not repeated", "count: hunter2-secret\n", "line 1: cannot unmarshal !!str into int"},
 		{"not yaml", "http: [\n", "yaml: line 1: did not find expected node content"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
