@@ -136,7 +136,7 @@ func (f File) Count() string {
 	switch {
 	case f.Name == verifyName:
 		return ""
-	case f.Name == "report.pdf":
+	case f.Name == reportName:
 		unit = "pages"
 	case f.Name == workbookName:
 		unit = "sheets"
@@ -232,7 +232,7 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 	}
 	sum := sha256.Sum256(pdf)
 	m.Files = append(m.Files, File{
-		Name: "report.pdf", Description: "the report: scope, source and integrity, every population with its criteria, exceptions, excerpts",
+		Name: reportName, Description: "the report: scope, source and integrity, every population with its criteria, exceptions, excerpts",
 		Selection: "this manifest and the first rows of the access population and the denials", Rows: pages, SHA256: hex.EncodeToString(sum[:]),
 	})
 	sum = sha256.Sum256([]byte(verifyText))
@@ -265,6 +265,7 @@ const (
 	manifestName  = "manifest.json"
 	signatureName = "manifest.sig"
 	verifyName    = "VERIFY.md"
+	reportName    = "report.pdf"
 )
 
 // manifestNoteText is the text of the note that signs a manifest: the
@@ -305,7 +306,7 @@ func writeZip(w io.Writer, manifest, sig, pdf []byte, files []*section, modified
 	if err := add(verifyName, strings.NewReader(verifyText)); err != nil {
 		return err
 	}
-	if err := add("report.pdf", bytes.NewReader(pdf)); err != nil {
+	if err := add(reportName, bytes.NewReader(pdf)); err != nil {
 		return err
 	}
 	for _, sec := range files {
