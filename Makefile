@@ -123,4 +123,9 @@ vuln: ## govulncheck (needs the vulnerability database online; not part of CI he
 	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.9.0 ./...
 
 .PHONY: ci
-ci: fmt-check vet lint test bench-once check-clean ## everything CI runs (.ci/run adds the services)
+CI_STEPS := fmt-check vet lint test bench-once check-clean
+ci: $(CI_STEPS) ## everything CI runs (.ci/run adds the services)
+
+.PHONY: ci-steps
+ci-steps: ## list the steps of make ci (.ci/run times each)
+	@echo $(CI_STEPS)
