@@ -1,7 +1,13 @@
 # sqlgate — run `make help` for the targets.
 SHELL := /bin/bash
 GO ?= go
-TOOLS := $(GO) tool -modfile=deploy/tools.mod
+# vet, the tools (golangci-lint compiles the dependencies through go list
+# -export), bench-once, the image and deploy-test compile with the same
+# settings (no cgo, -trimpath), so a cold CI compiles the dependencies once for
+# all of them; only the race-enabled tests need a second build.
+NOCGO := CGO_ENABLED=0
+TRIM := -trimpath
+TOOLS := $(NOCGO) GOFLAGS="$(GOFLAGS) $(TRIM)" $(GO) tool -modfile=deploy/tools.mod
 DATA_DIR ?= .sqlgate
 FUZZTIME ?= 30s
 # Sized for 2 cores: packages run 2 at a time, tests inside them in parallel.
@@ -29,11 +35,6 @@ test: ## unit and in-process integration tests (no services needed)
 test-integration: ## tests against real services: set SQLGATE_TEST_POSTGRES_DSN (and SQLGATE_TEST_SQLSERVER_DSN, SQLGATE_TEST_CHROMIUM)
 	@test -n "$$SQLGATE_TEST_POSTGRES_DSN" || { echo "set SQLGATE_TEST_POSTGRES_DSN, e.g. postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"; exit 2; }
 	$(GO) test $(TEST_FLAGS) ./...
-
-# vet, bench-once and image compile with the same settings (no cgo,
-# -trimpath), so CI compiles the dependencies once for the three of them.
-NOCGO := CGO_ENABLED=0
-TRIM := -trimpath
 
 .PHONY: vet
 vet: ## go vet
@@ -87,7 +88,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 image: ## the container image as a docker-archive tarball: bin/sqlgated-image.tar (docker load -i, podman load -i, crane push)
 	$(NOCGO) GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build $(TRIM) -ldflags "-s -w -buildid= -X main.version=$(VERSION)" \
 	  -o bin/image/linux_$(IMAGE_ARCH)/ ./cmd/sqlgated ./cmd/sqlgate
-	$(GO) run ./deploy/image --arch $(IMAGE_ARCH) \
+	$(NOCGO) $(GO) run $(TRIM) ./deploy/image --arch $(IMAGE_ARCH) \
 	  --sqlgated bin/image/linux_$(IMAGE_ARCH)/sqlgated --sqlgate bin/image/linux_$(IMAGE_ARCH)/sqlgate \
 	  --tag $(IMAGE):$(VERSION) --version $(VERSION) --revision "$(REVISION)" --source-date $(SOURCE_DATE_EPOCH) \
 	  --out bin/sqlgated-image.tar
@@ -99,7 +100,7 @@ bin/helm: deploy/helm-tools.mod deploy/helm-tools.sum
 deploy-test: image bin/helm ## check the image (valid, static; run under podman when installed) and the Helm chart (lint, render, serve --check on its output, its pod under podman)
 	SQLGATE_TEST_IMAGE=$(CURDIR)/bin/sqlgated-image.tar SQLGATE_TEST_HELM=$(CURDIR)/bin/helm \
 	SQLGATE_TEST_PODMAN="$$(command -v podman || true)" \
-	  $(GO) test -count=1 -v -run '^(TestImage|TestHelmChart)' ./deploy/image/ ./cmd/sqlgated/
+	  $(NOCGO) $(GO) test $(TRIM) -count=1 -v -run '^(TestImage|TestHelmChart)' ./deploy/image/ ./cmd/sqlgated/
 
 .PHONY: bench-once
 bench-once: ## every Go benchmark once, so they keep compiling
