@@ -7,7 +7,9 @@
 //
 // The database runs in WAL mode with synchronous=FULL. All calls share one
 // writer connection, so calls are serialized in the process (SQLite allows
-// one writer at a time anyway); transactions start with BEGIN IMMEDIATE and
+// one writer at a time anyway), in the order they arrive (a queue of the
+// adapter's own: database/sql alone would hand the connection to a random
+// waiter); transactions start with BEGIN IMMEDIATE and
 // wait up to the busy timeout for other processes. A call whose idempotency
 // key is in flight waits for the writer and then sees the committed record.
 // [Executor.Lookup] reads through a separate read-only pool.
