@@ -20,6 +20,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
 	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/internal/fifo"
 )
 
 // IdempotencyDDL creates the idempotency table. [Open] runs it.
@@ -54,12 +55,11 @@ type Executor struct {
 	reader *sql.DB
 	closed atomic.Bool
 
-	// writing admits one writer at a time, in the order they asked:
-	// blocked senders on a channel are served first come, first served.
-	// The writer pool alone would not be fair: database/sql hands a freed
+	// writing admits one writer at a time, in the order they asked. The
+	// writer pool alone would not be fair: database/sql hands a freed
 	// connection to a random waiter, and at 64 concurrent calls some were
 	// overtaken hundreds of times (p99 six times the median).
-	writing chan struct{}
+	writing *fifo.Gate
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared on the writer connection, by SQL text
@@ -101,7 +101,7 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 		return nil, fmt.Errorf("open sqlite database %s: %w", cfg.Name, err)
 	}
 	reader.SetMaxOpenConns(cfg.ReadConns)
-	e := &Executor{cfg: cfg, writer: writer, reader: reader, writing: make(chan struct{}, 1), stmts: map[string]*sql.Stmt{}, pruneBatch: broker.PruneBatch}
+	e := &Executor{cfg: cfg, writer: writer, reader: reader, writing: fifo.NewGate(1), stmts: map[string]*sql.Stmt{}, pruneBatch: broker.PruneBatch}
 	// The adapter's own statements are prepared here, once: SQLite compiles
 	// an unprepared statement on every call, and inside a call the single
 	// writer connection is taken by the transaction.
@@ -267,10 +267,10 @@ func bindCall(c *broker.Call) (string, []any, error) {
 // writer connection) and commits, or rolls back when fn fails. A
 // transaction in which fn wrote nothing (a replay) commits nothing.
 func (e *Executor) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	if err := e.lockWriter(ctx); err != nil {
+	if err := e.writing.Enter(ctx); err != nil {
 		return err
 	}
-	defer e.unlockWriter()
+	defer e.writing.Leave()
 	tx, err := e.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -281,19 +281,6 @@ func (e *Executor) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error
 	}
 	return tx.Commit()
 }
-
-// lockWriter waits for the writer's turn, in arrival order, or for ctx to
-// end; unlockWriter passes the turn on.
-func (e *Executor) lockWriter(ctx context.Context) error {
-	select {
-	case e.writing <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (e *Executor) unlockWriter() { <-e.writing }
 
 // inTx runs one call inside tx: the idempotency check, the record, the
 // statement and its stored result. A committed record with the call's
@@ -494,10 +481,10 @@ func (e *Executor) Prune(ctx context.Context, before time.Time) (int64, error) {
 	}
 	cut := before.UTC().Format(tsFormat)
 	n, err := broker.PruneInBatches(ctx, e.pruneBatch, func(ctx context.Context) (int64, error) {
-		if err := e.lockWriter(ctx); err != nil {
+		if err := e.writing.Enter(ctx); err != nil {
 			return 0, err
 		}
-		defer e.unlockWriter()
+		defer e.writing.Leave()
 		r, err := e.writer.ExecContext(ctx, sqlPrune, cut, e.pruneBatch)
 		if err != nil {
 			return 0, err

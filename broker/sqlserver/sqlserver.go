@@ -21,13 +21,18 @@ import (
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
 	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/internal/fifo"
 )
 
 // Executor runs routed calls against one SQL Server database. Safe for
 // concurrent use.
 type Executor struct {
-	cfg      Config
-	db       *sql.DB // nil for the onBehalfOf base executor
+	cfg Config
+	db  *sql.DB // nil for the onBehalfOf base executor
+	// calls admits as many calls as the pool has connections, in the
+	// order they arrive: database/sql alone hands a freed connection to a
+	// random waiter, so under load an unlucky call waited many turns.
+	calls    *fifo.Gate
 	server   string
 	database string
 	closed   atomic.Bool
@@ -75,7 +80,7 @@ func open(ctx context.Context, cfg Config, userAssertion string, maxConns int) (
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
 	db.SetConnMaxLifetime(cfg.ConnMaxLifetime)
-	e := &Executor{cfg: cfg, db: db}
+	e := &Executor{cfg: cfg, db: db, calls: fifo.NewGate(maxConns)}
 	e.describe(dsn)
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
@@ -253,6 +258,10 @@ func (e *Executor) Execute(ctx context.Context, c *broker.Call) (*broker.Result,
 var errClosed = errors.New("executor closed")
 
 func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShape) (_ *broker.Result, err error) {
+	if err := e.calls.Enter(ctx); err != nil {
+		return nil, err
+	}
+	defer e.calls.Leave()
 	conn, err := e.db.Conn(ctx)
 	if err != nil {
 		return nil, err
