@@ -11,11 +11,7 @@ import (
 // (synchronous=FULL: every call is a durable commit).
 func BenchmarkExecuteCreate(b *testing.B) {
 	e := openTest(b)
-	cat, err := brokertest.Catalog("test", targets)
-	if err != nil {
-		b.Fatal(err)
-	}
-	r, _ := cat.Lookup(brokertest.SubjectCreate)
+	r := createRoute(b)
 	c, err := brokertest.NewCall(r, `{"customer":"bench","amount":12.5,"quantity":1,"express":false}`, "")
 	if err != nil {
 		b.Fatal(err)

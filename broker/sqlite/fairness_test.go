@@ -25,11 +25,7 @@ func TestWritersCommitInArrivalOrder(t *testing.T) {
 	t.Parallel()
 	const callers, each = 48, 10
 	e := openTest(t)
-	cat, err := brokertest.Catalog("test", targets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, _ := cat.Lookup(brokertest.SubjectCreate)
+	r := createRoute(t)
 	// One call first: it prepares the statement, which the callers would
 	// otherwise all do at once, before they queue.
 	warm, err := brokertest.NewCall(r, `{"customer":"warm","amount":1,"quantity":1,"express":false}`, "")

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sqlgate/sqlgate/broker/brokertest"
+	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/broker/sqlite"
 )
 
@@ -41,6 +42,20 @@ func openTest(t testing.TB) *sqlite.Executor {
 		t.Fatalf("create test schema: %v", err)
 	}
 	return e
+}
+
+// createRoute is the test catalog's insert route (brokertest.SubjectCreate).
+func createRoute(tb testing.TB) *route.Route {
+	tb.Helper()
+	cat, err := brokertest.Catalog("test", targets)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r, ok := cat.Lookup(brokertest.SubjectCreate)
+	if !ok {
+		tb.Fatalf("the test catalog has no %s", brokertest.SubjectCreate)
+	}
+	return r
 }
 
 func TestConformance(t *testing.T) {
