@@ -378,16 +378,18 @@ func cmdAuditCheckEvidence(_ context.Context, e *env, args []string) error {
 }
 
 // parsePeriodBound reads a date (UTC midnight), an RFC 3339 time, "now", or
-// a duration from now ("-24h": a day ago).
+// a duration from now ("-24h": a day ago). "now" is this instant, not the
+// second it started: --to is exclusive, and a log written in the last second
+// (a pasted walkthrough) would otherwise leave the evidence empty.
 func parsePeriodBound(flagName, v string, now time.Time) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, usagef("%s is required", flagName)
 	}
 	if v == "now" {
-		return now.UTC().Truncate(time.Second), nil
+		return now.UTC(), nil
 	}
 	if d, err := time.ParseDuration(v); err == nil {
-		return now.UTC().Add(d).Truncate(time.Second), nil
+		return now.UTC().Add(d), nil
 	}
 	if t, err := time.Parse(time.DateOnly, v); err == nil {
 		return t, nil
