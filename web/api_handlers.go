@@ -17,6 +17,10 @@ import (
 // maxBody bounds JSON request bodies.
 const maxBody = 64 << 10
 
+// maxDocBody bounds bodies that carry a policy input document: the policy
+// evaluation API and the dashboard's forms (its policy form holds one).
+const maxDocBody = 1 << 20
+
 func (s *Server) routes() {
 	m := s.mux
 	// Any other path answers in its part's error format too: JSON under

@@ -221,7 +221,7 @@ func (s *Server) policyEval(w http.ResponseWriter, r *http.Request, p identity.P
 		return err
 	}
 	var req evalRequest
-	if err := decodeJSON(r, 1<<20, &req); err != nil {
+	if err := decodeJSON(r, maxDocBody, &req); err != nil {
 		return err
 	}
 	dec, explanation, err := s.evalEntry(r, req)

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"net/http"
 	"strconv"
 	"time"
 
@@ -30,6 +31,17 @@ func (m *httpMetrics) observe(pattern, method string, status int, d time.Duratio
 	if pattern == "" {
 		pattern = "unmatched"
 	}
-	m.requests.WithLabelValues(pattern, method, strconv.Itoa(status)).Inc()
+	m.requests.WithLabelValues(pattern, methodLabel(method), strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(pattern).Observe(d.Seconds())
+}
+
+// methodLabel keeps the method label's values few: Go accepts any token as a
+// method, and each distinct label value would be a series kept forever.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return method
+	}
+	return "OTHER"
 }

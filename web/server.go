@@ -77,7 +77,8 @@ type Config struct {
 	// AuditorGroups may read and verify the audit log.
 	AdminGroups   []string
 	AuditorGroups []string
-	// Secure marks cookies Secure (the server is behind TLS).
+	// Secure says browsers reach the server over TLS (its own, or a proxy's
+	// in front of it): cookies are marked Secure and responses carry HSTS.
 	Secure bool
 	// SessionMaxAge caps a dashboard session (default 8h); sessions also end
 	// when the sign-in token expires.
@@ -134,6 +135,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Request-Id", id)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Referrer-Policy", "same-origin")
+	if s.cfg.Secure {
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+	}
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
 		if v := recover(); v != nil {

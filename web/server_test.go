@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/route"
@@ -238,14 +240,70 @@ func TestSafeReturn(t *testing.T) {
 }
 
 func TestSecurityHeaders(t *testing.T) {
-	s, _ := newTestServer(t, false)
-	rec := do(t, s, "GET", "/", "", nil)
-	if rec.Code != 200 {
-		t.Fatalf("GET / = %d", rec.Code)
+	for _, secure := range []bool{false, true} {
+		s, _ := newTestServer(t, secure)
+		rec := do(t, s, "GET", "/", "", nil)
+		if rec.Code != 200 {
+			t.Fatalf("GET / = %d", rec.Code)
+		}
+		h := rec.Header()
+		if !strings.Contains(h.Get("Content-Security-Policy"), "default-src 'self'") || h.Get("X-Frame-Options") != "DENY" || h.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("headers = %v", h)
+		}
+		// Browsers that reached it over TLS keep to TLS.
+		if hsts := do(t, s, "GET", "/api/v1/whoami", "", nil).Header().Get("Strict-Transport-Security"); (hsts != "") != secure {
+			t.Errorf("secure=%v: Strict-Transport-Security %q", secure, hsts)
+		}
 	}
-	h := rec.Header()
-	if !strings.Contains(h.Get("Content-Security-Policy"), "default-src 'self'") || h.Get("X-Frame-Options") != "DENY" || h.Get("X-Content-Type-Options") != "nosniff" {
-		t.Errorf("headers = %v", h)
+}
+
+// countingReader counts what a handler reads of a request body.
+type countingReader struct{ n int64 }
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.n += int64(len(p))
+	for i := range p {
+		p[i] = 'a'
+	}
+	return len(p), nil
+}
+
+// TestCSRFDoesNotReadBodies: an API request with a session and no CSRF
+// header is refused before its body is read (a form field there does not
+// count), and a dashboard form larger than the bound is refused.
+func TestCSRFDoesNotReadBodies(t *testing.T) {
+	s, fb := newTestServer(t, false)
+	sess := s.sessions.create(identity.Principal{Issuer: "https://idp", Subject: "alice"}, time.Now().Add(time.Hour))
+	body := &countingReader{}
+	req := httptest.NewRequest("POST", "/api/v1/nats/creds", io.LimitReader(body, 40<<20))
+	req.Header.Set("Cookie", sessionCookie+"="+sess.id)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden || body.n != 0 {
+		t.Errorf("API post without the CSRF header = %d after reading %d bytes; want 403 after none", rec.Code, body.n)
+	}
+	form := "csrf_token=" + sess.csrf + "&pad=" + strings.Repeat("a", maxDocBody)
+	hdr := map[string]string{"Cookie": sessionCookie + "=" + sess.id, "Content-Type": "application/x-www-form-urlencoded"}
+	if rec := do(t, s, "POST", "/leases/UALICE/revoke", form, hdr); rec.Code != http.StatusBadRequest || len(fb.revoked) != 0 {
+		t.Errorf("oversized form = %d (revoked %v), want 400 and nothing revoked", rec.Code, fb.revoked)
+	}
+}
+
+// TestMetricsMethodLabel: a request with a made-up method does not become a
+// series of its own in /metrics.
+func TestMetricsMethodLabel(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s, err := New(Config{Broker: &fakeBroker{}, Auth: tokenAuth{}, Issuances: fakeIssuances{}, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	odd := "X" + strings.Repeat("Y", 2000)
+	do(t, s, odd, "/api/v1/whoami", "", nil)
+	do(t, s, "GET", "/api/v1/whoami", "", nil)
+	out := do(t, s, "GET", "/metrics", "", nil).Body.String()
+	if strings.Contains(out, "XYY") || !strings.Contains(out, `method="OTHER"`) || !strings.Contains(out, `method="GET"`) {
+		t.Errorf("/metrics:\n%s", out)
 	}
 }
 

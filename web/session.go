@@ -26,12 +26,15 @@ type session struct {
 	expires   time.Time
 }
 
-// checkCSRF compares the request's CSRF token (form field or header) with
-// the session's in constant time.
+// checkCSRF compares the request's CSRF token with the session's in constant
+// time. The token comes from the header, or from the field of a form that
+// [Server.formSession] has already read within its bound: it never reads the
+// body itself, so an API request without the header is refused before its
+// body is read.
 func (s *session) checkCSRF(r *http.Request) bool {
 	got := r.Header.Get(csrfHeader)
 	if got == "" {
-		got = r.PostFormValue(csrfField)
+		got = r.PostForm.Get(csrfField)
 	}
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.csrf)) == 1
 }
@@ -86,14 +89,14 @@ func (st *sessionStore) delete(id string) {
 }
 
 func (srv *Server) setSessionCookie(w http.ResponseWriter, s *session) {
-	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set whenever sqlgated serves TLS; dev mode is plain HTTP on loopback
+	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set whenever browsers reach sqlgated over TLS; dev mode is plain HTTP on loopback
 		Name: sessionCookie, Value: s.id, Path: "/", Expires: s.expires,
 		HttpOnly: true, Secure: srv.cfg.Secure, SameSite: http.SameSiteLaxMode,
 	})
 }
 
 func (srv *Server) clearSessionCookie(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set whenever sqlgated serves TLS; dev mode is plain HTTP on loopback
+	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set whenever browsers reach sqlgated over TLS; dev mode is plain HTTP on loopback
 		Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, Secure: srv.cfg.Secure, SameSite: http.SameSiteLaxMode,
 	})

@@ -110,6 +110,7 @@ func (s *Server) formSession(r *http.Request) (*session, error) {
 	if sess == nil {
 		return nil, identity.Unauthenticated("no session", nil)
 	}
+	r.Body = http.MaxBytesReader(nil, r.Body, maxDocBody)
 	if err := r.ParseForm(); err != nil {
 		return nil, badRequest("malformed form")
 	}

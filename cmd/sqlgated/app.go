@@ -41,8 +41,11 @@ type runtimeConfig struct {
 	Logger   *slog.Logger
 
 	// HTTP: an open listener, optional TLS, extra handlers (the dev IdP).
-	Listener      net.Listener
-	TLSCert       *tls.Certificate
+	Listener net.Listener
+	TLSCert  *tls.Certificate
+	// BrowserTLS says browsers reach the API over TLS, sqlgated's own
+	// (TLSCert) or a proxy's in front of it: cookies become Secure.
+	BrowserTLS    bool
 	Mounts        map[string]http.Handler
 	AdminGroups   []string
 	AuditorGroups []string
@@ -400,7 +403,7 @@ func (a *app) startWeb() error {
 		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
 		Ready:  a.ready, Registry: a.metrics, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
 		AdminGroups: a.cfg.AdminGroups, AuditorGroups: a.cfg.AuditorGroups,
-		Secure: a.cfg.TLSCert != nil, Mounts: a.cfg.Mounts, Logger: a.log.With("component", "web"),
+		Secure: a.cfg.BrowserTLS, Mounts: a.cfg.Mounts, Logger: a.log.With("component", "web"),
 	})
 	if err != nil {
 		return err

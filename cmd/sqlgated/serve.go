@@ -179,6 +179,8 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 			RedirectURL: cfg.HTTP.PublicURL + "/auth/callback", CookieKey: key,
 		}
 	}
+	// A proxy in front may end TLS: an https publicURL says browsers use it.
+	rc.BrowserTLS = cfg.HTTP.TLSCertFile != "" || strings.HasPrefix(cfg.HTTP.PublicURL, "https://")
 	if cfg.HTTP.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile)
 		if err != nil {
