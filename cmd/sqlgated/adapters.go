@@ -31,12 +31,24 @@ import (
 type webLogin struct{ l *oidc.WebLogin }
 
 func (w webLogin) Start(rw http.ResponseWriter, r *http.Request, returnTo string) error {
-	return w.l.Start(rw, r, returnTo)
+	return loginError(w.l.Start(rw, r, returnTo))
 }
 
 func (w webLogin) Callback(rw http.ResponseWriter, r *http.Request) (identity.Principal, string, error) {
 	p, _, returnTo, err := w.l.Callback(rw, r)
-	return p, returnTo, err
+	return p, returnTo, loginError(err)
+}
+
+// loginError tells the user to come back later when the dashboard refuses
+// sign-ins because too many are in progress; other errors pass unchanged.
+func loginError(err error) error {
+	if errors.Is(err, oidc.ErrTooManyLogins) {
+		return &web.HTTPError{
+			Status: http.StatusServiceUnavailable, Code: broker.CodeUnavailable,
+			Msg: "too many sign-ins are in progress; try again in a few minutes", Err: err,
+		}
+	}
+	return err
 }
 
 // auditService serves the audit log to the web layer.

@@ -35,6 +35,7 @@ const (
 	ReasonMissingIDToken     = "missing_id_token"
 	ReasonNonceMismatch      = "nonce_mismatch"
 	ReasonWrongIssuer        = "wrong_issuer"
+	ReasonTooManyLogins      = "too_many_logins"
 )
 
 // Errors of the client-side sign-in flows. Callers branch on them with
@@ -53,6 +54,10 @@ var (
 	ErrDeviceCodeExpired = errors.New("device code expired before the sign-in was completed")
 	// ErrNoTokens means the token store holds nothing under that name.
 	ErrNoTokens = errors.New("not signed in")
+	// ErrTooManyLogins means the dashboard's sign-in refused to start or
+	// complete because too many sign-ins are in progress (see
+	// [WebLogin]): try again in a few minutes.
+	ErrTooManyLogins = errors.New("too many sign-ins in progress; try again in a few minutes")
 )
 
 // UnreachableError wraps a transport failure or a server error from the

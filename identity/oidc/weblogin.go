@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -60,20 +59,22 @@ func (c WebLoginConfig) LogValue() slog.Value {
 // WebLogin runs the authorization code flow with PKCE for a browser. The
 // state, nonce and PKCE verifier of a sign-in in progress travel in a
 // short-lived cookie (HttpOnly, SameSite=Lax, Secure over TLS), encrypted
-// and authenticated with AES-GCM; a state is accepted once. Sessions are
-// the caller's business.
+// and authenticated with AES-GCM; a state is accepted once, so WebLogin
+// remembers the states presented at the callback until their cookies
+// expire. It remembers at most 100,000: beyond that, [WebLogin.Start] and
+// [WebLogin.Callback] refuse with [ErrTooManyLogins] until some expire.
+// Sessions are the caller's business.
 type WebLogin struct {
-	cfg      WebLoginConfig
-	v        *Verifier
-	is       *issuer
-	oauth    *oauth2.Config
-	aead     cipher.AEAD
-	path     string
-	secure   bool
-	now      func() time.Time
-	log      *slog.Logger
-	mu       sync.Mutex
-	consumed map[[sha256.Size]byte]time.Time
+	cfg    WebLoginConfig
+	v      *Verifier
+	is     *issuer
+	oauth  *oauth2.Config
+	aead   cipher.AEAD
+	path   string
+	secure bool
+	now    func() time.Time
+	log    *slog.Logger
+	used   *usedStates
 }
 
 // NewWebLogin checks cfg and returns the dashboard's login helper. It does
@@ -139,7 +140,7 @@ func NewWebLogin(cfg WebLoginConfig) (*WebLogin, error) {
 			ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Endpoint: is.provider.Endpoint(),
 			RedirectURL: cfg.RedirectURL, Scopes: cfg.Scopes,
 		},
-		consumed: map[[sha256.Size]byte]time.Time{},
+		used: newUsedStates(maxUsedStates),
 	}, nil
 }
 
@@ -181,7 +182,13 @@ func safeReturnTo(s string) string {
 // Start begins a sign-in: it sets the login cookie and redirects the
 // browser to the provider. returnTo is where [WebLogin.Callback] sends the
 // user afterwards (a local path; anything else becomes "/").
+//
+// When too many sign-ins are in progress it sets nothing and returns
+// [ErrTooManyLogins].
 func (l *WebLogin) Start(w http.ResponseWriter, r *http.Request, returnTo string) error {
+	if l.used.full(l.now()) {
+		return fmt.Errorf("web login: %w", ErrTooManyLogins)
+	}
 	st := loginState{
 		State: randomToken(), Nonce: randomToken(), Verifier: oauth2.GenerateVerifier(),
 		ReturnTo: safeReturnTo(returnTo), Expires: l.now().Add(l.cfg.MaxAge).Unix(),
@@ -229,24 +236,6 @@ func (l *WebLogin) open(name, value string) (loginState, error) {
 	return st, nil
 }
 
-// consume records that a state was used; false if it already was.
-func (l *WebLogin) consume(state string, expires time.Time) bool {
-	h := sha256.Sum256([]byte(state))
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for k, exp := range l.consumed {
-		if now.After(exp) {
-			delete(l.consumed, k)
-		}
-	}
-	if _, used := l.consumed[h]; used {
-		return false
-	}
-	l.consumed[h] = expires
-	return true
-}
-
 func (l *WebLogin) fail(r *http.Request, reason string, err error) error {
 	ae := identity.Unauthenticated(reason, err)
 	attrs := []slog.Attr{slog.String("reason", reason), slog.String("issuer", l.is.cfg.Name)}
@@ -262,7 +251,8 @@ func (l *WebLogin) fail(r *http.Request, reason string, err error) error {
 // PKCE verifier, and verifies the ID token, its issuer and its nonce. It
 // returns the principal (whose Expiry should bound the session), the
 // provider's tokens and the path to return to. Every failure is an
-// [*identity.AuthError] matching [identity.ErrUnauthenticated].
+// [*identity.AuthError] matching [identity.ErrUnauthenticated]; when too
+// many sign-ins are in progress it also matches [ErrTooManyLogins].
 func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Principal, *oauth2.Token, string, error) {
 	var none identity.Principal
 	q := r.URL.Query()
@@ -292,8 +282,12 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 	if !constantTimeEqual(st.State, state) {
 		return none, nil, "", l.fail(r, ReasonStateMismatch, errors.New("state does not match the login cookie"))
 	}
-	if !l.consume(st.State, time.Unix(st.Expires, 0)) {
-		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, errors.New("this sign-in was already completed"))
+	// Remember the state until the first instant open refuses its cookie
+	// (now.Unix() > Expires), so that it cannot be presented twice.
+	if err := l.used.use(st.State, time.Unix(st.Expires+1, 0), l.now()); errors.Is(err, ErrTooManyLogins) {
+		return none, nil, "", l.fail(r, ReasonTooManyLogins, err)
+	} else if err != nil {
+		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, err)
 	}
 	if e := q.Get("error"); e != "" {
 		return none, nil, "", l.fail(r, ReasonIDPError, &OAuthError{Code: e, Description: truncate(q.Get("error_description"), 200)})

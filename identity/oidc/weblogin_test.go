@@ -3,6 +3,7 @@ package oidc
 import (
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -22,7 +23,9 @@ func newDashboard(t *testing.T, e *env) *dashboard {
 	d := &dashboard{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
-		if err := d.wl.Start(w, r, r.URL.Query().Get("return")); err != nil {
+		if err := d.wl.Start(w, r, r.URL.Query().Get("return")); errors.Is(err, ErrTooManyLogins) {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		} else if err != nil {
 			http.Error(w, "internal", 500)
 		}
 	})
@@ -249,6 +252,127 @@ func TestWebLoginRejections(t *testing.T) {
 				t.Errorf("refusal log lines: %d new, want 1", after-before)
 			}
 		})
+	}
+}
+
+// TestWebLoginStateReplayAtCookieExpiry: a state stays used for as long as
+// its login cookie is accepted, up to the cookie's last second.
+func TestWebLoginStateReplayAtCookieExpiry(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{})
+	d := newDashboard(t, e)
+	b := newBrowser(t)
+	authURL := d.startLogin(t, b, "/")
+	loc, err := b.signIn(authURL, "alice", alicePassword, "login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cbURL, _ := url.Parse(d.URL + "/auth/callback")
+	saved := b.client.Jar.Cookies(cbURL)
+	if first := b.get(loc.String()); first.StatusCode != 200 {
+		t.Fatalf("first callback: %d %s", first.StatusCode, first.Body)
+	}
+	// The cookie expires at start + 10m (whole seconds) and is accepted
+	// until that second ends.
+	e.clock.Add(10*time.Minute + 999*time.Millisecond)
+	for _, c := range saved {
+		c.Path = "/auth/callback"
+	}
+	b.client.Jar.SetCookies(cbURL, saved)
+	got := decodeCallback(t, b.get(loc.String()))
+	if got["status"] != http.StatusUnauthorized || got["reason"] != ReasonLoginStateInvalid {
+		t.Errorf("replayed callback in the cookie's last second = %v, want 401 %s", got, ReasonLoginStateInvalid)
+	}
+}
+
+// TestWebLoginUsedStatesBounded: anyone can start a sign-in and present its
+// state without a code, which makes the dashboard remember the state. The
+// remembered states are bounded: when full, sign-ins are refused (not
+// remembered, so not replayable) until the states expire with their cookies.
+func TestWebLoginUsedStatesBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{})
+	d := newDashboard(t, e)
+	d.wl.used = newUsedStates(2)
+
+	// A user starts signing in and is at the provider...
+	victim := newBrowser(t)
+	victimLoc, err := victim.signIn(d.startLogin(t, victim, "/"), "alice", alicePassword, "login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ...while a client without an account fills the set.
+	attacker := newBrowser(t)
+	for range 2 {
+		u, _ := url.Parse(d.startLogin(t, attacker, "/"))
+		got := decodeCallback(t, attacker.get(d.URL+"/auth/callback?state="+url.QueryEscape(u.Query().Get("state"))))
+		if got["status"] != http.StatusUnauthorized || got["reason"] != ReasonCodeExchangeFailed {
+			t.Fatalf("callback without a code = %v, want 401 %s", got, ReasonCodeExchangeFailed)
+		}
+	}
+	if n := d.wl.used.size(); n != 2 {
+		t.Fatalf("remembered states = %d, want 2", n)
+	}
+	if resp := attacker.get(d.URL + "/login"); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(resp.Body, "too many sign-ins") {
+		t.Errorf("/login with the set full = %d %q, want 503 too many sign-ins", resp.StatusCode, resp.Body)
+	}
+	got := decodeCallback(t, victim.get(victimLoc.String()))
+	if got["status"] != http.StatusUnauthorized || got["reason"] != ReasonTooManyLogins {
+		t.Errorf("callback with the set full = %v, want 401 %s", got, ReasonTooManyLogins)
+	}
+	if n := d.wl.used.size(); n != 2 {
+		t.Errorf("remembered states = %d after a refused callback, want 2", n)
+	}
+
+	// Once the cookies have expired, their states are dropped and sign-ins
+	// work again.
+	e.clock.Add(10*time.Minute + time.Second)
+	b := newBrowser(t)
+	loc, err := b.signIn(d.startLogin(t, b, "/leases"), "alice", alicePassword, "login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := decodeCallback(t, b.get(loc.String())); got["status"] != 200 || got["return"] != "/leases" {
+		t.Errorf("sign-in after the states expired = %v, want 200", got)
+	}
+	if n := d.wl.used.size(); n != 1 {
+		t.Errorf("remembered states = %d, want 1 (the expired ones dropped)", n)
+	}
+}
+
+// TestUsedStatesExpiry: states leave in expiry order, whatever the order in
+// which they were used, and a state is refused while it is remembered.
+func TestUsedStatesExpiry(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	u := newUsedStates(10)
+	for i, until := range []time.Duration{3, 1, 2} {
+		if err := u.use(string(rune('a'+i)), t0.Add(until*time.Minute), t0); err != nil {
+			t.Fatalf("use %d: %v", i, err)
+		}
+	}
+	for _, tc := range []struct {
+		at    time.Duration
+		state string
+		size  int
+	}{
+		{59 * time.Second, "b", 3}, // b (until 1m) is still remembered
+		{time.Minute, "a", 2},      // b left; a (until 3m) stays
+		{2 * time.Minute, "a", 1},  // c left
+		{3 * time.Minute, "", 0},   // a left
+	} {
+		now := t0.Add(tc.at)
+		if u.full(now) {
+			t.Fatalf("at +%v: full with %d of 10", tc.at, u.size())
+		}
+		if got := u.size(); got != tc.size {
+			t.Errorf("at +%v: size = %d, want %d", tc.at, got, tc.size)
+		}
+		if tc.state != "" {
+			if err := u.use(tc.state, now.Add(time.Hour), now); !errors.Is(err, errStateUsed) {
+				t.Errorf("at +%v: use(%q) = %v, want errStateUsed", tc.at, tc.state, err)
+			}
+		}
 	}
 }
 
