@@ -51,7 +51,7 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 	if !p.Expiry.IsZero() && !now.Before(p.Expiry) {
 		return nil, identity.Unauthenticated("token expired", nil)
 	}
-	if !validUserKey(req.UserKey) {
+	if !validUserKey(req.UserKey) || !s.cfg.Minter.ValidUserKey(req.UserKey) {
 		return nil, fmt.Errorf("%w: public_key must be a NATS user public key (U...)", ErrInvalid)
 	}
 	if req.TTL < 0 {
@@ -262,7 +262,8 @@ func userTags(p *identity.Principal) []string {
 }
 
 // validUserKey checks the shape of a NATS user public key: 'U' followed by
-// 55 base32 characters. The minter verifies its checksum.
+// 55 base32 characters. The minter's ValidUserKey checks the rest
+// (checksum, Ed25519 point).
 func validUserKey(k string) bool {
 	if len(k) != 56 || k[0] != 'U' {
 		return false

@@ -142,6 +142,8 @@ func TestIssueNATSRefusals(t *testing.T) {
 	}
 	expiredToken := alice
 	expiredToken.Expiry = time.Now().Add(-time.Second)
+	// The right shape ('U' and 55 base32 characters) with a wrong checksum.
+	badChecksum := "U" + strings.Repeat("A", 55)
 	tests := []struct {
 		name string
 		req  broker.NATSRequest
@@ -150,6 +152,7 @@ func TestIssueNATSRefusals(t *testing.T) {
 		{"policy_allows_nothing", broker.NATSRequest{Principal: carol, UserKey: userKey(t)}, broker.ErrDenied},
 		{"not_a_user_key", broker.NATSRequest{Principal: alice, UserKey: "ABADKEY"}, broker.ErrInvalid},
 		{"account_key_not_user_key", broker.NATSRequest{Principal: alice, UserKey: "A" + userKey(t)[1:]}, broker.ErrInvalid},
+		{"bad_checksum", broker.NATSRequest{Principal: alice, UserKey: badChecksum}, broker.ErrInvalid},
 		{"key_of_another_principal", broker.NATSRequest{Principal: bob, UserKey: taken}, broker.ErrInvalid},
 		{"expired_token", broker.NATSRequest{Principal: expiredToken, UserKey: userKey(t)}, identity.ErrUnauthenticated},
 		{"no_principal", broker.NATSRequest{UserKey: userKey(t)}, identity.ErrUnauthenticated},
@@ -176,6 +179,13 @@ func TestIssueNATSRefusals(t *testing.T) {
 	}
 	if denied == nil || denied.Allow == nil || *denied.Allow || len(denied.Reasons) == 0 {
 		t.Errorf("no audited deny for carol: %+v", denied)
+	}
+	// A malformed key is refused before policy: nothing is decided or
+	// recorded about it.
+	for _, r := range recs {
+		if r.Credential != nil && r.Credential.UserKey == badChecksum {
+			t.Errorf("a key with a bad checksum reached policy or audit: %+v", r)
+		}
 	}
 }
 

@@ -16,6 +16,11 @@ import (
 // must always set the expiry and IssuerAccount, and never add permissions.
 type NATSMinter interface {
 	MintUser(ctx context.Context, spec UserSpec) (MintedUser, error)
+	// ValidUserKey reports whether k is a NATS user public key MintUser
+	// accepts: the user prefix, a valid checksum and a usable Ed25519 key.
+	// The broker refuses any other key as [ErrInvalid] before it asks
+	// policy. It does no I/O.
+	ValidUserKey(k string) bool
 }
 
 // UserSpec is what a user JWT grants.

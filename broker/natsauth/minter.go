@@ -61,6 +61,10 @@ func (m *Minter) MintUser(_ context.Context, spec broker.UserSpec) (broker.Minte
 	}, nil
 }
 
+// ValidUserKey reports whether k is a user public key MintUser accepts
+// (prefix, checksum, not a small-order Ed25519 point).
+func (m *Minter) ValidUserKey(k string) bool { return nkeys.IsValidPublicUserKey(k) }
+
 // setAllow sets the allow-list; an empty one denies everything (in NATS an
 // empty allow-list means "no restriction").
 func setAllow(p *jwt.Permission, allow []string) {
