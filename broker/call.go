@@ -36,6 +36,11 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 
 	// 1 identify
 	p, err := s.identify(ctx, &req.Caller, req.Received)
+	if errors.Is(err, errIdentityUnavailable) {
+		// Not a verdict on the caller: nothing ran, and a retry may succeed.
+		s.log.ErrorContext(ctx, "caller not identified", "err", err, "subject", req.Subject, "correlation_id", rep.CorrelationID)
+		return fail(rep, CodeUnavailable, "the issuance registry is unavailable; nothing was executed", nil)
+	}
 	if err != nil {
 		s.log.WarnContext(ctx, "request refused", "reason", reasonOf(err), "subject", req.Subject,
 			"correlation_id", rep.CorrelationID, "user_key", req.Caller.UserKey)
@@ -71,6 +76,10 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		Request:   s.requestInput(rep.CorrelationID, req),
 	}
 	dec, err := s.cfg.Authorizer.Decide(ctx, policy.Call, in)
+	if err != nil && ctx.Err() != nil {
+		// The request was cancelled before the policy decided: no verdict.
+		return fail(rep, CodeUnavailable, "the request was cancelled before the policy decided; nothing was executed", nil)
+	}
 	if err != nil || !dec.Allow {
 		reasons := dec.Reasons
 		if err != nil {
@@ -93,7 +102,9 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	}
 	clientKey := req.IdempotencyKey
 	if clientKey == "" {
-		clientKey = rep.CorrelationID
+		// Without a key each call is a call of its own. The correlation id is
+		// not a key: a client may give one id to every call of a saga.
+		clientKey = newID()
 	}
 	call := &Call{
 		Route: r, Params: params,
@@ -133,9 +144,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	if ri.batch != nil {
 		exec = ri.batch // the route lets calls that queue share a transaction (group commit)
 	}
-	execCtx, cancel := context.WithTimeout(ctx, timeout)
-	res, execErr := exec.Execute(execCtx, call)
-	cancel()
+	res, execErr := execute(ctx, exec, call, timeout)
 
 	// 7 record outcome. The SQL transaction has ended either way; the
 	// outcome append must finish even if the caller went away.
@@ -188,6 +197,15 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	return rep
 }
 
+// execute runs the call within its timeout. A panic of the executor is an
+// error like any other, so the outcome of the durable intent is recorded.
+func execute(ctx context.Context, exec Executor, call *Call, timeout time.Duration) (res *Result, err error) {
+	defer recoverAs(&err)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return exec.Execute(ctx, call)
+}
+
 // appendOutcome records the outcome without holding the reply: the intent
 // is already durable (the write-ahead record), and a crash before the
 // outcome is durable is repaired at startup from the idempotency record in
@@ -233,6 +251,10 @@ func (s *Service) Drain(ctx context.Context) error {
 	}
 }
 
+// errIdentityUnavailable: the issuance registry could not be read, so the
+// caller is neither known nor unknown.
+var errIdentityUnavailable = errors.New("issuance registry unavailable")
+
 // identify resolves the caller to a principal using only attested data.
 // received is when the request reached the transport; it is the time of the
 // expiry check for an async request ([TransportAsync]).
@@ -258,7 +280,7 @@ func (s *Service) identify(ctx context.Context, c *Caller, received time.Time) (
 		if errors.Is(err, ErrNotFound) {
 			return identity.Principal{}, identity.Unauthenticated("user key not in the issuance registry", nil)
 		}
-		return identity.Principal{}, identity.Unauthenticated("issuance registry unavailable", err)
+		return identity.Principal{}, fmt.Errorf("%w: %w", errIdentityUnavailable, err)
 	}
 	at, issuer := s.now(), c.IssuerKey
 	if async {

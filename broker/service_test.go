@@ -48,6 +48,8 @@ type env struct {
 	registry *control.Registry
 	authz    *switchAuthorizer
 	recorder *switchRecorder
+	regSw    *switchRegistry
+	execSw   *switchExecutor
 	now      time.Time
 	keys     map[string]string // principal subject -> registered user key
 }
@@ -63,6 +65,32 @@ func (a *switchAuthorizer) Decide(ctx context.Context, e policy.Entry, in *polic
 		return policy.Deny("rev"), fmt.Errorf("%w: injected", policy.ErrEvaluation)
 	}
 	return a.Authorizer.Decide(ctx, e, in)
+}
+
+// switchRegistry can be made to fail like an unreachable control database.
+type switchRegistry struct {
+	*control.Registry
+	fail atomic.Bool
+}
+
+func (r *switchRegistry) Get(ctx context.Context, userKey string) (broker.Issuance, error) {
+	if r.fail.Load() {
+		return broker.Issuance{}, errors.New("control database unreachable")
+	}
+	return r.Registry.Get(ctx, userKey)
+}
+
+// switchExecutor can be made to panic like a buggy driver.
+type switchExecutor struct {
+	*brokertest.Fake
+	panics atomic.Bool
+}
+
+func (x *switchExecutor) Execute(ctx context.Context, c *broker.Call) (*broker.Result, error) {
+	if x.panics.Load() {
+		panic("injected driver bug")
+	}
+	return x.Fake.Execute(ctx, c)
 }
 
 // switchRecorder can be made to fail like an unreachable audit store.
@@ -132,9 +160,11 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.exec = brokertest.NewFake("orders", brokertest.OrdersProcs())
+	e.execSw = &switchExecutor{Fake: e.exec}
+	e.regSw = &switchRegistry{Registry: e.registry}
 	e.svc, err = broker.New(broker.Config{
-		Catalog: catalog, Databases: map[string]broker.Executor{"orders": e.exec},
-		Authorizer: e.authz, Recorder: e.recorder, Registry: e.registry,
+		Catalog: catalog, Databases: map[string]broker.Executor{"orders": e.execSw},
+		Authorizer: e.authz, Recorder: e.recorder, Registry: e.regSw,
 		UsersAccount: usersAccount, SigningKeys: []string{signingKey},
 	})
 	if err != nil {
@@ -363,6 +393,18 @@ func TestHandleCallAndReplay(t *testing.T) {
 	if conflict.OK || conflict.Error.Code != broker.CodeConflict {
 		t.Errorf("same key, other payload = %s, want conflict", conflict.AppendJSON(nil))
 	}
+	// Without a key each call is its own, even under one correlation id (a
+	// saga gives all its calls the same one).
+	orders = e.orderCount(t)
+	for range 2 {
+		rep := e.svc.Handle(t.Context(), &broker.Request{Subject: brokertest.SubjectCreate, Payload: []byte(createAlice), CorrelationID: "saga-42", Caller: e.caller(alice)})
+		if !rep.OK || rep.Replayed || rep.CorrelationID != "saga-42" {
+			t.Errorf("call without a key = %s, want a fresh call under saga-42", rep.AppendJSON(nil))
+		}
+	}
+	if got := e.orderCount(t); got != orders+2 {
+		t.Errorf("two calls without a key: orders %d -> %d, want two more", orders, got)
+	}
 	// Keys are scoped to the principal: bob's k-1 is not alice's k-1.
 	bobGet := e.call(t, e.caller(bob), brokertest.SubjectGet, `{"id":1}`, "k-1")
 	if !bobGet.OK || bobGet.Replayed {
@@ -407,6 +449,48 @@ func TestHandleFailClosed(t *testing.T) {
 		}
 		if got := e.orderCount(t); got != orders {
 			t.Error("a call ran although its intent was not durable")
+		}
+	})
+	t.Run("registry_down", func(t *testing.T) {
+		// The caller is neither known nor unknown: retryable, not a refusal.
+		e.regSw.fail.Store(true)
+		defer e.regSw.fail.Store(false)
+		before, orders := len(e.records(t)), e.orderCount(t)
+		rep := e.call(t, e.caller(alice), brokertest.SubjectCreate, createAlice, "")
+		if rep.OK || rep.Error.Code != broker.CodeUnavailable {
+			t.Fatalf("reply = %s, want unavailable", rep.AppendJSON(nil))
+		}
+		if got := e.orderCount(t); got != orders || len(e.records(t)) != before {
+			t.Error("a call ran or was recorded as refused although the registry could not be read")
+		}
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		// A request cancelled before it ran (the instance is stopping) is
+		// unavailable, not unauthenticated or forbidden.
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		orders := e.orderCount(t)
+		rep := e.svc.Handle(ctx, &broker.Request{Subject: brokertest.SubjectCreate, Payload: []byte(createAlice), Caller: e.caller(alice)})
+		if rep.OK || rep.Error.Code != broker.CodeUnavailable {
+			t.Fatalf("reply = %s, want unavailable", rep.AppendJSON(nil))
+		}
+		if got := e.orderCount(t); got != orders {
+			t.Error("a cancelled call ran")
+		}
+	})
+	t.Run("executor_panic", func(t *testing.T) {
+		// The intent is durable before the call, so its outcome is recorded
+		// even when the executor panics.
+		e.execSw.panics.Store(true)
+		before := len(e.records(t))
+		rep := e.call(t, e.caller(alice), brokertest.SubjectCreate, createAlice, "")
+		e.execSw.panics.Store(false)
+		if rep.OK || rep.Error.Code != broker.CodeInternal {
+			t.Fatalf("reply = %s, want internal", rep.AppendJSON(nil))
+		}
+		recs := e.records(t)[before:]
+		if len(recs) != 2 || recs[0].Kind != audit.KindIntent || recs[1].Kind != audit.KindOutcome || recs[1].SQL.Outcome != "rollback" {
+			t.Fatalf("audit = %v, want the intent and a rollback outcome", kinds(recs))
 		}
 	})
 	t.Run("max_rows", func(t *testing.T) {

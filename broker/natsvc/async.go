@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -75,6 +76,9 @@ const (
 	// SettledDropped: not a request for an async route (or unreadable);
 	// removed from the stream without running.
 	SettledDropped = "dropped"
+	// SettledReturned: fetched while the instance was stopping and returned
+	// to the stream unhandled, for immediate redelivery.
+	SettledReturned = "returned"
 )
 
 // Async consumes durable async requests: messages published by users to
@@ -100,6 +104,9 @@ type Async struct {
 	msgs     chan jetstream.Msg
 	workers  sync.WaitGroup
 	stopOnce sync.Once
+	// stopping is set when Stop begins: messages not yet started go back to
+	// the stream at once (Nak), for this or another instance.
+	stopping atomic.Bool
 }
 
 // Validate reports every problem of c at once.
@@ -124,7 +131,8 @@ func (c *AsyncConfig) Validate() error {
 
 // StartAsync creates (or updates) the stream and the durable consumer on nc,
 // a connection of the broker account, and starts consuming. It stops when
-// ctx ends or Stop is called; ctx is also the parent of every Handle call.
+// ctx ends or Stop is called; ctx is also the parent of every Handle call,
+// without its cancellation.
 func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) (*Async, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("natsvc async: %w", err)
@@ -184,14 +192,27 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	for _, s := range cfg.Subjects {
 		a.routes[s] = true
 	}
+	// A call that has started runs to its end even when ctx ends (shutdown):
+	// cancelling it midway would turn a durable request into a refusal.
+	hctx := context.WithoutCancel(ctx)
 	for range cfg.Workers {
 		a.workers.Go(func() {
 			for m := range a.msgs {
-				a.serve(ctx, m)
+				if a.stopping.Load() {
+					a.putBack(hctx, m)
+					continue
+				}
+				a.serve(hctx, m)
 			}
 		})
 	}
-	a.cc, err = cons.Consume(func(m jetstream.Msg) { a.msgs <- m },
+	a.cc, err = cons.Consume(func(m jetstream.Msg) {
+		if a.stopping.Load() {
+			a.putBack(hctx, m)
+			return
+		}
+		a.msgs <- m
+	},
 		jetstream.PullMaxMessages(2*cfg.Workers),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			a.log.WarnContext(ctx, "async consumer", slog.String("error", err.Error()))
@@ -205,12 +226,13 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	return a, nil
 }
 
-// Stop stops fetching, lets the workers finish the messages they hold and
-// returns. Messages fetched but not handled are delivered again after
-// AckWait, to this or another instance; their idempotency keys make that
-// safe.
+// Stop stops fetching, lets the workers finish the calls they have started
+// and returns. Messages fetched but not started go back to the stream
+// unhandled, to this or another instance; their idempotency keys make a
+// redelivery safe either way.
 func (a *Async) Stop() error {
 	a.stopOnce.Do(func() {
+		a.stopping.Store(true)
 		a.cc.Drain()
 		<-a.cc.Closed()
 		close(a.msgs)
@@ -231,6 +253,15 @@ func ParseAsyncSubject(subject string) (userKey, route string, ok bool) {
 		return "", "", false
 	}
 	return userKey, route, true
+}
+
+// putBack returns a message that was fetched but not started to the stream,
+// for immediate redelivery.
+func (a *Async) putBack(ctx context.Context, m jetstream.Msg) {
+	a.settled(SettledReturned)
+	if err := m.Nak(); err != nil {
+		a.log.WarnContext(ctx, "async message not returned; it is delivered again after the ack wait", slog.String("error", err.Error()))
+	}
 }
 
 // serve handles one message and settles it with the stream.
@@ -262,13 +293,18 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 		Caller:         broker.Caller{Transport: broker.TransportAsync, Attested: true, UserKey: userKey, Account: a.cfg.UsersAccount},
 		Received:       meta.Timestamp,
 	}
+	// The message's place in the stream is stable across redeliveries: it is
+	// the key of a message that came without one (so a redelivery never runs
+	// twice), and its correlation id if it came without one.
+	position := a.streamID + "-" + strconv.FormatUint(meta.Sequence.Stream, 10)
 	if req.IdempotencyKey == "" {
 		req.IdempotencyKey = header(hdr, HeaderMsgID)
 	}
+	if req.IdempotencyKey == "" {
+		req.IdempotencyKey = position
+	}
 	if req.CorrelationID == "" {
-		// Stable across redeliveries: without a client key it is also the
-		// idempotency key.
-		req.CorrelationID = a.streamID + "-" + strconv.FormatUint(meta.Sequence.Stream, 10)
+		req.CorrelationID = position
 	}
 	rep := a.handle(ctx, req)
 	code := ""

@@ -1,6 +1,7 @@
 package natsvc_test
 
 import (
+	"context"
 	"encoding/json"
 	"maps"
 	"strings"
@@ -32,10 +33,18 @@ type asyncFixture struct {
 
 func startAsync(t *testing.T, h natsvc.Handler) *asyncFixture {
 	t.Helper()
+	f, _ := startAsyncCtx(t, t.Context(), h)
+	return f
+}
+
+// startAsyncCtx starts the consumer under ctx (its end stops it) and returns
+// it too.
+func startAsyncCtx(t *testing.T, ctx context.Context, h natsvc.Handler) (*asyncFixture, *natsvc.Async) {
+	t.Helper()
 	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.import"}, JetStream: true})
 	bc := env.BrokerConn(t)
 	f := &asyncFixture{env: env, settles: map[string]int{}}
-	a, err := natsvc.StartAsync(t.Context(), bc, natsvc.AsyncConfig{
+	a, err := natsvc.StartAsync(ctx, bc, natsvc.AsyncConfig{
 		Subjects: []string{"orders.v1.import"}, UsersAccount: env.Keys.Public().Users, Workers: 2, MaxDeliver: 2,
 		OnSettle: func(how string) { f.mu.Lock(); f.settles[how]++; f.mu.Unlock() },
 	}, h)
@@ -51,7 +60,70 @@ func startAsync(t *testing.T, h natsvc.Handler) *asyncFixture {
 		t.Fatal(err)
 	}
 	f.user, f.key, f.js = nc, u.Key, js
-	return f
+	return f, a
+}
+
+// streamMsgs is how many messages the work-queue stream still holds.
+func (f *asyncFixture) streamMsgs(t *testing.T) int {
+	t.Helper()
+	s, err := f.js.Stream(t.Context(), natsvc.DefaultAsyncStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(info.State.Msgs)
+}
+
+// TestAsyncStopKeepsUnstartedRequests: when the instance stops (its context
+// ends), the calls already running finish as if it kept running, and the
+// messages it fetched but did not start go back to the stream. None is
+// answered with a refusal and acknowledged, which would lose it.
+func TestAsyncStopKeepsUnstartedRequests(t *testing.T) {
+	started, release := make(chan struct{}, 8), make(chan struct{})
+	var cancelled atomic.Int64
+	h := &blocking{started: started, release: release, cancelled: &cancelled}
+	ctx, cancel := context.WithCancel(t.Context())
+	f, a := startAsyncCtx(t, ctx, h)
+	subject := broker.AsyncPrefix(f.key) + ".orders.v1.import"
+	const n = 6
+	for range n {
+		f.publish(t, subject, `{}`, nil)
+	}
+	<-started
+	<-started // both workers hold a call
+	cancel()
+	close(release)
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := f.settledCounts()
+	if cancelled.Load() != 0 || got[natsvc.SettledFinal] != 0 || got[natsvc.SettledOK] < 2 {
+		t.Errorf("settled %v, %d calls saw a cancelled context; want the started calls ok and none refused", got, cancelled.Load())
+	}
+	if left := f.streamMsgs(t); left != n-got[natsvc.SettledOK] {
+		t.Errorf("stream holds %d messages after %v; want every message not handled (%d)", left, got, n-got[natsvc.SettledOK])
+	}
+}
+
+// blocking holds each call until release is closed, and answers the way the
+// broker answers a request whose context ended before it ran: a refusal.
+type blocking struct {
+	started   chan struct{}
+	release   chan struct{}
+	cancelled *atomic.Int64
+}
+
+func (b *blocking) Handle(ctx context.Context, req *broker.Request) *broker.Reply {
+	b.started <- struct{}{}
+	<-b.release
+	if ctx.Err() != nil {
+		b.cancelled.Add(1)
+		return &broker.Reply{CorrelationID: req.CorrelationID, Error: &broker.ReplyError{Code: broker.CodeUnauthenticated}}
+	}
+	return &broker.Reply{OK: true, CorrelationID: req.CorrelationID}
 }
 
 // settledCounts returns how many deliveries were settled each way.
@@ -134,8 +206,10 @@ func TestAsyncRequest(t *testing.T) {
 		t.Errorf("received = %s, want the stream's time of the message (about %s)", req.Received, received)
 	}
 
-	// Without headers: Nats-Msg-Id is the key; else the correlation id,
-	// derived from the stream, is stable across deliveries and unique.
+	// Without headers: Nats-Msg-Id is the key; else the message's place in
+	// the stream, stable across deliveries and unique, is both the key and
+	// the correlation id. A client's correlation id is never the key: an
+	// import job may give all its messages the same one.
 	f.publish(t, broker.AsyncPrefix(f.key)+".orders.v1.import", `{}`, map[string]string{natsvc.HeaderMsgID: "msg-9"})
 	if r := <-h.seen; r.IdempotencyKey != "msg-9" {
 		t.Errorf("idempotency key = %q, want the Nats-Msg-Id", r.IdempotencyKey)
@@ -144,8 +218,15 @@ func TestAsyncRequest(t *testing.T) {
 	first := <-h.seen
 	f.publish(t, broker.AsyncPrefix(f.key)+".orders.v1.import", `{}`, nil)
 	second := <-h.seen
-	if first.CorrelationID == "" || first.CorrelationID == second.CorrelationID || first.IdempotencyKey != "" {
-		t.Errorf("derived correlation ids %q, %q (key %q)", first.CorrelationID, second.CorrelationID, first.IdempotencyKey)
+	if first.CorrelationID == "" || first.CorrelationID == second.CorrelationID || first.IdempotencyKey != first.CorrelationID || second.IdempotencyKey != second.CorrelationID {
+		t.Errorf("derived correlation ids %q, %q (keys %q, %q)", first.CorrelationID, second.CorrelationID, first.IdempotencyKey, second.IdempotencyKey)
+	}
+	for range 2 {
+		f.publish(t, broker.AsyncPrefix(f.key)+".orders.v1.import", `{}`, map[string]string{natsvc.HeaderCorrelationID: "job-7"})
+	}
+	third, fourth := <-h.seen, <-h.seen
+	if third.CorrelationID != "job-7" || third.IdempotencyKey == "" || third.IdempotencyKey == fourth.IdempotencyKey {
+		t.Errorf("two messages under one correlation id: keys %q, %q (correlation %q)", third.IdempotencyKey, fourth.IdempotencyKey, third.CorrelationID)
 	}
 }
 

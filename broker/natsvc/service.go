@@ -167,7 +167,7 @@ var outPool = sync.Pool{New: func() any { return &out{buf: make([]byte, 0, 1024)
 // Start registers the micro service on nc, a connection of the broker
 // account's service user, with one endpoint per subject, and starts the
 // workers. The service stops when ctx ends or Stop is called; ctx is also
-// the parent of every Handle call.
+// the parent of every Handle call, without its cancellation.
 func Start(ctx context.Context, nc *nats.Conn, cfg Config, h Handler) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("natsvc: %w", err)
@@ -216,8 +216,12 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, h Handler) (*Service,
 		return nil, fmt.Errorf("natsvc: add service: %w", err)
 	}
 	s.svc = svc
+	// A request that was accepted is answered as if the instance kept
+	// running, even when ctx ends (shutdown): cancelling it midway would turn
+	// it into a refusal. Each call is bounded by its route's timeout.
+	hctx := context.WithoutCancel(ctx)
 	for range cfg.Workers {
-		s.workers.Go(func() { s.work(ctx) })
+		s.workers.Go(func() { s.work(hctx) })
 	}
 	names := make(map[string]bool, len(cfg.Subjects))
 	for _, subj := range cfg.Subjects {
