@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -163,9 +164,31 @@ func parseValue(dec *json.Decoder, path string, depth int) (any, error) {
 			return arr, nil
 		}
 		return nil, &InvalidError{Field: path, Message: "malformed JSON"}
+	case json.Number:
+		if !saneExponent(t) {
+			return nil, &InvalidError{Field: path, Message: fmt.Sprintf("number out of range: the exponent must be within ±%d", maxExponent)}
+		}
+		return t, nil
 	default:
 		return t, nil
 	}
+}
+
+// maxExponent bounds the exponent written in a JSON number. Valid JSON such
+// as 1e999999999 parses, but neither the schema validator nor the policy
+// engine can hold it as a number, and no SQL type can either (float(53) ends
+// near 1e308).
+const maxExponent = 400
+
+// saneExponent reports whether n's written exponent, if any, is within
+// ±maxExponent. n is valid JSON number syntax.
+func saneExponent(n json.Number) bool {
+	i := strings.IndexAny(string(n), "eE")
+	if i < 0 {
+		return true
+	}
+	e, err := strconv.Atoi(string(n[i+1:]))
+	return err == nil && e >= -maxExponent && e <= maxExponent
 }
 
 // jsonProblem describes a JSON syntax error without quoting the input.

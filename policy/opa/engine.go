@@ -344,7 +344,7 @@ func (e *Engine) decide(ctx context.Context, entry policy.Entry, in *policy.Inpu
 	}
 	vc := newFlatCache()
 	opts = append(opts, rego.EvalVirtualCache(vc))
-	rs, err := q.query.Eval(ctx, opts...)
+	rs, err := evalRecovered(ctx, q.query, opts)
 	vc.release()
 	timedOut := !timer.Stop()
 	stop()
@@ -372,6 +372,19 @@ func (e *Engine) decide(ctx context.Context, entry policy.Entry, in *policy.Inpu
 		d.Reasons = []string{"denied by policy"}
 	}
 	return d, nil
+}
+
+// evalRecovered evaluates q, turning a panic of the evaluator into an error,
+// which the caller turns into a deny. (OPA panics comparing a number it
+// cannot hold, such as 1e999999999; InputValue refuses those, and this
+// keeps any other such path from crashing a request without a decision.)
+func evalRecovered(ctx context.Context, q rego.PreparedEvalQuery, opts []rego.EvalOption) (rs rego.ResultSet, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			rs, err = nil, fmt.Errorf("the evaluator panicked: %v", p)
+		}
+	}()
+	return q.Eval(ctx, opts...)
 }
 
 // buildOptions vary how a policy is compiled: the serving path drops print

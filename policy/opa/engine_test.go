@@ -244,6 +244,8 @@ func TestUnsupportedParams(t *testing.T) {
 		{"struct", struct{ N int }{1}, "params.amount: unsupported type struct"},
 		{"nan", nan(), "params.amount: not a finite number"},
 		{"bad_json_number", json.Number("12abc"), "params.amount: invalid number"},
+		{"huge_exponent", json.Number("1e999999999"), "params.amount: invalid number"},
+		{"tiny_exponent", json.Number("-1.5E-999999999"), "params.amount: invalid number"},
 		{"nested_chan", []any{1, map[string]any{"x": make(chan int)}}, "params.amount: [1]: .x: unsupported type chan int"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -313,7 +313,8 @@ func (b *builder) float(f float64) (*ast.Term, error) {
 	return b.term(ast.Number(strconv.FormatFloat(f, 'g', -1, 64))), nil
 }
 
-// validNumber reports whether s is a JSON number (RFC 8259 section 6).
+// validNumber reports whether s is a JSON number (RFC 8259 section 6) whose
+// exponent is at most maxExponent either way.
 func validNumber(s string) bool {
 	i := 0
 	if i < len(s) && s[i] == '-' {
@@ -351,9 +352,17 @@ func validNumber(s string) bool {
 		if i == start {
 			return false
 		}
+		if e, err := strconv.Atoi(s[start:i]); err != nil || e > maxExponent {
+			return false
+		}
 	}
 	return i == len(s)
 }
+
+// maxExponent bounds the exponent of a json.Number: OPA's evaluator panics
+// comparing a number it cannot hold as a float (1e999999999), and no
+// parameter needs more than float64's range.
+const maxExponent = 400
 
 // maxCached bounds each of the engine's input caches; a full cache is
 // emptied and refilled.
