@@ -17,6 +17,9 @@ import (
 // maxBody bounds JSON request bodies.
 const maxBody = 64 << 10
 
+// maxTTLSeconds bounds a requested credential lifetime (366 days).
+const maxTTLSeconds = int64(366 * 24 * time.Hour / time.Second)
+
 // maxDocBody bounds bodies that carry a policy input document: the policy
 // evaluation API and the dashboard's forms (its policy form holds one).
 const maxDocBody = 1 << 20
@@ -106,8 +109,11 @@ func (s *Server) natsCreds(w http.ResponseWriter, r *http.Request, p identity.Pr
 	if err := decodeJSON(r, maxBody, &req); err != nil {
 		return err
 	}
-	if req.TTLSeconds < 0 {
-		return badRequest("ttl_seconds must not be negative")
+	// A year bounds every requested lifetime (as for SQL credentials): it
+	// keeps the seconds far from overflowing a time.Duration, and policy and
+	// configuration cap what is granted anyway.
+	if req.TTLSeconds < 0 || req.TTLSeconds > maxTTLSeconds {
+		return badRequest("ttl_seconds must be between 0 and a year (31622400)")
 	}
 	cred, err := s.cfg.Broker.IssueNATS(r.Context(), broker.NATSRequest{
 		Principal: p, UserKey: req.PublicKey, TTL: time.Duration(req.TTLSeconds) * time.Second,

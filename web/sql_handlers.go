@@ -56,8 +56,8 @@ func (s *Server) sqlCreds(w http.ResponseWriter, r *http.Request, p identity.Pri
 		return badRequest("database and role are required")
 	case req.TTLSeconds < 0:
 		return badRequest("ttl_seconds must not be negative")
-	case req.TTLSeconds > int64(366*24*time.Hour/time.Second):
-		return badRequest("ttl_seconds is too large")
+	case req.TTLSeconds > maxTTLSeconds:
+		return badRequest("ttl_seconds must be between 0 and a year (31622400)")
 	}
 	cred, err := l.IssueSQL(r.Context(), broker.SQLCredRequest{
 		Principal: p, Database: req.Database, Role: req.Role, TTL: time.Duration(req.TTLSeconds) * time.Second,
@@ -85,8 +85,8 @@ func (s *Server) renewSQLLease(w http.ResponseWriter, r *http.Request, p identit
 			return err
 		}
 	}
-	if req.TTLSeconds < 0 || req.TTLSeconds > int64(366*24*time.Hour/time.Second) {
-		return badRequest("ttl_seconds must be between 0 and a year")
+	if req.TTLSeconds < 0 || req.TTLSeconds > maxTTLSeconds {
+		return badRequest("ttl_seconds must be between 0 and a year (31622400)")
 	}
 	ren, err := l.RenewLease(r.Context(), p, r.PathValue("id"), time.Duration(req.TTLSeconds)*time.Second)
 	if err != nil {

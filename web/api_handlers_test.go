@@ -1,0 +1,44 @@
+package web
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/sqlgate/sqlgate/web/api"
+)
+
+// TestCredsTTLBounds: a NATS credential lifetime beyond a year is refused
+// as invalid_request naming the field (the bound SQL credentials have),
+// before the seconds can overflow a time.Duration (18446744074 s wrapped
+// to a few seconds and came back as 401 "token expires too soon").
+func TestCredsTTLBounds(t *testing.T) {
+	s, _ := newTestServer(t, false)
+	bearer := map[string]string{"Authorization": "Bearer token-alice"}
+	tests := []struct {
+		name, body string
+		status     int
+	}{
+		{"overflows_duration", `{"public_key":"U","ttl_seconds":18446744074}`, 400},
+		{"max_int64", `{"public_key":"U","ttl_seconds":9223372036854775807}`, 400},
+		{"just_over_a_year", `{"public_key":"U","ttl_seconds":31622401}`, 400},
+		{"negative", `{"public_key":"U","ttl_seconds":-1}`, 400},
+		{"a_year", `{"public_key":"U","ttl_seconds":31622400}`, 200},
+		{"default", `{"public_key":"U"}`, 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := do(t, s, "POST", api.Prefix+"/nats/creds", tc.body, bearer)
+			if rec.Code != tc.status {
+				t.Fatalf("POST nats/creds %s = %d %s, want %d", tc.body, rec.Code, rec.Body, tc.status)
+			}
+			if tc.status == 200 {
+				return
+			}
+			var body api.ErrorResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error.Code != "invalid_request" || !strings.Contains(body.Error.Message, "ttl_seconds") {
+				t.Errorf("body = %s, want invalid_request naming ttl_seconds", rec.Body)
+			}
+		})
+	}
+}
