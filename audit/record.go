@@ -140,7 +140,8 @@ type SQL struct {
 	// TransactionID is the database's transaction id read inside the
 	// transaction (CURRENT_TRANSACTION_ID(), txid_current()).
 	TransactionID string `json:"transaction_id,omitempty"`
-	// Outcome is "commit", "rollback" or "none" (nothing ran).
+	// Outcome is "commit", "rollback", "none" (nothing ran) or "unknown"
+	// (the call failed and the database could not say whether it committed).
 	Outcome string `json:"outcome"`
 	// Rows is the number of result rows returned.
 	Rows int64 `json:"rows"`

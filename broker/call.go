@@ -145,6 +145,10 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		exec = ri.batch // the route lets calls that queue share a transaction (group commit)
 	}
 	res, execErr := execute(ctx, exec, call, timeout)
+	unknown := false // the database could not say whether a failed call committed
+	if execErr != nil {
+		res, execErr, unknown = s.settle(ctx, ri.exec, call.IdempotencyKey, execErr)
+	}
 
 	// 7 record outcome. The SQL transaction has ended either way; the
 	// outcome append must finish even if the caller went away.
@@ -170,8 +174,14 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	default:
 		code, msg, reasons = execError(execErr, call.MaxRows)
 		outcome.SQL.Outcome = "rollback"
-		if code == CodeConflict {
+		switch {
+		case code == CodeConflict:
 			outcome.SQL.Outcome = "none"
+		case unknown:
+			// The database could not say: a retry with the same key
+			// returns the stored result if it committed.
+			outcome.SQL.Outcome = "unknown"
+			msg = "database unavailable or timed out; whether the transaction committed is unknown (a retry with the same Idempotency-Key returns its result if it did)"
 		}
 		var dbe *DBError
 		if errors.As(execErr, &dbe) {
@@ -195,6 +205,32 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		rep.Emit = &Event{Subject: r.Emit, Data: emitData(r.Subject, rep, &p)}
 	}
 	return rep
+}
+
+// settle decides what an executor error means for the transaction. Most
+// errors say it rolled back. An unreachable database, a timeout or an
+// internal error may have come after the commit (the reply to COMMIT was
+// lost), so the idempotency record, written in the same transaction, is
+// looked up: found, the call committed and its result stands; not found, it
+// rolled back. unknown is true when the lookup failed too.
+func (s *Service) settle(ctx context.Context, exec Executor, key string, execErr error) (res *Result, err error, unknown bool) {
+	var dbe *DBError
+	var invalid *route.InvalidError
+	if errors.As(execErr, &dbe) || errors.As(execErr, &invalid) || errors.Is(execErr, ErrConflict) || errors.Is(execErr, ErrTooManyRows) {
+		return nil, execErr, false
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	stored, found, lerr := exec.Lookup(lctx, key)
+	switch {
+	case lerr != nil:
+		return nil, execErr, true
+	case found:
+		own := *stored
+		own.Replayed = false // this call's own transaction
+		return &own, nil, false
+	}
+	return nil, execErr, false
 }
 
 // execute runs the call within its timeout. A panic of the executor is an

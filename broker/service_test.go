@@ -80,17 +80,22 @@ func (r *switchRegistry) Get(ctx context.Context, userKey string) (broker.Issuan
 	return r.Registry.Get(ctx, userKey)
 }
 
-// switchExecutor can be made to panic like a buggy driver.
+// switchExecutor can be made to panic like a buggy driver, or to lose the
+// reply to a COMMIT that happened.
 type switchExecutor struct {
 	*brokertest.Fake
-	panics atomic.Bool
+	panics, loseCommit atomic.Bool
 }
 
 func (x *switchExecutor) Execute(ctx context.Context, c *broker.Call) (*broker.Result, error) {
 	if x.panics.Load() {
 		panic("injected driver bug")
 	}
-	return x.Fake.Execute(ctx, c)
+	res, err := x.Fake.Execute(ctx, c)
+	if err == nil && x.loseCommit.Load() {
+		return nil, fmt.Errorf("%w: connection reset reading the reply to COMMIT", broker.ErrUnavailable)
+	}
+	return res, err
 }
 
 // switchRecorder can be made to fail like an unreachable audit store.
@@ -422,9 +427,32 @@ func TestHandleFailClosed(t *testing.T) {
 		if rep.OK || rep.Error.Code != broker.CodeUnavailable {
 			t.Fatalf("reply = %s, want unavailable", rep.AppendJSON(nil))
 		}
+		// The database cannot say whether anything committed either: the
+		// outcome is unknown, and the reply does not claim a rollback.
 		recs := e.records(t)[before:]
-		if len(recs) != 2 || recs[1].Kind != audit.KindOutcome || recs[1].Result.Status != broker.CodeUnavailable || recs[1].SQL.Outcome != "rollback" {
+		if len(recs) != 2 || recs[1].Kind != audit.KindOutcome || recs[1].Result.Status != broker.CodeUnavailable || recs[1].SQL.Outcome != "unknown" {
 			t.Fatalf("audit = %v, want intent and an unavailable outcome", kinds(recs))
+		}
+		if !strings.Contains(rep.Error.Message, "unknown") || strings.Contains(rep.Error.Message, "rolled back") {
+			t.Errorf("message = %q", rep.Error.Message)
+		}
+	})
+	t.Run("commit_reply_lost", func(t *testing.T) {
+		// The transaction committed but its confirmation was lost: the
+		// idempotency record says so, and the call's result stands.
+		e.execSw.loseCommit.Store(true)
+		before, orders := len(e.records(t)), e.orderCount(t)
+		rep := e.call(t, e.caller(alice), brokertest.SubjectCreate, createAlice, "lost-1")
+		e.execSw.loseCommit.Store(false)
+		if !rep.OK || rep.Replayed || rep.SQLTransactionID == "" {
+			t.Fatalf("reply = %s, want the committed call's result", rep.AppendJSON(nil))
+		}
+		if got := e.orderCount(t); got != orders+1 {
+			t.Errorf("orders %d -> %d, want one more", orders, got)
+		}
+		recs := e.records(t)[before:]
+		if len(recs) != 2 || recs[1].SQL.Outcome != "commit" || recs[1].SQL.TransactionID != rep.SQLTransactionID || recs[1].Result.Status != "ok" {
+			t.Fatalf("audit outcome = %+v, want the commit", recs[len(recs)-1].SQL)
 		}
 	})
 	t.Run("policy_error", func(t *testing.T) {
