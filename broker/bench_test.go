@@ -23,6 +23,9 @@ func (f fixedRegistry) Put(context.Context, broker.Issuance) error { return nil 
 func (f fixedRegistry) Get(context.Context, string) (broker.Issuance, error) {
 	return f.iss, nil
 }
+func (f fixedRegistry) Lookup(context.Context, string) (broker.Issuance, error) {
+	return f.iss, nil
+}
 func (f fixedRegistry) Revoke(context.Context, string, time.Time) error { return nil }
 func (f fixedRegistry) ByPrincipal(context.Context, string) ([]broker.Issuance, error) {
 	return nil, nil

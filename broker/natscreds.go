@@ -57,8 +57,10 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 	if req.TTL < 0 {
 		return nil, fmt.Errorf("%w: ttl must not be negative", ErrInvalid)
 	}
-	// A key belongs to one principal: refuse a key already issued to another.
-	if prev, err := s.cfg.Registry.Get(ctx, req.UserKey); err == nil {
+	// A key belongs to one principal: refuse a key already issued to
+	// another, and a revoked key (read past the cache: another instance may
+	// have revoked it a moment ago). Registry.Put checks both again.
+	if prev, err := s.cfg.Registry.Lookup(ctx, req.UserKey); err == nil {
 		if prev.Principal.ID() != p.ID() {
 			return nil, fmt.Errorf("%w: public key already issued to another principal", ErrInvalid)
 		}
@@ -126,7 +128,10 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 		UserKey: req.UserKey, Principal: p, SigningKey: minted.SigningKey, Account: minted.Account,
 		Via: req.Via, IssuedAt: now, ExpiresAt: expires, DecisionID: dec.ID, Pub: pub,
 	}
-	if err := s.cfg.Registry.Put(ctx, iss); err != nil {
+	if err := s.cfg.Registry.Put(ctx, iss); errors.Is(err, ErrInvalid) {
+		// Revoked or taken since the check above: the JWT is dropped.
+		return nil, err
+	} else if err != nil {
 		return nil, fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
 	}
 	rec := &audit.Record{

@@ -1,7 +1,9 @@
 package broker_test
 
 import (
+	"database/sql"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,8 +12,10 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/brokertest"
+	"github.com/sqlgate/sqlgate/broker/control"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/identity"
@@ -234,4 +238,63 @@ func TestIssueNATSCalloutInbox(t *testing.T) {
 	if cred.InboxPrefix != want || len(uc.Sub.Allow) != 1 || uc.Sub.Allow[0] != want+".>" {
 		t.Errorf("callout inbox = %q, sub %v; want %q", cred.InboxPrefix, uc.Sub.Allow, want)
 	}
+}
+
+// TestReissueRevokedKeyRefused: a revoked key is never issued again, not
+// even by another instance whose registry cache still holds the key as
+// active (a JWT issued after the revocation would pass the NATS servers'
+// revocation entry), and the registry keeps it revoked.
+func TestReissueRevokedKeyRefused(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(t.TempDir(), "shared.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cdb, err := control.Open(ctx, db, control.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two instances over one control database, each caching for an hour.
+	regA, regB := control.NewRegistry(cdb, time.Hour, nil), control.NewRegistry(cdb, time.Hour, nil)
+	a, b := e.issuerOver(t, regA), e.issuerOver(t, regB)
+	key := userKey(t)
+	if _, err := a.IssueNATS(ctx, broker.NATSRequest{Principal: alice, UserKey: key, Via: "creds"}); err != nil {
+		t.Fatal(err)
+	}
+	if iss, err := regB.Get(ctx, key); err != nil || !iss.RevokedAt.IsZero() {
+		t.Fatalf("instance b: Get = %+v, %v; want the active issuance (now cached)", iss, err)
+	}
+	if err := a.RevokeNATS(ctx, alice, []string{key}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []*broker.Service{b, a} {
+		cred, err := svc.IssueNATS(ctx, broker.NATSRequest{Principal: alice, UserKey: key, Via: "creds"})
+		if !errors.Is(err, broker.ErrInvalid) || cred != nil || !strings.Contains(err.Error(), "revoked") {
+			t.Errorf("re-issue of a revoked key = %v, %v; want ErrInvalid saying it was revoked", cred != nil, err)
+		}
+	}
+	if iss, err := regA.Lookup(ctx, key); err != nil || iss.RevokedAt.IsZero() {
+		t.Errorf("registry after the re-issue attempts: %+v, %v; want the key still revoked", iss, err)
+	}
+}
+
+// issuerOver is a broker like [env.issuer] over another registry.
+func (e *env) issuerOver(t *testing.T, reg broker.Registry) *broker.Service {
+	t.Helper()
+	keys, err := natsauth.GenerateKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := keys.Public()
+	svc, err := broker.New(broker.Config{
+		Catalog: e.svc.Catalog(), Databases: map[string]broker.Executor{"orders": e.exec},
+		Authorizer: e.authz, Recorder: e.recorder, Registry: reg, Minter: natsauth.NewMinter(keys),
+		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
 }

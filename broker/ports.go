@@ -180,10 +180,17 @@ func (i Issuance) Active(t time.Time) bool {
 
 // Registry stores issuances in the control database so that several sqlgated
 // instances share them. Get is on the request path: implementations cache.
-// Get returns [ErrNotFound] for unknown keys. Safe for concurrent use.
+// Get and Lookup return [ErrNotFound] for unknown keys. Safe for concurrent
+// use.
 type Registry interface {
+	// Put stores an issuance. It must refuse, atomically and with an error
+	// wrapping [ErrInvalid], to replace an issuance of another principal or
+	// a revoked one: a revoked key is never issued again.
 	Put(ctx context.Context, iss Issuance) error
 	Get(ctx context.Context, userKey string) (Issuance, error)
+	// Lookup is Get without the cache: it sees another instance's
+	// revocation at once.
+	Lookup(ctx context.Context, userKey string) (Issuance, error)
 	// Revoke marks the key revoked at t; revoking a revoked key is a no-op.
 	Revoke(ctx context.Context, userKey string, t time.Time) error
 	// ByPrincipal lists the issuances of a principal (by Principal.ID()),

@@ -44,8 +44,14 @@ func NewRegistry(db *DB, cacheTTL time.Duration, now func() time.Time) *Registry
 	return &Registry{db: db, cacheTTL: cacheTTL, now: now, cache: map[string]cached{}}
 }
 
-// Put stores an issuance (replacing one for the same key, which the broker
-// allows only for the same principal).
+// Put stores an issuance. It replaces the issuance of the same key only
+// when that one belongs to the same principal and is not revoked; otherwise
+// it changes nothing and returns an error wrapping [broker.ErrInvalid]: a
+// key belongs to one principal, and a revoked key is never issued again
+// (the NATS servers' revocation covers only JWTs issued before it). The
+// check and the write are one conditional UPDATE (or, for a new key, an
+// INSERT the primary key guards), so a revocation by another instance
+// cannot be undone by a concurrent Put.
 func (r *Registry) Put(ctx context.Context, iss broker.Issuance) error {
 	principal, err := json.Marshal(iss.Principal)
 	if err != nil {
@@ -60,16 +66,42 @@ func (r *Registry) Put(ctx context.Context, iss broker.Issuance) error {
 		return fmt.Errorf("put issuance: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // rollback after commit is a no-op
-	if _, err := tx.ExecContext(ctx, r.db.q(`DELETE FROM sqlgate_issuance WHERE user_key = ?`), iss.UserKey); err != nil {
-		return fmt.Errorf("put issuance: %w", err)
-	}
-	_, err = tx.ExecContext(ctx, r.db.q(`INSERT INTO sqlgate_issuance
-		(user_key, principal_id, principal, signing_key, account, via, issued_at, expires_at, revoked_at, decision_id, pub)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		iss.UserKey, iss.Principal.ID(), string(principal), iss.SigningKey, iss.Account, iss.Via,
-		iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(), nullTime(iss.RevokedAt), iss.DecisionID, string(pub))
+	res, err := tx.ExecContext(ctx, r.db.q(`UPDATE sqlgate_issuance
+		SET principal = ?, signing_key = ?, account = ?, via = ?, issued_at = ?, expires_at = ?, revoked_at = ?, decision_id = ?, pub = ?
+		WHERE user_key = ? AND principal_id = ? AND revoked_at IS NULL`),
+		string(principal), iss.SigningKey, iss.Account, iss.Via, iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(),
+		nullTime(iss.RevokedAt), iss.DecisionID, string(pub), iss.UserKey, iss.Principal.ID())
 	if err != nil {
 		return fmt.Errorf("put issuance: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("put issuance: %w", err)
+	}
+	if n == 0 {
+		var (
+			owner   string
+			revoked sql.NullInt64
+		)
+		err := tx.QueryRowContext(ctx, r.db.q(`SELECT principal_id, revoked_at FROM sqlgate_issuance WHERE user_key = ?`), iss.UserKey).Scan(&owner, &revoked)
+		switch {
+		case err == nil && owner != iss.Principal.ID():
+			return fmt.Errorf("%w: public key already issued to another principal", broker.ErrInvalid)
+		case err == nil:
+			return fmt.Errorf("%w: public key was revoked; generate a new key pair", broker.ErrInvalid)
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("put issuance: %w", err)
+		}
+		// A new key. Should another instance insert the same key first, the
+		// primary key refuses this insert.
+		_, err = tx.ExecContext(ctx, r.db.q(`INSERT INTO sqlgate_issuance
+			(user_key, principal_id, principal, signing_key, account, via, issued_at, expires_at, revoked_at, decision_id, pub)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			iss.UserKey, iss.Principal.ID(), string(principal), iss.SigningKey, iss.Account, iss.Via,
+			iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(), nullTime(iss.RevokedAt), iss.DecisionID, string(pub))
+		if err != nil {
+			return fmt.Errorf("put issuance: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("put issuance: %w", err)
@@ -87,6 +119,13 @@ func (r *Registry) Get(ctx context.Context, userKey string) (broker.Issuance, er
 	if ok && now.Sub(c.fetched) < r.cacheTTL {
 		return c.iss, nil
 	}
+	return r.Lookup(ctx, userKey)
+}
+
+// Lookup returns the issuance for a user key as the control database holds
+// it now, never from the cache: for decisions that must see another
+// instance's revocation at once.
+func (r *Registry) Lookup(ctx context.Context, userKey string) (broker.Issuance, error) {
 	row := r.db.db.QueryRowContext(ctx, r.db.q(`SELECT user_key, principal, signing_key, account, via, issued_at, expires_at, revoked_at, decision_id, pub
 		FROM sqlgate_issuance WHERE user_key = ?`), userKey)
 	iss, err := scanIssuance(row)

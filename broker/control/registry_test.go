@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,5 +145,50 @@ func TestRegistryRevokedActive(t *testing.T) {
 	got, err := reg.RevokedActive(t.Context(), now)
 	if err != nil || len(got) != 1 || got[0].UserKey != "UREVOKED" {
 		t.Errorf("RevokedActive = %v, %v; want only UREVOKED", got, err)
+	}
+}
+
+// TestRegistryPutRefusesRevokedOrTaken: Put never clears a revocation and
+// never hands a key to another principal, whatever the caller checked
+// before (its cache may be stale); it still renews a key's own active
+// issuance.
+func TestRegistryPutRefusesRevokedOrTaken(t *testing.T) {
+	for name, db := range openDBs(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+			reg := control.NewRegistry(db, time.Hour, func() time.Time { return now })
+			alice := identity.Principal{Issuer: "https://idp.example", Subject: "alice"}
+			bob := identity.Principal{Issuer: "https://idp.example", Subject: "bob"}
+			issue := func(p identity.Principal, key string, expires time.Time) error {
+				return reg.Put(ctx, broker.Issuance{
+					UserKey: key, Principal: p, SigningKey: "ASIGNINGKEY", Account: "AUSERS", Via: "creds",
+					IssuedAt: now, ExpiresAt: expires, DecisionID: "d",
+				})
+			}
+			if err := issue(alice, "UKEY", now.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			// The same principal may have its active key issued again.
+			if err := issue(alice, "UKEY", now.Add(time.Hour)); err != nil {
+				t.Fatalf("re-issue of an active key: %v", err)
+			}
+			if got, _ := reg.Lookup(ctx, "UKEY"); !got.ExpiresAt.Equal(now.Add(time.Hour)) {
+				t.Errorf("re-issued expiry = %s, want %s", got.ExpiresAt, now.Add(time.Hour))
+			}
+			if err := issue(bob, "UKEY", now.Add(time.Hour)); !errors.Is(err, broker.ErrInvalid) {
+				t.Errorf("Put of alice's key for bob = %v, want ErrInvalid", err)
+			}
+			if err := reg.Revoke(ctx, "UKEY", now); err != nil {
+				t.Fatal(err)
+			}
+			if err := issue(alice, "UKEY", now.Add(time.Hour)); !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "revoked") {
+				t.Errorf("Put of a revoked key = %v, want ErrInvalid saying it was revoked", err)
+			}
+			got, err := reg.Lookup(ctx, "UKEY")
+			if err != nil || !got.RevokedAt.Equal(now) || got.Principal.ID() != alice.ID() {
+				t.Errorf("after the refused Puts: %+v, %v; want alice's key, revoked at %s", got, err, now)
+			}
+		})
 	}
 }
