@@ -96,7 +96,8 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	}
 
 	// 5 record intent (fail closed)
-	canonical, err := json.Marshal(params)
+	hashed, _ := canonicalNumbers(params)
+	canonical, err := json.Marshal(hashed)
 	if err != nil {
 		return fail(rep, CodeInternal, "internal error", nil)
 	}

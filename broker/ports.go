@@ -76,8 +76,9 @@ type Call struct {
 	Route *route.Route
 	// Params are the typed values from [route.Route.Decode].
 	Params map[string]any
-	// IdempotencyKey is never empty: the client's Idempotency-Key or
-	// Nats-Msg-Id, else the correlation id.
+	// IdempotencyKey is never empty: scoped to the principal, the client's
+	// Idempotency-Key or Nats-Msg-Id (an async message without one: its
+	// place in the stream), else a new id of its own.
 	IdempotencyKey string
 	// RequestHash is the hex SHA-256 of the route subject and the canonical
 	// parameters; the same key with another hash is a conflict.

@@ -3,10 +3,15 @@ package broker
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math/big"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -157,8 +162,75 @@ func newID() string {
 	return id.String()
 }
 
+// canonicalNumbers returns v with every json.Number in one form per value,
+// so that a retry whose client wrote a number differently (250.50, 250.5,
+// 2.505e2) is the same request, not a conflict. changed is false, and v is
+// returned as it is, when it holds no number to rewrite.
+func canonicalNumbers(v any) (_ any, changed bool) {
+	switch x := v.(type) {
+	case json.Number:
+		c := canonicalDecimal(string(x))
+		return json.Number(c), c != string(x)
+	case map[string]any:
+		var out map[string]any
+		for k, e := range x {
+			if c, ok := canonicalNumbers(e); ok {
+				if out == nil {
+					out = maps.Clone(x)
+				}
+				out[k] = c
+			}
+		}
+		if out == nil {
+			return x, false
+		}
+		return out, true
+	case []any:
+		var out []any
+		for i, e := range x {
+			if c, ok := canonicalNumbers(e); ok {
+				if out == nil {
+					out = slices.Clone(x)
+				}
+				out[i] = c
+			}
+		}
+		if out == nil {
+			return x, false
+		}
+		return out, true
+	}
+	return v, false
+}
+
+// canonicalDecimal writes the JSON number s in its shortest exact decimal
+// form: no exponent, no trailing fraction zeros, no negative zero. s is a
+// valid JSON number whose exponent route.Decode bounded.
+func canonicalDecimal(s string) string {
+	mant, exp, hasExp := strings.Cut(strings.ToLower(s), "e")
+	if !hasExp {
+		if strings.Contains(mant, ".") {
+			mant = strings.TrimRight(strings.TrimRight(mant, "0"), ".")
+		}
+		if mant == "-0" {
+			return "0"
+		}
+		return mant
+	}
+	r, ok := new(big.Rat).SetString(s)
+	e, err := strconv.Atoi(exp)
+	if !ok || err != nil {
+		return s
+	}
+	if r.IsInt() {
+		return r.Num().String()
+	}
+	_, frac, _ := strings.Cut(mant, ".")
+	return strings.TrimRight(strings.TrimRight(r.FloatString(len(frac)-e), "0"), ".")
+}
+
 // requestHash is the hex SHA-256 over the route subject and the canonical
-// JSON of the typed parameters (sorted keys).
+// JSON of the typed parameters (sorted keys, numbers by canonicalNumbers).
 func requestHash(subject string, canonicalParams []byte) string {
 	h := sha256.New()
 	h.Write([]byte(subject))

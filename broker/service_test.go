@@ -394,6 +394,11 @@ func TestHandleCallAndReplay(t *testing.T) {
 	if got := e.orderCount(t); got != orders {
 		t.Errorf("replay executed again: orders %d -> %d", orders, got)
 	}
+	// The same amount written another way is the same request.
+	same := e.call(t, e.caller(alice), brokertest.SubjectCreate, `{"customer":"x'); DROP TABLE orders; --","amount":2.5050e2,"quantity":2,"express":true,"note":"secret note"}`, "k-1")
+	if !same.OK || !same.Replayed {
+		t.Errorf("retry with 2.5050e2 for 250.50 = %s, want a replay", same.AppendJSON(nil))
+	}
 	conflict := e.call(t, e.caller(alice), brokertest.SubjectCreate, `{"customer":"other","amount":1,"quantity":1,"express":false}`, "k-1")
 	if conflict.OK || conflict.Error.Code != broker.CodeConflict {
 		t.Errorf("same key, other payload = %s, want conflict", conflict.AppendJSON(nil))
