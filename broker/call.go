@@ -29,10 +29,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	if req.Received.IsZero() {
 		req.Received = start
 	}
-	rep := &Reply{AuditIndex: -1, CorrelationID: req.CorrelationID}
-	if !validHeaderValue(rep.CorrelationID, 128) {
-		rep.CorrelationID = newID()
-	}
+	rep := &Reply{AuditIndex: -1, CorrelationID: CorrelationID(req.CorrelationID)}
 
 	// 1 identify
 	p, err := s.identify(ctx, &req.Caller, req.Received)

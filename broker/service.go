@@ -153,6 +153,20 @@ func New(cfg Config) (*Service, error) {
 // Catalog returns the route catalog the service serves.
 func (s *Service) Catalog() *route.Catalog { return s.cfg.Catalog }
 
+// ValidCorrelationID reports whether a client's correlation id can be used:
+// 1 to 128 printable ASCII characters.
+func ValidCorrelationID(s string) bool { return validHeaderValue(s, 128) }
+
+// CorrelationID returns the client's correlation id if it is valid, else a
+// new UUIDv7. Transports call it before anything can answer, so that every
+// reply and audit record of a call carry the same id.
+func CorrelationID(client string) string {
+	if ValidCorrelationID(client) {
+		return client
+	}
+	return newID()
+}
+
 // newID returns a UUIDv7 (time-ordered) string.
 func newID() string {
 	id, err := uuid.NewV7()

@@ -295,7 +295,7 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 	}
 	// The message's place in the stream is stable across redeliveries: it is
 	// the key of a message that came without one (so a redelivery never runs
-	// twice), and its correlation id if it came without one.
+	// twice), and its correlation id if it came without a valid one.
 	position := a.streamID + "-" + strconv.FormatUint(meta.Sequence.Stream, 10)
 	if req.IdempotencyKey == "" {
 		req.IdempotencyKey = header(hdr, HeaderMsgID)
@@ -303,7 +303,7 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 	if req.IdempotencyKey == "" {
 		req.IdempotencyKey = position
 	}
-	if req.CorrelationID == "" {
+	if !broker.ValidCorrelationID(req.CorrelationID) {
 		req.CorrelationID = position
 	}
 	rep := a.handle(ctx, req)

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
@@ -323,14 +322,8 @@ func (s *Service) refuse(reply string, hdr nats.Header, code, message string, st
 	if reply == "" {
 		return
 	}
-	corr := header(hdr, HeaderCorrelationID)
-	if corr == "" {
-		if id, err := uuid.NewV7(); err == nil {
-			corr = id.String()
-		}
-	}
 	s.respond(context.Background(), reply, &broker.Reply{
-		CorrelationID: corr, AuditIndex: -1,
+		CorrelationID: broker.CorrelationID(header(hdr, HeaderCorrelationID)), AuditIndex: -1,
 		Error: &broker.ReplyError{Code: code, Message: message},
 	})
 }
@@ -348,7 +341,7 @@ func (s *Service) serve(ctx context.Context, j *job) {
 	j.req = broker.Request{
 		Subject:        j.subject,
 		Payload:        j.data,
-		CorrelationID:  header(j.hdr, HeaderCorrelationID),
+		CorrelationID:  broker.CorrelationID(header(j.hdr, HeaderCorrelationID)),
 		IdempotencyKey: header(j.hdr, HeaderIdempotencyKey),
 		Traceparent:    header(j.hdr, HeaderTraceparent),
 		Reason:         header(j.hdr, HeaderReason),

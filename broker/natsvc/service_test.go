@@ -450,6 +450,35 @@ func TestHandlerPanicAnsweredAsInternal(t *testing.T) {
 	}
 }
 
+// TestCorrelationIDBeforeHandler: a request without a usable correlation id
+// gets one from the transport, before the handler runs, so the reply of a
+// handler that failed carries the id its audit records would carry.
+func TestCorrelationIDBeforeHandler(t *testing.T) {
+	t.Parallel()
+	seen := make(chan string, 2)
+	h := &recorder{reply: func(req *broker.Request) *broker.Reply {
+		seen <- req.CorrelationID
+		panic("handler bug")
+	}}
+	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.create"}}, h)
+	u := f.env.MintUser(t, "alice", []string{"orders.v1.create"}, time.Minute)
+	nc := f.env.MustConnect(t, u.Option())
+	for _, corr := range []string{"", "two words"} {
+		msg := nats.NewMsg("orders.v1.create")
+		if corr != "" {
+			msg.Header.Set("Correlation-Id", corr)
+		}
+		resp, err := nc.RequestMsg(msg, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%q: %v", corr, err)
+		}
+		env, handled := decode(t, resp), <-seen
+		if handled == "" || handled == corr || env.CorrelationID != handled || resp.Header.Get("Correlation-Id") != handled {
+			t.Errorf("%q: handler saw %q, reply %s with header %q", corr, handled, resp.Data, resp.Header.Get("Correlation-Id"))
+		}
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	cfg := natsvc.Config{Subjects: []string{"a.b", "a.b", "a.>"}, UsersAccount: "nope", SigningKeys: []string{"bad"}, Workers: -1}
