@@ -33,7 +33,7 @@ func (s *Server) routes() {
 	m.Handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
-	m.Handle("GET /readyz", s.handle(s.readyz))
+	m.Handle("GET /readyz", http.HandlerFunc(s.readyz))
 
 	m.Handle("GET "+api.Prefix+"/config", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.cfg.Discovery)
@@ -47,21 +47,6 @@ func (s *Server) routes() {
 	s.auditRoutes()
 	s.policyRoutes()
 	s.uiRoutes()
-}
-
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
-	var problem error
-	if s.cfg.Ready != nil {
-		problem = s.cfg.Ready(r.Context())
-	}
-	if problem != nil {
-		// Readiness detail is for operators and load balancers; it names
-		// components, never secrets. Not ready is an answer, not a failure.
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "detail": problem.Error()})
-		return nil //nolint:nilerr // the 503 above is the response
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	return nil
 }
 
 func (s *Server) whoami(w http.ResponseWriter, _ *http.Request, p identity.Principal) error {

@@ -30,14 +30,26 @@ func (s *Server) policyRoutes() {
 	if s.cfg.Policy == nil {
 		return
 	}
-	s.mux.Handle("GET /api/v1/policy/status", s.authed(func(w http.ResponseWriter, _ *http.Request, _ identity.Principal) error {
-		writeJSON(w, http.StatusOK, s.cfg.Policy.Status())
+	s.mux.Handle("GET /api/v1/policy/status", s.authed(func(w http.ResponseWriter, _ *http.Request, p identity.Principal) error {
+		writeJSON(w, http.StatusOK, s.policyStatus(p))
 		return nil
 	}))
 	s.mux.Handle("POST /api/v1/policy/eval", s.authed(s.policyEval))
 	if s.cfg.Audit != nil {
 		s.mux.Handle("GET /api/v1/policy/inputs", s.authed(s.policyInputs))
 	}
+}
+
+// policyStatus is the status of the serving policy as p may see it: why the
+// last load failed and where the policy lives (file paths, parser output)
+// only for the admin and auditor groups, that it failed for everyone.
+func (s *Server) policyStatus(p identity.Principal) PolicyStatus {
+	st := s.cfg.Policy.Status()
+	st.ReloadFailed = st.ReloadFailed || st.LastError != ""
+	if !s.inGroups(p, s.cfg.AdminGroups) && !s.inGroups(p, s.cfg.AuditorGroups) {
+		st.LastError, st.Source = "", ""
+	}
+	return st
 }
 
 // policyInputs streams recorded decision inputs for `sqlgate policy

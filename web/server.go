@@ -64,8 +64,10 @@ type Config struct {
 	Audit AuditService
 	// Policy serves policy evaluation and status; nil disables them.
 	Policy PolicyService
-	// Ready reports readiness problems for /readyz (nil: ready).
-	Ready func(ctx context.Context) error
+	// Ready reports what keeps the instance from serving, for /readyz
+	// (empty: ready; nil func: always ready). /readyz shows only the
+	// components; the errors are logged.
+	Ready func(ctx context.Context) []NotReady
 	// Registry receives the HTTP metrics and is served at /metrics.
 	Registry *prometheus.Registry
 	// NATSURL is advertised to clients with their credentials.
@@ -98,6 +100,7 @@ type Server struct {
 	mux      *http.ServeMux
 	sessions *sessionStore
 	metrics  *httpMetrics
+	ready    readiness
 }
 
 // New validates cfg and builds the handler.

@@ -52,10 +52,13 @@ type PolicyService interface {
 	Eval(ctx context.Context, entry policy.Entry, input []byte, explain bool) (policy.Decision, string, error)
 }
 
-// PolicyStatus describes the serving policy.
+// PolicyStatus describes the serving policy. LastError (why the last load
+// failed, with files and lines) and Source (the policy directory) are shown
+// only to the admin and auditor groups; everyone else sees ReloadFailed.
 type PolicyStatus struct {
-	Revision  string    `json:"revision"`
-	LoadedAt  time.Time `json:"loaded_at"`
-	LastError string    `json:"last_error,omitempty"`
-	Source    string    `json:"source,omitempty"`
+	Revision     string    `json:"revision"`
+	LoadedAt     time.Time `json:"loaded_at"`
+	ReloadFailed bool      `json:"reload_failed,omitempty"`
+	LastError    string    `json:"last_error,omitempty"`
+	Source       string    `json:"source,omitempty"`
 }

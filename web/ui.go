@@ -283,7 +283,7 @@ func (s *Server) policyPage(p *page, sess *session) error {
 	if s.cfg.Policy == nil {
 		return &HTTPError{Status: http.StatusNotFound, Code: broker.CodeNotFound, Msg: "policy status is not served here"}
 	}
-	st := s.cfg.Policy.Status()
+	st := s.policyStatus(sess.principal)
 	p.Policy = &st
 	return nil
 }

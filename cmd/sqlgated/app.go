@@ -471,23 +471,28 @@ func (a *app) startLeases(ctx context.Context, cdb *control.DB) error {
 	return nil
 }
 
-// ready reports why sqlgated cannot serve (for /readyz).
-func (a *app) ready(ctx context.Context) error {
-	var errs []error
+// ready reports what keeps sqlgated from serving, for /readyz: a fixed
+// component name each (served) and the detail (logged only).
+func (a *app) ready(ctx context.Context) []web.NotReady {
+	var out []web.NotReady
 	if st := a.engine.Status(); !st.Ready() {
-		errs = append(errs, fmt.Errorf("no policy loaded: %w", st.LastError))
+		err := errors.New("no policy loaded")
+		if st.LastError != nil {
+			err = fmt.Errorf("no policy loaded: %w", st.LastError)
+		}
+		out = append(out, web.NotReady{Component: "policy", Err: err})
 	} else if st.LastError != nil {
-		errs = append(errs, fmt.Errorf("policy reload failed (revision %s keeps serving): %w", st.Revision, st.LastError))
+		out = append(out, web.NotReady{Component: "policy", Err: fmt.Errorf("policy reload failed (revision %s keeps serving): %w", st.Revision, st.LastError)})
 	}
 	for _, nc := range a.conns {
 		if !nc.IsConnected() {
-			errs = append(errs, fmt.Errorf("nats connection %s is %s", nc.Opts.Name, nc.Status()))
+			out = append(out, web.NotReady{Component: "nats", Err: fmt.Errorf("nats connection %s is %s", nc.Opts.Name, nc.Status())})
 		}
 	}
 	if err := a.cfg.ControlDB.PingContext(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("control database: %w", err))
+		out = append(out, web.NotReady{Component: "control database", Err: err})
 	}
-	return errors.Join(errs...)
+	return out
 }
 
 // housekeeping prunes expired issuances and old idempotency records: a

@@ -6,10 +6,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -295,7 +297,8 @@ func TestDevEndToEnd(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		// A broken edit keeps the last good policy serving and /readyz says why.
+		// A broken edit keeps the last good policy serving; /readyz names the
+		// policy as not ready, and the policy status says why to admins only.
 		if err := os.WriteFile(path, []byte("sqlgate: [unclosed"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -307,13 +310,41 @@ func TestDevEndToEnd(t *testing.T) {
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "policy reload failed") {
+			var ready struct {
+				NotReady []string `json:"not_ready"`
+			}
+			_ = json.Unmarshal(body, &ready)
+			if resp.StatusCode == http.StatusServiceUnavailable && slices.Contains(ready.NotReady, "policy") {
+				if strings.Contains(string(body), "data.yaml") || strings.Contains(string(body), s.dir) {
+					t.Errorf("/readyz shows the reload error to anyone: %s", body)
+				}
 				break
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("/readyz never reported the broken policy: %d %s", resp.StatusCode, body)
 			}
 			time.Sleep(100 * time.Millisecond)
+		}
+		policyStatus := func(user string) map[string]any {
+			_, bearer := s.login(t, user)
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, s.st.HTTPURL+"/api/v1/policy/status", nil)
+			req.Header.Set("Authorization", "Bearer "+bearer)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var st map[string]any
+			if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("policy status as %s: %d %v", user, resp.StatusCode, err)
+			}
+			return st
+		}
+		if st := policyStatus("dave"); st["reload_failed"] != true || !strings.Contains(fmt.Sprint(st["last_error"]), "data.yaml") {
+			t.Errorf("policy status for an admin = %v, want the reload error naming data.yaml", st)
+		}
+		if st := policyStatus("alice"); st["reload_failed"] != true || st["last_error"] != nil || st["source"] != nil {
+			t.Errorf("policy status for a member = %v, want reload_failed without the error or the directory", st)
 		}
 		if env, _ := request(t, nc, "orders.v1.create", `{"customer":"big","amount":5000}`, nil); !env.OK {
 			t.Errorf("after a broken edit the last good policy should still serve: %+v", env.Error)
