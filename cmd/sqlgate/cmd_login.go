@@ -71,6 +71,9 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("ask the broker how to sign in: %w", err)
 	}
+	if err := api.RequireTLS("identity provider", disc.Issuer); err != nil {
+		return err
+	}
 	cc := oidc.ClientConfig{Issuer: disc.Issuer, ClientID: disc.ClientID, Scopes: disc.Scopes}
 	if *clientID != "" {
 		cc.ClientID = *clientID

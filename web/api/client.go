@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -28,7 +29,32 @@ func NewClient(baseURL string, token func(ctx context.Context) (string, error)) 
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("broker URL %q must be an http(s) URL", baseURL)
 	}
+	if err := RequireTLS("broker", u.String()); err != nil {
+		return nil, err
+	}
 	return &Client{base: u, http: &http.Client{Timeout: 60 * time.Second}, token: token}, nil
+}
+
+// RequireTLS refuses anything but an https URL, or a plain http one to this
+// machine's loopback: tokens, passwords and client secrets would cross the
+// network in clear. what names the URL in the error ("broker", "identity
+// provider").
+func RequireTLS(what, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%s URL %q is not an absolute URL", what, raw)
+	}
+	if u.Scheme == "https" {
+		return nil
+	}
+	if u.Scheme != "http" {
+		return fmt.Errorf("%s URL %s must be https", what, u.Redacted())
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("%s URL %s is plain http to another host: credentials would cross the network in clear; use https", what, u.Redacted())
 }
 
 // StatusError is a non-2xx response.
