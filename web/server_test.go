@@ -206,6 +206,10 @@ func TestSessionCookieAndCSRF(t *testing.T) {
 		if rec := do(t, s, "POST", "/leases/UBOB/revoke", form, cookie); rec.Code != http.StatusNotFound {
 			t.Errorf("revoke bob's credential = %d, want 404", rec.Code)
 		}
+		// A link from elsewhere cannot put words on the dashboard.
+		if page := do(t, s, "GET", "/?flash=Call+IT+at+555-0100", "", cookie); strings.Contains(page.Body.String(), "555-0100") {
+			t.Error("the dashboard shows a message from its URL")
+		}
 		// Logout ends the session server-side.
 		if rec := do(t, s, "POST", "/logout", form, cookie); rec.Code != http.StatusSeeOther {
 			t.Fatalf("logout = %d", rec.Code)

@@ -394,7 +394,39 @@ func TestDashboardRevokesSQLLease(t *testing.T) {
 		t.Fatalf("bob's lease: %d, revoked %v", rec.Code, f.revoked)
 	}
 	rec := post("L1", sess.csrf)
-	if rec.Code != http.StatusSeeOther || len(f.revoked) != 1 || f.revoked[0] != "L1" || !strings.Contains(rec.Header().Get("Location"), "revoked") {
+	if rec.Code != http.StatusSeeOther || len(f.revoked) != 1 || f.revoked[0] != "L1" || rec.Header().Get("Location") != "/" {
 		t.Fatalf("revoke L1: %d %q, revoked %v", rec.Code, rec.Header().Get("Location"), f.revoked)
 	}
+	// The dashboard it redirects to says so, once.
+	if flash := followFlash(t, s, rec, sess); !strings.Contains(flash, "revoked") {
+		t.Errorf("flash after the revoke = %q", flash)
+	}
+}
+
+// followFlash follows a form post's redirect with the cookies it set and
+// returns the dashboard's flash message; it checks that the message is
+// cleared as it is shown.
+func followFlash(t *testing.T, s *Server, rec *httptest.ResponseRecorder, sess *session) string {
+	t.Helper()
+	req := httptest.NewRequest("GET", rec.Header().Get("Location"), nil)
+	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: sess.id})
+	for _, c := range rec.Result().Cookies() {
+		req.AddCookie(c)
+	}
+	page := httptest.NewRecorder()
+	s.ServeHTTP(page, req)
+	cleared := false
+	for _, c := range page.Result().Cookies() {
+		cleared = cleared || (c.Name == flashCookie && c.MaxAge < 0)
+	}
+	if !cleared {
+		t.Error("the flash message was not cleared when shown")
+	}
+	body := page.Body.String()
+	i := strings.Index(body, `id="flash">`)
+	if i < 0 {
+		return ""
+	}
+	body = body[i+len(`id="flash">`):]
+	return body[:strings.Index(body, "<")]
 }

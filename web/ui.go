@@ -7,7 +7,6 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -140,7 +139,7 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 
 func (s *Server) uiIndex(w http.ResponseWriter, r *http.Request) error {
 	p, sess := s.newPage(r, "Dashboard")
-	p.Flash = r.URL.Query().Get("flash")
+	p.Flash = s.takeFlash(w, r)
 	if sess != nil {
 		routes, dec, err := s.cfg.Broker.AllowedRoutes(r.Context(), sess.principal)
 		if err != nil {
@@ -190,7 +189,7 @@ func (s *Server) uiLogout(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.sessions.delete(sess.id)
 	s.clearSessionCookie(w)
-	http.Redirect(w, r, "/?flash="+url.QueryEscape("Signed out."), http.StatusSeeOther)
+	s.redirectWithFlash(w, r, "Signed out.")
 	return nil
 }
 
@@ -208,13 +207,13 @@ func (s *Server) uiRevoke(w http.ResponseWriter, r *http.Request) error {
 		if !lease.State.Final() {
 			msg = "SQL login " + lease.Username + " is being revoked (the database is unreachable; sqlgated retries)."
 		}
-		http.Redirect(w, r, "/?flash="+url.QueryEscape(msg), http.StatusSeeOther)
+		s.redirectWithFlash(w, r, msg)
 		return nil
 	}
 	if _, err := s.revokeNATS(r.Context(), sess.principal, id, "revoked in the dashboard by "+sess.principal.Display()); err != nil {
 		return err
 	}
-	http.Redirect(w, r, "/?flash="+url.QueryEscape("Credential "+clip(id, 12)+"… revoked."), http.StatusSeeOther)
+	s.redirectWithFlash(w, r, "Credential "+clip(id, 12)+"… revoked.")
 	return nil
 }
 
