@@ -30,6 +30,9 @@ func (f fixedRegistry) Revoke(context.Context, string, time.Time) error { return
 func (f fixedRegistry) ByPrincipal(context.Context, string) ([]broker.Issuance, error) {
 	return nil, nil
 }
+func (f fixedRegistry) RevokedActive(context.Context, time.Time) ([]broker.Issuance, error) {
+	return nil, nil
+}
 func (f fixedRegistry) Prune(context.Context, time.Time) (int, error) { return 0, nil }
 
 // BenchmarkHandle measures the broker's own work per call: identify, route,

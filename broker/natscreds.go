@@ -183,7 +183,11 @@ func (s *Service) Callout(ctx context.Context, req CalloutRequest) (*NATSCredent
 
 // RevokeNATS revokes NATS credentials by user key at once: registry first
 // (the request path refuses the key from then on), then the NATS servers
-// (live connections closed), then an audit record per key.
+// (live connections closed), then an audit record per key. When the push to
+// the servers fails, the keys stay revoked in the registry, are audited, and
+// [Service.RunRevocationSync] pushes them again at once and then every
+// interval until the servers hold them; the error (wrapping
+// [ErrUnavailable]) says so, and revoking again is safe.
 func (s *Service) RevokeNATS(ctx context.Context, actor identity.Principal, userKeys []string, reason string) error {
 	if s.cfg.Registry == nil {
 		return errors.New("nats credentials are not configured")
@@ -194,16 +198,17 @@ func (s *Service) RevokeNATS(ctx context.Context, actor identity.Principal, user
 			return fmt.Errorf("revoke %s in registry: %w", k, err)
 		}
 	}
-	if s.cfg.Revoker != nil && len(userKeys) > 0 {
-		if err := s.cfg.Revoker.RevokeUsers(ctx, userKeys, now); err != nil {
-			return fmt.Errorf("push nats revocation: %w", err)
-		}
-	}
 	var errs []error
+	detail := reason
+	if err := s.pushRevocations(ctx, userKeys, now); err != nil {
+		s.requestRevocationSync()
+		errs = append(errs, fmt.Errorf("push nats revocation (retrying in the background): %w", errors.Join(ErrUnavailable, err)))
+		detail += "; not yet on the NATS servers, retrying"
+	}
 	for _, k := range userKeys {
 		rec := &audit.Record{
 			Kind: audit.KindCredential, Actor: actorOf(&actor, &Caller{Transport: "http"}),
-			Credential: &audit.Credential{Type: "nats", Action: "revoke", UserKey: k, Detail: reason},
+			Credential: &audit.Credential{Type: "nats", Action: "revoke", UserKey: k, Detail: detail},
 		}
 		if _, err := s.cfg.Recorder.Append(ctx, rec); err != nil {
 			errs = append(errs, err)

@@ -51,7 +51,9 @@ type MintedUser struct {
 // NATSRevoker makes revocations effective on the NATS servers: it adds
 // revocation entries to the users account JWT, pushes the updated JWT to the
 // servers and closes live connections of the revoked users. It must be
-// idempotent.
+// idempotent, and should push nothing when the servers already revoke
+// every key at or after at: the broker re-applies the registry's
+// revocations every minute.
 type NATSRevoker interface {
 	RevokeUsers(ctx context.Context, userKeys []string, at time.Time) error
 }

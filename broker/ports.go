@@ -197,6 +197,9 @@ type Registry interface {
 	// ByPrincipal lists the issuances of a principal (by Principal.ID()),
 	// newest first.
 	ByPrincipal(ctx context.Context, principalID string) ([]Issuance, error)
+	// RevokedActive lists the issuances revoked and not expired at t: the
+	// revocations the NATS servers must still enforce.
+	RevokedActive(ctx context.Context, t time.Time) ([]Issuance, error)
 	// Prune deletes issuances that expired before t.
 	Prune(ctx context.Context, before time.Time) (int, error)
 }

@@ -57,8 +57,13 @@ type Config struct {
 	// whether it failed as a whole, so its calls ran again alone. It must
 	// not block.
 	OnBatch func(subject string, calls int, fellBack bool)
-	Logger  *slog.Logger
-	Now     func() time.Time
+	// OnRevocationSync, if set, is called after each attempt to make NATS
+	// revocations effective on the servers (a revocation, a revoke-all, a
+	// periodic re-application; see [Service.RunRevocationSync]) with its
+	// error, nil when it succeeded. It must not block.
+	OnRevocationSync func(err error)
+	Logger           *slog.Logger
+	Now              func() time.Time
 }
 
 // Service is sqlgate's request path and credential issuance. It is safe for
@@ -71,6 +76,9 @@ type Service struct {
 	emits       []string // the catalog's emit subjects
 	storeInputs bool
 	outcomes    sync.WaitGroup
+	// resync asks [Service.RunRevocationSync] for a pass now (a push of
+	// revocations failed).
+	resync chan struct{}
 }
 
 // routeInfo caches per-route values that every call needs.
@@ -96,7 +104,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Recorder == nil {
 		errs = append(errs, errors.New("broker: an audit recorder is required"))
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, now: cfg.Now, routes: map[string]*routeInfo{}, storeInputs: true}
+	s := &Service{cfg: cfg, log: cfg.Logger, now: cfg.Now, routes: map[string]*routeInfo{}, storeInputs: true, resync: make(chan struct{}, 1)}
 	if cfg.StoreInputs != nil {
 		s.storeInputs = *cfg.StoreInputs
 	}

@@ -224,7 +224,10 @@ type Renewal struct {
 // RevokeAllResult reports an offboarding revocation.
 type RevokeAllResult struct {
 	PrincipalID string
-	// NATSKeys are the NATS user keys revoked (unexpired ones only).
+	// NATSKeys are the principal's unexpired NATS user keys, all revoked
+	// now: by this call, or before it (their revocation is pushed to the
+	// NATS servers again, so repeating a revoke-all whose push failed
+	// finishes it).
 	NATSKeys []string
 	// Leases are the principal's SQL leases that were not yet revoked, in
 	// their state after the attempt: revoked, or revoking when a database
@@ -481,10 +484,12 @@ func (l *Leases) RevokeLease(ctx context.Context, actor identity.Principal, leas
 }
 
 // RevokeAll revokes everything a principal holds (offboarding): its
-// unexpired NATS credentials (through [Service.RevokeNATS]) and its SQL
-// leases. It continues past failures and returns them joined; SQL leases
-// whose database is unreachable stay revoking and are retried by the
-// reaper (see [RevokeAllResult.Pending]).
+// unexpired NATS credentials (through [Service.RevokeNATS]; those revoked
+// before are pushed to the NATS servers again) and its SQL leases. It
+// continues past failures and returns them joined; SQL leases whose
+// database is unreachable stay revoking and are retried by the reaper (see
+// [RevokeAllResult.Pending]), NATS revocations that did not reach the
+// servers by [Service.RunRevocationSync].
 func (l *Leases) RevokeAll(ctx context.Context, actor identity.Principal, principalID, reason string) (*RevokeAllResult, error) {
 	if principalID == "" {
 		return nil, fmt.Errorf("%w: principal is required", ErrInvalid)
@@ -500,9 +505,18 @@ func (l *Leases) RevokeAll(ctx context.Context, actor identity.Principal, princi
 			errs = append(errs, fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err)))
 		}
 		now := l.now()
+		var again []string // revoked before: pushed again
+		var since time.Time
 		for _, iss := range list {
-			if iss.RevokedAt.IsZero() && now.Before(iss.ExpiresAt) {
+			switch {
+			case !now.Before(iss.ExpiresAt):
+			case iss.RevokedAt.IsZero():
 				res.NATSKeys = append(res.NATSKeys, iss.UserKey)
+			default:
+				again = append(again, iss.UserKey)
+				if since.IsZero() || iss.RevokedAt.Before(since) {
+					since = iss.RevokedAt
+				}
 			}
 		}
 		if len(res.NATSKeys) > 0 {
@@ -510,6 +524,11 @@ func (l *Leases) RevokeAll(ctx context.Context, actor identity.Principal, princi
 				errs = append(errs, fmt.Errorf("revoke nats credentials: %w", err))
 			}
 		}
+		if err := l.svc.pushRevocations(ctx, again, since); err != nil {
+			l.svc.requestRevocationSync()
+			errs = append(errs, fmt.Errorf("push nats revocation (retrying in the background): %w", errors.Join(ErrUnavailable, err)))
+		}
+		res.NATSKeys = append(res.NATSKeys, again...)
 	}
 	leases, err := l.cfg.Store.ByPrincipal(ctx, principalID)
 	if err != nil {

@@ -48,8 +48,9 @@ type RevokerConfig struct {
 // Before each push it merges the revocations of the JWT the server holds
 // (`$SYS.REQ.ACCOUNT.<users>.CLAIMS.LOOKUP`), so that several sqlgated
 // instances do not undo each other's revocations (a push racing another
-// instance's can still lose one entry; re-apply revocations from the
-// issuance registry with [Revoker.RevokeUsers] at startup and periodically).
+// instance's can still lose one entry, and a push can fail: the broker
+// re-applies the issuance registry's revocations with [Revoker.RevokeUsers]
+// at startup and periodically, see [broker.Service.RunRevocationSync]).
 type Revoker struct {
 	nc      *nats.Conn
 	keys    *Keys
@@ -91,10 +92,13 @@ func NewRevoker(nc *nats.Conn, keys *Keys, cfg RevokerConfig) *Revoker {
 }
 
 // RevokeUsers revokes every user JWT issued for the given user keys up to
-// max(at, now) and pushes the users account. Idempotent. Keys that are not
-// user public keys are an error and nothing is pushed. Once started, the push
-// is not cut short by ctx's cancellation (each server request is bounded by
-// the configured timeout).
+// max(at, now) and pushes the users account, unless the users account the
+// server holds already revokes every key at or after at (then it pushes
+// nothing: re-applying revocations costs the servers a lookup, not an
+// account update). Idempotent. Keys that are not user public keys are an
+// error and nothing is pushed. Once started, the push is not cut short by
+// ctx's cancellation (each server request is bounded by the configured
+// timeout).
 func (r *Revoker) RevokeUsers(ctx context.Context, userKeys []string, at time.Time) error {
 	ctx = context.WithoutCancel(ctx)
 	for _, k := range userKeys {
@@ -111,15 +115,26 @@ func (r *Revoker) RevokeUsers(ctx context.Context, userKeys []string, at time.Ti
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	server, err := r.mergeServer(ctx)
+	if err != nil {
+		return fmt.Errorf("revoke %d users: %w", len(userKeys), err)
+	}
+	missing := 0
 	for _, k := range userKeys {
+		if server[k] < at.Unix() {
+			missing++
+		}
 		if ts > r.revs[k] {
 			r.revs[k] = ts
 		}
 	}
-	if err := r.pushUsers(ctx); err != nil {
+	if missing == 0 {
+		return nil
+	}
+	if err := r.signAndPushUsers(ctx); err != nil {
 		return fmt.Errorf("revoke %d users: %w", len(userKeys), err)
 	}
-	r.log.InfoContext(ctx, "nats users revoked", slog.Int("count", len(userKeys)))
+	r.log.InfoContext(ctx, "nats users revoked", slog.Int("count", missing))
 	return nil
 }
 
@@ -158,9 +173,15 @@ func (r *Revoker) pushAll(ctx context.Context) error {
 // pushUsers merges the server's revocations, prunes, signs and pushes the
 // users account. r.mu is held.
 func (r *Revoker) pushUsers(ctx context.Context) error {
-	if err := r.mergeServer(ctx); err != nil {
+	if _, err := r.mergeServer(ctx); err != nil {
 		return err
 	}
+	return r.signAndPushUsers(ctx)
+}
+
+// signAndPushUsers prunes, signs and pushes the users account with the
+// revocations as merged. r.mu is held.
+func (r *Revoker) signAndPushUsers(ctx context.Context) error {
 	r.revs = pruneRevocations(r.revs, r.now().Add(-r.horizon))
 	u, err := r.keys.usersAccountJWT(r.subjects, r.emits, r.revs)
 	if err != nil {
@@ -169,29 +190,32 @@ func (r *Revoker) pushUsers(ctx context.Context) error {
 	return r.push(ctx, u)
 }
 
-func (r *Revoker) mergeServer(ctx context.Context) error {
+// mergeServer merges the revocations of the users account the server holds
+// into r.revs and returns them (nil when the server holds none of ours).
+// r.mu is held.
+func (r *Revoker) mergeServer(ctx context.Context) (jwt.RevocationList, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	msg, err := r.nc.RequestWithContext(ctx, fmt.Sprintf(claimsLookupSubject, r.keys.pub.Users), nil)
 	if err != nil {
-		return fmt.Errorf("look up users account: %w", err)
+		return nil, fmt.Errorf("look up users account: %w", err)
 	}
 	s := strings.TrimSpace(string(msg.Data))
 	if s == "" {
-		return nil
+		return nil, nil
 	}
 	ac := ourUsersAccount(r.keys, s)
 	if ac == nil {
 		// Not ours or unreadable: ours replaces it.
 		r.log.WarnContext(ctx, "nats users account on server not signed by our operator")
-		return nil
+		return nil, nil
 	}
 	for k, t := range ac.Revocations {
 		if t > r.revs[k] {
 			r.revs[k] = t
 		}
 	}
-	return nil
+	return ac.Revocations, nil
 }
 
 // claimUpdateResponse mirrors nats-server's ServerAPIClaimUpdateResponse.

@@ -2,6 +2,7 @@ package natsauth_test
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -144,5 +145,53 @@ func TestRestartKeepsRevocations(t *testing.T) {
 	env2.Minter = env.Minter
 	if _, err := env2.Connect(t, u.Option()); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 		t.Fatalf("revoked user connect after restart: %v, want authorization violation", err)
+	}
+}
+
+// TestRevokeUsersPushesOnlyWhatServersLack: re-applying revocations (the
+// broker does it every minute) pushes the users account only when the
+// servers lack one of them, such as after a push that failed.
+func TestRevokeUsersPushesOnlyWhatServersLack(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{})
+	sys := env.SystemConn(t)
+	// Each push of the users account is logged as "nats users revoked".
+	var logged strings.Builder
+	pushes := func() int { return strings.Count(logged.String(), "nats users revoked") }
+	_, k1 := newUserKey(t)
+	_, k2 := newUserKey(t)
+	r := natsauth.NewRevoker(sys, env.Keys, natsauth.RevokerConfig{
+		MaxTTL: time.Hour, Logger: slog.New(slog.NewTextHandler(&logged, nil)),
+	})
+	at := time.Now().Add(-time.Minute)
+	if err := r.RevokeUsers(t.Context(), []string{k1}, at); err != nil {
+		t.Fatal(err)
+	}
+	if n := pushes(); n != 1 {
+		t.Fatalf("pushes after the first revocation = %d, want 1", n)
+	}
+	if _, ok := usersAccountOnServer(t, env, sys).Revocations[k1]; !ok {
+		t.Fatal("revocation of k1 not on the server")
+	}
+	// Held already: nothing is pushed.
+	if err := r.RevokeUsers(t.Context(), []string{k1}, at); err != nil {
+		t.Fatal(err)
+	}
+	if n := pushes(); n != 1 {
+		t.Errorf("pushes after re-applying a held revocation = %d, want still 1", n)
+	}
+	// Lacking one: pushed, and the held one is kept.
+	if err := r.RevokeUsers(t.Context(), []string{k1, k2}, at); err != nil {
+		t.Fatal(err)
+	}
+	if n := pushes(); n != 2 {
+		t.Errorf("pushes after re-applying a missing revocation = %d, want 2", n)
+	}
+	revs := usersAccountOnServer(t, env, sys).Revocations
+	if _, ok := revs[k2]; !ok {
+		t.Errorf("revocation of k2 not pushed: %v", revs)
+	}
+	if _, ok := revs[k1]; !ok {
+		t.Errorf("revocation of k1 lost: %v", revs)
 	}
 }

@@ -250,8 +250,9 @@ func (a *app) startBroker(ctx context.Context) error {
 		Subjects: a.cfg.Catalog.Subjects(), Emits: emits(a.cfg.Catalog), MaxTTL: a.cfg.MaxTTL,
 		Logger: a.log.With("component", "revoker"),
 	})
-	if err := syncRevocations(ctx, revoker, a.registry); err != nil {
-		return err
+	// The servers may predate the current routes (an external cluster).
+	if err := revoker.Sync(ctx); err != nil {
+		return fmt.Errorf("push account JWTs to NATS: %w", err)
 	}
 	pub := a.cfg.NATSKeys.Public()
 	batchCalls := prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -261,7 +262,10 @@ func (a *app) startBroker(ctx context.Context) error {
 	batchFallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sqlgate_batch_fallbacks_total", Help: "Batches that failed as a whole and ran their calls again alone, by route subject.",
 	}, []string{"route"})
-	a.metrics.MustRegister(batchCalls, batchFallbacks)
+	revocationSyncs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sqlgate_nats_revocation_syncs_total", Help: "Attempts to make NATS revocations effective on the servers (a revocation, a revoke-all, the periodic re-application of the issuance registry's revocations), by result (ok, error).",
+	}, []string{"result"})
+	a.metrics.MustRegister(batchCalls, batchFallbacks, revocationSyncs)
 	svc, err := broker.New(broker.Config{
 		Catalog: a.cfg.Catalog, Databases: a.cfg.Executors,
 		Authorizer: a.engine, Recorder: a.audit, Registry: a.registry,
@@ -274,12 +278,27 @@ func (a *app) startBroker(ctx context.Context) error {
 				batchFallbacks.WithLabelValues(subject).Inc()
 			}
 		},
+		OnRevocationSync: func(err error) {
+			result := "ok"
+			if err != nil {
+				result = "error"
+			}
+			revocationSyncs.WithLabelValues(result).Inc()
+		},
 		Logger: a.log.With("component", "broker"),
 	})
 	if err != nil {
 		return err
 	}
 	a.service = svc
+	// Every revoked credential that has not expired, in case the servers
+	// restarted, another instance revoked while this one was down, or a push
+	// failed; then every minute (and at once after a failed push) until
+	// shutdown.
+	if _, err := svc.ReapplyRevocations(ctx); err != nil {
+		return fmt.Errorf("re-apply nats revocations: %w", err)
+	}
+	a.group.Go(func() error { return svc.RunRevocationSync(a.groupCtx, broker.DefaultRevocationSyncInterval) })
 	return nil
 }
 
@@ -605,30 +624,6 @@ func semver(v string) string {
 		return c[1:]
 	}
 	return "0.0.0-dev"
-}
-
-// syncRevocations brings the servers' account JWTs up to date at startup:
-// the current routes, and every revoked credential that has not expired
-// (the servers may have restarted, or another instance revoked while this
-// one was down).
-func syncRevocations(ctx context.Context, rev *natsauth.Revoker, reg *control.Registry) error {
-	if err := rev.Sync(ctx); err != nil {
-		return fmt.Errorf("push account JWTs to NATS: %w", err)
-	}
-	revoked, err := reg.RevokedActive(ctx, time.Now())
-	if err != nil {
-		return err
-	}
-	byTime := map[time.Time][]string{}
-	for _, iss := range revoked {
-		byTime[iss.RevokedAt] = append(byTime[iss.RevokedAt], iss.UserKey)
-	}
-	for at, keys := range byTime {
-		if err := rev.RevokeUsers(ctx, keys, at); err != nil {
-			return fmt.Errorf("re-apply revocations: %w", err)
-		}
-	}
-	return nil
 }
 
 // controlConns is the control database's connection pool: the audit
