@@ -49,7 +49,7 @@ func TestPolicyStatusDetail(t *testing.T) {
 		{"auditor", []string{"auditors"}, full},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sess := s.sessions.create(identity.Principal{Issuer: "https://idp", Subject: tc.name, Groups: tc.groups}, time.Now().Add(time.Hour))
+			sess := mustSession(t, s, identity.Principal{Issuer: "https://idp", Subject: tc.name, Groups: tc.groups}, time.Now().Add(time.Hour))
 			cookie := map[string]string{"Cookie": sessionCookie + "=" + sess.id}
 
 			rec := do(t, s, "GET", "/api/v1/policy/status", "", cookie)

@@ -85,6 +85,8 @@ type Config struct {
 	// SessionMaxAge caps a dashboard session (default 8h); sessions also end
 	// when the sign-in token expires.
 	SessionMaxAge time.Duration
+	// Sessions keeps dashboard sessions (nil: in this process only).
+	Sessions SessionStore
 	// Mounts adds handlers under extra path prefixes (the dev identity
 	// provider at /idp/).
 	Mounts map[string]http.Handler
@@ -118,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SessionMaxAge <= 0 {
 		s.cfg.SessionMaxAge = 8 * time.Hour
 	}
-	s.sessions = newSessionStore(s.now)
+	s.sessions = newSessionStore(s.now, cfg.Sessions, s.log)
 	if cfg.Registry != nil {
 		s.metrics = newHTTPMetrics(cfg.Registry)
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))

@@ -175,7 +175,7 @@ func TestPageNotFound(t *testing.T) {
 func TestSessionCookieAndCSRF(t *testing.T) {
 	for _, secure := range []bool{false, true} {
 		s, fb := newTestServer(t, secure)
-		sess := s.sessions.create(identity.Principal{Issuer: "https://idp", Subject: "alice"}, time.Now().Add(time.Hour))
+		sess := mustSession(t, s, identity.Principal{Issuer: "https://idp", Subject: "alice"}, time.Now().Add(time.Hour))
 		rec := httptest.NewRecorder()
 		s.setSessionCookie(rec, sess)
 		c := rec.Result().Cookies()[0]
@@ -224,7 +224,7 @@ func TestSessionExpiry(t *testing.T) {
 	now := time.Now()
 	s, _ := newTestServer(t, false)
 	s.sessions.now = func() time.Time { return now }
-	sess := s.sessions.create(identity.Principal{Issuer: "https://idp", Subject: "alice"}, now.Add(time.Minute))
+	sess := mustSession(t, s, identity.Principal{Issuer: "https://idp", Subject: "alice"}, now.Add(time.Minute))
 	hdr := map[string]string{"Cookie": sessionCookie + "=" + sess.id}
 	if rec := do(t, s, "GET", "/api/v1/whoami", "", hdr); rec.Code != 200 {
 		t.Fatalf("whoami = %d", rec.Code)
@@ -277,7 +277,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // count), and a dashboard form larger than the bound is refused.
 func TestCSRFDoesNotReadBodies(t *testing.T) {
 	s, fb := newTestServer(t, false)
-	sess := s.sessions.create(identity.Principal{Issuer: "https://idp", Subject: "alice"}, time.Now().Add(time.Hour))
+	sess := mustSession(t, s, identity.Principal{Issuer: "https://idp", Subject: "alice"}, time.Now().Add(time.Hour))
 	body := &countingReader{}
 	req := httptest.NewRequest("POST", "/api/v1/nats/creds", io.LimitReader(body, 40<<20))
 	req.Header.Set("Cookie", sessionCookie+"="+sess.id)
@@ -450,3 +450,55 @@ func TestAuditEvidenceParams(t *testing.T) {
 }
 
 type fakePolicy struct{ PolicyService }
+
+// mustSession starts a dashboard session for p.
+func mustSession(t *testing.T, s *Server, p identity.Principal, expires time.Time) *session {
+	t.Helper()
+	sess, err := s.sessions.create(t.Context(), p, expires)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sess
+}
+
+// TestSessionsSharedAcrossInstances: two instances over one session store
+// (the replicas behind one address) know each other's sessions, a sign-out
+// on one ends the session on both, and the store never holds the cookie.
+func TestSessionsSharedAcrossInstances(t *testing.T) {
+	store := &recordingSessions{memSessions: newMemSessions()}
+	a, err := New(Config{Broker: &fakeBroker{}, Auth: tokenAuth{}, Issuances: fakeIssuances{}, Sessions: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{Broker: &fakeBroker{}, Auth: tokenAuth{}, Issuances: fakeIssuances{}, Sessions: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := mustSession(t, a, identity.Principal{Issuer: "https://idp", Subject: "alice"}, time.Now().Add(time.Hour))
+	cookie := map[string]string{"Cookie": sessionCookie + "=" + sess.id, "Content-Type": "application/x-www-form-urlencoded"}
+	if rec := do(t, b, "GET", "/api/v1/whoami", "", cookie); rec.Code != 200 {
+		t.Fatalf("whoami on the other instance = %d", rec.Code)
+	}
+	for _, k := range store.keys {
+		if strings.Contains(k, sess.id) {
+			t.Error("the store holds the session cookie itself")
+		}
+	}
+	if rec := do(t, b, "POST", "/logout", url.Values{"csrf_token": {sess.csrf}}.Encode(), cookie); rec.Code != http.StatusSeeOther {
+		t.Fatalf("logout on the other instance = %d", rec.Code)
+	}
+	if rec := do(t, a, "GET", "/api/v1/whoami", "", cookie); rec.Code != 401 {
+		t.Errorf("whoami on the first instance after the sign-out = %d, want 401", rec.Code)
+	}
+}
+
+// recordingSessions remembers the keys it was given.
+type recordingSessions struct {
+	*memSessions
+	keys []string
+}
+
+func (r *recordingSessions) PutSession(ctx context.Context, s Session, now time.Time) error {
+	r.keys = append(r.keys, s.Key)
+	return r.memSessions.PutSession(ctx, s, now)
+}

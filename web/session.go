@@ -1,9 +1,14 @@
 package web
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -39,53 +44,120 @@ func (s *session) checkCSRF(r *http.Request) bool {
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.csrf)) == 1
 }
 
-type sessionStore struct {
-	now func() time.Time
-	mu  sync.Mutex
-	m   map[string]*session
+// Session is a dashboard session as a [SessionStore] keeps it: under the
+// SHA-256 of its cookie, so that whoever reads the store cannot sign in with
+// what is there.
+type Session struct {
+	// Key is the hex SHA-256 of the session cookie.
+	Key       string
+	Principal identity.Principal
+	CSRF      string
+	Expires   time.Time
 }
 
-func newSessionStore(now func() time.Time) *sessionStore {
-	return &sessionStore{now: now, m: map[string]*session{}}
+// SessionStore keeps dashboard sessions. The default keeps them in the
+// process, which serves one instance; instances behind one address (the Helm
+// chart's replicas) share one in the control database, so that a session
+// started on one is known to all and a sign-out ends it everywhere.
+type SessionStore interface {
+	// PutSession stores s; it may drop sessions that expired before now.
+	PutSession(ctx context.Context, s Session, now time.Time) error
+	// Session returns the session under key; found is false if there is none.
+	Session(ctx context.Context, key string) (s Session, found bool, err error)
+	// DeleteSession removes the session under key, if there is one.
+	DeleteSession(ctx context.Context, key string) error
+}
+
+// sessionStore puts expiry and the cookie's hashing in front of a
+// SessionStore.
+type sessionStore struct {
+	now     func() time.Time
+	backend SessionStore
+	log     *slog.Logger
+}
+
+func newSessionStore(now func() time.Time, backend SessionStore, log *slog.Logger) *sessionStore {
+	if backend == nil {
+		backend = newMemSessions()
+	}
+	return &sessionStore{now: now, backend: backend, log: log}
+}
+
+func sessionKey(cookie string) string {
+	h := sha256.Sum256([]byte(cookie))
+	return hex.EncodeToString(h[:])
 }
 
 // create starts a session that ends at expires.
-func (st *sessionStore) create(p identity.Principal, expires time.Time) *session {
+func (st *sessionStore) create(ctx context.Context, p identity.Principal, expires time.Time) (*session, error) {
 	s := &session{id: randomToken(), principal: p, csrf: randomToken(), expires: expires}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	now := st.now()
-	for id, old := range st.m { // sweep expired sessions on the way
-		if !now.Before(old.expires) {
-			delete(st.m, id)
-		}
+	err := st.backend.PutSession(ctx, Session{Key: sessionKey(s.id), Principal: p, CSRF: s.csrf, Expires: expires}, st.now())
+	if err != nil {
+		return nil, fmt.Errorf("store the session: %w", err)
 	}
-	st.m[s.id] = s
-	return s
+	return s, nil
 }
 
+// fromRequest returns the request's session, or nil: no cookie, no such
+// session, an expired one, or a store that cannot be read (logged; the
+// request is then not signed in).
 func (st *sessionStore) fromRequest(r *http.Request) *session {
 	c, err := r.Cookie(sessionCookie)
 	if err != nil || c.Value == "" {
 		return nil
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	s, ok := st.m[c.Value]
-	if !ok {
+	key := sessionKey(c.Value)
+	stored, found, err := st.backend.Session(r.Context(), key)
+	if err != nil {
+		st.log.ErrorContext(r.Context(), "dashboard session store unreadable; the request is not signed in", "err", err)
 		return nil
 	}
-	if !st.now().Before(s.expires) {
-		delete(st.m, c.Value)
+	if !found {
 		return nil
 	}
-	return s
+	if !st.now().Before(stored.Expires) {
+		_ = st.backend.DeleteSession(r.Context(), key) // best effort: PutSession drops it too
+		return nil
+	}
+	return &session{id: c.Value, principal: stored.Principal, csrf: stored.CSRF, expires: stored.Expires}
 }
 
-func (st *sessionStore) delete(id string) {
-	st.mu.Lock()
-	delete(st.m, id)
-	st.mu.Unlock()
+func (st *sessionStore) delete(ctx context.Context, id string) error {
+	return st.backend.DeleteSession(ctx, sessionKey(id))
+}
+
+// memSessions is the in-process SessionStore.
+type memSessions struct {
+	mu sync.Mutex
+	m  map[string]Session
+}
+
+func newMemSessions() *memSessions { return &memSessions{m: map[string]Session{}} }
+
+func (m *memSessions) PutSession(_ context.Context, s Session, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, old := range m.m { // sweep expired sessions on the way
+		if !now.Before(old.Expires) {
+			delete(m.m, k)
+		}
+	}
+	m.m[s.Key] = s
+	return nil
+}
+
+func (m *memSessions) Session(_ context.Context, key string) (Session, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.m[key]
+	return s, ok, nil
+}
+
+func (m *memSessions) DeleteSession(_ context.Context, key string) error {
+	m.mu.Lock()
+	delete(m.m, key)
+	m.mu.Unlock()
+	return nil
 }
 
 func (srv *Server) setSessionCookie(w http.ResponseWriter, s *session) {

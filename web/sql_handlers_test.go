@@ -378,7 +378,7 @@ func TestDashboardRevokesSQLLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess := s.sessions.create(identity.Principal{Issuer: "https://idp", Subject: "alice"}, time.Now().Add(time.Hour))
+	sess := mustSession(t, s, identity.Principal{Issuer: "https://idp", Subject: "alice"}, time.Now().Add(time.Hour))
 	post := func(id, csrf string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("POST", "/leases/"+id+"/revoke", strings.NewReader("csrf_token="+csrf))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")

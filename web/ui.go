@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"embed"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -175,7 +176,10 @@ func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
 	if !p.Expiry.IsZero() && p.Expiry.Before(expires) {
 		expires = p.Expiry // the session never outlives the sign-in token
 	}
-	sess := s.sessions.create(p, expires)
+	sess, err := s.sessions.create(r.Context(), p, expires)
+	if err != nil {
+		return fmt.Errorf("dashboard sign-in: %w", err)
+	}
 	s.setSessionCookie(w, sess)
 	s.log.InfoContext(r.Context(), "dashboard sign-in", "subject", p.Subject, "issuer", p.Issuer)
 	http.Redirect(w, r, safeReturn(returnTo), http.StatusSeeOther) //nolint:gosec // G710: safeReturn keeps the target a same-site path
@@ -187,7 +191,9 @@ func (s *Server) uiLogout(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.sessions.delete(sess.id)
+	if err := s.sessions.delete(r.Context(), sess.id); err != nil {
+		return fmt.Errorf("sign out: %w", err)
+	}
 	s.clearSessionCookie(w)
 	s.redirectWithFlash(w, r, "Signed out.")
 	return nil

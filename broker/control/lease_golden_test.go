@@ -49,3 +49,31 @@ func TestLeaseGolden(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionGolden shows the dashboard session table's DDL as each dialect
+// receives it (SQL Server cannot run in CI).
+func TestSessionGolden(t *testing.T) {
+	for _, dialect := range []string{SQLite, Postgres, SQLServer} {
+		t.Run(dialect, func(t *testing.T) {
+			var b strings.Builder
+			b.WriteString("-- sqlgate_web_session on " + dialect + ": schema (OpenSessionStore)\n")
+			for _, stmt := range SessionSchema(dialect) {
+				b.WriteString(strings.TrimSpace(stmt) + ";\n")
+			}
+			path := filepath.Join("testdata", "session_"+dialect+".golden")
+			got := b.String()
+			if *updateGolden {
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("session SQL for %s differs from %s (run go test -update and review):\n%s", dialect, path, got)
+			}
+		})
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/sqlgate/sqlgate/audit/evidence"
 	"github.com/sqlgate/sqlgate/audit/sqlstore"
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/control"
 	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/identity/oidc"
 	"github.com/sqlgate/sqlgate/policy"
@@ -403,4 +404,21 @@ func executorFor(executors map[string]broker.Executor, sql *audit.SQL) broker.Ex
 		}
 	}
 	return nil
+}
+
+// webSessions keeps the dashboard's sessions in the control database, shared
+// by every instance.
+type webSessions struct{ st *control.SessionStore }
+
+func (w webSessions) PutSession(ctx context.Context, s web.Session, now time.Time) error {
+	return w.st.Put(ctx, control.WebSession(s), now)
+}
+
+func (w webSessions) Session(ctx context.Context, key string) (web.Session, bool, error) {
+	s, found, err := w.st.Get(ctx, key)
+	return web.Session(s), found, err
+}
+
+func (w webSessions) DeleteSession(ctx context.Context, key string) error {
+	return w.st.Delete(ctx, key)
 }

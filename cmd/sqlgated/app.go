@@ -162,7 +162,7 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 	if err := a.startNATS(); err != nil {
 		return a, err
 	}
-	if err := a.startWeb(); err != nil {
+	if err := a.startWeb(ctx, cdb); err != nil {
 		return a, err
 	}
 	a.group.Go(func() error { return a.housekeeping(a.groupCtx) })
@@ -401,7 +401,11 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
-func (a *app) startWeb() error {
+func (a *app) startWeb(ctx context.Context, cdb *control.DB) error {
+	sessions, err := control.OpenSessionStore(ctx, cdb)
+	if err != nil {
+		return err
+	}
 	var login web.Login
 	if a.cfg.WebLogin != nil {
 		wl := *a.cfg.WebLogin
@@ -422,7 +426,7 @@ func (a *app) startWeb() error {
 		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
 		Ready:  a.ready, Registry: a.metrics, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
 		AdminGroups: a.cfg.AdminGroups, AuditorGroups: a.cfg.AuditorGroups,
-		Secure: a.cfg.BrowserTLS, Mounts: a.cfg.Mounts, Logger: a.log.With("component", "web"),
+		Secure: a.cfg.BrowserTLS, Sessions: webSessions{sessions}, Mounts: a.cfg.Mounts, Logger: a.log.With("component", "web"),
 	})
 	if err != nil {
 		return err
