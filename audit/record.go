@@ -165,7 +165,8 @@ type Result struct {
 
 // Credential describes a credential event.
 type Credential struct {
-	// Type is "nats" or "sql".
+	// Type is "nats" or "sql"; "signin" for an offboarding's cutoff of the
+	// principal's sign-ins (action "revoke").
 	Type string `json:"type"`
 	// Action is "issue", "renew", "revoke", "revoke_failed" or "expire".
 	Action string `json:"action"`

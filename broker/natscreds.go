@@ -57,6 +57,14 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 	if req.TTL < 0 {
 		return nil, fmt.Errorf("%w: ttl must not be negative", ErrInvalid)
 	}
+	transport := "http"
+	if req.Via == "callout" {
+		transport = "nats"
+	}
+	if err := s.checkSignIn(ctx, &p); err != nil {
+		return nil, s.refuseSignIn(ctx, actorOf(&p, &Caller{UserKey: req.UserKey, Transport: transport, Host: req.Client.Host}), string(policy.NATS),
+			&audit.Credential{Type: "nats", Action: "issue", UserKey: req.UserKey, Via: req.Via}, err)
+	}
 	// A key belongs to one principal: refuse a key already issued to
 	// another, and a revoked key (read past the cache: another instance may
 	// have revoked it a moment ago). Registry.Put checks both again.
@@ -73,11 +81,8 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 
 	in := &policy.Input{
 		Principal:  policy.PrincipalOf(p),
-		Request:    &policy.Request{CorrelationID: newID(), Time: now.UTC().Format(time.RFC3339Nano), TimeNS: now.UnixNano(), Transport: "http", Client: req.Client},
+		Request:    &policy.Request{CorrelationID: newID(), Time: now.UTC().Format(time.RFC3339Nano), TimeNS: now.UnixNano(), Transport: transport, Client: req.Client},
 		Credential: &policy.Credential{Type: "nats", TTL: int64(req.TTL / time.Second), UserKey: req.UserKey, Via: req.Via},
-	}
-	if req.Via == "callout" {
-		in.Request.Transport = "nats"
 	}
 	dec, err := s.cfg.Authorizer.Decide(ctx, policy.NATS, in)
 	if err != nil || !dec.Allow {

@@ -40,6 +40,9 @@ type Config struct {
 	Minter     NATSMinter
 	Revoker    NATSRevoker
 	Verifier   TokenVerifier
+	// Cutoffs, if set, refuses new credentials to sign-ins older than a
+	// principal's offboarding (revoke-all records it).
+	Cutoffs SignInCutoffs
 	// UsersAccount is the NATS account people and services connect to;
 	// SigningKeys are the users-account signing keys sqlgate mints with. A
 	// NATS caller is identified only if the server attests both.

@@ -278,6 +278,10 @@ func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredenti
 	if req.TTL < 0 {
 		return nil, fmt.Errorf("%w: ttl must not be negative", ErrInvalid)
 	}
+	if err := l.svc.checkSignIn(ctx, &p); err != nil {
+		return nil, l.svc.refuseSignIn(ctx, l.actor(&p, req.Client.Host, ""), string(policy.SQLCredentials),
+			&audit.Credential{Type: "sql", Action: "issue", Database: req.Database, Role: req.Role}, err)
+	}
 
 	in := &policy.Input{
 		Principal:  policy.PrincipalOf(p),
@@ -396,6 +400,9 @@ func (l *Leases) RenewLease(ctx context.Context, actor identity.Principal, lease
 	if lease.Principal.ID() != actor.ID() {
 		return nil, ErrNotFound
 	}
+	if err := l.svc.checkSignIn(ctx, &actor); err != nil {
+		return nil, l.svc.refuseSignIn(ctx, l.actor(&actor, "", lease.Username), string(policy.SQLCredentials), l.credRecord(&lease, "renew", ""), err)
+	}
 	if lease.State != LeaseActive || !now.Before(lease.ExpiresAt) {
 		state := string(lease.State)
 		if lease.State == LeaseActive {
@@ -483,7 +490,9 @@ func (l *Leases) RevokeLease(ctx context.Context, actor identity.Principal, leas
 	return l.revoke(ctx, leaseID, l.actor(&actor, "", ""), reason)
 }
 
-// RevokeAll revokes everything a principal holds (offboarding): its
+// RevokeAll revokes everything a principal holds (offboarding): it records
+// the instant in the sign-in cutoffs (the principal's sign-ins up to now
+// get no new credentials, see [SignInRevokedError]), then revokes its
 // unexpired NATS credentials (through [Service.RevokeNATS]; those revoked
 // before are pushed to the NATS servers again) and its SQL leases. It
 // continues past failures and returns them joined; SQL leases whose
@@ -499,6 +508,11 @@ func (l *Leases) RevokeAll(ctx context.Context, actor identity.Principal, princi
 	}
 	res := &RevokeAllResult{PrincipalID: principalID, NATSKeys: []string{}, Leases: []Lease{}}
 	var errs []error
+	// First, so that the principal's current sign-in cannot get new
+	// credentials while the old ones are being revoked.
+	if err := l.svc.cutOffSignIns(ctx, actor, principalID, reason, l.now()); err != nil {
+		errs = append(errs, err)
+	}
 	if reg := l.svc.cfg.Registry; reg != nil {
 		list, err := reg.ByPrincipal(ctx, principalID)
 		if err != nil {

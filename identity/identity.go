@@ -36,6 +36,10 @@ type Principal struct {
 	Tenant string `json:"tenant,omitempty"`
 	// AuthTime is when the user last authenticated interactively.
 	AuthTime time.Time `json:"auth_time,omitzero"`
+	// IssuedAt is when the token that proved this identity was issued
+	// (`iat`; zero when the token has none). With AuthTime it dates the
+	// sign-in: an offboarding refuses new credentials to sign-ins before it.
+	IssuedAt time.Time `json:"issued_at,omitzero"`
 	// AMR and ACR are the authentication methods and context class.
 	AMR []string `json:"amr,omitempty"`
 	ACR string   `json:"acr,omitempty"`

@@ -1,10 +1,14 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -40,5 +44,28 @@ func TestCredsTTLBounds(t *testing.T) {
 				t.Errorf("body = %s, want invalid_request naming ttl_seconds", rec.Body)
 			}
 		})
+	}
+}
+
+// offboardedBroker refuses every credential as after a revoke-all.
+type offboardedBroker struct{ fakeBroker }
+
+func (offboardedBroker) IssueNATS(context.Context, broker.NATSRequest) (*broker.NATSCredential, error) {
+	cut := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	return nil, fmt.Errorf("issue: %w", &broker.SignInRevokedError{Cutoff: cut})
+}
+
+// TestSignInRevokedAnswer: a principal offboarded after signing in is told
+// to sign in again (401 unauthenticated), not just "token invalid".
+func TestSignInRevokedAnswer(t *testing.T) {
+	s, err := New(Config{Broker: &offboardedBroker{}, Auth: tokenAuth{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := do(t, s, "POST", api.Prefix+"/nats/creds", `{"public_key":"U"}`, map[string]string{"Authorization": "Bearer token-alice"})
+	var body api.ErrorResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != 401 || body.Error.Code != "unauthenticated" ||
+		!strings.Contains(body.Error.Message, "sign in again") || !strings.Contains(body.Error.Message, "2026-11-27T10:00:00Z") {
+		t.Errorf("POST nats/creds after offboarding = %d %s, want 401 unauthenticated telling when and to sign in again", rec.Code, rec.Body)
 	}
 }

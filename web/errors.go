@@ -46,11 +46,15 @@ func publicError(err error) (int, api.Error) {
 	var denied *broker.DeniedError
 	var invalid *route.InvalidError
 	var dbe *broker.DBError
+	var signIn *broker.SignInRevokedError
 	switch {
 	case errors.As(err, &dbe):
 		return http.StatusBadGateway, api.Error{Code: broker.CodeDBError, Message: dbe.Error()}
 	case errors.As(err, &denied):
 		return http.StatusForbidden, api.Error{Code: broker.CodeForbidden, Message: "denied by policy", Reasons: denied.Reasons}
+	case errors.As(err, &signIn):
+		// Offboarding: the user must sign in again (and is told so).
+		return http.StatusUnauthorized, api.Error{Code: broker.CodeUnauthenticated, Message: signIn.Error()}
 	case errors.Is(err, identity.ErrUnauthenticated):
 		return http.StatusUnauthorized, api.Error{Code: broker.CodeUnauthenticated, Message: "authentication required or token invalid"}
 	case errors.As(err, &invalid):

@@ -100,6 +100,7 @@ type app struct {
 	http     *http.Server
 	handler  atomic.Pointer[http.Handler]
 	registry *control.Registry
+	cutoffs  *control.SignInCutoffs
 	store    *sqlstore.Store
 	audit    *audit.Log
 	engine   *opa.Engine
@@ -143,6 +144,9 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 		return a, err
 	}
 	a.registry = control.NewRegistry(cdb, 0, nil)
+	if a.cutoffs, err = control.OpenSignInCutoffs(ctx, cdb); err != nil {
+		return a, err
+	}
 	if err := a.openPolicy(ctx); err != nil {
 		return a, err
 	}
@@ -269,7 +273,7 @@ func (a *app) startBroker(ctx context.Context) error {
 	svc, err := broker.New(broker.Config{
 		Catalog: a.cfg.Catalog, Databases: a.cfg.Executors,
 		Authorizer: a.engine, Recorder: a.audit, Registry: a.registry,
-		Minter: minter, Revoker: revoker, Verifier: a.verifier,
+		Minter: minter, Revoker: revoker, Verifier: a.verifier, Cutoffs: a.cutoffs,
 		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
 		NATSTTL: a.cfg.NATSTTL, MaxTTL: a.cfg.MaxTTL,
 		OnBatch: func(subject string, calls int, fellBack bool) {

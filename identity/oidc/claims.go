@@ -294,6 +294,13 @@ func (m *mapper) principal(c map[string]any) (p identity.Principal, overage bool
 		}
 		p.AuthTime = t
 	}
+	if v, ok := c["iat"]; ok {
+		t, ok := numericDate(v)
+		if !ok {
+			return p, false, claimErr(ReasonInvalidClaim, "iat is not a NumericDate")
+		}
+		p.IssuedAt = t
+	}
 	acrs, err := strs(c, paths("acrs"), false)
 	if err != nil {
 		return p, false, err

@@ -185,6 +185,9 @@ func TestPresetFixturesEndToEnd(t *testing.T) {
 			if !w.AuthTime.IsZero() {
 				w.AuthTime = w.AuthTime.Add(shift)
 			}
+			if !w.IssuedAt.IsZero() {
+				w.IssuedAt = w.IssuedAt.Add(shift)
+			}
 			if diff := cmp.Diff(w, p); diff != "" {
 				t.Errorf("Verify mismatch (-want +got):\n%s", diff)
 			}

@@ -27,7 +27,7 @@ import (
 	"github.com/sqlgate/sqlgate/identity/devidp/devidptest"
 )
 
-var ignoreVolatile = cmpopts.IgnoreFields(identity.Principal{}, "TokenID", "AuthTime", "Expiry")
+var ignoreVolatile = cmpopts.IgnoreFields(identity.Principal{}, "TokenID", "AuthTime", "IssuedAt", "Expiry")
 
 func TestVerifyPresetsEndToEnd(t *testing.T) {
 	t.Parallel()
@@ -99,13 +99,13 @@ func TestVerifyPresetsEndToEnd(t *testing.T) {
 			ignore := ignoreVolatile
 			if tc.shape == devidp.ShapeEntra {
 				// Entra's sub is pairwise: check it is stable instead.
-				ignore = cmpopts.IgnoreFields(identity.Principal{}, "TokenID", "AuthTime", "Expiry", "Subject")
+				ignore = cmpopts.IgnoreFields(identity.Principal{}, "TokenID", "AuthTime", "IssuedAt", "Expiry", "Subject")
 			}
 			if diff := cmp.Diff(want, got, ignore); diff != "" {
 				t.Errorf("Verify(alice) mismatch (-want +got):\n%s", diff)
 			}
-			if got.Expiry.IsZero() || got.TokenID == "" {
-				t.Errorf("Verify(alice): Expiry %v TokenID %q, want both set", got.Expiry, got.TokenID)
+			if got.Expiry.IsZero() || got.TokenID == "" || got.IssuedAt.IsZero() || got.IssuedAt.After(got.Expiry) {
+				t.Errorf("Verify(alice): Expiry %v TokenID %q IssuedAt %v, want all set (issued before expiry)", got.Expiry, got.TokenID, got.IssuedAt)
 			}
 
 			// Tokens from the real token endpoint: access token and ID token

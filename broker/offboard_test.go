@@ -1,0 +1,179 @@
+package broker_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/control"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/policy/opa"
+)
+
+// byEntry sends SQL credential decisions to sql and the rest to rest.
+type byEntry struct{ sql, rest broker.Authorizer }
+
+func (a byEntry) Decide(ctx context.Context, e policy.Entry, in *policy.Input) (policy.Decision, error) {
+	if e == policy.SQLCredentials {
+		return a.sql.Decide(ctx, e, in)
+	}
+	return a.rest.Decide(ctx, e, in)
+}
+
+// tokens is a token verifier: each token names its principal.
+type tokens map[string]identity.Principal
+
+func (v tokens) Verify(_ context.Context, raw string) (identity.Principal, error) {
+	p, ok := v[raw]
+	if !ok {
+		return p, identity.Unauthenticated("unknown token", nil)
+	}
+	return p, nil
+}
+
+// TestRevokeAllCutsOffSignIns: after a revoke-all (offboarding) the
+// principal's existing sign-in gets no new credential on any path (NATS
+// creds, the auth callout, a SQL login, a renewal), with an unauthenticated
+// error telling it to sign in again and an audit record; a sign-in after
+// the revoke-all works again, and other principals are not affected.
+func TestRevokeAllCutsOffSignIns(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	engine, err := opa.Open(ctx, opa.Config{FS: fstest.MapFS{"sql_credentials.rego": {Data: fmt.Appendf(nil, sqlPolicy, "reader")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(t.TempDir(), "cutoffs.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cdb, err := control.Open(ctx, db, control.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cutoffs, err := control.OpenSignInCutoffs(ctx, cdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := natsauth.GenerateKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &testClock{base: time.Now().Truncate(time.Second)}
+	offboarded := clock.base
+	signedIn := func(issued, auth time.Time) identity.Principal {
+		p := alice
+		p.IssuedAt, p.AuthTime = issued, auth
+		return p
+	}
+	principals := map[string]identity.Principal{
+		"signed_in_before":    signedIn(offboarded.Add(-time.Minute), time.Time{}),
+		"signed_in_at":        signedIn(offboarded, time.Time{}),
+		"refreshed_after":     signedIn(offboarded.Add(30*time.Second), offboarded.Add(-time.Hour)), // new token, old interactive sign-in
+		"no_issue_time":       signedIn(time.Time{}, time.Time{}),
+		"signed_in_after":     signedIn(offboarded.Add(30*time.Second), time.Time{}),
+		"signed_in_again_mfa": signedIn(offboarded.Add(40*time.Second), offboarded.Add(40*time.Second)),
+	}
+	svc := e.serviceWith(t, func(c *broker.Config) {
+		pub := keys.Public()
+		c.Authorizer = byEntry{sql: engine, rest: e.authz}
+		c.Minter, c.UsersAccount, c.SigningKeys = natsauth.NewMinter(keys), pub.Users, pub.UsersSigning
+		c.Verifier, c.Cutoffs, c.Now = tokens(principals), cutoffs, clock.now
+	})
+	leases := e.leasesOver(t, svc)
+
+	// The user holds a SQL login from before; the admin offboards them.
+	held, err := leases.IssueSQL(ctx, broker.SQLCredRequest{Principal: principals["signed_in_before"], Database: "orders", Role: "reader"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := identity.Principal{Issuer: "https://idp.test", Subject: "dana", Email: "dana@example.com", Groups: []string{"admins"}}
+	before := len(e.records(t))
+	if _, err := leases.RevokeAll(ctx, admin, alice.ID(), "left the company"); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(time.Minute)
+	// A lease of the new sign-in, for the renewal cases.
+	fresh, err := leases.IssueSQL(ctx, broker.SQLCredRequest{Principal: principals["signed_in_after"], Database: "orders", Role: "reader"})
+	if err != nil {
+		t.Fatalf("IssueSQL after signing in again: %v", err)
+	}
+
+	paths := map[string]func(token string) error{
+		"nats_creds": func(token string) error {
+			_, err := svc.IssueNATS(ctx, broker.NATSRequest{Principal: principals[token], UserKey: userKey(t), Via: "creds"})
+			return err
+		},
+		"auth_callout": func(token string) error {
+			_, err := svc.Callout(ctx, broker.CalloutRequest{Token: token, UserKey: userKey(t)})
+			return err
+		},
+		"sql_creds": func(token string) error {
+			_, err := leases.IssueSQL(ctx, broker.SQLCredRequest{Principal: principals[token], Database: "orders", Role: "reader"})
+			return err
+		},
+		"renew": func(token string) error {
+			_, err := leases.RenewLease(ctx, principals[token], fresh.LeaseID, 10*time.Minute)
+			return err
+		},
+	}
+	refused := 0
+	for _, token := range []string{"signed_in_before", "signed_in_at", "refreshed_after", "no_issue_time"} {
+		for path, try := range paths {
+			t.Run(token+"/"+path, func(t *testing.T) {
+				err := try(token)
+				var sre *broker.SignInRevokedError
+				if !errors.As(err, &sre) || !errors.Is(err, identity.ErrUnauthenticated) || !strings.Contains(err.Error(), "sign in again") {
+					t.Fatalf("%s = %v; want unauthenticated, telling to sign in again", path, err)
+				}
+				refused++
+			})
+		}
+	}
+	for _, token := range []string{"signed_in_after", "signed_in_again_mfa"} {
+		for path, try := range paths {
+			t.Run(token+"/"+path, func(t *testing.T) {
+				if err := try(token); err != nil {
+					t.Errorf("%s after signing in again = %v, want a credential", path, err)
+				}
+			})
+		}
+	}
+	if _, err := svc.IssueNATS(ctx, broker.NATSRequest{Principal: bob, UserKey: userKey(t), Via: "creds"}); err != nil {
+		t.Errorf("another principal's credential = %v, want it issued", err)
+	}
+	if l, err := leases.Lease(ctx, held.LeaseID); err != nil || l.State != broker.LeaseRevoked {
+		t.Errorf("the login held before = %+v, %v; want it revoked", l, err)
+	}
+
+	// Audited: the cutoff, by the admin, and each refusal.
+	var cutoffRecords, refusals int
+	for _, r := range e.records(t)[before:] {
+		switch {
+		case r.Kind == audit.KindCredential && r.Credential.Type == "signin" && r.Credential.Action == "revoke":
+			if r.Actor.Subject != "dana" || !strings.Contains(r.Credential.Detail, alice.ID()) || !strings.Contains(r.Credential.Detail, "left the company") {
+				t.Errorf("cutoff record = %+v %+v, want the admin, the principal and the reason", r.Actor, r.Credential)
+			}
+			cutoffRecords++
+		case r.Kind == audit.KindDecision && r.Result != nil && r.Result.Status == broker.CodeUnauthenticated &&
+			r.Actor.Subject == alice.Subject && len(r.Reasons) == 1 && strings.Contains(r.Reasons[0], "offboarding"):
+			refusals++
+		}
+	}
+	if cutoffRecords != 1 || refusals != refused || refused != 16 {
+		t.Errorf("audit: %d cutoff records and %d refusals (of %d refused), want 1 and 16", cutoffRecords, refusals, refused)
+	}
+}
