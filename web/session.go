@@ -66,6 +66,9 @@ type SessionStore interface {
 	Session(ctx context.Context, key string) (s Session, found bool, err error)
 	// DeleteSession removes the session under key, if there is one.
 	DeleteSession(ctx context.Context, key string) error
+	// DeletePrincipalSessions ends every session of a principal
+	// (identity.Principal.ID; offboarding) and returns how many there were.
+	DeletePrincipalSessions(ctx context.Context, principalID string) (int64, error)
 }
 
 // sessionStore puts expiry and the cookie's hashing in front of a
@@ -151,6 +154,19 @@ func (m *memSessions) Session(_ context.Context, key string) (Session, bool, err
 	defer m.mu.Unlock()
 	s, ok := m.m[key]
 	return s, ok, nil
+}
+
+func (m *memSessions) DeletePrincipalSessions(_ context.Context, principalID string) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for k, s := range m.m {
+		if s.Principal.ID() == principalID {
+			delete(m.m, k)
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (m *memSessions) DeleteSession(_ context.Context, key string) error {

@@ -118,7 +118,13 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 		// What was revoked stays revoked; revoke-all is safe to repeat.
 		return sqlError(err)
 	}
-	out := api.RevokeAllResult{Principal: res.PrincipalID, NATSRevoked: res.NATSKeys, Leases: []api.Lease{}, Pending: res.Pending()}
+	ended, err := s.sessions.backend.DeletePrincipalSessions(r.Context(), req.Principal)
+	if err != nil {
+		s.log.ErrorContext(r.Context(), "revoke-all: dashboard sessions not ended", "err", err)
+		return &HTTPError{Status: http.StatusServiceUnavailable, Code: broker.CodeUnavailable,
+			Msg: "credentials revoked, but the principal's dashboard sessions could not be ended; repeat revoke-all"}
+	}
+	out := api.RevokeAllResult{Principal: res.PrincipalID, NATSRevoked: res.NATSKeys, Leases: []api.Lease{}, Pending: res.Pending(), SessionsEnded: ended}
 	if out.NATSRevoked == nil {
 		out.NATSRevoked = []string{}
 	}

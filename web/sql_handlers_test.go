@@ -290,6 +290,11 @@ func TestSQLLeaseRenewEndpoint(t *testing.T) {
 func TestSQLRevokeAllEndpoint(t *testing.T) {
 	s, f := newSQLTestServer(t)
 	_, _ = f.IssueSQL(t.Context(), broker.SQLCredRequest{Principal: sqlAlice, Database: "orders", Role: "reader"})
+	// alice is signed in to the dashboard, twice.
+	sessions := []*session{
+		mustSession(t, s, sqlAlice, time.Now().Add(time.Hour)),
+		mustSession(t, s, sqlAlice, time.Now().Add(time.Hour)),
+	}
 	const path = api.Prefix + "/leases/revoke-all"
 	body := `{"principal":"https://idp.test alice","reason":"left the company"}`
 	if w := sqlDo(t, s, "POST", path, "alice", body); w.Code != 403 {
@@ -306,8 +311,13 @@ func TestSQLRevokeAllEndpoint(t *testing.T) {
 	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Principal != sqlAlice.ID() || len(got.NATSRevoked) != 1 || len(got.Leases) != 1 || got.Leases[0].State != "revoked" || got.Pending != 0 {
+	if got.Principal != sqlAlice.ID() || len(got.NATSRevoked) != 1 || len(got.Leases) != 1 || got.Leases[0].State != "revoked" || got.Pending != 0 || got.SessionsEnded != 2 {
 		t.Errorf("response = %+v", got)
+	}
+	for _, sess := range sessions {
+		if w := do(t, s, "GET", "/api/v1/whoami", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id}); w.Code != 401 {
+			t.Errorf("alice's dashboard session after revoke-all: whoami = %d, want 401", w.Code)
+		}
 	}
 	if last := f.reasons[len(f.reasons)-1]; last != "offboarding by dana@example.com: left the company" {
 		t.Errorf("reason = %q", last)

@@ -85,7 +85,7 @@ func printRevokeAll(e *env, output string, r *api.RevokeAllResult) error {
 			return err
 		}
 	} else {
-		fmt.Fprintf(e.stdout, "revoked for %s: %d NATS credential(s), %d SQL credential(s)\n", r.Principal, len(r.NATSRevoked), len(r.Leases)-r.Pending)
+		fmt.Fprintf(e.stdout, "revoked for %s: %d NATS credential(s), %d SQL credential(s), %d dashboard session(s)\n", r.Principal, len(r.NATSRevoked), len(r.Leases)-r.Pending, r.SessionsEnded)
 		for _, l := range r.Leases {
 			fmt.Fprintf(e.stdout, "  %s %s %s/%s: %s\n", l.ID, l.Username, l.Database, l.Role, l.State)
 		}

@@ -422,3 +422,7 @@ func (w webSessions) Session(ctx context.Context, key string) (web.Session, bool
 func (w webSessions) DeleteSession(ctx context.Context, key string) error {
 	return w.st.Delete(ctx, key)
 }
+
+func (w webSessions) DeletePrincipalSessions(ctx context.Context, principalID string) (int64, error) {
+	return w.st.DeletePrincipal(ctx, principalID)
+}

@@ -177,4 +177,6 @@ type RevokeAllResult struct {
 	// Leases are the SQL leases revoked, or still revoking (pending).
 	Leases  []Lease `json:"leases"`
 	Pending int     `json:"pending"`
+	// SessionsEnded counts the principal's dashboard sessions ended.
+	SessionsEnded int64 `json:"sessions_ended"`
 }
