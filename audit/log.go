@@ -48,6 +48,12 @@ type Config struct {
 	// added to the key history (and an admin "key_rotation" record is
 	// written) the first time it is used; old keys stay in the history.
 	Signer Signer `json:"-"`
+	// PreviousKeys are the verifier keys of this origin's earlier signing
+	// keys. At start the store's latest checkpoint must be signed by Signer
+	// or one of these: the key history in the store is not trusted for that,
+	// because whoever can write the store could add a key of their own and
+	// have the log sign on from a forged checkpoint.
+	PreviousKeys []string `json:"-"`
 	// ParamKey is the HMAC key for parameter values (see [Log.HashParams]).
 	ParamKey ParamKey `json:"-"`
 	// CheckpointInterval is the shortest time between two checkpoints while
@@ -287,25 +293,28 @@ func (l *Log) loadState(ctx context.Context) error {
 		return fmt.Errorf("load audit log %q: %w: frontier has %d hashes for size %d", origin, ErrRollback, len(st.Frontier), st.Size)
 	}
 	vkey := l.cfg.Signer.VerifierKey()
-	vkeys := []string{vkey}
 	known := false
 	for _, k := range st.Keys {
-		vkeys = append(vkeys, k.VerifierKey)
 		known = known || k.VerifierKey == vkey
 	}
 	l.newKey = nil
 	if !known {
 		l.newKey = &Key{Origin: origin, VerifierKey: vkey, Added: l.cfg.Now().UTC()}
 	}
+	// The log signs on from what it finds, so what it finds must be
+	// checked against what the store cannot forge: keys from the
+	// configuration, the checkpoint this process signed last, and the
+	// copies in the sink.
+	verifiers, err := NewVerifiers(append([]string{vkey}, l.cfg.PreviousKeys...)...)
+	if err != nil {
+		return fmt.Errorf("load audit log %q: previous keys: %w", origin, err)
+	}
 	var latest *Checkpoint
-	if st.Latest != nil {
-		verifiers, err := NewVerifiers(vkeys...)
-		if err != nil {
-			return fmt.Errorf("load audit log %q: key history: %w", origin, err)
-		}
+	switch {
+	case st.Latest != nil:
 		latest, err = OpenCheckpoint(st.Latest, verifiers)
 		if err != nil {
-			return fmt.Errorf("load audit log %q: latest checkpoint: %w", origin, err)
+			return fmt.Errorf("load audit log %q: %w: the latest stored checkpoint is not signed by the signing key or a configured previous key (after a key rotation, configure the old verifier key): %w", origin, ErrRollback, err)
 		}
 		if latest.Origin != origin {
 			return fmt.Errorf("load audit log %q: latest checkpoint names origin %q", origin, latest.Origin)
@@ -313,6 +322,24 @@ func (l *Log) loadState(ctx context.Context) error {
 		if err := l.checkAgainst(ctx, front, latest); err != nil {
 			return fmt.Errorf("load audit log %q: %w", origin, err)
 		}
+	case front.size > 0:
+		// Every batch that starts a log carries its checkpoint, so records
+		// without any checkpoint mean the checkpoints were deleted.
+		return fmt.Errorf("load audit log %q: %w: the store holds %d records but no checkpoint", origin, ErrRollback, front.size)
+	}
+	l.mu.Lock()
+	signed := l.latest
+	l.mu.Unlock()
+	if signed != nil {
+		if latest == nil || latest.Size < signed.Size {
+			return fmt.Errorf("load audit log %q: %w: the store went back behind the checkpoint of %d records this process signed", origin, ErrRollback, signed.Size)
+		}
+		if err := l.checkAgainst(ctx, front, signed); err != nil {
+			return fmt.Errorf("load audit log %q: against the checkpoint this process signed: %w", origin, err)
+		}
+	}
+	if err := l.checkSinkCopy(ctx, front, verifiers); err != nil {
+		return fmt.Errorf("load audit log %q: %w", origin, err)
 	}
 	l.front = front
 	l.size.Store(front.size)
@@ -323,6 +350,34 @@ func (l *Log) loadState(ctx context.Context) error {
 		l.cpSize, l.cpTime = latest.Size, latest.Time
 	} else {
 		l.cpSize, l.cpTime = 0, time.Time{}
+	}
+	return nil
+}
+
+// checkSinkCopy checks the stored tree against the newest checkpoint copy in
+// the sink, when the sink can read its copies back: a store whose
+// checkpoints were deleted or rolled back is refused even after a restart.
+func (l *Log) checkSinkCopy(ctx context.Context, front *frontier, verifiers note.Verifiers) error {
+	r, ok := l.cfg.Sink.(SinkReader)
+	if !ok {
+		return nil
+	}
+	raw, err := r.Newest(ctx, l.cfg.Origin)
+	if err != nil {
+		return fmt.Errorf("read the newest checkpoint copy: %w", err)
+	}
+	if raw == nil {
+		return nil
+	}
+	cp, err := OpenCheckpoint(raw, verifiers)
+	if err != nil {
+		return fmt.Errorf("%w: the newest checkpoint copy in the sink does not open with the signing key or a configured previous key: %w", ErrRollback, err)
+	}
+	if cp.Origin != l.cfg.Origin {
+		return fmt.Errorf("%w: the newest checkpoint copy in the sink names origin %q", ErrRollback, cp.Origin)
+	}
+	if err := l.checkAgainst(ctx, front, cp); err != nil {
+		return fmt.Errorf("against the checkpoint copy in the sink: %w", err)
 	}
 	return nil
 }
@@ -743,9 +798,21 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 	if front.size > l.cpSize && (forceCheckpoint || now.Sub(l.cpTime) >= l.cfg.CheckpointInterval) {
 		var err error
 		cp, err = l.sign(front, now)
-		if err != nil {
+		switch {
+		case err != nil && forceCheckpoint:
+			// A forced checkpoint starts a log (or covers what a restart
+			// found): the records must not be stored without it.
+			err = fmt.Errorf("audit append: sign checkpoint: %w", err)
+			for _, req := range reqs {
+				if req.ok {
+					req.rec.Index = -1
+					l.answer(req, err)
+				}
+			}
+			return err
+		case err != nil:
 			l.log.ErrorContext(ctx, "audit checkpoint signing failed", "origin", l.cfg.Origin, "error", err)
-		} else {
+		default:
 			b.Checkpoint = &StoredCheckpoint{Size: cp.Size, Time: cp.Time, Note: cp.Note}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -233,7 +234,11 @@ func TestKeyRotationKeepsOldCheckpointsVerifiable(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2, v2 := audittest.Key(t, origin, 2)
-	l2 := openLog(t, store, func(c *audit.Config) { c.Signer = s2 })
+	// The new key alone cannot vouch for the checkpoints of the old one.
+	if _, err := audit.Open(t.Context(), store, func() audit.Config { c := audittest.Config(t, origin); c.Signer = s2; return c }()); !errors.Is(err, audit.ErrRollback) || !strings.Contains(err.Error(), "previous key") {
+		t.Fatalf("Open with a new key and no previous keys = %v, want a refusal that asks for the old verifier key", err)
+	}
+	l2 := openLog(t, store, func(c *audit.Config) { c.Signer, c.PreviousKeys = s2, []string{vkey(t, 1)} })
 	mustAppend(t, l2, intent("b"))
 	if err := l2.Close(t.Context()); err != nil {
 		t.Fatal(err)
@@ -638,4 +643,88 @@ func TestRetentionPrunesHourly(t *testing.T) {
 		}
 		requireOK(t, verify(t, store, audit.VerifyOptions{Keys: []string{vkey(t, 1)}}))
 	})
+}
+
+// TestOpenRefusesStoreWithoutCheckpoints: whoever can write the store must
+// not get the log to sign on from records no checkpoint vouches for; if the
+// checkpoints are deleted, Open refuses.
+func TestOpenRefusesStoreWithoutCheckpoints(t *testing.T) {
+	store := audittest.NewStore()
+	l := openLog(t, store, nil)
+	for i := range 3 {
+		mustAppend(t, l, intent(fmt.Sprint(i)))
+	}
+	if err := l.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	store.Tamper(origin, func(recs [][]byte, leaves []tlogHash, _ [][]byte) ([][]byte, []tlogHash, [][]byte) {
+		return recs, leaves, nil
+	})
+	_, err := audit.Open(t.Context(), store, audittest.Config(t, origin))
+	if !errors.Is(err, audit.ErrRollback) || !strings.Contains(err.Error(), "no checkpoint") {
+		t.Errorf("Open after the checkpoints were deleted = %v, want ErrRollback", err)
+	}
+}
+
+// TestOpenRefusesStoreBehindSinkCopy: a store rolled back to an older
+// checkpoint (its own history consistent) is refused because the sink holds
+// a newer copy.
+func TestOpenRefusesStoreBehindSinkCopy(t *testing.T) {
+	store := audittest.NewStore()
+	sink, err := audit.NewDirSink(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSink := func(c *audit.Config) { c.Sink = sink }
+	l := openLog(t, store, withSink)
+	if err := l.Close(t.Context()); err != nil { // exports the checkpoint of the log's start
+		t.Fatal(err)
+	}
+	rolledBack := audittest.NewStore()
+	rolledBack.CopyFrom(store, origin) // the backup an attacker (or a careless restore) brings back
+	l = openLog(t, store, withSink)
+	for i := range 3 {
+		mustAppend(t, l, intent(fmt.Sprint(i)))
+	}
+	if err := l.Close(t.Context()); err != nil { // exports the newer checkpoint
+		t.Fatal(err)
+	}
+	cfg := audittest.Config(t, origin)
+	withSink(&cfg)
+	if _, err := audit.Open(t.Context(), rolledBack, cfg); !errors.Is(err, audit.ErrRollback) || !strings.Contains(err.Error(), "sink") {
+		t.Errorf("Open of a store behind the sink's copy = %v, want ErrRollback", err)
+	}
+	if l, err := audit.Open(t.Context(), store, cfg); err != nil {
+		t.Errorf("Open of the store the sink's copy covers = %v", err)
+	} else {
+		_ = l.Close(t.Context())
+	}
+}
+
+// TestReloadNeverGoesBack: after a failed write the log reads the store
+// again; a store rolled back behind the checkpoint this process signed (its
+// own history consistent) is refused, so the log does not sign on from it.
+func TestReloadNeverGoesBack(t *testing.T) {
+	store := audittest.NewStore()
+	l := openLog(t, store, nil)
+	backup := audittest.NewStore()
+	backup.CopyFrom(store, origin) // the log's start and its checkpoint
+	for i := range 3 {
+		mustAppend(t, l, intent(fmt.Sprint(i)))
+	}
+	if err := l.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	store.CopyFrom(backup, origin) // rolled back under the running log
+	store.FailWrites(errors.New("injected"))
+	if _, err := l.Append(t.Context(), intent("x")); err == nil {
+		t.Fatal("append with failing writes succeeded")
+	}
+	store.FailWrites(nil)
+	if _, err := l.Append(t.Context(), intent("y")); !errors.Is(err, audit.ErrRollback) {
+		t.Fatalf("append after the store went back = %v, want ErrRollback", err)
+	}
+	if st, err := store.Load(t.Context(), origin); err != nil || st.Size != 1 {
+		t.Errorf("the rolled-back store holds %+v, %v; want its one record and nothing signed on", st, err)
+	}
 }

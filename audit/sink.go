@@ -29,6 +29,16 @@ type Sink interface {
 	Export(ctx context.Context, cp *Checkpoint) error
 }
 
+// SinkReader is a [Sink] that can read its copies back. The log checks, at
+// start, that the store extends the newest copy, so that a store whose
+// checkpoints were deleted or rolled back is refused.
+type SinkReader interface {
+	Sink
+	// Newest returns the note of the largest checkpoint of origin the sink
+	// holds, or nil when it holds none.
+	Newest(ctx context.Context, origin string) ([]byte, error)
+}
+
 // ErrCheckpointConflict says a sink already holds a different checkpoint
 // for the same origin and size.
 var ErrCheckpointConflict = errors.New("a different checkpoint of the same size is already exported")
@@ -60,6 +70,36 @@ func NewDirSink(dir string) (*DirSink, error) {
 // Path returns the file a checkpoint of origin and size is written to.
 func (s *DirSink) Path(origin string, size int64) string {
 	return filepath.Join(s.Dir, escapeOrigin(origin), fmt.Sprintf("%020d%s", size, CheckpointExt))
+}
+
+var _ SinkReader = (*DirSink)(nil)
+
+// Newest implements [SinkReader]: the file names sort by size.
+func (s *DirSink) Newest(ctx context.Context, origin string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(filepath.Join(s.Dir, escapeOrigin(origin)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint sink: %w", err)
+	}
+	newest := ""
+	for _, e := range entries {
+		if name := e.Name(); !e.IsDir() && strings.HasSuffix(name, CheckpointExt) && !strings.HasPrefix(name, ".") && name > newest {
+			newest = name
+		}
+	}
+	if newest == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(filepath.Join(s.Dir, escapeOrigin(origin), newest))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint sink: %w", err)
+	}
+	return data, nil
 }
 
 // Export writes cp.Note to its write-once file.

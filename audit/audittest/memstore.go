@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -397,6 +398,28 @@ func (s *Store) Tamper(origin string, fn func(records [][]byte, leaves []tlog.Ha
 		}
 	}
 	l.cps = newCps
+}
+
+// CopyFrom replaces this store's log of origin with a copy of src's, as a
+// backup restored later would be.
+func (s *Store) CopyFrom(src *Store, origin string) {
+	src.mu.Lock()
+	from := src.log(origin)
+	l := &memLog{
+		first: from.first, hashes: slices.Clone(from.hashes), cps: slices.Clone(from.cps),
+		keys: slices.Clone(from.keys), open: maps.Clone(from.open),
+	}
+	for _, r := range from.records {
+		if r != nil {
+			c := *r
+			r = &c
+		}
+		l.records = append(l.records, r)
+	}
+	src.mu.Unlock()
+	s.mu.Lock()
+	s.logs[origin] = l
+	s.mu.Unlock()
 }
 
 func noteText(msg []byte) []byte {

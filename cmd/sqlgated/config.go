@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker/postgres"
 	"github.com/sqlgate/sqlgate/broker/sqlite"
 	"github.com/sqlgate/sqlgate/broker/sqlserver"
@@ -162,6 +163,11 @@ type AuditConfig struct {
 	// exist. Publish the matching public key (logged at start and served in
 	// every export bundle) to your auditors.
 	SigningKeyFile string `yaml:"signingKeyFile"`
+	// PreviousVerifierKeys are the public keys of this origin's earlier
+	// signing keys (after a rotation): the log's latest stored checkpoint
+	// must be signed by the signing key or one of these, never by a key
+	// only the store names.
+	PreviousVerifierKeys []string `yaml:"previousVerifierKeys"`
 	// ParamKeyFile holds the HMAC key for parameter values ("<id>:<base64>",
 	// generated on first start when missing).
 	ParamKeyFile       string        `yaml:"paramKeyFile"`
@@ -300,6 +306,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.SigningKeyFile == "" || c.Audit.ParamKeyFile == "" {
 		bad("audit.signingKeyFile and audit.paramKeyFile are required")
+	}
+	for _, k := range c.Audit.PreviousVerifierKeys {
+		if _, err := audit.NewVerifiers(k); err != nil {
+			bad("audit.previousVerifierKeys: %q is not a verifier key: %v", k, err)
+		}
 	}
 	if len(c.HTTP.AuditorGroups) == 0 {
 		bad("http.auditorGroups: name at least one group that may read the audit log")

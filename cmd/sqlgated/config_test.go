@@ -48,6 +48,7 @@ func TestConfigErrors(t *testing.T) {
 		{"short_idempotency_retention", "idempotencyRetention: 168h", "idempotencyRetention: 1h", []string{"databases[0]: idempotencyRetention must be 0 (keep forever) or at least 24h0m0s, not 1h0m0s"}},
 		{"negative_idempotency_retention", "idempotencyRetention: 168h", "idempotencyRetention: -1h", []string{"idempotencyRetention must be 0"}},
 		{"bad_control", "  dialect: postgres", "  dialect: oracle", []string{"control.dialect must be sqlite, postgres or sqlserver"}},
+		{"bad_previous_key", "  signingKeyFile: /etc/sqlgate/secrets/audit-signing.key", "  signingKeyFile: /etc/sqlgate/secrets/audit-signing.key\n  previousVerifierKeys: [not-a-key]", []string{`audit.previousVerifierKeys: "not-a-key" is not a verifier key`}},
 		{"web_without_secret", "    clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n    cookieKeyFile", "    cookieKeyFile", []string{"identity.web needs exactly one of clientSecretFile and clientSecretEnv"}},
 	}
 	for _, tc := range tests {

@@ -155,7 +155,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		return nil, err
 	}
 	rc.Audit = audit.Config{
-		Origin: cfg.Audit.Origin, Instance: cfg.Instance, Signer: signer, ParamKey: pk,
+		Origin: cfg.Audit.Origin, Instance: cfg.Instance, Signer: signer, PreviousKeys: cfg.Audit.PreviousVerifierKeys, ParamKey: pk,
 		CheckpointInterval: cfg.Audit.CheckpointInterval, Heartbeat: cfg.Audit.Heartbeat,
 		Retention: cfg.Audit.Retention, InputRetention: cfg.Audit.InputRetention,
 	}
