@@ -177,6 +177,7 @@ func RunExecutorTests(t *testing.T, newHarness func(t *testing.T) *Harness) {
 	}
 	s("CreateReturnsID", testCreateReturnsID)
 	s("GetReturnsStoredFieldsVerbatim", testVerbatim)
+	s("NULRejected", testNUL)
 	s("Replay", testReplay)
 	s("Conflict", testConflict)
 	s("ConcurrentSameKey", testConcurrentSameKey)
@@ -310,6 +311,8 @@ var verbatimCases = []struct{ name, value string }{
 	{"bobby", `Robert'); DROP TABLE orders;--`},
 	{"comment", `/* */ -- # `},
 	{"control_chars", "tab\there\nnewline\r\x01\x07\x1b\x1f\x7f"},
+	// The text of escapes, not the characters: a real NUL is refused
+	// before any execution (testNUL).
 	{"backslashes", `\' \\' \n \x00 \u0000`},
 	{"placeholders", `$1 :customer @p1 ? %s {{name}} ${x}`},
 	{"like_wildcards", `%_[]^`},
@@ -364,6 +367,38 @@ func testVerbatim(t *testing.T, e *suiteEnv) {
 			t.Errorf("row = %v, want quantity -3, amount 0.01, express false", row)
 		}
 	})
+}
+
+// testNUL sends a real U+0000 in each string parameter: the payload is
+// refused as invalid input (invalid_request) naming the field, so no dialect
+// executes it or answers with its own error (PostgreSQL cannot store it).
+func testNUL(t *testing.T, e *suiteEnv) {
+	for _, tc := range []struct{ name, payload, field string }{
+		{"inside_customer", `{"customer":"a\u0000b","amount":1,"quantity":1,"express":true}`, "customer"},
+		{"alone_in_note", `{"customer":"n","note":"\u0000","amount":1,"quantity":1,"express":true}`, "note"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := NewCall(e.route(t, SubjectCreate), tc.payload, "")
+			var inv *route.InvalidError
+			if !errors.As(err, &inv) {
+				if err == nil {
+					// Decoding let it through: what the dialect does with it.
+					outcome := "executed"
+					if _, xerr := e.Executor.Execute(t.Context(), c); xerr != nil {
+						outcome = xerr.Error()
+					}
+					t.Fatalf("NewCall(NUL in %s) decoded (Execute: %s), want an *route.InvalidError from decoding", tc.field, outcome)
+				}
+				t.Fatalf("NewCall(NUL in %s) = %v, want an *route.InvalidError", tc.field, err)
+			}
+			if inv.Field != tc.field || !strings.Contains(inv.Message, "NUL character (U+0000)") {
+				t.Errorf("InvalidError = %q (field %q), want field %q and a message naming the NUL character", inv.Message, inv.Field, tc.field)
+			}
+		})
+	}
+	if got := e.count(t); got != 0 {
+		t.Fatalf("count = %d after payloads with NUL, want 0 (nothing executed)", got)
+	}
 }
 
 func clip(s string, n int) string {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -49,8 +51,9 @@ func (e *TooLargeError) Error() string {
 // Decode checks the payload's size, parses it strictly as one JSON object,
 // validates it against the route's schema and returns the parameters with
 // typed values: string, int64 (JSON Schema "integer"), json.Number
-// ("number", kept exact), bool, or nil. Errors are *TooLargeError or
-// *InvalidError.
+// ("number", kept exact), bool, or nil. No string may contain the NUL
+// character (U+0000): PostgreSQL cannot store it in text, and the dialects
+// would disagree on it. Errors are *TooLargeError or *InvalidError.
 func (r *Route) Decode(payload []byte) (map[string]any, error) {
 	if len(payload) > r.MaxPayload {
 		return nil, &TooLargeError{Size: len(payload), Max: r.MaxPayload}
@@ -61,6 +64,9 @@ func (r *Route) Decode(payload []byte) (map[string]any, error) {
 	}
 	if err := r.schema.Validate(doc); err != nil {
 		return nil, schemaError(err)
+	}
+	if err := rejectNUL(doc, ""); err != nil {
+		return nil, err
 	}
 	for name, v := range doc {
 		p, ok := r.byName[name]
@@ -76,6 +82,30 @@ func (r *Route) Decode(payload []byte) (map[string]any, error) {
 		}
 	}
 	return doc, nil
+}
+
+// rejectNUL returns an InvalidError naming the first field (in key order)
+// whose string value, at any depth, contains U+0000.
+func rejectNUL(v any, field string) error {
+	switch x := v.(type) {
+	case string:
+		if strings.IndexByte(x, 0) >= 0 {
+			return &InvalidError{Field: field, Message: "must not contain the NUL character (U+0000)"}
+		}
+	case []any:
+		for _, el := range x {
+			if err := rejectNUL(el, field); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			if err := rejectNUL(x[k], joinField(field, k)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ParseObject parses data as exactly one JSON object: valid UTF-8, no

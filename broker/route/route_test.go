@@ -151,6 +151,13 @@ func TestDecode(t *testing.T) {
 	c := loadDemo(t)
 	create, _ := c.Lookup("orders.v1.create")
 	get, _ := c.Lookup("orders.v1.get")
+	// open passes undeclared fields through untyped.
+	oc, err := route.New([]route.Spec{{Subject: "t.open", Database: "orders", Statement: &route.StatementSpec{Name: "s", SQL: "SELECT 1"},
+		Params: map[string]any{"type": "object", "additionalProperties": true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, _ := oc.Lookup("t.open")
 	tests := []struct {
 		name      string
 		r         *route.Route
@@ -179,6 +186,10 @@ func TestDecode(t *testing.T) {
 		{name: "exponent_within_range", r: create, payload: `{"customer":"Ada","amount":1.5e2}`, want: map[string]any{"customer": "Ada", "amount": json.Number("1.5e2")}},
 		{name: "nan", r: get, payload: `{"id":NaN}`, wantField: "id", wantMsg: "syntax error"},
 		{name: "bad_utf8", r: get, payload: "{\"id\":1,\"x\":\"\xff\"}", wantMsg: "not valid UTF-8"},
+		{name: "nul_in_string", r: create, payload: `{"customer":"a\u0000b","amount":1}`, wantField: "customer", wantMsg: "must not contain the NUL character (U+0000)"},
+		{name: "nul_alone", r: create, payload: `{"customer":"Ada","amount":1,"note":"\u0000"}`, wantField: "note", wantMsg: "must not contain the NUL character (U+0000)"},
+		{name: "nul_nested_extra", r: open, payload: `{"tags":{"a":["x","y\u0000"]}}`, wantField: "tags.a", wantMsg: "must not contain the NUL character (U+0000)"},
+		{name: "escaped_backslash_is_text", r: create, payload: `{"customer":"a\\u0000b","amount":1}`, want: map[string]any{"customer": `a\u0000b`, "amount": json.Number("1")}},
 		{name: "deep", r: create, payload: `{"customer":"a","amount":1,"note":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`, wantField: "note", wantMsg: "nesting deeper"},
 	}
 	for _, tc := range tests {
