@@ -164,18 +164,35 @@ func (e *Executor) Check(ctx context.Context, r *route.Route) error {
 	return nil
 }
 
+// stmt returns the statement prepared on the writer connection for text,
+// preparing it on first use. The prepare runs without e.mu held: it waits
+// for the writer connection, and the call holding that connection needs
+// e.mu (own) to finish its transaction. Two first calls racing may both
+// prepare; the first stored wins and the other is closed.
 func (e *Executor) stmt(ctx context.Context, text string) (*sql.Stmt, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if s, ok := e.stmts[text]; ok {
+	s, ok := e.stmts[text]
+	closed := e.stmts == nil
+	e.mu.Unlock()
+	switch {
+	case ok:
 		return s, nil
-	}
-	if e.stmts == nil {
+	case closed:
 		return nil, errClosed
 	}
 	s, err := e.writer.PrepareContext(ctx, text) //nolint:sqlclosecheck // cached for the executor's lifetime, closed by Close
 	if err != nil {
 		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stmts == nil {
+		_ = s.Close()
+		return nil, errClosed
+	}
+	if prev, ok := e.stmts[text]; ok {
+		_ = s.Close() // a racing first call stored its own
+		return prev, nil
 	}
 	e.stmts[text] = s
 	return s, nil
