@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 
 	mssql "github.com/microsoft/go-mssqldb"
 
@@ -63,7 +64,63 @@ func (e *Executor) dbError(me mssql.Error, c *broker.Call) error {
 	if unavailableNumbers[me.Number] {
 		return e.unavailable(fmt.Errorf("server error %d", me.Number))
 	}
-	return &broker.DBError{Number: int(me.Number), State: fmt.Sprint(me.State), Message: scrub.Message(me.Message, c)}
+	return &broker.DBError{Number: int(me.Number), State: fmt.Sprint(me.State), Message: scrub.Message(withoutData(me), c)}
+}
+
+// quotedData lists the server messages that quote data, by error number,
+// with the pattern of the quoted part. What they quote is not always a
+// parameter value the scrubber could find whole: 2628 cuts the value to the
+// column's length, a duplicate key may be computed or span several columns,
+// a conversion may quote an expression's result. So the quoted part is
+// replaced whatever it holds. (8152, "String or binary data would be
+// truncated.", and 8114, "Error converting data type %ls to %ls.", the
+// messages 2628 and 245 detail, quote nothing.)
+var quotedData = map[int32]struct {
+	re   *regexp.Regexp
+	repl string
+}{
+	// String or binary data would be truncated in table '%.*ls', column '%.*ls'. Truncated value: '%.*ls'.
+	2628: {regexp.MustCompile(`(?s)(Truncated value: )'.*'`), "${1}[redacted]"},
+	// Violation of %ls constraint '%.*ls'. Cannot insert duplicate key in object '%.*ls'. The duplicate key value is %ls.
+	2627: {dupKey, dupKeyRepl},
+	// Cannot insert duplicate key row in object '%.*ls' with unique index '%.*ls'. The duplicate key value is %ls.
+	2601: {dupKey, dupKeyRepl},
+	// The CREATE UNIQUE INDEX statement terminated because a duplicate key was found ... The duplicate key value is %ls.
+	1505: {dupKey, dupKeyRepl},
+	// Conversion failed when converting the %ls value '%.*ls' to data type %ls.
+	245: {regexp.MustCompile(`(?s)( value )'.*'( to data type )`), "${1}[redacted]${2}"},
+	// The conversion of the %ls value '%.*ls' overflowed an %hs column. Use a larger integer column.
+	244: {overflowed, overflowedRepl},
+	// The conversion of the %ls value '%.*ls' overflowed an int column.
+	248: {overflowed, overflowedRepl},
+	// Arithmetic overflow error for data type %ls, value = %ld.
+	220: {arithValue, arithValueRepl},
+	// Arithmetic overflow error for type %ls, value = %f.
+	232: {arithValue, arithValueRepl},
+}
+
+var (
+	dupKey         = regexp.MustCompile(`(?s)(The duplicate key value is )\(.*\)`)
+	dupKeyRepl     = "${1}([redacted])"
+	overflowed     = regexp.MustCompile(`(?s)( value )'.*'( overflowed )`)
+	overflowedRepl = "${1}[redacted]${2}"
+	arithValue     = regexp.MustCompile(`(?s)(, value = ).*`)
+	arithValueRepl = "${1}[redacted]."
+)
+
+// withoutData returns the server's message with the data it quotes
+// replaced (see quotedData). A message of one of those numbers that does
+// not have the expected English form (SET LANGUAGE translates server
+// messages) is withheld whole.
+func withoutData(me mssql.Error) string {
+	p, ok := quotedData[me.Number]
+	switch {
+	case !ok:
+		return me.Message
+	case !p.re.MatchString(me.Message):
+		return fmt.Sprintf("server error %d: message withheld, it quotes data", me.Number)
+	}
+	return p.re.ReplaceAllString(me.Message, p.repl)
 }
 
 func (e *Executor) unavailable(cause error) error {

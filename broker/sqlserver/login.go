@@ -518,10 +518,7 @@ func (li *LoginIssuer) classify(ctx context.Context, err error, spec *broker.Log
 		if unavailableNumbers[me.Number] {
 			return fmt.Errorf("%w: sqlserver database %s: server error %d", broker.ErrUnavailable, li.cfg.Name, me.Number)
 		}
-		msg := me.Message
-		for _, s := range append(secrets, spec.Password) {
-			msg = scrub.Redact(msg, s)
-		}
+		msg := scrub.Redact(me.Message, append(secrets, spec.Password)...)
 		return &broker.DBError{Number: int(me.Number), State: strconv.Itoa(int(me.State)), Message: scrub.Message(msg, nil)}
 	case errors.Is(err, driver.ErrBadConn), isNetError(err), errors.Is(err, sql.ErrConnDone):
 		return fmt.Errorf("%w: sqlserver database %s: connection failed", broker.ErrUnavailable, li.cfg.Name)

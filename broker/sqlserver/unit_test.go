@@ -315,3 +315,70 @@ func TestOnBehalfOfNeedsAUser(t *testing.T) {
 		t.Fatal("an on-behalf-of executor ran a call without a user token")
 	}
 }
+
+// Messages that quote data lose the quoted part whatever it holds: 2628
+// quotes the value cut to the column's length, which no parameter equals.
+func TestClassifyQuotedData(t *testing.T) {
+	t.Parallel()
+	e := &Executor{cfg: Config{Name: "orders"}}
+	c := &broker.Call{Route: &route.Route{}, Principal: "alice@example.com", Params: map[string]any{
+		"customer": "Mallory Secret-Customer-Name Ltd", "email": "Bob@Example.com", "n": int64(300),
+	}}
+	tests := []struct {
+		name   string
+		number int32
+		msg    string
+		want   string
+	}{
+		{
+			"truncated_2628", 2628,
+			`String or binary data would be truncated in table 'orders.sales.orders', column 'customer'. Truncated value: 'Mallory Secret-Custo'.`,
+			`String or binary data would be truncated in table 'orders.sales.orders', column 'customer'. Truncated value: [redacted].`,
+		},
+		{
+			"truncated_quote_in_value", 2628,
+			`String or binary data would be truncated in table 't', column 'c'. Truncated value: 'it''s a '', value: 'x'.`,
+			`String or binary data would be truncated in table 't', column 'c'. Truncated value: [redacted].`,
+		},
+		{"truncated_8152", 8152, `String or binary data would be truncated.`, `String or binary data would be truncated.`},
+		{
+			"duplicate_key_2627", 2627,
+			`Violation of UNIQUE KEY constraint 'uq_email'. Cannot insert duplicate key in object 'sales.customers'. The duplicate key value is (bob@example.com, Mallory Secret).`,
+			`Violation of UNIQUE KEY constraint 'uq_email'. Cannot insert duplicate key in object 'sales.customers'. The duplicate key value is ([redacted]).`,
+		},
+		{
+			"duplicate_key_2601", 2601,
+			`Cannot insert duplicate key row in object 'sales.customers' with unique index 'ix_email'. The duplicate key value is (bob@example.com).`,
+			`Cannot insert duplicate key row in object 'sales.customers' with unique index 'ix_email'. The duplicate key value is ([redacted]).`,
+		},
+		{
+			"conversion_245", 245,
+			`Conversion failed when converting the nvarchar value 'Mallory Secret-Custo' to data type int.`,
+			`Conversion failed when converting the nvarchar value [redacted] to data type int.`,
+		},
+		{"conversion_8114", 8114, `Error converting data type nvarchar to bigint.`, `Error converting data type nvarchar to bigint.`},
+		{
+			"overflow_248", 248,
+			`The conversion of the nvarchar value '99999999999' overflowed an int column.`,
+			`The conversion of the nvarchar value [redacted] overflowed an int column.`,
+		},
+		{"overflow_220", 220, `Arithmetic overflow error for data type tinyint, value = 600.`, `Arithmetic overflow error for data type tinyint, value = [redacted].`},
+		{
+			"translated_withheld", 2628,
+			`Die Zeichenfolge oder die binären Daten würden in der Tabelle 't', Spalte 'c' abgeschnitten. Abgeschnittener Wert: 'Mallory Secret-Custo'.`,
+			`server error 2628: message withheld, it quotes data`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := e.classify(t.Context(), mssql.Error{Number: tc.number, State: 1, Message: tc.msg}, c)
+			var dbe *broker.DBError
+			if !errors.As(got, &dbe) || dbe.Number != int(tc.number) {
+				t.Fatalf("classify(%d) = %v, want DBError %d", tc.number, got, tc.number)
+			}
+			if dbe.Message != tc.want {
+				t.Errorf("classify(%q).Message =\n%q\nwant\n%q", tc.msg, dbe.Message, tc.want)
+			}
+		})
+	}
+}

@@ -14,10 +14,8 @@ import (
 const maxMessage = 512
 
 // Message removes the call's parameter and session values from a database
-// message so that errors never carry them upward: every occurrence of a
-// value of three or more characters is replaced, shorter values only where
-// they stand as a whole word. The result is truncated to maxMessage bytes.
-// c may be nil (no call: only truncation).
+// message so that errors never carry them upward (see [Redact]). The result
+// is truncated to maxMessage bytes. c may be nil (no call: only truncation).
 func Message(msg string, c *broker.Call) string {
 	if c != nil {
 		vals := []string{c.CorrelationID, c.Principal, c.DecisionID, c.IdempotencyKey}
@@ -32,9 +30,7 @@ func Message(msg string, c *broker.Call) string {
 				vals = append(vals, fmt.Sprint(x))
 			}
 		}
-		for _, v := range vals {
-			msg = Redact(msg, v)
-		}
+		msg = Redact(msg, vals...)
 	}
 	if len(msg) > maxMessage {
 		msg = msg[:maxMessage] + "…"
@@ -44,32 +40,49 @@ func Message(msg string, c *broker.Call) string {
 
 const redacted = "[redacted]"
 
-// Redact replaces v in msg: every occurrence when v has three or more
-// characters, else only where it stands as a whole word.
-func Redact(msg, v string) string {
-	v = strings.TrimSpace(v)
-	if v == "" {
+// Redact replaces every occurrence of the values in msg: anywhere for a
+// value of three or more characters (after trimming spaces), only where it
+// stands as a whole word for a shorter one. The occurrences are all found
+// in the original message first and replaced together, one marker per run
+// of covered bytes, so the result does not depend on the values' order: a
+// value inside or overlapping another (a principal quoted within a
+// parameter) cannot leave the rest of the longer one visible.
+func Redact(msg string, vals ...string) string {
+	var covered []bool
+	for _, v := range vals {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		for i := 0; i < len(msg); {
+			j := strings.Index(msg[i:], v)
+			if j < 0 {
+				break
+			}
+			j += i
+			end := j + len(v)
+			if len(v) >= 3 || (j == 0 || !isWord(msg[j-1])) && (end == len(msg) || !isWord(msg[end])) {
+				if covered == nil {
+					covered = make([]bool, len(msg))
+				}
+				for k := j; k < end; k++ {
+					covered[k] = true
+				}
+			}
+			i = j + 1 // occurrences may overlap ("aa" in "aaa")
+		}
+	}
+	if covered == nil {
 		return msg
 	}
-	if len(v) >= 3 {
-		return strings.ReplaceAll(msg, v, redacted)
-	}
 	var b strings.Builder
-	for i := 0; i < len(msg); {
-		j := strings.Index(msg[i:], v)
-		if j < 0 {
-			b.WriteString(msg[i:])
-			break
-		}
-		j += i
-		end := j + len(v)
-		if (j == 0 || !isWord(msg[j-1])) && (end == len(msg) || !isWord(msg[end])) {
-			b.WriteString(msg[i:j])
+	for i := 0; i < len(msg); i++ {
+		switch {
+		case !covered[i]:
+			b.WriteByte(msg[i])
+		case i == 0 || !covered[i-1]:
 			b.WriteString(redacted)
-		} else {
-			b.WriteString(msg[i:end])
 		}
-		i = end
 	}
 	return b.String()
 }

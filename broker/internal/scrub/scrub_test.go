@@ -2,6 +2,7 @@ package scrub_test
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,6 +32,44 @@ func TestMessage(t *testing.T) {
 	}
 }
 
+// A value inside or overlapping another is redacted with it, whatever the
+// order the values come in (parameters are a map).
+func TestRedactOverlap(t *testing.T) {
+	t.Parallel()
+	const secret = "alice@example.com card 4111111111111111"
+	tests := []struct {
+		name string
+		msg  string
+		vals []string
+		want string
+	}{
+		{"inside", `invalid input syntax for type integer: "` + secret + `"`, []string{"alice@example.com", secret}, `invalid input syntax for type integer: "[redacted]"`},
+		{"overlapping", "value alice@example.com card 4111 here", []string{"example.com card 4111", "alice@example.com"}, "value [redacted] here"},
+		{"adjacent", "abcabc and abc", []string{"abc"}, "[redacted] and [redacted]"},
+		{"short_in_long", "7 in x7 and 77", []string{"7", "x7 and 77"}, "[redacted] in [redacted]"},
+		{"none", "nothing to hide", []string{"secret", "", "  "}, "nothing to hide"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rev := slices.Clone(tc.vals)
+			slices.Reverse(rev)
+			for _, vals := range [][]string{tc.vals, rev} {
+				if got := scrub.Redact(tc.msg, vals...); got != tc.want {
+					t.Errorf("scrub.Redact(%q, %q) = %q, want %q", tc.msg, vals, got, tc.want)
+				}
+			}
+		})
+	}
+	// Through Message: the principal inside a parameter value.
+	c := &broker.Call{Principal: "alice@example.com", Params: map[string]any{"note": secret, "n": int64(7)}}
+	for range 20 { // map order varies between runs
+		got := scrub.Message(`bad value "`+secret+`"`, c)
+		if got != `bad value "[redacted]"` {
+			t.Fatalf("scrub.Message = %q, want the whole value redacted", got)
+		}
+	}
+}
+
 func FuzzMessage(f *testing.F) {
 	for _, s := range []string{"duplicate bob@example.com", "7 x7 77", "", "\xff\xfe"} {
 		f.Add(s, "bob@example.com", "7")
@@ -40,6 +79,13 @@ func FuzzMessage(f *testing.F) {
 		got := scrub.Message(msg, c)
 		if s := strings.TrimSpace(secret); len(s) >= 3 && strings.Contains(got, s) && !strings.Contains("[redacted]…", s) {
 			t.Fatalf("Message(%q) = %q still contains %q", msg, got, s)
+		}
+		// A value inside another (the principal quoted in a parameter)
+		// must not save part of the longer one from redaction.
+		long := short + secret
+		got = scrub.Redact(msg+long, short, long)
+		if s := strings.TrimSpace(long); len(s) >= 3 && strings.Contains(got, s) && !strings.Contains("[redacted]", s) {
+			t.Fatalf("Redact(%q, %q, %q) = %q still contains %q", msg+long, short, long, got, s)
 		}
 	})
 }
