@@ -28,7 +28,8 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 }
 
 // WriteText writes a human summary: the verdict and the first bad index,
-// one paragraph per origin, then failures and exceptions.
+// a warning for records no signed checkpoint covers yet, one paragraph per
+// origin, then failures and exceptions.
 func (r *Report) WriteText(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	// bufio.Writer keeps the first write error; Flush returns it.
@@ -42,6 +43,12 @@ func (r *Report) WriteText(w io.Writer) error {
 			printf("first bad record: origin %s index %d: %s\n", first.Origin, first.Index, first.Message)
 		} else {
 			printf("first failure: origin %s: %s\n", first.Origin, first.Message)
+		}
+	}
+	for _, o := range r.Origins {
+		if o.Uncovered > 0 {
+			printf("WARNING: origin %s: the newest %d records (indexes %d to %d) are not covered by a signed checkpoint: nothing proves them yet\n",
+				o.Origin, o.Uncovered, o.End-o.Uncovered, o.End-1)
 		}
 	}
 	if r.KeysFromSource {
@@ -65,6 +72,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		printf("  checkpoints: %d valid, %d trusted copies checked, signed by %s\n", o.Checkpoints, o.Trusted, joinOr(o.KeyIDs, "nobody"))
 		if o.Latest != nil {
 			printf("  latest checkpoint: size %d, root %s, %s\n", o.Latest.Size, o.Latest.Root, o.Latest.Time.Format(time.RFC3339))
+		}
+		if o.Uncovered > 0 {
+			printf("  NOT COVERED by a signed checkpoint: %d records (indexes %d to %d)\n", o.Uncovered, o.End-o.Uncovered, o.End-1)
 		}
 		printf("  unpaired intents: %d\n", o.Unpaired)
 		if o.FirstBad >= 0 {

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -110,9 +111,13 @@ const (
 	// ProblemFork: the log is not an extension of a trusted checkpoint, or
 	// two checkpoints of one size disagree.
 	ProblemFork ProblemCode = "fork"
-	// ProblemOriginMissing: a trusted checkpoint names an origin the source
-	// does not hold.
+	// ProblemOriginMissing: a trusted checkpoint or a verifier key names an
+	// origin the source does not hold (a key's name is its log's origin).
 	ProblemOriginMissing ProblemCode = "origin_missing"
+	// ProblemNoCheckpoint: trusted keys were given and the origin has no
+	// checkpoint signed by one of them: nothing proves any record
+	// (checkpoints deleted, or signed by another key).
+	ProblemNoCheckpoint ProblemCode = "no_checkpoint"
 	// ProblemSource: the source failed while being read.
 	ProblemSource ProblemCode = "source_error"
 )
@@ -128,7 +133,7 @@ const (
 	// ProblemHeartbeatGap: more than MaxGap passed between two records.
 	ProblemHeartbeatGap ProblemCode = "heartbeat_gap"
 	// ProblemUncoveredTail: the newest records are not yet covered by a
-	// checkpoint.
+	// checkpoint ([OriginReport.Uncovered] counts them).
 	ProblemUncoveredTail ProblemCode = "uncovered_tail"
 	// ProblemUnchecked: a trusted or older checkpoint could not be checked
 	// against the verified range (pruned or outside it, no proof available).
@@ -179,6 +184,9 @@ type OriginReport struct {
 	LastRecordTime  time.Time `json:"last_record_time,omitzero"`
 	// Unpaired counts intents without an outcome.
 	Unpaired int64 `json:"unpaired"`
+	// Uncovered counts the checked records after the newest checkpoint,
+	// [End-Uncovered, End): nothing signed vouches for them yet.
+	Uncovered int64 `json:"uncovered"`
 	// FirstBad is the first index with an integrity failure, -1 when none.
 	FirstBad int64 `json:"first_bad"`
 }
@@ -288,6 +296,20 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 			})
 		}
 	}
+	// A key is named after its log: the source must hold the log of every
+	// key, or a deleted log would pass unnoticed.
+	missing := map[string]bool{}
+	for _, k := range vkeys {
+		o := keyOrigin(k)
+		if opts.Origin != "" && o != opts.Origin || slices.Contains(origins, o) || trusted[o] != nil || missing[o] {
+			continue
+		}
+		missing[o] = true
+		rep.Failures = append(rep.Failures, Problem{
+			Origin: o, Code: ProblemOriginMissing, Index: 0,
+			Message: fmt.Sprintf("the verifier key %s names origin %q, which the log does not hold (log deleted, or not part of this export)", keyID(k), o),
+		})
+	}
 	slices.Sort(origins)
 	for _, o := range origins {
 		if opts.Origin != "" && o != opts.Origin {
@@ -310,6 +332,12 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 	return rep, nil
 }
 
+// keyOrigin returns the name of a verifier key, which is its log's origin.
+func keyOrigin(vkey string) string {
+	name, _, _ := strings.Cut(strings.TrimSpace(vkey), "+")
+	return name
+}
+
 // uncheckedOrigin returns the origin line of a note without checking it.
 func uncheckedOrigin(msg []byte) string {
 	line, _, _ := bytes.Cut(msg, []byte("\n"))
@@ -328,7 +356,8 @@ type originVerifier struct {
 	trusted   []*Checkpoint
 	listed    map[ProblemCode]int
 
-	cps []*Checkpoint // valid log checkpoints, ascending size
+	cps          []*Checkpoint // valid log checkpoints, ascending size
+	noCheckpoint bool          // a ProblemNoCheckpoint failure was reported
 }
 
 func (v *originVerifier) fail(code ProblemCode, index, size int64, msg string) {
@@ -418,6 +447,12 @@ func (v *originVerifier) run(ctx context.Context) error {
 		return err
 	}
 	v.or.Pruned = first
+	if len(v.cps) == 0 && !v.rep.KeysFromSource {
+		// Every log starts with a record and a checkpoint covering it, so an
+		// empty one without a checkpoint was emptied too.
+		v.noCheckpoint = true
+		v.fail(ProblemNoCheckpoint, first, 0, fmt.Sprintf("the log has %d records and no checkpoint signed by a trusted key: nothing proves them (checkpoints deleted, or signed by another key)", end))
+	}
 	lo, hi := first, end
 	if v.opts.From > lo {
 		lo = v.opts.From
@@ -520,9 +555,10 @@ func (v *originVerifier) finish(s *scan, got int64, fullTail bool) {
 			who, d.cp.Size, got, d.cp.Size))
 		s.failed = true
 	}
-	if got > s.lo && covered < got && !s.failed {
+	if got > s.lo && covered < got && !s.failed && !v.noCheckpoint {
 		from := max(covered, s.lo)
-		v.exception(ProblemUncoveredTail, from, 0, fmt.Sprintf("records [%d, %d) are not covered by a signed checkpoint yet", from, got))
+		v.or.Uncovered = got - from
+		v.exception(ProblemUncoveredTail, from, 0, fmt.Sprintf("%d records [%d, %d) are not covered by a signed checkpoint yet: nothing proves them until one is written", got-from, from, got))
 	}
 	for idx := range s.intents {
 		s.unpaired = append(s.unpaired, idx)

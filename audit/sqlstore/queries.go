@@ -25,6 +25,7 @@ type queries struct {
 	origins          string
 	checkpoints      string
 	first            string
+	held             string
 	records          string
 }
 
@@ -47,10 +48,15 @@ func newQueries(d *dialect) *queries {
 		pruneRecords:     b("DELETE FROM " + tRecords + " WHERE origin = ? AND idx < ?"),
 		setFirst:         b("UPDATE " + tOrigins + " SET first_index = ? WHERE origin = ? AND first_index < ?"),
 		pruneInputsTime:  b("DELETE FROM " + tInputs + " WHERE origin = ? AND rec_time < ?"),
-		origins:          "SELECT origin FROM " + tOrigins + " ORDER BY origin",
-		checkpoints:      b("SELECT note FROM " + tCheckpoints + " WHERE origin = ? ORDER BY tree_size"),
-		first:            b("SELECT first_index FROM " + tOrigins + " WHERE origin = ?"),
-		records:          b("SELECT idx, data, leaf FROM " + tRecords + " WHERE origin = ? AND idx >= ? AND idx < ? ORDER BY idx"),
+		// Every table that names an origin, not only tOrigins: deleting one
+		// row there must not hide a whole log from the verifier.
+		origins: "SELECT origin FROM " + tOrigins + " UNION SELECT origin FROM " + tHashes + " UNION SELECT origin FROM " + tRecords +
+			" UNION SELECT origin FROM " + tCheckpoints + " UNION SELECT origin FROM " + tKeys + " ORDER BY origin",
+		checkpoints: b("SELECT note FROM " + tCheckpoints + " WHERE origin = ? ORDER BY tree_size"),
+		first:       b("SELECT first_index FROM " + tOrigins + " WHERE origin = ?"),
+		held: b("SELECT CASE WHEN EXISTS (SELECT 1 FROM " + tRecords + " WHERE origin = ?) OR EXISTS (SELECT 1 FROM " + tCheckpoints +
+			" WHERE origin = ?) OR EXISTS (SELECT 1 FROM " + tKeys + " WHERE origin = ?) THEN 1 ELSE 0 END"),
+		records: b("SELECT idx, data, leaf FROM " + tRecords + " WHERE origin = ? AND idx >= ? AND idx < ? ORDER BY idx"),
 	}
 }
 

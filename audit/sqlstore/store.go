@@ -528,7 +528,10 @@ func (s *Store) PruneInputs(ctx context.Context, origin string, before time.Time
 	return n, nil
 }
 
-// Origins implements [audit.Source].
+// Origins implements [audit.Source]: every origin that any table of the
+// store names (its row in sqlgate_audit_origins, hashes, records,
+// checkpoints or keys), so a log whose origin row was deleted is still
+// listed and verified. It reads every table, as verification does.
 func (s *Store) Origins(ctx context.Context) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, s.q.origins)
 	if err != nil {
@@ -575,19 +578,29 @@ func (s *Store) Checkpoints(ctx context.Context, origin string, fn func([]byte) 
 }
 
 // Bounds implements [audit.Source]: first is where retention cut the log,
-// end the size its stored hashes describe.
+// end the size its stored hashes describe. An origin whose row in
+// sqlgate_audit_origins is gone but whose hashes, records, checkpoints or
+// keys remain starts at 0: without the row nothing says records were
+// pruned, so any missing one is reported.
 func (s *Store) Bounds(ctx context.Context, origin string) (int64, int64, error) {
 	var first int64
 	err := s.db.QueryRowContext(ctx, s.q.first, origin).Scan(&first)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, 0, fmt.Errorf("origin %q: %w", origin, audit.ErrNotFound)
-	}
-	if err != nil {
+	noRow := errors.Is(err, sql.ErrNoRows)
+	if err != nil && !noRow {
 		return 0, 0, fmt.Errorf("read bounds: %w", err)
 	}
 	end, err := s.size(ctx, origin)
 	if err != nil {
 		return 0, 0, err
+	}
+	if noRow && end == 0 {
+		var held int
+		if err := s.db.QueryRowContext(ctx, s.q.held, origin, origin, origin).Scan(&held); err != nil {
+			return 0, 0, fmt.Errorf("read bounds: %w", err)
+		}
+		if held == 0 {
+			return 0, 0, fmt.Errorf("origin %q: %w", origin, audit.ErrNotFound)
+		}
 	}
 	return first, end, nil
 }

@@ -43,11 +43,13 @@ UPDATE sqlgate_audit_origins SET first_index = $1 WHERE origin = $2 AND first_in
 -- pruneInputsTime
 DELETE FROM sqlgate_audit_inputs WHERE origin = $1 AND rec_time < $2;
 -- origins
-SELECT origin FROM sqlgate_audit_origins ORDER BY origin;
+SELECT origin FROM sqlgate_audit_origins UNION SELECT origin FROM sqlgate_audit_hashes UNION SELECT origin FROM sqlgate_audit_records UNION SELECT origin FROM sqlgate_audit_checkpoints UNION SELECT origin FROM sqlgate_audit_keys ORDER BY origin;
 -- checkpoints
 SELECT note FROM sqlgate_audit_checkpoints WHERE origin = $1 ORDER BY tree_size;
 -- first
 SELECT first_index FROM sqlgate_audit_origins WHERE origin = $1;
+-- held
+SELECT CASE WHEN EXISTS (SELECT 1 FROM sqlgate_audit_records WHERE origin = $1) OR EXISTS (SELECT 1 FROM sqlgate_audit_checkpoints WHERE origin = $2) OR EXISTS (SELECT 1 FROM sqlgate_audit_keys WHERE origin = $3) THEN 1 ELSE 0 END;
 -- records
 SELECT idx, data, leaf FROM sqlgate_audit_records WHERE origin = $1 AND idx >= $2 AND idx < $3 ORDER BY idx;
 

@@ -43,11 +43,13 @@ UPDATE sqlgate_audit_origins SET first_index = ? WHERE origin = ? AND first_inde
 -- pruneInputsTime
 DELETE FROM sqlgate_audit_inputs WHERE origin = ? AND rec_time < ?;
 -- origins
-SELECT origin FROM sqlgate_audit_origins ORDER BY origin;
+SELECT origin FROM sqlgate_audit_origins UNION SELECT origin FROM sqlgate_audit_hashes UNION SELECT origin FROM sqlgate_audit_records UNION SELECT origin FROM sqlgate_audit_checkpoints UNION SELECT origin FROM sqlgate_audit_keys ORDER BY origin;
 -- checkpoints
 SELECT note FROM sqlgate_audit_checkpoints WHERE origin = ? ORDER BY tree_size;
 -- first
 SELECT first_index FROM sqlgate_audit_origins WHERE origin = ?;
+-- held
+SELECT CASE WHEN EXISTS (SELECT 1 FROM sqlgate_audit_records WHERE origin = ?) OR EXISTS (SELECT 1 FROM sqlgate_audit_checkpoints WHERE origin = ?) OR EXISTS (SELECT 1 FROM sqlgate_audit_keys WHERE origin = ?) THEN 1 ELSE 0 END;
 -- records
 SELECT idx, data, leaf FROM sqlgate_audit_records WHERE origin = ? AND idx >= ? AND idx < ? ORDER BY idx;
 

@@ -43,11 +43,13 @@ UPDATE sqlgate_audit_origins SET first_index = @p1 WHERE origin = @p2 AND first_
 -- pruneInputsTime
 DELETE FROM sqlgate_audit_inputs WHERE origin = @p1 AND rec_time < @p2;
 -- origins
-SELECT origin FROM sqlgate_audit_origins ORDER BY origin;
+SELECT origin FROM sqlgate_audit_origins UNION SELECT origin FROM sqlgate_audit_hashes UNION SELECT origin FROM sqlgate_audit_records UNION SELECT origin FROM sqlgate_audit_checkpoints UNION SELECT origin FROM sqlgate_audit_keys ORDER BY origin;
 -- checkpoints
 SELECT note FROM sqlgate_audit_checkpoints WHERE origin = @p1 ORDER BY tree_size;
 -- first
 SELECT first_index FROM sqlgate_audit_origins WHERE origin = @p1;
+-- held
+SELECT CASE WHEN EXISTS (SELECT 1 FROM sqlgate_audit_records WHERE origin = @p1) OR EXISTS (SELECT 1 FROM sqlgate_audit_checkpoints WHERE origin = @p2) OR EXISTS (SELECT 1 FROM sqlgate_audit_keys WHERE origin = @p3) THEN 1 ELSE 0 END;
 -- records
 SELECT idx, data, leaf FROM sqlgate_audit_records WHERE origin = @p1 AND idx >= @p2 AND idx < @p3 ORDER BY idx;
 
