@@ -360,14 +360,22 @@ func (r *Route) buildParams(rc Spec) []error {
 		r.Outputs = append(r.Outputs, Param{Name: name, SQLType: strings.TrimSpace(t)})
 	}
 	sort.Slice(r.Outputs, func(i, j int) bool { return r.Outputs[i].Name < r.Outputs[j].Name })
+	// The prefix is reserved in any case: SQL Server compares variable
+	// names case-insensitively under the usual collations, so
+	// Sqlgate_Principal would clash with the batch's @sqlgate_principal.
 	for _, p := range r.Params {
-		if strings.HasPrefix(p.Name, SessionPrefix) {
-			bad("parameter %q: the %s prefix is reserved for session values", p.Name, SessionPrefix)
+		if reserved(p.Name) {
+			bad("parameter %q: the %s prefix (in any case) is reserved for session values and the adapters' own names", p.Name, SessionPrefix)
+		}
+	}
+	for _, o := range r.Outputs {
+		if reserved(o.Name) {
+			bad("output %q: the %s prefix (in any case) is reserved for session values and the adapters' own names", o.Name, SessionPrefix)
 		}
 	}
 	if r.Statement != nil {
 		for _, n := range r.Statement.Names() {
-			if strings.HasPrefix(n, SessionPrefix) {
+			if reserved(n) {
 				if !slices.Contains(SessionNames, n) {
 					bad("statement uses :%s; session placeholders are %s", n, strings.Join(SessionNames, ", "))
 				}
@@ -379,4 +387,9 @@ func (r *Route) buildParams(rc Spec) []error {
 		}
 	}
 	return errs
+}
+
+// reserved reports whether name starts with SessionPrefix in any case.
+func reserved(name string) bool {
+	return len(name) >= len(SessionPrefix) && strings.EqualFold(name[:len(SessionPrefix)], SessionPrefix)
 }

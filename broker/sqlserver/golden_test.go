@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -280,5 +281,49 @@ func TestSessionLimits(t *testing.T) {
 	c.IdempotencyKey = strings.Repeat("é", 256)
 	if err := checkSessionLimits(c); err != nil {
 		t.Errorf("checkSessionLimits(256-character key) = %v, want nil", err)
+	}
+}
+
+// The call batch declares locals in the namespace of its sp_executesql
+// parameters: none may be a name a route can give a parameter or output
+// (any case: variable names compare case-insensitively under the usual
+// collations), else every call of the route fails with Msg 134.
+func TestCallLocalsReserved(t *testing.T) {
+	t.Parallel()
+	props := map[string]any{}
+	for _, n := range []string{"c", "p", "d", "return_value"} {
+		props[n] = map[string]any{"type": "integer"}
+	}
+	cat, err := route.New([]route.Spec{
+		{Subject: "t.proc", Database: "d", Procedure: "dbo.p", Params: map[string]any{"type": "object", "properties": props}, Output: map[string]string{"D_out": "int"}},
+		{Subject: "t.stmt", Database: "d", Statement: &route.StatementSpec{Name: "s", SQL: "SELECT :c + :p + :d + :return_value, :sqlgate_principal"}, Params: map[string]any{"type": "object", "properties": props}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	declared := regexp.MustCompile(`(?:\bDECLARE|,)\s*@(\w+)\s+\w`)
+	for _, s := range cat.Subjects() {
+		r, _ := cat.Lookup(s)
+		c, err := brokertest.NewCall(r, `{"c":1,"p":2,"d":3,"return_value":4}`, "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		shape, err := buildCall(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		params := map[string]bool{}
+		for _, a := range shape.args {
+			params[strings.ToLower(a.(sql.NamedArg).Name)] = true
+		}
+		for _, m := range declared.FindAllStringSubmatch(shape.query, -1) {
+			local := strings.ToLower(m[1])
+			if !strings.HasPrefix(local, route.SessionPrefix) {
+				t.Errorf("%s: the call batch declares @%s, a name outside the reserved %s prefix", s, m[1], route.SessionPrefix)
+			}
+			if params[local] {
+				t.Errorf("%s: the call batch declares @%s, which is also one of its parameters", s, m[1])
+			}
+		}
 	}
 }

@@ -35,15 +35,18 @@ BEGIN TRANSACTION;`
 // callPrologue is the first part of every call batch (sent through
 // sp_executesql): the read-only session context, then the idempotency
 // record unless the key exists (waiting on the key lock for a transaction
-// that holds it), then one status row. A committed key returns its record
-// and ends the batch, so the call below never runs.
+// that holds it), then one status row. An existing key returns its record
+// and ends the batch, so the call below never runs. Its locals share the
+// batch's namespace with the route's parameters, so they carry the sqlgate_
+// prefix the catalog reserves (in any case: names compare
+// case-insensitively under the usual collations).
 const callPrologue = `SET NOCOUNT ON;
-DECLARE @c nvarchar(256) = @sqlgate_correlation_id, @p nvarchar(512) = @sqlgate_principal, @d nvarchar(128) = @sqlgate_decision_id;
-EXEC sys.sp_set_session_context @key = N'sqlgate.correlation_id', @value = @c, @read_only = 1;
-EXEC sys.sp_set_session_context @key = N'sqlgate.principal', @value = @p, @read_only = 1;
-EXEC sys.sp_set_session_context @key = N'sqlgate.decision_id', @value = @d, @read_only = 1;
+DECLARE @sqlgate_c nvarchar(256) = @sqlgate_correlation_id, @sqlgate_p nvarchar(512) = @sqlgate_principal, @sqlgate_d nvarchar(128) = @sqlgate_decision_id;
+EXEC sys.sp_set_session_context @key = N'sqlgate.correlation_id', @value = @sqlgate_c, @read_only = 1;
+EXEC sys.sp_set_session_context @key = N'sqlgate.principal', @value = @sqlgate_p, @read_only = 1;
+EXEC sys.sp_set_session_context @key = N'sqlgate.decision_id', @value = @sqlgate_d, @read_only = 1;
 INSERT INTO sqlgate.idempotency (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id)
-SELECT @sqlgate_idempotency_key, @sqlgate_request_hash, @c, @p, @d, CURRENT_TRANSACTION_ID()
+SELECT @sqlgate_idempotency_key, @sqlgate_request_hash, @sqlgate_c, @sqlgate_p, @sqlgate_d, CURRENT_TRANSACTION_ID()
 WHERE NOT EXISTS (SELECT 1 FROM sqlgate.idempotency WITH (UPDLOCK, HOLDLOCK) WHERE idempotency_key = @sqlgate_idempotency_key);
 IF @@ROWCOUNT = 0
 BEGIN
