@@ -2,6 +2,7 @@ package audit
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"hash"
 	"math/bits"
 
@@ -138,3 +139,33 @@ func storedCountToSize(count int64) (int64, bool) {
 	}
 	return lo, tlog.StoredHashCount(lo) == count
 }
+
+// Tree is a Merkle tree, as tlog hashes it, held as its frontier: the roots
+// of the perfect subtrees covering its leaves. A reader who checked a
+// [Source] once uses it to check what it reads again: from the frontier at
+// one size and the leaves after it, the tree hash at a later size, to
+// compare with a signed checkpoint. The zero value is not usable; see
+// [NewTree].
+type Tree struct{ f frontier }
+
+// NewTree returns the tree of size n whose frontier hashes, at
+// [FrontierIndexes](n), are hashes (none for n == 0).
+func NewTree(n int64, hashes []tlog.Hash) (*Tree, error) {
+	f, ok := newFrontier(n, hashes)
+	if !ok {
+		return nil, fmt.Errorf("a tree of size %d has %d frontier hashes, not %d", n, bits.OnesCount64(uint64(max(n, 0))), len(hashes))
+	}
+	return &Tree{f: *f}, nil
+}
+
+// Append adds the leaf hash ([LeafHash]) of the record at index Size.
+func (t *Tree) Append(leaf tlog.Hash) { t.f.append(leaf) }
+
+// Size is the number of leaves.
+func (t *Tree) Size() int64 { return t.f.size }
+
+// Root is the tree hash (tlog.TreeHash) of the Size leaves.
+func (t *Tree) Root() tlog.Hash { return t.f.root() }
+
+// Clone returns an independent copy.
+func (t *Tree) Clone() *Tree { return &Tree{f: *t.f.clone()} }

@@ -81,3 +81,40 @@ func TestFrontierMatchesTlog(t *testing.T) {
 		t.Error("newFrontier(3, 1 hash) = ok, want false")
 	}
 }
+
+// TestTreeFromFrontier: a Tree started from the stored frontier at any size
+// and fed the later leaves has tlog's tree hash at every later size.
+func TestTreeFromFrontier(t *testing.T) {
+	const n = 70
+	var stored memHashes
+	for i := range int64(n) {
+		hs, err := tlog.StoredHashes(i, []byte(fmt.Sprint(i)), stored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, hs...)
+	}
+	for start := int64(0); start <= n; start += 7 {
+		hashes, err := stored.ReadHashes(FrontierIndexes(start))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tree, err := NewTree(start, hashes)
+		if err != nil {
+			t.Fatalf("NewTree(%d) = %v", start, err)
+		}
+		for i := start; i < n; i++ {
+			tree.Append(LeafHash([]byte(fmt.Sprint(i))))
+			want, err := tlog.TreeHash(i+1, stored)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tree.Root(); got != want || tree.Size() != i+1 {
+				t.Fatalf("from %d: Root at %d = %v (size %d), want %v", start, i+1, got, tree.Size(), want)
+			}
+		}
+		if _, err := NewTree(start+1, hashes); start+1 <= n && len(FrontierIndexes(start+1)) != len(hashes) && err == nil {
+			t.Errorf("NewTree(%d) accepted the %d hashes of size %d", start+1, len(hashes), start)
+		}
+	}
+}

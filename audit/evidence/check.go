@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -25,8 +26,9 @@ var ErrBadArchive = errors.New("the evidence archive does not check")
 // CheckOptions say which keys an archive is checked against.
 type CheckOptions struct {
 	// Keys are the trusted verifier keys of the log (note format): every
-	// checkpoint must be signed by one. A manifest signed by one of them
-	// (as the dashboard signs, with the log's key) is checked too.
+	// checkpoint must be signed by one, and the archive must have an origin
+	// for each (a key's name is its log's origin). A manifest signed by one
+	// of them (as the dashboard signs, with the log's key) is checked too.
 	Keys []string
 	// SignerKeys are further keys trusted to sign the manifest.
 	SignerKeys []string
@@ -58,6 +60,8 @@ const maxManifest = 16 << 20
 //   - manifest.json is an archive of this [Format] and every other file but
 //     manifest.sig is listed in it, with a matching SHA-256; no file is
 //     missing, added or listed twice;
+//   - the manifest names at least one origin, and every origin a key in
+//     opts.Keys is named after (the log of each key is in the evidence);
 //   - each origin's checkpoint is signed by a key in opts.Keys whose name is
 //     the origin, states the size and root hash the manifest repeats, and
 //     covers every record the evidence was read from;
@@ -143,6 +147,9 @@ func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
 	}
 
 	// Each origin's checkpoint: trusted, and covering what was read.
+	if len(m.Origins) == 0 {
+		return nil, bad("%s names no log origin: the archive holds no evidence", manifestName)
+	}
 	for _, o := range m.Origins {
 		data, err := readFile(files, o.Checkpoint, maxManifest)
 		if err != nil {
@@ -161,6 +168,15 @@ func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
 			return nil, bad("%s covers %d records, the evidence of %s was read from records %d to %d", o.Checkpoint, c.Size, o.Origin, o.First, o.End-1)
 		}
 		rep.Checkpoints = append(rep.Checkpoints, c.KeyID)
+	}
+	// The log of every key: a key is named after its origin, and evidence
+	// is written from every log the source holds, so an origin left out
+	// means its log was missing.
+	for _, k := range opts.Keys {
+		v, _ := note.NewVerifier(strings.TrimSpace(k)) // parsed above
+		if !slices.ContainsFunc(m.Origins, func(o OriginSource) bool { return o.Origin == v.Name() }) {
+			return nil, bad("%s has no origin %s, whose key was given: the evidence leaves out that log", manifestName, v.Name())
+		}
 	}
 
 	// The manifest's signature.

@@ -45,9 +45,15 @@ import (
 // Format names the archive layout in the manifest.
 const Format = "sqlgate-evidence/1"
 
-// ErrNotVerified marks a log that failed verification: no evidence is
-// written from it.
+// ErrNotVerified marks a log that failed verification, or that no longer
+// reads as it verified: no evidence is written from it.
 var ErrNotVerified = errors.New("the audit log did not verify")
+
+// ExceptionPruned is the code of the exception the evidence adds for an
+// origin whose first records were pruned: the populations may miss records
+// (the access population, credentials issued before the first retained
+// record).
+const ExceptionPruned audit.ProblemCode = "pruned_records"
 
 // Options select the period and how the log is verified.
 type Options struct {
@@ -83,6 +89,10 @@ type Manifest struct {
 	Origins []OriginSource `json:"origins"`
 	// Verification summarizes the check that passed before writing.
 	Verification Verification `json:"verification"`
+	// Incomplete says, per origin, why the populations may miss records
+	// (records pruned by retention); empty when the log holds every record
+	// the period needs. Each is also a row of csv/exceptions.csv.
+	Incomplete []string `json:"incomplete,omitempty"`
 	// Files lists every other file of the archive.
 	Files []File `json:"files"`
 }
@@ -106,6 +116,8 @@ type OriginSource struct {
 }
 
 // Verification is the summary of the verification that passed.
+// ExceptionCount also counts the exceptions the evidence adds
+// ([ExceptionPruned]).
 type Verification struct {
 	OK             bool             `json:"ok"`
 	Records        int64            `json:"records"`
@@ -150,9 +162,10 @@ func (f File) Count() string {
 }
 
 // Write verifies src and writes the evidence archive (zip) of the period to
-// w. It returns the manifest it wrote. When verification fails it writes
-// nothing and returns an error wrapping [ErrNotVerified]. src must not
-// change during the call.
+// w. It returns the manifest it wrote. When verification fails, when src
+// holds no log, or when a record read for the evidence differs from what
+// was verified (src changed during the call), it writes nothing and
+// returns an error wrapping [ErrNotVerified].
 //
 // The sections are written to temporary files in tempDir ("" for the
 // system's) while the log is read, so memory does not grow with the log:
@@ -174,6 +187,9 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 	if !rep.OK() {
 		first := rep.FirstFailure()
 		return nil, fmt.Errorf("%w: %s: %s", ErrNotVerified, first.Origin, first)
+	}
+	if len(rep.Origins) == 0 {
+		return nil, fmt.Errorf("%w: the source holds no audit log", ErrNotVerified)
 	}
 	dir, err := os.MkdirTemp(opts.TempDir, "sqlgate-evidence-")
 	if err != nil {
@@ -199,6 +215,11 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 		osrc, err := c.readOrigin(ctx, src, o)
 		if err != nil {
 			return nil, err
+		}
+		if p := c.pruned(o, osrc); p != nil {
+			c.added = append(c.added, *p)
+			m.Verification.ExceptionCount[string(p.Code)]++
+			m.Incomplete = append(m.Incomplete, p.Origin+": "+p.Message)
 		}
 		osrc.Checkpoint = fmt.Sprintf("checkpoints/%d.note", i+1)
 		note, err := newFileSection(dir, osrc.Checkpoint, "the newest signed checkpoint of an origin (C2SP signed note); check it with the verifier key", "checkpoint")
@@ -452,6 +473,11 @@ type collector struct {
 	// credential key; expired ones are dropped as the log is read.
 	active     map[string]activeCred
 	sinceSweep int
+	// added are the exceptions of the evidence itself ([ExceptionPruned]).
+	added []audit.Problem
+	// firstTime is the time of the first record read of the origin being
+	// read.
+	firstTime time.Time
 
 	// excerpts of the populations for the PDF report
 	accessExcerpt, denialExcerpt excerpt
@@ -496,7 +522,7 @@ func newCollector(dir string, from, to time.Time) (*collector, error) {
 		"status", "reasons", "decision_id", "policy_revision")
 	c.credentials = mk("csv/credentials.csv", "provisioning and revocation: every NATS and SQL credential issued, renewed, revoked or expired",
 		"credential records whose time is in the period",
-		"time", "type", "action", "subject", "email", "issuer", "user_key", "login", "database", "role", "lease_id", "via",
+		"time", "type", "action", "status", "subject", "email", "issuer", "user_key", "login", "database", "role", "lease_id", "via",
 		"expires_at", "detail", "decision_id", "policy_revision")
 	c.changes = mk("csv/changes.csv", "policy loads, failed loads and other administrative changes",
 		"admin records whose time is in the period",
@@ -523,6 +549,13 @@ func (c *collector) close() {
 // reads the log twice: the first pass writes every section but the
 // activity and notes the outcomes of the period's calls, the second writes
 // the activity with them.
+//
+// Nothing read is taken on trust, as the source may have changed since it
+// verified: each pass recomputes every leaf hash, requires contiguous
+// indexes and rebuilds the tree. The first pass must reach the verified
+// checkpoint's root at its size; the second, the tree the first pass had
+// after the period's last record. A difference fails with
+// [ErrNotVerified] and discards every row written.
 func (c *collector) readOrigin(ctx context.Context, src audit.Source, o *audit.OriginReport) (OriginSource, error) {
 	out := OriginSource{Origin: o.Origin, First: o.First, End: o.End, PeriodFirst: -1, PeriodLast: -1, KeyIDs: o.KeyIDs}
 	if o.Latest == nil {
@@ -531,33 +564,133 @@ func (c *collector) readOrigin(ctx context.Context, src audit.Source, o *audit.O
 	out.CheckpointSize, out.CheckpointRoot = o.Latest.Size, o.Latest.Root.String()
 	out.End = min(out.End, o.Latest.Size)
 	c.outcomes = map[int64][]string{}
-	read := func(first, end int64, fn func(ref, *audit.Record)) error {
-		return src.Records(ctx, o.Origin, first, end, func(index int64, data []byte, _ *tlog.Hash) error {
-			r, err := audit.DecodeRecord(data)
-			if err != nil {
-				return fmt.Errorf("origin %s record %d: %w", o.Origin, index, err)
-			}
-			fn(ref{origin: o.Origin, index: index, leaf: audit.LeafHash(data)}, r)
-			return nil
-		})
+	c.firstTime = time.Time{}
+
+	// The tree at the first record read, or at the first retained one when
+	// the source keeps no frontier there (records between are hashed only).
+	start := out.First
+	hashes, err := src.Frontier(ctx, o.Origin, start)
+	if errors.Is(err, audit.ErrNotFound) && start != o.Pruned {
+		start = o.Pruned
+		hashes, err = src.Frontier(ctx, o.Origin, start)
 	}
-	err := read(out.First, out.End, func(at ref, r *audit.Record) {
-		if c.add(at, r) {
+	if err != nil {
+		return out, fmt.Errorf("origin %s: read the tree frontier at %d: %w", o.Origin, start, err)
+	}
+	tree, err := audit.NewTree(start, hashes)
+	if err != nil {
+		return out, fmt.Errorf("%w: origin %s: %w", ErrNotVerified, o.Origin, err)
+	}
+	// The trees at the period's first record and after its last, for the
+	// second pass.
+	var atFirst, afterLast *audit.Tree
+	inPeriod := false // the previous record was in the period
+	err = readChecked(ctx, src, o.Origin, tree, o.Latest.Size, func(at ref, r *audit.Record) {
+		in := false
+		if at.index >= out.First && at.index < out.End { // else hashed only
+			if at.index == out.First {
+				c.firstTime = r.Time
+			}
+			in = c.add(at, r)
+		}
+		if inPeriod && !in {
+			afterLast = tree.Clone() // the tree after the previous record
+		}
+		if in {
 			if out.PeriodFirst < 0 {
-				out.PeriodFirst = at.index
+				out.PeriodFirst, atFirst = at.index, tree.Clone()
 			}
 			out.PeriodLast = at.index
 		}
+		inPeriod = in
 	})
-	if err != nil || out.PeriodFirst < 0 {
+	if err != nil {
 		return out, err
 	}
-	err = read(out.PeriodFirst, out.PeriodLast+1, func(at ref, r *audit.Record) {
+	if inPeriod {
+		afterLast = tree.Clone()
+	}
+	if tree.Root() != o.Latest.Root {
+		return out, fmt.Errorf("%w: origin %s: records %d to %d no longer hash to the verified checkpoint of size %d: the log changed after it verified",
+			ErrNotVerified, o.Origin, start, o.Latest.Size-1, o.Latest.Size)
+	}
+	if out.PeriodFirst < 0 {
+		return out, nil
+	}
+	second := atFirst.Clone()
+	err = readChecked(ctx, src, o.Origin, second, out.PeriodLast+1, func(at ref, r *audit.Record) {
 		if r.Kind == audit.KindIntent && c.inPeriod(r) {
 			c.writeActivity(at, r)
 		}
 	})
-	return out, err
+	if err != nil {
+		return out, err
+	}
+	if second.Root() != afterLast.Root() {
+		return out, fmt.Errorf("%w: origin %s: records %d to %d changed between the two passes of the evidence",
+			ErrNotVerified, o.Origin, out.PeriodFirst, out.PeriodLast)
+	}
+	return out, nil
+}
+
+// readChecked calls fn for each record of origin from tree.Size() to end,
+// in order, then appends its leaf hash to tree. A missing or repeated
+// index, a record whose bytes differ from its stored leaf hash, or one
+// that is not a canonical record of this origin at its index fails with
+// [ErrNotVerified], naming it.
+func readChecked(ctx context.Context, src audit.Source, origin string, tree *audit.Tree, end int64, fn func(ref, *audit.Record)) error {
+	err := src.Records(ctx, origin, tree.Size(), end, func(index int64, data []byte, stored *tlog.Hash) error {
+		if want := tree.Size(); index != want {
+			return fmt.Errorf("%w: origin %s: record %d is missing (the log returned record %d next)", ErrNotVerified, origin, want, index)
+		}
+		leaf := audit.LeafHash(data)
+		if stored != nil && *stored != leaf {
+			return fmt.Errorf("%w: origin %s: record %d no longer matches its leaf hash: it changed after the log verified", ErrNotVerified, origin, index)
+		}
+		r, err := audit.DecodeRecord(data)
+		if err != nil {
+			return fmt.Errorf("%w: origin %s: record %d: %w", ErrNotVerified, origin, index, err)
+		}
+		if r.Index != index || r.Origin != origin {
+			return fmt.Errorf("%w: origin %s: record %d says it is record %d of %s", ErrNotVerified, origin, index, r.Index, r.Origin)
+		}
+		fn(ref{origin: origin, index: index, leaf: leaf}, r)
+		tree.Append(leaf)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if tree.Size() != end {
+		return fmt.Errorf("%w: origin %s: records %d to %d are missing", ErrNotVerified, origin, tree.Size(), end-1)
+	}
+	return nil
+}
+
+// pruned returns the exception for an origin whose records before the
+// first one read are gone (retention) or were not verified, nil when the
+// evidence read the log from index 0. Retention and deletion look the same
+// to a verifier: both leave the tree's frontier and the checkpoints.
+func (c *collector) pruned(o *audit.OriginReport, src OriginSource) *audit.Problem {
+	n := src.First
+	if n == 0 {
+		return nil
+	}
+	why := fmt.Sprintf("records before index %d were pruned (retention)", n)
+	if n != o.Pruned {
+		why = fmt.Sprintf("records before index %d were not verified", n)
+	}
+	msg := fmt.Sprintf("evidence incomplete: %s; the access population covers only credentials issued at or after index %d (%s), "+
+		"so one issued earlier and still valid at the period's end is not listed", why, n, ts(c.firstTime))
+	if c.firstTime.IsZero() || c.from.Before(c.firstTime) {
+		first := "no record is retained"
+		if !c.firstTime.IsZero() {
+			first = "the first retained record, index " + strconv.FormatInt(n, 10) + ", is from " + ts(c.firstTime)
+		}
+		msg = fmt.Sprintf("evidence incomplete: %s, and the period starts at %s while %s: every population may miss records of the period, "+
+			"and the access population misses credentials issued before index %d", why, ts(c.from), first, n)
+	}
+	return &audit.Problem{Origin: o.Origin, Code: ExceptionPruned, Index: n, Message: msg}
 }
 
 func (c *collector) inPeriod(r *audit.Record) bool {
@@ -606,7 +739,7 @@ func (c *collector) add(at ref, r *audit.Record) bool {
 			cr = &audit.Credential{}
 		}
 		c.credentials.row(append([]string{
-			ts(r.Time), cr.Type, cr.Action, a.subject, a.email, a.issuer, cr.UserKey, cr.Login, cr.Database, cr.Role, cr.LeaseID, cr.Via,
+			ts(r.Time), cr.Type, cr.Action, credStatus(r), a.subject, a.email, a.issuer, cr.UserKey, cr.Login, cr.Database, cr.Role, cr.LeaseID, cr.Via,
 			ts(cr.ExpiresAt), cr.Detail, r.DecisionID, r.PolicyRevision,
 		}, at.cells()...)...)
 	case audit.KindAdmin:
@@ -659,12 +792,24 @@ func (c *collector) writeActivity(at ref, r *audit.Record) {
 // credentials that expired (a variable for the tests).
 var sweepEvery = 10000
 
+// credStatus is the result of a credential record: its status, or "ok"
+// when the record states none (the broker records a result only for an
+// operation that failed).
+func credStatus(r *audit.Record) string {
+	if r.Result == nil || r.Result.Status == "" {
+		return "ok"
+	}
+	return r.Result.Status
+}
+
 // trackAccess follows which credentials are valid at the period's end: an
 // issue or renewal makes one valid until it expires, a revocation or
-// expiry ends it.
+// expiry ends it. A record of an operation that failed (a SQL login whose
+// creation failed is recorded as an issue with an error status) changes
+// nothing.
 func (c *collector) trackAccess(at ref, r *audit.Record) {
 	cr := r.Credential
-	if cr == nil || (cr.LeaseID == "" && cr.UserKey == "") {
+	if cr == nil || (cr.LeaseID == "" && cr.UserKey == "") || credStatus(r) != "ok" {
 		return
 	}
 	key := cr.Type + "\x00" + cr.UserKey + "\x00" + cr.LeaseID
@@ -713,14 +858,14 @@ func (c *collector) finish(rep *audit.Report) ([]*section, error) {
 		c.accessExcerpt.add(cr.Type, a.email, a.subject, cr.UserKey+cr.Login, cr.Database, cr.Role, cr.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 
-	exceptions, err := newCSVSection(c.dir, "csv/exceptions.csv", "facts the verifier lists for review (unpaired intents, gaps between records, recovered outcomes); they are not integrity failures",
-		"exceptions of the verification of the whole log, capped per kind (manifest verification.exception_counts has the totals)",
+	exceptions, err := newCSVSection(c.dir, "csv/exceptions.csv", "facts to review (unpaired intents, gaps between records, records not yet covered by a checkpoint, records pruned before the evidence's reach); they are not integrity failures",
+		"exceptions of the verification of the whole log, capped per kind, and the evidence's own (pruned_records, one per origin); manifest verification.exception_counts has the totals",
 		"log_origin", "code", "log_index", "checkpoint_size", "message")
 	if err != nil {
 		return nil, err
 	}
 	c.all = append(c.all, exceptions)
-	ps := slices.Clone(rep.Exceptions)
+	ps := append(slices.Clone(rep.Exceptions), c.added...)
 	slices.SortFunc(ps, func(a, b audit.Problem) int { // verification runs in parallel: fix the order
 		return cmp.Or(strings.Compare(a.Origin, b.Origin), cmp.Compare(a.Index, b.Index), strings.Compare(string(a.Code), string(b.Code)),
 			cmp.Compare(a.Size, b.Size), strings.Compare(a.Message, b.Message))
@@ -786,8 +931,11 @@ with the verifier keys named in manifest.json (verification.keys).
    sqlgate audit check-evidence THIS.zip --key VKEY
    It checks every file against the SHA-256 in manifest.json (and that no
    file was added), each checkpoint's signature and that it covers the
-   records read, and manifest.sig, the signature over manifest.json, when
-   the archive has one (the dashboard signs with the log's key).
+   records read, that the archive holds the log of every key given, and
+   manifest.sig, the signature over manifest.json, when the archive has
+   one (the dashboard signs with the log's key). If manifest.json lists
+   "incomplete" statements (records pruned by retention), the populations
+   miss what they say; csv/exceptions.csv lists them too.
 2. By hand: every file but manifest.json and manifest.sig is listed in
    manifest.json with its SHA-256 and row count:
    sha256sum VERIFY.md report.pdf report.xlsx csv/*.csv checkpoints/*.note

@@ -33,7 +33,7 @@ func (e *excerpt) add(cells ...string) {
 }
 
 // report renders report.pdf: the scope and source of the evidence, the
-// verification verdict, every file with its row count, hash and criteria,
+// verification verdict, why it is incomplete if it is, every file with its row count, hash and criteria,
 // the exception counts and excerpts of the access population and the
 // denials. Its dates are the period's end and its resources are sorted, so
 // the same manifest gives the same bytes. It uses the Go fonts, so names in
@@ -94,6 +94,14 @@ func report(m *Manifest, access, denials *excerpt, modified time.Time) ([]byte, 
 	v := m.Verification
 	text(fmt.Sprintf("Verification: passed. %d records verified with keys %s; %d trusted checkpoint copies checked.",
 		v.Records, strings.Join(v.Keys, ", "), v.TrustedCopies))
+	if len(m.Incomplete) > 0 {
+		pdf.SetFont("go", "B", 9)
+		text("INCOMPLETE: the log no longer holds every record this evidence needs.")
+		pdf.SetFont("go", "", 8.5)
+		for _, s := range m.Incomplete {
+			text(s)
+		}
+	}
 	var origins [][]string
 	for _, o := range m.Origins {
 		inPeriod := "none"

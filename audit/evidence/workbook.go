@@ -248,9 +248,14 @@ func (w *bookWriter) summary(m *Manifest, csvs []*section) error {
 			v.Records, strings.Join(v.Keys, ", "), v.TrustedCopies)}},
 		{false, []string{"source", "The CSV files of this archive hold every row exactly; the other sheets of this workbook show the same rows. " +
 			"manifest.json lists the SHA-256 of every file, this workbook included: check them with sqlgate audit check-evidence (VERIFY.md)."}},
+	}
+	for _, s := range m.Incomplete {
+		lines = append(lines, line{false, []string{"INCOMPLETE", s}})
+	}
+	lines = append(lines, []line{
 		{},
 		{true, []string{"log origin", "records read", "records in period", "checkpoint size", "checkpoint root", "signed by"}},
-	}
+	}...)
 	for _, o := range m.Origins {
 		inPeriod := "none"
 		if o.PeriodFirst >= 0 {

@@ -263,6 +263,9 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 		return printJSON(e.stdout, m)
 	}
 	fmt.Fprintf(e.stdout, "evidence for %s to %s written to %s (the log verified: %d records)\n", m.Period.From, m.Period.To, *out, m.Verification.Records)
+	for _, s := range m.Incomplete {
+		fmt.Fprintf(e.stdout, "WARNING: %s\n", s)
+	}
 	for _, f := range m.Files {
 		fmt.Fprintf(e.stdout, "  %-28s %12s  sha256 %s\n", f.Name, f.Count(), f.SHA256)
 	}
@@ -365,6 +368,9 @@ func cmdAuditCheckEvidence(_ context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "%s checks: evidence for %s to %s, %d files match the manifest\n", pos[0], m.Period.From, m.Period.To, rep.Files)
 	for i, o := range m.Origins {
 		fmt.Fprintf(e.stdout, "  %s: records %d to %d, covered by a checkpoint of %d records signed by %s\n", o.Origin, o.First, o.End-1, o.CheckpointSize, rep.Checkpoints[i])
+	}
+	for _, s := range m.Incomplete {
+		fmt.Fprintf(e.stdout, "  WARNING: %s\n", s)
 	}
 	switch {
 	case rep.SignedBy != "":
