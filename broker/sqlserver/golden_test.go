@@ -71,6 +71,8 @@ func declOf(v any) string {
 		return "float NULL"
 	case sql.NullString:
 		return "nvarchar(4000) NULL"
+	case stringOut: // Value() is "": makeStrParam, Size 0, which makeDecl spells nvarchar(max)
+		return "nvarchar(max)"
 	case sql.NullTime:
 		return "datetimeoffset(7) NULL"
 	case mssql.NullUniqueIdentifier:
@@ -98,6 +100,8 @@ func deref(p any) any {
 	case *sql.NullFloat64:
 		return *d
 	case *sql.NullString:
+		return *d
+	case *stringOut:
 		return *d
 	case *sql.NullTime:
 		return *d

@@ -2,6 +2,7 @@ package sqlserver
 
 import (
 	"database/sql"
+	"database/sql/driver"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -179,12 +180,25 @@ func typedNull(bt, jt string) any {
 // outParam is an OUTPUT parameter's destination.
 type outParam struct {
 	name string
-	dest any // pointer to a sql.Null* or []byte
+	dest any // pointer to a sql.Null*, stringOut or []byte
 }
+
+// stringOut is the destination of a string OUTPUT parameter. go-mssqldb
+// declares a *sql.NullString destination nvarchar(4000), which would cut a
+// longer value of an nvarchar(max) OUTPUT parameter silently, and has no
+// NULL nvarchar(max); it declares the empty string nvarchar(max). So
+// stringOut sends an empty string (the call batch sets the parameter to
+// NULL before the EXEC, see procCall) and scans the value back as a
+// sql.NullString.
+type stringOut struct{ sql.NullString }
+
+// Value is what the driver sends and declares: an empty nvarchar(max).
+func (stringOut) Value() (driver.Value, error) { return "", nil }
 
 // newOut returns the destination of an OUTPUT parameter: its Go type sets
 // the type the driver declares (bigint, float, bit, nvarchar(4000) for
-// decimals and strings, datetimeoffset, uniqueidentifier, varbinary(max)).
+// decimals, nvarchar(max) for strings, datetimeoffset, uniqueidentifier,
+// varbinary(max)).
 func newOut(p route.Param) *outParam {
 	o := &outParam{name: p.Name}
 	switch baseType(p.SQLType) {
@@ -201,8 +215,10 @@ func newOut(p route.Param) *outParam {
 	case "varbinary", "binary":
 		b := []byte{}
 		o.dest = &b
-	default: // decimal, numeric, strings
+	case "decimal", "numeric": // exact text, at most 40 characters
 		o.dest = &sql.NullString{}
+	default: // strings
+		o.dest = &stringOut{}
 	}
 	return o
 }
@@ -236,6 +252,10 @@ func (o *outParam) value(sqlType string) any {
 	case *[]byte:
 		if *d != nil {
 			return *d
+		}
+	case *stringOut:
+		if d.Valid {
+			return d.String
 		}
 	case *sql.NullString:
 		if d.Valid {

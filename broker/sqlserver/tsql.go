@@ -108,10 +108,16 @@ func quoteName(name string) string {
 
 // procCall is the call part of a procedure route's batch: EXEC with the
 // return status into @sqlgate_return_value, each present parameter passed
-// by name, OUTPUT parameters passed through. Names come from the catalog
-// (plain identifiers) and are bracket-quoted.
+// by name, OUTPUT parameters passed through. The OUTPUT parameters are set
+// to NULL first: the driver sends string ones as empty strings (see
+// stringOut), and a procedure sees NULL in every OUTPUT parameter it has
+// not set. The target is bracket-quoted; parameter names are catalog
+// identifiers (plain).
 func procCall(target string, params, outputs []string) string {
 	var b strings.Builder
+	for _, o := range outputs {
+		b.WriteString("SET @" + o + " = NULL;\n")
+	}
 	b.WriteString("EXEC @sqlgate_return_value = ")
 	b.WriteString(quoteName(target))
 	n := 0

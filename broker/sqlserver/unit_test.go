@@ -3,6 +3,7 @@ package sqlserver
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,6 +100,26 @@ func TestOutputValues(t *testing.T) {
 	*id.dest.(*sql.NullInt64) = sql.NullInt64{Int64: 42, Valid: true}
 	if got := id.value("int"); got != int64(42) {
 		t.Errorf("int output = %#v, want 42", got)
+	}
+	// A string OUTPUT destination sends an empty string, which go-mssqldb
+	// declares nvarchar(max) (a *sql.NullString is nvarchar(4000), cutting
+	// longer values), and scans NULL and long values back.
+	for _, typ := range []string{"nvarchar(max)", "nvarchar(20)", "varchar(max)", "text"} {
+		st := newOut(route.Param{Name: "status", SQLType: typ})
+		so, ok := st.dest.(*stringOut)
+		if !ok {
+			t.Fatalf("newOut(%s).dest = %T, want *stringOut", typ, st.dest)
+		}
+		if v, err := driver.Valuer(so).Value(); v != "" || err != nil {
+			t.Errorf("newOut(%s) sends %#v, %v; want the empty string go-mssqldb declares nvarchar(max)", typ, v, err)
+		}
+		if err := so.Scan(nil); err != nil || st.value(typ) != nil {
+			t.Errorf("%s output NULL = %#v, %v; want nil", typ, st.value(typ), err)
+		}
+		long := strings.Repeat("é", 5000)
+		if err := so.Scan(long); err != nil || st.value(typ) != long {
+			t.Errorf("%s output of 5000 characters = %d bytes, %v", typ, len(fmt.Sprint(st.value(typ))), err)
+		}
 	}
 }
 
