@@ -289,13 +289,7 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 	if !st.inserted {
 		open = false
 		rollback(conn)
-		if st.hash.String != c.RequestHash {
-			return nil, broker.ErrConflict
-		}
-		return &broker.Result{
-			JSON: json.RawMessage(st.result.String), Rows: st.rows.Int64, RowsAffected: st.affected.Int64,
-			TransactionID: strconv.FormatInt(st.txid, 10), Replayed: true, CommittedAt: st.committed.Time.UTC(),
-		}, nil
+		return e.replay(st, c)
 	}
 	var outputs []resultjson.Output
 	for i, o := range shape.outs {
@@ -327,6 +321,29 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 	open = false
 	return res, nil
 }
+
+// replay returns the stored result of a key the call found taken:
+// ErrConflict when it was stored for another request. A record without
+// committed_at was never finished: the key lock only lets the call see a
+// committed record, so its transaction was committed by the routed
+// procedure itself (COMMIT inside the module; the call then failed with
+// 266), before the result was stored. There is no result to replay, and
+// running the call again could repeat what the procedure committed, so
+// the key is unavailable, as a key still in flight is on PostgreSQL.
+func (e *Executor) replay(st *status, c *broker.Call) (*broker.Result, error) {
+	if !st.committed.Valid {
+		return nil, e.unavailable(errUnfinished)
+	}
+	if st.hash.String != c.RequestHash {
+		return nil, broker.ErrConflict
+	}
+	return &broker.Result{
+		JSON: json.RawMessage(st.result.String), Rows: st.rows.Int64, RowsAffected: st.affected.Int64,
+		TransactionID: strconv.FormatInt(st.txid, 10), Replayed: true, CommittedAt: st.committed.Time.UTC(),
+	}, nil
+}
+
+var errUnfinished = errors.New("idempotency record committed without a result (the routed procedure committed the transaction)")
 
 // rollback ends a failed transaction; if the server cannot be told, the
 // connection is discarded (the server rolls back when the session ends).

@@ -403,3 +403,36 @@ func TestClassifyQuotedData(t *testing.T) {
 		})
 	}
 }
+
+// A record the call finds taken is replayed only once it was finished: a
+// procedure that commits the call's transaction leaves the record
+// committed without a result, which no retry may take for one.
+func TestReplay(t *testing.T) {
+	t.Parallel()
+	e := &Executor{cfg: Config{Name: "orders"}}
+	c := &broker.Call{Route: &route.Route{}, RequestHash: "h1"}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	finished := status{
+		txid: 7, hash: sql.NullString{String: "h1", Valid: true}, result: sql.NullString{String: `{"rows":[]}`, Valid: true},
+		rows: sql.NullInt64{Valid: true}, affected: sql.NullInt64{Int64: 1, Valid: true}, committed: sql.NullTime{Time: at, Valid: true},
+	}
+	unfinished := finished
+	unfinished.result, unfinished.rows, unfinished.affected, unfinished.committed = sql.NullString{}, sql.NullInt64{}, sql.NullInt64{}, sql.NullTime{}
+	otherHash := finished
+	otherHash.hash.String = "h2"
+	unfinishedOtherHash := unfinished
+	unfinishedOtherHash.hash.String = "h2"
+
+	res, err := e.replay(&finished, c)
+	if err != nil || !res.Replayed || string(res.JSON) != `{"rows":[]}` || res.TransactionID != "7" || !res.CommittedAt.Equal(at) || res.RowsAffected != 1 {
+		t.Errorf("replay(finished) = %+v, %v; want the stored result", res, err)
+	}
+	for name, st := range map[string]status{"unfinished": unfinished, "unfinished_other_hash": unfinishedOtherHash} {
+		if res, err := e.replay(&st, c); !errors.Is(err, broker.ErrUnavailable) {
+			t.Errorf("replay(%s) = %+v, %v; want ErrUnavailable", name, res, err)
+		}
+	}
+	if res, err := e.replay(&otherHash, c); !errors.Is(err, broker.ErrConflict) {
+		t.Errorf("replay(other request) = %+v, %v; want ErrConflict", res, err)
+	}
+}
