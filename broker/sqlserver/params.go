@@ -39,7 +39,10 @@ func baseType(sqlType string) string {
 //	null              a NULL typed after the declared or JSON type
 //
 // A value that cannot be converted is a *route.InvalidError naming the
-// field, never quoting the value.
+// field, never quoting the value. So is a value longer than a declared
+// string or binary length (nvarchar(n), varchar(n), nchar(n), char(n),
+// varbinary(n), binary(n)): CAST in a statement, and a procedure's
+// parameter, would cut it silently (see fitsDeclared).
 func bindValue(p *route.Param, name string, v any) (any, error) {
 	bt := ""
 	jt := ""
@@ -47,6 +50,11 @@ func bindValue(p *route.Param, name string, v any) (any, error) {
 		bt, jt = baseType(p.SQLType), p.Type
 	}
 	bad := func(msg string) error { return &route.InvalidError{Field: name, Message: msg} }
+	if p != nil {
+		if msg := fitsDeclared(p.SQLType, v); msg != "" {
+			return nil, bad(msg)
+		}
+	}
 	switch x := v.(type) {
 	case nil:
 		return typedNull(bt, jt), nil
@@ -141,6 +149,64 @@ func bindValue(p *route.Param, name string, v any) (any, error) {
 	default:
 		return nil, fmt.Errorf("parameter %s: unsupported value type %T", name, v)
 	}
+}
+
+// fitsDeclared checks a value against the length of its declared string
+// or binary type and returns what is wrong, or "" when it fits or no
+// length is declared. Lengths are those SQL Server counts: an nvarchar(n)
+// or nchar(n) holds n UTF-16 code units (a character outside the BMP takes
+// two); varbinary(n)/binary(n) n bytes of the base64-decoded value. A
+// varchar(n)/char(n) holds n bytes in the collation's code page, which
+// sqlgate does not know: it checks the UTF-16 length, exact for ASCII text
+// and a lower bound otherwise (a character takes at least one byte), so a
+// non-ASCII value that passes may still be cut by the server. Numbers bound
+// to a string type are checked as the text the server converts them to.
+// Invalid base64 is left to bindValue.
+func fitsDeclared(sqlType string, v any) string {
+	t := tsqlType(sqlType)
+	base, arg, ok := strings.Cut(t, "(")
+	if !ok {
+		return ""
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(arg, ")"))
+	if err != nil { // max, or a precision list
+		return ""
+	}
+	length := -1
+	switch base {
+	case "nvarchar", "nchar", "varchar", "char":
+		switch x := v.(type) {
+		case string:
+			length = utf16Len(x)
+		case json.Number:
+			length = len(x)
+		case int64:
+			length = len(strconv.FormatInt(x, 10))
+		}
+	case "varbinary", "binary":
+		if x, ok := v.(string); ok {
+			if b, err := base64.StdEncoding.DecodeString(x); err == nil {
+				length = len(b)
+			}
+		}
+	}
+	if length > n {
+		return "longer than the declared " + t
+	}
+	return ""
+}
+
+// utf16Len is the length of s in UTF-16 code units, as nvarchar counts.
+func utf16Len(s string) int {
+	n := 0
+	for _, r := range s {
+		if r > 0xFFFF {
+			n += 2
+		} else {
+			n++
+		}
+	}
+	return n
 }
 
 func typedNull(bt, jt string) any {

@@ -62,6 +62,21 @@ func TestBindValue(t *testing.T) {
 		{"null_string", route.Param{Type: "string", Nullable: true}, nil, sql.NullString{}, ""},
 		{"null_uniqueidentifier", route.Param{Type: "string", SQLType: "uniqueidentifier"}, nil, mssql.NullUniqueIdentifier{}, ""},
 		{"null_varbinary", route.Param{Type: "string", SQLType: "varbinary(max)"}, nil, []byte(nil), ""},
+		// Declared lengths: CAST(@x AS nvarchar(5)) and a procedure's
+		// nvarchar(5) parameter would cut a longer value silently.
+		{"nvarchar_fits", route.Param{Type: "string", SQLType: "nvarchar(5)"}, "héllo", mssql.NVarCharMax("héllo"), ""},
+		{"nvarchar_too_long", route.Param{Type: "string", SQLType: "nvarchar(5)"}, "héllo!", nil, "longer than the declared nvarchar(5)"},
+		{"nvarchar_surrogates", route.Param{Type: "string", SQLType: "NVARCHAR(5)"}, "abcd😀", nil, "longer than the declared nvarchar(5)"},
+		{"nchar_too_long", route.Param{Type: "string", SQLType: "nchar(2)"}, "abc", nil, "longer than the declared nchar(2)"},
+		{"varchar_too_long", route.Param{Type: "string", SQLType: "varchar(3)"}, "abcd", nil, "longer than the declared varchar(3)"},
+		{"char_fits", route.Param{Type: "string", SQLType: "char(4)"}, "abcd", mssql.NVarCharMax("abcd"), ""},
+		{"nvarchar_max", route.Param{Type: "string", SQLType: "nvarchar(max)"}, strings.Repeat("x", 5000), mssql.NVarCharMax(strings.Repeat("x", 5000)), ""},
+		{"text_unbounded", route.Param{Type: "string", SQLType: "text"}, strings.Repeat("x", 5000), mssql.NVarCharMax(strings.Repeat("x", 5000)), ""},
+		{"number_as_nvarchar_too_long", route.Param{Type: "number", SQLType: "nvarchar(5)"}, json.Number("123.456"), nil, "longer than the declared nvarchar(5)"},
+		{"integer_as_varchar_too_long", route.Param{Type: "integer", SQLType: "varchar(5)"}, int64(-123456), nil, "longer than the declared varchar(5)"},
+		{"integer_as_varchar_fits", route.Param{Type: "integer", SQLType: "varchar(5)"}, int64(-1234), int64(-1234), ""},
+		{"varbinary_too_long", route.Param{Type: "string", SQLType: "varbinary(2)"}, "AAEC", nil, "longer than the declared varbinary(2)"},
+		{"binary_fits", route.Param{Type: "string", SQLType: "binary(3)"}, "AAEC", []byte{0, 1, 2}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
