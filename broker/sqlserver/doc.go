@@ -17,11 +17,15 @@
 //     the idempotency insert guarded by NOT EXISTS under UPDLOCK, HOLDLOCK
 //     (a concurrent call with the same key waits on the key lock until the
 //     first transaction ends), one status row with CURRENT_TRANSACTION_ID(),
-//     then the call itself: `EXEC @sqlgate_return_value = [schema].[proc]
-//     @a = @a, @out = @out OUTPUT` for a procedure route, or the route's
-//     statement. When the key is already committed the batch returns the
-//     stored record instead and RETURNs before the call; the adapter rolls
-//     back and replies with the stored result or broker.ErrConflict.
+//     then the call itself: `SET @out = NULL; EXEC @sqlgate_return_value =
+//     [schema].[proc] @a = @a, @out = @out OUTPUT` for a procedure route,
+//     or the route's statement. The batch's own names all start with
+//     sqlgate_, which the catalog reserves. When the key is already
+//     committed the batch returns the stored record instead and RETURNs
+//     before the call; the adapter rolls back and replies with the stored
+//     result, broker.ErrConflict for another request, or
+//     broker.ErrUnavailable when the record was committed without a result
+//     (a routed procedure committed the call's transaction).
 //  3. [StoreBatch]: UPDATE the idempotency record with the result JSON.
 //  4. [CommitBatch]: COMMIT TRANSACTION.
 //
@@ -36,12 +40,15 @@
 // next caller's batch sets its own read-only values.
 //
 // Every T-SQL text the adapter sends is a constant or is built from
-// catalog identifiers that were validated and are bracket-quoted; values are
-// always parameters. The golden files in testdata show each batch and the
-// parameter types it declares.
+// catalog identifiers that were validated (the procedure name also
+// bracket-quoted); values are always parameters, checked against a
+// declared length before sending. The golden files in testdata show each
+// batch and the parameter types it declares.
 //
 // Errors: SQL errors become *broker.DBError with the error number and state
-// and the server's message scrubbed of the call's values; deadlocks (1205)
-// are retried with backoff; connection failures, login and availability
-// errors and an expired context become broker.ErrUnavailable.
+// and the server's message stripped of the data it quotes (truncated
+// values, duplicate keys, conversion failures) and of the call's values;
+// deadlocks (1205) are retried with backoff; connection failures, login
+// and availability errors and an expired context become
+// broker.ErrUnavailable.
 package sqlserver
