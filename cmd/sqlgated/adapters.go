@@ -21,6 +21,7 @@ import (
 	"github.com/sqlgate/sqlgate/audit/sqlstore"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/control"
+	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/identity/oidc"
 	"github.com/sqlgate/sqlgate/policy"
@@ -425,4 +426,38 @@ func (w webSessions) DeleteSession(ctx context.Context, key string) error {
 
 func (w webSessions) DeletePrincipalSessions(ctx context.Context, principalID string) (int64, error) {
 	return w.st.DeletePrincipal(ctx, principalID)
+}
+
+// routeChecker is an executor that can tell, before any call, whether a
+// route can run on it (the target exists, sqlgate may execute it).
+type routeChecker interface {
+	Check(ctx context.Context, r *route.Route) error
+}
+
+// checkRoutes checks every route against its database at start and logs
+// each one that cannot run, naming the route and the reason: a missing
+// procedure or a missing permission shows now, not at the first call. A
+// failed check does not stop the start: the database may be migrated after
+// sqlgated is deployed, and a call that cannot run fails closed anyway. It
+// returns how many routes failed.
+func checkRoutes(ctx context.Context, catalog *route.Catalog, executors map[string]broker.Executor, log *slog.Logger) int {
+	failed := 0
+	for _, r := range catalog.Routes() {
+		c, ok := executors[r.Database].(routeChecker)
+		if !ok {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.Check(cctx, r)
+		cancel()
+		if err != nil {
+			failed++
+			level := slog.LevelError
+			if errors.Is(err, broker.ErrUnavailable) {
+				level = slog.LevelWarn // the database is not there yet; calls will say so
+			}
+			log.Log(ctx, level, "route cannot run on its database", "subject", r.Subject, "database", r.Database, "target", r.Target, "err", err)
+		}
+	}
+	return failed
 }

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/brokertest"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/identity/oidc"
@@ -63,6 +68,42 @@ func TestLoginTooManySignIns(t *testing.T) {
 		s.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 		if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "too many sign-ins are in progress") {
 			t.Errorf("GET %s = %d %q, want 503 saying too many sign-ins are in progress", path, rec.Code, rec.Body)
+		}
+	}
+}
+
+// checkingExec is a database whose Check refuses some routes.
+type checkingExec struct {
+	broker.Executor
+	fail map[string]error
+}
+
+func (c checkingExec) Check(_ context.Context, r *route.Route) error { return c.fail[r.Subject] }
+
+// TestCheckRoutesAtStart: a route whose target cannot run is named in the
+// log at start, as an error, or as a warning when the database is only not
+// there yet; routes that can run say nothing.
+func TestCheckRoutesAtStart(t *testing.T) {
+	catalog, err := brokertest.Catalog("orders", brokertest.OrdersTargets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := checkingExec{Executor: brokertest.NewFake("orders", brokertest.OrdersProcs()), fail: map[string]error{
+		brokertest.SubjectCreate: errors.New("procedure orders.create_order does not exist"),
+		brokertest.SubjectGet:    fmt.Errorf("%w: connection refused", broker.ErrUnavailable),
+	}}
+	var out bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&out, nil))
+	if n := checkRoutes(t.Context(), catalog, map[string]broker.Executor{"orders": exec}, log); n != 2 {
+		t.Errorf("checkRoutes = %d failures, want 2", n)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log:\n%s\nwant one line per failed route", out.String())
+	}
+	for _, want := range []string{"level=ERROR.*subject=" + brokertest.SubjectCreate + ".*does not exist", "level=WARN.*subject=" + brokertest.SubjectGet + ".*connection refused"} {
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Errorf("log:\n%s\nwant a line matching %s", out.String(), want)
 		}
 	}
 }

@@ -160,6 +160,7 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 	if err := recoverIntents(ctx, a.audit, cfg.Executors, a.log); err != nil {
 		return a, err
 	}
+	checkRoutes(ctx, cfg.Catalog, cfg.Executors, a.log)
 	if err := a.startLeases(ctx, cdb); err != nil {
 		return a, err
 	}
