@@ -19,8 +19,9 @@ import (
 var unknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
 
 // wrongType is yaml's message for a value of the wrong type; it quotes the
-// value's first characters, which may be a secret's.
-var wrongType = regexp.MustCompile("^(line \\d+: cannot unmarshal \\S+) `.*`( into .+)$")
+// value's first characters, which may be a secret's and may span lines
+// (hence (?s): "." must match a newline inside the quoted value too).
+var wrongType = regexp.MustCompile("(?s)^(line \\d+: cannot unmarshal \\S+) `.*`( into .+)$")
 
 // Decode decodes data into v, rejecting unknown keys. An empty document
 // leaves v as it is. Every problem yaml reports is returned, one per line,

@@ -24,6 +24,10 @@ func TestDecode(t *testing.T) {
 			"line 3: unknown key \"bogus\"\nline 4: unknown key \"extra\"",
 		},
 		{"wrong type, value not repeated", "count: hunter2-secret\n", "line 1: cannot unmarshal !!str into int"},
+		// yaml quotes a value's first characters with its newlines: a
+		// multi-line secret in the wrong place is not repeated either.
+		{"wrong_type_multi_line_value_not_repeated", "count: \"hu\\nnter2-secret\"\n", "line 1: cannot unmarshal !!str into int"},
+		{"wrong_type_block_scalar_not_repeated", "count: |\n  h\n  unter2\n", "line 1: cannot unmarshal !!str into int"},
 		{"not yaml", "http: [\n", "yaml: line 1: did not find expected node content"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
