@@ -175,6 +175,8 @@ type Log struct {
 	stats struct {
 		records, batches, checkpoints, writeErrors atomic.Int64
 	}
+	// failing holds the error of the latest store write when it failed.
+	failing atomic.Pointer[error]
 
 	// Committer state, touched only by the committer goroutine (and by Open
 	// before it starts).
@@ -579,6 +581,16 @@ func (l *Log) Stats() Stats {
 	}
 }
 
+// WriteError returns the error of the log's latest store write when that
+// write failed, else nil. While the store refuses writes every append fails
+// (and every call is refused): readiness checks report it.
+func (l *Log) WriteError() error {
+	if err := l.failing.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
 // Close stops accepting appends, commits the queued ones, writes a final
 // checkpoint, hands it to the sink and waits for the sink. It does not close
 // the store.
@@ -731,6 +743,17 @@ func (l *Log) heartbeat(ctx context.Context) {
 // commit writes reqs (and a checkpoint when due or when forced) in one store
 // transaction and answers every request. It returns the write error.
 func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint bool) error {
+	err := l.commitOnce(ctx, reqs, forceCheckpoint)
+	if err != nil {
+		l.failing.Store(&err)
+	} else if l.failing.Load() != nil {
+		l.failing.Store(nil)
+	}
+	return err
+}
+
+// commitOnce is commit without the bookkeeping of WriteError.
+func (l *Log) commitOnce(ctx context.Context, reqs []*appendReq, forceCheckpoint bool) error {
 	if l.reload {
 		rctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
 		err := l.loadState(rctx)

@@ -728,3 +728,25 @@ func TestReloadNeverGoesBack(t *testing.T) {
 		t.Errorf("the rolled-back store holds %+v, %v; want its one record and nothing signed on", st, err)
 	}
 }
+
+// TestWriteErrorWhileStoreRefuses: while the store refuses writes the log
+// says so (readiness reports it), and once a write succeeds it does not.
+func TestWriteErrorWhileStoreRefuses(t *testing.T) {
+	store := audittest.NewStore()
+	l := openLog(t, store, nil)
+	if err := l.WriteError(); err != nil {
+		t.Fatalf("WriteError of a healthy log = %v", err)
+	}
+	store.FailWrites(errors.New("disk full"))
+	if _, err := l.Append(t.Context(), intent("a")); err == nil {
+		t.Fatal("append to a refusing store succeeded")
+	}
+	if err := l.WriteError(); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Errorf("WriteError while the store refuses = %v", err)
+	}
+	store.FailWrites(nil)
+	mustAppend(t, l, intent("b"))
+	if err := l.WriteError(); err != nil {
+		t.Errorf("WriteError after a successful write = %v", err)
+	}
+}

@@ -12,7 +12,8 @@ import (
 // NotReady is one reason the instance cannot serve, reported by
 // [Config.Ready].
 type NotReady struct {
-	// Component is a fixed name ("policy", "nats", "control database"):
+	// Component is a fixed name ("policy", "nats", "control database",
+	// "audit log"):
 	// /readyz shows it to anyone, so it must not carry the error's detail.
 	Component string
 	// Err is the detail for operators: logged, never served.

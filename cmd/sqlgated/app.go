@@ -520,6 +520,12 @@ func (a *app) ready(ctx context.Context) []web.NotReady {
 	if err := a.cfg.ControlDB.PingContext(ctx); err != nil {
 		out = append(out, web.NotReady{Component: "control database", Err: err})
 	}
+	// A database can answer a ping and still refuse writes (a read-only
+	// replica after a failover, a full disk, a lock): then every call is
+	// refused, and the instance is not ready.
+	if err := a.audit.WriteError(); err != nil {
+		out = append(out, web.NotReady{Component: "audit log", Err: err})
+	}
 	return out
 }
 
@@ -560,23 +566,12 @@ func (a *app) wait(ctx context.Context) error {
 
 // shutdown stops everything in reverse order within a bounded time.
 func (a *app) shutdown(ctx context.Context) {
+	// The transports answer the calls they accepted, each within its route's
+	// timeout; only then does the budget of the audit log's last writes
+	// start, so a slow call cannot use it up.
+	a.stopTransports(ctx, a.drainBound())
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if a.micro != nil {
-		if err := a.micro.Stop(); err != nil {
-			a.log.WarnContext(ctx, "stop micro service", "err", err)
-		}
-	}
-	if a.async != nil {
-		if err := a.async.Stop(); err != nil {
-			a.log.WarnContext(ctx, "stop async consumer", "err", err)
-		}
-	}
-	if a.callout != nil {
-		if err := a.callout.Stop(); err != nil {
-			a.log.WarnContext(ctx, "stop auth callout", "err", err)
-		}
-	}
 	if a.service != nil {
 		if err := a.service.Drain(ctx); err != nil {
 			a.log.WarnContext(ctx, "shutdown", "err", err)
@@ -602,6 +597,52 @@ func (a *app) shutdown(ctx context.Context) {
 	}
 	if a.cfg.ControlDB != nil {
 		_ = a.cfg.ControlDB.Close()
+	}
+}
+
+// drainBound is how long the transports may take to answer the calls they
+// accepted at shutdown: the longest route timeout and a margin for the audit
+// intent before it and the reply after it.
+func (a *app) drainBound() time.Duration {
+	longest := time.Duration(0)
+	if a.cfg.Catalog != nil {
+		for _, r := range a.cfg.Catalog.Routes() {
+			longest = max(longest, r.Timeout)
+		}
+	}
+	return longest + 15*time.Second
+}
+
+// stopTransports stops taking calls and waits, at most bound, for the ones
+// accepted to be answered. A call still running then finishes on its own or
+// dies with the process; its intent without an outcome is repaired at the
+// next start.
+func (a *app) stopTransports(ctx context.Context, bound time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if a.micro != nil {
+			if err := a.micro.Stop(); err != nil {
+				a.log.WarnContext(ctx, "stop micro service", "err", err)
+			}
+		}
+		if a.async != nil {
+			if err := a.async.Stop(); err != nil {
+				a.log.WarnContext(ctx, "stop async consumer", "err", err)
+			}
+		}
+		if a.callout != nil {
+			if err := a.callout.Stop(); err != nil {
+				a.log.WarnContext(ctx, "stop auth callout", "err", err)
+			}
+		}
+	}()
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		a.log.WarnContext(ctx, "calls still running at the shutdown deadline; their outcomes are recovered at the next start", "waited", bound)
 	}
 }
 

@@ -249,6 +249,71 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("audit_store_refuses_writes", func(t *testing.T) {
+		// The control database answers pings but refuses writes (here: a
+		// lock held elsewhere): calls are refused, and /readyz says the
+		// audit log is not ready until writes succeed again.
+		db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(s.dir, "control.db")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		conn, err := db.Conn(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(t.Context(), "BEGIN EXCLUSIVE"); err != nil {
+			t.Fatal(err)
+		}
+		// The intent waits for the lock up to the store's busy timeout (10 s).
+		reply, err := nc.Request("orders.v1.get", []byte(`{"id":1}`), 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var refused envelope
+		if err := json.Unmarshal(reply.Data, &refused); err != nil {
+			t.Fatal(err)
+		}
+		readyz := func() (int, []string) {
+			resp, err := http.Get(s.st.HTTPURL + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var ready struct {
+				NotReady []string `json:"not_ready"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&ready)
+			return resp.StatusCode, ready.NotReady
+		}
+		// The caller gave up first; the write itself fails when the store's
+		// wait for the lock ends, and from then on /readyz says so.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			code, notReady := readyz()
+			if code == http.StatusServiceUnavailable && slices.Contains(notReady, "audit log") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz while the audit store refuses writes = %d %v, want 503 naming the audit log", code, notReady)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if _, err := conn.ExecContext(t.Context(), "ROLLBACK"); err != nil {
+			t.Fatal(err)
+		}
+		if refused.OK || refused.Error.Code != "unavailable" {
+			t.Errorf("call while the audit store refuses writes = %+v, want unavailable", refused)
+		}
+		if again, _ := request(t, nc, "orders.v1.get", `{"id":1}`, nil); !again.OK {
+			t.Errorf("call after the lock was released = %+v", again)
+		}
+		if code, notReady := readyz(); code != http.StatusOK {
+			t.Errorf("/readyz after writes succeed again = %d %v", code, notReady)
+		}
+	})
+
 	t.Run("bad_input", func(t *testing.T) {
 		tests := []struct{ name, subject, payload, code string }{
 			{"not_json", "orders.v1.create", `{customer:"x"}`, "invalid_request"},
