@@ -8,10 +8,11 @@
 // A function (procedure: naming a function) takes one round trip: one
 // pipeline of two statements that PostgreSQL runs as one implicit
 // transaction. The first takes a transaction-scoped advisory lock on the
-// key's hash and sets the session context with
+// key's hash, sets the session context with
 // set_config('sqlgate.correlation_id' | 'sqlgate.principal' |
-// 'sqlgate.decision_id', value, true) (transaction-local). The second checks
-// that the key has no record, calls `schema.function(name => $n, ...)` only
+// 'sqlgate.decision_id', value, true) (transaction-local) and reads the
+// function's result type. The second checks that the key has no record and
+// that the result type is the one it was built for, calls `schema.function(name => $n, ...)` only
 // then, and inserts the record with the transaction id (txid_current()) and
 // the rows, each column rendered as text in SQL; the reply is rendered from
 // that text, as is every replay. See onetrip.go. A function returning a type
@@ -36,7 +37,10 @@
 //  3. One pipelined batch: UPDATE the idempotency record with the result
 //     JSON, then COMMIT.
 //
-// Statements are prepared once per connection and cached by pgx. Values are
+// Statements are prepared once per connection and cached by pgx. A call
+// that fails because a schema change made one of them stale (0A000, its
+// result columns changed; 26000, gone) kept nothing, so it runs once more on
+// the same connection, preparing again. Values are
 // always bound: strings as text, integers as int8, JSON numbers as their
 // exact decimal text (PostgreSQL parses them into numeric, or whatever the
 // parameter's type is; never through float64), booleans as bool. A route's

@@ -31,11 +31,22 @@ import (
 // transaction committed at the pipeline's Sync:
 //
 //  1. take a transaction-scoped advisory lock on the key's hash (class
-//     advisoryClass) and set the session context;
-//  2. in one statement: check that the key has no record, call the function
-//     only then, and insert the record with the rows aggregated into a JSON
-//     array of text values; the record's NOT NULL rows column gets NULL when
-//     the count exceeds the call's row limit, which fails the transaction.
+//     advisoryClass), set the session context, and read the function's
+//     result type (resultTypeSQL) into sqlgate.result_type;
+//  2. in one statement: check that the key has no record and that the
+//     result type is still the one the form was built for, call the
+//     function only then, and insert the record with the rows aggregated
+//     into a JSON array of text values; the record's NOT NULL rows column
+//     gets NULL when the count exceeds the call's row limit, which fails the
+//     transaction.
+//
+// The result type check catches what statement 2's plan does not: a
+// column added to the table a RETURNS SETOF function returns, or a function
+// created again under the name with more columns, would otherwise be left
+// out of every reply, because statement 2 names the columns it was built
+// for. On a mismatch statement 2 executes nothing, and the call describes
+// the function again and runs once more. (A column dropped, renamed or
+// retyped fails statement 2's plan instead; the call then does the same.)
 //
 // The lock serializes calls with the same key, and statement 2 takes its
 // snapshot after the lock is granted, so under READ COMMITTED (the default) a
@@ -60,11 +71,57 @@ type oneTripPlan struct {
 	s1, s2 string
 	head   string // the stored result up to its rows
 	cols   []rowColumn
+	// proc is the function's quoted name; relid the table or composite type
+	// it returns rows of (0: none); resultType its result type
+	// (resultTypeSQL) when it was described.
+	proc       string
+	relid      uint32
+	resultType string
 }
 
-// s1 locks the key and sets the session context.
-var oneTripLock = "SELECT pg_advisory_xact_lock(" + strconv.Itoa(advisoryClass) + ", hashtext($1)), " +
-	"set_config('sqlgate.correlation_id', $2, true), set_config('sqlgate.principal', $3, true), set_config('sqlgate.decision_id', $4, true)"
+// lockArgs returns the arguments of s1.
+func (one *oneTripPlan) lockArgs(c *broker.Call) []any {
+	if one.relid == 0 {
+		return []any{c.IdempotencyKey, c.CorrelationID, c.Principal, c.DecisionID, one.proc}
+	}
+	return []any{c.IdempotencyKey, c.CorrelationID, c.Principal, c.DecisionID, one.proc, one.relid}
+}
+
+// oneTripLock is s1: it locks the key, sets the session context and reads
+// the result type of the function ($5, its quoted name; $6 the table or
+// composite type it returns rows of, when it does) into sqlgate.result_type,
+// which s2 checks.
+func oneTripLock(relid uint32) string {
+	return "SELECT pg_advisory_xact_lock(" + strconv.Itoa(advisoryClass) + ", hashtext($1)), " +
+		"set_config('sqlgate.correlation_id', $2, true), set_config('sqlgate.principal', $3, true), set_config('sqlgate.decision_id', $4, true), " +
+		"set_config('sqlgate.result_type', " + resultTypeSQL("$5", relid, "$6::oid") + ", true)"
+}
+
+// resultTypeSQL returns an expression for the result type of the function
+// named by the SQL expression name: the oid that name resolves to now ("" for
+// none) and, when relid is not 0, a digest of the columns (number, name,
+// type) of the table or composite type whose oid the SQL expression rel
+// gives. Nothing else can change the columns of a function that keeps its
+// oid (CREATE OR REPLACE cannot change its result type). Without a table
+// this costs PostgreSQL about a microsecond per call; reading the columns
+// about ten.
+func resultTypeSQL(name string, relid uint32, rel string) string {
+	expr := "coalesce(to_regproc(" + name + ")::oid::text, '')"
+	if relid == 0 {
+		return expr
+	}
+	return expr + " || ':' || coalesce((SELECT md5(string_agg(a.attnum::text || ' ' || a.attname || ' ' || a.atttypid::text, ',' ORDER BY a.attnum)) " +
+		"FROM pg_catalog.pg_attribute a WHERE a.attrelid = " + rel + " AND a.attnum > 0 AND NOT a.attisdropped), '')"
+}
+
+// sqlDescribeResult reads the table or composite type a function ($1, its
+// quoted name) returns rows of (0: none) and its result type.
+var sqlDescribeResult = "SELECT f.relid, CASE WHEN f.relid = 0 THEN " + resultTypeSQL("$1", 0, "") + " ELSE " + resultTypeSQL("$1", 1, "f.relid") + " END " +
+	"FROM (SELECT coalesce((SELECT t.typrelid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_type t ON t.oid = p.prorettype WHERE p.oid = to_regproc($1)), 0) AS relid) AS f"
+
+// errResultTypeChanged says a one-round-trip call executed nothing because
+// the function's result type is no longer the one it was described with.
+var errResultTypeChanged = fmt.Errorf("%w: the function's result type changed during the call", broker.ErrUnavailable)
 
 // rowColumn is one result column of a function: its name and how its text
 // is rendered into the reply.
@@ -128,17 +185,30 @@ const maxOneTripColumns = 100
 
 // describeFunction prepares (never executes) the function's SELECT to learn
 // its result columns and builds the one-round-trip form, or marks it unusable.
+// The result type is read first: a change after it makes the next call
+// describe the function again.
 func (e *Executor) describeFunction(ctx context.Context, plan *callPlan) (*oneTripPlan, error) {
-	conn, err := e.pool.Acquire(ctx)
-	if err != nil {
+	return onConn(ctx, e, nil, func(conn *pgxpool.Conn) (*oneTripPlan, error) {
+		return e.describeFunctionOn(ctx, conn, plan)
+	})
+}
+
+func (e *Executor) describeFunctionOn(ctx context.Context, conn *pgxpool.Conn, plan *callPlan) (*oneTripPlan, error) {
+	var (
+		relid      uint32
+		resultType string
+	)
+	if err := conn.QueryRow(ctx, sqlDescribeResult, plan.proc).Scan(&relid, &resultType); err != nil {
 		return nil, err
 	}
-	defer conn.Release()
 	sd, err := conn.Conn().Prepare(ctx, "", plan.describe)
 	if err != nil {
 		return nil, err
 	}
-	return e.oneTripFor(plan.oneTrip, plan.nargs, sd.Fields), nil
+	one := e.oneTripFor(plan.oneTrip, plan.nargs, sd.Fields)
+	one.s1 = oneTripLock(relid)
+	one.proc, one.relid, one.resultType = plan.proc, relid, resultType
+	return one, nil
 }
 
 // oneTripFor builds the one-round-trip form of a function call (call, whose
@@ -167,9 +237,10 @@ func (e *Executor) oneTripFor(call string, nargs int, fields []pgconn.FieldDescr
 	if err != nil {
 		return &oneTripPlan{}
 	}
-	// The NOT EXISTS condition refers to nothing in FROM: PostgreSQL
-	// evaluates it once, as a gate above the aggregation, and runs the
-	// function only when it holds (TestDuplicateKeyExecutesNothing). The
+	// The NOT EXISTS and result type conditions refer to nothing in FROM:
+	// PostgreSQL evaluates them once, as a gate above the aggregation, and
+	// runs the function only when they hold (TestDuplicateKeyExecutesNothing,
+	// TestOneTripResultTypeChanged). The
 	// aggregation keeps the subquery from being flattened. This form costs
 	// PostgreSQL less than the same steps as materialized CTEs.
 	t := quoteName(e.cfg.IdempotencyTable)
@@ -178,25 +249,25 @@ func (e *Executor) oneTripFor(call string, nargs int, fields []pgconn.FieldDescr
 		usable: true,
 		cols:   cols,
 		head:   storedRowsPrefix + `"columns":` + string(head) + `,"rows":`,
-		s1:     oneTripLock,
 		s2: "INSERT INTO " + t + " (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id, result, rows, rows_affected, committed_at) " +
 			"SELECT $1, $2, $3, $4, $5, txid_current(), " + next(1) + "::text || sqlgate_agg.rows || '}', " +
 			"CASE WHEN sqlgate_agg.n <= " + next(2) + "::bigint THEN sqlgate_agg.n END, sqlgate_agg.n, " + next(3) + "::timestamptz " +
 			"FROM (SELECT coalesce(json_agg(json_build_array(" + strings.Join(exprs, ", ") + "))::text, '[]') AS rows, count(*) AS n " +
 			"FROM (SELECT * FROM " + call + ") AS sqlgate_call) AS sqlgate_agg " +
-			"WHERE NOT EXISTS (SELECT 1 FROM " + t + " WHERE idempotency_key = $1) " +
+			"WHERE NOT EXISTS (SELECT 1 FROM " + t + " WHERE idempotency_key = $1) AND current_setting('sqlgate.result_type') = " + next(4) + " " +
 			"RETURNING transaction_id, result",
 	}
 }
 
 // execOneTrip runs a function call in one round trip (a replay takes a
-// second to read the record).
-func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTripPlan, args []any) (_ *broker.Result, err error) {
-	conn, err := e.pool.Acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Release()
+// second to read the record). errResultTypeChanged: it executed nothing.
+func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTripPlan, args []any) (*broker.Result, error) {
+	return onConn(ctx, e, []string{one.s2}, func(conn *pgxpool.Conn) (*broker.Result, error) {
+		return e.execOneTripOn(ctx, conn, c, one, args)
+	})
+}
+
+func (e *Executor) execOneTripOn(ctx context.Context, conn *pgxpool.Conn, c *broker.Call, one *oneTripPlan, args []any) (_ *broker.Result, err error) {
 	defer func() {
 		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
 			rollback(conn)
@@ -206,23 +277,19 @@ func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTrip
 	if err != nil {
 		return nil, err
 	}
-	limit := int64(c.RowLimit())
-	if limit <= 0 {
-		limit = math.MaxInt64
-	}
 	committedAt := time.Now().UTC().Truncate(time.Microsecond)
-	args = append(args, one.head, limit, committedAt)
+	args = oneTripArgs(c, one, args, committedAt)
 	bindTextual(sd, args)
 	b := &pgx.Batch{}
-	b.Queue(one.s1, c.IdempotencyKey, c.CorrelationID, c.Principal, c.DecisionID)
+	b.Queue(one.s1, one.lockArgs(c)...)
 	b.Queue(one.s2, args...)
 	br := conn.SendBatch(ctx, b)
 	var (
-		txid   int64
-		stored string
+		txid               int64
+		stored, resultType string
 	)
 	found := true
-	_, err = br.Exec()
+	err = br.QueryRow().Scan(nil, nil, nil, nil, &resultType)
 	if err == nil {
 		err = br.QueryRow().Scan(&txid, &stored)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -241,6 +308,9 @@ func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTrip
 	if err != nil {
 		return nil, err
 	}
+	if resultType != one.resultType {
+		return nil, errResultTypeChanged // statement 2 executed nothing
+	}
 	if !found {
 		return e.replayCommitted(ctx, conn, c)
 	}
@@ -256,6 +326,20 @@ func (e *Executor) execOneTrip(ctx context.Context, c *broker.Call, one *oneTrip
 	}
 	res.RowsAffected = res.Rows
 	return res, nil
+}
+
+// oneTripArgs returns the arguments of statement 2: the call's (the
+// idempotency values and the function's arguments), then the stored
+// result's head, the row limit, the commit time and the result type checked.
+// args is not modified.
+func oneTripArgs(c *broker.Call, one *oneTripPlan, args []any, committedAt time.Time) []any {
+	limit := int64(c.RowLimit())
+	if limit <= 0 {
+		limit = math.MaxInt64
+	}
+	out := make([]any, 0, len(args)+4)
+	out = append(out, args...)
+	return append(out, one.head, limit, committedAt, one.resultType)
 }
 
 // keyTaken reports a unique violation on the idempotency table.
@@ -378,18 +462,16 @@ func textValue(kind string, t *string) any {
 // back. Calls are sent in the order given; the advisory locks serialize
 // calls with the same key across batches and single calls. A key found
 // taken is read back after the commit: a replay, or [broker.ErrConflict]
-// for that call alone. Other targets return [broker.ErrBatchUnsupported].
-func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) (_ []broker.BatchResult, err error) {
+// for that call alone. A call whose function's result type changed since it
+// was described executed nothing in the batch; it runs alone afterwards, as
+// Execute runs it (in a transaction of its own). Other targets return
+// [broker.ErrBatchUnsupported].
+func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) ([]broker.BatchResult, error) {
 	if e.closed.Load() {
 		return nil, e.unavailable(errClosed)
 	}
-	type item struct {
-		c    *broker.Call
-		plan *callPlan
-		one  *oneTripPlan
-		args []any
-	}
-	items := make([]item, len(calls))
+	items := make([]batchItem, len(calls))
+	names := make([]string, len(calls))
 	for i, c := range calls {
 		plan, args, merged, err := e.plan(ctx, c)
 		if err != nil {
@@ -408,13 +490,35 @@ func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) (_ []
 		if !one.usable {
 			return nil, broker.ErrBatchUnsupported
 		}
-		items[i] = item{c, plan, one, args}
+		items[i] = batchItem{c, plan, one, args}
+		names[i] = one.s2
 	}
-	conn, err := e.pool.Acquire(ctx)
+	out, err := onConn(ctx, e, names, func(conn *pgxpool.Conn) ([]broker.BatchResult, error) {
+		return e.executeBatchOn(ctx, conn, items)
+	})
 	if err != nil {
 		return nil, e.classify(ctx, err, calls[0])
 	}
-	defer conn.Release()
+	for i, it := range items {
+		if errors.Is(out[i].Err, errResultTypeChanged) {
+			it.plan.one.CompareAndSwap(it.one, nil)
+			out[i].Result, out[i].Err = e.Execute(ctx, it.c)
+		}
+	}
+	return out, nil
+}
+
+// batchItem is one call of a batch and its one-round-trip form.
+type batchItem struct {
+	c    *broker.Call
+	plan *callPlan
+	one  *oneTripPlan
+	args []any
+}
+
+// executeBatchOn runs a batch on conn. A call whose function's result type
+// changed gets errResultTypeChanged: it executed nothing.
+func (e *Executor) executeBatchOn(ctx context.Context, conn *pgxpool.Conn, items []batchItem) (_ []broker.BatchResult, err error) {
 	defer func() {
 		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
 			rollback(conn)
@@ -422,29 +526,25 @@ func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) (_ []
 	}()
 	committedAt := time.Now().UTC().Truncate(time.Microsecond)
 	b := &pgx.Batch{}
-	for i, it := range items {
+	for _, it := range items {
 		sd, err := conn.Conn().Prepare(ctx, it.one.s2, it.one.s2)
 		if err != nil {
 			return nil, err
 		}
-		limit := int64(it.c.RowLimit())
-		if limit <= 0 {
-			limit = math.MaxInt64
-		}
-		items[i].args = append(it.args, it.one.head, limit, committedAt)
-		bindTextual(sd, items[i].args)
-		b.Queue(it.one.s1, it.c.IdempotencyKey, it.c.CorrelationID, it.c.Principal, it.c.DecisionID)
-		b.Queue(it.one.s2, items[i].args...)
+		args := oneTripArgs(it.c, it.one, it.args, committedAt)
+		bindTextual(sd, args)
+		b.Queue(it.one.s1, it.one.lockArgs(it.c)...)
+		b.Queue(it.one.s2, args...)
 	}
 	type sent struct {
-		txid   int64
-		stored string
-		found  bool
+		txid               int64
+		stored, resultType string
+		found              bool
 	}
 	got := make([]sent, len(items))
 	br := conn.SendBatch(ctx, b)
 	for i := range items {
-		if _, err = br.Exec(); err != nil {
+		if err = br.QueryRow().Scan(nil, nil, nil, nil, &got[i].resultType); err != nil {
 			break
 		}
 		got[i].found = true
@@ -462,14 +562,18 @@ func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) (_ []
 	if err != nil {
 		if shapeChanged(err) {
 			for _, it := range items {
-				it.plan.one.Store(nil) // the calls that follow alone describe it again
+				it.plan.one.CompareAndSwap(it.one, nil) // the calls that follow alone describe it again
 			}
 		}
 		return nil, err
 	}
 	out := make([]broker.BatchResult, len(items))
 	for i, it := range items {
-		if !got[i].found {
+		switch {
+		case got[i].resultType != it.one.resultType:
+			out[i].Err = errResultTypeChanged // its statement 2 executed nothing
+			continue
+		case !got[i].found:
 			out[i].Result, out[i].Err = e.replayCommitted(ctx, conn, it.c)
 			continue
 		}

@@ -76,6 +76,7 @@ type callPlan struct {
 	// prepared (never executed) to learn the result columns.
 	describe string
 	oneTrip  string // the function call, for the one-round-trip form
+	proc     string // the function's quoted name
 	nargs    int    // the function call's arguments
 	one      atomic.Pointer[oneTripPlan]
 }
@@ -242,12 +243,14 @@ func (e *Executor) Execute(ctx context.Context, c *broker.Call) (*broker.Result,
 	}
 }
 
-func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, args []any) (_ *broker.Result, err error) {
-	conn, err := e.pool.Acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Release()
+// execOnce runs a procedure or statement call in three round trips.
+func (e *Executor) execOnce(ctx context.Context, c *broker.Call, text string, args []any) (*broker.Result, error) {
+	return onConn(ctx, e, []string{text}, func(conn *pgxpool.Conn) (*broker.Result, error) {
+		return e.execOnceOn(ctx, conn, c, text, args)
+	})
+}
+
+func (e *Executor) execOnceOn(ctx context.Context, conn *pgxpool.Conn, c *broker.Call, text string, args []any) (_ *broker.Result, err error) {
 	open := false
 	defer func() {
 		if err != nil && open {
@@ -317,28 +320,54 @@ func (e *Executor) storeAndCommit(ctx context.Context, conn *pgxpool.Conn, c *br
 }
 
 // execFunction runs a function call in one round trip when its result
-// columns allow (see oneTripPlan), otherwise in two (execMerged).
+// columns allow (see oneTripPlan), otherwise in two (execMerged). When the
+// function's result type changed since it was described, the one-round-trip
+// call failed or executed nothing, and nothing of it was kept: the function
+// is described again and the call runs once more.
 func (e *Executor) execFunction(ctx context.Context, c *broker.Call, plan *callPlan, args []any) (*broker.Result, error) {
-	one := plan.one.Load()
-	if one == nil {
-		var err error
-		if one, err = e.describeFunction(ctx, plan); err != nil {
-			return nil, err
+	for again := false; ; again = true {
+		one := plan.one.Load()
+		if one == nil {
+			var err error
+			if one, err = e.describeFunction(ctx, plan); err != nil {
+				return nil, err
+			}
+			plan.one.Store(one)
 		}
-		plan.one.Store(one)
+		if !one.usable {
+			return e.execMerged(ctx, c, plan.text, args)
+		}
+		res, err := e.execOneTrip(ctx, c, one, args)
+		switch {
+		case errors.Is(err, errResultTypeChanged):
+			plan.one.CompareAndSwap(one, nil)
+			if !again {
+				continue
+			}
+		case shapeChanged(err):
+			// Statement 2 no longer plans: columns it names were dropped
+			// or renamed. Run again only when the description did change,
+			// so that an error of the function's own is not run twice.
+			plan.one.CompareAndSwap(one, nil)
+			if again {
+				break
+			}
+			fresh, derr := e.describeFunction(ctx, plan)
+			if derr != nil {
+				break
+			}
+			plan.one.CompareAndSwap(nil, fresh)
+			if fresh.usable != one.usable || fresh.s2 != one.s2 || fresh.resultType != one.resultType {
+				continue
+			}
+		}
+		return res, err
 	}
-	if !one.usable {
-		return e.execMerged(ctx, c, plan.text, args)
-	}
-	res, err := e.execOneTrip(ctx, c, one, args)
-	if shapeChanged(err) {
-		plan.one.Store(nil) // the function changed: describe it again on the next call
-	}
-	return res, err
 }
 
 // shapeChanged reports errors that say a function's result columns are not
-// what the one-round-trip form was built for.
+// what the one-round-trip form was built for (a change that raced with the
+// call's check of the result type).
 func shapeChanged(err error) bool {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
@@ -351,16 +380,66 @@ func shapeChanged(err error) bool {
 	return false
 }
 
+// staleStatement reports errors that say a statement prepared on the
+// connection no longer fits the database: its result columns changed
+// (0A000, "cached plan must not change result type", after ALTER TABLE
+// under SELECT * or RETURNING *, or a function redefined with other
+// columns), or the server no longer has it (26000, after DEALLOCATE ALL or
+// DISCARD ALL on the connection). lost is true for the latter.
+func staleStatement(err error) (stale, lost bool) {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false, false
+	}
+	return pe.Code == "0A000" || pe.Code == "26000", pe.Code == "26000"
+}
+
+// onConn runs fn on a pooled connection. fn prepares the statements named
+// (by their text) on it, and must leave it with no transaction open when it
+// fails. When fn fails because a prepared statement went stale
+// (staleStatement), its transaction failed and was rolled back: nothing of
+// the call was kept, neither its idempotency record nor its advisory lock.
+// So the stale statements are deallocated on that connection (those named,
+// or all of them when the server lost one) and fn runs once more there,
+// from the start, preparing them again.
+func onConn[T any](ctx context.Context, e *Executor, names []string, fn func(conn *pgxpool.Conn) (T, error)) (T, error) {
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	defer conn.Release()
+	res, err := fn(conn)
+	stale, lost := staleStatement(err)
+	if !stale || conn.Conn().PgConn().TxStatus() != 'I' {
+		return res, err
+	}
+	e.cfg.Logger.DebugContext(ctx, "postgres prepared statement stale, preparing again", "database", e.cfg.Name)
+	if lost {
+		if derr := conn.Conn().DeallocateAll(ctx); derr != nil {
+			return res, err
+		}
+		names = nil
+	}
+	for _, name := range names {
+		if derr := conn.Conn().Deallocate(ctx, name); derr != nil {
+			return res, err
+		}
+	}
+	return fn(conn)
+}
+
 // execMerged runs a function call: round trip 1 is BEGIN plus one statement
 // that inserts the idempotency record (setting the session context and
 // reading the txid) and, only when the insert returned a row, calls the
 // function; round trip 2 stores the result and commits.
-func (e *Executor) execMerged(ctx context.Context, c *broker.Call, text string, args []any) (_ *broker.Result, err error) {
-	conn, err := e.pool.Acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Release()
+func (e *Executor) execMerged(ctx context.Context, c *broker.Call, text string, args []any) (*broker.Result, error) {
+	return onConn(ctx, e, []string{text}, func(conn *pgxpool.Conn) (*broker.Result, error) {
+		return e.execMergedOn(ctx, conn, c, text, args)
+	})
+}
+
+func (e *Executor) execMergedOn(ctx context.Context, conn *pgxpool.Conn, c *broker.Call, text string, args []any) (_ *broker.Result, err error) {
 	open := false
 	defer func() {
 		if err != nil && open {
@@ -687,6 +766,7 @@ func (e *Executor) plan(ctx context.Context, c *broker.Call) (plan *callPlan, ar
 		writeCall(&d, p, r, present, 1)
 		plan.describe = "SELECT * FROM " + d.String()
 		plan.oneTrip = call.String()
+		plan.proc = p.name
 		plan.nargs = len(args) - 5
 	}
 	if len(r.Params) <= 64 {
