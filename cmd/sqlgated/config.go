@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/postgres"
+	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/broker/sqlite"
 	"github.com/sqlgate/sqlgate/broker/sqlserver"
 	"github.com/sqlgate/sqlgate/identity/oidc"
@@ -18,7 +21,8 @@ import (
 // Config is the file `sqlgated serve --config FILE` reads (YAML, camelCase
 // keys, unknown keys rejected). It composes each package's own
 // configuration; secrets are referenced by file or environment variable,
-// never inlined. docs/configuration.md documents every key.
+// never inlined. docs/operations.md ("Configuration reference") documents
+// every key.
 type Config struct {
 	// Instance names this sqlgated process in audit records and NATS
 	// (default: the host name).
@@ -174,7 +178,9 @@ type AuditConfig struct {
 	CheckpointInterval time.Duration `yaml:"checkpointInterval"`
 	Heartbeat          time.Duration `yaml:"heartbeat"`
 	// SinkDir receives write-once copies of the checkpoints.
-	SinkDir        string        `yaml:"sinkDir"`
+	SinkDir string `yaml:"sinkDir"`
+	// Retention and InputRetention prune record bodies and stored decision
+	// inputs older than this (0: keep forever; otherwise at least 24h).
 	Retention      time.Duration `yaml:"retention"`
 	InputRetention time.Duration `yaml:"inputRetention"`
 }
@@ -203,15 +209,51 @@ func loadConfig(path string) (*Config, error) {
 	return parseConfig(data)
 }
 
+// loadServeConfig reads and validates a configuration file and the route
+// catalog it names, and checks the two against each other: every problem
+// of both, at once (what serve --check reports).
+func loadServeConfig(path string) (*Config, *route.Catalog, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := decodeConfig(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	errs := []error{cfg.Validate()}
+	var catalog *route.Catalog
+	if cfg.Routes != "" {
+		if catalog, err = route.LoadFile(cfg.Routes); err != nil {
+			errs = append(errs, err)
+		} else {
+			errs = append(errs, cfg.checkCatalog(catalog))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	return cfg, catalog, nil
+}
+
 func parseConfig(data []byte) (*Config, error) {
+	cfg, err := decodeConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// decodeConfig decodes a configuration strictly and fills in its defaults.
+func decodeConfig(data []byte) (*Config, error) {
 	var cfg Config
 	if err := yamlstrict.Decode(data, &cfg, inlineSecretHint); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	cfg.defaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	return &cfg, nil
 }
 
@@ -258,15 +300,20 @@ func (c *Config) Validate() error {
 	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
 		bad("http.tlsCertFile and http.tlsKeyFile go together")
 	}
-	if err := c.Identity.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("identity: %w", err))
-	}
+	errs = append(errs, prefixed("identity: ", c.Identity.Validate())...)
 	if c.Identity.CLI.Issuer == "" || c.Identity.CLI.ClientID == "" {
 		bad("identity.cli.issuer and identity.cli.clientID are required (what sqlgate login uses)")
 	}
 	if w := c.Identity.Web; w != nil {
 		if w.Issuer == "" || w.ClientID == "" || w.CookieKeyFile == "" {
 			bad("identity.web needs issuer, clientID and cookieKeyFile")
+		}
+		if w.Issuer != "" && len(c.Identity.Issuers) > 0 && !slices.ContainsFunc(c.Identity.Issuers, func(ic oidc.IssuerConfig) bool { return ic.Name == w.Issuer }) {
+			names := make([]string, len(c.Identity.Issuers))
+			for i, ic := range c.Identity.Issuers {
+				names[i] = ic.Name
+			}
+			bad("identity.web.issuer %q names no entry of identity.issuers (names: %s)", w.Issuer, strings.Join(names, ", "))
 		}
 		if (w.ClientSecretFile == "") == (w.ClientSecretEnv == "") {
 			bad("identity.web needs exactly one of clientSecretFile and clientSecretEnv")
@@ -284,9 +331,7 @@ func (c *Config) Validate() error {
 	names := map[string]bool{}
 	for i, d := range c.Databases {
 		name, err := d.validate()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("databases[%d]: %w", i, err))
-		}
+		errs = append(errs, prefixed(fmt.Sprintf("databases[%d]: ", i), err)...)
 		if name != "" && names[name] {
 			bad("databases[%d]: duplicate name %q", i, name)
 		}
@@ -307,15 +352,127 @@ func (c *Config) Validate() error {
 	if c.Audit.SigningKeyFile == "" || c.Audit.ParamKeyFile == "" {
 		bad("audit.signingKeyFile and audit.paramKeyFile are required")
 	}
-	for _, k := range c.Audit.PreviousVerifierKeys {
-		if _, err := audit.NewVerifiers(k); err != nil {
-			bad("audit.previousVerifierKeys: %q is not a verifier key: %v", k, err)
+	if err := validAuditOrigin(c.Audit.Origin); err != nil {
+		errs = append(errs, err)
+	}
+	for i, k := range c.Audit.PreviousVerifierKeys {
+		// Never quote the entry: a private key pasted here is a secret.
+		switch {
+		case strings.HasPrefix(strings.ToUpper(strings.TrimSpace(k)), "PRIVATE+KEY+"):
+			bad("audit.previousVerifierKeys[%d] is a private signing key, not a public verifier key: remove it from the configuration "+
+				"and put the public key there (logged at start as verifier_key=)", i)
+		default:
+			if _, err := audit.NewVerifiers(k); err != nil {
+				bad("audit.previousVerifierKeys[%d] is not a verifier key (<origin>+<hash>+<base64 key>, as logged at start as verifier_key=)", i)
+			}
 		}
 	}
+	errs = append(errs, c.validateDurations()...)
 	if len(c.HTTP.AuditorGroups) == 0 {
 		bad("http.auditorGroups: name at least one group that may read the audit log")
 	}
 	return errors.Join(errs...)
+}
+
+// prefixed returns each of err's joined errors (recursively) with prefix,
+// so that every line of the report says where its problem is.
+func prefixed(prefix string, err error) []error {
+	if err == nil {
+		return nil
+	}
+	// Only a join at the top: a join wrapped with context is one problem.
+	if j, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // the top-level join itself, not one in the chain
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, prefixed(prefix, e)...)
+		}
+		return out
+	}
+	return []error{fmt.Errorf("%s%w", prefix, err)}
+}
+
+// minAuditRetention is the shortest audit.retention and audit.inputRetention
+// accepted (0 keeps everything): a shorter one is a typo (8760 meant as
+// hours is 8.76µs), and it would prune bodies before anyone read them.
+const minAuditRetention = 24 * time.Hour
+
+// validateDurations reports durations that make no sense: negative ones,
+// retentions too short to be meant, and a default credential lifetime above
+// the cap every lifetime is cut to.
+func (c *Config) validateDurations() []error {
+	var errs []error
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"policy.evalTimeout", c.Policy.EvalTimeout},
+		{"audit.checkpointInterval", c.Audit.CheckpointInterval},
+		{"audit.heartbeat", c.Audit.Heartbeat},
+		{"credentials.natsTTL", c.Credentials.NATSTTL},
+		{"credentials.maxTTL", c.Credentials.MaxTTL},
+		{"credentials.sqlTTL", c.Credentials.SQLTTL},
+		{"credentials.reaperInterval", c.Credentials.ReaperInterval},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative, not %s", d.key, d.v))
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"audit.retention", c.Audit.Retention}, {"audit.inputRetention", c.Audit.InputRetention}} {
+		if d.v < 0 || (d.v > 0 && d.v < minAuditRetention) {
+			errs = append(errs, fmt.Errorf("%s must be 0 (keep forever) or at least %s, not %s", d.key, minAuditRetention, d.v))
+		}
+	}
+	maxTTL := c.Credentials.MaxTTL
+	if maxTTL <= 0 {
+		maxTTL = broker.DefaultMaxTTL
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"credentials.natsTTL", c.Credentials.NATSTTL}, {"credentials.sqlTTL", c.Credentials.SQLTTL}} {
+		if d.v > maxTTL {
+			errs = append(errs, fmt.Errorf("%s %s is above credentials.maxTTL %s, which caps every credential: lower it or raise maxTTL", d.key, d.v, maxTTL))
+		}
+	}
+	return errs
+}
+
+// validAuditOrigin applies the audit log's rule for an origin (non-empty
+// printable text without spaces or '+', at most 256 bytes; the origin is
+// also the signing key's name), so that --check refuses what the log would
+// refuse at start. The audit package exports the rule only through the
+// functions that use it: GenerateKey applies it first, as serve does on a
+// first start, and the key it makes from zeros is thrown away.
+func validAuditOrigin(origin string) error {
+	if _, _, err := audit.GenerateKey(zeroReader{}, origin); err != nil {
+		return fmt.Errorf("audit.origin %q must be non-empty printable text without spaces or '+', at most 256 bytes (it names the log and its signing key)", origin)
+	}
+	return nil
+}
+
+// zeroReader reads zeros: a throwaway key's randomness.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// name returns the database's name (what routes use), "" when no dialect
+// is set.
+func (d DatabaseConfig) name() string {
+	switch {
+	case d.SQLite != nil:
+		return d.SQLite.Name
+	case d.Postgres != nil:
+		return d.Postgres.Name
+	case d.SQLServer != nil:
+		return d.SQLServer.Name
+	}
+	return ""
 }
 
 func (d DatabaseConfig) validate() (string, error) {
@@ -337,6 +494,15 @@ func (d DatabaseConfig) validate() (string, error) {
 	if n != 1 {
 		return "", errors.New("set exactly one of sqlite, postgres and sqlserver")
 	}
+	// Secrets are never inline: a connection string may hold a password.
+	// (The adapters take dsn for tests and development; this file does not.)
+	// Never quote it.
+	switch {
+	case d.Postgres != nil && d.Postgres.DSN != "":
+		err = errors.Join(err, errors.New("postgres.dsn: secrets are never inline (a connection string may hold a password): use dsnFile or dsnEnv"))
+	case d.SQLServer != nil && d.SQLServer.DSN != "":
+		err = errors.Join(err, errors.New("sqlserver.dsn: secrets are never inline (a connection string may hold a password): use dsnFile or dsnEnv"))
+	}
 	switch r := d.idempotencyRetention(); {
 	case r < 0 || (r > 0 && r < minIdempotencyRetention):
 		err = errors.Join(err, fmt.Errorf("idempotencyRetention must be 0 (keep forever) or at least %s, not %s", minIdempotencyRetention, r))
@@ -344,18 +510,50 @@ func (d DatabaseConfig) validate() (string, error) {
 		err = errors.Join(err, errors.New("idempotencyRetention: an onBehalfOf database has no login of sqlgate's own to prune with; "+
 			"leave it unset and prune with a scheduled job (docs/sqlserver.md, PruneBatch)"))
 	}
+	// The logins' name defaults to the database's, as loginIssuer does it;
+	// the configuration itself is left as written.
 	switch {
 	case d.PostgresLogins != nil && d.Postgres == nil:
 		err = errors.Join(err, errors.New("postgresLogins needs a postgres database"))
 	case d.SQLServerLogins != nil && d.SQLServer == nil:
 		err = errors.Join(err, errors.New("sqlserverLogins needs a sqlserver database"))
-	case d.SQLServerLogins != nil:
-		if d.SQLServerLogins.Name == "" {
-			d.SQLServerLogins.Name = name
+	case d.PostgresLogins != nil:
+		c := *d.PostgresLogins
+		if c.Name == "" {
+			c.Name = name
 		}
-		err = errors.Join(err, d.SQLServerLogins.Validate())
+		err = errors.Join(append([]error{err}, prefixed("postgresLogins: ", c.Validate())...)...)
+	case d.SQLServerLogins != nil:
+		c := *d.SQLServerLogins
+		if c.Name == "" {
+			c.Name = name
+		}
+		err = errors.Join(append([]error{err}, prefixed("sqlserverLogins: ", c.Validate())...)...)
 	}
 	return name, err
+}
+
+// checkCatalog reports every route whose database the configuration does
+// not define (serve could not run it).
+func (c *Config) checkCatalog(catalog *route.Catalog) error {
+	defined := map[string]bool{}
+	for _, d := range c.Databases {
+		defined[d.name()] = true
+	}
+	var errs []error
+	for _, db := range catalog.Databases() {
+		if defined[db] {
+			continue
+		}
+		var subjects []string
+		for _, r := range catalog.Routes() {
+			if r.Database == db {
+				subjects = append(subjects, r.Subject)
+			}
+		}
+		errs = append(errs, fmt.Errorf("routes: %s use database %q, which databases does not define", strings.Join(subjects, ", "), db))
+	}
+	return errors.Join(errs...)
 }
 
 // readSecretRef reads a secret from a file (trimmed) or an environment

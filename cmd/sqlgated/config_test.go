@@ -1,11 +1,13 @@
 package main
 
 import (
+	"crypto/rand"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/broker/sqlserver"
 )
@@ -34,6 +36,10 @@ func TestConfigErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, testVerifierKey, err := audit.GenerateKey(rand.Reader, "sqlgate.example.com/sqlgate-0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, from, to string
 		want           []string
@@ -48,7 +54,24 @@ func TestConfigErrors(t *testing.T) {
 		{"short_idempotency_retention", "idempotencyRetention: 168h", "idempotencyRetention: 1h", []string{"databases[0]: idempotencyRetention must be 0 (keep forever) or at least 24h0m0s, not 1h0m0s"}},
 		{"negative_idempotency_retention", "idempotencyRetention: 168h", "idempotencyRetention: -1h", []string{"idempotencyRetention must be 0"}},
 		{"bad_control", "  dialect: postgres", "  dialect: oracle", []string{"control.dialect must be sqlite, postgres or sqlserver"}},
-		{"bad_previous_key", "  signingKeyFile: /etc/sqlgate/secrets/audit-signing.key", "  signingKeyFile: /etc/sqlgate/secrets/audit-signing.key\n  previousVerifierKeys: [not-a-key]", []string{`audit.previousVerifierKeys: "not-a-key" is not a verifier key`}},
+		{"bad_previous_key", "  signingKeyFile: /etc/sqlgate/secrets/audit-signing.key", "  signingKeyFile: /etc/sqlgate/secrets/audit-signing.key\n  previousVerifierKeys: [hunter2-not-a-key]", []string{`audit.previousVerifierKeys[0] is not a verifier key`}},
+		// A private key pasted where the public one goes is named as such,
+		// never printed.
+		{"private_key_as_previous_key", "  signingKeyFile: /etc/sqlgate/secrets/audit-signing.key", "  signingKeyFile: /etc/sqlgate/secrets/audit-signing.key\n  previousVerifierKeys:\n    - " + testVerifierKey + "\n    - \"PRIVATE+KEY+sqlgate/x+0123abcd+hunter2AAAAsecretsecret\"", []string{`audit.previousVerifierKeys[1] is a private signing key, not a public verifier key`}},
+		{"inline_postgres_dsn", "      dsnEnv: SQLGATE_BILLING_DSN", "      dsn: postgres://broker:hunter2@db/billing", []string{"databases[1]: postgres.dsn: secrets are never inline (a connection string may hold a password): use dsnFile or dsnEnv"}},
+		{"inline_sqlserver_dsn", "      dsnFile: /etc/sqlgate/secrets/orders.dsn", "      dsn: sqlserver://sa:hunter2@sql1?database=orders", []string{"databases[0]: sqlserver.dsn: secrets are never inline"}},
+		{"postgres_logins_validated", "      allowedRoles: [reader]", "      allowedRoles: [\"\"]\n      terminateTimeout: -1s\n      clientPort: 70000", []string{
+			`databases[1]: postgresLogins: allowedRoles: "" is not a valid role name`, "databases[1]: postgresLogins: terminateTimeout must not be negative", "databases[1]: postgresLogins: clientPort must be a port number",
+		}},
+		{"bad_origin", "  origin: sqlgate.example.com/sqlgate-1", "  origin: \"has space+plus\"", []string{`audit.origin "has space+plus" must be non-empty printable text without spaces or '+'`}},
+		{"web_issuer_unknown", "    issuer: entra\n    clientID", "    issuer: nosuchissuer\n    clientID", []string{`identity.web.issuer "nosuchissuer" names no entry of identity.issuers (names: entra, okta-contractors)`}},
+		{"short_audit_retention", "  retention: 8760h", "  retention: 1h", []string{"audit.retention must be 0 (keep forever) or at least 24h0m0s, not 1h0m0s"}},
+		{"negative_input_retention", "  inputRetention: 2160h", "  inputRetention: -5m", []string{"audit.inputRetention must be 0 (keep forever) or at least 24h0m0s, not -5m0s"}},
+		{"negative_audit_durations", "  checkpointInterval: 1s\n  heartbeat: 5m", "  checkpointInterval: -1s\n  heartbeat: -5m", []string{"audit.heartbeat must not be negative", "audit.checkpointInterval must not be negative"}},
+		{"negative_credential_durations", "  sqlTTL: 15m\n  reaperInterval: 30s", "  sqlTTL: -1m\n  reaperInterval: -30s", []string{"credentials.sqlTTL must not be negative", "credentials.reaperInterval must not be negative"}},
+		{"negative_eval_timeout", "  evalTimeout: 100ms", "  evalTimeout: -100ms", []string{"policy.evalTimeout must not be negative"}},
+		{"nats_ttl_above_max", "  natsTTL: 15m", "  natsTTL: 5h", []string{"credentials.natsTTL 5h0m0s is above credentials.maxTTL 1h0m0s"}},
+		{"sql_ttl_above_default_max", "  maxTTL: 1h\n  sqlTTL: 15m", "  sqlTTL: 2h", []string{"credentials.sqlTTL 2h0m0s is above credentials.maxTTL 1h0m0s"}},
 		{"web_without_secret", "    clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n    cookieKeyFile", "    cookieKeyFile", []string{"identity.web needs exactly one of clientSecretFile and clientSecretEnv"}},
 	}
 	for _, tc := range tests {
@@ -78,12 +101,30 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// TestAuditOriginRule pins the configuration's origin check to the audit
+// log's: an origin --check accepts is one the log accepts at start, and
+// one it refuses the log refuses too.
+func TestAuditOriginRule(t *testing.T) {
+	for _, origin := range []string{
+		"sqlgate/sqlgate-1", "sqlgate.example.com/prod-sqlgate-0", "ünïcode/ok", strings.Repeat("a", 256),
+		"", "has space", "has+plus", "has space+plus", "tab\there", "new\nline", "ctrl\x00", strings.Repeat("a", 257), "bad\xffutf8",
+	} {
+		got := validAuditOrigin(origin) == nil
+		c := audit.Config{Origin: origin}
+		verr := c.Validate() // no signer: only the origin error matters here
+		want := verr == nil || !strings.Contains(verr.Error(), "audit: origin")
+		if got != want {
+			t.Errorf("validAuditOrigin(%q) accepts = %v, audit.Config.Validate accepts = %v (%v)", origin, got, want, verr)
+		}
+	}
+}
+
 // An onBehalfOf SQL Server database has no login of sqlgate's own: it keeps
 // its idempotency records unless an explicit retention asks for the
 // impossible, which is refused.
 func TestIdempotencyRetentionOnBehalfOf(t *testing.T) {
 	obo := DatabaseConfig{SQLServer: &sqlserver.Config{
-		Name: "orders", DSN: "sqlserver://sql1.example.com?database=orders", PasswordEnv: "SECRET",
+		Name: "orders", DSNEnv: "ORDERS_DSN", PasswordEnv: "SECRET",
 		AzureAD: &sqlserver.AzureAD{Mode: sqlserver.ModeOnBehalfOf, ClientID: "app", TenantID: "tenant"},
 	}}
 	if _, err := obo.validate(); err != nil {

@@ -45,11 +45,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return &usageError{msg: err.Error()}
 	}
-	cfg, err := loadConfig(*path)
-	if err != nil {
-		return err
-	}
-	catalog, err := route.LoadFile(cfg.Routes)
+	cfg, catalog, err := loadServeConfig(*path)
 	if err != nil {
 		return err
 	}
@@ -131,11 +127,6 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		MaxLeasesPerPrincipal: cfg.Credentials.MaxLeasesPerPrincipal,
 	}
 	rc.ReaperInterval = cfg.Credentials.ReaperInterval
-	for _, db := range catalog.Databases() {
-		if _, ok := rc.Executors[db]; !ok {
-			return nil, fmt.Errorf("routes use database %q, which is not configured", db)
-		}
-	}
 	if rc.ControlDB, rc.ControlDialect, err = openControl(cfg.Control); err != nil {
 		return nil, err
 	}

@@ -69,6 +69,60 @@ func TestServeCheck(t *testing.T) {
 	}
 }
 
+// TestServeCheckRefusesWhatServeRefuses checks that --check (the chart's
+// init container, the unit's ExecStartPre) reports, together, problems that
+// serve used to find only one at a time at start: a route on a database the
+// configuration does not define, short-lived logins that do not validate, an
+// origin the audit log refuses, an inline connection string.
+func TestServeCheckRefusesWhatServeRefuses(t *testing.T) {
+	config, _ := checkableExample(t)
+	text, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routesPath, err := filepath.Abs("../../deploy/examples/routes.yaml") // as checkableExample writes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, err := os.ReadFile(routesPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The billing routes name a database the configuration lacks.
+	routes = bytes.ReplaceAll(routes, []byte("database: billing"), []byte("database: invoices"))
+	newRoutes := filepath.Join(t.TempDir(), "routes.yaml")
+	if err := os.WriteFile(newRoutes, routes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	broken := strings.NewReplacer(
+		"routes: "+routesPath, "routes: "+newRoutes,
+		"      allowedRoles: [reader]", "      allowedRoles: [reader]\n      terminateTimeout: -1s",
+		"  origin: sqlgate.example.com/sqlgate-1", "  origin: \"has space+plus\"",
+		"      dsnEnv: SQLGATE_BILLING_DSN", "      dsn: postgres://broker:hunter2@db/billing",
+	).Replace(string(text))
+	if err := os.WriteFile(config, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	err = run(t.Context(), []string{"serve", "--config", config, "--check"}, &out, &out)
+	if err == nil {
+		t.Fatalf("serve --check accepted the configuration:\n%s", out.String())
+	}
+	for _, want := range []string{
+		`routes: billing.v1.invoice_total use database "invoices", which databases does not define`,
+		"databases[1]: postgresLogins: terminateTimeout must not be negative",
+		`audit.origin "has space+plus" must be`,
+		"databases[1]: postgres.dsn: secrets are never inline",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("serve --check: %v\nwant it to contain %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Error("serve --check echoes the inline connection string")
+	}
+}
+
 // unitValues returns the values of key in a systemd unit, in order.
 func unitValues(unit []byte, key string) []string {
 	var out []string
