@@ -51,9 +51,17 @@ type devState struct {
 	Service  devClient `json:"service_client"`
 	Web      devClient `json:"web_client"`
 	AuditKey string    `json:"audit_verifier_key"`
-	Sentinel string    `json:"sentinel_creds"`
-	Started  time.Time `json:"started"`
-	PID      int       `json:"pid"`
+	// AuditOrigin is the audit log's origin (the signing key's name), fixed
+	// at the first start: later starts keep it, whatever the host is called.
+	AuditOrigin string `json:"audit_origin"`
+	// AuditKeys are the verifier keys of every signing key this directory's
+	// log has used, the current one included. They are passed to the log as
+	// previous keys, so a lost secrets/audit-signing.key is a key rotation
+	// (a new key, recorded in the log) instead of a log that refuses to start.
+	AuditKeys []string  `json:"audit_verifier_keys"`
+	Sentinel  string    `json:"sentinel_creds"`
+	Started   time.Time `json:"started"`
+	PID       int       `json:"pid"`
 }
 
 type devUser struct {
@@ -79,7 +87,13 @@ var demoUsers = []struct {
 	{"dave", "security", "calls nothing; evaluates policies in the dashboard", true},
 }
 
-func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runDevOn(ctx, args, stdout, stderr, hostname())
+}
+
+// runDevOn is runDev on a host named host (the first start's name is the
+// audit origin's).
+func runDevOn(ctx context.Context, args []string, stdout, stderr io.Writer, host string) (err error) {
 	fs := newFlags("dev", stderr, "sqlgated dev [--data-dir DIR] [--http ADDR] [--nats ADDR]")
 	dataDir := fs.String("data-dir", ".sqlgate", "directory for keys, databases, policies and dev.json (reused on the next start)")
 	httpAddr := fs.String("http", "", "HTTP listen address for the API, dashboard and OpenID provider (default "+defaultDevHTTP+", or the previous run's)")
@@ -166,11 +180,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		}
 	}
 
-	signer, paramKey, vkey, err := devAuditKeys(dir)
+	st.AuditOrigin = devAuditOrigin(dir, prev, host)
+	signer, paramKey, err := devAuditKeys(dir, st.AuditOrigin)
 	if err != nil {
 		return err
 	}
-	st.AuditKey = vkey
+	st.AuditKey = signer.VerifierKey()
+	st.AuditKeys = devAuditKeyHistory(prev, st.AuditKey)
 	control, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(dir, "control.db")))
 	if err != nil {
 		return err
@@ -192,7 +208,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) (err e
 		Catalog: catalog, Executors: executors,
 		ControlDB: control, ControlDialect: sqlstore.SQLite,
 		Audit: audit.Config{
-			Origin: "sqlgate-dev/" + hostname(), Instance: "dev", Signer: signer, ParamKey: paramKey,
+			Origin: st.AuditOrigin, Instance: "dev", Signer: signer, ParamKey: paramKey, PreviousKeys: st.AuditKeys,
 			// Export checkpoints often, so the walkthrough's --trusted-checkpoint has copies.
 			SinkInterval: 5 * time.Second,
 		},

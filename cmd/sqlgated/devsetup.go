@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -279,25 +280,61 @@ func startEmbeddedNATS(keys *natsauth.Keys, host string, port int, dir string, c
 	return ns, nil
 }
 
-// devAuditKeys loads or creates the checkpoint signing key and the
-// parameter HMAC key.
-func devAuditKeys(dir string) (audit.Signer, audit.ParamKey, string, error) {
-	skey, err := loadOrCreate(filepath.Join(dir, "secrets", "audit-signing.key"), func() (string, error) {
-		s, _, err := audit.GenerateKey(rand.Reader, "sqlgate-dev/"+hostname())
+// devSigningKeyFile is where dev mode keeps its checkpoint signing key.
+func devSigningKeyFile(dir string) string { return filepath.Join(dir, "secrets", "audit-signing.key") }
+
+// devAuditOrigin returns the dev log's origin: the one dev.json recorded,
+// else (a data directory from before dev.json recorded it) the name of the
+// signing key or of the verifier key dev.json names, else, on a first
+// start, "sqlgate-dev/<host>". The host's name may change later; the log's
+// name does not.
+func devAuditOrigin(dir string, prev devState, host string) string {
+	if prev.AuditOrigin != "" {
+		return prev.AuditOrigin
+	}
+	if b, err := os.ReadFile(devSigningKeyFile(dir)); err == nil {
+		if s, err := audit.NewSigner(string(b)); err == nil {
+			return s.Name()
+		}
+	}
+	if name, _, ok := strings.Cut(prev.AuditKey, "+"); ok && name != "" {
+		return name
+	}
+	return "sqlgate-dev/" + host
+}
+
+// devAuditKeyHistory returns the verifier keys the dev log has used
+// (recorded in dev.json), with current added last if it is new.
+func devAuditKeyHistory(prev devState, current string) []string {
+	keys := slices.Clone(prev.AuditKeys)
+	if prev.AuditKey != "" && !slices.Contains(keys, prev.AuditKey) {
+		keys = append(keys, prev.AuditKey) // a dev.json from before the history
+	}
+	if !slices.Contains(keys, current) {
+		keys = append(keys, current)
+	}
+	return keys
+}
+
+// devAuditKeys loads or creates the checkpoint signing key (named origin)
+// and the parameter HMAC key.
+func devAuditKeys(dir, origin string) (audit.Signer, audit.ParamKey, error) {
+	skey, err := loadOrCreate(devSigningKeyFile(dir), func() (string, error) {
+		s, _, err := audit.GenerateKey(rand.Reader, origin)
 		return s, err
 	})
 	if err != nil {
-		return nil, audit.ParamKey{}, "", err
+		return nil, audit.ParamKey{}, err
 	}
 	signer, err := audit.NewSigner(skey)
 	if err != nil {
-		return nil, audit.ParamKey{}, "", fmt.Errorf("audit signing key: %w", err)
+		return nil, audit.ParamKey{}, fmt.Errorf("audit signing key: %w", err)
 	}
 	pk, err := loadParamKey(filepath.Join(dir, "secrets", "audit-param.key"), true)
 	if err != nil {
-		return nil, audit.ParamKey{}, "", err
+		return nil, audit.ParamKey{}, err
 	}
-	return signer, pk, signer.VerifierKey(), nil
+	return signer, pk, nil
 }
 
 // loadOrCreate reads a secret file, creating it (0600) with gen() first.
