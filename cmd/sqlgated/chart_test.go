@@ -304,6 +304,78 @@ func TestHelmChart(t *testing.T) {
 		}
 	})
 
+	// Off by default; when on, the NetworkPolicy admits exactly the listed
+	// peers to the one port, and the ServiceMonitor scrapes over HTTPS with
+	// the TLS settings it is given (Prometheus scrapes pod IPs: without a CA
+	// and a server name it cannot check sqlgated's certificate).
+	t.Run("network_policy_and_service_monitor", func(t *testing.T) {
+		for _, kind := range []string{"NetworkPolicy/prod-sqlgate", "ServiceMonitor/prod-sqlgate"} {
+			if _, ok := objs[kind]; ok {
+				t.Errorf("%s is rendered by default", kind)
+			}
+		}
+		values := chartValues(t)
+		ingressNS := map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "ingress-nginx"}}}
+		prometheus := map[string]any{
+			"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "monitoring"}},
+			"podSelector":       map[string]any{"matchLabels": map[string]any{"app.kubernetes.io/name": "prometheus"}},
+		}
+		tlsConfig := map[string]any{"serverName": "sqlgate.example.com", "ca": map[string]any{"secret": map[string]any{"name": "sqlgate-ca", "key": "ca.crt"}}}
+		values["networkPolicy"] = map[string]any{
+			"enabled": true,
+			"api":     map[string]any{"from": []any{ingressNS}},
+			"metrics": map[string]any{"from": []any{prometheus}},
+		}
+		values["serviceMonitor"] = map[string]any{"enabled": true, "tlsConfig": tlsConfig}
+		on, err := helmTemplate(t, helm, values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		np, ok := on["NetworkPolicy/prod-sqlgate"]
+		if !ok {
+			t.Fatal("networkPolicy.enabled renders no NetworkPolicy")
+		}
+		if got := dig[map[string]any](t, np, "spec", "podSelector", "matchLabels"); got["app.kubernetes.io/instance"] != "prod" || got["app.kubernetes.io/name"] != "sqlgate" {
+			t.Errorf("NetworkPolicy selects %v, want the release's pods", got)
+		}
+		if got := strs(t, np, "spec", "policyTypes"); !slices.Equal(got, []string{"Ingress"}) {
+			t.Errorf("policyTypes %q, want [Ingress] (egress to NATS, databases and IdPs stays open)", got)
+		}
+		rules := dig[[]any](t, np, "spec", "ingress")
+		if len(rules) != 2 {
+			t.Fatalf("ingress rules %v, want one for the API and one for metrics", rules)
+		}
+		for i, want := range []map[string]any{ingressNS, prometheus} {
+			if from := dig[[]any](t, rules[i], "from"); len(from) != 1 || fmt.Sprint(from[0]) != fmt.Sprint(want) {
+				t.Errorf("rule %d admits %v, want %v", i, from, want)
+			}
+			if port := dig[any](t, rules[i], "ports", 0, "port"); port != "http" {
+				t.Errorf("rule %d opens port %v, want the container's http port", i, port)
+			}
+		}
+		endpoint := dig[map[string]any](t, on["ServiceMonitor/prod-sqlgate"], "spec", "endpoints", 0)
+		if endpoint["scheme"] != "https" || fmt.Sprint(endpoint["tlsConfig"]) != fmt.Sprint(tlsConfig) {
+			t.Errorf("ServiceMonitor endpoint %v, want https with tlsConfig %v", endpoint, tlsConfig)
+		}
+		lint := func(values map[string]any) {
+			t.Helper()
+			if out, err := exec.CommandContext(t.Context(), helm, "lint", "--strict", "--kube-version", "1.31.0", chartDir, "-f", valuesFile(t, values)).CombinedOutput(); err != nil {
+				t.Errorf("helm lint --strict with the NetworkPolicy and ServiceMonitor: %v\n%s", err, out)
+			}
+		}
+		lint(values)
+		// Enabled with no peer: every ingress refused, not every ingress allowed.
+		values["networkPolicy"] = map[string]any{"enabled": true}
+		closed, err := helmTemplate(t, helm, values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rules, ok := dig[map[string]any](t, closed["NetworkPolicy/prod-sqlgate"], "spec")["ingress"].([]any); !ok || len(rules) != 0 {
+			t.Errorf("NetworkPolicy without peers: ingress %v, want [] (nothing admitted)", rules)
+		}
+		lint(values)
+	})
+
 	t.Run("policy changes reload and catalog changes roll", func(t *testing.T) {
 		sum := func(objs map[string]map[string]any) string {
 			return dig[string](t, objs["StatefulSet/prod-sqlgate"], "spec", "template", "metadata", "annotations", "checksum/config")
