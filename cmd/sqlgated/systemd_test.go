@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -157,6 +158,16 @@ func TestSystemdUnit(t *testing.T) {
 	var out strings.Builder
 	if err := run(t.Context(), []string{args[1], args[2], config, "--check"}, &out, &out); err != nil {
 		t.Errorf("ExecStartPre's command on the example configuration: %v\n%s", err, out.String())
+	}
+	// The configuration's *Env keys (the example's dsnEnv) need a place for
+	// their values that the unit reads, optional so that a configuration
+	// without any still starts; docs/operations.md names the same file.
+	const envFile = "/etc/sqlgate/sqlgated.env"
+	if got := unitValues(unit, "EnvironmentFile"); !slices.Equal(got, []string{"-" + envFile}) {
+		t.Errorf("EnvironmentFile = %q, want [-%s]", got, envFile)
+	}
+	if doc, err := os.ReadFile("../../docs/operations.md"); err != nil || !bytes.Contains(doc, []byte(envFile)) {
+		t.Errorf("docs/operations.md does not name %s (%v)", envFile, err)
 	}
 
 	t.Run("systemd-analyze", func(t *testing.T) {
