@@ -112,3 +112,60 @@ func (s *Service) cutOffSignIns(ctx context.Context, actor identity.Principal, p
 	}
 	return nil
 }
+
+// RevokeAll offboards a principal from everything the service itself holds:
+// it records the instant in the sign-in cutoffs (the principal's sign-ins
+// up to now get no new credentials, see [SignInRevokedError]), then revokes
+// its unexpired NATS credentials (through [Service.RevokeNATS]; those
+// revoked before are pushed to the NATS servers again). [Leases.RevokeAll]
+// adds the SQL leases; a broker without SQL logins offboards with this
+// alone. It continues past failures and returns them joined; NATS
+// revocations that did not reach the servers are retried by
+// [Service.RunRevocationSync].
+func (s *Service) RevokeAll(ctx context.Context, actor identity.Principal, principalID, reason string) (*RevokeAllResult, error) {
+	if principalID == "" {
+		return nil, fmt.Errorf("%w: principal is required", ErrInvalid)
+	}
+	if reason == "" {
+		reason = "revoke-all by " + actor.Display()
+	}
+	res := &RevokeAllResult{PrincipalID: principalID, NATSKeys: []string{}, Leases: []Lease{}}
+	var errs []error
+	// First, so that the principal's current sign-in cannot get new
+	// credentials while the old ones are being revoked.
+	if err := s.cutOffSignIns(ctx, actor, principalID, reason, s.now()); err != nil {
+		errs = append(errs, err)
+	}
+	if reg := s.cfg.Registry; reg != nil {
+		list, err := reg.ByPrincipal(ctx, principalID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err)))
+		}
+		now := s.now()
+		var again []string // revoked before: pushed again
+		var since time.Time
+		for _, iss := range list {
+			switch {
+			case !now.Before(iss.ExpiresAt):
+			case iss.RevokedAt.IsZero():
+				res.NATSKeys = append(res.NATSKeys, iss.UserKey)
+			default:
+				again = append(again, iss.UserKey)
+				if since.IsZero() || iss.RevokedAt.Before(since) {
+					since = iss.RevokedAt
+				}
+			}
+		}
+		if len(res.NATSKeys) > 0 {
+			if err := s.RevokeNATS(ctx, actor, res.NATSKeys, reason); err != nil {
+				errs = append(errs, fmt.Errorf("revoke nats credentials: %w", err))
+			}
+		}
+		if err := s.pushRevocations(ctx, again, since); err != nil {
+			s.requestRevocationSync()
+			errs = append(errs, fmt.Errorf("push nats revocation (retrying in the background): %w", errors.Join(ErrUnavailable, err)))
+		}
+		res.NATSKeys = append(res.NATSKeys, again...)
+	}
+	return res, errors.Join(errs...)
+}

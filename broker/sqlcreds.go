@@ -490,59 +490,19 @@ func (l *Leases) RevokeLease(ctx context.Context, actor identity.Principal, leas
 	return l.revoke(ctx, leaseID, l.actor(&actor, "", ""), reason)
 }
 
-// RevokeAll revokes everything a principal holds (offboarding): it records
-// the instant in the sign-in cutoffs (the principal's sign-ins up to now
-// get no new credentials, see [SignInRevokedError]), then revokes its
-// unexpired NATS credentials (through [Service.RevokeNATS]; those revoked
-// before are pushed to the NATS servers again) and its SQL leases. It
-// continues past failures and returns them joined; SQL leases whose
-// database is unreachable stay revoking and are retried by the reaper (see
-// [RevokeAllResult.Pending]), NATS revocations that did not reach the
-// servers by [Service.RunRevocationSync].
+// RevokeAll revokes everything a principal holds (offboarding): what
+// [Service.RevokeAll] revokes, then its SQL leases. It continues past
+// failures and returns them joined; SQL leases whose database is
+// unreachable stay revoking and are retried by the reaper (see
+// [RevokeAllResult.Pending]).
 func (l *Leases) RevokeAll(ctx context.Context, actor identity.Principal, principalID, reason string) (*RevokeAllResult, error) {
-	if principalID == "" {
-		return nil, fmt.Errorf("%w: principal is required", ErrInvalid)
+	res, err := l.svc.RevokeAll(ctx, actor, principalID, reason)
+	if res == nil {
+		return nil, err
 	}
+	errs := []error{err}
 	if reason == "" {
 		reason = "revoke-all by " + actor.Display()
-	}
-	res := &RevokeAllResult{PrincipalID: principalID, NATSKeys: []string{}, Leases: []Lease{}}
-	var errs []error
-	// First, so that the principal's current sign-in cannot get new
-	// credentials while the old ones are being revoked.
-	if err := l.svc.cutOffSignIns(ctx, actor, principalID, reason, l.now()); err != nil {
-		errs = append(errs, err)
-	}
-	if reg := l.svc.cfg.Registry; reg != nil {
-		list, err := reg.ByPrincipal(ctx, principalID)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err)))
-		}
-		now := l.now()
-		var again []string // revoked before: pushed again
-		var since time.Time
-		for _, iss := range list {
-			switch {
-			case !now.Before(iss.ExpiresAt):
-			case iss.RevokedAt.IsZero():
-				res.NATSKeys = append(res.NATSKeys, iss.UserKey)
-			default:
-				again = append(again, iss.UserKey)
-				if since.IsZero() || iss.RevokedAt.Before(since) {
-					since = iss.RevokedAt
-				}
-			}
-		}
-		if len(res.NATSKeys) > 0 {
-			if err := l.svc.RevokeNATS(ctx, actor, res.NATSKeys, reason); err != nil {
-				errs = append(errs, fmt.Errorf("revoke nats credentials: %w", err))
-			}
-		}
-		if err := l.svc.pushRevocations(ctx, again, since); err != nil {
-			l.svc.requestRevocationSync()
-			errs = append(errs, fmt.Errorf("push nats revocation (retrying in the background): %w", errors.Join(ErrUnavailable, err)))
-		}
-		res.NATSKeys = append(res.NATSKeys, again...)
 	}
 	leases, err := l.cfg.Store.ByPrincipal(ctx, principalID)
 	if err != nil {

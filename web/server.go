@@ -30,6 +30,9 @@ type Broker interface {
 	AllowedRoutes(ctx context.Context, p identity.Principal) ([]*route.Route, policy.Decision, error)
 	IssueNATS(ctx context.Context, req broker.NATSRequest) (*broker.NATSCredential, error)
 	RevokeNATS(ctx context.Context, actor identity.Principal, userKeys []string, reason string) error
+	// RevokeAll offboards a principal from what the broker holds (sign-in
+	// cutoff, NATS credentials); [SQLLeases.RevokeAll] adds SQL leases.
+	RevokeAll(ctx context.Context, actor identity.Principal, principalID, reason string) (*broker.RevokeAllResult, error)
 }
 
 // Authenticator verifies bearer tokens (identity/oidc).

@@ -24,7 +24,12 @@ import (
 )
 
 // fakeBroker records revocations and refuses NATS credentials for carol.
-type fakeBroker struct{ revoked []string }
+type fakeBroker struct{ revoked, offboarded []string }
+
+func (f *fakeBroker) RevokeAll(_ context.Context, _ identity.Principal, principalID, _ string) (*broker.RevokeAllResult, error) {
+	f.offboarded = append(f.offboarded, principalID)
+	return &broker.RevokeAllResult{PrincipalID: principalID, NATSKeys: []string{"UALICE"}}, nil
+}
 
 func (f *fakeBroker) AllowedRoutes(context.Context, identity.Principal) ([]*route.Route, policy.Decision, error) {
 	return nil, policy.Decision{Revision: "rev"}, nil
@@ -501,4 +506,25 @@ type recordingSessions struct {
 func (r *recordingSessions) PutSession(ctx context.Context, s Session, now time.Time) error {
 	r.keys = append(r.keys, s.Key)
 	return r.memSessions.PutSession(ctx, s, now)
+}
+
+// TestRevokeAllWithoutSQLLogins: a broker where no database issues SQL
+// logins still offboards (sign-in cutoff, NATS credentials, dashboard
+// sessions) through the broker itself.
+func TestRevokeAllWithoutSQLLogins(t *testing.T) {
+	fb := &fakeBroker{}
+	s, err := New(Config{Broker: fb, Auth: tokenAuth{}, Issuances: fakeIssuances{}, AdminGroups: []string{"sales"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := identity.Principal{Issuer: "https://idp", Subject: "alice"}
+	sess := mustSession(t, s, alice, time.Now().Add(time.Hour))
+	rec := do(t, s, "POST", api.Prefix+"/leases/revoke-all", `{"principal":"https://idp alice"}`, map[string]string{"Authorization": "Bearer token-dana"})
+	var got api.RevokeAllResult
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != 200 || len(fb.offboarded) != 1 || got.SessionsEnded != 1 || len(got.NATSRevoked) != 1 {
+		t.Fatalf("revoke-all = %d %s (offboarded %v)", rec.Code, rec.Body, fb.offboarded)
+	}
+	if w := do(t, s, "GET", "/api/v1/whoami", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id}); w.Code != 401 {
+		t.Errorf("alice's session after revoke-all: whoami = %d, want 401", w.Code)
+	}
 }

@@ -27,11 +27,26 @@ type SQLLeases interface {
 
 var _ SQLLeases = (*broker.Leases)(nil)
 
-// sqlRoutes registers the SQL credential endpoints: `POST sql/creds`,
-// `POST leases/{id}/renew` and `POST leases/revoke-all`. Listing and
-// revoking go through the lease endpoints ([Server.sqlLeaseList],
-// [Server.revokeSQLLease]).
+// offboarder revokes everything a principal holds: [SQLLeases.RevokeAll]
+// when SQL logins are configured, else the broker's own.
+type offboarder interface {
+	RevokeAll(ctx context.Context, actor identity.Principal, principalID, reason string) (*broker.RevokeAllResult, error)
+}
+
+// sqlRoutes registers `POST leases/revoke-all` (always: offboarding covers
+// the sign-in cutoff, NATS credentials and dashboard sessions even where
+// no database issues SQL logins) and, when SQL logins are configured, the
+// SQL credential endpoints: `POST sql/creds`, `POST leases/{id}/renew`.
+// Listing and revoking go through the lease endpoints
+// ([Server.sqlLeaseList], [Server.revokeSQLLease]).
 func (s *Server) sqlRoutes(l SQLLeases) {
+	var off offboarder = s.cfg.Broker
+	if l != nil {
+		off = l
+	}
+	s.mux.Handle("POST "+api.Prefix+"/leases/revoke-all", s.authed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+		return s.revokeAll(w, r, p, off)
+	}))
 	if l == nil {
 		return
 	}
@@ -40,9 +55,6 @@ func (s *Server) sqlRoutes(l SQLLeases) {
 	}))
 	s.mux.Handle("POST "+api.Prefix+"/leases/{id}/renew", s.authed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
 		return s.renewSQLLease(w, r, p, l)
-	}))
-	s.mux.Handle("POST "+api.Prefix+"/leases/revoke-all", s.authed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
-		return s.revokeAll(w, r, p, l)
 	}))
 }
 
@@ -98,7 +110,7 @@ func (s *Server) renewSQLLease(w http.ResponseWriter, r *http.Request, p identit
 	return nil
 }
 
-func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Principal, l SQLLeases) error {
+func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Principal, l offboarder) error {
 	if err := s.requireGroups(p, s.cfg.AdminGroups, "revoke-all"); err != nil {
 		return err
 	}

@@ -51,6 +51,12 @@ func (sqlTestBroker) RevokeNATS(context.Context, identity.Principal, []string, s
 	return errors.New("not used")
 }
 
+// RevokeAll is not used: with SQL leases configured, revoke-all goes through
+// them.
+func (sqlTestBroker) RevokeAll(context.Context, identity.Principal, string, string) (*broker.RevokeAllResult, error) {
+	return nil, errors.New("not used")
+}
+
 // fakeSQLLeases keeps leases in memory and returns scripted errors.
 type fakeSQLLeases struct {
 	leases  map[string]broker.Lease
@@ -157,15 +163,14 @@ func (f *fakeSQLLeases) Lease(_ context.Context, id string) (broker.Lease, error
 
 func newSQLTestServer(t *testing.T) (*Server, *fakeSQLLeases) {
 	t.Helper()
+	f := &fakeSQLLeases{leases: map[string]broker.Lease{}}
 	s, err := New(Config{
-		Broker: sqlTestBroker{}, Auth: sqlTestAuth{}, AdminGroups: []string{"admins"},
+		Broker: sqlTestBroker{}, Auth: sqlTestAuth{}, AdminGroups: []string{"admins"}, SQLLeases: f,
 		Now: func() time.Time { return time.Date(2026, 11, 27, 10, 5, 0, 0, time.UTC) },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeSQLLeases{leases: map[string]broker.Lease{}}
-	s.sqlRoutes(f)
 	return s, f
 }
 

@@ -466,6 +466,26 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Errorf("eval against the serving policy = %s", out)
 	}
 
+	// Offboarding works on the demo, which issues no SQL logins: dave
+	// revokes everything alice holds, her current sign-in gets no new
+	// credential, and a fresh sign-in does.
+	var me struct{ Issuer, Subject string }
+	if err := json.Unmarshal([]byte(c.must("", "whoami", "--output", "json")), &me); err != nil {
+		t.Fatal(err)
+	}
+	out = admin.must("", "leases", "revoke-all", "--principal", me.Issuer+" "+me.Subject, "--reason", "left the company")
+	if !strings.Contains(out, "revoked for") {
+		t.Errorf("revoke-all = %s", out)
+	}
+	if code, _, errOut := c.run("", "creds", "nats"); code != 1 || !strings.Contains(errOut, "sign in again") {
+		t.Errorf("creds nats after revoke-all: exit %d, %s", code, errOut)
+	}
+	// Token times are whole seconds: a sign-in counts as newer from the
+	// second after the revocation.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	c.must(d.password("alice")+"\n", "login", "--username", "alice", "--password-stdin")
+	c.must("", "creds", "nats")
+
 	c.must("", "logout")
 	if code, _, errOut := c.run("", "whoami"); code != 1 || !strings.Contains(errOut, "sqlgate login") {
 		t.Errorf("whoami after logout: exit %d, %s", code, errOut)

@@ -48,6 +48,10 @@ func (noBroker) RevokeNATS(context.Context, identity.Principal, []string, string
 	return broker.ErrUnavailable
 }
 
+func (noBroker) RevokeAll(context.Context, identity.Principal, string, string) (*broker.RevokeAllResult, error) {
+	return nil, broker.ErrUnavailable
+}
+
 type noAuth struct{}
 
 func (noAuth) Verify(context.Context, string) (identity.Principal, error) {
