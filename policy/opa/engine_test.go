@@ -150,14 +150,63 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
-// TestLintRefusesConfigurationTypos: a typo in the library's data.yaml that
-// would otherwise silently drop a restriction keeps the policy from loading.
+// TestLintRefusesConfigurationTypos: a mistake in the library's data.yaml
+// that would otherwise silently drop a restriction, or break every decision,
+// keeps the policy from loading.
 func TestLintRefusesConfigurationTypos(t *testing.T) {
+	for _, tc := range []struct {
+		name, old, replacement, want string
+	}{
+		{
+			"unknown_key",
+			"        break_glass: true\n        max_rows: 100", "        break_glass: true\n        business_hour: true\n        max_rows: 100",
+			`routes.orders.v1.get: unknown key "business_hour"`,
+		},
+		{
+			// Matched no one, so mallory was allowed.
+			"bare_deny_entry",
+			"    deny: []\n", "    deny:\n      - mallory@example.com\n",
+			"deny[0]: must be an object",
+		},
+		{
+			// The sales limit was never enforced.
+			"limit_of_an_ungranted_group",
+			"          - group: sales\n            param: amount", "          - group: Sales\n            param: amount",
+			"routes.orders.v1.create.limits[0].group: Sales is not in the route's groups (sales)",
+		},
+		{
+			// The engine refused every decision of the route.
+			"max_rows_above_int32",
+			"max_rows: 100\n", "max_rows: 3000000000\n",
+			"routes.orders.v1.get.max_rows: must be a whole number from 0 to 2147483647",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyRules(t)
+			edit(t, filepath.Join(dir, "data.yaml"), tc.old, tc.replacement)
+			_, err := opa.Open(t.Context(), opa.Config{Dir: dir})
+			if !errors.Is(err, opa.ErrInvalidPolicy) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open = %v, want the lint problem %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestDenyListRefusesSQLCredentials: a deny-listed principal gets no SQL
+// login, with the entry's reason.
+func TestDenyListRefusesSQLCredentials(t *testing.T) {
 	dir := copyRules(t)
-	edit(t, filepath.Join(dir, "data.yaml"), "        break_glass: true\n        max_rows: 100", "        break_glass: true\n        business_hour: true\n        max_rows: 100")
-	_, err := opa.Open(t.Context(), opa.Config{Dir: dir})
-	if !errors.Is(err, opa.ErrInvalidPolicy) || !strings.Contains(err.Error(), `routes.orders.v1.get: unknown key "business_hour"`) {
-		t.Fatalf("Open = %v, want the lint problem", err)
+	edit(t, filepath.Join(dir, "data.yaml"), "    deny: []\n", "    deny:\n      - principals: [alice@example.com]\n        reason: account under investigation\n")
+	e, err := opa.Open(t.Context(), opa.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := realisticInput()
+	in.Route, in.Params = nil, nil
+	in.Credential = &policy.Credential{Type: "sql", Database: "orders", Role: "reader"}
+	d, err := e.Decide(t.Context(), policy.SQLCredentials, in)
+	if err != nil || d.Allow || !slices.Equal(d.Reasons, []string{"account under investigation"}) {
+		t.Errorf("Decide(sql_credentials) = %+v, %v; want a deny with the deny list's reason", d, err)
 	}
 }
 

@@ -48,6 +48,7 @@ problems contains sprintf("routes.%s: must be an object", [subject]) if {
 
 problems contains sprintf("routes.%s: unknown key %q", [subject, key]) if {
 	some subject, route in _routes
+	is_object(route)
 	some key, _ in route
 	not key in _route_keys
 }
@@ -66,11 +67,12 @@ problems contains sprintf("routes.%s.%s: must be true or false", [subject, key])
 	not is_boolean(value)
 }
 
-problems contains sprintf("routes.%s.%s: must be a whole number of at least 0", [subject, key]) if {
+# The engine refuses integer obligations above 2147483647 on every decision.
+problems contains sprintf("routes.%s.%s: must be a whole number from 0 to %d", [subject, key, _max_int32]) if {
 	some subject, route in _routes
 	some key in ["max_rows", "timeout_ms"]
 	value := route[key]
-	not _count(value)
+	not _int32(value)
 }
 
 problems contains sprintf("routes.%s.max_auth_age: must be a positive duration such as \"1h\"", [subject]) if {
@@ -88,6 +90,17 @@ problems contains sprintf("routes.%s.limits[%d]: %s", [subject, i, msg]) if {
 	is_array(route.limits)
 	some i, limit in route.limits
 	some msg in _limit_problems(limit)
+}
+
+# A limit applies to callers whose access comes from its group: a group the
+# route does not grant (a typo, a different case) would never be enforced.
+problems contains sprintf("routes.%s.limits[%d].group: %s is not in the route's groups (%s)", [subject, i, limit.group, _groups_text(route)]) if {
+	some subject, route in _routes
+	is_array(route.limits)
+	some i, limit in route.limits
+	is_string(limit.group)
+	_strings(object.get(route, "groups", []))
+	not limit.group in object.get(route, "groups", [])
 }
 
 problems contains sprintf("routes.%s: business_hours needs config.business_hours", [subject]) if {
@@ -126,18 +139,23 @@ _limit_problems(limit) := {"must be an object"} if {
 
 # Business hours.
 
+problems contains "business_hours: must be an object" if {
+	not is_object(object.get(config, "business_hours", {}))
+}
+
 problems contains sprintf("business_hours: unknown key %q", [key]) if {
+	is_object(config.business_hours)
 	some key, _ in config.business_hours
 	not key in _business_hours_keys
 }
 
 problems contains "business_hours.timezone: must be an IANA time zone such as \"Europe/Berlin\"" if {
-	config.business_hours
+	is_object(config.business_hours)
 	not time.clock([0, object.get(config.business_hours, "timezone", null)])
 }
 
 problems contains "business_hours.days: must be a list of weekday names such as Monday" if {
-	config.business_hours
+	is_object(config.business_hours)
 	not _weekday_list(object.get(config.business_hours, "days", null))
 }
 
@@ -153,18 +171,23 @@ problems contains "business_hours: start must be before end" if {
 
 # Break glass.
 
+problems contains "break_glass: must be an object" if {
+	not is_object(object.get(config, "break_glass", {}))
+}
+
 problems contains sprintf("break_glass: unknown key %q", [key]) if {
+	is_object(config.break_glass)
 	some key, _ in config.break_glass
 	not key in _break_glass_keys
 }
 
 problems contains "break_glass.group: must be a group name" if {
-	config.break_glass
+	is_object(config.break_glass)
 	not is_string(object.get(config.break_glass, "group", null))
 }
 
 problems contains "break_glass.min_reason_length: must be a whole number of at least 0" if {
-	config.break_glass
+	is_object(config.break_glass)
 	not _count(object.get(config.break_glass, "min_reason_length", null))
 }
 
@@ -174,8 +197,17 @@ problems contains "deny: must be a list" if {
 	not is_array(object.get(config, "deny", []))
 }
 
+# An entry that is not an object, e.g. a bare e-mail address written without
+# `principals:`. (Should such a policy be served anyway, lib/denylist treats
+# the entry as matching everyone.)
+problems contains sprintf("deny[%d]: must be an object", [i]) if {
+	some i, entry in _deny
+	not is_object(entry)
+}
+
 problems contains sprintf("deny[%d]: unknown key %q", [i, key]) if {
 	some i, entry in _deny
+	is_object(entry)
 	some key, _ in entry
 	not key in _deny_keys
 }
@@ -189,45 +221,69 @@ problems contains sprintf("deny[%d].%s: must be a list of strings", [i, key]) if
 
 problems contains sprintf("deny[%d].reason: must be a string", [i]) if {
 	some i, entry in _deny
+	is_object(entry)
 	not is_string(object.get(entry, "reason", ""))
 }
 
 # Credentials.
 
+problems contains "nats: must be an object" if {
+	not is_object(object.get(config, "nats", {}))
+}
+
 problems contains sprintf("nats: unknown key %q", [key]) if {
+	is_object(config.nats)
 	some key, _ in config.nats
 	key != "ttl"
 }
 
 problems contains "nats.ttl: must be a positive duration such as \"15m\"" if {
-	config.nats
+	is_object(config.nats)
 	not _duration(object.get(config.nats, "ttl", null))
+}
+
+problems contains sprintf("nats.ttl: must be at most %s (366 days)", [_max_ttl]) if {
+	_too_long(config.nats.ttl)
 }
 
 problems contains "sql_credentials: must be a list" if {
 	not is_array(object.get(config, "sql_credentials", []))
 }
 
+problems contains sprintf("sql_credentials[%d]: must be an object", [i]) if {
+	some i, grant in _sql_credentials
+	not is_object(grant)
+}
+
 problems contains sprintf("sql_credentials[%d]: unknown key %q", [i, key]) if {
 	some i, grant in _sql_credentials
+	is_object(grant)
 	some key, _ in grant
 	not key in _sql_keys
 }
 
 problems contains sprintf("sql_credentials[%d].%s: must be a string", [i, key]) if {
 	some i, grant in _sql_credentials
+	is_object(grant)
 	some key in ["group", "database"]
 	not is_string(object.get(grant, key, null))
 }
 
 problems contains sprintf("sql_credentials[%d].roles: must be a list of strings", [i]) if {
 	some i, grant in _sql_credentials
+	is_object(grant)
 	not _strings(object.get(grant, "roles", null))
 }
 
 problems contains sprintf("sql_credentials[%d].max_ttl: must be a positive duration such as \"1h\"", [i]) if {
 	some i, grant in _sql_credentials
+	is_object(grant)
 	not _duration(object.get(grant, "max_ttl", null))
+}
+
+problems contains sprintf("sql_credentials[%d].max_ttl: must be at most %s (366 days)", [i, _max_ttl]) if {
+	some i, grant in _sql_credentials
+	_too_long(grant.max_ttl)
 }
 
 # The collections iterated below, when they have the right shape (a wrong
@@ -243,6 +299,23 @@ _strings(value) if {
 	every e in value {
 		is_string(e)
 	}
+}
+
+# _max_int32 is the largest max_rows or timeout_ms the engine accepts.
+_max_int32 := 2147483647
+
+# _max_ttl is the longest credential lifetime the engine accepts.
+_max_ttl := "8784h"
+
+_too_long(value) if time.parse_duration_ns(value) > time.parse_duration_ns(_max_ttl)
+
+_groups_text(route) := concat(", ", route.groups) if {
+	count(route.groups) > 0
+} else := "none"
+
+_int32(value) if {
+	_count(value)
+	value <= _max_int32
 }
 
 _count(value) if {

@@ -39,8 +39,8 @@ test_problems if {
 		"routes.a.b.groups: must be a list of strings",
 		"routes.a.b.redact_params: must be a list of strings",
 		"routes.a.b.mfa: must be true or false",
-		"routes.a.b.max_rows: must be a whole number of at least 0",
-		"routes.a.b.timeout_ms: must be a whole number of at least 0",
+		"routes.a.b.max_rows: must be a whole number from 0 to 2147483647",
+		"routes.a.b.timeout_ms: must be a whole number from 0 to 2147483647",
 		"routes.a.b.max_auth_age: must be a positive duration such as \"1h\"",
 		"routes.a.b.limits[0]: max must be a number",
 		"routes.a.b.limits[1]: min is larger than max",
@@ -111,4 +111,57 @@ test_wrong_shapes if {
 		"break_glass": {"groups": ["bg"], "min_reason_length": 1},
 	}
 	lint.problems == {"routes.a.b.limits: must be a list"} with data.sqlgate.config as {"routes": {"a.b": {"limits": {"group": "g"}}}}
+}
+
+# Every list element and section must be an object: a deny entry written as a
+# bare e-mail address matched no one, and the listed account was allowed.
+test_entries_and_sections_must_be_objects if {
+	lint.problems == {
+		"deny[0]: must be an object",
+		"deny[2]: must be an object",
+		"sql_credentials[1]: must be an object",
+		"business_hours: must be an object",
+		"break_glass: must be an object",
+		"nats: must be an object",
+	} with data.sqlgate.config as {
+		"deny": ["mallory@example.com", {"principals": ["eve@example.com"]}, ["x"]],
+		"sql_credentials": [{"group": "g", "database": "d", "roles": ["r"], "max_ttl": "1h"}, "sales"],
+		"business_hours": "weekdays",
+		"break_glass": "break-glass",
+		"nats": "15m",
+	}
+}
+
+test_demo_with_a_bare_deny_entry_is_refused if {
+	cfg := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": ["mallory@example.com"]}])
+	lint.problems == {"deny[0]: must be an object"} with data.sqlgate.config as cfg
+}
+
+# A limit of a group the route does not grant is never enforced.
+test_limit_group_must_be_one_of_the_route_groups if {
+	cfg := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/routes/orders.v1.create/limits/0/group", "value": "Sales"}])
+	lint.problems == {"routes.orders.v1.create.limits[0].group: Sales is not in the route's groups (sales)"} with data.sqlgate.config as cfg
+	lint.problems == {"routes.a.b.limits[0].group: sales is not in the route's groups (none)"} with data.sqlgate.config as {"routes": {"a.b": {
+		"break_glass": false,
+		"limits": [{"group": "sales", "param": "amount", "max": 1}],
+	}}}
+}
+
+# Obligations the engine would refuse on every decision are refused here.
+test_obligations_within_the_engine_bounds if {
+	lint.problems == {
+		"routes.a.b.max_rows: must be a whole number from 0 to 2147483647",
+		"routes.a.b.timeout_ms: must be a whole number from 0 to 2147483647",
+		"nats.ttl: must be at most 8784h (366 days)",
+		"sql_credentials[0].max_ttl: must be at most 8784h (366 days)",
+	} with data.sqlgate.config as {
+		"routes": {"a.b": {"max_rows": 3000000000, "timeout_ms": 2147483648}},
+		"nats": {"ttl": "8785h"},
+		"sql_credentials": [{"group": "g", "database": "d", "roles": ["r"], "max_ttl": "10000h"}],
+	}
+	lint.problems == set() with data.sqlgate.config as {
+		"routes": {"a.b": {"max_rows": 2147483647, "timeout_ms": 2147483647}},
+		"nats": {"ttl": "8784h"},
+		"sql_credentials": [{"group": "g", "database": "d", "roles": ["r"], "max_ttl": "8784h"}],
+	}
 }

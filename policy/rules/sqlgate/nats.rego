@@ -19,7 +19,13 @@ allow if count(pub) > 0
 
 reasons contains msg if {
 	count(pub) == 0
+	not denylist.excluded
 	msg := sprintf("no route is granted to any of your groups (%s)", [request.groups_text])
+}
+
+# A deny-list entry without routes refuses the credential with its reason.
+reasons contains msg if {
+	some msg in denylist.exclusions
 }
 
 # Business hours, limits and MFA are decided per call, so routes they restrict

@@ -46,3 +46,10 @@ test_without_configured_ttl_there_is_no_ttl_obligation if {
 	nats.allow with input as _nats(["sales"], 0) with data.sqlgate.config as cfg
 	not nats.ttl with input as _nats(["sales"], 0) with data.sqlgate.config as cfg
 }
+
+test_deny_listed_principal_gets_no_credential if {
+	cfg := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": [{"principals": ["u-1"], "reason": "account under investigation"}]}])
+	not nats.allow with input as _nats(["sales"], 0) with data.sqlgate.config as cfg
+	nats.pub == set() with input as _nats(["sales"], 0) with data.sqlgate.config as cfg
+	nats.reasons == {"account under investigation"} with input as _nats(["sales"], 0) with data.sqlgate.config as cfg
+}

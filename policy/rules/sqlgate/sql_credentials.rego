@@ -3,15 +3,25 @@
 # description: |
 #   data.sqlgate.sql_credentials decides a short-lived SQL login for
 #   input.principal: role input.credential.role on database
-#   input.credential.database, for at most the granted TTL.
+#   input.credential.database, for at most the granted TTL. A deny-list
+#   entry without routes that matches the principal refuses every SQL login
+#   (issue and renew); entries with routes restrict only those routes.
 package sqlgate.sql_credentials
 
 import data.sqlgate.config
+import data.sqlgate.lib.denylist
 import data.sqlgate.lib.request
 
 default allow := false
 
-allow if count(_grants) > 0
+allow if {
+	count(_grants) > 0
+	not denylist.excluded
+}
+
+reasons contains msg if {
+	some msg in denylist.exclusions
+}
 
 reasons contains msg if {
 	count(_grants) == 0

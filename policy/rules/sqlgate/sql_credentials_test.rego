@@ -39,3 +39,34 @@ test_other_database_is_denied if {
 test_auditors_get_no_login if {
 	not sql.allow with input as fx.credential(["auditors"], {"type": "sql", "database": "orders", "role": "reader", "ttl": 0})
 }
+
+_reader(groups) := fx.credential(groups, {"type": "sql", "database": "orders", "role": "reader", "ttl": 0})
+
+_with_deny(entries) := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": entries}])
+
+# A deny-list entry without routes refuses SQL logins too (issue and renew
+# are both decided here).
+test_deny_listed_principal_gets_no_login if {
+	cfg := _with_deny([{"principals": ["pat@example.com"], "reason": "account under investigation"}])
+	not sql.allow with input as _reader(["sales"]) with data.sqlgate.config as cfg
+	sql.reasons == {"account under investigation"} with input as _reader(["sales"]) with data.sqlgate.config as cfg
+}
+
+test_deny_listed_group_gets_no_login if {
+	cfg := _with_deny([{"groups": ["support"]}])
+	not sql.allow with input as _reader(["sales", "support"]) with data.sqlgate.config as cfg
+	sql.reasons == {"denied by the deny list"} with input as _reader(["sales", "support"]) with data.sqlgate.config as cfg
+	sql.allow with input as _reader(["sales"]) with data.sqlgate.config as cfg
+}
+
+test_malformed_deny_entry_refuses_logins if {
+	cfg := _with_deny(["mallory@example.com"])
+	not sql.allow with input as _reader(["sales"]) with data.sqlgate.config as cfg
+}
+
+# An entry with routes restricts those routes only.
+test_route_deny_entry_leaves_logins if {
+	cfg := _with_deny([{"principals": ["u-1"], "routes": ["orders.v1.cancel"]}])
+	sql.allow with input as _reader(["sales"]) with data.sqlgate.config as cfg
+	sql.reasons == set() with input as _reader(["sales"]) with data.sqlgate.config as cfg
+}

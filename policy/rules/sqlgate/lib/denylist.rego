@@ -1,25 +1,62 @@
 # METADATA
 # description: |
 #   Deny lists (data.sqlgate.config.deny): entries that refuse principals or
-#   groups some or all routes, whatever else allows them.
+#   groups some or all routes, whatever else allows them. An entry without
+#   routes refuses everything: every route, NATS credentials and SQL
+#   credentials.
+#
+#   The deny list fails closed: an entry that lint would refuse (not an
+#   object, e.g. a bare e-mail address written without `principals:`, or with
+#   principals, groups or routes that are not lists of strings) matches every
+#   principal on every route, and so does a deny list that is not a list.
 package sqlgate.lib.denylist
 
 import data.sqlgate.config
 
-# denied(subject) is true when an entry matches the principal and route subject.
+# denied(subject) is true when an entry matches the principal and route
+# subject. It is the fast check on the decision path; violations explains it
+# (the tests hold the two in agreement).
 denied(subject) if {
 	some entry in config.deny
 	_principal_matches(entry)
 	_route_matches(entry, subject)
 }
 
+denied(_) if not is_array(object.get(config, "deny", []))
+
 # violations(subject) holds the reasons of the entries that match the
 # principal and route subject.
-violations(subject) := {object.get(entry, "reason", "denied by the deny list") |
+violations(subject) := {_reason(entry) |
 	some entry in config.deny
 	_principal_matches(entry)
 	_route_matches(entry, subject)
+} | _malformed_list
+
+# excluded is true when an entry without routes matches the principal (or
+# the deny list is malformed): the principal may have nothing, no route and
+# no credential. The credential entry points check it; exclusions explains it.
+excluded if {
+	some entry in config.deny
+	_principal_matches(entry)
+	_all_routes(entry)
 }
+
+excluded if not is_array(object.get(config, "deny", []))
+
+# exclusions holds the reasons of the entries that exclude the principal.
+exclusions := {_reason(entry) |
+	some entry in config.deny
+	_principal_matches(entry)
+	_all_routes(entry)
+} | _malformed_list
+
+_malformed_list := {"denied by the deny list"} if {
+	not is_array(object.get(config, "deny", []))
+} else := set()
+
+_reason(entry) := entry.reason if {
+	is_string(entry.reason)
+} else := "denied by the deny list"
 
 # An entry without principals and groups matches every principal.
 _principal_matches(entry) if {
@@ -43,11 +80,33 @@ _principal_matches(entry) if {
 	group in input.principal.groups
 }
 
-# An entry without routes matches every route.
-_route_matches(entry, _) if {
-	not "routes" in object.keys(entry)
-}
+# A malformed entry matches everyone.
+_principal_matches(entry) if not _well_formed(entry)
+
+# An entry without routes (or a malformed one) matches every route.
+_route_matches(entry, _) if _all_routes(entry)
 
 _route_matches(entry, subject) if {
 	subject in entry.routes
+}
+
+_all_routes(entry) if {
+	is_object(entry)
+	not "routes" in object.keys(entry)
+}
+
+_all_routes(entry) if not _well_formed(entry)
+
+_well_formed(entry) if {
+	is_object(entry)
+	_strings(object.get(entry, "principals", []))
+	_strings(object.get(entry, "groups", []))
+	_strings(object.get(entry, "routes", []))
+}
+
+_strings(value) if {
+	is_array(value)
+	every e in value {
+		is_string(e)
+	}
 }

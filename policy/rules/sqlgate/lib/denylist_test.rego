@@ -53,17 +53,66 @@ test_deny_list_beats_break_glass if {
 	call.reasons == {"account under review"} with input as req with data.sqlgate.config as cfg
 }
 
+# An entry that lint refuses matches everyone on every route, so that a policy
+# served without lint fails closed: a bare e-mail address (written without
+# principals:) denies every call rather than none.
+test_malformed_entries_deny_everyone if {
+	every entries in [
+		["mallory@example.com"],
+		[{"principals": "mallory@example.com"}],
+		[{"groups": "contractors", "reason": "r"}],
+		[{"principals": ["someone-else"], "routes": "orders.v1.cancel"}],
+		[{"principals": ["someone-else"]}, 42],
+	] {
+		not call.allow with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as _with_deny(entries)
+		denylist.excluded with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as _with_deny(entries)
+	}
+	call.reasons == {"denied by the deny list"} with input as fx.call(["sales"], "orders.v1.get", {"id": 1})
+		with data.sqlgate.config as _with_deny(["mallory@example.com"])
+}
+
+test_malformed_deny_list_denies_everyone if {
+	cfg := _with_deny("mallory@example.com")
+	not call.allow with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as cfg
+	call.reasons == {"denied by the deny list"} with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as cfg
+}
+
+test_no_deny_list if {
+	call.allow with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as {"routes": _routes}
+	not denylist.excluded with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as {"routes": _routes}
+}
+
+# Only entries without routes exclude a principal from everything
+# (credentials included).
+test_excluded_only_by_entries_without_routes if {
+	req := fx.call(["sales"], "orders.v1.get", {"id": 1})
+	denylist.excluded with input as req with data.sqlgate.config as _with_deny([{"principals": ["u-1"]}])
+	denylist.excluded with input as req with data.sqlgate.config as _with_deny([{"groups": ["sales"]}])
+	denylist.excluded with input as req with data.sqlgate.config as _with_deny([{}])
+	not denylist.excluded with input as req with data.sqlgate.config as _with_deny([{"principals": ["u-1"], "routes": ["orders.v1.get"]}])
+	not denylist.excluded with input as req with data.sqlgate.config as _with_deny([{"principals": ["someone-else"]}])
+}
+
+_configs := [
+	_with_deny([]),
+	_with_deny([{"principals": ["u-1"]}]),
+	_with_deny([{"groups": ["sales"], "routes": ["orders.v1.create"]}]),
+	_with_deny([{"routes": ["orders.v1.get"]}]),
+	_with_deny([{"principals": ["someone-else"]}, "u-1"]),
+	_with_deny({"principals": ["u-1"]}),
+]
+
 test_denied_agrees_with_violations if {
-	cfgs := [
-		_with_deny([]),
-		_with_deny([{"principals": ["u-1"]}]),
-		_with_deny([{"groups": ["sales"], "routes": ["orders.v1.create"]}]),
-		_with_deny([{"routes": ["orders.v1.get"]}]),
-	]
-	every cfg in cfgs {
+	every cfg in _configs {
 		every route in ["orders.v1.create", "orders.v1.get"] {
 			_agree(route) with input as fx.call(["sales"], route, {}) with data.sqlgate.config as cfg
 		}
+	}
+}
+
+test_excluded_agrees_with_exclusions if {
+	every cfg in _configs {
+		_agree_excluded with input as fx.call(["sales"], "orders.v1.get", {}) with data.sqlgate.config as cfg
 	}
 }
 
@@ -71,4 +120,10 @@ _agree(route) if {
 	denied := count([1 | denylist.denied(route)]) > 0
 	explained := count(denylist.violations(route)) > 0
 	denied == explained
+}
+
+_agree_excluded if {
+	excluded := count([1 | denylist.excluded]) > 0
+	explained := count(denylist.exclusions) > 0
+	excluded == explained
 }
