@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -911,11 +912,33 @@ func bindParam(c *broker.Call, name string) (any, error) {
 				}
 				return b, nil
 			}
+			if n, ok := declaredChars(p.SQLType); ok && utf8.RuneCountInString(x) > n {
+				// The declared type is a cast, and a cast to varchar(n)
+				// cuts a longer value without an error.
+				return nil, &route.InvalidError{Field: name, Message: fmt.Sprintf("longer than the declared %s (%d characters)", p.SQLType, n)}
+			}
 		}
 		return x, nil
 	default:
 		return v, nil
 	}
+}
+
+// declaredChars returns n of a declared character type with a length
+// (varchar(n), nvarchar(n), char(n), nchar(n)); ok is false for any other.
+func declaredChars(sqlType string) (n int, ok bool) {
+	t := strings.ToLower(strings.ReplaceAll(sqlType, " ", ""))
+	base, arg, found := strings.Cut(t, "(")
+	if !found {
+		return 0, false
+	}
+	switch base {
+	case "varchar", "nvarchar", "char", "nchar":
+	default:
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(arg, ")"))
+	return n, err == nil
 }
 
 // quoteName quotes a dotted name from the catalog or configuration.

@@ -388,3 +388,30 @@ func countOrders(t *testing.T, e *postgres.Executor) int64 {
 	}
 	return n
 }
+
+// TestDeclaredLengthRefused: a value longer than its declared varchar(n) is
+// refused before anything runs, because the cast the declaration becomes
+// would cut it without an error; a value that fits is stored whole.
+func TestDeclaredLengthRefused(t *testing.T) {
+	e := openTest(t, 1)
+	r := testRoute(t, route.Spec{Statement: &route.StatementSpec{Name: "v", SQL: `INSERT INTO orders (customer, amount, quantity, express) VALUES (:c, 1, 1, true) RETURNING customer`},
+		SQLTypes: map[string]string{"c": "varchar(5)"},
+		Params:   map[string]any{"type": "object", "properties": map[string]any{"c": map[string]any{"type": "string"}}}})
+	c, err := brokertest.NewCall(r, `{"c":"abcdefghij"}`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Execute(t.Context(), c)
+	var invalid *route.InvalidError
+	if !errors.As(err, &invalid) || invalid.Field != "c" || !strings.Contains(invalid.Message, "varchar(5)") {
+		t.Fatalf("Execute with 10 characters for varchar(5) = %v, want an InvalidError for c", err)
+	}
+	c, err = brokertest.NewCall(r, `{"c":"äbcdé"}`, "") // five characters, seven bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Execute(t.Context(), c)
+	if err != nil || !strings.Contains(string(res.JSON), "äbcdé") {
+		t.Fatalf("Execute with five characters = %v, %v", res, err)
+	}
+}
