@@ -59,6 +59,16 @@ func checkContract(modules map[string]*ast.Module, data map[string]any) (map[pol
 			case m.Package.Path.HasPrefix(ep):
 				errs = append(errs, fmt.Errorf("%s: package %s is inside the decision document of %s: put helper packages elsewhere, e.g. under data.sqlgate.lib",
 					location(m.Package.Location), m.Package.Path, ep))
+			case ep.HasPrefix(m.Package.Path):
+				// A parent package (data.sqlgate) reaching into the entry with
+				// a ref head (call.max_rows := 10) would be part of the
+				// decision document without being checked or queried.
+				for _, r := range m.Rules {
+					if path := m.Package.Path.Extend(r.Head.Ref()); overlaps(path, ep) {
+						errs = append(errs, fmt.Errorf("%s: rule %s of package %s defines %s, inside the decision document of %s: define decision keys in package %s itself",
+							location(r.Location), r.Head.Ref(), m.Package.Path, path, ep, strings.TrimPrefix(ep.String(), "data.")))
+					}
+				}
 			}
 		}
 	}
@@ -89,6 +99,17 @@ func checkContract(modules map[string]*ast.Module, data map[string]any) (map[pol
 		errs = append(errs, fmt.Errorf("no entry point: the policy defines none of %s", strings.Join(names, ", ")))
 	}
 	return keys, errs
+}
+
+// overlaps reports whether the document at path (which may hold variables)
+// can be, contain or lie inside the document at ground ref ep.
+func overlaps(path, ep ast.Ref) bool {
+	for i := range min(len(path), len(ep)) {
+		if path[i].IsGround() && !path[i].Equal(ep[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // decisionRule classifies one rule of an entry package: it returns the

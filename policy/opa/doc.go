@@ -20,9 +20,11 @@
 // nats: ttl, pub, sub; sql_credentials: ttl). Rules of the package whose
 // names start with an underscore are helpers and not part of the decision;
 // so are rules of any other package (data.sqlgate.lib.*). Any other rule in
-// an entry package, a package nested under one, or data placed there is an
-// error when the policy loads, found by inspecting the modules: an unknown
-// obligation is never silently ignored. A policy may also define
+// an entry package, a package nested under one, a rule of a parent package
+// whose ref head reaches into one (package sqlgate with
+// call.max_rows := 10), or data placed there is an error when the policy
+// loads, found by inspecting the modules: an unknown or unqueried obligation
+// is never silently ignored. A policy may also define
 // data.sqlgate.lint.problems, a set of messages about its own configuration;
 // the engine refuses to serve a policy for which it is not empty.
 //

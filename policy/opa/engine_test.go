@@ -133,6 +133,7 @@ func TestLoadErrors(t *testing.T) {
 		{"noallow", "package data.sqlgate.nats defines no allow rule"},
 		{"testrule", "tests belong in *_test.rego files"},
 		{"refhead", "decision key max_rows of data.sqlgate.call must be defined as a whole"},
+		{"parentrefhead", "obligations.rego:4: rule call.max_rows of package data.sqlgate defines data.sqlgate.call.max_rows, inside the decision document of data.sqlgate.call: define decision keys in package sqlgate.call itself"},
 		{"function", "decision key reasons of data.sqlgate.call must be a value, not a function"},
 		{"httpsend", "http.send"},
 		{"regov0", "rego_parse_error"},
@@ -147,6 +148,28 @@ func TestLoadErrors(t *testing.T) {
 				t.Errorf("Open error = %v\nwant it to contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestParentPackageCannotReachIntoDecision: obligations written with ref
+// heads in package sqlgate (call.max_rows := 10) were never queried, so the
+// row cap and the redaction were silently lost and a typo passed; every such
+// rule is refused, by the engine and by Check.
+func TestParentPackageCannotReachIntoDecision(t *testing.T) {
+	dir := "testdata/bad/parentrefhead"
+	_, err := opa.Open(t.Context(), opa.Config{Dir: dir})
+	if !errors.Is(err, opa.ErrInvalidPolicy) {
+		t.Fatalf("Open = %v, want ErrInvalidPolicy", err)
+	}
+	problems := opa.Check(t.Context(), dir, nil)
+	for _, key := range []string{"max_rows", "redact_params", "max_row"} {
+		want := "defines data.sqlgate.call." + key + ","
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Open error = %v\nwant it to contain %q", err, want)
+		}
+		if !slices.ContainsFunc(problems, func(e error) bool { return strings.Contains(e.Error(), want) }) {
+			t.Errorf("Check = %v, want a problem containing %q", problems, want)
+		}
 	}
 }
 
