@@ -33,8 +33,10 @@ func isLoopbackHost(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// redirectAllowed reports whether raw is a registered redirect URI of c. A
-// registered http loopback URI matches any port (RFC 8252 section 7.3).
+// redirectAllowed reports whether raw is a registered redirect URI of c. For
+// a public client (a native app) a registered http loopback URI matches any
+// port (RFC 8252 section 7.3); a confidential client's must match exactly,
+// since another program on the machine could listen on another port.
 func (c *Client) redirectAllowed(raw string) bool {
 	u, err := url.Parse(raw)
 	if err != nil || u.Fragment != "" || u.Scheme == "" || u.Host == "" {
@@ -43,6 +45,9 @@ func (c *Client) redirectAllowed(raw string) bool {
 	for _, reg := range c.RedirectURIs {
 		if raw == reg {
 			return true
+		}
+		if c.Secret != "" {
+			continue
 		}
 		ru, err := url.Parse(reg)
 		if err != nil || ru.Scheme != "http" || u.Scheme != "http" || !isLoopbackHost(ru.Hostname()) {

@@ -150,7 +150,7 @@ func (p *Provider) grantDevice(r *http.Request, cl *Client) (*tokenResponse, *oa
 	}
 	return p.issue(grant{
 		user: u, client: cl, scopes: d.scopes, authTime: d.authTime, mfa: d.mfa, audience: p.accessAudience(cl),
-	}, "")
+	})
 }
 
 func (p *Provider) renderDevice(w http.ResponseWriter, status int, userCode, username, errMsg string) {

@@ -68,9 +68,10 @@ type Client struct {
 	Secret string
 	// Name is shown on the login page.
 	Name string
-	// RedirectURIs are the allowed redirect URIs. A registered loopback URI
-	// (http://127.0.0.1/..., http://[::1]/..., http://localhost/...) matches
-	// any port, as RFC 8252 section 7.3 asks for native clients.
+	// RedirectURIs are the allowed redirect URIs. For a public client a
+	// registered loopback URI (http://127.0.0.1/..., http://[::1]/...,
+	// http://localhost/...) matches any port, as RFC 8252 section 7.3 asks
+	// for native clients; a confidential client's URIs match exactly.
 	RedirectURIs []string
 	// Audience overrides the provider's access-token audience for this
 	// client's tokens.

@@ -44,7 +44,7 @@ var (
 	alice = devidp.User{Username: "alice", Password: alicePassword, Email: "alice@example.com", Name: "Alice Example", Groups: []string{"sales"}, Roles: []string{"Orders.Write"}, MFA: true}
 	bob   = devidp.User{Username: "bob", Password: bobPassword, Email: "bob@example.com", Name: "Bob Example", Groups: []string{"support"}}
 	cli   = devidp.Client{ID: "sqlgate-cli", Name: "sqlgate CLI", RedirectURIs: []string{"http://127.0.0.1/callback"}}
-	web   = devidp.Client{ID: "sqlgate-web", Secret: webSecret, RedirectURIs: []string{"https://sqlgate.example.com/auth/callback"}}
+	web   = devidp.Client{ID: "sqlgate-web", Secret: webSecret, RedirectURIs: []string{"https://sqlgate.example.com/auth/callback", "http://127.0.0.1:8080/auth/callback"}}
 	svc   = devidp.Client{ID: "orders-service", Secret: svcSecret, Roles: []string{"Orders.Read"}, Grants: []string{"client_credentials"}}
 )
 
@@ -440,6 +440,16 @@ func TestAuthorizationCodeRejections(t *testing.T) {
 		if res.status != http.StatusBadRequest {
 			t.Errorf("other port on a non-loopback redirect = %d, want 400", res.status)
 		}
+		// The dashboard of the dev mode on loopback: another port is another
+		// program, which must not receive the dashboard's code.
+		res = e.authorize(authParams(web.ID, "http://127.0.0.1:9999/auth/callback", ch), "alice", alicePassword, "login")
+		if res.status != http.StatusBadRequest || res.location != nil {
+			t.Errorf("confidential client, other loopback port = %d %v, want 400 and no redirect", res.status, res.location)
+		}
+		res = e.authorize(authParams(web.ID, "http://127.0.0.1:8080/auth/callback", ch), "alice", alicePassword, "login")
+		if res.location == nil || res.location.Query().Get("code") == "" {
+			t.Errorf("confidential client, registered loopback URI = %d %v, want a redirect with a code", res.status, res.location)
+		}
 	})
 }
 
@@ -565,6 +575,72 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	e.clock.Add(25 * time.Hour)
 	if status, body := refresh(rt3); status != 400 || body["error"] != "invalid_grant" {
 		t.Errorf("expired refresh token = %d %v, want invalid_grant", status, body)
+	}
+}
+
+// TestRefreshReuseRaceRevokesSuccessor presents one refresh token twice at
+// the same moment, many times over: one redemption rotates it, the other is
+// reuse and revokes the family, which must include the token the winner was
+// just given, whichever request the provider handled first.
+func TestRefreshReuseRaceRevokesSuccessor(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	post := func(form url.Values) (int, map[string]any, error) {
+		resp, err := http.PostForm(e.TokenURL(), form)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m, err
+	}
+	const trials = 100
+	survived := 0
+	for range trials {
+		status, body, err := post(url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {alicePassword}, "scope": {"openid offline_access"}, "client_id": {cli.ID}})
+		if err != nil || status != 200 {
+			t.Fatalf("password grant = %d %v %v", status, body, err)
+		}
+		rt := body["refresh_token"].(string)
+		type result struct {
+			status int
+			body   map[string]any
+			err    error
+		}
+		results := make(chan result, 2)
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				s, b, err := post(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {cli.ID}})
+				results <- result{s, b, err}
+			})
+		}
+		wg.Wait()
+		close(results)
+		var next []string
+		reuse := 0
+		for r := range results {
+			switch {
+			case r.err != nil:
+				t.Fatal(r.err)
+			case r.status == 200:
+				next = append(next, r.body["refresh_token"].(string))
+			case r.body["error_description"] == "refresh token already used; the session is revoked":
+				reuse++
+			default:
+				t.Fatalf("concurrent refresh = %d %v", r.status, r.body)
+			}
+		}
+		if len(next) != 1 || reuse != 1 {
+			t.Fatalf("two concurrent refreshes of one token: %d rotated, %d detected as reuse; want 1 and 1", len(next), reuse)
+		}
+		if status, _, _ := post(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {next[0]}, "client_id": {cli.ID}}); status == 200 {
+			survived++
+		}
+	}
+	if survived > 0 {
+		t.Errorf("the refresh token rotated concurrently with a detected reuse still worked in %d of %d trials, want 0", survived, trials)
 	}
 }
 

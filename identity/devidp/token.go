@@ -273,7 +273,7 @@ func (p *Provider) grantCode(r *http.Request, cl *Client) (*tokenResponse, *oaut
 	return p.issue(grant{
 		user: u, client: cl, scopes: ac.scopes, nonce: ac.nonce, authTime: ac.authTime,
 		mfa: u.MFA, audience: p.accessAudience(cl),
-	}, "")
+	})
 }
 
 func (p *Provider) grantPassword(r *http.Request, cl *Client) (*tokenResponse, *oauthError) {
@@ -292,7 +292,7 @@ func (p *Provider) grantPassword(r *http.Request, cl *Client) (*tokenResponse, *
 	}
 	return p.issue(grant{
 		user: u, client: cl, scopes: scopes, authTime: p.cfg.now(), audience: p.accessAudience(cl),
-	}, "")
+	})
 }
 
 func (p *Provider) grantClientCredentials(r *http.Request, cl *Client) (*tokenResponse, *oauthError) {
@@ -304,7 +304,7 @@ func (p *Provider) grantClientCredentials(r *http.Request, cl *Client) (*tokenRe
 			aud = res
 		}
 	}
-	return p.issue(grant{client: cl, scopes: scopes, audience: aud}, "")
+	return p.issue(grant{client: cl, scopes: scopes, audience: aud})
 }
 
 func (p *Provider) grantRefresh(r *http.Request, cl *Client) (*tokenResponse, *oauthError) {
@@ -312,44 +312,55 @@ func (p *Provider) grantRefresh(r *http.Request, cl *Client) (*tokenResponse, *o
 	if rt == "" {
 		return nil, errInvalidRequest("missing refresh_token")
 	}
-	h := hashToken(rt)
+	next, g, e := p.rotateRefresh(r, cl, hashToken(rt))
+	if e != nil {
+		return nil, e
+	}
+	return p.signGrant(g, next)
+}
+
+// rotateRefresh checks the refresh token of hash h, marks it used and
+// records its successor ("" when the new grant has no offline_access) in
+// one critical section: a concurrent replay of the same token, which
+// revokes the family, either comes after and revokes the successor too, or
+// comes first and leaves nothing to rotate.
+func (p *Provider) rotateRefresh(r *http.Request, cl *Client, h string) (string, grant, *oauthError) {
 	now := p.cfg.now()
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	rg := p.refresh[h]
 	switch {
 	case rg == nil:
-		p.mu.Unlock()
-		return nil, errInvalidGrant("unknown or revoked refresh token")
+		return "", grant{}, errInvalidGrant("unknown or revoked refresh token")
 	case rg.used:
 		p.revokeFamilyLocked(rg.family)
-		p.mu.Unlock()
-		return nil, errInvalidGrant("refresh token already used; the session is revoked")
+		return "", grant{}, errInvalidGrant("refresh token already used; the session is revoked")
 	case now.After(rg.expires):
 		delete(p.refresh, h)
-		p.mu.Unlock()
-		return nil, errInvalidGrant("refresh token expired")
+		return "", grant{}, errInvalidGrant("refresh token expired")
 	case rg.clientID != cl.ID:
-		p.mu.Unlock()
-		return nil, errInvalidGrant("refresh token was issued to another client")
+		return "", grant{}, errInvalidGrant("refresh token was issued to another client")
 	}
-	rg.used = true
-	p.mu.Unlock()
 	u, ok := p.users[rg.username]
 	if !ok {
-		return nil, errInvalidGrant("unknown user")
+		return "", grant{}, errInvalidGrant("unknown user")
 	}
 	scopes := rg.scopes
 	if s := parseScope(r.PostForm.Get("scope")); len(s) > 0 {
 		for _, x := range s {
 			if !slices.Contains(rg.scopes, x) {
-				return nil, &oauthError{http.StatusBadRequest, "invalid_scope", "scope exceeds the original grant"}
+				return "", grant{}, &oauthError{http.StatusBadRequest, "invalid_scope", "scope exceeds the original grant"}
 			}
 		}
 		scopes = s
 	}
-	return p.issue(grant{
-		user: u, client: cl, scopes: scopes, authTime: rg.authTime, mfa: rg.mfa, audience: p.accessAudience(cl),
-	}, rg.family)
+	rg.used = true
+	g := grant{user: u, client: cl, scopes: scopes, authTime: rg.authTime, mfa: rg.mfa, audience: p.accessAudience(cl)}
+	next := ""
+	if slices.Contains(scopes, "offline_access") {
+		next = p.addRefreshLocked(g, rg.family, now)
+	}
+	return next, g, nil
 }
 
 func (p *Provider) revokeFamilyLocked(family string) {
@@ -367,9 +378,21 @@ func (p *Provider) sign(claims map[string]any) (string, error) {
 	return signJWT(k.priv, k.kid, nil, claims)
 }
 
-// issue signs the tokens of a grant and records a refresh token when the
-// user asked for offline_access (continuing family when refreshing).
-func (p *Provider) issue(g grant, family string) (*tokenResponse, *oauthError) {
+// issue signs the tokens of a grant and records a refresh token, of a new
+// family, when the user asked for offline_access.
+func (p *Provider) issue(g grant) (*tokenResponse, *oauthError) {
+	refresh := ""
+	if g.user != nil && slices.Contains(g.scopes, "offline_access") {
+		p.mu.Lock()
+		refresh = p.addRefreshLocked(g, "", p.cfg.now())
+		p.mu.Unlock()
+	}
+	return p.signGrant(g, refresh)
+}
+
+// signGrant signs the tokens of a grant; refresh is the refresh token
+// already recorded for it ("" for none).
+func (p *Provider) signGrant(g grant, refresh string) (*tokenResponse, *oauthError) {
 	now := p.cfg.now()
 	at, err := p.sign(p.accessClaims(g, now))
 	if err != nil {
@@ -391,23 +414,25 @@ func (p *Provider) issue(g grant, family string) (*tokenResponse, *oauthError) {
 		}
 		resp.IDToken = id
 	}
-	if slices.Contains(g.scopes, "offline_access") {
-		rt := randomID(32)
-		h := hashToken(rt)
-		if family == "" {
-			family = randomID(12)
-		}
-		p.mu.Lock()
-		p.gcLocked(now)
-		p.refresh[h] = &refreshGrant{
-			clientID: g.client.ID, username: g.user.Username, scopes: slices.Clone(g.scopes),
-			authTime: g.authTime, mfa: g.mfa, family: family, expires: now.Add(p.cfg.refreshTTL),
-		}
-		p.families[family] = append(p.families[family], h)
-		p.mu.Unlock()
-		resp.RefreshToken = rt
-	}
+	resp.RefreshToken = refresh
 	return resp, nil
+}
+
+// addRefreshLocked records a new refresh token for g in family (a new
+// family when empty) and returns it.
+func (p *Provider) addRefreshLocked(g grant, family string, now time.Time) string {
+	rt := randomID(32)
+	h := hashToken(rt)
+	if family == "" {
+		family = randomID(12)
+	}
+	p.gcLocked(now)
+	p.refresh[h] = &refreshGrant{
+		clientID: g.client.ID, username: g.user.Username, scopes: slices.Clone(g.scopes),
+		authTime: g.authTime, mfa: g.mfa, family: family, expires: now.Add(p.cfg.refreshTTL),
+	}
+	p.families[family] = append(p.families[family], h)
+	return rt
 }
 
 // gcLocked drops expired codes, refresh tokens and device grants.

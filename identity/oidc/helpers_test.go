@@ -9,6 +9,7 @@ import (
 	"html"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -49,7 +50,9 @@ var (
 	userCarol = devidp.User{Username: "carol", Password: carolPassword, Email: "carol@example.com", Name: "Carol Example", Groups: []string{"auditors", "finance", "emea"}}
 
 	clientCLI = devidp.Client{ID: "sqlgate-cli", Name: "sqlgate CLI", RedirectURIs: []string{"http://127.0.0.1/callback"}}
-	clientWeb = devidp.Client{ID: "sqlgate-web", Name: "sqlgate dashboard", Secret: webSecret, RedirectURIs: []string{"http://127.0.0.1/auth/callback"}}
+	// clientWeb's redirect URI is the test dashboard's, set per env: a
+	// confidential client's loopback redirect URI matches only its own port.
+	clientWeb = devidp.Client{ID: "sqlgate-web", Name: "sqlgate dashboard", Secret: webSecret}
 	clientSvc = devidp.Client{ID: "orders-service", Secret: serviceSecret, Roles: []string{"Orders.Read"}, Grants: []string{"client_credentials"}}
 	// clientBroker reads Graph for the group overage.
 	clientBroker = devidp.Client{ID: "sqlgate-broker", Secret: brokerSecret, Grants: []string{"client_credentials"}}
@@ -134,6 +137,9 @@ type env struct {
 	logs      *syncBuffer
 	transport *countingTransport
 	cfg       Config
+	// dashboard is the listener the test dashboard serves on, reserved
+	// before the provider starts so that clientWeb can register its URL.
+	dashboard net.Listener
 }
 
 type envOpt struct {
@@ -149,9 +155,16 @@ func newEnv(t testing.TB, o envOpt) *env {
 		o.shape = devidp.ShapeGeneric
 	}
 	clk := newClock()
+	dashboard, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dashboard.Close() })
+	web := clientWeb
+	web.RedirectURIs = []string{"http://" + dashboard.Addr().String() + "/auth/callback"}
 	idpOpts := append([]devidp.Option{
 		devidp.WithShape(o.shape), devidp.WithUsers(userAlice, userBob, userCarol),
-		devidp.WithClients(clientCLI, clientWeb, clientSvc, clientBroker), devidp.WithClock(clk.Now),
+		devidp.WithClients(clientCLI, web, clientSvc, clientBroker), devidp.WithClock(clk.Now),
 	}, o.idpOpts...)
 	idp := devidptest.Start(t, idpOpts...)
 	webSecretFile := filepath.Join(t.TempDir(), "web-client-secret")
@@ -176,7 +189,7 @@ func newEnv(t testing.TB, o envOpt) *env {
 	if o.config != nil {
 		o.config(&cfg)
 	}
-	e := &env{t: t, idp: idp, clock: clk, logs: &syncBuffer{}, transport: &countingTransport{}, cfg: cfg}
+	e := &env{t: t, idp: idp, clock: clk, logs: &syncBuffer{}, transport: &countingTransport{}, cfg: cfg, dashboard: dashboard}
 	v, err := Open(t.Context(), cfg, e.logger(), WithClock(clk.Now), WithHTTPClient(&http.Client{Transport: e.transport}))
 	if err != nil {
 		t.Fatalf("Open: %v", err)

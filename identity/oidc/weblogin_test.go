@@ -40,7 +40,11 @@ func newDashboard(t *testing.T, e *env) *dashboard {
 			"email": p.Email, "subject": p.Subject, "return": ret, "expiry": p.Expiry, "has_access_token": tok.AccessToken != "",
 		})
 	})
-	d.Server = httptest.NewServer(mux)
+	// On the listener whose URL the provider has registered for clientWeb.
+	d.Server = httptest.NewUnstartedServer(mux)
+	_ = d.Listener.Close()
+	d.Listener = e.dashboard
+	d.Start()
 	t.Cleanup(d.Close)
 	key := []byte(randomString() + randomString())
 	wl, err := NewWebLogin(WebLoginConfig{
