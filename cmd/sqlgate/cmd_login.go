@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/internal/filelock"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -122,7 +123,7 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 			return loginError(err)
 		}
 	}
-	if err := e.tokens().Save(tokenName, tok); err != nil {
+	if err := e.saveTokens(ctx, tok); err != nil {
 		return err
 	}
 	st.Broker, st.Issuer, st.ClientID, st.Scopes, st.NATSURL, st.Audience = url, disc.Issuer, cc.ClientID, disc.Scopes, disc.NATSURL, disc.Audience
@@ -157,19 +158,91 @@ func loginError(err error) error {
 	return fmt.Errorf("sign-in failed: %w", err)
 }
 
-// accessToken returns a bearer token that stays valid for a while,
-// refreshing the stored sign-in when needed.
-func (e *env) accessToken(ctx context.Context) (string, error) {
-	store := e.tokens()
-	tok, err := store.Load(tokenName)
-	if errors.Is(err, oidc.ErrNoTokens) {
-		return "", errors.New("not signed in: run sqlgate login")
+// minValid is how long a stored bearer token must stay valid to be used
+// without renewing it first.
+const minValid = 30 * time.Second
+
+// tokensLock is the file whose lock serializes reading, renewing and saving
+// the stored sign-in across sqlgate processes; tokenLockWait bounds the
+// wait for it.
+const (
+	tokensLock    = "tokens.lock"
+	tokenLockWait = 2 * time.Minute
+)
+
+// lockTokens takes the sign-in lock, waiting while another process holds
+// it. Renewing rotates the refresh token, and providers that detect reuse
+// (devidp, Okta, Auth0) revoke the whole sign-in when two processes present
+// the same one: so one process renews, and the others then read its result.
+func (e *env) lockTokens(ctx context.Context) (release func(), err error) {
+	if err := os.MkdirAll(e.home, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", e.home, err)
 	}
+	path := e.path(tokensLock)
+	ctx, cancel := context.WithTimeout(ctx, tokenLockWait)
+	defer cancel()
+	for {
+		rel, err := filelock.Lock(path)
+		if err == nil {
+			return func() { _ = rel() }, nil
+		}
+		if !errors.Is(err, filelock.ErrLocked) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for another sqlgate renewing your sign-in (%s is locked): %w", path, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// saveTokens replaces the stored sign-in under the sign-in lock.
+func (e *env) saveTokens(ctx context.Context, tok oidc.Tokens) error {
+	release, err := e.lockTokens(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return e.tokens().Save(tokenName, tok)
+}
+
+// loadTokens reads the stored sign-in.
+func (e *env) loadTokens() (oidc.Tokens, error) {
+	tok, err := e.tokens().Load(tokenName)
+	if errors.Is(err, oidc.ErrNoTokens) {
+		return oidc.Tokens{}, errors.New("not signed in: run sqlgate login")
+	}
+	return tok, err
+}
+
+// usable reports whether tok's bearer token stays valid for minValid.
+func usable(tok oidc.Tokens) bool {
+	exp := tok.BearerExpiry()
+	return tok.Bearer() != "" && !exp.IsZero() && time.Until(exp) > minValid
+}
+
+// accessToken returns a bearer token that stays valid for a while,
+// refreshing the stored sign-in when needed. Renewal runs under the sign-in
+// lock, so parallel sqlgate runs renew once and share the result.
+func (e *env) accessToken(ctx context.Context) (string, error) {
+	tok, err := e.loadTokens()
 	if err != nil {
 		return "", err
 	}
-	const minValid = 30 * time.Second
-	if exp := tok.BearerExpiry(); !exp.IsZero() && time.Until(exp) > minValid {
+	if usable(tok) {
+		return tok.Bearer(), nil
+	}
+	release, err := e.lockTokens(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	// Another process may have renewed it while this one waited.
+	if tok, err = e.loadTokens(); err != nil {
+		return "", err
+	}
+	if usable(tok) {
 		return tok.Bearer(), nil
 	}
 	st, err := e.loadState()
@@ -189,19 +262,24 @@ func (e *env) accessToken(ctx context.Context) (string, error) {
 	fresh, changed, err := client.Fresh(ctx, tok, minValid)
 	if err != nil {
 		if errors.Is(err, oidc.ErrLoginExpired) {
+			// A writer that does not take the lock (an older sqlgate) may
+			// have renewed it meanwhile, making this refresh token a used one.
+			if again, lerr := e.loadTokens(); lerr == nil && again.RefreshToken != tok.RefreshToken && usable(again) {
+				return again.Bearer(), nil
+			}
 			return "", errors.New("your sign-in expired: run sqlgate login")
 		}
 		return "", fmt.Errorf("renew your sign-in: %w", err)
 	}
 	if changed {
-		if err := store.Save(tokenName, fresh); err != nil {
+		if err := e.tokens().Save(tokenName, fresh); err != nil {
 			return "", err
 		}
 	}
 	return fresh.Bearer(), nil
 }
 
-func cmdLogout(_ context.Context, e *env, args []string) error {
+func cmdLogout(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "logout", "sqlgate logout")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -210,7 +288,13 @@ func cmdLogout(_ context.Context, e *env, args []string) error {
 	if err := wantArgs(pos, 0, "sqlgate logout"); err != nil {
 		return err
 	}
-	if err := e.tokens().Delete(tokenName); err != nil {
+	release, err := e.lockTokens(ctx)
+	if err != nil {
+		return err
+	}
+	err = e.tokens().Delete(tokenName)
+	release()
+	if err != nil {
 		return err
 	}
 	for _, f := range []string{natsCredsOut, natsInfoFile} {

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sqlgate/sqlgate/identity/devidp"
+	"github.com/sqlgate/sqlgate/identity/devidp/devidptest"
+	"github.com/sqlgate/sqlgate/identity/oidc"
+)
+
+// lockedBuffer is a log sink safe for concurrent handlers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestAccessTokenParallelRenewal runs several sqlgate commands at once on
+// one state directory whose access token has expired, against a provider
+// that rotates refresh tokens and revokes the sign-in when one is presented
+// twice. Each renews through the sign-in lock: one refresh, every command
+// gets the renewed token, and the user stays signed in.
+func TestAccessTokenParallelRenewal(t *testing.T) {
+	logs := &lockedBuffer{}
+	const password = "parallel-renewal-test-password"
+	idp := devidptest.Start(t,
+		devidp.WithUsers(devidp.User{Username: "alice", Password: password, Email: "alice@example.com"}),
+		devidp.WithClients(devidp.Client{ID: "sqlgate-cli", RedirectURIs: []string{"http://127.0.0.1/callback"}}),
+		devidp.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	client, err := oidc.OpenClient(t.Context(), oidc.ClientConfig{Issuer: idp.Issuer(), ClientID: "sqlgate-cli"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := client.LoginPassword(t.Context(), "alice", password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.RefreshToken == "" {
+		t.Fatal("the provider issued no refresh token")
+	}
+	tok.Expiry = time.Now().Add(-time.Minute) // the access token has expired
+	home := t.TempDir()
+	newEnv := func() *env {
+		return &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, home: home, getenv: func(string) string { return "" }}
+	}
+	if err := newEnv().tokens().Save(tokenName, tok); err != nil {
+		t.Fatal(err)
+	}
+
+	const runs = 6
+	bearers := make([]string, runs)
+	errs := make([]error, runs)
+	var wg sync.WaitGroup
+	for i := range runs {
+		wg.Go(func() { bearers[i], errs[i] = newEnv().accessToken(t.Context()) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("run %d: accessToken = %v, want the renewed token", i, err)
+		} else if bearers[i] == tok.AccessToken || bearers[i] != bearers[0] {
+			t.Errorf("run %d got another token than run 0, or the expired one", i)
+		}
+	}
+	if n := strings.Count(logs.String(), "grant_type=refresh_token"); n != 1 {
+		t.Errorf("the provider saw %d refreshes, want 1:\n%s", n, logs.String())
+	}
+	// Still signed in: the stored sign-in renews again later.
+	stored, err := newEnv().tokens().Load(tokenName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored.Expiry = time.Now().Add(-time.Minute)
+	if err := newEnv().tokens().Save(tokenName, stored); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newEnv().accessToken(t.Context()); err != nil {
+		t.Errorf("renewal after the parallel runs = %v, want the sign-in still valid", err)
+	}
+}
