@@ -38,16 +38,21 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// Written beside the destination and renamed on success, so a failed
+	// run leaves neither a partial bundle nor a damaged earlier one.
+	tmp, err := os.CreateTemp(filepath.Dir(*out), ".sqlgate-audit-*.bundle")
 	if err != nil {
 		return err
 	}
-	if err := c.AuditExport(ctx, f, *from, *to); err != nil {
-		_ = f.Close()
-		_ = os.Remove(*out) // a partial bundle must not be mistaken for an export
+	defer func() { _ = os.Remove(tmp.Name()) }() // gone after the rename
+	err = c.AuditExport(ctx, tmp, *from, *to)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
+	if err := os.Rename(tmp.Name(), *out); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "audit bundle written to %s; verify it offline with: sqlgate audit verify --bundle %s --key <verifier key>\n", *out, *out)
