@@ -45,6 +45,9 @@ type Config struct {
 	FS fs.FS `json:"-"`
 	// Watch reloads the policy when a file under Dir changes, after Debounce
 	// of quiet. A policy that fails to load leaves the last good one serving.
+	// Dir may be a symbolic link; a re-pointed link or a directory replaced
+	// as a whole is noticed, and a directory that can no longer be watched is
+	// reported in [Status].LastError.
 	Watch bool `json:"watch"`
 	// Debounce is the quiet period after a change before reloading
 	// (default 250ms).
@@ -129,7 +132,9 @@ type Status struct {
 	Entries []policy.Entry `json:"entries"`
 	// LastAttempt is when the policy was last (re)loaded, successfully or not.
 	LastAttempt time.Time `json:"lastAttempt"`
-	// LastError is why the last attempt failed, nil when it succeeded.
+	// LastError is why the last attempt failed and, with Watch, why the
+	// policy directory is no longer watched (edits would not load until it
+	// is again); nil when neither.
 	LastError error `json:"-"`
 }
 
@@ -152,6 +157,7 @@ type Engine struct {
 	statusMu    sync.Mutex
 	lastAttempt time.Time
 	lastErr     error
+	watchErr    error // why Dir is not watched, nil when it is (or no watch)
 
 	closeOnce sync.Once
 	stopWatch context.CancelFunc
@@ -271,7 +277,7 @@ func (e *Engine) Status() Status {
 		s.Modules, s.Entries = slices.Clone(st.modules), slices.Clone(st.entries)
 	}
 	e.statusMu.Lock()
-	s.LastAttempt, s.LastError = e.lastAttempt, e.lastErr
+	s.LastAttempt, s.LastError = e.lastAttempt, errors.Join(e.lastErr, e.watchErr)
 	e.statusMu.Unlock()
 	return s
 }
