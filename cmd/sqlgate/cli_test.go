@@ -237,6 +237,34 @@ func TestCLIWalkthrough(t *testing.T) {
 	if code, _, errOut := c.run("", "call", "--async", "orders.v1.get", `{"id":1}`); code != 1 || !strings.Contains(errOut, "refused to publish") {
 		t.Errorf("call --async on a sync route: exit %d, %s", code, errOut)
 	}
+	// The payload from standard input; one over the NATS server's
+	// max_payload is refused before it is sent.
+	out = c.must(`{"id":1}`, "call", "orders.v1.get", "-")
+	if err := json.Unmarshal([]byte(out), &env); err != nil || !env.OK {
+		t.Errorf("call with the payload on stdin = %s", out)
+	}
+	if code, _, errOut := c.run("["+strings.Repeat(" ", 2<<20)+"]", "call", "orders.v1.get", "-"); code != 1 || !strings.Contains(errOut, "max_payload") {
+		t.Errorf("call with a 2 MiB payload: exit %d, %.300s", code, errOut)
+	}
+	// nats.json describing another credential does not matter: the inbox
+	// prefix comes from the creds file used.
+	infoPath := filepath.Join(c.home, "nats.json")
+	saved, err := os.ReadFile(infoPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info map[string]any
+	if err := json.Unmarshal(saved, &info); err != nil {
+		t.Fatal(err)
+	}
+	info["inbox_prefix"] = "_INBOX_UOTHERKEY"
+	if b, _ := json.Marshal(info); os.WriteFile(infoPath, b, 0o600) != nil {
+		t.Fatal("rewrite nats.json")
+	}
+	out = c.must("", "call", "orders.v1.get", `{"id":1}`)
+	if err := json.Unmarshal([]byte(out), &env); err != nil || !env.OK {
+		t.Errorf("call with a stale nats.json = %s", out)
+	}
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -277,8 +305,8 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Fatalf("leases = %+v, %v", leases, err)
 	}
 	c.must("", "leases", "revoke", leases.Leases[0].ID)
-	if code, _, errOut := c.run("", "call", "orders.v1.get", `{"id":1}`); code != 1 {
-		t.Errorf("call with a revoked credential: exit %d (%s)", code, errOut)
+	if code, _, errOut := c.run("", "call", "orders.v1.get", `{"id":1}`); code != 1 || !strings.Contains(errOut, "run sqlgate creds nats") {
+		t.Errorf("call with a revoked credential: exit %d (%s), want a hint to get new credentials", code, errOut)
 	}
 
 	// carol audits; her policy allows no NATS credential.

@@ -23,8 +23,8 @@ func cmdLeasesRenew(ctx context.Context, e *env, args []string) error {
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
-	if *ttl < 0 {
-		return usagef("--ttl must not be negative")
+	if err := checkTTL(*ttl); err != nil {
+		return err
 	}
 	c, err := e.client(*broker)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,9 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	if err := checkTTL(*ttl); err != nil {
 		return err
 	}
 	c, err := e.client(*broker)
@@ -60,13 +64,16 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("format creds file: %w", err)
 	}
-	path := *out
+	// nats.json names the file for later calls from any directory.
+	path := absPath(*out)
 	if path == "" {
 		path = e.path(natsCredsOut)
 	}
 	if err := writeFileAtomic(path, file, 0o600); err != nil {
 		return err
 	}
+	// The inbox prefix is saved for other tools; sqlgate call derives it
+	// from the creds file it uses.
 	info := natsInfo{Creds: path, InboxPrefix: cred.InboxPrefix, NATSURL: cred.NATSURL, ExpiresAt: cred.ExpiresAt.Format(time.RFC3339)}
 	b, _ := json.MarshalIndent(info, "", "  ")
 	if err := writeFileAtomic(e.path(natsInfoFile), b, 0o600); err != nil {
@@ -91,7 +98,7 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 }
 
 func cmdCall(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "call", "sqlgate call SUBJECT JSON [--idempotency-key K] [--async [--wait]] [--creds FILE] [--nats URL]")
+	fs := newFlags(e, "call", "sqlgate call SUBJECT JSON|@FILE|- [--idempotency-key K] [--async [--wait]] [--creds FILE] [--nats URL]")
 	creds := fs.String("creds", "", "NATS creds file (default: the one saved by sqlgate creds nats)")
 	natsURL := fs.String("nats", "", "NATS URL (default: the one the broker advertised)")
 	key := fs.String("idempotency-key", "", "Idempotency-Key header: a retry with the same key never applies the change twice")
@@ -110,11 +117,21 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 	if *wait && !*async {
 		return usagef("--wait goes with --async")
 	}
-	subject, payload := pos[0], []byte(pos[1])
-	if len(payload) > 0 && payload[0] == '@' { // @file reads the payload from a file
-		if payload, err = os.ReadFile(string(payload[1:])); err != nil {
-			return err
-		}
+	if *timeout <= 0 {
+		return usagef("--timeout must be positive")
+	}
+	// The broker's rules for these headers (it would refuse the key, and
+	// replace the correlation id with one of its own).
+	if *key != "" && !validHeaderValue(*key, 256) {
+		return usagef("--idempotency-key must be 1 to 256 printable ASCII characters without spaces")
+	}
+	if *corr != "" && !validHeaderValue(*corr, 128) {
+		return usagef("--correlation-id must be 1 to 128 printable ASCII characters without spaces")
+	}
+	subject := pos[0]
+	payload, err := readPayload(e, pos[1])
+	if err != nil {
+		return err
 	}
 	info, err := e.natsInfo(*creds, *natsURL)
 	if err != nil {
@@ -125,7 +142,7 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 	// timeout.
 	rctx, cancel := context.WithTimeoutCause(ctx, *timeout, fmt.Errorf("no reply within %s", *timeout))
 	defer cancel()
-	var denied atomic.Value
+	var denied atomic.Pointer[error]
 	nc, err := nats.Connect(info.NATSURL,
 		nats.UserCredentials(info.Creds),
 		nats.CustomInboxPrefix(info.InboxPrefix),
@@ -133,15 +150,21 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 		nats.Timeout(10*time.Second),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
-				denied.Store(err)
+				denied.CompareAndSwap(nil, &err)
 				cancel()
 			}
 		}),
 	)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w (expired credentials? run sqlgate creds nats)", info.NATSURL, err)
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+			return fmt.Errorf("connect to NATS at %s: %w (expired or revoked credentials? run sqlgate creds nats)", info.NATSURL, err)
+		}
+		return fmt.Errorf("connect to NATS at %s: %w", info.NATSURL, err)
 	}
 	defer nc.Close()
+	if limit := nc.MaxPayload(); limit > 0 && int64(len(payload)) > limit {
+		return fmt.Errorf("the payload is %d bytes; the NATS server at %s takes at most %d per message (its max_payload)", len(payload), info.NATSURL, limit)
+	}
 	var replies *nats.Subscription
 	msg := nats.NewMsg(subject)
 	if *async {
@@ -176,8 +199,11 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 	}
 	reply, err := nc.RequestMsgWithContext(rctx, msg)
 	if err != nil {
-		if d, ok := denied.Load().(error); ok {
-			return fmt.Errorf("the NATS server refused to publish to %s: your credential does not allow it (%w)", subject, d)
+		if d := denied.Load(); d != nil {
+			return permissionError(*d, subject)
+		}
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("the payload with its headers is over the %d bytes the NATS server at %s takes per message (its max_payload)", nc.MaxPayload(), info.NATSURL)
 		}
 		if errors.Is(err, nats.ErrNoResponders) {
 			if *async {
@@ -201,6 +227,9 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 		}
 		answer, err := replies.NextMsgWithContext(rctx)
 		if err != nil {
+			if d := denied.Load(); d != nil {
+				return permissionError(*d, subject)
+			}
 			return fmt.Errorf("queued, but no answer within %s: call %s again with the same --idempotency-key to read its result", *timeout, subject)
 		}
 		reply = answer
@@ -224,6 +253,8 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 }
 
 // natsInfo resolves the creds file, inbox prefix and NATS URL for a call.
+// The inbox prefix comes from the creds file itself (nats.json may describe
+// an earlier one), and a credential whose JWT has expired is refused here.
 func (e *env) natsInfo(credsFlag, urlFlag string) (*natsInfo, error) {
 	var info natsInfo
 	if b, err := os.ReadFile(e.path(natsInfoFile)); err == nil {
@@ -233,12 +264,6 @@ func (e *env) natsInfo(credsFlag, urlFlag string) (*natsInfo, error) {
 	}
 	if credsFlag != "" {
 		info.Creds = credsFlag
-		// The inbox prefix is derived from the creds file's user key.
-		pre, err := inboxPrefixOf(credsFlag)
-		if err != nil {
-			return nil, err
-		}
-		info.InboxPrefix = pre
 	}
 	if urlFlag != "" {
 		info.NATSURL = urlFlag
@@ -254,33 +279,96 @@ func (e *env) natsInfo(credsFlag, urlFlag string) (*natsInfo, error) {
 	case info.NATSURL == "":
 		return nil, errors.New("no NATS URL known: pass --nats URL")
 	}
-	return &info, nil
-}
-
-// inboxPrefixOf reads a creds file and returns `_INBOX_<user public key>`.
-func inboxPrefixOf(path string) (string, error) {
-	key, err := userKeyOf(path)
+	uc, err := userClaimsOf(info.Creds)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return "_INBOX_" + key, nil
+	if uc.Expires != 0 && time.Now().Unix() >= uc.Expires {
+		return nil, fmt.Errorf("the NATS credentials in %s expired at %s: run sqlgate creds nats", info.Creds, time.Unix(uc.Expires, 0).Local().Format(time.RFC3339))
+	}
+	info.InboxPrefix = "_INBOX_" + uc.Subject
+	return &info, nil
 }
 
 // userKeyOf returns the user public key of a creds file.
 func userKeyOf(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	uc, err := userClaimsOf(path)
 	if err != nil {
 		return "", err
 	}
+	return uc.Subject, nil
+}
+
+// userClaimsOf reads the user JWT of a creds file (not its signature: the
+// NATS server checks that).
+func userClaimsOf(path string) (*jwt.UserClaims, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read creds: %w", err)
+	}
 	tok, err := jwt.ParseDecoratedJWT(b)
 	if err != nil {
-		return "", fmt.Errorf("read creds %s: %w", path, err)
+		return nil, fmt.Errorf("read creds %s: %w", path, err)
 	}
 	uc, err := jwt.DecodeUserClaims(tok)
 	if err != nil {
-		return "", fmt.Errorf("read creds %s: %w", path, err)
+		return nil, fmt.Errorf("read creds %s: %w", path, err)
 	}
-	return uc.Subject, nil
+	return uc, nil
+}
+
+// permissionError explains a NATS permissions violation: a publish outside
+// the credential's allow-list, or a subscription outside it.
+func permissionError(err error, subject string) error {
+	msg := err.Error()
+	if strings.Contains(strings.ToLower(msg), "for subscription to") {
+		target := strings.Trim(msg[strings.LastIndex(msg, " to ")+len(" to "):], `"' `)
+		return fmt.Errorf("the NATS server refused the subscription to %s that the call to %s needs: your credential does not allow it (%w)", target, subject, err)
+	}
+	return fmt.Errorf("the NATS server refused to publish to %s: your credential does not allow it (%w)", subject, err)
+}
+
+// validHeaderValue is the broker's rule for Correlation-Id and
+// Idempotency-Key: 1 to maxLen printable ASCII characters, no spaces.
+func validHeaderValue(s string, maxLen int) bool {
+	if s == "" || len(s) > maxLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// readPayload returns a call's payload: the argument itself, @FILE for a
+// file's content, or - (or @-) for standard input.
+func readPayload(e *env, arg string) ([]byte, error) {
+	switch {
+	case arg == "-" || arg == "@-":
+		b, err := io.ReadAll(e.stdin)
+		if err != nil {
+			return nil, fmt.Errorf("read the payload from standard input: %w", err)
+		}
+		return b, nil
+	case strings.HasPrefix(arg, "@"):
+		b, err := os.ReadFile(arg[1:])
+		if err != nil {
+			return nil, fmt.Errorf("read the payload: %w", err)
+		}
+		return b, nil
+	}
+	return []byte(arg), nil
+}
+
+// checkTTL refuses a requested lifetime the broker would read as "the
+// default": it counts whole seconds, so a negative or sub-second one.
+func checkTTL(d time.Duration) error {
+	if d < 0 || (d > 0 && d < time.Second) {
+		return usagef("--ttl must be at least 1s (or 0 for the default)")
+	}
+	return nil
 }
 
 // asyncSubjectPrefix and replySubjectPrefix are broker.AsyncSubjectPrefix

@@ -27,6 +27,9 @@ func cmdCredsSQL(ctx context.Context, e *env, args []string) error {
 	if err := checkOutput(*output); err != nil {
 		return err
 	}
+	if err := checkTTL(*ttl); err != nil {
+		return err
+	}
 	c, err := e.client(*broker)
 	if err != nil {
 		return err
