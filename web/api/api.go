@@ -131,8 +131,10 @@ type Discovery struct {
 	Issuer string `json:"issuer"`
 	// ClientID is the public (PKCE) OIDC client of the CLI.
 	ClientID string `json:"client_id"`
-	// Audience is the access-token audience sqlgate accepts, when the IdP
-	// needs it asked for (Okta custom servers, Entra `api://...` scopes).
+	// Audience is the access-token audience sqlgate accepts. It is
+	// informational: the CLI does not send it to the IdP, so an IdP that
+	// needs the audience asked for gets it through a scope (Entra
+	// `api://.../.default`, an Okta custom server's scopes).
 	Audience string   `json:"audience,omitempty"`
 	Scopes   []string `json:"scopes"`
 	NATSURL  string   `json:"nats_url"`
