@@ -16,11 +16,12 @@ import (
 )
 
 func cmdPolicyTest(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "policy test", "sqlgate policy test DIR [-v] [--coverage] [--threshold N] [--run REGEX]")
+	fs := newFlags(e, "policy test", "sqlgate policy test DIR [-v] [--coverage] [--threshold N] [--run REGEX] [--fail-on-empty=false]")
 	verbose := fs.Bool("v", false, "list every test, with notes for failures (opa test -v)")
 	coverage := fs.Bool("coverage", false, "print the coverage report (opa test --coverage)")
 	threshold := fs.Float64("threshold", 0, "fail below this coverage percentage")
 	runRE := fs.String("run", "", "run only tests whose names match this regular expression")
+	failOnEmpty := fs.Bool("fail-on-empty", true, "fail when no test ran (no tests in DIR, or --run matches none); --fail-on-empty=false allows it")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -28,7 +29,7 @@ func cmdPolicyTest(ctx context.Context, e *env, args []string) error {
 	if err := wantArgs(pos, 1, "sqlgate policy test DIR"); err != nil {
 		return err
 	}
-	passed, err := opa.Test(ctx, pos[0], opa.TestOptions{Verbose: *verbose, Coverage: *coverage, Threshold: *threshold, Run: *runRE}, e.stdout)
+	passed, err := opa.Test(ctx, pos[0], opa.TestOptions{Verbose: *verbose, Coverage: *coverage, Threshold: *threshold, Run: *runRE, FailOnEmpty: *failOnEmpty}, e.stdout)
 	if err != nil {
 		return err
 	}
@@ -150,12 +151,13 @@ func cmdPolicyCheck(ctx context.Context, e *env, args []string) error {
 }
 
 func cmdPolicyReplay(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "policy replay", "sqlgate policy replay --since D --policy DIR [--inputs FILE] [--fail-on-change]")
+	fs := newFlags(e, "policy replay", "sqlgate policy replay --since D --policy DIR [--baseline DIR] [--inputs FILE] [--fail-on-change]")
 	broker, output := brokerFlag(fs), outputFlag(fs)
 	since := fs.String("since", "24h", "replay decisions recorded since this RFC 3339 time or this long ago (e.g. 168h)")
 	dir := fs.String("policy", "", "the candidate policy directory")
+	baseline := fs.String("baseline", "", "the policy directory the decisions were recorded with (e.g. the deployed branch): compare max_rows, timeout_ms, ttl, pub and sub with its decisions (the audit record holds only the redaction)")
 	inputs := fs.String("inputs", "", "read recorded inputs from this file (JSON lines from GET /api/v1/policy/inputs) instead of the broker")
-	failOnChange := fs.Bool("fail-on-change", false, "exit 1 when any decision would change (for CI)")
+	failOnChange := fs.Bool("fail-on-change", false, "exit 1 when any decision or obligation would change (for CI)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -190,7 +192,14 @@ func cmdPolicyReplay(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("candidate policy: %w", err)
 	}
 	defer func() { _ = engine.Close() }()
-	res, err := opa.Replay(ctx, engine, replayItems(recorded.Bytes()))
+	var opts opa.ReplayOptions
+	if *baseline != "" {
+		if opts.Baseline, err = opa.Open(ctx, opa.Config{Dir: *baseline}); err != nil {
+			return fmt.Errorf("baseline policy: %w", err)
+		}
+		defer func() { _ = opts.Baseline.Close() }()
+	}
+	res, err := opa.Replay(ctx, engine, replayItems(recorded.Bytes()), opts)
 	if err != nil {
 		return err
 	}
@@ -202,6 +211,9 @@ func cmdPolicyReplay(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "replayed %d recorded decisions against %s (revision %s): %d would change\n", res.Replayed, *dir, engine.Revision(), len(res.Changes))
 		for _, c := range res.Changes {
 			fmt.Fprintf(e.stdout, "  %s  %s  correlation %s  decision %s\n", c.Direction(), c.Entry, c.CorrelationID, c.DecisionID)
+			for _, o := range c.Obligations {
+				fmt.Fprintf(e.stdout, "      %s: %v -> %v\n", o.Key, o.Was, o.Now)
+			}
 			for _, r := range c.Reasons {
 				fmt.Fprintf(e.stdout, "      now: %s\n", r)
 			}

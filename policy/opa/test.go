@@ -3,6 +3,7 @@ package opa
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -31,7 +32,13 @@ type TestOptions struct {
 	Run string
 	// Timeout bounds each test (default 5s, as `opa test`).
 	Timeout time.Duration
+	// FailOnEmpty fails the run when no test ran: the directory holds no
+	// tests, or Run matches none (`opa test --fail-on-empty`).
+	FailOnEmpty bool
 }
+
+// ErrNoTests is returned by [Test] with FailOnEmpty when no test ran.
+var ErrNoTests = errors.New("no tests ran")
 
 // Test runs the Rego tests (rules named test_*, in any file, typically
 // *_test.rego) of the policy directory dir and writes a report to w, with the
@@ -39,7 +46,7 @@ type TestOptions struct {
 // and .yaml file under dir, data placed by directory), Rego v1, the same
 // reporters. It reports passed=false when a test fails or errs, and an error
 // when the directory cannot be loaded or compiled (or the coverage threshold
-// is not met). Policies are compiled with the capabilities the engine serves
+// is not met, or with FailOnEmpty no test ran: [ErrNoTests]). Policies are compiled with the capabilities the engine serves
 // with, so a test of a builtin the engine refuses (http.send) fails here too.
 func Test(ctx context.Context, dir string, opts TestOptions, w io.Writer) (passed bool, err error) {
 	modules, store, err := tester.LoadWithParserOptions([]string{dir}, nil, parserOptions())
@@ -84,10 +91,12 @@ func Test(ctx context.Context, dir string, opts TestOptions, w io.Writer) (passe
 	}
 
 	passed = true
+	ran := 0
 	results := make(chan *tester.Result)
 	go func() {
 		defer close(results)
 		for r := range ch {
+			ran++
 			if !r.Pass() {
 				passed = false
 			}
@@ -109,6 +118,12 @@ func Test(ctx context.Context, dir string, opts TestOptions, w io.Writer) (passe
 			return false, nil
 		}
 		return false, err // e.g. *cover.CoverageThresholdError
+	}
+	if opts.FailOnEmpty && ran == 0 {
+		if opts.Run != "" {
+			return false, fmt.Errorf("%w: no test in %s matches %q", ErrNoTests, dir, opts.Run)
+		}
+		return false, fmt.Errorf("%w: %s has no test (rules named test_*)", ErrNoTests, dir)
 	}
 	return passed, nil
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/sqlgate/sqlgate/policy"
 	"github.com/sqlgate/sqlgate/policy/opa"
 	"github.com/sqlgate/sqlgate/policy/rules"
@@ -93,6 +95,15 @@ func TestTestRunsRegoTests(t *testing.T) {
 		passed, err := opa.Test(t.Context(), "testdata/tests/failing", opa.TestOptions{Run: "test_ops", Threshold: 100}, &bytes.Buffer{})
 		if passed || err == nil || !strings.Contains(err.Error(), "Code coverage threshold not met") {
 			t.Errorf("Test with an unmet threshold = %v, %v", passed, err)
+		}
+	})
+	t.Run("fail_on_empty", func(t *testing.T) {
+		passed, err := opa.Test(t.Context(), rulesDir, opa.TestOptions{Run: "test_nothing_is_called_this", FailOnEmpty: true}, &bytes.Buffer{})
+		if passed || !errors.Is(err, opa.ErrNoTests) {
+			t.Errorf("Test with no test to run = %v, %v; want ErrNoTests", passed, err)
+		}
+		if passed, err := opa.Test(t.Context(), rulesDir, opa.TestOptions{Run: "test_nothing_is_called_this"}, &bytes.Buffer{}); !passed || err != nil {
+			t.Errorf("Test with no test to run, FailOnEmpty unset = %v, %v; want a pass", passed, err)
 		}
 	})
 	t.Run("broken", func(t *testing.T) {
@@ -369,7 +380,7 @@ func TestReplayFindsFlippedDecisions(t *testing.T) {
 	} {
 		t.Run("limit_"+tc.limit, func(t *testing.T) {
 			e := candidate(tc.limit)
-			res, err := opa.Replay(t.Context(), e, items(recorded, nil))
+			res, err := opa.Replay(t.Context(), e, items(recorded, nil), opa.ReplayOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -392,13 +403,13 @@ func TestReplayFindsFlippedDecisions(t *testing.T) {
 	t.Run("tampered_input", func(t *testing.T) {
 		bad := slices.Clone(recorded)
 		bad[4].Input = bytes.Replace(bad[4].Input, []byte("1500"), []byte("150"), 1)
-		_, err := opa.Replay(t.Context(), recorder, items(bad, nil))
+		_, err := opa.Replay(t.Context(), recorder, items(bad, nil), opa.ReplayOptions{})
 		if err == nil || !strings.Contains(err.Error(), "does not match the audit record's input_sha256") || !strings.Contains(err.Error(), bad[4].DecisionID) {
 			t.Errorf("Replay of a tampered input = %v", err)
 		}
 	})
 	t.Run("source_error", func(t *testing.T) {
-		res, err := opa.Replay(t.Context(), recorder, items(recorded[:3], errors.New("audit store unavailable")))
+		res, err := opa.Replay(t.Context(), recorder, items(recorded[:3], errors.New("audit store unavailable")), opa.ReplayOptions{})
 		if err == nil || !strings.Contains(err.Error(), "audit store unavailable") || res.Replayed != 3 {
 			t.Errorf("Replay = %+v, %v", res, err)
 		}
@@ -409,19 +420,127 @@ func TestReplayFindsFlippedDecisions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := opa.Replay(t.Context(), e, items(recorded, nil))
+		res, err := opa.Replay(t.Context(), e, items(recorded, nil), opa.ReplayOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
+		flips := 0
 		for _, c := range res.Changes {
 			if c.NowAllow || !strings.Contains(c.Error, "allow is string") {
 				t.Errorf("change %+v: want a deny with the evaluation error", c)
 			}
+			if c.Direction() == "allow->deny" {
+				flips++
+			}
+			// A decision that fails has no obligations: the note would be
+			// recorded.
+			want := []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{}}}
+			if diff := cmp.Diff(want, c.Obligations); diff != "" {
+				t.Errorf("change %s obligations (-want +got):\n%s", c.CorrelationID, diff)
+			}
 		}
-		if len(res.Changes) != 2 { // the two allowed sales calls (500, 900)
-			t.Errorf("changes = %+v, want the two recorded allows", res.Changes)
+		if flips != 2 || len(res.Changes) != len(recorded) { // the two allowed sales calls (500, 900) flip
+			t.Errorf("changes = %+v, want the two recorded allows to flip and every redaction to be lost", res.Changes)
 		}
 	})
+}
+
+// TestReplayReportsObligationChanges: a candidate that keeps every allow but
+// drops the redaction of the note or lifts the row cap is a change, so that
+// --fail-on-change catches it.
+func TestReplayReportsObligationChanges(t *testing.T) {
+	recorder := openFS(t, rules.FS)
+	record := func(in *policy.Input) opa.ReplayItem {
+		d, err := recorder.Decide(t.Context(), policy.Call, in)
+		if err != nil || !d.Allow {
+			t.Fatalf("Decide = %+v, %v", d, err)
+		}
+		item := storedInput(t, in, d)
+		item.Redacted = nil
+		for _, name := range d.Obligations.RedactParams {
+			if _, ok := in.Params[name]; ok {
+				item.Redacted = append(item.Redacted, name)
+			}
+		}
+		item.Obligations = &d.Obligations
+		return item
+	}
+	create := salesCreate(500)
+	create.Request.CorrelationID, create.Params["note"] = "create", "ship to the back door"
+	get := salesCreate(0)
+	get.Route.Subject, get.Params, get.Request.CorrelationID = "orders.v1.get", map[string]any{"id": 7}, "get"
+	recorded := []opa.ReplayItem{record(create), record(get)}
+	// As from the audit log: the record holds no obligations.
+	fromAudit := slices.Clone(recorded)
+	for i := range fromAudit {
+		fromAudit[i].Obligations = nil
+	}
+
+	candidate := func(edits ...[2]string) *opa.Engine {
+		dir := copyRules(t)
+		for _, ed := range edits {
+			edit(t, filepath.Join(dir, "data.yaml"), ed[0], ed[1])
+		}
+		e, err := opa.Open(t.Context(), opa.Config{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	dropNote := [2]string{"        redact_params: [note]\n      orders.v1.get:", "      orders.v1.get:"}
+	liftCap := [2]string{"max_rows: 100\n", "max_rows: 100000\n"}
+	redactCustomer := [2]string{"        redact_params: [note]\n      orders.v1.get:", "        redact_params: [note, customer]\n      orders.v1.get:"}
+	type change struct {
+		Corr, Direction string
+		Obligations     []opa.ObligationChange
+	}
+	for _, tc := range []struct {
+		name  string
+		cand  *opa.Engine
+		items []opa.ReplayItem
+		opts  opa.ReplayOptions
+		want  []change
+	}{
+		{"unchanged", candidate(), recorded, opa.ReplayOptions{}, nil},
+		{"unchanged_with_baseline", candidate(), fromAudit, opa.ReplayOptions{Baseline: recorder}, nil},
+		{
+			"recorded_obligations", candidate(dropNote, liftCap), recorded, opa.ReplayOptions{},
+			[]change{
+				{"create", "obligations", []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{}}}},
+				{"get", "obligations", []opa.ObligationChange{{Key: "max_rows", Was: int64(100), Now: int64(100000)}}},
+			},
+		},
+		{
+			// The audit record still tells what was redacted.
+			"audit_without_baseline", candidate(dropNote, liftCap), fromAudit, opa.ReplayOptions{},
+			[]change{{"create", "obligations", []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{}}}}},
+		},
+		{
+			"audit_with_baseline", candidate(dropNote, liftCap), fromAudit, opa.ReplayOptions{Baseline: recorder},
+			[]change{
+				{"create", "obligations", []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{}}}},
+				{"get", "obligations", []opa.ObligationChange{{Key: "max_rows", Was: int64(100), Now: int64(100000)}}},
+			},
+		},
+		{
+			"redacts_more", candidate(redactCustomer), fromAudit, opa.ReplayOptions{},
+			[]change{{"create", "obligations", []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{"customer", "note"}}}}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := opa.Replay(t.Context(), tc.cand, items(tc.items, nil), tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []change
+			for _, c := range res.Changes {
+				got = append(got, change{c.CorrelationID, c.Direction(), c.Obligations})
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Replay changes (-want +got):\n%s", diff)
+			}
+		})
+	}
 }
 
 func readFile(t *testing.T, name string) []byte {

@@ -19,7 +19,7 @@ import (
 // TestRego runs every *_test.rego of the library through OPA's tester, as
 // `sqlgate policy test policy/rules` and `opa test policy/rules` do.
 func TestRego(t *testing.T) {
-	passed, err := opa.Test(t.Context(), ".", opa.TestOptions{Verbose: testing.Verbose()}, t.Output())
+	passed, err := opa.Test(t.Context(), ".", opa.TestOptions{Verbose: testing.Verbose(), FailOnEmpty: true}, t.Output())
 	if err != nil {
 		t.Fatalf("Test: %v", err)
 	}

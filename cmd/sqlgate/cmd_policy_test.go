@@ -1,0 +1,149 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/policy"
+)
+
+// copyLibrary copies the shipped policy library into a temporary directory,
+// with each edit (old, new) applied to its data.yaml.
+func copyLibrary(t *testing.T, edits ...[2]string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "policy")
+	if err := os.CopyFS(dir, os.DirFS("../../policy/rules")); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data.yaml")
+	b, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	for _, ed := range edits {
+		if !strings.Contains(text, ed[0]) {
+			t.Fatalf("data.yaml lacks %q", ed[0])
+		}
+		text = strings.Replace(text, ed[0], ed[1], 1)
+	}
+	if err := os.WriteFile(data, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestCLIPolicyTestFailsOnEmpty: a run in which no test ran (a wrong
+// directory, a directory without tests, a --run that matches nothing) fails
+// unless --fail-on-empty=false, so that a CI job cannot pass by testing
+// nothing.
+func TestCLIPolicyTestFailsOnEmpty(t *testing.T) {
+	c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
+	empty := t.TempDir()
+	noTests := t.TempDir()
+	if err := os.WriteFile(filepath.Join(noTests, "call.rego"), []byte("package sqlgate.call\n\ndefault allow := false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"empty_dir", []string{empty}, 1, "no tests ran"},
+		{"no_tests", []string{noTests}, 1, "has no test"},
+		{"run_matches_nothing", []string{"../../policy/rules", "--run", "test_nothing_is_called_this"}, 1, `matches "test_nothing_is_called_this"`},
+		{"allowed_empty", []string{noTests, "--fail-on-empty=false"}, 0, ""},
+		{"library", []string{"../../policy/rules"}, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := c.run("", append([]string{"policy", "test"}, tc.args...)...)
+			if code != tc.wantCode || !strings.Contains(errOut, tc.wantErr) {
+				t.Errorf("policy test %v: exit %d, stderr %q, stdout %q; want exit %d and %q", tc.args, code, errOut, out, tc.wantCode, tc.wantErr)
+			}
+		})
+	}
+}
+
+// recordedLine is one line of GET /api/v1/policy/inputs for an allowed call
+// decided by the shipped library, with the parameters in redacted kept out
+// of the stored input, as the broker records it.
+func recordedLine(t *testing.T, decisionID string, in policy.Input, redacted ...string) []byte {
+	t.Helper()
+	params := map[string]string{}
+	stored := in
+	stored.Params = map[string]any{}
+	for name, v := range in.Params {
+		params[name] = "hmac-sha256:k1:00"
+		stored.Params[name] = v
+	}
+	for _, name := range redacted {
+		params[name] = audit.ParamRedacted
+		delete(stored.Params, name)
+	}
+	raw, err := json.Marshal(stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	allow := true
+	line, err := json.Marshal(map[string]any{
+		"record": audit.Record{
+			Entry: string(policy.Call), DecisionID: decisionID, CorrelationID: decisionID, Allow: &allow,
+			PolicyRevision: "recorded", InputSHA256: hex.EncodeToString(sum[:]), Params: params,
+		},
+		"input": json.RawMessage(raw),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(line, '\n')
+}
+
+// TestCLIPolicyReplayObligations: a candidate that allows the same calls but
+// drops the redaction of the note, or lifts the row cap, is a change that
+// --fail-on-change catches. The audit record tells what was redacted; the row
+// cap is compared with --baseline.
+func TestCLIPolicyReplayObligations(t *testing.T) {
+	c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
+	principal := policy.Principal{Issuer: "https://idp.example.com", Subject: "u-1", Email: "pat@example.com", Groups: []string{"sales"}, Roles: []string{}, MFA: true, AuthTime: 1767603600}
+	request := &policy.Request{CorrelationID: "c", Time: "2026-01-05T10:00:00Z", TimeNS: 1767607200000000000, Transport: "nats"}
+	create := policy.Input{
+		Principal: principal, Request: request,
+		Route:  &policy.Route{Subject: "orders.v1.create", Kind: "statement", Target: "create_order", Database: "orders", Mode: "sync", Tags: []string{}},
+		Params: map[string]any{"customer": "acme", "amount": 150, "note": "ship to the back door"},
+	}
+	get := policy.Input{
+		Principal: principal, Request: request,
+		Route:  &policy.Route{Subject: "orders.v1.get", Kind: "statement", Target: "get_order", Database: "orders", Mode: "sync", Tags: []string{}},
+		Params: map[string]any{"id": 7},
+	}
+	inputs := filepath.Join(t.TempDir(), "inputs.jsonl")
+	lines := append(recordedLine(t, "d-create", create, "note"), recordedLine(t, "d-get", get)...)
+	if err := os.WriteFile(inputs, lines, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	library := copyLibrary(t)
+	candidate := copyLibrary(t,
+		[2]string{"        redact_params: [note]\n      orders.v1.get:", "      orders.v1.get:"},
+		[2]string{"max_rows: 100\n", "max_rows: 100000\n"},
+	)
+
+	if code, out, errOut := c.run("", "policy", "replay", "--inputs", inputs, "--policy", library, "--baseline", library, "--fail-on-change"); code != 0 || !strings.Contains(out, "0 would change") {
+		t.Errorf("replay of the same policy: exit %d, %s%s", code, out, errOut)
+	}
+	code, out, errOut := c.run("", "policy", "replay", "--inputs", inputs, "--policy", candidate, "--fail-on-change")
+	if code != 1 || !strings.Contains(out, "obligations  call  correlation d-create") || !strings.Contains(out, "redact_params: [note] -> []") || strings.Contains(out, "d-get") {
+		t.Errorf("replay of a candidate without the redaction: exit %d, %s%s", code, out, errOut)
+	}
+	code, out, errOut = c.run("", "policy", "replay", "--inputs", inputs, "--policy", candidate, "--baseline", library, "--fail-on-change")
+	if code != 1 || !strings.Contains(out, "redact_params: [note] -> []") || !strings.Contains(out, "max_rows: 100 -> 100000") {
+		t.Errorf("replay with a baseline: exit %d, %s%s", code, out, errOut)
+	}
+}
