@@ -23,8 +23,10 @@ reasons contains msg if {
 	msg := sprintf("no route is granted to any of your groups (%s)", [request.groups_text])
 }
 
-# A deny-list entry without routes refuses the credential with its reason.
+# A deny-list entry without routes refuses the credential with its reason
+# (its principal has no route left in pub).
 reasons contains msg if {
+	count(pub) == 0
 	some msg in denylist.exclusions
 }
 

@@ -17,42 +17,41 @@ import data.sqlgate.config
 # subject. It is the fast check on the decision path; violations explains it
 # (the tests hold the two in agreement).
 denied(subject) if {
-	some entry in config.deny
+	some entry in _entries
 	_principal_matches(entry)
 	_route_matches(entry, subject)
 }
 
-denied(_) if not is_array(object.get(config, "deny", []))
-
 # violations(subject) holds the reasons of the entries that match the
 # principal and route subject.
 violations(subject) := {_reason(entry) |
-	some entry in config.deny
+	some entry in _entries
 	_principal_matches(entry)
 	_route_matches(entry, subject)
-} | _malformed_list
+}
 
 # excluded is true when an entry without routes matches the principal (or
 # the deny list is malformed): the principal may have nothing, no route and
 # no credential. The credential entry points check it; exclusions explains it.
 excluded if {
-	some entry in config.deny
+	some entry in _entries
 	_principal_matches(entry)
 	_all_routes(entry)
 }
 
-excluded if not is_array(object.get(config, "deny", []))
-
 # exclusions holds the reasons of the entries that exclude the principal.
 exclusions := {_reason(entry) |
-	some entry in config.deny
+	some entry in _entries
 	_principal_matches(entry)
 	_all_routes(entry)
-} | _malformed_list
+}
 
-_malformed_list := {"denied by the deny list"} if {
-	not is_array(object.get(config, "deny", []))
-} else := set()
+# _entries is the deny list; one that is not a list is one malformed entry.
+_entries := object.get(config, "deny", []) if {
+	is_array(object.get(config, "deny", []))
+} else := ["the deny list is not a list"] if {
+	is_object(config)
+}
 
 _reason(entry) := entry.reason if {
 	is_string(entry.reason)
