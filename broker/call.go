@@ -78,17 +78,20 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		return fail(rep, CodeUnavailable, "the request was cancelled before the policy decided; nothing was executed", nil)
 	}
 	if err != nil || !dec.Allow {
-		reasons := dec.Reasons
+		reasons, redact := dec.Reasons, dec.Obligations.RedactParams
 		if err != nil {
 			s.log.ErrorContext(ctx, "policy evaluation failed", "err", err, "subject", r.Subject, "correlation_id", rep.CorrelationID)
 			if len(reasons) == 0 {
 				reasons = []string{"policy evaluation failed"}
 			}
+			// The policy could not say which parameters are secret: keep
+			// none of them, hashed or in the stored input.
+			redact = slices.Collect(maps.Keys(params))
 		}
 		if len(reasons) == 0 {
 			reasons = []string{"denied by policy"}
 		}
-		s.recordDecision(ctx, rep, &p, req, ri, &dec, in, reasons)
+		s.recordDecision(ctx, rep, &p, req, ri, &dec, in, redact, reasons)
 		return fail(rep, CodeForbidden, "denied by policy", reasons)
 	}
 
@@ -376,16 +379,16 @@ func (s *Service) appendDecision(ctx context.Context, rec *audit.Record, in *pol
 
 // recordDecision writes a `decision` record for a deny. A failure to record
 // is logged; the request is refused either way.
-func (s *Service) recordDecision(ctx context.Context, rep *Reply, p *identity.Principal, req *Request, ri *routeInfo, dec *policy.Decision, in *policy.Input, reasons []string) {
+func (s *Service) recordDecision(ctx context.Context, rep *Reply, p *identity.Principal, req *Request, ri *routeInfo, dec *policy.Decision, in *policy.Input, redact, reasons []string) {
 	rec := &audit.Record{
 		Kind: audit.KindDecision, CorrelationID: rep.CorrelationID, Actor: actorOf(p, &req.Caller),
 		DecisionID: dec.ID, Entry: string(policy.Call), PolicyRevision: dec.Revision,
 		Allow: ptr(false), Reasons: reasons, Route: ri.route.Subject,
 		TargetKind: string(ri.route.Kind), Target: ri.route.Target,
-		Params: s.cfg.Recorder.HashParams(in.Params, dec.Obligations.RedactParams),
+		Params: s.cfg.Recorder.HashParams(in.Params, redact),
 		Result: &audit.Result{Status: CodeForbidden},
 	}
-	idx, err := s.appendDecision(ctx, rec, in, dec.Obligations.RedactParams)
+	idx, err := s.appendDecision(ctx, rec, in, redact)
 	if err != nil {
 		s.log.ErrorContext(ctx, "audit decision record failed", "err", err, "correlation_id", rep.CorrelationID)
 		return

@@ -471,6 +471,27 @@ func TestHandleFailClosed(t *testing.T) {
 		if got := e.orderCount(t); got != orders {
 			t.Error("a call ran although the policy failed")
 		}
+		// The failed policy could not say which parameters are secret, so
+		// the record keeps none of them, hashed or in the stored input.
+		recs := e.records(t)
+		last := recs[len(recs)-1]
+		for name, v := range last.Params {
+			if v != audit.ParamRedacted {
+				t.Errorf("decision record keeps param %s = %s", name, v)
+			}
+		}
+		var stored string
+		if err := e.log.Inputs(t.Context(), time.Time{}, func(r audit.Record, in []byte) error {
+			if r.Index == last.Index {
+				stored = string(in)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(stored, "ACME") {
+			t.Errorf("stored input keeps the parameters: %s", stored)
+		}
 	})
 	t.Run("audit_down", func(t *testing.T) {
 		e.recorder.fail.Store(true)
