@@ -205,23 +205,23 @@ const flashCookie = "sqlgate_flash"
 
 // redirectWithFlash answers a form post with a redirect to the dashboard,
 // which shows msg once.
-func (s *Server) redirectWithFlash(w http.ResponseWriter, r *http.Request, msg string) {
+func (srv *Server) redirectWithFlash(w http.ResponseWriter, r *http.Request, msg string) {
 	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set whenever browsers reach sqlgated over TLS; dev mode is plain HTTP on loopback
 		Name: flashCookie, Value: base64.RawURLEncoding.EncodeToString([]byte(msg)), Path: "/", MaxAge: 60,
-		HttpOnly: true, Secure: s.cfg.Secure, SameSite: http.SameSiteStrictMode,
+		HttpOnly: true, Secure: srv.cfg.Secure, SameSite: http.SameSiteStrictMode,
 	})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 // takeFlash returns the flash message, if any, and clears it.
-func (s *Server) takeFlash(w http.ResponseWriter, r *http.Request) string {
+func (srv *Server) takeFlash(w http.ResponseWriter, r *http.Request) string {
 	c, err := r.Cookie(flashCookie)
 	if err != nil {
 		return ""
 	}
 	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: as in redirectWithFlash
 		Name: flashCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, Secure: s.cfg.Secure, SameSite: http.SameSiteStrictMode,
+		HttpOnly: true, Secure: srv.cfg.Secure, SameSite: http.SameSiteStrictMode,
 	})
 	msg, err := base64.RawURLEncoding.DecodeString(c.Value)
 	if err != nil || len(msg) > 512 {
