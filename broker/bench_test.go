@@ -23,6 +23,7 @@ func (f fixedRegistry) Put(context.Context, broker.Issuance) error { return nil 
 func (f fixedRegistry) Get(context.Context, string) (broker.Issuance, error) {
 	return f.iss, nil
 }
+
 func (f fixedRegistry) Lookup(context.Context, string) (broker.Issuance, error) {
 	return f.iss, nil
 }
@@ -30,6 +31,7 @@ func (f fixedRegistry) Revoke(context.Context, string, time.Time) error { return
 func (f fixedRegistry) ByPrincipal(context.Context, string) ([]broker.Issuance, error) {
 	return nil, nil
 }
+
 func (f fixedRegistry) RevokedActive(context.Context, time.Time) ([]broker.Issuance, error) {
 	return nil, nil
 }

@@ -148,7 +148,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	res, execErr := execute(ctx, exec, call, timeout)
 	unknown := false // the database could not say whether a failed call committed
 	if execErr != nil {
-		res, execErr, unknown = s.settle(ctx, ri.exec, call.IdempotencyKey, execErr)
+		res, unknown, execErr = s.settle(ctx, ri.exec, call.IdempotencyKey, execErr)
 	}
 
 	// 7 record outcome. The SQL transaction has ended either way; the
@@ -214,24 +214,24 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 // lost), so the idempotency record, written in the same transaction, is
 // looked up: found, the call committed and its result stands; not found, it
 // rolled back. unknown is true when the lookup failed too.
-func (s *Service) settle(ctx context.Context, exec Executor, key string, execErr error) (res *Result, err error, unknown bool) {
+func (s *Service) settle(ctx context.Context, exec Executor, key string, execErr error) (res *Result, unknown bool, err error) {
 	var dbe *DBError
 	var invalid *route.InvalidError
 	if errors.As(execErr, &dbe) || errors.As(execErr, &invalid) || errors.Is(execErr, ErrConflict) || errors.Is(execErr, ErrTooManyRows) {
-		return nil, execErr, false
+		return nil, false, execErr
 	}
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	stored, found, lerr := exec.Lookup(lctx, key)
 	switch {
 	case lerr != nil:
-		return nil, execErr, true
+		return nil, true, execErr
 	case found:
 		own := *stored
 		own.Replayed = false // this call's own transaction
-		return &own, nil, false
+		return &own, false, nil
 	}
-	return nil, execErr, false
+	return nil, false, execErr
 }
 
 // execute runs the call within its timeout. A panic of the executor is an

@@ -133,8 +133,10 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 	ended, err := s.sessions.backend.DeletePrincipalSessions(r.Context(), req.Principal)
 	if err != nil {
 		s.log.ErrorContext(r.Context(), "revoke-all: dashboard sessions not ended", "err", err)
-		return &HTTPError{Status: http.StatusServiceUnavailable, Code: broker.CodeUnavailable,
-			Msg: "credentials revoked, but the principal's dashboard sessions could not be ended; repeat revoke-all"}
+		return &HTTPError{
+			Status: http.StatusServiceUnavailable, Code: broker.CodeUnavailable,
+			Msg: "credentials revoked, but the principal's dashboard sessions could not be ended; repeat revoke-all",
+		}
 	}
 	out := api.RevokeAllResult{Principal: res.PrincipalID, NATSRevoked: res.NATSKeys, Leases: []api.Lease{}, Pending: res.Pending(), SessionsEnded: ended}
 	if out.NATSRevoked == nil {

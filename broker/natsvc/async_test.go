@@ -33,13 +33,13 @@ type asyncFixture struct {
 
 func startAsync(t *testing.T, h natsvc.Handler) *asyncFixture {
 	t.Helper()
-	f, _ := startAsyncCtx(t, t.Context(), h)
+	f, _ := startAsyncCtx(t.Context(), t, h)
 	return f
 }
 
 // startAsyncCtx starts the consumer under ctx (its end stops it) and returns
 // it too.
-func startAsyncCtx(t *testing.T, ctx context.Context, h natsvc.Handler) (*asyncFixture, *natsvc.Async) {
+func startAsyncCtx(ctx context.Context, t *testing.T, h natsvc.Handler) (*asyncFixture, *natsvc.Async) {
 	t.Helper()
 	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.import"}, JetStream: true})
 	bc := env.BrokerConn(t)
@@ -86,7 +86,7 @@ func TestAsyncStopKeepsUnstartedRequests(t *testing.T) {
 	var cancelled atomic.Int64
 	h := &blocking{started: started, release: release, cancelled: &cancelled}
 	ctx, cancel := context.WithCancel(t.Context())
-	f, a := startAsyncCtx(t, ctx, h)
+	f, a := startAsyncCtx(ctx, t, h)
 	subject := broker.AsyncPrefix(f.key) + ".orders.v1.import"
 	const n = 6
 	for range n {

@@ -394,9 +394,11 @@ func countOrders(t *testing.T, e *postgres.Executor) int64 {
 // would cut it without an error; a value that fits is stored whole.
 func TestDeclaredLengthRefused(t *testing.T) {
 	e := openTest(t, 1)
-	r := testRoute(t, route.Spec{Statement: &route.StatementSpec{Name: "v", SQL: `INSERT INTO orders (customer, amount, quantity, express) VALUES (:c, 1, 1, true) RETURNING customer`},
-		SQLTypes: map[string]string{"c": "varchar(5)"},
-		Params:   map[string]any{"type": "object", "properties": map[string]any{"c": map[string]any{"type": "string"}}}})
+	r := testRoute(t, route.Spec{
+		Statement: &route.StatementSpec{Name: "v", SQL: `INSERT INTO orders (customer, amount, quantity, express) VALUES (:c, 1, 1, true) RETURNING customer`},
+		SQLTypes:  map[string]string{"c": "varchar(5)"},
+		Params:    map[string]any{"type": "object", "properties": map[string]any{"c": map[string]any{"type": "string"}}},
+	})
 	c, err := brokertest.NewCall(r, `{"c":"abcdefghij"}`, "")
 	if err != nil {
 		t.Fatal(err)

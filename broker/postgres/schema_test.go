@@ -43,10 +43,16 @@ func TestStatementAfterAddColumn(t *testing.T) {
 		after  string // and after it
 		orders int64  // orders the call after the change adds
 	}{
-		{"select_star", route.Spec{Statement: &route.StatementSpec{Name: "g", SQL: `SELECT * FROM orders WHERE id = :id`}, Params: idParams},
-			`{"id":1}`, `{"id":1}`, 0},
-		{"returning_star", route.Spec{Statement: &route.StatementSpec{Name: "i", SQL: `INSERT INTO orders (customer, amount, quantity, express) VALUES (:c, 1, 1, true) RETURNING *`}, Params: customer},
-			`{"c":"before"}`, `{"c":"after"}`, 1},
+		{
+			"select_star",
+			route.Spec{Statement: &route.StatementSpec{Name: "g", SQL: `SELECT * FROM orders WHERE id = :id`}, Params: idParams},
+			`{"id":1}`, `{"id":1}`, 0,
+		},
+		{
+			"returning_star",
+			route.Spec{Statement: &route.StatementSpec{Name: "i", SQL: `INSERT INTO orders (customer, amount, quantity, express) VALUES (:c, 1, 1, true) RETURNING *`}, Params: customer},
+			`{"c":"before"}`, `{"c":"after"}`, 1,
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -158,8 +158,10 @@ func TestDecode(t *testing.T) {
 	create, _ := c.Lookup("orders.v1.create")
 	get, _ := c.Lookup("orders.v1.get")
 	// open passes undeclared fields through untyped.
-	oc, err := route.New([]route.Spec{{Subject: "t.open", Database: "orders", Statement: &route.StatementSpec{Name: "s", SQL: "SELECT 1"},
-		Params: map[string]any{"type": "object", "additionalProperties": true}}})
+	oc, err := route.New([]route.Spec{{
+		Subject: "t.open", Database: "orders", Statement: &route.StatementSpec{Name: "s", SQL: "SELECT 1"},
+		Params: map[string]any{"type": "object", "additionalProperties": true},
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

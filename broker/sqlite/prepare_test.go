@@ -41,8 +41,10 @@ func init() {
 
 func statementRoute(t *testing.T, subject, sql string, params map[string]any) *route.Route {
 	t.Helper()
-	cat, err := route.New([]route.Spec{{Subject: subject, Database: "test", Params: params,
-		Statement: &route.StatementSpec{Name: "s", SQL: sql}, Timeout: "1m", MaxRows: 100}})
+	cat, err := route.New([]route.Spec{{
+		Subject: subject, Database: "test", Params: params,
+		Statement: &route.StatementSpec{Name: "s", SQL: sql}, Timeout: "1m", MaxRows: 100,
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

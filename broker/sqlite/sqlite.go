@@ -180,14 +180,14 @@ func (e *Executor) stmt(ctx context.Context, text string) (*sql.Stmt, error) {
 	case closed:
 		return nil, errClosed
 	}
-	s, err := e.writer.PrepareContext(ctx, text) //nolint:sqlclosecheck // cached for the executor's lifetime, closed by Close
+	s, err := e.writer.PrepareContext(ctx, text)
 	if err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.stmts == nil {
-		_ = s.Close()
+		_ = s.Close() //nolint:sqlclosecheck // not deferred: kept in the cache below unless closed here
 		return nil, errClosed
 	}
 	if prev, ok := e.stmts[text]; ok {

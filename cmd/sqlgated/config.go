@@ -381,7 +381,7 @@ func prefixed(prefix string, err error) []error {
 		return nil
 	}
 	// Only a join at the top: a join wrapped with context is one problem.
-	if j, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // the top-level join itself, not one in the chain
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		var out []error
 		for _, e := range j.Unwrap() {
 			out = append(out, prefixed(prefix, e)...)

@@ -504,7 +504,8 @@ func TestReplayReportsObligationChanges(t *testing.T) {
 		{"unchanged", candidate(), recorded, opa.ReplayOptions{}, nil},
 		{"unchanged_with_baseline", candidate(), fromAudit, opa.ReplayOptions{Baseline: recorder}, nil},
 		{
-			"recorded_obligations", candidate(dropNote, liftCap), recorded, opa.ReplayOptions{},
+			"recorded_obligations", candidate(dropNote, liftCap), recorded,
+			opa.ReplayOptions{},
 			[]change{
 				{"create", "obligations", []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{}}}},
 				{"get", "obligations", []opa.ObligationChange{{Key: "max_rows", Was: int64(100), Now: int64(100000)}}},
@@ -512,18 +513,21 @@ func TestReplayReportsObligationChanges(t *testing.T) {
 		},
 		{
 			// The audit record still tells what was redacted.
-			"audit_without_baseline", candidate(dropNote, liftCap), fromAudit, opa.ReplayOptions{},
+			"audit_without_baseline", candidate(dropNote, liftCap), fromAudit,
+			opa.ReplayOptions{},
 			[]change{{"create", "obligations", []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{}}}}},
 		},
 		{
-			"audit_with_baseline", candidate(dropNote, liftCap), fromAudit, opa.ReplayOptions{Baseline: recorder},
+			"audit_with_baseline", candidate(dropNote, liftCap), fromAudit,
+			opa.ReplayOptions{Baseline: recorder},
 			[]change{
 				{"create", "obligations", []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{}}}},
 				{"get", "obligations", []opa.ObligationChange{{Key: "max_rows", Was: int64(100), Now: int64(100000)}}},
 			},
 		},
 		{
-			"redacts_more", candidate(redactCustomer), fromAudit, opa.ReplayOptions{},
+			"redacts_more", candidate(redactCustomer), fromAudit,
+			opa.ReplayOptions{},
 			[]change{{"create", "obligations", []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{"customer", "note"}}}}},
 		},
 	} {

@@ -148,7 +148,7 @@ func (t *tree) inside(name string) bool {
 // whether that changed. A root that does not exist is not an error as long as
 // its parent can be watched for it to appear again.
 func (t *tree) sync() (changed bool, err error) {
-	real, err := filepath.EvalSymlinks(t.root)
+	resolved, err := filepath.EvalSymlinks(t.root)
 	if errors.Is(err, fs.ErrNotExist) {
 		changed = t.real != ""
 		t.real, t.info = "", nil
@@ -161,31 +161,31 @@ func (t *tree) sync() (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	info, err := os.Stat(real)
+	info, err := os.Stat(resolved)
 	if err != nil {
 		return false, err
 	}
 	if !info.IsDir() {
-		return false, fmt.Errorf("%s is not a directory", real)
+		return false, fmt.Errorf("%s is not a directory", resolved)
 	}
 	// A directory removed and created again may get the same inode: what
 	// tells is that its watch went with it.
-	if real == t.real && os.SameFile(info, t.info) && slices.Contains(t.w.WatchList(), real) {
+	if resolved == t.real && os.SameFile(info, t.info) && slices.Contains(t.w.WatchList(), resolved) {
 		return false, nil
 	}
 	for _, p := range t.w.WatchList() {
 		_ = t.w.Remove(p) // may be gone already
 	}
 	t.real, t.info = "", nil
-	for _, p := range []string{filepath.Dir(t.root), filepath.Dir(real)} {
+	for _, p := range []string{filepath.Dir(t.root), filepath.Dir(resolved)} {
 		if err := t.w.Add(p); err != nil {
 			return true, fmt.Errorf("watch %s: %w", p, err)
 		}
 	}
-	if err := addTree(t.w, real); err != nil {
+	if err := addTree(t.w, resolved); err != nil {
 		return true, err
 	}
-	t.real, t.info = real, info
+	t.real, t.info = resolved, info
 	return true, nil
 }
 
