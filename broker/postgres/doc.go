@@ -38,9 +38,9 @@
 //     JSON, then COMMIT.
 //
 // Statements are prepared once per connection and cached by pgx. A call
-// that fails because a schema change made one of them stale (0A000, its
-// result columns changed; 26000, gone) kept nothing, so it runs once more on
-// the same connection, preparing again. Values are
+// that fails because a schema change made one of them stale (0A000 "cached
+// plan must not change result type", not any other 0A000; 26000, gone) kept
+// nothing, so it runs once more on the same connection, preparing again. Values are
 // always bound: strings as text, integers as int8, JSON numbers as their
 // exact decimal text (PostgreSQL parses them into numeric, or whatever the
 // parameter's type is; never through float64), booleans as bool. A route's

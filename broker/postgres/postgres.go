@@ -386,13 +386,33 @@ func shapeChanged(err error) bool {
 // (0A000, "cached plan must not change result type", after ALTER TABLE
 // under SELECT * or RETURNING *, or a function redefined with other
 // columns), or the server no longer has it (26000, after DEALLOCATE ALL or
-// DISCARD ALL on the connection). lost is true for the latter.
+// DISCARD ALL on the connection). lost is true for the latter. Any other
+// 0A000 (feature_not_supported, which a function may raise itself after
+// effects no rollback undoes, such as nextval) is not stale: running the
+// call again would repeat them.
 func staleStatement(err error) (stale, lost bool) {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		return false, false
 	}
-	return pe.Code == "0A000" || pe.Code == "26000", pe.Code == "26000"
+	switch pe.Code {
+	case "26000":
+		return true, true
+	case "0A000":
+		return cachedPlanChanged(pe), false
+	}
+	return false, false
+}
+
+// cachedPlanChanged reports whether a 0A000 is the server's own "cached
+// plan must not change result type". The routine that raises it names it
+// (the message may be translated); a server that sends no routine is
+// matched by the message.
+func cachedPlanChanged(pe *pgconn.PgError) bool {
+	if pe.Routine != "" {
+		return pe.Routine == "RevalidateCachedQuery"
+	}
+	return pe.Message == "cached plan must not change result type"
 }
 
 // onConn runs fn on a pooled connection. fn prepares the statements named

@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
@@ -177,4 +178,42 @@ func TestOneTripResultTypeChanged(t *testing.T) {
 		}
 	}
 	call(`{"rows":[{"id":5,"note":"new","n":7}],"rows_affected":1}`)
+}
+
+// A function or procedure that raises feature_not_supported (0A000) itself
+// is not a stale statement: the call fails with the error and runs once (its
+// sequence, which no rollback resets, advanced once).
+func TestOwnFeatureNotSupportedRunsOnce(t *testing.T) {
+	tests := []struct {
+		name, create string
+	}{
+		{"function_1rtt", `CREATE FUNCTION unsupported() RETURNS TABLE (a integer) LANGUAGE plpgsql AS $$
+			BEGIN PERFORM nextval('unsupported_calls'); RAISE EXCEPTION 'no such feature' USING ERRCODE = 'feature_not_supported'; END $$`},
+		{"function_2rtt", `CREATE FUNCTION unsupported() RETURNS TABLE (f float8) LANGUAGE plpgsql AS $$
+			BEGIN PERFORM nextval('unsupported_calls'); RAISE EXCEPTION 'no such feature' USING ERRCODE = 'feature_not_supported'; END $$`},
+		{"procedure", `CREATE PROCEDURE unsupported() LANGUAGE plpgsql AS $$
+			BEGIN PERFORM nextval('unsupported_calls'); RAISE EXCEPTION 'no such feature' USING ERRCODE = 'feature_not_supported'; END $$`},
+		{"cached_plan_message", `CREATE FUNCTION unsupported() RETURNS TABLE (a integer) LANGUAGE plpgsql AS $$
+			BEGIN PERFORM nextval('unsupported_calls'); RAISE EXCEPTION 'cached plan must not change result type' USING ERRCODE = 'feature_not_supported'; END $$`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := openTest(t, 1)
+			execSQL(t, e, `CREATE SEQUENCE unsupported_calls`)
+			execSQL(t, e, tc.create)
+			r := testRoute(t, route.Spec{Procedure: "unsupported"})
+			_, err := e.Execute(t.Context(), newCall(t, r, `{}`, ""))
+			var dbe *broker.DBError
+			if !errors.As(err, &dbe) || dbe.State != "0A000" {
+				t.Errorf("Execute = %v, want DBError 0A000", err)
+			}
+			var calls int64
+			if err := e.Pool().QueryRow(t.Context(), `SELECT last_value FROM unsupported_calls`).Scan(&calls); err != nil {
+				t.Fatal(err)
+			}
+			if calls != 1 {
+				t.Errorf("the target ran %d times for one call, want 1", calls)
+			}
+		})
+	}
 }
