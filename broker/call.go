@@ -148,7 +148,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	res, execErr := execute(ctx, exec, call, timeout)
 	unknown := false // the database could not say whether a failed call committed
 	if execErr != nil {
-		res, unknown, execErr = s.settle(ctx, ri.exec, call.IdempotencyKey, execErr)
+		res, unknown, execErr = s.settle(ctx, ri.exec, call, execErr)
 	}
 
 	// 7 record outcome. The SQL transaction has ended either way; the
@@ -212,9 +212,15 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 // errors say it rolled back. An unreachable database, a timeout or an
 // internal error may have come after the commit (the reply to COMMIT was
 // lost), so the idempotency record, written in the same transaction, is
-// looked up: found, the call committed and its result stands; not found, it
-// rolled back. unknown is true when the lookup failed too.
-func (s *Service) settle(ctx context.Context, exec Executor, key string, execErr error) (res *Result, unknown bool, err error) {
+// looked up:
+//   - a record of this call's decision: the call committed and its result
+//     stands;
+//   - a record of an earlier call under the same key: with the same request
+//     it is a replay (this call ran nothing), with another it is a conflict;
+//   - no record: it rolled back.
+//
+// unknown is true when the lookup failed too.
+func (s *Service) settle(ctx context.Context, exec Executor, call *Call, execErr error) (res *Result, unknown bool, err error) {
 	var dbe *DBError
 	var invalid *route.InvalidError
 	if errors.As(execErr, &dbe) || errors.As(execErr, &invalid) || errors.Is(execErr, ErrConflict) || errors.Is(execErr, ErrTooManyRows) {
@@ -222,16 +228,20 @@ func (s *Service) settle(ctx context.Context, exec Executor, key string, execErr
 	}
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	stored, found, lerr := exec.Lookup(lctx, key)
+	stored, found, lerr := exec.Lookup(lctx, call.IdempotencyKey)
 	switch {
 	case lerr != nil:
 		return nil, true, execErr
-	case found:
-		own := *stored
-		own.Replayed = false // this call's own transaction
-		return &own, false, nil
+	case !found:
+		return nil, false, execErr
+	case stored.RequestHash != call.RequestHash:
+		return nil, false, ErrConflict
+	case stored.DecisionID != call.DecisionID:
+		return stored, false, nil // Replayed: an earlier call's result
 	}
-	return nil, false, execErr
+	own := *stored
+	own.Replayed = false // this call's own transaction
+	return &own, false, nil
 }
 
 // execute runs the call within its timeout. A panic of the executor is an

@@ -56,8 +56,10 @@ type Recorder interface {
 // concurrent use.
 type Executor interface {
 	Execute(ctx context.Context, c *Call) (*Result, error)
-	// Lookup returns the stored result for an idempotency key (crash recovery:
-	// did this intent commit?). found is false when no committed record exists.
+	// Lookup returns the stored result for an idempotency key (crash recovery,
+	// and a call whose commit was not confirmed: did it commit?), with the
+	// record's request hash and decision id. found is false when no committed
+	// record exists.
 	Lookup(ctx context.Context, key string) (res *Result, found bool, err error)
 	// Describe names the server and database for audit records.
 	Describe() DatabaseInfo
@@ -121,6 +123,10 @@ type Result struct {
 	// CommittedAt is when the idempotency record was committed (replays:
 	// when the original committed).
 	CommittedAt time.Time
+	// RequestHash and DecisionID are the stored record's, set by
+	// [Executor.Lookup]: they tell whether the record is a given call's own
+	// (its decision) or an earlier call's under the same key.
+	RequestHash, DecisionID string
 }
 
 // Sentinel errors of the request path.

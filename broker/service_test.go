@@ -84,12 +84,15 @@ func (r *switchRegistry) Get(ctx context.Context, userKey string) (broker.Issuan
 // reply to a COMMIT that happened.
 type switchExecutor struct {
 	*brokertest.Fake
-	panics, loseCommit atomic.Bool
+	panics, loseCommit, refuse atomic.Bool
 }
 
 func (x *switchExecutor) Execute(ctx context.Context, c *broker.Call) (*broker.Result, error) {
 	if x.panics.Load() {
 		panic("injected driver bug")
+	}
+	if x.refuse.Load() { // a transient failure before anything ran (a pool timeout)
+		return nil, fmt.Errorf("%w: no connection within the timeout", broker.ErrUnavailable)
 	}
 	res, err := x.Fake.Execute(ctx, c)
 	if err == nil && x.loseCommit.Load() {
@@ -503,6 +506,31 @@ func TestHandleFailClosed(t *testing.T) {
 		}
 		if got := e.orderCount(t); got != orders {
 			t.Error("a call ran although its intent was not durable")
+		}
+	})
+	t.Run("unconfirmed_retry_of_an_earlier_call", func(t *testing.T) {
+		// A retry whose own call failed before anything ran finds the key's
+		// record of the earlier call: with the same request it is a replay
+		// (not a second commit), with another request a conflict.
+		first := e.call(t, e.caller(alice), brokertest.SubjectCreate, createAlice, "settle-1")
+		if !first.OK {
+			t.Fatal(first.Error)
+		}
+		e.execSw.refuse.Store(true)
+		before := len(e.records(t))
+		again := e.call(t, e.caller(alice), brokertest.SubjectCreate, createAlice, "settle-1")
+		other := e.call(t, e.caller(alice), brokertest.SubjectCreate, `{"customer":"other","amount":1,"quantity":1,"express":false}`, "settle-1")
+		e.execSw.refuse.Store(false)
+		if !again.OK || !again.Replayed || again.SQLTransactionID != first.SQLTransactionID || again.Emit != nil {
+			t.Errorf("retry = %s (emit %v), want the earlier call's result, replayed, no event", again.AppendJSON(nil), again.Emit)
+		}
+		if other.OK || other.Error.Code != broker.CodeConflict {
+			t.Errorf("other payload under the key = %s, want conflict", other.AppendJSON(nil))
+		}
+		for _, r := range e.records(t)[before:] {
+			if r.Kind == audit.KindOutcome && r.SQL.Outcome == "commit" {
+				t.Errorf("an outcome claims a second commit: %+v", r.SQL)
+			}
 		}
 	})
 	t.Run("registry_down", func(t *testing.T) {

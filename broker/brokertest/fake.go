@@ -79,8 +79,9 @@ type Fake struct {
 }
 
 type fakeRecord struct {
-	hash string
-	res  broker.Result
+	hash     string
+	decision string
+	res      broker.Result
 }
 
 // NewFake returns a fake executor for the database called name whose
@@ -151,7 +152,7 @@ func (f *Fake) Execute(ctx context.Context, c *broker.Call) (*broker.Result, err
 	}
 	res.CommittedAt = f.now().UTC()
 	f.tables = tx.tables
-	f.idem[c.IdempotencyKey] = fakeRecord{hash: c.RequestHash, res: *res}
+	f.idem[c.IdempotencyKey] = fakeRecord{hash: c.RequestHash, decision: c.DecisionID, res: *res}
 	return res, nil
 }
 
@@ -199,6 +200,7 @@ func (f *Fake) Lookup(_ context.Context, key string) (*broker.Result, bool, erro
 	}
 	res := rec.res
 	res.Replayed = true
+	res.RequestHash, res.DecisionID = rec.hash, rec.decision
 	return &res, true, nil
 }
 

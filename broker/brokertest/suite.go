@@ -653,6 +653,11 @@ func testLookup(t *testing.T, e *suiteEnv) {
 	if !bytes.Equal(got.JSON, r.JSON) || got.TransactionID != r.TransactionID || !got.CommittedAt.Equal(r.CommittedAt) {
 		t.Errorf("Lookup = %s %q %v, want %s %q %v", got.JSON, got.TransactionID, got.CommittedAt, r.JSON, r.TransactionID, r.CommittedAt)
 	}
+	// The record says whose it is: a call that was not sure it committed
+	// tells its own record from an earlier call's by these.
+	if got.RequestHash != c.RequestHash || got.DecisionID != c.DecisionID || c.DecisionID == "" {
+		t.Errorf("Lookup record = hash %q decision %q, want the call's %q %q", got.RequestHash, got.DecisionID, c.RequestHash, c.DecisionID)
+	}
 	e.mustNotFind(t, "no-such-key")
 }
 

@@ -57,7 +57,7 @@ type Executor struct {
 	server string
 	closed atomic.Bool
 
-	sqlInsert, sqlSelect, sqlStore, sqlPrune string
+	sqlInsert, sqlSelect, sqlLookup, sqlStore, sqlPrune string
 
 	procs sync.Map // target -> *procInfo
 	plans sync.Map // planKey -> *callPlan
@@ -134,6 +134,8 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 		`VALUES ($1, $2, set_config('sqlgate.correlation_id', $3, true), set_config('sqlgate.principal', $4, true), ` +
 		`set_config('sqlgate.decision_id', $5, true), txid_current()) ON CONFLICT (idempotency_key) DO NOTHING RETURNING transaction_id`
 	e.sqlSelect = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at FROM ` + t +
+		` WHERE idempotency_key = $1 AND committed_at IS NOT NULL`
+	e.sqlLookup = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at, decision_id FROM ` + t +
 		` WHERE idempotency_key = $1 AND committed_at IS NOT NULL`
 	e.sqlStore = `UPDATE ` + t + ` SET result = $2, rows = $3, rows_affected = $4, committed_at = $5 WHERE idempotency_key = $1`
 	e.sqlPrune = `DELETE FROM ` + t + ` WHERE ctid = ANY (ARRAY(SELECT ctid FROM ` + t + ` WHERE committed_at < $1 ORDER BY committed_at LIMIT $2))`
@@ -604,14 +606,23 @@ func scanRecord(row pgx.Row) (*broker.Result, string, error) {
 	if err := row.Scan(&hash, &result, &txid, &res.Rows, &res.RowsAffected, &res.CommittedAt); err != nil {
 		return nil, "", err
 	}
+	if err := finishRecord(&res, result, txid); err != nil {
+		return nil, "", err
+	}
+	return &res, hash, nil
+}
+
+// finishRecord fills what a stored record's columns say about its result,
+// as a replay returns it.
+func finishRecord(res *broker.Result, result string, txid int64) error {
 	var err error
 	if res.JSON, err = storedResult(result); err != nil {
-		return nil, "", err
+		return err
 	}
 	res.TransactionID = strconv.FormatInt(txid, 10)
 	res.CommittedAt = res.CommittedAt.UTC()
 	res.Replayed = true
-	return &res, hash, nil
+	return nil
 }
 
 // rollback ends a failed transaction on a connection that may be mid-batch
@@ -971,14 +982,23 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 	if e.closed.Load() {
 		return nil, false, e.unavailable(errClosed)
 	}
-	res, _, err := scanRecord(e.pool.QueryRow(ctx, e.sqlSelect, key))
+	var (
+		hash, result, decision string
+		txid                   int64
+		res                    broker.Result
+	)
+	err := e.pool.QueryRow(ctx, e.sqlLookup, key).Scan(&hash, &result, &txid, &res.Rows, &res.RowsAffected, &res.CommittedAt, &decision)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, false, nil
 	case err != nil:
 		return nil, false, e.classify(ctx, err, nil)
 	}
-	return res, true, nil
+	if err := finishRecord(&res, result, txid); err != nil {
+		return nil, false, err
+	}
+	res.RequestHash, res.DecisionID = hash, decision
+	return &res, true, nil
 }
 
 // Prune deletes idempotency records committed before t and returns how many,

@@ -41,6 +41,7 @@ const IdempotencyDDL = `CREATE TABLE IF NOT EXISTS sqlgate_idempotency (
 // The statements the adapter runs besides the routed statements.
 const (
 	sqlSelectRecord = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at FROM sqlgate_idempotency WHERE idempotency_key = ?1 AND committed_at IS NOT NULL`
+	sqlLookupRecord = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at, decision_id FROM sqlgate_idempotency WHERE idempotency_key = ?1 AND committed_at IS NOT NULL`
 	sqlInsertRecord = `INSERT INTO sqlgate_idempotency (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`
 	sqlChanges      = `SELECT total_changes()`
 	sqlStoreResult  = `UPDATE sqlgate_idempotency SET result = ?2, rows = ?3, rows_affected = ?4, committed_at = ?5 WHERE idempotency_key = ?1`
@@ -475,10 +476,10 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 		return nil, false, e.unavailable(errClosed)
 	}
 	var (
-		hash, result, txID, committed sql.NullString
-		nrows, affected               int64
+		hash, result, txID, committed, decision sql.NullString
+		nrows, affected                         int64
 	)
-	err := e.reader.QueryRowContext(ctx, sqlSelectRecord, key).Scan(&hash, &result, &txID, &nrows, &affected, &committed)
+	err := e.reader.QueryRowContext(ctx, sqlLookupRecord, key).Scan(&hash, &result, &txID, &nrows, &affected, &committed, &decision)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return nil, false, nil
@@ -486,7 +487,11 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 		return nil, false, e.classify(ctx, err, nil)
 	}
 	res, err := stored(result.String, txID.String, nrows, affected, committed.String, true)
-	return res, err == nil, err
+	if err != nil {
+		return nil, false, err
+	}
+	res.RequestHash, res.DecisionID = hash.String, decision.String
+	return res, true, nil
 }
 
 // Prune deletes idempotency records committed before t and returns how many,

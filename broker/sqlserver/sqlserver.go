@@ -478,13 +478,13 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 		return nil, false, e.unavailable(errClosed)
 	}
 	var (
-		txid      int64
-		hash, out sql.NullString
-		res       broker.Result
-		committed time.Time
+		txid                int64
+		hash, out, decision sql.NullString
+		res                 broker.Result
+		committed           time.Time
 	)
 	err := e.db.QueryRowContext(ctx, LookupBatch, sql.Named("idempotency_key", mssql.NVarCharMax(key))).
-		Scan(&txid, &hash, &out, &res.Rows, &res.RowsAffected, &committed)
+		Scan(&txid, &hash, &out, &res.Rows, &res.RowsAffected, &committed, &decision)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return nil, false, nil
@@ -495,6 +495,7 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 	res.TransactionID = strconv.FormatInt(txid, 10)
 	res.CommittedAt = committed.UTC()
 	res.Replayed = true
+	res.RequestHash, res.DecisionID = hash.String, decision.String
 	return &res, true, nil
 }
 

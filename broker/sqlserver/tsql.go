@@ -75,7 +75,7 @@ const CommitBatch = `COMMIT TRANSACTION;`
 const RollbackBatch = `IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;`
 
 // LookupBatch reads a committed idempotency record (crash recovery).
-const LookupBatch = `SELECT transaction_id, request_hash, result, rows, rows_affected, committed_at
+const LookupBatch = `SELECT transaction_id, request_hash, result, rows, rows_affected, committed_at, decision_id
 FROM sqlgate.idempotency
 WHERE idempotency_key = @idempotency_key AND committed_at IS NOT NULL;`
 
