@@ -77,7 +77,9 @@ const (
 	// removed from the stream without running.
 	SettledDropped = "dropped"
 	// SettledReturned: fetched while the instance was stopping and returned
-	// to the stream unhandled, for immediate redelivery.
+	// to the stream unhandled, for immediate redelivery. A message on its
+	// last delivery (MaxDeliver) is never returned: the stream would not
+	// deliver it again, so it is handled and settled like any other.
 	SettledReturned = "returned"
 )
 
@@ -105,7 +107,8 @@ type Async struct {
 	workers  sync.WaitGroup
 	stopOnce sync.Once
 	// stopping is set when Stop begins: messages not yet started go back to
-	// the stream at once (Nak), for this or another instance.
+	// the stream at once (Nak), for this or another instance, except those
+	// on their last delivery (putBack).
 	stopping atomic.Bool
 }
 
@@ -229,7 +232,9 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 // Stop stops fetching, lets the workers finish the calls they have started
 // and returns. Messages fetched but not started go back to the stream
 // unhandled, to this or another instance; their idempotency keys make a
-// redelivery safe either way.
+// redelivery safe either way. A message fetched on its last delivery
+// ([AsyncConfig.MaxDeliver]) would not be delivered again, so it is
+// handled, without cancellation, before Stop returns.
 func (a *Async) Stop() error {
 	a.stopOnce.Do(func() {
 		a.stopping.Store(true)
@@ -256,8 +261,14 @@ func ParseAsyncSubject(subject string) (userKey, route string, ok bool) {
 }
 
 // putBack returns a message that was fetched but not started to the stream,
-// for immediate redelivery.
+// for immediate redelivery. A Nak counts as a delivery, and the stream never
+// delivers again a message Nak'ed on its last delivery: that one is served
+// here instead, or it would be neither run, answered nor audited.
 func (a *Async) putBack(ctx context.Context, m jetstream.Msg) {
+	if meta, err := m.Metadata(); err == nil && int(meta.NumDelivered) >= a.cfg.MaxDeliver {
+		a.serve(ctx, m)
+		return
+	}
 	a.settled(SettledReturned)
 	if err := m.Nak(); err != nil {
 		a.log.WarnContext(ctx, "async message not returned; it is delivered again after the ack wait", slog.String("error", err.Error()))

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,14 +46,7 @@ func startAsyncCtx(ctx context.Context, t *testing.T, h natsvc.Handler) (*asyncF
 	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.import"}, JetStream: true})
 	bc := env.BrokerConn(t)
 	f := &asyncFixture{env: env, settles: map[string]int{}}
-	a, err := natsvc.StartAsync(ctx, bc, natsvc.AsyncConfig{
-		Subjects: []string{"orders.v1.import"}, UsersAccount: env.Keys.Public().Users, Workers: 2, MaxDeliver: 2,
-		OnSettle: func(how string) { f.mu.Lock(); f.settles[how]++; f.mu.Unlock() },
-	}, h)
-	if err != nil {
-		t.Fatalf("StartAsync: %v", err)
-	}
-	t.Cleanup(func() { _ = a.Stop() })
+	a := f.start(ctx, t, h)
 	u := env.MintUserSub(t, "alice", []string{broker.AsyncSubjectPrefix + ">"},
 		func(key string) []string { return []string{broker.ReplyPrefix(key) + ".>"} }, time.Hour)
 	nc := env.MustConnect(t, nats.UserJWTAndSeed(u.JWT, seedOf(t, u.KP)), nats.CustomInboxPrefix(broker.InboxPrefix(u.Key)))
@@ -61,6 +56,21 @@ func startAsyncCtx(ctx context.Context, t *testing.T, h natsvc.Handler) (*asyncF
 	}
 	f.user, f.key, f.js = nc, u.Key, js
 	return f, a
+}
+
+// start starts one more instance on the fixture's server, sharing the
+// stream, the durable consumer and the settle counts.
+func (f *asyncFixture) start(ctx context.Context, t *testing.T, h natsvc.Handler) *natsvc.Async {
+	t.Helper()
+	a, err := natsvc.StartAsync(ctx, f.env.BrokerConn(t), natsvc.AsyncConfig{
+		Subjects: []string{"orders.v1.import"}, UsersAccount: f.env.Keys.Public().Users, Workers: 2, MaxDeliver: 2,
+		OnSettle: func(how string) { f.mu.Lock(); f.settles[how]++; f.mu.Unlock() },
+	}, h)
+	if err != nil {
+		t.Fatalf("StartAsync: %v", err)
+	}
+	t.Cleanup(func() { _ = a.Stop() })
+	return a
 }
 
 // streamMsgs is how many messages the work-queue stream still holds.
@@ -106,6 +116,138 @@ func TestAsyncStopKeepsUnstartedRequests(t *testing.T) {
 	if left := f.streamMsgs(t); left != n-got[natsvc.SettledOK] {
 		t.Errorf("stream holds %d messages after %v; want every message not handled (%d)", left, got, n-got[natsvc.SettledOK])
 	}
+}
+
+// TestAsyncStopHandlesLastDelivery: instances stop in turn (a rolling
+// restart) while a backlog waits. Each returns the messages it fetched but
+// did not start, and each return counts as a delivery; one fetched on its
+// last delivery (MaxDeliver 2) is handled instead, since the stream would
+// never deliver it again. So every request runs and the stream ends empty.
+func TestAsyncStopHandlesLastDelivery(t *testing.T) {
+	ran := &ranSet{ran: map[string]int{}}
+	h := ran.holding()
+	f, a := startAsyncCtx(t.Context(), t, h)
+	subject := broker.AsyncPrefix(f.key) + ".orders.v1.import"
+	const n = 24
+	var last uint64
+	for i := range n {
+		last = f.publish(t, subject, `{"i":`+strconv.Itoa(i)+`}`, nil).Sequence
+	}
+	for round := range 3 {
+		if round > 0 {
+			h = ran.holding()
+			a = f.start(t.Context(), t, h)
+		}
+		if !f.startedOrDone(t, h.started, last) {
+			break
+		}
+		// A call is running: stop while it holds, so that the messages
+		// fetched behind it go back to the stream.
+		stopped := make(chan struct{})
+		go func() { _ = a.Stop(); close(stopped) }()
+		for !a.Stopping() {
+			runtime.Gosched()
+		}
+		close(h.release)
+		<-stopped
+	}
+	if got := f.settledCounts(); got[natsvc.SettledReturned] == 0 {
+		t.Fatalf("settled %v: no message was returned, the stops did not meet a backlog", got)
+	}
+	h = ran.holding()
+	close(h.release)
+	f.start(t.Context(), t, h)
+	f.done(t, last)
+	if left := f.streamMsgs(t); left != 0 {
+		t.Errorf("stream holds %d messages the consumer will not deliver again (settled %v)", left, f.settledCounts())
+	}
+	for i := range n {
+		if p := `{"i":` + strconv.Itoa(i) + `}`; ran.count(p) == 0 {
+			t.Errorf("request %s never ran", p)
+		}
+	}
+}
+
+// ranSet counts the calls per payload across instances.
+type ranSet struct {
+	mu  sync.Mutex
+	ran map[string]int
+}
+
+func (r *ranSet) count(payload string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ran[payload]
+}
+
+// holding returns a handler that holds each call until release is closed,
+// signals the first on started, and counts it in r.
+func (r *ranSet) holding() *holding {
+	return &holding{started: make(chan struct{}, 1), release: make(chan struct{}), r: r}
+}
+
+type holding struct {
+	started chan struct{}
+	release chan struct{}
+	r       *ranSet
+}
+
+func (h *holding) Handle(_ context.Context, req *broker.Request) *broker.Reply {
+	select {
+	case h.started <- struct{}{}:
+	default:
+	}
+	<-h.release
+	h.r.mu.Lock()
+	h.r.ran[string(req.Payload)]++
+	h.r.mu.Unlock()
+	return &broker.Reply{OK: true, CorrelationID: req.CorrelationID}
+}
+
+// startedOrDone waits until a call starts (true) or the consumer is done
+// with every message up to stream sequence last (false).
+func (f *asyncFixture) startedOrDone(t *testing.T, started <-chan struct{}, last uint64) bool {
+	t.Helper()
+	for {
+		select {
+		case <-started:
+			return true
+		case <-time.After(20 * time.Millisecond):
+		}
+		if f.consumerDone(t, last) {
+			return false
+		}
+	}
+}
+
+// done waits until the consumer is done with every message up to stream
+// sequence last.
+func (f *asyncFixture) done(t *testing.T, last uint64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !f.consumerDone(t, last) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the consumer is not done with stream sequence %d", last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// consumerDone reports whether the durable consumer will deliver none of
+// the messages up to stream sequence last again: none is waiting, in
+// flight, or below its ack floor. A message returned on its last delivery
+// counts as done though the work queue still holds it.
+func (f *asyncFixture) consumerDone(t *testing.T, last uint64) bool {
+	t.Helper()
+	c, err := f.js.Consumer(t.Context(), natsvc.DefaultAsyncStream, natsvc.DefaultAsyncDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := c.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ci.NumPending == 0 && ci.NumAckPending == 0 && ci.AckFloor.Stream >= last
 }
 
 // blocking holds each call until release is closed, and answers the way the
