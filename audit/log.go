@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -379,7 +380,11 @@ func (l *Log) checkSinkCopy(ctx context.Context, front *frontier, verifiers note
 		return fmt.Errorf("%w: the newest checkpoint copy in the sink names origin %q", ErrRollback, cp.Origin)
 	}
 	if err := l.checkAgainst(ctx, front, cp); err != nil {
-		return fmt.Errorf("against the checkpoint copy in the sink: %w", err)
+		where := "the sink"
+		if d, ok := l.cfg.Sink.(*DirSink); ok {
+			where = "the sink " + filepath.Join(d.Dir, escapeOrigin(l.cfg.Origin))
+		}
+		return fmt.Errorf("against the newest checkpoint copy in %s: %w (the store lost records the copy covers: a restore from an older backup, or deleted checkpoints; to accept the loss, move this origin's copies out of %s and keep them: verifying with them as --trusted-checkpoint shows what was lost)", where, err, where)
 	}
 	return nil
 }
@@ -583,7 +588,9 @@ func (l *Log) Stats() Stats {
 
 // WriteError returns the error of the log's latest store write when that
 // write failed, else nil. While the store refuses writes every append fails
-// (and every call is refused): readiness checks report it.
+// (and every call is refused): readiness checks report it. After a failure
+// the log tries a heartbeat every few seconds, so the error clears soon
+// after the store recovers, with or without calls.
 func (l *Log) WriteError() error {
 	if err := l.failing.Load(); err != nil {
 		return *err
@@ -654,8 +661,18 @@ func (l *Log) run(ctx context.Context) {
 			cpTimer.Reset(max(l.cfg.CheckpointInterval-l.cfg.Now().Sub(l.cpTime), time.Millisecond))
 			cpArmed = true
 		}
+		if l.failing.Load() != nil {
+			// The last write failed: try again soon with a heartbeat, so a
+			// store that recovered is known to (WriteError, readiness)
+			// without waiting for the next call or a full heartbeat period.
+			heartbeat.Reset(min(l.cfg.Heartbeat, retryAfterFailure))
+		}
 	}
 }
+
+// retryAfterFailure is how soon the log writes a heartbeat after a failed
+// write, to learn that the store took writes again.
+const retryAfterFailure = 5 * time.Second
 
 // drain adds the requests already queued to reqs, up to MaxBatch.
 func (l *Log) drain(reqs []*appendReq) []*appendReq {

@@ -750,3 +750,32 @@ func TestWriteErrorWhileStoreRefuses(t *testing.T) {
 		t.Errorf("WriteError after a successful write = %v", err)
 	}
 }
+
+// TestWriteErrorClearsWithoutCalls: after a failed write the log probes the
+// store with a heartbeat soon, so an idle instance is ready again shortly
+// after the store recovers, not a whole heartbeat period later.
+func TestWriteErrorClearsWithoutCalls(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := audittest.NewStore()
+		cfg := audittest.Config(t, origin)
+		cfg.Heartbeat = time.Hour
+		l, err := audit.Open(t.Context(), store, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = l.Close(context.Background()) }()
+		store.FailWrites(errors.New("failover"))
+		if _, err := l.Append(t.Context(), intent("a")); err == nil {
+			t.Fatal("append to a refusing store succeeded")
+		}
+		store.FailWrites(nil)
+		if l.WriteError() == nil {
+			t.Fatal("no write error after a failed write")
+		}
+		time.Sleep(time.Minute) // far less than the heartbeat period
+		synctest.Wait()
+		if err := l.WriteError(); err != nil {
+			t.Errorf("WriteError a minute after the store recovered, with no calls = %v", err)
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -24,11 +25,18 @@ import (
 )
 
 // fakeBroker records revocations and refuses NATS credentials for carol.
-type fakeBroker struct{ revoked, offboarded []string }
+type fakeBroker struct {
+	revoked, offboarded []string
+	pushFails           bool // RevokeAll revokes but cannot reach the NATS servers
+}
 
 func (f *fakeBroker) RevokeAll(_ context.Context, _ identity.Principal, principalID, _ string) (*broker.RevokeAllResult, error) {
 	f.offboarded = append(f.offboarded, principalID)
-	return &broker.RevokeAllResult{PrincipalID: principalID, NATSKeys: []string{"UALICE"}}, nil
+	res := &broker.RevokeAllResult{PrincipalID: principalID, NATSKeys: []string{"UALICE"}}
+	if f.pushFails {
+		return res, fmt.Errorf("push nats revocation (retrying in the background): %w", broker.ErrUnavailable)
+	}
+	return res, nil
 }
 
 func (f *fakeBroker) AllowedRoutes(context.Context, identity.Principal) ([]*route.Route, policy.Decision, error) {
@@ -526,5 +534,16 @@ func TestRevokeAllWithoutSQLLogins(t *testing.T) {
 	}
 	if w := do(t, s, "GET", "/api/v1/whoami", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id}); w.Code != 401 {
 		t.Errorf("alice's session after revoke-all: whoami = %d, want 401", w.Code)
+	}
+	// A revoke-all that could not finish (the NATS push is retried in the
+	// background) still ends the sessions, and says to repeat it.
+	fb.pushFails = true
+	sess = mustSession(t, s, alice, time.Now().Add(time.Hour))
+	rec = do(t, s, "POST", api.Prefix+"/leases/revoke-all", `{"principal":"https://idp alice"}`, map[string]string{"Authorization": "Bearer token-dana"})
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("revoke-all with a failed push = %d %s, want 503", rec.Code, rec.Body)
+	}
+	if w := do(t, s, "GET", "/api/v1/whoami", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id}); w.Code != 401 {
+		t.Errorf("alice's session after a partly failed revoke-all: whoami = %d, want 401", w.Code)
 	}
 }

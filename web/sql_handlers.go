@@ -126,13 +126,18 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 		reason += ": " + req.Reason
 	}
 	res, err := l.RevokeAll(r.Context(), p, req.Principal, reason)
-	if err != nil {
+	// The sessions end whatever else failed (a NATS push retried in the
+	// background, a database that keeps a lease revoking): the principal
+	// must not keep browsing while revoke-all is repeated.
+	ended, serr := s.sessions.backend.DeletePrincipalSessions(r.Context(), req.Principal)
+	if serr != nil {
+		s.log.ErrorContext(r.Context(), "revoke-all: dashboard sessions not ended", "err", serr)
+	}
+	switch {
+	case err != nil:
 		// What was revoked stays revoked; revoke-all is safe to repeat.
 		return sqlError(err)
-	}
-	ended, err := s.sessions.backend.DeletePrincipalSessions(r.Context(), req.Principal)
-	if err != nil {
-		s.log.ErrorContext(r.Context(), "revoke-all: dashboard sessions not ended", "err", err)
+	case serr != nil:
 		return &HTTPError{
 			Status: http.StatusServiceUnavailable, Code: broker.CodeUnavailable,
 			Msg: "credentials revoked, but the principal's dashboard sessions could not be ended; repeat revoke-all",
