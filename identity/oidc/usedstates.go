@@ -51,6 +51,16 @@ func (u *usedStates) full(now time.Time) bool {
 	return len(u.seen) >= u.max
 }
 
+// has reports whether state is remembered as used now.
+func (u *usedStates) has(state string, now time.Time) bool {
+	key := sha256.Sum256([]byte(state))
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.sweep(now)
+	_, used := u.seen[key]
+	return used
+}
+
 // use records state as used until until. It returns errStateUsed if the
 // state was used before, and [ErrTooManyLogins] if the set is full (the state
 // is then not accepted: without a record it could be replayed).

@@ -282,12 +282,8 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 	if !constantTimeEqual(st.State, state) {
 		return none, nil, "", l.fail(r, ReasonStateMismatch, errors.New("state does not match the login cookie"))
 	}
-	// Remember the state until the first instant open refuses its cookie
-	// (now.Unix() > Expires), so that it cannot be presented twice.
-	if err := l.used.use(st.State, time.Unix(st.Expires+1, 0), l.now()); errors.Is(err, ErrTooManyLogins) {
-		return none, nil, "", l.fail(r, ReasonTooManyLogins, err)
-	} else if err != nil {
-		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, err)
+	if l.used.has(st.State, l.now()) {
+		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, errStateUsed)
 	}
 	if e := q.Get("error"); e != "" {
 		return none, nil, "", l.fail(r, ReasonIDPError, &OAuthError{Code: e, Description: truncate(q.Get("error_description"), 200)})
@@ -331,6 +327,17 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 	}
 	if n, _ := claims["nonce"].(string); !constantTimeEqual(n, st.Nonce) {
 		return none, nil, "", l.fail(r, ReasonNonceMismatch, errors.New("ID token nonce does not match the sign-in"))
+	}
+	// Remember the state until the first instant open refuses its cookie
+	// (now.Unix() > Expires), so that it cannot be presented twice. Only a
+	// sign-in the provider completed is remembered: a callback anyone can
+	// forge (an error, no code, a code the provider refuses) must not fill
+	// the bounded set and lock everyone out. A replay racing this one needs
+	// the same single-use code, which the provider honours once.
+	if err := l.used.use(st.State, time.Unix(st.Expires+1, 0), l.now()); errors.Is(err, ErrTooManyLogins) {
+		return none, nil, "", l.fail(r, ReasonTooManyLogins, err)
+	} else if err != nil {
+		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, err)
 	}
 	l.log.LogAttrs(r.Context(), slog.LevelInfo, "web login", slog.String("issuer", l.is.cfg.Name), slog.String("subject", p.Subject))
 	return p, tok, st.ReturnTo, nil
