@@ -38,7 +38,9 @@ var ErrInvalid = errors.New("invalid request")
 // routes), the subscribe allow-list is the user's inbox prefix only, and the
 // expiry is the shortest of the policy TTL, the requested TTL, the configured
 // maximum and the OIDC token's own expiry. The JWT is released only after the
-// issuance is in the registry and its audit record is durable.
+// issuance is in the registry, the principal's sign-in is checked against
+// its cutoff once more (a revoke-all may have come in between), and its
+// audit record is durable.
 func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredential, error) {
 	if s.cfg.Minter == nil || s.cfg.Registry == nil {
 		return nil, errors.New("nats credentials are not configured")
@@ -61,9 +63,12 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 	if req.Via == "callout" {
 		transport = "nats"
 	}
-	if err := s.checkSignIn(ctx, &p); err != nil {
-		return nil, s.refuseSignIn(ctx, actorOf(&p, &Caller{UserKey: req.UserKey, Transport: transport, Host: req.Client.Host}), string(policy.NATS),
+	refuse := func(err error) error {
+		return s.refuseSignIn(ctx, actorOf(&p, &Caller{UserKey: req.UserKey, Transport: transport, Host: req.Client.Host}), string(policy.NATS),
 			&audit.Credential{Type: "nats", Action: "issue", UserKey: req.UserKey, Via: req.Via}, err)
+	}
+	if err := s.checkSignIn(ctx, &p); err != nil {
+		return nil, refuse(err)
 	}
 	// A key belongs to one principal: refuse a key already issued to
 	// another, and a revoked key (read past the cache: another instance may
@@ -139,6 +144,15 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 	} else if err != nil {
 		return nil, fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
 	}
+	// A revoke-all sets the cutoff, then revokes the keys it finds in the
+	// registry. One that set it after the check above and looked before the
+	// Put did not find this key, so check again now that a revoke-all
+	// would: if the sign-in is cut off (or the cutoff cannot be read), the
+	// key is revoked and the JWT dropped.
+	if err := s.checkSignIn(ctx, &p); err != nil {
+		s.withdrawNATS(ctx, req.UserKey)
+		return nil, refuse(err)
+	}
 	rec := &audit.Record{
 		Kind: audit.KindCredential, Actor: actorOf(&p, &Caller{UserKey: req.UserKey, Transport: in.Request.Transport, Host: req.Client.Host}),
 		DecisionID: dec.ID, Entry: string(policy.NATS), PolicyRevision: dec.Revision, Allow: ptr(true), Reasons: dec.Reasons,
@@ -157,6 +171,22 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 		JWT: minted.JWT, UserKey: req.UserKey, ExpiresAt: expires, Pub: pub, Sub: sub,
 		InboxPrefix: inbox, Decision: dec, Capped: capped, AuditIndex: idx,
 	}, nil
+}
+
+// withdrawNATS revokes a key that is in the registry but whose JWT was never
+// released, as [Service.RevokeNATS] does (registry, then the NATS servers,
+// retried in the background when they cannot be reached), without its
+// audit records: the caller audits the refusal.
+func (s *Service) withdrawNATS(ctx context.Context, userKey string) {
+	ctx = context.WithoutCancel(ctx)
+	now := s.now()
+	if err := s.cfg.Registry.Revoke(ctx, userKey, now); err != nil {
+		s.log.ErrorContext(ctx, "registry revoke of a withdrawn issuance", "err", err)
+	}
+	if err := s.pushRevocations(ctx, []string{userKey}, now); err != nil {
+		s.requestRevocationSync()
+		s.log.WarnContext(ctx, "push nats revocation of a withdrawn issuance (retrying in the background)", "err", err)
+	}
 }
 
 // Callout serves the NATS auth callout: it verifies the OIDC token the

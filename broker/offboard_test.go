@@ -177,3 +177,169 @@ func TestRevokeAllCutsOffSignIns(t *testing.T) {
 		t.Errorf("audit: %d cutoff records and %d refusals (of %d refused), want 1 and 16", cutoffRecords, refusals, refused)
 	}
 }
+
+// gate holds a credential issuance between its first sign-in check and the
+// store that a revoke-all reads (the issuance registry, the lease store)
+// until release is closed; entered is closed when it holds.
+type gate struct{ entered, release chan struct{} }
+
+func newGate() *gate { return &gate{entered: make(chan struct{}), release: make(chan struct{})} }
+
+func (g *gate) hold() {
+	close(g.entered)
+	<-g.release
+}
+
+// gatedMinter holds MintUser at the gate.
+type gatedMinter struct {
+	broker.NATSMinter
+	g *gate
+}
+
+func (m gatedMinter) MintUser(ctx context.Context, spec broker.UserSpec) (broker.MintedUser, error) {
+	m.g.hold()
+	return m.NATSMinter.MintUser(ctx, spec)
+}
+
+// gatedAuthorizer holds SQL credential decisions at the gate.
+type gatedAuthorizer struct {
+	broker.Authorizer
+	g *gate
+}
+
+func (a gatedAuthorizer) Decide(ctx context.Context, e policy.Entry, in *policy.Input) (policy.Decision, error) {
+	if e == policy.SQLCredentials {
+		a.g.hold()
+	}
+	return a.Authorizer.Decide(ctx, e, in)
+}
+
+// TestIssueRacingRevokeAll: an issuance whose sign-in passed the cutoff
+// check before a revoke-all, and that stores its credential after the
+// revoke-all listed the principal's credentials, is refused like a sign-in
+// after the cutoff, and what it stored is revoked: no credential issued
+// during an offboarding survives it.
+func TestIssueRacingRevokeAll(t *testing.T) {
+	type parts struct {
+		e      *env
+		svc    *broker.Service
+		leases *broker.Leases
+		rev    *flakyRevoker
+	}
+	tests := []struct {
+		name string
+		// issue issues a credential to p and returns a check that what it
+		// stored is still live.
+		issue func(t *testing.T, x parts, p identity.Principal) (live func() bool, err error)
+	}{
+		{"nats_creds", func(t *testing.T, x parts, p identity.Principal) (func() bool, error) {
+			key := userKey(t)
+			cred, err := x.svc.IssueNATS(t.Context(), broker.NATSRequest{Principal: p, UserKey: key, Via: "creds", TTL: time.Hour})
+			if cred != nil {
+				t.Errorf("IssueNATS released a credential expiring %v", cred.ExpiresAt)
+			}
+			return func() bool {
+				iss, err := x.e.registry.Lookup(t.Context(), key)
+				_, enforced := x.rev.state(key)
+				return err != nil || iss.RevokedAt.IsZero() || !enforced
+			}, err
+		}},
+		{"sql_creds", func(t *testing.T, x parts, p identity.Principal) (func() bool, error) {
+			cred, err := x.leases.IssueSQL(t.Context(), broker.SQLCredRequest{Principal: p, Database: "orders", Role: "reader"})
+			if cred != nil {
+				t.Errorf("IssueSQL released login %s", cred.Username)
+			}
+			return func() bool {
+				held, err := x.leases.Leases(t.Context(), p.ID())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, l := range held {
+					if !l.State.Final() {
+						return true
+					}
+				}
+				return false
+			}, err
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := t.Context()
+			engine, err := opa.Open(ctx, opa.Config{FS: fstest.MapFS{"sql_credentials.rego": {Data: fmt.Appendf(nil, sqlPolicy, "reader")}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { engine.Close() })
+			keys, err := natsauth.GenerateKeys()
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := newGate()
+			rev := newFlakyRevoker(0)
+			clock := &testClock{base: time.Now().Truncate(time.Second)}
+			svc := e.serviceWith(t, func(c *broker.Config) {
+				pub := keys.Public()
+				c.Authorizer = gatedAuthorizer{byEntry{sql: engine, rest: e.authz}, g}
+				c.Minter, c.UsersAccount, c.SigningKeys = gatedMinter{natsauth.NewMinter(keys), g}, pub.Users, pub.UsersSigning
+				c.Cutoffs, c.Revoker, c.Now = openCutoffs(t), rev, clock.now
+			})
+			leases := e.leasesOver(t, svc)
+			p := alice
+			p.IssuedAt = clock.base.Add(-time.Minute)
+
+			type issued struct {
+				live func() bool
+				err  error
+			}
+			done := make(chan issued)
+			go func() {
+				live, err := tc.issue(t, parts{e, svc, leases, rev}, p)
+				done <- issued{live, err}
+			}()
+			<-g.entered // past the sign-in check, before the store
+			admin := identity.Principal{Issuer: "https://idp.test", Subject: "dana"}
+			if _, err := leases.RevokeAll(ctx, admin, alice.ID(), "left"); err != nil {
+				t.Fatal(err)
+			}
+			close(g.release)
+			got := <-done
+			var sre *broker.SignInRevokedError
+			if !errors.As(got.err, &sre) {
+				t.Errorf("issue during a revoke-all = %v, want a SignInRevokedError", got.err)
+			}
+			if got.live() {
+				t.Error("the credential stored during the revoke-all is still live")
+			}
+			refusals := 0
+			for _, r := range e.records(t) {
+				if r.Kind == audit.KindDecision && r.Result != nil && r.Result.Status == broker.CodeUnauthenticated && r.Actor.Subject == alice.Subject {
+					refusals++
+				}
+			}
+			if refusals != 1 {
+				t.Errorf("audit: %d refusals of the issuance, want 1", refusals)
+			}
+		})
+	}
+}
+
+// openCutoffs opens a sign-in cutoff store on a fresh control database.
+func openCutoffs(t *testing.T) *control.SignInCutoffs {
+	t.Helper()
+	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(t.TempDir(), "cutoffs.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cdb, err := control.Open(t.Context(), db, control.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cutoffs, err := control.OpenSignInCutoffs(t.Context(), cdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cutoffs
+}

@@ -256,9 +256,11 @@ type ReapStats struct {
 
 // IssueSQL decides, provisions and records a short-lived SQL login. Order
 // of work (crash-safe): policy decision; lease row in state creating,
-// claimed by this instance; the login (all or nothing); lease active; audit
-// record. The password is returned only after the audit record is durable;
-// any failure after the login exists removes it again.
+// claimed by this instance; the sign-in checked against its cutoff once
+// more (a revoke-all may have come in between); the login (all or
+// nothing); lease active; audit record. The password is returned only after
+// the audit record is durable; any failure after the login exists removes
+// it again.
 func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredential, error) {
 	p := req.Principal
 	now := l.now()
@@ -278,9 +280,12 @@ func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredenti
 	if req.TTL < 0 {
 		return nil, fmt.Errorf("%w: ttl must not be negative", ErrInvalid)
 	}
-	if err := l.svc.checkSignIn(ctx, &p); err != nil {
-		return nil, l.svc.refuseSignIn(ctx, l.actor(&p, req.Client.Host, ""), string(policy.SQLCredentials),
+	refuse := func(err error) error {
+		return l.svc.refuseSignIn(ctx, l.actor(&p, req.Client.Host, ""), string(policy.SQLCredentials),
 			&audit.Credential{Type: "sql", Action: "issue", Database: req.Database, Role: req.Role}, err)
+	}
+	if err := l.svc.checkSignIn(ctx, &p); err != nil {
+		return nil, refuse(err)
 	}
 
 	in := &policy.Input{
@@ -318,6 +323,15 @@ func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredenti
 	claim := l.claim(now)
 	if err := l.cfg.Store.Create(ctx, lease, claim); err != nil {
 		return nil, fmt.Errorf("lease store: %w", errors.Join(ErrUnavailable, err))
+	}
+	// A revoke-all sets the cutoff, then revokes the leases it finds. One
+	// that set it after the check above and looked before Create did not
+	// find this lease, so check again now that a revoke-all would: if the
+	// sign-in is cut off (or the cutoff cannot be read), the lease ends
+	// before any login exists.
+	if err := l.svc.checkSignIn(ctx, &p); err != nil {
+		l.abandon(ctx, lease, claim.Token)
+		return nil, refuse(err)
 	}
 	password, err := GeneratePassword()
 	if err != nil {
