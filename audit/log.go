@@ -670,6 +670,17 @@ func (l *Log) run(ctx context.Context) {
 	}
 }
 
+// setWriteError records the outcome of a store write for WriteError, before
+// the waiters are answered, so that a caller who saw its append fail (or
+// succeed) sees the same in WriteError.
+func (l *Log) setWriteError(err error) {
+	if err != nil {
+		l.failing.Store(&err)
+	} else if l.failing.Load() != nil {
+		l.failing.Store(nil)
+	}
+}
+
 // retryAfterFailure is how soon the log writes a heartbeat after a failed
 // write, to learn that the store took writes again.
 const retryAfterFailure = 5 * time.Second
@@ -760,23 +771,13 @@ func (l *Log) heartbeat(ctx context.Context) {
 // commit writes reqs (and a checkpoint when due or when forced) in one store
 // transaction and answers every request. It returns the write error.
 func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint bool) error {
-	err := l.commitOnce(ctx, reqs, forceCheckpoint)
-	if err != nil {
-		l.failing.Store(&err)
-	} else if l.failing.Load() != nil {
-		l.failing.Store(nil)
-	}
-	return err
-}
-
-// commitOnce is commit without the bookkeeping of WriteError.
-func (l *Log) commitOnce(ctx context.Context, reqs []*appendReq, forceCheckpoint bool) error {
 	if l.reload {
 		rctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
 		err := l.loadState(rctx)
 		cancel()
 		if err != nil {
 			err = fmt.Errorf("audit append: reload after failed write: %w", err)
+			l.setWriteError(err)
 			for _, req := range reqs {
 				l.answer(req, err)
 			}
@@ -843,6 +844,7 @@ func (l *Log) commitOnce(ctx context.Context, reqs []*appendReq, forceCheckpoint
 			// A forced checkpoint starts a log (or covers what a restart
 			// found): the records must not be stored without it.
 			err = fmt.Errorf("audit append: sign checkpoint: %w", err)
+			l.setWriteError(err)
 			for _, req := range reqs {
 				if req.ok {
 					req.rec.Index = -1
@@ -868,6 +870,7 @@ func (l *Log) commitOnce(ctx context.Context, reqs []*appendReq, forceCheckpoint
 		l.reload = true
 		l.stats.writeErrors.Add(1)
 		err = fmt.Errorf("audit append: %w", err)
+		l.setWriteError(err)
 		for _, req := range reqs {
 			if req.ok {
 				req.rec.Index = -1
@@ -876,6 +879,7 @@ func (l *Log) commitOnce(ctx context.Context, reqs []*appendReq, forceCheckpoint
 		}
 		return err
 	}
+	l.setWriteError(nil)
 	l.front, l.scratch = front, l.front
 	l.newKey = nil
 	l.size.Store(front.size)
