@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -80,6 +81,11 @@ func TestDevLostSigningKeyRecovers(t *testing.T) {
 	}
 	if second.AuditOrigin != first.AuditOrigin {
 		t.Errorf("audit_origin = %q, want %q", second.AuditOrigin, first.AuditOrigin)
+	}
+	// An auditor of the demo finds both generations in demo/audit.vkeys,
+	// for --keys-file.
+	if got, err := os.ReadFile(filepath.Join(dir, "demo", "audit.vkeys")); err != nil || string(got) != first.AuditKey+"\n"+second.AuditKey+"\n" {
+		t.Errorf("demo/audit.vkeys = %q, %v; want both keys", got, err)
 	}
 	// Both generations stay trusted on the next start.
 	if third := runDevUntilStarted(t, dir, "devhost"); !slices.Equal(third.AuditKeys, second.AuditKeys) {

@@ -155,7 +155,9 @@ func devSecrets(prev devState) devState {
 
 // writeDemoFiles writes DIR/demo/<user>.password and DIR/demo/audit.vkey so
 // that the README walkthrough can be pasted as is
-// (`--password-stdin < .sqlgate/demo/alice.password`).
+// (`--password-stdin < .sqlgate/demo/alice.password`), and
+// DIR/demo/audit.vkeys: every verifier key the log has used, one per line,
+// for `--keys-file` once the log has more than one (after a lost dev key).
 func writeDemoFiles(dir string, st devState) error {
 	demo := filepath.Join(dir, "demo")
 	if err := os.MkdirAll(demo, 0o700); err != nil {
@@ -166,7 +168,14 @@ func writeDemoFiles(dir string, st devState) error {
 			return err
 		}
 	}
-	return os.WriteFile(filepath.Join(demo, "audit.vkey"), []byte(st.AuditKey+"\n"), 0o600)
+	if err := os.WriteFile(filepath.Join(demo, "audit.vkey"), []byte(st.AuditKey+"\n"), 0o600); err != nil {
+		return err
+	}
+	keys := st.AuditKeys
+	if len(keys) == 0 {
+		keys = []string{st.AuditKey}
+	}
+	return os.WriteFile(filepath.Join(demo, "audit.vkeys"), []byte(strings.Join(keys, "\n")+"\n"), 0o600)
 }
 
 func randomSecret(n int) string {
