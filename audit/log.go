@@ -670,6 +670,19 @@ func (l *Log) run(ctx context.Context) {
 	}
 }
 
+// failBatch answers the batch's records with err (none was stored), records
+// it for WriteError first, and returns it.
+func (l *Log) failBatch(reqs []*appendReq, err error) error {
+	l.setWriteError(err)
+	for _, req := range reqs {
+		if req.ok {
+			req.rec.Index = -1
+			l.answer(req, err)
+		}
+	}
+	return err
+}
+
 // setWriteError records the outcome of a store write for WriteError, before
 // the waiters are answered, so that a caller who saw its append fail (or
 // succeed) sees the same in WriteError.
@@ -843,15 +856,7 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 		case err != nil && forceCheckpoint:
 			// A forced checkpoint starts a log (or covers what a restart
 			// found): the records must not be stored without it.
-			err = fmt.Errorf("audit append: sign checkpoint: %w", err)
-			l.setWriteError(err)
-			for _, req := range reqs {
-				if req.ok {
-					req.rec.Index = -1
-					l.answer(req, err)
-				}
-			}
-			return err
+			return l.failBatch(reqs, fmt.Errorf("audit append: sign checkpoint: %w", err))
 		case err != nil:
 			l.log.ErrorContext(ctx, "audit checkpoint signing failed", "origin", l.cfg.Origin, "error", err)
 		default:
@@ -869,15 +874,7 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 	if err != nil {
 		l.reload = true
 		l.stats.writeErrors.Add(1)
-		err = fmt.Errorf("audit append: %w", err)
-		l.setWriteError(err)
-		for _, req := range reqs {
-			if req.ok {
-				req.rec.Index = -1
-				l.answer(req, err)
-			}
-		}
-		return err
+		return l.failBatch(reqs, fmt.Errorf("audit append: %w", err))
 	}
 	l.setWriteError(nil)
 	l.front, l.scratch = front, l.front
