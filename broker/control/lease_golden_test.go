@@ -32,20 +32,7 @@ func TestLeaseGolden(t *testing.T) {
 			} {
 				b.WriteString("\n-- " + q.what + "\n" + db.q(claimQuery(dialect, q.spec)) + ";\n")
 			}
-			path := filepath.Join("testdata", "lease_"+dialect+".golden")
-			got := b.String()
-			if *updateGolden {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update)", err)
-			}
-			if got != string(want) {
-				t.Errorf("lease SQL for %s differs from %s (run go test -update and review):\n%s", dialect, path, got)
-			}
+			compareGolden(t, filepath.Join("testdata", "lease_"+dialect+".golden"), b.String())
 		})
 	}
 }
@@ -60,20 +47,25 @@ func TestSessionGolden(t *testing.T) {
 			for _, stmt := range SessionSchema(dialect) {
 				b.WriteString(strings.TrimSpace(stmt) + ";\n")
 			}
-			path := filepath.Join("testdata", "session_"+dialect+".golden")
-			got := b.String()
-			if *updateGolden {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test -update)", err)
-			}
-			if got != string(want) {
-				t.Errorf("session SQL for %s differs from %s (run go test -update and review):\n%s", dialect, path, got)
-			}
+			compareGolden(t, filepath.Join("testdata", "session_"+dialect+".golden"), b.String())
 		})
+	}
+}
+
+// compareGolden checks got against the golden file at path (rewriting it
+// with -update), so that a change of the SQL shows in review.
+func compareGolden(t *testing.T, path, got string) {
+	t.Helper()
+	if *updateGolden {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("SQL differs from %s (run go test -update and review):\n%s", path, got)
 	}
 }
