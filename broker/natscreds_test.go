@@ -1,9 +1,7 @@
 package broker_test
 
 import (
-	"database/sql"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +10,6 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/audit"
-	"github.com/sqlgate/sqlgate/audit/sqlstore"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/brokertest"
 	"github.com/sqlgate/sqlgate/broker/control"
@@ -247,15 +244,7 @@ func TestIssueNATSCalloutInbox(t *testing.T) {
 func TestReissueRevokedKeyRefused(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
-	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(t.TempDir(), "shared.db")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	cdb, err := control.Open(ctx, db, control.SQLite)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cdb := openControl(t)
 	// Two instances over one control database, each caching for an hour.
 	regA, regB := control.NewRegistry(cdb, time.Hour, nil), control.NewRegistry(cdb, time.Hour, nil)
 	a, b := e.issuerOver(t, regA), e.issuerOver(t, regB)

@@ -2,9 +2,7 @@ package broker_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -12,7 +10,6 @@ import (
 	"time"
 
 	"github.com/sqlgate/sqlgate/audit"
-	"github.com/sqlgate/sqlgate/audit/sqlstore"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/control"
 	"github.com/sqlgate/sqlgate/broker/route"
@@ -194,16 +191,7 @@ func (e *env) serviceWith(t *testing.T, tweak func(*broker.Config)) *broker.Serv
 // leasesOver is a lease manager over svc with a fresh lease store.
 func (e *env) leasesOver(t *testing.T, svc *broker.Service) *broker.Leases {
 	t.Helper()
-	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(t.TempDir(), "leases.db")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	cdb, err := control.Open(t.Context(), db, control.SQLite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := control.OpenLeaseStore(t.Context(), cdb)
+	store, err := control.OpenLeaseStore(t.Context(), openControl(t))
 	if err != nil {
 		t.Fatal(err)
 	}

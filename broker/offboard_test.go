@@ -2,17 +2,14 @@ package broker_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	"github.com/sqlgate/sqlgate/audit"
-	"github.com/sqlgate/sqlgate/audit/sqlstore"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/control"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
@@ -55,16 +52,7 @@ func TestRevokeAllCutsOffSignIns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { engine.Close() })
-	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(t.TempDir(), "cutoffs.db")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	cdb, err := control.Open(ctx, db, control.SQLite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cutoffs, err := control.OpenSignInCutoffs(ctx, cdb)
+	cutoffs, err := control.OpenSignInCutoffs(ctx, openControl(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,16 +316,7 @@ func TestIssueRacingRevokeAll(t *testing.T) {
 // openCutoffs opens a sign-in cutoff store on a fresh control database.
 func openCutoffs(t *testing.T) *control.SignInCutoffs {
 	t.Helper()
-	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(t.TempDir(), "cutoffs.db")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	cdb, err := control.Open(t.Context(), db, control.SQLite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cutoffs, err := control.OpenSignInCutoffs(t.Context(), cdb)
+	cutoffs, err := control.OpenSignInCutoffs(t.Context(), openControl(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -184,6 +184,21 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// openControl opens a control database on a fresh SQLite file.
+func openControl(t *testing.T) *control.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(t.TempDir(), "control.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cdb, err := control.Open(t.Context(), db, control.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cdb
+}
+
 // register records an issuance for p and returns its user key.
 func (e *env) register(t *testing.T, p identity.Principal, ttl time.Duration, revoked bool) string {
 	t.Helper()
