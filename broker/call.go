@@ -12,6 +12,7 @@ import (
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/internal/header"
 	"github.com/sqlgate/sqlgate/policy"
 )
 
@@ -61,7 +62,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		}
 		return fail(rep, CodeInvalidRequest, err.Error(), nil)
 	}
-	if req.IdempotencyKey != "" && !validHeaderValue(req.IdempotencyKey, 256) {
+	if req.IdempotencyKey != "" && !header.Valid(req.IdempotencyKey, header.MaxIdempotencyKey) {
 		return fail(rep, CodeInvalidRequest, "Idempotency-Key must be 1 to 256 printable ASCII characters", nil)
 	}
 

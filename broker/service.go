@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/internal/header"
 	"github.com/sqlgate/sqlgate/policy"
 )
 
@@ -166,7 +167,7 @@ func (s *Service) Catalog() *route.Catalog { return s.cfg.Catalog }
 
 // ValidCorrelationID reports whether a client's correlation id can be used:
 // 1 to 128 printable ASCII characters.
-func ValidCorrelationID(s string) bool { return validHeaderValue(s, 128) }
+func ValidCorrelationID(s string) bool { return header.Valid(s, header.MaxCorrelationID) }
 
 // CorrelationID returns the client's correlation id if it is valid, else a
 // new UUIDv7. Transports call it before anything can answer, so that every
@@ -269,19 +270,6 @@ func requestHash(subject string, canonicalParams []byte) string {
 func idempotencyKey(principalID, clientKey string) string {
 	h := sha256.Sum256([]byte(principalID + "\n" + clientKey))
 	return hex.EncodeToString(h[:])
-}
-
-// validHeaderValue accepts printable ASCII up to maxLen bytes.
-func validHeaderValue(s string, maxLen int) bool {
-	if s == "" || len(s) > maxLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x21 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
 }
 
 // intersect returns the elements of want that are in allowed, sorted and

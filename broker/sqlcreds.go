@@ -14,6 +14,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/internal/header"
 	"github.com/sqlgate/sqlgate/policy"
 )
 
@@ -1031,10 +1032,10 @@ func validPrefix(s string) bool {
 // validLeaseID accepts the ids sqlgate generates (UUIDs) and nothing long
 // or odd, so lookups of garbage never reach the store.
 func validLeaseID(s string) bool {
-	return len(s) == 36 && validHeaderValue(s, 36)
+	return len(s) == 36 && header.Valid(s, 36)
 }
 
-func printable(s string) bool { return validHeaderValue(s, len(s)) }
+func printable(s string) bool { return header.Valid(s, len(s)) }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/sqlgate/sqlgate/internal/header"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -122,10 +123,10 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 	}
 	// The broker's rules for these headers (it would refuse the key, and
 	// replace the correlation id with one of its own).
-	if *key != "" && !validHeaderValue(*key, 256) {
+	if *key != "" && !header.Valid(*key, header.MaxIdempotencyKey) {
 		return usagef("--idempotency-key must be 1 to 256 printable ASCII characters without spaces")
 	}
-	if *corr != "" && !validHeaderValue(*corr, 128) {
+	if *corr != "" && !header.Valid(*corr, header.MaxCorrelationID) {
 		return usagef("--correlation-id must be 1 to 128 printable ASCII characters without spaces")
 	}
 	subject := pos[0]
@@ -326,20 +327,6 @@ func permissionError(err error, subject string) error {
 		return fmt.Errorf("the NATS server refused the subscription to %s that the call to %s needs: your credential does not allow it (%w)", target, subject, err)
 	}
 	return fmt.Errorf("the NATS server refused to publish to %s: your credential does not allow it (%w)", subject, err)
-}
-
-// validHeaderValue is the broker's rule for Correlation-Id and
-// Idempotency-Key: 1 to maxLen printable ASCII characters, no spaces.
-func validHeaderValue(s string, maxLen int) bool {
-	if s == "" || len(s) > maxLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x21 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
 }
 
 // readPayload returns a call's payload: the argument itself, @FILE for a
