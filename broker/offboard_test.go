@@ -3,10 +3,8 @@ package broker_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/sqlgate/sqlgate/audit"
@@ -15,7 +13,6 @@ import (
 	"github.com/sqlgate/sqlgate/broker/natsauth"
 	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/policy"
-	"github.com/sqlgate/sqlgate/policy/opa"
 )
 
 // byEntry sends SQL credential decisions to sql and the rest to rest.
@@ -47,11 +44,7 @@ func (v tokens) Verify(_ context.Context, raw string) (identity.Principal, error
 func TestRevokeAllCutsOffSignIns(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
-	engine, err := opa.Open(ctx, opa.Config{FS: fstest.MapFS{"sql_credentials.rego": {Data: fmt.Appendf(nil, sqlPolicy, "reader")}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { engine.Close() })
+	engine := sqlEngine(t, "reader")
 	cutoffs, err := control.OpenSignInCutoffs(ctx, openControl(t))
 	if err != nil {
 		t.Fatal(err)
@@ -255,11 +248,7 @@ func TestIssueRacingRevokeAll(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			ctx := t.Context()
-			engine, err := opa.Open(ctx, opa.Config{FS: fstest.MapFS{"sql_credentials.rego": {Data: fmt.Appendf(nil, sqlPolicy, "reader")}}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { engine.Close() })
+			engine := sqlEngine(t, "reader")
 			keys, err := natsauth.GenerateKeys()
 			if err != nil {
 				t.Fatal(err)

@@ -149,18 +149,24 @@ type leaseEnv struct {
 	clock  *testClock
 }
 
+// sqlEngine is a policy engine over sqlPolicy granting role.
+func sqlEngine(t *testing.T, role string) *opa.Engine {
+	t.Helper()
+	engine, err := opa.Open(t.Context(), opa.Config{FS: fstest.MapFS{"sql_credentials.rego": {Data: fmt.Appendf(nil, sqlPolicy, role)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	return engine
+}
+
 // newLeaseEnv builds the lease manager for database "orders" served by
 // issuer, granting role (see sqlPolicy).
 func newLeaseEnv(t *testing.T, issuer broker.SQLLoginIssuer, role string, tweak func(*broker.LeasesConfig)) *leaseEnv {
 	t.Helper()
 	e := newEnv(t)
 	ctx := t.Context()
-	engine, err := opa.Open(ctx, opa.Config{FS: fstest.MapFS{"sql_credentials.rego": {Data: fmt.Appendf(nil, sqlPolicy, role)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { engine.Close() })
-	e.authz.Authorizer = engine
+	e.authz.Authorizer = sqlEngine(t, role)
 
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "leases.db")+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)")
 	if err != nil {
