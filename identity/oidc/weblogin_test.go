@@ -59,6 +59,29 @@ func newDashboard(t *testing.T, e *env) *dashboard {
 
 // startLogin begins a sign-in in the browser and returns the provider URL
 // the dashboard redirected to.
+// completedSignIn signs alice in through b to the end and returns a replay
+// of the callback request, login cookie included, as an attacker who
+// captured it would send it.
+func (d *dashboard) completedSignIn(t *testing.T, b *browser) (replay func() page) {
+	t.Helper()
+	loc, err := b.signIn(d.startLogin(t, b, "/"), "alice", alicePassword, "login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cbURL, _ := url.Parse(d.URL + "/auth/callback")
+	saved := b.client.Jar.Cookies(cbURL)
+	if first := b.get(loc.String()); first.StatusCode != 200 {
+		t.Fatalf("first callback: %d %s", first.StatusCode, first.Body)
+	}
+	return func() page {
+		for _, c := range saved {
+			c.Path = "/auth/callback"
+		}
+		b.client.Jar.SetCookies(cbURL, saved)
+		return b.get(loc.String())
+	}
+}
+
 func (d *dashboard) startLogin(t *testing.T, b *browser, returnTo string) string {
 	t.Helper()
 	resp := b.get(d.URL + "/login?return=" + url.QueryEscape(returnTo))
@@ -161,22 +184,7 @@ func TestWebLoginRejections(t *testing.T) {
 			return b.get(loc.String())
 		}},
 		{"replayed_callback", ReasonLoginStateInvalid, func(t *testing.T, b *browser) page {
-			authURL := d.startLogin(t, b, "/")
-			loc, err := b.signIn(authURL, "alice", alicePassword, "login")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cbURL, _ := url.Parse(d.URL + "/auth/callback")
-			saved := b.client.Jar.Cookies(cbURL)
-			if first := b.get(loc.String()); first.StatusCode != 200 {
-				t.Fatalf("first callback: %d %s", first.StatusCode, first.Body)
-			}
-			// The attacker replays the whole request, cookie included.
-			for _, c := range saved {
-				c.Path = "/auth/callback"
-			}
-			b.client.Jar.SetCookies(cbURL, saved)
-			return b.get(loc.String())
+			return d.completedSignIn(t, b)()
 		}},
 		{"replayed_code", ReasonCodeExchangeFailed, func(t *testing.T, b *browser) page {
 			authURL := d.startLogin(t, b, "/")
@@ -265,25 +273,11 @@ func TestWebLoginStateReplayAtCookieExpiry(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpt{})
 	d := newDashboard(t, e)
-	b := newBrowser(t)
-	authURL := d.startLogin(t, b, "/")
-	loc, err := b.signIn(authURL, "alice", alicePassword, "login")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cbURL, _ := url.Parse(d.URL + "/auth/callback")
-	saved := b.client.Jar.Cookies(cbURL)
-	if first := b.get(loc.String()); first.StatusCode != 200 {
-		t.Fatalf("first callback: %d %s", first.StatusCode, first.Body)
-	}
+	replay := d.completedSignIn(t, newBrowser(t))
 	// The cookie expires at start + 10m (whole seconds) and is accepted
 	// until that second ends.
 	e.clock.Add(10*time.Minute + 999*time.Millisecond)
-	for _, c := range saved {
-		c.Path = "/auth/callback"
-	}
-	b.client.Jar.SetCookies(cbURL, saved)
-	got := decodeCallback(t, b.get(loc.String()))
+	got := decodeCallback(t, replay())
 	if got["status"] != http.StatusUnauthorized || got["reason"] != ReasonLoginStateInvalid {
 		t.Errorf("replayed callback in the cookie's last second = %v, want 401 %s", got, ReasonLoginStateInvalid)
 	}
