@@ -242,6 +242,11 @@ func (a *Async) Stop() error {
 		<-a.cc.Closed()
 		close(a.msgs)
 		a.workers.Wait()
+		// The acks and naks of the last calls are published
+		// asynchronously: have them reach the server before returning.
+		if !a.nc.IsClosed() {
+			_ = a.nc.FlushTimeout(5 * time.Second)
+		}
 	})
 	return nil
 }
