@@ -110,7 +110,7 @@ func (c *Config) Validate() error {
 // Service is a running micro service.
 type Service struct {
 	nc    *nats.Conn
-	svc   micro.Service
+	cfg   Config
 	h     Handler
 	trust trust
 	log   *slog.Logger
@@ -124,6 +124,10 @@ type Service struct {
 	stopOnce sync.Once
 	stopErr  error
 	unreg    func() bool
+
+	svcMu   sync.Mutex    // guards svc and stopped
+	svc     micro.Service // nil while withdrawn from the queue group
+	stopped bool
 }
 
 // endpointStats are reported in micro's stats `data`.
@@ -195,7 +199,30 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, h Handler) (*Service,
 	for _, subj := range cfg.Subjects {
 		s.stats[subj] = &endpointStats{}
 	}
-	svc, err := micro.AddService(nc, micro.Config{
+	s.cfg = cfg
+	// A request that was accepted is answered as if the instance kept
+	// running, even when ctx ends (shutdown): cancelling it midway would turn
+	// it into a refusal. Each call is bounded by its route's timeout.
+	hctx := context.WithoutCancel(ctx)
+	for range cfg.Workers {
+		s.workers.Go(func() { s.work(hctx) })
+	}
+	svc, err := s.register()
+	if err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
+	s.svc = svc
+	s.unreg = context.AfterFunc(ctx, func() { _ = s.Stop() })
+	return s, nil
+}
+
+// register adds the micro service with one endpoint per subject, in the
+// queue group, and waits until the server has its subscriptions: requests
+// sent once it returns find a responder.
+func (s *Service) register() (micro.Service, error) {
+	cfg := s.cfg
+	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        cfg.Name,
 		Version:     cfg.Version,
 		Description: cfg.Description,
@@ -214,14 +241,6 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, h Handler) (*Service,
 	if err != nil {
 		return nil, fmt.Errorf("natsvc: add service: %w", err)
 	}
-	s.svc = svc
-	// A request that was accepted is answered as if the instance kept
-	// running, even when ctx ends (shutdown): cancelling it midway would turn
-	// it into a refusal. Each call is bounded by its route's timeout.
-	hctx := context.WithoutCancel(ctx)
-	for range cfg.Workers {
-		s.workers.Go(func() { s.work(hctx) })
-	}
 	names := make(map[string]bool, len(cfg.Subjects))
 	for _, subj := range cfg.Subjects {
 		name := endpointName(subj, names)
@@ -229,18 +248,71 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, h Handler) (*Service,
 		err := svc.AddEndpoint(name, micro.HandlerFunc(func(r micro.Request) { s.accept(r, st) }),
 			micro.WithEndpointSubject(subj))
 		if err != nil {
-			_ = s.Stop()
+			_ = svc.Stop()
 			return nil, fmt.Errorf("natsvc: add endpoint %q: %w", subj, err)
 		}
 	}
-	// The endpoints' subscriptions must reach the server before Start
-	// returns, or early requests find no responder.
-	if err := nc.FlushTimeout(10 * time.Second); err != nil {
-		_ = s.Stop()
+	if err := s.nc.FlushTimeout(10 * time.Second); err != nil {
+		_ = svc.Stop()
 		return nil, fmt.Errorf("natsvc: flush subscriptions: %w", err)
 	}
-	s.unreg = context.AfterFunc(ctx, func() { _ = s.Stop() })
-	return s, nil
+	return svc, nil
+}
+
+// ErrStopped is returned by [Service.Rejoin] after [Service.Stop].
+var ErrStopped = errors.New("natsvc: service stopped")
+
+// Withdraw takes this instance out of the queue group: the endpoints
+// unsubscribe (draining), so new requests go to the other instances, or,
+// when no instance serves, their callers get NATS's no-responders status at
+// once instead of a refusal from an instance that cannot serve. Requests
+// already received are answered. The service is not listed by `nats micro`
+// while withdrawn. It does nothing when already withdrawn.
+func (s *Service) Withdraw() error {
+	s.svcMu.Lock()
+	defer s.svcMu.Unlock()
+	if s.svc == nil {
+		return nil
+	}
+	svc := s.svc
+	s.svc = nil
+	if err := svc.Stop(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("natsvc: withdraw: %w", err)
+	}
+	// Once the server has the unsubscriptions, no new request reaches this
+	// instance; the ones it already sent are answered.
+	if err := s.nc.FlushTimeout(10 * time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("natsvc: withdraw: flush: %w", err)
+	}
+	return nil
+}
+
+// Rejoin subscribes the endpoints again after [Service.Withdraw] (a new
+// micro service instance, with a new id). It does nothing when serving and
+// returns [ErrStopped] after Stop.
+func (s *Service) Rejoin() error {
+	s.svcMu.Lock()
+	defer s.svcMu.Unlock()
+	if s.stopped {
+		return ErrStopped
+	}
+	if s.svc != nil {
+		return nil
+	}
+	svc, err := s.register()
+	if err != nil {
+		return err
+	}
+	s.svc = svc
+	return nil
+}
+
+// Serving reports whether the endpoints are subscribed (not withdrawn, not
+// stopped).
+func (s *Service) Serving() bool {
+	s.svcMu.Lock()
+	defer s.svcMu.Unlock()
+	return s.svc != nil
 }
 
 // endpointName derives a unique micro endpoint name (letters, digits, '-',
@@ -273,8 +345,14 @@ func (s *Service) Stop() error {
 		if s.unreg != nil {
 			s.unreg()
 		}
-		if err := s.svc.Stop(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			s.stopErr = fmt.Errorf("natsvc: stop: %w", err)
+		s.svcMu.Lock()
+		svc := s.svc
+		s.svc, s.stopped = nil, true
+		s.svcMu.Unlock()
+		if svc != nil {
+			if err := svc.Stop(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				s.stopErr = fmt.Errorf("natsvc: stop: %w", err)
+			}
 		}
 		if !s.nc.IsClosed() {
 			_ = s.nc.FlushTimeout(5 * time.Second)

@@ -568,3 +568,105 @@ func TestCalloutUserIsAttestedWithServerGeneratedKey(t *testing.T) {
 		t.Errorf("callout caller = %+v, want attested %s named 00uCarol", c, key)
 	}
 }
+
+// TestWithdrawLeavesTheQueueGroup: a withdrawn instance gets no new
+// requests (the other instance of the queue group takes them all; with none
+// left, callers get NATS's no-responders status), answers the request it
+// already holds, and serves again after Rejoin.
+func TestWithdrawLeavesTheQueueGroup(t *testing.T) {
+	t.Parallel()
+	subjects := []string{"orders.v1.get"}
+	holding, release := make(chan struct{}, 1), make(chan struct{})
+	tagged := func(name string) *recorder {
+		return &recorder{reply: func(req *broker.Request) *broker.Reply {
+			if string(req.Payload) == "hold" {
+				holding <- struct{}{}
+				<-release
+			}
+			return &broker.Reply{OK: true, CorrelationID: req.CorrelationID, Result: json.RawMessage(`"` + name + `"`), AuditIndex: -1}
+		}}
+	}
+	a := start(t, natsvc.Config{Subjects: subjects}, tagged("a"))
+	pub := a.env.Keys.Public()
+	b, err := natsvc.Start(t.Context(), a.env.BrokerConn(t), natsvc.Config{
+		Name: "sqlgate", Version: "0.1.0", Subjects: subjects, UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
+	}, tagged("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Stop() })
+	u := a.env.MintUser(t, "alice", subjects, time.Minute)
+	nc := a.env.MustConnect(t, u.Option())
+	served := func(n int) map[string]int {
+		t.Helper()
+		got := map[string]int{}
+		for range n {
+			m, err := nc.Request("orders.v1.get", nil, 5*time.Second)
+			if err != nil {
+				t.Fatalf("request: %v", err)
+			}
+			got[string(decode(t, m).Result)]++
+		}
+		return got
+	}
+	if got := served(20); got[`"a"`]+got[`"b"`] != 20 {
+		t.Fatalf("requests with both serving went to %v", got)
+	}
+
+	// With b withdrawn a takes the request that it holds while it is
+	// withdrawn itself and b serves again.
+	if err := b.Withdraw(); err != nil {
+		t.Fatalf("Withdraw: %v", err)
+	}
+	held := make(chan *nats.Msg, 1)
+	go func() {
+		m, err := nc.Request("orders.v1.get", []byte("hold"), 10*time.Second)
+		if err != nil {
+			t.Errorf("held request: %v", err)
+		}
+		held <- m
+	}()
+	<-holding
+	if err := b.Rejoin(); err != nil {
+		t.Fatalf("Rejoin: %v", err)
+	}
+	if err := a.svc.Withdraw(); err != nil {
+		t.Fatalf("Withdraw: %v", err)
+	}
+	if err := a.svc.Withdraw(); err != nil {
+		t.Errorf("second Withdraw: %v", err)
+	}
+	if a.svc.Serving() || !b.Serving() {
+		t.Errorf("Serving() = a %v, b %v; want false, true", a.svc.Serving(), b.Serving())
+	}
+	if got := served(20); got[`"b"`] != 20 {
+		t.Errorf("requests while a is withdrawn went to %v, want all to b", got)
+	}
+	close(release)
+	if m := <-held; m == nil || string(decode(t, m).Result) != `"a"` {
+		t.Errorf("request held by a during Withdraw = %v, want a's answer", m)
+	}
+
+	if err := b.Withdraw(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Request("orders.v1.get", nil, 5*time.Second); !errors.Is(err, nats.ErrNoResponders) {
+		t.Errorf("request with every instance withdrawn: err = %v, want no responders", err)
+	}
+
+	if err := a.svc.Rejoin(); err != nil {
+		t.Fatalf("Rejoin: %v", err)
+	}
+	if err := a.svc.Rejoin(); err != nil {
+		t.Errorf("second Rejoin: %v", err)
+	}
+	if got := served(5); got[`"a"`] != 5 {
+		t.Errorf("requests after a rejoined went to %v, want all to a", got)
+	}
+	if err := a.svc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.svc.Rejoin(); !errors.Is(err, natsvc.ErrStopped) {
+		t.Errorf("Rejoin after Stop = %v, want ErrStopped", err)
+	}
+}
