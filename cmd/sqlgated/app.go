@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"database/sql"
@@ -87,6 +88,10 @@ type runtimeConfig struct {
 	LoginIssuers   map[string]broker.SQLLoginIssuer
 	Leases         broker.LeasesConfig
 	ReaperInterval time.Duration
+
+	// GateInterval is how often the instance checks whether it can serve
+	// routed calls, and leaves or rejoins the queue group (0: 5s).
+	GateInterval time.Duration
 }
 
 // defaultWorkers is the default number of concurrent calls per instance.
@@ -313,6 +318,9 @@ func (a *app) startNATS() error {
 		a.log.WarnContext(a.groupCtx, "no routes in the catalog: serving credentials only")
 	} else if err := a.startMicro(pub); err != nil {
 		return err
+	} else {
+		interval := cmp.Or(a.cfg.GateInterval, defaultGateInterval)
+		a.group.Go(func() error { return a.gate(a.groupCtx, interval) })
 	}
 	if a.cfg.Callout {
 		calloutConn, err := a.connect("sqlgated-callout", a.cfg.NATSKeys.CalloutUser())

@@ -300,14 +300,40 @@ func TestDevEndToEnd(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		if _, err := conn.ExecContext(t.Context(), "ROLLBACK"); err != nil {
-			t.Fatal(err)
-		}
 		if refused.OK || refused.Error.Code != "unavailable" {
 			t.Errorf("call while the audit store refuses writes = %+v, want unavailable", refused)
 		}
-		if again, _ := request(t, nc, "orders.v1.get", `{"id":1}`, nil); !again.OK {
-			t.Errorf("call after the lock was released = %+v", again)
+		// Two failed checks later the instance leaves the NATS queue group,
+		// so that other instances would take its share: with none, callers
+		// get NATS's no-responders status at once.
+		for {
+			_, err := nc.Request("orders.v1.get", []byte(`{"id":1}`), 30*time.Second)
+			if errors.Is(err, nats.ErrNoResponders) {
+				break
+			}
+			if time.Now().After(deadline.Add(30 * time.Second)) {
+				t.Fatalf("call while the audit store kept refusing writes: %v, want no responders once the instance left the queue group", err)
+			}
+		}
+		if _, err := conn.ExecContext(t.Context(), "ROLLBACK"); err != nil {
+			t.Fatal(err)
+		}
+		// The audit log's probe sees the store take writes again, and the
+		// instance rejoins the queue group.
+		deadline = time.Now().Add(30 * time.Second)
+		for {
+			m, err := nc.Request("orders.v1.get", []byte(`{"id":1}`), 30*time.Second)
+			if err == nil {
+				var again envelope
+				if err := json.Unmarshal(m.Data, &again); err != nil || !again.OK {
+					t.Fatalf("call after the lock was released = %s, %v", m.Data, err)
+				}
+				break
+			}
+			if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+				t.Fatalf("call after the lock was released: %v, want the instance back in the queue group", err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 		if code, notReady := readyz(); code != http.StatusOK {
 			t.Errorf("/readyz after writes succeed again = %d %v", code, notReady)
