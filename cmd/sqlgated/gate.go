@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sqlgate/sqlgate/broker/natsvc"
 	"github.com/sqlgate/sqlgate/web"
 )
 
@@ -67,7 +68,9 @@ func (a *app) gate(ctx context.Context, interval time.Duration) error {
 		if len(blocking) == 0 {
 			failed = 0
 			if !a.micro.Serving() {
-				if err := a.micro.Rejoin(); err != nil {
+				if err := a.micro.Rejoin(); errors.Is(err, natsvc.ErrStopped) {
+					return nil // shutting down
+				} else if err != nil {
 					a.log.ErrorContext(ctx, "could not rejoin the NATS queue group", slog.String("error", err.Error()))
 					continue
 				}
