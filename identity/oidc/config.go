@@ -105,6 +105,14 @@ type IssuerConfig struct {
 	// MFAACRValues are acr (or Entra acrs auth-context) values that count as
 	// multi-factor evidence, besides amr values such as mfa, otp, hwk.
 	MFAACRValues []string `json:"mfaACRValues,omitempty" yaml:"mfaACRValues,omitempty"`
+	// RequireAuthTime refuses user tokens without an auth_time claim
+	// (missing_claim). The sign-in cutoff of an offboarding dates a sign-in
+	// by auth_time, else by iat, and a refreshed token has a new iat: only
+	// with auth_time is a token refreshed after a revoke-all from an older
+	// sign-in refused. Entra v2.0 tokens carry auth_time only as an optional
+	// claim (docs/identity.md). Service (client-credentials) tokens are
+	// exempt: each is a new authentication, dated by its iat.
+	RequireAuthTime bool `json:"requireAuthTime,omitempty" yaml:"requireAuthTime,omitempty"`
 }
 
 // ClaimMapping names the claims a principal is read from; empty fields keep

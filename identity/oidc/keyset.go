@@ -28,6 +28,15 @@ import (
 // maxJWKSBytes bounds a key-set response.
 const maxJWKSBytes = 1 << 20
 
+// staleKeysFactor bounds the use of a key set that could not be refetched:
+// it verifies until staleKeysFactor×jwksMaxAge after its fetch (the grace
+// period is one more jwksMaxAge, 1h by default), then no more.
+const staleKeysFactor = 2
+
+// errKeysStale refuses a token while the key set is too old to use and
+// cannot be fetched again.
+var errKeysStale = errors.New("the cached key set is older than twice jwksMaxAge and the JWKS endpoint cannot be fetched")
+
 // sigResult carries information between the verifier and the key set
 // through go-oidc, which calls the key set with the context it was given:
 // the already decoded header and payload going in (so the token is not
@@ -45,7 +54,11 @@ type sigResultKey struct{}
 // go-oidc's RemoteKeySet it refetches for an unknown kid at most once per
 // minInterval (a flood of made-up kids costs the provider one request per
 // interval), and refetches a key set older than maxAge so withdrawn keys
-// stop verifying.
+// stop verifying. When the refetch fails the cached keys serve for at most
+// [staleKeysFactor]×maxAge after the last successful fetch; past that every
+// token of the issuer is refused (jwks_unavailable) until a fetch succeeds,
+// so a withdrawn key does not verify for as long as the provider's JWKS
+// endpoint is unreachable.
 type keySet struct {
 	url         string
 	issuer      string // for logs
@@ -60,7 +73,8 @@ type keySet struct {
 
 	mu         sync.RWMutex
 	keys       []jose.JSONWebKey
-	fetched    time.Time // keys are fresh until fetched+maxAge
+	fetched    time.Time // the last successful fetch: keys are fresh until fetched+maxAge
+	retryAt    time.Time // after a failed max-age refetch: no other before this
 	lastForced time.Time
 }
 
@@ -107,7 +121,11 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 		return fail(ReasonMalformedToken, errors.New("signature is not base64url"))
 	}
 	signed := raw[:dot]
-	found, verr := verifyWith(k.current(ctx), res.kid, res.alg, signed, sig)
+	cur, err := k.current(ctx)
+	if err != nil {
+		return fail(ReasonKeysUnavailable, err)
+	}
+	found, verr := verifyWith(cur, res.kid, res.alg, signed, sig)
 	if found {
 		if verr != nil {
 			return fail(ReasonInvalidSignature, verr)
@@ -217,25 +235,38 @@ func verifySignature(alg string, key any, signed string, sig []byte) error {
 }
 
 // current returns the cached keys, refetching first when they are older
-// than maxAge. A failed refetch keeps the old keys and is retried after
-// minInterval.
-func (k *keySet) current(ctx context.Context) []jose.JSONWebKey {
+// than maxAge. After a failed refetch the old keys serve on (the next try
+// is after minInterval, not on every request), but only until they are
+// staleKeysFactor×maxAge old: then current fails, and keeps failing
+// without asking the provider more than once per minInterval, until a
+// fetch succeeds.
+func (k *keySet) current(ctx context.Context) ([]jose.JSONWebKey, error) {
 	k.mu.RLock()
-	keys, fetched := k.keys, k.fetched
+	keys, fetched, retryAt := k.keys, k.fetched, k.retryAt
 	k.mu.RUnlock()
 	now := k.now()
-	if now.Sub(fetched) < k.maxAge {
-		return keys
+	age := now.Sub(fetched)
+	if age < k.maxAge {
+		return keys, nil
+	}
+	usable := age < staleKeysFactor*k.maxAge
+	if now.Before(retryAt) {
+		if usable {
+			return keys, nil
+		}
+		return nil, errKeysStale
 	}
 	fresh, err := k.refresh(ctx, "max_age")
-	if err != nil {
-		k.mu.Lock()
-		// Try again after minInterval, not on every request.
-		k.fetched = now.Add(-k.maxAge).Add(k.minInterval)
-		k.mu.Unlock()
-		return keys
+	if err == nil {
+		return fresh, nil
 	}
-	return fresh
+	k.mu.Lock()
+	k.retryAt = now.Add(k.minInterval)
+	k.mu.Unlock()
+	if usable {
+		return keys, nil
+	}
+	return nil, fmt.Errorf("%w: %w", errKeysStale, err)
 }
 
 // refreshForUnknownKid refetches the key set unless that happened less

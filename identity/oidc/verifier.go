@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -62,6 +63,8 @@ type issuer struct {
 	template bool
 	graph    *graphClient
 	secret   string // the client secret, when configured
+
+	noAuthTime sync.Once // the warning about user tokens without auth_time
 }
 
 // Open validates cfg, discovers every issuer (OpenID configuration and key
@@ -397,6 +400,17 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (ident
 	}
 	if err := is.checkTenant(p.Tenant, tenant); err != nil {
 		return p, nil, is, err
+	}
+	if p.AuthTime.IsZero() && !p.Service {
+		if is.cfg.RequireAuthTime {
+			return p, nil, is, claimErr(ReasonMissingClaim, "no auth_time claim, which this issuer requires (requireAuthTime)")
+		}
+		is.noAuthTime.Do(func() {
+			v.log.WarnContext(ctx, "user tokens of this issuer carry no auth_time: a token refreshed after a revoke-all "+
+				"passes the sign-in cutoff as a new sign-in; add the auth_time claim to ID and access tokens "+
+				"(Entra: optional claim) and set requireAuthTime",
+				"issuer", is.cfg.Name)
+		})
 	}
 	if overage {
 		if is.graph == nil {

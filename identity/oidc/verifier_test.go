@@ -755,3 +755,99 @@ func TestSeveralIssuers(t *testing.T) {
 		t.Errorf("cross-issuer audience: %v, want %s", err, ReasonAudienceMismatch)
 	}
 }
+
+func TestVerifyWithdrawnKeyRefusedWhileJWKSStaysDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{config: func(c *Config) {
+		c.CacheEntries = -1
+		c.JWKSRefreshInterval = Duration(time.Minute)
+		c.JWKSMaxAge = Duration(10 * time.Minute)
+	}})
+	ctx := t.Context()
+	c := e.claims("alice")
+	c["exp"] = e.clock.Now().Add(3 * time.Hour).Unix()
+	old := e.mint(c) // signed with the key about to be withdrawn
+	if _, err := e.idp.RotateKey(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.idp.RetireOldKeys(); err != nil {
+		t.Fatal(err)
+	}
+	e.transport.fail.Store(true)
+	// Within the grace period (up to twice jwksMaxAge after the last
+	// fetch) the cached keys still serve while the JWKS cannot be fetched.
+	e.clock.Add(11 * time.Minute)
+	if _, err := e.v.Verify(ctx, old); err != nil {
+		t.Errorf("cached key within the grace period: %v", err)
+	}
+	// Past it, nothing verifies until a fetch succeeds.
+	for _, d := range []time.Duration{10 * time.Minute, 40 * time.Minute} {
+		e.clock.Add(d)
+		if _, err := e.v.Verify(ctx, old); reasonOf(err) != ReasonKeysUnavailable {
+			t.Errorf("key set past twice jwksMaxAge, JWKS down: %v, want %s", err, ReasonKeysUnavailable)
+		}
+	}
+	// The JWKS is back: the withdrawn key stays refused, the current one
+	// verifies.
+	e.transport.fail.Store(false)
+	e.clock.Add(2 * time.Minute)
+	if _, err := e.v.Verify(ctx, old); reasonOf(err) != ReasonUnknownKeyID {
+		t.Errorf("withdrawn key after the JWKS is back: %v, want %s", err, ReasonUnknownKeyID)
+	}
+	if _, err := e.v.Verify(ctx, e.tokenFor("bob")); err != nil {
+		t.Errorf("current key after the JWKS is back: %v", err)
+	}
+}
+
+// noAuthTimeWarnings counts the log lines warning that an issuer's tokens
+// carry no auth_time.
+func noAuthTimeWarnings(e *env) int {
+	n := 0
+	for _, l := range e.logLines() {
+		if msg, _ := l["msg"].(string); strings.Contains(msg, "carry no auth_time") && l["level"] == "WARN" {
+			n++
+		}
+	}
+	return n
+}
+
+func TestVerifyEntraWithoutAuthTimeWarnsOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{shape: devidp.ShapeEntra, config: func(c *Config) { c.CacheEntries = -1 }})
+	for range 3 {
+		if _, err := e.v.Verify(t.Context(), e.tokenFor("alice")); err != nil {
+			t.Fatalf("Entra token without auth_time: %v", err)
+		}
+	}
+	if n := noAuthTimeWarnings(e); n != 1 {
+		t.Errorf("warnings about the missing auth_time after three tokens = %d, want 1", n)
+	}
+}
+
+func TestVerifyRequireAuthTime(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{shape: devidp.ShapeEntra, issuer: func(ic *IssuerConfig) { ic.RequireAuthTime = true }})
+	ctx := t.Context()
+	if _, err := e.v.Verify(ctx, e.tokenFor("alice")); reasonOf(err) != ReasonMissingClaim {
+		t.Errorf("user token without auth_time: %v, want %s", err, ReasonMissingClaim)
+	}
+	// With the optional claim configured at Entra.
+	c := e.claims("alice")
+	c["auth_time"] = e.clock.Now().Add(-time.Hour).Unix()
+	p, err := e.v.Verify(ctx, e.mint(c))
+	if err != nil || !p.AuthTime.Equal(e.clock.Now().Add(-time.Hour)) {
+		t.Errorf("user token with auth_time = %v, %v", p.AuthTime, err)
+	}
+	// Service tokens never carry auth_time: each is a new authentication.
+	svc := e.openClient(ClientConfig{ClientID: clientSvc.ID, ClientSecret: serviceSecret})
+	st, err := svc.LoginClientCredentials(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := e.v.Verify(ctx, st.Bearer()); err != nil || !p.Service {
+		t.Errorf("service token under requireAuthTime = %+v, %v", p, err)
+	}
+	if n := noAuthTimeWarnings(e); n != 0 {
+		t.Errorf("warnings about the missing auth_time with requireAuthTime = %d, want 0", n)
+	}
+}
