@@ -43,6 +43,17 @@ func (e *SignInRevokedError) Error() string {
 // Is makes SignInRevokedError match [identity.ErrUnauthenticated].
 func (e *SignInRevokedError) Is(target error) bool { return target == identity.ErrUnauthenticated }
 
+// CheckSignIn refuses p with a [*SignInRevokedError] when its sign-in is
+// not newer than the principal's cutoff (its offboarding), and with an
+// error matching [ErrUnavailable] when the cutoffs cannot be read (fail
+// closed). Transports call it on every authenticated request, so that an
+// offboarded principal's unexpired token or dashboard session stops
+// acting, not only stops getting credentials. It audits nothing (the
+// credential paths audit their refusals); it is safe for concurrent use.
+func (s *Service) CheckSignIn(ctx context.Context, p identity.Principal) error {
+	return s.checkSignIn(ctx, &p)
+}
+
 // checkSignIn refuses p with a [*SignInRevokedError] when its sign-in is
 // not newer than the principal's cutoff. It fails closed: a cutoff store
 // that cannot be read refuses (unavailable).

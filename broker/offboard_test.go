@@ -311,3 +311,60 @@ func openCutoffs(t *testing.T) *control.SignInCutoffs {
 	}
 	return cutoffs
 }
+
+// brokenCutoffs is a sign-in cutoff store that cannot be read.
+type brokenCutoffs struct{}
+
+func (brokenCutoffs) SetCutoff(context.Context, string, time.Time) error {
+	return errors.New("control database down")
+}
+
+func (brokenCutoffs) Cutoff(context.Context, string) (time.Time, error) {
+	return time.Time{}, errors.New("control database down")
+}
+
+// TestCheckSignIn: the check the HTTP API runs on every request refuses
+// the sign-ins up to a revoke-all, telling the user to sign in again,
+// accepts later ones and other principals, and refuses as unavailable
+// when the cutoffs cannot be read.
+func TestCheckSignIn(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	clock := &testClock{base: time.Now().Truncate(time.Second)}
+	svc := e.serviceWith(t, func(c *broker.Config) { c.Cutoffs, c.Now = openCutoffs(t), clock.now })
+	at := func(issued, auth time.Time) identity.Principal {
+		p := alice
+		p.IssuedAt, p.AuthTime = issued, auth
+		return p
+	}
+	before := at(clock.base.Add(-time.Minute), time.Time{})
+	if err := svc.CheckSignIn(ctx, before); err != nil {
+		t.Fatalf("CheckSignIn without a cutoff = %v", err)
+	}
+	admin := identity.Principal{Issuer: "https://idp.test", Subject: "dana", Groups: []string{"admins"}}
+	if _, err := svc.RevokeAll(ctx, admin, alice.ID(), "left the company"); err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string]identity.Principal{
+		"signed_in_before": before,
+		"refreshed_after":  at(clock.base.Add(time.Minute), clock.base.Add(-time.Hour)),
+		"no_times":         at(time.Time{}, time.Time{}),
+	} {
+		err := svc.CheckSignIn(ctx, p)
+		var sre *broker.SignInRevokedError
+		if !errors.As(err, &sre) || !errors.Is(err, identity.ErrUnauthenticated) || !strings.Contains(err.Error(), "sign in again") {
+			t.Errorf("%s: CheckSignIn = %v, want unauthenticated, telling to sign in again", name, err)
+		}
+	}
+	if err := svc.CheckSignIn(ctx, at(clock.base.Add(time.Minute), clock.base.Add(time.Minute))); err != nil {
+		t.Errorf("a sign-in after the revoke-all: CheckSignIn = %v", err)
+	}
+	if err := svc.CheckSignIn(ctx, bob); err != nil {
+		t.Errorf("another principal: CheckSignIn = %v", err)
+	}
+
+	broken := e.serviceWith(t, func(c *broker.Config) { c.Cutoffs = brokenCutoffs{} })
+	if err := broken.CheckSignIn(ctx, bob); !errors.Is(err, broker.ErrUnavailable) || errors.Is(err, identity.ErrUnauthenticated) {
+		t.Errorf("CheckSignIn with an unreadable cutoff store = %v, want unavailable", err)
+	}
+}
