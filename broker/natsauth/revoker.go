@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -25,8 +26,9 @@ const (
 
 // RevokerConfig configures a [Revoker].
 type RevokerConfig struct {
-	// Subjects and Emits are the current route and emit subjects; the
-	// re-signed account JWTs must keep exporting and importing them.
+	// Subjects and Emits are this instance's route and emit subjects:
+	// [Revoker.Sync] exports and imports them. A revocation push keeps the
+	// imports of the users account the server holds instead.
 	Subjects, Emits []string
 	// MaxTTL is the longest lifetime of any user credential. Revocation
 	// entries older than it are pruned: every JWT they cover has expired.
@@ -45,12 +47,15 @@ type RevokerConfig struct {
 // live connections of the revoked users and refuse their reconnects. It
 // implements [broker.NATSRevoker] and is safe for concurrent use.
 //
-// Before each push it merges the revocations of the JWT the server holds
-// (`$SYS.REQ.ACCOUNT.<users>.CLAIMS.LOOKUP`), so that several sqlgated
-// instances do not undo each other's revocations (a push racing another
-// instance's can still lose one entry, and a push can fail: the broker
-// re-applies the issuance registry's revocations with [Revoker.RevokeUsers]
-// at startup and periodically, see [broker.Service.RunRevocationSync]).
+// Before each push it looks up the users account JWT the server holds
+// (`$SYS.REQ.ACCOUNT.<users>.CLAIMS.LOOKUP`) and merges its revocations, so
+// that several sqlgated instances do not undo each other's revocations; a
+// revocation push changes nothing else of that JWT, so an instance does not
+// undo the routes or signing keys another instance pushed either (a push
+// racing another instance's can still lose one entry or one such change,
+// and a push can fail: the broker re-applies the issuance registry's
+// revocations with [Revoker.RevokeUsers] at startup and periodically, see
+// [broker.Service.RunRevocationSync]).
 type Revoker struct {
 	nc      *nats.Conn
 	keys    *Keys
@@ -99,6 +104,14 @@ func NewRevoker(nc *nats.Conn, keys *Keys, cfg RevokerConfig) *Revoker {
 // error and nothing is pushed. Once started, the push is not cut short by
 // ctx's cancellation (each server request is bounded by the configured
 // timeout).
+//
+// The pushed JWT is the one the server holds with only its revocations
+// changed: its imports, signing keys and limits stay as they are, even when
+// this instance's routes or signing keys differ (a rolling deployment where
+// a newer instance already pushed a new route or signing key with
+// [Revoker.Sync]). When the lookup fails, or the server answers that it
+// holds no users account (a cluster member that has not caught up), nothing
+// is pushed and the error says so; the broker retries.
 func (r *Revoker) RevokeUsers(ctx context.Context, userKeys []string, at time.Time) error {
 	ctx = context.WithoutCancel(ctx)
 	for _, k := range userKeys {
@@ -115,13 +128,25 @@ func (r *Revoker) RevokeUsers(ctx context.Context, userKeys []string, at time.Ti
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	server, err := r.mergeServer(ctx)
+	held, err := r.lookupUsers(ctx)
 	if err != nil {
 		return fmt.Errorf("revoke %d users: %w", len(userKeys), err)
 	}
+	switch {
+	case held.empty:
+		return fmt.Errorf("revoke %d users: %w", len(userKeys), errNoUsersAccount)
+	case held.claims == nil:
+		// Not signed by our operator: the server cannot have accepted it
+		// from us, so there is nothing of ours to keep; ours replaces it.
+		r.log.WarnContext(ctx, "nats users account on server not signed by our operator; replacing it")
+	}
+	var serverRevs jwt.RevocationList
+	if held.claims != nil {
+		serverRevs = held.claims.Revocations
+	}
 	missing := 0
 	for _, k := range userKeys {
-		if server[k] < at.Unix() {
+		if serverRevs[k] < at.Unix() {
 			missing++
 		}
 		if ts > r.revs[k] {
@@ -131,32 +156,32 @@ func (r *Revoker) RevokeUsers(ctx context.Context, userKeys []string, at time.Ti
 	if missing == 0 {
 		return nil
 	}
-	if err := r.signAndPushUsers(ctx); err != nil {
+	base := held.claims
+	if base == nil {
+		base = r.keys.usersAccountClaims(r.subjects, r.emits, nil)
+	}
+	if err := r.signAndPushUsers(ctx, base); err != nil {
 		return fmt.Errorf("revoke %d users: %w", len(userKeys), err)
 	}
 	r.log.InfoContext(ctx, "nats users revoked", slog.Int("count", missing))
 	return nil
 }
 
-// UpdateRoutes re-signs and pushes the broker and users accounts for a new
-// set of route and emit subjects (route catalog reload).
-func (r *Revoker) UpdateRoutes(ctx context.Context, subjects, emits []string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.subjects, r.emits = slices.Clone(subjects), slices.Clone(emits)
-	return r.pushAll(ctx)
-}
+// errNoUsersAccount: the server answered a lookup of the users account with
+// nothing. A revocation is not pushed onto an account this instance did not
+// see: its own routes and signing keys may be older than the servers'.
+var errNoUsersAccount = errors.New("the nats server holds no users account JWT (sqlgated pushes it at startup); revocation not pushed, will retry")
 
 // Sync pushes the broker and users accounts as this process knows them
-// (current routes, merged revocations). Call it at startup against an
-// external cluster whose account JWTs may predate the current routes.
+// (current routes and signing keys, with the revocations of the server's
+// users account merged in). sqlgated calls it at startup, so that a
+// restart after a route catalog change or a signing key rotation brings the
+// servers' account JWTs up to date. It replaces the accounts' exports,
+// imports and signing keys with this instance's: an instance started with
+// an older catalog or key file undoes a newer one's.
 func (r *Revoker) Sync(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.pushAll(ctx)
-}
-
-func (r *Revoker) pushAll(ctx context.Context) error {
 	b, err := r.keys.brokerAccountJWT(r.subjects, r.emits)
 	if err != nil {
 		return err
@@ -164,58 +189,66 @@ func (r *Revoker) pushAll(ctx context.Context) error {
 	if err := r.push(ctx, b); err != nil {
 		return fmt.Errorf("push broker account: %w", err)
 	}
-	if err := r.pushUsers(ctx); err != nil {
+	if _, err := r.lookupUsers(ctx); err != nil {
+		return fmt.Errorf("push users account: %w", err)
+	}
+	if err := r.signAndPushUsers(ctx, r.keys.usersAccountClaims(r.subjects, r.emits, nil)); err != nil {
 		return fmt.Errorf("push users account: %w", err)
 	}
 	return nil
 }
 
-// pushUsers merges the server's revocations, prunes, signs and pushes the
-// users account. r.mu is held.
-func (r *Revoker) pushUsers(ctx context.Context) error {
-	if _, err := r.mergeServer(ctx); err != nil {
-		return err
-	}
-	return r.signAndPushUsers(ctx)
-}
-
-// signAndPushUsers prunes, signs and pushes the users account with the
-// revocations as merged. r.mu is held.
-func (r *Revoker) signAndPushUsers(ctx context.Context) error {
+// signAndPushUsers prunes the merged revocations, sets them on ac (a users
+// account's claims), signs it with the operator key and pushes it. r.mu is
+// held.
+func (r *Revoker) signAndPushUsers(ctx context.Context, ac *jwt.AccountClaims) error {
 	r.revs = pruneRevocations(r.revs, r.now().Add(-r.horizon))
-	u, err := r.keys.usersAccountJWT(r.subjects, r.emits, r.revs)
+	ac.Revocations = nil
+	if len(r.revs) > 0 {
+		ac.Revocations = maps.Clone(r.revs)
+	}
+	u, err := encode(ac, r.keys.operator, "users account")
 	if err != nil {
 		return err
 	}
 	return r.push(ctx, u)
 }
 
-// mergeServer merges the revocations of the users account the server holds
-// into r.revs and returns them (nil when the server holds none of ours).
+// heldUsers is what a lookup of the users account returned.
+type heldUsers struct {
+	// empty: the server holds no JWT for the users account.
+	empty bool
+	// claims of the held JWT when our operator signed it (nil otherwise).
+	claims *jwt.AccountClaims
+}
+
+// lookupUsers looks up the users account JWT the server holds and merges its
+// revocations into r.revs. An answer that is not an account JWT is an error.
 // r.mu is held.
-func (r *Revoker) mergeServer(ctx context.Context) (jwt.RevocationList, error) {
+func (r *Revoker) lookupUsers(ctx context.Context) (heldUsers, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	msg, err := r.nc.RequestWithContext(ctx, fmt.Sprintf(claimsLookupSubject, r.keys.pub.Users), nil)
 	if err != nil {
-		return nil, fmt.Errorf("look up users account: %w", err)
+		return heldUsers{}, fmt.Errorf("look up users account: %w", err)
 	}
 	s := strings.TrimSpace(string(msg.Data))
 	if s == "" {
-		return nil, nil
+		return heldUsers{empty: true}, nil
+	}
+	if _, err := jwt.DecodeAccountClaims(s); err != nil {
+		return heldUsers{}, errors.New("look up users account: the server's answer is not an account JWT")
 	}
 	ac := ourUsersAccount(r.keys, s)
 	if ac == nil {
-		// Not ours or unreadable: ours replaces it.
-		r.log.WarnContext(ctx, "nats users account on server not signed by our operator")
-		return nil, nil
+		return heldUsers{}, nil
 	}
 	for k, t := range ac.Revocations {
 		if t > r.revs[k] {
 			r.revs[k] = t
 		}
 	}
-	return ac.Revocations, nil
+	return heldUsers{claims: ac}, nil
 }
 
 // claimUpdateResponse mirrors nats-server's ServerAPIClaimUpdateResponse.
