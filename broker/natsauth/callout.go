@@ -83,9 +83,14 @@ type Callout struct {
 	log     *slog.Logger
 	jobs    chan *nats.Msg
 	wg      sync.WaitGroup
-	cancel  context.CancelFunc
-	unreg   func() bool
-	once    sync.Once
+	// cancel ends the workers' context once they have finished (Stop).
+	cancel context.CancelFunc
+	unreg  func() bool
+	once   sync.Once
+
+	// qmu guards sending on jobs against its closing (Stop).
+	qmu    sync.Mutex
+	closed bool
 
 	mu   sync.Mutex
 	seen map[string]int64 // request jti -> expiry (unix)
@@ -100,8 +105,8 @@ type Callout struct {
 // response signed by the auth account and encrypted to the server's xkey:
 // the user JWT, or an error. Requests that fail these checks are dropped (the
 // server refuses the client when its auth timeout passes). The responder
-// stops (unsubscribes, then its workers finish) when ctx ends or Stop is
-// called.
+// stops as [Callout.Stop] describes when ctx ends or Stop is called; ctx's
+// end does not cancel the requests being handled.
 func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutConfig, h CalloutHandler) (*Callout, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 8
@@ -126,20 +131,22 @@ func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutCon
 		jobs:    make(chan *nats.Msg, cfg.QueueLen),
 		seen:    make(map[string]int64),
 	}
-	ctx, c.cancel = context.WithCancel(ctx)
+	// The workers' context outlives ctx: a login being decided when
+	// sqlgated shuts down is answered, not refused (each is bounded by the
+	// handler timeout and the request's expiry).
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
 	for range cfg.Workers {
-		c.wg.Go(func() { c.work(ctx) })
+		c.wg.Go(func() { c.work(wctx) })
 	}
-	sub, err := nc.QueueSubscribe(calloutSubject, cfg.QueueGroup, func(m *nats.Msg) {
-		select {
-		case c.jobs <- m:
-		default:
-			c.refuseBusy(ctx, m)
-		}
-	})
-	if err != nil {
-		c.cancel()
+	abort := func() {
+		c.closeQueue()
 		c.wg.Wait()
+		c.cancel()
+	}
+	sub, err := nc.QueueSubscribe(calloutSubject, cfg.QueueGroup, func(m *nats.Msg) { c.enqueue(wctx, m) })
+	if err != nil {
+		abort()
 		return nil, fmt.Errorf("subscribe auth callout: %w", err)
 	}
 	fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
@@ -147,8 +154,7 @@ func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutCon
 	fcancel()
 	if err != nil {
 		_ = sub.Unsubscribe()
-		c.cancel()
-		c.wg.Wait()
+		abort()
 		return nil, fmt.Errorf("subscribe auth callout: %w", err)
 	}
 	c.sub = sub
@@ -156,31 +162,73 @@ func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutCon
 	return c, nil
 }
 
-// Stop unsubscribes and waits for the requests being handled.
+// calloutDrainWait bounds how long Stop waits for the subscription to hand
+// over the requests the client library had already received.
+const calloutDrainWait = 5 * time.Second
+
+// Stop stops taking requests and returns once every request it took has been
+// answered: it drains the subscription (requests the client library already
+// received are still queued; later ones go to the other instances of the
+// queue group), then the workers handle what is queued or running, each
+// request bounded by the handler timeout and its own expiry, and stop.
+// Neither Stop nor the end of StartCallout's ctx cancels a request being
+// handled: a client logging in during a rolling restart is answered.
 func (c *Callout) Stop() error {
 	var err error
 	c.once.Do(func() {
 		if c.unreg != nil {
 			c.unreg()
 		}
+		drained := c.sub.StatusChanged(nats.SubscriptionClosed)
 		err = c.sub.Drain()
-		if errors.Is(err, nats.ErrConnectionClosed) {
-			err = nil
+		switch {
+		case err == nil:
+			select {
+			case <-drained:
+			case <-time.After(calloutDrainWait):
+				// Requests still arriving are refused by enqueue.
+			}
+		case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrBadSubscription):
+			err = nil // nothing more arrives
 		}
-		c.cancel()
+		c.closeQueue()
 		c.wg.Wait()
+		c.cancel()
 	})
 	return err
 }
 
-func (c *Callout) work(ctx context.Context) {
-	for {
+// enqueue hands a request to the workers, or refuses it at once when the
+// queue is full or closed.
+func (c *Callout) enqueue(ctx context.Context, m *nats.Msg) {
+	c.qmu.Lock()
+	queued := false
+	if !c.closed {
 		select {
-		case <-ctx.Done():
-			return
-		case m := <-c.jobs:
-			c.handle(ctx, m)
+		case c.jobs <- m:
+			queued = true
+		default:
 		}
+	}
+	c.qmu.Unlock()
+	if !queued {
+		c.refuseBusy(ctx, m)
+	}
+}
+
+// closeQueue closes the queue: the workers handle what it holds, then return.
+func (c *Callout) closeQueue() {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if !c.closed {
+		c.closed = true
+		close(c.jobs)
+	}
+}
+
+func (c *Callout) work(ctx context.Context) {
+	for m := range c.jobs {
+		c.handle(ctx, m)
 	}
 }
 

@@ -205,6 +205,85 @@ func (b *blockingVerifier) Callout(ctx context.Context, req broker.CalloutReques
 	return b.fakeVerifier.Callout(ctx, req)
 }
 
+// TestCalloutStopAnswersRequestsInFlight: Stop (a rolling restart) lets the
+// logins it already took finish, the running one and the queued one, and
+// cancels none of them: the clients connect.
+func TestCalloutStopAnswersRequestsInFlight(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create"}})
+	release := make(chan struct{})
+	h := &cancelAwareVerifier{fakeVerifier: fakeVerifier{minter: env.Minter, pub: []string{"orders.v1.create"}}, entered: make(chan struct{}, 2), release: release}
+	cc := env.CalloutConn(t)
+	c, err := natsauth.StartCallout(t.Context(), cc, env.Keys, natsauth.CalloutConfig{Workers: 1, QueueLen: 4}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentinel, _ := env.Keys.SentinelCreds()
+	results := make(chan error, 2)
+	connect := func() {
+		nc, err := nats.Connect(env.URL, nats.UserCredentialBytes(sentinel), nats.Token(goodToken), nats.MaxReconnects(0))
+		if err == nil {
+			nc.Close()
+		}
+		results <- err
+	}
+	go connect()
+	<-h.entered // the only worker is busy
+	go connect()
+	waitFor(t, "the second login to be queued", func() bool { return c.QueuedForTest() == 1 })
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Stop() }()
+	// Stop has drained the subscription: no login arrives any more.
+	waitFor(t, "the callout subscription to be drained", func() bool { return cc.NumSubscriptions() == 0 })
+	close(release)
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Errorf("login in flight during Stop: %v", err)
+		}
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	if n := h.cancelled.Load(); n != 0 {
+		t.Errorf("%d logins cancelled by Stop", n)
+	}
+	if n := h.calls.Load(); n != 2 {
+		t.Errorf("handler calls = %d, want 2", n)
+	}
+}
+
+// cancelAwareVerifier blocks each login until released, or until its context
+// ends (then it refuses, as a real handler would, and counts it).
+type cancelAwareVerifier struct {
+	fakeVerifier
+	entered   chan struct{}
+	release   chan struct{}
+	cancelled atomic.Int32
+}
+
+func (v *cancelAwareVerifier) Callout(ctx context.Context, req broker.CalloutRequest) (*broker.NATSCredential, error) {
+	v.entered <- struct{}{}
+	select {
+	case <-v.release:
+	case <-ctx.Done():
+		v.cancelled.Add(1)
+		return nil, ctx.Err()
+	}
+	return v.fakeVerifier.Callout(ctx, req)
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestCalloutRefusals(t *testing.T) {
 	t.Parallel()
 	e := startCallout(t, []string{"orders.v1.create"})
