@@ -9,8 +9,8 @@
 //
 // The evidence is derived, never trusted: [Write] verifies the whole log with
 // the given public keys first and writes nothing when verification fails.
-// Every row names its record's log index and leaf hash, so a sampled row can
-// be proven against a checkpoint with `sqlgate audit prove`. The same log,
+// Every row names its record's origin, log index and leaf hash, so a sampled
+// row can be proven against a checkpoint with `sqlgate audit prove --bundle`. The same log,
 // keys and period give a byte-identical archive, so anyone holding the log
 // can regenerate the evidence and compare hashes instead of trusting the
 // person who produced it.
@@ -55,6 +55,28 @@ var ErrNotVerified = errors.New("the audit log did not verify")
 // record).
 const ExceptionPruned audit.ProblemCode = "pruned_records"
 
+// ExceptionNotCovered is the code of the exception the evidence adds when
+// the period starts before the log's first record or ends after what its
+// newest signed checkpoints cover: the populations miss that part of the
+// period.
+const ExceptionNotCovered audit.ProblemCode = "period_not_covered"
+
+// ExceptionRevocationPending is the code of the exception the evidence adds
+// for a SQL login that expired or was being revoked and whose removal had
+// not succeeded by the period's end (listed in the access population with
+// status revocation_pending).
+const ExceptionRevocationPending audit.ProblemCode = "revocation_pending"
+
+// Status values of the access population.
+const (
+	accessValid   = "valid"
+	accessPending = "revocation_pending"
+)
+
+// maxListedPending caps the revocation_pending rows of exceptions.csv; the
+// manifest counts them all and the access population lists them all.
+const maxListedPending = 100
+
 // Options select the period and how the log is verified.
 type Options struct {
 	// From and To delimit the period, [From, To). Records are selected by
@@ -89,9 +111,12 @@ type Manifest struct {
 	Origins []OriginSource `json:"origins"`
 	// Verification summarizes the check that passed before writing.
 	Verification Verification `json:"verification"`
-	// Incomplete says, per origin, why the populations may miss records
-	// (records pruned by retention); empty when the log holds every record
-	// the period needs. Each is also a row of csv/exceptions.csv.
+	// Incomplete says, per origin, why the populations may miss records:
+	// records pruned by retention ([ExceptionPruned]), or a period that
+	// starts before the log's first record or ends after what its signed
+	// checkpoints cover ([ExceptionNotCovered]); empty when the log holds
+	// every record the period needs. Each is also a row of
+	// csv/exceptions.csv.
 	Incomplete []string `json:"incomplete,omitempty"`
 	// Files lists every other file of the archive.
 	Files []File `json:"files"`
@@ -210,17 +235,23 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 		m.Verification.ExceptionCount[string(code)] = n
 	}
 	var notes []*section
+	incomplete := func(p *audit.Problem) {
+		c.added = append(c.added, *p)
+		m.Verification.ExceptionCount[string(p.Code)]++
+		m.Incomplete = append(m.Incomplete, p.Origin+": "+p.Message)
+	}
+	var spans []span
 	for i, o := range rep.Origins {
 		m.Verification.TrustedCopies += o.Trusted
+		c.rank = i
 		osrc, err := c.readOrigin(ctx, src, o)
 		if err != nil {
 			return nil, err
 		}
 		if p := c.pruned(o, osrc); p != nil {
-			c.added = append(c.added, *p)
-			m.Verification.ExceptionCount[string(p.Code)]++
-			m.Incomplete = append(m.Incomplete, p.Origin+": "+p.Message)
+			incomplete(p)
 		}
+		spans = append(spans, span{o: o, src: osrc, first: c.firstTime, last: c.lastTime})
 		osrc.Checkpoint = fmt.Sprintf("checkpoints/%d.note", i+1)
 		note, err := newFileSection(dir, osrc.Checkpoint, "the newest signed checkpoint of an origin (C2SP signed note); check it with the verifier key", "checkpoint")
 		if err != nil {
@@ -233,9 +264,15 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 		notes = append(notes, note)
 		m.Origins = append(m.Origins, osrc)
 	}
+	for _, p := range notCovered(spans, from, to, opts.Verify.MaxGap) {
+		incomplete(&p)
+	}
 	sections, err := c.finish(rep)
 	if err != nil {
 		return nil, err
+	}
+	if c.pending > 0 {
+		m.Verification.ExceptionCount[string(ExceptionRevocationPending)] += int64(c.pending)
 	}
 	sections = append(sections, notes...)
 	for _, sec := range sections {
@@ -469,15 +506,25 @@ type collector struct {
 	// outcomes holds the outcome columns of the period's intents of the
 	// origin being read, by intent index (nil before its outcome is seen).
 	outcomes map[int64][]string
-	// active holds the credentials that may be valid at `to`, by
-	// credential key; expired ones are dropped as the log is read.
-	active     map[string]activeCred
+	// creds holds, per credential, the state its newest event (by record
+	// time, then origin, then index) left it in, whichever origin recorded
+	// it: instances share the lease store, so one may issue a lease that
+	// another renews, expires or revokes. A credential whose grant expired
+	// keeps only the order of its newest event, so that an older event read
+	// later from another origin cannot bring it back.
+	creds      map[credKey]credState
 	sinceSweep int
-	// added are the exceptions of the evidence itself ([ExceptionPruned]).
+	// pending counts the SQL logins whose removal was pending at `to`.
+	pending int
+	// rank is the position of the origin being read among the sorted
+	// origins.
+	rank int
+	// added are the exceptions of the evidence itself ([ExceptionPruned],
+	// [ExceptionNotCovered], [ExceptionRevocationPending]).
 	added []audit.Problem
 	// firstTime is the time of the first record read of the origin being
-	// read.
-	firstTime time.Time
+	// read, lastTime the latest time of the records it read.
+	firstTime, lastTime time.Time
 
 	// excerpts of the populations for the PDF report
 	accessExcerpt, denialExcerpt excerpt
@@ -488,9 +535,55 @@ type activeCred struct {
 	r   *audit.Record
 }
 
+// credKey identifies a credential: a hash of its type, NATS user key and
+// lease id (16 bytes, so the credentials that ended cost little memory).
+type credKey [16]byte
+
+func keyOf(cr *audit.Credential) credKey {
+	sum := sha256.Sum256([]byte(cr.Type + "\x00" + cr.UserKey + "\x00" + cr.LeaseID))
+	return credKey(sum[:16])
+}
+
+// order places a credential event among the events of every origin: by
+// record time, then origin, then log index.
+type order struct {
+	time  int64 // Unix nanoseconds
+	rank  int   // of the origin
+	index int64
+}
+
+func (o order) after(p order) bool {
+	return cmp.Or(cmp.Compare(o.time, p.time), cmp.Compare(o.rank, p.rank), cmp.Compare(o.index, p.index)) > 0
+}
+
+// credPhase is what a credential's newest event left it in.
+type credPhase uint8
+
+const (
+	// phaseEnded: revoked, or (a NATS credential) expired; also a grant
+	// dropped once it expired.
+	phaseEnded credPhase = iota
+	// phaseGranted: issued or renewed, valid until its expiry.
+	phaseGranted
+	// phasePending: a SQL login that expired, or whose revocation was
+	// requested, and whose removal has not succeeded yet (`expire`,
+	// `revoke_failed`): the login may still exist.
+	phasePending
+)
+
+// credState is the state of one credential.
+type credState struct {
+	last  order // of the newest event applied
+	phase credPhase
+	// grant is the newest issue or renewal (nil once ended), event the
+	// record that made the credential pending.
+	grant, event *activeCred
+	grantOrder   order
+}
+
 func newCollector(dir string, from, to time.Time) (*collector, error) {
 	c := &collector{
-		dir: dir, from: from, to: to, active: map[string]activeCred{},
+		dir: dir, from: from, to: to, creds: map[credKey]credState{},
 		accessExcerpt: excerpt{
 			header: []string{"type", "email", "subject", "NATS user key or SQL login", "database", "role", "expires"},
 			widths: []float64{0.05, 0.17, 0.2, 0.26, 0.1, 0.08, 0.14},
@@ -564,7 +657,7 @@ func (c *collector) readOrigin(ctx context.Context, src audit.Source, o *audit.O
 	out.CheckpointSize, out.CheckpointRoot = o.Latest.Size, o.Latest.Root.String()
 	out.End = min(out.End, o.Latest.Size)
 	c.outcomes = map[int64][]string{}
-	c.firstTime = time.Time{}
+	c.firstTime, c.lastTime = time.Time{}, time.Time{}
 
 	// The tree at the first record read, or at the first retained one when
 	// the source keeps no frontier there (records between are hashed only).
@@ -590,6 +683,9 @@ func (c *collector) readOrigin(ctx context.Context, src audit.Source, o *audit.O
 		if at.index >= out.First && at.index < out.End { // else hashed only
 			if at.index == out.First {
 				c.firstTime = r.Time
+			}
+			if r.Time.After(c.lastTime) {
+				c.lastTime = r.Time
 			}
 			in = c.add(at, r)
 		}
@@ -691,6 +787,65 @@ func (c *collector) pruned(o *audit.OriginReport, src OriginSource) *audit.Probl
 			"and the access population misses credentials issued before index %d", why, ts(c.from), first, n)
 	}
 	return &audit.Problem{Origin: o.Origin, Code: ExceptionPruned, Index: n, Message: msg}
+}
+
+// span is what the evidence read of one origin.
+type span struct {
+	o           *audit.OriginReport
+	src         OriginSource
+	first, last time.Time // the first record's time, the latest record time
+}
+
+// notCovered returns the exceptions for the parts of the period [from, to)
+// that the log does not cover, nil when it covers all of it. Instances
+// start and stop, so the log is taken as a whole: it covers from its
+// earliest first record (an origin read from index 0, whose first record
+// is the start of its log; a pruned origin has its own exception) to the
+// latest time any origin vouches for. An origin vouches for the time of its
+// newest signed checkpoint, and for maxGap after its last covered record
+// (a live log writes a record at least every heartbeat, and verification
+// accepts gaps up to maxGap; 0 means [audit.DefaultMaxGap], negative none).
+func notCovered(spans []span, from, to time.Time, maxGap time.Duration) []audit.Problem {
+	switch {
+	case maxGap == 0:
+		maxGap = audit.DefaultMaxGap
+	case maxGap < 0:
+		maxGap = 0
+	}
+	var out []audit.Problem
+	var start, end *span
+	var until time.Time
+	for i := range spans {
+		s := &spans[i]
+		if s.src.First == 0 && !s.first.IsZero() && (start == nil || s.first.Before(start.first)) {
+			start = s
+		}
+		u := s.o.Latest.Time
+		if !s.last.IsZero() && s.last.Add(maxGap).After(u) {
+			u = s.last.Add(maxGap)
+		}
+		if end == nil || u.After(until) {
+			end, until = s, u
+		}
+	}
+	if start != nil && from.Before(start.first) {
+		out = append(out, audit.Problem{
+			Origin: start.o.Origin, Code: ExceptionNotCovered, Index: 0,
+			Message: fmt.Sprintf("evidence incomplete: the period starts at %s, but the log's first record (index 0 of %s) is from %s: "+
+				"nothing before it is in this evidence (the log did not exist then, or was replaced)", ts(from), start.o.Origin, ts(start.first)),
+		})
+	}
+	if end != nil && to.After(until) {
+		cp := end.o.Latest
+		out = append(out, audit.Problem{
+			Origin: end.o.Origin, Code: ExceptionNotCovered, Index: cp.Size - 1, Size: cp.Size,
+			Message: fmt.Sprintf("evidence incomplete: the period ends at %s, but the log covers only records up to %s "+
+				"(the newest signed checkpoint of any origin, %s of size %d, is from %s and its last covered record from %s): "+
+				"whatever happened after that is not in this evidence (a bundle exported with --to, a log whose end was cut off, or a period that has not ended)",
+				ts(to), ts(until), end.o.Origin, cp.Size, ts(cp.Time), ts(end.last)),
+		})
+	}
+	return out
 }
 
 func (c *collector) inPeriod(r *audit.Record) bool {
@@ -802,29 +957,66 @@ func credStatus(r *audit.Record) string {
 	return r.Result.Status
 }
 
-// trackAccess follows which credentials are valid at the period's end: an
-// issue or renewal makes one valid until it expires, a revocation or
-// expiry ends it. A record of an operation that failed (a SQL login whose
-// creation failed is recorded as an issue with an error status) changes
-// nothing.
+// trackAccess follows which credentials are valid at the period's end. The
+// newest event of a credential by time, whichever origin recorded it,
+// decides: an issue or renewal makes it valid until it expires, a
+// revocation ends it, and so does the expiry of a NATS credential. A SQL
+// login that expired, or whose revocation failed (`revoke_failed`), stays
+// pending until a revocation succeeds: the login may still exist (SQL
+// Server has no login expiry). Any other record of an operation that failed
+// (a SQL login whose creation failed is recorded as an issue with an error
+// status) changes nothing.
 func (c *collector) trackAccess(at ref, r *audit.Record) {
 	cr := r.Credential
-	if cr == nil || (cr.LeaseID == "" && cr.UserKey == "") || credStatus(r) != "ok" {
+	if cr == nil || (cr.LeaseID == "" && cr.UserKey == "") {
 		return
 	}
-	key := cr.Type + "\x00" + cr.UserKey + "\x00" + cr.LeaseID
-	switch cr.Action {
-	case "issue", "renew":
-		c.active[key] = activeCred{at, r}
-	case "revoke", "expire":
-		delete(c.active, key)
+	var phase credPhase
+	switch ok := credStatus(r) == "ok"; {
+	case cr.Action == "revoke_failed":
+		phase = phasePending
+	case !ok:
+		return
+	case cr.Action == "issue" || cr.Action == "renew":
+		phase = phaseGranted
+	case cr.Action == "revoke":
+		phase = phaseEnded
+	case cr.Action == "expire" && cr.Type == "sql":
+		phase = phasePending
+	case cr.Action == "expire":
+		phase = phaseEnded
+	default:
+		return
 	}
+	key, ord := keyOf(cr), order{time: r.Time.UnixNano(), rank: c.rank, index: at.index}
+	st, seen := c.creds[key]
+	switch {
+	case !seen || ord.after(st.last):
+		st.last, st.phase = ord, phase
+		switch phase {
+		case phaseGranted:
+			st.grant, st.grantOrder, st.event = &activeCred{at, r}, ord, nil
+		case phasePending:
+			st.event = &activeCred{at, r}
+		case phaseEnded:
+			st.grant, st.event = nil, nil
+		}
+	case phase == phaseGranted && st.phase == phasePending && (st.grant == nil || ord.after(st.grantOrder)):
+		// An older grant, read later: who held the pending login.
+		st.grant, st.grantOrder = &activeCred{at, r}, ord
+	default:
+		return // older than what is known
+	}
+	c.creds[key] = st
 	if c.sinceSweep++; c.sinceSweep >= sweepEvery {
 		c.sinceSweep = 0
-		for k, a := range c.active {
-			// Expired before this record, which is before `to`: not valid then.
-			if exp := a.r.Credential.ExpiresAt; !exp.IsZero() && !exp.After(r.Time) {
-				delete(c.active, k)
+		for k, st := range c.creds {
+			// Expired before this record, which is before `to`: not valid
+			// then. The order stays, so an older event cannot revive it.
+			if st.phase == phaseGranted {
+				if exp := st.grant.r.Credential.ExpiresAt; !exp.IsZero() && !exp.After(r.Time) {
+					c.creds[k] = credState{last: st.last, phase: phaseEnded}
+				}
 			}
 		}
 	}
@@ -833,30 +1025,65 @@ func (c *collector) trackAccess(at ref, r *audit.Record) {
 // finish writes the sections that need the whole log read and returns
 // every section, in archive order.
 func (c *collector) finish(rep *audit.Report) ([]*section, error) {
-	access, err := newCSVSection(c.dir, "csv/access_population.csv", "the credentials valid at the period's end: who could reach NATS or SQL then",
-		"credential records before the period's end: issued or renewed, not revoked or expired, expiring after the period's end",
-		append([]string{"as_of", "type", "subject", "email", "issuer", "user_key", "login", "database", "role", "lease_id", "via", "issued_at", "expires_at"}, refHeader...)...)
+	access, err := newCSVSection(c.dir, "csv/access_population.csv", "the credentials valid at the period's end, and the SQL logins whose removal was still pending then: who could reach NATS or SQL then",
+		"credential records before the period's end, the newest event of each credential deciding, in time order across origins: issued or renewed and expiring after the period's end (status valid); "+
+			"a SQL login expired or being revoked without a successful revocation (status revocation_pending)",
+		append([]string{"as_of", "type", "status", "subject", "email", "issuer", "user_key", "login", "database", "role", "lease_id", "via", "issued_at", "expires_at"}, refHeader...)...)
 	if err != nil {
 		return nil, err
 	}
 	c.all = append(c.all, access)
-	valid := make([]activeCred, 0, len(c.active))
-	for _, a := range c.active {
-		if exp := a.r.Credential.ExpiresAt; !exp.IsZero() && exp.After(c.to) {
-			valid = append(valid, a)
+	type accessRow struct {
+		ref    ref         // the record the row comes from
+		grant  *activeCred // the newest grant, nil when not read
+		record *audit.Record
+		status string
+	}
+	var rows []accessRow
+	for _, st := range c.creds {
+		switch st.phase {
+		case phaseGranted:
+			if exp := st.grant.r.Credential.ExpiresAt; exp.IsZero() || exp.After(c.to) {
+				rows = append(rows, accessRow{st.grant.ref, st.grant, st.grant.r, accessValid})
+			}
+		case phasePending:
+			rows = append(rows, accessRow{st.event.ref, st.grant, st.event.r, accessPending})
 		}
 	}
-	slices.SortFunc(valid, func(x, y activeCred) int {
+	slices.SortFunc(rows, func(x, y accessRow) int {
 		return cmp.Or(strings.Compare(x.ref.origin, y.ref.origin), cmp.Compare(x.ref.index, y.ref.index))
 	})
-	for _, ac := range valid {
-		cr, a := ac.r.Credential, actorCells(ac.r.Actor)
+	pending := 0
+	for _, row := range rows {
+		cr, who, issued := row.record.Credential, row.record, time.Time{}
+		if row.grant != nil {
+			who, issued = row.grant.r, row.grant.r.Time
+		}
+		a := actorCells(who.Actor)
 		access.row(append([]string{
-			ts(c.to), cr.Type, a.subject, a.email, a.issuer, cr.UserKey, cr.Login, cr.Database, cr.Role, cr.LeaseID, cr.Via,
-			ts(ac.r.Time), ts(cr.ExpiresAt),
-		}, ac.ref.cells()...)...)
-		c.accessExcerpt.add(cr.Type, a.email, a.subject, cr.UserKey+cr.Login, cr.Database, cr.Role, cr.ExpiresAt.UTC().Format(time.RFC3339))
+			ts(c.to), cr.Type, row.status, a.subject, a.email, a.issuer, cr.UserKey, cr.Login, cr.Database, cr.Role, cr.LeaseID, cr.Via,
+			ts(issued), ts(cr.ExpiresAt),
+		}, row.ref.cells()...)...)
+		expires := "never"
+		if !cr.ExpiresAt.IsZero() {
+			expires = cr.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+		if row.status == accessPending {
+			expires = "removal pending"
+		}
+		c.accessExcerpt.add(cr.Type, a.email, a.subject, cr.UserKey+cr.Login, cr.Database, cr.Role, expires)
+		if row.status != accessPending {
+			continue
+		}
+		if pending++; pending <= maxListedPending {
+			c.added = append(c.added, audit.Problem{
+				Origin: row.ref.origin, Code: ExceptionRevocationPending, Index: row.ref.index,
+				Message: fmt.Sprintf("%s login %q (lease %s, database %s): %s at %s, and no revocation succeeded before the period's end: the login may still exist",
+					cr.Type, cr.Login, cr.LeaseID, cr.Database, cr.Action, ts(row.record.Time)),
+			})
+		}
 	}
+	c.pending = pending
 
 	exceptions, err := newCSVSection(c.dir, "csv/exceptions.csv", "facts to review (unpaired intents, gaps between records, records not yet covered by a checkpoint, records pruned before the evidence's reach); they are not integrity failures",
 		"exceptions of the verification of the whole log, capped per kind, and the evidence's own (pruned_records, one per origin); manifest verification.exception_counts has the totals",
@@ -943,7 +1170,9 @@ with the verifier keys named in manifest.json (verification.keys).
    note). It covers every record the evidence was read from (manifest
    origins[].end <= checkpoint_size).
 3. Every row names its record (log_origin, log_index, leaf_hash). Prove a
-   sampled row against the log: sqlgate audit prove LOG_INDEX --key VKEY
+   sampled row against the log bundle, offline:
+   sqlgate audit prove --bundle FILE --origin LOG_ORIGIN LOG_INDEX --key VKEY
+   It prints the record's leaf hash: it must equal the row's leaf_hash.
 4. Regenerate the archive from the same log bundle, keys and period:
    sqlgate audit evidence --bundle FILE --key VKEY --from FROM --to TO -o OUT.zip
    The same inputs give a byte-identical archive; compare the SHA-256 sums.
