@@ -18,6 +18,13 @@ import (
 // reserved tag).
 var ErrInvalidSpec = errors.New("invalid user spec")
 
+// MaxUserSubs is the most subscriptions one connection of a minted user may
+// hold. A sqlgate client needs a handful (nats.go's request mux, async
+// replies, emit subjects); the limit keeps one credential from filling the
+// server's memory with subscriptions. Beyond it the server answers
+// "maximum subscriptions exceeded" and keeps the connection.
+const MaxUserSubs = 1000
+
 // Minter signs users-account user JWTs with the first users signing key. It
 // implements [broker.NATSMinter] and is safe for concurrent use.
 type Minter struct {
@@ -34,7 +41,11 @@ func NewMinter(keys *Keys) *Minter { return &Minter{keys: keys, now: time.Now} }
 // (exactly), publish and subscribe allow-lists spec.Pub and spec.Sub (an
 // empty list becomes deny-all, never allow-all), expiry spec.Expires
 // (required), spec.Tags plus the tag [UserKeyTagPrefix]<user key>, and
-// IssuerAccount set to the users account. It adds no permission of its own.
+// IssuerAccount set to the users account. It adds no permission of its own,
+// and two limits: at most [MaxUserSubs] subscriptions per connection, and
+// plain NATS client connections only (`STANDARD`: no websocket, MQTT or
+// leaf node connection may use the credential). The message size is the
+// server's `max_payload`.
 // Errors wrap [ErrInvalidSpec] for a spec it refuses.
 func (m *Minter) MintUser(_ context.Context, spec broker.UserSpec) (broker.MintedUser, error) {
 	if err := m.check(spec); err != nil {
@@ -44,6 +55,8 @@ func (m *Minter) MintUser(_ context.Context, spec broker.UserSpec) (broker.Minte
 	uc.Name = spec.Name
 	uc.Expires = spec.Expires.Unix()
 	uc.IssuerAccount = m.keys.pub.Users
+	uc.Limits.Subs = MaxUserSubs
+	uc.AllowedConnectionTypes.Add(jwt.ConnectionTypeStandard)
 	setAllow(&uc.Pub, spec.Pub)
 	setAllow(&uc.Sub, spec.Sub)
 	uc.Tags.Add(spec.Tags...)

@@ -3,15 +3,19 @@ package natsauth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/natsauth/natsauthtest"
 )
 
 func newUserKey(t testing.TB) (nkeys.KeyPair, string) {
@@ -164,5 +168,73 @@ func BenchmarkMintUser(b *testing.B) {
 		if _, err := m.MintUser(ctx, spec); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestMintedUserLimits: a minted credential works for a plain NATS client,
+// not over websocket (nor MQTT or as a leaf node), and one connection may
+// hold at most MaxUserSubs subscriptions.
+func TestMintedUserLimits(t *testing.T) {
+	t.Parallel()
+	keys, err := natsauth.GenerateKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := natsauth.EmbeddedOptions(keys, natsauth.EmbeddedConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Websocket = server.WebsocketOpts{Host: "127.0.0.1", Port: -1, NoTLS: true}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	if err := natsauth.LoadAccounts(s, keys); err != nil {
+		t.Fatal(err)
+	}
+	env := &natsauthtest.Env{Keys: keys, Server: s, URL: s.ClientURL(), Minter: natsauth.NewMinter(keys)}
+	u := env.MintUser(t, "alice", []string{"orders.v1.create"}, time.Hour)
+
+	if nc, err := nats.Connect(s.WebsocketURL(), u.Option(), nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Error("a minted user connected over websocket")
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("websocket connect: %v, want authorization violation", err)
+	}
+
+	asyncErrs := make(chan error, 4)
+	nc := env.MustConnect(t, u.Option(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { asyncErrs <- err }))
+	inbox := broker.InboxPrefix(u.Key)
+	for i := range natsauth.MaxUserSubs {
+		if _, err := nc.SubscribeSync(fmt.Sprintf("%s.%d", inbox, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-asyncErrs:
+		t.Fatalf("%d subscriptions refused: %v", natsauth.MaxUserSubs, err)
+	default:
+	}
+	if _, err := nc.SubscribeSync(inbox + ".one-too-many"); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-asyncErrs:
+		if !errors.Is(err, nats.ErrMaxSubscriptionsExceeded) {
+			t.Errorf("subscription beyond the limit: %v, want maximum subscriptions exceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("a subscription beyond MaxUserSubs was accepted")
 	}
 }
