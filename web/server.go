@@ -40,6 +40,16 @@ type Authenticator interface {
 	Verify(ctx context.Context, rawToken string) (identity.Principal, error)
 }
 
+// SignInChecker refuses the sign-ins that an offboarding (revoke-all)
+// revoked: broker.Service.CheckSignIn.
+type SignInChecker interface {
+	// CheckSignIn returns nil when p's sign-in may act; an error matching
+	// identity.ErrUnauthenticated (a *broker.SignInRevokedError, whose text
+	// tells the user to sign in again) when it was revoked; an error
+	// matching broker.ErrUnavailable when that cannot be known.
+	CheckSignIn(ctx context.Context, p identity.Principal) error
+}
+
 // Issuances lists NATS credentials for the leases page and API.
 type Issuances interface {
 	ByPrincipal(ctx context.Context, principalID string) ([]broker.Issuance, error)
@@ -59,6 +69,11 @@ type Config struct {
 	Broker    Broker
 	Auth      Authenticator
 	Issuances Issuances
+	// SignIns is asked about every authenticated request (bearer token or
+	// dashboard session) and every dashboard sign-in, so that an offboarded
+	// principal's unexpired token or session stops working. nil: the
+	// Broker's CheckSignIn when it has one, else nothing is checked.
+	SignIns SignInChecker
 	// SQLLeases serves short-lived SQL credentials; nil disables them.
 	SQLLeases SQLLeases
 	// Login enables the dashboard's sign-in; nil serves the API only.
@@ -114,6 +129,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("web: Broker and Auth are required")
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, mux: http.NewServeMux()}
+	if s.cfg.SignIns == nil {
+		s.cfg.SignIns, _ = cfg.Broker.(SignInChecker)
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -188,7 +206,8 @@ func (s *Server) handle(h handlerFunc) http.Handler {
 }
 
 // principal authenticates the request: a bearer token (API clients) or the
-// dashboard session cookie.
+// dashboard session cookie. Either way a sign-in that an offboarding
+// revoked is refused.
 func (s *Server) principal(r *http.Request) (identity.Principal, *session, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, token, ok := strings.Cut(h, " ")
@@ -196,12 +215,54 @@ func (s *Server) principal(r *http.Request) (identity.Principal, *session, error
 			return identity.Principal{}, nil, identity.Unauthenticated("malformed Authorization header", nil)
 		}
 		p, err := s.cfg.Auth.Verify(r.Context(), strings.TrimSpace(token))
-		return p, nil, err
+		if err != nil {
+			return identity.Principal{}, nil, err
+		}
+		if err := s.checkSignIn(r.Context(), p); err != nil {
+			return identity.Principal{}, nil, err
+		}
+		return p, nil, nil
 	}
-	if sess := s.sessions.fromRequest(r); sess != nil {
+	sess, err := s.session(r)
+	if err != nil {
+		return identity.Principal{}, nil, err
+	}
+	if sess != nil {
 		return sess.principal, sess, nil
 	}
 	return identity.Principal{}, nil, identity.Unauthenticated("no bearer token or session", nil)
+}
+
+// checkSignIn refuses p when an offboarding revoked its sign-in
+// ([Config.SignIns]); it fails closed when that cannot be known.
+func (s *Server) checkSignIn(ctx context.Context, p identity.Principal) error {
+	if s.cfg.SignIns == nil {
+		return nil
+	}
+	if err := s.cfg.SignIns.CheckSignIn(ctx, p); err != nil {
+		return fmt.Errorf("sign-in check of %s: %w", p.Display(), err)
+	}
+	return nil
+}
+
+// session returns the request's dashboard session, nil when it has none.
+// A session whose sign-in an offboarding revoked is ended and refused,
+// also one that a revoke-all did not end because it was being created at
+// that moment.
+func (s *Server) session(r *http.Request) (*session, error) {
+	sess := s.sessions.fromRequest(r)
+	if sess == nil {
+		return nil, nil
+	}
+	if err := s.checkSignIn(r.Context(), sess.principal); err != nil {
+		if errors.Is(err, identity.ErrUnauthenticated) {
+			if derr := s.sessions.delete(r.Context(), sess.id); derr != nil {
+				s.log.ErrorContext(r.Context(), "end a revoked dashboard session", "err", derr)
+			}
+		}
+		return nil, err
+	}
+	return sess, nil
 }
 
 // authed wraps a handler that needs a principal. For session-authenticated

@@ -91,22 +91,32 @@ func (s *Server) uiRoutes() {
 	m.Handle("POST /policy/eval", s.handle(s.uiPolicyEval))
 }
 
-// newPage fills the common fields from the session, if any.
-func (s *Server) newPage(r *http.Request, title string) (*page, *session) {
+// newPage fills the common fields from the session, if any. The page is
+// never nil: with an error (the session's sign-in was revoked, or that
+// cannot be known) it is a signed-out page.
+func (s *Server) newPage(r *http.Request, title string) (*page, *session, error) {
+	sess, err := s.session(r)
+	return s.pageFor(sess, title), sess, err
+}
+
+// pageFor fills the common fields from sess (nil: signed out).
+func (s *Server) pageFor(sess *session, title string) *page {
 	p := &page{Title: title, LoginOK: s.cfg.Login != nil}
-	if sess := s.sessions.fromRequest(r); sess != nil {
+	if sess != nil {
 		p.SignedIn, p.Principal, p.CSRF = true, sess.principal, sess.csrf
 		p.Auditor = s.inGroups(sess.principal, s.cfg.AuditorGroups)
 		p.Admin = s.inGroups(sess.principal, s.cfg.AdminGroups)
-		return p, sess
 	}
-	return p, nil
+	return p
 }
 
 // formSession returns the session of a state-changing form post after
 // checking its CSRF token.
 func (s *Server) formSession(r *http.Request) (*session, error) {
-	sess := s.sessions.fromRequest(r)
+	sess, err := s.session(r)
+	if err != nil {
+		return nil, err
+	}
 	if sess == nil {
 		return nil, identity.Unauthenticated("no session", nil)
 	}
@@ -131,7 +141,7 @@ func (s *Server) render(w http.ResponseWriter, status int, name string, p *page)
 }
 
 func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string, reasons []string, id string) {
-	p, _ := s.newPage(r, "Error")
+	p, _, _ := s.newPage(r, "Error") // an error page, signed out if the session is refused
 	p.Error, p.Reasons, p.RequestID = msg, reasons, id
 	if err := s.render(w, status, "error.html", p); err != nil {
 		s.log.ErrorContext(r.Context(), "render error page", "err", err)
@@ -139,7 +149,10 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 }
 
 func (s *Server) uiIndex(w http.ResponseWriter, r *http.Request) error {
-	p, sess := s.newPage(r, "Dashboard")
+	p, sess, err := s.newPage(r, "Dashboard")
+	if err != nil {
+		return err
+	}
 	p.Flash = s.takeFlash(w, r)
 	if sess != nil {
 		routes, dec, err := s.cfg.Broker.AllowedRoutes(r.Context(), sess.principal)
@@ -171,6 +184,11 @@ func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
 	p, returnTo, err := s.cfg.Login.Callback(w, r)
 	if err != nil {
 		return err
+	}
+	// The identity provider may sign in again without asking (its own
+	// session): an offboarded sign-in gets no dashboard session.
+	if err := s.checkSignIn(r.Context(), p); err != nil {
+		return fmt.Errorf("dashboard sign-in: %w", err)
 	}
 	expires := s.now().Add(s.cfg.SessionMaxAge)
 	if !p.Expiry.IsZero() && p.Expiry.Before(expires) {
@@ -224,7 +242,10 @@ func (s *Server) uiRevoke(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) uiAudit(w http.ResponseWriter, r *http.Request) error {
-	p, sess := s.newPage(r, "Audit")
+	p, sess, err := s.newPage(r, "Audit")
+	if err != nil {
+		return err
+	}
 	if err := s.auditPage(r, p, sess); err != nil {
 		return err
 	}
@@ -259,7 +280,7 @@ func (s *Server) uiAuditVerify(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p, _ := s.newPage(r, "Audit")
+	p := s.pageFor(sess, "Audit")
 	if err := s.auditPage(r, p, sess); err != nil {
 		return err
 	}
@@ -272,7 +293,10 @@ func (s *Server) uiAuditVerify(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) uiPolicy(w http.ResponseWriter, r *http.Request) error {
-	p, sess := s.newPage(r, "Policy")
+	p, sess, err := s.newPage(r, "Policy")
+	if err != nil {
+		return err
+	}
 	if err := s.policyPage(p, sess); err != nil {
 		return err
 	}
@@ -298,7 +322,7 @@ func (s *Server) uiPolicyEval(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p, _ := s.newPage(r, "Policy")
+	p := s.pageFor(sess, "Policy")
 	if err := s.policyPage(p, sess); err != nil {
 		return err
 	}

@@ -434,7 +434,7 @@ func (a *app) startWeb(ctx context.Context, cdb *control.DB) error {
 		sqlLeases = a.leases
 	}
 	srv, err := web.New(web.Config{
-		Broker: a.service, Auth: a.verifier, Issuances: a.registry, Login: login, SQLLeases: sqlLeases,
+		Broker: a.service, Auth: a.verifier, SignIns: a.service, Issuances: a.registry, Login: login, SQLLeases: sqlLeases,
 		Audit:  &auditService{log: a.audit, store: a.store, signer: a.cfg.Audit.Signer},
 		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
 		Ready:  a.ready, Registry: a.metrics, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
