@@ -36,6 +36,11 @@ func badRequest(msg string) error {
 	return &HTTPError{Status: http.StatusBadRequest, Code: broker.CodeInvalidRequest, Msg: msg}
 }
 
+// idpOutages are the identity/oidc refusal reasons (ReasonKeysUnavailable,
+// ReasonGroupsLookupFailed) that blame the identity provider, not the
+// token: the client should try again, not sign in again.
+var idpOutages = map[string]bool{"jwks_unavailable": true, "groups_lookup_failed": true}
+
 // publicError maps any error to the status and body a client may see. It is
 // the only place where errors become responses.
 func publicError(err error) (int, api.Error) {
@@ -47,6 +52,7 @@ func publicError(err error) (int, api.Error) {
 	var invalid *route.InvalidError
 	var dbe *broker.DBError
 	var signIn *broker.SignInRevokedError
+	var authErr *identity.AuthError
 	switch {
 	case errors.As(err, &dbe):
 		return http.StatusBadGateway, api.Error{Code: broker.CodeDBError, Message: dbe.Error()}
@@ -55,6 +61,9 @@ func publicError(err error) (int, api.Error) {
 	case errors.As(err, &signIn):
 		// Offboarding: the user must sign in again (and is told so).
 		return http.StatusUnauthorized, api.Error{Code: broker.CodeUnauthenticated, Message: signIn.Error()}
+	case errors.As(err, &authErr) && idpOutages[authErr.Reason]:
+		// Refused all the same (fail closed), but not the token's fault.
+		return http.StatusServiceUnavailable, api.Error{Code: broker.CodeUnavailable, Message: "identity provider unreachable; try again"}
 	case errors.Is(err, identity.ErrUnauthenticated):
 		return http.StatusUnauthorized, api.Error{Code: broker.CodeUnauthenticated, Message: "authentication required or token invalid"}
 	case errors.As(err, &invalid):
