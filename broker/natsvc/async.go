@@ -29,6 +29,14 @@ const (
 	// user's message id have that message dropped; exactly-once comes from
 	// the idempotency record in the target database, kept per principal.
 	DuplicateWindow = 100 * time.Millisecond
+	// DefaultAsyncMaxBytes caps the stream's size: past it, publishes are
+	// refused until the brokers have worked through the backlog.
+	DefaultAsyncMaxBytes = 1 << 30
+	// DefaultAsyncMaxPerSubject caps the requests waiting on one subject,
+	// that is for one user key and one route: a user who floods a route is
+	// refused (the publish's acknowledgement is an error) while the others
+	// keep their share of the stream.
+	DefaultAsyncMaxPerSubject = 10000
 )
 
 // AsyncConfig configures the consumer of durable async requests.
@@ -53,6 +61,12 @@ type AsyncConfig struct {
 	MaxDeliver int
 	// MaxPayload caps the stream's message size in bytes (0: the server's).
 	MaxPayload int32
+	// MaxBytes caps the stream's size in bytes (0: DefaultAsyncMaxBytes)
+	// and MaxPerSubject the requests waiting on one subject, per user key
+	// and route (0: DefaultAsyncMaxPerSubject). A publish beyond either is
+	// refused (discard new), never a waiting request dropped.
+	MaxBytes      int64
+	MaxPerSubject int64
 	// OnSettle, if set, is called once per delivery with how it was settled
 	// (one of the Settled* values), e.g. to count them.
 	OnSettle func(settled string)
@@ -126,8 +140,8 @@ func (c *AsyncConfig) Validate() error {
 	if !nkeys.IsValidPublicAccountKey(c.UsersAccount) {
 		errs = append(errs, errors.New("users account is not an account public key"))
 	}
-	if c.Workers < 0 || c.AckWait < 0 || c.MaxDeliver < 0 || c.MaxPayload < 0 {
-		errs = append(errs, errors.New("workers, ack wait, max deliver and max payload must not be negative"))
+	if c.Workers < 0 || c.AckWait < 0 || c.MaxDeliver < 0 || c.MaxPayload < 0 || c.MaxBytes < 0 || c.MaxPerSubject < 0 {
+		errs = append(errs, errors.New("workers, ack wait, max deliver, max payload, max bytes and max per subject must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -135,7 +149,11 @@ func (c *AsyncConfig) Validate() error {
 // StartAsync creates (or updates) the stream and the durable consumer on nc,
 // a connection of the broker account, and starts consuming. It stops when
 // ctx ends or Stop is called; ctx is also the parent of every Handle call,
-// without its cancellation.
+// without its cancellation. A stream created by an older version without
+// limits is updated to them, except a per-subject limit that a subject's
+// backlog already exceeds: that one is applied at a later start, once the
+// backlog has drained, and a warning says so (the server would enforce it
+// by deleting waiting requests).
 func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) (*Async, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("natsvc async: %w", err)
@@ -155,6 +173,12 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	if cfg.MaxDeliver == 0 {
 		cfg.MaxDeliver = DefaultMaxDeliver
 	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = DefaultAsyncMaxBytes
+	}
+	if cfg.MaxPerSubject == 0 {
+		cfg.MaxPerSubject = DefaultAsyncMaxPerSubject
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -162,15 +186,23 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	if err != nil {
 		return nil, fmt.Errorf("natsvc async: %w", err)
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        cfg.Stream,
-		Description: "sqlgate durable async requests, until a broker has handled them",
-		Subjects:    []string{broker.AsyncSubjects},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Duplicates:  DuplicateWindow,
-		MaxMsgSize:  cfg.MaxPayload,
-	})
+	sc := jetstream.StreamConfig{
+		Name:                 cfg.Stream,
+		Description:          "sqlgate durable async requests, until a broker has handled them",
+		Subjects:             []string{broker.AsyncSubjects},
+		Retention:            jetstream.WorkQueuePolicy,
+		Storage:              jetstream.FileStorage,
+		Duplicates:           DuplicateWindow,
+		MaxMsgSize:           cfg.MaxPayload,
+		MaxBytes:             cfg.MaxBytes,
+		MaxMsgsPerSubject:    cfg.MaxPerSubject,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
+	}
+	if err := keepBacklog(ctx, js, &sc, cfg.Logger); err != nil {
+		return nil, fmt.Errorf("natsvc async: stream %s: %w", cfg.Stream, err)
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, sc)
 	if err != nil {
 		return nil, fmt.Errorf("natsvc async: stream %s: %w", cfg.Stream, err)
 	}
@@ -248,6 +280,47 @@ func (a *Async) Stop() error {
 			_ = a.nc.FlushTimeout(5 * time.Second)
 		}
 	})
+	return nil
+}
+
+// keepBacklog adjusts sc so that updating an existing stream to it deletes no
+// waiting request. The server enforces a new or lowered per-subject limit by
+// deleting a subject's oldest messages, whatever the discard policy (a
+// lowered MaxBytes deletes nothing under discard new). When a subject holds
+// more requests than sc's limit, sc keeps the stream's current per-subject
+// limit and a warning reports the difference; a later start applies it.
+// (Requests published between this check and the update can still exceed
+// the limit and be deleted; the check reads the backlog moments before.)
+func keepBacklog(ctx context.Context, js jetstream.JetStream, sc *jetstream.StreamConfig, log *slog.Logger) error {
+	s, err := js.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	info := s.CachedInfo()
+	held := info.Config.MaxMsgsPerSubject
+	if (held > 0 && held <= sc.MaxMsgsPerSubject) || info.State.Msgs <= uint64(sc.MaxMsgsPerSubject) { //nolint:gosec // G115: MaxMsgsPerSubject is positive
+		return nil
+	}
+	full, err := s.Info(ctx, jetstream.WithSubjectFilter(broker.AsyncSubjects))
+	if err != nil {
+		return err
+	}
+	var most uint64
+	for _, n := range full.State.Subjects {
+		most = max(most, n)
+	}
+	if most <= uint64(sc.MaxMsgsPerSubject) { //nolint:gosec // G115: as above
+		return nil
+	}
+	log.WarnContext(ctx, "async stream: per-subject limit not applied yet, a subject holds more waiting requests; it applies at a start after the backlog has drained",
+		slog.String("stream", sc.Name), slog.Int64("limit", sc.MaxMsgsPerSubject),
+		slog.Int64("current_limit", held), slog.Uint64("largest_backlog", most))
+	sc.MaxMsgsPerSubject = held
+	if held <= 0 {
+		sc.DiscardNewPerSubject = false // requires a per-subject limit
+	}
 	return nil
 }
 

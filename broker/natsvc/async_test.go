@@ -43,29 +43,46 @@ func startAsync(t *testing.T, h natsvc.Handler) *asyncFixture {
 // it too.
 func startAsyncCtx(ctx context.Context, t *testing.T, h natsvc.Handler) (*asyncFixture, *natsvc.Async) {
 	t.Helper()
+	f := newAsyncFixture(t)
+	return f, f.start(ctx, t, h)
+}
+
+// newAsyncFixture starts the server and connects the user; no consumer runs.
+func newAsyncFixture(t *testing.T) *asyncFixture {
+	t.Helper()
 	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.import"}, JetStream: true})
 	bc := env.BrokerConn(t)
 	f := &asyncFixture{env: env, settles: map[string]int{}}
-	a := f.start(ctx, t, h)
-	u := env.MintUserSub(t, "alice", []string{broker.AsyncSubjectPrefix + ">"},
-		func(key string) []string { return []string{broker.ReplyPrefix(key) + ".>"} }, time.Hour)
-	nc := env.MustConnect(t, nats.UserJWTAndSeed(u.JWT, seedOf(t, u.KP)), nats.CustomInboxPrefix(broker.InboxPrefix(u.Key)))
+	f.user, f.key = f.connectUser(t, "alice")
 	js, err := jetstream.New(bc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.user, f.key, f.js = nc, u.Key, js
-	return f, a
+	f.js = js
+	return f
+}
+
+// connectUser connects a new user who may publish async requests.
+func (f *asyncFixture) connectUser(t *testing.T, name string) (*nats.Conn, string) {
+	t.Helper()
+	u := f.env.MintUserSub(t, name, []string{broker.AsyncSubjectPrefix + ">"},
+		func(key string) []string { return []string{broker.ReplyPrefix(key) + ".>"} }, time.Hour)
+	return f.env.MustConnect(t, nats.UserJWTAndSeed(u.JWT, seedOf(t, u.KP)), nats.CustomInboxPrefix(broker.InboxPrefix(u.Key))), u.Key
 }
 
 // start starts one more instance on the fixture's server, sharing the
-// stream, the durable consumer and the settle counts.
-func (f *asyncFixture) start(ctx context.Context, t *testing.T, h natsvc.Handler) *natsvc.Async {
+// stream, the durable consumer and the settle counts; tune adjusts its
+// configuration.
+func (f *asyncFixture) start(ctx context.Context, t *testing.T, h natsvc.Handler, tune ...func(*natsvc.AsyncConfig)) *natsvc.Async {
 	t.Helper()
-	a, err := natsvc.StartAsync(ctx, f.env.BrokerConn(t), natsvc.AsyncConfig{
+	cfg := natsvc.AsyncConfig{
 		Subjects: []string{"orders.v1.import"}, UsersAccount: f.env.Keys.Public().Users, Workers: 2, MaxDeliver: 2,
 		OnSettle: func(how string) { f.mu.Lock(); f.settles[how]++; f.mu.Unlock() },
-	}, h)
+	}
+	for _, fn := range tune {
+		fn(&cfg)
+	}
+	a, err := natsvc.StartAsync(ctx, f.env.BrokerConn(t), cfg, h)
 	if err != nil {
 		t.Fatalf("StartAsync: %v", err)
 	}
@@ -506,4 +523,99 @@ func FuzzParseAsyncSubject(f *testing.F) {
 			t.Fatalf("%q parsed as key %q, route %q", subject, key, route)
 		}
 	})
+}
+
+// TestAsyncStreamQuotaPerUserAndRoute: requests waiting on one subject (one
+// user key and route) are capped; a publish beyond the cap is refused in its
+// acknowledgement, nothing waiting is dropped, and another user still gets
+// in.
+func TestAsyncStreamQuotaPerUserAndRoute(t *testing.T) {
+	f := newAsyncFixture(t)
+	ran := &ranSet{ran: map[string]int{}}
+	h := ran.holding()
+	f.start(t.Context(), t, h, func(c *natsvc.AsyncConfig) { c.MaxPerSubject = 2 })
+	subject := broker.AsyncPrefix(f.key) + ".orders.v1.import"
+	f.publish(t, subject, `{"i":0}`, nil)
+	f.publish(t, subject, `{"i":1}`, nil)
+	reply, err := f.user.Request(subject, []byte(`{"i":2}`), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ack struct {
+		Error *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(reply.Data, &ack); err != nil {
+		t.Fatalf("publish ack %q: %v", reply.Data, err)
+	}
+	if ack.Error == nil || !strings.Contains(ack.Error.Description, "maximum messages per subject") {
+		t.Errorf("third waiting request on one subject: ack %s, want a per-subject limit error", reply.Data)
+	}
+	other, otherKey := f.connectUser(t, "bob")
+	reply, err = other.Request(broker.AsyncPrefix(otherKey)+".orders.v1.import", []byte(`{"i":"bob"}`), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bobAck jetstream.PubAck
+	if err := json.Unmarshal(reply.Data, &bobAck); err != nil || bobAck.Sequence == 0 {
+		t.Fatalf("another user's request while alice is at her limit: ack %s", reply.Data)
+	}
+	close(h.release)
+	f.done(t, bobAck.Sequence)
+	for _, p := range []string{`{"i":0}`, `{"i":1}`, `{"i":"bob"}`} {
+		if ran.count(p) != 1 {
+			t.Errorf("request %s ran %d times, want once", p, ran.count(p))
+		}
+	}
+}
+
+// TestAsyncStreamOfOlderVersionGetsLimits: a stream created without limits
+// (an older sqlgated) is updated at start without losing a waiting request:
+// a per-subject limit that a backlog exceeds waits for a later start.
+func TestAsyncStreamOfOlderVersionGetsLimits(t *testing.T) {
+	f := newAsyncFixture(t)
+	if _, err := f.js.CreateStream(t.Context(), jetstream.StreamConfig{
+		Name: natsvc.DefaultAsyncStream, Subjects: []string{broker.AsyncSubjects},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: natsvc.DuplicateWindow,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	subject := broker.AsyncPrefix(f.key) + ".orders.v1.import"
+	var last uint64
+	for i := range 3 {
+		last = f.publish(t, subject, `{"i":`+strconv.Itoa(i)+`}`, nil).Sequence
+	}
+	ran := &ranSet{ran: map[string]int{}}
+	h := ran.holding()
+	close(h.release)
+	limit := func(c *natsvc.AsyncConfig) { c.MaxPerSubject = 2; c.MaxBytes = 1 << 20 }
+	a := f.start(t.Context(), t, h, limit)
+	f.done(t, last)
+	for i := range 3 {
+		if p := `{"i":` + strconv.Itoa(i) + `}`; ran.count(p) != 1 {
+			t.Errorf("waiting request %s ran %d times, want once", p, ran.count(p))
+		}
+	}
+	cfg := f.streamConfig(t)
+	if cfg.MaxBytes != 1<<20 || cfg.Discard != jetstream.DiscardNew {
+		t.Errorf("stream after the first start: max bytes %d, discard %v; want 1 MiB, discard new", cfg.MaxBytes, cfg.Discard)
+	}
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The backlog has drained: the next start applies the per-subject limit.
+	f.start(t.Context(), t, h, limit)
+	if cfg := f.streamConfig(t); cfg.MaxMsgsPerSubject != 2 || !cfg.DiscardNewPerSubject {
+		t.Errorf("stream after the second start: max per subject %d, discard new per subject %v; want 2, true", cfg.MaxMsgsPerSubject, cfg.DiscardNewPerSubject)
+	}
+}
+
+func (f *asyncFixture) streamConfig(t *testing.T) jetstream.StreamConfig {
+	t.Helper()
+	s, err := f.js.Stream(t.Context(), natsvc.DefaultAsyncStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().Config
 }
