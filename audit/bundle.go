@@ -449,3 +449,126 @@ func parseRecordLine(line []byte, leaf *tlog.Hash) ([]byte, bool) {
 	copy(leaf[:], buf[:n])
 	return line[m+len(recordLineMiddle) : len(line)-1], true
 }
+
+// Prove builds the inclusion proof of the record at index of origin in the
+// tree of the signed checkpoint cp (usually the newest one [Verify] found
+// valid in the bundle), from the bundle's frontier and records, so that a
+// record can be proven offline. It reads the records once, whatever the
+// number of hashes the proof needs. The proof is checked by
+// [VerifyProof], not here: the bundle is not trusted. It fails with
+// [ErrNotFound] when the bundle does not hold the record, or cp does not
+// cover it or covers more than the bundle holds.
+func (b *Bundle) Prove(ctx context.Context, origin string, index int64, cp *Checkpoint) (*Proof, error) {
+	l, err := b.log(origin)
+	if err != nil {
+		return nil, err
+	}
+	size := cp.Size
+	switch {
+	case cp.Origin != origin:
+		return nil, fmt.Errorf("prove record %d of %s: the checkpoint is of %s", index, origin, cp.Origin)
+	case index < l.first || index >= l.first+l.recCount:
+		return nil, fmt.Errorf("prove record %d of %s: the bundle holds records %d to %d: %w", index, origin, l.first, l.first+l.recCount-1, ErrNotFound)
+	case index >= size || size > l.first+l.recCount:
+		return nil, fmt.Errorf("prove record %d of %s: the checkpoint of size %d does not cover it within the bundle's records %d to %d: %w",
+			index, origin, size, l.first, l.first+l.recCount-1, ErrNotFound)
+	}
+	front := frontierIndexes(l.first)
+	if len(front) != len(l.frontier) {
+		return nil, fmt.Errorf("prove record %d of %s: the bundle's frontier at %d has %d hashes, not %d", index, origin, l.first, len(l.frontier), len(front))
+	}
+	var data []byte
+	err = b.Records(ctx, origin, index, index+1, func(i int64, d []byte, _ *tlog.Hash) error {
+		data = bytes.Clone(d)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if data == nil {
+		return nil, fmt.Errorf("prove record %d of %s: %w", index, origin, ErrNotFound)
+	}
+	inclusion, err := tlog.ProveRecord(size, index, tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		return b.subtreeHashes(ctx, origin, l, front, indexes)
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("prove record %d of %s: %w", index, origin, err)
+	}
+	return &Proof{Origin: origin, Index: index, Record: data, Inclusion: inclusion, Checkpoint: string(cp.Note)}, nil
+}
+
+// subtreeHashes returns the hashes at the stored hash indexes (see
+// tlog.StoredHashIndex) of perfect subtrees: one before the bundle's first
+// record is a hash of its frontier; one reaching past it is computed from
+// the frontier hashes it contains and the leaves of the records after, in
+// one pass over them.
+func (b *Bundle) subtreeHashes(ctx context.Context, origin string, l *bundleLog, front []int64, indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	type subtree struct {
+		pos    int
+		lo, hi int64 // the leaves [lo, hi) to read
+		tree   *Tree
+	}
+	var pending []*subtree
+	from, to := int64(-1), int64(0)
+	for i, idx := range indexes {
+		level, n := tlog.SplitStoredHashIndex(idx)
+		lo, hi := n<<level, (n+1)<<level
+		if hi <= l.first {
+			k := slices.Index(front, idx)
+			if k < 0 {
+				return nil, fmt.Errorf("hash of records %d to %d: the bundle's frontier at %d does not hold it", lo, hi-1, l.first)
+			}
+			out[i] = l.frontier[k]
+			continue
+		}
+		// The frontier's subtrees inside [lo, first) start the tree.
+		var start int64
+		var hashes []tlog.Hash
+		if lo < l.first {
+			start = l.first - lo
+			for k, fi := range front {
+				if lv, m := tlog.SplitStoredHashIndex(fi); m<<lv >= lo {
+					hashes = append(hashes, l.frontier[k])
+				}
+			}
+		}
+		t, err := NewTree(start, hashes)
+		if err != nil {
+			return nil, fmt.Errorf("hash of records %d to %d: %w", lo, hi-1, err)
+		}
+		s := &subtree{pos: i, lo: max(lo, l.first), hi: hi, tree: t}
+		pending = append(pending, s)
+		if from < 0 || s.lo < from {
+			from = s.lo
+		}
+		to = max(to, hi)
+	}
+	if len(pending) == 0 {
+		return out, nil
+	}
+	next := from
+	err := b.Records(ctx, origin, from, to, func(i int64, data []byte, _ *tlog.Hash) error {
+		if i != next {
+			return fmt.Errorf("record %d is missing", next)
+		}
+		next++
+		leaf := LeafHash(data)
+		for _, s := range pending {
+			if i >= s.lo && i < s.hi {
+				s.tree.Append(leaf)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if next != to {
+		return nil, fmt.Errorf("records %d to %d are missing", next, to-1)
+	}
+	for _, s := range pending {
+		out[s.pos] = s.tree.Root()
+	}
+	return out, nil
+}

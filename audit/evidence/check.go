@@ -79,11 +79,11 @@ func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
 	}
 	logKeys, err := audit.NewVerifiers(opts.Keys...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("a trusted key of the log: %w", err)
 	}
 	signerKeys, err := audit.NewVerifiers(append(slices.Clone(opts.Keys), opts.SignerKeys...)...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("a trusted signer key: %w", err)
 	}
 	zr, err := zip.NewReader(r, size)
 	if err != nil {

@@ -332,7 +332,8 @@ func TestCLIWalkthrough(t *testing.T) {
 	// alice's order is in the activity, her refused one in the denials.
 	zipPath := filepath.Join(t.TempDir(), "evidence.zip")
 	out = auditor.must("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", "-24h", "--to", "now", "-o", zipPath)
-	// The other runs name whole days (a run may cross midnight).
+	// The other runs start at a whole day (yesterday: a run may cross
+	// midnight) and end now or earlier (a --to in the future is refused).
 	today := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
 	tomorrow := time.Now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)
 	if !strings.Contains(out, "csv/activity.csv") || !strings.Contains(out, "the log verified") {
@@ -401,7 +402,7 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Errorf("keygen over an existing key: exit %d, %s", code, errOut)
 	}
 	signedZip := filepath.Join(t.TempDir(), "signed.zip")
-	out = auditor.must("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", today, "--to", tomorrow, "-o", signedZip, "--sign-key", keyFile)
+	out = auditor.must("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", today, "--to", "now", "-o", signedZip, "--sign-key", keyFile)
 	if !strings.Contains(out, "manifest signed by "+signerKey) {
 		t.Errorf("audit evidence --sign-key = %s", out)
 	}
@@ -431,13 +432,13 @@ func TestCLIWalkthrough(t *testing.T) {
 	if err := os.WriteFile(garbage, []byte(signerKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errOut := auditor.run("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", today, "--to", tomorrow, "-o", signedZip, "--sign-key", garbage); code != 1 || !strings.Contains(errOut, "malformed private key") || strings.Contains(errOut, signerKey) {
+	if code, _, errOut := auditor.run("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", today, "--to", "now", "-o", signedZip, "--sign-key", garbage); code != 1 || !strings.Contains(errOut, "malformed private key") || strings.Contains(errOut, signerKey) {
 		t.Errorf("evidence with a malformed key file: exit %d, %s", code, errOut)
 	}
 	if err := os.Chmod(keyFile, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errOut := auditor.run("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", today, "--to", tomorrow, "-o", signedZip, "--sign-key", keyFile); code != 1 || !strings.Contains(errOut, "chmod 600") {
+	if code, _, errOut := auditor.run("", "audit", "evidence", "--bundle", bundle, "--key", d.AuditKey, "--from", today, "--to", "now", "-o", signedZip, "--sign-key", keyFile); code != 1 || !strings.Contains(errOut, "chmod 600") {
 		t.Errorf("evidence with a key others may read: exit %d, %s", code, errOut)
 	}
 

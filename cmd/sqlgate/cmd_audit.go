@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -75,20 +76,39 @@ func (k *keyFlags) register(fs *flag.FlagSet) {
 	k.keysFile = fs.String("keys-file", "", "file of trusted verifier keys, one per line")
 }
 
+// load returns the trusted keys. A key that is not a verifier key is a
+// usage error naming the flag (and the line of --keys-file).
 func (k *keyFlags) load() ([]string, error) {
 	keys := append([]string(nil), k.keys...)
+	for _, key := range k.keys {
+		if err := checkVerifierKey("--key", key); err != nil {
+			return nil, err
+		}
+	}
 	if *k.keysFile != "" {
 		b, err := os.ReadFile(*k.keysFile)
 		if err != nil {
 			return nil, fmt.Errorf("read --keys-file: %w", err)
 		}
-		for line := range strings.SplitSeq(string(b), "\n") {
+		for i, line := range strings.Split(string(b), "\n") {
 			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				if err := checkVerifierKey(fmt.Sprintf("--keys-file %s line %d", *k.keysFile, i+1), line); err != nil {
+					return nil, err
+				}
 				keys = append(keys, line)
 			}
 		}
 	}
 	return keys, nil
+}
+
+// checkVerifierKey is a usage error, naming where the key came from, for a
+// key that is not a verifier key in note format.
+func checkVerifierKey(where, key string) error {
+	if _, err := audit.NewVerifiers(key); err != nil {
+		return usagef("%s: not a verifier key (want NAME+HASH+KEY, as printed by sqlgate audit keygen or in audit_verifier_key): %v", where, err)
+	}
+	return nil
 }
 
 // parseKeyed parses an audit command's flags, checks --output and loads the
@@ -226,8 +246,16 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	if !from.Before(to) {
 		return usagef("--from must be before --to")
 	}
+	if to.After(now) {
+		// The log cannot cover what has not happened: the evidence would
+		// look complete for a period that has not ended.
+		return usagef("--to %s is in the future: the period must have ended (use now, or a date or time up to now)", *toFlag)
+	}
 	if *out == "" {
 		return usagef("-o FILE.zip is required")
+	}
+	if *bundlePath != "" && sameFile(*out, *bundlePath) {
+		return usagef("-o %s is the --bundle the evidence is read from: write the archive elsewhere", *out)
 	}
 	opts := evidence.Options{From: from, To: to, Verify: audit.VerifyOptions{Keys: keys}, Generator: "sqlgate audit evidence"}
 	var signer audit.Signer
@@ -278,6 +306,16 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "manifest signed by %s\n", signer.VerifierKey())
 	}
 	return nil
+}
+
+// sameFile reports whether the paths name one existing file.
+func sameFile(a, b string) bool {
+	ai, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	bi, err := os.Stat(b)
+	return err == nil && os.SameFile(ai, bi)
 }
 
 // loadSignKey reads a private key written by `sqlgate audit keygen`. Like
@@ -346,6 +384,11 @@ func cmdAuditCheckEvidence(_ context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	for _, k := range signers {
+		if err := checkVerifierKey("--signer-key", k); err != nil {
+			return err
+		}
+	}
 	if err := wantArgs(pos, 1, "sqlgate audit check-evidence FILE.zip"); err != nil {
 		return err
 	}
@@ -413,8 +456,10 @@ func parsePeriodBound(flagName, v string, now time.Time) (time.Time, error) {
 }
 
 func cmdAuditProve(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "audit prove", "sqlgate audit prove INDEX [--key VKEY] [--output json]")
+	fs := newFlags(e, "audit prove", "sqlgate audit prove INDEX --key VKEY [--bundle FILE --origin ORIGIN] [--proof FILE] [-o FILE] [--output json]")
 	broker, output := brokerFlag(fs), outputFlag(fs)
+	bundlePath := fs.String("bundle", "", "prove the record offline from this exported bundle, against its newest verified checkpoint (needs --origin)")
+	originFlag := fs.String("origin", "", "the log origin of the record (an evidence row's log_origin); required with --bundle")
 	proofFile := fs.String("proof", "", "check this saved proof (JSON from GET /api/v1/audit/proof) instead of fetching it")
 	save := fs.String("o", "", "also save the proof here, to check it again later offline")
 	var kf keyFlags
@@ -423,22 +468,40 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	index := func() (int64, error) {
+		if err := wantArgs(pos, 1, "sqlgate audit prove INDEX"); err != nil {
+			return 0, err
+		}
+		var index int64
+		if _, err := fmt.Sscan(pos[0], &index); err != nil || index < 0 {
+			return 0, usagef("INDEX must be a record index (the audit.index of a reply, or an evidence row's log_index)")
+		}
+		return index, nil
+	}
 	var raw []byte
 	switch {
 	case *proofFile != "":
-		if len(pos) > 0 {
-			return usagef("give either INDEX or --proof FILE")
+		if len(pos) > 0 || *bundlePath != "" {
+			return usagef("give either INDEX (with or without --bundle) or --proof FILE")
 		}
 		if raw, err = os.ReadFile(*proofFile); err != nil {
 			return err
 		}
-	default:
-		if err := wantArgs(pos, 1, "sqlgate audit prove INDEX"); err != nil {
+	case *bundlePath != "":
+		index, err := index()
+		if err != nil {
 			return err
 		}
-		var index int64
-		if _, err := fmt.Sscan(pos[0], &index); err != nil || index < 0 {
-			return usagef("INDEX must be a record index (the audit.index of a reply)")
+		if *originFlag == "" {
+			return usagef("--origin is required with --bundle: a bundle may hold the logs of several instances, each numbering its records from 0 (give the row's log_origin)")
+		}
+		if raw, err = proveFromBundle(ctx, e, *bundlePath, *originFlag, index, keys); err != nil {
+			return err
+		}
+	default:
+		index, err := index()
+		if err != nil {
+			return err
 		}
 		c, err := e.client(*broker)
 		if err != nil {
@@ -454,14 +517,23 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
+	var p audit.Proof
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return fmt.Errorf("decode proof: %w", err)
+	}
+	if *originFlag != "" && p.Origin != *originFlag {
+		// The broker proves records of its own log only (the API takes no
+		// origin); record N of another instance is another record.
+		if *proofFile == "" && *bundlePath == "" {
+			return fmt.Errorf("the broker proves records of its own log, %s, only: record %d of %s is another record; "+
+				"export the log (sqlgate audit export -o FILE) and prove it offline with --bundle FILE --origin %s", p.Origin, p.Index, *originFlag, *originFlag)
+		}
+		return fmt.Errorf("the proof is of a record of %s, not of %s", p.Origin, *originFlag)
+	}
 	if *save != "" {
 		if err := os.WriteFile(*save, raw, 0o600); err != nil {
 			return err
 		}
-	}
-	var p audit.Proof
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return fmt.Errorf("decode proof: %w", err)
 	}
 	verifiers, err := audit.NewVerifiers(keys...)
 	if err != nil {
@@ -469,8 +541,9 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 	}
 	verr := audit.VerifyProof(&p, verifiers)
 	rec, _ := audit.DecodeRecord(p.Record)
+	leaf := audit.LeafHash(p.Record)
 	if *output == "json" {
-		res := map[string]any{"ok": verr == nil, "origin": p.Origin, "index": p.Index, "record": rec}
+		res := map[string]any{"ok": verr == nil, "origin": p.Origin, "index": p.Index, "leaf_hash": hex.EncodeToString(leaf[:]), "record": rec}
 		if verr != nil {
 			res["error"] = verr.Error()
 		}
@@ -482,6 +555,7 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 		if rec != nil {
 			fmt.Fprintf(e.stdout, "  kind %s, time %s, correlation id %s\n", rec.Kind, rec.Time.UTC().Format("2006-01-02T15:04:05Z"), rec.CorrelationID)
 		}
+		fmt.Fprintf(e.stdout, "  leaf hash %s (an evidence row of this record has this leaf_hash)\n", hex.EncodeToString(leaf[:]))
 		cp, _ := audit.ParseCheckpoint([]byte(p.Checkpoint))
 		if cp != nil {
 			fmt.Fprintf(e.stdout, "  covered by checkpoint of size %d\n", cp.Size)
@@ -494,4 +568,39 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 		return errSilent
 	}
 	return nil
+}
+
+// proveFromBundle verifies the log of origin in the bundle with keys and
+// builds the inclusion proof of record index against its newest verified
+// checkpoint. The caller checks the proof like one from the broker.
+func proveFromBundle(ctx context.Context, e *env, path, origin string, index int64, keys []string) ([]byte, error) {
+	b, closeBundle, err := openBundle(ctx, e, "", path)
+	if err != nil {
+		return nil, err
+	}
+	defer closeBundle()
+	rep, err := audit.Verify(ctx, b, audit.VerifyOptions{Keys: keys, Origin: origin})
+	if err != nil {
+		return nil, err
+	}
+	if len(rep.Origins) == 0 {
+		held, _ := b.Origins(ctx)
+		return nil, fmt.Errorf("%s holds no log of origin %s (it holds: %s)", path, origin, strings.Join(held, ", "))
+	}
+	if !rep.OK() {
+		first := rep.FirstFailure()
+		return nil, fmt.Errorf("the log of %s in %s does not verify: %s (sqlgate audit verify --bundle %s shows every problem)", origin, path, first, path)
+	}
+	o := rep.Origins[0]
+	if o.Latest == nil {
+		return nil, fmt.Errorf("the log of %s in %s has no signed checkpoint to prove against", origin, path)
+	}
+	p, err := b.Prove(ctx, origin, index, o.Latest)
+	if errors.Is(err, audit.ErrNotFound) {
+		return nil, fmt.Errorf("record %d of %s: not in %s, or not covered by its newest signed checkpoint (size %d): %w", index, origin, path, o.Latest.Size, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(p)
 }
