@@ -1161,8 +1161,9 @@ with the verifier keys named in manifest.json (verification.keys).
    records read, that the archive holds the log of every key given, and
    manifest.sig, the signature over manifest.json, when the archive has
    one (the dashboard signs with the log's key). If manifest.json lists
-   "incomplete" statements (records pruned by retention), the populations
-   miss what they say; csv/exceptions.csv lists them too.
+   "incomplete" statements (records pruned by retention, a period the log
+   does not cover), the populations miss what they say;
+   csv/exceptions.csv lists them too.
 2. By hand: every file but manifest.json and manifest.sig is listed in
    manifest.json with its SHA-256 and row count:
    sha256sum VERIFY.md report.pdf report.xlsx csv/*.csv checkpoints/*.note
