@@ -183,10 +183,12 @@ func encode(c encoder, kp nkeys.KeyPair, what string) (string, error) {
 	return s, nil
 }
 
-// Service users sqlgated connects as. Their JWTs are derived from the seeds
-// at connect time and carry no expiry: anyone holding the seed could mint
-// them anyway, and an expiry would disconnect the service periodically.
-// Rotate them by replacing the seed (and revoking the old key).
+// Service users sqlgated connects as. Their JWTs are signed by their
+// account's key at connect time and carry no expiry: an expiry would
+// disconnect the service periodically. They cannot be revoked (only the
+// users account carries revocations, and the others are regenerated without
+// any): a leaked service-user seed is rotated together with its account key
+// (see docs/nats.md, Keys).
 
 // SystemUserJWT returns the JWT of the system-account user that pushes and
 // looks up account JWTs. It may only publish `$SYS.REQ.CLAIMS.UPDATE` and
@@ -250,8 +252,10 @@ func (k *Keys) SentinelCreds() ([]byte, error) {
 }
 
 // SystemUserCreds returns a `.creds` file for the system-account user, for
-// pushing account JWTs by hand (`nats req '$SYS.REQ.CLAIMS.UPDATE'`). It
-// holds a seed: keep it 0600.
+// looking up the account JWTs the servers hold
+// (`nats req '$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP'`). Pushing the users
+// account by hand would replace its revocations: restart sqlgated instead.
+// It holds a seed: keep it 0600.
 func (k *Keys) SystemUserCreds() ([]byte, error) {
 	j, err := k.SystemUserJWT()
 	if err != nil {
