@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,6 +18,25 @@ import (
 // control database is read again (another instance may have revoked it).
 const DefaultCacheTTL = 2 * time.Second
 
+// The statements of the registry that the golden files show per dialect
+// (testdata/registry_*.golden), as [DB.q] rewrites them.
+const (
+	// sqlPutLock is Put's first statement: it changes nothing, and locks.
+	sqlPutLock = `UPDATE sqlgate_issuance SET expires_at = expires_at WHERE user_key = ?`
+	// sqlPutUpdate renews a key's issuance only if it is as Put read it.
+	sqlPutUpdate = `UPDATE sqlgate_issuance SET principal = ?, signing_key = ?, account = ?, via = ?, issued_at = ?, expires_at = ?, revoked_at = ?, decision_id = ?, pub = ?
+		WHERE user_key = ? AND principal_id = ? AND revoked_at IS NULL AND expires_at = ? AND pub = ?`
+	sqlBindUpdate = `UPDATE sqlgate_callout_token SET token_hash = ?, token_expires_at = ?, expires_at = CASE WHEN expires_at < ? THEN ? ELSE expires_at END
+		WHERE user_key = ? AND refused_at IS NULL`
+	sqlBindInsert = `INSERT INTO sqlgate_callout_token (user_key, token_hash, token_expires_at, expires_at, refused_at) VALUES (?, ?, ?, ?, NULL)`
+	// sqlRefuse refuses a key's token and keeps the record until the token
+	// expires.
+	sqlRefuse = `UPDATE sqlgate_callout_token SET refused_at = ?, expires_at = CASE WHEN expires_at < token_expires_at THEN token_expires_at ELSE expires_at END
+		WHERE user_key = ? AND refused_at IS NULL`
+	sqlRefused     = `SELECT COUNT(*) FROM sqlgate_callout_token WHERE token_hash = ? AND refused_at IS NOT NULL`
+	sqlPruneTokens = `DELETE FROM sqlgate_callout_token WHERE expires_at < ?`
+)
+
 // Registry is the issuance registry in the control database with an
 // in-memory read cache for the request path.
 type Registry struct {
@@ -25,6 +46,9 @@ type Registry struct {
 
 	mu    sync.RWMutex
 	cache map[string]cached
+
+	schemaMu sync.Mutex
+	schemaOK bool // the callout token table exists
 }
 
 type cached struct {
@@ -48,66 +72,139 @@ func NewRegistry(db *DB, cacheTTL time.Duration, now func() time.Time) *Registry
 // when that one belongs to the same principal and is not revoked; otherwise
 // it changes nothing and returns an error wrapping [broker.ErrInvalid]: a
 // key belongs to one principal, and a revoked key is never issued again
-// (the NATS servers' revocation covers only JWTs issued before it). The
-// check and the write are one conditional UPDATE (or, for a new key, an
-// INSERT the primary key guards), so a revocation by another instance
-// cannot be undone by a concurrent Put.
+// (the NATS servers' revocation covers only JWTs issued before it).
+//
+// A key issued again keeps the latest expiry of all its JWTs, and, while
+// the earlier JWTs are unexpired, the union of what they may publish: a
+// client that refreshes its credential with a shorter TTL still holds the
+// earlier, longer-lived JWT, so the key stays live (for revocation,
+// revoke-all and the request path) until the last of its JWTs expires.
+//
+// The write is a conditional UPDATE on the row as it was read (not revoked,
+// same principal, same expiry and pub), or, for a new key, an INSERT the
+// primary key guards: a revocation or another issuance by another instance
+// in between is never undone; the Put reads again and retries.
 func (r *Registry) Put(ctx context.Context, iss broker.Issuance) error {
 	principal, err := json.Marshal(iss.Principal)
 	if err != nil {
 		return fmt.Errorf("encode principal: %w", err)
 	}
-	pub, err := json.Marshal(iss.Pub)
-	if err != nil {
+	if _, err := json.Marshal(iss.Pub); err != nil {
 		return fmt.Errorf("encode pub: %w", err)
 	}
+	var last error
+	for range putAttempts {
+		merged, err := r.put(ctx, iss, string(principal))
+		if err == nil {
+			r.store(merged)
+			return nil
+		}
+		if !errors.Is(err, errPutRace) {
+			return err
+		}
+		last = err
+	}
+	return fmt.Errorf("put issuance: %d attempts: %w", putAttempts, last)
+}
+
+// putAttempts bounds the attempts of a Put that raced other writes of the
+// same key.
+const putAttempts = 5
+
+// errPutRace fails an attempt of Put that raced another write of the key:
+// the next attempt reads the key again.
+var errPutRace = errors.New("the key was written concurrently")
+
+// put is one attempt of Put. It fails with errPutRace when the key was
+// written between its read and its write (or inserted by another instance
+// first: the insert fails, and another attempt tells).
+func (r *Registry) put(ctx context.Context, iss broker.Issuance, principal string) (broker.Issuance, error) {
 	tx, err := r.db.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("put issuance: %w", err)
+		return iss, fmt.Errorf("put issuance: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // rollback after commit is a no-op
-	res, err := tx.ExecContext(ctx, r.db.q(`UPDATE sqlgate_issuance
-		SET principal = ?, signing_key = ?, account = ?, via = ?, issued_at = ?, expires_at = ?, revoked_at = ?, decision_id = ?, pub = ?
-		WHERE user_key = ? AND principal_id = ? AND revoked_at IS NULL`),
-		string(principal), iss.SigningKey, iss.Account, iss.Via, iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(),
-		nullTime(iss.RevokedAt), iss.DecisionID, string(pub), iss.UserKey, iss.Principal.ID())
-	if err != nil {
-		return fmt.Errorf("put issuance: %w", err)
+	// Write first: SQLite takes its write lock now (a transaction that read
+	// first cannot write once another connection has written), PostgreSQL
+	// and SQL Server lock the key's row, so Puts of one key take turns.
+	if _, err := tx.ExecContext(ctx, r.db.q(sqlPutLock), iss.UserKey); err != nil {
+		return iss, fmt.Errorf("put issuance: %w", err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("put issuance: %w", err)
-	}
-	if n == 0 {
-		var (
-			owner   string
-			revoked sql.NullInt64
-		)
-		err := tx.QueryRowContext(ctx, r.db.q(`SELECT principal_id, revoked_at FROM sqlgate_issuance WHERE user_key = ?`), iss.UserKey).Scan(&owner, &revoked)
-		switch {
-		case err == nil && owner != iss.Principal.ID():
-			return fmt.Errorf("%w: public key already issued to another principal", broker.ErrInvalid)
-		case err == nil:
-			return fmt.Errorf("%w: public key was revoked; generate a new key pair", broker.ErrInvalid)
-		case !errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("put issuance: %w", err)
-		}
-		// A new key. Should another instance insert the same key first, the
-		// primary key refuses this insert.
+	var (
+		owner, oldPub string
+		oldExpires    int64
+		revoked       sql.NullInt64
+	)
+	err = tx.QueryRowContext(ctx, r.db.q(`SELECT principal_id, revoked_at, expires_at, pub FROM sqlgate_issuance WHERE user_key = ?`),
+		iss.UserKey).Scan(&owner, &revoked, &oldExpires, &oldPub)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		// A new key. Should another Put insert the same key first, the
+		// primary key refuses this insert, and the next attempt reads it.
+		pub, _ := json.Marshal(iss.Pub)
 		_, err = tx.ExecContext(ctx, r.db.q(`INSERT INTO sqlgate_issuance
 			(user_key, principal_id, principal, signing_key, account, via, issued_at, expires_at, revoked_at, decision_id, pub)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			iss.UserKey, iss.Principal.ID(), string(principal), iss.SigningKey, iss.Account, iss.Via,
+			iss.UserKey, iss.Principal.ID(), principal, iss.SigningKey, iss.Account, iss.Via,
 			iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(), nullTime(iss.RevokedAt), iss.DecisionID, string(pub))
 		if err != nil {
-			return fmt.Errorf("put issuance: %w", err)
+			return iss, fmt.Errorf("put issuance: %w: %w", errPutRace, err)
+		}
+	case err != nil:
+		return iss, fmt.Errorf("put issuance: %w", err)
+	case owner != iss.Principal.ID():
+		return iss, fmt.Errorf("%w: public key already issued to another principal", broker.ErrInvalid)
+	case revoked.Valid:
+		return iss, fmt.Errorf("%w: public key was revoked; generate a new key pair", broker.ErrInvalid)
+	default:
+		var prevPub []string
+		if err := json.Unmarshal([]byte(oldPub), &prevPub); err != nil {
+			return iss, fmt.Errorf("put issuance: decode pub: %w", err)
+		}
+		iss = mergeIssuance(iss, time.Unix(0, oldExpires).UTC(), prevPub)
+		pub, err := json.Marshal(iss.Pub)
+		if err != nil {
+			return iss, fmt.Errorf("encode pub: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, r.db.q(sqlPutUpdate),
+			principal, iss.SigningKey, iss.Account, iss.Via, iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(),
+			nullTime(iss.RevokedAt), iss.DecisionID, string(pub), iss.UserKey, owner, oldExpires, oldPub)
+		if err != nil {
+			return iss, fmt.Errorf("put issuance: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return iss, fmt.Errorf("put issuance: %w", err)
+		}
+		if n == 0 {
+			return iss, errPutRace // revoked, pruned or issued again since the read
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("put issuance: %w", err)
+		return iss, fmt.Errorf("put issuance: %w", err)
 	}
-	r.store(iss)
-	return nil
+	return iss, nil
+}
+
+// mergeIssuance is iss issued again for a key whose JWTs so far expire at
+// prevExpires and may publish prevPub: the key's expiry is the later one,
+// and while an earlier JWT is unexpired at the new issuance its subjects
+// stay in the key's pub.
+func mergeIssuance(iss broker.Issuance, prevExpires time.Time, prevPub []string) broker.Issuance {
+	if !prevExpires.After(iss.IssuedAt) {
+		return iss // every earlier JWT has expired
+	}
+	if prevExpires.After(iss.ExpiresAt) {
+		iss.ExpiresAt = prevExpires
+	}
+	pub := slices.Clone(iss.Pub)
+	for _, s := range prevPub {
+		if !slices.Contains(pub, s) {
+			pub = append(pub, s)
+		}
+	}
+	iss.Pub = pub
+	return iss
 }
 
 // Get returns the issuance for a user key, from the cache when it is fresh.
@@ -183,7 +280,9 @@ func (r *Registry) list(ctx context.Context, where string, arg any) ([]broker.Is
 	return out, nil
 }
 
-// Prune deletes issuances that expired before t.
+// Prune deletes issuances that expired before t, and the records of the
+// tokens that obtained callout credentials: those of credentials expired
+// before t, and refused ones once the token expired before t.
 func (r *Registry) Prune(ctx context.Context, before time.Time) (int, error) {
 	res, err := r.db.db.ExecContext(ctx, r.db.q(`DELETE FROM sqlgate_issuance WHERE expires_at < ?`), before.UnixNano())
 	if err != nil {
@@ -197,7 +296,125 @@ func (r *Registry) Prune(ctx context.Context, before time.Time) (int, error) {
 		}
 	}
 	r.mu.Unlock()
+	if err := r.calloutTokens(ctx); err != nil {
+		return int(n), err
+	}
+	if _, err := r.db.db.ExecContext(ctx, r.db.q(sqlPruneTokens), before.UnixNano()); err != nil {
+		return int(n), fmt.Errorf("prune callout tokens: %w", err)
+	}
 	return int(n), nil
+}
+
+// CalloutTokenSchema returns the DDL of the table that remembers which
+// bearer token obtained each auth callout credential (by its SHA-256, never
+// the token) and which of those tokens are refused, for a dialect
+// (idempotent statements), for operators who create the schema themselves.
+// The registry creates it when missing.
+func CalloutTokenSchema(dialect string) []string {
+	table := "CREATE TABLE IF NOT EXISTS sqlgate_callout_token ("
+	index := "CREATE INDEX IF NOT EXISTS sqlgate_callout_token_hash ON sqlgate_callout_token (token_hash)"
+	expIndex := "CREATE INDEX IF NOT EXISTS sqlgate_callout_token_expires ON sqlgate_callout_token (expires_at)"
+	if dialect == SQLServer {
+		table = "IF OBJECT_ID(N'sqlgate_callout_token', N'U') IS NULL CREATE TABLE sqlgate_callout_token ("
+		index = "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'sqlgate_callout_token_hash') CREATE INDEX sqlgate_callout_token_hash ON sqlgate_callout_token (token_hash)"
+		expIndex = "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'sqlgate_callout_token_expires') CREATE INDEX sqlgate_callout_token_expires ON sqlgate_callout_token (expires_at)"
+	}
+	return []string{
+		table + `
+			user_key VARCHAR(64) NOT NULL PRIMARY KEY,
+			token_hash VARCHAR(64) NOT NULL,
+			token_expires_at BIGINT NOT NULL,
+			expires_at BIGINT NOT NULL,
+			refused_at BIGINT)`,
+		index,
+		expIndex,
+	}
+}
+
+// calloutTokens creates the callout token table once per registry; a
+// failure is returned and the next call tries again.
+func (r *Registry) calloutTokens(ctx context.Context) error {
+	r.schemaMu.Lock()
+	defer r.schemaMu.Unlock()
+	if r.schemaOK {
+		return nil
+	}
+	for _, stmt := range CalloutTokenSchema(r.db.dialect) {
+		if _, err := r.db.db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("control database: create callout token table: %w", err)
+		}
+	}
+	r.schemaOK = true
+	return nil
+}
+
+// noExpiry stands for the expiry of a token without one: it is refused for
+// good.
+const noExpiry = math.MaxInt64
+
+// BindCalloutToken records that the bearer token with hex SHA-256
+// tokenHash, valid until tokenExpiry (zero: no expiry), obtained the auth
+// callout credential of userKey, valid until keyExpiry. The record is kept
+// until the credential expires, or, once the token is refused, until the
+// token expires. A key whose token is refused keeps it.
+func (r *Registry) BindCalloutToken(ctx context.Context, userKey, tokenHash string, keyExpiry, tokenExpiry time.Time) error {
+	if err := r.calloutTokens(ctx); err != nil {
+		return err
+	}
+	tokenExp := int64(noExpiry)
+	if !tokenExpiry.IsZero() {
+		tokenExp = tokenExpiry.UnixNano()
+	}
+	res, err := r.db.db.ExecContext(ctx, r.db.q(sqlBindUpdate),
+		tokenHash, tokenExp, keyExpiry.UnixNano(), keyExpiry.UnixNano(), userKey)
+	if err != nil {
+		return fmt.Errorf("bind callout token: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("bind callout token: %w", err)
+	} else if n > 0 {
+		return nil
+	}
+	// A new key (or one whose token is refused: the primary key refuses
+	// the insert, and the key's issuance with it).
+	if _, err := r.db.db.ExecContext(ctx, r.db.q(sqlBindInsert),
+		userKey, tokenHash, tokenExp, keyExpiry.UnixNano()); err != nil {
+		return fmt.Errorf("bind callout token: %w", err)
+	}
+	return nil
+}
+
+// RefuseCalloutTokens refuses, from t until they expire, the bearer tokens
+// that obtained the auth callout credentials of userKeys. Keys without a
+// recorded token (issued by `POST nats/creds`, or unknown) are skipped.
+func (r *Registry) RefuseCalloutTokens(ctx context.Context, userKeys []string, t time.Time) error {
+	if len(userKeys) == 0 {
+		return nil
+	}
+	if err := r.calloutTokens(ctx); err != nil {
+		return err
+	}
+	for _, k := range userKeys {
+		if _, err := r.db.db.ExecContext(ctx, r.db.q(sqlRefuse), t.UnixNano(), k); err != nil {
+			return fmt.Errorf("refuse callout token: %w", err)
+		}
+	}
+	return nil
+}
+
+// CalloutTokenRefused reports whether the bearer token with hex SHA-256
+// tokenHash obtained an auth callout credential that was revoked since. It
+// reads the control database, never a cache.
+func (r *Registry) CalloutTokenRefused(ctx context.Context, tokenHash string) (bool, error) {
+	if err := r.calloutTokens(ctx); err != nil {
+		return false, err
+	}
+	var n int
+	if err := r.db.db.QueryRowContext(ctx, r.db.q(sqlRefused),
+		tokenHash).Scan(&n); err != nil {
+		return false, fmt.Errorf("read callout token refusals: %w", err)
+	}
+	return n > 0, nil
 }
 
 func (r *Registry) store(iss broker.Issuance) {

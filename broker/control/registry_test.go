@@ -192,3 +192,165 @@ func TestRegistryPutRefusesRevokedOrTaken(t *testing.T) {
 		})
 	}
 }
+
+// TestRegistryReissueKeepsLatestExpiry: a key issued again with a shorter
+// lifetime keeps the expiry of its earlier, longer-lived JWT and what that
+// one may publish, so that it is still found live (revoke-all) and its
+// revocation still enforced (RevokedActive) until that JWT expires; once
+// every earlier JWT has expired, a new issuance replaces them.
+func TestRegistryReissueKeepsLatestExpiry(t *testing.T) {
+	for name, db := range openDBs(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+			reg := control.NewRegistry(db, time.Hour, func() time.Time { return now })
+			other := control.NewRegistry(db, time.Nanosecond, func() time.Time { return now })
+			alice := identity.Principal{Issuer: "https://idp.example", Subject: "alice"}
+			issue := func(key string, at, expires time.Time, pub ...string) {
+				t.Helper()
+				if err := reg.Put(ctx, broker.Issuance{
+					UserKey: key, Principal: alice, SigningKey: "ASIGNINGKEY", Account: "AUSERS", Via: "creds",
+					IssuedAt: at, ExpiresAt: expires, DecisionID: "d", Pub: pub,
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			first := now.Add(10 * time.Minute)
+			issue("UKEY", now, first, "orders.v1.get", "orders.v1.create")
+			issue("UKEY", now.Add(time.Second), now.Add(3*time.Second), "orders.v1.get")
+			for name, r := range map[string]*control.Registry{"this instance (cache)": reg, "another instance": other} {
+				got, err := r.Get(ctx, "UKEY")
+				if err != nil || !got.ExpiresAt.Equal(first) {
+					t.Errorf("%s: expiry after a shorter re-issue = %s, %v; want the first JWT's %s", name, got.ExpiresAt, err, first)
+				}
+				if want := []string{"orders.v1.get", "orders.v1.create"}; !cmp.Equal(got.Pub, want) {
+					t.Errorf("%s: pub = %v, want %v (the first JWT is valid)", name, got.Pub, want)
+				}
+			}
+			later := now.Add(time.Minute) // the short JWT has expired, the first has not
+			list, err := reg.ByPrincipal(ctx, alice.ID())
+			if err != nil || len(list) != 1 || !list[0].Active(later) {
+				t.Errorf("ByPrincipal at %s = %+v, %v; want the key active", later, list, err)
+			}
+			if err := reg.Revoke(ctx, "UKEY", later); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := reg.RevokedActive(ctx, later); err != nil || len(got) != 1 || got[0].UserKey != "UKEY" {
+				t.Errorf("RevokedActive = %+v, %v; want UKEY, whose first JWT is valid", got, err)
+			}
+
+			// Every earlier JWT expired: the new issuance replaces them.
+			issue("UKEY2", now, now.Add(time.Minute), "orders.v1.create")
+			issue("UKEY2", now.Add(2*time.Minute), now.Add(3*time.Minute), "orders.v1.get")
+			got, err := other.Lookup(ctx, "UKEY2")
+			if err != nil || !got.ExpiresAt.Equal(now.Add(3*time.Minute)) || !cmp.Equal(got.Pub, []string{"orders.v1.get"}) {
+				t.Errorf("after the earlier JWT expired: %+v, %v; want only the new issuance", got, err)
+			}
+		})
+	}
+}
+
+// TestRegistryCalloutTokens: revoking a callout credential refuses the
+// token that obtained it (and no other) until the token expires, then the
+// record is pruned; a key issued by nats/creds has no token to refuse.
+func TestRegistryCalloutTokens(t *testing.T) {
+	for name, db := range openDBs(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+			reg := control.NewRegistry(db, time.Hour, func() time.Time { return now })
+			other := control.NewRegistry(db, time.Hour, func() time.Time { return now })
+			tokenExp, keyExp := now.Add(time.Hour), now.Add(10*time.Minute)
+			for key, token := range map[string]string{"UK1": "hash-t", "UK2": "hash-t", "UK3": "hash-u"} {
+				if err := reg.BindCalloutToken(ctx, key, token, keyExp, tokenExp); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := reg.BindCalloutToken(ctx, "UK4", "hash-forever", keyExp, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+			refused := func(r *control.Registry, hash string) bool {
+				t.Helper()
+				got, err := r.CalloutTokenRefused(ctx, hash)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return got
+			}
+			if refused(other, "hash-t") {
+				t.Fatal("a token is refused before any revocation")
+			}
+			if err := other.RefuseCalloutTokens(ctx, []string{"UK1", "UK4", "UCREDS"}, now); err != nil {
+				t.Fatal(err)
+			}
+			for hash, want := range map[string]bool{"hash-t": true, "hash-forever": true, "hash-u": false, "hash-unknown": false} {
+				if got := refused(reg, hash); got != want {
+					t.Errorf("CalloutTokenRefused(%s) = %v, want %v", hash, got, want)
+				}
+			}
+			// A key whose token is refused is not bound again.
+			if err := reg.BindCalloutToken(ctx, "UK1", "hash-v", keyExp, tokenExp); err == nil {
+				t.Error("BindCalloutToken of a key whose token is refused succeeded")
+			}
+
+			// Past the keys' expiry: only the refusals are kept.
+			if _, err := reg.Prune(ctx, keyExp.Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if !refused(reg, "hash-t") || !refused(reg, "hash-forever") {
+				t.Error("a refusal was pruned before its token expired")
+			}
+			if _, err := reg.Prune(ctx, tokenExp.Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if refused(reg, "hash-t") {
+				t.Error("the refusal of an expired token was not pruned")
+			}
+			if !refused(reg, "hash-forever") {
+				t.Error("the refusal of a token without expiry was pruned")
+			}
+		})
+	}
+}
+
+// TestRegistryConcurrentReissue: concurrent issuances of one key (two
+// refreshes racing, or two instances) all succeed, and the key keeps the
+// latest expiry and every subject of them.
+func TestRegistryConcurrentReissue(t *testing.T) {
+	for name, db := range openDBs(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+			alice := identity.Principal{Issuer: "https://idp.example", Subject: "alice"}
+			const n = 8
+			errs := make(chan error, n)
+			var want []string
+			for i := range n {
+				subject := fmt.Sprintf("orders.v1.s%d", i)
+				want = append(want, subject)
+				reg := control.NewRegistry(db, time.Hour, func() time.Time { return now }) // an instance each
+				go func() {
+					errs <- reg.Put(ctx, broker.Issuance{
+						UserKey: "UKEY", Principal: alice, SigningKey: "ASIGNINGKEY", Account: "AUSERS", Via: "creds",
+						IssuedAt: now, ExpiresAt: now.Add(time.Duration(i+1) * time.Minute), DecisionID: "d", Pub: []string{subject},
+					})
+				}()
+			}
+			for range n {
+				if err := <-errs; err != nil {
+					t.Errorf("concurrent Put: %v", err)
+				}
+			}
+			got, err := control.NewRegistry(db, 0, nil).Lookup(ctx, "UKEY")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.ExpiresAt.Equal(now.Add(n * time.Minute)) {
+				t.Errorf("expiry = %s, want the latest %s", got.ExpiresAt, now.Add(n*time.Minute))
+			}
+			if diff := cmp.Diff(want, got.Pub, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+				t.Errorf("pub (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
