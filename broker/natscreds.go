@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -42,6 +44,23 @@ var ErrInvalid = errors.New("invalid request")
 // its cutoff once more (a revoke-all may have come in between), and its
 // audit record is durable.
 func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredential, error) {
+	return s.issueNATS(ctx, req, nil)
+}
+
+// calloutToken is the bearer token an auth callout issuance is for: its
+// hex SHA-256 (never the token) and its expiry, and the registry that
+// remembers it.
+type calloutToken struct {
+	store  CalloutTokens
+	hash   string
+	expiry time.Time
+}
+
+// issueNATS is IssueNATS; tok, for an issuance of the auth callout, is the
+// token that asks for it: the registry records it with the key before the
+// issuance (so that revoking the key refuses the token), and a token
+// refused meanwhile gets no credential.
+func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutToken) (*NATSCredential, error) {
 	if s.cfg.Minter == nil || s.cfg.Registry == nil {
 		return nil, errors.New("nats credentials are not configured")
 	}
@@ -138,6 +157,13 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 		UserKey: req.UserKey, Principal: p, SigningKey: minted.SigningKey, Account: minted.Account,
 		Via: req.Via, IssuedAt: now, ExpiresAt: expires, DecisionID: dec.ID, Pub: pub,
 	}
+	if tok != nil {
+		// Before the issuance: a revocation that finds the key finds its
+		// token too.
+		if err := tok.store.BindCalloutToken(ctx, req.UserKey, tok.hash, expires, tok.expiry); err != nil {
+			return nil, fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
+		}
+	}
 	if err := s.cfg.Registry.Put(ctx, iss); errors.Is(err, ErrInvalid) {
 		// Revoked or taken since the check above: the JWT is dropped.
 		return nil, err
@@ -152,6 +178,14 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 	if err := s.checkSignIn(ctx, &p); err != nil {
 		s.withdrawNATS(ctx, req.UserKey)
 		return nil, refuse(err)
+	}
+	// Likewise a revocation of another credential of the same token that
+	// refused it after the check in Callout: the key is withdrawn.
+	if tok != nil {
+		if err := s.checkCalloutToken(ctx, tok); err != nil {
+			s.withdrawNATS(ctx, req.UserKey)
+			return nil, s.refuseCalloutToken(ctx, &p, req.UserKey, req.Client.Host, err)
+		}
 	}
 	rec := &audit.Record{
 		Kind: audit.KindCredential, Actor: actorOf(&p, &Caller{UserKey: req.UserKey, Transport: in.Request.Transport, Host: req.Client.Host}),
@@ -190,8 +224,10 @@ func (s *Service) withdrawNATS(ctx context.Context, userKey string) {
 }
 
 // Callout serves the NATS auth callout: it verifies the OIDC token the
-// client sent, then issues a credential for the server-generated user key.
-// A refusal is audited.
+// client sent, refuses a token that obtained a callout credential revoked
+// since (see [CalloutTokens]; unauthenticated, "sign in again"), then issues
+// a credential for the server-generated user key and records the token's
+// hash with it. A refusal is audited.
 func (s *Service) Callout(ctx context.Context, req CalloutRequest) (*NATSCredential, error) {
 	if s.cfg.Verifier == nil {
 		return nil, identity.Unauthenticated("no token verifier configured", nil)
@@ -213,12 +249,96 @@ func (s *Service) Callout(ctx context.Context, req CalloutRequest) (*NATSCredent
 		}
 		return nil, err
 	}
-	return s.IssueNATS(ctx, NATSRequest{Principal: p, UserKey: req.UserKey, Via: "callout", Client: req.Client})
+	store, ok := s.cfg.Registry.(CalloutTokens)
+	if !ok {
+		// Without it a revoked callout client would sign in again at once
+		// with the same token: refuse every callout (fail closed).
+		s.log.ErrorContext(ctx, "auth callout refused: the issuance registry cannot refuse the tokens of revoked credentials")
+		return nil, fmt.Errorf("nats credentials through the auth callout are not configured: %w", ErrUnavailable)
+	}
+	tok := &calloutToken{store: store, hash: calloutTokenHash(req.Token), expiry: p.Expiry}
+	if err := s.checkCalloutToken(ctx, tok); err != nil {
+		return nil, s.refuseCalloutToken(ctx, &p, req.UserKey, req.Client.Host, err)
+	}
+	return s.issueNATS(ctx, NATSRequest{Principal: p, UserKey: req.UserKey, Via: "callout", Client: req.Client}, tok)
 }
 
-// RevokeNATS revokes NATS credentials by user key at once: registry first
-// (the request path refuses the key from then on), then the NATS servers
-// (live connections closed), then an audit record per key. When the push to
+// CalloutTokens is implemented by a [Registry] that remembers which bearer
+// token obtained each credential the auth callout issued (by its hex
+// SHA-256, never the token), so that revoking such a credential refuses the
+// token: the client, disconnected by the revocation, gets no new credential
+// with it, and must sign in again. [Service.Callout] refuses every token
+// when the registry does not implement it. Safe for concurrent use.
+type CalloutTokens interface {
+	// BindCalloutToken records that the token with hash tokenHash, valid
+	// until tokenExpiry (zero: no expiry), obtained the callout credential
+	// of userKey, valid until keyExpiry.
+	BindCalloutToken(ctx context.Context, userKey, tokenHash string, keyExpiry, tokenExpiry time.Time) error
+	// RefuseCalloutTokens refuses, from t until they expire, the tokens
+	// that obtained the callout credentials of userKeys; other keys are
+	// skipped.
+	RefuseCalloutTokens(ctx context.Context, userKeys []string, t time.Time) error
+	// CalloutTokenRefused reports whether the token with hash tokenHash is
+	// refused. It reads the shared store, never a cache.
+	CalloutTokenRefused(ctx context.Context, tokenHash string) (bool, error)
+}
+
+// errCalloutTokenRefused refuses a token that obtained a callout credential
+// revoked since; its text is safe to show the client.
+var errCalloutTokenRefused = identity.Unauthenticated("a NATS credential obtained with this token was revoked; sign in again", nil)
+
+// calloutTokenHash is the hex SHA-256 of a bearer token: what the registry
+// keeps of it.
+func calloutTokenHash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+// checkCalloutToken refuses a token that obtained a callout credential
+// revoked since with errCalloutTokenRefused. It fails closed: a store that
+// cannot be read refuses (unavailable).
+func (s *Service) checkCalloutToken(ctx context.Context, tok *calloutToken) error {
+	refused, err := tok.store.CalloutTokenRefused(ctx, tok.hash)
+	if err != nil {
+		return fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
+	}
+	if refused {
+		return errCalloutTokenRefused
+	}
+	return nil
+}
+
+// refuseCalloutToken audits a refusal by checkCalloutToken (a decision
+// record with status unauthenticated, like a refused callout token) and
+// returns err. Other errors are returned unaudited (the store could not be
+// read: nothing was decided).
+func (s *Service) refuseCalloutToken(ctx context.Context, p *identity.Principal, userKey, host string, err error) error {
+	if !errors.Is(err, errCalloutTokenRefused) {
+		return err
+	}
+	s.log.WarnContext(ctx, "auth callout refused", "reason", "token of a revoked credential", "client_host", host)
+	rec := &audit.Record{
+		Kind: audit.KindDecision, Actor: actorOf(p, &Caller{UserKey: userKey, Transport: "nats", Host: host}),
+		Entry: string(policy.NATS), Allow: ptr(false),
+		Reasons:    []string{"the token obtained a NATS credential that was revoked since; sign in again"},
+		Credential: &audit.Credential{Type: "nats", Action: "issue", UserKey: userKey, Via: "callout"},
+		Result:     &audit.Result{Status: CodeUnauthenticated},
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, aerr := s.cfg.Recorder.Append(actx, rec); aerr != nil {
+		s.log.ErrorContext(ctx, "audit callout token refusal failed", "err", aerr)
+	}
+	return err
+}
+
+// RevokeNATS revokes NATS credentials by user key at once: the bearer
+// tokens that obtained those issued by the auth callout are refused first
+// (the client the revocation disconnects cannot sign in again with the
+// same token, see [CalloutTokens]; when that fails nothing is revoked and
+// the error wraps [ErrUnavailable]), then the registry (the request path
+// refuses the key from then on), then the NATS servers (live connections
+// closed), then an audit record per key. When the push to
 // the servers fails, the keys stay revoked in the registry, are audited, and
 // [Service.RunRevocationSync] pushes them again at once and then every
 // interval until the servers hold them; the error (wrapping
@@ -228,6 +348,13 @@ func (s *Service) RevokeNATS(ctx context.Context, actor identity.Principal, user
 		return errors.New("nats credentials are not configured")
 	}
 	now := s.now()
+	// First, so that a callout client the revocation disconnects cannot
+	// sign in again with the same token.
+	if store, ok := s.cfg.Registry.(CalloutTokens); ok {
+		if err := store.RefuseCalloutTokens(ctx, userKeys, now); err != nil {
+			return fmt.Errorf("refuse the tokens of callout credentials: %w", errors.Join(ErrUnavailable, err))
+		}
+	}
 	for _, k := range userKeys {
 		if err := s.cfg.Registry.Revoke(ctx, k, now); err != nil {
 			return fmt.Errorf("revoke %s in registry: %w", k, err)
