@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -206,7 +207,9 @@ func (k *Keys) WriteKeys(dir string) error {
 
 // LoadKeys loads every key, each from the environment variable
 // [EnvName](name) when getenv is not nil and returns a non-empty value, else
-// from the file `<dir>/<name>.nk`. A file or variable holds one seed
+// from the file `<dir>/<name>.nk`, which other users must not be able to
+// access (mode 0600, or 0640/0440 for a group such as a Kubernetes pod's
+// fsGroup). A file or variable holds one seed
 // (`users-signing` may hold several, one per line; the first signs). All
 // problems are reported at once; no error contains seed material.
 func LoadKeys(dir string, getenv func(string) string) (*Keys, error) {
@@ -226,7 +229,7 @@ func LoadKeys(dir string, getenv func(string) string) (*Keys, error) {
 				continue
 			}
 			path := filepath.Join(dir, r.name+".nk")
-			b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the key directory
+			b, err := readSeedFile(path)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s key: %w", r.name, err))
 				continue
@@ -389,4 +392,22 @@ func writeSecretFile(path string, data []byte) error {
 		err = cerr
 	}
 	return err
+}
+
+// readSeedFile reads a seed file, refusing one that users other than its
+// owner and group may access: the seeds sign every credential.
+func readSeedFile(path string) ([]byte, error) {
+	f, err := os.Open(path) //nolint:gosec // G304: the operator names the key directory
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
+		return nil, fmt.Errorf("%s is accessible to other users (mode %04o): it holds a seed; run chmod o-rwx %s (or chmod 0600)", path, perm, path)
+	}
+	return io.ReadAll(f)
 }

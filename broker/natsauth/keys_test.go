@@ -172,3 +172,46 @@ func TestKeysNeverPrintSeeds(t *testing.T) {
 		t.Errorf("printed keys show no redaction: %s", out)
 	}
 }
+
+// TestLoadKeysRefusesSeedsOthersMayRead checks that a seed file users other
+// than its owner and group may access is refused, naming the file and the
+// fix, and that the modes nats-setup writes (0600) and a Kubernetes Secret
+// mounted with the pod's fsGroup (0440) are accepted.
+func TestLoadKeysRefusesSeedsOthersMayRead(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if _, err := natsauth.LoadOrCreateKeys(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range natsauth.KeyNames() {
+		if fi, err := os.Stat(filepath.Join(dir, name+".nk")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s.nk: %v, want a 0600 file", name, err)
+		}
+	}
+	operator := filepath.Join(dir, "operator.nk")
+	for mode, refused := range map[os.FileMode]bool{0o644: true, 0o604: true, 0o601: true, 0o440: false, 0o640: false} {
+		if err := os.Chmod(operator, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := natsauth.LoadKeys(dir, nil)
+		want := fmt.Sprintf("operator key: %s is accessible to other users (mode %04o): it holds a seed; run chmod o-rwx %s", operator, mode, operator)
+		switch {
+		case refused && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("mode %04o: err = %v, want %q", mode, err, want)
+		case !refused && err != nil:
+			t.Errorf("mode %04o: %v", mode, err)
+		}
+	}
+	// The environment wins over a file: its mode does not matter then.
+	if err := os.Chmod(operator, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	seed, err := os.ReadFile(operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{natsauth.EnvName("operator"): string(seed)}
+	if _, err := natsauth.LoadKeys(dir, func(n string) string { return env[n] }); err != nil {
+		t.Errorf("operator seed from the environment beside a 0644 file: %v", err)
+	}
+}

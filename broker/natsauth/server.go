@@ -38,6 +38,10 @@ type ServerConfig struct {
 	ResolverDir string
 	// JetStreamDir is the JetStream store directory ("" disables JetStream).
 	JetStreamDir string
+	// TLSCertFile and TLSKeyFile, absolute paths on the NATS host, make the
+	// client listener require TLS (a `tls {}` block): clients send their
+	// OIDC access token in CONNECT. Both or neither.
+	TLSCertFile, TLSKeyFile string
 	// MaxControlLine is `max_control_line` (0: [DefaultMaxControlLine]).
 	MaxControlLine int
 	// Subjects are the route subjects and Emits the emit subjects the
@@ -60,6 +64,14 @@ func (c *ServerConfig) Validate() error {
 	}
 	if c.MaxControlLine < 0 {
 		errs = append(errs, errors.New("max control line must not be negative"))
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("TLS certificate and key files go together"))
+	}
+	for _, f := range []string{c.TLSCertFile, c.TLSKeyFile} {
+		if f != "" && !filepath.IsAbs(f) {
+			errs = append(errs, fmt.Errorf("TLS file %q must be an absolute path (on the NATS host)", f))
+		}
 	}
 	for _, s := range append(slices.Clone(c.Subjects), c.Emits...) {
 		if !validSubject(s, false) {
@@ -102,6 +114,13 @@ func (c *ServerConfig) Render(jwts *AccountJWTs) (string, error) {
 		port = 4222
 	}
 	fmt.Fprintf(&b, "listen: %s\n", strconv.Quote(host+":"+strconv.Itoa(port)))
+	if c.TLSCertFile != "" {
+		b.WriteString("\n# Clients connect with tls:// only: access tokens and credentials never cross the network in the clear.\n")
+		fmt.Fprintf(&b, "tls: {\n  cert_file: %s\n  key_file: %s\n  timeout: 5\n}\n", strconv.Quote(c.TLSCertFile), strconv.Quote(c.TLSKeyFile))
+	} else {
+		b.WriteString("\n# No TLS: clients send OIDC access tokens in the clear. Only on loopback or a network you trust\n")
+		b.WriteString("# (sqlgated nats-setup --tls-cert and --tls-key add a tls block).\n")
+	}
 	b.WriteString("\n# OIDC access tokens travel in CONNECT (auth callout); Entra tokens exceed the 4 KiB default.\n")
 	fmt.Fprintf(&b, "max_control_line: %d\n\n", c.maxControlLine())
 	fmt.Fprintf(&b, "operator: %s\n", strconv.Quote(jwts.Operator))
@@ -277,7 +296,7 @@ type SetupConfig struct {
 	SystemCreds bool
 }
 
-// WriteSetup writes, into dir (created 0700):
+// WriteSetup writes, into dir (created 0755: the nats-server user reads it):
 //
 //	nats-server.conf   the server configuration (see [ServerConfig.Render])
 //	operator.jwt       the operator JWT
@@ -285,8 +304,9 @@ type SetupConfig struct {
 //	sentinel.creds     the sentinel credentials for callout clients (mode 0644)
 //	system-user.creds  only with SystemCreds (mode 0600)
 //
-// No seed of the operator or the accounts is written. It returns the path of
-// the configuration file.
+// No seed of the operator or the accounts is written; the sentinel's grants
+// nothing, so every file but system-user.creds is public. The modes are set
+// whatever the umask. It returns the path of the configuration file.
 func WriteSetup(dir string, keys *Keys, cfg SetupConfig) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -314,8 +334,10 @@ func WriteSetup(dir string, keys *Keys, cfg SetupConfig) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("nats setup: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Join(abs, "accounts"), 0o700); err != nil {
-		return "", fmt.Errorf("nats setup: %w", err)
+	for _, d := range []string{abs, filepath.Join(abs, "accounts")} {
+		if err := mkdirPublic(d); err != nil {
+			return "", fmt.Errorf("nats setup: %w", err)
+		}
 	}
 	files := []struct {
 		name string
@@ -342,11 +364,26 @@ func WriteSetup(dir string, keys *Keys, cfg SetupConfig) (string, error) {
 		}{"system-user.creds", string(sys), 0o600})
 	}
 	for _, f := range files {
-		if err := os.WriteFile(filepath.Join(abs, f.name), []byte(f.data), f.mode); err != nil {
+		p := filepath.Join(abs, f.name)
+		// Chmod: WriteFile keeps the mode of a file from an earlier run and
+		// applies the umask to a new one.
+		if err := errors.Join(os.WriteFile(p, []byte(f.data), f.mode), os.Chmod(p, f.mode)); err != nil {
 			return "", fmt.Errorf("nats setup: write %s: %w", f.name, err)
 		}
 	}
 	return filepath.Join(abs, "nats-server.conf"), nil
+}
+
+// mkdirPublic creates dir (and its parents) with mode 0755 whatever the
+// umask; a directory that exists keeps its mode.
+func mkdirPublic(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o755) //nolint:gosec // G302: the files the NATS hosts read, none secret
 }
 
 // validSubject reports whether s is a syntactically valid NATS subject:

@@ -1,9 +1,20 @@
 package natsauth_test
 
 import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,9 +22,11 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"golang.org/x/sys/unix"
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
@@ -367,4 +380,145 @@ func TestLoadAccountsClosesStartupRace(t *testing.T) {
 	if n := accepted.Load(); n != 0 {
 		t.Fatalf("%d bearer connects accepted while disallowed", n)
 	}
+}
+
+// writeTestTLS writes a CA and a server certificate for 127.0.0.1 (PEM,
+// 0600) into dir and returns their paths.
+func writeTestTLS(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sqlgate test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "nats"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}, caTmpl, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, certFile, keyFile = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	for path, block := range map[string]*pem.Block{
+		caFile: {Type: "CERTIFICATE", Bytes: caDER}, certFile: {Type: "CERTIFICATE", Bytes: srvDER}, keyFile: {Type: "PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return caFile, certFile, keyFile
+}
+
+// TestWriteSetupTLSAndModes checks the files nats-setup writes for a NATS
+// host: with a certificate and key the client listener requires TLS (OIDC
+// access tokens travel in CONNECT) and a tls:// client that trusts the CA
+// connects; the output directory and every public file are readable by the
+// nats-server user whatever the umask, and system-user.creds (a secret)
+// stays 0600. Not parallel: it sets the process's umask.
+func TestWriteSetupTLSAndModes(t *testing.T) {
+	old := unix.Umask(0o077)
+	defer unix.Umask(old)
+	dir := t.TempDir()
+	caFile, certFile, keyFile := writeTestTLS(t, dir)
+	keys, err := natsauth.GenerateKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out")
+	conf, err := natsauth.WriteSetup(out, keys, natsauth.SetupConfig{Server: natsauth.ServerConfig{
+		Host: "127.0.0.1", Port: 4222, TLSCertFile: certFile, TLSKeyFile: keyFile, Subjects: []string{"orders.v1.get"},
+	}, SystemCreds: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]os.FileMode{
+		".": 0o755, "accounts": 0o755, "nats-server.conf": 0o644, "operator.jwt": 0o644, "accounts/SQLGATE_USERS.jwt": 0o644,
+		"sentinel.creds": 0o644, "system-user.creds": 0o600,
+	} {
+		if fi, err := os.Stat(filepath.Join(out, name)); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v %v, want mode %04o", name, fi.Mode(), err, want)
+		}
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatalf("the TLS configuration does not load: %v", err)
+	}
+	if opts.TLSConfig == nil || opts.AllowNonTLS {
+		t.Fatalf("TLSConfig %v, AllowNonTLS %v: want TLS required", opts.TLSConfig, opts.AllowNonTLS)
+	}
+	opts.Port, opts.NoLog, opts.NoSigs = -1, true, true
+	opts.JetStream = false
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	addr := ns.Addr().String()
+	// The listener's INFO says TLS is required before anything is sent.
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := bufio.NewReader(c).ReadString('\n')
+	_ = c.Close()
+	if err != nil || !strings.Contains(info, `"tls_required":true`) {
+		t.Errorf("INFO %q (%v): want tls_required", info, err)
+	}
+	// Past the TLS handshake, the server refuses a client without
+	// credentials: an authorization error, not a certificate one.
+	if _, err := nats.Connect("tls://"+addr, nats.RootCAs(caFile), nats.Timeout(5*time.Second)); err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("tls:// with the CA: err = %v, want past TLS to an authorization error", err)
+	}
+	if _, err := nats.Connect("tls://"+addr, nats.Timeout(5*time.Second)); err == nil || !strings.Contains(err.Error(), "x509") {
+		t.Errorf("tls:// without the CA: err = %v, want a certificate error", err)
+	}
+
+	// Without a certificate: no tls block, and a comment says what that means.
+	plain := natsauth.ServerConfig{Host: "0.0.0.0", Port: 4222, ResolverDir: "/var/lib/nats/jwt"}
+	text, err := plain.Render(mustJWTs(t, keys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(text, "tls:") || !strings.Contains(text, "# No TLS: clients send OIDC access tokens in the clear") {
+		t.Errorf("configuration without TLS:\n%s", text)
+	}
+	for _, bad := range []natsauth.ServerConfig{
+		{ResolverDir: "/x", TLSCertFile: certFile},
+		{ResolverDir: "/x", TLSCertFile: "server.crt", TLSKeyFile: "server.key"},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%+v: accepted", bad)
+		}
+	}
+}
+
+func mustJWTs(t *testing.T, keys *natsauth.Keys) *natsauth.AccountJWTs {
+	t.Helper()
+	j, err := keys.AccountJWTs(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
 }
