@@ -230,6 +230,9 @@ func TestHelmChart(t *testing.T) {
 			}
 			config = strings.ReplaceAll(config, mount, filepath.Join(root, mount))
 		}
+		// The example's sink: in a pod, a volume from extraVolumes; here, a
+		// directory that can be created.
+		config = strings.ReplaceAll(config, "/mnt/worm/", filepath.Join(root, "/mnt/worm")+"/")
 		writeConfigMapVolume(t, filepath.Join(root, "/etc/sqlgate/routes"), map[string]any{"routes.yaml": dig[string](t, cm, "data", "routes.yaml")})
 		writeConfigMapVolume(t, filepath.Join(root, "/etc/sqlgate/policy"), dig[map[string]any](t, policy, "data"))
 		file := filepath.Join(root, "sqlgated.yaml")
@@ -248,6 +251,30 @@ func TestHelmChart(t *testing.T) {
 			!strings.HasPrefix(c.Audit.SigningKeyFile, "/var/lib/sqlgate/") || c.Instance != "" || c.Audit.Origin != "" {
 			t.Errorf("the chart's keys: listen %q, tls %q, signing key %q, instance %q, origin %q",
 				c.HTTP.Listen, c.HTTP.TLSCertFile, c.Audit.SigningKeyFile, c.Instance, c.Audit.Origin)
+		}
+		// The origins earlier chart versions wrote, sqlgate/<pod name>.
+		if c.Audit.OriginPrefix != "sqlgate" {
+			t.Errorf("default audit.originPrefix %q, want sqlgate", c.Audit.OriginPrefix)
+		}
+	})
+
+	// Two releases of one name sharing a control database tell their
+	// origins apart by auditOriginPrefix: <prefix>/<pod name>.
+	t.Run("audit origin prefix", func(t *testing.T) {
+		values := chartValues(t)
+		values["auditOriginPrefix"] = "eu-prod"
+		objs, err := helmTemplate(t, helm, values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := dig[string](t, objs["ConfigMap/prod-sqlgate"], "data", "sqlgated.yaml")
+		text = strings.NewReplacer("routes: /etc/sqlgate/routes/routes.yaml", "routes: ../../deploy/examples/routes.yaml").Replace(text)
+		cfg, err := decodeConfig([]byte("instance: prod-sqlgate-0\n" + text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Audit.Origin != "eu-prod/prod-sqlgate-0" {
+			t.Errorf("pod prod-sqlgate-0 with auditOriginPrefix eu-prod writes origin %q", cfg.Audit.Origin)
 		}
 	})
 
@@ -413,9 +440,13 @@ func TestHelmChart(t *testing.T) {
 			"signing key": {func(v map[string]any) {
 				v["config"].(map[string]any)["audit"].(map[string]any)["signingKeyFile"] = "/x"
 			}, "each pod keeps its own key"},
-			"origin":    {func(v map[string]any) { v["config"].(map[string]any)["audit"].(map[string]any)["origin"] = "x" }, "config.audit.origin"},
-			"listen":    {func(v map[string]any) { v["config"].(map[string]any)["http"].(map[string]any)["listen"] = ":1" }, "config.http.listen"},
-			"no policy": {func(v map[string]any) { v["policy"] = map[string]any{} }, "policy.existingConfigMap"},
+			"origin": {func(v map[string]any) { v["config"].(map[string]any)["audit"].(map[string]any)["origin"] = "x" }, "config.audit.origin"},
+			"origin prefix in config": {func(v map[string]any) {
+				v["config"].(map[string]any)["audit"].(map[string]any)["originPrefix"] = "x"
+			}, "config.audit.originPrefix is set by the chart: use .Values.auditOriginPrefix"},
+			"bad origin prefix": {func(v map[string]any) { v["auditOriginPrefix"] = "eu prod+1" }, `auditOriginPrefix "eu prod+1" must be`},
+			"listen":            {func(v map[string]any) { v["config"].(map[string]any)["http"].(map[string]any)["listen"] = ":1" }, "config.http.listen"},
+			"no policy":         {func(v map[string]any) { v["policy"] = map[string]any{} }, "policy.existingConfigMap"},
 			"nested policy file": {func(v map[string]any) {
 				v["policy"].(map[string]any)["files"].(map[string]any)["lib/x.rego"] = "package x"
 			}, "flat"},

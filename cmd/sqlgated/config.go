@@ -3,13 +3,21 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/natsauth"
 	"github.com/sqlgate/sqlgate/broker/postgres"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/broker/sqlite"
@@ -37,7 +45,14 @@ type Config struct {
 	Control     ControlConfig     `yaml:"control"`
 	Audit       AuditConfig       `yaml:"audit"`
 	Credentials CredentialsConfig `yaml:"credentials"`
+
+	// originConflict records that both audit.origin and audit.originPrefix
+	// were set (defaults fills in the origin, Validate reports it).
+	originConflict bool
 }
+
+// defaultOriginPrefix starts the default audit origin.
+const defaultOriginPrefix = "sqlgate"
 
 // HTTPConfig configures the API and dashboard listener.
 type HTTPConfig struct {
@@ -46,10 +61,15 @@ type HTTPConfig struct {
 	// OIDC redirect URL).
 	PublicURL string `yaml:"publicURL"`
 	// TLSCertFile and TLSKeyFile enable HTTPS (cookies become Secure).
-	TLSCertFile   string   `yaml:"tlsCertFile"`
-	TLSKeyFile    string   `yaml:"tlsKeyFile"`
-	AdminGroups   []string `yaml:"adminGroups"`
-	AuditorGroups []string `yaml:"auditorGroups"`
+	TLSCertFile string `yaml:"tlsCertFile"`
+	TLSKeyFile  string `yaml:"tlsKeyFile"`
+	// AllowPlaintext accepts an http:// publicURL on a host other than
+	// loopback with the dashboard's sign-in on (its cookies and the OIDC
+	// code would cross the network in the clear): only behind a proxy that
+	// ends TLS and forwards to sqlgated over a network you trust.
+	AllowPlaintext bool     `yaml:"allowPlaintext"`
+	AdminGroups    []string `yaml:"adminGroups"`
+	AuditorGroups  []string `yaml:"auditorGroups"`
 }
 
 // NATSConfig configures the connection to the NATS cluster.
@@ -67,6 +87,13 @@ type NATSConfig struct {
 	// Workers and QueueLen size the request worker pool.
 	Workers  int `yaml:"workers"`
 	QueueLen int `yaml:"queueLen"`
+	// CAFile holds the PEM certificates sqlgated trusts for a tls:// NATS
+	// server (default: the system's roots).
+	CAFile string `yaml:"caFile"`
+	// AllowPlaintext accepts nats:// (or ws://) URLs to hosts other than
+	// loopback: OIDC access tokens and credentials would cross the network
+	// in the clear.
+	AllowPlaintext bool `yaml:"allowPlaintext"`
 }
 
 // IdentityConfig configures token verification and sign-in.
@@ -160,8 +187,13 @@ type ControlConfig struct {
 
 // AuditConfig configures the audit log.
 type AuditConfig struct {
-	// Origin names this instance's log (default "sqlgate/<instance>").
+	// Origin names this instance's log (default
+	// "<originPrefix>/<instance>").
 	Origin string `yaml:"origin"`
+	// OriginPrefix starts the default origin (default "sqlgate"): several
+	// deployments whose instances share names (two Helm releases of the
+	// same name) and one control database need different prefixes.
+	OriginPrefix string `yaml:"originPrefix"`
 	// SigningKeyFile holds the Ed25519 checkpoint signing key in note
 	// format; it is generated (0600) on first start when the file does not
 	// exist. Publish the matching public key (logged at start and served in
@@ -221,7 +253,7 @@ func loadServeConfig(path string) (*Config, *route.Catalog, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	errs := []error{cfg.Validate()}
+	errs := []error{cfg.Validate(), cfg.checkFiles()}
 	var catalog *route.Catalog
 	if cfg.Routes != "" {
 		if catalog, err = route.LoadFile(cfg.Routes); err != nil {
@@ -280,7 +312,13 @@ func (c *Config) defaults() {
 		c.NATS.AdvertiseURL = c.NATS.URL
 	}
 	if c.Audit.Origin == "" {
-		c.Audit.Origin = "sqlgate/" + c.Instance
+		prefix := c.Audit.OriginPrefix
+		if prefix == "" {
+			prefix = defaultOriginPrefix
+		}
+		c.Audit.Origin = prefix + "/" + c.Instance
+	} else if c.Audit.OriginPrefix != "" {
+		c.originConflict = true
 	}
 }
 
@@ -300,6 +338,15 @@ func (c *Config) Validate() error {
 	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
 		bad("http.tlsCertFile and http.tlsKeyFile go together")
 	}
+	// What natsvc refuses at start (a negative queue) or would replace with
+	// the default (negative workers): refused here, before anything opens.
+	if c.NATS.Workers < 0 {
+		bad("nats.workers must not be negative, not %d (leave it unset for the default, %d)", c.NATS.Workers, defaultWorkers)
+	}
+	if c.NATS.QueueLen < 0 {
+		bad("nats.queueLen must not be negative, not %d (leave it unset for the default, 1024)", c.NATS.QueueLen)
+	}
+	errs = append(errs, c.validatePlaintext()...)
 	errs = append(errs, prefixed("identity: ", c.Identity.Validate())...)
 	if c.Identity.CLI.Issuer == "" || c.Identity.CLI.ClientID == "" {
 		bad("identity.cli.issuer and identity.cli.clientID are required (what sqlgate login uses)")
@@ -328,10 +375,29 @@ func (c *Config) Validate() error {
 	if len(c.Databases) == 0 {
 		bad("databases: at least one database is required")
 	}
+	// The lease manager names every login with credentials.loginPrefix; a
+	// database's login issuer refuses names without its own prefix. Two
+	// different prefixes would refuse every issuance, so there is one.
+	loginPrefix := c.Credentials.LoginPrefix
+	if loginPrefix == "" {
+		loginPrefix = broker.DefaultLoginPrefix
+	}
+	if !validLoginPrefix(loginPrefix) {
+		bad("credentials.loginPrefix %q must be 1 to 16 characters a-z, 0-9 or _, starting with a letter", loginPrefix)
+	}
 	names := map[string]bool{}
 	for i, d := range c.Databases {
 		name, err := d.validate()
 		errs = append(errs, prefixed(fmt.Sprintf("databases[%d]: ", i), err)...)
+		for _, l := range []struct{ key, prefix string }{
+			{"postgresLogins", d.loginsPrefix()}, {"sqlserverLogins", d.sqlserverLoginsPrefix()},
+		} {
+			if l.prefix != "" && l.prefix != loginPrefix {
+				bad("databases[%d]: %s.loginPrefix %q differs from credentials.loginPrefix %q, which names every issued login, so this database "+
+					"would refuse each one: remove %s.loginPrefix and set credentials.loginPrefix (the one setting for every database)",
+					i, l.key, l.prefix, loginPrefix, l.key)
+			}
+		}
 		if name != "" && names[name] {
 			bad("databases[%d]: duplicate name %q", i, name)
 		}
@@ -351,6 +417,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.SigningKeyFile == "" || c.Audit.ParamKeyFile == "" {
 		bad("audit.signingKeyFile and audit.paramKeyFile are required")
+	}
+	if c.originConflict {
+		bad("audit.origin and audit.originPrefix: set one (originPrefix only builds the default origin, <originPrefix>/<instance>)")
 	}
 	if err := validAuditOrigin(c.Audit.Origin); err != nil {
 		errs = append(errs, err)
@@ -561,7 +630,7 @@ func (c *Config) checkCatalog(catalog *route.Catalog) error {
 func readSecretRef(file, env string) (string, error) {
 	switch {
 	case file != "":
-		b, err := os.ReadFile(file)
+		b, err := readSecretFile(file)
 		if err != nil {
 			return "", fmt.Errorf("read secret file: %w", err)
 		}
@@ -574,4 +643,261 @@ func readSecretRef(file, env string) (string, error) {
 		return v, nil
 	}
 	return "", errors.New("no secret reference")
+}
+
+// loginsPrefix and sqlserverLoginsPrefix return the loginPrefix written in
+// postgresLogins and sqlserverLogins ("" when unset).
+func (d DatabaseConfig) loginsPrefix() string {
+	if d.PostgresLogins == nil {
+		return ""
+	}
+	return d.PostgresLogins.LoginPrefix
+}
+
+func (d DatabaseConfig) sqlserverLoginsPrefix() string {
+	if d.SQLServerLogins == nil {
+		return ""
+	}
+	return d.SQLServerLogins.LoginPrefix
+}
+
+// validLoginPrefix applies the lease manager's rule for a login prefix
+// (broker.NewLeases refuses anything else at start; TestLoginPrefixRule
+// keeps the two equal).
+func validLoginPrefix(s string) bool {
+	if len(s) == 0 || len(s) > 16 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; c != '_' && (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// validatePlaintext refuses URLs that would carry tokens and cookies in the
+// clear across a network: a NATS server reached without TLS (clients send
+// their OIDC access token in CONNECT through the auth callout; sqlgated's
+// own connections carry credentials) and a dashboard whose public URL is
+// plain HTTP, unless the opt-out says the network is trusted. Loopback
+// addresses are always accepted.
+func (c *Config) validatePlaintext() []error {
+	var errs []error
+	if !c.NATS.AllowPlaintext {
+		keys := []struct{ key, urls string }{{"nats.url", c.NATS.URL}}
+		if c.NATS.AdvertiseURL != c.NATS.URL {
+			keys = append(keys, struct{ key, urls string }{"nats.advertiseURL", c.NATS.AdvertiseURL})
+		}
+		for _, k := range keys {
+			for _, host := range plaintextNATSHosts(k.urls) {
+				errs = append(errs, fmt.Errorf("%s: %s would be reached without TLS, and access tokens and credentials would cross the network "+
+					"in the clear: use tls:// (a server set up with sqlgated nats-setup --tls-cert and --tls-key; nats.caFile for a private CA), "+
+					"or set nats.allowPlaintext: true on a network you trust", k.key, host))
+			}
+		}
+	}
+	if c.Identity.Web != nil && !c.HTTP.AllowPlaintext {
+		if u, err := url.Parse(c.HTTP.PublicURL); err == nil && strings.EqualFold(u.Scheme, "http") && !loopbackHost(u.Hostname()) {
+			errs = append(errs, fmt.Errorf("http.publicURL: %s is plain HTTP, and the dashboard's sign-in cookies and authorization codes would cross the network "+
+				"in the clear: use https:// (http.tlsCertFile and http.tlsKeyFile, or a proxy that ends TLS), or set http.allowPlaintext: true "+
+				"on a network you trust", u.Host))
+		}
+	}
+	return errs
+}
+
+// plaintextNATSHosts returns host:port of every server of a NATS URL list
+// (comma-separated, as nats.go takes it) that is reached without TLS on a
+// host other than loopback. A URL without a scheme is nats://, as nats.go
+// reads it. Credentials in a URL are never returned.
+func plaintextNATSHosts(list string) []string {
+	var out []string
+	for i, u := range strings.Split(list, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		p, err := url.Parse(u)
+		if err != nil {
+			out = append(out, fmt.Sprintf("entry %d (not a URL)", i+1))
+			continue
+		}
+		switch strings.ToLower(p.Scheme) {
+		case "tls", "wss":
+			continue
+		}
+		if !loopbackHost(p.Hostname()) {
+			out = append(out, p.Scheme+"://"+p.Host)
+		}
+	}
+	return out
+}
+
+// loopbackHost reports a host name or address that stays on this machine.
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkFiles reports what the files the configuration names would make
+// serve refuse at start, or would expose: secret files other users may
+// read, a checkpoint signing key named for another origin, a checkpoint
+// sink directory that cannot be created. It reads only the signing key
+// (for its name; no error quotes it) and creates nothing. A missing secret
+// file is not reported here: serve creates the audit keys, and reports any
+// other.
+func (c *Config) checkFiles() error {
+	var errs []error
+	for _, f := range c.secretFiles() {
+		if err := secretFileMode(f.key, f.path); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := checkSigningKeyName(c.Audit.SigningKeyFile, c.Audit.Origin); err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkSinkDir(c.Audit.SinkDir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+type secretFile struct{ key, path string }
+
+// secretFiles lists every secret file the configuration names, with its key.
+func (c *Config) secretFiles() []secretFile {
+	var out []secretFile
+	add := func(key, path string) {
+		if path != "" {
+			out = append(out, secretFile{key, path})
+		}
+	}
+	add("audit.signingKeyFile", c.Audit.SigningKeyFile)
+	add("audit.paramKeyFile", c.Audit.ParamKeyFile)
+	add("http.tlsKeyFile", c.HTTP.TLSKeyFile)
+	add("control.dsnFile", c.Control.DSNFile)
+	if w := c.Identity.Web; w != nil {
+		add("identity.web.cookieKeyFile", w.CookieKeyFile)
+		add("identity.web.clientSecretFile", w.ClientSecretFile)
+	}
+	for i, ic := range c.Identity.Issuers {
+		add(fmt.Sprintf("identity.issuers[%d].clientSecretFile", i), ic.ClientSecretFile)
+		add(fmt.Sprintf("identity.issuers[%d].overage.clientSecretFile", i), ic.Overage.ClientSecretFile)
+	}
+	for i, d := range c.Databases {
+		switch {
+		case d.Postgres != nil:
+			add(fmt.Sprintf("databases[%d].postgres.dsnFile", i), d.Postgres.DSNFile)
+			add(fmt.Sprintf("databases[%d].postgres.passwordFile", i), d.Postgres.PasswordFile)
+		case d.SQLServer != nil:
+			add(fmt.Sprintf("databases[%d].sqlserver.dsnFile", i), d.SQLServer.DSNFile)
+			add(fmt.Sprintf("databases[%d].sqlserver.passwordFile", i), d.SQLServer.PasswordFile)
+		}
+	}
+	if c.NATS.KeysDir != "" {
+		for _, name := range natsauth.KeyNames() {
+			if os.Getenv(natsauth.EnvName(name)) == "" { // the variable wins over the file
+				add("nats.keysDir", filepath.Join(c.NATS.KeysDir, name+".nk"))
+			}
+		}
+	}
+	return out
+}
+
+// secretFileMode refuses a secret file that users other than its owner and
+// group may read, write or run (a Kubernetes Secret mounted 0440 with the
+// pod's fsGroup passes). A file that does not exist is not its business.
+func secretFileMode(key, path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil //nolint:nilerr // missing or unreadable: reported by whoever reads it
+	}
+	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
+		return fmt.Errorf("%s: %s is accessible to other users (mode %04o): it holds a secret; run chmod o-rwx %s (or chmod 0600)", key, path, perm, path)
+	}
+	return nil
+}
+
+// readSecretFile reads a secret file, refusing one that other users may
+// access (see secretFileMode).
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path) //nolint:gosec // G304: the operator names the file
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
+		return nil, fmt.Errorf("%s is accessible to other users (mode %04o): it holds a secret; run chmod o-rwx %s (or chmod 0600)", path, perm, path)
+	}
+	return io.ReadAll(f)
+}
+
+// checkSigningKeyName refuses a checkpoint signing key named for another
+// origin: the audit log refuses it at start (the key's name is the log's
+// origin), typically after the host was renamed with audit.origin left to
+// its default. A missing file is created by serve; an unreadable one is
+// reported by serve. Only the key's name is ever quoted.
+func checkSigningKeyName(path, origin string) error {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the file
+	if err != nil {
+		return nil //nolint:nilerr // missing: serve creates it; unreadable: serve reports it
+	}
+	s, err := audit.NewSigner(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("audit.signingKeyFile: %s holds no checkpoint signing key (want the note format PRIVATE+KEY+<origin>+<hash>+<key>)", path)
+	}
+	if s.Name() != origin {
+		return fmt.Errorf("audit.signingKeyFile: %s holds the key of origin %q, but audit.origin is %q (by default %s/<instance>, and the instance "+
+			"the host name): set audit.origin to %q to keep that log, or move the key file away to start a new origin with a new key",
+			path, s.Name(), origin, defaultOriginPrefix, s.Name())
+	}
+	return nil
+}
+
+// checkSinkDir refuses an audit.sinkDir that serve could not create: a path
+// through a file, or whose nearest existing directory is not writable (a
+// read-only file system: in the Helm chart, mount a volume there). It
+// creates nothing.
+func checkSinkDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	p := filepath.Clean(dir)
+	for {
+		fi, err := os.Stat(p)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("audit.sinkDir %s: %s is not a directory", dir, p)
+		case err == nil:
+			if aerr := unix.Access(p, unix.W_OK|unix.X_OK); aerr != nil {
+				if p == filepath.Clean(dir) {
+					return fmt.Errorf("audit.sinkDir %s is not writable (%v): sqlgated writes the checkpoint copies there", dir, aerr)
+				}
+				return fmt.Errorf("audit.sinkDir %s does not exist and cannot be created: %s is not writable (%v); mount the write-once store there "+
+					"(in the Helm chart: extraVolumes and extraVolumeMounts)", dir, p, aerr)
+			}
+			return nil
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOTDIR): // ENOTDIR: a file above, found next
+			return fmt.Errorf("audit.sinkDir %s: %w", dir, err)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return fmt.Errorf("audit.sinkDir %s: no existing directory above it", dir)
+		}
+		p = parent
+	}
 }

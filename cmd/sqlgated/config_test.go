@@ -3,11 +3,13 @@ package main
 import (
 	"crypto/rand"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/broker/sqlserver"
 )
@@ -72,6 +74,23 @@ func TestConfigErrors(t *testing.T) {
 		{"negative_eval_timeout", "  evalTimeout: 100ms", "  evalTimeout: -100ms", []string{"policy.evalTimeout must not be negative"}},
 		{"nats_ttl_above_max", "  natsTTL: 15m", "  natsTTL: 5h", []string{"credentials.natsTTL 5h0m0s is above credentials.maxTTL 1h0m0s"}},
 		{"sql_ttl_above_default_max", "  maxTTL: 1h\n  sqlTTL: 15m", "  sqlTTL: 2h", []string{"credentials.sqlTTL 2h0m0s is above credentials.maxTTL 1h0m0s"}},
+		// serve refused these at start, after --check had passed them.
+		{"bad_login_prefix", "  reaperInterval: 30s", "  reaperInterval: 30s\n  loginPrefix: SG-", []string{`credentials.loginPrefix "SG-" must be 1 to 16 characters a-z, 0-9 or _`}},
+		{"negative_queue_len", "  queueLen: 1024", "  queueLen: -1", []string{"nats.queueLen must not be negative, not -1"}},
+		{"negative_workers", "  workers: 128", "  workers: -4", []string{"nats.workers must not be negative, not -4"}},
+		// A database's own login prefix the lease manager never uses: every
+		// issuance would fail.
+		{"per_database_login_prefix", "      allowedRoles: [reader]", "      allowedRoles: [reader]\n      loginPrefix: pg_", []string{
+			`databases[1]: postgresLogins.loginPrefix "pg_" differs from credentials.loginPrefix "sg_"`, "remove postgresLogins.loginPrefix",
+		}},
+		// Tokens in the clear across the network, unless opted out.
+		{"plaintext_nats", "  url: tls://nats.example.com:4222", "  url: nats://sqlgate:hunter2@nats.example.com:4222,tls://nats2.example.com:4222", []string{
+			"nats.url: nats://nats.example.com:4222 would be reached without TLS", "nats.allowPlaintext: true",
+		}},
+		{"plaintext_nats_without_scheme", "  url: tls://nats.example.com:4222", "  url: nats.example.com:4222", []string{"nats.url: nats://nats.example.com:4222 would be reached without TLS"}},
+		{"plaintext_advertise_url", "  advertiseURL: tls://nats.example.com:4222", "  advertiseURL: ws://nats.example.com:8080", []string{"nats.advertiseURL: ws://nats.example.com:8080 would be reached without TLS"}},
+		{"plaintext_public_url", "  publicURL: https://sqlgate.example.com", "  publicURL: http://sqlgate.example.com", []string{"http.publicURL: sqlgate.example.com is plain HTTP", "http.allowPlaintext: true"}},
+		{"origin_and_prefix", "  origin: sqlgate.example.com/sqlgate-1", "  origin: sqlgate.example.com/sqlgate-1\n  originPrefix: prod", []string{"audit.origin and audit.originPrefix: set one"}},
 		{"web_without_secret", "    clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n    cookieKeyFile", "    cookieKeyFile", []string{"identity.web needs exactly one of clientSecretFile and clientSecretEnv"}},
 	}
 	for _, tc := range tests {
@@ -115,6 +134,63 @@ func TestAuditOriginRule(t *testing.T) {
 		want := verr == nil || !strings.Contains(verr.Error(), "audit: origin")
 		if got != want {
 			t.Errorf("validAuditOrigin(%q) accepts = %v, audit.Config.Validate accepts = %v (%v)", origin, got, want, verr)
+		}
+	}
+}
+
+// TestPlaintextOptOut checks what the plaintext refusal lets through: a
+// loopback NATS server or dashboard (development, tests, a sidecar), and
+// either on any host with its explicit opt-out.
+func TestPlaintextOptOut(t *testing.T) {
+	base, err := os.ReadFile("../../deploy/examples/sqlgated.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string]*strings.Replacer{
+		"loopback": strings.NewReplacer("url: tls://nats.example.com:4222", "url: nats://127.0.0.1:4222,localhost:4223,nats://[::1]:4224",
+			"advertiseURL: tls://nats.example.com:4222", "advertiseURL: nats://127.0.0.1:4222",
+			"publicURL: https://sqlgate.example.com", "publicURL: http://localhost:8470"),
+		"opt-out": strings.NewReplacer("url: tls://nats.example.com:4222", "url: nats://nats.example.com:4222\n  allowPlaintext: true",
+			"advertiseURL: tls://nats.example.com:4222", "advertiseURL: nats://nats.example.com:4222",
+			"publicURL: https://sqlgate.example.com", "publicURL: http://sqlgate.example.com\n  allowPlaintext: true"),
+	} {
+		if _, err := parseConfig([]byte(edit.Replace(string(base)))); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestAuditOriginPrefix checks that audit.originPrefix starts the default
+// origin (the Helm chart's auditOriginPrefix), and that the default stays
+// sqlgate/<instance>, the origin existing logs were written under.
+func TestAuditOriginPrefix(t *testing.T) {
+	base, err := os.ReadFile("../../deploy/examples/sqlgated.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for prefix, want := range map[string]string{"": "sqlgate/sqlgate-1", "  originPrefix: eu-prod\n": "eu-prod/sqlgate-1"} {
+		text := regexp.MustCompile(`(?m)^  origin: .*\n`).ReplaceAllLiteralString(string(base), prefix)
+		cfg, err := parseConfig([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Audit.Origin != want {
+			t.Errorf("originPrefix %q: origin %q, want %q", prefix, cfg.Audit.Origin, want)
+		}
+	}
+}
+
+// TestLoginPrefixRule pins the configuration's credentials.loginPrefix
+// check to the lease manager's, which refuses the prefix at start.
+func TestLoginPrefixRule(t *testing.T) {
+	for _, p := range []string{"sg_", "a", "abcdefghijklmnop", "x9_", "", "SG_", "sg-", "9sg", "_sg", "abcdefghijklmnopq", "sg ", "sé"} {
+		_, err := broker.NewLeases(broker.LeasesConfig{LoginPrefix: p})
+		leases := err == nil || !strings.Contains(err.Error(), "loginPrefix")
+		if p == "" {
+			leases = false // NewLeases fills in the default; validLoginPrefix sees it filled in
+		}
+		if got := validLoginPrefix(p); got != leases {
+			t.Errorf("validLoginPrefix(%q) = %v, broker.NewLeases accepts it: %v", p, got, leases)
 		}
 	}
 }

@@ -346,9 +346,10 @@ func devAuditKeys(dir, origin string) (audit.Signer, audit.ParamKey, error) {
 	return signer, pk, nil
 }
 
-// loadOrCreate reads a secret file, creating it (0600) with gen() first.
+// loadOrCreate reads a secret file, creating it (0600) with gen() first. A
+// file other users may access is refused (readSecretFile).
 func loadOrCreate(path string, gen func() (string, error)) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := readSecretFile(path)
 	if err == nil {
 		return strings.TrimSpace(string(b)), nil
 	}
@@ -385,7 +386,7 @@ func loadParamKey(path string, create bool) (audit.ParamKey, error) {
 		text, err = loadOrCreate(path, gen)
 	} else {
 		var b []byte
-		b, err = os.ReadFile(path)
+		b, err = readSecretFile(path)
 		text = strings.TrimSpace(string(b))
 	}
 	if err != nil {

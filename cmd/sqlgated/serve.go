@@ -16,6 +16,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"  // control database: PostgreSQL
 	_ "github.com/microsoft/go-mssqldb" // control database: SQL Server
+	"github.com/nats-io/nats.go"
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/audit/sqlstore"
@@ -58,6 +59,12 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		revision := engine.Revision()
 		_ = engine.Close() // nothing to flush: it did not watch
+		if bound := shutdownBound(catalog); bound > stopBudget {
+			fmt.Fprintf(stderr, "warning: a stop may take up to %s (the longest route timeout, %s, plus 30s), more than the %s the shipped "+
+				"systemd unit (TimeoutStopSec) and Helm chart (terminationGracePeriodSeconds) allow: raise them to at least %s, "+
+				"or calls still running are cut off and repaired at the next start\n",
+				bound, bound-shutdownMargin, stopBudget, bound)
+		}
 		fmt.Fprintf(stderr, "configuration, %d routes and policy revision %.12s are valid\n", len(catalog.Subjects()), revision)
 		return nil
 	}
@@ -74,6 +81,26 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	err = a.wait(ctx)
 	a.shutdown(context.Background())
 	return err
+}
+
+// stopBudget is how long the shipped systemd unit (TimeoutStopSec) and Helm
+// chart (terminationGracePeriodSeconds) let sqlgated stop.
+const stopBudget = 90 * time.Second
+
+// shutdownMargin is what a stop takes beyond the longest route timeout: the
+// transports' margin (app.drainBound) and the audit log's last writes
+// (app.shutdown's budget), 15 s each.
+const shutdownMargin = 30 * time.Second
+
+// shutdownBound is how long a stop may take with catalog: the calls
+// accepted are answered within their route's timeout, then the last audit
+// writes follow.
+func shutdownBound(catalog *route.Catalog) time.Duration {
+	longest := time.Duration(0)
+	for _, r := range catalog.Routes() {
+		longest = max(longest, r.Timeout)
+	}
+	return longest + shutdownMargin
 }
 
 // resolveServe turns the configuration into a runtime configuration: it
@@ -150,6 +177,15 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		CheckpointInterval: cfg.Audit.CheckpointInterval, Heartbeat: cfg.Audit.Heartbeat,
 		Retention: cfg.Audit.Retention, InputRetention: cfg.Audit.InputRetention,
 	}
+	if cfg.NATS.CAFile != "" {
+		// A private CA for a tls:// server: nats.go reads the file at
+		// connect, so a missing or broken one is an error there; read it
+		// here to name the key.
+		if _, err := os.ReadFile(cfg.NATS.CAFile); err != nil {
+			return nil, fmt.Errorf("nats.caFile: %w", err)
+		}
+		rc.NATSConnect = append(rc.NATSConnect, nats.RootCAs(cfg.NATS.CAFile))
+	}
 	if rc.NATSKeys, err = natsauth.LoadKeys(cfg.NATS.KeysDir, os.Getenv); err != nil {
 		return nil, fmt.Errorf("NATS keys (nats.keysDir or the SQLGATE_NATS_*_SEED variables): %w", err)
 	}
@@ -158,7 +194,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		if err != nil {
 			return nil, fmt.Errorf("identity.web client secret: %w", err)
 		}
-		key, err := os.ReadFile(w.CookieKeyFile)
+		key, err := readSecretFile(w.CookieKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("identity.web cookie key: %w", err)
 		}
@@ -266,15 +302,21 @@ func closeExecutors(m map[string]broker.Executor) {
 }
 
 func runNATSSetup(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("nats-setup", stderr, "sqlgated nats-setup --out DIR --keys DIR --routes FILE [--listen HOST:PORT]")
+	fs := newFlags("nats-setup", stderr, "sqlgated nats-setup --out DIR --keys DIR --routes FILE [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]")
 	out := fs.String("out", "", "directory for nats-server.conf, operator and account JWTs and sentinel.creds")
 	keysDir := fs.String("keys", "", "directory of sqlgated's NATS seeds (created on first run, 0600; point nats.keysDir here)")
 	routes := fs.String("routes", "", "route catalog whose subjects the accounts export and import")
 	listen := fs.String("listen", "0.0.0.0:4222", "the NATS server's client listen address")
 	resolverDir := fs.String("resolver-dir", "", "account resolver directory on the NATS host (default OUT/jwt)")
 	jsDir := fs.String("jetstream-dir", "", "JetStream store directory on the NATS host (default OUT/jetstream)")
+	tlsCert := fs.String("tls-cert", "", "the NATS server's TLS certificate (PEM) on the NATS host: clients and sqlgated connect with tls://")
+	tlsKey := fs.String("tls-key", "", "the private key of --tls-cert on the NATS host (readable by the nats-server user only)")
+	systemCreds := fs.Bool("system-creds", false, "also write OUT/system-user.creds (0600): the system user, for looking up the account JWTs the servers hold")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return &usageError{msg: "--tls-cert and --tls-key go together"}
 	}
 	var missing []string
 	for _, f := range []struct{ name, value string }{{"--out", *out}, {"--keys", *keysDir}, {"--routes", *routes}} {
@@ -303,12 +345,21 @@ func runNATSSetup(_ context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	conf, err := natsauth.WriteSetup(*out, keys, natsauth.SetupConfig{Server: natsauth.ServerConfig{
 		Host: host, Port: port, ResolverDir: *resolverDir, JetStreamDir: *jsDir,
+		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		Subjects: catalog.Subjects(), Emits: emits(catalog),
-	}})
+	}, SystemCreds: *systemCreds})
 	if err != nil {
 		return err
 	}
 	pub := keys.Public()
-	fmt.Fprintf(stdout, "wrote %s\n  start it with: nats-server -c %s\n  seeds for sqlgated: %s (set nats.keysDir)\n  operator %s\n  users account %s\n", conf, conf, *keysDir, pub.Operator, pub.Users)
+	fmt.Fprintf(stdout, "wrote %s\n  start it with: nats-server -c %s\n  seeds for sqlgated: %s (0600, set nats.keysDir)\n  operator %s\n  users account %s\n", conf, conf, *keysDir, pub.Operator, pub.Users)
+	if fi, err := os.Stat(filepath.Dir(conf)); err == nil && fi.Mode().Perm()&0o005 != 0o005 {
+		fmt.Fprintf(stdout, "  note: %s is mode %04o: the nats-server user reads it only if it owns it (chmod 0755: it holds nothing secret)\n",
+			filepath.Dir(conf), fi.Mode().Perm())
+	}
+	if *tlsCert == "" {
+		fmt.Fprintf(stdout, "  no TLS: clients send their access tokens in the clear; sqlgated refuses a nats:// URL to another host "+
+			"unless nats.allowPlaintext is set (pass --tls-cert and --tls-key)\n")
+	}
 	return nil
 }

@@ -33,7 +33,10 @@ func checkableExample(t *testing.T) (config, policyDir string) {
 		t.Fatal(err)
 	}
 	text := string(example)
-	for from, to := range map[string]string{"routes: /etc/sqlgate/routes.yaml": "routes: " + routes, "dir: /etc/sqlgate/policy": "dir: " + policyDir} {
+	// The sink as a directory that can be created here (--check refuses one
+	// that cannot, and /mnt is root's).
+	sink := "sinkDir: " + filepath.Join(dir, "worm", "sqlgate-checkpoints")
+	for from, to := range map[string]string{"routes: /etc/sqlgate/routes.yaml": "routes: " + routes, "dir: /etc/sqlgate/policy": "dir: " + policyDir, "sinkDir: /mnt/worm/sqlgate-checkpoints": sink} {
 		if !strings.Contains(text, from) {
 			t.Fatalf("the example configuration no longer has %q", from)
 		}

@@ -59,7 +59,9 @@ override.
 {{- if hasKey $policy "dir" }}{{ $errs = append $errs "config.policy.dir is set by the chart: put the policy in .Values.policy" }}{{ end -}}
 {{- range $k := list "listen" "tlsCertFile" "tlsKeyFile" }}{{ if hasKey $http $k }}{{ $errs = append $errs (printf "config.http.%s is set by the chart: use .Values.service.port and .Values.tls" $k) }}{{ end }}{{ end -}}
 {{- if hasKey $audit "signingKeyFile" }}{{ $errs = append $errs "config.audit.signingKeyFile is set by the chart: each pod keeps its own key on its volume" }}{{ end -}}
-{{- if hasKey $audit "origin" }}{{ $errs = append $errs "config.audit.origin is set by the chart: each pod writes the origin sqlgate/<pod name>" }}{{ end -}}
+{{- if hasKey $audit "origin" }}{{ $errs = append $errs "config.audit.origin is set by the chart: each pod writes the origin <auditOriginPrefix>/<pod name>" }}{{ end -}}
+{{- if hasKey $audit "originPrefix" }}{{ $errs = append $errs "config.audit.originPrefix is set by the chart: use .Values.auditOriginPrefix" }}{{ end -}}
+{{- if not (regexMatch `^[^\s+]{1,200}$` (toString .Values.auditOriginPrefix)) }}{{ $errs = append $errs (printf "auditOriginPrefix %q must be 1 to 200 printable characters without spaces or +" (toString .Values.auditOriginPrefix)) }}{{ end -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not (has (get $control "dialect" | default "sqlite") (list "postgres" "sqlserver"))) -}}
 {{- $errs = append $errs "replicaCount > 1 needs a shared control database: set config.control.dialect to postgres or sqlserver" -}}
 {{- end -}}
@@ -74,6 +76,7 @@ override.
 {{- $_ := set $policy "dir" "/etc/sqlgate/policy" -}}
 {{- $_ := set $c "policy" $policy -}}
 {{- $_ := set $audit "signingKeyFile" "/var/lib/sqlgate/keys/audit-signing.key" -}}
+{{- $_ := set $audit "originPrefix" (toString .Values.auditOriginPrefix) -}}
 {{- if not (hasKey $audit "paramKeyFile") -}}
 {{- $_ := set $audit "paramKeyFile" "/var/lib/sqlgate/keys/audit-param.key" -}}
 {{- end -}}
