@@ -91,7 +91,7 @@ func (c *DB) schema() []string {
 	if c.dialect == SQLServer {
 		pid = "NVARCHAR(450)"
 	}
-	return []string{
+	stmts := []string{
 		ifNotExists("sqlgate_issuance", fmt.Sprintf(`
 			user_key %s NOT NULL PRIMARY KEY,
 			principal_id %s NOT NULL,
@@ -107,4 +107,8 @@ func (c *DB) schema() []string {
 		index("sqlgate_issuance_principal", "sqlgate_issuance", "principal_id"),
 		index("sqlgate_issuance_expires", "sqlgate_issuance", "expires_at"),
 	}
+	// The callout token table is created here too, so that a control
+	// database that refuses DDL later is found at start, not at the first
+	// auth callout.
+	return append(stmts, CalloutTokenSchema(c.dialect)...)
 }
