@@ -292,7 +292,7 @@ type SetupConfig struct {
 	NoJetStream bool
 	// SystemCreds also writes `system-user.creds` (mode 0600): the
 	// system-account user that may only push and look up account JWTs, for
-	// operators who push updates by hand.
+	// operators who look up the account JWTs the servers hold.
 	SystemCreds bool
 }
 
