@@ -195,6 +195,11 @@ func TestDashboardSignInAfterRevokeAll(t *testing.T) {
 			if tc.status == http.StatusUnauthorized && !strings.Contains(rec.Body.String(), "sign in again") {
 				t.Errorf("callback page does not tell to sign in again: %s", rec.Body)
 			}
+			// Its sign-in button asks the provider for a new
+			// authentication, not the session that was refused.
+			if tc.status == http.StatusUnauthorized && !strings.Contains(rec.Body.String(), `href="/login?fresh=1"`) {
+				t.Errorf("callback page's sign-in does not ask for a fresh sign-in: %s", rec.Body)
+			}
 		})
 	}
 }

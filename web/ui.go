@@ -54,12 +54,16 @@ type page struct {
 	Principal identity.Principal
 	CSRF      string
 	LoginOK   bool
-	Auditor   bool
-	Admin     bool
-	Error     string
-	Reasons   []string
-	RequestID string
-	Flash     string
+	// FreshLogin makes the error page's sign-in ask the identity provider
+	// for a new authentication: the sign-in was refused (401), and the
+	// provider's own session would give the same refused sign-in again.
+	FreshLogin bool
+	Auditor    bool
+	Admin      bool
+	Error      string
+	Reasons    []string
+	RequestID  string
+	Flash      string
 
 	Routes   []api.Route
 	Revision string
@@ -143,6 +147,7 @@ func (s *Server) render(w http.ResponseWriter, status int, name string, p *page)
 func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string, reasons []string, id string) {
 	p, _, _ := s.newPage(r, "Error") // an error page, signed out if the session is refused
 	p.Error, p.Reasons, p.RequestID = msg, reasons, id
+	p.FreshLogin = status == http.StatusUnauthorized
 	if err := s.render(w, status, "error.html", p); err != nil {
 		s.log.ErrorContext(r.Context(), "render error page", "err", err)
 	}

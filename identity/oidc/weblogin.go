@@ -183,6 +183,11 @@ func safeReturnTo(s string) string {
 // browser to the provider. returnTo is where [WebLogin.Callback] sends the
 // user afterwards (a local path; anything else becomes "/").
 //
+// A request with `fresh=1` in its query asks the provider to authenticate
+// the user again (prompt=login, max_age=0) instead of reusing its own
+// session: after a revoke-all, a sign-in dated before the cutoff is refused,
+// and only a new authentication gets the user back in.
+//
 // When too many sign-ins are in progress it sets nothing and returns
 // [ErrTooManyLogins].
 func (l *WebLogin) Start(w http.ResponseWriter, r *http.Request, returnTo string) error {
@@ -209,7 +214,11 @@ func (l *WebLogin) Start(w http.ResponseWriter, r *http.Request, returnTo string
 		MaxAge: int(l.cfg.MaxAge / time.Second), HttpOnly: true, Secure: l.secure || r.TLS != nil,
 		SameSite: http.SameSiteLaxMode,
 	})
-	authURL := l.oauth.AuthCodeURL(st.State, oauth2.S256ChallengeOption(st.Verifier), gooidc.Nonce(st.Nonce))
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(st.Verifier), gooidc.Nonce(st.Nonce)}
+	if r.URL.Query().Get("fresh") == "1" {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"), oauth2.SetAuthURLParam("max_age", "0"))
+	}
+	authURL := l.oauth.AuthCodeURL(st.State, opts...)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, authURL, http.StatusFound)
 	return nil

@@ -405,6 +405,19 @@ func TestWebLoginStartDetails(t *testing.T) {
 	if cs := res.Cookies(); len(cs) != 1 || !cs[0].Secure {
 		t.Errorf("cookie over TLS = %+v, want Secure", cs)
 	}
+	if loc := res.Header.Get("Location"); strings.Contains(loc, "prompt=") || strings.Contains(loc, "max_age=") {
+		t.Errorf("plain sign-in asks for a new authentication: %s", loc)
+	}
+	// fresh=1 (the error page after a refused sign-in) asks the provider to
+	// authenticate again instead of reusing its session.
+	wf := httptest.NewRecorder()
+	if err := d.wl.Start(wf, httptest.NewRequest(http.MethodGet, "https://sqlgate.example/login?fresh=1", nil), "/"); err != nil {
+		t.Fatal(err)
+	}
+	loc, err := url.Parse(wf.Result().Header.Get("Location"))
+	if err != nil || loc.Query().Get("prompt") != "login" || loc.Query().Get("max_age") != "0" {
+		t.Errorf("fresh sign-in redirects to %v (%v), want prompt=login and max_age=0", loc, err)
+	}
 	// Two tabs keep two sign-ins.
 	w2 := httptest.NewRecorder()
 	_ = d.wl.Start(w2, r, "/")
