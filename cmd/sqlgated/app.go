@@ -578,7 +578,7 @@ func (a *app) shutdown(ctx context.Context) {
 	// timeout; only then does the budget of the audit log's last writes
 	// start, so a slow call cannot use it up.
 	a.stopTransports(ctx, a.drainBound())
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, lastWritesMargin)
 	defer cancel()
 	if a.service != nil {
 		if err := a.service.Drain(ctx); err != nil {
@@ -608,9 +608,17 @@ func (a *app) shutdown(ctx context.Context) {
 	}
 }
 
+// Shutdown margins beyond the longest route timeout: the transports'
+// (the audit intent before a call and the reply after it) and the audit
+// log's last writes once the calls are answered. serve --check compares
+// their sum with the stop budget of the shipped unit and chart.
+const (
+	drainMargin      = 15 * time.Second
+	lastWritesMargin = 15 * time.Second
+)
+
 // drainBound is how long the transports may take to answer the calls they
-// accepted at shutdown: the longest route timeout and a margin for the audit
-// intent before it and the reply after it.
+// accepted at shutdown: the longest route timeout and drainMargin.
 func (a *app) drainBound() time.Duration {
 	longest := time.Duration(0)
 	if a.cfg.Catalog != nil {
@@ -618,7 +626,7 @@ func (a *app) drainBound() time.Duration {
 			longest = max(longest, r.Timeout)
 		}
 	}
-	return longest + 15*time.Second
+	return longest + drainMargin
 }
 
 // stopTransports stops taking calls and waits, at most bound, for the ones

@@ -89,8 +89,8 @@ const stopBudget = 90 * time.Second
 
 // shutdownMargin is what a stop takes beyond the longest route timeout: the
 // transports' margin (app.drainBound) and the audit log's last writes
-// (app.shutdown's budget), 15 s each.
-const shutdownMargin = 30 * time.Second
+// (app.shutdown's budget).
+const shutdownMargin = drainMargin + lastWritesMargin
 
 // shutdownBound is how long a stop may take with catalog: the calls
 // accepted are answered within their route's timeout, then the last audit
