@@ -3,6 +3,8 @@ package evidence_test
 import (
 	"bytes"
 	"context"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -219,5 +221,189 @@ func TestWriteSaysWhenThePeriodIsNotCovered(t *testing.T) {
 	}
 	if len(rows) != 1 || rows[0]["log_index"] != "0" {
 		t.Errorf("a period before the log's start: exceptions = %v", rows)
+	}
+}
+
+// natsKey appends a credential record of NATS user key; expires zero is a
+// JWT without expiry.
+func (in *instance) natsKey(t *testing.T, at time.Time, action, key string, expires time.Time) {
+	t.Helper()
+	in.at.set(at)
+	if _, err := in.log.Append(t.Context(), &audit.Record{
+		Kind: audit.KindCredential, Actor: alice, Allow: &allow,
+		Credential: &audit.Credential{Type: "nats", Action: action, UserKey: key, ExpiresAt: expires},
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// natsAccess returns the NATS rows of the access population by user key,
+// each as "issued_at expires_at".
+func natsAccess(t *testing.T, files map[string][]byte) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, row := range table(t, files["csv/access_population.csv"]) {
+		if row["type"] != "nats" {
+			continue
+		}
+		if row["status"] != "valid" || row["email"] != "alice@example.com" {
+			t.Errorf("NATS row = %v, want status valid, alice's", row)
+		}
+		out[row["user_key"]] = row["issued_at"] + " " + row["expires_at"]
+	}
+	return out
+}
+
+// TestAccessNATSKeyIssuedAgainShorter: sqlgate may issue a NATS user key
+// again (a refresh re-issues on the same key) with an earlier expiry, a
+// client asking a short TTL or a lower policy TTL; the earlier JWT stays
+// valid on NATS until its own expiry. So the key is in the access
+// population while any of its JWTs is valid at the period's end, with the
+// latest expiry, also when expired grants are dropped after every record.
+func TestAccessNATSKeyIssuedAgainShorter(t *testing.T) {
+	for _, sweep := range []int{1, 10000} {
+		store := audittest.NewStore()
+		in := openInstance(t, store, origin)
+		// valid until 4 March; re-issued at 20:00 until 22:00
+		in.natsKey(t, day(2, 8), "issue", "UREFRESHED", day(4, 0))
+		// issued before the period, re-issued in it until 23:00
+		in.natsKey(t, day(1, 23), "issue", "UBEFORE", day(3, 6))
+		// three JWTs: the second expires last
+		in.natsKey(t, day(2, 8), "issue", "UTHREE", day(3, 6))
+		in.natsKey(t, day(2, 9), "issue", "UTHREE", day(4, 0))
+		in.natsKey(t, day(2, 10), "issue", "UTHREE", day(3, 1))
+		// every JWT expired before the period's end
+		in.natsKey(t, day(2, 8), "issue", "UGONE", day(2, 21))
+		// a JWT without expiry, re-issued with one
+		in.natsKey(t, day(2, 8), "issue", "UFOREVER", time.Time{})
+		in.natsKey(t, day(2, 18), "issue", "UGONE", day(2, 22))
+		in.natsKey(t, day(2, 19), "renew", "UFOREVER", day(2, 23))
+		in.natsKey(t, day(2, 20), "issue", "UREFRESHED", day(2, 22))
+		in.natsKey(t, day(2, 21), "issue", "UBEFORE", day(2, 23))
+		in.natsKey(t, day(2, 22), "issue", "UTHREE", day(2, 23))
+		in.close(t)
+
+		restore := evidence.SetSweepEvery(sweep)
+		files, _ := evidenceOf(t, store, in)
+		restore()
+		got := natsAccess(t, files)
+		want := map[string]string{
+			"UREFRESHED": "2026-03-02T08:00:00.000000Z 2026-03-04T00:00:00.000000Z",
+			"UBEFORE":    "2026-03-01T23:00:00.000000Z 2026-03-03T06:00:00.000000Z",
+			"UTHREE":     "2026-03-02T09:00:00.000000Z 2026-03-04T00:00:00.000000Z",
+			"UFOREVER":   "2026-03-02T08:00:00.000000Z ",
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("sweep every %d: NATS access population = %q, want %q (the JWT of each key expiring last, UGONE not listed)", sweep, got, want)
+		}
+	}
+}
+
+// TestAccessNATSKeyIssuedAgainAcrossOrigins: the JWTs and revocations of
+// a NATS user key may be recorded by different instances, and the evidence
+// reads the logs origin by origin. Whatever the reading order, a
+// revocation ends every JWT of the key issued before it, and only the JWTs
+// issued after the key's last revocation count. Each key below spreads its
+// events over the origins in another order, so every reading order of its
+// events is tried.
+func TestAccessNATSKeyIssuedAgainAcrossOrigins(t *testing.T) {
+	type event struct {
+		at      time.Time
+		action  string
+		expires time.Time
+	}
+	cases := []struct {
+		prefix string
+		events []event
+		want   string // "issued_at expires_at", "" when not listed
+	}{{
+		// a long JWT, then a short one: the long one is valid at the end
+		prefix: "UPAIR",
+		events: []event{{day(2, 8), "issue", day(4, 0)}, {day(2, 20), "issue", day(2, 22)}},
+		want:   "2026-03-02T08:00:00.000000Z 2026-03-04T00:00:00.000000Z",
+	}, {
+		// revoked between the two JWTs: only the short one counts, and it
+		// expired before the end
+		prefix: "UREVOKED",
+		events: []event{{day(2, 8), "issue", day(4, 0)}, {day(2, 10), "revoke", time.Time{}}, {day(2, 20), "issue", day(2, 23)}},
+	}, {
+		// expired (the key's latest expiry passed), then issued again
+		prefix: "UEXPIRED",
+		events: []event{{day(2, 8), "issue", day(2, 9)}, {day(2, 9), "expire", day(2, 9)}, {day(2, 20), "issue", day(2, 23)}},
+	}, {
+		// revoked, then issued twice, the second shorter: the first JWT
+		// after the revocation is valid at the end, not the revoked one
+		prefix: "UREISSUED",
+		events: []event{
+			{day(2, 8), "issue", day(5, 0)}, {day(2, 10), "revoke", time.Time{}},
+			{day(2, 12), "issue", day(3, 12)}, {day(2, 20), "issue", day(2, 23)},
+		},
+		want: "2026-03-02T12:00:00.000000Z 2026-03-03T12:00:00.000000Z",
+	}}
+	names := []string{"a", "b", "c", "d"} // read in this order
+	for _, sweep := range []int{1, 10000} {
+		store := audittest.NewStore()
+		var instances []*instance
+		for _, n := range names {
+			instances = append(instances, openInstance(t, store, "sqlgate.test/"+n+"-instance"))
+		}
+		type appendAt struct {
+			ev  event
+			key string
+			in  *instance
+		}
+		var appends []appendAt
+		want := map[string]string{}
+		for _, c := range cases {
+			// every assignment of the events to distinct origins
+			var assign func(used []int)
+			assign = func(used []int) {
+				if len(used) == len(c.events) {
+					key := c.prefix
+					for _, i := range used {
+						key += "-" + names[i]
+					}
+					for j, i := range used {
+						appends = append(appends, appendAt{c.events[j], key, instances[i]})
+					}
+					if c.want != "" {
+						want[key] = c.want
+					}
+					return
+				}
+				for i := range names {
+					if !slices.Contains(used, i) {
+						assign(append(slices.Clone(used), i))
+					}
+				}
+			}
+			assign(nil)
+		}
+		if len(want) != 12+24 || len(appends) != 12*2+24*3+24*3+24*4 {
+			t.Fatalf("%d keys listed of %d events, want 36 of 264: the test lost its cases", len(want), len(appends))
+		}
+		// each instance records in time order
+		slices.SortStableFunc(appends, func(x, y appendAt) int { return x.ev.at.Compare(y.ev.at) })
+		for _, a := range appends {
+			a.in.natsKey(t, a.ev.at, a.ev.action, a.key, a.ev.expires)
+		}
+		for _, in := range instances {
+			in.close(t)
+		}
+
+		restore := evidence.SetSweepEvery(sweep)
+		files, _ := evidenceOf(t, store, instances...)
+		restore()
+		got := natsAccess(t, files)
+		for key, w := range want {
+			if got[key] != w {
+				t.Errorf("sweep every %d: %s listed as %q, want %q", sweep, key, got[key], w)
+			}
+		}
+		for key, g := range got {
+			if _, ok := want[key]; !ok {
+				t.Errorf("sweep every %d: %s listed as %q, want it not listed", sweep, key, g)
+			}
+		}
 	}
 }

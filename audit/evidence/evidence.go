@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -506,13 +507,18 @@ type collector struct {
 	// outcomes holds the outcome columns of the period's intents of the
 	// origin being read, by intent index (nil before its outcome is seen).
 	outcomes map[int64][]string
-	// creds holds, per credential, the state its newest event (by record
+	// creds holds, per SQL lease, the state its newest event (by record
 	// time, then origin, then index) left it in, whichever origin recorded
 	// it: instances share the lease store, so one may issue a lease that
 	// another renews, expires or revokes. A credential whose grant expired
 	// keeps only the order of its newest event, so that an older event read
 	// later from another origin cannot bring it back.
-	creds      map[credKey]credState
+	creds map[credKey]credState
+	// natsCreds holds, per NATS user key, its JWTs that may still be valid
+	// at `to` and the order of its newest revocation or expiry: sqlgate may
+	// issue a key again, with a shorter expiry, while its earlier JWT stays
+	// valid on NATS until its own expiry.
+	natsCreds  map[credKey]*natsState
 	sinceSweep int
 	// pending counts the SQL logins whose removal was pending at `to`.
 	pending int
@@ -581,9 +587,85 @@ type credState struct {
 	grantOrder   order
 }
 
+// natsGrant is one JWT of a NATS user key: its issue or renewal record.
+type natsGrant struct {
+	cred    activeCred
+	ord     order
+	expires int64 // Unix nanoseconds; math.MaxInt64 when it never expires
+}
+
+// natsState is what is known of a NATS user key: the order of its newest
+// end event (revoke, expire), which ends every JWT of the key issued
+// before it, and the grants newer than that end whose JWT may still be
+// valid at `to`, oldest first. No grant kept is dominated by a newer one
+// that expires at the same time or later: an end event that ends the newer
+// grant ends the older too, and the newer one is valid whenever the older
+// is, so the older one can never be the one listed. The expiries of the
+// grants kept thus fall as their order rises.
+type natsState struct {
+	end    order
+	ended  bool
+	grants []natsGrant
+}
+
+// grant adds a JWT of the key unless an end event newer than it, or a newer
+// JWT that expires no earlier, makes it irrelevant.
+func (st *natsState) grant(g natsGrant) {
+	if st.ended && !g.ord.after(st.end) {
+		return
+	}
+	i, _ := slices.BinarySearchFunc(st.grants, g.ord, func(h natsGrant, o order) int {
+		if h.ord.after(o) {
+			return 1
+		}
+		return -1 // orders are unique: no record is read twice
+	})
+	if i < len(st.grants) && st.grants[i].expires >= g.expires {
+		return // dominated: newer grants expire ever earlier, this is the latest of them
+	}
+	// The older grants that expire no later than g are dominated by it.
+	j := i
+	for j > 0 && st.grants[j-1].expires <= g.expires {
+		j--
+	}
+	st.grants = slices.Insert(slices.Delete(st.grants, j, i), j, g)
+}
+
+// endAt applies a revocation or expiry of the key: every JWT issued
+// before it ends.
+func (st *natsState) endAt(o order) {
+	if st.ended && !o.after(st.end) {
+		return
+	}
+	st.end, st.ended = o, true
+	n := 0
+	for n < len(st.grants) && !st.grants[n].ord.after(o) {
+		n++
+	}
+	st.grants = slices.Delete(st.grants, 0, n)
+}
+
+// dropExpired drops the grants that expired at or before now, the time of
+// a record read: every record read is before `to`, so such a grant is not
+// valid then.
+func (st *natsState) dropExpired(now int64) {
+	st.grants = slices.DeleteFunc(st.grants, func(g natsGrant) bool { return g.expires <= now })
+}
+
+// valid returns the grant listed for the key at `to`: of the JWTs newer
+// than every end event of the key and expiring after `to` (or never), the
+// one with the latest expiry; nil when there is none.
+func (st *natsState) valid(to int64) *natsGrant {
+	// Expiries fall as orders rise: the first grant kept expires last.
+	if len(st.grants) > 0 && st.grants[0].expires > to {
+		return &st.grants[0]
+	}
+	return nil
+}
+
 func newCollector(dir string, from, to time.Time) (*collector, error) {
 	c := &collector{
-		dir: dir, from: from, to: to, creds: map[credKey]credState{},
+		dir: dir, from: from, to: to, creds: map[credKey]credState{}, natsCreds: map[credKey]*natsState{},
 		accessExcerpt: excerpt{
 			header: []string{"type", "email", "subject", "NATS user key or SQL login", "database", "role", "expires"},
 			widths: []float64{0.05, 0.17, 0.2, 0.26, 0.1, 0.08, 0.14},
@@ -957,10 +1039,10 @@ func credStatus(r *audit.Record) string {
 	return r.Result.Status
 }
 
-// trackAccess follows which credentials are valid at the period's end. The
-// newest event of a credential by time, whichever origin recorded it,
-// decides: an issue or renewal makes it valid until it expires, a
-// revocation ends it, and so does the expiry of a NATS credential. A SQL
+// trackAccess follows which credentials are valid at the period's end (a
+// NATS user key: [collector.trackNATS]). The newest event of a SQL lease by
+// time, whichever origin recorded it, decides: an issue or renewal makes it
+// valid until it expires, a revocation ends it. A SQL
 // login that expired, or whose revocation failed (`revoke_failed`), stays
 // pending until a revocation succeeds: the login may still exist (SQL
 // Server has no login expiry). Any other record of an operation that failed
@@ -969,6 +1051,10 @@ func credStatus(r *audit.Record) string {
 func (c *collector) trackAccess(at ref, r *audit.Record) {
 	cr := r.Credential
 	if cr == nil || (cr.LeaseID == "" && cr.UserKey == "") {
+		return
+	}
+	if cr.Type == "nats" {
+		c.trackNATS(at, r)
 		return
 	}
 	var phase credPhase
@@ -1008,8 +1094,61 @@ func (c *collector) trackAccess(at ref, r *audit.Record) {
 		return // older than what is known
 	}
 	c.creds[key] = st
+	c.sweep(r)
+}
+
+// trackNATS follows the JWTs of a NATS user key. sqlgate may issue a key
+// again (a refresh re-issues on the same key) with an earlier expiry than
+// its previous JWT, which stays valid on NATS until its own expiry. A
+// revocation covers every JWT of the key issued before it, and an `expire`
+// is recorded once the key's latest expiry passed. So the key is valid at
+// `to` when an issue or renewal newer than every revocation and expiry of
+// the key expires after `to` (or never); the latest of those expiries is
+// listed. The records arrive origin by origin, not in time order: the
+// result does not depend on the reading order. A `revoke_failed` (not
+// recorded for NATS keys) or an operation that failed changes nothing.
+func (c *collector) trackNATS(at ref, r *audit.Record) {
+	cr := r.Credential
+	grant := cr.Action == "issue" || cr.Action == "renew"
+	if credStatus(r) != "ok" || (!grant && cr.Action != "revoke" && cr.Action != "expire") {
+		return
+	}
+	key, ord := keyOf(cr), order{time: r.Time.UnixNano(), rank: c.rank, index: at.index}
+	st := c.natsCreds[key]
+	if st == nil {
+		st = &natsState{}
+		c.natsCreds[key] = st
+	}
+	if grant {
+		expires := int64(math.MaxInt64)
+		if !cr.ExpiresAt.IsZero() {
+			expires = cr.ExpiresAt.UnixNano()
+		}
+		// Expired at or before this record, which is before `to`: not
+		// valid then.
+		if expires > ord.time {
+			st.grant(natsGrant{cred: activeCred{at, r}, ord: ord, expires: expires})
+		}
+	} else {
+		st.endAt(ord)
+	}
+	c.sweep(r)
+}
+
+// sweep drops, every sweepEvery credential records, the grants that
+// expired at or before r, so a long log's ended credentials cost little
+// memory.
+func (c *collector) sweep(r *audit.Record) {
 	if c.sinceSweep++; c.sinceSweep >= sweepEvery {
 		c.sinceSweep = 0
+		for k, st := range c.natsCreds {
+			// A key that ended stays, with the order of its newest end
+			// event, so that an older grant read later cannot outlive
+			// that end.
+			if st.dropExpired(r.Time.UnixNano()); !st.ended && len(st.grants) == 0 {
+				delete(c.natsCreds, k)
+			}
+		}
 		for k, st := range c.creds {
 			// Expired before this record, which is before `to`: not valid
 			// then. The order stays, so an older event cannot revive it.
@@ -1026,7 +1165,8 @@ func (c *collector) trackAccess(at ref, r *audit.Record) {
 // every section, in archive order.
 func (c *collector) finish(rep *audit.Report) ([]*section, error) {
 	access, err := newCSVSection(c.dir, "csv/access_population.csv", "the credentials valid at the period's end, and the SQL logins whose removal was still pending then: who could reach NATS or SQL then",
-		"credential records before the period's end, the newest event of each credential deciding, in time order across origins: issued or renewed and expiring after the period's end (status valid); "+
+		"credential records before the period's end, the newest event of each credential deciding, in time order across origins: issued or renewed and expiring after the period's end (status valid; "+
+			"for a NATS user key, issued again, any issue or renewal newer than its last revocation or expiry, the one expiring last listed); "+
 			"a SQL login expired or being revoked without a successful revocation (status revocation_pending)",
 		append([]string{"as_of", "type", "status", "subject", "email", "issuer", "user_key", "login", "database", "role", "lease_id", "via", "issued_at", "expires_at"}, refHeader...)...)
 	if err != nil {
@@ -1040,6 +1180,11 @@ func (c *collector) finish(rep *audit.Report) ([]*section, error) {
 		status string
 	}
 	var rows []accessRow
+	for _, st := range c.natsCreds {
+		if g := st.valid(c.to.UnixNano()); g != nil {
+			rows = append(rows, accessRow{g.cred.ref, &g.cred, g.cred.r, accessValid})
+		}
+	}
 	for _, st := range c.creds {
 		switch st.phase {
 		case phaseGranted:
