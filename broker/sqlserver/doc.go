@@ -14,9 +14,11 @@
 //  2. The call batch, through sp_executesql with named parameters: the
 //     read-only session context (sys.sp_set_session_context @read_only = 1
 //     for sqlgate.correlation_id, sqlgate.principal, sqlgate.decision_id),
-//     the idempotency insert guarded by NOT EXISTS under UPDLOCK, HOLDLOCK
-//     (a concurrent call with the same key waits on the key lock until the
-//     first transaction ends), one status row with CURRENT_TRANSACTION_ID(),
+//     the idempotency insert, whose primary key decides whether the key is
+//     taken (a concurrent call with the same key waits on that key's lock
+//     until the first transaction ends, and only such a call waits; a
+//     duplicate key, 2627, is caught and turns into the stored record),
+//     one status row with CURRENT_TRANSACTION_ID(),
 //     then the call itself: `SET @out = NULL; EXEC @sqlgate_return_value =
 //     [schema].[proc] @a = @a, @out = @out OUTPUT` for a procedure route,
 //     or the route's statement. The batch's own names all start with

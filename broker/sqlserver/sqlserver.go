@@ -324,10 +324,10 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 
 // replay returns the stored result of a key the call found taken:
 // ErrConflict when it was stored for another request. A record without
-// committed_at was never finished: the key lock only lets the call see a
-// committed record, so its transaction was committed by the routed
-// procedure itself (COMMIT inside the module; the call then failed with
-// 266), before the result was stored. There is no result to replay, and
+// committed_at was never finished: the call's INSERT fails on the key only
+// once the transaction that inserted it has committed, so that transaction
+// was committed by the routed procedure itself (COMMIT inside the module;
+// the call then failed with 266), before the result was stored. There is no result to replay, and
 // running the call again could repeat what the procedure committed, so
 // the key is unavailable, as a key still in flight is on PostgreSQL.
 func (e *Executor) replay(st *status, c *broker.Call) (*broker.Result, error) {

@@ -34,26 +34,53 @@ BEGIN TRANSACTION;`
 
 // callPrologue is the first part of every call batch (sent through
 // sp_executesql): the read-only session context, then the idempotency
-// record unless the key exists (waiting on the key lock for a transaction
-// that holds it), then one status row. An existing key returns its record
-// and ends the batch, so the call below never runs. Its locals share the
-// batch's namespace with the route's parameters, so they carry the sqlgate_
-// prefix the catalog reserves (in any case: names compare
-// case-insensitively under the usual collations).
+// record, then one status row. An existing key returns its record and ends
+// the batch, so the call below never runs. Its locals share the batch's
+// namespace with the route's parameters, so they carry the sqlgate_ prefix
+// the catalog reserves (in any case: names compare case-insensitively
+// under the usual collations).
+//
+// The record is a plain INSERT, and the primary key decides, under the
+// table's collation, whether the key is taken. Inserting a key locks that
+// key only (an exclusive key lock until the transaction ends; key-range
+// locks are taken only under SERIALIZABLE or HOLDLOCK), so calls with
+// different keys never wait for one another. A call whose key another
+// transaction has inserted waits on that key lock until the transaction
+// ends: rolled back, the INSERT goes ahead; committed, it fails with 2627
+// (violation of PRIMARY KEY constraint), which the CATCH block turns into
+// the stored record. (An earlier version checked for the key with
+// UPDLOCK, HOLDLOCK first: the range lock that took on the next key, or
+// the end of the index, made calls with new keys wait for each other.)
+//
+// The INSERT runs with XACT_ABORT OFF: under XACT_ABORT ON an error in a
+// TRY block dooms the transaction, and the batch would end with error
+// 3998 after the status row. With it OFF, 2627 ends the statement only.
+// SET inside sp_executesql lasts until the end of that batch; the
+// prologue sets XACT_ABORT ON again before the call runs. Every other
+// error (a deadlock, 1205, included) is raised again unchanged by THROW.
+// Under READ_COMMITTED_SNAPSHOT too, the key check locks, and the record
+// read after 2627 is the committed one. (Should PruneBatch delete that
+// record between the two statements — it must then have been committed
+// before the retention cutoff — the batch returns no status row and the
+// call fails as unavailable; a retry inserts the key.)
 const callPrologue = `SET NOCOUNT ON;
 DECLARE @sqlgate_c nvarchar(256) = @sqlgate_correlation_id, @sqlgate_p nvarchar(512) = @sqlgate_principal, @sqlgate_d nvarchar(128) = @sqlgate_decision_id;
 EXEC sys.sp_set_session_context @key = N'sqlgate.correlation_id', @value = @sqlgate_c, @read_only = 1;
 EXEC sys.sp_set_session_context @key = N'sqlgate.principal', @value = @sqlgate_p, @read_only = 1;
 EXEC sys.sp_set_session_context @key = N'sqlgate.decision_id', @value = @sqlgate_d, @read_only = 1;
-INSERT INTO sqlgate.idempotency (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id)
-SELECT @sqlgate_idempotency_key, @sqlgate_request_hash, @sqlgate_c, @sqlgate_p, @sqlgate_d, CURRENT_TRANSACTION_ID()
-WHERE NOT EXISTS (SELECT 1 FROM sqlgate.idempotency WITH (UPDLOCK, HOLDLOCK) WHERE idempotency_key = @sqlgate_idempotency_key);
-IF @@ROWCOUNT = 0
-BEGIN
+SET XACT_ABORT OFF;
+BEGIN TRY
+    INSERT INTO sqlgate.idempotency (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id)
+    VALUES (@sqlgate_idempotency_key, @sqlgate_request_hash, @sqlgate_c, @sqlgate_p, @sqlgate_d, CURRENT_TRANSACTION_ID());
+END TRY
+BEGIN CATCH
+    IF ERROR_NUMBER() NOT IN (2601, 2627) THROW;
+    SET XACT_ABORT ON;
     SELECT CAST(0 AS bit) AS inserted, transaction_id, request_hash, result, rows, rows_affected, committed_at
     FROM sqlgate.idempotency WHERE idempotency_key = @sqlgate_idempotency_key;
     RETURN;
-END;
+END CATCH;
+SET XACT_ABORT ON;
 SELECT CAST(1 AS bit) AS inserted, CURRENT_TRANSACTION_ID() AS transaction_id,
        CAST(NULL AS char(64)) AS request_hash, CAST(NULL AS nvarchar(max)) AS result,
        CAST(NULL AS bigint) AS rows, CAST(NULL AS bigint) AS rows_affected,
