@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
+	"time"
 
 	mssql "github.com/microsoft/go-mssqldb"
 
@@ -137,4 +138,59 @@ func TestLiveProcedureOutput(t *testing.T) {
 	if err != nil || d.Output["previous_status"] != "open" || d.ReturnValue.String() != "0" || d.RowsAffected.String() != "1" {
 		t.Errorf("cancel = %s (%v), want output previous_status open, return_value 0, rows_affected 1", res.JSON, err)
 	}
+}
+
+// A call in flight locks its own idempotency key only: a call with another
+// key runs meanwhile. (The NOT EXISTS check under UPDLOCK, HOLDLOCK that
+// the record used to be inserted with held a key-range lock on the next
+// key, or the end of the index, for the whole call, so here the second
+// call would have waited until the first ended.)
+func TestLiveKeysDoNotWaitForEachOther(t *testing.T) {
+	e := openLive(t)
+	cat, err := brokertest.Catalog("test", targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow, _ := cat.Lookup(brokertest.SubjectSlowCreate)
+	session, _ := cat.Lookup(brokertest.SubjectSession) // reads no table
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	slowDone := make(chan error, 1)
+	sc, err := brokertest.NewCall(slow, `{"customer":"slow","seconds":60}`, "key-slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, err := e.Execute(ctx, sc)
+		slowDone <- err
+	}()
+	// Wait until the slow call has inserted its (uncommitted) record.
+	for {
+		var n int
+		if err := e.DB().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM sqlgate.idempotency WITH (READUNCOMMITTED) WHERE idempotency_key = N'key-slow'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		select {
+		case err := <-slowDone:
+			t.Fatalf("the slow call ended (%v) before its record was seen", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	c, err := brokertest.NewCall(session, `{}`, "key-other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Execute(t.Context(), c); err != nil {
+		t.Fatalf("call with another key while the slow call runs: %v", err)
+	}
+	select {
+	case err := <-slowDone:
+		t.Fatalf("the call with another key returned only after the slow call ended (%v): it waited on the slow call's locks", err)
+	default:
+	}
+	cancel()
+	<-slowDone
 }
