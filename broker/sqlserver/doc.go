@@ -35,7 +35,10 @@
 // status; the row counts the server reports (DONE tokens: DML, INSERT ...
 // OUTPUT and SELECT alike; none under SET NOCOUNT ON) add up to
 // rows_affected. On any error the adapter sends [RollbackBatch] and, if that
-// fails, discards the connection. The session context is set on the
+// fails, discards the connection. A connection lost while the call batch
+// runs ends the call at once with broker.ErrUnavailable (the adapter
+// watches its sockets: go-mssqldb does not report every such loss to a
+// caller reading its message queue) and is discarded. The session context is set on the
 // connection that runs the call, inside its transaction; when database/sql
 // reuses the connection, go-mssqldb sends the TDS RESETCONNECTION flag with
 // the next request, which clears SESSION_CONTEXT and SET options before the

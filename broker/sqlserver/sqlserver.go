@@ -66,7 +66,7 @@ func open(ctx context.Context, cfg Config, userAssertion string, maxConns int) (
 	if err != nil {
 		return nil, fmt.Errorf("sqlserver database %s: %w", cfg.Name, err)
 	}
-	var connector driver.Connector
+	var connector *mssql.Connector
 	if fed {
 		connector, err = azuread.NewConnector(dsn)
 	} else {
@@ -76,7 +76,9 @@ func open(ctx context.Context, cfg Config, userAssertion string, maxConns int) (
 		// Messages from the connection string parsers may quote it.
 		return nil, fmt.Errorf("sqlserver database %s: the connection settings are not valid", cfg.Name)
 	}
-	db := sql.OpenDB(connector)
+	// Watched sockets: a call notices at once that its connection is lost
+	// (see transport.go).
+	db := sql.OpenDB(watched(connector, dsn))
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
 	db.SetConnMaxLifetime(cfg.ConnMaxLifetime)
@@ -269,7 +271,11 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 	defer func() { _ = conn.Close() }()
 	open := false
 	defer func() {
-		if err != nil && open {
+		switch {
+		case err == nil || !open:
+		case errors.Is(err, errConnLost):
+			discard(conn) // the server rolls back when the session ends
+		default:
 			rollback(conn)
 		}
 	}()
@@ -351,8 +357,15 @@ func rollback(conn *sql.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := conn.ExecContext(ctx, RollbackBatch); err != nil {
-		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		discard(conn)
 	}
+}
+
+// discard closes conn's driver connection instead of returning it to the
+// pool (database/sql closes a connection whose Raw function returns
+// driver.ErrBadConn).
+func discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 }
 
 // status is the call batch's first row: whether the idempotency record was
@@ -369,8 +382,24 @@ type status struct {
 
 // runCall sends the call batch, reads its status row, then writes every
 // result set of the call; it returns the rows affected (the sum of the row
-// counts the server reports, as SSMS prints them).
+// counts the server reports, as SSMS prints them). It waits for the
+// driver's messages and for the loss of the connection, which the driver
+// does not always report there (see transport.go): a lost connection
+// returns errConnLost at once.
 func runCall(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultjson.Writer) (*status, int64, error) {
+	lost, err := lostSignal(conn)
+	if err != nil {
+		return nil, 0, err
+	}
+	wait, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	go func() {
+		select {
+		case <-lost:
+			stop(errConnLost)
+		case <-wait.Done():
+		}
+	}()
 	msgs := &sqlexp.ReturnMessage{}
 	args := append(shape.args[:len(shape.args):len(shape.args)], msgs)
 	rows, err := conn.QueryContext(ctx, shape.query, args...)
@@ -383,7 +412,13 @@ func runCall(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultjso
 		affected int64
 	)
 	for active := true; active; {
-		switch m := msgs.Message(ctx).(type) {
+		m := msgs.Message(wait)
+		if errors.Is(context.Cause(wait), errConnLost) {
+			// The reply cannot complete: a read fails only while it is
+			// awaited. Whatever is still queued belongs to it.
+			return nil, 0, errConnLost
+		}
+		switch m := m.(type) {
 		case sqlexp.MsgNext:
 			if st == nil { // the prologue's status row
 				st = &status{}
