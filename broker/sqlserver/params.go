@@ -31,8 +31,9 @@ func baseType(sqlType string) string {
 //
 //	string            nvarchar(max) (one sp_executesql declaration whatever the length)
 //	integer           bigint; int/smallint/tinyint when declared (range-checked)
-//	number            its exact decimal text (the server converts it to the
-//	                  parameter's decimal type); float/real when declared
+//	number            its exact decimal text, in plain notation (the server
+//	                  converts it to the parameter's decimal type, and takes
+//	                  no exponent there); float/real when declared
 //	boolean           bit
 //	uniqueidentifier  from its text; datetime2 / datetimeoffset / date / time
 //	                  from RFC 3339 text; varbinary / binary from base64
@@ -50,6 +51,18 @@ func bindValue(p *route.Param, name string, v any) (any, error) {
 		bt, jt = baseType(p.SQLType), p.Type
 	}
 	bad := func(msg string) error { return &route.InvalidError{Field: name, Message: msg} }
+	if n, ok := v.(json.Number); ok && !floatType(bt) {
+		// The server converts the text (CAST to decimal, a decimal or int
+		// parameter), and SQL Server's string to decimal/numeric
+		// conversion takes no exponent: CAST(N'1e-05' AS decimal(12,5))
+		// fails with 8114. So the text is written out in plain decimal
+		// notation, exactly.
+		plain, ok := plainDecimal(string(n))
+		if !ok {
+			return nil, bad(fmt.Sprintf("must be a number (exponent within ±%d)", maxExponent))
+		}
+		v = json.Number(plain)
+	}
 	if p != nil {
 		if msg := fitsDeclared(p.SQLType, v); msg != "" {
 			return nil, bad(msg)
@@ -87,22 +100,22 @@ func bindValue(p *route.Param, name string, v any) (any, error) {
 		}
 		return x, nil
 	case json.Number:
-		switch bt {
-		case "float", "real", "double precision":
+		switch {
+		case floatType(bt):
 			f, err := strconv.ParseFloat(string(x), 64)
 			if err != nil {
 				return nil, bad("must be a number representable as a float")
 			}
 			return f, nil
-		case "int", "bigint", "smallint", "tinyint":
+		case bt == "int", bt == "bigint", bt == "smallint", bt == "tinyint":
 			i, err := strconv.ParseInt(string(x), 10, 64)
 			if err != nil {
 				return nil, bad("must be an integer")
 			}
 			return bindValue(p, name, i)
 		}
-		// Exact: the decimal text, converted by the server (decimal, numeric,
-		// money) — never through float64.
+		// Exact: the plain decimal text, converted by the server (decimal,
+		// numeric, money) — never through float64.
 		return mssql.NVarCharMax(string(x)), nil
 	case string:
 		switch bt {
@@ -149,6 +162,66 @@ func bindValue(p *route.Param, name string, v any) (any, error) {
 	default:
 		return nil, fmt.Errorf("parameter %s: unsupported value type %T", name, v)
 	}
+}
+
+func floatType(bt string) bool {
+	return bt == "float" || bt == "real" || bt == "double precision"
+}
+
+// maxExponent bounds the exponent plainDecimal writes out, as the payload
+// parser bounds the exponent of every JSON number (route.ParseObject):
+// the plain text is at most that many digits longer than the number.
+const maxExponent = 400
+
+// plainDecimal rewrites a JSON number in plain decimal notation, exactly
+// (digits are moved, never computed): "1e-05" is "0.00001", "-2.50E+1" is
+// "-25.0", "1E+21" is "1000000000000000000000". A number without an
+// exponent is returned as written. It reports false for text that is not a
+// JSON number or whose exponent is beyond ±maxExponent.
+func plainDecimal(n string) (string, bool) {
+	sign := ""
+	if strings.HasPrefix(n, "-") {
+		sign, n = "-", n[1:]
+	}
+	mant, expText, hasExp := strings.Cut(strings.ToLower(n), "e")
+	intPart, frac, hasPoint := strings.Cut(mant, ".")
+	if !allDigits(intPart) || (hasPoint && !allDigits(frac)) {
+		return "", false
+	}
+	if !hasExp {
+		return sign + n, true
+	}
+	exp, err := strconv.Atoi(expText)
+	if err != nil || exp < -maxExponent || exp > maxExponent {
+		return "", false
+	}
+	digits := intPart + frac
+	point := len(intPart) + exp // digits before the decimal point
+	for len(digits) > 0 && digits[0] == '0' {
+		digits, point = digits[1:], point-1
+	}
+	switch {
+	case digits == "":
+		return "0", true
+	case point <= 0:
+		return sign + "0." + strings.Repeat("0", -point) + digits, true
+	case point >= len(digits):
+		return sign + digits + strings.Repeat("0", point-len(digits)), true
+	default:
+		return sign + digits[:point] + "." + digits[point:], true
+	}
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // fitsDeclared checks a value against the length of its declared string
