@@ -378,15 +378,25 @@ func (o *outParam) value(sqlType string) any {
 			return d.Float64
 		}
 	case *sql.NullTime:
+		// The destination is declared datetimeoffset(7) (go-mssqldb has
+		// no other time type for a time.Time), so the server returns a
+		// date or time OUTPUT converted to datetimeoffset: a time on
+		// 1900-01-01 +00:00. Both are written as columnValue writes a DATE
+		// or TIME column.
 		if d.Valid {
-			if baseType(sqlType) == "date" {
-				return d.Time.Format(time.DateOnly)
+			switch baseType(sqlType) {
+			case "date":
+				return columnValue("DATE", d.Time)
+			case "time":
+				return columnValue("TIME", d.Time)
 			}
 			return d.Time
 		}
 	case *mssql.NullUniqueIdentifier:
 		if d.Valid {
-			return d.UUID.String()
+			// Canonical lower-case text, as columnValue writes a column
+			// (go-mssqldb's String is upper case).
+			return strings.ToLower(d.UUID.String())
 		}
 	case *[]byte:
 		if *d != nil {

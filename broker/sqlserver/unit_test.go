@@ -151,6 +151,37 @@ func TestOutputValues(t *testing.T) {
 	}
 }
 
+// An OUTPUT value reads as the same value in a result-set column.
+func TestOutputValuesMatchColumns(t *testing.T) {
+	t.Parallel()
+	// uniqueidentifier in SQL Server's byte order, as the server sends both.
+	wire := []byte{0xa5, 0xe9, 0x90, 0x01, 0x34, 0x12, 0xbc, 0x7a, 0x8d, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab}
+	u := newOut(route.Param{Name: "u", SQLType: "uniqueidentifier"})
+	if err := u.dest.(*mssql.NullUniqueIdentifier).Scan(wire); err != nil {
+		t.Fatal(err)
+	}
+	if got, col := u.value("uniqueidentifier"), columnValue("UNIQUEIDENTIFIER", wire); got != col || got != "0190e9a5-1234-7abc-8def-0123456789ab" {
+		t.Errorf("uniqueidentifier OUTPUT = %#v, column = %#v; want both 0190e9a5-1234-7abc-8def-0123456789ab", got, col)
+	}
+	// A time OUTPUT comes back as the datetimeoffset(7) its destination
+	// is declared: 1900-01-01 10:30:00.25 +00:00; a TIME column as a time
+	// of day.
+	tm := newOut(route.Param{Name: "t", SQLType: "time(7)"})
+	if err := tm.dest.(*sql.NullTime).Scan(time.Date(1900, 1, 1, 10, 30, 0, 25e7, time.FixedZone("", 0))); err != nil {
+		t.Fatal(err)
+	}
+	if got, col := tm.value("time(7)"), columnValue("TIME", time.Date(1, 1, 1, 10, 30, 0, 25e7, time.UTC)); got != col || got != "10:30:00.25" {
+		t.Errorf("time OUTPUT = %#v, column = %#v; want both \"10:30:00.25\"", got, col)
+	}
+	d := newOut(route.Param{Name: "d", SQLType: "date"})
+	if err := d.dest.(*sql.NullTime).Scan(time.Date(2026, 1, 2, 0, 0, 0, 0, time.FixedZone("", 0))); err != nil {
+		t.Fatal(err)
+	}
+	if got, col := d.value("date"), columnValue("DATE", time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)); got != col || got != "2026-01-02" {
+		t.Errorf("date OUTPUT = %#v, column = %#v; want both \"2026-01-02\"", got, col)
+	}
+}
+
 func TestColumnValue(t *testing.T) {
 	t.Parallel()
 	// SQL Server sends a uniqueidentifier with its first three groups
