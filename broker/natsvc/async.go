@@ -202,7 +202,7 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	if err := keepBacklog(ctx, js, &sc, cfg.Logger); err != nil {
 		return nil, fmt.Errorf("natsvc async: stream %s: %w", cfg.Stream, err)
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, sc)
+	stream, err := createStream(ctx, js, sc, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("natsvc async: stream %s: %w", cfg.Stream, err)
 	}
@@ -281,6 +281,39 @@ func (a *Async) Stop() error {
 		}
 	})
 	return nil
+}
+
+// jsErrStorageResourcesExceeded is nats-server's JSStorageResourcesExceededErr
+// ("insufficient storage resources available"), which nats.go names no
+// constant for.
+const jsErrStorageResourcesExceeded jetstream.ErrorCode = 10047
+
+// minAsyncMaxBytes is the smallest size cap createStream settles for before
+// it leaves the stream's size to the account's limits.
+const minAsyncMaxBytes = 64 << 20
+
+// createStream creates or updates the stream. A NATS server reserves a
+// stream's MaxBytes from its JetStream store, and refuses a stream that does
+// not fit (a small max_file_store or volume): then the cap is halved until
+// it fits, down to minAsyncMaxBytes, and below that the stream gets no size
+// cap of its own (the per-subject cap still holds). Either way it is logged,
+// since the async routes would otherwise keep sqlgated from starting.
+func createStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, log *slog.Logger) (jetstream.Stream, error) {
+	want := sc.MaxBytes
+	for {
+		stream, err := js.CreateOrUpdateStream(ctx, sc)
+		var apiErr *jetstream.APIError
+		if err == nil || sc.MaxBytes <= 0 || !errors.As(err, &apiErr) || apiErr.ErrorCode != jsErrStorageResourcesExceeded {
+			if err == nil && sc.MaxBytes != want {
+				log.WarnContext(ctx, "the NATS JetStream store cannot reserve the async stream's size cap; using a smaller one",
+					slog.Int64("wanted_bytes", want), slog.Int64("max_bytes", sc.MaxBytes))
+			}
+			return stream, err
+		}
+		if sc.MaxBytes /= 2; sc.MaxBytes < minAsyncMaxBytes {
+			sc.MaxBytes = -1
+		}
+	}
 }
 
 // keepBacklog adjusts sc so that updating an existing stream to it deletes no

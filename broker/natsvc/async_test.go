@@ -619,3 +619,26 @@ func (f *asyncFixture) streamConfig(t *testing.T) jetstream.StreamConfig {
 	}
 	return s.CachedInfo().Config
 }
+
+// TestAsyncStreamSizeCapThatDoesNotFit: a NATS server reserves a stream's
+// size cap from its JetStream store and refuses a stream that does not fit;
+// the consumer then starts with the largest cap that fits instead of
+// keeping sqlgated from starting.
+func TestAsyncStreamSizeCapThatDoesNotFit(t *testing.T) {
+	f := newAsyncFixture(t)
+	const want = int64(1) << 50 // a pebibyte: more than this machine's store
+	f.start(t.Context(), t, natsvc.HandlerFunc(func(_ context.Context, req *broker.Request) *broker.Reply {
+		return &broker.Reply{OK: true, CorrelationID: req.CorrelationID, AuditIndex: -1}
+	}), func(c *natsvc.AsyncConfig) { c.MaxBytes = want })
+	s, err := f.js.Stream(t.Context(), natsvc.DefaultAsyncStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Config.MaxBytes; got == want || got == 0 {
+		t.Errorf("stream MaxBytes = %d, want a cap that fits the store (below %d) or none (-1)", got, want)
+	}
+}
