@@ -286,6 +286,16 @@ func TestSessionLimits(t *testing.T) {
 	if err := checkSessionLimits(c); err != nil {
 		t.Errorf("checkSessionLimits(256-character key) = %v, want nil", err)
 	}
+	// nvarchar(512) holds 512 UTF-16 code units: 300 emoji are 600, and
+	// the server would cut the principal to 256 of them.
+	c.Principal = strings.Repeat("😀", 300)
+	if err := checkSessionLimits(c); !errors.As(err, &inv) || inv.Field != "principal" {
+		t.Errorf("checkSessionLimits(principal of 300 emoji, 600 UTF-16 units) = %v, want InvalidError on principal", err)
+	}
+	c.Principal = strings.Repeat("😀", 256)
+	if err := checkSessionLimits(c); err != nil {
+		t.Errorf("checkSessionLimits(principal of 256 emoji, 512 UTF-16 units) = %v, want nil", err)
+	}
 }
 
 // The call batch declares locals in the namespace of its sp_executesql

@@ -418,7 +418,11 @@ func (o *outParam) value(sqlType string) any {
 	return nil
 }
 
-// limits on the session values and keys the begin batch declares.
+// limits on the session values and the key, as the call batch declares
+// them: nvarchar(n) locals and columns hold n UTF-16 code units, so a
+// character outside the BMP counts two. A longer value would be cut
+// silently when assigned to the local (DECLARE @sqlgate_p nvarchar(512) =
+// ...), in SESSION_CONTEXT and the idempotency record alike.
 var sessionLimits = []struct {
 	field string
 	get   func(*broker.Call) string
@@ -432,8 +436,8 @@ var sessionLimits = []struct {
 
 func checkSessionLimits(c *broker.Call) error {
 	for _, l := range sessionLimits {
-		if n := len([]rune(l.get(c))); n > l.max {
-			return &route.InvalidError{Field: l.field, Message: fmt.Sprintf("longer than %d characters", l.max)}
+		if n := utf16Len(l.get(c)); n > l.max {
+			return &route.InvalidError{Field: l.field, Message: fmt.Sprintf("longer than %d UTF-16 code units (a character outside the BMP counts two)", l.max)}
 		}
 	}
 	if len(c.RequestHash) > 64 {
