@@ -360,6 +360,7 @@ func (r *Route) buildParams(rc Spec) []error {
 		r.Outputs = append(r.Outputs, Param{Name: name, SQLType: strings.TrimSpace(t)})
 	}
 	sort.Slice(r.Outputs, func(i, j int) bool { return r.Outputs[i].Name < r.Outputs[j].Name })
+	errs = append(errs, portableNames(r.Params, r.Outputs)...)
 	// The prefix is reserved in any case: SQL Server compares variable
 	// names case-insensitively under the usual collations, so
 	// Sqlgate_Principal would clash with the batch's @sqlgate_principal.
@@ -385,6 +386,41 @@ func (r *Route) buildParams(rc Spec) []error {
 				bad("statement uses :%s which is not a declared parameter", n)
 			}
 		}
+	}
+	return errs
+}
+
+// MaxParamName is the longest parameter or output name a route may
+// declare: SQL Server identifiers hold 128 characters, and a variable's
+// name includes its @ (a 128-character name fails with Msg 103).
+const MaxParamName = 127
+
+// portableNames refuses parameter and output names that some database
+// would not keep apart or accept: longer than MaxParamName, or equal to
+// another name of the route but for case (SQL Server compares variable
+// names case-insensitively under the usual collations: two such
+// parameters fail every call with Msg 134, an output and an input with
+// Msg 134 or 8143). A catalog is checked for every dialect, so that a
+// route keeps working when its database moves.
+func portableNames(params, outputs []Param) []error {
+	var errs []error
+	seen := map[string]string{} // lower-case name -> what declared it first
+	check := func(kind, name string) {
+		if len(name) > MaxParamName {
+			errs = append(errs, fmt.Errorf("%s %q is %d characters long; names are limited to %d (SQL Server adds @ to make a variable of at most 128)", kind, name, len(name), MaxParamName))
+		}
+		folded := strings.ToLower(name) // identifiers are ASCII (ValidIdentifier)
+		if first, clash := seen[folded]; clash {
+			errs = append(errs, fmt.Errorf("%s %q and %s differ only in case; SQL Server compares names case-insensitively, so every call would fail: rename one", kind, name, first))
+			return
+		}
+		seen[folded] = fmt.Sprintf("%s %q", kind, name)
+	}
+	for _, p := range params {
+		check("parameter", p.Name)
+	}
+	for _, o := range outputs {
+		check("output", o.Name)
 	}
 	return errs
 }

@@ -98,6 +98,22 @@ func TestCatalogErrors(t *testing.T) {
 		}},
 		{"reserved_output", "routes:\n  - {subject: a.b, procedure: p, database: d, output: {Sqlgate_Return_Value: int}}\n", []string{`output "Sqlgate_Return_Value": the sqlgate_ prefix (in any case) is reserved`}},
 		{"reserved_placeholder_case", "routes:\n  - {subject: a.b, statement: {name: s, sql: \"select :SQLGATE_PRINCIPAL\"}, database: d}\n", []string{"statement uses :SQLGATE_PRINCIPAL; session placeholders are"}},
+		// SQL Server compares variable names case-insensitively: two
+		// parameters, or an output and an input, equal but for case fail
+		// every call (Msg 134); a catalog must load nowhere it cannot run.
+		{"params_differ_in_case", "routes:\n  - {subject: a.b, procedure: p, database: d, params: {type: object, properties: {Id: {type: integer}, id: {type: integer}}}}\n", []string{
+			`route a.b: parameter "id" and parameter "Id" differ only in case`,
+		}},
+		{"output_differs_from_param_in_case", "routes:\n  - {subject: a.b, procedure: p, database: d, params: {type: object, properties: {status: {type: string}}}, output: {Status: \"nvarchar(20)\"}}\n", []string{
+			`route a.b: output "Status" and parameter "status" differ only in case`,
+		}},
+		{"outputs_differ_in_case", "routes:\n  - {subject: a.b, procedure: p, database: d, output: {total: int, TOTAL: int}}\n", []string{
+			`route a.b: output "total" and output "TOTAL" differ only in case`,
+		}},
+		{"param_name_128", "routes:\n  - {subject: a.b, procedure: p, database: d, params: {type: object, properties: {" + strings.Repeat("a", 128) + ": {type: integer}}}, output: {" + strings.Repeat("o", 128) + ": int}}\n", []string{
+			`route a.b: parameter "` + strings.Repeat("a", 128) + `" is 128 characters long; names are limited to 127`,
+			`route a.b: output "` + strings.Repeat("o", 128) + `" is 128 characters long; names are limited to 127`,
+		}},
 		{"bad_sqltype", "routes:\n  - {subject: a.b, procedure: p, database: d, params: {type: object, properties: {a: {type: string}}}, sqlTypes: {a: \"nvarchar(10)); drop\"}}\n", []string{"unsupported SQL type"}},
 		{"output_on_statement", "routes:\n  - {subject: a.b, statement: {name: s, sql: \"select 1\"}, database: d, output: {x: int}}\n", []string{"output parameters need a procedure target"}},
 		{"emit_same_as_subject", "routes:\n  - {subject: a.b, procedure: p, database: d, emit: a.b}\n", []string{"emit must differ"}},
@@ -118,6 +134,20 @@ func TestCatalogErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The longest names SQL Server keeps as variables (127 characters and the
+// @), distinct in case-insensitive comparison, load.
+func TestCatalogPortableNames(t *testing.T) {
+	long, out := strings.Repeat("a", route.MaxParamName), strings.Repeat("o", route.MaxParamName)
+	c, err := route.Parse([]byte("routes:\n  - {subject: a.b, procedure: p, database: d, params: {type: object, properties: {" + long + ": {type: integer}, Id: {type: integer}, id_2: {type: integer}}}, output: {" + out + ": int, ID_3: int}}\n"))
+	if err != nil {
+		t.Fatalf("Parse = %v, want the route to load", err)
+	}
+	r, _ := c.Lookup("a.b")
+	if len(r.Params) != 3 || len(r.Outputs) != 2 {
+		t.Errorf("params %+v outputs %+v, want 3 and 2", r.Params, r.Outputs)
 	}
 }
 
