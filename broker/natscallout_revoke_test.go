@@ -236,3 +236,41 @@ func TestCalloutRacingRevocation(t *testing.T) {
 		t.Errorf("the key stored during the revocation: %+v, %v, revoked on the servers %v; want it revoked", iss, lerr, enforced)
 	}
 }
+
+// refuseFails is the control registry with refusing callout tokens failing.
+type refuseFails struct{ *control.Registry }
+
+func (refuseFails) RefuseCalloutTokens(context.Context, []string, time.Time) error {
+	return errors.New("connection refused")
+}
+
+// TestRevokeNATSWhenTokensCannotBeRefused: when the tokens of callout
+// credentials cannot be refused, the keys are revoked anyway (the client is
+// disconnected rather than left connected) and the answer is unavailable,
+// so that the revocation is repeated.
+func TestRevokeNATSWhenTokensCannotBeRefused(t *testing.T) {
+	e := newEnv(t)
+	keys, err := natsauth.GenerateKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := keys.Public()
+	p := alice
+	p.Expiry = time.Now().Add(time.Hour)
+	svc := e.serviceWith(t, func(c *broker.Config) {
+		c.Minter, c.UsersAccount, c.SigningKeys, c.MaxTTL = natsauth.NewMinter(keys), pub.Users, pub.UsersSigning, time.Hour
+		c.Registry, c.Verifier = refuseFails{e.registry}, tokens{"token": p}
+	})
+	key := userKey(t)
+	if _, err := svc.Callout(t.Context(), broker.CalloutRequest{Token: "token", UserKey: key}); err != nil {
+		t.Fatalf("Callout: %v", err)
+	}
+	err = svc.RevokeNATS(t.Context(), alice, []string{key}, "test")
+	if !errors.Is(err, broker.ErrUnavailable) {
+		t.Errorf("RevokeNATS with the refusals failing = %v, want unavailable", err)
+	}
+	iss, err := e.registry.Lookup(t.Context(), key)
+	if err != nil || iss.RevokedAt.IsZero() {
+		t.Errorf("registry after RevokeNATS = %+v, %v; want the key revoked", iss, err)
+	}
+}

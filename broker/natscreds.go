@@ -335,8 +335,8 @@ func (s *Service) refuseCalloutToken(ctx context.Context, p *identity.Principal,
 // RevokeNATS revokes NATS credentials by user key at once: the bearer
 // tokens that obtained those issued by the auth callout are refused first
 // (the client the revocation disconnects cannot sign in again with the
-// same token, see [CalloutTokens]; when that fails nothing is revoked and
-// the error wraps [ErrUnavailable]), then the registry (the request path
+// same token, see [CalloutTokens]; when that fails the keys are still
+// revoked and the error wraps [ErrUnavailable]), then the registry (the request path
 // refuses the key from then on), then the NATS servers (live connections
 // closed), then an audit record per key. When the push to
 // the servers fails, the keys stay revoked in the registry, are audited, and
@@ -348,20 +348,23 @@ func (s *Service) RevokeNATS(ctx context.Context, actor identity.Principal, user
 		return errors.New("nats credentials are not configured")
 	}
 	now := s.now()
+	var errs []error
+	detail := reason
 	// First, so that a callout client the revocation disconnects cannot
-	// sign in again with the same token.
+	// sign in again with the same token. When that fails the keys are still
+	// revoked (better than leaving them connected), and the error asks for
+	// the revocation to be repeated.
 	if store, ok := s.cfg.Registry.(CalloutTokens); ok {
 		if err := store.RefuseCalloutTokens(ctx, userKeys, now); err != nil {
-			return fmt.Errorf("refuse the tokens of callout credentials: %w", errors.Join(ErrUnavailable, err))
+			errs = append(errs, fmt.Errorf("refuse the tokens of callout credentials (revoke again): %w", errors.Join(ErrUnavailable, err)))
+			detail += "; the tokens of callout credentials are not refused yet"
 		}
 	}
 	for _, k := range userKeys {
 		if err := s.cfg.Registry.Revoke(ctx, k, now); err != nil {
-			return fmt.Errorf("revoke %s in registry: %w", k, err)
+			return errors.Join(append(errs, fmt.Errorf("revoke %s in registry: %w", k, err))...)
 		}
 	}
-	var errs []error
-	detail := reason
 	if err := s.pushRevocations(ctx, userKeys, now); err != nil {
 		s.requestRevocationSync()
 		errs = append(errs, fmt.Errorf("push nats revocation (retrying in the background): %w", errors.Join(ErrUnavailable, err)))
