@@ -697,6 +697,16 @@ func (c *Config) validatePlaintext() []error {
 			}
 		}
 	}
+	// Minted users may connect as plain NATS clients only (natsauth's
+	// connection types): a websocket URL handed to clients would refuse
+	// every credential.
+	for _, u := range strings.Split(c.NATS.AdvertiseURL, ",") {
+		if scheme, _, ok := strings.Cut(strings.TrimSpace(u), "://"); ok && (strings.EqualFold(scheme, "ws") || strings.EqualFold(scheme, "wss")) {
+			errs = append(errs, fmt.Errorf("nats.advertiseURL: %s:// is a websocket URL, but the NATS credentials sqlgate issues connect as plain NATS clients only: "+
+				"advertise the server's nats:// or tls:// listener", scheme))
+			break
+		}
+	}
 	if c.Identity.Web != nil && !c.HTTP.AllowPlaintext {
 		if u, err := url.Parse(c.HTTP.PublicURL); err == nil && strings.EqualFold(u.Scheme, "http") && !loopbackHost(u.Hostname()) {
 			errs = append(errs, fmt.Errorf("http.publicURL: %s is plain HTTP, and the dashboard's sign-in cookies and authorization codes would cross the network "+

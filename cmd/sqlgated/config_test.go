@@ -89,6 +89,7 @@ func TestConfigErrors(t *testing.T) {
 		}},
 		{"plaintext_nats_without_scheme", "  url: tls://nats.example.com:4222", "  url: nats.example.com:4222", []string{"nats.url: nats://nats.example.com:4222 would be reached without TLS"}},
 		{"plaintext_advertise_url", "  advertiseURL: tls://nats.example.com:4222", "  advertiseURL: ws://nats.example.com:8080", []string{"nats.advertiseURL: ws://nats.example.com:8080 would be reached without TLS"}},
+		{"websocket_advertise_url", "  advertiseURL: tls://nats.example.com:4222", "  advertiseURL: wss://nats.example.com:8443", []string{"nats.advertiseURL: wss:// is a websocket URL", "plain NATS clients only"}},
 		{"plaintext_public_url", "  publicURL: https://sqlgate.example.com", "  publicURL: http://sqlgate.example.com", []string{"http.publicURL: sqlgate.example.com is plain HTTP", "http.allowPlaintext: true"}},
 		{"origin_and_prefix", "  origin: sqlgate.example.com/sqlgate-1", "  origin: sqlgate.example.com/sqlgate-1\n  originPrefix: prod", []string{"audit.origin and audit.originPrefix: set one"}},
 		{"web_without_secret", "    clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n    cookieKeyFile", "    cookieKeyFile", []string{"identity.web needs exactly one of clientSecretFile and clientSecretEnv"}},
