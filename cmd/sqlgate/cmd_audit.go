@@ -492,6 +492,9 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		if *save != "" && sameFile(*save, *bundlePath) {
+			return usagef("-o %s is the --bundle the record is proved from: save the proof elsewhere", *save)
+		}
 		if *originFlag == "" {
 			return usagef("--origin is required with --bundle: a bundle may hold the logs of several instances, each numbering its records from 0 (give the row's log_origin)")
 		}

@@ -132,6 +132,23 @@ func TestAuditProveFromBundle(t *testing.T) {
 		}
 	}
 
+	// -o names the bundle: the proof would replace the log it is read from.
+	{
+		bundle, _, keys := twoInstanceBundle(t, 0)
+		before, err := os.ReadFile(bundle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
+		code, _, errOut := c.run("", "audit", "prove", "--bundle", bundle, "--origin", "sqlgate.test/a", "7", "--key", keys["sqlgate.test/a"], "-o", bundle)
+		if code != 2 || !strings.Contains(errOut, "is the --bundle the record is proved from") {
+			t.Errorf("prove -o the bundle: exit %d, %q; want a usage error", code, errOut)
+		}
+		if after, err := os.ReadFile(bundle); err != nil || !bytes.Equal(after, before) {
+			t.Errorf("the bundle changed after prove was refused to write over it (%v)", err)
+		}
+	}
+
 	bundle, _, keys := twoInstanceBundle(t, 5)
 	c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
 	for _, tc := range []struct {
