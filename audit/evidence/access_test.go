@@ -121,12 +121,23 @@ func TestAccessAcrossOrigins(t *testing.T) {
 // TestAccessListsPendingRevocations: a SQL login that expired, or whose
 // revocation was requested, exists until a revocation succeeds (SQL Server
 // has no login expiry). While revoke_failed is all the log says, the login
-// is in the access population as revocation_pending and is an exception.
+// is in the access population as revocation_pending and is an exception,
+// with who held it, also when expired grants are dropped after every
+// record before the reaper records the expiry.
 func TestAccessListsPendingRevocations(t *testing.T) {
+	for _, sweep := range []int{1, 10000} {
+		testPendingRevocations(t, sweep)
+	}
+}
+
+func testPendingRevocations(t *testing.T, sweep int) {
 	store := audittest.NewStore()
 	in := openInstance(t, store, origin)
 	other := openInstance(t, store, "sqlgate.test/other-instance")
 	in.lease(t, day(2, 8), "issue", "stuck", day(2, 20), "")
+	// expired at 20:00, but the reaper records it only after other
+	// records of that time
+	in.lease(t, day(2, 8), "issue", "late", day(2, 20), "")
 	in.lease(t, day(2, 20), "expire", "stuck", day(2, 20), "")
 	in.lease(t, day(2, 20), "revoke_failed", "stuck", day(2, 20), "unavailable")
 	in.lease(t, day(2, 22), "revoke_failed", "stuck", day(2, 20), "unavailable")
@@ -137,17 +148,21 @@ func TestAccessListsPendingRevocations(t *testing.T) {
 	// an early revocation that failed, before the lease's expiry
 	in.lease(t, day(2, 8), "issue", "revoking", day(2, 10), "")
 	other.lease(t, day(2, 9), "revoke_failed", "revoking", day(2, 10), "db_error")
+	in.lease(t, day(2, 22), "expire", "late", day(2, 20), "")
+	in.lease(t, day(2, 22), "revoke_failed", "late", day(2, 20), "unavailable")
 	in.close(t)
 	other.close(t)
 
+	restore := evidence.SetSweepEvery(sweep)
 	files, m := evidenceOf(t, store, in, other)
+	restore()
 	access := table(t, files["csv/access_population.csv"])
-	if got := column(access, "lease_id"); strings.Join(got, "|") != "stuck|revoking" {
-		t.Fatalf("access population leases = %q, want the two logins not removed", got)
+	if got := column(access, "lease_id"); strings.Join(got, "|") != "stuck|late|revoking" {
+		t.Fatalf("sweep every %d: access population leases = %q, want the three logins not removed", sweep, got)
 	}
 	for _, row := range access {
-		if row["status"] != "revocation_pending" || row["email"] != "alice@example.com" || row["login"] != "v_"+row["lease_id"] || row["issued_at"] != "2026-03-02T08:00:00.000000Z" {
-			t.Errorf("pending row = %v, want status revocation_pending, alice's login issued at 08:00", row)
+		if row["status"] != "revocation_pending" || row["email"] != "alice@example.com" || row["subject"] == "" || row["login"] != "v_"+row["lease_id"] || row["issued_at"] != "2026-03-02T08:00:00.000000Z" {
+			t.Errorf("sweep every %d: pending row = %v, want status revocation_pending, alice's login issued at 08:00", sweep, row)
 		}
 	}
 	pending := map[string]string{}
@@ -156,11 +171,11 @@ func TestAccessListsPendingRevocations(t *testing.T) {
 			pending[row["log_origin"]+" "+row["log_index"]] = row["message"]
 		}
 	}
-	if len(pending) != 2 || !strings.Contains(pending[access[0]["log_origin"]+" "+access[0]["log_index"]], `login "v_stuck"`) {
-		t.Errorf("revocation_pending exceptions = %q, want one per pending login, at its last record", pending)
+	if len(pending) != 3 || !strings.Contains(pending[access[0]["log_origin"]+" "+access[0]["log_index"]], `login "v_stuck"`) {
+		t.Errorf("sweep every %d: revocation_pending exceptions = %q, want one per pending login, at its last record", sweep, pending)
 	}
-	if n := m.Verification.ExceptionCount["revocation_pending"]; n != 2 {
-		t.Errorf("manifest counts %d revocation_pending exceptions, want 2", n)
+	if n := m.Verification.ExceptionCount["revocation_pending"]; n != 3 {
+		t.Errorf("sweep every %d: manifest counts %d revocation_pending exceptions, want 3", sweep, n)
 	}
 }
 
@@ -335,8 +350,10 @@ func TestAccessNATSKeyIssuedAgainAcrossOrigins(t *testing.T) {
 		// after the revocation is valid at the end, not the revoked one
 		prefix: "UREISSUED",
 		events: []event{
-			{day(2, 8), "issue", day(5, 0)}, {day(2, 10), "revoke", time.Time{}},
-			{day(2, 12), "issue", day(3, 12)}, {day(2, 20), "issue", day(2, 23)},
+			{day(2, 8), "issue", day(5, 0)},
+			{day(2, 10), "revoke", time.Time{}},
+			{day(2, 12), "issue", day(3, 12)},
+			{day(2, 20), "issue", day(2, 23)},
 		},
 		want: "2026-03-02T12:00:00.000000Z 2026-03-03T12:00:00.000000Z",
 	}}

@@ -510,15 +510,22 @@ type collector struct {
 	// creds holds, per SQL lease, the state its newest event (by record
 	// time, then origin, then index) left it in, whichever origin recorded
 	// it: instances share the lease store, so one may issue a lease that
-	// another renews, expires or revokes. A credential whose grant expired
-	// keeps only the order of its newest event, so that an older event read
-	// later from another origin cannot bring it back.
+	// another renews, expires or revokes. A lease whose grant expired keeps
+	// the grant's holder (for a pending row, should its expiry be recorded
+	// after) until a revocation succeeds; then it moves to ended.
 	creds map[credKey]credState
 	// natsCreds holds, per NATS user key, its JWTs that may still be valid
 	// at `to` and the order of its newest revocation or expiry: sqlgate may
 	// issue a key again, with a shorter expiry, while its earlier JWT stays
 	// valid on NATS until its own expiry.
-	natsCreds  map[credKey]*natsState
+	natsCreds map[credKey]*natsState
+	// ended holds, per SQL lease revoked and NATS user key ended with no
+	// JWT that may still be valid, only the order of its newest event (a
+	// 16-byte key and a 24-byte order), so that an older event read later
+	// cannot bring it back: from another origin, or from the same origin,
+	// whose record times may go back (a record's time is taken before it
+	// waits for its place in the log).
+	ended      map[credKey]order
 	sinceSweep int
 	// pending counts the SQL logins whose removal was pending at `to`.
 	pending int
@@ -581,8 +588,9 @@ const (
 type credState struct {
 	last  order // of the newest event applied
 	phase credPhase
-	// grant is the newest issue or renewal (nil once ended), event the
-	// record that made the credential pending.
+	// grant is the newest issue or renewal (nil once revoked; once it
+	// expired, only its actor and time), event the record that made the
+	// credential pending.
 	grant, event *activeCred
 	grantOrder   order
 }
@@ -665,7 +673,7 @@ func (st *natsState) valid(to int64) *natsGrant {
 
 func newCollector(dir string, from, to time.Time) (*collector, error) {
 	c := &collector{
-		dir: dir, from: from, to: to, creds: map[credKey]credState{}, natsCreds: map[credKey]*natsState{},
+		dir: dir, from: from, to: to, creds: map[credKey]credState{}, natsCreds: map[credKey]*natsState{}, ended: map[credKey]order{},
 		accessExcerpt: excerpt{
 			header: []string{"type", "email", "subject", "NATS user key or SQL login", "database", "role", "expires"},
 			widths: []float64{0.05, 0.17, 0.2, 0.26, 0.1, 0.08, 0.14},
@@ -1076,6 +1084,11 @@ func (c *collector) trackAccess(at ref, r *audit.Record) {
 	}
 	key, ord := keyOf(cr), order{time: r.Time.UnixNano(), rank: c.rank, index: at.index}
 	st, seen := c.creds[key]
+	if !seen {
+		if last, ok := c.ended[key]; ok {
+			st, seen = credState{last: last, phase: phaseEnded}, true
+		}
+	}
 	switch {
 	case !seen || ord.after(st.last):
 		st.last, st.phase = ord, phase
@@ -1093,7 +1106,13 @@ func (c *collector) trackAccess(at ref, r *audit.Record) {
 	default:
 		return // older than what is known
 	}
-	c.creds[key] = st
+	if st.phase == phaseEnded && st.grant == nil {
+		delete(c.creds, key)
+		c.ended[key] = st.last
+	} else {
+		delete(c.ended, key)
+		c.creds[key] = st
+	}
 	c.sweep(r)
 }
 
@@ -1117,6 +1136,7 @@ func (c *collector) trackNATS(at ref, r *audit.Record) {
 	st := c.natsCreds[key]
 	if st == nil {
 		st = &natsState{}
+		st.end, st.ended = c.ended[key]
 		c.natsCreds[key] = st
 	}
 	if grant {
@@ -1132,6 +1152,12 @@ func (c *collector) trackNATS(at ref, r *audit.Record) {
 	} else {
 		st.endAt(ord)
 	}
+	if st.ended && len(st.grants) == 0 {
+		delete(c.natsCreds, key)
+		c.ended[key] = st.end
+	} else {
+		delete(c.ended, key)
+	}
 	c.sweep(r)
 }
 
@@ -1142,19 +1168,27 @@ func (c *collector) sweep(r *audit.Record) {
 	if c.sinceSweep++; c.sinceSweep >= sweepEvery {
 		c.sinceSweep = 0
 		for k, st := range c.natsCreds {
-			// A key that ended stays, with the order of its newest end
-			// event, so that an older grant read later cannot outlive
-			// that end.
-			if st.dropExpired(r.Time.UnixNano()); !st.ended && len(st.grants) == 0 {
+			// A key that ended keeps the order of its newest end event,
+			// so that an older grant read later cannot outlive that end.
+			if st.dropExpired(r.Time.UnixNano()); len(st.grants) == 0 {
 				delete(c.natsCreds, k)
+				if st.ended {
+					c.ended[k] = st.end
+				}
 			}
 		}
 		for k, st := range c.creds {
 			// Expired before this record, which is before `to`: not valid
-			// then. The order stays, so an older event cannot revive it.
+			// then. The order stays, so an older event cannot revive it,
+			// and so does who held the lease, with the time of the grant,
+			// for the pending row of an `expire` or `revoke_failed` read
+			// after: only the successful revocation of the login forgets
+			// it. The grant's record is let go.
 			if st.phase == phaseGranted {
 				if exp := st.grant.r.Credential.ExpiresAt; !exp.IsZero() && !exp.After(r.Time) {
-					c.creds[k] = credState{last: st.last, phase: phaseEnded}
+					g := st.grant
+					st.phase, st.grant = phaseEnded, &activeCred{ref: g.ref, r: &audit.Record{Time: g.r.Time, Actor: g.r.Actor}}
+					c.creds[k] = st
 				}
 			}
 		}
