@@ -40,7 +40,7 @@ func (s *Server) routes() {
 	}))
 	m.Handle("GET "+api.Prefix+"/whoami", s.authed(s.whoami))
 	m.Handle("GET "+api.Prefix+"/routes", s.authed(s.listRoutes))
-	m.Handle("POST "+api.Prefix+"/nats/creds", s.authed(s.natsCreds))
+	m.Handle("POST "+api.Prefix+"/nats/creds", s.credAuthed(s.natsCreds))
 	m.Handle("GET "+api.Prefix+"/leases", s.authed(s.listLeases))
 	m.Handle("DELETE "+api.Prefix+"/leases/{id}", s.authed(s.revokeLease))
 	s.sqlRoutes(s.cfg.SQLLeases)

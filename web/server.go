@@ -72,7 +72,13 @@ type Config struct {
 	// SignIns is asked about every authenticated request (bearer token or
 	// dashboard session) and every dashboard sign-in, so that an offboarded
 	// principal's unexpired token or session stops working. nil: the
-	// Broker's CheckSignIn when it has one, else nothing is checked.
+	// Broker's CheckSignIn when it has one, else nothing is checked. The
+	// endpoints that issue or renew credentials (`POST nats/creds`,
+	// `POST sql/creds`, `POST leases/{id}/renew`) leave this check to
+	// Broker.IssueNATS, SQLLeases.IssueSQL and SQLLeases.RenewLease, which
+	// check the same cutoffs first and audit each refusal (a decision
+	// record); they must refuse a revoked sign-in with a
+	// *broker.SignInRevokedError, as broker.Service and broker.Leases do.
 	SignIns SignInChecker
 	// SQLLeases serves short-lived SQL credentials; nil disables them.
 	SQLLeases SQLLeases
@@ -186,6 +192,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // id.
 func (s *Server) handle(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(context.WithValue(r.Context(), sessionLookupKey{}, &sessionLookup{}))
 		err := h(w, r)
 		if err == nil {
 			return
@@ -209,6 +216,12 @@ func (s *Server) handle(h handlerFunc) http.Handler {
 // dashboard session cookie. Either way a sign-in that an offboarding
 // revoked is refused.
 func (s *Server) principal(r *http.Request) (identity.Principal, *session, error) {
+	return s.authenticate(r, true)
+}
+
+// authenticate is [Server.principal]; with checkCutoff false it leaves the
+// sign-in cutoff to the handler (see [Server.credAuthed]).
+func (s *Server) authenticate(r *http.Request, checkCutoff bool) (identity.Principal, *session, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, token, ok := strings.Cut(h, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
@@ -218,14 +231,21 @@ func (s *Server) principal(r *http.Request) (identity.Principal, *session, error
 		if err != nil {
 			return identity.Principal{}, nil, err
 		}
-		if err := s.checkSignIn(r.Context(), p); err != nil {
-			return identity.Principal{}, nil, err
+		if checkCutoff {
+			if err := s.checkSignIn(r.Context(), p); err != nil {
+				return identity.Principal{}, nil, err
+			}
 		}
 		return p, nil, nil
 	}
-	sess, err := s.session(r)
-	if err != nil {
-		return identity.Principal{}, nil, err
+	var sess *session
+	if checkCutoff {
+		var err error
+		if sess, err = s.session(r); err != nil {
+			return identity.Principal{}, nil, err
+		}
+	} else {
+		sess = s.sessions.fromRequest(r)
 	}
 	if sess != nil {
 		return sess.principal, sess, nil
@@ -248,8 +268,21 @@ func (s *Server) checkSignIn(ctx context.Context, p identity.Principal) error {
 // session returns the request's dashboard session, nil when it has none.
 // A session whose sign-in an offboarding revoked is ended and refused,
 // also one that a revoke-all did not end because it was being created at
-// that moment.
+// that moment. Within a request handled by [Server.handle] the answer is
+// looked up once and then remembered.
 func (s *Server) session(r *http.Request) (*session, error) {
+	memo, _ := r.Context().Value(sessionLookupKey{}).(*sessionLookup)
+	if memo != nil && memo.done {
+		return memo.sess, memo.err
+	}
+	sess, err := s.lookupSession(r)
+	if memo != nil {
+		*memo = sessionLookup{done: true, sess: sess, err: err}
+	}
+	return sess, err
+}
+
+func (s *Server) lookupSession(r *http.Request) (*session, error) {
 	sess := s.sessions.fromRequest(r)
 	if sess == nil {
 		return nil, nil
@@ -265,11 +298,43 @@ func (s *Server) session(r *http.Request) (*session, error) {
 	return sess, nil
 }
 
+// sessionLookup is a request's [Server.session] answer, so that the error
+// page does not ask the session and cutoff stores again.
+type sessionLookup struct {
+	done bool
+	sess *session
+	err  error
+}
+
+type sessionLookupKey struct{}
+
+// signedOut makes the rest of the request (its error page) signed out: the
+// response ends the session.
+func signedOut(r *http.Request) {
+	if memo, _ := r.Context().Value(sessionLookupKey{}).(*sessionLookup); memo != nil {
+		*memo = sessionLookup{done: true}
+	}
+}
+
 // authed wraps a handler that needs a principal. For session-authenticated
 // requests that change state, the CSRF token must match.
 func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, p identity.Principal) error) http.Handler {
+	return s.authedBy(true, h)
+}
+
+// credAuthed is [Server.authed] for the endpoints that issue or renew
+// credentials: the broker checks the sign-in cutoff there itself, before
+// any work, and audits a refusal (a decision record that the offboarding
+// was held to), which a refusal here would leave unrecorded. It fails
+// closed like the check here (an unreadable cutoff store refuses); a
+// dashboard session it refuses as revoked is ended.
+func (s *Server) credAuthed(h func(w http.ResponseWriter, r *http.Request, p identity.Principal) error) http.Handler {
+	return s.authedBy(false, h)
+}
+
+func (s *Server) authedBy(checkCutoff bool, h func(w http.ResponseWriter, r *http.Request, p identity.Principal) error) http.Handler {
 	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		p, sess, err := s.principal(r)
+		p, sess, err := s.authenticate(r, checkCutoff)
 		if err != nil {
 			return err
 		}
@@ -278,7 +343,14 @@ func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, p identit
 				return &HTTPError{Status: http.StatusForbidden, Code: broker.CodeForbidden, Msg: "missing or wrong CSRF token"}
 			}
 		}
-		return h(w, r, p)
+		err = h(w, r, p)
+		var revoked *broker.SignInRevokedError
+		if sess != nil && errors.As(err, &revoked) {
+			if derr := s.sessions.delete(r.Context(), sess.id); derr != nil {
+				s.log.ErrorContext(r.Context(), "end a revoked dashboard session", "err", derr)
+			}
+		}
+		return err
 	})
 }
 

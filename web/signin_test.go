@@ -21,9 +21,10 @@ import (
 // cutoffs is a SignInChecker with the broker's rule: a sign-in dated (by
 // auth_time, else iat) at or before the principal's cutoff is revoked.
 type cutoffs struct {
-	mu   sync.Mutex
-	at   map[string]time.Time
-	down bool // the cutoff store cannot be read
+	mu    sync.Mutex
+	at    map[string]time.Time
+	down  bool // the cutoff store cannot be read
+	calls int  // how many times the store was asked
 }
 
 func (c *cutoffs) set(principalID string, t time.Time) {
@@ -38,6 +39,7 @@ func (c *cutoffs) set(principalID string, t time.Time) {
 func (c *cutoffs) CheckSignIn(_ context.Context, p identity.Principal) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.calls++
 	if c.down {
 		return fmt.Errorf("sign-in cutoffs: %w", errors.Join(broker.ErrUnavailable, errors.New("control database down")))
 	}
@@ -295,5 +297,173 @@ func TestIdentityProviderOutage(t *testing.T) {
 				t.Errorf("message %q shows the internal detail", body.Message)
 			}
 		})
+	}
+}
+
+// auditingBroker checks sign-ins itself before issuing, as broker.Service
+// does, and keeps the refusals it would audit (decision records).
+type auditingBroker struct {
+	fakeBroker
+	checks  *cutoffs
+	refused []string
+}
+
+func (b *auditingBroker) IssueNATS(ctx context.Context, req broker.NATSRequest) (*broker.NATSCredential, error) {
+	if err := b.checks.CheckSignIn(ctx, req.Principal); err != nil {
+		b.refused = append(b.refused, "nats issue "+req.Principal.ID())
+		return nil, err
+	}
+	return b.fakeBroker.IssueNATS(ctx, req)
+}
+
+// auditingLeases is auditingBroker for SQL credentials (broker.Leases).
+type auditingLeases struct {
+	*fakeSQLLeases
+	checks  *cutoffs
+	refused []string
+}
+
+func (l *auditingLeases) IssueSQL(ctx context.Context, req broker.SQLCredRequest) (*broker.SQLCredential, error) {
+	if err := l.checks.CheckSignIn(ctx, req.Principal); err != nil {
+		l.refused = append(l.refused, "sql issue "+req.Principal.ID())
+		return nil, err
+	}
+	return l.fakeSQLLeases.IssueSQL(ctx, req)
+}
+
+func (l *auditingLeases) RenewLease(ctx context.Context, actor identity.Principal, id string, ttl time.Duration) (*broker.Renewal, error) {
+	if err := l.checks.CheckSignIn(ctx, actor); err != nil {
+		l.refused = append(l.refused, "sql renew "+actor.ID())
+		return nil, err
+	}
+	return l.fakeSQLLeases.RenewLease(ctx, actor, id, ttl)
+}
+
+// TestCredentialRefusalAudited: a revoked sign-in asking for credentials
+// (NATS, SQL, a lease renewal) is refused by the broker, which audits the
+// refusal, not before it by the web layer, which would leave no record;
+// her dashboard session is then ended. Her other requests are still
+// refused by the web layer.
+func TestCredentialRefusalAudited(t *testing.T) {
+	cut := time.Now().Truncate(time.Second)
+	old := identity.Principal{Issuer: "https://idp", Subject: "alice", IssuedAt: cut.Add(-time.Minute), Expiry: cut.Add(time.Hour)}
+	checks := &cutoffs{}
+	checks.set(old.ID(), cut)
+	b := &auditingBroker{checks: checks}
+	l := &auditingLeases{fakeSQLLeases: &fakeSQLLeases{leases: map[string]broker.Lease{}}, checks: checks}
+	s, err := New(Config{Broker: b, Auth: datedAuth{"old": old}, SignIns: checks, SQLLeases: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoints := []struct{ path, body, record string }{
+		{"/api/v1/nats/creds", `{"public_key":"UALICE"}`, "nats issue "},
+		{"/api/v1/sql/creds", `{"database":"sales","role":"reader"}`, "sql issue "},
+		{"/api/v1/leases/0190f0b8-0000-7000-8000-000000000001/renew", "", "sql renew "},
+	}
+	for _, viaSession := range []bool{false, true} {
+		for _, e := range endpoints {
+			// A session of the old sign-in that the revoke-all missed
+			// (it was being created at that moment).
+			sess := mustSession(t, s, old, cut.Add(time.Hour))
+			auth := map[string]string{"Authorization": "Bearer old"}
+			if viaSession {
+				auth = map[string]string{"Cookie": sessionCookie + "=" + sess.id, csrfHeader: sess.csrf}
+			}
+			b.refused, l.refused = nil, nil
+			rec := do(t, s, "POST", e.path, e.body, auth)
+			if rec.Code != http.StatusUnauthorized || !strings.Contains(errorBody(t, rec).Message, "sign in again") {
+				t.Errorf("POST %s of the revoked sign-in (session %v) = %d %s, want 401 telling to sign in again", e.path, viaSession, rec.Code, rec.Body)
+			}
+			if got := append(b.refused, l.refused...); len(got) != 1 || got[0] != e.record+old.ID() {
+				t.Errorf("POST %s (session %v): refusals audited by the broker = %q, want one", e.path, viaSession, got)
+			}
+			if len(l.issued) != 0 {
+				t.Errorf("POST %s issued %v", e.path, l.issued)
+			}
+			if _, found, _ := s.sessions.backend.Session(t.Context(), sessionKey(sess.id)); viaSession && found {
+				t.Errorf("POST %s: the session of the revoked sign-in was not ended", e.path)
+			}
+		}
+	}
+	b.refused = nil
+	if rec := do(t, s, "GET", "/api/v1/leases", "", map[string]string{"Authorization": "Bearer old"}); rec.Code != http.StatusUnauthorized || len(b.refused) != 0 {
+		t.Errorf("GET /api/v1/leases of the revoked sign-in = %d (broker asked: %v), want 401 from the web layer", rec.Code, b.refused)
+	}
+}
+
+// TestLogoutWithoutCutoffCheck: signing out ends the session and clears its
+// cookie whatever the sign-in cutoff says, also when it was revoked or
+// cannot be read; a sign-out without the CSRF token changes nothing.
+func TestLogoutWithoutCutoffCheck(t *testing.T) {
+	cut := time.Now().Truncate(time.Second)
+	alice := identity.Principal{Issuer: "https://idp", Subject: "alice", IssuedAt: cut.Add(-time.Minute), Expiry: cut.Add(time.Hour)}
+	for _, tc := range []struct {
+		name string
+		set  func(*cutoffs)
+	}{
+		{"revoked", func(c *cutoffs) { c.set(alice.ID(), cut) }},
+		{"cutoff_store_down", func(c *cutoffs) { c.down = true }},
+		{"not_revoked", func(*cutoffs) {}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			checks := &cutoffs{}
+			tc.set(checks)
+			s, err := New(Config{Broker: &fakeBroker{}, Auth: tokenAuth{}, SignIns: checks})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sess := mustSession(t, s, alice, cut.Add(time.Hour))
+			hdr := map[string]string{"Cookie": sessionCookie + "=" + sess.id, "Content-Type": "application/x-www-form-urlencoded"}
+			// Without the CSRF token: refused, the cookie kept (its error
+			// page ends a revoked session all the same).
+			if rec := do(t, s, "POST", "/logout", csrfField+"=wrong", hdr); rec.Code != http.StatusForbidden || cookieCleared(rec) {
+				t.Fatalf("logout without the CSRF token = %d (cookie cleared %v), want 403 and the cookie kept", rec.Code, cookieCleared(rec))
+			}
+			if tc.name != "revoked" {
+				if _, found, _ := s.sessions.backend.Session(t.Context(), sessionKey(sess.id)); !found {
+					t.Fatal("logout without the CSRF token ended the session")
+				}
+			} else {
+				sess = mustSession(t, s, alice, cut.Add(time.Hour))
+				hdr["Cookie"] = sessionCookie + "=" + sess.id
+			}
+			rec := do(t, s, "POST", "/logout", csrfField+"="+sess.csrf, hdr)
+			if rec.Code != http.StatusSeeOther || !cookieCleared(rec) {
+				t.Errorf("logout = %d (cookie cleared %v), want 303 clearing the cookie: %s", rec.Code, cookieCleared(rec), rec.Body)
+			}
+			if _, found, _ := s.sessions.backend.Session(t.Context(), sessionKey(sess.id)); found {
+				t.Error("the session outlived the sign-out")
+			}
+		})
+	}
+}
+
+// cookieCleared reports whether the response removes the session cookie.
+func cookieCleared(rec *httptest.ResponseRecorder) bool {
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == sessionCookie && c.MaxAge < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// TestErrorPageAsksCutoffsOnce: the error page of a request whose session
+// could not be checked (the cutoff store is down) is signed out and does
+// not ask the store a second time.
+func TestErrorPageAsksCutoffsOnce(t *testing.T) {
+	checks := &cutoffs{down: true}
+	alice := identity.Principal{Issuer: "https://idp", Subject: "alice", IssuedAt: time.Now()}
+	s, err := New(Config{Broker: &fakeBroker{}, Auth: tokenAuth{}, SignIns: checks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := mustSession(t, s, alice, time.Now().Add(time.Hour))
+	rec := do(t, s, "GET", "/", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id})
+	if rec.Code != http.StatusServiceUnavailable || strings.Contains(rec.Body.String(), "Sign out") {
+		t.Errorf("dashboard with the cutoff store down = %d, want 503, signed out: %s", rec.Code, rec.Body)
+	}
+	if checks.calls != 1 {
+		t.Errorf("the cutoff store was asked %d times, want once", checks.calls)
 	}
 }

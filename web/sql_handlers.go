@@ -50,10 +50,10 @@ func (s *Server) sqlRoutes(l SQLLeases) {
 	if l == nil {
 		return
 	}
-	s.mux.Handle("POST "+api.Prefix+"/sql/creds", s.authed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+	s.mux.Handle("POST "+api.Prefix+"/sql/creds", s.credAuthed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
 		return s.sqlCreds(w, r, p, l)
 	}))
-	s.mux.Handle("POST "+api.Prefix+"/leases/{id}/renew", s.authed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+	s.mux.Handle("POST "+api.Prefix+"/leases/{id}/renew", s.credAuthed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
 		return s.renewSQLLease(w, r, p, l)
 	}))
 }

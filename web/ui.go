@@ -124,14 +124,23 @@ func (s *Server) formSession(r *http.Request) (*session, error) {
 	if sess == nil {
 		return nil, identity.Unauthenticated("no session", nil)
 	}
-	r.Body = http.MaxBytesReader(nil, r.Body, maxDocBody)
-	if err := r.ParseForm(); err != nil {
-		return nil, badRequest("malformed form")
-	}
-	if !sess.checkCSRF(r) {
-		return nil, &HTTPError{Status: http.StatusForbidden, Code: broker.CodeForbidden, Msg: "missing or wrong CSRF token"}
+	if err := checkForm(r, sess); err != nil {
+		return nil, err
 	}
 	return sess, nil
+}
+
+// checkForm reads a form post within its bound and checks its CSRF token
+// against sess.
+func checkForm(r *http.Request, sess *session) error {
+	r.Body = http.MaxBytesReader(nil, r.Body, maxDocBody)
+	if err := r.ParseForm(); err != nil {
+		return badRequest("malformed form")
+	}
+	if !sess.checkCSRF(r) {
+		return &HTTPError{Status: http.StatusForbidden, Code: broker.CodeForbidden, Msg: "missing or wrong CSRF token"}
+	}
+	return nil
 }
 
 func (s *Server) render(w http.ResponseWriter, status int, name string, p *page) error {
@@ -145,7 +154,13 @@ func (s *Server) render(w http.ResponseWriter, status int, name string, p *page)
 }
 
 func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int, msg string, reasons []string, id string) {
-	p, _, _ := s.newPage(r, "Error") // an error page, signed out if the session is refused
+	// The session as the handler found it (no second query of the cutoff
+	// store); signed out if it was refused or could not be checked.
+	sess, err := s.session(r)
+	if err != nil {
+		sess = nil
+	}
+	p := s.pageFor(sess, "Error")
 	p.Error, p.Reasons, p.RequestID = msg, reasons, id
 	p.FreshLogin = status == http.StatusUnauthorized
 	if err := s.render(w, status, "error.html", p); err != nil {
@@ -209,15 +224,24 @@ func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// uiLogout ends the session of the cookie, CSRF token checked. It does not
+// check the sign-in cutoff: a revoked sign-in, or a cutoff store that cannot
+// be read, must not keep a session or its cookie.
 func (s *Server) uiLogout(w http.ResponseWriter, r *http.Request) error {
-	sess, err := s.formSession(r)
-	if err != nil {
+	sess := s.sessions.fromRequest(r)
+	if sess == nil {
+		s.clearSessionCookie(w) // an expired or unknown session's cookie
+		signedOut(r)
+		return identity.Unauthenticated("no session", nil)
+	}
+	if err := checkForm(r, sess); err != nil {
 		return err
 	}
+	s.clearSessionCookie(w)
+	signedOut(r)
 	if err := s.sessions.delete(r.Context(), sess.id); err != nil {
 		return fmt.Errorf("sign out: %w", err)
 	}
-	s.clearSessionCookie(w)
 	s.redirectWithFlash(w, r, "Signed out.")
 	return nil
 }

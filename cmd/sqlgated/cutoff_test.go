@@ -5,10 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nkeys"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -23,11 +28,52 @@ func wantSignInRevoked(t *testing.T, what string, err error) {
 	}
 }
 
+// refusalAudited reports whether the audit log (exported by auditor) holds
+// the decision record of a NATS credential for userKey refused to
+// principalID because its sign-in was revoked.
+func refusalAudited(t *testing.T, auditor *api.Client, principalID, userKey string) bool {
+	t.Helper()
+	ctx := t.Context()
+	var buf bytes.Buffer
+	if err := auditor.AuditExport(ctx, &buf, 0, 0); err != nil {
+		t.Fatalf("audit export: %v", err)
+	}
+	b, err := audit.OpenBundle(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	origins, err := b.Origins(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, origin := range origins {
+		from, to, err := b.Bounds(ctx, origin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Records(ctx, origin, from, to, func(_ int64, data []byte, _ *tlog.Hash) error {
+			r, err := audit.DecodeRecord(data)
+			if err != nil {
+				return err
+			}
+			found = found || (r.Kind == audit.KindDecision && r.Actor != nil && r.Actor.Issuer+" "+r.Actor.Subject == principalID &&
+				r.Credential != nil && r.Credential.UserKey == userKey && r.Allow != nil && !*r.Allow &&
+				r.Result != nil && r.Result.Status == "unauthenticated" && slices.ContainsFunc(r.Reasons, func(s string) bool { return strings.Contains(s, "offboarding") }))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return found
+}
+
 // TestRevokeAllEndsAPIAccess: after a revoke-all (offboarding) the
 // principal's unexpired bearer token no longer works on any endpoint — an
 // offboarded admin loses admin and auditor powers at once, not when the
 // token expires — while other principals are unaffected and a sign-in
-// after the revoke-all works again.
+// after the revoke-all works again. A refused request for credentials is
+// audited (a decision record).
 func TestRevokeAllEndsAPIAccess(t *testing.T) {
 	s := startDev(t, t.TempDir())
 	ctx := t.Context()
@@ -53,6 +99,16 @@ func TestRevokeAllEndsAPIAccess(t *testing.T) {
 	wantSignInRevoked(t, "alice leases", err)
 	_, err = alice.Routes(ctx)
 	wantSignInRevoked(t, "alice routes", err)
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	_, err = alice.NATSCreds(ctx, api.NATSCredsRequest{PublicKey: pub})
+	wantSignInRevoked(t, "alice nats creds", err)
+	if !refusalAudited(t, dave, aliceID, pub) {
+		t.Error("alice's refused NATS credential left no decision record in the audit log")
+	}
 	if _, err := bob.WhoAmI(ctx); err != nil {
 		t.Errorf("bob whoami after alice's revoke-all: %v", err)
 	}
