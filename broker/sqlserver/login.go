@@ -89,13 +89,21 @@ SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM sys.database_principals WHERE name =
 
 	// LoginGuardBatch refuses to revoke a login sqlgate would never create
 	// (a sysadmin, or one whose user owns the database), whatever its name.
-	LoginGuardBatch = `SELECT CAST(CASE WHEN IS_SRVROLEMEMBER(N'sysadmin', @login) = 1
+	// IS_SRVROLEMEMBER returns NULL for a login that does not exist and
+	// when the caller may not see the membership: for an existing login,
+	// NULL counts as privileged (fail closed); a login that does not
+	// exist has nothing to revoke, and the later batches skip it.
+	LoginGuardBatch = `SELECT CAST(CASE WHEN NOT EXISTS (SELECT 1 FROM sys.server_principals WHERE name = @login) THEN 0
+    WHEN ISNULL(IS_SRVROLEMEMBER(N'sysadmin', @login), 1) = 1
     OR EXISTS (SELECT 1 FROM sys.database_principals AS u JOIN sys.server_principals AS l ON l.sid = u.sid
                WHERE l.name = @login AND u.name = N'dbo') THEN 1 ELSE 0 END AS bit) AS privileged;`
 
 	// ContainedGuardBatch refuses to revoke a contained user that is a
-	// member of db_owner.
-	ContainedGuardBatch = `SELECT CAST(CASE WHEN IS_ROLEMEMBER(N'db_owner', @login) = 1 THEN 1 ELSE 0 END AS bit) AS privileged;`
+	// member of db_owner. IS_ROLEMEMBER returns NULL for a user that does
+	// not exist and when the caller may not see the membership: for an
+	// existing user, NULL counts as privileged (fail closed).
+	ContainedGuardBatch = `SELECT CAST(CASE WHEN NOT EXISTS (SELECT 1 FROM sys.database_principals WHERE name = @login) THEN 0
+    WHEN ISNULL(IS_ROLEMEMBER(N'db_owner', @login), 1) = 1 THEN 1 ELSE 0 END AS bit) AS privileged;`
 
 	// LoginDisableBatch stops new sessions of a server login (revocation,
 	// step 1).
@@ -118,13 +126,17 @@ END;`
 	// runs outside any transaction (KILL cannot run in one), fails loudly
 	// without VIEW SERVER STATE (without it sys.dm_exec_sessions shows only
 	// the caller's own session and nothing would be killed), tolerates
-	// sessions that ended meanwhile (6106) and returns how many remain.
+	// sessions that ended meanwhile (6106) and returns how many remain. A
+	// session is the login's when it logged in as the login
+	// (original_login_name) or currently runs as it (login_name): after
+	// EXECUTE AS LOGIN, login_name shows the impersonated login and only
+	// original_login_name the one that opened the session.
 	KillSessionsBatch = `SET NOCOUNT ON;
 IF HAS_PERMS_BY_NAME(NULL, NULL, N'VIEW SERVER STATE') = 0
     THROW 50103, N'sqlgate: VIEW SERVER STATE is required to see and end the login''s sessions', 1;
 DECLARE @id int, @kill nvarchar(40);
 DECLARE sessions CURSOR LOCAL FAST_FORWARD FOR
-    SELECT session_id FROM sys.dm_exec_sessions WHERE login_name = @login AND session_id <> @@SPID;
+    SELECT session_id FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND session_id <> @@SPID;
 OPEN sessions;
 FETCH NEXT FROM sessions INTO @id;
 WHILE @@FETCH_STATUS = 0
@@ -140,17 +152,18 @@ BEGIN
 END;
 CLOSE sessions;
 DEALLOCATE sessions;
-SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE login_name = @login AND session_id <> @@SPID;`
+SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND session_id <> @@SPID;`
 
 	// ContainedKillSessionsBatch is KillSessionsBatch for contained users
 	// (Azure SQL Database: VIEW DATABASE STATE shows the database's
-	// sessions; KILL needs KILL DATABASE CONNECTION there).
+	// sessions; KILL needs KILL DATABASE CONNECTION there), with the same
+	// filter on login_name and original_login_name.
 	ContainedKillSessionsBatch = `SET NOCOUNT ON;
 IF HAS_PERMS_BY_NAME(NULL, NULL, N'VIEW SERVER STATE') = 0 AND HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'VIEW DATABASE STATE') = 0
     THROW 50103, N'sqlgate: VIEW DATABASE STATE is required to see and end the user''s sessions', 1;
 DECLARE @id int, @kill nvarchar(40);
 DECLARE sessions CURSOR LOCAL FAST_FORWARD FOR
-    SELECT session_id FROM sys.dm_exec_sessions WHERE login_name = @login AND database_id = DB_ID() AND session_id <> @@SPID;
+    SELECT session_id FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND database_id = DB_ID() AND session_id <> @@SPID;
 OPEN sessions;
 FETCH NEXT FROM sessions INTO @id;
 WHILE @@FETCH_STATUS = 0
@@ -166,7 +179,7 @@ BEGIN
 END;
 CLOSE sessions;
 DEALLOCATE sessions;
-SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE login_name = @login AND database_id = DB_ID() AND session_id <> @@SPID;`
+SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND database_id = DB_ID() AND session_id <> @@SPID;`
 
 	// DropUsersBatch drops every user of this database mapped to the login,
 	// and a user of its name (revocation, step 3a).
