@@ -34,7 +34,7 @@ const (
 	sqlRefuse = `UPDATE sqlgate_callout_token SET refused_at = ?, expires_at = CASE WHEN expires_at < token_expires_at THEN token_expires_at ELSE expires_at END
 		WHERE user_key = ? AND refused_at IS NULL`
 	sqlRefused     = `SELECT COUNT(*) FROM sqlgate_callout_token WHERE token_hash = ? AND refused_at IS NOT NULL`
-	sqlPruneTokens = `DELETE FROM sqlgate_callout_token WHERE expires_at < ?`
+	sqlPruneTokens = `DELETE FROM sqlgate_callout_token WHERE expires_at < ?` //nolint:gosec // G101: SQL text naming the token table, no credential
 )
 
 // Registry is the issuance registry in the control database with an

@@ -55,7 +55,7 @@ func (m *Minter) MintUser(_ context.Context, spec broker.UserSpec) (broker.Minte
 	uc.Name = spec.Name
 	uc.Expires = spec.Expires.Unix()
 	uc.IssuerAccount = m.keys.pub.Users
-	uc.Limits.Subs = MaxUserSubs
+	uc.Subs = MaxUserSubs
 	uc.AllowedConnectionTypes.Add(jwt.ConnectionTypeStandard)
 	setAllow(&uc.Pub, spec.Pub)
 	setAllow(&uc.Sub, spec.Sub)

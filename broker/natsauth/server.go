@@ -380,7 +380,7 @@ func mkdirPublic(dir string) error {
 	if _, err := os.Stat(dir); err == nil {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // G301: the files the NATS hosts read, none secret
 		return err
 	}
 	return os.Chmod(dir, 0o755) //nolint:gosec // G302: the files the NATS hosts read, none secret

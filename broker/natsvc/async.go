@@ -333,7 +333,7 @@ func keepBacklog(ctx context.Context, js jetstream.JetStream, sc *jetstream.Stre
 	}
 	info := s.CachedInfo()
 	held := info.Config.MaxMsgsPerSubject
-	if (held > 0 && held <= sc.MaxMsgsPerSubject) || info.State.Msgs <= uint64(sc.MaxMsgsPerSubject) { //nolint:gosec // G115: MaxMsgsPerSubject is positive
+	if (held > 0 && held <= sc.MaxMsgsPerSubject) || info.State.Msgs <= uint64(sc.MaxMsgsPerSubject) {
 		return nil
 	}
 	full, err := s.Info(ctx, jetstream.WithSubjectFilter(broker.AsyncSubjects))
@@ -344,7 +344,7 @@ func keepBacklog(ctx context.Context, js jetstream.JetStream, sc *jetstream.Stre
 	for _, n := range full.State.Subjects {
 		most = max(most, n)
 	}
-	if most <= uint64(sc.MaxMsgsPerSubject) { //nolint:gosec // G115: as above
+	if most <= uint64(sc.MaxMsgsPerSubject) {
 		return nil
 	}
 	log.WarnContext(ctx, "async stream: per-subject limit not applied yet, a subject holds more waiting requests; it applies at a start after the backlog has drained",

@@ -12,16 +12,16 @@ import (
 
 // checkWith writes the checkable example with its secret files pointed into
 // a directory of this test (secrets/ and nats/, created 0700 and empty)
-// after edit, and returns the result of serve --check, its output and the
-// secrets directory.
-func checkWith(t *testing.T, edit func(text, secrets string) string) (error, string, string) {
+// after edit, and returns the output of serve --check, the secrets
+// directory and the result.
+func checkWith(t *testing.T, edit func(text, secrets string) string) (out, secrets string, err error) {
 	t.Helper()
 	config, _ := checkableExample(t)
 	b, err := os.ReadFile(config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := filepath.Join(filepath.Dir(config), "secrets")
+	secrets = filepath.Join(filepath.Dir(config), "secrets")
 	if err := os.Mkdir(secrets, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -32,9 +32,9 @@ func checkWith(t *testing.T, edit func(text, secrets string) string) (error, str
 	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var out strings.Builder
-	err = run(t.Context(), []string{"serve", "--config", config, "--check"}, &out, &out)
-	return err, out.String(), secrets
+	var b2 strings.Builder
+	err = run(t.Context(), []string{"serve", "--config", config, "--check"}, &b2, &b2)
+	return b2.String(), secrets, err
 }
 
 func writeFile(t *testing.T, path, content string, mode os.FileMode) {
@@ -60,7 +60,7 @@ func TestServeCheckSigningKeyName(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err, out, _ := checkWith(t, func(text, secrets string) string {
+		out, _, err := checkWith(t, func(text, secrets string) string {
 			writeFile(t, filepath.Join(secrets, "audit-signing.key"), skey+"\n", 0o600)
 			return text
 		})
@@ -78,7 +78,7 @@ func TestServeCheckSigningKeyName(t *testing.T) {
 		}
 	}
 	// Not a key at all: named as such, never quoted.
-	err, _, _ := checkWith(t, func(text, secrets string) string {
+	_, _, err := checkWith(t, func(text, secrets string) string {
 		writeFile(t, filepath.Join(secrets, "audit-signing.key"), "hunter2-not-a-key\n", 0o600)
 		return text
 	})
@@ -106,7 +106,7 @@ func TestServeCheckSecretModes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var path string
-			err, out, _ := checkWith(t, func(text, secrets string) string {
+			out, _, err := checkWith(t, func(text, secrets string) string {
 				path = filepath.Join(secrets, tc.file)
 				writeFile(t, path, "hunter2 secret\n", tc.mode)
 				return text
@@ -160,7 +160,7 @@ func TestSecretFilesRefusedAtStart(t *testing.T) {
 // root without a volume there), and creates nothing.
 func TestServeCheckSinkDir(t *testing.T) {
 	var sink string
-	err, _, _ := checkWith(t, func(text, secrets string) string {
+	_, _, err := checkWith(t, func(text, secrets string) string {
 		file := filepath.Join(secrets, "not-a-dir")
 		writeFile(t, file, "x", 0o600)
 		sink = filepath.Join(file, "checkpoints")
@@ -169,7 +169,7 @@ func TestServeCheckSinkDir(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "audit.sinkDir "+sink+": ") || !strings.Contains(err.Error(), "is not a directory") {
 		t.Errorf("a sink under a file: err = %v", err)
 	}
-	err, out, secrets := checkWith(t, func(text, secrets string) string {
+	out, secrets, err := checkWith(t, func(text, secrets string) string {
 		sink = filepath.Join(secrets, "worm", "checkpoints")
 		return strings.Replace(text, "sinkDir: ", "sinkDir: "+sink+" #", 1)
 	})
@@ -184,7 +184,7 @@ func TestServeCheckSinkDir(t *testing.T) {
 // TestServeCheckStopBudget checks that --check warns, without failing, when
 // a stop may outlast the 90 s the shipped unit and chart allow.
 func TestServeCheckStopBudget(t *testing.T) {
-	err, out, _ := checkWith(t, nil)
+	out, _, err := checkWith(t, nil)
 	if err != nil || strings.Contains(out, "warning") {
 		t.Fatalf("the example (5s timeouts): err = %v, output %q", err, out)
 	}

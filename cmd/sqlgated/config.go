@@ -838,7 +838,7 @@ func secretFileMode(key, path string) error {
 // readSecretFile reads a secret file, refusing one that other users may
 // access (see secretFileMode).
 func readSecretFile(path string) ([]byte, error) {
-	f, err := os.Open(path) //nolint:gosec // G304: the operator names the file
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -862,7 +862,7 @@ func checkSigningKeyName(path, origin string) error {
 	if path == "" {
 		return nil
 	}
-	b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the file
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil //nolint:nilerr // missing: serve creates it; unreadable: serve reports it
 	}
@@ -895,9 +895,9 @@ func checkSinkDir(dir string) error {
 		case err == nil:
 			if aerr := unix.Access(p, unix.W_OK|unix.X_OK); aerr != nil {
 				if p == filepath.Clean(dir) {
-					return fmt.Errorf("audit.sinkDir %s is not writable (%v): sqlgated writes the checkpoint copies there", dir, aerr)
+					return fmt.Errorf("audit.sinkDir %s is not writable (%w): sqlgated writes the checkpoint copies there", dir, aerr)
 				}
-				return fmt.Errorf("audit.sinkDir %s does not exist and cannot be created: %s is not writable (%v); mount the write-once store there "+
+				return fmt.Errorf("audit.sinkDir %s does not exist and cannot be created: %s is not writable (%w); mount the write-once store there "+
 					"(in the Helm chart: extraVolumes and extraVolumeMounts)", dir, p, aerr)
 			}
 			return nil

@@ -104,8 +104,8 @@ func (a *app) gate(ctx context.Context, interval time.Duration) error {
 			a.log.ErrorContext(ctx, "could not leave the NATS queue group", slog.String("error", err.Error()))
 			continue
 		}
-		a.log.WarnContext(ctx, "cannot serve routed calls: left the NATS queue group until "+strings.Join(names, ", ")+" recover",
-			slog.String("error", errors.Join(errs...).Error()))
+		a.log.WarnContext(ctx, "cannot serve routed calls: left the NATS queue group until the components recover",
+			slog.String("components", strings.Join(names, ", ")), slog.String("error", errors.Join(errs...).Error()))
 	}
 }
 
