@@ -580,7 +580,10 @@ func TestWatchReloadsEdits(t *testing.T) {
 // come from one of the two revisions.
 func TestConcurrentDecideAndReload(t *testing.T) {
 	dir := copyRules(t)
-	e, err := opa.Open(t.Context(), opa.Config{Dir: dir, Logger: testLogger(t)})
+	// A generous evaluation timeout: this is about revisions, and four
+	// deciding goroutines with reloads beside them on a loaded machine can
+	// keep one evaluation waiting past the 100ms default.
+	e, err := opa.Open(t.Context(), opa.Config{Dir: dir, Logger: testLogger(t), EvalTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
