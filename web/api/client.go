@@ -16,10 +16,39 @@ import (
 )
 
 // Client calls the sqlgate HTTP API. It is safe for concurrent use.
+//
+// No limit covers a whole download (an audit export or evidence archive,
+// the recorded decision inputs): those run as long as data keeps coming.
+// A JSON call is bounded as a whole; connecting, the TLS handshake, the
+// wait for a download's response and every pause in its body are bounded
+// on their own.
 type Client struct {
 	base  *url.URL
 	http  *http.Client
 	token func(ctx context.Context) (string, error)
+	// callTimeout bounds a JSON call (request, response and decoding);
+	// downloadWait bounds the wait for a download's response headers (the
+	// broker builds an evidence archive before it answers); downloadIdle
+	// fails a download whose body delivers nothing for that long. Tests
+	// shorten them.
+	callTimeout, downloadWait, downloadIdle time.Duration
+}
+
+// The limits of a [Client] (see its fields).
+const (
+	callTimeout  = 60 * time.Second
+	downloadWait = 10 * time.Minute
+	downloadIdle = 2 * time.Minute
+)
+
+// newTransport is the default transport (proxy from the environment, HTTP/2)
+// with bounds on connecting and on the TLS handshake; the rest is bounded
+// per call.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = 10 * time.Second
+	return t
 }
 
 // NewClient returns a client for the broker at baseURL. token supplies the
@@ -32,7 +61,10 @@ func NewClient(baseURL string, token func(ctx context.Context) (string, error)) 
 	if err := RequireTLS("broker", u.String()); err != nil {
 		return nil, err
 	}
-	return &Client{base: u, http: &http.Client{Timeout: 60 * time.Second}, token: token}, nil
+	return &Client{
+		base: u, http: &http.Client{Transport: newTransport()}, token: token,
+		callTimeout: callTimeout, downloadWait: downloadWait, downloadIdle: downloadIdle,
+	}, nil
 }
 
 // RequireTLS refuses anything but an https URL, or a plain http one to this
@@ -143,15 +175,7 @@ func (c *Client) PolicyEval(ctx context.Context, entry string, input json.RawMes
 // PolicyInputs streams the recorded decision inputs since a time (RFC 3339)
 // or a duration back from now ("24h") into w, as JSON lines (admins).
 func (c *Client) PolicyInputs(ctx context.Context, since string, w io.Writer) error {
-	resp, err := c.send(ctx, http.MethodGet, "/policy/inputs?"+url.Values{"since": {since}}.Encode(), nil, true)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("read decision inputs: %w", err)
-	}
-	return nil
+	return c.download(ctx, "/policy/inputs?"+url.Values{"since": {since}}.Encode(), "decision inputs", w)
 }
 
 // AuditCheckpoint returns the latest signed checkpoint.
@@ -168,44 +192,82 @@ func (c *Client) AuditProof(ctx context.Context, index int64) ([]byte, error) {
 // (to <= 0: up to the latest) into w.
 func (c *Client) AuditExport(ctx context.Context, w io.Writer, from, to int64) error {
 	q := url.Values{"from": {strconv.FormatInt(from, 10)}, "to": {strconv.FormatInt(to, 10)}}
-	resp, err := c.send(ctx, http.MethodGet, "/audit/export?"+q.Encode(), nil, true)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("read audit export: %w", err)
-	}
-	return nil
+	return c.download(ctx, "/audit/export?"+q.Encode(), "audit export", w)
 }
 
 // AuditEvidence downloads the SOC 2 evidence archive (zip) of [from, to)
 // into w (auditors only).
 func (c *Client) AuditEvidence(ctx context.Context, w io.Writer, from, to time.Time) error {
 	q := url.Values{"from": {from.UTC().Format(time.RFC3339)}, "to": {to.UTC().Format(time.RFC3339)}}
-	resp, err := c.send(ctx, http.MethodGet, "/audit/evidence?"+q.Encode(), nil, true)
+	return c.download(ctx, "/audit/evidence?"+q.Encode(), "audit evidence", w)
+}
+
+// download copies the body of a GET into w, for as long as it takes while
+// data keeps coming: it fails when the response headers take longer than
+// c.downloadWait or the body delivers nothing for c.downloadIdle.
+func (c *Client) download(ctx context.Context, path, what string, w io.Writer) error {
+	bearer, err := c.bearer(ctx, true)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	waiting := time.AfterFunc(c.downloadWait, func() {
+		cancel(fmt.Errorf("the broker did not answer within %s", c.downloadWait))
+	})
+	resp, err := c.send(ctx, http.MethodGet, path, nil, bearer)
+	waiting.Stop()
 	if err != nil {
 		return err
 	}
 	defer func() { _ = resp.Body.Close() }()
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("read audit evidence: %w", err)
+	body := &idleReader{r: resp.Body, idle: c.downloadIdle, stall: time.AfterFunc(c.downloadIdle, func() {
+		cancel(fmt.Errorf("the download stalled: nothing received for %s", c.downloadIdle))
+	})}
+	body.stall.Stop()
+	if _, err := io.Copy(w, body); err != nil {
+		return fmt.Errorf("read %s: %w", what, causeOf(ctx, err))
+	}
+	if err := context.Cause(ctx); err != nil {
+		return fmt.Errorf("read %s: %w", what, err)
 	}
 	return nil
+}
+
+// idleReader arms stall around every Read, so that a body that delivers
+// nothing for its duration is cancelled; the time between Reads (the
+// writer's) does not count.
+type idleReader struct {
+	r     io.Reader
+	idle  time.Duration
+	stall *time.Timer
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	r.stall.Reset(r.idle)
+	n, err := r.r.Read(p)
+	r.stall.Stop()
+	return n, err
 }
 
 func (c *Client) raw(ctx context.Context, path string, q url.Values) ([]byte, error) {
 	if q != nil {
 		path += "?" + q.Encode()
 	}
-	resp, err := c.send(ctx, http.MethodGet, path, nil, true)
+	bearer, err := c.bearer(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	resp, err := c.send(ctx, http.MethodGet, path, nil, bearer)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, fmt.Errorf("read response: %w", err)
+		return nil, fmt.Errorf("read response: %w", causeOf(ctx, err))
 	}
 	return b, nil
 }
@@ -219,19 +281,52 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, auth 
 		}
 		body = bytes.NewReader(b)
 	}
-	resp, err := c.send(ctx, method, path, body, auth)
+	bearer, err := c.bearer(ctx, auth)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	resp, err := c.send(ctx, method, path, body, bearer)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out); err != nil {
-		return fmt.Errorf("decode %s response: %w", path, err)
+		return fmt.Errorf("decode %s response: %w", path, causeOf(ctx, err))
 	}
 	return nil
 }
 
+// bounded limits a JSON call to c.callTimeout. The bearer token is fetched
+// before: renewing it may wait for another sqlgate process.
+func (c *Client) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, c.callTimeout, fmt.Errorf("no complete answer from the broker within %s", c.callTimeout))
+}
+
+// causeOf returns why ctx ended when it did (a limit of the client, the
+// caller's cancellation), else err.
+func causeOf(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil {
+		return cause
+	}
+	return err
+}
+
+// bearer returns the bearer token for an authenticated call ("" for an
+// unauthenticated one).
+func (c *Client) bearer(ctx context.Context, auth bool) (string, error) {
+	if !auth {
+		return "", nil
+	}
+	if c.token == nil {
+		return "", errors.New("not signed in")
+	}
+	return c.token(ctx)
+}
+
 // send performs the request and turns non-2xx responses into *StatusError.
-func (c *Client) send(ctx context.Context, method, path string, body io.Reader, auth bool) (*http.Response, error) {
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader, bearer string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+Prefix+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
@@ -240,19 +335,12 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if auth {
-		if c.token == nil {
-			return nil, errors.New("not signed in")
-		}
-		tok, err := c.token(ctx)
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.base.Host, err)
+		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.base.Host, causeOf(ctx, err))
 	}
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
