@@ -1,10 +1,11 @@
 package web
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -63,8 +64,12 @@ func (s *Server) policyInputs(w http.ResponseWriter, r *http.Request, p identity
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	return s.cfg.Audit.Inputs(r.Context(), since, w)
+	out := &download{w: w, headers: map[string]string{"Content-Type": "application/x-ndjson"}}
+	if err := s.cfg.Audit.Inputs(r.Context(), since, out); err != nil {
+		return err
+	}
+	out.start()
+	return nil
 }
 
 // sinceParam reads `since` as RFC 3339 or as a duration back from now
@@ -116,11 +121,7 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, p identity.
 	if err := s.requireGroups(p, s.cfg.AuditorGroups, "verifying the audit log"); err != nil {
 		return err
 	}
-	from, err := intParam(r, "from", 0)
-	if err != nil {
-		return err
-	}
-	to, err := intParam(r, "to", 0)
+	from, to, err := rangeParams(r)
 	if err != nil {
 		return err
 	}
@@ -136,12 +137,15 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, p identity.
 // auditProof serves receipts: auditors may prove any record, everyone else
 // only records they caused.
 func (s *Server) auditProof(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
-	index, err := intParam(r, "index", -1)
+	if r.URL.Query().Get("index") == "" {
+		return badRequest("index is required")
+	}
+	index, err := intParam(r, "index", 0)
 	if err != nil {
 		return err
 	}
 	if index < 0 {
-		return badRequest("index is required")
+		return badRequest("index must not be negative")
 	}
 	if !s.inGroups(p, s.cfg.AuditorGroups) {
 		rec, err := s.cfg.Audit.Record(r.Context(), index)
@@ -165,17 +169,42 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, p identity.
 	if err := s.requireGroups(p, s.cfg.AuditorGroups, "exporting the audit log"); err != nil {
 		return err
 	}
-	from, err := intParam(r, "from", 0)
+	from, to, err := rangeParams(r)
 	if err != nil {
 		return err
 	}
-	to, err := intParam(r, "to", 0)
-	if err != nil {
+	// The attachment headers go out with the first byte: an error before
+	// it is an ordinary JSON error (a browser does not save it as the
+	// bundle), and one after it cuts the transfer ([Server.handle]).
+	out := &download{w: w, headers: map[string]string{
+		"Content-Type":        "application/x-ndjson",
+		"Content-Disposition": `attachment; filename="sqlgate-audit.bundle"`,
+	}}
+	if err := s.cfg.Audit.Export(r.Context(), out, from, to); err != nil {
 		return err
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Content-Disposition", `attachment; filename="sqlgate-audit.bundle"`)
-	return s.cfg.Audit.Export(r.Context(), w, from, to)
+	out.start()
+	return nil
+}
+
+// rangeParams reads the record range [from, to) of verify and export:
+// from at least 0, to 0 (up to the latest) or after from.
+func rangeParams(r *http.Request) (from, to int64, err error) {
+	if from, err = intParam(r, "from", 0); err != nil {
+		return 0, 0, err
+	}
+	if to, err = intParam(r, "to", 0); err != nil {
+		return 0, 0, err
+	}
+	switch {
+	case from < 0:
+		return 0, 0, badRequest("from must not be negative")
+	case to < 0:
+		return 0, 0, badRequest("to must not be negative (0: up to the latest record)")
+	case to != 0 && to <= from:
+		return 0, 0, badRequest("to must be after from (the range is [from, to); 0: up to the latest record)")
+	}
+	return from, to, nil
 }
 
 // auditEvidence serves the SOC 2 evidence archive of a period to auditors:
@@ -195,30 +224,61 @@ func (s *Server) auditEvidence(w http.ResponseWriter, r *http.Request, p identit
 	if !from.Before(to) {
 		return badRequest("from must be before to")
 	}
-	// The archive is built before the first byte is written, so an error
-	// (a log that does not verify) is still answered as one.
-	var zipped bytes.Buffer
-	if err := s.cfg.Audit.Evidence(r.Context(), &zipped, from, to); err != nil {
+	// The archive is built in a temporary file before the first byte is
+	// written, so an error (a log that does not verify) is still answered
+	// as one, and a large archive is not held in memory.
+	f, err := os.CreateTemp("", "sqlgate-evidence-*.zip")
+	if err != nil {
+		return fmt.Errorf("evidence: temporary file: %w", err)
+	}
+	defer func() {
+		_ = f.Close()
+		if rerr := os.Remove(f.Name()); rerr != nil {
+			s.log.ErrorContext(r.Context(), "remove the evidence temporary file", "err", rerr)
+		}
+	}()
+	if err := s.cfg.Audit.Evidence(r.Context(), f, from, to); err != nil {
 		return err
 	}
+	size, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return fmt.Errorf("evidence: temporary file: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("evidence: temporary file: %w", err)
+	}
 	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="sqlgate-evidence-%s-%s.zip"`,
 		from.Format("20060102T150405Z"), to.Format("20060102T150405Z")))
-	_, err = w.Write(zipped.Bytes())
-	return err
+	if _, err := io.Copy(w, f); err != nil {
+		return fmt.Errorf("evidence: send the archive: %w", err)
+	}
+	return nil
 }
 
-// periodParam reads a date (UTC midnight) or an RFC 3339 time.
+// The evidence period lies within what the audit log's nanosecond
+// timestamps can hold.
+var (
+	minPeriod = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxPeriod = time.Date(2262, 4, 11, 0, 0, 0, 0, time.UTC)
+)
+
+// periodParam reads a date (UTC midnight) or an RFC 3339 time between
+// 1970-01-01 and 2262-04-11.
 func periodParam(r *http.Request, name string) (time.Time, error) {
 	v := r.URL.Query().Get(name)
-	if t, err := time.Parse(time.DateOnly, v); err == nil {
-		return t, nil
-	}
-	t, err := time.Parse(time.RFC3339, v)
+	t, err := time.Parse(time.DateOnly, v)
 	if err != nil {
-		return time.Time{}, badRequest(name + " must be a date (YYYY-MM-DD) or an RFC 3339 time")
+		if t, err = time.Parse(time.RFC3339, v); err != nil {
+			return time.Time{}, badRequest(name + " must be a date (YYYY-MM-DD) or an RFC 3339 time")
+		}
 	}
-	return t.UTC(), nil
+	t = t.UTC()
+	if t.Before(minPeriod) || t.After(maxPeriod) {
+		return time.Time{}, badRequest(name + " must be between 1970-01-01 and 2262-04-11")
+	}
+	return t, nil
 }
 
 // evalRequest is the body of POST policy/eval.

@@ -172,7 +172,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	defer func() {
-		if v := recover(); v != nil {
+		v := recover()
+		if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+			// A response that failed after it started: the connection is
+			// cut so that the client sees a broken transfer.
+			if s.metrics != nil {
+				_, pattern := s.mux.Handler(r)
+				s.metrics.observe(pattern, r.Method, http.StatusInternalServerError, s.now().Sub(start))
+			}
+			panic(v)
+		}
+		if v != nil {
 			s.log.ErrorContext(ctx, "panic in handler", "request_id", id, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			writeJSONError(rec, http.StatusInternalServerError, "internal", "internal error", nil, id)
 		}
@@ -193,12 +203,20 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 func (s *Server) handle(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r = r.WithContext(context.WithValue(r.Context(), sessionLookupKey{}, &sessionLookup{}))
-		err := h(w, r)
+		sw := &startWriter{ResponseWriter: w}
+		err := h(sw, r)
 		if err == nil {
 			return
 		}
 		status, body := publicError(err)
 		id, _ := r.Context().Value(requestIDKey{}).(string)
+		if sw.started {
+			// The status and part of the body are sent: an error appended
+			// to them would be taken for part of a good response (an
+			// export bundle). The transfer is broken off instead.
+			s.log.ErrorContext(r.Context(), "response failed after it started; connection aborted", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+			panic(http.ErrAbortHandler)
+		}
 		level := slog.LevelWarn
 		if status >= 500 {
 			level = slog.LevelError
@@ -433,3 +451,45 @@ func (s *statusRecorder) WriteHeader(code int) {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// startWriter notes whether a response has started (status or body sent).
+type startWriter struct {
+	http.ResponseWriter
+	started bool
+}
+
+func (s *startWriter) WriteHeader(code int) {
+	s.started = true
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *startWriter) Write(b []byte) (int, error) {
+	s.started = true
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *startWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// download sets a download's headers when its first byte is written, so
+// that an error before it is answered as an ordinary error, without them.
+type download struct {
+	w       http.ResponseWriter
+	headers map[string]string
+	started bool
+}
+
+func (d *download) Write(b []byte) (int, error) {
+	d.start()
+	return d.w.Write(b)
+}
+
+// start sends the headers (also for a download that turned out empty).
+func (d *download) start() {
+	if d.started {
+		return
+	}
+	d.started = true
+	for k, v := range d.headers {
+		d.w.Header().Set(k, v)
+	}
+}
