@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	"join":   strings.Join,
 	"short":  func(s string) string { return clip(s, 16) },
 	"indent": indentJSON,
+	"who":    actorWho,
 }).ParseFS(templateFS, "templates/*.html"))
 
 // indentJSON lays out a JSON document (a route's parameter schema) two
@@ -367,18 +369,63 @@ func (s *Server) uiPolicyEval(w http.ResponseWriter, r *http.Request) error {
 	return s.render(w, http.StatusOK, "policy.html", p)
 }
 
-// exampleInput is a starting point for the evaluation form.
+// exampleInput is a starting point for the evaluation form: a JSON
+// document built as a value, so that any group name or issuer (a
+// backslash, a quote) stays valid JSON.
 func exampleInput(p identity.Principal) string {
-	groups := `"` + strings.Join(p.Groups, `", "`) + `"`
-	if len(p.Groups) == 0 {
-		groups = ""
+	groups := p.Groups
+	if groups == nil {
+		groups = []string{}
 	}
-	return `{
-  "principal": {"issuer": "` + template.JSEscapeString(p.Issuer) + `", "subject": "someone", "groups": [` + groups + `], "roles": [], "mfa": false, "service": false, "auth_time": 0},
-  "route": {"subject": "orders.v1.create", "kind": "statement", "target": "create_order", "database": "orders", "mode": "sync", "tags": []},
-  "params": {"customer": "ACME", "amount": 250},
-  "request": {"correlation_id": "example", "time": "2026-11-27T10:00:00Z", "time_ns": 1795773600000000000, "transport": "nats", "client": {}}
-}`
+	type obj = map[string]any
+	doc := struct {
+		Principal obj `json:"principal"`
+		Route     obj `json:"route"`
+		Params    obj `json:"params"`
+		Request   obj `json:"request"`
+	}{
+		Principal: obj{"issuer": p.Issuer, "subject": "someone", "groups": groups, "roles": []string{}, "mfa": false, "service": false, "auth_time": 0},
+		Route:     obj{"subject": "orders.v1.create", "kind": "statement", "target": "create_order", "database": "orders", "mode": "sync", "tags": []string{}},
+		Params:    obj{"customer": "ACME", "amount": 250},
+		Request:   obj{"correlation_id": "example", "time": "2026-11-27T10:00:00Z", "time_ns": int64(1795773600000000000), "transport": "nats", "client": obj{}},
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil { // not reached: every value above marshals
+		return "{}"
+	}
+	return string(b)
+}
+
+// who is how the audit page shows an actor: the email when there is one,
+// with the start of the subject, since emails need not be unique across
+// issuers or verified; otherwise the subject and the issuer's host. Title
+// holds the full issuer and subject.
+type who struct{ Text, Title string }
+
+func actorWho(a *audit.Actor) who {
+	if a == nil {
+		return who{}
+	}
+	title := strings.TrimSpace(a.Issuer + " " + a.Subject)
+	host := a.Issuer
+	if u, err := url.Parse(a.Issuer); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	if a.Email == "" {
+		if host == "" {
+			return who{Text: a.Subject, Title: title}
+		}
+		return who{Text: a.Subject + " @ " + host, Title: title}
+	}
+	sub := a.Subject
+	if len([]rune(sub)) > 12 {
+		sub = string([]rune(sub)[:12]) + "…"
+	}
+	text := a.Email + " (" + sub
+	if host != "" {
+		text += ", " + host
+	}
+	return who{Text: text + ")", Title: title}
 }
 
 // safeReturn keeps post-login redirects on this site.
