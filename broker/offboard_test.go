@@ -368,3 +368,48 @@ func TestCheckSignIn(t *testing.T) {
 		t.Errorf("CheckSignIn with an unreadable cutoff store = %v, want unavailable", err)
 	}
 }
+
+// TestRevokeAllRefusesMalformedPrincipal: a revoke-all of something that
+// cannot be a principal id (an e-mail address, a bare subject, an issuer
+// that is not an absolute URL) is refused as invalid and changes nothing:
+// no cutoff, no audit record. Accepting it would report an offboarding
+// while the real principal keeps its access.
+func TestRevokeAllRefusesMalformedPrincipal(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	cutoffs := openCutoffs(t)
+	svc := e.serviceWith(t, func(c *broker.Config) { c.Cutoffs = cutoffs })
+	admin := identity.Principal{Issuer: "https://idp.test", Subject: "dana", Groups: []string{"admins"}}
+	before := len(e.records(t))
+	for _, id := range []string{
+		"",
+		"alice@example.com",
+		"alice",
+		"https://idp.test",
+		"https://idp.test ",
+		"alice https://idp.test",
+		"idp.test alice",
+		"https:///path alice",
+		"ftp://idp.test alice",
+		"https://idp.test?x=1 alice",
+		"https://idp.test  alice",
+		"https://idp.test alice ",
+		"https://idp.test ali\nce",
+	} {
+		_, err := svc.RevokeAll(ctx, admin, id, "left the company")
+		if !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "<issuer> <subject>") {
+			t.Errorf("RevokeAll(%q) = %v, want invalid, naming the shape", id, err)
+		}
+		if cut, err := cutoffs.Cutoff(ctx, id); err != nil || !cut.IsZero() {
+			t.Errorf("RevokeAll(%q) recorded a cutoff %s (%v)", id, cut, err)
+		}
+	}
+	if n := len(e.records(t)) - before; n != 0 {
+		t.Errorf("refused revoke-alls wrote %d audit records, want none", n)
+	}
+	for _, id := range []string{alice.ID(), "http://127.0.0.1:5556/dex 0a1b-2c3d", "https://login.example.com/tenant/v2.0 user with space"} {
+		if _, err := svc.RevokeAll(ctx, admin, id, "left the company"); err != nil {
+			t.Errorf("RevokeAll(%q) = %v, want it done", id, err)
+		}
+	}
+}

@@ -110,3 +110,28 @@ func TestLeaseCommandsUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestRevokeAllPrincipalShape: revoke-all of something that cannot be a
+// principal id (an e-mail address, a bare subject, a reversed pair) is a
+// usage error and asks the broker nothing: it would offboard nobody while
+// the real user keeps access.
+func TestRevokeAllPrincipalShape(t *testing.T) {
+	var requests int
+	c := signedInCLI(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests++
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"principal":"https://idp.test alice","nats_revoked":[],"leases":[],"pending":0}`))
+	}))
+	for _, p := range []string{"alice@example.com", "alice", "alice https://idp.test", "idp.test alice", "https://idp.test", "https://idp.test ", "ftp://idp.test alice", "https://idp.test alice "} {
+		code, _, errOut := c.run("", "leases", "revoke-all", "--principal", p)
+		if code != 2 || !strings.Contains(errOut, `--principal must be "<issuer> <subject>"`) {
+			t.Errorf("revoke-all --principal %q: exit %d, %s; want a usage error naming the shape", p, code, errOut)
+		}
+	}
+	if requests != 0 {
+		t.Errorf("refused revoke-alls sent %d requests to the broker, want none", requests)
+	}
+	if code, out, errOut := c.run("", "leases", "revoke-all", "--principal", "https://idp.test alice"); code != 0 || !strings.Contains(out, "revoked for https://idp.test alice") {
+		t.Errorf("revoke-all of a principal id: exit %d, %s %s", code, out, errOut)
+	}
+}
