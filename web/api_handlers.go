@@ -2,8 +2,12 @@ package web
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -114,33 +118,161 @@ func (s *Server) natsCreds(w http.ResponseWriter, r *http.Request, p identity.Pr
 	return nil
 }
 
+// Lease listing bounds: a principal may hold any number of NATS
+// credentials, and a response (or dashboard page) listing them all grew
+// without limit.
+const (
+	defaultLeaseLimit = 100
+	maxLeaseLimit     = 1000
+)
+
+// leasesPage is the response of `GET leases`: api.Leases plus `next`, the
+// cursor of the following page, present only when more leases exist.
+type leasesPage struct {
+	Leases []api.Lease `json:"leases"`
+	Next   string      `json:"next,omitempty"`
+}
+
+// listLeases serves `GET leases?limit=&cursor=`: the caller's NATS and SQL
+// credentials, newest first, at most limit (default 100, at most 1000).
 func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
-	leases, err := s.leasesOf(r, p)
+	limit, err := intParam(r, "limit", defaultLeaseLimit)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, api.Leases{Leases: leases})
+	if limit < 1 || limit > maxLeaseLimit {
+		return badRequest(fmt.Sprintf("limit must be between 1 and %d", maxLeaseLimit))
+	}
+	var after *leaseCursor
+	if v := r.URL.Query().Get("cursor"); v != "" {
+		c, err := parseLeaseCursor(v)
+		if err != nil {
+			return err
+		}
+		after = &c
+	}
+	held, err := s.leasesOf(r, p)
+	if err != nil {
+		return err
+	}
+	leases, more := held.page(after, int(limit), nil)
+	out := leasesPage{Leases: leases}
+	if more {
+		out.Next = cursorOf(leases[len(leases)-1]).String()
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
-// leasesOf lists the principal's credentials, newest first.
-func (s *Server) leasesOf(r *http.Request, p identity.Principal) ([]api.Lease, error) {
-	out := []api.Lease{}
+// leaseCursor is the position of a lease in the newest-first order: issued
+// at, then id, both descending.
+type leaseCursor struct {
+	issuedAt int64 // Unix nanoseconds
+	id       string
+}
+
+func cursorOf(l api.Lease) leaseCursor { return leaseCursor{issuedAt: l.IssuedAt.UnixNano(), id: l.ID} }
+
+// String encodes the cursor for the `next` field; clients pass it back
+// unchanged.
+func (c leaseCursor) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.issuedAt, 10) + "." + c.id))
+}
+
+func parseLeaseCursor(v string) (leaseCursor, error) {
+	bad := badRequest("cursor is not one this server returned (pass the `next` of the previous page unchanged)")
+	raw, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil {
+		return leaseCursor{}, bad
+	}
+	ts, id, ok := strings.Cut(string(raw), ".")
+	n, err := strconv.ParseInt(ts, 10, 64)
+	if !ok || err != nil || id == "" {
+		return leaseCursor{}, bad
+	}
+	return leaseCursor{issuedAt: n, id: id}, nil
+}
+
+// before reports whether a lease at c comes before one at o in the
+// newest-first order.
+func (c leaseCursor) before(o leaseCursor) bool {
+	if c.issuedAt != o.issuedAt {
+		return c.issuedAt > o.issuedAt
+	}
+	return c.id > o.id
+}
+
+// heldLeases are a principal's credentials as the stores return them;
+// [heldLeases.page] converts only the ones listed.
+type heldLeases struct {
+	nats []broker.Issuance
+	sql  []api.Lease
+	now  time.Time
+}
+
+// leasesOf reads the principal's NATS and SQL credentials.
+func (s *Server) leasesOf(r *http.Request, p identity.Principal) (*heldLeases, error) {
+	h := &heldLeases{now: s.now()}
 	if s.cfg.Issuances != nil {
-		list, err := s.cfg.Issuances.ByPrincipal(r.Context(), p.ID())
-		if err != nil {
+		var err error
+		if h.nats, err = s.cfg.Issuances.ByPrincipal(r.Context(), p.ID()); err != nil {
 			return nil, errors.Join(broker.ErrUnavailable, err)
 		}
-		now := s.now()
-		for _, iss := range list {
-			out = append(out, natsLease(iss, now))
-		}
 	}
-	sqlList, err := s.sqlLeaseList(r.Context(), s.cfg.SQLLeases, p)
-	if err != nil {
+	var err error
+	if h.sql, err = s.sqlLeaseList(r.Context(), s.cfg.SQLLeases, p); err != nil {
 		return nil, errors.Join(broker.ErrUnavailable, err)
 	}
-	return append(out, sqlList...), nil
+	return h, nil
+}
+
+// page lists at most limit leases, newest first, those after the cursor
+// after (nil: from the newest) that keep accepts (nil: all); more reports
+// whether others (that keep accepts) follow.
+func (h *heldLeases) page(after *leaseCursor, limit int, keep func(api.Lease) bool) (out []api.Lease, more bool) {
+	// Positions of the leases (NATS first, then SQL), sorted newest first.
+	type pos struct {
+		at  leaseCursor
+		idx int
+	}
+	order := make([]pos, 0, len(h.nats)+len(h.sql))
+	for i, iss := range h.nats {
+		c := leaseCursor{issuedAt: iss.IssuedAt.UnixNano(), id: iss.UserKey}
+		if after == nil || after.before(c) {
+			order = append(order, pos{c, i})
+		}
+	}
+	for i, l := range h.sql {
+		if c := cursorOf(l); after == nil || after.before(c) {
+			order = append(order, pos{c, len(h.nats) + i})
+		}
+	}
+	slices.SortFunc(order, func(a, b pos) int {
+		switch {
+		case a.at.before(b.at):
+			return -1
+		case b.at.before(a.at):
+			return 1
+		}
+		return 0
+	})
+	out = []api.Lease{}
+	for _, o := range order {
+		var l api.Lease
+		if o.idx < len(h.nats) {
+			l = natsLease(h.nats[o.idx], h.now)
+		} else {
+			l = h.sql[o.idx-len(h.nats)]
+		}
+		if keep != nil && !keep(l) {
+			continue
+		}
+		if len(out) == limit {
+			return out, true
+		}
+		out = append(out, l)
+	}
+	return out, false
 }
 
 func natsLease(iss broker.Issuance, now time.Time) api.Lease {

@@ -69,7 +69,12 @@ type page struct {
 
 	Routes   []api.Route
 	Revision string
-	Leases   []api.Lease
+	// Leases are the newest active credentials (at most dashboardActive)
+	// and then the most recent others (at most dashboardOthers); MoreActive
+	// and MoreOthers say that some were left out.
+	Leases     []api.Lease
+	MoreActive bool
+	MoreOthers bool
 
 	Checkpoint string
 	Records    []audit.Record
@@ -170,6 +175,12 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 	}
 }
 
+// The dashboard lists at most this many active and other credentials.
+const (
+	dashboardActive = 100
+	dashboardOthers = 20
+)
+
 func (s *Server) uiIndex(w http.ResponseWriter, r *http.Request) error {
 	p, sess, err := s.newPage(r, "Dashboard")
 	if err != nil {
@@ -183,11 +194,16 @@ func (s *Server) uiIndex(w http.ResponseWriter, r *http.Request) error {
 		} else {
 			p.Routes, p.Revision = routesResponse(routes, dec).Routes, dec.Revision
 		}
-		leases, err := s.leasesOf(r, sess.principal)
+		// Bounded: the newest active credentials, then the most recent
+		// others (expired, revoked), each with a note when more exist.
+		held, err := s.leasesOf(r, sess.principal)
 		if err != nil {
 			return err
 		}
-		p.Leases = leases
+		active := func(l api.Lease) bool { return l.State == "active" }
+		leases, more := held.page(nil, dashboardActive, active)
+		others, moreOthers := held.page(nil, dashboardOthers, func(l api.Lease) bool { return !active(l) })
+		p.Leases, p.MoreActive, p.MoreOthers = append(leases, others...), more, moreOthers
 	}
 	return s.render(w, http.StatusOK, "index.html", p)
 }
