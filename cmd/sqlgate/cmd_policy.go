@@ -76,14 +76,27 @@ func cmdPolicyEval(ctx context.Context, e *env, args []string) error {
 	if *dir != "" {
 		var text bytes.Buffer
 		dec, err := opa.Eval(ctx, *dir, ent, input, *explain, &text)
-		if errors.Is(err, opa.ErrInvalidPolicy) || errors.Is(err, opa.ErrInvalidInput) {
+		// An evaluation error comes with the deny it decided, which is
+		// printed (with the error) before failing; any other error (a
+		// policy or input that does not load) has no decision to print.
+		if err != nil && !errors.Is(err, policy.ErrEvaluation) {
 			return err
 		}
 		if *output == "json" {
-			return printJSON(e.stdout, map[string]any{"decision": dec, "explanation": text.String()})
+			out := map[string]any{"decision": dec, "explanation": text.String()}
+			if err != nil {
+				out["error"] = err.Error()
+			}
+			if perr := printJSON(e.stdout, out); perr != nil {
+				return perr
+			}
+		} else if _, werr := e.stdout.Write(text.Bytes()); werr != nil {
+			return werr
 		}
-		_, werr := e.stdout.Write(text.Bytes())
-		return werr
+		if err != nil {
+			return errSilent
+		}
+		return nil
 	}
 	c, err := e.client(*broker)
 	if err != nil {

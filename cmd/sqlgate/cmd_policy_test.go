@@ -147,3 +147,50 @@ func TestCLIPolicyReplayObligations(t *testing.T) {
 		t.Errorf("replay with a baseline: exit %d, %s%s", code, out, errOut)
 	}
 }
+
+// TestCLIPolicyEvalFailures: policy eval against a local policy fails with
+// exit 1 when there is no decision (a policy directory that does not exist)
+// and when the policy could not decide (the deny it fell back to is printed
+// with the error first), in text and JSON.
+func TestCLIPolicyEvalFailures(t *testing.T) {
+	b, err := os.ReadFile("../../policy/opa/testdata/cases/call_sales_create_over_limit.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tc struct {
+		Input json.RawMessage `json:"input"`
+	}
+	if err := json.Unmarshal(b, &tc); err != nil {
+		t.Fatal(err)
+	}
+	input := filepath.Join(t.TempDir(), "input.json")
+	if err := os.WriteFile(input, tc.Input, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
+
+	missing := filepath.Join(t.TempDir(), "does-not-exist")
+	code, out, errOut := c.run("", "policy", "eval", "--input", input, "--policy", missing)
+	if code != 1 || out != "" || !strings.Contains(errOut, missing) {
+		t.Errorf("policy eval --policy %s: exit %d, stdout %q, stderr %q; want exit 1 naming the directory", missing, code, out, errOut)
+	}
+
+	malformed := "../../policy/opa/testdata/policies/nonbool"
+	code, out, errOut = c.run("", "policy", "eval", "--input", input, "--policy", malformed)
+	if code != 1 || !strings.Contains(out, `"allow": false`) || !strings.Contains(out, "evaluation error:") {
+		t.Errorf("policy eval of a policy that cannot decide: exit %d, stdout %q, stderr %q; want the deny and the error printed, exit 1", code, out, errOut)
+	}
+	code, out, _ = c.run("", "policy", "eval", "--input", input, "--policy", malformed, "--output", "json")
+	var got struct {
+		Decision policy.Decision `json:"decision"`
+		Error    string          `json:"error"`
+	}
+	if code != 1 || json.Unmarshal([]byte(out), &got) != nil || got.Decision.Allow || got.Error == "" {
+		t.Errorf("policy eval --output json of a policy that cannot decide: exit %d, %s; want the deny with its error, exit 1", code, out)
+	}
+
+	code, out, errOut = c.run("", "policy", "eval", "--input", input, "--policy", "../../policy/rules")
+	if code != 0 || !strings.Contains(out, `"allow": false`) {
+		t.Errorf("policy eval of a deny by the shipped policy: exit %d, %s %s; want the deny, exit 0", code, out, errOut)
+	}
+}
