@@ -35,6 +35,9 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	if *out == "" {
 		return usagef("-o FILE is required")
 	}
+	if *from < 0 || *to < 0 || (*to > 0 && *to <= *from) {
+		return usagef("--from and --to must not be negative, and --to (exclusive) must be above --from (or 0 for the latest checkpoint)")
+	}
 	c, err := e.client(*broker)
 	if err != nil {
 		return err
@@ -344,10 +347,11 @@ func cmdAuditKeygen(_ context.Context, e *env, args []string) error {
 	fs := newFlags(e, "audit keygen", "sqlgate audit keygen --name NAME -o FILE")
 	name := fs.String("name", "", "the key's name, shown with every signature: who signs (for example evidence.example.com/jane)")
 	out := fs.String("o", "", "write the private key here (created 0600; an existing file is never replaced)")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parse(fs, args)
+	if err != nil {
 		return err
 	}
-	if err := wantArgs(fs.Args(), 0, "sqlgate audit keygen"); err != nil {
+	if err := wantArgs(pos, 0, "sqlgate audit keygen"); err != nil {
 		return err
 	}
 	if *name == "" || *out == "" {

@@ -271,3 +271,33 @@ func TestAuditEvidenceRefusesFutureEndAndItsInput(t *testing.T) {
 		t.Errorf("the bundle changed after evidence was refused to write over it (%v)", err)
 	}
 }
+
+// TestAuditUsageErrors: flag mistakes of audit keygen and a record range of
+// audit export that cannot be exported (negative, empty or reversed) are
+// usage errors (exit 2) that write nothing and ask the broker nothing.
+func TestAuditUsageErrors(t *testing.T) {
+	var requests int
+	c := signedInCLI(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests++
+		_, _ = w.Write([]byte("{}\n"))
+	}))
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"keygen", "--bogus"},
+		{"keygen", "--name"},
+		{"keygen", "--name", "evidence.example.com/jane", "-o", filepath.Join(dir, "k"), "extra"},
+		{"export", "-o", filepath.Join(dir, "b"), "--from", "10", "--to", "5"},
+		{"export", "-o", filepath.Join(dir, "b"), "--from", "5", "--to", "5"},
+		{"export", "-o", filepath.Join(dir, "b"), "--from", "-3"},
+		{"export", "-o", filepath.Join(dir, "b"), "--to", "-1"},
+	} {
+		if code, _, errOut := c.run("", append([]string{"audit"}, args...)...); code != 2 {
+			t.Errorf("audit %s: exit %d, %q; want a usage error (exit 2)", strings.Join(args, " "), code, errOut)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 || requests != 0 {
+		t.Errorf("refused commands wrote %d files and sent %d requests, want none", len(entries), requests)
+	}
+	c.must("", "audit", "export", "-o", filepath.Join(dir, "b"), "--from", "5", "--to", "6")
+	c.must("", "audit", "keygen", "--name", "evidence.example.com/jane", "-o", filepath.Join(dir, "k"))
+}
