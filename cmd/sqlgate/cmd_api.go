@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	neturl "net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -63,7 +64,9 @@ func (e *env) apiCommand(fs *flag.FlagSet, args []string, nargs int, usage strin
 	return c, *output, pos, err
 }
 
-// client returns an authenticated API client.
+// client returns an authenticated API client. The stored sign-in goes only
+// to the broker it was made for: a --broker or $SQLGATE_BROKER naming
+// another one is refused, so that the bearer token is not handed to it.
 func (e *env) client(brokerFlagValue string) (*api.Client, error) {
 	st, err := e.loadState()
 	if err != nil {
@@ -73,7 +76,25 @@ func (e *env) client(brokerFlagValue string) (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	switch {
+	case st.Broker == "":
+		return nil, fmt.Errorf("not signed in to a broker: run sqlgate login --broker %s", url)
+	case !sameBroker(url, st.Broker):
+		return nil, fmt.Errorf("signed in to %s; run sqlgate login --broker %s to use %s", st.Broker, url, url)
+	}
 	return api.NewClient(url, e.accessToken)
+}
+
+// sameBroker reports whether two broker URLs name the same broker: scheme
+// and host compared without case, the path without a trailing slash.
+func sameBroker(a, b string) bool {
+	ua, erra := neturl.Parse(strings.TrimRight(a, "/"))
+	ub, errb := neturl.Parse(strings.TrimRight(b, "/"))
+	if erra != nil || errb != nil {
+		return false
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host) &&
+		ua.Path == ub.Path && ua.User.String() == ub.User.String() && ua.RawQuery == ub.RawQuery
 }
 
 func printJSON(w io.Writer, v any) error {

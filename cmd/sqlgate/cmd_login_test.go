@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -93,5 +95,49 @@ func TestAccessTokenParallelRenewal(t *testing.T) {
 	}
 	if _, err := newEnv().accessToken(t.Context()); err != nil {
 		t.Errorf("renewal after the parallel runs = %v, want the sign-in still valid", err)
+	}
+}
+
+// TestTokenOnlyToTheSignedInBroker: the stored bearer token goes only to
+// the broker the sign-in was made for; a --broker or $SQLGATE_BROKER naming
+// another one is refused before any request, telling to sign in there.
+func TestTokenOnlyToTheSignedInBroker(t *testing.T) {
+	var mine, other []string
+	c := signedInCLI(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mine = append(mine, r.Header.Get("Authorization"))
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"subject":"alice","email":"alice@example.com","issuer":"https://idp.test"}`))
+	}))
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		other = append(other, r.Header.Get("Authorization"))
+	}))
+	defer elsewhere.Close()
+	signedInTo := c.env["SQLGATE_BROKER"]
+
+	code, _, errOut := c.run("", "whoami", "--broker", elsewhere.URL)
+	want := "signed in to " + signedInTo + "; run sqlgate login --broker " + elsewhere.URL
+	if code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("whoami --broker another: exit %d, %q; want %q", code, errOut, want)
+	}
+	c.env["SQLGATE_BROKER"] = elsewhere.URL
+	if code, _, errOut := c.run("", "leases", "list"); code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("leases list with SQLGATE_BROKER another: exit %d, %q; want %q", code, errOut, want)
+	}
+	if len(other) != 0 {
+		t.Errorf("the other broker received %d requests (%q), want none", len(other), other)
+	}
+
+	c.env["SQLGATE_BROKER"] = ""
+	if out := c.must("", "whoami", "--broker", strings.ToUpper(signedInTo[:4])+signedInTo[4:]+"/"); !strings.Contains(out, "alice@example.com") || len(mine) != 1 || mine[0] != "Bearer tok" {
+		t.Errorf("whoami at the signed-in broker = %q, requests %q", out, mine)
+	}
+
+	// A state without a broker (the sign-in predates it) sends the token nowhere.
+	e := &env{home: c.home}
+	if err := e.saveState(&state{}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := c.run("", "whoami", "--broker", elsewhere.URL); code != 1 || !strings.Contains(errOut, "run sqlgate login --broker "+elsewhere.URL) || len(other) != 0 {
+		t.Errorf("whoami without a saved broker: exit %d, %q, %d requests elsewhere; want a refusal", code, errOut, len(other))
 	}
 }

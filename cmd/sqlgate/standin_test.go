@@ -21,5 +21,9 @@ func signedInCLI(t *testing.T, h http.Handler) *cli {
 	if err := oidc.NewTokenStore(filepath.Join(c.home, "tokens")).Save(tokenName, tok); err != nil {
 		t.Fatal(err)
 	}
+	e := &env{home: c.home}
+	if err := e.saveState(&state{Broker: srv.URL, Issuer: tok.Issuer, ClientID: tok.ClientID}); err != nil {
+		t.Fatal(err)
+	}
 	return c
 }
