@@ -6,7 +6,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// MetricsHandler serves reg at GET /metrics, and 404 for anything else: the
+// handler of a metrics listener apart from the API's ([Config.MetricsElsewhere]).
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/", http.NotFoundHandler())
+	return mux
+}
 
 type httpMetrics struct {
 	requests *prometheus.CounterVec

@@ -92,8 +92,15 @@ type Config struct {
 	// (empty: ready; nil func: always ready). /readyz shows only the
 	// components; the errors are logged.
 	Ready func(ctx context.Context) []NotReady
-	// Registry receives the HTTP metrics and is served at /metrics.
+	// Registry receives the HTTP metrics and is served at /metrics, which
+	// needs no authentication and names every route pattern called, with
+	// counts by status: unless MetricsElsewhere, served on this handler's
+	// port (the API's).
 	Registry *prometheus.Registry
+	// MetricsElsewhere keeps /metrics off this handler: it is served on a
+	// listener of its own ([MetricsHandler]), reachable only by the
+	// scrapers.
+	MetricsElsewhere bool
 	// NATSURL is advertised to clients with their credentials.
 	NATSURL string
 	// Discovery is served unauthenticated at GET /api/v1/config so that the
@@ -150,7 +157,9 @@ func New(cfg Config) (*Server, error) {
 	s.sessions = newSessionStore(s.now, cfg.Sessions, s.log)
 	if cfg.Registry != nil {
 		s.metrics = newHTTPMetrics(cfg.Registry)
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+		if !cfg.MetricsElsewhere {
+			s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+		}
 	}
 	s.routes()
 	for prefix, h := range cfg.Mounts {

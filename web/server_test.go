@@ -547,3 +547,32 @@ func TestRevokeAllWithoutSQLLogins(t *testing.T) {
 		t.Errorf("alice's session after a partly failed revoke-all: whoami = %d, want 401", w.Code)
 	}
 }
+
+// TestMetricsElsewhere: with MetricsElsewhere, /metrics (unauthenticated,
+// naming every route called) is not served on the API's port but by
+// MetricsHandler; without it, it stays on the API's port.
+func TestMetricsElsewhere(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s, err := New(Config{Broker: &fakeBroker{}, Auth: tokenAuth{}, Registry: reg, MetricsElsewhere: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, s, "GET", "/api/v1/routes", "", map[string]string{"Authorization": "Bearer token-alice"})
+	if rec := do(t, s, "GET", "/metrics", "", nil); rec.Code != http.StatusNotFound || strings.Contains(rec.Body.String(), "sqlgate_http_requests_total") {
+		t.Errorf("GET /metrics on the API's port = %d, want 404 without metrics", rec.Code)
+	}
+	rec := do(t, MetricsHandler(reg), "GET", "/metrics", "", nil)
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `sqlgate_http_requests_total{method="GET",pattern="GET /api/v1/routes",status="200"} 1`) {
+		t.Errorf("MetricsHandler GET /metrics = %d:\n%s", rec.Code, rec.Body)
+	}
+	if rec := do(t, MetricsHandler(reg), "GET", "/api/v1/routes", "", nil); rec.Code != http.StatusNotFound {
+		t.Errorf("MetricsHandler serves another path: %d", rec.Code)
+	}
+	same, err := New(Config{Broker: &fakeBroker{}, Auth: tokenAuth{}, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := do(t, same, "GET", "/metrics", "", nil); rec.Code != 200 {
+		t.Errorf("GET /metrics without MetricsElsewhere = %d, want 200 (compatibility)", rec.Code)
+	}
+}

@@ -43,7 +43,10 @@ type runtimeConfig struct {
 
 	// HTTP: an open listener, optional TLS, extra handlers (the dev IdP).
 	Listener net.Listener
-	TLSCert  *tls.Certificate
+	// MetricsListener, when set, serves /metrics (with TLSCert, over TLS)
+	// instead of Listener: http.metricsListen.
+	MetricsListener net.Listener
+	TLSCert         *tls.Certificate
 	// BrowserTLS says browsers reach the API over TLS, sqlgated's own
 	// (TLSCert) or a proxy's in front of it: cookies become Secure.
 	BrowserTLS    bool
@@ -437,7 +440,7 @@ func (a *app) startWeb(ctx context.Context, cdb *control.DB) error {
 		Broker: a.service, Auth: a.verifier, SignIns: a.service, Issuances: a.registry, Login: login, SQLLeases: sqlLeases,
 		Audit:  &auditService{log: a.audit, store: a.store, signer: a.cfg.Audit.Signer},
 		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
-		Ready:  a.ready, Registry: a.metrics, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
+		Ready:  a.ready, Registry: a.metrics, MetricsElsewhere: a.cfg.MetricsListener != nil, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
 		AdminGroups: a.cfg.AdminGroups, AuditorGroups: a.cfg.AuditorGroups,
 		Secure: a.cfg.BrowserTLS, Sessions: webSessions{sessions}, Mounts: a.cfg.Mounts, Logger: a.log.With("component", "web"),
 	})
@@ -476,6 +479,39 @@ func (a *app) serveHTTP() {
 	a.group.Go(func() error {
 		if err := a.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	a.serveMetrics()
+}
+
+// serveMetrics serves /metrics on a listener of its own (http.metricsListen)
+// when one is configured: there, unlike on the API's port, only what the
+// scrapers reach sees the route names and counts. Stopped with the closers.
+func (a *app) serveMetrics() {
+	ln := a.cfg.MetricsListener
+	if ln == nil {
+		return
+	}
+	srv := &http.Server{
+		Handler:           web.MetricsHandler(a.metrics),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	if a.cfg.TLSCert != nil {
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*a.cfg.TLSCert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	a.group.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("metrics http server: %w", err)
+		}
+		return nil
+	})
+	a.closers = append(a.closers, func(ctx context.Context) error {
+		if err := srv.Shutdown(ctx); err != nil {
+			return fmt.Errorf("metrics http shutdown: %w", err)
 		}
 		return nil
 	})

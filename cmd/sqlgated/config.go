@@ -57,6 +57,10 @@ const defaultOriginPrefix = "sqlgate"
 // HTTPConfig configures the API and dashboard listener.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"`
+	// MetricsListen, when set (e.g. ":9090"), serves /metrics on this
+	// address only, not on Listen. Unset: /metrics is served on Listen,
+	// without authentication, and names every route called with its counts.
+	MetricsListen string `yaml:"metricsListen"`
 	// PublicURL is how clients reach the API (used for the dashboard's
 	// OIDC redirect URL).
 	PublicURL string `yaml:"publicURL"`
@@ -337,6 +341,13 @@ func (c *Config) Validate() error {
 	}
 	if (c.HTTP.TLSCertFile == "") != (c.HTTP.TLSKeyFile == "") {
 		bad("http.tlsCertFile and http.tlsKeyFile go together")
+	}
+	if m := c.HTTP.MetricsListen; m != "" {
+		if _, port, err := net.SplitHostPort(m); err != nil || port == "" {
+			bad("http.metricsListen must be host:port or :port (e.g. \":9090\"), not %q", m)
+		} else if m == c.HTTP.Listen {
+			bad("http.metricsListen must differ from http.listen (%s): it keeps /metrics off the API's port", c.HTTP.Listen)
+		}
 	}
 	// What natsvc refuses at start (a negative queue) or would replace with
 	// the default (negative workers): refused here, before anything opens.

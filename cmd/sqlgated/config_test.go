@@ -1,12 +1,20 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker"
@@ -92,6 +100,8 @@ func TestConfigErrors(t *testing.T) {
 		{"websocket_advertise_url", "  advertiseURL: tls://nats.example.com:4222", "  advertiseURL: wss://nats.example.com:8443", []string{"nats.advertiseURL: wss:// is a websocket URL", "plain NATS clients only"}},
 		{"plaintext_public_url", "  publicURL: https://sqlgate.example.com", "  publicURL: http://sqlgate.example.com", []string{"http.publicURL: sqlgate.example.com is plain HTTP", "http.allowPlaintext: true"}},
 		{"origin_and_prefix", "  origin: sqlgate.example.com/sqlgate-1", "  origin: sqlgate.example.com/sqlgate-1\n  originPrefix: prod", []string{"audit.origin and audit.originPrefix: set one"}},
+		{"metrics_listen_no_port", "  listen: 0.0.0.0:8443", "  listen: 0.0.0.0:8443\n  metricsListen: \"9090\"", []string{`http.metricsListen must be host:port or :port (e.g. ":9090"), not "9090"`}},
+		{"metrics_listen_on_api_port", "  listen: 0.0.0.0:8443", "  listen: 0.0.0.0:8443\n  metricsListen: 0.0.0.0:8443", []string{"http.metricsListen must differ from http.listen (0.0.0.0:8443)"}},
 		{"web_without_secret", "    clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n    cookieKeyFile", "    cookieKeyFile", []string{"identity.web needs exactly one of clientSecretFile and clientSecretEnv"}},
 	}
 	for _, tc := range tests {
@@ -242,4 +252,63 @@ func FuzzConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMetricsListenConfig: http.metricsListen is read, and unset by
+// default (/metrics stays on the API's port).
+func TestMetricsListenConfig(t *testing.T) {
+	base, err := os.ReadFile("../../deploy/examples/sqlgated.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseConfig(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.MetricsListen != "" {
+		t.Errorf("default metricsListen %q, want unset", cfg.HTTP.MetricsListen)
+	}
+	cfg, err = parseConfig([]byte(strings.Replace(string(base), "  listen: 0.0.0.0:8443", "  listen: 0.0.0.0:8443\n  metricsListen: \":9090\"", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.MetricsListen != ":9090" {
+		t.Errorf("metricsListen %q, want :9090", cfg.HTTP.MetricsListen)
+	}
+}
+
+// TestMetricsListener: with a metrics listener, sqlgated serves /metrics
+// there (and nothing else), and until shutdown.
+func TestMetricsListener(t *testing.T) {
+	var lc net.ListenConfig
+	apiLn, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsLn, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &app{cfg: runtimeConfig{Listener: apiLn, MetricsListener: metricsLn}, log: slog.New(slog.DiscardHandler), metrics: prometheus.NewRegistry()}
+	a.metrics.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "sqlgate_test_total", Help: "test"}))
+	a.group, a.groupCtx = errgroup.WithContext(t.Context())
+	a.serveHTTP()
+	defer a.shutdown(context.Background())
+	get := func(url string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("http://" + metricsLn.Addr().String() + "/metrics"); code != 200 || !strings.Contains(body, "sqlgate_test_total") {
+		t.Errorf("GET /metrics on the metrics listener = %d %q", code, body)
+	}
+	if code, _ := get("http://" + metricsLn.Addr().String() + "/api/v1/whoami"); code != 404 {
+		t.Errorf("the metrics listener answers an API path with %d, want 404", code)
+	}
 }
