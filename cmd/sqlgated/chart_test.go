@@ -247,6 +247,9 @@ func TestHelmChart(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(dig[string](t, cm, "data", "sqlgated.yaml")), &c); err != nil {
 			t.Fatal(err)
 		}
+		if c.HTTP.MetricsListen != "0.0.0.0:9090" {
+			t.Errorf("http.metricsListen %q, want /metrics on a port of its own, 0.0.0.0:9090", c.HTTP.MetricsListen)
+		}
 		if c.HTTP.Listen != "0.0.0.0:8443" || c.HTTP.TLSCertFile != "/etc/sqlgate/tls/tls.crt" ||
 			!strings.HasPrefix(c.Audit.SigningKeyFile, "/var/lib/sqlgate/") || c.Instance != "" || c.Audit.Origin != "" {
 			t.Errorf("the chart's keys: listen %q, tls %q, signing key %q, instance %q, origin %q",
@@ -312,6 +315,9 @@ func TestHelmChart(t *testing.T) {
 		if dig[int](t, daemon, "ports", 0, "containerPort") != 8443 || dig[int](t, objs["Service/prod-sqlgate"], "spec", "ports", 0, "port") != 8443 {
 			t.Error("the container and the service disagree on the port")
 		}
+		if dig[string](t, daemon, "ports", 1, "name") != "metrics" || dig[int](t, daemon, "ports", 1, "containerPort") != 9090 {
+			t.Errorf("container ports %v, want metrics on 9090 besides http", daemon["ports"])
+		}
 		for probe, want := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"} {
 			if dig[string](t, daemon, probe, "httpGet", "path") != want || dig[string](t, daemon, probe, "httpGet", "scheme") != "HTTPS" {
 				t.Errorf("%s = %v, want %s over HTTPS (tls is on)", probe, daemon[probe], want)
@@ -372,17 +378,27 @@ func TestHelmChart(t *testing.T) {
 		if len(rules) != 2 {
 			t.Fatalf("ingress rules %v, want one for the API and one for metrics", rules)
 		}
-		for i, want := range []map[string]any{ingressNS, prometheus} {
-			if from := dig[[]any](t, rules[i], "from"); len(from) != 1 || fmt.Sprint(from[0]) != fmt.Sprint(want) {
-				t.Errorf("rule %d admits %v, want %v", i, from, want)
+		// The API's peers reach the API's port, Prometheus the metrics port.
+		for i, want := range []struct {
+			peer map[string]any
+			port string
+		}{{ingressNS, "http"}, {prometheus, "metrics"}} {
+			if from := dig[[]any](t, rules[i], "from"); len(from) != 1 || fmt.Sprint(from[0]) != fmt.Sprint(want.peer) {
+				t.Errorf("rule %d admits %v, want %v", i, from, want.peer)
 			}
-			if port := dig[any](t, rules[i], "ports", 0, "port"); port != "http" {
-				t.Errorf("rule %d opens port %v, want the container's http port", i, port)
+			if port := dig[any](t, rules[i], "ports", 0, "port"); port != want.port {
+				t.Errorf("rule %d opens port %v, want the container's %s port", i, port, want.port)
 			}
 		}
-		endpoint := dig[map[string]any](t, on["ServiceMonitor/prod-sqlgate"], "spec", "endpoints", 0)
-		if endpoint["scheme"] != "https" || fmt.Sprint(endpoint["tlsConfig"]) != fmt.Sprint(tlsConfig) {
-			t.Errorf("ServiceMonitor endpoint %v, want https with tlsConfig %v", endpoint, tlsConfig)
+		monitor := on["ServiceMonitor/prod-sqlgate"]
+		endpoint := dig[map[string]any](t, monitor, "spec", "endpoints", 0)
+		if endpoint["scheme"] != "https" || fmt.Sprint(endpoint["tlsConfig"]) != fmt.Sprint(tlsConfig) || endpoint["port"] != "metrics" {
+			t.Errorf("ServiceMonitor endpoint %v, want the metrics port over https with tlsConfig %v", endpoint, tlsConfig)
+		}
+		// The port is named on the headless Service only: the API's Service
+		// (perhaps a LoadBalancer) does not carry /metrics.
+		if got := dig[string](t, monitor, "spec", "selector", "matchLabels", "app.kubernetes.io/component"); got != "pods" {
+			t.Errorf("ServiceMonitor selects the %q Service, want the headless pods Service", got)
 		}
 		lint := func(values map[string]any) {
 			t.Helper()
@@ -401,6 +417,38 @@ func TestHelmChart(t *testing.T) {
 			t.Errorf("NetworkPolicy without peers: ingress %v, want [] (nothing admitted)", rules)
 		}
 		lint(values)
+	})
+
+	// metrics.port 0: /metrics on the API's port, as before, and everything
+	// that scrapes or admits it points there; no metrics port anywhere.
+	t.Run("metrics_on_the_api_port", func(t *testing.T) {
+		values := chartValues(t)
+		values["metrics"] = map[string]any{"port": 0}
+		values["networkPolicy"] = map[string]any{"enabled": true, "metrics": map[string]any{"from": []any{map[string]any{"podSelector": map[string]any{}}}}}
+		values["serviceMonitor"] = map[string]any{"enabled": true}
+		objs, err := helmTemplate(t, helm, values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c Config
+		if err := yaml.Unmarshal([]byte(dig[string](t, objs["ConfigMap/prod-sqlgate"], "data", "sqlgated.yaml")), &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.HTTP.MetricsListen != "" {
+			t.Errorf("metrics.port 0 sets http.metricsListen %q", c.HTTP.MetricsListen)
+		}
+		monitor := objs["ServiceMonitor/prod-sqlgate"]
+		if dig[string](t, monitor, "spec", "endpoints", 0, "port") != "http" || dig[string](t, monitor, "spec", "selector", "matchLabels", "app.kubernetes.io/component") != "api" {
+			t.Errorf("ServiceMonitor %v, want the http port of the API's Service", dig[map[string]any](t, monitor, "spec"))
+		}
+		if port := dig[any](t, objs["NetworkPolicy/prod-sqlgate"], "spec", "ingress", 0, "ports", 0, "port"); port != "http" {
+			t.Errorf("metrics peers admitted to port %v, want http", port)
+		}
+		for _, name := range []string{"StatefulSet/prod-sqlgate", "Service/prod-sqlgate-pods"} {
+			if out, _ := yaml.Marshal(objs[name]); strings.Contains(string(out), "metrics") {
+				t.Errorf("%s names a metrics port:\n%s", name, out)
+			}
+		}
 	})
 
 	t.Run("policy changes reload and catalog changes roll", func(t *testing.T) {
@@ -447,6 +495,11 @@ func TestHelmChart(t *testing.T) {
 			"bad origin prefix": {func(v map[string]any) { v["auditOriginPrefix"] = "eu prod+1" }, `auditOriginPrefix "eu prod+1" must be`},
 			"listen":            {func(v map[string]any) { v["config"].(map[string]any)["http"].(map[string]any)["listen"] = ":1" }, "config.http.listen"},
 			"no policy":         {func(v map[string]any) { v["policy"] = map[string]any{} }, "policy.existingConfigMap"},
+			"metricsListen": {func(v map[string]any) {
+				v["config"].(map[string]any)["http"].(map[string]any)["metricsListen"] = ":9191"
+			}, "config.http.metricsListen is set by the chart: use .Values.metrics.port"},
+			"metrics on the API's port": {func(v map[string]any) { v["metrics"] = map[string]any{"port": 8443} }, "metrics.port 8443 must differ from service.port"},
+			"metrics port out of range": {func(v map[string]any) { v["metrics"] = map[string]any{"port": 70000} }, "metrics.port 70000 must be a port number"},
 			"nested policy file": {func(v map[string]any) {
 				v["policy"].(map[string]any)["files"].(map[string]any)["lib/x.rego"] = "package x"
 			}, "flat"},

@@ -58,6 +58,10 @@ override.
 {{- if hasKey $c "instance" }}{{ $errs = append $errs "config.instance is set by the chart: each pod is an instance named after itself" }}{{ end -}}
 {{- if hasKey $policy "dir" }}{{ $errs = append $errs "config.policy.dir is set by the chart: put the policy in .Values.policy" }}{{ end -}}
 {{- range $k := list "listen" "tlsCertFile" "tlsKeyFile" }}{{ if hasKey $http $k }}{{ $errs = append $errs (printf "config.http.%s is set by the chart: use .Values.service.port and .Values.tls" $k) }}{{ end }}{{ end -}}
+{{- if hasKey $http "metricsListen" }}{{ $errs = append $errs "config.http.metricsListen is set by the chart: use .Values.metrics.port" }}{{ end -}}
+{{- $metricsPort := int (.Values.metrics | default dict).port -}}
+{{- if or (lt $metricsPort 0) (gt $metricsPort 65535) }}{{ $errs = append $errs (printf "metrics.port %d must be a port number (0: /metrics on the API's port)" $metricsPort) }}{{ end -}}
+{{- if eq $metricsPort (int .Values.service.port) }}{{ $errs = append $errs (printf "metrics.port %d must differ from service.port (0: /metrics on the API's port)" $metricsPort) }}{{ end -}}
 {{- if hasKey $audit "signingKeyFile" }}{{ $errs = append $errs "config.audit.signingKeyFile is set by the chart: each pod keeps its own key on its volume" }}{{ end -}}
 {{- if hasKey $audit "origin" }}{{ $errs = append $errs "config.audit.origin is set by the chart: each pod writes the origin <auditOriginPrefix>/<pod name>" }}{{ end -}}
 {{- if hasKey $audit "originPrefix" }}{{ $errs = append $errs "config.audit.originPrefix is set by the chart: use .Values.auditOriginPrefix" }}{{ end -}}
@@ -68,6 +72,7 @@ override.
 {{- if $errs }}{{ fail (printf "\n  - %s" (join "\n  - " $errs)) }}{{ end -}}
 {{- $_ := set $c "routes" "/etc/sqlgate/routes/routes.yaml" -}}
 {{- $_ := set $http "listen" (printf "0.0.0.0:%d" (int .Values.service.port)) -}}
+{{- if $metricsPort }}{{ $_ := set $http "metricsListen" (printf "0.0.0.0:%d" $metricsPort) }}{{ end -}}
 {{- if .Values.tls.secretName -}}
 {{- $_ := set $http "tlsCertFile" "/etc/sqlgate/tls/tls.crt" -}}
 {{- $_ := set $http "tlsKeyFile" "/etc/sqlgate/tls/tls.key" -}}
@@ -122,4 +127,12 @@ volumeMounts:
   {{- with .Values.extraVolumeMounts }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end -}}
+
+{{/*
+The port /metrics is scraped on: "metrics" (its own, metrics.port), or "http"
+when metrics.port is 0 (the API's).
+*/}}
+{{- define "sqlgate.metricsPortName" -}}
+{{- if (.Values.metrics | default dict).port }}metrics{{ else }}http{{ end -}}
 {{- end -}}
