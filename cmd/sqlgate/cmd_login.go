@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -126,6 +127,8 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 	if err := e.saveTokens(ctx, tok); err != nil {
 		return err
 	}
+	// Not known until the broker says who signed in.
+	st.Principal = ""
 	st.Broker, st.Issuer, st.ClientID, st.Scopes, st.NATSURL, st.Audience = url, disc.Issuer, cc.ClientID, disc.Scopes, disc.NATSURL, disc.Audience
 	st.SecretFile, st.SecretEnv = "", ""
 	if *clientCreds {
@@ -142,8 +145,80 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("signed in with the identity provider, but the broker refused the token: %w", err)
 	}
+	st.Principal = who.Issuer + " " + who.Subject
+	if err := e.saveState(st); err != nil {
+		return err
+	}
 	fmt.Fprintf(e.stdout, "Signed in to %s as %s (groups: %s).\n", url, who.Display(), strings.Join(who.Groups, ", "))
+	// NATS credentials saved for another principal or broker would let
+	// sqlgate call act as them.
+	if info, ok := e.savedNATS(); ok && (info.Principal != st.Principal || !sameBroker(info.Broker, url)) {
+		gone, kept, err := e.forgetNATS(info)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "Removed the NATS credentials saved for %s (%s): run sqlgate creds nats for your own.\n", orUnknown(info.Principal), strings.Join(gone, ", "))
+		if kept != "" {
+			fmt.Fprintf(e.stdout, "%s was not left as sqlgate creds nats wrote it and remains.\n", kept)
+		}
+	}
 	return nil
+}
+
+func orUnknown(principal string) string {
+	if principal == "" {
+		return "an earlier sign-in"
+	}
+	return principal
+}
+
+// savedNATS reads nats.json; ok is false when there is none. One that does
+// not parse is returned empty (ok), so that it is removed.
+func (e *env) savedNATS() (natsInfo, bool) {
+	var info natsInfo
+	b, err := os.ReadFile(e.path(natsInfoFile))
+	if err != nil {
+		_, serr := os.Stat(e.path(natsCredsOut))
+		return info, serr == nil // a creds file without its nats.json
+	}
+	_ = json.Unmarshal(b, &info)
+	return info, true
+}
+
+// forgetNATS removes the saved NATS credential: nats.json, the default
+// creds file, and the creds file nats.json names (written with creds nats
+// -o) while it still holds the credential creds nats wrote there; such a
+// file holding another one is kept and returned. gone lists what was
+// removed.
+func (e *env) forgetNATS(info natsInfo) (gone []string, kept string, err error) {
+	remove := func(path string) error {
+		if err := os.Remove(path); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		gone = append(gone, path)
+		return nil
+	}
+	if info.Creds != "" && info.Creds != e.path(natsCredsOut) {
+		key, kerr := userKeyOf(info.Creds)
+		switch {
+		case kerr != nil && errors.Is(kerr, os.ErrNotExist):
+		case kerr == nil && ((info.UserKey != "" && key == info.UserKey) || (info.UserKey == "" && "_INBOX_"+key == info.InboxPrefix)):
+			if err := remove(info.Creds); err != nil {
+				return gone, "", err
+			}
+		default:
+			kept = info.Creds
+		}
+	}
+	for _, f := range []string{natsCredsOut, natsInfoFile} {
+		if err := remove(e.path(f)); err != nil {
+			return gone, kept, err
+		}
+	}
+	return gone, kept, nil
 }
 
 func loginError(err error) error {
@@ -288,6 +363,17 @@ func cmdLogout(ctx context.Context, e *env, args []string) error {
 	if err := wantArgs(pos, 0, "sqlgate logout"); err != nil {
 		return err
 	}
+	// The saved NATS credential is revoked while the sign-in still can;
+	// signing out does not wait for a broker that does not answer.
+	info, hasNATS := e.savedNATS()
+	revoked := false
+	var revokeErr error
+	if hasNATS && info.UserKey != "" {
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		revokeErr = e.revokeSavedNATS(rctx, info)
+		cancel()
+		revoked = revokeErr == nil
+	}
 	release, err := e.lockTokens(ctx)
 	if err != nil {
 		return err
@@ -297,13 +383,58 @@ func cmdLogout(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range []string{natsCredsOut, natsInfoFile} {
-		if err := os.Remove(e.path(f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if st, err := e.loadState(); err == nil && st.Principal != "" {
+		st.Principal = ""
+		if err := e.saveState(st); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintln(e.stdout, "Signed out: tokens and saved NATS credentials removed.")
+	if !hasNATS {
+		fmt.Fprintln(e.stdout, "Signed out: tokens removed.")
+		return nil
+	}
+	gone, kept, err := e.forgetNATS(info)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "Signed out: tokens removed; NATS credentials removed (%s).\n", strings.Join(gone, ", "))
+	if kept != "" {
+		fmt.Fprintf(e.stdout, "%s no longer holds the credential sqlgate creds nats wrote there and remains.\n", kept)
+	}
+	switch {
+	case revoked:
+		fmt.Fprintf(e.stdout, "The NATS credential %s was revoked.\n", info.UserKey)
+	case revokeErr != nil:
+		fmt.Fprintf(e.stdout, "The NATS credential could not be revoked (%v): it stays valid until it expires%s; copies of it still work until then.\n", revokeErr, expiresAt(info))
+	default:
+		fmt.Fprintf(e.stdout, "The NATS credential was not revoked: it stays valid until it expires%s.\n", expiresAt(info))
+	}
 	return nil
+}
+
+func expiresAt(info natsInfo) string {
+	if info.ExpiresAt == "" {
+		return ""
+	}
+	return " at " + info.ExpiresAt
+}
+
+// revokeSavedNATS revokes the saved NATS credential through the API when it
+// was issued to this sign-in (its lease id is its user key).
+func (e *env) revokeSavedNATS(ctx context.Context, info natsInfo) error {
+	st, err := e.loadState()
+	if err != nil {
+		return err
+	}
+	if info.Principal == "" || info.Principal != st.Principal || !sameBroker(info.Broker, st.Broker) {
+		return errors.New("it was issued to another sign-in")
+	}
+	c, err := e.client(st.Broker)
+	if err != nil {
+		return err
+	}
+	_, err = c.RevokeLease(ctx, info.UserKey)
+	return err
 }
 
 // readPassword reads one line from stdin.

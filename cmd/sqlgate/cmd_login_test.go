@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +17,7 @@ import (
 	"github.com/sqlgate/sqlgate/identity/devidp"
 	"github.com/sqlgate/sqlgate/identity/devidp/devidptest"
 	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/web/api"
 )
 
 // lockedBuffer is a log sink safe for concurrent handlers.
@@ -139,5 +143,106 @@ func TestTokenOnlyToTheSignedInBroker(t *testing.T) {
 	}
 	if code, _, errOut := c.run("", "whoami", "--broker", elsewhere.URL); code != 1 || !strings.Contains(errOut, "run sqlgate login --broker "+elsewhere.URL) || len(other) != 0 {
 		t.Errorf("whoami without a saved broker: exit %d, %q, %d requests elsewhere; want a refusal", code, errOut, len(other))
+	}
+}
+
+// standInBroker is a broker for the login tests: it sends the CLI to idp,
+// answers whoami as who says, issues NATS credentials and revokes leases
+// (failing when revokeFails).
+type standInBroker struct {
+	t           *testing.T
+	idp         string
+	who         string // subject whoami answers
+	revokeFails bool
+	revoked     []string
+}
+
+func (b *standInBroker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case r.URL.Path == api.Prefix+"/config":
+		_ = json.NewEncoder(w).Encode(api.Discovery{Issuer: b.idp, ClientID: "sqlgate-cli", NATSURL: "nats://127.0.0.1:4222"})
+	case r.URL.Path == api.Prefix+"/whoami":
+		_ = json.NewEncoder(w).Encode(api.WhoAmI{Issuer: b.idp, Subject: b.who, Email: b.who + "@example.com"})
+	case r.URL.Path == api.Prefix+"/nats/creds":
+		var req api.NATSCredsRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		exp := time.Now().Add(15 * time.Minute)
+		_ = json.NewEncoder(w).Encode(api.NATSCreds{JWT: userJWT(b.t, req.PublicKey, exp), ExpiresAt: exp, InboxPrefix: "_INBOX_" + req.PublicKey, NATSURL: "nats://127.0.0.1:4222"})
+	case r.Method == http.MethodDelete && strings.HasPrefix(r.URL.Path, api.Prefix+"/leases/"):
+		if b.revokeFails {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":{"code":"unavailable","message":"a backing service is unavailable; try again"}}`))
+			return
+		}
+		id := strings.TrimPrefix(r.URL.Path, api.Prefix+"/leases/")
+		b.revoked = append(b.revoked, id)
+		_ = json.NewEncoder(w).Encode(api.Lease{ID: id, Type: "nats", State: "revoked"})
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// TestSignInChangeForgetsNATSCreds: signing in as someone else removes the
+// NATS credentials saved for the previous principal (also one written with
+// creds nats -o) and says so, so that the next call cannot act as them;
+// signing in again as the same principal keeps them. Signing out revokes
+// the saved credential and removes its files, and says when it could not
+// revoke it.
+func TestSignInChangeForgetsNATSCreds(t *testing.T) {
+	const alicePW, bobPW = "alice-test-password", "bob-test-password"
+	idp := devidptest.Start(t,
+		devidp.WithUsers(devidp.User{Username: "alice", Password: alicePW, Email: "alice@example.com"}, devidp.User{Username: "bob", Password: bobPW, Email: "bob@example.com"}),
+		devidp.WithClients(devidp.Client{ID: "sqlgate-cli", RedirectURIs: []string{"http://127.0.0.1/callback"}}))
+	b := &standInBroker{t: t, idp: idp.Issuer()}
+	srv := httptest.NewServer(b)
+	defer srv.Close()
+	c := &cli{t: t, home: t.TempDir(), env: map[string]string{"SQLGATE_BROKER": srv.URL}}
+	login := func(user, pw string) string {
+		t.Helper()
+		b.who = user
+		return c.must(pw+"\n", "login", "--username", user, "--password-stdin")
+	}
+	exists := func(path string) bool { _, err := os.Stat(path); return err == nil }
+
+	login("alice", alicePW)
+	alices := filepath.Join(t.TempDir(), "alice.creds")
+	c.must("", "creds", "nats", "-o", alices)
+	if out := login("alice", alicePW); strings.Contains(out, "Removed") || !exists(alices) || !exists(filepath.Join(c.home, natsInfoFile)) {
+		t.Errorf("signing in again as alice: %q; want her NATS credentials kept", out)
+	}
+
+	out := login("bob", bobPW)
+	if !strings.Contains(out, "Removed the NATS credentials saved for "+idp.Issuer()+" alice") || !strings.Contains(out, alices) {
+		t.Errorf("login as bob after alice = %q; want it to say alice's NATS credentials were removed", out)
+	}
+	if exists(alices) || exists(filepath.Join(c.home, natsInfoFile)) {
+		t.Error("alice's NATS credentials are still saved after bob signed in")
+	}
+	if code, _, errOut := c.run("", "call", "orders.v1.get", `{"id":1}`); code != 1 || !strings.Contains(errOut, "no NATS credentials") {
+		t.Errorf("bob's call after the switch: exit %d, %s; want no credentials", code, errOut)
+	}
+
+	// Signing out revokes bob's saved credential and removes it.
+	c.must("", "creds", "nats")
+	key, err := userKeyOf(filepath.Join(c.home, natsCredsOut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = c.must("", "logout")
+	if len(b.revoked) != 1 || b.revoked[0] != key || !strings.Contains(out, "The NATS credential "+key+" was revoked") || exists(filepath.Join(c.home, natsCredsOut)) {
+		t.Errorf("logout = %q, revoked %q; want bob's credential %s revoked and removed", out, b.revoked, key)
+	}
+
+	// A broker that cannot revoke: signed out all the same, and told so.
+	login("bob", bobPW)
+	c.must("", "creds", "nats")
+	b.revokeFails = true
+	out = c.must("", "logout")
+	if !strings.Contains(out, "could not be revoked") || !strings.Contains(out, "stays valid until it expires at") || exists(filepath.Join(c.home, natsCredsOut)) {
+		t.Errorf("logout with the broker failing to revoke = %q; want the credential removed and said to stay valid", out)
+	}
+	if code, _, errOut := c.run("", "whoami"); code != 1 || !strings.Contains(errOut, "not signed in") {
+		t.Errorf("whoami after logout: exit %d, %s; want not signed in", code, errOut)
 	}
 }

@@ -44,6 +44,22 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	st, err := e.loadState()
+	if err != nil {
+		return err
+	}
+	principal := st.Principal
+	if principal == "" { // signed in by an earlier sqlgate: ask
+		who, err := c.WhoAmI(ctx)
+		if err != nil {
+			return err
+		}
+		principal = who.Issuer + " " + who.Subject
+		st.Principal = principal
+		if err := e.saveState(st); err != nil {
+			return err
+		}
+	}
 	// The key pair is generated here; only its public key leaves the machine.
 	kp, err := nkeys.CreateUser()
 	if err != nil {
@@ -75,7 +91,10 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 	}
 	// The inbox prefix is saved for other tools; sqlgate call derives it
 	// from the creds file it uses.
-	info := natsInfo{Creds: path, InboxPrefix: cred.InboxPrefix, NATSURL: cred.NATSURL, ExpiresAt: cred.ExpiresAt.Format(time.RFC3339)}
+	info := natsInfo{
+		Creds: path, InboxPrefix: cred.InboxPrefix, NATSURL: cred.NATSURL, ExpiresAt: cred.ExpiresAt.Format(time.RFC3339),
+		Principal: principal, Broker: st.Broker, UserKey: pub,
+	}
 	b, _ := json.MarshalIndent(info, "", "  ")
 	if err := writeFileAtomic(e.path(natsInfoFile), b, 0o600); err != nil {
 		return err
@@ -256,15 +275,31 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 // natsInfo resolves the creds file, inbox prefix and NATS URL for a call.
 // The inbox prefix comes from the creds file itself (nats.json may describe
 // an earlier one), and a credential whose JWT has expired is refused here.
+//
+// The saved credential (no --creds) must belong to the signed-in principal:
+// one saved for an earlier sign-in as someone else would act as them.
 func (e *env) natsInfo(credsFlag, urlFlag string) (*natsInfo, error) {
 	var info natsInfo
+	saved := false
 	if b, err := os.ReadFile(e.path(natsInfoFile)); err == nil {
 		if err := json.Unmarshal(b, &info); err != nil {
 			return nil, fmt.Errorf("read %s: %w", e.path(natsInfoFile), err)
 		}
+		saved = info.Creds != ""
 	}
 	if credsFlag != "" {
 		info.Creds = credsFlag
+	} else if saved {
+		st, err := e.loadState()
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case st.Principal == "" || info.Principal == "":
+			return nil, fmt.Errorf("the saved NATS credentials in %s do not say whose they are (saved by an earlier sqlgate): run sqlgate creds nats, or pass --creds FILE", info.Creds)
+		case info.Principal != st.Principal || !sameBroker(info.Broker, st.Broker):
+			return nil, fmt.Errorf("the saved NATS credentials in %s belong to %s at %s, but you are signed in as %s at %s: run sqlgate creds nats for your own, or pass --creds FILE", info.Creds, info.Principal, info.Broker, st.Principal, st.Broker)
+		}
 	}
 	if urlFlag != "" {
 		info.NATSURL = urlFlag

@@ -127,8 +127,12 @@ func TestCallCredentials(t *testing.T) {
 	c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
 	e := &env{home: c.home, getenv: func(string) string { return "" }}
 	creds, userKey := writeCreds(t, time.Now().Add(time.Hour))
+	const alice = "https://idp.test alice"
+	if err := e.saveState(&state{Broker: "http://127.0.0.1:8470", Principal: alice}); err != nil {
+		t.Fatal(err)
+	}
 	// nats.json from an earlier credential, the creds file since replaced.
-	stale := natsInfo{Creds: creds, InboxPrefix: "_INBOX_UOLDKEY", NATSURL: "nats://" + closedPort(t)}
+	stale := natsInfo{Creds: creds, InboxPrefix: "_INBOX_UOLDKEY", NATSURL: "nats://" + closedPort(t), Principal: alice, Broker: "http://127.0.0.1:8470"}
 	b, _ := json.Marshal(stale)
 	if err := os.WriteFile(e.path(natsInfoFile), b, 0o600); err != nil {
 		t.Fatal(err)
@@ -221,5 +225,56 @@ func TestPermissionError(t *testing.T) {
 	got := permissionError(sub, "orders.v1.get").Error()
 	if !strings.HasPrefix(got, "the NATS server refused the subscription to _INBOX_UABC.xyz.* that the call to orders.v1.get needs:") || strings.Contains(got, "refused to publish") {
 		t.Errorf("subscription violation = %q", got)
+	}
+}
+
+// TestCallRefusesAnotherPrincipalsCreds: the saved NATS credential acts only
+// for the principal it was issued to: after signing in as someone else (or
+// to another broker), or with one saved by an earlier sqlgate that does not
+// say whose it is, call refuses before connecting; --creds FILE still
+// chooses a credential explicitly.
+func TestCallRefusesAnotherPrincipalsCreds(t *testing.T) {
+	c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
+	e := &env{home: c.home, getenv: func(string) string { return "" }}
+	creds, key := writeCreds(t, time.Now().Add(time.Hour))
+	nats := "nats://" + closedPort(t)
+	const broker, alice, bob = "http://127.0.0.1:8470", "https://idp.test alice", "https://idp.test bob"
+	save := func(st state, info natsInfo) {
+		t.Helper()
+		if err := e.saveState(&st); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(info)
+		if err := os.WriteFile(e.path(natsInfoFile), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alices := natsInfo{Creds: creds, NATSURL: nats, Principal: alice, Broker: broker, UserKey: key}
+	for _, tc := range []struct {
+		name string
+		st   state
+		info natsInfo
+		want string
+	}{
+		{"signed_in_as_bob", state{Broker: broker, Principal: bob}, alices, "belong to " + alice + " at " + broker + ", but you are signed in as " + bob},
+		{"other_broker", state{Broker: "https://sqlgate.example.com", Principal: alice}, alices, "but you are signed in as " + alice + " at https://sqlgate.example.com"},
+		{"signed_out", state{Broker: broker}, alices, "do not say whose they are"},
+		{"older_nats_json", state{Broker: broker, Principal: alice}, natsInfo{Creds: creds, NATSURL: nats}, "do not say whose they are"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			save(tc.st, tc.info)
+			code, _, errOut := c.run("", "call", "orders.v1.get", `{"id":1}`)
+			if code != 1 || !strings.Contains(errOut, tc.want) || !strings.Contains(errOut, "run sqlgate creds nats") {
+				t.Errorf("call: exit %d, %s; want a refusal containing %q", code, errOut, tc.want)
+			}
+			code, _, errOut = c.run("", "call", "--creds", creds, "orders.v1.get", `{"id":1}`)
+			if code != 1 || !strings.Contains(errOut, "connect to NATS") {
+				t.Errorf("call --creds FILE: exit %d, %s; want the explicit credential used", code, errOut)
+			}
+		})
+	}
+	save(state{Broker: broker + "/", Principal: alice}, alices)
+	if code, _, errOut := c.run("", "call", "orders.v1.get", `{"id":1}`); code != 1 || !strings.Contains(errOut, "connect to NATS") {
+		t.Errorf("call with alice's own credential: exit %d, %s; want it used", code, errOut)
 	}
 }

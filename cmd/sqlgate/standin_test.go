@@ -10,7 +10,7 @@ import (
 	"github.com/sqlgate/sqlgate/identity/oidc"
 )
 
-// signedInCLI returns a CLI signed in (with a token valid for an hour) to a
+// signedInCLI returns a CLI signed in as alice (with a token valid for an hour) to a
 // stand-in broker served by h.
 func signedInCLI(t *testing.T, h http.Handler) *cli {
 	t.Helper()
@@ -22,7 +22,7 @@ func signedInCLI(t *testing.T, h http.Handler) *cli {
 		t.Fatal(err)
 	}
 	e := &env{home: c.home}
-	if err := e.saveState(&state{Broker: srv.URL, Issuer: tok.Issuer, ClientID: tok.ClientID}); err != nil {
+	if err := e.saveState(&state{Broker: srv.URL, Issuer: tok.Issuer, ClientID: tok.ClientID, Principal: tok.Issuer + " alice"}); err != nil {
 		t.Fatal(err)
 	}
 	return c

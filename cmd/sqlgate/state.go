@@ -30,6 +30,9 @@ type state struct {
 	Audience string   `json:"audience,omitempty"`
 	Scopes   []string `json:"scopes,omitempty"`
 	NATSURL  string   `json:"nats_url,omitempty"`
+	// Principal is the signed-in principal ("<issuer> <subject>"), as
+	// the broker saw it at login.
+	Principal string `json:"principal,omitempty"`
 	// SecretFile and SecretEnv reference (never hold) a service's client
 	// secret, so that its sign-in can be renewed with client credentials.
 	SecretFile string `json:"client_secret_file,omitempty"`
@@ -69,11 +72,17 @@ func (e *env) saveState(st *state) error {
 
 // natsInfo is saved beside the creds file: the inbox prefix the credential
 // may subscribe under and the NATS URL.
+// Principal and Broker name the sign-in the credential was issued to, and
+// UserKey its user public key (its lease id): sqlgate call refuses a saved
+// credential of another principal, and login and logout remove it.
 type natsInfo struct {
 	Creds       string `json:"creds"`
 	InboxPrefix string `json:"inbox_prefix"`
 	NATSURL     string `json:"nats_url"`
 	ExpiresAt   string `json:"expires_at"`
+	Principal   string `json:"principal,omitempty"`
+	Broker      string `json:"broker,omitempty"`
+	UserKey     string `json:"user_key,omitempty"`
 }
 
 // writeFileAtomic writes data to path with perm via a temporary file and a
