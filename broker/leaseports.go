@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/sqlgate/sqlgate/identity"
@@ -24,12 +25,22 @@ type SQLLoginIssuer interface {
 	// RevokeLogin removes every trace of the login: it stops new sessions,
 	// ends open ones and drops the database user(s) and the login. Each step
 	// is idempotent and "not found" is success, so a revocation that failed
-	// half-way can be retried until it succeeds. spec.Password is empty.
+	// half-way can be retried until it succeeds. An error after the login
+	// was disabled and its sessions ended wraps [ErrLoginDisabled].
+	// spec.Username may carry another prefix than the configured one (a
+	// lease issued before loginPrefix changed); it has the generated shape
+	// ([ValidIssuedLoginName]). spec.Password is empty.
 	RevokeLogin(ctx context.Context, spec LoginSpec) error
 	// ClientDSN is a connection string for the issued login without its
 	// password (e.g. postgres://user@host:5432/db), shown to the user.
 	ClientDSN(username string) string
 }
+
+// ErrLoginDisabled wraps a revocation failure that came after the login was
+// disabled and its sessions were ended (the role itself could not be
+// removed, e.g. PostgreSQL 2BP01 "objects depend on it"): access has ended,
+// the lease stays revoking and is retried.
+var ErrLoginDisabled = errors.New("login disabled and its sessions ended, but not removed")
 
 // LoginSpec describes one issued login.
 type LoginSpec struct {
@@ -152,4 +163,7 @@ type LeaseStore interface {
 	// ReleaseClaims releases every claim held by owner (startup: nothing
 	// of this instance is in flight).
 	ReleaseClaims(ctx context.Context, owner string) (int, error)
+	// Unfinished counts the leases that are not final (creating, active,
+	// revoking) per database name.
+	Unfinished(ctx context.Context) (map[string]int, error)
 }

@@ -25,6 +25,11 @@ const (
 	DefaultLeaseOpTimeout = 30 * time.Second
 	DefaultLoginPrefix    = "sg_"
 	DefaultMaxLeases      = 10
+	// StuckAttempts is the number of failed revocation attempts after
+	// which a lease whose login is disabled (sessions ended, the role not
+	// removable) no longer counts toward MaxLeasesPerPrincipal, and a
+	// warning asks an operator to finish it.
+	StuckAttempts = 5
 )
 
 // ErrTooManyLeases refuses a credential to a principal who already holds
@@ -268,8 +273,8 @@ func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredenti
 	if !p.Valid() {
 		return nil, identity.Unauthenticated("principal without issuer or subject", nil)
 	}
-	if !p.Expiry.IsZero() && !now.Before(p.Expiry) {
-		return nil, identity.Unauthenticated("token expired", nil)
+	if !p.Expiry.IsZero() && p.Expiry.Sub(now) < time.Second {
+		return nil, identity.Unauthenticated("token expired or expires too soon to issue a credential", nil)
 	}
 	iss, err := l.issuer(req.Database)
 	if err != nil {
@@ -299,23 +304,18 @@ func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredenti
 	if err != nil || !dec.Allow {
 		return nil, l.deny(ctx, actor, "issue", req.Database, req.Role, &dec, in, err)
 	}
-	if limit := l.cfg.MaxLeasesPerPrincipal; limit > 0 {
-		held, err := l.cfg.Store.ByPrincipal(ctx, p.ID())
-		if err != nil {
-			return nil, fmt.Errorf("lease store: %w", errors.Join(ErrUnavailable, err))
-		}
-		n := 0
-		for _, h := range held {
-			if !h.State.Final() {
-				n++
-			}
-		}
-		if n >= limit {
-			return nil, fmt.Errorf("%w: you hold %d unrevoked SQL credentials (the limit is %d); revoke some first", ErrTooManyLeases, n, limit)
-		}
+	if err := l.checkLimit(ctx, p.ID(), false); err != nil {
+		return nil, err
 	}
 
 	ttl, maxTTL, capped := l.ttl(dec.Obligations.TTL, req.TTL)
+	if !p.Expiry.IsZero() {
+		// Credentials never outlive the sign-in token (identity.Principal).
+		if left := p.Expiry.Sub(now); left < ttl {
+			ttl = left
+			capped = joinNotes(capped, "capped at the sign-in token's expiry")
+		}
+	}
 	lease := &Lease{
 		ID: newID(), Principal: p, Database: req.Database, Role: req.Role, Username: LoginName(l.cfg.LoginPrefix, &p),
 		State: LeaseCreating, IssuedAt: now, ExpiresAt: now.Add(ttl).Truncate(time.Second),
@@ -324,6 +324,14 @@ func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredenti
 	claim := l.claim(now)
 	if err := l.cfg.Store.Create(ctx, lease, claim); err != nil {
 		return nil, fmt.Errorf("lease store: %w", errors.Join(ErrUnavailable, err))
+	}
+	// The count above and this insert are not atomic: count again, this
+	// lease included, so that concurrent requests cannot all pass the
+	// limit. (Under such a race all of them may be refused; none is
+	// issued beyond the limit.)
+	if err := l.checkLimit(ctx, p.ID(), true); err != nil {
+		l.abandon(ctx, lease, claim.Token)
+		return nil, err
 	}
 	// A revoke-all sets the cutoff, then revokes the leases it finds. One
 	// that set it after the check above and looked before Create did not
@@ -396,14 +404,19 @@ func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredenti
 }
 
 // RenewLease extends one of actor's own active leases: the policy is asked
-// again (with actor's current groups), and the new expiry is now plus the
-// requested TTL (0: the default), capped by the policy's `ttl`, MaxTTL and
-// the lease's maximum expiry. A renewal never shortens a lease. Others'
-// leases are [ErrNotFound].
+// again (with actor's current groups and the client [WithClient] put in
+// ctx), and the new expiry is now plus the requested TTL (0: the default),
+// capped by the policy's `ttl`, MaxTTL, the lease's maximum expiry and the
+// expiry of actor's sign-in token. A renewal never shortens a lease.
+// Others' leases are [ErrNotFound].
 func (l *Leases) RenewLease(ctx context.Context, actor identity.Principal, leaseID string, ttl time.Duration) (*Renewal, error) {
 	now := l.now()
+	client := ClientFrom(ctx)
 	if !actor.Valid() {
 		return nil, identity.Unauthenticated("principal without issuer or subject", nil)
+	}
+	if !actor.Expiry.IsZero() && !now.Add(time.Second).Before(actor.Expiry) {
+		return nil, identity.Unauthenticated("token expired or expires too soon to renew a credential", nil)
 	}
 	if ttl < 0 {
 		return nil, fmt.Errorf("%w: ttl must not be negative", ErrInvalid)
@@ -416,7 +429,7 @@ func (l *Leases) RenewLease(ctx context.Context, actor identity.Principal, lease
 		return nil, ErrNotFound
 	}
 	if err := l.svc.checkSignIn(ctx, &actor); err != nil {
-		return nil, l.svc.refuseSignIn(ctx, l.actor(&actor, "", lease.Username), string(policy.SQLCredentials), l.credRecord(&lease, "renew", ""), err)
+		return nil, l.svc.refuseSignIn(ctx, l.actor(&actor, client.Host, lease.Username), string(policy.SQLCredentials), l.credRecord(&lease, "renew", ""), err)
 	}
 	if lease.State != LeaseActive || !now.Before(lease.ExpiresAt) {
 		state := string(lease.State)
@@ -431,10 +444,10 @@ func (l *Leases) RenewLease(ctx context.Context, actor identity.Principal, lease
 	}
 	in := &policy.Input{
 		Principal:  policy.PrincipalOf(actor),
-		Request:    &policy.Request{CorrelationID: newID(), Time: now.UTC().Format(time.RFC3339Nano), TimeNS: now.UnixNano(), Transport: "http"},
+		Request:    &policy.Request{CorrelationID: newID(), Time: now.UTC().Format(time.RFC3339Nano), TimeNS: now.UnixNano(), Transport: "http", Client: client},
 		Credential: &policy.Credential{Type: "sql", Database: lease.Database, Role: lease.Role, TTL: int64(ttl / time.Second)},
 	}
-	act := l.actor(&actor, "", lease.Username)
+	act := l.actor(&actor, client.Host, lease.Username)
 	dec, err := l.svc.cfg.Authorizer.Decide(ctx, policy.SQLCredentials, in)
 	if err != nil || !dec.Allow {
 		return nil, l.deny(ctx, act, "renew", lease.Database, lease.Role, &dec, in, err)
@@ -448,6 +461,10 @@ func (l *Leases) RenewLease(ctx context.Context, actor identity.Principal, lease
 	if expires.After(lease.MaxExpiry) {
 		expires = lease.MaxExpiry
 		notes = append(notes, "capped at the credential's maximum expiry "+lease.MaxExpiry.UTC().Format(time.RFC3339))
+	}
+	if !actor.Expiry.IsZero() && expires.After(actor.Expiry) {
+		expires = actor.Expiry.Truncate(time.Second)
+		notes = append(notes, "capped at the sign-in token's expiry")
 	}
 	if !expires.After(lease.ExpiresAt) {
 		expires = lease.ExpiresAt
@@ -498,11 +515,12 @@ func (l *Leases) RenewLease(ctx context.Context, actor identity.Principal, lease
 // stays revoking and the reaper retries until it succeeds; the returned
 // lease says which. Revoking a revoked lease is a no-op. It does not check
 // that actor may revoke the lease: the transport does (owner or admin).
+// The audit records name the client [WithClient] put in ctx.
 func (l *Leases) RevokeLease(ctx context.Context, actor identity.Principal, leaseID, reason string) (*Lease, error) {
 	if reason == "" {
 		reason = "revoked by " + actor.Display()
 	}
-	return l.revoke(ctx, leaseID, l.actor(&actor, "", ""), reason)
+	return l.revoke(ctx, leaseID, l.actor(&actor, ClientFrom(ctx).Host, ""), reason)
 }
 
 // RevokeAll revokes everything a principal holds (offboarding): what
@@ -527,7 +545,7 @@ func (l *Leases) RevokeAll(ctx context.Context, actor identity.Principal, princi
 		if lease.State.Final() {
 			continue
 		}
-		got, err := l.revoke(ctx, lease.ID, l.actor(&actor, "", ""), reason)
+		got, err := l.revoke(ctx, lease.ID, l.actor(&actor, ClientFrom(ctx).Host, ""), reason)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("revoke lease %s: %w", lease.ID, err))
 			continue
@@ -726,6 +744,12 @@ func (l *Leases) revokeClaimed(ctx context.Context, lease *Lease, token string, 
 	next := now.Add(l.backoff(lease))
 	l.log.WarnContext(ctx, "sql login revocation failed; will retry", "lease_id", lease.ID, "database", lease.Database,
 		"attempt", lease.Attempts+1, "next_attempt", next, "err", msg)
+	if lease.Attempts+1 == StuckAttempts {
+		// Once per lease: retrying alone may never finish it.
+		l.log.WarnContext(ctx, "sql login revocation keeps failing; an operator must finish it (docs/credentials.md, stuck revocations)",
+			"lease_id", lease.ID, "database", lease.Database, "login", lease.Username, "attempts", lease.Attempts+1,
+			"access_ended", errors.Is(err, ErrLoginDisabled), "err", msg)
+	}
 	if _, ferr := l.cfg.Store.RetryLater(ctx, lease.ID, token, next, msg, now); ferr != nil {
 		l.log.ErrorContext(ctx, "reschedule lease revocation", "err", ferr, "lease_id", lease.ID)
 	}
@@ -876,6 +900,18 @@ func (l *Leases) record(ctx context.Context, rec *audit.Record) {
 // safeError describes a provisioning error without secrets: adapters scrub
 // SQL messages, and anything else is reduced to its class.
 func safeError(err error) string {
+	if errors.Is(err, ErrLoginDisabled) {
+		return accessEndedPrefix + errorClass(err)
+	}
+	return errorClass(err)
+}
+
+// accessEndedPrefix starts the recorded error of a revocation attempt that
+// failed after the login was disabled and its sessions ended
+// ([ErrLoginDisabled]); see [accessEnded].
+const accessEndedPrefix = "login disabled, sessions ended; removal failed: "
+
+func errorClass(err error) string {
 	var dbe *DBError
 	switch {
 	case errors.As(err, &dbe):
@@ -899,6 +935,93 @@ func errorCode(err error) string {
 	default:
 		return CodeInternal
 	}
+}
+
+// checkLimit refuses when principalID holds MaxLeasesPerPrincipal unrevoked
+// leases (created: more than that, the new lease included). Leases whose
+// login is disabled and whose removal failed StuckAttempts times do not
+// count: their access has ended.
+func (l *Leases) checkLimit(ctx context.Context, principalID string, created bool) error {
+	limit := l.cfg.MaxLeasesPerPrincipal
+	if limit <= 0 {
+		return nil
+	}
+	held, err := l.cfg.Store.ByPrincipal(ctx, principalID)
+	if err != nil {
+		return fmt.Errorf("lease store: %w", errors.Join(ErrUnavailable, err))
+	}
+	n := 0
+	for i := range held {
+		if !held[i].State.Final() && !accessEnded(&held[i]) {
+			n++
+		}
+	}
+	if created {
+		if n <= limit {
+			return nil
+		}
+		n--
+	} else if n < limit {
+		return nil
+	}
+	return fmt.Errorf("%w: you hold %d unrevoked SQL credentials (the limit is %d); revoke some first", ErrTooManyLeases, n, limit)
+}
+
+// accessEnded reports whether a revoking lease's login was disabled with
+// its sessions ended and only its removal kept failing, StuckAttempts times
+// or more.
+func accessEnded(lease *Lease) bool {
+	return lease.State == LeaseRevoking && lease.Attempts >= StuckAttempts && strings.HasPrefix(lease.LastError, accessEndedPrefix)
+}
+
+// Stranded counts, per database, the unfinished leases (creating, active or
+// revoking) of databases that have no issuer in this configuration: they
+// cannot be revoked until the database is configured again. See
+// [StrandedLeases].
+func (l *Leases) Stranded(ctx context.Context) (map[string]int, error) {
+	return StrandedLeases(ctx, l.cfg.Store, l.cfg.Issuers)
+}
+
+// StrandedLeases counts, per database, the unfinished leases in store of
+// databases not in issuers (nil: none configured). Run it at start: a
+// database renamed or removed from the configuration (or all of
+// postgresLogins) leaves its logins valid until their VALID UNTIL, their
+// open sessions alive, and their leases revoking forever.
+func StrandedLeases(ctx context.Context, store LeaseStore, issuers map[string]SQLLoginIssuer) (map[string]int, error) {
+	counts, err := store.Unfinished(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lease store: %w", errors.Join(ErrUnavailable, err))
+	}
+	out := map[string]int{}
+	for db, n := range counts {
+		if _, ok := issuers[db]; !ok && n > 0 {
+			out[db] = n
+		}
+	}
+	return out, nil
+}
+
+type clientKey struct{}
+
+// WithClient returns ctx carrying the client of a request (address, user
+// agent): [Leases.RenewLease] gives it to policy and the audit record, and
+// [Leases.RevokeLease] and [Leases.RevokeAll] to the audit record.
+// ([SQLCredRequest] carries it for IssueSQL.)
+func WithClient(ctx context.Context, c policy.Client) context.Context {
+	return context.WithValue(ctx, clientKey{}, c)
+}
+
+// ClientFrom returns the client [WithClient] put in ctx (zero if none).
+func ClientFrom(ctx context.Context) policy.Client {
+	c, _ := ctx.Value(clientKey{}).(policy.Client)
+	return c
+}
+
+func joinNotes(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 // ValidRoleName reports whether a requested role name is acceptable: 1 to
@@ -947,6 +1070,15 @@ func ValidLoginName(prefix, s string) bool {
 		}
 	}
 	return true
+}
+
+// ValidIssuedLoginName reports whether s has the shape [LoginName]
+// generates with some valid prefix (letters, digits and _, starting with a
+// letter, ending in _ and 10 random characters). Revocation accepts it, so
+// that leases issued before loginPrefix changed can still be revoked;
+// provisioners still refuse to revoke a privileged role.
+func ValidIssuedLoginName(s string) bool {
+	return s != "" && ValidLoginName(s[:1], s)
 }
 
 // LoginName generates a login name: prefix, a readable label of the

@@ -304,3 +304,99 @@ func TestSQLCredentialsPostgresUnreachable(t *testing.T) {
 		t.Error("the session survived")
 	}
 }
+
+// TestSQLCredentialsPostgresUndroppable: a login without any privilege of
+// its own can still own things (default privileges for PUBLIC, a large
+// object) that would block DROP ROLE; in the lease's database revocation
+// drops them and finishes. Roles are cluster-wide: the same in another
+// database of the cluster leaves the lease revoking with the login
+// disabled and its sessions ended, until an operator runs DROP OWNED BY
+// there; the next attempt then finishes.
+func TestSQLCredentialsPostgresUndroppable(t *testing.T) {
+	for _, stmt := range []string{
+		"ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
+		"SELECT lo_create(0)",
+	} {
+		t.Run(stmt, func(t *testing.T) {
+			pt := newPGTarget(t)
+			le := newLeaseEnv(t, pt.issuer(t), pt.role, nil)
+			ctx := t.Context()
+			cred := le.issue(t, alice, pt.role, 0)
+			session := pt.connect(t, cred.Username, cred.Password)
+			pgExec(t, session, stmt)
+			l, err := le.leases.RevokeLease(ctx, alice, cred.LeaseID, "")
+			if err != nil || l.State != broker.LeaseRevoked {
+				t.Fatalf("RevokeLease = %s (%q), %v; want revoked", l.State, l.LastError, err)
+			}
+			if sessionAlive(t, session) || pt.roleExists(t, cred.Username) {
+				t.Error("the login or its session survived revocation")
+			}
+		})
+	}
+
+	t.Run("other_database", func(t *testing.T) {
+		pt := newPGTarget(t)
+		le := newLeaseEnv(t, pt.issuer(t), pt.role, nil)
+		ctx := t.Context()
+		other := pt.name + "_other"
+		pgExec(t, pt.admin, "CREATE DATABASE "+other)
+		t.Cleanup(func() { _, _ = pt.admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+other+" WITH (FORCE)") })
+		cred := le.issue(t, alice, pt.role, 0)
+		name := pt.name
+		pt.name = other // PUBLIC may connect to every database by default
+		elsewhere := pt.connect(t, cred.Username, cred.Password)
+		pt.name = name
+		pgExec(t, elsewhere, "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC")
+
+		l, err := le.leases.RevokeLease(ctx, alice, cred.LeaseID, "")
+		if err != nil || l.State != broker.LeaseRevoking || !strings.HasPrefix(l.LastError, "login disabled, sessions ended; removal failed: ") ||
+			!strings.Contains(l.LastError, "2BP01") {
+			t.Fatalf("RevokeLease = %s (%q), %v; want revoking, the login disabled, 2BP01", l.State, l.LastError, err)
+		}
+		if sessionAlive(t, elsewhere) {
+			t.Error("the session in the other database survived")
+		}
+		if pt.loginWorks(t, cred.Username, cred.Password) {
+			t.Error("the disabled login still logs in")
+		}
+
+		// The operator's cleanup in the other database, then the reaper.
+		pt.name = other
+		oc := pt.connect(t, pt.base.User, pt.base.Password)
+		pt.name = name
+		pgExec(t, oc, "DROP OWNED BY "+cred.Username)
+		le.clock.advance(time.Hour)
+		if st, err := le.leases.Reap(ctx); err != nil || st.Revoked != 1 {
+			t.Fatalf("Reap after the cleanup = %+v, %v; want one revoked", st, err)
+		}
+		if pt.roleExists(t, cred.Username) {
+			t.Error("the login still exists")
+		}
+	})
+}
+
+// TestSQLCredentialsPostgresPrefixChange: leases issued before loginPrefix
+// changed are still revoked (the recorded name has the generated shape),
+// their sessions ended and their roles dropped.
+func TestSQLCredentialsPostgresPrefixChange(t *testing.T) {
+	pt := newPGTarget(t)
+	le := newLeaseEnv(t, pt.issuer(t), pt.role, nil)
+	cred := le.issue(t, alice, pt.role, 0)
+	session := pt.connect(t, cred.Username, cred.Password)
+	li, err := postgres.NewLoginIssuer(pt.pool, postgres.LoginConfig{Name: "orders", LoginPrefix: "tmp_"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := broker.NewLeases(broker.LeasesConfig{Service: le.svc, Store: le.store, Now: le.clock.now, Instance: "restarted",
+		LoginPrefix: "tmp_", Issuers: map[string]broker.SQLLoginIssuer{"orders": li}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	le.clock.advance(time.Hour)
+	if st, err := restarted.Reap(t.Context()); err != nil || st.Revoked != 1 {
+		t.Fatalf("Reap = %+v, %v; want the expired lease revoked", st, err)
+	}
+	if sessionAlive(t, session) || pt.roleExists(t, cred.Username) {
+		t.Error("the login of the old prefix or its session survived")
+	}
+}

@@ -63,6 +63,9 @@ type fakeLogins struct {
 	logins     map[string]*fakeLogin
 	down       atomic.Bool
 	failCreate atomic.Bool
+	// undroppable: revocation disables the login and ends its sessions,
+	// then fails to remove it (like PostgreSQL 2BP01).
+	undroppable atomic.Bool
 	// onCreate, if set, runs inside CreateLogin after the login exists.
 	onCreate func(spec broker.LoginSpec)
 	revokes  atomic.Int64
@@ -117,8 +120,13 @@ func (f *fakeLogins) RevokeLogin(_ context.Context, spec broker.LoginSpec) error
 		return fmt.Errorf("%w: fake database unreachable", broker.ErrUnavailable)
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l, ok := f.logins[spec.Username]; ok && f.undroppable.Load() {
+		l.sessions, l.password = 0, ""
+		return fmt.Errorf("%w: %w", broker.ErrLoginDisabled,
+			&broker.DBError{State: "2BP01", Message: "role cannot be dropped because some objects depend on it"})
+	}
 	delete(f.logins, spec.Username)
-	f.mu.Unlock()
 	return nil
 }
 

@@ -192,6 +192,29 @@ func (s *LeaseStore) ReleaseClaims(ctx context.Context, owner string) (int, erro
 	return int(n), nil
 }
 
+// Unfinished implements [broker.LeaseStore].
+func (s *LeaseStore) Unfinished(ctx context.Context) (map[string]int, error) {
+	rows, err := s.db.db.QueryContext(ctx, `SELECT database_name, COUNT(*) FROM sqlgate_lease
+		WHERE state IN ('creating', 'active', 'revoking') GROUP BY database_name`)
+	if err != nil {
+		return nil, fmt.Errorf("count unfinished leases: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var name string
+		var n int
+		if err := rows.Scan(&name, &n); err != nil {
+			return nil, fmt.Errorf("count unfinished leases: %w", err)
+		}
+		out[name] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count unfinished leases: %w", err)
+	}
+	return out, nil
+}
+
 func (s *LeaseStore) update(ctx context.Context, what, query string, args ...any) (bool, error) {
 	res, err := s.db.db.ExecContext(ctx, s.db.q(query), args...)
 	if err != nil {

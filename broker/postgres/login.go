@@ -39,10 +39,22 @@ var (
 	// DefaultDisable stops new sessions (revocation, step 1).
 	DefaultDisable = []string{`ALTER ROLE {{name}} NOLOGIN`}
 	// DefaultDrop removes the login (revocation, step 3, after its sessions
-	// ended). A login that owns objects or holds privileges of its own
-	// cannot be dropped: prepend `REASSIGN OWNED BY {{name}} TO {{role}}`
-	// and `DROP OWNED BY {{name}}` if issued logins may create objects.
-	DefaultDrop = []string{`DROP ROLE IF EXISTS {{name}}`}
+	// ended). Even a login without any privilege of its own can make itself
+	// undroppable (ALTER DEFAULT PRIVILEGES ... TO PUBLIC, lo_create), so
+	// the first statement, as the login (the provisioner makes itself a
+	// member for that: CREATEROLE, or on PostgreSQL 16 and later the ADMIN
+	// OPTION its creator has), drops what the login owns and the privileges
+	// granted to it in this database (DROP OWNED BY), in one transaction;
+	// then the role is dropped, which also ends the membership. Roles are
+	// cluster-wide: what the login created in another database of the
+	// cluster still blocks DROP ROLE (see docs/credentials.md). Replace
+	// DROP OWNED BY with `REASSIGN OWNED BY {{name}} TO {{role}}` and DROP
+	// OWNED BY to keep the objects an issued login created.
+	DefaultDrop = []string{
+		`DO $$BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {{name_literal}}) THEN ` +
+			`GRANT {{name}} TO CURRENT_USER; SET LOCAL ROLE {{name}}; DROP OWNED BY {{name}}; END IF; END$$`,
+		`DROP ROLE IF EXISTS {{name}}`,
+	}
 )
 
 // LoginConfig configures short-lived logins on one PostgreSQL database.
@@ -298,7 +310,7 @@ WHERE usename = $1 AND pid <> pg_backend_pid()`
 
 // CreateLogin implements [broker.SQLLoginIssuer].
 func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) error {
-	if err := li.check(&spec, true); err != nil {
+	if err := li.check(&spec, opCreate); err != nil {
 		return err
 	}
 	verifier, err := scramVerifier(spec.Password)
@@ -322,7 +334,7 @@ func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) e
 
 // RenewLogin implements [broker.SQLLoginIssuer].
 func (li *LoginIssuer) RenewLogin(ctx context.Context, spec broker.LoginSpec) error {
-	if err := li.check(&spec, false); err != nil {
+	if err := li.check(&spec, opRenew); err != nil {
 		return err
 	}
 	return li.inTx(ctx, &spec, "", func(tx pgx.Tx) error {
@@ -333,9 +345,10 @@ func (li *LoginIssuer) RenewLogin(ctx context.Context, spec broker.LoginSpec) er
 // RevokeLogin implements [broker.SQLLoginIssuer]: Disable, end sessions,
 // Drop; each statement in its own transaction, "does not exist" counting
 // as done, stopping at the first failure so that the login is never
-// reported gone while a session may remain.
+// reported gone while a session may remain. A failure of Drop wraps
+// [broker.ErrLoginDisabled]: the login was disabled and its sessions ended.
 func (li *LoginIssuer) RevokeLogin(ctx context.Context, spec broker.LoginSpec) error {
-	if err := li.check(&spec, false); err != nil {
+	if err := li.check(&spec, opRevoke); err != nil {
 		return err
 	}
 	var privileged bool
@@ -359,7 +372,12 @@ func (li *LoginIssuer) RevokeLogin(ctx context.Context, spec broker.LoginSpec) e
 	if remaining > 0 {
 		return fmt.Errorf("%w: postgres database %s: %d session(s) of the login did not end", broker.ErrUnavailable, li.cfg.Name, remaining)
 	}
-	return li.runEach(ctx, li.drop, &spec)
+	// The login can no longer sign in and has no session: a failure from
+	// here on leaves a role that only an operator's cleanup may need.
+	if err := li.runEach(ctx, li.drop, &spec); err != nil {
+		return fmt.Errorf("%w: %w", broker.ErrLoginDisabled, err)
+	}
+	return nil
 }
 
 // ClientDSN implements [broker.SQLLoginIssuer].
@@ -371,11 +389,19 @@ func (li *LoginIssuer) ClientDSN(username string) string {
 // check refuses a spec before anything reaches the server: a login name
 // sqlgate did not generate, a role PostgreSQL would truncate or cannot
 // hold, a role outside AllowedRoles.
-func (li *LoginIssuer) check(spec *broker.LoginSpec, create bool) error {
+//
+// Revocation accepts a name of the generated shape with any prefix (see
+// [broker.ValidIssuedLoginName]): leases issued before loginPrefix changed
+// must still be revoked. The privileged-role guard of RevokeLogin applies
+// all the same.
+func (li *LoginIssuer) check(spec *broker.LoginSpec, op loginOp) error {
+	if op == opRevoke && broker.ValidIssuedLoginName(spec.Username) {
+		return nil
+	}
 	if !broker.ValidLoginName(li.cfg.LoginPrefix, spec.Username) {
 		return fmt.Errorf("%w: login name is not one sqlgate generates (prefix %s)", broker.ErrInvalid, li.cfg.LoginPrefix)
 	}
-	if create {
+	if op == opCreate {
 		if !validRole(spec.Role) {
 			return fmt.Errorf("%w: role name must be 1 to 63 bytes without NUL", broker.ErrInvalid)
 		}
@@ -388,6 +414,15 @@ func (li *LoginIssuer) check(spec *broker.LoginSpec, create bool) error {
 	}
 	return nil
 }
+
+// loginOp is what [LoginIssuer.check] checks a spec for.
+type loginOp int
+
+const (
+	opCreate loginOp = iota
+	opRenew
+	opRevoke
+)
 
 // validRole accepts what PostgreSQL stores as a role name unchanged:
 // 1 to 63 bytes (longer names are silently truncated to another name),
