@@ -73,7 +73,7 @@ func (s *Server) sqlCreds(w http.ResponseWriter, r *http.Request, p identity.Pri
 	}
 	cred, err := l.IssueSQL(r.Context(), broker.SQLCredRequest{
 		Principal: p, Database: req.Database, Role: req.Role, TTL: time.Duration(req.TTLSeconds) * time.Second,
-		Client: policy.Client{Host: r.RemoteAddr, Name: r.UserAgent()},
+		Client: requestClient(r),
 	})
 	if err != nil {
 		return sqlError(err)
@@ -100,7 +100,7 @@ func (s *Server) renewSQLLease(w http.ResponseWriter, r *http.Request, p identit
 	if req.TTLSeconds < 0 || req.TTLSeconds > maxTTLSeconds {
 		return badRequest("ttl_seconds must be between 0 and a year (31622400)")
 	}
-	ren, err := l.RenewLease(r.Context(), p, r.PathValue("id"), time.Duration(req.TTLSeconds)*time.Second)
+	ren, err := l.RenewLease(clientContext(r), p, r.PathValue("id"), time.Duration(req.TTLSeconds)*time.Second)
 	if err != nil {
 		return sqlError(err)
 	}
@@ -125,7 +125,7 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 	if req.Reason != "" {
 		reason += ": " + req.Reason
 	}
-	res, err := l.RevokeAll(r.Context(), p, req.Principal, reason)
+	res, err := l.RevokeAll(clientContext(r), p, req.Principal, reason)
 	// The sessions end whatever else failed (a NATS push retried in the
 	// background, a database that keeps a lease revoking): the principal
 	// must not keep browsing while revoke-all is repeated.
@@ -206,7 +206,7 @@ func (s *Server) revokeSQL(ctx context.Context, p identity.Principal, l SQLLease
 }
 
 func (s *Server) revokeSQLLease(w http.ResponseWriter, r *http.Request, p identity.Principal, l SQLLeases, id string) (handled bool, err error) {
-	got, handled, err := s.revokeSQL(r.Context(), p, l, id)
+	got, handled, err := s.revokeSQL(clientContext(r), p, l, id)
 	if !handled || err != nil {
 		return handled, err
 	}
@@ -216,6 +216,18 @@ func (s *Server) revokeSQLLease(w http.ResponseWriter, r *http.Request, p identi
 	}
 	writeJSON(w, status, sqlLease(got, s.now()))
 	return true, nil
+}
+
+// requestClient is the client policy and the audit log see for r: its
+// address and user agent.
+func requestClient(r *http.Request) policy.Client {
+	return policy.Client{Host: r.RemoteAddr, Name: r.UserAgent()}
+}
+
+// clientContext is r's context carrying [requestClient] for the lease
+// operations that take it from there (renew, revoke, revoke-all).
+func clientContext(r *http.Request) context.Context {
+	return broker.WithClient(r.Context(), requestClient(r))
 }
 
 // sqlLease is the API view of a lease. An active lease past its expiry

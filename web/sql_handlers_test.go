@@ -65,6 +65,7 @@ type fakeSQLLeases struct {
 	pending bool  // RevokeLease leaves the lease revoking
 	revoked []string
 	reasons []string
+	clients []policy.Client // the client in the context of each renew and revoke
 }
 
 var _ SQLLeases = (*fakeSQLLeases)(nil)
@@ -93,7 +94,8 @@ func (f *fakeSQLLeases) IssueSQL(_ context.Context, req broker.SQLCredRequest) (
 	}, nil
 }
 
-func (f *fakeSQLLeases) RenewLease(_ context.Context, actor identity.Principal, id string, ttl time.Duration) (*broker.Renewal, error) {
+func (f *fakeSQLLeases) RenewLease(ctx context.Context, actor identity.Principal, id string, ttl time.Duration) (*broker.Renewal, error) {
+	f.clients = append(f.clients, broker.ClientFrom(ctx))
 	if err := f.fail(); err != nil {
 		return nil, err
 	}
@@ -106,7 +108,8 @@ func (f *fakeSQLLeases) RenewLease(_ context.Context, actor identity.Principal, 
 	return &broker.Renewal{Lease: l, Capped: "capped", Decision: policy.Decision{ID: "dec-1"}}, nil
 }
 
-func (f *fakeSQLLeases) RevokeLease(_ context.Context, _ identity.Principal, id, reason string) (*broker.Lease, error) {
+func (f *fakeSQLLeases) RevokeLease(ctx context.Context, _ identity.Principal, id, reason string) (*broker.Lease, error) {
+	f.clients = append(f.clients, broker.ClientFrom(ctx))
 	if err := f.fail(); err != nil {
 		return nil, err
 	}
@@ -274,6 +277,19 @@ func TestSQLLeaseRenewEndpoint(t *testing.T) {
 	if w := sqlDo(t, s, "POST", path, "alice", ``); w.Code != 200 {
 		t.Errorf("renew with an empty body: %d %s", w.Code, w.Body)
 	}
+	// Policy and the audit record see who renews, as for issuing.
+	r := httptest.NewRequest("POST", path, strings.NewReader(`{}`))
+	r.Header.Set("Authorization", "Bearer alice")
+	r.Header.Set("User-Agent", "sqlgate-cli/1.2")
+	r.RemoteAddr = "203.0.113.7:5555"
+	f.clients = nil
+	rec := httptest.NewRecorder()
+	if s.ServeHTTP(rec, r); rec.Code != 200 {
+		t.Fatalf("renew: %d %s", rec.Code, rec.Body)
+	}
+	if want := (policy.Client{Host: "203.0.113.7:5555", Name: "sqlgate-cli/1.2"}); len(f.clients) != 1 || f.clients[0] != want {
+		t.Errorf("renewal client = %+v, want %+v", f.clients, want)
+	}
 	for _, tc := range []struct {
 		name, token, path, body string
 		status                  int
@@ -370,6 +386,9 @@ func TestSQLLeaseListAndRevoke(t *testing.T) {
 	w, handled, err := revoke(sqlAlice, long.LeaseID)
 	if !handled || err != nil || w.Code != http.StatusAccepted || !strings.Contains(w.Body.String(), `"state": "revoking"`) {
 		t.Errorf("owner revoke with the database down: %v %v %d %s, want 202 revoking", handled, err, w.Code, w.Body)
+	}
+	if want := (policy.Client{Host: "192.0.2.1:1234"}); len(f.clients) != 1 || f.clients[0] != want {
+		t.Errorf("revocation client = %+v, want %+v (the request's address)", f.clients, want)
 	}
 	f.pending = false
 	w, handled, err = revoke(sqlAdmin, short.LeaseID)
