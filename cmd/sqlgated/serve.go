@@ -219,6 +219,12 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 	if rc.Listener, err = lc.Listen(ctx, "tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http listen: %w", err)
 	}
+	if cfg.HTTP.MetricsListen != "" {
+		if rc.MetricsListener, err = lc.Listen(ctx, "tcp", cfg.HTTP.MetricsListen); err != nil {
+			_ = rc.Listener.Close()
+			return nil, fmt.Errorf("http metrics listen: %w", err)
+		}
+	}
 	return rc, nil
 }
 

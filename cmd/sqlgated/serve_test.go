@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -165,14 +166,18 @@ credentials:
 }
 
 // startServe starts serveDeps and `sqlgated serve` on them. databases is
-// the YAML of the databases section.
-func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit func(string) string) *serveStack {
+// the YAML of the databases section; cfgEdits change the configuration
+// file's text.
+func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit func(string) string, cfgEdits ...func(string) string) *serveStack {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	deps := startServeDeps(ctx, t, routesYAML, "", policyEdit)
 	dir, natsAddr, idp := deps.dir, deps.natsAddr, deps.idp
 	httpAddr := testnet.FreeAddr(t)
 	cfg := serveConfig(dir, httpAddr, natsAddr, idp.Issuer(), databases)
+	for _, edit := range cfgEdits {
+		cfg = edit(cfg)
+	}
 	cfgPath := filepath.Join(dir, "sqlgated.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -216,13 +221,41 @@ func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit fu
 
 // startDemoServe is startServe with the demo routes over a fresh demo
 // SQLite database.
-func startDemoServe(t *testing.T) *serveStack {
+func startDemoServe(t *testing.T, cfgEdits ...func(string) string) *serveStack {
 	t.Helper()
 	dir := t.TempDir()
 	if err := createDemoDB(t.Context(), filepath.Join(dir, "orders.db")); err != nil {
 		t.Fatal(err)
 	}
-	return startServe(t, demoRoutes, fmt.Sprintf("  - sqlite:\n      name: orders\n      path: %s/orders.db", dir), nil)
+	return startServe(t, demoRoutes, fmt.Sprintf("  - sqlite:\n      name: orders\n      path: %s/orders.db", dir), nil, cfgEdits...)
+}
+
+// TestServeMetricsListen: with http.metricsListen, serve answers /metrics
+// there and not on the API port, which may face the users.
+func TestServeMetricsListen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("serve end to end: skipped with -short")
+	}
+	metricsAddr := testnet.FreeAddr(t)
+	listen := regexp.MustCompile(`(?m)^(  listen: .*)$`)
+	st := startDemoServe(t, func(cfg string) string {
+		return listen.ReplaceAllString(cfg, "$1\n  metricsListen: "+metricsAddr)
+	})
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get(st.base + "/metrics"); code != http.StatusNotFound {
+		t.Errorf("/metrics on the API port = %d, want 404", code)
+	}
+	if code, body := get("http://" + metricsAddr + "/metrics"); code != http.StatusOK || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics on the metrics port = %d, want 200 with the metrics", code)
+	}
 }
 
 // TestServeWithEmittedNATSConfig is the operator's journey: nats-setup
