@@ -58,7 +58,7 @@ func ConnectCallout(ctx context.Context, cfg CalloutConfig) (*Client, error) {
 			return nil, err
 		}
 	}
-	c := &Client{log: cfg.Logger, inbox: inbox, down: make(chan struct{}), up: make(chan struct{})}
+	c := &Client{log: cfg.Logger, inbox: inbox, down: make(chan struct{}), up: make(chan struct{}), stopped: make(chan struct{})}
 	close(c.up)
 	tokenHandler := func() string {
 		tctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

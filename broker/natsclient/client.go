@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/web/api"
 )
 
 // Config configures [Connect].
@@ -24,8 +27,8 @@ type Config struct {
 	RefreshAt float64
 	// Options are extra connect options (name, timeouts, reconnect policy,
 	// handlers). The client's authentication and inbox prefix override
-	// yours; your disconnect and reconnect handlers are called after the
-	// client's.
+	// yours; your disconnect, reconnect, error and closed handlers are
+	// called after the client's.
 	Options []nats.Option
 	// Logger receives refresh and reconnect events (nil: discard). Tokens
 	// and seeds are never logged.
@@ -40,6 +43,18 @@ type Config struct {
 // publishes made meanwhile are buffered. [Client.Request] also retries a
 // request whose reply was lost to such a disconnect, with the same
 // idempotency key, so the broker executes it at most once.
+//
+// A refresh that fails for a reason that may pass (the broker or the
+// network unavailable, a 5xx) is retried with exponential backoff and
+// jitter, also after the credential expired. A refusal that asking again
+// will not change ([ErrRefused]: the key was revoked, the principal
+// offboarded, policy denies it, or the NATS server keeps refusing the
+// credentials the broker issues) stops the client: it closes the
+// connection, [Client.Done] is closed, and [Client.Err] and every
+// [Client.Request] return the reason. It does not generate a new key pair
+// by itself: a revoked key is an administrator's decision, and a new key
+// means a new inbox prefix that the live connection cannot take. To carry
+// on regardless, call [Connect] again.
 type Client struct {
 	nc     *nats.Conn
 	kp     nkeys.KeyPair
@@ -53,10 +68,36 @@ type Client struct {
 
 	fetchMu sync.Mutex // one fetch at a time
 
+	// kick wakes the refresh loop when the server refused a credential.
+	kick chan struct{}
+	// presented is the credential last handed to nats.go to connect with.
+	presented atomic.Pointer[Creds]
+	// stopped is closed when the client stops for good (Close, a
+	// permanent refusal, nats.go closing the connection); fatal is the
+	// reason of a permanent refusal.
+	stopped  chan struct{}
+	stopOnce sync.Once
+	fatal    atomic.Pointer[error]
+
 	mu   sync.Mutex
 	down chan struct{} // closed at the next disconnect
 	up   chan struct{} // closed once connected (again)
+	// refused is the last credential the NATS server refused, refusals
+	// how many distinct ones it refused since the last (re)connect, and
+	// authErr its last refusal.
+	refused    *Creds
+	refusals   int
+	authErr    error
+	refreshErr error // the last failed refresh, nil after a success
 }
+
+// maxRefusals is how many distinct credentials in a row the NATS server may
+// refuse before the client stops: the broker issues what the server does
+// not accept, and fetching more would only fill the audit log.
+const maxRefusals = 3
+
+// ErrClosed is returned by [Client.Request] after [Client.Close].
+var ErrClosed = errors.New("natsclient: client closed")
 
 // Connect generates a key pair, fetches a credential and connects. The
 // client keeps its credential fresh until Close. ctx bounds the first fetch
@@ -68,6 +109,9 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if err := api.RequireTLS("broker", cfg.BrokerURL); err != nil {
+		return nil, fmt.Errorf("natsclient: %w", err)
+	}
 	kp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, fmt.Errorf("natsclient: generate key pair: %w", err)
@@ -76,6 +120,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{
 		kp: kp, key: key, cfg: cfg, log: cfg.Logger, done: make(chan struct{}),
 		down: make(chan struct{}), up: make(chan struct{}),
+		kick: make(chan struct{}, 1), stopped: make(chan struct{}),
 	}
 	close(c.up)
 	first, err := FetchCreds(ctx, cfg.FetchConfig, kp)
@@ -111,8 +156,10 @@ func (c *Client) options(user []nats.Option, auth ...nats.Option) []nats.Option 
 	for _, o := range user {
 		_ = o(&uo)
 	}
-	userDisc, userRecon := uo.DisconnectedErrCB, uo.ReconnectedCB
+	userDisc, userRecon, userErr, userClosed := uo.DisconnectedErrCB, uo.ReconnectedCB, uo.AsyncErrorCB, uo.ClosedCB
 	opts := []nats.Option{
+		// Reconnect for as long as the credential may be renewed: the
+		// client gives up itself when it cannot be (see Client).
 		nats.MaxReconnects(-1),
 		nats.IgnoreAuthErrorAbort(),
 		nats.CustomReconnectDelay(reconnectDelay),
@@ -133,6 +180,18 @@ func (c *Client) options(user []nats.Option, auth ...nats.Option) []nats.Option 
 				userRecon(nc)
 			}
 		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			c.asyncError(err)
+			if userErr != nil {
+				userErr(nc, sub, err)
+			}
+		}),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			c.stop()
+			if userClosed != nil {
+				userClosed(nc)
+			}
+		}),
 	)
 }
 
@@ -143,10 +202,28 @@ func connect(ctx context.Context, url string, opts []nats.Option) (*nats.Conn, e
 	return nats.Connect(url, opts...)
 }
 
-// reconnectDelay retries at once, then backs off to 2s.
+// reconnectDelay retries at once, then backs off to 2s, with jitter so that
+// the clients a server restart disconnected do not come back in step.
+// Reconnecting presents the current credential only; it never asks the
+// broker for one.
 func reconnectDelay(attempts int) time.Duration {
-	d := 10 * time.Millisecond << min(attempts, 8)
-	return min(d, 2*time.Second)
+	return jitter(min(10*time.Millisecond<<min(attempts, 8), 2*time.Second))
+}
+
+// retryDelay is the wait after the n-th failed refresh in a row (from 0):
+// 1s, doubling up to 30s, with jitter. It does not shorten as the
+// credential's expiry nears or after it passed: a broker that is down is
+// not helped by being asked more often.
+func retryDelay(n int) time.Duration {
+	return jitter(min(time.Second<<min(n, 5), 30*time.Second))
+}
+
+// jitter returns a duration in [d/2, d).
+func jitter(d time.Duration) time.Duration {
+	if d < 2 {
+		return d
+	}
+	return d/2 + rand.N(d/2) //nolint:gosec // jitter, not a secret
 }
 
 // Conn returns the NATS connection. It stays the same for the client's
@@ -163,41 +240,119 @@ func (c *Client) InboxPrefix() string { return c.inbox }
 // Creds returns the current credential (nil for a callout client).
 func (c *Client) Creds() *Creds { return c.creds.Load() }
 
-// Close stops refreshing and closes the connection.
+// Close stops refreshing and closes the connection. Requests waiting for a
+// reconnect return [ErrClosed].
 func (c *Client) Close() {
 	if c.cancel != nil {
 		c.cancel()
 		<-c.done
 	}
+	c.stop()
 	c.nc.Close()
+}
+
+// Done is closed when the client has stopped for good: [Client.Close], a
+// refusal that asking again will not change (see [Client.Err]), or nats.go
+// closing the connection (when your options limit reconnects).
+func (c *Client) Done() <-chan struct{} { return c.stopped }
+
+// Err is why the client stopped on its own: nil while it runs and after
+// [Client.Close]; otherwise an error matching [ErrRefused] that carries the
+// broker's refusal (a [*BrokerError], e.g. "public key was revoked;
+// generate a new key pair", "denied by policy" and its reasons, "your
+// credentials were revoked ... sign in again") or the NATS server's last
+// refusal of the credentials the broker issued.
+func (c *Client) Err() error {
+	if p := c.fatal.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (c *Client) stop() { c.stopOnce.Do(func() { close(c.stopped) }) }
+
+// fail stops the client for good: err is what Err and Request return.
+func (c *Client) fail(err error) {
+	err = fmt.Errorf("natsclient: stopped, the credential cannot be renewed: %w", err)
+	c.fatal.CompareAndSwap(nil, &err)
+	c.log.Error("nats client stopped", slog.String("error", err.Error()))
+	c.stop()
+	c.nc.Close()
+}
+
+// stoppedErr is what Request returns once the client stopped (nil before).
+func (c *Client) stoppedErr() error {
+	select {
+	case <-c.stopped:
+	default:
+		return nil
+	}
+	if err := c.Err(); err != nil {
+		return err
+	}
+	if err := c.nc.LastError(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return ErrClosed
 }
 
 func (c *Client) sign(nonce []byte) ([]byte, error) { return c.kp.Sign(nonce) }
 
-// userJWT is nats.go's UserJWT callback, called on every (re)connect. If the
-// refresh loop has not replaced an expired credential yet, it fetches one.
+// errExpired fails a reconnect attempt locally while the credential is
+// expired and not replaced yet: the server would accept nothing, or
+// accept it and close the connection at once.
+var errExpired = errors.New("natsclient: credential expired, waiting for a new one")
+
+// userJWT is nats.go's UserJWT callback, called on every (re)connect with
+// the connection's lock held: it returns the current credential and never
+// fetches (the refresh loop does, and then makes nats.go reconnect at once).
 func (c *Client) userJWT() (string, error) {
+	if err := c.Err(); err != nil {
+		return "", err
+	}
 	cur := c.creds.Load()
-	if time.Now().Before(cur.ExpiresAt) {
-		return cur.JWT, nil
+	if !time.Now().Before(c.expiresAt(cur)) {
+		return "", errExpired
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	fresh, err := c.replace(ctx, cur)
-	if err != nil {
-		c.log.WarnContext(ctx, "nats credential expired and refresh failed", slog.String("error", err.Error()))
-		return cur.JWT, nil // the server refuses it; nats.go retries
+	c.presented.Store(cur)
+	return cur.JWT, nil
+}
+
+// isAuthError says whether err is the NATS server refusing the credential.
+func isAuthError(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
+}
+
+// asyncError notes the NATS server refusing the credential last presented
+// and wakes the refresh loop to replace it.
+func (c *Client) asyncError(err error) {
+	if c.creds.Load() == nil || !isAuthError(err) {
+		return
 	}
-	return fresh.JWT, nil
+	c.mu.Lock()
+	if p := c.presented.Load(); p != nil && p != c.refused {
+		c.refused = p
+		c.refusals++
+	}
+	c.authErr = err
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Refresh fetches a new credential now. The connection uses it from its next
 // (re)connect on. It fails on a callout client, which has no credential of
-// its own.
+// its own, and on a client that stopped.
 func (c *Client) Refresh(ctx context.Context) error {
 	cur := c.creds.Load()
 	if cur == nil {
 		return errors.New("natsclient: callout clients have no credential to refresh")
+	}
+	if err := c.stoppedErr(); err != nil {
+		return err
 	}
 	_, err := c.replace(ctx, cur)
 	return err
@@ -217,8 +372,8 @@ func (c *Client) replace(ctx context.Context, old *Creds) (*Creds, error) {
 	}
 	if fresh.InboxPrefix != c.inbox {
 		// Live subscriptions use the first prefix; a changed grant cannot be
-		// applied to this connection.
-		return nil, fmt.Errorf("natsclient: broker changed the inbox prefix from %q to %q", c.inbox, fresh.InboxPrefix)
+		// applied to this connection, now or later.
+		return nil, fmt.Errorf("%w: broker changed the inbox prefix from %q to %q", ErrRefused, c.inbox, fresh.InboxPrefix)
 	}
 	c.creds.Store(fresh)
 	c.log.InfoContext(ctx, "nats credential refreshed", slog.Time("expires_at", fresh.ExpiresAt))
@@ -232,36 +387,85 @@ func (c *Client) lifetime(cr *Creds) time.Duration {
 	return time.Minute
 }
 
+// refreshAt is when cr is due for renewal: RefreshAt of its lifetime after
+// it arrived (by this machine's clock, see Creds.received).
+func (c *Client) refreshAt(cr *Creds) time.Time {
+	return arrived(cr).Add(time.Duration(float64(c.lifetime(cr)) * c.cfg.RefreshAt))
+}
+
+// expiresAt is cr's expiry by this machine's clock.
+func (c *Client) expiresAt(cr *Creds) time.Time {
+	if cr.ExpiresAt.Before(cr.IssuedAt) {
+		return cr.ExpiresAt
+	}
+	return arrived(cr).Add(cr.ExpiresAt.Sub(cr.IssuedAt))
+}
+
+func arrived(cr *Creds) time.Time {
+	if cr.received.IsZero() {
+		return cr.IssuedAt
+	}
+	return cr.received
+}
+
 // refreshLoop fetches a new credential at RefreshAt of the current one's
-// lifetime, retrying with backoff on failure.
+// lifetime, or at once when the NATS server refused the current one. A
+// failure that may pass is retried with backoff; one that will not
+// ([ErrRefused]) stops the client. After a fetch it makes a reconnecting
+// connection try again at once with the new credential.
 func (c *Client) refreshLoop(ctx context.Context) {
 	defer close(c.done)
-	backoff := time.Second
+	failures := 0
 	for {
 		cur := c.creds.Load()
-		life := c.lifetime(cur)
-		at := cur.IssuedAt.Add(time.Duration(float64(life) * c.cfg.RefreshAt))
-		t := time.NewTimer(time.Until(at))
+		t := time.NewTimer(time.Until(c.refreshAt(cur)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-c.kick:
+			t.Stop()
+			c.mu.Lock()
+			refused, n, authErr := c.refused == cur, c.refusals, c.authErr
+			c.mu.Unlock()
+			if !refused {
+				continue // the server refused one that is replaced already
+			}
+			if n >= maxRefusals {
+				c.fail(fmt.Errorf("%w: the NATS server refused %d credentials in a row: %w", ErrRefused, n, authErr))
+				return
+			}
 		case <-t.C:
 		}
 		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		_, err := c.replace(fctx, cur)
 		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		c.mu.Lock()
+		c.refreshErr = err
+		c.mu.Unlock()
 		if err == nil {
-			backoff = time.Second
+			failures = 0
+			if c.nc.IsReconnecting() {
+				_ = c.nc.ForceReconnect() // skip the reconnect backoff
+			}
 			continue
 		}
-		c.log.WarnContext(ctx, "nats credential refresh failed", slog.String("error", err.Error()))
-		wait := min(backoff, max(time.Until(cur.ExpiresAt)/4, 100*time.Millisecond))
-		backoff = min(2*backoff, 30*time.Second)
+		if errors.Is(err, ErrRefused) {
+			c.fail(err)
+			return
+		}
+		wait := retryDelay(failures)
+		failures++
+		c.log.WarnContext(ctx, "nats credential refresh failed; retrying", slog.String("error", err.Error()), slog.Duration("retry_in", wait))
+		t = time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(wait):
+		case <-t.C:
 		}
 	}
 }
@@ -284,6 +488,7 @@ func (c *Client) reconnected(*nats.Conn) {
 	default:
 		close(c.up)
 	}
+	c.refusals = 0
 	c.mu.Unlock()
 	c.log.Info("nats reconnected")
 }
@@ -294,17 +499,36 @@ func (c *Client) state() (down, up chan struct{}) {
 	return c.down, c.up
 }
 
+// waitErr is err (ctx's end while waiting for a reply or a reconnect),
+// with the last refresh failure when the connection is down, so that the
+// caller learns why rather than a bare deadline.
+func (c *Client) waitErr(err error) error {
+	c.mu.Lock()
+	rerr := c.refreshErr
+	c.mu.Unlock()
+	if rerr == nil || c.nc.IsConnected() {
+		return err
+	}
+	return fmt.Errorf("%w (not connected; the last credential refresh failed: %w)", err, rerr)
+}
+
 // maxRetries bounds how often Request resends over reconnects.
 const maxRetries = 3
 
 // Request sends a request and waits for its reply until ctx ends. If the
 // connection drops while the request is in flight (a credential expiry, a
 // server restart), it waits for the reconnect and sends the request again
-// with the same idempotency key: the broker returns the stored result of a
-// call that already ran. A request without `Idempotency-Key` or
-// `Nats-Msg-Id` header gets a fresh Idempotency-Key so that the retry is
-// safe.
+// with the same idempotency key and correlation id: the broker returns the
+// stored result of a call that already ran, and the audit log shows one
+// call. A request without `Idempotency-Key` or `Nats-Msg-Id` header gets a
+// fresh Idempotency-Key so that the retry is safe, and one without
+// `Correlation-Id` a fresh one (a UUIDv7). Once the client stopped (see
+// [Client.Err]) it returns why at once; when ctx ends while the connection
+// is down, the error (matching ctx's) includes the last refresh failure.
 func (c *Client) Request(ctx context.Context, subject string, data []byte, hdr nats.Header) (*nats.Msg, error) {
+	if err := c.stoppedErr(); err != nil {
+		return nil, err
+	}
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	for k, v := range hdr {
 		msg.Header[k] = append([]string(nil), v...)
@@ -316,12 +540,21 @@ func (c *Client) Request(ctx context.Context, subject string, data []byte, hdr n
 		}
 		msg.Header.Set("Idempotency-Key", id.String())
 	}
+	if msg.Header.Get("Correlation-Id") == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, fmt.Errorf("natsclient: correlation id: %w", err)
+		}
+		msg.Header.Set("Correlation-Id", id.String())
+	}
 	for attempt := 0; ; attempt++ {
 		down, _ := c.state()
 		rctx, cancel := context.WithCancel(ctx)
 		go func() {
 			select {
 			case <-down:
+				cancel()
+			case <-c.stopped:
 				cancel()
 			case <-rctx.Done():
 			}
@@ -331,8 +564,20 @@ func (c *Client) Request(ctx context.Context, subject string, data []byte, hdr n
 		if err == nil {
 			return resp, nil
 		}
-		if ctx.Err() != nil || attempt >= maxRetries {
-			return nil, err
+		if serr := c.stoppedErr(); serr != nil {
+			return nil, serr
+		}
+		if ctx.Err() != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				err = ctx.Err() // not rctx's: a disconnect may have cancelled it meanwhile
+			}
+			return nil, c.waitErr(err)
+		}
+		if attempt >= maxRetries {
+			if errors.Is(err, context.Canceled) {
+				err = fmt.Errorf("natsclient: the connection dropped %d times while the request was in flight: %w", attempt+1, nats.ErrDisconnected)
+			}
+			return nil, c.waitErr(err)
 		}
 		select {
 		case <-down:
@@ -345,8 +590,10 @@ func (c *Client) Request(ctx context.Context, subject string, data []byte, hdr n
 		_, up := c.state()
 		select {
 		case <-up:
+		case <-c.stopped:
+			return nil, c.stoppedErr()
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, c.waitErr(ctx.Err())
 		}
 		c.log.InfoContext(ctx, "nats request resent after reconnect", slog.String("subject", subject), slog.Int("attempt", attempt+1))
 	}

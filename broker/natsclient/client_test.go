@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
@@ -22,68 +25,134 @@ import (
 	"github.com/sqlgate/sqlgate/broker/natsauth/natsauthtest"
 	"github.com/sqlgate/sqlgate/broker/natsclient"
 	"github.com/sqlgate/sqlgate/broker/natsvc"
-	"github.com/sqlgate/sqlgate/web/api"
+	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/web"
 )
 
 const serviceToken = "service-access-token"
 
-// credsServer is the broker's `POST nats/creds` for tests: it checks the
-// bearer token and mints with the real Minter.
+// credsServer is the broker's `POST nats/creds` for tests: the real web
+// handler (bearer authentication, error mapping, wire format) in front of a
+// broker that mints with the real Minter, or refuses as the broker does.
 type credsServer struct {
-	env     *natsauthtest.Env
-	ttl     time.Duration
+	env *natsauthtest.Env
+	ttl time.Duration
+	// fetches counts the issuance requests that reached the broker,
+	// refused ones included.
 	fetches atomic.Int32
 	// mintFor, when set, mints for another key than the one asked for.
 	mintFor string
 	srv     *httptest.Server
 	mu      sync.Mutex
 	keys    []string
+	// refuse, when set, is the broker's refusal of every request.
+	refuse error
+	// untrusted, when set, signs the JWTs with a key that is not one of
+	// the account's signing keys.
+	untrusted bool
+	// block, when set, holds every request until it is closed.
+	block chan struct{}
 }
 
 func newCredsServer(t *testing.T, env *natsauthtest.Env, ttl time.Duration) *credsServer {
 	t.Helper()
 	cs := &credsServer{env: env, ttl: ttl}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/v1/nats/creds", cs.serve)
-	cs.srv = httptest.NewServer(mux)
+	h, err := web.New(web.Config{Broker: cs, Auth: cs, NATSURL: env.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs.srv = httptest.NewServer(h)
 	t.Cleanup(cs.srv.Close)
 	return cs
 }
 
-func (cs *credsServer) serve(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Authorization") != "Bearer "+serviceToken {
-		w.WriteHeader(http.StatusUnauthorized)
-		_ = json.NewEncoder(w).Encode(api.Error{Code: "unauthenticated", Message: "token expired"})
-		return
+func (cs *credsServer) set(f func()) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	f()
+}
+
+// Verify accepts serviceToken only, as identity/oidc would a valid token.
+func (cs *credsServer) Verify(_ context.Context, raw string) (identity.Principal, error) {
+	if raw != serviceToken {
+		return identity.Principal{}, identity.Unauthenticated("token expired", nil)
 	}
-	var req api.NATSCredsRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		w.WriteHeader(http.StatusBadRequest)
-		return
-	}
+	return identity.Principal{Issuer: "https://idp.test", Subject: "svc-billing"}, nil
+}
+
+func (cs *credsServer) IssueNATS(ctx context.Context, req broker.NATSRequest) (*broker.NATSCredential, error) {
 	cs.fetches.Add(1)
 	cs.mu.Lock()
-	cs.keys = append(cs.keys, req.PublicKey)
+	cs.keys = append(cs.keys, req.UserKey)
+	refuse, untrusted, block := cs.refuse, cs.untrusted, cs.block
 	cs.mu.Unlock()
-	key := req.PublicKey
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if refuse != nil {
+		return nil, refuse
+	}
+	key := req.UserKey
 	if cs.mintFor != "" {
 		key = cs.mintFor
 	}
 	exp := time.Now().Add(cs.ttl)
 	pub := []string{"orders.v1.create"}
-	m, err := cs.env.Minter.MintUser(r.Context(), broker.UserSpec{
-		UserKey: key, Name: "svc-billing", Pub: pub,
-		Sub: []string{broker.InboxPrefix(req.PublicKey) + ".>"}, Expires: exp,
-	})
-	if err != nil {
-		w.WriteHeader(http.StatusBadRequest)
-		return
+	inbox := broker.InboxPrefix(req.UserKey)
+	var userJWT string
+	if untrusted {
+		acct, _ := nkeys.CreateAccount()
+		uc := jwt.NewUserClaims(key)
+		exp = time.Now().Add(time.Hour) // refused for its signer only
+		uc.Expires = exp.Unix()
+		uc.IssuerAccount = cs.env.Keys.Public().Users // signed by none of its keys
+		uc.Sub.Allow.Add(inbox + ".>")
+		tok, err := uc.Encode(acct)
+		if err != nil {
+			return nil, err
+		}
+		userJWT = tok
+	} else {
+		m, err := cs.env.Minter.MintUser(ctx, broker.UserSpec{
+			UserKey: key, Name: "svc-billing", Pub: pub, Sub: []string{inbox + ".>"}, Expires: exp,
+		})
+		if err != nil {
+			return nil, err
+		}
+		userJWT = m.JWT
 	}
-	_ = json.NewEncoder(w).Encode(api.NATSCreds{
-		JWT: m.JWT, ExpiresAt: exp, InboxPrefix: broker.InboxPrefix(req.PublicKey),
-		NATSURL: cs.env.URL, Pub: pub, DecisionID: "d-1",
-	})
+	return &broker.NATSCredential{
+		JWT: userJWT, UserKey: key, ExpiresAt: exp, Pub: pub, InboxPrefix: inbox,
+		Decision: policy.Decision{ID: "d-1"},
+	}, nil
 }
+
+var errNotInTest = errors.New("not used in these tests")
+
+func (*credsServer) AllowedRoutes(context.Context, identity.Principal) ([]*route.Route, policy.Decision, error) {
+	return nil, policy.Decision{}, errNotInTest
+}
+
+func (*credsServer) RevokeNATS(context.Context, identity.Principal, []string, string) error {
+	return errNotInTest
+}
+
+func (*credsServer) RevokeAll(context.Context, identity.Principal, string, string) (*broker.RevokeAllResult, error) {
+	return nil, errNotInTest
+}
+
+// The broker's refusals, as broker.Service returns them.
+var (
+	errKeyRevoked = fmt.Errorf("%w: public key was revoked; generate a new key pair", broker.ErrInvalid)
+	errDenied     = &broker.DeniedError{Reasons: []string{"service billing may not call orders"}}
+	errOffboarded = &broker.SignInRevokedError{Cutoff: time.Now()}
+)
 
 // idempotentHandler executes each idempotency key once and replays it.
 type idempotentHandler struct {
@@ -91,6 +160,8 @@ type idempotentHandler struct {
 	results  map[string]string
 	executed atomic.Int32
 	seen     chan string
+	// corrs are the correlation ids of the requests, in order.
+	corrs []string
 	// hold, when set, delays the reply of the first execution until it is closed.
 	hold chan struct{}
 }
@@ -100,6 +171,7 @@ func (h *idempotentHandler) Handle(_ context.Context, req *broker.Request) *brok
 		h.seen <- req.IdempotencyKey
 	}
 	h.mu.Lock()
+	h.corrs = append(h.corrs, req.CorrelationID)
 	res, ok := h.results[req.IdempotencyKey]
 	if !ok {
 		n := h.executed.Add(1)
@@ -163,12 +235,15 @@ func TestConnectWithFetchedCreds(t *testing.T) {
 		t.Fatalf("Connect: %v", err)
 	}
 	defer c.Close()
-	resp, err := c.Request(t.Context(), "orders.v1.create", []byte(`{}`), nil)
+	resp, err := c.Request(t.Context(), "orders.v1.create", []byte(`{}`), nats.Header{"Correlation-Id": {"billing-run-7"}})
 	if err != nil {
 		t.Fatalf("Request: %v", err)
 	}
 	if e := decode(t, resp); !e.OK || e.Replayed {
 		t.Errorf("reply = %s", resp.Data)
+	}
+	if got := resp.Header.Get("Correlation-Id"); got != "billing-run-7" {
+		t.Errorf("reply correlation id %q, want the caller's", got)
 	}
 	if c.InboxPrefix() != broker.InboxPrefix(c.UserKey()) || c.Creds().UserKey != c.UserKey() {
 		t.Errorf("inbox %q, key %q, creds key %q", c.InboxPrefix(), c.UserKey(), c.Creds().UserKey)
@@ -285,6 +360,13 @@ func TestRequestSurvivesCredentialExpiry(t *testing.T) {
 	if k1 == "" || k1 != k2 {
 		t.Errorf("idempotency keys %q, %q: want the same key resent", k1, k2)
 	}
+	// One logical call shows under one correlation id in the audit log.
+	h.mu.Lock()
+	corrs := h.corrs
+	h.mu.Unlock()
+	if len(corrs) != 2 || corrs[0] != corrs[1] || uuid.Validate(corrs[0]) != nil {
+		t.Errorf("correlation ids %q: want one UUID on the request and its resend", corrs)
+	}
 	if err := <-firstErr; !errors.Is(err, nats.ErrAuthExpired) {
 		t.Errorf("server error: %v, want the credential's expiry", err)
 	}
@@ -389,5 +471,300 @@ func TestPrincipalInboxPrefix(t *testing.T) {
 		if _, err := natsclient.InboxPrefixFromToken(bad); err == nil {
 			t.Errorf("InboxPrefixFromToken(%q) accepted", bad)
 		}
+	}
+}
+
+// waitDone waits for the client to stop on its own; the bound only keeps a
+// broken client from hanging the test.
+func waitDone(t *testing.T, c *natsclient.Client) {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the client kept running (reconnecting and refreshing) after a refusal that will not change")
+	}
+}
+
+// TestRefusedRefreshStopsClient: a refresh the broker refuses for good (a
+// revoked key, a policy denial, an offboarded principal) stops the client:
+// it asks no more, closes the connection, keeps its key pair, and Err and
+// Request say why in the broker's words.
+func TestRefusedRefreshStopsClient(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		refuse error
+		status int
+		say    string
+	}{
+		{"revoked key", errKeyRevoked, http.StatusBadRequest, "public key was revoked; generate a new key pair"},
+		{"denied by policy", errDenied, http.StatusForbidden, "service billing may not call orders"},
+		{"offboarded", errOffboarded, http.StatusUnauthorized, "sign in again"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := startBroker(t, &idempotentHandler{results: map[string]string{}})
+			cs := newCredsServer(t, env, 2*time.Second)
+			c, err := natsclient.Connect(t.Context(), natsclient.Config{
+				FetchConfig: natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)},
+				RefreshAt:   0.5,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.Err(); err != nil {
+				t.Fatalf("Err before any refusal: %v", err)
+			}
+			cs.set(func() { cs.refuse = tc.refuse })
+			waitDone(t, c)
+			err = c.Err()
+			var be *natsclient.BrokerError
+			if !errors.Is(err, natsclient.ErrRefused) || !errors.As(err, &be) || be.Status != tc.status || !strings.Contains(err.Error(), tc.say) {
+				t.Fatalf("Err = %v, want a refusal (%d) saying %q", err, tc.status, tc.say)
+			}
+			if strings.Contains(err.Error(), serviceToken) {
+				t.Errorf("error contains the token: %v", err)
+			}
+			if !c.Conn().IsClosed() {
+				t.Errorf("connection status %v, want closed", c.Conn().Status())
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			if _, err := c.Request(ctx, "orders.v1.create", []byte(`{}`), nil); !errors.Is(err, natsclient.ErrRefused) || !strings.Contains(err.Error(), tc.say) {
+				t.Errorf("Request after the refusal = %v, want the refusal", err)
+			}
+			if err := c.Refresh(ctx); !errors.Is(err, natsclient.ErrRefused) {
+				t.Errorf("Refresh after the refusal = %v, want the refusal", err)
+			}
+			// One fetch at connect, one refused: no more, and no new key.
+			cs.mu.Lock()
+			keys := cs.keys
+			cs.mu.Unlock()
+			if len(keys) != 2 || keys[0] != c.UserKey() || keys[1] != c.UserKey() {
+				t.Errorf("keys asked for %v, want [%s %s]", keys, c.UserKey(), c.UserKey())
+			}
+		})
+	}
+}
+
+// TestRefreshRetriesOutageWithBackoff: while the broker is unavailable (503)
+// the client keeps its key and retries with backoff, past its credential's
+// expiry; a request meanwhile says why it could not be sent; once the broker
+// is back, the client reconnects and requests work again.
+func TestRefreshRetriesOutageWithBackoff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 2s credential to expire")
+	}
+	t.Parallel()
+	env := startBroker(t, &idempotentHandler{results: map[string]string{}})
+	cs := newCredsServer(t, env, 2*time.Second)
+	expired := make(chan struct{})
+	var once sync.Once
+	c, err := natsclient.Connect(t.Context(), natsclient.Config{
+		FetchConfig: natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)},
+		RefreshAt:   0.5,
+		Options: []nats.Option{nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrAuthExpired) {
+				once.Do(func() { close(expired) })
+			}
+		})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cs.set(func() { cs.refuse = broker.ErrUnavailable })
+	<-expired // the server disconnected the client at its credential's expiry
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	_, err = c.Request(ctx, "orders.v1.create", []byte(`{}`), nil)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "503") {
+		t.Errorf("Request while the broker is down = %v, want the deadline and the refresh failure", err)
+	}
+	refused := cs.fetches.Load() - 1
+	cs.set(func() { cs.refuse = nil })
+	ctx, cancel = context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Request(ctx, "orders.v1.create", []byte(`{}`), nil); err != nil {
+		t.Fatalf("Request after the broker came back: %v", err)
+	}
+	if err := c.Err(); err != nil {
+		t.Errorf("Err = %v, want nil: an outage is no refusal", err)
+	}
+	// From the first refresh (at 1s) until the expiry and a 500ms request
+	// later, backoff from 1s allows a handful of attempts; retrying every
+	// 100ms after expiry (the audited flood) makes a dozen or more.
+	if refused > 6 {
+		t.Errorf("%d refreshes during the outage: the client does not back off", refused)
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, k := range cs.keys {
+		if k != c.UserKey() {
+			t.Fatalf("asked for key %s, want only %s", k, c.UserKey())
+		}
+	}
+}
+
+// TestServerRefusalsStopClient: when the NATS server refuses the credentials
+// the broker issues, the client fetches a new one at once, but stops after
+// a few in a row instead of fetching (and filling the audit log) forever.
+func TestServerRefusalsStopClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 2s credential to expire")
+	}
+	t.Parallel()
+	env := startBroker(t, &idempotentHandler{results: map[string]string{}})
+	cs := newCredsServer(t, env, 2*time.Second)
+	c, err := natsclient.Connect(t.Context(), natsclient.Config{
+		FetchConfig: natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)},
+		RefreshAt:   0.5,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cs.set(func() { cs.untrusted = true })
+	waitDone(t, c)
+	if err := c.Err(); !errors.Is(err, natsclient.ErrRefused) || !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("Err = %v, want the server's authorization violation", err)
+	}
+	// The first credential, the refresh, and one more after the server
+	// refused the refresh: the third refusal stops the client.
+	if got := cs.fetches.Load(); got != 3 {
+		t.Errorf("%d fetches, want 3", got)
+	}
+}
+
+// TestSlowBrokerDoesNotBlockRequests: while a refresh waits on a slow broker
+// and the credential expired, requests still end at their deadline
+// (nats.go asks for the JWT with its connection lock held).
+func TestSlowBrokerDoesNotBlockRequests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 2s credential to expire")
+	}
+	t.Parallel()
+	env := startBroker(t, &idempotentHandler{results: map[string]string{}})
+	cs := newCredsServer(t, env, 2*time.Second)
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) }) // before the server closes
+	disconnected := make(chan struct{})
+	var once sync.Once
+	c, err := natsclient.Connect(t.Context(), natsclient.Config{
+		FetchConfig: natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)},
+		Options:     []nats.Option{nats.DisconnectErrHandler(func(*nats.Conn, error) { once.Do(func() { close(disconnected) }) })},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cs.set(func() { cs.block = block })
+	<-disconnected // expired; the refresh is stuck on the broker
+	for i := range 5 {
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+			defer cancel()
+			_, err := c.Request(ctx, "orders.v1.create", []byte(`{}`), nil)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("request %d: %v, want its deadline", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("request %d with a 300ms deadline still blocked after 5s: the connection waits on the broker", i)
+		}
+	}
+	if got := cs.fetches.Load(); got != 2 {
+		t.Errorf("%d fetches, want 2: reconnecting must not ask the broker", got)
+	}
+}
+
+// TestFetchCredsRefusalCarriesBrokerReason reads the broker's error body.
+func TestFetchCredsRefusalCarriesBrokerReason(t *testing.T) {
+	t.Parallel()
+	env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create"}})
+	cs := newCredsServer(t, env, time.Hour)
+	cs.set(func() { cs.refuse = errDenied })
+	kp, _ := nkeys.CreateUser()
+	_, err := natsclient.FetchCreds(t.Context(), natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)}, kp)
+	var be *natsclient.BrokerError
+	if !errors.As(err, &be) || be.Status != http.StatusForbidden || be.Code != "forbidden" || be.Message != "denied by policy" ||
+		len(be.Reasons) != 1 || be.Reasons[0] != errDenied.Reasons[0] || be.RequestID == "" {
+		t.Fatalf("FetchCreds = %#v (%v), want the broker's 403 with its reasons", be, err)
+	}
+	if !errors.Is(err, natsclient.ErrUnauthorized) || !errors.Is(err, natsclient.ErrRefused) || !strings.Contains(err.Error(), errDenied.Reasons[0]) {
+		t.Errorf("FetchCreds error %q does not match ErrUnauthorized/ErrRefused or lacks the reason", err)
+	}
+	cs.set(func() { cs.refuse = broker.ErrUnavailable })
+	_, err = natsclient.FetchCreds(t.Context(), natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)}, kp)
+	if !errors.As(err, &be) || be.Status != http.StatusServiceUnavailable || errors.Is(err, natsclient.ErrRefused) {
+		t.Errorf("FetchCreds during an outage = %v, want a 503 that is not a refusal", err)
+	}
+}
+
+type recordingTransport struct{ calls atomic.Int32 }
+
+func (rt *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	rt.calls.Add(1)
+	return &http.Response{StatusCode: http.StatusServiceUnavailable, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
+}
+
+// TestPlainHTTPBrokerRefused: the bearer token never goes over plain http
+// to another host (loopback, as in the other tests, is allowed).
+func TestPlainHTTPBrokerRefused(t *testing.T) {
+	t.Parallel()
+	rt := &recordingTransport{}
+	var tokens atomic.Int32
+	fc := natsclient.FetchConfig{
+		BrokerURL:  "http://sqlgate.example.com",
+		Token:      func(context.Context) (string, error) { tokens.Add(1); return serviceToken, nil },
+		HTTPClient: &http.Client{Transport: rt},
+	}
+	kp, _ := nkeys.CreateUser()
+	if _, err := natsclient.FetchCreds(t.Context(), fc, kp); err == nil || !strings.Contains(err.Error(), "https") {
+		t.Errorf("FetchCreds over plain http = %v, want a refusal asking for https", err)
+	}
+	if _, err := natsclient.Connect(t.Context(), natsclient.Config{FetchConfig: fc}); err == nil || !strings.Contains(err.Error(), "https") {
+		t.Errorf("Connect over plain http = %v, want a refusal asking for https", err)
+	}
+	if rt.calls.Load() != 0 || tokens.Load() != 0 {
+		t.Errorf("%d requests sent, %d tokens fetched: want none", rt.calls.Load(), tokens.Load())
+	}
+}
+
+// TestRequestEndsAtClose: a request waiting for its reply or a reconnect
+// returns when the client is closed.
+func TestRequestEndsAtClose(t *testing.T) {
+	t.Parallel()
+	hold := make(chan struct{})
+	defer close(hold)
+	h := &idempotentHandler{results: map[string]string{}, seen: make(chan string, 1), hold: hold}
+	env := startBroker(t, h)
+	cs := newCredsServer(t, env, time.Hour)
+	c, err := natsclient.Connect(t.Context(), natsclient.Config{FetchConfig: natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Request(context.Background(), "orders.v1.create", []byte(`{}`), nil)
+		done <- err
+	}()
+	<-h.seen // in flight, its reply held
+	c.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, natsclient.ErrClosed) {
+			t.Errorf("Request after Close = %v, want ErrClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Request still blocked after Close")
+	}
+	if _, err := c.Request(t.Context(), "orders.v1.create", nil, nil); !errors.Is(err, natsclient.ErrClosed) {
+		t.Errorf("Request on a closed client = %v, want ErrClosed", err)
 	}
 }

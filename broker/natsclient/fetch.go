@@ -26,6 +26,53 @@ type TokenSource func(ctx context.Context) (string, error)
 // the policy refuses the credential (403).
 var ErrUnauthorized = errors.New("natsclient: not authorized")
 
+// ErrRefused matches a refusal that asking again will not change: the
+// broker answered 400 (a revoked key: "public key was revoked"), 401 (a
+// refused token or an offboarded principal) or 403 (denied by policy), or
+// the NATS server refused the credentials the broker issued. A [Client]
+// stops at such a refusal (see [Client.Err]).
+var ErrRefused = errors.New("natsclient: refused")
+
+// BrokerError is a non-200 answer of the broker's `POST nats/creds`, with
+// what the broker said: its error code, message and reasons.
+type BrokerError struct {
+	Status    int
+	Code      string
+	Message   string
+	Reasons   []string
+	RequestID string
+}
+
+// Error implements error.
+func (e *BrokerError) Error() string {
+	msg := fmt.Sprintf("natsclient: broker answered %d", e.Status)
+	if e.Code != "" {
+		msg += " " + e.Code
+	}
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	if len(e.Reasons) > 0 {
+		msg += " (" + strings.Join(e.Reasons, "; ") + ")"
+	}
+	if e.RequestID != "" {
+		msg += " [request " + e.RequestID + "]"
+	}
+	return msg
+}
+
+// Is makes a 401 or 403 match [ErrUnauthorized], and a 400, 401 or 403
+// match [ErrRefused].
+func (e *BrokerError) Is(target error) bool {
+	switch target {
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
+	case ErrRefused:
+		return e.Status == http.StatusBadRequest || e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
+	}
+	return false
+}
+
 // Creds is a NATS user credential issued by the broker for a key pair the
 // caller generated.
 type Creds struct {
@@ -43,6 +90,12 @@ type Creds struct {
 	DecisionID string
 	// Capped explains a TTL reduction by the broker ("" when none).
 	Capped string
+
+	// received is when the response arrived, by this machine's clock: the
+	// client schedules refreshes from it (plus the lifetime the broker's
+	// clock gave), so that a skewed clock does not make it refresh early
+	// and often.
+	received time.Time
 }
 
 // FetchConfig says where and how to ask for credentials.
@@ -61,8 +114,14 @@ const maxResponse = 1 << 20
 
 // FetchCreds asks the broker for a user JWT for kp's public key (only the
 // public key travels) and checks that the JWT it returns is for that key and
-// expires. Errors never contain the token.
+// expires. The broker URL must be https (plain http only to this machine's
+// loopback): the bearer token would cross the network in clear. A refusal
+// is a [*BrokerError] with the broker's reason. Errors never contain the
+// token.
 func FetchCreds(ctx context.Context, cfg FetchConfig, kp nkeys.KeyPair) (*Creds, error) {
+	if err := api.RequireTLS("broker", cfg.BrokerURL); err != nil {
+		return nil, fmt.Errorf("natsclient: %w", err)
+	}
 	pub, err := kp.PublicKey()
 	if err != nil || !nkeys.IsValidPublicUserKey(pub) {
 		return nil, errors.New("natsclient: key pair is not a user key")
@@ -97,16 +156,14 @@ func FetchCreds(ctx context.Context, cfg FetchConfig, kp nkeys.KeyPair) (*Creds,
 		return nil, fmt.Errorf("natsclient: read creds response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e api.Error
+		// The broker answers {"error": {...}} (api.ErrorResponse); a proxy
+		// in front of it may answer anything, which leaves the status only.
+		var e api.ErrorResponse
 		_ = json.Unmarshal(data, &e)
-		msg := e.Code
-		if e.Message != "" {
-			msg += ": " + e.Message
+		return nil, &BrokerError{
+			Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message,
+			Reasons: e.Error.Reasons, RequestID: e.Error.RequestID,
 		}
-		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-			return nil, fmt.Errorf("%w (%d %s)", ErrUnauthorized, resp.StatusCode, msg)
-		}
-		return nil, fmt.Errorf("natsclient: creds request: status %d %s", resp.StatusCode, msg)
 	}
 	var nc api.NATSCreds
 	if err := json.Unmarshal(data, &nc); err != nil {
@@ -133,6 +190,7 @@ func FetchCreds(ctx context.Context, cfg FetchConfig, kp nkeys.KeyPair) (*Creds,
 		Pub:         nc.Pub,
 		DecisionID:  nc.DecisionID,
 		Capped:      nc.Capped,
+		received:    time.Now(),
 	}, nil
 }
 
