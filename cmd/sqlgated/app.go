@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -521,12 +523,15 @@ func (a *app) serveMetrics() {
 // and runs the lease reaper (which first finishes or undoes half-done
 // leases of this instance).
 func (a *app) startLeases(ctx context.Context, cdb *control.DB) error {
-	if len(a.cfg.LoginIssuers) == 0 {
-		return nil
-	}
 	store, err := control.OpenLeaseStore(ctx, cdb)
 	if err != nil {
 		return err
+	}
+	if err := reportStranded(ctx, a.log, store, a.cfg.LoginIssuers); err != nil {
+		return err
+	}
+	if len(a.cfg.LoginIssuers) == 0 {
+		return nil
 	}
 	lc := a.cfg.Leases
 	lc.Service, lc.Store, lc.Issuers = a.service, store, a.cfg.LoginIssuers
@@ -542,6 +547,25 @@ func (a *app) startLeases(ctx context.Context, cdb *control.DB) error {
 	a.group.Go(func() error { return leases.RunReaper(a.groupCtx, a.cfg.ReaperInterval) })
 	return nil
 }
+
+// reportStranded logs, at every start, the unfinished SQL leases of
+// databases no longer configured to issue logins: nothing can revoke them,
+// so their logins stay valid until VALID UNTIL and their sessions stay open
+// (the database was renamed, or its postgresLogins or sqlserverLogins
+// removed).
+func reportStranded(ctx context.Context, log *slog.Logger, store broker.LeaseStore, issuers map[string]broker.SQLLoginIssuer) error {
+	stranded, err := broker.StrandedLeases(ctx, store, issuers)
+	if err != nil {
+		return err
+	}
+	for _, db := range slices.Sorted(maps.Keys(stranded)) {
+		log.ErrorContext(ctx, strandedMessage, slog.String("database", db), slog.Int("leases", stranded[db]))
+	}
+	return nil
+}
+
+const strandedMessage = "unfinished SQL leases of a database that no postgresLogins or sqlserverLogins entry issues: " +
+	"their logins stay valid until they expire and their sessions stay open; configure the database's logins again until the reaper has revoked them"
 
 // ready reports what keeps sqlgated from serving, for /readyz: a fixed
 // component name each (served) and the detail (logged only).
