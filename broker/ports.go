@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/sqlgate/sqlgate/audit"
@@ -154,6 +155,11 @@ type DBError struct {
 
 // Error implements error.
 func (e *DBError) Error() string {
+	// PostgreSQL's number is its SQLSTATE read as a number (0 when it has
+	// letters): the state alone says it.
+	if e.State != "" && (e.Number == 0 || strconv.Itoa(e.Number) == e.State) {
+		return fmt.Sprintf("sql error %s: %s", e.State, e.Message)
+	}
 	if e.State != "" {
 		return fmt.Sprintf("sql error %d (%s): %s", e.Number, e.State, e.Message)
 	}
