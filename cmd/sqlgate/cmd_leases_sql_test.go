@@ -135,3 +135,37 @@ func TestRevokeAllPrincipalShape(t *testing.T) {
 		t.Errorf("revoke-all of a principal id: exit %d, %s %s", code, out, errOut)
 	}
 }
+
+// TestAllLeasesFollowsPages: `leases list` reads every page the broker
+// sends, passing each page's next cursor back.
+func TestAllLeasesFollowsPages(t *testing.T) {
+	var queries []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		queries = append(queries, r.URL.RawQuery)
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("cursor") == "" {
+			_, _ = w.Write([]byte(`{"leases":[{"id":"L3","type":"sql"},{"id":"L2","type":"nats"}],"next":"c2"}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"leases":[{"id":"L1","type":"sql"}]}`))
+	}))
+	defer srv.Close()
+	c, err := api.NewClient(srv.URL, func(context.Context) (string, error) { return "tok", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := allLeases(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, l := range got.Leases {
+		ids = append(ids, l.ID)
+	}
+	if strings.Join(ids, ",") != "L3,L2,L1" || got.Next != "" {
+		t.Errorf("leases = %v (next %q), want L3,L2,L1 from both pages", ids, got.Next)
+	}
+	if len(queries) != 2 || queries[0] != "limit=1000" || queries[1] != "cursor=c2&limit=1000" {
+		t.Errorf("queries = %q, want the first page and then cursor=c2", queries)
+	}
+}

@@ -117,6 +117,9 @@ type Lease struct {
 // Leases is the response of `GET leases`.
 type Leases struct {
 	Leases []Lease `json:"leases"`
+	// Next is the cursor of the following page, present only when more
+	// leases follow.
+	Next string `json:"next,omitempty"`
 }
 
 // ErrorResponse is the body of every non-2xx response.

@@ -142,8 +142,26 @@ func (c *Client) SQLCreds(ctx context.Context, req SQLCredsRequest) (*SQLCreds, 
 
 // Leases lists the caller's credentials.
 func (c *Client) Leases(ctx context.Context) (*Leases, error) {
+	return c.LeasesPage(ctx, 0, "")
+}
+
+// LeasesPage lists one page of the caller's credentials, newest first: at
+// most limit (0: the server's default), after cursor (a previous page's
+// Next; "" for the first page).
+func (c *Client) LeasesPage(ctx context.Context, limit int, cursor string) (*Leases, error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if cursor != "" {
+		q.Set("cursor", cursor)
+	}
+	path := "/leases"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
 	var out Leases
-	return &out, c.do(ctx, http.MethodGet, "/leases", nil, &out, true)
+	return &out, c.do(ctx, http.MethodGet, path, nil, &out, true)
 }
 
 // RevokeLease revokes one credential by id.
