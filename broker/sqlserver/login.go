@@ -451,9 +451,11 @@ func (li *LoginIssuer) RevokeLogin(ctx context.Context, spec broker.LoginSpec) e
 	if remaining > 0 {
 		return fmt.Errorf("%w: sqlserver database %s: %d session(s) of the login did not end", broker.ErrUnavailable, li.cfg.Name, remaining)
 	}
+	// The login can no longer sign in and has no session: a failure from
+	// here on leaves a login that only an operator's cleanup may need.
 	for _, b := range li.drop {
 		if _, err := li.db.ExecContext(ctx, b, loginArgs(&spec)...); err != nil {
-			return li.classify(ctx, err, &spec)
+			return fmt.Errorf("%w: %w", broker.ErrLoginDisabled, li.classify(ctx, err, &spec))
 		}
 	}
 	return nil
@@ -474,7 +476,15 @@ func (li *LoginIssuer) ClientDSN(username string) string {
 }
 
 // check refuses a spec before anything reaches the server.
+//
+// Revocation accepts a name of the generated shape with any prefix (see
+// [broker.ValidIssuedLoginName]): leases issued before loginPrefix changed
+// must still be revoked. The privileged-login guard of RevokeLogin applies
+// all the same.
 func (li *LoginIssuer) check(spec *broker.LoginSpec, create bool) error {
+	if !create && broker.ValidIssuedLoginName(spec.Username) {
+		return nil
+	}
 	if !broker.ValidLoginName(li.cfg.LoginPrefix, spec.Username) {
 		return fmt.Errorf("%w: login name is not one sqlgate generates (prefix %s)", broker.ErrInvalid, li.cfg.LoginPrefix)
 	}

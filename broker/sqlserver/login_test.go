@@ -550,3 +550,36 @@ func TestLoginDocs(t *testing.T) {
 		}
 	}
 }
+
+// TestRevokeAfterPrefixChange: a lease issued before loginPrefix changed is
+// still revoked (guard, disable, sessions, drop), while creating a login
+// keeps to the current prefix; a drop that fails after the login was
+// disabled and its sessions ended says so (broker.ErrLoginDisabled).
+func TestRevokeAfterPrefixChange(t *testing.T) {
+	t.Parallel()
+	li, r := newRecorded(t, LoginConfig{LoginPrefix: "tmp_"}, healthy)
+	old := testSpec(t, "reader") // issued as sg_…
+	old.Password = ""
+	if err := li.RevokeLogin(t.Context(), old); err != nil {
+		t.Fatalf("RevokeLogin of a login of the previous prefix: %v", err)
+	}
+	if got := strings.Join(shape(r.log()), " "); got != "guard disable kill_sessions drop_users drop_login" {
+		t.Errorf("revoke sent %s", got)
+	}
+	if err := li.CreateLogin(t.Context(), testSpec(t, "reader")); !errors.Is(err, broker.ErrInvalid) {
+		t.Errorf("CreateLogin with the previous prefix = %v, want invalid", err)
+	}
+	if err := li.RevokeLogin(t.Context(), broker.LoginSpec{Username: "sa"}); !errors.Is(err, broker.ErrInvalid) {
+		t.Errorf("RevokeLogin of sa = %v, want invalid before anything is sent", err)
+	}
+
+	failing, _ := newRecorded(t, LoginConfig{}, func(q string, args map[string]any) ([]string, []driver.Value, error) {
+		if q == DropLoginBatch {
+			return nil, nil, errors.New("the login owns objects")
+		}
+		return healthy(q, args)
+	})
+	if err := failing.RevokeLogin(t.Context(), old); !errors.Is(err, broker.ErrLoginDisabled) {
+		t.Errorf("RevokeLogin whose drop fails = %v, want ErrLoginDisabled", err)
+	}
+}
