@@ -133,6 +133,10 @@ type LeaseStore interface {
 	// ByPrincipal lists a principal's leases (by Principal.ID()), newest
 	// first.
 	ByPrincipal(ctx context.Context, principalID string) ([]Lease, error)
+	// ByPrincipalPage lists one page of a principal's leases, newest first
+	// (by IssuedAt, then ID), reading at most page.Limit rows; an invalid
+	// page is an error wrapping [ErrInvalid].
+	ByPrincipalPage(ctx context.Context, principalID string, page ListPage) ([]Lease, error)
 	// Activate moves a creating lease claimed with token to active and
 	// releases the claim.
 	Activate(ctx context.Context, id, token string, now time.Time) (bool, error)

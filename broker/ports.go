@@ -215,3 +215,56 @@ type Registry interface {
 	// Prune deletes issuances that expired before t.
 	Prune(ctx context.Context, before time.Time) (int, error)
 }
+
+// ListCursor is a position in a principal's credentials listed newest
+// first: by issue time, then by key (a NATS user key or a lease id), both
+// descending. Keys compare bytewise.
+type ListCursor struct {
+	IssuedAt int64 // Unix nanoseconds
+	Key      string
+}
+
+// ListFilter selects a principal's credentials by whether they are live at
+// [ListPage.At].
+type ListFilter int
+
+// The filters of [ListPage].
+const (
+	// ListAll lists every credential.
+	ListAll ListFilter = iota
+	// ListLive lists the credentials live at At: a NATS credential not
+	// revoked and not expired, a SQL lease in state active and not
+	// expired.
+	ListLive
+	// ListEnded lists the others.
+	ListEnded
+)
+
+// MaxListPage bounds [ListPage.Limit].
+const MaxListPage = 10000
+
+// ListPage asks for one page of a principal's credentials, newest first:
+// at most Limit (1 to [MaxListPage]) of those older than Before (nil: from
+// the newest) that Filter selects. The stores read at most Limit rows, so
+// that a principal holding many credentials costs a listing no more memory
+// than a page.
+type ListPage struct {
+	Before *ListCursor
+	Limit  int
+	Filter ListFilter
+	At     time.Time // for ListLive and ListEnded
+}
+
+// Check returns an error wrapping [ErrInvalid] when p is not a page a store
+// can read.
+func (p ListPage) Check() error {
+	switch {
+	case p.Limit < 1 || p.Limit > MaxListPage:
+		return fmt.Errorf("%w: page limit %d is not between 1 and %d", ErrInvalid, p.Limit, MaxListPage)
+	case p.Filter < ListAll || p.Filter > ListEnded:
+		return fmt.Errorf("%w: unknown list filter %d", ErrInvalid, p.Filter)
+	case p.Filter != ListAll && p.At.IsZero():
+		return fmt.Errorf("%w: a live or ended listing needs its time", ErrInvalid)
+	}
+	return nil
+}

@@ -564,6 +564,19 @@ func (l *Leases) Leases(ctx context.Context, principalID string) ([]Lease, error
 	return out, nil
 }
 
+// LeasesPage lists one page of a principal's SQL leases (by
+// Principal.ID()), newest first; see [ListPage].
+func (l *Leases) LeasesPage(ctx context.Context, principalID string, page ListPage) ([]Lease, error) {
+	if err := page.Check(); err != nil {
+		return nil, err
+	}
+	out, err := l.cfg.Store.ByPrincipalPage(ctx, principalID, page)
+	if err != nil {
+		return nil, fmt.Errorf("lease store: %w", errors.Join(ErrUnavailable, err))
+	}
+	return out, nil
+}
+
 // Lease returns one lease; [ErrNotFound] for an unknown id.
 func (l *Leases) Lease(ctx context.Context, leaseID string) (Lease, error) {
 	if !validLeaseID(leaseID) {

@@ -74,6 +74,7 @@ func LeaseSchema(dialect string) []string {
 	return []string{
 		table,
 		index("sqlgate_lease_principal", "principal_id"),
+		index("sqlgate_lease_principal_issued", "principal_id, issued_at"),
 		index("sqlgate_lease_due", "state, next_attempt"),
 		index("sqlgate_lease_expiry", "state, expires_at"),
 		index("sqlgate_lease_username", "username"),
@@ -122,6 +123,31 @@ func (s *LeaseStore) Get(ctx context.Context, id string) (broker.Lease, error) {
 // ByPrincipal implements [broker.LeaseStore].
 func (s *LeaseStore) ByPrincipal(ctx context.Context, principalID string) ([]broker.Lease, error) {
 	rows, err := s.db.db.QueryContext(ctx, s.db.q(selectLease+` WHERE principal_id = ? ORDER BY issued_at DESC, id DESC`), principalID)
+	if err != nil {
+		return nil, fmt.Errorf("list leases: %w", err)
+	}
+	out, err := scanLeases(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list leases: %w", err)
+	}
+	return out, nil
+}
+
+// leasePage is how a page of a principal's leases is read: see
+// [pageQuery]. Live leases are those the web layer shows as active.
+var leasePage = pageSpec{
+	cols: strings.Join(leaseCols, ", "), table: "sqlgate_lease", key: "id",
+	live:  `state = 'active' AND expires_at > ?`,
+	ended: `(state <> 'active' OR expires_at <= ?)`,
+}
+
+// ByPrincipalPage implements [broker.LeaseStore].
+func (s *LeaseStore) ByPrincipalPage(ctx context.Context, principalID string, page broker.ListPage) ([]broker.Lease, error) {
+	if err := page.Check(); err != nil {
+		return nil, err
+	}
+	query, args := pageQuery(s.db.dialect, leasePage, principalID, page)
+	rows, err := s.db.db.QueryContext(ctx, s.db.q(query), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list leases: %w", err)
 	}

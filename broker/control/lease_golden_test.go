@@ -32,6 +32,7 @@ func TestLeaseGolden(t *testing.T) {
 			} {
 				b.WriteString("\n-- " + q.what + "\n" + db.q(claimQuery(dialect, q.spec)) + ";\n")
 			}
+			writePageQueries(&b, dialect, leasePage, "a principal's leases")
 			compareGolden(t, filepath.Join("testdata", "lease_"+dialect+".golden"), b.String())
 		})
 	}

@@ -290,3 +290,73 @@ func sortedIDs(ls []broker.Lease) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestLeaseByPrincipalPage: following pages lists each of a principal's
+// leases once, newest first (ties by id, bytewise), never more rows than
+// the page asks; live leases are the active unexpired ones.
+func TestLeaseByPrincipalPage(t *testing.T) {
+	for name, s := range openLeaseStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+			at := t0.Add(30 * time.Second)
+			bob := identity.Principal{Issuer: "https://idp.test", Subject: "bob"}
+			var all, live, ended []broker.ListCursor
+			for i := range 30 {
+				id := fmt.Sprintf("%s%02d", pageKeys[i%len(pageKeys)], i/len(pageKeys))
+				ttl := time.Hour
+				if i%4 == 1 {
+					ttl = 20 * time.Second // expired at t0+30s, yet still active
+				}
+				l := newLease(id, leaseOwner, t0.Add(time.Duration(i/3)*time.Second), ttl)
+				if err := s.Create(ctx, l, claim("tok"+id, t0.Add(time.Minute))); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Create(ctx, newLease("bob"+id, bob, l.IssuedAt, time.Hour), claim("tok", t0)); err != nil {
+					t.Fatal(err)
+				}
+				isLive := false
+				switch i % 4 {
+				case 0, 1:
+					ok, err := s.Activate(ctx, id, "tok"+id, t0)
+					mustOK(t, "activate", ok, err, true)
+					isLive = i%4 == 0
+				case 2:
+					ok, err := s.MarkRevoking(ctx, id, "test", t0)
+					mustOK(t, "mark revoking", ok, err, true)
+				} // 3: still creating
+				c := broker.ListCursor{IssuedAt: l.IssuedAt.UnixNano(), Key: id}
+				all = append(all, c)
+				if isLive {
+					live = append(live, c)
+				} else {
+					ended = append(ended, c)
+				}
+			}
+			for _, tc := range []struct {
+				filter broker.ListFilter
+				want   []string
+			}{{broker.ListAll, newestFirst(all)}, {broker.ListLive, newestFirst(live)}, {broker.ListEnded, newestFirst(ended)}} {
+				for _, limit := range []int{1, 4, 30, 100} {
+					got := walkPages(t, limit, func(before *broker.ListCursor) ([]broker.ListCursor, error) {
+						list, err := s.ByPrincipalPage(ctx, leaseOwner.ID(), broker.ListPage{Before: before, Limit: limit, Filter: tc.filter, At: at})
+						var out []broker.ListCursor
+						for _, l := range list {
+							if l.Principal.ID() != leaseOwner.ID() {
+								t.Fatalf("alice's page lists %s of %s", l.ID, l.Principal.ID())
+							}
+							out = append(out, broker.ListCursor{IssuedAt: l.IssuedAt.UnixNano(), Key: l.ID})
+						}
+						return out, err
+					})
+					if d := cmp.Diff(tc.want, got); d != "" {
+						t.Errorf("filter %d, pages of %d (-want +got):\n%s", tc.filter, limit, d)
+					}
+				}
+			}
+			if _, err := s.ByPrincipalPage(ctx, leaseOwner.ID(), broker.ListPage{}); !errors.Is(err, broker.ErrInvalid) {
+				t.Errorf("ByPrincipalPage(limit 0) = %v, want ErrInvalid", err)
+			}
+		})
+	}
+}

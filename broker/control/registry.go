@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -253,6 +254,106 @@ func (r *Registry) ByPrincipal(ctx context.Context, principalID string) ([]broke
 	return r.list(ctx, `WHERE principal_id = ?`, principalID)
 }
 
+// issuanceCols are the columns an issuance is read from, in scanIssuance
+// order.
+const issuanceCols = `user_key, principal, signing_key, account, via, issued_at, expires_at, revoked_at, decision_id, pub`
+
+// issuancePage is how a page of a principal's issuances is read: see
+// [pageQuery].
+var issuancePage = pageSpec{
+	cols: issuanceCols, table: "sqlgate_issuance", key: "user_key",
+	live:  `revoked_at IS NULL AND expires_at > ?`,
+	ended: `(revoked_at IS NOT NULL OR expires_at <= ?)`,
+}
+
+// ByPrincipalPage lists one page of a principal's issuances, newest first
+// (by issue time, then user key), reading at most page.Limit rows; an
+// invalid page is an error wrapping [broker.ErrInvalid].
+func (r *Registry) ByPrincipalPage(ctx context.Context, principalID string, page broker.ListPage) ([]broker.Issuance, error) {
+	if err := page.Check(); err != nil {
+		return nil, err
+	}
+	query, args := pageQuery(r.db.dialect, issuancePage, principalID, page)
+	rows, err := r.db.db.QueryContext(ctx, r.db.q(query), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list issuances: %w", err)
+	}
+	defer rows.Close()
+	out := make([]broker.Issuance, 0, min(page.Limit, 128))
+	for rows.Next() {
+		iss, err := scanIssuance(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list issuances: %w", err)
+		}
+		out = append(out, iss)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list issuances: %w", err)
+	}
+	return out, nil
+}
+
+// IssuanceListSchema returns the DDL of the index that reads a principal's
+// issuances newest first ([Registry.ByPrincipalPage]) for a dialect
+// (idempotent statements), for operators who create the schema themselves.
+func IssuanceListSchema(dialect string) []string {
+	if dialect == SQLServer {
+		return []string{"IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'sqlgate_issuance_principal_issued') " +
+			"CREATE INDEX sqlgate_issuance_principal_issued ON sqlgate_issuance (principal_id, issued_at)"}
+	}
+	return []string{"CREATE INDEX IF NOT EXISTS sqlgate_issuance_principal_issued ON sqlgate_issuance (principal_id, issued_at)"}
+}
+
+// pageSpec is a table whose rows are listed a page at a time, newest first:
+// the columns read, the key that orders rows issued at the same time, and
+// the conditions (one `?`: the time) of [broker.ListLive] and
+// [broker.ListEnded].
+type pageSpec struct{ cols, table, key, live, ended string }
+
+// pageQuery returns the statement (with `?` placeholders, for [DB.q]) that
+// reads one page of principalID's rows of spec, and its arguments. The key
+// compares bytewise in every dialect (PostgreSQL COLLATE "C", SQL Server
+// Latin1_General_BIN2, SQLite's default), as the web layer merges pages.
+// No value is formatted into the text.
+func pageQuery(dialect string, spec pageSpec, principalID string, page broker.ListPage) (string, []any) {
+	key := spec.key
+	switch dialect {
+	case Postgres:
+		key += ` COLLATE "C"`
+	case SQLServer:
+		key += ` COLLATE Latin1_General_BIN2`
+	}
+	var (
+		b    strings.Builder
+		args []any
+	)
+	b.WriteString("SELECT ")
+	if dialect == SQLServer {
+		b.WriteString("TOP (?) ")
+		args = append(args, page.Limit)
+	}
+	b.WriteString(spec.cols + " FROM " + spec.table + " WHERE principal_id = ?")
+	args = append(args, principalID)
+	switch page.Filter {
+	case broker.ListLive:
+		b.WriteString(" AND " + spec.live)
+		args = append(args, page.At.UnixNano())
+	case broker.ListEnded:
+		b.WriteString(" AND " + spec.ended)
+		args = append(args, page.At.UnixNano())
+	}
+	if c := page.Before; c != nil {
+		b.WriteString(" AND (issued_at < ? OR (issued_at = ? AND " + key + " < ?))")
+		args = append(args, c.IssuedAt, c.IssuedAt, c.Key)
+	}
+	b.WriteString(" ORDER BY issued_at DESC, " + key + " DESC")
+	if dialect != SQLServer {
+		b.WriteString(" LIMIT ?")
+		args = append(args, page.Limit)
+	}
+	return b.String(), args
+}
+
 // RevokedActive lists revoked issuances that have not expired at t: the
 // revocations NATS servers must still enforce.
 func (r *Registry) RevokedActive(ctx context.Context, t time.Time) ([]broker.Issuance, error) {
@@ -260,7 +361,7 @@ func (r *Registry) RevokedActive(ctx context.Context, t time.Time) ([]broker.Iss
 }
 
 func (r *Registry) list(ctx context.Context, where string, arg any) ([]broker.Issuance, error) {
-	rows, err := r.db.db.QueryContext(ctx, r.db.q(`SELECT user_key, principal, signing_key, account, via, issued_at, expires_at, revoked_at, decision_id, pub
+	rows, err := r.db.db.QueryContext(ctx, r.db.q(`SELECT `+issuanceCols+`
 		FROM sqlgate_issuance `+where+` ORDER BY issued_at DESC`), arg)
 	if err != nil {
 		return nil, fmt.Errorf("list issuances: %w", err)

@@ -1,9 +1,13 @@
 package control
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sqlgate/sqlgate/broker"
 )
 
 // TestRegistryGolden shows the callout token table's DDL and the registry
@@ -30,7 +34,34 @@ func TestRegistryGolden(t *testing.T) {
 			} {
 				b.WriteString("\n-- " + q.what + "\n" + db.q(q.sql) + ";\n")
 			}
+			b.WriteString("\n-- sqlgate_issuance on " + dialect + ": the index of ByPrincipalPage\n")
+			for _, stmt := range IssuanceListSchema(dialect) {
+				b.WriteString(stmt + ";\n")
+			}
+			writePageQueries(&b, dialect, issuancePage, "a principal's issuances")
 			compareGolden(t, filepath.Join("testdata", "registry_"+dialect+".golden"), b.String())
 		})
+	}
+}
+
+// writePageQueries writes the statements that read a page of spec (first
+// and following pages, each filter) as dialect receives them, each with the
+// order of its arguments.
+func writePageQueries(b *strings.Builder, dialect string, spec pageSpec, what string) {
+	db := &DB{dialect: dialect}
+	filters := []struct {
+		name   string
+		filter broker.ListFilter
+	}{{"all", broker.ListAll}, {"live", broker.ListLive}, {"ended", broker.ListEnded}}
+	at := time.Unix(0, 1700000000000000000)
+	for _, f := range filters {
+		for _, before := range []*broker.ListCursor{nil, {IssuedAt: 1699999999000000000, Key: "KEY"}} {
+			which := "first page"
+			if before != nil {
+				which = "next page"
+			}
+			q, args := pageQuery(dialect, spec, "PRINCIPAL", broker.ListPage{Before: before, Limit: 101, Filter: f.filter, At: at})
+			fmt.Fprintf(b, "\n-- list %s, %s, %s (ByPrincipalPage); arguments %v\n%s;\n", what, f.name, which, args, db.q(q))
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -350,6 +351,127 @@ func TestRegistryConcurrentReissue(t *testing.T) {
 			}
 			if diff := cmp.Diff(want, got.Pub, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
 				t.Errorf("pub (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// pageKeys are keys whose bytewise order differs from a language
+// collation's (case, hyphens): rows issued at the same time must still
+// list in the web layer's bytewise order.
+var pageKeys = []string{"UB", "Ua", "U-B", "UA", "Ub"}
+
+// walkPages reads every page of size limit through list, following the
+// last row of each page, and fails when a page is longer than limit.
+func walkPages(t *testing.T, limit int, list func(*broker.ListCursor) ([]broker.ListCursor, error)) []string {
+	t.Helper()
+	var (
+		out    []string
+		before *broker.ListCursor
+	)
+	for range 100 {
+		page, err := list(before)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) > limit {
+			t.Fatalf("a page of limit %d has %d rows", limit, len(page))
+		}
+		for _, c := range page {
+			out = append(out, c.Key)
+		}
+		if len(page) < limit {
+			return out
+		}
+		before = &page[len(page)-1]
+	}
+	t.Fatal("paging did not end")
+	return nil
+}
+
+// newestFirst sorts cursors as the web layer lists them and returns their
+// keys.
+func newestFirst(cs []broker.ListCursor) []string {
+	slices.SortFunc(cs, func(a, b broker.ListCursor) int {
+		switch {
+		case a.IssuedAt > b.IssuedAt:
+			return -1
+		case a.IssuedAt < b.IssuedAt:
+			return 1
+		}
+		return strings.Compare(b.Key, a.Key)
+	})
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Key)
+	}
+	return out
+}
+
+// TestRegistryByPrincipalPage: following pages lists each of a principal's
+// issuances once, newest first (ties by key, bytewise), never more rows
+// than the page asks; the live and ended filters split them as the
+// dashboard shows them; a bad page is refused.
+func TestRegistryByPrincipalPage(t *testing.T) {
+	for name, db := range openDBs(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			reg := control.NewRegistry(db, time.Nanosecond, nil)
+			now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+			alice := identity.Principal{Issuer: "https://idp.example", Subject: "alice"}
+			bob := identity.Principal{Issuer: "https://idp.example", Subject: "bob"}
+			var all, live, ended []broker.ListCursor
+			for i := range 40 {
+				iss := broker.Issuance{
+					UserKey: fmt.Sprintf("%s%02d", pageKeys[i%len(pageKeys)], i/len(pageKeys)), Principal: alice,
+					IssuedAt: now.Add(time.Duration(i/3) * time.Second), ExpiresAt: now.Add(time.Hour), Pub: []string{},
+				}
+				switch i % 4 {
+				case 1:
+					iss.ExpiresAt = now.Add(20 * time.Second) // expired at now+30s
+				case 2:
+					iss.RevokedAt = now.Add(time.Minute)
+				}
+				if err := reg.Put(ctx, iss); err != nil {
+					t.Fatal(err)
+				}
+				c := broker.ListCursor{IssuedAt: iss.IssuedAt.UnixNano(), Key: iss.UserKey}
+				all = append(all, c)
+				if iss.RevokedAt.IsZero() && iss.ExpiresAt.After(now.Add(30*time.Second)) {
+					live = append(live, c)
+				} else {
+					ended = append(ended, c)
+				}
+				if err := reg.Put(ctx, broker.Issuance{UserKey: "UBOB" + iss.UserKey, Principal: bob, IssuedAt: iss.IssuedAt, ExpiresAt: iss.ExpiresAt, Pub: []string{}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			at := now.Add(30 * time.Second)
+			for _, tc := range []struct {
+				filter broker.ListFilter
+				want   []string
+			}{{broker.ListAll, newestFirst(all)}, {broker.ListLive, newestFirst(live)}, {broker.ListEnded, newestFirst(ended)}} {
+				for _, limit := range []int{1, 7, 40, 100} {
+					got := walkPages(t, limit, func(before *broker.ListCursor) ([]broker.ListCursor, error) {
+						list, err := reg.ByPrincipalPage(ctx, alice.ID(), broker.ListPage{Before: before, Limit: limit, Filter: tc.filter, At: at})
+						var out []broker.ListCursor
+						for _, iss := range list {
+							if iss.Principal.ID() != alice.ID() {
+								t.Fatalf("alice's page lists %s of %s", iss.UserKey, iss.Principal.ID())
+							}
+							out = append(out, broker.ListCursor{IssuedAt: iss.IssuedAt.UnixNano(), Key: iss.UserKey})
+						}
+						return out, err
+					})
+					if d := cmp.Diff(tc.want, got); d != "" {
+						t.Errorf("filter %d, pages of %d (-want +got):\n%s", tc.filter, limit, d)
+					}
+				}
+			}
+			for _, bad := range []broker.ListPage{{Limit: 0}, {Limit: broker.MaxListPage + 1}, {Limit: 5, Filter: broker.ListLive}, {Limit: 5, Filter: 9, At: at}} {
+				if _, err := reg.ByPrincipalPage(ctx, alice.ID(), bad); !errors.Is(err, broker.ErrInvalid) {
+					t.Errorf("ByPrincipalPage(%+v) = %v, want ErrInvalid", bad, err)
+				}
 			}
 		})
 	}
