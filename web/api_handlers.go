@@ -151,11 +151,14 @@ func (s *Server) listLeases(w http.ResponseWriter, r *http.Request, p identity.P
 		}
 		after = &c
 	}
-	held, err := s.leasesOf(r, p)
+	page := broker.ListPage{Limit: int(limit)}
+	if after != nil {
+		page.Before = &broker.ListCursor{IssuedAt: after.issuedAt, Key: after.id}
+	}
+	leases, more, err := s.leasePage(r.Context(), p, page)
 	if err != nil {
 		return err
 	}
-	leases, more := held.page(after, int(limit), nil)
 	out := leasesPage{Leases: leases}
 	if more {
 		out.Next = cursorOf(leases[len(leases)-1]).String()
@@ -202,77 +205,58 @@ func (c leaseCursor) before(o leaseCursor) bool {
 	return c.id > o.id
 }
 
-// heldLeases are a principal's credentials as the stores return them;
-// [heldLeases.page] converts only the ones listed.
-type heldLeases struct {
-	nats []broker.Issuance
-	sql  []api.Lease
-	now  time.Time
-}
-
-// leasesOf reads the principal's NATS and SQL credentials.
-func (s *Server) leasesOf(r *http.Request, p identity.Principal) (*heldLeases, error) {
-	h := &heldLeases{now: s.now()}
+// leasePage lists one page of p's NATS and SQL credentials, newest first
+// (see [broker.ListPage]); more reports whether others follow. Each store
+// is asked for page.Limit+1 rows after the cursor and the two newest-first
+// lists are merged, so that a request holds at most 2*(page.Limit+1)
+// credentials however many p holds.
+func (s *Server) leasePage(ctx context.Context, p identity.Principal, page broker.ListPage) (out []api.Lease, more bool, err error) {
+	now := s.now()
+	ask := page
+	ask.Limit, ask.At = page.Limit+1, now
+	var all []api.Lease
 	if s.cfg.Issuances != nil {
-		var err error
-		if h.nats, err = s.cfg.Issuances.ByPrincipal(r.Context(), p.ID()); err != nil {
-			return nil, errors.Join(broker.ErrUnavailable, err)
+		list, err := s.cfg.Issuances.ByPrincipalPage(ctx, p.ID(), ask)
+		if err != nil {
+			return nil, false, errors.Join(broker.ErrUnavailable, err)
+		}
+		all = make([]api.Lease, 0, len(list)+ask.Limit)
+		for _, iss := range list {
+			all = append(all, natsLease(iss, now))
 		}
 	}
-	var err error
-	if h.sql, err = s.sqlLeaseList(r.Context(), s.cfg.SQLLeases, p); err != nil {
-		return nil, errors.Join(broker.ErrUnavailable, err)
-	}
-	return h, nil
-}
-
-// page lists at most limit leases, newest first, those after the cursor
-// after (nil: from the newest) that keep accepts (nil: all); more reports
-// whether others (that keep accepts) follow.
-func (h *heldLeases) page(after *leaseCursor, limit int, keep func(api.Lease) bool) (out []api.Lease, more bool) {
-	// Positions of the leases (NATS first, then SQL), sorted newest first.
-	type pos struct {
-		at  leaseCursor
-		idx int
-	}
-	order := make([]pos, 0, len(h.nats)+len(h.sql))
-	for i, iss := range h.nats {
-		c := leaseCursor{issuedAt: iss.IssuedAt.UnixNano(), id: iss.UserKey}
-		if after == nil || after.before(c) {
-			order = append(order, pos{c, i})
+	if s.cfg.SQLLeases != nil {
+		list, err := s.cfg.SQLLeases.LeasesPage(ctx, p.ID(), ask)
+		if err != nil {
+			return nil, false, errors.Join(broker.ErrUnavailable, err)
+		}
+		for i := range list {
+			all = append(all, sqlLease(&list[i], now))
 		}
 	}
-	for i, l := range h.sql {
-		if c := cursorOf(l); after == nil || after.before(c) {
-			order = append(order, pos{c, len(h.nats) + i})
-		}
+	var after *leaseCursor
+	if page.Before != nil {
+		after = &leaseCursor{issuedAt: page.Before.IssuedAt, id: page.Before.Key}
 	}
-	slices.SortFunc(order, func(a, b pos) int {
-		switch {
-		case a.at.before(b.at):
+	// Both lists are newest first and hold at most Limit+1 each: the
+	// newest Limit+1 of their union are the page and whether more follow.
+	all = slices.DeleteFunc(all, func(l api.Lease) bool { return after != nil && !after.before(cursorOf(l)) })
+	slices.SortFunc(all, func(a, b api.Lease) int {
+		switch ca, cb := cursorOf(a), cursorOf(b); {
+		case ca.before(cb):
 			return -1
-		case b.at.before(a.at):
+		case cb.before(ca):
 			return 1
 		}
 		return 0
 	})
-	out = []api.Lease{}
-	for _, o := range order {
-		var l api.Lease
-		if o.idx < len(h.nats) {
-			l = natsLease(h.nats[o.idx], h.now)
-		} else {
-			l = h.sql[o.idx-len(h.nats)]
-		}
-		if keep != nil && !keep(l) {
-			continue
-		}
-		if len(out) == limit {
-			return out, true
-		}
-		out = append(out, l)
+	if len(all) > page.Limit {
+		return all[:page.Limit], true, nil
 	}
-	return out, false
+	if all == nil {
+		all = []api.Lease{}
+	}
+	return all, false, nil
 }
 
 func natsLease(iss broker.Issuance, now time.Time) api.Lease {

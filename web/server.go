@@ -52,7 +52,9 @@ type SignInChecker interface {
 
 // Issuances lists NATS credentials for the leases page and API.
 type Issuances interface {
-	ByPrincipal(ctx context.Context, principalID string) ([]broker.Issuance, error)
+	// ByPrincipalPage lists one page of a principal's NATS credentials
+	// (by Principal.ID()), newest first, reading at most page.Limit rows.
+	ByPrincipalPage(ctx context.Context, principalID string, page broker.ListPage) ([]broker.Issuance, error)
 	Get(ctx context.Context, userKey string) (broker.Issuance, error)
 }
 

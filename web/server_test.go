@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,14 +71,60 @@ func (tokenAuth) Verify(_ context.Context, raw string) (identity.Principal, erro
 	return identity.Principal{Issuer: "https://idp", Subject: sub, Email: sub + "@example.com", Groups: []string{"sales"}}, nil
 }
 
-type fakeIssuances struct{ m map[string]broker.Issuance }
+type fakeIssuances struct {
+	m     map[string]broker.Issuance
+	reads *pageReads // nil: not counted
+}
 
-func (f fakeIssuances) ByPrincipal(_ context.Context, id string) ([]broker.Issuance, error) {
-	var out []broker.Issuance
+func (f fakeIssuances) ByPrincipalPage(_ context.Context, id string, page broker.ListPage) ([]broker.Issuance, error) {
+	var held []broker.Issuance
 	for _, i := range f.m {
 		if i.Principal.ID() == id {
-			out = append(out, i)
+			held = append(held, i)
 		}
+	}
+	return fakePage(held, page, f.reads,
+		func(i broker.Issuance) broker.ListCursor {
+			return broker.ListCursor{IssuedAt: i.IssuedAt.UnixNano(), Key: i.UserKey}
+		},
+		func(i broker.Issuance) bool { return i.RevokedAt.IsZero() && i.ExpiresAt.After(page.At) })
+}
+
+// pageReads counts what a fake store returned to paged reads.
+type pageReads struct {
+	calls int
+	most  int // the most rows one read returned
+}
+
+// fakePage answers page as the control database does (see
+// broker.ListPage) from a principal's held items, and counts the rows it
+// returns in reads (nil: not counted).
+func fakePage[T any](held []T, page broker.ListPage, reads *pageReads, at func(T) broker.ListCursor, live func(T) bool) ([]T, error) {
+	if err := page.Check(); err != nil {
+		return nil, err
+	}
+	var out []T
+	for _, it := range held {
+		c := at(it)
+		if b := page.Before; b != nil && c.IssuedAt >= b.IssuedAt && (c.IssuedAt != b.IssuedAt || c.Key >= b.Key) {
+			continue
+		}
+		if (page.Filter == broker.ListLive && !live(it)) || (page.Filter == broker.ListEnded && live(it)) {
+			continue
+		}
+		out = append(out, it)
+	}
+	slices.SortFunc(out, func(a, b T) int {
+		ca, cb := at(a), at(b)
+		if ca.IssuedAt != cb.IssuedAt {
+			return cmp.Compare(cb.IssuedAt, ca.IssuedAt)
+		}
+		return strings.Compare(cb.Key, ca.Key)
+	})
+	out = out[:min(len(out), page.Limit)]
+	if reads != nil {
+		reads.calls++
+		reads.most = max(reads.most, len(out))
 	}
 	return out, nil
 }

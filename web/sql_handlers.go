@@ -21,7 +21,9 @@ type SQLLeases interface {
 	RenewLease(ctx context.Context, actor identity.Principal, leaseID string, ttl time.Duration) (*broker.Renewal, error)
 	RevokeLease(ctx context.Context, actor identity.Principal, leaseID, reason string) (*broker.Lease, error)
 	RevokeAll(ctx context.Context, actor identity.Principal, principalID, reason string) (*broker.RevokeAllResult, error)
-	Leases(ctx context.Context, principalID string) ([]broker.Lease, error)
+	// LeasesPage lists one page of a principal's SQL leases (by
+	// Principal.ID()), newest first, reading at most page.Limit rows.
+	LeasesPage(ctx context.Context, principalID string, page broker.ListPage) ([]broker.Lease, error)
 	Lease(ctx context.Context, leaseID string) (broker.Lease, error)
 }
 
@@ -38,7 +40,7 @@ type offboarder interface {
 // no database issues SQL logins) and, when SQL logins are configured, the
 // SQL credential endpoints: `POST sql/creds`, `POST leases/{id}/renew`.
 // Listing and revoking go through the lease endpoints
-// ([Server.sqlLeaseList], [Server.revokeSQLLease]).
+// ([Server.leasePage], [Server.revokeSQLLease]).
 func (s *Server) sqlRoutes(l SQLLeases) {
 	var off offboarder = s.cfg.Broker
 	if l != nil {
@@ -153,24 +155,6 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// sqlLeaseList lists p's SQL leases for `GET leases`, newest first (nil
-// when SQL credentials are not configured).
-func (s *Server) sqlLeaseList(ctx context.Context, l SQLLeases, p identity.Principal) ([]api.Lease, error) {
-	if l == nil {
-		return nil, nil
-	}
-	list, err := l.Leases(ctx, p.ID())
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.Lease, 0, len(list))
-	now := s.now()
-	for i := range list {
-		out = append(out, sqlLease(&list[i], now))
-	}
-	return out, nil
 }
 
 // revokeSQLLease serves `DELETE leases/{id}` for SQL leases: the owner or an

@@ -66,6 +66,7 @@ type fakeSQLLeases struct {
 	revoked []string
 	reasons []string
 	clients []policy.Client // the client in the context of each renew and revoke
+	reads   pageReads
 }
 
 var _ SQLLeases = (*fakeSQLLeases)(nil)
@@ -140,17 +141,21 @@ func (f *fakeSQLLeases) RevokeAll(_ context.Context, _ identity.Principal, princ
 	return res, nil
 }
 
-func (f *fakeSQLLeases) Leases(_ context.Context, principalID string) ([]broker.Lease, error) {
+func (f *fakeSQLLeases) LeasesPage(_ context.Context, principalID string, page broker.ListPage) ([]broker.Lease, error) {
 	if err := f.fail(); err != nil {
 		return nil, err
 	}
-	var out []broker.Lease
+	var held []broker.Lease
 	for _, l := range f.leases {
 		if l.Principal.ID() == principalID {
-			out = append(out, l)
+			held = append(held, l)
 		}
 	}
-	return out, nil
+	return fakePage(held, page, &f.reads,
+		func(l broker.Lease) broker.ListCursor {
+			return broker.ListCursor{IssuedAt: l.IssuedAt.UnixNano(), Key: l.ID}
+		},
+		func(l broker.Lease) bool { return l.State == broker.LeaseActive && l.ExpiresAt.After(page.At) })
 }
 
 func (f *fakeSQLLeases) Lease(_ context.Context, id string) (broker.Lease, error) {
@@ -345,16 +350,16 @@ func TestSQLRevokeAllEndpoint(t *testing.T) {
 	}
 }
 
-// TestSQLLeaseListAndRevoke covers the helpers the lead's GET leases and
-// DELETE leases/{id} call.
+// TestSQLLeaseListAndRevoke covers the helpers GET leases and DELETE
+// leases/{id} call.
 func TestSQLLeaseListAndRevoke(t *testing.T) {
 	s, f := newSQLTestServer(t)
 	ctx := t.Context()
 	short, _ := f.IssueSQL(ctx, broker.SQLCredRequest{Principal: sqlAlice, Database: "orders", Role: "reader", TTL: time.Minute})
 	long, _ := f.IssueSQL(ctx, broker.SQLCredRequest{Principal: sqlAlice, Database: "orders", Role: "reader", TTL: time.Hour})
-	list, err := s.sqlLeaseList(ctx, f, sqlAlice)
-	if err != nil || len(list) != 2 {
-		t.Fatalf("sqlLeaseList = %v, %v", list, err)
+	list, more, err := s.leasePage(ctx, sqlAlice, broker.ListPage{Limit: 100})
+	if err != nil || len(list) != 2 || more {
+		t.Fatalf("leasePage = %v, %v, %v", list, more, err)
 	}
 	states := map[string]string{}
 	for _, l := range list {
@@ -366,8 +371,12 @@ func TestSQLLeaseListAndRevoke(t *testing.T) {
 	if states[short.LeaseID] != "expired" || states[long.LeaseID] != "active" {
 		t.Errorf("states = %v, want the past-expiry lease shown expired", states)
 	}
-	if list, _ := s.sqlLeaseList(ctx, nil, sqlAlice); list != nil {
-		t.Errorf("without SQL leases configured: %v", list)
+	none, err := New(Config{Broker: sqlTestBroker{}, Auth: sqlTestAuth{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list, more, err := none.leasePage(ctx, sqlAlice, broker.ListPage{Limit: 100}); len(list) != 0 || more || err != nil {
+		t.Errorf("without SQL leases configured: %v, %v, %v", list, more, err)
 	}
 
 	revoke := func(p identity.Principal, id string) (*httptest.ResponseRecorder, bool, error) {

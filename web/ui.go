@@ -196,13 +196,16 @@ func (s *Server) uiIndex(w http.ResponseWriter, r *http.Request) error {
 		}
 		// Bounded: the newest active credentials, then the most recent
 		// others (expired, revoked), each with a note when more exist.
-		held, err := s.leasesOf(r, sess.principal)
+		// Each is one bounded read per store (broker.ListLive and
+		// ListEnded split the credentials as their state shows).
+		leases, more, err := s.leasePage(r.Context(), sess.principal, broker.ListPage{Limit: dashboardActive, Filter: broker.ListLive})
 		if err != nil {
 			return err
 		}
-		active := func(l api.Lease) bool { return l.State == "active" }
-		leases, more := held.page(nil, dashboardActive, active)
-		others, moreOthers := held.page(nil, dashboardOthers, func(l api.Lease) bool { return !active(l) })
+		others, moreOthers, err := s.leasePage(r.Context(), sess.principal, broker.ListPage{Limit: dashboardOthers, Filter: broker.ListEnded})
+		if err != nil {
+			return err
+		}
 		p.Leases, p.MoreActive, p.MoreOthers = append(leases, others...), more, moreOthers
 	}
 	return s.render(w, http.StatusOK, "index.html", p)
