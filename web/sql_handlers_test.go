@@ -425,6 +425,8 @@ func TestDashboardRevokesSQLLease(t *testing.T) {
 	post := func(id, csrf string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest("POST", "/leases/"+id+"/revoke", strings.NewReader("csrf_token="+csrf))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("User-Agent", "dashboard-browser")
+		req.RemoteAddr = "198.51.100.7:4711"
 		req.AddCookie(&http.Cookie{Name: sessionCookie, Value: sess.id})
 		rec := httptest.NewRecorder()
 		s.ServeHTTP(rec, req)
@@ -439,6 +441,10 @@ func TestDashboardRevokesSQLLease(t *testing.T) {
 	rec := post("L1", sess.csrf)
 	if rec.Code != http.StatusSeeOther || len(f.revoked) != 1 || f.revoked[0] != "L1" || rec.Header().Get("Location") != "/" {
 		t.Fatalf("revoke L1: %d %q, revoked %v", rec.Code, rec.Header().Get("Location"), f.revoked)
+	}
+	// The audit record of the revocation names the browser's address.
+	if c := f.clients[len(f.clients)-1]; c.Host != "198.51.100.7:4711" || c.Name != "dashboard-browser" {
+		t.Errorf("the dashboard's revoke passed client %+v, want the request's address and user agent", c)
 	}
 	// The dashboard it redirects to says so, once.
 	if flash := followFlash(t, s, rec, sess); !strings.Contains(flash, "revoked") {

@@ -273,7 +273,7 @@ func (s *Server) uiRevoke(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := r.PathValue("id")
-	if lease, handled, err := s.revokeSQL(r.Context(), sess.principal, s.cfg.SQLLeases, id); handled {
+	if lease, handled, err := s.revokeSQL(clientContext(r), sess.principal, s.cfg.SQLLeases, id); handled {
 		if err != nil {
 			return err
 		}
