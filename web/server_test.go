@@ -33,6 +33,9 @@ type fakeBroker struct {
 }
 
 func (f *fakeBroker) RevokeAll(_ context.Context, _ identity.Principal, principalID, _ string) (*broker.RevokeAllResult, error) {
+	if !strings.HasPrefix(principalID, "https://") {
+		return nil, fmt.Errorf("%w: principal must be \"<issuer> <subject>\"", broker.ErrInvalid) // as broker.Service
+	}
 	f.offboarded = append(f.offboarded, principalID)
 	res := &broker.RevokeAllResult{PrincipalID: principalID, NATSKeys: []string{"UALICE"}}
 	if f.pushFails {
@@ -593,6 +596,46 @@ func TestRevokeAllWithoutSQLLogins(t *testing.T) {
 	}
 	if w := do(t, s, "GET", "/api/v1/whoami", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id}); w.Code != 401 {
 		t.Errorf("alice's session after a partly failed revoke-all: whoami = %d, want 401", w.Code)
+	}
+}
+
+// countingSessions counts the calls that end a principal's sessions.
+type countingSessions struct {
+	*memSessions
+	principalDeletes []string
+}
+
+func (c *countingSessions) DeletePrincipalSessions(ctx context.Context, principalID string) (int64, error) {
+	c.principalDeletes = append(c.principalDeletes, principalID)
+	return c.memSessions.DeletePrincipalSessions(ctx, principalID)
+}
+
+// TestRevokeAllRefusesBadPrincipal: a revoke-all of something that is not
+// a principal answers invalid_request and changes nothing: no session of
+// that name is ended either.
+func TestRevokeAllRefusesBadPrincipal(t *testing.T) {
+	for _, withSQL := range []bool{false, true} {
+		store := &countingSessions{memSessions: newMemSessions()}
+		cfg := Config{Broker: &fakeBroker{}, Auth: tokenAuth{}, Issuances: fakeIssuances{}, AdminGroups: []string{"sales"}, Sessions: store}
+		if withSQL {
+			cfg.SQLLeases = &fakeSQLLeases{leases: map[string]broker.Lease{}, failure: fmt.Errorf("%w: not a principal", broker.ErrInvalid)}
+		}
+		s, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		odd := identity.Principal{Issuer: "idp", Subject: "alice"}
+		sess := mustSession(t, s, odd, time.Now().Add(time.Hour))
+		rec := do(t, s, "POST", api.Prefix+"/leases/revoke-all", `{"principal":"idp alice"}`, map[string]string{"Authorization": "Bearer token-dana"})
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"invalid_request"`) {
+			t.Errorf("SQL %v: revoke-all of a bad principal = %d %s, want 400 invalid_request", withSQL, rec.Code, rec.Body)
+		}
+		if len(store.principalDeletes) != 0 {
+			t.Errorf("SQL %v: a refused revoke-all ended the sessions of %q", withSQL, store.principalDeletes)
+		}
+		if w := do(t, s, "GET", "/api/v1/whoami", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id}); w.Code != 200 {
+			t.Errorf("SQL %v: the session after a refused revoke-all: whoami = %d, want 200", withSQL, w.Code)
+		}
 	}
 }
 

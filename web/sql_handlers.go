@@ -128,6 +128,11 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 		reason += ": " + req.Reason
 	}
 	res, err := l.RevokeAll(clientContext(r), p, req.Principal, reason)
+	if errors.Is(err, broker.ErrInvalid) {
+		// Refused as not a principal: nothing was revoked, and no session
+		// is ended for it either.
+		return sqlError(err)
+	}
 	// The sessions end whatever else failed (a NATS push retried in the
 	// background, a database that keeps a lease revoking): the principal
 	// must not keep browsing while revoke-all is repeated.
