@@ -227,8 +227,10 @@ func TestStrandedLeases(t *testing.T) {
 	if got, err := le.leases.Stranded(ctx); err != nil || len(got) != 0 {
 		t.Errorf("Stranded with orders configured = %v, %v; want none", got, err)
 	}
-	renamed, err := broker.NewLeases(broker.LeasesConfig{Service: le.svc, Store: le.store, Now: le.clock.now,
-		Issuers: map[string]broker.SQLLoginIssuer{"billing": newFakeLogins()}})
+	renamed, err := broker.NewLeases(broker.LeasesConfig{
+		Service: le.svc, Store: le.store, Now: le.clock.now,
+		Issuers: map[string]broker.SQLLoginIssuer{"billing": newFakeLogins()},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -387,8 +387,10 @@ func TestSQLCredentialsPostgresPrefixChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restarted, err := broker.NewLeases(broker.LeasesConfig{Service: le.svc, Store: le.store, Now: le.clock.now, Instance: "restarted",
-		LoginPrefix: "tmp_", Issuers: map[string]broker.SQLLoginIssuer{"orders": li}})
+	restarted, err := broker.NewLeases(broker.LeasesConfig{
+		Service: le.svc, Store: le.store, Now: le.clock.now, Instance: "restarted",
+		LoginPrefix: "tmp_", Issuers: map[string]broker.SQLLoginIssuer{"orders": li},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,8 +52,10 @@ func (f failingAudit) Evidence(_ context.Context, w io.Writer, _, _ time.Time) e
 // the failure instead of saving a truncated bundle.
 func TestDownloadFailsAfterStart(t *testing.T) {
 	bundle := `{"format":"sqlgate-audit-bundle/v1"}` + "\n" + strings.Repeat(`{"record":"x"}`+"\n", 8000)
-	s, err := New(Config{Broker: &fakeBroker{}, Auth: tokenAuth{}, Audit: failingAudit{sent: bundle}, Policy: fakePolicy{},
-		AdminGroups: []string{"sales"}, AuditorGroups: []string{"sales"}})
+	s, err := New(Config{
+		Broker: &fakeBroker{}, Auth: tokenAuth{}, Audit: failingAudit{sent: bundle}, Policy: fakePolicy{},
+		AdminGroups: []string{"sales"}, AuditorGroups: []string{"sales"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,8 +95,10 @@ func TestDownloadFailsAfterStart(t *testing.T) {
 // ordinary JSON error, without the attachment header that would make a
 // browser save it as the bundle or the evidence archive.
 func TestDownloadFailsBeforeStart(t *testing.T) {
-	s, err := New(Config{Broker: &fakeBroker{}, Auth: tokenAuth{}, Audit: failingAudit{}, Policy: fakePolicy{},
-		AdminGroups: []string{"sales"}, AuditorGroups: []string{"sales"}})
+	s, err := New(Config{
+		Broker: &fakeBroker{}, Auth: tokenAuth{}, Audit: failingAudit{}, Policy: fakePolicy{},
+		AdminGroups: []string{"sales"}, AuditorGroups: []string{"sales"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
