@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/internal/secretfile"
 )
 
 // role names one key of a sqlgate NATS deployment. The name is the seed
@@ -397,17 +398,5 @@ func writeSecretFile(path string, data []byte) error {
 // readSeedFile reads a seed file, refusing one that users other than its
 // owner and group may access: the seeds sign every credential.
 func readSeedFile(path string) ([]byte, error) {
-	f, err := os.Open(path) //nolint:gosec // G304: the operator names the key directory
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = f.Close() }()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
-		return nil, fmt.Errorf("%s is accessible to other users (mode %04o): it holds a seed; run chmod o-rwx %s (or chmod 0600)", path, perm, path)
-	}
-	return io.ReadAll(f)
+	return secretfile.Read(path, "a seed")
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"net/url"
@@ -23,6 +22,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker/sqlite"
 	"github.com/sqlgate/sqlgate/broker/sqlserver"
 	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/internal/secretfile"
 	"github.com/sqlgate/sqlgate/internal/yamlstrict"
 )
 
@@ -836,12 +836,8 @@ func (c *Config) secretFiles() []secretFile {
 // group may read, write or run (a Kubernetes Secret mounted 0440 with the
 // pod's fsGroup passes). A file that does not exist is not its business.
 func secretFileMode(key, path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil //nolint:nilerr // missing or unreadable: reported by whoever reads it
-	}
-	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
-		return fmt.Errorf("%s: %s is accessible to other users (mode %04o): it holds a secret; run chmod o-rwx %s (or chmod 0600)", key, path, perm, path)
+	if err := secretfile.Check(path, "a secret"); err != nil {
+		return fmt.Errorf("%s: %w", key, err)
 	}
 	return nil
 }
@@ -849,19 +845,7 @@ func secretFileMode(key, path string) error {
 // readSecretFile reads a secret file, refusing one that other users may
 // access (see secretFileMode).
 func readSecretFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = f.Close() }()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
-		return nil, fmt.Errorf("%s is accessible to other users (mode %04o): it holds a secret; run chmod o-rwx %s (or chmod 0600)", path, perm, path)
-	}
-	return io.ReadAll(f)
+	return secretfile.Read(path, "a secret")
 }
 
 // checkSigningKeyName refuses a checkpoint signing key named for another
