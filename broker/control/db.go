@@ -110,5 +110,6 @@ func (c *DB) schema() []string {
 	// The callout token table is created here too, so that a control
 	// database that refuses DDL later is found at start, not at the first
 	// auth callout.
+	stmts = append(stmts, IssuanceListSchema(c.dialect)...)
 	return append(stmts, CalloutTokenSchema(c.dialect)...)
 }
