@@ -2,10 +2,11 @@ package natsclient
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,7 +224,9 @@ func jitter(d time.Duration) time.Duration {
 	if d < 2 {
 		return d
 	}
-	return d/2 + rand.N(d/2) //nolint:gosec // jitter, not a secret
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return d/2 + time.Duration(binary.LittleEndian.Uint64(b[:])%uint64(d/2))
 }
 
 // Conn returns the NATS connection. It stays the same for the client's
@@ -354,30 +357,29 @@ func (c *Client) Refresh(ctx context.Context) error {
 	if err := c.stoppedErr(); err != nil {
 		return err
 	}
-	_, err := c.replace(ctx, cur)
-	return err
+	return c.replace(ctx, cur)
 }
 
 // replace fetches a credential to replace old, unless another caller
 // already replaced it.
-func (c *Client) replace(ctx context.Context, old *Creds) (*Creds, error) {
+func (c *Client) replace(ctx context.Context, old *Creds) error {
 	c.fetchMu.Lock()
 	defer c.fetchMu.Unlock()
 	if cur := c.creds.Load(); cur != old {
-		return cur, nil
+		return nil
 	}
 	fresh, err := FetchCreds(ctx, c.cfg.FetchConfig, c.kp)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if fresh.InboxPrefix != c.inbox {
 		// Live subscriptions use the first prefix; a changed grant cannot be
 		// applied to this connection, now or later.
-		return nil, fmt.Errorf("%w: broker changed the inbox prefix from %q to %q", ErrRefused, c.inbox, fresh.InboxPrefix)
+		return fmt.Errorf("%w: broker changed the inbox prefix from %q to %q", ErrRefused, c.inbox, fresh.InboxPrefix)
 	}
 	c.creds.Store(fresh)
 	c.log.InfoContext(ctx, "nats credential refreshed", slog.Time("expires_at", fresh.ExpiresAt))
-	return fresh, nil
+	return nil
 }
 
 func (c *Client) lifetime(cr *Creds) time.Duration {
@@ -438,7 +440,7 @@ func (c *Client) refreshLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err := c.replace(fctx, cur)
+		err := c.replace(fctx, cur)
 		cancel()
 		if ctx.Err() != nil {
 			return
