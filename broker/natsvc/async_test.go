@@ -90,6 +90,21 @@ func (f *asyncFixture) start(ctx context.Context, t *testing.T, h natsvc.Handler
 	return a
 }
 
+// settledMsgs waits until the stream holds want messages (the server
+// applies acknowledgements to a work queue asynchronously, after they
+// arrive) and returns what it holds then, or after ten seconds.
+func (f *asyncFixture) settledMsgs(t *testing.T, want int) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := f.streamMsgs(t)
+		if left == want || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // streamMsgs is how many messages the work-queue stream still holds.
 func (f *asyncFixture) streamMsgs(t *testing.T) int {
 	t.Helper()
@@ -130,7 +145,7 @@ func TestAsyncStopKeepsUnstartedRequests(t *testing.T) {
 	if cancelled.Load() != 0 || got[natsvc.SettledFinal] != 0 || got[natsvc.SettledOK] < 2 {
 		t.Errorf("settled %v, %d calls saw a cancelled context; want the started calls ok and none refused", got, cancelled.Load())
 	}
-	if left := f.streamMsgs(t); left != n-got[natsvc.SettledOK] {
+	if left := f.settledMsgs(t, n-got[natsvc.SettledOK]); left != n-got[natsvc.SettledOK] {
 		t.Errorf("stream holds %d messages after %v; want every message not handled (%d)", left, got, n-got[natsvc.SettledOK])
 	}
 }
@@ -175,7 +190,7 @@ func TestAsyncStopHandlesLastDelivery(t *testing.T) {
 	close(h.release)
 	f.start(t.Context(), t, h)
 	f.done(t, last)
-	if left := f.streamMsgs(t); left != 0 {
+	if left := f.settledMsgs(t, 0); left != 0 {
 		t.Errorf("stream holds %d messages the consumer will not deliver again (settled %v)", left, f.settledCounts())
 	}
 	for i := range n {
