@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/identity"
@@ -127,24 +124,13 @@ func (s *Service) cutOffSignIns(ctx context.Context, actor identity.Principal, p
 	return nil
 }
 
-// checkPrincipalID refuses (invalid) what cannot be a [identity.Principal.ID]:
-// "<issuer> <subject>", the issuer an absolute http(s) URL without query or
-// fragment, the subject non-empty and without surrounding space or control
-// characters. A revoke-all of anything else (an e-mail address, a bare
-// subject) would record a cutoff for a principal that cannot exist and leave
-// the real one signed in.
+// checkPrincipalID refuses (invalid) what cannot be a [identity.Principal.ID]
+// (see [identity.CheckPrincipalID]): a revoke-all of anything else (an
+// e-mail address, a bare subject) would record a cutoff for a principal
+// that cannot exist and leave the real one signed in.
 func checkPrincipalID(id string) error {
-	const shape = `principal must be "<issuer> <subject>": the identity provider's issuer URL, a space, the subject (as whoami shows them)`
-	iss, sub, ok := strings.Cut(id, " ")
-	if !ok || sub == "" {
-		return fmt.Errorf("%w: %s", ErrInvalid, shape)
-	}
-	u, err := url.Parse(iss)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(iss, "#") || strings.HasSuffix(iss, "?") {
-		return fmt.Errorf("%w: %s; the issuer is not an absolute http(s) URL", ErrInvalid, shape)
-	}
-	if strings.TrimSpace(sub) != sub || strings.IndexFunc(id, unicode.IsControl) >= 0 {
-		return fmt.Errorf("%w: %s; the subject has surrounding space or control characters", ErrInvalid, shape)
+	if err := identity.CheckPrincipalID(id); err != nil {
+		return fmt.Errorf("%w: principal must be %s; %w", ErrInvalid, identity.PrincipalIDShape, err)
 	}
 	return nil
 }

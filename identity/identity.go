@@ -7,8 +7,12 @@ package identity
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 )
 
 // Principal is a verified identity: a person or a service that signed in with
@@ -59,6 +63,30 @@ type Principal struct {
 // subject joined by a space (neither may contain one in practice; the pair is
 // what OIDC guarantees to be unique).
 func (p Principal) ID() string { return p.Issuer + " " + p.Subject }
+
+// PrincipalIDShape describes what [CheckPrincipalID] accepts.
+const PrincipalIDShape = `"<issuer> <subject>": the identity provider's issuer URL, a space, the subject (as whoami shows them)`
+
+// CheckPrincipalID reports why id cannot be a [Principal.ID] (callers say
+// what is expected, [PrincipalIDShape]): it must be
+// "<issuer> <subject>", the issuer an absolute http(s) URL without user,
+// query or fragment, the subject non-empty and without surrounding space or
+// control characters. An e-mail address or a bare subject names no
+// principal: offboarding it would leave the real one signed in.
+func CheckPrincipalID(id string) error {
+	iss, sub, ok := strings.Cut(id, " ")
+	if !ok || sub == "" {
+		return fmt.Errorf("%q has no space between an issuer and a subject", id)
+	}
+	u, err := url.Parse(iss)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(iss, "#") || strings.HasSuffix(iss, "?") {
+		return fmt.Errorf("the issuer %q is not an absolute http(s) URL", iss)
+	}
+	if strings.TrimSpace(sub) != sub || strings.IndexFunc(id, unicode.IsControl) >= 0 {
+		return fmt.Errorf("the subject %q has surrounding space or control characters", sub)
+	}
+	return nil
+}
 
 // Display returns a human-readable label: the e-mail if known, else the subject.
 func (p Principal) Display() string {

@@ -667,3 +667,31 @@ func TestMetricsElsewhere(t *testing.T) {
 		t.Errorf("GET /metrics without MetricsElsewhere = %d, want 200 (compatibility)", rec.Code)
 	}
 }
+
+// partialLeases answers revoke-all with a result and an error that wraps
+// broker.ErrInvalid: a partial failure after the cutoff was recorded.
+type partialLeases struct{ *fakeSQLLeases }
+
+func (p partialLeases) RevokeAll(ctx context.Context, actor identity.Principal, principalID, reason string) (*broker.RevokeAllResult, error) {
+	res, _ := p.fakeSQLLeases.RevokeAll(ctx, actor, principalID, reason)
+	return res, fmt.Errorf("lease L1: %w: login name is not one sqlgate generates", broker.ErrInvalid)
+}
+
+// TestRevokeAllPartialFailureEndsSessions: a revoke-all that did its work
+// but reports a failure that wraps broker.ErrInvalid still ends the
+// principal's sessions; only a refusal before anything was done leaves
+// them.
+func TestRevokeAllPartialFailureEndsSessions(t *testing.T) {
+	store := &countingSessions{memSessions: newMemSessions()}
+	s, err := New(Config{
+		Broker: &fakeBroker{}, Auth: tokenAuth{}, Issuances: fakeIssuances{}, AdminGroups: []string{"sales"}, Sessions: store,
+		SQLLeases: partialLeases{&fakeSQLLeases{leases: map[string]broker.Lease{}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, s, "POST", api.Prefix+"/leases/revoke-all", `{"principal":"https://idp alice"}`, map[string]string{"Authorization": "Bearer token-dana"})
+	if len(store.principalDeletes) != 1 || store.principalDeletes[0] != "https://idp alice" {
+		t.Errorf("sessions ended after a partial failure: %q, want those of https://idp alice", store.principalDeletes)
+	}
+}

@@ -128,9 +128,10 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 		reason += ": " + req.Reason
 	}
 	res, err := l.RevokeAll(clientContext(r), p, req.Principal, reason)
-	if errors.Is(err, broker.ErrInvalid) {
-		// Refused as not a principal: nothing was revoked, and no session
-		// is ended for it either.
+	if res == nil && errors.Is(err, broker.ErrInvalid) {
+		// Refused as not a principal before anything was done: nothing was
+		// revoked, and no session is ended for it either. (An invalid
+		// error joined to a result is a partial failure: the sessions end.)
 		return sqlError(err)
 	}
 	// The sessions end whatever else failed (a NATS push retried in the

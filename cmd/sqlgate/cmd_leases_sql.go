@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
-	"unicode"
 
+	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -83,24 +81,15 @@ func cmdLeasesRevokeAll(ctx context.Context, e *env, args []string) error {
 }
 
 // checkPrincipalFlag refuses, as a usage error, a --principal that cannot
-// be a principal id: "<issuer> <subject>", the issuer an absolute http(s)
-// URL. An e-mail address or a bare subject would offboard nobody while the
-// real user keeps access (the broker refuses them too).
+// be a principal id (see identity.CheckPrincipalID): an e-mail address or a
+// bare subject would offboard nobody while the real user keeps access (the
+// broker refuses them too).
 func checkPrincipalFlag(id string) error {
-	const shape = `--principal must be "<issuer> <subject>": the identity provider's issuer URL, a space, the subject (sqlgate whoami shows both)`
 	if id == "" {
 		return usagef("--principal is required")
 	}
-	iss, sub, ok := strings.Cut(id, " ")
-	if !ok || sub == "" {
-		return usagef("%s; %q is not", shape, id)
-	}
-	u, err := url.Parse(iss)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(iss, "#") || strings.HasSuffix(iss, "?") {
-		return usagef("%s; %q is not an absolute http(s) issuer URL", shape, iss)
-	}
-	if strings.TrimSpace(sub) != sub || strings.IndexFunc(id, unicode.IsControl) >= 0 {
-		return usagef("%s; the subject %q has surrounding space or control characters", shape, sub)
+	if err := identity.CheckPrincipalID(id); err != nil {
+		return usagef("--principal must be %s; %v", identity.PrincipalIDShape, err)
 	}
 	return nil
 }
