@@ -157,29 +157,12 @@ func cmdRoutes(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// allLeases reads every page of the caller's credentials, newest first
-// (the server sends at most 1000 at a time).
-func allLeases(ctx context.Context, c *api.Client) (*api.Leases, error) {
-	leases := &api.Leases{}
-	for cursor := ""; ; {
-		page, err := c.LeasesPage(ctx, 1000, cursor)
-		if err != nil {
-			return nil, err
-		}
-		leases.Leases = append(leases.Leases, page.Leases...)
-		if page.Next == "" {
-			return leases, nil
-		}
-		cursor = page.Next
-	}
-}
-
 func cmdLeasesList(ctx context.Context, e *env, args []string) error {
 	c, output, _, err := e.apiCommand(newFlags(e, "leases list", "sqlgate leases list [--output json]"), args, 0, "sqlgate leases list")
 	if err != nil {
 		return err
 	}
-	leases, err := allLeases(ctx, c)
+	leases, err := c.Leases(ctx)
 	if err != nil {
 		return err
 	}

@@ -136,9 +136,9 @@ func TestRevokeAllPrincipalShape(t *testing.T) {
 	}
 }
 
-// TestAllLeasesFollowsPages: `leases list` reads every page the broker
-// sends, passing each page's next cursor back.
-func TestAllLeasesFollowsPages(t *testing.T) {
+// TestLeasesFollowsPages: `leases list` (api.Client.Leases) reads every
+// page the broker sends, passing each page's next cursor back.
+func TestLeasesFollowsPages(t *testing.T) {
 	var queries []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		queries = append(queries, r.URL.RawQuery)
@@ -154,7 +154,7 @@ func TestAllLeasesFollowsPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := allLeases(t.Context(), c)
+	got, err := c.Leases(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,9 +140,24 @@ func (c *Client) SQLCreds(ctx context.Context, req SQLCredsRequest) (*SQLCreds, 
 	return &out, c.do(ctx, http.MethodPost, "/sql/creds", req, &out, true)
 }
 
-// Leases lists the caller's credentials.
+// Leases lists all the caller's credentials, newest first, reading every
+// page (the broker sends at most 1000 at a time).
 func (c *Client) Leases(ctx context.Context) (*Leases, error) {
-	return c.LeasesPage(ctx, 0, "")
+	all := &Leases{}
+	for cursor := ""; ; {
+		page, err := c.LeasesPage(ctx, 1000, cursor)
+		if err != nil {
+			return nil, err
+		}
+		all.Leases = append(all.Leases, page.Leases...)
+		if page.Next == "" {
+			return all, nil
+		}
+		if page.Next == cursor {
+			return nil, fmt.Errorf("leases: the broker answered the same page twice (cursor %q)", cursor)
+		}
+		cursor = page.Next
+	}
 }
 
 // LeasesPage lists one page of the caller's credentials, newest first: at
