@@ -159,7 +159,7 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 		}
 		fmt.Fprintf(e.stdout, "Removed the NATS credentials saved for %s (%s): run sqlgate creds nats for your own.\n", orUnknown(info.Principal), strings.Join(gone, ", "))
 		if kept != "" {
-			fmt.Fprintf(e.stdout, "%s was not left as sqlgate creds nats wrote it and remains.\n", kept)
+			fmt.Fprintf(e.stdout, "%s (written with creds nats -o) remains and still holds that credential: delete it if it is no longer needed.\n", kept)
 		}
 	}
 	return nil
@@ -185,38 +185,26 @@ func (e *env) savedNATS() (natsInfo, bool) {
 	return info, true
 }
 
-// forgetNATS removes the saved NATS credential: nats.json, the default
-// creds file, and the creds file nats.json names (written with creds nats
-// -o) while it still holds the credential creds nats wrote there; such a
-// file holding another one is kept and returned. gone lists what was
-// removed.
+// forgetNATS removes the saved NATS credential from $SQLGATE_HOME:
+// nats.json and the default creds file. A creds file written elsewhere with
+// creds nats -o is the user's: it is left in place and returned as kept
+// (when it still exists), so that the caller can say so. gone lists what
+// was removed.
 func (e *env) forgetNATS(info natsInfo) (gone []string, kept string, err error) {
-	remove := func(path string) error {
-		if err := os.Remove(path); err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		gone = append(gone, path)
-		return nil
-	}
 	if info.Creds != "" && info.Creds != e.path(natsCredsOut) {
-		key, kerr := userKeyOf(info.Creds)
-		switch {
-		case kerr != nil && errors.Is(kerr, os.ErrNotExist):
-		case kerr == nil && ((info.UserKey != "" && key == info.UserKey) || (info.UserKey == "" && "_INBOX_"+key == info.InboxPrefix)):
-			if err := remove(info.Creds); err != nil {
-				return gone, "", err
-			}
-		default:
+		if _, serr := os.Stat(info.Creds); serr == nil {
 			kept = info.Creds
 		}
 	}
 	for _, f := range []string{natsCredsOut, natsInfoFile} {
-		if err := remove(e.path(f)); err != nil {
+		path := e.path(f)
+		if err := os.Remove(path); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
 			return gone, kept, err
 		}
+		gone = append(gone, path)
 	}
 	return gone, kept, nil
 }
@@ -399,7 +387,7 @@ func cmdLogout(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "Signed out: tokens removed; NATS credentials removed (%s).\n", strings.Join(gone, ", "))
 	if kept != "" {
-		fmt.Fprintf(e.stdout, "%s no longer holds the credential sqlgate creds nats wrote there and remains.\n", kept)
+		fmt.Fprintf(e.stdout, "%s (written with creds nats -o) remains: delete it if it is no longer needed.\n", kept)
 	}
 	switch {
 	case revoked:
