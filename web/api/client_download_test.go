@@ -18,7 +18,7 @@ func shortLimits(t *testing.T, srv *httptest.Server) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.callTimeout, c.downloadWait, c.downloadIdle = 300*time.Millisecond, 5*time.Second, time.Second
+	c.callTimeout, c.downloadWait, c.downloadIdle = 300*time.Millisecond, 5*time.Second, 3*time.Second
 	return c
 }
 
