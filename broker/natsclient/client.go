@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,15 @@ type Config struct {
 	// Logger receives refresh and reconnect events (nil: discard). Tokens
 	// and seeds are never logged.
 	Logger *slog.Logger
+
+	retry *retryConfig // tests only: see export_test.go
+}
+
+// retryConfig replaces refusalWindow, minRefusals and retryDelay.
+type retryConfig struct {
+	window  time.Duration
+	min     int
+	backoff func(n int) time.Duration
 }
 
 // Client is a NATS connection authenticated with a short-lived credential
@@ -45,12 +55,17 @@ type Config struct {
 // request whose reply was lost to such a disconnect, with the same
 // idempotency key, so the broker executes it at most once.
 //
-// A refresh that fails for a reason that may pass (the broker or the
-// network unavailable, a 5xx) is retried with exponential backoff and
-// jitter, also after the credential expired. A refusal that asking again
-// will not change ([ErrRefused]: the key was revoked, the principal
-// offboarded, policy denies it, or the NATS server keeps refusing the
-// credentials the broker issues) stops the client: it closes the
+// A refresh that fails is retried with exponential backoff and jitter
+// (1s doubling to 30s), also after the credential expired: an outage (the
+// broker or the network unavailable, a 5xx) for as long as it lasts, and a
+// refusal ([ErrRefused]: a 401 or 403 of the broker, or the NATS server
+// refusing the credentials the broker issues) until it has persisted: a
+// policy that could not be evaluated, a token that expired before the
+// token source renewed it, or servers that do not have a rotated signing
+// key yet all pass. When refusals continued for two minutes and at least
+// three attempts with no success in between, or at once when the broker
+// answers 400 (its key was revoked or is not acceptable: asking again with
+// the same key cannot change that), the client stops: it closes the
 // connection, [Client.Done] is closed, and [Client.Err] and every
 // [Client.Request] return the reason. It does not generate a new key pair
 // by itself: a revoked key is an administrator's decision, and a new key
@@ -71,8 +86,12 @@ type Client struct {
 
 	// kick wakes the refresh loop when the server refused a credential.
 	kick chan struct{}
-	// presented is the credential last handed to nats.go to connect with.
-	presented atomic.Pointer[Creds]
+	// refusalWindow and minRefusals say when refusals persisted (see
+	// persisted); backoff is the wait after the n-th failure in a row.
+	// Tests shorten them.
+	refusalWindow time.Duration
+	minRefusals   int
+	backoff       func(n int) time.Duration
 	// stopped is closed when the client stops for good (Close, a
 	// permanent refusal, nats.go closing the connection); fatal is the
 	// reason of a permanent refusal.
@@ -83,22 +102,47 @@ type Client struct {
 	mu   sync.Mutex
 	down chan struct{} // closed at the next disconnect
 	up   chan struct{} // closed once connected (again)
+	// attempts are the credentials presented by connect attempts whose
+	// outcome (an error or the connection) nats.go has not delivered yet,
+	// oldest first; connected is the credential of the connection the
+	// callbacks last reported, cbUp whether they report it up. nats.go
+	// delivers its callbacks in order but later than it queues them, by
+	// when a newer credential may have been presented: a refusal is pinned
+	// on the attempt it answers, never on a credential presented after it.
+	attempts  []*Creds
+	connected *Creds
+	cbUp      bool
 	// refused is the last credential the NATS server refused, refusals
-	// how many distinct ones it refused since the last (re)connect, and
-	// authErr its last refusal.
-	refused    *Creds
-	refusals   int
-	authErr    error
-	refreshErr error // the last failed refresh, nil after a success
+	// how many distinct ones it refused since the last (re)connect (the
+	// first at refusedSince), and authErr its last refusal.
+	refused      *Creds
+	refusals     int
+	refusedSince time.Time
+	authErr      error
+	refreshErr   error // the last failed refresh, nil after a success
 }
 
-// maxRefusals is how many distinct credentials in a row the NATS server may
-// refuse before the client stops: the broker issues what the server does
-// not accept, and fetching more would only fill the audit log.
-const maxRefusals = 3
+// Refusals persist, and the client stops, once they continued for
+// refusalWindow and at least minRefusals attempts (credentials the broker
+// refused to issue, or issued ones the NATS server refused) with no
+// success in between. With the backoff that is a handful of issuance
+// requests, and audit records, per stop.
+const (
+	refusalWindow = 2 * time.Minute
+	minRefusals   = 3
+)
+
+// maxAttempts bounds the connect attempts remembered (see Client.attempts).
+// Beyond it new ones are not recorded, so that a refusal is pinned on an
+// older credential (and ignored as replaced) rather than on a newer one.
+const maxAttempts = 16
 
 // ErrClosed is returned by [Client.Request] after [Client.Close].
 var ErrClosed = errors.New("natsclient: client closed")
+
+// errInboxChanged: live subscriptions use the first inbox prefix, so a
+// changed grant cannot be applied to the connection, now or later.
+var errInboxChanged = fmt.Errorf("%w: broker changed the inbox prefix", ErrRefused)
 
 // Connect generates a key pair, fetches a credential and connects. The
 // client keeps its credential fresh until Close. ctx bounds the first fetch
@@ -122,6 +166,10 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		kp: kp, key: key, cfg: cfg, log: cfg.Logger, done: make(chan struct{}),
 		down: make(chan struct{}), up: make(chan struct{}),
 		kick: make(chan struct{}, 1), stopped: make(chan struct{}),
+		refusalWindow: refusalWindow, minRefusals: minRefusals, backoff: retryDelay,
+	}
+	if cfg.retry != nil {
+		c.refusalWindow, c.minRefusals, c.backoff = cfg.retry.window, cfg.retry.min, cfg.retry.backoff
 	}
 	close(c.up)
 	first, err := FetchCreds(ctx, cfg.FetchConfig, kp)
@@ -157,7 +205,7 @@ func (c *Client) options(user []nats.Option, auth ...nats.Option) []nats.Option 
 	for _, o := range user {
 		_ = o(&uo)
 	}
-	userDisc, userRecon, userErr, userClosed := uo.DisconnectedErrCB, uo.ReconnectedCB, uo.AsyncErrorCB, uo.ClosedCB
+	userConn, userDisc, userRecon, userErr, userClosed := uo.ConnectedCB, uo.DisconnectedErrCB, uo.ReconnectedCB, uo.AsyncErrorCB, uo.ClosedCB
 	opts := []nats.Option{
 		// Reconnect for as long as the credential may be renewed: the
 		// client gives up itself when it cannot be (see Client).
@@ -169,6 +217,12 @@ func (c *Client) options(user []nats.Option, auth ...nats.Option) []nats.Option 
 	opts = append(opts, auth...)
 	return append(opts,
 		nats.CustomInboxPrefix(c.inbox),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			c.connectedCB(true)
+			if userConn != nil {
+				userConn(nc)
+			}
+		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			c.disconnected(nc, err)
 			if userDisc != nil {
@@ -255,8 +309,8 @@ func (c *Client) Close() {
 }
 
 // Done is closed when the client has stopped for good: [Client.Close], a
-// refusal that asking again will not change (see [Client.Err]), or nats.go
-// closing the connection (when your options limit reconnects).
+// refusal that persisted or cannot change (see [Client] and [Client.Err]),
+// or nats.go closing the connection (when your options limit reconnects).
 func (c *Client) Done() <-chan struct{} { return c.stopped }
 
 // Err is why the client stopped on its own: nil while it runs and after
@@ -317,7 +371,11 @@ func (c *Client) userJWT() (string, error) {
 	if !time.Now().Before(c.expiresAt(cur)) {
 		return "", errExpired
 	}
-	c.presented.Store(cur)
+	c.mu.Lock()
+	if len(c.attempts) < maxAttempts {
+		c.attempts = append(c.attempts, cur)
+	}
+	c.mu.Unlock()
 	return cur.JWT, nil
 }
 
@@ -327,22 +385,42 @@ func isAuthError(err error) bool {
 		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
 }
 
-// asyncError notes the NATS server refusing the credential last presented
-// and wakes the refresh loop to replace it.
+// asyncError notes the NATS server refusing a credential and wakes the
+// refresh loop to replace it. While the callbacks report the connection
+// down, every error but the client's own (userJWT's, which presents
+// nothing) ends the oldest pending connect attempt, and a refusal is of
+// that attempt's credential; while they report it up, a refusal is of the
+// connection's credential (a revocation, an account update).
 func (c *Client) asyncError(err error) {
-	if c.creds.Load() == nil || !isAuthError(err) {
+	if c.creds.Load() == nil || errors.Is(err, errExpired) || errors.Is(err, ErrRefused) {
 		return
 	}
 	c.mu.Lock()
-	if p := c.presented.Load(); p != nil && p != c.refused {
+	p := c.connected
+	if !c.cbUp {
+		p = nil
+		if len(c.attempts) > 0 {
+			p = c.attempts[0]
+			c.attempts = c.attempts[1:]
+		}
+	}
+	// The server ending a connection at its credential's expiry refuses
+	// nothing: the refresh loop replaces it on time, or is retrying.
+	refusal := isAuthError(err) && !errors.Is(err, nats.ErrAuthExpired)
+	if refusal && p != nil && p != c.refused {
+		if c.refusals == 0 {
+			c.refusedSince = time.Now()
+		}
 		c.refused = p
 		c.refusals++
+		c.authErr = err
 	}
-	c.authErr = err
 	c.mu.Unlock()
-	select {
-	case c.kick <- struct{}{}:
-	default:
+	if refusal {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -375,7 +453,7 @@ func (c *Client) replace(ctx context.Context, old *Creds) error {
 	if fresh.InboxPrefix != c.inbox {
 		// Live subscriptions use the first prefix; a changed grant cannot be
 		// applied to this connection, now or later.
-		return fmt.Errorf("%w: broker changed the inbox prefix from %q to %q", ErrRefused, c.inbox, fresh.InboxPrefix)
+		return fmt.Errorf("%w from %q to %q", errInboxChanged, c.inbox, fresh.InboxPrefix)
 	}
 	c.creds.Store(fresh)
 	c.log.InfoContext(ctx, "nats credential refreshed", slog.Time("expires_at", fresh.ExpiresAt))
@@ -410,14 +488,48 @@ func arrived(cr *Creds) time.Time {
 	return cr.received
 }
 
+// persisted says whether refusals that began at since, n attempts so far
+// with no success in between, persisted (see refusalWindow).
+func (c *Client) persisted(n int, since time.Time) bool {
+	return n >= c.minRefusals && time.Since(since) >= c.refusalWindow
+}
+
+// permanent says whether the broker refused for a reason that asking again
+// with the same key pair cannot change: a 400 of the broker itself (its
+// "invalid_request": the key was revoked, is another principal's, or is not
+// a user key), or a changed inbox prefix. A 400 without the broker's code
+// (from a proxy) is a refusal like the others.
+func permanent(err error) bool {
+	var be *BrokerError
+	if errors.As(err, &be) {
+		return be.Status == http.StatusBadRequest && be.Code == "invalid_request"
+	}
+	return errors.Is(err, errInboxChanged)
+}
+
+// sleep waits d, false when ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // refreshLoop fetches a new credential at RefreshAt of the current one's
-// lifetime, or at once when the NATS server refused the current one. A
-// failure that may pass is retried with backoff; one that will not
-// ([ErrRefused]) stops the client. After a fetch it makes a reconnecting
-// connection try again at once with the new credential.
+// lifetime, or when the NATS server refused the current one (at once the
+// first time, then with backoff). A failure is retried with backoff; it
+// stops the client when it is permanent or refusals persisted (see
+// Client). After a fetch it makes a reconnecting connection try again at
+// once with the new credential.
 func (c *Client) refreshLoop(ctx context.Context) {
 	defer close(c.done)
-	failures := 0
+	failures := 0 // failed fetches in a row
+	refusals := 0 // of them, broker refusals, the first at refusedSince
+	var refusedSince time.Time
 	for {
 		cur := c.creds.Load()
 		t := time.NewTimer(time.Until(c.refreshAt(cur)))
@@ -428,13 +540,18 @@ func (c *Client) refreshLoop(ctx context.Context) {
 		case <-c.kick:
 			t.Stop()
 			c.mu.Lock()
-			refused, n, authErr := c.refused == cur, c.refusals, c.authErr
+			refused, n, since, authErr := c.refused == cur, c.refusals, c.refusedSince, c.authErr
 			c.mu.Unlock()
 			if !refused {
 				continue // the server refused one that is replaced already
 			}
-			if n >= maxRefusals {
-				c.fail(fmt.Errorf("%w: the NATS server refused %d credentials in a row: %w", ErrRefused, n, authErr))
+			if c.persisted(n, since) {
+				c.fail(fmt.Errorf("%w: the NATS server refused %d credentials in a row for %s: %w",
+					ErrRefused, n, time.Since(since).Round(time.Second), authErr))
+				return
+			}
+			// Pace the fetches: the server may refuse the next one too.
+			if n > 1 && !sleep(ctx, c.backoff(n-2)) {
 				return
 			}
 		case <-t.C:
@@ -449,31 +566,42 @@ func (c *Client) refreshLoop(ctx context.Context) {
 		c.refreshErr = err
 		c.mu.Unlock()
 		if err == nil {
-			failures = 0
-			if c.nc.IsReconnecting() {
-				_ = c.nc.ForceReconnect() // skip the reconnect backoff
+			failures, refusals = 0, 0
+			// Skip the reconnect backoff. nats.go may reconnect between
+			// this check and ForceReconnect, which then ends the new
+			// connection once; it reconnects at once, with the fresh
+			// credential.
+			if c.nc.Status() == nats.RECONNECTING {
+				_ = c.nc.ForceReconnect()
 			}
 			continue
 		}
-		if errors.Is(err, ErrRefused) {
+		if permanent(err) {
 			c.fail(err)
 			return
 		}
-		wait := retryDelay(failures)
+		if errors.Is(err, ErrRefused) {
+			if refusals == 0 {
+				refusedSince = time.Now()
+			}
+			refusals++
+			if c.persisted(refusals, refusedSince) {
+				c.fail(fmt.Errorf("refused %d times in a row for %s: %w", refusals, time.Since(refusedSince).Round(time.Second), err))
+				return
+			}
+		}
+		wait := c.backoff(failures)
 		failures++
 		c.log.WarnContext(ctx, "nats credential refresh failed; retrying", slog.String("error", err.Error()), slog.Duration("retry_in", wait))
-		t = time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
 	}
 }
 
 func (c *Client) disconnected(_ *nats.Conn, err error) {
 	c.mu.Lock()
+	c.cbUp = false
 	close(c.down)
 	c.down = make(chan struct{})
 	c.up = make(chan struct{})
@@ -484,15 +612,34 @@ func (c *Client) disconnected(_ *nats.Conn, err error) {
 }
 
 func (c *Client) reconnected(*nats.Conn) {
+	c.connectedCB(false)
+	c.log.Info("nats reconnected")
+}
+
+// connectedCB notes the connection up: a credential was accepted. On a
+// reconnect it is the oldest pending attempt's (the failed ones before it
+// were delivered first). Nats.go reports no refusal of the first connect,
+// which may take several attempts: the last one connected. (A reconnect
+// attempt after a disconnect that this callback has not seen yet would be
+// taken for one of them; nats.go delivers the callback long before.)
+func (c *Client) connectedCB(first bool) {
 	c.mu.Lock()
 	select {
 	case <-c.up:
 	default:
 		close(c.up)
 	}
-	c.refusals = 0
+	switch {
+	case first && len(c.attempts) > 0:
+		c.connected = c.attempts[len(c.attempts)-1]
+		c.attempts = nil
+	case len(c.attempts) > 0:
+		c.connected = c.attempts[0]
+		c.attempts = c.attempts[1:]
+	}
+	c.cbUp = true
+	c.refused, c.refusals, c.refusedSince = nil, 0, time.Time{}
 	c.mu.Unlock()
-	c.log.Info("nats reconnected")
 }
 
 func (c *Client) state() (down, up chan struct{}) {

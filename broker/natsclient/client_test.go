@@ -485,30 +485,38 @@ func waitDone(t *testing.T, c *natsclient.Client) {
 	}
 }
 
-// TestRefusedRefreshStopsClient: a refresh the broker refuses for good (a
-// revoked key, a policy denial, an offboarded principal) stops the client:
-// it asks no more, closes the connection, keeps its key pair, and Err and
-// Request say why in the broker's words.
+// fastRetry makes a client retry every 10ms and stop at the third refusal
+// in a row (window 0), or never within a test (window an hour).
+func fastRetry(cfg natsclient.Config, window time.Duration) natsclient.Config {
+	return natsclient.WithRetry(cfg, window, 3, 10*time.Millisecond)
+}
+
+// TestRefusedRefreshStopsClient: a refresh the broker keeps refusing (a
+// policy denial, an offboarded principal) stops the client once the refusal
+// persisted (here: three in a row), and a revoked key at once: it asks no
+// more, closes the connection, keeps its key pair, and Err and Request say
+// why in the broker's words.
 func TestRefusedRefreshStopsClient(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name   string
-		refuse error
-		status int
-		say    string
+		name    string
+		refuse  error
+		status  int
+		say     string
+		refused int // refused fetches before the client stops
 	}{
-		{"revoked key", errKeyRevoked, http.StatusBadRequest, "public key was revoked; generate a new key pair"},
-		{"denied by policy", errDenied, http.StatusForbidden, "service billing may not call orders"},
-		{"offboarded", errOffboarded, http.StatusUnauthorized, "sign in again"},
+		{"revoked key", errKeyRevoked, http.StatusBadRequest, "public key was revoked; generate a new key pair", 1},
+		{"denied by policy", errDenied, http.StatusForbidden, "service billing may not call orders", 3},
+		{"offboarded", errOffboarded, http.StatusUnauthorized, "sign in again", 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			env := startBroker(t, &idempotentHandler{results: map[string]string{}})
 			cs := newCredsServer(t, env, 2*time.Second)
-			c, err := natsclient.Connect(t.Context(), natsclient.Config{
+			c, err := natsclient.Connect(t.Context(), fastRetry(natsclient.Config{
 				FetchConfig: natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)},
 				RefreshAt:   0.5,
-			})
+			}, 0))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -537,12 +545,96 @@ func TestRefusedRefreshStopsClient(t *testing.T) {
 			if err := c.Refresh(ctx); !errors.Is(err, natsclient.ErrRefused) {
 				t.Errorf("Refresh after the refusal = %v, want the refusal", err)
 			}
-			// One fetch at connect, one refused: no more, and no new key.
+			// One fetch at connect, then the refused ones: no more, and no
+			// new key.
 			cs.mu.Lock()
 			keys := cs.keys
 			cs.mu.Unlock()
-			if len(keys) != 2 || keys[0] != c.UserKey() || keys[1] != c.UserKey() {
-				t.Errorf("keys asked for %v, want [%s %s]", keys, c.UserKey(), c.UserKey())
+			if len(keys) != 1+tc.refused {
+				t.Errorf("%d fetches, want %d", len(keys), 1+tc.refused)
+			}
+			for _, k := range keys {
+				if k != c.UserKey() {
+					t.Errorf("asked for key %s, want only %s", k, c.UserKey())
+				}
+			}
+		})
+	}
+}
+
+// waitFetches waits until the client asked for n credentials (counted by
+// *asked); the bound only keeps a broken client from hanging the test.
+func waitFetches(t *testing.T, asked *atomic.Int32, n int32) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); asked.Load() < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fetches, still waiting for %d", asked.Load(), n)
+		}
+	}
+}
+
+// TestTransientRefusalKeepsClient: refusals that pass (the policy could not
+// be evaluated, a token expired before the token source renewed it) are
+// retried, and once the broker issues again the client carries on.
+func TestTransientRefusalKeepsClient(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		refuse error  // the broker's refusal while it lasts
+		token  string // the token sent while it lasts
+	}{
+		{"policy evaluation failed", &broker.DeniedError{Reasons: []string{"policy evaluation failed"}}, serviceToken},
+		{"token expired", nil, "expired-token-value"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := startBroker(t, &idempotentHandler{results: map[string]string{}})
+			cs := newCredsServer(t, env, 2*time.Second)
+			var token atomic.Pointer[string]
+			var asked atomic.Int32
+			good := serviceToken
+			token.Store(&good)
+			c, err := natsclient.Connect(t.Context(), fastRetry(natsclient.Config{
+				FetchConfig: natsclient.FetchConfig{
+					BrokerURL: cs.srv.URL,
+					Token: func(context.Context) (string, error) {
+						asked.Add(1)
+						return *token.Load(), nil
+					},
+				},
+				RefreshAt: 0.5,
+			}, time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			first := c.Creds()
+			cs.set(func() { cs.refuse = tc.refuse })
+			token.Store(&tc.token)
+			waitFetches(t, &asked, 5) // the first credential and four refusals
+			if err := c.Err(); err != nil {
+				t.Fatalf("Err while refused = %v, want nil: the refusal may pass", err)
+			}
+			cs.set(func() { cs.refuse = nil })
+			token.Store(&good)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			for c.Creds() == first {
+				select {
+				case <-c.Done():
+					t.Fatalf("client stopped: %v", c.Err())
+				case <-ctx.Done():
+					t.Fatal("no credential issued after the broker issued again")
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+			if _, err := c.Request(ctx, "orders.v1.create", []byte(`{}`), nil); err != nil {
+				t.Fatalf("Request after the refusal passed: %v", err)
+			}
+			select {
+			case <-c.Done():
+				t.Fatalf("client stopped: %v", c.Err())
+			default:
 			}
 		})
 	}
@@ -607,9 +699,11 @@ func TestRefreshRetriesOutageWithBackoff(t *testing.T) {
 	}
 }
 
-// TestServerRefusalsStopClient: when the NATS server refuses the credentials
-// the broker issues, the client fetches a new one at once, but stops after
-// a few in a row instead of fetching (and filling the audit log) forever.
+// TestServerRefusalsStopClient: when the NATS server keeps refusing the
+// credentials the broker issues, the client fetches a new one (at once the
+// first time, then with backoff), but stops once the refusals persisted
+// (here: three credentials in a row) instead of fetching (and filling the
+// audit log) forever.
 func TestServerRefusalsStopClient(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits for a 2s credential to expire")
@@ -617,10 +711,10 @@ func TestServerRefusalsStopClient(t *testing.T) {
 	t.Parallel()
 	env := startBroker(t, &idempotentHandler{results: map[string]string{}})
 	cs := newCredsServer(t, env, 2*time.Second)
-	c, err := natsclient.Connect(t.Context(), natsclient.Config{
+	c, err := natsclient.Connect(t.Context(), fastRetry(natsclient.Config{
 		FetchConfig: natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)},
 		RefreshAt:   0.5,
-	})
+	}, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -630,10 +724,55 @@ func TestServerRefusalsStopClient(t *testing.T) {
 	if err := c.Err(); !errors.Is(err, natsclient.ErrRefused) || !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("Err = %v, want the server's authorization violation", err)
 	}
-	// The first credential, the refresh, and one more after the server
-	// refused the refresh: the third refusal stops the client.
-	if got := cs.fetches.Load(); got != 3 {
-		t.Errorf("%d fetches, want 3", got)
+	// The first credential, the refresh, and two more after the server
+	// refused the refresh: the third refused credential stops the client
+	// (the first one expiring is no refusal).
+	if got := cs.fetches.Load(); got != 4 {
+		t.Errorf("%d fetches, want 4", got)
+	}
+}
+
+// TestServerRefusalsThatPassKeepClient: the NATS server refusing the
+// credentials for a while (servers that did not get a rotated signing key
+// yet) does not stop the client: it fetches again until the server accepts
+// one, and carries on.
+func TestServerRefusalsThatPassKeepClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 2s credential to expire")
+	}
+	t.Parallel()
+	env := startBroker(t, &idempotentHandler{results: map[string]string{}})
+	cs := newCredsServer(t, env, 2*time.Second)
+	reconnected := make(chan struct{}, 1)
+	c, err := natsclient.Connect(t.Context(), fastRetry(natsclient.Config{
+		FetchConfig: natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)},
+		RefreshAt:   0.5,
+		Options: []nats.Option{nats.ReconnectHandler(func(*nats.Conn) {
+			select {
+			case reconnected <- struct{}{}:
+			default:
+			}
+		})},
+	}, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cs.set(func() { cs.untrusted = true })
+	waitFetches(t, &cs.fetches, 5) // the first, the refresh, and three after refusals
+	cs.set(func() { cs.untrusted = false })
+	select {
+	case <-reconnected:
+	case <-c.Done():
+		t.Fatalf("client stopped: %v", c.Err())
+	case <-time.After(30 * time.Second):
+		t.Fatal("not reconnected after the server accepted the credentials again")
+	}
+	if _, err := c.Request(t.Context(), "orders.v1.create", []byte(`{}`), nil); err != nil {
+		t.Fatalf("Request after the refusals passed: %v", err)
+	}
+	if err := c.Err(); err != nil {
+		t.Errorf("Err = %v, want nil", err)
 	}
 }
 

@@ -26,11 +26,13 @@ type TokenSource func(ctx context.Context) (string, error)
 // the policy refuses the credential (403).
 var ErrUnauthorized = errors.New("natsclient: not authorized")
 
-// ErrRefused matches a refusal that asking again will not change: the
-// broker answered 400 (a revoked key: "public key was revoked"), 401 (a
-// refused token or an offboarded principal) or 403 (denied by policy), or
-// the NATS server refused the credentials the broker issued. A [Client]
-// stops at such a refusal (see [Client.Err]).
+// ErrRefused matches a refusal: the broker answered 400 (a revoked key:
+// "public key was revoked"), 401 (a refused or expired token, an
+// offboarded principal) or 403 (denied by policy, or the policy could not
+// be evaluated), or the NATS server refused the credentials the broker
+// issued. Some pass (a policy outage, a token the token source renews); a
+// [Client] retries them and stops when they persist or the broker answered
+// 400 (see [Client] and [Client.Err]).
 var ErrRefused = errors.New("natsclient: refused")
 
 // BrokerError is a non-200 answer of the broker's `POST nats/creds`, with
