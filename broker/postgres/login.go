@@ -44,15 +44,18 @@ var (
 	// the first statement, as the login (the provisioner makes itself a
 	// member for that: CREATEROLE, or on PostgreSQL 16 and later the ADMIN
 	// OPTION its creator has), drops what the login owns and the privileges
-	// granted to it in this database (DROP OWNED BY), in one transaction;
-	// then the role is dropped, which also ends the membership. Roles are
-	// cluster-wide: what the login created in another database of the
-	// cluster still blocks DROP ROLE (see docs/credentials.md). Replace
+	// granted to it in this database (DROP OWNED BY), and ends the
+	// membership again (RESET ROLE, REVOKE), in one transaction: the
+	// provisioner never keeps the login's role (and through it the granted
+	// one), also when DROP ROLE keeps failing. Then the role is dropped.
+	// Roles are cluster-wide: what the login created in another database of
+	// the cluster still blocks DROP ROLE (see docs/credentials.md). Replace
 	// DROP OWNED BY with `REASSIGN OWNED BY {{name}} TO {{role}}` and DROP
 	// OWNED BY to keep the objects an issued login created.
 	DefaultDrop = []string{
 		`DO $$BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {{name_literal}}) THEN ` +
-			`GRANT {{name}} TO CURRENT_USER; SET LOCAL ROLE {{name}}; DROP OWNED BY {{name}}; END IF; END$$`,
+			`GRANT {{name}} TO CURRENT_USER; SET LOCAL ROLE {{name}}; DROP OWNED BY {{name}}; ` +
+			`RESET ROLE; REVOKE {{name}} FROM CURRENT_USER; END IF; END$$`,
 		`DROP ROLE IF EXISTS {{name}}`,
 	}
 )

@@ -403,3 +403,85 @@ func TestLoginUnreachable(t *testing.T) {
 		t.Error("login remains after the database came back")
 	}
 }
+
+// TestLoginStuckDropLeavesNoMembership: when DROP ROLE keeps failing (the
+// login owns objects in another database of the cluster), the default drop
+// does not leave the provisioner a member of the disabled login, through
+// which it would hold the granted role: a least-privilege provisioner
+// (CREATEROLE, not a superuser) still cannot read the role's table.
+func TestLoginStuckDropLeavesNoMembership(t *testing.T) {
+	d := newLoginDB(t)
+	ctx := t.Context()
+	// The provisioner as deploy/postgres/04-credential-issuance.sql makes
+	// it: CREATEROLE and, on PostgreSQL 16 and later, the role with ADMIN
+	// OPTION but neither INHERIT nor SET; no privilege on the tables.
+	prov := "sg_provisioner_" + d.suffix
+	pw, err := broker.GeneratePassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, d.admin, "CREATE ROLE "+prov+" LOGIN CREATEROLE PASSWORD "+pgQuote(pw))
+	var version int
+	if err := d.admin.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if version >= 160000 {
+		mustExec(t, d.admin, "GRANT "+d.role+" TO "+prov+" WITH ADMIN TRUE, INHERIT FALSE, SET FALSE")
+	}
+	pool, err := pgxpool.New(ctx, d.dsn(prov, pw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	li, err := postgres.NewLoginIssuer(pool, postgres.LoginConfig{Name: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := d.spec(t, d.role, time.Hour)
+	if err := li.CreateLogin(ctx, spec); err != nil {
+		t.Fatalf("CreateLogin: %v", err)
+	}
+	// The login owns a table in another database: DROP ROLE fails there.
+	other := d.name + "_other"
+	mustExec(t, d.admin, "CREATE DATABASE "+other)
+	t.Cleanup(func() { _, _ = d.admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+other+" WITH (FORCE)") })
+	u, err := url.Parse(os.Getenv(envPasswordDSN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + other
+	oc, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close(context.Background())
+	mustExec(t, oc, "CREATE TABLE public.left_behind (id int)")
+	mustExec(t, oc, "ALTER TABLE public.left_behind OWNER TO "+pgx.Identifier{spec.Username}.Sanitize())
+
+	for range 2 { // the reaper retries: neither attempt may leave a membership
+		err := li.RevokeLogin(ctx, broker.LoginSpec{Username: spec.Username, Role: spec.Role})
+		if !errors.Is(err, broker.ErrLoginDisabled) {
+			t.Fatalf("RevokeLogin = %v, want ErrLoginDisabled (DROP ROLE blocked by the other database)", err)
+		}
+	}
+	if !d.roleExists(t, spec.Username) {
+		t.Fatal("the login was dropped although it owns a table in another database")
+	}
+	var member bool
+	if err := d.admin.QueryRow(ctx, "SELECT pg_has_role($1, $2, 'MEMBER')", prov, spec.Username).Scan(&member); err != nil {
+		t.Fatal(err)
+	}
+	if member {
+		t.Errorf("after the failed drop %s is still a member of %s", prov, spec.Username)
+	}
+	pc, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Release()
+	if _, err := pc.Exec(ctx, "SELECT note FROM public.granted"); sqlState(err) != "42501" {
+		t.Errorf("the provisioner reads the granted role's table after the failed drop: %v, want permission denied (42501)", err)
+	}
+}
+
+func pgQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
