@@ -41,9 +41,9 @@ type Config struct {
 
 // retryConfig replaces refusalWindow, minRefusals and retryDelay.
 type retryConfig struct {
-	window  time.Duration
-	min     int
-	backoff func(n int) time.Duration
+	window   time.Duration
+	attempts int
+	backoff  func(n int) time.Duration
 }
 
 // Client is a NATS connection authenticated with a short-lived credential
@@ -169,7 +169,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		refusalWindow: refusalWindow, minRefusals: minRefusals, backoff: retryDelay,
 	}
 	if cfg.retry != nil {
-		c.refusalWindow, c.minRefusals, c.backoff = cfg.retry.window, cfg.retry.min, cfg.retry.backoff
+		c.refusalWindow, c.minRefusals, c.backoff = cfg.retry.window, cfg.retry.attempts, cfg.retry.backoff
 	}
 	close(c.up)
 	first, err := FetchCreds(ctx, cfg.FetchConfig, kp)

@@ -3,9 +3,9 @@ package natsclient
 import "time"
 
 // WithRetry returns cfg with the refusal rule and the backoff replaced: the
-// client stops once refusals continued for window and at least min attempts,
-// and waits backoff after every failure.
-func WithRetry(cfg Config, window time.Duration, min int, backoff time.Duration) Config {
-	cfg.retry = &retryConfig{window: window, min: min, backoff: func(int) time.Duration { return backoff }}
+// client stops once refusals continued for window and at least attempts
+// times, and waits backoff after every failure.
+func WithRetry(cfg Config, window time.Duration, attempts int, backoff time.Duration) Config {
+	cfg.retry = &retryConfig{window: window, attempts: attempts, backoff: func(int) time.Duration { return backoff }}
 	return cfg
 }
