@@ -278,19 +278,7 @@ func (r *Registry) ByPrincipalPage(ctx context.Context, principalID string, page
 	if err != nil {
 		return nil, fmt.Errorf("list issuances: %w", err)
 	}
-	defer rows.Close()
-	out := make([]broker.Issuance, 0, min(page.Limit, 128))
-	for rows.Next() {
-		iss, err := scanIssuance(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list issuances: %w", err)
-		}
-		out = append(out, iss)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list issuances: %w", err)
-	}
-	return out, nil
+	return scanIssuances(rows, min(page.Limit, 128))
 }
 
 // IssuanceListSchema returns the DDL of the index that reads a principal's
@@ -366,8 +354,14 @@ func (r *Registry) list(ctx context.Context, where string, arg any) ([]broker.Is
 	if err != nil {
 		return nil, fmt.Errorf("list issuances: %w", err)
 	}
+	return scanIssuances(rows, 0)
+}
+
+// scanIssuances reads and closes rows of issuances (room: the capacity to
+// start with).
+func scanIssuances(rows *sql.Rows, room int) ([]broker.Issuance, error) {
 	defer rows.Close()
-	var out []broker.Issuance
+	out := make([]broker.Issuance, 0, room)
 	for rows.Next() {
 		iss, err := scanIssuance(rows)
 		if err != nil {
