@@ -668,6 +668,10 @@ func TestRefreshRetriesOutageWithBackoff(t *testing.T) {
 	defer c.Close()
 	cs.set(func() { cs.refuse = broker.ErrUnavailable })
 	<-expired // the server disconnected the client at its credential's expiry
+	// JWT expiries are whole seconds: within the second of the expiry a
+	// reconnect can still be accepted (and dropped again). Past it, the
+	// server refuses the credential, and the broker gives no other.
+	time.Sleep(time.Until(c.Creds().ExpiresAt.Add(1100 * time.Millisecond)))
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	_, err = c.Request(ctx, "orders.v1.create", []byte(`{}`), nil)
 	cancel()
