@@ -118,6 +118,7 @@ type Client struct {
 	refused      *Creds
 	refusals     int
 	refusedSince time.Time
+	lastRefusal  time.Time
 	authErr      error
 	refreshErr   error // the last failed refresh, nil after a success
 }
@@ -218,7 +219,7 @@ func (c *Client) options(user []nats.Option, auth ...nats.Option) []nats.Option 
 	return append(opts,
 		nats.CustomInboxPrefix(c.inbox),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			c.connectedCB(true)
+			c.connectedCB()
 			if userConn != nil {
 				userConn(nc)
 			}
@@ -408,10 +409,11 @@ func (c *Client) asyncError(err error) {
 	// nothing: the refresh loop replaces it on time, or is retrying.
 	refusal := isAuthError(err) && !errors.Is(err, nats.ErrAuthExpired)
 	if refusal && p != nil && p != c.refused {
-		if c.refusals == 0 {
-			c.refusedSince = time.Now()
+		now := time.Now()
+		if c.refusals == 0 || now.Sub(c.lastRefusal) > refusalStreakGap {
+			c.refusals, c.refusedSince = 0, now // a new streak
 		}
-		c.refused = p
+		c.refused, c.lastRefusal = p, now
 		c.refusals++
 		c.authErr = err
 	}
@@ -488,6 +490,11 @@ func arrived(cr *Creds) time.Time {
 	return cr.received
 }
 
+// refusalStreakGap ends a streak of refusals: refusals further apart (an
+// outage of the broker or the network in between) start a new one, so
+// that the client does not stop at the first refusals after a long outage.
+const refusalStreakGap = time.Minute
+
 // persisted says whether refusals that began at since, n attempts so far
 // with no success in between, persisted (see refusalWindow).
 func (c *Client) persisted(n int, since time.Time) bool {
@@ -529,7 +536,7 @@ func (c *Client) refreshLoop(ctx context.Context) {
 	defer close(c.done)
 	failures := 0 // failed fetches in a row
 	refusals := 0 // of them, broker refusals, the first at refusedSince
-	var refusedSince time.Time
+	var refusedSince, lastRefused time.Time
 	for {
 		cur := c.creds.Load()
 		t := time.NewTimer(time.Until(c.refreshAt(cur)))
@@ -581,9 +588,10 @@ func (c *Client) refreshLoop(ctx context.Context) {
 			return
 		}
 		if errors.Is(err, ErrRefused) {
-			if refusals == 0 {
-				refusedSince = time.Now()
+			if now := time.Now(); refusals == 0 || now.Sub(lastRefused) > refusalStreakGap {
+				refusals, refusedSince = 0, now // a new streak
 			}
+			lastRefused = time.Now()
 			refusals++
 			if c.persisted(refusals, refusedSince) {
 				c.fail(fmt.Errorf("refused %d times in a row for %s: %w", refusals, time.Since(refusedSince).Round(time.Second), err))
@@ -612,30 +620,28 @@ func (c *Client) disconnected(_ *nats.Conn, err error) {
 }
 
 func (c *Client) reconnected(*nats.Conn) {
-	c.connectedCB(false)
+	c.connectedCB()
 	c.log.Info("nats reconnected")
 }
 
-// connectedCB notes the connection up: a credential was accepted. On a
-// reconnect it is the oldest pending attempt's (the failed ones before it
-// were delivered first). Nats.go reports no refusal of the first connect,
-// which may take several attempts: the last one connected. (A reconnect
-// attempt after a disconnect that this callback has not seen yet would be
-// taken for one of them; nats.go delivers the callback long before.)
-func (c *Client) connectedCB(first bool) {
+// connectedCB notes the connection up: a credential was accepted, the one
+// of the newest connect attempt.
+func (c *Client) connectedCB() {
 	c.mu.Lock()
 	select {
 	case <-c.up:
 	default:
 		close(c.up)
 	}
-	switch {
-	case first && len(c.attempts) > 0:
+	// The newest attempt is the one that connected: nats.go reports no
+	// error for some failed attempts (a non-auth -ERR, a write error), so
+	// the older entries would otherwise stay and pin later refusals on the
+	// wrong credential. (An attempt begun after a disconnect that this
+	// callback has not seen yet would be taken for it; nats.go delivers the
+	// callback long before.)
+	if len(c.attempts) > 0 {
 		c.connected = c.attempts[len(c.attempts)-1]
 		c.attempts = nil
-	case len(c.attempts) > 0:
-		c.connected = c.attempts[0]
-		c.attempts = c.attempts[1:]
 	}
 	c.cbUp = true
 	c.refused, c.refusals, c.refusedSince = nil, 0, time.Time{}

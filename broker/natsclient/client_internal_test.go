@@ -54,7 +54,7 @@ func TestLateRefusalIsPinnedOnItsAttempt(t *testing.T) {
 	// Once connected, a refusal is the connection's credential's, whatever
 	// was presented meanwhile; its expiry is no refusal.
 	present(fresh)
-	c.connectedCB(false)
+	c.connectedCB()
 	if p, n, _ := refused(); p != nil || n != 0 {
 		t.Fatalf("after connecting: refused %v, %d refusals; want none", p, n)
 	}
@@ -65,5 +65,64 @@ func TestLateRefusalIsPinnedOnItsAttempt(t *testing.T) {
 	c.asyncError(nats.ErrAuthRevoked)
 	if p, n, _ := refused(); p != fresh || n != 1 {
 		t.Fatalf("refusal of the connection pinned on %v (%d refusals)", p, n)
+	}
+}
+
+// TestConnectForgetsUnreportedAttempts: nats.go reports no error for some
+// failed connect attempts (a non-auth -ERR, a write error); the attempt
+// that connected is the newest, and the stale ones must not pin a later
+// refusal on an older credential.
+func TestConnectForgetsUnreportedAttempts(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	a := &Creds{JWT: "a", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	b := &Creds{JWT: "b", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	c := &Client{kick: make(chan struct{}, 1), up: make(chan struct{}), down: make(chan struct{})}
+	c.creds.Store(a)
+	_, _ = c.userJWT() // fails with "maximum connections": no callback
+	c.creds.Store(b)
+	_, _ = c.userJWT() // connects
+	c.connectedCB()
+	c.mu.Lock()
+	connected, pending := c.connected, len(c.attempts)
+	c.mu.Unlock()
+	if connected != b || pending != 0 {
+		t.Fatalf("after connecting: connected %q, %d attempts pending; want b and none", connected.JWT, pending)
+	}
+	// Down again, and b is refused: the refusal is b's.
+	c.disconnected(nil, nil)
+	_, _ = c.userJWT()
+	c.asyncError(nats.ErrAuthorization)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refused != b || c.refusals != 1 {
+		t.Fatalf("refusal pinned on %v (%d refusals), want b", c.refused, c.refusals)
+	}
+}
+
+// TestRefusalStreakGap: refusals further apart than refusalStreakGap (an
+// outage in between) start a new streak, so that a client does not stop at
+// the first refusals after a long outage as if they had persisted.
+func TestRefusalStreakGap(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	a := &Creds{JWT: "a", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	b := &Creds{JWT: "b", IssuedAt: now, ExpiresAt: now.Add(time.Hour)}
+	c := &Client{kick: make(chan struct{}, 1), up: make(chan struct{})}
+	c.creds.Store(a)
+	_, _ = c.userJWT()
+	c.asyncError(nats.ErrAuthorization)
+	c.mu.Lock()
+	// The refusal of a was three minutes ago.
+	c.refusedSince = now.Add(-3 * time.Minute)
+	c.lastRefusal = c.refusedSince
+	c.mu.Unlock()
+	c.creds.Store(b)
+	_, _ = c.userJWT()
+	c.asyncError(nats.ErrAuthorization)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refused != b || c.refusals != 1 || time.Since(c.refusedSince) > time.Minute {
+		t.Fatalf("after a refusal three minutes later: %d refusals since %s; want a new streak of 1", c.refusals, c.refusedSince)
 	}
 }

@@ -730,9 +730,11 @@ func TestServerRefusalsStopClient(t *testing.T) {
 	}
 	// The first credential, the refresh, and two more after the server
 	// refused the refresh: the third refused credential stops the client
-	// (the first one expiring is no refusal).
-	if got := cs.fetches.Load(); got != 4 {
-		t.Errorf("%d fetches, want 4", got)
+	// (the first one expiring is no refusal). A scheduled refresh may race
+	// the first credential's expiry and make it five; more would be a
+	// client that does not stop.
+	if got := cs.fetches.Load(); got < 4 || got > 5 {
+		t.Errorf("%d fetches, want 4 (or 5)", got)
 	}
 }
 

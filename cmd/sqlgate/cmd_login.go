@@ -159,7 +159,7 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 		}
 		fmt.Fprintf(e.stdout, "Removed the NATS credentials saved for %s (%s): run sqlgate creds nats for your own.\n", orUnknown(info.Principal), strings.Join(gone, ", "))
 		if kept != "" {
-			fmt.Fprintf(e.stdout, "%s (written with creds nats -o) remains and still holds that credential: delete it if it is no longer needed.\n", kept)
+			fmt.Fprintf(e.stdout, "%s (written with creds nats -o) remains: delete it if it is no longer needed.\n", kept)
 		}
 	}
 	return nil
