@@ -4,17 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/sqlgate/sqlgate/internal/golden"
+)
 
 func TestMarshalCanonicalGolden(t *testing.T) {
 	var got bytes.Buffer
@@ -26,19 +24,7 @@ func TestMarshalCanonicalGolden(t *testing.T) {
 		got.Write(b)
 		got.WriteByte('\n')
 	}
-	golden := filepath.Join("testdata", "records.golden")
-	if *update {
-		if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("read golden (run with -update to create): %v", err)
-	}
-	if diff := cmp.Diff(string(want), got.String()); diff != "" {
-		t.Errorf("canonical encoding changed (-golden +got):\n%s", diff)
-	}
+	golden.Compare(t, filepath.Join("testdata", "records.golden"), got.Bytes())
 }
 
 func TestDecodeRecordRoundTrip(t *testing.T) {

@@ -2,16 +2,14 @@ package sqlstore
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/sqlgate/sqlgate/internal/golden"
+)
 
 // TestGoldenSQL pins every statement the store sends, per dialect. SQL
 // Server cannot run here, so its T-SQL is reviewed through this file.
@@ -49,19 +47,7 @@ func TestGoldenSQL(t *testing.T) {
 				SQLServer: {claimSQLServer + ";", releaseSQLServer + ";"},
 			}[name]
 			fmt.Fprintf(&b, "\n-- claim of an origin (Store.Claim), then its release\n%s\n%s\n", claim[0], claim[1])
-			golden := filepath.Join("testdata", name+".sql")
-			if *update {
-				if err := os.WriteFile(golden, b.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("read golden (go test -update creates it): %v", err)
-			}
-			if !bytes.Equal(want, b.Bytes()) {
-				t.Errorf("SQL for %s changed; diff testdata/%s.sql against:\n%s", name, name, b.String())
-			}
+			golden.Compare(t, filepath.Join("testdata", name+".sql"), b.Bytes())
 			// The largest statements stay within the dialect's parameter limit.
 			for _, cols := range []int{len(recordCols), len(inputCols), len(hashCols), len(openCols), 1} {
 				rows := d.rowsPerStmt(cols)

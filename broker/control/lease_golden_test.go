@@ -1,14 +1,12 @@
 package control
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata")
+	"github.com/sqlgate/sqlgate/internal/golden"
+)
 
 // TestLeaseGolden shows the lease table's DDL and the reaper's claim
 // statements as each dialect receives them, so that a DBA can review them
@@ -53,20 +51,9 @@ func TestSessionGolden(t *testing.T) {
 	}
 }
 
-// compareGolden checks got against the golden file at path (rewriting it
-// with -update), so that a change of the SQL shows in review.
+// compareGolden checks got against the golden file at path (see
+// internal/golden), so that a change of the SQL shows in review.
 func compareGolden(t *testing.T, path, got string) {
 	t.Helper()
-	if *updateGolden {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update)", err)
-	}
-	if got != string(want) {
-		t.Errorf("SQL differs from %s (run go test -update and review):\n%s", path, got)
-	}
+	golden.Compare(t, path, []byte(got))
 }

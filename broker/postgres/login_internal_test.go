@@ -1,14 +1,13 @@
 package postgres
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var updateLogin = flag.Bool("update", false, "rewrite the golden files in testdata")
+	"github.com/sqlgate/sqlgate/internal/golden"
+)
 
 func TestFormatTemplate(t *testing.T) {
 	t.Parallel()
@@ -158,18 +157,7 @@ func TestGoldenLoginSQL(t *testing.T) {
 	section("RevokeLogin step 3 (each statement on its own): drop.", DefaultDrop...)
 	got := b.String()
 	path := filepath.Join("testdata", "login_postgres.golden")
-	if *updateLogin {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update)", err)
-	}
-	if got != string(want) {
-		t.Errorf("login SQL differs from %s (run go test -update and review):\n%s", path, got)
-	}
+	golden.Compare(t, path, []byte(got))
 }
 
 // TestLoginDocs keeps docs/credentials.md true to the code: it must show the

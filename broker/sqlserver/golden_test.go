@@ -3,9 +3,7 @@ package sqlserver
 import (
 	"database/sql"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -13,15 +11,13 @@ import (
 	"time"
 
 	"github.com/golang-sql/civil"
-	"github.com/google/go-cmp/cmp"
 	mssql "github.com/microsoft/go-mssqldb"
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/brokertest"
 	"github.com/sqlgate/sqlgate/broker/route"
+	goldenfile "github.com/sqlgate/sqlgate/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // declOf spells the SQL type go-mssqldb declares for a parameter value
 // (mssql.go makeParam / types.go makeDecl), so reviewers see what the
@@ -124,20 +120,7 @@ func describeArgs(args []any) string {
 
 func golden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s differs from %s (-want +got):\n%s", name, path, diff)
-	}
+	goldenfile.Compare(t, filepath.Join("testdata", name+".golden"), []byte(got))
 }
 
 // TestGoldenBatches covers every fixed batch the adapter sends, with the

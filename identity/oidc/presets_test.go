@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,9 +13,8 @@ import (
 
 	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/identity/devidp"
+	"github.com/sqlgate/sqlgate/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // presetFixture is a token's claim set recorded from a provider's
 // documented shape, with the issuer settings it is read with.
@@ -115,19 +113,7 @@ func TestPresetFixtures(t *testing.T) {
 				t.Fatal(err)
 			}
 			b = append(b, '\n')
-			golden := filepath.Join("testdata", "presets", name+".golden.json")
-			if *update {
-				if err := os.WriteFile(golden, b, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("read golden (run with -update): %v", err)
-			}
-			if diff := cmp.Diff(string(want), string(b)); diff != "" {
-				t.Errorf("%s mapping mismatch (-want +got):\n%s", name, diff)
-			}
+			golden.Compare(t, filepath.Join("testdata", "presets", name+".golden.json"), b)
 		})
 	}
 }
