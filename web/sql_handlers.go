@@ -38,7 +38,8 @@ type offboarder interface {
 // sqlRoutes registers `POST leases/revoke-all` (always: offboarding covers
 // the sign-in cutoff, NATS credentials and dashboard sessions even where
 // no database issues SQL logins) and, when SQL logins are configured, the
-// SQL credential endpoints: `POST sql/creds`, `POST leases/{id}/renew`.
+// SQL credential endpoints: `POST sql/creds`, `POST leases/{id}/renew`
+// (without SQL logins those answer 404 saying so).
 // Listing and revoking go through the lease endpoints
 // ([Server.leasePage], [Server.revokeSQLLease]).
 func (s *Server) sqlRoutes(l SQLLeases) {
@@ -50,6 +51,13 @@ func (s *Server) sqlRoutes(l SQLLeases) {
 		return s.revokeAll(w, r, p, off)
 	}))
 	if l == nil {
+		// Say why instead of the generic "no such API endpoint", which
+		// reads like a CLI newer than the broker.
+		noLogins := s.authed(func(http.ResponseWriter, *http.Request, identity.Principal) error {
+			return errNoSQLLogins
+		})
+		s.mux.Handle("POST "+api.Prefix+"/sql/creds", noLogins)
+		s.mux.Handle("POST "+api.Prefix+"/leases/{id}/renew", noLogins)
 		return
 	}
 	s.mux.Handle("POST "+api.Prefix+"/sql/creds", s.credAuthed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
@@ -58,6 +66,13 @@ func (s *Server) sqlRoutes(l SQLLeases) {
 	s.mux.Handle("POST "+api.Prefix+"/leases/{id}/renew", s.credAuthed(func(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
 		return s.renewSQLLease(w, r, p, l)
 	}))
+}
+
+// errNoSQLLogins answers the SQL credential endpoints of a broker that
+// issues no SQL logins.
+var errNoSQLLogins = &HTTPError{
+	Status: http.StatusNotFound, Code: broker.CodeNotFound,
+	Msg: "this broker issues no SQL logins (no postgresLogins or sqlserverLogins configured)",
 }
 
 func (s *Server) sqlCreds(w http.ResponseWriter, r *http.Request, p identity.Principal, l SQLLeases) error {

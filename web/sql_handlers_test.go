@@ -479,3 +479,23 @@ func followFlash(t *testing.T, s *Server, rec *httptest.ResponseRecorder, sess *
 	body = body[i+len(`id="flash">`):]
 	return body[:strings.Index(body, "<")]
 }
+
+// TestSQLEndpointsWithoutLogins: a broker that issues no SQL logins says so
+// on the SQL credential endpoints instead of "no such API endpoint", which
+// reads like a CLI newer than the broker; a caller without a token still gets
+// 401 first.
+func TestSQLEndpointsWithoutLogins(t *testing.T) {
+	s, err := New(Config{Broker: sqlTestBroker{}, Auth: sqlTestAuth{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{api.Prefix + "/sql/creds", api.Prefix + "/leases/L1/renew"} {
+		w := sqlDo(t, s, "POST", path, "alice", `{"database":"orders","role":"reader","ttl_seconds":600}`)
+		if e := apiError(t, w); w.Code != http.StatusNotFound || e.Code != broker.CodeNotFound || !strings.Contains(e.Message, "issues no SQL logins") {
+			t.Errorf("POST %s = %d %+v; want 404 not_found saying no SQL logins are issued", path, w.Code, e)
+		}
+		if w := sqlDo(t, s, "POST", path, "", `{}`); w.Code != http.StatusUnauthorized {
+			t.Errorf("POST %s without a token = %d; want 401", path, w.Code)
+		}
+	}
+}
