@@ -34,6 +34,34 @@ var ErrDenied = errors.New("denied by policy")
 // ErrInvalid marks a request the caller must fix (bad key, bad TTL).
 var ErrInvalid = errors.New("invalid request")
 
+// DefaultMaxNATSCredentials is the default of
+// [Config.MaxNATSCredentialsPerPrincipal]. It is far above what normal use
+// holds: every connection through the auth callout gets a user key of its
+// own (the server generates one per connect and per reconnect), which stays
+// live until its JWT expires even after the connection closed, and every
+// natsclient.Connect or `sqlgate creds nats` generates one (refreshes keep
+// it). A service principal with tens of replicas, each with a few
+// connections that reconnect or restart within a credential's lifetime,
+// holds hundreds; a runaway client is stopped at a thousand per credential
+// lifetime instead of filling the issuance registry and the audit log.
+const DefaultMaxNATSCredentials = 1000
+
+// ErrTooManyNATSCredentials refuses a credential for a new NATS user key to
+// a principal who already holds [Config.MaxNATSCredentialsPerPrincipal]
+// live ones (a runaway client cannot fill the issuance registry). The
+// error's text says how many, the limit, and how to free some.
+var ErrTooManyNATSCredentials = errors.New("too many live NATS credentials")
+
+// LiveIssuanceCounter is implemented by a [Registry] that counts a
+// principal's live issuances without listing them all; the broker counts
+// with [Registry.ByPrincipal] otherwise. Safe for concurrent use.
+type LiveIssuanceCounter interface {
+	// CountLive returns how many issuances of the principal (by
+	// Principal.ID()) are live at t: not revoked, expiring after t. It
+	// reads the shared store, never a cache.
+	CountLive(ctx context.Context, principalID string, t time.Time) (int, error)
+}
+
 // IssueNATS decides, mints and records a NATS user credential for a
 // principal. The publish allow-list is the policy's `pub` set intersected
 // with the route catalog (plus the principal's own async subjects for async
@@ -42,7 +70,10 @@ var ErrInvalid = errors.New("invalid request")
 // maximum and the OIDC token's own expiry. The JWT is released only after the
 // issuance is in the registry, the principal's sign-in is checked against
 // its cutoff once more (a revoke-all may have come in between), and its
-// audit record is durable.
+// audit record is durable. A credential for a key the principal does not
+// hold yet is refused with [ErrTooManyNATSCredentials] (audited) while the
+// principal holds [Config.MaxNATSCredentialsPerPrincipal] live keys; a
+// refresh of a live key is never refused for that.
 func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredential, error) {
 	return s.issueNATS(ctx, req, nil)
 }
@@ -92,6 +123,7 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 	// A key belongs to one principal: refuse a key already issued to
 	// another, and a revoked key (read past the cache: another instance may
 	// have revoked it a moment ago). Registry.Put checks both again.
+	refresh := false
 	if prev, err := s.cfg.Registry.Lookup(ctx, req.UserKey); err == nil {
 		if prev.Principal.ID() != p.ID() {
 			return nil, fmt.Errorf("%w: public key already issued to another principal", ErrInvalid)
@@ -99,6 +131,9 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 		if !prev.RevokedAt.IsZero() {
 			return nil, fmt.Errorf("%w: public key was revoked; generate a new key pair", ErrInvalid)
 		}
+		// A key the principal holds: issuing it again (a refresh) adds
+		// no credential, so MaxNATSCredentialsPerPrincipal does not apply.
+		refresh = prev.Active(now)
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
 	}
@@ -120,6 +155,12 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 		}
 		s.recordCredentialDecision(ctx, &p, req, &dec, in, reasons)
 		return nil, &DeniedError{Reasons: reasons, DecisionID: dec.ID}
+	}
+
+	if !refresh {
+		if err := s.checkNATSLimit(ctx, p.ID(), false); err != nil {
+			return nil, s.refuseNATSLimit(ctx, &p, req, transport, &dec, err)
+		}
 	}
 
 	ttl, capped := s.credentialTTL(dec.Obligations.TTL, s.cfg.NATSTTL, req.TTL, p.Expiry, now)
@@ -170,6 +211,17 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 	} else if err != nil {
 		return nil, fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
 	}
+	// The count above and the Put are not atomic: count again, this key
+	// included, so that concurrent requests cannot all pass the limit.
+	// (Under such a race all of them may be refused; none is issued beyond
+	// the limit.) A key refused here, or when the count cannot be read, is
+	// withdrawn: its JWT is never released.
+	if !refresh {
+		if err := s.checkNATSLimit(ctx, p.ID(), true); err != nil {
+			s.withdrawNATS(ctx, req.UserKey)
+			return nil, s.refuseNATSLimit(ctx, &p, req, transport, &dec, err)
+		}
+	}
 	// A revoke-all sets the cutoff, then revokes the keys it finds in the
 	// registry. One that set it after the check above and looked before the
 	// Put did not find this key, so check again now that a revoke-all
@@ -205,6 +257,73 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 		JWT: minted.JWT, UserKey: req.UserKey, ExpiresAt: expires, Pub: pub, Sub: sub,
 		InboxPrefix: inbox, Decision: dec, Capped: capped, AuditIndex: idx,
 	}, nil
+}
+
+// checkNATSLimit refuses with [ErrTooManyNATSCredentials] when principalID
+// holds MaxNATSCredentialsPerPrincipal live NATS user keys (issued: more
+// than that, the key just recorded included). A registry that cannot be
+// read refuses too (unavailable).
+func (s *Service) checkNATSLimit(ctx context.Context, principalID string, issued bool) error {
+	limit := s.cfg.MaxNATSCredentialsPerPrincipal
+	if limit <= 0 {
+		return nil
+	}
+	n, err := s.liveNATSCredentials(ctx, principalID, s.now())
+	if err != nil {
+		return fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
+	}
+	if issued {
+		if n <= limit {
+			return nil
+		}
+		n--
+	} else if n < limit {
+		return nil
+	}
+	return fmt.Errorf("%w: you hold %d live NATS credentials (the limit is %d); revoke those you no longer use "+
+		"(sqlgate leases list, then sqlgate leases revoke KEY) or wait for them to expire", ErrTooManyNATSCredentials, n, limit)
+}
+
+// liveNATSCredentials counts the issuances of principalID live at t.
+func (s *Service) liveNATSCredentials(ctx context.Context, principalID string, t time.Time) (int, error) {
+	if c, ok := s.cfg.Registry.(LiveIssuanceCounter); ok {
+		return c.CountLive(ctx, principalID, t)
+	}
+	list, err := s.cfg.Registry.ByPrincipal(ctx, principalID)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := range list {
+		if list[i].Active(t) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// refuseNATSLimit audits a refusal by checkNATSLimit (a decision record
+// with the policy decision that allowed the credential, status
+// rate_limited, the limit's message as the reason) and returns err. Other
+// errors are returned unaudited (the registry could not be read: nothing
+// was decided).
+func (s *Service) refuseNATSLimit(ctx context.Context, p *identity.Principal, req NATSRequest, transport string, dec *policy.Decision, err error) error {
+	if !errors.Is(err, ErrTooManyNATSCredentials) {
+		return err
+	}
+	rec := &audit.Record{
+		Kind: audit.KindDecision, Actor: actorOf(p, &Caller{UserKey: req.UserKey, Transport: transport, Host: req.Client.Host}),
+		DecisionID: dec.ID, Entry: string(policy.NATS), PolicyRevision: dec.Revision, Allow: ptr(false),
+		Reasons:    []string{err.Error()},
+		Credential: &audit.Credential{Type: "nats", Action: "issue", UserKey: req.UserKey, Via: req.Via},
+		Result:     &audit.Result{Status: CodeRateLimited},
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, aerr := s.cfg.Recorder.Append(actx, rec); aerr != nil {
+		s.log.ErrorContext(ctx, "audit nats credential limit refusal failed", "err", aerr)
+	}
+	return err
 }
 
 // withdrawNATS revokes a key that is in the registry but whose JWT was never

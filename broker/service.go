@@ -53,6 +53,12 @@ type Config struct {
 	// credential lifetime whatever the policy says.
 	NATSTTL time.Duration
 	MaxTTL  time.Duration
+	// MaxNATSCredentialsPerPrincipal bounds the live (unexpired, unrevoked)
+	// NATS user keys of one principal: a new key beyond it is refused with
+	// [ErrTooManyNATSCredentials]; a key the principal already holds may
+	// always be issued again (refreshed). 0: [DefaultMaxNATSCredentials];
+	// negative: unlimited.
+	MaxNATSCredentialsPerPrincipal int
 	// StoreInputs keeps each decision input beside its audit record for
 	// policy replay (redacted parameters removed). Default true.
 	StoreInputs *bool
@@ -123,6 +129,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if s.cfg.MaxTTL <= 0 {
 		s.cfg.MaxTTL = DefaultMaxTTL
+	}
+	if s.cfg.MaxNATSCredentialsPerPrincipal == 0 {
+		s.cfg.MaxNATSCredentialsPerPrincipal = DefaultMaxNATSCredentials
 	}
 	if cfg.Catalog != nil {
 		for _, r := range cfg.Catalog.Routes() {

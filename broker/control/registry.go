@@ -36,6 +36,8 @@ const (
 		WHERE user_key = ? AND refused_at IS NULL`
 	sqlRefused     = `SELECT COUNT(*) FROM sqlgate_callout_token WHERE token_hash = ? AND refused_at IS NOT NULL`
 	sqlPruneTokens = `DELETE FROM sqlgate_callout_token WHERE expires_at < ?` //nolint:gosec // G101: SQL text naming the token table, no credential
+	// sqlCountLive counts a principal's live issuances (CountLive).
+	sqlCountLive = `SELECT COUNT(*) FROM sqlgate_issuance WHERE principal_id = ? AND revoked_at IS NULL AND expires_at > ?`
 )
 
 // Registry is the issuance registry in the control database with an
@@ -252,6 +254,17 @@ func (r *Registry) Revoke(ctx context.Context, userKey string, t time.Time) erro
 // ByPrincipal lists a principal's issuances, newest first.
 func (r *Registry) ByPrincipal(ctx context.Context, principalID string) ([]broker.Issuance, error) {
 	return r.list(ctx, `WHERE principal_id = ?`, principalID)
+}
+
+// CountLive counts a principal's issuances live at t (not revoked, expiring
+// after t), reading the control database, never the cache: what the broker
+// holds against [broker.Config.MaxNATSCredentialsPerPrincipal].
+func (r *Registry) CountLive(ctx context.Context, principalID string, t time.Time) (int, error) {
+	var n int
+	if err := r.db.db.QueryRowContext(ctx, r.db.q(sqlCountLive), principalID, t.UnixNano()).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count live issuances: %w", err)
+	}
+	return n, nil
 }
 
 // issuanceCols are the columns an issuance is read from, in scanIssuance
@@ -551,4 +564,7 @@ func nullTime(t time.Time) sql.NullInt64 {
 	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
 }
 
-var _ broker.Registry = (*Registry)(nil)
+var (
+	_ broker.Registry            = (*Registry)(nil)
+	_ broker.LiveIssuanceCounter = (*Registry)(nil)
+)

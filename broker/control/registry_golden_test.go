@@ -30,6 +30,7 @@ func TestRegistryGolden(t *testing.T) {
 				{"record the token of a new callout credential (BindCalloutToken)", sqlBindInsert},
 				{"refuse the token of a revoked callout credential (RefuseCalloutTokens)", sqlRefuse},
 				{"is a token refused (CalloutTokenRefused)", sqlRefused},
+				{"count a principal's live issuances (CountLive)", sqlCountLive},
 				{"prune token records (Prune)", sqlPruneTokens},
 			} {
 				b.WriteString("\n-- " + q.what + "\n" + db.q(q.sql) + ";\n")
