@@ -108,6 +108,11 @@ func (s *Server) natsCreds(w http.ResponseWriter, r *http.Request, p identity.Pr
 		Principal: p, UserKey: req.PublicKey, TTL: time.Duration(req.TTLSeconds) * time.Second,
 		Via: "creds", Client: policy.Client{Host: r.RemoteAddr, Name: r.UserAgent()},
 	})
+	if errors.Is(err, broker.ErrTooManyNATSCredentials) {
+		// The broker's text is safe to show: how many the caller holds,
+		// the limit and how to free some.
+		return &HTTPError{Status: http.StatusTooManyRequests, Code: broker.CodeRateLimited, Msg: err.Error(), Err: err}
+	}
 	if err != nil {
 		return err
 	}

@@ -87,6 +87,9 @@ type runtimeConfig struct {
 	NATSConnect []nats.Option
 
 	NATSTTL, MaxTTL time.Duration
+	// MaxNATSCredentials bounds live NATS credentials per principal (0:
+	// the broker's default; negative: unlimited).
+	MaxNATSCredentials int
 
 	// LoginIssuers enable short-lived SQL logins per database; Leases and
 	// ReaperInterval configure them (Service and Store are filled in).
@@ -286,7 +289,7 @@ func (a *app) startBroker(ctx context.Context) error {
 		Authorizer: a.engine, Recorder: a.audit, Registry: a.registry,
 		Minter: minter, Revoker: revoker, Verifier: a.verifier, Cutoffs: a.cutoffs,
 		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
-		NATSTTL: a.cfg.NATSTTL, MaxTTL: a.cfg.MaxTTL,
+		NATSTTL: a.cfg.NATSTTL, MaxTTL: a.cfg.MaxTTL, MaxNATSCredentialsPerPrincipal: a.cfg.MaxNATSCredentials,
 		OnBatch: func(subject string, calls int, fellBack bool) {
 			batchCalls.WithLabelValues(subject).Observe(float64(calls))
 			if fellBack {

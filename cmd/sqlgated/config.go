@@ -221,7 +221,8 @@ type AuditConfig struct {
 	InputRetention time.Duration `yaml:"inputRetention"`
 }
 
-// CredentialsConfig bounds credential lifetimes and configures SQL leases.
+// CredentialsConfig bounds credential lifetimes and counts, and configures
+// SQL leases.
 type CredentialsConfig struct {
 	NATSTTL time.Duration `yaml:"natsTTL"`
 	MaxTTL  time.Duration `yaml:"maxTTL"`
@@ -234,6 +235,11 @@ type CredentialsConfig struct {
 	// MaxLeasesPerPrincipal bounds unrevoked SQL leases per principal
 	// (default 10; negative: unlimited).
 	MaxLeasesPerPrincipal int `yaml:"maxLeasesPerPrincipal"`
+	// MaxNATSCredentialsPerPrincipal bounds the live (unexpired,
+	// unrevoked) NATS user keys per principal; refreshing a held key is
+	// never refused (default broker.DefaultMaxNATSCredentials, 1000: every
+	// callout connection holds a key of its own; negative: unlimited).
+	MaxNATSCredentialsPerPrincipal int `yaml:"maxNATSCredentialsPerPrincipal"`
 }
 
 // loadConfig reads and validates a configuration file.

@@ -114,7 +114,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		PolicyDir: cfg.Policy.Dir, Watch: cfg.Policy.Watch == nil || *cfg.Policy.Watch, EvalTimout: cfg.Policy.EvalTimeout,
 		NATSURL: cfg.NATS.URL, NATSWorkers: cfg.NATS.Workers, NATSQueueLen: cfg.NATS.QueueLen,
 		Callout: cfg.NATS.Callout == nil || *cfg.NATS.Callout,
-		NATSTTL: cfg.Credentials.NATSTTL, MaxTTL: cfg.Credentials.MaxTTL,
+		NATSTTL: cfg.Credentials.NATSTTL, MaxTTL: cfg.Credentials.MaxTTL, MaxNATSCredentials: cfg.Credentials.MaxNATSCredentialsPerPrincipal,
 		SinkDir: cfg.Audit.SinkDir,
 		Discovery: api.Discovery{
 			Issuer: cfg.Identity.CLI.Issuer, ClientID: cfg.Identity.CLI.ClientID, Audience: cfg.Identity.CLI.Audience,
