@@ -72,9 +72,12 @@ func (g *genSource) record(i int64, buf []byte) []byte {
 		r.Route, r.TargetKind, r.Target = "orders.v1.create", "statement", "orders_create"
 		r.Params = map[string]string{"amount": "hmac-sha256:k1:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "customer": "hmac-sha256:k1:60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"}
 		r.IdempotencyKey = fmt.Sprintf("idem-%d", i)
+		r.SQL = &SQL{Server: "sql1", Database: "orders", Outcome: "pending"}
 	default:
 		r.Kind, r.IntentIndex = KindOutcome, i-1
 		r.CorrelationID = fmt.Sprintf("0193b1f2-7c4e-7a00-8d3b-%012d", i-1)
+		r.Route, r.TargetKind, r.Target = "orders.v1.create", "statement", "orders_create"
+		r.IdempotencyKey = fmt.Sprintf("idem-%d", i-1)
 		r.SQL = &SQL{Server: "sql1", Database: "orders", TransactionID: fmt.Sprint(9_000_000 + i), Outcome: "commit", Rows: 1, RowsAffected: 1}
 		r.Result = &Result{Status: "ok", DurationUS: 1834}
 	}

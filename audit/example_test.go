@@ -48,7 +48,7 @@ func Example() {
 		panic(err) // fail closed: do not run the call
 	}
 	_, err = log.Append(ctx, &audit.Record{
-		Kind: audit.KindOutcome, CorrelationID: intent.CorrelationID, IntentIndex: i,
+		Kind: audit.KindOutcome, CorrelationID: intent.CorrelationID, IntentIndex: i, Route: intent.Route,
 		SQL: &audit.SQL{Outcome: "commit", Rows: 1}, Result: &audit.Result{Status: "ok"},
 	})
 	if err != nil {

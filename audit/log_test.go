@@ -51,7 +51,7 @@ func intent(corr string) *audit.Record {
 
 func outcome(corr string, intentIndex int64) *audit.Record {
 	return &audit.Record{
-		Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: intentIndex,
+		Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: intentIndex, Route: "orders.v1.create",
 		SQL: &audit.SQL{Outcome: "commit", Rows: 1}, Result: &audit.Result{Status: "ok", DurationUS: 100},
 	}
 }

@@ -118,6 +118,12 @@ const (
 	// checkpoint signed by one of them: nothing proves any record
 	// (checkpoints deleted, or signed by another key).
 	ProblemNoCheckpoint ProblemCode = "no_checkpoint"
+	// ProblemLinkMismatch: an outcome differs from the intent it names in a
+	// field that ties the call to its SQL transaction (correlation_id,
+	// idempotency_key, route, target_kind, target, sql.server,
+	// sql.database): the link between the call and the transaction was
+	// falsified, e.g. an intent edited while crash recovery read it.
+	ProblemLinkMismatch ProblemCode = "link_mismatch"
 	// ProblemSource: the source failed while being read.
 	ProblemSource ProblemCode = "source_error"
 )
@@ -500,7 +506,7 @@ func (v *originVerifier) run(ctx context.Context) error {
 	}
 	s := &scan{
 		v: v, front: front, lo: lo, lastMatch: scanFrom, lastTrusted: scanFrom,
-		intents: map[int64]struct{}{},
+		intents: map[int64]linkSum{},
 	}
 	if scanFrom == lo {
 		s.atLo()
@@ -588,7 +594,7 @@ type scan struct {
 	stopped     bool // an integrity failure ended the scan
 	failed      bool
 
-	intents  map[int64]struct{}
+	intents  map[int64]linkSum // open intents: what their outcome must repeat
 	unpaired []int64
 	maxTime  time.Time
 	seen     bool
@@ -679,15 +685,19 @@ func (s *scan) record(p int64, info *recInfo) {
 	v.or.LastRecordTime = info.time
 	switch info.kind {
 	case KindIntent:
-		s.intents[p] = struct{}{}
+		s.intents[p] = info.link
 	case KindOutcome:
 		if info.intent < s.lo && info.intent > 0 {
 			break // its intent is before the checked range
 		}
-		if _, ok := s.intents[info.intent]; !ok {
+		in, ok := s.intents[info.intent]
+		if !ok {
 			v.exception(ProblemOrphanOutcome, p, 0, fmt.Sprintf("outcome names intent %d, which is not an open intent", info.intent))
 			break
 		}
 		delete(s.intents, info.intent)
+		if f := in.differs(&info.link); f != "" {
+			v.fail(ProblemLinkMismatch, p, 0, fmt.Sprintf("outcome of intent %d differs from it in %s: the link between the call and its SQL transaction was falsified", info.intent, f))
+		}
 	}
 }

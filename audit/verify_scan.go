@@ -2,7 +2,10 @@ package audit
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +25,61 @@ type recInfo struct {
 	kind   Kind
 	intent int64
 	time   time.Time
+	link   linkSum // intents and outcomes
+}
+
+// linkFields are the fields an outcome repeats from its intent: they tie a
+// routed call to its SQL transaction. An outcome that differs from its
+// intent in any of them is a falsified link (an intent edited while crash
+// recovery read it, then restored).
+var linkFields = [...]string{"correlation_id", "idempotency_key", "route", "target_kind", "target", "sql.server", "sql.database"}
+
+// linkSum is what the scan keeps per open intent to compare its outcome:
+// a 128-bit SHA-256 prefix over the link fields decides; short per-field
+// fingerprints only name the field that differs.
+type linkSum struct {
+	all   [16]byte
+	field [len(linkFields)]uint32
+}
+
+// linkOf returns the link sum of r, reusing buf.
+func linkOf(r *Record, buf []byte) (linkSum, []byte) {
+	var server, database string
+	if r.SQL != nil {
+		server, database = r.SQL.Server, r.SQL.Database
+	}
+	vals := [len(linkFields)]string{r.CorrelationID, r.IdempotencyKey, r.Route, r.TargetKind, r.Target, server, database}
+	var out linkSum
+	buf = buf[:0]
+	for i, v := range vals {
+		buf = binary.AppendUvarint(buf, uint64(len(v)))
+		buf = append(buf, v...)
+		h := uint32(2166136261) // FNV-1a
+		for k := 0; k < len(v); k++ {
+			h = (h ^ uint32(v[k])) * 16777619
+		}
+		out.field[i] = h
+	}
+	sum := sha256.Sum256(buf)
+	copy(out.all[:], sum[:])
+	return out, buf
+}
+
+// differs names the link fields in which b differs from a ("" when equal).
+func (a *linkSum) differs(b *linkSum) string {
+	if a.all == b.all {
+		return ""
+	}
+	var names []string
+	for i := range a.field {
+		if a.field[i] != b.field[i] {
+			names = append(names, linkFields[i])
+		}
+	}
+	if len(names) == 0 {
+		return "one of " + strings.Join(linkFields[:], ", ")
+	}
+	return strings.Join(names, ", ")
 }
 
 type chunk struct {
@@ -151,6 +209,7 @@ func (s *scan) records(ctx context.Context, from, to int64) error {
 // process decodes and hashes the records of c (on a worker).
 func (c *chunk) process(d *recordDecoder, h *leafHasher, origin string) {
 	var r Record
+	var buf []byte
 	for i := 0; i < c.n; i++ {
 		data := c.data[c.offs[i]:c.offs[i+1]]
 		p := c.base + int64(i)
@@ -170,6 +229,9 @@ func (c *chunk) process(d *recordDecoder, h *leafHasher, origin string) {
 			info.code, info.msg = ProblemWrongOrigin, fmt.Sprintf("record names origin %q", r.Origin)
 		}
 		info.kind, info.intent, info.time = r.Kind, r.IntentIndex, r.Time
+		if r.Kind == KindIntent || r.Kind == KindOutcome {
+			info.link, buf = linkOf(&r, buf)
+		}
 	}
 }
 

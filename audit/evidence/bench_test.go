@@ -26,7 +26,7 @@ func BenchmarkWrite(b *testing.B) {
 		})
 		if err == nil {
 			_, err = l.Append(context.Background(), &audit.Record{
-				Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: in,
+				Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: in, Route: "orders.v1.create",
 				SQL: &audit.SQL{Outcome: "commit", TransactionID: "1"}, Result: &audit.Result{Status: "ok"},
 			})
 		}

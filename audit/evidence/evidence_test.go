@@ -79,8 +79,9 @@ func buildLog(t testing.TB) (*audittest.Store, string) {
 	}
 	done := func(corr string, intent int64, txid string) *audit.Record {
 		return &audit.Record{
-			Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: intent, Actor: alice,
-			SQL: &audit.SQL{Outcome: "commit", TransactionID: txid, Rows: 1, RowsAffected: 1}, Result: &audit.Result{Status: "ok", DurationUS: 900},
+			Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: intent, Actor: alice, Route: "orders.v1.create",
+			TargetKind: "procedure", Target: "create_order",
+			SQL: &audit.SQL{Server: "pg", Database: "orders", Outcome: "commit", TransactionID: txid, Rows: 1, RowsAffected: 1}, Result: &audit.Result{Status: "ok", DurationUS: 900},
 		}
 	}
 	cred := func(typ, action, key, lease string, expires time.Time) *audit.Record {
