@@ -305,7 +305,7 @@ func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredenti
 		return nil, l.deny(ctx, actor, "issue", req.Database, req.Role, &dec, in, err)
 	}
 	if err := l.checkLimit(ctx, p.ID(), false); err != nil {
-		return nil, err
+		return nil, l.refuseLimit(ctx, actor, req, &dec, err)
 	}
 
 	ttl, maxTTL, capped := l.ttl(dec.Obligations.TTL, req.TTL)
@@ -331,7 +331,7 @@ func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredenti
 	// issued beyond the limit.)
 	if err := l.checkLimit(ctx, p.ID(), true); err != nil {
 		l.abandon(ctx, lease, claim.Token)
-		return nil, err
+		return nil, l.refuseLimit(ctx, actor, req, &dec, err)
 	}
 	// A revoke-all sets the cutoff, then revokes the leases it finds. One
 	// that set it after the check above and looked before Create did not
@@ -948,6 +948,24 @@ func errorCode(err error) string {
 	default:
 		return CodeInternal
 	}
+}
+
+// refuseLimit audits a refusal by checkLimit (a decision record with the
+// policy decision that allowed the credential, status rate_limited, the
+// limit's message as the reason), as [Service.IssueNATS] does for its own
+// limit, and returns err. Other errors are returned unaudited (the lease
+// store could not be read: nothing was decided).
+func (l *Leases) refuseLimit(ctx context.Context, actor *audit.Actor, req SQLCredRequest, dec *policy.Decision, err error) error {
+	if !errors.Is(err, ErrTooManyLeases) {
+		return err
+	}
+	l.record(ctx, &audit.Record{
+		Kind: audit.KindDecision, Actor: actor, DecisionID: dec.ID, Entry: string(policy.SQLCredentials),
+		PolicyRevision: dec.Revision, Allow: ptr(false), Reasons: []string{err.Error()},
+		Credential: &audit.Credential{Type: "sql", Action: "issue", Database: req.Database, Role: req.Role},
+		Result:     &audit.Result{Status: CodeRateLimited},
+	})
+	return err
 }
 
 // checkLimit refuses when principalID holds MaxLeasesPerPrincipal unrevoked

@@ -790,9 +790,21 @@ func TestIssueSQLFailures(t *testing.T) {
 	t.Run("too_many", func(t *testing.T) {
 		le.issue(t, alice, "reader", 0)
 		le.issue(t, alice, "reader", 0)
+		before := len(le.records(t))
 		_, err := le.leases.IssueSQL(ctx, req)
 		if !errors.Is(err, broker.ErrTooManyLeases) {
 			t.Fatalf("third lease = %v, want ErrTooManyLeases", err)
+		}
+		// The refusal is audited like a policy deny, with the limit's
+		// message as its reason.
+		recs := le.records(t)[before:]
+		if len(recs) != 1 {
+			t.Fatalf("%d audit records for the refusal, want 1: %+v", len(recs), recs)
+		}
+		if r := recs[0]; r.Kind != audit.KindDecision || r.Allow == nil || *r.Allow || r.Result == nil ||
+			r.Result.Status != broker.CodeRateLimited || r.Credential == nil || r.Credential.Type != "sql" ||
+			r.Credential.Database != "orders" || len(r.Reasons) != 1 || !strings.Contains(r.Reasons[0], "the limit is 2") {
+			t.Errorf("refusal record = %+v, want a rate_limited sql issue decision with the limit as its reason", r)
 		}
 	})
 }
