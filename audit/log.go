@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -178,10 +179,16 @@ type Log struct {
 	}
 	// failing holds the error of the latest store write when it failed.
 	failing atomic.Pointer[error]
+	// tree is the size and root of the tree the log vouches for (front,
+	// published for readers outside the committer goroutine).
+	tree atomic.Pointer[treeHead]
+	// headKey keys the MAC of the authenticated head (see [Head]).
+	headKey []byte
 
 	// Committer state, touched only by the committer goroutine (and by Open
 	// before it starts).
 	front    *frontier
+	failed   *treeHead // the tree of the batch whose write failed, until the reload
 	cpSize   int64
 	cpTime   time.Time
 	lastSink time.Time
@@ -244,7 +251,12 @@ func Open(ctx context.Context, store Store, cfg Config) (*Log, error) {
 		sinkDone: make(chan struct{}),
 		bgDone:   make(chan struct{}),
 	}
-	if err := l.loadState(ctx); err != nil {
+	key, err := headKey(cfg.Signer, cfg.Origin)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log %q: %w", cfg.Origin, err)
+	}
+	l.headKey = key
+	if err := l.loadState(ctx, false); err != nil {
 		return nil, err
 	}
 	vkey := cfg.Signer.VerifierKey()
@@ -285,7 +297,14 @@ func Open(ctx context.Context, store Store, cfg Config) (*Log, error) {
 
 // loadState reads the store's state for the origin and checks it against
 // the latest checkpoint. It sets front, latest, cpSize, cpTime and newKey.
-func (l *Log) loadState(ctx context.Context) error {
+//
+// Records past the latest checkpoint must be the log's own: at Open the
+// store's tree must equal its authenticated head; on a reload after a failed
+// write it must equal the tree the log had or the one of the failed batch
+// (whose commit may have succeeded before the error reached the log).
+// Anything else is refused with [ErrUnauthenticated]: the log never signs a
+// checkpoint over records someone else wrote.
+func (l *Log) loadState(ctx context.Context, reload bool) error {
 	origin := l.cfg.Origin
 	st, err := l.store.Load(ctx, origin)
 	if err != nil {
@@ -344,7 +363,19 @@ func (l *Log) loadState(ctx context.Context) error {
 	if err := l.checkSinkCopy(ctx, front, verifiers); err != nil {
 		return fmt.Errorf("load audit log %q: %w", origin, err)
 	}
+	root := front.root()
+	if reload {
+		if err := l.checkReload(front.size, root); err != nil {
+			return fmt.Errorf("load audit log %q: %w", origin, err)
+		}
+	} else if covered := checkpointSize(latest); front.size > covered {
+		if err := l.checkHead(st.Head, front.size, root, covered); err != nil {
+			return fmt.Errorf("load audit log %q: %w", origin, err)
+		}
+	}
 	l.front = front
+	l.failed = nil
+	l.tree.Store(&treeHead{size: front.size, root: root})
 	l.size.Store(front.size)
 	l.mu.Lock()
 	l.latest = latest
@@ -355,6 +386,48 @@ func (l *Log) loadState(ctx context.Context) error {
 		l.cpSize, l.cpTime = 0, time.Time{}
 	}
 	return nil
+}
+
+func checkpointSize(c *Checkpoint) int64 {
+	if c == nil {
+		return 0
+	}
+	return c.Size
+}
+
+// checkHead checks records [covered, size) past the latest checkpoint: the
+// store's authenticated head must carry a valid MAC and name the store's
+// tree.
+func (l *Log) checkHead(h *Head, size int64, root tlog.Hash, covered int64) error {
+	tail := fmt.Sprintf("records %d to %d (past the latest checkpoint, which covers %d; stored hash ids from %d)",
+		covered, size-1, covered, tlog.StoredHashIndex(0, covered))
+	const what = "see \"Records past the latest checkpoint\" in docs/audit.md before anything else"
+	switch {
+	case h == nil:
+		return fmt.Errorf("%w: %s have no authenticated head: inserted without the log, or left by a crash of a version without heads; %s", ErrUnauthenticated, tail, what)
+	case !hmac.Equal(h.MAC, headMAC(l.headKey, l.cfg.Origin, h.Size, h.Root)):
+		return fmt.Errorf("%w: %s: the authenticated head does not verify with this signing key: altered, or written under another key (after a crash, start once with the previous signing key and stop cleanly before switching keys); %s", ErrUnauthenticated, tail, what)
+	case h.Size != size || h.Root != root:
+		return fmt.Errorf("%w: %s: the store's tree of %d records differs from the log's authenticated head of %d records; %s", ErrUnauthenticated, tail, size, h.Size, what)
+	}
+	return nil
+}
+
+// checkReload checks the store's tree after a failed write: it must be the
+// log's own (the write changed nothing) or the failed batch's (the commit
+// succeeded but its answer was lost).
+func (l *Log) checkReload(size int64, root tlog.Hash) error {
+	if t := l.tree.Load(); t != nil && t.size == size && t.root == root {
+		return nil
+	}
+	if f := l.failed; f != nil && f.size == size && f.root == root {
+		return nil
+	}
+	want := fmt.Sprint(l.front.size)
+	if l.failed != nil {
+		want += fmt.Sprintf(" (or %d with the batch whose write failed)", l.failed.size)
+	}
+	return fmt.Errorf("%w: after a failed write the store holds a tree of %d records that is not the log's tree of %s: records were written or removed under this origin by someone else; the log refuses appends until the store is back to the log's tree or the process restarts (see \"Records past the latest checkpoint\" in docs/audit.md)", ErrUnauthenticated, size, want)
 }
 
 // checkSinkCopy checks the stored tree against the newest checkpoint copy in
@@ -786,7 +859,7 @@ func (l *Log) heartbeat(ctx context.Context) {
 func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint bool) error {
 	if l.reload {
 		rctx, cancel := context.WithTimeout(ctx, l.cfg.WriteTimeout)
-		err := l.loadState(rctx)
+		err := l.loadState(rctx, true)
 		cancel()
 		if err != nil {
 			err = fmt.Errorf("audit append: reload after failed write: %w", err)
@@ -845,8 +918,11 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 		i++
 	}
 	b := Batch{Records: recs, Hashes: hashes, Key: l.newKey}
+	var th *treeHead
 	if len(recs) > 0 {
 		b.HashIndex = tlog.StoredHashIndex(0, recs[0].Index)
+		th = &treeHead{size: front.size, root: front.root()}
+		b.Head = &Head{Size: th.size, Root: th.root, MAC: headMAC(l.headKey, l.cfg.Origin, th.size, th.root)}
 	}
 	var cp *Checkpoint
 	if front.size > l.cpSize && (forceCheckpoint || now.Sub(l.cpTime) >= l.cfg.CheckpointInterval) {
@@ -873,11 +949,15 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 	clear(recs) // drop references to inputs
 	if err != nil {
 		l.reload = true
+		l.failed = th
 		l.stats.writeErrors.Add(1)
 		return l.failBatch(reqs, fmt.Errorf("audit append: %w", err))
 	}
 	l.setWriteError(nil)
 	l.front, l.scratch = front, l.front
+	if th != nil {
+		l.tree.Store(th)
+	}
 	l.newKey = nil
 	l.size.Store(front.size)
 	l.stats.batches.Add(1)
@@ -971,32 +1051,142 @@ func (l *Log) runRetention(ctx context.Context) {
 // a crash the broker looks each one up (idempotency record in the target
 // database) and appends the missing outcome with Result.Recovered set and
 // IntentIndex pointing at the intent.
+//
+// Each intent's stored bytes are checked against the log's tree (an
+// inclusion proof against the root the log holds in memory): an intent
+// altered in the store is an error wrapping [ErrRecordAltered], never an
+// answer. Intents the log's tree does not hold yet (committed while the call
+// ran) are left out.
 func (l *Log) Unpaired(ctx context.Context) ([]Record, error) {
 	raw, err := l.store.Unpaired(ctx, l.cfg.Origin)
 	if err != nil {
 		return nil, fmt.Errorf("unpaired intents: %w", err)
 	}
+	th := l.tree.Load()
 	out := make([]Record, 0, len(raw))
+	leaves := make([]tlog.Hash, 0, len(raw))
+	idx := make([]int64, 0, len(raw))
 	for _, data := range raw {
 		r, err := DecodeRecord(data)
 		if err != nil {
 			return nil, fmt.Errorf("unpaired intents: %w", err)
 		}
+		if r.Kind != KindIntent {
+			return nil, fmt.Errorf("unpaired intents: %w: the store lists record %d, a %s, as an open intent", ErrRecordAltered, r.Index, r.Kind)
+		}
+		if r.Index >= th.size {
+			continue
+		}
 		out = append(out, *r)
+		idx = append(idx, r.Index)
+		leaves = append(leaves, LeafHash(data))
+	}
+	if err := l.checkRecords(ctx, th, idx, leaves); err != nil {
+		return nil, fmt.Errorf("unpaired intents: %w", err)
 	}
 	return out, nil
+}
+
+// ErrRecordAltered is returned (wrapped) by [Log.Unpaired] and [Log.Inputs]
+// when a stored record's bytes (or the stored tree hashes that prove it) do
+// not match the tree the log holds: the store was altered.
+var ErrRecordAltered = errors.New("stored audit record does not match the log's tree")
+
+// checkRecords checks that leaves[i] is the leaf hash of record idx[i] in
+// the tree th, reading the proof hashes from the store in a few batched
+// reads.
+func (l *Log) checkRecords(ctx context.Context, th *treeHead, idx []int64, leaves []tlog.Hash) error {
+	const chunk = 1024
+	for start := 0; start < len(idx); start += chunk {
+		end := min(start+chunk, len(idx))
+		var need []int64
+		collect := tlog.HashReaderFunc(func(ix []int64) ([]tlog.Hash, error) {
+			need = append(need, ix...)
+			return make([]tlog.Hash, len(ix)), nil
+		})
+		for _, i := range idx[start:end] {
+			if _, err := tlog.ProveRecord(th.size, i, collect); err != nil {
+				return fmt.Errorf("prove record %d: %w", i, err)
+			}
+		}
+		slices.Sort(need)
+		need = slices.Compact(need)
+		hashes, err := l.store.ReadHashes(ctx, l.cfg.Origin, need)
+		if err != nil {
+			return fmt.Errorf("read proof hashes: %w", err)
+		}
+		cache := make(map[int64]tlog.Hash, len(need))
+		for k, x := range need {
+			cache[x] = hashes[k]
+		}
+		cached := tlog.HashReaderFunc(func(ix []int64) ([]tlog.Hash, error) {
+			out := make([]tlog.Hash, len(ix))
+			for k, x := range ix {
+				out[k] = cache[x]
+			}
+			return out, nil
+		})
+		for k, i := range idx[start:end] {
+			p, err := tlog.ProveRecord(th.size, i, cached)
+			if err != nil {
+				return fmt.Errorf("prove record %d: %w", i, err)
+			}
+			if tlog.CheckRecord(p, th.size, th.root, i, leaves[start+k]) != nil {
+				return fmt.Errorf("%w: record %d (its bytes or the tree hashes on its path were changed in the store)", ErrRecordAltered, i)
+			}
+		}
+	}
+	return nil
 }
 
 // Inputs calls fn for each record at or after since that has a stored
 // decision input, in index order (for policy replay). fn's input slice is
 // only valid during the call.
+//
+// Every record is checked against the log's tree before fn sees any: a
+// first pass reads the records and proves them (inclusion proofs against
+// the root the log holds in memory), the second hands them to fn and checks
+// that each is the record the first pass proved. An altered record is an
+// error wrapping [ErrRecordAltered]. Records the log's tree does not hold
+// yet (committed while the call ran) are left out.
 func (l *Log) Inputs(ctx context.Context, since time.Time, fn func(Record, []byte) error) error {
+	th := l.tree.Load()
 	var d recordDecoder
-	err := l.store.Inputs(ctx, l.cfg.Origin, since, func(data, input []byte) error {
+	var idx []int64
+	var leaves []tlog.Hash
+	err := l.store.Inputs(ctx, l.cfg.Origin, since, func(data, _ []byte) error {
 		var r Record
 		if err := d.decode(&r, data); err != nil {
 			return err
 		}
+		if r.Index < th.size {
+			idx = append(idx, r.Index)
+			leaves = append(leaves, LeafHash(data))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("audit inputs: %w", err)
+	}
+	if err := l.checkRecords(ctx, th, idx, leaves); err != nil {
+		return fmt.Errorf("audit inputs: %w", err)
+	}
+	j := 0
+	err = l.store.Inputs(ctx, l.cfg.Origin, since, func(data, input []byte) error {
+		var r Record
+		if err := d.decode(&r, data); err != nil {
+			return err
+		}
+		if r.Index >= th.size {
+			return nil
+		}
+		for j < len(idx) && idx[j] < r.Index {
+			j++ // pruned between the passes
+		}
+		if j == len(idx) || idx[j] != r.Index || leaves[j] != LeafHash(data) {
+			return fmt.Errorf("%w: record %d changed in the store while it was read", ErrRecordAltered, r.Index)
+		}
+		j++
 		return fn(r, input)
 	})
 	if err != nil {

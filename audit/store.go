@@ -25,7 +25,8 @@ var ErrNotFound = errors.New("not found")
 //     the commit itself (then the Log reloads its state and carries on from
 //     whatever is there).
 //   - Write never overwrites: a record index, hash index, checkpoint size or
-//     key id that already exists makes it fail.
+//     key id that already exists makes it fail. The head is the exception:
+//     there is one per origin, and each Write that carries one replaces it.
 //   - Slices passed to Write are only valid during the call.
 //   - Record bodies and inputs may be pruned; hashes, checkpoints and keys
 //     never are.
@@ -73,6 +74,9 @@ type State struct {
 	Latest []byte
 	// Keys is the origin's signing key history, oldest first.
 	Keys []Key
+	// Head is the origin's authenticated head (the latest one a Write
+	// stored), nil when none was ever written.
+	Head *Head
 }
 
 // Key is an entry of a log's signing key history.
@@ -103,6 +107,9 @@ type Batch struct {
 	Checkpoint *StoredCheckpoint
 	// Key, when set, is a new signing key to add to the key history.
 	Key *Key
+	// Head, when set, replaces the origin's authenticated head (the log sets
+	// it on every batch with records: the tree after the batch).
+	Head *Head
 }
 
 // StoredRecord is one record as a [Store] keeps it.

@@ -35,6 +35,7 @@ type memLog struct {
 	cps     []audit.StoredCheckpoint
 	keys    []audit.Key
 	open    map[int64]bool // intents without outcome
+	head    *audit.Head
 }
 
 type memRecord struct {
@@ -82,6 +83,11 @@ func (s *Store) Load(_ context.Context, origin string) (*audit.State, error) {
 	}
 	if n := len(l.cps); n > 0 {
 		st.Latest = bytes.Clone(l.cps[n-1].Note)
+	}
+	if l.head != nil {
+		h := *l.head
+		h.MAC = bytes.Clone(h.MAC)
+		st.Head = &h
 	}
 	return st, nil
 }
@@ -133,6 +139,9 @@ func (s *Store) Write(_ context.Context, origin string, b *audit.Batch) error {
 	}
 	if k := b.Key; k != nil {
 		l.keys = append(l.keys, *k)
+	}
+	if h := b.Head; h != nil {
+		l.head = &audit.Head{Size: h.Size, Root: h.Root, MAC: bytes.Clone(h.MAC)}
 	}
 	return nil
 }

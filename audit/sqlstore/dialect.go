@@ -23,6 +23,7 @@ const (
 	tCheckpoints   = prefix + "checkpoints"
 	tKeys          = prefix + "keys"
 	tOpenIntents   = prefix + "open_intents"
+	tHeads         = prefix + "heads"
 	maxRowsPerStmt = 256
 )
 
@@ -54,6 +55,7 @@ func newDialect(name string) (*dialect, error) {
 				`CREATE TABLE IF NOT EXISTS ` + tCheckpoints + ` (origin TEXT NOT NULL, tree_size INTEGER NOT NULL, created INTEGER NOT NULL, note BLOB NOT NULL, PRIMARY KEY (origin, tree_size))`,
 				`CREATE TABLE IF NOT EXISTS ` + tKeys + ` (origin TEXT NOT NULL, key_id TEXT NOT NULL, vkey TEXT NOT NULL, added INTEGER NOT NULL, PRIMARY KEY (origin, key_id))`,
 				`CREATE TABLE IF NOT EXISTS ` + tOpenIntents + ` (origin TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (origin, idx)) WITHOUT ROWID`,
+				`CREATE TABLE IF NOT EXISTS ` + tHeads + ` (origin TEXT NOT NULL PRIMARY KEY, tree_size INTEGER NOT NULL, root BLOB NOT NULL, mac BLOB NOT NULL)`,
 			},
 		}, nil
 	case Postgres:
@@ -69,6 +71,7 @@ func newDialect(name string) (*dialect, error) {
 				`CREATE TABLE IF NOT EXISTS ` + tCheckpoints + ` (origin TEXT NOT NULL, tree_size BIGINT NOT NULL, created BIGINT NOT NULL, note BYTEA NOT NULL, PRIMARY KEY (origin, tree_size))`,
 				`CREATE TABLE IF NOT EXISTS ` + tKeys + ` (origin TEXT NOT NULL, key_id TEXT NOT NULL, vkey TEXT NOT NULL, added BIGINT NOT NULL, PRIMARY KEY (origin, key_id))`,
 				`CREATE TABLE IF NOT EXISTS ` + tOpenIntents + ` (origin TEXT NOT NULL, idx BIGINT NOT NULL, PRIMARY KEY (origin, idx))`,
+				`CREATE TABLE IF NOT EXISTS ` + tHeads + ` (origin TEXT NOT NULL PRIMARY KEY, tree_size BIGINT NOT NULL, root BYTEA NOT NULL, mac BYTEA NOT NULL)`,
 			},
 		}, nil
 	case SQLServer:
@@ -87,6 +90,7 @@ func newDialect(name string) (*dialect, error) {
 				create(tCheckpoints, `origin NVARCHAR(256) NOT NULL, tree_size BIGINT NOT NULL, created BIGINT NOT NULL, note VARBINARY(MAX) NOT NULL, PRIMARY KEY (origin, tree_size)`),
 				create(tKeys, `origin NVARCHAR(256) NOT NULL, key_id NVARCHAR(300) NOT NULL, vkey NVARCHAR(1000) NOT NULL, added BIGINT NOT NULL, PRIMARY KEY (origin, key_id)`),
 				create(tOpenIntents, `origin NVARCHAR(256) NOT NULL, idx BIGINT NOT NULL, PRIMARY KEY (origin, idx)`),
+				create(tHeads, `origin NVARCHAR(256) NOT NULL PRIMARY KEY, tree_size BIGINT NOT NULL, root BINARY(32) NOT NULL, mac BINARY(32) NOT NULL`),
 			},
 		}, nil
 	}

@@ -9,6 +9,8 @@ type queries struct {
 	insertOrigin     string
 	insertCheckpoint string
 	insertKey        string
+	upsertHead       string
+	head             string
 	maxHash          string
 	latestCheckpoint string
 	allKeys          string
@@ -35,6 +37,8 @@ func newQueries(d *dialect) *queries {
 		insertOrigin:     b("INSERT INTO " + tOrigins + " (origin, first_index) VALUES (?, 0)"),
 		insertCheckpoint: b("INSERT INTO " + tCheckpoints + " (origin, tree_size, created, note) VALUES (?, ?, ?, ?)"),
 		insertKey:        b("INSERT INTO " + tKeys + " (origin, key_id, vkey, added) VALUES (?, ?, ?, ?)"),
+		upsertHead:       upsertHeadSQL(d),
+		head:             b("SELECT tree_size, root, mac FROM " + tHeads + " WHERE origin = ?"),
 		maxHash:          b("SELECT MAX(id) FROM " + tHashes + " WHERE origin = ?"),
 		latestCheckpoint: b(d.first1("note", "FROM "+tCheckpoints+" WHERE origin = ? ORDER BY tree_size DESC")),
 		allKeys:          "SELECT origin, vkey, added FROM " + tKeys + " ORDER BY origin, added, key_id",
@@ -58,6 +62,18 @@ func newQueries(d *dialect) *queries {
 			" WHERE origin = ?) OR EXISTS (SELECT 1 FROM " + tKeys + " WHERE origin = ?) THEN 1 ELSE 0 END"),
 		records: b("SELECT idx, data, leaf FROM " + tRecords + " WHERE origin = ? AND idx >= ? AND idx < ? ORDER BY idx"),
 	}
+}
+
+// upsertHeadSQL replaces an origin's authenticated head; its parameters
+// are origin, tree_size, root and mac. One log writes one origin (the
+// claim), so SQL Server's update-then-insert does not race.
+func upsertHeadSQL(d *dialect) string {
+	if d.name == SQLServer {
+		return "UPDATE " + tHeads + " SET tree_size = @p2, root = @p3, mac = @p4 WHERE origin = @p1; " +
+			"IF @@ROWCOUNT = 0 INSERT INTO " + tHeads + " (origin, tree_size, root, mac) VALUES (@p1, @p2, @p3, @p4)"
+	}
+	return d.bind("INSERT INTO " + tHeads + " (origin, tree_size, root, mac) VALUES (?, ?, ?, ?) " +
+		"ON CONFLICT (origin) DO UPDATE SET tree_size = excluded.tree_size, root = excluded.root, mac = excluded.mac")
 }
 
 func inList(n int) string { return strings.TrimSuffix(strings.Repeat("?, ", n), ", ") }

@@ -253,6 +253,15 @@ func (s *Store) write(ctx context.Context, tx *sql.Tx, origin string, b *audit.B
 			return fmt.Errorf("insert key: %w", err)
 		}
 	}
+	if h := b.Head; h != nil {
+		st, err := s.stmt(ctx, s.q.upsertHead)
+		if err != nil {
+			return fmt.Errorf("prepare head: %w", err)
+		}
+		if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, origin, h.Size, h.Root[:], h.MAC); err != nil { //nolint:sqlclosecheck // a transaction's statements close with it
+			return fmt.Errorf("write head: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -316,7 +325,27 @@ func (s *Store) Load(ctx context.Context, origin string) (*audit.State, error) {
 		return nil, fmt.Errorf("sqlstore load: %w", err)
 	}
 	st.Keys = keys
+	if st.Head, err = s.head(ctx, origin); err != nil {
+		return nil, fmt.Errorf("sqlstore load: %w", err)
+	}
 	return st, nil
+}
+
+// head reads an origin's authenticated head, nil when it has none.
+func (s *Store) head(ctx context.Context, origin string) (*audit.Head, error) {
+	var h audit.Head
+	var root []byte
+	switch err := s.db.QueryRowContext(ctx, s.q.head, origin).Scan(&h.Size, &root, &h.MAC); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read head: %w", err)
+	}
+	// A root of the wrong length matches no tree.
+	if len(root) == tlog.HashSize {
+		h.Root = tlog.Hash(root)
+	}
+	return &h, nil
 }
 
 func (s *Store) keys(ctx context.Context, origin string) ([]audit.Key, error) {

@@ -55,6 +55,14 @@ func TestSQLiteConformance(t *testing.T) {
 // SQLGATE_TEST_POSTGRES_DSN, or skips.
 func newPostgres(t testing.TB) *sqlstore.Store {
 	t.Helper()
+	s, _ := newPostgresDB(t)
+	return s
+}
+
+// newPostgresDB is newPostgres that also returns the database handle (its
+// search_path is the fresh schema).
+func newPostgresDB(t testing.TB) (*sqlstore.Store, *sql.DB) {
+	t.Helper()
 	dsn := os.Getenv("SQLGATE_TEST_POSTGRES_DSN")
 	if dsn == "" {
 		t.Skip("set SQLGATE_TEST_POSTGRES_DSN to run the PostgreSQL tests")
@@ -97,7 +105,7 @@ func newPostgres(t testing.TB) *sqlstore.Store {
 		t.Fatalf("Open = %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	return s
+	return s, db
 }
 
 func TestPostgresConformance(t *testing.T) {

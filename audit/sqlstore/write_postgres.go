@@ -25,7 +25,10 @@ h AS (INSERT INTO ` + tHashes + ` (origin, id, hash)
 c AS (INSERT INTO ` + tCheckpoints + ` (origin, tree_size, created, note)
   SELECT $1, $14::bigint, $15::bigint, $16::bytea WHERE $14::bigint IS NOT NULL),
 k AS (INSERT INTO ` + tKeys + ` (origin, key_id, vkey, added)
-  SELECT $1, $17::text, $18::text, $19::bigint WHERE $17::text IS NOT NULL)
+  SELECT $1, $17::text, $18::text, $19::bigint WHERE $17::text IS NOT NULL),
+hd AS (INSERT INTO ` + tHeads + ` (origin, tree_size, root, mac)
+  SELECT $1, $20::bigint, $21::bytea, $22::bytea WHERE $20::bigint IS NOT NULL
+  ON CONFLICT (origin) DO UPDATE SET tree_size = excluded.tree_size, root = excluded.root, mac = excluded.mac)
 SELECT 1`
 
 // writePostgres is Write for PostgreSQL. All CTEs of one statement see the
@@ -78,6 +81,11 @@ func (s *Store) writePostgres(ctx context.Context, origin string, b *audit.Batch
 	if k := b.Key; k != nil {
 		keyID, keyV, keyAdded = k.ID(), k.VerifierKey, unixNano(k.Added)
 	}
+	var headSize any
+	var headRoot, headMAC []byte
+	if h := b.Head; h != nil {
+		headSize, headRoot, headMAC = h.Size, h.Root[:], h.MAC
+	}
 	firstWrite := n > 0 && b.Records[0].Index == 0
 	_, err := s.db.ExecContext(ctx, writePostgresSQL,
 		origin, firstWrite,
@@ -87,6 +95,7 @@ func (s *Store) writePostgres(ctx context.Context, origin string, b *audit.Batch
 		b.HashIndex, nonNilB(hashes),
 		cpSize, cpCreated, cpNote,
 		keyID, keyV, keyAdded,
+		headSize, headRoot, headMAC,
 	)
 	if err != nil {
 		return fmt.Errorf("sqlstore write: %w", err)

@@ -8,6 +8,7 @@ CREATE TABLE IF NOT EXISTS sqlgate_audit_hashes (origin TEXT NOT NULL, id BIGINT
 CREATE TABLE IF NOT EXISTS sqlgate_audit_checkpoints (origin TEXT NOT NULL, tree_size BIGINT NOT NULL, created BIGINT NOT NULL, note BYTEA NOT NULL, PRIMARY KEY (origin, tree_size));
 CREATE TABLE IF NOT EXISTS sqlgate_audit_keys (origin TEXT NOT NULL, key_id TEXT NOT NULL, vkey TEXT NOT NULL, added BIGINT NOT NULL, PRIMARY KEY (origin, key_id));
 CREATE TABLE IF NOT EXISTS sqlgate_audit_open_intents (origin TEXT NOT NULL, idx BIGINT NOT NULL, PRIMARY KEY (origin, idx));
+CREATE TABLE IF NOT EXISTS sqlgate_audit_heads (origin TEXT NOT NULL PRIMARY KEY, tree_size BIGINT NOT NULL, root BYTEA NOT NULL, mac BYTEA NOT NULL);
 
 -- statements
 -- insertOrigin
@@ -16,6 +17,10 @@ INSERT INTO sqlgate_audit_origins (origin, first_index) VALUES ($1, 0);
 INSERT INTO sqlgate_audit_checkpoints (origin, tree_size, created, note) VALUES ($1, $2, $3, $4);
 -- insertKey
 INSERT INTO sqlgate_audit_keys (origin, key_id, vkey, added) VALUES ($1, $2, $3, $4);
+-- upsertHead
+INSERT INTO sqlgate_audit_heads (origin, tree_size, root, mac) VALUES ($1, $2, $3, $4) ON CONFLICT (origin) DO UPDATE SET tree_size = excluded.tree_size, root = excluded.root, mac = excluded.mac;
+-- head
+SELECT tree_size, root, mac FROM sqlgate_audit_heads WHERE origin = $1;
 -- maxHash
 SELECT MAX(id) FROM sqlgate_audit_hashes WHERE origin = $1;
 -- latestCheckpoint
@@ -75,7 +80,10 @@ h AS (INSERT INTO sqlgate_audit_hashes (origin, id, hash)
 c AS (INSERT INTO sqlgate_audit_checkpoints (origin, tree_size, created, note)
   SELECT $1, $14::bigint, $15::bigint, $16::bytea WHERE $14::bigint IS NOT NULL),
 k AS (INSERT INTO sqlgate_audit_keys (origin, key_id, vkey, added)
-  SELECT $1, $17::text, $18::text, $19::bigint WHERE $17::text IS NOT NULL)
+  SELECT $1, $17::text, $18::text, $19::bigint WHERE $17::text IS NOT NULL),
+hd AS (INSERT INTO sqlgate_audit_heads (origin, tree_size, root, mac)
+  SELECT $1, $20::bigint, $21::bytea, $22::bytea WHERE $20::bigint IS NOT NULL
+  ON CONFLICT (origin) DO UPDATE SET tree_size = excluded.tree_size, root = excluded.root, mac = excluded.mac)
 SELECT 1;
 
 -- claim of an origin (Store.Claim), then its release

@@ -8,6 +8,7 @@ CREATE TABLE IF NOT EXISTS sqlgate_audit_hashes (origin TEXT NOT NULL, id INTEGE
 CREATE TABLE IF NOT EXISTS sqlgate_audit_checkpoints (origin TEXT NOT NULL, tree_size INTEGER NOT NULL, created INTEGER NOT NULL, note BLOB NOT NULL, PRIMARY KEY (origin, tree_size));
 CREATE TABLE IF NOT EXISTS sqlgate_audit_keys (origin TEXT NOT NULL, key_id TEXT NOT NULL, vkey TEXT NOT NULL, added INTEGER NOT NULL, PRIMARY KEY (origin, key_id));
 CREATE TABLE IF NOT EXISTS sqlgate_audit_open_intents (origin TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (origin, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sqlgate_audit_heads (origin TEXT NOT NULL PRIMARY KEY, tree_size INTEGER NOT NULL, root BLOB NOT NULL, mac BLOB NOT NULL);
 
 -- statements
 -- insertOrigin
@@ -16,6 +17,10 @@ INSERT INTO sqlgate_audit_origins (origin, first_index) VALUES (?, 0);
 INSERT INTO sqlgate_audit_checkpoints (origin, tree_size, created, note) VALUES (?, ?, ?, ?);
 -- insertKey
 INSERT INTO sqlgate_audit_keys (origin, key_id, vkey, added) VALUES (?, ?, ?, ?);
+-- upsertHead
+INSERT INTO sqlgate_audit_heads (origin, tree_size, root, mac) VALUES (?, ?, ?, ?) ON CONFLICT (origin) DO UPDATE SET tree_size = excluded.tree_size, root = excluded.root, mac = excluded.mac;
+-- head
+SELECT tree_size, root, mac FROM sqlgate_audit_heads WHERE origin = ?;
 -- maxHash
 SELECT MAX(id) FROM sqlgate_audit_hashes WHERE origin = ?;
 -- latestCheckpoint

@@ -8,6 +8,7 @@ IF OBJECT_ID(N'sqlgate_audit_hashes', N'U') IS NULL CREATE TABLE sqlgate_audit_h
 IF OBJECT_ID(N'sqlgate_audit_checkpoints', N'U') IS NULL CREATE TABLE sqlgate_audit_checkpoints (origin NVARCHAR(256) NOT NULL, tree_size BIGINT NOT NULL, created BIGINT NOT NULL, note VARBINARY(MAX) NOT NULL, PRIMARY KEY (origin, tree_size));
 IF OBJECT_ID(N'sqlgate_audit_keys', N'U') IS NULL CREATE TABLE sqlgate_audit_keys (origin NVARCHAR(256) NOT NULL, key_id NVARCHAR(300) NOT NULL, vkey NVARCHAR(1000) NOT NULL, added BIGINT NOT NULL, PRIMARY KEY (origin, key_id));
 IF OBJECT_ID(N'sqlgate_audit_open_intents', N'U') IS NULL CREATE TABLE sqlgate_audit_open_intents (origin NVARCHAR(256) NOT NULL, idx BIGINT NOT NULL, PRIMARY KEY (origin, idx));
+IF OBJECT_ID(N'sqlgate_audit_heads', N'U') IS NULL CREATE TABLE sqlgate_audit_heads (origin NVARCHAR(256) NOT NULL PRIMARY KEY, tree_size BIGINT NOT NULL, root BINARY(32) NOT NULL, mac BINARY(32) NOT NULL);
 
 -- statements
 -- insertOrigin
@@ -16,6 +17,10 @@ INSERT INTO sqlgate_audit_origins (origin, first_index) VALUES (@p1, 0);
 INSERT INTO sqlgate_audit_checkpoints (origin, tree_size, created, note) VALUES (@p1, @p2, @p3, @p4);
 -- insertKey
 INSERT INTO sqlgate_audit_keys (origin, key_id, vkey, added) VALUES (@p1, @p2, @p3, @p4);
+-- upsertHead
+UPDATE sqlgate_audit_heads SET tree_size = @p2, root = @p3, mac = @p4 WHERE origin = @p1; IF @@ROWCOUNT = 0 INSERT INTO sqlgate_audit_heads (origin, tree_size, root, mac) VALUES (@p1, @p2, @p3, @p4);
+-- head
+SELECT tree_size, root, mac FROM sqlgate_audit_heads WHERE origin = @p1;
 -- maxHash
 SELECT MAX(id) FROM sqlgate_audit_hashes WHERE origin = @p1;
 -- latestCheckpoint
