@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -209,10 +210,16 @@ type Bundle struct {
 type bundleLog struct {
 	first, end int64
 	frontier   []tlog.Hash
-	notes      [][]byte
+	notes      []lineSpan // checkpoint lines, read again on demand
 	proofs     []bundleProof
 	recStart   int64 // file offset of the first record line, -1 when none
 	recCount   int64
+}
+
+// lineSpan is where a line is in the bundle file (without its newline).
+type lineSpan struct {
+	off int64
+	n   int32
 }
 
 var _ Source = (*Bundle)(nil)
@@ -229,9 +236,10 @@ func OpenBundle(r io.ReadSeeker) (*Bundle, error) {
 	lineNo := 0
 	var cur *bundleLog
 	inRecords := false
+	var lr lineReader
 	for {
-		line, err := readLine(br)
-		if errors.Is(err, io.EOF) && len(line) == 0 {
+		line, err := lr.read(br)
+		if errors.Is(err, io.EOF) && lr.n == 0 {
 			break
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -239,7 +247,10 @@ func OpenBundle(r io.ReadSeeker) (*Bundle, error) {
 		}
 		lineNo++
 		start := off
-		off += int64(len(line))
+		off += lr.n
+		if lr.long != nil && !bytes.HasPrefix(line, recordLinePrefix) {
+			return nil, fmt.Errorf("open bundle: line %d: longer than %d bytes", lineNo, maxBundleLine)
+		}
 		body := bytes.TrimSuffix(line, []byte("\n"))
 		if lineNo == 1 {
 			var h bundleHeader
@@ -286,7 +297,7 @@ func OpenBundle(r io.ReadSeeker) (*Bundle, error) {
 			if cur == nil {
 				return nil, fmt.Errorf("open bundle: line %d: checkpoint before any origin", lineNo)
 			}
-			cur.notes = append(cur.notes, []byte(*h.Checkpoint))
+			cur.notes = append(cur.notes, lineSpan{start, int32(len(body))})
 		case h.Proof != nil:
 			if cur == nil {
 				return nil, fmt.Errorf("open bundle: line %d: proof before any origin", lineNo)
@@ -302,24 +313,97 @@ func OpenBundle(r io.ReadSeeker) (*Bundle, error) {
 	return b, nil
 }
 
-// readLine reads one line (with its newline) of at most maxBundleLine bytes.
-// The result is only valid until the next read.
-func readLine(br *bufio.Reader) ([]byte, error) {
+// lineReader reads the lines of a bundle. A line longer than
+// maxBundleLine is not held in memory: it is skipped to its newline, and
+// when it is a record line, the leaf hash of its record is computed on the
+// way (so the tree, and the verification of the records after it, go on).
+type lineReader struct {
+	buf  []byte
+	n    int64     // bytes of the last line, newline included
+	long *longLine // the last line was too long
+}
+
+// longLine describes a skipped line.
+type longLine struct {
+	leaf   tlog.Hash // leaf hash of its record, when it is a record line
+	ok     bool      // leaf is set
+	stored *tlog.Hash
+}
+
+// read returns the next line with its newline, valid until the next read.
+// For a long line it returns only the bytes read before it was found too
+// long, and sets r.long.
+func (r *lineReader) read(br *bufio.Reader) ([]byte, error) {
+	r.long = nil
 	frag, err := br.ReadSlice('\n')
+	r.n = int64(len(frag))
 	if !errors.Is(err, bufio.ErrBufferFull) {
 		return frag, err
 	}
-	out := append([]byte(nil), frag...)
+	r.buf = append(r.buf[:0], frag...)
 	for {
 		frag, err = br.ReadSlice('\n')
-		out = append(out, frag...)
-		if len(out) > maxBundleLine {
-			return nil, errors.New("line too long")
+		r.n += int64(len(frag))
+		if len(r.buf)+len(frag) > maxBundleLine {
+			return r.skip(br, frag, err)
 		}
+		r.buf = append(r.buf, frag...)
 		if !errors.Is(err, bufio.ErrBufferFull) {
-			return out, err
+			return r.buf, err
 		}
 	}
+}
+
+// skip reads the rest of a long line, hashing the record of a record line
+// (the bytes between `"record":` and the closing `}`, all but the last
+// byte before the newline).
+func (r *lineReader) skip(br *bufio.Reader, frag []byte, err error) ([]byte, error) {
+	long := &longLine{}
+	r.long = long
+	m := len(recordLinePrefix) + 44 + len(recordLineMiddle)
+	isRecord := bytes.HasPrefix(r.buf, recordLinePrefix) && len(r.buf) > m && bytes.Equal(r.buf[m-len(recordLineMiddle):m], recordLineMiddle)
+	if isRecord {
+		var stored tlog.Hash
+		var buf [tlog.HashSize + 3]byte
+		n, err := base64.StdEncoding.Strict().Decode(buf[:], r.buf[len(recordLinePrefix):len(recordLinePrefix)+44])
+		if err == nil && n == tlog.HashSize {
+			copy(stored[:], buf[:n])
+			long.stored = &stored
+		}
+	}
+	var held []byte // the last bytes ('}' and '\n') not yet hashed
+	h := sha256.New()
+	h.Write([]byte{0})
+	feed := func(b []byte) {
+		if !isRecord {
+			return
+		}
+		held = append(held, b...)
+		if keep := 2; len(held) > keep {
+			h.Write(held[:len(held)-keep])
+			held = append(held[:0], held[len(held)-keep:]...)
+		}
+	}
+	feed(r.buf[min(m, len(r.buf)):])
+	for {
+		feed(frag)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			break
+		}
+		frag, err = br.ReadSlice('\n')
+		r.n += int64(len(frag))
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	held = bytes.TrimSuffix(held, []byte("\n"))
+	if isRecord && len(held) > 0 && held[len(held)-1] == '}' {
+		h.Write(held[:len(held)-1])
+		copy(long.leaf[:], h.Sum(nil))
+		long.ok = true
+	}
+	r.buf = r.buf[:min(len(r.buf), 4096)] // enough to tell what the line was
+	return r.buf, err
 }
 
 // Origins implements [Source].
@@ -342,8 +426,20 @@ func (b *Bundle) Checkpoints(_ context.Context, origin string, fn func([]byte) e
 	if err != nil {
 		return err
 	}
-	for _, n := range l.notes {
-		if err := fn(n); err != nil {
+	var line []byte
+	for _, sp := range l.notes {
+		if _, err := b.r.Seek(sp.off, io.SeekStart); err != nil {
+			return fmt.Errorf("read bundle: %w", err)
+		}
+		line = slices.Grow(line[:0], int(sp.n))[:sp.n]
+		if _, err := io.ReadFull(b.r, line); err != nil {
+			return fmt.Errorf("read bundle: %w", err)
+		}
+		var h bundleHeader
+		if err := json.Unmarshal(line, &h); err != nil || h.Checkpoint == nil {
+			return fmt.Errorf("read bundle: the checkpoint line at offset %d changed since it was opened", sp.off)
+		}
+		if err := fn([]byte(*h.Checkpoint)); err != nil {
 			return err
 		}
 	}
@@ -401,16 +497,26 @@ func (b *Bundle) Records(ctx context.Context, origin string, from, to int64, fn 
 	}
 	br := bufio.NewReaderSize(b.r, 1<<16)
 	var leaf tlog.Hash
+	var lr lineReader
+	var long []byte
 	for k := int64(0); k < l.recCount; k++ {
 		index := l.first + k
 		if index >= to {
 			return nil
 		}
-		line, err := readLine(br)
+		line, err := lr.read(br)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("read bundle: %w", err)
 		}
 		if index < from {
+			continue
+		}
+		if lr.long != nil {
+			// Not read: the verifier names it (and hashes on from its leaf).
+			long = appendOversized(long[:0], lr.n, lr.long.leaf, lr.long.ok)
+			if err := fn(index, long, lr.long.stored); err != nil {
+				return err
+			}
 			continue
 		}
 		if k&1023 == 0 {

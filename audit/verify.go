@@ -323,7 +323,10 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 		}
 		v := &originVerifier{
 			src: src, opts: &opts, verifiers: verifiers, rep: rep,
-			or: &OriginReport{Origin: o, FirstBad: -1}, trusted: trusted[o],
+			or: &OriginReport{Origin: o, FirstBad: -1},
+		}
+		for _, c := range trusted[o] {
+			v.tcps = append(v.tcps, sumOf(c))
 		}
 		if err := v.run(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -359,12 +362,23 @@ type originVerifier struct {
 	verifiers note.Verifiers
 	rep       *Report
 	or        *OriginReport
-	trusted   []*Checkpoint
 	listed    map[ProblemCode]int
 
-	cps          []*Checkpoint // valid log checkpoints, ascending size
-	noCheckpoint bool          // a ProblemNoCheckpoint failure was reported
+	cps          []cpSum // valid log checkpoints, ascending size
+	tcps         []cpSum // the trusted checkpoints of the origin
+	noCheckpoint bool    // a ProblemNoCheckpoint failure was reported
 }
+
+// cpSum is what verification keeps of a checkpoint: a log may hold
+// hundreds of thousands, so not their notes (only the newest is kept, as
+// [OriginReport.Latest]).
+type cpSum struct {
+	Size int64
+	Root tlog.Hash
+	Time time.Time
+}
+
+func sumOf(c *Checkpoint) cpSum { return cpSum{Size: c.Size, Root: c.Root, Time: c.Time} }
 
 func (v *originVerifier) fail(code ProblemCode, index, size int64, msg string) {
 	v.rep.Failures = append(v.rep.Failures, Problem{Origin: v.or.Origin, Code: code, Index: index, Size: size, Message: msg})
@@ -405,7 +419,10 @@ func (v *originVerifier) loadCheckpoints(ctx context.Context) error {
 			return nil
 		}
 		keyIDs[cp.KeyID] = true
-		v.cps = append(v.cps, cp)
+		v.cps = append(v.cps, sumOf(cp))
+		if v.or.Latest == nil || cp.Size >= v.or.Latest.Size {
+			v.or.Latest = cp
+		}
 		lastValid = cp.Size
 		return nil
 	})
@@ -424,9 +441,6 @@ func (v *originVerifier) loadCheckpoints(ctx context.Context) error {
 		}
 	}
 	v.or.Checkpoints = len(v.cps)
-	if len(v.cps) > 0 {
-		v.or.Latest = v.cps[len(v.cps)-1]
-	}
 	for id := range keyIDs {
 		v.or.KeyIDs = append(v.or.KeyIDs, id)
 	}
@@ -512,18 +526,18 @@ func (v *originVerifier) run(ctx context.Context) error {
 		s.atLo()
 	}
 	// Checkpoints that fall inside the scanned range, ascending.
-	for _, c := range v.cps {
+	for i, c := range v.cps {
 		if c.Size > scanFrom || c.Size == scanFrom && scanFrom > 0 {
-			s.due = append(s.due, due{cp: c})
+			s.due = append(s.due, due{i: int32(i)})
 		}
 	}
-	for _, c := range v.trusted {
+	for i, c := range v.tcps {
 		v.or.Trusted++
 		if c.Size > scanFrom || c.Size == scanFrom && scanFrom > 0 {
-			s.due = append(s.due, due{cp: c, trusted: true})
+			s.due = append(s.due, due{i: int32(i), trusted: true})
 		}
 	}
-	sort.SliceStable(s.due, func(i, j int) bool { return s.due[i].cp.Size < s.due[j].cp.Size })
+	sort.SliceStable(s.due, func(i, j int) bool { return s.cp(&s.due[i]).Size < s.cp(&s.due[j]).Size })
 	s.checkDue() // checkpoints at exactly scanFrom
 	if err := s.records(ctx, scanFrom, hi); err != nil {
 		return err
@@ -543,10 +557,12 @@ func (v *originVerifier) run(ctx context.Context) error {
 // finish reports what is left after the scan reached got.
 func (v *originVerifier) finish(s *scan, got int64, fullTail bool) {
 	covered := int64(-1)
-	for _, d := range s.due {
+	for i := range s.due {
+		d := &s.due[i]
+		size := s.cp(d).Size
 		if d.done {
 			if !d.trusted {
-				covered = max(covered, d.cp.Size)
+				covered = max(covered, size)
 			}
 			continue
 		}
@@ -557,8 +573,8 @@ func (v *originVerifier) finish(s *scan, got int64, fullTail bool) {
 		if d.trusted {
 			who = "trusted checkpoint"
 		}
-		v.fail(ProblemTruncated, got, d.cp.Size, fmt.Sprintf("%s of size %d covers records [%d, %d) that the log does not have (truncated or rolled back)",
-			who, d.cp.Size, got, d.cp.Size))
+		v.fail(ProblemTruncated, got, size, fmt.Sprintf("%s of size %d covers records [%d, %d) that the log does not have (truncated or rolled back)",
+			who, size, got, size))
 		s.failed = true
 	}
 	if got > s.lo && covered < got && !s.failed && !v.noCheckpoint {
@@ -576,10 +592,19 @@ func (v *originVerifier) finish(s *scan, got int64, fullTail bool) {
 	}
 }
 
+// due is a checkpoint the scan compares the tree with when it reaches its
+// size: an index into originVerifier.cps, or .tcps when trusted.
 type due struct {
-	cp      *Checkpoint
+	i       int32
 	trusted bool
 	done    bool
+}
+
+func (s *scan) cp(d *due) *cpSum {
+	if d.trusted {
+		return &s.v.tcps[d.i]
+	}
+	return &s.v.cps[d.i]
 }
 
 // scan folds records in index order.
@@ -609,17 +634,13 @@ func (s *scan) atLo() {
 		return
 	}
 	root := s.front.root()
-	var last *Checkpoint
+	var check []cpSum
 	for _, c := range v.cps {
 		if c.Size < lo {
-			last = c
+			check = append(check[:0], c) // the newest below lo
 		}
 	}
-	var check []*Checkpoint
-	if last != nil {
-		check = append(check, last)
-	}
-	for _, c := range v.trusted {
+	for _, c := range v.tcps {
 		if c.Size < lo {
 			check = append(check, c)
 		}
@@ -640,15 +661,16 @@ func (s *scan) atLo() {
 // checkDue compares the tree with every checkpoint of the current size.
 func (s *scan) checkDue() {
 	n := s.front.size
-	for s.next < len(s.due) && s.due[s.next].cp.Size <= n {
+	for s.next < len(s.due) && s.cp(&s.due[s.next]).Size <= n {
 		d := &s.due[s.next]
+		c := s.cp(d)
 		s.next++
-		if d.cp.Size < n {
+		if c.Size < n {
 			continue // below the scan start (handled by atLo)
 		}
 		d.done = true
 		root := s.front.root()
-		if root == d.cp.Root {
+		if root == c.Root {
 			if d.trusted {
 				s.lastTrusted = max(s.lastTrusted, n)
 			} else {

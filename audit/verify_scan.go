@@ -1,10 +1,12 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,9 +20,42 @@ import (
 
 const chunkSize = 256
 
+// oversizedMarker starts the data a [Bundle] passes for a record line it
+// did not read because it is longer than its line limit: then a flag (1:
+// the leaf hash of the record follows, computed while skipping the line),
+// the 32-byte leaf hash and the line's length in decimal. No canonical
+// record starts with a NUL byte, so the marker is never a valid record.
+const oversizedMarker = "\x00sqlgate: oversized bundle line\x00"
+
+func appendOversized(dst []byte, n int64, leaf tlog.Hash, ok bool) []byte {
+	dst = append(dst, oversizedMarker...)
+	flag := byte('0')
+	if ok {
+		flag = '1'
+	}
+	dst = append(dst, flag)
+	dst = append(dst, leaf[:]...)
+	return strconv.AppendInt(dst, n, 10)
+}
+
+// parseOversized decodes what appendOversized wrote.
+func parseOversized(data []byte) (n int64, leaf tlog.Hash, ok, is bool) {
+	rest, found := bytes.CutPrefix(data, []byte(oversizedMarker))
+	if !found || len(rest) < 1+tlog.HashSize+1 || rest[0] != '0' && rest[0] != '1' {
+		return 0, leaf, false, false
+	}
+	copy(leaf[:], rest[1:1+tlog.HashSize])
+	n, err := strconv.ParseInt(string(rest[1+tlog.HashSize:]), 10, 64)
+	if err != nil || n <= maxBundleLine {
+		return 0, leaf, false, false
+	}
+	return n, leaf, rest[0] == '1', true
+}
+
 // recInfo is what the scan needs from a decoded record.
 type recInfo struct {
 	code   ProblemCode // set when the record is bad
+	goOn   bool        // the bad record's leaf is known: the scan goes on
 	msg    string
 	kind   Kind
 	intent int64
@@ -215,6 +250,20 @@ func (c *chunk) process(d *recordDecoder, h *leafHasher, origin string) {
 		p := c.base + int64(i)
 		info := &c.info[i]
 		*info = recInfo{}
+		if n, leaf, ok, is := parseOversized(data); is {
+			info.code = ProblemBadRecord
+			info.msg = fmt.Sprintf("the record's line in the bundle is %d bytes, over the %d-byte line limit: not read", n, maxBundleLine)
+			c.leaf[i] = leaf
+			switch {
+			case !ok:
+				info.msg += " (and it is not a record line)"
+			case c.hasStored[i] && c.stored[i] != leaf:
+				info.msg += " (and its bytes do not match the stored leaf hash)"
+			default:
+				info.goOn = true // the tree and the records after it are still checked
+			}
+			continue
+		}
 		c.leaf[i] = h.sum(data)
 		if err := d.decode(&r, data); err != nil {
 			info.code, info.msg = ProblemBadRecord, err.Error()
@@ -252,17 +301,23 @@ func (s *scan) fold(c *chunk) {
 		info := &c.info[i]
 		if p >= s.lo && info.code != "" {
 			v.fail(info.code, p, 0, info.msg)
-			s.stopped = true
-			return
+			if !info.goOn {
+				s.stopped = true
+				return
+			}
 		}
 		s.front.append(c.leaf[i])
-		if p >= s.lo {
+		switch {
+		case p < s.lo:
+		case info.code != "":
+			v.or.Records++ // counted, not read
+		default:
 			s.record(p, info)
 		}
 		if p+1 == s.lo {
 			s.atLo()
 		}
-		if s.next < len(s.due) && s.due[s.next].cp.Size <= p+1 {
+		if s.next < len(s.due) && s.cp(&s.due[s.next]).Size <= p+1 {
 			s.checkDue()
 			if s.stopped {
 				return
