@@ -35,10 +35,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	// bufio.Writer keeps the first write error; Flush returns it.
 	printf := func(format string, args ...any) { _, _ = fmt.Fprintf(bw, format, args...) }
 	if r.OK() {
-		printf("audit log verification: OK (%d records, %d origins, %s)\n", r.Records, len(r.Origins), r.Duration.Round(time.Millisecond))
+		printf("audit log verification: OK (%d records, %s, %s)\n", r.Records, plural(len(r.Origins), "origin"), r.Duration.Round(time.Millisecond))
 	} else {
 		first := r.FirstFailure()
-		printf("audit log verification: FAILED (%d integrity failures)\n", len(r.Failures))
+		printf("audit log verification: FAILED (%s)\n", plural(len(r.Failures), "integrity failure"))
 		if first.Index >= 0 {
 			printf("first bad record: origin %s index %d: %s\n", first.Origin, first.Index, first.Message)
 		} else {
@@ -52,7 +52,8 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 	}
 	if r.KeysFromSource {
-		printf("WARNING: no trusted keys given; checkpoints were checked against the key history stored in the log itself\n")
+		printf("WARNING: NO TRUSTED KEY USED: checkpoints were checked against the key history stored in the log itself.\n" +
+			"This only shows the log is self-consistent: anyone who can write the log can re-sign it. Pin the published verifier key (--key).\n")
 	}
 	printf("keys: %s\n", joinOr(r.Keys, "none"))
 	for _, o := range r.Origins {
@@ -63,7 +64,7 @@ func (r *Report) WriteText(w io.Writer) error {
 			printf("  records checked: %d", o.Records)
 		}
 		if o.Pruned > 0 {
-			printf(", %d older records pruned", o.Pruned)
+			printf(", %s not in the source (pruned, or left out of the export)", plural(int(o.Pruned), "older record"))
 		}
 		printf("\n")
 		if !o.FirstRecordTime.IsZero() {
@@ -97,6 +98,14 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// plural returns "1 origin", "2 origins".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func joinOr(s []string, empty string) string {

@@ -55,7 +55,9 @@ type VerifyOptions struct {
 	// Keys are the trusted public verifier keys (note format), all
 	// generations of each origin's key. When empty, Verify uses the key
 	// history stored in the source and says so in the report
-	// (KeysFromSource): that only proves the source is self-consistent.
+	// (KeysFromSource): that only proves the source is self-consistent,
+	// since whoever can write the source can re-sign it with a key of their
+	// own.
 	Keys []string
 	// Trusted are signed checkpoint notes kept outside the operator's reach
 	// ([LoadCheckpoints], [DirSink]). The log must contain and extend every
@@ -114,9 +116,10 @@ const (
 	// ProblemOriginMissing: a trusted checkpoint or a verifier key names an
 	// origin the source does not hold (a key's name is its log's origin).
 	ProblemOriginMissing ProblemCode = "origin_missing"
-	// ProblemNoCheckpoint: trusted keys were given and the origin has no
-	// checkpoint signed by one of them: nothing proves any record
-	// (checkpoints deleted, or signed by another key).
+	// ProblemNoCheckpoint: the origin has no checkpoint signed by a
+	// trusted key (or, without trusted keys, by a key of the source's key
+	// history): nothing proves any record (checkpoints deleted, or signed
+	// by another key).
 	ProblemNoCheckpoint ProblemCode = "no_checkpoint"
 	// ProblemLinkMismatch: an outcome differs from the intent it names in a
 	// field that ties the call to its SQL transaction (correlation_id,
@@ -467,11 +470,17 @@ func (v *originVerifier) run(ctx context.Context) error {
 		return err
 	}
 	v.or.Pruned = first
-	if len(v.cps) == 0 && !v.rep.KeysFromSource {
+	if len(v.cps) == 0 {
 		// Every log starts with a record and a checkpoint covering it, so an
-		// empty one without a checkpoint was emptied too.
+		// empty one without a checkpoint was emptied too. This holds with
+		// the source's own key history as well: without any checkpoint the
+		// log is not even self-consistent.
 		v.noCheckpoint = true
-		v.fail(ProblemNoCheckpoint, first, 0, fmt.Sprintf("the log has %d records and no checkpoint signed by a trusted key: nothing proves them (checkpoints deleted, or signed by another key)", end))
+		by := "a trusted key"
+		if v.rep.KeysFromSource {
+			by = "any key of its own key history"
+		}
+		v.fail(ProblemNoCheckpoint, first, 0, fmt.Sprintf("the log has %d records and no checkpoint signed by %s: nothing proves them (checkpoints deleted, or signed by another key)", end, by))
 	}
 	lo, hi := first, end
 	if v.opts.From > lo {

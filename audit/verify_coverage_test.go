@@ -75,11 +75,12 @@ func TestVerifyNeedsACheckpoint(t *testing.T) {
 		if !strings.Contains(text.String(), "no checkpoint signed by a trusted key") {
 			t.Errorf("text report does not say why:\n%s", text.String())
 		}
-		// Without keys, the log's own key history is all there is: the
-		// records are listed as uncovered, as before.
+		// Without keys, the log's own key history is all there is, and a
+		// log without any checkpoint is not even self-consistent (every log
+		// signs one over its first record): it fails too.
 		rep = verify(t, store, audit.VerifyOptions{})
-		if !rep.OK() || rep.Origins[0].Uncovered != 21 {
-			t.Errorf("without keys: failures %v, uncovered %d, want OK and 21", rep.Failures, rep.Origins[0].Uncovered)
+		if f := rep.FirstFailure(); rep.OK() || f.Code != audit.ProblemNoCheckpoint || !strings.Contains(f.Message, "no checkpoint signed by any key of its own key history") {
+			t.Errorf("without keys: failures %v, want no_checkpoint", rep.Failures)
 		}
 	})
 

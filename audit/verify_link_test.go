@@ -89,3 +89,24 @@ func TestVerifyDetectsFalsifiedIntentLink(t *testing.T) {
 		}
 	})
 }
+
+// A bundle exported with --from does not hold the records before it: the
+// report says they may have been left out of the export, not only pruned,
+// and counts in the singular when there is one.
+func TestReportWordsRecordsBeforeTheExport(t *testing.T) {
+	store := audittest.NewStore()
+	l := buildLog(t, store, 10, 2, "c", nil, nil) // checkpoints 1, 5, 9, 13, 17, 21
+	_ = l.Close(t.Context())
+	b := openBundle(t, writeBundle(t, store, audit.BundleOptions{From: 5, To: 20}))
+	rep := verify(t, b, audit.VerifyOptions{Keys: []string{vkey(t, 1)}})
+	requireOK(t, rep)
+	var text strings.Builder
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"OK (12 records, 1 origin,", "records checked: 12 (indexes 5 to 16), 5 older records not in the source (pruned, or left out of the export)\n"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, text.String())
+		}
+	}
+}

@@ -400,7 +400,7 @@ func TestReportOutput(t *testing.T) {
 	if err := rep.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"audit log verification: OK (12 records, 1 origins", "origin sqlgate.test/a", "records checked: 12 (indexes 0 to 11)", "unpaired intents: 1", "unpaired_intent: 1", "index 11: intent has no outcome"} {
+	for _, want := range []string{"audit log verification: OK (12 records, 1 origin,", "origin sqlgate.test/a", "records checked: 12 (indexes 0 to 11)", "unpaired intents: 1", "unpaired_intent: 1", "index 11: intent has no outcome"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, text.String())
 		}
