@@ -16,8 +16,11 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 	type plain Report
 	out := struct {
 		OK bool `json:"ok"`
+		// TrustedKey is false when no trusted key was given: the log was
+		// only checked against its own key history (self-consistency).
+		TrustedKey bool `json:"trusted_key"`
 		*plain
-	}{OK: r.OK(), plain: (*plain)(r)}
+	}{OK: r.OK(), TrustedKey: !r.KeysFromSource, plain: (*plain)(r)}
 	if out.Failures == nil {
 		out.Failures = []Problem{}
 	}
@@ -45,15 +48,15 @@ func (r *Report) WriteText(w io.Writer) error {
 			printf("first failure: origin %s: %s\n", first.Origin, first.Message)
 		}
 	}
+	if r.KeysFromSource {
+		printf("WARNING: NO TRUSTED KEY USED: checkpoints were checked against the key history stored in the log itself.\n" +
+			"This only shows the log is self-consistent: anyone who can write the log can re-sign it. Pin the published verifier key (--key).\n")
+	}
 	for _, o := range r.Origins {
 		if o.Uncovered > 0 {
 			printf("WARNING: origin %s: the newest %d records (indexes %d to %d) are not covered by a signed checkpoint: nothing proves them yet\n",
 				o.Origin, o.Uncovered, o.End-o.Uncovered, o.End-1)
 		}
-	}
-	if r.KeysFromSource {
-		printf("WARNING: NO TRUSTED KEY USED: checkpoints were checked against the key history stored in the log itself.\n" +
-			"This only shows the log is self-consistent: anyone who can write the log can re-sign it. Pin the published verifier key (--key).\n")
 	}
 	printf("keys: %s\n", joinOr(r.Keys, "none"))
 	for _, o := range r.Origins {

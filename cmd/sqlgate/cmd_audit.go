@@ -134,12 +134,13 @@ func parseKeyed(fs *flag.FlagSet, args []string, kf *keyFlags, output *string, r
 }
 
 func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "audit verify", "sqlgate audit verify [--bundle FILE] [--from N --to N] [--trusted-checkpoint FILE|DIR] [--key VKEY] [--output json]")
+	fs := newFlags(e, "audit verify", "sqlgate audit verify --key VKEY [--bundle FILE] [--from N --to N] [--trusted-checkpoint FILE|DIR] [--output json]")
 	broker, output := brokerFlag(fs), outputFlag(fs)
 	bundlePath := fs.String("bundle", "", "verify this exported bundle offline (default: export one from the broker first)")
 	from := fs.Int64("from", 0, "first record index to check")
 	to := fs.Int64("to", 0, "end record index, exclusive (0: to the end)")
 	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them (e.g. the write-once sink): the log must extend each")
+	selfOnly := fs.Bool("no-trusted-key", false, "without --key: check only that the log is consistent with the key history it holds itself (proves nothing against whoever can write the log)")
 	var kf keyFlags
 	kf.register(fs)
 	pos, keys, err := parseKeyed(fs, args, &kf, output, "")
@@ -148,6 +149,13 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 	}
 	if err := wantArgs(pos, 0, "sqlgate audit verify"); err != nil {
 		return err
+	}
+	switch {
+	case *selfOnly && len(keys) > 0:
+		return usagef("--no-trusted-key and --key/--keys-file exclude each other")
+	case !*selfOnly && len(keys) == 0:
+		return usagef("--key or --keys-file is required: without a trusted key anyone who can write the log can re-sign it, " +
+			"so the check would prove nothing (dev: audit_verifier_key in dev.json; --no-trusted-key checks only that the log is self-consistent)")
 	}
 	opts := audit.VerifyOptions{Keys: keys, From: *from, To: *to}
 	if *trusted != "" {
@@ -170,9 +178,6 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 		}
 	} else if err := rep.WriteText(e.stdout); err != nil {
 		return err
-	}
-	if len(keys) == 0 && *output == "text" {
-		fmt.Fprintln(e.stderr, "note: no --key given, so checkpoints were checked against the key history inside the log; pin the published verifier key with --key to detect a replaced key")
 	}
 	if !rep.OK() {
 		return errSilent

@@ -301,3 +301,53 @@ func TestAuditUsageErrors(t *testing.T) {
 	c.must("", "audit", "export", "-o", filepath.Join(dir, "b"), "--from", "5", "--to", "6")
 	c.must("", "audit", "keygen", "--name", "evidence.example.com/jane", "-o", filepath.Join(dir, "k"))
 }
+
+// TestAuditVerifyNeedsATrustedKey: verify without --key would accept a log
+// re-signed by whoever can write it, so it is a usage error that says why;
+// --no-trusted-key checks self-consistency only, says so on stdout and in
+// the JSON, and still fails an inconsistent log.
+func TestAuditVerifyNeedsATrustedKey(t *testing.T) {
+	bundle, _, keys := twoInstanceBundle(t, 0)
+	c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
+	code, out, errOut := c.run("", "audit", "verify", "--bundle", bundle)
+	if code != 2 || !strings.Contains(errOut, "--key or --keys-file is required: without a trusted key anyone who can write the log can re-sign it") || out != "" {
+		t.Errorf("verify without a key: exit %d, stdout %q, stderr %q; want 2 and why", code, out, errOut)
+	}
+	if code, _, errOut := c.run("", "audit", "verify", "--bundle", bundle, "--no-trusted-key", "--key", keys["sqlgate.test/a"]); code != 2 || !strings.Contains(errOut, "exclude each other") {
+		t.Errorf("--no-trusted-key with --key: exit %d, %q; want a usage error", code, errOut)
+	}
+
+	out = c.must("", "audit", "verify", "--bundle", bundle, "--no-trusted-key")
+	if !strings.Contains(out, "OK") || !strings.Contains(out, "WARNING: NO TRUSTED KEY USED") || !strings.Contains(out, "anyone who can write the log can re-sign it") {
+		t.Errorf("self-consistency check: stdout %q; want OK and a loud warning", out)
+	}
+	var rep struct {
+		OK             bool `json:"ok"`
+		TrustedKey     bool `json:"trusted_key"`
+		KeysFromSource bool `json:"keys_from_source"`
+	}
+	if err := json.Unmarshal([]byte(c.must("", "audit", "verify", "--bundle", bundle, "--no-trusted-key", "--output", "json")), &rep); err != nil ||
+		!rep.OK || rep.TrustedKey || !rep.KeysFromSource {
+		t.Errorf("self-consistency JSON = %+v, %v; want ok, trusted_key false", rep, err)
+	}
+	if err := json.Unmarshal([]byte(c.must("", "audit", "verify", "--bundle", bundle, "--key", keys["sqlgate.test/a"], "--key", keys["sqlgate.test/b"], "--output", "json")), &rep); err != nil ||
+		!rep.OK || !rep.TrustedKey {
+		t.Errorf("JSON with keys = %+v, %v; want ok, trusted_key true", rep, err)
+	}
+
+	// An edited record is inconsistent even with the log's own keys.
+	data, err := os.ReadFile(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := bytes.Replace(data, []byte("sqlgate.test/a 3"), []byte("sqlgate.test/a X"), 1)
+	if bytes.Equal(edited, data) {
+		t.Fatal("the bundle has no record to edit")
+	}
+	if err := os.WriteFile(bundle, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := c.run("", "audit", "verify", "--bundle", bundle, "--no-trusted-key"); code != 1 || !strings.Contains(out, "FAILED") || !strings.Contains(out, "NO TRUSTED KEY USED") {
+		t.Errorf("self-consistency check of an edited log: exit %d, %q; want 1 and FAILED", code, out)
+	}
+}
