@@ -249,6 +249,53 @@ func TestDevEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("service_client", func(t *testing.T) {
+		// The dev client orders-service signs in with client credentials
+		// (dev.json's service_client) and holds the app role orders.writer,
+		// no group: the demo policy grants it create (amount up to 1000) and
+		// get, nothing else.
+		oc, err := oidc.OpenClient(t.Context(), oidc.ClientConfig{Issuer: s.st.Issuer, ClientID: s.st.Service.ID, ClientSecret: s.st.Service.Secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := oc.LoginClientCredentials(t.Context())
+		if err != nil {
+			t.Fatalf("client credentials: %v", err)
+		}
+		bearer := tok.Bearer()
+		svc, err := api.NewClient(s.st.HTTPURL, func(context.Context) (string, error) { return bearer, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed, err := svc.Routes(t.Context())
+		if err != nil {
+			t.Fatalf("service routes: %v", err)
+		}
+		var subjects []string
+		for _, r := range listed.Routes {
+			subjects = append(subjects, r.Subject)
+		}
+		slices.Sort(subjects)
+		if !slices.Equal(subjects, []string{"orders.v1.create", "orders.v1.get"}) {
+			t.Errorf("service routes = %v, want create and get", subjects)
+		}
+		snc, _, _ := s.natsUser(t, svc, 0)
+		made, _ := request(t, snc, "orders.v1.create", `{"customer":"svc","amount":1000}`, nil)
+		if !made.OK {
+			t.Fatalf("service create = %+v", made.Error)
+		}
+		if got, _ := request(t, snc, "orders.v1.get", `{"id":`+jsonNum(rows(t, made)[0]["id"].(float64))+`}`, nil); !got.OK {
+			t.Errorf("service get = %+v", got.Error)
+		}
+		over, _ := request(t, snc, "orders.v1.create", `{"customer":"svc","amount":1001}`, nil)
+		if over.OK || over.Error.Code != "forbidden" || !slices.Contains(over.Error.Reasons, "amount 1001 exceeds the orders.writer limit of 1000") {
+			t.Errorf("service create over the role's limit = %+v, want forbidden naming the orders.writer limit", over)
+		}
+		if _, err := snc.Request("orders.v1.cancel", []byte(`{"id":1}`), 2*time.Second); err == nil {
+			t.Error("the service published to orders.v1.cancel, which its role is not granted")
+		}
+	})
+
 	t.Run("audit_store_refuses_writes", func(t *testing.T) {
 		// The control database answers pings but refuses writes (here: a
 		// lock held elsewhere): calls are refused, and /readyz says the

@@ -7,11 +7,14 @@
 //   - data.yaml: the configuration the library reads (data.sqlgate.config),
 //     route by route; as shipped it is the demo: sales may create (amount up
 //     to 1000), get and cancel orders, support may only get them, auditors
-//     may call nothing;
+//     may call nothing, and services holding the app role orders.writer (the
+//     dev client orders-service) may create (amount up to 1000) and get
+//     orders;
 //   - sqlgate/call.rego, sqlgate/nats.rego, sqlgate/sql_credentials.rego: the
 //     three entry points (data.sqlgate.call, .nats, .sql_credentials);
-//   - sqlgate/lib/*.rego: group-to-route grants, per-group parameter limits,
-//     business hours, MFA-required routes, break-glass access and deny lists;
+//   - sqlgate/lib/*.rego: route grants to groups and app roles, per-group and
+//     per-role parameter limits, business hours, MFA-required routes,
+//     break-glass access and deny lists;
 //   - sqlgate/lint.rego: checks of data.yaml (data.sqlgate.lint.problems),
 //     which policy/opa refuses to serve when they report anything;
 //   - *_test.rego: tests of each module.

@@ -22,9 +22,10 @@ import data.sqlgate.lib.request
 
 default allow := false
 
-# Regular access: a group is granted the route, that group's limits hold, and
-# the call is within business hours where the route requires it. The deny
-# list and MFA refuse what anything else allows.
+# Regular access: a group or role of the principal is granted the route, that
+# group's or role's limits hold, and the call is within business hours where
+# the route requires it. The deny list and MFA refuse what anything else
+# allows.
 allow if _regular
 
 # Break-glass access replaces grants, limits and business hours.
@@ -51,7 +52,16 @@ _regular if {
 	route := grants.route
 	some group in route.groups
 	group in input.principal.groups
-	not limits.broken(route, group)
+	not limits.broken(route, "group", group)
+	hours.open(route)
+	not _blocked(route)
+}
+
+_regular if {
+	route := grants.route
+	some role in route.roles
+	role in input.principal.roles
+	not limits.broken(route, "role", role)
 	hours.open(route)
 	not _blocked(route)
 }
@@ -78,12 +88,21 @@ _deny_reasons contains msg if {
 _deny_reasons contains msg if {
 	not _granted
 	not _eligible
-	msg := sprintf("%s is not granted to any of your groups (%s)", [input.route.subject, request.groups_text])
+	msg := sprintf("%s is not granted to any of your %s", [input.route.subject, request.grantees_text])
 }
 
 _deny_reasons contains msg if {
-	some group in grants.groups(grants.route)
-	some msg in limits.violations(grants.route, group)
+	route := grants.route
+	some group in route.groups
+	group in input.principal.groups
+	some msg in limits.violations(route, "group", group)
+}
+
+_deny_reasons contains msg if {
+	route := grants.route
+	some role in route.roles
+	role in input.principal.roles
+	some msg in limits.violations(route, "role", role)
 }
 
 _deny_reasons contains msg if {
@@ -95,6 +114,8 @@ _deny_reasons contains msg if {
 # negation (an undefined route would make the whole body fail), so these
 # helpers wrap the calls.
 _granted if count(grants.groups(grants.route)) > 0
+
+_granted if count(grants.roles(grants.route)) > 0
 
 _eligible if breakglass.eligible(grants.route)
 

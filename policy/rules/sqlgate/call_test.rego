@@ -100,3 +100,36 @@ test_break_glass_cannot_create if {
 	req := json.patch(_create(["break-glass"], 1), [{"op": "add", "path": "/request/reason", "value": "INC-4711 duplicate order"}])
 	not call.allow with input as req
 }
+
+# The dev service client orders-service holds the app role orders.writer and
+# no group: it may create orders (amount 0-1000) and get them.
+_service_create(amount) := fx.service_call(["orders.writer"], "orders.v1.create", {"customer": "acme", "amount": amount})
+
+test_orders_writer_creates_within_limit if {
+	call.allow with input as _service_create(1000)
+	not call.reasons with input as _service_create(1000)
+	call.redact_params == ["note"] with input as _service_create(1000)
+}
+
+test_orders_writer_create_over_limit if {
+	not call.allow with input as _service_create(1000.5)
+	call.reasons == {"amount 1000.5 exceeds the orders.writer limit of 1000"} with input as _service_create(1000.5)
+	call.reasons == {"amount -1 is below the orders.writer minimum of 0"} with input as _service_create(-1)
+}
+
+test_orders_writer_gets if {
+	call.allow with input as fx.service_call(["orders.writer"], "orders.v1.get", {"id": 7})
+	call.max_rows == 100 with input as fx.service_call(["orders.writer"], "orders.v1.get", {"id": 7})
+}
+
+test_orders_writer_may_not_cancel_or_import if {
+	not call.allow with input as fx.service_call(["orders.writer"], "orders.v1.cancel", {"id": 7})
+	call.reasons == {"orders.v1.cancel is not granted to any of your groups (none) or roles (orders.writer)"} with input as fx.service_call(["orders.writer"], "orders.v1.cancel", {"id": 7})
+	not call.allow with input as fx.service_call(["orders.writer"], "orders.v1.import", {"customer": "acme", "amount": 1})
+}
+
+test_other_roles_call_nothing if {
+	every route in ["orders.v1.create", "orders.v1.get", "orders.v1.cancel", "orders.v1.import"] {
+		not call.allow with input as fx.service_call(["orders.reader", "Orders.Writer"], route, {"id": 7})
+	}
+}

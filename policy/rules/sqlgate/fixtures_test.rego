@@ -46,3 +46,25 @@ credential(groups, cred) := {
 	"principal": principal(groups),
 	"credential": cred,
 }
+
+# service(roles) is a service signed in with client credentials, holding the
+# application roles and no group: no e-mail, no MFA, no interactive sign-in.
+service(roles) := {
+	"issuer": "https://idp.example.com",
+	"subject": "orders-service",
+	"groups": [],
+	"roles": roles,
+	"mfa": false,
+	"service": true,
+	"auth_time": 0,
+}
+
+# service_call(roles, route, params) is a call by service(roles) at monday_10.
+service_call(roles, route, params) := json.patch(call([], route, params), [{"op": "replace", "path": "/principal", "value": service(roles)}])
+
+# service_credential(roles, cred) is a credential decision input for
+# service(roles).
+service_credential(roles, cred) := {
+	"principal": service(roles),
+	"credential": cred,
+}

@@ -14,11 +14,11 @@ import data.sqlgate.lib.hours
 _config_keys := {"routes", "business_hours", "break_glass", "deny", "nats", "sql_credentials"}
 
 _route_keys := {
-	"groups", "limits", "business_hours", "mfa", "max_auth_age",
+	"groups", "roles", "limits", "business_hours", "mfa", "max_auth_age",
 	"break_glass", "max_rows", "timeout_ms", "redact_params",
 }
 
-_limit_keys := {"group", "param", "min", "max"}
+_limit_keys := {"group", "role", "param", "min", "max"}
 
 _business_hours_keys := {"timezone", "days", "start", "end"}
 
@@ -55,7 +55,7 @@ problems contains sprintf("routes.%s: unknown key %q", [subject, key]) if {
 
 problems contains sprintf("routes.%s.%s: must be a list of strings", [subject, key]) if {
 	some subject, route in _routes
-	some key in ["groups", "redact_params"]
+	some key in ["groups", "roles", "redact_params"]
 	value := route[key]
 	not _strings(value)
 }
@@ -92,16 +92,21 @@ problems contains sprintf("routes.%s.limits[%d]: %s", [subject, i, msg]) if {
 	some msg in _limit_problems(limit)
 }
 
-# A limit applies to callers whose access comes from its group: a group the
-# route does not grant (a typo, a different case) would never be enforced.
-problems contains sprintf("routes.%s.limits[%d].group: %s is not in the route's groups (%s)", [subject, i, limit.group, _groups_text(route)]) if {
+# A limit applies to callers whose access comes from its group or role: a
+# group or role the route does not grant (a typo, a different case, a role
+# listed under groups) would never be enforced.
+problems contains sprintf("routes.%s.limits[%d].%s: %s is not in the route's %s (%s)", [subject, i, kind, limit[kind], key, _names_text(route, key)]) if {
 	some subject, route in _routes
 	is_array(route.limits)
 	some i, limit in route.limits
-	is_string(limit.group)
-	_strings(object.get(route, "groups", []))
-	not limit.group in object.get(route, "groups", [])
+	some kind, key in _limit_grantees
+	is_string(limit[kind])
+	_strings(object.get(route, key, []))
+	not limit[kind] in object.get(route, key, [])
 }
+
+# _limit_grantees maps a limit's key to the route's list it must name a member of.
+_limit_grantees := {"group": "groups", "role": "roles"}
 
 problems contains sprintf("routes.%s: business_hours needs config.business_hours", [subject]) if {
 	some subject, route in _routes
@@ -117,24 +122,34 @@ problems contains sprintf("routes.%s: break_glass needs config.break_glass", [su
 
 _limit_problems(limit) := {"must be an object"} if {
 	not is_object(limit)
-} else := {msg |
-	some msg in (((({
-	sprintf("unknown key %q", [key]) |
+} else := (((unknown | strings) | holder) | numbers) | bounds if {
+	unknown := {sprintf("unknown key %q", [key]) |
 		some key, _ in limit
 		not key in _limit_keys
-	} | {
-	sprintf("%s must be a string", [key]) |
-		some key in ["group", "param"]
-		not is_string(object.get(limit, key, null))
-	}) | {
-	sprintf("%s must be a number", [key]) |
+	}
+	strings := {"param must be a string" |
+		not is_string(object.get(limit, "param", null))
+	} | {sprintf("%s must be a string", [key]) |
+		some key in ["group", "role"]
+		value := limit[key]
+		not is_string(value)
+	}
+	holder := {"needs a group or a role" |
+		not "group" in object.keys(limit)
+		not "role" in object.keys(limit)
+	} | {"names both a group and a role: a limit applies to one of them" |
+		"group" in object.keys(limit)
+		"role" in object.keys(limit)
+	}
+	numbers := {sprintf("%s must be a number", [key]) |
 		some key in ["min", "max"]
 		value := limit[key]
 		not is_number(value)
-	}) | {"needs min or max" |
+	}
+	bounds := {"needs min or max" |
 		not "min" in object.keys(limit)
 		not "max" in object.keys(limit)
-	}) | {"min is larger than max" | limit.min > limit.max})
+	} | {"min is larger than max" | limit.min > limit.max}
 }
 
 # Business hours.
@@ -309,8 +324,9 @@ _max_ttl := "8784h"
 
 _too_long(value) if time.parse_duration_ns(value) > time.parse_duration_ns(_max_ttl)
 
-_groups_text(route) := concat(", ", route.groups) if {
-	count(route.groups) > 0
+# _names_text(route, key) lists the route's groups or roles (key) for messages.
+_names_text(route, key) := concat(", ", route[key]) if {
+	count(route[key]) > 0
 } else := "none"
 
 _int32(value) if {

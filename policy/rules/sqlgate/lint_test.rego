@@ -47,7 +47,7 @@ test_problems if {
 		"routes.a.b.limits[2]: must be an object",
 		"routes.a.b.limits[3]: needs min or max",
 		"routes.a.b.limits[3]: param must be a string",
-		"routes.a.b.limits[4]: group must be a string",
+		"routes.a.b.limits[4]: needs a group or a role",
 		"routes.a.b.limits[4]: unknown key \"maxx\"",
 		"routes.c.d: business_hours needs config.business_hours",
 		"routes.c.d: break_glass needs config.break_glass",
@@ -164,4 +164,46 @@ test_obligations_within_the_engine_bounds if {
 		"nats": {"ttl": "8784h"},
 		"sql_credentials": [{"group": "g", "database": "d", "roles": ["r"], "max_ttl": "8784h"}],
 	}
+}
+
+test_role_grants_and_limits if {
+	lint.problems == set() with data.sqlgate.config as {"routes": {"a.b": {
+		"roles": ["svc.writer"],
+		"limits": [{"role": "svc.writer", "param": "amount", "max": 1}],
+	}}}
+	lint.problems == {
+		"routes.a.b.roles: must be a list of strings",
+		"routes.a.b.limits[0]: names both a group and a role: a limit applies to one of them",
+		"routes.a.b.limits[1]: needs a group or a role",
+		"routes.a.b.limits[2]: role must be a string",
+		"routes.a.b.limits[3]: group must be a string",
+		"routes.a.b.limits[4]: unknown key \"roles\"",
+		"routes.a.b.limits[4]: needs a group or a role",
+	} with data.sqlgate.config as {"routes": {"a.b": {
+		"groups": ["g"],
+		"roles": "svc.writer",
+		"limits": [
+			{"group": "g", "role": "svc.writer", "param": "amount", "max": 1},
+			{"param": "amount", "max": 1},
+			{"role": ["svc.writer"], "param": "amount", "max": 1},
+			{"group": 5, "param": "amount", "max": 1},
+			{"roles": ["svc.writer"], "param": "amount", "max": 1},
+		],
+	}}}
+}
+
+# A limit of a role the route does not grant is never enforced, and neither
+# is a role's limit written under group (or the other way round).
+test_limit_role_must_be_one_of_the_route_roles if {
+	cfg := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/routes/orders.v1.create/limits/1/role", "value": "Orders.Writer"}])
+	lint.problems == {"routes.orders.v1.create.limits[1].role: Orders.Writer is not in the route's roles (orders.writer)"} with data.sqlgate.config as cfg
+	swapped := json.patch(data.sqlgate.config, [
+		{"op": "remove", "path": "/routes/orders.v1.create/limits/1/role"},
+		{"op": "add", "path": "/routes/orders.v1.create/limits/1/group", "value": "orders.writer"},
+	])
+	lint.problems == {"routes.orders.v1.create.limits[1].group: orders.writer is not in the route's groups (sales)"} with data.sqlgate.config as swapped
+	lint.problems == {"routes.a.b.limits[0].role: r is not in the route's roles (none)"} with data.sqlgate.config as {"routes": {"a.b": {
+		"groups": ["r"],
+		"limits": [{"role": "r", "param": "amount", "max": 1}],
+	}}}
 }

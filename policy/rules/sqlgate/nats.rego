@@ -2,9 +2,10 @@
 # title: NATS credential decisions
 # description: |
 #   data.sqlgate.nats decides a NATS user credential for input.principal: pub is
-#   the set of route subjects the principal may call (the broker intersects it
-#   with the route catalog and also uses it to list "routes I may call"), ttl
-#   the credential's lifetime. Without any route there is no credential.
+#   the set of route subjects the principal may call, granted to its groups or
+#   roles or open to it by break-glass (the broker intersects it with the route
+#   catalog and also uses it to list "routes I may call"), ttl the
+#   credential's lifetime. Without any route there is no credential.
 package sqlgate.nats
 
 import data.sqlgate.config
@@ -20,7 +21,7 @@ allow if count(pub) > 0
 reasons contains msg if {
 	count(pub) == 0
 	not denylist.excluded
-	msg := sprintf("no route is granted to any of your groups (%s)", [request.groups_text])
+	msg := sprintf("no route is granted to any of your %s", [request.grantees_text])
 }
 
 # A deny-list entry without routes refuses the credential with its reason

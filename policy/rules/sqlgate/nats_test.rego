@@ -23,6 +23,32 @@ test_auditors_get_no_credential if {
 	nats.reasons == {"no route is granted to any of your groups (auditors)"} with input as _nats(["auditors"], 0)
 }
 
+# The dev service client: its role's routes, the reason the newcomer saw
+# when the library granted routes to groups only.
+test_orders_writer_may_publish_create_and_get if {
+	req := fx.service_credential(["orders.writer"], {"type": "nats", "ttl": 0})
+	nats.allow with input as req
+	nats.pub == {"orders.v1.create", "orders.v1.get"} with input as req
+	nats.reasons == set() with input as req
+}
+
+test_unknown_role_gets_no_credential if {
+	req := fx.service_credential(["orders.reader"], {"type": "nats", "ttl": 0})
+	not nats.allow with input as req
+	nats.reasons == {"no route is granted to any of your groups (none) or roles (orders.reader)"} with input as req
+}
+
+test_groups_and_roles_add_up if {
+	req := json.patch(_nats(["support"], 0), [{"op": "replace", "path": "/principal/roles", "value": ["orders.writer"]}])
+	nats.pub == {"orders.v1.create", "orders.v1.get"} with input as req
+}
+
+test_deny_list_removes_role_granted_routes if {
+	cfg := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": [{"principals": ["orders-service"], "routes": ["orders.v1.create"]}]}])
+	req := fx.service_credential(["orders.writer"], {"type": "nats", "ttl": 0})
+	nats.pub == {"orders.v1.get"} with input as req with data.sqlgate.config as cfg
+}
+
 test_shorter_ttl_is_honoured if {
 	nats.ttl == 300 with input as _nats(["sales"], 300)
 }

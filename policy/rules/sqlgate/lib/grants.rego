@@ -1,7 +1,10 @@
 # METADATA
 # description: |
-#   Group-to-route grants (data.sqlgate.config.routes[subject].groups):
-#   members of a listed group may call the route.
+#   Route grants (data.sqlgate.config.routes[subject].groups and .roles):
+#   members of a listed group, and principals holding a listed application
+#   role (input.principal.roles: Entra ID or Okta app roles, which services
+#   signed in with client credentials carry instead of groups), may call the
+#   route.
 package sqlgate.lib.grants
 
 import data.sqlgate.config
@@ -18,9 +21,22 @@ groups(route) := {group |
 	group in input.principal.groups
 }
 
-# routes is the set of route subjects granted to any of the principal's groups.
+# roles(route) is the set of the principal's roles that are granted route.
+roles(route) := {role |
+	some role in route.roles
+	role in input.principal.roles
+}
+
+# routes is the set of route subjects granted to any of the principal's groups
+# or roles.
 routes contains subject if {
 	some subject, r in config.routes
 	some group in r.groups
 	group in input.principal.groups
+}
+
+routes contains subject if {
+	some role in input.principal.roles
+	some subject, r in config.routes
+	role in r.roles
 }

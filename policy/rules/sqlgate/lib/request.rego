@@ -18,3 +18,9 @@ who := input.principal.email if {
 groups_text := concat(", ", input.principal.groups) if {
 	count(input.principal.groups) > 0
 } else := "none"
+
+# grantees_text names the principal's groups, and its roles when it has any,
+# for messages: "groups (sales)", "groups (none) or roles (orders.writer)".
+grantees_text := sprintf("groups (%s) or roles (%s)", [groups_text, concat(", ", input.principal.roles)]) if {
+	count(input.principal.roles) > 0
+} else := sprintf("groups (%s)", [groups_text])
