@@ -252,6 +252,7 @@ func TestCheck(t *testing.T) {
 			{Subject: "orders.v1.create", Params: []string{"customer", "total", "note"}}, demoCatalog[1], demoCatalog[2], demoCatalog[3],
 		}, []string{
 			`data.sqlgate.config.routes["orders.v1.create"].limits[0].param: amount is not a parameter of orders.v1.create (its parameters: customer, total, note)`,
+			`data.sqlgate.config.routes["orders.v1.create"].limits[1].param: amount is not a parameter of orders.v1.create (its parameters: customer, total, note)`,
 		}},
 		{"literals", "testdata/check/literal", demoCatalog, []string{
 			"call.rego:6: route orders.v1.refund is not in the route catalog",
