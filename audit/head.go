@@ -3,11 +3,11 @@ package audit
 import (
 	"bytes"
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -63,11 +63,11 @@ func headKey(s Signer, origin string) ([]byte, error) {
 	return key, nil
 }
 
-// headMAC returns the MAC of (origin, size, root): HMAC-SHA256 over the
-// label, the origin's length and bytes, the size and the root, in a fixed
-// binary encoding.
-func headMAC(key []byte, origin string, size int64, root tlog.Hash) []byte {
-	m := hmac.New(sha256.New, key)
+// headMAC returns the MAC of (origin, size, root), appended to dst:
+// HMAC-SHA256 (m, keyed with the head key) over the label, the origin's
+// length and bytes, the size and the root, in a fixed binary encoding.
+func headMAC(m hash.Hash, dst []byte, origin string, size int64, root tlog.Hash) []byte {
+	m.Reset()
 	var n [8]byte
 	m.Write([]byte(headKeyLabel + "\x00mac\x00"))
 	binary.BigEndian.PutUint64(n[:], uint64(len(origin)))
@@ -76,7 +76,7 @@ func headMAC(key []byte, origin string, size int64, root tlog.Hash) []byte {
 	binary.BigEndian.PutUint64(n[:], uint64(size))
 	m.Write(n[:])
 	m.Write(root[:])
-	return m.Sum(nil)
+	return m.Sum(dst)
 }
 
 // treeHead is a size and root the log vouches for (published for readers

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -182,13 +183,15 @@ type Log struct {
 	// tree is the size and root of the tree the log vouches for (front,
 	// published for readers outside the committer goroutine).
 	tree atomic.Pointer[treeHead]
-	// headKey keys the MAC of the authenticated head (see [Head]).
-	headKey []byte
+	// headMAC is HMAC-SHA256 keyed with the head key (see [Head]); used by
+	// Open and then only by the committer goroutine.
+	headMAC hash.Hash
 
 	// Committer state, touched only by the committer goroutine (and by Open
 	// before it starts).
 	front    *frontier
 	failed   *treeHead // the tree of the batch whose write failed, until the reload
+	head     Head      // the head of the batch being written (reused)
 	cpSize   int64
 	cpTime   time.Time
 	lastSink time.Time
@@ -255,7 +258,7 @@ func Open(ctx context.Context, store Store, cfg Config) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open audit log %q: %w", cfg.Origin, err)
 	}
-	l.headKey = key
+	l.headMAC = hmac.New(sha256.New, key)
 	if err := l.loadState(ctx, false); err != nil {
 		return nil, err
 	}
@@ -405,7 +408,7 @@ func (l *Log) checkHead(h *Head, size int64, root tlog.Hash, covered int64) erro
 	switch {
 	case h == nil:
 		return fmt.Errorf("%w: %s have no authenticated head: inserted without the log, or left by a crash of a version without heads; %s", ErrUnauthenticated, tail, what)
-	case !hmac.Equal(h.MAC, headMAC(l.headKey, l.cfg.Origin, h.Size, h.Root)):
+	case !hmac.Equal(h.MAC, headMAC(l.headMAC, nil, l.cfg.Origin, h.Size, h.Root)):
 		return fmt.Errorf("%w: %s: the authenticated head does not verify with this signing key: altered, or written under another key (after a crash, start once with the previous signing key and stop cleanly before switching keys); %s", ErrUnauthenticated, tail, what)
 	case h.Size != size || h.Root != root:
 		return fmt.Errorf("%w: %s: the store's tree of %d records differs from the log's authenticated head of %d records; %s", ErrUnauthenticated, tail, size, h.Size, what)
@@ -922,7 +925,8 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 	if len(recs) > 0 {
 		b.HashIndex = tlog.StoredHashIndex(0, recs[0].Index)
 		th = &treeHead{size: front.size, root: front.root()}
-		b.Head = &Head{Size: th.size, Root: th.root, MAC: headMAC(l.headKey, l.cfg.Origin, th.size, th.root)}
+		l.head = Head{Size: th.size, Root: th.root, MAC: headMAC(l.headMAC, l.head.MAC[:0], l.cfg.Origin, th.size, th.root)}
+		b.Head = &l.head
 	}
 	var cp *Checkpoint
 	if front.size > l.cpSize && (forceCheckpoint || now.Sub(l.cpTime) >= l.cfg.CheckpointInterval) {
