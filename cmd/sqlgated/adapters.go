@@ -60,6 +60,20 @@ type auditService struct {
 	// signer is the log's checkpoint key; it signs the manifest of the
 	// evidence the dashboard writes.
 	signer audit.Signer
+	// previousKeys are the verifier keys of this origin's earlier signing
+	// keys (audit.previousVerifierKeys).
+	previousKeys []string
+}
+
+// trusted returns the verification of this instance's log against the
+// keys its configuration trusts: its signing key and the previous ones it
+// names, never the key history stored in the database (whoever can write
+// the database can add a key there and re-sign the log). Other origins in
+// the control database are not checked: no key of theirs is configured
+// here; `sqlgate audit verify --key` checks them all.
+func (s *auditService) trusted() audit.VerifyOptions {
+	keys := append([]string{s.signer.VerifierKey()}, s.previousKeys...)
+	return audit.VerifyOptions{Keys: keys, Origin: s.log.Origin()}
 }
 
 func (s *auditService) Recent(ctx context.Context, n int) ([]audit.Record, error) {
@@ -114,7 +128,9 @@ func (s *auditService) Verify(ctx context.Context, from, to int64) (web.VerifyRe
 	if err := s.log.Sync(ctx); err != nil {
 		return web.VerifyReport{}, err
 	}
-	rep, err := audit.Verify(ctx, s.store, audit.VerifyOptions{From: from, To: to})
+	opts := s.trusted()
+	opts.From, opts.To = from, to
+	rep, err := audit.Verify(ctx, s.store, opts)
 	if err != nil {
 		return web.VerifyReport{}, err
 	}
@@ -160,25 +176,19 @@ func (s *auditService) Export(ctx context.Context, w io.Writer, from, to int64) 
 	return audit.WriteBundle(ctx, w, s.store, audit.BundleOptions{From: from, To: to})
 }
 
-// Evidence verifies the log against its own key history (the dashboard
-// holds no other trust) and writes the SOC 2 evidence of [from, to), its
-// manifest signed with the log's key, so `sqlgate audit check-evidence
-// --key` shows this instance produced it. Auditors who pin the published
-// key can also regenerate it offline with `sqlgate audit evidence --key`.
+// Evidence verifies this instance's log against the keys its
+// configuration trusts (the signing key and audit.previousVerifierKeys,
+// never keys stored in the database) and writes the SOC 2 evidence of
+// [from, to), its manifest signed with the log's key, so `sqlgate audit
+// check-evidence --key` shows this instance produced it. Auditors who pin
+// the published key can also regenerate it offline with `sqlgate audit
+// evidence --key`.
 func (s *auditService) Evidence(ctx context.Context, w io.Writer, from, to time.Time) error {
 	if err := s.log.Sync(ctx); err != nil {
 		return err
 	}
-	history, err := s.store.Keys(ctx)
-	if err != nil {
-		return err
-	}
-	keys := make([]string, 0, len(history))
-	for _, k := range history {
-		keys = append(keys, k.VerifierKey)
-	}
-	_, err = evidence.Write(ctx, w, s.store, evidence.Options{
-		From: from, To: to, Verify: audit.VerifyOptions{Keys: keys}, Generator: "sqlgated dashboard (keys from the log's own history)",
+	_, err := evidence.Write(ctx, w, s.store, evidence.Options{
+		From: from, To: to, Verify: s.trusted(), Generator: "sqlgated dashboard (this instance's log, its configured keys)",
 		Signer: s.signer,
 	})
 	return err

@@ -443,7 +443,7 @@ func (a *app) startWeb(ctx context.Context, cdb *control.DB) error {
 	}
 	srv, err := web.New(web.Config{
 		Broker: a.service, Auth: a.verifier, SignIns: a.service, Issuances: a.registry, Login: login, SQLLeases: sqlLeases,
-		Audit:  &auditService{log: a.audit, store: a.store, signer: a.cfg.Audit.Signer},
+		Audit:  &auditService{log: a.audit, store: a.store, signer: a.cfg.Audit.Signer, previousKeys: a.cfg.Audit.PreviousKeys},
 		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
 		Ready:  a.ready, Registry: a.metrics, MetricsElsewhere: a.cfg.MetricsListener != nil, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
 		AdminGroups: a.cfg.AdminGroups, AuditorGroups: a.cfg.AuditorGroups,
