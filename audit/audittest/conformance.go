@@ -30,6 +30,7 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) StoreSource) {
 	t.Run("AtomicBatch", func(t *testing.T) { testAtomicBatch(t, newStore(t)) })
 	t.Run("Prune", func(t *testing.T) { testPrune(t, newStore(t)) })
 	t.Run("SeveralOrigins", func(t *testing.T) { testSeveralOrigins(t, newStore(t)) })
+	t.Run("Head", func(t *testing.T) { testHead(t, newStore(t)) })
 }
 
 const confOrigin = "sqlgate.conformance/a"
@@ -419,5 +420,43 @@ func testSeveralOrigins(t *testing.T, s StoreSource) {
 	rep, err := audit.Verify(ctx, s, audit.VerifyOptions{Keys: []string{keys[0].VerifierKey, keys[1].VerifierKey}})
 	if err != nil || !rep.OK() || rep.Records != 13 {
 		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+}
+
+// testHead: Load returns the head of the latest batch that carried one
+// (per origin); a batch without one leaves it; a log that crashed with
+// records past its latest checkpoint reopens on it.
+func testHead(t *testing.T, s StoreSource) {
+	ctx := t.Context()
+	c := &clock{t: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	const origin = "sqlgate.conformance/head"
+	if st, err := s.Load(ctx, origin); err != nil || st.Head != nil {
+		t.Fatalf("Load of a new origin: head %+v, %v", st.Head, err)
+	}
+	l := openConfLog(t, s, origin, c)
+	for range 3 {
+		appendConf(t, l, &audit.Record{Kind: audit.KindDecision}, nil)
+	}
+	st, err := s.Load(ctx, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Head == nil || st.Head.Size != 4 || st.Head.Root != rootOf(t, st.Size, st.Frontier) || len(st.Head.MAC) != 32 {
+		t.Fatalf("head after 4 records = %+v (size %d)", st.Head, st.Size)
+	}
+	if err := l.Sync(ctx); err != nil { // a batch with a checkpoint only
+		t.Fatal(err)
+	}
+	if st2, err := s.Load(ctx, origin); err != nil || st2.Head == nil || st2.Head.Size != 4 || st2.Head.Root != st.Head.Root {
+		t.Fatalf("head after a checkpoint-only batch = %+v, %v", st2.Head, err)
+	}
+	if other, err := s.Load(ctx, "sqlgate.conformance/other"); err != nil || other.Head != nil {
+		t.Fatalf("another origin's head = %+v, %v", other.Head, err)
+	}
+	appendConf(t, l, &audit.Record{Kind: audit.KindDecision}, nil)
+	// Crash: no Close; the restart signs the record past the checkpoint.
+	l2 := openConfLog(t, s, origin, c)
+	if cp, err := l2.Latest(ctx); err != nil || cp.Size != 5 {
+		t.Fatalf("checkpoint after the restart = %+v, %v; want size 5", cp, err)
 	}
 }
