@@ -71,7 +71,7 @@ func writePairs(t *testing.T, l *audit.Log, from, to int, prefix string) {
 			t.Fatal(err)
 		}
 		_, err = l.Append(t.Context(), &audit.Record{
-			Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: in,
+			Kind: audit.KindOutcome, CorrelationID: corr, IntentIndex: in, Route: "orders.v1.create",
 			SQL: &audit.SQL{Outcome: "commit", Rows: 1}, Result: &audit.Result{Status: "ok"},
 		})
 		if err != nil {

@@ -123,7 +123,7 @@ func TestCrashBetweenIntentAndOutcome(t *testing.T) {
 	}
 	// The broker looked up the idempotency record and found the commit.
 	if _, err := l.Append(t.Context(), &audit.Record{
-		Kind: audit.KindOutcome, CorrelationID: "in-flight", IntentIndex: intent,
+		Kind: audit.KindOutcome, CorrelationID: "in-flight", IntentIndex: intent, IdempotencyKey: "k-1",
 		SQL: &audit.SQL{Outcome: "commit"}, Result: &audit.Result{Status: "ok", Recovered: true},
 	}); err != nil {
 		t.Fatal(err)
