@@ -20,7 +20,12 @@ type BatchExecutor interface {
 	// call that executed nothing ([ErrConflict]). If any call fails
 	// otherwise, or the commit does, the whole transaction is rolled back
 	// and the error is returned: nothing of the batch took effect, and the
-	// caller runs each call alone to learn which failed and why.
+	// caller runs each call alone to learn which failed and why. An error
+	// may also mean that the acknowledgement of a commit that took place
+	// was lost (the connection dropped while reading it): each call alone
+	// then finds its own record, which Execute returns as a replay carrying
+	// the record's decision id, and [Service.Handle] counts it as the call's
+	// own commit.
 	// [ErrBatchUnsupported] says the calls cannot be batched (nothing was
 	// sent to the database).
 	ExecuteBatch(ctx context.Context, calls []*Call) ([]BatchResult, error)
@@ -151,7 +156,9 @@ func (b *batcher) run(batch []*batchCall) {
 		}
 		return
 	}
-	// Nothing of the batch took effect: each call alone says what it does.
+	// Nothing of the batch took effect, or its commit's acknowledgement was
+	// lost: each call alone says what it does (a call whose record the
+	// batch committed replays it, with its own decision id).
 	var wg sync.WaitGroup
 	for _, bc := range batch {
 		wg.Go(func() {

@@ -151,6 +151,9 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	if execErr != nil {
 		res, unknown, execErr = s.settle(ctx, ri.exec, call, execErr)
 	}
+	if execErr == nil {
+		res = ownCommit(res, call)
+	}
 
 	// 7 record outcome. The SQL transaction has ended either way; the
 	// outcome append must finish even if the caller went away.
@@ -218,7 +221,10 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 //     stands;
 //   - a record of an earlier call under the same key: with the same request
 //     it is a replay (this call ran nothing), with another it is a conflict;
-//   - no record: it rolled back.
+//   - no record: it rolled back. The executor's Lookup waits for a
+//     transaction still running under the key (on PostgreSQL and SQL
+//     Server, where the server may still run a call whose connection was
+//     lost), within the lookup's bound; past it the outcome is unknown.
 //
 // unknown is true when the lookup failed too.
 func (s *Service) settle(ctx context.Context, exec Executor, call *Call, execErr error) (res *Result, unknown bool, err error) {
@@ -243,6 +249,23 @@ func (s *Service) settle(ctx context.Context, exec Executor, call *Call, execErr
 	own := *stored
 	own.Replayed = false // this call's own transaction
 	return &own, false, nil
+}
+
+// ownCommit returns res as this call's own commit when it is a replay of
+// the record this call's decision wrote. That happens when the commit took
+// place but its acknowledgement was lost and the call then ran again: a
+// batch that failed after its commit, whose calls the batcher then ran
+// alone. Such a call executed once, in the stored transaction: its outcome
+// is a commit, it emits, and its reply is not a replay. A record of another
+// decision (an earlier call under the same key) stays a replay. ([Service.settle]
+// applies the same rule to the record it looks up.)
+func ownCommit(res *Result, call *Call) *Result {
+	if res == nil || !res.Replayed || call.DecisionID == "" || res.DecisionID != call.DecisionID {
+		return res
+	}
+	own := *res
+	own.Replayed = false
+	return &own
 }
 
 // execute runs the call within its timeout. A panic of the executor is an

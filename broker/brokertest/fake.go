@@ -131,6 +131,7 @@ func (f *Fake) Execute(ctx context.Context, c *broker.Call) (*broker.Result, err
 		}
 		res := rec.res
 		res.Replayed = true
+		res.RequestHash, res.DecisionID = rec.hash, rec.decision
 		return &res, nil
 	}
 	out, err := proc(ctx, tx, c)

@@ -438,9 +438,15 @@ func testReplay(t *testing.T, e *suiteEnv) {
 	}
 	again := *c
 	again.CorrelationID = "another-correlation"
+	again.DecisionID = "the retry's decision"
 	second, _ := e.exec(t, &again)
 	if !second.Replayed {
 		t.Fatal("replay: Replayed = false, want true")
+	}
+	// The broker tells a retry (another decision) from a call whose own
+	// commit was not acknowledged (its decision) by the record's decision id.
+	if second.DecisionID != c.DecisionID || second.RequestHash != c.RequestHash {
+		t.Errorf("replay record = decision %q hash %q, want the original call's %q %q", second.DecisionID, second.RequestHash, c.DecisionID, c.RequestHash)
 	}
 	if !bytes.Equal(first.JSON, second.JSON) {
 		t.Errorf("replay JSON = %s, want the stored %s", second.JSON, first.JSON)
@@ -742,11 +748,11 @@ func testBatch(t *testing.T, e *suiteEnv) {
 		return c
 	}
 	replay := *done
-	replay.CorrelationID = "the retry"
+	replay.CorrelationID, replay.DecisionID = "the retry", "the retry's decision"
 	first, second := create("batch one", ""), create("batch two", "")
 	twice := create("batch three", "")
 	again := *twice
-	again.CorrelationID = "the same key again"
+	again.CorrelationID, again.DecisionID = "the same key again", "another decision"
 	calls := []*broker.Call{
 		first, session("corr-a"), &replay, create("someone else", done.IdempotencyKey), second, twice, &again, session("corr-b"),
 	}
@@ -776,6 +782,11 @@ func testBatch(t *testing.T, e *suiteEnv) {
 	}
 	if r := out[6].Result; !r.Replayed || !bytes.Equal(r.JSON, out[5].Result.JSON) {
 		t.Errorf("key repeated in the batch: %+v, want the first's result replayed (%s)", r, out[5].Result.JSON)
+	}
+	for i, orig := range map[int]*broker.Call{2: done, 6: twice} {
+		if r := out[i].Result; r != nil && r.DecisionID != orig.DecisionID {
+			t.Errorf("call %d replayed the record of decision %q, want the original call's %q", i, r.DecisionID, orig.DecisionID)
+		}
 	}
 	for _, i := range []int{1, 7} {
 		d, err := DecodeResult(out[i].Result.JSON)

@@ -40,8 +40,10 @@ const IdempotencyDDL = `CREATE TABLE IF NOT EXISTS sqlgate_idempotency (
 
 // The statements the adapter runs besides the routed statements.
 const (
-	sqlSelectRecord = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at FROM sqlgate_idempotency WHERE idempotency_key = ?1 AND committed_at IS NOT NULL`
-	sqlLookupRecord = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at, decision_id FROM sqlgate_idempotency WHERE idempotency_key = ?1 AND committed_at IS NOT NULL`
+	// sqlSelectRecord reads a committed record: a replay inside the call's
+	// transaction and Lookup. Its decision id tells a call whose own commit
+	// was not acknowledged from a retry of an earlier call.
+	sqlSelectRecord = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at, decision_id FROM sqlgate_idempotency WHERE idempotency_key = ?1 AND committed_at IS NOT NULL`
 	sqlInsertRecord = `INSERT INTO sqlgate_idempotency (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`
 	sqlChanges      = `SELECT total_changes()`
 	sqlStoreResult  = `UPDATE sqlgate_idempotency SET result = ?2, rows = ?3, rows_affected = ?4, committed_at = ?5 WHERE idempotency_key = ?1`
@@ -305,20 +307,16 @@ func (e *Executor) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error
 // request hash is returned as a replay (nothing written); another hash is
 // [broker.ErrConflict]. txID is the transaction's id for the record.
 func (e *Executor) inTx(ctx context.Context, tx *sql.Tx, c *broker.Call, st *sql.Stmt, args []any, txID string) (*broker.Result, error) {
-	var (
-		hash, result, storedTxID, committed sql.NullString
-		nrows, affected                     int64
-	)
 	sel, err := e.own(ctx, tx, sqlSelectRecord) //nolint:sqlclosecheck // a transaction's statements close with it
 	if err != nil {
 		return nil, err
 	}
-	switch err := sel.QueryRowContext(ctx, c.IdempotencyKey).Scan(&hash, &result, &storedTxID, &nrows, &affected, &committed); {
+	switch rec, err := scanRecord(sel.QueryRowContext(ctx, c.IdempotencyKey)); {
 	case err == nil:
-		if hash.String != c.RequestHash {
+		if rec.RequestHash != c.RequestHash {
 			return nil, broker.ErrConflict
 		}
-		return stored(result.String, storedTxID.String, nrows, affected, committed.String, true)
+		return rec, nil
 	case !errors.Is(err, sql.ErrNoRows):
 		return nil, err
 	}
@@ -458,15 +456,23 @@ func runStatement(ctx context.Context, st *sql.Stmt, args []any, w *resultjson.W
 	return nil
 }
 
-// stored turns an idempotency row into a result.
-func stored(result, txID string, nrows, affected int64, committed string, replayed bool) (*broker.Result, error) {
-	at, err := time.Parse(time.RFC3339Nano, committed)
+// scanRecord reads a committed record (sqlSelectRecord) as a replay
+// returns it, with its request hash and decision id.
+func scanRecord(row *sql.Row) (*broker.Result, error) {
+	var (
+		hash, result, txID, committed, decision sql.NullString
+		nrows, affected                         int64
+	)
+	if err := row.Scan(&hash, &result, &txID, &nrows, &affected, &committed, &decision); err != nil {
+		return nil, err
+	}
+	at, err := time.Parse(time.RFC3339Nano, committed.String)
 	if err != nil {
 		return nil, fmt.Errorf("idempotency record: committed_at: %w", err)
 	}
 	return &broker.Result{
-		JSON: json.RawMessage(result), Rows: nrows, RowsAffected: affected, TransactionID: txID,
-		Replayed: replayed, CommittedAt: at,
+		JSON: json.RawMessage(result.String), Rows: nrows, RowsAffected: affected, TransactionID: txID.String,
+		Replayed: true, CommittedAt: at, RequestHash: hash.String, DecisionID: decision.String,
 	}, nil
 }
 
@@ -475,22 +481,13 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 	if e.closed.Load() {
 		return nil, false, e.unavailable(errClosed)
 	}
-	var (
-		hash, result, txID, committed, decision sql.NullString
-		nrows, affected                         int64
-	)
-	err := e.reader.QueryRowContext(ctx, sqlLookupRecord, key).Scan(&hash, &result, &txID, &nrows, &affected, &committed, &decision)
+	res, err := scanRecord(e.reader.QueryRowContext(ctx, sqlSelectRecord, key))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return nil, false, nil
 	case err != nil:
 		return nil, false, e.classify(ctx, err, nil)
 	}
-	res, err := stored(result.String, txID.String, nrows, affected, committed.String, true)
-	if err != nil {
-		return nil, false, err
-	}
-	res.RequestHash, res.DecisionID = hash.String, decision.String
 	return res, true, nil
 }
 
