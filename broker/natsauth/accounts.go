@@ -117,10 +117,26 @@ func uniqueSorted(in []string) []string {
 	return slices.Compact(out)
 }
 
+// serviceSubjects are the subjects the broker account exports as services
+// and the users account imports: the route subjects and [AsyncSubjects].
+// Requests on them carry the caller's identity, so the broker user may not
+// publish to any of them ([Keys.BrokerUserJWT]): one list, so the three
+// cannot drift apart.
+func serviceSubjects(subjects []string) []string {
+	return append(uniqueSorted(subjects), AsyncSubjects)
+}
+
 func (k *Keys) brokerAccountJWT(subjects, emits []string) (string, error) {
+	// sqlgated publishes its emits with the broker user, which may not
+	// publish to a service subject; and an event there would be a request.
+	for _, e := range emits {
+		if slices.Contains(serviceSubjects(subjects), e) {
+			return "", fmt.Errorf("broker account: emit subject %q is also a route subject", e)
+		}
+	}
 	ac := jwt.NewAccountClaims(k.pub.Broker)
 	ac.Name = BrokerAccountName
-	for _, s := range append(uniqueSorted(subjects), AsyncSubjects) {
+	for _, s := range serviceSubjects(subjects) {
 		ac.Exports.Add(&jwt.Export{Name: s, Subject: jwt.Subject(s), Type: jwt.Service, ResponseType: jwt.ResponseTypeSingleton})
 	}
 	for _, s := range append(uniqueSorted(emits), broker.ReplySubjects) {
@@ -136,7 +152,7 @@ func (k *Keys) brokerAccountJWT(subjects, emits []string) (string, error) {
 func (k *Keys) usersAccountClaims(subjects, emits []string, revocations jwt.RevocationList) *jwt.AccountClaims {
 	ac := jwt.NewAccountClaims(k.pub.Users)
 	ac.Name = UsersAccountName
-	for _, s := range append(uniqueSorted(subjects), AsyncSubjects) {
+	for _, s := range serviceSubjects(subjects) {
 		ac.Imports.Add(&jwt.Import{Name: s, Subject: jwt.Subject(s), Account: k.pub.Broker, Type: jwt.Service, Share: true})
 	}
 	for _, s := range append(uniqueSorted(emits), broker.ReplySubjects) {
@@ -202,12 +218,42 @@ func (k *Keys) SystemUserJWT() (string, error) {
 }
 
 // BrokerUserJWT returns the JWT of sqlgated's service user in the broker
-// account (micro endpoints, replies, emits, JetStream). It is unrestricted
-// inside the broker account, which only sqlgated joins.
-func (k *Keys) BrokerUserJWT() (string, error) {
+// account (micro endpoints, replies, emits, JetStream), for an instance
+// serving the route subjects subjects (the list the accounts are built
+// from). It may publish anywhere in the broker account except to those
+// subjects and to [AsyncSubjects]: a request published there inside the
+// broker account does not cross the users account's import, so the server
+// would pass a client-written Nats-Request-Info through, and the async
+// consumer takes the caller from the subject. sqlgated itself never
+// publishes there (it answers on reply subjects and emits on emit subjects,
+// which the catalog keeps apart from route subjects). It keeps JetStream
+// administration of the broker account, which is not confined this way
+// (see docs/nats.md, Request identity): the broker user's seed must be kept
+// like the users signing keys.
+func (k *Keys) BrokerUserJWT(subjects ...string) (string, error) {
 	uc := jwt.NewUserClaims(k.pub.BrokerUser)
 	uc.Name = "sqlgated"
+	uc.Pub.Deny.Add(serviceSubjects(subjects)...)
 	return encode(uc, k.broker, "broker user")
+}
+
+// MonitorInboxPrefix is the inbox prefix of the monitor user
+// ([Keys.MonitorCreds]); the only subjects it may subscribe to are below it.
+// It is not `_INBOX`: sqlgated's own connection receives JetStream
+// deliveries (async requests, with their payloads) on `_INBOX.…`.
+const MonitorInboxPrefix = "_INBOX_sqlgate_monitor"
+
+// MonitorUserJWT returns the JWT of a broker-account user for observing the
+// micro service (`nats micro ls|info|stats`) with the user key userKey: it
+// may only publish `$SRV.>` and subscribe below [MonitorInboxPrefix]. It
+// carries no expiry and, like every broker-account user, cannot be revoked
+// short of rotating the broker account.
+func (k *Keys) MonitorUserJWT(userKey string) (string, error) {
+	uc := jwt.NewUserClaims(userKey)
+	uc.Name = "sqlgate-monitor"
+	uc.Pub.Allow.Add("$SRV.>")
+	uc.Sub.Allow.Add(MonitorInboxPrefix + ".>")
+	return encode(uc, k.broker, "monitor user")
 }
 
 // CalloutUserJWT returns the JWT of the auth callout service user: it may
@@ -275,8 +321,41 @@ func (k *Keys) SystemUserCreds() ([]byte, error) {
 // SystemUser returns the connect option for the system-account user.
 func (k *Keys) SystemUser() nats.Option { return userOption(k.SystemUserJWT, k.systemUser) }
 
-// BrokerUser returns the connect option for the broker-account service user.
-func (k *Keys) BrokerUser() nats.Option { return userOption(k.BrokerUserJWT, k.brokerUser) }
+// BrokerUser returns the connect option for the broker-account service user
+// of an instance serving the route subjects subjects (see
+// [Keys.BrokerUserJWT]).
+func (k *Keys) BrokerUser(subjects ...string) nats.Option {
+	subjects = slices.Clone(subjects)
+	return userOption(func() (string, error) { return k.BrokerUserJWT(subjects...) }, k.brokerUser)
+}
+
+// MonitorCreds returns a `.creds` file for a new monitor user of the broker
+// account (a fresh user key; see [Keys.MonitorUserJWT]), for
+// `nats --creds monitor.creds --inbox-prefix _INBOX_sqlgate_monitor micro ls`.
+// It holds a seed: keep it 0600.
+func (k *Keys) MonitorCreds() ([]byte, error) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("monitor user key: %w", err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("monitor user key: %w", err)
+	}
+	j, err := k.MonitorUserJWT(pub)
+	if err != nil {
+		return nil, err
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("monitor user seed: %w", err)
+	}
+	b, err := jwt.FormatUserConfig(j, seed)
+	if err != nil {
+		return nil, fmt.Errorf("format monitor user creds: %w", err)
+	}
+	return b, nil
+}
 
 // CalloutUser returns the connect option for the auth callout service user.
 func (k *Keys) CalloutUser() nats.Option { return userOption(k.CalloutUserJWT, k.calloutUser) }

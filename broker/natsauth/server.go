@@ -294,6 +294,11 @@ type SetupConfig struct {
 	// system-account user that may only push and look up account JWTs, for
 	// operators who look up the account JWTs the servers hold.
 	SystemCreds bool
+	// MonitorCreds also writes `monitor.creds` (mode 0600): a new
+	// broker-account user that may only send `$SRV.>` requests and receive
+	// the answers below [MonitorInboxPrefix], for `nats micro ls|info|stats`
+	// ([Keys.MonitorCreds]).
+	MonitorCreds bool
 }
 
 // WriteSetup writes, into dir (created 0755: the nats-server user reads it):
@@ -303,9 +308,10 @@ type SetupConfig struct {
 //	accounts/*.jwt     the account JWTs, named by account (SYS, SQLGATE_BROKER, …)
 //	sentinel.creds     the sentinel credentials for callout clients (mode 0644)
 //	system-user.creds  only with SystemCreds (mode 0600)
+//	monitor.creds      only with MonitorCreds (mode 0600)
 //
 // No seed of the operator or the accounts is written; the sentinel's grants
-// nothing, so every file but system-user.creds is public. The modes are set
+// nothing, so every file but system-user.creds and monitor.creds is public. The modes are set
 // whatever the umask. It returns the path of the configuration file.
 func WriteSetup(dir string, keys *Keys, cfg SetupConfig) (string, error) {
 	abs, err := filepath.Abs(dir)
@@ -362,6 +368,17 @@ func WriteSetup(dir string, keys *Keys, cfg SetupConfig) (string, error) {
 			data string
 			mode os.FileMode
 		}{"system-user.creds", string(sys), 0o600})
+	}
+	if cfg.MonitorCreds {
+		mon, err := keys.MonitorCreds()
+		if err != nil {
+			return "", fmt.Errorf("nats setup: %w", err)
+		}
+		files = append(files, struct {
+			name string
+			data string
+			mode os.FileMode
+		}{"monitor.creds", string(mon), 0o600})
 	}
 	for _, f := range files {
 		p := filepath.Join(abs, f.name)

@@ -152,9 +152,10 @@ func TestAsyncStopKeepsUnstartedRequests(t *testing.T) {
 
 // TestAsyncStopHandlesLastDelivery: instances stop in turn (a rolling
 // restart) while a backlog waits. Each returns the messages it fetched but
-// did not start, and each return counts as a delivery; one fetched on its
-// last delivery (MaxDeliver 2) is handled instead, since the stream would
-// never deliver it again. So every request runs and the stream ends empty.
+// did not start, and each return counts as a delivery, beyond MaxDeliver
+// (2) for some: the consumer has no delivery limit, so the stream delivers
+// every returned message again. So every request runs and the stream ends
+// empty.
 func TestAsyncStopHandlesLastDelivery(t *testing.T) {
 	ran := &ranSet{ran: map[string]int{}}
 	h := ran.holding()
@@ -405,8 +406,10 @@ func TestAsyncRequest(t *testing.T) {
 }
 
 // TestAsyncRetriesUnavailable: a request the database could not take is
-// delivered again with the same correlation id; one that keeps failing is
-// settled after MaxDeliver attempts; a final refusal is not retried.
+// delivered again with the same correlation id; one that keeps failing with
+// an internal error is settled after MaxDeliver attempts (one that keeps
+// meeting an unavailable database is retried until its maximum age: see
+// TestAsyncGivesUpAtMaxAge); a final refusal is not retried.
 func TestAsyncRetriesUnavailable(t *testing.T) {
 	var calls atomic.Int64
 	h := &recorder{seen: make(chan broker.Request, 8), reply: func(req *broker.Request) *broker.Reply {
@@ -416,6 +419,8 @@ func TestAsyncRetriesUnavailable(t *testing.T) {
 			return &broker.Reply{OK: true, CorrelationID: req.CorrelationID}
 		case strings.Contains(string(req.Payload), "forbidden"):
 			code = broker.CodeForbidden
+		case strings.Contains(string(req.Payload), "always"):
+			code = broker.CodeInternal
 		}
 		return &broker.Reply{CorrelationID: req.CorrelationID, Error: &broker.ReplyError{Code: code}}
 	}}
@@ -655,5 +660,34 @@ func TestAsyncStreamSizeCapThatDoesNotFit(t *testing.T) {
 	}
 	if got := info.Config.MaxBytes; got == want || got == 0 {
 		t.Errorf("stream MaxBytes = %d, want a cap that fits the store (below %d) or none (-1)", got, want)
+	}
+}
+
+// TestAsyncBrokerUserCannotPublishForSomeoneElse: the async consumer takes
+// the caller from the subject, so sqlgated's broker user may not publish
+// under anyone's key: the server refuses it, the stream never holds it (a
+// user's request after it is the stream's first message), and only the
+// user's request runs.
+func TestAsyncBrokerUserCannotPublishForSomeoneElse(t *testing.T) {
+	h := &recorder{}
+	f := startAsync(t, h)
+	victim, _ := nkeys.CreateUser()
+	victimKey, _ := victim.PublicKey()
+	bc := f.env.BrokerConn(t)
+	msg := nats.NewMsg(broker.AsyncPrefix(victimKey) + ".orders.v1.import")
+	msg.Data = []byte(`{"customer":"forged"}`)
+	msg.Header.Set(natsvc.RequestInfoHeader, forgedRequestInfo(f.env, victimKey))
+	if !refusedPublish(t, bc, msg) {
+		t.Fatalf("broker user published an async request for another key (last error %v)", bc.LastError())
+	}
+	ack := f.publish(t, broker.AsyncPrefix(f.key)+".orders.v1.import", `{"customer":"ACME"}`, nil)
+	if ack.Sequence != 1 {
+		t.Errorf("the user's request is stream message %d, want 1: the forged one was stored", ack.Sequence)
+	}
+	f.settled(t, ack.Sequence)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.reqs) != 1 || h.reqs[0].Caller.UserKey != f.key {
+		t.Errorf("handler saw %d requests (%+v), want the user's only", len(h.reqs), h.reqs)
 	}
 }

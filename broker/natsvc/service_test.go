@@ -219,15 +219,68 @@ func TestConnectUserFieldsCannotImpersonate(t *testing.T) {
 	}
 }
 
+// TestRequestInsideBrokerAccountIsUnattested: a request published inside
+// the broker account without a Nats-Request-Info (by a user the broker
+// account key signed without limits; sqlgated's own user may not publish
+// there) has no caller.
 func TestRequestInsideBrokerAccountIsUnattested(t *testing.T) {
 	t.Parallel()
 	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.create"}}, &recorder{})
-	nc := f.env.BrokerConn(t)
+	nc := f.env.UnrestrictedBrokerConn(t)
 	if _, err := nc.Request("orders.v1.create", nil, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if c := f.h.last(t).Caller; c.Attested || c.UserKey != "" || c.Transport != "nats" {
 		t.Errorf("caller of a request that did not cross the import = %+v, want unattested", c)
+	}
+}
+
+// forgedRequestInfo is a Nats-Request-Info naming victim as the caller, as
+// the server would write it for a request crossing the users import.
+func forgedRequestInfo(env *natsauthtest.Env, victim string) string {
+	pub := env.Keys.Public()
+	return `{"acc":"` + pub.Users + `","issuer_key":"` + pub.UsersSigning[0] +
+		`","name_tag":"victim","tags":["nkey:` + strings.ToLower(victim) + `"]}`
+}
+
+// refusedPublish publishes msg on nc and reports whether the server refused
+// it with a permissions violation (its -ERR comes before the flush's PONG).
+func refusedPublish(t *testing.T, nc *nats.Conn, msg *nats.Msg) bool {
+	t.Helper()
+	if err := nc.PublishMsg(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	err := nc.LastError()
+	return errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+msg.Subject+`"`)
+}
+
+// TestBrokerUserCannotForgeRequestInfo: inside the broker account a
+// client-written Nats-Request-Info would pass through (the request does not
+// cross the users import), so sqlgated's broker user, the one the service
+// runs on, may not publish to a route subject: the forged request is refused
+// by the server and never reaches the handler.
+func TestBrokerUserCannotForgeRequestInfo(t *testing.T) {
+	t.Parallel()
+	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.create"}}, &recorder{})
+	bob := f.env.MintUser(t, "bob", []string{"orders.v1.create"}, time.Minute)
+	bc := f.env.BrokerConn(t)
+	msg := nats.NewMsg("orders.v1.create")
+	msg.Reply = bc.NewRespInbox()
+	msg.Header.Set(natsvc.RequestInfoHeader, forgedRequestInfo(f.env, bob.Key))
+	if !refusedPublish(t, bc, msg) {
+		t.Fatalf("broker user published a request to a route subject (last error %v)", bc.LastError())
+	}
+	alice := f.env.MintUser(t, "alice", []string{"orders.v1.create"}, time.Minute)
+	if _, err := f.env.MustConnect(t, alice.Option()).Request("orders.v1.create", nil, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	f.h.mu.Lock()
+	defer f.h.mu.Unlock()
+	if len(f.h.reqs) != 1 || f.h.reqs[0].Caller.UserKey != alice.Key {
+		t.Errorf("handler saw %d requests (%+v), want alice's only", len(f.h.reqs), f.h.reqs)
 	}
 }
 

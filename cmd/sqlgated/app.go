@@ -346,7 +346,9 @@ func (a *app) startNATS() error {
 
 // startMicro starts the routed-call service on the broker account.
 func (a *app) startMicro(pub natsauth.PublicKeys) error {
-	brokerConn, err := a.connect("sqlgated-"+a.cfg.Instance, a.cfg.NATSKeys.BrokerUser())
+	// The broker user may not publish to the route subjects nor to
+	// sqlgate.async.>: requests there must come through the users import.
+	brokerConn, err := a.connect("sqlgated-"+a.cfg.Instance, a.cfg.NATSKeys.BrokerUser(a.cfg.Catalog.Subjects()...))
 	if err != nil {
 		return err
 	}
@@ -413,6 +415,11 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { a.log.InfoContext(context.Background(), "nats reconnected", "conn", name) }),
+		// Asynchronous errors, e.g. a permissions violation: the broker
+		// user may not publish to route subjects (see natsauth.BrokerUserJWT).
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			a.log.WarnContext(context.Background(), "nats error", "conn", name, "err", err)
+		}),
 	}, a.cfg.NATSConnect...)
 	nc, err := nats.Connect(a.cfg.NATSURL, opts...)
 	if err != nil {

@@ -4,10 +4,14 @@
 package natsauthtest
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -23,6 +27,8 @@ type Env struct {
 	URL    string
 	Minter *natsauth.Minter
 	Dir    string
+	// subjects are the route subjects the accounts were built from.
+	subjects []string
 }
 
 // Config tunes [Start].
@@ -71,7 +77,7 @@ func Start(t testing.TB, cfg Config) *Env {
 	if err := natsauth.LoadAccounts(s, keys); err != nil {
 		t.Fatalf("LoadAccounts: %v", err)
 	}
-	return &Env{Keys: keys, Server: s, URL: s.ClientURL(), Minter: natsauth.NewMinter(keys), Dir: dir}
+	return &Env{Keys: keys, Server: s, URL: s.ClientURL(), Minter: natsauth.NewMinter(keys), Dir: dir, subjects: cfg.Subjects}
 }
 
 // Connect connects to the server with opts (no reconnects unless opts ask)
@@ -97,8 +103,44 @@ func (e *Env) MustConnect(t testing.TB, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
-// BrokerConn connects as sqlgated's broker-account service user.
-func (e *Env) BrokerConn(t testing.TB) *nats.Conn { return e.MustConnect(t, e.Keys.BrokerUser()) }
+// BrokerConn connects as sqlgated's broker-account service user, with the
+// JWT sqlgated mints for the environment's route subjects (it may not
+// publish to them nor to sqlgate.async.>).
+func (e *Env) BrokerConn(t testing.TB) *nats.Conn {
+	return e.MustConnect(t, e.Keys.BrokerUser(e.subjects...))
+}
+
+// UnrestrictedBrokerConn connects as a test-only user of the broker account
+// without any permission limits, signed with the broker account key: what a
+// holder of that key could connect as. sqlgated never mints such a user.
+func (e *Env) UnrestrictedBrokerConn(t testing.TB) *nats.Conn {
+	t.Helper()
+	// The account seed is reachable only through the key files.
+	dir := t.TempDir()
+	if err := e.Keys.WriteKeys(dir); err != nil {
+		t.Fatal(err)
+	}
+	seed, err := os.ReadFile(filepath.Join(dir, "broker.nk")) //nolint:gosec // G304: the test's own temp dir
+	if err != nil {
+		t.Fatal(err)
+	}
+	account, err := nkeys.FromSeed(bytes.TrimSpace(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := kp.PublicKey()
+	uc := jwt.NewUserClaims(key)
+	uc.Name = "test-unrestricted"
+	j, err := uc.Encode(account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.MustConnect(t, nats.UserJWTAndSeed(j, mustSeed(kp)))
+}
 
 // SystemConn connects as sqlgated's system-account user.
 func (e *Env) SystemConn(t testing.TB) *nats.Conn { return e.MustConnect(t, e.Keys.SystemUser()) }
