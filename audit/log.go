@@ -402,8 +402,11 @@ func checkpointSize(c *Checkpoint) int64 {
 // store's authenticated head must carry a valid MAC and name the store's
 // tree.
 func (l *Log) checkHead(h *Head, size int64, root tlog.Hash, covered int64) error {
-	tail := fmt.Sprintf("records %d to %d (past the latest checkpoint, which covers %d; stored hash ids from %d)",
-		covered, size-1, covered, tlog.StoredHashIndex(0, covered))
+	tail := fmt.Sprintf("records %d to %d", covered, size-1)
+	if size-1 == covered {
+		tail = fmt.Sprintf("record %d", covered)
+	}
+	tail += fmt.Sprintf(" (past the latest checkpoint, which covers %d records; stored hash ids from %d)", covered, tlog.StoredHashIndex(0, covered))
 	const what = "see \"Records past the latest checkpoint\" in docs/audit.md before anything else"
 	switch {
 	case h == nil:
@@ -426,11 +429,11 @@ func (l *Log) checkReload(size int64, root tlog.Hash) error {
 	if f := l.failed; f != nil && f.size == size && f.root == root {
 		return nil
 	}
-	want := fmt.Sprint(l.front.size)
+	want := fmt.Sprintf("the log's tree of %d records", l.front.size)
 	if l.failed != nil {
-		want += fmt.Sprintf(" (or %d with the batch whose write failed)", l.failed.size)
+		want += fmt.Sprintf(" nor the failed batch's tree of %d records", l.failed.size)
 	}
-	return fmt.Errorf("%w: after a failed write the store holds a tree of %d records that is not the log's tree of %s: records were written or removed under this origin by someone else; the log refuses appends until the store is back to the log's tree or the process restarts (see \"Records past the latest checkpoint\" in docs/audit.md)", ErrUnauthenticated, size, want)
+	return fmt.Errorf("%w: after a failed write the store holds a tree of %d records whose root matches neither %s: records were written or removed under this origin by someone else; the log refuses appends until the store is back to the log's tree (a restart checks the store against its authenticated head; see \"Records past the latest checkpoint\" in docs/audit.md)", ErrUnauthenticated, size, want)
 }
 
 // checkSinkCopy checks the stored tree against the newest checkpoint copy in

@@ -178,7 +178,7 @@ func TestForgedTailRefusedAtRestart(t *testing.T) {
 			}
 			n := b.forgeNext(t, db, s, forgedRecord())
 			_, err = openCfg(t, s, audittest.Config(t, origin))
-			wantUnauthenticated(t, err, origin, fmt.Sprintf("records %d to %d", n, n), "docs/audit.md")
+			wantUnauthenticated(t, err, origin, fmt.Sprintf("record %d (past the latest checkpoint", n), "docs/audit.md")
 			if got := signedSize(t, s); got != n {
 				t.Errorf("latest checkpoint covers %d records, want %d (not the forged one)", got, n)
 			}
