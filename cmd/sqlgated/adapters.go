@@ -287,9 +287,15 @@ func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(auditCPDesc, prometheus.CounterValue, float64(st.Checkpoints))
 }
 
+// recoveredNotRun is the status of a recovered outcome whose call ran
+// nothing: its idempotency key holds another call's record (a replay or a
+// conflict; the reply it got is not known).
+const recoveredNotRun = "not_run"
+
 // recoverIntents writes the outcomes a crash left missing: for every intent
 // without an outcome it asks the target database whether the idempotency
-// record committed.
+// record committed, and whether by this intent's call (its decision id) or
+// by an earlier one.
 func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, logger interface {
 	InfoContext(context.Context, string, ...any)
 },
@@ -318,11 +324,19 @@ func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]br
 			if err != nil {
 				return fmt.Errorf("recover intent %d: look up idempotency record: %w", in.Index, err)
 			}
-			if found {
+			switch {
+			case found && res.DecisionID == in.DecisionID:
 				out.SQL.Outcome, out.SQL.TransactionID = "commit", res.TransactionID
 				out.SQL.Rows, out.SQL.RowsAffected = res.Rows, res.RowsAffected
 				out.Result.Status = "ok"
-			} else {
+			case found:
+				// The key holds another call's record: this call was a
+				// replay of it or a conflict with it (the intent does not
+				// say which) and ran nothing; the transaction is the
+				// other call's, whose outcome records it.
+				out.SQL.Outcome = "none"
+				out.Result.Status = recoveredNotRun
+			default:
 				out.Result.Status = broker.CodeUnavailable
 			}
 		}

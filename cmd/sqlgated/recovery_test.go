@@ -182,6 +182,54 @@ func TestRecoverIntents(t *testing.T) {
 	}
 }
 
+// TestRecoverIntentsOfReplays: a replay and a conflict whose outcomes a
+// crash lost ran nothing: recovery records them as such, not as second
+// commits of the first call's transaction.
+func TestRecoverIntentsOfReplays(t *testing.T) {
+	ctx := t.Context()
+	env := newCallEnv(t, true)
+	call := func(payload string) *broker.Reply {
+		return env.svc.Handle(ctx, &broker.Request{
+			Subject: "orders.v1.create", Payload: []byte(payload), IdempotencyKey: "k-1",
+			Caller: broker.Caller{Transport: "nats", Attested: true, UserKey: env.key, IssuerKey: "ASIGNER", Account: "AUSERS"},
+		})
+	}
+	first := call(`{"customer":"ACME","amount":5}`)
+	replay := call(`{"customer":"ACME","amount":5}`)
+	conflict := call(`{"customer":"ACME","amount":6}`)
+	if !first.OK || !replay.OK || !replay.Replayed || conflict.OK {
+		t.Fatalf("first %s, replay %s, conflict %s", first.AppendJSON(nil), replay.AppendJSON(nil), conflict.AppendJSON(nil))
+	}
+	if err := recoverIntents(ctx, env.log, map[string]broker.Executor{"orders": env.ex}, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.log.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	outcomes := map[int64]*audit.Record{}
+	if err := env.store.Records(ctx, env.log.Origin(), 0, env.log.Size(), func(_ int64, data []byte, _ *tlog.Hash) error {
+		r, err := audit.DecodeRecord(data)
+		if err == nil && r.Kind == audit.KindOutcome {
+			outcomes[r.IntentIndex] = r
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if o := outcomes[first.AuditIndex]; o == nil || o.SQL.Outcome != "commit" || o.SQL.TransactionID != first.SQLTransactionID {
+		t.Errorf("recovered outcome of the first call = %+v, want its commit", o)
+	}
+	for name, rep := range map[string]*broker.Reply{"replay": replay, "conflict": conflict} {
+		o := outcomes[rep.AuditIndex]
+		if o == nil || !o.Result.Recovered || o.SQL.Outcome != "none" || o.SQL.TransactionID != "" || o.Result.Status != recoveredNotRun {
+			t.Errorf("recovered outcome of the %s = %+v, want outcome none without a transaction", name, o)
+		}
+	}
+	if rep, err := audit.Verify(ctx, env.store, audit.VerifyOptions{}); err != nil || !rep.OK() {
+		t.Errorf("verify after recovery: %v %v", err, rep)
+	}
+}
+
 // TestPruneIdempotency: records older than the retention are deleted, except
 // those recovery may still need (committed at or after an intent without an
 // outcome), and a retention of 0 keeps everything.
