@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/sqlgate/sqlgate/broker"
@@ -721,5 +722,58 @@ func TestWithdrawLeavesTheQueueGroup(t *testing.T) {
 	}
 	if err := a.svc.Rejoin(); !errors.Is(err, natsvc.ErrStopped) {
 		t.Errorf("Rejoin after Stop = %v, want ErrStopped", err)
+	}
+}
+
+// TestJetStreamCarriesNoRequestInfo pins a nats-server behaviour the broker
+// user's limits rely on: it keeps JetStream administration of the broker
+// account, and the server delivers a stream's messages anywhere a push
+// consumer or a republish names, without checking the publisher's
+// permissions. JetStream removes Nats-Request-Info when it stores a
+// message, so what it delivers to a route subject has no caller.
+func TestJetStreamCarriesNoRequestInfo(t *testing.T) {
+	t.Parallel()
+	for _, via := range []string{"push_consumer", "republish"} {
+		t.Run(via, func(t *testing.T) {
+			t.Parallel()
+			h := &recorder{seen: make(chan broker.Request, 1)}
+			env := natsauthtest.Start(t, natsauthtest.Config{Subjects: []string{"orders.v1.create"}, JetStream: true})
+			pub := env.Keys.Public()
+			svc, err := natsvc.Start(t.Context(), env.BrokerConn(t), natsvc.Config{
+				Name: "sqlgate", Version: "0.1.0", Subjects: []string{"orders.v1.create"}, UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
+			}, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = svc.Stop() })
+			js, err := jetstream.New(env.BrokerConn(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc := jetstream.StreamConfig{Name: "X", Subjects: []string{"x.>"}, Storage: jetstream.MemoryStorage}
+			if via == "republish" {
+				sc.RePublish = &jetstream.RePublish{Source: "x.1", Destination: "orders.v1.create"}
+			}
+			s, err := js.CreateStream(t.Context(), sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			victim := env.MintUser(t, "victim", nil, time.Minute)
+			msg := nats.NewMsg("x.1")
+			msg.Header.Set(natsvc.RequestInfoHeader, forgedRequestInfo(env, victim.Key))
+			if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+				t.Fatal(err)
+			}
+			if via == "push_consumer" {
+				if _, err := s.CreateOrUpdateConsumer(t.Context(), jetstream.ConsumerConfig{
+					Name: "p", DeliverSubject: "orders.v1.create", DeliverGroup: "sqlgate", AckPolicy: jetstream.AckNonePolicy,
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c := (<-h.seen).Caller; c.Attested || c.UserKey != "" {
+				t.Errorf("a message JetStream delivered to a route subject has caller %+v, want unattested", c)
+			}
+		})
 	}
 }
