@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 
@@ -69,6 +70,11 @@ func retryable(err error) bool {
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
 }
 
+// isConnError reports failures of the connection rather than of the call:
+// it could not be made, timed out, or was lost. A connection the server (or
+// the network) closed while a reply was awaited reads io.ErrUnexpectedEOF
+// (pgx turns the socket's EOF into it), and later use of that connection
+// fails with pgconn.ErrConnClosed.
 func isConnError(err error) bool {
 	var (
 		ne net.Error
@@ -76,6 +82,7 @@ func isConnError(err error) bool {
 	)
 	return errors.As(err, &ce) || errors.As(err, &ne) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) ||
 		errors.Is(err, net.ErrClosed) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, pgconn.ErrConnClosed) ||
 		isClosedPool(err)
 }
 
@@ -106,6 +113,8 @@ func connProblem(err error) string {
 		return "timeout"
 	case isClosedPool(err):
 		return "pool closed"
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, pgconn.ErrConnClosed):
+		return "connection lost"
 	default:
 		return "connection failed"
 	}

@@ -65,6 +65,12 @@ import (
 // they do not meet an application's two-key advisory locks of another class.
 const advisoryClass = 0x73716c67
 
+// keyLockSQL takes the transaction-scoped advisory lock of the idempotency
+// key $1, as a FROM item. Every form of a call takes it in its first
+// statement (the one-round-trip form's statement 1, the idempotency insert
+// of the others), and Lookup takes it to wait for a call still running.
+var keyLockSQL = "pg_advisory_xact_lock(" + strconv.Itoa(advisoryClass) + ", hashtext($1))"
+
 // oneTripPlan is a function call shape's one-round-trip form.
 type oneTripPlan struct {
 	usable bool
@@ -92,7 +98,7 @@ func (one *oneTripPlan) lockArgs(c *broker.Call) []any {
 // composite type it returns rows of, when it does) into sqlgate.result_type,
 // which s2 checks.
 func oneTripLock(relid uint32) string {
-	return "SELECT pg_advisory_xact_lock(" + strconv.Itoa(advisoryClass) + ", hashtext($1)), " +
+	return "SELECT " + keyLockSQL + ", " +
 		"set_config('sqlgate.correlation_id', $2, true), set_config('sqlgate.principal', $3, true), set_config('sqlgate.decision_id', $4, true), " +
 		"set_config('sqlgate.result_type', " + resultTypeSQL("$5", relid, "$6::oid") + ", true)"
 }
@@ -358,8 +364,8 @@ func (e *Executor) overRowLimit(err error) bool {
 // replayCommitted returns the committed record of a key the call's insert
 // found taken (no transaction is open), or ErrConflict.
 func (e *Executor) replayCommitted(ctx context.Context, conn *pgxpool.Conn, c *broker.Call) (*broker.Result, error) {
-	res, hash, err := scanRecord(conn.QueryRow(ctx, e.sqlSelect, c.IdempotencyKey))
-	return replayed(res, hash, err, c)
+	res, err := scanRecord(conn.QueryRow(ctx, e.sqlSelect, c.IdempotencyKey))
+	return replayed(res, err, c)
 }
 
 // storedRows is a result stored by the one-round-trip form.

@@ -57,7 +57,7 @@ type Executor struct {
 	server string
 	closed atomic.Bool
 
-	sqlInsert, sqlSelect, sqlLookup, sqlStore, sqlPrune string
+	sqlInsert, sqlSelect, sqlStore, sqlPrune string
 
 	procs sync.Map // target -> *procInfo
 	plans sync.Map // planKey -> *callPlan
@@ -130,12 +130,17 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	parts := strings.Split(cfg.IdempotencyTable, ".")
 	e.idemTable = parts[len(parts)-1]
 	t := quoteName(cfg.IdempotencyTable)
+	// The insert takes the key's advisory lock (keyLockSQL) before it
+	// inserts: every form of a call holds the lock from its first statement
+	// to its end, so Lookup, which takes it too, waits for a call still
+	// running under the key.
 	e.sqlInsert = `INSERT INTO ` + t + ` (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id) ` +
 		`VALUES ($1, $2, set_config('sqlgate.correlation_id', $3, true), set_config('sqlgate.principal', $4, true), ` +
-		`set_config('sqlgate.decision_id', $5, true), txid_current()) ON CONFLICT (idempotency_key) DO NOTHING RETURNING transaction_id`
-	e.sqlSelect = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at FROM ` + t +
-		` WHERE idempotency_key = $1 AND committed_at IS NOT NULL`
-	e.sqlLookup = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at, decision_id FROM ` + t +
+		`set_config('sqlgate.decision_id', $5, true), (SELECT txid_current() FROM ` + keyLockSQL + `)) ` +
+		`ON CONFLICT (idempotency_key) DO NOTHING RETURNING transaction_id`
+	// A replay and Lookup read the record's decision id: it tells a call
+	// whose own commit was not acknowledged from a retry of an earlier call.
+	e.sqlSelect = `SELECT request_hash, result, transaction_id, rows, rows_affected, committed_at, decision_id FROM ` + t +
 		` WHERE idempotency_key = $1 AND committed_at IS NOT NULL`
 	e.sqlStore = `UPDATE ` + t + ` SET result = $2, rows = $3, rows_affected = $4, committed_at = $5 WHERE idempotency_key = $1`
 	e.sqlPrune = `DELETE FROM ` + t + ` WHERE ctid = ANY (ARRAY(SELECT ctid FROM ` + t + ` WHERE committed_at < $1 ORDER BY committed_at LIMIT $2))`
@@ -569,20 +574,20 @@ func (e *Executor) replay(ctx context.Context, conn *pgxpool.Conn, c *broker.Cal
 	b.Queue(e.sqlSelect, c.IdempotencyKey)
 	b.Queue("ROLLBACK")
 	br := conn.SendBatch(ctx, b)
-	res, hash, err := scanRecord(br.QueryRow())
+	res, err := scanRecord(br.QueryRow())
 	if _, rerr := br.Exec(); err == nil {
 		err = rerr
 	}
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
-	return replayed(res, hash, err, c)
+	return replayed(res, err, c)
 }
 
 // replayed returns the stored result of a key the call found taken, read
 // as scanRecord returned it: ErrConflict when it was stored for another
 // request, ErrUnavailable when no committed record was found.
-func replayed(res *broker.Result, hash string, err error, c *broker.Call) (*broker.Result, error) {
+func replayed(res *broker.Result, err error, c *broker.Call) (*broker.Result, error) {
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		// The key's record is not committed yet it conflicted: only possible
@@ -591,38 +596,31 @@ func replayed(res *broker.Result, hash string, err error, c *broker.Call) (*brok
 		return nil, fmt.Errorf("%w: idempotency key in flight", broker.ErrUnavailable)
 	case err != nil:
 		return nil, err
-	case hash != c.RequestHash:
+	case res.RequestHash != c.RequestHash:
 		return nil, broker.ErrConflict
 	}
 	return res, nil
 }
 
-func scanRecord(row pgx.Row) (*broker.Result, string, error) {
+// scanRecord reads a committed record (sqlSelect) as a replay returns it,
+// with its request hash and decision id.
+func scanRecord(row pgx.Row) (*broker.Result, error) {
 	var (
-		hash, result string
-		txid         int64
-		res          broker.Result
+		result string
+		txid   int64
+		res    broker.Result
 	)
-	if err := row.Scan(&hash, &result, &txid, &res.Rows, &res.RowsAffected, &res.CommittedAt); err != nil {
-		return nil, "", err
+	if err := row.Scan(&res.RequestHash, &result, &txid, &res.Rows, &res.RowsAffected, &res.CommittedAt, &res.DecisionID); err != nil {
+		return nil, err
 	}
-	if err := finishRecord(&res, result, txid); err != nil {
-		return nil, "", err
-	}
-	return &res, hash, nil
-}
-
-// finishRecord fills what a stored record's columns say about its result,
-// as a replay returns it.
-func finishRecord(res *broker.Result, result string, txid int64) error {
 	var err error
 	if res.JSON, err = storedResult(result); err != nil {
-		return err
+		return nil, err
 	}
 	res.TransactionID = strconv.FormatInt(txid, 10)
 	res.CommittedAt = res.CommittedAt.UTC()
 	res.Replayed = true
-	return nil
+	return &res, nil
 }
 
 // rollback ends a failed transaction on a connection that may be mid-batch
@@ -977,28 +975,44 @@ func quoteName(name string) string {
 	return pgx.Identifier(strings.Split(name, ".")).Sanitize()
 }
 
-// Lookup implements [broker.Executor].
+// Lookup implements [broker.Executor]. It waits for a transaction still
+// running under the key, which a call whose connection was lost may leave
+// behind on the server: it takes the key's advisory lock, which every form
+// of a call holds from its first statement until it ends, and reads the
+// record after it is granted, under READ COMMITTED, so the read sees what
+// that transaction committed. One round trip; ctx bounds the wait.
 func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool, error) {
 	if e.closed.Load() {
 		return nil, false, e.unavailable(errClosed)
 	}
-	var (
-		hash, result, decision string
-		txid                   int64
-		res                    broker.Result
-	)
-	err := e.pool.QueryRow(ctx, e.sqlLookup, key).Scan(&hash, &result, &txid, &res.Rows, &res.RowsAffected, &res.CommittedAt, &decision)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return nil, false, nil
-	case err != nil:
+	b := &pgx.Batch{}
+	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	b.Queue("SELECT 1 FROM "+keyLockSQL, key)
+	b.Queue(e.sqlSelect, key)
+	b.Queue("COMMIT")
+	br := e.pool.SendBatch(ctx, b)
+	_, err := br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	var res *broker.Result
+	if err == nil {
+		res, err = scanRecord(br.QueryRow())
+	}
+	found := err == nil
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = nil
+	}
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, false, e.classify(ctx, err, nil)
 	}
-	if err := finishRecord(&res, result, txid); err != nil {
-		return nil, false, err
-	}
-	res.RequestHash, res.DecisionID = hash, decision
-	return &res, true, nil
+	return res, found, nil
 }
 
 // Prune deletes idempotency records committed before t and returns how many,
