@@ -346,6 +346,7 @@ func (e *Executor) replay(st *status, c *broker.Call) (*broker.Result, error) {
 	return &broker.Result{
 		JSON: json.RawMessage(st.result.String), Rows: st.rows.Int64, RowsAffected: st.affected.Int64,
 		TransactionID: strconv.FormatInt(st.txid, 10), Replayed: true, CommittedAt: st.committed.Time.UTC(),
+		RequestHash: st.hash.String, DecisionID: st.decision.String,
 	}, nil
 }
 
@@ -369,7 +370,7 @@ func discard(conn *sql.Conn) {
 }
 
 // status is the call batch's first row: whether the idempotency record was
-// inserted, and the committed record when it was not.
+// inserted, and the committed record (with its decision id) when it was not.
 type status struct {
 	inserted  bool
 	txid      int64
@@ -378,6 +379,7 @@ type status struct {
 	rows      sql.NullInt64
 	affected  sql.NullInt64
 	committed sql.NullTime
+	decision  sql.NullString
 }
 
 // runCall sends the call batch, reads its status row, then writes every
@@ -428,7 +430,7 @@ func runCall(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultjso
 					}
 					return nil, 0, errors.New("call batch returned no status row")
 				}
-				if err := rows.Scan(&st.inserted, &st.txid, &st.hash, &st.result, &st.rows, &st.affected, &st.committed); err != nil {
+				if err := rows.Scan(&st.inserted, &st.txid, &st.hash, &st.result, &st.rows, &st.affected, &st.committed, &st.decision); err != nil {
 					return nil, 0, err
 				}
 				for rows.Next() {

@@ -48,7 +48,9 @@ BEGIN TRANSACTION;`
 // transaction has inserted waits on that key lock until the transaction
 // ends: rolled back, the INSERT goes ahead; committed, it fails with 2627
 // (violation of PRIMARY KEY constraint), which the CATCH block turns into
-// the stored record. (An earlier version checked for the key with
+// the stored record, with its decision id (a call whose own commit was
+// not acknowledged, run again, finds its own decision there and the broker
+// counts it as that call's commit). (An earlier version checked for the key with
 // UPDLOCK, HOLDLOCK first: the range lock that took on the next key, or
 // the end of the index, made calls with new keys wait for each other.)
 //
@@ -76,7 +78,7 @@ END TRY
 BEGIN CATCH
     IF ERROR_NUMBER() NOT IN (2601, 2627) THROW;
     SET XACT_ABORT ON;
-    SELECT CAST(0 AS bit) AS inserted, transaction_id, request_hash, result, rows, rows_affected, committed_at
+    SELECT CAST(0 AS bit) AS inserted, transaction_id, request_hash, result, rows, rows_affected, committed_at, decision_id
     FROM sqlgate.idempotency WHERE idempotency_key = @sqlgate_idempotency_key;
     RETURN;
 END CATCH;
@@ -84,7 +86,7 @@ SET XACT_ABORT ON;
 SELECT CAST(1 AS bit) AS inserted, CURRENT_TRANSACTION_ID() AS transaction_id,
        CAST(NULL AS char(64)) AS request_hash, CAST(NULL AS nvarchar(max)) AS result,
        CAST(NULL AS bigint) AS rows, CAST(NULL AS bigint) AS rows_affected,
-       CAST(NULL AS datetime2(7)) AS committed_at;
+       CAST(NULL AS datetime2(7)) AS committed_at, CAST(NULL AS nvarchar(128)) AS decision_id;
 SET NOCOUNT OFF;
 `
 
@@ -101,9 +103,13 @@ const CommitBatch = `COMMIT TRANSACTION;`
 // has not already rolled it back (XACT_ABORT, deadlock victim).
 const RollbackBatch = `IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;`
 
-// LookupBatch reads a committed idempotency record (crash recovery).
+// LookupBatch reads a committed idempotency record (crash recovery, and a
+// call whose commit was not confirmed). READCOMMITTEDLOCK makes the read
+// wait for a transaction that holds the key (a call still running, which a
+// lost connection may leave on the server): under READ_COMMITTED_SNAPSHOT
+// a plain read would return the last committed version (none) at once.
 const LookupBatch = `SELECT transaction_id, request_hash, result, rows, rows_affected, committed_at, decision_id
-FROM sqlgate.idempotency
+FROM sqlgate.idempotency WITH (READCOMMITTEDLOCK)
 WHERE idempotency_key = @idempotency_key AND committed_at IS NOT NULL;`
 
 // PruneBatch deletes the @batch oldest idempotency records committed before
