@@ -22,7 +22,17 @@ import (
 const (
 	DefaultAsyncStream  = "SQLGATE_ASYNC"
 	DefaultAsyncDurable = "sqlgated"
-	DefaultMaxDeliver   = 5
+	// DefaultMaxDeliver bounds the deliveries of a message that failed
+	// with an internal error ([AsyncConfig.MaxDeliver]).
+	DefaultMaxDeliver = 5
+	// DefaultAsyncMaxAge is how long a request the database or the audit
+	// log could not take is retried, from the time the stream stored it
+	// ([AsyncConfig.MaxAge]): long enough to outlast an outage of a night
+	// or a weekend day.
+	DefaultAsyncMaxAge = 24 * time.Hour
+	// MaxRetryDelay caps the back-off between the attempts of a request the
+	// database or the audit log could not take (1 s, 2 s, 4 s, ... 1 min).
+	MaxRetryDelay = time.Minute
 	// DuplicateWindow is how long the stream drops a message whose
 	// Nats-Msg-Id it has seen: the server's minimum. The stream's window is
 	// shared by every user, so a long one would let a user who knows another
@@ -56,8 +66,18 @@ type AsyncConfig struct {
 	// AckWait is how long a delivered message may take before JetStream
 	// delivers it again; it must exceed the longest route timeout (0: 1 min).
 	AckWait time.Duration
-	// MaxDeliver bounds the deliveries of a message the database could not
-	// take (0: DefaultMaxDeliver); the last attempt's outcome is audited.
+	// MaxAge bounds how long a request the database or the audit log could
+	// not take (`unavailable`) is retried: an attempt that fails so when the
+	// message has been in the stream for MaxAge or longer is its last (0:
+	// DefaultAsyncMaxAge). Attempts back off from 1 s to MaxRetryDelay.
+	// Deliveries do not count: an outage of any length up to MaxAge loses
+	// nothing.
+	MaxAge time.Duration
+	// MaxDeliver bounds the deliveries of a message whose attempt failed
+	// with an internal error (a fault of sqlgated, which a retry rarely
+	// cures; 0: DefaultMaxDeliver): the attempt on the MaxDeliver-th
+	// delivery is its last. Every delivery counts, also those that met an
+	// outage. The stream's consumer itself has no delivery limit.
 	MaxDeliver int
 	// MaxPayload caps the stream's message size in bytes (0: the server's).
 	MaxPayload int32
@@ -72,6 +92,10 @@ type AsyncConfig struct {
 	OnSettle func(settled string)
 	// Logger receives operational messages (nil: discard).
 	Logger *slog.Logger
+
+	// now and retryDelay replace the clock and the back-off in tests.
+	now        func() time.Time
+	retryDelay func(delivered uint64) time.Duration
 }
 
 // How a delivered message was settled ([AsyncConfig.OnSettle]).
@@ -84,16 +108,17 @@ const (
 	// SettledRetry: the database or the audit log could not take it; it is
 	// delivered again later.
 	SettledRetry = "retry"
-	// SettledGaveUp: still unavailable at the last delivery; acknowledged,
-	// the last attempt is in the audit log. Alert on this.
+	// SettledGaveUp: still unavailable when the message reached its
+	// maximum age (or an internal error on its last delivery);
+	// acknowledged, answered, the last attempt is in the audit log. Alert
+	// on this.
 	SettledGaveUp = "gave_up"
 	// SettledDropped: not a request for an async route (or unreadable);
 	// removed from the stream without running.
 	SettledDropped = "dropped"
-	// SettledReturned: fetched while the instance was stopping and returned
-	// to the stream unhandled, for immediate redelivery. A message on its
-	// last delivery (MaxDeliver) is never returned: the stream would not
-	// deliver it again, so it is handled and settled like any other.
+	// SettledReturned: fetched while the instance was stopping or paused
+	// and returned to the stream unhandled, for immediate redelivery (to
+	// another instance, or to this one once it fetches again).
 	SettledReturned = "returned"
 )
 
@@ -116,14 +141,25 @@ type Async struct {
 	cfg      AsyncConfig
 	routes   map[string]bool
 	streamID string
-	cc       jetstream.ConsumeContext
+	cons     jetstream.Consumer
+	hctx     context.Context
 	msgs     chan jetstream.Msg
 	workers  sync.WaitGroup
 	stopOnce sync.Once
-	// stopping is set when Stop begins: messages not yet started go back to
-	// the stream at once (Nak), for this or another instance, except those
-	// on their last delivery (putBack).
+
+	// mu orders Pause, Resume and Stop. cc is the current fetch (nil while
+	// paused or stopped) and halt its channel, closed when it ends, so that
+	// its callback returns what it still holds instead of waiting for a
+	// worker. consuming waits for every fetch to have ended.
+	mu        sync.Mutex
+	cc        jetstream.ConsumeContext
+	halt      chan struct{}
+	consuming sync.WaitGroup
+	// stopping is set when Stop begins and paused while the instance does
+	// not fetch (Pause): messages not yet started go back to the stream at
+	// once (Nak), for this or another instance (putBack).
 	stopping atomic.Bool
+	paused   atomic.Bool
 }
 
 // Validate reports every problem of c at once.
@@ -140,8 +176,8 @@ func (c *AsyncConfig) Validate() error {
 	if !nkeys.IsValidPublicAccountKey(c.UsersAccount) {
 		errs = append(errs, errors.New("users account is not an account public key"))
 	}
-	if c.Workers < 0 || c.AckWait < 0 || c.MaxDeliver < 0 || c.MaxPayload < 0 || c.MaxBytes < 0 || c.MaxPerSubject < 0 {
-		errs = append(errs, errors.New("workers, ack wait, max deliver, max payload, max bytes and max per subject must not be negative"))
+	if c.Workers < 0 || c.AckWait < 0 || c.MaxAge < 0 || c.MaxDeliver < 0 || c.MaxPayload < 0 || c.MaxBytes < 0 || c.MaxPerSubject < 0 {
+		errs = append(errs, errors.New("workers, ack wait, max age, max deliver, max payload, max bytes and max per subject must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -170,8 +206,17 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	if cfg.AckWait == 0 {
 		cfg.AckWait = time.Minute
 	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = DefaultAsyncMaxAge
+	}
 	if cfg.MaxDeliver == 0 {
 		cfg.MaxDeliver = DefaultMaxDeliver
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	if cfg.retryDelay == nil {
+		cfg.retryDelay = retryDelay
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = DefaultAsyncMaxBytes
@@ -206,19 +251,25 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	if err != nil {
 		return nil, fmt.Errorf("natsvc async: stream %s: %w", cfg.Stream, err)
 	}
+	// The consumer delivers a message until a broker settles it: which
+	// failures end a request, and when, is decided here (serve), by the
+	// message's age or, for internal errors, its deliveries. A consumer
+	// created by an older version with a delivery limit is updated (the
+	// limit is editable): the server would stop delivering a message at the
+	// limit, without an answer, whatever its age.
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       cfg.Durable,
 		Description:   "sqlgated instances",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
+		MaxDeliver:    -1,
 		MaxAckPending: 4 * cfg.Workers,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsvc async: consumer %s: %w", cfg.Durable, err)
 	}
 	a := &Async{
-		nc: nc, h: h, log: cfg.Logger, cfg: cfg, routes: make(map[string]bool, len(cfg.Subjects)),
+		nc: nc, h: h, log: cfg.Logger, cfg: cfg, routes: make(map[string]bool, len(cfg.Subjects)), cons: cons,
 		// The stream's creation time makes the keys derived from stream
 		// sequences unique: a recreated stream starts its sequence again.
 		streamID: "js" + strconv.FormatInt(stream.CachedInfo().Created.UnixNano(), 36),
@@ -229,49 +280,145 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	}
 	// A call that has started runs to its end even when ctx ends (shutdown):
 	// cancelling it midway would turn a durable request into a refusal.
-	hctx := context.WithoutCancel(ctx)
+	a.hctx = context.WithoutCancel(ctx)
 	for range cfg.Workers {
 		a.workers.Go(func() {
 			for m := range a.msgs {
-				if a.stopping.Load() {
-					a.putBack(hctx, m)
+				if a.stopping.Load() || a.paused.Load() {
+					a.putBack(a.hctx, m)
 					continue
 				}
-				a.serve(hctx, m)
+				a.serve(a.hctx, m)
 			}
 		})
 	}
-	a.cc, err = cons.Consume(func(m jetstream.Msg) {
-		if a.stopping.Load() {
-			a.putBack(hctx, m)
-			return
-		}
-		a.msgs <- m
-	},
-		jetstream.PullMaxMessages(2*cfg.Workers),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			a.log.WarnContext(ctx, "async consumer", slog.String("error", err.Error()))
-		}))
-	if err != nil {
+	if err := a.consume(); err != nil {
 		close(a.msgs)
 		a.workers.Wait()
-		return nil, fmt.Errorf("natsvc async: consume: %w", err)
+		return nil, err
 	}
 	context.AfterFunc(ctx, func() { _ = a.Stop() })
 	return a, nil
 }
 
+// consume starts fetching; a.mu is held (or a is not shared yet).
+func (a *Async) consume() error {
+	halt := make(chan struct{})
+	cc, err := a.cons.Consume(func(m jetstream.Msg) {
+		if a.stopping.Load() || a.paused.Load() {
+			a.putBack(a.hctx, m)
+			return
+		}
+		select {
+		case a.msgs <- m:
+		case <-halt:
+			a.putBack(a.hctx, m)
+		}
+	},
+		jetstream.PullMaxMessages(2*a.cfg.Workers),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			a.log.WarnContext(a.hctx, "async consumer", slog.String("error", err.Error()))
+		}))
+	if err != nil {
+		return fmt.Errorf("natsvc async: consume: %w", err)
+	}
+	a.cc, a.halt = cc, halt
+	a.consuming.Go(func() { <-cc.Closed() })
+	return nil
+}
+
+// endFetch stops the current fetch, if any; a.mu is held. The messages it
+// has received and not handed to a worker go back to the stream.
+func (a *Async) endFetch() <-chan struct{} {
+	if a.cc == nil {
+		return nil
+	}
+	cc := a.cc
+	close(a.halt)
+	cc.Drain()
+	a.cc, a.halt = nil, nil
+	return cc.Closed()
+}
+
+// ErrPauseTimeout is returned by [Async.Pause] when the fetch it ended has
+// not wound down within the wait; the consumer is paused all the same.
+var ErrPauseTimeout = errors.New("natsvc async: paused, but the fetch has not ended yet")
+
+// pauseWait bounds how long Pause waits for the server to have the end of
+// the fetch (the NATS connection may be down too).
+const pauseWait = 10 * time.Second
+
+// Pause stops fetching while the instance cannot serve (its control
+// database, audit log or policy is down), so that the requests wait in the
+// stream, for another instance or for this one once it recovers, instead of
+// meeting the failure. Calls already running finish; messages fetched but
+// not started go back to the stream at once (settled `returned`). Pause
+// returns once the server knows this instance fetches no more (at most
+// pauseWait, else ErrPauseTimeout). It does nothing when paused and returns
+// [ErrStopped] after Stop.
+func (a *Async) Pause() error {
+	a.mu.Lock()
+	if a.stopping.Load() {
+		a.mu.Unlock()
+		return ErrStopped
+	}
+	if a.paused.Load() {
+		a.mu.Unlock()
+		return nil
+	}
+	a.paused.Store(true)
+	closed := a.endFetch()
+	a.mu.Unlock()
+	if closed == nil {
+		return nil
+	}
+	t := time.NewTimer(pauseWait)
+	defer t.Stop()
+	select {
+	case <-closed:
+	case <-t.C:
+		return ErrPauseTimeout
+	}
+	// The returned messages' naks are published asynchronously.
+	if err := a.nc.FlushTimeout(pauseWait); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("natsvc async: pause: flush: %w", err)
+	}
+	return nil
+}
+
+// Resume fetches again after [Async.Pause]. It does nothing when fetching
+// and returns [ErrStopped] after Stop; after an error the consumer stays
+// paused.
+func (a *Async) Resume() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopping.Load() {
+		return ErrStopped
+	}
+	if !a.paused.Load() {
+		return nil
+	}
+	if err := a.consume(); err != nil {
+		return err
+	}
+	a.paused.Store(false)
+	return nil
+}
+
+// Paused reports whether the consumer is paused ([Async.Pause]).
+func (a *Async) Paused() bool { return a.paused.Load() }
+
 // Stop stops fetching, lets the workers finish the calls they have started
 // and returns. Messages fetched but not started go back to the stream
 // unhandled, to this or another instance; their idempotency keys make a
-// redelivery safe either way. A message fetched on its last delivery
-// ([AsyncConfig.MaxDeliver]) would not be delivered again, so it is
-// handled, without cancellation, before Stop returns.
+// redelivery safe either way.
 func (a *Async) Stop() error {
 	a.stopOnce.Do(func() {
+		a.mu.Lock()
 		a.stopping.Store(true)
-		a.cc.Drain()
-		<-a.cc.Closed()
+		a.endFetch()
+		a.mu.Unlock()
+		a.consuming.Wait()
 		close(a.msgs)
 		a.workers.Wait()
 		// The acks and naks of the last calls are published
@@ -372,14 +519,9 @@ func ParseAsyncSubject(subject string) (userKey, route string, ok bool) {
 }
 
 // putBack returns a message that was fetched but not started to the stream,
-// for immediate redelivery. A Nak counts as a delivery, and the stream never
-// delivers again a message Nak'ed on its last delivery: that one is served
-// here instead, or it would be neither run, answered nor audited.
+// for immediate redelivery. The consumer has no delivery limit, so the
+// stream always delivers it again.
 func (a *Async) putBack(ctx context.Context, m jetstream.Msg) {
-	if meta, err := m.Metadata(); err == nil && int(meta.NumDelivered) >= a.cfg.MaxDeliver {
-		a.serve(ctx, m)
-		return
-	}
 	a.settled(SettledReturned)
 	if err := m.Nak(); err != nil {
 		a.log.WarnContext(ctx, "async message not returned; it is delivered again after the ack wait", slog.String("error", err.Error()))
@@ -433,8 +575,18 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 	if !rep.OK && rep.Error != nil {
 		code = rep.Error.Code
 	}
-	retryable := code == broker.CodeUnavailable || code == broker.CodeInternal
-	final := !retryable || int(meta.NumDelivered) >= a.cfg.MaxDeliver
+	// An unavailable database or audit log is retried until the message
+	// is MaxAge old, however many deliveries that takes; an internal error
+	// until its MaxDeliver-th delivery.
+	age := a.cfg.now().Sub(meta.Timestamp)
+	retryable, last := false, false
+	switch code {
+	case broker.CodeUnavailable:
+		retryable, last = true, age >= a.cfg.MaxAge
+	case broker.CodeInternal:
+		retryable, last = true, int(meta.NumDelivered) >= a.cfg.MaxDeliver
+	}
+	final := !retryable || last
 	if token := header(hdr, HeaderReplyTo); final && replyToken(token) {
 		// The answer goes under the requester's own key: only it may
 		// subscribe there.
@@ -448,10 +600,10 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 				slog.String("correlation_id", rep.CorrelationID))
 		}
 		emit(ctx, a.nc, a.log, rep)
-	case retryable && int(meta.NumDelivered) < a.cfg.MaxDeliver:
+	case !final:
 		// The database (or the audit log) could not take it: try again later.
 		a.settled(SettledRetry)
-		_ = m.NakWithDelay(retryDelay(meta.NumDelivered))
+		_ = m.NakWithDelay(a.cfg.retryDelay(meta.NumDelivered))
 	default:
 		// A final answer (refused, invalid, a database error, or the last
 		// attempt): it is in the audit log; the message is done.
@@ -461,7 +613,8 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 		}
 		a.settled(settled)
 		a.log.WarnContext(ctx, "async request not executed", slog.String("code", code), slog.String("subject", subject),
-			slog.String("settled", settled), slog.String("correlation_id", rep.CorrelationID), slog.Uint64("deliveries", meta.NumDelivered))
+			slog.String("settled", settled), slog.String("correlation_id", rep.CorrelationID), slog.Uint64("deliveries", meta.NumDelivered),
+			slog.Duration("age", age.Round(time.Second)))
 		_ = m.Ack()
 	}
 }
@@ -501,7 +654,7 @@ func replyToken(t string) bool {
 	return true
 }
 
-// retryDelay backs off 1s, 2s, 4s, ... up to a minute.
+// retryDelay backs off 1s, 2s, 4s, ... up to MaxRetryDelay.
 func retryDelay(delivered uint64) time.Duration {
-	return min(time.Second<<min(delivered-1, 6), time.Minute)
+	return min(time.Second<<min(max(delivered, 1)-1, 6), MaxRetryDelay)
 }

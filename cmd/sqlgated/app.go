@@ -82,6 +82,9 @@ type runtimeConfig struct {
 	NATSWorkers  int
 	NATSQueueLen int
 	Callout      bool
+	// AsyncMaxAge bounds the retries of a queued async request that meets
+	// an unavailable database or audit log (0: natsvc's default).
+	AsyncMaxAge time.Duration
 	// NATSConnect adds options to sqlgated's own NATS connections (the
 	// embedded server's in-process transport).
 	NATSConnect []nats.Option
@@ -389,7 +392,7 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 	// A delivered message gets the route's timeout and room for the audit
 	// writes before JetStream delivers it again.
 	a.async, err = natsvc.StartAsync(a.groupCtx, brokerConn, natsvc.AsyncConfig{
-		Subjects: async, UsersAccount: pub.Users, Workers: workers,
+		Subjects: async, UsersAccount: pub.Users, Workers: workers, MaxAge: a.cfg.AsyncMaxAge,
 		AckWait: ackWait + 30*time.Second, MaxPayload: int32(min(maxPayload+asyncHeaderRoom, math.MaxInt32)),
 		OnSettle: func(how string) { settled.WithLabelValues(how).Inc() },
 		Logger:   a.log.With("component", "async"),

@@ -17,6 +17,7 @@ import (
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
+	"github.com/sqlgate/sqlgate/broker/natsvc"
 	"github.com/sqlgate/sqlgate/broker/postgres"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/broker/sqlite"
@@ -91,6 +92,10 @@ type NATSConfig struct {
 	// Workers and QueueLen size the request worker pool.
 	Workers  int `yaml:"workers"`
 	QueueLen int `yaml:"queueLen"`
+	// AsyncMaxAge is how long a queued async request that meets an
+	// unavailable database or audit log is retried, from when the stream
+	// stored it (0: natsvc.DefaultAsyncMaxAge, 24h).
+	AsyncMaxAge time.Duration `yaml:"asyncMaxAge"`
 	// CAFile holds the PEM certificates sqlgated trusts for a tls:// NATS
 	// server (default: the system's roots).
 	CAFile string `yaml:"caFile"`
@@ -363,6 +368,10 @@ func (c *Config) Validate() error {
 	if c.NATS.QueueLen < 0 {
 		bad("nats.queueLen must not be negative, not %d (leave it unset for the default, 1024)", c.NATS.QueueLen)
 	}
+	if a := c.NATS.AsyncMaxAge; a < 0 || (a > 0 && a < minAsyncMaxAge) {
+		bad("nats.asyncMaxAge must be at least %s, not %s (leave it unset for the default, %s): queued requests are given up when an outage outlasts it",
+			minAsyncMaxAge, a, natsvc.DefaultAsyncMaxAge)
+	}
 	errs = append(errs, c.validatePlaintext()...)
 	errs = append(errs, prefixed("identity: ", c.Identity.Validate())...)
 	if c.Identity.CLI.Issuer == "" || c.Identity.CLI.ClientID == "" {
@@ -481,6 +490,11 @@ func prefixed(prefix string, err error) []error {
 // accepted (0 keeps everything): a shorter one is a typo (8760 meant as
 // hours is 8.76µs), and it would prune bodies before anyone read them.
 const minAuditRetention = 24 * time.Hour
+
+// minAsyncMaxAge is the shortest nats.asyncMaxAge accepted: a shorter one
+// gives up queued requests in an outage the gate has barely noticed (24 meant
+// as hours is 24ns).
+const minAsyncMaxAge = time.Minute
 
 // validateDurations reports durations that make no sense: negative ones,
 // retentions too short to be meant, and a default credential lifetime above

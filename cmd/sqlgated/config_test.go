@@ -86,6 +86,9 @@ func TestConfigErrors(t *testing.T) {
 		{"bad_login_prefix", "  reaperInterval: 30s", "  reaperInterval: 30s\n  loginPrefix: SG-", []string{`credentials.loginPrefix "SG-" must be 1 to 16 characters a-z, 0-9 or _`}},
 		{"negative_queue_len", "  queueLen: 1024", "  queueLen: -1", []string{"nats.queueLen must not be negative, not -1"}},
 		{"negative_workers", "  workers: 128", "  workers: -4", []string{"nats.workers must not be negative, not -4"}},
+		// Queued requests are given up once an outage outlasts it.
+		{"async_max_age_too_short", "  queueLen: 1024", "  queueLen: 1024\n  asyncMaxAge: 30s", []string{"nats.asyncMaxAge must be at least 1m0s, not 30s"}},
+		{"negative_async_max_age", "  queueLen: 1024", "  queueLen: 1024\n  asyncMaxAge: -24h", []string{"nats.asyncMaxAge must be at least 1m0s, not -24h0m0s"}},
 		// A database's own login prefix the lease manager never uses: every
 		// issuance would fail.
 		{"per_database_login_prefix", "      allowedRoles: [reader]", "      allowedRoles: [reader]\n      loginPrefix: pg_", []string{
@@ -128,6 +131,21 @@ func TestConfigErrors(t *testing.T) {
 	_, err = parseConfig([]byte("instance: x\n"))
 	if err == nil || strings.Count(err.Error(), "\n") < 4 {
 		t.Errorf("empty config: %v, want every problem listed", err)
+	}
+}
+
+// TestAsyncMaxAgeConfig: nats.asyncMaxAge is read as a duration.
+func TestAsyncMaxAgeConfig(t *testing.T) {
+	base, err := os.ReadFile("../../deploy/examples/sqlgated.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseConfig([]byte(strings.Replace(string(base), "  queueLen: 1024", "  queueLen: 1024\n  asyncMaxAge: 72h", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NATS.AsyncMaxAge != 72*time.Hour {
+		t.Errorf("nats.asyncMaxAge = %s, want 72h", cfg.NATS.AsyncMaxAge)
 	}
 }
 
