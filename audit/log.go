@@ -402,15 +402,15 @@ func checkpointSize(c *Checkpoint) int64 {
 // store's authenticated head must carry a valid MAC and name the store's
 // tree.
 func (l *Log) checkHead(h *Head, size int64, root tlog.Hash, covered int64) error {
-	tail := fmt.Sprintf("records %d to %d", covered, size-1)
+	tail, have := fmt.Sprintf("records %d to %d", covered, size-1), "have"
 	if size-1 == covered {
-		tail = fmt.Sprintf("record %d", covered)
+		tail, have = fmt.Sprintf("record %d", covered), "has"
 	}
 	tail += fmt.Sprintf(" (past the latest checkpoint, which covers %d records; stored hash ids from %d)", covered, tlog.StoredHashIndex(0, covered))
 	const what = "see \"Records past the latest checkpoint\" in docs/audit.md before anything else"
 	switch {
 	case h == nil:
-		return fmt.Errorf("%w: %s have no authenticated head: inserted without the log, or left by a crash of a version without heads; %s", ErrUnauthenticated, tail, what)
+		return fmt.Errorf("%w: %s %s no authenticated head: inserted without the log, or left by a crash of a version without heads; %s", ErrUnauthenticated, tail, have, what)
 	case !hmac.Equal(h.MAC, headMAC(l.headMAC, nil, l.cfg.Origin, h.Size, h.Root)):
 		return fmt.Errorf("%w: %s: the authenticated head does not verify with this signing key: altered, or written under another key (after a crash, start once with the previous signing key and stop cleanly before switching keys); %s", ErrUnauthenticated, tail, what)
 	case h.Size != size || h.Root != root:
