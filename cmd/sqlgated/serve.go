@@ -318,6 +318,7 @@ func runNATSSetup(_ context.Context, args []string, stdout, stderr io.Writer) er
 	tlsCert := fs.String("tls-cert", "", "the NATS server's TLS certificate (PEM) on the NATS host: clients and sqlgated connect with tls://")
 	tlsKey := fs.String("tls-key", "", "the private key of --tls-cert on the NATS host (readable by the nats-server user only)")
 	systemCreds := fs.Bool("system-creds", false, "also write OUT/system-user.creds (0600): the system user, for looking up the account JWTs the servers hold")
+	monitorCreds := fs.Bool("monitor-creds", false, "also write OUT/monitor.creds (0600): a broker-account user that may only observe the micro service (nats micro ls|info|stats)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -353,7 +354,7 @@ func runNATSSetup(_ context.Context, args []string, stdout, stderr io.Writer) er
 		Host: host, Port: port, ResolverDir: *resolverDir, JetStreamDir: *jsDir,
 		TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		Subjects: catalog.Subjects(), Emits: emits(catalog),
-	}, SystemCreds: *systemCreds})
+	}, SystemCreds: *systemCreds, MonitorCreds: *monitorCreds})
 	if err != nil {
 		return err
 	}
