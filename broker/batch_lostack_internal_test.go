@@ -120,8 +120,10 @@ func TestBatchLostAckIsOwnCommit(t *testing.T) {
 	b := s.routes["jobs.create"].batch
 	alice := identity.Principal{Issuer: "https://idp.test", Subject: "alice"}
 	req := func(key string) *Request {
-		return &Request{Subject: "jobs.create", Payload: []byte(`{}`), IdempotencyKey: key,
-			Caller: Caller{Transport: "http", Attested: true, Principal: &alice}}
+		return &Request{
+			Subject: "jobs.create", Payload: []byte(`{}`), IdempotencyKey: key,
+			Caller: Caller{Transport: "http", Attested: true, Principal: &alice},
+		}
 	}
 	var (
 		wg      sync.WaitGroup

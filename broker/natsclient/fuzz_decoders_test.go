@@ -26,8 +26,10 @@ type answer struct {
 }
 
 func (a answer) RoundTrip(r *http.Request) (*http.Response, error) {
-	return &http.Response{StatusCode: a.status, Status: http.StatusText(a.status), Header: http.Header{},
-		Body: io.NopCloser(bytes.NewReader(a.body)), Request: r}, nil
+	return &http.Response{
+		StatusCode: a.status, Status: http.StatusText(a.status), Header: http.Header{},
+		Body: io.NopCloser(bytes.NewReader(a.body)), Request: r,
+	}, nil
 }
 
 // fixedKey is a key pair from a fixed seed: the fuzzing engine computes the

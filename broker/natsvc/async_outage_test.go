@@ -52,8 +52,10 @@ func (o *outage) Handle(_ context.Context, req *broker.Request) *broker.Reply {
 	}
 	if o.down.Load() {
 		o.clock.advance(o.step)
-		return &broker.Reply{CorrelationID: req.CorrelationID, AuditIndex: -1,
-			Error: &broker.ReplyError{Code: broker.CodeUnavailable, Message: "audit log unavailable; nothing was executed"}}
+		return &broker.Reply{
+			CorrelationID: req.CorrelationID, AuditIndex: -1,
+			Error: &broker.ReplyError{Code: broker.CodeUnavailable, Message: "audit log unavailable; nothing was executed"},
+		}
 	}
 	o.ran[p]++
 	return &broker.Reply{OK: true, CorrelationID: req.CorrelationID, AuditIndex: 1}
@@ -87,8 +89,10 @@ func TestAsyncOutageKeepsRequests(t *testing.T) {
 	}
 	const n, failures = 3, 3 * natsvc.DefaultMaxDeliver
 	clock := &fakeClock{}
-	h := &outage{clock: clock, step: 10 * time.Second, attempts: map[string]int{}, ran: map[string]int{},
-		signal: failures, reached: make(chan string, n)}
+	h := &outage{
+		clock: clock, step: 10 * time.Second, attempts: map[string]int{}, ran: map[string]int{},
+		signal: failures, reached: make(chan string, n),
+	}
 	h.down.Store(true)
 	subject := broker.AsyncPrefix(f.key) + ".orders.v1.import"
 	var last uint64

@@ -126,8 +126,10 @@ func TestLookupWaitsForRunningCall(t *testing.T) {
 		{"function, one round trip", route.Spec{Procedure: "gated_one", Params: params}, true},
 		{"function, two round trips", route.Spec{Procedure: "gated_two", Params: params}, false},
 		{"procedure", route.Spec{Procedure: "gated_proc", Params: params}, false},
-		{"statement", route.Spec{Statement: &route.StatementSpec{Name: "gated_statement",
-			SQL: "WITH g AS (SELECT 1 FROM gate WHERE id = 1 FOR UPDATE) INSERT INTO orders (customer, amount, quantity, express) SELECT :customer, 1, 1, true FROM g RETURNING id"}, Params: params}, false},
+		{"statement", route.Spec{Statement: &route.StatementSpec{
+			Name: "gated_statement",
+			SQL:  "WITH g AS (SELECT 1 FROM gate WHERE id = 1 FOR UPDATE) INSERT INTO orders (customer, amount, quantity, express) SELECT :customer, 1, 1, true FROM g RETURNING id",
+		}, Params: params}, false},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

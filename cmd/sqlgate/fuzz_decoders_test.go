@@ -22,9 +22,11 @@ import (
 // does not decode is an error naming the file, never a panic; an accepted
 // state saves and loads back the same.
 func FuzzStateFile(f *testing.F) {
-	good, _ := json.MarshalIndent(state{Broker: "https://sqlgate.example.com", Issuer: "https://idp.example",
+	good, _ := json.MarshalIndent(state{
+		Broker: "https://sqlgate.example.com", Issuer: "https://idp.example",
 		ClientID: "sqlgate-cli", Scopes: []string{"openid", "offline_access"}, NATSURL: "nats://127.0.0.1:4222",
-		Principal: "https://idp.example alice", SecretFile: "/run/secret"}, "", "  ")
+		Principal: "https://idp.example alice", SecretFile: "/run/secret",
+	}, "", "  ")
 	f.Add(good)
 	f.Add([]byte(`{"broker":"x","scopes":null,"unknown":[1,2]}`))
 	f.Add([]byte(`{"broker":1}`))

@@ -134,8 +134,10 @@ func FuzzWebLoginCookiePlaintext(f *testing.F) {
 type bodyTransport []byte
 
 func (b bodyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{},
-		Body: io.NopCloser(bytes.NewReader(b)), Request: r}, nil
+	return &http.Response{
+		StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{},
+		Body: io.NopCloser(bytes.NewReader(b)), Request: r,
+	}, nil
 }
 
 func fetchJWKS(t *testing.T, body []byte) ([]jose.JSONWebKey, error) {
@@ -210,8 +212,10 @@ func FuzzJWKS(f *testing.F) {
 // that does not decode is refused without quoting its content (it holds
 // tokens); an accepted one saves and loads back the same.
 func FuzzTokenStoreLoad(f *testing.F) {
-	good, _ := json.MarshalIndent(Tokens{Issuer: "https://idp.example", ClientID: "cli", Grant: "device_code",
-		AccessToken: "at-0123456789", RefreshToken: "rt-0123456789", Expiry: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)}, "", "  ")
+	good, _ := json.MarshalIndent(Tokens{
+		Issuer: "https://idp.example", ClientID: "cli", Grant: "device_code",
+		AccessToken: "at-0123456789", RefreshToken: "rt-0123456789", Expiry: time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC),
+	}, "", "  ")
 	f.Add(good)
 	f.Add([]byte(`{"issuer":"x","access_token":"y","expiry":"2030-01-02T03:04:05+02:00","use_id_token":true}`))
 	f.Add([]byte(`{"issuer":"x","unknown":1}`))
