@@ -125,8 +125,10 @@ type Result struct {
 	// when the original committed).
 	CommittedAt time.Time
 	// RequestHash and DecisionID are the stored record's, set by
-	// [Executor.Lookup]: they tell whether the record is a given call's own
-	// (its decision) or an earlier call's under the same key.
+	// [Executor.Lookup] and on every replay (Replayed true): they tell
+	// whether the record is a given call's own (its decision: a commit
+	// whose acknowledgement was lost) or an earlier call's under the same
+	// key.
 	RequestHash, DecisionID string
 }
 

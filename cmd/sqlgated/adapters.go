@@ -292,6 +292,11 @@ func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
 // conflict; the reply it got is not known).
 const recoveredNotRun = "not_run"
 
+// recoveryLookupTimeout bounds each idempotency lookup of crash recovery;
+// a lookup that cannot answer in time fails the start (nothing is recorded
+// from a guess), and the next start tries again.
+const recoveryLookupTimeout = 30 * time.Second
+
 // recoverIntents writes the outcomes a crash left missing: for every intent
 // without an outcome it asks the target database whether the idempotency
 // record committed, and whether by this intent's call (its decision id) or
@@ -320,7 +325,11 @@ func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]br
 			out.Result.Status = broker.CodeInternal
 			out.SQL.Outcome = "unknown"
 		default:
-			res, found, err := ex.Lookup(ctx, in.IdempotencyKey)
+			// A lookup waits for a call still running under the key (the
+			// key's lock): bound it, so that a start cannot hang on it.
+			lctx, cancel := context.WithTimeout(ctx, recoveryLookupTimeout)
+			res, found, err := ex.Lookup(lctx, in.IdempotencyKey)
+			cancel()
 			if err != nil {
 				return fmt.Errorf("recover intent %d: look up idempotency record: %w", in.Index, err)
 			}
