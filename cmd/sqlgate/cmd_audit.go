@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -44,19 +43,15 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	}
 	// Written beside the destination and renamed on success, so a failed
 	// run leaves neither a partial bundle nor a damaged earlier one.
-	tmp, err := os.CreateTemp(filepath.Dir(*out), ".sqlgate-audit-*.bundle")
+	dst, err := createOutput(*out, ".sqlgate-audit-*.bundle")
 	if err != nil {
 		return err
 	}
-	defer func() { _ = os.Remove(tmp.Name()) }() // gone after the rename
-	err = c.AuditExport(ctx, tmp, *from, *to)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	defer dst.discard()
+	if err := c.AuditExport(ctx, dst, *from, *to); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), *out); err != nil {
+	if err := dst.commit(); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "audit bundle written to %s; verify it offline with: sqlgate audit verify --bundle %s --key <verifier key>\n", *out, *out)
@@ -285,19 +280,16 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	defer closeBundle()
 	// Written beside the destination and renamed, so a failed run never
 	// leaves an archive that looks complete.
-	tmp, err := os.CreateTemp(filepath.Dir(*out), ".sqlgate-evidence-*.zip")
+	dst, err := createOutput(*out, ".sqlgate-evidence-*.zip")
 	if err != nil {
 		return err
 	}
-	defer func() { _ = os.Remove(tmp.Name()) }() // gone after the rename
-	m, err := evidence.Write(ctx, tmp, b, opts)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
+	defer dst.discard()
+	m, err := evidence.Write(ctx, dst, b, opts)
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), *out); err != nil {
+	if err := dst.commit(); err != nil {
 		return err
 	}
 	if *output == "json" {

@@ -86,7 +86,7 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 	if path == "" {
 		path = e.path(natsCredsOut)
 	}
-	if err := writeFileAtomic(path, file, 0o600); err != nil {
+	if err := writeFileAtomic(path, file); err != nil {
 		return err
 	}
 	// The inbox prefix is saved for other tools; sqlgate call derives it
@@ -96,7 +96,7 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 		Principal: principal, Broker: st.Broker, UserKey: pub,
 	}
 	b, _ := json.MarshalIndent(info, "", "  ")
-	if err := writeFileAtomic(e.path(natsInfoFile), b, 0o600); err != nil {
+	if err := writeFileAtomic(e.path(natsInfoFile), b); err != nil {
 		return err
 	}
 	if *output == "json" {

@@ -67,7 +67,7 @@ func (e *env) saveState(st *state) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(e.path(stateFile), b, 0o600)
+	return writeFileAtomic(e.path(stateFile), b)
 }
 
 // natsInfo is saved beside the creds file: the inbox prefix the credential
@@ -85,35 +85,30 @@ type natsInfo struct {
 	UserKey     string `json:"user_key,omitempty"`
 }
 
-// writeFileAtomic writes data to path with perm via a temporary file and a
-// rename, creating the directory (0700) if needed.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+// writeFileAtomic writes data to path, mode 0600 (the CLI's files hold
+// tokens and seeds), via a temporary file and a rename (a device or FIFO in
+// place, see [output]), creating the directory (0700) if needed.
+func writeFileAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
+	f, err := createOutput(path, ".tmp-*")
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return err
 	}
-	tmp := f.Name()
-	defer func() { _ = os.Remove(tmp) }() // gone after the rename; removes leftovers on failure
-	err = f.Chmod(perm)
+	defer f.discard()
+	if f.tmp {
+		err = f.Chmod(0o600)
+	}
 	if err == nil {
 		_, err = f.Write(data)
 	}
-	if err == nil {
+	if err == nil && f.tmp {
 		err = f.Sync()
 	}
 	if err != nil {
-		_ = f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return f.commit()
 }

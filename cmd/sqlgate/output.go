@@ -1,0 +1,69 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// output is where a command writes a file: normally a temporary file beside
+// the destination, renamed over it by commit, so that a failed run leaves
+// neither a partial file nor a damaged earlier one. A destination that
+// exists and is not a regular file (a device such as /dev/null or
+// /dev/stdout, a FIFO) is written in place instead: renaming over it would
+// replace the device with a regular file (as root, /dev/null itself).
+type output struct {
+	*os.File
+	path string
+	tmp  bool
+}
+
+// createOutput opens the output for path; pattern names the temporary file
+// (os.CreateTemp). A directory is refused.
+func createOutput(path, pattern string) (*output, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.IsDir():
+		return nil, fmt.Errorf("write %s: it is a directory", path)
+	case err == nil && !fi.Mode().IsRegular():
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("write %s: %w", path, err)
+		}
+		return &output{File: f, path: path}, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), pattern)
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return &output{File: f, path: path, tmp: true}, nil
+}
+
+// commit closes the output and, for a temporary file, renames it over the
+// destination.
+func (o *output) commit() error {
+	if err := o.Close(); err != nil {
+		o.discard()
+		return fmt.Errorf("write %s: %w", o.path, err)
+	}
+	if o.tmp {
+		if err := os.Rename(o.Name(), o.path); err != nil {
+			o.discard()
+			return fmt.Errorf("write %s: %w", o.path, err)
+		}
+	}
+	return nil
+}
+
+// discard closes the output and removes a temporary file; after commit it
+// does nothing.
+func (o *output) discard() {
+	_ = o.Close()
+	if o.tmp {
+		_ = os.Remove(o.Name())
+	}
+}

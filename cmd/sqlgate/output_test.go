@@ -1,0 +1,84 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestOutputIntoFIFO: an output path that is a FIFO (like /dev/stdout or
+// /dev/null, a file that is not regular) is written in place, not replaced
+// by a renamed temporary file: `sqlgate creds nats -o /dev/null` run as root
+// used to turn /dev/null into a regular file.
+func TestOutputIntoFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "pipe")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatalf("mkfifo: %v", err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		f, err := os.Open(fifo)
+		if err != nil {
+			got <- "open: " + err.Error()
+			return
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		got <- string(b)
+	}()
+	if err := writeFileAtomic(fifo, []byte("creds")); err != nil {
+		t.Fatal(err)
+	}
+	// Checked before waiting for the reader: had the FIFO been replaced,
+	// the reader would wait for a writer forever.
+	fi, err := os.Lstat(fifo)
+	if err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		t.Fatalf("after the write %s is %v (%v), want the FIFO still", fifo, fi.Mode(), err)
+	}
+	if s := <-got; s != "creds" {
+		t.Errorf("reader got %q, want %q", s, "creds")
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".tmp-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+// TestOutputRegularFile: a regular destination is replaced whole, with the
+// permissions asked for; a failed write leaves the earlier file and no
+// temporary file; a directory is refused.
+func TestOutputRegularFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.creds")
+	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(path, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	fi, _ := os.Stat(path)
+	if string(b) != "new" || fi.Mode().Perm() != 0o600 {
+		t.Errorf("file = %q mode %04o, want \"new\" 0600", b, fi.Mode().Perm())
+	}
+
+	o, err := createOutput(path, ".tmp-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = o.WriteString("partial")
+	o.discard() // the run failed
+	if b, _ := os.ReadFile(path); string(b) != "new" {
+		t.Errorf("after a failed run the file holds %q, want the earlier \"new\"", b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".tmp-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+
+	if _, err := createOutput(dir, ".tmp-*"); err == nil || !strings.Contains(err.Error(), "directory") {
+		t.Errorf("createOutput(directory) = %v, want refused", err)
+	}
+}
