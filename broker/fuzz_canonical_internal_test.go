@@ -66,13 +66,13 @@ func jsonNumber(s string) bool {
 	return ok && dec.InputOffset() == int64(len(s))
 }
 
-func boundedExponent(s string, max int) bool {
+func boundedExponent(s string, limit int) bool {
 	_, exp, ok := strings.Cut(strings.ToLower(s), "e")
 	if !ok {
 		return true
 	}
 	e, err := strconv.Atoi(exp)
-	return err == nil && e >= -max && e <= max
+	return err == nil && e >= -limit && e <= limit
 }
 
 // shifted writes the JSON number s as integer digits with an exponent

@@ -28,7 +28,7 @@ type cuttableConn struct {
 
 func (c cuttableConn) Write(b []byte) (int, error) {
 	if len(b) == 16 && b[3] == 16 && b[4] == 0x04 && b[5] == 0xd2 && b[6] == 0x16 && b[7] == 0x2e { // CancelRequest
-		_ = c.Conn.Close()
+		_ = c.Close()
 		return 0, io.ErrClosedPipe
 	}
 	return c.Conn.Write(b)
@@ -164,7 +164,7 @@ func TestLookupWaitsForRunningCall(t *testing.T) {
 			mu.Lock()
 			for _, cc := range conns { // the network loses the call's connection
 				cc.lost.Store(true)
-				_ = cc.Conn.Close()
+				_ = cc.Close()
 			}
 			mu.Unlock()
 			if err := <-executed; !errors.Is(err, broker.ErrUnavailable) {

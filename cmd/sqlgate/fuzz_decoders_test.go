@@ -93,7 +93,7 @@ func FuzzCredsFile(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(creds)
-	f.Add(bytes.Replace(creds, []byte("\n"), []byte("\r\n"), -1))
+	f.Add(bytes.ReplaceAll(creds, []byte("\n"), []byte("\r\n")))
 	f.Add([]byte(tok))
 	f.Add(bytes.Replace(creds, []byte(tok[len(tok)-10:]), []byte("AAAAAAAAAA"), 1))
 	f.Add([]byte("-----BEGIN NATS USER JWT-----\n------END NATS USER JWT------\n"))
