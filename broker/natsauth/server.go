@@ -345,11 +345,12 @@ func WriteSetup(dir string, keys *Keys, cfg SetupConfig) (string, error) {
 			return "", fmt.Errorf("nats setup: %w", err)
 		}
 	}
-	files := []struct {
+	type setupFile struct {
 		name string
 		data string
 		mode os.FileMode
-	}{
+	}
+	files := []setupFile{
 		{"nats-server.conf", text, 0o644},
 		{"operator.jwt", jwts.Operator + "\n", 0o644},
 		{"accounts/" + SystemAccountName + ".jwt", jwts.System + "\n", 0o644},
@@ -358,27 +359,23 @@ func WriteSetup(dir string, keys *Keys, cfg SetupConfig) (string, error) {
 		{"accounts/" + AuthAccountName + ".jwt", jwts.Auth + "\n", 0o644},
 		{"sentinel.creds", string(creds), 0o644},
 	}
-	if cfg.SystemCreds {
-		sys, err := keys.SystemUserCreds()
+	// Creds files written only when asked (they hold seeds: 0600).
+	for _, c := range []struct {
+		asked bool
+		name  string
+		creds func() ([]byte, error)
+	}{
+		{cfg.SystemCreds, "system-user.creds", keys.SystemUserCreds},
+		{cfg.MonitorCreds, "monitor.creds", keys.MonitorCreds},
+	} {
+		if !c.asked {
+			continue
+		}
+		b, err := c.creds()
 		if err != nil {
 			return "", fmt.Errorf("nats setup: %w", err)
 		}
-		files = append(files, struct {
-			name string
-			data string
-			mode os.FileMode
-		}{"system-user.creds", string(sys), 0o600})
-	}
-	if cfg.MonitorCreds {
-		mon, err := keys.MonitorCreds()
-		if err != nil {
-			return "", fmt.Errorf("nats setup: %w", err)
-		}
-		files = append(files, struct {
-			name string
-			data string
-			mode os.FileMode
-		}{"monitor.creds", string(mon), 0o600})
+		files = append(files, setupFile{c.name, string(b), 0o600})
 	}
 	for _, f := range files {
 		p := filepath.Join(abs, f.name)
