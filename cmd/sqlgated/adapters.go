@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +75,30 @@ type auditService struct {
 func (s *auditService) trusted() audit.VerifyOptions {
 	keys := append([]string{s.signer.VerifierKey()}, s.previousKeys...)
 	return audit.VerifyOptions{Keys: keys, Origin: s.log.Origin()}
+}
+
+// untrustedKeys returns the keys of this instance's stored key history
+// that its configuration does not trust (neither the signing key nor one of
+// audit.previousVerifierKeys). The log starts without them, but the
+// dashboard's verification and evidence then fail every checkpoint they
+// signed: keep every earlier key in previousVerifierKeys while records it
+// signed exist.
+func (s *auditService) untrustedKeys(ctx context.Context) ([]string, error) {
+	stored, err := s.store.Keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	trusted := map[string]bool{}
+	for _, k := range s.trusted().Keys {
+		trusted[strings.TrimSpace(k)] = true
+	}
+	var missing []string
+	for _, k := range stored {
+		if k.Origin == s.log.Origin() && !trusted[k.VerifierKey] {
+			missing = append(missing, k.VerifierKey)
+		}
+	}
+	return missing, nil
 }
 
 func (s *auditService) Recent(ctx context.Context, n int) ([]audit.Record, error) {

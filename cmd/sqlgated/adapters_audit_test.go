@@ -143,3 +143,53 @@ func TestDashboardEvidenceRefusesKeysOnlyInTheStore(t *testing.T) {
 		t.Errorf("dashboard verify of the re-signed log: OK=%v, %v", rep.OK, err)
 	}
 }
+
+// TestDashboardAuditAfterRotation: after a key rotation, an instance whose
+// configuration dropped the old key from audit.previousVerifierKeys still
+// starts, but the dashboard (which trusts configured keys only) would fail
+// the old key's checkpoints: untrustedKeys names the old key so that the
+// start warns, and with the key configured again there is nothing to warn
+// about and the dashboard's verification passes.
+func TestDashboardAuditAfterRotation(t *testing.T) {
+	ctx := t.Context()
+	as, db := dashboardAudit(t)
+	_, oldKey := audittest.Key(t, as.log.Origin(), 1)
+	if err := as.log.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store, err := sqlstore.Open(ctx, db, sqlstore.SQLite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := audittest.Config(t, as.log.Origin())
+	cfg.Signer, _ = audittest.Key(t, as.log.Origin(), 2)
+	cfg.PreviousKeys = []string{oldKey}
+	log, err := audit.Open(ctx, store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = log.Close(context.Background()) })
+	if _, err := log.Append(ctx, &audit.Record{Kind: audit.KindDecision, CorrelationID: "after", Reasons: []string{"denied"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := log.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	dropped := &auditService{log: log, store: store, signer: cfg.Signer}
+	missing, err := dropped.untrustedKeys(ctx)
+	if err != nil || len(missing) != 1 || missing[0] != oldKey {
+		t.Errorf("untrustedKeys without the old key configured = %v, %v; want [%s]", missing, err, oldKey)
+	}
+	if rep, err := dropped.Verify(ctx, 0, 0); err != nil || rep.OK {
+		t.Errorf("dashboard verify without the old key = %v, %v; want failed checkpoints (what the warning is for)", rep, err)
+	}
+
+	kept := &auditService{log: log, store: store, signer: cfg.Signer, previousKeys: []string{oldKey}}
+	if missing, err := kept.untrustedKeys(ctx); err != nil || len(missing) != 0 {
+		t.Errorf("untrustedKeys with the old key configured = %v, %v; want none", missing, err)
+	}
+	if rep, err := kept.Verify(ctx, 0, 0); err != nil || !rep.OK {
+		t.Errorf("dashboard verify with the old key = %v, %v; want OK", rep, err)
+	}
+}

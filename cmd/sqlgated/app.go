@@ -451,9 +451,16 @@ func (a *app) startWeb(ctx context.Context, cdb *control.DB) error {
 	if a.leases != nil {
 		sqlLeases = a.leases
 	}
+	as := &auditService{log: a.audit, store: a.store, signer: a.cfg.Audit.Signer, previousKeys: a.cfg.Audit.PreviousKeys}
+	if missing, err := as.untrustedKeys(ctx); err != nil {
+		a.log.WarnContext(ctx, "cannot read the audit key history", "err", err)
+	} else if len(missing) > 0 {
+		a.log.WarnContext(ctx, "audit keys this log used are not in audit.previousVerifierKeys: the dashboard's verification and evidence will fail the checkpoints they signed; add them back",
+			"verifier_keys", missing)
+	}
 	srv, err := web.New(web.Config{
 		Broker: a.service, Auth: a.verifier, SignIns: a.service, Issuances: a.registry, Login: login, SQLLeases: sqlLeases,
-		Audit:  &auditService{log: a.audit, store: a.store, signer: a.cfg.Audit.Signer, previousKeys: a.cfg.Audit.PreviousKeys},
+		Audit:  as,
 		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
 		Ready:  a.ready, Registry: a.metrics, MetricsElsewhere: a.cfg.MetricsListener != nil, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
 		AdminGroups: a.cfg.AdminGroups, AuditorGroups: a.cfg.AuditorGroups,
