@@ -200,6 +200,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 
 	// 8 reply (+ emit)
 	if execErr != nil {
+		rep.TimedOut = errors.Is(execErr, errTimedOut)
 		return fail(rep, code, msg, reasons)
 	}
 	rep.OK = true
@@ -268,13 +269,23 @@ func ownCommit(res *Result, call *Call) *Result {
 	return &own
 }
 
+// errTimedOut marks an execution error that came with the call's timeout
+// expired (whatever the adapter made of the cancellation).
+var errTimedOut = errors.New("the call's timeout expired")
+
 // execute runs the call within its timeout. A panic of the executor is an
 // error like any other, so the outcome of the durable intent is recorded.
+// An error returned once the timeout (not the caller's context) has expired
+// also wraps errTimedOut.
 func execute(ctx context.Context, exec Executor, call *Call, timeout time.Duration) (res *Result, err error) {
 	defer recoverAs(&err)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return exec.Execute(ctx, call)
+	res, err = exec.Execute(tctx, call)
+	if err != nil && errors.Is(tctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		err = fmt.Errorf("%w: %w", errTimedOut, err)
+	}
+	return res, err
 }
 
 // appendOutcome records the outcome without holding the reply: the intent

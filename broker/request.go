@@ -108,7 +108,12 @@ type Reply struct {
 	AuditIndex       int64 // -1: no audit reference
 	SQLTransactionID string
 	Replayed         bool
-	Error            *ReplyError
+	// TimedOut, on an error reply, says the call ran into its timeout (the
+	// route's or the policy's): not sent, but a retry that runs the same
+	// call again is likely to time out again (the async consumer gives such
+	// a request a few attempts, not until it is old).
+	TimedOut bool
+	Error    *ReplyError
 	// Emit, when set on an ok reply, is published after the reply.
 	Emit *Event
 }

@@ -253,17 +253,21 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	}
 	// The consumer delivers a message until a broker settles it: which
 	// failures end a request, and when, is decided here (serve), by the
-	// message's age or, for internal errors, its deliveries. A consumer
-	// created by an older version with a delivery limit is updated (the
-	// limit is editable): the server would stop delivering a message at the
-	// limit, without an answer, whatever its age.
+	// message's age or, for internal errors and timeouts, its deliveries.
+	// The server's own delivery limit is only a backstop (backstopDeliveries)
+	// for a message that never gets that far (one that kills the process):
+	// a consumer created by an older version with a limit of 5 is updated
+	// (the limit is editable). No limit on acks pending: a message waiting
+	// for its retry stays pending, and with a cap, requests for a database
+	// that is down would hold back every other route's for up to MaxAge (the
+	// pull batch bounds what an instance holds unstarted).
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       cfg.Durable,
 		Description:   "sqlgated instances",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: 4 * cfg.Workers,
+		MaxDeliver:    backstopDeliveries(cfg),
+		MaxAckPending: -1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsvc async: consumer %s: %w", cfg.Durable, err)
@@ -576,14 +580,15 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 		code = rep.Error.Code
 	}
 	// An unavailable database or audit log is retried until the message
-	// is MaxAge old, however many deliveries that takes; an internal error
-	// until its MaxDeliver-th delivery.
+	// is MaxAge old, however many deliveries that takes; an internal error,
+	// or a call that ran into its timeout (it would run to its timeout
+	// again, every minute for a day), until its MaxDeliver-th delivery.
 	age := a.cfg.now().Sub(meta.Timestamp)
 	retryable, last := false, false
-	switch code {
-	case broker.CodeUnavailable:
+	switch {
+	case code == broker.CodeUnavailable && !rep.TimedOut:
 		retryable, last = true, age >= a.cfg.MaxAge
-	case broker.CodeInternal:
+	case code == broker.CodeUnavailable, code == broker.CodeInternal:
 		retryable, last = true, int(meta.NumDelivered) >= a.cfg.MaxDeliver
 	}
 	final := !retryable || last
@@ -652,6 +657,16 @@ func replyToken(t string) bool {
 		}
 	}
 	return true
+}
+
+// backstopDeliveries is the consumer's server-side delivery limit: twice
+// the attempts a request retried until MaxAge can take (back-off up to
+// MaxRetryDelay), plus MaxDeliver. The broker settles every request it
+// handles long before; a message past it (one that crashes every instance
+// it reaches, so that no attempt returns) is dropped by the server without
+// an answer.
+func backstopDeliveries(cfg AsyncConfig) int {
+	return 2*int(cfg.MaxAge/MaxRetryDelay) + 2*cfg.MaxDeliver + 10
 }
 
 // retryDelay backs off 1s, 2s, 4s, ... up to MaxRetryDelay.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -100,8 +101,11 @@ func TestAsyncOutageKeepsRequests(t *testing.T) {
 		last = f.publish(t, subject, `{"i":`+strconv.Itoa(i)+`}`, nil).Sequence
 	}
 	f.start(t.Context(), t, h, clock.tune, func(c *natsvc.AsyncConfig) { c.MaxDeliver = 0 })
-	if got := f.consumerConfig(t).MaxDeliver; got != -1 {
-		t.Errorf("consumer MaxDeliver after start = %d, want -1 (no limit: the server would stop delivering at the limit)", got)
+	// The server's limit is only a backstop, far above any delivery count
+	// the broker's own rules reach (a day of retries a minute apart).
+	if cc := f.consumerConfig(t); cc.MaxDeliver < 2*int(natsvc.DefaultAsyncMaxAge/natsvc.MaxRetryDelay) || cc.MaxAckPending != -1 {
+		t.Errorf("consumer after start: MaxDeliver %d, MaxAckPending %d; want a backstop above a day of retries and no ack-pending cap",
+			cc.MaxDeliver, cc.MaxAckPending)
 	}
 	for range n {
 		select {
@@ -320,4 +324,52 @@ func (f *asyncFixture) acked(t *testing.T, seq uint64) {
 func (f *asyncFixture) consumerConfig(t *testing.T) jetstream.ConsumerConfig {
 	t.Helper()
 	return f.consumerInfo(t).Config
+}
+
+// downDB answers unavailable for the requests of a database that is down
+// ("down" payloads) and runs the others.
+type downDB struct{ ran chan string }
+
+func (d *downDB) Handle(_ context.Context, req *broker.Request) *broker.Reply {
+	if strings.HasPrefix(string(req.Payload), `"down`) {
+		return &broker.Reply{
+			CorrelationID: req.CorrelationID, AuditIndex: -1,
+			Error: &broker.ReplyError{Code: broker.CodeUnavailable, Message: "database unavailable"},
+		}
+	}
+	d.ran <- string(req.Payload)
+	return &broker.Reply{OK: true, CorrelationID: req.CorrelationID, AuditIndex: 1}
+}
+
+// TestAsyncDownDatabaseHoldsNoOneBack: requests for a database that is down
+// wait for their retries (pending on the consumer, for up to MaxAge); more of
+// them than the workers could hold must not keep a request for a healthy
+// database from being delivered (with an ack-pending cap they did, until
+// they were a day old).
+func TestAsyncDownDatabaseHoldsNoOneBack(t *testing.T) {
+	f := newAsyncFixture(t)
+	h := &downDB{ran: make(chan string, 1)}
+	subject := broker.AsyncPrefix(f.key) + ".orders.v1.import"
+	f.start(t.Context(), t, h, func(c *natsvc.AsyncConfig) {
+		c.Workers = 1
+		natsvc.SetAsyncClock(c, time.Now, func(uint64) time.Duration { return time.Minute })
+	})
+	const waiting = 4 // what an ack-pending cap of 4 per worker would hold
+	for i := range waiting {
+		f.publish(t, subject, `"down`+strconv.Itoa(i)+`"`, nil)
+	}
+	for f.settledCounts()[natsvc.SettledRetry] < waiting {
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.publish(t, subject, `"healthy"`, nil)
+	select {
+	case p := <-h.ran:
+		if p != `"healthy"` {
+			t.Errorf("ran %s, want the healthy request", p)
+		}
+	case <-time.After(30 * time.Second): // a deadline for a hang, not a timing
+		ci := f.consumerInfo(t)
+		t.Fatalf("the request for a healthy database was not delivered: ack pending %d (max %d), pending %d, settled %v",
+			ci.NumAckPending, ci.Config.MaxAckPending, ci.NumPending, f.settledCounts())
+	}
 }

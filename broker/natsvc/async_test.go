@@ -407,7 +407,8 @@ func TestAsyncRequest(t *testing.T) {
 
 // TestAsyncRetriesUnavailable: a request the database could not take is
 // delivered again with the same correlation id; one that keeps failing with
-// an internal error is settled after MaxDeliver attempts (one that keeps
+// an internal error, or keeps running into its timeout, is settled after
+// MaxDeliver attempts (one that keeps
 // meeting an unavailable database is retried until its maximum age: see
 // TestAsyncGivesUpAtMaxAge); a final refusal is not retried.
 func TestAsyncRetriesUnavailable(t *testing.T) {
@@ -421,6 +422,9 @@ func TestAsyncRetriesUnavailable(t *testing.T) {
 			code = broker.CodeForbidden
 		case strings.Contains(string(req.Payload), "always"):
 			code = broker.CodeInternal
+		case strings.Contains(string(req.Payload), "timeout"):
+			// Ran into its timeout: it would again, so a few attempts.
+			return &broker.Reply{CorrelationID: req.CorrelationID, TimedOut: true, Error: &broker.ReplyError{Code: code}}
 		}
 		return &broker.Reply{CorrelationID: req.CorrelationID, Error: &broker.ReplyError{Code: code}}
 	}}
@@ -439,6 +443,11 @@ func TestAsyncRetriesUnavailable(t *testing.T) {
 	<-h.seen // MaxDeliver 2
 	f.settled(t, ack.Sequence)
 
+	ack = f.publish(t, subject, `{"fail":"timeout"}`, nil)
+	<-h.seen
+	<-h.seen // MaxDeliver 2, although unavailable
+	f.settled(t, ack.Sequence)
+
 	ack = f.publish(t, subject, `{"fail":"forbidden"}`, nil)
 	<-h.seen
 	f.settled(t, ack.Sequence)
@@ -447,7 +456,7 @@ func TestAsyncRetriesUnavailable(t *testing.T) {
 		t.Errorf("delivered again: %s", r.Payload)
 	case <-time.After(1500 * time.Millisecond): // past the first retry delay
 	}
-	want := map[string]int{natsvc.SettledRetry: 2, natsvc.SettledOK: 1, natsvc.SettledGaveUp: 1, natsvc.SettledFinal: 1}
+	want := map[string]int{natsvc.SettledRetry: 3, natsvc.SettledOK: 1, natsvc.SettledGaveUp: 2, natsvc.SettledFinal: 1}
 	if got := f.settledCounts(); !maps.Equal(got, want) {
 		t.Errorf("settled = %v, want %v", got, want)
 	}

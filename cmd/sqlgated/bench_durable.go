@@ -56,7 +56,7 @@ func startBareConsumer(ctx context.Context, nc *nats.Conn, workers int, exec bar
 	}
 	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable: "bare", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute,
-		MaxAckPending: 4 * workers,
+		MaxAckPending: -1, // as sqlgated's consumer
 	})
 	if err != nil {
 		return nil, err
