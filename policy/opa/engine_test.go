@@ -25,6 +25,11 @@ import (
 // monday10 is the request time of the test inputs: Monday 2026-01-05 10:00 UTC.
 var monday10 = time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
 
+// testEvalTimeout replaces the 100ms default in tests that check what a
+// decision is: a loaded CI machine can stall one evaluation past it (the
+// timeout itself is TestEvalTimeout's).
+const testEvalTimeout = 10 * time.Second
+
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), nil))
 }
@@ -32,7 +37,7 @@ func testLogger(t *testing.T) *slog.Logger {
 // openFS opens an engine on fsys with a fixed clock.
 func openFS(t *testing.T, fsys fs.FS) *opa.Engine {
 	t.Helper()
-	e, err := opa.Open(t.Context(), opa.Config{FS: fsys, Logger: testLogger(t), Now: func() time.Time { return monday10 }})
+	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, FS: fsys, Logger: testLogger(t), Now: func() time.Time { return monday10 }})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -220,7 +225,7 @@ func TestLintRefusesConfigurationTypos(t *testing.T) {
 func TestDenyListRefusesSQLCredentials(t *testing.T) {
 	dir := copyRules(t)
 	edit(t, filepath.Join(dir, "data.yaml"), "    deny: []\n", "    deny:\n      - principals: [alice@example.com]\n        reason: account under investigation\n")
-	e, err := opa.Open(t.Context(), opa.Config{Dir: dir})
+	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +393,7 @@ func TestNoPolicyDeniesEverything(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "call.rego"), "package sqlgate.call\n\nallow if {\n")
 	var events []opa.ReloadEvent
-	e, err := opa.Open(t.Context(), opa.Config{
+	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout,
 		Dir: dir, Watch: true, Logger: testLogger(t),
 		OnReload: func(ev opa.ReloadEvent) { events = append(events, ev) },
 	})
@@ -449,7 +454,7 @@ func TestConfigValidate(t *testing.T) {
 func TestRevision(t *testing.T) {
 	embedded := openFS(t, rules.FS)
 	dir := copyRules(t)
-	onDisk, err := opa.Open(t.Context(), opa.Config{Dir: dir})
+	onDisk, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,7 +482,7 @@ func TestReloadKeepsLastGoodPolicy(t *testing.T) {
 	dir := copyRules(t)
 	var mu sync.Mutex
 	var events []opa.ReloadEvent
-	e, err := opa.Open(t.Context(), opa.Config{Dir: dir, Logger: testLogger(t), OnReload: func(ev opa.ReloadEvent) {
+	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, Dir: dir, Logger: testLogger(t), OnReload: func(ev opa.ReloadEvent) {
 		mu.Lock()
 		events = append(events, ev)
 		mu.Unlock()
@@ -521,7 +526,7 @@ func TestReloadKeepsLastGoodPolicy(t *testing.T) {
 func TestWatchReloadsEdits(t *testing.T) {
 	dir := copyRules(t)
 	reloads := make(chan opa.ReloadEvent, 16)
-	e, err := opa.Open(t.Context(), opa.Config{
+	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout,
 		Dir: dir, Watch: true, Debounce: 20 * time.Millisecond, Logger: testLogger(t),
 		OnReload: func(ev opa.ReloadEvent) { reloads <- ev },
 	})

@@ -364,7 +364,7 @@ func TestReplayFindsFlippedDecisions(t *testing.T) {
 	candidate := func(limit string) *opa.Engine {
 		dir := copyRules(t)
 		edit(t, filepath.Join(dir, "data.yaml"), "max: 1000", "max: "+limit)
-		e, err := opa.Open(t.Context(), opa.Config{Dir: dir})
+		e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, Dir: dir})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -417,7 +417,7 @@ func TestReplayFindsFlippedDecisions(t *testing.T) {
 	})
 	t.Run("broken_candidate_denies", func(t *testing.T) {
 		// Every decision of this policy is malformed, hence a deny.
-		e, err := opa.Open(t.Context(), opa.Config{Dir: "testdata/policies/nonbool"})
+		e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, Dir: "testdata/policies/nonbool"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -482,7 +482,7 @@ func TestReplayReportsObligationChanges(t *testing.T) {
 		for _, ed := range edits {
 			edit(t, filepath.Join(dir, "data.yaml"), ed[0], ed[1])
 		}
-		e, err := opa.Open(t.Context(), opa.Config{Dir: dir})
+		e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, Dir: dir})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,7 +14,7 @@ import (
 // openWatching opens a watching engine on dir with a short debounce.
 func openWatching(t *testing.T, dir string) *opa.Engine {
 	t.Helper()
-	e, err := opa.Open(t.Context(), opa.Config{Dir: dir, Watch: true, Debounce: 20 * time.Millisecond, Logger: testLogger(t)})
+	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, Dir: dir, Watch: true, Debounce: 20 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
