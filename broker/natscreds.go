@@ -42,8 +42,9 @@ var ErrInvalid = errors.New("invalid request")
 // natsclient.Connect or `sqlgate creds nats` generates one (refreshes keep
 // it). A service principal with tens of replicas, each with a few
 // connections that reconnect or restart within a credential's lifetime,
-// holds hundreds; a runaway client is stopped at a thousand per credential
-// lifetime instead of filling the issuance registry and the audit log.
+// holds hundreds; a runaway client is stopped at a thousand live keys
+// instead of filling the issuance registry (the cap bounds live keys, not
+// the rate of requests: each refusal is audited).
 const DefaultMaxNATSCredentials = 1000
 
 // ErrTooManyNATSCredentials refuses a credential for a new NATS user key to
