@@ -1150,57 +1150,78 @@ func (l *Log) checkRecords(ctx context.Context, th *treeHead, idx []int64, leave
 // decision input, in index order (for policy replay). fn's input slice is
 // only valid during the call.
 //
-// Every record is checked against the log's tree before fn sees any: a
-// first pass reads the records and proves them (inclusion proofs against
-// the root the log holds in memory), the second hands them to fn and checks
-// that each is the record the first pass proved. An altered record is an
-// error wrapping [ErrRecordAltered]. Records the log's tree does not hold
-// yet (committed while the call ran) are left out.
+// Records are read a page at a time (inputsPage; a store that implements
+// [InputsAfterStore] resumes each page after the last index), and every record of a
+// page is checked against the log's tree (inclusion proofs against the root
+// the log holds in memory) before fn sees any of them, so memory stays
+// bounded by a page however long the log. An altered record is an error
+// wrapping [ErrRecordAltered] (fn may have seen the pages before it).
+// Records the log's tree does not hold yet (committed while the call ran)
+// are left out.
 func (l *Log) Inputs(ctx context.Context, since time.Time, fn func(Record, []byte) error) error {
 	th := l.tree.Load()
+	type item struct {
+		r           Record
+		data, input []byte
+	}
 	var d recordDecoder
-	var idx []int64
-	var leaves []tlog.Hash
-	err := l.store.Inputs(ctx, l.cfg.Origin, since, func(data, _ []byte) error {
-		var r Record
-		if err := d.decode(&r, data); err != nil {
-			return err
+	last := int64(-1)
+	read := func(fn func(record, input []byte) error) error {
+		if s, ok := l.store.(InputsAfterStore); ok {
+			return s.InputsAfter(ctx, l.cfg.Origin, since, last, fn)
 		}
-		if r.Index < th.size {
-			idx = append(idx, r.Index)
-			leaves = append(leaves, LeafHash(data))
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("audit inputs: %w", err)
+		return l.store.Inputs(ctx, l.cfg.Origin, since, fn) // from the start again, skipping
 	}
-	if err := l.checkRecords(ctx, th, idx, leaves); err != nil {
-		return fmt.Errorf("audit inputs: %w", err)
-	}
-	j := 0
-	err = l.store.Inputs(ctx, l.cfg.Origin, since, func(data, input []byte) error {
-		var r Record
-		if err := d.decode(&r, data); err != nil {
-			return err
+	for {
+		var page []item
+		full := false
+		err := read(func(data, input []byte) error {
+			var r Record
+			if err := d.decode(&r, data); err != nil {
+				return err
+			}
+			switch {
+			case r.Index <= last:
+				return nil // handed out on an earlier page
+			case r.Index >= th.size:
+				return errPageDone // not in the tree yet, nor anything after it
+			}
+			page = append(page, item{r, slices.Clone(data), slices.Clone(input)})
+			if len(page) == inputsPage {
+				full = true
+				return errPageDone
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errPageDone) {
+			return fmt.Errorf("audit inputs: %w", err)
 		}
-		if r.Index >= th.size {
+		idx := make([]int64, len(page))
+		leaves := make([]tlog.Hash, len(page))
+		for k := range page {
+			idx[k], leaves[k] = page[k].r.Index, LeafHash(page[k].data)
+		}
+		if err := l.checkRecords(ctx, th, idx, leaves); err != nil {
+			return fmt.Errorf("audit inputs: %w", err)
+		}
+		for k := range page {
+			if err := fn(page[k].r, page[k].input); err != nil {
+				return err
+			}
+		}
+		if !full {
 			return nil
 		}
-		for j < len(idx) && idx[j] < r.Index {
-			j++ // pruned between the passes
-		}
-		if j == len(idx) || idx[j] != r.Index || leaves[j] != LeafHash(data) {
-			return fmt.Errorf("%w: record %d changed in the store while it was read", ErrRecordAltered, r.Index)
-		}
-		j++
-		return fn(r, input)
-	})
-	if err != nil {
-		return fmt.Errorf("audit inputs: %w", err)
+		last = page[len(page)-1].r.Index
 	}
-	return nil
 }
+
+// inputsPage is how many records [Log.Inputs] reads, proves and hands out
+// at a time.
+var inputsPage = 1024
+
+// errPageDone ends a store read early.
+var errPageDone = errors.New("page done")
 
 // Prune deletes the bodies (and inputs) of the oldest records: every record
 // before the first one whose time is at or after before, but never a record

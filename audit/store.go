@@ -79,6 +79,14 @@ type State struct {
 	Head *Head
 }
 
+// InputsAfterStore is implemented by a [Store] that can resume
+// [Store.Inputs] after an index, so that [Log.Inputs] reads a long log a
+// page at a time without starting over.
+type InputsAfterStore interface {
+	// InputsAfter is Inputs restricted to records with index > after.
+	InputsAfter(ctx context.Context, origin string, since time.Time, after int64, fn func(record, input []byte) error) error
+}
+
 // Key is an entry of a log's signing key history.
 type Key struct {
 	// Origin is the log the key signs for (also the key's name).

@@ -19,6 +19,7 @@ type queries struct {
 	checkpointAt     string
 	unpaired         string
 	inputs           string
+	inputsAfter      string
 	indexAt          string
 	pruneInputsIdx   string
 	pruneRecords     string
@@ -47,6 +48,7 @@ func newQueries(d *dialect) *queries {
 		checkpointAt:     b(d.first1("note", "FROM "+tCheckpoints+" WHERE origin = ? AND tree_size >= ? ORDER BY tree_size")),
 		unpaired:         b("SELECT r.data FROM " + tOpenIntents + " o JOIN " + tRecords + " r ON r.origin = o.origin AND r.idx = o.idx WHERE o.origin = ? ORDER BY o.idx"),
 		inputs:           b("SELECT r.data, i.input FROM " + tInputs + " i JOIN " + tRecords + " r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = ? AND i.rec_time >= ? ORDER BY i.idx"),
+		inputsAfter:      b("SELECT r.data, i.input FROM " + tInputs + " i JOIN " + tRecords + " r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = ? AND i.rec_time >= ? AND i.idx > ? ORDER BY i.idx"),
 		indexAt:          b("SELECT MIN(idx) FROM " + tRecords + " WHERE origin = ? AND rec_time >= ?"),
 		pruneInputsIdx:   b("DELETE FROM " + tInputs + " WHERE origin = ? AND idx < ?"),
 		pruneRecords:     b("DELETE FROM " + tRecords + " WHERE origin = ? AND idx < ?"),

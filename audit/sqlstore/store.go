@@ -482,7 +482,18 @@ func (s *Store) Unpaired(ctx context.Context, origin string) ([][]byte, error) {
 
 // Inputs implements [audit.Store].
 func (s *Store) Inputs(ctx context.Context, origin string, since time.Time, fn func(record, input []byte) error) error {
-	rows, err := s.db.QueryContext(ctx, s.q.inputs, origin, unixNano(since))
+	return s.readInputs(ctx, fn, s.q.inputs, origin, unixNano(since))
+}
+
+var _ audit.InputsAfterStore = (*Store)(nil)
+
+// InputsAfter implements [audit.InputsAfterStore].
+func (s *Store) InputsAfter(ctx context.Context, origin string, since time.Time, after int64, fn func(record, input []byte) error) error {
+	return s.readInputs(ctx, fn, s.q.inputsAfter, origin, unixNano(since), after)
+}
+
+func (s *Store) readInputs(ctx context.Context, fn func(record, input []byte) error, q string, args ...any) error {
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("read inputs: %w", err)
 	}

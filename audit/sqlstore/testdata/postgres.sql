@@ -37,6 +37,8 @@ SELECT note FROM sqlgate_audit_checkpoints WHERE origin = $1 AND tree_size >= $2
 SELECT r.data FROM sqlgate_audit_open_intents o JOIN sqlgate_audit_records r ON r.origin = o.origin AND r.idx = o.idx WHERE o.origin = $1 ORDER BY o.idx;
 -- inputs
 SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = $1 AND i.rec_time >= $2 ORDER BY i.idx;
+-- inputsAfter
+SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = $1 AND i.rec_time >= $2 AND i.idx > $3 ORDER BY i.idx;
 -- indexAt
 SELECT MIN(idx) FROM sqlgate_audit_records WHERE origin = $1 AND rec_time >= $2;
 -- pruneInputsIdx

@@ -37,6 +37,8 @@ SELECT TOP (1) note FROM sqlgate_audit_checkpoints WHERE origin = @p1 AND tree_s
 SELECT r.data FROM sqlgate_audit_open_intents o JOIN sqlgate_audit_records r ON r.origin = o.origin AND r.idx = o.idx WHERE o.origin = @p1 ORDER BY o.idx;
 -- inputs
 SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = @p1 AND i.rec_time >= @p2 ORDER BY i.idx;
+-- inputsAfter
+SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = @p1 AND i.rec_time >= @p2 AND i.idx > @p3 ORDER BY i.idx;
 -- indexAt
 SELECT MIN(idx) FROM sqlgate_audit_records WHERE origin = @p1 AND rec_time >= @p2;
 -- pruneInputsIdx
