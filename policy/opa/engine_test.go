@@ -393,8 +393,9 @@ func TestNoPolicyDeniesEverything(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "call.rego"), "package sqlgate.call\n\nallow if {\n")
 	var events []opa.ReloadEvent
-	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout,
-		Dir: dir, Watch: true, Logger: testLogger(t),
+	e, err := opa.Open(t.Context(), opa.Config{
+		EvalTimeout: testEvalTimeout,
+		Dir:         dir, Watch: true, Logger: testLogger(t),
 		OnReload: func(ev opa.ReloadEvent) { events = append(events, ev) },
 	})
 	if err != nil {
@@ -526,8 +527,9 @@ func TestReloadKeepsLastGoodPolicy(t *testing.T) {
 func TestWatchReloadsEdits(t *testing.T) {
 	dir := copyRules(t)
 	reloads := make(chan opa.ReloadEvent, 16)
-	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout,
-		Dir: dir, Watch: true, Debounce: 20 * time.Millisecond, Logger: testLogger(t),
+	e, err := opa.Open(t.Context(), opa.Config{
+		EvalTimeout: testEvalTimeout,
+		Dir:         dir, Watch: true, Debounce: 20 * time.Millisecond, Logger: testLogger(t),
 		OnReload: func(ev opa.ReloadEvent) { reloads <- ev },
 	})
 	if err != nil {
