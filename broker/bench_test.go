@@ -28,6 +28,7 @@ func (f fixedRegistry) Lookup(context.Context, string) (broker.Issuance, error) 
 	return f.iss, nil
 }
 func (f fixedRegistry) Revoke(context.Context, string, time.Time) error { return nil }
+func (f fixedRegistry) Withdraw(context.Context, string, string) error  { return nil }
 func (f fixedRegistry) ByPrincipal(context.Context, string) ([]broker.Issuance, error) {
 	return nil, nil
 }

@@ -215,11 +215,16 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 	// The count above and the Put are not atomic: count again, this key
 	// included, so that concurrent requests cannot all pass the limit.
 	// (Under such a race all of them may be refused; none is issued beyond
-	// the limit.) A key refused here, or when the count cannot be read, is
-	// withdrawn: its JWT is never released.
+	// the limit.) The issuance of a key refused here, or when the count
+	// cannot be read, is removed, not revoked: its JWT was never released,
+	// and the client may ask again with the same key once there is room.
 	if !refresh {
 		if err := s.checkNATSLimit(ctx, p.ID(), true); err != nil {
-			s.withdrawNATS(ctx, req.UserKey)
+			if werr := s.cfg.Registry.Withdraw(context.WithoutCancel(ctx), req.UserKey, dec.ID); werr != nil {
+				// Left in the registry it counts until it expires, and
+				// its JWT is still never released.
+				s.log.ErrorContext(ctx, "withdraw an unreleased nats issuance", "err", werr)
+			}
 			return nil, s.refuseNATSLimit(ctx, &p, req, transport, &dec, err)
 		}
 	}

@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -229,5 +230,55 @@ func TestNATSCredentialLimitDefault(t *testing.T) {
 	}
 	if err := issue(e.limitedIssuer(t, reg, -1, nil), alice); err != nil {
 		t.Errorf("no limit (negative) = %v, want a credential", err)
+	}
+}
+
+// racingRegistry records, with the first Put of key, a live issuance of
+// another key of the same principal: what a concurrent request does between
+// IssueNATS's first count and its recount.
+type racingRegistry struct {
+	broker.Registry
+	key, other string
+	done       bool
+}
+
+func (r *racingRegistry) Put(ctx context.Context, iss broker.Issuance) error {
+	if iss.UserKey == r.key && !r.done {
+		r.done = true
+		o := iss
+		o.UserKey = r.other
+		if err := r.Registry.Put(ctx, o); err != nil {
+			return err
+		}
+	}
+	return r.Registry.Put(ctx, iss)
+}
+
+// TestNATSCredentialLimitRaceLoserMayRetry: a key refused by the recount
+// (another request took the last place meanwhile) is withdrawn, not
+// revoked: its JWT never left sqlgated, and the same key gets a credential
+// once there is room (natsclient keeps its key pair and retries a 429; a
+// revoked key would stop it for good).
+func TestNATSCredentialLimitRaceLoserMayRetry(t *testing.T) {
+	e := newEnv(t) // alice holds one live key (e.keys)
+	ctx := t.Context()
+	held := e.keys[alice.Subject]
+	key := userKey(t)
+	reg := &racingRegistry{Registry: e.registry, key: key, other: userKey(t)}
+	svc := e.limitedIssuer(t, reg, 2, nil)
+	_, err := svc.IssueNATS(ctx, broker.NATSRequest{Principal: alice, UserKey: key, Via: "creds"})
+	if !errors.Is(err, broker.ErrTooManyNATSCredentials) {
+		t.Fatalf("the request that lost the race = %v, want ErrTooManyNATSCredentials", err)
+	}
+	if _, err := e.registry.Lookup(ctx, key); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("the refused key in the registry: %v, want it withdrawn (not found, not revoked)", err)
+	}
+	// Room again: the concurrent credential is revoked.
+	if err := e.registry.Revoke(ctx, held, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cred, err := svc.IssueNATS(ctx, broker.NATSRequest{Principal: alice, UserKey: key, Via: "creds"})
+	if err != nil || cred.JWT == "" {
+		t.Fatalf("the same key once there is room = %v, want a credential", err)
 	}
 }

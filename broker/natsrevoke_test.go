@@ -244,6 +244,15 @@ func (r *memRegistry) Revoke(_ context.Context, k string, at time.Time) error {
 	return nil
 }
 
+func (r *memRegistry) Withdraw(_ context.Context, k, decisionID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if iss, ok := r.m[k]; ok && iss.RevokedAt.IsZero() && iss.DecisionID == decisionID {
+		delete(r.m, k)
+	}
+	return nil
+}
+
 func (r *memRegistry) ByPrincipal(_ context.Context, id string) ([]broker.Issuance, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -208,6 +208,11 @@ type Registry interface {
 	Lookup(ctx context.Context, userKey string) (Issuance, error)
 	// Revoke marks the key revoked at t; revoking a revoked key is a no-op.
 	Revoke(ctx context.Context, userKey string, t time.Time) error
+	// Withdraw removes the unrevoked issuance of userKey that decisionID
+	// recorded, whose JWT never left sqlgated (refused after the Put); the
+	// key stays usable (not revoked). An issuance of the key recorded by
+	// another decision since is left alone.
+	Withdraw(ctx context.Context, userKey, decisionID string) error
 	// ByPrincipal lists the issuances of a principal (by Principal.ID()),
 	// newest first.
 	ByPrincipal(ctx context.Context, principalID string) ([]Issuance, error)

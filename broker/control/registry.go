@@ -36,6 +36,8 @@ const (
 		WHERE user_key = ? AND refused_at IS NULL`
 	sqlRefused     = `SELECT COUNT(*) FROM sqlgate_callout_token WHERE token_hash = ? AND refused_at IS NOT NULL`
 	sqlPruneTokens = `DELETE FROM sqlgate_callout_token WHERE expires_at < ?` //nolint:gosec // G101: SQL text naming the token table, no credential
+	// sqlWithdraw removes an unreleased issuance (Withdraw).
+	sqlWithdraw = `DELETE FROM sqlgate_issuance WHERE user_key = ? AND decision_id = ? AND revoked_at IS NULL`
 	// sqlCountLive counts a principal's live issuances (CountLive).
 	sqlCountLive = `SELECT COUNT(*) FROM sqlgate_issuance WHERE principal_id = ? AND revoked_at IS NULL AND expires_at > ?`
 )
@@ -244,6 +246,19 @@ func (r *Registry) Revoke(ctx context.Context, userKey string, t time.Time) erro
 	if _, err := r.db.db.ExecContext(ctx, r.db.q(`UPDATE sqlgate_issuance SET revoked_at = ? WHERE user_key = ? AND revoked_at IS NULL`),
 		t.UnixNano(), userKey); err != nil {
 		return fmt.Errorf("revoke issuance: %w", err)
+	}
+	r.mu.Lock()
+	delete(r.cache, userKey)
+	r.mu.Unlock()
+	return nil
+}
+
+// Withdraw removes the unrevoked issuance of userKey recorded by
+// decisionID (its JWT never left sqlgated); another decision's issuance of
+// the key is left alone.
+func (r *Registry) Withdraw(ctx context.Context, userKey, decisionID string) error {
+	if _, err := r.db.db.ExecContext(ctx, r.db.q(sqlWithdraw), userKey, decisionID); err != nil {
+		return fmt.Errorf("withdraw issuance: %w", err)
 	}
 	r.mu.Lock()
 	delete(r.cache, userKey)

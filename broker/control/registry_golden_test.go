@@ -31,6 +31,7 @@ func TestRegistryGolden(t *testing.T) {
 				{"refuse the token of a revoked callout credential (RefuseCalloutTokens)", sqlRefuse},
 				{"is a token refused (CalloutTokenRefused)", sqlRefused},
 				{"count a principal's live issuances (CountLive)", sqlCountLive},
+				{"remove an issuance whose JWT was never released (Withdraw)", sqlWithdraw},
 				{"prune token records (Prune)", sqlPruneTokens},
 			} {
 				b.WriteString("\n-- " + q.what + "\n" + db.q(q.sql) + ";\n")
