@@ -449,14 +449,23 @@ func (s *Service) recordRefusal(ctx context.Context, rep *Reply, p *identity.Pri
 		Allow: ptr(false), Reasons: reasons, Route: req.Subject,
 		Result: &audit.Result{Status: status},
 	}
+	if idx, ok := s.recordDetached(ctx, rec, "refusal"); ok {
+		rep.AuditIndex = idx
+	}
+}
+
+// recordDetached appends rec even if ctx ends (a caller gone away must not
+// take the record with it), within 10 s; a failure is logged, naming the
+// record by what. It returns the record's index and whether it was written.
+func (s *Service) recordDetached(ctx context.Context, rec *audit.Record, what string) (int64, bool) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	idx, err := s.cfg.Recorder.Append(actx, rec)
 	if err != nil {
-		s.log.ErrorContext(ctx, "audit refusal record failed", "err", err, "correlation_id", rep.CorrelationID)
-		return
+		s.log.ErrorContext(ctx, "audit record failed", "record", what, "err", err, "correlation_id", rec.CorrelationID)
+		return 0, false
 	}
-	rep.AuditIndex = idx
+	return idx, true
 }
 
 // execError maps an executor error to a reply code and a message that is

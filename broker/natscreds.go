@@ -324,11 +324,7 @@ func (s *Service) refuseNATSLimit(ctx context.Context, p *identity.Principal, re
 		Credential: &audit.Credential{Type: "nats", Action: "issue", UserKey: req.UserKey, Via: req.Via},
 		Result:     &audit.Result{Status: CodeRateLimited},
 	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if _, aerr := s.cfg.Recorder.Append(actx, rec); aerr != nil {
-		s.log.ErrorContext(ctx, "audit nats credential limit refusal failed", "err", aerr)
-	}
+	s.recordDetached(ctx, rec, "nats credential limit refusal")
 	return err
 }
 
@@ -367,11 +363,7 @@ func (s *Service) Callout(ctx context.Context, req CalloutRequest) (*NATSCredent
 			Credential: &audit.Credential{Type: "nats", Action: "issue", UserKey: req.UserKey, Via: "callout"},
 			Result:     &audit.Result{Status: CodeUnauthenticated},
 		}
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if _, aerr := s.cfg.Recorder.Append(actx, rec); aerr != nil {
-			s.log.ErrorContext(ctx, "audit callout refusal failed", "err", aerr)
-		}
+		s.recordDetached(ctx, rec, "callout refusal")
 		return nil, err
 	}
 	store, ok := s.cfg.Registry.(CalloutTokens)
@@ -449,11 +441,7 @@ func (s *Service) refuseCalloutToken(ctx context.Context, p *identity.Principal,
 		Credential: &audit.Credential{Type: "nats", Action: "issue", UserKey: userKey, Via: "callout"},
 		Result:     &audit.Result{Status: CodeUnauthenticated},
 	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if _, aerr := s.cfg.Recorder.Append(actx, rec); aerr != nil {
-		s.log.ErrorContext(ctx, "audit callout token refusal failed", "err", aerr)
-	}
+	s.recordDetached(ctx, rec, "callout token refusal")
 	return err
 }
 

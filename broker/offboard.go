@@ -92,11 +92,7 @@ func (s *Service) refuseSignIn(ctx context.Context, actor *audit.Actor, entry st
 		Reasons:    []string{"sign-in predates the revocation of all credentials at " + sre.Cutoff.UTC().Format(time.RFC3339Nano) + " (offboarding)"},
 		Credential: cred, Result: &audit.Result{Status: CodeUnauthenticated},
 	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if _, aerr := s.cfg.Recorder.Append(actx, rec); aerr != nil {
-		s.log.ErrorContext(ctx, "audit sign-in refusal failed", "err", aerr)
-	}
+	s.recordDetached(ctx, rec, "sign-in refusal")
 	return err
 }
 

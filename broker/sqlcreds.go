@@ -903,11 +903,7 @@ func (l *Leases) credRecord(lease *Lease, action, detail string) *audit.Credenti
 // record appends a record with a detached, bounded context. A failure is
 // logged: the step it records has happened and cannot be taken back.
 func (l *Leases) record(ctx context.Context, rec *audit.Record) {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if _, err := l.svc.cfg.Recorder.Append(actx, rec); err != nil {
-		l.log.ErrorContext(ctx, "audit credential record failed", "err", err, "action", rec.Credential.Action, "lease_id", rec.Credential.LeaseID)
-	}
+	l.svc.recordDetached(ctx, rec, "sql credential "+rec.Credential.Action+" (lease "+rec.Credential.LeaseID+")")
 }
 
 // safeError describes a provisioning error without secrets: adapters scrub
