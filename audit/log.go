@@ -1168,7 +1168,7 @@ func (l *Log) Inputs(ctx context.Context, since time.Time, fn func(Record, []byt
 	last := int64(-1)
 	read := func(fn func(record, input []byte) error) error {
 		if s, ok := l.store.(InputsAfterStore); ok {
-			return s.InputsAfter(ctx, l.cfg.Origin, since, last, fn)
+			return s.InputsAfter(ctx, l.cfg.Origin, since, last, inputsPage, fn)
 		}
 		return l.store.Inputs(ctx, l.cfg.Origin, since, fn) // from the start again, skipping
 	}

@@ -83,8 +83,9 @@ type State struct {
 // [Store.Inputs] after an index, so that [Log.Inputs] reads a long log a
 // page at a time without starting over.
 type InputsAfterStore interface {
-	// InputsAfter is Inputs restricted to records with index > after.
-	InputsAfter(ctx context.Context, origin string, since time.Time, after int64, fn func(record, input []byte) error) error
+	// InputsAfter is Inputs restricted to the first limit records with
+	// index > after.
+	InputsAfter(ctx context.Context, origin string, since time.Time, after int64, limit int, fn func(record, input []byte) error) error
 }
 
 // Key is an entry of a log's signing key history.

@@ -48,7 +48,7 @@ func newQueries(d *dialect) *queries {
 		checkpointAt:     b(d.first1("note", "FROM "+tCheckpoints+" WHERE origin = ? AND tree_size >= ? ORDER BY tree_size")),
 		unpaired:         b("SELECT r.data FROM " + tOpenIntents + " o JOIN " + tRecords + " r ON r.origin = o.origin AND r.idx = o.idx WHERE o.origin = ? ORDER BY o.idx"),
 		inputs:           b("SELECT r.data, i.input FROM " + tInputs + " i JOIN " + tRecords + " r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = ? AND i.rec_time >= ? ORDER BY i.idx"),
-		inputsAfter:      b("SELECT r.data, i.input FROM " + tInputs + " i JOIN " + tRecords + " r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = ? AND i.rec_time >= ? AND i.idx > ? ORDER BY i.idx"),
+		inputsAfter:      b(inputsAfterSQL(d)),
 		indexAt:          b("SELECT MIN(idx) FROM " + tRecords + " WHERE origin = ? AND rec_time >= ?"),
 		pruneInputsIdx:   b("DELETE FROM " + tInputs + " WHERE origin = ? AND idx < ?"),
 		pruneRecords:     b("DELETE FROM " + tRecords + " WHERE origin = ? AND idx < ?"),
@@ -88,4 +88,15 @@ func readHashesSQL(n int) string {
 // deleteOpenSQL removes n paired intents (before bind).
 func deleteOpenSQL(n int) string {
 	return "DELETE FROM " + tOpenIntents + " WHERE origin = ? AND idx IN (" + inList(n) + ")"
+}
+
+// inputsAfterSQL reads at most a page of inputs after an index (the page
+// size is its last parameter): bounded in the query, since closing a result
+// set early makes PostgreSQL's driver read the rest of it.
+func inputsAfterSQL(d *dialect) string {
+	q := "SELECT r.data, i.input FROM " + tInputs + " i JOIN " + tRecords + " r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = ? AND i.rec_time >= ? AND i.idx > ? ORDER BY i.idx"
+	if d.name == SQLServer {
+		return q + " OFFSET 0 ROWS FETCH NEXT ? ROWS ONLY"
+	}
+	return q + " LIMIT ?"
 }

@@ -488,8 +488,8 @@ func (s *Store) Inputs(ctx context.Context, origin string, since time.Time, fn f
 var _ audit.InputsAfterStore = (*Store)(nil)
 
 // InputsAfter implements [audit.InputsAfterStore].
-func (s *Store) InputsAfter(ctx context.Context, origin string, since time.Time, after int64, fn func(record, input []byte) error) error {
-	return s.readInputs(ctx, fn, s.q.inputsAfter, origin, unixNano(since), after)
+func (s *Store) InputsAfter(ctx context.Context, origin string, since time.Time, after int64, limit int, fn func(record, input []byte) error) error {
+	return s.readInputs(ctx, fn, s.q.inputsAfter, origin, unixNano(since), after, limit)
 }
 
 func (s *Store) readInputs(ctx context.Context, fn func(record, input []byte) error, q string, args ...any) error {

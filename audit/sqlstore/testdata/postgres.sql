@@ -38,7 +38,7 @@ SELECT r.data FROM sqlgate_audit_open_intents o JOIN sqlgate_audit_records r ON 
 -- inputs
 SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = $1 AND i.rec_time >= $2 ORDER BY i.idx;
 -- inputsAfter
-SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = $1 AND i.rec_time >= $2 AND i.idx > $3 ORDER BY i.idx;
+SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = $1 AND i.rec_time >= $2 AND i.idx > $3 ORDER BY i.idx LIMIT $4;
 -- indexAt
 SELECT MIN(idx) FROM sqlgate_audit_records WHERE origin = $1 AND rec_time >= $2;
 -- pruneInputsIdx

@@ -38,7 +38,7 @@ SELECT r.data FROM sqlgate_audit_open_intents o JOIN sqlgate_audit_records r ON 
 -- inputs
 SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = ? AND i.rec_time >= ? ORDER BY i.idx;
 -- inputsAfter
-SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = ? AND i.rec_time >= ? AND i.idx > ? ORDER BY i.idx;
+SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = ? AND i.rec_time >= ? AND i.idx > ? ORDER BY i.idx LIMIT ?;
 -- indexAt
 SELECT MIN(idx) FROM sqlgate_audit_records WHERE origin = ? AND rec_time >= ?;
 -- pruneInputsIdx

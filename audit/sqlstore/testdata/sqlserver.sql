@@ -38,7 +38,7 @@ SELECT r.data FROM sqlgate_audit_open_intents o JOIN sqlgate_audit_records r ON 
 -- inputs
 SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = @p1 AND i.rec_time >= @p2 ORDER BY i.idx;
 -- inputsAfter
-SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = @p1 AND i.rec_time >= @p2 AND i.idx > @p3 ORDER BY i.idx;
+SELECT r.data, i.input FROM sqlgate_audit_inputs i JOIN sqlgate_audit_records r ON r.origin = i.origin AND r.idx = i.idx WHERE i.origin = @p1 AND i.rec_time >= @p2 AND i.idx > @p3 ORDER BY i.idx OFFSET 0 ROWS FETCH NEXT @p4 ROWS ONLY;
 -- indexAt
 SELECT MIN(idx) FROM sqlgate_audit_records WHERE origin = @p1 AND rec_time >= @p2;
 -- pruneInputsIdx
