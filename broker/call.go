@@ -200,7 +200,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 
 	// 8 reply (+ emit)
 	if execErr != nil {
-		rep.TimedOut = errors.Is(execErr, errTimedOut)
+		rep.TimedOut = timedOut(execErr, unknown)
 		return fail(rep, code, msg, reasons)
 	}
 	rep.OK = true
@@ -267,6 +267,13 @@ func ownCommit(res *Result, call *Call) *Result {
 	own := *res
 	own.Replayed = false
 	return &own
+}
+
+// timedOut tells a slow call from a database that stopped answering: the
+// statements of both run into the timeout, but only the latter's lookup
+// after the failure fails as well (unknown).
+func timedOut(execErr error, unknown bool) bool {
+	return errors.Is(execErr, errTimedOut) && !unknown
 }
 
 // errTimedOut marks an execution error that came with the call's timeout

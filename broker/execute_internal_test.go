@@ -44,3 +44,37 @@ func TestExecuteMarksTimeouts(t *testing.T) {
 		t.Errorf("caller gone: err = %v, want an error that is not a timeout", err)
 	}
 }
+
+// lookupExec blocks its calls until their timeout, and answers lookups
+// (nothing committed) or fails them (the database stopped answering).
+type lookupExec struct {
+	blockingExec
+	down bool
+}
+
+func (x lookupExec) Lookup(context.Context, string) (*Result, bool, error) {
+	if x.down {
+		return nil, false, ErrUnavailable
+	}
+	return nil, false, nil
+}
+
+// TestTimedOutIsASlowCall: a call that ran into its timeout while the
+// database still answers is TimedOut (the async consumer gives it a few
+// attempts); a database that stopped answering makes every call run into
+// the timeout too, but its lookup fails as well: that is an outage, retried
+// until the request is old.
+func TestTimedOutIsASlowCall(t *testing.T) {
+	s := &Service{}
+	for _, tc := range []struct {
+		down bool
+		want bool
+	}{{false, true}, {true, false}} {
+		ex := lookupExec{down: tc.down}
+		_, err := execute(t.Context(), ex, &Call{IdempotencyKey: "k"}, 20*time.Millisecond)
+		_, unknown, err := s.settle(t.Context(), ex, &Call{IdempotencyKey: "k"}, err)
+		if got := timedOut(err, unknown); got != tc.want {
+			t.Errorf("database answering lookups %v: timedOut = %v (err %v, unknown %v), want %v", !tc.down, got, err, unknown, tc.want)
+		}
+	}
+}

@@ -75,9 +75,10 @@ type AsyncConfig struct {
 	MaxAge time.Duration
 	// MaxDeliver bounds the deliveries of a message whose attempt failed
 	// with an internal error (a fault of sqlgated, which a retry rarely
-	// cures; 0: DefaultMaxDeliver): the attempt on the MaxDeliver-th
-	// delivery is its last. Every delivery counts, also those that met an
-	// outage. The stream's consumer itself has no delivery limit.
+	// cures; 0: DefaultMaxDeliver), or ran into its timeout: the attempt on
+	// the MaxDeliver-th delivery is its last. Every delivery counts, also
+	// those that met an outage. The consumer's own delivery limit is only a
+	// backstop far above it (backstopDeliveries).
 	MaxDeliver int
 	// MaxPayload caps the stream's message size in bytes (0: the server's).
 	MaxPayload int32
@@ -523,8 +524,8 @@ func ParseAsyncSubject(subject string) (userKey, route string, ok bool) {
 }
 
 // putBack returns a message that was fetched but not started to the stream,
-// for immediate redelivery. The consumer has no delivery limit, so the
-// stream always delivers it again.
+// for immediate redelivery (it counts as a delivery, far below the
+// consumer's backstop limit).
 func (a *Async) putBack(ctx context.Context, m jetstream.Msg) {
 	a.settled(SettledReturned)
 	if err := m.Nak(); err != nil {
