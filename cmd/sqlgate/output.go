@@ -21,26 +21,56 @@ type output struct {
 }
 
 // createOutput opens the output for path; pattern names the temporary file
-// (os.CreateTemp). A directory is refused.
+// (os.CreateTemp). A directory is refused. A symbolic link is followed: to a
+// regular file, the temporary file goes beside that file and replaces it
+// (the link stays); to anything else, or to what cannot be resolved (the
+// /proc/self/fd/1 behind /dev/stdout names a pipe), the output is written
+// through the link in place.
 func createOutput(path, pattern string) (*output, error) {
-	fi, err := os.Stat(path)
+	target := path
+	lfi, err := os.Lstat(path)
 	switch {
-	case err == nil && fi.IsDir():
-		return nil, fmt.Errorf("write %s: it is a directory", path)
-	case err == nil && !fi.Mode().IsRegular():
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-		if err != nil {
-			return nil, fmt.Errorf("write %s: %w", path, err)
-		}
-		return &output{File: f, path: path}, nil
-	case err != nil && !errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist):
+		return tempOutput(path, pattern)
+	case err != nil:
 		return nil, fmt.Errorf("write %s: %w", path, err)
+	case lfi.Mode()&fs.ModeSymlink != 0:
+		resolved, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return inPlaceOutput(path)
+		}
+		target = resolved
 	}
+	fi, err := os.Stat(target)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return tempOutput(target, pattern)
+	case err != nil:
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	case fi.IsDir():
+		return nil, fmt.Errorf("write %s: it is a directory", path)
+	case !fi.Mode().IsRegular():
+		return inPlaceOutput(path)
+	}
+	return tempOutput(target, pattern)
+}
+
+// tempOutput is an output written beside path and renamed over it.
+func tempOutput(path, pattern string) (*output, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), pattern)
 	if err != nil {
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
 	return &output{File: f, path: path, tmp: true}, nil
+}
+
+// inPlaceOutput is an output written into path itself.
+func inPlaceOutput(path string) (*output, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	return &output{File: f, path: path}, nil
 }
 
 // commit closes the output and, for a temporary file, renames it over the

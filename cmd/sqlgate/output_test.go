@@ -82,3 +82,58 @@ func TestOutputRegularFile(t *testing.T) {
 		t.Errorf("createOutput(directory) = %v, want refused", err)
 	}
 }
+
+// TestOutputThroughSymlink: a link to a regular file is followed (the file
+// is replaced whole, the link stays a link); a link that cannot be resolved
+// (like /dev/stdout -> /proc/self/fd/1 -> "pipe:[…]") is written through in
+// place, never replaced by a regular file.
+func TestOutputThroughSymlink(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "real.creds")
+	if err := os.WriteFile(file, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.creds")
+	if err := os.Symlink(file, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFileAtomic(link, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "new" {
+		t.Errorf("the link's target holds %q, want \"new\"", b)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link is now %v (%v), want still a link", fi.Mode(), err)
+	}
+
+	// A link to a FIFO reached through a link (as /dev/stdout is).
+	fifo := filepath.Join(dir, "pipe")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatalf("mkfifo: %v", err)
+	}
+	stdout := filepath.Join(dir, "stdout")
+	if err := os.Symlink(fifo, stdout); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		f, err := os.Open(fifo)
+		if err != nil {
+			got <- "open: " + err.Error()
+			return
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		got <- string(b)
+	}()
+	if err := writeFileAtomic(stdout, []byte("creds")); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(stdout); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link to the FIFO is now %v (%v), want still a link", fi.Mode(), err)
+	}
+	if s := <-got; s != "creds" {
+		t.Errorf("reader got %q, want %q", s, "creds")
+	}
+}
