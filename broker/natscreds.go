@@ -206,7 +206,8 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 			return nil, fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
 		}
 	}
-	if err := s.cfg.Registry.Put(ctx, iss); errors.Is(err, ErrInvalid) {
+	held, err := s.putIssuance(ctx, iss)
+	if errors.Is(err, ErrInvalid) {
 		// Revoked or taken since the check above: the JWT is dropped.
 		return nil, err
 	} else if err != nil {
@@ -215,12 +216,18 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 	// The count above and the Put are not atomic: count again, this key
 	// included, so that concurrent requests cannot all pass the limit.
 	// (Under such a race all of them may be refused; none is issued beyond
-	// the limit.) The issuance of a key refused here, or when the count
-	// cannot be read, is removed, not revoked: its JWT was never released,
-	// and the client may ask again with the same key once there is room.
-	if !refresh {
+	// the limit.) A key the principal held live when the Put came (another
+	// request for the same key was released meanwhile) is a refresh. The
+	// issuance of a key refused here, or when the count cannot be read, is
+	// removed, not revoked, where the registry can tell it held no live
+	// issuance of the key: its JWT was never released, and the client may
+	// ask again with the same key once there is room. A registry that
+	// cannot tell gets the key revoked (fail closed).
+	if !refresh && !held.live {
 		if err := s.checkNATSLimit(ctx, p.ID(), true); err != nil {
-			if werr := s.cfg.Registry.Withdraw(context.WithoutCancel(ctx), req.UserKey, dec.ID); werr != nil {
+			if !held.known {
+				s.withdrawNATS(ctx, req.UserKey)
+			} else if werr := s.cfg.Registry.Withdraw(context.WithoutCancel(ctx), req.UserKey, dec.ID); werr != nil {
 				// Left in the registry it counts until it expires, and
 				// its JWT is still never released.
 				s.log.ErrorContext(ctx, "withdraw an unreleased nats issuance", "err", werr)
@@ -263,6 +270,25 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 		JWT: minted.JWT, UserKey: req.UserKey, ExpiresAt: expires, Pub: pub, Sub: sub,
 		InboxPrefix: inbox, Decision: dec, Capped: capped, AuditIndex: idx,
 	}, nil
+}
+
+// LiveAwareRegistry is implemented by a [Registry] whose Put can report
+// whether the key already had an issuance unexpired at the new one's
+// IssuedAt (one the caller's earlier read may not have seen).
+type LiveAwareRegistry interface {
+	PutIssuance(ctx context.Context, iss Issuance) (heldLive bool, err error)
+}
+
+// heldKey is what a Put tells of the key's earlier issuance: known when the
+// registry can say, live when the key had one unexpired.
+type heldKey struct{ known, live bool }
+
+func (s *Service) putIssuance(ctx context.Context, iss Issuance) (heldKey, error) {
+	if r, ok := s.cfg.Registry.(LiveAwareRegistry); ok {
+		live, err := r.PutIssuance(ctx, iss)
+		return heldKey{known: true, live: live}, err
+	}
+	return heldKey{}, s.cfg.Registry.Put(ctx, iss)
 }
 
 // checkNATSLimit refuses with [ErrTooManyNATSCredentials] when principalID

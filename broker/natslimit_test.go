@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/control"
 	"github.com/sqlgate/sqlgate/broker/natsauth"
 	"github.com/sqlgate/sqlgate/identity"
 )
@@ -237,21 +239,26 @@ func TestNATSCredentialLimitDefault(t *testing.T) {
 // another key of the same principal: what a concurrent request does between
 // IssueNATS's first count and its recount.
 type racingRegistry struct {
-	broker.Registry
+	*control.Registry
 	key, other string
 	done       bool
 }
 
-func (r *racingRegistry) Put(ctx context.Context, iss broker.Issuance) error {
+func (r *racingRegistry) PutIssuance(ctx context.Context, iss broker.Issuance) (bool, error) {
 	if iss.UserKey == r.key && !r.done {
 		r.done = true
 		o := iss
 		o.UserKey = r.other
 		if err := r.Registry.Put(ctx, o); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return r.Registry.Put(ctx, iss)
+	return r.Registry.PutIssuance(ctx, iss)
+}
+
+func (r *racingRegistry) Put(ctx context.Context, iss broker.Issuance) error {
+	_, err := r.PutIssuance(ctx, iss)
+	return err
 }
 
 // TestNATSCredentialLimitRaceLoserMayRetry: a key refused by the recount
@@ -280,5 +287,68 @@ func TestNATSCredentialLimitRaceLoserMayRetry(t *testing.T) {
 	cred, err := svc.IssueNATS(ctx, broker.NATSRequest{Principal: alice, UserKey: key, Via: "creds"})
 	if err != nil || cred.JWT == "" {
 		t.Fatalf("the same key once there is room = %v, want a credential", err)
+	}
+}
+
+// sameKeyRegistry: while request X for key is between its registry lookup
+// and its Put, request Y for the same key (natsclient retrying on another
+// instance) is issued and released, and then a third key of the principal
+// is recorded (a concurrent request), so that a recount of X would refuse it.
+type sameKeyRegistry struct {
+	*control.Registry
+	key   string
+	third string
+	y     func() (*broker.NATSCredential, error)
+	yCred *broker.NATSCredential
+	yErr  error
+	fired bool
+}
+
+func (r *sameKeyRegistry) PutIssuance(ctx context.Context, iss broker.Issuance) (bool, error) {
+	if iss.UserKey == r.key && !r.fired {
+		r.fired = true
+		r.yCred, r.yErr = r.y()
+		o := iss
+		o.UserKey = r.third
+		if err := r.Registry.Put(ctx, o); err != nil {
+			return false, err
+		}
+	}
+	return r.Registry.PutIssuance(ctx, iss)
+}
+
+func (r *sameKeyRegistry) Put(ctx context.Context, iss broker.Issuance) error {
+	_, err := r.PutIssuance(ctx, iss)
+	return err
+}
+
+// TestNATSCredentialLimitSameKeyTwice: two requests for one new key, the
+// second released while the first is recording: the first finds the key
+// live at its Put and is a refresh of it (no recount, nothing withdrawn), so
+// the released credential stays in the registry, where a revoke-all finds
+// it (withdrawing it would have left a live JWT no revocation can reach).
+func TestNATSCredentialLimitSameKeyTwice(t *testing.T) {
+	e := newEnv(t) // alice holds one live key
+	ctx := t.Context()
+	key := userKey(t)
+	reg := &sameKeyRegistry{Registry: e.registry, key: key, third: userKey(t)}
+	svc := e.limitedIssuer(t, reg, 2, nil)
+	reg.y = func() (*broker.NATSCredential, error) {
+		return svc.IssueNATS(ctx, broker.NATSRequest{Principal: alice, UserKey: key, Via: "creds"})
+	}
+	x, err := svc.IssueNATS(ctx, broker.NATSRequest{Principal: alice, UserKey: key, Via: "creds"})
+	if reg.yErr != nil || reg.yCred == nil || reg.yCred.JWT == "" {
+		t.Fatalf("Y = %v, %v; want a released credential", reg.yCred, reg.yErr)
+	}
+	if err != nil || x.JWT == "" {
+		t.Fatalf("X = %v, want a credential (a refresh of the key Y holds)", err)
+	}
+	if iss, err := e.registry.Lookup(ctx, key); err != nil || !iss.RevokedAt.IsZero() {
+		t.Fatalf("registry holds %+v, %v; want the key live", iss, err)
+	}
+	admin := identity.Principal{Issuer: "https://idp.test", Subject: "dana", Groups: []string{"admins"}}
+	res, err := svc.RevokeAll(ctx, admin, alice.ID(), "offboarding")
+	if err != nil || !slices.Contains(res.NATSKeys, key) {
+		t.Errorf("RevokeAll = %v, %v; want the key among the revoked", res, err)
 	}
 }

@@ -90,26 +90,34 @@ func NewRegistry(db *DB, cacheTTL time.Duration, now func() time.Time) *Registry
 // primary key guards: a revocation or another issuance by another instance
 // in between is never undone; the Put reads again and retries.
 func (r *Registry) Put(ctx context.Context, iss broker.Issuance) error {
+	_, err := r.PutIssuance(ctx, iss)
+	return err
+}
+
+// PutIssuance is Put, and reports whether the key already had an issuance
+// unexpired at iss.IssuedAt (which iss extends: a refresh, though the
+// caller's earlier read may not have seen it).
+func (r *Registry) PutIssuance(ctx context.Context, iss broker.Issuance) (heldLive bool, err error) {
 	principal, err := json.Marshal(iss.Principal)
 	if err != nil {
-		return fmt.Errorf("encode principal: %w", err)
+		return false, fmt.Errorf("encode principal: %w", err)
 	}
 	if _, err := json.Marshal(iss.Pub); err != nil {
-		return fmt.Errorf("encode pub: %w", err)
+		return false, fmt.Errorf("encode pub: %w", err)
 	}
 	var last error
 	for range putAttempts {
-		merged, err := r.put(ctx, iss, string(principal))
+		merged, held, err := r.put(ctx, iss, string(principal))
 		if err == nil {
 			r.store(merged)
-			return nil
+			return held, nil
 		}
 		if !errors.Is(err, errPutRace) {
-			return err
+			return false, err
 		}
 		last = err
 	}
-	return fmt.Errorf("put issuance: %d attempts: %w", putAttempts, last)
+	return false, fmt.Errorf("put issuance: %d attempts: %w", putAttempts, last)
 }
 
 // putAttempts bounds the attempts of a Put that raced other writes of the
@@ -123,17 +131,17 @@ var errPutRace = errors.New("the key was written concurrently")
 // put is one attempt of Put. It fails with errPutRace when the key was
 // written between its read and its write (or inserted by another instance
 // first: the insert fails, and another attempt tells).
-func (r *Registry) put(ctx context.Context, iss broker.Issuance, principal string) (broker.Issuance, error) {
+func (r *Registry) put(ctx context.Context, iss broker.Issuance, principal string) (_ broker.Issuance, heldLive bool, _ error) {
 	tx, err := r.db.db.BeginTx(ctx, nil)
 	if err != nil {
-		return iss, fmt.Errorf("put issuance: %w", err)
+		return iss, false, fmt.Errorf("put issuance: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // rollback after commit is a no-op
 	// Write first: SQLite takes its write lock now (a transaction that read
 	// first cannot write once another connection has written), PostgreSQL
 	// and SQL Server lock the key's row, so Puts of one key take turns.
 	if _, err := tx.ExecContext(ctx, r.db.q(sqlPutLock), iss.UserKey); err != nil {
-		return iss, fmt.Errorf("put issuance: %w", err)
+		return iss, false, fmt.Errorf("put issuance: %w", err)
 	}
 	var (
 		owner, oldPub string
@@ -153,42 +161,43 @@ func (r *Registry) put(ctx context.Context, iss broker.Issuance, principal strin
 			iss.UserKey, iss.Principal.ID(), principal, iss.SigningKey, iss.Account, iss.Via,
 			iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(), nullTime(iss.RevokedAt), iss.DecisionID, string(pub))
 		if err != nil {
-			return iss, fmt.Errorf("put issuance: %w: %w", errPutRace, err)
+			return iss, false, fmt.Errorf("put issuance: %w: %w", errPutRace, err)
 		}
 	case err != nil:
-		return iss, fmt.Errorf("put issuance: %w", err)
+		return iss, false, fmt.Errorf("put issuance: %w", err)
 	case owner != iss.Principal.ID():
-		return iss, fmt.Errorf("%w: public key already issued to another principal", broker.ErrInvalid)
+		return iss, false, fmt.Errorf("%w: public key already issued to another principal", broker.ErrInvalid)
 	case revoked.Valid:
-		return iss, fmt.Errorf("%w: public key was revoked; generate a new key pair", broker.ErrInvalid)
+		return iss, false, fmt.Errorf("%w: public key was revoked; generate a new key pair", broker.ErrInvalid)
 	default:
 		var prevPub []string
 		if err := json.Unmarshal([]byte(oldPub), &prevPub); err != nil {
-			return iss, fmt.Errorf("put issuance: decode pub: %w", err)
+			return iss, false, fmt.Errorf("put issuance: decode pub: %w", err)
 		}
+		heldLive = time.Unix(0, oldExpires).After(iss.IssuedAt)
 		iss = mergeIssuance(iss, time.Unix(0, oldExpires).UTC(), prevPub)
 		pub, err := json.Marshal(iss.Pub)
 		if err != nil {
-			return iss, fmt.Errorf("encode pub: %w", err)
+			return iss, false, fmt.Errorf("encode pub: %w", err)
 		}
 		res, err := tx.ExecContext(ctx, r.db.q(sqlPutUpdate),
 			principal, iss.SigningKey, iss.Account, iss.Via, iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(),
 			nullTime(iss.RevokedAt), iss.DecisionID, string(pub), iss.UserKey, owner, oldExpires, oldPub)
 		if err != nil {
-			return iss, fmt.Errorf("put issuance: %w", err)
+			return iss, false, fmt.Errorf("put issuance: %w", err)
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
-			return iss, fmt.Errorf("put issuance: %w", err)
+			return iss, false, fmt.Errorf("put issuance: %w", err)
 		}
 		if n == 0 {
-			return iss, errPutRace // revoked, pruned or issued again since the read
+			return iss, false, errPutRace // revoked, pruned or issued again since the read
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return iss, fmt.Errorf("put issuance: %w", err)
+		return iss, false, fmt.Errorf("put issuance: %w", err)
 	}
-	return iss, nil
+	return iss, heldLive, nil
 }
 
 // mergeIssuance is iss issued again for a key whose JWTs so far expire at
