@@ -305,11 +305,12 @@ func (c *Client) Close() {
 		c.cancel()
 		<-c.done
 	}
+	c.nc.Close() // before Done, which promises a closed connection
 	c.stop()
-	c.nc.Close()
 }
 
-// Done is closed when the client has stopped for good: [Client.Close], a
+// Done is closed when the client has stopped for good (its connection is
+// closed by then): [Client.Close], a
 // refusal that persisted or cannot change (see [Client] and [Client.Err]),
 // or nats.go closing the connection (when your options limit reconnects).
 func (c *Client) Done() <-chan struct{} { return c.stopped }
@@ -334,19 +335,19 @@ func (c *Client) fail(err error) {
 	err = fmt.Errorf("natsclient: stopped, the credential cannot be renewed: %w", err)
 	c.fatal.CompareAndSwap(nil, &err)
 	c.log.Error("nats client stopped", slog.String("error", err.Error()))
+	c.nc.Close() // before Done, which promises a closed connection
 	c.stop()
-	c.nc.Close()
 }
 
 // stoppedErr is what Request returns once the client stopped (nil before).
 func (c *Client) stoppedErr() error {
+	if err := c.Err(); err != nil {
+		return err // set before the connection closes
+	}
 	select {
 	case <-c.stopped:
 	default:
 		return nil
-	}
-	if err := c.Err(); err != nil {
-		return err
 	}
 	if err := c.nc.LastError(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
