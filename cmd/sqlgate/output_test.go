@@ -16,20 +16,7 @@ import (
 func TestOutputIntoFIFO(t *testing.T) {
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "pipe")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatalf("mkfifo: %v", err)
-	}
-	got := make(chan string, 1)
-	go func() {
-		f, err := os.Open(fifo)
-		if err != nil {
-			got <- "open: " + err.Error()
-			return
-		}
-		defer f.Close()
-		b, _ := io.ReadAll(f)
-		got <- string(b)
-	}()
+	got := readFIFO(t, fifo)
 	if err := writeFileAtomic(fifo, []byte("creds")); err != nil {
 		t.Fatal(err)
 	}
@@ -109,24 +96,11 @@ func TestOutputThroughSymlink(t *testing.T) {
 
 	// A link to a FIFO reached through a link (as /dev/stdout is).
 	fifo := filepath.Join(dir, "pipe")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatalf("mkfifo: %v", err)
-	}
+	got := readFIFO(t, fifo)
 	stdout := filepath.Join(dir, "stdout")
 	if err := os.Symlink(fifo, stdout); err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan string, 1)
-	go func() {
-		f, err := os.Open(fifo)
-		if err != nil {
-			got <- "open: " + err.Error()
-			return
-		}
-		defer f.Close()
-		b, _ := io.ReadAll(f)
-		got <- string(b)
-	}()
 	if err := writeFileAtomic(stdout, []byte("creds")); err != nil {
 		t.Fatal(err)
 	}
@@ -136,4 +110,25 @@ func TestOutputThroughSymlink(t *testing.T) {
 	if s := <-got; s != "creds" {
 		t.Errorf("reader got %q, want %q", s, "creds")
 	}
+}
+
+// readFIFO makes a FIFO at path and reads it to its end in the background:
+// the channel gets what was written (or why it could not be opened).
+func readFIFO(t *testing.T, path string) <-chan string {
+	t.Helper()
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatalf("mkfifo: %v", err)
+	}
+	got := make(chan string, 1)
+	go func() {
+		f, err := os.Open(path)
+		if err != nil {
+			got <- "open: " + err.Error()
+			return
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		got <- string(b)
+	}()
+	return got
 }
