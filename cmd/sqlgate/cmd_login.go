@@ -23,7 +23,7 @@ const tokenName = "default"
 func (e *env) tokens() *oidc.TokenStore { return oidc.NewTokenStore(e.path("tokens")) }
 
 func cmdLogin(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "login", "sqlgate login [--broker URL] [--device | --username U --password-stdin | --client-credentials --client-id ID --client-secret-file F]")
+	fs := newFlags(e, "login", "sqlgate login [--broker URL] [--device | --username U --password-stdin | --client-credentials --client-id ID --client-secret-file F [--scope S]]")
 	broker := brokerFlag(fs)
 	username := fs.String("username", "", "sign in with the password grant as this user (where the IdP allows it)")
 	passwordStdin := fs.Bool("password-stdin", false, "read the password from standard input (with --username)")
@@ -32,6 +32,8 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 	clientID := fs.String("client-id", "", "OAuth client id (default: the CLI client the broker advertises; required with --client-credentials)")
 	secretFile := fs.String("client-secret-file", "", "file holding the client secret (with --client-credentials)")
 	secretEnv := fs.String("client-secret-env", "", "environment variable holding the client secret (with --client-credentials)")
+	var scopeFlags multiFlag
+	fs.Var(&scopeFlags, "scope", "scope to request with --client-credentials, instead of the broker's identity.cli.serviceScopes (Entra: api://<sqlgate app>/.default); repeat it or separate scopes with commas")
 	noBrowser := fs.Bool("no-browser", false, "print the sign-in URL instead of opening a browser")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for an interactive sign-in")
 	pos, err := parse(fs, args)
@@ -55,6 +57,13 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 	}
 	if *clientCreds && *clientID == "" {
 		return usagef("--client-credentials needs --client-id")
+	}
+	if len(scopeFlags) > 0 && !*clientCreds {
+		return usagef("--scope is for --client-credentials: user sign-ins request the scopes the broker publishes")
+	}
+	scopes, err := serviceScopes(scopeFlags)
+	if err != nil {
+		return err
 	}
 
 	st, err := e.loadState()
@@ -81,6 +90,12 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 		cc.ClientID = *clientID
 	}
 	if *clientCreds {
+		// Empty: derived from disc.Scopes (a broker that predates
+		// service_scopes).
+		cc.ServiceScopes = disc.ServiceScopes
+		if len(scopes) > 0 {
+			cc.ServiceScopes = scopes
+		}
 		secret, err := readSecret(e, *secretFile, *secretEnv)
 		if err != nil {
 			return err
@@ -130,9 +145,10 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 	// Not known until the broker says who signed in.
 	st.Principal = ""
 	st.Broker, st.Issuer, st.ClientID, st.Scopes, st.NATSURL, st.Audience = url, disc.Issuer, cc.ClientID, disc.Scopes, disc.NATSURL, disc.Audience
-	st.SecretFile, st.SecretEnv = "", ""
+	st.SecretFile, st.SecretEnv, st.ServiceScopes = "", "", nil
 	if *clientCreds {
-		st.SecretFile, st.SecretEnv = absPath(*secretFile), *secretEnv
+		// Renewal asks again for the same scopes.
+		st.SecretFile, st.SecretEnv, st.ServiceScopes = absPath(*secretFile), *secretEnv, cc.ServiceScopes
 	}
 	if err := e.saveState(st); err != nil {
 		return err
@@ -163,6 +179,21 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	return nil
+}
+
+// serviceScopes reads the --scope flags: each may list several scopes
+// separated by commas. A scope that a client credentials request cannot
+// carry (empty, with whitespace, openid, offline_access, …) is a usage
+// error.
+func serviceScopes(flags []string) ([]string, error) {
+	var scopes []string
+	for _, f := range flags {
+		scopes = append(scopes, strings.Split(f, ",")...)
+	}
+	if err := oidc.CheckServiceScopes(scopes); err != nil {
+		return nil, usagef("--scope: %v", err)
+	}
+	return scopes, nil
 }
 
 func orUnknown(principal string) string {
@@ -312,7 +343,7 @@ func (e *env) accessToken(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cc := oidc.ClientConfig{Issuer: tok.Issuer, ClientID: tok.ClientID, Scopes: st.Scopes}
+	cc := oidc.ClientConfig{Issuer: tok.Issuer, ClientID: tok.ClientID, Scopes: st.Scopes, ServiceScopes: st.ServiceScopes}
 	if st.SecretFile != "" || st.SecretEnv != "" {
 		if cc.ClientSecret, err = readSecret(e, st.SecretFile, st.SecretEnv); err != nil {
 			return "", fmt.Errorf("renew the service sign-in: %w", err)

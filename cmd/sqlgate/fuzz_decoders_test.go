@@ -31,6 +31,7 @@ func FuzzStateFile(f *testing.F) {
 	f.Add([]byte(`{"broker":"x","scopes":null,"unknown":[1,2]}`))
 	f.Add([]byte(`{"broker":1}`))
 	f.Add([]byte(`{"scopes":"openid"}`))
+	f.Add([]byte(`{"scopes":[],"service_scopes":[]}`))
 	f.Add([]byte(`{}{}`))
 	f.Add([]byte(`null`))
 	f.Add([]byte(``))
@@ -57,11 +58,14 @@ func FuzzStateFile(f *testing.F) {
 	})
 }
 
-// normalState makes an empty scope list nil (omitempty drops it).
+// normalState makes empty scope lists nil (omitempty drops them).
 func normalState(st *state) state {
 	c := *st
 	if len(c.Scopes) == 0 {
 		c.Scopes = nil
+	}
+	if len(c.ServiceScopes) == 0 {
+		c.ServiceScopes = nil
 	}
 	return c
 }

@@ -37,6 +37,10 @@ type state struct {
 	// secret, so that its sign-in can be renewed with client credentials.
 	SecretFile string `json:"client_secret_file,omitempty"`
 	SecretEnv  string `json:"client_secret_env,omitempty"`
+	// ServiceScopes are the scopes a service's sign-in requested (--scope
+	// or the broker's service_scopes; empty: derived from Scopes), asked
+	// for again when it is renewed.
+	ServiceScopes []string `json:"service_scopes,omitempty"`
 }
 
 const (

@@ -120,6 +120,10 @@ type CLIConfig struct {
 	ClientID string   `yaml:"clientID"`
 	Audience string   `yaml:"audience"`
 	Scopes   []string `yaml:"scopes"`
+	// ServiceScopes are what `sqlgate login --client-credentials` requests
+	// (default: oidc.DefaultServiceScopes of Scopes, e.g. Entra's
+	// api://<app>/.default for api://<app>/access).
+	ServiceScopes []string `yaml:"serviceScopes"`
 }
 
 // WebLoginConfig configures the dashboard's confidential client.
@@ -376,6 +380,9 @@ func (c *Config) Validate() error {
 	errs = append(errs, prefixed("identity: ", c.Identity.Validate())...)
 	if c.Identity.CLI.Issuer == "" || c.Identity.CLI.ClientID == "" {
 		bad("identity.cli.issuer and identity.cli.clientID are required (what sqlgate login uses)")
+	}
+	if err := oidc.CheckServiceScopes(c.Identity.CLI.ServiceScopes); err != nil {
+		bad("identity.cli.serviceScopes: %v", err)
 	}
 	if w := c.Identity.Web; w != nil {
 		if w.Issuer == "" || w.ClientID == "" || w.CookieKeyFile == "" {

@@ -103,6 +103,24 @@ func shutdownBound(catalog *route.Catalog) time.Duration {
 	return longest + shutdownMargin
 }
 
+// cliDiscovery is what GET /api/v1/config tells the CLI: identity.cli,
+// with the default scopes and the service scopes derived from them when
+// they are not configured.
+func cliDiscovery(cfg *Config) api.Discovery {
+	cli := cfg.Identity.CLI
+	d := api.Discovery{
+		Issuer: cli.Issuer, ClientID: cli.ClientID, Audience: cli.Audience,
+		Scopes: cli.Scopes, ServiceScopes: cli.ServiceScopes, NATSURL: cfg.NATS.AdvertiseURL, Version: version,
+	}
+	if len(d.Scopes) == 0 {
+		d.Scopes = oidc.DefaultScopes
+	}
+	if len(d.ServiceScopes) == 0 {
+		d.ServiceScopes = oidc.DefaultServiceScopes(d.Scopes)
+	}
+	return d
+}
+
 // resolveServe turns the configuration into a runtime configuration: it
 // reads secrets, opens databases and the listener.
 func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *runtimeConfig, err error) {
@@ -115,14 +133,8 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		NATSURL: cfg.NATS.URL, NATSWorkers: cfg.NATS.Workers, NATSQueueLen: cfg.NATS.QueueLen, AsyncMaxAge: cfg.NATS.AsyncMaxAge,
 		Callout: cfg.NATS.Callout == nil || *cfg.NATS.Callout,
 		NATSTTL: cfg.Credentials.NATSTTL, MaxTTL: cfg.Credentials.MaxTTL, MaxNATSCredentials: cfg.Credentials.MaxNATSCredentialsPerPrincipal,
-		SinkDir: cfg.Audit.SinkDir,
-		Discovery: api.Discovery{
-			Issuer: cfg.Identity.CLI.Issuer, ClientID: cfg.Identity.CLI.ClientID, Audience: cfg.Identity.CLI.Audience,
-			Scopes: cfg.Identity.CLI.Scopes, NATSURL: cfg.NATS.AdvertiseURL, Version: version,
-		},
-	}
-	if len(rc.Discovery.Scopes) == 0 {
-		rc.Discovery.Scopes = oidc.DefaultScopes
+		SinkDir:   cfg.Audit.SinkDir,
+		Discovery: cliDiscovery(cfg),
 	}
 	defer func() {
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
@@ -37,8 +38,9 @@ type ClientConfig struct {
 	// offline_access). Add the API's scope (Entra: api://<app>/access) to
 	// get an access token addressed to sqlgate.
 	Scopes []string `json:"scopes,omitempty" yaml:"scopes,omitempty"`
-	// ServiceScopes are requested with client credentials (default: Scopes
-	// without the OpenID Connect ones; Entra wants api://<app>/.default).
+	// ServiceScopes are requested with client credentials (default:
+	// [DefaultServiceScopes] of Scopes). They may not hold OpenID Connect
+	// scopes: a client credentials request signs in no user.
 	ServiceScopes []string `json:"serviceScopes,omitempty" yaml:"serviceScopes,omitempty"`
 	// UseIDToken makes [Tokens.Bearer] the ID token rather than the access
 	// token (for providers whose access tokens are not meant for sqlgate).
@@ -56,7 +58,84 @@ func (c ClientConfig) LogValue() slog.Value {
 // DefaultScopes are requested when ClientConfig.Scopes is empty.
 var DefaultScopes = []string{"openid", "profile", "email", "offline_access"}
 
+// oidcScopes ask for a signed-in user's identity, not for API access.
 var oidcScopes = []string{"openid", "profile", "email", "offline_access", "address", "phone", "groups"}
+
+// resourceSchemes are the scope forms <resource>/<name> whose resource
+// takes a <resource>/.default scope with client credentials (Entra:
+// api://<app id>/access, https://<verified domain>/<path>/access).
+var resourceSchemes = []string{"api://", "https://"}
+
+// resourceOf returns the resource of a scope of the form
+// api://<resource>/<name> or https://<host>[/<path>]/<name>.
+func resourceOf(scope string) (string, bool) {
+	for _, scheme := range resourceSchemes {
+		rest, ok := strings.CutPrefix(scope, scheme)
+		if !ok {
+			continue
+		}
+		i := strings.LastIndex(rest, "/")
+		if i <= 0 || i == len(rest)-1 {
+			return "", false
+		}
+		return scheme + rest[:i], true
+	}
+	return "", false
+}
+
+// DefaultServiceScopes derives the scopes a client credentials sign-in
+// requests from the scopes of user sign-ins. Entra grants a service only
+// <resource>/.default (AADSTS1002012 for anything else), so when scopes
+// name a resource's scope (api://<app>/access, https://<host>/<path>/access)
+// the result is each such resource's /.default scope, and nothing else.
+// Otherwise it is scopes without the OpenID Connect ones (openid, profile,
+// email, offline_access, …), which need a user: the custom scopes of an
+// Okta custom authorization server, say.
+func DefaultServiceScopes(scopes []string) []string {
+	var defaults, custom []string
+	for _, s := range scopes {
+		if res, ok := resourceOf(s); ok {
+			if d := res + "/.default"; !slices.Contains(defaults, d) {
+				defaults = append(defaults, d)
+			}
+			continue
+		}
+		if !slices.Contains(oidcScopes, s) && !slices.Contains(custom, s) {
+			custom = append(custom, s)
+		}
+	}
+	if len(defaults) > 0 {
+		return defaults
+	}
+	return custom
+}
+
+// CheckServiceScopes reports the first scope a client credentials request
+// cannot carry: an empty one, one with whitespace or another character
+// RFC 6749 does not allow in a scope, or an OpenID Connect scope (openid,
+// offline_access, …), which asks for a user's identity while client
+// credentials sign in no user (Okta refuses the request).
+func CheckServiceScopes(scopes []string) error {
+	for _, s := range scopes {
+		switch {
+		case s == "":
+			return errors.New("empty scope")
+		case strings.IndexFunc(s, unicode.IsSpace) >= 0:
+			return fmt.Errorf("scope %q contains whitespace (give each scope separately)", s)
+		case strings.IndexFunc(s, notScopeChar) >= 0:
+			return fmt.Errorf("scope %q has a character a scope cannot have (RFC 6749: printable ASCII except \" and \\)", s)
+		case slices.Contains(oidcScopes, s):
+			return fmt.Errorf("scope %s is an OpenID Connect scope for user sign-ins: client credentials sign in no user", s)
+		}
+	}
+	return nil
+}
+
+// notScopeChar reports a character outside RFC 6749's scope-token
+// (%x21 / %x23-5B / %x5D-7E).
+func notScopeChar(r rune) bool {
+	return r < 0x21 || r > 0x7e || r == '"' || r == '\\'
+}
 
 // Tokens is the result of a sign-in: what the CLI stores and sends. The
 // token fields are secrets; Tokens prints and logs without them.
@@ -137,11 +216,7 @@ func OpenClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		cfg.Scopes = slices.Clone(DefaultScopes)
 	}
 	if len(cfg.ServiceScopes) == 0 {
-		for _, s := range cfg.Scopes {
-			if !slices.Contains(oidcScopes, s) {
-				cfg.ServiceScopes = append(cfg.ServiceScopes, s)
-			}
-		}
+		cfg.ServiceScopes = DefaultServiceScopes(cfg.Scopes)
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
@@ -296,11 +371,15 @@ func (c *Client) LoginPassword(ctx context.Context, username, password string) (
 	return c.tokens(ctx, GrantPassword, tok, "")
 }
 
-// LoginClientCredentials gets a token for the client itself (services).
-// It needs ClientSecret.
+// LoginClientCredentials gets a token for the client itself (services),
+// requesting ServiceScopes. It needs ClientSecret, and refuses scopes that
+// [CheckServiceScopes] refuses before asking the provider.
 func (c *Client) LoginClientCredentials(ctx context.Context) (Tokens, error) {
 	if c.cfg.ClientSecret == "" {
 		return Tokens{}, errors.New("client credentials sign-in needs a client secret")
+	}
+	if err := CheckServiceScopes(c.cfg.ServiceScopes); err != nil {
+		return Tokens{}, fmt.Errorf("client credentials sign-in: %w", err)
 	}
 	cc := clientcredentials.Config{
 		ClientID: c.cfg.ClientID, ClientSecret: c.cfg.ClientSecret,

@@ -138,9 +138,15 @@ type Discovery struct {
 	// informational: the CLI does not send it to the IdP, so an IdP that
 	// needs the audience asked for gets it through a scope (Entra
 	// `api://.../.default`, an Okta custom server's scopes).
-	Audience string   `json:"audience,omitempty"`
-	Scopes   []string `json:"scopes"`
-	NATSURL  string   `json:"nats_url"`
+	Audience string `json:"audience,omitempty"`
+	// Scopes are requested by user sign-ins.
+	Scopes []string `json:"scopes"`
+	// ServiceScopes are requested by client credentials sign-ins
+	// (`sqlgate login --client-credentials`, whose --scope overrides them).
+	// When absent the CLI derives them from Scopes
+	// (oidc.DefaultServiceScopes: Entra's api://<app>/.default).
+	ServiceScopes []string `json:"service_scopes,omitempty"`
+	NATSURL       string   `json:"nats_url"`
 	// Version is the broker's version.
 	Version string `json:"version"`
 }
