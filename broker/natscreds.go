@@ -80,11 +80,13 @@ func (s *Service) IssueNATS(ctx context.Context, req NATSRequest) (*NATSCredenti
 }
 
 // calloutToken is the bearer token an auth callout issuance is for: its
-// hex SHA-256 (never the token) and its expiry, and the registry that
-// remembers it.
+// hash (see [calloutTokenHash]; never the token) and its expiry, and the
+// registry that remembers it. legacy is the hash older versions recorded
+// (of the whole token) when it differs: refusals they made are keyed by it.
 type calloutToken struct {
 	store  CalloutTokens
 	hash   string
+	legacy string
 	expiry time.Time
 }
 
@@ -400,6 +402,9 @@ func (s *Service) Callout(ctx context.Context, req CalloutRequest) (*NATSCredent
 		return nil, fmt.Errorf("nats credentials through the auth callout are not configured: %w", ErrUnavailable)
 	}
 	tok := &calloutToken{store: store, hash: calloutTokenHash(req.Token), expiry: p.Expiry}
+	if legacy := legacyCalloutTokenHash(req.Token); legacy != tok.hash {
+		tok.legacy = legacy
+	}
 	if err := s.checkCalloutToken(ctx, tok); err != nil {
 		return nil, s.refuseCalloutToken(ctx, &p, req.UserKey, req.Client.Host, err)
 	}
@@ -407,11 +412,12 @@ func (s *Service) Callout(ctx context.Context, req CalloutRequest) (*NATSCredent
 }
 
 // CalloutTokens is implemented by a [Registry] that remembers which bearer
-// token obtained each credential the auth callout issued (by its hex
-// SHA-256, never the token), so that revoking such a credential refuses the
-// token: the client, disconnected by the revocation, gets no new credential
-// with it, and must sign in again. [Service.Callout] refuses every token
-// when the registry does not implement it. Safe for concurrent use.
+// token obtained each credential the auth callout issued (by a hex SHA-256
+// that identifies it, never the token: see [calloutTokenHash]), so that
+// revoking such a credential refuses the token: the client, disconnected
+// by the revocation, gets no new credential with it, and must sign in
+// again. [Service.Callout] refuses every token when the registry does not
+// implement it. Safe for concurrent use.
 type CalloutTokens interface {
 	// BindCalloutToken records that the token with hash tokenHash, valid
 	// until tokenExpiry (zero: no expiry), obtained the callout credential
@@ -430,23 +436,48 @@ type CalloutTokens interface {
 // revoked since; its text is safe to show the client.
 var errCalloutTokenRefused = identity.Unauthenticated("a NATS credential obtained with this token was revoked; sign in again", nil)
 
-// calloutTokenHash is the hex SHA-256 of a bearer token: what the registry
-// keeps of it.
+// calloutTokenHash is what the registry keeps of a bearer token: the hex
+// SHA-256 of what identifies it. For a JWT (a compact JWS,
+// header.payload.signature) that is its signed part, header.payload: every
+// token string that carries the same signed claims is the same token, so
+// another signature over them (an ECDSA signature (r, s) verifies as
+// (r, n−s) too) or another spelling of the signature (lenient base64
+// decoders read several; identity/oidc refuses all but the canonical one)
+// cannot pass for a token that is not refused. Any other token is hashed
+// whole.
 func calloutTokenHash(token string) string {
+	signed := token
+	if strings.Count(token, ".") == 2 {
+		signed = token[:strings.LastIndexByte(token, '.')]
+	}
+	h := sha256.Sum256([]byte(signed))
+	return hex.EncodeToString(h[:])
+}
+
+// legacyCalloutTokenHash is the hex SHA-256 of the whole token, what
+// versions before the signed-part hash recorded: refusals they made are
+// found by it until the token expires.
+func legacyCalloutTokenHash(token string) string {
 	h := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(h[:])
 }
 
 // checkCalloutToken refuses a token that obtained a callout credential
-// revoked since with errCalloutTokenRefused. It fails closed: a store that
-// cannot be read refuses (unavailable).
+// revoked since with errCalloutTokenRefused: by its hash, and by its legacy
+// hash (a refusal recorded by an older version). It fails closed: a store
+// that cannot be read refuses (unavailable).
 func (s *Service) checkCalloutToken(ctx context.Context, tok *calloutToken) error {
-	refused, err := tok.store.CalloutTokenRefused(ctx, tok.hash)
-	if err != nil {
-		return fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
-	}
-	if refused {
-		return errCalloutTokenRefused
+	for _, h := range []string{tok.hash, tok.legacy} {
+		if h == "" {
+			continue
+		}
+		refused, err := tok.store.CalloutTokenRefused(ctx, h)
+		if err != nil {
+			return fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
+		}
+		if refused {
+			return errCalloutTokenRefused
+		}
 	}
 	return nil
 }

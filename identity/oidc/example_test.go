@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 
 	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/identity/devidp"
@@ -39,7 +40,11 @@ func Example() {
 	p, err := v.Verify(ctx, tok)
 	fmt.Println(p.Email, p.Groups, err)
 
-	_, err = v.Verify(ctx, tok[:len(tok)-4])
+	// Damage the signature's first character (a cut token would be
+	// malformed_token: only the canonical spelling of a segment passes).
+	sig := strings.LastIndexByte(tok, '.') + 1
+	damaged := tok[:sig] + map[bool]string{true: "B", false: "A"}[tok[sig] == 'A'] + tok[sig+1:]
+	_, err = v.Verify(ctx, damaged)
 	var ae *identity.AuthError
 	fmt.Println(errors.Is(err, identity.ErrUnauthenticated), errors.As(err, &ae) && ae.Reason == oidc.ReasonInvalidSignature)
 	// Output:

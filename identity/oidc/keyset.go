@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,6 +97,10 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 	if res == nil {
 		// Not called through Verifier.verify: decode here.
 		res = &sigResult{}
+		// go-jose decodes leniently: refuse the other spellings first.
+		if err := checkCanonicalJWS(raw); err != nil {
+			return nil, errors.New("malformed JWS")
+		}
 		jws, err := jose.ParseSignedCompact(raw, k.algs)
 		if err != nil || len(jws.Signatures) != 1 {
 			return nil, errors.New("malformed JWS")
@@ -116,9 +119,9 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 	if dot < 0 {
 		return fail(ReasonMalformedToken, errors.New("malformed JWS"))
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(raw[dot+1:])
+	sig, err := decodeCanonical(raw[dot+1:])
 	if err != nil {
-		return fail(ReasonMalformedToken, errors.New("signature is not base64url"))
+		return fail(ReasonMalformedToken, errors.New("signature is not canonical base64url"))
 	}
 	signed := raw[:dot]
 	cur, err := k.current(ctx)

@@ -224,6 +224,11 @@ func (v *Verifier) Verify(ctx context.Context, rawToken string) (identity.Princi
 	now := v.now()
 	var key [sha256.Size]byte
 	if v.cache != nil {
+		// Keyed by the whole token, signature included: only a token
+		// that verified is cached, and verify refuses every spelling but
+		// the canonical one, so another spelling of a cached token misses
+		// and is refused. (Keyed by the signed part alone, a cached
+		// token's header and payload would pass with any signature.)
 		key = sha256.Sum256([]byte(rawToken))
 		if p, ok := v.cache.get(key, now); ok {
 			return p, nil
@@ -280,10 +285,48 @@ func isCompactJWSCharset(s string) bool {
 	return true
 }
 
+// errNonCanonical refuses a segment that is not the canonical encoding of
+// its bytes.
+var errNonCanonical = errors.New("segment is not canonical base64url")
+
+// decodeCanonical decodes one segment of a compact JWS and refuses any
+// spelling but the canonical one (RFC 7515 section 2: base64url without
+// padding, whose last character leaves the unused low bits zero, RFC 4648
+// section 3.5). A lenient decoder, base64.RawURLEncoding as go-jose uses
+// it, reads up to 16 spellings of a segment's last character as the same
+// bytes: each spelling of the signature is another token string that
+// verifies as the same token, which anything keyed by the token's text
+// (the verified-token cache, the broker's refusals of revoked callout
+// tokens) would take for a different token.
+func decodeCanonical(seg string) ([]byte, error) {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(seg)
+	// Strict refuses non-zero unused bits but skips CR and LF: the
+	// re-encoding refuses those (and anything else it would not write).
+	if err != nil || base64.RawURLEncoding.EncodeToString(b) != seg {
+		return nil, errNonCanonical
+	}
+	return b, nil
+}
+
+// checkCanonicalJWS refuses a token that is not three canonical base64url
+// segments (see [decodeCanonical]); it decodes nothing else.
+func checkCanonicalJWS(raw string) error {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return errors.New("not a compact JWS")
+	}
+	for _, seg := range parts {
+		if _, err := decodeCanonical(seg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func decodeSegment(seg string, v any, useNumber bool) error {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
+	b, err := decodeCanonical(seg)
 	if err != nil {
-		return errors.New("segment is not base64url")
+		return err
 	}
 	return decodeJSON(b, v, useNumber)
 }
@@ -333,9 +376,14 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (ident
 	if len(hdr.Crit) > 0 {
 		return p, nil, nil, claimErr(ReasonMalformedToken, "unsupported critical header parameters")
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(pseg)
+	payload, err := decodeCanonical(pseg)
 	if err != nil {
-		return p, nil, nil, claimErr(ReasonMalformedToken, "payload: segment is not base64url")
+		return p, nil, nil, claimErr(ReasonMalformedToken, "payload: %v", err)
+	}
+	// The signature too, before any work: every token string that
+	// verifies is the one canonical spelling of its bytes.
+	if _, err := decodeCanonical(sseg); err != nil {
+		return p, nil, nil, claimErr(ReasonMalformedToken, "signature: %v", err)
 	}
 	var claims map[string]any
 	if err := decodeJSON(payload, &claims, true); err != nil {
