@@ -106,7 +106,7 @@ func (s *Server) natsCreds(w http.ResponseWriter, r *http.Request, p identity.Pr
 	}
 	cred, err := s.cfg.Broker.IssueNATS(r.Context(), broker.NATSRequest{
 		Principal: p, UserKey: req.PublicKey, TTL: time.Duration(req.TTLSeconds) * time.Second,
-		Via: "creds", Client: policy.Client{Host: r.RemoteAddr, Name: r.UserAgent()},
+		Via: "creds", Client: requestClient(r),
 	})
 	if errors.Is(err, broker.ErrTooManyNATSCredentials) {
 		// The broker's text is safe to show: how many the caller holds,

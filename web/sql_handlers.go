@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/identity"
@@ -224,9 +226,31 @@ func (s *Server) revokeSQLLease(w http.ResponseWriter, r *http.Request, p identi
 }
 
 // requestClient is the client policy and the audit log see for r: its
-// address and user agent.
+// address and user agent ([clientName]).
 func requestClient(r *http.Request) policy.Client {
-	return policy.Client{Host: r.RemoteAddr, Name: r.UserAgent()}
+	return policy.Client{Host: r.RemoteAddr, Name: clientName(r.UserAgent())}
+}
+
+// maxClientName bounds the client name (the User-Agent) that policy and
+// the audit log see: every decision's input is stored, and a header may be
+// as long as the server admits.
+const maxClientName = 256
+
+// clientName is ua cut to at most maxClientName bytes of valid UTF-8: an
+// invalid byte becomes U+FFFD (as JSON encoding would make it), and the
+// cut falls between characters.
+func clientName(ua string) string {
+	if len(ua) <= maxClientName && utf8.ValidString(ua) {
+		return ua
+	}
+	var b strings.Builder
+	for _, r := range ua { // invalid bytes come as utf8.RuneError
+		if b.Len()+utf8.RuneLen(r) > maxClientName {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // clientContext is r's context carrying [requestClient] for the lease

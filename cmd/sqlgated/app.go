@@ -487,12 +487,7 @@ func (a *app) serveHTTP() {
 	}))
 	var h http.Handler = boot
 	a.handler.Store(&h)
-	a.http = &http.Server{
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*a.handler.Load()).ServeHTTP(w, r) }),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-	}
+	a.http = apiServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*a.handler.Load()).ServeHTTP(w, r) }), a.log)
 	ln := a.cfg.Listener
 	if a.cfg.TLSCert != nil {
 		a.http.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*a.cfg.TLSCert}, MinVersion: tls.VersionTLS12}
@@ -507,6 +502,40 @@ func (a *app) serveHTTP() {
 	a.serveMetrics()
 }
 
+// Bounds of the API and dashboard server's requests.
+const (
+	// apiMaxHeaderBytes bounds a request's header (Go's default is 1 MiB):
+	// bearer tokens with many groups fit many times over.
+	apiMaxHeaderBytes = 64 << 10
+	// apiReadHeaderTimeout bounds the TLS handshake and the header.
+	apiReadHeaderTimeout = 10 * time.Second
+	// apiReadTimeout bounds reading a whole request, header and body (at
+	// most 1 MiB: web.maxDocBody). Go clears the read deadline once the body
+	// is read, so a long download is not cut by it.
+	apiReadTimeout = time.Minute
+	// apiIdleTimeout closes a kept-alive connection that sends nothing.
+	apiIdleTimeout = 2 * time.Minute
+)
+
+// apiServer is the API and dashboard's http.Server (also the metrics
+// listener's). It sets no WriteTimeout: the audit export, the recorded
+// policy inputs and the evidence archive are sent for as long as they are
+// large, and a deadline on the whole response would cut a healthy download
+// (the client sees a broken transfer). Only auditors and admins get those
+// and other large answers (audit records); the rest fit the socket's
+// buffer, so a client that stops reading does not hold the handler, and
+// its idle connection is closed after apiIdleTimeout.
+func apiServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		MaxHeaderBytes:    apiMaxHeaderBytes,
+		ReadHeaderTimeout: apiReadHeaderTimeout,
+		ReadTimeout:       apiReadTimeout,
+		IdleTimeout:       apiIdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
 // serveMetrics serves /metrics on a listener of its own (http.metricsListen)
 // when one is configured: there, unlike on the API's port, only what the
 // scrapers reach sees the route names and counts. Stopped with the closers.
@@ -515,12 +544,7 @@ func (a *app) serveMetrics() {
 	if ln == nil {
 		return
 	}
-	srv := &http.Server{
-		Handler:           web.MetricsHandler(a.metrics),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-	}
+	srv := apiServer(web.MetricsHandler(a.metrics), a.log)
 	if a.cfg.TLSCert != nil {
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*a.cfg.TLSCert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
