@@ -29,12 +29,18 @@ var inputSchema = sync.OnceValues(func() (*jsonschema.Schema, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Registered under its $id: a file name would be resolved against the
+	// working directory, and validation errors, which API clients see, would
+	// name it (file:///srv/sqlgate/input.schema.json#).
 	c := jsonschema.NewCompiler()
-	if err := c.AddResource("input.schema.json", doc); err != nil {
+	if err := c.AddResource(inputSchemaID, doc); err != nil {
 		return nil, err
 	}
-	return c.Compile("input.schema.json")
+	return c.Compile(inputSchemaID)
 })
+
+// inputSchemaID is the $id of [InputSchema].
+const inputSchemaID = "urn:sqlgate:policy:input:v1"
 
 // ParseInput decodes an input document: JSON matching [InputSchema], numbers
 // kept exact (json.Number). Errors wrap [ErrInvalidInput] and name the field.

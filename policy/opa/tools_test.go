@@ -221,6 +221,24 @@ func TestEvalRejectsBadInput(t *testing.T) {
 	}
 }
 
+// TestParseInputErrorsNameNoPath: a schema error reaches API clients (the
+// broker's eval endpoint), so it names the schema by its $id, not by a file
+// URL with the daemon's working directory.
+func TestParseInputErrorsNameNoPath(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := string(readFile(t, "testdata/inputs/sales_create.json"))
+	_, err = opa.ParseInput([]byte(strings.Replace(good, `"groups": ["sales"]`, `"groups": "sales"`, 1)))
+	if !errors.Is(err, opa.ErrInvalidInput) {
+		t.Fatalf("ParseInput = %v, want ErrInvalidInput", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "file:") || strings.Contains(msg, wd) || !strings.Contains(msg, "urn:sqlgate:policy:input:v1") {
+		t.Errorf("ParseInput error = %q, want the schema named by its $id and no file path", msg)
+	}
+}
+
 // TestExplainOnTheRunningEngine is what the web policy page uses.
 func TestExplainOnTheRunningEngine(t *testing.T) {
 	e := openFS(t, rules.FS)
