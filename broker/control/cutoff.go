@@ -24,10 +24,8 @@ var _ broker.SignInCutoffs = (*SignInCutoffs)(nil)
 // OpenSignInCutoffs creates the cutoff table when missing and returns the
 // store.
 func OpenSignInCutoffs(ctx context.Context, db *DB) (*SignInCutoffs, error) {
-	for _, stmt := range CutoffSchema(db.dialect) {
-		if _, err := db.db.ExecContext(ctx, stmt); err != nil {
-			return nil, fmt.Errorf("control database: create sign-in cutoff table: %w", err)
-		}
+	if err := db.createSchema(ctx, CutoffSchema(db.dialect)); err != nil {
+		return nil, fmt.Errorf("control database: create sign-in cutoff table: %w", err)
 	}
 	return &SignInCutoffs{db: db}, nil
 }

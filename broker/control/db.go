@@ -3,9 +3,12 @@ package control
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+
+	mssql "github.com/microsoft/go-mssqldb"
 )
 
 // Dialects supported by the control database.
@@ -29,12 +32,81 @@ func Open(ctx context.Context, db *sql.DB, dialect string) (*DB, error) {
 		return nil, fmt.Errorf("control database: unknown dialect %q (want sqlite, postgres or sqlserver)", dialect)
 	}
 	c := &DB{db: db, dialect: dialect}
-	for _, stmt := range c.schema() {
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return nil, fmt.Errorf("control database: create schema: %w", err)
-		}
+	if err := c.createSchema(ctx, c.schema()); err != nil {
+		return nil, fmt.Errorf("control database: create schema: %w", err)
 	}
 	return c, nil
+}
+
+// sqlServerSchemaLock starts the SQL Server transaction that creates
+// missing tables and indexes: an exclusive application lock held until the
+// transaction ends. `IF OBJECT_ID(...) IS NULL CREATE TABLE` checks, then
+// creates; without the lock, two instances starting together on an empty
+// database would both create, and one would fail (error 2714, or 1913 for
+// an index). The audit store (audit/sqlstore) takes the same lock.
+// sp_getapplock answers 0 or 1 when granted, less when not (-1: 60 s
+// passed).
+const sqlServerSchemaLock = `DECLARE @r int;
+EXEC @r = sys.sp_getapplock @Resource = N'sqlgate-schema', @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 60000;
+IF @r < 0
+BEGIN
+    DECLARE @m nvarchar(200) = CONCAT(N'sqlgate: the schema lock sqlgate-schema was not granted (sp_getapplock returned ', @r, N')');
+    THROW 51000, @m, 1;
+END`
+
+// createSchema runs idempotent DDL statements. On SQL Server they run in
+// one transaction that takes [sqlServerSchemaLock] first, so instances
+// starting together create each table once; PostgreSQL and SQLite run them
+// one by one.
+func (c *DB) createSchema(ctx context.Context, stmts []string) error {
+	if c.dialect != SQLServer {
+		for _, stmt := range stmts {
+			if _, err := c.db.ExecContext(ctx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // rollback after commit is a no-op
+	if _, err := tx.ExecContext(ctx, sqlServerSchemaLock); err != nil {
+		return err
+	}
+	for _, stmt := range stmts {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// key is a value of one of the VARCHAR key columns (user_key, token_hash,
+// session_key, the lease id and claim token, decision_id: ASCII keys,
+// hashes and identifiers) as a statement parameter. go-mssqldb sends a Go
+// string as nvarchar, which outranks varchar: SQL Server then converts the
+// column, not the parameter, and under a SQL collation
+// (SQL_Latin1_General_CP1_CI_AS, the default of an English install) can
+// no longer seek its index: every lookup scans, and Put's locking UPDATE
+// locks every row it reads, so Puts of different keys wait for each other
+// and can deadlock. On SQL Server the value goes as varchar
+// (mssql.VarChar, declared varchar(length): never truncated); PostgreSQL
+// and SQLite get the string.
+func (c *DB) key(s string) any {
+	if c.dialect == SQLServer {
+		return mssql.VarChar(s)
+	}
+	return s
+}
+
+// deadlockVictim reports whether err is SQL Server's error 1205: the
+// server chose this transaction as a deadlock victim and rolled it back,
+// so the whole transaction may run again.
+func (c *DB) deadlockVictim(err error) bool {
+	var e mssql.Error
+	return c.dialect == SQLServer && errors.As(err, &e) && e.Number == 1205
 }
 
 // SQL returns the underlying handle.
@@ -83,7 +155,7 @@ func (c *DB) schema() []string {
 	}
 	index := func(name, table, cols string) string {
 		if c.dialect == SQLServer {
-			return fmt.Sprintf("IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'%s') CREATE INDEX %s ON %s (%s)", name, name, table, cols)
+			return sqlServerIndex(name, table, cols)
 		}
 		return fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON %s (%s)", name, table, cols)
 	}
@@ -112,4 +184,12 @@ func (c *DB) schema() []string {
 	// auth callout.
 	stmts = append(stmts, IssuanceListSchema(c.dialect)...)
 	return append(stmts, CalloutTokenSchema(c.dialect)...)
+}
+
+// sqlServerIndex creates index name on table unless the table has it (index
+// names are unique per table only: another schema's table of the same
+// name may have one).
+func sqlServerIndex(name, table, cols string) string {
+	return fmt.Sprintf("IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'%s' AND object_id = OBJECT_ID(N'%s')) CREATE INDEX %s ON %s (%s)",
+		name, table, name, table, cols)
 }

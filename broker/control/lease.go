@@ -25,10 +25,8 @@ type LeaseStore struct {
 // OpenLeaseStore creates the lease table and its indexes when missing and
 // returns the store.
 func OpenLeaseStore(ctx context.Context, db *DB) (*LeaseStore, error) {
-	for _, stmt := range LeaseSchema(db.dialect) {
-		if _, err := db.db.ExecContext(ctx, stmt); err != nil {
-			return nil, fmt.Errorf("control database: create lease table: %w", err)
-		}
+	if err := db.createSchema(ctx, LeaseSchema(db.dialect)); err != nil {
+		return nil, fmt.Errorf("control database: create lease table: %w", err)
 	}
 	return &LeaseStore{db: db}, nil
 }
@@ -63,7 +61,7 @@ func LeaseSchema(dialect string) []string {
 			updated_at BIGINT NOT NULL`, text, str, pid)
 	index := func(name, cols string) string {
 		if dialect == SQLServer {
-			return fmt.Sprintf("IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'%s') CREATE INDEX %s ON sqlgate_lease (%s)", name, name, cols)
+			return sqlServerIndex(name, "sqlgate_lease", cols)
 		}
 		return fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON sqlgate_lease (%s)", name, cols)
 	}
@@ -99,9 +97,9 @@ func (s *LeaseStore) Create(ctx context.Context, l *broker.Lease, c broker.Claim
 		(id, principal_id, principal, database_name, role_name, username, state, issued_at, expires_at, max_expires_at,
 		 decision_id, attempts, next_attempt, claim_token, claim_owner, claim_until, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)`),
-		l.ID, l.Principal.ID(), string(principal), l.Database, l.Role, l.Username, string(broker.LeaseCreating),
-		l.IssuedAt.UnixNano(), l.ExpiresAt.UnixNano(), l.MaxExpiry.UnixNano(), l.DecisionID,
-		l.IssuedAt.UnixNano(), c.Token, c.Owner, c.Until.UnixNano(), l.IssuedAt.UnixNano())
+		s.db.key(l.ID), l.Principal.ID(), string(principal), l.Database, l.Role, l.Username, string(broker.LeaseCreating),
+		l.IssuedAt.UnixNano(), l.ExpiresAt.UnixNano(), l.MaxExpiry.UnixNano(), s.db.key(l.DecisionID),
+		l.IssuedAt.UnixNano(), s.db.key(c.Token), c.Owner, c.Until.UnixNano(), l.IssuedAt.UnixNano())
 	if err != nil {
 		return fmt.Errorf("create lease: %w", err)
 	}
@@ -110,7 +108,7 @@ func (s *LeaseStore) Create(ctx context.Context, l *broker.Lease, c broker.Claim
 
 // Get implements [broker.LeaseStore].
 func (s *LeaseStore) Get(ctx context.Context, id string) (broker.Lease, error) {
-	l, err := scanLease(s.db.db.QueryRowContext(ctx, s.db.q(selectLease+` WHERE id = ?`), id))
+	l, err := scanLease(s.db.db.QueryRowContext(ctx, s.db.q(selectLease+` WHERE id = ?`), s.db.key(id)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return broker.Lease{}, broker.ErrNotFound
 	}
@@ -162,21 +160,21 @@ func (s *LeaseStore) ByPrincipalPage(ctx context.Context, principalID string, pa
 func (s *LeaseStore) Activate(ctx context.Context, id, token string, now time.Time) (bool, error) {
 	return s.update(ctx, "activate lease", `UPDATE sqlgate_lease
 		SET state = 'active', claim_token = NULL, claim_owner = NULL, claim_until = NULL, updated_at = ?
-		WHERE id = ? AND state = 'creating' AND claim_token = ?`, now.UnixNano(), id, token)
+		WHERE id = ? AND state = 'creating' AND claim_token = ?`, now.UnixNano(), s.db.key(id), s.db.key(token))
 }
 
 // Renew implements [broker.LeaseStore].
 func (s *LeaseStore) Renew(ctx context.Context, id string, expiresAt, now time.Time) (bool, error) {
 	return s.update(ctx, "renew lease", `UPDATE sqlgate_lease SET expires_at = ?, updated_at = ?
 		WHERE id = ? AND state = 'active' AND expires_at > ? AND max_expires_at >= ?`,
-		expiresAt.UnixNano(), now.UnixNano(), id, now.UnixNano(), expiresAt.UnixNano())
+		expiresAt.UnixNano(), now.UnixNano(), s.db.key(id), now.UnixNano(), expiresAt.UnixNano())
 }
 
 // MarkRevoking implements [broker.LeaseStore].
 func (s *LeaseStore) MarkRevoking(ctx context.Context, id, reason string, now time.Time) (bool, error) {
 	return s.update(ctx, "mark lease revoking", `UPDATE sqlgate_lease
 		SET state = 'revoking', reason = ?, next_attempt = ?, updated_at = ?
-		WHERE id = ? AND state IN ('creating', 'active')`, reason, now.UnixNano(), now.UnixNano(), id)
+		WHERE id = ? AND state IN ('creating', 'active')`, reason, now.UnixNano(), now.UnixNano(), s.db.key(id))
 }
 
 // Claim implements [broker.LeaseStore].
@@ -184,7 +182,7 @@ func (s *LeaseStore) Claim(ctx context.Context, id string, c broker.Claim, now t
 	return s.update(ctx, "claim lease", `UPDATE sqlgate_lease
 		SET claim_token = ?, claim_owner = ?, claim_until = ?, updated_at = ?
 		WHERE id = ? AND state = 'revoking' AND (claim_until IS NULL OR claim_until <= ?)`,
-		c.Token, c.Owner, c.Until.UnixNano(), now.UnixNano(), id, now.UnixNano())
+		s.db.key(c.Token), c.Owner, c.Until.UnixNano(), now.UnixNano(), s.db.key(id), now.UnixNano())
 }
 
 // Finish implements [broker.LeaseStore].
@@ -195,7 +193,7 @@ func (s *LeaseStore) Finish(ctx context.Context, id, token string, state broker.
 	return s.update(ctx, "finish lease", `UPDATE sqlgate_lease
 		SET state = ?, revoked_at = ?, last_error = NULL, claim_token = NULL, claim_owner = NULL, claim_until = NULL, updated_at = ?
 		WHERE id = ? AND state IN ('creating', 'revoking') AND claim_token = ?`,
-		string(state), now.UnixNano(), now.UnixNano(), id, token)
+		string(state), now.UnixNano(), now.UnixNano(), s.db.key(id), s.db.key(token))
 }
 
 // RetryLater implements [broker.LeaseStore].
@@ -204,7 +202,7 @@ func (s *LeaseStore) RetryLater(ctx context.Context, id, token string, next time
 		SET state = 'revoking', attempts = attempts + 1, next_attempt = ?, last_error = ?,
 		    claim_token = NULL, claim_owner = NULL, claim_until = NULL, updated_at = ?
 		WHERE id = ? AND state IN ('creating', 'revoking') AND claim_token = ?`,
-		next.UnixNano(), lastErr, now.UnixNano(), id, token)
+		next.UnixNano(), lastErr, now.UnixNano(), s.db.key(id), s.db.key(token))
 }
 
 // ReleaseClaims implements [broker.LeaseStore].
@@ -289,7 +287,7 @@ func (s *LeaseStore) AbandonStale(ctx context.Context, now time.Time, limit int)
 // ClaimDue implements [broker.LeaseStore].
 func (s *LeaseStore) ClaimDue(ctx context.Context, c broker.Claim, now time.Time, limit int) ([]broker.Lease, error) {
 	n := now.UnixNano()
-	return s.claimRows(ctx, "claim due leases", dueSpec, []any{c.Token, c.Owner, c.Until.UnixNano(), n}, []any{n, n}, limit)
+	return s.claimRows(ctx, "claim due leases", dueSpec, []any{s.db.key(c.Token), c.Owner, c.Until.UnixNano(), n}, []any{n, n}, limit)
 }
 
 // claimQuery returns the statement that atomically selects up to limit rows

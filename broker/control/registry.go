@@ -112,7 +112,7 @@ func (r *Registry) PutIssuance(ctx context.Context, iss broker.Issuance) (heldLi
 			r.store(merged)
 			return held, nil
 		}
-		if !errors.Is(err, errPutRace) {
+		if !errors.Is(err, errPutRace) && !r.db.deadlockVictim(err) {
 			return false, err
 		}
 		last = err
@@ -121,7 +121,7 @@ func (r *Registry) PutIssuance(ctx context.Context, iss broker.Issuance) (heldLi
 }
 
 // putAttempts bounds the attempts of a Put that raced other writes of the
-// same key.
+// same key, or that SQL Server rolled back as a deadlock victim (1205).
 const putAttempts = 5
 
 // errPutRace fails an attempt of Put that raced another write of the key:
@@ -140,7 +140,7 @@ func (r *Registry) put(ctx context.Context, iss broker.Issuance, principal strin
 	// Write first: SQLite takes its write lock now (a transaction that read
 	// first cannot write once another connection has written), PostgreSQL
 	// and SQL Server lock the key's row, so Puts of one key take turns.
-	if _, err := tx.ExecContext(ctx, r.db.q(sqlPutLock), iss.UserKey); err != nil {
+	if _, err := tx.ExecContext(ctx, r.db.q(sqlPutLock), r.db.key(iss.UserKey)); err != nil {
 		return iss, false, fmt.Errorf("put issuance: %w", err)
 	}
 	var (
@@ -149,7 +149,7 @@ func (r *Registry) put(ctx context.Context, iss broker.Issuance, principal strin
 		revoked       sql.NullInt64
 	)
 	err = tx.QueryRowContext(ctx, r.db.q(`SELECT principal_id, revoked_at, expires_at, pub FROM sqlgate_issuance WHERE user_key = ?`),
-		iss.UserKey).Scan(&owner, &revoked, &oldExpires, &oldPub)
+		r.db.key(iss.UserKey)).Scan(&owner, &revoked, &oldExpires, &oldPub)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		// A new key. Should another Put insert the same key first, the
@@ -158,8 +158,8 @@ func (r *Registry) put(ctx context.Context, iss broker.Issuance, principal strin
 		_, err = tx.ExecContext(ctx, r.db.q(`INSERT INTO sqlgate_issuance
 			(user_key, principal_id, principal, signing_key, account, via, issued_at, expires_at, revoked_at, decision_id, pub)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			iss.UserKey, iss.Principal.ID(), principal, iss.SigningKey, iss.Account, iss.Via,
-			iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(), nullTime(iss.RevokedAt), iss.DecisionID, string(pub))
+			r.db.key(iss.UserKey), iss.Principal.ID(), principal, iss.SigningKey, iss.Account, iss.Via,
+			iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(), nullTime(iss.RevokedAt), r.db.key(iss.DecisionID), string(pub))
 		if err != nil {
 			return iss, false, fmt.Errorf("put issuance: %w: %w", errPutRace, err)
 		}
@@ -182,7 +182,7 @@ func (r *Registry) put(ctx context.Context, iss broker.Issuance, principal strin
 		}
 		res, err := tx.ExecContext(ctx, r.db.q(sqlPutUpdate),
 			principal, iss.SigningKey, iss.Account, iss.Via, iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(),
-			nullTime(iss.RevokedAt), iss.DecisionID, string(pub), iss.UserKey, owner, oldExpires, oldPub)
+			nullTime(iss.RevokedAt), r.db.key(iss.DecisionID), string(pub), r.db.key(iss.UserKey), owner, oldExpires, oldPub)
 		if err != nil {
 			return iss, false, fmt.Errorf("put issuance: %w", err)
 		}
@@ -238,7 +238,7 @@ func (r *Registry) Get(ctx context.Context, userKey string) (broker.Issuance, er
 // instance's revocation at once.
 func (r *Registry) Lookup(ctx context.Context, userKey string) (broker.Issuance, error) {
 	row := r.db.db.QueryRowContext(ctx, r.db.q(`SELECT user_key, principal, signing_key, account, via, issued_at, expires_at, revoked_at, decision_id, pub
-		FROM sqlgate_issuance WHERE user_key = ?`), userKey)
+		FROM sqlgate_issuance WHERE user_key = ?`), r.db.key(userKey))
 	iss, err := scanIssuance(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return broker.Issuance{}, broker.ErrNotFound
@@ -253,7 +253,7 @@ func (r *Registry) Lookup(ctx context.Context, userKey string) (broker.Issuance,
 // Revoke marks a key revoked at t. Unknown keys are not an error.
 func (r *Registry) Revoke(ctx context.Context, userKey string, t time.Time) error {
 	if _, err := r.db.db.ExecContext(ctx, r.db.q(`UPDATE sqlgate_issuance SET revoked_at = ? WHERE user_key = ? AND revoked_at IS NULL`),
-		t.UnixNano(), userKey); err != nil {
+		t.UnixNano(), r.db.key(userKey)); err != nil {
 		return fmt.Errorf("revoke issuance: %w", err)
 	}
 	r.mu.Lock()
@@ -266,7 +266,7 @@ func (r *Registry) Revoke(ctx context.Context, userKey string, t time.Time) erro
 // decisionID (its JWT never left sqlgated); another decision's issuance of
 // the key is left alone.
 func (r *Registry) Withdraw(ctx context.Context, userKey, decisionID string) error {
-	if _, err := r.db.db.ExecContext(ctx, r.db.q(sqlWithdraw), userKey, decisionID); err != nil {
+	if _, err := r.db.db.ExecContext(ctx, r.db.q(sqlWithdraw), r.db.key(userKey), r.db.key(decisionID)); err != nil {
 		return fmt.Errorf("withdraw issuance: %w", err)
 	}
 	r.mu.Lock()
@@ -323,8 +323,7 @@ func (r *Registry) ByPrincipalPage(ctx context.Context, principalID string, page
 // (idempotent statements), for operators who create the schema themselves.
 func IssuanceListSchema(dialect string) []string {
 	if dialect == SQLServer {
-		return []string{"IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'sqlgate_issuance_principal_issued') " +
-			"CREATE INDEX sqlgate_issuance_principal_issued ON sqlgate_issuance (principal_id, issued_at)"}
+		return []string{sqlServerIndex("sqlgate_issuance_principal_issued", "sqlgate_issuance", "principal_id, issued_at")}
 	}
 	return []string{"CREATE INDEX IF NOT EXISTS sqlgate_issuance_principal_issued ON sqlgate_issuance (principal_id, issued_at)"}
 }
@@ -448,8 +447,8 @@ func CalloutTokenSchema(dialect string) []string {
 	expIndex := "CREATE INDEX IF NOT EXISTS sqlgate_callout_token_expires ON sqlgate_callout_token (expires_at)"
 	if dialect == SQLServer {
 		table = "IF OBJECT_ID(N'sqlgate_callout_token', N'U') IS NULL CREATE TABLE sqlgate_callout_token ("
-		index = "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'sqlgate_callout_token_hash') CREATE INDEX sqlgate_callout_token_hash ON sqlgate_callout_token (token_hash)"
-		expIndex = "IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'sqlgate_callout_token_expires') CREATE INDEX sqlgate_callout_token_expires ON sqlgate_callout_token (expires_at)"
+		index = sqlServerIndex("sqlgate_callout_token_hash", "sqlgate_callout_token", "token_hash")
+		expIndex = sqlServerIndex("sqlgate_callout_token_expires", "sqlgate_callout_token", "expires_at")
 	}
 	return []string{
 		table + `
@@ -471,10 +470,8 @@ func (r *Registry) calloutTokens(ctx context.Context) error {
 	if r.schemaOK {
 		return nil
 	}
-	for _, stmt := range CalloutTokenSchema(r.db.dialect) {
-		if _, err := r.db.db.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("control database: create callout token table: %w", err)
-		}
+	if err := r.db.createSchema(ctx, CalloutTokenSchema(r.db.dialect)); err != nil {
+		return fmt.Errorf("control database: create callout token table: %w", err)
 	}
 	r.schemaOK = true
 	return nil
@@ -498,7 +495,7 @@ func (r *Registry) BindCalloutToken(ctx context.Context, userKey, tokenHash stri
 		tokenExp = tokenExpiry.UnixNano()
 	}
 	res, err := r.db.db.ExecContext(ctx, r.db.q(sqlBindUpdate),
-		tokenHash, tokenExp, keyExpiry.UnixNano(), keyExpiry.UnixNano(), userKey)
+		r.db.key(tokenHash), tokenExp, keyExpiry.UnixNano(), keyExpiry.UnixNano(), r.db.key(userKey))
 	if err != nil {
 		return fmt.Errorf("bind callout token: %w", err)
 	}
@@ -510,7 +507,7 @@ func (r *Registry) BindCalloutToken(ctx context.Context, userKey, tokenHash stri
 	// A new key (or one whose token is refused: the primary key refuses
 	// the insert, and the key's issuance with it).
 	if _, err := r.db.db.ExecContext(ctx, r.db.q(sqlBindInsert),
-		userKey, tokenHash, tokenExp, keyExpiry.UnixNano()); err != nil {
+		r.db.key(userKey), r.db.key(tokenHash), tokenExp, keyExpiry.UnixNano()); err != nil {
 		return fmt.Errorf("bind callout token: %w", err)
 	}
 	return nil
@@ -527,7 +524,7 @@ func (r *Registry) RefuseCalloutTokens(ctx context.Context, userKeys []string, t
 		return err
 	}
 	for _, k := range userKeys {
-		if _, err := r.db.db.ExecContext(ctx, r.db.q(sqlRefuse), t.UnixNano(), k); err != nil {
+		if _, err := r.db.db.ExecContext(ctx, r.db.q(sqlRefuse), t.UnixNano(), r.db.key(k)); err != nil {
 			return fmt.Errorf("refuse callout token: %w", err)
 		}
 	}
@@ -543,7 +540,7 @@ func (r *Registry) CalloutTokenRefused(ctx context.Context, tokenHash string) (b
 	}
 	var n int
 	if err := r.db.db.QueryRowContext(ctx, r.db.q(sqlRefused),
-		tokenHash).Scan(&n); err != nil {
+		r.db.key(tokenHash)).Scan(&n); err != nil {
 		return false, fmt.Errorf("read callout token refusals: %w", err)
 	}
 	return n > 0, nil

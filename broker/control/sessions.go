@@ -30,10 +30,8 @@ type SessionStore struct {
 // OpenSessionStore creates the session table and its indexes when missing
 // and returns the store.
 func OpenSessionStore(ctx context.Context, db *DB) (*SessionStore, error) {
-	for _, stmt := range SessionSchema(db.dialect) {
-		if _, err := db.db.ExecContext(ctx, stmt); err != nil {
-			return nil, fmt.Errorf("control database: create session table: %w", err)
-		}
+	if err := db.createSchema(ctx, SessionSchema(db.dialect)); err != nil {
+		return nil, fmt.Errorf("control database: create session table: %w", err)
 	}
 	return &SessionStore{db: db}, nil
 }
@@ -49,9 +47,7 @@ func SessionSchema(dialect string) []string {
 	if dialect == SQLServer {
 		text, pid = "NVARCHAR(MAX)", "NVARCHAR(450)"
 		table = "IF OBJECT_ID(N'sqlgate_web_session', N'U') IS NULL CREATE TABLE sqlgate_web_session ("
-		index = func(name, cols string) string {
-			return fmt.Sprintf("IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'%s') CREATE INDEX %s ON sqlgate_web_session (%s)", name, name, cols)
-		}
+		index = func(name, cols string) string { return sqlServerIndex(name, "sqlgate_web_session", cols) }
 	}
 	return []string{
 		table + fmt.Sprintf(`
@@ -75,7 +71,7 @@ func (s *SessionStore) Put(ctx context.Context, ws WebSession, now time.Time) er
 		return fmt.Errorf("drop expired sessions: %w", err)
 	}
 	_, err = s.db.db.ExecContext(ctx, s.db.q(`INSERT INTO sqlgate_web_session (session_key, principal_id, principal, csrf, expires_at) VALUES (?, ?, ?, ?, ?)`),
-		ws.Key, ws.Principal.ID(), string(principal), ws.CSRF, ws.Expires.UnixNano())
+		s.db.key(ws.Key), ws.Principal.ID(), string(principal), ws.CSRF, ws.Expires.UnixNano())
 	if err != nil {
 		return fmt.Errorf("store session: %w", err)
 	}
@@ -88,7 +84,7 @@ func (s *SessionStore) Get(ctx context.Context, key string) (ws WebSession, foun
 		principal string
 		expires   int64
 	)
-	err = s.db.db.QueryRowContext(ctx, s.db.q(`SELECT principal, csrf, expires_at FROM sqlgate_web_session WHERE session_key = ?`), key).
+	err = s.db.db.QueryRowContext(ctx, s.db.q(`SELECT principal, csrf, expires_at FROM sqlgate_web_session WHERE session_key = ?`), s.db.key(key)).
 		Scan(&principal, &ws.CSRF, &expires)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -105,7 +101,7 @@ func (s *SessionStore) Get(ctx context.Context, key string) (ws WebSession, foun
 
 // Delete removes the session under key, if there is one.
 func (s *SessionStore) Delete(ctx context.Context, key string) error {
-	if _, err := s.db.db.ExecContext(ctx, s.db.q(`DELETE FROM sqlgate_web_session WHERE session_key = ?`), key); err != nil {
+	if _, err := s.db.db.ExecContext(ctx, s.db.q(`DELETE FROM sqlgate_web_session WHERE session_key = ?`), s.db.key(key)); err != nil {
 		return fmt.Errorf("delete session: %w", err)
 	}
 	return nil
