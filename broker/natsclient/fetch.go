@@ -35,8 +35,9 @@ var ErrUnauthorized = errors.New("natsclient: not authorized")
 // 400 (see [Client] and [Client.Err]).
 var ErrRefused = errors.New("natsclient: refused")
 
-// BrokerError is a non-200 answer of the broker's `POST nats/creds`, with
-// what the broker said: its error code, message and reasons.
+// BrokerError is a non-200 answer of the broker's `POST nats/creds` (or,
+// for [ConnectCallout] with a BrokerURL, `GET whoami`), with what the
+// broker said: its error code, message and reasons.
 type BrokerError struct {
 	Status    int
 	Code      string
@@ -158,14 +159,7 @@ func FetchCreds(ctx context.Context, cfg FetchConfig, kp nkeys.KeyPair) (*Creds,
 		return nil, fmt.Errorf("natsclient: read creds response: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		// The broker answers {"error": {...}} (api.ErrorResponse); a proxy
-		// in front of it may answer anything, which leaves the status only.
-		var e api.ErrorResponse
-		_ = json.Unmarshal(data, &e)
-		return nil, &BrokerError{
-			Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message,
-			Reasons: e.Error.Reasons, RequestID: e.Error.RequestID,
-		}
+		return nil, brokerError(resp.StatusCode, data)
 	}
 	var nc api.NATSCreds
 	if err := json.Unmarshal(data, &nc); err != nil {
@@ -194,6 +188,55 @@ func FetchCreds(ctx context.Context, cfg FetchConfig, kp nkeys.KeyPair) (*Creds,
 		Capped:      nc.Capped,
 		received:    time.Now(),
 	}, nil
+}
+
+// brokerError is the broker's non-200 answer. The broker answers
+// {"error": {...}} (api.ErrorResponse); a proxy in front of it may answer
+// anything, which leaves the status only.
+func brokerError(status int, body []byte) *BrokerError {
+	var e api.ErrorResponse
+	_ = json.Unmarshal(body, &e)
+	return &BrokerError{
+		Status: status, Code: e.Error.Code, Message: e.Error.Message,
+		Reasons: e.Error.Reasons, RequestID: e.Error.RequestID,
+	}
+}
+
+// whoAmI asks the broker's `GET /api/v1/whoami` who token proves, under
+// the same rules as [FetchCreds] (https, a refusal is a [*BrokerError],
+// errors never contain the token).
+func whoAmI(ctx context.Context, cfg FetchConfig, token string) (*api.WhoAmI, error) {
+	if err := api.RequireTLS("broker", cfg.BrokerURL); err != nil {
+		return nil, fmt.Errorf("natsclient: %w", err)
+	}
+	url := strings.TrimRight(cfg.BrokerURL, "/") + api.Prefix + "/whoami"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: whoami request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "application/json")
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: whoami request: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: read whoami response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, brokerError(resp.StatusCode, data)
+	}
+	var who api.WhoAmI
+	if err := json.Unmarshal(data, &who); err != nil || who.Issuer == "" || who.Subject == "" {
+		return nil, errors.New("natsclient: whoami response names no issuer and subject")
+	}
+	return &who, nil
 }
 
 // CredsFile formats c and the key pair's seed as a NATS `.creds` file for
