@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -64,28 +65,73 @@ func newFuzzSQLServer(tb testing.TB) (*Server, *fakeSQLLeases) {
 }
 
 // strictly reports whether body decodes into a fresh v as decodeJSON does:
-// one JSON value, no unknown fields, nothing after it.
-func strictly(body string, v any) bool {
+// one JSON object, no unknown fields, nothing after it, and its members
+// named exactly (case included) by names, each at most once. (The request
+// types are flat: a member that is itself an object does not decode.)
+func strictly(body string, v any, names ...string) bool {
 	dec := json.NewDecoder(strings.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return false
 	}
-	_, err := dec.Token()
-	return errors.Is(err, io.EOF)
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return false
+	}
+	got, ok := memberNames(body)
+	if !ok {
+		return false
+	}
+	seen := map[string]bool{}
+	for _, n := range got {
+		if seen[n] || !slices.Contains(names, n) {
+			return false
+		}
+		seen[n] = true
+	}
+	return true
+}
+
+// memberNames lists the names of a JSON object's members in order,
+// repeats included (none for null, which decodes as no member); ok is
+// false when body is neither.
+func memberNames(body string) (names []string, ok bool) {
+	dec := json.NewDecoder(strings.NewReader(body))
+	tok, err := dec.Token()
+	if err == nil && tok == nil {
+		return nil, true
+	}
+	if err != nil || tok != json.Delim('{') {
+		return nil, false
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		name, isName := tok.(string)
+		if err != nil || !isName {
+			return nil, false
+		}
+		names = append(names, name)
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil, false
+		}
+	}
+	return names, true
 }
 
 // FuzzSQLRequestBodies throws arbitrary bodies at the API endpoints that
 // decode one (SQL credentials, lease renewal, revoke-all). Every answer is a
 // JSON envelope with a client status, never a 5xx; a body that does not
-// decode strictly into the endpoint's request is a 400 (413 when too long)
-// that reaches no lease operation; an accepted body is one that decodes.
+// decode strictly into the endpoint's request (a member named twice, or
+// not exactly as the field, included) is a 400 (413 when too long) that
+// reaches no lease operation; an accepted body is one that decodes.
 func FuzzSQLRequestBodies(f *testing.F) {
 	for _, b := range []string{
 		`{"database":"orders","role":"reader"}`, `{"database":"orders","role":"reader","ttl_seconds":60}`,
 		`{"database":"orders","role":"reader","ttl_seconds":-1}`, `{"database":"orders'; DROP TABLE leases; --","role":"r"}`,
 		`{"ttl_seconds":3600}`, ``, ` `, `{}`, `[]`, `null`, `{`, `{"x":1}`, `{"ttl_seconds":"60"}`, `{"ttl_seconds":1e99}`,
 		`{"principal":"https://idp.test alice","reason":"left"}`, `{"principal":""}`, `{"database":"a","role":"b"}{}`, "\x00",
+		`{"principal":"https://idp.test alice","principal":"https://idp.test bob"}`, `{"PRINCIPAL":"https://idp.test alice"}`,
+		`{"database":"orders","Role":"reader"}`, `{"database":"orders","role":"reader","role":"admin"}`, `{"TTL_seconds":60}`,
 	} {
 		for ep := range uint8(3) {
 			f.Add(ep, b)
@@ -96,11 +142,12 @@ func FuzzSQLRequestBodies(f *testing.F) {
 		type endpoint struct {
 			path, token string
 			req         func() any
+			names       []string
 		}
 		e := []endpoint{
-			{api.Prefix + "/sql/creds", "alice", func() any { return new(api.SQLCredsRequest) }},
-			{api.Prefix + "/leases/0190f0b8-0000-7000-8000-000000000001/renew", "alice", func() any { return new(api.LeaseRenewRequest) }},
-			{api.Prefix + "/leases/revoke-all", "dana", func() any { return new(api.RevokeAllRequest) }},
+			{api.Prefix + "/sql/creds", "alice", func() any { return new(api.SQLCredsRequest) }, []string{"database", "role", "ttl_seconds"}},
+			{api.Prefix + "/leases/0190f0b8-0000-7000-8000-000000000001/renew", "alice", func() any { return new(api.LeaseRenewRequest) }, []string{"ttl_seconds"}},
+			{api.Prefix + "/leases/revoke-all", "dana", func() any { return new(api.RevokeAllRequest) }, []string{"principal", "reason"}},
 		}[int(ep)%3]
 		issued, clients, reasons := len(fl.issued), len(fl.clients), len(fl.reasons)
 		r := httptest.NewRequest(http.MethodPost, e.path, strings.NewReader(body))
@@ -110,7 +157,7 @@ func FuzzSQLRequestBodies(f *testing.F) {
 		if w.Code >= 500 {
 			t.Fatalf("POST %s %q: status %d %s", e.path, body, w.Code, w.Body)
 		}
-		decodes := strictly(body, e.req())
+		decodes := strictly(body, e.req(), e.names...)
 		if strings.HasSuffix(e.path, "/renew") && strings.TrimSpace(body) == "" {
 			decodes = true // an empty renewal body asks for the default TTL
 		}

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -395,21 +397,139 @@ func (s *Server) requireGroups(p identity.Principal, groups []string, what strin
 }
 
 // decodeJSON reads a JSON request body strictly: at most limit bytes,
-// unknown fields rejected, exactly one value.
+// exactly one value, unknown fields rejected, and, unlike encoding/json
+// alone, no name twice in an object (which would let the last one win
+// unseen: `{"principal":"a","principal":"b"}`) and no name that matches a
+// field only when case is ignored (`{"PRINCIPAL":…}`).
 func decodeJSON(r *http.Request, limit int64, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, limit))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return &HTTPError{Status: http.StatusRequestEntityTooLarge, Code: broker.CodeTooLarge, Msg: fmt.Sprintf("request body exceeds %d bytes", limit)}
 		}
+		return badRequest("request body could not be read")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return badRequest("request body is not valid JSON for this endpoint: " + jsonErrorText(err))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest("trailing data after the JSON body")
 	}
+	if err := checkNames(json.NewDecoder(bytes.NewReader(body)), reflect.TypeOf(v)); err != nil {
+		return badRequest("request body is not valid JSON for this endpoint: " + err.Error())
+	}
 	return nil
+}
+
+// checkNames reads one JSON value from dec (already known to be valid) and
+// refuses an object that names a member twice, or a member of a struct
+// (of type t, nil when not known) by a name that differs from its field's
+// only in case.
+func checkNames(dec *json.Decoder, t reflect.Type) error {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return errors.New("malformed JSON")
+	}
+	switch tok {
+	case json.Delim('{'):
+		var fields map[string]reflect.Type // nil: not a struct decoded by field
+		if t != nil && t.Kind() == reflect.Struct && !reflect.PointerTo(t).Implements(unmarshalerType) {
+			fields = jsonFields(t)
+		}
+		seen := map[string]bool{}
+		for dec.More() {
+			tok, err := dec.Token()
+			name, ok := tok.(string)
+			if err != nil || !ok {
+				return errors.New("malformed JSON")
+			}
+			ft, known := fields[name]
+			if seen[name] {
+				if known {
+					return fmt.Errorf("field %q appears twice", name)
+				}
+				return errors.New("a name appears twice in one object")
+			}
+			seen[name] = true
+			var next reflect.Type
+			switch {
+			case fields != nil:
+				if !known {
+					for fname := range fields {
+						if strings.EqualFold(fname, name) {
+							return fmt.Errorf("field %q must be spelled exactly so (names are case-sensitive)", fname)
+						}
+					}
+				}
+				next = ft
+			case t != nil && t.Kind() == reflect.Map:
+				next = t.Elem()
+			}
+			if err := checkNames(dec, next); err != nil {
+				return err
+			}
+		}
+	case json.Delim('['):
+		var next reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			next = t.Elem()
+		}
+		for dec.More() {
+			if err := checkNames(dec, next); err != nil {
+				return err
+			}
+		}
+	default:
+		return nil // a scalar
+	}
+	if _, err := dec.Token(); err != nil { // the closing delimiter
+		return errors.New("malformed JSON")
+	}
+	return nil
+}
+
+// jsonFields maps the JSON names of t's fields, as encoding/json decodes
+// them (embedded structs' fields promoted), to their types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for _, f := range reflect.VisibleFields(t) {
+		if !f.IsExported() && !f.Anonymous {
+			continue
+		}
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" && indirect(f.Type).Kind() == reflect.Struct {
+			continue // its fields are promoted (VisibleFields lists them)
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if _, dup := out[name]; !dup {
+			out[name] = f.Type
+		}
+	}
+	return out
+}
+
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+func indirect(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
 }
 
 // jsonErrorText describes a decoding error without echoing input values.
