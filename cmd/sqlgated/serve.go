@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -219,7 +220,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		}
 	}
 	// A proxy in front may end TLS: an https publicURL says browsers use it.
-	rc.BrowserTLS = cfg.HTTP.TLSCertFile != "" || strings.HasPrefix(cfg.HTTP.PublicURL, "https://")
+	rc.BrowserTLS = cfg.HTTP.TLSCertFile != "" || isHTTPSURL(cfg.HTTP.PublicURL)
 	if cfg.HTTP.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile)
 		if err != nil {
@@ -381,4 +382,12 @@ func runNATSSetup(_ context.Context, args []string, stdout, stderr io.Writer) er
 			"unless nats.allowPlaintext is set (pass --tls-cert and --tls-key)\n")
 	}
 	return nil
+}
+
+// isHTTPSURL reports whether raw is an https URL. The scheme is compared
+// without regard to case, as the config check and the sign-in code read it:
+// "HTTPS://host" must turn Secure cookies and HSTS on too.
+func isHTTPSURL(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && strings.EqualFold(u.Scheme, "https")
 }

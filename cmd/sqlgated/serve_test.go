@@ -421,3 +421,25 @@ func TestSecondInstanceRefused(t *testing.T) {
 	first.stop()
 	startDev(t, devDir) // the lock went with the first
 }
+
+// TestServeHTTPSPublicURLAnyCase: a publicURL whose scheme is written in
+// capitals is still https to browsers, so the API sends HSTS as it does for
+// "https://" (the check was case-sensitive and turned HSTS and Secure
+// cookies off).
+func TestServeHTTPSPublicURLAnyCase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("serve end to end: skipped with -short")
+	}
+	listen := regexp.MustCompile(`(?m)^(  listen: .*)$`)
+	st := startDemoServe(t, func(cfg string) string {
+		return listen.ReplaceAllString(cfg, "$1\n  publicURL: HTTPS://sqlgate.corp.example")
+	})
+	resp, err := http.Get(st.base + "/api/v1/whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if hsts := resp.Header.Get("Strict-Transport-Security"); hsts == "" {
+		t.Errorf("publicURL HTTPS://…: no Strict-Transport-Security header (status %d)", resp.StatusCode)
+	}
+}
