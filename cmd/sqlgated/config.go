@@ -196,6 +196,12 @@ type ControlConfig struct {
 	// SQL Server.
 	DSNFile string `yaml:"dsnFile"`
 	DSNEnv  string `yaml:"dsnEnv"`
+	// AllowInsecureTransport accepts a SQL Server connection string that
+	// does not require TLS with a checked server certificate
+	// (sqlserver.CheckTransport): the login, password included, may then
+	// cross the network in clear text or reach an impostor. For a local
+	// test server only.
+	AllowInsecureTransport bool `yaml:"allowInsecureTransport"`
 }
 
 // AuditConfig configures the audit log.
@@ -447,6 +453,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("control.dialect must be sqlite, postgres or sqlserver")
+	}
+	if c.Control.AllowInsecureTransport && c.Control.Dialect != "sqlserver" {
+		bad("control.allowInsecureTransport applies to the sqlserver dialect only")
 	}
 	if c.Audit.SigningKeyFile == "" || c.Audit.ParamKeyFile == "" {
 		bad("audit.signingKeyFile and audit.paramKeyFile are required")

@@ -272,6 +272,11 @@ func openControl(c ControlConfig) (*sql.DB, string, error) {
 		driver := "pgx"
 		if c.Dialect == sqlstore.SQLServer {
 			driver = "sqlserver"
+			// The control database holds credentials' records and the
+			// audit log: its login must not cross the network in clear.
+			if err := sqlserver.CheckTransport(dsn, c.AllowInsecureTransport); err != nil {
+				return nil, "", fmt.Errorf("control database DSN: %w", err)
+			}
 		}
 		db, err := sql.Open(driver, dsn)
 		if err != nil {
