@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -118,17 +120,59 @@ func (d document) decode() (bool, []string, policy.Obligations, error) {
 // maxCount bounds integer obligations (rows, milliseconds).
 const maxCount = math.MaxInt32
 
-// count decodes a non-negative integer.
+// count decodes a non-negative integer: any number that is whole and in
+// range, however written (100, 1e2, 100.0, 1000e-1); fractions are refused.
 func count(key string, v ast.Value) (int, error) {
 	n, ok := v.(ast.Number)
 	if !ok {
 		return 0, fmt.Errorf("%s is %s %v, not a number", key, ast.ValueName(v), v)
 	}
-	i, ok := n.Int64()
-	if !ok || i < 0 || i > maxCount {
+	i, ok := wholeNumber(string(n), maxCount)
+	if !ok {
 		return 0, fmt.Errorf("%s is %v, not an integer between 0 and %d", key, n, maxCount)
 	}
 	return int(i), nil
+}
+
+// jsonNumber splits a JSON number into sign, integer digits, fraction
+// digits and exponent.
+var jsonNumber = regexp.MustCompile(`^(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([+-]?[0-9]+))?$`)
+
+// wholeNumber returns the value of the JSON number s if it is a whole number
+// from 0 to limit (limit < 10^18). It works on the decimal digits, exactly and
+// without building the number: 1e999999999 is refused at once.
+func wholeNumber(s string, limit int64) (int64, bool) {
+	m := jsonNumber.FindStringSubmatch(s)
+	if m == nil {
+		return 0, false
+	}
+	digits := strings.TrimLeft(m[2]+m[3], "0")
+	if digits == "" {
+		return 0, true // zero, whatever its sign and exponent
+	}
+	if m[1] == "-" {
+		return 0, false
+	}
+	// value = digits × 10^exp
+	exp := -len(m[3])
+	trimmed := strings.TrimRight(digits, "0")
+	exp += len(digits) - len(trimmed)
+	digits = trimmed
+	if m[4] != "" {
+		e, err := strconv.Atoi(m[4])
+		if err != nil || e > 1<<20 || e < -(1<<20) {
+			return 0, false // far out of range, or a fraction: its digits cannot absorb the exponent
+		}
+		exp += e
+	}
+	if exp < 0 || len(digits)+exp > 18 {
+		return 0, false // a fraction (the last digit is not 0), or above 10^18
+	}
+	i, err := strconv.ParseInt(digits+strings.Repeat("0", exp), 10, 64)
+	if err != nil || i > limit {
+		return 0, false
+	}
+	return i, true
 }
 
 // maxTTL bounds credential lifetimes: nothing sqlgate issues lives a year.
