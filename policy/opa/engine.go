@@ -33,6 +33,11 @@ const (
 	DefaultEvalTimeout = 100 * time.Millisecond
 )
 
+// MinLintTimeout is the least time the lint of a load may take (see
+// [Config].EvalTimeout): it reads the whole configuration, and a load is
+// not on the request path.
+const MinLintTimeout = time.Second
+
 // Config configures an [Engine]. Exactly one of Dir and FS is set.
 type Config struct {
 	// Dir is the policy directory: Rego modules (*.rego) and data files
@@ -53,8 +58,20 @@ type Config struct {
 	// (default 250ms).
 	Debounce time.Duration `json:"debounce"`
 	// EvalTimeout bounds one evaluation (default 100ms); a decision that
-	// takes longer is a deny.
+	// takes longer is a deny. It also bounds the evaluation of
+	// data.sqlgate.lint.problems at each load, though never to less than
+	// [MinLintTimeout]: a lint that takes longer refuses the policy.
 	EvalTimeout time.Duration `json:"evalTimeout"`
+	// Routes, if not nil, is the route catalog the policy serves. Every load
+	// then checks the routes and parameters the policy names against it, as
+	// [Check] does with a catalog, and refuses a policy that names a route or
+	// parameter the catalog does not have (a misspelt route in a deny list, a
+	// limit's or redact_params' misspelt parameter would silently do
+	// nothing). One exception: a route granted in data (a key of a `routes`
+	// object) that the catalog lacks grants nothing, so it is served and
+	// reported in [Status].Warnings and the log (a policy shared by
+	// deployments whose catalogs differ).
+	Routes []RouteRef `json:"-"`
 	// Logger receives load and reload events (default: discard).
 	Logger *slog.Logger `json:"-"`
 	// OnReload, if set, is called after every load attempt that changed the
@@ -136,6 +153,10 @@ type Status struct {
 	// policy directory is no longer watched (edits would not load until it
 	// is again); nil when neither.
 	LastError error `json:"-"`
+	// Warnings are what the served revision names that [Config].Routes
+	// lacks without it being refused: routes it grants that the catalog
+	// does not have (they grant nothing).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Ready reports whether a policy is serving.
@@ -181,6 +202,7 @@ type state struct {
 	files    map[policy.Entry][]string // modules of each entry package
 	txn      storage.Transaction
 	data     dataCache
+	warnings []string // see Status.Warnings
 }
 
 // Open loads the policy and, with Watch, starts watching Dir.
@@ -221,7 +243,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 	prev := e.cur.Load()
-	st, err := build(ctx, e.fsys, buildOptions{now: e.cfg.Now})
+	st, err := build(ctx, e.fsys, buildOptions{now: e.cfg.Now, routes: e.cfg.Routes, lintTimeout: max(e.cfg.EvalTimeout, MinLintTimeout)})
 	if err != nil && e.cfg.Dir != "" {
 		err = fmt.Errorf("policy directory %s: %w", e.cfg.Dir, err)
 	}
@@ -254,6 +276,10 @@ func (e *Engine) Reload(ctx context.Context) error {
 		e.log.LogAttrs(ctx, slog.LevelInfo, "policy loaded",
 			slog.String("policy_revision", st.revision), slog.String("previous_revision", ev.Previous),
 			slog.Int("modules", len(st.modules)))
+		for _, w := range st.warnings {
+			e.log.LogAttrs(ctx, slog.LevelWarn, "policy names a route the route catalog does not have",
+				slog.String("policy_revision", st.revision), slog.String("warning", w))
+		}
 	}
 	if e.cfg.OnReload != nil {
 		e.cfg.OnReload(ev)
@@ -275,6 +301,7 @@ func (e *Engine) Status() Status {
 	if st := e.cur.Load(); st != nil {
 		s.Revision, s.LoadedAt = st.revision, st.loadedAt
 		s.Modules, s.Entries = slices.Clone(st.modules), slices.Clone(st.entries)
+		s.Warnings = slices.Clone(st.warnings)
 	}
 	e.statusMu.Lock()
 	s.LastAttempt, s.LastError = e.lastAttempt, errors.Join(e.lastErr, e.watchErr)
@@ -398,6 +425,11 @@ func evalRecovered(ctx context.Context, q rego.PreparedEvalQuery, opts []rego.Ev
 type buildOptions struct {
 	now    func() time.Time
 	prints io.Writer
+	// routes, if not nil, is the route catalog the policy must agree with
+	// (see Config.Routes).
+	routes []RouteRef
+	// lintTimeout bounds the lint (0: no bound but ctx).
+	lintTimeout time.Duration
 }
 
 // build reads, parses, checks, compiles and prepares the policy of fsys.
@@ -409,6 +441,14 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 	p, err := snap.parse()
 	if err != nil {
 		return nil, err
+	}
+	var warnings []string
+	if o.routes != nil {
+		var errs []error
+		if errs, warnings = checkServedRoutes(p.modules, p.data, o.routes); len(errs) > 0 {
+			return nil, fmt.Errorf("%w: the policy names routes or parameters that the route catalog does not have (it would never apply them):\n  %w",
+				ErrInvalidPolicy, joinLines(errs))
+		}
 	}
 	keys, errs := checkContract(p.modules, p.data)
 	if len(errs) > 0 {
@@ -431,6 +471,7 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 		revision: snap.revision(),
 		data:     dataCache{dataObj},
 		loadedAt: o.now(),
+		warnings: warnings,
 		modules:  slices.Sorted(maps.Keys(p.modules)),
 		queries:  map[policy.Entry]prepared{},
 		files:    map[policy.Entry][]string{},
@@ -463,8 +504,17 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 		st.queries[e] = prepared{query: pq, keys: ks}
 		st.entries = append(st.entries, e)
 	}
-	problems, err := lint(ctx, c, store)
+	lctx := ctx
+	if o.lintTimeout > 0 {
+		var cancel context.CancelFunc
+		lctx, cancel = context.WithTimeoutCause(ctx, o.lintTimeout, errLintTimeout)
+		defer cancel()
+	}
+	problems, err := lint(lctx, c, store)
 	if err != nil {
+		if context.Cause(lctx) == errLintTimeout {
+			err = fmt.Errorf("%w: %w (%s)", errLintTimeout, err, o.lintTimeout)
+		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPolicy, lintPath, err)
 	}
 	if len(problems) > 0 {
@@ -483,6 +533,39 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 // lintPath is the optional rule a policy uses to report problems with its
 // own configuration; a policy that reports any is not served.
 const lintPath = "data.sqlgate.lint.problems"
+
+// errLintTimeout is why a lint that took too long was cancelled.
+var errLintTimeout = errors.New("the lint took longer than allowed")
+
+// checkServedRoutes checks the route and parameter references of the served
+// modules and the data against catalog, as Check does. A route granted in
+// data (a key of a `routes` object) that the catalog lacks is a warning, not
+// an error: it grants nothing. The parameters within it are not checked
+// (checkRoutes reports them with their route).
+func checkServedRoutes(modules map[string]*ast.Module, data map[string]any, catalog []RouteRef) (errs []error, warnings []string) {
+	known := map[string]bool{}
+	for _, r := range catalog {
+		known[r.Subject] = true
+	}
+	refs := moduleRouteRefs(modules)
+	for _, r := range dataRouteRefs(data) {
+		if r.param == "" && !known[r.route] && strings.HasSuffix(r.where, dataPath(".routes", r.route)) {
+			warnings = append(warnings, fmt.Sprintf("%s: route %s is not in the route catalog: the grant has no effect", r.where, r.route))
+			continue
+		}
+		refs = append(refs, r)
+	}
+	return checkRoutes(refs, catalog), warnings
+}
+
+// joinLines joins errs one a line, indented as a continuation.
+func joinLines(errs []error) error {
+	lines := make([]string, len(errs))
+	for i, err := range errs {
+		lines[i] = err.Error()
+	}
+	return errors.New(strings.Join(lines, "\n  "))
+}
 
 // lint evaluates lintPath without input and returns the problems, sorted.
 func lint(ctx context.Context, c *ast.Compiler, store storage.Store) ([]string, error) {
