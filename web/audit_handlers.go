@@ -93,6 +93,7 @@ func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request, _ ident
 	if err != nil {
 		return err
 	}
+	noStore(w)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, err = w.Write(cp)
 	return err
@@ -129,6 +130,7 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, p identity.
 	if err != nil {
 		return err
 	}
+	noStore(w)
 	w.Header().Set("Content-Type", "application/json")
 	_, err = w.Write(rep.JSON)
 	return err
@@ -160,6 +162,7 @@ func (s *Server) auditProof(w http.ResponseWriter, r *http.Request, p identity.P
 	if err != nil {
 		return err
 	}
+	noStore(w)
 	w.Header().Set("Content-Type", "application/json")
 	_, err = w.Write(proof) //nolint:gosec // G705: a JSON document served as application/json with nosniff
 	return err
@@ -247,6 +250,7 @@ func (s *Server) auditEvidence(w http.ResponseWriter, r *http.Request, p identit
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("evidence: temporary file: %w", err)
 	}
+	noStore(w)
 	w.Header().Set("Content-Type", "application/zip")
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="sqlgate-evidence-%s-%s.zip"`,

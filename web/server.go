@@ -552,7 +552,7 @@ func jsonErrorText(err error) string {
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	noStore(w)
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -620,7 +620,15 @@ func (d *download) start() {
 		return
 	}
 	d.started = true
+	noStore(d.w)
 	for k, v := range d.headers {
 		d.w.Header().Set(k, v)
 	}
+}
+
+// noStore keeps a response out of caches (the browser's, a proxy's): the
+// audit log, receipts, recorded inputs and credentials are for whoever
+// asked, not for the next user of the machine.
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
 }
