@@ -234,6 +234,25 @@ problems contains sprintf("deny[%d].%s: must be a list of strings", [i, key]) if
 	not _strings(value)
 }
 
+# A route the configuration does not list is denied to everyone already, so
+# a deny entry naming one refuses nothing: most likely a misspelt route,
+# which left the route it meant open.
+problems contains sprintf("deny[%d].routes[%d]: %s is not a route of config.routes: the entry would refuse nothing on it", [i, j, subject]) if {
+	some i, entry in _deny
+	is_object(entry)
+	_strings(entry.routes)
+	is_object(_routes)
+	some j, subject in entry.routes
+	not subject in object.keys(_routes)
+}
+
+# An empty routes list matches no route (leaving routes out matches all).
+problems contains sprintf("deny[%d].routes: is empty, so the entry refuses nothing: list routes, or leave routes out to refuse everything", [i]) if {
+	some i, entry in _deny
+	is_object(entry)
+	entry.routes == []
+}
+
 problems contains sprintf("deny[%d].reason: must be a string", [i]) if {
 	some i, entry in _deny
 	is_object(entry)

@@ -207,3 +207,20 @@ test_limit_role_must_be_one_of_the_route_roles if {
 		"limits": [{"role": "r", "param": "amount", "max": 1}],
 	}}}
 }
+
+# A deny entry on a route the configuration does not list refuses nothing:
+# a misspelt route left the route it meant open.
+test_deny_routes_must_be_configured_routes if {
+	cfg := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": [
+		{"principals": ["mallory@example.com"], "routes": ["orders.v1.get", "orders.v1.craete"]},
+		{"groups": ["support"], "routes": []},
+	]}])
+	lint.problems == {
+		"deny[0].routes[1]: orders.v1.craete is not a route of config.routes: the entry would refuse nothing on it",
+		"deny[1].routes: is empty, so the entry refuses nothing: list routes, or leave routes out to refuse everything",
+	} with data.sqlgate.config as cfg
+	lint.problems == set() with data.sqlgate.config as json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": [
+		{"principals": ["mallory@example.com"], "routes": ["orders.v1.create"]},
+		{"principals": ["eve@example.com"]},
+	]}])
+}
