@@ -90,7 +90,7 @@ type page struct {
 func (s *Server) uiRoutes() {
 	m := s.mux
 	static, _ := fs.Sub(staticFS, "static")
-	m.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	m.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(filesOnly{static})))
 	m.Handle("GET /{$}", s.handle(s.uiIndex))
 	m.Handle("GET /login", s.handle(s.uiLogin))
 	m.Handle("GET /auth/callback", s.handle(s.uiCallback))
@@ -100,6 +100,22 @@ func (s *Server) uiRoutes() {
 	m.Handle("POST /audit/verify", s.handle(s.uiAuditVerify))
 	m.Handle("GET /policy", s.handle(s.uiPolicy))
 	m.Handle("POST /policy/eval", s.handle(s.uiPolicyEval))
+}
+
+// filesOnly serves the files of an fs.FS and no directory: a directory is
+// not found, so that http.FileServerFS lists none.
+type filesOnly struct{ fs.FS }
+
+func (f filesOnly) Open(name string) (fs.File, error) {
+	file, err := f.FS.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := file.Stat(); err != nil || st.IsDir() {
+		_ = file.Close()
+		return nil, fs.ErrNotExist
+	}
+	return file, nil
 }
 
 // newPage fills the common fields from the session, if any. The page is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"html"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -105,5 +106,16 @@ func TestActorWhoShortensSubject(t *testing.T) {
 	w := actorWho(&audit.Actor{Issuer: "https://idp.example", Subject: "00u1a2b3c4d5e6f7g8h9", Email: "a@example.com"})
 	if w.Text != "a@example.com (00u1a2b3c4d5…, idp.example)" || w.Title != "https://idp.example 00u1a2b3c4d5e6f7g8h9" {
 		t.Errorf("who = %+v", w)
+	}
+}
+
+// TestStaticNoListing: /static/ serves its files but lists no directory.
+func TestStaticNoListing(t *testing.T) {
+	s, _ := newTestServer(t, false)
+	if rec := do(t, s, "GET", "/static/style.css", "", nil); rec.Code != http.StatusOK || rec.Body.Len() == 0 {
+		t.Errorf("GET /static/style.css = %d (%d bytes), want 200", rec.Code, rec.Body.Len())
+	}
+	if rec := do(t, s, "GET", "/static/", "", nil); rec.Code != http.StatusNotFound || strings.Contains(rec.Body.String(), "style.css") {
+		t.Errorf("GET /static/ = %d %q, want 404 listing nothing", rec.Code, rec.Body)
 	}
 }
