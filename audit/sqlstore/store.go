@@ -63,12 +63,53 @@ func Open(ctx context.Context, db *sql.DB, dialect string) (*Store, error) {
 			return nil, err
 		}
 	}
-	for _, q := range d.schema {
-		if _, err := db.ExecContext(ctx, q); err != nil {
-			return nil, fmt.Errorf("sqlstore: create schema: %w", err)
-		}
+	if err := createSchema(ctx, db, d); err != nil {
+		return nil, fmt.Errorf("sqlstore: create schema: %w", err)
 	}
 	return s, nil
+}
+
+// schemaLockSQLServer starts the SQL Server transaction that creates the
+// missing tables: an exclusive application lock held until it ends (the
+// one the control database takes, broker/control). `IF OBJECT_ID(...) IS
+// NULL CREATE TABLE` checks, then creates; without the lock two instances
+// starting together on an empty database would both create, and one would
+// fail (error 2714). sp_getapplock answers 0 or 1 when granted, less when
+// not (-1: 60 s passed).
+const schemaLockSQLServer = `DECLARE @r int;
+EXEC @r = sys.sp_getapplock @Resource = N'sqlgate-schema', @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 60000;
+IF @r < 0
+BEGIN
+    DECLARE @m nvarchar(200) = CONCAT(N'sqlgate: the schema lock sqlgate-schema was not granted (sp_getapplock returned ', @r, N')');
+    THROW 51000, @m, 1;
+END`
+
+// createSchema runs the dialect's idempotent DDL: on SQL Server in one
+// transaction that takes [schemaLockSQLServer] first, elsewhere statement
+// by statement.
+func createSchema(ctx context.Context, db *sql.DB, d *dialect) error {
+	if d.name != SQLServer {
+		for _, q := range d.schema {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // rollback after commit is a no-op
+	if _, err := tx.ExecContext(ctx, schemaLockSQLServer); err != nil {
+		return err
+	}
+	for _, q := range d.schema {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 func checkSQLite(ctx context.Context, db *sql.DB) error {

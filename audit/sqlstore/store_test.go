@@ -125,8 +125,8 @@ func TestSQLServerConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = db.Close() })
-		for _, table := range []string{"origins", "records", "inputs", "hashes", "checkpoints", "keys", "open_intents"} {
-			if _, err := db.ExecContext(t.Context(), "DROP TABLE IF EXISTS sqlgate_audit_"+table); err != nil {
+		for _, table := range sqlstore.Tables(sqlstore.SQLServer) {
+			if _, err := db.ExecContext(t.Context(), "DROP TABLE IF EXISTS "+table); err != nil {
 				t.Fatal(err)
 			}
 		}
