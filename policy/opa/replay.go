@@ -115,8 +115,10 @@ type ReplayResult struct {
 // baseline's decision (see [ReplayOptions]); the redaction is always compared
 // with the record: a recorded parameter the candidate would no longer redact,
 // or one it would now redact, is a change. A candidate that fails to evaluate
-// decides a deny without obligations, as in service; a baseline that fails
-// leaves the other obligations of that item uncompared.
+// decides a deny that redacts every parameter of the call, as in service
+// (the policy could not say which are secret); its other obligations are not
+// compared, since nothing would run. A baseline that fails leaves the other
+// obligations of that item uncompared.
 //
 // An item the source fails to produce, an input that does not parse or one
 // that does not match its recorded hash ends the replay with an error naming
@@ -152,7 +154,15 @@ func Replay(ctx context.Context, candidate *Engine, items iter.Seq2[ReplayItem, 
 				was = &b.Obligations
 			}
 		}
-		obligations := compareObligations(in, item.Redacted, was, d.Obligations)
+		now := d.Obligations
+		if derr != nil {
+			// As the broker does: the policy could not say which parameters
+			// are secret, so none is kept; a deny runs nothing, so the other
+			// obligations do not apply.
+			now, was = policy.Obligations{RedactParams: slices.Collect(maps.Keys(in.Params))}, nil
+			now.RedactParams = append(now.RedactParams, item.Redacted...)
+		}
+		obligations := compareObligations(in, item.Redacted, was, now)
 		if d.Allow == item.Allow && len(obligations) == 0 {
 			continue
 		}

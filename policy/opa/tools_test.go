@@ -451,15 +451,32 @@ func TestReplayFindsFlippedDecisions(t *testing.T) {
 			if c.Direction() == "allow->deny" {
 				flips++
 			}
-			// A decision that fails has no obligations: the note would be
-			// recorded.
-			want := []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{}}}
+			// A decision that fails redacts every parameter, as the broker
+			// does: the policy could not say which are secret.
+			want := []opa.ObligationChange{{Key: "redact_params", Was: []string{"note"}, Now: []string{"amount", "customer", "note"}}}
 			if diff := cmp.Diff(want, c.Obligations); diff != "" {
 				t.Errorf("change %s obligations (-want +got):\n%s", c.CorrelationID, diff)
 			}
 		}
 		if flips != 2 || len(res.Changes) != len(recorded) { // the two allowed sales calls (500, 900) flip
-			t.Errorf("changes = %+v, want the two recorded allows to flip and every redaction to be lost", res.Changes)
+			t.Errorf("changes = %+v, want the two recorded allows to flip and every parameter to be redacted", res.Changes)
+		}
+		// With a baseline, the failed candidate's other obligations are not
+		// compared (the get's row cap of 100 is not lost): a deny runs
+		// nothing.
+		get := salesCreate(0)
+		get.Route.Subject, get.Params, get.Request.CorrelationID = "orders.v1.get", map[string]any{"id": 7}, "get"
+		d, err := recorder.Decide(t.Context(), policy.Call, get)
+		if err != nil || !d.Allow || d.Obligations.MaxRows != 100 {
+			t.Fatalf("Decide(get) = %+v, %v", d, err)
+		}
+		res, err = opa.Replay(t.Context(), e, items([]opa.ReplayItem{storedInput(t, get, d)}, nil), opa.ReplayOptions{Baseline: recorder})
+		want := []opa.ObligationChange{{Key: "redact_params", Was: []string{}, Now: []string{"id"}}}
+		if err != nil || len(res.Changes) != 1 || res.Changes[0].Direction() != "allow->deny" {
+			t.Fatalf("Replay(get) with a baseline = %+v, %v", res, err)
+		}
+		if diff := cmp.Diff(want, res.Changes[0].Obligations); diff != "" {
+			t.Errorf("Replay(get) with a baseline: obligations (-want +got):\n%s", diff)
 		}
 	})
 }
