@@ -175,10 +175,23 @@ func escapeOrigin(origin string) string {
 	return b.String()
 }
 
+// NoteExt is the file name extension of the checkpoints of an evidence
+// archive (checkpoints/N.note), which [LoadCheckpoints] reads too.
+const NoteExt = ".note"
+
+// ErrNoCheckpoints says a directory given to [LoadCheckpoints] holds no
+// checkpoint file: verifying against it would check nothing.
+var ErrNoCheckpoints = errors.New("no checkpoint files (*" + CheckpointExt + ", *" + NoteExt + ")")
+
 // LoadCheckpoints reads saved checkpoint notes for use as
 // [VerifyOptions].Trusted: path is either one file holding one signed note,
 // or a directory searched recursively for *.checkpoint files (the layout
-// [DirSink] writes; copies fetched from S3 or Azure work the same way).
+// [DirSink] writes; copies fetched from S3 or Azure work the same way) and
+// *.note files (the checkpoints/ folder of an evidence archive). Names
+// starting with '.' (a sink's temporary files) are skipped. A directory
+// without any such file is an error wrapping [ErrNoCheckpoints]: trusted
+// copies that are not there protect nothing, and a mistyped or empty
+// directory must not pass for them.
 func LoadCheckpoints(path string) ([][]byte, error) {
 	info, err := os.Stat(path)
 	if err != nil {
@@ -196,7 +209,8 @@ func LoadCheckpoints(path string) ([][]byte, error) {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() || !strings.HasSuffix(d.Name(), CheckpointExt) || strings.HasPrefix(d.Name(), ".") {
+		name := d.Name()
+		if d.IsDir() || strings.HasPrefix(name, ".") || !strings.HasSuffix(name, CheckpointExt) && !strings.HasSuffix(name, NoteExt) {
 			return nil
 		}
 		b, err := readCheckpointFile(p)
@@ -208,6 +222,9 @@ func LoadCheckpoints(path string) ([][]byte, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoints: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("load checkpoints: %s: %w", path, ErrNoCheckpoints)
 	}
 	return out, nil
 }
