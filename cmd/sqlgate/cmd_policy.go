@@ -6,9 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"iter"
 	"os"
+	"strings"
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/policy"
@@ -102,20 +104,38 @@ func cmdPolicyEval(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// An input that is not a valid input document is a 400 (an error here).
 	res, err := c.PolicyEval(ctx, string(ent), input, *explain)
 	if err != nil {
-		return err
-	}
-	if *output == "json" {
-		_, err := e.stdout.Write(append(res, '\n'))
 		return err
 	}
 	var out struct {
 		Decision    policy.Decision `json:"decision"`
 		Explanation string          `json:"explanation"`
+		// Error is the evaluation error the decision (a deny) fell back
+		// to, as offline.
+		Error string `json:"error"`
 	}
 	if err := json.Unmarshal(res, &out); err != nil {
 		return fmt.Errorf("decode the broker's answer: %w", err)
+	}
+	if out.Decision.ID == "" {
+		// Every decision has an id, a fallback deny too: this is none (a
+		// broker that answers an input it refused with an empty deny).
+		why := out.Explanation
+		if why == "" {
+			why = strings.Join(out.Decision.Reasons, "; ")
+		}
+		return fmt.Errorf("the broker did not decide: %s", why)
+	}
+	if *output == "json" {
+		if _, err := e.stdout.Write(append(res, '\n')); err != nil {
+			return err
+		}
+		if out.Error != "" {
+			return errSilent
+		}
+		return nil
 	}
 	verdict := "deny"
 	if out.Decision.Allow {
@@ -125,8 +145,14 @@ func cmdPolicyEval(ctx context.Context, e *env, args []string) error {
 	for _, r := range out.Decision.Reasons {
 		fmt.Fprintf(e.stdout, "  reason: %s\n", r)
 	}
+	if out.Error != "" {
+		fmt.Fprintf(e.stdout, "  evaluation error: %s\n", out.Error)
+	}
 	if out.Explanation != "" {
 		fmt.Fprintf(e.stdout, "\n%s\n", out.Explanation)
+	}
+	if out.Error != "" {
+		return errSilent
 	}
 	return nil
 }
@@ -164,16 +190,20 @@ func cmdPolicyCheck(ctx context.Context, e *env, args []string) error {
 }
 
 func cmdPolicyReplay(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "policy replay", "sqlgate policy replay --since D --policy DIR [--baseline DIR] [--inputs FILE] [--fail-on-change]")
+	fs := newFlags(e, "policy replay", "sqlgate policy replay --since D --policy DIR [--baseline DIR] [--inputs FILE] [--fail-on-change] [--fail-on-empty=false]")
 	broker, output := brokerFlag(fs), outputFlag(fs)
 	since := fs.String("since", "24h", "replay decisions recorded since this RFC 3339 time or this long ago (e.g. 168h)")
 	dir := fs.String("policy", "", "the candidate policy directory")
 	baseline := fs.String("baseline", "", "the policy directory the decisions were recorded with (e.g. the deployed branch): compare max_rows, timeout_ms, ttl, pub and sub with its decisions (the audit record holds only the redaction)")
 	inputs := fs.String("inputs", "", "read recorded inputs from this file (JSON lines from GET /api/v1/policy/inputs) instead of the broker")
 	failOnChange := fs.Bool("fail-on-change", false, "exit 1 when any decision or obligation would change (for CI)")
+	failOnEmpty := fs.Bool("fail-on-empty", false, "exit 1 when no recorded decision was replayed (default: on with --fail-on-change, so that a CI gate cannot pass by replaying nothing)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if !flagSet(fs, "fail-on-empty") {
+		*failOnEmpty = *failOnChange
 	}
 	if err := wantArgs(pos, 0, "sqlgate policy replay --policy DIR"); err != nil {
 		return err
@@ -237,11 +267,40 @@ func cmdPolicyReplay(ctx context.Context, e *env, args []string) error {
 				fmt.Fprintf(e.stdout, "      note: redacted parameters %v were not visible to the replay\n", c.Redacted)
 			}
 		}
+		if changesLimits(res.Changes) {
+			fmt.Fprintln(e.stdout, "note: max_rows and timeout_ms only lower a route's own maxRows and timeout: a value above them has the route's effect")
+		}
+	}
+	if *failOnEmpty && res.Replayed == 0 {
+		source := "the broker has no decision inputs recorded since " + *since
+		if *inputs != "" {
+			source = *inputs + " holds no recorded decision"
+		}
+		return fmt.Errorf("no decision was replayed: %s (--fail-on-empty=false allows it)", source)
 	}
 	if *failOnChange && len(res.Changes) > 0 {
 		return errSilent
 	}
 	return nil
+}
+
+// changesLimits reports whether any change is of max_rows or timeout_ms.
+func changesLimits(changes []opa.Change) bool {
+	for _, c := range changes {
+		for _, o := range c.Obligations {
+			if o.Key == "max_rows" || o.Key == "timeout_ms" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// flagSet reports whether the flag called name was given.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // replayItems turns the JSON lines of recorded inputs into replay items.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,6 +147,10 @@ func TestCLIPolicyReplayObligations(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "redact_params: [note] -> []") || !strings.Contains(out, "max_rows: 100 -> 100000") {
 		t.Errorf("replay with a baseline: exit %d, %s%s", code, out, errOut)
 	}
+	// A row cap above the route's own maxRows has the route's effect.
+	if !strings.Contains(out, "note: max_rows and timeout_ms only lower a route's own maxRows and timeout") {
+		t.Errorf("replay with a baseline does not say that max_rows only lowers the route's maxRows:\n%s", out)
+	}
 }
 
 // TestCLIPolicyEvalFailures: policy eval against a local policy fails with
@@ -192,5 +197,96 @@ func TestCLIPolicyEvalFailures(t *testing.T) {
 	code, out, errOut = c.run("", "policy", "eval", "--input", input, "--policy", "../../policy/rules")
 	if code != 0 || !strings.Contains(out, `"allow": false`) {
 		t.Errorf("policy eval of a deny by the shipped policy: exit %d, %s %s; want the deny, exit 0", code, out, errOut)
+	}
+}
+
+// TestCLIPolicyReplayFailsOnEmpty: with --fail-on-change a replay of nothing
+// (no decision inputs stored, a window without traffic, an empty file) fails
+// instead of passing the CI gate; --fail-on-empty=false allows it.
+func TestCLIPolicyReplayFailsOnEmpty(t *testing.T) {
+	c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
+	empty := filepath.Join(t.TempDir(), "inputs.jsonl")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		flags    []string
+		wantCode int
+	}{
+		{"gate", []string{"--fail-on-change"}, 1},
+		{"gate_allows_empty", []string{"--fail-on-change", "--fail-on-empty=false"}, 0},
+		{"report", nil, 0},
+		{"report_fails_on_empty", []string{"--fail-on-empty"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := c.run("", append([]string{"policy", "replay", "--inputs", empty, "--policy", "../../policy/rules"}, tc.flags...)...)
+			failed := strings.Contains(errOut, "no decision was replayed: "+empty+" holds no recorded decision (--fail-on-empty=false allows it)")
+			if code != tc.wantCode || failed != (tc.wantCode == 1) || !strings.Contains(out, "replayed 0 recorded decisions") {
+				t.Errorf("policy replay %v: exit %d, stdout %q, stderr %q; want exit %d", tc.flags, code, out, errOut, tc.wantCode)
+			}
+		})
+	}
+}
+
+// TestCLIPolicyEvalAgainstTheBroker: policy eval against the broker fails
+// as it does offline (exit 1) when there is no decision (an invalid input:
+// HTTP 400, or an empty deny from a broker that answered it with 200) and
+// when the policy could not decide (the deny is printed with the error).
+func TestCLIPolicyEvalAgainstTheBroker(t *testing.T) {
+	input := filepath.Join(t.TempDir(), "input.json")
+	if err := os.WriteFile(input, []byte(`{"principal":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const (
+		invalid   = "invalid input document: at '/principal': missing property 'issuer'"
+		evalError = "decide call (decision 01a2): policy evaluation failed: allow is string"
+	)
+	for _, tc := range []struct {
+		name           string
+		status         int
+		body           string
+		output         string
+		wantCode       int
+		wantOut, noOut string
+		wantErr        string
+	}{
+		{
+			"invalid_input", http.StatusBadRequest, `{"error":{"code":"invalid_request","message":"` + invalid + `"}}`, "text",
+			1, "", "deny", invalid + " (HTTP 400)",
+		},
+		{
+			"invalid_input_answered_as_a_deny", http.StatusOK, `{"decision":{"allow":false,"reasons":["` + invalid + `"],"policy_revision":"r1"},"explanation":""}`, "text",
+			1, "", "deny", "the broker did not decide: " + invalid,
+		},
+		{
+			"evaluation_error", http.StatusOK, `{"decision":{"decision_id":"01a2","allow":false,"reasons":["policy evaluation failed"],"policy_revision":"r1"},"explanation":"","error":"` + evalError + `"}`, "text",
+			1, "deny (serving policy r1, decision 01a2)\n  reason: policy evaluation failed\n  evaluation error: " + evalError + "\n", "", "",
+		},
+		{
+			"evaluation_error_json", http.StatusOK, `{"decision":{"decision_id":"01a2","allow":false,"reasons":["policy evaluation failed"],"policy_revision":"r1"},"explanation":"","error":"` + evalError + `"}`, "json",
+			1, `"error":"` + evalError + `"`, "", "",
+		},
+		{
+			"deny", http.StatusOK, `{"decision":{"decision_id":"01a3","allow":false,"reasons":["not granted"],"policy_revision":"r1"},"explanation":""}`, "text",
+			0, "deny (serving policy r1, decision 01a3)\n  reason: not granted\n", "error", "",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := signedInCLI(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodPost || r.URL.Path != "/api/v1/policy/eval" {
+					http.NotFound(w, r)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			code, out, errOut := c.run("", "policy", "eval", "--input", input, "--output", tc.output)
+			if code != tc.wantCode || !strings.Contains(out, tc.wantOut) || (tc.noOut != "" && strings.Contains(out, tc.noOut)) || !strings.Contains(errOut, tc.wantErr) {
+				t.Errorf("policy eval: exit %d, stdout %q, stderr %q; want exit %d, stdout with %q (without %q), stderr with %q",
+					code, out, errOut, tc.wantCode, tc.wantOut, tc.noOut, tc.wantErr)
+			}
+		})
 	}
 }
