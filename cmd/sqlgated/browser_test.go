@@ -1,14 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/sqlgate/sqlgate/audit/evidence"
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
 )
 
 // chromium returns the browser for the dashboard tests: $SQLGATE_TEST_CHROMIUM,
@@ -28,8 +37,9 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// browser opens a fresh headless Chromium profile.
-func browser(t *testing.T, path string) context.Context {
+// browser opens a fresh headless Chromium profile, with extra options
+// after the defaults.
+func browser(t *testing.T, path string, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
@@ -42,6 +52,7 @@ func browser(t *testing.T, path string) context.Context {
 		chromedp.Flag("disable-quic", true),
 		chromedp.UserDataDir(t.TempDir()),
 	)
+	opts = append(opts, extra...)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
 	ctx, cancel2 := chromedp.NewContext(actx)
@@ -75,6 +86,15 @@ func text(ctx context.Context, t *testing.T, sel string) string {
 		t.Fatalf("read %s: %v", sel, err)
 	}
 	return s
+}
+
+func attr(ctx context.Context, t *testing.T, sel, name string) string {
+	t.Helper()
+	a, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.CSS(sel), name))
+	if err != nil {
+		t.Fatalf("read %s of %s: %v", name, sel, err)
+	}
+	return a.Value
 }
 
 // TestDashboard drives the web UI in headless Chromium as the demo users
@@ -149,48 +169,62 @@ func TestDashboard(t *testing.T) {
 		if recs := text(ctx, t, "#records"); !strings.Contains(recs, "credential") {
 			t.Errorf("recent records lack the credential records:\n%s", recs)
 		}
-		// The evidence form, filled with yesterday and tomorrow, asks for a
-		// zip with the session's cookie.
-		from, to := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly), time.Now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+		// The evidence form, filled with yesterday and tomorrow and submitted
+		// by a click, downloads a zip of that period that checks against the
+		// log's key with the session's cookie.
+		from, to := time.Now().UTC().AddDate(0, 0, -1), time.Now().UTC().AddDate(0, 0, 1)
 		if err := chromedp.Do(ctx,
-			chromedp.SetValue(chromedp.CSS("#evidence-from"), from),
-			chromedp.SetValue(chromedp.CSS("#evidence-to"), to),
+			chromedp.SetValue(chromedp.CSS("#evidence-from"), from.Format(time.DateOnly)),
+			chromedp.SetValue(chromedp.CSS("#evidence-to"), to.Format(time.DateOnly)),
 		); err != nil {
 			t.Fatal(err)
 		}
-		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(async () => {
-			const f = document.querySelector('#evidence form');
-			const u = new URL(f.action);
-			new FormData(f).forEach((v, k) => u.searchParams.set(k, v));
-			const r = await fetch(u, {credentials: 'same-origin'});
-			const b = new Uint8Array(await r.arrayBuffer());
-			return r.status + ' ' + r.headers.get('content-type') + ' ' + String.fromCharCode(b[0], b[1]);
-		})()`, chromedp.EvalAwaitPromise))
-		if err != nil {
-			t.Fatal(err)
+		name, zipped := clickDownload(ctx, t, "#evidence-download")
+		if want := "sqlgate-evidence-" + from.Format("20060102") + "T000000Z-" + to.Format("20060102") + "T000000Z.zip"; name != want {
+			t.Errorf("evidence download named %q, want %q", name, want)
 		}
-		if got != "200 application/zip PK" {
-			t.Errorf("evidence download = %q, want a zip", got)
+		checked, err := evidence.Check(bytes.NewReader(zipped), int64(len(zipped)),
+			evidence.CheckOptions{Keys: []string{s.st.AuditKey}, RequireSignature: true})
+		if err != nil || checked.SignedBy == "" {
+			t.Errorf("the downloaded evidence does not check: %+v, %v", checked, err)
 		}
 	})
 
 	t.Run("dave_evaluates_policy", func(t *testing.T) {
 		ctx := browser(t, path)
 		signIn(ctx, t, s, "dave")
-		input := `{"principal":{"issuer":"x","subject":"s","groups":["sales"],"roles":[],"mfa":false,"service":false,"auth_time":0},` +
-			`"route":{"subject":"orders.v1.create","kind":"statement","target":"create_order","database":"orders","mode":"sync","tags":[]},` +
-			`"params":{"customer":"ACME","amount":5000}}`
-		if err := chromedp.Do(ctx,
-			chromedp.Click(chromedp.CSS("#nav-policy")),
-			chromedp.WaitVisible(chromedp.CSS("#eval-input")),
-			chromedp.SetValue(chromedp.CSS("#eval-input"), input),
-			chromedp.Click(chromedp.CSS("#eval-submit")),
-			chromedp.WaitVisible(chromedp.CSS("#eval-result")),
-		); err != nil {
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#nav-policy")), chromedp.WaitVisible(chromedp.CSS("#eval-input"))); err != nil {
 			t.Fatal(err)
 		}
-		if got := text(ctx, t, "#eval-result"); !strings.Contains(got, "deny") || !strings.Contains(got, "5000") {
-			t.Errorf("eval result = %q, want a deny naming the amount", got)
+		// sales may create orders of up to 1000 (policy/rules/data.yaml).
+		for _, tc := range []struct {
+			amount           int
+			want, class, why string
+		}{
+			{5000, "deny", "bad", "5000"},
+			{50, "allow", "ok", ""},
+		} {
+			input := `{"principal":{"issuer":"x","subject":"s","groups":["sales"],"roles":[],"mfa":false,"service":false,"auth_time":0},` +
+				`"route":{"subject":"orders.v1.create","kind":"statement","target":"create_order","database":"orders","mode":"sync","tags":[]},` +
+				`"params":{"customer":"ACME","amount":` + strconv.Itoa(tc.amount) + `}}`
+			// The result of the previous evaluation stays visible until the
+			// new page replaces it: wait for an element of the new document.
+			if err := chromedp.Do(ctx,
+				chromedp.SetValue(chromedp.CSS("#eval-input"), input),
+				chromedp.Evaluate[chromedp.Void](`document.documentElement.dataset.previous = "1"`),
+				chromedp.Click(chromedp.CSS("#eval-submit")),
+				chromedp.WaitVisible(chromedp.CSS("html:not([data-previous]) #eval-result")),
+			); err != nil {
+				t.Fatal(err)
+			}
+			class := attr(ctx, t, "#eval-result", "class")
+			verdict := text(ctx, t, "#eval-result strong")
+			if got := text(ctx, t, "#eval-result"); verdict != tc.want || !strings.Contains(got, tc.why) {
+				t.Errorf("amount %d: eval result = %q, want %s naming %q", tc.amount, got, tc.want, tc.why)
+			}
+			if !strings.Contains(" "+class+" ", " "+tc.class+" ") {
+				t.Errorf("amount %d: the %s result has class %q, want %s", tc.amount, tc.want, class, tc.class)
+			}
 		}
 	})
 
@@ -204,4 +238,119 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("error page = %q", got)
 		}
 	})
+
+	t.Run("carol_sees_a_tampered_log", func(t *testing.T) {
+		// An insider with SQL access turns an allowed decision (alice's
+		// credential) into a denied one in the control database. Last: the
+		// log stays broken.
+		alice, _ := s.login(t, "alice")
+		s.natsUser(t, alice, 0)
+		tamperAuditRecord(t, s, `"allow":true`, `"allow":false`)
+		ctx := browser(t, path)
+		signIn(ctx, t, s, "carol")
+		if err := chromedp.Do(ctx,
+			chromedp.Click(chromedp.CSS("#nav-audit")),
+			chromedp.WaitVisible(chromedp.CSS("#checkpoint")),
+			chromedp.Click(chromedp.CSS("#verify")),
+			chromedp.WaitVisible(chromedp.CSS("#verify-result")),
+		); err != nil {
+			t.Fatal(err)
+		}
+		class := attr(ctx, t, "#verify-result", "class")
+		if got := text(ctx, t, "#verify-result strong"); got != "INTEGRITY FAILURE" {
+			t.Errorf("verify of a tampered log says %q, want INTEGRITY FAILURE:\n%s", got, text(ctx, t, "#verify-result"))
+		}
+		if got := text(ctx, t, "#verify-result"); strings.Contains(got, "Intact") {
+			t.Errorf("verify of a tampered log says Intact:\n%s", got)
+		}
+		if !strings.Contains(" "+class+" ", " bad ") || strings.Contains(" "+class+" ", " ok ") {
+			t.Errorf("the failed verification has class %q, want bad", class)
+		}
+	})
+}
+
+// clickDownload clicks sel, which must start a download in the page (not
+// navigate it), and returns the file name the server suggested and the
+// file Chromium saved.
+func clickDownload(ctx context.Context, t *testing.T, sel string) (string, []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	events := true
+	if _, err := chromedp.Call(ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+		Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllowAndName, DownloadPath: dir, EventsEnabled: &events,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct{ guid, name, failure string }
+	done := make(chan outcome, 1)
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var name string // written and read on the listener's goroutine only
+	if err := chromedp.Listen(lctx, func(ev any) {
+		var o outcome
+		switch ev := ev.(type) {
+		case *cdpbrowser.EventDownloadWillBegin:
+			name = ev.SuggestedFilename
+			return
+		case *cdpbrowser.EventDownloadProgress:
+			switch ev.State {
+			case cdpbrowser.DownloadProgressStateCompleted:
+				o = outcome{guid: ev.GUID, name: name}
+			case cdpbrowser.DownloadProgressStateCanceled:
+				o = outcome{failure: "the download was cancelled"}
+			default:
+				return
+			}
+		case *page.EventFrameNavigated:
+			if ev.Frame.ParentID != "" {
+				return
+			}
+			o = outcome{failure: "the page navigated to " + ev.Frame.URL + " instead of downloading"}
+		default:
+			return
+		}
+		select {
+		case done <- o:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel))); err != nil {
+		t.Fatal(err)
+	}
+	var o outcome
+	select {
+	case o = <-done:
+	case <-ctx.Done():
+		t.Fatalf("clicking %s: no download: %v", sel, ctx.Err())
+	}
+	if o.failure != "" {
+		t.Fatalf("clicking %s: %s:\n%s", sel, o.failure, text(ctx, t, "body"))
+	}
+	b, err := os.ReadFile(filepath.Join(dir, o.guid))
+	if err != nil {
+		t.Fatalf("the downloaded file: %v", err)
+	}
+	return o.name, b
+}
+
+// tamperAuditRecord replaces old with edited in the first audit record
+// holding old, in the dev stack's control database, leaving its leaf hash
+// as it was: what an insider with SQL access could do.
+func tamperAuditRecord(t *testing.T, s *devStack, old, edited string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(s.dir, "control.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var origin string
+	var idx int64
+	var data []byte
+	if err := db.QueryRowContext(t.Context(), "SELECT origin, idx, data FROM sqlgate_audit_records WHERE instr(CAST(data AS TEXT), ?) > 0 ORDER BY idx LIMIT 1", old).
+		Scan(&origin, &idx, &data); err != nil {
+		t.Fatalf("an audit record holding %s: %v", old, err)
+	}
+	execSQL(t, db, "UPDATE sqlgate_audit_records SET data = ? WHERE origin = ? AND idx = ?", bytes.Replace(data, []byte(old), []byte(edited), 1), origin, idx)
 }
