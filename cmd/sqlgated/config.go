@@ -69,9 +69,11 @@ type HTTPConfig struct {
 	TLSCertFile string `yaml:"tlsCertFile"`
 	TLSKeyFile  string `yaml:"tlsKeyFile"`
 	// AllowPlaintext accepts an http:// publicURL on a host other than
-	// loopback with the dashboard's sign-in on (its cookies and the OIDC
-	// code would cross the network in the clear): only behind a proxy that
-	// ends TLS and forwards to sqlgated over a network you trust.
+	// loopback with the dashboard's sign-in on: browsers then sign in over
+	// plain HTTP, the cookies are not Secure, and they and the OIDC code
+	// cross the network in the clear (serve warns at start). Only on a
+	// network you trust; behind a proxy that ends TLS, publicURL is the
+	// proxy's https:// address and this is not needed.
 	AllowPlaintext bool     `yaml:"allowPlaintext"`
 	AdminGroups    []string `yaml:"adminGroups"`
 	AuditorGroups  []string `yaml:"auditorGroups"`
@@ -757,8 +759,8 @@ func (c *Config) validatePlaintext() []error {
 	if c.Identity.Web != nil && !c.HTTP.AllowPlaintext {
 		if u, err := url.Parse(c.HTTP.PublicURL); err == nil && strings.EqualFold(u.Scheme, "http") && !loopbackHost(u.Hostname()) {
 			errs = append(errs, fmt.Errorf("http.publicURL: %s is plain HTTP, and the dashboard's sign-in cookies and authorization codes would cross the network "+
-				"in the clear: use https:// (http.tlsCertFile and http.tlsKeyFile, or a proxy that ends TLS), or set http.allowPlaintext: true "+
-				"on a network you trust", u.Host))
+				"in the clear: use https:// (http.tlsCertFile and http.tlsKeyFile, or a proxy that ends TLS, whose https:// address is the publicURL), "+
+				"or set http.allowPlaintext: true if browsers reach sqlgated over plain HTTP on a network you trust", u.Host))
 		}
 	}
 	return errs

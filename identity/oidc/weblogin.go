@@ -32,8 +32,15 @@ type WebLoginConfig struct {
 	Verifier *Verifier
 	Issuer   string
 	// RedirectURL is the dashboard's callback, registered at the provider
-	// (e.g. https://sqlgate.example.com/auth/callback).
+	// (e.g. https://sqlgate.example.com/auth/callback). It must be https,
+	// or http on a loopback host, unless AllowPlainHTTP is set.
 	RedirectURL string
+	// AllowPlainHTTP accepts an http:// RedirectURL on a host other than
+	// loopback (sqlgated's http.allowPlaintext): the browser then reaches
+	// the dashboard in the clear, and its login cookie (not Secure) and the
+	// authorization code cross the network readable, so only on a network
+	// the operator trusts. [NewWebLogin] logs a warning when it applies.
+	AllowPlainHTTP bool
 	// ClientID and ClientSecret default to the issuer entry's clientID and
 	// its secret reference. A public client (no secret) relies on PKCE.
 	ClientID     string
@@ -100,8 +107,17 @@ func NewWebLogin(cfg WebLoginConfig) (*WebLogin, error) {
 		errs = append(errs, fmt.Errorf("issuer %q must accept the web client id %q in its audiences", cfg.Issuer, cfg.ClientID))
 	}
 	ru, err := url.Parse(cfg.RedirectURL)
-	if err != nil || checkURL(cfg.RedirectURL) != nil || ru.Path == "" {
-		errs = append(errs, fmt.Errorf("redirect URL %q must be an absolute https URL with a path (http only on loopback)", cfg.RedirectURL))
+	plain := err == nil && ru.Scheme == "http" && !isLoopback(ru.Hostname())
+	switch {
+	case err != nil || ru.Path == "" || checkURL(cfg.RedirectURL) != nil && !(plain && cfg.AllowPlainHTTP):
+		errs = append(errs, fmt.Errorf("redirect URL %q must be an absolute https URL with a path (http only on loopback, or with plain HTTP allowed)", cfg.RedirectURL))
+	case plain:
+		// Allowed: every other rule of checkURL still holds.
+		secured := *ru
+		secured.Scheme = "https"
+		if checkURL(secured.String()) != nil {
+			errs = append(errs, fmt.Errorf("redirect URL %q must be an absolute URL with a path and no query or fragment", cfg.RedirectURL))
+		}
 	}
 	if len(cfg.CookieKey) < 32 {
 		errs = append(errs, errors.New("cookie key must have at least 32 bytes"))
@@ -132,6 +148,10 @@ func NewWebLogin(cfg WebLoginConfig) (*WebLogin, error) {
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
 		return nil, fmt.Errorf("oidc: web login: %w", err)
+	}
+	if plain {
+		cfg.Verifier.log.Warn("dashboard sign-in over plain HTTP (allowed by configuration): login cookies and authorization codes cross the network "+
+			"in the clear and the cookies are not Secure; use https unless this network is trusted", "redirect_url", cfg.RedirectURL)
 	}
 	return &WebLogin{
 		cfg: cfg, v: cfg.Verifier, is: is, aead: aead, path: ru.Path, now: cfg.Now, log: cfg.Verifier.log,

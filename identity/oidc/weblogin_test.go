@@ -439,6 +439,11 @@ func TestNewWebLoginValidation(t *testing.T) {
 		{"client_not_an_audience", WebLoginConfig{Verifier: e.v, Issuer: "test", RedirectURL: "https://x.example/cb", CookieKey: key}},
 		{"short_key", WebLoginConfig{Verifier: e.v, Issuer: "test", ClientID: "sqlgate", RedirectURL: "https://x.example/cb", CookieKey: key[:16]}},
 		{"plain_http_redirect", WebLoginConfig{Verifier: e.v, Issuer: "test", ClientID: "sqlgate", RedirectURL: "http://x.example/cb", CookieKey: key}},
+		// Allowing plain HTTP lifts only the scheme rule.
+		{"plain_http_allowed_no_path", WebLoginConfig{Verifier: e.v, Issuer: "test", ClientID: "sqlgate", RedirectURL: "http://x.example", CookieKey: key, AllowPlainHTTP: true}},
+		{"plain_http_allowed_query", WebLoginConfig{Verifier: e.v, Issuer: "test", ClientID: "sqlgate", RedirectURL: "http://x.example/cb?x=1", CookieKey: key, AllowPlainHTTP: true}},
+		{"plain_http_allowed_relative", WebLoginConfig{Verifier: e.v, Issuer: "test", ClientID: "sqlgate", RedirectURL: "/cb", CookieKey: key, AllowPlainHTTP: true}},
+		{"plain_http_allowed_other_scheme", WebLoginConfig{Verifier: e.v, Issuer: "test", ClientID: "sqlgate", RedirectURL: "ftp://x.example/cb", CookieKey: key, AllowPlainHTTP: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -446,5 +451,44 @@ func TestNewWebLoginValidation(t *testing.T) {
 				t.Errorf("NewWebLogin succeeded, want an error")
 			}
 		})
+	}
+}
+
+// TestWebLoginPlainHTTPAllowed: with AllowPlainHTTP (sqlgated's
+// http.allowPlaintext), an http redirect URL on a host other than loopback
+// is accepted, with a warning at start, and the login cookie is not Secure
+// (a browser would not send it back over plain HTTP). Without the option,
+// or on loopback, nothing is logged.
+func TestWebLoginPlainHTTPAllowed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{issuer: func(ic *IssuerConfig) { ic.Audiences = []string{"sqlgate"} }})
+	key := []byte(strings.Repeat("k", 32))
+	const warning = "dashboard sign-in over plain HTTP"
+	if _, err := NewWebLogin(WebLoginConfig{Verifier: e.v, Issuer: "test", ClientID: "sqlgate", RedirectURL: "http://127.0.0.1:8470/auth/callback", CookieKey: key, AllowPlainHTTP: true}); err != nil {
+		t.Fatalf("loopback: %v", err)
+	}
+	if strings.Contains(e.logs.String(), warning) {
+		t.Errorf("warned about plain HTTP on loopback:\n%s", e.logs)
+	}
+	wl, err := NewWebLogin(WebLoginConfig{
+		Verifier: e.v, Issuer: "test", ClientID: "sqlgate", RedirectURL: "http://sqlgate.internal.example:8470/auth/callback", CookieKey: key, AllowPlainHTTP: true,
+	})
+	if err != nil {
+		t.Fatalf("NewWebLogin with plain HTTP allowed: %v", err)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, warning) || !strings.Contains(logs, "http://sqlgate.internal.example:8470/auth/callback") {
+		t.Errorf("no warning naming the redirect URL:\n%s", logs)
+	}
+	w := httptest.NewRecorder()
+	if err := wl.Start(w, httptest.NewRequest(http.MethodGet, "http://sqlgate.internal.example:8470/login", nil), "/"); err != nil {
+		t.Fatal(err)
+	}
+	res := w.Result()
+	if cs := res.Cookies(); len(cs) != 1 || cs[0].Secure || !cs[0].HttpOnly {
+		t.Errorf("login cookie over plain HTTP = %+v, want HttpOnly and not Secure", cs)
+	}
+	loc, err := url.Parse(res.Header.Get("Location"))
+	if err != nil || loc.Query().Get("redirect_uri") != "http://sqlgate.internal.example:8470/auth/callback" {
+		t.Errorf("sign-in redirects to %v (%v), want the plain HTTP callback as redirect_uri", loc, err)
 	}
 }
