@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/microsoft/go-mssqldb/msdsn"
-
 	"github.com/sqlgate/sqlgate/broker/internal/connref"
 	"github.com/sqlgate/sqlgate/broker/route"
 )
@@ -72,7 +70,9 @@ type AzureAD struct {
 // form (sqlserver://host:1433?database=orders&encrypt=strict) or ADO form
 // (server=host;database=orders;encrypt=strict). With SQL authentication it
 // also names the user; with AzureAD set, the adapter adds the fedauth
-// parameters.
+// parameters. It must require TLS with a checked server certificate
+// (encrypt=strict or encrypt=true, TrustServerCertificate not true; see
+// [CheckTransport]) unless AllowInsecureTransport is set.
 type Config struct {
 	// Name is the logical database name routes use (route `database:`).
 	Name    string `json:"name" yaml:"name"`
@@ -98,18 +98,30 @@ type Config struct {
 	// ConnMaxLifetime recycles connections (default 30m), so that token
 	// based logins renew their tokens and failovers rebalance.
 	ConnMaxLifetime time.Duration `json:"connMaxLifetime,omitempty" yaml:"connMaxLifetime,omitempty"`
+	// AllowInsecureTransport accepts a DSN that does not require TLS with a
+	// checked server certificate (no encrypt, encrypt=false or disable,
+	// TrustServerCertificate=true): the login, password included, and every
+	// call may then cross the network in clear text or to an impostor. For
+	// a local test server only.
+	AllowInsecureTransport bool `json:"allowInsecureTransport,omitempty" yaml:"allowInsecureTransport,omitempty"`
 	// Logger receives retry and lifecycle messages (default: discard).
 	Logger *slog.Logger `json:"-" yaml:"-"`
 }
 
 // Validate reports every problem with the configuration at once. It does
-// not read the referenced files or variables.
+// not read the referenced files or variables: an inline DSN's transport
+// settings are checked here, a referenced one's when [Open] resolves it.
 func (c *Config) Validate() error {
 	var errs []error
 	if !route.ValidIdentifier(c.Name) {
 		errs = append(errs, fmt.Errorf("name %q must be a plain identifier", c.Name))
 	}
 	errs = append(errs, c.ref().Validate()...)
+	if c.DSN != "" {
+		if err := CheckTransport(c.DSN, c.AllowInsecureTransport); err != nil {
+			errs = append(errs, fmt.Errorf("dsn: %w", err))
+		}
+	}
 	if c.MaxConns < 0 || c.MaxConns > 1000 {
 		errs = append(errs, fmt.Errorf("maxConns %d must be between 1 and 1000 (0: default)", c.MaxConns))
 	}
@@ -205,9 +217,8 @@ func (c *Config) connString(userAssertion string) (dsn string, fed bool, err err
 	if err != nil {
 		return "", false, err
 	}
-	if _, err := msdsn.Parse(dsn); err != nil {
-		// The parser's message may quote the connection string.
-		return "", false, errors.New("the connection string is not valid (see go-mssqldb connection string syntax)")
+	if err := CheckTransport(dsn, c.AllowInsecureTransport); err != nil {
+		return "", false, err
 	}
 	set := map[string]string{"app name": c.AppName}
 	if password != "" {

@@ -74,6 +74,31 @@ func sqlcmdScript(t *testing.T, name string, vars map[string]string) []string {
 	return out
 }
 
+// deploy/sqlserver/01-idempotency.sql runs IdempotencyDDL, one statement
+// per batch: the table and the committed_at index PruneBatch seeks on.
+func TestDeployIdempotencyMatchesDDL(t *testing.T) {
+	t.Parallel()
+	var stmts []string
+	for _, batch := range sqlcmdScript(t, "01-idempotency.sql", nil) {
+		var lines []string
+		for _, l := range strings.Split(batch, "\n") {
+			if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+				lines = append(lines, l)
+			}
+		}
+		if s := strings.TrimSpace(strings.Join(lines, "\n")); s != "" {
+			stmts = append(stmts, s)
+		}
+	}
+	if got := strings.Join(stmts, "\n"); got != IdempotencyDDL {
+		t.Errorf("01-idempotency.sql runs\n%s\nwant IdempotencyDDL\n%s", got, IdempotencyDDL)
+	}
+	if !strings.Contains(IdempotencyDDL, "CREATE INDEX ix_sqlgate_idempotency_committed_at ON sqlgate.idempotency (committed_at)") ||
+		!strings.Contains(PruneBatch, "ORDER BY committed_at") {
+		t.Error("IdempotencyDDL lacks the committed_at index PruneBatch relies on")
+	}
+}
+
 // TestLiveDeployScripts applies deploy/sqlserver to the test database,
 // logs in as the least-privilege broker login and runs the demo routes.
 func TestLiveDeployScripts(t *testing.T) {
@@ -99,7 +124,17 @@ func TestLiveDeployScripts(t *testing.T) {
 	}
 	run(admin, "00-login.sql") // the login is server-level: dropped below
 	t.Cleanup(func() {
-		_, _ = admin.ExecContext(context.Background(), "DROP USER IF EXISTS "+login+"; DROP LOGIN "+login)
+		// The executor's pool is closed by now, but its sessions may not
+		// have ended: end them, then drop the login, and say so if it
+		// stays behind on the server.
+		ctx := context.Background()
+		var remaining int
+		if err := admin.QueryRowContext(ctx, KillSessionsBatch, sql.Named("login", login)).Scan(&remaining); err != nil || remaining != 0 {
+			t.Errorf("cleanup: ending the sessions of %s: %d remain, %v", login, remaining, err)
+		}
+		if _, err := admin.ExecContext(ctx, DropLoginBatch, sql.Named("login", login)); err != nil {
+			t.Errorf("cleanup: login %s left on the server: %v", login, err)
+		}
 	})
 	run(admin, "01-idempotency.sql")
 	run(admin, "03-orders-example.sql")
@@ -108,7 +143,7 @@ func TestLiveDeployScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Open(ctx, Config{Name: "orders", DSN: dsn, MaxConns: 2})
+	e, err := Open(ctx, Config{Name: "orders", DSN: dsn, MaxConns: 2, AllowInsecureTransport: liveInsecure})
 	if err != nil {
 		t.Fatalf("Open as %s: %v", login, err)
 	}

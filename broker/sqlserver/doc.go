@@ -25,17 +25,24 @@
 //     sqlgate_, which the catalog reserves. When the key is already
 //     committed the batch returns the stored record instead and RETURNs
 //     before the call; the adapter rolls back and replies with the stored
-//     result, broker.ErrConflict for another request, or
-//     broker.ErrUnavailable when the record was committed without a result
-//     (a routed procedure committed the call's transaction).
+//     result (none when a routed procedure committed the record's
+//     transaction itself, see [ErrCommittedWithoutResult]), or
+//     broker.ErrConflict for another request.
 //  3. [StoreBatch]: UPDATE the idempotency record with the result JSON.
 //  4. [CommitBatch]: COMMIT TRANSACTION.
+//
+// The idempotency key travels as nvarchar(max) and is compared as the
+// key column's nvarchar(256) (copied or cast), so that finding a record is
+// an index seek.
 //
 // Every result set of the call is read, then its OUTPUT values and return
 // status; the row counts the server reports (DONE tokens: DML, INSERT ...
 // OUTPUT and SELECT alike; none under SET NOCOUNT ON) add up to
 // rows_affected. On any error the adapter sends [RollbackBatch] and, if that
-// fails, discards the connection. A connection lost while the call batch
+// fails, discards the connection; after a server error that came once the
+// call's record was inserted, it then asks whether the record survived
+// ([CommittedBatch]): a routed procedure committed the call
+// ([ErrCommittedWithoutResult]). A connection lost while the call batch
 // runs ends the call at once with broker.ErrUnavailable (the adapter
 // watches its sockets: go-mssqldb does not report every such loss to a
 // caller reading its message queue) and is discarded. The session context is set on the
@@ -49,6 +56,10 @@
 // bracket-quoted); values are always parameters, checked against a
 // declared length before sending. The golden files in testdata show each
 // batch and the parameter types it declares.
+//
+// The connection string must require TLS with a checked server
+// certificate ([CheckTransport]) unless Config.AllowInsecureTransport is
+// set.
 //
 // Errors: SQL errors become *broker.DBError with the error number and state
 // and the server's message stripped of the data it quotes (truncated

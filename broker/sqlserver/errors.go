@@ -139,6 +139,25 @@ func cause(me mssql.Error) mssql.Error {
 	return me
 }
 
+// serverError reports whether err is (or wraps) a SQL Server error, and
+// sets *me to it.
+func serverError(err error, me *mssql.Error) bool {
+	var mep *mssql.Error
+	switch {
+	case errors.As(err, me):
+		return true
+	case errors.As(err, &mep) && mep != nil:
+		*me = *mep
+		return true
+	}
+	return false
+}
+
+func isServerError(err error) bool {
+	var me mssql.Error
+	return serverError(err, &me)
+}
+
 func isNetError(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne)

@@ -141,6 +141,11 @@ func TestGoldenBatches(t *testing.T) {
 		{"commit", CommitBatch, nil, "Round trip 4 of every call (plain SQL batch)."},
 		{"rollback", RollbackBatch, nil, "Ends a replayed call (round trip 3) or a failed one (plain SQL batch)."},
 		{"lookup", LookupBatch, []any{sql.Named("idempotency_key", mssql.NVarCharMax(""))}, "Executor.Lookup (crash recovery)."},
+		{
+			"committed", CommittedBatch,
+			[]any{sql.Named("idempotency_key", mssql.NVarCharMax("")), sql.Named("transaction_id", int64(0))},
+			"After a call batch failed with a server error once its record was inserted, and the rollback batch: did the routed procedure commit the call's transaction itself?",
+		},
 		{"prune", PruneBatch, []any{sql.Named("batch", int64(4000)), sql.Named("before", civil.DateTime{})}, "Executor.Prune (retention), repeated until a statement deletes fewer than @batch."},
 		{"check", CheckBatch, []any{sql.Named("name", "[dbo].[orders_create]")}, "Executor.Check at start-up, per procedure route."},
 		{"ping", `SELECT TOP (0) 1 FROM sqlgate.idempotency;`, nil, "Open: the idempotency table exists and is readable."},

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +15,9 @@ import (
 
 	mssql "github.com/microsoft/go-mssqldb"
 
+	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/brokertest"
+	"github.com/sqlgate/sqlgate/broker/route"
 )
 
 const envDSN = "SQLGATE_TEST_SQLSERVER_DSN"
@@ -22,6 +25,11 @@ const envDSN = "SQLGATE_TEST_SQLSERVER_DSN"
 // liveDSN is the connection string of the throwaway database created for
 // this run ("" when SQLGATE_TEST_SQLSERVER_DSN is unset).
 var liveDSN string
+
+// liveInsecure is set when liveDSN does not pass CheckTransport (a test
+// server with a self-signed certificate and TrustServerCertificate=true):
+// the live tests use the server they are given, as allowInsecureTransport.
+var liveInsecure bool
 
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
 
@@ -56,6 +64,10 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if err := CheckTransport(liveDSN, false); err != nil {
+		liveInsecure = true
+		fmt.Fprintf(os.Stderr, "%s: %v; the live tests run with allowInsecureTransport\n", envDSN, err)
+	}
 	tdb, err := sql.Open("sqlserver", liveDSN)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -83,7 +95,7 @@ func openLive(t *testing.T) *Executor {
 	if liveDSN == "" {
 		t.Skip(envDSN + " is not set: SQL Server live tests skipped (set it to a server where the login may create databases)")
 	}
-	e, err := Open(t.Context(), Config{Name: "test", DSN: liveDSN, MaxConns: 2})
+	e, err := Open(t.Context(), Config{Name: "test", DSN: liveDSN, MaxConns: 2, AllowInsecureTransport: liveInsecure})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -135,6 +147,9 @@ func TestLiveProcedureOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, err = brokertest.DecodeResult(res.JSON)
+	// rows_affected counts the UPDATE: the procedure's SELECT @previous_status
+	// = status sets @@ROWCOUNT but sends no row count (SQL Server returns
+	// counts for DML and for SELECTs that send rows, not for assignments).
 	if err != nil || d.Output["previous_status"] != "open" || d.ReturnValue.String() != "0" || d.RowsAffected.String() != "1" {
 		t.Errorf("cancel = %s (%v), want output previous_status open, return_value 0, rows_affected 1", res.JSON, err)
 	}
@@ -193,4 +208,51 @@ func TestLiveKeysDoNotWaitForEachOther(t *testing.T) {
 	}
 	cancel()
 	<-slowDone
+}
+
+// A routed procedure that commits the call's transaction: its work and the
+// idempotency record are committed, so the call is not reported as a
+// DBError (a rollback) but as ErrCommittedWithoutResult, Lookup finds the
+// record without a result, and a retry replays it without running the
+// procedure again. The same when the procedure raises an error after its
+// COMMIT.
+func TestLiveProcedureCommits(t *testing.T) {
+	e := openLive(t)
+	cat, err := route.New([]route.Spec{
+		{Subject: "t.commit", Database: "test", Procedure: "dbo.orders_commit", Params: map[string]any{"type": "object", "properties": map[string]any{"customer": map[string]any{"type": "string"}}}},
+		{Subject: "t.commit_throw", Database: "test", Procedure: "dbo.orders_commit_throw", Params: map[string]any{"type": "object", "properties": map[string]any{"customer": map[string]any{"type": "string"}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, subject := range []string{"t.commit", "t.commit_throw"} {
+		t.Run(subject, func(t *testing.T) {
+			r, _ := cat.Lookup(subject)
+			customer := "committed-by-" + subject
+			c, err := brokertest.NewCall(r, fmt.Sprintf(`{"customer":%q}`, customer), "key-"+subject)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.Execute(t.Context(), c)
+			var dbe *broker.DBError
+			if errors.As(err, &dbe) || !errors.Is(err, ErrCommittedWithoutResult) || !errors.Is(err, broker.ErrUnavailable) {
+				t.Fatalf("Execute = %v, want ErrUnavailable with ErrCommittedWithoutResult, not a DBError", err)
+			}
+			var n int
+			if err := e.DB().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM dbo.orders WHERE customer = @p1`, customer).Scan(&n); err != nil || n != 1 {
+				t.Fatalf("rows the procedure committed = %d, %v; want 1", n, err)
+			}
+			res, found, err := e.Lookup(t.Context(), c.IdempotencyKey)
+			if err != nil || !found || res.JSON != nil || !res.CommittedAt.IsZero() || res.DecisionID != c.DecisionID {
+				t.Fatalf("Lookup = %+v, %v, %v; want the record, committed, without a result", res, found, err)
+			}
+			again, err := e.Execute(t.Context(), c)
+			if err != nil || !again.Replayed || again.JSON != nil {
+				t.Fatalf("Execute again = %+v, %v; want a replay without a result", again, err)
+			}
+			if err := e.DB().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM dbo.orders WHERE customer = @p1`, customer).Scan(&n); err != nil || n != 1 {
+				t.Errorf("rows after the retry = %d, %v; want still 1 (the procedure ran again)", n, err)
+			}
+		})
+	}
 }

@@ -62,19 +62,30 @@ EXEC sys.sp_addextendedproperty @name = N'sqlgate.principal', @value = @principa
 EXEC sys.sp_addextendedproperty @name = N'sqlgate.lease_id', @value = @lease_id, @level0type = N'USER', @level0name = @login;`
 
 	// RoleCheckBatch runs first in the creation transaction: does the role
-	// exist in this database, and is it (or a role it belongs to, at any
-	// depth) db_owner, db_securityadmin, db_accessadmin or db_ddladmin?
+	// exist in this database; is it a fixed database role (db_datareader,
+	// ...; public), whose members only db_owner may add; and is it
+	// privileged: it, or a role it belongs to at any depth, is db_owner,
+	// db_securityadmin, db_accessadmin or db_ddladmin, or holds (granted,
+	// directly or through public) a permission that leads to more than the
+	// role: CONTROL, ALTER (on the database or on a user or role),
+	// IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE or ALTER
+	// ANY APPLICATION ROLE.
 	RoleCheckBatch = `SET NOCOUNT ON;
-DECLARE @privileged bit = 0;
+DECLARE @found bit = 0, @fixed bit = 0, @privileged bit = 0;
+SELECT @found = 1, @fixed = CASE WHEN is_fixed_role = 1 OR principal_id = 0 THEN 1 ELSE 0 END
+FROM sys.database_principals WHERE name = @role AND type = N'R';
 WITH up AS (
     SELECT principal_id FROM sys.database_principals WHERE name = @role AND type = N'R'
     UNION ALL
     SELECT m.role_principal_id FROM sys.database_role_members AS m JOIN up ON m.member_principal_id = up.principal_id
 )
 SELECT @privileged = 1 FROM up JOIN sys.database_principals AS r ON r.principal_id = up.principal_id
-WHERE r.name IN (N'db_owner', N'db_securityadmin', N'db_accessadmin', N'db_ddladmin');
-SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM sys.database_principals WHERE name = @role AND type = N'R') THEN 1 ELSE 0 END AS bit) AS found,
-       @privileged AS privileged;`
+WHERE r.name IN (N'db_owner', N'db_securityadmin', N'db_accessadmin', N'db_ddladmin')
+   OR EXISTS (SELECT 1 FROM sys.database_permissions AS p
+              WHERE p.grantee_principal_id IN (up.principal_id, 0) AND p.state IN ('G', 'W')
+                AND (p.permission_name IN (N'CONTROL', N'IMPERSONATE', N'TAKE OWNERSHIP', N'ALTER ANY USER', N'ALTER ANY ROLE', N'ALTER ANY APPLICATION ROLE')
+                     OR (p.permission_name = N'ALTER' AND p.class IN (0, 4))));
+SELECT @found AS found, @fixed AS fixed, @privileged AS privileged;`
 
 	// LoginRenewBatch checks that the server login still exists and is
 	// enabled. SQL Server has no login expiry: the lease's expiry is
@@ -130,11 +141,16 @@ END;`
 	// session is the login's when it logged in as the login
 	// (original_login_name) or currently runs as it (login_name): after
 	// EXECUTE AS LOGIN, login_name shows the impersonated login and only
-	// original_login_name the one that opened the session.
+	// original_login_name the one that opened the session. KILL returns
+	// before the session is gone (it still shows, KILLED/ROLLBACK, while
+	// it ends), so the batch waits up to 2 seconds for the sessions it
+	// killed before counting: a session that takes longer (a long
+	// rollback) counts as remaining, and the attempt is retried.
 	KillSessionsBatch = `SET NOCOUNT ON;
 IF HAS_PERMS_BY_NAME(NULL, NULL, N'VIEW SERVER STATE') = 0
     THROW 50103, N'sqlgate: VIEW SERVER STATE is required to see and end the login''s sessions', 1;
-DECLARE @id int, @kill nvarchar(40);
+DECLARE @id int, @kill nvarchar(40), @waits int = 0;
+DECLARE @killed TABLE (session_id int PRIMARY KEY);
 DECLARE sessions CURSOR LOCAL FAST_FORWARD FOR
     SELECT session_id FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND session_id <> @@SPID;
 OPEN sessions;
@@ -144,6 +160,7 @@ BEGIN
     SET @kill = N'KILL ' + CAST(@id AS nvarchar(11)) + N';';
     BEGIN TRY
         EXEC sys.sp_executesql @kill;
+        INSERT INTO @killed (session_id) VALUES (@id);
     END TRY
     BEGIN CATCH
         IF ERROR_NUMBER() <> 6106 THROW;
@@ -152,16 +169,23 @@ BEGIN
 END;
 CLOSE sessions;
 DEALLOCATE sessions;
+WHILE @waits < 20 AND EXISTS (SELECT 1 FROM sys.dm_exec_sessions AS s JOIN @killed AS k ON k.session_id = s.session_id
+                              WHERE s.login_name = @login OR s.original_login_name = @login)
+BEGIN
+    WAITFOR DELAY '00:00:00.100';
+    SET @waits += 1;
+END;
 SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND session_id <> @@SPID;`
 
 	// ContainedKillSessionsBatch is KillSessionsBatch for contained users
 	// (Azure SQL Database: VIEW DATABASE STATE shows the database's
 	// sessions; KILL needs KILL DATABASE CONNECTION there), with the same
-	// filter on login_name and original_login_name.
+	// filter on login_name and original_login_name and the same wait.
 	ContainedKillSessionsBatch = `SET NOCOUNT ON;
 IF HAS_PERMS_BY_NAME(NULL, NULL, N'VIEW SERVER STATE') = 0 AND HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'VIEW DATABASE STATE') = 0
     THROW 50103, N'sqlgate: VIEW DATABASE STATE is required to see and end the user''s sessions', 1;
-DECLARE @id int, @kill nvarchar(40);
+DECLARE @id int, @kill nvarchar(40), @waits int = 0;
+DECLARE @killed TABLE (session_id int PRIMARY KEY);
 DECLARE sessions CURSOR LOCAL FAST_FORWARD FOR
     SELECT session_id FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND database_id = DB_ID() AND session_id <> @@SPID;
 OPEN sessions;
@@ -171,6 +195,7 @@ BEGIN
     SET @kill = N'KILL ' + CAST(@id AS nvarchar(11)) + N';';
     BEGIN TRY
         EXEC sys.sp_executesql @kill;
+        INSERT INTO @killed (session_id) VALUES (@id);
     END TRY
     BEGIN CATCH
         IF ERROR_NUMBER() <> 6106 THROW;
@@ -179,6 +204,12 @@ BEGIN
 END;
 CLOSE sessions;
 DEALLOCATE sessions;
+WHILE @waits < 20 AND EXISTS (SELECT 1 FROM sys.dm_exec_sessions AS s JOIN @killed AS k ON k.session_id = s.session_id
+                              WHERE s.login_name = @login OR s.original_login_name = @login)
+BEGIN
+    WAITFOR DELAY '00:00:00.100';
+    SET @waits += 1;
+END;
 SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND database_id = DB_ID() AND session_id <> @@SPID;`
 
 	// DropUsersBatch drops every user of this database mapped to the login,
@@ -236,19 +267,35 @@ type LoginConfig struct {
 	// LoginPrefix is the prefix of the login names the broker generates
 	// (default broker.DefaultLoginPrefix); names without it are refused.
 	LoginPrefix string `json:"loginPrefix,omitempty" yaml:"loginPrefix,omitempty"`
-	// AllowedRoles, when set, lists the only roles this database grants.
+	// AllowedRoles, when set, lists the only roles this database grants:
+	// user-defined roles. A fixed database role (db_datareader,
+	// db_datawriter, ...) is refused: adding a member to one needs db_owner,
+	// which the broker's login must not have. Create a role, make the fixed
+	// role's permissions its own (ALTER ROLE db_datareader ADD MEMBER
+	// reader), and list that.
 	AllowedRoles []string `json:"allowedRoles,omitempty" yaml:"allowedRoles,omitempty"`
 	// AllowPrivilegedRoles lets policy grant db_owner, db_securityadmin,
-	// db_accessadmin, db_ddladmin or a role that belongs to one of them.
+	// db_accessadmin, db_ddladmin, a role that belongs to one of them, or a
+	// role with CONTROL, ALTER, IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER,
+	// ALTER ANY ROLE or ALTER ANY APPLICATION ROLE (see [RoleCheckBatch]).
+	// Fixed database roles are never granted: nest them in a user-defined
+	// role.
 	AllowPrivilegedRoles bool `json:"allowPrivilegedRoles,omitempty" yaml:"allowPrivilegedRoles,omitempty"`
 	// ClientHost, ClientPort, ClientDatabase and ClientParams make up the
 	// connection string shown to users (sqlserver://user@host:port?database=db).
 	// ClientHost is required: the broker's own connection may go through a
-	// name clients cannot use.
+	// name clients cannot use. ClientParams are URL query parameters; the
+	// string carries encrypt=true unless they set encrypt, and they must
+	// not weaken TLS (encrypt=false or disable, TrustServerCertificate=true)
+	// unless AllowInsecureTransport is set.
 	ClientHost     string `json:"clientHost" yaml:"clientHost"`
 	ClientPort     int    `json:"clientPort,omitempty" yaml:"clientPort,omitempty"`
 	ClientDatabase string `json:"clientDatabase,omitempty" yaml:"clientDatabase,omitempty"`
 	ClientParams   string `json:"clientParams,omitempty" yaml:"clientParams,omitempty"`
+	// AllowInsecureTransport lets ClientParams tell clients to log in
+	// without TLS or without checking the server's certificate: the issued
+	// password could then be read on the way. For a local test server only.
+	AllowInsecureTransport bool `json:"allowInsecureTransport,omitempty" yaml:"allowInsecureTransport,omitempty"`
 }
 
 var (
@@ -282,8 +329,11 @@ func (c *LoginConfig) Validate() error {
 		}
 	}
 	for _, r := range c.AllowedRoles {
-		if !validSysname(r) {
+		switch {
+		case !validSysname(r):
 			errs = append(errs, fmt.Errorf("allowedRoles: %q is not a valid role name", r))
+		case fixedRoles[strings.ToLower(r)]:
+			errs = append(errs, fmt.Errorf("allowedRoles: %q %s", r, fixedRoleHelp))
 		}
 	}
 	if c.ClientHost == "" || strings.ContainsAny(c.ClientHost, "/?#@ \x00") {
@@ -292,10 +342,37 @@ func (c *LoginConfig) Validate() error {
 	if c.ClientPort < 0 || c.ClientPort > 65535 {
 		errs = append(errs, errors.New("clientPort must be a port number"))
 	}
-	if _, err := url.ParseQuery(c.ClientParams); err != nil {
+	if q, err := c.clientQuery(); err != nil {
 		errs = append(errs, errors.New("clientParams must be URL query parameters (encrypt=strict)"))
+	} else {
+		// Certificate files are the clients' own: not read here.
+		for k := range q {
+			if lk := strings.ToLower(k); lk == "certificate" || lk == "servercertificate" {
+				q.Del(k)
+			}
+		}
+		u := url.URL{Scheme: "sqlserver", Host: "client.invalid", RawQuery: q.Encode()}
+		if err := CheckTransport(u.String(), c.AllowInsecureTransport); err != nil {
+			errs = append(errs, fmt.Errorf("clientParams: %w", err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// clientQuery is ClientParams with encrypt=true added when they do not set
+// encrypt (in any case: go-mssqldb reads keys case-insensitively).
+func (c *LoginConfig) clientQuery() (url.Values, error) {
+	q, err := url.ParseQuery(c.ClientParams)
+	if err != nil {
+		return nil, err
+	}
+	for k := range q {
+		if strings.EqualFold(k, "encrypt") {
+			return q, nil
+		}
+	}
+	q.Set("encrypt", "true")
+	return q, nil
 }
 
 // LoginIssuer implements [broker.SQLLoginIssuer] for SQL Server: server
@@ -359,6 +436,24 @@ func defaultBatches(contained bool) (create, renew, disable, drop []string) {
 // (checked here by name, and on the server with memberships).
 var privilegedRoles = map[string]bool{"db_owner": true, "db_securityadmin": true, "db_accessadmin": true, "db_ddladmin": true}
 
+// fixedRoles are SQL Server's fixed database roles (and public, which
+// every user belongs to): ALTER ROLE ... ADD MEMBER on one needs db_owner,
+// which ALTER ANY ROLE (04-credential-issuance.sql) does not give, so the
+// broker never grants them (checked here by name, and on the server with
+// is_fixed_role).
+var fixedRoles = map[string]bool{
+	"db_owner": true, "db_securityadmin": true, "db_accessadmin": true, "db_backupoperator": true, "db_ddladmin": true,
+	"db_datawriter": true, "db_datareader": true, "db_denydatawriter": true, "db_denydatareader": true, "public": true,
+}
+
+const fixedRoleHelp = "is a fixed database role: sqlgate grants user-defined roles only (adding a member to a fixed role needs db_owner); create a role, add it to the fixed role (ALTER ROLE db_datareader ADD MEMBER reader) and grant that"
+
+// errRoleMembership is SQL Server's 15151 ("Cannot alter the role ...,
+// because it does not exist or you do not have permission") from ALTER
+// ROLE ... ADD MEMBER: the role was found, so the broker's login may not
+// add members to it.
+const errRoleMembership = 15151
+
 // loginArgs are the parameters of a batch.
 func loginArgs(spec *broker.LoginSpec, extra ...sql.NamedArg) []any {
 	args := []any{
@@ -385,15 +480,17 @@ func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) (
 			_ = tx.Rollback()
 		}
 	}()
-	var found, privileged bool
-	if err := tx.QueryRowContext(ctx, RoleCheckBatch, sql.Named("role", spec.Role)).Scan(&found, &privileged); err != nil {
+	var found, fixed, privileged bool
+	if err := tx.QueryRowContext(ctx, RoleCheckBatch, sql.Named("role", spec.Role)).Scan(&found, &fixed, &privileged); err != nil {
 		return li.classify(ctx, err, &spec)
 	}
 	switch {
 	case !found:
 		return fmt.Errorf("%w: role %q does not exist in database %s", broker.ErrInvalid, spec.Role, li.cfg.Name)
+	case fixed:
+		return fmt.Errorf("%w: role %q %s", broker.ErrInvalid, spec.Role, fixedRoleHelp)
 	case privileged && !li.cfg.AllowPrivilegedRoles:
-		return fmt.Errorf("%w: role %q is or belongs to db_owner, db_securityadmin, db_accessadmin or db_ddladmin; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
+		return fmt.Errorf("%w: role %q is or belongs to db_owner, db_securityadmin, db_accessadmin or db_ddladmin, or holds CONTROL, ALTER, IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE or ALTER ANY APPLICATION ROLE; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
 	}
 	args := loginArgs(&spec, sql.Named("password", spec.Password))
 	for _, b := range li.create {
@@ -467,7 +564,10 @@ func (li *LoginIssuer) ClientDSN(username string) string {
 	if li.cfg.ClientPort != 0 {
 		host = net.JoinHostPort(host, strconv.Itoa(li.cfg.ClientPort))
 	}
-	q, _ := url.ParseQuery(li.cfg.ClientParams)
+	q, err := li.cfg.clientQuery()
+	if err != nil { // refused by Validate
+		q = url.Values{"encrypt": {"true"}}
+	}
 	if li.cfg.ClientDatabase != "" {
 		q.Set("database", li.cfg.ClientDatabase)
 	}
@@ -495,6 +595,9 @@ func (li *LoginIssuer) check(spec *broker.LoginSpec, create bool) error {
 		return fmt.Errorf("%w: role name must be 1 to 128 characters without control characters", broker.ErrInvalid)
 	}
 	role := strings.ToLower(spec.Role)
+	if fixedRoles[role] {
+		return fmt.Errorf("%w: role %q %s", broker.ErrInvalid, spec.Role, fixedRoleHelp)
+	}
 	if li.allowed != nil && !li.allowed[role] {
 		return fmt.Errorf("%w: role %q is not among the roles database %s grants", broker.ErrInvalid, spec.Role, li.cfg.Name)
 	}
@@ -542,6 +645,9 @@ func (li *LoginIssuer) classify(ctx context.Context, err error, spec *broker.Log
 			return fmt.Errorf("%w: sqlserver database %s: server error %d", broker.ErrUnavailable, li.cfg.Name, me.Number)
 		}
 		msg := scrub.Redact(me.Message, append(secrets, spec.Password)...)
+		if me.Number == errRoleMembership && spec.Role != "" {
+			msg = fmt.Sprintf("the broker's login may not add members to role %q: grant it ALTER ANY ROLE in this database (deploy/sqlserver/04-credential-issuance.sql), or ALTER on the role; sqlgate grants user-defined roles only", spec.Role)
+		}
 		return &broker.DBError{Number: int(me.Number), State: strconv.Itoa(int(me.State)), Message: scrub.Message(msg, nil)}
 	case errors.Is(err, driver.ErrBadConn), isNetError(err), errors.Is(err, sql.ErrConnDone):
 		return fmt.Errorf("%w: sqlserver database %s: connection failed", broker.ErrUnavailable, li.cfg.Name)

@@ -132,7 +132,7 @@ func (r *recRows) Next(dest []driver.Value) error {
 func healthy(query string, _ map[string]any) ([]string, []driver.Value, error) {
 	switch query {
 	case RoleCheckBatch:
-		return []string{"found", "privileged"}, []driver.Value{true, false}, nil
+		return []string{"found", "fixed", "privileged"}, []driver.Value{true, false, false}, nil
 	case LoginGuardBatch, ContainedGuardBatch:
 		return []string{"privileged"}, []driver.Value{false}, nil
 	case KillSessionsBatch, ContainedKillSessionsBatch:
@@ -274,7 +274,7 @@ func TestLoginRefusals(t *testing.T) {
 	t.Run("role_missing", func(t *testing.T) {
 		li, r := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
 			if q == RoleCheckBatch {
-				return []string{"found", "privileged"}, []driver.Value{false, false}, nil
+				return []string{"found", "fixed", "privileged"}, []driver.Value{false, false, false}, nil
 			}
 			return healthy(q, a)
 		})
@@ -288,7 +288,7 @@ func TestLoginRefusals(t *testing.T) {
 	t.Run("role_privileged_by_membership", func(t *testing.T) {
 		li, r := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
 			if q == RoleCheckBatch {
-				return []string{"found", "privileged"}, []driver.Value{true, true}, nil
+				return []string{"found", "fixed", "privileged"}, []driver.Value{true, false, true}, nil
 			}
 			return healthy(q, a)
 		})
@@ -297,6 +297,48 @@ func TestLoginRefusals(t *testing.T) {
 		}
 		if got := strings.Join(shape(r.log()), " "); got != "BEGIN tx:role_check ROLLBACK" {
 			t.Errorf("sent %s", got)
+		}
+	})
+	// A fixed database role only db_owner can add members to: refused as
+	// the server reports it (whatever its name's case or collation), even
+	// with allowPrivilegedRoles.
+	t.Run("role_fixed_on_server", func(t *testing.T) {
+		li, r := newRecorded(t, LoginConfig{AllowPrivilegedRoles: true}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+			if q == RoleCheckBatch {
+				return []string{"found", "fixed", "privileged"}, []driver.Value{true, true, false}, nil
+			}
+			return healthy(q, a)
+		})
+		err := li.CreateLogin(ctx, testSpec(t, "readers"))
+		if !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "fixed database role") {
+			t.Errorf("CreateLogin = %v, want invalid: a fixed database role", err)
+		}
+		if got := strings.Join(shape(r.log()), " "); got != "BEGIN tx:role_check ROLLBACK" {
+			t.Errorf("sent %s", got)
+		}
+	})
+	t.Run("role_fixed_by_name", func(t *testing.T) {
+		for _, role := range []string{"db_datareader", "DB_DataWriter", "public", "db_owner"} {
+			li, r := newRecorded(t, LoginConfig{AllowPrivilegedRoles: true}, healthy)
+			err := li.CreateLogin(ctx, testSpec(t, role))
+			if !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "user-defined roles only") || len(r.log()) != 0 {
+				t.Errorf("CreateLogin(%s) = %v after %d batches, want refused before any as a fixed role", role, err, len(r.log()))
+			}
+		}
+	})
+	// ALTER ROLE ... ADD MEMBER without permission on the role: 15151,
+	// explained.
+	t.Run("role_membership_denied", func(t *testing.T) {
+		li, _ := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+			if q == LoginCreateBatch {
+				return nil, nil, mssql.Error{Number: 15151, State: 1, Message: "Cannot alter the role 'reader', because it does not exist or you do not have permission."}
+			}
+			return healthy(q, a)
+		})
+		err := li.CreateLogin(ctx, testSpec(t, "reader"))
+		var dbe *broker.DBError
+		if !errors.As(err, &dbe) || dbe.Number != 15151 || !strings.Contains(dbe.Message, "ALTER ANY ROLE") || !strings.Contains(dbe.Message, "04-credential-issuance.sql") {
+			t.Errorf("CreateLogin = %v, want DBError 15151 naming ALTER ANY ROLE and 04-credential-issuance.sql", err)
 		}
 	})
 	t.Run("privileged_login_not_revoked", func(t *testing.T) {
@@ -438,12 +480,12 @@ func TestLoginConfigValidate(t *testing.T) {
 	c := LoginConfig{
 		Creation: []string{"CREATE LOGIN [{{name}}] WITH PASSWORD = '{{password}}'"},
 		Renewal:  []string{"ALTER LOGIN x WITH PASSWORD = @Password"},
-		Drop:     []string{"  ", "SELECT @lock_password"}, AllowedRoles: []string{"ok", "bad\x01"}, ClientPort: -1, ClientParams: "%zz",
+		Drop:     []string{"  ", "SELECT @lock_password"}, AllowedRoles: []string{"ok", "bad\x01", "db_datareader"}, ClientPort: -1, ClientParams: "%zz",
 	}
 	err := c.Validate()
 	for _, want := range []string{
 		"name is required", "creation[0]: use the parameters", "renewal[0]: @password", "drop[0]: empty", "drop[1]: @lock_password",
-		"allowedRoles", "clientHost is required", "clientPort", "clientParams",
+		"allowedRoles", `allowedRoles: "db_datareader" is a fixed database role`, "clientHost is required", "clientPort", "clientParams",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want a problem mentioning %q", err, want)
@@ -479,6 +521,27 @@ func TestLoginClientDSN(t *testing.T) {
 	if got, want := li.ClientDSN("sg_alice_abcdefghij"), "sqlserver://sg_alice_abcdefghij@db.example.com:1433?database=orders&encrypt=strict"; got != want {
 		t.Errorf("ClientDSN = %q, want %q", got, want)
 	}
+	// Without encrypt, a client would send the issued password in clear
+	// text to a server that does not offer TLS: the string says encrypt.
+	li, _ = newRecorded(t, LoginConfig{ClientHost: "db.example.com", ClientParams: "hostNameInCertificate=sql1.example.com"}, healthy)
+	if got, want := li.ClientDSN("sg_alice_abcdefghij"), "sqlserver://sg_alice_abcdefghij@db.example.com?encrypt=true&hostNameInCertificate=sql1.example.com"; got != want {
+		t.Errorf("ClientDSN without encrypt = %q, want %q", got, want)
+	}
+	li, _ = newRecorded(t, LoginConfig{ClientHost: "db.example.com", ClientParams: "Encrypt=strict&certificate=/etc/ssl/private-ca.pem"}, healthy)
+	if got, want := li.ClientDSN("u"), "sqlserver://u@db.example.com?Encrypt=strict&certificate=%2Fetc%2Fssl%2Fprivate-ca.pem"; got != want {
+		t.Errorf("ClientDSN with Encrypt = %q, want %q", got, want)
+	}
+	for _, params := range []string{"encrypt=disable", "encrypt=false", "encrypt=true&TrustServerCertificate=true", "trustservercertificate=yes"} {
+		c := LoginConfig{Name: "orders", ClientHost: "db.example.com", ClientParams: params}
+		err := c.Validate()
+		if !errors.Is(err, ErrInsecureTransport) || !strings.Contains(err.Error(), "clientParams") {
+			t.Errorf("Validate(clientParams %s) = %v, want clientParams refused as insecure", params, err)
+		}
+		c.AllowInsecureTransport = true
+		if err := c.Validate(); err != nil {
+			t.Errorf("Validate(clientParams %s, allowInsecureTransport) = %v", params, err)
+		}
+	}
 }
 
 // TestGoldenLoginBatches shows every batch of short-lived logins with its
@@ -497,14 +560,14 @@ func TestGoldenLoginBatches(t *testing.T) {
 	}{
 		{"create", LoginCreateBatch, all, "CreateLogin, server mode: in one transaction after role_check. Needs ALTER ANY LOGIN (master), ALTER ANY USER, ALTER ANY ROLE."},
 		{"create_contained", ContainedCreateBatch, all, "CreateLogin, contained mode (Azure SQL Database): in one transaction after role_check. Needs ALTER ANY USER, ALTER ANY ROLE."},
-		{"role_check", RoleCheckBatch, role, "CreateLogin, first batch of the transaction: the role exists and is not (inside) db_owner, db_securityadmin, db_accessadmin or db_ddladmin."},
+		{"role_check", RoleCheckBatch, role, "CreateLogin, first batch of the transaction: the role exists, is not a fixed role, and is not (inside) db_owner, db_securityadmin, db_accessadmin or db_ddladmin nor holds a permission that leads further."},
 		{"renew", LoginRenewBatch, base, "RenewLogin, server mode: SQL Server has no login expiry; the login must still exist and be enabled."},
 		{"renew_contained", ContainedRenewBatch, base, "RenewLogin, contained mode."},
 		{"guard", LoginGuardBatch, login, "RevokeLogin step 0, server mode: refuse a sysadmin or database owner."},
 		{"guard_contained", ContainedGuardBatch, login, "RevokeLogin step 0, contained mode: refuse a db_owner member."},
 		{"disable", LoginDisableBatch, lock, "RevokeLogin step 1, server mode: no new sessions. Outside any transaction."},
 		{"disable_contained", ContainedDisableBatch, lock, "RevokeLogin step 1, contained mode: a password nobody knows. Outside any transaction."},
-		{"kill_sessions", KillSessionsBatch, login, "RevokeLogin step 2, server mode: end every session (KILL cannot run in a transaction; this batch never does). Needs VIEW SERVER STATE and ALTER ANY CONNECTION. remaining > 0 fails the attempt (retried)."},
+		{"kill_sessions", KillSessionsBatch, login, "RevokeLogin step 2, server mode: end every session (KILL cannot run in a transaction; this batch never does). Needs VIEW SERVER STATE and ALTER ANY CONNECTION. Waits up to 2 s for the killed sessions to go; remaining > 0 fails the attempt (retried)."},
 		{"kill_sessions_contained", ContainedKillSessionsBatch, login, "RevokeLogin step 2, contained mode. Azure SQL Database: VIEW DATABASE STATE and KILL DATABASE CONNECTION."},
 		{"drop_users", DropUsersBatch, base, "RevokeLogin step 3a, server mode: drop the login's users in this database."},
 		{"drop_login", DropLoginBatch, base, "RevokeLogin step 3b, server mode: drop the login (15434 while a session remains: retried)."},

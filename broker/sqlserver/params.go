@@ -428,11 +428,15 @@ var sessionLimits = []struct {
 	get   func(*broker.Call) string
 	max   int
 }{
-	{"Idempotency-Key", func(c *broker.Call) string { return c.IdempotencyKey }, 256},
+	{"Idempotency-Key", func(c *broker.Call) string { return c.IdempotencyKey }, keyMax},
 	{"Correlation-Id", func(c *broker.Call) string { return c.CorrelationID }, 256},
 	{"principal", func(c *broker.Call) string { return c.Principal }, 512},
 	{"decision id", func(c *broker.Call) string { return c.DecisionID }, 128},
 }
+
+// keyMax is the length of the idempotency key column, nvarchar(256), in
+// UTF-16 code units.
+const keyMax = 256
 
 func checkSessionLimits(c *broker.Call) error {
 	for _, l := range sessionLimits {

@@ -56,6 +56,7 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 		}
 		e := &Executor{cfg: cfg}
 		e.describe(dsn)
+		e.warnInsecure(ctx, dsn)
 		return e, nil
 	}
 	return open(ctx, cfg, "", cfg.MaxConns)
@@ -84,6 +85,9 @@ func open(ctx context.Context, cfg Config, userAssertion string, maxConns int) (
 	db.SetConnMaxLifetime(cfg.ConnMaxLifetime)
 	e := &Executor{cfg: cfg, db: db, calls: fifo.NewGate(maxConns)}
 	e.describe(dsn)
+	if userAssertion == "" {
+		e.warnInsecure(ctx, dsn)
+	}
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
 		return nil, e.classify(ctx, err, nil)
@@ -101,6 +105,17 @@ func (e *Executor) describe(dsn string) {
 		if p.Instance != "" {
 			e.server += `\` + p.Instance
 		}
+	}
+}
+
+// warnInsecure logs, once per Open, that the connection string does not
+// protect the login and the session and AllowInsecureTransport let it.
+func (e *Executor) warnInsecure(ctx context.Context, dsn string) {
+	if !e.cfg.AllowInsecureTransport {
+		return
+	}
+	if err := CheckTransport(dsn, false); err != nil {
+		e.cfg.Logger.WarnContext(ctx, "sqlserver: insecure transport accepted (allowInsecureTransport)", "database", e.cfg.Name, "problem", err.Error())
 	}
 }
 
@@ -290,6 +305,10 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 	w := resultjson.NewWriter(c.RowLimit())
 	st, affected, err := runCall(ctx, conn, shape, w)
 	if err != nil {
+		if st != nil && st.inserted && isServerError(err) && ctx.Err() == nil {
+			open = false
+			return nil, e.endFailedCall(conn, st.txid, c.IdempotencyKey, err)
+		}
 		return nil, err
 	}
 	if !st.inserted {
@@ -330,27 +349,68 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 
 // replay returns the stored result of a key the call found taken:
 // ErrConflict when it was stored for another request. A record without
-// committed_at was never finished: the call's INSERT fails on the key only
-// once the transaction that inserted it has committed, so that transaction
-// was committed by the routed procedure itself (COMMIT inside the module;
-// the call then failed with 266), before the result was stored. There is no result to replay, and
-// running the call again could repeat what the procedure committed, so
-// the key is unavailable, as a key still in flight is on PostgreSQL.
+// committed_at was committed without a result: the call's INSERT fails on
+// the key only once the transaction that inserted it has committed, so
+// that transaction was committed by the routed procedure itself (see
+// [ErrCommittedWithoutResult]). Its replay has no result (JSON null, zero
+// CommittedAt), as [Executor.Lookup] reports it; the call is not run again,
+// which could repeat what the procedure committed.
 func (e *Executor) replay(st *status, c *broker.Call) (*broker.Result, error) {
-	if !st.committed.Valid {
-		return nil, e.unavailable(errUnfinished)
-	}
 	if st.hash.String != c.RequestHash {
 		return nil, broker.ErrConflict
 	}
-	return &broker.Result{
-		JSON: json.RawMessage(st.result.String), Rows: st.rows.Int64, RowsAffected: st.affected.Int64,
-		TransactionID: strconv.FormatInt(st.txid, 10), Replayed: true, CommittedAt: st.committed.Time.UTC(),
+	res := &broker.Result{
+		Rows: st.rows.Int64, RowsAffected: st.affected.Int64,
+		TransactionID: strconv.FormatInt(st.txid, 10), Replayed: true,
 		RequestHash: st.hash.String, DecisionID: st.decision.String,
-	}, nil
+	}
+	if st.committed.Valid {
+		res.JSON, res.CommittedAt = json.RawMessage(st.result.String), st.committed.Time.UTC()
+	}
+	return res, nil
 }
 
-var errUnfinished = errors.New("idempotency record committed without a result (the routed procedure committed the transaction)")
+// ErrCommittedWithoutResult is wrapped (with broker.ErrUnavailable) by the
+// error of a call whose routed procedure committed the call's transaction
+// itself: a COMMIT inside the procedure ends the transaction sqlgate
+// opened, so the procedure's work and the call's idempotency record are
+// committed, and the call then fails (error 266, "Transaction count after
+// EXECUTE indicates a mismatching number of BEGIN and COMMIT statements",
+// or an error the procedure raised after its COMMIT) before its result is
+// stored. The broker then looks the key up: [Executor.Lookup] finds the
+// record, committed, without a result. Routed procedures must not commit
+// or roll back the caller's transaction.
+var ErrCommittedWithoutResult = errors.New("the routed procedure committed the call's transaction itself: its work and the idempotency record are committed, the result was not stored")
+
+// endFailedCall ends a call whose batch failed with a server error after
+// inserting its idempotency record in transaction txid: it rolls back what
+// is left of the transaction and asks whether the record is still there
+// ([CommittedBatch]). If so the routed procedure committed the call
+// (ErrCommittedWithoutResult); otherwise, and whenever the question cannot
+// be answered, the call's own error stands. The server error is not
+// wrapped in the former case: it says nothing about the outcome, and a
+// deadlock number in it must not make the call run again.
+func (e *Executor) endFailedCall(conn *sql.Conn, txid int64, key string, callErr error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := conn.ExecContext(ctx, RollbackBatch); err != nil {
+		discard(conn)
+		return callErr
+	}
+	var committed bool
+	err := conn.QueryRowContext(ctx, CommittedBatch,
+		sql.Named("idempotency_key", mssql.NVarCharMax(key)), sql.Named("transaction_id", txid)).Scan(&committed)
+	if err != nil || !committed {
+		return callErr
+	}
+	number := int32(0)
+	var me mssql.Error
+	if serverError(callErr, &me) {
+		number = cause(me).Number
+	}
+	e.cfg.Logger.Warn("sqlserver: a routed procedure committed the call's transaction itself", "database", e.cfg.Name, "transaction_id", txid, "server_error", number)
+	return fmt.Errorf("%w: sqlserver database %s: %w (server error %d)", broker.ErrUnavailable, e.cfg.Name, ErrCommittedWithoutResult, number)
+}
 
 // rollback ends a failed transaction; if the server cannot be told, the
 // connection is discarded (the server rolls back when the session ends).
@@ -383,7 +443,8 @@ type status struct {
 }
 
 // runCall sends the call batch, reads its status row, then writes every
-// result set of the call; it returns the rows affected (the sum of the row
+// result set of the call; it returns the status (also with an error once
+// the status row was read) and the rows affected (the sum of the row
 // counts the server reports, as SSMS prints them). It waits for the
 // driver's messages and for the loss of the connection, which the driver
 // does not always report there (see transport.go): a lost connection
@@ -418,7 +479,7 @@ func runCall(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultjso
 		if errors.Is(context.Cause(wait), errConnLost) {
 			// The reply cannot complete: a read fails only while it is
 			// awaited. Whatever is still queued belongs to it.
-			return nil, 0, errConnLost
+			return st, 0, errConnLost
 		}
 		switch m := m.(type) {
 		case sqlexp.MsgNext:
@@ -444,7 +505,7 @@ func runCall(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultjso
 				continue
 			}
 			if err := readSet(rows, w); err != nil {
-				return nil, 0, err
+				return st, 0, err
 			}
 		case sqlexp.MsgNextResultSet:
 			active = rows.NextResultSet()
@@ -454,17 +515,17 @@ func runCall(ctx context.Context, conn *sql.Conn, shape *callShape, w *resultjso
 			// which statement they close), none under SET NOCOUNT ON.
 			affected += m.Count
 		case sqlexp.MsgError:
-			return nil, 0, m.Error
+			return st, 0, m.Error
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, 0, err
+		return st, 0, err
 	}
 	if err := rows.Close(); err != nil {
-		return nil, 0, err
+		return st, 0, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, 0, err
+		return st, 0, err
 	}
 	if st == nil {
 		return nil, 0, errors.New("call batch returned no status row")
@@ -514,11 +575,14 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 	if e.closed.Load() {
 		return nil, false, e.unavailable(errClosed)
 	}
+	if utf16Len(key) > keyMax {
+		return nil, false, nil // longer than any key a call can store
+	}
 	var (
 		txid                int64
 		hash, out, decision sql.NullString
 		res                 broker.Result
-		committed           time.Time
+		committed           sql.NullTime
 	)
 	err := e.db.QueryRowContext(ctx, LookupBatch, sql.Named("idempotency_key", mssql.NVarCharMax(key))).
 		Scan(&txid, &hash, &out, &res.Rows, &res.RowsAffected, &committed, &decision)
@@ -528,9 +592,13 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 	case err != nil:
 		return nil, false, e.classify(ctx, err, nil)
 	}
-	res.JSON = json.RawMessage(out.String)
+	if committed.Valid {
+		// Otherwise committed by a routed procedure, without a result
+		// (ErrCommittedWithoutResult): JSON null, CommittedAt zero.
+		res.JSON = json.RawMessage(out.String)
+		res.CommittedAt = committed.Time.UTC()
+	}
 	res.TransactionID = strconv.FormatInt(txid, 10)
-	res.CommittedAt = committed.UTC()
 	res.Replayed = true
 	res.RequestHash, res.DecisionID = hash.String, decision.String
 	return &res, true, nil

@@ -146,6 +146,8 @@ func TestExecuteConnectionLostBeforeReply(t *testing.T) {
 		Name:     "orders",
 		DSN:      fmt.Sprintf("server=%s;port=%s;user id=u;encrypt=disable", host, port),
 		MaxConns: 1, // the second call waits for the first one's slot
+		// The fake server speaks TDS without TLS.
+		AllowInsecureTransport: true,
 	})
 	if err != nil {
 		t.Fatalf("Open against the fake server: %v", err)

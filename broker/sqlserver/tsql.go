@@ -6,9 +6,10 @@ import (
 	"github.com/sqlgate/sqlgate/broker/route"
 )
 
-// IdempotencyDDL creates the idempotency table (also shipped as
-// deploy/sqlserver/02-idempotency.sql, which the broker's login does not
-// need permission to run).
+// IdempotencyDDL creates the idempotency table and the index on
+// committed_at that [PruneBatch] seeks on. deploy/sqlserver/01-idempotency.sql
+// runs the same statements, one per sqlcmd batch (a test keeps the two
+// equal); the broker's login needs no permission to run them.
 const IdempotencyDDL = `IF SCHEMA_ID(N'sqlgate') IS NULL EXEC (N'CREATE SCHEMA sqlgate AUTHORIZATION dbo');
 IF OBJECT_ID(N'sqlgate.idempotency', N'U') IS NULL
 CREATE TABLE sqlgate.idempotency (
@@ -23,7 +24,9 @@ CREATE TABLE sqlgate.idempotency (
     rows_affected   bigint        NOT NULL CONSTRAINT df_sqlgate_idempotency_rows_affected DEFAULT 0,
     created_at      datetime2(7)  NOT NULL CONSTRAINT df_sqlgate_idempotency_created_at DEFAULT SYSUTCDATETIME(),
     committed_at    datetime2(7)  NULL
-);`
+);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_sqlgate_idempotency_committed_at' AND object_id = OBJECT_ID(N'sqlgate.idempotency'))
+CREATE INDEX ix_sqlgate_idempotency_committed_at ON sqlgate.idempotency (committed_at);`
 
 // BeginBatch starts the call's transaction. It has no parameters, so the
 // driver sends it as a plain SQL batch: SET and BEGIN TRANSACTION here
@@ -40,11 +43,22 @@ BEGIN TRANSACTION;`
 // the catalog reserves (in any case: names compare case-insensitively
 // under the usual collations).
 //
+// The key is sent as nvarchar(max), like every string of the batch (one
+// plan-cache entry whatever its length), and copied into @sqlgate_k, an
+// nvarchar(256) like the key column: compared as nvarchar(max), the key
+// would be a residual predicate over an index scan rather than a seek,
+// and the scan's locks would make calls with different keys wait for one
+// another (and deadlock). The copy would cut a longer key silently, so the
+// batch refuses one first (the adapter refuses it before sending, in
+// UTF-16 code units, as DATALENGTH counts bytes).
+//
 // The record is a plain INSERT, and the primary key decides, under the
 // table's collation, whether the key is taken. Inserting a key locks that
 // key only (an exclusive key lock until the transaction ends; key-range
-// locks are taken only under SERIALIZABLE or HOLDLOCK), so calls with
-// different keys never wait for one another. A call whose key another
+// locks are taken only under SERIALIZABLE or HOLDLOCK), so a call does
+// not wait for calls with other keys (short of lock escalation, which
+// row-at-a-time inserts do not reach, or the rare collision of two keys'
+// lock hashes). A call whose key another
 // transaction has inserted waits on that key lock until the transaction
 // ends: rolled back, the INSERT goes ahead; committed, it fails with 2627
 // (violation of PRIMARY KEY constraint), which the CATCH block turns into
@@ -66,20 +80,22 @@ BEGIN TRANSACTION;`
 // before the retention cutoff — the batch returns no status row and the
 // call fails as unavailable; a retry inserts the key.)
 const callPrologue = `SET NOCOUNT ON;
-DECLARE @sqlgate_c nvarchar(256) = @sqlgate_correlation_id, @sqlgate_p nvarchar(512) = @sqlgate_principal, @sqlgate_d nvarchar(128) = @sqlgate_decision_id;
+IF DATALENGTH(@sqlgate_idempotency_key) > 512 THROW 50002, N'sqlgate: idempotency key longer than 256 UTF-16 code units', 1;
+DECLARE @sqlgate_c nvarchar(256) = @sqlgate_correlation_id, @sqlgate_p nvarchar(512) = @sqlgate_principal, @sqlgate_d nvarchar(128) = @sqlgate_decision_id,
+        @sqlgate_k nvarchar(256) = @sqlgate_idempotency_key;
 EXEC sys.sp_set_session_context @key = N'sqlgate.correlation_id', @value = @sqlgate_c, @read_only = 1;
 EXEC sys.sp_set_session_context @key = N'sqlgate.principal', @value = @sqlgate_p, @read_only = 1;
 EXEC sys.sp_set_session_context @key = N'sqlgate.decision_id', @value = @sqlgate_d, @read_only = 1;
 SET XACT_ABORT OFF;
 BEGIN TRY
     INSERT INTO sqlgate.idempotency (idempotency_key, request_hash, correlation_id, principal, decision_id, transaction_id)
-    VALUES (@sqlgate_idempotency_key, @sqlgate_request_hash, @sqlgate_c, @sqlgate_p, @sqlgate_d, CURRENT_TRANSACTION_ID());
+    VALUES (@sqlgate_k, @sqlgate_request_hash, @sqlgate_c, @sqlgate_p, @sqlgate_d, CURRENT_TRANSACTION_ID());
 END TRY
 BEGIN CATCH
     IF ERROR_NUMBER() NOT IN (2601, 2627) THROW;
     SET XACT_ABORT ON;
     SELECT CAST(0 AS bit) AS inserted, transaction_id, request_hash, result, rows, rows_affected, committed_at, decision_id
-    FROM sqlgate.idempotency WHERE idempotency_key = @sqlgate_idempotency_key;
+    FROM sqlgate.idempotency WHERE idempotency_key = @sqlgate_k;
     RETURN;
 END CATCH;
 SET XACT_ABORT ON;
@@ -90,10 +106,16 @@ SELECT CAST(1 AS bit) AS inserted, CURRENT_TRANSACTION_ID() AS transaction_id,
 SET NOCOUNT OFF;
 `
 
+// keyMatch finds a record by @idempotency_key (nvarchar(max), see
+// callPrologue) with an index seek: the parameter is cast to the column's
+// nvarchar(256), and a longer key, which the cast would cut to another
+// key, matches nothing.
+const keyMatch = `idempotency_key = CAST(@idempotency_key AS nvarchar(256)) AND DATALENGTH(@idempotency_key) <= 512`
+
 // StoreBatch stores the call's result in its idempotency record.
 const StoreBatch = `UPDATE sqlgate.idempotency
 SET result = @result, rows = @rows, rows_affected = @rows_affected, committed_at = @committed_at
-WHERE idempotency_key = @idempotency_key;
+WHERE ` + keyMatch + `;
 IF @@ROWCOUNT <> 1 THROW 50001, N'sqlgate: idempotency record missing before commit', 1;`
 
 // CommitBatch commits the call's transaction (a plain SQL batch).
@@ -108,9 +130,24 @@ const RollbackBatch = `IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;`
 // wait for a transaction that holds the key (a call still running, which a
 // lost connection may leave on the server): under READ_COMMITTED_SNAPSHOT
 // a plain read would return the last committed version (none) at once.
+// Every record it returns is therefore committed; one without
+// committed_at was committed by a routed procedure, without a result
+// (see [CommittedBatch]).
 const LookupBatch = `SELECT transaction_id, request_hash, result, rows, rows_affected, committed_at, decision_id
 FROM sqlgate.idempotency WITH (READCOMMITTEDLOCK)
-WHERE idempotency_key = @idempotency_key AND committed_at IS NOT NULL;`
+WHERE ` + keyMatch + `;`
+
+// CommittedBatch runs after a call batch failed and [RollbackBatch] ended
+// what was left of its transaction: is the call's idempotency record,
+// inserted by this transaction (@transaction_id), still there? Then the
+// routed procedure committed the transaction itself (COMMIT inside the
+// module: error 266 when the EXEC returns, or an error raised after the
+// COMMIT), and its work and the record are committed although the call
+// failed. Any other failure rolled the record back with the rest.
+// READCOMMITTEDLOCK waits, like LookupBatch, for a call that holds the
+// key meanwhile (only possible when this call's record is gone).
+const CommittedBatch = `SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM sqlgate.idempotency WITH (READCOMMITTEDLOCK)
+    WHERE ` + keyMatch + ` AND transaction_id = @transaction_id) THEN 1 ELSE 0 END AS bit) AS committed;`
 
 // PruneBatch deletes the @batch oldest idempotency records committed before
 // @before; the ORDER BY makes it a seek on ix_sqlgate_idempotency_committed_at

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -225,6 +227,12 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown_mode", Config{Name: "o", DSNEnv: "X", AzureAD: &AzureAD{Mode: "ActiveDirectoryPassword"}}, []string{"mode"}},
 		{"injection_client_id", Config{Name: "o", DSNEnv: "X", AzureAD: &AzureAD{Mode: ModeManagedIdentity, ClientID: `a";password="x`}}, []string{"clientID must not contain"}},
 		{"limits", Config{Name: "o", DSNEnv: "X", MaxConns: -1, ConnMaxLifetime: -1, AppName: "a;b"}, []string{"maxConns", "connMaxLifetime", "appName"}},
+		// An inline DSN's transport is checked at once (a referenced one
+		// when Open reads it).
+		{"inline_dsn_without_encrypt", Config{Name: "o", DSN: "sqlserver://u:hunter2@db?database=orders"}, []string{"dsn: the connection string does not require TLS", "does not set encrypt", "allowInsecureTransport: true"}},
+		{"inline_dsn_trusting", Config{Name: "o", DSN: "server=db;encrypt=true;TrustServerCertificate=true"}, []string{"dsn: the connection string does not require TLS", "TrustServerCertificate=true accepts any server certificate"}},
+		{"inline_dsn_strict", Config{Name: "o", DSN: "sqlserver://u:hunter2@db?database=orders&encrypt=strict"}, nil},
+		{"inline_dsn_insecure_allowed", Config{Name: "o", DSN: "server=db;encrypt=disable", AllowInsecureTransport: true}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -237,6 +245,9 @@ func TestConfigValidate(t *testing.T) {
 			}
 			if err == nil {
 				t.Fatalf("Validate() = nil, want %q", tc.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("Validate() = %v, quotes the connection string", err)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
@@ -271,13 +282,13 @@ func TestConnString(t *testing.T) {
 		},
 		{
 			"service_principal",
-			Config{DSN: "server=x.database.windows.net;database=orders", PasswordEnv: "SQLGATE_TEST_SECRET", AzureAD: &AzureAD{Mode: ModeServicePrincipal, ClientID: "app", TenantID: "tenant"}},
-			`server=x.database.windows.net;database=orders;app name="sqlgated";fedauth="ActiveDirectoryServicePrincipal";password="s3cr""et;x";user id="app@tenant"`,
+			Config{DSN: "server=x.database.windows.net;database=orders;encrypt=true", PasswordEnv: "SQLGATE_TEST_SECRET", AzureAD: &AzureAD{Mode: ModeServicePrincipal, ClientID: "app", TenantID: "tenant"}},
+			`server=x.database.windows.net;database=orders;encrypt=true;app name="sqlgated";fedauth="ActiveDirectoryServicePrincipal";password="s3cr""et;x";user id="app@tenant"`,
 		},
 		{
 			"on_behalf_of",
-			Config{DSN: "server=x.database.windows.net;database=orders", AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "app", TenantID: "tenant", ClientCertPath: "/etc/sqlgate/app.pem"}},
-			`server=x.database.windows.net;database=orders;app name="sqlgated";clientcertpath="/etc/sqlgate/app.pem";fedauth="ActiveDirectoryOnBehalfOf";user id="app@tenant";userassertion="user-token"`,
+			Config{DSN: "server=x.database.windows.net;database=orders;encrypt=strict", AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "app", TenantID: "tenant", ClientCertPath: "/etc/sqlgate/app.pem"}},
+			`server=x.database.windows.net;database=orders;encrypt=strict;app name="sqlgated";clientcertpath="/etc/sqlgate/app.pem";fedauth="ActiveDirectoryOnBehalfOf";user id="app@tenant";userassertion="user-token"`,
 		},
 	}
 	for _, tc := range tests {
@@ -297,6 +308,17 @@ func TestConnString(t *testing.T) {
 	_, _, err := bad.connString("")
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("connString(invalid) = %v, want an error that does not quote the DSN", err)
+	}
+	// A referenced DSN is checked when it is read: without encrypt it is
+	// refused unless allowInsecureTransport says otherwise.
+	t.Setenv("SQLGATE_TEST_DSN", "server=db.example.com;user id=sqlgate")
+	ref := Config{Name: "o", DSNEnv: "SQLGATE_TEST_DSN", PasswordEnv: "SQLGATE_TEST_SECRET"}
+	if _, _, err := ref.connString(""); !errors.Is(err, ErrInsecureTransport) || strings.Contains(err.Error(), "s3cr") {
+		t.Errorf("connString(DSN without encrypt) = %v, want ErrInsecureTransport", err)
+	}
+	ref.AllowInsecureTransport = true
+	if _, _, err := ref.connString(""); err != nil {
+		t.Errorf("connString(DSN without encrypt, allowInsecureTransport) = %v", err)
 	}
 }
 
@@ -373,7 +395,7 @@ func TestOpenUnreachable(t *testing.T) {
 	_ = l.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	_, err = Open(ctx, Config{Name: "orders", DSN: fmt.Sprintf("sqlserver://sqlgate:hunter2@127.0.0.1:%d?database=orders&dial+timeout=3", port)})
+	_, err = Open(ctx, Config{Name: "orders", DSN: fmt.Sprintf("sqlserver://sqlgate:hunter2@127.0.0.1:%d?database=orders&dial+timeout=3&encrypt=true", port)})
 	if !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("Open(unreachable) = %v, want ErrUnavailable", err)
 	}
@@ -384,15 +406,22 @@ func TestOpenUnreachable(t *testing.T) {
 
 func TestOnBehalfOfNeedsAUser(t *testing.T) {
 	t.Parallel()
+	secret := filepath.Join(t.TempDir(), "client-secret")
+	if err := os.WriteFile(secret, []byte("not-used"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	e, err := Open(t.Context(), Config{
-		Name: "orders", DSN: "server=x.database.windows.net;database=orders", PasswordEnv: "SQLGATE_UNUSED",
+		Name: "orders", DSN: "server=x.database.windows.net;database=orders;encrypt=strict", PasswordFile: secret,
 		AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "app", TenantID: "t"},
 	})
-	if err == nil {
-		_, err = e.Execute(t.Context(), &broker.Call{Route: &route.Route{}})
+	if err != nil {
+		t.Fatalf("Open(onBehalfOf) = %v, want the base executor", err)
 	}
-	if err == nil {
+	if _, err = e.Execute(t.Context(), &broker.Call{Route: &route.Route{}}); err == nil {
 		t.Fatal("an on-behalf-of executor ran a call without a user token")
+	}
+	if _, err := e.OnBehalfOf(t.Context(), ""); err == nil {
+		t.Fatal("OnBehalfOf without the user's token succeeded")
 	}
 }
 
@@ -463,9 +492,9 @@ func TestClassifyQuotedData(t *testing.T) {
 	}
 }
 
-// A record the call finds taken is replayed only once it was finished: a
-// procedure that commits the call's transaction leaves the record
-// committed without a result, which no retry may take for one.
+// A record the call finds taken is replayed: the stored result, or none
+// for a record a procedure committed with the call's transaction (no retry
+// may run such a call again); ErrConflict for another request.
 func TestReplay(t *testing.T) {
 	t.Parallel()
 	e := &Executor{cfg: Config{Name: "orders"}}
@@ -486,10 +515,13 @@ func TestReplay(t *testing.T) {
 	if err != nil || !res.Replayed || string(res.JSON) != `{"rows":[]}` || res.TransactionID != "7" || !res.CommittedAt.Equal(at) || res.RowsAffected != 1 {
 		t.Errorf("replay(finished) = %+v, %v; want the stored result", res, err)
 	}
-	for name, st := range map[string]status{"unfinished": unfinished, "unfinished_other_hash": unfinishedOtherHash} {
-		if res, err := e.replay(&st, c); !errors.Is(err, broker.ErrUnavailable) {
-			t.Errorf("replay(%s) = %+v, %v; want ErrUnavailable", name, res, err)
-		}
+	// Committed by the routed procedure, without a result: replayed as
+	// such (JSON null, no commit time), never run again.
+	if res, err := e.replay(&unfinished, c); err != nil || !res.Replayed || res.JSON != nil || !res.CommittedAt.IsZero() || res.TransactionID != "7" {
+		t.Errorf("replay(unfinished) = %+v, %v; want a replay without a result", res, err)
+	}
+	if res, err := e.replay(&unfinishedOtherHash, c); !errors.Is(err, broker.ErrConflict) {
+		t.Errorf("replay(unfinished, other request) = %+v, %v; want ErrConflict", res, err)
 	}
 	if res, err := e.replay(&otherHash, c); !errors.Is(err, broker.ErrConflict) {
 		t.Errorf("replay(other request) = %+v, %v; want ErrConflict", res, err)

@@ -1,6 +1,9 @@
 -- sqlgate: the idempotency table, in each target database (run as dbo).
 -- One row per call, inserted first in the call's own transaction; the
--- result is stored before commit so that a retried key returns it.
+-- result is stored before commit so that a retried key returns it. The
+-- index on committed_at is what retention (PruneBatch) seeks on.
+-- The statements are sqlserver.IdempotencyDDL, one per batch (a test in
+-- broker/sqlserver keeps them equal).
 --   sqlcmd -S host -d orders -i 01-idempotency.sql
 :on error exit
 IF SCHEMA_ID(N'sqlgate') IS NULL EXEC (N'CREATE SCHEMA sqlgate AUTHORIZATION dbo');

@@ -12,6 +12,16 @@
 -- broker's own session and revocation would silently leave sessions open).
 -- Database level: create/drop users and add them to the roles policy
 -- allows (ALTER ANY USER; ALTER ANY ROLE to manage role membership).
+-- ALTER ANY ROLE covers user-defined roles only: adding a member to a fixed
+-- database role (db_datareader, db_datawriter, ...) needs db_owner, which
+-- this login must not have, so sqlgate refuses to grant fixed roles. Create
+-- a role per access level and nest the fixed roles in it, e.g.
+--   CREATE ROLE reader; ALTER ROLE db_datareader ADD MEMBER reader;
+-- and list reader in sqlserverLogins.allowedRoles. ALTER ANY ROLE also lets
+-- this login add members to any user-defined role: sqlgate refuses roles
+-- that are or belong to db_owner, db_securityadmin, db_accessadmin or
+-- db_ddladmin, or hold CONTROL, ALTER, IMPERSONATE, TAKE OWNERSHIP or ALTER
+-- ANY USER/ROLE/APPLICATION ROLE, and allowedRoles narrows it further.
 :on error exit
 DECLARE @name sysname = N'$(SQLGATE_LOGIN)', @sql nvarchar(max);
 IF DB_NAME() = N'master'

@@ -42,3 +42,21 @@ BEGIN
     DECLARE @d datetime = DATEADD(second, @seconds, 0);
     WAITFOR DELAY @d;
 END;
+GO
+-- Misbehaving procedures: they commit the caller's transaction.
+CREATE OR ALTER PROCEDURE dbo.orders_commit @customer nvarchar(4000)
+AS
+BEGIN
+    INSERT INTO dbo.orders (customer, amount, quantity, express, created_by, correlation_id)
+    VALUES (@customer, 1, 1, 0, N'', N'');
+    COMMIT TRANSACTION;
+END;
+GO
+CREATE OR ALTER PROCEDURE dbo.orders_commit_throw @customer nvarchar(4000)
+AS
+BEGIN
+    INSERT INTO dbo.orders (customer, amount, quantity, express, created_by, correlation_id)
+    VALUES (@customer, 1, 1, 0, N'', N'');
+    COMMIT TRANSACTION;
+    THROW 50409, N'after the commit', 1;
+END;
