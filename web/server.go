@@ -158,7 +158,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SessionMaxAge <= 0 {
 		s.cfg.SessionMaxAge = 8 * time.Hour
 	}
-	s.sessions = newSessionStore(s.now, cfg.Sessions, s.log)
+	s.sessions = newSessionStore(s.now, cfg.Sessions, s.log, s.cookieName(sessionCookie))
 	if cfg.Registry != nil {
 		s.metrics = newHTTPMetrics(cfg.Registry)
 		if !cfg.MetricsElsewhere {

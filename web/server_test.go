@@ -246,13 +246,22 @@ func TestSessionCookieAndCSRF(t *testing.T) {
 		if !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Secure != secure {
 			t.Errorf("secure=%v: cookie HttpOnly=%v SameSite=%v Secure=%v", secure, c.HttpOnly, c.SameSite, c.Secure)
 		}
-		cookie := map[string]string{"Cookie": sessionCookie + "=" + sess.id, "Content-Type": "application/x-www-form-urlencoded"}
+		// Behind TLS the cookie is __Host- (this host only, Path=/, no
+		// Domain): no sibling subdomain can plant or shadow it.
+		wantName := sessionCookie
+		if secure {
+			wantName = "__Host-" + sessionCookie
+		}
+		if c.Name != wantName || c.Path != "/" || c.Domain != "" {
+			t.Errorf("secure=%v: cookie %q Path=%q Domain=%q, want %q Path=/ and no Domain", secure, c.Name, c.Path, c.Domain, wantName)
+		}
+		cookie := map[string]string{"Cookie": c.Name + "=" + sess.id, "Content-Type": "application/x-www-form-urlencoded"}
 		// State-changing form posts need the session's CSRF token.
 		for _, form := range []string{"", "csrf_token=wrong"} {
 			if rec := do(t, s, "POST", "/leases/UALICE/revoke", form, cookie); rec.Code != http.StatusForbidden {
 				t.Errorf("revoke without the CSRF token = %d, want 403", rec.Code)
 			}
-			if rec := do(t, s, "DELETE", "/api/v1/leases/UALICE", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id}); rec.Code != http.StatusForbidden {
+			if rec := do(t, s, "DELETE", "/api/v1/leases/UALICE", "", map[string]string{"Cookie": c.Name + "=" + sess.id}); rec.Code != http.StatusForbidden {
 				t.Errorf("API delete with a session and no CSRF header = %d, want 403", rec.Code)
 			}
 		}
@@ -278,7 +287,7 @@ func TestSessionCookieAndCSRF(t *testing.T) {
 		if rec := do(t, s, "POST", "/logout", form, cookie); rec.Code != http.StatusSeeOther {
 			t.Fatalf("logout = %d", rec.Code)
 		}
-		if rec := do(t, s, "GET", "/api/v1/whoami", "", map[string]string{"Cookie": sessionCookie + "=" + sess.id}); rec.Code != 401 {
+		if rec := do(t, s, "GET", "/api/v1/whoami", "", map[string]string{"Cookie": c.Name + "=" + sess.id}); rec.Code != 401 {
 			t.Errorf("whoami after logout = %d, want 401", rec.Code)
 		}
 	}

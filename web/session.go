@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,10 +19,29 @@ import (
 )
 
 const (
+	// sessionCookie is the session cookie's name; behind TLS it is
+	// [hostPrefix]+sessionCookie ([Server.cookieName]).
 	sessionCookie = "sqlgate_session"
 	csrfField     = "csrf_token"
 	csrfHeader    = "X-CSRF-Token"
+	// hostPrefix makes browsers keep a cookie to this host: only a Secure,
+	// Path=/ cookie without Domain set by this host may carry it, so a
+	// sibling subdomain can neither plant nor shadow it.
+	hostPrefix = "__Host-"
+	// maxSessionCookies bounds how many session cookies of one request a
+	// sign-out or sign-in ends; a browser sends one.
+	maxSessionCookies = 8
 )
+
+// cookieName is the name of the cookie base: with the __Host- prefix
+// behind TLS (browsers accept it only on Secure cookies), the bare name on
+// plain HTTP (sqlgated dev on loopback).
+func (srv *Server) cookieName(base string) string {
+	if srv.cfg.Secure {
+		return hostPrefix + base
+	}
+	return base
+}
 
 // session is a signed-in dashboard user. Sessions live on the server; the
 // cookie carries only a random id.
@@ -77,13 +98,14 @@ type sessionStore struct {
 	now     func() time.Time
 	backend SessionStore
 	log     *slog.Logger
+	cookie  string // the session cookie's name
 }
 
-func newSessionStore(now func() time.Time, backend SessionStore, log *slog.Logger) *sessionStore {
+func newSessionStore(now func() time.Time, backend SessionStore, log *slog.Logger, cookie string) *sessionStore {
 	if backend == nil {
 		backend = newMemSessions()
 	}
-	return &sessionStore{now: now, backend: backend, log: log}
+	return &sessionStore{now: now, backend: backend, log: log, cookie: cookie}
 }
 
 func sessionKey(cookie string) string {
@@ -101,28 +123,56 @@ func (st *sessionStore) create(ctx context.Context, p identity.Principal, expire
 	return s, nil
 }
 
-// fromRequest returns the request's session, or nil: no cookie, no such
-// session, an expired one, or a store that cannot be read (logged; the
-// request is then not signed in).
+// cookies returns the values of the request's session cookies (empty
+// ones left out), at most maxSessionCookies. A browser sends one; more are
+// cookies planted beside it (another path, a parent domain's), and no one
+// of them is trusted.
+func (st *sessionStore) cookies(r *http.Request) []string {
+	var out []string
+	for _, c := range r.CookiesNamed(st.cookie) {
+		if c.Value != "" && len(out) < maxSessionCookies {
+			out = append(out, c.Value)
+		}
+	}
+	return out
+}
+
+// fromRequest returns the request's session, or nil: no cookie, more than
+// one (treated as signed out: the first may be one a sibling domain
+// planted), no such session, an expired one, or a store that cannot be
+// read (logged; the request is then not signed in).
 func (st *sessionStore) fromRequest(r *http.Request) *session {
-	c, err := r.Cookie(sessionCookie)
-	if err != nil || c.Value == "" {
+	ids := st.cookies(r)
+	if len(ids) > 1 {
+		st.log.WarnContext(r.Context(), "request with more than one dashboard session cookie; treated as signed out", "cookies", len(ids))
+	}
+	if len(ids) != 1 {
 		return nil
 	}
-	key := sessionKey(c.Value)
-	stored, found, err := st.backend.Session(r.Context(), key)
+	s, err := st.lookup(r.Context(), ids[0])
 	if err != nil {
 		st.log.ErrorContext(r.Context(), "dashboard session store unreadable; the request is not signed in", "err", err)
 		return nil
 	}
+	return s
+}
+
+// lookup returns the session of cookie id: nil when there is none or it
+// expired, an error when the store cannot be read.
+func (st *sessionStore) lookup(ctx context.Context, id string) (*session, error) {
+	key := sessionKey(id)
+	stored, found, err := st.backend.Session(ctx, key)
+	if err != nil {
+		return nil, err
+	}
 	if !found {
-		return nil
+		return nil, nil
 	}
 	if !st.now().Before(stored.Expires) {
-		_ = st.backend.DeleteSession(r.Context(), key) // best effort: PutSession drops it too
-		return nil
+		_ = st.backend.DeleteSession(ctx, key) // best effort: PutSession drops it too
+		return nil, nil
 	}
-	return &session{id: c.Value, principal: stored.Principal, csrf: stored.CSRF, expires: stored.Expires}
+	return &session{id: id, principal: stored.Principal, csrf: stored.CSRF, expires: stored.Expires}, nil
 }
 
 func (st *sessionStore) delete(ctx context.Context, id string) error {
@@ -178,14 +228,14 @@ func (m *memSessions) DeleteSession(_ context.Context, key string) error {
 
 func (srv *Server) setSessionCookie(w http.ResponseWriter, s *session) {
 	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set whenever browsers reach sqlgated over TLS; dev mode is plain HTTP on loopback
-		Name: sessionCookie, Value: s.id, Path: "/", Expires: s.expires,
+		Name: srv.sessions.cookie, Value: s.id, Path: "/", Expires: s.expires,
 		HttpOnly: true, Secure: srv.cfg.Secure, SameSite: http.SameSiteLaxMode,
 	})
 }
 
 func (srv *Server) clearSessionCookie(w http.ResponseWriter) {
 	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set whenever browsers reach sqlgated over TLS; dev mode is plain HTTP on loopback
-		Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
+		Name: srv.sessions.cookie, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, Secure: srv.cfg.Secure, SameSite: http.SameSiteLaxMode,
 	})
 }
@@ -200,32 +250,89 @@ func randomToken() string {
 
 // flashCookie carries the one-line message of the page after a form post.
 // It is a cookie, not a query parameter, so that no link from elsewhere can
-// put words on the dashboard.
+// put words on the dashboard; and it names one of [flashTexts], with its
+// one value signed with the session's secret, so that no cookie planted by
+// another site can either.
 const flashCookie = "sqlgate_flash"
 
+// The dashboard's flash messages, by the id the cookie carries. %s is the
+// message's value (a login name, the start of a key).
+const (
+	flashSignedOut   = "signed-out"
+	flashSQLRevoked  = "sql-revoked"
+	flashSQLRevoking = "sql-revoking"
+	flashNATSRevoked = "nats-revoked"
+)
+
+var flashTexts = map[string]string{
+	flashSignedOut:   "Signed out.",
+	flashSQLRevoked:  "SQL login %s revoked.",
+	flashSQLRevoking: "SQL login %s is being revoked (the database is unreachable; sqlgated retries).",
+	flashNATSRevoked: "Credential %s… revoked.",
+}
+
+// maxFlashValue bounds a flash message's value.
+const maxFlashValue = 128
+
+// flashMAC signs a flash message's id and value with the session's secret
+// (its cookie, which only this server and the browser hold).
+func flashMAC(sess *session, id, value string) []byte {
+	m := hmac.New(sha256.New, []byte(sess.id))
+	m.Write([]byte("sqlgate flash\x00" + id + "\x00" + value))
+	return m.Sum(nil)
+}
+
 // redirectWithFlash answers a form post with a redirect to the dashboard,
-// which shows msg once.
-func (srv *Server) redirectWithFlash(w http.ResponseWriter, r *http.Request, msg string) {
+// which shows the message id once: with value (signed for sess) when its
+// text has one.
+func (srv *Server) redirectWithFlash(w http.ResponseWriter, r *http.Request, sess *session, id, value string) {
+	v := id
+	if sess != nil && value != "" {
+		value = clip(value, maxFlashValue)
+		v += "." + base64.RawURLEncoding.EncodeToString([]byte(value)) + "." + base64.RawURLEncoding.EncodeToString(flashMAC(sess, id, value))
+	}
 	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set whenever browsers reach sqlgated over TLS; dev mode is plain HTTP on loopback
-		Name: flashCookie, Value: base64.RawURLEncoding.EncodeToString([]byte(msg)), Path: "/", MaxAge: 60,
+		Name: srv.cookieName(flashCookie), Value: v, Path: "/", MaxAge: 60,
 		HttpOnly: true, Secure: srv.cfg.Secure, SameSite: http.SameSiteStrictMode,
 	})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-// takeFlash returns the flash message, if any, and clears it.
-func (srv *Server) takeFlash(w http.ResponseWriter, r *http.Request) string {
-	c, err := r.Cookie(flashCookie)
-	if err != nil {
+// takeFlash returns the flash message for sess (nil: signed out), if any,
+// and clears it. A message that is not one of flashTexts, or whose value
+// is not signed for sess, is not shown.
+func (srv *Server) takeFlash(w http.ResponseWriter, r *http.Request, sess *session) string {
+	name := srv.cookieName(flashCookie)
+	cs := r.CookiesNamed(name)
+	if len(cs) == 0 {
 		return ""
 	}
 	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: as in redirectWithFlash
-		Name: flashCookie, Value: "", Path: "/", MaxAge: -1,
+		Name: name, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, Secure: srv.cfg.Secure, SameSite: http.SameSiteStrictMode,
 	})
-	msg, err := base64.RawURLEncoding.DecodeString(c.Value)
-	if err != nil || len(msg) > 512 {
+	if len(cs) != 1 {
 		return ""
 	}
-	return string(msg)
+	parts := strings.Split(cs[0].Value, ".")
+	text, ok := flashTexts[parts[0]]
+	if !ok {
+		return ""
+	}
+	hasValue := strings.Contains(text, "%s")
+	switch {
+	case len(parts) == 1 && !hasValue:
+		return text
+	case len(parts) != 3 || !hasValue || sess == nil:
+		return ""
+	}
+	value, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil || len(value) > maxFlashValue {
+		return ""
+	}
+	mac, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil || !hmac.Equal(mac, flashMAC(sess, parts[0], string(value))) {
+		return ""
+	}
+	return fmt.Sprintf(text, value)
 }

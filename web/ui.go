@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"encoding/json"
 	"fmt"
@@ -202,7 +203,7 @@ func (s *Server) uiIndex(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	p.Flash = s.takeFlash(w, r)
+	p.Flash = s.takeFlash(w, r, sess)
 	if sess != nil {
 		routes, dec, err := s.cfg.Broker.AllowedRoutes(r.Context(), sess.principal)
 		if err != nil {
@@ -247,6 +248,15 @@ func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
 	if err := s.checkSignIn(r.Context(), p); err != nil {
 		return fmt.Errorf("dashboard sign-in: %w", err)
 	}
+	// A sign-in in a browser that has a session (another user's on a
+	// shared machine, or the same user's) ends it: its cookie, wherever
+	// else it went, is no longer a way in.
+	if err := s.endSessions(r.Context(), s.sessions.cookies(r)); err != nil {
+		return &HTTPError{
+			Status: http.StatusServiceUnavailable, Code: broker.CodeUnavailable,
+			Msg: "sign-in not completed: the earlier session of this browser could not be ended; try again", Err: err,
+		}
+	}
 	expires := s.now().Add(s.cfg.SessionMaxAge)
 	if !p.Expiry.IsZero() && p.Expiry.Before(expires) {
 		expires = p.Expiry // the session never outlives the sign-in token
@@ -263,23 +273,54 @@ func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
 
 // uiLogout ends the session of the cookie, CSRF token checked. It does not
 // check the sign-in cutoff: a revoked sign-in, or a cutoff store that cannot
-// be read, must not keep a session or its cookie.
+// be read, must not keep a session or its cookie. When the session store
+// cannot be read (so neither the session nor its CSRF token is known), or
+// the request carries more than one session cookie, each is ended by its
+// hash all the same (holding a cookie is holding its session; the cookie
+// is SameSite=Lax and, behind TLS, __Host-, so no other site posts with
+// it); only when that fails too is the answer 503 with the cookie kept, so
+// that the user signs out again rather than believing it done.
 func (s *Server) uiLogout(w http.ResponseWriter, r *http.Request) error {
-	sess := s.sessions.fromRequest(r)
-	if sess == nil {
-		s.clearSessionCookie(w) // an expired or unknown session's cookie
+	ids := s.sessions.cookies(r)
+	if len(ids) == 0 {
+		s.clearSessionCookie(w)
 		signedOut(r)
 		return identity.Unauthenticated("no session", nil)
 	}
-	if err := checkForm(r, sess); err != nil {
-		return err
+	if len(ids) == 1 {
+		sess, err := s.sessions.lookup(r.Context(), ids[0])
+		switch {
+		case err == nil && sess == nil: // an expired or unknown session's cookie
+			s.clearSessionCookie(w)
+			signedOut(r)
+			return identity.Unauthenticated("no session", nil)
+		case err == nil:
+			if err := checkForm(r, sess); err != nil {
+				return err
+			}
+		default:
+			s.log.ErrorContext(r.Context(), "sign out: session store unreadable; ending the session by its cookie", "err", err)
+		}
+	}
+	signedOut(r)
+	if err := s.endSessions(r.Context(), ids); err != nil {
+		return &HTTPError{
+			Status: http.StatusServiceUnavailable, Code: broker.CodeUnavailable,
+			Msg: "not signed out: the session store cannot be reached; sign out again", Err: err,
+		}
 	}
 	s.clearSessionCookie(w)
-	signedOut(r)
-	if err := s.sessions.delete(r.Context(), sess.id); err != nil {
-		return fmt.Errorf("sign out: %w", err)
+	s.redirectWithFlash(w, r, nil, flashSignedOut, "")
+	return nil
+}
+
+// endSessions ends the sessions of the cookies ids.
+func (s *Server) endSessions(ctx context.Context, ids []string) error {
+	for _, id := range ids {
+		if err := s.sessions.delete(ctx, id); err != nil {
+			return fmt.Errorf("end the dashboard session: %w", err)
+		}
 	}
-	s.redirectWithFlash(w, r, "Signed out.")
 	return nil
 }
 
@@ -293,17 +334,17 @@ func (s *Server) uiRevoke(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		msg := "SQL login " + lease.Username + " revoked."
+		msg := flashSQLRevoked
 		if !lease.State.Final() {
-			msg = "SQL login " + lease.Username + " is being revoked (the database is unreachable; sqlgated retries)."
+			msg = flashSQLRevoking
 		}
-		s.redirectWithFlash(w, r, msg)
+		s.redirectWithFlash(w, r, sess, msg, lease.Username)
 		return nil
 	}
 	if _, err := s.revokeNATS(r.Context(), sess.principal, id, "revoked in the dashboard by "+sess.principal.Display()); err != nil {
 		return err
 	}
-	s.redirectWithFlash(w, r, "Credential "+clip(id, 12)+"… revoked.")
+	s.redirectWithFlash(w, r, sess, flashNATSRevoked, clip(id, 12))
 	return nil
 }
 
