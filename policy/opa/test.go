@@ -11,6 +11,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/cover"
 	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/open-policy-agent/opa/v1/topdown/lineage"
@@ -42,17 +43,32 @@ var ErrNoTests = errors.New("no tests ran")
 
 // Test runs the Rego tests (rules named test_*, in any file, typically
 // *_test.rego) of the policy directory dir and writes a report to w, with the
-// semantics and output of `opa test DIR`: the same loader (every .rego, .json
-// and .yaml file under dir, data placed by directory), Rego v1, the same
-// reporters. It reports passed=false when a test fails or errs, and an error
-// when the directory cannot be loaded or compiled (or the coverage threshold
-// is not met, or with FailOnEmpty no test ran: [ErrNoTests]). Policies are compiled with the capabilities the engine serves
-// with, so a test of a builtin the engine refuses (http.send) fails here too.
+// semantics and output of `opa test DIR`: OPA's loader (data placed by
+// directory), Rego v1, OPA's tester and reporters. The files are those the
+// engine serves, read as it reads them, plus the test modules: names starting
+// with a dot are skipped (a Kubernetes ConfigMap's ..data and timestamped
+// directories), symbolic links are followed, data files with duplicate keys
+// are refused; module names are relative to dir. It reports passed=false when
+// a test fails or errs, and an error when the directory cannot be loaded or
+// compiled (or the coverage threshold is not met, or with FailOnEmpty no test
+// ran: [ErrNoTests]). Policies are compiled with the capabilities the engine
+// serves with, so a test of a builtin the engine refuses (http.send) fails
+// here too.
 func Test(ctx context.Context, dir string, opts TestOptions, w io.Writer) (passed bool, err error) {
-	modules, store, err := tester.LoadWithParserOptions([]string{dir}, nil, parserOptions())
+	fsys, err := dirFS(dir)
+	if err != nil {
+		return false, err
+	}
+	snap, err := readSnapshot(fsys, true)
 	if err != nil {
 		return false, fmt.Errorf("load %s: %w", dir, err)
 	}
+	p, err := snap.parse()
+	if err != nil {
+		return false, fmt.Errorf("load %s: %w", dir, err)
+	}
+	modules := p.modules
+	store := inmem.NewFromObject(p.data)
 	txn, err := store.NewTransaction(ctx, storage.WriteParams)
 	if err != nil {
 		return false, err

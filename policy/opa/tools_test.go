@@ -154,6 +154,9 @@ func TestPolicyDirectoryMissing(t *testing.T) {
 		if _, err := opa.Open(t.Context(), opa.Config{Dir: dir}); err == nil || err.Error() != want {
 			t.Errorf("Open(%s) = %v, want %q", dir, err, want)
 		}
+		if _, err := opa.Test(t.Context(), dir, opa.TestOptions{}, io.Discard); err == nil || err.Error() != want {
+			t.Errorf("Test(%s) = %v, want %q", dir, err, want)
+		}
 	}
 }
 
