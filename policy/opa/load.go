@@ -160,8 +160,13 @@ type parsed struct {
 }
 
 // parse parses every file of the snapshot with OPA's loader, so that data
-// placement and error messages are those of the opa command.
+// placement and error messages are those of the opa command. Data files that
+// define a key twice are refused first: OPA would keep the last value.
 func (s *snapshot) parse() (*parsed, error) {
+	dups, unparsable := s.duplicateKeys()
+	if len(dups) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, loader.Errors(dups))
+	}
 	// An in-memory copy, not the directory itself: the compiled policy must be
 	// made of the bytes that were hashed.
 	mem := fstest.MapFS{}
@@ -176,6 +181,11 @@ func (s *snapshot) parse() (*parsed, error) {
 		All([]string{"."})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
+	}
+	if len(unparsable) > 0 {
+		// OPA read a file the duplicate check could not: refuse it rather
+		// than serve it unchecked.
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, loader.Errors(unparsable))
 	}
 	out := &parsed{modules: make(map[string]*ast.Module, len(res.Modules)), data: res.Documents}
 	for name, m := range res.Modules {
