@@ -217,6 +217,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		rc.WebLogin = &oidc.WebLoginConfig{
 			Issuer: w.Issuer, ClientID: w.ClientID, ClientSecret: secret, Scopes: w.Scopes,
 			RedirectURL: cfg.HTTP.PublicURL + "/auth/callback", CookieKey: key,
+			AllowPlainHTTP: cfg.HTTP.AllowPlaintext,
 		}
 	}
 	// A proxy in front may end TLS: an https publicURL says browsers use it.
