@@ -214,6 +214,22 @@ type bundleLog struct {
 	proofs     []bundleProof
 	recStart   int64 // file offset of the first record line, -1 when none
 	recCount   int64
+	// extraLine is the line number of the first record line past end
+	// (the header's range), 0 when none: [Verify] fails on it.
+	extraLine int
+}
+
+// held returns how many of the origin's record lines are within its range.
+func (l *bundleLog) held() int64 { return min(l.recCount, l.end-l.first) }
+
+// extraRecords reports the record lines of origin past the end its header
+// gives: how many, and the line number of the first.
+func (b *Bundle) extraRecords(origin string) (line int, n int64) {
+	l, ok := b.logs[origin]
+	if !ok || l.extraLine == 0 {
+		return 0, 0
+	}
+	return l.extraLine, l.recCount - (l.end - l.first)
 }
 
 // lineSpan is where a line is in the bundle file (without its newline).
@@ -271,6 +287,9 @@ func OpenBundle(r io.ReadSeeker) (*Bundle, error) {
 				inRecords = true
 			}
 			cur.recCount++
+			if cur.recCount > cur.end-cur.first && cur.extraLine == 0 {
+				cur.extraLine = lineNo
+			}
 			continue
 		}
 		inRecords = false
@@ -573,11 +592,11 @@ func (b *Bundle) Prove(ctx context.Context, origin string, index int64, cp *Chec
 	switch {
 	case cp.Origin != origin:
 		return nil, fmt.Errorf("prove record %d of %s: the checkpoint is of %s", index, origin, cp.Origin)
-	case index < l.first || index >= l.first+l.recCount:
-		return nil, fmt.Errorf("prove record %d of %s: the bundle holds records %d to %d: %w", index, origin, l.first, l.first+l.recCount-1, ErrNotFound)
-	case index >= size || size > l.first+l.recCount:
+	case index < l.first || index >= l.first+l.held():
+		return nil, fmt.Errorf("prove record %d of %s: the bundle holds records %d to %d: %w", index, origin, l.first, l.first+l.held()-1, ErrNotFound)
+	case index >= size || size > l.first+l.held():
 		return nil, fmt.Errorf("prove record %d of %s: the checkpoint of size %d does not cover it within the bundle's records %d to %d: %w",
-			index, origin, size, l.first, l.first+l.recCount-1, ErrNotFound)
+			index, origin, size, l.first, l.first+l.held()-1, ErrNotFound)
 	}
 	front := frontierIndexes(l.first)
 	if len(front) != len(l.frontier) {

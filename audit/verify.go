@@ -470,6 +470,13 @@ func (v *originVerifier) run(ctx context.Context) error {
 		return err
 	}
 	v.or.Pruned = first
+	if x, ok := v.src.(interface {
+		extraRecords(origin string) (line int, n int64)
+	}); ok {
+		if line, n := x.extraRecords(origin); n > 0 {
+			v.fail(ProblemIndexMismatch, end, 0, fmt.Sprintf("the bundle holds %d record lines past the origin's end, the first at line %d: its header gives records [%d, %d) (records appended or repeated after the end)", n, line, first, end))
+		}
+	}
 	if len(v.cps) == 0 {
 		// Every log starts with a record and a checkpoint covering it, so an
 		// empty one without a checkpoint was emptied too. This holds with

@@ -581,3 +581,26 @@ func FuzzVerifyBundle(f *testing.F) {
 		}
 	})
 }
+
+// TestBundleRefusesRecordsPastItsEnd: a record line after the last one the
+// origin's header gives (here a copy of the last record) is not ignored.
+func TestBundleRefusesRecordsPastItsEnd(t *testing.T) {
+	store := audittest.NewStore()
+	l := buildLog(t, store, 5, 0, "c", nil, nil)
+	_ = l.Close(t.Context())
+	keys := []string{vkey(t, 1)}
+	b := writeBundle(t, store, audit.BundleOptions{})
+	requireOK(t, verify(t, openBundle(t, b), audit.VerifyOptions{Keys: keys}))
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	last := lines[len(lines)-2] // the final element is empty
+	dup := append(bytes.Clone(b), last...)
+	rep := verify(t, openBundle(t, dup), audit.VerifyOptions{Keys: keys})
+	f := rep.FirstFailure()
+	if rep.OK() || f.Code != audit.ProblemIndexMismatch || f.Index != 11 || !strings.Contains(f.Message, fmt.Sprintf("line %d", len(lines))) {
+		t.Fatalf("bundle with a repeated last record: %v, want index_mismatch at 11 naming line %d", rep.Failures, len(lines))
+	}
+	// Also when only part of the log is checked.
+	if rep := verify(t, openBundle(t, dup), audit.VerifyOptions{Keys: keys, To: 5}); rep.OK() {
+		t.Error("a partial check ignored the extra record line")
+	}
+}
