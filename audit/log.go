@@ -195,6 +195,7 @@ type Log struct {
 	cpSize   int64
 	cpTime   time.Time
 	lastSink time.Time
+	sinkDue  bool // the latest checkpoint waits for the sink interval to end
 	reload   bool
 	newKey   *Key
 	buf      []byte
@@ -711,6 +712,10 @@ func (l *Log) run(ctx context.Context) {
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	defer linger.Stop()
+	sinkTimer := time.NewTimer(time.Hour)
+	sinkTimer.Stop()
+	defer sinkTimer.Stop()
+	sinkArmed := false
 	for {
 		select {
 		case req := <-l.reqs:
@@ -730,6 +735,19 @@ func (l *Log) run(ctx context.Context) {
 		case <-heartbeat.C:
 			l.heartbeat(ctx)
 			heartbeat.Reset(l.cfg.Heartbeat)
+		case <-sinkTimer.C:
+			sinkArmed = false
+			if l.sinkDue {
+				// The newest checkpoint of a burst was held back by the
+				// sink interval: it goes out now, not at the next activity.
+				l.mu.Lock()
+				latest := l.latest
+				l.mu.Unlock()
+				l.lastSink, l.sinkDue = l.cfg.Now(), false
+				if latest != nil {
+					l.toSink(latest)
+				}
+			}
 		case ch := <-l.syncs:
 			ch <- l.commit(ctx, nil, true)
 		case <-l.quit:
@@ -739,6 +757,10 @@ func (l *Log) run(ctx context.Context) {
 		if !cpArmed && l.front.size > l.cpSize {
 			cpTimer.Reset(max(l.cfg.CheckpointInterval-l.cfg.Now().Sub(l.cpTime), time.Millisecond))
 			cpArmed = true
+		}
+		if !sinkArmed && l.sinkDue {
+			sinkTimer.Reset(max(l.cfg.SinkInterval-l.cfg.Now().Sub(l.lastSink), time.Millisecond))
+			sinkArmed = true
 		}
 		if l.failing.Load() != nil {
 			// The last write failed: try again soon with a heartbeat, so a
@@ -975,9 +997,13 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 		l.mu.Lock()
 		l.latest = cp
 		l.mu.Unlock()
-		if l.cfg.Sink != nil && now.Sub(l.lastSink) >= l.cfg.SinkInterval {
-			l.lastSink = now
-			l.toSink(cp)
+		if l.cfg.Sink != nil {
+			if now.Sub(l.lastSink) >= l.cfg.SinkInterval {
+				l.lastSink, l.sinkDue = now, false
+				l.toSink(cp)
+			} else {
+				l.sinkDue = true // run exports it when the interval ends
+			}
 		}
 	}
 	for _, req := range reqs {

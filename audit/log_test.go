@@ -779,3 +779,68 @@ func TestWriteErrorClearsWithoutCalls(t *testing.T) {
 		}
 	})
 }
+
+// burstSink records the sizes of the checkpoints exported to it.
+type burstSink struct {
+	mu    sync.Mutex
+	sizes []int64
+}
+
+func (s *burstSink) Export(_ context.Context, cp *audit.Checkpoint) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sizes = append(s.sizes, cp.Size)
+	return nil
+}
+
+func (s *burstSink) newest() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sizes) == 0 {
+		return 0
+	}
+	return s.sizes[len(s.sizes)-1]
+}
+
+// TestSinkGetsTheNewestCheckpointOfABurst: checkpoints signed within one
+// SinkInterval of the last export are held back, and the newest of them
+// goes to the sink when the interval ends, without waiting for more
+// activity or the heartbeat.
+func TestSinkGetsTheNewestCheckpointOfABurst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := audittest.NewStore()
+		sink := &burstSink{}
+		cfg := audittest.Config(t, origin)
+		cfg.Sink, cfg.SinkInterval, cfg.Heartbeat = sink, 300*time.Millisecond, time.Hour
+		l, err := audit.Open(t.Context(), store, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = l.Close(context.Background()) }()
+		synctest.Wait()
+		if got := sink.newest(); got != 1 {
+			t.Fatalf("sink after Open holds %d, want the checkpoint of log_start", got)
+		}
+		for i := range 3 {
+			mustAppend(t, l, intent(fmt.Sprint("c", i)))
+			if err := l.Sync(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		synctest.Wait()
+		if got := sink.newest(); got != 1 {
+			t.Fatalf("sink holds %d within the sink interval, want 1 (at most one export per interval)", got)
+		}
+		time.Sleep(2 * time.Second) // idle, long before the heartbeat
+		synctest.Wait()
+		if got, want := sink.newest(), l.Size(); got != want {
+			t.Fatalf("sink holds the checkpoint of %d records after an idle interval; the log has %d, all covered by its latest checkpoint", got, want)
+		}
+		sink.mu.Lock()
+		n := len(sink.sizes)
+		sink.mu.Unlock()
+		if n != 2 {
+			t.Errorf("exports %v, want two: log_start's and the burst's newest", sink.sizes)
+		}
+	})
+}
