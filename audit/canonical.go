@@ -261,6 +261,9 @@ func (r *Record) encode(e *encoder) {
 	if r.IntentIndex < 0 {
 		e.fail("negative intent_index %d", r.IntentIndex)
 	}
+	if r.InputSHA256 != "" && r.InputHMAC != "" {
+		e.fail("input_sha256 and input_hmac both set")
+	}
 	e.open()
 	e.int(`"v":`, int64(r.V))
 	e.int(`"index":`, r.Index)
@@ -303,6 +306,7 @@ func (r *Record) encode(e *encoder) {
 		e.b = append(e.b, ']')
 	}
 	e.optStr(`"input_sha256":`, r.InputSHA256)
+	e.optStr(`"input_hmac":`, r.InputHMAC)
 	e.optStr(`"route":`, r.Route)
 	e.optStr(`"target_kind":`, r.TargetKind)
 	e.optStr(`"target":`, r.Target)

@@ -522,37 +522,40 @@ func (p *parser) record(r *Record) {
 		case "input_sha256":
 			r.InputSHA256 = p.str()
 			return 14
+		case "input_hmac":
+			r.InputHMAC = p.str()
+			return 15
 		case "route":
 			r.Route = p.istr(5)
-			return 15
+			return 16
 		case "target_kind":
 			r.TargetKind = p.istr(6)
-			return 16
+			return 17
 		case "target":
 			r.Target = p.istr(7)
-			return 17
+			return 18
 		case "params":
 			r.Params = p.stringMap()
-			return 18
+			return 19
 		case "idempotency_key":
 			r.IdempotencyKey = p.str()
-			return 19
+			return 20
 		case "sql":
 			r.SQL = p.newSQL()
 			p.sql(r.SQL)
-			return 20
+			return 21
 		case "result":
 			r.Result = p.newResult()
 			p.result(r.Result)
-			return 21
+			return 22
 		case "credential":
 			r.Credential = p.newCredential()
 			p.credential(r.Credential)
-			return 22
+			return 23
 		case "admin":
 			r.Admin = p.newAdmin()
 			p.admin(r.Admin)
-			return 23
+			return 24
 		}
 		return -1
 	})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -57,8 +56,12 @@ type Config struct {
 	// because whoever can write the store could add a key of their own and
 	// have the log sign on from a forged checkpoint.
 	PreviousKeys []string `json:"-"`
-	// ParamKey is the HMAC key for parameter values (see [Log.HashParams]).
+	// ParamKey is the HMAC key for parameter values (see [Log.HashParams])
+	// and decision inputs (see [Log.AppendWithInput]).
 	ParamKey ParamKey `json:"-"`
+	// PreviousParamKeys are earlier parameter keys: [Log.Inputs] checks
+	// the stored input of a record whose input_hmac names one of them.
+	PreviousParamKeys []ParamKey `json:"-"`
 	// CheckpointInterval is the shortest time between two checkpoints while
 	// records arrive (default 1s). Every record is covered by a checkpoint at
 	// most about one interval after it was acknowledged.
@@ -133,6 +136,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.ParamKey.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("audit: %w", err))
+	}
+	for _, k := range c.PreviousParamKeys {
+		if err := k.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("audit: previous %w", err))
+		}
 	}
 	if c.MaxBatch < 0 {
 		errs = append(errs, errors.New("audit: maxBatch must not be negative"))
@@ -515,13 +523,15 @@ func (l *Log) Append(ctx context.Context, r *Record) (int64, error) {
 
 // AppendWithInput is [Log.Append] plus a sidecar: input (the decision input,
 // redacted parameters removed) is stored beside the record for policy
-// replay, and its hex SHA-256 is set in r.InputSHA256. The sidecar is not
-// part of the Merkle leaf, so it can be pruned without breaking
-// verification.
+// replay, and its keyed hash under the parameter key ([HashInput]) is set
+// in r.InputHMAC (r.InputSHA256 is cleared: the input holds parameter
+// values and claims, which an unkeyed hash would let anyone confirm by
+// guessing). The sidecar is not part of the Merkle leaf, so it can be
+// pruned without breaking verification.
 func (l *Log) AppendWithInput(ctx context.Context, r *Record, input []byte) (int64, error) {
-	if input != nil {
-		sum := sha256.Sum256(input)
-		r.InputSHA256 = hex.EncodeToString(sum[:])
+	if input != nil && r != nil {
+		r.InputSHA256 = ""
+		r.InputHMAC = HashInput(l.cfg.ParamKey, input)
 	}
 	return l.append(ctx, r, input)
 }
@@ -1231,6 +1241,11 @@ func (l *Log) Inputs(ctx context.Context, since time.Time, fn func(Record, []byt
 			return fmt.Errorf("audit inputs: %w", err)
 		}
 		for k := range page {
+			if err := l.checkInput(&page[k].r, page[k].input); err != nil {
+				return fmt.Errorf("audit inputs: %w", err)
+			}
+		}
+		for k := range page {
 			if err := fn(page[k].r, page[k].input); err != nil {
 				return err
 			}
@@ -1240,6 +1255,27 @@ func (l *Log) Inputs(ctx context.Context, since time.Time, fn func(Record, []byt
 		}
 		last = page[len(page)-1].r.Index
 	}
+}
+
+// checkInput checks a stored decision input against the hash its record
+// (already proven against the tree) holds: input_hmac under the parameter
+// key it names, or, for records written before it, input_sha256.
+func (l *Log) checkInput(r *Record, input []byte) error {
+	keys := append([]ParamKey{l.cfg.ParamKey}, l.cfg.PreviousParamKeys...)
+	ok, err := CheckInput(keys, r, input)
+	switch {
+	case errors.Is(err, ErrUnknownParamKey):
+		return fmt.Errorf("record %d: %w: the input_hmac names a parameter key this log does not hold (configure the earlier parameter key as a previous one)", r.Index, err)
+	case err != nil:
+		return fmt.Errorf("%w: record %d: a decision input is stored for it: %w", ErrRecordAltered, r.Index, err)
+	case !ok:
+		field := "input_hmac"
+		if r.InputHMAC == "" {
+			field = "input_sha256"
+		}
+		return fmt.Errorf("%w: record %d: its stored decision input does not match the record's %s (the input was changed in the store)", ErrRecordAltered, r.Index, field)
+	}
+	return nil
 }
 
 // inputsPage is how many records [Log.Inputs] reads, proves and hands out

@@ -2,8 +2,6 @@ package audit_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -347,8 +345,8 @@ func TestInputsSidecar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum := sha256.Sum256(input); r.InputSHA256 != hex.EncodeToString(sum[:]) {
-		t.Errorf("InputSHA256 = %q", r.InputSHA256)
+	if r.InputSHA256 != "" || r.InputHMAC != audit.HashInput(audittest.ParamKey(), input) {
+		t.Errorf("InputSHA256 = %q, InputHMAC = %q; want only the keyed hash", r.InputSHA256, r.InputHMAC)
 	}
 	mu.Lock()
 	now = now.Add(time.Hour)
@@ -356,7 +354,7 @@ func TestInputsSidecar(t *testing.T) {
 	mustAppend(t, l, intent("no input"))
 	var seen []int64
 	err = l.Inputs(t.Context(), time.Time{}, func(rec audit.Record, in []byte) error {
-		if string(in) != string(input) || rec.InputSHA256 != r.InputSHA256 {
+		if string(in) != string(input) || rec.InputHMAC != r.InputHMAC {
 			t.Errorf("Inputs gave %s for %+v", in, rec)
 		}
 		seen = append(seen, rec.Index)

@@ -80,10 +80,19 @@ type Record struct {
 	Allow *bool `json:"allow,omitempty"`
 	// Reasons are the decision's reasons (shown to the caller on a deny).
 	Reasons []string `json:"reasons,omitempty"`
-	// InputSHA256 is the hex SHA-256 of the stored decision input (kept beside
-	// the log for policy replay, with redacted parameters removed). The input
-	// itself is not part of the leaf and may be pruned.
+	// InputSHA256 is the hex SHA-256 of the stored decision input, as
+	// records written before [Record.InputHMAC] carry it. The log no longer
+	// writes it: the input holds parameter values, the principal's claims
+	// and the request time, so an unkeyed hash let anyone holding the
+	// record confirm guesses of them. Records that have it keep verifying
+	// and replaying.
 	InputSHA256 string `json:"input_sha256,omitempty"`
+	// InputHMAC is the keyed hash of the stored decision input (kept beside
+	// the log for policy replay, with redacted parameters removed),
+	// "hmac-sha256:<param key id>:<hex>" under the parameter key (see
+	// [HashInput]). The input itself is not part of the leaf and may be
+	// pruned. A record carries at most one of InputSHA256 and InputHMAC.
+	InputHMAC string `json:"input_hmac,omitempty"`
 
 	// Route is the route's NATS subject, e.g. "orders.v1.create".
 	Route string `json:"route,omitempty"`

@@ -69,5 +69,15 @@ func sampleRecords() []*Record {
 	hb := base(7, KindHeartbeat)
 	hb.Instance = ""
 
-	return []*Record{&intent, &outcome, &recovered, &decision, &cred, &admin, &hb}
+	// A decision with its input's keyed hash (records before input_hmac,
+	// like the intent above, carry input_sha256).
+	keyed := base(8, KindDecision)
+	keyed.Actor = &Actor{Issuer: "https://idp.example", Subject: "dave", Transport: "nats"}
+	keyed.DecisionID = "0193b1f2-7c4e-7a00-8d3b-5c6f7e8a9b0e"
+	keyed.Entry = "call"
+	keyed.Allow = &deny
+	keyed.InputHMAC = "hmac-sha256:k1:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+	keyed.Route = "orders.v1.create"
+
+	return []*Record{&intent, &outcome, &recovered, &decision, &cred, &admin, &hb, &keyed}
 }

@@ -208,7 +208,7 @@ func testLogRoundTrip(t *testing.T, s StoreSource) {
 	var inputs int
 	err = s.Inputs(ctx, confOrigin, time.Time{}, func(rec, in []byte) error {
 		r, err := audit.DecodeRecord(rec)
-		if err != nil || !bytes.HasPrefix(in, []byte(`{"n":`)) || r.InputSHA256 == "" {
+		if err != nil || !bytes.HasPrefix(in, []byte(`{"n":`)) || r.InputHMAC == "" {
 			return fmt.Errorf("input %s for %s", in, rec)
 		}
 		inputs++
