@@ -8,8 +8,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,11 +22,12 @@ import (
 )
 
 func cmdAuditExport(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "audit export", "sqlgate audit export -o FILE [--from N] [--to N]")
+	fs := newFlags(e, "audit export", "sqlgate audit export -o FILE [--from N] [--to N] [--origin ORIGIN]")
 	broker := brokerFlag(fs)
 	out := fs.String("o", "", "write the bundle here")
 	from := fs.Int64("from", 0, "first record index")
 	to := fs.Int64("to", 0, "end record index, exclusive (0: the latest checkpoint)")
+	origin := fs.String("origin", "", "keep only the log of this origin (one instance of a shared control database); the broker sends every origin and the CLI keeps this one")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -48,7 +52,12 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer dst.discard()
-	if err := c.AuditExport(ctx, dst, *from, *to); err != nil {
+	if *origin == "" {
+		err = c.AuditExport(ctx, dst, *from, *to)
+	} else {
+		err = exportOrigin(ctx, e, *broker, dst, *origin, *from, *to)
+	}
+	if err != nil {
 		return err
 	}
 	if err := dst.commit(); err != nil {
@@ -56,6 +65,81 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "audit bundle written to %s; verify it offline with: sqlgate audit verify --bundle %s --key <verifier key>\n", *out, *out)
 	return nil
+}
+
+// exportOrigin writes to w the bundle of the log of origin only: the
+// broker's export holds every origin of the control database, so it is
+// downloaded to a temporary file and written again with that origin (the
+// same bytes the broker would write for it: keys, frontier, checkpoints,
+// consistency proof and records).
+func exportOrigin(ctx context.Context, e *env, broker string, w io.Writer, origin string, from, to int64) error {
+	path, cleanup, err := downloadBundle(ctx, e, broker, from, to)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	b, closeBundle, err := openBundle(ctx, e, "", path)
+	if err != nil {
+		return err
+	}
+	defer closeBundle()
+	if err := holdsOrigin(ctx, b, origin, "the broker"); err != nil {
+		return err
+	}
+	return audit.WriteBundle(ctx, w, b, audit.BundleOptions{Origin: origin})
+}
+
+// holdsOrigin is an error naming the origins b holds when it holds no log
+// of origin: verifying or exporting nothing must not pass for a check.
+func holdsOrigin(ctx context.Context, b *audit.Bundle, origin, what string) error {
+	held, err := b.Origins(ctx)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(held, origin) {
+		return nil
+	}
+	slices.Sort(held)
+	return fmt.Errorf("--origin %s: %s holds no log of that origin (it holds: %s)", origin, what, joinOrNone(held))
+}
+
+func joinOrNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+// loadTrusted reads --trusted-checkpoint and counts its checkpoints by
+// origin. With --origin, copies of other origins are not checked: a path
+// holding none of origin is an error, as it would check nothing.
+func loadTrusted(path, origin string) ([][]byte, map[string]int, error) {
+	cps, err := audit.LoadCheckpoints(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--trusted-checkpoint: %w", err)
+	}
+	origins := map[string]int{}
+	for _, cp := range cps {
+		// Unchecked: the origin only; verification checks the signature
+		// and fails a copy that is not a checkpoint.
+		if c, err := audit.ParseCheckpoint(cp); err == nil {
+			origins[c.Origin]++
+		}
+	}
+	if origin != "" && origins[origin] == 0 {
+		return nil, nil, fmt.Errorf("--trusted-checkpoint %s holds no checkpoint of origin %s (its %d checkpoints are of: %s): nothing would be checked against a trusted copy",
+			path, origin, len(cps), joinOrNone(slices.Sorted(maps.Keys(origins))))
+	}
+	return cps, origins, nil
+}
+
+// warnUntrusted writes a warning for each origin that no trusted copy
+// covered although --trusted-checkpoint was given: its log could have been
+// rolled back or forked unnoticed.
+func warnUntrusted(w io.Writer, path string, origins []string) {
+	for _, o := range origins {
+		fmt.Fprintf(w, "WARNING: origin %s: --trusted-checkpoint %s holds no checkpoint of it: a rollback or fork of its log would not be detected\n", o, path)
+	}
 }
 
 // keyFlags registers the trusted-key flags shared by verify and prove.
@@ -129,12 +213,13 @@ func parseKeyed(fs *flag.FlagSet, args []string, kf *keyFlags, output *string, r
 }
 
 func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "audit verify", "sqlgate audit verify --key VKEY [--bundle FILE] [--from N --to N] [--trusted-checkpoint FILE|DIR] [--output json]")
+	fs := newFlags(e, "audit verify", "sqlgate audit verify --key VKEY [--bundle FILE] [--origin ORIGIN] [--from N --to N] [--trusted-checkpoint FILE|DIR] [--output json]")
 	broker, output := brokerFlag(fs), outputFlag(fs)
 	bundlePath := fs.String("bundle", "", "verify this exported bundle offline (default: export one from the broker first)")
 	from := fs.Int64("from", 0, "first record index to check")
 	to := fs.Int64("to", 0, "end record index, exclusive (0: to the end)")
-	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them (e.g. the write-once sink): the log must extend each")
+	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them (*.checkpoint: the write-once sink; *.note: an unpacked evidence archive): the log must extend each")
+	origin := fs.String("origin", "", "verify only the log of this origin (one instance of a shared control database); keys of other origins are then not required")
 	selfOnly := fs.Bool("no-trusted-key", false, "without --key: check only that the log is consistent with the key history it holds itself (proves nothing against whoever can write the log)")
 	var kf keyFlags
 	kf.register(fs)
@@ -152,10 +237,10 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 		return usagef("--key or --keys-file is required: without a trusted key anyone who can write the log can re-sign it, " +
 			"so the check would prove nothing (dev: audit_verifier_key in dev.json; --no-trusted-key checks only that the log is self-consistent)")
 	}
-	opts := audit.VerifyOptions{Keys: keys, From: *from, To: *to}
+	opts := audit.VerifyOptions{Keys: keys, From: *from, To: *to, Origin: *origin}
 	if *trusted != "" {
-		if opts.Trusted, err = audit.LoadCheckpoints(*trusted); err != nil {
-			return fmt.Errorf("--trusted-checkpoint: %w", err)
+		if opts.Trusted, _, err = loadTrusted(*trusted, *origin); err != nil {
+			return err
 		}
 	}
 	b, closeBundle, err := openBundle(ctx, e, *broker, *bundlePath)
@@ -163,21 +248,66 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeBundle()
+	if *origin != "" {
+		what := "the broker"
+		if *bundlePath != "" {
+			what = *bundlePath
+		}
+		if err := holdsOrigin(ctx, b, *origin, what); err != nil {
+			return err
+		}
+	}
 	rep, err := audit.Verify(ctx, b, opts)
 	if err != nil {
 		return err
+	}
+	var untrusted []string
+	if *trusted != "" {
+		for _, o := range rep.Origins {
+			if o.Trusted == 0 {
+				untrusted = append(untrusted, o.Origin)
+			}
+		}
 	}
 	if *output == "json" {
 		if err := printJSON(e.stdout, rep); err != nil {
 			return err
 		}
-	} else if err := rep.WriteText(e.stdout); err != nil {
-		return err
+		warnUntrusted(e.stderr, *trusted, untrusted) // stdout stays one JSON document
+	} else {
+		if err := rep.WriteText(e.stdout); err != nil {
+			return err
+		}
+		warnUntrusted(e.stdout, *trusted, untrusted)
 	}
 	if !rep.OK() {
 		return errSilent
 	}
 	return nil
+}
+
+// downloadBundle exports records [from, to) of every origin from the
+// broker into a temporary file. The returned function removes it.
+func downloadBundle(ctx context.Context, e *env, broker string, from, to int64) (string, func(), error) {
+	c, err := e.client(broker)
+	if err != nil {
+		return "", nil, err
+	}
+	tmp, err := os.CreateTemp("", "sqlgate-audit-*.bundle")
+	if err != nil {
+		return "", nil, err
+	}
+	path := tmp.Name()
+	cleanup := func() { _ = os.Remove(path) }
+	err = c.AuditExport(ctx, tmp, from, to)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("download the log: %w", err)
+	}
+	return path, cleanup, nil
 }
 
 // openBundle opens the bundle file at path, or downloads the whole log from
@@ -186,23 +316,9 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 func openBundle(ctx context.Context, e *env, broker, path string) (*audit.Bundle, func(), error) {
 	cleanup := func() {}
 	if path == "" {
-		c, err := e.client(broker)
-		if err != nil {
+		var err error
+		if path, cleanup, err = downloadBundle(ctx, e, broker, 0, 0); err != nil {
 			return nil, nil, err
-		}
-		tmp, err := os.CreateTemp("", "sqlgate-audit-*.bundle")
-		if err != nil {
-			return nil, nil, err
-		}
-		path = tmp.Name()
-		cleanup = func() { _ = os.Remove(path) }
-		err = c.AuditExport(ctx, tmp, 0, 0)
-		if cerr := tmp.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			cleanup()
-			return nil, nil, fmt.Errorf("download the log: %w", err)
 		}
 	}
 	f, err := os.Open(path)
@@ -220,13 +336,14 @@ func openBundle(ctx context.Context, e *env, broker, path string) (*audit.Bundle
 }
 
 func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "audit evidence", "sqlgate audit evidence --from DATE --to DATE --key VKEY -o FILE.zip [--bundle FILE] [--trusted-checkpoint FILE|DIR] [--sign-key FILE]")
+	fs := newFlags(e, "audit evidence", "sqlgate audit evidence --from DATE --to DATE --key VKEY -o FILE.zip [--bundle FILE] [--origin ORIGIN] [--trusted-checkpoint FILE|DIR] [--sign-key FILE]")
 	broker, output := brokerFlag(fs), outputFlag(fs)
 	bundlePath := fs.String("bundle", "", "derive the evidence from this exported bundle (default: export the log from the broker first)")
 	fromFlag := fs.String("from", "", "start of the period, inclusive: YYYY-MM-DD (UTC midnight), RFC 3339, now, or a duration from now (-24h)")
 	toFlag := fs.String("to", "", "end of the period, exclusive: the same forms as --from")
 	out := fs.String("o", "", "write the evidence archive (zip) here")
-	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them: the log must extend each")
+	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them (*.checkpoint, *.note): the log must extend each")
+	origin := fs.String("origin", "", "the evidence of this origin's log only (one instance of a shared control database, as the dashboard writes it)")
 	signKey := fs.String("sign-key", "", "sign the manifest with this private key (sqlgate audit keygen), so the archive shows who produced it")
 	var kf keyFlags
 	kf.register(fs)
@@ -260,7 +377,7 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	if *bundlePath != "" && sameFile(*out, *bundlePath) {
 		return usagef("-o %s is the --bundle the evidence is read from: write the archive elsewhere", *out)
 	}
-	opts := evidence.Options{From: from, To: to, Verify: audit.VerifyOptions{Keys: keys}, Generator: "sqlgate audit evidence"}
+	opts := evidence.Options{From: from, To: to, Verify: audit.VerifyOptions{Keys: keys, Origin: *origin}, Generator: "sqlgate audit evidence"}
 	var signer audit.Signer
 	if *signKey != "" {
 		if signer, err = loadSignKey(*signKey); err != nil {
@@ -268,9 +385,10 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 		}
 		opts.Signer = signer
 	}
+	var trustedOrigins map[string]int
 	if *trusted != "" {
-		if opts.Verify.Trusted, err = audit.LoadCheckpoints(*trusted); err != nil {
-			return fmt.Errorf("--trusted-checkpoint: %w", err)
+		if opts.Verify.Trusted, trustedOrigins, err = loadTrusted(*trusted, *origin); err != nil {
+			return err
 		}
 	}
 	b, closeBundle, err := openBundle(ctx, e, *broker, *bundlePath)
@@ -278,6 +396,15 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer closeBundle()
+	if *origin != "" {
+		what := "the broker"
+		if *bundlePath != "" {
+			what = *bundlePath
+		}
+		if err := holdsOrigin(ctx, b, *origin, what); err != nil {
+			return err
+		}
+	}
 	// Written beside the destination and renamed, so a failed run never
 	// leaves an archive that looks complete.
 	dst, err := createOutput(*out, ".sqlgate-evidence-*.zip")
@@ -292,13 +419,23 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	if err := dst.commit(); err != nil {
 		return err
 	}
+	var untrusted []string
+	if *trusted != "" {
+		for _, o := range m.Origins {
+			if trustedOrigins[o.Origin] == 0 {
+				untrusted = append(untrusted, o.Origin)
+			}
+		}
+	}
 	if *output == "json" {
+		warnUntrusted(e.stderr, *trusted, untrusted) // stdout stays one JSON document
 		return printJSON(e.stdout, m)
 	}
 	fmt.Fprintf(e.stdout, "evidence for %s to %s written to %s (the log verified: %d records)\n", m.Period.From, m.Period.To, *out, m.Verification.Records)
 	for _, s := range m.Incomplete {
 		fmt.Fprintf(e.stdout, "WARNING: %s\n", s)
 	}
+	warnUntrusted(e.stdout, *trusted, untrusted)
 	for _, f := range m.Files {
 		fmt.Fprintf(e.stdout, "  %-28s %12s  sha256 %s\n", f.Name, f.Count(), f.SHA256)
 	}
