@@ -126,7 +126,9 @@ func TestWriteSaysWhenRecordsWerePruned(t *testing.T) {
 				}
 				return
 			}
-			prefix := "evidence incomplete: records before index " + strconv.FormatInt(tc.before, 10) + " were pruned (retention)"
+			// The verifier cannot tell retention from deletion: the text
+			// must not claim either.
+			prefix := "evidence incomplete: records before index " + strconv.FormatInt(tc.before, 10) + " were pruned by retention or deleted"
 			if len(pruned) != 1 || pruned[0]["log_index"] != strconv.FormatInt(tc.before, 10) ||
 				!strings.HasPrefix(pruned[0]["message"], prefix) || !strings.Contains(pruned[0]["message"], tc.want) {
 				t.Fatalf("exceptions.csv rows %s = %v, want one at %d starting %q and saying %q", evidence.ExceptionPruned, pruned, tc.before, prefix, tc.want)
@@ -143,6 +145,38 @@ func TestWriteSaysWhenRecordsWerePruned(t *testing.T) {
 				t.Error("the workbook's summary does not say the evidence is incomplete")
 			}
 		})
+	}
+}
+
+// TestWriteSaysWhenNoRecordIsRetained: with every record pruned, the
+// exceptions say so instead of printing an empty time.
+func TestWriteSaysWhenNoRecordIsRetained(t *testing.T) {
+	store, vkey := buildLog(t)
+	_, end, err := store.Bounds(t.Context(), origin)
+	if err != nil || end == 0 {
+		t.Fatalf("bounds: end %d, %v", end, err)
+	}
+	if _, err := store.Prune(t.Context(), origin, end); err != nil {
+		t.Fatal(err)
+	}
+	opts := options(vkey)
+	opts.To = day(5, 0) // after the newest checkpoint
+	var buf bytes.Buffer
+	m, err := evidence.Write(t.Context(), &buf, store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(m.Incomplete, "\n")
+	for _, want := range []string{
+		"records before index " + strconv.FormatInt(end, 10) + " were pruned by retention or deleted, and the period starts at 2026-03-02T00:00:00.000000Z while no record is retained",
+		"(the newest signed checkpoint of any origin, " + origin + " of size " + strconv.FormatInt(end, 10) + ", is from 2026-03-03T02:00:00.000000Z and no record it covers is retained)",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("incomplete statements do not say %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, "from )") || strings.Contains(all, "from ,") || strings.Contains(all, "( ") {
+		t.Errorf("an incomplete statement prints an empty time:\n%s", all)
 	}
 }
 

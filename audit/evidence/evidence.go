@@ -68,6 +68,22 @@ const ExceptionNotCovered audit.ProblemCode = "period_not_covered"
 // status revocation_pending).
 const ExceptionRevocationPending audit.ProblemCode = "revocation_pending"
 
+// ExceptionUnknownOutcome is the code of the exception the evidence adds
+// for a call of the period whose outcome is "unknown": the database could
+// not say whether its transaction committed. A retry under the same
+// idempotency key is then answered with the stored result (replayed,
+// outcome none, the stored transaction id), so a transaction the call did
+// commit appears in no commit row: the exception names the later replay
+// and its transaction when the records read hold one.
+const ExceptionUnknownOutcome audit.ProblemCode = "unknown_outcome"
+
+// ExceptionRecoveredOutcome is the code of the exception the evidence adds
+// for a call of the period whose outcome crash recovery wrote (result
+// recovered): the instance stopped before recording it, and the outcome
+// says what the target database's idempotency record showed at the next
+// start. A recovered outcome that is unknown is an [ExceptionUnknownOutcome].
+const ExceptionRecoveredOutcome audit.ProblemCode = "recovered_outcome"
+
 // Status values of the access population.
 const (
 	accessValid   = "valid"
@@ -77,6 +93,11 @@ const (
 // maxListedPending caps the revocation_pending rows of exceptions.csv; the
 // manifest counts them all and the access population lists them all.
 const maxListedPending = 100
+
+// maxListedCalls caps the unknown_outcome and recovered_outcome rows of
+// exceptions.csv per origin and code; the manifest counts them all and
+// activity.csv shows every call's outcome.
+const maxListedCalls = 100
 
 // Options select the period and how the log is verified.
 type Options struct {
@@ -113,10 +134,10 @@ type Manifest struct {
 	// Verification summarizes the check that passed before writing.
 	Verification Verification `json:"verification"`
 	// Incomplete says, per origin, why the populations may miss records:
-	// records pruned by retention ([ExceptionPruned]), or a period that
-	// starts before the log's first record or ends after what its signed
-	// checkpoints cover ([ExceptionNotCovered]); empty when the log holds
-	// every record the period needs. Each is also a row of
+	// records pruned by retention or deleted ([ExceptionPruned]), or a
+	// period that starts before the log's first record or ends after what
+	// its signed checkpoints cover ([ExceptionNotCovered]); empty when the
+	// log holds every record the period needs. Each is also a row of
 	// csv/exceptions.csv.
 	Incomplete []string `json:"incomplete,omitempty"`
 	// Files lists every other file of the archive.
@@ -143,7 +164,8 @@ type OriginSource struct {
 
 // Verification is the summary of the verification that passed.
 // ExceptionCount also counts the exceptions the evidence adds
-// ([ExceptionPruned]).
+// ([ExceptionPruned], [ExceptionNotCovered], [ExceptionRevocationPending],
+// [ExceptionUnknownOutcome], [ExceptionRecoveredOutcome]).
 type Verification struct {
 	OK             bool             `json:"ok"`
 	Records        int64            `json:"records"`
@@ -195,10 +217,11 @@ func (f File) Count() string {
 //
 // The sections are written to temporary files in tempDir ("" for the
 // system's) while the log is read, so memory does not grow with the log:
-// it holds the outcome columns of the period's calls (about 200 bytes
-// each) and the credentials that may be valid at the period's end. The
-// workbook is written from the sections' files with at most 16 MB of each
-// sheet in memory.
+// it holds the outcome columns of the period's calls (about 300 bytes
+// each), the calls answered with a stored result (replays) since the
+// period's start (about 150 bytes each) and the credentials that may be
+// valid at the period's end. The workbook is written from the sections'
+// files with at most 16 MB of each sheet in memory.
 func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*Manifest, error) {
 	switch {
 	case len(opts.Verify.Keys) == 0:
@@ -215,6 +238,9 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 		return nil, fmt.Errorf("%w: %s: %s", ErrNotVerified, first.Origin, first)
 	}
 	if len(rep.Origins) == 0 {
+		if opts.Verify.Origin != "" {
+			return nil, fmt.Errorf("%w: the source holds no log of origin %s", ErrNotVerified, opts.Verify.Origin)
+		}
 		return nil, fmt.Errorf("%w: the source holds no audit log", ErrNotVerified)
 	}
 	dir, err := os.MkdirTemp(opts.TempDir, "sqlgate-evidence-")
@@ -274,6 +300,9 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 	}
 	if c.pending > 0 {
 		m.Verification.ExceptionCount[string(ExceptionRevocationPending)] += int64(c.pending)
+	}
+	for code, n := range c.callCounts {
+		m.Verification.ExceptionCount[string(code)] += n
 	}
 	sections = append(sections, notes...)
 	for _, sec := range sections {
@@ -504,9 +533,23 @@ type collector struct {
 	activity, denials, credentials, changes *section
 	all                                     []*section
 
-	// outcomes holds the outcome columns of the period's intents of the
-	// origin being read, by intent index (nil before its outcome is seen).
-	outcomes map[int64][]string
+	// outcomes holds the period's calls of the origin being read, by intent
+	// index: the intent's time and the outcome columns (nil before its
+	// outcome is seen).
+	outcomes map[int64]pendingCall
+	// replays holds, per idempotency key, server and database, the calls
+	// answered with a stored result since the period's start, of every
+	// origin read, to name the transaction of a call whose outcome is
+	// unknown.
+	replays map[callKey][]replay
+	// unknown are the listed calls of the period whose outcome is unknown,
+	// resolved against replays once every origin is read.
+	unknown []unknownCall
+	// callCounts counts the [ExceptionUnknownOutcome] and
+	// [ExceptionRecoveredOutcome] calls; callListed, the rows listed of
+	// the origin being read.
+	callCounts map[audit.ProblemCode]int64
+	callListed map[audit.ProblemCode]int
 	// creds holds, per SQL lease, the state its newest event (by record
 	// time, then origin, then index) left it in, whichever origin recorded
 	// it: instances share the lease store, so one may issue a lease that
@@ -533,7 +576,8 @@ type collector struct {
 	// origins.
 	rank int
 	// added are the exceptions of the evidence itself ([ExceptionPruned],
-	// [ExceptionNotCovered], [ExceptionRevocationPending]).
+	// [ExceptionNotCovered], [ExceptionRevocationPending],
+	// [ExceptionRecoveredOutcome]; [ExceptionUnknownOutcome] at finish).
 	added []audit.Problem
 	// firstTime is the time of the first record read of the origin being
 	// read, lastTime the latest time of the records it read.
@@ -546,6 +590,42 @@ type collector struct {
 type activeCred struct {
 	ref ref
 	r   *audit.Record
+}
+
+// pendingCall is one of the period's calls awaiting its outcome.
+type pendingCall struct {
+	intent int64    // the intent's time, Unix nanoseconds
+	cells  []string // the outcome columns, nil until the outcome is read
+}
+
+// callKey identifies the idempotency record of a call: a hash of its
+// idempotency key, server and database.
+type callKey [16]byte
+
+func callKeyOf(r *audit.Record) callKey {
+	server, database := "", ""
+	if r.SQL != nil {
+		server, database = r.SQL.Server, r.SQL.Database
+	}
+	sum := sha256.Sum256([]byte(r.IdempotencyKey + "\x00" + server + "\x00" + database))
+	return callKey(sum[:16])
+}
+
+// replay is a call answered with the stored result of an earlier one: its
+// outcome record and the stored transaction.
+type replay struct {
+	ord           order
+	at            ref
+	correlationID string
+	transaction   string
+}
+
+// unknownCall is a call whose outcome is unknown: its outcome record and
+// the intent's time.
+type unknownCall struct {
+	at     ref
+	r      *audit.Record
+	intent int64
 }
 
 // credKey identifies a credential: a hash of its type, NATS user key and
@@ -674,6 +754,7 @@ func (st *natsState) valid(to int64) *natsGrant {
 func newCollector(dir string, from, to time.Time) (*collector, error) {
 	c := &collector{
 		dir: dir, from: from, to: to, creds: map[credKey]credState{}, natsCreds: map[credKey]*natsState{}, ended: map[credKey]order{},
+		replays: map[callKey][]replay{}, callCounts: map[audit.ProblemCode]int64{},
 		accessExcerpt: excerpt{
 			header: []string{"type", "email", "subject", "NATS user key or SQL login", "database", "role", "expires"},
 			widths: []float64{0.05, 0.17, 0.2, 0.26, 0.1, 0.08, 0.14},
@@ -698,7 +779,7 @@ func newCollector(dir string, from, to time.Time) (*collector, error) {
 		"intent records whose time is in the period, each with its outcome record wherever it is",
 		"time", "correlation_id", "subject", "email", "issuer", "mfa", "nats_user_key", "client_host", "route", "target_kind", "target",
 		"sql_server", "sql_database", "decision_id", "policy_revision", "param_hashes", "idempotency_key",
-		"outcome", "sql_transaction_id", "rows", "rows_affected", "status", "replayed", "recovered", "duration_us", "outcome_index")
+		"outcome", "sql_transaction_id", "rows", "rows_affected", "status", "replayed", "recovered", "duration_us", "outcome_index", "outcome_leaf_hash")
 	c.denials = mk("csv/denials.csv", "every refused request: authentication failures and policy denials of calls and credentials",
 		"decision records with allow=false whose time is in the period",
 		"time", "correlation_id", "subject", "email", "issuer", "mfa", "nats_user_key", "client_host", "entry", "route", "credential",
@@ -746,7 +827,8 @@ func (c *collector) readOrigin(ctx context.Context, src audit.Source, o *audit.O
 	}
 	out.CheckpointSize, out.CheckpointRoot = o.Latest.Size, o.Latest.Root.String()
 	out.End = min(out.End, o.Latest.Size)
-	c.outcomes = map[int64][]string{}
+	c.outcomes = map[int64]pendingCall{}
+	c.callListed = map[audit.ProblemCode]int{}
 	c.firstTime, c.lastTime = time.Time{}, time.Time{}
 
 	// The tree at the first record read, or at the first retained one when
@@ -854,15 +936,18 @@ func readChecked(ctx context.Context, src audit.Source, origin string, tree *aud
 }
 
 // pruned returns the exception for an origin whose records before the
-// first one read are gone (retention) or were not verified, nil when the
-// evidence read the log from index 0. Retention and deletion look the same
-// to a verifier: both leave the tree's frontier and the checkpoints.
+// first one read are gone (retention or deletion) or were not verified,
+// nil when the evidence read the log from index 0. Retention and deletion
+// look the same to a verifier: both leave the tree's frontier and the
+// checkpoints.
 func (c *collector) pruned(o *audit.OriginReport, src OriginSource) *audit.Problem {
 	n := src.First
 	if n == 0 {
 		return nil
 	}
-	why := fmt.Sprintf("records before index %d were pruned (retention)", n)
+	// Retention and deletion leave the same trace: the verifier cannot
+	// tell which removed them.
+	why := fmt.Sprintf("records before index %d were pruned by retention or deleted", n)
 	if n != o.Pruned {
 		why = fmt.Sprintf("records before index %d were not verified", n)
 	}
@@ -927,12 +1012,16 @@ func notCovered(spans []span, from, to time.Time, maxGap time.Duration) []audit.
 	}
 	if end != nil && to.After(until) {
 		cp := end.o.Latest
+		last := "its last covered record is from " + ts(end.last)
+		if end.last.IsZero() {
+			last = "no record it covers is retained"
+		}
 		out = append(out, audit.Problem{
 			Origin: end.o.Origin, Code: ExceptionNotCovered, Index: cp.Size - 1, Size: cp.Size,
 			Message: fmt.Sprintf("evidence incomplete: the period ends at %s, but the log covers only records up to %s "+
-				"(the newest signed checkpoint of any origin, %s of size %d, is from %s and its last covered record from %s): "+
+				"(the newest signed checkpoint of any origin, %s of size %d, is from %s and %s): "+
 				"whatever happened after that is not in this evidence (a bundle exported with --to, a log whose end was cut off, or a period that has not ended)",
-				ts(to), ts(until), end.o.Origin, cp.Size, ts(cp.Time), ts(end.last)),
+				ts(to), ts(until), end.o.Origin, cp.Size, ts(cp.Time), last),
 		})
 	}
 	return out
@@ -947,8 +1036,20 @@ func (c *collector) inPeriod(r *audit.Record) bool {
 func (c *collector) add(at ref, r *audit.Record) bool {
 	if r.Kind == audit.KindOutcome {
 		// An outcome may follow its intent after the period's end.
-		if cells, ok := c.outcomes[r.IntentIndex]; ok && cells == nil {
-			c.outcomes[r.IntentIndex] = outcomeCells(at, r)
+		if p, ok := c.outcomes[r.IntentIndex]; ok && p.cells == nil {
+			p.cells = outcomeCells(at, r)
+			c.outcomes[r.IntentIndex] = p
+			c.outcomeException(at, r, p.intent)
+		}
+		if r.Result != nil && r.Result.Replayed && r.IdempotencyKey != "" && !r.Time.Before(c.from) {
+			k := callKeyOf(r)
+			txid := ""
+			if r.SQL != nil {
+				txid = r.SQL.TransactionID
+			}
+			c.replays[k] = append(c.replays[k], replay{
+				ord: order{time: r.Time.UnixNano(), rank: c.rank, index: at.index}, at: at, correlationID: r.CorrelationID, transaction: txid,
+			})
 		}
 	}
 	if r.Kind == audit.KindCredential && r.Time.Before(c.to) {
@@ -960,7 +1061,7 @@ func (c *collector) add(at ref, r *audit.Record) bool {
 	a := actorCells(r.Actor)
 	switch r.Kind {
 	case audit.KindIntent:
-		c.outcomes[at.index] = nil // awaiting its outcome
+		c.outcomes[at.index] = pendingCall{intent: r.Time.UnixNano()} // awaiting its outcome
 	case audit.KindDecision:
 		if r.Allow != nil && !*r.Allow {
 			cred := ""
@@ -1009,10 +1110,97 @@ func outcomeCells(at ref, o *audit.Record) []string {
 	return []string{
 		sql.Outcome, sql.TransactionID, strconv.FormatInt(sql.Rows, 10), strconv.FormatInt(sql.RowsAffected, 10), res.Status,
 		strconv.FormatBool(res.Replayed), strconv.FormatBool(res.Recovered), strconv.FormatInt(res.DurationUS, 10), strconv.FormatInt(at.index, 10),
+		hex.EncodeToString(at.leaf[:]),
 	}
 }
 
-var missingOutcome = []string{"missing", "", "", "", "", "", "", "", ""}
+var missingOutcome = []string{"missing", "", "", "", "", "", "", "", "", ""}
+
+// outcomeException notes the exception of a period's call whose outcome
+// (r, at at) is unknown or was written by crash recovery; intent is the
+// intent's time. Unknown outcomes are resolved at finish, when the replays
+// of every origin are known.
+func (c *collector) outcomeException(at ref, r *audit.Record, intent int64) {
+	unknown := r.SQL != nil && r.SQL.Outcome == "unknown"
+	recovered := r.Result != nil && r.Result.Recovered
+	code := ExceptionRecoveredOutcome
+	switch {
+	case unknown:
+		code = ExceptionUnknownOutcome
+	case !recovered:
+		return
+	}
+	c.callCounts[code]++
+	if c.callListed[code]++; c.callListed[code] > maxListedCalls {
+		return
+	}
+	if unknown {
+		c.unknown = append(c.unknown, unknownCall{at: at, r: r, intent: intent})
+		return
+	}
+	c.added = append(c.added, audit.Problem{Origin: at.origin, Code: code, Index: at.index, Message: recoveredMessage(r, intent)})
+}
+
+// callText names a call in an exception: its correlation id, intent index,
+// route and the intent's time.
+func callText(r *audit.Record, intent int64) string {
+	return fmt.Sprintf("call %q (intent %d, %s) at %s", r.CorrelationID, r.IntentIndex, r.Route, ts(time.Unix(0, intent)))
+}
+
+// recoveredMessage says what crash recovery found for a call.
+func recoveredMessage(r *audit.Record, intent int64) string {
+	sql, status := r.SQL, ""
+	if sql == nil {
+		sql = &audit.SQL{}
+	}
+	if r.Result != nil {
+		status = r.Result.Status
+	}
+	found := ""
+	switch sql.Outcome {
+	case "commit":
+		found = fmt.Sprintf("it held this call's decision, so the call committed as transaction %s", sql.TransactionID)
+	case "none":
+		found = fmt.Sprintf("it held another call's record under the same idempotency key, so this call was a replay of that call or conflicted with it "+
+			"and ran nothing (status %s); that call's outcome records the transaction", status)
+	default:
+		found = fmt.Sprintf("there was none, so the call did not commit (outcome %s, status %s)", sql.Outcome, status)
+	}
+	return fmt.Sprintf("%s: its outcome was written by crash recovery at %s, as the instance stopped before recording it, "+
+		"from the target database's idempotency record: %s", callText(r, intent), ts(r.Time), found)
+}
+
+// unknownMessage says what the log shows of a call whose outcome is
+// unknown: a later call under the same idempotency key answered with a
+// stored result names the transaction the key committed.
+func (c *collector) unknownMessage(u unknownCall) string {
+	status, how := "", "the database could not say whether its transaction committed"
+	if u.r.Result != nil {
+		status = u.r.Result.Status
+		if u.r.Result.Recovered {
+			how = "crash recovery found no database for its route, so whether its transaction committed is not known"
+		}
+	}
+	msg := fmt.Sprintf("%s: %s (outcome unknown, status %s)", callText(u.r, u.intent), how, status)
+	if u.r.IdempotencyKey == "" {
+		return msg + "; it has no idempotency key: only the target database can tell"
+	}
+	var first *replay
+	for i, rp := range c.replays[callKeyOf(u.r)] {
+		if rp.ord.time >= u.intent && (first == nil || first.ord.after(rp.ord)) {
+			first = &c.replays[callKeyOf(u.r)][i]
+		}
+	}
+	if first == nil {
+		return msg + "; no later call with the same idempotency key was answered with a stored result in the records read: " +
+			"if a later call with that key (activity.csv, idempotency_key) committed a transaction of its own, this call did not commit; " +
+			"otherwise only the target database's idempotency record for the key can tell"
+	}
+	return msg + fmt.Sprintf("; a later call with the same idempotency key, correlation id %q (outcome record %d of %s), "+
+		"was answered with the stored result of transaction %s: this call committed as transaction %s, "+
+		"unless an earlier call with that key had committed it (activity.csv then shows that call's commit of %s)",
+		first.correlationID, first.at.index, first.at.origin, first.transaction, first.transaction, first.transaction)
+}
 
 // writeActivity writes the row of one of the period's calls.
 func (c *collector) writeActivity(at ref, r *audit.Record) {
@@ -1025,7 +1213,7 @@ func (c *collector) writeActivity(at ref, r *audit.Record) {
 		ts(r.Time), r.CorrelationID, a.subject, a.email, a.issuer, a.mfa, a.userKey, a.host, r.Route, r.TargetKind, r.Target,
 		server, database, r.DecisionID, r.PolicyRevision, paramCells(r.Params), r.IdempotencyKey,
 	}
-	if out := c.outcomes[at.index]; out != nil {
+	if out := c.outcomes[at.index].cells; out != nil {
 		row = append(row, out...)
 	} else {
 		row = append(row, missingOutcome...)
@@ -1263,9 +1451,15 @@ func (c *collector) finish(rep *audit.Report) ([]*section, error) {
 		}
 	}
 	c.pending = pending
+	for _, u := range c.unknown {
+		c.added = append(c.added, audit.Problem{Origin: u.at.origin, Code: ExceptionUnknownOutcome, Index: u.at.index, Message: c.unknownMessage(u)})
+	}
 
-	exceptions, err := newCSVSection(c.dir, "csv/exceptions.csv", "facts to review (unpaired intents, gaps between records, records not yet covered by a checkpoint, records pruned before the evidence's reach); they are not integrity failures",
-		"exceptions of the verification of the whole log, capped per kind, and the evidence's own (pruned_records, one per origin); manifest verification.exception_counts has the totals",
+	exceptions, err := newCSVSection(c.dir, "csv/exceptions.csv", "facts to review (unpaired intents, gaps between records, records not yet covered by a checkpoint, "+
+		"records pruned or deleted before the evidence's reach, a period the log does not cover, SQL logins whose removal was pending, "+
+		"calls whose outcome is unknown or was written by crash recovery); they are not integrity failures",
+		"exceptions of the verification of the whole log, capped per kind, and the evidence's own: pruned_records (one per origin), period_not_covered, "+
+			"revocation_pending (capped), unknown_outcome and recovered_outcome (the period's calls, capped per origin); manifest verification.exception_counts has the totals",
 		"log_origin", "code", "log_index", "checkpoint_size", "message")
 	if err != nil {
 		return nil, err
@@ -1340,9 +1534,10 @@ with the verifier keys named in manifest.json (verification.keys).
    records read, that the archive holds the log of every key given, and
    manifest.sig, the signature over manifest.json, when the archive has
    one (the dashboard signs with the log's key). If manifest.json lists
-   "incomplete" statements (records pruned by retention, a period the log
-   does not cover), the populations miss what they say;
-   csv/exceptions.csv lists them too.
+   "incomplete" statements (records pruned by retention or deleted, a
+   period the log does not cover), the populations miss what they say;
+   csv/exceptions.csv lists them too, with the other facts to review
+   (docs/evidence.md, Exceptions, says what each means).
 2. By hand: every file but manifest.json and manifest.sig is listed in
    manifest.json with its SHA-256 and row count:
    sha256sum VERIFY.md report.pdf report.xlsx csv/*.csv checkpoints/*.note
