@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -273,12 +275,15 @@ func Open(ctx context.Context, store Store, cfg Config) (*Log, error) {
 	}
 	vkey := cfg.Signer.VerifierKey()
 	var first *Record
-	if l.newKey != nil {
-		action := "key_rotation"
-		if l.front.size == 0 {
-			action = "log_start"
-		}
-		first = &Record{Kind: KindAdmin, Admin: &Admin{Action: action, Detail: vkey}}
+	// The record that names the key signing from here on: at the start of
+	// the log, and whenever the signing key is not the one that signed the
+	// latest checkpoint (a new key, or going back to an earlier one), so
+	// that the verifier can refuse checkpoints a retired key signs later.
+	switch {
+	case l.front.size == 0:
+		first = &Record{Kind: KindAdmin, Admin: &Admin{Action: AdminLogStart, Detail: vkey}}
+	case l.newKey != nil || l.latest.KeyID != l.signerID():
+		first = &Record{Kind: KindAdmin, Admin: &Admin{Action: AdminKeyRotation, Detail: vkey}}
 	}
 	if first != nil || l.front.size > l.cpSize || l.latest == nil {
 		var reqs []*appendReq
@@ -356,6 +361,15 @@ func (l *Log) loadState(ctx context.Context, reload bool) error {
 		if err := l.checkAgainst(ctx, front, latest); err != nil {
 			return fmt.Errorf("load audit log %q: %w", origin, err)
 		}
+		if latest.KeyID != l.signerID() {
+			if reload {
+				// Every checkpoint since Open is this process's own.
+				return fmt.Errorf("load audit log %q: %w: after a failed write the latest stored checkpoint (size %d) is signed by key %s, not by this log's signing key %s: it was written by someone else", origin, ErrRollback, latest.Size, latest.KeyID, l.signerID())
+			}
+			if err := l.checkRetiredKey(ctx, front, latest); err != nil {
+				return fmt.Errorf("load audit log %q: %w", origin, err)
+			}
+		}
 	case front.size > 0:
 		// Every batch that starts a log carries its checkpoint, so records
 		// without any checkpoint mean the checkpoints were deleted.
@@ -398,6 +412,64 @@ func (l *Log) loadState(ctx context.Context, reload bool) error {
 		l.cpSize, l.cpTime = 0, time.Time{}
 	}
 	return nil
+}
+
+// signerID returns the key id ("<name>+<hex hash>") of the signing key.
+func (l *Log) signerID() string {
+	return fmt.Sprintf("%s+%08x", l.cfg.Signer.Name(), l.cfg.Signer.KeyHash())
+}
+
+// recordLister is a [Store] that can list its records (both stores of
+// sqlgate can: they are [Source]s too).
+type recordLister interface {
+	Records(ctx context.Context, origin string, from, to int64, fn func(index int64, data []byte, leaf *tlog.Hash) error) error
+}
+
+// adminPrefix is in the first 80 bytes of every admin record's canonical
+// encoding, right after `{"v":1,"index":N`.
+var adminPrefix = []byte(`,"kind":"admin",`)
+
+// checkRetiredKey checks, when the latest stored checkpoint is signed by
+// a previous key rather than the signing key (a rotation), that the log had
+// not already rotated away from that key: the last log_start or
+// key_rotation record the checkpoint covers must name it. Otherwise a
+// holder of the retired key could rewrite what came after the rotation,
+// sign it with the retired key, and have this log carry on from it.
+//
+// It reads the retained records once (only at a rotation); a store that
+// cannot list its records is not checked here (the verifier still refuses
+// such checkpoints, see [ProblemRetiredKey]).
+func (l *Log) checkRetiredKey(ctx context.Context, front *frontier, latest *Checkpoint) error {
+	lister, ok := l.store.(recordLister)
+	if !ok {
+		return nil
+	}
+	var last *Record
+	var lastData []byte
+	err := lister.Records(ctx, l.cfg.Origin, 0, latest.Size, func(index int64, data []byte, _ *tlog.Hash) error {
+		if !bytes.Contains(data[:min(len(data), 80)], adminPrefix) {
+			return nil
+		}
+		r, err := DecodeRecord(data)
+		if err != nil || r.Admin == nil || r.Admin.Action != AdminLogStart && r.Admin.Action != AdminKeyRotation {
+			return nil //nolint:nilerr // not a rotation record; the verifier names bad records
+		}
+		last, lastData = r, bytes.Clone(data)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read the key rotations: %w", err)
+	}
+	if last == nil || keyID(strings.TrimSpace(last.Admin.Detail)) == latest.KeyID {
+		return nil
+	}
+	// Only a record of the log's own tree counts as evidence.
+	th := &treeHead{size: front.size, root: front.root()}
+	if err := l.checkRecords(ctx, th, []int64{last.Index}, []tlog.Hash{LeafHash(lastData)}); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: the latest stored checkpoint (size %d) is signed by key %s, which this log retired at record %d (%s to key %s): a retired key signed records written after the rotation (see \"Keys and rotation\" in docs/audit.md)",
+		ErrRollback, latest.Size, latest.KeyID, last.Index, last.Admin.Action, keyID(strings.TrimSpace(last.Admin.Detail)))
 }
 
 func checkpointSize(c *Checkpoint) int64 {
@@ -536,9 +608,20 @@ func (l *Log) AppendWithInput(ctx context.Context, r *Record, input []byte) (int
 	return l.append(ctx, r, input)
 }
 
+// errLogAdmin refuses a caller's record that only the log may write.
+func errLogAdmin(r *Record) error {
+	if r.Kind == KindAdmin && r.Admin != nil && (r.Admin.Action == AdminLogStart || r.Admin.Action == AdminKeyRotation) {
+		return fmt.Errorf("admin action %q is written by the audit log itself", r.Admin.Action)
+	}
+	return nil
+}
+
 func (l *Log) append(ctx context.Context, r *Record, input []byte) (int64, error) {
 	if r == nil {
 		return -1, errors.New("audit append: nil record")
+	}
+	if err := errLogAdmin(r); err != nil {
+		return -1, fmt.Errorf("audit append: %w", err)
 	}
 	l.stamp(r)
 	req := l.getReq()
@@ -581,6 +664,9 @@ func (l *Log) append(ctx context.Context, r *Record, input []byte) (int64, error
 func (l *Log) Enqueue(ctx context.Context, r *Record, then func(index int64, err error)) error {
 	if r == nil {
 		return errors.New("audit enqueue: nil record")
+	}
+	if err := errLogAdmin(r); err != nil {
+		return fmt.Errorf("audit enqueue: %w", err)
 	}
 	l.stamp(r)
 	req := l.getReq()

@@ -28,6 +28,17 @@ const (
 	KindHeartbeat Kind = "heartbeat"
 )
 
+// Admin actions the log writes itself; [Log.Append] refuses them from
+// callers. Each names, in [Admin.Detail], the verifier key that signs the
+// checkpoints from that record on: the log's first key ("log_start", index
+// 0) or the key it changed to ("key_rotation", the first record under that
+// key). [Verify] refuses a checkpoint signed by any other key
+// ([ProblemRetiredKey]).
+const (
+	AdminLogStart    = "log_start"
+	AdminKeyRotation = "key_rotation"
+)
+
 // Valid reports whether k is one of the kinds of schema v1.
 func (k Kind) Valid() bool {
 	switch k {
@@ -201,6 +212,8 @@ type Credential struct {
 type Admin struct {
 	// Action is e.g. "log_start", "key_rotation", "policy_load",
 	// "policy_load_failed", "config_change", "startup", "recovery".
+	// "log_start" and "key_rotation" are written by the log only (see
+	// [AdminLogStart], [AdminKeyRotation]).
 	Action string `json:"action"`
 	// Detail is free text without secrets (for "log_start" and
 	// "key_rotation": the checkpoint verifier key now in use).

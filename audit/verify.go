@@ -121,6 +121,12 @@ const (
 	// history): nothing proves any record (checkpoints deleted, or signed
 	// by another key).
 	ProblemNoCheckpoint ProblemCode = "no_checkpoint"
+	// ProblemRetiredKey: a checkpoint is signed by a key other than the one
+	// the log's last "log_start" or "key_rotation" record before its size
+	// names: a retired key (or one the log never rotated to) vouches for
+	// records written after the rotation, e.g. a log rewritten after a key
+	// rotation and re-signed with the old key.
+	ProblemRetiredKey ProblemCode = "retired_key"
 	// ProblemLinkMismatch: an outcome differs from the intent it names in a
 	// field that ties the call to its SQL transaction (correlation_id,
 	// idempotency_key, route, target_kind, target, sql.server,
@@ -370,6 +376,25 @@ type originVerifier struct {
 	cps          []cpSum // valid log checkpoints, ascending size
 	tcps         []cpSum // the trusted checkpoints of the origin
 	noCheckpoint bool    // a ProblemNoCheckpoint failure was reported
+
+	// keyNames and keyIdx intern the key ids of checkpoints and rotation
+	// records (cpSum.Key indexes keyNames).
+	keyNames []string
+	keyIdx   map[string]int32
+}
+
+// intern returns the number of key id id.
+func (v *originVerifier) intern(id string) int32 {
+	if k, ok := v.keyIdx[id]; ok {
+		return k
+	}
+	if v.keyIdx == nil {
+		v.keyIdx = map[string]int32{}
+	}
+	k := int32(len(v.keyNames))
+	v.keyNames = append(v.keyNames, id)
+	v.keyIdx[id] = k
+	return k
 }
 
 // cpSum is what verification keeps of a checkpoint: a log may hold
@@ -379,9 +404,12 @@ type cpSum struct {
 	Size int64
 	Root tlog.Hash
 	Time time.Time
+	// Key is the signing key (originVerifier.keyNames), -1 for trusted
+	// checkpoints, which are not checked against the log's rotations.
+	Key int32
 }
 
-func sumOf(c *Checkpoint) cpSum { return cpSum{Size: c.Size, Root: c.Root, Time: c.Time} }
+func sumOf(c *Checkpoint) cpSum { return cpSum{Size: c.Size, Root: c.Root, Time: c.Time, Key: -1} }
 
 func (v *originVerifier) fail(code ProblemCode, index, size int64, msg string) {
 	v.rep.Failures = append(v.rep.Failures, Problem{Origin: v.or.Origin, Code: code, Index: index, Size: size, Message: msg})
@@ -422,7 +450,9 @@ func (v *originVerifier) loadCheckpoints(ctx context.Context) error {
 			return nil
 		}
 		keyIDs[cp.KeyID] = true
-		v.cps = append(v.cps, sumOf(cp))
+		sum := sumOf(cp)
+		sum.Key = v.intern(cp.KeyID)
+		v.cps = append(v.cps, sum)
 		if v.or.Latest == nil || cp.Size >= v.or.Latest.Size {
 			v.or.Latest = cp
 		}
@@ -536,7 +566,18 @@ func (v *originVerifier) run(ctx context.Context) error {
 	}
 	s := &scan{
 		v: v, front: front, lo: lo, lastMatch: scanFrom, lastTrusted: scanFrom,
-		intents: map[int64]linkSum{},
+		intents: map[int64]linkSum{}, active: -1, activeAt: -1,
+	}
+	if scanFrom > 0 {
+		// The rotation records before the scan are not read: the key of
+		// the newest checkpoint there stands for them (a rotation's
+		// record and the first checkpoint under the new key are written
+		// together).
+		for _, c := range v.cps {
+			if c.Size <= scanFrom {
+				s.active, s.activeCp = c.Key, c.Size
+			}
+		}
 	}
 	if scanFrom == lo {
 		s.atLo()
@@ -577,7 +618,7 @@ func (v *originVerifier) finish(s *scan, got int64, fullTail bool) {
 		d := &s.due[i]
 		size := s.cp(d).Size
 		if d.done {
-			if !d.trusted {
+			if !d.trusted && !d.retired {
 				covered = max(covered, size)
 			}
 			continue
@@ -614,6 +655,7 @@ type due struct {
 	i       int32
 	trusted bool
 	done    bool
+	retired bool // signed by a key the log had rotated away from
 }
 
 func (s *scan) cp(d *due) *cpSum {
@@ -639,6 +681,39 @@ type scan struct {
 	unpaired []int64
 	maxTime  time.Time
 	seen     bool
+
+	// active is the key (originVerifier.keyNames) that signs checkpoints
+	// at the current size, -1 while unknown: named by the log_start or
+	// key_rotation record at activeAt (activeAction), or, when activeAt
+	// is -1, by the newest checkpoint before the scan (of size activeCp).
+	active       int32
+	activeAt     int64
+	activeCp     int64
+	activeAction string
+}
+
+// rotated records that the log_start or key_rotation record at index p
+// names key id.
+func (s *scan) rotated(p int64, action, id string) {
+	s.active, s.activeAt, s.activeAction = s.v.intern(id), p, action
+}
+
+// checkKey fails a log checkpoint of the current size that is not signed
+// by the active key.
+func (s *scan) checkKey(d *due, c *cpSum) {
+	if d.trusted || s.active < 0 || c.Key < 0 || c.Key == s.active {
+		return
+	}
+	v := s.v
+	d.retired = true
+	signer, want := v.keyNames[c.Key], v.keyNames[s.active]
+	if s.activeAt >= 0 {
+		v.fail(ProblemRetiredKey, s.activeAt, c.Size, fmt.Sprintf("the checkpoint of size %d is signed by key %s, but the log's %s record %d names key %s for every checkpoint after it: a retired key vouches for records written after the rotation (rewritten and re-signed?)",
+			c.Size, signer, s.activeAction, s.activeAt, want))
+		return
+	}
+	v.fail(ProblemRetiredKey, s.activeCp, c.Size, fmt.Sprintf("the checkpoint of size %d is signed by key %s, but the newest checkpoint before the checked records (size %d) is signed by key %s and no key_rotation record in between names %s",
+		c.Size, signer, s.activeCp, want, signer))
 }
 
 // atLo runs the checks that need the tree at lo: checkpoints below the
@@ -685,11 +760,13 @@ func (s *scan) checkDue() {
 			continue // below the scan start (handled by atLo)
 		}
 		d.done = true
+		s.checkKey(d, c)
 		root := s.front.root()
 		if root == c.Root {
-			if d.trusted {
+			switch {
+			case d.trusted:
 				s.lastTrusted = max(s.lastTrusted, n)
-			} else {
+			case !d.retired:
 				s.lastMatch = max(s.lastMatch, n)
 			}
 			continue

@@ -61,6 +61,9 @@ type recInfo struct {
 	intent int64
 	time   time.Time
 	link   linkSum // intents and outcomes
+	// rotAction and rotKey are set for a log_start or key_rotation
+	// record: its action and the id of the key it names.
+	rotAction, rotKey string
 }
 
 // linkFields are the fields an outcome repeats from its intent: they tie a
@@ -281,6 +284,9 @@ func (c *chunk) process(d *recordDecoder, h *leafHasher, origin string) {
 		if r.Kind == KindIntent || r.Kind == KindOutcome {
 			info.link, buf = linkOf(&r, buf)
 		}
+		if a := r.Admin; r.Kind == KindAdmin && a != nil && (a.Action == AdminLogStart || a.Action == AdminKeyRotation) {
+			info.rotAction, info.rotKey = a.Action, keyID(strings.TrimSpace(a.Detail))
+		}
 	}
 }
 
@@ -307,6 +313,9 @@ func (s *scan) fold(c *chunk) {
 			}
 		}
 		s.front.append(c.leaf[i])
+		if info.code == "" && info.rotKey != "" {
+			s.rotated(p, info.rotAction, info.rotKey)
+		}
 		switch {
 		case p < s.lo:
 		case info.code != "":
