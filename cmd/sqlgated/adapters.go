@@ -219,6 +219,21 @@ func (s *auditService) Evidence(ctx context.Context, w io.Writer, from, to time.
 	return err
 }
 
+// policyRoutes is the route catalog as the policy engine checks policies
+// against it (opa.Config.Routes): each route's subject and parameter names.
+func policyRoutes(catalog *route.Catalog) []opa.RouteRef {
+	routes := catalog.Routes()
+	refs := make([]opa.RouteRef, 0, len(routes))
+	for _, r := range routes {
+		ref := opa.RouteRef{Subject: r.Subject, Params: make([]string, 0, len(r.Params))}
+		for _, p := range r.Params {
+			ref.Params = append(ref.Params, p.Name)
+		}
+		refs = append(refs, ref)
+	}
+	return refs
+}
+
 // policyService serves the engine to the web layer.
 type policyService struct {
 	engine *opa.Engine
@@ -234,11 +249,14 @@ func (p *policyService) Status() web.PolicyStatus {
 	return out
 }
 
+// Eval decides input as the serving policy does. An input that is not a
+// valid input document is not decided: the error is a 400 that names the
+// field (the input is the caller's own). An evaluation error comes with the
+// deny it fell back to.
 func (p *policyService) Eval(ctx context.Context, entry policy.Entry, input []byte, explain bool) (policy.Decision, string, error) {
 	in, err := opa.ParseInput(input)
 	if err != nil {
-		// Not an error of the evaluation: the answer is a deny that says why.
-		return policy.Deny(p.engine.Revision(), err.Error()), "", nil
+		return policy.Decision{}, "", &web.HTTPError{Status: http.StatusBadRequest, Code: broker.CodeInvalidRequest, Msg: err.Error()}
 	}
 	if !explain {
 		d, err := p.engine.Decide(ctx, entry, in)

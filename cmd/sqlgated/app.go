@@ -233,7 +233,7 @@ func (a *app) openPolicy(ctx context.Context) error {
 	}, []string{"result"})
 	a.metrics.MustRegister(reloads)
 	engine, err := opa.Open(ctx, opa.Config{
-		Dir: a.cfg.PolicyDir, Watch: a.cfg.Watch, EvalTimeout: a.cfg.EvalTimout,
+		Dir: a.cfg.PolicyDir, Watch: a.cfg.Watch, EvalTimeout: a.cfg.EvalTimout, Routes: policyRoutes(a.cfg.Catalog),
 		Logger: a.log.With("component", "policy"),
 		OnReload: func(ev opa.ReloadEvent) {
 			rec := &audit.Record{
@@ -258,6 +258,15 @@ func (a *app) openPolicy(ctx context.Context) error {
 	}
 	a.engine = engine
 	a.closers = append(a.closers, func(context.Context) error { return engine.Close() })
+	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sqlgate_policy_load_failed",
+		Help: "1 while the last policy load failed (the last good revision keeps serving) or the policy directory is not watched, else 0.",
+	}, func() float64 {
+		if engine.Status().LastError != nil {
+			return 1
+		}
+		return 0
+	}))
 	return nil
 }
 
@@ -613,6 +622,12 @@ const strandedMessage = "unfinished SQL leases of a database that no postgresLog
 
 // ready reports what keeps sqlgated from serving, for /readyz: a fixed
 // component name each (served) and the detail (logged only).
+//
+// A failed reload does not: the last good revision keeps deciding every
+// call, and one bad policy push would otherwise take every replica out of
+// its Service at once. It is reported by GET /api/v1/policy/status, the
+// policy_load_failed audit record, sqlgate_policy_reloads_total and
+// sqlgate_policy_load_failed.
 func (a *app) ready(ctx context.Context) []web.NotReady {
 	var out []web.NotReady
 	if st := a.engine.Status(); !st.Ready() {
@@ -621,8 +636,6 @@ func (a *app) ready(ctx context.Context) []web.NotReady {
 			err = fmt.Errorf("no policy loaded: %w", st.LastError)
 		}
 		out = append(out, web.NotReady{Component: "policy", Err: err})
-	} else if st.LastError != nil {
-		out = append(out, web.NotReady{Component: "policy", Err: fmt.Errorf("policy reload failed (revision %s keeps serving): %w", st.Revision, st.LastError)})
 	}
 	for _, nc := range a.conns {
 		if !nc.IsConnected() {

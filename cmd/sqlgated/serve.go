@@ -52,11 +52,15 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	if *check {
-		// The policy as serve loads it; serve would start with a broken one
-		// (and deny every call until it is fixed), --check refuses it.
-		engine, err := opa.Open(ctx, opa.Config{Dir: cfg.Policy.Dir, EvalTimeout: cfg.Policy.EvalTimeout})
+		// The policy as serve loads it, checked against the catalog just
+		// loaded; serve would start with a broken one (and deny every call
+		// until it is fixed), --check refuses it.
+		engine, err := opa.Open(ctx, opa.Config{Dir: cfg.Policy.Dir, EvalTimeout: cfg.Policy.EvalTimeout, Routes: policyRoutes(catalog)})
 		if err != nil {
 			return fmt.Errorf("policy %s: %w", cfg.Policy.Dir, err)
+		}
+		for _, w := range engine.Status().Warnings {
+			fmt.Fprintf(stderr, "warning: policy: %s\n", w)
 		}
 		revision := engine.Revision()
 		_ = engine.Close() // nothing to flush: it did not watch
