@@ -176,6 +176,10 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		outcome.SQL.RowsAffected = res.RowsAffected
 		outcome.Result.Status = "ok"
 		outcome.Result.Replayed = res.Replayed
+		if res.WithoutResult {
+			code, msg = CodeDBError, msgWithoutResult
+			outcome.Result.Status = code
+		}
 	default:
 		code, msg, reasons = execError(execErr, call.MaxRows)
 		outcome.SQL.Outcome = "rollback"
@@ -202,6 +206,13 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	if execErr != nil {
 		rep.TimedOut = timedOut(execErr, unknown)
 		return fail(rep, code, msg, reasons)
+	}
+	if res.WithoutResult {
+		// Committed, but there is no result to answer or emit; the
+		// transaction id tells the caller which commit it was.
+		rep.SQLTransactionID = res.TransactionID
+		rep.Replayed = res.Replayed
+		return fail(rep, code, msg, nil)
 	}
 	rep.OK = true
 	rep.Result = res.JSON
@@ -251,6 +262,10 @@ func (s *Service) settle(ctx context.Context, exec Executor, call *Call, execErr
 	own.Replayed = false // this call's own transaction
 	return &own, false, nil
 }
+
+// msgWithoutResult answers a call whose routed procedure committed the
+// call's transaction itself (Result.WithoutResult).
+const msgWithoutResult = "the routed procedure committed the transaction itself: its changes are committed, but no result was kept and no event was emitted; routed procedures must not commit or roll back the caller's transaction"
 
 // ownCommit returns res as this call's own commit when it is a replay of
 // the record this call's decision wrote. That happens when the commit took

@@ -130,6 +130,12 @@ type Result struct {
 	// whose acknowledgement was lost) or an earlier call's under the same
 	// key.
 	RequestHash, DecisionID string
+	// WithoutResult marks a record that committed without a result: the
+	// routed procedure committed the call's transaction itself (a SQL
+	// Server procedure's COMMIT), so its work and the idempotency record
+	// are committed and JSON is empty. The broker records the commit and
+	// answers an error, on the call and on every replay of it.
+	WithoutResult bool
 }
 
 // Sentinel errors of the request path.

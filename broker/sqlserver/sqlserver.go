@@ -366,6 +366,8 @@ func (e *Executor) replay(st *status, c *broker.Call) (*broker.Result, error) {
 	}
 	if st.committed.Valid {
 		res.JSON, res.CommittedAt = json.RawMessage(st.result.String), st.committed.Time.UTC()
+	} else {
+		res.WithoutResult = true
 	}
 	return res, nil
 }
@@ -597,6 +599,8 @@ func (e *Executor) Lookup(ctx context.Context, key string) (*broker.Result, bool
 		// (ErrCommittedWithoutResult): JSON null, CommittedAt zero.
 		res.JSON = json.RawMessage(out.String)
 		res.CommittedAt = committed.Time.UTC()
+	} else {
+		res.WithoutResult = true
 	}
 	res.TransactionID = strconv.FormatInt(txid, 10)
 	res.Replayed = true

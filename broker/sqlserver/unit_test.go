@@ -517,7 +517,7 @@ func TestReplay(t *testing.T) {
 	}
 	// Committed by the routed procedure, without a result: replayed as
 	// such (JSON null, no commit time), never run again.
-	if res, err := e.replay(&unfinished, c); err != nil || !res.Replayed || res.JSON != nil || !res.CommittedAt.IsZero() || res.TransactionID != "7" {
+	if res, err := e.replay(&unfinished, c); err != nil || !res.Replayed || !res.WithoutResult || res.JSON != nil || !res.CommittedAt.IsZero() || res.TransactionID != "7" {
 		t.Errorf("replay(unfinished) = %+v, %v; want a replay without a result", res, err)
 	}
 	if res, err := e.replay(&unfinishedOtherHash, c); !errors.Is(err, broker.ErrConflict) {
