@@ -32,7 +32,7 @@ type AuditService interface {
 	// (to <= 0: up to the latest) with checkpoints and public keys.
 	Export(ctx context.Context, w io.Writer, from, to int64) error
 	// Evidence writes the SOC 2 evidence archive (zip, audit/evidence) of
-	// the period [from, to), verified against the log's own key history; it
+	// the period [from, to), verified against the keys the configuration trusts; it
 	// writes nothing when the log does not verify.
 	Evidence(ctx context.Context, w io.Writer, from, to time.Time) error
 }
