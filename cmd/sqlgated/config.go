@@ -227,9 +227,14 @@ type AuditConfig struct {
 	PreviousVerifierKeys []string `yaml:"previousVerifierKeys"`
 	// ParamKeyFile holds the HMAC key for parameter values ("<id>:<base64>",
 	// generated on first start when missing).
-	ParamKeyFile       string        `yaml:"paramKeyFile"`
-	CheckpointInterval time.Duration `yaml:"checkpointInterval"`
-	Heartbeat          time.Duration `yaml:"heartbeat"`
+	ParamKeyFile string `yaml:"paramKeyFile"`
+	// PreviousParamKeyFiles hold earlier parameter keys (after a rotation of
+	// paramKeyFile), in the same form: decision inputs recorded under them
+	// are checked with them before the dashboard and `policy replay` get
+	// them. They are never created.
+	PreviousParamKeyFiles []string      `yaml:"previousParamKeyFiles"`
+	CheckpointInterval    time.Duration `yaml:"checkpointInterval"`
+	Heartbeat             time.Duration `yaml:"heartbeat"`
 	// SinkDir receives write-once copies of the checkpoints.
 	SinkDir string `yaml:"sinkDir"`
 	// Retention and InputRetention prune record bodies and stored decision
@@ -840,6 +845,9 @@ func (c *Config) secretFiles() []secretFile {
 	}
 	add("audit.signingKeyFile", c.Audit.SigningKeyFile)
 	add("audit.paramKeyFile", c.Audit.ParamKeyFile)
+	for i, f := range c.Audit.PreviousParamKeyFiles {
+		add(fmt.Sprintf("audit.previousParamKeyFiles[%d]", i), f)
+	}
 	add("http.tlsKeyFile", c.HTTP.TLSKeyFile)
 	add("control.dsnFile", c.Control.DSNFile)
 	if w := c.Identity.Web; w != nil {

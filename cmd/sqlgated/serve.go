@@ -185,12 +185,13 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 	if err != nil {
 		return nil, fmt.Errorf("audit signing key: %w", err)
 	}
-	pk, err := loadParamKey(cfg.Audit.ParamKeyFile, true)
+	pk, previous, err := auditParamKeys(cfg.Audit)
 	if err != nil {
 		return nil, err
 	}
 	rc.Audit = audit.Config{
-		Origin: cfg.Audit.Origin, Instance: cfg.Instance, Signer: signer, PreviousKeys: cfg.Audit.PreviousVerifierKeys, ParamKey: pk,
+		Origin: cfg.Audit.Origin, Instance: cfg.Instance, Signer: signer, PreviousKeys: cfg.Audit.PreviousVerifierKeys,
+		ParamKey: pk, PreviousParamKeys: previous,
 		CheckpointInterval: cfg.Audit.CheckpointInterval, Heartbeat: cfg.Audit.Heartbeat,
 		Retention: cfg.Audit.Retention, InputRetention: cfg.Audit.InputRetention,
 	}
@@ -400,4 +401,25 @@ func runNATSSetup(_ context.Context, args []string, stdout, stderr io.Writer) er
 func isHTTPSURL(raw string) bool {
 	u, err := url.Parse(raw)
 	return err == nil && strings.EqualFold(u.Scheme, "https")
+}
+
+// auditParamKeys reads the parameter key (created on first start) and the
+// earlier ones, which must exist.
+func auditParamKeys(c AuditConfig) (audit.ParamKey, []audit.ParamKey, error) {
+	pk, err := loadParamKey(c.ParamKeyFile, true)
+	if err != nil {
+		return audit.ParamKey{}, nil, err
+	}
+	var previous []audit.ParamKey
+	for i, f := range c.PreviousParamKeyFiles {
+		k, err := loadParamKey(f, false)
+		if err != nil {
+			return audit.ParamKey{}, nil, fmt.Errorf("audit.previousParamKeyFiles[%d]: %w", i, err)
+		}
+		if k.ID == pk.ID {
+			return audit.ParamKey{}, nil, fmt.Errorf("audit.previousParamKeyFiles[%d]: key id %q is the current parameter key's: give a rotated key a new id", i, k.ID)
+		}
+		previous = append(previous, k)
+	}
+	return pk, previous, nil
 }
