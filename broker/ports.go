@@ -26,7 +26,7 @@ type Authorizer interface {
 type Recorder interface {
 	Append(ctx context.Context, r *audit.Record) (int64, error)
 	// AppendWithInput also stores the decision input beside the record for
-	// policy replay (its SHA-256 is set in r.InputSHA256).
+	// policy replay (its keyed hash is set in r.InputHMAC).
 	AppendWithInput(ctx context.Context, r *audit.Record, input []byte) (int64, error)
 	// Enqueue appends without waiting for durability; then is called once
 	// the record is durable (index) or failed (-1, err). then must not
