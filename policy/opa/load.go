@@ -80,33 +80,12 @@ func dirFS(dir string) (fs.FS, error) {
 	return os.DirFS(dir), nil
 }
 
-// readSnapshot reads the policy files of fsys. Names starting with a dot
-// (editor swap files, .git, Kubernetes' ..data) are skipped, as are test
-// modules unless withTests is set. Symbolic links to files are followed.
+// readSnapshot reads the policy files of fsys as [walkPolicyTree] finds
+// them; test modules are left out unless withTests is set.
 func readSnapshot(fsys fs.FS, withTests bool) (*snapshot, error) {
 	s := &snapshot{files: map[string][]byte{}}
-	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p != "." && strings.HasPrefix(d.Name(), ".") {
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() || !isPolicyFile(p) || (!withTests && isTestFile(p)) {
-			return nil
-		}
-		if d.Type()&fs.ModeSymlink != 0 {
-			info, err := fs.Stat(fsys, p)
-			if err != nil {
-				return err
-			}
-			if !info.Mode().IsRegular() {
-				return nil
-			}
-		} else if !d.Type().IsRegular() {
+	err := walkPolicyTree(fsys, func(p string, dir bool) error {
+		if dir || !isPolicyFile(p) || (!withTests && isTestFile(p)) {
 			return nil
 		}
 		b, err := fs.ReadFile(fsys, p)
@@ -115,11 +94,91 @@ func readSnapshot(fsys fs.FS, withTests bool) (*snapshot, error) {
 		}
 		s.files[p] = b
 		return nil
-	})
+	}, func(_ string, err error) error { return err })
 	if err != nil {
 		return nil, fmt.Errorf("read policy files: %w", err)
 	}
 	return s, nil
+}
+
+// walkPolicyTree walks the policy directory fsys as every reader of a policy
+// (the engine, its watcher, Check, Test, Eval) sees it, calling fn for each
+// directory (the root first, as ".") and each regular file, by
+// slash-separated path, in lexical order.
+//
+// Names starting with a dot are skipped: editor swap files, .git, and a
+// Kubernetes ConfigMap's ..data link and timestamped directories (the names
+// a ConfigMap shows are links through ..data). Symbolic links are followed,
+// to files and to directories, wherever they lead; a linked directory is
+// walked under the link's name, as `opa test` does. A link that does not
+// resolve, one that leads back to a directory it lies in (a cycle) and a
+// directory that cannot be read are passed to fail, which returns the error
+// that ends the walk, or nil to skip the entry and go on.
+func walkPolicyTree(fsys fs.FS, fn func(p string, dir bool) error, fail func(p string, err error) error) error {
+	root, err := fs.Stat(fsys, ".")
+	if err != nil {
+		return err
+	}
+	if err := fn(".", true); err != nil {
+		return err
+	}
+	return walkPolicyDir(fsys, ".", []fs.FileInfo{root}, fn, fail)
+}
+
+// walkPolicyDir walks the directory dir for walkPolicyTree; parents are the
+// directories it lies in, dir included, to detect cycles.
+func walkPolicyDir(fsys fs.FS, dir string, parents []fs.FileInfo, fn func(string, bool) error, fail func(string, error) error) error {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return fail(dir, err)
+	}
+	for _, d := range entries {
+		if strings.HasPrefix(d.Name(), ".") {
+			continue
+		}
+		p := path.Join(dir, d.Name())
+		typ := d.Type()
+		var info fs.FileInfo
+		switch {
+		case typ&fs.ModeSymlink != 0:
+			if info, err = fs.Stat(fsys, p); err != nil {
+				if err := fail(p, fmt.Errorf("%s: symbolic link that does not resolve: %w", p, err)); err != nil {
+					return err
+				}
+				continue
+			}
+			typ = info.Mode().Type()
+		case typ.IsDir():
+			if info, err = d.Info(); err != nil {
+				if err := fail(p, err); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		switch {
+		case typ.IsDir():
+			// Only a link can close a cycle, and os.SameFile tells only for
+			// the operating system's files, which are the only ones with links.
+			if slices.ContainsFunc(parents, func(a fs.FileInfo) bool { return os.SameFile(a, info) }) {
+				if err := fail(p, fmt.Errorf("%s: symbolic link cycle: it leads back to a directory it lies in", p)); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := fn(p, true); err != nil {
+				return err
+			}
+			if err := walkPolicyDir(fsys, p, append(slices.Clip(parents), info), fn, fail); err != nil {
+				return err
+			}
+		case typ.IsRegular():
+			if err := fn(p, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // paths returns the snapshot's file paths in sorted order.

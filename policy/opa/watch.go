@@ -16,10 +16,16 @@ import (
 )
 
 // watch starts the goroutine that reloads the policy when a file under Dir
-// changes. Every directory of the tree is watched (fsnotify is not
-// recursive); directories created later are added as they appear. Events are
-// debounced: the reload runs once the tree has been quiet for Debounce, so an
-// editor's save (often several writes and a rename) is one reload.
+// changes. fsnotify is not recursive: every directory the policy is read
+// from is watched — the tree, directories that symbolic links in it lead to
+// (wherever they are), and the directories that links to files resolve into
+// — and the set is brought up to date as directories and links come and go.
+//
+// Events are debounced: the tree is read again once it has been quiet for
+// Debounce, and the policy is reloaded only when two such reads, a Debounce
+// apart, find the same content, so a file written slowly (truncated, then
+// written in pieces) is not loaded half-written; an editor's save (often
+// several writes and a rename) is one reload.
 //
 // Dir may be a symbolic link (/etc/sqlgate/policy -> releases/current): the
 // tree watched is the one it resolves to. The parent of Dir and the parent of
@@ -27,7 +33,10 @@ import (
 // directory that is removed and created again (rm -rf && cp -r) is noticed
 // and its new tree watched. When that is impossible (the parent is gone, the
 // system's watch limit is reached) the engine's Status reports it and the
-// watch is retried every ten Debounce periods.
+// watch is retried every ten Debounce periods. On the same tick the policy
+// files are read and compared with what was last loaded, which catches what
+// no watched directory reports (a link re-pointed outside the tree, a lost
+// event).
 func (e *Engine) watch() error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -49,6 +58,34 @@ func (e *Engine) watch() error {
 	return nil
 }
 
+// digest identifies the content of the policy files now: the revision they
+// would load as, or the error reading them.
+func (e *Engine) digest() string {
+	s, err := readSnapshot(e.fsys, false)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return s.revision()
+}
+
+// settler holds a reload back until the policy files have stopped changing:
+// it is settled when two digests in a row, a Debounce apart, agree.
+type settler struct {
+	last  string
+	armed bool
+}
+
+// settled records a digest and reports whether it equals the previous one;
+// once settled, the next digest starts over.
+func (s *settler) settled(digest string) bool {
+	if s.armed && digest == s.last {
+		s.armed = false
+		return true
+	}
+	s.last, s.armed = digest, true
+	return false
+}
+
 func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 	defer close(e.watchDone)
 	defer func() { _ = t.w.Close() }() // nothing to do about a close error
@@ -57,9 +94,14 @@ func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 	retry := time.NewTicker(10 * e.cfg.Debounce)
 	defer retry.Stop()
 	lost := false
+	// loaded is the digest of the files last reloaded; the policy Open
+	// loaded, if any, at first.
+	loaded := e.Revision()
+	var settle settler
 	// resync watches the tree again if Dir now resolves to another
-	// directory, or to a new one at the same path; it reports whether the
-	// policy should be reloaded.
+	// directory, or to a new one at the same path, and brings the watched
+	// directories up to date; it reports whether the policy should be
+	// reloaded.
 	resync := func() bool {
 		changed, err := t.sync()
 		switch {
@@ -85,17 +127,22 @@ func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 			if !ok {
 				return
 			}
+			relevant := t.reads(ev.Name)
 			if !t.inside(ev.Name) {
-				// The root itself, or a sibling in a parent: only a change
-				// of what Dir resolves to matters.
+				// The root itself, or a sibling in a parent: a change of
+				// what Dir resolves to matters.
 				if resync() || ev.Name == t.root || ev.Name == t.real {
-					timer.Reset(e.cfg.Debounce)
+					relevant = true
 				}
+			}
+			if !relevant {
 				continue
 			}
 			if ev.Has(fsnotify.Create) {
 				if info, err := os.Stat(ev.Name); err == nil && info.IsDir() {
-					if err := addTree(t.w, ev.Name); err != nil {
+					// A new directory, or a link to one: watch it now, so
+					// that files written into it next are seen.
+					if err := t.refresh(); err != nil {
 						e.log.LogAttrs(ctx, slog.LevelWarn, "cannot watch new policy directory",
 							slog.String("dir", ev.Name), slog.String("error", err.Error()))
 					}
@@ -111,10 +158,17 @@ func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 			resync()
 			timer.Reset(e.cfg.Debounce)
 		case <-retry.C:
-			if lost && resync() {
+			if resync() || (!lost && e.digest() != loaded) {
 				timer.Reset(e.cfg.Debounce)
 			}
 		case <-timer.C:
+			resync() // links may lead elsewhere now
+			d := e.digest()
+			if !settle.settled(d) {
+				timer.Reset(e.cfg.Debounce) // read again a Debounce later
+				continue
+			}
+			loaded = d
 			// Errors are logged, recorded in Status and passed to OnReload.
 			_ = e.Reload(ctx)
 		}
@@ -130,12 +184,16 @@ func (e *Engine) setWatchErr(err error) {
 
 // tree is the watched policy directory: root as configured (absolute), real
 // the directory it resolved to when its tree was last added ("" while it
-// does not exist), and info that directory's identity.
+// does not exist), and info that directory's identity; parents are the
+// watched parents of root and real, and dirs the watched directories the
+// policy is read from.
 type tree struct {
-	w    *fsnotify.Watcher
-	root string
-	real string
-	info os.FileInfo
+	w       *fsnotify.Watcher
+	root    string
+	real    string
+	info    os.FileInfo
+	parents []string
+	dirs    map[string]bool
 }
 
 // inside reports whether name lies strictly within the watched tree.
@@ -143,10 +201,17 @@ func (t *tree) inside(name string) bool {
 	return t.real != "" && strings.HasPrefix(name, t.real+string(filepath.Separator))
 }
 
+// reads reports whether name is, or is an entry of, a directory the policy
+// is read from.
+func (t *tree) reads(name string) bool {
+	return t.inside(name) || t.dirs[name] || t.dirs[filepath.Dir(name)]
+}
+
 // sync makes the watches match what root resolves to now: the parents of
-// root and of the resolved directory, and the resolved tree. It reports
-// whether that changed. A root that does not exist is not an error as long as
-// its parent can be watched for it to appear again.
+// root and of the resolved directory, and the directories the policy is read
+// from (see refresh). It reports whether what root resolves to changed. A
+// root that does not exist is not an error as long as its parent can be
+// watched for it to appear again.
 func (t *tree) sync() (changed bool, err error) {
 	resolved, err := filepath.EvalSymlinks(t.root)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -171,37 +236,66 @@ func (t *tree) sync() (changed bool, err error) {
 	// A directory removed and created again may get the same inode: what
 	// tells is that its watch went with it.
 	if resolved == t.real && os.SameFile(info, t.info) && slices.Contains(t.w.WatchList(), resolved) {
-		return false, nil
+		return false, t.refresh()
 	}
 	for _, p := range t.w.WatchList() {
 		_ = t.w.Remove(p) // may be gone already
 	}
-	t.real, t.info = "", nil
-	for _, p := range []string{filepath.Dir(t.root), filepath.Dir(resolved)} {
+	t.real, t.info, t.dirs = "", nil, nil
+	t.parents = []string{filepath.Dir(t.root), filepath.Dir(resolved)}
+	for _, p := range t.parents {
 		if err := t.w.Add(p); err != nil {
 			return true, fmt.Errorf("watch %s: %w", p, err)
 		}
 	}
-	if err := addTree(t.w, resolved); err != nil {
+	t.real = resolved
+	if err := t.refresh(); err != nil {
+		t.real = "" // start over at the next sync
 		return true, err
 	}
-	t.real, t.info = resolved, info
+	t.info = info
 	return true, nil
 }
 
-// addTree watches dir and its subdirectories, skipping names that start with
-// a dot (as loading does).
-func addTree(w *fsnotify.Watcher, dir string) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() {
+// refresh watches the directories the policy is read from now — every
+// directory loading walks, through symbolic links too, and the directory
+// that each link to a policy file resolves into — and stops watching those
+// it no longer reads (parents excepted). Links that do not resolve are
+// skipped here: loading reports them.
+func (t *tree) refresh() error {
+	want := map[string]bool{}
+	_ = walkPolicyTree(os.DirFS(t.real), func(p string, dir bool) error {
+		if !dir && !isPolicyFile(p) {
 			return nil
 		}
-		if p != dir && strings.HasPrefix(d.Name(), ".") {
-			return fs.SkipDir
+		resolved, err := filepath.EvalSymlinks(filepath.Join(t.real, filepath.FromSlash(p)))
+		if err != nil {
+			return nil // gone meanwhile
 		}
-		return w.Add(p)
-	})
+		if !dir {
+			resolved = filepath.Dir(resolved)
+		}
+		want[resolved] = true
+		return nil
+	}, func(string, error) error { return nil })
+	if t.dirs == nil {
+		t.dirs = map[string]bool{}
+	}
+	for d := range t.dirs {
+		if !want[d] {
+			if !slices.Contains(t.parents, d) {
+				_ = t.w.Remove(d) // may be gone already
+			}
+			delete(t.dirs, d)
+		}
+	}
+	for d := range want {
+		if !t.dirs[d] {
+			if err := t.w.Add(d); err != nil {
+				return fmt.Errorf("watch %s: %w", d, err)
+			}
+			t.dirs[d] = true
+		}
+	}
+	return nil
 }
