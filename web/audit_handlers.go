@@ -2,6 +2,7 @@ package web
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -300,15 +301,28 @@ func (s *Server) policyEval(w http.ResponseWriter, r *http.Request, p identity.P
 	if err := decodeJSON(r, maxDocBody, &req); err != nil {
 		return err
 	}
-	dec, explanation, err := s.evalEntry(r, req)
+	ev, err := s.evalEntry(r, req)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"decision": dec, "explanation": explanation})
+	body := map[string]any{"decision": ev.Decision, "explanation": ev.Explanation}
+	if ev.Error != "" {
+		body["error"] = ev.Error
+	}
+	writeJSON(w, http.StatusOK, body)
 	return nil
 }
 
-func (s *Server) evalEntry(r *http.Request, req evalRequest) (policy.Decision, string, error) {
+// evalOutcome is a policy evaluation's answer: the decision, the
+// explanation when asked for, and the evaluation error the decision fell
+// back to a deny for.
+type evalOutcome struct {
+	Decision    policy.Decision
+	Explanation string
+	Error       string
+}
+
+func (s *Server) evalEntry(r *http.Request, req evalRequest) (evalOutcome, error) {
 	entry := policy.Entry(req.Entry)
 	if entry == "" {
 		entry = policy.Call
@@ -318,17 +332,23 @@ func (s *Server) evalEntry(r *http.Request, req evalRequest) (policy.Decision, s
 		valid = valid || e == entry
 	}
 	if !valid {
-		return policy.Decision{}, "", badRequest("entry must be call, nats or sql_credentials")
+		return evalOutcome{}, badRequest("entry must be call, nats or sql_credentials")
 	}
 	if len(req.Input) == 0 {
-		return policy.Decision{}, "", badRequest("input is required")
+		return evalOutcome{}, badRequest("input is required")
 	}
 	dec, explanation, err := s.cfg.Policy.Eval(r.Context(), entry, req.Input, req.Explain)
-	if err != nil && explanation == "" {
-		explanation = err.Error()
+	var he *HTTPError
+	if errors.As(err, &he) {
+		return evalOutcome{}, err // an input that is not decided (400)
 	}
-	// Evaluation errors are a deny with a reason, which is the answer.
-	return dec, explanation, nil
+	ev := evalOutcome{Decision: dec, Explanation: explanation}
+	if err != nil {
+		// An evaluation error: the deny it fell back to is the answer,
+		// with the error beside it.
+		ev.Error = err.Error()
+	}
+	return ev, nil
 }
 
 func intParam(r *http.Request, name string, def int64) (int64, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -86,6 +87,9 @@ type page struct {
 	EvalInput   string
 	EvalResult  *policy.Decision
 	Explanation string
+	// EvalError is why an input was not decided, or the evaluation error
+	// EvalResult's deny fell back to.
+	EvalError string
 }
 
 func (s *Server) uiRoutes() {
@@ -437,11 +441,17 @@ func (s *Server) uiPolicyEval(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p.EvalEntry, p.EvalInput = r.PostFormValue("entry"), r.PostFormValue("input")
-	dec, explanation, err := s.evalEntry(r, evalRequest{Entry: p.EvalEntry, Input: []byte(p.EvalInput), Explain: r.PostFormValue("explain") != ""})
+	ev, err := s.evalEntry(r, evalRequest{Entry: p.EvalEntry, Input: []byte(p.EvalInput), Explain: r.PostFormValue("explain") != ""})
+	var he *HTTPError
+	if errors.As(err, &he) && he.Status == http.StatusBadRequest {
+		// Not decided: the form comes back with what is wrong.
+		p.EvalError = he.Msg
+		return s.render(w, http.StatusBadRequest, "policy.html", p)
+	}
 	if err != nil {
 		return err
 	}
-	p.EvalResult, p.Explanation = &dec, explanation
+	p.EvalResult, p.Explanation, p.EvalError = &ev.Decision, ev.Explanation, ev.Error
 	return s.render(w, http.StatusOK, "policy.html", p)
 }
 
