@@ -13,7 +13,10 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/types"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sqlgate/sqlgate/policy"
 )
 
 // RouteRef is a route of the route catalog as [Check] sees it: its subject
@@ -114,6 +117,7 @@ func Check(ctx context.Context, dir string, catalog []RouteRef) []error {
 	}
 
 	_, errs := checkContract(served, p.data)
+	errs = append(errs, checkDecisionValues(served, c.TypeEnv)...)
 	problems, err := lint(ctx, c, inmem.NewFromObject(p.data))
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", lintPath, err))
@@ -126,6 +130,123 @@ func Check(ctx context.Context, dir string, catalog []RouteRef) []error {
 	}
 	return errs
 }
+
+// checkDecisionValues reports decision keys whose value the engine would
+// refuse (denying the decision as malformed): a constant value is checked as
+// each decision is (allow := "true", max_rows := -5, pub contains 42), and
+// any other value by the type the type checker infers for the key, when
+// no value of that type can do (redact_params := concat(",", ...), a
+// string). What the checker does not know (input.params.n) passes.
+func checkDecisionValues(modules map[string]*ast.Module, env *ast.TypeEnv) []error {
+	var errs []error
+	for _, e := range policy.Entries {
+		ep := entryPath(e)
+		first := map[string]*ast.Location{} // where each key is first defined
+		bad := map[string]bool{}            // keys with a refused constant
+		for _, name := range slices.Sorted(maps.Keys(modules)) {
+			m := modules[name]
+			if !m.Package.Path.Equal(ep) {
+				continue
+			}
+			for _, r := range m.Rules {
+				ref := r.Head.Ref()
+				key := ref[0].Value.String()
+				if !slices.Contains(DecisionKeys[e], key) || len(ref) > 1 || len(r.Head.Args) > 0 {
+					continue // a helper, or refused by checkContract
+				}
+				if first[key] == nil {
+					first[key] = r.Location
+				}
+				for ; r != nil; r = r.Else {
+					var v *ast.Term
+					switch {
+					case r.Head.Value != nil:
+						v = r.Head.Value
+					case r.Head.Key != nil:
+						v = ast.SetTerm(r.Head.Key) // key contains x
+						v.Location = r.Head.Key.Location
+					default:
+						continue
+					}
+					if !ast.IsConstant(v.Value) {
+						continue
+					}
+					if err := checkValue(key, v.Value); err != nil {
+						loc := v.Location
+						if loc == nil {
+							loc = r.Location
+						}
+						errs = append(errs, fmt.Errorf("%s: %w (%s.%s): every decision it applies to would be denied as malformed", location(loc), err, ep, key))
+						bad[key] = true
+					}
+				}
+			}
+		}
+		for _, key := range slices.Sorted(maps.Keys(first)) {
+			if bad[key] || env == nil {
+				continue
+			}
+			tpe := env.Get(ep.Append(ast.StringTerm(key)))
+			if want, ok := decisionTypeMismatch(key, tpe); ok {
+				errs = append(errs, fmt.Errorf("%s: %s.%s is %s, not %s: every decision would be denied as malformed", location(first[key]), ep, key, types.Sprint(tpe), want))
+			}
+		}
+	}
+	return errs
+}
+
+// decisionTypeMismatch reports whether no value of type tpe is a valid value
+// of the decision key, and what is wanted. Unknown (any) types pass.
+func decisionTypeMismatch(key string, tpe types.Type) (string, bool) {
+	var want string
+	var fits func(types.Type) bool
+	switch key {
+	case "allow":
+		want, fits = "a boolean", func(t types.Type) bool { _, ok := t.(types.Boolean); return ok }
+	case "max_rows", "timeout_ms":
+		want, fits = "a number", func(t types.Type) bool { _, ok := t.(types.Number); return ok }
+	case "ttl":
+		want, fits = "a number of seconds or a duration string", func(t types.Type) bool {
+			switch t.(type) {
+			case types.Number, types.String:
+				return true
+			}
+			return false
+		}
+	case "reasons", "redact_params", "pub", "sub":
+		want, fits = "a set or array of strings", func(t types.Type) bool {
+			switch t := t.(type) {
+			case *types.Set:
+				return mayBe(t.Of(), isString)
+			case *types.Array:
+				for i := range t.Len() {
+					if !mayBe(t.Select(i), isString) {
+						return false
+					}
+				}
+				return t.Dynamic() == nil || mayBe(t.Dynamic(), isString)
+			}
+			return false
+		}
+	default:
+		return "", false
+	}
+	return want, tpe != nil && !mayBe(tpe, fits)
+}
+
+// mayBe reports whether a value of type t may satisfy fits: t is unknown
+// (any), fits, or is a union one of whose members may.
+func mayBe(t types.Type, fits func(types.Type) bool) bool {
+	if u, ok := t.(types.Any); ok {
+		if len(u) == 0 {
+			return true
+		}
+		return slices.ContainsFunc(u, func(m types.Type) bool { return mayBe(m, fits) })
+	}
+	return fits(t)
+}
+
+func isString(t types.Type) bool { _, ok := t.(types.String); return ok }
 
 // routeRef is one reference of a policy to a route or a route's parameter.
 type routeRef struct {

@@ -117,6 +117,24 @@ func (d document) decode() (bool, []string, policy.Obligations, error) {
 	return bool(allow), reasons, ob, nil
 }
 
+// checkValue checks a value of one decision key as decode does, for [Check].
+func checkValue(key string, v ast.Value) error {
+	var err error
+	switch key {
+	case "allow":
+		if _, ok := v.(ast.Boolean); !ok {
+			err = fmt.Errorf("allow is %s %v, not a boolean", ast.ValueName(v), v)
+		}
+	case "max_rows", "timeout_ms":
+		_, err = count(key, v)
+	case "ttl":
+		_, err = duration(key, v)
+	case "reasons", "redact_params", "pub", "sub":
+		_, err = stringList(key, v)
+	}
+	return err
+}
+
 // maxCount bounds integer obligations (rows, milliseconds).
 const maxCount = math.MaxInt32
 

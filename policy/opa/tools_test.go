@@ -285,6 +285,27 @@ func TestCheck(t *testing.T) {
 		{"input_typo", "testdata/check/typo", nil, []string{"rego_type_error: undefined ref: input.principal.gruops"}},
 		{"syntax", "testdata/bad/syntax", nil, []string{"rego_parse_error"}},
 		{"contract", "testdata/bad/unknownkey", nil, []string{`unknown decision key "max_row"`}},
+		// Constant decision values the engine would refuse at every decision.
+		{"decision_values", "testdata/policies/malformed", nil, []string{
+			`call.rego:6: max_rows is -1, not an integer between 0 and 2147483647 (data.sqlgate.call.max_rows)`,
+			`call.rego:8: timeout_ms is 2.5, not an integer`,
+			`call.rego:10: redact_params is string "note", not a set or array of strings`,
+			`call.rego:12: reasons holds 1, which is not a string`,
+			`nats.rego:5: ttl is "forever", not a duration`,
+			`nats.rego:7: ttl is -5 seconds, not between 0 and`,
+			`nats.rego:9: pub holds 42, which is not a string`,
+		}},
+		{"decision_constants", "testdata/check/decisionconst", nil, []string{
+			`call.rego:4: allow is string "true", not a boolean (data.sqlgate.call.allow): every decision it applies to would be denied as malformed`,
+			`call.rego:6: max_rows is -5, not an integer between 0 and 2147483647`,
+			`call.rego:8: redact_params is string "note", not a set or array of strings`,
+			`call.rego:10: timeout_ms is 1.5, not an integer`,
+		}},
+		// Computed ones whose type cannot do; unknown types (input.params) pass.
+		{"decision_types", "testdata/check/decisiontypes", nil, []string{
+			`call.rego:4: data.sqlgate.call.allow is string, not a boolean`,
+			`call.rego:10: data.sqlgate.call.redact_params is string, not a set or array of strings`,
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			errs := opa.Check(t.Context(), tc.dir, tc.catalog)
