@@ -48,7 +48,7 @@ func (e *Engine) watch() error {
 		return err
 	}
 	t := &tree{w: w, root: root}
-	if _, err := t.sync(); err != nil {
+	if _, err := t.sync(true); err != nil {
 		_ = w.Close()
 		return err
 	}
@@ -99,11 +99,11 @@ func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 	loaded := e.Revision()
 	var settle settler
 	// resync watches the tree again if Dir now resolves to another
-	// directory, or to a new one at the same path, and brings the watched
-	// directories up to date; it reports whether the policy should be
-	// reloaded.
-	resync := func() bool {
-		changed, err := t.sync()
+	// directory, or to a new one at the same path, and with deep brings the
+	// watched directories up to date; it reports whether the policy should
+	// be reloaded.
+	resync := func(deep bool) bool {
+		changed, err := t.sync(deep)
 		switch {
 		case err != nil && !lost:
 			lost = true
@@ -131,7 +131,7 @@ func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 			if !t.inside(ev.Name) {
 				// The root itself, or a sibling in a parent: a change of
 				// what Dir resolves to matters.
-				if resync() || ev.Name == t.root || ev.Name == t.real {
+				if resync(false) || ev.Name == t.root || ev.Name == t.real {
 					relevant = true
 				}
 			}
@@ -155,14 +155,14 @@ func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 			}
 			// An overflow loses events: check the root and reload to be sure.
 			e.log.LogAttrs(ctx, slog.LevelWarn, "policy watcher error", slog.String("error", err.Error()))
-			resync()
+			resync(true)
 			timer.Reset(e.cfg.Debounce)
 		case <-retry.C:
-			if resync() || (!lost && e.digest() != loaded) {
+			if resync(true) || (!lost && e.digest() != loaded) {
 				timer.Reset(e.cfg.Debounce)
 			}
 		case <-timer.C:
-			resync() // links may lead elsewhere now
+			resync(true) // links may lead elsewhere now
 			d := e.digest()
 			if !settle.settled(d) {
 				timer.Reset(e.cfg.Debounce) // read again a Debounce later
@@ -209,10 +209,12 @@ func (t *tree) reads(name string) bool {
 
 // sync makes the watches match what root resolves to now: the parents of
 // root and of the resolved directory, and the directories the policy is read
-// from (see refresh). It reports whether what root resolves to changed. A
-// root that does not exist is not an error as long as its parent can be
-// watched for it to appear again.
-func (t *tree) sync() (changed bool, err error) {
+// from (see refresh; when root resolves as before, only with deep: a
+// sibling's event in a parent, such as a database file written beside the
+// policy directory, costs no walk of the tree). It reports whether what root
+// resolves to changed. A root that does not exist is not an error as long as
+// its parent can be watched for it to appear again.
+func (t *tree) sync(deep bool) (changed bool, err error) {
 	resolved, err := filepath.EvalSymlinks(t.root)
 	if errors.Is(err, fs.ErrNotExist) {
 		changed = t.real != ""
@@ -236,6 +238,9 @@ func (t *tree) sync() (changed bool, err error) {
 	// A directory removed and created again may get the same inode: what
 	// tells is that its watch went with it.
 	if resolved == t.real && os.SameFile(info, t.info) && slices.Contains(t.w.WatchList(), resolved) {
+		if !deep {
+			return false, nil
+		}
 		return false, t.refresh()
 	}
 	for _, p := range t.w.WatchList() {
