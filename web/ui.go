@@ -81,6 +81,9 @@ type page struct {
 	Checkpoint string
 	Records    []audit.Record
 	Verify     *VerifyReport
+	// EvidenceFrom and EvidenceTo refill the evidence form, and
+	// EvidenceError says why its period was refused.
+	EvidenceFrom, EvidenceTo, EvidenceError string
 
 	Policy      *PolicyStatus
 	EvalEntry   string
@@ -103,6 +106,7 @@ func (s *Server) uiRoutes() {
 	m.Handle("POST /leases/{id}/revoke", s.handle(s.uiRevoke))
 	m.Handle("GET /audit", s.handle(s.uiAudit))
 	m.Handle("POST /audit/verify", s.handle(s.uiAuditVerify))
+	m.Handle("GET /audit/evidence", s.handle(s.uiAuditEvidence))
 	m.Handle("GET /policy", s.handle(s.uiPolicy))
 	m.Handle("POST /policy/eval", s.handle(s.uiPolicyEval))
 }
@@ -401,6 +405,44 @@ func (s *Server) uiAuditVerify(w http.ResponseWriter, r *http.Request) error {
 	}
 	p.Verify = &rep
 	return s.render(w, http.StatusOK, "audit.html", p)
+}
+
+// uiAuditEvidence is the evidence form's download: the archive of GET
+// /api/v1/audit/evidence, for the same auditor groups, answered as a
+// dashboard page when it cannot be had. A browser without a session (or
+// whose session expired) is sent to sign in and back to the audit page; a
+// period that is not one (a date that is not one, from not before to)
+// brings back the audit page with the reason beside the form; any other
+// error is the dashboard's error page.
+func (s *Server) uiAuditEvidence(w http.ResponseWriter, r *http.Request) error {
+	sess, err := s.session(r)
+	if err != nil {
+		return err
+	}
+	if sess == nil {
+		if s.cfg.Login == nil {
+			return identity.Unauthenticated("no session", nil)
+		}
+		http.Redirect(w, r, "/login?return="+url.QueryEscape("/audit"), http.StatusSeeOther)
+		return nil
+	}
+	if s.cfg.Audit == nil {
+		return &HTTPError{Status: http.StatusNotFound, Code: broker.CodeNotFound, Msg: "the audit log is not served here"}
+	}
+	// A refused period is refused before the archive is built, so before
+	// its first byte.
+	err = s.auditEvidence(w, r, sess.principal)
+	var he *HTTPError
+	if !errors.As(err, &he) || he.Status != http.StatusBadRequest {
+		return err
+	}
+	p := s.pageFor(sess, "Audit")
+	if err := s.auditPage(r, p, sess); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	p.EvidenceFrom, p.EvidenceTo, p.EvidenceError = q.Get("from"), q.Get("to"), he.Msg
+	return s.render(w, http.StatusBadRequest, "audit.html", p)
 }
 
 func (s *Server) uiPolicy(w http.ResponseWriter, r *http.Request) error {
