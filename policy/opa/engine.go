@@ -48,8 +48,8 @@ type Config struct {
 	// FS is an alternative to Dir, e.g. the embedded rules.FS. It cannot be
 	// watched.
 	FS fs.FS `json:"-"`
-	// Watch reloads the policy when a file under Dir changes, after Debounce
-	// of quiet. A policy that fails to load leaves the last good one serving.
+	// Watch reloads the policy when a file under Dir changes, once two reads
+	// one Debounce apart find the same content. A policy that fails to load leaves the last good one serving.
 	// Dir may be a symbolic link; a re-pointed link or a directory replaced
 	// as a whole is noticed, and a directory that can no longer be watched is
 	// reported in [Status].LastError.
