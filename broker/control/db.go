@@ -54,12 +54,33 @@ BEGIN
     THROW 51000, @m, 1;
 END`
 
-// createSchema runs idempotent DDL statements. On SQL Server they run in
-// one transaction that takes [sqlServerSchemaLock] first, so instances
-// starting together create each table once; PostgreSQL and SQLite run them
-// one by one.
+// postgresSchemaLock starts the PostgreSQL transaction that creates
+// missing tables and indexes: an exclusive advisory lock held until the
+// transaction ends. `CREATE TABLE IF NOT EXISTS` and `CREATE INDEX IF NOT
+// EXISTS` are not safe against a concurrent creator: two instances starting
+// together on an empty database both find the table missing, and
+// PostgreSQL fails the second with a unique violation on pg_type or
+// pg_class (23505). The lock is the two-key advisory lock (1936813171, 0):
+// class 0x73716c73, "sqls", which no other sqlgate lock uses (a call's
+// idempotency key takes class 0x73716c67, "sqlg", in broker/postgres; an
+// audit origin's claim is a one-key lock). The audit store
+// (audit/sqlstore) and broker/postgres, creating the idempotency table,
+// take the same lock. It waits as long as the context allows.
+const postgresSchemaLock = "SELECT pg_advisory_xact_lock(1936813171, 0)"
+
+// createSchema runs idempotent DDL statements. On SQL Server and
+// PostgreSQL they run in one transaction that takes the schema lock first
+// ([sqlServerSchemaLock], [postgresSchemaLock]), so instances starting
+// together create each table once; SQLite, which runs one writer at a
+// time, runs them one by one.
 func (c *DB) createSchema(ctx context.Context, stmts []string) error {
-	if c.dialect != SQLServer {
+	var lock string
+	switch c.dialect {
+	case SQLServer:
+		lock = sqlServerSchemaLock
+	case Postgres:
+		lock = postgresSchemaLock
+	default:
 		for _, stmt := range stmts {
 			if _, err := c.db.ExecContext(ctx, stmt); err != nil {
 				return err
@@ -72,7 +93,7 @@ func (c *DB) createSchema(ctx context.Context, stmts []string) error {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // rollback after commit is a no-op
-	if _, err := tx.ExecContext(ctx, sqlServerSchemaLock); err != nil {
+	if _, err := tx.ExecContext(ctx, lock); err != nil {
 		return err
 	}
 	for _, stmt := range stmts {
