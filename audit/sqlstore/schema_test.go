@@ -35,36 +35,40 @@ func TestTablesFromDDL(t *testing.T) {
 	}
 }
 
-// TestSQLServerSchemaUnderLock checks that Open creates the SQL Server
-// tables in one transaction whose first statement takes the schema lock,
-// and creates nothing when the lock is not granted.
-func TestSQLServerSchemaUnderLock(t *testing.T) {
-	rec := &ddlRecorder{}
-	if _, err := Open(t.Context(), sql.OpenDB(rec), SQLServer); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := newDialect(SQLServer)
-	want := append([]string{"begin", schemaLockSQLServer}, d.schema...)
-	if got := rec.take(); !slices.Equal(got, append(want, "commit")) {
-		t.Errorf("Open sent:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(append(want, "commit"), "\n"))
-	}
+// TestSchemaUnderLock checks that Open creates the SQL Server and
+// PostgreSQL tables in one transaction whose first statement takes the
+// schema lock, and creates nothing when the lock is not granted.
+func TestSchemaUnderLock(t *testing.T) {
+	for name, lock := range map[string]string{SQLServer: schemaLockSQLServer, Postgres: schemaLockPostgres} {
+		t.Run(name, func(t *testing.T) {
+			rec := &ddlRecorder{}
+			if _, err := Open(t.Context(), sql.OpenDB(rec), name); err != nil {
+				t.Fatal(err)
+			}
+			d, _ := newDialect(name)
+			want := append([]string{"begin", lock}, d.schema...)
+			if got := rec.take(); !slices.Equal(got, append(want, "commit")) {
+				t.Errorf("Open sent:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(append(want, "commit"), "\n"))
+			}
 
-	rec.refuse = true
-	if _, err := Open(t.Context(), sql.OpenDB(rec), SQLServer); err == nil {
-		t.Fatal("Open without the schema lock succeeded")
-	}
-	if got := rec.take(); !slices.Equal(got, []string{"begin", schemaLockSQLServer, "rollback"}) {
-		t.Errorf("Open refused the lock sent:\n%s", strings.Join(got, "\n"))
+			rec.refuse = lock
+			if _, err := Open(t.Context(), sql.OpenDB(rec), name); err == nil {
+				t.Fatal("Open without the schema lock succeeded")
+			}
+			if got := rec.take(); !slices.Equal(got, []string{"begin", lock, "rollback"}) {
+				t.Errorf("Open refused the lock sent:\n%s", strings.Join(got, "\n"))
+			}
+		})
 	}
 }
 
 // ddlRecorder is a database/sql driver that runs nothing and records the
-// statements and transaction boundaries it receives; refuse fails the
-// schema lock statement.
+// statements and transaction boundaries it receives; refuse, when set, is
+// a statement it fails (the schema lock).
 type ddlRecorder struct {
 	mu     sync.Mutex
 	sent   []string
-	refuse bool
+	refuse string
 }
 
 func (r *ddlRecorder) add(s string) {
@@ -92,8 +96,8 @@ func (c ddlConn) Begin() (driver.Tx, error)           { c.r.add("begin"); return
 
 func (c ddlConn) ExecContext(_ context.Context, q string, _ []driver.NamedValue) (driver.Result, error) {
 	c.r.add(q)
-	if c.r.refuse && q == schemaLockSQLServer {
-		return nil, errors.New("sqlgate: the schema lock sqlgate-schema was not granted (sp_getapplock returned -1)")
+	if c.r.refuse != "" && q == c.r.refuse {
+		return nil, errors.New("the schema lock was not granted")
 	}
 	return driver.RowsAffected(0), nil
 }

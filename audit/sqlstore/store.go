@@ -84,11 +84,27 @@ BEGIN
     THROW 51000, @m, 1;
 END`
 
-// createSchema runs the dialect's idempotent DDL: on SQL Server in one
-// transaction that takes [schemaLockSQLServer] first, elsewhere statement
-// by statement.
+// schemaLockPostgres starts the PostgreSQL transaction that creates the
+// missing tables: the transaction-scoped advisory lock (1936813171, 0) the
+// control database takes (broker/control documents the key). `CREATE TABLE
+// IF NOT EXISTS` is not safe against a concurrent creator: without the
+// lock, two instances starting together on an empty database both find a
+// table missing, and PostgreSQL fails the second with a unique violation
+// on pg_type or pg_class (23505). It waits as long as the context allows.
+const schemaLockPostgres = "SELECT pg_advisory_xact_lock(1936813171, 0)"
+
+// createSchema runs the dialect's idempotent DDL: on SQL Server and
+// PostgreSQL in one transaction that takes the schema lock first
+// ([schemaLockSQLServer], [schemaLockPostgres]); on SQLite, which runs one
+// writer at a time, statement by statement.
 func createSchema(ctx context.Context, db *sql.DB, d *dialect) error {
-	if d.name != SQLServer {
+	var lock string
+	switch d.name {
+	case SQLServer:
+		lock = schemaLockSQLServer
+	case Postgres:
+		lock = schemaLockPostgres
+	default:
 		for _, q := range d.schema {
 			if _, err := db.ExecContext(ctx, q); err != nil {
 				return err
@@ -101,7 +117,7 @@ func createSchema(ctx context.Context, db *sql.DB, d *dialect) error {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // rollback after commit is a no-op
-	if _, err := tx.ExecContext(ctx, schemaLockSQLServer); err != nil {
+	if _, err := tx.ExecContext(ctx, lock); err != nil {
 		return err
 	}
 	for _, q := range d.schema {
