@@ -49,6 +49,28 @@ func IdempotencyDDL(table string) string {
 CREATE INDEX IF NOT EXISTS ` + index + ` ON ` + q + ` (committed_at)`
 }
 
+// schemaLockSQL takes the transaction-scoped advisory lock under which
+// sqlgate creates tables: (1936813171, 0), class 0x73716c73 ("sqls"),
+// which no call's lock uses (keyLockSQL takes class advisoryClass), and the
+// lock the control database and the audit store take (broker/control).
+// `CREATE TABLE IF NOT EXISTS` is not safe against a concurrent creator:
+// without the lock, two instances starting together both find the table
+// missing, and PostgreSQL fails the second with a unique violation on
+// pg_type or pg_class (23505).
+const schemaLockSQL = "SELECT pg_advisory_xact_lock(1936813171, 0)"
+
+// createIdempotencyTable runs [IdempotencyDDL] in one transaction that
+// takes the schema lock first. It waits for the lock as long as ctx allows.
+func createIdempotencyTable(ctx context.Context, pool *pgxpool.Pool, table string) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, schemaLockSQL); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, IdempotencyDDL(table))
+		return err
+	})
+}
+
 // Executor runs routed calls against one PostgreSQL database. Safe for
 // concurrent use.
 type Executor struct {
@@ -145,7 +167,7 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	e.sqlStore = `UPDATE ` + t + ` SET result = $2, rows = $3, rows_affected = $4, committed_at = $5 WHERE idempotency_key = $1`
 	e.sqlPrune = `DELETE FROM ` + t + ` WHERE ctid = ANY (ARRAY(SELECT ctid FROM ` + t + ` WHERE committed_at < $1 ORDER BY committed_at LIMIT $2))`
 	if cfg.CreateIdempotencyTable {
-		if _, err := pool.Exec(ctx, IdempotencyDDL(cfg.IdempotencyTable)); err != nil {
+		if err := createIdempotencyTable(ctx, pool, cfg.IdempotencyTable); err != nil {
 			pool.Close()
 			return nil, fmt.Errorf("postgres database %s: create idempotency table: %w", cfg.Name, e.classify(ctx, err, nil))
 		}
