@@ -188,6 +188,25 @@ func TestDashboard(t *testing.T) {
 		if err != nil || checked.SignedBy == "" {
 			t.Errorf("the downloaded evidence does not check: %+v, %v", checked, err)
 		}
+		// A period that ends before it starts comes back as the audit page,
+		// signed in, with the reason under the form and the dates kept.
+		if err := chromedp.Do(ctx,
+			chromedp.SetValue(chromedp.CSS("#evidence-from"), to.Format(time.DateOnly)),
+			chromedp.SetValue(chromedp.CSS("#evidence-to"), from.Format(time.DateOnly)),
+			chromedp.Click(chromedp.CSS("#evidence-download")),
+			chromedp.WaitVisible(chromedp.CSS("#evidence-error")),
+		); err != nil {
+			t.Fatalf("submit a backwards period: %v", err)
+		}
+		if got := text(ctx, t, "#evidence-error"); got != "from must be before to" {
+			t.Errorf("evidence error = %q, want from must be before to", got)
+		}
+		if who := text(ctx, t, "#who"); who != "carol@example.com" || text(ctx, t, "#checkpoint") == "" {
+			t.Errorf("the refused period is not shown on carol's audit page (signed in as %q)", who)
+		}
+		if got := attr(ctx, t, "#evidence-from", "value"); got != to.Format(time.DateOnly) {
+			t.Errorf("the form lost its from date: %q", got)
+		}
 	})
 
 	t.Run("dave_evaluates_policy", func(t *testing.T) {
@@ -265,6 +284,22 @@ func TestDashboard(t *testing.T) {
 		}
 		if !strings.Contains(" "+class+" ", " bad ") || strings.Contains(" "+class+" ", " ok ") {
 			t.Errorf("the failed verification has class %q, want bad", class)
+		}
+		// The evidence of a log that does not verify is refused on the
+		// dashboard's error page, signed in, not as an archive or raw JSON.
+		if err := chromedp.Do(ctx,
+			chromedp.SetValue(chromedp.CSS("#evidence-from"), time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)),
+			chromedp.SetValue(chromedp.CSS("#evidence-to"), time.Now().UTC().AddDate(0, 0, 1).Format(time.DateOnly)),
+			chromedp.Click(chromedp.CSS("#evidence-download")),
+			chromedp.WaitVisible(chromedp.CSS("#error")),
+		); err != nil {
+			t.Fatalf("evidence of a tampered log: %v", err)
+		}
+		if got := text(ctx, t, "#error"); !strings.Contains(got, "internal error") || !strings.Contains(got, "Request id") {
+			t.Errorf("evidence of a tampered log: error page = %q", got)
+		}
+		if who := text(ctx, t, "#who"); who != "carol@example.com" {
+			t.Errorf("the evidence error page is not the signed-in dashboard (who = %q)", who)
 		}
 	})
 }
