@@ -69,8 +69,8 @@ func TestProcedureCommitIsNoDBError(t *testing.T) {
 			final := e.classify(context.Background(), got, &broker.Call{Route: &route.Route{}})
 			var dbe *broker.DBError
 			if !tc.committed {
-				var me mssql.Error
-				if !errors.As(got, &me) || me.Number != tc.callErr.(mssql.Error).Number || !errors.As(final, &dbe) {
+				var me, want mssql.Error
+				if !errors.As(got, &me) || !errors.As(tc.callErr, &want) || me.Number != want.Number || !errors.As(final, &dbe) {
 					t.Errorf("endFailedCall(rolled back) = %v, classified %v; want the server's error, a DBError", got, final)
 				}
 				return

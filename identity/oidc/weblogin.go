@@ -109,7 +109,7 @@ func NewWebLogin(cfg WebLoginConfig) (*WebLogin, error) {
 	ru, err := url.Parse(cfg.RedirectURL)
 	plain := err == nil && ru.Scheme == "http" && !isLoopback(ru.Hostname())
 	switch {
-	case err != nil || ru.Path == "" || checkURL(cfg.RedirectURL) != nil && !(plain && cfg.AllowPlainHTTP):
+	case err != nil || ru.Path == "" || checkURL(cfg.RedirectURL) != nil && (!plain || !cfg.AllowPlainHTTP):
 		errs = append(errs, fmt.Errorf("redirect URL %q must be an absolute https URL with a path (http only on loopback, or with plain HTTP allowed)", cfg.RedirectURL))
 	case plain:
 		// Allowed: every other rule of checkURL still holds.

@@ -186,7 +186,7 @@ func checkDecisionValues(modules map[string]*ast.Module, env *ast.TypeEnv) []err
 			if bad[key] || env == nil {
 				continue
 			}
-			tpe := env.Get(ep.Append(ast.StringTerm(key)))
+			tpe := env.GetByRef(ep.Append(ast.StringTerm(key)))
 			if want, ok := decisionTypeMismatch(key, tpe); ok {
 				errs = append(errs, fmt.Errorf("%s: %s.%s is %s, not %s: every decision would be denied as malformed", location(first[key]), ep, key, types.Sprint(tpe), want))
 			}

@@ -13,18 +13,18 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// duplicateKey is a key that a JSON object or YAML mapping of a data file
+// duplicateKeyError is a key that a JSON object or YAML mapping of a data file
 // defines twice. OPA's loader keeps the last value without a word, so a
 // second `orders.v1.create:` block would silently replace the first one's
 // limits and redactions: sqlgate refuses such files.
-type duplicateKey struct {
+type duplicateKeyError struct {
 	file        string
 	line, first int    // lines of the repeated key and of its first definition
 	key         string // the key as it appears in the document
 	within      string // the data path of the object holding it
 }
 
-func (d *duplicateKey) Error() string {
+func (d *duplicateKeyError) Error() string {
 	return fmt.Sprintf("%s:%d: key %q of %s is defined twice (first at line %d); only the last would be used", d.file, d.line, d.key, d.within, d.first)
 }
 
@@ -35,7 +35,7 @@ func (d *duplicateKey) Error() string {
 // that no file goes unchecked.
 func (s *snapshot) duplicateKeys() (dups, unparsable []error) {
 	for _, p := range s.paths() {
-		var dup *duplicateKey
+		var dup *duplicateKeyError
 		var err error
 		// Data is placed by directory: a/b/data.json at data.a.b.
 		root := "data"
@@ -76,7 +76,7 @@ type jsonFrame struct {
 // jsonDuplicateKey reads a JSON document token by token and returns the
 // first key that an object defines twice. Keys compare as encoding/json
 // (and so OPA) decodes them: "\u0061" and "a" are the same key.
-func jsonDuplicateKey(data []byte, root string) (*duplicateKey, error) {
+func jsonDuplicateKey(data []byte, root string) (*duplicateKeyError, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var stack []*jsonFrame
@@ -128,7 +128,7 @@ func jsonDuplicateKey(data []byte, root string) (*duplicateKey, error) {
 			line += bytes.Count(data[counted:off], []byte{'\n'})
 			counted = off
 			if first, seen := top.keys[key]; seen {
-				return &duplicateKey{line: line, first: first, key: key, within: top.path}, nil
+				return &duplicateKeyError{line: line, first: first, key: key, within: top.path}, nil
 			}
 			top.keys[key] = line
 			top.key, top.wantKey = key, false
@@ -154,7 +154,7 @@ func jsonDuplicateKey(data []byte, root string) (*duplicateKey, error) {
 // string they become in JSON, so `1` and "1" are the same key. Merge keys
 // (`<<`) are not keys; a key that overrides a merged one is YAML's
 // documented way to override and is not reported.
-func yamlDuplicateKey(data []byte, root string) (*duplicateKey, error) {
+func yamlDuplicateKey(data []byte, root string) (*duplicateKeyError, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var doc yaml.Node
@@ -169,7 +169,7 @@ func yamlDuplicateKey(data []byte, root string) (*duplicateKey, error) {
 	}
 }
 
-func yamlNodeDuplicate(n *yaml.Node, at string, visited map[*yaml.Node]bool) *duplicateKey {
+func yamlNodeDuplicate(n *yaml.Node, at string, visited map[*yaml.Node]bool) *duplicateKeyError {
 	if n == nil || visited[n] {
 		return nil
 	}
@@ -199,7 +199,7 @@ func yamlNodeDuplicate(n *yaml.Node, at string, visited map[*yaml.Node]bool) *du
 				continue
 			}
 			if first, dup := seen[id]; dup {
-				return &duplicateKey{line: n.Content[i].Line, first: first, key: id, within: at}
+				return &duplicateKeyError{line: n.Content[i].Line, first: first, key: id, within: at}
 			}
 			seen[id] = n.Content[i].Line
 			if dup := yamlNodeDuplicate(v, dataPath(at, id), visited); dup != nil {

@@ -512,7 +512,7 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 	}
 	problems, err := lint(lctx, c, store)
 	if err != nil {
-		if context.Cause(lctx) == errLintTimeout {
+		if errors.Is(context.Cause(lctx), errLintTimeout) {
 			err = fmt.Errorf("%w: %w (%s)", errLintTimeout, err, o.lintTimeout)
 		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPolicy, lintPath, err)

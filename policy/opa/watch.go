@@ -273,9 +273,9 @@ func (t *tree) refresh() error {
 		if !dir && !isPolicyFile(p) {
 			return nil
 		}
-		resolved, err := filepath.EvalSymlinks(filepath.Join(t.real, filepath.FromSlash(p)))
-		if err != nil {
-			return nil // gone meanwhile
+		resolved, rerr := filepath.EvalSymlinks(filepath.Join(t.real, filepath.FromSlash(p)))
+		if rerr != nil {
+			return nil //nolint:nilerr // gone meanwhile: nothing to watch, the walk goes on
 		}
 		if !dir {
 			resolved = filepath.Dir(resolved)
