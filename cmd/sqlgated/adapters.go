@@ -216,6 +216,11 @@ func (s *auditService) Evidence(ctx context.Context, w io.Writer, from, to time.
 		From: from, To: to, Verify: s.trusted(), Generator: "sqlgated dashboard (this instance's log, its configured keys)",
 		Signer: s.signer,
 	})
+	if errors.Is(err, evidence.ErrNotVerified) {
+		// The auditor asking is told why there is no archive: what failed
+		// is what `audit verify` shows them too.
+		return &web.HTTPError{Status: http.StatusInternalServerError, Code: broker.CodeInternal, Msg: "no evidence: " + err.Error()}
+	}
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/audit/audittest"
 	"github.com/sqlgate/sqlgate/audit/sqlstore"
+	"github.com/sqlgate/sqlgate/web"
 )
 
 // dashboardAudit opens a SQLite control database, writes a small log and
@@ -136,8 +138,9 @@ func TestDashboardEvidenceRefusesKeysOnlyInTheStore(t *testing.T) {
 
 	var buf bytes.Buffer
 	err := s.Evidence(ctx, &buf, from, to)
-	if err == nil || !strings.Contains(err.Error(), "not signed by a trusted key") {
-		t.Errorf("dashboard evidence over checkpoints signed by a key only the store names: %v (%d bytes); want refused", err, buf.Len())
+	var he *web.HTTPError
+	if !errors.As(err, &he) || !strings.Contains(he.Msg, "not signed by a trusted key") {
+		t.Errorf("dashboard evidence over checkpoints signed by a key only the store names: %v (%d bytes); want refused, telling the auditor why", err, buf.Len())
 	}
 	if rep, err := s.Verify(ctx, 0, 0); err != nil || rep.OK {
 		t.Errorf("dashboard verify of the re-signed log: OK=%v, %v", rep.OK, err)

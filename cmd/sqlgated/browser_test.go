@@ -295,7 +295,7 @@ func TestDashboard(t *testing.T) {
 		); err != nil {
 			t.Fatalf("evidence of a tampered log: %v", err)
 		}
-		if got := text(ctx, t, "#error"); !strings.Contains(got, "internal error") || !strings.Contains(got, "Request id") {
+		if got := text(ctx, t, "#error"); !strings.Contains(got, "no evidence: the audit log did not verify") {
 			t.Errorf("evidence of a tampered log: error page = %q", got)
 		}
 		if who := text(ctx, t, "#who"); who != "carol@example.com" {
