@@ -98,6 +98,10 @@ type Client struct {
 	stopped  chan struct{}
 	stopOnce sync.Once
 	fatal    atomic.Pointer[error]
+	// closing is set by Close before it closes the connection, so that a
+	// request the closed connection ends reports ErrClosed, not nats.go's
+	// error, in the moment before Done is closed.
+	closing atomic.Bool
 
 	mu   sync.Mutex
 	down chan struct{} // closed at the next disconnect
@@ -305,6 +309,7 @@ func (c *Client) Close() {
 		c.cancel()
 		<-c.done
 	}
+	c.closing.Store(true)
 	c.nc.Close() // before Done, which promises a closed connection
 	c.stop()
 }
@@ -347,6 +352,9 @@ func (c *Client) stoppedErr() error {
 	select {
 	case <-c.stopped:
 	default:
+		if c.closing.Load() {
+			return ErrClosed
+		}
 		return nil
 	}
 	if err := c.nc.LastError(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
