@@ -386,6 +386,11 @@ func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]br
 				out.SQL.Outcome, out.SQL.TransactionID = "commit", res.TransactionID
 				out.SQL.Rows, out.SQL.RowsAffected = res.Rows, res.RowsAffected
 				out.Result.Status = "ok"
+				if res.WithoutResult {
+					// Committed by the routed procedure itself, without a
+					// result: the call answered (or would have) db_error.
+					out.Result.Status = broker.CodeDBError
+				}
 			case found:
 				// The key holds another call's record: this call was a
 				// replay of it or a conflict with it (the intent does not
