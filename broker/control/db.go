@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -88,6 +89,17 @@ func (c *DB) createSchema(ctx context.Context, stmts []string) error {
 		}
 		return nil
 	}
+	if c.dialect == Postgres {
+		// Once the schema exists, a start touches nothing: `CREATE INDEX
+		// IF NOT EXISTS` takes a SHARE lock on its table even when the
+		// index exists, held here to the end of the transaction, so
+		// running replicas' writes would wait for a starting one (and
+		// could deadlock with it).
+		missing, err := postgresMissing(ctx, c.db, stmts)
+		if err != nil || len(missing) == 0 {
+			return err
+		}
+	}
 	tx, err := c.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -96,12 +108,48 @@ func (c *DB) createSchema(ctx context.Context, stmts []string) error {
 	if _, err := tx.ExecContext(ctx, lock); err != nil {
 		return err
 	}
+	if c.dialect == Postgres {
+		// Under the lock: what another instance created meanwhile is
+		// skipped too.
+		if stmts, err = postgresMissing(ctx, tx, stmts); err != nil {
+			return err
+		}
+	}
 	for _, stmt := range stmts {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return err
 		}
 	}
 	return tx.Commit()
+}
+
+// postgresDDLObject names the table or index a `CREATE … IF NOT EXISTS`
+// statement creates.
+var postgresDDLObject = regexp.MustCompile(`^CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS ([a-z_][a-z0-9_]*)\b`)
+
+// postgresMissing returns the statements whose table or index does not
+// exist yet (to_regclass, along the search path, as the statements
+// resolve); a statement that names none is kept.
+func postgresMissing(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, stmts []string,
+) ([]string, error) {
+	var missing []string
+	for _, stmt := range stmts {
+		m := postgresDDLObject.FindStringSubmatch(stmt)
+		if m == nil {
+			missing = append(missing, stmt)
+			continue
+		}
+		var exists bool
+		if err := q.QueryRowContext(ctx, "SELECT to_regclass($1) IS NOT NULL", m[1]).Scan(&exists); err != nil {
+			return nil, err
+		}
+		if !exists {
+			missing = append(missing, stmt)
+		}
+	}
+	return missing, nil
 }
 
 // key is a value of one of the VARCHAR key columns (user_key, token_hash,

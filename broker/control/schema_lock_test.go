@@ -1,6 +1,7 @@
 package control
 
 import (
+	"database/sql/driver"
 	"errors"
 	"slices"
 	"strings"
@@ -14,7 +15,7 @@ import (
 // together on an empty database then create each table once
 // (TestPostgresSchemaConcurrentOpen runs that against a live server).
 func TestPostgresSchemaUnderLock(t *testing.T) {
-	rec := &recorder{}
+	rec := &recorder{rows: regclass(false)}
 	ctx := t.Context()
 	c, err := Open(ctx, rec.openDB(), Postgres)
 	if err != nil {
@@ -46,6 +47,9 @@ func TestPostgresSchemaUnderLock(t *testing.T) {
 		want := append(append([]string{txBegin, postgresSchemaLock}, s.ddl...), txCommit)
 		var got []string
 		for _, st := range rec.take() {
+			if st.query == postgresRegclass {
+				continue // TestPostgresSchemaSkipsExisting
+			}
 			if st.tx != "" {
 				got = append(got, st.tx)
 			} else {
@@ -65,7 +69,7 @@ func TestPostgresSchemaUnderLock(t *testing.T) {
 // nothing, when the schema lock is not taken (its wait cancelled, or a
 // lock_timeout).
 func TestPostgresSchemaLockRefused(t *testing.T) {
-	rec := &recorder{fail: func(q string) error {
+	rec := &recorder{rows: regclass(false), fail: func(q string) error {
 		if q == postgresSchemaLock {
 			return errors.New("ERROR: canceling statement due to lock timeout (SQLSTATE 55P03)")
 		}
@@ -74,8 +78,50 @@ func TestPostgresSchemaLockRefused(t *testing.T) {
 	if _, err := Open(t.Context(), rec.openDB(), Postgres); err == nil || !strings.Contains(err.Error(), "lock timeout") {
 		t.Fatalf("Open = %v, want the lock's error", err)
 	}
-	got := rec.take()
+	got := slices.DeleteFunc(rec.take(), func(s sentStmt) bool { return s.query == postgresRegclass })
 	if len(got) != 3 || got[0].tx != txBegin || got[1].query != postgresSchemaLock || got[2].tx != txRollback {
 		t.Errorf("Open sent %+v, want begin, the lock, rollback", got)
+	}
+}
+
+const postgresRegclass = "SELECT to_regclass($1) IS NOT NULL"
+
+// regclass answers every to_regclass query with exists.
+func regclass(exists bool) func(string) ([]string, [][]driver.Value) {
+	return func(q string) ([]string, [][]driver.Value) {
+		if q != postgresRegclass {
+			return nil, nil
+		}
+		return []string{"exists"}, [][]driver.Value{{exists}}
+	}
+}
+
+// TestPostgresSchemaSkipsExisting: on a database whose tables and indexes
+// exist, opening the stores sends no transaction and no DDL, only the
+// existence checks. `CREATE INDEX IF NOT EXISTS` takes a SHARE lock on its
+// table even when the index exists, which the schema transaction would
+// hold to its end: every start of a replica would stall, or deadlock with,
+// the running replicas' writes (TestPostgresSchemaStartDoesNotBlockWriters
+// runs that against a live server).
+func TestPostgresSchemaSkipsExisting(t *testing.T) {
+	rec := &recorder{rows: regclass(true)}
+	ctx := t.Context()
+	c, err := Open(ctx, rec.openDB(), Postgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, open := range []func() error{
+		func() error { _, err := OpenLeaseStore(ctx, c); return err },
+		func() error { _, err := OpenSessionStore(ctx, c); return err },
+		func() error { _, err := OpenSignInCutoffs(ctx, c); return err },
+	} {
+		if err := open(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, st := range rec.take() {
+		if st.query != postgresRegclass {
+			t.Errorf("sent %q %q on a database whose schema exists; want only existence checks", st.tx, st.query)
+		}
 	}
 }

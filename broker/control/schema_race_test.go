@@ -97,3 +97,55 @@ func openAll(ctx context.Context, db *sql.DB) error {
 	_, err = control.OpenSignInCutoffs(ctx, c)
 	return err
 }
+
+// TestPostgresSchemaStartDoesNotBlockWriters: a replica starting while
+// another one writes (a transaction holding a row lock on a control table)
+// opens its stores at once. Before, its schema transaction sent `CREATE
+// INDEX IF NOT EXISTS`, which waits for the writer's lock even when the
+// index exists.
+func TestPostgresSchemaStartDoesNotBlockWriters(t *testing.T) {
+	dsn := os.Getenv("SQLGATE_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("set SQLGATE_TEST_POSTGRES_DSN to run the PostgreSQL tests")
+	}
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	name := fmt.Sprintf("sqlgate_control_start_%d", time.Now().UnixNano())
+	if _, err := admin.ExecContext(t.Context(), "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = admin.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
+	open := func() *sql.DB {
+		db, err := sql.Open("pgx", replaceDatabase(t, dsn, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	running := open()
+	if err := openAll(t.Context(), running); err != nil {
+		t.Fatal(err)
+	}
+	// The running replica is in the middle of a write to every table.
+	tx, err := running.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	for _, table := range []string{"sqlgate_issuance", "sqlgate_lease", "sqlgate_web_session", "sqlgate_signin_cutoff"} {
+		if _, err := tx.ExecContext(t.Context(), "LOCK TABLE "+table+" IN ROW EXCLUSIVE MODE"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := openAll(ctx, open()); err != nil {
+		t.Errorf("a replica starting while another writes: %v; want its stores open without waiting for the writer", err)
+	}
+}
