@@ -16,6 +16,10 @@ import (
 // referenced: DSNFile (a file holding it) or DSNEnv (an environment
 // variable); DSN inline is for tests and local development. A password may
 // be kept out of the DSN with PasswordFile or PasswordEnv.
+//
+// A DSN naming a host other than this machine must require TLS with a
+// checked server certificate (sslmode=verify-full or verify-ca; see
+// [CheckTransport]) unless AllowInsecureTransport is set.
 type Config struct {
 	// Name is the logical database name routes use (route `database:`).
 	Name string `json:"name" yaml:"name"`
@@ -46,18 +50,30 @@ type Config struct {
 	// MaxRetries bounds how often a call that failed with a serialization
 	// failure or deadlock is retried (default 3; negative disables).
 	MaxRetries int `json:"maxRetries,omitempty" yaml:"maxRetries,omitempty"`
+	// AllowInsecureTransport accepts a DSN that reaches a host other than
+	// this machine without requiring TLS with a checked server certificate
+	// (no sslmode, or disable, allow, prefer, require): the login and every
+	// call may then cross the network in clear text or reach an impostor.
+	// For a test server only.
+	AllowInsecureTransport bool `json:"allowInsecureTransport,omitempty" yaml:"allowInsecureTransport,omitempty"`
 	// Logger receives retry and lifecycle messages (default: discard).
 	Logger *slog.Logger `json:"-" yaml:"-"`
 }
 
 // Validate reports every problem with the configuration at once. It does
-// not read the referenced files or variables.
+// not read the referenced files or variables: an inline DSN's transport
+// settings are checked here, a referenced one's when [Open] resolves it.
 func (c *Config) Validate() error {
 	var errs []error
 	if !route.ValidIdentifier(c.Name) {
 		errs = append(errs, fmt.Errorf("name %q must be a plain identifier", c.Name))
 	}
 	errs = append(errs, c.ref().Validate()...)
+	if c.DSN != "" {
+		if err := CheckTransport(c.DSN, c.AllowInsecureTransport); err != nil {
+			errs = append(errs, fmt.Errorf("dsn: %w", err))
+		}
+	}
 	if c.MaxConns < 0 || c.MaxConns > 1000 {
 		errs = append(errs, fmt.Errorf("maxConns %d must be between 1 and 1000 (0: default)", c.MaxConns))
 	}

@@ -130,6 +130,15 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 		// The parser's message may quote the connection string.
 		return nil, fmt.Errorf("postgres database %s: the connection string is not valid", cfg.Name)
 	}
+	// The connection string as resolved (a file or variable, the PG*
+	// variables): the login and every call must not cross the network in
+	// clear or to an impostor, unless allowInsecureTransport says so.
+	if err := checkTransport(&pc.ConnConfig.Config); err != nil {
+		if !cfg.AllowInsecureTransport {
+			return nil, fmt.Errorf("postgres database %s: %w", cfg.Name, err)
+		}
+		cfg.Logger.WarnContext(ctx, "postgres: insecure transport accepted (allowInsecureTransport)", "database", cfg.Name, "problem", err.Error())
+	}
 	if password != "" {
 		pc.ConnConfig.Password = password
 	}
