@@ -62,6 +62,18 @@ const schemaLockSQL = "SELECT pg_advisory_xact_lock(1936813171, 0)"
 // createIdempotencyTable runs [IdempotencyDDL] in one transaction that
 // takes the schema lock first. It waits for the lock as long as ctx allows.
 func createIdempotencyTable(ctx context.Context, pool *pgxpool.Pool, table string) error {
+	// Once the table and its index exist, nothing is sent: `CREATE INDEX
+	// IF NOT EXISTS` takes a SHARE lock on the table even when the index
+	// exists, so every start would wait for the calls in flight and hold
+	// up new ones meanwhile.
+	parts := strings.Split(table, ".")
+	index := append(parts[:len(parts)-1:len(parts)-1], parts[len(parts)-1]+"_committed_at")
+	var exists bool
+	err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+		quoteName(table), pgx.Identifier(index).Sanitize()).Scan(&exists)
+	if err != nil || exists {
+		return err
+	}
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, schemaLockSQL); err != nil {
 			return err
