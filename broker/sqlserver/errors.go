@@ -153,11 +153,6 @@ func serverError(err error, me *mssql.Error) bool {
 	return false
 }
 
-func isServerError(err error) bool {
-	var me mssql.Error
-	return serverError(err, &me)
-}
-
 func isNetError(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne)

@@ -305,7 +305,12 @@ func (e *Executor) execOnce(ctx context.Context, c *broker.Call, shape *callShap
 	w := resultjson.NewWriter(c.RowLimit())
 	st, affected, err := runCall(ctx, conn, shape, w)
 	if err != nil {
-		if st != nil && st.inserted && isServerError(err) && ctx.Err() == nil {
+		// Once the record is inserted, any failure may follow a COMMIT
+		// inside the routed procedure (a server error, a result over
+		// max_rows, a value the result cannot hold): endFailedCall finds
+		// out. A lost connection or an expired context leave that to the
+		// broker's lookup of the key.
+		if st != nil && st.inserted && !errors.Is(err, errConnLost) && ctx.Err() == nil {
 			open = false
 			return nil, e.endFailedCall(conn, st.txid, c.IdempotencyKey, err)
 		}
@@ -384,34 +389,61 @@ func (e *Executor) replay(st *status, c *broker.Call) (*broker.Result, error) {
 // or roll back the caller's transaction.
 var ErrCommittedWithoutResult = errors.New("the routed procedure committed the call's transaction itself: its work and the idempotency record are committed, the result was not stored")
 
-// endFailedCall ends a call whose batch failed with a server error after
-// inserting its idempotency record in transaction txid: it rolls back what
-// is left of the transaction and asks whether the record is still there
+// endFailedCall ends a call that failed after inserting its idempotency
+// record in transaction txid: it rolls back what is left of the
+// transaction and asks whether the record is still there
 // ([CommittedBatch]). If so the routed procedure committed the call
-// (ErrCommittedWithoutResult); otherwise, and whenever the question cannot
-// be answered, the call's own error stands. The server error is not
-// wrapped in the former case: it says nothing about the outcome, and a
-// deadlock number in it must not make the call run again.
+// (ErrCommittedWithoutResult); if not, the transaction rolled back and the
+// call's own error stands. When the question cannot be answered (the
+// rollback or the question fails, or no answer comes) the outcome is
+// unknown here: the error wraps broker.ErrUnavailable, so the broker looks
+// the key up itself (and records the outcome unknown if that fails too)
+// instead of recording a rollback. The call's error is wrapped in neither
+// of these cases: it says nothing about the outcome, and a deadlock number
+// or ErrTooManyRows in it must not make the call run again or be recorded
+// as a rollback.
 func (e *Executor) endFailedCall(conn *sql.Conn, txid int64, key string, callErr error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := conn.ExecContext(ctx, RollbackBatch); err != nil {
 		discard(conn)
-		return callErr
+		return e.outcomeUnknown(txid, callErr)
 	}
 	var committed bool
 	err := conn.QueryRowContext(ctx, CommittedBatch,
 		sql.Named("idempotency_key", mssql.NVarCharMax(key)), sql.Named("transaction_id", txid)).Scan(&committed)
-	if err != nil || !committed {
+	switch {
+	case err != nil:
+		discard(conn) // whatever state the question left it in
+		return e.outcomeUnknown(txid, callErr)
+	case !committed:
 		return callErr
 	}
-	number := int32(0)
+	e.cfg.Logger.Warn("sqlserver: a routed procedure committed the call's transaction itself", "database", e.cfg.Name, "transaction_id", txid, "failure", failure(callErr))
+	return fmt.Errorf("%w: sqlserver database %s: %w (%s)", broker.ErrUnavailable, e.cfg.Name, ErrCommittedWithoutResult, failure(callErr))
+}
+
+// outcomeUnknown is the error of a call that failed after inserting its
+// idempotency record when the server could not be asked whether the
+// routed procedure committed (see [Executor.endFailedCall]).
+func (e *Executor) outcomeUnknown(txid int64, callErr error) error {
+	e.cfg.Logger.Warn("sqlserver: a failed call's outcome could not be read", "database", e.cfg.Name, "transaction_id", txid, "failure", failure(callErr))
+	return fmt.Errorf("%w: sqlserver database %s: the call failed (%s) and whether its transaction committed could not be read", broker.ErrUnavailable, e.cfg.Name, failure(callErr))
+}
+
+// failure names what failed a call without quoting the driver's or the
+// server's text (which may quote data or name the server).
+func failure(err error) string {
 	var me mssql.Error
-	if serverError(callErr, &me) {
-		number = cause(me).Number
+	switch {
+	case serverError(err, &me):
+		return fmt.Sprintf("server error %d", cause(me).Number)
+	case errors.Is(err, broker.ErrTooManyRows):
+		return broker.ErrTooManyRows.Error()
+	case errors.Is(err, resultjson.ErrUnsupported):
+		return "a result value of an unsupported type"
 	}
-	e.cfg.Logger.Warn("sqlserver: a routed procedure committed the call's transaction itself", "database", e.cfg.Name, "transaction_id", txid, "server_error", number)
-	return fmt.Errorf("%w: sqlserver database %s: %w (server error %d)", broker.ErrUnavailable, e.cfg.Name, ErrCommittedWithoutResult, number)
+	return "driver error"
 }
 
 // rollback ends a failed transaction; if the server cannot be told, the
