@@ -118,7 +118,9 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.ref().Validate()...)
 	if c.DSN != "" {
-		if err := CheckTransport(c.DSN, c.AllowInsecureTransport); err != nil {
+		// Judged as the driver will open it, with the adapter's
+		// parameters added (see build); the password is not needed here.
+		if _, _, err := c.build(c.DSN, "", "validation-only"); err != nil {
 			errs = append(errs, fmt.Errorf("dsn: %w", err))
 		}
 	}
@@ -210,16 +212,22 @@ func (c Config) LogValue() slog.Value {
 }
 
 // connString resolves the secrets and returns the connection string the
-// driver opens, with the application name, the password and the Azure AD
-// parameters added. userAssertion is the end user's token (onBehalfOf).
+// driver opens (see build). userAssertion is the end user's token
+// (onBehalfOf).
 func (c *Config) connString(userAssertion string) (dsn string, fed bool, err error) {
 	dsn, password, err := c.ref().Resolve()
 	if err != nil {
 		return "", false, err
 	}
-	if err := CheckTransport(dsn, c.AllowInsecureTransport); err != nil {
-		return "", false, err
-	}
+	return c.build(dsn, password, userAssertion)
+}
+
+// build returns the connection string the driver opens: dsn with the
+// application name, the password and the Azure AD parameters added. Its
+// transport settings are checked ([CheckTransport]) on that string, not on
+// dsn: rebuilding a string may change what the driver reads from it (a URL
+// is rebuilt from what Go's URL parser kept).
+func (c *Config) build(dsn, password, userAssertion string) (_ string, fed bool, err error) {
 	set := map[string]string{"app name": c.AppName}
 	if password != "" {
 		set["password"] = password
@@ -247,14 +255,22 @@ func (c *Config) connString(userAssertion string) (dsn string, fed bool, err err
 			set["userassertion"] = userAssertion
 		}
 	}
-	dsn, err = withParams(dsn, set)
-	return dsn, fed, err
+	if dsn, err = withParams(dsn, set); err != nil {
+		return "", false, err
+	}
+	if err := CheckTransport(dsn, c.AllowInsecureTransport); err != nil {
+		return "", false, err
+	}
+	return dsn, fed, nil
 }
 
 // withParams sets connection string parameters, in the DSN's own form (URL
-// query parameters, or ADO key="value" pairs with quotes doubled).
+// query parameters, or ADO key="value" pairs with quotes doubled). The form
+// is told apart as go-mssqldb does: a URL starts with sqlserver:// in lower
+// case, anything else but odbc: is ADO ([CheckTransport] refuses a string
+// that looks like a URL but is not one to the driver).
 func withParams(dsn string, set map[string]string) (string, error) {
-	if strings.HasPrefix(strings.ToLower(dsn), "sqlserver://") {
+	if strings.HasPrefix(dsn, urlScheme) {
 		u, err := url.Parse(dsn)
 		if err != nil {
 			return "", errors.New("the connection string is not a valid URL")
@@ -268,6 +284,13 @@ func withParams(dsn string, set map[string]string) (string, error) {
 			case "password":
 				u.User = url.UserPassword(u.User.Username(), v)
 			default:
+				// go-mssqldb reads keys case-insensitively and refuses
+				// one given twice.
+				for qk := range q {
+					if strings.EqualFold(qk, k) {
+						q.Del(qk)
+					}
+				}
 				q.Set(k, v)
 			}
 		}
@@ -276,6 +299,11 @@ func withParams(dsn string, set map[string]string) (string, error) {
 	}
 	if strings.HasPrefix(strings.ToLower(dsn), "odbc:") {
 		return "", errors.New("ODBC-form connection strings are not supported: use the URL or ADO form")
+	}
+	if unclosedQuote(dsn) {
+		// The pairs added below would be read inside the quoted value,
+		// and a password's own text as pairs.
+		return "", errors.New("the connection string has an unclosed double quote")
 	}
 	var b strings.Builder
 	b.WriteString(strings.TrimRight(dsn, "; "))
@@ -287,6 +315,23 @@ func withParams(dsn string, set map[string]string) (string, error) {
 		b.WriteString(`"`)
 	}
 	return b.String(), nil
+}
+
+// unclosedQuote reports whether an ADO string ends inside a double-quoted
+// value, read as go-mssqldb splits it ("" inside quotes is a quote).
+func unclosedQuote(dsn string) bool {
+	in := false
+	for i := 0; i < len(dsn); i++ {
+		if dsn[i] != '"' {
+			continue
+		}
+		if in && i+1 < len(dsn) && dsn[i+1] == '"' {
+			i++
+			continue
+		}
+		in = !in
+	}
+	return in
 }
 
 func sortedKeys(m map[string]string) []string {

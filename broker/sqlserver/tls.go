@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 
 	"github.com/microsoft/go-mssqldb/msdsn"
 )
@@ -40,7 +41,14 @@ const InsecureTransportOption = "allowInsecureTransport"
 // files the string names. Errors never quote the string (it may hold a
 // password). allowInsecure (the [InsecureTransportOption] setting) accepts
 // a string that parses but does not protect the session.
+//
+// A string that looks like a URL or ODBC string but that go-mssqldb reads
+// as ADO (a scheme not in lower case, leading spaces) is refused: the
+// driver would not read what it seems to say.
 func CheckTransport(dsn string, allowInsecure bool) error {
+	if err := checkForm(dsn); err != nil {
+		return err
+	}
 	p, err := msdsn.Parse(dsn)
 	if err != nil {
 		// The parser's message may quote the connection string.
@@ -75,4 +83,24 @@ func CheckTransport(dsn string, allowInsecure bool) error {
 	}
 	return fmt.Errorf("%w: %s; set encrypt=strict (SQL Server 2022 and later, Azure SQL) or encrypt=true, and leave TrustServerCertificate unset (use hostNameInCertificate or certificate= for a private CA); %s: true accepts it, for a local test server only",
 		ErrInsecureTransport, why, InsecureTransportOption)
+}
+
+// The prefixes go-mssqldb tells connection string forms by (msdsn, case
+// sensitive); anything else is an ADO string.
+const (
+	urlScheme  = "sqlserver://"
+	odbcPrefix = "odbc:"
+)
+
+// checkForm refuses a string that looks like a URL or ODBC string but is
+// ADO to the driver: SQLSERVER://host?...;encrypt=strict is a key named
+// "SQLSERVER://host?..." and whatever ;-separated pairs follow.
+func checkForm(dsn string) error {
+	t := strings.TrimSpace(dsn)
+	for _, prefix := range []string{urlScheme, odbcPrefix} {
+		if len(t) >= len(prefix) && strings.EqualFold(t[:len(prefix)], prefix) && !strings.HasPrefix(dsn, prefix) {
+			return fmt.Errorf("the connection string must start with %s exactly (lower case, no leading space): go-mssqldb reads any other spelling as an ADO string (key=value;...)", prefix)
+		}
+	}
+	return nil
 }

@@ -68,6 +68,21 @@ func TestCheckTransport(t *testing.T) {
 			}
 		})
 	}
+	// Strings that look like a URL or ODBC string but that go-mssqldb reads
+	// as ADO: refused whatever allowInsecure says.
+	for _, lookalike := range []string{
+		"SQLSERVER://broker:hunter2@db.example.com:1433?app=1;encrypt=strict;",
+		"SqlServer://broker:hunter2@db.example.com?encrypt=strict",
+		" sqlserver://broker:hunter2@db.example.com?encrypt=strict",
+		"ODBC:server=db.example.com;pwd=hunter2;encrypt=yes",
+	} {
+		for _, allow := range []bool{false, true} {
+			err := CheckTransport(lookalike, allow)
+			if err == nil || !strings.Contains(err.Error(), "exactly") || strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("CheckTransport(%q, %v) = %v, want refused as read as ADO, without quoting the string", lookalike, allow, err)
+			}
+		}
+	}
 	for _, bad := range []string{"server=x;encrypt=maybe;password=hunter2", "server=x;encrypt=true;certificate=/nonexistent/hunter2.pem"} {
 		for _, allow := range []bool{false, true} {
 			err := CheckTransport(bad, allow)

@@ -233,6 +233,12 @@ func TestConfigValidate(t *testing.T) {
 		{"inline_dsn_trusting", Config{Name: "o", DSN: "server=db;encrypt=true;TrustServerCertificate=true"}, []string{"dsn: the connection string does not require TLS", "TrustServerCertificate=true accepts any server certificate"}},
 		{"inline_dsn_strict", Config{Name: "o", DSN: "sqlserver://u:hunter2@db?database=orders&encrypt=strict"}, nil},
 		{"inline_dsn_insecure_allowed", Config{Name: "o", DSN: "server=db;encrypt=disable", AllowInsecureTransport: true}, nil},
+		// ADO to go-mssqldb (the URL form is lower-case sqlserver:// only),
+		// where encrypt=strict is a pair of its own: read as a URL it
+		// lost that pair and connected without TLS.
+		{"inline_dsn_uppercase_scheme", Config{Name: "o", DSN: "SQLSERVER://broker@db.example.com:1433?app=1;encrypt=strict;"}, []string{"dsn: the connection string must start with sqlserver:// exactly"}},
+		{"inline_dsn_uppercase_scheme_insecure_allowed", Config{Name: "o", DSN: "SQLSERVER://broker@db.example.com:1433?app=1;encrypt=strict;", AllowInsecureTransport: true}, []string{"must start with sqlserver:// exactly"}},
+		{"inline_dsn_unclosed_quote", Config{Name: "o", DSN: `server=db;encrypt=strict;workstation id="`}, []string{"dsn: the connection string has an unclosed double quote"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -303,6 +309,30 @@ func TestConnString(t *testing.T) {
 				t.Errorf("connString() =\n%s\nwant\n%s", got, tc.want)
 			}
 		})
+	}
+	// The transport is judged on the string the driver opens. An
+	// upper-case scheme is ADO to go-mssqldb; read as a URL (url.Parse
+	// drops pairs holding ;) it became sqlserver://...?app+name=sqlgated,
+	// without encrypt. A password cannot add pairs after an unclosed quote.
+	t.Setenv("SQLGATE_TEST_UPPER", "SQLSERVER://broker@db.example.com:1433?app=1;encrypt=strict;")
+	t.Setenv("SQLGATE_TEST_QUOTE", `server=db.example.com;encrypt=strict;workstation id="`)
+	t.Setenv("SQLGATE_TEST_PAIRS", ";encrypt=disable;")
+	for _, cfg := range []Config{
+		{Name: "o", DSNEnv: "SQLGATE_TEST_UPPER"},
+		{Name: "o", DSNEnv: "SQLGATE_TEST_UPPER", AllowInsecureTransport: true},
+		{Name: "o", DSNEnv: "SQLGATE_TEST_QUOTE", PasswordEnv: "SQLGATE_TEST_PAIRS"},
+	} {
+		cfg.defaults()
+		if got, _, err := cfg.connString(""); err == nil {
+			t.Errorf("connString(%s) = %q, want refused", os.Getenv(cfg.DSNEnv), got)
+		}
+	}
+	// A key the adapter sets replaces the DSN's in any case: go-mssqldb
+	// refuses a key given twice.
+	mixed := Config{Name: "o", DSN: "sqlserver://sqlgate@db.example.com?encrypt=strict&App+Name=mine"}
+	mixed.defaults()
+	if got, _, err := mixed.connString(""); err != nil || got != "sqlserver://sqlgate@db.example.com?app+name=sqlgated&encrypt=strict" {
+		t.Errorf("connString(App Name in the URL) = %q, %v; want one app name", got, err)
 	}
 	bad := Config{Name: "o", DSN: "server=x;encrypt=maybe;password=hunter2"}
 	_, _, err := bad.connString("")
