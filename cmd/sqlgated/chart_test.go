@@ -233,6 +233,16 @@ func TestHelmChart(t *testing.T) {
 		// The example's sink: in a pod, a volume from extraVolumes; here, a
 		// directory that can be created.
 		config = strings.ReplaceAll(config, "/mnt/worm/", filepath.Join(root, "/mnt/worm")+"/")
+		// The Secrets (secretMounts, tls) as the pod mounts them, read-only:
+		// the example's audit.paramKeyFile is there, so the Secret holds it
+		// (serve could not create it). The volume claim at /var/lib/sqlgate,
+		// where serve creates the signing key.
+		config = exampleSecrets(t, filepath.Join(root, "/etc/sqlgate")).Replace(config)
+		writeFile(t, filepath.Join(root, "/etc/sqlgate/secrets/audit-param.key"), "placeholder parameter key\n", 0o440)
+		if err := os.MkdirAll(filepath.Join(root, "/var/lib/sqlgate"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		config = strings.ReplaceAll(config, "/var/lib/sqlgate/", filepath.Join(root, "/var/lib/sqlgate")+"/")
 		writeConfigMapVolume(t, filepath.Join(root, "/etc/sqlgate/routes"), map[string]any{"routes.yaml": dig[string](t, cm, "data", "routes.yaml")})
 		writeConfigMapVolume(t, filepath.Join(root, "/etc/sqlgate/policy"), dig[map[string]any](t, policy, "data"))
 		file := filepath.Join(root, "sqlgated.yaml")

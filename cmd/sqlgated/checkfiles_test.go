@@ -10,10 +10,10 @@ import (
 	"github.com/sqlgate/sqlgate/audit"
 )
 
-// checkWith writes the checkable example with its secret files pointed into
-// a directory of this test (secrets/ and nats/, created 0700 and empty)
-// after edit, and returns the output of serve --check, the secrets
-// directory and the result.
+// checkWith writes the checkable example, whose secret files are in a
+// directory of this test (secrets/ and secrets/nats/, see exampleSecrets;
+// the audit keys are not there), after edit, and returns the output of
+// serve --check, the secrets directory and the result.
 func checkWith(t *testing.T, edit func(text, secrets string) string) (out, secrets string, err error) {
 	t.Helper()
 	config, _ := checkableExample(t)
@@ -22,10 +22,7 @@ func checkWith(t *testing.T, edit func(text, secrets string) string) (out, secre
 		t.Fatal(err)
 	}
 	secrets = filepath.Join(filepath.Dir(config), "secrets")
-	if err := os.Mkdir(secrets, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	text := strings.NewReplacer("/etc/sqlgate/secrets/", secrets+"/", "keysDir: /etc/sqlgate/nats", "keysDir: "+filepath.Join(secrets, "nats")).Replace(string(b))
+	text := string(b)
 	if edit != nil {
 		text = edit(text, secrets)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -810,18 +811,34 @@ func loopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// checkFiles reports what the files the configuration names would make
-// serve refuse at start, or would expose: secret files other users may
-// read, a checkpoint signing key named for another origin, a checkpoint
-// sink directory that cannot be created. It reads only the signing key
-// (for its name; no error quotes it) and creates nothing. A missing secret
-// file is not reported here: serve creates the audit keys, and reports any
-// other.
+// checkFiles reports what of the files and environment variables the
+// configuration references would make serve refuse at start, or would
+// expose, every problem at once: a secret file that is missing, unreadable,
+// empty or accessible to other users; a file serve reads that is not (the
+// HTTP TLS certificate, the NATS CA); an *Env variable that is unset or
+// empty; a NATS seed neither in nats.keysDir nor in its variable; a
+// checkpoint signing key named for another origin; a checkpoint sink
+// directory that cannot be created. The audit signing and parameter keys
+// may be missing (serve creates them at its first start) if their directory
+// can be created. It reads the secrets only to see that they are not empty
+// (and the signing key for its name); no error quotes one. It creates
+// nothing.
 func (c *Config) checkFiles() error {
 	var errs []error
 	for _, f := range c.secretFiles() {
-		if err := secretFileMode(f.key, f.path); err != nil {
+		if err := checkSecretFile(f); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, f := range c.plainFiles() {
+		if err := checkPlainFile(f.key, f.path); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, e := range c.secretEnvs() {
+		if os.Getenv(e.name) == "" {
+			errs = append(errs, fmt.Errorf("%s: environment variable %s is unset or empty (under systemd, set it in %s; in the Helm chart, with env or envFrom)",
+				e.key, e.name, systemdEnvFile))
 		}
 	}
 	if err := checkSigningKeyName(c.Audit.SigningKeyFile, c.Audit.Origin); err != nil {
@@ -833,18 +850,33 @@ func (c *Config) checkFiles() error {
 	return errors.Join(errs...)
 }
 
-type secretFile struct{ key, path string }
+// systemdEnvFile is where the shipped systemd unit reads the *Env
+// variables from (EnvironmentFile).
+const systemdEnvFile = "/etc/sqlgate/sqlgated.env"
+
+// secretFile is a secret file the configuration names: its key, its path,
+// whether serve creates it when it is missing (the audit keys), and what to
+// do when it is missing.
+type secretFile struct {
+	key, path string
+	created   bool
+	hint      string
+}
 
 // secretFiles lists every secret file the configuration names, with its key.
 func (c *Config) secretFiles() []secretFile {
 	var out []secretFile
 	add := func(key, path string) {
 		if path != "" {
-			out = append(out, secretFile{key, path})
+			out = append(out, secretFile{key: key, path: path})
 		}
 	}
-	add("audit.signingKeyFile", c.Audit.SigningKeyFile)
-	add("audit.paramKeyFile", c.Audit.ParamKeyFile)
+	if p := c.Audit.SigningKeyFile; p != "" {
+		out = append(out, secretFile{key: "audit.signingKeyFile", path: p, created: true})
+	}
+	if p := c.Audit.ParamKeyFile; p != "" {
+		out = append(out, secretFile{key: "audit.paramKeyFile", path: p, created: true})
+	}
 	for i, f := range c.Audit.PreviousParamKeyFiles {
 		add(fmt.Sprintf("audit.previousParamKeyFiles[%d]", i), f)
 	}
@@ -871,25 +903,138 @@ func (c *Config) secretFiles() []secretFile {
 	if c.NATS.KeysDir != "" {
 		for _, name := range natsauth.KeyNames() {
 			if os.Getenv(natsauth.EnvName(name)) == "" { // the variable wins over the file
-				add("nats.keysDir", filepath.Join(c.NATS.KeysDir, name+".nk"))
+				out = append(out, secretFile{
+					key: "nats.keysDir", path: filepath.Join(c.NATS.KeysDir, name+".nk"),
+					hint: fmt.Sprintf("write the seeds with sqlgated nats-setup --keys %s, or set %s", c.NATS.KeysDir, natsauth.EnvName(name)),
+				})
 			}
 		}
 	}
 	return out
 }
 
-// secretFileMode refuses a secret file that users other than its owner and
-// group may read, write or run (a Kubernetes Secret mounted 0440 with the
-// pod's fsGroup passes). A file that does not exist is not its business.
-func secretFileMode(key, path string) error {
-	if err := secretfile.Check(path, "a secret"); err != nil {
-		return fmt.Errorf("%s: %w", key, err)
+type fileRef struct{ key, path string }
+
+// plainFiles lists the files serve reads at start that hold no secret
+// (their mode is not checked).
+func (c *Config) plainFiles() []fileRef {
+	var out []fileRef
+	add := func(key, path string) {
+		if path != "" {
+			out = append(out, fileRef{key, path})
+		}
+	}
+	add("http.tlsCertFile", c.HTTP.TLSCertFile)
+	add("nats.caFile", c.NATS.CAFile)
+	for i, d := range c.Databases {
+		if d.SQLServer != nil && d.SQLServer.AzureAD != nil {
+			add(fmt.Sprintf("databases[%d].sqlserver.azureAD.clientCertPath", i), d.SQLServer.AzureAD.ClientCertPath)
+			add(fmt.Sprintf("databases[%d].sqlserver.azureAD.tokenFilePath", i), d.SQLServer.AzureAD.TokenFilePath)
+		}
+	}
+	return out
+}
+
+type envRef struct{ key, name string }
+
+// secretEnvs lists the environment variables the configuration takes
+// secrets from (its *Env keys).
+func (c *Config) secretEnvs() []envRef {
+	var out []envRef
+	add := func(key, name string) {
+		if name != "" {
+			out = append(out, envRef{key, name})
+		}
+	}
+	add("control.dsnEnv", c.Control.DSNEnv)
+	if w := c.Identity.Web; w != nil {
+		add("identity.web.clientSecretEnv", w.ClientSecretEnv)
+	}
+	for i, ic := range c.Identity.Issuers {
+		add(fmt.Sprintf("identity.issuers[%d].clientSecretEnv", i), ic.ClientSecretEnv)
+		add(fmt.Sprintf("identity.issuers[%d].overage.clientSecretEnv", i), ic.Overage.ClientSecretEnv)
+	}
+	for i, d := range c.Databases {
+		switch {
+		case d.Postgres != nil:
+			add(fmt.Sprintf("databases[%d].postgres.dsnEnv", i), d.Postgres.DSNEnv)
+			add(fmt.Sprintf("databases[%d].postgres.passwordEnv", i), d.Postgres.PasswordEnv)
+		case d.SQLServer != nil:
+			add(fmt.Sprintf("databases[%d].sqlserver.dsnEnv", i), d.SQLServer.DSNEnv)
+			add(fmt.Sprintf("databases[%d].sqlserver.passwordEnv", i), d.SQLServer.PasswordEnv)
+		}
+	}
+	return out
+}
+
+// checkSecretFile reports a secret file serve could not use: missing (unless
+// serve creates it, and can), unreadable, empty, or accessible to other
+// users (see readSecretFile). It reads the file; no error quotes it.
+func checkSecretFile(f secretFile) error {
+	b, err := readSecretFile(f.path)
+	switch {
+	case (errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR)) && f.created:
+		return checkCreatable(f.key, f.path)
+	case errors.Is(err, fs.ErrNotExist):
+		msg := fmt.Sprintf("%s: %s does not exist", f.key, f.path)
+		if f.hint != "" {
+			msg += " (" + f.hint + ")"
+		}
+		return errors.New(msg)
+	case err != nil:
+		return fmt.Errorf("%s: %w", f.key, err)
+	case len(bytes.TrimSpace(b)) == 0:
+		return fmt.Errorf("%s: %s is empty", f.key, f.path)
 	}
 	return nil
 }
 
-// readSecretFile reads a secret file, refusing one that other users may
-// access (see secretFileMode).
+// checkPlainFile reports a file serve reads that is missing, unreadable or
+// empty.
+func checkPlainFile(key, path string) error {
+	b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the file
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s: %s does not exist", key, path)
+	case err != nil:
+		return fmt.Errorf("%s: %w", key, err)
+	case len(bytes.TrimSpace(b)) == 0:
+		return fmt.Errorf("%s: %s is empty", key, path)
+	}
+	return nil
+}
+
+// checkCreatable reports a missing file serve creates at its first start
+// (the audit keys) whose directory it could not create or write: a path
+// through a file, or a nearest existing directory that is not writable
+// (a read-only file system; in the Helm chart, a volume not mounted). It
+// creates nothing.
+func checkCreatable(key, path string) error {
+	p := filepath.Dir(filepath.Clean(path))
+	for {
+		fi, err := os.Stat(p)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("%s: %s does not exist and cannot be created: %s is not a directory", key, path, p)
+		case err == nil:
+			if aerr := unix.Access(p, unix.W_OK|unix.X_OK); aerr != nil {
+				return fmt.Errorf("%s: %s does not exist and cannot be created at the first start: %s is not writable (%w)", key, path, p, aerr)
+			}
+			return nil
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, unix.ENOTDIR): // ENOTDIR: a file above, found next
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return fmt.Errorf("%s: %s: no existing directory above it", key, path)
+		}
+		p = parent
+	}
+}
+
+// readSecretFile reads a secret file, refusing one that users other than
+// its owner and group may read, write or run (a Kubernetes Secret mounted
+// 0440 with the pod's fsGroup passes).
 func readSecretFile(path string) ([]byte, error) {
 	return secretfile.Read(path, "a secret")
 }
@@ -897,15 +1042,15 @@ func readSecretFile(path string) ([]byte, error) {
 // checkSigningKeyName refuses a checkpoint signing key named for another
 // origin: the audit log refuses it at start (the key's name is the log's
 // origin), typically after the host was renamed with audit.origin left to
-// its default. A missing file is created by serve; an unreadable one is
-// reported by serve. Only the key's name is ever quoted.
+// its default. A missing or unreadable file is checkSecretFile's to
+// report. Only the key's name is ever quoted.
 func checkSigningKeyName(path, origin string) error {
 	if path == "" {
 		return nil
 	}
 	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil //nolint:nilerr // missing: serve creates it; unreadable: serve reports it
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return nil //nolint:nilerr // missing, unreadable or empty: checkSecretFile reports it
 	}
 	s, err := audit.NewSigner(strings.TrimSpace(string(b)))
 	if err != nil {

@@ -14,9 +14,10 @@ import (
 )
 
 // checkableExample writes deploy/examples/sqlgated.yaml with its route
-// catalog and policy directory pointed at files that exist here (the
-// repository's example catalog and a copy of the default policy library),
-// and returns its path and the policy directory.
+// catalog, policy directory and secrets pointed at files that exist here
+// (the repository's example catalog, a copy of the default policy library,
+// the secrets of exampleSecrets), and returns its path and the policy
+// directory.
 func checkableExample(t *testing.T) (config, policyDir string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -32,7 +33,7 @@ func checkableExample(t *testing.T) (config, policyDir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := string(example)
+	text := exampleSecrets(t, dir).Replace(string(example))
 	// The sink as a directory that can be created here (--check refuses one
 	// that cannot, and /mnt is root's).
 	sink := "sinkDir: " + filepath.Join(dir, "worm", "sqlgate-checkpoints")
