@@ -17,8 +17,14 @@ import (
 func exampleSecrets(t *testing.T, dir string) *strings.Replacer {
 	t.Helper()
 	secrets, tlsDir := filepath.Join(dir, "secrets"), filepath.Join(dir, "tls")
-	for _, name := range []string{"entra-client-secret", "cookie.key", "orders.dsn", "orders.password", "control.dsn"} {
-		writeFile(t, filepath.Join(secrets, name), "placeholder "+name+"\n", 0o600)
+	for name, content := range map[string]string{
+		"entra-client-secret": "placeholder client secret",
+		"cookie.key":          "placeholder cookie key of 32 bytes or more",
+		"orders.dsn":          "sqlserver://sqlgate-broker@sql1.example.com?database=orders&encrypt=strict",
+		"orders.password":     "placeholder password",
+		"control.dsn":         "postgres://sqlgate@control-db.example.com/sqlgate?sslmode=verify-full",
+	} {
+		writeFile(t, filepath.Join(secrets, name), content+"\n", 0o600)
 	}
 	writeFile(t, filepath.Join(tlsDir, "tls.crt"), "placeholder certificate\n", 0o644)
 	writeFile(t, filepath.Join(tlsDir, "tls.key"), "placeholder key\n", 0o600)
@@ -29,7 +35,7 @@ func exampleSecrets(t *testing.T, dir string) *strings.Replacer {
 	if err := keys.WriteKeys(filepath.Join(secrets, "nats")); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("SQLGATE_BILLING_DSN", "placeholder billing dsn")
+	t.Setenv("SQLGATE_BILLING_DSN", "postgres://sqlgate-broker@billing-db.example.com/billing?sslmode=verify-full")
 	return strings.NewReplacer(
 		"/etc/sqlgate/secrets/", secrets+"/",
 		"keysDir: /etc/sqlgate/nats", "keysDir: "+filepath.Join(secrets, "nats"),
