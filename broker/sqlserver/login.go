@@ -448,10 +448,11 @@ var fixedRoles = map[string]bool{
 
 const fixedRoleHelp = "is a fixed database role: sqlgate grants user-defined roles only (adding a member to a fixed role needs db_owner); create a role, add it to the fixed role (ALTER ROLE db_datareader ADD MEMBER reader) and grant that"
 
-// errRoleMembership is SQL Server's 15151 ("Cannot alter the role ...,
-// because it does not exist or you do not have permission") from ALTER
-// ROLE ... ADD MEMBER: the role was found, so the broker's login may not
-// add members to it.
+// errRoleMembership is SQL Server's 15151 ("Cannot %S_MSG the %S_MSG
+// '%.*ls', because it does not exist or you do not have permission"). From
+// ALTER ROLE ... ADD MEMBER in a creation ("Cannot alter the role ...")
+// it means that the role was found, so the broker's login may not add
+// members to it; other statements raise it for logins and users too.
 const errRoleMembership = 15151
 
 // loginArgs are the parameters of a batch.
@@ -495,7 +496,7 @@ func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) (
 	args := loginArgs(&spec, sql.Named("password", spec.Password))
 	for _, b := range li.create {
 		if _, err := tx.ExecContext(ctx, b, args...); err != nil {
-			return li.classify(ctx, err, &spec)
+			return li.classifyStep(ctx, err, &spec, true)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -627,6 +628,15 @@ func validSysname(s string) bool {
 // classify maps a provisioning error like the executor does, with the
 // password (and lock password) scrubbed from server messages.
 func (li *LoginIssuer) classify(ctx context.Context, err error, spec *broker.LoginSpec, secrets ...string) error {
+	return li.classifyStep(ctx, err, spec, false, secrets...)
+}
+
+// classifyStep is classify for a step that adds the login to its role
+// (addsMember): there a 15151 about the role means the broker's login may
+// not add members to it, and the message says what to grant. Elsewhere
+// (ALTER LOGIN ... DISABLE, DROP USER, DROP LOGIN in a revocation) 15151
+// means something else and keeps the server's message.
+func (li *LoginIssuer) classifyStep(ctx context.Context, err error, spec *broker.LoginSpec, addsMember bool, secrets ...string) error {
 	var (
 		me  mssql.Error
 		mep *mssql.Error
@@ -645,7 +655,7 @@ func (li *LoginIssuer) classify(ctx context.Context, err error, spec *broker.Log
 			return fmt.Errorf("%w: sqlserver database %s: server error %d", broker.ErrUnavailable, li.cfg.Name, me.Number)
 		}
 		msg := scrub.Redact(me.Message, append(secrets, spec.Password)...)
-		if me.Number == errRoleMembership && spec.Role != "" {
+		if addsMember && me.Number == errRoleMembership && spec.Role != "" && strings.HasPrefix(me.Message, "Cannot alter the role") {
 			msg = fmt.Sprintf("the broker's login may not add members to role %q: grant it ALTER ANY ROLE in this database (deploy/sqlserver/04-credential-issuance.sql), or ALTER on the role; sqlgate grants user-defined roles only", spec.Role)
 		}
 		return &broker.DBError{Number: int(me.Number), State: strconv.Itoa(int(me.State)), Message: scrub.Message(msg, nil)}

@@ -341,6 +341,38 @@ func TestLoginRefusals(t *testing.T) {
 			t.Errorf("CreateLogin = %v, want DBError 15151 naming ALTER ANY ROLE and 04-credential-issuance.sql", err)
 		}
 	})
+	// 15151 from anything but adding the member keeps the server's
+	// message: a revocation without permission on the login or user, a
+	// creation batch that alters the login.
+	t.Run("no_permission_not_role_membership", func(t *testing.T) {
+		spec := testSpec(t, "reader")
+		for _, tc := range []struct {
+			batch, msg string
+			create     bool
+		}{
+			{LoginDisableBatch, "Cannot alter the login '" + spec.Username + "', because it does not exist or you do not have permission.", false},
+			{DropUsersBatch, "Cannot drop the user '" + spec.Username + "', because it does not exist or you do not have permission.", false},
+			{DropLoginBatch, "Cannot drop the login '" + spec.Username + "', because it does not exist or you do not have permission.", false},
+			{LoginCreateBatch, "Cannot alter the login '" + spec.Username + "', because it does not exist or you do not have permission.", true},
+		} {
+			li, _ := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+				if q == tc.batch {
+					return nil, nil, mssql.Error{Number: 15151, State: 1, Message: tc.msg}
+				}
+				return healthy(q, a)
+			})
+			var err error
+			if tc.create {
+				err = li.CreateLogin(ctx, spec)
+			} else {
+				err = li.RevokeLogin(ctx, spec)
+			}
+			var dbe *broker.DBError
+			if !errors.As(err, &dbe) || dbe.Number != 15151 || strings.Contains(dbe.Message, "members") || !strings.Contains(dbe.Message, "because it does not exist or you do not have permission") {
+				t.Errorf("15151 %q (create %v) = %v, want the server's DBError 15151, not the role-membership hint", tc.msg, tc.create, err)
+			}
+		}
+	})
 	t.Run("privileged_login_not_revoked", func(t *testing.T) {
 		li, r := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
 			if q == LoginGuardBatch {
