@@ -199,12 +199,49 @@ type ControlConfig struct {
 	// SQL Server.
 	DSNFile string `yaml:"dsnFile"`
 	DSNEnv  string `yaml:"dsnEnv"`
-	// AllowInsecureTransport accepts a SQL Server connection string that
-	// does not require TLS with a checked server certificate
-	// (sqlserver.CheckTransport): the login, password included, may then
-	// cross the network in clear text or reach an impostor. For a local
-	// test server only.
+	// AllowInsecureTransport accepts a PostgreSQL or SQL Server connection
+	// string that does not require TLS with a checked server certificate
+	// (postgres.CheckTransport: sslmode verify-full or verify-ca for a host
+	// other than this machine; sqlserver.CheckTransport): the login, the
+	// audit log and the decision inputs may then cross the network in
+	// clear text or reach an impostor. For a test server only.
 	AllowInsecureTransport bool `yaml:"allowInsecureTransport"`
+}
+
+// checkTransport refuses a control database connection string that would
+// let the login, the audit log and the decision inputs cross the network
+// in clear text or reach an impostor, unless AllowInsecureTransport says
+// so. No error quotes the string.
+func (c ControlConfig) checkTransport(dsn string) error {
+	var err error
+	switch c.Dialect {
+	case "postgres":
+		err = postgres.CheckTransport(dsn, c.AllowInsecureTransport)
+	case "sqlserver":
+		err = sqlserver.CheckTransport(dsn, c.AllowInsecureTransport)
+	}
+	if err != nil {
+		return fmt.Errorf("control database DSN: %w", err)
+	}
+	return nil
+}
+
+// checkReferencedTransport is checkTransport for serve --check, on the
+// connection string as serve will read it (control.dsnFile or dsnEnv). A
+// string it cannot read or parse is left to checkFiles and to serve, which
+// report it.
+func (c ControlConfig) checkReferencedTransport() error {
+	if c.Dialect != "postgres" && c.Dialect != "sqlserver" {
+		return nil
+	}
+	dsn, err := readSecretRef(c.DSNFile, c.DSNEnv)
+	if err != nil {
+		return nil //nolint:nilerr // checkFiles reports a secret it cannot read
+	}
+	if err := c.checkTransport(dsn); errors.Is(err, postgres.ErrInsecureTransport) || errors.Is(err, sqlserver.ErrInsecureTransport) {
+		return err
+	}
+	return nil
 }
 
 // AuditConfig configures the audit log.
@@ -286,7 +323,7 @@ func loadServeConfig(path string) (*Config, *route.Catalog, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	errs := []error{cfg.Validate(), cfg.checkFiles()}
+	errs := []error{cfg.Validate(), cfg.checkFiles(), cfg.Control.checkReferencedTransport()}
 	var catalog *route.Catalog
 	if cfg.Routes != "" {
 		if catalog, err = route.LoadFile(cfg.Routes); err != nil {
@@ -462,8 +499,8 @@ func (c *Config) Validate() error {
 	default:
 		bad("control.dialect must be sqlite, postgres or sqlserver")
 	}
-	if c.Control.AllowInsecureTransport && c.Control.Dialect != "sqlserver" {
-		bad("control.allowInsecureTransport applies to the sqlserver dialect only")
+	if c.Control.AllowInsecureTransport && c.Control.Dialect != "postgres" && c.Control.Dialect != "sqlserver" {
+		bad("control.allowInsecureTransport applies to the postgres and sqlserver dialects only")
 	}
 	if c.Audit.SigningKeyFile == "" || c.Audit.ParamKeyFile == "" {
 		bad("audit.signingKeyFile and audit.paramKeyFile are required")

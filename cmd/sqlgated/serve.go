@@ -268,6 +268,12 @@ func openControl(c ControlConfig) (*sql.DB, string, error) {
 		if err := os.MkdirAll(filepath.Dir(c.Path), 0o700); err != nil {
 			return nil, "", err
 		}
+		// The file holds the audit log's decision inputs (parameter values,
+		// emails): no other user may read it, nor its -wal and -shm files,
+		// which SQLite creates with the database file's mode.
+		if err := privateSQLiteFile(c.Path); err != nil {
+			return nil, "", fmt.Errorf("control database: %w", err)
+		}
 		db, err := sql.Open("sqlite", sqlstore.SQLiteDSN(c.Path))
 		return db, c.Dialect, err
 	case sqlstore.Postgres, sqlstore.SQLServer:
@@ -275,14 +281,15 @@ func openControl(c ControlConfig) (*sql.DB, string, error) {
 		if err != nil {
 			return nil, "", fmt.Errorf("control database DSN: %w", err)
 		}
+		// The control database holds credentials' records, the audit log
+		// and the decision inputs: its login and sessions must not cross
+		// the network in clear text or to an impostor.
+		if err := c.checkTransport(dsn); err != nil {
+			return nil, "", err
+		}
 		driver := "pgx"
 		if c.Dialect == sqlstore.SQLServer {
 			driver = "sqlserver"
-			// The control database holds credentials' records and the
-			// audit log: its login must not cross the network in clear.
-			if err := sqlserver.CheckTransport(dsn, c.AllowInsecureTransport); err != nil {
-				return nil, "", fmt.Errorf("control database DSN: %w", err)
-			}
 		}
 		db, err := sql.Open(driver, dsn)
 		if err != nil {

@@ -1,0 +1,94 @@
+//go:build unix
+
+package main
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/sqlgate/sqlgate/audit/sqlstore"
+)
+
+// withUmask runs the test under umask (process-wide, so the test is not
+// parallel) and restores the previous one.
+func withUmask(t *testing.T, umask int) {
+	t.Helper()
+	old := syscall.Umask(umask)
+	t.Cleanup(func() { syscall.Umask(old) })
+}
+
+func fileMode(t *testing.T, path string) fs.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+// TestControlSQLiteFileMode checks that a new SQLite control database, its
+// -wal and its -shm are created 0600 under the usual umask 022 (SQLite
+// alone creates them 0644: other users could read the decision inputs).
+func TestControlSQLiteFileMode(t *testing.T) {
+	withUmask(t, 0o022)
+	path := filepath.Join(t.TempDir(), "state", "control.db")
+	db, dialect, err := openControl(ControlConfig{Dialect: "sqlite", Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = db.Close() }()
+	// The audit log's store creates its tables (WAL mode) and writes.
+	if _, err := sqlstore.Open(t.Context(), db, dialect); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE t (x text); INSERT INTO t VALUES ('alice@example.com')"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if m := fileMode(t, p); m != 0o600 {
+			t.Errorf("%s has mode %#o, want 0600", filepath.Base(p), m)
+		}
+	}
+	if m := fileMode(t, filepath.Dir(path)); m != 0o700 {
+		t.Errorf("the directory has mode %#o, want 0700", m)
+	}
+}
+
+// TestControlSQLiteExistingFileMode checks that an existing control
+// database (created 0644 by an earlier version) and its -wal and -shm
+// (left by a crash) lose other users' access at start; the owner's and
+// group's bits stay.
+func TestControlSQLiteExistingFileMode(t *testing.T) {
+	withUmask(t, 0o022)
+	path := filepath.Join(t.TempDir(), "control.db")
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, _, err := openControl(ControlConfig{Dialect: "sqlite", Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if m := fileMode(t, p); m != 0o640 {
+			t.Errorf("%s has mode %#o, want 0640", filepath.Base(p), m)
+		}
+	}
+	// Not a file: refused, not changed.
+	dir := filepath.Join(t.TempDir(), "control.db")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if db, _, err := openControl(ControlConfig{Dialect: "sqlite", Path: dir}); err == nil {
+		_ = db.Close()
+		t.Error("openControl(a directory) = nil error")
+	}
+	if m := fileMode(t, dir); m != 0o755 {
+		t.Errorf("the directory's mode became %#o", m)
+	}
+}
