@@ -187,6 +187,9 @@ func runDevOn(ctx context.Context, args []string, stdout, stderr io.Writer, host
 	}
 	st.AuditKey = signer.VerifierKey()
 	st.AuditKeys = devAuditKeyHistory(prev, st.AuditKey)
+	if err := privateSQLiteFile(filepath.Join(dir, "control.db")); err != nil { // decision inputs: not for other users
+		return err
+	}
 	control, err := sql.Open("sqlite", sqlstore.SQLiteDSN(filepath.Join(dir, "control.db")))
 	if err != nil {
 		return err

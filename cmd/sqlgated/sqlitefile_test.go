@@ -92,3 +92,17 @@ func TestControlSQLiteExistingFileMode(t *testing.T) {
 		t.Errorf("the directory's mode became %#o", m)
 	}
 }
+
+// TestDevControlSQLiteFileMode checks that sqlgated dev creates its
+// control database 0600 too, even in a data directory others may enter.
+func TestDevControlSQLiteFileMode(t *testing.T) {
+	withUmask(t, 0o022)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runDevUntilStarted(t, dir, "mode-host")
+	if m := fileMode(t, filepath.Join(dir, "control.db")); m != 0o600 {
+		t.Errorf("control.db has mode %#o, want 0600", m)
+	}
+}
