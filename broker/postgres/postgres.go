@@ -127,7 +127,14 @@ type planKey struct {
 }
 
 // Open connects, checks the idempotency table (creating it when
-// configured) and returns the executor.
+// configured) and returns the executor. An error wraps
+// [broker.ErrUnavailable] only when the server could not be reached or
+// cannot take a session now (refused, timed out, name not resolved, the
+// connection lost, server states 08, 53, 57P0x, the database or the login
+// not there yet: 3D000, 28xxx): trying again later may succeed. Any other
+// error is a configuration error: the connection string, TLS (declined by
+// the server, or its certificate not accepted), the idempotency table
+// missing or not readable.
 func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("postgres config: %w", err)
@@ -190,12 +197,12 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	if cfg.CreateIdempotencyTable {
 		if err := createIdempotencyTable(ctx, pool, cfg.IdempotencyTable); err != nil {
 			pool.Close()
-			return nil, fmt.Errorf("postgres database %s: create idempotency table: %w", cfg.Name, e.classify(ctx, err, nil))
+			return nil, fmt.Errorf("postgres database %s: create idempotency table: %w", cfg.Name, e.openError(ctx, err))
 		}
 	}
 	if _, err := pool.Exec(ctx, `SELECT 1 FROM `+t+` WHERE false`); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("postgres database %s: idempotency table %s (see deploy/postgres): %w", cfg.Name, cfg.IdempotencyTable, e.classify(ctx, err, nil))
+		return nil, fmt.Errorf("postgres database %s: idempotency table %s (see deploy/postgres): %w", cfg.Name, cfg.IdempotencyTable, e.openError(ctx, err))
 	}
 	return e, nil
 }
