@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,11 +22,17 @@ import (
 // (wherever they are), and the directories that links to files resolve into
 // — and the set is brought up to date as directories and links come and go.
 //
+// Only events that can change what loading reads count (see [tree.relevant]):
+// a database's WAL or a log written beside a linked data.yaml, or inside the
+// tree, is no policy file, and written more often than once per Debounce it
+// would otherwise put every reload off.
+//
 // Events are debounced: the tree is read again once it has been quiet for
-// Debounce, and the policy is reloaded only when two such reads, a Debounce
-// apart, find the same content, so a file written slowly (truncated, then
-// written in pieces) is not loaded half-written; an editor's save (often
-// several writes and a rename) is one reload.
+// Debounce, but no later than maxWait Debounce periods after the first event
+// (see [burst]), and the policy is reloaded only when two such reads, a
+// Debounce apart, find the same content, so a file written slowly
+// (truncated, then written in pieces) is not loaded half-written; an
+// editor's save (often several writes and a rename) is one reload.
 //
 // Dir may be a symbolic link (/etc/sqlgate/policy -> releases/current): the
 // tree watched is the one it resolves to. The parent of Dir and the parent of
@@ -86,6 +93,46 @@ func (s *settler) settled(digest string) bool {
 	return false
 }
 
+// maxWait bounds, in Debounce periods, how long events that never pause
+// put off reading the policy files (which still must settle to load).
+const maxWait = 10
+
+// burst schedules the reads of the policy files after a run of events: each
+// event puts the read off until Debounce has passed without one, but never
+// beyond maxWait Debounce periods after the run's first event.
+type burst struct {
+	debounce time.Duration
+	first    time.Time // the run's first event; zero while none is pending
+	warned   bool      // the run was reported as still changing
+}
+
+// event records an event at now and returns when to read: reset reports
+// whether the read timer is to be set to wait, or left as it is (a read is
+// due within a Debounce already, and waiting longer would pass the bound).
+func (b *burst) event(now time.Time) (wait time.Duration, reset bool) {
+	if b.first.IsZero() {
+		b.first = now
+		return b.debounce, true
+	}
+	if now.Add(b.debounce).After(b.first.Add(maxWait * b.debounce)) {
+		return 0, false
+	}
+	return b.debounce, true
+}
+
+// overdue reports, once per run, that the run has lasted past the bound
+// (the caller asks when its reads still do not agree).
+func (b *burst) overdue(now time.Time) bool {
+	if b.warned || now.Sub(b.first) < maxWait*b.debounce {
+		return false
+	}
+	b.warned = true
+	return true
+}
+
+// done ends the run: the policy files were read and loaded.
+func (b *burst) done() { *b = burst{debounce: b.debounce} }
+
 func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 	defer close(e.watchDone)
 	defer func() { _ = t.w.Close() }() // nothing to do about a close error
@@ -98,6 +145,13 @@ func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 	// loaded, if any, at first.
 	loaded := e.Revision()
 	var settle settler
+	pending := burst{debounce: e.cfg.Debounce}
+	// schedule puts the next read off after an event (see burst).
+	schedule := func() {
+		if wait, reset := pending.event(time.Now()); reset {
+			timer.Reset(wait)
+		}
+	}
 	// resync watches the tree again if Dir now resolves to another
 	// directory, or to a new one at the same path, and with deep brings the
 	// watched directories up to date; it reports whether the policy should
@@ -127,7 +181,7 @@ func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 			if !ok {
 				return
 			}
-			relevant := t.reads(ev.Name)
+			relevant := t.relevant(ev)
 			if !t.inside(ev.Name) {
 				// The root itself, or a sibling in a parent: a change of
 				// what Dir resolves to matters.
@@ -148,7 +202,7 @@ func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 					}
 				}
 			}
-			timer.Reset(e.cfg.Debounce)
+			schedule()
 		case err, ok := <-t.w.Errors:
 			if !ok {
 				return
@@ -156,18 +210,24 @@ func (e *Engine) watchLoop(ctx context.Context, t *tree) {
 			// An overflow loses events: check the root and reload to be sure.
 			e.log.LogAttrs(ctx, slog.LevelWarn, "policy watcher error", slog.String("error", err.Error()))
 			resync(true)
-			timer.Reset(e.cfg.Debounce)
+			schedule()
 		case <-retry.C:
 			if resync(true) || (!lost && e.digest() != loaded) {
-				timer.Reset(e.cfg.Debounce)
+				schedule()
 			}
 		case <-timer.C:
 			resync(true) // links may lead elsewhere now
 			d := e.digest()
+			changing := settle.armed && d != settle.last // since the previous read of this run
 			if !settle.settled(d) {
+				if changing && pending.overdue(time.Now()) {
+					e.log.LogAttrs(ctx, slog.LevelWarn, "policy files are still changing; they are loaded once two reads a debounce apart agree",
+						slog.String("dir", e.cfg.Dir), slog.Duration("debounce", e.cfg.Debounce))
+				}
 				timer.Reset(e.cfg.Debounce) // read again a Debounce later
 				continue
 			}
+			pending.done()
 			loaded = d
 			// Errors are logged, recorded in Status and passed to OnReload.
 			_ = e.Reload(ctx)
@@ -185,8 +245,11 @@ func (e *Engine) setWatchErr(err error) {
 // tree is the watched policy directory: root as configured (absolute), real
 // the directory it resolved to when its tree was last added ("" while it
 // does not exist), and info that directory's identity; parents are the
-// watched parents of root and real, and dirs the watched directories the
-// policy is read from.
+// watched parents of root and real. The rest is what refresh found: dirs
+// the watched directories the policy is read from, true for those loading
+// walks, false for those that only hold files that links resolve to; files
+// the policy files read, resolved; entries the walked directories and links
+// to them, named as events in the directories holding them name them.
 type tree struct {
 	w       *fsnotify.Watcher
 	root    string
@@ -194,6 +257,8 @@ type tree struct {
 	info    os.FileInfo
 	parents []string
 	dirs    map[string]bool
+	files   map[string]bool
+	entries map[string]bool
 }
 
 // inside reports whether name lies strictly within the watched tree.
@@ -201,10 +266,33 @@ func (t *tree) inside(name string) bool {
 	return t.real != "" && strings.HasPrefix(name, t.real+string(filepath.Separator))
 }
 
-// reads reports whether name is, or is an entry of, a directory the policy
-// is read from.
-func (t *tree) reads(name string) bool {
-	return t.inside(name) || t.dirs[name] || t.dirs[filepath.Dir(name)]
+// relevant reports whether an event may change what loading reads: it names
+// a watched directory, or a file or directory loading reads; or, in a
+// walked directory or the tree, a policy file name; or, in any watched
+// directory, a directory or link (which may lead to policy files). Other
+// names — a database and its WAL or journal in the directory a linked
+// data.yaml resolves into, a log or an editor's temporary file in the tree —
+// are not read, and one written more often than once per Debounce would
+// otherwise put every reload off.
+func (t *tree) relevant(ev fsnotify.Event) bool {
+	name := ev.Name
+	if _, ok := t.dirs[name]; ok || t.files[name] || t.entries[name] {
+		return true
+	}
+	walked, watched := t.dirs[filepath.Dir(name)]
+	switch {
+	case walked || t.inside(name):
+		if base := filepath.Base(name); isPolicyFile(base) && !strings.HasPrefix(base, ".") {
+			return true
+		}
+	case !watched:
+		return false
+	}
+	if ev.Op == fsnotify.Write {
+		return false // a file's content: not a directory or link
+	}
+	info, err := os.Lstat(name)
+	return err == nil && (info.IsDir() || info.Mode()&fs.ModeSymlink != 0)
 }
 
 // sync makes the watches match what root resolves to now: the parents of
@@ -246,7 +334,7 @@ func (t *tree) sync(deep bool) (changed bool, err error) {
 	for _, p := range t.w.WatchList() {
 		_ = t.w.Remove(p) // may be gone already
 	}
-	t.real, t.info, t.dirs = "", nil, nil
+	t.real, t.info, t.dirs, t.files, t.entries = "", nil, nil, nil, nil
 	t.parents = []string{filepath.Dir(t.root), filepath.Dir(resolved)}
 	for _, p := range t.parents {
 		if err := t.w.Add(p); err != nil {
@@ -265,10 +353,14 @@ func (t *tree) sync(deep bool) (changed bool, err error) {
 // refresh watches the directories the policy is read from now — every
 // directory loading walks, through symbolic links too, and the directory
 // that each link to a policy file resolves into — and stops watching those
-// it no longer reads (parents excepted). Links that do not resolve are
-// skipped here: loading reports them.
+// it no longer reads (parents excepted). A directory removed and created
+// again is watched again: the kernel dropped its watch with it. Links that
+// do not resolve are skipped here: loading reports them.
 func (t *tree) refresh() error {
-	want := map[string]bool{}
+	want := map[string]bool{}         // directory → walked
+	files := map[string]bool{}        // policy files, resolved
+	entries := map[string]bool{}      // walked directories, by their name in their parent
+	resolvedOf := map[string]string{} // walk path → resolved, of directories
 	_ = walkPolicyTree(os.DirFS(t.real), func(p string, dir bool) error {
 		if !dir && !isPolicyFile(p) {
 			return nil
@@ -278,29 +370,38 @@ func (t *tree) refresh() error {
 			return nil //nolint:nilerr // gone meanwhile: nothing to watch, the walk goes on
 		}
 		if !dir {
-			resolved = filepath.Dir(resolved)
+			files[resolved] = true
+			d := filepath.Dir(resolved)
+			want[d] = want[d] // walked stays walked
+			return nil
 		}
 		want[resolved] = true
+		resolvedOf[p] = resolved
+		if parent, ok := resolvedOf[path.Dir(p)]; ok && p != "." {
+			entries[filepath.Join(parent, path.Base(p))] = true
+		}
 		return nil
 	}, func(string, error) error { return nil })
+	t.files, t.entries = files, entries
 	if t.dirs == nil {
 		t.dirs = map[string]bool{}
 	}
 	for d := range t.dirs {
-		if !want[d] {
+		if _, ok := want[d]; !ok {
 			if !slices.Contains(t.parents, d) {
 				_ = t.w.Remove(d) // may be gone already
 			}
 			delete(t.dirs, d)
 		}
 	}
-	for d := range want {
-		if !t.dirs[d] {
+	watched := t.w.WatchList()
+	for d, walked := range want {
+		if _, ok := t.dirs[d]; !ok || !slices.Contains(watched, d) {
 			if err := t.w.Add(d); err != nil {
 				return fmt.Errorf("watch %s: %w", d, err)
 			}
-			t.dirs[d] = true
 		}
+		t.dirs[d] = walked
 	}
 	return nil
 }

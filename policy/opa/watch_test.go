@@ -133,3 +133,60 @@ func TestWatchLostIsReported(t *testing.T) {
 	edit(t, filepath.Join(dir, "data.yaml"), "max: 2000", "max: 1000")
 	eventually(t, "a later edit is loaded", func() bool { return !allows1500(t, e) })
 }
+
+// busyWriter appends to file every few milliseconds, as a SQLite WAL or a
+// log does, until the test ends.
+func busyWriter(t *testing.T, file string) {
+	t.Helper()
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := f.WriteString("page\n"); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+		_ = f.Close()
+	})
+}
+
+// TestWatchBesideBusyFile: a file written more often than once per Debounce
+// beside the policy — a database's WAL in the directory a linked data.yaml
+// resolves into, a log inside the tree — does not hold reloads back (every
+// write restarted the debounce, so an edit was never loaded).
+func TestWatchBesideBusyFile(t *testing.T) {
+	t.Run("beside a linked file", func(t *testing.T) {
+		dir := copyRules(t)
+		state := t.TempDir() // /var/lib/sqlgate
+		moveToLink(t, dir, "data.yaml", filepath.Join(state, "data.yaml"))
+		e := openWatching(t, dir)
+		busyWriter(t, filepath.Join(state, "control.db-wal"))
+
+		edit(t, filepath.Join(state, "data.yaml"), "max: 1000", "max: 2000")
+		eventually(t, "the edit is loaded", func() bool { return allows1500(t, e) })
+	})
+	t.Run("inside the tree", func(t *testing.T) {
+		dir := copyRules(t)
+		e := openWatching(t, dir)
+		busyWriter(t, filepath.Join(dir, "sqlgate", "audit.log"))
+
+		edit(t, filepath.Join(dir, "data.yaml"), "max: 1000", "max: 2000")
+		eventually(t, "the edit is loaded", func() bool { return allows1500(t, e) })
+	})
+}
