@@ -44,6 +44,13 @@ var errOBO = errors.New("on-behalf-of authentication: calls need a user's token,
 // idempotency table exists. With AzureAD mode onBehalfOf it only validates
 // the configuration: calls run through the per-user executors of
 // [Executor.OnBehalfOf].
+//
+// An error wraps [broker.ErrUnavailable] only when the server could not be
+// reached or cannot take a session now (network failures, the login and
+// availability errors classify lists): trying again later may succeed. Any
+// other error is a configuration error: the connection settings, TLS (the
+// server's certificate not accepted, the handshake refused), the
+// idempotency table missing or not readable.
 func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("sqlserver config: %w", err)
@@ -88,13 +95,21 @@ func open(ctx context.Context, cfg Config, userAssertion string, maxConns int) (
 	if userAssertion == "" {
 		e.warnInsecure(ctx, dsn)
 	}
+	// At Open a TLS failure is a configuration error; for a user's
+	// on-behalf-of executor, opened for a call, the call is unavailable.
+	failed := func(err error) error {
+		if userAssertion == "" {
+			return e.openError(ctx, err)
+		}
+		return e.classify(ctx, err, nil)
+	}
 	if err := db.PingContext(ctx); err != nil {
 		_ = db.Close()
-		return nil, e.classify(ctx, err, nil)
+		return nil, failed(err)
 	}
 	if _, err := db.ExecContext(ctx, `SELECT TOP (0) 1 FROM sqlgate.idempotency;`); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("sqlserver database %s: table sqlgate.idempotency (see deploy/sqlserver): %w", cfg.Name, e.classify(ctx, err, nil))
+		return nil, fmt.Errorf("sqlserver database %s: table sqlgate.idempotency (see deploy/sqlserver): %w", cfg.Name, failed(err))
 	}
 	return e, nil
 }
