@@ -335,8 +335,8 @@ func (r *Route) buildParams(rc Spec) []error {
 			bad("sqlTypes: %q is not a declared parameter", name)
 			continue
 		}
-		if !ValidSQLType(t) {
-			bad("sqlTypes: %q has unsupported SQL type %q", name, t)
+		if err := CheckSQLType(t); err != nil {
+			bad("sqlTypes: %q: %v", name, err)
 			continue
 		}
 		p.SQLType = strings.TrimSpace(t)
@@ -353,8 +353,8 @@ func (r *Route) buildParams(rc Spec) []error {
 			bad("output %q clashes with an input parameter", name)
 			continue
 		}
-		if !ValidSQLType(t) {
-			bad("output %q has unsupported SQL type %q", name, t)
+		if err := CheckSQLType(t); err != nil {
+			bad("output %q: %v", name, err)
 			continue
 		}
 		r.Outputs = append(r.Outputs, Param{Name: name, SQLType: strings.TrimSpace(t)})

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -154,45 +153,15 @@ func ValidIdentifier(s string) bool { return identPart.MatchString(s) }
 func ValidSQLType(t string) bool { return CheckSQLType(t) == nil }
 
 // CheckSQLType reports why t is not an explicit SQL type a route may
-// declare: not one of the names the adapters know, or a length, precision
-// or scale the database would refuse at the first call (the bounds are SQL
-// Server's, the narrowest of the dialects): nvarchar(n) and nchar(n) 1 to
-// 4000, varchar, char, varbinary and binary 1 to 8000, max for the
-// variable-length ones only; decimal(p,s) and numeric(p,s) precision 1 to
-// 38 and scale 0 to the precision.
+// declare: one of the names the adapters know, with a length of up to four
+// digits or max, or a precision and scale of up to two digits each. It
+// checks the spelling only, which is what every dialect shares: a catalog
+// does not know its routes' dialects, and the bounds differ (PostgreSQL
+// takes varchar(9000) and numeric(50,2), SQL Server neither). Each adapter
+// checks its own bounds where it checks a route (sqlserver.CheckSQLType).
 func CheckSQLType(t string) error {
-	m := sqlTypeRe.FindStringSubmatch(strings.TrimSpace(t))
-	if m == nil {
+	if !sqlTypeRe.MatchString(strings.TrimSpace(t)) {
 		return fmt.Errorf("unsupported SQL type %q", t)
-	}
-	switch base, n := strings.ToLower(m[5]), strings.ToLower(m[6]); {
-	case m[2] != "": // decimal / numeric
-		p, _ := strconv.Atoi(m[3])
-		s := 0
-		if m[4] != "" {
-			s, _ = strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(m[4], ",")))
-		}
-		if p < 1 || p > 38 {
-			return fmt.Errorf("SQL type %q: precision must be 1 to 38", t)
-		}
-		if s > p {
-			return fmt.Errorf("SQL type %q: scale must be 0 to the precision (%d)", t, p)
-		}
-	case base != "":
-		fixed := base == "nchar" || base == "char" || base == "binary"
-		limit := 8000
-		if base == "nvarchar" || base == "nchar" {
-			limit = 4000
-		}
-		if n == "max" {
-			if fixed {
-				return fmt.Errorf("SQL type %q: %s takes a length of 1 to %d, not max", t, base, limit)
-			}
-			return nil
-		}
-		if l, _ := strconv.Atoi(n); l < 1 || l > limit {
-			return fmt.Errorf("SQL type %q: length must be 1 to %d or max", t, limit)
-		}
 	}
 	return nil
 }

@@ -169,10 +169,14 @@ func (e *Executor) Describe() broker.DatabaseInfo {
 	return broker.DatabaseInfo{Dialect: "sqlserver", Server: e.server, Database: db}
 }
 
-// Check reports whether a procedure route can run: the procedure exists and
-// the broker's login may execute it. Statement routes are checked when they
-// first run.
+// Check reports whether a route can run: its SQL types are within SQL
+// Server's bounds ([CheckSQLType]; every refused type is reported), and a
+// procedure route's procedure exists and the broker's login may execute
+// it. Statement routes are otherwise checked when they first run.
 func (e *Executor) Check(ctx context.Context, r *route.Route) error {
+	if err := checkRouteTypes(r); err != nil {
+		return err
+	}
 	if e.db == nil {
 		return errOBO
 	}
