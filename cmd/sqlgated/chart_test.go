@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/deploy/image/podmantest"
 	"github.com/sqlgate/sqlgate/internal/testnet"
+	"github.com/sqlgate/sqlgate/policy/opa"
 	"github.com/sqlgate/sqlgate/policy/rules"
 )
 
@@ -514,6 +516,16 @@ func TestHelmChart(t *testing.T) {
 				v["policy"].(map[string]any)["files"].(map[string]any)["lib/x.rego"] = "package x"
 			}, "flat"},
 			"no catalog": {func(v map[string]any) { v["routes"] = "" }, "route catalog"},
+			// The SQLite control database holds the whole audit log: the
+			// 64Mi that holds the keys fills after some 16,000 calls.
+			"one replica on SQLite without a volume size": {func(v map[string]any) {
+				v["replicaCount"] = 1
+				delete(v["config"].(map[string]any), "control")
+			}, "persistence.size is required with a SQLite control database on the pod's volume"},
+			"one replica on SQLite under /var/lib/sqlgate without a volume size": {func(v map[string]any) {
+				v["replicaCount"] = 1
+				v["config"].(map[string]any)["control"] = map[string]any{"dialect": "sqlite", "path": "/var/lib/sqlgate/db/control.db"}
+			}, "persistence.size is required"},
 			// Every mistake at once, not the first.
 			"nothing": {func(v map[string]any) { clear(v) }, "route catalog) is required\n  - set .Values.policy.existingConfigMap"},
 		} {
@@ -523,9 +535,11 @@ func TestHelmChart(t *testing.T) {
 				t.Errorf("%s: err = %v, want one saying %q", name, err, c.want)
 			}
 		}
-		// One replica may keep a SQLite control database on its volume.
+		// One replica may keep a SQLite control database on its volume, of
+		// the size it is given.
 		v := chartValues(t)
 		v["replicaCount"] = 1
+		v["persistence"] = map[string]any{"size": "8Gi"}
 		delete(v["config"].(map[string]any), "control")
 		objs, err := helmTemplate(t, helm, v)
 		if err != nil {
@@ -538,8 +552,28 @@ func TestHelmChart(t *testing.T) {
 		if c.Control.Dialect != "sqlite" || !strings.HasPrefix(c.Control.Path, "/var/lib/sqlgate/") {
 			t.Errorf("one replica's control database: %+v, want SQLite on the pod's volume", c.Control)
 		}
+		if got := volumeSize(t, objs); got != "8Gi" {
+			t.Errorf("persistence.size 8Gi: the volume claim requests %q", got)
+		}
 		if _, ok := objs["PodDisruptionBudget/prod-sqlgate"]; ok {
 			t.Error("a disruption budget for one replica blocks node drains")
+		}
+		// A SQLite database on another volume leaves the pod's volume to the keys.
+		v = chartValues(t)
+		v["replicaCount"] = 1
+		v["config"].(map[string]any)["control"] = map[string]any{"dialect": "sqlite", "path": "/mnt/control/control.db"}
+		if objs, err = helmTemplate(t, helm, v); err != nil {
+			t.Fatalf("one replica with SQLite off the pod's volume: %v", err)
+		}
+		if got := volumeSize(t, objs); got != "64Mi" {
+			t.Errorf("SQLite off the pod's volume: the volume claim requests %q, want the keys' 64Mi", got)
+		}
+	})
+
+	// A shared control database: the pod's volume holds its keys only.
+	t.Run("volume size", func(t *testing.T) {
+		if got := volumeSize(t, objs); got != "64Mi" {
+			t.Errorf("with a shared control database the volume claim requests %q, want 64Mi", got)
 		}
 	})
 }
@@ -567,6 +601,7 @@ func TestHelmChartPod(t *testing.T) {
 	port := strconv.Itoa(testnet.FreePort(t))
 	values := map[string]any{
 		"replicaCount": 1,
+		"persistence":  map[string]any{"size": "1Gi"}, // the SQLite control database, on the pod's volume
 		"image":        map[string]any{"repository": repo, "tag": tag, "pullPolicy": "Never"},
 		"service":      map[string]any{"port": atoi(t, port)},
 		"routes":       string(demoRoutes),
@@ -734,6 +769,124 @@ func TestHelmChartPod(t *testing.T) {
 		t.Errorf("the signing key changed across a restart: %v", err)
 	}
 	stop()
+}
+
+// TestPolicyConfigMapCommand runs the command docs/operations.md gives for
+// the policy ConfigMap ("The policy ConfigMap") on a copy of the default
+// library, with kubectl left out: it flattens the nested library into the
+// files TestHelmChart deploys (flatPolicy), which pass the policy check,
+// and it stops at what flattening would change: a data file below the top
+// (its directory is its place in data) or two files of one name.
+func TestPolicyConfigMapCommand(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var script []string
+	for line := range strings.Lines(string(doc)) {
+		if len(script) == 0 && !strings.HasPrefix(line, "rm -rf policy-flat") {
+			continue
+		}
+		script = append(script, line)
+		if strings.Contains(line, "kubectl apply") {
+			break
+		}
+	}
+	if len(script) == 0 || !strings.Contains(script[len(script)-1], "kubectl apply") {
+		t.Fatal(`docs/operations.md has no command from "rm -rf policy-flat" to "kubectl apply"`)
+	}
+	// flatten runs the command in a directory holding a copy of the default
+	// library as policy/, plus extra files, and returns the directory and
+	// the command's error output.
+	flatten := func(t *testing.T, extra map[string]string) (string, string, error) {
+		t.Helper()
+		dir := t.TempDir()
+		if err := os.CopyFS(filepath.Join(dir, "policy"), rules.FS); err != nil {
+			t.Fatal(err)
+		}
+		for name, body := range extra {
+			p := filepath.Join(dir, "policy", filepath.FromSlash(name))
+			if err := errors.Join(os.MkdirAll(filepath.Dir(p), 0o755), os.WriteFile(p, []byte(body), 0o644)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var stderr strings.Builder
+		cmd := exec.CommandContext(t.Context(), bash, "-c", "kubectl() { :; }\n"+strings.Join(script, ""))
+		cmd.Dir, cmd.Stderr = dir, &stderr
+		err := cmd.Run()
+		return dir, stderr.String(), err
+	}
+
+	// What `kubectl create configmap --from-file=policy/` takes: the files
+	// at the top, which hold no entry point.
+	top := t.TempDir()
+	entries, err := fs.ReadDir(rules.FS, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			b, err := fs.ReadFile(rules.FS, e.Name())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(top, e.Name()), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if errs := opa.Check(t.Context(), top, nil); !strings.Contains(fmt.Sprint(errs), "no entry point") {
+		t.Errorf("the library's top directory alone: %v, want no entry point", errs)
+	}
+
+	// The default library, with a CI file in a dot directory (skipped, as
+	// sqlgated skips it).
+	dir, stderr, err := flatten(t, map[string]string{".github/workflows/ci.yml": "on: push\n"})
+	if err != nil {
+		t.Fatalf("the command on the default library: %v\n%s", err, stderr)
+	}
+	flat := filepath.Join(dir, "policy-flat")
+	got := map[string]any{}
+	entries, err = os.ReadDir(flat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(flat, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[e.Name()] = string(b)
+	}
+	if want := flatPolicy(t); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("policy-flat holds %q, want the flat library %q", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+	}
+	if errs := opa.Check(t.Context(), flat, nil); errs != nil {
+		t.Errorf("the flattened library does not pass the policy check: %v", errs)
+	}
+
+	for name, c := range map[string]struct {
+		extra map[string]string
+		want  string
+	}{
+		"data file below the top": {map[string]string{"sqlgate/lib/extra.yaml": "x: 1\n"}, "./sqlgate/lib/extra.yaml: a data file below the top directory"},
+		"two modules of one name": {map[string]string{"sqlgate/lib/call.rego": "package sqlgate.lib.call\n"}, "a second file named call.rego"},
+	} {
+		if _, stderr, err := flatten(t, c.extra); err == nil || !strings.Contains(stderr, c.want) {
+			t.Errorf("%s: err %v, stderr %q, want a failure saying %q", name, err, stderr, c.want)
+		}
+	}
+}
+
+// volumeSize returns the storage the StatefulSet's volume claim template
+// requests.
+func volumeSize(t *testing.T, objs map[string]map[string]any) string {
+	t.Helper()
+	return dig[string](t, objs["StatefulSet/prod-sqlgate"], "spec", "volumeClaimTemplates", 0, "spec", "resources", "requests", "storage")
 }
 
 func atoi(t *testing.T, s string) int {

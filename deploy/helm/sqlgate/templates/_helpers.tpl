@@ -35,6 +35,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+"true" when the control database is SQLite on the pod's volume: config.control
+left out, or dialect sqlite with its path (default /var/lib/sqlgate/control.db)
+under /var/lib/sqlgate. The volume then holds the whole audit log.
+*/}}
+{{- define "sqlgate.sqliteOnVolume" -}}
+{{- $control := get .Values.config "control" | default dict -}}
+{{- if and (eq (get $control "dialect" | default "sqlite") "sqlite") (or (not (hasKey $control "path")) (hasPrefix "/var/lib/sqlgate/" (toString (get $control "path")))) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The pod's volume size: persistence.size, or 64Mi for the keys alone. */}}
+{{- define "sqlgate.volumeSize" -}}
+{{- .Values.persistence.size | default "64Mi" -}}
+{{- end -}}
+
 {{- define "sqlgate.scheme" -}}
 {{- if .Values.tls.secretName -}}HTTPS{{- else -}}HTTP{{- end -}}
 {{- end -}}
@@ -68,6 +85,8 @@ override.
 {{- if not (regexMatch `^[^\s+]{1,200}$` (toString .Values.auditOriginPrefix)) }}{{ $errs = append $errs (printf "auditOriginPrefix %q must be 1 to 200 printable characters without spaces or +" (toString .Values.auditOriginPrefix)) }}{{ end -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not (has (get $control "dialect" | default "sqlite") (list "postgres" "sqlserver"))) -}}
 {{- $errs = append $errs "replicaCount > 1 needs a shared control database: set config.control.dialect to postgres or sqlserver" -}}
+{{- else if and (include "sqlgate.sqliteOnVolume" .) (not .Values.persistence.size) -}}
+{{- $errs = append $errs "persistence.size is required with a SQLite control database on the pod's volume: it holds the whole audit log, about 4 KB per routed call, and a full volume refuses every call; size it for your audit.retention period (e.g. 8Gi for about 2 million calls; a release installed with the earlier 64Mi default: set 64Mi, then grow the claim as docs/operations.md says)" -}}
 {{- end -}}
 {{- if $errs }}{{ fail (printf "\n  - %s" (join "\n  - " $errs)) }}{{ end -}}
 {{- $_ := set $c "routes" "/etc/sqlgate/routes/routes.yaml" -}}
