@@ -67,9 +67,10 @@ EXEC sys.sp_addextendedproperty @name = N'sqlgate.lease_id', @value = @lease_id,
 	// privileged: it, or a role it belongs to at any depth, is db_owner,
 	// db_securityadmin, db_accessadmin or db_ddladmin, or holds (granted,
 	// directly or through public) a permission that leads to more than the
-	// role: CONTROL, ALTER (on the database or on a user or role),
-	// IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE or ALTER
-	// ANY APPLICATION ROLE.
+	// role: CONTROL, ALTER (on the database, a schema, a user or a role:
+	// ALTER on a schema changes the procedures sqlgate runs in it),
+	// IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE, ALTER
+	// ANY APPLICATION ROLE or ALTER ANY SCHEMA.
 	RoleCheckBatch = `SET NOCOUNT ON;
 DECLARE @found bit = 0, @fixed bit = 0, @privileged bit = 0;
 SELECT @found = 1, @fixed = CASE WHEN is_fixed_role = 1 OR principal_id = 0 THEN 1 ELSE 0 END
@@ -83,8 +84,8 @@ SELECT @privileged = 1 FROM up JOIN sys.database_principals AS r ON r.principal_
 WHERE r.name IN (N'db_owner', N'db_securityadmin', N'db_accessadmin', N'db_ddladmin')
    OR EXISTS (SELECT 1 FROM sys.database_permissions AS p
               WHERE p.grantee_principal_id IN (up.principal_id, 0) AND p.state IN ('G', 'W')
-                AND (p.permission_name IN (N'CONTROL', N'IMPERSONATE', N'TAKE OWNERSHIP', N'ALTER ANY USER', N'ALTER ANY ROLE', N'ALTER ANY APPLICATION ROLE')
-                     OR (p.permission_name = N'ALTER' AND p.class IN (0, 4))));
+                AND (p.permission_name IN (N'CONTROL', N'IMPERSONATE', N'TAKE OWNERSHIP', N'ALTER ANY USER', N'ALTER ANY ROLE', N'ALTER ANY APPLICATION ROLE', N'ALTER ANY SCHEMA')
+                     OR (p.permission_name = N'ALTER' AND p.class IN (0, 3, 4))));
 SELECT @found AS found, @fixed AS fixed, @privileged AS privileged;`
 
 	// LoginRenewBatch checks that the server login still exists and is
@@ -277,7 +278,8 @@ type LoginConfig struct {
 	// AllowPrivilegedRoles lets policy grant db_owner, db_securityadmin,
 	// db_accessadmin, db_ddladmin, a role that belongs to one of them, or a
 	// role with CONTROL, ALTER, IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER,
-	// ALTER ANY ROLE or ALTER ANY APPLICATION ROLE (see [RoleCheckBatch]).
+	// ALTER ANY ROLE, ALTER ANY APPLICATION ROLE or ALTER ANY SCHEMA (see
+	// [RoleCheckBatch]).
 	// Fixed database roles are never granted: nest them in a user-defined
 	// role.
 	AllowPrivilegedRoles bool `json:"allowPrivilegedRoles,omitempty" yaml:"allowPrivilegedRoles,omitempty"`
@@ -491,7 +493,7 @@ func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) (
 	case fixed:
 		return fmt.Errorf("%w: role %q %s", broker.ErrInvalid, spec.Role, fixedRoleHelp)
 	case privileged && !li.cfg.AllowPrivilegedRoles:
-		return fmt.Errorf("%w: role %q is or belongs to db_owner, db_securityadmin, db_accessadmin or db_ddladmin, or holds CONTROL, ALTER, IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE or ALTER ANY APPLICATION ROLE; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
+		return fmt.Errorf("%w: role %q is or belongs to db_owner, db_securityadmin, db_accessadmin or db_ddladmin, or holds CONTROL, ALTER, IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE, ALTER ANY APPLICATION ROLE or ALTER ANY SCHEMA; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
 	}
 	args := loginArgs(&spec, sql.Named("password", spec.Password))
 	for _, b := range li.create {
