@@ -145,11 +145,28 @@ func count(key string, v ast.Value) (int, error) {
 	if !ok {
 		return 0, fmt.Errorf("%s is %s %v, not a number", key, ast.ValueName(v), v)
 	}
-	i, ok := wholeNumber(string(n), maxCount)
-	if !ok {
+	// A plain integer (100), as policies write counts, is decoded without
+	// the parser's allocations: max_rows and timeout_ms come with most
+	// decisions. Int64 also takes forms the parser refuses ("+1", "1."),
+	// so only digits are taken from it.
+	i, ok := n.Int64()
+	if !ok || !digits(string(n)) {
+		i, ok = wholeNumber(string(n), maxCount)
+	}
+	if !ok || i < 0 || i > maxCount {
 		return 0, fmt.Errorf("%s is %v, not an integer between 0 and %d", key, n, maxCount)
 	}
 	return int(i), nil
+}
+
+// digits reports whether s is a non-empty string of decimal digits.
+func digits(s string) bool {
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // jsonNumber splits a JSON number into sign, integer digits, fraction

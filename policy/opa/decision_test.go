@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 func TestWholeNumber(t *testing.T) {
@@ -55,13 +57,17 @@ var shortExponent = regexp.MustCompile(`^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]{1,3}
 
 // FuzzWholeNumber checks wholeNumber against exact rational arithmetic.
 func FuzzWholeNumber(f *testing.F) {
-	for _, s := range []string{"0", "1e2", "100.0", "10000e-2", "1.5", "-0", "2147483647", "2147483648", "0.25e4", "1e-3", "-5"} {
+	for _, s := range []string{"0", "1e2", "100.0", "10000e-2", "1.5", "-0", "2147483647", "2147483648", "0.25e4", "1e-3", "-5", "+1", "1.", ".", ".0", "9223372036854775808", "00100"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		got, ok := wholeNumber(s, maxCount)
 		if ok && (got < 0 || got > maxCount) {
 			t.Fatalf("wholeNumber(%q) = %d, out of range", s, got)
+		}
+		// count's fast path for plain integers agrees with the parser.
+		if n, err := count("max_rows", ast.Number(s)); (err == nil) != ok || int64(n) != got {
+			t.Fatalf("count(%q) = %d, %v; wholeNumber = %d, %v", s, n, err, got, ok)
 		}
 		if !shortExponent.MatchString(s) {
 			return
@@ -78,4 +84,32 @@ func FuzzWholeNumber(f *testing.F) {
 			t.Fatalf("wholeNumber(%q) = %d, want %s", s, got, r.RatString())
 		}
 	})
+}
+
+// TestCountPlainIntegerAllocs: max_rows and timeout_ms are decoded on every
+// decision; a plain integer, as policies write them, costs no allocation.
+func TestCountPlainIntegerAllocs(t *testing.T) {
+	var v ast.Value = ast.Number("1000")
+	allocs := testing.AllocsPerRun(100, func() {
+		if n, err := count("max_rows", v); err != nil || n != 1000 {
+			t.Fatalf("count = %d, %v", n, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("count of a plain integer: %v allocations, want 0", allocs)
+	}
+}
+
+func BenchmarkCount(b *testing.B) {
+	for _, s := range []string{"1000", "1e3"} {
+		var v ast.Value = ast.Number(s)
+		b.Run(s, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := count("max_rows", v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
