@@ -294,6 +294,21 @@ func newMeteredHandler(next *broker.Service, reg *prometheus.Registry) *meteredH
 	return m
 }
 
+// initialCallCodes are the result codes sqlgate_calls_total exports at 0 for
+// every route from the start, so that an alert on increase() or rate() sees
+// the first one (a series that appears with its first event has no earlier
+// sample to increase from). The other codes appear with their first call.
+var initialCallCodes = []string{"ok", broker.CodeForbidden, broker.CodeDBError, broker.CodeUnavailable, broker.CodeInternal}
+
+// initRoutes exports the counts of initialCallCodes at 0 for each subject.
+func (m *meteredHandler) initRoutes(subjects []string) {
+	for _, s := range subjects {
+		for _, code := range initialCallCodes {
+			m.calls.WithLabelValues(s, code)
+		}
+	}
+}
+
 func (m *meteredHandler) Handle(ctx context.Context, req *broker.Request) *broker.Reply {
 	start := time.Now()
 	rep := m.next.Handle(ctx, req)
@@ -427,6 +442,30 @@ func newPruneMetrics(reg prometheus.Registerer) pruneMetrics {
 	return m
 }
 
+// init exports both counts of the databases pruneIdempotency prunes at 0,
+// so that an alert on their increase sees the first failed prune.
+func (m pruneMetrics) init(executors map[string]broker.Executor, retention map[string]time.Duration) {
+	for name := range executors {
+		if _, _, ok := pruneJob(executors, retention, name); ok {
+			m.pruned.WithLabelValues(name)
+			m.errors.WithLabelValues(name)
+		}
+	}
+}
+
+// pruneJob returns how pruneIdempotency prunes the database name: its
+// pruner and retention; ok is false when it does not (no pruner, or a
+// retention of 0: records kept forever; a name without retention gets the
+// default).
+func pruneJob(executors map[string]broker.Executor, retention map[string]time.Duration, name string) (p broker.Pruner, keep time.Duration, ok bool) {
+	p, isPruner := executors[name].(broker.Pruner)
+	keep, set := retention[name]
+	if !set {
+		keep = defaultIdempotencyRetention
+	}
+	return p, keep, isPruner && keep > 0
+}
+
 // pruneIdempotency deletes the idempotency records each database keeps no
 // longer (retention by database name; 0 keeps them, a missing name gets the
 // default). It never deletes a record committed at or after the oldest
@@ -441,12 +480,7 @@ func pruneIdempotency(ctx context.Context, log *audit.Log, executors map[string]
 	}
 	var jobs []job
 	for _, name := range slices.Sorted(maps.Keys(executors)) {
-		p, ok := executors[name].(broker.Pruner)
-		keep, set := retention[name]
-		if !set {
-			keep = defaultIdempotencyRetention
-		}
-		if ok && keep > 0 {
+		if p, keep, ok := pruneJob(executors, retention, name); ok {
 			jobs = append(jobs, job{name, p, now.Add(-keep)})
 		}
 	}

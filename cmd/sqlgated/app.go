@@ -186,7 +186,11 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 	if err := a.startWeb(ctx, cdb); err != nil {
 		return a, err
 	}
-	a.group.Go(func() error { return a.housekeeping(a.groupCtx) })
+	// Registered here, not when housekeeping first runs: /metrics names
+	// them from the start.
+	prune := newPruneMetrics(a.metrics)
+	prune.init(cfg.Executors, cfg.IdempotencyRetention)
+	a.group.Go(func() error { return a.housekeeping(a.groupCtx, prune) })
 	return a, nil
 }
 
@@ -221,7 +225,13 @@ func (a *app) openAudit(ctx context.Context) error {
 		return fmt.Errorf("audit log: %w", err)
 	}
 	a.audit = log
-	a.closers = append(a.closers, log.Close)
+	a.closers = append(a.closers, func(ctx context.Context) error {
+		if err := log.Close(ctx); err != nil {
+			return err
+		}
+		logFinalCheckpoint(ctx, a.log, log)
+		return nil
+	})
 	a.metrics.MustRegister(auditCollector{log})
 	a.log.InfoContext(ctx, "audit log open", "origin", log.Origin(), "size", log.Size(), "verifier_key", acfg.Signer.VerifierKey())
 	return nil
@@ -295,6 +305,9 @@ func (a *app) startBroker(ctx context.Context) error {
 	revocationSyncs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sqlgate_nats_revocation_syncs_total", Help: "Attempts to make NATS revocations effective on the servers (a revocation, a revoke-all, the periodic re-application of the issuance registry's revocations), by result (ok, error).",
 	}, []string{"result"})
+	// At 0 from the start: an alert on increase() sees the first error.
+	revocationSyncs.WithLabelValues("ok")
+	revocationSyncs.WithLabelValues("error")
 	a.metrics.MustRegister(batchCalls, batchFallbacks, revocationSyncs)
 	svc, err := broker.New(broker.Config{
 		Catalog: a.cfg.Catalog, Databases: a.cfg.Executors,
@@ -371,6 +384,7 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 		workers = defaultWorkers
 	}
 	handler := newMeteredHandler(a.service, a.metrics)
+	handler.initRoutes(a.cfg.Catalog.Subjects())
 	micro, err := natsvc.Start(a.groupCtx, brokerConn, natsvc.Config{
 		Name: "sqlgate", Version: semver(version), Description: "sqlgate routed calls",
 		Subjects: a.cfg.Catalog.Subjects(), Workers: workers, QueueLen: a.cfg.NATSQueueLen,
@@ -397,6 +411,9 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 	settled := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sqlgate_async_messages_total", Help: "Deliveries of async requests, by how they were settled (ok, final, retry, gave_up, dropped).",
 	}, []string{"settled"})
+	for _, how := range []string{natsvc.SettledOK, natsvc.SettledFinal, natsvc.SettledRetry, natsvc.SettledGaveUp, natsvc.SettledDropped, natsvc.SettledReturned} {
+		settled.WithLabelValues(how) // at 0 from the start: an alert on increase() sees the first
+	}
 	a.metrics.MustRegister(settled)
 	// A delivered message gets the route's timeout and room for the audit
 	// writes before JetStream delivers it again.
@@ -657,8 +674,7 @@ func (a *app) ready(ctx context.Context) []web.NotReady {
 // housekeeping prunes expired issuances and old idempotency records: a
 // minute after start (so an instance restarted more often than hourly still
 // prunes), then once an hour.
-func (a *app) housekeeping(ctx context.Context) error {
-	metrics := newPruneMetrics(a.metrics)
+func (a *app) housekeeping(ctx context.Context, metrics pruneMetrics) error {
 	next := time.NewTimer(time.Minute)
 	defer next.Stop()
 	for {
@@ -689,18 +705,27 @@ func (a *app) wait(ctx context.Context) error {
 	}
 }
 
-// shutdown stops everything in reverse order within a bounded time.
+// shutdown stops everything in reverse order within a bounded time. It
+// logs the drain's start and end, the audit log's final checkpoint (with
+// the closers) and the end: a stop is visible in the log.
 func (a *app) shutdown(ctx context.Context) {
 	// The transports answer the calls they accepted, each within its route's
 	// timeout; only then does the budget of the audit log's last writes
 	// start, so a slow call cannot use it up.
-	a.stopTransports(ctx, a.drainBound())
+	bound := a.drainBound()
+	a.log.InfoContext(ctx, "stopping: taking no new calls, answering the accepted ones", "bound", bound)
+	began := time.Now()
+	drained := a.stopTransports(ctx, bound)
 	ctx, cancel := context.WithTimeout(ctx, lastWritesMargin)
 	defer cancel()
 	if a.service != nil {
 		if err := a.service.Drain(ctx); err != nil {
+			drained = false
 			a.log.WarnContext(ctx, "shutdown", "err", err)
 		}
+	}
+	if drained {
+		a.log.InfoContext(ctx, "stopping: the accepted calls are answered", "took", time.Since(began).Round(time.Millisecond))
 	}
 	if a.http != nil {
 		if err := a.http.Shutdown(ctx); err != nil {
@@ -723,6 +748,19 @@ func (a *app) shutdown(ctx context.Context) {
 	if a.cfg.ControlDB != nil {
 		_ = a.cfg.ControlDB.Close()
 	}
+	a.log.InfoContext(ctx, "stopped")
+}
+
+// logFinalCheckpoint logs the checkpoint a closed audit log ended with:
+// what its write-once copies and its auditors should have last.
+func logFinalCheckpoint(ctx context.Context, logger *slog.Logger, log *audit.Log) {
+	cp, err := log.Latest(ctx)
+	if err != nil {
+		logger.InfoContext(ctx, "audit log closed without a checkpoint", "origin", log.Origin(), "size", log.Size())
+		return
+	}
+	logger.InfoContext(ctx, "audit log closed", "origin", cp.Origin, "size", log.Size(),
+		"checkpoint_size", cp.Size, "checkpoint_root", cp.Root.String(), "checkpoint_time", cp.Time.UTC().Format(time.RFC3339Nano))
 }
 
 // Shutdown margins beyond the longest route timeout: the transports'
@@ -747,10 +785,10 @@ func (a *app) drainBound() time.Duration {
 }
 
 // stopTransports stops taking calls and waits, at most bound, for the ones
-// accepted to be answered. A call still running then finishes on its own or
-// dies with the process; its intent without an outcome is repaired at the
-// next start.
-func (a *app) stopTransports(ctx context.Context, bound time.Duration) {
+// accepted to be answered, and reports whether they were. A call still
+// running then finishes on its own or dies with the process; its intent
+// without an outcome is repaired at the next start.
+func (a *app) stopTransports(ctx context.Context, bound time.Duration) bool {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -774,8 +812,10 @@ func (a *app) stopTransports(ctx context.Context, bound time.Duration) {
 	defer timer.Stop()
 	select {
 	case <-done:
+		return true
 	case <-timer.C:
 		a.log.WarnContext(ctx, "calls still running at the shutdown deadline; their outcomes are recovered at the next start", "waited", bound)
+		return false
 	}
 }
 
