@@ -363,16 +363,32 @@ const recoveryLookupTimeout = 30 * time.Second
 // recoverIntents writes the outcomes a crash left missing: for every intent
 // without an outcome it asks the target database whether the idempotency
 // record committed, and whether by this intent's call (its decision id) or
-// by an earlier one.
+// by an earlier one. The intents of a database still pending (unreachable
+// at start) are left for it to recover once it opens (lazyDB).
 func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, logger interface {
 	InfoContext(context.Context, string, ...any)
 },
+) error {
+	return recoverIntentsWhere(ctx, log, executors, logger, deferPending)
+}
+
+// recoverIntentsWhere is recoverIntents for the intents pick keeps, given
+// each intent and the executor it ran on (nil: its database is not
+// configured); pick returns the executor to look the intent up on (nil: the
+// outcome is unknown).
+func recoverIntentsWhere(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, logger interface {
+	InfoContext(context.Context, string, ...any)
+}, pick func(in *audit.Record, ex broker.Executor) (broker.Executor, bool),
 ) error {
 	intents, err := log.Unpaired(ctx)
 	if err != nil {
 		return fmt.Errorf("find unpaired audit intents: %w", err)
 	}
 	for _, in := range intents {
+		ex, keep := pick(&in, executorFor(executors, in.SQL))
+		if !keep {
+			continue
+		}
 		out := &audit.Record{
 			Kind: audit.KindOutcome, CorrelationID: in.CorrelationID, IntentIndex: in.Index, Actor: in.Actor,
 			DecisionID: in.DecisionID, Route: in.Route, TargetKind: in.TargetKind, Target: in.Target,
@@ -382,7 +398,6 @@ func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]br
 		if in.SQL != nil {
 			out.SQL.Server, out.SQL.Database = in.SQL.Server, in.SQL.Database
 		}
-		ex := executorFor(executors, in.SQL)
 		switch ex {
 		case nil:
 			out.Result.Status = broker.CodeInternal

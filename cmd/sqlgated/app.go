@@ -177,6 +177,9 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 		return a, err
 	}
 	checkRoutes(ctx, cfg.Catalog, cfg.Executors, a.log)
+	// Before any call: the databases unreachable at start open in the
+	// background, each recovering its own intents first.
+	a.openPending(ctx)
 	if err := a.startLeases(ctx, cdb); err != nil {
 		return a, err
 	}

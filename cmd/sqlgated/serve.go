@@ -152,16 +152,12 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 	rc.LoginIssuers = map[string]broker.SQLLoginIssuer{}
 	rc.IdempotencyRetention = map[string]time.Duration{}
 	for _, d := range cfg.Databases {
-		name, ex, err := openDatabase(ctx, d)
+		name, ex, iss, err := openDatabase(ctx, d, cfg.Credentials.LoginPrefix)
 		if err != nil {
 			return nil, fmt.Errorf("database %s: %w", name, err)
 		}
 		rc.Executors[name] = ex
 		rc.IdempotencyRetention[name] = d.idempotencyRetention()
-		iss, err := loginIssuer(d, ex, name, cfg.Credentials.LoginPrefix)
-		if err != nil {
-			return nil, fmt.Errorf("database %s: short-lived logins: %w", name, err)
-		}
 		if iss != nil {
 			rc.LoginIssuers[name] = iss
 		}
@@ -247,19 +243,73 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 	return rc, nil
 }
 
-func openDatabase(ctx context.Context, d DatabaseConfig) (string, broker.Executor, error) {
+// openDatabase opens a target database and its SQL login issuer (nil when
+// it issues no logins). A database the adapter cannot reach
+// ([broker.ErrUnavailable] from its Open) does not fail the start: it is
+// returned pending (lazyDB, lazyIssuer), to be opened in the background
+// once the instance runs. Any other error is a configuration error.
+func openDatabase(ctx context.Context, d DatabaseConfig, loginPrefix string) (string, broker.Executor, broker.SQLLoginIssuer, error) {
+	name := d.name()
+	open := func(ctx context.Context) (*openedDB, error) {
+		octx, cancel := context.WithTimeout(ctx, openAttemptTimeout)
+		defer cancel()
+		ex, err := openExecutor(octx, d)
+		if err != nil {
+			return nil, err
+		}
+		iss, err := loginIssuer(d, ex, name, loginPrefix)
+		if err != nil {
+			newOpenedDB(ex, nil).close()
+			return nil, fmt.Errorf("short-lived logins: %w", err)
+		}
+		return newOpenedDB(ex, iss), nil
+	}
+	o, err := open(ctx)
+	switch {
+	case err == nil:
+		return name, o.ex, o.iss, nil
+	case !errors.Is(err, broker.ErrUnavailable) || ctx.Err() != nil:
+		return name, nil, nil, err
+	}
+	info, batches, derr := describeDatabase(d)
+	if derr != nil {
+		return name, nil, nil, derr
+	}
+	l := newLazyDB(name, info, open, err)
+	var iss broker.SQLLoginIssuer
+	if d.PostgresLogins != nil || d.SQLServerLogins != nil {
+		iss = lazyIssuer{l}
+	}
+	return name, l.executor(batches), iss, nil
+}
+
+// openExecutor opens the adapter of d's dialect.
+func openExecutor(ctx context.Context, d DatabaseConfig) (broker.Executor, error) {
 	switch {
 	case d.SQLite != nil:
-		ex, err := sqlite.Open(ctx, *d.SQLite)
-		return d.SQLite.Name, ex, err
+		return sqlite.Open(ctx, *d.SQLite)
 	case d.Postgres != nil:
-		ex, err := postgres.Open(ctx, *d.Postgres)
-		return d.Postgres.Name, ex, err
+		return postgres.Open(ctx, *d.Postgres)
 	case d.SQLServer != nil:
-		ex, err := sqlserver.Open(ctx, *d.SQLServer)
-		return d.SQLServer.Name, ex, err
+		return sqlserver.Open(ctx, *d.SQLServer)
 	}
-	return "", nil, errors.New("no database dialect set")
+	return nil, errors.New("no database dialect set")
+}
+
+// describeDatabase returns how the adapter of a database that is not open
+// describes it, from the configuration, and whether it runs batches.
+func describeDatabase(d DatabaseConfig) (broker.DatabaseInfo, bool, error) {
+	switch {
+	case d.Postgres != nil:
+		_, batches := any((*postgres.Executor)(nil)).(broker.BatchExecutor)
+		info, err := postgres.Describe(*d.Postgres)
+		return info, batches, err
+	case d.SQLServer != nil:
+		_, batches := any((*sqlserver.Executor)(nil)).(broker.BatchExecutor)
+		info, err := sqlserver.Describe(*d.SQLServer)
+		return info, batches, err
+	}
+	return broker.DatabaseInfo{}, false, errors.New("this dialect cannot be opened later")
 }
 
 func openControl(c ControlConfig) (*sql.DB, string, error) {
