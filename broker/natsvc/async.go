@@ -47,6 +47,15 @@ const (
 	// refused (the publish's acknowledgement is an error) while the others
 	// keep their share of the stream.
 	DefaultAsyncMaxPerSubject = 10000
+	// MaxAsyncReplicas is the most replicas a JetStream stream can have.
+	MaxAsyncReplicas = 5
+	// DefaultClusterAsyncReplicas is how many replicas the stream gets by
+	// default when the NATS server is part of a cluster
+	// ([AsyncConfig.Replicas]): it survives the loss of one server.
+	DefaultClusterAsyncReplicas = 3
+	// DefaultStreamCheckInterval is how often the consumer asks the server
+	// for the stream and the consumer ([AsyncConfig.StreamCheckInterval]).
+	DefaultStreamCheckInterval = 10 * time.Second
 )
 
 // AsyncConfig configures the consumer of durable async requests.
@@ -88,6 +97,24 @@ type AsyncConfig struct {
 	// refused (discard new), never a waiting request dropped.
 	MaxBytes      int64
 	MaxPerSubject int64
+	// Replicas is how many NATS servers keep the stream (1 to
+	// MaxAsyncReplicas). 0 sizes it: 1 when the server sqlgated is connected
+	// to is not part of a cluster, else DefaultClusterAsyncReplicas, fewer if
+	// the cluster cannot place that many now (a warning says so; a later
+	// start scales it up), and never fewer than an existing stream has. A
+	// set value is applied exactly, also to an existing stream (a scale up
+	// or down, which the server carries out in the background), or the
+	// start fails: a single server refuses more than 1.
+	Replicas int
+	// StreamCheckInterval is how often the stream and the consumer are
+	// asked for ([Async.CheckStream]; 0: DefaultStreamCheckInterval).
+	StreamCheckInterval time.Duration
+	// OnStreamHealth, if set, is called with the result of every check of
+	// the stream and the consumer (nil: both answer) and with the errors of
+	// the fetch that mean they do not (missed heartbeats, no responders,
+	// the consumer deleted), e.g. to set a gauge. It is called with nil
+	// once StartAsync has created them.
+	OnStreamHealth func(err error)
 	// OnSettle, if set, is called once per delivery with how it was settled
 	// (one of the Settled* values), e.g. to count them.
 	OnSettle func(settled string)
@@ -142,6 +169,7 @@ type Async struct {
 	cfg      AsyncConfig
 	routes   map[string]bool
 	streamID string
+	stream   jetstream.Stream
 	cons     jetstream.Consumer
 	hctx     context.Context
 	msgs     chan jetstream.Msg
@@ -161,6 +189,13 @@ type Async struct {
 	// once (Nak), for this or another instance (putBack).
 	stopping atomic.Bool
 	paused   atomic.Bool
+
+	// checker runs checkStreams until stopChecks; healthMu guards
+	// streamErr, the last reported problem of the stream or consumer.
+	checker    sync.WaitGroup
+	stopChecks context.CancelFunc
+	healthMu   sync.Mutex
+	streamErr  error
 }
 
 // Validate reports every problem of c at once.
@@ -177,8 +212,12 @@ func (c *AsyncConfig) Validate() error {
 	if !nkeys.IsValidPublicAccountKey(c.UsersAccount) {
 		errs = append(errs, errors.New("users account is not an account public key"))
 	}
-	if c.Workers < 0 || c.AckWait < 0 || c.MaxAge < 0 || c.MaxDeliver < 0 || c.MaxPayload < 0 || c.MaxBytes < 0 || c.MaxPerSubject < 0 {
-		errs = append(errs, errors.New("workers, ack wait, max age, max deliver, max payload, max bytes and max per subject must not be negative"))
+	if c.Workers < 0 || c.AckWait < 0 || c.MaxAge < 0 || c.MaxDeliver < 0 || c.MaxPayload < 0 || c.MaxBytes < 0 || c.MaxPerSubject < 0 ||
+		c.StreamCheckInterval < 0 {
+		errs = append(errs, errors.New("workers, ack wait, max age, max deliver, max payload, max bytes, max per subject and stream check interval must not be negative"))
+	}
+	if c.Replicas < 0 || c.Replicas > MaxAsyncReplicas {
+		errs = append(errs, fmt.Errorf("replicas must be 1 to %d (0: sized by the server's cluster), not %d", MaxAsyncReplicas, c.Replicas))
 	}
 	return errors.Join(errs...)
 }
@@ -190,7 +229,11 @@ func (c *AsyncConfig) Validate() error {
 // limits is updated to them, except a per-subject limit that a subject's
 // backlog already exceeds: that one is applied at a later start, once the
 // backlog has drained, and a warning says so (the server would enforce it
-// by deleting waiting requests).
+// by deleting waiting requests). The stream's replicas follow
+// [AsyncConfig.Replicas], also for an existing stream; the consumer's follow
+// the stream's (the server keeps a work queue's consumers on the stream's
+// servers). The stream and the consumer are checked every
+// StreamCheckInterval ([Async.CheckStream]).
 func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) (*Async, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("natsvc async: %w", err)
@@ -225,6 +268,9 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	if cfg.MaxPerSubject == 0 {
 		cfg.MaxPerSubject = DefaultAsyncMaxPerSubject
 	}
+	if cfg.StreamCheckInterval == 0 {
+		cfg.StreamCheckInterval = DefaultStreamCheckInterval
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -245,12 +291,32 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 		Discard:              jetstream.DiscardNew,
 		DiscardNewPerSubject: true,
 	}
-	if err := keepBacklog(ctx, js, &sc, cfg.Logger); err != nil {
+	existing, err := js.Stream(ctx, cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		existing = nil
+	} else if err != nil {
 		return nil, fmt.Errorf("natsvc async: stream %s: %w", cfg.Stream, err)
 	}
-	stream, err := createStream(ctx, js, sc, cfg.Logger)
+	if err := keepBacklog(ctx, existing, &sc, cfg.Logger); err != nil {
+		return nil, fmt.Errorf("natsvc async: stream %s: %w", cfg.Stream, err)
+	}
+	cluster := nc.ConnectedClusterName()
+	var floor int
+	sc.Replicas, floor = streamReplicas(cfg.Replicas, cluster != "", existing)
+	if existing != nil && existing.CachedInfo().Config.Replicas > sc.Replicas {
+		cfg.Logger.WarnContext(ctx, "async stream: scaling down to the configured replicas; fewer NATS servers keep the queued requests",
+			slog.String("stream", cfg.Stream), slog.Int("replicas", sc.Replicas), slog.Int("current_replicas", existing.CachedInfo().Config.Replicas))
+	}
+	stream, err := createStream(ctx, js, sc, floor, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("natsvc async: stream %s: %w", cfg.Stream, err)
+	}
+	replicas := stream.CachedInfo().Config.Replicas
+	cfg.Logger.InfoContext(ctx, "async stream", slog.String("stream", cfg.Stream), slog.Int("replicas", replicas), slog.String("nats_cluster", cluster))
+	if cluster != "" && replicas < 2 {
+		cfg.Logger.WarnContext(ctx, "the async stream has a single replica in a NATS cluster: while its server is down async publishes are refused "+
+			"and queued requests wait, and losing its disk loses them; give it replicas (nats.asyncReplicas: 3)",
+			slog.String("stream", cfg.Stream), slog.String("nats_cluster", cluster))
 	}
 	// The consumer delivers a message until a broker settles it: which
 	// failures end a request, and when, is decided here (serve), by the
@@ -274,7 +340,7 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 		return nil, fmt.Errorf("natsvc async: consumer %s: %w", cfg.Durable, err)
 	}
 	a := &Async{
-		nc: nc, h: h, log: cfg.Logger, cfg: cfg, routes: make(map[string]bool, len(cfg.Subjects)), cons: cons,
+		nc: nc, h: h, log: cfg.Logger, cfg: cfg, routes: make(map[string]bool, len(cfg.Subjects)), stream: stream, cons: cons,
 		// The stream's creation time makes the keys derived from stream
 		// sequences unique: a recreated stream starts its sequence again.
 		streamID: "js" + strconv.FormatInt(stream.CachedInfo().Created.UnixNano(), 36),
@@ -302,9 +368,123 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 		a.workers.Wait()
 		return nil, err
 	}
+	a.reportStream(nil) // both were just created or updated
+	var checkCtx context.Context
+	checkCtx, a.stopChecks = context.WithCancel(a.hctx)
+	a.checker.Go(func() { a.checkStreams(checkCtx) })
 	context.AfterFunc(ctx, func() { _ = a.Stop() })
 	return a, nil
 }
+
+// streamReplicas returns the replicas to ask for and the fewest to settle
+// for when the cluster cannot place them ([AsyncConfig.Replicas]).
+func streamReplicas(configured int, clustered bool, existing jetstream.Stream) (want, floor int) {
+	switch {
+	case configured > 0:
+		return configured, configured
+	case !clustered:
+		return 1, 1
+	}
+	current := 1
+	if existing != nil {
+		current = max(existing.CachedInfo().Config.Replicas, 1)
+	}
+	return max(DefaultClusterAsyncReplicas, current), current
+}
+
+// checkTimeout bounds one check of the stream and the consumer.
+const checkTimeout = 5 * time.Second
+
+// checkStreams checks the stream and the consumer every
+// StreamCheckInterval until ctx ends.
+func (a *Async) checkStreams(ctx context.Context) {
+	t := time.NewTicker(a.cfg.StreamCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, min(checkTimeout, a.cfg.StreamCheckInterval))
+		_ = a.CheckStream(cctx)
+		cancel()
+	}
+}
+
+// CheckStream asks the server for the stream and the durable consumer and
+// reports the result (nil: both answer, each with a leader in a cluster) to
+// OnStreamHealth. While they do not answer, async publishes are refused or
+// go unacknowledged and no queued request is fetched. A check that ctx
+// ended is not reported.
+func (a *Async) CheckStream(ctx context.Context) error {
+	err := a.checkStream(ctx)
+	if ctx.Err() == nil {
+		a.reportStream(err)
+	}
+	return err
+}
+
+func (a *Async) checkStream(ctx context.Context) error {
+	info, err := a.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", a.cfg.Stream, err)
+	}
+	if c := info.Cluster; c != nil && c.Leader == "" {
+		return fmt.Errorf("stream %s has no leader", a.cfg.Stream)
+	}
+	ci, err := a.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", a.cfg.Durable, err)
+	}
+	if c := ci.Cluster; c != nil && c.Leader == "" {
+		return fmt.Errorf("consumer %s has no leader", a.cfg.Durable)
+	}
+	return nil
+}
+
+// StreamError is the last reported problem of the stream or the consumer
+// (nil: none).
+func (a *Async) StreamError() error {
+	a.healthMu.Lock()
+	defer a.healthMu.Unlock()
+	return a.streamErr
+}
+
+// reportStream records a check's result (or a fetch error that means the
+// stream or the consumer is unreachable), logs a change and calls
+// OnStreamHealth.
+func (a *Async) reportStream(err error) {
+	a.healthMu.Lock()
+	defer a.healthMu.Unlock()
+	switch was := a.streamErr; {
+	case err != nil && was == nil:
+		a.log.WarnContext(a.hctx, "async stream unreachable: async publishes are refused or unacknowledged, and queued requests wait",
+			slog.String("stream", a.cfg.Stream), slog.String("error", err.Error()))
+	case err == nil && was != nil:
+		a.log.InfoContext(a.hctx, "async stream reachable again", slog.String("stream", a.cfg.Stream))
+	}
+	a.streamErr = err
+	if a.cfg.OnStreamHealth != nil {
+		a.cfg.OnStreamHealth(err)
+	}
+}
+
+// unreachable reports whether an error of the fetch means the stream or the
+// consumer does not answer (rather than a passing event such as a change of
+// leader).
+func unreachable(err error) bool {
+	return errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
+}
+
+// fetchExpiry is how long one pull request of the fetch lasts; the server
+// sends heartbeats at half of it. When the NATS server holding the
+// consumer's leader is lost, the pull request goes with it: the fetch
+// notices the missing heartbeats after fetchExpiry and pulls again from the
+// new leader (nats.go's default, 30 s, would hold queued requests that
+// long).
+const fetchExpiry = 10 * time.Second
 
 // consume starts fetching; a.mu is held (or a is not shared yet).
 func (a *Async) consume() error {
@@ -320,9 +500,12 @@ func (a *Async) consume() error {
 			a.putBack(a.hctx, m)
 		}
 	},
-		jetstream.PullMaxMessages(2*a.cfg.Workers),
+		jetstream.PullMaxMessages(2*a.cfg.Workers), jetstream.PullExpiry(fetchExpiry),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			a.log.WarnContext(a.hctx, "async consumer", slog.String("error", err.Error()))
+			if unreachable(err) {
+				a.reportStream(fmt.Errorf("consumer %s: %w", a.cfg.Durable, err))
+			}
 		}))
 	if err != nil {
 		return fmt.Errorf("natsvc async: consume: %w", err)
@@ -419,6 +602,8 @@ func (a *Async) Paused() bool { return a.paused.Load() }
 // redelivery safe either way.
 func (a *Async) Stop() error {
 	a.stopOnce.Do(func() {
+		a.stopChecks()
+		a.checker.Wait()
 		a.mu.Lock()
 		a.stopping.Store(true)
 		a.endFetch()
@@ -440,6 +625,15 @@ func (a *Async) Stop() error {
 // constant for.
 const jsErrStorageResourcesExceeded jetstream.ErrorCode = 10047
 
+// jsErrClusterNoPeers and jsErrInsufficientResources are nats-server's
+// JSClusterNoPeersErr ("no suitable peers for placement") and
+// JSInsufficientResourcesErr, with which a cluster refuses a stream's
+// replicas.
+const (
+	jsErrClusterNoPeers        jetstream.ErrorCode = 10005
+	jsErrInsufficientResources jetstream.ErrorCode = 10023
+)
+
 // minAsyncMaxBytes is the smallest size cap createStream settles for before
 // it leaves the stream's size to the account's limits.
 const minAsyncMaxBytes = 64 << 20
@@ -448,22 +642,37 @@ const minAsyncMaxBytes = 64 << 20
 // stream's MaxBytes from its JetStream store, and refuses a stream that does
 // not fit (a small max_file_store or volume): then the cap is halved until
 // it fits, down to minAsyncMaxBytes, and below that the stream gets no size
-// cap of its own (the per-subject cap still holds). Either way it is logged,
-// since the async routes would otherwise keep sqlgated from starting.
-func createStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, log *slog.Logger) (jetstream.Stream, error) {
-	want := sc.MaxBytes
+// cap of its own (the per-subject cap still holds). A cluster that cannot
+// place sc.Replicas now (too few servers up, or with room) gets one replica
+// fewer at a time, down to floor. Either way it is logged, since the async
+// routes would otherwise keep sqlgated from starting.
+func createStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, floor int, log *slog.Logger) (jetstream.Stream, error) {
+	want, wantReplicas := sc.MaxBytes, sc.Replicas
 	for {
 		stream, err := js.CreateOrUpdateStream(ctx, sc)
 		var apiErr *jetstream.APIError
-		if err == nil || sc.MaxBytes <= 0 || !errors.As(err, &apiErr) || apiErr.ErrorCode != jsErrStorageResourcesExceeded {
-			if err == nil && sc.MaxBytes != want {
+		api := errors.As(err, &apiErr)
+		switch {
+		case err == nil:
+			if sc.MaxBytes != want {
 				log.WarnContext(ctx, "the NATS JetStream store cannot reserve the async stream's size cap; using a smaller one",
 					slog.Int64("wanted_bytes", want), slog.Int64("max_bytes", sc.MaxBytes))
 			}
-			return stream, err
-		}
-		if sc.MaxBytes /= 2; sc.MaxBytes < minAsyncMaxBytes {
-			sc.MaxBytes = -1
+			if sc.Replicas != wantReplicas {
+				log.WarnContext(ctx, "the NATS cluster cannot place the async stream's replicas now; using fewer, a later start adds the others",
+					slog.Int("wanted_replicas", wantReplicas), slog.Int("replicas", sc.Replicas))
+			}
+			return stream, nil
+		case api && apiErr.ErrorCode == jsErrStorageResourcesExceeded && sc.MaxBytes > 0:
+			if sc.MaxBytes /= 2; sc.MaxBytes < minAsyncMaxBytes {
+				sc.MaxBytes = -1
+			}
+		case api && (apiErr.ErrorCode == jsErrClusterNoPeers || apiErr.ErrorCode == jsErrInsufficientResources) && sc.Replicas > floor:
+			sc.Replicas--
+		case sc.Replicas > 1:
+			return nil, fmt.Errorf("%d replicas: %w", sc.Replicas, err)
+		default:
+			return nil, err
 		}
 	}
 }
@@ -476,12 +685,10 @@ func createStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 // limit and a warning reports the difference; a later start applies it.
 // (Requests published between this check and the update can still exceed
 // the limit and be deleted; the check reads the backlog moments before.)
-func keepBacklog(ctx context.Context, js jetstream.JetStream, sc *jetstream.StreamConfig, log *slog.Logger) error {
-	s, err := js.Stream(ctx, sc.Name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
+// s is the existing stream (nil: none, nothing to keep).
+func keepBacklog(ctx context.Context, s jetstream.Stream, sc *jetstream.StreamConfig, log *slog.Logger) error {
+	if s == nil {
 		return nil
-	} else if err != nil {
-		return err
 	}
 	info := s.CachedInfo()
 	held := info.Config.MaxMsgsPerSubject
