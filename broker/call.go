@@ -407,18 +407,21 @@ func (s *Service) identify(ctx context.Context, c *Caller, received time.Time) (
 	return iss.Principal, nil
 }
 
+// requestInput is the request part of a call's policy input, the client
+// and the reason bounded ([BoundClient], [BoundReason]) whatever the
+// transport.
 func (s *Service) requestInput(correlationID string, req *Request) *policy.Request {
 	t := req.Received.UTC()
 	return &policy.Request{
 		CorrelationID: correlationID,
 		Time:          t.Format(time.RFC3339Nano),
 		TimeNS:        t.UnixNano(),
-		Reason:        req.Reason,
+		Reason:        BoundReason(req.Reason),
 		Transport:     req.Caller.Transport,
-		Client: policy.Client{
+		Client: BoundClient(policy.Client{
 			Host: req.Caller.Host, Name: req.Caller.Name, Lang: req.Caller.Lang,
 			Version: req.Caller.Version, UserKey: req.Caller.UserKey, Account: req.Caller.Account,
-		},
+		}),
 	}
 }
 

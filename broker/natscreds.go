@@ -143,7 +143,7 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 
 	in := &policy.Input{
 		Principal:  policy.PrincipalOf(p),
-		Request:    &policy.Request{CorrelationID: newID(), Time: now.UTC().Format(time.RFC3339Nano), TimeNS: now.UnixNano(), Transport: transport, Client: req.Client},
+		Request:    &policy.Request{CorrelationID: newID(), Time: now.UTC().Format(time.RFC3339Nano), TimeNS: now.UnixNano(), Transport: transport, Client: BoundClient(req.Client)},
 		Credential: &policy.Credential{Type: "nats", TTL: int64(req.TTL / time.Second), UserKey: req.UserKey, Via: req.Via},
 	}
 	dec, err := s.cfg.Authorizer.Decide(ctx, policy.NATS, in)

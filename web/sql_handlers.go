@@ -6,9 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/identity"
@@ -137,7 +135,7 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 	if err := decodeJSON(r, maxBody, &req); err != nil {
 		return err
 	}
-	if req.Principal == "" || len(req.Principal) > 1024 || len(req.Reason) > 512 {
+	if req.Principal == "" || len(req.Principal) > 1024 || len(req.Reason) > broker.MaxReason {
 		return badRequest(`principal ("<issuer> <subject>") is required; reason is at most 512 characters`)
 	}
 	reason := "offboarding by " + p.Display()
@@ -226,32 +224,20 @@ func (s *Server) revokeSQLLease(w http.ResponseWriter, r *http.Request, p identi
 }
 
 // requestClient is the client policy and the audit log see for r: its
-// address and user agent ([clientName]).
+// address and user agent ([clientName]), bounded as on every transport
+// ([broker.BoundClient]).
 func requestClient(r *http.Request) policy.Client {
-	return policy.Client{Host: r.RemoteAddr, Name: clientName(r.UserAgent())}
+	return broker.BoundClient(policy.Client{Host: r.RemoteAddr, Name: r.UserAgent()})
 }
 
 // maxClientName bounds the client name (the User-Agent) that policy and
 // the audit log see: every decision's input is stored, and a header may be
 // as long as the server admits.
-const maxClientName = 256
+const maxClientName = broker.MaxClientField
 
-// clientName is ua cut to at most maxClientName bytes of valid UTF-8: an
-// invalid byte becomes U+FFFD (as JSON encoding would make it), and the
-// cut falls between characters.
-func clientName(ua string) string {
-	if len(ua) <= maxClientName && utf8.ValidString(ua) {
-		return ua
-	}
-	var b strings.Builder
-	for _, r := range ua { // invalid bytes come as utf8.RuneError
-		if b.Len()+utf8.RuneLen(r) > maxClientName {
-			break
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+// clientName is ua as [requestClient] passes it on: cut by
+// [broker.CutUTF8] to at most maxClientName bytes of valid UTF-8.
+func clientName(ua string) string { return broker.CutUTF8(ua, maxClientName) }
 
 // clientContext is r's context carrying [requestClient] for the lease
 // operations that take it from there (renew, revoke, revoke-all).
