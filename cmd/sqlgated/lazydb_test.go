@@ -254,10 +254,10 @@ func TestLazyIssuer(t *testing.T) {
 	if err := iss.RevokeLogin(ctx, broker.LoginSpec{Username: "u_new"}); !errors.Is(err, broker.ErrUnavailable) {
 		t.Errorf("a second RevokeLogin of the refused login = %v, want unavailable (only its undo is spared)", err)
 	}
-	real := &fakeIssuer{}
-	l.cur.Store(newOpenedDB(stubExecutor{}, real))
-	if err := iss.RevokeLogin(ctx, broker.LoginSpec{Username: "u_old"}); err != nil || len(real.revoked) != 1 {
-		t.Errorf("RevokeLogin once open = %v, revoked %v", err, real.revoked)
+	inner := &fakeIssuer{}
+	l.cur.Store(newOpenedDB(stubExecutor{}, inner))
+	if err := iss.RevokeLogin(ctx, broker.LoginSpec{Username: "u_old"}); err != nil || len(inner.revoked) != 1 {
+		t.Errorf("RevokeLogin once open = %v, revoked %v", err, inner.revoked)
 	}
 	if got := iss.ClientDSN("u_x"); got != "postgres://u_x@db/app" {
 		t.Errorf("ClientDSN once open = %q", got)
