@@ -85,6 +85,8 @@ type runtimeConfig struct {
 	// AsyncMaxAge bounds the retries of a queued async request that meets
 	// an unavailable database or audit log (0: natsvc's default).
 	AsyncMaxAge time.Duration
+	// AsyncReplicas is the async stream's replicas (0: natsvc's sizing).
+	AsyncReplicas int
 	// NATSConnect adds options to sqlgated's own NATS connections (the
 	// embedded server's in-process transport).
 	NATSConnect []nats.Option
@@ -417,14 +419,19 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 	for _, how := range []string{natsvc.SettledOK, natsvc.SettledFinal, natsvc.SettledRetry, natsvc.SettledGaveUp, natsvc.SettledDropped, natsvc.SettledReturned} {
 		settled.WithLabelValues(how) // at 0 from the start: an alert on increase() sees the first
 	}
-	a.metrics.MustRegister(settled)
+	streamOK := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sqlgate_async_stream_ok",
+		Help: "1 while the async stream SQLGATE_ASYNC and its consumer answer, 0 while they do not (async publishes refused or unacknowledged, queued requests waiting).",
+	})
+	a.metrics.MustRegister(settled, streamOK)
 	// A delivered message gets the route's timeout and room for the audit
 	// writes before JetStream delivers it again.
 	a.async, err = natsvc.StartAsync(a.groupCtx, brokerConn, natsvc.AsyncConfig{
-		Subjects: async, UsersAccount: pub.Users, Workers: workers, MaxAge: a.cfg.AsyncMaxAge,
+		Subjects: async, UsersAccount: pub.Users, Workers: workers, MaxAge: a.cfg.AsyncMaxAge, Replicas: a.cfg.AsyncReplicas,
 		AckWait: ackWait + 30*time.Second, MaxPayload: int32(min(maxPayload+asyncHeaderRoom, math.MaxInt32)),
-		OnSettle: func(how string) { settled.WithLabelValues(how).Inc() },
-		Logger:   a.log.With("component", "async"),
+		OnSettle:       func(how string) { settled.WithLabelValues(how).Inc() },
+		OnStreamHealth: func(err error) { setServing(streamOK, err == nil) },
+		Logger:         a.log.With("component", "async"),
 	}, handler)
 	if err != nil {
 		return fmt.Errorf("start async consumer: %w", err)

@@ -177,6 +177,7 @@ func TestDevAsync(t *testing.T) {
 	for _, want := range []string{
 		`sqlgate_async_messages_total{settled="ok"} 3`, `sqlgate_async_messages_total{settled="final"} 1`,
 		`sqlgate_batch_calls_sum{route="orders.v1.import"} 4`, `sqlgate_batch_calls_count{route="orders.v1.import"} 4`,
+		"sqlgate_async_stream_ok 1",
 	} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s\n%s", want, metrics)

@@ -99,6 +99,9 @@ type NATSConfig struct {
 	// unavailable database or audit log is retried, from when the stream
 	// stored it (0: natsvc.DefaultAsyncMaxAge, 24h).
 	AsyncMaxAge time.Duration `yaml:"asyncMaxAge"`
+	// AsyncReplicas is how many NATS servers keep the async stream, 1 to 5
+	// (0: 1 on a single server, 3 in a cluster; natsvc.AsyncConfig.Replicas).
+	AsyncReplicas int `yaml:"asyncReplicas"`
 	// CAFile holds the PEM certificates sqlgated trusts for a tls:// NATS
 	// server (default: the system's roots).
 	CAFile string `yaml:"caFile"`
@@ -426,6 +429,10 @@ func (c *Config) Validate() error {
 	if a := c.NATS.AsyncMaxAge; a < 0 || (a > 0 && a < minAsyncMaxAge) {
 		bad("nats.asyncMaxAge must be at least %s, not %s (leave it unset for the default, %s): queued requests are given up when an outage outlasts it",
 			minAsyncMaxAge, a, natsvc.DefaultAsyncMaxAge)
+	}
+	if r := c.NATS.AsyncReplicas; r < 0 || r > natsvc.MaxAsyncReplicas {
+		bad("nats.asyncReplicas must be 1 to %d, not %d (leave it unset for the default: 1 on a single NATS server, %d in a cluster)",
+			natsvc.MaxAsyncReplicas, r, natsvc.DefaultClusterAsyncReplicas)
 	}
 	errs = append(errs, c.validatePlaintext()...)
 	errs = append(errs, prefixed("identity: ", c.Identity.Validate())...)

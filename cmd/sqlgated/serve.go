@@ -136,7 +136,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		Catalog: catalog, Executors: map[string]broker.Executor{}, Identity: cfg.Identity.Config,
 		PolicyDir: cfg.Policy.Dir, Watch: cfg.Policy.Watch == nil || *cfg.Policy.Watch, EvalTimout: cfg.Policy.EvalTimeout,
 		NATSURL: cfg.NATS.URL, NATSWorkers: cfg.NATS.Workers, NATSQueueLen: cfg.NATS.QueueLen, AsyncMaxAge: cfg.NATS.AsyncMaxAge,
-		Callout: cfg.NATS.Callout == nil || *cfg.NATS.Callout,
+		AsyncReplicas: cfg.NATS.AsyncReplicas, Callout: cfg.NATS.Callout == nil || *cfg.NATS.Callout,
 		NATSTTL: cfg.Credentials.NATSTTL, MaxTTL: cfg.Credentials.MaxTTL, MaxNATSCredentials: cfg.Credentials.MaxNATSCredentialsPerPrincipal,
 		SinkDir:   cfg.Audit.SinkDir,
 		Discovery: cliDiscovery(cfg),
