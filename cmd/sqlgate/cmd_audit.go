@@ -130,6 +130,16 @@ func loadTrusted(path, origin string) ([][]byte, map[string]int, error) {
 		return nil, nil, fmt.Errorf("--trusted-checkpoint %s holds no checkpoint of origin %s (its %d checkpoints are of: %s): nothing would be checked against a trusted copy",
 			path, origin, len(cps), joinOrNone(slices.Sorted(maps.Keys(origins))))
 	}
+	if origin != "" {
+		// A sink shared by several instances holds their copies too, which
+		// the key of this one cannot check: only this origin's count (a
+		// copy that is not a checkpoint stays, and fails).
+		cps = slices.DeleteFunc(cps, func(cp []byte) bool {
+			c, err := audit.ParseCheckpoint(cp)
+			return err == nil && c.Origin != origin
+		})
+		origins = map[string]int{origin: origins[origin]}
+	}
 	return cps, origins, nil
 }
 

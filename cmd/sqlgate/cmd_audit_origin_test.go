@@ -88,6 +88,15 @@ func TestAuditVerifyTrustedCheckpoints(t *testing.T) {
 		strings.Contains(out, "WARNING: origin "+originA) {
 		t.Errorf("verify with a's checkpoint only: %s; want OK, a's copy checked and a warning for b", out)
 	}
+	// A sink shared by both instances, verified for one with its key alone:
+	// the other instance's copies are not its to check.
+	shared := writeFiles(t, map[string][]byte{
+		"a/1.checkpoint": newestCheckpoint(t, store, originA),
+		"b/1.checkpoint": newestCheckpoint(t, store, originB),
+	})
+	if code, out, errOut := verify("--origin", originA, "--key", keys[originA], "--trusted-checkpoint", shared); code != 0 || !strings.Contains(out, "OK") || !strings.Contains(out, "1 trusted copies checked") {
+		t.Errorf("--origin a against a shared sink with a's key: exit %d, %s %s; want OK with a's copy checked", code, out, errOut)
+	}
 	code, _, errOut := verify(append(both, "--origin", originB, "--trusted-checkpoint", archive)...)
 	if code != 1 || !strings.Contains(errOut, "holds no checkpoint of origin "+originB+" (its 1 checkpoints are of: "+originA+")") {
 		t.Errorf("--origin b with a's copies only: exit %d, %q; want 1 and why", code, errOut)
