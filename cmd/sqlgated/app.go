@@ -750,11 +750,7 @@ func (a *app) shutdown(ctx context.Context) {
 			a.log.WarnContext(ctx, "shutdown", "err", err)
 		}
 	}
-	for _, ex := range a.cfg.Executors {
-		if c, ok := ex.(interface{ Close() error }); ok {
-			_ = c.Close()
-		}
-	}
+	closeExecutors(a.cfg.Executors)
 	if a.cfg.ControlDB != nil {
 		_ = a.cfg.ControlDB.Close()
 	}

@@ -382,9 +382,18 @@ func loginIssuer(d DatabaseConfig, ex broker.Executor, name, prefix string) (bro
 
 func closeExecutors(m map[string]broker.Executor) {
 	for _, ex := range m {
-		if c, ok := ex.(interface{ Close() error }); ok {
-			_ = c.Close()
-		}
+		closeExecutor(ex)
+	}
+}
+
+// closeExecutor closes an executor's pool, whichever form its Close has
+// (the PostgreSQL executor's returns nothing).
+func closeExecutor(ex broker.Executor) {
+	switch c := ex.(type) {
+	case interface{ Close() error }:
+		_ = c.Close()
+	case interface{ Close() }:
+		c.Close()
 	}
 }
 
