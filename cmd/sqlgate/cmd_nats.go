@@ -227,11 +227,22 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 		}
 		if errors.Is(err, nats.ErrNoResponders) {
 			if *async {
-				return fmt.Errorf("no stream took the async call to %s: not an async route, or sqlgated is not running", subject)
+				// The credential allows only async routes here: what is
+				// missing is the stream that stores them.
+				return fmt.Errorf("the async call to %s was not queued: no JetStream stream answered (the stream SQLGATE_ASYNC is unavailable, "+
+					"its NATS servers down, or sqlgated has not created it yet); call it again later", subject)
 			}
 			return fmt.Errorf("no responder for %s: not a route, or sqlgated is not running", subject)
 		}
 		if cause := context.Cause(rctx); cause != nil && errors.Is(err, context.DeadlineExceeded) {
+			if *async {
+				again := "call it again with the same --idempotency-key: it runs once"
+				if *key == "" {
+					again = "calling it again may run it twice (give --idempotency-key to make a retry safe)"
+				}
+				return fmt.Errorf("the stream did not acknowledge the async call to %s (%w): it may be unavailable, and the call may or may not be queued; %s",
+					subject, cause, again)
+			}
 			return fmt.Errorf("request %s: %w", subject, cause)
 		}
 		return fmt.Errorf("request %s: %w", subject, err)
