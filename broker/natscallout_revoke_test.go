@@ -141,7 +141,9 @@ func calloutKey(t *testing.T, reg *control.Registry) string {
 // unreadable, like an unreachable control database.
 type brokenTokens struct{ *control.Registry }
 
-func (brokenTokens) CalloutTokenRefused(context.Context, string) (bool, error) {
+var _ broker.CalloutTokens = brokenTokens{}
+
+func (brokenTokens) CalloutTokenRefused(context.Context, ...string) (bool, error) {
 	return false, errors.New("connection refused")
 }
 

@@ -427,9 +427,10 @@ type CalloutTokens interface {
 	// that obtained the callout credentials of userKeys; other keys are
 	// skipped.
 	RefuseCalloutTokens(ctx context.Context, userKeys []string, t time.Time) error
-	// CalloutTokenRefused reports whether the token with hash tokenHash is
-	// refused. It reads the shared store, never a cache.
-	CalloutTokenRefused(ctx context.Context, tokenHash string) (bool, error)
+	// CalloutTokenRefused reports whether a token with one of the hashes
+	// tokenHashes is refused. It reads the shared store, never a cache,
+	// once for a token's hash and its legacy hash together.
+	CalloutTokenRefused(ctx context.Context, tokenHashes ...string) (bool, error)
 }
 
 // errCalloutTokenRefused refuses a token that obtained a callout credential
@@ -464,20 +465,19 @@ func legacyCalloutTokenHash(token string) string {
 
 // checkCalloutToken refuses a token that obtained a callout credential
 // revoked since with errCalloutTokenRefused: by its hash, and by its legacy
-// hash (a refusal recorded by an older version). It fails closed: a store
-// that cannot be read refuses (unavailable).
+// hash (a refusal recorded by an older version), in one read. It fails
+// closed: a store that cannot be read refuses (unavailable).
 func (s *Service) checkCalloutToken(ctx context.Context, tok *calloutToken) error {
-	for _, h := range []string{tok.hash, tok.legacy} {
-		if h == "" {
-			continue
-		}
-		refused, err := tok.store.CalloutTokenRefused(ctx, h)
-		if err != nil {
-			return fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
-		}
-		if refused {
-			return errCalloutTokenRefused
-		}
+	hashes := []string{tok.hash}
+	if tok.legacy != "" {
+		hashes = append(hashes, tok.legacy)
+	}
+	refused, err := tok.store.CalloutTokenRefused(ctx, hashes...)
+	if err != nil {
+		return fmt.Errorf("issuance registry: %w", errors.Join(ErrUnavailable, err))
+	}
+	if refused {
+		return errCalloutTokenRefused
 	}
 	return nil
 }

@@ -34,7 +34,9 @@ const (
 	// expires.
 	sqlRefuse = `UPDATE sqlgate_callout_token SET refused_at = ?, expires_at = CASE WHEN expires_at < token_expires_at THEN token_expires_at ELSE expires_at END
 		WHERE user_key = ? AND refused_at IS NULL`
-	sqlRefused     = `SELECT COUNT(*) FROM sqlgate_callout_token WHERE token_hash = ? AND refused_at IS NOT NULL`
+	// sqlRefused counts the refusals of two token hashes (a token's and its
+	// legacy one: one read per callout check).
+	sqlRefused     = `SELECT COUNT(*) FROM sqlgate_callout_token WHERE token_hash IN (?, ?) AND refused_at IS NOT NULL`
 	sqlPruneTokens = `DELETE FROM sqlgate_callout_token WHERE expires_at < ?` //nolint:gosec // G101: SQL text naming the token table, no credential
 	// sqlWithdraw removes an unreleased issuance (Withdraw).
 	sqlWithdraw = `DELETE FROM sqlgate_issuance WHERE user_key = ? AND decision_id = ? AND revoked_at IS NULL`
@@ -531,19 +533,26 @@ func (r *Registry) RefuseCalloutTokens(ctx context.Context, userKeys []string, t
 	return nil
 }
 
-// CalloutTokenRefused reports whether the bearer token with hex SHA-256
-// tokenHash obtained an auth callout credential that was revoked since. It
-// reads the control database, never a cache.
-func (r *Registry) CalloutTokenRefused(ctx context.Context, tokenHash string) (bool, error) {
+// CalloutTokenRefused reports whether a bearer token with one of the hex
+// SHA-256 tokenHashes obtained an auth callout credential that was revoked
+// since, in one query per two hashes (a token's hash and its legacy hash:
+// one). It reads the control database, never a cache.
+func (r *Registry) CalloutTokenRefused(ctx context.Context, tokenHashes ...string) (bool, error) {
 	if err := r.calloutTokens(ctx); err != nil {
 		return false, err
 	}
-	var n int
-	if err := r.db.db.QueryRowContext(ctx, r.db.q(sqlRefused),
-		r.db.key(tokenHash)).Scan(&n); err != nil {
-		return false, fmt.Errorf("read callout token refusals: %w", err)
+	for i := 0; i < len(tokenHashes); i += 2 {
+		a, b := tokenHashes[i], tokenHashes[min(i+1, len(tokenHashes)-1)]
+		var n int
+		if err := r.db.db.QueryRowContext(ctx, r.db.q(sqlRefused),
+			r.db.key(a), r.db.key(b)).Scan(&n); err != nil {
+			return false, fmt.Errorf("read callout token refusals: %w", err)
+		}
+		if n > 0 {
+			return true, nil
+		}
 	}
-	return n > 0, nil
+	return false, nil
 }
 
 func (r *Registry) store(iss broker.Issuance) {
@@ -588,4 +597,5 @@ func nullTime(t time.Time) sql.NullInt64 {
 var (
 	_ broker.Registry            = (*Registry)(nil)
 	_ broker.LiveIssuanceCounter = (*Registry)(nil)
+	_ broker.CalloutTokens       = (*Registry)(nil)
 )

@@ -289,6 +289,22 @@ func TestRegistryCalloutTokens(t *testing.T) {
 					t.Errorf("CalloutTokenRefused(%s) = %v, want %v", hash, got, want)
 				}
 			}
+			// Several hashes (a token's and its legacy hash): refused when
+			// one of them is.
+			for _, tc := range []struct {
+				hashes []string
+				want   bool
+			}{
+				{[]string{"hash-unknown", "hash-t"}, true},
+				{[]string{"hash-forever", "hash-unknown"}, true},
+				{[]string{"hash-u", "hash-unknown"}, false},
+				{[]string{"hash-u", "hash-unknown", "hash-t"}, true},
+				{nil, false},
+			} {
+				if got, err := reg.CalloutTokenRefused(ctx, tc.hashes...); err != nil || got != tc.want {
+					t.Errorf("CalloutTokenRefused(%v) = %v, %v; want %v", tc.hashes, got, err, tc.want)
+				}
+			}
 			// A key whose token is refused is not bound again.
 			if err := reg.BindCalloutToken(ctx, "UK1", "hash-v", keyExp, tokenExp); err == nil {
 				t.Error("BindCalloutToken of a key whose token is refused succeeded")
