@@ -137,7 +137,7 @@ func TestPostgresSchemaStartDoesNotBlockWriters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback() //nolint:errcheck
+	defer func() { _ = tx.Rollback() }()
 	for _, table := range []string{"sqlgate_issuance", "sqlgate_lease", "sqlgate_web_session", "sqlgate_signin_cutoff"} {
 		if _, err := tx.ExecContext(t.Context(), "LOCK TABLE "+table+" IN ROW EXCLUSIVE MODE"); err != nil {
 			t.Fatal(err)

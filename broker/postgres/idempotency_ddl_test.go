@@ -94,7 +94,7 @@ func TestOpenDoesNotWaitForCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck
+	defer func() { _ = tx.Rollback(context.Background()) }()
 	if _, err := tx.Exec(t.Context(), "LOCK TABLE "+schema+".sqlgate_idempotency IN ROW EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}

@@ -1036,7 +1036,7 @@ func checkSecretFile(f secretFile) error {
 // checkPlainFile reports a file serve reads that is missing, unreadable or
 // empty.
 func checkPlainFile(key, path string) error {
-	b, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the file
+	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%s: %s does not exist", key, path)

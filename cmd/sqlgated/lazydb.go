@@ -28,11 +28,11 @@ import (
 // string that cannot be read or parsed, TLS refused, a missing idempotency
 // table once connected, a permission denied) still fail the start.
 
-// openBackoffMin and openBackoffMax bound the wait between two attempts to
+// openBackoffFirst and openBackoffLast bound the wait between two attempts to
 // open a pending database; it doubles after each failed attempt.
 const (
-	openBackoffMin = time.Second
-	openBackoffMax = 30 * time.Second
+	openBackoffFirst = time.Second
+	openBackoffLast  = 30 * time.Second
 )
 
 // openAttemptTimeout bounds one attempt to open a target database, at start
@@ -222,7 +222,7 @@ func (l *lazyDB) run(ctx context.Context, env lazyEnv) {
 	if l.startErr != nil {
 		last = l.startErr.Error()
 	}
-	delay := openBackoffMin
+	delay := openBackoffFirst
 	for {
 		if err := env.wait(ctx, delay); err != nil {
 			return
@@ -239,7 +239,7 @@ func (l *lazyDB) run(ctx context.Context, env lazyEnv) {
 			env.log.ErrorContext(ctx, "database cannot be opened: its routes and SQL logins answer unavailable until this is fixed", "database", l.name, "err", err)
 		}
 		last = err.Error()
-		delay = min(2*delay, openBackoffMax)
+		delay = min(2*delay, openBackoffLast)
 	}
 }
 

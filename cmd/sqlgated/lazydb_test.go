@@ -376,7 +376,7 @@ func TestServeDatabaseUnreachableAtStart(t *testing.T) {
 	}
 
 	proxy(t, proxyAddr, net.JoinHostPort(base.Host, fmt.Sprint(base.Port)))
-	deadline := time.Now().Add(2 * openBackoffMax)
+	deadline := time.Now().Add(2 * openBackoffLast)
 	for {
 		env, _ := request(t, nc, "ledger.v1.next", `{"n":1}`, nil)
 		if env.OK {

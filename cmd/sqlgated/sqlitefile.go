@@ -15,7 +15,7 @@ import (
 // operator set them). SQLite creates -wal and -shm with the database
 // file's mode, so they follow.
 func privateSQLiteFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600) //nolint:gosec // G304: the operator names the file
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	switch {
 	case err == nil:
 		err = f.Chmod(0o600) // whatever the umask left
@@ -39,7 +39,7 @@ func privateSQLiteFile(path string) error {
 
 // restrictOthers removes other users' access bits from a file.
 func restrictOthers(path string) error {
-	f, err := os.Open(path) //nolint:gosec // G304: the operator's file or beside it
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}

@@ -372,7 +372,9 @@ func (t *tree) refresh() error {
 		if !dir {
 			files[resolved] = true
 			d := filepath.Dir(resolved)
-			want[d] = want[d] // walked stays walked
+			if _, ok := want[d]; !ok {
+				want[d] = false // watched for the file; walked stays walked
+			}
 			return nil
 		}
 		want[resolved] = true
