@@ -50,7 +50,8 @@ type WebLoginConfig struct {
 	// CookieKey (at least 32 random bytes) protects the login cookie; keep
 	// it stable across instances behind one load balancer.
 	CookieKey []byte
-	// CookieName prefixes the login cookies (default sqlgate_login).
+	// CookieName prefixes the login cookies (default sqlgate_login; after
+	// __Host- with an https RedirectURL).
 	CookieName string
 	// MaxAge bounds how long a started sign-in may take (default 10m).
 	MaxAge time.Duration
@@ -65,8 +66,9 @@ func (c WebLoginConfig) LogValue() slog.Value {
 
 // WebLogin runs the authorization code flow with PKCE for a browser. The
 // state, nonce and PKCE verifier of a sign-in in progress travel in a
-// short-lived cookie (HttpOnly, SameSite=Lax, Secure over TLS), encrypted
-// and authenticated with AES-GCM; a state is accepted once, so WebLogin
+// short-lived cookie (HttpOnly, SameSite=Lax, Secure over TLS; with an
+// https redirect URL, __Host- and Path=/, see [WebLogin.cookieName]),
+// encrypted and authenticated with AES-GCM; a state is accepted once, so WebLogin
 // remembers the states presented at the callback until their cookies
 // expire. It remembers at most 100,000: beyond that, [WebLogin.Start] and
 // [WebLogin.Callback] refuse with [ErrTooManyLogins] until some expire.
@@ -177,8 +179,37 @@ type loginState struct {
 // sign-ins in several tabs do not overwrite each other.
 const stateIDLen = 16
 
+// hostPrefix is the cookie name prefix that makes a browser keep a cookie
+// only when it is Secure, has Path=/ and no Domain, and was set by this
+// host over https: another host, a sibling subdomain included, can
+// neither set nor overwrite it.
+const hostPrefix = "__Host-"
+
+// cookiePrefix is what the name of every login cookie starts with: with an
+// https redirect URL, __Host- and the configured name. Without the prefix
+// a sibling subdomain could plant the login cookie of a sign-in it started
+// itself (a Domain cookie for the parent domain) and send the victim to
+// the callback with its own code and state: the victim would be signed in
+// as the attacker (login CSRF). On plain http (loopback, or plain HTTP
+// allowed) browsers refuse __Host- cookies, so the name is plain there.
+func (l *WebLogin) cookiePrefix() string {
+	if l.secure {
+		return hostPrefix + l.cfg.CookieName + "_"
+	}
+	return l.cfg.CookieName + "_"
+}
+
 func (l *WebLogin) cookieName(state string) string {
-	return l.cfg.CookieName + "_" + state[:stateIDLen]
+	return l.cookiePrefix() + state[:stateIDLen]
+}
+
+// cookiePath is the login cookie's path: "/" for a __Host- cookie (which
+// requires it), else the callback path only.
+func (l *WebLogin) cookiePath() string {
+	if l.secure {
+		return "/"
+	}
+	return l.path
 }
 
 // safeReturnTo keeps only same-site paths, so the login cannot be turned
@@ -230,7 +261,7 @@ func (l *WebLogin) Start(w http.ResponseWriter, r *http.Request, returnTo string
 	// a proxy, known from the https redirect URL); plain http is allowed
 	// only on loopback (development), where browsers drop Secure cookies.
 	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set for TLS, see above
-		Name: name, Value: base64.RawURLEncoding.EncodeToString(sealed), Path: l.path,
+		Name: name, Value: base64.RawURLEncoding.EncodeToString(sealed), Path: l.cookiePath(),
 		MaxAge: int(l.cfg.MaxAge / time.Second), HttpOnly: true, Secure: l.secure || r.TLS != nil,
 		SameSite: http.SameSiteLaxMode,
 	})
@@ -279,9 +310,11 @@ func (l *WebLogin) fail(r *http.Request, reason string, err error) error {
 // against the login cookie (and clears it), exchanges the code with the
 // PKCE verifier, and verifies the ID token, its issuer and its nonce. It
 // returns the principal (whose Expiry should bound the session), the
-// provider's tokens and the path to return to. Every failure is an
-// [*identity.AuthError] matching [identity.ErrUnauthenticated]; when too
-// many sign-ins are in progress it also matches [ErrTooManyLogins].
+// provider's tokens and the path to return to. With an https redirect URL
+// only the __Host- login cookie counts: the same name without the prefix,
+// which another host of the site could have set, is ignored. Every failure
+// is an [*identity.AuthError] matching [identity.ErrUnauthenticated]; when
+// too many sign-ins are in progress it also matches [ErrTooManyLogins].
 func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Principal, *oauth2.Token, string, error) {
 	var none identity.Principal
 	q := r.URL.Query()
@@ -293,7 +326,7 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 	c, err := r.Cookie(name)
 	if err != nil {
 		for _, other := range r.Cookies() {
-			if strings.HasPrefix(other.Name, l.cfg.CookieName+"_") {
+			if strings.HasPrefix(other.Name, l.cookiePrefix()) {
 				return none, nil, "", l.fail(r, ReasonStateMismatch, errors.New("callback state matches no sign-in in progress"))
 			}
 		}
@@ -301,7 +334,7 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 	}
 	// The cookie is single-use whatever happens next.
 	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: a deletion, with the attributes Start set
-		Name: name, Value: "", Path: l.path, MaxAge: -1, HttpOnly: true,
+		Name: name, Value: "", Path: l.cookiePath(), MaxAge: -1, HttpOnly: true,
 		Secure: l.secure || r.TLS != nil, SameSite: http.SameSiteLaxMode,
 	})
 	st, err := l.open(name, c.Value)
