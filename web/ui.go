@@ -284,10 +284,13 @@ func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
 // be read, must not keep a session or its cookie. When the session store
 // cannot be read (so neither the session nor its CSRF token is known), or
 // the request carries more than one session cookie, each is ended by its
-// hash all the same (holding a cookie is holding its session; the cookie
-// is SameSite=Lax and, behind TLS, __Host-, so no other site posts with
-// it); only when that fails too is the answer 503 with the cookie kept, so
-// that the user signs out again rather than believing it done.
+// hash all the same (holding a cookie is holding its session), without a
+// CSRF check: SameSite=Lax keeps other sites' posts from carrying the
+// cookie, but a sibling subdomain is the same site, so it can post this
+// sign-out then. It gains a forced sign-out only: a session ends, nothing
+// is granted or read. Only when ending them fails too is the answer 503
+// with the cookie kept, so that the user signs out again rather than
+// believing it done.
 func (s *Server) uiLogout(w http.ResponseWriter, r *http.Request) error {
 	ids := s.sessions.cookies(r)
 	if len(ids) == 0 {
