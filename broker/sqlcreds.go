@@ -296,7 +296,7 @@ func (l *Leases) IssueSQL(ctx context.Context, req SQLCredRequest) (*SQLCredenti
 
 	in := &policy.Input{
 		Principal:  policy.PrincipalOf(p),
-		Request:    &policy.Request{CorrelationID: newID(), Time: now.UTC().Format(time.RFC3339Nano), TimeNS: now.UnixNano(), Transport: "http", Client: req.Client},
+		Request:    &policy.Request{CorrelationID: newID(), Time: now.UTC().Format(time.RFC3339Nano), TimeNS: now.UnixNano(), Transport: "http", Client: BoundClient(req.Client)},
 		Credential: &policy.Credential{Type: "sql", Database: req.Database, Role: req.Role, TTL: int64(req.TTL / time.Second)},
 	}
 	actor := l.actor(&p, req.Client.Host, "")
@@ -444,7 +444,7 @@ func (l *Leases) RenewLease(ctx context.Context, actor identity.Principal, lease
 	}
 	in := &policy.Input{
 		Principal:  policy.PrincipalOf(actor),
-		Request:    &policy.Request{CorrelationID: newID(), Time: now.UTC().Format(time.RFC3339Nano), TimeNS: now.UnixNano(), Transport: "http", Client: client},
+		Request:    &policy.Request{CorrelationID: newID(), Time: now.UTC().Format(time.RFC3339Nano), TimeNS: now.UnixNano(), Transport: "http", Client: BoundClient(client)},
 		Credential: &policy.Credential{Type: "sql", Database: lease.Database, Role: lease.Role, TTL: int64(ttl / time.Second)},
 	}
 	act := l.actor(&actor, client.Host, lease.Username)
