@@ -366,7 +366,7 @@ func (l *Log) loadState(ctx context.Context, reload bool) error {
 				// Every checkpoint since Open is this process's own.
 				return fmt.Errorf("load audit log %q: %w: after a failed write the latest stored checkpoint (size %d) is signed by key %s, not by this log's signing key %s: it was written by someone else", origin, ErrRollback, latest.Size, latest.KeyID, l.signerID())
 			}
-			if err := l.checkRetiredKey(ctx, front, latest); err != nil {
+			if err := l.checkRetiredKey(ctx, front, latest, verifiers); err != nil {
 				return fmt.Errorf("load audit log %q: %w", origin, err)
 			}
 		}
@@ -419,11 +419,17 @@ func (l *Log) signerID() string {
 	return fmt.Sprintf("%s+%08x", l.cfg.Signer.Name(), l.cfg.Signer.KeyHash())
 }
 
-// recordLister is a [Store] that can list its records (both stores of
-// sqlgate can: they are [Source]s too).
-type recordLister interface {
-	Records(ctx context.Context, origin string, from, to int64, fn func(index int64, data []byte, leaf *tlog.Hash) error) error
-}
+// recordLister and checkpointLister are [Store]s that can list their
+// records and checkpoints (both stores of sqlgate can: they are [Source]s
+// too).
+type (
+	recordLister interface {
+		Records(ctx context.Context, origin string, from, to int64, fn func(index int64, data []byte, leaf *tlog.Hash) error) error
+	}
+	checkpointLister interface {
+		Checkpoints(ctx context.Context, origin string, fn func(note []byte) error) error
+	}
+)
 
 // adminPrefix is in the first 80 bytes of every admin record's canonical
 // encoding, right after `{"v":1,"index":N`.
@@ -431,22 +437,56 @@ var adminPrefix = []byte(`,"kind":"admin",`)
 
 // checkRetiredKey checks, when the latest stored checkpoint is signed by
 // a previous key rather than the signing key (a rotation), that the log had
-// not already rotated away from that key: the last log_start or
-// key_rotation record the checkpoint covers must name it. Otherwise a
+// not already rotated away from that key. The rule is the verifier's
+// ([ProblemRetiredKey], [rotationsExtension]): from the first checkpoint
+// that says the log records its rotations, the latest checkpoint must be
+// signed by the key that the last log_start or key_rotation record since
+// names, or, without one, by that first checkpoint's key. Otherwise a
 // holder of the retired key could rewrite what came after the rotation,
-// sign it with the retired key, and have this log carry on from it.
+// sign it with the retired key, and have this log carry on from it. Before
+// that first checkpoint (a log of a version up to e8247d9, which went back
+// to earlier keys without a record) any configured key is accepted.
 //
-// It reads the retained records once (only at a rotation); a store that
-// cannot list its records is not checked here (the verifier still refuses
-// such checkpoints, see [ProblemRetiredKey]).
-func (l *Log) checkRetiredKey(ctx context.Context, front *frontier, latest *Checkpoint) error {
-	lister, ok := l.store.(recordLister)
-	if !ok {
+// It reads the stored checkpoints, and the retained records from the
+// first checkpoint that records rotations, once (only at a rotation). When
+// retention removed records after that first checkpoint and no rotation
+// record is retained, the newest checkpoint before the retained records
+// stands for the rotation records removed, as in the verifier. A store that
+// cannot list its records and checkpoints is not checked here (the
+// verifier still refuses such checkpoints, see [ProblemRetiredKey]).
+func (l *Log) checkRetiredKey(ctx context.Context, front *frontier, latest *Checkpoint, verifiers note.Verifiers) error {
+	records, ok := l.store.(recordLister)
+	cps, ok2 := l.store.(checkpointLister)
+	if !ok || !ok2 {
 		return nil
+	}
+	origin := l.cfg.Origin
+	// The first checkpoint that records rotations (the smallest size).
+	var first *Checkpoint
+	err := cps.Checkpoints(ctx, origin, func(msg []byte) error {
+		if !recordsRotations(msg) {
+			return nil
+		}
+		c, err := ParseCheckpoint(noteText(msg))
+		if err != nil || c.Size > latest.Size || first != nil && c.Size >= first.Size {
+			return nil //nolint:nilerr // not a candidate; the verifier names bad checkpoints
+		}
+		if c, err = OpenCheckpoint(msg, verifiers); err == nil && c.Origin == origin {
+			first = c
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read the checkpoints: %w", err)
+	}
+	if first == nil {
+		return nil // written by a version before rotationsExtension
 	}
 	var last *Record
 	var lastData []byte
-	err := lister.Records(ctx, l.cfg.Origin, 0, latest.Size, func(index int64, data []byte, _ *tlog.Hash) error {
+	retained := latest.Size // the first retained record from first.Size
+	err = records.Records(ctx, origin, first.Size, latest.Size, func(index int64, data []byte, _ *tlog.Hash) error {
+		retained = min(retained, index)
 		if !bytes.Contains(data[:min(len(data), 80)], adminPrefix) {
 			return nil
 		}
@@ -460,7 +500,28 @@ func (l *Log) checkRetiredKey(ctx context.Context, front *frontier, latest *Chec
 	if err != nil {
 		return fmt.Errorf("read the key rotations: %w", err)
 	}
-	if last == nil || keyID(strings.TrimSpace(last.Admin.Detail)) == latest.KeyID {
+	if last == nil {
+		what := "the log records its key rotations from its checkpoint"
+		if retained > first.Size {
+			// Retention removed records after the first checkpoint:
+			// the newest checkpoint before the retained records stands
+			// for the rotation records removed, as in the verifier.
+			what = "the newest checkpoint before the retained records is the one"
+			if first, err = newestCheckpoint(ctx, cps, origin, retained, verifiers); err != nil {
+				return fmt.Errorf("read the checkpoints: %w", err)
+			}
+			if first == nil {
+				return nil // not checked here
+			}
+		}
+		if first.KeyID == latest.KeyID {
+			return nil
+		}
+		return fmt.Errorf("%w: the latest stored checkpoint (size %d) is signed by key %s, but %s of size %d, signed by key %s, and no key_rotation record since names %s: a retired key signed records written after it (see \"Keys and rotation\" in docs/audit.md)",
+			ErrRollback, latest.Size, latest.KeyID, what, first.Size, first.KeyID, latest.KeyID)
+	}
+	named := keyID(strings.TrimSpace(last.Admin.Detail))
+	if named == latest.KeyID {
 		return nil
 	}
 	// Only a record of the log's own tree counts as evidence.
@@ -469,7 +530,28 @@ func (l *Log) checkRetiredKey(ctx context.Context, front *frontier, latest *Chec
 		return err
 	}
 	return fmt.Errorf("%w: the latest stored checkpoint (size %d) is signed by key %s, which this log retired at record %d (%s to key %s): a retired key signed records written after the rotation (see \"Keys and rotation\" in docs/audit.md)",
-		ErrRollback, latest.Size, latest.KeyID, last.Index, last.Admin.Action, keyID(strings.TrimSpace(last.Admin.Detail)))
+		ErrRollback, latest.Size, latest.KeyID, last.Index, last.Admin.Action, named)
+}
+
+// newestCheckpoint returns the stored checkpoint of origin with the largest
+// size at most size, nil when there is none or verifiers do not accept it.
+func newestCheckpoint(ctx context.Context, cps checkpointLister, origin string, size int64, verifiers note.Verifiers) (*Checkpoint, error) {
+	var best []byte
+	bestSize := int64(-1)
+	err := cps.Checkpoints(ctx, origin, func(msg []byte) error {
+		if c, err := ParseCheckpoint(noteText(msg)); err == nil && c.Size <= size && c.Size > bestSize {
+			best, bestSize = bytes.Clone(msg), c.Size
+		}
+		return nil
+	})
+	if err != nil || best == nil {
+		return nil, err
+	}
+	c, err := OpenCheckpoint(best, verifiers)
+	if err != nil || c.Origin != origin {
+		return nil, nil //nolint:nilerr // not checked here; the verifier names bad checkpoints
+	}
+	return c, nil
 }
 
 func checkpointSize(c *Checkpoint) int64 {
@@ -1110,10 +1192,12 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 	return nil
 }
 
-// sign makes the checkpoint for front at time now.
+// sign makes the checkpoint for front at time now. It carries
+// [rotationsExtension]: this log records every change of its signing key.
 func (l *Log) sign(front *frontier, now time.Time) (*Checkpoint, error) {
 	c := &Checkpoint{Origin: l.cfg.Origin, Size: front.size, Root: front.root(), Time: now.UTC()}
-	msg, err := note.Sign(&note.Note{Text: string(checkpointBody(c.Origin, c.Size, c.Root, c.Time))}, l.cfg.Signer)
+	body := append(checkpointBody(c.Origin, c.Size, c.Root, c.Time), rotationsExtension+"\n"...)
+	msg, err := note.Sign(&note.Note{Text: string(body)}, l.cfg.Signer)
 	if err != nil {
 		return nil, fmt.Errorf("sign checkpoint: %w", err)
 	}

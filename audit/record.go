@@ -32,8 +32,12 @@ const (
 // callers. Each names, in [Admin.Detail], the verifier key that signs the
 // checkpoints from that record on: the log's first key ("log_start", index
 // 0) or the key it changed to ("key_rotation", the first record under that
-// key). [Verify] refuses a checkpoint signed by any other key
-// ([ProblemRetiredKey]).
+// key, a new key or an earlier one). From the log's first checkpoint that
+// says it records every key change (see docs/audit.md, "Keys and
+// rotation"), [Verify] refuses a checkpoint signed by any other key
+// ([ProblemRetiredKey]); versions up to e8247d9 wrote "key_rotation" only
+// for a key new to the log, so before that checkpoint a log may go back to
+// an earlier key without a record.
 const (
 	AdminLogStart    = "log_start"
 	AdminKeyRotation = "key_rotation"

@@ -178,3 +178,78 @@ func TestAppendRefusesTheLogsOwnAdminActions(t *testing.T) {
 	}
 	mustAppend(t, l, &audit.Record{Kind: audit.KindAdmin, Admin: &audit.Admin{Action: "policy_load"}})
 }
+
+// TestCheckpointsSayRotationsAreRecorded: every checkpoint the log signs
+// carries the extension line from which the verifier applies the
+// retired-key rule; earlier readers ignore it (C2SP extension line).
+func TestCheckpointsSayRotationsAreRecorded(t *testing.T) {
+	store, _, _, _, _ := rotatedLog(t)
+	n := 0
+	if err := store.Checkpoints(t.Context(), origin, func(msg []byte) error {
+		n++
+		text := msg[:bytes.LastIndex(msg, []byte("\n\n"))+1]
+		if !bytes.HasSuffix(text, []byte("\nrotations recorded\n")) {
+			return fmt.Errorf("checkpoint without the rotations line:\n%s", msg)
+		}
+		if _, err := audit.ParseCheckpoint(text); err != nil {
+			return err
+		}
+		return nil
+	}); err != nil || n == 0 {
+		t.Fatalf("%d checkpoints: %v", n, err)
+	}
+}
+
+// TestRetiredKeyAfterRetention: retention removed the key_rotation record;
+// the newest checkpoint before the retained records stands for it, in
+// Verify and in Open.
+func TestRetiredKeyAfterRetention(t *testing.T) {
+	store, s1, s2, v1, v2 := rotatedLog(t)
+	if _, err := store.Prune(t.Context(), origin, 5); err != nil { // records 0-4, the rotation at 3 among them
+		t.Fatal(err)
+	}
+	keys := audit.VerifyOptions{Keys: []string{v1, v2}}
+	requireOK(t, verify(t, store, keys))
+	store.Tamper(origin, func(r [][]byte, l []tlog.Hash, c [][]byte) ([][]byte, []tlog.Hash, [][]byte) {
+		c[len(c)-1] = resign(t, c[len(c)-1], s1)
+		return r, l, c
+	})
+	rep := verify(t, store, keys)
+	if f := rep.FirstFailure(); rep.OK() || f.Code != audit.ProblemRetiredKey || f.Index != 4 || f.Size != 8 {
+		t.Errorf("Verify of a pruned log whose latest checkpoint key 1 re-signed: %v, want retired_key at 4 (the newest checkpoint before the retained records), size 8", rep.Failures)
+	}
+	cfg := audittest.Config(t, origin)
+	cfg.Signer, cfg.PreviousKeys = s2, []string{v1}
+	_, err := audit.Open(t.Context(), store, cfg)
+	if !errors.Is(err, audit.ErrRollback) || !strings.Contains(err.Error(), "newest checkpoint before the retained records") {
+		t.Fatalf("Open over it = %v, want ErrRollback naming the checkpoint before the retained records", err)
+	}
+}
+
+// TestTrustedCheckpointKeepsTheRetiredKeyRule: a holder of the retired key
+// 1 rewrites a record written under key 2 and replaces every checkpoint
+// with one of its own, without the rotations line, so that the stored log
+// looks like one of a version before it. A trusted copy of a checkpoint
+// of key 2 still says that the log records its rotations.
+func TestTrustedCheckpointKeepsTheRetiredKeyRule(t *testing.T) {
+	store, s1, _, v1, v2 := rotatedLog(t)
+	trusted, err := store.CheckpointAt(t.Context(), origin, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Tamper(origin, func(r [][]byte, l []tlog.Hash, _ [][]byte) ([][]byte, []tlog.Hash, [][]byte) {
+		r[6] = bytes.Replace(r[6], []byte(`"c2"`), []byte(`"cX"`), 1)
+		l[6] = audit.LeafHash(r[6])
+		var cps [][]byte
+		for _, size := range []int64{1, 3, 8} {
+			cps = append(cps, signCheckpoint(t, s1, l, size, time.Now()))
+		}
+		return r, l, cps
+	})
+	keys := []string{v1, v2}
+	requireOK(t, verify(t, store, audit.VerifyOptions{Keys: keys})) // nothing in the store tells
+	rep := verify(t, store, audit.VerifyOptions{Keys: keys, Trusted: [][]byte{trusted}})
+	if f := rep.FirstFailure(); rep.OK() || f.Code != audit.ProblemRetiredKey || f.Index != 3 || f.Size != 8 {
+		t.Errorf("Verify with the trusted checkpoint of key 2: %v, want retired_key at record 3, size 8", rep.Failures)
+	}
+}

@@ -125,7 +125,11 @@ const (
 	// the log's last "log_start" or "key_rotation" record before its size
 	// names: a retired key (or one the log never rotated to) vouches for
 	// records written after the rotation, e.g. a log rewritten after a key
-	// rotation and re-signed with the old key.
+	// rotation and re-signed with the old key. The rule applies from the
+	// log's first checkpoint that says the log records every key change
+	// (the extension line "rotations recorded"), whose own key counts as
+	// named there; versions up to e8247d9 went back to an earlier key
+	// without a record.
 	ProblemRetiredKey ProblemCode = "retired_key"
 	// ProblemLinkMismatch: an outcome differs from the intent it names in a
 	// field that ties the call to its SQL transaction (correlation_id,
@@ -335,7 +339,9 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 			or: &OriginReport{Origin: o, FirstBad: -1},
 		}
 		for _, c := range trusted[o] {
-			v.tcps = append(v.tcps, sumOf(c))
+			sum := sumOf(c)
+			sum.Key = v.intern(c.KeyID)
+			v.tcps = append(v.tcps, sum)
 		}
 		if err := v.run(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -404,12 +410,16 @@ type cpSum struct {
 	Size int64
 	Root tlog.Hash
 	Time time.Time
-	// Key is the signing key (originVerifier.keyNames), -1 for trusted
-	// checkpoints, which are not checked against the log's rotations.
+	// Key is the signing key (originVerifier.keyNames). Trusted
+	// checkpoints are not checked against the log's rotations.
 	Key int32
+	// Rotations is set when the checkpoint carries [rotationsExtension].
+	Rotations bool
 }
 
-func sumOf(c *Checkpoint) cpSum { return cpSum{Size: c.Size, Root: c.Root, Time: c.Time, Key: -1} }
+func sumOf(c *Checkpoint) cpSum {
+	return cpSum{Size: c.Size, Root: c.Root, Time: c.Time, Key: -1, Rotations: recordsRotations(c.Note)}
+}
 
 func (v *originVerifier) fail(code ProblemCode, index, size int64, msg string) {
 	v.rep.Failures = append(v.rep.Failures, Problem{Origin: v.or.Origin, Code: code, Index: index, Size: size, Message: msg})
@@ -568,14 +578,18 @@ func (v *originVerifier) run(ctx context.Context) error {
 		v: v, front: front, lo: lo, lastMatch: scanFrom, lastTrusted: scanFrom,
 		intents: map[int64]linkSum{}, active: -1, activeAt: -1,
 	}
-	if scanFrom > 0 {
+	s.strictAt, s.strictKey = v.rotationsFrom()
+	if scanFrom > 0 && s.strictAt >= 0 && s.strictAt <= scanFrom {
 		// The rotation records before the scan are not read: the key of
 		// the newest checkpoint there stands for them (a rotation's
 		// record and the first checkpoint under the new key are written
 		// together).
-		for _, c := range v.cps {
-			if c.Size <= scanFrom {
-				s.active, s.activeCp = c.Key, c.Size
+		s.strict = true
+		for _, cps := range [][]cpSum{v.tcps, v.cps} { // a log checkpoint first
+			for _, c := range cps {
+				if c.Size <= scanFrom && (s.active < 0 || c.Size >= s.activeCp) {
+					s.active, s.activeCp = c.Key, c.Size
+				}
 			}
 		}
 	}
@@ -609,6 +623,22 @@ func (v *originVerifier) run(ctx context.Context) error {
 	}
 	v.finish(s, got, fullTail)
 	return nil
+}
+
+// rotationsFrom returns the size and key of the first checkpoint (of the
+// log, or a trusted one) that carries [rotationsExtension], from which the
+// retired-key rule applies; -1, -1 when there is none (a log written by a
+// version before it).
+func (v *originVerifier) rotationsFrom() (size int64, key int32) {
+	size, key = -1, -1
+	for _, cps := range [][]cpSum{v.cps, v.tcps} {
+		for _, c := range cps {
+			if c.Rotations && (size < 0 || c.Size < size) {
+				size, key = c.Size, c.Key
+			}
+		}
+	}
+	return size, key
 }
 
 // finish reports what is left after the scan reached got.
@@ -685,11 +715,20 @@ type scan struct {
 	// active is the key (originVerifier.keyNames) that signs checkpoints
 	// at the current size, -1 while unknown: named by the log_start or
 	// key_rotation record at activeAt (activeAction), or, when activeAt
-	// is -1, by the newest checkpoint before the scan (of size activeCp).
+	// is -1, by the checkpoint of size activeCp: the first one carrying
+	// [rotationsExtension] when activeFirst, else the newest one before
+	// the scan.
 	active       int32
 	activeAt     int64
 	activeCp     int64
+	activeFirst  bool
 	activeAction string
+	// strict is set once the retired-key rule applies: from strictAt, the
+	// size of the first checkpoint that carries [rotationsExtension]
+	// (signed by key strictKey); -1 when none does.
+	strict    bool
+	strictAt  int64
+	strictKey int32
 }
 
 // rotated records that the log_start or key_rotation record at index p
@@ -698,22 +737,41 @@ func (s *scan) rotated(p int64, action, id string) {
 	s.active, s.activeAt, s.activeAction = s.v.intern(id), p, action
 }
 
+// startStrict applies the retired-key rule from here on (the first
+// checkpoint that carries [rotationsExtension]): its key is the active
+// key. That is the key the last rotation record names, unless a version
+// before the extension went back to an earlier key without a record.
+func (s *scan) startStrict() {
+	s.strict = true
+	if s.activeAt >= 0 && s.active == s.strictKey {
+		return // named by the rotation record written with it
+	}
+	s.active, s.activeAt, s.activeCp, s.activeFirst = s.strictKey, -1, s.strictAt, true
+}
+
 // checkKey fails a log checkpoint of the current size that is not signed
-// by the active key.
+// by the active key, once the retired-key rule applies.
 func (s *scan) checkKey(d *due, c *cpSum) {
-	if d.trusted || s.active < 0 || c.Key < 0 || c.Key == s.active {
+	if !s.strict && s.strictAt >= 0 && c.Size >= s.strictAt {
+		s.startStrict()
+	}
+	if d.trusted || !s.strict || s.active < 0 || c.Key < 0 || c.Key == s.active {
 		return
 	}
 	v := s.v
 	d.retired = true
 	signer, want := v.keyNames[c.Key], v.keyNames[s.active]
-	if s.activeAt >= 0 {
+	switch {
+	case s.activeAt >= 0:
 		v.fail(ProblemRetiredKey, s.activeAt, c.Size, fmt.Sprintf("the checkpoint of size %d is signed by key %s, but the log's %s record %d names key %s for every checkpoint after it: a retired key vouches for records written after the rotation (rewritten and re-signed?)",
 			c.Size, signer, s.activeAction, s.activeAt, want))
-		return
+	case s.activeFirst:
+		v.fail(ProblemRetiredKey, s.activeCp, c.Size, fmt.Sprintf("the checkpoint of size %d is signed by key %s, but the log records its key rotations from its checkpoint of size %d, signed by key %s, and no key_rotation record since names %s: a retired key vouches for records written after it (rewritten and re-signed?)",
+			c.Size, signer, s.activeCp, want, signer))
+	default:
+		v.fail(ProblemRetiredKey, s.activeCp, c.Size, fmt.Sprintf("the checkpoint of size %d is signed by key %s, but the newest checkpoint before the checked records (size %d) is signed by key %s and no key_rotation record in between names %s",
+			c.Size, signer, s.activeCp, want, signer))
 	}
-	v.fail(ProblemRetiredKey, s.activeCp, c.Size, fmt.Sprintf("the checkpoint of size %d is signed by key %s, but the newest checkpoint before the checked records (size %d) is signed by key %s and no key_rotation record in between names %s",
-		c.Size, signer, s.activeCp, want, signer))
 }
 
 // atLo runs the checks that need the tree at lo: checkpoints below the
