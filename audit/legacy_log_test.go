@@ -228,6 +228,7 @@ func replaceCheckpoint(t *testing.T, db *sql.DB, s note.Signer, size int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer rows.Close()
 	tree, err := audit.NewTree(0, nil)
 	if err != nil {
 		t.Fatal(err)
