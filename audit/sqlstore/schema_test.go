@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/sqlgate/sqlgate/internal/schemalock"
 )
 
 // TestTablesFromDDL checks that Tables, which the SQL Server conformance
@@ -39,7 +41,7 @@ func TestTablesFromDDL(t *testing.T) {
 // PostgreSQL tables in one transaction whose first statement takes the
 // schema lock, and creates nothing when the lock is not granted.
 func TestSchemaUnderLock(t *testing.T) {
-	for name, lock := range map[string]string{SQLServer: schemaLockSQLServer, Postgres: schemaLockPostgres} {
+	for name, lock := range map[string]string{SQLServer: schemalock.SQLServer, Postgres: schemalock.Postgres} {
 		t.Run(name, func(t *testing.T) {
 			rec := &ddlRecorder{}
 			if _, err := Open(t.Context(), sql.OpenDB(rec), name); err != nil {

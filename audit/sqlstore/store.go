@@ -15,6 +15,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/sqlgate/sqlgate/audit"
+	"github.com/sqlgate/sqlgate/internal/schemalock"
 )
 
 // Store keeps audit logs in a SQL database. It implements [audit.Store] and
@@ -69,41 +70,17 @@ func Open(ctx context.Context, db *sql.DB, dialect string) (*Store, error) {
 	return s, nil
 }
 
-// schemaLockSQLServer starts the SQL Server transaction that creates the
-// missing tables: an exclusive application lock held until it ends (the
-// one the control database takes, broker/control). `IF OBJECT_ID(...) IS
-// NULL CREATE TABLE` checks, then creates; without the lock two instances
-// starting together on an empty database would both create, and one would
-// fail (error 2714). sp_getapplock answers 0 or 1 when granted, less when
-// not (-1: 60 s passed).
-const schemaLockSQLServer = `DECLARE @r int;
-EXEC @r = sys.sp_getapplock @Resource = N'sqlgate-schema', @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 60000;
-IF @r < 0
-BEGIN
-    DECLARE @m nvarchar(200) = CONCAT(N'sqlgate: the schema lock sqlgate-schema was not granted (sp_getapplock returned ', @r, N')');
-    THROW 51000, @m, 1;
-END`
-
-// schemaLockPostgres starts the PostgreSQL transaction that creates the
-// missing tables: the transaction-scoped advisory lock (1936813171, 0) the
-// control database takes (broker/control documents the key). `CREATE TABLE
-// IF NOT EXISTS` is not safe against a concurrent creator: without the
-// lock, two instances starting together on an empty database both find a
-// table missing, and PostgreSQL fails the second with a unique violation
-// on pg_type or pg_class (23505). It waits as long as the context allows.
-const schemaLockPostgres = "SELECT pg_advisory_xact_lock(1936813171, 0)"
-
 // createSchema runs the dialect's idempotent DDL: on SQL Server and
 // PostgreSQL in one transaction that takes the schema lock first
-// ([schemaLockSQLServer], [schemaLockPostgres]); on SQLite, which runs one
+// ([schemalock.SQLServer], [schemalock.Postgres]); on SQLite, which runs one
 // writer at a time, statement by statement.
 func createSchema(ctx context.Context, db *sql.DB, d *dialect) error {
 	var lock string
 	switch d.name {
 	case SQLServer:
-		lock = schemaLockSQLServer
+		lock = schemalock.SQLServer
 	case Postgres:
-		lock = schemaLockPostgres
+		lock = schemalock.Postgres
 	default:
 		for _, q := range d.schema {
 			if _, err := db.ExecContext(ctx, q); err != nil {

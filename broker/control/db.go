@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	mssql "github.com/microsoft/go-mssqldb"
+
+	"github.com/sqlgate/sqlgate/internal/schemalock"
 )
 
 // Dialects supported by the control database.
@@ -39,48 +41,18 @@ func Open(ctx context.Context, db *sql.DB, dialect string) (*DB, error) {
 	return c, nil
 }
 
-// sqlServerSchemaLock starts the SQL Server transaction that creates
-// missing tables and indexes: an exclusive application lock held until the
-// transaction ends. `IF OBJECT_ID(...) IS NULL CREATE TABLE` checks, then
-// creates; without the lock, two instances starting together on an empty
-// database would both create, and one would fail (error 2714, or 1913 for
-// an index). The audit store (audit/sqlstore) takes the same lock.
-// sp_getapplock answers 0 or 1 when granted, less when not (-1: 60 s
-// passed).
-const sqlServerSchemaLock = `DECLARE @r int;
-EXEC @r = sys.sp_getapplock @Resource = N'sqlgate-schema', @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 60000;
-IF @r < 0
-BEGIN
-    DECLARE @m nvarchar(200) = CONCAT(N'sqlgate: the schema lock sqlgate-schema was not granted (sp_getapplock returned ', @r, N')');
-    THROW 51000, @m, 1;
-END`
-
-// postgresSchemaLock starts the PostgreSQL transaction that creates
-// missing tables and indexes: an exclusive advisory lock held until the
-// transaction ends. `CREATE TABLE IF NOT EXISTS` and `CREATE INDEX IF NOT
-// EXISTS` are not safe against a concurrent creator: two instances starting
-// together on an empty database both find the table missing, and
-// PostgreSQL fails the second with a unique violation on pg_type or
-// pg_class (23505). The lock is the two-key advisory lock (1936813171, 0):
-// class 0x73716c73, "sqls", which no other sqlgate lock uses (a call's
-// idempotency key takes class 0x73716c67, "sqlg", in broker/postgres; an
-// audit origin's claim is a one-key lock). The audit store
-// (audit/sqlstore) and broker/postgres, creating the idempotency table,
-// take the same lock. It waits as long as the context allows.
-const postgresSchemaLock = "SELECT pg_advisory_xact_lock(1936813171, 0)"
-
 // createSchema runs idempotent DDL statements. On SQL Server and
 // PostgreSQL they run in one transaction that takes the schema lock first
-// ([sqlServerSchemaLock], [postgresSchemaLock]), so instances starting
+// ([schemalock.SQLServer], [schemalock.Postgres]), so instances starting
 // together create each table once; SQLite, which runs one writer at a
 // time, runs them one by one.
 func (c *DB) createSchema(ctx context.Context, stmts []string) error {
 	var lock string
 	switch c.dialect {
 	case SQLServer:
-		lock = sqlServerSchemaLock
+		lock = schemalock.SQLServer
 	case Postgres:
-		lock = postgresSchemaLock
+		lock = schemalock.Postgres
 	default:
 		for _, stmt := range stmts {
 			if _, err := c.db.ExecContext(ctx, stmt); err != nil {

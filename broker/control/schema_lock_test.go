@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sqlgate/sqlgate/internal/schemalock"
 )
 
 // TestPostgresSchemaUnderLock checks that on PostgreSQL every store that
@@ -44,7 +46,7 @@ func TestPostgresSchemaUnderLock(t *testing.T) {
 				t.Fatalf("%s: %v", s.what, err)
 			}
 		}
-		want := append(append([]string{txBegin, postgresSchemaLock}, s.ddl...), txCommit)
+		want := append(append([]string{txBegin, schemalock.Postgres}, s.ddl...), txCommit)
 		var got []string
 		for _, st := range rec.take() {
 			if st.query == postgresRegclass {
@@ -70,7 +72,7 @@ func TestPostgresSchemaUnderLock(t *testing.T) {
 // lock_timeout).
 func TestPostgresSchemaLockRefused(t *testing.T) {
 	rec := &recorder{rows: regclass(false), fail: func(q string) error {
-		if q == postgresSchemaLock {
+		if q == schemalock.Postgres {
 			return errors.New("ERROR: canceling statement due to lock timeout (SQLSTATE 55P03)")
 		}
 		return nil
@@ -79,7 +81,7 @@ func TestPostgresSchemaLockRefused(t *testing.T) {
 		t.Fatalf("Open = %v, want the lock's error", err)
 	}
 	got := slices.DeleteFunc(rec.take(), func(s sentStmt) bool { return s.query == postgresRegclass })
-	if len(got) != 3 || got[0].tx != txBegin || got[1].query != postgresSchemaLock || got[2].tx != txRollback {
+	if len(got) != 3 || got[0].tx != txBegin || got[1].query != schemalock.Postgres || got[2].tx != txRollback {
 		t.Errorf("Open sent %+v, want begin, the lock, rollback", got)
 	}
 }

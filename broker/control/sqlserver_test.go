@@ -14,6 +14,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/internal/schemalock"
 )
 
 // sqlServerStep is one store operation of sqlServerScenario and what it
@@ -207,7 +208,7 @@ func TestSQLServerSchemaUnderLock(t *testing.T) {
 			switch {
 			case st.tx != "": // a transaction begins or ends
 				locked = false
-			case st.query == sqlServerSchemaLock:
+			case st.query == schemalock.SQLServer:
 				locked = true
 			case strings.Contains(st.query, "CREATE TABLE") || strings.Contains(st.query, "CREATE INDEX"):
 				ddl++
@@ -226,7 +227,7 @@ func TestSQLServerSchemaUnderLock(t *testing.T) {
 // nothing, when the schema lock is not granted.
 func TestSQLServerSchemaLockRefused(t *testing.T) {
 	rec := &recorder{fail: func(q string) error {
-		if q == sqlServerSchemaLock {
+		if q == schemalock.SQLServer {
 			return mssql.Error{Number: 51000, Message: "sqlgate: the schema lock sqlgate-schema was not granted (sp_getapplock returned -1)"}
 		}
 		return nil

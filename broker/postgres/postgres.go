@@ -22,6 +22,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
 	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/internal/schemalock"
 )
 
 // IdempotencyDDL returns the DDL of the idempotency table (quoted name as
@@ -49,16 +50,6 @@ func IdempotencyDDL(table string) string {
 CREATE INDEX IF NOT EXISTS ` + index + ` ON ` + q + ` (committed_at)`
 }
 
-// schemaLockSQL takes the transaction-scoped advisory lock under which
-// sqlgate creates tables: (1936813171, 0), class 0x73716c73 ("sqls"),
-// which no call's lock uses (keyLockSQL takes class advisoryClass), and the
-// lock the control database and the audit store take (broker/control).
-// `CREATE TABLE IF NOT EXISTS` is not safe against a concurrent creator:
-// without the lock, two instances starting together both find the table
-// missing, and PostgreSQL fails the second with a unique violation on
-// pg_type or pg_class (23505).
-const schemaLockSQL = "SELECT pg_advisory_xact_lock(1936813171, 0)"
-
 // createIdempotencyTable runs [IdempotencyDDL] in one transaction that
 // takes the schema lock first. It waits for the lock as long as ctx allows.
 func createIdempotencyTable(ctx context.Context, pool *pgxpool.Pool, table string) error {
@@ -75,7 +66,7 @@ func createIdempotencyTable(ctx context.Context, pool *pgxpool.Pool, table strin
 		return err
 	}
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, schemaLockSQL); err != nil {
+		if _, err := tx.Exec(ctx, schemalock.Postgres); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, IdempotencyDDL(table))
