@@ -137,29 +137,9 @@ func FetchCreds(ctx context.Context, cfg FetchConfig, kp nkeys.KeyPair) (*Creds,
 		return nil, fmt.Errorf("natsclient: get token: %w", err)
 	}
 	body, _ := json.Marshal(api.NATSCredsRequest{PublicKey: pub, TTLSeconds: int64(cfg.TTL / time.Second)})
-	url := strings.TrimRight(cfg.BrokerURL, "/") + api.Prefix + "/nats/creds"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	data, err := askBroker(ctx, cfg.HTTPClient, http.MethodPost, strings.TrimRight(cfg.BrokerURL, "/")+api.Prefix+"/nats/creds", token, body, "creds")
 	if err != nil {
-		return nil, fmt.Errorf("natsclient: creds request: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("natsclient: creds request: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, fmt.Errorf("natsclient: read creds response: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, brokerError(resp.StatusCode, data)
+		return nil, err
 	}
 	var nc api.NATSCreds
 	if err := json.Unmarshal(data, &nc); err != nil {
@@ -209,28 +189,9 @@ func whoAmI(ctx context.Context, cfg FetchConfig, token string) (*api.WhoAmI, er
 	if err := api.RequireTLS("broker", cfg.BrokerURL); err != nil {
 		return nil, fmt.Errorf("natsclient: %w", err)
 	}
-	url := strings.TrimRight(cfg.BrokerURL, "/") + api.Prefix + "/whoami"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	data, err := askBroker(ctx, cfg.HTTPClient, http.MethodGet, strings.TrimRight(cfg.BrokerURL, "/")+api.Prefix+"/whoami", token, nil, "whoami")
 	if err != nil {
-		return nil, fmt.Errorf("natsclient: whoami request: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Accept", "application/json")
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("natsclient: whoami request: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return nil, fmt.Errorf("natsclient: read whoami response: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, brokerError(resp.StatusCode, data)
+		return nil, err
 	}
 	var who api.WhoAmI
 	if err := json.Unmarshal(data, &who); err != nil || who.Issuer == "" || who.Subject == "" {
@@ -252,4 +213,40 @@ func CredsFile(c *Creds, kp nkeys.KeyPair) ([]byte, error) {
 		return nil, fmt.Errorf("natsclient: format creds: %w", err)
 	}
 	return b, nil
+}
+
+// askBroker sends one request to the broker's API with the bearer token
+// (a JSON body when body is set) and returns the body of a 200 answer; any
+// other answer is the broker's error ([brokerError]). what names the
+// request in errors.
+func askBroker(ctx context.Context, hc *http.Client, method, url, token string, body []byte, what string) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: %s request: %w", what, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: %s request: %w", what, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return nil, fmt.Errorf("natsclient: read %s response: %w", what, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, brokerError(resp.StatusCode, data)
+	}
+	return data, nil
 }
