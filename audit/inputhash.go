@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 )
 
 // inputHashDomain starts the message of every decision-input HMAC, so that
@@ -46,19 +44,11 @@ var ErrUnknownParamKey = errors.New("unknown parameter key id")
 func CheckInput(keys []ParamKey, r *Record, input []byte) (bool, error) {
 	switch {
 	case r.InputHMAC != "":
-		rest, ok := strings.CutPrefix(r.InputHMAC, paramHashPrefix)
-		if !ok {
-			return false, errors.New("check input: input_hmac is not a keyed hash")
+		k, err := keyOf(keys, r.InputHMAC)
+		if err != nil {
+			return false, fmt.Errorf("check input: input_hmac: %w", err)
 		}
-		id, _, ok := strings.Cut(rest, ":")
-		if !ok {
-			return false, errors.New("check input: malformed input_hmac")
-		}
-		i := slices.IndexFunc(keys, func(k ParamKey) bool { return k.ID == id })
-		if i < 0 {
-			return false, fmt.Errorf("check input: %w %q", ErrUnknownParamKey, id)
-		}
-		return hmac.Equal([]byte(HashInput(keys[i], input)), []byte(r.InputHMAC)), nil
+		return hmac.Equal([]byte(HashInput(k, input)), []byte(r.InputHMAC)), nil
 	case r.InputSHA256 != "":
 		sum := sha256.Sum256(input)
 		return hmac.Equal([]byte(hex.EncodeToString(sum[:])), []byte(r.InputSHA256)), nil

@@ -90,20 +90,30 @@ func HashValue(key ParamKey, v any) string {
 // keyed hash of v under one of keys, chosen by the key id in hashed. It
 // returns an error when hashed is malformed or names a key not in keys.
 func CheckParam(keys []ParamKey, v any, hashed string) (bool, error) {
+	k, err := keyOf(keys, hashed)
+	if err != nil {
+		return false, fmt.Errorf("check param: %w", err)
+	}
+	return hmac.Equal([]byte(HashValue(k, v)), []byte(hashed)), nil
+}
+
+// keyOf returns the key of keys whose id the keyed hash hashed
+// ("hmac-sha256:<id>:<hex>") names: an error wrapping [ErrUnknownParamKey]
+// when none does, another when hashed is not a keyed hash.
+func keyOf(keys []ParamKey, hashed string) (ParamKey, error) {
 	rest, ok := strings.CutPrefix(hashed, paramHashPrefix)
 	if !ok {
-		return false, fmt.Errorf("check param: not a keyed hash")
+		return ParamKey{}, errors.New("not a keyed hash")
 	}
 	id, _, ok := strings.Cut(rest, ":")
 	if !ok {
-		return false, fmt.Errorf("check param: malformed keyed hash")
+		return ParamKey{}, errors.New("malformed keyed hash")
 	}
 	i := slices.IndexFunc(keys, func(k ParamKey) bool { return k.ID == id })
 	if i < 0 {
-		return false, fmt.Errorf("check param: unknown key id %q", id)
+		return ParamKey{}, fmt.Errorf("%w %q", ErrUnknownParamKey, id)
 	}
-	want := HashValue(keys[i], v)
-	return hmac.Equal([]byte(want), []byte(hashed)), nil
+	return keys[i], nil
 }
 
 // HashParams returns [HashValue] of every parameter with key, and
