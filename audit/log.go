@@ -479,6 +479,22 @@ func (l *Log) checkRetiredKey(ctx context.Context, front *frontier, latest *Chec
 	if err != nil {
 		return fmt.Errorf("read the checkpoints: %w", err)
 	}
+	// The stored checkpoints are the store writer's to replace: the
+	// newest copy in the sink, which that writer cannot touch, starts the
+	// rule too when it records rotations (a holder of a retired key who
+	// replaced every stored checkpoint by ones without the line would
+	// otherwise sign on unnoticed).
+	if r, ok := l.cfg.Sink.(SinkReader); ok {
+		raw, err := r.Newest(ctx, origin)
+		if err != nil {
+			return fmt.Errorf("read the newest checkpoint copy: %w", err)
+		}
+		if raw != nil && recordsRotations(raw) {
+			if c, err := OpenCheckpoint(raw, verifiers); err == nil && c.Origin == origin && c.Size <= latest.Size && (first == nil || c.Size < first.Size) {
+				first = c
+			}
+		}
+	}
 	if first == nil {
 		return nil // written by a version before rotationsExtension
 	}
@@ -626,7 +642,7 @@ func (l *Log) checkSinkCopy(ctx context.Context, front *frontier, verifiers note
 		if d, ok := l.cfg.Sink.(*DirSink); ok {
 			where = "the sink " + filepath.Join(d.Dir, escapeOrigin(l.cfg.Origin))
 		}
-		return fmt.Errorf("against the newest checkpoint copy in %s: %w (the store lost records the copy covers: a restore from an older backup, or deleted checkpoints; to accept the loss, move this origin's copies out of %s and keep them: verifying with them as --trusted-checkpoint shows what was lost)", where, err, where)
+		return fmt.Errorf("against the newest checkpoint copy in %s: %w (the store lost records the copy covers: a restore from an older backup, or deleted checkpoints; to go on after a restore, start under a new audit.origin and keep this origin's copies: verifying with them as --trusted-checkpoint shows what was lost; see \"Restoring the control database from a backup\" in docs/operations.md)", where, err)
 	}
 	return nil
 }

@@ -253,3 +253,65 @@ func TestTrustedCheckpointKeepsTheRetiredKeyRule(t *testing.T) {
 		t.Errorf("Verify with the trusted checkpoint of key 2: %v, want retired_key at record 3, size 8", rep.Failures)
 	}
 }
+
+// TestSinkCopyKeepsTheRetiredKeyRule: a holder of the retired key 1 who can
+// write the store replaces every stored checkpoint by key-1 ones without
+// the "rotations recorded" line, and appends a forged record under key 1.
+// The sink's newest copy (key 2, with the line) pins the rotation: Open
+// with key 2 refuses to sign on over the forged record, as it does when the
+// stored checkpoints are left alone.
+func TestSinkCopyKeepsTheRetiredKeyRule(t *testing.T) {
+	store := audittest.NewStore()
+	sink, err := audit.NewDirSink(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, v1 := audittest.Key(t, origin, 1)
+	s2, _ := audittest.Key(t, origin, 2)
+	l1 := openLog(t, store, func(c *audit.Config) { c.CheckpointInterval = time.Hour; c.Sink = sink })
+	mustAppend(t, l1, intent("a"))
+	mustAppend(t, l1, intent("b"))
+	if err := l1.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	l2 := openLog(t, store, func(c *audit.Config) {
+		c.Signer, c.PreviousKeys, c.CheckpointInterval, c.Sink = s2, []string{v1}, time.Hour, sink
+	})
+	for i := range 4 {
+		mustAppend(t, l2, intent(fmt.Sprint("c", i)))
+	}
+	if err := l2.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	newest, err := sink.Newest(t.Context(), origin)
+	if err != nil || newest == nil {
+		t.Fatalf("sink newest: %v", err)
+	}
+	pinned := checkpointSize(t, newest)
+	store.Tamper(origin, func(r [][]byte, l []tlog.Hash, old [][]byte) ([][]byte, []tlog.Hash, [][]byte) {
+		var cps [][]byte
+		for _, n := range old {
+			c, err := audit.ParseCheckpoint(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cps = append(cps, signCheckpoint(t, s1, l, c.Size, time.Now()))
+		}
+		return r, l, cps
+	})
+	forger := openLog(t, store, func(c *audit.Config) { c.CheckpointInterval = time.Hour })
+	mustAppend(t, forger, intent("forged"))
+	if err := forger.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := audittest.Config(t, origin)
+	cfg.Signer, cfg.PreviousKeys, cfg.Sink = s2, []string{v1}, sink
+	l, err := audit.Open(t.Context(), store, cfg)
+	if err == nil {
+		_ = l.Close(t.Context())
+		t.Fatalf("Open with key 2 over key-1 checkpoints past the rotation the sink copy (size %d) pins: nil error, want ErrRollback", pinned)
+	}
+	if !errors.Is(err, audit.ErrRollback) {
+		t.Errorf("Open = %v, want ErrRollback", err)
+	}
+}
