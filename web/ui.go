@@ -561,11 +561,17 @@ func actorWho(a *audit.Actor) who {
 
 // safeReturn keeps post-login redirects on this site.
 func safeReturn(s string) string {
-	if s == "" || !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, "/\\") {
+	if s == "" || len(s) > maxReturn || !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, "/\\") {
 		return "/"
 	}
 	return s
 }
+
+// maxReturn bounds the page a sign-in returns to: it travels in the
+// sign-in's cookie, which the browser sends with every request until the
+// sign-in ends, so a long one from a crafted link would make each request
+// too large for a proxy in front.
+const maxReturn = 1024
 
 func clip(s string, n int) string {
 	if len(s) <= n {
