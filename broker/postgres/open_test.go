@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,4 +147,55 @@ func selfSigned(t *testing.T, cn string) (tls.Certificate, []byte) {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// TestOpenSilentServerIsUnavailable: a server that accepts the connection
+// and never answers (a half-dead host, a blackholing proxy) is
+// ErrUnavailable once the default connection timeout passes, even for a
+// caller without a deadline: Open set none, and waited forever there (the
+// pool's own attempts for a minute each), holding the daemon's start.
+func TestOpenSilentServerIsUnavailable(t *testing.T) {
+	old := postgres.SetDefaultConnectTimeout(time.Second)
+	t.Cleanup(func() { postgres.SetDefaultConnectTimeout(old) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var (
+		mu   sync.Mutex
+		held []net.Conn
+	)
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // accepted, never answered
+			mu.Unlock()
+		}
+	}()
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	done := make(chan error, 1)
+	go func() {
+		_, err := postgres.Open(t.Context(), postgres.Config{Name: "silent", DSN: "host=" + host + " port=" + port + " user=sqlgate dbname=app sslmode=disable", MaxConns: 4})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, broker.ErrUnavailable) {
+			t.Errorf("Open on a silent server: err = %v, want broker.ErrUnavailable", err)
+		}
+	case <-time.After(50 * time.Second):
+		t.Fatal("Open on a silent server did not return: no connection timeout")
+	}
 }

@@ -117,6 +117,10 @@ type planKey struct {
 	mask uint64
 }
 
+// defaultConnectTimeout bounds each connection attempt when the
+// connection string sets no connect_timeout.
+var defaultConnectTimeout = 10 * time.Second
+
 // Open connects, checks the idempotency table (creating it when
 // configured) and returns the executor. An error wraps
 // [broker.ErrUnavailable] only when the server could not be reached or
@@ -154,6 +158,11 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	}
 	pc.MaxConns = int32(cfg.MaxConns)
 	pc.MinConns = int32(cfg.MinConns)
+	if pc.ConnConfig.ConnectTimeout == 0 {
+		// A server that accepts TCP and never answers would hold every
+		// connection attempt, the pool's own ones too, for a minute.
+		pc.ConnConfig.ConnectTimeout = defaultConnectTimeout
+	}
 	pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
 	// A context deadline sends a cancel request, so the server stops the
 	// statement and the transaction can be rolled back on a live connection.
@@ -187,12 +196,12 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	e.sqlPrune = `DELETE FROM ` + t + ` WHERE ctid = ANY (ARRAY(SELECT ctid FROM ` + t + ` WHERE committed_at < $1 ORDER BY committed_at LIMIT $2))`
 	if cfg.CreateIdempotencyTable {
 		if err := createIdempotencyTable(ctx, pool, cfg.IdempotencyTable); err != nil {
-			pool.Close()
+			go pool.Close() // waits for the pool's own connection attempts
 			return nil, fmt.Errorf("postgres database %s: create idempotency table: %w", cfg.Name, e.openError(ctx, err))
 		}
 	}
 	if _, err := pool.Exec(ctx, `SELECT 1 FROM `+t+` WHERE false`); err != nil {
-		pool.Close()
+		go pool.Close() // waits for the pool's own connection attempts
 		return nil, fmt.Errorf("postgres database %s: idempotency table %s (see deploy/postgres): %w", cfg.Name, cfg.IdempotencyTable, e.openError(ctx, err))
 	}
 	return e, nil

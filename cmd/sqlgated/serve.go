@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib"  // control database: PostgreSQL
@@ -151,16 +152,40 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 	}()
 	rc.LoginIssuers = map[string]broker.SQLLoginIssuer{}
 	rc.IdempotencyRetention = map[string]time.Duration{}
-	for _, d := range cfg.Databases {
-		name, ex, iss, err := openDatabase(ctx, d, cfg.Credentials.LoginPrefix)
-		if err != nil {
-			return nil, fmt.Errorf("database %s: %w", name, err)
+	// The databases open together: one that does not answer holds the
+	// start for its connection timeout once, not once per database.
+	type opened struct {
+		name string
+		ex   broker.Executor
+		iss  broker.SQLLoginIssuer
+		err  error
+	}
+	results := make([]opened, len(cfg.Databases))
+	var wg sync.WaitGroup
+	for i, d := range cfg.Databases {
+		wg.Go(func() {
+			o := &results[i]
+			o.name, o.ex, o.iss, o.err = openDatabase(ctx, d, cfg.Credentials.LoginPrefix)
+		})
+	}
+	wg.Wait()
+	for i, o := range results {
+		if o.ex != nil {
+			rc.Executors[o.name] = o.ex // closed with the others on an error
 		}
-		rc.Executors[name] = ex
-		rc.IdempotencyRetention[name] = d.idempotencyRetention()
-		if iss != nil {
-			rc.LoginIssuers[name] = iss
+		if o.err != nil {
+			if err == nil { // the first in the configuration's order
+				err = fmt.Errorf("database %s: %w", o.name, o.err)
+			}
+			continue
 		}
+		rc.IdempotencyRetention[o.name] = cfg.Databases[i].idempotencyRetention()
+		if o.iss != nil {
+			rc.LoginIssuers[o.name] = o.iss
+		}
+	}
+	if err != nil {
+		return nil, err
 	}
 	rc.Leases = broker.LeasesConfig{
 		Instance: cfg.Instance, DefaultTTL: cfg.Credentials.SQLTTL, LoginPrefix: cfg.Credentials.LoginPrefix,
