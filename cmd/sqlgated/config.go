@@ -230,9 +230,10 @@ func (c ControlConfig) checkTransport(dsn string) error {
 }
 
 // checkReferencedTransport is checkTransport for serve --check, on the
-// connection string as serve will read it (control.dsnFile or dsnEnv). A
-// string it cannot read or parse is left to checkFiles and to serve, which
-// report it.
+// connection string as serve will read it (control.dsnFile or dsnEnv): one
+// that does not require TLS, or does not parse (a CA file it names that is
+// not there), would stop serve. A string it cannot read is left to
+// checkFiles, which reports it.
 func (c ControlConfig) checkReferencedTransport() error {
 	if c.Dialect != "postgres" && c.Dialect != "sqlserver" {
 		return nil
@@ -241,10 +242,32 @@ func (c ControlConfig) checkReferencedTransport() error {
 	if err != nil {
 		return nil //nolint:nilerr // checkFiles reports a secret it cannot read
 	}
-	if err := c.checkTransport(dsn); errors.Is(err, postgres.ErrInsecureTransport) || errors.Is(err, sqlserver.ErrInsecureTransport) {
-		return err
+	return c.checkTransport(dsn)
+}
+
+// checkDatabaseTransports is checkReferencedTransport for the target
+// databases whose connection string is referenced (dsnFile or dsnEnv):
+// serve refuses to start with one that does not require TLS to another
+// host, or does not parse. (An inline one is checked by Validate.)
+func (c *Config) checkDatabaseTransports() error {
+	var errs []error
+	for _, d := range c.Databases {
+		var err error
+		switch {
+		case d.Postgres != nil && (d.Postgres.DSNFile != "" || d.Postgres.DSNEnv != ""):
+			if dsn, rerr := readSecretRef(d.Postgres.DSNFile, d.Postgres.DSNEnv); rerr == nil {
+				err = postgres.CheckTransport(dsn, d.Postgres.AllowInsecureTransport)
+			}
+		case d.SQLServer != nil && (d.SQLServer.DSNFile != "" || d.SQLServer.DSNEnv != ""):
+			if dsn, rerr := readSecretRef(d.SQLServer.DSNFile, d.SQLServer.DSNEnv); rerr == nil {
+				err = sqlserver.CheckTransport(dsn, d.SQLServer.AllowInsecureTransport)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("databases %s: connection string: %w", d.name(), err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // AuditConfig configures the audit log.
@@ -326,7 +349,7 @@ func loadServeConfig(path string) (*Config, *route.Catalog, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	errs := []error{cfg.Validate(), cfg.checkFiles(), cfg.Control.checkReferencedTransport()}
+	errs := []error{cfg.Validate(), cfg.checkFiles(), cfg.Control.checkReferencedTransport(), cfg.checkDatabaseTransports()}
 	var catalog *route.Catalog
 	if cfg.Routes != "" {
 		if catalog, err = route.LoadFile(cfg.Routes); err != nil {

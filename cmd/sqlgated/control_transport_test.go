@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -172,5 +173,44 @@ func TestControlAllowInsecureTransportDialects(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "allowInsecureTransport") {
 			t.Errorf("parseConfig(%s) = %v", dialect, err)
 		}
+	}
+}
+
+// TestServeCheckReferencedConnectionStrings: serve --check refuses what
+// serve would refuse at start in a connection string it reads from a file
+// or the environment: a target database's that does not require TLS to
+// another host (it passed, and serve then stopped on it), and a control
+// connection string that does not parse (here, a CA file that is not
+// mounted). Neither message quotes the string.
+func TestServeCheckReferencedConnectionStrings(t *testing.T) {
+	t.Setenv("PGSSLMODE", "")
+	t.Setenv("PGHOST", "")
+	config, _ := checkableExample(t)
+	check := func() error {
+		var out strings.Builder
+		return run(t.Context(), []string{"serve", "--config", config, "--check"}, &out, &out)
+	}
+	t.Setenv("SQLGATE_BILLING_DSN", "postgres://sqlgate-broker:hunter2@billing-db.example.com/billing?sslmode=require")
+	err := check()
+	if !errors.Is(err, postgres.ErrInsecureTransport) || !strings.Contains(err.Error(), "databases billing") || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("billing without a checked certificate: serve --check = %v; want it refused, named, not quoted", err)
+	}
+	t.Setenv("SQLGATE_BILLING_DSN", "postgres://sqlgate-broker:hunter2@billing-db.example.com/billing?sslmode=verify-full")
+	if err := check(); err != nil {
+		t.Fatalf("billing with sslmode=verify-full: serve --check = %v", err)
+	}
+
+	b, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	control := regexp.MustCompile(`(?m)^control:\n  dialect: postgres\n  dsnFile: .*$`)
+	section := "control:\n  dialect: postgres\n  dsnEnv: SQLGATE_TEST_CONTROL_DSN"
+	if err := os.WriteFile(config, control.ReplaceAll(b, []byte(section)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SQLGATE_TEST_CONTROL_DSN", "postgres://sqlgate:hunter2@pg1.example.com/control?sslmode=verify-full&sslrootcert="+filepath.Join(t.TempDir(), "missing-ca.pem"))
+	if err := check(); err == nil || !strings.Contains(err.Error(), "control database DSN") || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("control connection string naming a missing CA file: serve --check = %v; want it refused, not quoted", err)
 	}
 }
