@@ -224,6 +224,9 @@ func devDatabases(ctx context.Context, dir string, logger *slog.Logger) (*route.
 		return nil, nil, err
 	}
 	dbPath := filepath.Join(dir, "orders.db")
+	if err := privateSQLiteFile(dbPath); err != nil { // call results: not for other users
+		return nil, nil, err
+	}
 	if err := createDemoDB(ctx, dbPath); err != nil {
 		return nil, nil, err
 	}

@@ -312,6 +312,11 @@ func openDatabase(ctx context.Context, d DatabaseConfig, loginPrefix string) (st
 func openExecutor(ctx context.Context, d DatabaseConfig) (broker.Executor, error) {
 	switch {
 	case d.SQLite != nil:
+		// Its idempotency records hold the calls' results: not for other
+		// users.
+		if err := privateSQLiteFile(d.SQLite.Path); err != nil {
+			return nil, fmt.Errorf("sqlite database %s: %w", d.SQLite.Name, err)
+		}
 		return sqlite.Open(ctx, *d.SQLite)
 	case d.Postgres != nil:
 		return postgres.Open(ctx, *d.Postgres)

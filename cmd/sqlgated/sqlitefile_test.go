@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sqlgate/sqlgate/audit/sqlstore"
+	"github.com/sqlgate/sqlgate/broker/sqlite"
 )
 
 // withUmask runs the test under umask (process-wide, so the test is not
@@ -104,5 +105,29 @@ func TestDevControlSQLiteFileMode(t *testing.T) {
 	runDevUntilStarted(t, dir, "mode-host")
 	if m := fileMode(t, filepath.Join(dir, "control.db")); m != 0o600 {
 		t.Errorf("control.db has mode %#o, want 0600", m)
+	}
+}
+
+// TestTargetSQLiteFileMode: a SQLite target database, whose idempotency
+// records hold the calls' results, is created 0600 (its -wal and -shm
+// follow) under the usual umask, as the control database is.
+func TestTargetSQLiteFileMode(t *testing.T) {
+	withUmask(t, 0o022)
+	path := filepath.Join(t.TempDir(), "orders.db")
+	ex, err := openExecutor(t.Context(), DatabaseConfig{SQLite: &sqlite.Config{Name: "orders", Path: path}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeExecutor(ex)
+	if _, _, err := ex.Lookup(t.Context(), "k"); err != nil { // a read through the WAL
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if _, err := os.Stat(p); err != nil {
+			continue // not every file exists at every moment
+		}
+		if m := fileMode(t, p); m != 0o600 {
+			t.Errorf("%s has mode %#o, want 0600", filepath.Base(p), m)
+		}
 	}
 }
