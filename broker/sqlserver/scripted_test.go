@@ -173,8 +173,6 @@ func scriptedServer(t *testing.T, answer func(typ byte, payload []byte) [][]byte
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
 	serve := func(c net.Conn) {
 		defer func() { _ = c.Close() }()
 		for i, reply := range [][]byte{fakePrelogin, fakeLoginAck} {
@@ -200,18 +198,7 @@ func scriptedServer(t *testing.T, answer func(typ byte, payload []byte) [][]byte
 			}
 		}
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); serve(c) }()
-		}
-	}()
+	serveFake(t, ln, serve)
 	return ln.Addr().String()
 }
 

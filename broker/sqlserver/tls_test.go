@@ -117,9 +117,7 @@ func loginServer(t *testing.T, tlsConfig *tls.Config) (addr string, counts func(
 	var (
 		mu            sync.Mutex
 		conns, logins int
-		wg            sync.WaitGroup
 	)
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
 	serve := func(c net.Conn) {
 		defer func() { _ = c.Close() }()
 		for {
@@ -146,21 +144,12 @@ func loginServer(t *testing.T, tlsConfig *tls.Config) (addr string, counts func(
 			}
 		}
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns++
-			mu.Unlock()
-			wg.Add(1)
-			go func() { defer wg.Done(); serve(c) }()
-		}
-	}()
+	serveFake(t, ln, func(c net.Conn) {
+		mu.Lock()
+		conns++
+		mu.Unlock()
+		serve(c)
+	})
 	return ln.Addr().String(), func() (int, int) { mu.Lock(); defer mu.Unlock(); return conns, logins }
 }
 

@@ -84,9 +84,7 @@ func dropOnRPCServer(t *testing.T) (string, func() int) {
 	var (
 		mu      sync.Mutex
 		dropped int
-		wg      sync.WaitGroup
 	)
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
 	serve := func(c net.Conn) {
 		defer func() { _ = c.Close() }()
 		for i, reply := range [][]byte{fakePrelogin, fakeLoginAck} {
@@ -119,18 +117,7 @@ func dropOnRPCServer(t *testing.T) (string, func() int) {
 			}
 		}
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); serve(c) }()
-		}
-	}()
+	serveFake(t, ln, serve)
 	return ln.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return dropped }
 }
 
@@ -188,4 +175,21 @@ func TestExecuteConnectionLostBeforeReply(t *testing.T) {
 	if n := dropped(); n != calls {
 		t.Errorf("the server received %d call batches, want %d (one per call)", n, calls)
 	}
+}
+
+// serveFake serves every connection to ln with serve, each in its own
+// goroutine, until the test ends: then the listener is closed and every
+// serve has returned.
+func serveFake(t *testing.T, ln net.Listener, serve func(net.Conn)) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { serve(c) })
+		}
+	})
 }
