@@ -24,6 +24,10 @@ func (b *clientBroker) IssueNATS(ctx context.Context, req broker.NATSRequest) (*
 	return b.fakeBroker.IssueNATS(ctx, req)
 }
 
+// maxClientName bounds the client name (the User-Agent) that policy and
+// the audit log see (requestClient: broker.BoundClient).
+const maxClientName = broker.MaxClientField
+
 func TestClientName(t *testing.T) {
 	long := strings.Repeat("a", 300)
 	tests := []struct{ in, want string }{
@@ -37,9 +41,9 @@ func TestClientName(t *testing.T) {
 		{strings.Repeat("\xff", 300), strings.Repeat("\uFFFD", 85)},
 	}
 	for _, tc := range tests {
-		got := clientName(tc.in)
+		got := broker.CutUTF8(tc.in, maxClientName)
 		if got != tc.want || len(got) > maxClientName || !utf8.ValidString(got) {
-			t.Errorf("clientName(%.20q… %d bytes) = %.20q… (%d bytes), want %.20q… (%d bytes)", tc.in, len(tc.in), got, len(got), tc.want, len(tc.want))
+			t.Errorf("CutUTF8(%.20q… %d bytes) = %.20q… (%d bytes), want %.20q… (%d bytes)", tc.in, len(tc.in), got, len(got), tc.want, len(tc.want))
 		}
 	}
 }

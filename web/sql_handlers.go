@@ -230,15 +230,6 @@ func requestClient(r *http.Request) policy.Client {
 	return broker.BoundClient(policy.Client{Host: r.RemoteAddr, Name: r.UserAgent()})
 }
 
-// maxClientName bounds the client name (the User-Agent) that policy and
-// the audit log see: every decision's input is stored, and a header may be
-// as long as the server admits.
-const maxClientName = broker.MaxClientField
-
-// clientName is ua as [requestClient] passes it on: cut by
-// [broker.CutUTF8] to at most maxClientName bytes of valid UTF-8.
-func clientName(ua string) string { return broker.CutUTF8(ua, maxClientName) }
-
 // clientContext is r's context carrying [requestClient] for the lease
 // operations that take it from there (renew, revoke, revoke-all).
 func clientContext(r *http.Request) context.Context {
