@@ -224,7 +224,7 @@ func (s *Server) revokeSQLLease(w http.ResponseWriter, r *http.Request, p identi
 }
 
 // requestClient is the client policy and the audit log see for r: its
-// address and user agent ([clientName]), bounded as on every transport
+// address and user agent, bounded as on every transport
 // ([broker.BoundClient]).
 func requestClient(r *http.Request) policy.Client {
 	return broker.BoundClient(policy.Client{Host: r.RemoteAddr, Name: r.UserAgent()})
