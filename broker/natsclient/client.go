@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/sqlgate/sqlgate/internal/ctxsleep"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -523,18 +524,6 @@ func permanent(err error) bool {
 	return errors.Is(err, errInboxChanged)
 }
 
-// sleep waits d, false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // refreshLoop fetches a new credential at RefreshAt of the current one's
 // lifetime, or when the NATS server refused the current one (at once the
 // first time, then with backoff). A failure is retried with backoff; it
@@ -567,7 +556,7 @@ func (c *Client) refreshLoop(ctx context.Context) {
 				return
 			}
 			// Pace the fetches: the server may refuse the next one too.
-			if n > 1 && !sleep(ctx, c.backoff(n-2)) {
+			if n > 1 && ctxsleep.Sleep(ctx, c.backoff(n-2)) != nil {
 				return
 			}
 		case <-t.C:
@@ -610,7 +599,7 @@ func (c *Client) refreshLoop(ctx context.Context) {
 		wait := c.backoff(failures)
 		failures++
 		c.log.WarnContext(ctx, "nats credential refresh failed; retrying", slog.String("error", err.Error()), slog.Duration("retry_in", wait))
-		if !sleep(ctx, wait) {
+		if ctxsleep.Sleep(ctx, wait) != nil {
 			return
 		}
 	}

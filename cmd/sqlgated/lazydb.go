@@ -14,6 +14,7 @@ import (
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/route"
+	"github.com/sqlgate/sqlgate/internal/ctxsleep"
 )
 
 // A target database that cannot be reached when sqlgated starts does not
@@ -286,18 +287,6 @@ func deferPending(_ *audit.Record, ex broker.Executor) (broker.Executor, bool) {
 	return ex, true
 }
 
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // openPending starts opening the pending databases in the background and
 // exports sqlgate_database_open. Call it after the start's recovery and
 // before the instance takes calls.
@@ -305,7 +294,7 @@ func (a *app) openPending(ctx context.Context) {
 	a.metrics.MustRegister(databaseCollector{a.cfg.Executors})
 	env := lazyEnv{
 		audit: a.audit, executors: a.cfg.Executors, catalog: a.cfg.Catalog,
-		boundary: a.audit.Size(), log: a.log.With("component", "databases"), wait: sleepCtx,
+		boundary: a.audit.Size(), log: a.log.With("component", "databases"), wait: ctxsleep.Sleep,
 	}
 	for name, ex := range a.cfg.Executors {
 		l := lazyOf(ex)

@@ -20,6 +20,8 @@ import (
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/sqlgate/sqlgate/internal/ctxsleep"
 )
 
 // ClientConfig configures the sign-in flows of a command-line client (the
@@ -222,7 +224,7 @@ func OpenClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
-	c := &Client{cfg: cfg, http: hc, now: time.Now, sleep: sleepCtx}
+	c := &Client{cfg: cfg, http: hc, now: time.Now, sleep: ctxsleep.Sleep}
 	dctx := gooidc.ClientContext(ctx, hc)
 	p, err := gooidc.NewProvider(dctx, cfg.Issuer)
 	var mismatch *gooidc.IssuerMismatchError
@@ -247,17 +249,6 @@ func OpenClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	c.idv = p.VerifierContext(dctx, &gooidc.Config{ClientID: cfg.ClientID, SkipIssuerCheck: c.template})
 	return c, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 func (c *Client) oauthConfig(redirect string, scopes []string) *oauth2.Config {
