@@ -11,7 +11,14 @@ TOOLS := $(NOCGO) GOFLAGS="$(GOFLAGS) $(TRIM)" $(GO) tool -modfile=deploy/tools.
 DATA_DIR ?= .sqlgate
 FUZZTIME ?= 30s
 # Sized for 2 cores: packages run 2 at a time, tests inside them in parallel.
-TEST_FLAGS ?= -race -shuffle=on -p 2 -timeout 15m
+TEST_FLAGS ?= -shuffle=on -p 2 -timeout 15m
+# The tests run with the race detector, which needs cgo and a C compiler (gcc;
+# on Debian: build-essential). Without one they run without -race and say so;
+# CI has gcc. RACE_FLAG prints -race, or the reason on stderr and nothing.
+RACE_FLAG := cc="$$($(GO) env CC)"; \
+  if ! command -v "$${cc%% *}" >/dev/null 2>&1; then echo "make: no C compiler ($$cc) for the race detector: running the tests without -race (install gcc; Debian: build-essential)" >&2; \
+  elif [ "$$($(GO) env CGO_ENABLED)" != 1 ]; then echo "make: cgo is disabled (CGO_ENABLED=0): running the tests without -race" >&2; \
+  else echo -race; fi
 
 .DEFAULT_GOAL := help
 
@@ -28,13 +35,13 @@ run: build ## start everything embedded (dev mode) with state in $(DATA_DIR); pr
 	./bin/sqlgated dev --data-dir $(DATA_DIR)
 
 .PHONY: test
-test: ## unit and in-process integration tests (no services needed)
-	$(GO) test $(TEST_FLAGS) ./...
+test: ## unit and in-process integration tests (no services needed; -race when gcc is installed)
+	@race=$$($(RACE_FLAG)); echo "$(GO) test $$race $(TEST_FLAGS) ./..."; $(GO) test $$race $(TEST_FLAGS) ./...
 
 .PHONY: test-integration
 test-integration: ## tests against real services: set SQLGATE_TEST_POSTGRES_DSN (and SQLGATE_TEST_SQLSERVER_DSN, SQLGATE_TEST_CHROMIUM)
 	@test -n "$$SQLGATE_TEST_POSTGRES_DSN" || { echo "set SQLGATE_TEST_POSTGRES_DSN, e.g. postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"; exit 2; }
-	$(GO) test $(TEST_FLAGS) ./...
+	@race=$$($(RACE_FLAG)); echo "$(GO) test $$race $(TEST_FLAGS) ./..."; $(GO) test $$race $(TEST_FLAGS) ./...
 
 .PHONY: vet
 vet: ## go vet
