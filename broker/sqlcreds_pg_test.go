@@ -232,6 +232,71 @@ func TestSQLCredentialsPostgres(t *testing.T) {
 	}
 }
 
+// leastPrivilegeIssuer returns a provisioner whose pool runs as a role made
+// like deploy/postgres makes sqlgate_broker (03: NOINHERIT; 04: CREATEROLE,
+// GRANT pg_signal_backend), not as the superuser.
+func (pt *pgTarget) leastPrivilegeIssuer(t *testing.T) *postgres.LoginIssuer {
+	t.Helper()
+	name := strings.Replace(pt.role, "sg_reader_", "sqlgate_brk_", 1)
+	pw, err := broker.GeneratePassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgExec(t, pt.admin, "CREATE ROLE "+name+" LOGIN PASSWORD '"+pw+"' NOSUPERUSER NOCREATEDB CREATEROLE NOINHERIT NOREPLICATION")
+	pgExec(t, pt.admin, "GRANT pg_signal_backend TO "+name)
+	pool, err := pgxpool.New(t.Context(), pt.dsn(name, pw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pool.Close()
+		_, _ = pt.admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+name)
+	})
+	li, err := postgres.NewLoginIssuer(pool, postgres.LoginConfig{Name: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return li
+}
+
+// TestSQLCredentialsPostgresLeastPrivilege: with the broker role of the
+// deploy scripts (NOINHERIT, a member of pg_signal_backend), revoking a
+// lease whose login has a session open ends that session and the lease is
+// revoked; so does the reaper at expiry. (pg_terminate_backend checks the
+// current role's privileges, which a NOINHERIT member does not have
+// without switching to pg_signal_backend.)
+func TestSQLCredentialsPostgresLeastPrivilege(t *testing.T) {
+	pt := newPGTarget(t)
+	le := newLeaseEnv(t, pt.leastPrivilegeIssuer(t), pt.role, nil)
+	ctx := t.Context()
+
+	cred := le.issue(t, alice, pt.role, 0)
+	session := pt.connect(t, cred.Username, cred.Password)
+	l, err := le.leases.RevokeLease(ctx, alice, cred.LeaseID, "")
+	if err != nil || l.State != broker.LeaseRevoked {
+		t.Fatalf("RevokeLease with a session open = %s (%q), %v; want revoked", l.State, l.LastError, err)
+	}
+	if sessionAlive(t, session) {
+		t.Error("the open session survived revocation")
+	}
+	if pt.roleExists(t, cred.Username) || pt.loginWorks(t, cred.Username, cred.Password) {
+		t.Error("the revoked login remains")
+	}
+
+	cred = le.issue(t, alice, pt.role, 0)
+	session = pt.connect(t, cred.Username, cred.Password)
+	le.clock.advance(broker.DefaultSQLTTL + time.Minute)
+	if st, err := le.leases.Reap(ctx); err != nil || st.Revoked != 1 {
+		t.Fatalf("Reap after expiry = %+v, %v; want one revoked", st, err)
+	}
+	if got := le.lease(t, cred.LeaseID); got.State != broker.LeaseRevoked {
+		t.Errorf("expired lease = %s (%q), want revoked", got.State, got.LastError)
+	}
+	if sessionAlive(t, session) {
+		t.Error("the expired login's open session survived the reaper")
+	}
+}
+
 // TestSQLCredentialsPostgresReaper: an expired lease is revoked by the
 // running reaper (open session ended, role dropped), and the database
 // itself refuses the password after VALID UNTIL.

@@ -137,7 +137,9 @@ func TestDeployScripts(t *testing.T) {
 			t.Fatalf("04-credential-issuance.sql: %v", err)
 		}
 	}
-	brokerPool, err := pgxpool.New(ctx, dsnFor(map[string]string{"dbname": testDB + "_" + db, "user": "sqlgate_broker", "password": ""}))
+	// One connection: the check after revocation reads the connection the
+	// revocation used.
+	brokerPool, err := pgxpool.New(ctx, dsnFor(map[string]string{"dbname": testDB + "_" + db, "user": "sqlgate_broker", "password": "", "pool_max_conns": "1"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,9 +174,22 @@ func TestDeployScripts(t *testing.T) {
 	if _, err := issued.Exec(ctx, "DELETE FROM sales.orders"); sqlState(err) != "42501" {
 		t.Errorf("the issued reader deleted: %v, want permission denied (42501)", err)
 	}
-	_ = issued.Close(ctx)
+	// Revocation ends the session that is still open: sqlgate_broker is
+	// NOINHERIT, so pg_signal_backend's privilege must be put in effect
+	// for pg_terminate_backend (42501 otherwise, and the lease would stay
+	// revoking while the session kept working).
+	defer func() { _ = issued.Close(context.Background()) }()
 	if err := li.RevokeLogin(ctx, spec); err != nil {
-		t.Fatalf("RevokeLogin as sqlgate_broker: %v", err)
+		t.Fatalf("RevokeLogin as sqlgate_broker with the login's session open: %v", err)
+	}
+	if _, err := issued.Exec(ctx, "SELECT 1"); err == nil {
+		t.Error("the issued login's open session survived its revocation")
+	}
+	// The broker's session role is back to itself (SET LOCAL ROLE ended
+	// with the transaction) on the pooled connection.
+	var current string
+	if err := brokerPool.QueryRow(ctx, "SELECT current_user").Scan(&current); err != nil || current != "sqlgate_broker" {
+		t.Errorf("after revocation the broker's pool runs as %q (%v), want sqlgate_broker", current, err)
 	}
 	var left int
 	if err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", spec.Username).Scan(&left); err != nil || left != 0 {

@@ -304,9 +304,20 @@ FROM up JOIN pg_catalog.pg_roles r ON r.oid = up.oid`
 const LoginCheckSQL = `SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls AS privileged
 FROM pg_catalog.pg_roles WHERE rolname = $1`
 
+// SignalRoleSQL runs first in the transaction of [TerminateSessionsSQL]:
+// pg_terminate_backend checks the privileges of the current role, and a
+// role that is a member of pg_signal_backend without inheriting its
+// privileges (sqlgate_broker is NOINHERIT: deploy/postgres) has none of
+// them until it switches to that role. It does so, for this transaction
+// only (SET LOCAL ROLE), when it is such a member; a role that already has
+// the privileges (INHERIT, superuser) keeps its own.
+const SignalRoleSQL = `SELECT pg_catalog.set_config('role', 'pg_signal_backend', true)
+WHERE NOT pg_catalog.pg_has_role('pg_signal_backend', 'USAGE') AND pg_catalog.pg_has_role('pg_signal_backend', 'MEMBER')`
+
 // TerminateSessionsSQL ends every session of the login (revocation, step
 // 2) and counts those that did not end within the timeout ($2, ms); the
-// revocation fails and is retried while any remain.
+// revocation fails and is retried while any remain. It runs after
+// [SignalRoleSQL], in one transaction.
 const TerminateSessionsSQL = `SELECT count(*) FILTER (WHERE NOT pg_terminate_backend(pid, $2)) AS remaining
 FROM pg_catalog.pg_stat_activity
 WHERE usename = $1 AND pid <> pg_backend_pid()`
@@ -368,9 +379,9 @@ func (li *LoginIssuer) RevokeLogin(ctx context.Context, spec broker.LoginSpec) e
 	if err := li.runEach(ctx, li.disable, &spec); err != nil {
 		return err
 	}
-	var remaining int64
-	if err := li.pool.QueryRow(ctx, TerminateSessionsSQL, spec.Username, li.cfg.TerminateTimeout.Milliseconds()).Scan(&remaining); err != nil {
-		return li.classify(ctx, err, &spec, "")
+	remaining, err := li.terminateSessions(ctx, &spec)
+	if err != nil {
+		return err
 	}
 	if remaining > 0 {
 		return fmt.Errorf("%w: postgres database %s: %d session(s) of the login did not end", broker.ErrUnavailable, li.cfg.Name, remaining)
@@ -381,6 +392,21 @@ func (li *LoginIssuer) RevokeLogin(ctx context.Context, spec broker.LoginSpec) e
 		return fmt.Errorf("%w: %w", broker.ErrLoginDisabled, err)
 	}
 	return nil
+}
+
+// terminateSessions ends the login's sessions with pg_signal_backend's
+// privileges in effect ([SignalRoleSQL], [TerminateSessionsSQL]) and
+// returns how many did not end in time. The role switch ends with the
+// transaction, so the pooled connection is back to the pool's role.
+func (li *LoginIssuer) terminateSessions(ctx context.Context, spec *broker.LoginSpec) (int64, error) {
+	var remaining int64
+	err := li.inTx(ctx, spec, "", func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, SignalRoleSQL); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, TerminateSessionsSQL, spec.Username, li.cfg.TerminateTimeout.Milliseconds()).Scan(&remaining)
+	})
+	return remaining, err
 }
 
 // ClientDSN implements [broker.SQLLoginIssuer].

@@ -153,7 +153,8 @@ func TestGoldenLoginSQL(t *testing.T) {
 	section("RenewLogin (one transaction): the rendered renewal statements.", DefaultRenewal...)
 	section("RevokeLogin step 0: refuse a privileged role ($1 login).", LoginCheckSQL)
 	section("RevokeLogin step 1 (each statement on its own; \"does not exist\" is done): disable.", DefaultDisable...)
-	section("RevokeLogin step 2: end the login's sessions ($1 login, $2 timeout ms); any left -> retry.", TerminateSessionsSQL)
+	section("RevokeLogin step 2 (one transaction): take on pg_signal_backend's privileges when a member without them (NOINHERIT), "+
+		"then end the login's sessions ($1 login, $2 timeout ms); any left -> retry.", SignalRoleSQL, TerminateSessionsSQL)
 	section("RevokeLogin step 3 (each statement on its own): drop.", DefaultDrop...)
 	got := b.String()
 	path := filepath.Join("testdata", "login_postgres.golden")

@@ -5,7 +5,9 @@
 --
 -- sqlgate_broker may then create, renew, disable and drop the issued login
 -- roles (CREATEROLE) and end their sessions on revocation
--- (pg_signal_backend). CREATEROLE is a powerful attribute: up to PostgreSQL
+-- (pg_signal_backend: sqlgate_broker is NOINHERIT, so revocation switches to
+-- that role for the termination only, SET LOCAL ROLE; on PostgreSQL 16 and
+-- later keep the grant's SET option, the default). CREATEROLE is a powerful attribute: up to PostgreSQL
 -- 15 it lets a role grant membership in any role that is not a superuser,
 -- its own included (docs/credentials.md). From PostgreSQL 16 the broker needs
 -- ADMIN OPTION on each role it grants; it is given without INHERIT and SET,
