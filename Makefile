@@ -1,8 +1,8 @@
 # sqlgate — run `make help` for the targets.
 SHELL := /bin/bash
 GO ?= go
-# vet, the tools (golangci-lint compiles the dependencies through go list
-# -export), bench-once, the image and deploy-test compile with the same
+# build, vet, the tools (golangci-lint compiles the dependencies through go
+# list -export), bench-once, the image and deploy-test compile with the same
 # settings (no cgo, -trimpath), so a cold CI compiles the dependencies once for
 # all of them; only the race-enabled tests need a second build.
 NOCGO := CGO_ENABLED=0
@@ -28,7 +28,7 @@ help: ## show this help
 
 .PHONY: build
 build: ## build bin/sqlgated and bin/sqlgate
-	$(GO) build -o bin/ ./cmd/sqlgated ./cmd/sqlgate
+	$(NOCGO) $(GO) build $(TRIM) -o bin/ ./cmd/sqlgated ./cmd/sqlgate
 
 .PHONY: run
 run: build ## start everything embedded (dev mode) with state in $(DATA_DIR); prints what to do next
