@@ -85,8 +85,10 @@ type LoginConfig struct {
 	AllowedRoles []string `json:"allowedRoles,omitempty" yaml:"allowedRoles,omitempty"`
 	// AllowPrivilegedRoles lets policy grant roles that are (or are members
 	// of) a superuser, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS role or
-	// pg_read_server_files, pg_write_server_files, pg_execute_server_program.
-	// Off by default: such a membership is a path to more than the role.
+	// pg_read_server_files, pg_write_server_files, pg_execute_server_program,
+	// or that hold (themselves or through such a membership) ADMIN OPTION
+	// on any role. Off by default: such a membership is a path to more than
+	// the role, or to access that outlives the lease.
 	AllowPrivilegedRoles bool `json:"allowPrivilegedRoles,omitempty" yaml:"allowPrivilegedRoles,omitempty"`
 	// TerminateTimeout is how long revocation waits for each session to
 	// end (default 5s; PostgreSQL 14 or later).
@@ -288,7 +290,10 @@ const RenderSQL = `SELECT format(t, $2::text, $3::text, current_database(), $4::
 FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n`
 
 // RoleCheckSQL reports whether a role exists and whether it, or any role
-// it is a member of (directly or not), is privileged.
+// it is a member of (directly or not), is privileged: a role attribute
+// that leads further, a server-files role, or ADMIN OPTION on any role
+// (the login could grant that role to others, access that would outlive
+// the lease).
 const RoleCheckSQL = `WITH RECURSIVE up(oid) AS (
     SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1
     UNION
@@ -296,7 +301,8 @@ const RoleCheckSQL = `WITH RECURSIVE up(oid) AS (
 )
 SELECT count(*) > 0 AS found,
        coalesce(bool_or(r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
-           OR r.rolname IN ('pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program')), false) AS privileged
+           OR r.rolname IN ('pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program')
+           OR EXISTS (SELECT FROM pg_catalog.pg_auth_members a WHERE a.member = r.oid AND a.admin_option)), false) AS privileged
 FROM up JOIN pg_catalog.pg_roles r ON r.oid = up.oid`
 
 // LoginCheckSQL refuses to revoke a role sqlgate would never create (a
@@ -340,7 +346,7 @@ func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) e
 		case !found:
 			return fmt.Errorf("%w: role %q does not exist in database %s", broker.ErrInvalid, spec.Role, li.cfg.Name)
 		case privileged && !li.cfg.AllowPrivilegedRoles:
-			return fmt.Errorf("%w: role %q is or belongs to a privileged role; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
+			return fmt.Errorf("%w: role %q is or belongs to a privileged role (or holds ADMIN OPTION on a role); sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
 		}
 		return li.run(ctx, tx, li.creation, &spec, verifier)
 	})

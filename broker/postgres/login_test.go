@@ -368,6 +368,54 @@ func TestLoginInjection(t *testing.T) {
 	}
 }
 
+// TestLoginAdminOptionRefused: a role holding ADMIN OPTION on another role
+// (itself, or through a role it belongs to) is privileged: its login could
+// grant that role to any other role, access that outlives the lease. It is
+// refused unless allowPrivilegedRoles.
+func TestLoginAdminOptionRefused(t *testing.T) {
+	d := newLoginDB(t)
+	ctx := t.Context()
+	payroll, mallory, mid := "sg_payroll_"+d.suffix, "sg_mallory_"+d.suffix, "sg_mid_"+d.suffix
+	direct, nested := "sg_direct_"+d.suffix, "sg_nested_"+d.suffix
+	for _, r := range []string{payroll, mallory + " LOGIN", mid, direct, nested} {
+		mustExec(t, d.admin, "CREATE ROLE "+r)
+	}
+	mustExec(t, d.admin, "GRANT "+payroll+" TO "+direct+" WITH ADMIN OPTION")
+	mustExec(t, d.admin, "GRANT "+payroll+" TO "+mid+" WITH ADMIN OPTION")
+	mustExec(t, d.admin, "GRANT "+mid+" TO "+nested)
+	// Someone else holding ADMIN OPTION on the granted role (the broker on
+	// PostgreSQL 16) does not make it privileged.
+	mustExec(t, d.admin, "GRANT "+d.role+" TO "+mallory+" WITH ADMIN OPTION")
+	li := d.issuer(t, postgres.LoginConfig{})
+	for _, role := range []string{direct, nested} {
+		spec := d.spec(t, role, time.Hour)
+		err := li.CreateLogin(ctx, spec)
+		if !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "privileged") {
+			t.Errorf("CreateLogin(%s) = %v, want refused as privileged", role, err)
+		}
+		if d.roleExists(t, spec.Username) {
+			t.Errorf("login for %s created", role)
+		}
+	}
+	spec := d.spec(t, d.role, time.Hour)
+	if err := li.CreateLogin(ctx, spec); err != nil {
+		t.Fatalf("CreateLogin(%s), a role others administer: %v", d.role, err)
+	}
+	if err := li.RevokeLogin(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+
+	// Allowed on purpose: the login can indeed hand the role on.
+	allowing := d.issuer(t, postgres.LoginConfig{AllowPrivilegedRoles: true})
+	spec = d.spec(t, direct, time.Hour)
+	if err := allowing.CreateLogin(ctx, spec); err != nil {
+		t.Fatalf("CreateLogin(%s) with allowPrivilegedRoles: %v", direct, err)
+	}
+	defer func() { _ = allowing.RevokeLogin(context.Background(), spec) }()
+	c := d.conn(t, spec.Username, spec.Password)
+	mustExec(t, c, "GRANT "+payroll+" TO "+mallory)
+}
+
 // TestLoginAllowedRoles limits what a database grants, whatever policy says.
 func TestLoginAllowedRoles(t *testing.T) {
 	d := newLoginDB(t)
