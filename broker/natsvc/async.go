@@ -760,29 +760,28 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 	}
 	hdr := m.Headers()
 	req := &broker.Request{
-		Subject:        subject,
-		Payload:        m.Data(),
-		CorrelationID:  header(hdr, HeaderCorrelationID),
-		IdempotencyKey: header(hdr, HeaderIdempotencyKey),
-		Traceparent:    header(hdr, HeaderTraceparent),
-		Reason:         header(hdr, HeaderReason),
-		Caller:         broker.Caller{Transport: broker.TransportAsync, Attested: true, UserKey: userKey, Account: a.cfg.UsersAccount},
-		Received:       meta.Timestamp,
+		Subject:  subject,
+		Payload:  m.Data(),
+		Caller:   broker.Caller{Transport: broker.TransportAsync, Attested: true, UserKey: userKey, Account: a.cfg.UsersAccount},
+		Received: meta.Timestamp,
 	}
+	problem := requestHeaders(req, hdr)
 	// The message's place in the stream is stable across redeliveries: it is
 	// the key of a message that came without one (so a redelivery never runs
 	// twice), and its correlation id if it came without a valid one.
 	position := a.streamID + "-" + strconv.FormatUint(meta.Sequence.Stream, 10)
-	if req.IdempotencyKey == "" {
-		req.IdempotencyKey = header(hdr, HeaderMsgID)
-	}
 	if req.IdempotencyKey == "" {
 		req.IdempotencyKey = position
 	}
 	if !broker.ValidCorrelationID(req.CorrelationID) {
 		req.CorrelationID = position
 	}
-	rep := a.handle(ctx, req)
+	var rep *broker.Reply
+	if problem != "" {
+		rep = invalidHeaders(req.CorrelationID, problem) // final: settled below without a retry
+	} else {
+		rep = a.handle(ctx, req)
+	}
 	code := ""
 	if !rep.OK && rep.Error != nil {
 		code = rep.Error.Code
@@ -800,7 +799,7 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 		retryable, last = true, int(meta.NumDelivered) >= a.cfg.MaxDeliver
 	}
 	final := !retryable || last
-	if token := header(hdr, HeaderReplyTo); final && replyToken(token) {
+	if token, _ := oneHeader(hdr, HeaderReplyTo); final && replyToken(token) {
 		// The answer goes under the requester's own key: only it may
 		// subscribe there.
 		respond(ctx, a.nc, a.log, broker.ReplyPrefix(userKey)+"."+token, rep)

@@ -400,8 +400,9 @@ func (s *Service) refuse(reply string, hdr nats.Header, code, message string, st
 	if reply == "" {
 		return
 	}
+	corr, _ := oneHeader(hdr, HeaderCorrelationID)
 	s.respond(context.Background(), reply, &broker.Reply{
-		CorrelationID: broker.CorrelationID(header(hdr, HeaderCorrelationID)), AuditIndex: -1,
+		CorrelationID: broker.CorrelationID(corr), AuditIndex: -1,
 		Error: &broker.ReplyError{Code: code, Message: message},
 	})
 }
@@ -417,20 +418,20 @@ func (s *Service) work(ctx context.Context) {
 
 func (s *Service) serve(ctx context.Context, j *job) {
 	j.req = broker.Request{
-		Subject:        j.subject,
-		Payload:        j.data,
-		CorrelationID:  broker.CorrelationID(header(j.hdr, HeaderCorrelationID)),
-		IdempotencyKey: header(j.hdr, HeaderIdempotencyKey),
-		Traceparent:    header(j.hdr, HeaderTraceparent),
-		Reason:         header(j.hdr, HeaderReason),
-		Caller:         s.trust.cachedCaller(j.hdr[RequestInfoHeader]),
-		Received:       j.received,
+		Subject:  j.subject,
+		Payload:  j.data,
+		Caller:   s.trust.cachedCaller(j.hdr[RequestInfoHeader]),
+		Received: j.received,
 	}
 	req := &j.req
-	if req.IdempotencyKey == "" {
-		req.IdempotencyKey = header(j.hdr, HeaderMsgID)
+	problem := requestHeaders(req, j.hdr)
+	req.CorrelationID = broker.CorrelationID(req.CorrelationID)
+	var reply *broker.Reply
+	if problem != "" {
+		reply = invalidHeaders(req.CorrelationID, problem)
+	} else {
+		reply = s.handle(ctx, req)
 	}
-	reply := s.handle(ctx, req)
 	if reply == nil {
 		s.log.ErrorContext(ctx, "nats handler returned no reply", slog.String("subject", j.subject))
 		reply = &broker.Reply{
@@ -508,18 +509,67 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, subject strin
 	}
 }
 
-// header returns the first value of key, matching its case exactly first and
-// then case-insensitively (clients differ in header case).
-func header(h nats.Header, key string) string {
-	if v := h[key]; len(v) > 0 {
-		return v[0]
+// requestHeaders sets req's CorrelationID, IdempotencyKey (Idempotency-Key,
+// else Nats-Msg-Id), Traceparent and Reason from h and returns why the
+// request is invalid, or "". Clients differ in header case, so every case
+// variant of a name is that name, and a name may come more than once: one
+// value given several times is that value, but different values are never
+// chosen between (a map loop would pick one at random, and two deliveries of
+// one message could run under two idempotency keys). Different values of
+// the idempotency key in use or of Sqlgate-Reason (which policy decides on)
+// make the request invalid; different correlation ids or traceparents are
+// left empty, as if none was sent (the transport then generates the
+// correlation id, as for an invalid one).
+func requestHeaders(req *broker.Request, h nats.Header) (problem string) {
+	req.CorrelationID, _ = oneHeader(h, HeaderCorrelationID)
+	req.Traceparent, _ = oneHeader(h, HeaderTraceparent)
+	var ok bool
+	if req.IdempotencyKey, ok = oneHeader(h, HeaderIdempotencyKey); !ok {
+		return repeated(HeaderIdempotencyKey)
 	}
-	for k, v := range h {
-		if len(v) > 0 && strings.EqualFold(k, key) {
-			return v[0]
+	if req.IdempotencyKey == "" {
+		if req.IdempotencyKey, ok = oneHeader(h, HeaderMsgID); !ok {
+			return repeated(HeaderMsgID)
 		}
 	}
+	if req.Reason, ok = oneHeader(h, HeaderReason); !ok {
+		return repeated(HeaderReason)
+	}
 	return ""
+}
+
+func repeated(name string) string {
+	return name + " given more than once with different values (header names are case-insensitive)"
+}
+
+// invalidHeaders is the reply to a request whose headers requestHeaders
+// refused; nothing else of it was looked at.
+func invalidHeaders(correlationID, problem string) *broker.Reply {
+	return &broker.Reply{
+		CorrelationID: correlationID, AuditIndex: -1,
+		Error: &broker.ReplyError{Code: broker.CodeInvalidRequest, Message: problem},
+	}
+}
+
+// oneHeader returns the value of key in h, in any case and however often it
+// is given, as long as it is one value; ok is false, and v "", when there
+// are different values. The result does not depend on the map's order.
+func oneHeader(h nats.Header, key string) (v string, ok bool) {
+	found := false
+	for k, vals := range h {
+		if !strings.EqualFold(k, key) {
+			continue
+		}
+		for _, x := range vals {
+			switch {
+			case !found:
+				v, found = x, true
+			case x != v:
+				return "", false
+			}
+		}
+	}
+	return v, true
 }
 
 // headerValue makes s safe as a header value (no CR or LF).
