@@ -6,8 +6,9 @@
 //
 // The package also owns payload decoding, the first thing that touches
 // untrusted input on the request path: [Route.Decode] parses exactly one JSON
-// object strictly (no duplicate keys, no trailing data, no NaN), validates it
-// against the route's closed schema and returns typed parameter values.
+// object strictly (no duplicate keys, no trailing data, no NaN, no lone
+// surrogate escape), validates it against the route's closed schema and
+// returns typed parameter values.
 // Message content never becomes SQL text: statements are parsed once at load
 // into literal text and named placeholders ([Statement]), and adapters bind
 // values as parameters.

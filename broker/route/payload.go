@@ -53,7 +53,9 @@ func (e *TooLargeError) Error() string {
 // typed values: string, int64 (JSON Schema "integer"), json.Number
 // ("number", kept exact), bool, or nil. No string may contain the NUL
 // character (U+0000): PostgreSQL cannot store it in text, and the dialects
-// would disagree on it. Errors are *TooLargeError or *InvalidError.
+// would disagree on it. No string or name may escape a UTF-16 surrogate
+// outside a high+low pair ([ParseObject]). Errors are *TooLargeError or
+// *InvalidError.
 func (r *Route) Decode(payload []byte) (map[string]any, error) {
 	if len(payload) > r.MaxPayload {
 		return nil, &TooLargeError{Size: len(payload), Max: r.MaxPayload}
@@ -109,7 +111,8 @@ func rejectNUL(v any, field string) error {
 }
 
 // ParseObject parses data as exactly one JSON object: valid UTF-8, no
-// duplicate keys at any depth, no trailing data, numbers kept as json.Number.
+// duplicate keys at any depth, no trailing data, no escaped UTF-16
+// surrogate outside a high+low pair, numbers kept as json.Number.
 func ParseObject(data []byte) (map[string]any, error) {
 	if !utf8.Valid(data) {
 		return nil, &InvalidError{Message: "payload is not valid UTF-8"}
@@ -123,7 +126,10 @@ func ParseObject(data []byte) (map[string]any, error) {
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return nil, &InvalidError{Message: "payload must be a JSON object"}
 	}
-	obj, err := parseObject(dec, "", 1)
+	// Only a document that writes \u somewhere can escape a surrogate; the
+	// others skip the check.
+	p := &parser{dec: dec, data: data, escapes: bytes.Contains(data, []byte(`\u`))}
+	obj, err := p.object("", 1)
 	if err != nil {
 		return nil, err
 	}
@@ -133,13 +139,43 @@ func ParseObject(data []byte) (map[string]any, error) {
 	return obj, nil
 }
 
-func parseObject(dec *json.Decoder, path string, depth int) (map[string]any, error) {
+// parser reads one object's tokens from dec, which decodes data.
+type parser struct {
+	dec     *json.Decoder
+	data    []byte
+	escapes bool // data contains `\u`
+}
+
+// unpairedMsg says why a string with a lone surrogate escape is refused.
+// encoding/json decodes such an escape to U+FFFD without error, so
+// "\ud800", "\udfff" and "\ufffd" would all be the same string: stored
+// as a character the client did not send, and the same idempotency key with
+// another of them replayed instead of a conflict.
+const unpairedMsg = "contains an escaped UTF-16 surrogate (\\uD800 to \\uDFFF) that is not a high+low pair"
+
+// token returns the next token and, when it is a string, whether its JSON
+// text escapes a lone surrogate.
+func (p *parser) token() (tok json.Token, unpaired bool, err error) {
+	start := p.dec.InputOffset()
+	tok, err = p.dec.Token()
+	if err != nil || !p.escapes {
+		return tok, false, err
+	}
+	if _, ok := tok.(string); ok {
+		// data[start:end] is the string's text, after any separator and
+		// whitespace, which hold no backslash.
+		unpaired = loneSurrogate(p.data[start:p.dec.InputOffset()])
+	}
+	return tok, unpaired, nil
+}
+
+func (p *parser) object(path string, depth int) (map[string]any, error) {
 	if depth > maxDepth {
 		return nil, &InvalidError{Field: path, Message: fmt.Sprintf("nesting deeper than %d levels", maxDepth)}
 	}
 	obj := map[string]any{}
-	for dec.More() {
-		tok, err := dec.Token()
+	for p.dec.More() {
+		tok, unpaired, err := p.token()
 		if err != nil {
 			return nil, &InvalidError{Field: path, Message: "malformed JSON: " + jsonProblem(err)}
 		}
@@ -151,44 +187,50 @@ func parseObject(dec *json.Decoder, path string, depth int) (map[string]any, err
 		if path != "" {
 			field = path + "." + key
 		}
+		if unpaired {
+			return nil, &InvalidError{Field: field, Message: "the name " + unpairedMsg}
+		}
 		if _, dup := obj[key]; dup {
 			return nil, &InvalidError{Field: field, Message: "duplicate key"}
 		}
-		v, err := parseValue(dec, field, depth)
+		v, err := p.value(field, depth)
 		if err != nil {
 			return nil, err
 		}
 		obj[key] = v
 	}
-	if _, err := dec.Token(); err != nil { // closing '}'
+	if _, err := p.dec.Token(); err != nil { // closing '}'
 		return nil, &InvalidError{Field: path, Message: "malformed JSON: " + jsonProblem(err)}
 	}
 	return obj, nil
 }
 
-func parseValue(dec *json.Decoder, path string, depth int) (any, error) {
-	tok, err := dec.Token()
+func (p *parser) value(path string, depth int) (any, error) {
+	tok, unpaired, err := p.token()
 	if err != nil {
 		return nil, &InvalidError{Field: path, Message: "malformed JSON: " + jsonProblem(err)}
+	}
+	if unpaired {
+		return nil, &InvalidError{Field: path, Message: unpairedMsg}
 	}
 	switch t := tok.(type) {
 	case json.Delim:
 		switch t {
 		case '{':
-			return parseObject(dec, path, depth+1)
+			return p.object(path, depth+1)
 		case '[':
 			if depth+1 > maxDepth {
 				return nil, &InvalidError{Field: path, Message: fmt.Sprintf("nesting deeper than %d levels", maxDepth)}
 			}
 			arr := []any{}
-			for dec.More() {
-				v, err := parseValue(dec, path, depth+1)
+			for p.dec.More() {
+				v, err := p.value(path, depth+1)
 				if err != nil {
 					return nil, err
 				}
 				arr = append(arr, v)
 			}
-			if _, err := dec.Token(); err != nil {
+			if _, err := p.dec.Token(); err != nil {
 				return nil, &InvalidError{Field: path, Message: "malformed JSON: " + jsonProblem(err)}
 			}
 			return arr, nil
@@ -202,6 +244,59 @@ func parseValue(dec *json.Decoder, path string, depth int) (any, error) {
 	default:
 		return t, nil
 	}
+}
+
+// loneSurrogate reports whether the JSON string text s (well-formed: the
+// decoder accepted it) has a \u escape of a UTF-16 surrogate that is not a
+// high surrogate (D800-DBFF) immediately followed by the escape of a low
+// one (DC00-DFFF).
+func loneSurrogate(s []byte) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			continue
+		}
+		i++ // the escaped byte
+		if i >= len(s) || s[i] != 'u' {
+			continue
+		}
+		r := hex4(s[i+1:])
+		i += 4
+		switch {
+		case r < 0xD800 || r > 0xDFFF:
+		case r >= 0xDC00:
+			return true // a low surrogate first
+		case i+6 < len(s) && s[i+1] == '\\' && s[i+2] == 'u':
+			if lo := hex4(s[i+3:]); lo < 0xDC00 || lo > 0xDFFF {
+				return true
+			}
+			i += 6
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// hex4 is the value of the 4 hex digits that start s, or -1.
+func hex4(s []byte) rune {
+	if len(s) < 4 {
+		return -1
+	}
+	var r rune
+	for _, c := range s[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
 }
 
 // maxExponent bounds the exponent written in a JSON number. Valid JSON such

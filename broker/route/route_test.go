@@ -255,6 +255,18 @@ func TestDecode(t *testing.T) {
 		{name: "nul_alone", r: create, payload: `{"customer":"Ada","amount":1,"note":"\u0000"}`, wantField: "note", wantMsg: "must not contain the NUL character (U+0000)"},
 		{name: "nul_nested_extra", r: open, payload: `{"tags":{"a":["x","y\u0000"]}}`, wantField: "tags.a", wantMsg: "must not contain the NUL character (U+0000)"},
 		{name: "escaped_backslash_is_text", r: create, payload: `{"customer":"a\\u0000b","amount":1}`, want: map[string]any{"customer": `a\u0000b`, "amount": json.Number("1")}},
+		{name: "lone_high_surrogate", r: create, payload: `{"customer":"\ud800","amount":1}`, wantField: "customer", wantMsg: "escaped UTF-16 surrogate"},
+		{name: "lone_low_surrogate", r: create, payload: `{"customer":"Ada \uDFFF","amount":1}`, wantField: "customer", wantMsg: "escaped UTF-16 surrogate"},
+		{name: "high_then_letter", r: create, payload: `{"customer":"\uD83Dx","amount":1}`, wantField: "customer", wantMsg: "escaped UTF-16 surrogate"},
+		{name: "high_then_escaped_letter", r: create, payload: `{"customer":"\ud83d\u0041","amount":1}`, wantField: "customer", wantMsg: "escaped UTF-16 surrogate"},
+		{name: "two_highs", r: create, payload: `{"customer":"\ud83d\ud83d","amount":1}`, wantField: "customer", wantMsg: "escaped UTF-16 surrogate"},
+		{name: "low_then_high", r: create, payload: `{"customer":"\ude00\ud83d","amount":1}`, wantField: "customer", wantMsg: "escaped UTF-16 surrogate"},
+		{name: "pair_then_lone", r: create, payload: `{"customer":"\ud83d\ude00\udc00","amount":1}`, wantField: "customer", wantMsg: "escaped UTF-16 surrogate"},
+		{name: "lone_surrogate_nested", r: open, payload: `{"tags":{"a":["x","\udbff"]}}`, wantField: "tags.a", wantMsg: "escaped UTF-16 surrogate"},
+		{name: "lone_surrogate_in_name", r: open, payload: `{"a":{"x\ud800":1}}`, wantField: "a.x\ufffd", wantMsg: "the name contains an escaped UTF-16 surrogate"},
+		{name: "surrogate_pair", r: create, payload: `{"customer":"\ud83d\uDE00 \u00e9","amount":1}`, want: map[string]any{"customer": "\U0001F600 \u00e9", "amount": json.Number("1")}},
+		{name: "replacement_character_escaped", r: create, payload: `{"customer":"\ufffd","amount":1}`, want: map[string]any{"customer": "\ufffd", "amount": json.Number("1")}},
+		{name: "escaped_backslash_before_surrogate_text", r: create, payload: `{"customer":"\\ud800","amount":1}`, want: map[string]any{"customer": `\ud800`, "amount": json.Number("1")}},
 		{name: "deep", r: create, payload: `{"customer":"a","amount":1,"note":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`, wantField: "note", wantMsg: "nesting deeper"},
 	}
 	for _, tc := range tests {
@@ -294,13 +306,24 @@ func TestDecode(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	for _, s := range []string{`{"customer":"Ada","amount":12.50}`, `{"id":1,"id":2}`, `{"id":1e400}`, `{}`, `{"note":[[[]]]}`, "{\"a\":\"\\ud800\"}"} {
+	for _, s := range []string{
+		`{"customer":"Ada","amount":12.50}`, `{"id":1,"id":2}`, `{"id":1e400}`, `{}`, `{"note":[[[]]]}`, "{\"a\":\"\\ud800\"}",
+		`{"customer":"\ud83d\ude00","amount":1}`, `{"customer":"\udfff","amount":1}`, `{"customer":"\\ud800\ufffd","amount":1}`,
+		`{"customer":"a","amount":1,"\ud800":2}`,
+	} {
 		f.Add([]byte(s))
 	}
 	c := loadDemo(f)
 	create, _ := c.Lookup("orders.v1.create")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		params, err := create.Decode(data)
+		if doc, perr := route.ParseObject(data); perr == nil {
+			// Every U+FFFD parsed was sent as one: written raw or as the
+			// \ufffd escape, never made of a lone surrogate escape.
+			if got, sent := replacements(doc), strings.Count(string(data), "\uFFFD")+strings.Count(strings.ToLower(string(data)), `\ufffd`); got > sent {
+				t.Fatalf("ParseObject made %d U+FFFD of %d sent: %q", got, sent, data)
+			}
+		}
 		if err != nil {
 			var ie *route.InvalidError
 			var tl *route.TooLargeError
@@ -322,6 +345,24 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// replacements counts U+FFFD in the names and strings of v, at any depth.
+func replacements(v any) int {
+	n := 0
+	switch x := v.(type) {
+	case string:
+		n = strings.Count(x, "\uFFFD")
+	case []any:
+		for _, el := range x {
+			n += replacements(el)
+		}
+	case map[string]any:
+		for k, el := range x {
+			n += strings.Count(k, "\uFFFD") + replacements(el)
+		}
+	}
+	return n
 }
 
 func FuzzParseStatement(f *testing.F) {
