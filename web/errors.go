@@ -8,6 +8,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/policy"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -35,6 +36,11 @@ func (e *HTTPError) Unwrap() error { return e.Err }
 func badRequest(msg string) error {
 	return &HTTPError{Status: http.StatusBadRequest, Code: broker.CodeInvalidRequest, Msg: msg}
 }
+
+// noPolicyMessage answers a request that needed a policy decision while no
+// policy is loaded (the first load failed and none has loaded since).
+const noPolicyMessage = "no policy is loaded, so every request is denied until it loads; " +
+	"the dashboard's policy page (for admins and auditors) and the sqlgated log say why"
 
 // idpOutages are the identity/oidc refusal reasons (ReasonKeysUnavailable,
 // ReasonGroupsLookupFailed) that blame the identity provider, not the
@@ -74,6 +80,11 @@ func publicError(err error) (int, api.Error) {
 		return http.StatusNotFound, api.Error{Code: broker.CodeNotFound, Message: "not found"}
 	case errors.Is(err, broker.ErrDenied):
 		return http.StatusForbidden, api.Error{Code: broker.CodeForbidden, Message: "denied by policy"}
+	case errors.Is(err, policy.ErrNoPolicy):
+		// Before ErrUnavailable, which wraps it on some paths. That no policy
+		// is loaded is safe to tell a signed-in caller; why it failed to load
+		// (file names, parse errors) is for the policy page and the log.
+		return http.StatusServiceUnavailable, api.Error{Code: broker.CodeUnavailable, Message: noPolicyMessage}
 	case errors.Is(err, broker.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, api.Error{Code: broker.CodeUnavailable, Message: "a backing service is unavailable; try again"}
 	default:

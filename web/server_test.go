@@ -30,6 +30,8 @@ import (
 type fakeBroker struct {
 	revoked, offboarded []string
 	pushFails           bool // RevokeAll revokes but cannot reach the NATS servers
+	routes              []*route.Route
+	routesErr           error // AllowedRoutes fails with it
 }
 
 func (f *fakeBroker) RevokeAll(_ context.Context, _ identity.Principal, principalID, _ string) (*broker.RevokeAllResult, error) {
@@ -45,7 +47,10 @@ func (f *fakeBroker) RevokeAll(_ context.Context, _ identity.Principal, principa
 }
 
 func (f *fakeBroker) AllowedRoutes(context.Context, identity.Principal) ([]*route.Route, policy.Decision, error) {
-	return nil, policy.Decision{Revision: "rev"}, nil
+	if f.routesErr != nil {
+		return nil, policy.Deny(""), f.routesErr
+	}
+	return f.routes, policy.Decision{Revision: "rev"}, nil
 }
 
 func (f *fakeBroker) IssueNATS(_ context.Context, req broker.NATSRequest) (*broker.NATSCredential, error) {

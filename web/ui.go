@@ -214,9 +214,12 @@ func (s *Server) uiIndex(w http.ResponseWriter, r *http.Request) error {
 	p.Flash = s.takeFlash(w, r, sess)
 	if sess != nil {
 		routes, dec, err := s.cfg.Broker.AllowedRoutes(r.Context(), sess.principal)
-		if err != nil {
+		switch {
+		case errors.Is(err, policy.ErrNoPolicy):
+			p.Error = noPolicyMessage
+		case err != nil:
 			p.Error = "policy evaluation failed; no routes listed"
-		} else {
+		default:
 			p.Routes, p.Revision = routesResponse(routes, dec).Routes, dec.Revision
 		}
 		// Bounded: the newest active credentials, then the most recent

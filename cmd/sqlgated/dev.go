@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -240,7 +241,13 @@ func runDevOn(ctx context.Context, args []string, stdout, stderr io.Writer, host
 		a.shutdown(context.Background())
 		return err
 	}
-	printDevBanner(stdout, st, time.Since(started))
+	// The first policy load is done: a broken policy (the engine then
+	// denies everything until a fix loads) changes what the banner says.
+	var policyErr error
+	if ps := a.engine.Status(); ps.Revision == "" {
+		policyErr = cmp.Or(ps.LastError, errors.New("no policy loaded"))
+	}
+	printDevBanner(stdout, st, time.Since(started), policyErr)
 	err = a.wait(ctx)
 	fmt.Fprintln(stdout, "\nsqlgated dev: shutting down")
 	a.shutdown(context.Background())

@@ -420,17 +420,40 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-func printDevBanner(w io.Writer, st devState, took time.Duration) {
-	fmt.Fprintf(w, "\nsqlgate dev is running (started in %s; state in %s)\n\n", took.Round(10*time.Millisecond), st.DataDir)
+// printDevBanner says where everything is and what to do next: the
+// walkthrough's first steps, or, when policyErr says that no policy loaded
+// (every request is then denied), why and where to fix it.
+func printDevBanner(w io.Writer, st devState, took time.Duration, policyErr error) {
+	policyDir := filepath.Join(st.DataDir, "policy")
+	if policyErr != nil {
+		fmt.Fprintf(w, "\nsqlgate dev started, but its policy failed to load: every request is denied (started in %s; state in %s)\n\n",
+			took.Round(10*time.Millisecond), st.DataDir)
+	} else {
+		fmt.Fprintf(w, "\nsqlgate dev is running (started in %s; state in %s)\n\n", took.Round(10*time.Millisecond), st.DataDir)
+	}
 	fmt.Fprintf(w, "  API and dashboard   %s\n", st.HTTPURL)
 	fmt.Fprintf(w, "  NATS                %s  (operator mode, JetStream on)\n", st.NATSURL)
 	fmt.Fprintf(w, "  OpenID provider     %s\n", st.Issuer)
 	fmt.Fprintf(w, "  demo database       %s (SQLite, routes in %s)\n", filepath.Join(st.DataDir, "orders.db"), filepath.Join(st.DataDir, "routes.yaml"))
-	fmt.Fprintf(w, "  policies            %s (edit them: they reload within a second)\n", filepath.Join(st.DataDir, "policy"))
+	fmt.Fprintf(w, "  policies            %s (edit them: they reload within a second)\n", policyDir)
 	fmt.Fprintf(w, "  dev.json            %s\n\n", filepath.Join(st.DataDir, "dev.json"))
 	fmt.Fprintln(w, "  demo users (password, group: what the demo policy allows)")
 	for i, u := range st.Users {
 		fmt.Fprintf(w, "    %-6s %-18s %-9s %s\n", u.Name, u.Password, u.Groups[0], demoUsers[i].role)
+	}
+	if policyErr != nil {
+		fmt.Fprintf(w, `
+No policy is loaded, so every call, credential and route listing is denied until
+the policy in %s loads. It failed with:
+
+%s
+
+Fix what it names: the policy reloads within a second of the edit, and the log
+says "policy loaded". Or start again from the demo policy: stop sqlgated dev,
+move %s aside and run it again (it copies the demo policy there).
+Stop with Ctrl-C; the next start reuses %s.
+`, policyDir, indentLines(policyErr.Error(), "  "), policyDir, st.DataDir)
+		return
 	}
 	fmt.Fprintf(w, `
 Next steps, in another terminal from this directory:
@@ -447,4 +470,9 @@ Next steps, in another terminal from this directory:
 Sign in to the dashboard at %s (carol verifies the audit log and downloads SOC 2 evidence).
 Stop with Ctrl-C; the next start reuses %s.
 `, st.DataDir, st.HTTPURL, st.DataDir, st.HTTPURL, st.DataDir)
+}
+
+// indentLines prefixes every line of s with prefix.
+func indentLines(s, prefix string) string {
+	return prefix + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n"+prefix)
 }

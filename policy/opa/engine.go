@@ -263,6 +263,11 @@ func (e *Engine) Reload(ctx context.Context) error {
 		if prevErr != nil && prevErr.Error() == err.Error() {
 			return err // the same breakage again (e.g. an editor's swap file): reported already
 		}
+		if prev == nil {
+			e.log.LogAttrs(ctx, slog.LevelError, "policy load failed; no policy is loaded, so every request is denied until the policy loads",
+				slog.String("error", err.Error()))
+			break
+		}
 		e.log.LogAttrs(ctx, slog.LevelError, "policy load failed; the last good policy keeps serving",
 			slog.String("policy_revision", ev.Revision), slog.String("error", err.Error()))
 	case prev != nil && prev.revision == st.revision:

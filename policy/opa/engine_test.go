@@ -1,9 +1,11 @@
 package opa_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -393,9 +395,10 @@ func TestNoPolicyDeniesEverything(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "call.rego"), "package sqlgate.call\n\nallow if {\n")
 	var events []opa.ReloadEvent
+	var logs bytes.Buffer
 	e, err := opa.Open(t.Context(), opa.Config{
 		EvalTimeout: testEvalTimeout,
-		Dir:         dir, Watch: true, Logger: testLogger(t),
+		Dir:         dir, Watch: true, Logger: slog.New(slog.NewTextHandler(io.MultiWriter(&logs, t.Output()), nil)),
 		OnReload: func(ev opa.ReloadEvent) { events = append(events, ev) },
 	})
 	if err != nil {
@@ -412,6 +415,11 @@ func TestNoPolicyDeniesEverything(t *testing.T) {
 	}
 	if len(events) != 1 || events[0].Err == nil || events[0].Revision != "" {
 		t.Errorf("OnReload events = %+v, want one failure", events)
+	}
+	// The log says that nothing serves, not that a last good policy does.
+	if got := logs.String(); !strings.Contains(got, "no policy is loaded, so every request is denied until the policy loads") ||
+		strings.Contains(got, "last good") || !strings.Contains(got, "rego_parse_error") {
+		t.Errorf("log = %s, want the failure to say no policy is loaded, with the error", got)
 	}
 
 	// Without a watch, a broken policy is an error at Open.
@@ -483,7 +491,9 @@ func TestReloadKeepsLastGoodPolicy(t *testing.T) {
 	dir := copyRules(t)
 	var mu sync.Mutex
 	var events []opa.ReloadEvent
-	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, Dir: dir, Logger: testLogger(t), OnReload: func(ev opa.ReloadEvent) {
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(&logs, t.Output()), nil))
+	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, Dir: dir, Logger: logger, OnReload: func(ev opa.ReloadEvent) {
 		mu.Lock()
 		events = append(events, ev)
 		mu.Unlock()
@@ -509,6 +519,9 @@ func TestReloadKeepsLastGoodPolicy(t *testing.T) {
 	}
 	if st := e.Status(); !st.Ready() || st.LastError == nil || !strings.Contains(st.LastError.Error(), "sqlgate/call.rego") {
 		t.Errorf("Status = %+v, want ready with the error naming the file", st)
+	}
+	if got := logs.String(); !strings.Contains(got, `the last good policy keeps serving" policy_revision=`+good) || strings.Contains(got, "no policy is loaded") {
+		t.Errorf("log = %s, want the failure to name the last good revision that keeps serving", got)
 	}
 	writeFile(t, call, string(orig))
 	if err := e.Reload(t.Context()); err != nil || e.Status().LastError != nil {
