@@ -481,6 +481,34 @@ func (s *Service) respond(ctx context.Context, subject string, r *broker.Reply) 
 
 func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, subject string, r *broker.Reply) {
 	o := outPool.Get().(*out)
+	err := o.publish(nc, subject, r)
+	if errors.Is(err, nats.ErrMaxPayload) && !r.OK {
+		// The message or the reasons made the error reply longer than the
+		// server takes: the caller still gets the envelope, with its code.
+		short := *r
+		short.Result, short.Error = nil, &broker.ReplyError{Code: broker.CodeInternal, Message: errorTooLong}
+		if r.Error != nil && r.Error.Code != "" {
+			short.Error.Code = r.Error.Code
+		}
+		log.WarnContext(ctx, "nats error reply too large; sent with a short message", slog.String("code", short.Error.Code),
+			slog.Int("bytes", len(o.buf)), slog.String("correlation_id", r.CorrelationID))
+		err = o.publish(nc, subject, &short)
+	}
+	if err != nil {
+		log.WarnContext(ctx, "nats reply not sent", slog.String("error", err.Error()))
+	}
+	o.msg.Data, o.msg.Subject, o.vals = nil, "", [3]string{}
+	if cap(o.buf) <= 64<<10 {
+		outPool.Put(o)
+	}
+}
+
+// errorTooLong replaces an error reply's message when the reply would
+// exceed the NATS server's max_payload.
+const errorTooLong = "the error's message and reasons are too long for the NATS server's max_payload and were left out"
+
+// publish encodes r into o and publishes it on subject.
+func (o *out) publish(nc *nats.Conn, subject string, r *broker.Reply) error {
 	o.buf = r.AppendJSON(o.buf[:0])
 	clear(o.msg.Header)
 	o.msg.Subject, o.msg.Data = subject, o.buf
@@ -500,13 +528,7 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, subject strin
 		o.msg.Header[micro.ErrorHeader] = o.vals[1:2:2]
 		o.msg.Header[micro.ErrorCodeHeader] = o.vals[2:3:3]
 	}
-	if err := nc.PublishMsg(&o.msg); err != nil {
-		log.WarnContext(ctx, "nats reply not sent", slog.String("error", err.Error()))
-	}
-	o.msg.Data, o.msg.Subject, o.vals = nil, "", [3]string{}
-	if cap(o.buf) <= 64<<10 {
-		outPool.Put(o)
-	}
+	return nc.PublishMsg(&o.msg)
 }
 
 // requestHeaders sets req's CorrelationID, IdempotencyKey (Idempotency-Key,

@@ -24,7 +24,7 @@ const maxDepth = 16
 
 // InvalidError says why a payload was rejected. Field names the offending
 // parameter ("" for the document as a whole); Message never contains the
-// parameter's value.
+// parameter's value. Error quotes at most maxQuoted bytes of Field.
 type InvalidError struct {
 	Field   string
 	Message string
@@ -35,7 +35,31 @@ func (e *InvalidError) Error() string {
 	if e.Field == "" {
 		return e.Message
 	}
-	return fmt.Sprintf("field %q: %s", e.Field, e.Message)
+	return fmt.Sprintf("field %q: %s", cut(e.Field, maxQuoted), e.Message)
+}
+
+// maxQuoted bounds, in bytes, the client's text (a field name) that an
+// error message quotes: a name can be as long as the payload, and a reply
+// quoting it whole, in its body and in the Nats-Service-Error header, can
+// exceed the NATS server's max_payload and never reach the caller.
+const maxQuoted = 128
+
+// maxSchemaMessage bounds a message the schema validator wrote, whose parts
+// this package does not choose (an enum's allowed values, a media type's
+// parse error).
+const maxSchemaMessage = 256
+
+// cut is s cut to at most n bytes, between characters, with "…" appended
+// when anything was cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // TooLargeError says a payload exceeded the route's MaxPayload.
@@ -355,8 +379,15 @@ func schemaError(err error) error {
 		}
 	case *kind.Type:
 		return &InvalidError{Field: field, Message: fmt.Sprintf("must be %s, got %s", strings.Join(k.Want, " or "), k.Got)}
+	case *kind.Pattern:
+		// The validator's message quotes the value (or, under
+		// propertyNames, the name), whatever its length.
+		return &InvalidError{Field: field, Message: fmt.Sprintf("does not match the pattern %q", cut(k.Want, maxQuoted))}
+	case *kind.Format:
+		// The value and the parser's error (which may quote it) stay out.
+		return &InvalidError{Field: field, Message: fmt.Sprintf("is not a valid %s", cut(k.Want, maxQuoted))}
 	}
-	return &InvalidError{Field: field, Message: leaf.ErrorKind.LocalizedString(printer)}
+	return &InvalidError{Field: field, Message: cut(leaf.ErrorKind.LocalizedString(printer), maxSchemaMessage)}
 }
 
 func joinField(path, name string) string {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -330,6 +331,9 @@ func FuzzDecode(f *testing.F) {
 			if !errors.As(err, &ie) && !errors.As(err, &tl) {
 				t.Fatalf("Decode error of unexpected type %T: %v", err, err)
 			}
+			if len(err.Error()) > 1024 {
+				t.Fatalf("error of %d bytes: %.200q", len(err.Error()), err)
+			}
 			return
 		}
 		// Whatever passed must be exactly the declared, required shape.
@@ -456,5 +460,57 @@ func TestCheckSQLType(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "unsupported SQL type") || route.ValidSQLType(bad) {
 			t.Errorf("CheckSQLType(%q) = %v, want unsupported SQL type", bad, err)
 		}
+	}
+}
+
+// TestDecodeErrorQuotesLittleOfThePayload: an error quotes at most 128
+// bytes of a field name, and no value: a reply quoting a name as long as
+// the payload (1 MiB allowed) would exceed the NATS server's max_payload and
+// never reach the caller.
+func TestDecodeErrorQuotesLittleOfThePayload(t *testing.T) {
+	props := map[string]any{
+		"code": map[string]any{"type": "string", "pattern": "^[A-Z]{3}$"},
+		"day":  map[string]any{"type": "string", "format": "date"},
+	}
+	c, err := route.New([]route.Spec{{
+		Subject: "t.closed", Database: "orders", Statement: &route.StatementSpec{Name: "s", SQL: "SELECT :code, :day"},
+		MaxPayload: route.MaxMaxPayload, Params: map[string]any{"type": "object", "properties": props},
+	}, {
+		Subject: "t.open", Database: "orders", Statement: &route.StatementSpec{Name: "s", SQL: "SELECT 1"},
+		MaxPayload: route.MaxMaxPayload, Params: map[string]any{"type": "object", "additionalProperties": true},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, _ := c.Lookup("t.closed")
+	open, _ := c.Lookup("t.open")
+	name := "é" + strings.Repeat("N", 500_000) // a two-byte character first: the cut falls between characters
+	value := strings.Repeat("V", 600_000)
+	for _, tc := range []struct {
+		name    string
+		r       *route.Route
+		payload string
+		want    string
+	}{
+		{"unknown field", closed, `{"` + name + `":1}`, "unknown field"},
+		{"duplicate key", open, `{"` + name + `":1,"` + name + `":2}`, "duplicate key"},
+		{"nested name", open, `{"a":{"` + name + `":"\u0000"}}`, "NUL character"},
+		{"pattern", closed, `{"code":"` + value + `"}`, `field "code": does not match the pattern "^[A-Z]{3}$"`},
+		{"format", closed, `{"day":"` + value + `"}`, `field "day": is not a valid date`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.r.Decode([]byte(tc.payload))
+			var ie *route.InvalidError
+			if !errors.As(err, &ie) {
+				t.Fatalf("Decode = %v, want an InvalidError", err)
+			}
+			msg := err.Error()
+			if len(msg) > 300 || !strings.Contains(msg, tc.want) || strings.Contains(msg, "VVVV") || !utf8.ValidString(msg) {
+				t.Errorf("error of %d bytes = %.400q, want at most 300 containing %q and no value", len(msg), msg, tc.want)
+			}
+			if strings.Contains(ie.Field, "N") && !strings.Contains(msg, "NNN…") {
+				t.Errorf("error = %.400q, want the name's start and …", msg)
+			}
+		})
 	}
 }
