@@ -62,9 +62,39 @@ func NewClient(baseURL string, token func(ctx context.Context) (string, error)) 
 		return nil, err
 	}
 	return &Client{
-		base: u, http: &http.Client{Transport: newTransport()}, token: token,
+		base: u, http: &http.Client{Transport: newTransport(), CheckRedirect: refuseRedirect}, token: token,
 		callTimeout: callTimeout, downloadWait: downloadWait, downloadIdle: downloadIdle,
 	}, nil
+}
+
+// RedirectError is a broker answer that redirects elsewhere. The sqlgate API
+// never redirects, and following one would resend the bearer token (and a
+// request body holding a public key or a lease request) to the new
+// location, over plain http when it says so: so no redirect is followed.
+type RedirectError struct {
+	// Location is the redirect's target without its user name and password.
+	Location string
+}
+
+// Error implements error.
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("the broker answered with a redirect to %s, which sqlgate does not follow (the sqlgate API never redirects; "+
+		"the token would go along): use the broker's own URL", e.Location)
+}
+
+// refuseRedirect is the client's CheckRedirect: no redirect is followed.
+func refuseRedirect(req *http.Request, _ []*http.Request) error {
+	return &RedirectError{Location: redactUser(req.URL)}
+}
+
+// redactUser returns u without its user name and password.
+func redactUser(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	c := *u
+	c.User = url.User("REDACTED")
+	return c.String()
 }
 
 // RequireTLS refuses anything but an https URL, or a plain http one to this
@@ -372,6 +402,9 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
 	resp, err := c.http.Do(req)
+	if re := (*RedirectError)(nil); errors.As(err, &re) {
+		return nil, re
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.base.Host, causeOf(ctx, err))
 	}
