@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -46,6 +47,12 @@ var ErrBatchUnsupported = errors.New("these calls cannot be batched")
 // once; calls that arrive while one runs queue and go together in the
 // next, up to max. So a quiet route pays no latency for batching and a busy
 // one commits once per batch.
+//
+// A call's timeout bounds each attempt to run its SQL, and its wait in the
+// queue separately: the wait (behind the transaction ahead), the batch it
+// goes in, and, if that batch fails, its run alone each get the whole
+// timeout. A batch is sqlgate's optimisation: a call batched with a slow or
+// failing one still gets its own full run.
 type batcher struct {
 	exec BatchExecutor
 	max  int
@@ -60,34 +67,48 @@ type batcher struct {
 }
 
 // batchCall is one queued call. wake gets one value: the call finished
-// (done) or its caller must now lead the next batch.
+// (done) or its caller must now lead the next batch (lead).
 type batchCall struct {
-	ctx  context.Context
-	call *Call
-	wake chan struct{}
-	done bool
-	res  *Result
-	err  error
+	ctx     context.Context
+	call    *Call
+	timeout time.Duration
+	wake    chan struct{}
+	// lead (handed the lead) and taken (in a batch) are guarded by the
+	// batcher's mu: either means the call can no longer leave the queue.
+	lead, taken bool
+	done        bool
+	res         *Result
+	err         error
 }
-
-var _ Executor = (*batcher)(nil)
 
 func newBatcher(exec BatchExecutor, most int) *batcher {
 	return &batcher{exec: exec, max: most}
 }
 
-// Execute queues c and returns its result. The caller that finds no batch
-// running leads: it runs the queue's head batch (its own call is in it),
-// then hands the lead to the next queued caller, if any.
-func (b *batcher) Execute(ctx context.Context, c *Call) (*Result, error) {
-	me := &batchCall{ctx: ctx, call: c, wake: make(chan struct{}, 1)}
+// queueError is the error of a call that left the batch queue without
+// running: nothing of it reached the database. Its message is the reply's.
+type queueError struct{ msg string }
+
+func (e *queueError) Error() string { return e.msg }
+func (e *queueError) Unwrap() error { return ErrUnavailable }
+
+// execute runs c, each attempt within timeout, and returns its result. The
+// caller that finds no batch running leads: it runs the queue's head batch
+// (its own call is in it) and hands the lead to the next queued caller, if
+// any. A queued caller waits for the lead or its result at most timeout,
+// and not after ctx ends: then it leaves the queue with a [queueError].
+func (b *batcher) execute(ctx context.Context, c *Call, timeout time.Duration) (*Result, error) {
+	me := &batchCall{ctx: ctx, call: c, timeout: timeout, wake: make(chan struct{}, 1)}
 	b.mu.Lock()
 	b.queue = append(b.queue, me)
 	lead := !b.running
+	me.lead = lead
 	b.running = true
 	b.mu.Unlock()
 	if !lead {
-		<-me.wake
+		if err := b.wait(me); err != nil {
+			return nil, err
+		}
 		if me.done {
 			return me.res, me.err
 		}
@@ -97,46 +118,106 @@ func (b *batcher) Execute(ctx context.Context, c *Call) (*Result, error) {
 	n := min(len(b.queue), b.max)
 	batch := make([]*batchCall, n)
 	copy(batch, b.queue)
+	for _, bc := range batch {
+		bc.taken = true
+	}
 	rest := copy(b.queue, b.queue[n:])
 	clear(b.queue[rest:]) // no finished call stays referenced
 	b.queue = b.queue[:rest]
 	b.mu.Unlock()
 
-	b.run(batch)
-
-	b.mu.Lock()
-	if len(b.queue) > 0 {
-		b.queue[0].wake <- struct{}{} // lead the next batch
-	} else {
-		b.running = false
+	if n == 1 {
+		// Alone, and the calls that arrive meanwhile queue for the next.
+		b.alone(me)
+		b.report(1, false)
+		b.handOff()
+		return me.res, me.err
 	}
-	b.mu.Unlock()
+	again := b.run(batch)
+	// The calls of a failed batch run alone, each in a transaction of its
+	// own: the next batch need not wait for them.
+	b.handOff()
+	var wg sync.WaitGroup
+	for _, bc := range again {
+		wg.Go(func() {
+			b.alone(bc)
+			if bc != me {
+				b.finish(bc)
+			}
+		})
+	}
+	wg.Wait()
 	return me.res, me.err
 }
 
-// run executes one batch and finishes every call of it. A batch of one,
-// and every call of a batch that failed, run alone with their own context.
-func (b *batcher) run(batch []*batchCall) {
-	finish := func(bc *batchCall) {
-		if bc != batch[0] { // the leader returns its own result
-			bc.done = true
-			bc.wake <- struct{}{}
-		}
+// wait waits until me finished or leads; if that takes longer than its
+// timeout, or its caller goes away, me leaves the queue (unless a batch
+// took it or the lead came meanwhile) and the error says why.
+func (b *batcher) wait(me *batchCall) error {
+	t := time.NewTimer(me.timeout)
+	defer t.Stop()
+	var why error
+	select {
+	case <-me.wake:
+		return nil
+	case <-t.C:
+		why = &queueError{fmt.Sprintf("the call waited its whole timeout (%s) for the calls ahead of it on this route (batch); nothing was executed", me.timeout)}
+	case <-me.ctx.Done():
+		why = &queueError{"the request was cancelled while it waited for the calls ahead of it on this route (batch); nothing was executed"}
 	}
-	alone := func(bc *batchCall) {
-		defer recoverAs(&bc.err)
-		bc.res, bc.err = b.exec.Execute(bc.ctx, bc.call)
+	b.mu.Lock()
+	if me.lead || me.taken {
+		b.mu.Unlock()
+		<-me.wake // a batch runs it (bounded by its timeout), or it leads
+		return nil
 	}
-	if len(batch) == 1 {
-		alone(batch[0])
-		b.report(1, false)
+	if i := slices.Index(b.queue, me); i >= 0 {
+		b.queue = slices.Delete(b.queue, i, i+1)
+	}
+	b.mu.Unlock()
+	return why
+}
+
+// handOff gives the lead to the first queued call, or ends the run.
+func (b *batcher) handOff() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.queue) == 0 {
+		b.running = false
 		return
 	}
-	ctx, cancel := batchContext(batch)
+	next := b.queue[0]
+	next.lead = true
+	next.wake <- struct{}{}
+}
+
+// alone runs bc by itself, within its own timeout from now.
+func (b *batcher) alone(bc *batchCall) {
+	bc.res, bc.err = execute(bc.ctx, b.exec, bc.call, bc.timeout)
+}
+
+// finish hands a queued caller its result.
+func (b *batcher) finish(bc *batchCall) {
+	bc.done = true
+	bc.wake <- struct{}{}
+}
+
+// run executes batch (two calls or more) in one transaction, which may
+// take the smallest timeout of its calls, and finishes every call but the
+// leader's (batch[0]) that it answered. It returns the calls to run alone:
+// none when the batch succeeded, all of them when it failed (nothing of it
+// took effect, or its commit's acknowledgement was lost: each call alone
+// says what it does; a call whose record the batch committed replays it,
+// with its own decision id).
+func (b *batcher) run(batch []*batchCall) []*batchCall {
+	timeout := batch[0].timeout
 	calls := make([]*Call, len(batch))
 	for i, bc := range batch {
 		calls[i] = bc.call
+		timeout = min(timeout, bc.timeout)
 	}
+	// Not cancelled by any one caller: the others still want their calls.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(batch[0].ctx), timeout)
 	results, err := func() (_ []BatchResult, err error) {
 		defer recoverAs(&err)
 		return b.exec.ExecuteBatch(ctx, calls)
@@ -146,27 +227,19 @@ func (b *batcher) run(batch []*batchCall) {
 		err = fmt.Errorf("batch of %d calls returned %d results", len(batch), len(results))
 	}
 	b.report(len(batch), err != nil)
-	if err == nil {
-		for i, bc := range batch {
-			bc.res, bc.err = results[i].Result, results[i].Err
-			if bc.res == nil && bc.err == nil {
-				bc.err = errors.New("batch returned no result for a call")
-			}
-			finish(bc)
+	if err != nil {
+		return batch
+	}
+	for i, bc := range batch {
+		bc.res, bc.err = results[i].Result, results[i].Err
+		if bc.res == nil && bc.err == nil {
+			bc.err = errors.New("batch returned no result for a call")
 		}
-		return
+		if i > 0 { // the leader returns its own result
+			b.finish(bc)
+		}
 	}
-	// Nothing of the batch took effect, or its commit's acknowledgement was
-	// lost: each call alone says what it does (a call whose record the
-	// batch committed replays it, with its own decision id).
-	var wg sync.WaitGroup
-	for _, bc := range batch {
-		wg.Go(func() {
-			alone(bc)
-			finish(bc)
-		})
-	}
-	wg.Wait()
+	return nil
 }
 
 func (b *batcher) report(calls int, fellBack bool) {
@@ -183,28 +256,3 @@ func recoverAs(err *error) {
 		*err = fmt.Errorf("executor panic: %v", p)
 	}
 }
-
-// batchContext is the context a batch runs under: not cancelled by any one
-// caller (the others still want their calls), but bounded by the earliest
-// deadline among them, so no call runs past its own timeout.
-func batchContext(batch []*batchCall) (context.Context, context.CancelFunc) {
-	var deadline time.Time
-	for _, bc := range batch {
-		if d, ok := bc.ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
-			deadline = d
-		}
-	}
-	ctx := context.WithoutCancel(batch[0].ctx)
-	if deadline.IsZero() {
-		return context.WithCancel(ctx)
-	}
-	return context.WithDeadline(ctx, deadline)
-}
-
-// Lookup implements [Executor].
-func (b *batcher) Lookup(ctx context.Context, key string) (*Result, bool, error) {
-	return b.exec.Lookup(ctx, key)
-}
-
-// Describe implements [Executor].
-func (b *batcher) Describe() DatabaseInfo { return b.exec.Describe() }

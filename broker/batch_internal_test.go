@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,10 @@ type gatedExecutor struct {
 	deadlines  []time.Time
 	failBatch  bool
 	panicBatch bool
+	// opened is when pile opened the gate; batchEnd when the last batch
+	// returned; aloneDeadlines the deadline of each call run alone.
+	opened, batchEnd time.Time
+	aloneDeadlines   map[string]time.Time
 }
 
 func (g *gatedExecutor) wait() {
@@ -39,6 +44,12 @@ func (g *gatedExecutor) Execute(ctx context.Context, c *Call) (*Result, error) {
 	g.wait()
 	g.mu.Lock()
 	g.alone = append(g.alone, c.CorrelationID)
+	if d, ok := ctx.Deadline(); ok {
+		if g.aloneDeadlines == nil {
+			g.aloneDeadlines = map[string]time.Time{}
+		}
+		g.aloneDeadlines[c.CorrelationID] = d
+	}
 	g.mu.Unlock()
 	if c.CorrelationID == "bad" {
 		return nil, &DBError{Number: 547, Message: "constraint"}
@@ -57,6 +68,11 @@ func (g *gatedExecutor) ExecuteBatch(ctx context.Context, calls []*Call) ([]Batc
 	g.batches = append(g.batches, ids)
 	g.deadlines = append(g.deadlines, d)
 	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.batchEnd = time.Now()
+		g.mu.Unlock()
+	}()
 	if g.panicBatch {
 		panic("boom")
 	}
@@ -87,7 +103,8 @@ type outcome struct {
 // pile starts the call "first" on b and waits until it runs (held by the
 // gate), then starts the others, which queue behind it. It returns each
 // call's outcome once the gate opens and all finish.
-func pile(t *testing.T, b *batcher, g *gatedExecutor, others []string, ctxFor func(string) context.Context) map[string]outcome {
+// timeoutFor, if set, gives each call its timeout (else an hour).
+func pile(t *testing.T, b *batcher, g *gatedExecutor, others []string, ctxFor func(string) context.Context, timeoutFor ...func(string) time.Duration) map[string]outcome {
 	t.Helper()
 	g.gate, g.started = make(chan struct{}), make(chan struct{}, 64)
 	var (
@@ -100,7 +117,11 @@ func pile(t *testing.T, b *batcher, g *gatedExecutor, others []string, ctxFor fu
 		if ctxFor != nil {
 			ctx = ctxFor(id)
 		}
-		res, err := b.Execute(ctx, &Call{CorrelationID: id})
+		timeout := time.Hour
+		if len(timeoutFor) > 0 {
+			timeout = timeoutFor[0](id)
+		}
+		res, err := b.execute(ctx, &Call{CorrelationID: id}, timeout)
 		mu.Lock()
 		out[id] = outcome{res, err}
 		mu.Unlock()
@@ -123,6 +144,9 @@ func pile(t *testing.T, b *batcher, g *gatedExecutor, others []string, ctxFor fu
 			time.Sleep(100 * time.Microsecond)
 		}
 	}
+	g.mu.Lock()
+	g.opened = time.Now()
+	g.mu.Unlock()
 	close(g.gate)
 	wg.Wait()
 	return out
@@ -146,7 +170,7 @@ func TestBatcherGroupsWhatQueues(t *testing.T) {
 		}
 		sizes = append(sizes, calls)
 	}
-	if res, err := b.Execute(t.Context(), &Call{CorrelationID: "quiet"}); err != nil || res.TransactionID != "alone-quiet" {
+	if res, err := b.execute(t.Context(), &Call{CorrelationID: "quiet"}, time.Hour); err != nil || res.TransactionID != "alone-quiet" {
 		t.Fatalf("a call on a quiet route: %+v, %v; want it run alone", res, err)
 	}
 	others := []string{"a", "b", "taken", "d", "e"}
@@ -210,36 +234,56 @@ func TestBatcherFallsBackAlone(t *testing.T) {
 	}
 }
 
-// TestBatcherDeadline: a batch runs until the earliest deadline of its
-// calls, and a caller that goes away does not cancel the others' calls.
-func TestBatcherDeadline(t *testing.T) {
+// TestBatcherTimeouts: a call's timeout bounds each attempt to run it, not
+// its wait in the queue. A batch runs within the smallest timeout of its
+// calls counted from when it starts, not from when they queued; after a
+// failed batch each call runs alone with its whole timeout again; and a
+// caller that goes away does not cancel the others' calls.
+func TestBatcherTimeouts(t *testing.T) {
 	g := &gatedExecutor{}
 	b := newBatcher(g, 8)
-	soon := time.Now().Add(time.Minute)
 	gone, cancel := context.WithCancel(t.Context())
 	out := pile(t, b, g, []string{"late", "soon", "gone"}, func(id string) context.Context {
-		switch id {
-		case "soon":
-			ctx, stop := context.WithDeadline(t.Context(), soon)
-			t.Cleanup(stop)
-			return ctx
-		case "gone":
+		if id == "gone" {
 			return gone
 		}
-		ctx, stop := context.WithTimeout(t.Context(), time.Hour)
-		t.Cleanup(stop)
-		return ctx
+		return t.Context()
+	}, func(id string) time.Duration {
+		if id == "soon" {
+			return time.Minute
+		}
+		return time.Hour
 	})
 	cancel()
-	if len(g.deadlines) != 1 || !g.deadlines[0].Equal(soon) {
-		t.Errorf("batch deadlines = %v, want the earliest, %v", g.deadlines, soon)
+	if len(g.deadlines) != 1 || g.deadlines[0].Before(g.opened.Add(time.Minute)) || g.deadlines[0].After(g.batchEnd.Add(time.Minute)) {
+		t.Errorf("batch deadlines = %v, want one, the smallest timeout (1m) after the batch started (%v)", g.deadlines, g.opened)
 	}
 	for id, o := range out {
 		if o.err != nil {
 			t.Errorf("%s: %v", id, o.err)
 		}
 	}
-	// A caller cancelled while queued: the batch it is in still runs.
+
+	// A batch that fails: each call runs alone with its whole timeout,
+	// counted from after the batch.
+	g = &gatedExecutor{}
+	b = newBatcher(g, 8)
+	out = pile(t, b, g, []string{"x", "bad", "y"}, nil, func(id string) time.Duration {
+		if id == "y" {
+			return time.Minute
+		}
+		return time.Hour
+	})
+	for id, timeout := range map[string]time.Duration{"x": time.Hour, "bad": time.Hour, "y": time.Minute} {
+		if d := g.aloneDeadlines[id]; d.Before(g.batchEnd.Add(timeout)) {
+			t.Errorf("%s ran alone until %v, want its whole timeout (%s) after the failed batch (ended %v)", id, d, timeout, g.batchEnd)
+		}
+	}
+	if o := out["x"]; o.err != nil || o.res.TransactionID != "alone-x" {
+		t.Errorf("x: %+v, %v; want run alone", o.res, o.err)
+	}
+
+	// A caller cancelled once its batch took it: the batch still runs.
 	g2 := &gatedExecutor{}
 	b2 := newBatcher(g2, 8)
 	ctx, cancel2 := context.WithCancel(t.Context())
@@ -252,6 +296,81 @@ func TestBatcherDeadline(t *testing.T) {
 	cancel2()
 	if o := out["other"]; o.err != nil || o.res.TransactionID != "batch-1" {
 		t.Errorf("other: %+v, %v", o.res, o.err)
+	}
+}
+
+// TestBatcherQueueWait: a call that waits in the queue longer than its
+// timeout, or whose caller goes away meanwhile, leaves the queue unexecuted
+// with an unavailable error that says so; the calls around it are not
+// affected, and the route keeps batching.
+func TestBatcherQueueWait(t *testing.T) {
+	g := &gatedExecutor{gate: make(chan struct{}), started: make(chan struct{}, 64)}
+	b := newBatcher(g, 8)
+	var (
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		out = map[string]outcome{}
+	)
+	call := func(ctx context.Context, id string, timeout time.Duration) {
+		res, err := b.execute(ctx, &Call{CorrelationID: id}, timeout)
+		mu.Lock()
+		out[id] = outcome{res, err}
+		mu.Unlock()
+	}
+	queued := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Microsecond) {
+			b.mu.Lock()
+			got := len(b.queue)
+			b.mu.Unlock()
+			if got == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d queued, want %d", got, n)
+			}
+		}
+	}
+	wg.Go(func() { call(t.Context(), "first", time.Hour) })
+	<-g.started // first runs alone, held
+	wg.Go(func() { call(t.Context(), "before", time.Hour) })
+	queued(1)
+	// Its timeout passes while it waits: it leaves the queue.
+	call(t.Context(), "impatient", time.Millisecond)
+	cancelled, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		call(cancelled, "gone", time.Hour)
+	}()
+	queued(2)
+	cancel()
+	<-done
+	wg.Go(func() { call(t.Context(), "after", time.Hour) })
+	queued(2)
+	close(g.gate)
+	wg.Wait()
+
+	for id, want := range map[string]string{"impatient": "waited its whole timeout (1ms)", "gone": "cancelled"} {
+		var qe *queueError
+		o := out[id]
+		if !errors.As(o.err, &qe) || !errors.Is(o.err, ErrUnavailable) || !strings.Contains(o.err.Error(), want) {
+			t.Errorf("%s: %+v, %v; want unavailable, %q, nothing executed", id, o.res, o.err, want)
+		}
+		if code, msg, _ := execError(o.err, 0); code != CodeUnavailable || !strings.Contains(msg, "nothing was executed") {
+			t.Errorf("%s answers %s %q, want unavailable, nothing executed", id, code, msg)
+		}
+	}
+	if slices.Contains(g.alone, "impatient") || slices.Contains(g.alone, "gone") || !slices.EqualFunc(g.batches, [][]string{{"before", "after"}}, slices.Equal) {
+		t.Errorf("alone %v, batches %v; want only first alone and [before after] batched", g.alone, g.batches)
+	}
+	for _, id := range []string{"first", "before", "after"} {
+		if o := out[id]; o.err != nil {
+			t.Errorf("%s: %v", id, o.err)
+		}
+	}
+	if b.running || len(b.queue) != 0 {
+		t.Errorf("after the calls: running %v, %d queued; want idle", b.running, len(b.queue))
 	}
 }
 

@@ -142,11 +142,18 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	if t := dec.Obligations.Timeout; t > 0 && t < timeout {
 		timeout = t
 	}
-	exec := ri.exec
+	var (
+		res     *Result
+		execErr error
+	)
 	if ri.batch != nil {
-		exec = ri.batch // the route lets calls that queue share a transaction (group commit)
+		// The route lets calls that queue share a transaction (group
+		// commit). The timeout bounds the call's wait in the queue and each
+		// attempt to run it, separately.
+		res, execErr = ri.batch.execute(ctx, call, timeout)
+	} else {
+		res, execErr = execute(ctx, ri.exec, call, timeout)
 	}
-	res, execErr := execute(ctx, exec, call, timeout)
 	unknown := false // the database could not say whether a failed call committed
 	if execErr != nil {
 		res, unknown, execErr = s.settle(ctx, ri.exec, call, execErr)
@@ -242,7 +249,9 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 func (s *Service) settle(ctx context.Context, exec Executor, call *Call, execErr error) (res *Result, unknown bool, err error) {
 	var dbe *DBError
 	var invalid *route.InvalidError
-	if errors.As(execErr, &dbe) || errors.As(execErr, &invalid) || errors.Is(execErr, ErrConflict) || errors.Is(execErr, ErrTooManyRows) {
+	var queued *queueError // it never reached the database
+	if errors.As(execErr, &dbe) || errors.As(execErr, &invalid) || errors.As(execErr, &queued) ||
+		errors.Is(execErr, ErrConflict) || errors.Is(execErr, ErrTooManyRows) {
 		return nil, false, execErr
 	}
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -498,7 +507,11 @@ func (s *Service) recordDetached(ctx context.Context, rec *audit.Record, what st
 func execError(err error, maxRows int) (code, msg string, reasons []string) {
 	var dbe *DBError
 	var invalid *route.InvalidError
+	var queued *queueError
 	switch {
+	case errors.As(err, &queued):
+		// It waited for a batch queue and left it unexecuted.
+		return CodeUnavailable, queued.msg, nil
 	case errors.As(err, &invalid):
 		// A value the database cannot take (e.g. out of range for its SQL
 		// type): the caller's to fix; the transaction was rolled back.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,7 +74,11 @@ type AsyncConfig struct {
 	// Workers handle messages concurrently (0: 16).
 	Workers int
 	// AckWait is how long a delivered message may take before JetStream
-	// delivers it again; it must exceed the longest route timeout (0: 1 min).
+	// delivers it again; it must exceed the longest a call can take: its
+	// route's timeout, three times that on a route with batch (the wait
+	// for the batch ahead, the batch, the call alone after a failed
+	// batch), plus up to 5 s to ask the database whether a failed call
+	// committed, and the audit writes (0: 1 min).
 	AckWait time.Duration
 	// MaxAge bounds how long a request the database or the audit log could
 	// not take (`unavailable`) is retried: an attempt that fails so when the
@@ -222,22 +227,8 @@ func (c *AsyncConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// StartAsync creates (or updates) the stream and the durable consumer on nc,
-// a connection of the broker account, and starts consuming. It stops when
-// ctx ends or Stop is called; ctx is also the parent of every Handle call,
-// without its cancellation. A stream created by an older version without
-// limits is updated to them, except a per-subject limit that a subject's
-// backlog already exceeds: that one is applied at a later start, once the
-// backlog has drained, and a warning says so (the server would enforce it
-// by deleting waiting requests). The stream's replicas follow
-// [AsyncConfig.Replicas], also for an existing stream; the consumer's follow
-// the stream's (the server keeps a work queue's consumers on the stream's
-// servers). The stream and the consumer are checked every
-// StreamCheckInterval ([Async.CheckStream]).
-func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) (*Async, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("natsvc async: %w", err)
-	}
+// setDefaults fills the fields left unset with their defaults.
+func (cfg *AsyncConfig) setDefaults() {
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultAsyncStream
 	}
@@ -260,7 +251,7 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 		cfg.now = time.Now
 	}
 	if cfg.retryDelay == nil {
-		cfg.retryDelay = retryDelay
+		cfg.retryDelay = jitteredRetryDelay
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = DefaultAsyncMaxBytes
@@ -274,6 +265,25 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+}
+
+// StartAsync creates (or updates) the stream and the durable consumer on nc,
+// a connection of the broker account, and starts consuming. It stops when
+// ctx ends or Stop is called; ctx is also the parent of every Handle call,
+// without its cancellation. A stream created by an older version without
+// limits is updated to them, except a per-subject limit that a subject's
+// backlog already exceeds: that one is applied at a later start, once the
+// backlog has drained, and a warning says so (the server would enforce it
+// by deleting waiting requests). The stream's replicas follow
+// [AsyncConfig.Replicas], also for an existing stream; the consumer's follow
+// the stream's (the server keeps a work queue's consumers on the stream's
+// servers). The stream and the consumer are checked every
+// StreamCheckInterval ([Async.CheckStream]).
+func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) (*Async, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("natsvc async: %w", err)
+	}
+	cfg.setDefaults()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("natsvc async: %w", err)
@@ -879,4 +889,14 @@ func backstopDeliveries(cfg AsyncConfig) int {
 // retryDelay backs off 1s, 2s, 4s, ... up to MaxRetryDelay.
 func retryDelay(delivered uint64) time.Duration {
 	return min(time.Second<<min(max(delivered, 1)-1, 6), MaxRetryDelay)
+}
+
+// jitteredRetryDelay is retryDelay shortened by up to a quarter at random:
+// messages that failed together (the calls of a batch that ran into its
+// timeout, the requests that met an outage) are not delivered together
+// again, to fail together again. At least three quarters of retryDelay, so
+// the attempts until MaxAge stay well within backstopDeliveries.
+func jitteredRetryDelay(delivered uint64) time.Duration {
+	d := retryDelay(delivered)
+	return d - rand.N(d/4+1)
 }

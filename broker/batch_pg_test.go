@@ -1,0 +1,187 @@
+package broker_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/postgres"
+)
+
+// pgBatchSchema is the schema of the batch tests on PostgreSQL. add_job
+// inserts a job; the job named "holder" first waits for the advisory lock
+// 7001, which the test holds until it releases the call, and the job named
+// "slow" sleeps far longer than the route's timeout.
+const pgBatchSchema = `
+CREATE TABLE jobs (name text PRIMARY KEY);
+CREATE FUNCTION add_job(name text) RETURNS TABLE (job text) LANGUAGE plpgsql AS $$
+BEGIN
+  IF add_job.name = 'holder' THEN PERFORM pg_advisory_xact_lock(7001); END IF;
+  IF add_job.name = 'slow' THEN PERFORM pg_sleep(60); END IF;
+  INSERT INTO jobs (name) VALUES (add_job.name);
+  RETURN QUERY SELECT add_job.name;
+END $$;
+`
+
+// pgBatchDB creates a database for one test on the server of
+// SQLGATE_TEST_POSTGRES_DSN (skipping the test when it is unset), applies
+// schema, and returns the database's DSN and a connection to it. The
+// database is dropped when the test ends.
+func pgBatchDB(t *testing.T, schema string) (string, *pgx.Conn) {
+	t.Helper()
+	dsn := os.Getenv("SQLGATE_TEST_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("SQLGATE_TEST_POSTGRES_DSN is not set: PostgreSQL tests skipped")
+	}
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	name := "sqlgate_batchtest_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		_ = admin.Close(ctx)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+		}
+		_ = admin.Close(ctx)
+	})
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Database = name
+	db := "host=" + cfg.Host + " port=" + strconv.Itoa(int(cfg.Port)) + " user=" + cfg.User + " dbname=" + name + " sslmode=disable"
+	if cfg.Password != "" {
+		db += " password=" + cfg.Password
+	}
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	if _, err := conn.Exec(ctx, schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	return db, conn
+}
+
+// openPG opens the executor of the test database dsn.
+func openPG(t *testing.T, dsn string) *postgres.Executor {
+	t.Helper()
+	e, err := postgres.Open(t.Context(), postgres.Config{Name: "jobs", DSN: dsn, MaxConns: 8, CreateIdempotencyTable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+// holdLock takes the advisory lock key on conn and returns the started and
+// release functions of queueBehind: started waits until a call waits for
+// the lock, release unlocks it.
+func holdLock(t *testing.T, conn *pgx.Conn, key int64) (started, release func()) {
+	t.Helper()
+	if _, err := conn.Exec(t.Context(), "SELECT pg_advisory_lock($1)", key); err != nil {
+		t.Fatal(err)
+	}
+	started = func() {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			var waiting int
+			err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = $1`, key).Scan(&waiting)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if waiting > 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Error("no call waits for the advisory lock")
+				return
+			}
+		}
+	}
+	release = func() {
+		if _, err := conn.Exec(context.Background(), "SELECT pg_advisory_unlock($1)", key); err != nil {
+			t.Error(err)
+		}
+	}
+	return started, release
+}
+
+// jobNames returns the names in the table jobs, sorted.
+func jobNames(t *testing.T, conn *pgx.Conn) []string {
+	t.Helper()
+	rows, err := conn.Query(t.Context(), `SELECT name FROM jobs ORDER BY name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// TestBatchSlowCallPostgres is TestBatchSlowCallFailsAlone on PostgreSQL
+// with a statement that is slow for real (pg_sleep): a call that queued
+// with it in a batch commits, and only the slow call times out.
+func TestBatchSlowCallPostgres(t *testing.T) {
+	dsn, conn := pgBatchDB(t, pgBatchSchema)
+	e := openPG(t, dsn)
+	var (
+		mu      sync.Mutex
+		batches []int
+	)
+	s := batchService(t, `routes:
+  - subject: jobs.add
+    procedure: add_job
+    database: jobs
+    batch: 16
+    timeout: 2s
+    params: {type: object, properties: {name: {type: string}}, required: [name]}
+`, map[string]broker.Executor{"jobs": e}, func(c *broker.Config) {
+		c.OnBatch = func(_ string, calls int, fellBack bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if fellBack {
+				calls = -calls
+			}
+			batches = append(batches, calls)
+		}
+	})
+	started, release := holdLock(t, conn, 7001)
+	replies := queueBehind(t, s, "jobs.add", nil, started, release, "holder", "g1", "slow", "g2", "g3")
+	for _, name := range []string{"holder", "g1", "g2", "g3"} {
+		if rep := replies[name]; !rep.OK || rep.Replayed {
+			t.Errorf("%s: ok %v replayed %v error %+v; want committed", name, rep.OK, rep.Replayed, rep.Error)
+		}
+	}
+	if rep := replies["slow"]; rep.OK || rep.Error.Code != broker.CodeUnavailable || !rep.TimedOut {
+		t.Errorf("slow: ok %v error %+v timed out %v; want unavailable, timed out", rep.OK, rep.Error, rep.TimedOut)
+	}
+	if got, want := jobNames(t, conn), []string{"g1", "g2", "g3", "holder"}; !slices.Equal(got, want) {
+		t.Errorf("jobs %v, want %v", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []int{1, -4}; !slices.Equal(batches, want) {
+		t.Errorf("batches %v, want %v (holder alone, then the four in one batch that fell back)", batches, want)
+	}
+}
