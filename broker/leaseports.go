@@ -133,6 +133,18 @@ type LeaseStore interface {
 	// ByPrincipal lists a principal's leases (by Principal.ID()), newest
 	// first.
 	ByPrincipal(ctx context.Context, principalID string) ([]Lease, error)
+	// UnfinishedByPrincipal lists a principal's leases that are not final
+	// (creating, active, revoking), newest first, without reading the
+	// final ones.
+	UnfinishedByPrincipal(ctx context.Context, principalID string) ([]Lease, error)
+	// CountHeld counts a principal's leases that are not final, except the
+	// revoking ones with at least stuckAttempts failed attempts whose last
+	// error starts with endedPrefix (their login is disabled, its sessions
+	// ended), without reading the final ones.
+	CountHeld(ctx context.Context, principalID string, stuckAttempts int, endedPrefix string) (int, error)
+	// PruneFinal deletes up to limit leases that became final (revoked,
+	// failed) before t, oldest first, and returns how many.
+	PruneFinal(ctx context.Context, before time.Time, limit int) (int64, error)
 	// ByPrincipalPage lists one page of a principal's leases, newest first
 	// (by IssuedAt, then ID), reading at most page.Limit rows; an invalid
 	// page is an error wrapping [ErrInvalid].

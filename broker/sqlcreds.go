@@ -30,6 +30,11 @@ const (
 	// removable) no longer counts toward MaxLeasesPerPrincipal, and a
 	// warning asks an operator to finish it.
 	StuckAttempts = 5
+	// DefaultLeaseRetention is how long a final (revoked or failed) lease
+	// stays in the lease table; the audit log keeps its history.
+	DefaultLeaseRetention = 30 * 24 * time.Hour
+	// leasePruneInterval is how often the reaper prunes final leases.
+	leasePruneInterval = time.Hour
 )
 
 // ErrTooManyLeases refuses a credential to a principal who already holds
@@ -80,6 +85,11 @@ type LeasesConfig struct {
 	Workers int
 	// MaxPerPass bounds the leases one reaper pass handles (default 200).
 	MaxPerPass int
+	// Retention is how long a lease stays in the lease table once it is
+	// final (revoked or failed; default DefaultLeaseRetention, negative:
+	// kept forever). The reaper deletes older ones once an hour; the audit
+	// log keeps their history.
+	Retention time.Duration
 	// Logger and Now default to the Service's.
 	Logger *slog.Logger
 	Now    func() time.Time
@@ -96,6 +106,9 @@ type Leases struct {
 	cfg LeasesConfig
 	log *slog.Logger
 	now func() time.Time
+
+	pruneMu   sync.Mutex
+	nextPrune time.Time // the reaper's next prune of final leases
 }
 
 // NewLeases validates cfg and returns the lease manager.
@@ -170,6 +183,9 @@ func NewLeases(cfg LeasesConfig) (*Leases, error) {
 	}
 	if cfg.MaxPerPass <= 0 {
 		cfg.MaxPerPass = 200
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultLeaseRetention
 	}
 	l.cfg = cfg
 	return l, nil
@@ -258,6 +274,9 @@ type ReapStats struct {
 	Abandoned int // creating leases whose creator died, moved to revoking
 	Revoked   int // logins removed
 	Failed    int // revocation attempts that failed (retried later)
+	// Pruned counts final leases deleted after their retention (at most
+	// one prune an hour).
+	Pruned int64
 }
 
 // IssueSQL decides, provisions and records a short-lived SQL login. Order
@@ -537,14 +556,11 @@ func (l *Leases) RevokeAll(ctx context.Context, actor identity.Principal, princi
 	if reason == "" {
 		reason = "revoke-all by " + actor.Display()
 	}
-	leases, err := l.cfg.Store.ByPrincipal(ctx, principalID)
+	leases, err := l.cfg.Store.UnfinishedByPrincipal(ctx, principalID)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("lease store: %w", errors.Join(ErrUnavailable, err)))
 	}
 	for _, lease := range leases {
-		if lease.State.Final() {
-			continue
-		}
 		got, err := l.revoke(ctx, lease.ID, l.actor(&actor, ClientFrom(ctx).Host, ""), reason)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("revoke lease %s: %w", lease.ID, err))
@@ -631,10 +647,47 @@ func (l *Leases) Recover(ctx context.Context) (ReapStats, error) {
 }
 
 // Reap runs one reaper pass: expired active leases become revoking (audit
-// `expire`), creating leases whose creator died become revoking, and due
+// `expire`), creating leases whose creator died become revoking, due
 // revocations are claimed and attempted, Workers at a time, until none is
-// due or MaxPerPass were handled.
+// due or MaxPerPass were handled, and, once an hour, final leases older
+// than Retention are deleted.
 func (l *Leases) Reap(ctx context.Context) (ReapStats, error) {
+	st, err := l.reap(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.Pruned, err = l.prune(ctx)
+	return st, err
+}
+
+// prune deletes the final leases older than Retention, in statements of
+// at most [PruneBatch] leases, when the last prune is an hour old.
+func (l *Leases) prune(ctx context.Context) (int64, error) {
+	if l.cfg.Retention < 0 {
+		return 0, nil
+	}
+	now := l.now()
+	l.pruneMu.Lock()
+	if now.Before(l.nextPrune) {
+		l.pruneMu.Unlock()
+		return 0, nil
+	}
+	l.nextPrune = now.Add(leasePruneInterval)
+	l.pruneMu.Unlock()
+	cut := now.Add(-l.cfg.Retention)
+	n, err := PruneInBatches(ctx, PruneBatch, func(ctx context.Context) (int64, error) {
+		return l.cfg.Store.PruneFinal(ctx, cut, PruneBatch)
+	})
+	if n > 0 {
+		l.log.InfoContext(ctx, "pruned final sql leases", "count", n, "before", cut)
+	}
+	if err != nil {
+		return n, fmt.Errorf("prune leases: %w", err)
+	}
+	return n, nil
+}
+
+func (l *Leases) reap(ctx context.Context) (ReapStats, error) {
 	var st ReapStats
 	now := l.now()
 	expired, err := l.cfg.Store.ExpireDue(ctx, now, l.cfg.MaxPerPass)
@@ -917,7 +970,7 @@ func safeError(err error) string {
 
 // accessEndedPrefix starts the recorded error of a revocation attempt that
 // failed after the login was disabled and its sessions ended
-// ([ErrLoginDisabled]); see [accessEnded].
+// ([ErrLoginDisabled]); see [Leases.checkLimit].
 const accessEndedPrefix = "login disabled, sessions ended; removal failed: "
 
 func errorClass(err error) string {
@@ -967,21 +1020,16 @@ func (l *Leases) refuseLimit(ctx context.Context, actor *audit.Actor, req SQLCre
 // checkLimit refuses when principalID holds MaxLeasesPerPrincipal unrevoked
 // leases (created: more than that, the new lease included). Leases whose
 // login is disabled and whose removal failed StuckAttempts times do not
-// count: their access has ended.
+// count: their access has ended. The store counts them without reading the
+// principal's final leases.
 func (l *Leases) checkLimit(ctx context.Context, principalID string, created bool) error {
 	limit := l.cfg.MaxLeasesPerPrincipal
 	if limit <= 0 {
 		return nil
 	}
-	held, err := l.cfg.Store.ByPrincipal(ctx, principalID)
+	n, err := l.cfg.Store.CountHeld(ctx, principalID, StuckAttempts, accessEndedPrefix)
 	if err != nil {
 		return fmt.Errorf("lease store: %w", errors.Join(ErrUnavailable, err))
-	}
-	n := 0
-	for i := range held {
-		if !held[i].State.Final() && !accessEnded(&held[i]) {
-			n++
-		}
 	}
 	if created {
 		if n <= limit {
@@ -992,13 +1040,6 @@ func (l *Leases) checkLimit(ctx context.Context, principalID string, created boo
 		return nil
 	}
 	return fmt.Errorf("%w: you hold %d unrevoked SQL credentials (the limit is %d); revoke some first", ErrTooManyLeases, n, limit)
-}
-
-// accessEnded reports whether a revoking lease's login was disabled with
-// its sessions ended and only its removal kept failing, StuckAttempts times
-// or more.
-func accessEnded(lease *Lease) bool {
-	return lease.State == LeaseRevoking && lease.Attempts >= StuckAttempts && strings.HasPrefix(lease.LastError, accessEndedPrefix)
 }
 
 // Stranded counts, per database, the unfinished leases (creating, active or

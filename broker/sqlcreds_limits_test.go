@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -294,4 +295,131 @@ func TestLeaseClient(t *testing.T) {
 			t.Errorf("%s record: actor %+v, want host %s", r.Credential.Action, r.Actor, client.Host)
 		}
 	}
+}
+
+// historyStore counts the reads of a principal's whole lease history.
+type historyStore struct {
+	broker.LeaseStore
+	reads atomic.Int32
+}
+
+func (s *historyStore) ByPrincipal(ctx context.Context, principalID string) ([]broker.Lease, error) {
+	s.reads.Add(1)
+	return s.LeaseStore.ByPrincipal(ctx, principalID)
+}
+
+// TestLeaseLimitIgnoresHistory: the lease limit (at every issue) and a
+// revoke-all read only the principal's unfinished leases, never the whole
+// history of revoked and failed ones, which grows with every credential
+// (200,000 revoked leases made an issue take seconds).
+func TestLeaseLimitIgnoresHistory(t *testing.T) {
+	fake := newFakeLogins()
+	var hs *historyStore
+	le := newLeaseEnv(t, fake, "reader", func(c *broker.LeasesConfig) {
+		hs = &historyStore{LeaseStore: c.Store}
+		c.Store = hs
+		c.MaxLeasesPerPrincipal = 2
+	})
+	ctx := t.Context()
+	for range 3 {
+		cred := le.issue(t, alice, "reader", 0)
+		if _, err := le.leases.RevokeLease(ctx, alice, cred.LeaseID, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	le.issue(t, alice, "reader", 0)
+	le.issue(t, alice, "reader", 0)
+	if _, err := le.leases.IssueSQL(ctx, broker.SQLCredRequest{Principal: alice, Database: "orders", Role: "reader"}); !errors.Is(err, broker.ErrTooManyLeases) ||
+		!strings.Contains(err.Error(), "you hold 2 unrevoked") {
+		t.Errorf("third unrevoked lease = %v, want too many (2 held; the 3 revoked do not count)", err)
+	}
+	res, err := le.leases.RevokeAll(ctx, alice, alice.ID(), "offboarding")
+	if err != nil || len(res.Leases) != 2 || res.Pending() != 0 {
+		t.Fatalf("RevokeAll = %+v, %v; want the two unrevoked leases revoked", res, err)
+	}
+	if n := hs.reads.Load(); n != 0 {
+		t.Errorf("the principal's whole lease history was read %d times", n)
+	}
+}
+
+// TestLeaseRetention: the reaper deletes leases that have been revoked or
+// failed for longer than the retention (default 30 days), once an hour;
+// unfinished leases stay whatever their age, and the audit log keeps the
+// deleted leases' history.
+func TestLeaseRetention(t *testing.T) {
+	t.Run("default", func(t *testing.T) {
+		le := newLeaseEnv(t, newFakeLogins(), "reader", nil)
+		ctx := t.Context()
+		cred := le.issue(t, alice, "reader", 0)
+		if _, err := le.leases.RevokeLease(ctx, alice, cred.LeaseID, ""); err != nil {
+			t.Fatal(err)
+		}
+		le.clock.advance(broker.DefaultLeaseRetention - time.Hour)
+		if st, err := le.leases.Reap(ctx); err != nil || st.Pruned != 0 {
+			t.Fatalf("Reap before the retention = %+v, %v; want nothing pruned", st, err)
+		}
+		le.clock.advance(2 * time.Hour)
+		if st, err := le.leases.Reap(ctx); err != nil || st.Pruned != 1 {
+			t.Fatalf("Reap after the retention = %+v, %v; want the revoked lease pruned", st, err)
+		}
+		if _, err := le.leases.Lease(ctx, cred.LeaseID); !errors.Is(err, broker.ErrNotFound) {
+			t.Errorf("pruned lease = %v, want not found", err)
+		}
+	})
+
+	t.Run("configured", func(t *testing.T) {
+		fake := newFakeLogins()
+		le := newLeaseEnv(t, fake, "reader", func(c *broker.LeasesConfig) { c.Retention = 48 * time.Hour })
+		ctx := t.Context()
+		before := len(le.records(t))
+		revoked := le.issue(t, alice, "reader", 0)
+		if _, err := le.leases.RevokeLease(ctx, alice, revoked.LeaseID, ""); err != nil {
+			t.Fatal(err)
+		}
+		fake.failCreate.Store(true) // a failed lease, nothing left
+		if _, err := le.leases.IssueSQL(ctx, broker.SQLCredRequest{Principal: alice, Database: "orders", Role: "reader"}); err == nil {
+			t.Fatal("IssueSQL with a failing database succeeded")
+		}
+		fake.failCreate.Store(false)
+		stuck := le.issue(t, bob, "reader", 0)
+		fake.down.Store(true) // revoking, retried
+		if _, err := le.leases.RevokeLease(ctx, bob, stuck.LeaseID, ""); err != nil {
+			t.Fatal(err)
+		}
+
+		le.clock.advance(47 * time.Hour)
+		if st, err := le.leases.Reap(ctx); err != nil || st.Pruned != 0 {
+			t.Fatalf("Reap after 47h = %+v, %v; want nothing pruned yet", st, err)
+		}
+		le.clock.advance(90 * time.Minute)
+		if st, err := le.leases.Reap(ctx); err != nil || st.Pruned != 2 {
+			t.Fatalf("Reap after 48h30m = %+v, %v; want the revoked and the failed lease pruned", st, err)
+		}
+		if list, err := le.leases.Leases(ctx, alice.ID()); err != nil || len(list) != 0 {
+			t.Errorf("alice's leases after the retention = %v, %v; want none", list, err)
+		}
+		if l := le.lease(t, stuck.LeaseID); l.State != broker.LeaseRevoking {
+			t.Errorf("bob's unfinished lease = %s, want kept (revoking)", l.State)
+		}
+		got := strings.Join(actions(le.credentialRecords(t, before)), ",")
+		if !strings.HasPrefix(got, "credential:issue,credential:revoke,credential:issue") {
+			t.Errorf("audit after pruning = %s; want the pruned leases' records kept", got)
+		}
+	})
+
+	t.Run("forever", func(t *testing.T) {
+		le := newLeaseEnv(t, newFakeLogins(), "reader", func(c *broker.LeasesConfig) { c.Retention = -1 })
+		ctx := t.Context()
+		cred := le.issue(t, alice, "reader", 0)
+		if _, err := le.leases.RevokeLease(ctx, alice, cred.LeaseID, ""); err != nil {
+			t.Fatal(err)
+		}
+		le.clock.advance(10 * broker.DefaultLeaseRetention)
+		if st, err := le.leases.Reap(ctx); err != nil || st.Pruned != 0 {
+			t.Fatalf("Reap = %+v, %v; want nothing pruned (retention negative)", st, err)
+		}
+		if l := le.lease(t, cred.LeaseID); l.State != broker.LeaseRevoked {
+			t.Errorf("lease = %s, want kept", l.State)
+		}
+	})
 }

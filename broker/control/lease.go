@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,6 +77,9 @@ func LeaseSchema(dialect string) []string {
 		index("sqlgate_lease_due", "state, next_attempt"),
 		index("sqlgate_lease_expiry", "state, expires_at"),
 		index("sqlgate_lease_username", "username"),
+		// A principal's unfinished leases (the limit at every issue,
+		// revoke-all): found without reading the finished ones.
+		index("sqlgate_lease_principal_state", "principal_id, state"),
 	}
 }
 
@@ -129,6 +133,86 @@ func (s *LeaseStore) ByPrincipal(ctx context.Context, principalID string) ([]bro
 		return nil, fmt.Errorf("list leases: %w", err)
 	}
 	return out, nil
+}
+
+// unfinishedStates are the states of a lease that is not final, as an SQL
+// list (served with principal_id by sqlgate_lease_principal_state).
+const unfinishedStates = `state IN ('creating', 'active', 'revoking')`
+
+// sqlCountHeld counts a principal's unfinished leases, less the revoking
+// ones whose access has ended (attempts and last error: see
+// [LeaseStore.CountHeld]).
+var sqlCountHeld = `SELECT COUNT(*) FROM sqlgate_lease WHERE principal_id = ? AND ` + unfinishedStates + `
+		AND NOT (state = 'revoking' AND attempts >= ? AND last_error IS NOT NULL AND last_error LIKE ? ESCAPE '\')`
+
+// sqlUnfinished lists a principal's unfinished leases. They are few and
+// sorted after reading: with an ORDER BY, SQLite (no statistics) reads the
+// principal's every lease through sqlgate_lease_principal_issued instead.
+var sqlUnfinished = selectLease + ` WHERE principal_id = ? AND ` + unfinishedStates
+
+// CountHeld implements [broker.LeaseStore].
+func (s *LeaseStore) CountHeld(ctx context.Context, principalID string, stuckAttempts int, endedPrefix string) (int, error) {
+	var n int
+	if err := s.db.db.QueryRowContext(ctx, s.db.q(sqlCountHeld), principalID, stuckAttempts, likePrefix(endedPrefix)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count leases: %w", err)
+	}
+	return n, nil
+}
+
+// likePrefix is the LIKE pattern (escape character \) of the strings that
+// start with prefix: its %, _ and \ (and [, special on SQL Server) match
+// only themselves. (SQLite's LIKE, and SQL Server's under a
+// case-insensitive collation, ignore case: the prefix is one sqlgate
+// writes itself, never a value from outside.)
+func likePrefix(prefix string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`, `[`, `\[`).Replace(prefix) + "%"
+}
+
+// UnfinishedByPrincipal implements [broker.LeaseStore].
+func (s *LeaseStore) UnfinishedByPrincipal(ctx context.Context, principalID string) ([]broker.Lease, error) {
+	rows, err := s.db.db.QueryContext(ctx, s.db.q(sqlUnfinished), principalID)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished leases: %w", err)
+	}
+	out, err := scanLeases(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list unfinished leases: %w", err)
+	}
+	slices.SortFunc(out, func(a, b broker.Lease) int { // newest first
+		if c := b.IssuedAt.Compare(a.IssuedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(b.ID, a.ID)
+	})
+	return out, nil
+}
+
+// pruneFinalQuery deletes up to a number of leases that ended (revoked or
+// failed) before a time, oldest first. Arguments: SQL Server (limit,
+// before), the others (before, limit).
+func pruneFinalQuery(dialect string) string {
+	const where = `state IN ('revoked', 'failed') AND revoked_at < ?`
+	if dialect == SQLServer {
+		return `WITH old AS (SELECT TOP (?) * FROM sqlgate_lease WHERE ` + where + ` ORDER BY revoked_at) DELETE FROM old`
+	}
+	return `DELETE FROM sqlgate_lease WHERE id IN (SELECT id FROM sqlgate_lease WHERE ` + where + ` ORDER BY revoked_at LIMIT ?)`
+}
+
+// PruneFinal implements [broker.LeaseStore].
+func (s *LeaseStore) PruneFinal(ctx context.Context, before time.Time, limit int) (int64, error) {
+	args := []any{before.UnixNano(), limit}
+	if s.db.dialect == SQLServer {
+		args = []any{limit, before.UnixNano()}
+	}
+	res, err := s.db.db.ExecContext(ctx, s.db.q(pruneFinalQuery(s.db.dialect)), args...)
+	if err != nil {
+		return 0, fmt.Errorf("prune leases: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("prune leases: %w", err)
+	}
+	return n, nil
 }
 
 // leasePage is how a page of a principal's leases is read: see

@@ -360,3 +360,130 @@ func TestLeaseByPrincipalPage(t *testing.T) {
 		})
 	}
 }
+
+// leaseIn puts a lease of p issued at t in state: creating, active,
+// revoking (attempts failed attempts with lastErr), revoked or failed (at
+// t).
+func leaseIn(t *testing.T, s *control.LeaseStore, id string, p identity.Principal, at time.Time, state broker.LeaseState, attempts int, lastErr string) {
+	t.Helper()
+	ctx := t.Context()
+	if err := s.Create(ctx, newLease(id, p, at, time.Hour), claim("c"+id, at.Add(time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	switch state {
+	case broker.LeaseCreating:
+	case broker.LeaseFailed:
+		ok, err := s.Finish(ctx, id, "c"+id, broker.LeaseFailed, at)
+		mustOK(t, "finish failed", ok, err, true)
+	default:
+		ok, err := s.Activate(ctx, id, "c"+id, at)
+		mustOK(t, "activate", ok, err, true)
+		if state == broker.LeaseActive {
+			return
+		}
+		ok, err = s.MarkRevoking(ctx, id, "test", at)
+		mustOK(t, "mark revoking", ok, err, true)
+		for i := range attempts {
+			ok, err = s.Claim(ctx, id, claim(fmt.Sprint("r", id, i), at.Add(time.Minute)), at)
+			mustOK(t, "claim", ok, err, true)
+			ok, err = s.RetryLater(ctx, id, fmt.Sprint("r", id, i), at, lastErr, at)
+			mustOK(t, "retry later", ok, err, true)
+		}
+		if state == broker.LeaseRevoked {
+			ok, err = s.Claim(ctx, id, claim("f"+id, at.Add(time.Minute)), at)
+			mustOK(t, "claim", ok, err, true)
+			ok, err = s.Finish(ctx, id, "f"+id, broker.LeaseRevoked, at)
+			mustOK(t, "finish revoked", ok, err, true)
+		}
+	}
+}
+
+// TestLeaseCountHeldAndUnfinished: what the lease limit counts and what a
+// revoke-all revokes are the principal's unfinished leases only: not the
+// final ones, not another principal's, and (for the count) not a revoking
+// lease whose access ended (enough attempts, the ended prefix).
+func TestLeaseCountHeldAndUnfinished(t *testing.T) {
+	const ended = "login disabled, sessions ended; removal failed: "
+	for name, s := range openLeaseStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+			bob := identity.Principal{Issuer: "https://idp.test", Subject: "bob"}
+			for i, l := range []struct {
+				id       string
+				state    broker.LeaseState
+				attempts int
+				lastErr  string
+			}{
+				{"creating", broker.LeaseCreating, 0, ""},
+				{"active", broker.LeaseActive, 0, ""},
+				{"revoking", broker.LeaseRevoking, 0, ""},
+				{"unreachable", broker.LeaseRevoking, 6, "database unavailable"},
+				{"ended_early", broker.LeaseRevoking, 4, ended + "sql error 2BP01"},
+				{"ended", broker.LeaseRevoking, 5, ended + "sql error 2BP01"},
+				{"revoked", broker.LeaseRevoked, 1, "database unavailable"},
+				{"failed", broker.LeaseFailed, 0, ""},
+			} {
+				leaseIn(t, s, l.id, leaseOwner, t0.Add(time.Duration(i)*time.Second), l.state, l.attempts, l.lastErr)
+			}
+			leaseIn(t, s, "bob", bob, t0, broker.LeaseActive, 0, "")
+			// creating, active, revoking, unreachable and ended_early.
+			if n, err := s.CountHeld(ctx, leaseOwner.ID(), 5, ended); err != nil || n != 5 {
+				t.Errorf("CountHeld(alice) = %d, %v; want 5", n, err)
+			}
+			// The prefix is matched literally: _ and % are not wildcards.
+			if n, err := s.CountHeld(ctx, leaseOwner.ID(), 5, "login_disabled%"); err != nil || n != 6 {
+				t.Errorf("CountHeld(alice, a prefix with wildcards) = %d, %v; want 6", n, err)
+			}
+			if n, err := s.CountHeld(ctx, "https://idp.test nobody", 5, ended); err != nil || n != 0 {
+				t.Errorf("CountHeld(unknown) = %d, %v; want 0", n, err)
+			}
+			list, err := s.UnfinishedByPrincipal(ctx, leaseOwner.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff([]string{"ended", "ended_early", "unreachable", "revoking", "active", "creating"}, leaseIDs(list)); d != "" {
+				t.Errorf("UnfinishedByPrincipal(alice), newest first (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// TestLeasePruneFinal deletes final leases that ended before the cut,
+// oldest first and at most limit at a time, and never an unfinished one.
+func TestLeasePruneFinal(t *testing.T) {
+	for name, s := range openLeaseStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := t.Context()
+			t0 := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+			old := t0.Add(-40 * 24 * time.Hour)
+			leaseIn(t, s, "old_revoked1", leaseOwner, old, broker.LeaseRevoked, 0, "")
+			leaseIn(t, s, "old_revoked2", leaseOwner, old.Add(time.Minute), broker.LeaseRevoked, 0, "")
+			leaseIn(t, s, "old_failed", leaseOwner, old.Add(2*time.Minute), broker.LeaseFailed, 0, "")
+			leaseIn(t, s, "old_revoking", leaseOwner, old, broker.LeaseRevoking, 7, "database unavailable")
+			leaseIn(t, s, "old_active", leaseOwner, old, broker.LeaseActive, 0, "")
+			leaseIn(t, s, "old_creating", leaseOwner, old, broker.LeaseCreating, 0, "")
+			leaseIn(t, s, "recent_revoked", leaseOwner, t0, broker.LeaseRevoked, 0, "")
+			cut := t0.Add(-30 * 24 * time.Hour)
+			if n, err := s.PruneFinal(ctx, cut, 2); err != nil || n != 2 {
+				t.Fatalf("PruneFinal(limit 2) = %d, %v; want 2", n, err)
+			}
+			if _, err := s.Get(ctx, "old_failed"); err != nil {
+				t.Errorf("the newest old lease went first: %v", err)
+			}
+			if n, err := s.PruneFinal(ctx, cut, 2); err != nil || n != 1 {
+				t.Fatalf("PruneFinal again = %d, %v; want 1", n, err)
+			}
+			if n, err := s.PruneFinal(ctx, cut, 2); err != nil || n != 0 {
+				t.Fatalf("PruneFinal once more = %d, %v; want 0", n, err)
+			}
+			list, err := s.ByPrincipal(ctx, leaseOwner.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff([]string{"old_active", "old_creating", "old_revoking", "recent_revoked"}, sortedIDs(list)); d != "" {
+				t.Errorf("after pruning (-want +got):\n%s", d)
+			}
+		})
+	}
+}

@@ -120,6 +120,15 @@ func sqlServerScenario(t *testing.T) []sqlServerStep {
 		return err
 	})
 	step("LeaseStore.ClaimDue", func() error { _, err := leases.ClaimDue(ctx, cl, now, 10); return err })
+	step("LeaseStore.CountHeld", func() error {
+		_, err := leases.CountHeld(ctx, alice.ID(), broker.StuckAttempts, "login disabled, sessions ended; removal failed: ")
+		return err
+	})
+	step("LeaseStore.UnfinishedByPrincipal", func() error { _, err := leases.UnfinishedByPrincipal(ctx, alice.ID()); return err })
+	step("LeaseStore.PruneFinal", func() error {
+		_, err := leases.PruneFinal(ctx, now.Add(-30*24*time.Hour), broker.PruneBatch)
+		return err
+	})
 	step("SignInCutoffs.SetCutoff", func() error { return cutoffs.SetCutoff(ctx, alice.ID(), now) })
 	return steps
 }
