@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/postgres"
+	"github.com/sqlgate/sqlgate/identity"
 )
 
 // pgBatchSchema is the schema of the batch tests on PostgreSQL. add_job
@@ -183,5 +185,88 @@ func TestBatchSlowCallPostgres(t *testing.T) {
 	defer mu.Unlock()
 	if want := []int{1, -4}; !slices.Equal(batches, want) {
 		t.Errorf("batches %v, want %v (holder alone, then the four in one batch that fell back)", batches, want)
+	}
+}
+
+// TestBatchSessionContextAtCommit pins what the session context is in a
+// batch on PostgreSQL (docs/postgres.md): each call's column defaults and
+// ordinary triggers see its own sqlgate.principal, but what runs at COMMIT
+// (a deferred constraint trigger) sees the context of the batch's last call,
+// for every call of the batch: set_config(..., true) lasts until the shared
+// transaction ends.
+func TestBatchSessionContextAtCommit(t *testing.T) {
+	dsn, conn := pgBatchDB(t, pgBatchSchema+`
+ALTER TABLE jobs ADD COLUMN by_default text DEFAULT current_setting('sqlgate.principal', true);
+CREATE TABLE seen (name text, kind text, principal text);
+CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO seen VALUES (NEW.name, TG_ARGV[0], current_setting('sqlgate.principal', true));
+  RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_after AFTER INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION note('after');
+CREATE CONSTRAINT TRIGGER jobs_at_commit AFTER INSERT ON jobs DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW EXECUTE FUNCTION note('at_commit');
+`)
+	e := openPG(t, dsn)
+	var (
+		mu      sync.Mutex
+		batches []int
+	)
+	s := batchService(t, `routes:
+  - subject: jobs.add
+    procedure: add_job
+    database: jobs
+    batch: 16
+    params: {type: object, properties: {name: {type: string}}, required: [name]}
+`, map[string]broker.Executor{"jobs": e}, func(c *broker.Config) {
+		c.OnBatch = func(_ string, calls int, _ bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			batches = append(batches, calls)
+		}
+	})
+	started, release := holdLock(t, conn, 7001)
+	who := map[string]identity.Principal{"holder": alice, "a": alice, "b": bob, "c": carol}
+	replies := queueBehind(t, s, "jobs.add", who, started, release, "holder", "a", "b", "c")
+	for name, rep := range replies {
+		if !rep.OK {
+			t.Fatalf("%s: %+v", name, rep.Error)
+		}
+	}
+	mu.Lock()
+	if want := []int{1, 3}; !slices.Equal(batches, want) {
+		t.Errorf("batches %v, want %v (holder alone, then a, b and c in one)", batches, want)
+	}
+	mu.Unlock()
+	if replies["a"].SQLTransactionID != replies["c"].SQLTransactionID {
+		t.Errorf("a and c in transactions %s and %s, want one", replies["a"].SQLTransactionID, replies["c"].SQLTransactionID)
+	}
+	rows, err := conn.Query(t.Context(), `SELECT j.name, j.by_default, a.principal, d.principal
+		FROM jobs j JOIN seen a ON a.name = j.name AND a.kind = 'after' JOIN seen d ON d.name = j.name AND d.kind = 'at_commit'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seenBy struct{ byDefault, after, atCommit string }
+	got := map[string]seenBy{}
+	for rows.Next() {
+		var name string
+		var s seenBy
+		if err := rows.Scan(&name, &s.byDefault, &s.after, &s.atCommit); err != nil {
+			t.Fatal(err)
+		}
+		got[name] = s
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	last := carol.Display()
+	want := map[string]seenBy{
+		"holder": {alice.Display(), alice.Display(), alice.Display()}, // alone
+		"a":      {alice.Display(), alice.Display(), last},
+		"b":      {bob.Display(), bob.Display(), last},
+		"c":      {last, last, last},
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("principal seen by default, AFTER trigger, deferred trigger: %+v, want %+v", got, want)
 	}
 }
