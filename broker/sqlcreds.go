@@ -994,6 +994,10 @@ func errorCode(err error) string {
 		return CodeDBError
 	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return CodeUnavailable
+	case errors.Is(err, ErrInvalid):
+		// The provisioner refused the request (a role that does not
+		// exist, a privileged role): what the API answered.
+		return CodeInvalidRequest
 	default:
 		return CodeInternal
 	}

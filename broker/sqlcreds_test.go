@@ -63,6 +63,9 @@ type fakeLogins struct {
 	logins     map[string]*fakeLogin
 	down       atomic.Bool
 	failCreate atomic.Bool
+	// refuseRole: creation refuses the role as the provisioners do when
+	// it does not exist (ErrInvalid).
+	refuseRole atomic.Bool
 	// undroppable: revocation disables the login and ends its sessions,
 	// then fails to remove it (like PostgreSQL 2BP01).
 	undroppable atomic.Bool
@@ -87,6 +90,9 @@ func (f *fakeLogins) CreateLogin(_ context.Context, spec broker.LoginSpec) error
 	}
 	if f.failCreate.Load() {
 		return &broker.DBError{Number: 15151, Message: "Cannot alter the role, because it does not exist or you do not have permission."}
+	}
+	if f.refuseRole.Load() {
+		return fmt.Errorf("%w: role %q does not exist in database orders", broker.ErrInvalid, spec.Role)
 	}
 	if !broker.ValidLoginName(broker.DefaultLoginPrefix, spec.Username) || spec.Password == "" {
 		return fmt.Errorf("%w: bad spec", broker.ErrInvalid)
@@ -774,6 +780,23 @@ func TestIssueSQLFailures(t *testing.T) {
 		list, _ := le.leases.Leases(ctx, alice.ID())
 		if len(list) != 1 || list[0].State != broker.LeaseFailed {
 			t.Errorf("leases = %+v, want one failed", list)
+		}
+	})
+	t.Run("role_refused", func(t *testing.T) {
+		// The provisioner refuses the request itself (the role does not
+		// exist, or is privileged): the API answers invalid_request, and
+		// so does the audit record.
+		fake.refuseRole.Store(true)
+		defer fake.refuseRole.Store(false)
+		before := len(le.records(t))
+		_, err := le.leases.IssueSQL(ctx, req)
+		if !errors.Is(err, broker.ErrInvalid) {
+			t.Fatalf("IssueSQL = %v, want ErrInvalid", err)
+		}
+		recs := le.credentialRecords(t, before)
+		if len(recs) != 1 || recs[0].Credential.Action != "issue" || recs[0].Result == nil || recs[0].Result.Status != broker.CodeInvalidRequest ||
+			!strings.Contains(recs[0].Credential.Detail, "does not exist") {
+			t.Fatalf("audit = %+v, want one issue record with status invalid_request", recs)
 		}
 	})
 	t.Run("audit_down", func(t *testing.T) {
