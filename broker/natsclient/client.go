@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -668,6 +670,28 @@ func (c *Client) waitErr(err error) error {
 // maxRetries bounds how often Request resends over reconnects.
 const maxRetries = 3
 
+// hasHeader reports whether h has a non-empty value under name in any
+// letter case: the broker reads header names case-insensitively, so adding
+// Idempotency-Key beside a caller's idempotency-key would make the request
+// carry two keys (refused as invalid_request).
+func hasHeader(h nats.Header, name string) bool {
+	for k, vs := range h {
+		if strings.EqualFold(k, name) && slices.ContainsFunc(vs, func(v string) bool { return v != "" }) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropHeader removes name from h in every letter case.
+func dropHeader(h nats.Header, name string) {
+	for k := range h {
+		if strings.EqualFold(k, name) {
+			delete(h, k)
+		}
+	}
+}
+
 // Request sends a request and waits for its reply until ctx ends. If the
 // connection drops while the request is in flight (a credential expiry, a
 // server restart), it waits for the reconnect and sends the request again
@@ -686,18 +710,20 @@ func (c *Client) Request(ctx context.Context, subject string, data []byte, hdr n
 	for k, v := range hdr {
 		msg.Header[k] = append([]string(nil), v...)
 	}
-	if msg.Header.Get("Idempotency-Key") == "" && msg.Header.Get("Nats-Msg-Id") == "" {
+	if !hasHeader(msg.Header, "Idempotency-Key") && !hasHeader(msg.Header, "Nats-Msg-Id") {
 		id, err := uuid.NewV7()
 		if err != nil {
 			return nil, fmt.Errorf("natsclient: idempotency key: %w", err)
 		}
+		dropHeader(msg.Header, "Idempotency-Key")
 		msg.Header.Set("Idempotency-Key", id.String())
 	}
-	if msg.Header.Get("Correlation-Id") == "" {
+	if !hasHeader(msg.Header, "Correlation-Id") {
 		id, err := uuid.NewV7()
 		if err != nil {
 			return nil, fmt.Errorf("natsclient: correlation id: %w", err)
 		}
+		dropHeader(msg.Header, "Correlation-Id")
 		msg.Header.Set("Correlation-Id", id.String())
 	}
 	for attempt := 0; ; attempt++ {

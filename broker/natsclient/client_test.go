@@ -913,3 +913,43 @@ func TestRequestEndsAtClose(t *testing.T) {
 		t.Errorf("Request on a closed client = %v, want ErrClosed", err)
 	}
 }
+
+// TestRequestKeepsCallersHeadersInAnyCase sends the caller's idempotency key
+// and correlation id under lower-case names: the broker reads header names
+// case-insensitively, so the client must not add its own Idempotency-Key or
+// Correlation-Id beside them (two keys are refused as invalid_request).
+func TestRequestKeepsCallersHeadersInAnyCase(t *testing.T) {
+	t.Parallel()
+	h := &idempotentHandler{results: map[string]string{}, seen: make(chan string, 8)}
+	env := startBroker(t, h)
+	cs := newCredsServer(t, env, time.Hour)
+	c, err := natsclient.Connect(t.Context(), natsclient.Config{
+		FetchConfig: natsclient.FetchConfig{BrokerURL: cs.srv.URL, Token: staticToken(serviceToken)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	corr := "0194a3b2-7c1d-7e2f-8a9b-0c1d2e3f4a5b"
+	for range 2 {
+		hdr := nats.Header{"idempotency-key": {"order-42"}, "correlation-id": {corr}}
+		resp, err := c.Request(t.Context(), "orders.v1.create", []byte(`{}`), hdr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := decode(t, resp); !e.OK {
+			t.Fatalf("reply = %s, want ok", resp.Data)
+		}
+		if k := <-h.seen; k != "order-42" {
+			t.Errorf("broker saw idempotency key %q, want the caller's order-42", k)
+		}
+	}
+	if got := h.executed.Load(); got != 1 {
+		t.Errorf("executed %d times, want 1 (the second call replays the caller's key)", got)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.corrs) != 2 || h.corrs[0] != corr || h.corrs[1] != corr {
+		t.Errorf("correlation ids %q, want the caller's %s", h.corrs, corr)
+	}
+}
