@@ -246,11 +246,26 @@ func (s *Server) uiLogin(w http.ResponseWriter, r *http.Request) error {
 	return s.cfg.Login.Start(w, r, safeReturn(r.URL.Query().Get("return")))
 }
 
+// loginStateMissing is the identity/oidc refusal reason
+// (ReasonLoginStateMissing) of a callback in a browser that has no sign-in
+// in progress at this address: most often, the sign-in was started at
+// another name for the host than the public URL's, whose cookie the
+// browser keeps for that name.
+const loginStateMissing = "login_state_missing"
+
+const loginStateMissingMessage = "sign-in not completed: this browser started no sign-in at this address. " +
+	"Open the dashboard at its public URL (this address, which sqlgated prints at start), not under another name " +
+	"for the same host (such as localhost for 127.0.0.1), and sign in again"
+
 func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Login == nil {
 		return &HTTPError{Status: http.StatusNotFound, Code: broker.CodeNotFound, Msg: "interactive sign-in is not configured"}
 	}
 	p, returnTo, err := s.cfg.Login.Callback(w, r)
+	var authErr *identity.AuthError
+	if errors.As(err, &authErr) && authErr.Reason == loginStateMissing {
+		return &HTTPError{Status: http.StatusUnauthorized, Code: broker.CodeUnauthenticated, Msg: loginStateMissingMessage, Err: err}
+	}
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -81,9 +82,13 @@ type WebLogin struct {
 	aead   cipher.AEAD
 	path   string
 	secure bool
-	now    func() time.Time
-	log    *slog.Logger
-	used   *usedStates
+	// scheme and host are the redirect URL's: the public address browsers
+	// must sign in at (see [WebLogin.Start]).
+	scheme, host string
+	hostWarn     sync.Once
+	now          func() time.Time
+	log          *slog.Logger
+	used         *usedStates
 }
 
 // NewWebLogin checks cfg and returns the dashboard's login helper. It does
@@ -157,7 +162,7 @@ func NewWebLogin(cfg WebLoginConfig) (*WebLogin, error) {
 	}
 	return &WebLogin{
 		cfg: cfg, v: cfg.Verifier, is: is, aead: aead, path: ru.Path, now: cfg.Now, log: cfg.Verifier.log,
-		secure: ru.Scheme == "https",
+		secure: ru.Scheme == "https", scheme: ru.Scheme, host: ru.Host,
 		oauth: &oauth2.Config{
 			ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Endpoint: is.provider.Endpoint(),
 			RedirectURL: cfg.RedirectURL, Scopes: cfg.Scopes,
@@ -239,9 +244,24 @@ func safeReturnTo(s string) string {
 // session: after a revoke-all, a sign-in dated before the cutoff is refused,
 // and only a new authentication gets the user back in.
 //
+// The login cookie belongs to the host the browser asked for, and the
+// provider sends the browser back to the redirect URL's host: a request for
+// another host (the dashboard opened at http://localhost:8470 when the
+// redirect URL is on http://127.0.0.1:8470) is first redirected to the same
+// path and query on the redirect URL's scheme and host, with public_host=1
+// added, and sets nothing. Only that one address is ever the target, so
+// this is no open redirect. A request that carries public_host already is
+// not redirected again (a proxy in front that rewrites Host would otherwise
+// loop): its sign-in starts there.
+//
 // When too many sign-ins are in progress it sets nothing and returns
 // [ErrTooManyLogins].
 func (l *WebLogin) Start(w http.ResponseWriter, r *http.Request, returnTo string) error {
+	if target := l.publicAddress(r); target != "" {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, target, http.StatusFound)
+		return nil
+	}
 	if l.used.full(l.now()) {
 		return fmt.Errorf("web login: %w", ErrTooManyLogins)
 	}
@@ -273,6 +293,45 @@ func (l *WebLogin) Start(w http.ResponseWriter, r *http.Request, returnTo string
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, authURL, http.StatusFound)
 	return nil
+}
+
+// publicHostParam marks a sign-in that [WebLogin.Start] redirected to the
+// redirect URL's host, so that it is not redirected twice.
+const publicHostParam = "public_host"
+
+// publicAddress returns where Start sends a request for a host other than
+// the redirect URL's ("" to sign in here): the same path and query on the
+// redirect URL's scheme and host.
+func (l *WebLogin) publicAddress(r *http.Request) string {
+	if r.Host == "" || sameHost(r.Host, l.host, l.scheme) {
+		return ""
+	}
+	q := r.URL.Query()
+	if q.Has(publicHostParam) {
+		l.hostWarn.Do(func() {
+			l.log.LogAttrs(r.Context(), slog.LevelWarn,
+				"dashboard sign-in: a request redirected to the public address arrived for another host; "+
+					"a proxy in front rewrites the Host header (sign-ins work, with one redirect more): have it pass Host on",
+				slog.String("redirect_url", l.cfg.RedirectURL))
+		})
+		return ""
+	}
+	q.Set(publicHostParam, "1")
+	u := url.URL{Scheme: l.scheme, Host: l.host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: q.Encode()}
+	return u.String()
+}
+
+// sameHost reports whether the Host header h names host (both host[:port]),
+// ignoring case and the scheme's default port.
+func sameHost(h, host, scheme string) bool {
+	trim := func(s string) string {
+		s = strings.ToLower(s)
+		if scheme == "https" {
+			return strings.TrimSuffix(s, ":443")
+		}
+		return strings.TrimSuffix(s, ":80")
+	}
+	return trim(h) == trim(host)
 }
 
 // open decrypts and checks a login cookie.

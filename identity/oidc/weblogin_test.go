@@ -395,7 +395,7 @@ func TestWebLoginStartDetails(t *testing.T) {
 		}
 	}
 	// Secure cookies over TLS.
-	r := httptest.NewRequest(http.MethodGet, "https://sqlgate.example/login", nil)
+	r := httptest.NewRequest(http.MethodGet, d.URL+"/login", nil)
 	r.TLS = &tls.ConnectionState{}
 	w := httptest.NewRecorder()
 	if err := d.wl.Start(w, r, "/"); err != nil {
@@ -411,7 +411,7 @@ func TestWebLoginStartDetails(t *testing.T) {
 	// fresh=1 (the error page after a refused sign-in) asks the provider to
 	// authenticate again instead of reusing its session.
 	wf := httptest.NewRecorder()
-	if err := d.wl.Start(wf, httptest.NewRequest(http.MethodGet, "https://sqlgate.example/login?fresh=1", nil), "/"); err != nil {
+	if err := d.wl.Start(wf, httptest.NewRequest(http.MethodGet, d.URL+"/login?fresh=1", nil), "/"); err != nil {
 		t.Fatal(err)
 	}
 	loc, err := url.Parse(wf.Result().Header.Get("Location"))
