@@ -224,6 +224,7 @@ func OpenClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
+	hc = secureRedirects(hc)
 	c := &Client{cfg: cfg, http: hc, now: time.Now, sleep: ctxsleep.Sleep}
 	dctx := gooidc.ClientContext(ctx, hc)
 	p, err := gooidc.NewProvider(dctx, cfg.Issuer)
@@ -238,6 +239,9 @@ func OpenClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		}
 		return nil, &UnreachableError{URL: strings.TrimSuffix(cfg.Issuer, "/") + "/.well-known/openid-configuration", Err: err}
 	}
+	if err := checkEndpoints(p); err != nil {
+		return nil, fmt.Errorf("oidc: discovery of %s: %w", cfg.Issuer, err)
+	}
 	var doc struct {
 		Issuer string `json:"issuer"`
 	}
@@ -249,6 +253,86 @@ func OpenClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	c.idv = p.VerifierContext(dctx, &gooidc.Config{ClientID: cfg.ClientID, SkipIssuerCheck: c.template})
 	return c, nil
+}
+
+// discoveredEndpoints are the endpoints of a discovery document that
+// sqlgate (or go-oidc for it) may send a request or the browser to.
+var discoveredEndpoints = []string{
+	"authorization_endpoint", "token_endpoint", "device_authorization_endpoint", "jwks_uri",
+	"userinfo_endpoint", "revocation_endpoint", "end_session_endpoint",
+}
+
+// checkEndpoints applies the issuer's rule to every endpoint the discovery
+// document names: https, or plain http only on a loopback host. The token
+// endpoint receives passwords, client secrets, refresh tokens and codes; a
+// discovery document served over https could otherwise send them across
+// the network in clear.
+func checkEndpoints(p *gooidc.Provider) error {
+	var doc map[string]any
+	if err := p.Claims(&doc); err != nil {
+		return fmt.Errorf("read the discovery document: %w", err)
+	}
+	for _, name := range discoveredEndpoints {
+		raw, ok := doc[name]
+		if !ok || raw == nil || raw == "" {
+			continue
+		}
+		s, ok := raw.(string)
+		if !ok {
+			return fmt.Errorf("%s is not a URL", name)
+		}
+		if err := checkEndpoint(s); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// checkEndpoint accepts an absolute https URL, and http only on a loopback
+// host. Unlike [checkURL] it allows a query (Azure AD B2C's endpoints carry
+// ?p=<policy>).
+func checkEndpoint(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Errorf("%q is not an absolute http(s) URL", truncate(raw, 200))
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q holds a user name or password", u.Redacted())
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return fmt.Errorf("%q is plain http to another host: credentials sent there would cross the network in clear (only loopback may be plain http)", u.Redacted())
+	}
+	return nil
+}
+
+// secureRedirects returns a copy of hc that follows only redirects a
+// provider's request may safely take: a GET or HEAD (a POST to the token
+// endpoint would be resent with its body, a password or client secret, on
+// a 307 or 308), to an https URL or plain http on loopback, never from
+// https down to http. hc's own redirect policy, if any, applies next.
+func secureRedirects(hc *http.Client) *http.Client {
+	c := *hc
+	next := hc.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		prev := via[len(via)-1]
+		switch {
+		case prev.Method != http.MethodGet && prev.Method != http.MethodHead:
+			return fmt.Errorf("the identity provider answered a %s to %s with a redirect to %s, which is not followed: "+
+				"it would resend the request's credentials", prev.Method, prev.URL.Redacted(), req.URL.Redacted())
+		case checkEndpoint(req.URL.String()) != nil:
+			return fmt.Errorf("redirect to %s refused: %w", req.URL.Redacted(), checkEndpoint(req.URL.String()))
+		case prev.URL.Scheme == "https" && req.URL.Scheme != "https":
+			return fmt.Errorf("redirect from %s to plain http %s refused", prev.URL.Redacted(), req.URL.Redacted())
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &c
 }
 
 func (c *Client) oauthConfig(redirect string, scopes []string) *oauth2.Config {

@@ -80,6 +80,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) 
 	for _, opt := range opts {
 		opt(&o)
 	}
+	o.client = secureRedirects(o.client)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -134,6 +135,9 @@ func discover(ctx context.Context, ic IssuerConfig, client *http.Client) (*gooid
 	}
 	if err := p.Claims(&doc); err != nil || doc.Issuer != ic.Issuer {
 		return nil, fmt.Errorf("discovery: %s announces issuer %q, want %q", base, truncate(doc.Issuer, 200), ic.Issuer)
+	}
+	if err := checkEndpoints(p); err != nil {
+		return nil, fmt.Errorf("discovery: %s: %w", base, err)
 	}
 	return p, nil
 }
