@@ -180,8 +180,9 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 
 // revokeSQLLease serves `DELETE leases/{id}` for SQL leases: the owner or an
 // admin may revoke. handled is false when id is not a SQL lease, so that
-// the caller goes on with NATS credentials. A revocation the database could
-// not complete yet answers 202 with state "revoking" (retried until done).
+// the caller goes on with NATS credentials. A revocation that has not
+// finished yet answers 202 with state "revoking" and the last attempt's
+// error (retried until done).
 // revokeSQL revokes one of p's SQL leases (admins: anyone's). handled is
 // false when id is not a SQL lease.
 func (s *Server) revokeSQL(ctx context.Context, p identity.Principal, l SQLLeases, id string) (*broker.Lease, bool, error) {
@@ -237,16 +238,23 @@ func clientContext(r *http.Request) context.Context {
 }
 
 // sqlLease is the API view of a lease. An active lease past its expiry
-// (the reaper has not run yet) shows as "expired".
+// (the reaper has not run yet) shows as "expired"; a revoking one carries
+// why its last attempt failed (the lease store keeps only what
+// broker's safeError let through: scrubbed database messages or an error
+// class).
 func sqlLease(l *broker.Lease, now time.Time) api.Lease {
 	state := string(l.State)
 	if l.State == broker.LeaseActive && !now.Before(l.ExpiresAt) {
 		state = "expired"
 	}
-	return api.Lease{
+	out := api.Lease{
 		ID: l.ID, Type: "sql", Principal: l.Principal.Display(), Database: l.Database, Role: l.Role, Username: l.Username,
 		State: state, IssuedAt: l.IssuedAt, ExpiresAt: l.ExpiresAt, RevokedAt: l.RevokedAt,
 	}
+	if l.State == broker.LeaseRevoking {
+		out.LastError = l.LastError
+	}
+	return out
 }
 
 // sqlError maps what the SQL credential use cases return that

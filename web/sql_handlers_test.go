@@ -118,6 +118,7 @@ func (f *fakeSQLLeases) RevokeLease(ctx context.Context, _ identity.Principal, i
 	l.State = broker.LeaseRevoked
 	if f.pending {
 		l.State = broker.LeaseRevoking
+		l.LastError = "sql error 42501: must be a member of the role whose process is being terminated or member of pg_signal_backend"
 	}
 	f.leases[id] = l
 	f.revoked = append(f.revoked, id)
@@ -393,8 +394,9 @@ func TestSQLLeaseListAndRevoke(t *testing.T) {
 	}
 	f.pending = true
 	w, handled, err := revoke(sqlAlice, long.LeaseID)
-	if !handled || err != nil || w.Code != http.StatusAccepted || !strings.Contains(w.Body.String(), `"state": "revoking"`) {
-		t.Errorf("owner revoke with the database down: %v %v %d %s, want 202 revoking", handled, err, w.Code, w.Body)
+	if !handled || err != nil || w.Code != http.StatusAccepted || !strings.Contains(w.Body.String(), `"state": "revoking"`) ||
+		!strings.Contains(w.Body.String(), `"last_error": "sql error 42501: must be a member of the role`) {
+		t.Errorf("owner revoke that did not finish: %v %v %d %s, want 202 revoking with the last error", handled, err, w.Code, w.Body)
 	}
 	if want := (policy.Client{Host: "192.0.2.1:1234"}); len(f.clients) != 1 || f.clients[0] != want {
 		t.Errorf("revocation client = %+v, want %+v (the request's address)", f.clients, want)

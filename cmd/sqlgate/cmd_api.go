@@ -191,12 +191,27 @@ func cmdLeasesRevoke(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if output == "json" {
-		return printJSON(e.stdout, l)
+		if err := printJSON(e.stdout, l); err != nil {
+			return err
+		}
+	} else if l.State != "revoking" {
+		fmt.Fprintf(e.stdout, "revoked %s credential %s\n", l.Type, l.ID)
 	}
 	if l.State == "revoking" {
-		fmt.Fprintf(e.stdout, "revoking %s credential %s: the database is unreachable right now; sqlgated retries until the login is gone\n", l.Type, l.ID)
-		return nil
+		// Exit 1, as revoke-all does with pending revocations: the login
+		// may still work.
+		fmt.Fprintf(e.stderr, "the revocation of %s credential %s has not finished yet%s; sqlgated retries until the login is gone\n",
+			l.Type, l.ID, lastError(l.LastError))
+		return errSilent
 	}
-	fmt.Fprintf(e.stdout, "revoked %s credential %s\n", l.Type, l.ID)
 	return nil
+}
+
+// lastError formats a revoking lease's last error for a message ("" when
+// no attempt failed yet).
+func lastError(msg string) string {
+	if msg == "" {
+		return ""
+	}
+	return " (last attempt: " + msg + ")"
 }

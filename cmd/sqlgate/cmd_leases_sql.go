@@ -102,11 +102,11 @@ func printRevokeAll(e *env, output string, r *api.RevokeAllResult) error {
 	} else {
 		fmt.Fprintf(e.stdout, "revoked for %s: %d NATS credential(s), %d SQL credential(s), %d dashboard session(s)\n", r.Principal, len(r.NATSRevoked), len(r.Leases)-r.Pending, r.SessionsEnded)
 		for _, l := range r.Leases {
-			fmt.Fprintf(e.stdout, "  %s %s %s/%s: %s\n", l.ID, l.Username, l.Database, l.Role, l.State)
+			fmt.Fprintf(e.stdout, "  %s %s %s/%s: %s%s\n", l.ID, l.Username, l.Database, l.Role, l.State, lastError(l.LastError))
 		}
 	}
 	if r.Pending > 0 {
-		fmt.Fprintf(e.stderr, "%d SQL credential(s) are still being revoked (a database was unreachable); sqlgated retries until they are gone\n", r.Pending)
+		fmt.Fprintf(e.stderr, "the revocation of %d SQL credential(s) has not finished yet; sqlgated retries until the logins are gone\n", r.Pending)
 		return errSilent
 	}
 	return nil

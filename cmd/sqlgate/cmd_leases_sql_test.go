@@ -36,7 +36,8 @@ func TestLeaseClient(t *testing.T) {
 		case r.URL.Path == api.Prefix+"/leases/revoke-all":
 			_, _ = w.Write([]byte(`{"principal":"https://idp.test alice","nats_revoked":["UKEY"],"leases":[
 				{"id":"L1","type":"sql","username":"u1","database":"orders","role":"reader","state":"revoked"},
-				{"id":"L2","type":"sql","username":"u2","database":"orders","role":"reader","state":"revoking"}],"pending":1}`))
+				{"id":"L2","type":"sql","username":"u2","database":"orders","role":"reader","state":"revoking",
+				 "last_error":"sql error 42501: must be a member of the role whose process is being terminated or member of pg_signal_backend"}],"pending":1}`))
 		}
 	}))
 	defer srv.Close()
@@ -81,11 +82,43 @@ func TestLeaseClient(t *testing.T) {
 	if err := printRevokeAll(e, "text", all); !errors.Is(err, errSilent) {
 		t.Errorf("revoke-all with a pending revocation = %v, want a failure exit", err)
 	}
-	if out := stdout.String(); !strings.Contains(out, "1 NATS credential(s), 1 SQL credential(s)") || !strings.Contains(out, "L2 u2 orders/reader: revoking") {
-		t.Errorf("revoke-all output = %q", out)
+	if out := stdout.String(); !strings.Contains(out, "1 NATS credential(s), 1 SQL credential(s)") ||
+		!strings.Contains(out, "L2 u2 orders/reader: revoking (last attempt: sql error 42501: must be a member of the role") {
+		t.Errorf("revoke-all output = %q, want the pending lease with its last error", out)
 	}
-	if !strings.Contains(stderr.String(), "still being revoked") {
+	if !strings.Contains(stderr.String(), "the revocation of 1 SQL credential(s) has not finished yet") {
 		t.Errorf("stderr = %q", stderr.String())
+	}
+}
+
+// TestLeasesRevokePending: a revocation that has not finished (202,
+// revoking) exits 1 like revoke-all does, and says why the last attempt
+// failed instead of guessing that the database is unreachable; a finished
+// one exits 0.
+func TestLeasesRevokePending(t *testing.T) {
+	pending := true
+	c := signedInCLI(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if !pending {
+			_, _ = w.Write([]byte(`{"id":"L1","type":"sql","username":"u1","database":"orders","role":"reader","state":"revoked"}`))
+			return
+		}
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write([]byte(`{"id":"L1","type":"sql","username":"u1","database":"orders","role":"reader","state":"revoking",
+			"last_error":"sql error 2BP01: role cannot be dropped because some objects depend on it"}`))
+	}))
+	code, out, errOut := c.run("", "leases", "revoke", "L1")
+	if code != 1 || strings.Contains(out+errOut, "unreachable") ||
+		!strings.Contains(errOut, "the revocation of sql credential L1 has not finished yet (last attempt: sql error 2BP01: role cannot be dropped") {
+		t.Errorf("pending revoke: exit %d, stdout %q, stderr %q; want exit 1 with the last error", code, out, errOut)
+	}
+	code, out, errOut = c.run("", "leases", "revoke", "L1", "--output", "json")
+	if code != 1 || !strings.Contains(out, `"last_error": "sql error 2BP01`) || !strings.Contains(errOut, "has not finished yet") {
+		t.Errorf("pending revoke, json: exit %d, stdout %q, stderr %q; want the lease and exit 1", code, out, errOut)
+	}
+	pending = false
+	if code, out, errOut := c.run("", "leases", "revoke", "L1"); code != 0 || !strings.Contains(out, "revoked sql credential L1") {
+		t.Errorf("finished revoke: exit %d, %s %s", code, out, errOut)
 	}
 }
 

@@ -112,6 +112,10 @@ type Lease struct {
 	IssuedAt  time.Time `json:"issued_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	// LastError is why the last revocation attempt of a lease still
+	// revoking failed (SQL leases; scrubbed by the database adapter, no
+	// secrets), empty when none failed yet.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Leases is the response of `GET leases`.
