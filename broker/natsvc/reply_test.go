@@ -60,3 +60,29 @@ func TestErrorReplyTooLargeStillAnswered(t *testing.T) {
 		}
 	}
 }
+
+// TestResultTooLargeAnswered: an ok reply longer than the server's
+// max_payload is answered too_large, naming the transaction the call ran in
+// and keeping its audit index, instead of leaving the caller to time out.
+func TestResultTooLargeAnswered(t *testing.T) {
+	t.Parallel()
+	h := &recorder{reply: func(req *broker.Request) *broker.Reply {
+		rows := `{"rows":[{"note":"` + strings.Repeat("x", 1_200_000) + `"}]}`
+		return &broker.Reply{OK: true, CorrelationID: req.CorrelationID, Result: []byte(rows), AuditIndex: 12, SQLTransactionID: "7741"}
+	}}
+	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.get"}}, h)
+	u := f.env.MintUser(t, "alice", []string{"orders.v1.get"}, time.Minute)
+	nc := f.env.MustConnect(t, u.Option())
+	resp, err := nc.Request("orders.v1.get", []byte(`{}`), 10*time.Second)
+	if err != nil {
+		t.Fatalf("no reply: %v", err)
+	}
+	env := decode(t, resp)
+	if env.OK || env.Error == nil || env.Error.Code != broker.CodeTooLarge || !strings.Contains(env.Error.Message, "7741") ||
+		!strings.Contains(env.Error.Message, "max_payload") || env.Audit == nil || env.Audit.Index != 12 {
+		t.Errorf("reply = %.300s, want too_large naming transaction 7741 with audit index 12", resp.Data)
+	}
+	if got := resp.Header.Get(micro.ErrorCodeHeader); got != "413" {
+		t.Errorf("%s = %q, want 413", micro.ErrorCodeHeader, got)
+	}
+}

@@ -494,6 +494,17 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, subject strin
 			slog.Int("bytes", len(o.buf)), slog.String("correlation_id", r.CorrelationID))
 		err = o.publish(nc, subject, &short)
 	}
+	if errors.Is(err, nats.ErrMaxPayload) && r.OK {
+		// The call ran, but its result does not fit: the caller learns so,
+		// with the transaction, instead of waiting for a reply that never
+		// comes (and a retry replays the same oversized result).
+		log.WarnContext(ctx, "nats result too large for max_payload; answered too_large", slog.Int("bytes", len(o.buf)),
+			slog.String("correlation_id", r.CorrelationID), slog.String("sql_transaction_id", r.SQLTransactionID))
+		short := broker.Reply{CorrelationID: r.CorrelationID, AuditIndex: r.AuditIndex, Error: &broker.ReplyError{
+			Code: broker.CodeTooLarge, Message: resultTooLarge(len(o.buf), r.SQLTransactionID),
+		}}
+		err = o.publish(nc, subject, &short)
+	}
 	if err != nil {
 		log.WarnContext(ctx, "nats reply not sent", slog.String("error", err.Error()))
 	}
@@ -501,6 +512,17 @@ func respond(ctx context.Context, nc *nats.Conn, log *slog.Logger, subject strin
 	if cap(o.buf) <= 64<<10 {
 		outPool.Put(o)
 	}
+}
+
+// resultTooLarge is the message of an ok reply of n bytes that the NATS
+// server would not take: the call ran (in transaction txid, when known).
+func resultTooLarge(n int, txid string) string {
+	ran := "the call ran"
+	if txid != "" {
+		ran += " in SQL transaction " + txid
+	}
+	return ran + ", but its reply (" + strconv.Itoa(n) + " bytes) is more than the NATS server's max_payload: " +
+		"a retry with the same Idempotency-Key gets this answer again; ask for fewer rows or columns"
 }
 
 // errorTooLong replaces an error reply's message when the reply would
