@@ -382,16 +382,17 @@ func cmdLogout(ctx context.Context, e *env, args []string) error {
 	if err := wantArgs(pos, 0, "sqlgate logout"); err != nil {
 		return err
 	}
-	// The saved NATS credential is revoked while the sign-in still can;
+	// The saved NATS credentials are revoked while the sign-in still can;
 	// signing out does not wait for a broker that does not answer.
 	info, hasNATS := e.savedNATS()
-	revoked := false
-	var revokeErr error
-	if hasNATS && info.UserKey != "" {
+	var creds []savedCred
+	if hasNATS {
+		creds = e.savedCreds(info)
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		revokeErr = e.revokeSavedNATS(rctx, info)
+		for i := range creds {
+			creds[i].err = e.revokeSavedNATS(rctx, info, creds[i])
+		}
 		cancel()
-		revoked = revokeErr == nil
 	}
 	release, err := e.lockTokens(ctx)
 	if err != nil {
@@ -420,39 +421,76 @@ func cmdLogout(ctx context.Context, e *env, args []string) error {
 	if kept != "" {
 		fmt.Fprintf(e.stdout, "%s (written with creds nats -o) remains: delete it if it is no longer needed.\n", kept)
 	}
-	switch {
-	case revoked:
-		fmt.Fprintf(e.stdout, "The NATS credential %s was revoked.\n", info.UserKey)
-	case revokeErr != nil:
-		fmt.Fprintf(e.stdout, "The NATS credential could not be revoked (%v): it stays valid until it expires%s; copies of it still work until then.\n", revokeErr, expiresAt(info))
-	default:
-		fmt.Fprintf(e.stdout, "The NATS credential was not revoked: it stays valid until it expires%s.\n", expiresAt(info))
+	if len(creds) == 0 {
+		fmt.Fprintf(e.stdout, "The NATS credential was not revoked (its user key is unknown): it stays valid until it expires%s.\n", expiresAt(info.ExpiresAt))
+	}
+	for _, c := range creds {
+		if c.err == nil {
+			fmt.Fprintf(e.stdout, "The NATS credential %s was revoked (%s).\n", c.key, c.file)
+			continue
+		}
+		fmt.Fprintf(e.stdout, "The NATS credential %s (%s) could not be revoked (%v): it stays valid until it expires%s; copies of it still work until then.\n",
+			c.key, c.file, c.err, expiresAt(c.expires))
 	}
 	return nil
 }
 
-func expiresAt(info natsInfo) string {
-	if info.ExpiresAt == "" {
+func expiresAt(at string) string {
+	if at == "" {
 		return ""
 	}
-	return " at " + info.ExpiresAt
+	return " at " + at
 }
 
-// revokeSavedNATS revokes the saved NATS credential through the API when it
-// was issued to this sign-in (its lease id is its user key).
-func (e *env) revokeSavedNATS(ctx context.Context, info natsInfo) error {
+// savedCred is a NATS credential sqlgate saved: its creds file, user key
+// (its lease id), expiry (RFC 3339, "" when unknown) and, after logout
+// tried, why it could not be revoked.
+type savedCred struct {
+	file, key, expires string
+	err                error
+}
+
+// savedCreds lists the NATS credentials to revoke at logout: the one in
+// $SQLGATE_HOME/nats.creds, read from the file itself, and the one nats.json
+// names when it is another (creds nats -o repoints nats.json and leaves an
+// earlier nats.creds in place).
+func (e *env) savedCreds(info natsInfo) []savedCred {
+	var out []savedCred
+	home := e.path(natsCredsOut)
+	if uc, err := userClaimsOf(home); err == nil && uc.Subject != "" {
+		c := savedCred{file: home, key: uc.Subject}
+		if uc.Expires != 0 {
+			c.expires = time.Unix(uc.Expires, 0).Format(time.RFC3339)
+		}
+		out = append(out, c)
+	}
+	if info.UserKey != "" && (len(out) == 0 || out[0].key != info.UserKey) {
+		file := info.Creds
+		if file == "" {
+			file = "named in " + e.path(natsInfoFile)
+		}
+		out = append(out, savedCred{file: file, key: info.UserKey, expires: info.ExpiresAt})
+	}
+	return out
+}
+
+// revokeSavedNATS revokes a saved NATS credential through the API (its
+// lease id is its user key). The one nats.json names is revoked only when
+// it was issued to this sign-in; the broker refuses a key that is not the
+// caller's.
+func (e *env) revokeSavedNATS(ctx context.Context, info natsInfo, c savedCred) error {
 	st, err := e.loadState()
 	if err != nil {
 		return err
 	}
-	if info.Principal == "" || info.Principal != st.Principal || !sameBroker(info.Broker, st.Broker) {
+	if c.key == info.UserKey && (info.Principal == "" || info.Principal != st.Principal || !sameBroker(info.Broker, st.Broker)) {
 		return errors.New("it was issued to another sign-in")
 	}
-	c, err := e.client(st.Broker)
+	client, err := e.client(st.Broker)
 	if err != nil {
 		return err
 	}
-	_, err = c.RevokeLease(ctx, info.UserKey)
+	_, err = client.RevokeLease(ctx, c.key)
 	return err
 }
 
