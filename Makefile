@@ -31,7 +31,7 @@ build: ## build bin/sqlgated and bin/sqlgate
 	$(NOCGO) $(GO) build $(TRIM) -o bin/ ./cmd/sqlgated ./cmd/sqlgate
 
 .PHONY: run
-run: build ## start everything embedded (dev mode) with state in $(DATA_DIR); prints what to do next
+run: build ## start everything embedded (dev mode), state in .sqlgate (or DATA_DIR=dir); prints what to do next
 	./bin/sqlgated dev --data-dir $(DATA_DIR)
 
 .PHONY: test

@@ -48,7 +48,7 @@ type command struct {
 func commands() map[string]*command {
 	return map[string]*command{
 		"login":  {summary: "sign in with the identity provider (browser, --device, --username/--password-stdin, --client-credentials)", run: cmdLogin},
-		"logout": {summary: "forget the saved tokens and NATS credentials", run: cmdLogout},
+		"logout": {summary: "revoke the saved NATS credentials at the broker, then forget them and the saved tokens", run: cmdLogout},
 		"whoami": {summary: "show who the broker thinks you are", run: cmdWhoAmI},
 		"routes": {summary: "list the routes you may call, with their parameter schemas", run: cmdRoutes},
 		"call":   {summary: "call a routed subject over NATS: sqlgate call SUBJECT JSON", run: cmdCall},
