@@ -76,14 +76,21 @@ func (x *slowSQLite) ExecuteBatch(ctx context.Context, calls []*broker.Call) ([]
 	return x.Executor.ExecuteBatch(ctx, calls)
 }
 
-// TestAsyncBatchSlowRequestGivesUpAlone: on an async route with batch,
-// requests queued with one that runs past the route's timeout commit on
-// their first delivery; only the slow one is retried and gives up after
-// MaxDeliver. (Before, the batch's timeout left the requests queued with it
-// no time to run alone: each failed as timed out, was delivered again with
-// the slow one, after the same back-off, to fail with it again, and gave
-// up unexecuted.)
-func TestAsyncBatchSlowRequestGivesUpAlone(t *testing.T) {
+// jobsCatalog is the async route of the tests over a real broker: it
+// inserts a job by name into a SQLite table.
+const jobsCatalog = `routes:
+  - subject: orders.v1.import
+    statement: {name: add, sql: "INSERT INTO jobs (name) VALUES (:name)"}
+    database: jobs
+    mode: async
+    batch: 16
+    timeout: 1s
+    params: {type: object, properties: {name: {type: string}}, required: [name]}
+`
+
+// openJobs opens a SQLite database with the table jobs.
+func openJobs(t *testing.T) *sqlite.Executor {
+	t.Helper()
 	e, err := sqlite.Open(t.Context(), sqlite.Config{Name: "jobs", Path: filepath.Join(t.TempDir(), "jobs.db")})
 	if err != nil {
 		t.Fatal(err)
@@ -92,16 +99,36 @@ func TestAsyncBatchSlowRequestGivesUpAlone(t *testing.T) {
 	if _, err := e.DB().ExecContext(t.Context(), `CREATE TABLE jobs (name TEXT PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
-	x := &slowSQLite{Executor: e, started: make(chan struct{}, 1), release: make(chan struct{})}
-	cat, err := route.Parse([]byte(`routes:
-  - subject: orders.v1.import
-    statement: {name: add, sql: "INSERT INTO jobs (name) VALUES (:name)"}
-    database: jobs
-    mode: async
-    batch: 16
-    timeout: 1s
-    params: {type: object, properties: {name: {type: string}}, required: [name]}
-`))
+	return e
+}
+
+// jobNames returns the names in the table jobs, sorted.
+func jobNames(t *testing.T, e *sqlite.Executor) []string {
+	t.Helper()
+	rows, err := e.DB().QueryContext(t.Context(), `SELECT name FROM jobs ORDER BY name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, n)
+	}
+	return got
+}
+
+// jobsBroker is a real broker over jobsCatalog and exec, with an audit log
+// in memory and a policy that allows every call, as the handler of the
+// async consumer. The consumer attests the publisher's user key; the
+// principal behind it is alice (the issuance registry is not what these
+// tests are about).
+func jobsBroker(t *testing.T, exec broker.Executor) (natsvc.Handler, *countIntents) {
+	t.Helper()
+	cat, err := route.Parse([]byte(jobsCatalog))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,18 +149,29 @@ func TestAsyncBatchSlowRequestGivesUpAlone(t *testing.T) {
 	}
 	t.Cleanup(func() { log.Close(context.Background()) })
 	rec := &countIntents{Log: log}
-	svc, err := broker.New(broker.Config{Catalog: cat, Databases: map[string]broker.Executor{"jobs": x}, Authorizer: &allowEvery{}, Recorder: rec})
+	svc, err := broker.New(broker.Config{Catalog: cat, Databases: map[string]broker.Executor{"jobs": exec}, Authorizer: &allowEvery{}, Recorder: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Drain(context.Background()) })
 	alice := identity.Principal{Issuer: "https://idp.test", Subject: "alice"}
-	// The consumer attests the publisher's user key; the principal behind
-	// it is alice (the issuance registry is not what this test is about).
-	h := natsvc.HandlerFunc(func(ctx context.Context, req *broker.Request) *broker.Reply {
+	return natsvc.HandlerFunc(func(ctx context.Context, req *broker.Request) *broker.Reply {
 		req.Caller.Principal = &alice
 		return svc.Handle(ctx, req)
-	})
+	}), rec
+}
+
+// TestAsyncBatchSlowRequestGivesUpAlone: on an async route with batch,
+// requests queued with one that runs past the route's timeout commit on
+// their first delivery; only the slow one is retried and gives up after
+// MaxDeliver. (Before, the batch's timeout left the requests queued with it
+// no time to run alone: each failed as timed out, was delivered again with
+// the slow one, after the same back-off, to fail with it again, and gave
+// up unexecuted.)
+func TestAsyncBatchSlowRequestGivesUpAlone(t *testing.T) {
+	e := openJobs(t)
+	x := &slowSQLite{Executor: e, started: make(chan struct{}, 1), release: make(chan struct{})}
+	h, rec := jobsBroker(t, x)
 
 	f := newAsyncFixture(t)
 	f.start(t.Context(), t, h, func(c *natsvc.AsyncConfig) {
@@ -162,20 +200,7 @@ func TestAsyncBatchSlowRequestGivesUpAlone(t *testing.T) {
 	if got := f.settledCounts(); !maps.Equal(got, want) {
 		t.Errorf("settled %v, want %v (holder, g1, g2, g3 ok at once; slow retried once, then given up)", got, want)
 	}
-	rows, err := e.DB().QueryContext(t.Context(), `SELECT name FROM jobs ORDER BY name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var got []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, n)
-	}
-	if want := []string{"g1", "g2", "g3", "holder"}; !slices.Equal(got, want) {
+	if got, want := jobNames(t, e), []string{"g1", "g2", "g3", "holder"}; !slices.Equal(got, want) {
 		t.Errorf("rows %v, want %v", got, want)
 	}
 }
