@@ -66,7 +66,7 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 
-	st, err := e.loadState()
+	st, err := e.loadStateForLogin()
 	if err != nil {
 		return err
 	}

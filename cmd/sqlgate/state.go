@@ -51,6 +51,19 @@ const (
 
 func (e *env) path(name string) string { return filepath.Join(e.home, name) }
 
+// corruptStateError is a state file that does not parse: login replaces
+// it, every other command asks to.
+type corruptStateError struct {
+	path string
+	err  error
+}
+
+func (e *corruptStateError) Error() string {
+	return fmt.Sprintf("read CLI state %s: %v: remove it or run sqlgate login", e.path, e.err)
+}
+
+func (e *corruptStateError) Unwrap() error { return e.err }
+
 func (e *env) loadState() (*state, error) {
 	var st state
 	b, err := os.ReadFile(e.path(stateFile))
@@ -61,9 +74,22 @@ func (e *env) loadState() (*state, error) {
 		return nil, fmt.Errorf("read CLI state: %w", err)
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("read CLI state %s: %w", e.path(stateFile), err)
+		return nil, &corruptStateError{path: e.path(stateFile), err: err}
 	}
 	return &st, nil
+}
+
+// loadStateForLogin is loadState for sqlgate login, which replaces a state
+// file that does not parse instead of failing: it starts from an empty
+// state and says so on stderr.
+func (e *env) loadStateForLogin() (*state, error) {
+	st, err := e.loadState()
+	var corrupt *corruptStateError
+	if errors.As(err, &corrupt) {
+		fmt.Fprintf(e.stderr, "The CLI state %s is unreadable (%v): this sign-in replaces it.\n", corrupt.path, corrupt.err)
+		return &state{}, nil
+	}
+	return st, err
 }
 
 func (e *env) saveState(st *state) error {
