@@ -70,7 +70,11 @@ EXEC sys.sp_addextendedproperty @name = N'sqlgate.lease_id', @value = @lease_id,
 	// role: CONTROL, ALTER (on the database, a schema, a user or a role:
 	// ALTER on a schema changes the procedures sqlgate runs in it),
 	// IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE, ALTER
-	// ANY APPLICATION ROLE or ALTER ANY SCHEMA.
+	// ANY APPLICATION ROLE or ALTER ANY SCHEMA; or a permission to create
+	// something the login's user would own ([OwnershipPermissions]: a
+	// schema, a role, a key, ...): DROP USER then fails (15138, "The
+	// database principal owns a schema in the database, and cannot be
+	// dropped") and the lease would stay revoking, the grant outliving it.
 	RoleCheckBatch = `SET NOCOUNT ON;
 DECLARE @found bit = 0, @fixed bit = 0, @privileged bit = 0;
 SELECT @found = 1, @fixed = CASE WHEN is_fixed_role = 1 OR principal_id = 0 THEN 1 ELSE 0 END
@@ -85,7 +89,10 @@ WHERE r.name IN (N'db_owner', N'db_securityadmin', N'db_accessadmin', N'db_ddlad
    OR EXISTS (SELECT 1 FROM sys.database_permissions AS p
               WHERE p.grantee_principal_id IN (up.principal_id, 0) AND p.state IN ('G', 'W')
                 AND (p.permission_name IN (N'CONTROL', N'IMPERSONATE', N'TAKE OWNERSHIP', N'ALTER ANY USER', N'ALTER ANY ROLE', N'ALTER ANY APPLICATION ROLE', N'ALTER ANY SCHEMA')
-                     OR (p.permission_name = N'ALTER' AND p.class IN (0, 3, 4))));
+                     OR (p.permission_name = N'ALTER' AND p.class IN (0, 3, 4))
+                     OR (p.class = 0 AND p.permission_name IN (N'CREATE SCHEMA', N'CREATE ROLE', N'CREATE ASSEMBLY', N'CREATE ASYMMETRIC KEY',
+                         N'CREATE SYMMETRIC KEY', N'CREATE CERTIFICATE', N'CREATE FULLTEXT CATALOG', N'CREATE CONTRACT',
+                         N'CREATE MESSAGE TYPE', N'CREATE REMOTE SERVICE BINDING', N'CREATE ROUTE', N'CREATE SERVICE'))));
 SELECT @found AS found, @fixed AS fixed, @privileged AS privileged;`
 
 	// LoginRenewBatch checks that the server login still exists and is
@@ -278,8 +285,8 @@ type LoginConfig struct {
 	// AllowPrivilegedRoles lets policy grant db_owner, db_securityadmin,
 	// db_accessadmin, db_ddladmin, a role that belongs to one of them, or a
 	// role with CONTROL, ALTER, IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER,
-	// ALTER ANY ROLE, ALTER ANY APPLICATION ROLE or ALTER ANY SCHEMA (see
-	// [RoleCheckBatch]).
+	// ALTER ANY ROLE, ALTER ANY APPLICATION ROLE or ALTER ANY SCHEMA, or
+	// one of [OwnershipPermissions] (see [RoleCheckBatch]).
 	// Fixed database roles are never granted: nest them in a user-defined
 	// role.
 	AllowPrivilegedRoles bool `json:"allowPrivilegedRoles,omitempty" yaml:"allowPrivilegedRoles,omitempty"`
@@ -298,6 +305,21 @@ type LoginConfig struct {
 	// without TLS or without checking the server's certificate: the issued
 	// password could then be read on the way. For a local test server only.
 	AllowInsecureTransport bool `json:"allowInsecureTransport,omitempty" yaml:"allowInsecureTransport,omitempty"`
+}
+
+// OwnershipPermissions are the database permissions that create a
+// securable owned by its creator unless told otherwise (CREATE SCHEMA,
+// CREATE ROLE, ... without AUTHORIZATION): the issued user would own it,
+// and DROP USER refuses to drop an owner (15138), so revocation could not
+// finish and what the user created (a schema that grants the role's access
+// on, a role it administers) would outlive the lease. [RoleCheckBatch]
+// counts a role holding one (granted on the database) as privileged.
+// (Objects in a schema belong to the schema's owner, so CREATE TABLE and
+// the like are not among them.)
+var OwnershipPermissions = []string{
+	"CREATE SCHEMA", "CREATE ROLE", "CREATE ASSEMBLY", "CREATE ASYMMETRIC KEY", "CREATE SYMMETRIC KEY",
+	"CREATE CERTIFICATE", "CREATE FULLTEXT CATALOG", "CREATE CONTRACT", "CREATE MESSAGE TYPE",
+	"CREATE REMOTE SERVICE BINDING", "CREATE ROUTE", "CREATE SERVICE",
 }
 
 var (

@@ -192,3 +192,32 @@ func TestLiveLoginUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLiveLoginOwnershipRefused: a role that may create a schema (or
+// another securable its creator owns) is privileged: the issued user would
+// own what it creates, DROP USER would fail (15138) and the lease would
+// stay revoking. Refused unless allowPrivilegedRoles.
+func TestLiveLoginOwnershipRefused(t *testing.T) {
+	e, li := liveLogins(t, LoginConfig{})
+	ctx := t.Context()
+	for _, b := range []string{
+		`IF DATABASE_PRINCIPAL_ID(N'sg_schema_maker') IS NULL CREATE ROLE sg_schema_maker;`,
+		`GRANT CREATE SCHEMA TO sg_schema_maker;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_schema_nested') IS NULL CREATE ROLE sg_schema_nested;`,
+		`ALTER ROLE sg_schema_maker ADD MEMBER sg_schema_nested;`,
+	} {
+		if _, err := e.DB().ExecContext(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, role := range []string{"sg_schema_maker", "sg_schema_nested"} {
+		spec := liveSpec(t, role)
+		err := li.CreateLogin(ctx, spec)
+		if !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "privileged") {
+			t.Errorf("CreateLogin(%s) = %v, want refused as privileged", role, err)
+		}
+		if loginExists(t, e, spec.Username) {
+			t.Errorf("login left after CreateLogin(%s)", role)
+		}
+	}
+}

@@ -592,7 +592,7 @@ func TestGoldenLoginBatches(t *testing.T) {
 	}{
 		{"create", LoginCreateBatch, all, "CreateLogin, server mode: in one transaction after role_check. Needs ALTER ANY LOGIN (master), ALTER ANY USER, ALTER ANY ROLE."},
 		{"create_contained", ContainedCreateBatch, all, "CreateLogin, contained mode (Azure SQL Database): in one transaction after role_check. Needs ALTER ANY USER, ALTER ANY ROLE."},
-		{"role_check", RoleCheckBatch, role, "CreateLogin, first batch of the transaction: the role exists, is not a fixed role, and is not (inside) db_owner, db_securityadmin, db_accessadmin or db_ddladmin nor holds a permission that leads further."},
+		{"role_check", RoleCheckBatch, role, "CreateLogin, first batch of the transaction: the role exists, is not a fixed role, and is not (inside) db_owner, db_securityadmin, db_accessadmin or db_ddladmin nor holds a permission that leads further or creates what its user would own."},
 		{"renew", LoginRenewBatch, base, "RenewLogin, server mode: SQL Server has no login expiry; the login must still exist and be enabled."},
 		{"renew_contained", ContainedRenewBatch, base, "RenewLogin, contained mode."},
 		{"guard", LoginGuardBatch, login, "RevokeLogin step 0, server mode: refuse a sysadmin or database owner."},
@@ -624,6 +624,27 @@ func describeLoginArgs(args []any) string {
 		fmt.Fprintf(&b, "--   @%s %s\n", nv.Name, decl)
 	}
 	return b.String()
+}
+
+// TestRoleCheckRefusesOwnership: the role check counts as privileged every
+// database permission that makes the issued user the owner of what it
+// creates (a schema: DROP USER then fails with 15138 and the lease stays
+// revoking). The live check is TestLiveLoginOwnershipRefused.
+func TestRoleCheckRefusesOwnership(t *testing.T) {
+	t.Parallel()
+	_, clause, ok := strings.Cut(RoleCheckBatch, "OR (p.class = 0 AND p.permission_name IN (")
+	if !ok {
+		t.Fatal("RoleCheckBatch has no clause for database permissions that create owned securables")
+	}
+	clause, _, _ = strings.Cut(clause, ")")
+	for _, perm := range append([]string{"CREATE SCHEMA"}, OwnershipPermissions...) {
+		if !strings.Contains(clause, "N'"+perm+"'") {
+			t.Errorf("RoleCheckBatch does not refuse a role holding %s", perm)
+		}
+	}
+	if n := strings.Count(clause, "N'"); n != len(OwnershipPermissions) {
+		t.Errorf("the clause lists %d permissions, OwnershipPermissions %d", n, len(OwnershipPermissions))
+	}
 }
 
 // TestLoginDocs keeps docs/credentials.md true to the code: it must show
