@@ -35,11 +35,11 @@ func checkOutput(o string) error {
 func (e *env) brokerURL(flagValue string, st *state) (string, error) {
 	switch {
 	case flagValue != "":
-		return flagValue, nil
+		return checkBroker("--broker", flagValue)
 	case e.getenv("SQLGATE_BROKER") != "":
-		return e.getenv("SQLGATE_BROKER"), nil
+		return checkBroker("$SQLGATE_BROKER", e.getenv("SQLGATE_BROKER"))
 	case st.Broker != "":
-		return st.Broker, nil
+		return checkBroker("the broker saved at login", st.Broker)
 	}
 	return "", fmt.Errorf("no broker known: pass --broker URL, set SQLGATE_BROKER, or run sqlgate login --broker URL")
 }
@@ -80,7 +80,7 @@ func (e *env) client(brokerFlagValue string) (*api.Client, error) {
 	case st.Broker == "":
 		return nil, fmt.Errorf("not signed in to a broker: run sqlgate login --broker %s", url)
 	case !sameBroker(url, st.Broker):
-		return nil, fmt.Errorf("signed in to %s; run sqlgate login --broker %s to use %s", st.Broker, url, url)
+		return nil, fmt.Errorf("signed in to %s; run sqlgate login --broker %s to use %s", api.RedactURL(st.Broker), url, url)
 	}
 	return api.NewClient(url, e.accessToken)
 }

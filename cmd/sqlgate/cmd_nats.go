@@ -309,7 +309,7 @@ func (e *env) natsInfo(credsFlag, urlFlag string) (*natsInfo, error) {
 		case st.Principal == "" || info.Principal == "":
 			return nil, fmt.Errorf("the saved NATS credentials in %s do not say whose they are (saved by an earlier sqlgate): run sqlgate creds nats, or pass --creds FILE", info.Creds)
 		case info.Principal != st.Principal || !sameBroker(info.Broker, st.Broker):
-			return nil, fmt.Errorf("the saved NATS credentials in %s belong to %s at %s, but you are signed in as %s at %s: run sqlgate creds nats for your own, or pass --creds FILE", info.Creds, info.Principal, info.Broker, st.Principal, st.Broker)
+			return nil, fmt.Errorf("the saved NATS credentials in %s belong to %s at %s, but you are signed in as %s at %s: run sqlgate creds nats for your own, or pass --creds FILE", info.Creds, info.Principal, api.RedactURL(info.Broker), st.Principal, api.RedactURL(st.Broker))
 		}
 	}
 	if urlFlag != "" {

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/sqlgate/sqlgate/web/api"
 )
 
 // stateHome returns $SQLGATE_HOME, else <user config dir>/sqlgate.
@@ -90,6 +92,18 @@ func (e *env) loadStateForLogin() (*state, error) {
 		return &state{}, nil
 	}
 	return st, err
+}
+
+// checkBroker returns raw, a broker URL read from where names, unless it
+// holds a user name or password: sqlgate prints the broker URL and saves it
+// in state.json, and signs in with its own tokens anyway. The refusal does
+// not repeat the password.
+func checkBroker(from, raw string) (string, error) {
+	if red := api.RedactURL(raw); red != raw {
+		return "", fmt.Errorf("%s: the broker URL %s holds a user name or password, which sqlgate neither needs (it signs in with its own tokens) nor keeps: "+
+			"give the URL without it (sqlgate login --broker URL)", from, red)
+	}
+	return raw, nil
 }
 
 func (e *env) saveState(st *state) error {

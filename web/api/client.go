@@ -56,10 +56,13 @@ func newTransport() *http.Transport {
 func NewClient(baseURL string, token func(ctx context.Context) (string, error)) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("broker URL %q must be an http(s) URL", baseURL)
+		return nil, fmt.Errorf("broker URL %q must be an http(s) URL", RedactURL(baseURL))
 	}
 	if err := RequireTLS("broker", u.String()); err != nil {
 		return nil, err
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("broker URL %s must not hold a user name or password: sqlgate signs in with its own tokens", redactUser(u))
 	}
 	return &Client{
 		base: u, http: &http.Client{Transport: newTransport(), CheckRedirect: refuseRedirect}, token: token,
@@ -97,6 +100,29 @@ func redactUser(u *url.URL) string {
 	return c.String()
 }
 
+// RedactURL returns raw with the user name and password of its authority,
+// if any, replaced by REDACTED, so that an error can name the URL. It works
+// on text that does not parse as a URL too.
+func RedactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		return redactUser(u)
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		scheme, rest = "", raw
+	} else {
+		scheme += "://"
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+		return scheme + "REDACTED" + rest[at:]
+	}
+	return raw
+}
+
 // RequireTLS refuses anything but an https URL, or a plain http one to this
 // machine's loopback: tokens, passwords and client secrets would cross the
 // network in clear. what names the URL in the error ("broker", "identity
@@ -104,7 +130,7 @@ func redactUser(u *url.URL) string {
 func RequireTLS(what, raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("%s URL %q is not an absolute URL", what, raw)
+		return fmt.Errorf("%s URL %q is not an absolute URL", what, RedactURL(raw))
 	}
 	if u.Scheme == "https" {
 		return nil

@@ -63,3 +63,24 @@ func TestNoRedirectIsFollowed(t *testing.T) {
 		t.Errorf("the redirect target received %q, want nothing", leaked)
 	}
 }
+
+// TestBrokerURLWithoutUserinfo: a broker URL holding a user name and
+// password is refused, and the error does not repeat the password.
+func TestBrokerURLWithoutUserinfo(t *testing.T) {
+	for _, raw := range []string{"https://u:s3cret@sqlgate.example.com", "http://u:s3cret@127.0.0.1:8470", "https://s3cret@sqlgate.example.com", "ftp://u:s3cret@x", "https://u:s3cret@%zz/"} {
+		_, err := NewClient(raw, nil)
+		if err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("NewClient(%s) = %v, want a refusal without the password", raw, err)
+		}
+	}
+	for raw, want := range map[string]string{
+		"https://u:s3cret@host/x":   "https://REDACTED@host/x",
+		"https://u:s3cret@%zz/x":    "https://REDACTED@%zz/x",
+		"u:s3cret@host":             "REDACTED@host",
+		"https://sqlgate.example/a": "https://sqlgate.example/a",
+	} {
+		if got := RedactURL(raw); got != want {
+			t.Errorf("RedactURL(%s) = %s, want %s", raw, got, want)
+		}
+	}
+}
