@@ -199,7 +199,7 @@ func (c *Client) SQLCreds(ctx context.Context, req SQLCredsRequest) (*SQLCreds, 
 // Leases lists all the caller's credentials, newest first, reading every
 // page (the broker sends at most 1000 at a time).
 func (c *Client) Leases(ctx context.Context) (*Leases, error) {
-	all := &Leases{}
+	all := &Leases{Leases: []Lease{}}
 	for cursor := ""; ; {
 		page, err := c.LeasesPage(ctx, 1000, cursor)
 		if err != nil {
