@@ -267,7 +267,7 @@ const (
 var flashTexts = map[string]string{
 	flashSignedOut:   "Signed out.",
 	flashSQLRevoked:  "SQL login %s revoked.",
-	flashSQLRevoking: "SQL login %s is being revoked (the database is unreachable; sqlgated retries).",
+	flashSQLRevoking: "SQL login %s is being revoked: the revocation has not finished yet (sqlgated retries; sqlgate leases revoke shows why).",
 	flashNATSRevoked: "Credential %s… revoked.",
 }
 
