@@ -220,7 +220,7 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 	reply, err := nc.RequestMsgWithContext(rctx, msg)
 	if err != nil {
 		if d := denied.Load(); d != nil {
-			return permissionError(*d, subject)
+			return callPermissionError(*d, subject, *async)
 		}
 		if errors.Is(err, nats.ErrMaxPayload) {
 			return fmt.Errorf("the payload with its headers is over the %d bytes the NATS server at %s takes per message (its max_payload)", nc.MaxPayload(), info.NATSURL)
@@ -259,7 +259,7 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 		answer, err := replies.NextMsgWithContext(rctx)
 		if err != nil {
 			if d := denied.Load(); d != nil {
-				return permissionError(*d, subject)
+				return callPermissionError(*d, subject, *async)
 			}
 			return fmt.Errorf("queued, but no answer within %s: call %s again with the same --idempotency-key to read its result", *timeout, subject)
 		}
@@ -373,6 +373,20 @@ func permissionError(err error, subject string) error {
 		return fmt.Errorf("the NATS server refused the subscription to %s that the call to %s needs: your credential does not allow it (%w)", target, subject, err)
 	}
 	return fmt.Errorf("the NATS server refused to publish to %s: your credential does not allow it (%w)", subject, err)
+}
+
+// callPermissionError is permissionError for sqlgate call: an async call
+// refused its publish to sqlgate.async.<user key>.<subject> goes to a route
+// that is not async (its credential allows only the async routes there), or
+// one the caller may not call: it says to call it without --async.
+func callPermissionError(err error, subject string, async bool) error {
+	msg := err.Error()
+	if async {
+		if _, target, ok := strings.Cut(msg, "for Publish to "); ok && strings.HasPrefix(strings.Trim(target, `"' `), asyncSubjectPrefix) {
+			return fmt.Errorf("%s is not an async route (or not granted to you): call it without --async (%w)", subject, err)
+		}
+	}
+	return permissionError(err, subject)
 }
 
 // readPayload returns a call's payload: the argument itself, @FILE for a
