@@ -321,11 +321,33 @@ type CredentialsConfig struct {
 	// MaxLeasesPerPrincipal bounds unrevoked SQL leases per principal
 	// (default 10; negative: unlimited).
 	MaxLeasesPerPrincipal int `yaml:"maxLeasesPerPrincipal"`
+	// LeaseRetention is how long a revoked or failed SQL lease stays in the
+	// lease table (unset: broker.DefaultLeaseRetention, 30 days; 0: kept
+	// forever; else at least minLeaseRetention). The audit log keeps every
+	// lease's history either way.
+	LeaseRetention *time.Duration `yaml:"leaseRetention"`
 	// MaxNATSCredentialsPerPrincipal bounds the live (unexpired,
 	// unrevoked) NATS user keys per principal; refreshing a held key is
 	// never refused (default broker.DefaultMaxNATSCredentials, 1000: every
 	// callout connection holds a key of its own; negative: unlimited).
 	MaxNATSCredentialsPerPrincipal int `yaml:"maxNATSCredentialsPerPrincipal"`
+}
+
+// minLeaseRetention is the shortest credentials.leaseRetention: a lease
+// stays listed (sqlgate leases list) for at least a day after it ended.
+const minLeaseRetention = 24 * time.Hour
+
+// leaseRetention is broker.LeasesConfig.Retention for the configured
+// credentials.leaseRetention (unset: the default; 0: kept forever).
+func (c CredentialsConfig) leaseRetention() time.Duration {
+	switch r := c.LeaseRetention; {
+	case r == nil:
+		return 0
+	case *r == 0:
+		return -1
+	default:
+		return *r
+	}
 }
 
 // loadConfig reads and validates a configuration file.
@@ -615,6 +637,9 @@ func (c *Config) validateDurations() []error {
 		if d.v < 0 || (d.v > 0 && d.v < minAuditRetention) {
 			errs = append(errs, fmt.Errorf("%s must be 0 (keep forever) or at least %s, not %s", d.key, minAuditRetention, d.v))
 		}
+	}
+	if r := c.Credentials.LeaseRetention; r != nil && (*r < 0 || (*r > 0 && *r < minLeaseRetention)) {
+		errs = append(errs, fmt.Errorf("credentials.leaseRetention must be 0 (keep forever) or at least %s, not %s", minLeaseRetention, *r))
 	}
 	maxTTL := c.Credentials.MaxTTL
 	if maxTTL <= 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/broker/sqlserver"
+	"github.com/sqlgate/sqlgate/internal/yamlstrict"
 )
 
 func TestExampleConfig(t *testing.T) {
@@ -79,6 +80,8 @@ func TestConfigErrors(t *testing.T) {
 		{"negative_input_retention", "  inputRetention: 2160h", "  inputRetention: -5m", []string{"audit.inputRetention must be 0 (keep forever) or at least 24h0m0s, not -5m0s"}},
 		{"negative_audit_durations", "  checkpointInterval: 1s\n  heartbeat: 5m", "  checkpointInterval: -1s\n  heartbeat: -5m", []string{"audit.heartbeat must not be negative", "audit.checkpointInterval must not be negative"}},
 		{"negative_credential_durations", "  sqlTTL: 15m\n  reaperInterval: 30s", "  sqlTTL: -1m\n  reaperInterval: -30s", []string{"credentials.sqlTTL must not be negative", "credentials.reaperInterval must not be negative"}},
+		{"short_lease_retention", "  leaseRetention: 720h", "  leaseRetention: 1h", []string{"credentials.leaseRetention must be 0 (keep forever) or at least 24h0m0s, not 1h0m0s"}},
+		{"negative_lease_retention", "  leaseRetention: 720h", "  leaseRetention: -1h", []string{"credentials.leaseRetention must be 0 (keep forever) or at least 24h0m0s, not -1h0m0s"}},
 		{"negative_eval_timeout", "  evalTimeout: 100ms", "  evalTimeout: -100ms", []string{"policy.evalTimeout must not be negative"}},
 		{"nats_ttl_above_max", "  natsTTL: 15m", "  natsTTL: 5h", []string{"credentials.natsTTL 5h0m0s is above credentials.maxTTL 1h0m0s"}},
 		{"sql_ttl_above_default_max", "  maxTTL: 1h\n  sqlTTL: 15m", "  sqlTTL: 2h", []string{"credentials.sqlTTL 2h0m0s is above credentials.maxTTL 1h0m0s"}},
@@ -328,5 +331,29 @@ func TestMetricsListener(t *testing.T) {
 	}
 	if code, _ := get("http://" + metricsLn.Addr().String() + "/api/v1/whoami"); code != 404 {
 		t.Errorf("the metrics listener answers an API path with %d, want 404", code)
+	}
+}
+
+// TestLeaseRetentionConfig: credentials.leaseRetention reaches the lease
+// manager as its Retention: unset is the broker's default, 0 keeps final
+// leases forever, a duration is kept as given.
+func TestLeaseRetentionConfig(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want time.Duration
+	}{
+		{"", 0},
+		{"  leaseRetention: 0s\n", -1},
+		{"  leaseRetention: 72h\n", 72 * time.Hour},
+	} {
+		var c struct {
+			Credentials CredentialsConfig `yaml:"credentials"`
+		}
+		if err := yamlstrict.Decode([]byte("credentials:\n  sqlTTL: 15m\n"+tc.yaml), &c, nil); err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if got := c.Credentials.leaseRetention(); got != tc.want {
+			t.Errorf("%q: Retention = %s, want %s", tc.yaml, got, tc.want)
+		}
 	}
 }

@@ -189,7 +189,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 	}
 	rc.Leases = broker.LeasesConfig{
 		Instance: cfg.Instance, DefaultTTL: cfg.Credentials.SQLTTL, LoginPrefix: cfg.Credentials.LoginPrefix,
-		MaxLeasesPerPrincipal: cfg.Credentials.MaxLeasesPerPrincipal,
+		MaxLeasesPerPrincipal: cfg.Credentials.MaxLeasesPerPrincipal, Retention: cfg.Credentials.leaseRetention(),
 	}
 	rc.ReaperInterval = cfg.Credentials.ReaperInterval
 	if rc.ControlDB, rc.ControlDialect, err = openControl(cfg.Control); err != nil {
