@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/sqlgate/sqlgate/broker/route"
 )
 
 // BatchExecutor is an [Executor] that can run several calls in one SQL
@@ -30,6 +33,17 @@ type BatchExecutor interface {
 	// [ErrBatchUnsupported] says the calls cannot be batched (nothing was
 	// sent to the database).
 	ExecuteBatch(ctx context.Context, calls []*Call) ([]BatchResult, error)
+}
+
+// RouteBatcher is an optional interface of a [BatchExecutor] that can tell,
+// without asking the database, that it cannot batch a route's calls. [New]
+// gives such a route no batcher and logs so at start. A route it may batch
+// learns at its first batch whether it can: on [ErrBatchUnsupported] its
+// calls run alone from then on, and that is logged once.
+type RouteBatcher interface {
+	// BatchesRoute reports false when ExecuteBatch would refuse calls of r
+	// with ErrBatchUnsupported whatever the database holds.
+	BatchesRoute(r *route.Route) bool
 }
 
 // BatchResult is the outcome of one call of a batch.
@@ -60,6 +74,12 @@ type batcher struct {
 	// onBatch, if set, learns the size of each batch that ran and whether
 	// it fell back to running its calls alone.
 	onBatch func(calls int, fellBack bool)
+	// onUnbatched, if set, is called once, when the executor says that it
+	// cannot batch this route's calls ([ErrBatchUnsupported]).
+	onUnbatched func()
+	// unbatched is set from then on: each call runs alone at once, as on a
+	// route without batch, and none waits in the queue.
+	unbatched atomic.Bool
 
 	mu      sync.Mutex
 	queue   []*batchCall
@@ -98,6 +118,9 @@ func (e *queueError) Unwrap() error { return ErrUnavailable }
 // any. A queued caller waits for the lead or its result at most timeout,
 // and not after ctx ends: then it leaves the queue with a [queueError].
 func (b *batcher) execute(ctx context.Context, c *Call, timeout time.Duration) (*Result, error) {
+	if b.unbatched.Load() {
+		return execute(ctx, b.exec, c, timeout)
+	}
 	me := &batchCall{ctx: ctx, call: c, timeout: timeout, wake: make(chan struct{}, 1)}
 	b.mu.Lock()
 	b.queue = append(b.queue, me)
@@ -208,7 +231,7 @@ func (b *batcher) finish(bc *batchCall) {
 // none when the batch succeeded, all of them when it failed (nothing of it
 // took effect, or its commit's acknowledgement was lost: each call alone
 // says what it does; a call whose record the batch committed replays it,
-// with its own decision id).
+// with its own decision id), or when the executor cannot batch them.
 func (b *batcher) run(batch []*batchCall) []*batchCall {
 	timeout := batch[0].timeout
 	calls := make([]*Call, len(batch))
@@ -223,6 +246,18 @@ func (b *batcher) run(batch []*batchCall) []*batchCall {
 		return b.exec.ExecuteBatch(ctx, calls)
 	}()
 	cancel()
+	if errors.Is(err, ErrBatchUnsupported) {
+		// Not a batch that failed: nothing was sent. The executor cannot
+		// batch this route's calls (a PostgreSQL procedure, say): they run
+		// alone from now on, without waiting for each other.
+		if !b.unbatched.Swap(true) && b.onUnbatched != nil {
+			b.onUnbatched()
+		}
+		for range batch {
+			b.report(1, false)
+		}
+		return batch
+	}
 	if err == nil && len(results) != len(batch) {
 		err = fmt.Errorf("batch of %d calls returned %d results", len(batch), len(results))
 	}

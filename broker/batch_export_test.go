@@ -11,3 +11,10 @@ func BatchQueued(s *Service, subject string) int {
 	defer b.mu.Unlock()
 	return len(b.queue)
 }
+
+// Batches reports whether the route subject has a batcher that still
+// batches (the executor did not say it cannot).
+func Batches(s *Service, subject string) bool {
+	b := s.routes[subject].batch
+	return b != nil && !b.unbatched.Load()
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +26,8 @@ type gatedExecutor struct {
 	deadlines  []time.Time
 	failBatch  bool
 	panicBatch bool
+	// unsupported makes every batch ErrBatchUnsupported.
+	unsupported bool
 	// opened is when pile opened the gate; batchEnd when the last batch
 	// returned; aloneDeadlines the deadline of each call run alone.
 	opened, batchEnd time.Time
@@ -75,6 +78,9 @@ func (g *gatedExecutor) ExecuteBatch(ctx context.Context, calls []*Call) ([]Batc
 	}()
 	if g.panicBatch {
 		panic("boom")
+	}
+	if g.unsupported {
+		return nil, ErrBatchUnsupported
 	}
 	if g.failBatch || slices.Contains(ids, "bad") {
 		return nil, errors.New("batch rolled back")
@@ -374,14 +380,77 @@ func TestBatcherQueueWait(t *testing.T) {
 	}
 }
 
+// TestBatcherUnsupported: when the executor cannot batch the route's calls
+// (ErrBatchUnsupported, nothing sent), the calls of that batch run alone,
+// which is no fallback: each reports a transaction of one call. From then
+// on the route's calls run alone at once, without waiting for each other,
+// and that is said once.
+func TestBatcherUnsupported(t *testing.T) {
+	g := &gatedExecutor{unsupported: true}
+	b := newBatcher(g, 8)
+	var (
+		mu      sync.Mutex
+		sizes   []int
+		unbatch int
+	)
+	b.onBatch = func(calls int, fellBack bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fellBack {
+			calls = -calls
+		}
+		sizes = append(sizes, calls)
+	}
+	b.onUnbatched = func() { unbatch++ }
+	out := pile(t, b, g, []string{"a", "b", "c"}, nil)
+	for id, o := range out {
+		if o.err != nil || o.res.TransactionID != "alone-"+id {
+			t.Errorf("%s: %+v, %v; want run alone", id, o.res, o.err)
+		}
+	}
+	if want := []int{1, 1, 1, 1}; !slices.Equal(sizes, want) || len(g.batches) != 1 || unbatch != 1 {
+		t.Errorf("sizes %v (want %v), %d batches tried (want 1), said %d times (want once)", sizes, want, len(g.batches), unbatch)
+	}
+
+	// Now two calls run at once: the second does not queue behind the
+	// first, which is held.
+	g.gate, g.started = make(chan struct{}), make(chan struct{}, 2)
+	var wg sync.WaitGroup
+	for _, id := range []string{"held", "free"} {
+		wg.Go(func() {
+			if _, err := b.execute(t.Context(), &Call{CorrelationID: id}, time.Hour); err != nil {
+				t.Errorf("%s: %v", id, err)
+			}
+		})
+	}
+	for range 2 {
+		select {
+		case <-g.started:
+		case <-time.After(10 * time.Second):
+			t.Error("a call waits for the other: it queued")
+		}
+	}
+	close(g.gate)
+	wg.Wait()
+	if len(g.batches) != 1 || unbatch != 1 {
+		t.Errorf("%d batches tried, said %d times; want 1 and once", len(g.batches), unbatch)
+	}
+}
+
 // plainExecutor runs every call alone: it has no ExecuteBatch.
 type plainExecutor struct{ gatedExecutor }
 
 func (p *plainExecutor) ExecuteBatch() {} // not the BatchExecutor method
 
+// pickyExecutor batches procedures only, and says so (RouteBatcher).
+type pickyExecutor struct{ gatedExecutor }
+
+func (p *pickyExecutor) BatchesRoute(r *route.Route) bool { return r.Kind == route.Procedure }
+
 // TestServiceBatchesOnlyWhereAllowed: New gives a route with batch > 1,
-// sync or async, a batcher when the executor can batch; every other route
-// calls the executor itself.
+// sync or async, a batcher when the executor can batch it; every other route
+// calls the executor itself, and a route with batch that gets no batcher
+// is logged at start.
 func TestServiceBatchesOnlyWhereAllowed(t *testing.T) {
 	cat, err := route.Parse([]byte(`routes:
   - {subject: jobs.import, procedure: p, database: batching, mode: async, batch: 16}
@@ -389,14 +458,18 @@ func TestServiceBatchesOnlyWhereAllowed(t *testing.T) {
   - {subject: jobs.single, procedure: p, database: batching, mode: async}
   - {subject: jobs.sync, procedure: p, database: batching}
   - {subject: jobs.plain, procedure: p, database: plain, mode: async, batch: 16}
+  - {subject: jobs.pickyproc, procedure: p, database: picky, batch: 8}
+  - {subject: jobs.pickystmt, statement: {name: s, sql: "SELECT 1"}, database: picky, batch: 8}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	batching, plain := &gatedExecutor{}, &plainExecutor{}
+	batching, plain, picky := &gatedExecutor{}, &plainExecutor{}, &pickyExecutor{}
+	var logged strings.Builder
 	s, err := New(Config{
-		Catalog: cat, Databases: map[string]Executor{"batching": batching, "plain": plain},
+		Catalog: cat, Databases: map[string]Executor{"batching": batching, "plain": plain, "picky": picky},
 		Authorizer: struct{ Authorizer }{}, Recorder: struct{ Recorder }{},
+		Logger: slog.New(slog.NewTextHandler(&logged, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -407,12 +480,23 @@ func TestServiceBatchesOnlyWhereAllowed(t *testing.T) {
 	if b := s.routes["jobs.create"].batch; b == nil || b.max != 8 || b.exec != batching {
 		t.Errorf("jobs.create (sync) batcher = %+v, want one of 8 over the database's executor", b)
 	}
-	for subject, want := range map[string]Executor{"jobs.import": batching, "jobs.create": batching, "jobs.single": batching, "jobs.sync": batching, "jobs.plain": plain} {
+	if b := s.routes["jobs.pickyproc"].batch; b == nil || b.exec != picky {
+		t.Errorf("jobs.pickyproc batcher = %+v, want one over the database's executor", b)
+	}
+	for subject, want := range map[string]Executor{"jobs.import": batching, "jobs.create": batching, "jobs.single": batching, "jobs.sync": batching, "jobs.plain": plain, "jobs.pickyproc": picky, "jobs.pickystmt": picky} {
 		if got := s.routes[subject].exec; got != want {
 			t.Errorf("%s executor = %T, want the database's own", subject, got)
 		}
-		if subject != "jobs.import" && subject != "jobs.create" && s.routes[subject].batch != nil {
+		if subject != "jobs.import" && subject != "jobs.create" && subject != "jobs.pickyproc" && s.routes[subject].batch != nil {
 			t.Errorf("%s has a batcher", subject)
 		}
+	}
+	for _, subject := range []string{"jobs.plain", "jobs.pickystmt"} {
+		if !strings.Contains(logged.String(), "route batch ignored") || !strings.Contains(logged.String(), "route="+subject) {
+			t.Errorf("the start logged %q; want the batch of %s ignored", logged.String(), subject)
+		}
+	}
+	if strings.Count(logged.String(), "route batch ignored") != 2 {
+		t.Errorf("the start logged %q; want two routes' batch ignored", logged.String())
 	}
 }

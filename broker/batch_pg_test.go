@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -269,4 +272,110 @@ CREATE CONSTRAINT TRIGGER jobs_at_commit AFTER INSERT ON jobs DEFERRABLE INITIAL
 	if !maps.Equal(got, want) {
 		t.Errorf("principal seen by default, AFTER trigger, deferred trigger: %+v, want %+v", got, want)
 	}
+}
+
+// TestBatchUnsupportedPostgres: on PostgreSQL only functions batch. A
+// route with batch to a statement gets no batcher, and the start logs that
+// its batch is ignored; one to a procedure learns it at its first batch,
+// which is no fallback (sqlgate_batch_fallbacks_total stays), logs it once,
+// and its calls run alone from then on without waiting for each other.
+func TestBatchUnsupportedPostgres(t *testing.T) {
+	dsn, conn := pgBatchDB(t, pgBatchSchema+`
+CREATE PROCEDURE add_job_proc(name text) LANGUAGE plpgsql AS $$
+BEGIN
+  IF add_job_proc.name LIKE 'holder%' THEN PERFORM pg_advisory_xact_lock(7001); END IF;
+  INSERT INTO jobs (name) VALUES (add_job_proc.name);
+END $$;
+`)
+	e := openPG(t, dsn)
+	var (
+		mu      sync.Mutex
+		batches []int
+		logged  strings.Builder
+	)
+	s := batchService(t, `routes:
+  - subject: jobs.proc
+    procedure: add_job_proc
+    database: jobs
+    batch: 16
+    params: {type: object, properties: {name: {type: string}}, required: [name]}
+  - subject: jobs.stmt
+    statement: {name: add, sql: "INSERT INTO jobs (name) VALUES (:name)"}
+    database: jobs
+    batch: 16
+    params: {type: object, properties: {name: {type: string}}, required: [name]}
+`, map[string]broker.Executor{"jobs": e}, func(c *broker.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&syncWriter{mu: &mu, w: &logged}, nil))
+		c.OnBatch = func(_ string, calls int, fellBack bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if fellBack {
+				calls = -calls
+			}
+			batches = append(batches, calls)
+		}
+	})
+	ignored := func(subject string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, line := range strings.Split(logged.String(), "\n") {
+			if strings.Contains(line, "route batch ignored") && strings.Contains(line, "route="+subject+" ") {
+				n++
+			}
+		}
+		return n
+	}
+	if broker.Batches(s, "jobs.stmt") || ignored("jobs.stmt") != 1 || !broker.Batches(s, "jobs.proc") || ignored("jobs.proc") != 0 {
+		t.Fatalf("at start: statement batches %v, procedure batches %v; log %q; want the statement's batch ignored and logged",
+			broker.Batches(s, "jobs.stmt"), broker.Batches(s, "jobs.proc"), logged.String())
+	}
+
+	started, release := holdLock(t, conn, 7001)
+	replies := queueBehind(t, s, "jobs.proc", nil, started, release, "holder1", "p1", "p2", "p3")
+	for name, rep := range replies {
+		if !rep.OK {
+			t.Errorf("%s: %+v", name, rep.Error)
+		}
+	}
+	mu.Lock()
+	if want := []int{1, 1, 1, 1}; !slices.Equal(batches, want) {
+		t.Errorf("batches %v, want %v: each call alone, none a fallback", batches, want)
+	}
+	mu.Unlock()
+	if broker.Batches(s, "jobs.proc") || ignored("jobs.proc") != 1 {
+		t.Errorf("after the first batch: procedure batches %v, log %q; want its batch ignored and logged once", broker.Batches(s, "jobs.proc"), logged.String())
+	}
+
+	// A call no longer waits for the one ahead: it commits while the
+	// holder still waits for the lock.
+	started, release = holdLock(t, conn, 7001)
+	held := make(chan *broker.Reply, 1)
+	go func() { held <- batchCall(context.Background(), s, "jobs.proc", alice, "holder2") }()
+	started()
+	if rep := batchCall(t.Context(), s, "jobs.proc", alice, "p4"); !rep.OK {
+		t.Errorf("p4 while holder2 runs: %+v", rep.Error)
+	}
+	release()
+	if rep := <-held; !rep.OK {
+		t.Errorf("holder2: %+v", rep.Error)
+	}
+	if got, want := jobNames(t, conn), []string{"holder1", "holder2", "p1", "p2", "p3", "p4"}; !slices.Equal(got, want) {
+		t.Errorf("jobs %v, want %v", got, want)
+	}
+	if ignored("jobs.proc") != 1 {
+		t.Errorf("log %q; want the procedure's batch ignored once", logged.String())
+	}
+}
+
+// syncWriter serializes writes to w under mu.
+type syncWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

@@ -145,11 +145,23 @@ func New(cfg Config) (*Service, error) {
 			}
 			var batch *batcher
 			if r.Batch > 1 {
-				if be, ok := ex.(BatchExecutor); ok {
+				be, ok := ex.(BatchExecutor)
+				if rb, can := ex.(RouteBatcher); ok && can && !rb.BatchesRoute(r) {
+					ok = false // e.g. a statement on PostgreSQL
+				}
+				if ok {
 					batch = newBatcher(be, r.Batch)
+					subject := r.Subject
 					if cfg.OnBatch != nil {
-						subject := r.Subject
 						batch.onBatch = func(calls int, fellBack bool) { cfg.OnBatch(subject, calls, fellBack) }
+					}
+					// A route that cannot batch because of what the database
+					// holds (a PostgreSQL procedure, not a function) shows so
+					// at its first batch: logged then, once.
+					database, log := r.Database, s.log
+					batch.onUnbatched = func() {
+						log.Warn("route batch ignored: the database runs each call in its own transaction",
+							"route", subject, "database", database, "dialect", ex.Describe().Dialect)
 					}
 				} else {
 					s.log.Warn("route batch ignored: the database runs each call in its own transaction",

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
+	"github.com/sqlgate/sqlgate/broker/route"
 )
 
 // A function call in one round trip.
@@ -513,6 +514,15 @@ func (e *Executor) ExecuteBatch(ctx context.Context, calls []*broker.Call) ([]br
 	}
 	return out, nil
 }
+
+// BatchesRoute implements [broker.RouteBatcher]: a statement never batches
+// here. A procedure target batches when it is a function with the
+// one-round-trip form, which ExecuteBatch learns at the route's first batch.
+func (e *Executor) BatchesRoute(r *route.Route) bool {
+	return r.Kind == route.Procedure
+}
+
+var _ broker.RouteBatcher = (*Executor)(nil)
 
 // batchItem is one call of a batch and its one-round-trip form.
 type batchItem struct {
