@@ -165,7 +165,11 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 	if err := e.saveState(st); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "Signed in to %s as %s (groups: %s).\n", url, who.Display(), strings.Join(who.Groups, ", "))
+	groups := ""
+	if len(who.Groups) > 0 {
+		groups = " (groups: " + strings.Join(who.Groups, ", ") + ")"
+	}
+	fmt.Fprintf(e.stdout, "Signed in to %s as %s%s.\n", url, who.Display(), groups)
 	// NATS credentials saved for another principal or broker would let
 	// sqlgate call act as them.
 	if info, ok := e.savedNATS(); ok && (info.Principal != st.Principal || !sameBroker(info.Broker, url)) {
@@ -362,6 +366,12 @@ func (e *env) accessToken(ctx context.Context) (string, error) {
 				return again.Bearer(), nil
 			}
 			return "", errors.New("your sign-in expired: run sqlgate login")
+		}
+		var refused *oidc.OAuthError
+		if errors.As(err, &refused) {
+			// The provider refused the renewal itself (a service's client
+			// secret rotated: invalid_client): only a new sign-in helps.
+			return "", fmt.Errorf("renew your sign-in: %w: run sqlgate login", err)
 		}
 		return "", fmt.Errorf("renew your sign-in: %w", err)
 	}

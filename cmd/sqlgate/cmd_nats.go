@@ -350,6 +350,9 @@ func userKeyOf(path string) (string, error) {
 // NATS server checks that).
 func userClaimsOf(path string) (*jwt.UserClaims, error) {
 	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read creds: %w: run sqlgate creds nats, or pass --creds FILE", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read creds: %w", err)
 	}
