@@ -84,6 +84,9 @@ type lazyDB struct {
 	refused error
 	// startErr is why the database could not be opened at start.
 	startErr error
+	// routeBatcher, when the dialect's executor is a [broker.RouteBatcher],
+	// tells without the database which routes it can never batch.
+	routeBatcher broker.RouteBatcher
 
 	mu     sync.Mutex
 	closed bool
@@ -109,6 +112,13 @@ func lazyOf(ex broker.Executor) *lazyDB {
 
 // lazyBatchDB is a lazyDB of a dialect whose executor runs batches.
 type lazyBatchDB struct{ *lazyDB }
+
+// BatchesRoute implements [broker.RouteBatcher] with the dialect's rule,
+// which needs no database: a route its executor can never batch gets no
+// batcher at start, as when the database opened at once.
+func (l lazyBatchDB) BatchesRoute(r *route.Route) bool {
+	return l.routeBatcher == nil || l.routeBatcher.BatchesRoute(r)
+}
 
 func newLazyDB(name string, info broker.DatabaseInfo, open func(context.Context) (*openedDB, error), startErr error) *lazyDB {
 	return &lazyDB{

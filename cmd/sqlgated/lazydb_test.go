@@ -23,6 +23,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/postgres"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/internal/testnet"
 )
@@ -468,5 +469,43 @@ func TestLazyDBCloseStopsRetries(t *testing.T) {
 	}})
 	if waits != 2 {
 		t.Errorf("the loop waited %d times, want 2 (it ends once closed)", waits)
+	}
+}
+
+// TestPendingPostgresBatchesOnlyWhatItCan: a PostgreSQL database that is
+// unreachable at start tells the broker, as an open one does, that it never
+// batches statement routes, so such a route gets no batcher (its calls would
+// queue behind each other for nothing).
+func TestPendingPostgresBatchesOnlyWhatItCan(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close() // nothing listens there now: the database is pending
+	t.Setenv("SQLGATE_TEST_PENDING_DSN", "postgres://broker@"+addr+"/orders?sslmode=disable&connect_timeout=1")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, ex, _, err := openDatabase(ctx, DatabaseConfig{Postgres: &postgres.Config{Name: "orders", DSNEnv: "SQLGATE_TEST_PENDING_DSN"}}, "sg_")
+	if err != nil {
+		t.Fatalf("openDatabase: %v (want the database pending)", err)
+	}
+	lz := lazyOf(ex)
+	if lz == nil {
+		t.Fatalf("executor %T is not pending", ex)
+	}
+	defer lz.Close()
+	if _, ok := ex.(broker.BatchExecutor); !ok {
+		t.Fatal("a pending PostgreSQL database does not batch at all")
+	}
+	rb, ok := ex.(broker.RouteBatcher)
+	if !ok {
+		t.Fatal("a pending PostgreSQL database cannot tell which routes it batches")
+	}
+	if rb.BatchesRoute(&route.Route{Kind: route.StatementKind}) {
+		t.Error("a statement route would be batched: PostgreSQL never batches statements")
+	}
+	if !rb.BatchesRoute(&route.Route{Kind: route.Procedure}) {
+		t.Error("a procedure route would not be batched")
 	}
 }

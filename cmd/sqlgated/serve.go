@@ -301,6 +301,9 @@ func openDatabase(ctx context.Context, d DatabaseConfig, loginPrefix string) (st
 		return name, nil, nil, derr
 	}
 	l := newLazyDB(name, info, open, err)
+	if d.Postgres != nil {
+		l.routeBatcher = (*postgres.Executor)(nil) // BatchesRoute reads only the route
+	}
 	var iss broker.SQLLoginIssuer
 	if d.PostgresLogins != nil || d.SQLServerLogins != nil {
 		iss = lazyIssuer{l}
