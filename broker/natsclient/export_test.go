@@ -9,3 +9,6 @@ func WithRetry(cfg Config, window time.Duration, attempts int, backoff time.Dura
 	cfg.retry = &retryConfig{window: window, attempts: attempts, backoff: func(int) time.Duration { return backoff }}
 	return cfg
 }
+
+// WhoAmI is whoAmI for the tests.
+var WhoAmI = whoAmI

@@ -233,10 +233,14 @@ func askBroker(ctx context.Context, hc *http.Client, method, url, token string, 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+	// No redirect is followed: Go would resend the bearer token (and the
+	// body) to the new location, over plain http when it says so.
+	noRedirect := http.Client{Timeout: 30 * time.Second}
+	if hc != nil {
+		noRedirect = *hc
 	}
-	resp, err := hc.Do(req)
+	noRedirect.CheckRedirect = api.RefuseRedirect
+	resp, err := noRedirect.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("natsclient: %s request: %w", what, err)
 	}

@@ -65,7 +65,7 @@ func NewClient(baseURL string, token func(ctx context.Context) (string, error)) 
 		return nil, fmt.Errorf("broker URL %s must not hold a user name or password: sqlgate signs in with its own tokens", redactUser(u))
 	}
 	return &Client{
-		base: u, http: &http.Client{Transport: newTransport(), CheckRedirect: refuseRedirect}, token: token,
+		base: u, http: &http.Client{Transport: newTransport(), CheckRedirect: RefuseRedirect}, token: token,
 		callTimeout: callTimeout, downloadWait: downloadWait, downloadIdle: downloadIdle,
 	}, nil
 }
@@ -85,8 +85,9 @@ func (e *RedirectError) Error() string {
 		"the token would go along): use the broker's own URL", e.Location)
 }
 
-// refuseRedirect is the client's CheckRedirect: no redirect is followed.
-func refuseRedirect(req *http.Request, _ []*http.Request) error {
+// RefuseRedirect is a CheckRedirect that follows no redirect: every client
+// that sends the bearer token to the broker uses it.
+func RefuseRedirect(req *http.Request, _ []*http.Request) error {
 	return &RedirectError{Location: redactUser(req.URL)}
 }
 
