@@ -406,7 +406,7 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 	for _, r := range a.cfg.Catalog.Routes() {
 		if r.Mode == route.Async {
 			async = append(async, r.Subject)
-			ackWait = max(ackWait, r.Timeout)
+			ackWait = max(ackWait, longestCall(r))
 			maxPayload = max(maxPayload, r.MaxPayload)
 		}
 	}
@@ -437,6 +437,17 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 		return fmt.Errorf("start async consumer: %w", err)
 	}
 	return nil
+}
+
+// longestCall is the longest a call of r may run before it is answered:
+// its timeout, and on a route with batch three of them (the wait for the
+// batch ahead, the batch, the call alone after a failed batch). The async
+// ack wait adds room for the audit writes and the lookup of a failed call.
+func longestCall(r *route.Route) time.Duration {
+	if r.Batch > 1 {
+		return 3 * r.Timeout
+	}
+	return r.Timeout
 }
 
 // asyncHeaderRoom is what the stream allows beyond the largest payload for

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/broker/natsvc"
+	"github.com/sqlgate/sqlgate/broker/route"
 )
 
 // TestDevAsync runs the demo's durable async route, orders.v1.import, over
@@ -37,6 +38,15 @@ func TestDevAsync(t *testing.T) {
 	js, err := jetstream.New(bc)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A batched call may take three route timeouts (the batch ahead, the
+	// batch, the call alone): JetStream must not deliver it again meanwhile.
+	if c, err := js.Consumer(t.Context(), natsvc.DefaultAsyncStream, natsvc.DefaultAsyncDurable); err != nil {
+		t.Fatal(err)
+	} else if info, err := c.Info(t.Context()); err != nil {
+		t.Fatal(err)
+	} else if least := 3*route.DefaultTimeout + 30*time.Second; info.Config.AckWait < least {
+		t.Errorf("async ack wait %s, want at least %s for orders.v1.import (batch: 16, timeout %s)", info.Config.AckWait, least, route.DefaultTimeout)
 	}
 	// settled waits until the consumer acknowledged stream sequence seq.
 	settled := func(seq uint64) {
