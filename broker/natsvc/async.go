@@ -2,8 +2,6 @@ package natsvc
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,7 +17,6 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/broker"
-	"github.com/sqlgate/sqlgate/internal/header"
 )
 
 // Defaults of [AsyncConfig].
@@ -779,11 +776,6 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 		Received: meta.Timestamp,
 	}
 	problem := requestHeaders(req, hdr)
-	if key, _ := oneHeader(hdr, HeaderIdempotencyKey); key == "" {
-		// The sender set no Idempotency-Key: the key is the Nats-Msg-Id,
-		// made one if it cannot be one as it is.
-		req.IdempotencyKey = msgIDKey(req.IdempotencyKey)
-	}
 	// The message's place in the stream is stable across redeliveries: it is
 	// the key of a message that came without one (so a redelivery never runs
 	// twice), and its correlation id if it came without a valid one.
@@ -897,25 +889,6 @@ func backstopDeliveries(cfg AsyncConfig) int {
 // retryDelay backs off 1s, 2s, 4s, ... up to MaxRetryDelay.
 func retryDelay(delivered uint64) time.Duration {
 	return min(time.Second<<min(max(delivered, 1)-1, 6), MaxRetryDelay)
-}
-
-// msgIDKeyPrefix starts the idempotency key derived from a Nats-Msg-Id that
-// is not a valid key itself.
-const msgIDKeyPrefix = "nats-msg-id-sha256-"
-
-// msgIDKey returns the idempotency key of a message whose sender set no
-// Idempotency-Key: its Nats-Msg-Id as it is when that is a valid key (1 to
-// 256 printable ASCII characters without spaces; so keys stored before
-// stay the same), else msgIDKeyPrefix and the hex SHA-256 of the id, so
-// that a redelivery, or a message sent again with the same id, has the
-// same key ("" for none). The broker would refuse an invalid key as
-// invalid_request, about a header the sender never set.
-func msgIDKey(msgID string) string {
-	if msgID == "" || header.Valid(msgID, header.MaxIdempotencyKey) {
-		return msgID
-	}
-	sum := sha256.Sum256([]byte(msgID))
-	return msgIDKeyPrefix + hex.EncodeToString(sum[:])
 }
 
 // jitteredRetryDelay is retryDelay shortened by up to a quarter at random:

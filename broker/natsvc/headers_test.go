@@ -143,3 +143,37 @@ func TestAsyncRepeatedIdempotencyKeyIsInvalid(t *testing.T) {
 		t.Errorf("settled final %d times, want 1 (%v)", got, f.settledCounts())
 	}
 }
+
+// TestSyncMsgIDThatIsNoKey: a sync request whose only key is a Nats-Msg-Id
+// that cannot be an Idempotency-Key (a space, too long) runs under a key
+// derived from it, the same each time, as an async one does; a valid one is
+// the key as it is.
+func TestSyncMsgIDThatIsNoKey(t *testing.T) {
+	t.Parallel()
+	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.create"}}, &recorder{})
+	u := f.env.MintUser(t, "alice", []string{"orders.v1.create"}, time.Minute)
+	nc := f.env.MustConnect(t, u.Option())
+	keyOf := func(msgID string) string {
+		t.Helper()
+		msg := &nats.Msg{Subject: "orders.v1.create", Data: []byte(`{"amount":10}`), Header: nats.Header{"Nats-Msg-Id": {msgID}}}
+		resp, err := nc.RequestMsg(msg, 5*time.Second)
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		if env := decode(t, resp); !env.OK {
+			t.Fatalf("Nats-Msg-Id %.40q: reply = %s, want it run", msgID, resp.Data)
+		}
+		f.h.mu.Lock()
+		defer f.h.mu.Unlock()
+		return f.h.reqs[len(f.h.reqs)-1].IdempotencyKey
+	}
+	if k := keyOf("job-7"); k != "job-7" {
+		t.Errorf("valid Nats-Msg-Id: key %q, want it as it is", k)
+	}
+	for _, id := range []string{"import job 7", strings.Repeat("m", 300)} {
+		k1, k2 := keyOf(id), keyOf(id)
+		if k1 != k2 || !strings.HasPrefix(k1, "nats-msg-id-sha256-") {
+			t.Errorf("Nats-Msg-Id %.40q: keys %q and %q, want one derived key", id, k1, k2)
+		}
+	}
+}

@@ -2,6 +2,8 @@ package natsvc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +18,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/internal/header"
 )
 
 // Request and reply headers.
@@ -572,14 +575,35 @@ func requestHeaders(req *broker.Request, h nats.Header) (problem string) {
 		return repeated(HeaderIdempotencyKey)
 	}
 	if req.IdempotencyKey == "" {
-		if req.IdempotencyKey, ok = oneHeader(h, HeaderMsgID); !ok {
+		var msgID string
+		if msgID, ok = oneHeader(h, HeaderMsgID); !ok {
 			return repeated(HeaderMsgID)
 		}
+		req.IdempotencyKey = msgIDKey(msgID)
 	}
 	if req.Reason, ok = oneHeader(h, HeaderReason); !ok {
 		return repeated(HeaderReason)
 	}
 	return ""
+}
+
+// msgIDKeyPrefix starts the idempotency key derived from a Nats-Msg-Id that
+// is not a valid key itself.
+const msgIDKeyPrefix = "nats-msg-id-sha256-"
+
+// msgIDKey returns the idempotency key of a message whose sender set no
+// Idempotency-Key: its Nats-Msg-Id as it is when that is a valid key (1 to
+// 256 printable ASCII characters without spaces; so keys stored before
+// stay the same), else msgIDKeyPrefix and the hex SHA-256 of the id, so
+// that a redelivery, or a message sent again with the same id, has the
+// same key ("" for none). The broker would refuse an invalid key as
+// invalid_request, about a header the sender never set.
+func msgIDKey(msgID string) string {
+	if msgID == "" || header.Valid(msgID, header.MaxIdempotencyKey) {
+		return msgID
+	}
+	sum := sha256.Sum256([]byte(msgID))
+	return msgIDKeyPrefix + hex.EncodeToString(sum[:])
 }
 
 func repeated(name string) string {
