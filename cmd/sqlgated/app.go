@@ -275,7 +275,7 @@ func (a *app) openPolicy(ctx context.Context) error {
 	a.closers = append(a.closers, func(context.Context) error { return engine.Close() })
 	a.metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sqlgate_policy_load_failed",
-		Help: "1 while the last policy load failed (the last good revision keeps serving) or the policy directory is not watched, else 0.",
+		Help: "1 while the last policy load failed (the last good revision keeps serving; with none, every call is denied) or the policy directory is not watched, else 0.",
 	}, func() float64 {
 		if engine.Status().LastError != nil {
 			return 1
