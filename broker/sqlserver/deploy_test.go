@@ -202,3 +202,72 @@ func TestLiveDeployScripts(t *testing.T) {
 		t.Errorf("direct SELECT as the broker login = %v, want permission denied (229)", err)
 	}
 }
+
+// issuanceGrants returns the permissions deploy/sqlserver/
+// 04-credential-issuance.sql grants in master and in a database, with the
+// scripting variables vars: every N'GRANT ... TO ' literal, in the branch
+// of IF DB_NAME() = N'master' it stands in.
+func issuanceGrants(t *testing.T, vars map[string]string) (master, database map[string]bool) {
+	t.Helper()
+	script := strings.Join(sqlcmdScript(t, "04-credential-issuance.sql", vars), "\n")
+	master, database = map[string]bool{}, map[string]bool{}
+	branch := regexp.MustCompile(`(?s)IF DB_NAME\(\) = N'master'\s*BEGIN(.*?)\nEND\s*ELSE\s*BEGIN(.*)\nEND;`).FindStringSubmatch(script)
+	if branch == nil {
+		t.Fatal("04-credential-issuance.sql: no IF DB_NAME() = N'master' BEGIN ... END ELSE BEGIN ... END; block")
+	}
+	grant := regexp.MustCompile(`N'GRANT ([A-Z ,]+?) TO '`)
+	for i, set := range []map[string]bool{master, database} {
+		for _, m := range grant.FindAllStringSubmatch(branch[i+1], -1) {
+			for _, p := range strings.Split(m[1], ",") {
+				set[strings.TrimSpace(p)] = true
+			}
+		}
+	}
+	return master, database
+}
+
+// checkedPermissions returns the permissions a batch requires through
+// HAS_PERMS_BY_NAME: on the server (NULL, NULL) and on the database.
+func checkedPermissions(batch string) (server, database []string) {
+	for _, m := range regexp.MustCompile(`HAS_PERMS_BY_NAME\((NULL, NULL|DB_NAME\(\), N'DATABASE'), N'([A-Z ]+)'\)`).FindAllStringSubmatch(batch, -1) {
+		if m[1] == "NULL, NULL" {
+			server = append(server, m[2])
+		} else {
+			database = append(database, m[2])
+		}
+	}
+	return server, database
+}
+
+// TestDeployIssuanceGrantsWhatTheBatchesCheck: every permission a server
+// mode batch checks before it reads the catalog is granted by
+// 04-credential-issuance.sql (the database ones in the database, the
+// server ones in master), so the grants the docs prescribe are the grants
+// the batches need.
+func TestDeployIssuanceGrantsWhatTheBatchesCheck(t *testing.T) {
+	t.Parallel()
+	master, database := issuanceGrants(t, map[string]string{"SQLGATE_LOGIN": "sqlgate_broker", "SQLGATE_CONTAINED": "0"})
+	for name, batch := range map[string]string{"RoleCheckBatch": RoleCheckBatch, "KillSessionsBatch": KillSessionsBatch, "LoginGuardBatch": LoginGuardBatch} {
+		server, db := checkedPermissions(batch)
+		for _, p := range server {
+			if !master[p] {
+				t.Errorf("%s checks server permission %s; 04-credential-issuance.sql does not grant it in master (grants %v)", name, p, master)
+			}
+		}
+		for _, p := range db {
+			if !database[p] {
+				t.Errorf("%s checks database permission %s; 04-credential-issuance.sql does not grant it in the database (grants %v)", name, p, database)
+			}
+		}
+	}
+	for _, p := range []string{"ALTER ANY USER", "ALTER ANY ROLE", "VIEW DEFINITION"} {
+		if !database[p] {
+			t.Errorf("04-credential-issuance.sql does not grant %s in the database (grants %v)", p, database)
+		}
+	}
+	for _, p := range []string{"ALTER ANY LOGIN", "ALTER ANY CONNECTION", "VIEW SERVER STATE"} {
+		if !master[p] {
+			t.Errorf("04-credential-issuance.sql does not grant %s in master (grants %v)", p, master)
+		}
+	}
+}

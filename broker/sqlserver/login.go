@@ -61,7 +61,12 @@ EXEC sys.sp_executesql @sql;
 EXEC sys.sp_addextendedproperty @name = N'sqlgate.principal', @value = @principal, @level0type = N'USER', @level0name = @login;
 EXEC sys.sp_addextendedproperty @name = N'sqlgate.lease_id', @value = @lease_id, @level0type = N'USER', @level0name = @login;`
 
-	// RoleCheckBatch runs first in the creation transaction: does the role
+	// RoleCheckBatch runs first in the creation transaction. It fails
+	// (50104, [ErrViewDefinition]) unless the broker may see the whole
+	// database's security metadata (VIEW DEFINITION on the database):
+	// without it sys.database_role_members shows only the broker's own
+	// memberships and sys.database_permissions only its own grants, so a
+	// role nested in db_owner would look harmless. Then: does the role
 	// exist in this database; is it a fixed database role (db_datareader,
 	// ...; public), whose members only db_owner may add; and is it
 	// privileged: it, or a role it belongs to at any depth, is db_owner,
@@ -76,6 +81,8 @@ EXEC sys.sp_addextendedproperty @name = N'sqlgate.lease_id', @value = @lease_id,
 	// database principal owns a schema in the database, and cannot be
 	// dropped") and the lease would stay revoking, the grant outliving it.
 	RoleCheckBatch = `SET NOCOUNT ON;
+IF ISNULL(HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'VIEW DEFINITION'), 0) = 0
+    THROW 50104, N'sqlgate: VIEW DEFINITION on the database is required to see role memberships, permissions and owners', 1;
 DECLARE @found bit = 0, @fixed bit = 0, @privileged bit = 0;
 SELECT @found = 1, @fixed = CASE WHEN is_fixed_role = 1 OR principal_id = 0 THEN 1 ELSE 0 END
 FROM sys.database_principals WHERE name = @role AND type = N'R';
@@ -119,9 +126,15 @@ SELECT @found AS found, @fixed AS fixed, @privileged AS privileged;`
 
 	// ContainedGuardBatch refuses to revoke a contained user that is a
 	// member of db_owner. IS_ROLEMEMBER returns NULL for a user that does
-	// not exist and when the caller may not see the membership: for an
-	// existing user, NULL counts as privileged (fail closed).
-	ContainedGuardBatch = `SELECT CAST(CASE WHEN NOT EXISTS (SELECT 1 FROM sys.database_principals WHERE name = @login) THEN 0
+	// not exist and when the caller may not see the membership (it needs
+	// VIEW DEFINITION on the role): for an existing user, NULL counts as
+	// privileged (fail closed). Without VIEW DEFINITION on the database the
+	// batch fails first (50104, [ErrViewDefinition]), so that the missing
+	// grant is named instead of every revocation being refused as
+	// privileged.
+	ContainedGuardBatch = `IF ISNULL(HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'VIEW DEFINITION'), 0) = 0
+    THROW 50104, N'sqlgate: VIEW DEFINITION on the database is required to see role memberships, permissions and owners', 1;
+SELECT CAST(CASE WHEN NOT EXISTS (SELECT 1 FROM sys.database_principals WHERE name = @login) THEN 0
     WHEN ISNULL(IS_ROLEMEMBER(N'db_owner', @login), 1) = 1 THEN 1 ELSE 0 END AS bit) AS privileged;`
 
 	// LoginDisableBatch stops new sessions of a server login (revocation,
@@ -479,6 +492,18 @@ const fixedRoleHelp = "is a fixed database role: sqlgate grants user-defined rol
 // members to it; other statements raise it for logins and users too.
 const errRoleMembership = 15151
 
+// errViewDefinition is the number [RoleCheckBatch] and
+// [ContainedGuardBatch] THROW when the broker's login lacks VIEW
+// DEFINITION on the database.
+const errViewDefinition = 50104
+
+// ErrViewDefinition is wrapped (with the server's [broker.DBError] 50104)
+// by a creation or revocation that stopped because the broker's login may
+// not see the database's role memberships, permissions and owners: grant
+// it VIEW DEFINITION on the database
+// (deploy/sqlserver/04-credential-issuance.sql).
+var ErrViewDefinition = errors.New("sqlserver logins: the broker's login lacks VIEW DEFINITION on the database")
+
 // loginArgs are the parameters of a batch.
 func loginArgs(spec *broker.LoginSpec, extra ...sql.NamedArg) []any {
 	args := []any{
@@ -677,6 +702,12 @@ func (li *LoginIssuer) classifyStep(ctx context.Context, err error, spec *broker
 		me = cause(me)
 		if unavailableNumbers[me.Number] {
 			return fmt.Errorf("%w: sqlserver database %s: server error %d", broker.ErrUnavailable, li.cfg.Name, me.Number)
+		}
+		if me.Number == errViewDefinition {
+			return fmt.Errorf("%w: %w", ErrViewDefinition, &broker.DBError{
+				Number: int(me.Number), State: strconv.Itoa(int(me.State)),
+				Message: fmt.Sprintf("the broker's login may not see role memberships, permissions and owners in database %s: grant it VIEW DEFINITION on the database (deploy/sqlserver/04-credential-issuance.sql); until then sqlgate issues no login there and revokes no contained user", li.cfg.Name),
+			})
 		}
 		msg := scrub.Redact(me.Message, append(secrets, spec.Password)...)
 		if addsMember && me.Number == errRoleMembership && spec.Role != "" && strings.HasPrefix(me.Message, "Cannot alter the role") {

@@ -2,7 +2,9 @@ package sqlserver
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -219,5 +221,136 @@ func TestLiveLoginOwnershipRefused(t *testing.T) {
 		if loginExists(t, e, spec.Username) {
 			t.Errorf("login left after CreateLogin(%s)", role)
 		}
+	}
+}
+
+// liveBroker creates a least-privilege broker login (deploy/sqlserver
+// 00-login.sql, a user in the test database, and
+// 04-credential-issuance.sql in the test database and in master) and
+// returns a pool logged in as it and its name. The login is dropped at
+// the end of the test.
+func liveBroker(t *testing.T, e *Executor) (*sql.DB, string) {
+	t.Helper()
+	ctx := t.Context()
+	rb := make([]byte, 12)
+	_, _ = rand.Read(rb)
+	login, password := "sqlgate_broker_"+hex.EncodeToString(rb[:4]), "Sg1!"+hex.EncodeToString(rb)
+	vars := map[string]string{"SQLGATE_LOGIN": login, "SQLGATE_PASSWORD": password, "SQLGATE_CONTAINED": "0"}
+	run := func(db *sql.DB, name string) {
+		t.Helper()
+		for _, batch := range sqlcmdScript(t, name, vars) {
+			if _, err := db.ExecContext(ctx, batch); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+	}
+	admin := e.DB()
+	run(admin, "00-login.sql")
+	t.Cleanup(func() {
+		ctx := context.Background()
+		var remaining int
+		if err := admin.QueryRowContext(ctx, KillSessionsBatch, sql.Named("login", login)).Scan(&remaining); err != nil || remaining != 0 {
+			t.Errorf("cleanup: ending the sessions of %s: %d remain, %v", login, remaining, err)
+		}
+		if _, err := admin.ExecContext(ctx, DropUsersBatch, sql.Named("login", login)); err != nil {
+			t.Errorf("cleanup: user %s left in the test database: %v", login, err)
+		}
+		if _, err := admin.ExecContext(ctx, DropLoginBatch, sql.Named("login", login)); err != nil {
+			t.Errorf("cleanup: login %s left on the server: %v", login, err)
+		}
+	})
+	if _, err := admin.ExecContext(ctx, `DECLARE @s nvarchar(max) = N'CREATE USER ' + QUOTENAME(@p1) + N' FOR LOGIN ' + QUOTENAME(@p1) + N';'; EXEC sys.sp_executesql @s;`, login); err != nil {
+		t.Fatal(err)
+	}
+	run(admin, "04-credential-issuance.sql")
+	masterDSN, err := withParams(liveDSN, map[string]string{"database": "master"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, err := sql.Open("sqlserver", masterDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	run(master, "04-credential-issuance.sql")
+	dsn, err := withParams(liveDSN, map[string]string{"user id": login, "password": password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlserver", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db, login
+}
+
+// TestLiveLeastPrivilegeRoleCheck issues and revokes as a broker login
+// with exactly the grants of deploy/sqlserver: a role nested in db_owner
+// is refused (without VIEW DEFINITION the broker would not see the
+// membership and make the login db_owner), a plain role is issued and
+// revoked, and without VIEW DEFINITION both the role check and the
+// contained-mode guard stop with ErrViewDefinition instead of issuing or
+// calling every user privileged.
+func TestLiveLeastPrivilegeRoleCheck(t *testing.T) {
+	e, _ := liveLogins(t, LoginConfig{})
+	ctx := t.Context()
+	for _, b := range []string{
+		`IF DATABASE_PRINCIPAL_ID(N'sg_nested_owner') IS NULL CREATE ROLE sg_nested_owner;`,
+		`ALTER ROLE db_owner ADD MEMBER sg_nested_owner;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_plain_user') IS NULL CREATE USER sg_plain_user WITHOUT LOGIN;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_owner_user') IS NULL CREATE USER sg_owner_user WITHOUT LOGIN;`,
+		`ALTER ROLE db_owner ADD MEMBER sg_owner_user;`,
+	} {
+		if _, err := e.DB().ExecContext(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bdb, brokerLogin := liveBroker(t, e)
+	li, err := NewLoginIssuer(bdb, LoginConfig{Name: "test", ClientHost: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nested := liveSpec(t, "sg_nested_owner")
+	if err := li.CreateLogin(ctx, nested); !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "privileged") {
+		t.Errorf("CreateLogin(role nested in db_owner) as the least-privilege broker = %v, want refused as privileged", err)
+	}
+	if loginExists(t, e, nested.Username) {
+		t.Errorf("login %s created for a role nested in db_owner", nested.Username)
+	}
+	plain := liveSpec(t, "sg_reader")
+	if err := li.CreateLogin(ctx, plain); err != nil {
+		t.Fatalf("CreateLogin(sg_reader) as the least-privilege broker: %v", err)
+	}
+	plain.Password = ""
+	if err := li.RevokeLogin(ctx, plain); err != nil {
+		t.Errorf("RevokeLogin as the least-privilege broker: %v", err)
+	}
+	guard := func(user string) (bool, error) {
+		var privileged bool
+		err := bdb.QueryRowContext(ctx, ContainedGuardBatch, sql.Named("login", user)).Scan(&privileged)
+		return privileged, err
+	}
+	if p, err := guard("sg_plain_user"); err != nil || p {
+		t.Errorf("contained guard of a plain user = %v, %v; want not privileged", p, err)
+	}
+	if p, err := guard("sg_owner_user"); err != nil || !p {
+		t.Errorf("contained guard of a db_owner member = %v, %v; want privileged", p, err)
+	}
+
+	if _, err := e.DB().ExecContext(ctx, `DECLARE @s nvarchar(max) = N'REVOKE VIEW DEFINITION FROM ' + QUOTENAME(@p1) + N';'; EXEC sys.sp_executesql @s;`, brokerLogin); err != nil {
+		t.Fatal(err)
+	}
+	again := liveSpec(t, "sg_reader")
+	err = li.CreateLogin(ctx, again)
+	var dbe *broker.DBError
+	if !errors.Is(err, ErrViewDefinition) || !errors.As(err, &dbe) || dbe.Number != errViewDefinition || !strings.Contains(dbe.Message, "VIEW DEFINITION") {
+		t.Errorf("CreateLogin without VIEW DEFINITION = %v, want ErrViewDefinition (DBError 50104 naming the grant)", err)
+	}
+	if loginExists(t, e, again.Username) {
+		t.Errorf("login %s created without VIEW DEFINITION", again.Username)
+	}
+	if _, err := guard("sg_plain_user"); err == nil || !strings.Contains(err.Error(), "VIEW DEFINITION") {
+		t.Errorf("contained guard without VIEW DEFINITION = %v, want error 50104 naming the grant", err)
 	}
 }

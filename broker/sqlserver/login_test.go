@@ -592,11 +592,11 @@ func TestGoldenLoginBatches(t *testing.T) {
 	}{
 		{"create", LoginCreateBatch, all, "CreateLogin, server mode: in one transaction after role_check. Needs ALTER ANY LOGIN (master), ALTER ANY USER, ALTER ANY ROLE."},
 		{"create_contained", ContainedCreateBatch, all, "CreateLogin, contained mode (Azure SQL Database): in one transaction after role_check. Needs ALTER ANY USER, ALTER ANY ROLE."},
-		{"role_check", RoleCheckBatch, role, "CreateLogin, first batch of the transaction: the role exists, is not a fixed role, and is not (inside) db_owner, db_securityadmin, db_accessadmin or db_ddladmin nor holds a permission that leads further or creates what its user would own."},
+		{"role_check", RoleCheckBatch, role, "CreateLogin, first batch of the transaction: fails (50104) unless the broker has VIEW DEFINITION on the database; the role exists, is not a fixed role, and is not (inside) db_owner, db_securityadmin, db_accessadmin or db_ddladmin nor holds a permission that leads further or creates what its user would own."},
 		{"renew", LoginRenewBatch, base, "RenewLogin, server mode: SQL Server has no login expiry; the login must still exist and be enabled."},
 		{"renew_contained", ContainedRenewBatch, base, "RenewLogin, contained mode."},
 		{"guard", LoginGuardBatch, login, "RevokeLogin step 0, server mode: refuse a sysadmin or database owner."},
-		{"guard_contained", ContainedGuardBatch, login, "RevokeLogin step 0, contained mode: refuse a db_owner member."},
+		{"guard_contained", ContainedGuardBatch, login, "RevokeLogin step 0, contained mode: refuse a db_owner member; fails (50104) unless the broker has VIEW DEFINITION on the database."},
 		{"disable", LoginDisableBatch, lock, "RevokeLogin step 1, server mode: no new sessions. Outside any transaction."},
 		{"disable_contained", ContainedDisableBatch, lock, "RevokeLogin step 1, contained mode: a password nobody knows. Outside any transaction."},
 		{"kill_sessions", KillSessionsBatch, login, "RevokeLogin step 2, server mode: end every session (KILL cannot run in a transaction; this batch never does). Needs VIEW SERVER STATE and ALTER ANY CONNECTION. Waits up to 2 s for the killed sessions to go; remaining > 0 fails the attempt (retried)."},
@@ -698,4 +698,56 @@ func TestRevokeAfterPrefixChange(t *testing.T) {
 	if err := failing.RevokeLogin(t.Context(), old); !errors.Is(err, broker.ErrLoginDisabled) {
 		t.Errorf("RevokeLogin whose drop fails = %v, want ErrLoginDisabled", err)
 	}
+}
+
+// TestLoginViewDefinitionMissing: when the broker's login may not see the
+// database's security metadata, the role check and the contained-mode
+// guard stop (THROW 50104, before any catalog view is read) and the error
+// names the grant: no login is created, and no contained user is called
+// privileged.
+func TestLoginViewDefinitionMissing(t *testing.T) {
+	t.Parallel()
+	for name, batch := range map[string]string{"RoleCheckBatch": RoleCheckBatch, "ContainedGuardBatch": ContainedGuardBatch} {
+		check, rest, ok := strings.Cut(batch, "THROW 50104")
+		if !ok || !strings.Contains(check, "HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'VIEW DEFINITION')") {
+			t.Errorf("%s does not check VIEW DEFINITION on the database before THROW 50104", name)
+		}
+		if strings.Contains(check, "sys.database_") || strings.Contains(check, "IS_ROLEMEMBER") || !strings.Contains(rest, "sys.database_principals") {
+			t.Errorf("%s reads the catalog before checking VIEW DEFINITION", name)
+		}
+	}
+	missing := mssql.Error{Number: 50104, State: 1, Message: "sqlgate: VIEW DEFINITION on the database is required to see role memberships, permissions and owners"}
+	ctx := t.Context()
+	t.Run("create", func(t *testing.T) {
+		li, r := newRecorded(t, LoginConfig{}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+			if q == RoleCheckBatch {
+				return nil, nil, missing
+			}
+			return healthy(q, a)
+		})
+		err := li.CreateLogin(ctx, testSpec(t, "ops"))
+		var dbe *broker.DBError
+		if !errors.Is(err, ErrViewDefinition) || !errors.As(err, &dbe) || dbe.Number != 50104 ||
+			!strings.Contains(dbe.Message, "VIEW DEFINITION") || !strings.Contains(dbe.Message, "04-credential-issuance.sql") || !strings.Contains(dbe.Message, "orders") {
+			t.Errorf("CreateLogin = %v, want ErrViewDefinition with DBError 50104 naming the grant, the script and the database", err)
+		}
+		if got := strings.Join(shape(r.log()), " "); got != "BEGIN tx:role_check ROLLBACK" {
+			t.Errorf("sent %s, want the role check only", got)
+		}
+	})
+	t.Run("revoke_contained", func(t *testing.T) {
+		li, r := newRecorded(t, LoginConfig{Contained: true}, func(q string, a map[string]any) ([]string, []driver.Value, error) {
+			if q == ContainedGuardBatch {
+				return nil, nil, missing
+			}
+			return healthy(q, a)
+		})
+		err := li.RevokeLogin(ctx, testSpec(t, "ops"))
+		if !errors.Is(err, ErrViewDefinition) || errors.Is(err, broker.ErrInvalid) || strings.Contains(err.Error(), "privileged") {
+			t.Errorf("RevokeLogin = %v, want ErrViewDefinition (not a refusal as privileged)", err)
+		}
+		if got := strings.Join(shape(r.log()), " "); got != "guard_contained" {
+			t.Errorf("sent %s, want the guard only", got)
+		}
+	})
 }

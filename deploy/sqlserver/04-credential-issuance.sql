@@ -11,7 +11,18 @@
 -- needs VIEW SERVER STATE: without it sys.dm_exec_sessions shows only the
 -- broker's own session and revocation would silently leave sessions open).
 -- Database level: create/drop users and add them to the roles policy
--- allows (ALTER ANY USER; ALTER ANY ROLE to manage role membership).
+-- allows (ALTER ANY USER; ALTER ANY ROLE to manage role membership), and
+-- VIEW DEFINITION on the database, so that sqlgate can check a role before
+-- granting it: without it sys.database_role_members shows only this
+-- login's own memberships and sys.database_permissions only its own
+-- grants, a role nested in db_owner would look harmless, and so sqlgate
+-- refuses to issue logins (error 50104) until it is granted. VIEW SECURITY
+-- DEFINITION (SQL Server 2022+, Azure SQL) is not enough: Microsoft
+-- documents VIEW DEFINITION on the database (or db_securityadmin) for
+-- seeing other principals' role memberships, and IS_ROLEMEMBER needs
+-- VIEW DEFINITION on the role; sqlgate checks for VIEW DEFINITION.
+-- VIEW DEFINITION shows metadata (role memberships, permissions, object
+-- definitions), never data.
 -- ALTER ANY ROLE covers user-defined roles only: adding a member to a fixed
 -- database role (db_datareader, db_datawriter, ...) needs db_owner, which
 -- this login must not have, so sqlgate refuses to grant fixed roles. Create
@@ -31,7 +42,7 @@ BEGIN
 END
 ELSE
 BEGIN
-    SET @sql = N'GRANT ALTER ANY USER, ALTER ANY ROLE TO ' + QUOTENAME(@name) + N';';
+    SET @sql = N'GRANT ALTER ANY USER, ALTER ANY ROLE, VIEW DEFINITION TO ' + QUOTENAME(@name) + N';';
     EXEC sys.sp_executesql @sql;
 END;
 GO
