@@ -189,6 +189,22 @@ func TestParseStatement(t *testing.T) {
 		{"select x::int, :p::text /* :c */", []string{"p"}},
 		{"select 'it''s :x', :y", []string{"y"}},
 		{"select :a, :a", []string{"a", "a"}},
+		// PostgreSQL dollar quoting: nothing inside is a placeholder, an
+		// apostrophe inside opens no string, a tag is case-sensitive.
+		{"SELECT $$it's :customer$$ AS x, :customer AS y", []string{"customer"}},
+		{"SELECT $$:customer$$ AS x", nil},
+		{"SELECT $fn$ a $$ :x $FN$ ' $fn$, :y", []string{"y"}},
+		{"SELECT $_1$:x$_1$, $1, :y", []string{"y"}},                  // $1 is a parameter, not a quote
+		{"SELECT a$b$, :x, c$$ FROM t$ WHERE :y", []string{"x", "y"}}, // $ inside identifiers
+		{"SELECT $é$:x$é$, :y", []string{"y"}},
+		// E'…' escape strings: a backslash escapes a quote.
+		{`SELECT E'it\'s :x' AS x, :customer AS y`, []string{"customer"}},
+		{`SELECT e'a\\', :x, E'b''c :y\\'`, []string{"x"}},
+		{`SELECT name'x', :x, some'\', :y`, []string{"x", "y"}}, // no E token: a backslash is text
+		// Block comments nest (PostgreSQL, SQL Server).
+		{"SELECT /* a /* :x */ :y */ :z", []string{"z"}},
+		// SQL Server's $ (money, pseudo-columns) opens no dollar quote.
+		{"SELECT $12.50, $action, :x FROM [t$]", []string{"x"}},
 	}
 	for _, tc := range tests {
 		st, err := route.ParseStatement("s", tc.sql)
@@ -204,7 +220,28 @@ func TestParseStatement(t *testing.T) {
 			t.Errorf("Render round trip = %q, want %q", got, tc.sql)
 		}
 	}
-	for _, bad := range []string{"select 'open", "select /* open", "select [open", "", "select 1; select 2"} {
+	// A final semicolon may be followed by whitespace and comments, which
+	// are dropped with it.
+	for sql, want := range map[string]string{
+		"SELECT id FROM t WHERE c = :customer; -- trailing comment": "SELECT id FROM t WHERE c = @customer",
+		"SELECT :a;\n/* note; :b */\n-- end\n  ":                    "SELECT @a",
+		"SELECT ';' || :a; ":                                        "SELECT ';' || @a",
+		"SELECT $$;$$, :a;":                                         "SELECT $$;$$, @a",
+	} {
+		st, err := route.ParseStatement("s", sql)
+		if err != nil {
+			t.Errorf("ParseStatement(%q): %v", sql, err)
+			continue
+		}
+		if got := st.Render(func(_ int, n string) string { return "@" + n }); got != want {
+			t.Errorf("ParseStatement(%q) renders %q, want %q", sql, got, want)
+		}
+	}
+	for _, bad := range []string{
+		"select 'open", "select /* open", "select [open", "", "select 1; select 2",
+		"select 1; -- c\nselect 2", "select 1; /* c */ 'x'", "select 1;;",
+		"select $$open", "select $a$ x $A$", "select E'open\\'", "select /* a /* b */ :x",
+	} {
 		if _, err := route.ParseStatement("s", bad); err == nil {
 			t.Errorf("ParseStatement(%q) succeeded, want error", bad)
 		}
@@ -370,10 +407,15 @@ func replacements(v any) int {
 }
 
 func FuzzParseStatement(f *testing.F) {
-	for _, s := range []string{"select :a", "select ':a'", "x::int", "[a]]b] :c", "/* */ :d -- :e"} {
+	for _, s := range []string{
+		"select :a", "select ':a'", "x::int", "[a]]b] :c", "/* */ :d -- :e",
+		"select $$it's :a$$, :b", "select $t$ $$ :a $t$", `select E'\\'' :a'`, "select :a; -- c", "/* /* :a */ */ :b",
+		"select $1, a$b$, $12.50 :c", "select :a;\n/* :b */",
+	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, sql string) {
+		literalsHideText(t, sql)
 		st, err := route.ParseStatement("s", sql)
 		if err != nil {
 			return
@@ -389,6 +431,48 @@ func FuzzParseStatement(f *testing.F) {
 			}
 		}
 	})
+}
+
+// literalsHideText checks that text inside a literal, quoted identifier or
+// comment, written with that form's escaping, is never a placeholder nor
+// ends the statement: each wrapping of text is followed by :p, the one
+// placeholder expected.
+func literalsHideText(t *testing.T, text string) {
+	t.Helper()
+	var wrapped []string
+	quote := func(open, closeCh string) {
+		wrapped = append(wrapped, open+strings.ReplaceAll(text, closeCh, closeCh+closeCh)+closeCh)
+	}
+	quote("'", "'")
+	quote(`"`, `"`)
+	quote("`", "`")
+	quote("[", "]")
+	wrapped = append(wrapped, `E'`+strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(text)+`'`)
+	if strings.Index(text+"$q$", "$q$") == len(text) {
+		wrapped = append(wrapped, "$q$"+text+"$q$")
+	}
+	if strings.Index(text+"$$", "$$") == len(text) {
+		wrapped = append(wrapped, "$$"+text+"$$")
+	}
+	if c := "/*" + text + "*/"; !strings.Contains(c[1:len(c)-1], "/*") && strings.Index(c[2:], "*/") == len(text) {
+		wrapped = append(wrapped, c)
+	}
+	if !strings.ContainsAny(text, "\n") {
+		wrapped = append(wrapped, "--"+text+"\n")
+	}
+	for _, w := range wrapped {
+		sql := "SELECT " + w + " , :p"
+		st, err := route.ParseStatement("s", sql)
+		if err != nil {
+			t.Fatalf("ParseStatement(%q): %v", sql, err)
+		}
+		if !slices.Equal(st.Names(), []string{"p"}) {
+			t.Fatalf("ParseStatement(%q) found placeholders %q, want only p", sql, st.Names())
+		}
+		if got := st.Render(func(_ int, n string) string { return ":" + n }); got != sql {
+			t.Fatalf("Render round trip = %q, want %q", got, sql)
+		}
+	}
 }
 
 func BenchmarkDecode(b *testing.B) {
