@@ -72,14 +72,19 @@ EXEC sys.sp_addextendedproperty @name = N'sqlgate.lease_id', @value = @lease_id,
 	// privileged: it, or a role it belongs to at any depth, is db_owner,
 	// db_securityadmin, db_accessadmin or db_ddladmin, or holds (granted,
 	// directly or through public) a permission that leads to more than the
-	// role: CONTROL, ALTER (on the database, a schema, a user or a role:
-	// ALTER on a schema changes the procedures sqlgate runs in it),
-	// IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE, ALTER
-	// ANY APPLICATION ROLE or ALTER ANY SCHEMA; or a permission to create
-	// something the login's user would own ([OwnershipPermissions]: a
-	// schema, a role, a key, ...): DROP USER then fails (15138, "The
-	// database principal owns a schema in the database, and cannot be
-	// dropped") and the lease would stay revoking, the grant outliving it.
+	// role: CONTROL, ALTER on anything (the database, a schema, a user, a
+	// role, an object, ...: ALTER on a schema or on a dbo-owned procedure
+	// rewrites what the procedure does, and through ownership chaining it
+	// reaches every dbo table), IMPERSONATE, TAKE OWNERSHIP, ALTER ANY
+	// USER, ALTER ANY ROLE, ALTER ANY APPLICATION ROLE or ALTER ANY SCHEMA;
+	// or a permission to create something the login's user would own
+	// ([OwnershipPermissions]: a schema, a role, a key, ...): DROP USER then
+	// fails (15138, "The database principal owns a schema in the database,
+	// and cannot be dropped") and the lease would stay revoking, the grant
+	// outliving it; or it owns something ([OwnedSecurables]: a schema, an
+	// object, a role or application role, an assembly, a certificate or an
+	// asymmetric key), which gives its members CONTROL of it with no row in
+	// sys.database_permissions.
 	RoleCheckBatch = `SET NOCOUNT ON;
 IF ISNULL(HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'VIEW DEFINITION'), 0) = 0
     THROW 50104, N'sqlgate: VIEW DEFINITION on the database is required to see role memberships, permissions and owners', 1;
@@ -95,11 +100,16 @@ SELECT @privileged = 1 FROM up JOIN sys.database_principals AS r ON r.principal_
 WHERE r.name IN (N'db_owner', N'db_securityadmin', N'db_accessadmin', N'db_ddladmin')
    OR EXISTS (SELECT 1 FROM sys.database_permissions AS p
               WHERE p.grantee_principal_id IN (up.principal_id, 0) AND p.state IN ('G', 'W')
-                AND (p.permission_name IN (N'CONTROL', N'IMPERSONATE', N'TAKE OWNERSHIP', N'ALTER ANY USER', N'ALTER ANY ROLE', N'ALTER ANY APPLICATION ROLE', N'ALTER ANY SCHEMA')
-                     OR (p.permission_name = N'ALTER' AND p.class IN (0, 3, 4))
+                AND (p.permission_name IN (N'CONTROL', N'ALTER', N'IMPERSONATE', N'TAKE OWNERSHIP', N'ALTER ANY USER', N'ALTER ANY ROLE', N'ALTER ANY APPLICATION ROLE', N'ALTER ANY SCHEMA')
                      OR (p.class = 0 AND p.permission_name IN (N'CREATE SCHEMA', N'CREATE ROLE', N'CREATE ASSEMBLY', N'CREATE ASYMMETRIC KEY',
                          N'CREATE SYMMETRIC KEY', N'CREATE CERTIFICATE', N'CREATE FULLTEXT CATALOG', N'CREATE CONTRACT',
-                         N'CREATE MESSAGE TYPE', N'CREATE REMOTE SERVICE BINDING', N'CREATE ROUTE', N'CREATE SERVICE'))));
+                         N'CREATE MESSAGE TYPE', N'CREATE REMOTE SERVICE BINDING', N'CREATE ROUTE', N'CREATE SERVICE'))))
+   OR EXISTS (SELECT 1 FROM sys.schemas AS o WHERE o.principal_id = up.principal_id AND NOT (r.is_fixed_role = 1 AND o.name = r.name))
+   OR EXISTS (SELECT 1 FROM sys.objects AS o WHERE o.principal_id = up.principal_id)
+   OR EXISTS (SELECT 1 FROM sys.database_principals AS o WHERE o.owning_principal_id = up.principal_id)
+   OR EXISTS (SELECT 1 FROM sys.assemblies AS o WHERE o.principal_id = up.principal_id)
+   OR EXISTS (SELECT 1 FROM sys.certificates AS o WHERE o.principal_id = up.principal_id)
+   OR EXISTS (SELECT 1 FROM sys.asymmetric_keys AS o WHERE o.principal_id = up.principal_id);
 SELECT @found AS found, @fixed AS fixed, @privileged AS privileged;`
 
 	// LoginRenewBatch checks that the server login still exists and is
@@ -297,9 +307,10 @@ type LoginConfig struct {
 	AllowedRoles []string `json:"allowedRoles,omitempty" yaml:"allowedRoles,omitempty"`
 	// AllowPrivilegedRoles lets policy grant db_owner, db_securityadmin,
 	// db_accessadmin, db_ddladmin, a role that belongs to one of them, or a
-	// role with CONTROL, ALTER, IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER,
-	// ALTER ANY ROLE, ALTER ANY APPLICATION ROLE or ALTER ANY SCHEMA, or
-	// one of [OwnershipPermissions] (see [RoleCheckBatch]).
+	// role with CONTROL or ALTER on anything, IMPERSONATE, TAKE OWNERSHIP,
+	// ALTER ANY USER, ALTER ANY ROLE, ALTER ANY APPLICATION ROLE or ALTER
+	// ANY SCHEMA, one of [OwnershipPermissions], or that owns one of
+	// [OwnedSecurables] (see [RoleCheckBatch]).
 	// Fixed database roles are never granted: nest them in a user-defined
 	// role.
 	AllowPrivilegedRoles bool `json:"allowPrivilegedRoles,omitempty" yaml:"allowPrivilegedRoles,omitempty"`
@@ -318,6 +329,19 @@ type LoginConfig struct {
 	// without TLS or without checking the server's certificate: the issued
 	// password could then be read on the way. For a local test server only.
 	AllowInsecureTransport bool `json:"allowInsecureTransport,omitempty" yaml:"allowInsecureTransport,omitempty"`
+}
+
+// OwnedSecurables are the catalog views whose principal_id (for
+// sys.database_principals, owning_principal_id) [RoleCheckBatch] reads for
+// securables a role owns: its members hold CONTROL of them, which no row
+// of sys.database_permissions shows. (sys.objects.principal_id is set only
+// for an object given its own owner with ALTER AUTHORIZATION: the others
+// belong to their schema's owner. Each fixed database role owns the empty
+// schema of its name, db_datareader's db_datareader: that one does not
+// count, so a role nested in db_datareader, as docs/credentials.md
+// suggests, stays grantable.)
+var OwnedSecurables = []string{
+	"sys.schemas", "sys.objects", "sys.database_principals", "sys.assemblies", "sys.certificates", "sys.asymmetric_keys",
 }
 
 // OwnershipPermissions are the database permissions that create a
@@ -540,7 +564,7 @@ func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) (
 	case fixed:
 		return fmt.Errorf("%w: role %q %s", broker.ErrInvalid, spec.Role, fixedRoleHelp)
 	case privileged && !li.cfg.AllowPrivilegedRoles:
-		return fmt.Errorf("%w: role %q is or belongs to db_owner, db_securityadmin, db_accessadmin or db_ddladmin, or holds CONTROL, ALTER, IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE, ALTER ANY APPLICATION ROLE or ALTER ANY SCHEMA; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
+		return fmt.Errorf("%w: role %q is or belongs to db_owner, db_securityadmin, db_accessadmin or db_ddladmin, holds CONTROL or ALTER on anything, IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE, ALTER ANY APPLICATION ROLE, ALTER ANY SCHEMA or a permission to create what its user would own, or owns a schema, an object, a role, an assembly, a certificate or a key; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
 	}
 	args := loginArgs(&spec, sql.Named("password", spec.Password))
 	for _, b := range li.create {

@@ -354,3 +354,58 @@ func TestLiveLeastPrivilegeRoleCheck(t *testing.T) {
 		t.Errorf("contained guard without VIEW DEFINITION = %v, want error 50104 naming the grant", err)
 	}
 }
+
+// TestLiveLoginAlterAndOwnershipRefused: a role with ALTER on a dbo-owned
+// procedure, one that owns a schema, an object or another role, and one
+// nested in such an owner are refused as privileged, by the test login and
+// by the least-privilege broker; a role nested in db_datareader (which
+// owns the schema db_datareader) is issued.
+func TestLiveLoginAlterAndOwnershipRefused(t *testing.T) {
+	e, admin := liveLogins(t, LoginConfig{})
+	ctx := t.Context()
+	for _, b := range []string{
+		`IF DATABASE_PRINCIPAL_ID(N'sg_alter_proc') IS NULL CREATE ROLE sg_alter_proc;`,
+		`GRANT ALTER ON OBJECT::dbo.orders_create TO sg_alter_proc;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_schema_owner') IS NULL CREATE ROLE sg_schema_owner;`,
+		`IF SCHEMA_ID(N'sg_owned') IS NULL EXEC (N'CREATE SCHEMA sg_owned AUTHORIZATION sg_schema_owner');`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_object_owner') IS NULL CREATE ROLE sg_object_owner;`,
+		`IF OBJECT_ID(N'dbo.sg_owned_table') IS NULL CREATE TABLE dbo.sg_owned_table (id int PRIMARY KEY);`,
+		`ALTER AUTHORIZATION ON OBJECT::dbo.sg_owned_table TO sg_object_owner;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_role_owner') IS NULL CREATE ROLE sg_role_owner;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_owned_role') IS NULL CREATE ROLE sg_owned_role AUTHORIZATION sg_role_owner;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_owner_nested') IS NULL CREATE ROLE sg_owner_nested;`,
+		`ALTER ROLE sg_schema_owner ADD MEMBER sg_owner_nested;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_datareader') IS NULL CREATE ROLE sg_datareader;`,
+		`ALTER ROLE db_datareader ADD MEMBER sg_datareader;`,
+	} {
+		if _, err := e.DB().ExecContext(ctx, b); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+	}
+	bdb, _ := liveBroker(t, e)
+	least, err := NewLoginIssuer(bdb, LoginConfig{Name: "test", ClientHost: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, li := range map[string]*LoginIssuer{"test login": admin, "least-privilege broker": least} {
+		for _, role := range []string{"sg_alter_proc", "sg_schema_owner", "sg_object_owner", "sg_role_owner", "sg_owner_nested"} {
+			spec := liveSpec(t, role)
+			err := li.CreateLogin(ctx, spec)
+			if !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "privileged") {
+				t.Errorf("%s: CreateLogin(%s) = %v, want refused as privileged", name, role, err)
+			}
+			if loginExists(t, e, spec.Username) {
+				t.Errorf("%s: login left after CreateLogin(%s)", name, role)
+			}
+		}
+		spec := liveSpec(t, "sg_datareader")
+		if err := li.CreateLogin(ctx, spec); err != nil {
+			t.Errorf("%s: CreateLogin(role nested in db_datareader) = %v, want issued", name, err)
+			continue
+		}
+		spec.Password = ""
+		if err := li.RevokeLogin(ctx, spec); err != nil {
+			t.Errorf("%s: RevokeLogin: %v", name, err)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -592,7 +593,7 @@ func TestGoldenLoginBatches(t *testing.T) {
 	}{
 		{"create", LoginCreateBatch, all, "CreateLogin, server mode: in one transaction after role_check. Needs ALTER ANY LOGIN (master), ALTER ANY USER, ALTER ANY ROLE."},
 		{"create_contained", ContainedCreateBatch, all, "CreateLogin, contained mode (Azure SQL Database): in one transaction after role_check. Needs ALTER ANY USER, ALTER ANY ROLE."},
-		{"role_check", RoleCheckBatch, role, "CreateLogin, first batch of the transaction: fails (50104) unless the broker has VIEW DEFINITION on the database; the role exists, is not a fixed role, and is not (inside) db_owner, db_securityadmin, db_accessadmin or db_ddladmin nor holds a permission that leads further or creates what its user would own."},
+		{"role_check", RoleCheckBatch, role, "CreateLogin, first batch of the transaction: fails (50104) unless the broker has VIEW DEFINITION on the database; the role exists, is not a fixed role, and is not (inside) db_owner, db_securityadmin, db_accessadmin or db_ddladmin nor holds a permission that leads further (CONTROL or ALTER on anything, ...) or creates what its user would own, nor owns a schema, an object, a role, an assembly, a certificate or an asymmetric key."},
 		{"renew", LoginRenewBatch, base, "RenewLogin, server mode: SQL Server has no login expiry; the login must still exist and be enabled."},
 		{"renew_contained", ContainedRenewBatch, base, "RenewLogin, contained mode."},
 		{"guard", LoginGuardBatch, login, "RevokeLogin step 0, server mode: refuse a sysadmin or database owner."},
@@ -750,4 +751,34 @@ func TestLoginViewDefinitionMissing(t *testing.T) {
 			t.Errorf("sent %s, want the guard only", got)
 		}
 	})
+}
+
+// TestRoleCheckRefusesAlterAndOwnership: ALTER on any securable counts as
+// privileged (ALTER on a dbo-owned procedure rewrites it, and ownership
+// chaining then reaches every dbo table), and so does a role in the
+// membership chain that owns a schema, an object, a role, an assembly, a
+// certificate or an asymmetric key (its members hold CONTROL of it, with
+// no row in sys.database_permissions), except the empty schema each fixed
+// role owns. The live check is TestLiveLoginAlterAndOwnershipRefused.
+func TestRoleCheckRefusesAlterAndOwnership(t *testing.T) {
+	t.Parallel()
+	perms := regexp.MustCompile(`p\.permission_name IN \(([^)]*)\)`).FindStringSubmatch(RoleCheckBatch)
+	if perms == nil || !strings.Contains(perms[1], "N'ALTER'") || !strings.Contains(perms[1], "N'CONTROL'") {
+		t.Errorf("RoleCheckBatch does not refuse ALTER and CONTROL on every class: %v", perms)
+	}
+	if strings.Contains(RoleCheckBatch, "p.class IN") {
+		t.Error("RoleCheckBatch limits a permission to some classes")
+	}
+	for _, view := range OwnedSecurables {
+		col := "principal_id"
+		if view == "sys.database_principals" {
+			col = "owning_principal_id"
+		}
+		if !strings.Contains(RoleCheckBatch, "OR EXISTS (SELECT 1 FROM "+view+" AS o WHERE o."+col+" = up.principal_id") {
+			t.Errorf("RoleCheckBatch does not refuse a role that owns something in %s", view)
+		}
+	}
+	if !strings.Contains(RoleCheckBatch, "NOT (r.is_fixed_role = 1 AND o.name = r.name)") {
+		t.Error("RoleCheckBatch refuses every role nested in db_datareader (db_datareader owns the schema db_datareader)")
+	}
 }

@@ -31,8 +31,10 @@
 -- and list reader in sqlserverLogins.allowedRoles. ALTER ANY ROLE also lets
 -- this login add members to any user-defined role: sqlgate refuses roles
 -- that are or belong to db_owner, db_securityadmin, db_accessadmin or
--- db_ddladmin, or hold CONTROL, ALTER, IMPERSONATE, TAKE OWNERSHIP or ALTER
--- ANY USER/ROLE/APPLICATION ROLE, and allowedRoles narrows it further.
+-- db_ddladmin, hold CONTROL or ALTER on anything, IMPERSONATE, TAKE
+-- OWNERSHIP or ALTER ANY USER/ROLE/APPLICATION ROLE/SCHEMA, or own (through
+-- any role in their chain) a schema, an object, a role, an assembly, a
+-- certificate or an asymmetric key, and allowedRoles narrows it further.
 :on error exit
 DECLARE @name sysname = N'$(SQLGATE_LOGIN)', @sql nvarchar(max);
 IF DB_NAME() = N'master'
