@@ -66,7 +66,9 @@ type LiveIssuanceCounter interface {
 // IssueNATS decides, mints and records a NATS user credential for a
 // principal. The publish allow-list is the policy's `pub` set intersected
 // with the route catalog (plus the principal's own async subjects for async
-// routes), the subscribe allow-list is the user's inbox prefix only, and the
+// routes), the subscribe allow-list is the user's inbox prefix (and, with
+// async routes, its own reply prefix) plus the policy's `sub` set
+// intersected with the catalog's emit subjects, and the
 // expiry is the shortest of the policy TTL, the requested TTL, the configured
 // maximum and the OIDC token's own expiry. The JWT is released only after the
 // issuance is in the registry, the principal's sign-in is checked against
@@ -188,7 +190,10 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 		sub = append(sub, ReplyPrefix(req.UserKey)+".>") // answers to its own async requests
 	}
 	// Policy may add emit subjects to follow, and nothing else: an inbox, a
-	// reply subject or a wildcard is never an emit subject.
+	// reply subject or a wildcard is never an emit subject. A subject the
+	// catalog does not emit is dropped here; the policy check against the
+	// catalog (opa.Config.Routes, `policy check --routes`) reports a
+	// constant one, and warns of an events grant.
 	sub = append(sub, intersect(dec.Obligations.Sub, s.emits)...)
 	minted, err := s.cfg.Minter.MintUser(ctx, UserSpec{
 		UserKey: req.UserKey, Name: p.Subject, Pub: pub, Sub: sub, Expires: expires,

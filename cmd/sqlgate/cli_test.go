@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sqlgate/sqlgate/audit/audittest"
+	"github.com/sqlgate/sqlgate/policy/rules"
 )
 
 // The CLI is tested against a real `sqlgated dev`, built from this module
@@ -545,6 +546,19 @@ func TestCLIPolicyTools(t *testing.T) {
 	}
 	if code, out, _ := c.run("", "policy", "check", "../../policy/rules", "--routes", cut); code != 1 || !strings.Contains(out, "orders.v1.cancel") {
 		t.Errorf("policy check with a missing route: exit %d, %s", code, out)
+	}
+	// A misspelt emit subject in sub grants nothing: reported as a misspelt
+	// route is.
+	misspelt := filepath.Join(t.TempDir(), "policy")
+	if err := os.CopyFS(misspelt, rules.FS); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(misspelt, "sqlgate", "feeds.rego"), []byte("package sqlgate.nats\n\nsub contains \"orders.v1.craeted\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := c.run("", "policy", "check", misspelt, "--routes", "../sqlgated/demo/routes.yaml"); code != 1 ||
+		!strings.Contains(out, "orders.v1.craeted is not an emit subject of the route catalog") {
+		t.Errorf("policy check with a misspelt sub: exit %d, %s", code, out)
 	}
 	input := filepath.Join(t.TempDir(), "input.json")
 	if err := os.WriteFile(input, []byte(`{"principal":{"issuer":"x","subject":"s","groups":["support"],"roles":[],"mfa":false,"service":false,"auth_time":0},

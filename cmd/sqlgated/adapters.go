@@ -225,12 +225,13 @@ func (s *auditService) Evidence(ctx context.Context, w io.Writer, from, to time.
 }
 
 // policyRoutes is the route catalog as the policy engine checks policies
-// against it (opa.Config.Routes): each route's subject and parameter names.
+// against it (opa.Config.Routes): each route's subject, parameter names and
+// emit subject.
 func policyRoutes(catalog *route.Catalog) []opa.RouteRef {
 	routes := catalog.Routes()
 	refs := make([]opa.RouteRef, 0, len(routes))
 	for _, r := range routes {
-		ref := opa.RouteRef{Subject: r.Subject, Params: make([]string, 0, len(r.Params))}
+		ref := opa.RouteRef{Subject: r.Subject, Params: make([]string, 0, len(r.Params)), Emit: r.Emit}
 		for _, p := range r.Params {
 			ref.Params = append(ref.Params, p.Name)
 		}

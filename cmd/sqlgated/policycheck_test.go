@@ -53,6 +53,32 @@ func TestServeCheckRefusesPolicyTheCatalogLacks(t *testing.T) {
 	}
 }
 
+// TestServeCheckRefusesMisspeltSubscription: a `sub` constant that is not an
+// emit subject of the catalog granted nothing (the broker keeps only the
+// catalog's emit subjects) and passed --check; it is refused like a
+// misspelt route. The library's event grants the example catalog does not
+// emit are warnings, as granted routes are.
+func TestServeCheckRefusesMisspeltSubscription(t *testing.T) {
+	config, policyDir := checkableExample(t)
+	var out strings.Builder
+	if err := run(t.Context(), []string{"serve", "--config", config, "--check"}, &out, &out); err != nil {
+		t.Fatalf("serve --check on the example: %v\n%s", err, out.String())
+	}
+	want := `warning: policy: data.sqlgate.config.events["orders.v1.cancelled"]: event orders.v1.cancelled is not an emit subject of the route catalog: the grant has no effect`
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("serve --check printed %q, want the warning %q", out.String(), want)
+	}
+	feeds := "package sqlgate.nats\n\nsub contains \"orders.v1.craeted\"\n"
+	if err := os.WriteFile(filepath.Join(policyDir, "sqlgate", "feeds.rego"), []byte(feeds), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err := run(t.Context(), []string{"serve", "--config", config, "--check"}, &out, &out)
+	if !errors.Is(err, opa.ErrInvalidPolicy) || !strings.Contains(err.Error(), "orders.v1.craeted is not an emit subject of the route catalog (its emit subjects: orders.v1.created)") {
+		t.Errorf("serve --check with a misspelt sub: err = %v, want the subject refused", err)
+	}
+}
+
 // TestPolicyRoutes: the daemon hands the engine the subjects and parameter
 // names of its catalog, as `sqlgate policy check --routes` reads them.
 func TestPolicyRoutes(t *testing.T) {
@@ -67,7 +93,9 @@ func TestPolicyRoutes(t *testing.T) {
 	got := policyRoutes(catalog)
 	slices.SortFunc(want, func(a, b opa.RouteRef) int { return strings.Compare(a.Subject, b.Subject) })
 	slices.SortFunc(got, func(a, b opa.RouteRef) int { return strings.Compare(a.Subject, b.Subject) })
-	if !slices.EqualFunc(got, want, func(a, b opa.RouteRef) bool { return a.Subject == b.Subject && slices.Equal(a.Params, b.Params) }) {
+	if !slices.EqualFunc(got, want, func(a, b opa.RouteRef) bool {
+		return a.Subject == b.Subject && slices.Equal(a.Params, b.Params) && a.Emit == b.Emit
+	}) {
 		t.Errorf("policyRoutes = %+v, want %+v", got, want)
 	}
 }

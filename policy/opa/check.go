@@ -19,22 +19,25 @@ import (
 	"github.com/sqlgate/sqlgate/policy"
 )
 
-// RouteRef is a route of the route catalog as [Check] sees it: its subject
-// and the names of its parameters. (policy/opa does not depend on the broker's
-// catalog; the CLI converts.)
+// RouteRef is a route of the route catalog as [Check] sees it: its subject,
+// the names of its parameters and its emit subject ("" for none). (policy/opa
+// does not depend on the broker's catalog; the CLI converts.)
 type RouteRef struct {
 	Subject string
 	Params  []string
+	Emit    string
 }
 
-// RoutesFromCatalog reads the route subjects and parameter names (the
-// properties of each route's params schema) from a route catalog file
-// (routes.yaml, the format of broker/route) for [Check], without depending
-// on the broker. Other keys are ignored: the broker validates catalogs.
+// RoutesFromCatalog reads the route subjects, parameter names (the
+// properties of each route's params schema) and emit subjects from a route
+// catalog file (routes.yaml, the format of broker/route) for [Check], without
+// depending on the broker. Other keys are ignored: the broker validates
+// catalogs.
 func RoutesFromCatalog(data []byte) ([]RouteRef, error) {
 	var catalog struct {
 		Routes []struct {
 			Subject string `yaml:"subject"`
+			Emit    string `yaml:"emit"`
 			Params  struct {
 				Properties map[string]any `yaml:"properties"`
 			} `yaml:"params"`
@@ -51,7 +54,7 @@ func RoutesFromCatalog(data []byte) ([]RouteRef, error) {
 		if r.Subject == "" {
 			return nil, fmt.Errorf("route catalog: routes[%d]: no subject", i)
 		}
-		refs = append(refs, RouteRef{Subject: r.Subject, Params: slices.Sorted(maps.Keys(r.Params.Properties))})
+		refs = append(refs, RouteRef{Subject: r.Subject, Params: slices.Sorted(maps.Keys(r.Params.Properties)), Emit: r.Emit})
 	}
 	return refs, nil
 }
@@ -70,7 +73,10 @@ func RoutesFromCatalog(data []byte) ([]RouteRef, error) {
 //     input.route.subject (==, !=, in), references input.params.NAME (tied to
 //     the route compared in the same rule, if there is exactly one), and in
 //     data: the elements or keys of any `routes` member, any `route` member,
-//     and, for such a route, `param` members and `*params` lists within it.
+//     and, for such a route, `param` members and `*params` lists within it;
+//     and every emit subject it refers to is one of the catalog's: constant
+//     strings of data.sqlgate.nats.sub (sub contains "x", sub := {"x"}) and
+//     the elements or keys of any `events` member in data.
 func Check(ctx context.Context, dir string, catalog []RouteRef) []error {
 	fsys, err := dirFS(dir)
 	if err != nil {
@@ -248,11 +254,13 @@ func mayBe(t types.Type, fits func(types.Type) bool) bool {
 
 func isString(t types.Type) bool { _, ok := t.(types.String); return ok }
 
-// routeRef is one reference of a policy to a route or a route's parameter.
+// routeRef is one reference of a policy to a route, a route's parameter or
+// an emit subject.
 type routeRef struct {
 	where string // file:row, or the data path
 	route string // "" for a parameter not tied to a route
 	param string // "" for a reference to the route itself
+	emit  string // an emit subject (route and param are "")
 }
 
 var (
@@ -261,10 +269,15 @@ var (
 )
 
 // moduleRouteRefs finds the route subjects and parameters that rules refer to
-// with literals.
+// with literals, and the emit subjects data.sqlgate.nats.sub names with
+// constants.
 func moduleRouteRefs(modules map[string]*ast.Module) []routeRef {
 	var refs []routeRef
+	natsPath := entryPath(policy.NATS)
 	for _, name := range slices.Sorted(maps.Keys(modules)) {
+		if modules[name].Package.Path.Equal(natsPath) {
+			refs = append(refs, subRefs(modules[name])...)
+		}
 		for _, rule := range modules[name].Rules {
 			var routes []routeRef
 			var ties []string // routes the rule is about (== and in, not !=)
@@ -307,6 +320,43 @@ func moduleRouteRefs(modules map[string]*ast.Module) []routeRef {
 				}
 				return false
 			})
+		}
+	}
+	return refs
+}
+
+// subRefs returns the constant emit subjects the rules of m, the package of
+// data.sqlgate.nats, add to sub: `sub contains "x"` and `sub := {"x"}` (or
+// a list), else branches included. A computed subject is not checked.
+func subRefs(m *ast.Module) []routeRef {
+	var refs []routeRef
+	for _, r := range m.Rules {
+		ref := r.Head.Ref()
+		if len(ref) != 1 || ref[0].Value.String() != "sub" || len(r.Head.Args) > 0 {
+			continue
+		}
+		for ; r != nil; r = r.Else {
+			var terms []*ast.Term
+			switch {
+			case r.Head.Key != nil:
+				terms = []*ast.Term{r.Head.Key}
+			case r.Head.Value != nil:
+				switch v := r.Head.Value.Value.(type) {
+				case *ast.Array:
+					v.Foreach(func(t *ast.Term) { terms = append(terms, t) })
+				case ast.Set:
+					v.Foreach(func(t *ast.Term) { terms = append(terms, t) })
+				}
+			}
+			for _, t := range terms {
+				if s, ok := t.Value.(ast.String); ok {
+					loc := t.Location
+					if loc == nil {
+						loc = r.Location
+					}
+					refs = append(refs, routeRef{where: location(loc), emit: string(s)})
+				}
+			}
 		}
 	}
 	return refs
@@ -371,6 +421,14 @@ func walkData(path string, v any, route string, refs *[]routeRef) {
 				}
 				continue
 			case []any:
+				if k == "events" {
+					for i, e := range val {
+						if s, ok := e.(string); ok {
+							*refs = append(*refs, routeRef{where: fmt.Sprintf("%s[%d]", p, i), emit: s})
+						}
+					}
+					continue
+				}
 				if k == "routes" {
 					for i, e := range val {
 						if s, ok := e.(string); ok {
@@ -388,6 +446,14 @@ func walkData(path string, v any, route string, refs *[]routeRef) {
 					continue
 				}
 			case map[string]any:
+				if k == "events" {
+					for _, subject := range slices.Sorted(maps.Keys(val)) {
+						ep := dataPath(p, subject)
+						*refs = append(*refs, routeRef{where: ep, emit: subject})
+						walkData(ep, val[subject], route, refs)
+					}
+					continue
+				}
 				if k == "routes" {
 					for _, subject := range slices.Sorted(maps.Keys(val)) {
 						rp := dataPath(p, subject)
@@ -405,11 +471,21 @@ func walkData(path string, v any, route string, refs *[]routeRef) {
 // checkRoutes reports the references that the catalog does not have.
 func checkRoutes(refs []routeRef, catalog []RouteRef) []error {
 	params := map[string][]string{}
+	emits := map[string]bool{}
 	for _, r := range catalog {
 		params[r.Subject] = r.Params
+		if r.Emit != "" {
+			emits[r.Emit] = true
+		}
 	}
 	var errs []error
 	for _, r := range refs {
+		if r.emit != "" {
+			if !emits[r.emit] {
+				errs = append(errs, fmt.Errorf("%s: %s is not an emit subject of the route catalog (%s)", r.where, r.emit, emitsText(emits)))
+			}
+			continue
+		}
 		switch ps, known := params[r.route]; {
 		case r.route != "" && !known && r.param != "":
 			// The route's own reference reports it.
@@ -423,6 +499,14 @@ func checkRoutes(refs []routeRef, catalog []RouteRef) []error {
 		}
 	}
 	return errs
+}
+
+// emitsText lists the catalog's emit subjects for messages.
+func emitsText(emits map[string]bool) string {
+	if len(emits) == 0 {
+		return "it has none"
+	}
+	return "its emit subjects: " + strings.Join(slices.Sorted(maps.Keys(emits)), ", ")
 }
 
 func anyHas(params map[string][]string, p string) bool {

@@ -25,13 +25,13 @@ func TestDuplicateKeysAreRefused(t *testing.T) {
 		{"yaml_route_block_twice", func(t *testing.T, dir string) {
 			edit(t, filepath.Join(dir, "data.yaml"), "      orders.v1.get:\n",
 				"      orders.v1.create:\n        groups: [sales]\n      orders.v1.get:\n")
-		}, `data.yaml:47: key "orders.v1.create" of data.sqlgate.config.routes is defined twice (first at line 34)`},
+		}, `data.yaml:49: key "orders.v1.create" of data.sqlgate.config.routes is defined twice (first at line 36)`},
 		{"yaml_deny_list_emptied", func(t *testing.T, dir string) {
 			edit(t, filepath.Join(dir, "data.yaml"), "deny: []", denyPat)
-		}, `data.yaml:91: key "deny" of data.sqlgate.config is defined twice (first at line 88)`},
+		}, `data.yaml:109: key "deny" of data.sqlgate.config is defined twice (first at line 106)`},
 		{"yaml_deep", func(t *testing.T, dir string) {
 			edit(t, filepath.Join(dir, "data.yaml"), "            max: 1000\n", "            max: 1000\n            max: 100000\n")
-		}, `data.yaml:42: key "max" of data.sqlgate.config.routes["orders.v1.create"].limits[0] is defined twice (first at line 41)`},
+		}, `data.yaml:44: key "max" of data.sqlgate.config.routes["orders.v1.create"].limits[0] is defined twice (first at line 43)`},
 		{"yaml_number_and_string_key", func(t *testing.T, dir string) {
 			writeFile(t, filepath.Join(dir, "extra", "data.yml"), "codes:\n  1: one\n  \"1\": uno\n")
 		}, `extra/data.yml:3: key "1" of data.extra.codes is defined twice (first at line 2)`},

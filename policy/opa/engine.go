@@ -63,13 +63,14 @@ type Config struct {
 	// [MinLintTimeout]: a lint that takes longer refuses the policy.
 	EvalTimeout time.Duration `json:"evalTimeout"`
 	// Routes, if not nil, is the route catalog the policy serves. Every load
-	// then checks the routes and parameters the policy names against it, as
-	// [Check] does with a catalog, and refuses a policy that names a route or
-	// parameter the catalog does not have (a misspelt route in a deny list, a
-	// limit's or redact_params' misspelt parameter would silently do
-	// nothing). One exception: a route granted in data (a key of a `routes`
-	// object) that the catalog lacks grants nothing, so it is served and
-	// reported in [Status].Warnings and the log (a policy shared by
+	// then checks the routes, parameters and emit subjects the policy names
+	// against it, as [Check] does with a catalog, and refuses a policy that
+	// names a route, parameter or emit subject the catalog does not have (a
+	// misspelt route in a deny list, a limit's or redact_params' misspelt
+	// parameter, a misspelt subject in sub would silently do nothing). One
+	// exception: a route or event granted in data (a key of a `routes` or
+	// `events` object) that the catalog lacks grants nothing, so it is served
+	// and reported in [Status].Warnings and the log (a policy shared by
 	// deployments whose catalogs differ).
 	Routes []RouteRef `json:"-"`
 	// Logger receives load and reload events (default: discard).
@@ -542,19 +543,28 @@ const lintPath = "data.sqlgate.lint.problems"
 // errLintTimeout is why a lint that took too long was cancelled.
 var errLintTimeout = errors.New("the lint took longer than allowed")
 
-// checkServedRoutes checks the route and parameter references of the served
-// modules and the data against catalog, as Check does. A route granted in
-// data (a key of a `routes` object) that the catalog lacks is a warning, not
-// an error: it grants nothing. The parameters within it are not checked
-// (checkRoutes reports them with their route).
+// checkServedRoutes checks the route, parameter and emit subject references
+// of the served modules and the data against catalog, as Check does. A route
+// granted in data (a key of a `routes` object) that the catalog lacks is a
+// warning, not an error: it grants nothing. The parameters within it are not
+// checked (checkRoutes reports them with their route). Likewise an event
+// granted in data (a key of an `events` object) that is no emit subject of
+// the catalog.
 func checkServedRoutes(modules map[string]*ast.Module, data map[string]any, catalog []RouteRef) (errs []error, warnings []string) {
-	known := map[string]bool{}
+	known, emits := map[string]bool{}, map[string]bool{}
 	for _, r := range catalog {
 		known[r.Subject] = true
+		if r.Emit != "" {
+			emits[r.Emit] = true
+		}
 	}
 	refs := moduleRouteRefs(modules)
 	for _, r := range dataRouteRefs(data) {
-		if r.param == "" && !known[r.route] && strings.HasSuffix(r.where, dataPath(".routes", r.route)) {
+		if r.emit != "" && !emits[r.emit] && strings.HasSuffix(r.where, dataPath(".events", r.emit)) {
+			warnings = append(warnings, fmt.Sprintf("%s: event %s is not an emit subject of the route catalog: the grant has no effect", r.where, r.emit))
+			continue
+		}
+		if r.emit == "" && r.param == "" && !known[r.route] && strings.HasSuffix(r.where, dataPath(".routes", r.route)) {
 			warnings = append(warnings, fmt.Sprintf("%s: route %s is not in the route catalog: the grant has no effect", r.where, r.route))
 			continue
 		}

@@ -74,6 +74,36 @@ func TestServedPolicyAgreesWithTheCatalog(t *testing.T) {
 		}
 	})
 
+	// A misspelt emit subject in sub, written as a constant, would grant
+	// nothing (the broker keeps only the catalog's emit subjects): refused.
+	t.Run("sub_literal", func(t *testing.T) {
+		dir := copyRules(t)
+		writeFile(t, filepath.Join(dir, "sqlgate", "feeds.rego"), "package sqlgate.nats\n\nsub contains \"orders.v1.craeted\"\n")
+		if _, err := opa.Open(t.Context(), opa.Config{Dir: dir, Routes: catalog}); !errors.Is(err, opa.ErrInvalidPolicy) ||
+			!strings.Contains(err.Error(), "sqlgate/feeds.rego:3: orders.v1.craeted is not an emit subject of the route catalog") {
+			t.Errorf("Open = %v, want the sub literal refused", err)
+		}
+	})
+
+	// Like a granted route, an event granted in data.yaml that this
+	// catalog does not emit grants nothing: served, with a warning.
+	t.Run("granted_event_missing", func(t *testing.T) {
+		without := slices.Clone(catalog)
+		for i := range without {
+			if without[i].Emit == "orders.v1.imported" {
+				without[i].Emit = ""
+			}
+		}
+		e, err := opa.Open(t.Context(), opa.Config{Dir: rulesDir, Routes: without})
+		if err != nil {
+			t.Fatalf("Open = %v", err)
+		}
+		want := []string{`data.sqlgate.config.events["orders.v1.imported"]: event orders.v1.imported is not an emit subject of the route catalog: the grant has no effect`}
+		if got := e.Status().Warnings; !slices.Equal(got, want) {
+			t.Errorf("Warnings = %q, want %q", got, want)
+		}
+	})
+
 	// A route the policy grants that this catalog lacks grants nothing: the
 	// policy serves, and says so.
 	t.Run("granted_route_missing", func(t *testing.T) {
@@ -82,7 +112,10 @@ func TestServedPolicyAgreesWithTheCatalog(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open = %v", err)
 		}
-		want := []string{`data.sqlgate.config.routes["orders.v1.cancel"]: route orders.v1.cancel is not in the route catalog: the grant has no effect`}
+		want := []string{
+			`data.sqlgate.config.events["orders.v1.cancelled"]: event orders.v1.cancelled is not an emit subject of the route catalog: the grant has no effect`,
+			`data.sqlgate.config.routes["orders.v1.cancel"]: route orders.v1.cancel is not in the route catalog: the grant has no effect`,
+		}
 		if got := e.Status().Warnings; !slices.Equal(got, want) {
 			t.Errorf("Warnings = %q, want %q", got, want)
 		}

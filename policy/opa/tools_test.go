@@ -25,10 +25,10 @@ const rulesDir = "../rules"
 
 // demoCatalog is the route catalog of `sqlgated dev`.
 var demoCatalog = []opa.RouteRef{
-	{Subject: "orders.v1.create", Params: []string{"customer", "amount", "note"}},
+	{Subject: "orders.v1.create", Params: []string{"customer", "amount", "note"}, Emit: "orders.v1.created"},
 	{Subject: "orders.v1.get", Params: []string{"id"}},
-	{Subject: "orders.v1.cancel", Params: []string{"id"}},
-	{Subject: "orders.v1.import", Params: []string{"customer", "amount", "note"}},
+	{Subject: "orders.v1.cancel", Params: []string{"id"}, Emit: "orders.v1.cancelled"},
+	{Subject: "orders.v1.import", Params: []string{"customer", "amount", "note"}, Emit: "orders.v1.imported"},
 }
 
 func TestTestRunsRegoTests(t *testing.T) {
@@ -268,9 +268,10 @@ func TestCheck(t *testing.T) {
 		{"library_without_catalog", rulesDir, nil, nil},
 		{"library_missing_route", rulesDir, []opa.RouteRef{demoCatalog[0], demoCatalog[1], demoCatalog[3]}, []string{
 			`data.sqlgate.config.routes["orders.v1.cancel"]: route orders.v1.cancel is not in the route catalog`,
+			`data.sqlgate.config.events["orders.v1.cancelled"]: orders.v1.cancelled is not an emit subject of the route catalog`,
 		}},
 		{"library_renamed_param", rulesDir, []opa.RouteRef{
-			{Subject: "orders.v1.create", Params: []string{"customer", "total", "note"}}, demoCatalog[1], demoCatalog[2], demoCatalog[3],
+			{Subject: "orders.v1.create", Params: []string{"customer", "total", "note"}, Emit: "orders.v1.created"}, demoCatalog[1], demoCatalog[2], demoCatalog[3],
 		}, []string{
 			`data.sqlgate.config.routes["orders.v1.create"].limits[0].param: amount is not a parameter of orders.v1.create (its parameters: customer, total, note)`,
 			`data.sqlgate.config.routes["orders.v1.create"].limits[1].param: amount is not a parameter of orders.v1.create (its parameters: customer, total, note)`,
@@ -281,6 +282,25 @@ func TestCheck(t *testing.T) {
 			"call.rego:11: route orders.v1.archive is not in the route catalog",
 			`data.sqlgate.audit.routes[1]: route orders.v1.purge is not in the route catalog`,
 			`data.sqlgate.audit.watch[0].redact_params[1]: secret is not a parameter of orders.v1.create`,
+		}},
+		// An event granted in data.yaml that the catalog does not emit.
+		{"library_missing_emit", rulesDir, []opa.RouteRef{
+			demoCatalog[0], demoCatalog[1], {Subject: "orders.v1.cancel", Params: []string{"id"}}, demoCatalog[3],
+		}, []string{
+			`data.sqlgate.config.events["orders.v1.cancelled"]: orders.v1.cancelled is not an emit subject of the route catalog (its emit subjects: orders.v1.created, orders.v1.imported)`,
+		}},
+		// Emit subjects that sub names with constants, and any `events`
+		// member of data: the misspelt ones would silently grant nothing.
+		{"sub_literals", "testdata/check/sub", demoCatalog, []string{
+			`nats.rego:12: orders.v1.craeted is not an emit subject of the route catalog (its emit subjects: orders.v1.cancelled, orders.v1.created, orders.v1.imported)`,
+			`data.sqlgate.feeds.events[1]: orders.v1.cancelld is not an emit subject of the route catalog`,
+		}},
+		{"sub_set", "testdata/check/subset", demoCatalog, []string{
+			`nats.rego:10: invoices.v1.voidd is not an emit subject of the route catalog`,
+		}},
+		{"sub_without_emits", "testdata/check/subset", demoCatalog[1:2], []string{
+			`nats.rego:10: orders.v1.cancelled is not an emit subject of the route catalog (it has none)`,
+			`nats.rego:10: invoices.v1.voidd is not an emit subject of the route catalog (it has none)`,
 		}},
 		{"input_typo", "testdata/check/typo", nil, []string{"rego_type_error: undefined ref: input.principal.gruops"}},
 		{"syntax", "testdata/bad/syntax", nil, []string{"rego_parse_error"}},
@@ -624,12 +644,14 @@ func TestCheckWithTheDevCatalog(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []opa.RouteRef{
-		{Subject: "orders.v1.create", Params: []string{"amount", "customer", "note"}},
+		{Subject: "orders.v1.create", Params: []string{"amount", "customer", "note"}, Emit: "orders.v1.created"},
 		{Subject: "orders.v1.get", Params: []string{"id"}},
-		{Subject: "orders.v1.cancel", Params: []string{"id"}},
-		{Subject: "orders.v1.import", Params: []string{"amount", "customer", "note"}},
+		{Subject: "orders.v1.cancel", Params: []string{"id"}, Emit: "orders.v1.cancelled"},
+		{Subject: "orders.v1.import", Params: []string{"amount", "customer", "note"}, Emit: "orders.v1.imported"},
 	}
-	if !slices.EqualFunc(catalog, want, func(a, b opa.RouteRef) bool { return a.Subject == b.Subject && slices.Equal(a.Params, b.Params) }) {
+	if !slices.EqualFunc(catalog, want, func(a, b opa.RouteRef) bool {
+		return a.Subject == b.Subject && slices.Equal(a.Params, b.Params) && a.Emit == b.Emit
+	}) {
 		t.Fatalf("RoutesFromCatalog = %+v, want %+v", catalog, want)
 	}
 	if errs := opa.Check(t.Context(), rulesDir, catalog); len(errs) != 0 {

@@ -11,7 +11,7 @@ package sqlgate.lint
 import data.sqlgate.config
 import data.sqlgate.lib.hours
 
-_config_keys := {"routes", "business_hours", "break_glass", "deny", "nats", "sql_credentials"}
+_config_keys := {"routes", "events", "business_hours", "break_glass", "deny", "nats", "sql_credentials"}
 
 _route_keys := {
 	"groups", "roles", "limits", "business_hours", "mfa", "max_auth_age",
@@ -19,6 +19,8 @@ _route_keys := {
 }
 
 _limit_keys := {"group", "role", "param", "min", "max"}
+
+_event_keys := {"groups", "roles"}
 
 _business_hours_keys := {"timezone", "days", "start", "end"}
 
@@ -150,6 +152,40 @@ _limit_problems(limit) := {"must be an object"} if {
 		not "min" in object.keys(limit)
 		not "max" in object.keys(limit)
 	} | {"min is larger than max" | limit.min > limit.max}
+}
+
+# Events. Whether a subject is an emit subject of the route catalog is
+# checked against the catalog (`sqlgate policy check --routes`, and every load
+# of the daemon).
+
+problems contains "config.events: must be an object keyed by emit subject" if {
+	not is_object(object.get(config, "events", {}))
+}
+
+problems contains sprintf("events.%s: must be an object", [subject]) if {
+	some subject, grant in _events
+	not is_object(grant)
+}
+
+problems contains sprintf("events.%s: unknown key %q", [subject, key]) if {
+	some subject, grant in _events
+	is_object(grant)
+	some key, _ in grant
+	not key in _event_keys
+}
+
+problems contains sprintf("events.%s.%s: must be a list of strings", [subject, key]) if {
+	some subject, grant in _events
+	some key in ["groups", "roles"]
+	value := grant[key]
+	not _strings(value)
+}
+
+# The broker grants only the catalog's emit subjects, one by one: a wildcard
+# would grant nothing.
+problems contains sprintf("events.%s: must be one emit subject, without wildcards or spaces", [subject]) if {
+	some subject, _ in _events
+	not _concrete_subject(subject)
 }
 
 # Business hours.
@@ -324,6 +360,8 @@ problems contains sprintf("sql_credentials[%d].max_ttl: must be at most %s (366 
 # shape is reported once, above).
 _routes := config.routes if is_object(config.routes)
 
+_events := config.events if is_object(config.events)
+
 _deny := config.deny if is_array(config.deny)
 
 _sql_credentials := config.sql_credentials if is_array(config.sql_credentials)
@@ -362,6 +400,17 @@ _count(value) if {
 _duration(value) if {
 	is_string(value)
 	time.parse_duration_ns(value) > 0
+}
+
+# _concrete_subject(s): s is a NATS subject without wildcards: tokens of
+# printable characters other than space, separated by single dots.
+_concrete_subject(s) if {
+	regex.match(`^[!-~]+$`, s)
+	every token in split(s, ".") {
+		token != ""
+		token != "*"
+		token != ">"
+	}
 }
 
 _weekday_list(value) if {

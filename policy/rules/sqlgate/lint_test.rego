@@ -224,3 +224,25 @@ test_deny_routes_must_be_configured_routes if {
 		{"principals": ["eve@example.com"]},
 	]}])
 }
+
+# Event grants: an object keyed by emit subject, each granting groups or roles.
+test_events_problems if {
+	lint.problems == set() with data.sqlgate.config as {"events": {"a.created": {"groups": ["g"], "roles": ["r"]}, "a.cancelled": {}}}
+	lint.problems == {"config.events: must be an object keyed by emit subject"} with data.sqlgate.config as {"events": ["a.created"]}
+	lint.problems == {
+		"events.a.created: unknown key \"group\"",
+		"events.a.created.roles: must be a list of strings",
+		"events.a.cancelled: must be an object",
+		"events.a.*: must be one emit subject, without wildcards or spaces",
+		"events.a.>: must be one emit subject, without wildcards or spaces",
+		"events.a..b: must be one emit subject, without wildcards or spaces",
+		"events.a b: must be one emit subject, without wildcards or spaces",
+	} with data.sqlgate.config as {"events": {
+		"a.created": {"group": ["g"], "roles": "r"},
+		"a.cancelled": ["g"],
+		"a.*": {"groups": ["g"]},
+		"a.>": {"groups": ["g"]},
+		"a..b": {"groups": ["g"]},
+		"a b": {"groups": ["g"]},
+	}}
+}

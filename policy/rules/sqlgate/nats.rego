@@ -4,8 +4,11 @@
 #   data.sqlgate.nats decides a NATS user credential for input.principal: pub is
 #   the set of route subjects the principal may call, granted to its groups or
 #   roles or open to it by break-glass (the broker intersects it with the route
-#   catalog and also uses it to list "routes I may call"), ttl the
-#   credential's lifetime. Without any route there is no credential.
+#   catalog and also uses it to list "routes I may call"), sub the set of
+#   emit subjects whose events the principal may follow, granted to its
+#   groups or roles in config.events (the broker keeps only the catalog's
+#   emit subjects), ttl the credential's lifetime. Without any route or event
+#   there is no credential.
 package sqlgate.nats
 
 import data.sqlgate.config
@@ -18,8 +21,12 @@ default allow := false
 
 allow if count(pub) > 0
 
+# A consumer granted events and no route may still follow them.
+allow if count(sub) > 0
+
 reasons contains msg if {
 	count(pub) == 0
+	count(sub) == 0
 	not denylist.excluded
 	msg := sprintf("no route is granted to any of your %s", [request.grantees_text])
 }
@@ -43,6 +50,14 @@ pub contains subject if {
 	some subject, route in config.routes
 	route.break_glass == true
 	not denylist.denied(subject)
+}
+
+# Events are granted like routes, to groups or roles. A deny-list entry
+# without routes refuses them with the rest of the credential; entries with
+# routes name routes, not emit subjects.
+sub contains subject if {
+	some subject in grants.events
+	not denylist.excluded
 }
 
 # ttl is the requested lifetime (seconds) when shorter than the configured

@@ -79,3 +79,33 @@ test_deny_listed_principal_gets_no_credential if {
 	nats.pub == set() with input as _nats(["sales"], 0) with data.sqlgate.config as cfg
 	nats.reasons == {"account under investigation"} with input as _nats(["sales"], 0) with data.sqlgate.config as cfg
 }
+
+# Events are granted in config.events, to groups or roles.
+test_sales_may_follow_their_events if {
+	nats.sub == {"orders.v1.created", "orders.v1.cancelled", "orders.v1.imported"} with input as _nats(["sales"], 0)
+	nats.sub == set() with input as _nats(["support"], 0)
+}
+
+test_orders_writer_may_follow_created_orders if {
+	req := fx.service_credential(["orders.writer"], {"type": "nats", "ttl": 0})
+	nats.sub == {"orders.v1.created"} with input as req
+}
+
+# A consumer granted only events gets a credential to follow them.
+test_events_alone_grant_a_credential if {
+	cfg := json.patch(data.sqlgate.config, [{"op": "add", "path": "/events/orders.v1.created/groups/-", "value": "auditors"}])
+	nats.allow with input as _nats(["auditors"], 0) with data.sqlgate.config as cfg
+	nats.pub == set() with input as _nats(["auditors"], 0) with data.sqlgate.config as cfg
+	nats.sub == {"orders.v1.created"} with input as _nats(["auditors"], 0) with data.sqlgate.config as cfg
+	nats.reasons == set() with input as _nats(["auditors"], 0) with data.sqlgate.config as cfg
+}
+
+# A deny-list entry without routes refuses events with the credential; one
+# with routes leaves them.
+test_deny_list_and_events if {
+	out := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": [{"principals": ["u-1"], "reason": "away"}]}])
+	not nats.allow with input as _nats(["sales"], 0) with data.sqlgate.config as out
+	nats.sub == set() with input as _nats(["sales"], 0) with data.sqlgate.config as out
+	some_routes := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": [{"principals": ["u-1"], "routes": ["orders.v1.create"]}]}])
+	nats.sub == {"orders.v1.created", "orders.v1.cancelled", "orders.v1.imported"} with input as _nats(["sales"], 0) with data.sqlgate.config as some_routes
+}

@@ -4,7 +4,8 @@
 #   members of a listed group, and principals holding a listed application
 #   role (input.principal.roles: Entra ID or Okta app roles, which services
 #   signed in with client credentials carry instead of groups), may call the
-#   route.
+#   route. Event grants (data.sqlgate.config.events[subject].groups and
+#   .roles) name, the same way, who may subscribe to a route's emit subject.
 package sqlgate.lib.grants
 
 import data.sqlgate.config
@@ -39,4 +40,18 @@ routes contains subject if {
 	some role in input.principal.roles
 	some subject, r in config.routes
 	role in r.roles
+}
+
+# events is the set of emit subjects (keys of config.events) whose events any
+# of the principal's groups or roles may follow.
+events contains subject if {
+	some subject, e in config.events
+	some group in e.groups
+	group in input.principal.groups
+}
+
+events contains subject if {
+	some role in input.principal.roles
+	some subject, e in config.events
+	role in e.roles
 }
