@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -241,7 +242,7 @@ func (r *Route) buildParams(rc Spec) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	schema := rc.Params
+	schema := maps.Clone(rc.Params) // the caller's map stays as it was
 	if schema == nil {
 		schema = map[string]any{"type": "object"}
 	}
@@ -249,8 +250,13 @@ func (r *Route) buildParams(rc Spec) []error {
 		bad("params must be a JSON Schema with type: object")
 		return errs
 	}
-	if _, set := schema["additionalProperties"]; !set {
+	errs = append(errs, checkKeywords("params", "params", schema, topKeywords)...)
+	switch schema["additionalProperties"].(type) {
+	case nil:
 		schema["additionalProperties"] = false // closed unless the route says otherwise
+	case bool:
+	default:
+		bad("params: additionalProperties must be true or false")
 	}
 	raw, err := json.Marshal(schema)
 	if err != nil {
@@ -288,7 +294,8 @@ func (r *Route) buildParams(rc Spec) []error {
 	}
 	props, _ := schema["properties"].(map[string]any)
 	r.byName = make(map[string]*Param, len(props))
-	for name, v := range props {
+	for _, name := range slices.Sorted(maps.Keys(props)) { // errors in a stable order
+		v := props[name]
 		if !ValidIdentifier(name) {
 			bad("parameter %q must be a plain identifier", name)
 			continue
@@ -314,6 +321,10 @@ func (r *Route) buildParams(rc Spec) []error {
 		}
 		switch p.Type {
 		case "string", "integer", "number", "boolean":
+			errs = append(errs, checkKeywords(fmt.Sprintf("parameter %q", name), "a parameter of type "+p.Type, ps, paramKeywords[p.Type])...)
+			if _, set := ps["format"]; set && p.Type == "string" && !slices.Contains(Formats, p.Format) {
+				bad("parameter %q: format %v is not one sqlgate checks%s; formats: %s", name, ps["format"], suggest(p.Format, Formats), strings.Join(Formats, ", "))
+			}
 		default:
 			bad("parameter %q: type must be string, integer, number or boolean (optionally with null), got %v", name, ps["type"])
 		}
@@ -388,6 +399,107 @@ func (r *Route) buildParams(rc Spec) []error {
 		}
 	}
 	return errs
+}
+
+// Formats are the values of `format` a string parameter may declare: the
+// formats the validator asserts (santhosh-tekuri/jsonschema v6 with
+// AssertFormat). It ignores any other format, so one it does not know
+// (datetime, idn-email) would bound nothing, and the catalog refuses it.
+var Formats = []string{
+	"date", "date-time", "duration", "email", "hostname", "ipv4", "ipv6", "iri", "iri-reference", "json-pointer",
+	"period", "regex", "relative-json-pointer", "semver", "time", "uri", "uri-reference", "uri-template", "uuid",
+}
+
+// The JSON Schema keywords a route's params may use. The validator ignores
+// a keyword it does not know, so a misspelt bound (maxLenght, maximun,
+// requried) or one that does not apply to the parameter's type (maxLength
+// on an integer) would silently bound nothing: the catalog refuses every
+// keyword outside these lists. Annotations that change nothing are
+// allowed; default is not, because sqlgate does not apply it (an absent
+// optional parameter is the procedure's default or NULL).
+var (
+	annotationKeywords = []string{"$comment", "deprecated", "description", "examples", "title"}
+	topKeywords        = slices.Concat([]string{"$schema", "additionalProperties", "properties", "required", "type"}, annotationKeywords)
+	anyTypeKeywords    = slices.Concat([]string{"const", "enum", "type"}, annotationKeywords)
+	stringKeywords     = []string{"format", "maxLength", "minLength", "pattern"}
+	numberKeywords     = []string{"exclusiveMaximum", "exclusiveMinimum", "maximum", "minimum", "multipleOf"}
+	paramKeywords      = map[string][]string{
+		"string":  slices.Concat(anyTypeKeywords, stringKeywords),
+		"integer": slices.Concat(anyTypeKeywords, numberKeywords),
+		"number":  slices.Concat(anyTypeKeywords, numberKeywords),
+		"boolean": anyTypeKeywords,
+	}
+)
+
+// draft2020 is the one $schema a route's params may name: the draft the
+// catalog compiles them with.
+const draft2020 = "https://json-schema.org/draft/2020-12/schema"
+
+// checkKeywords refuses the keywords of schema that are not in allowed,
+// naming where (params, or a parameter) and, for a likely misspelling,
+// the keyword meant.
+func checkKeywords(where, what string, schema map[string]any, allowed []string) []error {
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(schema)) {
+		switch {
+		case k == "$schema" && slices.Contains(allowed, k):
+			if schema[k] != draft2020 {
+				errs = append(errs, fmt.Errorf("%s: $schema must be %s or left out: params are compiled as that draft", where, draft2020))
+			}
+		case slices.Contains(allowed, k):
+		case slices.Contains(stringKeywords, k):
+			errs = append(errs, fmt.Errorf("%s: keyword %q applies to strings only, and this parameter is of type %v: it would bound nothing", where, k, schema["type"]))
+		case slices.Contains(numberKeywords, k):
+			errs = append(errs, fmt.Errorf("%s: keyword %q applies to numbers only, and this parameter is of type %v: it would bound nothing", where, k, schema["type"]))
+		case k == "default":
+			errs = append(errs, fmt.Errorf("%s: keyword \"default\" is not supported: sqlgate does not apply it (an absent optional parameter gets the procedure's default or NULL)", where))
+		default:
+			errs = append(errs, fmt.Errorf("%s: unknown keyword %q%s; %s may use %s", where, k, suggest(k, allowed), what, strings.Join(slices.Sorted(slices.Values(allowed)), ", ")))
+		}
+	}
+	return errs
+}
+
+// suggest returns " (did you mean X?)" for the word of known closest to
+// word, within two edits (a transposition is one), or "".
+func suggest(word string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(strings.ToLower(word), strings.ToLower(k)); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best == "" || best == word {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %s?)", best)
+}
+
+// editDistance is the optimal string alignment distance between a and b:
+// insertions, deletions, substitutions and transpositions of adjacent
+// bytes.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }
 
 // MaxParamName is the longest parameter or output name a route may

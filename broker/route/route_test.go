@@ -124,6 +124,39 @@ func TestCatalogErrors(t *testing.T) {
 			`route a.b: output "o": unsupported SQL type "money(5)"`,
 		}},
 		{"output_on_statement", "routes:\n  - {subject: a.b, statement: {name: s, sql: \"select 1\"}, database: d, output: {x: int}}\n", []string{"output parameters need a procedure target"}},
+		// The validator ignores keywords it does not know: a misspelt bound
+		// or an unknown format would bound nothing, so the catalog refuses
+		// them.
+		{"schema_keywords", `routes:
+  - subject: invoices.v1.create
+    procedure: p
+    database: d
+    params:
+      type: object
+      properties:
+        customer: {type: string, maxLenght: 5}
+        amount: {type: number, maximun: 100}
+        at: {type: string, format: datetime}
+        id: {type: integer, maxLength: 3, format: uuid, default: 4}
+        flag: {type: boolean, minimum: 1}
+      requried: [customer, amount]
+      additionalProperties: {type: string}
+      $schema: http://json-schema.org/draft-07/schema#
+`, []string{
+			`route invoices.v1.create: parameter "customer": unknown keyword "maxLenght" (did you mean maxLength?); a parameter of type string may use $comment, const, deprecated, description, enum, examples, format, maxLength, minLength, pattern, title, type`,
+			`route invoices.v1.create: parameter "amount": unknown keyword "maximun" (did you mean maximum?)`,
+			`route invoices.v1.create: params: unknown keyword "requried" (did you mean required?)`,
+			`route invoices.v1.create: parameter "at": format datetime is not one sqlgate checks (did you mean date-time?); formats: date, date-time,`,
+			`route invoices.v1.create: parameter "id": keyword "maxLength" applies to strings only, and this parameter is of type integer`,
+			`route invoices.v1.create: parameter "id": keyword "format" applies to strings only`,
+			`route invoices.v1.create: parameter "id": keyword "default" is not supported: sqlgate does not apply it`,
+			`route invoices.v1.create: parameter "flag": keyword "minimum" applies to numbers only`,
+			`route invoices.v1.create: params: additionalProperties must be true or false`,
+			`route invoices.v1.create: params: $schema must be https://json-schema.org/draft/2020-12/schema or left out`,
+		}},
+		{"format_idn", "routes:\n  - {subject: a.b, procedure: p, database: d, params: {type: object, properties: {m: {type: [string, \"null\"], format: idn-email}}}}\n", []string{
+			`route a.b: parameter "m": format idn-email is not one sqlgate checks; formats: date, date-time,`,
+		}},
 		{"emit_same_as_subject", "routes:\n  - {subject: a.b, procedure: p, database: d, emit: a.b}\n", []string{"emit must differ"}},
 		{"limits", "routes:\n  - {subject: a.b, procedure: p, database: d, maxPayload: 99999999, maxRows: -1, timeout: 1h}\n", []string{"maxPayload", "maxRows", "timeout 1h0m0s must be"}},
 		{"batch", "routes:\n  - {subject: a.b, procedure: p, database: d, batch: 257}\n  - {subject: a.c, procedure: p, database: d, mode: async, batch: 1000}\n  - {subject: a.d, procedure: p, database: d, mode: async, batch: -1}\n", []string{
@@ -162,6 +195,77 @@ func TestCatalogSQLTypeBoundsAreTheDialects(t *testing.T) {
 	}
 	if want := "a numeric(50,2),b varchar(9000),c nvarchar(9999),o decimal(5,9)"; strings.Join(got, ",") != want {
 		t.Errorf("SQL types %s, want %s", strings.Join(got, ","), want)
+	}
+}
+
+// A schema that uses only the keywords sqlgate supports loads, and its
+// bounds hold; annotations are served as written.
+func TestCatalogSchemaKeywords(t *testing.T) {
+	t.Parallel()
+	c, err := route.Parse([]byte(`routes:
+  - subject: a.b
+    procedure: p
+    database: d
+    params:
+      $schema: https://json-schema.org/draft/2020-12/schema
+      title: Create
+      description: Create an invoice.
+      $comment: reviewed
+      examples: [{customer: ACME, amount: 1}]
+      type: object
+      properties:
+        customer: {type: string, minLength: 1, maxLength: 5, pattern: "^[A-Z]+$", description: who, title: Customer, examples: [ACME], deprecated: false}
+        amount: {type: number, exclusiveMinimum: 0, maximum: 100, multipleOf: 0.01}
+        qty: {type: [integer, "null"], minimum: 1, exclusiveMaximum: 10, enum: [1, 2, 3, null]}
+        kind: {type: string, const: invoice, format: regex}
+        paid: {type: boolean, $comment: flag}
+      required: [customer, amount]
+      additionalProperties: false
+`))
+	if err != nil {
+		t.Fatalf("Parse = %v, want the route to load", err)
+	}
+	r, _ := c.Lookup("a.b")
+	for payload, want := range map[string]string{
+		`{"amount":1}`:                                     `field "customer": is required`,
+		`{"customer":"ACMEXY","amount":1}`:                 `field "customer"`,
+		`{"customer":"ACME","amount":100.5}`:               `field "amount"`,
+		`{"customer":"ACME","amount":1,"qty":4}`:           `field "qty"`,
+		`{"customer":"ACME","amount":1,"kind":"receipt"}`:  `field "kind"`,
+		`{"customer":"acme","amount":1}`:                   `field "customer": does not match the pattern`,
+		`{"customer":"ACME","amount":1,"qty":null,"x":1}`:  `field "x": unknown field`,
+		`{"customer":"ACME","amount":0.01,"paid":true}`:    ``,
+		`{"customer":"ACME","amount":99,"kind":"invoice"}`: ``,
+	} {
+		_, err := r.Decode([]byte(payload))
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("Decode(%s) = %v, want it accepted", payload, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("Decode(%s) = %v, want an error containing %q", payload, err, want)
+		}
+	}
+	if !strings.Contains(string(r.SchemaJSON), `"description":"who"`) {
+		t.Errorf("served schema %s lost the parameter's description", r.SchemaJSON)
+	}
+}
+
+// Every format the catalog accepts is one the validator asserts: a value
+// that is no such thing is refused.
+func TestCatalogFormatsAreChecked(t *testing.T) {
+	t.Parallel()
+	for _, f := range route.Formats {
+		c, err := route.New([]route.Spec{{
+			Subject: "a.b", Procedure: "p", Database: "d",
+			Params: map[string]any{"type": "object", "properties": map[string]any{"x": map[string]any{"type": "string", "format": f}}},
+		}})
+		if err != nil {
+			t.Fatalf("format %s: %v", f, err)
+		}
+		r, _ := c.Lookup("a.b")
+		if _, err := r.Decode([]byte(`{"x":"%("}`)); err == nil || !strings.Contains(err.Error(), "is not a valid "+f) {
+			t.Errorf("format %s: Decode(%%() = %v, want it refused as not a valid %s", f, err, f)
+		}
 	}
 }
 
