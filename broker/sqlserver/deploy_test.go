@@ -271,3 +271,110 @@ func TestDeployIssuanceGrantsWhatTheBatchesCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployIssuanceGrantsContainedMode: with SQLGATE_CONTAINED=1 the
+// script grants, in the database, what the contained batches check on
+// Azure SQL Database (VIEW DATABASE STATE) plus KILL DATABASE CONNECTION
+// for KILL there, and VIEW DEFINITION for the guard; in master (a
+// contained database on SQL Server or Managed Instance) what they check
+// there (VIEW SERVER STATE) plus ALTER ANY CONNECTION.
+func TestDeployIssuanceGrantsContainedMode(t *testing.T) {
+	t.Parallel()
+	master, database := issuanceGrants(t, map[string]string{"SQLGATE_LOGIN": "sqlgate_broker", "SQLGATE_CONTAINED": "1"})
+	for name, batch := range map[string]string{"RoleCheckBatch": RoleCheckBatch, "ContainedGuardBatch": ContainedGuardBatch, "ContainedKillSessionsBatch": ContainedKillSessionsBatch} {
+		server, db := checkedPermissions(batch)
+		for _, p := range server {
+			if !master[p] {
+				t.Errorf("%s checks server permission %s; 04-credential-issuance.sql does not grant it in master (grants %v)", name, p, master)
+			}
+		}
+		for _, p := range db {
+			if !database[p] {
+				t.Errorf("%s checks database permission %s; 04-credential-issuance.sql does not grant it in the database (grants %v)", name, p, database)
+			}
+		}
+	}
+	for _, p := range []string{"ALTER ANY USER", "ALTER ANY ROLE", "VIEW DEFINITION", "VIEW DATABASE STATE", "KILL DATABASE CONNECTION"} {
+		if !database[p] {
+			t.Errorf("contained mode: 04-credential-issuance.sql does not grant %s in the database (grants %v)", p, database)
+		}
+	}
+	for _, p := range []string{"ALTER ANY CONNECTION", "VIEW SERVER STATE"} {
+		if !master[p] {
+			t.Errorf("contained mode: 04-credential-issuance.sql does not grant %s in master (grants %v)", p, master)
+		}
+	}
+	// The contained batch checks a server permission only off Azure SQL
+	// Database, where HAS_PERMS_BY_NAME has no server form.
+	if !strings.Contains(ContainedKillSessionsBatch, "CASE WHEN CAST(SERVERPROPERTY('EngineEdition') AS int) = 5") {
+		t.Error("ContainedKillSessionsBatch does not choose the permission it checks by edition")
+	}
+}
+
+// sqlcmdCommand is a line of a docs page that runs a deploy script.
+var sqlcmdCommand = regexp.MustCompile(`sqlcmd .*-i deploy/sqlserver/([0-9a-z-]+\.sql)`)
+
+// TestDeployScriptVariablesDocumented: every sqlcmd command line of
+// docs/sqlserver.md and docs/credentials.md that runs a deploy script sets
+// (with -v, or exported earlier in its code block) every scripting
+// variable the script uses, and each script's header names them: sqlcmd
+// stops at a variable that is not set.
+func TestDeployScriptVariablesDocumented(t *testing.T) {
+	t.Parallel()
+	used := func(name string) []string {
+		b, err := os.ReadFile(filepath.Join(deployDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var vars []string
+		seen := map[string]bool{}
+		header := ""
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "--") {
+				header += l + "\n"
+				continue
+			}
+			for _, m := range regexp.MustCompile(`\$\(([A-Z_]+)\)`).FindAllStringSubmatch(l, -1) {
+				if !seen[m[1]] {
+					seen[m[1]] = true
+					vars = append(vars, m[1])
+				}
+			}
+		}
+		for _, v := range vars {
+			if !strings.Contains(header, v) {
+				t.Errorf("%s uses $(%s); its header does not say how to set it", name, v)
+			}
+		}
+		return vars
+	}
+	commands := 0
+	for _, doc := range []string{"sqlserver.md", "credentials.md"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "docs", doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		exported := map[string]bool{}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "```") {
+				exported = map[string]bool{}
+			}
+			for _, m := range regexp.MustCompile(`export ([A-Z_]+)`).FindAllStringSubmatch(l, -1) {
+				exported[m[1]] = true
+			}
+			m := sqlcmdCommand.FindStringSubmatch(l)
+			if m == nil {
+				continue
+			}
+			commands++
+			for _, v := range used(m[1]) {
+				if !exported[v] && !regexp.MustCompile(`\b`+v+`=`).MatchString(l) {
+					t.Errorf("docs/%s: %q does not set %s, which %s uses", doc, strings.TrimSpace(l), v, m[1])
+				}
+			}
+		}
+	}
+	if commands < 6 {
+		t.Errorf("found %d sqlcmd commands in the docs; want the setup of every script, 04 in both modes included", commands)
+	}
+}

@@ -208,13 +208,21 @@ BEGIN
 END;
 SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND session_id <> @@SPID;`
 
-	// ContainedKillSessionsBatch is KillSessionsBatch for contained users
-	// (Azure SQL Database: VIEW DATABASE STATE shows the database's
-	// sessions; KILL needs KILL DATABASE CONNECTION there), with the same
-	// filter on login_name and original_login_name and the same wait.
+	// ContainedKillSessionsBatch is KillSessionsBatch for contained users,
+	// with the same filter on login_name and original_login_name and the
+	// same wait. On Azure SQL Database (SERVERPROPERTY('EngineEdition') 5)
+	// VIEW DATABASE STATE shows the database's sessions and KILL needs KILL
+	// DATABASE CONNECTION; there the batch checks VIEW DATABASE STATE only
+	// (the server form of HAS_PERMS_BY_NAME is not available there). On
+	// SQL Server and Managed Instance sys.dm_exec_sessions shows other
+	// sessions only with VIEW SERVER STATE (VIEW DATABASE STATE is not
+	// enough) and KILL needs ALTER ANY CONNECTION: there the batch checks
+	// VIEW SERVER STATE. A NULL from HAS_PERMS_BY_NAME counts as missing.
 	ContainedKillSessionsBatch = `SET NOCOUNT ON;
-IF HAS_PERMS_BY_NAME(NULL, NULL, N'VIEW SERVER STATE') = 0 AND HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'VIEW DATABASE STATE') = 0
-    THROW 50103, N'sqlgate: VIEW DATABASE STATE is required to see and end the user''s sessions', 1;
+IF CASE WHEN CAST(SERVERPROPERTY('EngineEdition') AS int) = 5
+        THEN ISNULL(HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'VIEW DATABASE STATE'), 0)
+        ELSE ISNULL(HAS_PERMS_BY_NAME(NULL, NULL, N'VIEW SERVER STATE'), 0) END = 0
+    THROW 50103, N'sqlgate: VIEW DATABASE STATE (Azure SQL Database) or VIEW SERVER STATE (SQL Server, Managed Instance) is required to see and end the user''s sessions', 1;
 DECLARE @id int, @kill nvarchar(40), @waits int = 0;
 DECLARE @killed TABLE (session_id int PRIMARY KEY);
 DECLARE sessions CURSOR LOCAL FAST_FORWARD FOR

@@ -226,16 +226,43 @@ func TestLiveLoginOwnershipRefused(t *testing.T) {
 
 // liveBroker creates a least-privilege broker login (deploy/sqlserver
 // 00-login.sql, a user in the test database, and
-// 04-credential-issuance.sql in the test database and in master) and
-// returns a pool logged in as it and its name. The login is dropped at
-// the end of the test.
+// 04-credential-issuance.sql in the test database and in master, server
+// login mode) and returns a pool logged in as it and its name. The login
+// is dropped at the end of the test.
 func liveBroker(t *testing.T, e *Executor) (*sql.DB, string) {
+	t.Helper()
+	db, login, grant := liveBrokerLogin(t, e)
+	grant(e.DB(), "0")
+	grant(liveMaster(t), "0")
+	return db, login
+}
+
+// liveMaster opens a pool on master as the test login.
+func liveMaster(t *testing.T) *sql.DB {
+	t.Helper()
+	masterDSN, err := withParams(liveDSN, map[string]string{"database": "master"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, err := sql.Open("sqlserver", masterDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = master.Close() })
+	return master
+}
+
+// liveBrokerLogin creates the broker login and its user in the test
+// database, without grants, and returns a pool logged in as it, its name,
+// and a function that runs 04-credential-issuance.sql for it on a pool
+// with SQLGATE_CONTAINED set to contained.
+func liveBrokerLogin(t *testing.T, e *Executor) (*sql.DB, string, func(db *sql.DB, contained string)) {
 	t.Helper()
 	ctx := t.Context()
 	rb := make([]byte, 12)
 	_, _ = rand.Read(rb)
 	login, password := "sqlgate_broker_"+hex.EncodeToString(rb[:4]), "Sg1!"+hex.EncodeToString(rb)
-	vars := map[string]string{"SQLGATE_LOGIN": login, "SQLGATE_PASSWORD": password, "SQLGATE_CONTAINED": "0"}
+	vars := map[string]string{"SQLGATE_LOGIN": login, "SQLGATE_PASSWORD": password}
 	run := func(db *sql.DB, name string) {
 		t.Helper()
 		for _, batch := range sqlcmdScript(t, name, vars) {
@@ -262,17 +289,6 @@ func liveBroker(t *testing.T, e *Executor) (*sql.DB, string) {
 	if _, err := admin.ExecContext(ctx, `DECLARE @s nvarchar(max) = N'CREATE USER ' + QUOTENAME(@p1) + N' FOR LOGIN ' + QUOTENAME(@p1) + N';'; EXEC sys.sp_executesql @s;`, login); err != nil {
 		t.Fatal(err)
 	}
-	run(admin, "04-credential-issuance.sql")
-	masterDSN, err := withParams(liveDSN, map[string]string{"database": "master"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	master, err := sql.Open("sqlserver", masterDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
-	run(master, "04-credential-issuance.sql")
 	dsn, err := withParams(liveDSN, map[string]string{"user id": login, "password": password})
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +298,12 @@ func liveBroker(t *testing.T, e *Executor) (*sql.DB, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	return db, login
+	grant := func(on *sql.DB, contained string) {
+		t.Helper()
+		vars["SQLGATE_CONTAINED"] = contained
+		run(on, "04-credential-issuance.sql")
+	}
+	return db, login, grant
 }
 
 // TestLiveLeastPrivilegeRoleCheck issues and revokes as a broker login
@@ -407,5 +428,53 @@ func TestLiveLoginAlterAndOwnershipRefused(t *testing.T) {
 		if err := li.RevokeLogin(ctx, spec); err != nil {
 			t.Errorf("%s: RevokeLogin: %v", name, err)
 		}
+	}
+}
+
+// TestLiveDeployIssuanceContainedMode applies 04-credential-issuance.sql
+// with SQLGATE_CONTAINED=1 on SQL Server (a contained database there): the
+// database grants alone leave the session step unable to see sessions, and
+// it says so (50103) instead of finding none; with the master grants it
+// runs. A SQLGATE_CONTAINED other than 0 or 1 stops the script.
+func TestLiveDeployIssuanceContainedMode(t *testing.T) {
+	e := openLive(t)
+	ctx := t.Context()
+	var edition int
+	if err := e.DB().QueryRowContext(ctx, `SELECT CAST(SERVERPROPERTY('EngineEdition') AS int)`).Scan(&edition); err != nil {
+		t.Fatal(err)
+	}
+	if edition == 5 {
+		t.Skip("Azure SQL Database: the SQL Server path of contained mode does not apply")
+	}
+	bdb, brokerLogin, grant := liveBrokerLogin(t, e)
+	for _, batch := range sqlcmdScript(t, "04-credential-issuance.sql", map[string]string{"SQLGATE_LOGIN": "nobody", "SQLGATE_CONTAINED": "yes"}) {
+		if _, err := e.DB().ExecContext(ctx, batch); err == nil || !strings.Contains(err.Error(), "SQLGATE_CONTAINED must be 0") {
+			t.Errorf("04-credential-issuance.sql with SQLGATE_CONTAINED=yes: %v, want refused", err)
+		}
+	}
+	grant(e.DB(), "1")
+	kill := func() (int, error) {
+		var remaining int
+		err := bdb.QueryRowContext(ctx, ContainedKillSessionsBatch, sql.Named("login", "sg_nobody_abcdefghij")).Scan(&remaining)
+		return remaining, err
+	}
+	if _, err := kill(); err == nil || !strings.Contains(err.Error(), "VIEW SERVER STATE") {
+		t.Errorf("contained session step without the master grants = %v, want error 50103 naming VIEW SERVER STATE", err)
+	}
+	// VIEW DATABASE STATE does not show other sessions on SQL Server: with
+	// it alone the batch must still refuse, not count none.
+	if _, err := e.DB().ExecContext(ctx, `DECLARE @s nvarchar(max) = N'GRANT VIEW DATABASE STATE TO ' + QUOTENAME(@p1) + N';'; EXEC sys.sp_executesql @s;`, brokerLogin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kill(); err == nil || !strings.Contains(err.Error(), "VIEW SERVER STATE") {
+		t.Errorf("contained session step with VIEW DATABASE STATE only, on SQL Server = %v, want error 50103", err)
+	}
+	grant(liveMaster(t), "1")
+	if n, err := kill(); err != nil || n != 0 {
+		t.Errorf("contained session step with the master grants = %d, %v; want 0 remaining", n, err)
+	}
+	var canCreateLogins int
+	if err := bdb.QueryRowContext(ctx, `SELECT HAS_PERMS_BY_NAME(NULL, NULL, N'ALTER ANY LOGIN')`).Scan(&canCreateLogins); err != nil || canCreateLogins != 0 {
+		t.Errorf("contained mode granted ALTER ANY LOGIN (%d, %v)", canCreateLogins, err)
 	}
 }

@@ -601,7 +601,7 @@ func TestGoldenLoginBatches(t *testing.T) {
 		{"disable", LoginDisableBatch, lock, "RevokeLogin step 1, server mode: no new sessions. Outside any transaction."},
 		{"disable_contained", ContainedDisableBatch, lock, "RevokeLogin step 1, contained mode: a password nobody knows. Outside any transaction."},
 		{"kill_sessions", KillSessionsBatch, login, "RevokeLogin step 2, server mode: end every session (KILL cannot run in a transaction; this batch never does). Needs VIEW SERVER STATE and ALTER ANY CONNECTION. Waits up to 2 s for the killed sessions to go; remaining > 0 fails the attempt (retried)."},
-		{"kill_sessions_contained", ContainedKillSessionsBatch, login, "RevokeLogin step 2, contained mode. Azure SQL Database: VIEW DATABASE STATE and KILL DATABASE CONNECTION."},
+		{"kill_sessions_contained", ContainedKillSessionsBatch, login, "RevokeLogin step 2, contained mode. Azure SQL Database: VIEW DATABASE STATE and KILL DATABASE CONNECTION; a contained database on SQL Server or Managed Instance: VIEW SERVER STATE and ALTER ANY CONNECTION (server)."},
 		{"drop_users", DropUsersBatch, base, "RevokeLogin step 3a, server mode: drop the login's users in this database."},
 		{"drop_login", DropLoginBatch, base, "RevokeLogin step 3b, server mode: drop the login (15434 while a session remains: retried)."},
 		{"drop_contained", ContainedDropBatch, base, "RevokeLogin step 3, contained mode: drop the user."},
