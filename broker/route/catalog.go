@@ -113,10 +113,7 @@ func New(cfgs []Spec) (*Catalog, error) {
 	c := &Catalog{routes: make(map[string]*Route, len(cfgs))}
 	var errs []error
 	for i, rc := range cfgs {
-		name := rc.Subject
-		if name == "" {
-			name = fmt.Sprintf("#%d", i+1)
-		}
+		name := routeName(rc, i)
 		r, rerrs := build(rc)
 		for _, e := range rerrs {
 			errs = append(errs, fmt.Errorf("route %s: %w", name, e))
@@ -131,11 +128,43 @@ func New(cfgs []Spec) (*Catalog, error) {
 		c.routes[r.Subject] = r
 		c.subjects = append(c.subjects, r.Subject)
 	}
+	errs = append(errs, emitsAreNoSubjects(cfgs)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	sort.Strings(c.subjects)
 	return c, nil
+}
+
+// emitsAreNoSubjects refuses an emit equal to another route's subject (a
+// route's own is refused by build): an event there would be a call to that
+// route, and sqlgated may not publish on a route subject, so serve, dev and
+// nats-setup would refuse the catalog when they build the NATS accounts.
+// The reserved subjects (sqlgate.>, including the async and reply
+// subjects) are no valid emit (ValidSubject).
+func emitsAreNoSubjects(cfgs []Spec) []error {
+	first := map[string]int{} // subject -> position of the first route with it
+	for i, rc := range cfgs {
+		if _, seen := first[rc.Subject]; !seen && rc.Subject != "" {
+			first[rc.Subject] = i
+		}
+	}
+	var errs []error
+	for i, rc := range cfgs {
+		if j, clash := first[rc.Emit]; clash && rc.Emit != "" && rc.Emit != rc.Subject {
+			errs = append(errs, fmt.Errorf("route %s: emit %q is the subject of route %s (#%d): an event there would be a call to that route; choose another emit subject", routeName(rc, i), rc.Emit, rc.Emit, j+1))
+		}
+	}
+	return errs
+}
+
+// routeName names the route of cfg at position i in errors: its subject,
+// or #n (counted from 1) when it has none.
+func routeName(rc Spec, i int) string {
+	if rc.Subject == "" {
+		return fmt.Sprintf("#%d", i+1)
+	}
+	return rc.Subject
 }
 
 func build(rc Spec) (*Route, []error) {

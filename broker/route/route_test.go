@@ -158,6 +158,15 @@ func TestCatalogErrors(t *testing.T) {
 			`route a.b: parameter "m": format idn-email is not one sqlgate checks; formats: date, date-time,`,
 		}},
 		{"emit_same_as_subject", "routes:\n  - {subject: a.b, procedure: p, database: d, emit: a.b}\n", []string{"emit must differ"}},
+		// serve, dev and nats-setup refuse an emit on a route subject when
+		// they build the NATS accounts: the catalog (and so serve --check)
+		// refuses it first, naming both routes.
+		{"emit_is_another_routes_subject", "routes:\n  - {subject: invoices.v1.create, procedure: p, database: d, emit: invoices.v1.void}\n  - {subject: invoices.v1.void, procedure: q, database: d, emit: invoices.v1.voided}\n", []string{
+			`route invoices.v1.create: emit "invoices.v1.void" is the subject of route invoices.v1.void (#2): an event there would be a call to that route`,
+		}},
+		{"emit_reserved", "routes:\n  - {subject: a.b, procedure: p, database: d, emit: sqlgate.async.x}\n  - {subject: a.c, procedure: p, database: d, emit: sqlgate.reply.x}\n", []string{
+			`route a.b: emit "sqlgate.async.x" must be a concrete NATS subject`, `route a.c: emit "sqlgate.reply.x" must be`,
+		}},
 		{"limits", "routes:\n  - {subject: a.b, procedure: p, database: d, maxPayload: 99999999, maxRows: -1, timeout: 1h}\n", []string{"maxPayload", "maxRows", "timeout 1h0m0s must be"}},
 		{"batch", "routes:\n  - {subject: a.b, procedure: p, database: d, batch: 257}\n  - {subject: a.c, procedure: p, database: d, mode: async, batch: 1000}\n  - {subject: a.d, procedure: p, database: d, mode: async, batch: -1}\n", []string{
 			"route a.b: batch 257 must be from 1 to 256", "route a.c: batch 1000 must be from 1 to 256", "route a.d: batch -1 must be",
