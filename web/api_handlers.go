@@ -118,7 +118,7 @@ func (s *Server) natsCreds(w http.ResponseWriter, r *http.Request, p identity.Pr
 	}
 	writeJSON(w, http.StatusOK, api.NATSCreds{
 		JWT: cred.JWT, ExpiresAt: cred.ExpiresAt, InboxPrefix: cred.InboxPrefix, NATSURL: s.cfg.NATSURL,
-		Pub: cred.Pub, DecisionID: cred.Decision.ID, PolicyRevision: cred.Decision.Revision, Capped: cred.Capped,
+		Pub: cred.Pub, Sub: cred.Sub, DecisionID: cred.Decision.ID, PolicyRevision: cred.Decision.Revision, Capped: cred.Capped,
 	})
 	return nil
 }

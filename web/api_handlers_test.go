@@ -69,3 +69,28 @@ func TestSignInRevokedAnswer(t *testing.T) {
 		t.Errorf("POST nats/creds after offboarding = %d %s, want 401 unauthenticated telling when and to sign in again", rec.Code, rec.Body)
 	}
 }
+
+// subscribingBroker issues a credential that may follow an event.
+type subscribingBroker struct{ fakeBroker }
+
+func (subscribingBroker) IssueNATS(context.Context, broker.NATSRequest) (*broker.NATSCredential, error) {
+	return &broker.NATSCredential{
+		JWT: "jwt", InboxPrefix: "_INBOX_x", Pub: []string{"orders.v1.create"}, Sub: []string{"_INBOX_x.>", "orders.v1.created"},
+	}, nil
+}
+
+// TestNATSCredsListsSubscriptions: the response says what the credential
+// may subscribe to, the granted events included, as it says what it may
+// publish to (the CLI showed only the latter).
+func TestNATSCredsListsSubscriptions(t *testing.T) {
+	s, err := New(Config{Broker: &subscribingBroker{}, Auth: tokenAuth{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := do(t, s, "POST", api.Prefix+"/nats/creds", `{"public_key":"U"}`, map[string]string{"Authorization": "Bearer token-alice"})
+	var body api.NATSCreds
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != 200 ||
+		strings.Join(body.Pub, ",") != "orders.v1.create" || strings.Join(body.Sub, ",") != "_INBOX_x.>,orders.v1.created" {
+		t.Errorf("POST nats/creds = %d %s, want pub and sub", rec.Code, rec.Body)
+	}
+}

@@ -152,6 +152,9 @@ func cmdRoutes(ctx context.Context, e *env, args []string) error {
 		if r.Description != "" {
 			fmt.Fprintf(e.stdout, "  %s\n", r.Description)
 		}
+		if r.Emit != "" {
+			fmt.Fprintf(e.stdout, "  emits: %s (after each commit; the event's Sqlgate-Event header is %s)\n", r.Emit, r.Subject)
+		}
 		fmt.Fprintf(e.stdout, "  params: %s\n", r.Params)
 	}
 	return nil

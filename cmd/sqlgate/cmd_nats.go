@@ -102,17 +102,18 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 	if *output == "json" {
 		return printJSON(e.stdout, map[string]any{
 			"creds": path, "expires_at": cred.ExpiresAt, "inbox_prefix": cred.InboxPrefix, "nats_url": cred.NATSURL,
-			"pub": cred.Pub, "decision_id": cred.DecisionID, "policy_revision": cred.PolicyRevision, "capped": cred.Capped,
+			"pub": cred.Pub, "sub": cred.Sub, "decision_id": cred.DecisionID, "policy_revision": cred.PolicyRevision, "capped": cred.Capped,
 		})
 	}
 	fmt.Fprintf(e.stdout, "NATS credentials written to %s\n", path)
-	fmt.Fprintf(e.stdout, "  expires:      %s (in %s)\n", cred.ExpiresAt.Local().Format(time.RFC3339), time.Until(cred.ExpiresAt).Round(time.Second))
+	fmt.Fprintf(e.stdout, "  expires:       %s (in %s)\n", cred.ExpiresAt.Local().Format(time.RFC3339), time.Until(cred.ExpiresAt).Round(time.Second))
 	if cred.Capped != "" {
-		fmt.Fprintf(e.stdout, "  ttl capped:   %s\n", cred.Capped)
+		fmt.Fprintf(e.stdout, "  ttl capped:    %s\n", cred.Capped)
 	}
-	fmt.Fprintf(e.stdout, "  may publish:  %v\n", cred.Pub)
-	fmt.Fprintf(e.stdout, "  inbox prefix: %s (replies arrive only under it)\n", cred.InboxPrefix)
-	fmt.Fprintf(e.stdout, "  nats url:     %s\n\n", cred.NATSURL)
+	fmt.Fprintf(e.stdout, "  may publish:   %v\n", cred.Pub)
+	fmt.Fprintf(e.stdout, "  may subscribe: %v\n", cred.Sub)
+	fmt.Fprintf(e.stdout, "  inbox prefix:  %s (replies arrive only under it)\n", cred.InboxPrefix)
+	fmt.Fprintf(e.stdout, "  nats url:      %s\n\n", cred.NATSURL)
 	fmt.Fprintf(e.stdout, "Use it with any NATS client, e.g.:\n  nats req --server %s --creds %s --inbox-prefix %s orders.v1.get '{\"id\":1}'\n", cred.NATSURL, path, cred.InboxPrefix)
 	return nil
 }

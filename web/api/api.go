@@ -72,7 +72,11 @@ type NATSCreds struct {
 	// NATSURL is the NATS URL the broker advertises.
 	NATSURL string `json:"nats_url"`
 	// Pub lists the subjects the credential may publish to.
-	Pub            []string `json:"pub"`
+	Pub []string `json:"pub"`
+	// Sub lists the subjects the credential may subscribe to: its inbox
+	// prefix, its async reply prefix (with async routes) and the emit
+	// subjects policy grants (follow-up events).
+	Sub            []string `json:"sub"`
 	DecisionID     string   `json:"decision_id"`
 	PolicyRevision string   `json:"policy_revision"`
 	// Capped is set when the requested TTL was reduced, with the reason.
