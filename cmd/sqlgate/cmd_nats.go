@@ -114,8 +114,40 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "  may subscribe: %v\n", cred.Sub)
 	fmt.Fprintf(e.stdout, "  inbox prefix:  %s (replies arrive only under it)\n", cred.InboxPrefix)
 	fmt.Fprintf(e.stdout, "  nats url:      %s\n\n", cred.NATSURL)
-	fmt.Fprintf(e.stdout, "Use it with any NATS client, e.g.:\n  nats req --server %s --creds %s --inbox-prefix %s orders.v1.get '{\"id\":1}'\n", cred.NATSURL, path, cred.InboxPrefix)
+	// The examples use what the credential grants: a route it may call
+	// (with the payload `sqlgate routes` shows the schema of) and an event
+	// it may follow.
+	route, event := exampleSubjects(cred.Pub, cred.Sub)
+	if route != "" || event != "" {
+		fmt.Fprintf(e.stdout, "Use it with any NATS client, e.g.:\n")
+	}
+	if route != "" {
+		fmt.Fprintf(e.stdout, "  nats req --server %s --creds %s --inbox-prefix %s %s '{}'\n", cred.NATSURL, path, cred.InboxPrefix, route)
+	}
+	if event != "" {
+		fmt.Fprintf(e.stdout, "  nats sub --server %s --creds %s %s   (keep only messages with the Sqlgate-Event header)\n", cred.NATSURL, path, event)
+	}
 	return nil
+}
+
+// exampleSubjects returns the first route subject of pub (not an async
+// subject: the stream, not sqlgated, answers those) and the first emit
+// subject of sub (not a prefix: the inbox and reply prefixes end in ">"), or
+// "" for none.
+func exampleSubjects(pub, sub []string) (route, event string) {
+	for _, s := range pub {
+		if !strings.HasPrefix(s, "sqlgate.") {
+			route = s
+			break
+		}
+	}
+	for _, s := range sub {
+		if !strings.HasSuffix(s, ">") {
+			event = s
+			break
+		}
+	}
+	return route, event
 }
 
 func cmdCall(ctx context.Context, e *env, args []string) error {

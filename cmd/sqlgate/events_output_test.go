@@ -76,3 +76,53 @@ func TestRoutesShowEmitSubject(t *testing.T) {
 		t.Errorf("routes printed an emit subject for invoices.v1.list, which emits nothing:\n%s", out)
 	}
 }
+
+// TestCredsNATSExampleUsesGrantedSubjects: the `nats` command lines that
+// creds nats suggests use what the credential grants; it suggested a get of
+// orders.v1.get to credentials that may not publish it. An async subject is
+// not suggested for a request (the stream answers it), and a credential
+// that may only follow events gets only the subscription.
+func TestCredsNATSExampleUsesGrantedSubjects(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		pub       []string
+		events    []string
+		want, not []string
+	}{
+		{
+			"route and event",
+			[]string{"invoices.v1.list"},
+			[]string{"invoices.v1.voided"},
+			[]string{" invoices.v1.list '{}'\n", "nats sub --server nats://127.0.0.1:4222 --creds ", " invoices.v1.voided   (keep only messages with the Sqlgate-Event header)"},
+			[]string{"orders.v1.get"},
+		},
+		{
+			"async first",
+			[]string{"sqlgate.async.UKEY.invoices.v1.import", "invoices.v1.import"},
+			nil,
+			[]string{" invoices.v1.import '{}'\n"},
+			[]string{"nats sub", "sqlgate.async.UKEY.invoices.v1.import '{}'", "orders.v1.get"},
+		},
+		{
+			"events only", nil,
+			[]string{"invoices.v1.voided"},
+			[]string{"nats sub --server "},
+			[]string{"nats req", "orders.v1.get"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := signedInCLI(t, eventsBroker(t, tc.pub, tc.events...))
+			out := c.must("", "creds", "nats", "-o", filepath.Join(t.TempDir(), "a.creds"))
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("creds nats printed\n%s\nwant %q", out, w)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(out, n) {
+					t.Errorf("creds nats printed\n%s\nwant no %q", out, n)
+				}
+			}
+		})
+	}
+}
