@@ -45,6 +45,17 @@ func BenchmarkHashParams(b *testing.B) {
 	}
 }
 
+// BenchmarkLogHashParams is HashParams as a log computes it for each call
+// (reusing HMAC states).
+func BenchmarkLogHashParams(b *testing.B) {
+	params := map[string]any{"customer": "c-42", "amount": 10.5, "note": "hello"}
+	h := paramHasher{key: testParamKey}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = h.params(params, []string{"note"})
+	}
+}
+
 // genSource is a Source that computes a synthetic log of n records on the
 // fly (nothing stored), with a checkpoint every cpEvery records.
 type genSource struct {

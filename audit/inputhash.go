@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 )
 
 // inputHashDomain starts the message of every decision-input HMAC, so that
@@ -19,16 +20,19 @@ const inputHashDomain = "sqlgate decision input v1\x00"
 // parameter hashes, it can only be recomputed, or a guess of the input
 // confirmed, with the key.
 func HashInput(key ParamKey, input []byte) string {
-	m := hmac.New(sha256.New, key.Secret)
-	m.Write([]byte(inputHashDomain))
+	return hashInput(hmac.New(sha256.New, key.Secret), key.ID, input)
+}
+
+// inputDomain is inputHashDomain as bytes (a conversion at each call would
+// allocate: the HMAC's Write is an interface method).
+var inputDomain = []byte(inputHashDomain)
+
+// hashInput is [HashInput] with m, the HMAC of the key named id in its
+// initial state.
+func hashInput(m hash.Hash, id string, input []byte) string {
+	m.Write(inputDomain)
 	m.Write(input)
-	var sum [sha256.Size]byte
-	out := make([]byte, 0, len(paramHashPrefix)+len(key.ID)+1+2*sha256.Size)
-	out = append(out, paramHashPrefix...)
-	out = append(out, key.ID...)
-	out = append(out, ':')
-	out = hex.AppendEncode(out, m.Sum(sum[:0]))
-	return string(out)
+	return keyedSum(m, id)
 }
 
 // ErrUnknownParamKey is returned (wrapped) by [CheckInput] when a keyed

@@ -216,6 +216,10 @@ type Log struct {
 	scratch  *frontier
 	hasher   leafHasher
 	pending  []*appendReq
+
+	// paramHash makes the keyed hashes of parameters and decision inputs
+	// under cfg.ParamKey (any goroutine).
+	paramHash paramHasher
 }
 
 type appendReq struct {
@@ -265,6 +269,7 @@ func Open(ctx context.Context, store Store, cfg Config) (*Log, error) {
 		sinkDone: make(chan struct{}),
 		bgDone:   make(chan struct{}),
 	}
+	l.paramHash.key = cfg.ParamKey
 	key, err := headKey(cfg.Signer, cfg.Origin)
 	if err != nil {
 		return nil, fmt.Errorf("open audit log %q: %w", cfg.Origin, err)
@@ -701,7 +706,7 @@ func (l *Log) Append(ctx context.Context, r *Record) (int64, error) {
 func (l *Log) AppendWithInput(ctx context.Context, r *Record, input []byte) (int64, error) {
 	if input != nil && r != nil {
 		r.InputSHA256 = ""
-		r.InputHMAC = HashInput(l.cfg.ParamKey, input)
+		r.InputHMAC = l.paramHash.input(input)
 	}
 	return l.append(ctx, r, input)
 }
@@ -801,7 +806,7 @@ func (l *Log) getReq() *appendReq {
 // parameter value under the configured ParamKey, and "redacted" for the
 // names in redact. See [HashValue] for the value encoding.
 func (l *Log) HashParams(params map[string]any, redact []string) map[string]string {
-	return HashParams(l.cfg.ParamKey, params, redact)
+	return l.paramHash.params(params, redact)
 }
 
 // Origin returns the log's origin.

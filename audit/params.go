@@ -8,12 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"math"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -71,19 +73,95 @@ func validKeyIDChar(c rune) bool {
 // [CanonicalValue]). Values that cannot be encoded hash as the string
 // "unencodable:<Go type>" so the record still shows that a value was there.
 func HashValue(key ParamKey, v any) string {
-	enc, err := CanonicalValue(v)
-	if err != nil {
+	var e encoder
+	return hashValue(hmac.New(sha256.New, key.Secret), key.ID, &e, v)
+}
+
+// hashValue is [HashValue] with m, the HMAC of the key named id in its
+// initial state, and e, an encoder whose buffer it may reuse.
+func hashValue(m hash.Hash, id string, e *encoder, v any) string {
+	*e = encoder{b: e.b[:0]}
+	e.value(v, 0)
+	enc := e.b
+	if e.err != nil {
 		enc = []byte("unencodable:" + reflect.TypeOf(v).String())
 	}
-	m := hmac.New(sha256.New, key.Secret)
 	m.Write(enc)
+	return keyedSum(m, id)
+}
+
+// keyedSum returns "hmac-sha256:<id>:<hex>" of the HMAC m.
+func keyedSum(m hash.Hash, id string) string {
 	var sum [sha256.Size]byte
-	out := make([]byte, 0, len(paramHashPrefix)+len(key.ID)+1+2*sha256.Size)
+	out := make([]byte, 0, len(paramHashPrefix)+len(id)+1+2*sha256.Size)
 	out = append(out, paramHashPrefix...)
-	out = append(out, key.ID...)
+	out = append(out, id...)
 	out = append(out, ':')
 	out = hex.AppendEncode(out, m.Sum(sum[:0]))
 	return string(out)
+}
+
+// paramHasher makes the keyed hashes of one [ParamKey] ([HashParams],
+// [HashInput]) with HMAC states it reuses: setting up an HMAC (two hash
+// states and a block for each key pad) costs more than hashing a short
+// parameter value. The hashes are those of the package functions.
+type paramHasher struct {
+	key  ParamKey
+	pool sync.Pool // of *paramMAC
+}
+
+type paramMAC struct {
+	m hash.Hash // keyed with key.Secret, reset before each use
+	e encoder
+}
+
+// maxPooledEncoding bounds the encoding buffer a pooled state keeps.
+const maxPooledEncoding = 64 << 10
+
+func (h *paramHasher) get() *paramMAC {
+	if s, ok := h.pool.Get().(*paramMAC); ok {
+		s.m.Reset()
+		return s
+	}
+	return &paramMAC{m: hmac.New(sha256.New, h.key.Secret)}
+}
+
+func (h *paramHasher) put(s *paramMAC) {
+	if cap(s.e.b) > maxPooledEncoding {
+		s.e.b = nil
+	}
+	s.e.err = nil
+	h.pool.Put(s)
+}
+
+// params is [HashParams] under h's key.
+func (h *paramHasher) params(params map[string]any, redact []string) map[string]string {
+	if len(params) == 0 {
+		return nil
+	}
+	s := h.get()
+	defer h.put(s)
+	out := make(map[string]string, len(params))
+	first := true
+	for name, v := range params {
+		if slices.Contains(redact, name) {
+			out[name] = ParamRedacted
+			continue
+		}
+		if !first {
+			s.m.Reset()
+		}
+		first = false
+		out[name] = hashValue(s.m, h.key.ID, &s.e, v)
+	}
+	return out
+}
+
+// input is [HashInput] under h's key.
+func (h *paramHasher) input(input []byte) string {
+	s := h.get()
+	defer h.put(s)
+	return hashInput(s.m, h.key.ID, input)
 }
 
 // CheckParam reports whether hashed (a value of [Record.Params]) is the
@@ -119,18 +197,8 @@ func keyOf(keys []ParamKey, hashed string) (ParamKey, error) {
 // HashParams returns [HashValue] of every parameter with key, and
 // [ParamRedacted] for the names listed in redact.
 func HashParams(key ParamKey, params map[string]any, redact []string) map[string]string {
-	if len(params) == 0 {
-		return nil
-	}
-	out := make(map[string]string, len(params))
-	for name, v := range params {
-		if slices.Contains(redact, name) {
-			out[name] = ParamRedacted
-			continue
-		}
-		out[name] = HashValue(key, v)
-	}
-	return out
+	h := paramHasher{key: key}
+	return h.params(params, redact)
 }
 
 // CanonicalValue encodes a parameter value as canonical JSON: object keys
