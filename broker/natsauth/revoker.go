@@ -1,6 +1,7 @@
 package natsauth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -172,13 +173,24 @@ func (r *Revoker) RevokeUsers(ctx context.Context, userKeys []string, at time.Ti
 // see: its own routes and signing keys may be older than the servers'.
 var errNoUsersAccount = errors.New("the nats server holds no users account JWT (sqlgated pushes it at startup); revocation not pushed, will retry")
 
-// Sync pushes the broker and users accounts as this process knows them
-// (current routes and signing keys, with the revocations of the server's
-// users account merged in). sqlgated calls it at startup, so that a
+// Sync brings the servers' broker and users accounts to this process's view
+// of them (current routes and signing keys, with the revocations of the
+// server's users account merged in). sqlgated calls it at startup, so that a
 // restart after a route catalog change or a signing key rotation brings the
 // servers' account JWTs up to date. It replaces the accounts' exports,
 // imports and signing keys with this instance's: an instance started with
 // an older catalog or key file undoes a newer one's.
+//
+// It pushes an account only when the JWT the server holds (looked up with
+// `$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP`) carries other claims than this
+// instance's; the claims that change with every signing (jti, iat) do not
+// count. A server applying a pushed broker account rebuilds its exports and
+// forgets where the replies to the requests then in flight through the
+// users account's imports go: those replies are lost, so starting an
+// instance of an unchanged deployment must not push it. When the broker
+// account lookup fails or its answer is not our operator's broker account,
+// the account is pushed as it is (logged); a failed lookup of the users
+// account fails Sync, as its revocations would be lost.
 func (r *Revoker) Sync(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -186,32 +198,103 @@ func (r *Revoker) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := r.push(ctx, b); err != nil {
-		return fmt.Errorf("push broker account: %w", err)
+	if r.brokerAccountHeld(ctx, b) {
+		r.log.InfoContext(ctx, "nats broker account up to date on the server; not pushed")
+	} else {
+		if err := r.push(ctx, b); err != nil {
+			return fmt.Errorf("push broker account: %w", err)
+		}
+		r.log.InfoContext(ctx, "nats broker account pushed")
 	}
-	if _, err := r.lookupUsers(ctx); err != nil {
+	held, err := r.lookupUsers(ctx)
+	if err != nil {
 		return fmt.Errorf("push users account: %w", err)
 	}
-	if err := r.signAndPushUsers(ctx, r.keys.usersAccountClaims(r.subjects, r.emits, nil)); err != nil {
+	u, err := r.signUsers(r.keys.usersAccountClaims(r.subjects, r.emits, nil))
+	if err != nil {
 		return fmt.Errorf("push users account: %w", err)
 	}
+	if held.claims != nil && sameAccountClaims(held.claims, u) {
+		r.log.InfoContext(ctx, "nats users account up to date on the server; not pushed")
+		return nil
+	}
+	if err := r.push(ctx, u); err != nil {
+		return fmt.Errorf("push users account: %w", err)
+	}
+	r.log.InfoContext(ctx, "nats users account pushed")
 	return nil
+}
+
+// brokerAccountHeld reports whether the server holds a broker account JWT of
+// our operator with the claims of want (an encoded broker account JWT).
+// False, with a warning, when the lookup fails or its answer is not such a
+// JWT: the caller then pushes want. r.mu is held.
+func (r *Revoker) brokerAccountHeld(ctx context.Context, want string) bool {
+	s, err := r.lookup(ctx, r.keys.pub.Broker)
+	if err != nil {
+		r.log.WarnContext(ctx, "nats broker account lookup failed; pushing it (calls in flight through the users account may lose their replies)", slog.String("error", err.Error()))
+		return false
+	}
+	if s == "" {
+		return false
+	}
+	held := ourAccount(r.keys, s, r.keys.pub.Broker)
+	if held == nil {
+		r.log.WarnContext(ctx, "nats broker account on server not signed by our operator; replacing it")
+		return false
+	}
+	return sameAccountClaims(held, want)
+}
+
+// sameAccountClaims reports whether held carries the claims of want (an
+// encoded account JWT) apart from those that differ with every signing: the
+// JWT ID and the issue time. Exports, imports, signing keys, limits and
+// revocations all count. want is decoded rather than compared as built so
+// that both went through the same encoding (sorted exports and imports,
+// claim type and version set).
+func sameAccountClaims(held *jwt.AccountClaims, want string) bool {
+	w, err := jwt.DecodeAccountClaims(want)
+	if err != nil {
+		return false
+	}
+	a, b := *held, *w
+	a.ID, b.ID = "", ""
+	a.IssuedAt, b.IssuedAt = 0, 0
+	ja, errA := json.Marshal(&a)
+	jb, errB := json.Marshal(&b)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
+}
+
+// ourAccount decodes s as the JWT of the account pub signed by our operator;
+// nil when it is anything else.
+func ourAccount(keys *Keys, s, pub string) *jwt.AccountClaims {
+	ac, err := jwt.DecodeAccountClaims(strings.TrimSpace(s))
+	if err != nil || ac.Issuer != keys.pub.Operator || ac.Subject != pub {
+		return nil
+	}
+	return ac
 }
 
 // signAndPushUsers prunes the merged revocations, sets them on ac (a users
 // account's claims), signs it with the operator key and pushes it. r.mu is
 // held.
 func (r *Revoker) signAndPushUsers(ctx context.Context, ac *jwt.AccountClaims) error {
+	u, err := r.signUsers(ac)
+	if err != nil {
+		return err
+	}
+	return r.push(ctx, u)
+}
+
+// signUsers prunes the merged revocations, sets them on ac (a users
+// account's claims) and signs it with the operator key. r.mu is held.
+func (r *Revoker) signUsers(ac *jwt.AccountClaims) (string, error) {
 	r.revs = pruneRevocations(r.revs, r.now().Add(-r.horizon))
 	ac.Revocations = nil
 	if len(r.revs) > 0 {
 		ac.Revocations = maps.Clone(r.revs)
 	}
-	u, err := encode(ac, r.keys.operator, "users account")
-	if err != nil {
-		return err
-	}
-	return r.push(ctx, u)
+	return encode(ac, r.keys.operator, "users account")
 }
 
 // heldUsers is what a lookup of the users account returned.
@@ -226,18 +309,12 @@ type heldUsers struct {
 // revocations into r.revs. An answer that is not an account JWT is an error.
 // r.mu is held.
 func (r *Revoker) lookupUsers(ctx context.Context) (heldUsers, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	msg, err := r.nc.RequestWithContext(ctx, fmt.Sprintf(claimsLookupSubject, r.keys.pub.Users), nil)
+	s, err := r.lookup(ctx, r.keys.pub.Users)
 	if err != nil {
 		return heldUsers{}, fmt.Errorf("look up users account: %w", err)
 	}
-	s := strings.TrimSpace(string(msg.Data))
 	if s == "" {
 		return heldUsers{empty: true}, nil
-	}
-	if _, err := jwt.DecodeAccountClaims(s); err != nil {
-		return heldUsers{}, errors.New("look up users account: the server's answer is not an account JWT")
 	}
 	ac := ourUsersAccount(r.keys, s)
 	if ac == nil {
@@ -249,6 +326,26 @@ func (r *Revoker) lookupUsers(ctx context.Context) (heldUsers, error) {
 		}
 	}
 	return heldUsers{claims: ac}, nil
+}
+
+// lookup asks the servers for the JWT of the account pub they hold: "" when
+// the answering server holds none, an error when there is no answer or the
+// answer is not an account JWT.
+func (r *Revoker) lookup(ctx context.Context, pub string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	msg, err := r.nc.RequestWithContext(ctx, fmt.Sprintf(claimsLookupSubject, pub), nil)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(msg.Data))
+	if s == "" {
+		return "", nil
+	}
+	if _, err := jwt.DecodeAccountClaims(s); err != nil {
+		return "", errors.New("the server's answer is not an account JWT")
+	}
+	return s, nil
 }
 
 // claimUpdateResponse mirrors nats-server's ServerAPIClaimUpdateResponse.

@@ -295,7 +295,10 @@ func (a *app) startBroker(ctx context.Context) error {
 		Subjects: a.cfg.Catalog.Subjects(), Emits: emits(a.cfg.Catalog), MaxTTL: a.cfg.MaxTTL,
 		Logger: a.log.With("component", "revoker"),
 	})
-	// The servers may predate the current routes (an external cluster).
+	// The servers may predate the current routes (an external cluster). Sync
+	// pushes only the accounts whose claims differ from what the servers
+	// hold: a pushed broker account drops the replies of the calls in flight
+	// on every instance, so an unchanged start must not push it.
 	if err := revoker.Sync(ctx); err != nil {
 		return fmt.Errorf("push account JWTs to NATS: %w", err)
 	}
