@@ -35,7 +35,7 @@ func OpenSignInCutoffs(ctx context.Context, db *DB) (*SignInCutoffs, error) {
 func CutoffSchema(dialect string) []string {
 	pid := "VARCHAR(512)"
 	if dialect == SQLServer {
-		pid = "NVARCHAR(450)"
+		pid = sqlServerPrincipalID
 	}
 	body := fmt.Sprintf(`
 			principal_id %s NOT NULL PRIMARY KEY,
@@ -52,9 +52,10 @@ func CutoffSchema(dialect string) []string {
 func (c *SignInCutoffs) SetCutoff(ctx context.Context, principalID string, t time.Time) error {
 	now := time.Now().UnixNano()
 	for attempt := 0; ; attempt++ {
+		args := append([]any{t.UnixNano(), t.UnixNano(), now}, principalArgs(c.db.dialect, principalID)...)
 		res, err := c.db.db.ExecContext(ctx, c.db.q(`UPDATE sqlgate_signin_cutoff
 			SET revoked_before = CASE WHEN revoked_before < ? THEN ? ELSE revoked_before END, updated_at = ?
-			WHERE principal_id = ?`), t.UnixNano(), t.UnixNano(), now, principalID)
+			WHERE `+principalIs(c.db.dialect)), args...)
 		if err != nil {
 			return fmt.Errorf("set sign-in cutoff: %w", err)
 		}
@@ -70,6 +71,13 @@ func (c *SignInCutoffs) SetCutoff(ctx context.Context, principalID string, t tim
 		}
 		// Another instance inserted the row first (primary key): update it.
 		if attempt > 0 {
+			if c.db.uniqueViolation(err) {
+				// The exact update found no row twice, and the primary key
+				// refused the insert twice: a table created before
+				// principal_id was declared COLLATE Latin1_General_100_BIN2
+				// holds another principal whose id differs only in case.
+				return fmt.Errorf("set sign-in cutoff: the principal's id equals another principal's under the collation of sqlgate_signin_cutoff.principal_id (a table created before sqlgate declared it COLLATE Latin1_General_100_BIN2): recreate the table as docs/sqlserver.md says (control database, principal ids): %w", err)
+			}
 			return fmt.Errorf("set sign-in cutoff: %w", err)
 		}
 	}
@@ -77,13 +85,19 @@ func (c *SignInCutoffs) SetCutoff(ctx context.Context, principalID string, t tim
 
 // Cutoff returns the principal's cutoff, the zero time when it has none.
 func (c *SignInCutoffs) Cutoff(ctx context.Context, principalID string) (time.Time, error) {
-	var ns int64
-	err := c.db.db.QueryRowContext(ctx, c.db.q(`SELECT revoked_before FROM sqlgate_signin_cutoff WHERE principal_id = ?`), principalID).Scan(&ns)
+	var (
+		id string
+		ns int64
+	)
+	err := c.db.db.QueryRowContext(ctx, c.db.q(`SELECT principal_id, revoked_before FROM sqlgate_signin_cutoff WHERE `+principalIs(c.db.dialect)),
+		principalArgs(c.db.dialect, principalID)...).Scan(&id, &ns)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return time.Time{}, nil
 	case err != nil:
 		return time.Time{}, fmt.Errorf("read sign-in cutoff: %w", err)
+	case id != principalID: // another principal's (the statement selects exactly; this holds whatever the collation)
+		return time.Time{}, nil
 	}
 	return time.Unix(0, ns).UTC(), nil
 }

@@ -142,12 +142,57 @@ func (c *DB) key(s string) any {
 	return s
 }
 
+// sqlServerPrincipalID is the type of the principal_id columns of tables
+// sqlgate creates on SQL Server. Principal ids are "<issuer> <subject>",
+// and subjects are case-sensitive (Okta's, for one, are base62): a
+// case-insensitive column (the default collation of an English install,
+// SQL_Latin1_General_CP1_CI_AS) would let one principal's revoke-all, sign-in
+// cutoff, listing and limits reach another's rows. Tables created before
+// the column got its collation keep the database's: the statements compare
+// exactly all the same ([principalIs]).
+const sqlServerPrincipalID = "NVARCHAR(450) COLLATE Latin1_General_100_BIN2"
+
+// principalIs returns the condition that a row's principal_id is exactly
+// the principal id passed as its parameters ([principalArgs]): `?` for
+// PostgreSQL and SQLite, whose principal_id columns compare exactly
+// (PostgreSQL's database collations are deterministic: equal strings are
+// equal bytes; SQLite's default collation is BINARY). On SQL Server the
+// column of a table created before it was declared COLLATE
+// Latin1_General_100_BIN2 compares under the database's collation, which
+// is usually case-insensitive, and any collation ignores trailing spaces:
+// `principal_id = ?` keeps the index seek, and comparing both sides as
+// varbinary (an nvarchar's UTF-16LE bytes, on either side; max, so that
+// nothing is cut) keeps only the exact match.
+func principalIs(dialect string) string {
+	if dialect == SQLServer {
+		return `principal_id = ? AND CAST(principal_id AS varbinary(max)) = CAST(? AS varbinary(max))`
+	}
+	return `principal_id = ?`
+}
+
+// principalArgs returns the arguments of [principalIs] for id. go-mssqldb
+// sends a Go string as nvarchar, as the cast to varbinary requires (a
+// varchar would cast to other bytes and match nothing).
+func principalArgs(dialect, id string) []any {
+	if dialect == SQLServer {
+		return []any{id, id}
+	}
+	return []any{id}
+}
+
 // deadlockVictim reports whether err is SQL Server's error 1205: the
 // server chose this transaction as a deadlock victim and rolled it back,
 // so the whole transaction may run again.
 func (c *DB) deadlockVictim(err error) bool {
 	var e mssql.Error
 	return c.dialect == SQLServer && errors.As(err, &e) && e.Number == 1205
+}
+
+// uniqueViolation reports whether err is SQL Server's 2627 (a primary key
+// or unique constraint) or 2601 (a unique index) refusing a duplicate.
+func (c *DB) uniqueViolation(err error) bool {
+	var e mssql.Error
+	return c.dialect == SQLServer && errors.As(err, &e) && (e.Number == 2627 || e.Number == 2601)
 }
 
 // SQL returns the underlying handle.
@@ -202,7 +247,7 @@ func (c *DB) schema() []string {
 	}
 	pid := "VARCHAR(512)"
 	if c.dialect == SQLServer {
-		pid = "NVARCHAR(450)"
+		pid = sqlServerPrincipalID
 	}
 	stmts := []string{
 		ifNotExists("sqlgate_issuance", fmt.Sprintf(`

@@ -37,7 +37,7 @@ func OpenLeaseStore(ctx context.Context, db *DB) (*LeaseStore, error) {
 func LeaseSchema(dialect string) []string {
 	text, str, pid := "TEXT", "VARCHAR", "VARCHAR(512)"
 	if dialect == SQLServer {
-		text, str, pid = "NVARCHAR(MAX)", "NVARCHAR", "NVARCHAR(450)"
+		text, str, pid = "NVARCHAR(MAX)", "NVARCHAR", sqlServerPrincipalID
 	}
 	body := fmt.Sprintf(`
 			id VARCHAR(64) NOT NULL PRIMARY KEY,
@@ -124,7 +124,8 @@ func (s *LeaseStore) Get(ctx context.Context, id string) (broker.Lease, error) {
 
 // ByPrincipal implements [broker.LeaseStore].
 func (s *LeaseStore) ByPrincipal(ctx context.Context, principalID string) ([]broker.Lease, error) {
-	rows, err := s.db.db.QueryContext(ctx, s.db.q(selectLease+` WHERE principal_id = ? ORDER BY issued_at DESC, id DESC`), principalID)
+	rows, err := s.db.db.QueryContext(ctx, s.db.q(selectLease+` WHERE `+principalIs(s.db.dialect)+` ORDER BY issued_at DESC, id DESC`),
+		principalArgs(s.db.dialect, principalID)...)
 	if err != nil {
 		return nil, fmt.Errorf("list leases: %w", err)
 	}
@@ -132,28 +133,41 @@ func (s *LeaseStore) ByPrincipal(ctx context.Context, principalID string) ([]bro
 	if err != nil {
 		return nil, fmt.Errorf("list leases: %w", err)
 	}
-	return out, nil
+	return leasesOf(out, principalID), nil
+}
+
+// leasesOf keeps the leases of principalID (exactly: the statements select
+// them so, and this holds whatever the column's collation).
+func leasesOf(ls []broker.Lease, principalID string) []broker.Lease {
+	return slices.DeleteFunc(ls, func(l broker.Lease) bool { return l.Principal.ID() != principalID })
 }
 
 // unfinishedStates are the states of a lease that is not final, as an SQL
 // list (served with principal_id by sqlgate_lease_principal_state).
 const unfinishedStates = `state IN ('creating', 'active', 'revoking')`
 
-// sqlCountHeld counts a principal's unfinished leases, less the revoking
+// countHeldQuery counts a principal's unfinished leases, less the revoking
 // ones whose access has ended (attempts and last error: see
-// [LeaseStore.CountHeld]).
-var sqlCountHeld = `SELECT COUNT(*) FROM sqlgate_lease WHERE principal_id = ? AND ` + unfinishedStates + `
+// [LeaseStore.CountHeld]). Arguments: [principalArgs], attempts, the LIKE
+// pattern.
+func countHeldQuery(dialect string) string {
+	return `SELECT COUNT(*) FROM sqlgate_lease WHERE ` + principalIs(dialect) + ` AND ` + unfinishedStates + `
 		AND NOT (state = 'revoking' AND attempts >= ? AND last_error IS NOT NULL AND last_error LIKE ? ESCAPE '\')`
+}
 
-// sqlUnfinished lists a principal's unfinished leases. They are few and
+// unfinishedQuery lists a principal's unfinished leases. They are few and
 // sorted after reading: with an ORDER BY, SQLite (no statistics) reads the
 // principal's every lease through sqlgate_lease_principal_issued instead.
-var sqlUnfinished = selectLease + ` WHERE principal_id = ? AND ` + unfinishedStates
+// Arguments: [principalArgs].
+func unfinishedQuery(dialect string) string {
+	return selectLease + ` WHERE ` + principalIs(dialect) + ` AND ` + unfinishedStates
+}
 
 // CountHeld implements [broker.LeaseStore].
 func (s *LeaseStore) CountHeld(ctx context.Context, principalID string, stuckAttempts int, endedPrefix string) (int, error) {
 	var n int
-	if err := s.db.db.QueryRowContext(ctx, s.db.q(sqlCountHeld), principalID, stuckAttempts, likePrefix(endedPrefix)).Scan(&n); err != nil {
+	args := append(principalArgs(s.db.dialect, principalID), stuckAttempts, likePrefix(endedPrefix))
+	if err := s.db.db.QueryRowContext(ctx, s.db.q(countHeldQuery(s.db.dialect)), args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count leases: %w", err)
 	}
 	return n, nil
@@ -170,7 +184,7 @@ func likePrefix(prefix string) string {
 
 // UnfinishedByPrincipal implements [broker.LeaseStore].
 func (s *LeaseStore) UnfinishedByPrincipal(ctx context.Context, principalID string) ([]broker.Lease, error) {
-	rows, err := s.db.db.QueryContext(ctx, s.db.q(sqlUnfinished), principalID)
+	rows, err := s.db.db.QueryContext(ctx, s.db.q(unfinishedQuery(s.db.dialect)), principalArgs(s.db.dialect, principalID)...)
 	if err != nil {
 		return nil, fmt.Errorf("list unfinished leases: %w", err)
 	}
@@ -178,6 +192,7 @@ func (s *LeaseStore) UnfinishedByPrincipal(ctx context.Context, principalID stri
 	if err != nil {
 		return nil, fmt.Errorf("list unfinished leases: %w", err)
 	}
+	out = leasesOf(out, principalID)
 	slices.SortFunc(out, func(a, b broker.Lease) int { // newest first
 		if c := b.IssuedAt.Compare(a.IssuedAt); c != 0 {
 			return c
@@ -237,7 +252,7 @@ func (s *LeaseStore) ByPrincipalPage(ctx context.Context, principalID string, pa
 	if err != nil {
 		return nil, fmt.Errorf("list leases: %w", err)
 	}
-	return out, nil
+	return leasesOf(out, principalID), nil
 }
 
 // Activate implements [broker.LeaseStore].

@@ -30,8 +30,8 @@ func TestLeaseGolden(t *testing.T) {
 			} {
 				b.WriteString("\n-- " + q.what + "\n" + db.q(claimQuery(dialect, q.spec)) + ";\n")
 			}
-			b.WriteString("\n-- count a principal's unfinished leases whose access has not ended (the limit, at every issue)\n" + db.q(sqlCountHeld) + ";\n")
-			b.WriteString("\n-- list a principal's unfinished leases (revoke-all)\n" + db.q(sqlUnfinished) + ";\n")
+			b.WriteString("\n-- count a principal's unfinished leases whose access has not ended (the limit, at every issue)\n" + db.q(countHeldQuery(dialect)) + ";\n")
+			b.WriteString("\n-- list a principal's unfinished leases (revoke-all)\n" + db.q(unfinishedQuery(dialect)) + ";\n")
 			b.WriteString("\n-- delete final leases past the retention, a batch at a time (reaper, hourly)\n" + db.q(pruneFinalQuery(dialect)) + ";\n")
 			writePageQueries(&b, dialect, leasePage, "a principal's leases")
 			compareGolden(t, filepath.Join("testdata", "lease_"+dialect+".golden"), b.String())

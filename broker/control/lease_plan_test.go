@@ -22,7 +22,9 @@ import (
 // Server: the same index; see testdata/lease_sqlserver.golden.)
 func TestLeasePrincipalQueriesUseIndex(t *testing.T) {
 	ctx := t.Context()
-	queries := map[string]string{"count held": sqlCountHeld, "unfinished": sqlUnfinished}
+	queries := func(dialect string) map[string]string {
+		return map[string]string{"count held": countHeldQuery(dialect), "unfinished": unfinishedQuery(dialect)}
+	}
 	args := map[string][]any{"count held": {"p", 5, "x%"}, "unfinished": {"p"}}
 
 	t.Run("sqlite", func(t *testing.T) {
@@ -35,7 +37,7 @@ func TestLeasePrincipalQueriesUseIndex(t *testing.T) {
 		if err := c.createSchema(ctx, LeaseSchema(SQLite)); err != nil {
 			t.Fatal(err)
 		}
-		for name, q := range queries {
+		for name, q := range queries(SQLite) {
 			rows, err := db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args[name]...)
 			if err != nil {
 				t.Fatal(err)
@@ -100,7 +102,7 @@ func TestLeasePrincipalQueriesUseIndex(t *testing.T) {
 		if _, err := db.ExecContext(ctx, "ANALYZE sqlgate_lease"); err != nil {
 			t.Fatal(err)
 		}
-		for name, q := range queries {
+		for name, q := range queries(Postgres) {
 			rows, err := db.QueryContext(ctx, "EXPLAIN "+c.q(q), args[name]...)
 			if err != nil {
 				t.Fatal(err)

@@ -23,10 +23,7 @@ const DefaultCacheTTL = 2 * time.Second
 // (testdata/registry_*.golden), as [DB.q] rewrites them.
 const (
 	// sqlPutLock is Put's first statement: it changes nothing, and locks.
-	sqlPutLock = `UPDATE sqlgate_issuance SET expires_at = expires_at WHERE user_key = ?`
-	// sqlPutUpdate renews a key's issuance only if it is as Put read it.
-	sqlPutUpdate = `UPDATE sqlgate_issuance SET principal = ?, signing_key = ?, account = ?, via = ?, issued_at = ?, expires_at = ?, revoked_at = ?, decision_id = ?, pub = ?
-		WHERE user_key = ? AND principal_id = ? AND revoked_at IS NULL AND expires_at = ? AND pub = ?`
+	sqlPutLock    = `UPDATE sqlgate_issuance SET expires_at = expires_at WHERE user_key = ?`
 	sqlBindUpdate = `UPDATE sqlgate_callout_token SET token_hash = ?, token_expires_at = ?, expires_at = CASE WHEN expires_at < ? THEN ? ELSE expires_at END
 		WHERE user_key = ? AND refused_at IS NULL`
 	sqlBindInsert = `INSERT INTO sqlgate_callout_token (user_key, token_hash, token_expires_at, expires_at, refused_at) VALUES (?, ?, ?, ?, NULL)`
@@ -40,9 +37,21 @@ const (
 	sqlPruneTokens = `DELETE FROM sqlgate_callout_token WHERE expires_at < ?` //nolint:gosec // G101: SQL text naming the token table, no credential
 	// sqlWithdraw removes an unreleased issuance (Withdraw).
 	sqlWithdraw = `DELETE FROM sqlgate_issuance WHERE user_key = ? AND decision_id = ? AND revoked_at IS NULL`
-	// sqlCountLive counts a principal's live issuances (CountLive).
-	sqlCountLive = `SELECT COUNT(*) FROM sqlgate_issuance WHERE principal_id = ? AND revoked_at IS NULL AND expires_at > ?`
 )
+
+// putUpdateQuery renews a key's issuance only if it is as Put read it.
+// Arguments: the columns set, the user key, [principalArgs], expires_at,
+// pub.
+func putUpdateQuery(dialect string) string {
+	return `UPDATE sqlgate_issuance SET principal = ?, signing_key = ?, account = ?, via = ?, issued_at = ?, expires_at = ?, revoked_at = ?, decision_id = ?, pub = ?
+		WHERE user_key = ? AND ` + principalIs(dialect) + ` AND revoked_at IS NULL AND expires_at = ? AND pub = ?`
+}
+
+// countLiveQuery counts a principal's live issuances (CountLive).
+// Arguments: [principalArgs], the time.
+func countLiveQuery(dialect string) string {
+	return `SELECT COUNT(*) FROM sqlgate_issuance WHERE ` + principalIs(dialect) + ` AND revoked_at IS NULL AND expires_at > ?`
+}
 
 // Registry is the issuance registry in the control database with an
 // in-memory read cache for the request path.
@@ -182,9 +191,12 @@ func (r *Registry) put(ctx context.Context, iss broker.Issuance, principal strin
 		if err != nil {
 			return iss, false, fmt.Errorf("encode pub: %w", err)
 		}
-		res, err := tx.ExecContext(ctx, r.db.q(sqlPutUpdate),
+		args := []any{
 			principal, iss.SigningKey, iss.Account, iss.Via, iss.IssuedAt.UnixNano(), iss.ExpiresAt.UnixNano(),
-			nullTime(iss.RevokedAt), r.db.key(iss.DecisionID), string(pub), r.db.key(iss.UserKey), owner, oldExpires, oldPub)
+			nullTime(iss.RevokedAt), r.db.key(iss.DecisionID), string(pub), r.db.key(iss.UserKey),
+		}
+		args = append(append(args, principalArgs(r.db.dialect, owner)...), oldExpires, oldPub)
+		res, err := tx.ExecContext(ctx, r.db.q(putUpdateQuery(r.db.dialect)), args...)
 		if err != nil {
 			return iss, false, fmt.Errorf("put issuance: %w", err)
 		}
@@ -279,7 +291,17 @@ func (r *Registry) Withdraw(ctx context.Context, userKey, decisionID string) err
 
 // ByPrincipal lists a principal's issuances, newest first.
 func (r *Registry) ByPrincipal(ctx context.Context, principalID string) ([]broker.Issuance, error) {
-	return r.list(ctx, `WHERE principal_id = ?`, principalID)
+	out, err := r.list(ctx, `WHERE `+principalIs(r.db.dialect), principalArgs(r.db.dialect, principalID)...)
+	if err != nil {
+		return nil, err
+	}
+	return issuancesOf(out, principalID), nil
+}
+
+// issuancesOf keeps the issuances of principalID (exactly: the statements
+// select them so, and this holds whatever the column's collation).
+func issuancesOf(is []broker.Issuance, principalID string) []broker.Issuance {
+	return slices.DeleteFunc(is, func(iss broker.Issuance) bool { return iss.Principal.ID() != principalID })
 }
 
 // CountLive counts a principal's issuances live at t (not revoked, expiring
@@ -287,7 +309,8 @@ func (r *Registry) ByPrincipal(ctx context.Context, principalID string) ([]broke
 // holds against [broker.Config.MaxNATSCredentialsPerPrincipal].
 func (r *Registry) CountLive(ctx context.Context, principalID string, t time.Time) (int, error) {
 	var n int
-	if err := r.db.db.QueryRowContext(ctx, r.db.q(sqlCountLive), principalID, t.UnixNano()).Scan(&n); err != nil {
+	args := append(principalArgs(r.db.dialect, principalID), t.UnixNano())
+	if err := r.db.db.QueryRowContext(ctx, r.db.q(countLiveQuery(r.db.dialect)), args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count live issuances: %w", err)
 	}
 	return n, nil
@@ -317,7 +340,11 @@ func (r *Registry) ByPrincipalPage(ctx context.Context, principalID string, page
 	if err != nil {
 		return nil, fmt.Errorf("list issuances: %w", err)
 	}
-	return scanIssuances(rows, min(page.Limit, 128))
+	out, err := scanIssuances(rows, min(page.Limit, 128))
+	if err != nil {
+		return nil, err
+	}
+	return issuancesOf(out, principalID), nil
 }
 
 // IssuanceListSchema returns the DDL of the index that reads a principal's
@@ -337,10 +364,11 @@ func IssuanceListSchema(dialect string) []string {
 type pageSpec struct{ cols, table, key, live, ended string }
 
 // pageQuery returns the statement (with `?` placeholders, for [DB.q]) that
-// reads one page of principalID's rows of spec, and its arguments. The key
-// compares bytewise in every dialect (PostgreSQL COLLATE "C", SQL Server
-// Latin1_General_BIN2, SQLite's default), as the web layer merges pages.
-// No value is formatted into the text.
+// reads one page of principalID's rows of spec (exactly: [principalIs]),
+// and its arguments. The key compares bytewise in every dialect
+// (PostgreSQL COLLATE "C", SQL Server Latin1_General_BIN2, SQLite's
+// default), as the web layer merges pages. No value is formatted into the
+// text.
 func pageQuery(dialect string, spec pageSpec, principalID string, page broker.ListPage) (string, []any) {
 	key := spec.key
 	switch dialect {
@@ -358,8 +386,8 @@ func pageQuery(dialect string, spec pageSpec, principalID string, page broker.Li
 		b.WriteString("TOP (?) ")
 		args = append(args, page.Limit)
 	}
-	b.WriteString(spec.cols + " FROM " + spec.table + " WHERE principal_id = ?")
-	args = append(args, principalID)
+	b.WriteString(spec.cols + " FROM " + spec.table + " WHERE " + principalIs(dialect))
+	args = append(args, principalArgs(dialect, principalID)...)
 	switch page.Filter {
 	case broker.ListLive:
 		b.WriteString(" AND " + spec.live)
@@ -386,9 +414,9 @@ func (r *Registry) RevokedActive(ctx context.Context, t time.Time) ([]broker.Iss
 	return r.list(ctx, `WHERE revoked_at IS NOT NULL AND expires_at > ?`, t.UnixNano())
 }
 
-func (r *Registry) list(ctx context.Context, where string, arg any) ([]broker.Issuance, error) {
+func (r *Registry) list(ctx context.Context, where string, args ...any) ([]broker.Issuance, error) {
 	rows, err := r.db.db.QueryContext(ctx, r.db.q(`SELECT `+issuanceCols+`
-		FROM sqlgate_issuance `+where+` ORDER BY issued_at DESC`), arg)
+		FROM sqlgate_issuance `+where+` ORDER BY issued_at DESC`), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list issuances: %w", err)
 	}

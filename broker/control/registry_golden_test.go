@@ -25,12 +25,12 @@ func TestRegistryGolden(t *testing.T) {
 			}
 			for _, q := range []struct{ what, sql string }{
 				{"lock the key's row before reading it (Put)", sqlPutLock},
-				{"issue a key again: only the row as read, keeping the latest expiry (Put)", sqlPutUpdate},
+				{"issue a key again: only the row as read, keeping the latest expiry (Put)", putUpdateQuery(dialect)},
 				{"record the token of a callout credential (BindCalloutToken)", sqlBindUpdate},
 				{"record the token of a new callout credential (BindCalloutToken)", sqlBindInsert},
 				{"refuse the token of a revoked callout credential (RefuseCalloutTokens)", sqlRefuse},
 				{"is a token refused (CalloutTokenRefused)", sqlRefused},
-				{"count a principal's live issuances (CountLive)", sqlCountLive},
+				{"count a principal's live issuances (CountLive)", countLiveQuery(dialect)},
 				{"remove an issuance whose JWT was never released (Withdraw)", sqlWithdraw},
 				{"prune token records (Prune)", sqlPruneTokens},
 			} {

@@ -45,7 +45,7 @@ func SessionSchema(dialect string) []string {
 		return fmt.Sprintf("CREATE INDEX IF NOT EXISTS %s ON sqlgate_web_session (%s)", name, cols)
 	}
 	if dialect == SQLServer {
-		text, pid = "NVARCHAR(MAX)", "NVARCHAR(450)"
+		text, pid = "NVARCHAR(MAX)", sqlServerPrincipalID
 		table = "IF OBJECT_ID(N'sqlgate_web_session', N'U') IS NULL CREATE TABLE sqlgate_web_session ("
 		index = func(name, cols string) string { return sqlServerIndex(name, "sqlgate_web_session", cols) }
 	}
@@ -110,7 +110,7 @@ func (s *SessionStore) Delete(ctx context.Context, key string) error {
 // DeletePrincipal ends every session of a principal (offboarding) and
 // returns how many there were.
 func (s *SessionStore) DeletePrincipal(ctx context.Context, principalID string) (int64, error) {
-	res, err := s.db.db.ExecContext(ctx, s.db.q(`DELETE FROM sqlgate_web_session WHERE principal_id = ?`), principalID)
+	res, err := s.db.db.ExecContext(ctx, s.db.q(`DELETE FROM sqlgate_web_session WHERE `+principalIs(s.db.dialect)), principalArgs(s.db.dialect, principalID)...)
 	if err != nil {
 		return 0, fmt.Errorf("delete sessions: %w", err)
 	}

@@ -130,7 +130,66 @@ func sqlServerScenario(t *testing.T) []sqlServerStep {
 		return err
 	})
 	step("SignInCutoffs.SetCutoff", func() error { return cutoffs.SetCutoff(ctx, alice.ID(), now) })
+	step("SignInCutoffs.Cutoff", func() error { _, err := cutoffs.Cutoff(ctx, alice.ID()); return err })
+	step("SessionStore.DeletePrincipal", func() error { _, err := sessions.DeletePrincipal(ctx, alice.ID()); return err })
+	step("LeaseStore.ByPrincipal", func() error { _, err := leases.ByPrincipal(ctx, alice.ID()); return err })
+	step("LeaseStore.ByPrincipalPage", func() error {
+		_, err := leases.ByPrincipalPage(ctx, alice.ID(), broker.ListPage{Limit: 10, Filter: broker.ListAll})
+		return err
+	})
+	step("Registry.ByPrincipal", func() error { _, err := reg.ByPrincipal(ctx, alice.ID()); return err })
+	step("Registry.CountLive", func() error { _, err := reg.CountLive(ctx, alice.ID(), now); return err })
+	step("Registry.ByPrincipalPage", func() error {
+		_, err := reg.ByPrincipalPage(ctx, alice.ID(), broker.ListPage{Limit: 10, Filter: broker.ListLive, At: now})
+		return err
+	})
 	return steps
+}
+
+// principalCompare finds a comparison of principal_id with a parameter,
+// and the exact (varbinary) comparison that must follow it.
+var (
+	principalCompare = regexp.MustCompile(`principal_id = @p(\d+)( AND CAST\(principal_id AS varbinary\(max\)\) = CAST\(@p(\d+) AS varbinary\(max\)\))?`)
+)
+
+// TestSQLServerPrincipalComparedExactly checks that every SQL Server
+// statement that compares principal_id with a parameter also compares the
+// two as varbinary (exact whatever the column's collation, case and
+// trailing spaces included), passing the principal id twice as nvarchar:
+// a table created before principal_id was declared COLLATE
+// Latin1_General_100_BIN2 compares under the database's collation, usually
+// case-insensitive, and one principal's revoke-all would reach another's
+// rows. New tables declare the collation.
+func TestSQLServerPrincipalComparedExactly(t *testing.T) {
+	checked := 0
+	for _, s := range sqlServerScenario(t) {
+		for _, st := range s.sent {
+			if st.tx != "" {
+				continue
+			}
+			if strings.Contains(st.query, "principal_id NVARCHAR") && !strings.Contains(st.query, "principal_id NVARCHAR(450) COLLATE Latin1_General_100_BIN2 NOT NULL") {
+				t.Errorf("%s: a principal_id column without COLLATE Latin1_General_100_BIN2: %s", s.what, st.query)
+			}
+			for _, m := range principalCompare.FindAllStringSubmatch(st.query, -1) {
+				checked++
+				if m[2] == "" {
+					t.Errorf("%s: principal_id compared under the column's collation only:\n%s", s.what, st.query)
+					continue
+				}
+				a, _ := strconv.Atoi(m[1])
+				b, _ := strconv.Atoi(m[3])
+				va, oka := st.args[a-1].Value.(string)
+				vb, okb := st.args[b-1].Value.(string)
+				if !oka || !okb || va != vb {
+					t.Errorf("%s: @p%d and @p%d are %s %q and %s %q, want the same principal id twice as nvarchar", s.what, a, b,
+						sqlServerType(st.args[a-1].Value), st.args[a-1].Value, sqlServerType(st.args[b-1].Value), st.args[b-1].Value)
+				}
+			}
+		}
+	}
+	if checked < 9 {
+		t.Errorf("checked %d principal_id comparisons; the scenario lost its statements?", checked)
+	}
 }
 
 // TestSQLServerStatementsGolden shows what the control database receives
@@ -298,5 +357,38 @@ func TestPutIssuanceRetriesDeadlockVictim(t *testing.T) {
 				t.Errorf("%d transactions begun, %d committed; want %d, %d", begins, commits, tc.wantBegins, tc.wantCommits)
 			}
 		})
+	}
+}
+
+// TestSQLServerCutoffCollision: on a sign-in cutoff table created before
+// principal_id was declared COLLATE Latin1_General_100_BIN2, the primary
+// key takes two ids that differ only in case for one: the exact update
+// finds no row, the insert collides, and SetCutoff fails with an error that
+// says why and where the fix is, instead of touching the other principal's
+// cutoff.
+func TestSQLServerCutoffCollision(t *testing.T) {
+	rec := &recorder{
+		affected: func(q string) int64 {
+			if strings.HasPrefix(q, "UPDATE sqlgate_signin_cutoff") {
+				return 0
+			}
+			return 1
+		},
+		fail: func(q string) error {
+			if strings.HasPrefix(q, "INSERT INTO sqlgate_signin_cutoff") {
+				return mssql.Error{Number: 2627, Message: "Violation of PRIMARY KEY constraint 'PK__sqlgate___x'. Cannot insert duplicate key in object 'dbo.sqlgate_signin_cutoff'."}
+			}
+			return nil
+		},
+	}
+	c := &DB{db: rec.openDB(), dialect: SQLServer}
+	err := (&SignInCutoffs{db: c}).SetCutoff(t.Context(), "https://idp.example 00uabc", time.Now())
+	if err == nil || !strings.Contains(err.Error(), "Latin1_General_100_BIN2") || !strings.Contains(err.Error(), "docs/sqlserver.md") {
+		t.Errorf("SetCutoff colliding under the column's collation = %v, want an error naming the collation and docs/sqlserver.md", err)
+	}
+	for _, st := range rec.take() {
+		if strings.HasPrefix(st.query, "UPDATE sqlgate_signin_cutoff") && !principalCompare.MatchString(st.query) {
+			t.Errorf("the cutoff update does not select the principal exactly: %s", st.query)
+		}
 	}
 }
