@@ -263,11 +263,7 @@ func storedRevocations(keys *Keys, dir string, horizon time.Duration, now time.T
 // ourUsersAccount decodes s as the users account JWT signed by our operator;
 // nil when it is anything else (ours then replaces it).
 func ourUsersAccount(keys *Keys, s string) *jwt.AccountClaims {
-	ac, err := jwt.DecodeAccountClaims(strings.TrimSpace(s))
-	if err != nil || ac.Issuer != keys.pub.Operator || ac.Subject != keys.pub.Users {
-		return nil
-	}
-	return ac
+	return ourAccount(keys, s, keys.pub.Users)
 }
 
 // pruneRevocations returns the entries of revs made at or after cutoff.
