@@ -2,6 +2,7 @@ package sqlserver
 
 import (
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/golang-sql/civil"
 	mssql "github.com/microsoft/go-mssqldb"
@@ -19,68 +21,137 @@ import (
 	goldenfile "github.com/sqlgate/sqlgate/internal/golden"
 )
 
-// declOf spells the SQL type go-mssqldb declares for a parameter value
-// (mssql.go makeParam / types.go makeDecl), so reviewers see what the
-// server receives.
+// declOf spells the declaration go-mssqldb v1.11.2 puts in
+// sp_executesql's parameter list for a value, so reviewers see what the
+// server receives. The driver exports none of this, so declOf mirrors it
+// (reviewed against the module source; TestDeclOfMirrorsTheDriver pins
+// the cases that differ from a naive reading):
+//   - Conn.CheckNamedValue (mssql_go19.go:102): an OUTPUT destination is
+//     dereferenced and passed through convertInputParameter (:52);
+//   - Stmt.makeParam (mssql.go:1044): a driver.Valuer with a non-NULL
+//     value is replaced by its value (stringOut by "", a valid
+//     sql.NullString by its string); a string is nvarchar of its UTF-16
+//     length in bytes (makeStrParam, mssql.go:1037), a []byte varbinary
+//     of its length (mssql.go:1187), a NULL sql.NullString nvarchar(4000);
+//     the mssql types go through makeParamExtra (mssql_go19.go:177);
+//   - makeDecl (types.go:1231): a size of 0 or over 8000 bytes is (max),
+//     so the empty string is nvarchar(max) and a []byte of up to 8000
+//     bytes varbinary(n); time with scale 7 is plain "time"; an OUTPUT
+//     parameter gets " output" (mssql.go:736).
+//
+// A NULL value is marked " (NULL)" after the declaration.
 func declOf(v any) string {
+	if o, ok := v.(sql.Out); ok {
+		return driverDecl(deref(o.Dest)) + " output" + nullMark(deref(o.Dest))
+	}
+	return driverDecl(v) + nullMark(v)
+}
+
+// nullMark is " (NULL)" when the driver sends v as NULL.
+func nullMark(v any) string {
 	switch x := v.(type) {
-	case sql.Out:
-		return declOf(deref(x.Dest)) + " OUTPUT"
+	case nil:
+		return " (NULL)"
+	case []byte:
+		if x == nil {
+			return " (NULL)"
+		}
+	case driver.Valuer:
+		if dv, err := x.Value(); err == nil && dv == nil {
+			return " (NULL)"
+		}
+	}
+	return ""
+}
+
+// sizedDecl is makeDecl's rule for the variable-length types: size in
+// bytes, 0 or over 8000 is (max), per is the bytes per character.
+func sizedDecl(name string, size, per int) string {
+	if size == 0 || size > 8000 {
+		return name + "(max)"
+	}
+	return fmt.Sprintf("%s(%d)", name, size/per)
+}
+
+// driverDecl is makeDecl(makeParam(v).ti) for the value types sqlgate binds.
+func driverDecl(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "nvarchar(1)" // typeNull
+	case sql.NullString:
+		if x.Valid {
+			return driverDecl(x.String)
+		}
+		return "nvarchar(4000)"
+	case sql.NullInt64:
+		return "bigint"
+	case sql.NullInt32:
+		return "int"
+	case sql.NullInt16:
+		return "smallint"
+	case sql.NullByte:
+		return "tinyint"
+	case sql.NullBool:
+		return "bit"
+	case sql.NullFloat64:
+		return "float"
+	case sql.NullTime:
+		return "datetimeoffset(7)"
+	case mssql.UniqueIdentifier, mssql.NullUniqueIdentifier:
+		return "uniqueidentifier"
+	case mssql.NullDate:
+		if x.Valid {
+			return driverDecl(x.Date)
+		}
+		return "date"
+	case mssql.NullDateTime:
+		if x.Valid {
+			return driverDecl(x.DateTime)
+		}
+		return "datetime2(7)"
+	case mssql.NullTime:
+		if x.Valid {
+			return driverDecl(x.Time)
+		}
+		return "time"
+	case stringOut: // its Value is "": makeStrParam, size 0
+		return driverDecl("")
 	case string:
-		return fmt.Sprintf("nvarchar(%d)", max(len([]rune(x)), 1))
+		return sizedDecl("nvarchar", 2*len(utf16.Encode([]rune(x))), 2)
 	case mssql.NVarCharMax:
 		return "nvarchar(max)"
-	case int64:
+	case mssql.VarChar:
+		return sizedDecl("varchar", len(x), 1)
+	case mssql.VarCharMax:
+		return "varchar(max)"
+	case mssql.NChar:
+		return fmt.Sprintf("nchar(%d)", len(utf16.Encode([]rune(string(x)))))
+	case []byte:
+		return sizedDecl("varbinary", len(x), 1)
+	case int64, int:
 		return "bigint"
 	case int32:
 		return "int"
 	case int16:
 		return "smallint"
-	case uint8:
+	case int8, uint8:
 		return "tinyint"
 	case float64:
 		return "float"
+	case float32:
+		return "real"
 	case bool:
 		return "bit"
-	case mssql.UniqueIdentifier:
-		return "uniqueidentifier"
+	case time.Time, mssql.DateTimeOffset:
+		return "datetimeoffset(7)"
+	case mssql.DateTime1:
+		return "datetime"
 	case civil.DateTime:
 		return "datetime2(7)"
-	case mssql.DateTimeOffset, time.Time:
-		return "datetimeoffset(7)"
 	case civil.Date:
 		return "date"
 	case civil.Time:
-		return "time(7)"
-	case []byte:
-		if x == nil {
-			return "varbinary(max) NULL"
-		}
-		return "varbinary(max)"
-	case sql.NullInt64:
-		return "bigint NULL"
-	case sql.NullInt32:
-		return "int NULL"
-	case sql.NullBool:
-		return "bit NULL"
-	case sql.NullFloat64:
-		return "float NULL"
-	case sql.NullString:
-		return "nvarchar(4000) NULL"
-	case stringOut: // Value() is "": makeStrParam, Size 0, which makeDecl spells nvarchar(max)
-		return "nvarchar(max)"
-	case sql.NullTime:
-		return "datetimeoffset(7) NULL"
-	case mssql.NullUniqueIdentifier:
-		return "uniqueidentifier NULL"
-	case mssql.NullDateTime:
-		return "datetime2(7) NULL"
-	case mssql.NullDate:
-		return "date NULL"
-	case mssql.NullTime:
-		return "time(7) NULL"
-	case nil:
-		return "nvarchar(1) NULL"
+		return "time"
 	}
 	return fmt.Sprintf("?%T", v)
 }
@@ -326,6 +397,46 @@ func TestCallLocalsReserved(t *testing.T) {
 			if params[local] {
 				t.Errorf("%s: the call batch declares @%s, which is also one of its parameters", s, m[1])
 			}
+		}
+	}
+}
+
+// TestDeclOfMirrorsTheDriver pins the declarations go-mssqldb v1.11.2
+// makes where a naive reading goes wrong (see declOf for the driver lines):
+// the empty string and strings over 4000 UTF-16 units are nvarchar(max),
+// a character outside the BMP counts twice, a []byte of up to 8000 bytes
+// is varbinary of its length, time(7) is "time".
+func TestDeclOfMirrorsTheDriver(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		v    any
+		want string
+	}{
+		{"", "nvarchar(max)"},
+		{"a", "nvarchar(1)"},
+		{"😀", "nvarchar(2)"},
+		{strings.Repeat("x", 4000), "nvarchar(4000)"},
+		{strings.Repeat("x", 4001), "nvarchar(max)"},
+		{strings.Repeat("😀", 2000), "nvarchar(4000)"},
+		{strings.Repeat("😀", 2001), "nvarchar(max)"},
+		{[]byte{1, 2, 3}, "varbinary(3)"},
+		{make([]byte, 8000), "varbinary(8000)"},
+		{make([]byte, 8001), "varbinary(max)"},
+		{[]byte{}, "varbinary(max)"},
+		{[]byte(nil), "varbinary(max) (NULL)"},
+		{mssql.VarChar("abc"), "varchar(3)"},
+		{mssql.VarChar(""), "varchar(max)"},
+		{sql.NullString{}, "nvarchar(4000) (NULL)"},
+		{sql.NullString{String: "ab", Valid: true}, "nvarchar(2)"},
+		{stringOut{}, "nvarchar(max)"},
+		{civil.Time{}, "time"},
+		{nil, "nvarchar(1) (NULL)"},
+		{sql.Out{Dest: &sql.NullInt32{}}, "int output (NULL)"},
+		{sql.Out{Dest: &stringOut{}}, "nvarchar(max) output"},
+		{uint8(1), "tinyint"},
+	} {
+		if got := declOf(tc.v); got != tc.want {
+			t.Errorf("declOf(%T %.20v) = %q, want %q", tc.v, tc.v, got, tc.want)
 		}
 	}
 }
