@@ -226,7 +226,10 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	rep.SQLTransactionID = res.TransactionID
 	rep.Replayed = res.Replayed
 	if r.Emit != "" && !res.Replayed {
-		rep.Emit = &Event{Subject: r.Emit, Data: emitData(r.Subject, rep, &p)}
+		rep.Emit = &Event{
+			Subject: r.Emit, Route: r.Subject, ID: eventID(dec.ID), CorrelationID: rep.CorrelationID,
+			Data: emitData(r.Subject, rep, &p),
+		}
 	}
 	return rep
 }
@@ -564,6 +567,16 @@ func emitData(subject string, rep *Reply, p *identity.Principal) []byte {
 	}{subject, rep.CorrelationID, p.Display(), rep.SQLTransactionID, rep.AuditIndex, rep.Result}
 	data, _ := json.Marshal(ev)
 	return data
+}
+
+// eventID is the id of the event of the call decided as decisionID: the
+// decision id, found in the call's audit records; a new id when the
+// authorizer gave none, so that no two events share one.
+func eventID(decisionID string) string {
+	if decisionID == "" {
+		return newID()
+	}
+	return decisionID
 }
 
 func ptr[T any](v T) *T { return &v }

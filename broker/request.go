@@ -125,10 +125,22 @@ type ReplyError struct {
 	Reasons []string `json:"reasons,omitempty"`
 }
 
-// Event is a follow-up event published after commit.
+// Event is a follow-up event published after commit. A transport publishes
+// it with headers that tell it from anything else on Subject: NATS does not
+// check the permission of a reply subject, so any user may name an emit
+// subject as the reply subject of a request and have the reply published
+// there. Replies never carry the Route header (natsvc's Sqlgate-Event).
 type Event struct {
 	Subject string
-	Data    []byte
+	// Route is the subject of the route whose call committed (the
+	// Sqlgate-Event header).
+	Route string
+	// ID is unique to the committed call: its decision id (Nats-Msg-Id, so
+	// that a JetStream stream capturing Subject drops a duplicate).
+	ID string
+	// CorrelationID is the call's correlation id.
+	CorrelationID string
+	Data          []byte
 }
 
 // MarshalJSON encodes the envelope exactly as DESIGN section 3 shows it.

@@ -31,6 +31,12 @@ const (
 	// HeaderReplyTo asks for the answer to an async request, published on
 	// sqlgate.reply.<user key>.<this token> ([broker.ReplyPrefix]).
 	HeaderReplyTo = "Sqlgate-Reply-To"
+	// HeaderEvent is on every follow-up event, and on nothing else sqlgated
+	// publishes: its value is the subject of the route whose call committed.
+	// NATS checks no permission on a reply subject, so any user may name an
+	// emit subject as the reply subject of a request; the reply published
+	// there has no HeaderEvent, and consumers must drop it.
+	HeaderEvent = "Sqlgate-Event"
 )
 
 // Handler handles one routed request and returns the reply envelope; it must
@@ -454,13 +460,30 @@ func (s *Service) serve(ctx context.Context, j *job) {
 	emit(ctx, s.nc, s.log, reply)
 }
 
-// emit publishes a successful call's follow-up event, if it has one.
+// emit publishes a successful call's follow-up event, if it has one, with
+// the headers that tell it from a reply published on the same subject
+// (HeaderEvent, which no reply carries), its id as Nats-Msg-Id and the
+// call's Correlation-Id.
 func emit(ctx context.Context, nc *nats.Conn, log *slog.Logger, r *broker.Reply) {
 	if !r.OK || r.Emit == nil || r.Emit.Subject == "" {
 		return
 	}
-	if err := nc.Publish(r.Emit.Subject, r.Emit.Data); err != nil {
-		log.ErrorContext(ctx, "nats emit not published", slog.String("subject", r.Emit.Subject), slog.String("error", err.Error()))
+	ev := r.Emit
+	if ev.Route == "" {
+		// Without the header consumers drop it as forged: a bug, not an
+		// event.
+		log.ErrorContext(ctx, "nats emit without a route not published", slog.String("subject", ev.Subject))
+		return
+	}
+	m := &nats.Msg{Subject: ev.Subject, Data: ev.Data, Header: nats.Header{HeaderEvent: []string{headerValue(ev.Route)}}}
+	if ev.ID != "" {
+		m.Header[HeaderMsgID] = []string{headerValue(ev.ID)}
+	}
+	if ev.CorrelationID != "" {
+		m.Header[HeaderCorrelationID] = []string{headerValue(ev.CorrelationID)}
+	}
+	if err := nc.PublishMsg(m); err != nil {
+		log.ErrorContext(ctx, "nats emit not published", slog.String("subject", ev.Subject), slog.String("error", err.Error()))
 	}
 }
 
@@ -532,7 +555,9 @@ func resultTooLarge(n int, txid string) string {
 // exceed the NATS server's max_payload.
 const errorTooLong = "the error's message and reasons are too long for the NATS server's max_payload and were left out"
 
-// publish encodes r into o and publishes it on subject.
+// publish encodes r into o and publishes it on subject. The headers are
+// set here and nowhere else, none copied from the request: a reply never
+// carries HeaderEvent, whatever the request had.
 func (o *out) publish(nc *nats.Conn, subject string, r *broker.Reply) error {
 	o.buf = r.AppendJSON(o.buf[:0])
 	clear(o.msg.Header)

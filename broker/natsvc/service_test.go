@@ -387,7 +387,7 @@ func TestEmitPublishedAfterOKReply(t *testing.T) {
 	h := &recorder{reply: func(req *broker.Request) *broker.Reply {
 		return &broker.Reply{
 			OK: true, CorrelationID: "c", AuditIndex: -1, Result: json.RawMessage(`{"id":1}`),
-			Emit: &broker.Event{Subject: "orders.v1.created", Data: []byte(`{"id":1}`)},
+			Emit: &broker.Event{Subject: "orders.v1.created", Route: "orders.v1.create", ID: "decision-1", Data: []byte(`{"id":1}`)},
 		}
 	}}
 	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.create"}}, h, "orders.v1.created")
@@ -408,8 +408,51 @@ func TestEmitPublishedAfterOKReply(t *testing.T) {
 	if err != nil {
 		t.Fatalf("emit event: %v", err)
 	}
-	if string(ev.Data) != `{"id":1}` {
-		t.Errorf("event = %s", ev.Data)
+	if string(ev.Data) != `{"id":1}` || ev.Header.Get(natsvc.HeaderEvent) != "orders.v1.create" {
+		t.Errorf("event = %s, headers %v", ev.Data, ev.Header)
+	}
+}
+
+// TestEmitWithoutRouteNotPublished: an event without its route would lack
+// the Sqlgate-Event header, and consumers would drop it as a forged reply;
+// it is not published (a bug of the handler, logged).
+func TestEmitWithoutRouteNotPublished(t *testing.T) {
+	t.Parallel()
+	h := &recorder{reply: func(req *broker.Request) *broker.Reply {
+		subject := "evt.first"
+		if string(req.Payload) == `"second"` {
+			subject = "evt.second"
+		}
+		ev := &broker.Event{Subject: subject, Data: []byte(`{}`)}
+		if subject == "evt.second" {
+			ev.Route = "orders.v1.create"
+		}
+		return &broker.Reply{OK: true, CorrelationID: "c", AuditIndex: -1, Result: json.RawMessage(`{}`), Emit: ev}
+	}}
+	f := start(t, natsvc.Config{Subjects: []string{"orders.v1.create"}}, h, "evt.first", "evt.second")
+	bc := f.env.BrokerConn(t)
+	events, err := bc.SubscribeSync("evt.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	u := f.env.MintUser(t, "alice", []string{"orders.v1.create"}, time.Minute)
+	nc := f.env.MustConnect(t, u.Option())
+	for _, payload := range []string{`"first"`, `"second"`} {
+		if _, err := nc.Request("orders.v1.create", []byte(payload), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both events would come in order on one connection: the first one
+	// seen is the second call's.
+	ev, err := events.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Subject != "evt.second" {
+		t.Errorf("first event on %s (headers %v), want only the one with a route", ev.Subject, ev.Header)
 	}
 }
 
