@@ -204,6 +204,9 @@ type state struct {
 	txn      storage.Transaction
 	data     dataCache
 	warnings []string // see Status.Warnings
+	// evalOpts are the evaluation options every decision of the state
+	// shares (its transaction and data), built once.
+	evalOpts []rego.EvalOption
 }
 
 // Open loads the policy and, with Watch, starts watching Dir.
@@ -374,15 +377,13 @@ func (e *Engine) decide(ctx context.Context, entry policy.Entry, in *policy.Inpu
 	cancel := topdown.NewCancel()
 	timer := time.AfterFunc(e.cfg.EvalTimeout, cancel.Cancel)
 	stop := context.AfterFunc(ctx, cancel.Cancel)
-	opts := []rego.EvalOption{
-		rego.EvalParsedInput(val), rego.EvalExternalCancel(cancel), rego.EvalTime(at),
-		rego.EvalTransaction(st.txn), rego.EvalBaseCache(st.data), rego.EvalMetrics(metrics.NoOp()),
-	}
+	vc := newFlatCache()
+	opts := make([]rego.EvalOption, 0, len(st.evalOpts)+5)
+	opts = append(opts, st.evalOpts...)
+	opts = append(opts, rego.EvalParsedInput(val), rego.EvalExternalCancel(cancel), rego.EvalTime(at), rego.EvalVirtualCache(vc))
 	if tracer != nil {
 		opts = append(opts, rego.EvalQueryTracer(tracer))
 	}
-	vc := newFlatCache()
-	opts = append(opts, rego.EvalVirtualCache(vc))
 	rs, err := evalRecovered(ctx, q.query, opts)
 	vc.release()
 	timedOut := !timer.Stop()
@@ -532,6 +533,9 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 	// share it instead of opening one each.
 	if st.txn, err = store.NewTransaction(ctx); err != nil {
 		return nil, fmt.Errorf("%w: data: %w", ErrInvalidPolicy, err)
+	}
+	st.evalOpts = []rego.EvalOption{
+		rego.EvalTransaction(st.txn), rego.EvalBaseCache(st.data), rego.EvalMetrics(metrics.NoOp()),
 	}
 	return st, nil
 }

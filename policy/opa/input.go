@@ -77,7 +77,11 @@ var (
 // invalid json.Number or nesting deeper than 32 levels is an error.
 func InputValue(in *policy.Input) (ast.Value, error) {
 	var b builder
-	return b.input(in, b.principal(&in.Principal), routeOrNil(&b, in.Route))
+	var client *ast.Term
+	if in.Request != nil {
+		client = b.client(&in.Request.Client)
+	}
+	return b.input(in, b.principal(&in.Principal), routeOrNil(&b, in.Route), client)
 }
 
 func routeOrNil(b *builder, r *policy.Route) *ast.Term {
@@ -143,7 +147,9 @@ func (b *builder) optString(o ast.Object, k *ast.Term, v string) {
 	}
 }
 
-func (b *builder) input(in *policy.Input, principal, route *ast.Term) (ast.Value, error) {
+// input converts in with the terms of its principal, route and (when in has
+// a request) request client given.
+func (b *builder) input(in *policy.Input, principal, route, client *ast.Term) (ast.Value, error) {
 	obj := ast.NewObjectWithCapacity(5)
 	obj.Insert(kPrincipal, principal)
 	if route != nil {
@@ -167,14 +173,7 @@ func (b *builder) input(in *policy.Input, principal, route *ast.Term) (ast.Value
 		req.Insert(kTimeNS, b.int(r.TimeNS))
 		b.optString(req, kReason, r.Reason)
 		req.Insert(kTransport, b.str(r.Transport))
-		c := ast.NewObjectWithCapacity(6)
-		b.optString(c, kHost, r.Client.Host)
-		b.optString(c, kName, r.Client.Name)
-		b.optString(c, kLang, r.Client.Lang)
-		b.optString(c, kVersion, r.Client.Version)
-		b.optString(c, kUserKey, r.Client.UserKey)
-		b.optString(c, kAccount, r.Client.Account)
-		req.Insert(kClient, b.term(c))
+		req.Insert(kClient, client)
 		obj.Insert(kRequest, b.term(req))
 	}
 	if c := in.Credential; c != nil {
@@ -211,6 +210,17 @@ func (b *builder) principal(p *policy.Principal) *ast.Term {
 	o.Insert(kService, b.boolean(p.Service))
 	o.Insert(kAuthTime, b.int(p.AuthTime))
 	return b.term(o)
+}
+
+func (b *builder) client(cl *policy.Client) *ast.Term {
+	c := ast.NewObjectWithCapacity(6)
+	b.optString(c, kHost, cl.Host)
+	b.optString(c, kName, cl.Name)
+	b.optString(c, kLang, cl.Lang)
+	b.optString(c, kVersion, cl.Version)
+	b.optString(c, kUserKey, cl.UserKey)
+	b.optString(c, kAccount, cl.Account)
+	return b.term(c)
 }
 
 func (b *builder) route(r *policy.Route) *ast.Term {
@@ -368,14 +378,16 @@ const maxExponent = 400
 // emptied and refilled.
 const maxCached = 1024
 
-// inputCache remembers the converted principal and route of recent inputs:
-// the same caller and route come back request after request, and converting
-// them is most of the cost of an input. An entry is used only when the
-// cached Go value equals the new one field by field.
+// inputCache remembers the converted principal, route and request client
+// of recent inputs: the same caller, route and connection come back request
+// after request, and converting them is most of the cost of an input. An
+// entry is used only when the cached Go value equals the new one field by
+// field (a client is its own key).
 type inputCache struct {
 	mu         sync.RWMutex
 	principals map[[2]string]cachedPrincipal
 	routes     map[string]cachedRoute
+	clients    map[policy.Client]*ast.Term
 }
 
 type cachedPrincipal struct {
@@ -391,7 +403,29 @@ type cachedRoute struct {
 // value is InputValue with cached principal and route terms.
 func (c *inputCache) value(in *policy.Input) (ast.Value, error) {
 	var b builder
-	return b.input(in, c.principal(&in.Principal), c.route(in.Route))
+	var client *ast.Term
+	if in.Request != nil {
+		client = c.client(&in.Request.Client)
+	}
+	return b.input(in, c.principal(&in.Principal), c.route(in.Route), client)
+}
+
+func (c *inputCache) client(cl *policy.Client) *ast.Term {
+	c.mu.RLock()
+	t, ok := c.clients[*cl]
+	c.mu.RUnlock()
+	if ok {
+		return t
+	}
+	var b builder
+	t = b.client(cl)
+	c.mu.Lock()
+	if c.clients == nil || len(c.clients) >= maxCached {
+		c.clients = make(map[policy.Client]*ast.Term)
+	}
+	c.clients[*cl] = t
+	c.mu.Unlock()
+	return t
 }
 
 func (c *inputCache) principal(p *policy.Principal) *ast.Term {
