@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sqlgate/sqlgate/internal/yamlstrict"
 )
@@ -86,13 +89,26 @@ func (c *Catalog) Databases() []string {
 
 // LoadFile reads and validates a catalog file.
 func LoadFile(path string) (*Catalog, error) {
+	c, err := CheckFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// CheckFile is LoadFile for a check that goes on beyond the catalog: with
+// the error it returns the routes that are valid on their own (nil when the
+// file does not parse), so that what refers to them (a configuration's
+// databases) can be checked too. A catalog returned with an error must not
+// be served.
+func CheckFile(path string) (*Catalog, error) {
 	data, err := os.ReadFile(path) //nolint:gosec // G304: the catalog path comes from the operator's configuration
 	if err != nil {
 		return nil, fmt.Errorf("read route catalog: %w", err)
 	}
-	c, err := Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("route catalog %s: %w", path, err)
+	c, errs := parse(data)
+	if len(errs) > 0 {
+		return c, fmt.Errorf("route catalog %s: %w", path, errors.Join(errs...))
 	}
 	return c, nil
 }
@@ -100,62 +116,166 @@ func LoadFile(path string) (*Catalog, error) {
 // Parse decodes a YAML catalog (unknown keys rejected) and validates it,
 // reporting every problem at once.
 func Parse(data []byte) (*Catalog, error) {
-	var cfg Config
-	if err := yamlstrict.Decode(data, &cfg, nil); err != nil {
-		return nil, fmt.Errorf("decode: %w", err)
+	c, errs := parse(data)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
-	return New(cfg.Routes)
+	return c, nil
+}
+
+// parse decodes and validates a catalog: it returns the routes that are
+// valid on their own (nil when data does not parse) and every problem.
+// yaml reports a key the catalog does not define and a value of the wrong
+// type, and decodes the rest: a route with an unknown key is checked
+// as well (the key is all yaml left out), one with a value of the wrong
+// type is not (the value is missing), but takes part in the checks across
+// routes that its subject and emit allow.
+func parse(data []byte) (*Catalog, []error) {
+	var cfg Config
+	err := yamlstrict.Decode(data, &cfg, nil)
+	if err == nil {
+		return newCatalog(cfg.Routes, nil)
+	}
+	errs := []error{fmt.Errorf("decode: %w", err)}
+	undecoded, ok := undecodedRoutes(data, err, len(cfg.Routes))
+	if !ok {
+		return nil, errs
+	}
+	c, more := newCatalog(cfg.Routes, undecoded)
+	return c, append(errs, more...)
+}
+
+// decodeProblem is a line of a yamlstrict error that yaml decoded the
+// rest of the document after (a key the catalog does not define,
+// unknownKeyProblem, or a value of the wrong type), and names its line.
+var (
+	decodeProblem     = regexp.MustCompile(`^line (\d+): `)
+	unknownKeyProblem = regexp.MustCompile(`^line \d+: unknown key `)
+)
+
+// undecodedRoutes returns which of the n decoded routes a yamlstrict error
+// left incomplete (a value of the wrong type on one of the route's lines),
+// and false when the error is not one yaml decodes the rest of the
+// document after (a syntax error).
+func undecodedRoutes(data []byte, derr error, n int) (map[int]bool, bool) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, false
+	}
+	spans := routeSpans(&doc)
+	if len(spans) != n {
+		return nil, false
+	}
+	undecoded := map[int]bool{}
+	for _, msg := range strings.Split(derr.Error(), "\n") {
+		m := decodeProblem.FindStringSubmatch(msg)
+		if m == nil {
+			return nil, false
+		}
+		if unknownKeyProblem.MatchString(msg) {
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		for i, sp := range spans {
+			if line >= sp[0] && line <= sp[1] {
+				undecoded[i] = true
+			}
+		}
+	}
+	return undecoded, true
+}
+
+// routeSpans returns, for each element of the document's routes sequence,
+// its first and last line.
+func routeSpans(doc *yaml.Node) [][2]int {
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value != "routes" || m.Content[i+1].Kind != yaml.SequenceNode {
+			continue
+		}
+		var spans [][2]int
+		for _, item := range m.Content[i+1].Content {
+			spans = append(spans, [2]int{item.Line, lastLine(item)})
+		}
+		return spans
+	}
+	return nil
+}
+
+func lastLine(n *yaml.Node) int {
+	last := n.Line
+	for _, c := range n.Content {
+		last = max(last, lastLine(c))
+	}
+	return last
 }
 
 // New validates route configurations and builds a catalog. The error joins
 // one entry per problem, each naming the route.
 func New(cfgs []Spec) (*Catalog, error) {
-	c := &Catalog{routes: make(map[string]*Route, len(cfgs))}
-	var errs []error
-	for i, rc := range cfgs {
-		name := routeName(rc, i)
-		r, rerrs := build(rc)
-		for _, e := range rerrs {
-			errs = append(errs, fmt.Errorf("route %s: %w", name, e))
-		}
-		if r == nil {
-			continue
-		}
-		if _, dup := c.routes[r.Subject]; dup {
-			errs = append(errs, fmt.Errorf("route %s: duplicate subject", name))
-			continue
-		}
-		c.routes[r.Subject] = r
-		c.subjects = append(c.subjects, r.Subject)
-	}
-	errs = append(errs, emitsAreNoSubjects(cfgs)...)
+	c, errs := newCatalog(cfgs, nil)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	sort.Strings(c.subjects)
 	return c, nil
 }
 
-// emitsAreNoSubjects refuses an emit equal to another route's subject (a
-// route's own is refused by build): an event there would be a call to that
-// route, and sqlgated may not publish on a route subject, so serve, dev and
-// nats-setup would refuse the catalog when they build the NATS accounts.
-// The reserved subjects (sqlgate.>, including the async and reply
-// subjects) are no valid emit (ValidSubject).
-func emitsAreNoSubjects(cfgs []Spec) []error {
+// newCatalog builds the catalog of the routes of cfgs that are valid on
+// their own and returns every problem. The routes in undecoded are not
+// checked on their own (decoding left values out), but their subjects and
+// emits are checked against the other routes'.
+func newCatalog(cfgs []Spec, undecoded map[int]bool) (*Catalog, []error) {
+	c := &Catalog{routes: make(map[string]*Route, len(cfgs))}
+	var errs []error
 	first := map[string]int{} // subject -> position of the first route with it
 	for i, rc := range cfgs {
-		if _, seen := first[rc.Subject]; !seen && rc.Subject != "" {
+		name := routeName(rc, i)
+		var r *Route
+		if !undecoded[i] {
+			var rerrs []error
+			r, rerrs = build(rc)
+			for _, e := range rerrs {
+				errs = append(errs, fmt.Errorf("route %s: %w", name, e))
+			}
+		}
+		// Whatever else is wrong with either route: a subject is one route's.
+		if j, dup := first[rc.Subject]; dup {
+			errs = append(errs, fmt.Errorf("route %s: duplicate subject (routes #%d and #%d)", name, j+1, i+1))
+			continue
+		}
+		if rc.Subject != "" {
 			first[rc.Subject] = i
 		}
-	}
-	var errs []error
-	for i, rc := range cfgs {
-		if j, clash := first[rc.Emit]; clash && rc.Emit != "" && rc.Emit != rc.Subject {
-			errs = append(errs, fmt.Errorf("route %s: emit %q is the subject of route %s (#%d): an event there would be a call to that route; choose another emit subject", routeName(rc, i), rc.Emit, rc.Emit, j+1))
+		if r != nil {
+			c.routes[r.Subject] = r
+			c.subjects = append(c.subjects, r.Subject)
 		}
 	}
-	return errs
+	for i, rc := range cfgs {
+		if j, clash := first[rc.Emit]; clash && rc.Emit != "" && rc.Emit != rc.Subject {
+			errs = append(errs, emitClash(rc, i, j))
+			if first[rc.Subject] == i {
+				delete(c.routes, rc.Subject)
+			}
+		}
+	}
+	c.subjects = slices.DeleteFunc(c.subjects, func(s string) bool { return c.routes[s] == nil })
+	sort.Strings(c.subjects)
+	return c, errs
+}
+
+// emitClash refuses the emit of route rc (at position i), which is the
+// subject of the route at position j (a route's own is refused by build):
+// an event there would be a call to that route, and sqlgated may not
+// publish on a route subject, so serve, dev and nats-setup would refuse
+// the catalog when they build the NATS accounts. The reserved subjects
+// (sqlgate.>, with the async and reply subjects) are no valid emit
+// (ValidSubject).
+func emitClash(rc Spec, i, j int) error {
+	return fmt.Errorf("route %s: emit %q is the subject of route %s (#%d): an event there would be a call to that route; choose another emit subject", routeName(rc, i), rc.Emit, rc.Emit, j+1)
 }
 
 // routeName names the route of cfg at position i in errors: its subject,

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -184,6 +185,104 @@ func TestCatalogErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCatalogErrorsAtOnce: a problem in one stage hides none of another.
+// A route with an unknown key is still checked, one with a value of the
+// wrong type is not (the value is missing) but the other routes are, and
+// the subjects are compared whatever else is wrong with the routes.
+func TestCatalogErrorsAtOnce(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, yaml string
+		want       []string
+		notWant    []string
+	}{
+		{"unknown_key_then_semantics", `routes:
+  - {subject: a.b, procedure: p, database: d, timeout: forever, colour: red}
+  - {subject: a.c, procedure: p, database: "x;y"}
+`, []string{
+			`decode: line 2: unknown key "colour"`, `route a.b: timeout "forever"`, `route a.c: database "x;y" must be a plain identifier`,
+		}, nil},
+		{"wrong_type_skips_only_its_route", `routes:
+  - subject: a.b
+    procedure: p
+    database: d
+    batch: many
+  - subject: a.c
+    procedure: p
+    database: "x;y"
+    params: {type: object, properties: {n: {type: integer, maximun: 3}}}
+`, []string{
+			"decode: line 5: cannot unmarshal !!str into int", `route a.c: database "x;y"`, `route a.c: parameter "n": unknown keyword "maximun"`,
+		}, []string{"route a.b:"}},
+		{"duplicate_whatever_else", `routes:
+  - {subject: a.b, procedure: p, database: d, timeout: forever}
+  - {subject: a.b, procedure: q, database: "x;y"}
+  - {subject: a.b, procedure: r, database: d, batch: many}
+`, []string{
+			`route a.b: timeout "forever"`, `route a.b: database "x;y"`,
+			"route a.b: duplicate subject (routes #1 and #2)", "route a.b: duplicate subject (routes #1 and #3)",
+			"decode: line 4: cannot unmarshal !!str into int",
+		}, nil},
+		{"emit_of_undecoded_route", `routes:
+  - {subject: a.b, procedure: p, database: d, emit: a.c, batch: many}
+  - {subject: a.c, procedure: p, database: d}
+`, []string{`route a.b: emit "a.c" is the subject of route a.c (#2)`}, nil},
+		{"syntax_error_stops", "routes:\n  - {subject: a.b, database: \"x;y\"\n", []string{"decode: yaml: line"}, []string{"route a.b:"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := route.Parse([]byte(tc.yaml))
+			if err == nil {
+				t.Fatal("Parse succeeded, want errors")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse error = %v\nwant it to contain %q", err, w)
+				}
+			}
+			for _, nw := range tc.notWant {
+				if strings.Contains(err.Error(), nw) {
+					t.Errorf("Parse error = %v\nwant it not to contain %q", err, nw)
+				}
+			}
+		})
+	}
+}
+
+// CheckFile returns, with the errors, the routes valid on their own, for
+// the checks of what refers to them (serve --check compares their
+// databases with the configuration's); LoadFile returns no catalog.
+func TestCheckFileReturnsTheValidRoutes(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "routes.yaml")
+	yaml := `routes:
+  - {subject: a.ok, procedure: p, database: one}
+  - {subject: a.bad, procedure: p, database: two, timeout: forever}
+  - {subject: a.typed, procedure: p, database: three, batch: many}
+  - {subject: a.extra, procedure: p, database: four, colour: red}
+  - {subject: a.emit, procedure: p, database: five, emit: a.ok}
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := route.CheckFile(path)
+	if err == nil || c == nil {
+		t.Fatalf("CheckFile = %v, %v; want the valid routes and an error", c, err)
+	}
+	if got, want := c.Subjects(), []string{"a.extra", "a.ok"}; !slices.Equal(got, want) {
+		t.Errorf("CheckFile routes %v, want %v", got, want)
+	}
+	if c, lerr := route.LoadFile(path); c != nil || lerr == nil || lerr.Error() != err.Error() {
+		t.Errorf("LoadFile = %v, %v; want no catalog and CheckFile's error %v", c, lerr, err)
+	}
+	if err := os.WriteFile(path, []byte("routes: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := route.CheckFile(path); c != nil || err == nil {
+		t.Errorf("CheckFile(not YAML) = %v, %v; want no catalog and an error", c, err)
 	}
 }
 

@@ -361,7 +361,9 @@ func loadConfig(path string) (*Config, error) {
 
 // loadServeConfig reads and validates a configuration file and the route
 // catalog it names, and checks the two against each other: every problem
-// of both, at once (what serve --check reports).
+// of both, at once (what serve --check reports). With an error it still
+// returns the configuration when it decodes, for serve --check to check
+// the policy it names too, and the catalog only when it is valid.
 func loadServeConfig(path string) (*Config, *route.Catalog, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -374,16 +376,19 @@ func loadServeConfig(path string) (*Config, *route.Catalog, error) {
 	errs := []error{cfg.Validate(), cfg.checkFiles(), cfg.Control.checkReferencedTransport(), cfg.checkDatabaseTransports()}
 	var catalog *route.Catalog
 	if cfg.Routes != "" {
-		if catalog, err = route.LoadFile(cfg.Routes); err != nil {
+		// The routes valid on their own are checked against the databases
+		// even when others are not.
+		valid, err := route.CheckFile(cfg.Routes)
+		if err != nil {
 			errs = append(errs, err)
 		} else {
-			errs = append(errs, cfg.checkCatalog(catalog))
+			catalog = valid
+		}
+		if valid != nil {
+			errs = append(errs, cfg.checkCatalog(valid))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, nil, err
-	}
-	return cfg, catalog, nil
+	return cfg, catalog, errors.Join(errs...)
 }
 
 func parseConfig(data []byte) (*Config, error) {

@@ -49,30 +49,11 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return &usageError{msg: err.Error()}
 	}
 	cfg, catalog, err := loadServeConfig(*path)
+	if *check {
+		return checkServe(ctx, stderr, cfg, catalog, err)
+	}
 	if err != nil {
 		return err
-	}
-	if *check {
-		// The policy as serve loads it, checked against the catalog just
-		// loaded; serve would start with a broken one (and deny every call
-		// until it is fixed), --check refuses it.
-		engine, err := opa.Open(ctx, opa.Config{Dir: cfg.Policy.Dir, EvalTimeout: cfg.Policy.EvalTimeout, Routes: policyRoutes(catalog)})
-		if err != nil {
-			return fmt.Errorf("policy %s: %w", cfg.Policy.Dir, err)
-		}
-		for _, w := range engine.Status().Warnings {
-			fmt.Fprintf(stderr, "warning: policy: %s\n", w)
-		}
-		revision := engine.Revision()
-		_ = engine.Close() // nothing to flush: it did not watch
-		if bound := shutdownBound(catalog); bound > stopBudget {
-			fmt.Fprintf(stderr, "warning: a stop may take up to %s (the longest route timeout, %s, plus 30s), more than the %s the shipped "+
-				"systemd unit (TimeoutStopSec) and Helm chart (terminationGracePeriodSeconds) allow: raise them to at least %s, "+
-				"or calls still running are cut off and repaired at the next start\n",
-				bound, bound-shutdownMargin, stopBudget, bound)
-		}
-		fmt.Fprintf(stderr, "configuration, %d routes and policy revision %.12s are valid\n", len(catalog.Subjects()), revision)
-		return nil
 	}
 	rc, err := resolveServe(ctx, cfg, catalog)
 	if err != nil {
@@ -87,6 +68,51 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	err = a.wait(ctx)
 	a.shutdown(context.Background())
 	return err
+}
+
+// checkServe finishes serve --check: loadErr holds the problems of the
+// configuration and the route catalog, and the policy the configuration
+// names is checked as well, so that none hides another. serve would start
+// with a policy that does not load (and deny every call until it is
+// fixed); --check refuses it. The policy is checked against the catalog,
+// or, when the catalog has problems, against the subjects and parameters
+// its file names (opa.RoutesFromCatalog), valid or not.
+func checkServe(ctx context.Context, stderr io.Writer, cfg *Config, catalog *route.Catalog, loadErr error) error {
+	if cfg == nil || cfg.Policy.Dir == "" {
+		return loadErr // the configuration does not decode, or names no policy (which loadErr says)
+	}
+	var routes []opa.RouteRef
+	switch {
+	case catalog != nil:
+		routes = policyRoutes(catalog)
+	case cfg.Routes != "":
+		if data, err := os.ReadFile(cfg.Routes); err == nil {
+			routes, _ = opa.RoutesFromCatalog(data) // nil when it does not parse: the policy's route references go unchecked
+		}
+	}
+	errs := []error{loadErr}
+	var revision string
+	engine, err := opa.Open(ctx, opa.Config{Dir: cfg.Policy.Dir, EvalTimeout: cfg.Policy.EvalTimeout, Routes: routes})
+	if err != nil {
+		errs = append(errs, fmt.Errorf("policy %s: %w", cfg.Policy.Dir, err))
+	} else {
+		for _, w := range engine.Status().Warnings {
+			fmt.Fprintf(stderr, "warning: policy: %s\n", w)
+		}
+		revision = engine.Revision()
+		_ = engine.Close() // nothing to flush: it did not watch
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if bound := shutdownBound(catalog); bound > stopBudget {
+		fmt.Fprintf(stderr, "warning: a stop may take up to %s (the longest route timeout, %s, plus 30s), more than the %s the shipped "+
+			"systemd unit (TimeoutStopSec) and Helm chart (terminationGracePeriodSeconds) allow: raise them to at least %s, "+
+			"or calls still running are cut off and repaired at the next start\n",
+			bound, bound-shutdownMargin, stopBudget, bound)
+	}
+	fmt.Fprintf(stderr, "configuration, %d routes and policy revision %.12s are valid\n", len(catalog.Subjects()), revision)
+	return nil
 }
 
 // stopBudget is how long the shipped systemd unit (TimeoutStopSec) and Helm

@@ -57,3 +57,58 @@ func TestServeCheckRefusesEmitOnARouteSubject(t *testing.T) {
 		t.Errorf("serve --check with an emit on a route subject: err = %v, want it to contain %q\n%s", err, want, out.String())
 	}
 }
+
+// TestServeCheckReportsEveryStage: a problem of the route catalog hides
+// neither the catalog-to-database check of the routes that are valid nor
+// the policy's problems, which are checked against the subjects and
+// parameters the catalog file names.
+func TestServeCheckReportsEveryStage(t *testing.T) {
+	config, policyDir := checkableCatalog(t, func(routes string) string {
+		return strings.NewReplacer(
+			"customer: {type: string, minLength: 1, maxLength: 200}", "customer: {type: string, minLength: 1, maxLenght: 200}",
+			"database: billing", "database: invoices",
+		).Replace(routes)
+	})
+	data := filepath.Join(policyDir, "data.yaml")
+	b, err := os.ReadFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	misspelt := strings.Replace(string(b), "param: amount", "param: amout", 1)
+	if misspelt == string(b) {
+		t.Fatal("data.yaml has no param: amount")
+	}
+	if err := os.WriteFile(data, []byte(misspelt), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check := func() error {
+		t.Helper()
+		var out strings.Builder
+		err := run(t.Context(), []string{"serve", "--config", config, "--check"}, &out, &out)
+		if err == nil {
+			t.Fatalf("serve --check passed:\n%s", out.String())
+		}
+		return err
+	}
+	err = check()
+	for _, want := range []string{
+		`route orders.v1.create: parameter "customer": unknown keyword "maxLenght" (did you mean maxLength?)`,
+		`routes: billing.v1.invoice_total use database "invoices", which databases does not define`,
+		"amout is not a parameter of orders.v1.create",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("serve --check: %v\nwant it to contain %q", err, want)
+		}
+	}
+
+	// A policy that does not compile is reported with the catalog's problems.
+	if err := os.WriteFile(filepath.Join(policyDir, "broken.rego"), []byte("package sqlgate.broken\n\nallow if {\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = check()
+	for _, want := range []string{`unknown keyword "maxLenght"`, "broken.rego"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("serve --check: %v\nwant it to contain %q", err, want)
+		}
+	}
+}
