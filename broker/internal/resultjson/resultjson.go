@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -38,10 +39,24 @@ func NewWriter(maxRows int) *Writer { return &Writer{maxRows: maxRows} }
 func (w *Writer) BeginSet(cols []string) {
 	w.cur = append(make([]byte, 0, 256), '[')
 	w.nrows = 0
-	w.keys = w.keys[:0]
+	// The quoted names share one buffer; each key is sliced from it once
+	// the buffer stops growing.
+	n := 0
 	for _, c := range cols {
-		k := AppendString(nil, c)
-		w.keys = append(w.keys, append(k, ':'))
+		n += len(c) + 3
+	}
+	buf := make([]byte, 0, n)
+	var endsArr [16]int
+	ends := endsArr[:0]
+	for _, c := range cols {
+		buf = append(AppendString(buf, c), ':')
+		ends = append(ends, len(buf))
+	}
+	w.keys = slices.Grow(w.keys[:0], len(cols))
+	start := 0
+	for _, end := range ends {
+		w.keys = append(w.keys, buf[start:end:end])
+		start = end
 	}
 }
 

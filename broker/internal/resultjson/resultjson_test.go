@@ -3,6 +3,7 @@ package resultjson
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -104,5 +105,55 @@ func TestWriter(t *testing.T) {
 	empty, err := NewWriter(0).Finish(nil, false, nil, 0)
 	if err != nil || string(empty) != `{"rows":[],"rows_affected":0}` {
 		t.Errorf("empty Finish = %s, %v", empty, err)
+	}
+}
+
+// TestWriterColumnNames: column names are written as JSON strings, escaped
+// where needed, each with its own value, however many columns a set has.
+func TestWriterColumnNames(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 3, 16, 17, 40} {
+		cols := make([]string, n)
+		row := make([]any, n)
+		want := []byte(`{"rows":[{`)
+		for i := range n {
+			cols[i] = fmt.Sprintf("c%d \"q\" \\ \n é", i)
+			row[i] = int64(i)
+			if i > 0 {
+				want = append(want, ',')
+			}
+			name, _ := json.Marshal(cols[i])
+			want = fmt.Appendf(want, "%s:%d", name, i)
+		}
+		want = append(want, `}],"rows_affected":1}`...)
+		w := NewWriter(0)
+		w.BeginSet(cols)
+		if err := w.Row(row); err != nil {
+			t.Fatal(err)
+		}
+		w.EndSet()
+		got, err := w.Finish(nil, false, nil, 1)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("%d columns: Finish = %s, %v\nwant %s", n, got, err, want)
+		}
+	}
+}
+
+// BenchmarkWriterRow is the result of a call returning one row of five
+// columns.
+func BenchmarkWriterRow(b *testing.B) {
+	cols := []string{"id", "customer", "amount", "status", "created_at"}
+	row := []any{int64(42), "ACME", json.Number("12.50"), "open", "2026-01-01T00:00:00Z"}
+	b.ReportAllocs()
+	for b.Loop() {
+		w := NewWriter(0)
+		w.BeginSet(cols)
+		if err := w.Row(row); err != nil {
+			b.Fatal(err)
+		}
+		w.EndSet()
+		if _, err := w.Finish(nil, false, nil, 1); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
