@@ -84,14 +84,20 @@ type oneTripPlan struct {
 	proc       string
 	relid      uint32
 	resultType string
+	// lockTail is the end of s1's arguments: proc, and relid when not 0
+	// (set with them; boxed once instead of at every call).
+	lockTail []any
 }
 
-// lockArgs returns the arguments of s1.
-func (one *oneTripPlan) lockArgs(c *broker.Call) []any {
-	if one.relid == 0 {
-		return []any{c.IdempotencyKey, c.CorrelationID, c.Principal, c.DecisionID, one.proc}
-	}
-	return []any{c.IdempotencyKey, c.CorrelationID, c.Principal, c.DecisionID, one.proc, one.relid}
+// lockArgs returns the arguments of s1: the call's key, correlation id,
+// principal and decision id, then lockTail. args are the call's arguments
+// as plan returns them for a function, the five idempotency values first
+// (key, request hash, correlation id, principal, decision id); their boxed
+// values are reused.
+func (one *oneTripPlan) lockArgs(args []any) []any {
+	out := make([]any, 0, 4+len(one.lockTail))
+	out = append(out, args[0], args[2], args[3], args[4])
+	return append(out, one.lockTail...)
 }
 
 // oneTripLock is s1: it locks the key, sets the session context and reads
@@ -215,6 +221,10 @@ func (e *Executor) describeFunctionOn(ctx context.Context, conn *pgxpool.Conn, p
 	one := e.oneTripFor(plan.oneTrip, plan.nargs, sd.Fields)
 	one.s1 = oneTripLock(relid)
 	one.proc, one.relid, one.resultType = plan.proc, relid, resultType
+	one.lockTail = []any{one.proc}
+	if relid != 0 {
+		one.lockTail = append(one.lockTail, relid)
+	}
 	return one, nil
 }
 
@@ -285,10 +295,10 @@ func (e *Executor) execOneTripOn(ctx context.Context, conn *pgxpool.Conn, c *bro
 		return nil, err
 	}
 	committedAt := time.Now().UTC().Truncate(time.Microsecond)
+	b := &pgx.Batch{}
+	b.Queue(one.s1, one.lockArgs(args)...)
 	args = oneTripArgs(c, one, args, committedAt)
 	bindTextual(sd, args)
-	b := &pgx.Batch{}
-	b.Queue(one.s1, one.lockArgs(c)...)
 	b.Queue(one.s2, args...)
 	br := conn.SendBatch(ctx, b)
 	var (
@@ -351,6 +361,9 @@ func oneTripArgs(c *broker.Call, one *oneTripPlan, args []any, committedAt time.
 
 // keyTaken reports a unique violation on the idempotency table.
 func (e *Executor) keyTaken(err error) bool {
+	if err == nil {
+		return false // before pe, which escapes: no allocation on success
+	}
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23505" && pe.TableName == e.idemTable
 }
@@ -358,6 +371,9 @@ func (e *Executor) keyTaken(err error) bool {
 // overRowLimit reports the NOT NULL violation the one-round-trip insert
 // raises when a call returned more rows than its limit.
 func (e *Executor) overRowLimit(err error) bool {
+	if err == nil {
+		return false
+	}
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "23502" && pe.ColumnName == "rows" && pe.TableName == e.idemTable
 }
@@ -549,7 +565,7 @@ func (e *Executor) executeBatchOn(ctx context.Context, conn *pgxpool.Conn, items
 		}
 		args := oneTripArgs(it.c, it.one, it.args, committedAt)
 		bindTextual(sd, args)
-		b.Queue(it.one.s1, it.one.lockArgs(it.c)...)
+		b.Queue(it.one.s1, it.one.lockArgs(it.args)...)
 		b.Queue(it.one.s2, args...)
 	}
 	type sent struct {

@@ -427,6 +427,9 @@ func (e *Executor) execFunction(ctx context.Context, c *broker.Call, plan *callP
 // what the one-round-trip form was built for (a change that raced with the
 // call's check of the result type).
 func shapeChanged(err error) bool {
+	if err == nil {
+		return false // before pe, which escapes: no allocation on success
+	}
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		return false
@@ -448,6 +451,9 @@ func shapeChanged(err error) bool {
 // effects no rollback undoes, such as nextval) is not stale: running the
 // call again would repeat them.
 func staleStatement(err error) (stale, lost bool) {
+	if err == nil {
+		return false, false
+	}
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		return false, false
