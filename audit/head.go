@@ -65,17 +65,18 @@ func headKey(s Signer, origin string) ([]byte, error) {
 
 // headMAC returns the MAC of (origin, size, root), appended to dst:
 // HMAC-SHA256 (m, keyed with the head key) over the label, the origin's
-// length and bytes, the size and the root, in a fixed binary encoding.
-func headMAC(m hash.Hash, dst []byte, origin string, size int64, root tlog.Hash) []byte {
+// length and bytes, the size and the root, in a fixed binary encoding. The
+// message is built in *msg (kept for the next call), so that writing it
+// allocates nothing.
+func headMAC(m hash.Hash, dst []byte, msg *[]byte, origin string, size int64, root tlog.Hash) []byte {
+	b := append((*msg)[:0], headKeyLabel+"\x00mac\x00"...)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(origin)))
+	b = append(b, origin...)
+	b = binary.BigEndian.AppendUint64(b, uint64(size))
+	b = append(b, root[:]...)
+	*msg = b
 	m.Reset()
-	var n [8]byte
-	m.Write([]byte(headKeyLabel + "\x00mac\x00"))
-	binary.BigEndian.PutUint64(n[:], uint64(len(origin)))
-	m.Write(n[:])
-	m.Write([]byte(origin))
-	binary.BigEndian.PutUint64(n[:], uint64(size))
-	m.Write(n[:])
-	m.Write(root[:])
+	m.Write(b)
 	return m.Sum(dst)
 }
 

@@ -194,8 +194,10 @@ type Log struct {
 	// published for readers outside the committer goroutine).
 	tree atomic.Pointer[treeHead]
 	// headMAC is HMAC-SHA256 keyed with the head key (see [Head]); used by
-	// Open and then only by the committer goroutine.
+	// Open and then only by the committer goroutine, like headMsg, the
+	// buffer of its message.
 	headMAC hash.Hash
+	headMsg []byte
 
 	// Committer state, touched only by the committer goroutine (and by Open
 	// before it starts).
@@ -595,7 +597,7 @@ func (l *Log) checkHead(h *Head, size int64, root tlog.Hash, covered int64) erro
 	switch {
 	case h == nil:
 		return fmt.Errorf("%w: %s %s no authenticated head: inserted without the log, or left by a crash of a version without heads; %s", ErrUnauthenticated, tail, have, what)
-	case !hmac.Equal(h.MAC, headMAC(l.headMAC, nil, l.cfg.Origin, h.Size, h.Root)):
+	case !hmac.Equal(h.MAC, headMAC(l.headMAC, nil, &l.headMsg, l.cfg.Origin, h.Size, h.Root)):
 		return fmt.Errorf("%w: %s: the authenticated head does not verify with this signing key: altered, or written under another key (after a crash, start once with the previous signing key and stop cleanly before switching keys); %s", ErrUnauthenticated, tail, what)
 	case h.Size != size || h.Root != root:
 		return fmt.Errorf("%w: %s: the store's tree of %d records differs from the log's authenticated head of %d records; %s", ErrUnauthenticated, tail, size, h.Size, what)
@@ -1149,7 +1151,7 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 	if len(recs) > 0 {
 		b.HashIndex = tlog.StoredHashIndex(0, recs[0].Index)
 		th = &treeHead{size: front.size, root: front.root()}
-		l.head = Head{Size: th.size, Root: th.root, MAC: headMAC(l.headMAC, l.head.MAC[:0], l.cfg.Origin, th.size, th.root)}
+		l.head = Head{Size: th.size, Root: th.root, MAC: headMAC(l.headMAC, l.head.MAC[:0], &l.headMsg, l.cfg.Origin, th.size, th.root)}
 		b.Head = &l.head
 	}
 	var cp *Checkpoint
