@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -338,7 +339,7 @@ func (e *Executor) execOneTripOn(ctx context.Context, conn *pgxpool.Conn, c *bro
 		return nil, errors.New("function rows: the stored result does not have the planned form")
 	}
 	res := &broker.Result{TransactionID: strconv.FormatInt(txid, 10), CommittedAt: committedAt}
-	if res.JSON, res.Rows, err = renderRows(one.cols, []byte(rows)); err != nil {
+	if res.JSON, res.Rows, err = renderRows(one.cols, rows); err != nil {
 		return nil, err
 	}
 	res.RowsAffected = res.Rows
@@ -401,16 +402,18 @@ func storedResult(stored string) (json.RawMessage, error) {
 	if err := json.Unmarshal([]byte(stored), &s); err != nil {
 		return nil, fmt.Errorf("stored result: %w", err)
 	}
-	out, _, err := renderRows(s.Columns, s.Rows)
+	out, _, err := renderRows(s.Columns, string(s.Rows))
 	return out, err
 }
 
 // renderRows renders rows of text values (a JSON array of arrays) as the
 // result object, returning it and the row count.
-func renderRows(cols []rowColumn, rows []byte) (json.RawMessage, int64, error) {
-	var texts [][]*string
-	if err := json.Unmarshal(rows, &texts); err != nil {
-		return nil, 0, fmt.Errorf("function rows: %w", err)
+func renderRows(cols []rowColumn, rows string) (json.RawMessage, int64, error) {
+	texts, ok := scanTextRows(rows)
+	if !ok {
+		if err := json.Unmarshal([]byte(rows), &texts); err != nil {
+			return nil, 0, fmt.Errorf("function rows: %w", err)
+		}
 	}
 	names := make([]string, len(cols))
 	for i, c := range cols {
@@ -434,6 +437,91 @@ func renderRows(cols []rowColumn, rows []byte) (json.RawMessage, int64, error) {
 	n := int64(len(texts))
 	out, err := w.Finish(nil, false, nil, n)
 	return out, n, err
+}
+
+// scanTextRows decodes rows as json.Unmarshal decodes them into
+// [][]*string, without its reflection, when they have the form PostgreSQL
+// writes (json_agg of json_build_array of text): arrays of strings and nulls,
+// the strings without escapes, valid UTF-8 and without control characters,
+// so that each is its text verbatim (a substring of rows). ok is false for
+// anything else, which json.Unmarshal then decodes (or refuses).
+func scanTextRows(rows string) (texts [][]*string, ok bool) {
+	i := 0
+	ws := func() {
+		for i < len(rows) && (rows[i] == ' ' || rows[i] == '\n' || rows[i] == '\t' || rows[i] == '\r') {
+			i++
+		}
+	}
+	// next consumes c after optional whitespace.
+	next := func(c byte) bool {
+		ws()
+		if i < len(rows) && rows[i] == c {
+			i++
+			return true
+		}
+		return false
+	}
+	if !next('[') {
+		return nil, false
+	}
+	texts = [][]*string{}
+	if next(']') {
+		ws()
+		return texts, i == len(rows)
+	}
+	var vals []string // one backing array for the values of all rows
+	width := 4        // values in the row before
+	for {
+		if !next('[') {
+			return nil, false
+		}
+		row := make([]*string, 0, width)
+		if !next(']') {
+			for {
+				ws()
+				switch {
+				case strings.HasPrefix(rows[i:], "null"):
+					i += len("null")
+					row = append(row, nil)
+				case i < len(rows) && rows[i] == '"':
+					end := i + 1
+					for end < len(rows) && rows[end] != '"' {
+						if c := rows[end]; c == '\\' || c < 0x20 {
+							return nil, false
+						}
+						end++
+					}
+					if end == len(rows) || !utf8.ValidString(rows[i+1:end]) {
+						return nil, false
+					}
+					if len(vals) == cap(vals) {
+						// A new backing array; the values before stay in theirs.
+						vals = make([]string, 0, max(8, 2*cap(vals)))
+					}
+					vals = append(vals, rows[i+1:end])
+					row = append(row, &vals[len(vals)-1])
+					i = end + 1
+				default:
+					return nil, false
+				}
+				if next(']') {
+					break
+				}
+				if !next(',') {
+					return nil, false
+				}
+			}
+		}
+		width = max(1, len(row))
+		texts = append(texts, row)
+		if next(']') {
+			ws()
+			return texts, i == len(rows)
+		}
+		if !next(',') {
+			return nil, false
+		}
+	}
 }
 
 // timeLayout is the to_char format of kindTime.
@@ -616,7 +704,7 @@ func (e *Executor) executeBatchOn(ctx context.Context, conn *pgxpool.Conn, items
 			continue
 		}
 		res := &broker.Result{TransactionID: strconv.FormatInt(got[i].txid, 10), CommittedAt: committedAt}
-		if res.JSON, res.Rows, out[i].Err = renderRows(it.one.cols, []byte(rows)); out[i].Err == nil {
+		if res.JSON, res.Rows, out[i].Err = renderRows(it.one.cols, rows); out[i].Err == nil {
 			res.RowsAffected = res.Rows
 			out[i].Result = res
 		}
