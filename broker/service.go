@@ -279,18 +279,24 @@ func canonicalDecimal(s string) string {
 // requestHash is the hex SHA-256 over the route subject and the canonical
 // JSON of the typed parameters (sorted keys, numbers by canonicalNumbers).
 func requestHash(subject string, canonicalParams []byte) string {
-	h := sha256.New()
-	h.Write([]byte(subject))
-	h.Write([]byte{'\n'})
-	h.Write(canonicalParams)
-	return hex.EncodeToString(h.Sum(nil))
+	return hexSHA256(subject, canonicalParams)
 }
 
 // idempotencyKey scopes a client's key to the principal, so that one
 // principal can never read another's stored result by guessing its key.
 func idempotencyKey(principalID, clientKey string) string {
-	h := sha256.Sum256([]byte(principalID + "\n" + clientKey))
-	return hex.EncodeToString(h[:])
+	return hexSHA256(principalID, clientKey)
+}
+
+// hexSHA256 returns the hex SHA-256 of a, a newline and b, in one buffer
+// (the hash's interface methods would allocate each part).
+func hexSHA256[B string | []byte](a string, b B) string {
+	msg := make([]byte, 0, len(a)+1+len(b))
+	msg = append(append(append(msg, a...), '\n'), b...)
+	sum := sha256.Sum256(msg)
+	var out [2 * sha256.Size]byte
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
 }
 
 // intersect returns the elements of want that are in allowed, sorted and
