@@ -27,6 +27,10 @@ type Store struct {
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt
+
+	// claims holds this store's claims by origin (*Claim): while one does
+	// not hold its origin, the store refuses to load and write it.
+	claims sync.Map
 }
 
 var (
@@ -196,8 +200,14 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, table string, cols [
 	return nil
 }
 
-// Write implements [audit.Store]: one transaction for the whole batch.
+// Write implements [audit.Store]: one transaction for the whole batch. It
+// refuses an origin this store claimed while the claim does not hold it
+// ([Claim.Err]), as do Load, Prune and PruneInputs: another process may be
+// writing it.
 func (s *Store) Write(ctx context.Context, origin string, b *audit.Batch) (err error) {
+	if err := s.claimError(origin); err != nil {
+		return fmt.Errorf("sqlstore write: %w", err)
+	}
 	if s.d.name == Postgres {
 		return s.writePostgres(ctx, origin, b)
 	}
@@ -338,6 +348,9 @@ func (s *Store) size(ctx context.Context, origin string) (int64, error) {
 
 // Load implements [audit.Store].
 func (s *Store) Load(ctx context.Context, origin string) (*audit.State, error) {
+	if err := s.claimError(origin); err != nil {
+		return nil, fmt.Errorf("sqlstore load: %w", err)
+	}
 	n, err := s.size(ctx, origin)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore load: %w", err)
@@ -561,6 +574,9 @@ func (s *Store) IndexAt(ctx context.Context, origin string, t time.Time) (int64,
 
 // Prune implements [audit.Store].
 func (s *Store) Prune(ctx context.Context, origin string, before int64) (n int64, err error) {
+	if err := s.claimError(origin); err != nil {
+		return 0, fmt.Errorf("sqlstore prune: %w", err)
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("sqlstore prune: %w", err)
@@ -591,6 +607,9 @@ func (s *Store) Prune(ctx context.Context, origin string, before int64) (n int64
 
 // PruneInputs implements [audit.Store].
 func (s *Store) PruneInputs(ctx context.Context, origin string, before time.Time) (int64, error) {
+	if err := s.claimError(origin); err != nil {
+		return 0, fmt.Errorf("sqlstore prune inputs: %w", err)
+	}
 	res, err := s.db.ExecContext(ctx, s.q.pruneInputsTime, origin, unixNano(before))
 	if err != nil {
 		return 0, fmt.Errorf("sqlstore prune inputs: %w", err)

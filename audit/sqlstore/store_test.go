@@ -180,28 +180,31 @@ func testClaim(t *testing.T, first, second *sqlstore.Store) {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	origin := "claim-test/" + hex.EncodeToString(rnd[:]) // unique on a shared server
-	release, err := first.Claim(ctx, origin)
+	claim, err := first.Claim(ctx, origin, sqlstore.ClaimOptions{})
 	if err != nil {
 		t.Fatalf("first claim: %v", err)
 	}
-	if _, err := second.Claim(ctx, origin); !errors.Is(err, sqlstore.ErrOriginInUse) {
+	if _, err := second.Claim(ctx, origin, sqlstore.ClaimOptions{}); !errors.Is(err, sqlstore.ErrOriginInUse) {
 		t.Fatalf("second claim of a claimed origin: err = %v, want ErrOriginInUse", err)
 	}
-	other, err := second.Claim(ctx, origin+"-other")
+	other, err := second.Claim(ctx, origin+"-other", sqlstore.ClaimOptions{})
 	if err != nil {
 		t.Fatalf("claim of another origin: %v", err)
 	}
-	if err := other(); err != nil {
+	if err := other.Release(); err != nil {
 		t.Fatal(err)
 	}
-	if err := release(); err != nil {
+	if err := claim.Err(); err != nil {
+		t.Fatalf("Err of a held claim = %v", err)
+	}
+	if err := claim.Release(); err != nil {
 		t.Fatalf("release: %v", err)
 	}
-	again, err := second.Claim(ctx, origin)
+	again, err := second.Claim(ctx, origin, sqlstore.ClaimOptions{})
 	if err != nil {
 		t.Fatalf("claim after release: %v", err)
 	}
-	if err := again(); err != nil {
+	if err := again.Release(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -213,7 +216,7 @@ func TestClaimSQLite(t *testing.T) {
 }
 
 func TestClaimPostgres(t *testing.T) {
-	s := newPostgres(t)
-	// Each claim holds a session of its own, as two processes would.
-	testClaim(t, s, s)
+	s, db := newPostgresDB(t)
+	// Two stores on one schema, each with a pool of its own: two processes.
+	testClaim(t, s, samePostgres(t, db))
 }

@@ -120,6 +120,7 @@ type app struct {
 	registry *control.Registry
 	cutoffs  *control.SignInCutoffs
 	store    *sqlstore.Store
+	claim    *sqlstore.Claim
 	audit    *audit.Log
 	engine   *opa.Engine
 	verifier *oidc.Verifier
@@ -208,15 +209,19 @@ func (a *app) openAudit(ctx context.Context) error {
 	acfg := a.cfg.Audit
 	// One writer per origin: a second process appending to it would write
 	// indexes the first already wrote, and the first would then refuse
-	// every call. Refuse the second at start instead.
-	release, err := store.Claim(ctx, acfg.Origin)
+	// every call. Refuse the second at start instead. The claim keeps
+	// holding the origin while the instance runs (a control-database
+	// session that ends is replaced); while it does not, the store refuses
+	// the log's writes and ready reports it.
+	claim, err := store.Claim(ctx, acfg.Origin, sqlstore.ClaimOptions{Logger: a.log.With("component", "audit")})
 	if errors.Is(err, sqlstore.ErrOriginInUse) {
 		return fmt.Errorf("audit origin %q is in use by another running sqlgated: give each instance its own audit.origin (in dev mode: another sqlgated dev uses this data directory)", acfg.Origin)
 	}
 	if err != nil {
 		return fmt.Errorf("audit store: %w", err)
 	}
-	a.closers = append(a.closers, func(context.Context) error { return release() }) // after the log's close below
+	a.claim = claim
+	a.closers = append(a.closers, func(context.Context) error { return claim.Release() }) // after the log's close below
 	acfg.Logger = a.log.With("component", "audit")
 	if a.cfg.SinkDir != "" {
 		sink, err := audit.NewDirSink(a.cfg.SinkDir)
@@ -689,7 +694,13 @@ func (a *app) ready(ctx context.Context) []web.NotReady {
 	// A database can answer a ping and still refuse writes (a read-only
 	// replica after a failover, a full disk, a lock): then every call is
 	// refused, and the instance is not ready.
-	if err := a.audit.WriteError(); err != nil {
+	// A lost origin claim refuses every write, and says why, before the
+	// next write fails.
+	err := a.audit.WriteError()
+	if cerr := a.claim.Err(); cerr != nil {
+		err = cerr
+	}
+	if err != nil {
 		out = append(out, web.NotReady{Component: "audit log", Err: err})
 	}
 	return out
