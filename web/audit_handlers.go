@@ -67,7 +67,7 @@ func (s *Server) policyInputs(w http.ResponseWriter, r *http.Request, p identity
 	}
 	out := &download{w: w, headers: map[string]string{"Content-Type": "application/x-ndjson"}}
 	if err := s.cfg.Audit.Inputs(r.Context(), since, out); err != nil {
-		return err
+		return auditFailure(err)
 	}
 	out.start()
 	return nil
@@ -92,7 +92,7 @@ func sinceParam(v string, now time.Time) (time.Time, error) {
 func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request, _ identity.Principal) error {
 	cp, err := s.cfg.Audit.Checkpoint(r.Context())
 	if err != nil {
-		return err
+		return auditFailure(err)
 	}
 	noStore(w)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -113,7 +113,7 @@ func (s *Server) auditRecords(w http.ResponseWriter, r *http.Request, p identity
 	}
 	recs, err := s.cfg.Audit.Recent(r.Context(), int(limit))
 	if err != nil {
-		return err
+		return auditFailure(err)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"records": recs})
 	return nil
@@ -129,7 +129,7 @@ func (s *Server) auditVerify(w http.ResponseWriter, r *http.Request, p identity.
 	}
 	rep, err := s.cfg.Audit.Verify(r.Context(), from, to)
 	if err != nil {
-		return err
+		return auditFailure(err)
 	}
 	noStore(w)
 	w.Header().Set("Content-Type", "application/json")
@@ -153,7 +153,7 @@ func (s *Server) auditProof(w http.ResponseWriter, r *http.Request, p identity.P
 	if !s.inGroups(p, s.cfg.AuditorGroups) {
 		rec, err := s.cfg.Audit.Record(r.Context(), index)
 		if err != nil {
-			return err
+			return auditFailure(err)
 		}
 		if rec.Actor == nil || rec.Actor.Issuer != p.Issuer || rec.Actor.Subject != p.Subject {
 			return broker.ErrNotFound
@@ -161,7 +161,7 @@ func (s *Server) auditProof(w http.ResponseWriter, r *http.Request, p identity.P
 	}
 	proof, err := s.cfg.Audit.Proof(r.Context(), index)
 	if err != nil {
-		return err
+		return auditFailure(err)
 	}
 	noStore(w)
 	w.Header().Set("Content-Type", "application/json")
@@ -185,7 +185,7 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, p identity.
 		"Content-Disposition": `attachment; filename="sqlgate-audit.bundle"`,
 	}}
 	if err := s.cfg.Audit.Export(r.Context(), out, from, to); err != nil {
-		return err
+		return auditFailure(err)
 	}
 	out.start()
 	return nil
@@ -242,7 +242,7 @@ func (s *Server) auditEvidence(w http.ResponseWriter, r *http.Request, p identit
 		}
 	}()
 	if err := s.cfg.Audit.Evidence(r.Context(), f, from, to); err != nil {
-		return err
+		return auditFailure(err)
 	}
 	size, err := f.Seek(0, io.SeekCurrent)
 	if err != nil {

@@ -42,6 +42,31 @@ func badRequest(msg string) error {
 const noPolicyMessage = "no policy is loaded, so every request is denied until it loads; " +
 	"the dashboard's policy page (for admins and auditors) and the sqlgated log say why"
 
+// auditUnavailableMessage answers a request the audit log could not serve
+// because the log or its store failed: the control database unreachable, a
+// log that refuses writes (audit fails closed; then it cannot sign the
+// checkpoint a download or a verification ends at). The cause (hosts, SQL
+// errors, origins) is in the sqlgated log, never in the answer.
+const auditUnavailableMessage = "the audit log is unavailable: this instance cannot read or write it now " +
+	"(the sqlgated log says why); try again later"
+
+// auditError marks an error of the [AuditService]. One that no other case
+// of publicError classifies (not found, a bad request, an [HTTPError]) is
+// the audit log or its store failing: 503 unavailable, like every other
+// outage, not 500.
+type auditError struct{ err error }
+
+func (e *auditError) Error() string { return e.err.Error() }
+func (e *auditError) Unwrap() error { return e.err }
+
+// auditFailure marks err, an error of the AuditService, as the audit log's.
+func auditFailure(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &auditError{err: err}
+}
+
 // idpOutages are the identity/oidc refusal reasons (ReasonKeysUnavailable,
 // ReasonGroupsLookupFailed) that blame the identity provider, not the
 // token: the client should try again, not sign in again.
@@ -59,6 +84,7 @@ func publicError(err error) (int, api.Error) {
 	var dbe *broker.DBError
 	var signIn *broker.SignInRevokedError
 	var authErr *identity.AuthError
+	var auditErr *auditError
 	switch {
 	case errors.As(err, &dbe):
 		return http.StatusBadGateway, api.Error{Code: broker.CodeDBError, Message: dbe.Error()}
@@ -85,6 +111,8 @@ func publicError(err error) (int, api.Error) {
 		// is loaded is safe to tell a signed-in caller; why it failed to load
 		// (file names, parse errors) is for the policy page and the log.
 		return http.StatusServiceUnavailable, api.Error{Code: broker.CodeUnavailable, Message: noPolicyMessage}
+	case errors.As(err, &auditErr):
+		return http.StatusServiceUnavailable, api.Error{Code: broker.CodeUnavailable, Message: auditUnavailableMessage}
 	case errors.Is(err, broker.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, api.Error{Code: broker.CodeUnavailable, Message: "a backing service is unavailable; try again"}
 	default:

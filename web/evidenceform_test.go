@@ -134,7 +134,10 @@ func TestEvidenceForm(t *testing.T) {
 	})
 
 	t.Run("log_does_not_verify", func(t *testing.T) {
-		broken := newServer(t, evidenceAudit{fail: errors.New("the audit log did not verify: origin x: bad signature")}, returnLogin{&returnTo})
+		// As the service answers a log that does not verify (the reason
+		// is the auditor's to see); a plain error is the log unavailable.
+		notVerified := &HTTPError{Status: http.StatusInternalServerError, Code: "internal", Msg: "no evidence: the audit log did not verify: origin x: bad signature"}
+		broken := newServer(t, evidenceAudit{fail: notVerified}, returnLogin{&returnTo})
 		sess := mustSession(t, broken, identity.Principal{Issuer: "https://idp", Subject: "carol", Groups: []string{"auditors"}}, time.Now().Add(time.Hour))
 		rec := do(t, broken, "GET", "/audit/evidence?from=2026-10-01&to=2026-11-01", "", cookie(sess))
 		body := rec.Body.String()

@@ -400,12 +400,12 @@ func (s *Server) auditPage(r *http.Request, p *page, sess *session) error {
 	}
 	cp, err := s.cfg.Audit.Checkpoint(r.Context())
 	if err != nil {
-		return err
+		return auditFailure(err)
 	}
 	p.Checkpoint = string(cp)
 	recs, err := s.cfg.Audit.Recent(r.Context(), 50)
 	if err != nil {
-		return err
+		return auditFailure(err)
 	}
 	p.Records = recs
 	return nil
@@ -422,7 +422,7 @@ func (s *Server) uiAuditVerify(w http.ResponseWriter, r *http.Request) error {
 	}
 	rep, err := s.cfg.Audit.Verify(r.Context(), 0, 0)
 	if err != nil {
-		return err
+		return auditFailure(err)
 	}
 	p.Verify = &rep
 	return s.render(w, http.StatusOK, "audit.html", p)
