@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -164,7 +163,7 @@ func (e *lostError) Is(target error) bool {
 func (s *Store) Claim(ctx context.Context, origin string, opts ClaimOptions) (*Claim, error) {
 	c := &Claim{s: s, origin: origin, log: opts.Logger}
 	if c.log == nil {
-		c.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		c.log = slog.New(slog.DiscardHandler)
 	}
 	switch s.d.name {
 	case SQLite:
@@ -203,7 +202,8 @@ func (s *Store) Claim(ctx context.Context, origin string, opts ClaimOptions) (*C
 	}
 	if interval > 0 {
 		c.stop, c.done = make(chan struct{}), make(chan struct{})
-		go c.watch(interval)
+		// The checks last as long as the claim, not as ctx.
+		go c.watch(context.WithoutCancel(ctx), interval)
 	}
 	return c, nil
 }
@@ -220,7 +220,7 @@ func (c *Claim) Err() error {
 // watch checks the claim every interval until the claim is released. A
 // check under way when Release is called ends first (it is not cut short:
 // a ping cut short would read as the session lost).
-func (c *Claim) watch(interval time.Duration) {
+func (c *Claim) watch(base context.Context, interval time.Duration) {
 	defer close(c.done)
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -230,7 +230,7 @@ func (c *Claim) watch(interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), max(interval, DefaultClaimInterval))
+		ctx, cancel := context.WithTimeout(base, max(interval, DefaultClaimInterval))
 		_ = c.Check(ctx) // Err and the log report it
 		cancel()
 	}
