@@ -2,7 +2,14 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql/driver"
+	"errors"
 	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/sqlgate/sqlgate/audit"
 )
@@ -87,7 +94,7 @@ func (s *Store) writePostgres(ctx context.Context, origin string, b *audit.Batch
 		headSize, headRoot, headMAC = h.Size, h.Root[:], h.MAC
 	}
 	firstWrite := n > 0 && b.Records[0].Index == 0
-	_, err := s.db.ExecContext(ctx, writePostgresSQL,
+	args := []any{
 		origin, firstWrite,
 		nonNil(recIdx), nonNil(recTime), nonNilB(recData), nonNilB(recLeaf),
 		nonNil(inIdx), nonNil(inTime), nonNilB(inData),
@@ -96,11 +103,127 @@ func (s *Store) writePostgres(ctx context.Context, origin string, b *audit.Batch
 		cpSize, cpCreated, cpNote,
 		keyID, keyV, keyAdded,
 		headSize, headRoot, headMAC,
-	)
-	if err != nil {
+	}
+	if err := s.execWrite(ctx, args); err != nil {
 		return fmt.Errorf("sqlstore write: %w", err)
 	}
 	return nil
+}
+
+// writeStatement names writePostgresSQL prepared on a pgx connection.
+const writeStatement = "sqlgate_audit_write"
+
+// errNotPgx: the connection is not pgx's (database/sql runs the write).
+var errNotPgx = errors.New("not a pgx connection")
+
+// writeBufs holds the parameter buffers of writes (encoded batches).
+var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledWrite bounds the buffer a write returns to writeBufs.
+const maxPooledWrite = 4 << 20
+
+// execWrite runs writePostgresSQL with args. On a pgx connection it encodes
+// the parameters as pgx does (its type map, the same formats), but into one
+// buffer reused across writes, then executes the prepared statement: pgx
+// encodes into a buffer that starts at 256 bytes for every query and grows
+// by doubling, which for a batch's arrays of records and inputs cost more
+// than encoding them. Any other driver runs it through database/sql.
+//
+// Like database/sql, it runs the write again on another connection when the
+// connection failed before the statement was sent (pgconn.SafeToRetry: the
+// server never saw it), up to three attempts.
+func (s *Store) execWrite(ctx context.Context, args []any) error {
+	var err error
+	for range 3 {
+		if err = s.execWriteOnce(ctx, args); !errors.Is(err, driver.ErrBadConn) {
+			return err
+		}
+	}
+	return err
+}
+
+func (s *Store) execWriteOnce(ctx context.Context, args []any) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return errNotPgx
+		}
+		if c.Conn().IsClosed() {
+			return driver.ErrBadConn
+		}
+		err := execWritePgx(ctx, c.Conn(), args)
+		if err != nil && pgconn.SafeToRetry(err) {
+			return driver.ErrBadConn // database/sql drops the connection
+		}
+		return err
+	})
+	if errors.Is(err, errNotPgx) {
+		_, err = conn.ExecContext(ctx, writePostgresSQL, args...)
+	}
+	return err
+}
+
+func execWritePgx(ctx context.Context, c *pgx.Conn, args []any) error {
+	err := execPreparedWrite(ctx, c, args)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "26000" || pe.Code == "0A000") && !c.IsClosed() && c.PgConn().TxStatus() == 'I' {
+		// The server no longer has the statement (DEALLOCATE ALL, DISCARD
+		// ALL) or its plan no longer fits the tables: it executed nothing.
+		// Prepare it again and run it once more.
+		if derr := c.Deallocate(ctx, writeStatement); derr != nil {
+			return err
+		}
+		err = execPreparedWrite(ctx, c, args)
+	}
+	return err
+}
+
+func execPreparedWrite(ctx context.Context, c *pgx.Conn, args []any) error {
+	sd, err := c.Prepare(ctx, writeStatement, writePostgresSQL)
+	if err != nil {
+		return err
+	}
+	if len(sd.ParamOIDs) != len(args) {
+		return fmt.Errorf("the write statement takes %d parameters, not %d", len(sd.ParamOIDs), len(args))
+	}
+	bp := writeBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= maxPooledWrite {
+			*bp = buf[:0]
+			writeBufs.Put(bp)
+		}
+	}()
+	m := c.TypeMap()
+	values := make([][]byte, len(args))
+	formats := make([]int16, len(args))
+	for i, arg := range args {
+		oid := sd.ParamOIDs[i]
+		// The format pgx's extended protocol chooses (text for a Go string,
+		// else the type's preferred one).
+		format := m.FormatCodeForOID(oid)
+		if _, ok := arg.(string); ok {
+			format = pgx.TextFormatCode
+		}
+		start := len(buf)
+		out, err := m.Encode(oid, format, arg, buf)
+		if err != nil {
+			return fmt.Errorf("parameter $%d: %w", i+1, err)
+		}
+		formats[i] = format
+		if out == nil {
+			continue // NULL
+		}
+		buf = out
+		values[i] = buf[start:len(buf):len(buf)]
+	}
+	_, err = c.PgConn().ExecPrepared(ctx, sd.Name, values, formats, nil).Close()
+	return err
 }
 
 // nonNil and nonNilB send empty arrays rather than NULL.
