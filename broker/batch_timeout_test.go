@@ -204,6 +204,9 @@ func TestBatchSlowCallFailsAlone(t *testing.T) {
 		}
 		got = append(got, n)
 	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	if want := []string{"g1", "g2", "g3", "holder"}; !slices.Equal(got, want) {
 		t.Errorf("rows %v, want %v", got, want)
 	}

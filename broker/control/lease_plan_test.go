@@ -38,20 +38,12 @@ func TestLeasePrincipalQueriesUseIndex(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, q := range queries(SQLite) {
-			rows, err := db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args[name]...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var plan []string
-			for rows.Next() {
+			plan := queryLines(t, db, "EXPLAIN QUERY PLAN "+q, args[name], func(rows *sql.Rows) (string, error) {
 				var id, parent, unused int
 				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			rows.Close()
+				err := rows.Scan(&id, &parent, &unused, &detail)
+				return detail, err
+			})
 			got := strings.Join(plan, "; ")
 			if !strings.Contains(got, "USING INDEX sqlgate_lease_principal_state (principal_id=? AND state=?)") {
 				t.Errorf("%s: plan %q, want a search of sqlgate_lease_principal_state on principal_id and state", name, got)
@@ -103,19 +95,11 @@ func TestLeasePrincipalQueriesUseIndex(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, q := range queries(Postgres) {
-			rows, err := db.QueryContext(ctx, "EXPLAIN "+c.q(q), args[name]...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var plan []string
-			for rows.Next() {
+			plan := queryLines(t, db, "EXPLAIN "+c.q(q), args[name], func(rows *sql.Rows) (string, error) {
 				var line string
-				if err := rows.Scan(&line); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, strings.TrimSpace(line))
-			}
-			rows.Close()
+				err := rows.Scan(&line)
+				return strings.TrimSpace(line), err
+			})
 			got := strings.Join(plan, "\n")
 			if !strings.Contains(got, "Index Scan using sqlgate_lease_principal_state") ||
 				!strings.Contains(got, "Index Cond: (((principal_id)::text = 'p'::text) AND ((state)::text = ANY") {
@@ -137,4 +121,26 @@ func pgxConfigDSN(dsn, name string) (string, error) {
 		return u.String(), nil
 	}
 	return dsn + " dbname=" + name, nil
+}
+
+// queryLines runs q and returns one line per row, as scan reads it.
+func queryLines(t *testing.T, db *sql.DB, q string, args []any, scan func(*sql.Rows) (string, error)) []string {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var lines []string
+	for rows.Next() {
+		line, err := scan(rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, line)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return lines
 }

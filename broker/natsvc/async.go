@@ -2,10 +2,11 @@ package natsvc
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -228,42 +229,42 @@ func (c *AsyncConfig) Validate() error {
 }
 
 // setDefaults fills the fields left unset with their defaults.
-func (cfg *AsyncConfig) setDefaults() {
-	if cfg.Stream == "" {
-		cfg.Stream = DefaultAsyncStream
+func (c *AsyncConfig) setDefaults() {
+	if c.Stream == "" {
+		c.Stream = DefaultAsyncStream
 	}
-	if cfg.Durable == "" {
-		cfg.Durable = DefaultAsyncDurable
+	if c.Durable == "" {
+		c.Durable = DefaultAsyncDurable
 	}
-	if cfg.Workers == 0 {
-		cfg.Workers = 16
+	if c.Workers == 0 {
+		c.Workers = 16
 	}
-	if cfg.AckWait == 0 {
-		cfg.AckWait = time.Minute
+	if c.AckWait == 0 {
+		c.AckWait = time.Minute
 	}
-	if cfg.MaxAge == 0 {
-		cfg.MaxAge = DefaultAsyncMaxAge
+	if c.MaxAge == 0 {
+		c.MaxAge = DefaultAsyncMaxAge
 	}
-	if cfg.MaxDeliver == 0 {
-		cfg.MaxDeliver = DefaultMaxDeliver
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
 	}
-	if cfg.now == nil {
-		cfg.now = time.Now
+	if c.now == nil {
+		c.now = time.Now
 	}
-	if cfg.retryDelay == nil {
-		cfg.retryDelay = jitteredRetryDelay
+	if c.retryDelay == nil {
+		c.retryDelay = jitteredRetryDelay
 	}
-	if cfg.MaxBytes == 0 {
-		cfg.MaxBytes = DefaultAsyncMaxBytes
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultAsyncMaxBytes
 	}
-	if cfg.MaxPerSubject == 0 {
-		cfg.MaxPerSubject = DefaultAsyncMaxPerSubject
+	if c.MaxPerSubject == 0 {
+		c.MaxPerSubject = DefaultAsyncMaxPerSubject
 	}
-	if cfg.StreamCheckInterval == 0 {
-		cfg.StreamCheckInterval = DefaultStreamCheckInterval
+	if c.StreamCheckInterval == 0 {
+		c.StreamCheckInterval = DefaultStreamCheckInterval
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
@@ -898,5 +899,7 @@ func retryDelay(delivered uint64) time.Duration {
 // the attempts until MaxAge stay well within backstopDeliveries.
 func jitteredRetryDelay(delivered uint64) time.Duration {
 	d := retryDelay(delivered)
-	return d - rand.N(d/4+1)
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand: never fails (Go 1.24+)
+	return d - time.Duration(binary.LittleEndian.Uint64(b[:])%uint64(d/4+1))
 }

@@ -561,7 +561,7 @@ var Formats = []string{
 
 // The JSON Schema keywords a route's params may use. The validator ignores
 // a keyword it does not know, so a misspelt bound (maxLenght, maximun,
-// requried) or one that does not apply to the parameter's type (maxLength
+// requird) or one that does not apply to the parameter's type (maxLength
 // on an integer) would silently bound nothing: the catalog refuses every
 // keyword outside these lists. Annotations that change nothing are
 // allowed; default is not, because sqlgate does not apply it (an absent

@@ -140,13 +140,13 @@ func TestCatalogErrors(t *testing.T) {
         at: {type: string, format: datetime}
         id: {type: integer, maxLength: 3, format: uuid, default: 4}
         flag: {type: boolean, minimum: 1}
-      requried: [customer, amount]
+      requird: [customer, amount]
       additionalProperties: {type: string}
       $schema: http://json-schema.org/draft-07/schema#
 `, []string{
 			`route invoices.v1.create: parameter "customer": unknown keyword "maxLenght" (did you mean maxLength?); a parameter of type string may use $comment, const, deprecated, description, enum, examples, format, maxLength, minLength, pattern, title, type`,
 			`route invoices.v1.create: parameter "amount": unknown keyword "maximun" (did you mean maximum?)`,
-			`route invoices.v1.create: params: unknown keyword "requried" (did you mean required?)`,
+			`route invoices.v1.create: params: unknown keyword "requird" (did you mean required?)`,
 			`route invoices.v1.create: parameter "at": format datetime is not one sqlgate checks (did you mean date-time?); formats: date, date-time,`,
 			`route invoices.v1.create: parameter "id": keyword "maxLength" applies to strings only, and this parameter is of type integer`,
 			`route invoices.v1.create: parameter "id": keyword "format" applies to strings only`,

@@ -52,7 +52,7 @@ func TestBrokerURLWithUserinfoRefused(t *testing.T) {
 	}
 	code, out, errOut = c.run("", "whoami")
 	refused("whoami with the saved broker", code, out, errOut)
-	code, out, errOut = c.run("", "whoami", "--broker", "https://sqlgate.example.com")
+	code, _, errOut = c.run("", "whoami", "--broker", "https://sqlgate.example.com")
 	if code == 0 || !strings.Contains(errOut, "signed in to http://REDACTED@") || strings.Contains(errOut, "s3cret") {
 		t.Errorf("whoami --broker another with the saved broker: exit %d, %q; want the saved one named without its password", code, errOut)
 	}

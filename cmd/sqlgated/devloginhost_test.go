@@ -54,7 +54,7 @@ func TestDevDashboardSignInFromAnotherHostName(t *testing.T) {
 
 	// /login at localhost: first to the same path on the public URL, then
 	// the provider's login form.
-	resp, body := get(other + "/login?return=/audit")
+	resp, body := get(other + "/login?return=/audit") //nolint:bodyclose // get closes it
 	if len(hops) == 0 || hops[0] != s.st.HTTPURL+"/login?public_host=1&return=%2Faudit" {
 		t.Fatalf("GET %s/login redirected to %q, want %s/login?public_host=1&return=%%2Faudit first", other, hops, s.st.HTTPURL)
 	}
@@ -101,7 +101,7 @@ func TestDevDashboardSignInFromAnotherHostName(t *testing.T) {
 		t.Fatal(err)
 	}
 	browser = &http.Client{Jar: jar}
-	resp, body = get(s.st.HTTPURL + "/auth/callback?state=" + strings.Repeat("A", 43) + "&code=x")
+	resp, body = get(s.st.HTTPURL + "/auth/callback?state=" + strings.Repeat("A", 43) + "&code=x") //nolint:bodyclose // get closes it
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(html.UnescapeString(body), "Open the dashboard at its public URL") {
 		t.Errorf("callback without a sign-in in progress = %d, want 401 saying to open the dashboard at its public URL:\n%s", resp.StatusCode, body)
 	}
