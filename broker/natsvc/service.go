@@ -211,7 +211,8 @@ func Start(ctx context.Context, nc *nats.Conn, cfg Config, h Handler) (*Service,
 	s.cfg = cfg
 	// A request that was accepted is answered as if the instance kept
 	// running, even when ctx ends (shutdown): cancelling it midway would turn
-	// it into a refusal. Each call is bounded by its route's timeout.
+	// it into a refusal. Each call is bounded by its route's timeout (three
+	// of them with batch: the batch ahead, its batch, then alone).
 	hctx := context.WithoutCancel(ctx)
 	for range cfg.Workers {
 		s.workers.Go(func() { s.work(hctx) })

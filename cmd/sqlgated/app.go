@@ -794,8 +794,8 @@ func logFinalCheckpoint(ctx context.Context, logger *slog.Logger, log *audit.Log
 		"checkpoint_size", cp.Size, "checkpoint_root", cp.Root.String(), "checkpoint_time", cp.Time.UTC().Format(time.RFC3339Nano))
 }
 
-// Shutdown margins beyond the longest route timeout: the transports'
-// (the audit intent before a call and the reply after it) and the audit
+// Shutdown margins beyond the longest a call may run (longestCall): the
+// transports' (the audit intent before a call and the reply after it) and the audit
 // log's last writes once the calls are answered. serve --check compares
 // their sum with the stop budget of the shipped unit and chart.
 const (
@@ -804,15 +804,22 @@ const (
 )
 
 // drainBound is how long the transports may take to answer the calls they
-// accepted at shutdown: the longest route timeout and drainMargin.
+// accepted at shutdown: the longest a call may run (longestCall) and
+// drainMargin.
 func (a *app) drainBound() time.Duration {
+	return longestCalls(a.cfg.Catalog) + drainMargin
+}
+
+// longestCalls is the longest any call of catalog may run (longestCall);
+// 0 without a catalog.
+func longestCalls(catalog *route.Catalog) time.Duration {
 	longest := time.Duration(0)
-	if a.cfg.Catalog != nil {
-		for _, r := range a.cfg.Catalog.Routes() {
-			longest = max(longest, r.Timeout)
+	if catalog != nil {
+		for _, r := range catalog.Routes() {
+			longest = max(longest, longestCall(r))
 		}
 	}
-	return longest + drainMargin
+	return longest
 }
 
 // stopTransports stops taking calls and waits, at most bound, for the ones

@@ -207,7 +207,18 @@ func TestServeCheckStopBudget(t *testing.T) {
 	if err := run(t.Context(), []string{"serve", "--config", config, "--check"}, &sb, &sb); err != nil {
 		t.Fatalf("a 2m route timeout is no error: %v", err)
 	}
-	if want := "warning: a stop may take up to 2m30s (the longest route timeout, 2m0s, plus 30s), more than the 1m30s"; !strings.Contains(sb.String(), want) {
+	if want := "warning: a stop may take up to 2m30s (the longest a call may run, 2m0s, plus 30s), more than the 1m30s"; !strings.Contains(sb.String(), want) {
 		t.Errorf("serve --check printed %q\nwant %q", sb.String(), want)
+	}
+
+	// A call of a route with batch may run three timeouts (the batch
+	// ahead, its batch, then alone): a 40s timeout is a 2m call.
+	writeFile(t, slow, strings.Replace(string(routes), "timeout: 5s", "timeout: 40s\n    batch: 8", 1), 0o600)
+	sb.Reset()
+	if err := run(t.Context(), []string{"serve", "--config", config, "--check"}, &sb, &sb); err != nil {
+		t.Fatalf("a batched 40s route is no error: %v", err)
+	}
+	if want := "warning: a stop may take up to 2m30s (the longest a call may run, 2m0s, plus 30s)"; !strings.Contains(sb.String(), want) {
+		t.Errorf("serve --check with a batched 40s route printed %q\nwant %q", sb.String(), want)
 	}
 }

@@ -106,7 +106,7 @@ func checkServe(ctx context.Context, stderr io.Writer, cfg *Config, catalog *rou
 		return err
 	}
 	if bound := shutdownBound(catalog); bound > stopBudget {
-		fmt.Fprintf(stderr, "warning: a stop may take up to %s (the longest route timeout, %s, plus 30s), more than the %s the shipped "+
+		fmt.Fprintf(stderr, "warning: a stop may take up to %s (the longest a call may run, %s, plus 30s), more than the %s the shipped "+
 			"systemd unit (TimeoutStopSec) and Helm chart (terminationGracePeriodSeconds) allow: raise them to at least %s, "+
 			"or calls still running are cut off and repaired at the next start\n",
 			bound, bound-shutdownMargin, stopBudget, bound)
@@ -119,20 +119,17 @@ func checkServe(ctx context.Context, stderr io.Writer, cfg *Config, catalog *rou
 // chart (terminationGracePeriodSeconds) let sqlgated stop.
 const stopBudget = 90 * time.Second
 
-// shutdownMargin is what a stop takes beyond the longest route timeout: the
-// transports' margin (app.drainBound) and the audit log's last writes
+// shutdownMargin is what a stop takes beyond the longest a call may run:
+// the transports' margin (app.drainBound) and the audit log's last writes
 // (app.shutdown's budget).
 const shutdownMargin = drainMargin + lastWritesMargin
 
 // shutdownBound is how long a stop may take with catalog: the calls
-// accepted are answered within their route's timeout, then the last audit
+// accepted are answered within the longest a call may run (its route's
+// timeout, three of them with batch: longestCall), then the last audit
 // writes follow.
 func shutdownBound(catalog *route.Catalog) time.Duration {
-	longest := time.Duration(0)
-	for _, r := range catalog.Routes() {
-		longest = max(longest, r.Timeout)
-	}
-	return longest + shutdownMargin
+	return longestCalls(catalog) + shutdownMargin
 }
 
 // cliDiscovery is what GET /api/v1/config tells the CLI: identity.cli,
