@@ -286,7 +286,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 			slog.String("policy_revision", st.revision), slog.String("previous_revision", ev.Previous),
 			slog.Int("modules", len(st.modules)))
 		for _, w := range st.warnings {
-			e.log.LogAttrs(ctx, slog.LevelWarn, "policy names a route the route catalog does not have",
+			e.log.LogAttrs(ctx, slog.LevelWarn, "policy names a route or event the route catalog does not have",
 				slog.String("policy_revision", st.revision), slog.String("warning", w))
 		}
 	}
