@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
@@ -114,15 +116,18 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "  may subscribe: %v\n", cred.Sub)
 	fmt.Fprintf(e.stdout, "  inbox prefix:  %s (replies arrive only under it)\n", cred.InboxPrefix)
 	fmt.Fprintf(e.stdout, "  nats url:      %s\n\n", cred.NATSURL)
-	// The examples use what the credential grants: a route it may call
-	// (with the payload `sqlgate routes` shows the schema of) and an event
-	// it may follow.
-	route, event := exampleSubjects(cred.Pub, cred.Sub)
-	if route != "" || event != "" {
+	// The examples use what the credential grants: a route it may call and
+	// an event it may follow.
+	ex := exampleRequest(ctx, c, cred.Pub)
+	event := exampleEvent(cred.Sub)
+	if ex.subject != "" || event != "" {
 		fmt.Fprintf(e.stdout, "Use it with any NATS client, e.g.:\n")
 	}
-	if route != "" {
-		fmt.Fprintf(e.stdout, "  nats req --server %s --creds %s --inbox-prefix %s %s '{}'\n", cred.NATSURL, path, cred.InboxPrefix, route)
+	if ex.subject != "" {
+		fmt.Fprintf(e.stdout, "  nats req --server %s --creds %s --inbox-prefix %s %s %s\n", cred.NATSURL, path, cred.InboxPrefix, ex.subject, shellQuote(ex.payload))
+		if ex.note != "" {
+			fmt.Fprintf(e.stdout, "    (%s)\n", ex.note)
+		}
 	}
 	if event != "" {
 		fmt.Fprintf(e.stdout, "  nats sub --server %s --creds %s %s   (keep only messages with the Sqlgate-Event header)\n", cred.NATSURL, path, event)
@@ -130,24 +135,249 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// exampleSubjects returns the first route subject of pub (not an async
-// subject: the stream, not sqlgated, answers those) and the first emit
-// subject of sub (not a prefix: the inbox and reply prefixes end in ">"), or
-// "" for none.
-func exampleSubjects(pub, sub []string) (route, event string) {
+// payloadPlaceholder stands for a payload the example cannot fill in.
+const payloadPlaceholder = "PAYLOAD"
+
+// example is the nats req that creds nats suggests: a route subject, its
+// payload (or payloadPlaceholder) and a note on what to change.
+type example struct {
+	subject, payload, note string
+}
+
+// exampleRequest picks the route the suggested nats req calls, among the
+// route subjects of pub (not the async subjects: the stream, not sqlgated,
+// answers those): a route tagged read, with a payload built from the
+// parameters it requires, so that the line works as pasted; a route that
+// is not marked as a read gets a placeholder payload instead, because
+// pasting a ready call of a route that writes would change data. The
+// routes and their schemas come from the API (as sqlgate routes shows
+// them); when they cannot be read, the first route of pub gets the
+// placeholder.
+func exampleRequest(ctx context.Context, c *api.Client, pub []string) example {
+	granted := make(map[string]bool, len(pub))
+	first := ""
 	for _, s := range pub {
 		if !strings.HasPrefix(s, "sqlgate.") {
-			route = s
-			break
+			granted[s] = true
+			if first == "" {
+				first = s
+			}
 		}
 	}
+	if first == "" {
+		return example{}
+	}
+	placeholder := func(subject string) example {
+		return example{subject, payloadPlaceholder, "PAYLOAD: the JSON parameters of " + subject + ", as sqlgate routes shows them"}
+	}
+	routes, err := c.Routes(ctx)
+	if err != nil {
+		return placeholder(first)
+	}
+	// A read whose payload can be built; else a route not marked as a
+	// write, else any, with the placeholder.
+	var untagged, write string
+	for _, r := range routes.Routes {
+		if !granted[r.Subject] {
+			continue
+		}
+		switch {
+		case hasTag(r.Tags, "read"):
+			if payload, ok := examplePayload(r.Params); ok {
+				return example{r.Subject, payload, ""}
+			}
+			if untagged == "" {
+				untagged = r.Subject
+			}
+		case !hasTag(r.Tags, "write"):
+			if untagged == "" {
+				untagged = r.Subject
+			}
+		default:
+			if write == "" {
+				write = r.Subject
+			}
+		}
+	}
+	switch {
+	case untagged != "":
+		return placeholder(untagged)
+	case write != "":
+		ex := placeholder(write)
+		ex.note += "; " + write + " is tagged write: calling it changes data"
+		return ex
+	}
+	return placeholder(first)
+}
+
+func hasTag(tags []string, tag string) bool {
+	for _, t := range tags {
+		if strings.EqualFold(t, tag) {
+			return true
+		}
+	}
+	return false
+}
+
+// examplePayload builds a payload that a route's parameter schema (as the
+// API serves it) accepts: its required parameters with an example value
+// each (a const or the first enum value, else 1 for a number within its
+// bounds, "x" for a string, false for a boolean). ok is false when a
+// required parameter takes a value it cannot make up (a pattern, an
+// unknown format, an object).
+func examplePayload(schema json.RawMessage) (payload string, ok bool) {
+	var s struct {
+		Properties map[string]json.RawMessage `json:"properties"`
+		Required   []string                   `json:"required"`
+	}
+	if len(schema) > 0 && json.Unmarshal(schema, &s) != nil {
+		return "", false
+	}
+	values := make(map[string]any, len(s.Required))
+	for _, name := range s.Required {
+		prop, found := s.Properties[name]
+		if !found {
+			return "", false
+		}
+		v, ok := exampleValue(prop)
+		if !ok {
+			return "", false
+		}
+		values[name] = v
+	}
+	b, err := json.Marshal(values)
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+// paramSchema is the part of a parameter's schema examplePayload reads.
+type paramSchema struct {
+	Type             json.RawMessage `json:"type"`
+	Const            *any            `json:"const"`
+	Enum             []any           `json:"enum"`
+	Format           string          `json:"format"`
+	Pattern          string          `json:"pattern"`
+	MinLength        *int            `json:"minLength"`
+	MaxLength        *int            `json:"maxLength"`
+	Minimum          *float64        `json:"minimum"`
+	Maximum          *float64        `json:"maximum"`
+	ExclusiveMinimum *float64        `json:"exclusiveMinimum"`
+	ExclusiveMaximum *float64        `json:"exclusiveMaximum"`
+	MultipleOf       *float64        `json:"multipleOf"`
+}
+
+// formatExamples are values of the string formats a parameter commonly
+// declares.
+var formatExamples = map[string]string{
+	"date-time": "2024-01-01T00:00:00Z",
+	"date":      "2024-01-01",
+	"time":      "00:00:00Z",
+	"uuid":      "00000000-0000-0000-0000-000000000001",
+	"email":     "x@example.com",
+}
+
+func exampleValue(raw json.RawMessage) (any, bool) {
+	var p paramSchema
+	if json.Unmarshal(raw, &p) != nil {
+		return nil, false
+	}
+	if p.Const != nil {
+		return *p.Const, true
+	}
+	if len(p.Enum) > 0 {
+		return p.Enum[0], true
+	}
+	var types []string
+	if json.Unmarshal(p.Type, &types) != nil {
+		var one string
+		if json.Unmarshal(p.Type, &one) != nil {
+			return nil, false
+		}
+		types = []string{one}
+	}
+	for _, t := range types {
+		switch t {
+		case "integer", "number":
+			return exampleNumber(p, t == "integer")
+		case "string":
+			return exampleString(p)
+		case "boolean":
+			return false, true
+		}
+	}
+	return nil, false
+}
+
+// exampleNumber returns 1 when the bounds allow it, else the first bound
+// (or the bound's next integer) that they do.
+func exampleNumber(p paramSchema, integer bool) (any, bool) {
+	candidates := []float64{1}
+	for _, b := range []*float64{p.Minimum, p.Maximum, p.MultipleOf} {
+		if b != nil {
+			candidates = append(candidates, *b, math.Ceil(*b), math.Floor(*b))
+		}
+	}
+	if b := p.ExclusiveMinimum; b != nil {
+		candidates = append(candidates, math.Floor(*b)+1)
+	}
+	if b := p.ExclusiveMaximum; b != nil {
+		candidates = append(candidates, math.Ceil(*b)-1)
+	}
+	for _, v := range candidates {
+		switch {
+		case integer && v != math.Trunc(v),
+			p.Minimum != nil && v < *p.Minimum,
+			p.Maximum != nil && v > *p.Maximum,
+			p.ExclusiveMinimum != nil && v <= *p.ExclusiveMinimum,
+			p.ExclusiveMaximum != nil && v >= *p.ExclusiveMaximum,
+			p.MultipleOf != nil && (*p.MultipleOf <= 0 || math.Abs(v/(*p.MultipleOf)-math.Round(v/(*p.MultipleOf))) > 1e-9):
+			continue
+		}
+		if integer {
+			return int64(v), true
+		}
+		return v, true
+	}
+	return nil, false
+}
+
+func exampleString(p paramSchema) (any, bool) {
+	if p.Pattern != "" {
+		return nil, false
+	}
+	v := "x"
+	if p.Format != "" {
+		f, known := formatExamples[p.Format]
+		if !known {
+			return nil, false
+		}
+		v = f
+	} else if p.MinLength != nil && *p.MinLength > len(v) {
+		v = strings.Repeat("x", *p.MinLength)
+	}
+	n := utf8.RuneCountInString(v)
+	if (p.MinLength != nil && n < *p.MinLength) || (p.MaxLength != nil && n > *p.MaxLength) {
+		return nil, false
+	}
+	return v, true
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// exampleEvent returns the first emit subject of sub (not a prefix: the
+// inbox and reply prefixes end in ">"), or "" for none.
+func exampleEvent(sub []string) string {
 	for _, s := range sub {
 		if !strings.HasSuffix(s, ">") {
-			event = s
-			break
+			return s
 		}
 	}
-	return route, event
+	return ""
 }
 
 func cmdCall(ctx context.Context, e *env, args []string) error {

@@ -20,8 +20,8 @@ func eventsBroker(t *testing.T, pub []string, events ...string) http.Handler {
 		switch r.URL.Path {
 		case api.Prefix + "/routes":
 			_ = json.NewEncoder(w).Encode(api.Routes{Routes: []api.Route{
-				{Subject: "invoices.v1.void", Kind: "procedure", Target: "dbo.void_invoice", Database: "billing", Mode: "sync", TimeoutMS: 5000, Emit: "invoices.v1.voided", Params: json.RawMessage(`{}`)},
-				{Subject: "invoices.v1.list", Kind: "statement", Target: "list_invoices", Database: "billing", Mode: "sync", TimeoutMS: 5000, Params: json.RawMessage(`{}`)},
+				{Subject: "invoices.v1.void", Kind: "procedure", Target: "dbo.void_invoice", Database: "billing", Mode: "sync", TimeoutMS: 5000, Emit: "invoices.v1.voided", Tags: []string{"write"}, Params: json.RawMessage(`{}`)},
+				{Subject: "invoices.v1.list", Kind: "statement", Target: "list_invoices", Database: "billing", Mode: "sync", TimeoutMS: 5000, Tags: []string{"read"}, Params: json.RawMessage(`{}`)},
 			}})
 		case api.Prefix + "/nats/creds":
 			var req api.NATSCredsRequest
@@ -81,7 +81,8 @@ func TestRoutesShowEmitSubject(t *testing.T) {
 // creds nats suggests use what the credential grants; it suggested a get of
 // orders.v1.get to credentials that may not publish it. An async subject is
 // not suggested for a request (the stream answers it), and a credential
-// that may only follow events gets only the subscription.
+// that may only follow events gets only the subscription. A route the
+// routes API does not list as a read gets a placeholder payload.
 func TestCredsNATSExampleUsesGrantedSubjects(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -100,8 +101,8 @@ func TestCredsNATSExampleUsesGrantedSubjects(t *testing.T) {
 			"async first",
 			[]string{"sqlgate.async.UKEY.invoices.v1.import", "invoices.v1.import"},
 			nil,
-			[]string{" invoices.v1.import '{}'\n"},
-			[]string{"nats sub", "sqlgate.async.UKEY.invoices.v1.import '{}'", "orders.v1.get"},
+			[]string{" invoices.v1.import 'PAYLOAD'\n    (PAYLOAD: the JSON parameters of invoices.v1.import, as sqlgate routes shows them)\n"},
+			[]string{"nats sub", " sqlgate.async.UKEY.invoices.v1.import '", "orders.v1.get", "'{}'"},
 		},
 		{
 			"events only", nil,
