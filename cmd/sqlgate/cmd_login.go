@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -221,17 +223,20 @@ func (e *env) savedNATS() (natsInfo, bool) {
 }
 
 // forgetNATS removes the saved NATS credential from $SQLGATE_HOME:
-// nats.json and the default creds file. A creds file written elsewhere with
-// creds nats -o is the user's: it is left in place and returned as kept
-// (when it still exists), so that the caller can say so. gone lists what
-// was removed.
-func (e *env) forgetNATS(info natsInfo) (gone []string, kept string, err error) {
+// nats.json and the default creds file, but for the names in keep. A creds
+// file written elsewhere with creds nats -o is the user's: it is left in
+// place and returned as kept (when it still exists), so that the caller
+// can say so. gone lists what was removed.
+func (e *env) forgetNATS(info natsInfo, keep ...string) (gone []string, kept string, err error) {
 	if info.Creds != "" && info.Creds != e.path(natsCredsOut) {
 		if _, serr := os.Stat(info.Creds); serr == nil {
 			kept = info.Creds
 		}
 	}
 	for _, f := range []string{natsCredsOut, natsInfoFile} {
+		if slices.Contains(keep, f) {
+			continue
+		}
 		path := e.path(f)
 		if err := os.Remove(path); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
@@ -384,7 +389,9 @@ func (e *env) accessToken(ctx context.Context) (string, error) {
 }
 
 func cmdLogout(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "logout", "sqlgate logout")
+	fs := newFlags(e, "logout", "sqlgate logout [--broker URL]")
+	broker := fs.String("broker", "", "broker URL to revoke the saved NATS credentials at (default: the one signed in to; "+
+		"$SQLGATE_BROKER when the CLI state is unreadable)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -393,55 +400,69 @@ func cmdLogout(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	// The saved NATS credentials are revoked while the sign-in still can;
-	// signing out does not wait for a broker that does not answer.
+	// signing out does not wait for a broker that does not answer. The
+	// files of a credential that could not be revoked are kept (they name
+	// its user key, without which nothing revokes it), and when a retry
+	// may revoke it, so is the sign-in that can.
 	info, hasNATS := e.savedNATS()
 	var creds []savedCred
 	if hasNATS {
 		creds = e.savedCreds(info)
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		for i := range creds {
-			creds[i].err = e.revokeSavedNATS(rctx, info, creds[i])
-		}
+		e.revokeSavedNATS(rctx, *broker, info, creds)
 		cancel()
 	}
-	release, err := e.lockTokens(ctx)
-	if err != nil {
-		return err
-	}
-	err = e.tokens().Delete(tokenName)
-	release()
-	if err != nil {
-		return err
-	}
-	if st, err := e.loadState(); err == nil && st.Principal != "" {
-		st.Principal = ""
-		if err := e.saveState(st); err != nil {
+	retry := slices.ContainsFunc(creds, func(c savedCred) bool { return c.err != nil && !c.final })
+	if !retry {
+		release, err := e.lockTokens(ctx)
+		if err != nil {
 			return err
+		}
+		err = e.tokens().Delete(tokenName)
+		release()
+		if err != nil {
+			return err
+		}
+		if st, err := e.loadState(); err == nil && st.Principal != "" {
+			st.Principal = ""
+			if err := e.saveState(st); err != nil {
+				return err
+			}
 		}
 	}
 	if !hasNATS {
 		fmt.Fprintln(e.stdout, "Signed out: tokens removed.")
 		return nil
 	}
-	gone, kept, err := e.forgetNATS(info)
+	gone, kept, err := e.forgetNATS(info, e.unrevokedFiles(info, creds)...)
 	if err != nil {
 		return err
-	}
-	fmt.Fprintf(e.stdout, "Signed out: tokens removed; NATS credentials removed (%s).\n", strings.Join(gone, ", "))
-	if kept != "" {
-		fmt.Fprintf(e.stdout, "%s (written with creds nats -o) remains: delete it if it is no longer needed.\n", kept)
 	}
 	if len(creds) == 0 {
 		fmt.Fprintf(e.stdout, "The NATS credential was not revoked (its user key is unknown): it stays valid until it expires%s.\n", expiresAt(info.ExpiresAt))
 	}
 	for _, c := range creds {
-		if c.err == nil {
+		switch {
+		case c.expired:
+			fmt.Fprintf(e.stdout, "The NATS credential %s (%s) expired%s: nothing to revoke.\n", c.key, c.file, expiresAt(c.expires))
+		case c.err == nil:
 			fmt.Fprintf(e.stdout, "The NATS credential %s was revoked (%s).\n", c.key, c.file)
-			continue
+		default:
+			fmt.Fprintf(e.stdout, "The NATS credential %s (%s) could not be revoked (%v): it stays valid until it expires%s, and its files are kept.\n",
+				c.key, c.file, c.err, expiresAt(c.expires))
 		}
-		fmt.Fprintf(e.stdout, "The NATS credential %s (%s) could not be revoked (%v): it stays valid until it expires%s; copies of it still work until then.\n",
-			c.key, c.file, c.err, expiresAt(c.expires))
 	}
+	if len(gone) > 0 {
+		fmt.Fprintf(e.stdout, "NATS credentials removed (%s).\n", strings.Join(gone, ", "))
+	}
+	if kept != "" && !slices.ContainsFunc(creds, func(c savedCred) bool { return c.err != nil && c.key == info.UserKey }) {
+		fmt.Fprintf(e.stdout, "%s (written with creds nats -o) remains: delete it if it is no longer needed.\n", kept)
+	}
+	if retry {
+		return errors.New("not signed out, so that sqlgate logout can still revoke the NATS credentials it could not: " +
+			"fix the cause above and run sqlgate logout again (a credential that has expired by then needs no revoking)")
+	}
+	fmt.Fprintln(e.stdout, "Signed out: tokens removed.")
 	return nil
 }
 
@@ -453,11 +474,14 @@ func expiresAt(at string) string {
 }
 
 // savedCred is a NATS credential sqlgate saved: its creds file, user key
-// (its lease id), expiry (RFC 3339, "" when unknown) and, after logout
-// tried, why it could not be revoked.
+// (its lease id), expiry (RFC 3339, "" when unknown), whether it has
+// expired and, after logout tried, why it could not be revoked, and
+// whether that is final (trying again would not revoke it).
 type savedCred struct {
 	file, key, expires string
+	expired            bool
 	err                error
+	final              bool
 }
 
 // savedCreds lists the NATS credentials to revoke at logout: the one in
@@ -466,11 +490,13 @@ type savedCred struct {
 // earlier nats.creds in place).
 func (e *env) savedCreds(info natsInfo) []savedCred {
 	var out []savedCred
+	now := time.Now()
 	home := e.path(natsCredsOut)
 	if uc, err := userClaimsOf(home); err == nil && uc.Subject != "" {
 		c := savedCred{file: home, key: uc.Subject}
 		if uc.Expires != 0 {
 			c.expires = time.Unix(uc.Expires, 0).Format(time.RFC3339)
+			c.expired = now.Unix() >= uc.Expires
 		}
 		out = append(out, c)
 	}
@@ -479,29 +505,114 @@ func (e *env) savedCreds(info natsInfo) []savedCred {
 		if file == "" {
 			file = "named in " + e.path(natsInfoFile)
 		}
-		out = append(out, savedCred{file: file, key: info.UserKey, expires: info.ExpiresAt})
+		c := savedCred{file: file, key: info.UserKey, expires: info.ExpiresAt}
+		if exp, err := time.Parse(time.RFC3339, info.ExpiresAt); err == nil {
+			c.expired = !now.Before(exp)
+		}
+		out = append(out, c)
 	}
 	return out
 }
 
-// revokeSavedNATS revokes a saved NATS credential through the API (its
-// lease id is its user key). The one nats.json names is revoked only when
-// it was issued to this sign-in; the broker refuses a key that is not the
-// caller's.
-func (e *env) revokeSavedNATS(ctx context.Context, info natsInfo, c savedCred) error {
-	st, err := e.loadState()
+// unrevokedFiles names the files of $SQLGATE_HOME that logout keeps for
+// the credentials it could not revoke: nats.creds for its own, nats.json
+// for the one it names (and for nats.creds when it names none).
+func (e *env) unrevokedFiles(info natsInfo, creds []savedCred) []string {
+	var keepCreds, keepInfo bool
+	for _, c := range creds {
+		if c.err == nil {
+			continue
+		}
+		if c.file == e.path(natsCredsOut) {
+			keepCreds = true
+		}
+		if c.key == info.UserKey {
+			keepInfo = true
+		}
+	}
+	var keep []string
+	if keepCreds {
+		keep = append(keep, natsCredsOut)
+	}
+	if keepInfo || (keepCreds && info.UserKey == "") {
+		keep = append(keep, natsInfoFile)
+	}
+	return keep
+}
+
+// revokeSavedNATS revokes the saved NATS credentials that have not expired
+// through the API (a lease id is a user key), setting each one's err. The
+// one nats.json names is revoked only when it was issued to this sign-in;
+// the broker refuses a key that is not the caller's.
+func (e *env) revokeSavedNATS(ctx context.Context, brokerFlag string, info natsInfo, creds []savedCred) {
+	if !slices.ContainsFunc(creds, func(c savedCred) bool { return !c.expired }) {
+		return
+	}
+	client, st, err := e.logoutClient(ctx, brokerFlag, info)
+	for i := range creds {
+		c := &creds[i]
+		switch {
+		case c.expired:
+		case err != nil:
+			c.err = err
+		case st != nil && c.key == info.UserKey && (info.Principal == "" || info.Principal != st.Principal || !sameBroker(info.Broker, st.Broker)):
+			c.err, c.final = errors.New("it was issued to another sign-in"), true
+		default:
+			_, c.err = client.RevokeLease(ctx, c.key)
+			var se *api.StatusError
+			if errors.As(c.err, &se) && se.Status == http.StatusNotFound {
+				c.err, c.final = fmt.Errorf("the broker knows no such credential of yours: %w", c.err), true
+			}
+		}
+	}
+}
+
+// logoutClient returns the client logout revokes with and the state it
+// read: the broker signed in to (--broker must name it). When the state
+// does not parse (st is nil), the broker signed in to is unknown, and the
+// one --broker or $SQLGATE_BROKER names gets the token only when nats.json
+// (if it says) issued the credentials there and it trusts the identity
+// provider that issued the token.
+func (e *env) logoutClient(ctx context.Context, brokerFlag string, info natsInfo) (client *api.Client, st *state, err error) {
+	st, err = e.loadState()
+	var corrupt *corruptStateError
+	switch {
+	case err == nil:
+		url := brokerFlag
+		if url == "" {
+			url = st.Broker
+		}
+		client, err = e.client(url)
+		return client, st, err
+	case !errors.As(err, &corrupt):
+		return nil, nil, err
+	case brokerFlag == "" && e.getenv("SQLGATE_BROKER") == "":
+		return nil, nil, fmt.Errorf("the CLI state %s is unreadable (%v), so the broker you signed in to is unknown: pass --broker URL (or set SQLGATE_BROKER)", corrupt.path, corrupt.err)
+	}
+	url, err := e.brokerURL(brokerFlag, &state{})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	if c.key == info.UserKey && (info.Principal == "" || info.Principal != st.Principal || !sameBroker(info.Broker, st.Broker)) {
-		return errors.New("it was issued to another sign-in")
+	if info.Broker != "" && !sameBroker(url, info.Broker) {
+		return nil, nil, fmt.Errorf("the saved NATS credentials were issued by %s, not %s: pass --broker %s", api.RedactURL(info.Broker), url, api.RedactURL(info.Broker))
 	}
-	client, err := e.client(st.Broker)
+	tok, err := e.loadTokens()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	_, err = client.RevokeLease(ctx, c.key)
-	return err
+	anon, err := api.NewClient(url, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	disc, err := anon.Discovery(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ask %s which identity provider it trusts: %w", url, err)
+	}
+	if disc.Issuer != tok.Issuer {
+		return nil, nil, fmt.Errorf("%s trusts the identity provider %s, not %s, which signed you in: it is not the broker you signed in to", url, disc.Issuer, tok.Issuer)
+	}
+	client, err = api.NewClient(url, e.accessToken)
+	return client, nil, err
 }
 
 // readPassword reads one line from stdin.

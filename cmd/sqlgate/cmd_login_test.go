@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -236,13 +237,28 @@ func TestSignInChangeForgetsNATSCreds(t *testing.T) {
 		t.Errorf("logout = %q, revoked %q; want bob's credential %s revoked and removed", out, b.revoked, key)
 	}
 
-	// A broker that cannot revoke: signed out all the same, and told so.
+	// A broker that cannot revoke: not signed out, the credential's files
+	// kept, and told so and how to retry; the retry revokes and signs out.
 	login("bob", bobPW)
 	c.must("", "creds", "nats")
+	key, err = userKeyOf(filepath.Join(c.home, natsCredsOut))
+	if err != nil {
+		t.Fatal(err)
+	}
 	b.revokeFails = true
+	code, out, errOut := c.run("", "logout")
+	if code != 1 || !strings.Contains(out, "could not be revoked") || !strings.Contains(out, "stays valid until it expires at") || !strings.Contains(out, "its files are kept") ||
+		!strings.Contains(errOut, "not signed out") || !strings.Contains(errOut, "run sqlgate logout again") ||
+		!exists(filepath.Join(c.home, natsCredsOut)) || !exists(filepath.Join(c.home, natsInfoFile)) {
+		t.Errorf("logout with the broker failing to revoke: exit %d\n%s%s\nwant the credential and the sign-in kept, and said how to retry", code, out, errOut)
+	}
+	if out := c.must("", "whoami"); !strings.Contains(out, "bob@example.com") {
+		t.Errorf("whoami after the failed logout = %q, want still signed in as bob", out)
+	}
+	b.revokeFails = false
 	out = c.must("", "logout")
-	if !strings.Contains(out, "could not be revoked") || !strings.Contains(out, "stays valid until it expires at") || exists(filepath.Join(c.home, natsCredsOut)) {
-		t.Errorf("logout with the broker failing to revoke = %q; want the credential removed and said to stay valid", out)
+	if !slices.Contains(b.revoked, key) || !strings.Contains(out, "The NATS credential "+key+" was revoked") || exists(filepath.Join(c.home, natsCredsOut)) {
+		t.Errorf("logout again = %q, revoked %q; want %s revoked and removed", out, b.revoked, key)
 	}
 	if code, _, errOut := c.run("", "whoami"); code != 1 || !strings.Contains(errOut, "not signed in") {
 		t.Errorf("whoami after logout: exit %d, %s; want not signed in", code, errOut)
