@@ -397,26 +397,27 @@ func TestParseStatement(t *testing.T) {
 		names []string
 	}{
 		{"select :a, :b", []string{"a", "b"}},
-		{"select ':notparam', \":nor\", [also:no] -- :comment\n, :yes", []string{"yes"}},
+		{"select ':notparam', \":nor\", [also] -- :comment\n, :yes", []string{"yes"}},
 		{"select x::int, :p::text /* :c */", []string{"p"}},
 		{"select 'it''s :x', :y", []string{"y"}},
 		{"select :a, :a", []string{"a", "a"}},
-		// PostgreSQL dollar quoting: nothing inside is a placeholder, an
-		// apostrophe inside opens no string, a tag is case-sensitive.
-		{"SELECT $$it's :customer$$ AS x, :customer AS y", []string{"customer"}},
-		{"SELECT $$:customer$$ AS x", nil},
-		{"SELECT $fn$ a $$ :x $FN$ ' $fn$, :y", []string{"y"}},
-		{"SELECT $_1$:x$_1$, $1, :y", []string{"y"}},                  // $1 is a parameter, not a quote
+		// PostgreSQL's dollar quotes and E'…' strings, where SQL Server
+		// and SQLite read the same statement and placeholders.
+		{"SELECT $$it is$$ AS x, :customer AS y", []string{"customer"}},
+		{"SELECT $fn$ a b $fn$, :y", []string{"y"}},
 		{"SELECT a$b$, :x, c$$ FROM t$ WHERE :y", []string{"x", "y"}}, // $ inside identifiers
-		{"SELECT $é$:x$é$, :y", []string{"y"}},
-		// E'…' escape strings: a backslash escapes a quote.
-		{`SELECT E'it\'s :x' AS x, :customer AS y`, []string{"customer"}},
 		{`SELECT e'a\\', :x, E'b''c :y\\'`, []string{"x"}},
+		{`SELECT E'line\nbreak', :x`, []string{"x"}},
 		{`SELECT name'x', :x, some'\', :y`, []string{"x", "y"}}, // no E token: a backslash is text
-		// Block comments nest (PostgreSQL, SQL Server).
-		{"SELECT /* a /* :x */ :y */ :z", []string{"z"}},
+		// A block comment without another /* inside reads the same
+		// everywhere.
+		{"SELECT /* a :x */ :z", []string{"z"}},
 		// SQL Server's $ (money, pseudo-columns) opens no dollar quote.
 		{"SELECT $12.50, $action, :x FROM [t$]", []string{"x"}},
+		// SQLite's quoted identifiers without quotes, colons or ';' inside.
+		{"SELECT `a b`, [c d] FROM t WHERE e = :e", []string{"e"}},
+		// A -- comment may end with \r\n.
+		{"SELECT :a -- note\r\n, :b", []string{"a", "b"}},
 	}
 	for _, tc := range tests {
 		st, err := route.ParseStatement("s", tc.sql)
@@ -438,7 +439,7 @@ func TestParseStatement(t *testing.T) {
 		"SELECT id FROM t WHERE c = :customer; -- trailing comment": "SELECT id FROM t WHERE c = @customer",
 		"SELECT :a;\n/* note; :b */\n-- end\n  ":                    "SELECT @a",
 		"SELECT ';' || :a; ":                                        "SELECT ';' || @a",
-		"SELECT $$;$$, :a;":                                         "SELECT $$;$$, @a",
+		"SELECT $$x$$, :a; -- done":                                 "SELECT $$x$$, @a",
 	} {
 		st, err := route.ParseStatement("s", sql)
 		if err != nil {
@@ -453,10 +454,84 @@ func TestParseStatement(t *testing.T) {
 		"select 'open", "select /* open", "select [open", "", "select 1; select 2",
 		"select 1; -- c\nselect 2", "select 1; /* c */ 'x'", "select 1;;",
 		"select $$open", "select $a$ x $A$", "select E'open\\'", "select /* a /* b */ :x",
+		"select :a\x00",
 	} {
 		if _, err := route.ParseStatement("s", bad); err == nil {
 			t.Errorf("ParseStatement(%q) succeeded, want error", bad)
 		}
+	}
+}
+
+// TestParseStatementDialects checks statements that the dialects read
+// differently: each is refused, and the error names the dialects and the
+// construct. The first two ran a second statement on SQLite (route: skip
+// PostgreSQL dollar quotes... made them load).
+func TestParseStatementDialects(t *testing.T) {
+	for _, tc := range []struct {
+		sql  string
+		want []string
+	}{
+		// SQLite ends the comment at the first */ and runs DELETE.
+		{
+			`UPDATE t SET v = :v WHERE id = 1 /* /* */; DELETE FROM t; -- */`,
+			[]string{"more than one statement in SQLite (';' at offset 41", "in PostgreSQL and SQL Server it is inside a block comment starting at offset 33", "block comments nest"},
+		},
+		// SQLite and SQL Server read e, then the string '\'.
+		{
+			`SELECT :v AS a, e'\' FROM t; DELETE FROM t; -- '`,
+			[]string{"more than one statement in SQL Server and SQLite (';' at offset 27", "in PostgreSQL it is inside an E'…' escape string starting at offset 16", "backslash escapes"},
+		},
+		// PostgreSQL and SQL Server: a nested comment; SQLite: a comment,
+		// DELETE, a comment.
+		{"SELECT 1 /* /* */ ; DELETE FROM t; -- */", []string{"more than one statement in SQLite"}},
+		// SQLite reads a Tcl-style parameter @a(') up to the ')'.
+		{`SELECT @a(') ; DELETE FROM t; -- '`, []string{"more than one statement in SQLite", "inside a string starting at offset 10"}},
+		{`SELECT 1 FROM t WHERE x = :1(') ; DELETE FROM t; -- '`, []string{"more than one statement in SQLite"}},
+		{`SELECT 1..$a(') ; DELETE FROM t; -- '`, []string{"more than one statement in SQLite"}}, // 1. . $a(')
+		// ]] is a ] only in SQL Server.
+		{`SELECT [a]]; DELETE FROM t; --]`, []string{"more than one statement in PostgreSQL and SQLite", "in SQL Server it is inside a […] identifier"}},
+		// Only PostgreSQL has dollar quotes, only SQLite backticks.
+		{"SELECT $$;$$, :a", []string{"more than one statement in SQL Server and SQLite", "dollar-quoted"}},
+		{"SELECT `a;b` FROM t", []string{"more than one statement in PostgreSQL and SQL Server", "`…` identifier"}},
+		// PostgreSQL ends a -- comment at \r, SQLite does not.
+		{"SELECT 1 -- c\r; DELETE FROM t", []string{"line break other than \\n"}},
+		// The statement ends at different offsets.
+		{`SELECT e'\'' ; -- '`, []string{"ends at the ';' at offset 13 in PostgreSQL, not in SQL Server and SQLite"}},
+		// Placeholders in one dialect's literal.
+		{"SELECT $$:customer$$ AS x", []string{"dollar-quoted string"}},
+		{"SELECT $$it's :customer$$ AS x, :customer AS y", []string{"under the rules of SQL Server and SQLite: unterminated '", "in PostgreSQL it is inside a dollar-quoted string"}},
+		{`SELECT E'it\'s :x' AS x, :customer AS y`, []string{"unterminated '", "backslash escapes"}},
+		{"SELECT /* a /* :x */ :y */ :z", []string{":y at offset 21 is a placeholder in SQLite, not in PostgreSQL and SQL Server"}},
+		{"SELECT `:x`, :y", []string{":x at offset 8 is a placeholder in PostgreSQL and SQL Server, not in SQLite"}},
+		{"SELECT arr[ :i ] FROM t", []string{":i at offset 12 is a placeholder in PostgreSQL, not in SQL Server and SQLite"}},
+		{"SELECT @a(:x)", []string{"placeholder in PostgreSQL and SQL Server, not in SQLite", "SQLite parameter"}},
+		// Bind markers glued to the text around them.
+		{"SELECT $t:a$ x $t$", []string{"directly after \"$t\""}},
+		{"SELECT :a$$ x $$", []string{"directly followed by \"$\""}},
+		{"SELECT x:::a", []string{"':::'"}},
+		{"SELECT :a:b", []string{`directly after ":a"`}}, // @a@b in SQL Server
+		{"SELECT #t#:a", []string{`directly after "#"`}}, // #t#@a
+		{"SELECT $1$$ x $$", []string{"PostgreSQL versions read it differently"}},
+		{"SELECT 1E'x'", []string{"PostgreSQL versions read it differently"}},
+	} {
+		_, err := route.ParseStatement("s", tc.sql)
+		if err == nil {
+			t.Errorf("ParseStatement(%q) succeeded, want an error", tc.sql)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("ParseStatement(%q) = %v, want it to mention %q", tc.sql, err, w)
+			}
+		}
+	}
+	// The route catalog refuses them too.
+	_, err := route.New([]route.Spec{{
+		Subject: "t.v1.update", Database: "d", Params: map[string]any{"type": "object", "properties": map[string]any{"v": map[string]any{"type": "string"}}},
+		Statement: &route.StatementSpec{Name: "s", SQL: `UPDATE t SET v = :v WHERE id = 1 /* /* */; DELETE FROM t; -- */`},
+	}})
+	if err == nil || !strings.Contains(err.Error(), "more than one statement in SQLite") {
+		t.Errorf("route.New = %v, want more than one statement in SQLite", err)
 	}
 }
 
@@ -623,6 +698,11 @@ func FuzzParseStatement(f *testing.F) {
 		"select :a", "select ':a'", "x::int", "[a]]b] :c", "/* */ :d -- :e",
 		"select $$it's :a$$, :b", "select $t$ $$ :a $t$", `select E'\\'' :a'`, "select :a; -- c", "/* /* :a */ */ :b",
 		"select $1, a$b$, $12.50 :c", "select :a;\n/* :b */",
+		// They read differently in PostgreSQL, SQL Server and SQLite.
+		`UPDATE t SET v = :v WHERE id = 1 /* /* */; DELETE FROM t; -- */`,
+		`SELECT :v AS a, e'\' FROM t; DELETE FROM t; -- '`,
+		`SELECT @a(') ; DELETE FROM t; -- '`, `SELECT [a]]; DELETE FROM t; --]`, "SELECT `a;b`, :x",
+		"SELECT 1 -- c\r; DELETE FROM t", `SELECT e'\'' ; -- '`, "SELECT $t:a$ x $t$", "SELECT x::int(';')",
 	} {
 		f.Add(s)
 	}
@@ -642,41 +722,45 @@ func FuzzParseStatement(f *testing.F) {
 				t.Fatalf("placeholder name %q is not an identifier", n)
 			}
 		}
+		// Whatever the route's database, it runs one statement, with the
+		// bind markers where the placeholders were found.
+		dialectReadsOne(t, sql, st)
 	})
 }
 
 // literalsHideText checks that text inside a literal, quoted identifier or
 // comment, written with that form's escaping, is never a placeholder nor
 // ends the statement: each wrapping of text is followed by :p, the one
-// placeholder expected.
+// placeholder expected. The forms every dialect reads alike must be
+// accepted; the others ('[…]', '`…`', E'…', dollar quotes) may be refused
+// where another dialect reads the text differently.
 func literalsHideText(t *testing.T, text string) {
 	t.Helper()
-	var wrapped []string
-	quote := func(open, closeCh string) {
-		wrapped = append(wrapped, open+strings.ReplaceAll(text, closeCh, closeCh+closeCh)+closeCh)
+	quote := func(open, closeCh string) string {
+		return open + strings.ReplaceAll(text, closeCh, closeCh+closeCh) + closeCh
 	}
-	quote("'", "'")
-	quote(`"`, `"`)
-	quote("`", "`")
-	quote("[", "]")
-	wrapped = append(wrapped, `E'`+strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(text)+`'`)
+	portable := []string{quote("'", "'"), quote(`"`, `"`)}
+	other := []string{quote("`", "`"), quote("[", "]"), `E'` + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(text) + `'`}
 	if strings.Index(text+"$q$", "$q$") == len(text) {
-		wrapped = append(wrapped, "$q$"+text+"$q$")
+		other = append(other, "$q$"+text+"$q$")
 	}
 	if strings.Index(text+"$$", "$$") == len(text) {
-		wrapped = append(wrapped, "$$"+text+"$$")
+		other = append(other, "$$"+text+"$$")
 	}
 	if c := "/*" + text + "*/"; !strings.Contains(c[1:len(c)-1], "/*") && strings.Index(c[2:], "*/") == len(text) {
-		wrapped = append(wrapped, c)
+		portable = append(portable, c)
 	}
-	if !strings.ContainsAny(text, "\n") {
-		wrapped = append(wrapped, "--"+text+"\n")
+	if !strings.ContainsAny(text, "\n\r\v\f\u0085\u2028\u2029") {
+		portable = append(portable, "--"+text+"\n")
 	}
-	for _, w := range wrapped {
+	for k, w := range append(portable, other...) {
 		sql := "SELECT " + w + " , :p"
 		st, err := route.ParseStatement("s", sql)
 		if err != nil {
-			t.Fatalf("ParseStatement(%q): %v", sql, err)
+			if k < len(portable) && !strings.Contains(text, "\x00") {
+				t.Fatalf("ParseStatement(%q): %v", sql, err)
+			}
+			continue
 		}
 		if !slices.Equal(st.Names(), []string{"p"}) {
 			t.Fatalf("ParseStatement(%q) found placeholders %q, want only p", sql, st.Names())
@@ -684,6 +768,7 @@ func literalsHideText(t *testing.T, text string) {
 		if got := st.Render(func(_ int, n string) string { return ":" + n }); got != sql {
 			t.Fatalf("Render round trip = %q, want %q", got, sql)
 		}
+		dialectReadsOne(t, sql, st)
 	}
 }
 
