@@ -296,7 +296,7 @@ func read(sql string, d *dialect) *reading {
 			if glued {
 				// 1E'x': PostgreSQL before 15 reads 1 and E'x', later
 				// versions refuse the number.
-				return fail(i, fmt.Errorf("E' at offset %d directly after a number or parameter (PostgreSQL versions read it differently): write a space before it", i))
+				return fail(i, fmt.Errorf("an E' string at offset %d directly after a number or parameter (PostgreSQL versions read it differently): write a space before it", i))
 			}
 			kind, end = kEscapeString, skipEscapeString(sql, i)
 		case c == '$' && d.dollarQuotes && !identRun && dollarDelim(sql, i) > 0:

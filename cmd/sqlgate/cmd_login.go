@@ -587,7 +587,7 @@ func (e *env) logoutClient(ctx context.Context, brokerFlag string, info natsInfo
 	case !errors.As(err, &corrupt):
 		return nil, nil, err
 	case brokerFlag == "" && e.getenv("SQLGATE_BROKER") == "":
-		return nil, nil, fmt.Errorf("the CLI state %s is unreadable (%v), so the broker you signed in to is unknown: pass --broker URL (or set SQLGATE_BROKER)", corrupt.path, corrupt.err)
+		return nil, nil, fmt.Errorf("the CLI state %s is unreadable (%w), so the broker you signed in to is unknown: pass --broker URL (or set SQLGATE_BROKER)", corrupt.path, corrupt.err)
 	}
 	url, err := e.brokerURL(brokerFlag, &state{})
 	if err != nil {
