@@ -159,6 +159,12 @@ func (s *Service) issueNATS(ctx context.Context, req NATSRequest, tok *calloutTo
 			reasons = []string{"denied by policy"}
 		}
 		s.recordCredentialDecision(ctx, &p, req, &dec, in, reasons)
+		if errors.Is(err, policy.ErrNoPolicy) {
+			// Refused all the same, but no policy said no: the caller
+			// should try again once one loads (unavailable, as the
+			// routes listing answers), not ask for other access.
+			return nil, fmt.Errorf("nats credential: %w", err)
+		}
 		return nil, &DeniedError{Reasons: reasons, DecisionID: dec.ID}
 	}
 

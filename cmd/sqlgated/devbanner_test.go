@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nkeys"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -82,6 +83,16 @@ func TestDevBrokenPolicyAtStart(t *testing.T) {
 	var apiErr *api.StatusError
 	if !errors.As(err, &apiErr) || apiErr.Status != 503 || apiErr.Body.Code != "unavailable" || !strings.Contains(apiErr.Body.Message, "no policy is loaded") {
 		t.Errorf("routes = %v, want unavailable naming the policy", err)
+	}
+	// And `sqlgate creds nats`: refused, as unavailable (no policy said no).
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	_, err = alice.NATSCreds(t.Context(), api.NATSCredsRequest{PublicKey: pub})
+	if !errors.As(err, &apiErr) || apiErr.Status != 503 || apiErr.Body.Code != "unavailable" || !strings.Contains(apiErr.Body.Message, "no policy is loaded") {
+		t.Errorf("nats creds = %v, want unavailable naming the policy", err)
 	}
 
 	cancel()
