@@ -16,6 +16,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/internal/schemalock"
+	"github.com/sqlgate/sqlgate/internal/sqliteuri"
 )
 
 // Store keeps audit logs in a SQL database. It implements [audit.Store] and
@@ -48,7 +49,7 @@ func SQLiteDSN(path string) string {
 	q.Set("_synchronous", "FULL")
 	q.Set("_busy_timeout", "10000")
 	q.Set("_txlock", "immediate")
-	return "file:" + path + "?" + q.Encode()
+	return sqliteuri.File(path, q.Encode())
 }
 
 // Open prepares db (driver "sqlite" from modernc.org/sqlite, "pgx" from

@@ -21,6 +21,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker/internal/resultjson"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/internal/fifo"
+	"github.com/sqlgate/sqlgate/internal/sqliteuri"
 )
 
 // IdempotencyDDL creates the idempotency table. [Open] runs it.
@@ -83,7 +84,7 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Set("_txlock", "immediate")
-	writer, err := sql.Open("sqlite", "file:"+cfg.Path+"?"+q.Encode())
+	writer, err := sql.Open("sqlite", sqliteuri.File(cfg.Path, q.Encode()))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite database %s: %w", cfg.Name, err)
 	}
@@ -98,7 +99,7 @@ func Open(ctx context.Context, cfg Config) (*Executor, error) {
 	rq := url.Values{}
 	rq.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.BusyTimeout.Milliseconds(), 10)+")")
 	rq.Add("_pragma", "query_only(1)")
-	reader, err := sql.Open("sqlite", "file:"+cfg.Path+"?"+rq.Encode())
+	reader, err := sql.Open("sqlite", sqliteuri.File(cfg.Path, rq.Encode()))
 	if err != nil {
 		_ = writer.Close()
 		return nil, fmt.Errorf("open sqlite database %s: %w", cfg.Name, err)

@@ -28,6 +28,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/broker/sqlite"
 	"github.com/sqlgate/sqlgate/identity/devidp"
+	"github.com/sqlgate/sqlgate/internal/sqliteuri"
 	"github.com/sqlgate/sqlgate/policy/rules"
 )
 
@@ -240,7 +241,7 @@ func devDatabases(ctx context.Context, dir string, logger *slog.Logger) (*route.
 // createDemoDB creates the demo orders schema in the SQLite file at path
 // (idempotent).
 func createDemoDB(ctx context.Context, path string) error {
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	db, err := sql.Open("sqlite", sqliteuri.File(path, "_pragma=busy_timeout(5000)"))
 	if err != nil {
 		return err
 	}
