@@ -169,18 +169,31 @@ const (
 // ([broker.ReplyPrefix]); the route's emit event follows a commit, and a
 // synchronous call with the same Idempotency-Key returns the stored result.
 type Async struct {
-	nc       *nats.Conn
-	h        Handler
-	log      *slog.Logger
-	cfg      AsyncConfig
-	routes   map[string]bool
-	streamID string
-	stream   jetstream.Stream
-	cons     jetstream.Consumer
+	nc        *nats.Conn
+	h         Handler
+	log       *slog.Logger
+	cfg       AsyncConfig
+	js        jetstream.JetStream
+	clustered bool
+	routes    map[string]bool
+	// gen is the stream the keys of messages without an idempotency key
+	// are derived from; it changes when the stream was recreated.
+	gen      atomic.Pointer[streamGen]
 	hctx     context.Context
-	msgs     chan jetstream.Msg
+	msgs     chan fetched
 	workers  sync.WaitGroup
 	stopOnce sync.Once
+
+	// repairMu serializes the checks (CheckStream), which recreate the
+	// stream or the consumer when they are gone. stream is read and
+	// replaced under it; cons is replaced under it and a.mu, and read
+	// under either.
+	repairMu sync.Mutex
+	stream   jetstream.Stream
+	cons     jetstream.Consumer
+	// recheck asks the checker for a check now (the fetch reported the
+	// consumer gone).
+	recheck chan struct{}
 
 	// mu orders Pause, Resume and Stop. cc is the current fetch (nil while
 	// paused or stopped) and halt its channel, closed when it ends, so that
@@ -289,19 +302,7 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	if err != nil {
 		return nil, fmt.Errorf("natsvc async: %w", err)
 	}
-	sc := jetstream.StreamConfig{
-		Name:                 cfg.Stream,
-		Description:          "sqlgate durable async requests, until a broker has handled them",
-		Subjects:             []string{broker.AsyncSubjects},
-		Retention:            jetstream.WorkQueuePolicy,
-		Storage:              jetstream.FileStorage,
-		Duplicates:           DuplicateWindow,
-		MaxMsgSize:           cfg.MaxPayload,
-		MaxBytes:             cfg.MaxBytes,
-		MaxMsgsPerSubject:    cfg.MaxPerSubject,
-		Discard:              jetstream.DiscardNew,
-		DiscardNewPerSubject: true,
-	}
+	sc := streamConfig(cfg)
 	existing, err := js.Stream(ctx, cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		existing = nil
@@ -329,34 +330,15 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 			"and queued requests wait, and losing its disk loses them; give it replicas (nats.asyncReplicas: 3)",
 			slog.String("stream", cfg.Stream), slog.String("nats_cluster", cluster))
 	}
-	// The consumer delivers a message until a broker settles it: which
-	// failures end a request, and when, is decided here (serve), by the
-	// message's age or, for internal errors and timeouts, its deliveries.
-	// The server's own delivery limit is only a backstop (backstopDeliveries)
-	// for a message that never gets that far (one that kills the process):
-	// a consumer created by an older version with a limit of 5 is updated
-	// (the limit is editable). No limit on acks pending: a message waiting
-	// for its retry stays pending, and with a cap, requests for a database
-	// that is down would hold back every other route's for up to MaxAge (the
-	// pull batch bounds what an instance holds unstarted).
-	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       cfg.Durable,
-		Description:   "sqlgated instances",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    backstopDeliveries(cfg),
-		MaxAckPending: -1,
-	})
+	cons, err := stream.CreateOrUpdateConsumer(ctx, consumerConfig(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("natsvc async: consumer %s: %w", cfg.Durable, err)
 	}
 	a := &Async{
-		nc: nc, h: h, log: cfg.Logger, cfg: cfg, routes: make(map[string]bool, len(cfg.Subjects)), stream: stream, cons: cons,
-		// The stream's creation time makes the keys derived from stream
-		// sequences unique: a recreated stream starts its sequence again.
-		streamID: "js" + strconv.FormatInt(stream.CachedInfo().Created.UnixNano(), 36),
-		msgs:     make(chan jetstream.Msg, cfg.Workers),
+		nc: nc, h: h, log: cfg.Logger, cfg: cfg, js: js, clustered: cluster != "", routes: make(map[string]bool, len(cfg.Subjects)),
+		stream: stream, cons: cons, msgs: make(chan fetched, cfg.Workers), recheck: make(chan struct{}, 1),
 	}
+	a.gen.Store(newStreamGen(stream.CachedInfo().Created))
 	for _, s := range cfg.Subjects {
 		a.routes[s] = true
 	}
@@ -365,12 +347,12 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	a.hctx = context.WithoutCancel(ctx)
 	for range cfg.Workers {
 		a.workers.Go(func() {
-			for m := range a.msgs {
+			for f := range a.msgs {
 				if a.stopping.Load() || a.paused.Load() {
-					a.putBack(a.hctx, m)
+					a.putBack(a.hctx, f.m)
 					continue
 				}
-				a.serve(a.hctx, m)
+				a.serve(a.hctx, f.m, f.gen)
 			}
 		})
 	}
@@ -385,6 +367,66 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	a.checker.Go(func() { a.checkStreams(checkCtx) })
 	context.AfterFunc(ctx, func() { _ = a.Stop() })
 	return a, nil
+}
+
+// streamConfig is the stream's configuration, before keepBacklog and
+// streamReplicas adjust it.
+func streamConfig(cfg AsyncConfig) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:                 cfg.Stream,
+		Description:          "sqlgate durable async requests, until a broker has handled them",
+		Subjects:             []string{broker.AsyncSubjects},
+		Retention:            jetstream.WorkQueuePolicy,
+		Storage:              jetstream.FileStorage,
+		Duplicates:           DuplicateWindow,
+		MaxMsgSize:           cfg.MaxPayload,
+		MaxBytes:             cfg.MaxBytes,
+		MaxMsgsPerSubject:    cfg.MaxPerSubject,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
+	}
+}
+
+// consumerConfig is the durable consumer's configuration.
+//
+// The consumer delivers a message until a broker settles it: which
+// failures end a request, and when, is decided here (serve), by the
+// message's age or, for internal errors and timeouts, its deliveries.
+// The server's own delivery limit is only a backstop (backstopDeliveries)
+// for a message that never gets that far (one that kills the process):
+// a consumer created by an older version with a limit of 5 is updated
+// (the limit is editable). No limit on acks pending: a message waiting
+// for its retry stays pending, and with a cap, requests for a database
+// that is down would hold back every other route's for up to MaxAge (the
+// pull batch bounds what an instance holds unstarted).
+func consumerConfig(cfg AsyncConfig) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       cfg.Durable,
+		Description:   "sqlgated instances",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    backstopDeliveries(cfg),
+		MaxAckPending: -1,
+	}
+}
+
+// streamGen is one incarnation of the stream: id, derived from its
+// creation time, makes the keys derived from stream sequences unique, since
+// a recreated stream starts its sequence again.
+type streamGen struct {
+	id      string
+	created time.Time
+}
+
+func newStreamGen(created time.Time) *streamGen {
+	return &streamGen{id: "js" + strconv.FormatInt(created.UnixNano(), 36), created: created}
+}
+
+// fetched is a message and the stream it was fetched from as far as the
+// instance knew when the fetch began.
+type fetched struct {
+	m   jetstream.Msg
+	gen *streamGen
 }
 
 // streamReplicas returns the replicas to ask for and the fewest to settle
@@ -407,7 +449,8 @@ func streamReplicas(configured int, clustered bool, existing jetstream.Stream) (
 const checkTimeout = 5 * time.Second
 
 // checkStreams checks the stream and the consumer every
-// StreamCheckInterval until ctx ends.
+// StreamCheckInterval, and at once when the fetch reports the consumer
+// gone, until ctx ends.
 func (a *Async) checkStreams(ctx context.Context) {
 	t := time.NewTicker(a.cfg.StreamCheckInterval)
 	defer t.Stop()
@@ -416,6 +459,7 @@ func (a *Async) checkStreams(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.recheck:
 		}
 		cctx, cancel := context.WithTimeout(ctx, min(checkTimeout, a.cfg.StreamCheckInterval))
 		_ = a.CheckStream(cctx)
@@ -428,6 +472,15 @@ func (a *Async) checkStreams(ctx context.Context) {
 // OnStreamHealth. While they do not answer, async publishes are refused or
 // go unacknowledged and no queued request is fetched. A check that ctx
 // ended is not reported.
+//
+// A stream or consumer that is gone (deleted by an operator, or the
+// consumer with its stream) is recreated with the configuration StartAsync
+// gives it, and the instance fetches from it again; so is a fetch the
+// server ended while the consumer was recreated by another instance. Not
+// while the instance is stopping or paused: the check reports the problem,
+// and the first check after Resume repairs it. Instances that recreate at
+// the same time all end up fetching from the one durable consumer (creating
+// a stream or consumer that exists with the same configuration succeeds).
 func (a *Async) CheckStream(ctx context.Context) error {
 	err := a.checkStream(ctx)
 	if ctx.Err() == nil {
@@ -437,21 +490,99 @@ func (a *Async) CheckStream(ctx context.Context) error {
 }
 
 func (a *Async) checkStream(ctx context.Context) error {
+	a.repairMu.Lock()
+	defer a.repairMu.Unlock()
 	info, err := a.stream.Info(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && a.mayRepair() {
+		if err := a.recreateStream(ctx); err != nil {
+			return fmt.Errorf("stream %s: recreate: %w", a.cfg.Stream, err)
+		}
+		info, err = a.stream.Info(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", a.cfg.Stream, err)
 	}
 	if c := info.Cluster; c != nil && c.Leader == "" {
 		return fmt.Errorf("stream %s has no leader", a.cfg.Stream)
 	}
+	renewed := a.noteStream(info.Created)
 	ci, err := a.cons.Info(ctx)
+	recreated := false
+	if errors.Is(err, jetstream.ErrConsumerNotFound) && a.mayRepair() {
+		cons, cerr := a.stream.CreateOrUpdateConsumer(ctx, consumerConfig(a.cfg))
+		if cerr != nil {
+			return fmt.Errorf("consumer %s: recreate: %w", a.cfg.Durable, cerr)
+		}
+		a.mu.Lock()
+		a.cons = cons
+		a.mu.Unlock()
+		recreated = true
+		ci, err = cons.CachedInfo(), nil
+	}
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", a.cfg.Durable, err)
 	}
 	if c := ci.Cluster; c != nil && c.Leader == "" {
 		return fmt.Errorf("consumer %s has no leader", a.cfg.Durable)
 	}
+	if recreated {
+		a.log.WarnContext(ctx, "async consumer recreated", slog.String("stream", a.cfg.Stream), slog.String("consumer", a.cfg.Durable))
+	}
+	// A new stream or consumer: the current fetch (if the server has not
+	// ended it) ends, and a new one begins, under the new stream's keys.
+	if err := a.refetch(recreated || renewed); err != nil {
+		return fmt.Errorf("consumer %s: %w", a.cfg.Durable, err)
+	}
 	return nil
+}
+
+// mayRepair reports whether the check may recreate the stream or the
+// consumer: not while the instance is stopping or paused.
+func (a *Async) mayRepair() bool { return !a.stopping.Load() && !a.paused.Load() }
+
+// recreateStream creates the stream again, as StartAsync does; a.repairMu
+// is held.
+func (a *Async) recreateStream(ctx context.Context) error {
+	sc := streamConfig(a.cfg)
+	var floor int
+	sc.Replicas, floor = streamReplicas(a.cfg.Replicas, a.clustered, nil)
+	stream, err := createStream(ctx, a.js, sc, floor, a.log)
+	if err != nil {
+		return err
+	}
+	a.stream = stream
+	a.log.WarnContext(ctx, "async stream recreated; the requests it held are lost", slog.String("stream", a.cfg.Stream),
+		slog.Int("replicas", stream.CachedInfo().Config.Replicas))
+	return nil
+}
+
+// noteStream records the stream's creation time; it reports whether it
+// changed (the stream was recreated, by this instance or another).
+func (a *Async) noteStream(created time.Time) bool {
+	if a.gen.Load().created.Equal(created) {
+		return false
+	}
+	a.gen.Store(newStreamGen(created))
+	return true
+}
+
+// refetch fetches again when force is set or the server ended the fetch
+// (the consumer was deleted); not while the instance is stopping or paused.
+func (a *Async) refetch(force bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopping.Load() || a.paused.Load() {
+		return nil
+	}
+	if !force && a.cc != nil {
+		select {
+		case <-a.cc.Closed():
+		default:
+			return nil // fetching
+		}
+	}
+	a.endFetch()
+	return a.consume()
 }
 
 // StreamError is the last reported problem of the stream or the consumer
@@ -500,13 +631,14 @@ const fetchExpiry = 10 * time.Second
 // consume starts fetching; a.mu is held (or a is not shared yet).
 func (a *Async) consume() error {
 	halt := make(chan struct{})
+	gen := a.gen.Load()
 	cc, err := a.cons.Consume(func(m jetstream.Msg) {
 		if a.stopping.Load() || a.paused.Load() {
 			a.putBack(a.hctx, m)
 			return
 		}
 		select {
-		case a.msgs <- m:
+		case a.msgs <- fetched{m, gen}:
 		case <-halt:
 			a.putBack(a.hctx, m)
 		}
@@ -516,6 +648,12 @@ func (a *Async) consume() error {
 			a.log.WarnContext(a.hctx, "async consumer", slog.String("error", err.Error()))
 			if unreachable(err) {
 				a.reportStream(fmt.Errorf("consumer %s: %w", a.cfg.Durable, err))
+			}
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+				select { // the check recreates it
+				case a.recheck <- struct{}{}:
+				default:
+				}
 			}
 		}))
 	if err != nil {
@@ -752,7 +890,7 @@ func (a *Async) putBack(ctx context.Context, m jetstream.Msg) {
 }
 
 // serve handles one message and settles it with the stream.
-func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
+func (a *Async) serve(ctx context.Context, m jetstream.Msg, gen *streamGen) {
 	meta, err := m.Metadata()
 	if err != nil {
 		a.log.ErrorContext(ctx, "async message without metadata; dropped", slog.String("error", err.Error()))
@@ -779,8 +917,13 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg) {
 	problem := requestHeaders(req, hdr)
 	// The message's place in the stream is stable across redeliveries: it is
 	// the key of a message that came without one (so a redelivery never runs
-	// twice), and its correlation id if it came without a valid one.
-	position := a.streamID + "-" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	// twice), and its correlation id if it came without a valid one. gen is
+	// the stream the fetch began on; a message stored after the stream was
+	// recreated (a fetch that outlived the stream) is keyed by the new one.
+	if cur := a.gen.Load(); cur != gen && !meta.Timestamp.Before(cur.created) {
+		gen = cur
+	}
+	position := gen.id + "-" + strconv.FormatUint(meta.Sequence.Stream, 10)
 	if req.IdempotencyKey == "" {
 		req.IdempotencyKey = position
 	}
