@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nkeys"
+
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
