@@ -173,8 +173,17 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "Signed in to %s as %s%s.\n", url, who.Display(), groups)
 	// NATS credentials saved for another principal or broker would let
-	// sqlgate call act as them.
-	if info, ok := e.savedNATS(); ok && (info.Principal != st.Principal || !sameBroker(info.Broker, url)) {
+	// sqlgate call act as them. Ones that record no owner (no nats.json, or
+	// one of an earlier version) are kept: sqlgate call does not use them,
+	// and sqlgate logout revokes them if they are this sign-in's (deleting
+	// them would leave a credential valid with nothing to revoke it by).
+	info, ok := e.savedNATS()
+	if ok && info.Principal == "" && (info.Broker == "" || sameBroker(info.Broker, url)) {
+		fmt.Fprintf(e.stdout, "The NATS credentials in %s record no owner: kept, so that sqlgate logout can revoke them if they are yours "+
+			"(sqlgate call does not use them: run sqlgate creds nats for your own).\n", e.path(natsCredsOut))
+		return nil
+	}
+	if ok && (info.Principal != st.Principal || !sameBroker(info.Broker, url)) {
 		gone, kept, err := e.forgetNATS(info)
 		if err != nil {
 			return err
@@ -571,7 +580,7 @@ func (e *env) revokeSavedNATS(ctx context.Context, brokerFlag string, info natsI
 // read: the broker signed in to (--broker must name it). When the state
 // does not parse (st is nil), the broker signed in to is unknown, and the
 // one --broker or $SQLGATE_BROKER names gets the token only when nats.json
-// (if it says) issued the credentials there and it trusts the identity
+// records that it issued the credentials and it trusts the identity
 // provider that issued the token.
 func (e *env) logoutClient(ctx context.Context, brokerFlag string, info natsInfo) (client *api.Client, st *state, err error) {
 	st, err = e.loadState()
@@ -593,7 +602,15 @@ func (e *env) logoutClient(ctx context.Context, brokerFlag string, info natsInfo
 	if err != nil {
 		return nil, nil, err
 	}
-	if info.Broker != "" && !sameBroker(url, info.Broker) {
+	switch {
+	case info.Broker == "":
+		// Nothing recorded says which broker the token belongs to: its
+		// identity provider proves nothing (any broker trusting the same
+		// one, or a server echoing its issuer, would pass), so the token
+		// goes nowhere.
+		return nil, nil, fmt.Errorf("the CLI state %s is unreadable (%w) and no saved NATS credential records the broker that issued it, "+
+			"so the token is not sent to %s: run sqlgate login (it replaces the state), then sqlgate logout", corrupt.path, corrupt.err, url)
+	case !sameBroker(url, info.Broker):
 		return nil, nil, fmt.Errorf("the saved NATS credentials were issued by %s, not %s: pass --broker %s", api.RedactURL(info.Broker), url, api.RedactURL(info.Broker))
 	}
 	tok, err := e.loadTokens()

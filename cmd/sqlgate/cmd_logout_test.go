@@ -62,10 +62,10 @@ func TestLogoutRevokesEverySavedCredential(t *testing.T) {
 // logout revokes the saved NATS credential at the broker --broker or
 // $SQLGATE_BROKER names, with the saved token; it deleted the creds file
 // unrevoked (the state names the broker), leaving the credential valid and
-// nothing to revoke it with. Without a broker to revoke at, or naming one
-// that did not issue the credential or does not trust the identity
-// provider of the sign-in, nothing is sent to it, and logout keeps the
-// credential's files and the sign-in and says how to retry.
+// nothing to revoke it with. Without a broker to revoke at, without
+// nats.json recording the one that issued the credential, or naming
+// another, nothing is sent, and logout keeps the credential's files and the
+// sign-in and says how to retry.
 func TestLogoutWithUnreadableState(t *testing.T) {
 	const pw = "alice-test-password"
 	idp := devidptest.Start(t,
@@ -128,17 +128,29 @@ func TestLogoutWithUnreadableState(t *testing.T) {
 		t.Errorf("logout with SQLGATE_BROKER = %q, revoked %q; want %s revoked and its files removed", out, b.revoked, key)
 	}
 
-	// Without nats.json to say which broker issued it, a broker that
-	// trusts another identity provider gets no token.
+	// Without nats.json to say which broker issued it, no broker gets the
+	// token: not one that trusts another identity provider, and not one
+	// that trusts the same (any server can claim to); signing in again
+	// replaces the state, and logout then revokes.
 	b.revoked = nil
 	key = signIn()
 	if err := os.Remove(infoFile); err != nil {
 		t.Fatal(err)
 	}
-	notSignedOut("--broker "+other.URL, "trusts the identity provider https://other-idp.example, not "+idp.Issuer())
-	out = c.must("", "logout", "--broker", srv.URL)
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := r.Header.Get("Authorization"); a != "" {
+			tokensElsewhere = append(tokensElsewhere, a)
+		}
+		(&standInBroker{t: t, idp: idp.Issuer(), who: "alice"}).ServeHTTP(w, r)
+	}))
+	defer echo.Close()
+	notSignedOut("--broker "+other.URL, "no saved NATS credential records the broker that issued it")
+	notSignedOut("--broker "+echo.URL, "no saved NATS credential records the broker that issued it")
+	c.env["SQLGATE_BROKER"] = srv.URL
+	c.must(pw+"\n", "login", "--username", "alice", "--password-stdin")
+	out = c.must("", "logout")
 	if !slices.Equal(b.revoked, []string{key}) || !strings.Contains(out, "was revoked") || exists(credsFile) {
-		t.Errorf("logout --broker = %q, revoked %q; want %s revoked and removed", out, b.revoked, key)
+		t.Errorf("logout after signing in again = %q, revoked %q; want %s revoked and removed", out, b.revoked, key)
 	}
 }
 
