@@ -124,13 +124,15 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "Use it with any NATS client, e.g.:\n")
 	}
 	if ex.subject != "" {
-		fmt.Fprintf(e.stdout, "  nats req --server %s --creds %s --inbox-prefix %s %s %s\n", cred.NATSURL, path, cred.InboxPrefix, ex.subject, shellQuote(ex.payload))
+		fmt.Fprintf(e.stdout, "  nats req --server %s --creds %s --inbox-prefix %s %s %s\n",
+			shellWord(cred.NATSURL), shellWord(path), shellWord(cred.InboxPrefix), shellWord(ex.subject), shellQuote(ex.payload))
 		if ex.note != "" {
 			fmt.Fprintf(e.stdout, "    (%s)\n", ex.note)
 		}
 	}
 	if event != "" {
-		fmt.Fprintf(e.stdout, "  nats sub --server %s --creds %s %s   (keep only messages with the Sqlgate-Event header)\n", cred.NATSURL, path, event)
+		fmt.Fprintf(e.stdout, "  nats sub --server %s --creds %s %s   (keep only messages with the Sqlgate-Event header)\n",
+			shellWord(cred.NATSURL), shellWord(path), shellWord(event))
 	}
 	return nil
 }
@@ -367,6 +369,19 @@ func exampleString(p paramSchema) (any, bool) {
 // shellQuote quotes s for a POSIX shell.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// shellWord returns s as one word of a POSIX shell command line: as it is
+// when every character is one a shell leaves alone, else quoted (a creds
+// path with a space, or with $(…), would otherwise split or run).
+func shellWord(s string) string {
+	safe := s != "" && !strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_@%+=:,./-", r))
+	})
+	if safe {
+		return s
+	}
+	return shellQuote(s)
 }
 
 // exampleEvent returns the first emit subject of sub (not a prefix: the

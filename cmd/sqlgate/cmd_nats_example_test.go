@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -159,5 +160,22 @@ func TestCredsNATSExampleWorksAsPasted(t *testing.T) {
 				t.Errorf("the suggested request %s %s: exit %d\n%s%s", m[1], m[2], code, reply, errOut)
 			}
 		})
+	}
+}
+
+// TestCredsNATSExampleQuotesThePath: a creds file whose path holds a space
+// or shell syntax is one quoted word of the printed commands (it split into
+// several, and $(…) would have run when pasted).
+func TestCredsNATSExampleQuotesThePath(t *testing.T) {
+	get := api.Route{Subject: "orders.v1.get", Tags: []string{"read"}, Params: json.RawMessage(`{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}`)}
+	c := signedInCLI(t, routesBroker(t, []string{"orders.v1.get"}, []api.Route{get}))
+	dir := filepath.Join(t.TempDir(), "my creds $(touch pwned)")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "a b.creds")
+	out := c.must("", "creds", "nats", "-o", path)
+	if want := " --creds " + shellQuote(path) + " "; !strings.Contains(out, want) {
+		t.Errorf("creds nats printed\n%s\nwant the path as one quoted word %q", out, want)
 	}
 }
