@@ -493,6 +493,10 @@ func TestParseStatementDialects(t *testing.T) {
 		// Only PostgreSQL has dollar quotes, only SQLite backticks.
 		{"SELECT $$;$$, :a", []string{"more than one statement in SQL Server and SQLite", "dollar-quoted"}},
 		{"SELECT `a;b` FROM t", []string{"more than one statement in PostgreSQL and SQL Server", "`…` identifier"}},
+		// PostgreSQL joins E'x' and a string on a later line into one
+		// escape string: \' then quotes, and :v is inside it there.
+		{"SELECT E'x'\n'\\' AS a, :v AS b -- '", []string{"continued by a string on a later line"}},
+		{"SELECT :v AS a, E'x' -- c\n'\\' AS b, :v AS c -- '", []string{"continued by a string on a later line"}},
 		// PostgreSQL ends a -- comment at \r, SQLite does not.
 		{"SELECT 1 -- c\r; DELETE FROM t", []string{"line break other than \\n"}},
 		// The statement ends at different offsets.

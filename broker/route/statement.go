@@ -73,7 +73,10 @@ func (s *Statement) Render(placeholder func(i int, name string) string) string {
 
 // ParseStatement splits sql into literal text and named placeholders. It
 // refuses sql unless PostgreSQL, SQL Server and SQLite all read it as the
-// same one statement with the same placeholders.
+// same one statement with the same placeholders. Statements are told apart
+// by ';': T-SQL needs none between statements, so two statements on SQL
+// Server without one are not seen (the catalog author's text is trusted;
+// parameters never become SQL text).
 func ParseStatement(name, sql string) (*Statement, error) {
 	if strings.TrimSpace(sql) == "" {
 		return nil, errors.New("empty statement")
@@ -299,6 +302,12 @@ func read(sql string, d *dialect) *reading {
 				return fail(i, fmt.Errorf("an E' string at offset %d directly after a number or parameter (PostgreSQL versions read it differently): write a space before it", i))
 			}
 			kind, end = kEscapeString, skipEscapeString(sql, i)
+			if end >= 0 && continuedString(sql, end) {
+				// E'x'<newline>'\' …: PostgreSQL joins the two into one
+				// escape string, the other dialects read two strings, so
+				// a quote and a placeholder move in and out of literals.
+				return fail(i, fmt.Errorf("the E' string at offset %d is continued by a string on a later line (PostgreSQL reads the continuation with backslash escapes): write it as one string", i))
+			}
 		case c == '$' && d.dollarQuotes && !identRun && dollarDelim(sql, i) > 0:
 			delim := sql[i : i+dollarDelim(sql, i)]
 			if glued {
@@ -575,6 +584,31 @@ func skipQuoted(s string, start int, closeCh byte, doubled bool) int {
 		}
 	}
 	return -1
+}
+
+// continuedString reports whether a string literal follows end across
+// whitespace holding a newline (and -- comments), which PostgreSQL joins to
+// the string before end.
+func continuedString(s string, end int) bool {
+	newline := false
+	for i := end; i < len(s); {
+		switch {
+		case s[i] == '\n':
+			newline = true
+			i++
+		case isSpace(s[i]):
+			i++
+		case s[i] == '-' && i+1 < len(s) && s[i+1] == '-':
+			n := strings.IndexByte(s[i:], '\n')
+			if n < 0 {
+				return false
+			}
+			i += n
+		default:
+			return newline && s[i] == '\''
+		}
+	}
+	return false
 }
 
 // skipEscapeString returns the end of the PostgreSQL escape string
