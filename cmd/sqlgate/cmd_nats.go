@@ -375,9 +375,10 @@ func shellQuote(s string) string {
 // when every character is one a shell leaves alone, else quoted (a creds
 // path with a space, or with $(…), would otherwise split or run).
 func shellWord(s string) string {
-	safe := s != "" && !strings.ContainsFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_@%+=:,./-", r))
-	})
+	plain := func(r rune) bool {
+		return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_@%+=:,./-", r)
+	}
+	safe := s != "" && !strings.ContainsFunc(s, func(r rune) bool { return !plain(r) })
 	if safe {
 		return s
 	}
