@@ -1,9 +1,7 @@
 package broker
 
 import (
-	"strings"
-	"unicode/utf8"
-
+	"github.com/sqlgate/sqlgate/internal/utf8cut"
 	"github.com/sqlgate/sqlgate/policy"
 )
 
@@ -34,19 +32,7 @@ func BoundClient(c policy.Client) policy.Client {
 // BoundReason is reason cut by [CutUTF8] to [MaxReason] bytes.
 func BoundReason(reason string) string { return CutUTF8(reason, MaxReason) }
 
-// CutUTF8 is s cut to at most n bytes of valid UTF-8: an invalid byte
-// becomes U+FFFD (as JSON encoding would make it), and the cut falls
-// between characters.
-func CutUTF8(s string, n int) string {
-	if len(s) <= n && utf8.ValidString(s) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s { // invalid bytes come as utf8.RuneError
-		if b.Len()+utf8.RuneLen(r) > n {
-			break
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
+// CutUTF8 is s cut to at most n bytes of valid UTF-8 ([utf8cut.Cut]): an
+// invalid byte becomes U+FFFD (as JSON encoding would make it), and the cut
+// falls between characters.
+func CutUTF8(s string, n int) string { return utf8cut.Cut(s, n) }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"github.com/sqlgate/sqlgate/internal/utf8cut"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 )
@@ -55,11 +56,7 @@ func cut(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	i := n
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + "…"
+	return utf8cut.Cut(s, n) + "…"
 }
 
 // TooLargeError says a payload exceeded the route's MaxPayload.
