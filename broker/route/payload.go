@@ -14,9 +14,10 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
-	"github.com/sqlgate/sqlgate/internal/utf8cut"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
+
+	"github.com/sqlgate/sqlgate/internal/utf8cut"
 )
 
 // maxDepth bounds nesting in payloads; route parameters are scalars, so a
