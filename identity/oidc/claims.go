@@ -49,9 +49,11 @@ func (cp claimPath) lookup(c map[string]any) (any, bool) {
 	return cur, true
 }
 
-// mfaAMR are amr values (RFC 8176, Entra, Okta) that prove more than one
-// factor or a phishing-resistant one.
-var mfaAMR = []string{"mfa", "mca", "otp", "hwk", "swk", "fido", "sc", "ngcmfa", "mngcmfa"}
+// mfaAMR are the amr values (RFC 8176) that say more than one factor was
+// used: mfa (multiple-factor) and mca (multiple-channel). The other values
+// name one method each (otp, hwk, swk, sc, fido, pwd...): a one-time code
+// or a key alone is one factor. IssuerConfig.MFAAMRValues adds to the list.
+var mfaAMR = []string{"mfa", "mca"}
 
 // mapper turns verified claims into a principal, per preset.
 type mapper struct {
@@ -59,7 +61,7 @@ type mapper struct {
 	subject, objectID, email, name, groups, roles, scopes, tenant []claimPath
 	groupMap                                                      map[string]string
 	dropUnmapped                                                  bool
-	mfaACR                                                        []string
+	mfaACR, mfaAMR                                                []string
 }
 
 func newMapper(ic IssuerConfig) *mapper {
@@ -102,6 +104,7 @@ func newMapper(ic IssuerConfig) *mapper {
 	m.groupMap = ic.GroupMap
 	m.dropUnmapped = ic.DropUnmappedGroups
 	m.mfaACR = ic.MFAACRValues
+	m.mfaAMR = append(slices.Clone(mfaAMR), ic.MFAAMRValues...)
 	return &m
 }
 
@@ -305,7 +308,7 @@ func (m *mapper) principal(c map[string]any) (p identity.Principal, overage bool
 	if err != nil {
 		return p, false, err
 	}
-	p.MFA = slices.ContainsFunc(p.AMR, func(a string) bool { return slices.Contains(mfaAMR, a) }) ||
+	p.MFA = slices.ContainsFunc(p.AMR, func(a string) bool { return slices.Contains(m.mfaAMR, a) }) ||
 		(p.ACR != "" && slices.Contains(m.mfaACR, p.ACR)) ||
 		slices.ContainsFunc(acrs, func(a string) bool { return slices.Contains(m.mfaACR, a) })
 	m.presetDetails(c, &p)

@@ -81,6 +81,15 @@ type IssuerConfig struct {
 	// Audiences are the accepted aud values: the API's audience for access
 	// tokens and the client ids whose ID tokens are accepted.
 	Audiences []string `json:"audiences" yaml:"audiences"`
+	// AllowedClients are the OAuth client ids whose tokens are accepted: a
+	// token's client is its azp claim, else client_id (RFC 9068), else cid
+	// (Okta), else appid (Entra v1.0), else, for an ID token with a single
+	// audience, that audience. ClientID is allowed too when the list is
+	// set. Empty accepts the token of any client the provider lets obtain
+	// one of Audiences: set it for every production issuer (Open warns when
+	// it is not set). Validate requires it with Okta's default
+	// authorization server, whose audience every app of the org can get.
+	AllowedClients []string `json:"allowedClients,omitempty" yaml:"allowedClients,omitempty"`
 	// ClientID is sqlgate's client id at this provider (web login, Graph).
 	ClientID string `json:"clientID,omitempty" yaml:"clientID,omitempty"`
 	// ClientSecretFile or ClientSecretEnv names where the client secret is
@@ -92,7 +101,9 @@ type IssuerConfig struct {
 	// Claims overrides the preset's claim names.
 	Claims ClaimMapping `json:"claims,omitzero" yaml:"claims,omitempty"`
 	// GroupMap maps the provider's group names or ids to the group names
-	// policies use. Unmapped groups pass through unless DropUnmappedGroups.
+	// policies use. Unmapped groups pass through unless DropUnmappedGroups,
+	// which Validate requires of every issuer when several are configured
+	// (policies compare group names, whichever directory sent them).
 	GroupMap           map[string]string `json:"groupMap,omitempty" yaml:"groupMap,omitempty"`
 	DropUnmappedGroups bool              `json:"dropUnmappedGroups,omitempty" yaml:"dropUnmappedGroups,omitempty"`
 	// Overage handles Entra's group overage (default refuse).
@@ -103,8 +114,15 @@ type IssuerConfig struct {
 	// asymmetric ones, RS*, PS*, ES*, EdDSA). none and HS* are never allowed.
 	Algorithms []string `json:"algorithms,omitempty" yaml:"algorithms,omitempty"`
 	// MFAACRValues are acr (or Entra acrs auth-context) values that count as
-	// multi-factor evidence, besides amr values such as mfa, otp, hwk.
+	// multi-factor evidence, besides the amr values mfa, mca and
+	// MFAAMRValues.
 	MFAACRValues []string `json:"mfaACRValues,omitempty" yaml:"mfaACRValues,omitempty"`
+	// MFAAMRValues are further amr values that count as multi-factor
+	// evidence, besides mfa and mca (RFC 8176), which always do. Values
+	// naming one method (otp, hwk, swk, sc, fido, pwd) prove one factor:
+	// list one only when this provider sends it for multi-factor sign-ins
+	// alone.
+	MFAAMRValues []string `json:"mfaAMRValues,omitempty" yaml:"mfaAMRValues,omitempty"`
 	// RequireAuthTime refuses user tokens without an auth_time claim
 	// (missing_claim). The sign-in cutoff of an offboarding dates a sign-in
 	// by auth_time, else by iat, and a refreshed token has a new iat: only
@@ -288,8 +306,24 @@ func (c Config) Validate() error {
 		for _, err := range ic.validate() {
 			errs = append(errs, fmt.Errorf("%s: %w", label, err))
 		}
+		if len(c.Issuers) > 1 && !ic.DropUnmappedGroups {
+			add("%s: with several issuers every issuer needs dropUnmappedGroups: true (map the groups it may grant in groupMap): "+
+				"policies and http.adminGroups compare group names, so an unmapped group of one issuer passing through by name "+
+				"would let that directory's administrators grant another issuer's groups (a group named sales or sqlgate-admins)", label)
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// oktaDefaultServer reports whether ic looks like Okta's default custom
+// authorization server: audience api://default, or an issuer ending in
+// /oauth2/default. Every application of the Okta org can get its tokens.
+func (ic IssuerConfig) oktaDefaultServer() bool {
+	if slices.Contains(ic.Audiences, "api://default") {
+		return true
+	}
+	u, err := url.Parse(ic.Issuer)
+	return err == nil && strings.HasSuffix(strings.TrimSuffix(u.Path, "/"), "/oauth2/default")
 }
 
 func (ic IssuerConfig) validate() []error {
@@ -330,6 +364,15 @@ func (ic IssuerConfig) validate() []error {
 			add("audiences: empty audience")
 		}
 	}
+	for _, cl := range ic.AllowedClients {
+		if strings.TrimSpace(cl) == "" {
+			add("allowedClients: empty client id")
+		}
+	}
+	if len(ic.AllowedClients) == 0 && ic.oktaDefaultServer() {
+		add("Okta's default authorization server (audience api://default, issuer .../oauth2/default) issues tokens to every application of the Okta org, " +
+			"under each one's sign-on policy: set allowedClients to sqlgate's client ids, or better create an authorization server for sqlgate")
+	}
 	if ic.ClientSecretFile != "" && ic.ClientSecretEnv != "" {
 		add("set clientSecretFile or clientSecretEnv, not both")
 	}
@@ -353,6 +396,11 @@ func (ic IssuerConfig) validate() []error {
 	for k, v := range ic.GroupMap {
 		if k == "" || v == "" {
 			add("groupMap: empty group name in %q: %q", k, v)
+		}
+	}
+	for _, a := range ic.MFAAMRValues {
+		if strings.TrimSpace(a) == "" {
+			add("mfaAMRValues: empty amr value")
 		}
 	}
 	skew := time.Duration(ic.ClockSkew)

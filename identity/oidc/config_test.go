@@ -34,20 +34,27 @@ issuers:
       timeout: 3s
     clockSkew: 2m
     mfaACRValues: ["c1"]
+    allowedClients: ["4b2f6c1e-9d3a-4f7b-8e21-6a5c0d9b3e74", "7e3d1c9a-5b2f-4e8d-a6c1-0f9e8d7c6b5a"]
   - name: contractors
     issuer: https://contoso.okta.com/oauth2/aus1sqlgate
     preset: okta
     audiences: ["api://sqlgate"]
     clientID: 0oa5b7c9d1e3f5g7h9i1
     clientSecretEnv: SQLGATE_OKTA_SECRET
+    allowedClients: [0oa1cli2a3b4c5d6e7f8, 0oa9svc8a7b6c5d4e3f2]
     groupMap: {sqlgate-support: support}
+    dropUnmappedGroups: true
     algorithms: [RS256]
   - name: keycloak
     issuer: https://sso.contoso.example/realms/corp
     audiences: [sqlgate]
+    allowedClients: [sqlgate-cli]
     claims:
       roles: realm_access.roles
       groups: groups
+    groupMap: {/sqlgate/sales: sales}
+    dropUnmappedGroups: true
+    mfaAMRValues: [hwk]
 maxTokenBytes: 32768
 cacheEntries: 50000
 jwksRefreshInterval: 1m
@@ -140,6 +147,46 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown_preset", func(c *Config) { c.Issuers[0].Preset = "azure" }, []string{`unknown preset "azure"`}},
 		{"duplicates", func(c *Config) { c.Issuers = append(c.Issuers, c.Issuers[0]) }, []string{"duplicate name", "configured twice"}},
 		{"limits", func(c *Config) { c.MaxTokenBytes = 10; c.CacheEntries = -5 }, []string{"maxTokenBytes 10 out of range", "cacheEntries -5"}},
+		// Okta's default authorization server serves every app of the org:
+		// without allowedClients any of them would sign users in.
+		{"okta_default_audience", func(c *Config) {
+			c.Issuers[0].Preset = PresetOkta
+			c.Issuers[0].Issuer = "https://contoso.okta.com/oauth2/aus1sqlgate"
+			c.Issuers[0].Audiences = []string{"api://default"}
+		}, []string{"default authorization server (audience api://default", "set allowedClients"}},
+		{"okta_default_issuer", func(c *Config) {
+			c.Issuers[0].Preset = PresetOkta
+			c.Issuers[0].Issuer = "https://contoso.okta.com/oauth2/default/"
+		}, []string{"default authorization server"}},
+		{"okta_default_with_allowed_clients", func(c *Config) {
+			c.Issuers[0].Preset = PresetOkta
+			c.Issuers[0].Issuer = "https://contoso.okta.com/oauth2/default"
+			c.Issuers[0].Audiences = []string{"api://default"}
+			c.Issuers[0].AllowedClients = []string{"0oa1cli2a3b4c5d6e7f8"}
+		}, nil},
+		{"empty_allowed_client", func(c *Config) { c.Issuers[0].AllowedClients = []string{"cli", " "} }, []string{"allowedClients: empty client id"}},
+		{"empty_mfa_amr", func(c *Config) { c.Issuers[0].MFAAMRValues = []string{""} }, []string{"mfaAMRValues: empty amr value"}},
+		// With several issuers a group passing through by name would let
+		// one directory's administrators grant another's groups.
+		{"several_issuers_pass_through", func(c *Config) {
+			c.Issuers[0].DropUnmappedGroups = true
+			c.Issuers = append(c.Issuers, IssuerConfig{
+				Name: "contractors", Issuer: "https://contractors.okta.com/oauth2/aus1sqlgate", Preset: PresetOkta,
+				Audiences: []string{"api://sqlgate"}, GroupMap: map[string]string{"sqlgate-support": "support"},
+			})
+		}, []string{`issuer "contractors": with several issuers every issuer needs dropUnmappedGroups: true`}},
+		{"several_issuers_first_passes_through", func(c *Config) {
+			c.Issuers = append(c.Issuers, IssuerConfig{
+				Name: "b", Issuer: "https://idp-b.example", Audiences: []string{"sqlgate"}, DropUnmappedGroups: true,
+			})
+		}, []string{`issuer "a": with several issuers every issuer needs dropUnmappedGroups`}},
+		{"several_issuers_dropping", func(c *Config) {
+			c.Issuers[0].DropUnmappedGroups = true
+			c.Issuers = append(c.Issuers, IssuerConfig{
+				Name: "b", Issuer: "https://idp-b.example", Audiences: []string{"sqlgate"}, DropUnmappedGroups: true,
+			})
+		}, nil},
+		{"one_issuer_pass_through", func(*Config) {}, nil},
 		{"many_problems_at_once", func(c *Config) {
 			c.Issuers[0].Name = ""
 			c.Issuers[0].Audiences = nil

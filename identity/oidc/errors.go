@@ -23,6 +23,7 @@ const (
 	ReasonMissingClaim        = "missing_claim"
 	ReasonInvalidClaim        = "invalid_claim"
 	ReasonTenantNotAllowed    = "tenant_not_allowed"
+	ReasonClientNotAllowed    = "client_not_allowed"
 	ReasonGroupsOverage       = "groups_overage"
 	ReasonGroupsLookupFailed  = "groups_lookup_failed"
 

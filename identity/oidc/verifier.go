@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -58,6 +59,7 @@ type issuer struct {
 	mapper   *mapper
 	algs     []string
 	tenants  []string // lower-cased
+	clients  []string // AllowedClients and ClientID; empty: any client
 	prefix   string   // template issuers: the parts around {tenantid}
 	suffix   string
 	template bool
@@ -97,6 +99,12 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) 
 		if err != nil {
 			errs = append(errs, fmt.Errorf("oidc: issuer %q: %w", ic.Name, err))
 			continue
+		}
+		if u, err := url.Parse(ic.Issuer); len(is.clients) == 0 && err == nil && !isLoopback(u.Hostname()) {
+			// A development provider on this machine is spared the warning.
+			logger.WarnContext(ctx, "issuer has no allowedClients: tokens that any application of the provider "+
+				"obtains for its audiences sign in to sqlgate, under that application's sign-on policy; list "+
+				"sqlgate's client ids (the CLI's, the dashboard's, the services') in allowedClients", "issuer", ic.Name)
 		}
 		v.byName[ic.Name] = is
 		if is.template {
@@ -159,6 +167,12 @@ func (v *Verifier) openIssuer(ctx context.Context, ic IssuerConfig) (*issuer, er
 	}
 	for _, t := range ic.AllowedTenants {
 		is.tenants = append(is.tenants, strings.ToLower(t))
+	}
+	if len(ic.AllowedClients) > 0 {
+		is.clients = slices.Clone(ic.AllowedClients)
+		if ic.ClientID != "" {
+			is.clients = append(is.clients, ic.ClientID)
+		}
 	}
 	if is.template {
 		is.prefix, is.suffix, _ = strings.Cut(ic.Issuer, TenantPlaceholder)
@@ -421,6 +435,9 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (ident
 	if err := checkAudience(claims, is.cfg.Audiences); err != nil {
 		return p, nil, is, err
 	}
+	if err := is.checkClient(claims); err != nil {
+		return p, nil, is, err
+	}
 	exp, ok := numericDate(claims["exp"])
 	if !ok {
 		return p, nil, is, claimErr(ReasonMissingClaim, "no valid exp claim")
@@ -494,6 +511,52 @@ func (is *issuer) checkTenant(tid, issTenant string) error {
 	}
 	if !slices.Contains(is.tenants, strings.ToLower(tid)) {
 		return claimErr(ReasonTenantNotAllowed, "tenant %q is not allowed", truncate(tid, 64))
+	}
+	return nil
+}
+
+// clientClaims name the application a token was issued to, in the order
+// they are read: azp (OpenID Connect, Entra v2.0, Keycloak, Auth0),
+// client_id (RFC 9068), cid (Okta), appid (Entra v1.0).
+var clientClaims = []string{"azp", "client_id", "cid", "appid"}
+
+// checkClient enforces AllowedClients: the application that obtained the
+// token must be one of sqlgate's. A token naming no client is read as an ID
+// token, whose single audience is its client (OpenID Connect Core 2).
+func (is *issuer) checkClient(claims map[string]any) error {
+	if len(is.clients) == 0 {
+		return nil
+	}
+	client := ""
+	for _, name := range clientClaims {
+		v, ok := claims[name]
+		if !ok || v == nil {
+			continue
+		}
+		s, ok := v.(string)
+		if !ok {
+			return claimErr(ReasonInvalidClaim, "claim %q is not a string", name)
+		}
+		if s != "" {
+			client = s
+			break
+		}
+	}
+	if client == "" {
+		switch a := claims["aud"].(type) {
+		case string:
+			client = a
+		case []any:
+			if len(a) == 1 {
+				client, _ = a[0].(string)
+			}
+		}
+	}
+	if client == "" {
+		return claimErr(ReasonClientNotAllowed, "the token names no client (azp, client_id, cid, appid, or a single audience)")
+	}
+	if !slices.Contains(is.clients, client) {
+		return claimErr(ReasonClientNotAllowed, "client %q is not in the issuer's allowedClients", truncate(client, 100))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package oidc
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
@@ -10,10 +11,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -729,23 +733,36 @@ func TestGroupOverage(t *testing.T) {
 
 func TestSeveralIssuers(t *testing.T) {
 	t.Parallel()
-	people := newEnv(t, envOpt{shape: devidp.ShapeEntra})
+	people := newEnv(t, envOpt{shape: devidp.ShapeEntra, issuer: func(ic *IssuerConfig) { ic.DropUnmappedGroups = true }})
 	clk := people.clock
-	contractors := devidptest.Start(t, devidp.WithShape(devidp.ShapeOkta), devidp.WithUsers(userBob), devidp.WithClock(clk.Now), devidp.WithAudience("api://sqlgate"))
-	cfg := people.cfg
-	cfg.Issuers = append(cfg.Issuers, IssuerConfig{
+	// The contractors' Okta administrators named groups like ours.
+	mallory := devidp.User{Username: "mallory", Password: randomString(), Groups: []string{"support", "sales", "sqlgate-admins"}}
+	contractors := devidptest.Start(t, devidp.WithShape(devidp.ShapeOkta), devidp.WithUsers(userBob, mallory), devidp.WithClock(clk.Now), devidp.WithAudience("api://sqlgate"))
+	contractorIssuer := IssuerConfig{
 		Name: "contractors", Issuer: contractors.Issuer(), Preset: PresetOkta, Audiences: []string{"api://sqlgate"},
-		GroupMap: map[string]string{"support": "contractor-support"}, DropUnmappedGroups: true,
-	})
+		GroupMap: map[string]string{"support": "contractor-support"},
+	}
+	cfg := people.cfg
+	cfg.Issuers = append(slices.Clone(cfg.Issuers), contractorIssuer)
+	// Unmapped groups passing through: refused before anything starts.
+	if _, err := Open(t.Context(), cfg, nil, WithClock(clk.Now)); err == nil ||
+		!strings.Contains(err.Error(), `issuer "contractors": with several issuers every issuer needs dropUnmappedGroups: true`) {
+		t.Fatalf("Open(contractors' groups passing through) = %v, want a refusal naming dropUnmappedGroups", err)
+	}
+	cfg.Issuers[1].DropUnmappedGroups = true
 	v, err := Open(t.Context(), cfg, nil, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
+	}
+	tok, _ := contractors.TokenFor("mallory", "")
+	if pm, err := v.Verify(t.Context(), tok); err != nil || !cmp.Equal(pm.Groups, []string{"contractor-support"}) {
+		t.Errorf("contractor in groups named sales and sqlgate-admins: %+v %v, want only contractor-support", pm, err)
 	}
 	pa, err := v.Verify(t.Context(), people.tokenFor("alice"))
 	if err != nil || pa.Issuer != people.idp.Issuer() {
 		t.Fatalf("Entra token: %+v %v", pa, err)
 	}
-	tok, _ := contractors.TokenFor("bob", "")
+	tok, _ = contractors.TokenFor("bob", "")
 	pb, err := v.Verify(t.Context(), tok)
 	if err != nil || pb.Issuer != contractors.Issuer() || !cmp.Equal(pb.Groups, []string{"contractor-support"}) {
 		t.Fatalf("Okta token: %+v %v", pb, err)
@@ -853,5 +870,202 @@ func TestVerifyRequireAuthTime(t *testing.T) {
 	}
 	if n := noAuthTimeWarnings(e); n != 0 {
 		t.Errorf("warnings about the missing auth_time with requireAuthTime = %d, want 0", n)
+	}
+}
+
+// TestVerifyAllowedClients: a token addressed to sqlgate's audience but
+// obtained by another application of the provider (Okta's default
+// authorization server serves every app of the org; any Entra app of the
+// tenant can get an app-only token for the API) is refused, by the client
+// it names: azp, client_id, cid or appid, else an ID token's audience.
+func TestVerifyAllowedClients(t *testing.T) {
+	t.Parallel()
+	otherSecret := randomString()
+	other := devidp.Client{ID: "hr-portal", Name: "HR portal", Secret: otherSecret}
+	for _, shape := range []devidp.Shape{devidp.ShapeGeneric, devidp.ShapeEntra, devidp.ShapeOkta} {
+		t.Run(string(shape), func(t *testing.T) {
+			t.Parallel()
+			idpOpts := []devidp.Option{devidp.WithClients(other)}
+			if shape == devidp.ShapeOkta {
+				idpOpts = append(idpOpts, devidp.WithAudience("api://default"))
+			}
+			e := newEnv(t, envOpt{shape: shape, idpOpts: idpOpts, issuer: func(ic *IssuerConfig) {
+				// The dashboard's client (clientID) is allowed implicitly.
+				ic.AllowedClients = []string{clientCLI.ID, clientSvc.ID}
+			}})
+			ctx := t.Context()
+
+			// sqlgate's own clients: the CLI's user token, the service's
+			// token, the dashboard's ID token.
+			if p, err := e.v.Verify(ctx, e.passwordToken("alice", alicePassword, "openid")["access_token"].(string)); err != nil || len(p.Groups) == 0 {
+				t.Fatalf("Verify(CLI's token) = %+v, %v", p, err)
+			}
+			svc, err := e.idp.ServiceTokenFor(clientSvc.ID, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p, err := e.v.Verify(ctx, svc); err != nil || !p.Service {
+				t.Errorf("Verify(allowed service's token) = %+v, %v", p, err)
+			}
+			id, err := e.idp.IDTokenFor("alice", clientWeb.ID, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.v.Verify(ctx, id); err != nil {
+				t.Errorf("Verify(dashboard's ID token) = %v", err)
+			}
+
+			// Another application of the same provider: its user's access
+			// token for sqlgate's audience, and its app-only token.
+			oc := e.openClient(ClientConfig{ClientID: other.ID, ClientSecret: otherSecret, Scopes: []string{"openid"}})
+			ut, err := oc.LoginPassword(ctx, "alice", alicePassword)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := oc.LoginClientCredentials(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, tok := range map[string]string{"user token": ut.AccessToken, "app-only token": st.AccessToken} {
+				p, err := e.v.Verify(ctx, tok)
+				if reasonOf(err) != ReasonClientNotAllowed || !errors.Is(err, identity.ErrUnauthenticated) {
+					t.Errorf("Verify(other app's %s) = %+v, %v; want %s", name, p, err, ReasonClientNotAllowed)
+					continue
+				}
+				if !strings.Contains(err.Error(), `client "hr-portal" is not in the issuer's allowedClients`) {
+					t.Errorf("refusal %q does not name the client", err)
+				}
+				assertNoTokenLeak(t, tok, err.Error(), e.logs.String())
+			}
+		})
+	}
+}
+
+// TestVerifyClientClaims: the client is read from azp, client_id, cid,
+// appid (first present); a token naming none is an ID token whose single
+// audience is its client.
+func TestVerifyClientClaims(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{shape: devidp.ShapeEntra, config: func(c *Config) { c.CacheEntries = -1 }, issuer: func(ic *IssuerConfig) {
+		ic.AllowedClients = []string{clientCLI.ID}
+		ic.Audiences = append(ic.Audiences, "hr-portal")
+	}})
+	ctx := t.Context()
+	tests := []struct {
+		name   string
+		edit   func(c map[string]any)
+		reason string
+	}{
+		{"azp_allowed", func(map[string]any) {}, ""},
+		{"azp_other", func(c map[string]any) { c["azp"] = "hr-portal" }, ReasonClientNotAllowed},
+		{"azp_first", func(c map[string]any) { c["azp"] = "hr-portal"; c["appid"] = clientCLI.ID }, ReasonClientNotAllowed},
+		{"client_id", func(c map[string]any) { delete(c, "azp"); c["client_id"] = "hr-portal" }, ReasonClientNotAllowed},
+		{"cid", func(c map[string]any) { delete(c, "azp"); c["cid"] = "hr-portal" }, ReasonClientNotAllowed},
+		{"appid_v1", func(c map[string]any) { delete(c, "azp"); c["appid"] = "hr-portal" }, ReasonClientNotAllowed},
+		{"appid_v1_allowed", func(c map[string]any) { delete(c, "azp"); c["appid"] = clientCLI.ID }, ""},
+		{"azp_not_string", func(c map[string]any) { c["azp"] = []string{clientCLI.ID} }, ReasonInvalidClaim},
+		{"id_token_audience", func(c map[string]any) { delete(c, "azp"); c["aud"] = clientWeb.ID }, ""},
+		{"id_token_other_audience", func(c map[string]any) { delete(c, "azp"); c["aud"] = "hr-portal" }, ReasonClientNotAllowed},
+		{"no_client_two_audiences", func(c map[string]any) { delete(c, "azp"); c["aud"] = []string{clientCLI.ID, "hr-portal"} }, ReasonClientNotAllowed},
+	}
+	for _, tc := range tests {
+		c := e.claims("alice")
+		tc.edit(c)
+		_, err := e.v.Verify(ctx, e.mint(c))
+		if got := reasonOf(err); got != tc.reason {
+			t.Errorf("%s: Verify = %v, want reason %q", tc.name, err, tc.reason)
+		}
+	}
+}
+
+// TestVerifyMFAEvidence: only amr values saying several factors were used
+// (mfa, mca) count as MFA by default; a one-time code or a key alone is one
+// factor. mfaAMRValues adds values an issuer uses for MFA sign-ins.
+func TestVerifyMFAEvidence(t *testing.T) {
+	t.Parallel()
+	plain := newEnv(t, envOpt{config: func(c *Config) { c.CacheEntries = -1 }})
+	extended := newEnv(t, envOpt{config: func(c *Config) { c.CacheEntries = -1 }, issuer: func(ic *IssuerConfig) {
+		ic.MFAAMRValues = []string{"hwk", "ngcmfa"}
+	}})
+	tests := []struct {
+		amr           []string
+		mfa, extended bool
+	}{
+		{[]string{"pwd", "mfa", "otp"}, true, true},
+		{[]string{"mca"}, true, true},
+		{[]string{"otp"}, false, false},
+		{[]string{"swk"}, false, false},
+		{[]string{"sc"}, false, false},
+		{[]string{"fido"}, false, false},
+		{[]string{"pwd", "otp"}, false, false},
+		{[]string{"hwk"}, false, true},
+		{[]string{"ngcmfa"}, false, true},
+		{[]string{"pwd"}, false, false},
+	}
+	for _, tc := range tests {
+		for _, x := range []struct {
+			e    *env
+			want bool
+		}{{plain, tc.mfa}, {extended, tc.extended}} {
+			c := x.e.claims("bob")
+			c["amr"] = tc.amr
+			p, err := x.e.v.Verify(t.Context(), x.e.mint(c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.MFA != x.want {
+				t.Errorf("amr %v (mfaAMRValues %v): MFA = %v, want %v", tc.amr, x.e.cfg.Issuers[0].MFAAMRValues, p.MFA, x.want)
+			}
+		}
+	}
+}
+
+// TestOpenWarnsWithoutAllowedClients: a production issuer without
+// allowedClients is named in a warning at start; a loopback development
+// provider, or an issuer with allowedClients, is not.
+func TestOpenWarnsWithoutAllowedClients(t *testing.T) {
+	t.Parallel()
+	warnings := func(e *env) int {
+		n := 0
+		for _, l := range e.logLines() {
+			if msg, _ := l["msg"].(string); strings.Contains(msg, "no allowedClients") && l["level"] == "WARN" {
+				n++
+			}
+		}
+		return n
+	}
+	if n := warnings(newEnv(t, envOpt{})); n != 0 {
+		t.Errorf("loopback development issuer: %d warnings, want 0", n)
+	}
+	// A provider on a real name: example.com, which the httptest
+	// certificate names, served by a TLS test server.
+	mux := http.NewServeMux()
+	srv := httptest.NewTLSServer(mux)
+	t.Cleanup(srv.Close)
+	idp := devidptest.Mount(t, srv, mux, "/idp", devidp.WithIssuer("https://example.com/idp"), devidp.WithUsers(userAlice))
+	base, ok := srv.Client().Transport.(*http.Transport)
+	if !ok {
+		t.Fatal("the TLS test server's client has no *http.Transport")
+	}
+	tr := base.Clone()
+	tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, srv.Listener.Addr().String())
+	}
+	for _, tc := range []struct {
+		clients []string
+		want    int
+	}{{nil, 1}, {[]string{"sqlgate-cli"}, 0}} {
+		logs := &syncBuffer{}
+		cfg := Config{Issuers: []IssuerConfig{{Name: "corp", Issuer: idp.Issuer(), Audiences: []string{"sqlgate"}, AllowedClients: tc.clients}}}
+		if _, err := Open(t.Context(), cfg, slog.New(slog.NewJSONHandler(logs, nil)), WithHTTPClient(&http.Client{Transport: tr})); err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		e := &env{logs: logs}
+		if n := warnings(e); n != tc.want {
+			t.Errorf("issuer %s with allowedClients %v: %d warnings, want %d; logs: %s", idp.Issuer(), tc.clients, n, tc.want, logs)
+		}
+		if tc.want > 0 && !strings.Contains(logs.String(), `"issuer":"corp"`) {
+			t.Errorf("the warning does not name the issuer: %s", logs)
+		}
 	}
 }
