@@ -201,6 +201,140 @@ func TestLiveDeployScripts(t *testing.T) {
 	if !errors.As(err, &dbe) || dbe.Number != 229 {
 		t.Errorf("direct SELECT as the broker login = %v, want permission denied (229)", err)
 	}
+
+	// Another login that may call the procedures (here one sqlgate issued)
+	// sets the session context keys itself, claiming to be alice: the
+	// procedure and the trigger stamp its own login, not the claim. And the
+	// broker's executor role is never issued.
+	for _, b := range []string{
+		`IF DATABASE_PRINCIPAL_ID(N'sg_sales_caller') IS NULL CREATE ROLE sg_sales_caller;`,
+		`GRANT EXECUTE ON SCHEMA::sales TO sg_sales_caller;`,
+	} {
+		if _, err := admin.ExecContext(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	issuer, err := NewLoginIssuer(admin, LoginConfig{Name: "orders", ClientHost: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := issuer.CreateLogin(ctx, liveSpec(t, "sqlgate_executor")); !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "privileged") {
+		t.Errorf("CreateLogin(sqlgate_executor) = %v, want refused as privileged", err)
+	}
+	spec := liveSpec(t, "sg_sales_caller")
+	if err := issuer.CreateLogin(ctx, spec); err != nil {
+		t.Fatalf("CreateLogin(sg_sales_caller): %v", err)
+	}
+	revoke := spec
+	revoke.Password = ""
+	t.Cleanup(func() { _ = issuer.RevokeLogin(context.Background(), revoke) })
+	forger, err := connectAs(t, spec.Username, spec.Password)
+	if err != nil {
+		t.Fatalf("log in as the issued login: %v", err)
+	}
+	conn, err := forger.Conn(ctx) // one session: the keys it sets must reach the calls
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, k := range []string{"principal", "correlation_id", "decision_id"} {
+		if _, err := conn.ExecContext(ctx, `EXEC sys.sp_set_session_context @key = @p1, @value = N'forged', @read_only = 1;`, "sqlgate."+k); err != nil {
+			t.Fatalf("sp_set_session_context as the issued login: %v", err)
+		}
+	}
+	var forgedID int64
+	if err := conn.QueryRowContext(ctx, `EXEC sales.create_order @customer = N'forger', @amount = 1;`).Scan(&forgedID); err != nil {
+		t.Fatalf("sales.create_order as the issued login: %v", err)
+	}
+	if _, err := conn.ExecContext(ctx, `DECLARE @s nvarchar(20); EXEC sales.cancel_order @id = @p1, @previous_status = @s OUTPUT;`, forgedID); err != nil {
+		t.Fatalf("sales.cancel_order as the issued login: %v", err)
+	}
+	var createdBy, correlation string
+	if err := admin.QueryRowContext(ctx, `SELECT created_by, correlation_id FROM sales.orders WHERE id = @p1`, forgedID).Scan(&createdBy, &correlation); err != nil {
+		t.Fatal(err)
+	}
+	if createdBy != spec.Username || correlation != "" {
+		t.Errorf("order created by the issued login with forged keys: created_by, correlation_id = %q, %q; want %q, empty", createdBy, correlation, spec.Username)
+	}
+	if err := admin.QueryRowContext(ctx, `SELECT changed_by, decision_id FROM sales.order_history WHERE order_id = @p1`, forgedID).Scan(&who, &decision); err != nil {
+		t.Fatal(err)
+	}
+	if who != spec.Username || decision != "" {
+		t.Errorf("order_history of the issued login's cancel: changed_by, decision_id = %q, %q; want %q, empty", who, decision, spec.Username)
+	}
+}
+
+// TestDeploySessionContextTrustedForBrokerOnly: any session may set the
+// sqlgate.* SESSION_CONTEXT keys for itself (sp_set_session_context needs
+// no permission), so 03-orders-example.sql reads them only in sessions of
+// a sqlgate_executor member (the broker; the role check never grants that
+// role to an issued login) and stamps every other session with its own
+// login; and every SESSION_CONTEXT read docs/sqlserver.md recommends (the
+// RLS predicate included) carries the same guard. The live check is
+// TestLiveDeployScripts.
+func TestDeploySessionContextTrustedForBrokerOnly(t *testing.T) {
+	t.Parallel()
+	reads := 0
+	for _, batch := range sqlcmdScript(t, "03-orders-example.sql", nil) {
+		var code []string
+		for _, l := range strings.Split(batch, "\n") {
+			if c, _, _ := strings.Cut(l, "--"); strings.TrimSpace(c) != "" {
+				code = append(code, c)
+			}
+		}
+		text := strings.Join(code, "\n")
+		n := strings.Count(text, "SESSION_CONTEXT(")
+		if n == 0 {
+			continue
+		}
+		reads += n
+		if g := strings.Count(text, "CASE WHEN @sqlgate = 1 THEN CAST(SESSION_CONTEXT("); g != n {
+			t.Errorf("03-orders-example.sql: %d of %d SESSION_CONTEXT reads are not guarded by @sqlgate in\n%s", n-g, n, text)
+		}
+		if !strings.Contains(text, "DECLARE @sqlgate bit = CASE WHEN IS_MEMBER(N'sqlgate_executor') = 1 THEN 1 ELSE 0 END;") {
+			t.Errorf("03-orders-example.sql: a batch reads SESSION_CONTEXT without testing IS_MEMBER(N'sqlgate_executor'):\n%s", text)
+		}
+		if strings.Contains(strings.ToUpper(text), "EXECUTE AS") {
+			t.Errorf("03-orders-example.sql: a module that reads SESSION_CONTEXT runs with EXECUTE AS (IS_MEMBER would test the impersonated user)")
+		}
+		if strings.Count(text, "ORIGINAL_LOGIN()") == 0 {
+			t.Errorf("03-orders-example.sql: a batch reads SESSION_CONTEXT with no fallback to the session's login")
+		}
+	}
+	if reads == 0 {
+		t.Fatal("03-orders-example.sql reads no SESSION_CONTEXT")
+	}
+
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "sqlserver.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n## Reading SESSION_CONTEXT elsewhere\n")
+	if !ok {
+		t.Fatal("docs/sqlserver.md has no section Reading SESSION_CONTEXT elsewhere")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	fence := regexp.MustCompile("(?s)```sql\n(.*?)```")
+	var snippets []string
+	for _, m := range fence.FindAllStringSubmatch(section, -1) {
+		snippets = append(snippets, m[1])
+	}
+	snippets = append(snippets, regexp.MustCompile("`[^`\n]+`").FindAllString(fence.ReplaceAllString(section, ""), -1)...)
+	guarded := 0
+	for _, sn := range snippets {
+		if !strings.Contains(sn, "SESSION_CONTEXT(N'sqlgate.") {
+			continue
+		}
+		for _, l := range strings.Split(sn, "\n") {
+			if strings.Contains(l, "SESSION_CONTEXT(N'sqlgate.") && !strings.Contains(sn, "IS_MEMBER(N'sqlgate_executor') = 1") {
+				t.Errorf("docs/sqlserver.md recommends reading SESSION_CONTEXT without the sqlgate_executor guard: %s", strings.TrimSpace(l))
+			}
+		}
+		guarded++
+	}
+	if guarded == 0 || !strings.Contains(section, "Any session can set") {
+		t.Error("docs/sqlserver.md does not say that any session can set the keys and how to guard reading them")
+	}
 }
 
 // issuanceGrants returns the permissions deploy/sqlserver/

@@ -69,22 +69,30 @@ EXEC sys.sp_addextendedproperty @name = N'sqlgate.lease_id', @value = @lease_id,
 	// role nested in db_owner would look harmless. Then: does the role
 	// exist in this database; is it a fixed database role (db_datareader,
 	// ...; public), whose members only db_owner may add; and is it
-	// privileged: it, or a role it belongs to at any depth, is db_owner,
-	// db_securityadmin, db_accessadmin or db_ddladmin, or holds (granted,
-	// directly or through public) a permission that leads to more than the
-	// role: CONTROL, ALTER on anything (the database, a schema, a user, a
-	// role, an object, ...: ALTER on a schema or on a dbo-owned procedure
-	// rewrites what the procedure does, and through ownership chaining it
-	// reaches every dbo table), IMPERSONATE, TAKE OWNERSHIP, ALTER ANY
-	// USER, ALTER ANY ROLE, ALTER ANY APPLICATION ROLE or ALTER ANY SCHEMA;
-	// or a permission to create something the login's user would own
-	// ([OwnershipPermissions]: a schema, a role, a key, ...): DROP USER then
-	// fails (15138, "The database principal owns a schema in the database,
-	// and cannot be dropped") and the lease would stay revoking, the grant
-	// outliving it; or it owns something ([OwnedSecurables]: a schema, an
-	// object, a role or application role, an assembly, a certificate or an
-	// asymmetric key), which gives its members CONTROL of it with no row in
-	// sys.database_permissions.
+	// privileged. The rule fails closed: the role, or a role it belongs to
+	// at any depth, is privileged when
+	//   - it is db_owner, db_securityadmin, db_accessadmin, db_ddladmin or
+	//     db_backupoperator;
+	//   - it is a user-defined role the broker's own user belongs to
+	//     (IS_ROLEMEMBER, at any depth), or sqlgate_executor by name: an
+	//     issued user in the broker's executor role would pass every check
+	//     that trusts the broker's sessions (SESSION_CONTEXT, see
+	//     docs/sqlserver.md) and could rewrite stored idempotency results;
+	//   - it holds (granted, directly or through public) any permission
+	//     that is not on [DataAccessPermissions] (SELECT, INSERT, UPDATE,
+	//     DELETE, EXECUTE, ...), on any securable, or any permission WITH
+	//     GRANT OPTION (what the user grants outlives the lease). So
+	//     CONTROL, ALTER on anything, IMPERSONATE, TAKE OWNERSHIP, every
+	//     ALTER ANY ... (ALTER ANY DATABASE DDL TRIGGER: a DDL trigger the
+	//     user creates runs as the broker on its next CREATE USER), every
+	//     CREATE ... ([OwnershipPermissions]: DROP USER fails with 15138 for
+	//     an owner and the lease stays revoking), BACKUP DATABASE, BACKUP
+	//     LOG, and permissions SQL Server adds in later versions all count.
+	//     DENY rows (state D) are not grants and do not count;
+	//   - it owns something ([OwnedSecurables]: a schema, an object, a role
+	//     or application role, an assembly, a certificate or an asymmetric
+	//     key), which gives its members CONTROL of it with no row in
+	//     sys.database_permissions.
 	RoleCheckBatch = `SET NOCOUNT ON;
 IF ISNULL(HAS_PERMS_BY_NAME(DB_NAME(), N'DATABASE', N'VIEW DEFINITION'), 0) = 0
     THROW 50104, N'sqlgate: VIEW DEFINITION on the database is required to see role memberships, permissions and owners', 1;
@@ -97,13 +105,13 @@ WITH up AS (
     SELECT m.role_principal_id FROM sys.database_role_members AS m JOIN up ON m.member_principal_id = up.principal_id
 )
 SELECT @privileged = 1 FROM up JOIN sys.database_principals AS r ON r.principal_id = up.principal_id
-WHERE r.name IN (N'db_owner', N'db_securityadmin', N'db_accessadmin', N'db_ddladmin')
+WHERE r.name IN (N'db_owner', N'db_securityadmin', N'db_accessadmin', N'db_ddladmin', N'db_backupoperator')
+   OR (r.is_fixed_role = 0 AND r.principal_id <> 0 AND (r.name = N'sqlgate_executor' OR IS_ROLEMEMBER(r.name) = 1))
    OR EXISTS (SELECT 1 FROM sys.database_permissions AS p
               WHERE p.grantee_principal_id IN (up.principal_id, 0) AND p.state IN ('G', 'W')
-                AND (p.permission_name IN (N'CONTROL', N'ALTER', N'IMPERSONATE', N'TAKE OWNERSHIP', N'ALTER ANY USER', N'ALTER ANY ROLE', N'ALTER ANY APPLICATION ROLE', N'ALTER ANY SCHEMA')
-                     OR (p.class = 0 AND p.permission_name IN (N'CREATE SCHEMA', N'CREATE ROLE', N'CREATE ASSEMBLY', N'CREATE ASYMMETRIC KEY',
-                         N'CREATE SYMMETRIC KEY', N'CREATE CERTIFICATE', N'CREATE FULLTEXT CATALOG', N'CREATE CONTRACT',
-                         N'CREATE MESSAGE TYPE', N'CREATE REMOTE SERVICE BINDING', N'CREATE ROUTE', N'CREATE SERVICE'))))
+                AND (p.state = 'W' OR p.permission_name NOT IN (N'SELECT', N'INSERT', N'UPDATE', N'DELETE', N'EXECUTE', N'REFERENCES',
+                     N'VIEW DEFINITION', N'VIEW CHANGE TRACKING', N'SHOWPLAN', N'UNMASK', N'CONNECT',
+                     N'VIEW ANY COLUMN ENCRYPTION KEY DEFINITION', N'VIEW ANY COLUMN MASTER KEY DEFINITION')))
    OR EXISTS (SELECT 1 FROM sys.schemas AS o WHERE o.principal_id = up.principal_id AND NOT (r.is_fixed_role = 1 AND o.name = r.name))
    OR EXISTS (SELECT 1 FROM sys.objects AS o WHERE o.principal_id = up.principal_id)
    OR EXISTS (SELECT 1 FROM sys.database_principals AS o WHERE o.owning_principal_id = up.principal_id)
@@ -164,6 +172,32 @@ BEGIN
     EXEC sys.sp_executesql @sql;
 END;`
 
+	// ContainedLockLeaseBatch is the contained-mode revocation's step 1
+	// when [ContainedGuardBatch] stopped with 50104 (no VIEW DEFINITION:
+	// the guard cannot tell whether the user is a db_owner member). It sets
+	// a password nobody knows only on the contained user that sqlgate
+	// created for this very lease: the user of that name whose extended
+	// property sqlgate.lease_id, written in the creation's transaction, is
+	// @lease_id. It reads only sys.database_principals and
+	// sys.extended_properties, which show users to a holder of ALTER ANY
+	// USER without VIEW DEFINITION, and returns whether it locked one
+	// (0: no such user visible, nothing changed). RevokeLogin then ends the
+	// user's sessions and stops before DROP USER, which waits for the grant.
+	ContainedLockLeaseBatch = `SET NOCOUNT ON;
+IF @login IS NULL OR DATALENGTH(@login) > 256 OR @lock_password IS NULL OR DATALENGTH(@lock_password) > 256
+    THROW 50100, N'sqlgate: login or lock password missing or longer than 128 characters', 1;
+DECLARE @locked bit = 0, @sql nvarchar(max);
+IF @lease_id IS NOT NULL AND EXISTS (SELECT 1 FROM sys.database_principals AS u
+               JOIN sys.extended_properties AS x ON x.class = 4 AND x.major_id = u.principal_id
+               WHERE u.name = @login AND u.type = N'S' AND u.authentication_type = 2
+                 AND x.name = N'sqlgate.lease_id' AND CAST(x.value AS nvarchar(256)) = @lease_id)
+BEGIN
+    SET @sql = N'ALTER USER ' + QUOTENAME(@login) + N' WITH PASSWORD = ' + QUOTENAME(@lock_password, N'''') + N';';
+    EXEC sys.sp_executesql @sql;
+    SET @locked = 1;
+END;
+SELECT @locked AS locked;`
+
 	// KillSessionsBatch ends the login's sessions (revocation, step 2). It
 	// runs outside any transaction (KILL cannot run in one), fails loudly
 	// without VIEW SERVER STATE (without it sys.dm_exec_sessions shows only
@@ -210,10 +244,16 @@ SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE (login_name = @logi
 
 	// ContainedKillSessionsBatch is KillSessionsBatch for contained users,
 	// with the same filter on login_name and original_login_name and the
-	// same wait. On Azure SQL Database (SERVERPROPERTY('EngineEdition') 5)
-	// VIEW DATABASE STATE shows the database's sessions and KILL needs KILL
-	// DATABASE CONNECTION; there the batch checks VIEW DATABASE STATE only
-	// (the server form of HAS_PERMS_BY_NAME is not available there). On
+	// same wait, for the sessions this database authenticated
+	// (authenticating_database_id: a contained user that moved to another
+	// database with USE, tempdb say, is still this database's) or that are
+	// in it (database_id). Sessions on other replicas (readable
+	// secondaries, geo-replicas, read scale-out) are not in this server's
+	// sys.dm_exec_sessions and are not ended. On Azure SQL Database
+	// (SERVERPROPERTY('EngineEdition') 5) VIEW DATABASE STATE shows the
+	// database's sessions and KILL needs KILL DATABASE CONNECTION; there
+	// the batch checks VIEW DATABASE STATE only (the server form of
+	// HAS_PERMS_BY_NAME is not available there). On
 	// SQL Server and Managed Instance sys.dm_exec_sessions shows other
 	// sessions only with VIEW SERVER STATE (VIEW DATABASE STATE is not
 	// enough) and KILL needs ALTER ANY CONNECTION: there the batch checks
@@ -226,7 +266,8 @@ IF CASE WHEN CAST(SERVERPROPERTY('EngineEdition') AS int) = 5
 DECLARE @id int, @kill nvarchar(40), @waits int = 0;
 DECLARE @killed TABLE (session_id int PRIMARY KEY);
 DECLARE sessions CURSOR LOCAL FAST_FORWARD FOR
-    SELECT session_id FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND database_id = DB_ID() AND session_id <> @@SPID;
+    SELECT session_id FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login)
+        AND (authenticating_database_id = DB_ID() OR database_id = DB_ID()) AND session_id <> @@SPID;
 OPEN sessions;
 FETCH NEXT FROM sessions INTO @id;
 WHILE @@FETCH_STATUS = 0
@@ -249,7 +290,8 @@ BEGIN
     WAITFOR DELAY '00:00:00.100';
     SET @waits += 1;
 END;
-SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login) AND database_id = DB_ID() AND session_id <> @@SPID;`
+SELECT COUNT(*) AS remaining FROM sys.dm_exec_sessions WHERE (login_name = @login OR original_login_name = @login)
+    AND (authenticating_database_id = DB_ID() OR database_id = DB_ID()) AND session_id <> @@SPID;`
 
 	// DropUsersBatch drops every user of this database mapped to the login,
 	// and a user of its name (revocation, step 3a).
@@ -313,12 +355,12 @@ type LoginConfig struct {
 	// role's permissions its own (ALTER ROLE db_datareader ADD MEMBER
 	// reader), and list that.
 	AllowedRoles []string `json:"allowedRoles,omitempty" yaml:"allowedRoles,omitempty"`
-	// AllowPrivilegedRoles lets policy grant db_owner, db_securityadmin,
-	// db_accessadmin, db_ddladmin, a role that belongs to one of them, or a
-	// role with CONTROL or ALTER on anything, IMPERSONATE, TAKE OWNERSHIP,
-	// ALTER ANY USER, ALTER ANY ROLE, ALTER ANY APPLICATION ROLE or ALTER
-	// ANY SCHEMA, one of [OwnershipPermissions], or that owns one of
-	// [OwnedSecurables] (see [RoleCheckBatch]).
+	// AllowPrivilegedRoles lets policy grant a role that [RoleCheckBatch]
+	// counts as privileged: db_owner, db_securityadmin, db_accessadmin,
+	// db_ddladmin or db_backupoperator, a role that belongs to one of them
+	// or to a role of the broker's own user, a role holding any permission
+	// outside [DataAccessPermissions] (or one WITH GRANT OPTION), or one
+	// that owns one of [OwnedSecurables].
 	// Fixed database roles are never granted: nest them in a user-defined
 	// role.
 	AllowPrivilegedRoles bool `json:"allowPrivilegedRoles,omitempty" yaml:"allowPrivilegedRoles,omitempty"`
@@ -352,15 +394,30 @@ var OwnedSecurables = []string{
 	"sys.schemas", "sys.objects", "sys.database_principals", "sys.assemblies", "sys.certificates", "sys.asymmetric_keys",
 }
 
+// DataAccessPermissions are the only permissions a role (or a role it
+// belongs to, or public) may hold, on any securable, and still be granted
+// without allowPrivilegedRoles: [RoleCheckBatch] counts any other
+// permission as privileged, and any permission held WITH GRANT OPTION.
+// They read or change data through what an administrator granted, or show
+// metadata, and none leads further: no ALTER, CONTROL, IMPERSONATE, TAKE
+// OWNERSHIP, CREATE, ALTER ANY ..., BACKUP, KILL DATABASE CONNECTION,
+// VIEW DATABASE STATE, ... The last two are granted to public in every
+// database by default (SQL Server 2016 and later): metadata of Always
+// Encrypted keys, never key material.
+var DataAccessPermissions = []string{
+	"SELECT", "INSERT", "UPDATE", "DELETE", "EXECUTE", "REFERENCES",
+	"VIEW DEFINITION", "VIEW CHANGE TRACKING", "SHOWPLAN", "UNMASK", "CONNECT",
+	"VIEW ANY COLUMN ENCRYPTION KEY DEFINITION", "VIEW ANY COLUMN MASTER KEY DEFINITION",
+}
+
 // OwnershipPermissions are the database permissions that create a
 // securable owned by its creator unless told otherwise (CREATE SCHEMA,
 // CREATE ROLE, ... without AUTHORIZATION): the issued user would own it,
 // and DROP USER refuses to drop an owner (15138), so revocation could not
 // finish and what the user created (a schema that grants the role's access
-// on, a role it administers) would outlive the lease. [RoleCheckBatch]
-// counts a role holding one (granted on the database) as privileged.
-// (Objects in a schema belong to the schema's owner, so CREATE TABLE and
-// the like are not among them.)
+// on, a role it administers) would outlive the lease. None is among
+// [DataAccessPermissions], so [RoleCheckBatch] counts a role holding one as
+// privileged (as it does every other permission outside that list).
 var OwnershipPermissions = []string{
 	"CREATE SCHEMA", "CREATE ROLE", "CREATE ASSEMBLY", "CREATE ASYMMETRIC KEY", "CREATE SYMMETRIC KEY",
 	"CREATE CERTIFICATE", "CREATE FULLTEXT CATALOG", "CREATE CONTRACT", "CREATE MESSAGE TYPE",
@@ -533,7 +590,10 @@ const errViewDefinition = 50104
 // by a creation or revocation that stopped because the broker's login may
 // not see the database's role memberships, permissions and owners: grant
 // it VIEW DEFINITION on the database
-// (deploy/sqlserver/04-credential-issuance.sql).
+// (deploy/sqlserver/04-credential-issuance.sql). A contained-mode
+// revocation that stopped so still locked the lease's user and ended its
+// sessions when it also wraps [broker.ErrLoginDisabled] (see
+// [ContainedLockLeaseBatch]).
 var ErrViewDefinition = errors.New("sqlserver logins: the broker's login lacks VIEW DEFINITION on the database")
 
 // loginArgs are the parameters of a batch.
@@ -572,7 +632,7 @@ func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) (
 	case fixed:
 		return fmt.Errorf("%w: role %q %s", broker.ErrInvalid, spec.Role, fixedRoleHelp)
 	case privileged && !li.cfg.AllowPrivilegedRoles:
-		return fmt.Errorf("%w: role %q is or belongs to db_owner, db_securityadmin, db_accessadmin or db_ddladmin, holds CONTROL or ALTER on anything, IMPERSONATE, TAKE OWNERSHIP, ALTER ANY USER, ALTER ANY ROLE, ALTER ANY APPLICATION ROLE, ALTER ANY SCHEMA or a permission to create what its user would own, or owns a schema, an object, a role, an assembly, a certificate or a key; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
+		return fmt.Errorf("%w: role %q is privileged: it is or belongs to db_owner, db_securityadmin, db_accessadmin, db_ddladmin, db_backupoperator or a role of the broker's own user (sqlgate_executor), holds a permission other than %s or one WITH GRANT OPTION, or owns a schema, an object, a role, an assembly, a certificate or a key; sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role, strings.Join(DataAccessPermissions, ", "))
 	}
 	args := loginArgs(&spec, sql.Named("password", spec.Password))
 	for _, b := range li.create {
@@ -602,14 +662,20 @@ func (li *LoginIssuer) RenewLogin(ctx context.Context, spec broker.LoginSpec) er
 // RevokeLogin implements [broker.SQLLoginIssuer]: guard, Disable, end the
 // sessions, Drop; each batch on its own connection round trip and outside
 // a transaction, stopping at the first failure so that the login is never
-// reported gone while a session may remain.
+// reported gone while a session may remain. In contained mode without VIEW
+// DEFINITION the guard stops with 50104, and the lease's own user is still
+// locked and its sessions ended (see lockLease); only DROP USER waits.
 func (li *LoginIssuer) RevokeLogin(ctx context.Context, spec broker.LoginSpec) error {
 	if err := li.check(&spec, false); err != nil {
 		return err
 	}
 	var privileged bool
 	if err := li.db.QueryRowContext(ctx, li.guard, sql.Named("login", spec.Username)).Scan(&privileged); err != nil {
-		return li.classify(ctx, err, &spec)
+		err = li.classify(ctx, err, &spec)
+		if li.cfg.Contained && errors.Is(err, ErrViewDefinition) {
+			return li.lockLease(ctx, &spec, err)
+		}
+		return err
 	}
 	if privileged {
 		return fmt.Errorf("%w: refusing to revoke %s: it is a privileged login sqlgate would not have created", broker.ErrInvalid, spec.Username)
@@ -638,6 +704,36 @@ func (li *LoginIssuer) RevokeLogin(ctx context.Context, spec broker.LoginSpec) e
 		}
 	}
 	return nil
+}
+
+// lockLease ends access of a contained user whose lease ended while the
+// broker's login lacks VIEW DEFINITION (guardErr, [ErrViewDefinition]): the
+// guard cannot rule out a db_owner member, so only the user sqlgate created
+// for this lease ([ContainedLockLeaseBatch]: its name and its
+// sqlgate.lease_id) gets a password nobody knows, then its sessions end.
+// DROP USER waits for the grant: the result wraps [broker.ErrLoginDisabled]
+// and guardErr once access has ended, guardErr alone when no such user was
+// found, and the lease stays revoking either way.
+func (li *LoginIssuer) lockLease(ctx context.Context, spec *broker.LoginSpec, guardErr error) error {
+	lock, err := broker.GeneratePassword()
+	if err != nil {
+		return fmt.Errorf("%w; %w", guardErr, err)
+	}
+	var locked bool
+	if err := li.db.QueryRowContext(ctx, ContainedLockLeaseBatch, loginArgs(spec, sql.Named("lock_password", lock))...).Scan(&locked); err != nil {
+		return fmt.Errorf("%w; locking the user without it failed too: %w", guardErr, li.classify(ctx, err, spec, lock))
+	}
+	if !locked {
+		return guardErr
+	}
+	var remaining int64
+	if err := li.db.QueryRowContext(ctx, li.kill, sql.Named("login", spec.Username)).Scan(&remaining); err != nil {
+		return fmt.Errorf("%w; the user is locked, ending its sessions failed: %w", guardErr, li.classify(ctx, err, spec))
+	}
+	if remaining > 0 {
+		return fmt.Errorf("%w; the user is locked, %w: %d session(s) of the user did not end", guardErr, broker.ErrUnavailable, remaining)
+	}
+	return fmt.Errorf("%w: %w", broker.ErrLoginDisabled, guardErr)
 }
 
 // ClientDSN implements [broker.SQLLoginIssuer].
@@ -738,7 +834,7 @@ func (li *LoginIssuer) classifyStep(ctx context.Context, err error, spec *broker
 		if me.Number == errViewDefinition {
 			return fmt.Errorf("%w: %w", ErrViewDefinition, &broker.DBError{
 				Number: int(me.Number), State: strconv.Itoa(int(me.State)),
-				Message: fmt.Sprintf("the broker's login may not see role memberships, permissions and owners in database %s: grant it VIEW DEFINITION on the database (deploy/sqlserver/04-credential-issuance.sql); until then sqlgate issues no login there and revokes no contained user", li.cfg.Name),
+				Message: fmt.Sprintf("the broker's login may not see role memberships, permissions and owners in database %s: grant it VIEW DEFINITION on the database (deploy/sqlserver/04-credential-issuance.sql); until then sqlgate issues no login there, and drops no contained user (one whose lease ended is locked and its sessions ended)", li.cfg.Name),
 			})
 		}
 		msg := scrub.Redact(me.Message, append(secrets, spec.Password)...)

@@ -478,3 +478,80 @@ func TestLiveDeployIssuanceContainedMode(t *testing.T) {
 		t.Errorf("contained mode granted ALTER ANY LOGIN (%d, %v)", canCreateLogins, err)
 	}
 }
+
+// TestLiveLoginFailsClosed: the role check is an allowlist. A role holding
+// ALTER ANY DATABASE DDL TRIGGER, ALTER ANY CERTIFICATE, BACKUP DATABASE
+// and BACKUP LOG (SQL Server), or SELECT WITH GRANT OPTION, one nested in
+// db_backupoperator, one named sqlgate_executor, and (for the
+// least-privilege broker) a role of the broker's own user and one nested
+// in it are refused as privileged, by the test login and by the
+// least-privilege broker; a data-access role with DENYs is issued.
+func TestLiveLoginFailsClosed(t *testing.T) {
+	e, admin := liveLogins(t, LoginConfig{})
+	ctx := t.Context()
+	var edition int
+	if err := e.DB().QueryRowContext(ctx, `SELECT CAST(SERVERPROPERTY('EngineEdition') AS int)`).Scan(&edition); err != nil {
+		t.Fatal(err)
+	}
+	setup := []string{
+		`IF DATABASE_PRINCIPAL_ID(N'sg_ddl_trigger') IS NULL CREATE ROLE sg_ddl_trigger;`,
+		`GRANT ALTER ANY DATABASE DDL TRIGGER TO sg_ddl_trigger;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_any_certificate') IS NULL CREATE ROLE sg_any_certificate;`,
+		`GRANT ALTER ANY CERTIFICATE TO sg_any_certificate;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_grant_option') IS NULL CREATE ROLE sg_grant_option;`,
+		`GRANT SELECT ON dbo.granted TO sg_grant_option WITH GRANT OPTION;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_backupoperator') IS NULL CREATE ROLE sg_backupoperator;`,
+		`ALTER ROLE db_backupoperator ADD MEMBER sg_backupoperator;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sqlgate_executor') IS NULL CREATE ROLE sqlgate_executor AUTHORIZATION dbo;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_denied') IS NULL CREATE ROLE sg_denied;`,
+		`GRANT SELECT ON dbo.granted TO sg_denied;`,
+		`DENY SELECT ON dbo.secret TO sg_denied;`,
+		`DENY ALTER ANY SCHEMA TO sg_denied;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_broker_role') IS NULL CREATE ROLE sg_broker_role;`,
+		`IF DATABASE_PRINCIPAL_ID(N'sg_in_broker_role') IS NULL CREATE ROLE sg_in_broker_role;`,
+		`ALTER ROLE sg_broker_role ADD MEMBER sg_in_broker_role;`,
+	}
+	refused := []string{"sg_ddl_trigger", "sg_any_certificate", "sg_grant_option", "sg_backupoperator", "sqlgate_executor"}
+	if edition != 5 { // Azure SQL Database has no BACKUP permissions to grant
+		setup = append(setup, `IF DATABASE_PRINCIPAL_ID(N'sg_backup') IS NULL CREATE ROLE sg_backup;`, `GRANT BACKUP DATABASE, BACKUP LOG TO sg_backup;`)
+		refused = append(refused, "sg_backup")
+	}
+	for _, b := range setup {
+		if _, err := e.DB().ExecContext(ctx, b); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+	}
+	bdb, brokerLogin := liveBroker(t, e)
+	if _, err := e.DB().ExecContext(ctx, `DECLARE @s nvarchar(max) = N'ALTER ROLE sg_broker_role ADD MEMBER ' + QUOTENAME(@p1) + N';'; EXEC sys.sp_executesql @s;`, brokerLogin); err != nil {
+		t.Fatal(err)
+	}
+	least, err := NewLoginIssuer(bdb, LoginConfig{Name: "test", ClientHost: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, li := range map[string]*LoginIssuer{"test login": admin, "least-privilege broker": least} {
+		roles := refused
+		if li == least {
+			roles = append(append([]string(nil), refused...), "sg_broker_role", "sg_in_broker_role")
+		}
+		for _, role := range roles {
+			spec := liveSpec(t, role)
+			err := li.CreateLogin(ctx, spec)
+			if !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "privileged") {
+				t.Errorf("%s: CreateLogin(%s) = %v, want refused as privileged", name, role, err)
+			}
+			if loginExists(t, e, spec.Username) {
+				t.Errorf("%s: login left after CreateLogin(%s)", name, role)
+			}
+		}
+		spec := liveSpec(t, "sg_denied")
+		if err := li.CreateLogin(ctx, spec); err != nil {
+			t.Errorf("%s: CreateLogin(a data-access role with DENYs) = %v, want issued", name, err)
+			continue
+		}
+		spec.Password = ""
+		if err := li.RevokeLogin(ctx, spec); err != nil {
+			t.Errorf("%s: RevokeLogin: %v", name, err)
+		}
+	}
+}

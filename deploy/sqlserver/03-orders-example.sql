@@ -9,6 +9,15 @@
 -- sales.order_history, so the database itself records who sqlgate
 -- authorized, under which decision, although the connection's login is the
 -- broker's.
+--
+-- Any session may set these keys for itself (sp_set_session_context needs
+-- no permission), so a login sqlgate does not use, one that
+-- `sqlgate creds sql` issued included, could claim to be anyone. The keys
+-- are therefore read only in the broker's own sessions: when the caller is
+-- a member of sqlgate_executor (02-broker-user.sql, which sqlgate never
+-- grants to an issued login); any other session is stamped with its own
+-- login, ORIGINAL_LOGIN(). Keep EXECUTE AS off these procedures and the
+-- trigger: under it IS_MEMBER would test the impersonated user.
 :on error exit
 IF SCHEMA_ID(N'sales') IS NULL EXEC (N'CREATE SCHEMA sales AUTHORIZATION dbo');
 GO
@@ -38,17 +47,19 @@ CREATE TABLE sales.order_history (
     changed_at     datetime2(7)  NOT NULL CONSTRAINT df_sales_order_history_changed_at DEFAULT SYSUTCDATETIME()
 );
 GO
--- Every update and delete is stamped from SESSION_CONTEXT (falls back to the
--- login for changes made outside sqlgate).
+-- Every update and delete is stamped from SESSION_CONTEXT in the broker's
+-- sessions, and with the session's login otherwise (changes made outside
+-- sqlgate, and any session that set the keys itself).
 CREATE OR ALTER TRIGGER sales.orders_history ON sales.orders AFTER UPDATE, DELETE
 AS
 BEGIN
     SET NOCOUNT ON;
+    DECLARE @sqlgate bit = CASE WHEN IS_MEMBER(N'sqlgate_executor') = 1 THEN 1 ELSE 0 END;
     INSERT INTO sales.order_history (order_id, operation, old_status, new_status, changed_by, correlation_id, decision_id, transaction_id)
     SELECT d.id, CASE WHEN i.id IS NULL THEN N'DELETE' ELSE N'UPDATE' END, d.status, i.status,
-           ISNULL(CAST(SESSION_CONTEXT(N'sqlgate.principal') AS nvarchar(512)), ORIGINAL_LOGIN()),
-           ISNULL(CAST(SESSION_CONTEXT(N'sqlgate.correlation_id') AS nvarchar(256)), N''),
-           ISNULL(CAST(SESSION_CONTEXT(N'sqlgate.decision_id') AS nvarchar(128)), N''),
+           ISNULL(CASE WHEN @sqlgate = 1 THEN CAST(SESSION_CONTEXT(N'sqlgate.principal') AS nvarchar(512)) END, ORIGINAL_LOGIN()),
+           ISNULL(CASE WHEN @sqlgate = 1 THEN CAST(SESSION_CONTEXT(N'sqlgate.correlation_id') AS nvarchar(256)) END, N''),
+           ISNULL(CASE WHEN @sqlgate = 1 THEN CAST(SESSION_CONTEXT(N'sqlgate.decision_id') AS nvarchar(128)) END, N''),
            CURRENT_TRANSACTION_ID()
     FROM deleted AS d LEFT JOIN inserted AS i ON i.id = d.id;
 END;
@@ -59,11 +70,12 @@ CREATE OR ALTER PROCEDURE sales.create_order
 AS
 BEGIN
     DECLARE @ids TABLE (id bigint NOT NULL);
+    DECLARE @sqlgate bit = CASE WHEN IS_MEMBER(N'sqlgate_executor') = 1 THEN 1 ELSE 0 END;
     INSERT INTO sales.orders (customer, amount, note, created_by, correlation_id)
     OUTPUT inserted.id INTO @ids
     VALUES (@customer, @amount, @note,
-            ISNULL(CAST(SESSION_CONTEXT(N'sqlgate.principal') AS nvarchar(512)), ORIGINAL_LOGIN()),
-            ISNULL(CAST(SESSION_CONTEXT(N'sqlgate.correlation_id') AS nvarchar(256)), N''));
+            ISNULL(CASE WHEN @sqlgate = 1 THEN CAST(SESSION_CONTEXT(N'sqlgate.principal') AS nvarchar(512)) END, ORIGINAL_LOGIN()),
+            ISNULL(CASE WHEN @sqlgate = 1 THEN CAST(SESSION_CONTEXT(N'sqlgate.correlation_id') AS nvarchar(256)) END, N''));
     SELECT id FROM @ids;
 END;
 GO

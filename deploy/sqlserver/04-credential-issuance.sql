@@ -31,7 +31,9 @@
 -- granting it: without it sys.database_role_members shows only this
 -- login's own memberships and sys.database_permissions only its own
 -- grants, a role nested in db_owner would look harmless, and so sqlgate
--- refuses to issue logins (error 50104) until it is granted. VIEW SECURITY
+-- refuses to issue logins (error 50104) until it is granted (a contained
+-- user whose lease ended is then locked and its sessions ended, but not
+-- dropped). VIEW SECURITY
 -- DEFINITION (SQL Server 2022+, Azure SQL) is not enough: Microsoft
 -- documents VIEW DEFINITION on the database (or db_securityadmin) for
 -- seeing other principals' role memberships, and IS_ROLEMEMBER needs
@@ -44,12 +46,17 @@
 -- a role per access level and nest the fixed roles in it, e.g.
 --   CREATE ROLE reader; ALTER ROLE db_datareader ADD MEMBER reader;
 -- and list reader in sqlserverLogins.allowedRoles. ALTER ANY ROLE also lets
--- this login add members to any user-defined role: sqlgate refuses roles
--- that are or belong to db_owner, db_securityadmin, db_accessadmin or
--- db_ddladmin, hold CONTROL or ALTER on anything, IMPERSONATE, TAKE
--- OWNERSHIP or ALTER ANY USER/ROLE/APPLICATION ROLE/SCHEMA, or own (through
--- any role in their chain) a schema, an object, a role, an assembly, a
--- certificate or an asymmetric key, and allowedRoles narrows it further.
+-- this login add members to any user-defined role, sqlgate_executor
+-- included, so sqlgate checks every role against an allowlist and refuses
+-- (fails closed) a role that is or belongs to db_owner, db_securityadmin,
+-- db_accessadmin, db_ddladmin, db_backupoperator or a role of this login's
+-- own user (sqlgate_executor); that holds, itself, through its chain or
+-- through public, any permission other than SELECT, INSERT, UPDATE, DELETE,
+-- EXECUTE, REFERENCES, VIEW DEFINITION, VIEW CHANGE TRACKING, SHOWPLAN,
+-- UNMASK and CONNECT (and the VIEW ANY COLUMN ... KEY DEFINITION public
+-- holds by default), or any permission WITH GRANT OPTION; or that owns
+-- (through any role in its chain) a schema, an object, a role, an assembly,
+-- a certificate or an asymmetric key. allowedRoles narrows it further.
 :on error exit
 DECLARE @name sysname = N'$(SQLGATE_LOGIN)', @contained nvarchar(10) = N'$(SQLGATE_CONTAINED)', @sql nvarchar(max);
 DECLARE @azure_sql_database bit = CASE WHEN CAST(SERVERPROPERTY('EngineEdition') AS int) = 5 THEN 1 ELSE 0 END;
