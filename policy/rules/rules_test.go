@@ -1,12 +1,14 @@
 package rules_test
 
 import (
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path"
 	"slices"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/format"
@@ -85,5 +87,73 @@ func TestServes(t *testing.T) {
 	}
 	if got := e.Status().Entries; !slices.Equal(got, policy.Entries) {
 		t.Errorf("entries %v, want %v", got, policy.Entries)
+	}
+}
+
+// openWith serves the library with dataYAML as its data.yaml, so that the
+// tests below keep passing whatever the demo data.yaml holds.
+func openWith(t *testing.T, dataYAML string) (*opa.Engine, error) {
+	t.Helper()
+	fsys := fstest.MapFS{"data.yaml": {Data: []byte(dataYAML)}}
+	err := fs.WalkDir(rules.FS, "sqlgate", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		src, err := fs.ReadFile(rules.FS, p)
+		fsys[p] = &fstest.MapFile{Data: src}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := opa.Open(t.Context(), opa.Config{FS: fsys})
+	if e != nil {
+		t.Cleanup(func() { e.Close() })
+	}
+	return e, err
+}
+
+// call is pat (subject u-1) in groups calling route at Monday 2026-01-05
+// 10:00 UTC.
+func call(email string, groups []string, route string, params map[string]any) *policy.Input {
+	return &policy.Input{
+		Principal: policy.Principal{
+			Issuer: "https://idp.example.com", Subject: "u-1", Email: email,
+			Groups: groups, Roles: []string{}, MFA: true, AuthTime: 1767603600,
+		},
+		Route:   &policy.Route{Subject: route, Kind: "statement", Target: "t", Database: "orders", Mode: "sync", Tags: []string{}},
+		Params:  params,
+		Request: &policy.Request{CorrelationID: "c-1", Time: "2026-01-05T10:00:00Z", TimeNS: 1767607200000000000, Transport: "nats"},
+	}
+}
+
+// TestReasonsQuoteNoParameterValue: the broker writes a decision's reasons
+// verbatim into its signed audit record, where redact_params does not reach
+// them, so a deny for a broken limit names the parameter and the bound but
+// not the value (an amount redacted from the record's params was in its
+// reasons: "amount 4321.5 exceeds the sales limit of 1000").
+func TestReasonsQuoteNoParameterValue(t *testing.T) {
+	e, err := openWith(t, `sqlgate:
+  config:
+    routes:
+      orders.v1.create:
+        groups: [sales]
+        limits:
+          - {group: sales, param: amount, min: 0, max: 1000}
+        redact_params: [note, amount]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, amount := range []any{json.Number("5000"), json.Number("-5000"), json.Number("5000.5"), "5000"} {
+		d, err := e.Decide(t.Context(), policy.Call, call("pat@example.com", []string{"sales"}, "orders.v1.create", map[string]any{"amount": amount, "note": "rush"}))
+		if err != nil || d.Allow || len(d.Reasons) == 0 || !slices.Contains(d.Obligations.RedactParams, "amount") {
+			t.Fatalf("amount %#v: decision %+v, %v; want a deny with reasons that redacts amount", amount, d, err)
+		}
+		for _, r := range d.Reasons {
+			if strings.Contains(r, "5000") {
+				t.Errorf("amount %#v: reason %q quotes the redacted value", amount, r)
+			}
+		}
 	}
 }

@@ -26,7 +26,7 @@ allow if {
 
 reasons contains "route not granted" if not _granted
 
-reasons contains sprintf("amount %v exceeds the limit of 1000", [input.params.amount]) if _over_limit
+reasons contains "amount exceeds the limit of 1000" if _over_limit
 
 redact_params contains "note" if input.route.subject == "test.orders.create"
 

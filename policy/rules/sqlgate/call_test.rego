@@ -21,17 +21,17 @@ test_sales_create_at_the_limits if {
 
 test_sales_create_over_limit if {
 	not call.allow with input as _create(["sales"], 5000)
-	call.reasons == {"amount 5000 exceeds the sales limit of 1000"} with input as _create(["sales"], 5000)
+	call.reasons == {"amount exceeds the sales limit of 1000"} with input as _create(["sales"], 5000)
 }
 
 test_sales_create_fractional_amount_over_limit if {
 	not call.allow with input as _create(["sales"], 1000.01)
-	call.reasons == {"amount 1000.01 exceeds the sales limit of 1000"} with input as _create(["sales"], 1000.01)
+	call.reasons == {"amount exceeds the sales limit of 1000"} with input as _create(["sales"], 1000.01)
 }
 
 test_sales_create_negative_amount if {
 	not call.allow with input as _create(["sales"], -1)
-	call.reasons == {"amount -1 is below the sales minimum of 0"} with input as _create(["sales"], -1)
+	call.reasons == {"amount is below the sales minimum of 0"} with input as _create(["sales"], -1)
 }
 
 test_amount_as_string_is_denied if {
@@ -69,7 +69,7 @@ test_unknown_route_is_denied if {
 
 test_member_of_support_and_sales_is_held_to_the_sales_limit if {
 	not call.allow with input as _create(["support", "sales"], 5000)
-	call.reasons == {"amount 5000 exceeds the sales limit of 1000"} with input as _create(["support", "sales"], 5000)
+	call.reasons == {"amount exceeds the sales limit of 1000"} with input as _create(["support", "sales"], 5000)
 }
 
 test_obligations_for_get if {
@@ -113,8 +113,8 @@ test_orders_writer_creates_within_limit if {
 
 test_orders_writer_create_over_limit if {
 	not call.allow with input as _service_create(1000.5)
-	call.reasons == {"amount 1000.5 exceeds the orders.writer limit of 1000"} with input as _service_create(1000.5)
-	call.reasons == {"amount -1 is below the orders.writer minimum of 0"} with input as _service_create(-1)
+	call.reasons == {"amount exceeds the orders.writer limit of 1000"} with input as _service_create(1000.5)
+	call.reasons == {"amount is below the orders.writer minimum of 0"} with input as _service_create(-1)
 }
 
 test_orders_writer_gets if {

@@ -7,6 +7,10 @@
 #   (lint refuses both and neither). An absent (optional) parameter is not
 #   checked; one that is present but not a number breaks every limit, since
 #   ordering across types would otherwise let "5000" pass a ceiling of 1000.
+#
+#   The messages name the parameter and the bound, never the parameter's
+#   value: reasons are stored verbatim in the signed audit log, where the
+#   route's redact_params does not reach them.
 package sqlgate.lib.limits
 
 # broken(route, kind, name) is true when the call's parameters break a limit
@@ -27,7 +31,8 @@ _within(limit, value) if {
 }
 
 # violations(route, kind, name) is the set of messages for the limits of group
-# or role name on route that the call's parameters break.
+# or role name on route that the call's parameters break: "amount exceeds the
+# sales limit of 1000", without the value.
 violations(route, kind, name) := {msg |
 	some limit in route.limits
 	limit[kind] == name
@@ -36,8 +41,8 @@ violations(route, kind, name) := {msg |
 
 _violation(limit, name, value) := sprintf("%s must be a number", [limit.param]) if {
 	not is_number(value)
-} else := sprintf("%s %v exceeds the %s limit of %v", [limit.param, value, name, limit.max]) if {
+} else := sprintf("%s exceeds the %s limit of %v", [limit.param, name, limit.max]) if {
 	value > limit.max
-} else := sprintf("%s %v is below the %s minimum of %v", [limit.param, value, name, limit.min]) if {
+} else := sprintf("%s is below the %s minimum of %v", [limit.param, name, limit.min]) if {
 	value < limit.min
 }
