@@ -157,3 +157,40 @@ func TestReasonsQuoteNoParameterValue(t *testing.T) {
 		}
 	}
 }
+
+// TestDenyListMatchesSubjects: a deny-list entry names a principal by its
+// subject, which stays when the e-mail (preferred_username, upn, an
+// unverified email claim) is changed; an entry naming an e-mail address,
+// which a rename would escape, is refused at load.
+func TestDenyListMatchesSubjects(t *testing.T) {
+	const config = `sqlgate:
+  config:
+    routes:
+      orders.v1.get: {groups: [sales]}
+    sql_credentials:
+      - {group: sales, database: orders, roles: [reader], max_ttl: 1h}
+    deny:
+      - principals: [%s]
+        reason: account under investigation
+`
+	e, err := openWith(t, strings.Replace(config, "%s", "u-1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, email := range []string{"pat@example.com", "pat.renamed@example.com", ""} {
+		in := call(email, []string{"sales"}, "orders.v1.get", map[string]any{"id": json.Number("1")})
+		d, err := e.Decide(t.Context(), policy.Call, in)
+		if err != nil || d.Allow || !slices.Equal(d.Reasons, []string{"account under investigation"}) {
+			t.Errorf("call with e-mail %q: decision %+v, %v; want denied by the deny list", email, d, err)
+		}
+		sql := &policy.Input{Principal: in.Principal, Request: in.Request, Credential: &policy.Credential{Type: "sql", Database: "orders", Role: "reader"}}
+		if d, err := e.Decide(t.Context(), policy.SQLCredentials, sql); err != nil || d.Allow {
+			t.Errorf("SQL login with e-mail %q: decision %+v, %v; want denied by the deny list", email, d, err)
+		}
+	}
+
+	_, err = openWith(t, strings.Replace(config, "%s", "pat@example.com", 1))
+	if err == nil || !strings.Contains(err.Error(), "deny[0].principals[0]: pat@example.com looks like an e-mail address") {
+		t.Errorf("Open with an e-mail deny entry: %v, want it refused", err)
+	}
+}

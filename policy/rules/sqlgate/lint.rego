@@ -9,6 +9,7 @@
 package sqlgate.lint
 
 import data.sqlgate.config
+import data.sqlgate.lib.denylist
 import data.sqlgate.lib.hours
 
 _config_keys := {"routes", "events", "business_hours", "break_glass", "deny", "nats", "sql_credentials"}
@@ -268,6 +269,18 @@ problems contains sprintf("deny[%d].%s: must be a list of strings", [i, key]) if
 	some key in ["principals", "groups", "routes"]
 	value := entry[key]
 	not _strings(value)
+}
+
+# Principals are named by subject: an e-mail address (preferred_username, upn,
+# an unverified email claim) can be changed by the user or an administrator,
+# so it would not keep a renamed account on the list. lib/denylist matches no
+# e-mail address (and treats such an entry as matching everyone).
+problems contains sprintf("deny[%d].principals[%d]: %s looks like an e-mail address, which the user or an administrator can change: list the principal's subject (or \"<issuer> <subject>\") as sqlgate whoami shows it", [i, j, p]) if {
+	some i, entry in _deny
+	is_object(entry)
+	_strings(entry.principals)
+	some j, p in entry.principals
+	denylist.email_shaped(p)
 }
 
 # A route the configuration does not list is denied to everyone already, so

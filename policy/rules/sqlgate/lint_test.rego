@@ -124,7 +124,7 @@ test_entries_and_sections_must_be_objects if {
 		"break_glass: must be an object",
 		"nats: must be an object",
 	} with data.sqlgate.config as {
-		"deny": ["mallory@example.com", {"principals": ["eve@example.com"]}, ["x"]],
+		"deny": ["mallory@example.com", {"principals": ["u-eve"]}, ["x"]],
 		"sql_credentials": [{"group": "g", "database": "d", "roles": ["r"], "max_ttl": "1h"}, "sales"],
 		"business_hours": "weekdays",
 		"break_glass": "break-glass",
@@ -230,7 +230,7 @@ test_limit_role_must_be_one_of_the_route_roles if {
 # a misspelt route left the route it meant open.
 test_deny_routes_must_be_configured_routes if {
 	cfg := json.patch(_orders_config, [{"op": "add", "path": "/deny", "value": [
-		{"principals": ["mallory@example.com"], "routes": ["orders.v1.get", "orders.v1.craete"]},
+		{"principals": ["u-mallory"], "routes": ["orders.v1.get", "orders.v1.craete"]},
 		{"groups": ["support"], "routes": []},
 	]}])
 	lint.problems == {
@@ -238,8 +238,8 @@ test_deny_routes_must_be_configured_routes if {
 		"deny[1].routes: is empty, so the entry refuses nothing: list routes, or leave routes out to refuse everything",
 	} with data.sqlgate.config as cfg
 	lint.problems == set() with data.sqlgate.config as json.patch(_orders_config, [{"op": "add", "path": "/deny", "value": [
-		{"principals": ["mallory@example.com"], "routes": ["orders.v1.create"]},
-		{"principals": ["eve@example.com"]},
+		{"principals": ["u-mallory"], "routes": ["orders.v1.create"]},
+		{"principals": ["https://idp.example.com u-eve"]},
 	]}])
 }
 
@@ -263,4 +263,18 @@ test_events_problems if {
 		"a..b": {"groups": ["g"]},
 		"a b": {"groups": ["g"]},
 	}}
+}
+
+# Deny-list principals are subjects: an e-mail address can be changed by the
+# user or an administrator (preferred_username, upn, an unverified email), and
+# a renamed account would leave the list.
+test_deny_principals_must_not_be_email_addresses if {
+	lint.problems == {
+		"deny[0].principals[1]: mallory@example.com looks like an e-mail address, which the user or an administrator can change: list the principal's subject (or \"<issuer> <subject>\") as sqlgate whoami shows it",
+		"deny[1].principals[0]: Eve@Example.COM looks like an e-mail address, which the user or an administrator can change: list the principal's subject (or \"<issuer> <subject>\") as sqlgate whoami shows it",
+	} with data.sqlgate.config as {"deny": [
+		{"principals": ["u-mallory", "mallory@example.com"], "reason": "account under investigation"},
+		{"principals": ["Eve@Example.COM"]},
+		{"principals": ["u-eve", "https://idp.example.com pat@example.com"]},
+	]}
 }

@@ -47,7 +47,7 @@ _with_deny(entries) := json.patch(data.sqlgate.config, [{"op": "replace", "path"
 # A deny-list entry without routes refuses SQL logins too (issue and renew
 # are both decided here).
 test_deny_listed_principal_gets_no_login if {
-	cfg := _with_deny([{"principals": ["pat@example.com"], "reason": "account under investigation"}])
+	cfg := _with_deny([{"principals": ["u-1"], "reason": "account under investigation"}])
 	not sql.allow with input as _reader(["sales"]) with data.sqlgate.config as cfg
 	sql.reasons == {"account under investigation"} with input as _reader(["sales"]) with data.sqlgate.config as cfg
 }

@@ -5,10 +5,19 @@
 #   routes refuses everything: every route, NATS credentials and SQL
 #   credentials.
 #
+#   `principals` names principals by their stable identifier: the subject
+#   (input.principal.subject, exact and case-sensitive), from any trusted
+#   issuer, or "<issuer> <subject>", from that issuer only, as `sqlgate whoami`
+#   and the audit records show them. E-mail addresses do not match: the e-mail
+#   comes from claims (preferred_username, upn, an unverified email) that the
+#   user or an administrator can change, and a renamed account would leave the
+#   list.
+#
 #   The deny list fails closed: an entry that lint would refuse (not an
-#   object, e.g. a bare e-mail address written without `principals:`, or with
-#   principals, groups or routes that are not lists of strings) matches every
-#   principal on every route, and so does a deny list that is not a list.
+#   object, e.g. a bare e-mail address written without `principals:`, with
+#   principals, groups or routes that are not lists of strings, or with an
+#   e-mail address among its principals) matches every principal on every
+#   route, and so does a deny list that is not a list.
 package sqlgate.lib.denylist
 
 import data.sqlgate.config
@@ -67,11 +76,8 @@ _principal_matches(entry) if {
 	input.principal.subject in entry.principals
 }
 
-# E-mail addresses match case-insensitively.
 _principal_matches(entry) if {
-	input.principal.email != ""
-	some p in entry.principals
-	lower(p) == lower(input.principal.email)
+	concat(" ", [input.principal.issuer, input.principal.subject]) in entry.principals
 }
 
 _principal_matches(entry) if {
@@ -101,6 +107,20 @@ _well_formed(entry) if {
 	_strings(object.get(entry, "principals", []))
 	_strings(object.get(entry, "groups", []))
 	_strings(object.get(entry, "routes", []))
+	not _names_an_email(entry)
+}
+
+_names_an_email(entry) if {
+	some p in entry.principals
+	email_shaped(p)
+}
+
+# email_shaped(p) is true when the principals entry p looks like an e-mail
+# address (an "@" and no space), which names no principal here. (A subject
+# that looks like one is written "<issuer> <subject>".) lint refuses it.
+email_shaped(p) if {
+	contains(p, "@")
+	not contains(p, " ")
 }
 
 _strings(value) if {

@@ -18,11 +18,61 @@ test_by_subject if {
 	call.reasons == {"account under review"} with input as req with data.sqlgate.config as cfg
 }
 
-test_by_email_case_insensitive if {
-	cfg := _with_deny([{"principals": ["Pat@Example.COM"]}])
+# The subject is stable; the e-mail (preferred_username, upn, an unverified
+# email claim) is not: a denied person whose e-mail changed, or whose token
+# has none, is still denied.
+test_by_subject_whatever_the_email if {
+	cfg := _with_deny([{"principals": ["u-1"], "reason": "account under review"}])
+	every req in [
+		fx.call(["sales"], "orders.v1.get", {"id": 1}),
+		_renamed(fx.call(["sales"], "orders.v1.get", {"id": 1}), "pat.renamed@example.com"),
+		json.remove(fx.call(["sales"], "orders.v1.get", {"id": 1}), ["principal/email"]),
+	] {
+		not call.allow with input as req with data.sqlgate.config as cfg
+		call.reasons == {"account under review"} with input as req with data.sqlgate.config as cfg
+		denylist.excluded with input as req with data.sqlgate.config as cfg
+	}
+}
+
+_renamed(req, email) := json.patch(req, [{"op": "replace", "path": "/principal/email", "value": email}])
+
+# "<issuer> <subject>" names the subject of one issuer only.
+test_by_issuer_and_subject if {
 	req := fx.call(["sales"], "orders.v1.get", {"id": 1})
+	not call.allow with input as req with data.sqlgate.config as _with_deny([{"principals": ["https://idp.example.com u-1"]}])
+	not call.allow with input as _renamed(req, "someone@example.com") with data.sqlgate.config as _with_deny([{"principals": ["https://idp.example.com u-1"]}])
+	call.allow with input as req with data.sqlgate.config as _with_deny([{"principals": ["https://other.example.com u-1"]}])
+	call.allow with input as req with data.sqlgate.config as _with_deny([{"principals": ["U-1"]}])
+}
+
+# An e-mail address names no principal: the entry (which lint refuses) fails
+# closed and refuses everyone, on every route, rather than match an address
+# its owner can change.
+test_email_entries_match_no_one_and_refuse_everyone if {
+	every entry in [
+		{"principals": ["pat@example.com"], "routes": ["orders.v1.create"]},
+		{"principals": ["u-1", "mallory@example.com"], "routes": ["orders.v1.create"]},
+	] {
+		every req in [
+			fx.call(["sales"], "orders.v1.get", {"id": 1}),
+			_renamed(fx.call(["sales"], "orders.v1.get", {"id": 1}), "mallory.renamed@example.com"),
+			fx.service_call(["orders.writer"], "orders.v1.get", {"id": 1}),
+		] {
+			not call.allow with input as req with data.sqlgate.config as _with_deny([entry])
+			denylist.excluded with input as req with data.sqlgate.config as _with_deny([entry])
+		}
+	}
+	denylist.email_shaped("mallory@example.com")
+	not denylist.email_shaped("u-1")
+	not denylist.email_shaped("https://idp.example.com mallory@example.com")
+}
+
+# A subject that looks like an e-mail address is written "<issuer> <subject>".
+test_email_shaped_subject_with_its_issuer if {
+	req := json.patch(fx.call(["sales"], "orders.v1.get", {"id": 1}), [{"op": "replace", "path": "/principal/subject", "value": "pat@example.com"}])
+	cfg := _with_deny([{"principals": ["https://idp.example.com pat@example.com"], "routes": ["orders.v1.get"]}])
 	not call.allow with input as req with data.sqlgate.config as cfg
-	call.reasons == {"denied by the deny list"} with input as req with data.sqlgate.config as cfg
+	call.allow with input as fx.call(["sales"], "orders.v1.get", {"id": 1}) with data.sqlgate.config as cfg
 }
 
 test_by_group_and_route if {
@@ -96,6 +146,8 @@ test_excluded_only_by_entries_without_routes if {
 _configs := [
 	_with_deny([]),
 	_with_deny([{"principals": ["u-1"]}]),
+	_with_deny([{"principals": ["https://idp.example.com u-1"], "routes": ["orders.v1.get"]}]),
+	_with_deny([{"principals": ["pat@example.com"], "routes": ["orders.v1.get"]}]),
 	_with_deny([{"groups": ["sales"], "routes": ["orders.v1.create"]}]),
 	_with_deny([{"routes": ["orders.v1.get"]}]),
 	_with_deny([{"principals": ["someone-else"]}, "u-1"]),
