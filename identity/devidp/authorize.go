@@ -16,13 +16,14 @@ type authRequest struct {
 	state       string
 	nonce       string
 	challenge   string
+	acrs        requestedACRS
 	values      url.Values // the request parameters, echoed in the form
 }
 
 // authParams are the request parameters carried through the login form.
 var authParams = []string{
 	"client_id", "redirect_uri", "response_type", "scope", "state", "nonce",
-	"code_challenge", "code_challenge_method",
+	"code_challenge", "code_challenge_method", "claims",
 }
 
 func isLoopbackHost(h string) bool {
@@ -70,7 +71,7 @@ func cleanPath(p string) string {
 // parseAuthRequest validates an authorization request. A bad client or
 // redirect URI is reported to the user (page); later problems are
 // redirected back to the client, as RFC 6749 section 4.1.2.1 asks.
-func (p *Provider) parseAuthRequest(v url.Values) (*authRequest, string, *oauthError) {
+func (p *Provider) parseAuthRequest(v url.Values) (ar *authRequest, pageErr string, e *oauthError) {
 	cl, ok := p.clients[v.Get("client_id")]
 	if !ok {
 		return nil, "unknown client_id", nil
@@ -79,7 +80,7 @@ func (p *Provider) parseAuthRequest(v url.Values) (*authRequest, string, *oauthE
 	if ru == "" || !cl.redirectAllowed(ru) {
 		return nil, "redirect_uri is not registered for this client", nil
 	}
-	ar := &authRequest{
+	ar = &authRequest{
 		client: cl, redirectURI: ru, scopes: parseScope(v.Get("scope")),
 		state: v.Get("state"), nonce: v.Get("nonce"), challenge: v.Get("code_challenge"),
 		values: url.Values{},
@@ -98,6 +99,9 @@ func (p *Provider) parseAuthRequest(v url.Values) (*authRequest, string, *oauthE
 		return ar, "", &oauthError{http.StatusBadRequest, "unauthorized_client", "the client may not use the authorization code grant"}
 	case v.Get("prompt") == "none":
 		return ar, "", &oauthError{http.StatusBadRequest, "login_required", "devidp keeps no sign-in session"}
+	}
+	if ar.acrs, e = p.entraClaimsRequest(v); e != nil {
+		return ar, "", e
 	}
 	if len(ar.scopes) == 0 {
 		ar.scopes = []string{"openid"}
@@ -161,7 +165,7 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	p.gcLocked(now)
 	p.codes[code] = &authCode{
 		clientID: ar.client.ID, redirectURI: ar.redirectURI, challenge: ar.challenge,
-		username: u.Username, scopes: ar.scopes, nonce: ar.nonce, authTime: now,
+		username: u.Username, scopes: ar.scopes, nonce: ar.nonce, acrs: ar.acrs, authTime: now,
 		expires: now.Add(p.cfg.codeTTL),
 	}
 	p.mu.Unlock()

@@ -21,6 +21,10 @@ type grant struct {
 	authTime time.Time
 	// mfa is true when the sign-in was interactive and the user has MFA.
 	mfa bool
+	// acrs are the authentication contexts the request asked for (entra
+	// shape): tokens carry them when mfa is true, as if every context
+	// were a Conditional Access policy requiring MFA.
+	acrs requestedACRS
 	// audience of the access token.
 	audience string
 }
@@ -153,8 +157,8 @@ func (p *Provider) accessClaims(g grant, now time.Time) map[string]any {
 		if len(u.Roles) > 0 {
 			c["roles"] = slices.Clone(u.Roles)
 		}
-		if g.mfa {
-			c["acrs"] = []string{"c1"}
+		if g.mfa && len(g.acrs.access) > 0 {
+			c["acrs"] = slices.Clone(g.acrs.access)
 		}
 		p.entraGroups(c, u, oid)
 	case ShapeOkta:
@@ -229,8 +233,8 @@ func (p *Provider) idClaims(g grant, now time.Time) map[string]any {
 		if len(u.Roles) > 0 {
 			c["roles"] = slices.Clone(u.Roles)
 		}
-		if g.mfa {
-			c["acrs"] = []string{"c1"}
+		if g.mfa && len(g.acrs.id) > 0 {
+			c["acrs"] = slices.Clone(g.acrs.id)
 		}
 		p.entraGroups(c, u, oid)
 	case ShapeOkta:

@@ -28,6 +28,7 @@ type deviceGrant struct {
 	username string
 	authTime time.Time
 	mfa      bool
+	acrs     requestedACRS
 }
 
 // userCodeAlphabet has no vowels and no look-alike characters (RFC 8628
@@ -77,10 +78,15 @@ func (p *Provider) serveDeviceAuthorization(w http.ResponseWriter, r *http.Reque
 	if len(scopes) == 0 {
 		scopes = []string{"openid"}
 	}
+	acrs, e := p.entraClaimsRequest(r.PostForm)
+	if e != nil {
+		p.writeOAuthError(w, r, e)
+		return
+	}
 	now := p.cfg.now()
 	dc := randomID(32)
 	d := &deviceGrant{
-		clientID: cl.ID, scopes: scopes, expires: now.Add(p.cfg.deviceTTL), interval: p.cfg.deviceInterval,
+		clientID: cl.ID, scopes: scopes, acrs: acrs, expires: now.Add(p.cfg.deviceTTL), interval: p.cfg.deviceInterval,
 	}
 	p.mu.Lock()
 	p.gcLocked(now)
@@ -149,7 +155,7 @@ func (p *Provider) grantDevice(r *http.Request, cl *Client) (*tokenResponse, *oa
 		return nil, errInvalidGrant("unknown user")
 	}
 	return p.issue(grant{
-		user: u, client: cl, scopes: d.scopes, authTime: d.authTime, mfa: d.mfa, audience: p.accessAudience(cl),
+		user: u, client: cl, scopes: d.scopes, authTime: d.authTime, mfa: d.mfa, acrs: d.acrs, audience: p.accessAudience(cl),
 	})
 }
 

@@ -80,14 +80,17 @@ func (p *Provider) userGrant(username, audience string) (grant, error) {
 	}
 	return grant{
 		user: u, client: p.testClient(), scopes: []string{"openid", "profile", "email"},
-		authTime: p.cfg.now(), mfa: u.MFA, audience: audience,
+		authTime: p.cfg.now(), mfa: u.MFA, acrs: mintACRS, audience: audience,
 	}, nil
 }
 
 // AccessTokenClaims returns the claims the token endpoint would put in an
 // access token for the user after an interactive sign-in through the first
 // registered client, addressed to audience ("" = the provider's audience).
-// The map is the caller's to modify and pass to [Provider.Mint].
+// With the entra shape that sign-in asked for the c1 authentication context
+// (as sqlgate's CLI and dashboard do with mfaACRValues: [c1]): a user with
+// MFA gets acrs [c1]. The map is the caller's to modify and pass to
+// [Provider.Mint].
 func (p *Provider) AccessTokenClaims(username, audience string) (map[string]any, error) {
 	g, err := p.userGrant(username, audience)
 	if err != nil {
@@ -97,7 +100,7 @@ func (p *Provider) AccessTokenClaims(username, audience string) (map[string]any,
 }
 
 // IDTokenClaims returns the claims of an ID token for the user, addressed
-// to clientID, carrying nonce when not empty.
+// to clientID, carrying nonce when not empty (acrs as [Provider.AccessTokenClaims]).
 func (p *Provider) IDTokenClaims(username, clientID, nonce string) (map[string]any, error) {
 	g, err := p.userGrant(username, "")
 	if err != nil {

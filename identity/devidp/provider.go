@@ -27,7 +27,12 @@ const (
 	// ShapeEntra issues Microsoft Entra ID v2.0 claims: oid, tid,
 	// preferred_username, pairwise sub, groups (object ids by default),
 	// roles, scp, azp/azpacr, idtyp for app tokens, uti, ver "2.0", and the
-	// _claim_names/_claim_sources group overage above a threshold.
+	// _claim_names/_claim_sources group overage above a threshold. Like
+	// Entra, it puts an authentication context (acrs) in a token only when
+	// the request asked for it with the OpenID Connect claims parameter
+	// (the authorization request, the device authorization request or the
+	// refresh token request), and only for a user with MFA: devidp treats
+	// every authentication context as a policy that requires MFA.
 	ShapeEntra Shape = "entra"
 	// ShapeOkta issues Okta claims: uid, cid, scp (array), groups, jti
 	// ("AT."/"ID." prefixed), ver 1, and the user's login as access-token sub.
@@ -47,7 +52,9 @@ type User struct {
 	// Roles are application roles assigned to the user.
 	Roles []string
 	// MFA makes interactive sign-ins (login form, device page) report
-	// multi-factor authentication. The password grant never does.
+	// multi-factor authentication: amr mfa (generic and okta shapes), or
+	// the acrs the sign-in asked for (entra shape). The password grant
+	// never does, whatever it asks for.
 	MFA bool
 	// ObjectID is the directory object id (Entra oid, Okta uid). Empty: a
 	// stable id derived from the issuer and the username.
@@ -581,6 +588,7 @@ func (p *Provider) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 	}
 	if p.cfg.shape == ShapeEntra {
 		doc["tenant_region_scope"] = "EU"
+		doc["claims_parameter_supported"] = true
 	}
 	writeJSON(w, http.StatusOK, doc)
 }

@@ -994,3 +994,142 @@ func TestOptionValidation(t *testing.T) {
 		})
 	}
 }
+
+// acrsC1 is the claims request parameter that asks for the c1
+// authentication context, essential, in both tokens (what sqlgate's CLI and
+// dashboard send for an entra issuer with mfaACRValues: [c1]).
+const acrsC1 = `{"access_token":{"acrs":{"essential":true,"value":"c1"}},"id_token":{"acrs":{"essential":true,"value":"c1"}}}`
+
+// TestEntraACRSOnlyWhenRequested: like Entra, the entra shape puts an
+// authentication context (acrs) in a token only when the request asked for
+// it with the claims parameter, and only for a user with MFA; a relying
+// party that never asks sees no MFA evidence in an Entra v2.0 token. That
+// holds for the authorization code, the device code and the refresh token
+// grants each by its own request; the password grant never carries it.
+func TestEntraACRSOnlyWhenRequested(t *testing.T) {
+	t.Parallel()
+	e := start(t, devidp.WithShape(devidp.ShapeEntra))
+	redirect := "http://127.0.0.1:50002/callback"
+	// codeLogin signs user in with the authorization code flow, sending
+	// claims when not empty, and returns the token response.
+	codeLogin := func(t *testing.T, user, pass, claims string) map[string]any {
+		t.Helper()
+		v, ch := pkce()
+		p := authParams(cli.ID, redirect, ch)
+		if claims != "" {
+			p.Set("claims", claims)
+		}
+		res := e.authorize(p, user, pass, "login")
+		if res.location == nil || res.location.Query().Get("code") == "" {
+			t.Fatalf("login: %d %v %q, want a code", res.status, res.location, res.body)
+		}
+		status, body := e.token(url.Values{
+			"grant_type": {"authorization_code"}, "code": {res.location.Query().Get("code")}, "redirect_uri": {redirect},
+			"code_verifier": {v}, "client_id": {cli.ID},
+		}, "", "")
+		if status != http.StatusOK {
+			t.Fatalf("code exchange: %d %v", status, body)
+		}
+		return body
+	}
+	acrsOf := func(t *testing.T, body map[string]any) (access, id []string) {
+		t.Helper()
+		return toStrings(e.claims(body["access_token"].(string))["acrs"]), toStrings(e.claims(body["id_token"].(string))["acrs"])
+	}
+
+	if doc := decode(t, e.get(e.Issuer()+"/.well-known/openid-configuration")); doc["claims_parameter_supported"] != true {
+		t.Errorf("discovery claims_parameter_supported = %v, want true", doc["claims_parameter_supported"])
+	}
+
+	t.Run("code_without_claims", func(t *testing.T) {
+		if at, id := acrsOf(t, codeLogin(t, "alice", alicePassword, "")); at != nil || id != nil {
+			t.Errorf("alice (MFA) signed in without a claims request: acrs %v (access), %v (ID), want none", at, id)
+		}
+	})
+	var refresh string
+	t.Run("code_with_claims", func(t *testing.T) {
+		body := codeLogin(t, "alice", alicePassword, acrsC1)
+		if at, id := acrsOf(t, body); !slices.Equal(at, []string{"c1"}) || !slices.Equal(id, []string{"c1"}) {
+			t.Errorf("alice asked for c1: acrs %v (access), %v (ID), want [c1] in both", at, id)
+		}
+		refresh, _ = body["refresh_token"].(string)
+	})
+	t.Run("code_access_token_only", func(t *testing.T) {
+		body := codeLogin(t, "alice", alicePassword, `{"access_token":{"acrs":{"essential":true,"values":["c2","c1"]}}}`)
+		if at, id := acrsOf(t, body); !slices.Equal(at, []string{"c2", "c1"}) || id != nil {
+			t.Errorf("acrs asked for the access token only: %v (access), %v (ID), want [c2 c1] and none", at, id)
+		}
+	})
+	t.Run("code_user_without_mfa", func(t *testing.T) {
+		if at, id := acrsOf(t, codeLogin(t, "bob", bobPassword, acrsC1)); at != nil || id != nil {
+			t.Errorf("bob (no MFA) asked for c1: acrs %v, %v, want none", at, id)
+		}
+	})
+	t.Run("refresh_asks_again", func(t *testing.T) {
+		if refresh == "" {
+			t.Fatal("code_with_claims got no refresh token")
+		}
+		status, body := e.token(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh}, "client_id": {cli.ID}}, "", "")
+		if status != http.StatusOK {
+			t.Fatalf("refresh: %d %v", status, body)
+		}
+		if at := toStrings(e.claims(body["access_token"].(string))["acrs"]); at != nil {
+			t.Errorf("refresh without a claims request: acrs %v, want none", at)
+		}
+		status, body = e.token(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {body["refresh_token"].(string)}, "client_id": {cli.ID}, "claims": {acrsC1}}, "", "")
+		if status != http.StatusOK {
+			t.Fatalf("refresh with claims: %d %v", status, body)
+		}
+		if at := toStrings(e.claims(body["access_token"].(string))["acrs"]); !slices.Equal(at, []string{"c1"}) {
+			t.Errorf("refresh asking for c1: acrs %v, want [c1]", at)
+		}
+	})
+	t.Run("device", func(t *testing.T) {
+		for _, claims := range []string{"", acrsC1} {
+			form := url.Values{"client_id": {cli.ID}, "scope": {"openid offline_access"}}
+			if claims != "" {
+				form.Set("claims", claims)
+			}
+			resp := e.postForm(e.DeviceAuthorizationURL(), form, "", "")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("device authorization: %d", resp.StatusCode)
+			}
+			da := decode(t, resp)
+			if s, _ := e.devicePage(da["user_code"].(string), "alice", alicePassword, "approve"); s != http.StatusOK {
+				t.Fatalf("approve = %d", s)
+			}
+			e.clock.Add(10 * time.Second)
+			s, body := e.devicePoll(da["device_code"].(string))
+			if s != http.StatusOK {
+				t.Fatalf("device poll = %d %v", s, body)
+			}
+			at, id := acrsOf(t, body)
+			if want := []string{"c1"}; claims == "" && (at != nil || id != nil) || claims != "" && (!slices.Equal(at, want) || !slices.Equal(id, want)) {
+				t.Errorf("device sign-in with claims %q: acrs %v (access), %v (ID)", claims, at, id)
+			}
+		}
+	})
+	t.Run("password_never", func(t *testing.T) {
+		status, body := e.token(url.Values{
+			"grant_type": {"password"}, "username": {"alice"}, "password": {alicePassword}, "scope": {"openid"},
+			"client_id": {cli.ID}, "claims": {acrsC1},
+		}, "", "")
+		if status != http.StatusOK {
+			t.Fatalf("password grant: %d %v", status, body)
+		}
+		if at, id := acrsOf(t, body); at != nil || id != nil {
+			t.Errorf("password grant asking for c1: acrs %v, %v, want none", at, id)
+		}
+	})
+	t.Run("malformed_claims", func(t *testing.T) {
+		for _, bad := range []string{`c1`, `{"access_token":"c1"}`, `{"access_token":{"acrs":{"value":1}}}`, `{"id_token":{"acrs":{"value":""}}}`} {
+			_, ch := pkce()
+			p := authParams(cli.ID, redirect, ch)
+			p.Set("claims", bad)
+			res := e.authorize(p, "alice", alicePassword, "login")
+			if res.location == nil || res.location.Query().Get("error") != "invalid_request" || res.location.Query().Get("state") != p.Get("state") {
+				t.Errorf("claims %s: %d %v, want a redirect with invalid_request", bad, res.status, res.location)
+			}
+		}
+	})
+}

@@ -65,6 +65,7 @@ type authCode struct {
 	username    string
 	scopes      []string
 	nonce       string
+	acrs        requestedACRS
 	authTime    time.Time
 	expires     time.Time
 }
@@ -272,7 +273,7 @@ func (p *Provider) grantCode(r *http.Request, cl *Client) (*tokenResponse, *oaut
 	}
 	return p.issue(grant{
 		user: u, client: cl, scopes: ac.scopes, nonce: ac.nonce, authTime: ac.authTime,
-		mfa: u.MFA, audience: p.accessAudience(cl),
+		mfa: u.MFA, acrs: ac.acrs, audience: p.accessAudience(cl),
 	})
 }
 
@@ -312,10 +313,17 @@ func (p *Provider) grantRefresh(r *http.Request, cl *Client) (*tokenResponse, *o
 	if rt == "" {
 		return nil, errInvalidRequest("missing refresh_token")
 	}
+	// Entra adds acrs to a refreshed token, as to any other, only when
+	// the refresh request asks for it: the sign-in's request is not kept.
+	acrs, e := p.entraClaimsRequest(r.PostForm)
+	if e != nil {
+		return nil, e
+	}
 	next, g, e := p.rotateRefresh(r, cl, hashToken(rt))
 	if e != nil {
 		return nil, e
 	}
+	g.acrs = acrs
 	return p.signGrant(g, next)
 }
 
