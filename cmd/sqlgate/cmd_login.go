@@ -87,7 +87,10 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 	if err := api.RequireTLS("identity provider", disc.Issuer); err != nil {
 		return err
 	}
-	cc := oidc.ClientConfig{Issuer: disc.Issuer, ClientID: disc.ClientID, Scopes: disc.Scopes}
+	// AuthContext: the browser and device sign-ins and their renewals ask
+	// Entra for it (claims parameter), without which its tokens carry no
+	// MFA evidence; password and service sign-ins do not ask.
+	cc := oidc.ClientConfig{Issuer: disc.Issuer, ClientID: disc.ClientID, Scopes: disc.Scopes, AuthContext: disc.AuthContext}
 	if *clientID != "" {
 		cc.ClientID = *clientID
 	}
@@ -147,7 +150,7 @@ func cmdLogin(ctx context.Context, e *env, args []string) error {
 	// Not known until the broker says who signed in.
 	st.Principal = ""
 	st.Broker, st.Issuer, st.ClientID, st.Scopes, st.NATSURL, st.Audience = url, disc.Issuer, cc.ClientID, disc.Scopes, disc.NATSURL, disc.Audience
-	st.SecretFile, st.SecretEnv, st.ServiceScopes = "", "", nil
+	st.SecretFile, st.SecretEnv, st.ServiceScopes, st.AuthContext = "", "", nil, cc.AuthContext
 	if *clientCreds {
 		// Renewal asks again for the same scopes.
 		st.SecretFile, st.SecretEnv, st.ServiceScopes = absPath(*secretFile), *secretEnv, cc.ServiceScopes
@@ -361,7 +364,7 @@ func (e *env) accessToken(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cc := oidc.ClientConfig{Issuer: tok.Issuer, ClientID: tok.ClientID, Scopes: st.Scopes, ServiceScopes: st.ServiceScopes}
+	cc := oidc.ClientConfig{Issuer: tok.Issuer, ClientID: tok.ClientID, Scopes: st.Scopes, ServiceScopes: st.ServiceScopes, AuthContext: st.AuthContext}
 	if st.SecretFile != "" || st.SecretEnv != "" {
 		if cc.ClientSecret, err = readSecret(e, st.SecretFile, st.SecretEnv); err != nil {
 			return "", fmt.Errorf("renew the service sign-in: %w", err)

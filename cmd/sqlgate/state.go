@@ -43,6 +43,10 @@ type state struct {
 	// or the broker's service_scopes; empty: derived from Scopes), asked
 	// for again when it is renewed.
 	ServiceScopes []string `json:"service_scopes,omitempty"`
+	// AuthContext is the Entra authentication context the broker said user
+	// sign-ins ask for (auth_context), asked for again by each renewal:
+	// Entra adds acrs to a refreshed token only when the refresh asks.
+	AuthContext string `json:"auth_context,omitempty"`
 }
 
 const (

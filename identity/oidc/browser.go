@@ -77,7 +77,11 @@ func (c *Client) LoginBrowser(ctx context.Context, opts BrowserLogin) (Tokens, e
 	redirect := "http://" + ln.Addr().String() + path
 	state, nonce, verifier := randomToken(), randomToken(), oauth2.GenerateVerifier()
 	conf := c.oauthConfig(redirect, c.cfg.Scopes)
-	authURL := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), gooidc.Nonce(nonce))
+	authOpts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier), gooidc.Nonce(nonce)}
+	if claims := AuthContextClaims(c.cfg.AuthContext); claims != "" {
+		authOpts = append(authOpts, oauth2.SetAuthURLParam("claims", claims))
+	}
+	authURL := conf.AuthCodeURL(state, authOpts...)
 
 	results := make(chan callbackResult, 1)
 	outcome := make(chan error, 1)

@@ -47,6 +47,15 @@ type ClientConfig struct {
 	// UseIDToken makes [Tokens.Bearer] the ID token rather than the access
 	// token (for providers whose access tokens are not meant for sqlgate).
 	UseIDToken bool `json:"useIDToken,omitempty" yaml:"useIDToken,omitempty"`
+	// AuthContext is a Microsoft Entra authentication context (such as c1,
+	// [SignInAuthContext]) that the browser and device sign-ins and the
+	// refreshes of their tokens ask for, with the claims parameter
+	// ([AuthContextClaims]), as an essential acrs claim of the access and
+	// ID tokens. Entra puts acrs in a token only when asked (or, with the
+	// API's acrs optional claim, when its policy was already satisfied).
+	// The password grant does not ask, nor do the refreshes of its tokens
+	// (a password sign-in cannot satisfy a policy that requires MFA).
+	AuthContext string `json:"authContext,omitempty" yaml:"authContext,omitempty"`
 	// HTTPClient is used for every request (default: 30s timeout).
 	HTTPClient *http.Client `json:"-" yaml:"-"`
 }
@@ -473,8 +482,13 @@ func (c *Client) Refresh(ctx context.Context, t Tokens) (Tokens, error) {
 	if t.RefreshToken == "" {
 		return Tokens{}, fmt.Errorf("refresh: %w (no refresh token)", ErrLoginExpired)
 	}
-	src := c.oauthConfig("", c.cfg.Scopes).TokenSource(c.ctx(ctx), &oauth2.Token{RefreshToken: t.RefreshToken})
-	tok, err := src.Token()
+	var tok *oauth2.Token
+	var err error
+	if claims := AuthContextClaims(c.cfg.AuthContext); claims != "" && t.Grant != GrantPassword {
+		tok, err = c.refreshWithClaims(ctx, t.RefreshToken, claims)
+	} else {
+		tok, err = c.oauthConfig("", c.cfg.Scopes).TokenSource(c.ctx(ctx), &oauth2.Token{RefreshToken: t.RefreshToken}).Token()
+	}
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.ErrorCode == "invalid_grant" {
@@ -537,7 +551,11 @@ func (c *Client) LoginDevice(ctx context.Context, out io.Writer) (Tokens, error)
 	if conf.Endpoint.DeviceAuthURL == "" {
 		return Tokens{}, errors.New("device sign-in: the provider has no device authorization endpoint")
 	}
-	da, err := conf.DeviceAuth(c.ctx(ctx))
+	var opts []oauth2.AuthCodeOption
+	if claims := AuthContextClaims(c.cfg.AuthContext); claims != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("claims", claims))
+	}
+	da, err := conf.DeviceAuth(c.ctx(ctx), opts...)
 	if err != nil {
 		return Tokens{}, c.wrapErr("device sign-in", err)
 	}
@@ -578,12 +596,52 @@ func (c *Client) LoginDevice(ctx context.Context, out io.Writer) (Tokens, error)
 	}
 }
 
+// refreshWithClaims renews a sign-in with its refresh token, sending the
+// claims request parameter too (oauth2's token source sends none): Entra
+// adds acrs to a refreshed token only when the refresh request asks for it
+// (unless the API opted in to the acrs optional claim). Its errors are
+// those of the token source, so that [Client.Refresh] treats both alike.
+func (c *Client) refreshWithClaims(ctx context.Context, refreshToken, claims string) (*oauth2.Token, error) {
+	resp, err := c.postToken(ctx, url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {refreshToken},
+		"client_id":     {c.cfg.ClientID},
+		"claims":        {claims},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Error != "" {
+		return nil, &oauth2.RetrieveError{ErrorCode: resp.Error, ErrorDescription: resp.ErrorDescription}
+	}
+	if resp.AccessToken == "" {
+		return nil, errors.New("refresh: the token response has no access_token")
+	}
+	tok := &oauth2.Token{AccessToken: resp.AccessToken, TokenType: resp.TokenType, RefreshToken: resp.RefreshToken}
+	if tok.RefreshToken == "" {
+		tok.RefreshToken = refreshToken // the provider keeps the one it has
+	}
+	if resp.ExpiresIn > 0 {
+		tok.Expiry = time.Now().Add(time.Duration(resp.ExpiresIn) * time.Second)
+	}
+	if resp.IDToken != "" {
+		tok = tok.WithExtra(map[string]any{"id_token": resp.IDToken})
+	}
+	return tok, nil
+}
+
 func (c *Client) pollDevice(ctx context.Context, deviceCode string) (*deviceTokenResponse, error) {
-	form := url.Values{
+	return c.postToken(ctx, url.Values{
 		"grant_type":  {"urn:ietf:params:oauth:grant-type:device_code"},
 		"device_code": {deviceCode},
 		"client_id":   {c.cfg.ClientID},
-	}
+	})
+}
+
+// postToken posts form to the token endpoint (the client authenticated
+// with HTTP Basic when it has a secret) and reads the answer, a success or
+// an OAuth error.
+func (c *Client) postToken(ctx context.Context, form url.Values) (*deviceTokenResponse, error) {
 	tokenURL := c.provider.Endpoint().TokenURL
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
 	if err != nil {

@@ -289,6 +289,10 @@ func (l *WebLogin) Start(w http.ResponseWriter, r *http.Request, returnTo string
 	if r.URL.Query().Get("fresh") == "1" {
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"), oauth2.SetAuthURLParam("max_age", "0"))
 	}
+	// Entra puts the MFA auth context in acrs only when it is asked for.
+	if claims := AuthContextClaims(SignInAuthContext(l.is.cfg)); claims != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("claims", claims))
+	}
 	authURL := l.oauth.AuthCodeURL(st.State, opts...)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, authURL, http.StatusFound)

@@ -154,7 +154,14 @@ type Discovery struct {
 	// When absent the CLI derives them from Scopes
 	// (oidc.DefaultServiceScopes: Entra's api://<app>/.default).
 	ServiceScopes []string `json:"service_scopes,omitempty"`
-	NATSURL       string   `json:"nats_url"`
+	// AuthContext is the Microsoft Entra authentication context (such as
+	// c1) that user sign-ins ask for as an essential acrs claim with the
+	// OpenID Connect claims parameter: the first mfaACRValues of the
+	// entra issuer the CLI signs in with (oidc.SignInAuthContext). Entra
+	// puts acrs, sqlgate's only MFA evidence in its v2.0 tokens, in a
+	// token only when asked. Absent: nothing is asked for.
+	AuthContext string `json:"auth_context,omitempty"`
+	NATSURL     string `json:"nats_url"`
 	// Version is the broker's version.
 	Version string `json:"version"`
 }
