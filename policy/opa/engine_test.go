@@ -226,7 +226,7 @@ func TestLintRefusesConfigurationTypos(t *testing.T) {
 // login, with the entry's reason.
 func TestDenyListRefusesSQLCredentials(t *testing.T) {
 	dir := copyRules(t)
-	edit(t, filepath.Join(dir, "data.yaml"), "    deny: []\n", "    deny:\n      - principals: [alice@example.com]\n        reason: account under investigation\n")
+	edit(t, filepath.Join(dir, "data.yaml"), "    deny: []\n", "    deny:\n      - principals: [AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ]\n        reason: account under investigation\n")
 	e, err := opa.Open(t.Context(), opa.Config{EvalTimeout: testEvalTimeout, Dir: dir})
 	if err != nil {
 		t.Fatal(err)

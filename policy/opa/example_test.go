@@ -45,5 +45,5 @@ func ExampleEngine_Decide() {
 	}
 	// Output:
 	// amount 750: allow=true reasons=[] redact=[note]
-	// amount 5000: allow=false reasons=["amount 5000 exceeds the sales limit of 1000"] redact=[note]
+	// amount 5000: allow=false reasons=["amount exceeds the sales limit of 1000"] redact=[note]
 }
