@@ -62,21 +62,28 @@ func RoutesFromCatalog(data []byte) ([]RouteRef, error) {
 // Check checks the policy directory dir as `sqlgate policy check` does and
 // returns every problem found (nil when there is none):
 //
-//   - every file parses as Rego v1, JSON or YAML, and the modules (tests
-//     included) compile with the engine's capabilities;
+//   - every file parses as Rego v1, JSON or YAML, and the modules compile
+//     with the engine's capabilities, with the tests and without them (as
+//     the engine serves them: a served module may not call a function of a
+//     test module);
 //   - the modules type-check against [InputSchema] (a misspelt
-//     input.principal.gruops is an error);
+//     input.principal.gruops is an error), as the engine's do;
 //   - the decision contract holds (see [DecisionKeys]) and
-//     data.sqlgate.lint.problems, if the policy defines it, is empty;
+//     data.sqlgate.lint.problems, if the policy defines it, is empty and
+//     evaluates within [MinLintTimeout], as the engine needs;
+//   - with a non-empty catalog, the policy defines data.sqlgate.call (a
+//     misspelt package would deny every call);
 //   - with a non-nil catalog, every route subject and parameter the policy
 //     refers to exists in it: string literals compared with
 //     input.route.subject (==, !=, in), references input.params.NAME (tied to
 //     the route compared in the same rule, if there is exactly one), and in
 //     data: the elements or keys of any `routes` member, any `route` member,
 //     and, for such a route, `param` members and `*params` lists within it;
-//     and every emit subject it refers to is one of the catalog's: constant
-//     strings of data.sqlgate.nats.sub (sub contains "x", sub := {"x"}) and
-//     the elements or keys of any `events` member in data.
+//     every constant string of data.sqlgate.nats.pub (pub contains "x",
+//     pub := {"x"}) is a route subject (not a wildcard); and every emit
+//     subject it refers to is one of the catalog's: constant strings of
+//     data.sqlgate.nats.sub (sub contains "x", sub := {"x"}) and the
+//     elements or keys of any `events` member in data.
 func Check(ctx context.Context, dir string, catalog []RouteRef) []error {
 	fsys, err := dirFS(dir)
 	if err != nil {
@@ -103,28 +110,29 @@ func Check(ctx context.Context, dir string, catalog []RouteRef) []error {
 	refs := moduleRouteRefs(served)
 	refs = append(refs, dataRouteRefs(p.data)...)
 
-	ss, err := schemaSet()
+	// The modules with their tests, as `policy test` runs them, ...
+	all, err := newCompiler(p.data, true)
 	if err != nil {
 		return []error{err}
 	}
-	c := ast.NewCompiler().
-		WithCapabilities(capabilities()).
-		WithEnablePrintStatements(true).
-		WithPathConflictsCheck(dataConflict(p.data)).
-		WithSchemas(ss).
-		WithUseTypeCheckAnnotations(true)
-	c.Compile(p.modules)
-	if c.Failed() {
-		errs := make([]error, len(c.Errors))
-		for i, e := range c.Errors {
-			errs[i] = e
-		}
-		return errs
+	if all.Compile(p.modules); all.Failed() {
+		return compileErrors(all.Errors, "")
+	}
+	// ... and without them, as the engine serves them: a served module
+	// that calls a function of a test module compiles only with the tests.
+	c, err := newCompiler(p.data, false)
+	if err != nil {
+		return []error{err}
+	}
+	if c.Compile(served); c.Failed() {
+		return compileErrors(c.Errors, " (without the *_test.rego modules, as the policy is served)")
 	}
 
 	_, errs := checkContract(served, p.data)
 	errs = append(errs, checkDecisionValues(served, c.TypeEnv)...)
-	problems, err := lint(ctx, c, inmem.NewFromObject(p.data))
+	// The engine's bound for the lint, as it is at the least: a lint that
+	// takes longer is refused there.
+	problems, err := lint(ctx, c, inmem.NewFromObject(p.data), MinLintTimeout)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", lintPath, err))
 	}
@@ -133,6 +141,51 @@ func Check(ctx context.Context, dir string, catalog []RouteRef) []error {
 	}
 	if catalog != nil {
 		errs = append(errs, checkRoutes(refs, catalog)...)
+	}
+	if len(catalog) > 0 {
+		errs = append(errs, checkDecidesCalls(served)...)
+	}
+	return errs
+}
+
+// checkDecidesCalls reports a policy that does not define data.sqlgate.call,
+// so that every call of a catalog's routes would be denied: a misspelt
+// package (sqlgate.calls) loads, since another entry or none is enough.
+func checkDecidesCalls(modules map[string]*ast.Module) []error {
+	ep := entryPath(policy.Call)
+	var others []string // other packages with an allow rule: misspelt entries?
+	for _, name := range slices.Sorted(maps.Keys(modules)) {
+		m := modules[name]
+		if m.Package.Path.Equal(ep) {
+			return nil
+		}
+		if slices.ContainsFunc(policy.Entries, func(e policy.Entry) bool { return m.Package.Path.Equal(entryPath(e)) }) {
+			continue
+		}
+		if slices.ContainsFunc(m.Rules, func(r *ast.Rule) bool {
+			ref := r.Head.Ref()
+			return len(ref) == 1 && ref[0].Value.String() == "allow"
+		}) {
+			others = append(others, fmt.Sprintf("%s has package %s", name, m.Package.Path))
+		}
+	}
+	err := fmt.Errorf("the policy defines no %s (package sqlgate.call), so every call of the route catalog's routes would be denied (%q)",
+		ep, fmt.Sprintf("the policy does not decide %s", policy.Call))
+	if len(others) > 0 {
+		err = fmt.Errorf("%w; is a package misspelt? %s", err, strings.Join(others, ", "))
+	}
+	return []error{err}
+}
+
+// compileErrors returns the compiler's errors, each followed by note.
+func compileErrors(cerrs ast.Errors, note string) []error {
+	errs := make([]error, len(cerrs))
+	for i, e := range cerrs {
+		if note == "" {
+			errs[i] = e
+		} else {
+			errs[i] = fmt.Errorf("%w%s", e, note)
+		}
 	}
 	return errs
 }
@@ -261,6 +314,7 @@ type routeRef struct {
 	route string // "" for a parameter not tied to a route
 	param string // "" for a reference to the route itself
 	emit  string // an emit subject (route and param are "")
+	pub   bool   // route is a constant of data.sqlgate.nats.pub
 }
 
 var (
@@ -269,14 +323,15 @@ var (
 )
 
 // moduleRouteRefs finds the route subjects and parameters that rules refer to
-// with literals, and the emit subjects data.sqlgate.nats.sub names with
+// with literals, the route subjects data.sqlgate.nats.pub names with
+// constants, and the emit subjects data.sqlgate.nats.sub names with
 // constants.
 func moduleRouteRefs(modules map[string]*ast.Module) []routeRef {
 	var refs []routeRef
 	natsPath := entryPath(policy.NATS)
 	for _, name := range slices.Sorted(maps.Keys(modules)) {
 		if modules[name].Package.Path.Equal(natsPath) {
-			refs = append(refs, subRefs(modules[name])...)
+			refs = append(refs, natsRefs(modules[name])...)
 		}
 		for _, rule := range modules[name].Rules {
 			var routes []routeRef
@@ -325,14 +380,19 @@ func moduleRouteRefs(modules map[string]*ast.Module) []routeRef {
 	return refs
 }
 
-// subRefs returns the constant emit subjects the rules of m, the package of
-// data.sqlgate.nats, add to sub: `sub contains "x"` and `sub := {"x"}` (or
-// a list), else branches included. A computed subject is not checked.
-func subRefs(m *ast.Module) []routeRef {
+// natsRefs returns the constant subjects the rules of m, the package of
+// data.sqlgate.nats, add to pub (route subjects) and sub (emit subjects):
+// `pub contains "x"`, `sub contains "x"` and `sub := {"x"}` (or a list),
+// else branches included. A computed subject is not checked.
+func natsRefs(m *ast.Module) []routeRef {
 	var refs []routeRef
 	for _, r := range m.Rules {
 		ref := r.Head.Ref()
-		if len(ref) != 1 || ref[0].Value.String() != "sub" || len(r.Head.Args) > 0 {
+		if len(ref) != 1 || len(r.Head.Args) > 0 {
+			continue
+		}
+		key := ref[0].Value.String()
+		if key != "sub" && key != "pub" {
 			continue
 		}
 		for ; r != nil; r = r.Else {
@@ -354,7 +414,11 @@ func subRefs(m *ast.Module) []routeRef {
 					if loc == nil {
 						loc = r.Location
 					}
-					refs = append(refs, routeRef{where: location(loc), emit: string(s)})
+					if key == "pub" {
+						refs = append(refs, routeRef{where: location(loc), route: string(s), pub: true})
+					} else {
+						refs = append(refs, routeRef{where: location(loc), emit: string(s)})
+					}
 				}
 			}
 		}
@@ -487,6 +551,8 @@ func checkRoutes(refs []routeRef, catalog []RouteRef) []error {
 			continue
 		}
 		switch ps, known := params[r.route]; {
+		case r.pub && !known:
+			errs = append(errs, fmt.Errorf("%s: %q is not a route subject of the route catalog: pub holds route subjects, and the broker drops any other (a wildcard included)", r.where, r.route))
 		case r.route != "" && !known && r.param != "":
 			// The route's own reference reports it.
 		case r.route != "" && !known:

@@ -4,8 +4,9 @@
 // `sqlgate policy test|eval|check|replay`.
 //
 // An [Engine] loads a policy directory (or an fs.FS such as rules.FS),
-// compiles it once and prepares one query per entry point; decisions reuse the
-// prepared queries and never compile. A reload (file watch with debounce, or
+// compiles it once, type-checked against [InputSchema] (a misspelt input
+// field refuses the policy), and prepares one query per entry point;
+// decisions reuse the prepared queries and never compile. A reload (file watch with debounce, or
 // [Engine.Reload]) builds a complete new state and swaps it atomically; a
 // policy that fails to load leaves the last good one serving and is reported
 // (log, [Engine.Status], [Config.OnReload]). With no policy loaded every
@@ -28,9 +29,12 @@
 // data.sqlgate.lint.problems, a set of messages about its own configuration;
 // the engine refuses to serve a policy for which it is not empty.
 //
-// Decide fails closed: an evaluation error, the evaluation timeout, an
-// undefined or non-boolean allow, or a malformed obligation is a deny with a
-// reason and an error wrapping [policy.ErrEvaluation].
+// Decide fails closed: an evaluation error (a built-in function's error
+// included, such as a division by zero: queries evaluate with strict built-in
+// errors, so such an expression does not become undefined and let a `not`
+// hold), the evaluation timeout, an undefined or non-boolean allow, or a
+// malformed obligation is a deny with a reason and an error wrapping
+// [policy.ErrEvaluation].
 //
 // docs/policy.md documents the input document, the decision document, the
 // default library (policy/rules) and the commands.

@@ -67,11 +67,12 @@ type Config struct {
 	// against it, as [Check] does with a catalog, and refuses a policy that
 	// names a route, parameter or emit subject the catalog does not have (a
 	// misspelt route in a deny list, a limit's or redact_params' misspelt
-	// parameter, a misspelt subject in sub would silently do nothing). One
-	// exception: a route or event granted in data (a key of a `routes` or
-	// `events` object) that the catalog lacks grants nothing, so it is served
-	// and reported in [Status].Warnings and the log (a policy shared by
-	// deployments whose catalogs differ).
+	// parameter, a misspelt subject in sub, a constant in pub that is no
+	// route subject would silently do nothing). One exception: a route or
+	// event granted in data (a key of a `routes` or `events` object) that the
+	// catalog lacks grants nothing, so it is served and reported in
+	// [Status].Warnings and the log (a policy shared by deployments whose
+	// catalogs differ).
 	Routes []RouteRef `json:"-"`
 	// Logger receives load and reload events (default: discard).
 	Logger *slog.Logger `json:"-"`
@@ -335,11 +336,12 @@ func (e *Engine) Close() error {
 //
 // It fails closed: when no policy is loaded the decision is a deny and the
 // error wraps [policy.ErrNoPolicy]; when the policy cannot decide (an
-// evaluation error, EvalTimeout or ctx ending first, an undefined or
-// non-boolean allow, a malformed obligation, an input that cannot be
-// converted) the decision is a deny whose reason says so in general terms and
-// the error, wrapping [policy.ErrEvaluation], says why. The decision is
-// always usable for an audit record, error or not.
+// evaluation error, a built-in function's error included, EvalTimeout or
+// ctx ending first, an undefined or non-boolean allow, a malformed
+// obligation, an input that cannot be converted) the decision is a deny
+// whose reason says so in general terms and the error, wrapping
+// [policy.ErrEvaluation], says why. The decision is always usable for an
+// audit record, error or not.
 func (e *Engine) Decide(ctx context.Context, entry policy.Entry, in *policy.Input) (policy.Decision, error) {
 	return e.decide(ctx, entry, in, e.cfg.Now(), nil)
 }
@@ -393,6 +395,8 @@ func (e *Engine) decide(ctx context.Context, entry policy.Entry, in *policy.Inpu
 		return fail([]string{"policy evaluation timed out"}, fmt.Errorf("evaluation took longer than %s", e.cfg.EvalTimeout))
 	case err != nil && ctx.Err() != nil:
 		return fail([]string{"policy evaluation was cancelled"}, context.Cause(ctx))
+	case isBuiltinError(err):
+		return fail([]string{"policy evaluation failed: a built-in function failed"}, err)
 	case err != nil:
 		return fail([]string{"policy evaluation failed"}, err)
 	}
@@ -412,6 +416,14 @@ func (e *Engine) decide(ctx context.Context, entry policy.Entry, in *policy.Inpu
 		d.Reasons = []string{"denied by policy"}
 	}
 	return d, nil
+}
+
+// isBuiltinError reports whether err is a built-in function's error that
+// ended an evaluation (see rego.StrictBuiltinErrors): a division by zero
+// (eval_builtin_error) or an operand of the wrong type (eval_type_error).
+func isBuiltinError(err error) bool {
+	var te *topdown.Error
+	return errors.As(err, &te) && (te.Code == topdown.BuiltinErr || te.Code == topdown.TypeErr)
 }
 
 // evalRecovered evaluates q, turning a panic of the evaluator into an error,
@@ -461,7 +473,7 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, errors.Join(errs...))
 	}
-	c, err := compile(p, o.prints != nil, nil)
+	c, err := compile(p, o.prints != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -500,6 +512,11 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 			rego.Compiler(c),
 			rego.Store(store),
 			rego.GenerateJSON(keepTerm),
+			// A built-in's error (a division by zero, a string where a
+			// number belongs) ends the evaluation with an error, a deny,
+			// instead of making its expression undefined: by default
+			// `not _too_expensive` would then hold and allow.
+			rego.StrictBuiltinErrors(true),
 		}
 		if o.prints != nil {
 			opts = append(opts, rego.EnablePrintStatements(true), rego.PrintHook(print.Hook(printHook{o.prints})))
@@ -511,17 +528,8 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 		st.queries[e] = prepared{query: pq, keys: ks}
 		st.entries = append(st.entries, e)
 	}
-	lctx := ctx
-	if o.lintTimeout > 0 {
-		var cancel context.CancelFunc
-		lctx, cancel = context.WithTimeoutCause(ctx, o.lintTimeout, errLintTimeout)
-		defer cancel()
-	}
-	problems, err := lint(lctx, c, store)
+	problems, err := lint(ctx, c, store, o.lintTimeout)
 	if err != nil {
-		if errors.Is(context.Cause(lctx), errLintTimeout) {
-			err = fmt.Errorf("%w: %w (%s)", errLintTimeout, err, o.lintTimeout)
-		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPolicy, lintPath, err)
 	}
 	if len(problems) > 0 {
@@ -587,9 +595,21 @@ func joinLines(errs []error) error {
 }
 
 // lint evaluates lintPath without input and returns the problems, sorted.
-func lint(ctx context.Context, c *ast.Compiler, store storage.Store) ([]string, error) {
+// A timeout above 0 bounds it: a lint that takes longer is an error wrapping
+// errLintTimeout that names the timeout. (The lint evaluates built-in
+// errors as undefined, as OPA does by default and `policy test` does: the
+// library's lint checks a time zone with `not time.clock(...)`.)
+func lint(ctx context.Context, c *ast.Compiler, store storage.Store, timeout time.Duration) ([]string, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, timeout, errLintTimeout)
+		defer cancel()
+	}
 	rs, err := rego.New(rego.Query("problems := [p | some p in "+lintPath+"]"), rego.Compiler(c), rego.Store(store)).Eval(ctx)
 	if err != nil {
+		if errors.Is(context.Cause(ctx), errLintTimeout) {
+			return nil, fmt.Errorf("%w: %w (%s)", errLintTimeout, err, timeout)
+		}
 		return nil, err
 	}
 	if len(rs) != 1 {

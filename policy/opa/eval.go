@@ -87,7 +87,9 @@ func Eval(ctx context.Context, dir string, entry policy.Entry, input []byte, exp
 		return policy.Decision{}, err
 	}
 	var prints bytes.Buffer
-	st, err := build(ctx, fsys, buildOptions{now: time.Now, prints: &prints})
+	// The lint bound of an engine with the default EvalTimeout: a policy
+	// whose lint takes longer does not load there.
+	st, err := build(ctx, fsys, buildOptions{now: time.Now, prints: &prints, lintTimeout: MinLintTimeout})
 	if err != nil {
 		return policy.Decision{}, err
 	}

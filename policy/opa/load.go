@@ -271,15 +271,30 @@ func dataConflict(data map[string]any) func([]string) (bool, error) {
 	}
 }
 
-// compile compiles modules with sqlgate's capabilities. Print statements are
-// kept only when prints is set (the eval tool); the serving path drops them.
-func compile(p *parsed, prints bool, configure func(*ast.Compiler)) (*ast.Compiler, error) {
-	c := ast.NewCompiler().
+// newCompiler returns a compiler with the options every policy is compiled
+// with: sqlgate's capabilities, the data's path conflicts, and type checks
+// against [InputSchema] (and METADATA schema annotations), so that a misspelt
+// input.principal.gruops is a compile error, not a rule that silently never
+// holds. Print statements are kept only when prints is set (the eval tool and
+// the test modules); the serving path drops them.
+func newCompiler(data map[string]any, prints bool) (*ast.Compiler, error) {
+	ss, err := schemaSet()
+	if err != nil {
+		return nil, err
+	}
+	return ast.NewCompiler().
 		WithCapabilities(capabilities()).
 		WithEnablePrintStatements(prints).
-		WithPathConflictsCheck(dataConflict(p.data))
-	if configure != nil {
-		configure(c)
+		WithPathConflictsCheck(dataConflict(data)).
+		WithSchemas(ss).
+		WithUseTypeCheckAnnotations(true), nil
+}
+
+// compile compiles modules as the engine serves them (see newCompiler).
+func compile(p *parsed, prints bool) (*ast.Compiler, error) {
+	c, err := newCompiler(p.data, prints)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
 	}
 	c.Compile(p.modules)
 	if c.Failed() {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,20 @@ func TestServedPolicyAgreesWithTheCatalog(t *testing.T) {
 		if _, err := opa.Open(t.Context(), opa.Config{Dir: dir, Routes: catalog}); !errors.Is(err, opa.ErrInvalidPolicy) ||
 			!strings.Contains(err.Error(), "sqlgate/feeds.rego:3: orders.v1.craeted is not an emit subject of the route catalog") {
 			t.Errorf("Open = %v, want the sub literal refused", err)
+		}
+	})
+
+	// A constant in pub that is no route subject (a misspelt route, a
+	// wildcard) would grant nothing (the broker keeps only routes): refused
+	// like a constant in sub.
+	t.Run("pub_literal", func(t *testing.T) {
+		for _, subject := range []string{"orders.v1.gett", ">"} {
+			dir := copyRules(t)
+			writeFile(t, filepath.Join(dir, "sqlgate", "extra.rego"), "package sqlgate.nats\n\npub contains "+strconv.Quote(subject)+"\n")
+			if _, err := opa.Open(t.Context(), opa.Config{Dir: dir, Routes: catalog}); !errors.Is(err, opa.ErrInvalidPolicy) ||
+				!strings.Contains(err.Error(), `sqlgate/extra.rego:3: "`+subject+`" is not a route subject of the route catalog`) {
+				t.Errorf("Open(pub contains %q) = %v, want the pub literal refused", subject, err)
+			}
 		}
 	})
 

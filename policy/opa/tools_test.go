@@ -303,6 +303,22 @@ func TestCheck(t *testing.T) {
 			`nats.rego:10: invoices.v1.voidd is not an emit subject of the route catalog (it has none)`,
 		}},
 		{"input_typo", "testdata/check/typo", nil, []string{"rego_type_error: undefined ref: input.principal.gruops"}},
+		// Constants of pub that are no route: the broker would drop them.
+		{"pub_constants", "testdata/check/pub", demoCatalog, []string{
+			`nats.rego:10: "orders.v1.gett" is not a route subject of the route catalog: pub holds route subjects, and the broker drops any other (a wildcard included)`,
+			`nats.rego:12: ">" is not a route subject of the route catalog`,
+		}},
+		// A misspelt entry package loads (nats is an entry), but every call
+		// of the catalog would be denied.
+		{"call_package_misspelt", "testdata/check/package", demoCatalog, []string{
+			`the policy defines no data.sqlgate.call (package sqlgate.call), so every call of the route catalog's routes would be denied ("the policy does not decide call"); is a package misspelt? calls.rego has package data.sqlgate.calls`,
+		}},
+		{"call_package_without_catalog", "testdata/check/package", nil, nil},
+		// A served module that calls a function of a test module compiles
+		// only with the tests; the engine serves it without them.
+		{"function_of_a_test", "testdata/check/testfunc", nil, []string{
+			`call.rego:8: rego_type_error: undefined function data.sqlgate.fixtures.trusted (without the *_test.rego modules, as the policy is served)`,
+		}},
 		{"syntax", "testdata/bad/syntax", nil, []string{"rego_parse_error"}},
 		{"contract", "testdata/bad/unknownkey", nil, []string{`unknown decision key "max_row"`}},
 		// Constant decision values the engine would refuse at every decision.

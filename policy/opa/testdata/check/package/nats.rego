@@ -1,0 +1,3 @@
+package sqlgate.nats
+
+default allow := false

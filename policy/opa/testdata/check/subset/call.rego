@@ -1,0 +1,3 @@
+package sqlgate.call
+
+default allow := false
