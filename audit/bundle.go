@@ -29,7 +29,7 @@ const maxBundleLine = 1 << 20
 //	{"key":{"origin":…,"vkey":…,"added":…}}                    one per key
 //	{"origin":"…","first":F,"end":E,"frontier":["<b64>",…]}  then, per origin:
 //	{"checkpoint":"<signed note>"}                             ascending size
-//	{"proof":{"old":N,"new":F,"hashes":["<b64>",…]}}           optional
+//	{"proof":{"old":N,"new":F,"hashes":["<b64>",…]}}           zero or more
 //	{"leaf":"<b64>","record":{…canonical record…}}             records F..E-1
 //
 // The record is embedded byte for byte as the canonical encoding; leaf is
@@ -43,7 +43,18 @@ type BundleOptions struct {
 	// end). A positive To is lowered to the size of the newest checkpoint at
 	// or below it, so that every exported record is covered by a checkpoint.
 	From, To int64
+	// ProofSizes are tree sizes, usually those of the trusted checkpoint
+	// copies the verifier holds: for each one below an origin's first
+	// exported index F, the bundle carries the consistency proof from it to
+	// F, so that [Verify] can check those copies although their records
+	// are not in the bundle (pruned, or before From). The proof from the
+	// newest log checkpoint before F is always written. At most
+	// [MaxProofSizes] distinct sizes.
+	ProofSizes []int64
 }
+
+// MaxProofSizes bounds [BundleOptions].ProofSizes.
+const MaxProofSizes = 10000
 
 type bundleHeader struct {
 	Format     string       `json:"format,omitempty"`
@@ -79,6 +90,9 @@ func WriteBundle(ctx context.Context, w io.Writer, src Source, opts BundleOption
 		b = append(b, '\n')
 		_, err = bw.Write(b)
 		return err
+	}
+	if len(opts.ProofSizes) > MaxProofSizes {
+		return fmt.Errorf("write bundle: %d proof sizes, at most %d", len(opts.ProofSizes), MaxProofSizes)
 	}
 	if err := writeJSON(bundleHeader{Format: BundleFormat}); err != nil {
 		return fmt.Errorf("write bundle: %w", err)
@@ -165,17 +179,29 @@ func writeBundleOrigin(ctx context.Context, bw *bufio.Writer, writeJSON func(any
 			below = &notes[i]
 		}
 	}
+	var sizes []int64 // the proofs to write, from these sizes to from
 	if below != nil && from > 0 {
 		s := string(below.note)
 		if err := writeJSON(bundleHeader{Checkpoint: &s}); err != nil {
 			return err
 		}
-		proof, err := src.TreeProof(ctx, origin, below.size, from)
-		if err == nil {
-			if err := writeJSON(bundleHeader{Proof: &bundleProof{Old: below.size, New: from, Hashes: proof}}); err != nil {
-				return err
-			}
-		} else if !errors.Is(err, ErrNotFound) {
+		sizes = append(sizes, below.size)
+	}
+	asked := slices.Sorted(slices.Values(opts.ProofSizes))
+	for _, n := range slices.Compact(asked) {
+		if n > 0 && n < from && (below == nil || n != below.size) {
+			sizes = append(sizes, n)
+		}
+	}
+	for _, n := range sizes {
+		proof, err := src.TreeProof(ctx, origin, n, from)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := writeJSON(bundleHeader{Proof: &bundleProof{Old: n, New: from, Hashes: proof}}); err != nil {
 			return err
 		}
 	}
@@ -210,9 +236,10 @@ type Bundle struct {
 type bundleLog struct {
 	first, end int64
 	frontier   []tlog.Hash
-	notes      []lineSpan // checkpoint lines, read again on demand
-	proofs     []bundleProof
-	recStart   int64 // file offset of the first record line, -1 when none
+	notes      []lineSpan               // checkpoint lines, read again on demand
+	proofs     map[[2]int64][]tlog.Hash // consistency proofs by old and new size
+	recStart   int64                    // file offset of the first record line, -1 when none
+	recLine    int                      // its line number
 	recCount   int64
 	// extraLine is the line number of the first record line past end
 	// (the header's range), 0 when none: [Verify] fails on it.
@@ -242,9 +269,26 @@ var _ Source = (*Bundle)(nil)
 
 // OpenBundle reads a bundle's index from r (usually an *os.File). It checks
 // the layout, not the content: that is [Verify]'s job.
+//
+// A bundle may end with blank lines and its lines may end with CRLF (a
+// transfer that converted line ends); an error names the line.
 func OpenBundle(r io.ReadSeeker) (*Bundle, error) {
-	if _, err := r.Seek(0, io.SeekStart); err != nil {
+	b, err := openBundle(r)
+	if err != nil {
 		return nil, fmt.Errorf("open bundle: %w", err)
+	}
+	return b, nil
+}
+
+// lineBody is a line without its line end (LF or CRLF).
+func lineBody(line []byte) []byte {
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	return bytes.TrimSuffix(line, []byte("\r"))
+}
+
+func openBundle(r io.ReadSeeker) (*Bundle, error) {
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, err
 	}
 	b := &Bundle{r: r, logs: map[string]*bundleLog{}}
 	br := bufio.NewReaderSize(r, 1<<16)
@@ -253,37 +297,72 @@ func OpenBundle(r io.ReadSeeker) (*Bundle, error) {
 	var cur *bundleLog
 	inRecords := false
 	var lr lineReader
+	blank, blanks := 0, int64(0) // the first of a run of blank lines, and how many
 	for {
 		line, err := lr.read(br)
 		if errors.Is(err, io.EOF) && lr.n == 0 {
 			break
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("open bundle: line %d: %w", lineNo+1, err)
+			return nil, fmt.Errorf("line %d: %w", lineNo+1, err)
 		}
 		lineNo++
 		start := off
 		off += lr.n
-		if lr.long != nil && !bytes.HasPrefix(line, recordLinePrefix) {
-			return nil, fmt.Errorf("open bundle: line %d: longer than %d bytes", lineNo, maxBundleLine)
+		if lr.long != nil && !bytes.HasPrefix(line, recordLinePrefix) && !inRecords {
+			return nil, fmt.Errorf("line %d: longer than %d bytes", lineNo, maxBundleLine)
 		}
-		body := bytes.TrimSuffix(line, []byte("\n"))
+		body := lineBody(line)
 		if lineNo == 1 {
 			var h bundleHeader
 			if err := json.Unmarshal(body, &h); err != nil || h.Format != BundleFormat {
-				return nil, fmt.Errorf("open bundle: not a %s file", BundleFormat)
+				return nil, fmt.Errorf("not a %s file (its first line is not {\"format\":%q})", BundleFormat, BundleFormat)
 			}
 			continue
 		}
-		if bytes.HasPrefix(body, recordLinePrefix) {
+		if len(bytes.TrimSpace(body)) == 0 {
+			// Blank lines may end the file (an editor's or a transfer's
+			// newline); inside the records they take a record's place.
+			if blanks == 0 {
+				blank = lineNo
+			}
+			blanks++
+			continue
+		}
+		var h bundleHeader
+		isRecord := bytes.HasPrefix(body, recordLinePrefix)
+		if !isRecord {
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			err := dec.Decode(&h)
+			if inRecords && (err != nil || h.Origin == nil) {
+				// Only an origin's header ends its records: anything else
+				// there takes a record's place, and the verifier names it
+				// (bad_record, with its line) at its index.
+				isRecord = true
+			} else if err != nil {
+				return nil, fmt.Errorf("line %d: not a line of an audit bundle: %w", lineNo, err)
+			}
+		}
+		if blanks > 0 {
+			if !inRecords || !isRecord {
+				return nil, fmt.Errorf("line %d: blank line (a bundle has blank lines only at its end)", blank)
+			}
+			cur.recCount += blanks // each takes a record's place
+			if cur.recCount > cur.end-cur.first && cur.extraLine == 0 {
+				cur.extraLine = blank + int(cur.end-cur.first-(cur.recCount-blanks))
+			}
+			blanks = 0
+		}
+		if isRecord {
 			if cur == nil {
-				return nil, fmt.Errorf("open bundle: line %d: record before any origin", lineNo)
+				return nil, fmt.Errorf("line %d: record before any origin", lineNo)
 			}
 			if !inRecords {
 				if cur.recStart >= 0 {
-					return nil, fmt.Errorf("open bundle: line %d: records of an origin must be contiguous", lineNo)
+					return nil, fmt.Errorf("line %d: records of an origin must be contiguous", lineNo)
 				}
-				cur.recStart = start
+				cur.recStart, cur.recLine = start, lineNo
 				inRecords = true
 			}
 			cur.recCount++
@@ -293,41 +372,38 @@ func OpenBundle(r io.ReadSeeker) (*Bundle, error) {
 			continue
 		}
 		inRecords = false
-		var h bundleHeader
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&h); err != nil {
-			return nil, fmt.Errorf("open bundle: line %d: %w", lineNo, err)
-		}
 		switch {
 		case h.Key != nil:
 			b.keys = append(b.keys, *h.Key)
 		case h.Origin != nil:
 			if _, dup := b.logs[*h.Origin]; dup {
-				return nil, fmt.Errorf("open bundle: line %d: origin %q repeated", lineNo, *h.Origin)
+				return nil, fmt.Errorf("line %d: origin %q repeated", lineNo, *h.Origin)
 			}
 			if h.First < 0 || h.End < h.First {
-				return nil, fmt.Errorf("open bundle: line %d: invalid range", lineNo)
+				return nil, fmt.Errorf("line %d: invalid range", lineNo)
 			}
 			cur = &bundleLog{first: h.First, end: h.End, frontier: h.Frontier, recStart: -1}
 			b.logs[*h.Origin] = cur
 			b.origins = append(b.origins, *h.Origin)
 		case h.Checkpoint != nil:
 			if cur == nil {
-				return nil, fmt.Errorf("open bundle: line %d: checkpoint before any origin", lineNo)
+				return nil, fmt.Errorf("line %d: checkpoint before any origin", lineNo)
 			}
 			cur.notes = append(cur.notes, lineSpan{start, int32(len(body))})
 		case h.Proof != nil:
 			if cur == nil {
-				return nil, fmt.Errorf("open bundle: line %d: proof before any origin", lineNo)
+				return nil, fmt.Errorf("line %d: proof before any origin", lineNo)
 			}
-			cur.proofs = append(cur.proofs, *h.Proof)
+			if cur.proofs == nil {
+				cur.proofs = map[[2]int64][]tlog.Hash{}
+			}
+			cur.proofs[[2]int64{h.Proof.Old, h.Proof.New}] = h.Proof.Hashes
 		default:
-			return nil, fmt.Errorf("open bundle: line %d: unknown line", lineNo)
+			return nil, fmt.Errorf("line %d: unknown line", lineNo)
 		}
 	}
 	if lineNo == 0 {
-		return nil, fmt.Errorf("open bundle: empty file")
+		return nil, errors.New("empty file")
 	}
 	return b, nil
 }
@@ -390,7 +466,7 @@ func (r *lineReader) skip(br *bufio.Reader, frag []byte, err error) ([]byte, err
 			long.stored = &stored
 		}
 	}
-	var held []byte // the last bytes ('}' and '\n') not yet hashed
+	var held []byte // the last bytes ('}' and the line end) not yet hashed
 	h := sha256.New()
 	h.Write([]byte{0})
 	feed := func(b []byte) {
@@ -398,7 +474,7 @@ func (r *lineReader) skip(br *bufio.Reader, frag []byte, err error) ([]byte, err
 			return
 		}
 		held = append(held, b...)
-		if keep := 2; len(held) > keep {
+		if keep := 3; len(held) > keep {
 			h.Write(held[:len(held)-keep])
 			held = append(held[:0], held[len(held)-keep:]...)
 		}
@@ -415,7 +491,7 @@ func (r *lineReader) skip(br *bufio.Reader, frag []byte, err error) ([]byte, err
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
-	held = bytes.TrimSuffix(held, []byte("\n"))
+	held = lineBody(held)
 	if isRecord && len(held) > 0 && held[len(held)-1] == '}' {
 		h.Write(held[:len(held)-1])
 		copy(long.leaf[:], h.Sum(nil))
@@ -493,10 +569,8 @@ func (b *Bundle) TreeProof(_ context.Context, origin string, oldSize, newSize in
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range l.proofs {
-		if p.Old == oldSize && p.New == newSize {
-			return slices.Clone(p.Hashes), nil
-		}
+	if p, ok := l.proofs[[2]int64{oldSize, newSize}]; ok {
+		return slices.Clone(p), nil
 	}
 	return nil, fmt.Errorf("bundle proof %d -> %d: %w", oldSize, newSize, ErrNotFound)
 }
@@ -543,13 +617,28 @@ func (b *Bundle) Records(ctx context.Context, origin string, from, to int64, fn 
 				return err
 			}
 		}
-		line = bytes.TrimSuffix(line, []byte("\n"))
+		whole := bytes.HasSuffix(line, []byte("\n"))
+		line = lineBody(line)
 		data, ok := parseRecordLine(line, &leaf)
 		var lp *tlog.Hash
 		if ok {
 			lp = &leaf
 		} else {
-			data = line // let the verifier name the bad record
+			// The verifier names the bad record with its line.
+			no := l.recLine + int(k)
+			var why string
+			switch {
+			case len(bytes.TrimSpace(line)) == 0:
+				why = "is blank"
+			case !bytes.HasPrefix(line, recordLinePrefix):
+				why = "is not a record line"
+			case !whole && errors.Is(err, io.EOF):
+				why = "is cut off: the file ends inside it (truncated?)"
+			default:
+				why = `is not a well-formed record line {"leaf":"<base64 leaf hash>","record":{…}}`
+			}
+			long = appendMalformed(long[:0], fmt.Sprintf("line %d of the bundle %s", no, why))
+			data = long
 		}
 		if err := fn(index, data, lp); err != nil {
 			return err

@@ -127,9 +127,10 @@ const (
 	// records written after the rotation, e.g. a log rewritten after a key
 	// rotation and re-signed with the old key. The rule applies from the
 	// log's first checkpoint that says the log records every key change
-	// (the extension line "rotations recorded"), whose own key counts as
-	// named there; versions up to e8247d9 went back to an earlier key
-	// without a record.
+	// (the extension line "rotations recorded"). Its own key counts as
+	// named there only when a checkpoint without that line (versions up to
+	// e8247d9, which went back to an earlier key without a record) covers
+	// the last rotation record before it.
 	ProblemRetiredKey ProblemCode = "retired_key"
 	// ProblemLinkMismatch: an outcome differs from the intent it names in a
 	// field that ties the call to its SQL transaction (correlation_id,
@@ -137,6 +138,14 @@ const (
 	// sql.database): the link between the call and the transaction was
 	// falsified, e.g. an intent edited while crash recovery read it.
 	ProblemLinkMismatch ProblemCode = "link_mismatch"
+	// ProblemUncheckedTrusted: a trusted checkpoint copy precedes the
+	// records the source holds (pruned, or left out of the export) and the
+	// source gives no consistency proof from its size: a fork or rewrite
+	// before those records would go unnoticed. A bundle carries such
+	// proofs when it is exported for the trusted copies' sizes
+	// ([BundleOptions].ProofSizes, `sqlgate audit export
+	// --trusted-checkpoint`).
+	ProblemUncheckedTrusted ProblemCode = "unchecked_trusted_checkpoint"
 	// ProblemSource: the source failed while being read.
 	ProblemSource ProblemCode = "source_error"
 )
@@ -154,8 +163,10 @@ const (
 	// ProblemUncoveredTail: the newest records are not yet covered by a
 	// checkpoint ([OriginReport.Uncovered] counts them).
 	ProblemUncoveredTail ProblemCode = "uncovered_tail"
-	// ProblemUnchecked: a trusted or older checkpoint could not be checked
-	// against the verified range (pruned or outside it, no proof available).
+	// ProblemUnchecked: a checkpoint of the log older than the verified
+	// range could not be checked against it (no consistency proof
+	// available). A trusted copy that cannot be checked is a failure,
+	// [ProblemUncheckedTrusted].
 	ProblemUnchecked ProblemCode = "unchecked_checkpoint"
 	// ProblemCheckpointTime: checkpoint times go backwards as sizes grow.
 	ProblemCheckpointTime ProblemCode = "checkpoint_time_order"
@@ -192,7 +203,10 @@ type OriginReport struct {
 	Records int64 `json:"records"`
 	// Checkpoints counts the signed checkpoints whose signature verified.
 	Checkpoints int `json:"checkpoints"`
-	// Trusted counts the trusted checkpoints checked for this origin.
+	// Trusted counts the trusted checkpoints of this origin that were
+	// checked against the log: compared with the tree at their size, or
+	// proven consistent with it (a copy beyond a range cut short by To or
+	// ToTime, or one no proof reaches, is not counted).
 	Trusted int `json:"trusted"`
 	// Latest is the newest valid checkpoint.
 	Latest *Checkpoint `json:"latest,omitempty"`
@@ -230,6 +244,23 @@ type Report struct {
 
 // OK reports whether no integrity failure was found.
 func (r *Report) OK() bool { return len(r.Failures) == 0 }
+
+// SourceFailed reports whether the verification failed only because the
+// source could not be read (every failure is [ProblemSource]): nothing was
+// found wrong with the log, it was not read to the end (a database outage,
+// an unreadable file). A caller serving the log reports that as the
+// source's outage, not as a log that did not verify.
+func (r *Report) SourceFailed() bool {
+	if len(r.Failures) == 0 {
+		return false
+	}
+	for _, p := range r.Failures {
+		if p.Code != ProblemSource {
+			return false
+		}
+	}
+	return true
+}
 
 // FirstFailure returns the failure with the smallest record index (the
 // first found among equals), nil when OK.
@@ -382,6 +413,10 @@ type originVerifier struct {
 	cps          []cpSum // valid log checkpoints, ascending size
 	tcps         []cpSum // the trusted checkpoints of the origin
 	noCheckpoint bool    // a ProblemNoCheckpoint failure was reported
+	// legacyEnd is the largest size of a checkpoint without
+	// [rotationsExtension] (0: none): a version that did not record every
+	// key change wrote records up to there.
+	legacyEnd int64
 
 	// keyNames and keyIdx intern the key ids of checkpoints and rotation
 	// records (cpSum.Key indexes keyNames).
@@ -593,8 +628,8 @@ func (v *originVerifier) run(ctx context.Context) error {
 			}
 		}
 	}
-	if scanFrom == lo {
-		s.atLo()
+	if err := s.atStart(ctx, scanFrom); err != nil {
+		return err
 	}
 	// Checkpoints that fall inside the scanned range, ascending.
 	for i, c := range v.cps {
@@ -603,7 +638,6 @@ func (v *originVerifier) run(ctx context.Context) error {
 		}
 	}
 	for i, c := range v.tcps {
-		v.or.Trusted++
 		if c.Size > scanFrom || c.Size == scanFrom && scanFrom > 0 {
 			s.due = append(s.due, due{i: int32(i), trusted: true})
 		}
@@ -628,13 +662,16 @@ func (v *originVerifier) run(ctx context.Context) error {
 // rotationsFrom returns the size and key of the first checkpoint (of the
 // log, or a trusted one) that carries [rotationsExtension], from which the
 // retired-key rule applies; -1, -1 when there is none (a log written by a
-// version before it).
+// version before it). It also sets v.legacyEnd.
 func (v *originVerifier) rotationsFrom() (size int64, key int32) {
 	size, key = -1, -1
 	for _, cps := range [][]cpSum{v.cps, v.tcps} {
 		for _, c := range cps {
 			if c.Rotations && (size < 0 || c.Size < size) {
 				size, key = c.Size, c.Key
+			}
+			if !c.Rotations {
+				v.legacyEnd = max(v.legacyEnd, c.Size)
 			}
 		}
 	}
@@ -738,12 +775,17 @@ func (s *scan) rotated(p int64, action, id string) {
 }
 
 // startStrict applies the retired-key rule from here on (the first
-// checkpoint that carries [rotationsExtension]): its key is the active
-// key. That is the key the last rotation record names, unless a version
-// before the extension went back to an earlier key without a record.
+// checkpoint that carries [rotationsExtension]). The active key is the one
+// the last rotation record names, unless a version before the extension
+// wrote after that record (a checkpoint without the extension covers it):
+// such a version may have gone back to an earlier key without a record,
+// so the first checkpoint's own key is the active one. A record that only
+// checkpoints with the extension cover was written by a version that
+// records every key change: a first checkpoint of another key is a
+// retired (or foreign) key's.
 func (s *scan) startStrict() {
 	s.strict = true
-	if s.activeAt >= 0 && s.active == s.strictKey {
+	if s.activeAt >= 0 && (s.active == s.strictKey || s.activeAt >= s.v.legacyEnd) {
 		return // named by the rotation record written with it
 	}
 	s.active, s.activeAt, s.activeCp, s.activeFirst = s.strictKey, -1, s.strictAt, true
@@ -774,37 +816,63 @@ func (s *scan) checkKey(d *due, c *cpSum) {
 	}
 }
 
-// atLo runs the checks that need the tree at lo: checkpoints below the
-// checked range (the newest log checkpoint and every trusted one) must be
-// prefixes of it.
-func (s *scan) atLo() {
-	v, lo := s.v, s.lo
-	if lo == 0 {
-		return
+// atStart runs the checks that need the tree at the scan's start (its
+// frontier): the checkpoints below it, the newest log checkpoint and every
+// trusted copy, must be prefixes of it, shown by a consistency proof from
+// the source. Checkpoints at or after the start are compared with the tree
+// while the records are hashed (those of a prefix hashed before From too).
+// A trusted copy no proof reaches is a failure: the log could have been
+// forked before the records the source holds.
+func (s *scan) atStart(ctx context.Context, at int64) error {
+	v := s.v
+	if at == 0 {
+		return nil
 	}
 	root := s.front.root()
-	var check []cpSum
+	type below struct {
+		c       cpSum
+		trusted bool
+	}
+	var check []below
 	for _, c := range v.cps {
-		if c.Size < lo {
-			check = append(check[:0], c) // the newest below lo
+		if c.Size < at {
+			check = append(check[:0], below{c: c}) // the newest below at
 		}
 	}
 	for _, c := range v.tcps {
-		if c.Size < lo {
-			check = append(check, c)
+		if c.Size < at {
+			check = append(check, below{c: c, trusted: true})
 		}
 	}
-	for _, c := range check {
-		proof, err := v.src.TreeProof(context.Background(), v.or.Origin, c.Size, lo)
-		if err != nil {
+	for _, b := range check {
+		c := b.c
+		proof, err := v.src.TreeProof(ctx, v.or.Origin, c.Size, at)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("consistency proof %d -> %d: %w", c.Size, at, err)
+		}
+		switch {
+		case err != nil && b.trusted:
+			v.fail(ProblemUncheckedTrusted, -1, c.Size, fmt.Sprintf("the trusted checkpoint of size %d precedes the first record the source holds (%d) and the source gives no consistency proof from it: "+
+				"a fork or rewrite of records before %d would go unnoticed (export the bundle with the trusted copies' proofs: sqlgate audit export --trusted-checkpoint, "+
+				"or verify without --bundle; or leave this copy out)", c.Size, at, at))
+			continue
+		case err != nil:
 			v.exception(ProblemUnchecked, -1, c.Size, fmt.Sprintf("checkpoint of size %d precedes the checked range and no consistency proof is available: %v", c.Size, err))
 			continue
 		}
-		if err := tlog.CheckTree(proof, lo, root, c.Size, c.Root); err != nil {
-			v.fail(ProblemFork, -1, c.Size, fmt.Sprintf("the log at size %d does not extend the checkpoint of size %d (fork or rewrite before the checked range)", lo, c.Size))
+		if b.trusted {
+			v.or.Trusted++
+		}
+		if err := tlog.CheckTree(proof, at, root, c.Size, c.Root); err != nil {
+			who := "checkpoint"
+			if b.trusted {
+				who = "trusted checkpoint"
+			}
+			v.fail(ProblemFork, -1, c.Size, fmt.Sprintf("the log at size %d does not extend the %s of size %d (fork or rewrite before the checked range)", at, who, c.Size))
 			s.failed = true
 		}
 	}
+	return nil
 }
 
 // checkDue compares the tree with every checkpoint of the current size.
@@ -818,6 +886,9 @@ func (s *scan) checkDue() {
 			continue // below the scan start (handled by atLo)
 		}
 		d.done = true
+		if d.trusted {
+			s.v.or.Trusted++
+		}
 		s.checkKey(d, c)
 		root := s.front.root()
 		if root == c.Root {

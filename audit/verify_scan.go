@@ -52,6 +52,16 @@ func parseOversized(data []byte) (n int64, leaf tlog.Hash, ok, is bool) {
 	return n, leaf, rest[0] == '1', true
 }
 
+// malformedMarker starts the data a [Bundle] passes for a line in the place
+// of a record that is not a record line (cut off, blank, garbage): then
+// what is wrong with it, naming the line. Like oversizedMarker, it is
+// never a valid record.
+const malformedMarker = "\x00sqlgate: malformed bundle line\x00"
+
+func appendMalformed(dst []byte, why string) []byte {
+	return append(append(dst, malformedMarker...), why...)
+}
+
 // recInfo is what the scan needs from a decoded record.
 type recInfo struct {
 	code   ProblemCode // set when the record is bad
@@ -268,6 +278,10 @@ func (c *chunk) process(d *recordDecoder, h *leafHasher, origin string) {
 			continue
 		}
 		c.leaf[i] = h.sum(data)
+		if why, ok := bytes.CutPrefix(data, []byte(malformedMarker)); ok {
+			info.code, info.msg = ProblemBadRecord, string(why)
+			continue
+		}
 		if err := d.decode(&r, data); err != nil {
 			info.code, info.msg = ProblemBadRecord, err.Error()
 			continue
@@ -322,9 +336,6 @@ func (s *scan) fold(c *chunk) {
 			v.or.Records++ // counted, not read
 		default:
 			s.record(p, info)
-		}
-		if p+1 == s.lo {
-			s.atLo()
 		}
 		if s.next < len(s.due) && s.cp(&s.due[s.next]).Size <= p+1 {
 			s.checkDue()

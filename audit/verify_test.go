@@ -495,11 +495,23 @@ func TestBundleRoundTrip(t *testing.T) {
 	}
 	var saved [][]byte // the auditor saved every checkpoint: 1, 17, 33, 49, 65, 81
 	_ = store.Checkpoints(t.Context(), origin, func(msg []byte) error { saved = append(saved, bytes.Clone(msg)); return nil })
+	// 17 is checked through the bundle's proof 17 -> 30; 1 cannot be, and
+	// a trusted copy nothing checks is a failure.
 	rep = verify(t, part, audit.VerifyOptions{Keys: keys, Trusted: saved, To: 65})
+	if f := rep.FirstFailure(); rep.OK() || len(rep.Failures) != 1 || f.Code != audit.ProblemUncheckedTrusted || f.Size != 1 {
+		t.Errorf("a trusted copy before the bundle without a proof: %v", rep.Failures)
+	}
+	// Exported with the trusted copies' sizes, the bundle proves it too.
+	sizes := make([]int64, len(saved))
+	for i, msg := range saved {
+		sizes[i] = checkpointSize(t, msg)
+	}
+	proven := openBundle(t, writeBundle(t, store, audit.BundleOptions{From: 30, To: 70, ProofSizes: sizes}))
+	rep = verify(t, proven, audit.VerifyOptions{Keys: keys, Trusted: saved, To: 65})
 	requireOK(t, rep)
-	// 17 is checked through the bundle's proof 17 -> 30; 1 cannot be.
-	if n := rep.ExceptionCounts[audit.ProblemUnchecked]; n != 1 {
-		t.Errorf("unchecked checkpoints = %d, want 1: %v", n, rep.Exceptions)
+	// 1 and 17 by proof, 33, 49 and 65 in the records; 81 is past To.
+	if o := rep.Origins[0]; o.Trusted != 5 || rep.ExceptionCounts[audit.ProblemUnchecked] != 0 {
+		t.Errorf("trusted copies checked: %d, want 5; exceptions %v", o.Trusted, rep.Exceptions)
 	}
 	// Without To, a trusted checkpoint beyond the bundle's end is a truncation.
 	if rep := verify(t, part, audit.VerifyOptions{Keys: keys, Trusted: saved}); rep.OK() || rep.FirstFailure().Code != audit.ProblemTruncated {
