@@ -297,29 +297,41 @@ func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// uiLogout ends the session of the cookie, CSRF token checked. It does not
-// check the sign-in cutoff: a revoked sign-in, or a cutoff store that cannot
-// be read, must not keep a session or its cookie. When the session store
-// cannot be read (so neither the session nor its CSRF token is known), or
-// the request carries more than one session cookie, each is ended by its
-// hash all the same (holding a cookie is holding its session), without a
-// CSRF check: SameSite=Lax keeps other sites' posts from carrying the
-// cookie, but a sibling subdomain is the same site, so it can post this
-// sign-out then. It gains a forced sign-out only: a session ends, nothing
-// is granted or read. Only when ending them fails too is the answer 503
-// with the cookie kept, so that the user signs out again rather than
-// believing it done.
+// uiLogout ends the session of the cookie, CSRF token checked. A sign-out
+// that a browser says comes from another origin (Sec-Fetch-Site other than
+// same-origin, or without it an Origin that is not this host, as
+// [http.CrossOriginProtection] checks) is refused before any cookie is
+// read or cleared: another site's form post carries no session cookie
+// (SameSite=Lax), and clearing the cookie in the answer to it, which the
+// browser applies on a top-level navigation, would sign the user out in the
+// browser while the session lived on. A response clears only a session
+// cookie that its request carried. It does not check the sign-in cutoff: a
+// revoked sign-in, or a cutoff store that cannot be read, must not keep a
+// session or its cookie. When the session store cannot be read (so neither
+// the session nor its CSRF token is known), or the request carries more than
+// one session cookie, each is ended by its hash all the same (holding a
+// cookie is holding its session), without a CSRF check: such a post comes
+// from this origin or from a client that holds the cookies, and it gains a
+// sign-out only (a session ends, nothing is granted or read). Only when
+// ending them fails too is the answer 503 with the cookie kept, so that the
+// user signs out again rather than believing it done.
 func (s *Server) uiLogout(w http.ResponseWriter, r *http.Request) error {
+	if err := logoutOrigin.Check(r); err != nil {
+		return &HTTPError{
+			Status: http.StatusForbidden, Code: broker.CodeForbidden,
+			Msg: "not signed out: the sign-out came from another site; use the dashboard's Sign out button", Err: err,
+		}
+	}
 	ids := s.sessions.cookies(r)
 	if len(ids) == 0 {
-		s.clearSessionCookie(w)
+		// Nothing to end, and no cookie to clear.
 		signedOut(r)
 		return identity.Unauthenticated("no session", nil)
 	}
 	if len(ids) == 1 {
 		sess, err := s.sessions.lookup(r.Context(), ids[0])
 		switch {
-		case err == nil && sess == nil: // an expired or unknown session's cookie
+		case err == nil && sess == nil: // an expired or unknown session's cookie, which the request carried
 			s.clearSessionCookie(w)
 			signedOut(r)
 			return identity.Unauthenticated("no session", nil)
@@ -342,6 +354,10 @@ func (s *Server) uiLogout(w http.ResponseWriter, r *http.Request) error {
 	s.redirectWithFlash(w, r, nil, flashSignedOut, "")
 	return nil
 }
+
+// logoutOrigin refuses a sign-out from another origin (see
+// [Server.uiLogout]).
+var logoutOrigin = http.NewCrossOriginProtection()
 
 // endSessions ends the sessions of the cookies ids.
 func (s *Server) endSessions(ctx context.Context, ids []string) error {
