@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/policy"
@@ -177,6 +179,10 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, p identity.
 	if err != nil {
 		return err
 	}
+	proofs, err := proofSizes(r.URL.Query().Get("proofs"))
+	if err != nil {
+		return err
+	}
 	// The attachment headers go out with the first byte: an error before
 	// it is an ordinary JSON error (a browser does not save it as the
 	// bundle), and one after it cuts the transfer ([Server.handle]).
@@ -184,11 +190,33 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, p identity.
 		"Content-Type":        "application/x-ndjson",
 		"Content-Disposition": `attachment; filename="sqlgate-audit.bundle"`,
 	}}
-	if err := s.cfg.Audit.Export(r.Context(), out, from, to); err != nil {
+	if err := s.cfg.Audit.Export(r.Context(), out, from, to, proofs); err != nil {
 		return auditFailure(err)
 	}
 	out.start()
 	return nil
+}
+
+// proofSizes reads the export's proofs parameter: comma-separated tree
+// sizes (the auditor's trusted checkpoint copies) for which the bundle
+// carries a consistency proof to each origin's first exported record.
+func proofSizes(v string) ([]int64, error) {
+	if v == "" {
+		return nil, nil
+	}
+	parts := strings.Split(v, ",")
+	if len(parts) > audit.MaxProofSizes {
+		return nil, badRequest(fmt.Sprintf("proofs holds %d sizes, at most %d", len(parts), audit.MaxProofSizes))
+	}
+	out := make([]int64, 0, len(parts))
+	for _, p := range parts {
+		n, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || n <= 0 {
+			return nil, badRequest("proofs must be comma-separated tree sizes above 0 (those of trusted checkpoint copies)")
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // rangeParams reads the record range [from, to) of verify and export:
@@ -227,6 +255,12 @@ func (s *Server) auditEvidence(w http.ResponseWriter, r *http.Request, p identit
 	}
 	if !from.Before(to) {
 		return badRequest("from must be before to")
+	}
+	if now := s.now(); to.After(now) {
+		// The log cannot cover what has not happened: the archive would
+		// look complete for a period that has not ended.
+		return badRequest(fmt.Sprintf("to (%s) is in the future: the period must have ended (a date is midnight UTC: at most today's date, or a time up to now, %s)",
+			to.Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
 	}
 	// The archive is built in a temporary file before the first byte is
 	// written, so an error (a log that does not verify) is still answered

@@ -48,7 +48,9 @@ func (failedAudit) Proof(context.Context, int64) (json.RawMessage, error) {
 
 func (failedAudit) Inputs(context.Context, time.Time, io.Writer) error { return errFailedAudit() }
 
-func (failedAudit) Export(context.Context, io.Writer, int64, int64) error { return errFailedAudit() }
+func (failedAudit) Export(context.Context, io.Writer, int64, int64, []int64) error {
+	return errFailedAudit()
+}
 
 func (failedAudit) Evidence(context.Context, io.Writer, time.Time, time.Time) error {
 	return errFailedAudit()

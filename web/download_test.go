@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -25,7 +26,7 @@ type failingAudit struct {
 
 var errReset = errors.Join(broker.ErrUnavailable, errors.New("store: connection reset"))
 
-func (f failingAudit) Export(_ context.Context, w io.Writer, _, _ int64) error {
+func (f failingAudit) Export(_ context.Context, w io.Writer, _, _ int64, _ []int64) error {
 	if f.sent != "" {
 		_, _ = io.WriteString(w, f.sent)
 	}
@@ -159,8 +160,8 @@ func (rangeAudit) Verify(_ context.Context, from, to int64) (VerifyReport, error
 	return VerifyReport{OK: true, JSON: []byte(`{"ok":true}`)}, nil
 }
 
-func (rangeAudit) Export(_ context.Context, w io.Writer, _, _ int64) error {
-	_, err := io.WriteString(w, "bundle\n")
+func (rangeAudit) Export(_ context.Context, w io.Writer, _, _ int64, proofs []int64) error {
+	_, err := fmt.Fprintf(w, "bundle, proofs from %v\n", proofs)
 	return err
 }
 
@@ -190,7 +191,11 @@ func TestAuditParamsValidated(t *testing.T) {
 		{"/api/v1/audit/evidence?from=0001-01-01&to=9999-12-31", 400, "from must be between 1970-01-01 and 2262-04-11"},
 		{"/api/v1/audit/evidence?from=2026-01-01&to=9999-12-31", 400, "to must be between 1970-01-01 and 2262-04-11"},
 		{"/api/v1/audit/evidence?from=1969-12-31T23:59:59Z&to=2026-01-01", 400, "from must be between"},
-		{"/api/v1/audit/evidence?from=1970-01-01&to=2262-04-11", 200, ""},
+		{"/api/v1/audit/evidence?from=1970-01-01&to=2026-01-01", 200, ""},
+		{"/api/v1/audit/evidence?from=1970-01-01&to=2262-04-11", 400, "to (2262-04-11T00:00:00Z) is in the future: the period must have ended"},
+		{"/api/v1/audit/export?proofs=10,20", 200, ""},
+		{"/api/v1/audit/export?proofs=10,x", 400, "proofs must be comma-separated tree sizes above 0"},
+		{"/api/v1/audit/export?proofs=0", 400, "proofs must be comma-separated tree sizes above 0"},
 		{"/api/v1/audit/proof?index=-1", 400, "index must not be negative"},
 		{"/api/v1/audit/proof", 400, "index is required"},
 		{"/api/v1/audit/proof?index=0", 200, ""},
@@ -203,5 +208,9 @@ func TestAuditParamsValidated(t *testing.T) {
 		if tc.msg != "" && !strings.Contains(errorBody(t, rec).Message, tc.msg) {
 			t.Errorf("GET %s message %q, want %q", tc.path, errorBody(t, rec).Message, tc.msg)
 		}
+	}
+	// The auditor's trusted sizes reach the export.
+	if rec := do(t, s, "GET", "/api/v1/audit/export?proofs=10,20", "", alice); rec.Body.String() != "bundle, proofs from [10 20]\n" {
+		t.Errorf("export with proofs: %s", rec.Body)
 	}
 }

@@ -21,7 +21,7 @@ func (storeAudit) Verify(context.Context, int64, int64) (VerifyReport, error) {
 	return VerifyReport{OK: true, JSON: json.RawMessage(`{"ok":true}`)}, nil
 }
 
-func (storeAudit) Export(_ context.Context, w io.Writer, _, _ int64) error {
+func (storeAudit) Export(_ context.Context, w io.Writer, _, _ int64, _ []int64) error {
 	_, err := io.WriteString(w, `{"format":"sqlgate-audit-bundle/v1"}`+"\n")
 	return err
 }

@@ -29,8 +29,10 @@ type AuditService interface {
 	// policy replay. Redacted parameters are not in the inputs.
 	Inputs(ctx context.Context, since time.Time, w io.Writer) error
 	// Export writes an offline-verifiable bundle of the records in [from, to)
-	// (to <= 0: up to the latest) with checkpoints and public keys.
-	Export(ctx context.Context, w io.Writer, from, to int64) error
+	// (to <= 0: up to the latest) with checkpoints and public keys, and
+	// consistency proofs from the tree sizes proofs (the auditor's trusted
+	// checkpoint copies) to each origin's first exported record.
+	Export(ctx context.Context, w io.Writer, from, to int64, proofs []int64) error
 	// Evidence writes the SOC 2 evidence archive (zip, audit/evidence) of
 	// the period [from, to), verified against the keys the configuration trusts; it
 	// writes nothing when the log does not verify.

@@ -233,6 +233,12 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 	if err != nil {
 		return nil, err
 	}
+	if rep.SourceFailed() {
+		// The source failed while it was read (a database outage): not a
+		// log that did not verify, and not [ErrNotVerified].
+		first := rep.FirstFailure()
+		return nil, fmt.Errorf("evidence: the audit log could not be read: %s: %s", first.Origin, first.Message)
+	}
 	if !rep.OK() {
 		first := rep.FirstFailure()
 		return nil, fmt.Errorf("%w: %s: %s", ErrNotVerified, first.Origin, first)

@@ -159,6 +159,13 @@ func (s *auditService) Verify(ctx context.Context, from, to int64) (web.VerifyRe
 	if err != nil {
 		return web.VerifyReport{}, err
 	}
+	if rep.SourceFailed() {
+		// The control database failed while it was read (an outage, a
+		// dropped connection): nothing was found wrong with the log, and
+		// the cause (hosts, users, SQL errors) is for the sqlgated log,
+		// not the answer. The web layer answers 503 unavailable.
+		return web.VerifyReport{}, fmt.Errorf("verify the audit log: %s", rep.FirstFailure().Message)
+	}
 	var text bytes.Buffer
 	if err := rep.WriteText(&text); err != nil {
 		return web.VerifyReport{}, err
@@ -194,11 +201,11 @@ func (s *auditService) Inputs(ctx context.Context, since time.Time, w io.Writer)
 	})
 }
 
-func (s *auditService) Export(ctx context.Context, w io.Writer, from, to int64) error {
+func (s *auditService) Export(ctx context.Context, w io.Writer, from, to int64, proofs []int64) error {
 	if err := s.log.Sync(ctx); err != nil {
 		return err
 	}
-	return audit.WriteBundle(ctx, w, s.store, audit.BundleOptions{From: from, To: to})
+	return audit.WriteBundle(ctx, w, s.store, audit.BundleOptions{From: from, To: to, ProofSizes: proofs})
 }
 
 // Evidence verifies this instance's log against the keys its

@@ -285,6 +285,21 @@ func (c *Client) AuditExport(ctx context.Context, w io.Writer, from, to int64) e
 	return c.download(ctx, "/audit/export?"+q.Encode(), "audit export", w)
 }
 
+// AuditExportProofs is AuditExport with consistency proofs from the tree
+// sizes proofs (those of the caller's trusted checkpoint copies) to each
+// origin's first exported record, so copies older than it can be checked.
+func (c *Client) AuditExportProofs(ctx context.Context, w io.Writer, from, to int64, proofs []int64) error {
+	q := url.Values{"from": {strconv.FormatInt(from, 10)}, "to": {strconv.FormatInt(to, 10)}}
+	if len(proofs) > 0 {
+		sizes := make([]string, len(proofs))
+		for i, n := range proofs {
+			sizes[i] = strconv.FormatInt(n, 10)
+		}
+		q.Set("proofs", strings.Join(sizes, ","))
+	}
+	return c.download(ctx, "/audit/export?"+q.Encode(), "audit export", w)
+}
+
 // AuditEvidence downloads the SOC 2 evidence archive (zip) of [from, to)
 // into w (auditors only).
 func (c *Client) AuditEvidence(ctx context.Context, w io.Writer, from, to time.Time) error {
