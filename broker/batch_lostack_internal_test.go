@@ -96,6 +96,7 @@ func (r *outcomeRecorder) Enqueue(_ context.Context, rec *audit.Record, then fun
 }
 
 func (r *outcomeRecorder) HashParams(map[string]any, []string) map[string]string { return nil }
+func (r *outcomeRecorder) SealIdempotencyKey(k string) string                    { return k }
 
 // TestBatchLostAckIsOwnCommit: a batch that committed but whose
 // acknowledgement was lost falls back to running each call alone, and each

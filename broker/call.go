@@ -121,13 +121,14 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		call.MaxRows = m
 	}
 	actor := actorOf(&p, &req.Caller)
+	auditKey := s.cfg.Recorder.SealIdempotencyKey(call.IdempotencyKey)
 	intent := &audit.Record{
 		Kind: audit.KindIntent, CorrelationID: rep.CorrelationID, Actor: actor,
 		DecisionID: dec.ID, Entry: string(policy.Call), PolicyRevision: dec.Revision,
 		Allow: ptr(true), Reasons: dec.Reasons,
 		Route: r.Subject, TargetKind: string(r.Kind), Target: r.Target,
 		Params:         s.cfg.Recorder.HashParams(params, dec.Obligations.RedactParams),
-		IdempotencyKey: call.IdempotencyKey,
+		IdempotencyKey: auditKey,
 		SQL:            &audit.SQL{Server: ri.db.Server, Database: ri.db.Database, Outcome: "pending"},
 	}
 	intentIndex, err := s.appendDecision(ctx, intent, in, dec.Obligations.RedactParams)
@@ -167,7 +168,7 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 	outcome := &audit.Record{
 		Kind: audit.KindOutcome, CorrelationID: rep.CorrelationID, IntentIndex: intentIndex,
 		Actor: actor, DecisionID: dec.ID, Route: r.Subject, TargetKind: string(r.Kind), Target: r.Target,
-		IdempotencyKey: call.IdempotencyKey,
+		IdempotencyKey: auditKey,
 		SQL:            &audit.SQL{Server: ri.db.Server, Database: ri.db.Database},
 		Result:         &audit.Result{},
 	}

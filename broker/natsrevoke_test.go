@@ -298,3 +298,4 @@ func (nopRecorder) Enqueue(_ context.Context, _ *audit.Record, then func(int64, 
 	return nil
 }
 func (nopRecorder) HashParams(map[string]any, []string) map[string]string { return nil }
+func (nopRecorder) SealIdempotencyKey(k string) string                    { return k }

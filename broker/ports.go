@@ -35,6 +35,10 @@ type Recorder interface {
 	// HashParams returns the keyed hash of each parameter value, "redacted"
 	// for the names in redact.
 	HashParams(params map[string]any, redact []string) map[string]string
+	// SealIdempotencyKey returns what the records of a call hold of the
+	// key its idempotency record is stored under: the same value for the
+	// same key, that only the log's parameter key opens ([audit.SealKey]).
+	SealIdempotencyKey(key string) string
 }
 
 // Executor runs routed calls against one database. Execute runs the call in

@@ -284,6 +284,9 @@ func requestHash(subject string, canonicalParams []byte) string {
 
 // idempotencyKey scopes a client's key to the principal, so that one
 // principal can never read another's stored result by guessing its key.
+// The audit records hold it sealed (Recorder.SealIdempotencyKey), not as
+// is: the principal is in the same record, so a plain hash of a simple
+// client key (a business id) is found by hashing guesses.
 func idempotencyKey(principalID, clientKey string) string {
 	return hexSHA256(principalID, clientKey)
 }

@@ -406,15 +406,21 @@ func recoverIntentsWhere(ctx context.Context, log *audit.Log, executors map[stri
 		if in.SQL != nil {
 			out.SQL.Server, out.SQL.Database = in.SQL.Server, in.SQL.Database
 		}
-		switch ex {
-		case nil:
+		// The record holds the key sealed under the parameter key (plain in
+		// records of earlier versions).
+		key, kerr := log.OpenIdempotencyKey(in.IdempotencyKey)
+		if kerr != nil {
+			logger.InfoContext(ctx, "audit intent's idempotency key cannot be opened (keep retired keys in audit.previousParamKeyFiles); its outcome is unknown", "intent_index", in.Index, "err", kerr)
+		}
+		switch {
+		case ex == nil || kerr != nil:
 			out.Result.Status = broker.CodeInternal
 			out.SQL.Outcome = "unknown"
 		default:
 			// A lookup waits for a call still running under the key (the
 			// key's lock): bound it, so that a start cannot hang on it.
 			lctx, cancel := context.WithTimeout(ctx, recoveryLookupTimeout)
-			res, found, err := ex.Lookup(lctx, in.IdempotencyKey)
+			res, found, err := ex.Lookup(lctx, key)
 			cancel()
 			if err != nil {
 				return fmt.Errorf("recover intent %d: look up idempotency record: %w", in.Index, err)

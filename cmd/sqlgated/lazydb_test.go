@@ -180,7 +180,11 @@ func TestLazyDBRecovery(t *testing.T) {
 	if o := outcomes[running]; o != nil {
 		t.Errorf("the recovery wrote an outcome for a call of this run: %+v", o)
 	}
-	if _, found, err := ex.Lookup(ctx, o.IdempotencyKey); err != nil || !found {
+	key, err := env.log.OpenIdempotencyKey(o.IdempotencyKey) // sealed in the record
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := ex.Lookup(ctx, key); err != nil || !found {
 		t.Errorf("Lookup once open = %v, %v, want the database's record", found, err)
 	}
 	if _, err := ex.(broker.Pruner).Prune(ctx, time.Now().Add(-time.Hour)); err != nil {

@@ -262,7 +262,11 @@ func TestPruneIdempotency(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		return rec.IdempotencyKey
+		key, err := env.log.OpenIdempotencyKey(rec.IdempotencyKey) // sealed in the record
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key
 	}
 	kept := func(rep *broker.Reply) bool {
 		t.Helper()

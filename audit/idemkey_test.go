@@ -1,0 +1,58 @@
+package audit_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/sqlgate/sqlgate/audit"
+)
+
+func TestSealKeyOpensAndStaysEqual(t *testing.T) {
+	k1 := audit.ParamKey{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	k2 := audit.ParamKey{ID: "k2", Secret: []byte("fedcba9876543210fedcba9876543210")}
+	const key = "73abc39756f67180fb86b6effde2299ffd91203a56dd2349a24f0aa6cd5825d2"
+	a, b := audit.SealKey(k1, key), audit.SealKey(k1, key)
+	if a != b {
+		t.Fatalf("SealKey is not deterministic: %q, %q", a, b)
+	}
+	if !strings.HasPrefix(a, "sealed:k1:") || strings.Contains(a, key) {
+		t.Fatalf("SealKey = %q, want sealed:k1:… without the key", a)
+	}
+	if c := audit.SealKey(k1, key[:63]+"3"); c == a {
+		t.Error("two keys seal to the same value")
+	}
+	if c := audit.SealKey(k2, key); c == a || !strings.HasPrefix(c, "sealed:k2:") {
+		t.Errorf("another parameter key seals to %q", c)
+	}
+	for _, keys := range [][]audit.ParamKey{{k1}, {k2, k1}} {
+		if got, err := audit.OpenKey(keys, a); err != nil || got != key {
+			t.Errorf("OpenKey(%d keys) = %q, %v; want %q", len(keys), got, err, key)
+		}
+	}
+	if _, err := audit.OpenKey([]audit.ParamKey{k2}, a); !errors.Is(err, audit.ErrUnknownParamKey) {
+		t.Errorf("OpenKey without its key = %v, want ErrUnknownParamKey", err)
+	}
+	last := byte('0')
+	if a[len(a)-1] == '0' {
+		last = '1'
+	}
+	forged := a[:len(a)-1] + string(last)
+	if _, err := audit.OpenKey([]audit.ParamKey{k1}, forged); err == nil {
+		t.Errorf("OpenKey(altered value %q) = nil error", forged)
+	}
+	if _, err := audit.OpenKey([]audit.ParamKey{{ID: "k1", Secret: k2.Secret}}, a); err == nil {
+		t.Error("OpenKey under another secret of the same id = nil error")
+	}
+	if got, err := audit.OpenKey([]audit.ParamKey{k1}, key); err != nil || got != key {
+		t.Errorf("OpenKey(a key of an earlier version, in the clear) = %q, %v; want it as is", got, err)
+	}
+	if got, err := audit.OpenKey(nil, "order-1"); err != nil || got != "order-1" {
+		t.Errorf("OpenKey(plain) = %q, %v", got, err)
+	}
+	for _, bad := range []string{"sealed:k1", "sealed:k1:zz", "sealed:k1:00"} {
+		if _, err := audit.OpenKey([]audit.ParamKey{k1}, bad); err == nil {
+			t.Errorf("OpenKey(%q) = nil error", bad)
+		}
+	}
+}
