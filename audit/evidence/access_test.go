@@ -222,6 +222,18 @@ func TestWriteSaysWhenThePeriodIsNotCovered(t *testing.T) {
 		t.Errorf("a covered period: incomplete = %q, exceptions %v", m.Incomplete, rows)
 	}
 
+	// The newest checkpoint is from 3 March 02:00: a period ending then is
+	// covered, one ending minutes later is not (coverage ended 11 minutes
+	// after the last covered record, the heartbeat bound, although nothing
+	// signed vouches for that time).
+	if m, rows := write(day(2, 0), day(3, 2)); len(m.Incomplete) != 0 || len(rows) != 0 {
+		t.Errorf("a period ending at the newest checkpoint: incomplete = %q, exceptions %v", m.Incomplete, rows)
+	}
+	m, rows = write(day(2, 0), day(3, 2).Add(5*time.Minute))
+	if len(m.Incomplete) != 1 || len(rows) != 1 || !strings.Contains(m.Incomplete[0], "the period ends at 2026-03-03T02:05:00.000000Z, but the log covers only records up to 2026-03-03T02:00:00") {
+		t.Errorf("a period ending 5 minutes after the newest checkpoint: incomplete = %q, exceptions %v", m.Incomplete, rows)
+	}
+
 	m, rows = write(day(2, 0), time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC))
 	if len(m.Incomplete) != 1 || !strings.Contains(m.Incomplete[0], "the period ends at 2026-04-01T00:00:00.000000Z, but the log covers only records up to 2026-03-03T02:") {
 		t.Errorf("a period past the log's end: incomplete = %q", m.Incomplete)

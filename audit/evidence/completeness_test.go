@@ -169,7 +169,7 @@ func TestWriteSaysWhenNoRecordIsRetained(t *testing.T) {
 	all := strings.Join(m.Incomplete, "\n")
 	for _, want := range []string{
 		"records before index " + strconv.FormatInt(end, 10) + " were pruned by retention or deleted, and the period starts at 2026-03-02T00:00:00.000000Z while no record is retained",
-		"(the newest signed checkpoint of any origin, " + origin + " of size " + strconv.FormatInt(end, 10) + ", is from 2026-03-03T02:00:00.000000Z and no record it covers is retained)",
+		"only records up to 2026-03-03T02:00:00.000000Z (the time of the newest signed checkpoint of any origin, " + origin + " of size " + strconv.FormatInt(end, 10) + "; no record it covers is retained)",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("incomplete statements do not say %q:\n%s", want, all)

@@ -213,7 +213,9 @@ func (f File) Count() string {
 // w. It returns the manifest it wrote. When verification fails, when src
 // holds no log, or when a record read for the evidence differs from what
 // was verified (src changed during the call), it writes nothing and
-// returns an error wrapping [ErrNotVerified].
+// returns an error wrapping [ErrNotVerified]. When src fails while it is
+// read (a database outage), it writes nothing and returns an error that
+// does not wrap it: the log was not found wrong.
 //
 // The sections are written to temporary files in tempDir ("" for the
 // system's) while the log is read, so memory does not grow with the log:
@@ -297,7 +299,7 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 		notes = append(notes, note)
 		m.Origins = append(m.Origins, osrc)
 	}
-	for _, p := range notCovered(spans, from, to, opts.Verify.MaxGap) {
+	for _, p := range notCovered(spans, from, to) {
 		incomplete(&p)
 	}
 	sections, err := c.finish(rep)
@@ -512,7 +514,7 @@ var criteria = map[string]string{ //nolint:gosec // G101 reads the file names as
 	"csv/credentials.csv":       "CC6.1, CC6.2, CC6.3",
 	"csv/access_population.csv": "CC6.1, CC6.2, CC6.3",
 	"csv/changes.csv":           "CC8.1, CC7.1",
-	"csv/exceptions.csv":        "CC4.1, CC7.2",
+	"csv/exceptions.csv":        "CC4.1, CC7.2, IPE",
 	"csv/integrity.csv":         "CC4.1, CC2.1, IPE",
 }
 
@@ -982,17 +984,10 @@ type span struct {
 // start and stop, so the log is taken as a whole: it covers from its
 // earliest first record (an origin read from index 0, whose first record
 // is the start of its log; a pruned origin has its own exception) to the
-// latest time any origin vouches for. An origin vouches for the time of its
-// newest signed checkpoint, and for maxGap after its last covered record
-// (a live log writes a record at least every heartbeat, and verification
-// accepts gaps up to maxGap; 0 means [audit.DefaultMaxGap], negative none).
-func notCovered(spans []span, from, to time.Time, maxGap time.Duration) []audit.Problem {
-	switch {
-	case maxGap == 0:
-		maxGap = audit.DefaultMaxGap
-	case maxGap < 0:
-		maxGap = 0
-	}
+// latest time any origin vouches for, the time of its newest signed
+// checkpoint. Nothing signed vouches for the time after it: records
+// written then, or cut off, are not in the source, whatever the heartbeat.
+func notCovered(spans []span, from, to time.Time) []audit.Problem {
 	var out []audit.Problem
 	var start, end *span
 	var until time.Time
@@ -1001,11 +996,7 @@ func notCovered(spans []span, from, to time.Time, maxGap time.Duration) []audit.
 		if s.src.First == 0 && !s.first.IsZero() && (start == nil || s.first.Before(start.first)) {
 			start = s
 		}
-		u := s.o.Latest.Time
-		if !s.last.IsZero() && s.last.Add(maxGap).After(u) {
-			u = s.last.Add(maxGap)
-		}
-		if end == nil || u.After(until) {
+		if u := s.o.Latest.Time; end == nil || u.After(until) {
 			end, until = s, u
 		}
 	}
@@ -1025,9 +1016,10 @@ func notCovered(spans []span, from, to time.Time, maxGap time.Duration) []audit.
 		out = append(out, audit.Problem{
 			Origin: end.o.Origin, Code: ExceptionNotCovered, Index: cp.Size - 1, Size: cp.Size,
 			Message: fmt.Sprintf("evidence incomplete: the period ends at %s, but the log covers only records up to %s "+
-				"(the newest signed checkpoint of any origin, %s of size %d, is from %s and %s): "+
-				"whatever happened after that is not in this evidence (a bundle exported with --to, a log whose end was cut off, or a period that has not ended)",
-				ts(to), ts(until), end.o.Origin, cp.Size, ts(cp.Time), last),
+				"(the time of the newest signed checkpoint of any origin, %s of size %d; %s): "+
+				"whatever happened after that is not in this evidence (a bundle exported before the period ended or with --to, "+
+				"a log whose end was cut off, or a period that has not ended)",
+				ts(to), ts(until), end.o.Origin, cp.Size, last),
 		})
 	}
 	return out
