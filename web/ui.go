@@ -250,12 +250,22 @@ func (s *Server) uiLogin(w http.ResponseWriter, r *http.Request) error {
 // (ReasonLoginStateMissing) of a callback in a browser that has no sign-in
 // in progress at this address: most often, the sign-in was started at
 // another name for the host than the public URL's, whose cookie the
-// browser keeps for that name.
+// browser keeps for that name; or its page was left open so long that the
+// browser dropped the login cookie (an hour after the sign-in's time limit).
 const loginStateMissing = "login_state_missing"
 
-const loginStateMissingMessage = "sign-in not completed: this browser started no sign-in at this address. " +
+const loginStateMissingMessage = "sign-in not completed: this browser started no sign-in at this address, " +
+	"or the sign-in page was left open so long that it expired. " +
 	"Open the dashboard at its public URL (this address, which sqlgated prints at start), not under another name " +
 	"for the same host (such as localhost for 127.0.0.1), and sign in again"
+
+// loginStateInvalid is the identity/oidc refusal reason
+// (ReasonLoginStateInvalid) of a callback whose sign-in cannot be completed
+// as it stands: it took longer than its time limit ("the sign-in took
+// longer than 10 minutes"), was completed already, or its login cookie does
+// not open. Its detail is one of those fixed phrases (nothing of the
+// request), which the page shows, since only signing in again helps.
+const loginStateInvalid = "login_state_invalid"
 
 func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
 	if s.cfg.Login == nil {
@@ -263,8 +273,14 @@ func (s *Server) uiCallback(w http.ResponseWriter, r *http.Request) error {
 	}
 	p, returnTo, err := s.cfg.Login.Callback(w, r)
 	var authErr *identity.AuthError
-	if errors.As(err, &authErr) && authErr.Reason == loginStateMissing {
+	switch {
+	case errors.As(err, &authErr) && authErr.Reason == loginStateMissing:
 		return &HTTPError{Status: http.StatusUnauthorized, Code: broker.CodeUnauthenticated, Msg: loginStateMissingMessage, Err: err}
+	case errors.As(err, &authErr) && authErr.Reason == loginStateInvalid && authErr.Err != nil:
+		return &HTTPError{
+			Status: http.StatusUnauthorized, Code: broker.CodeUnauthenticated,
+			Msg: "sign-in not completed: " + authErr.Err.Error() + "; sign in again", Err: err,
+		}
 	}
 	if err != nil {
 		return err

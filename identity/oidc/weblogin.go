@@ -54,7 +54,9 @@ type WebLoginConfig struct {
 	// CookieName prefixes the login cookies (default sqlgate_login; after
 	// __Host- with an https RedirectURL).
 	CookieName string
-	// MaxAge bounds how long a started sign-in may take (default 10m).
+	// MaxAge bounds how long a started sign-in may take (default 10m). The
+	// login cookie lives [loginCookieGrace] longer, so that a callback after
+	// the limit is told the sign-in took too long rather than finding none.
 	MaxAge time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -69,10 +71,11 @@ func (c WebLoginConfig) LogValue() slog.Value {
 // state, nonce and PKCE verifier of a sign-in in progress travel in a
 // short-lived cookie (HttpOnly, SameSite=Lax, Secure over TLS; with an
 // https redirect URL, __Host- and Path=/, see [WebLogin.cookieName]),
-// encrypted and authenticated with AES-GCM; a state is accepted once, so WebLogin
-// remembers the states presented at the callback until their cookies
-// expire. It remembers at most 100,000: beyond that, [WebLogin.Start] and
-// [WebLogin.Callback] refuse with [ErrTooManyLogins] until some expire.
+// encrypted and authenticated with AES-GCM; a state is accepted once, so
+// WebLogin remembers the states presented at the callback until their
+// sign-ins expire (MaxAge after the start). It remembers at most 100,000:
+// beyond that, [WebLogin.Start] and [WebLogin.Callback] refuse with
+// [ErrTooManyLogins] until some expire.
 // Sessions are the caller's business.
 type WebLogin struct {
 	cfg    WebLoginConfig
@@ -180,6 +183,13 @@ type loginState struct {
 	Expires  int64  `json:"e"`
 }
 
+// loginCookieGrace is how much longer than MaxAge the login cookie lives in
+// the browser. Were its Max-Age MaxAge, the browser would drop it just when
+// the sign-in expires, and a late callback would find no sign-in in
+// progress (login_state_missing, which blames the host name) instead of one
+// that took too long.
+const loginCookieGrace = time.Hour
+
 // stateIDLen is how much of the state names its cookie, so that parallel
 // sign-ins in several tabs do not overwrite each other.
 const stateIDLen = 16
@@ -282,7 +292,7 @@ func (l *WebLogin) Start(w http.ResponseWriter, r *http.Request, returnTo string
 	// only on loopback (development), where browsers drop Secure cookies.
 	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure is set for TLS, see above
 		Name: name, Value: base64.RawURLEncoding.EncodeToString(sealed), Path: l.cookiePath(),
-		MaxAge: int(l.cfg.MaxAge / time.Second), HttpOnly: true, Secure: l.secure || r.TLS != nil,
+		MaxAge: int((l.cfg.MaxAge + loginCookieGrace) / time.Second), HttpOnly: true, Secure: l.secure || r.TLS != nil,
 		SameSite: http.SameSiteLaxMode,
 	})
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(st.Verifier), gooidc.Nonce(st.Nonce)}
@@ -354,9 +364,20 @@ func (l *WebLogin) open(name, value string) (loginState, error) {
 		return st, errors.New("login cookie is malformed")
 	}
 	if l.now().Unix() > st.Expires {
-		return st, errors.New("the sign-in took too long")
+		return st, fmt.Errorf("the sign-in took longer than %s", minutes(l.cfg.MaxAge))
 	}
 	return st, nil
+}
+
+// minutes spells a time limit for the user: "10 minutes".
+func minutes(d time.Duration) string {
+	switch {
+	case d == time.Minute:
+		return "1 minute"
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%d minutes", d/time.Minute)
+	}
+	return d.String()
 }
 
 func (l *WebLogin) fail(r *http.Request, reason string, err error) error {
