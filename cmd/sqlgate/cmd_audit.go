@@ -28,12 +28,21 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	from := fs.Int64("from", 0, "first record index")
 	to := fs.Int64("to", 0, "end record index, exclusive (0: the latest checkpoint)")
 	origin := fs.String("origin", "", "keep only the log of this origin (one instance of a shared control database); the broker sends every origin and the CLI keeps this one")
+	trusted := fs.String("trusted-checkpoint", "", "the auditor's saved checkpoints (a file, or a directory of *.checkpoint and *.note files): the bundle carries consistency proofs from their sizes, so verify --trusted-checkpoint can check copies older than its first record")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if err := wantArgs(pos, 0, "sqlgate audit export -o FILE"); err != nil {
 		return err
+	}
+	var proofs []int64
+	if *trusted != "" {
+		cps, _, err := loadTrusted(*trusted, *origin)
+		if err != nil {
+			return err
+		}
+		proofs = proofSizes(cps)
 	}
 	if *out == "" {
 		return usagef("-o FILE is required")
@@ -53,9 +62,9 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	}
 	defer dst.discard()
 	if *origin == "" {
-		err = c.AuditExport(ctx, dst, *from, *to)
+		err = c.AuditExportProofs(ctx, dst, *from, *to, proofs)
 	} else {
-		err = exportOrigin(ctx, e, *broker, dst, *origin, *from, *to)
+		err = exportOrigin(ctx, e, *broker, dst, *origin, *from, *to, proofs)
 	}
 	if err != nil {
 		return err
@@ -72,13 +81,13 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 // downloaded to a temporary file and written again with that origin (the
 // same bytes the broker would write for it: keys, frontier, checkpoints,
 // consistency proof and records).
-func exportOrigin(ctx context.Context, e *env, broker string, w io.Writer, origin string, from, to int64) error {
-	path, cleanup, err := downloadBundle(ctx, e, broker, from, to)
+func exportOrigin(ctx context.Context, e *env, broker string, w io.Writer, origin string, from, to int64, proofs []int64) error {
+	path, cleanup, err := downloadBundle(ctx, e, broker, from, to, proofs)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	b, closeBundle, err := openBundle(ctx, e, "", path)
+	b, closeBundle, err := openBundle(ctx, e, "", path, nil)
 	if err != nil {
 		return err
 	}
@@ -86,7 +95,25 @@ func exportOrigin(ctx context.Context, e *env, broker string, w io.Writer, origi
 	if err := holdsOrigin(ctx, b, origin, "the broker"); err != nil {
 		return err
 	}
-	return audit.WriteBundle(ctx, w, b, audit.BundleOptions{Origin: origin})
+	return audit.WriteBundle(ctx, w, b, audit.BundleOptions{Origin: origin, ProofSizes: proofs})
+}
+
+// proofSizes returns the distinct tree sizes of the trusted copies cps (read,
+// not checked: a copy that does not verify fails verification anyway), the
+// smallest [audit.MaxProofSizes] of them: the broker adds a consistency
+// proof from each one below an origin's first exported record. Copies at or
+// after it are checked against the records, and the oldest copies are the
+// ones before it.
+func proofSizes(cps [][]byte) []int64 {
+	var sizes []int64
+	for _, cp := range cps {
+		if c, err := audit.ParseCheckpoint(cp); err == nil && c.Size > 0 {
+			sizes = append(sizes, c.Size)
+		}
+	}
+	slices.Sort(sizes)
+	sizes = slices.Compact(sizes)
+	return sizes[:min(len(sizes), audit.MaxProofSizes)]
 }
 
 // holdsOrigin is an error naming the origins b holds when it holds no log
@@ -114,6 +141,9 @@ func joinOrNone(s []string) string {
 // origin. With --origin, copies of other origins are not checked: a path
 // holding none of origin is an error, as it would check nothing.
 func loadTrusted(path, origin string) ([][]byte, map[string]int, error) {
+	if what := notACheckpoint(path); what != "" {
+		return nil, nil, fmt.Errorf("--trusted-checkpoint %s is %s, not a checkpoint: give a checkpoint file (the sink's *.checkpoint, one written by verify --save-checkpoint) or a directory of them", path, what)
+	}
 	cps, err := audit.LoadCheckpoints(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--trusted-checkpoint: %w", err)
@@ -143,11 +173,40 @@ func loadTrusted(path, origin string) ([][]byte, map[string]int, error) {
 	return cps, origins, nil
 }
 
+// notACheckpoint names what the file at path is when it is a file that is
+// not a checkpoint and is recognized: an audit bundle or a zip archive
+// (an evidence archive); "" otherwise (a directory, a checkpoint).
+func notACheckpoint(path string) string {
+	if info, err := os.Stat(path); err != nil || !info.Mode().IsRegular() {
+		return ""
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer func() { _ = f.Close() }() // read-only
+	head := make([]byte, 64)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	switch {
+	case strings.HasPrefix(string(head), `{"format":"`+audit.BundleFormat+`"}`):
+		return "an audit bundle (verify it with --bundle)"
+	case strings.HasPrefix(string(head), "PK\x03\x04"):
+		return "a zip archive (an evidence archive? unpack it and give its checkpoints/ directory)"
+	}
+	return ""
+}
+
 // warnUntrusted writes a warning for each origin that no trusted copy
-// covered although --trusted-checkpoint was given: its log could have been
-// rolled back or forked unnoticed.
-func warnUntrusted(w io.Writer, path string, origins []string) {
+// was checked against although --trusted-checkpoint was given: its log
+// could have been rolled back or forked unnoticed. copies counts the
+// copies of each origin the path holds.
+func warnUntrusted(w io.Writer, path string, origins []string, copies map[string]int) {
 	for _, o := range origins {
+		if n := copies[o]; n > 0 {
+			fmt.Fprintf(w, "WARNING: origin %s: none of the %d checkpoints of it in --trusted-checkpoint %s was checked (they lie beyond the checked range): a rollback or fork of its log would not be detected\n", o, n, path)
+			continue
+		}
 		fmt.Fprintf(w, "WARNING: origin %s: --trusted-checkpoint %s holds no checkpoint of it: a rollback or fork of its log would not be detected\n", o, path)
 	}
 }
@@ -223,12 +282,13 @@ func parseKeyed(fs *flag.FlagSet, args []string, kf *keyFlags, output *string, r
 }
 
 func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "audit verify", "sqlgate audit verify --key VKEY [--bundle FILE] [--origin ORIGIN] [--from N --to N] [--trusted-checkpoint FILE|DIR] [--output json]")
+	fs := newFlags(e, "audit verify", "sqlgate audit verify --key VKEY [--bundle FILE] [--origin ORIGIN] [--from N --to N] [--trusted-checkpoint FILE|DIR] [--save-checkpoint DIR] [--output json]")
 	broker, output := brokerFlag(fs), outputFlag(fs)
 	bundlePath := fs.String("bundle", "", "verify this exported bundle offline (default: export one from the broker first)")
 	from := fs.Int64("from", 0, "first record index to check")
 	to := fs.Int64("to", 0, "end record index, exclusive (0: to the end)")
-	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them (*.checkpoint: the write-once sink; *.note: an unpacked evidence archive): the log must extend each")
+	trusted := fs.String("trusted-checkpoint", "", "a saved checkpoint file, or a directory of them (*.checkpoint: the write-once sink or --save-checkpoint; *.note: an unpacked evidence archive): the log must extend each")
+	save := fs.String("save-checkpoint", "", "when the log verifies, save each origin's newest verified checkpoint in this directory (DIR/<origin>/<size>.checkpoint, never replacing a copy), for a later --trusted-checkpoint DIR")
 	origin := fs.String("origin", "", "verify only the log of this origin (one instance of a shared control database); keys of other origins are then not required")
 	selfOnly := fs.Bool("no-trusted-key", false, "without --key: check only that the log is consistent with the key history it holds itself (proves nothing against whoever can write the log)")
 	var kf keyFlags
@@ -237,58 +297,90 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	v := auditVerify{
+		e: e, broker: *broker, output: *output, bundle: *bundlePath, trusted: *trusted, save: *save, origin: *origin,
+		opts: audit.VerifyOptions{Keys: keys, From: *from, To: *to, Origin: *origin},
+	}
+	err = v.run(ctx, pos, *selfOnly)
+	if err != nil && *output == "json" && !errors.Is(err, errSilent) {
+		// stdout is one JSON document whatever happens: a bundle that
+		// cannot be read is a verification that did not pass.
+		_ = printJSON(e.stdout, map[string]any{"ok": false, "error": err.Error()})
+	}
+	return err
+}
+
+// auditVerify is one run of audit verify.
+type auditVerify struct {
+	e                                             *env
+	broker, output, bundle, trusted, save, origin string
+	opts                                          audit.VerifyOptions
+}
+
+func (v *auditVerify) run(ctx context.Context, pos []string, selfOnly bool) error {
+	e := v.e
 	if err := wantArgs(pos, 0, "sqlgate audit verify"); err != nil {
 		return err
 	}
 	switch {
-	case *selfOnly && len(keys) > 0:
+	case selfOnly && len(v.opts.Keys) > 0:
 		return usagef("--no-trusted-key and --key/--keys-file exclude each other")
-	case !*selfOnly && len(keys) == 0:
+	case !selfOnly && len(v.opts.Keys) == 0:
 		return usagef("--key or --keys-file is required: without a trusted key anyone who can write the log can re-sign it, " +
 			"so the check would prove nothing (dev: audit_verifier_key in dev.json; --no-trusted-key checks only that the log is self-consistent)")
 	}
-	opts := audit.VerifyOptions{Keys: keys, From: *from, To: *to, Origin: *origin}
-	if *trusted != "" {
-		if opts.Trusted, _, err = loadTrusted(*trusted, *origin); err != nil {
+	var copies map[string]int
+	var proofs []int64
+	if v.trusted != "" {
+		var err error
+		if v.opts.Trusted, copies, err = loadTrusted(v.trusted, v.origin); err != nil {
 			return err
 		}
+		proofs = proofSizes(v.opts.Trusted)
 	}
-	b, closeBundle, err := openBundle(ctx, e, *broker, *bundlePath)
+	// Downloaded from the broker, the bundle carries the consistency proofs
+	// from the trusted copies' sizes; a --bundle file has those it was
+	// exported with (audit export --trusted-checkpoint).
+	b, closeBundle, err := openBundle(ctx, e, v.broker, v.bundle, proofs)
 	if err != nil {
 		return err
 	}
 	defer closeBundle()
-	if *origin != "" {
+	if v.origin != "" {
 		what := "the broker"
-		if *bundlePath != "" {
-			what = *bundlePath
+		if v.bundle != "" {
+			what = v.bundle
 		}
-		if err := holdsOrigin(ctx, b, *origin, what); err != nil {
+		if err := holdsOrigin(ctx, b, v.origin, what); err != nil {
 			return err
 		}
 	}
-	rep, err := audit.Verify(ctx, b, opts)
+	rep, err := audit.Verify(ctx, b, v.opts)
 	if err != nil {
 		return err
 	}
 	var untrusted []string
-	if *trusted != "" {
+	if v.trusted != "" {
 		for _, o := range rep.Origins {
 			if o.Trusted == 0 {
 				untrusted = append(untrusted, o.Origin)
 			}
 		}
 	}
-	if *output == "json" {
+	notes := e.stdout
+	if v.output == "json" {
 		if err := printJSON(e.stdout, rep); err != nil {
 			return err
 		}
-		warnUntrusted(e.stderr, *trusted, untrusted) // stdout stays one JSON document
-	} else {
-		if err := rep.WriteText(e.stdout); err != nil {
+		notes = e.stderr // stdout stays one JSON document
+	} else if err := rep.WriteText(e.stdout); err != nil {
+		return err
+	}
+	warnUntrusted(notes, v.trusted, untrusted, copies)
+	if v.save != "" {
+		if err := saveCheckpoints(ctx, notes, v.save, rep); err != nil {
 			return err
 		}
-		warnUntrusted(e.stdout, *trusted, untrusted)
 	}
 	if !rep.OK() {
 		return errSilent
@@ -296,9 +388,40 @@ func cmdAuditVerify(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
+// saveCheckpoints saves the newest verified checkpoint of each origin of a
+// report that passed into dir, as the write-once sink lays them out
+// (audit.DirSink): never replacing a copy, so a different checkpoint of a
+// size saved before is an error (a fork). Nothing is saved from a log that
+// did not verify.
+func saveCheckpoints(ctx context.Context, w io.Writer, dir string, rep *audit.Report) error {
+	if !rep.OK() {
+		fmt.Fprintf(w, "--save-checkpoint: nothing saved: the log did not verify\n")
+		return nil
+	}
+	sink, err := audit.NewDirSink(dir)
+	if err != nil {
+		return fmt.Errorf("--save-checkpoint: %w", err)
+	}
+	for _, o := range rep.Origins {
+		if o.Latest == nil {
+			continue
+		}
+		if err := sink.Export(ctx, o.Latest); err != nil {
+			if errors.Is(err, audit.ErrCheckpointConflict) {
+				return fmt.Errorf("--save-checkpoint: %s already holds a different checkpoint of %s of size %d: the log was forked since it was saved (keep both for the investigation): %w",
+					dir, o.Origin, o.Latest.Size, err)
+			}
+			return fmt.Errorf("--save-checkpoint: %w", err)
+		}
+		fmt.Fprintf(w, "checkpoint of %s, size %d, saved to %s: pass --trusted-checkpoint %s next time\n", o.Origin, o.Latest.Size, sink.Path(o.Origin, o.Latest.Size), dir)
+	}
+	return nil
+}
+
 // downloadBundle exports records [from, to) of every origin from the
-// broker into a temporary file. The returned function removes it.
-func downloadBundle(ctx context.Context, e *env, broker string, from, to int64) (string, func(), error) {
+// broker into a temporary file, with consistency proofs from the tree sizes
+// proofs. The returned function removes it.
+func downloadBundle(ctx context.Context, e *env, broker string, from, to int64, proofs []int64) (string, func(), error) {
 	c, err := e.client(broker)
 	if err != nil {
 		return "", nil, err
@@ -309,7 +432,7 @@ func downloadBundle(ctx context.Context, e *env, broker string, from, to int64) 
 	}
 	path := tmp.Name()
 	cleanup := func() { _ = os.Remove(path) }
-	err = c.AuditExport(ctx, tmp, from, to)
+	err = c.AuditExportProofs(ctx, tmp, from, to, proofs)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -321,13 +444,15 @@ func downloadBundle(ctx context.Context, e *env, broker string, from, to int64) 
 }
 
 // openBundle opens the bundle file at path, or downloads the whole log from
-// the broker into a temporary file when path is empty. The returned function
-// closes it and removes a downloaded file.
-func openBundle(ctx context.Context, e *env, broker, path string) (*audit.Bundle, func(), error) {
+// the broker into a temporary file when path is empty, with consistency
+// proofs from the tree sizes proofs. The returned function closes it and
+// removes a downloaded file.
+func openBundle(ctx context.Context, e *env, broker, path string, proofs []int64) (*audit.Bundle, func(), error) {
 	cleanup := func() {}
+	named := path
 	if path == "" {
 		var err error
-		if path, cleanup, err = downloadBundle(ctx, e, broker, 0, 0); err != nil {
+		if path, cleanup, err = downloadBundle(ctx, e, broker, 0, 0, proofs); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -340,12 +465,15 @@ func openBundle(ctx context.Context, e *env, broker, path string) (*audit.Bundle
 	if err != nil {
 		_ = f.Close()
 		cleanup()
-		return nil, nil, fmt.Errorf("open bundle: %w", err)
+		if named != "" {
+			return nil, nil, fmt.Errorf("%s: %w", named, err)
+		}
+		return nil, nil, fmt.Errorf("the broker's export: %w", err)
 	}
 	return b, func() { _ = f.Close(); cleanup() }, nil
 }
 
-func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
+func cmdAuditEvidence(ctx context.Context, e *env, args []string) (err error) {
 	fs := newFlags(e, "audit evidence", "sqlgate audit evidence --from DATE --to DATE --key VKEY -o FILE.zip [--bundle FILE] [--origin ORIGIN] [--trusted-checkpoint FILE|DIR] [--sign-key FILE]")
 	broker, output := brokerFlag(fs), outputFlag(fs)
 	bundlePath := fs.String("bundle", "", "derive the evidence from this exported bundle (default: export the log from the broker first)")
@@ -361,6 +489,12 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil && *output == "json" {
+			// stdout is one JSON document whatever happens.
+			_ = printJSON(e.stdout, map[string]any{"ok": false, "error": err.Error()})
+		}
+	}()
 	if err := wantArgs(pos, 0, "sqlgate audit evidence"); err != nil {
 		return err
 	}
@@ -396,12 +530,14 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 		opts.Signer = signer
 	}
 	var trustedOrigins map[string]int
+	var proofs []int64
 	if *trusted != "" {
 		if opts.Verify.Trusted, trustedOrigins, err = loadTrusted(*trusted, *origin); err != nil {
 			return err
 		}
+		proofs = proofSizes(opts.Verify.Trusted)
 	}
-	b, closeBundle, err := openBundle(ctx, e, *broker, *bundlePath)
+	b, closeBundle, err := openBundle(ctx, e, *broker, *bundlePath, proofs)
 	if err != nil {
 		return err
 	}
@@ -431,6 +567,8 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 	}
 	var untrusted []string
 	if *trusted != "" {
+		// The whole log is verified: a copy of an origin is checked, or
+		// the verification failed and nothing was written.
 		for _, o := range m.Origins {
 			if trustedOrigins[o.Origin] == 0 {
 				untrusted = append(untrusted, o.Origin)
@@ -438,14 +576,14 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if *output == "json" {
-		warnUntrusted(e.stderr, *trusted, untrusted) // stdout stays one JSON document
+		warnUntrusted(e.stderr, *trusted, untrusted, trustedOrigins) // stdout stays one JSON document
 		return printJSON(e.stdout, m)
 	}
 	fmt.Fprintf(e.stdout, "evidence for %s to %s written to %s (the log verified: %d records)\n", m.Period.From, m.Period.To, *out, m.Verification.Records)
 	for _, s := range m.Incomplete {
 		fmt.Fprintf(e.stdout, "WARNING: %s\n", s)
 	}
-	warnUntrusted(e.stdout, *trusted, untrusted)
+	warnUntrusted(e.stdout, *trusted, untrusted, trustedOrigins)
 	for _, f := range m.Files {
 		fmt.Fprintf(e.stdout, "  %-28s %12s  sha256 %s\n", f.Name, f.Count(), f.SHA256)
 	}
@@ -725,7 +863,7 @@ func cmdAuditProve(ctx context.Context, e *env, args []string) error {
 // builds the inclusion proof of record index against its newest verified
 // checkpoint. The caller checks the proof like one from the broker.
 func proveFromBundle(ctx context.Context, e *env, path, origin string, index int64, keys []string) ([]byte, error) {
-	b, closeBundle, err := openBundle(ctx, e, "", path)
+	b, closeBundle, err := openBundle(ctx, e, "", path, nil)
 	if err != nil {
 		return nil, err
 	}
