@@ -97,10 +97,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 func runDevOn(ctx context.Context, args []string, stdout, stderr io.Writer, host string) (err error) {
 	fs := newFlags("dev", stderr, "sqlgated dev [--data-dir DIR] [--http ADDR] [--nats ADDR]")
 	dataDir := fs.String("data-dir", ".sqlgate", "directory for keys, databases, policies and dev.json (reused on the next start)")
-	httpAddr := fs.String("http", "", "HTTP listen address for the API, dashboard and OpenID provider (default "+defaultDevHTTP+", or the previous run's)")
-	natsAddr := fs.String("nats", "", "NATS listen address (default "+defaultDevNATS+", or the previous run's)")
+	httpAddr := fs.String("http", "", "HTTP listen address for the API, dashboard and OpenID provider, on loopback only (default "+defaultDevHTTP+
+		", or the previous run's); sqlgated serve serves other hosts")
+	natsAddr := fs.String("nats", "", "NATS listen address, on loopback only (default "+defaultDevNATS+", or the previous run's)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	// Before anything is created: a non-loopback address fails later.
+	if err := checkDevListen("http", *httpAddr); err != nil {
+		return err
+	}
+	if err := checkDevListen("nats", *natsAddr); err != nil {
 		return err
 	}
 	logger, lerr := newLogger(stderr, *logLevel)
@@ -128,7 +136,7 @@ func runDevOn(ctx context.Context, args []string, stdout, stderr io.Writer, host
 	defer func() { _ = unlock() }()
 	prev := loadDevState(dir)
 
-	ln, httpURL, note, err := listenDev(ctx, *httpAddr, urlHost(prev.HTTPURL), defaultDevHTTP)
+	ln, httpURL, note, err := listenDev(ctx, *httpAddr, prevDevAddr(prev.HTTPURL), defaultDevHTTP)
 	if err != nil {
 		return err
 	}
@@ -140,7 +148,7 @@ func runDevOn(ctx context.Context, args []string, stdout, stderr io.Writer, host
 	if note != "" {
 		fmt.Fprintln(stdout, note)
 	}
-	natsHost, natsPort, note, err := pickDevPort(ctx, *natsAddr, urlHost(prev.NATSURL), defaultDevNATS)
+	natsHost, natsPort, note, err := pickDevPort(ctx, *natsAddr, prevDevAddr(prev.NATSURL), defaultDevNATS)
 	if err != nil {
 		return err
 	}

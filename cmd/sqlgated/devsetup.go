@@ -53,13 +53,39 @@ func saveDevState(dir string, st devState) error {
 	return os.Rename(tmp, filepath.Join(dir, "dev.json"))
 }
 
-// urlHost returns host:port of a URL ("" when u is empty or malformed).
-func urlHost(u string) string {
+// prevDevAddr returns host:port of the previous run's URL u for reuse, ""
+// when it is not on loopback (a data directory from before dev refused
+// other addresses): dev serves loopback only ([checkDevListen]).
+func prevDevAddr(u string) string {
 	p, err := url.Parse(u)
-	if err != nil {
+	if err != nil || !loopbackHost(p.Hostname()) {
 		return ""
 	}
 	return p.Host
+}
+
+// checkDevListen refuses an address for sqlgated dev's --http or --nats
+// (flag) that is not on loopback, before anything is created. dev's OpenID
+// provider, dashboard and API speak plain HTTP and its NATS server plain
+// NATS: the issuer and the dashboard's sign-in accept plain HTTP on
+// loopback only (a non-loopback --http would fail only at start, after
+// the data directory, NATS and the audit log were set up), and tokens and
+// credentials sent to NATS would cross the network in the clear. Serving
+// other hosts is sqlgated serve's job, with TLS.
+func checkDevListen(flag, addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return &usageError{msg: fmt.Sprintf("--%s %q: want host:port, e.g. 127.0.0.1:0", flag, addr)}
+	}
+	if !loopbackHost(host) {
+		return &usageError{msg: fmt.Sprintf("--%s %s: sqlgated dev serves on loopback only (127.0.0.1, ::1 or localhost), "+
+			"because its OpenID provider, dashboard and NATS are unencrypted; to serve other hosts, run sqlgated serve "+
+			"with a configuration (docs/operations.md)", flag, addr)}
+	}
+	return nil
 }
 
 // listenDev opens the HTTP listener: the flag's address if given (it must
