@@ -221,7 +221,7 @@ func TestDashboard(t *testing.T) {
 			amount           int
 			want, class, why string
 		}{
-			{5000, "deny", "bad", "5000"},
+			{5000, "deny", "bad", "exceeds the sales limit of 1000"},
 			{50, "allow", "ok", ""},
 		} {
 			input := `{"principal":{"issuer":"x","subject":"s","groups":["sales"],"roles":[],"mfa":false,"service":false,"auth_time":0},` +
