@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -113,7 +114,7 @@ func (c *ServerConfig) Render(jwts *AccountJWTs) (string, error) {
 	if port == 0 {
 		port = 4222
 	}
-	fmt.Fprintf(&b, "listen: %s\n", strconv.Quote(host+":"+strconv.Itoa(port)))
+	fmt.Fprintf(&b, "listen: %s\n", strconv.Quote(net.JoinHostPort(host, strconv.Itoa(port))))
 	if c.TLSCertFile != "" {
 		b.WriteString("\n# Clients connect with tls:// only: access tokens and credentials never cross the network in the clear.\n")
 		fmt.Fprintf(&b, "tls: {\n  cert_file: %s\n  key_file: %s\n  timeout: 5\n}\n", strconv.Quote(c.TLSCertFile), strconv.Quote(c.TLSKeyFile))

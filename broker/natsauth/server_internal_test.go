@@ -3,6 +3,7 @@ package natsauth
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,5 +61,34 @@ func TestStoredRevocationsCarriedOverWithinHorizon(t *testing.T) {
 	// No stored file: nothing, no error.
 	if got, err := storedRevocations(keys, t.TempDir(), time.Hour, now); err != nil || len(got) != 0 {
 		t.Errorf("storedRevocations(empty dir) = %v, %v", got, err)
+	}
+}
+
+// An IPv6 listen address is written bracketed: "::1:4222" is not an address
+// nats-server (or anyone) can parse, and sqlgated dev --nats [::1]:PORT
+// failed to start with it.
+func TestEmbeddedOptionsIPv6Host(t *testing.T) {
+	t.Parallel()
+	keys, err := GenerateKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := EmbeddedOptions(keys, EmbeddedConfig{Dir: t.TempDir(), Host: "::1", Port: 4470})
+	if err != nil {
+		t.Fatalf("EmbeddedOptions(::1): %v", err)
+	}
+	if opts.Host != "::1" || opts.Port != 4470 {
+		t.Errorf("listen = %s:%d, want ::1:4470", opts.Host, opts.Port)
+	}
+	jwts, err := keys.accountJWTs(nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := (&ServerConfig{Host: "::1", Port: 4470, ResolverDir: t.TempDir()}).Render(jwts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text, `listen: "[::1]:4470"`) {
+		t.Errorf("rendered config lacks the bracketed listen address:\n%s", text)
 	}
 }
