@@ -204,7 +204,7 @@ func notACheckpoint(path string) string {
 func warnUntrusted(w io.Writer, path string, origins []string, copies map[string]int) {
 	for _, o := range origins {
 		if n := copies[o]; n > 0 {
-			fmt.Fprintf(w, "WARNING: origin %s: none of the %d checkpoints of it in --trusted-checkpoint %s was checked (they lie beyond the checked range): a rollback or fork of its log would not be detected\n", o, n, path)
+			fmt.Fprintf(w, "WARNING: origin %s: none of the %d checkpoints of it in --trusted-checkpoint %s was checked against its log (beyond the checked range, or no consistency proof reached them): a rollback or fork of its log would not be detected\n", o, n, path)
 			continue
 		}
 		fmt.Fprintf(w, "WARNING: origin %s: --trusted-checkpoint %s holds no checkpoint of it: a rollback or fork of its log would not be detected\n", o, path)
@@ -395,7 +395,7 @@ func (v *auditVerify) run(ctx context.Context, pos []string, selfOnly bool) erro
 // did not verify.
 func saveCheckpoints(ctx context.Context, w io.Writer, dir string, rep *audit.Report) error {
 	if !rep.OK() {
-		fmt.Fprintf(w, "--save-checkpoint: nothing saved: the log did not verify\n")
+		fmt.Fprintln(w, "--save-checkpoint: nothing saved: the log did not verify")
 		return nil
 	}
 	sink, err := audit.NewDirSink(dir)
