@@ -477,7 +477,7 @@ func TestCLIWalkthrough(t *testing.T) {
 		t.Fatal(err)
 	}
 	out = admin.must("", "policy", "replay", "--since", "1h", "--policy", candidate)
-	if !strings.Contains(out, "allow->deny") || !strings.Contains(out, "amount 250 exceeds") {
+	if !strings.Contains(out, "allow->deny") || !strings.Contains(out, "amount exceeds the sales limit of 200") {
 		t.Errorf("replay = %s", out)
 	}
 	if code, _, _ := admin.run("", "policy", "replay", "--policy", candidate, "--fail-on-change"); code != 1 {
@@ -492,7 +492,7 @@ func TestCLIWalkthrough(t *testing.T) {
 		"params":{"customer":"ACME","amount":5000}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out := admin.must("", "policy", "eval", "--input", input); !strings.Contains(out, "deny") || !strings.Contains(out, "5000") {
+	if out := admin.must("", "policy", "eval", "--input", input); !strings.Contains(out, "deny") || !strings.Contains(out, "exceeds the sales limit of 1000") {
 		t.Errorf("eval against the serving policy = %s", out)
 	}
 
