@@ -133,30 +133,12 @@ func writeBundleOrigin(ctx context.Context, bw *bufio.Writer, writeJSON func(any
 	if err != nil {
 		return err
 	}
-	type cpNote struct {
-		size int64 // -1 when unparseable
-		note []byte
-	}
-	var notes []cpNote
-	err = src.Checkpoints(ctx, origin, func(msg []byte) error {
-		size := int64(-1)
-		if c, err := ParseCheckpoint(noteText(msg)); err == nil {
-			size = c.Size
-		}
-		notes = append(notes, cpNote{size, bytes.Clone(msg)})
-		return nil
-	})
+	// Two passes over the checkpoints, so that none is kept: an origin
+	// has one per busy second, for as long as the log lives.
+	from := max(first, opts.From)
+	to, below, err := exportRange(ctx, src, origin, from, end, opts.To)
 	if err != nil {
 		return err
-	}
-	from, to := max(first, opts.From), end
-	if opts.To > 0 && opts.To < end {
-		to = from
-		for _, n := range notes {
-			if n.size >= from && n.size <= opts.To {
-				to = max(to, n.size)
-			}
-		}
 	}
 	from = min(from, to)
 	frontier, err := src.Frontier(ctx, origin, from)
@@ -167,17 +149,8 @@ func writeBundleOrigin(ctx context.Context, bw *bufio.Writer, writeJSON func(any
 	if err := writeJSON(bundleHeader{Origin: &o, First: from, End: to, Frontier: frontier}); err != nil {
 		return err
 	}
-	var below *cpNote
-	for i, n := range notes {
-		switch {
-		case n.size < 0 || n.size >= from && n.size <= to:
-			s := string(n.note)
-			if err := writeJSON(bundleHeader{Checkpoint: &s}); err != nil {
-				return err
-			}
-		case n.size < from:
-			below = &notes[i]
-		}
+	if err := writeBundleNotes(ctx, writeJSON, src, origin, from, to); err != nil {
+		return err
 	}
 	var sizes []int64 // the proofs to write, from these sizes to from
 	if below != nil && from > 0 {
@@ -223,9 +196,9 @@ func writeBundleOrigin(ctx context.Context, bw *bufio.Writer, writeJSON func(any
 	})
 }
 
-// Bundle is an opened bundle file; it implements [Source]. Records are read
-// from the file on demand, everything else is held in memory. A Bundle is
-// not safe for concurrent use.
+// Bundle is an opened bundle file; it implements [Source]. Records and
+// checkpoints are read from the file on demand, everything else is held in
+// memory. A Bundle is not safe for concurrent use.
 type Bundle struct {
 	r       io.ReadSeeker
 	keys    []Key
@@ -236,11 +209,12 @@ type Bundle struct {
 type bundleLog struct {
 	first, end int64
 	frontier   []tlog.Hash
-	notes      []lineSpan               // checkpoint lines, read again on demand
+	notes      noteRuns                 // checkpoint lines, read again on demand
 	proofs     map[[2]int64][]tlog.Hash // consistency proofs by old and new size
 	recStart   int64                    // file offset of the first record line, -1 when none
 	recLine    int                      // its line number
 	recCount   int64
+	cursor     recordCursor // where the last Records call stopped
 	// extraLine is the line number of the first record line past end
 	// (the header's range), 0 when none: [Verify] fails on it.
 	extraLine int
@@ -257,12 +231,6 @@ func (b *Bundle) extraRecords(origin string) (line int, n int64) {
 		return 0, 0
 	}
 	return l.extraLine, l.recCount - (l.end - l.first)
-}
-
-// lineSpan is where a line is in the bundle file (without its newline).
-type lineSpan struct {
-	off int64
-	n   int32
 }
 
 var _ Source = (*Bundle)(nil)
@@ -389,7 +357,7 @@ func openBundle(r io.ReadSeeker) (*Bundle, error) {
 			if cur == nil {
 				return nil, fmt.Errorf("line %d: checkpoint before any origin", lineNo)
 			}
-			cur.notes = append(cur.notes, lineSpan{start, int32(len(body))})
+			cur.notes.add(start, off, *h.Checkpoint)
 		case h.Proof != nil:
 			if cur == nil {
 				return nil, fmt.Errorf("line %d: proof before any origin", lineNo)
@@ -515,32 +483,6 @@ func (b *Bundle) log(origin string) (*bundleLog, error) {
 	return l, nil
 }
 
-// Checkpoints implements [Source].
-func (b *Bundle) Checkpoints(_ context.Context, origin string, fn func([]byte) error) error {
-	l, err := b.log(origin)
-	if err != nil {
-		return err
-	}
-	var line []byte
-	for _, sp := range l.notes {
-		if _, err := b.r.Seek(sp.off, io.SeekStart); err != nil {
-			return fmt.Errorf("read bundle: %w", err)
-		}
-		line = slices.Grow(line[:0], int(sp.n))[:sp.n]
-		if _, err := io.ReadFull(b.r, line); err != nil {
-			return fmt.Errorf("read bundle: %w", err)
-		}
-		var h bundleHeader
-		if err := json.Unmarshal(line, &h); err != nil || h.Checkpoint == nil {
-			return fmt.Errorf("read bundle: the checkpoint line at offset %d changed since it was opened", sp.off)
-		}
-		if err := fn([]byte(*h.Checkpoint)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // Bounds implements [Source].
 func (b *Bundle) Bounds(_ context.Context, origin string) (int64, int64, error) {
 	l, err := b.log(origin)
@@ -585,19 +527,22 @@ func (b *Bundle) Records(ctx context.Context, origin string, from, to int64, fn 
 	if l.recStart < 0 || from >= to {
 		return nil
 	}
-	if _, err := b.r.Seek(l.recStart, io.SeekStart); err != nil {
+	k0, off := l.start(from)
+	if _, err := b.r.Seek(off, io.SeekStart); err != nil {
 		return fmt.Errorf("read bundle: %w", err)
 	}
 	br := bufio.NewReaderSize(b.r, 1<<16)
 	var leaf tlog.Hash
 	var lr lineReader
 	var long []byte
-	for k := int64(0); k < l.recCount; k++ {
+	for k := k0; k < l.recCount; k++ {
 		index := l.first + k
 		if index >= to {
+			l.stopAt(k, off)
 			return nil
 		}
 		line, err := lr.read(br)
+		off += lr.n
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("read bundle: %w", err)
 		}

@@ -26,7 +26,9 @@ type Source interface {
 	// Keys returns the signing key history of every origin.
 	Keys(ctx context.Context) ([]Key, error)
 	// Checkpoints calls fn with each signed checkpoint note of origin, in
-	// ascending size order.
+	// ascending size order (Verify fails a checkpoint listed after a
+	// larger one). fn may call Records: Verify reads the records between
+	// two windows of checkpoints from it.
 	Checkpoints(ctx context.Context, origin string, fn func(note []byte) error) error
 	// Bounds returns the retained record range [first, end) of origin;
 	// records before first were pruned.
@@ -410,8 +412,9 @@ type originVerifier struct {
 	or        *OriginReport
 	listed    map[ProblemCode]int
 
-	cps          []cpSum // valid log checkpoints, ascending size
+	cps          []cpSum // the window of log checkpoints the scan is at (verify_stream.go)
 	tcps         []cpSum // the trusted checkpoints of the origin
+	st           cpStats // what loadCheckpoints kept of the log's checkpoints
 	noCheckpoint bool    // a ProblemNoCheckpoint failure was reported
 	// legacyEnd is the largest size of a checkpoint without
 	// [rotationsExtension] (0: none): a version that did not record every
@@ -475,57 +478,6 @@ func (v *originVerifier) exception(code ProblemCode, index, size int64, msg stri
 	v.rep.Exceptions = append(v.rep.Exceptions, Problem{Origin: v.or.Origin, Code: code, Index: index, Size: size, Message: msg})
 }
 
-// loadCheckpoints opens every checkpoint of the origin.
-func (v *originVerifier) loadCheckpoints(ctx context.Context) error {
-	origin := v.or.Origin
-	var lastValid int64
-	keyIDs := map[string]bool{}
-	err := v.src.Checkpoints(ctx, origin, func(msg []byte) error {
-		cp, err := OpenCheckpoint(msg, v.verifiers)
-		if err != nil {
-			size := int64(-1)
-			if c, perr := ParseCheckpoint(noteText(msg)); perr == nil {
-				size = c.Size
-			}
-			v.fail(ProblemBadCheckpoint, lastValid, size, fmt.Sprintf("checkpoint of size %d: %v", size, err))
-			return nil
-		}
-		if cp.Origin != origin {
-			v.fail(ProblemBadCheckpoint, lastValid, cp.Size, fmt.Sprintf("checkpoint of size %d names origin %q", cp.Size, cp.Origin))
-			return nil
-		}
-		keyIDs[cp.KeyID] = true
-		sum := sumOf(cp)
-		sum.Key = v.intern(cp.KeyID)
-		v.cps = append(v.cps, sum)
-		if v.or.Latest == nil || cp.Size >= v.or.Latest.Size {
-			v.or.Latest = cp
-		}
-		lastValid = cp.Size
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	sort.SliceStable(v.cps, func(i, j int) bool { return v.cps[i].Size < v.cps[j].Size })
-	for i := 1; i < len(v.cps); i++ {
-		a, b := v.cps[i-1], v.cps[i]
-		if a.Size == b.Size && a.Root != b.Root {
-			v.fail(ProblemFork, a.Size, a.Size, fmt.Sprintf("two signed checkpoints of size %d disagree", a.Size))
-		}
-		if !a.Time.IsZero() && b.Time.Before(a.Time) {
-			v.exception(ProblemCheckpointTime, -1, b.Size, fmt.Sprintf("checkpoint of size %d is dated %s, before the checkpoint of size %d (%s)",
-				b.Size, b.Time.Format(time.RFC3339), a.Size, a.Time.Format(time.RFC3339)))
-		}
-	}
-	v.or.Checkpoints = len(v.cps)
-	for id := range keyIDs {
-		v.or.KeyIDs = append(v.or.KeyIDs, id)
-	}
-	slices.Sort(v.or.KeyIDs)
-	return nil
-}
-
 // noteText returns the text part of a signed note (before the blank line).
 func noteText(msg []byte) []byte {
 	i := bytes.LastIndex(msg, []byte("\n\n"))
@@ -552,7 +504,7 @@ func (v *originVerifier) run(ctx context.Context) error {
 			v.fail(ProblemIndexMismatch, end, 0, fmt.Sprintf("the bundle holds %d record lines past the origin's end, the first at line %d: its header gives records [%d, %d) (records appended or repeated after the end)", n, line, first, end))
 		}
 	}
-	if len(v.cps) == 0 {
+	if v.or.Checkpoints == 0 {
 		// Every log starts with a record and a checkpoint covering it, so an
 		// empty one without a checkpoint was emptied too. This holds with
 		// the source's own key history as well: without any checkpoint the
@@ -572,21 +524,10 @@ func (v *originVerifier) run(ctx context.Context) error {
 		hi = v.opts.To
 	}
 	if !v.opts.FromTime.IsZero() {
-		at := int64(0)
-		for _, c := range v.cps {
-			if !c.Time.After(v.opts.FromTime) {
-				at = c.Size
-			}
-		}
-		lo = max(lo, at)
+		lo = max(lo, v.st.fromTimeAt)
 	}
-	if !v.opts.ToTime.IsZero() {
-		for _, c := range v.cps {
-			if !c.Time.Before(v.opts.ToTime) {
-				hi = min(hi, c.Size)
-				break
-			}
-		}
+	if !v.opts.ToTime.IsZero() && v.st.toTimeAt >= 0 {
+		hi = min(hi, v.st.toTimeAt)
 	}
 	lo = min(lo, hi)
 	// Only when the caller did not cut the range short can checkpoints
@@ -614,6 +555,13 @@ func (v *originVerifier) run(ctx context.Context) error {
 		intents: map[int64]linkSum{}, active: -1, activeAt: -1,
 	}
 	s.strictAt, s.strictKey = v.rotationsFrom()
+	return v.stream(ctx, s, scanFrom, hi, fullTail)
+}
+
+// begin runs what needs the checkpoints at and before the scan's start,
+// which v.cps holds (the newest before it and those of its size).
+func (s *scan) begin(ctx context.Context, scanFrom int64) error {
+	v := s.v
 	if scanFrom > 0 && s.strictAt >= 0 && s.strictAt <= scanFrom {
 		// The rotation records before the scan are not read: the key of
 		// the newest checkpoint there stands for them (a rotation's
@@ -644,19 +592,21 @@ func (v *originVerifier) run(ctx context.Context) error {
 	}
 	sort.SliceStable(s.due, func(i, j int) bool { return s.cp(&s.due[i]).Size < s.cp(&s.due[j]).Size })
 	s.checkDue() // checkpoints at exactly scanFrom
-	if err := s.records(ctx, scanFrom, hi); err != nil {
-		return err
-	}
+	return nil
+}
+
+// end reports what is left once the records up to hi were read.
+func (s *scan) end(hi int64, fullTail bool) {
+	v := s.v
 	if s.stopped {
-		return nil
+		return
 	}
 	got := s.front.size
 	if got < hi {
 		v.fail(ProblemMissingRecord, got, 0, fmt.Sprintf("records [%d, %d) are missing", got, hi))
-		return nil
+		return
 	}
 	v.finish(s, got, fullTail)
-	return nil
 }
 
 // rotationsFrom returns the size and key of the first checkpoint (of the
@@ -664,8 +614,9 @@ func (v *originVerifier) run(ctx context.Context) error {
 // retired-key rule applies; -1, -1 when there is none (a log written by a
 // version before it). It also sets v.legacyEnd.
 func (v *originVerifier) rotationsFrom() (size int64, key int32) {
-	size, key = -1, -1
-	for _, cps := range [][]cpSum{v.cps, v.tcps} {
+	size, key = v.st.rotAt, v.st.rotKey // the log's (loadCheckpoints)
+	v.legacyEnd = v.st.legacyEnd
+	for _, cps := range [][]cpSum{v.tcps} {
 		for _, c := range cps {
 			if c.Rotations && (size < 0 || c.Size < size) {
 				size, key = c.Size, c.Key
@@ -680,7 +631,7 @@ func (v *originVerifier) rotationsFrom() (size int64, key int32) {
 
 // finish reports what is left after the scan reached got.
 func (v *originVerifier) finish(s *scan, got int64, fullTail bool) {
-	covered := int64(-1)
+	covered := s.w.covered
 	for i := range s.due {
 		d := &s.due[i]
 		size := s.cp(d).Size
@@ -743,6 +694,7 @@ type scan struct {
 	lastTrusted int64
 	stopped     bool // an integrity failure ended the scan
 	failed      bool
+	w           window // of the log's checkpoints (verify_stream.go)
 
 	intents  map[int64]linkSum // open intents: what their outcome must repeat
 	unpaired []int64

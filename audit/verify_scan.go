@@ -161,7 +161,10 @@ func (s *scan) records(ctx context.Context, from, to int64) error {
 	workers := v.opts.Workers
 	work := make(chan *chunk, 2*workers)
 	ordered := make(chan *chunk, 4*workers)
-	free := make(chan *chunk, 4*workers+2)
+	if s.w.free == nil { // kept from one window of checkpoints to the next
+		s.w.free = make(chan *chunk, 4*workers+2)
+	}
+	free := s.w.free
 
 	var wg sync.WaitGroup
 	for range workers {

@@ -1,6 +1,9 @@
 package sqlstore
 
-import "regexp"
+import (
+	"regexp"
+	"testing"
+)
 
 var createTable = regexp.MustCompile(`CREATE TABLE (?:IF NOT EXISTS )?(\w+) \(`)
 
@@ -18,4 +21,12 @@ func Tables(dialect string) []string {
 		}
 	}
 	return out
+}
+
+// SetCheckpointsPage makes Store.Checkpoints read n checkpoints at a time
+// until the test ends.
+func SetCheckpointsPage(t testing.TB, n int) {
+	old := checkpointsPage
+	checkpointsPage = n
+	t.Cleanup(func() { checkpointsPage = old })
 }

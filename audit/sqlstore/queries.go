@@ -58,7 +58,7 @@ func newQueries(d *dialect) *queries {
 		// row there must not hide a whole log from the verifier.
 		origins: "SELECT origin FROM " + tOrigins + " UNION SELECT origin FROM " + tHashes + " UNION SELECT origin FROM " + tRecords +
 			" UNION SELECT origin FROM " + tCheckpoints + " UNION SELECT origin FROM " + tKeys + " ORDER BY origin",
-		checkpoints: b("SELECT note FROM " + tCheckpoints + " WHERE origin = ? ORDER BY tree_size"),
+		checkpoints: b(checkpointsSQL(d)),
 		first:       b("SELECT first_index FROM " + tOrigins + " WHERE origin = ?"),
 		held: b("SELECT CASE WHEN EXISTS (SELECT 1 FROM " + tRecords + " WHERE origin = ?) OR EXISTS (SELECT 1 FROM " + tCheckpoints +
 			" WHERE origin = ?) OR EXISTS (SELECT 1 FROM " + tKeys + " WHERE origin = ?) THEN 1 ELSE 0 END"),
@@ -88,6 +88,18 @@ func readHashesSQL(n int) string {
 // deleteOpenSQL removes n paired intents (before bind).
 func deleteOpenSQL(n int) string {
 	return "DELETE FROM " + tOpenIntents + " WHERE origin = ? AND idx IN (" + inList(n) + ")"
+}
+
+// checkpointsSQL reads at most a page of checkpoints of an origin after a
+// tree size (the page size is its last parameter): [Store.Checkpoints]
+// holds no result set open while its caller handles a page, since the
+// verifier reads records in between.
+func checkpointsSQL(d *dialect) string {
+	q := "SELECT tree_size, note FROM " + tCheckpoints + " WHERE origin = ? AND tree_size > ? ORDER BY tree_size"
+	if d.name == SQLServer {
+		return q + " OFFSET 0 ROWS FETCH NEXT ? ROWS ONLY"
+	}
+	return q + " LIMIT ?"
 }
 
 // inputsAfterSQL reads at most a page of inputs after an index (the page

@@ -649,26 +649,49 @@ func (s *Store) Origins(ctx context.Context) ([]string, error) {
 // Keys implements [audit.Source].
 func (s *Store) Keys(ctx context.Context) ([]audit.Key, error) { return s.keys(ctx, "") }
 
-// Checkpoints implements [audit.Source].
+// checkpointsPage is how many checkpoints [Store.Checkpoints] reads at a
+// time (a variable for the tests).
+var checkpointsPage = 1000
+
+// Checkpoints implements [audit.Source]. It reads a page of checkpoints at
+// a time and holds no result set (no connection) while fn runs: the
+// verifier reads the records between two checkpoints from fn, and the
+// pages keep a log with millions of checkpoints out of memory.
 func (s *Store) Checkpoints(ctx context.Context, origin string, fn func([]byte) error) error {
-	rows, err := s.db.QueryContext(ctx, s.q.checkpoints, origin)
+	after := int64(-1)
+	for {
+		notes, last, err := s.checkpointsAfter(ctx, origin, after)
+		if err != nil {
+			return fmt.Errorf("read checkpoints: %w", err)
+		}
+		for _, note := range notes {
+			if err := fn(note); err != nil {
+				return err
+			}
+		}
+		if len(notes) < checkpointsPage {
+			return nil
+		}
+		after = last
+	}
+}
+
+// checkpointsAfter reads a page of the checkpoints of origin of a size
+// after after, and the size of the last.
+func (s *Store) checkpointsAfter(ctx context.Context, origin string, after int64) (notes [][]byte, last int64, err error) {
+	rows, err := s.db.QueryContext(ctx, s.q.checkpoints, origin, after, checkpointsPage)
 	if err != nil {
-		return fmt.Errorf("read checkpoints: %w", err)
+		return nil, 0, err
 	}
 	defer func() { _ = rows.Close() }() // rows.Err is checked below
 	for rows.Next() {
 		var note []byte
-		if err := rows.Scan(&note); err != nil {
-			return fmt.Errorf("read checkpoints: %w", err)
+		if err := rows.Scan(&last, &note); err != nil {
+			return nil, 0, err
 		}
-		if err := fn(note); err != nil {
-			return err
-		}
+		notes = append(notes, note)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read checkpoints: %w", err)
-	}
-	return nil
+	return notes, last, rows.Err()
 }
 
 // Bounds implements [audit.Source]: first is where retention cut the log,

@@ -54,7 +54,7 @@ DELETE FROM sqlgate_audit_inputs WHERE origin = $1 AND rec_time < $2;
 -- origins
 SELECT origin FROM sqlgate_audit_origins UNION SELECT origin FROM sqlgate_audit_hashes UNION SELECT origin FROM sqlgate_audit_records UNION SELECT origin FROM sqlgate_audit_checkpoints UNION SELECT origin FROM sqlgate_audit_keys ORDER BY origin;
 -- checkpoints
-SELECT note FROM sqlgate_audit_checkpoints WHERE origin = $1 ORDER BY tree_size;
+SELECT tree_size, note FROM sqlgate_audit_checkpoints WHERE origin = $1 AND tree_size > $2 ORDER BY tree_size LIMIT $3;
 -- first
 SELECT first_index FROM sqlgate_audit_origins WHERE origin = $1;
 -- held

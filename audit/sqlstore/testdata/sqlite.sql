@@ -52,7 +52,7 @@ DELETE FROM sqlgate_audit_inputs WHERE origin = ? AND rec_time < ?;
 -- origins
 SELECT origin FROM sqlgate_audit_origins UNION SELECT origin FROM sqlgate_audit_hashes UNION SELECT origin FROM sqlgate_audit_records UNION SELECT origin FROM sqlgate_audit_checkpoints UNION SELECT origin FROM sqlgate_audit_keys ORDER BY origin;
 -- checkpoints
-SELECT note FROM sqlgate_audit_checkpoints WHERE origin = ? ORDER BY tree_size;
+SELECT tree_size, note FROM sqlgate_audit_checkpoints WHERE origin = ? AND tree_size > ? ORDER BY tree_size LIMIT ?;
 -- first
 SELECT first_index FROM sqlgate_audit_origins WHERE origin = ?;
 -- held

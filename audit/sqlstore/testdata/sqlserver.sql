@@ -60,7 +60,7 @@ DELETE FROM sqlgate_audit_inputs WHERE origin = @p1 AND rec_time < @p2;
 -- origins
 SELECT origin FROM sqlgate_audit_origins UNION SELECT origin FROM sqlgate_audit_hashes UNION SELECT origin FROM sqlgate_audit_records UNION SELECT origin FROM sqlgate_audit_checkpoints UNION SELECT origin FROM sqlgate_audit_keys ORDER BY origin;
 -- checkpoints
-SELECT note FROM sqlgate_audit_checkpoints WHERE origin = @p1 ORDER BY tree_size;
+SELECT tree_size, note FROM sqlgate_audit_checkpoints WHERE origin = @p1 AND tree_size > @p2 ORDER BY tree_size OFFSET 0 ROWS FETCH NEXT @p3 ROWS ONLY;
 -- first
 SELECT first_index FROM sqlgate_audit_origins WHERE origin = @p1;
 -- held
