@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
+	"sync"
 )
 
 // sealedKeyPrefix starts every sealed idempotency key.
@@ -36,16 +38,69 @@ var (
 // client's key, whose parts are in the same record. [OpenKey] gives the
 // key back (crash recovery looks the call up in its target database).
 func SealKey(key ParamKey, k string) string {
-	ivKey, streamKey := sealKeys(key)
-	m := hmac.New(sha256.New, ivKey)
-	m.Write([]byte(k))
-	iv := m.Sum(nil)[:sealedIVSize]
+	sl := sealerOf(key)
+	m := sl.get()
+	defer sl.pool.Put(m)
+	m.iv.Write([]byte(k))
+	var iv [sealedIVSize]byte
+	copy(iv[:], m.iv.Sum(m.sum[:0])) // xor reuses m.sum
 	out := make([]byte, 0, len(sealedKeyPrefix)+len(key.ID)+1+2*(sealedIVSize+len(k)))
 	out = append(out, sealedKeyPrefix...)
 	out = append(out, key.ID...)
 	out = append(out, ':')
-	out = hex.AppendEncode(out, iv)
-	return string(hex.AppendEncode(out, sealXOR(streamKey, iv, []byte(k))))
+	out = hex.AppendEncode(out, iv[:])
+	return string(hex.AppendEncode(out, m.xor(iv[:], []byte(k))))
+}
+
+// sealer holds the keys a parameter key derives for sealing, and HMAC
+// states of them for reuse: a call seals its key on the request path.
+type sealer struct {
+	ivKey, streamKey []byte
+	pool             sync.Pool // of *sealMACs
+}
+
+type sealMACs struct {
+	iv, stream hash.Hash
+	sum        [sha256.Size]byte
+}
+
+// sealers caches a sealer per parameter key (id and secret).
+var sealers sync.Map
+
+func sealerOf(key ParamKey) *sealer {
+	id := key.ID + "\x00" + string(key.Secret)
+	if sl, ok := sealers.Load(id); ok {
+		return sl.(*sealer)
+	}
+	ivKey, streamKey := sealKeys(key)
+	sl, _ := sealers.LoadOrStore(id, &sealer{ivKey: ivKey, streamKey: streamKey})
+	return sl.(*sealer)
+}
+
+func (sl *sealer) get() *sealMACs {
+	if m, ok := sl.pool.Get().(*sealMACs); ok {
+		m.iv.Reset()
+		return m
+	}
+	return &sealMACs{iv: hmac.New(sha256.New, sl.ivKey), stream: hmac.New(sha256.New, sl.streamKey)}
+}
+
+// xor returns b XORed with the stream HMAC-SHA-256(streamKey, iv ‖
+// counter) for counter 0, 1, …
+func (m *sealMACs) xor(iv, b []byte) []byte {
+	out := make([]byte, len(b))
+	var ctr [4]byte
+	for i := 0; i < len(b); i += sha256.Size {
+		m.stream.Reset()
+		m.stream.Write(iv)
+		binary.BigEndian.PutUint32(ctr[:], uint32(i/sha256.Size))
+		m.stream.Write(ctr[:])
+		block := m.stream.Sum(m.sum[:0])
+		for j := i; j < len(b) && j < i+sha256.Size; j++ {
+			out[j] = b[j] ^ block[j-i]
+		}
+	}
+	return out
 }
 
 // OpenKey returns the idempotency key a record's [Record.IdempotencyKey]
@@ -77,8 +132,10 @@ func OpenKey(keys []ParamKey, v string) (string, error) {
 	if err != nil || len(raw) < sealedIVSize {
 		return "", errors.New("open idempotency key: malformed sealed key")
 	}
-	_, streamKey := sealKeys(*key)
-	k := string(sealXOR(streamKey, raw[:sealedIVSize], raw[sealedIVSize:]))
+	sl := sealerOf(*key)
+	m := sl.get()
+	k := string(m.xor(raw[:sealedIVSize], raw[sealedIVSize:]))
+	sl.pool.Put(m)
 	if !hmac.Equal([]byte(SealKey(*key, k)), []byte(v)) {
 		return "", fmt.Errorf("open idempotency key: not sealed under parameter key %q (altered?)", id)
 	}
@@ -93,26 +150,6 @@ func sealKeys(key ParamKey) (ivKey, streamKey []byte) {
 	m.Reset()
 	m.Write(sealStreamDomain)
 	return ivKey, m.Sum(nil)
-}
-
-// sealXOR returns b XORed with the stream HMAC-SHA-256(streamKey, iv ‖
-// counter) for counter 0, 1, …
-func sealXOR(streamKey, iv, b []byte) []byte {
-	out := make([]byte, len(b))
-	m := hmac.New(sha256.New, streamKey)
-	var block [sha256.Size]byte
-	var ctr [4]byte
-	for i := 0; i < len(b); i += sha256.Size {
-		m.Reset()
-		m.Write(iv)
-		binary.BigEndian.PutUint32(ctr[:], uint32(i/sha256.Size))
-		m.Write(ctr[:])
-		m.Sum(block[:0])
-		for j := i; j < len(b) && j < i+sha256.Size; j++ {
-			out[j] = b[j] ^ block[j-i]
-		}
-	}
-	return out
 }
 
 // SealIdempotencyKey is [SealKey] under the configured ParamKey.
