@@ -82,6 +82,8 @@ func (s *Server) logReadiness(ctx context.Context, problems []NotReady, componen
 		return
 	}
 	for _, p := range problems {
-		s.log.WarnContext(ctx, "not ready", "component", p.Component, "err", p.Err)
+		// "check", not "component": the logger already names its
+		// component (web), and a second key of that name is ambiguous.
+		s.log.WarnContext(ctx, "not ready", "check", p.Component, "err", p.Err)
 	}
 }

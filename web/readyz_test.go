@@ -102,3 +102,34 @@ func TestReadyzHidesDetail(t *testing.T) {
 		t.Errorf("recovery logged %d times, want once:\n%s", logged(`"msg":"ready"`), logs)
 	}
 }
+
+// TestReadyzLogNamesTheCheck: the "not ready" line names what is not ready
+// under a key of its own, check, with the logger's component (web, as
+// sqlgated passes it) once: it used to repeat the key component, and a
+// log query on component=web or component=policy saw one or the other.
+func TestReadyzLogNamesTheCheck(t *testing.T) {
+	t.Parallel()
+	logs := &logBuffer{}
+	s, err := New(Config{
+		Broker: &fakeBroker{}, Auth: tokenAuth{},
+		Ready: func(context.Context) []NotReady {
+			return []NotReady{{Component: "control database", Err: errors.New("connection refused")}}
+		},
+		Logger: slog.New(slog.NewTextHandler(logs, nil)).With("component", "web"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := do(t, s, "GET", "/readyz", "", nil); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("GET /readyz = %d, want 503", rec.Code)
+	}
+	var line string
+	for l := range strings.SplitSeq(logs.String(), "\n") {
+		if strings.Contains(l, `msg="not ready"`) {
+			line = l
+		}
+	}
+	if !strings.Contains(line, `check="control database"`) || strings.Count(line, "component=") != 1 || !strings.Contains(line, "component=web") {
+		t.Errorf("the not ready line = %q, want component=web once and check=\"control database\"", line)
+	}
+}
