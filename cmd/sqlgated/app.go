@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -112,33 +113,42 @@ const defaultWorkers = 128
 
 // app is a running sqlgated.
 type app struct {
-	cfg      runtimeConfig
-	log      *slog.Logger
-	metrics  *prometheus.Registry
-	http     *http.Server
-	handler  atomic.Pointer[http.Handler]
-	registry *control.Registry
-	cutoffs  *control.SignInCutoffs
-	store    *sqlstore.Store
-	claim    *sqlstore.Claim
-	audit    *audit.Log
-	engine   *opa.Engine
-	verifier *oidc.Verifier
-	service  *broker.Service
-	leases   *broker.Leases
-	conns    []*nats.Conn
-	micro    *natsvc.Service
-	callout  *natsauth.Callout
-	async    *natsvc.Async
-	closers  []func(context.Context) error
-	group    *errgroup.Group
-	groupCtx context.Context
+	cfg     runtimeConfig
+	log     *slog.Logger
+	metrics *prometheus.Registry
+	http    *http.Server
+	handler atomic.Pointer[http.Handler]
+	// handlers counts the API and dashboard requests being handled: the
+	// stop waits for them before the audit log closes (they append to it).
+	handlers inflight
+	// metricsHTTP serves http.metricsListen (nil without it).
+	metricsHTTP *http.Server
+	registry    *control.Registry
+	cutoffs     *control.SignInCutoffs
+	store       *sqlstore.Store
+	claim       *sqlstore.Claim
+	audit       *audit.Log
+	engine      *opa.Engine
+	verifier    *oidc.Verifier
+	login       web.Login // nil: no dashboard sign-in
+	service     *broker.Service
+	leases      *broker.Leases
+	conns       []*nats.Conn
+	micro       *natsvc.Service
+	callout     *natsauth.Callout
+	async       *natsvc.Async
+	closers     []func(context.Context) error
+	group       *errgroup.Group
+	groupCtx    context.Context
+	// failed receives the first error that must stop the instance while it
+	// runs (fail); wait returns it.
+	failed chan error
 }
 
 // start builds and starts every component; the returned app runs until ctx
 // ends (then call shutdown).
 func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
-	a = &app{cfg: cfg, log: cfg.Logger, metrics: prometheus.NewRegistry()}
+	a = &app{cfg: cfg, log: cfg.Logger, metrics: prometheus.NewRegistry(), failed: make(chan error, 1)}
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.group, a.groupCtx = errgroup.WithContext(ctx)
 	defer func() {
@@ -155,6 +165,23 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 		return a, errors.New("no control database")
 	}
 	sizeControlPool(cfg.ControlDB)
+	// The identity providers and the dashboard's sign-in before the audit
+	// log: a provider that cannot be reached, or a sign-in configuration
+	// they refuse, stops the start before it appends to the log (and to the
+	// sink's write-once copies), at every restart.
+	a.verifier, err = oidc.Open(ctx, cfg.Identity, a.log.With("component", "oidc"))
+	if err != nil {
+		return a, fmt.Errorf("identity: %w", err)
+	}
+	if cfg.WebLogin != nil {
+		wl := *cfg.WebLogin
+		wl.Verifier = a.verifier
+		l, err := oidc.NewWebLogin(wl)
+		if err != nil {
+			return a, fmt.Errorf("dashboard sign-in: %w", err)
+		}
+		a.login = webLogin{l}
+	}
 	if err := a.openAudit(ctx); err != nil {
 		return a, err
 	}
@@ -168,10 +195,6 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 	}
 	if err := a.openPolicy(ctx); err != nil {
 		return a, err
-	}
-	a.verifier, err = oidc.Open(ctx, cfg.Identity, a.log.With("component", "oidc"))
-	if err != nil {
-		return a, fmt.Errorf("identity: %w", err)
 	}
 	if err := a.startBroker(ctx); err != nil {
 		return a, err
@@ -251,6 +274,9 @@ func (a *app) openPolicy(ctx context.Context) error {
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sqlgate_policy_reloads_total", Help: "Policy load attempts by result.",
 	}, []string{"result"})
+	for _, result := range []string{"ok", "error"} {
+		reloads.WithLabelValues(result) // at 0 from the start: an alert on increase() sees the first error
+	}
 	a.metrics.MustRegister(reloads)
 	engine, err := opa.Open(ctx, opa.Config{
 		Dir: a.cfg.PolicyDir, Watch: a.cfg.Watch, EvalTimeout: a.cfg.EvalTimout, Routes: policyRoutes(a.cfg.Catalog),
@@ -463,7 +489,9 @@ func longestCall(r *route.Route) time.Duration {
 const asyncHeaderRoom = 8 << 10
 
 // connect opens one of sqlgated's own NATS connections; it reconnects for
-// ever and logs state changes.
+// ever and logs state changes. The server must be minNATSServerVersion or
+// later, at the first connect (else connect fails) and at every reconnect
+// (else the connection is closed and the instance stops: refuseServer).
 func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
 	opts := append([]nats.Option{
 		auth, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond),
@@ -472,7 +500,13 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
 				a.log.WarnContext(context.Background(), "nats disconnected", "conn", name, "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { a.log.InfoContext(context.Background(), "nats reconnected", "conn", name) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			if err := checkConnectedServer(nc); err != nil {
+				a.refuseServer(nc, name, err)
+				return
+			}
+			a.log.InfoContext(context.Background(), "nats reconnected", "conn", name, "server_version", nc.ConnectedServerVersion())
+		}),
 		// Asynchronous errors, e.g. a permissions violation: the broker
 		// user may not publish to route subjects (see natsauth.BrokerUserJWT).
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -483,24 +517,77 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS as %s: %w", name, err)
 	}
+	if err := checkConnectedServer(nc); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("connect to NATS as %s: %s: %w", name, nc.ConnectedUrlRedacted(), err)
+	}
 	a.conns = append(a.conns, nc)
 	return nc, nil
+}
+
+// minNATSServerVersion is the oldest nats-server sqlgated serves through
+// (docs/nats.md): Nats-Request-Info, the header that says who sent a
+// request, can be spoofed before the fixes of 2.11.15 and 2.12.6
+// (CVE-2026-33223), and before 2.15.3 it lacks the tags and JWT name of
+// auth callout users, which sqlgate reads.
+const minNATSServerVersion = "2.15.3"
+
+// errOldNATSServer is the error of a server older than minNATSServerVersion.
+var errOldNATSServer = errors.New("nats-server is too old")
+
+// checkNATSServerVersion refuses a server version (as the server announces
+// it in INFO) below minNATSServerVersion, or that is no version: the
+// identity of every request would rest on a header a client can forge.
+func checkNATSServerVersion(v string) error {
+	c := modsemver.Canonical("v" + strings.TrimPrefix(v, "v"))
+	switch {
+	case c == "":
+		return fmt.Errorf("%w: the server announces version %q, which is no version; sqlgated needs nats-server %s or later (docs/nats.md)", errOldNATSServer, v, minNATSServerVersion)
+	case modsemver.Compare(c, "v"+minNATSServerVersion) < 0:
+		return fmt.Errorf("%w: the server runs %s, and sqlgated needs %s or later (docs/nats.md): Nats-Request-Info, which says who sent "+
+			"a request, can be forged before 2.11.15 and 2.12.6 (CVE-2026-33223), and lacks the tags of auth callout users before 2.15.3; upgrade nats-server",
+			errOldNATSServer, v, minNATSServerVersion)
+	}
+	return nil
+}
+
+// checkConnectedServer is checkNATSServerVersion for the server nc is
+// connected to. A connection already lost again is not checked: its next
+// reconnect is.
+func checkConnectedServer(nc *nats.Conn) error {
+	v := nc.ConnectedServerVersion()
+	if v == "" && !nc.IsConnected() {
+		return nil
+	}
+	return checkNATSServerVersion(v)
+}
+
+// refuseServer handles a reconnect to a server sqlgated must not serve
+// through (checkConnectedServer): the connection is closed, so that no
+// request that server delivers is taken, and the instance stops with the
+// error (fail), its calls drained and its audit log closed; under systemd
+// or Kubernetes it is restarted, and refuses to start until the servers
+// are upgraded.
+func (a *app) refuseServer(nc *nats.Conn, name string, err error) {
+	err = fmt.Errorf("NATS connection %s reconnected to %s: %w", name, nc.ConnectedUrlRedacted(), err)
+	a.log.ErrorContext(context.Background(), "nats server refused: closing the connection and stopping", "conn", name, "err", err)
+	go nc.Close() // not from the client's callback goroutine
+	a.fail(err)
+}
+
+// fail stops a running instance with err: wait returns it (the first, if
+// several).
+func (a *app) fail(err error) {
+	select {
+	case a.failed <- err:
+	default:
+	}
 }
 
 func (a *app) startWeb(ctx context.Context, cdb *control.DB) error {
 	sessions, err := control.OpenSessionStore(ctx, cdb)
 	if err != nil {
 		return err
-	}
-	var login web.Login
-	if a.cfg.WebLogin != nil {
-		wl := *a.cfg.WebLogin
-		wl.Verifier = a.verifier
-		l, err := oidc.NewWebLogin(wl)
-		if err != nil {
-			return fmt.Errorf("dashboard sign-in: %w", err)
-		}
-		login = webLogin{l}
 	}
 	var sqlLeases web.SQLLeases
 	if a.leases != nil {
@@ -514,7 +601,7 @@ func (a *app) startWeb(ctx context.Context, cdb *control.DB) error {
 			"verifier_keys", missing)
 	}
 	srv, err := web.New(web.Config{
-		Broker: a.service, Auth: a.verifier, SignIns: a.service, Issuances: a.registry, Login: login, SQLLeases: sqlLeases,
+		Broker: a.service, Auth: a.verifier, SignIns: a.service, Issuances: a.registry, Login: a.login, SQLLeases: sqlLeases,
 		Audit:  as,
 		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
 		Ready:  a.ready, Registry: a.metrics, MetricsElsewhere: a.cfg.MetricsListener != nil, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
@@ -542,7 +629,11 @@ func (a *app) serveHTTP() {
 	}))
 	var h http.Handler = boot
 	a.handler.Store(&h)
-	a.http = apiServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*a.handler.Load()).ServeHTTP(w, r) }), a.log)
+	a.http = apiServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.handlers.enter()
+		defer a.handlers.leave()
+		(*a.handler.Load()).ServeHTTP(w, r)
+	}), a.log)
 	ln := a.cfg.Listener
 	if a.cfg.TLSCert != nil {
 		a.http.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*a.cfg.TLSCert}, MinVersion: tls.VersionTLS12}
@@ -593,7 +684,8 @@ func apiServer(h http.Handler, log *slog.Logger) *http.Server {
 
 // serveMetrics serves /metrics on a listener of its own (http.metricsListen)
 // when one is configured: there, unlike on the API's port, only what the
-// scrapers reach sees the route names and counts. Stopped with the closers.
+// scrapers reach sees the route names and counts. Stopped with the API's
+// server (stopHTTP).
 func (a *app) serveMetrics() {
 	ln := a.cfg.MetricsListener
 	if ln == nil {
@@ -604,18 +696,106 @@ func (a *app) serveMetrics() {
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*a.cfg.TLSCert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
+	a.metricsHTTP = srv
 	a.group.Go(func() error {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("metrics http server: %w", err)
 		}
 		return nil
 	})
-	a.closers = append(a.closers, func(ctx context.Context) error {
-		if err := srv.Shutdown(ctx); err != nil {
-			return fmt.Errorf("metrics http shutdown: %w", err)
+}
+
+// Bounds of the HTTP servers' stop, within drainMargin: it runs while the
+// transports drain, so it adds nothing to the stop's bound.
+const (
+	// httpShutdownBound is how long the requests in progress have to
+	// finish (API and dashboard requests are short: no routed call runs
+	// over HTTP). Then the remaining connections are closed: a client that
+	// stalls in the middle of a request, or a long download, cannot hold
+	// the stop, nor use up the audit log's last writes.
+	httpShutdownBound = 5 * time.Second
+	// httpHandlersBound is how long the handlers of the closed connections
+	// (their requests' contexts canceled) have to return before the audit
+	// log closes under them: what they would still append is refused.
+	httpHandlersBound = 5 * time.Second
+)
+
+// stopHTTP stops the API's and the metrics listener's servers: no new
+// connections, the requests in progress answered within httpShutdownBound,
+// then the connections left closed, and the API's handlers awaited (at most
+// httpHandlersBound), since they append audit records: only then may the
+// audit log close.
+func (a *app) stopHTTP(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, srv := range []*http.Server{a.http, a.metricsHTTP} {
+		if srv == nil {
+			continue
 		}
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(ctx, httpShutdownBound)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				a.log.WarnContext(ctx, "http requests still in progress at the shutdown deadline: closing their connections", "waited", httpShutdownBound, "err", err)
+				_ = srv.Close()
+			}
+		})
+	}
+	wg.Wait()
+	hctx, cancel := context.WithTimeout(ctx, httpHandlersBound)
+	defer cancel()
+	if err := a.handlers.wait(hctx); err != nil {
+		a.log.WarnContext(ctx, "http handlers still running after their connections closed; what they append to the audit log now is refused",
+			"handlers", a.handlers.count(), "waited", httpHandlersBound)
+	}
+}
+
+// inflight counts requests being handled, and lets the stop wait for none.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0, for a waiter
+}
+
+func (f *inflight) enter() {
+	f.mu.Lock()
+	f.n++
+	f.mu.Unlock()
+}
+
+func (f *inflight) leave() {
+	f.mu.Lock()
+	f.n--
+	if f.n == 0 && f.idle != nil {
+		close(f.idle)
+		f.idle = nil
+	}
+	f.mu.Unlock()
+}
+
+func (f *inflight) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
+
+// wait returns once no request is being handled, or with ctx's error.
+func (f *inflight) wait(ctx context.Context) error {
+	f.mu.Lock()
+	if f.n == 0 {
+		f.mu.Unlock()
 		return nil
-	})
+	}
+	if f.idle == nil {
+		f.idle = make(chan struct{})
+	}
+	idle := f.idle
+	f.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // startLeases enables short-lived SQL logins when a database offers them,
@@ -737,6 +917,8 @@ func (a *app) wait(ctx context.Context) error {
 		return nil
 	case err := <-done:
 		return err
+	case err := <-a.failed:
+		return err
 	}
 }
 
@@ -745,12 +927,20 @@ func (a *app) wait(ctx context.Context) error {
 // the closers) and the end: a stop is visible in the log.
 func (a *app) shutdown(ctx context.Context) {
 	// The transports answer the calls they accepted, each within its route's
-	// timeout; only then does the budget of the audit log's last writes
-	// start, so a slow call cannot use it up.
+	// timeout, and the HTTP servers theirs within a few seconds
+	// (stopHTTP), side by side; only then does the budget of the audit
+	// log's last writes start, so neither a slow call nor a stalled HTTP
+	// client can use it up.
 	bound := a.drainBound()
 	a.log.InfoContext(ctx, "stopping: taking no new calls, answering the accepted ones", "bound", bound)
 	began := time.Now()
+	httpStopped := make(chan struct{})
+	go func() {
+		defer close(httpStopped)
+		a.stopHTTP(ctx)
+	}()
 	drained := a.stopTransports(ctx, bound)
+	<-httpStopped
 	ctx, cancel := context.WithTimeout(ctx, lastWritesMargin)
 	defer cancel()
 	if a.service != nil {
@@ -761,11 +951,6 @@ func (a *app) shutdown(ctx context.Context) {
 	}
 	if drained {
 		a.log.InfoContext(ctx, "stopping: the accepted calls are answered", "took", time.Since(began).Round(time.Millisecond))
-	}
-	if a.http != nil {
-		if err := a.http.Shutdown(ctx); err != nil {
-			a.log.WarnContext(ctx, "http shutdown", "err", err)
-		}
 	}
 	for _, nc := range a.conns {
 		nc.Close()

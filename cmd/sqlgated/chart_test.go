@@ -54,6 +54,7 @@ func chartValues(t *testing.T) map[string]any {
 	delete(config, "routes")
 	delete(config, "instance")
 	delete(config["http"].(map[string]any), "listen")
+	delete(config["http"].(map[string]any), "metricsListen") // metrics.port
 	delete(config["http"].(map[string]any), "tlsCertFile")
 	delete(config["http"].(map[string]any), "tlsKeyFile")
 	delete(config["policy"].(map[string]any), "dir")

@@ -105,7 +105,17 @@ func TestServeCheckSecretModes(t *testing.T) {
 			var path string
 			out, _, err := checkWith(t, func(text, secrets string) string {
 				path = filepath.Join(secrets, tc.file)
-				writeFile(t, path, "hunter2 secret\n", tc.mode)
+				// A secret --check reads whole: a seed stays one, and a
+				// cookie key keeps its 32 bytes.
+				content := "hunter2 secret, at least thirty-two bytes long\n"
+				if strings.HasSuffix(tc.file, ".nk") {
+					b, err := os.ReadFile(path)
+					if err != nil {
+						t.Fatal(err)
+					}
+					content = string(b)
+				}
+				writeFile(t, path, content, tc.mode)
 				return text
 			})
 			if tc.want == "" {

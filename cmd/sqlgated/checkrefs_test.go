@@ -26,8 +26,12 @@ func exampleSecrets(t *testing.T, dir string) *strings.Replacer {
 	} {
 		writeFile(t, filepath.Join(secrets, name), content+"\n", 0o600)
 	}
-	writeFile(t, filepath.Join(tlsDir, "tls.crt"), "placeholder certificate\n", 0o644)
-	writeFile(t, filepath.Join(tlsDir, "tls.key"), "placeholder key\n", 0o600)
+	// A certificate and key that load: serve --check loads them as serve
+	// does.
+	writeTestTLS(t, filepath.Join(tlsDir, "ca.crt"), filepath.Join(tlsDir, "tls.crt"), filepath.Join(tlsDir, "tls.key"))
+	if err := os.Chmod(filepath.Join(tlsDir, "tls.crt"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	keys, err := natsauth.GenerateKeys()
 	if err != nil {
 		t.Fatal(err)

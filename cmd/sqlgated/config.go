@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -503,6 +504,12 @@ func (c *Config) Validate() error {
 			}
 			bad("identity.web.issuer %q names no entry of identity.issuers (names: %s)", w.Issuer, strings.Join(names, ", "))
 		}
+		for _, ic := range c.Identity.Issuers {
+			if w.ClientID != "" && ic.Name == w.Issuer && !webClientAccepted(ic, w.ClientID) {
+				bad("identity.web.clientID %q is not among the audiences of issuer %q (%s): the dashboard's ID tokens are addressed to it, "+
+					"so every sign-in would be refused; add it to identity.issuers[].audiences", w.ClientID, ic.Name, strings.Join(ic.Audiences, ", "))
+			}
+		}
 		if (w.ClientSecretFile == "") == (w.ClientSecretEnv == "") {
 			bad("identity.web needs exactly one of clientSecretFile and clientSecretEnv")
 		}
@@ -813,6 +820,14 @@ func (d DatabaseConfig) sqlserverLoginsPrefix() string {
 	return d.SQLServerLogins.LoginPrefix
 }
 
+// webClientAccepted applies oidc.NewWebLogin's rule for the dashboard's
+// client id, which serve refuses only once the identity providers are
+// discovered: the issuer must accept it as an audience (its ID tokens are
+// addressed to it). TestWebClientAudienceRule keeps the two equal.
+func webClientAccepted(ic oidc.IssuerConfig, clientID string) bool {
+	return slices.Contains(ic.Audiences, clientID)
+}
+
 // validLoginPrefix applies the lease manager's rule for a login prefix
 // (broker.NewLeases refuses anything else at start; TestLoginPrefixRule
 // keeps the two equal).
@@ -915,21 +930,29 @@ func loopbackHost(host string) bool {
 // HTTP TLS certificate, the NATS CA); an *Env variable that is unset or
 // empty; a NATS seed neither in nats.keysDir nor in its variable; a
 // checkpoint signing key named for another origin; a checkpoint sink
-// directory that cannot be created. The audit signing and parameter keys
-// may be missing (serve creates them at its first start) if their directory
-// can be created. It reads the secrets only to see that they are not empty
-// (and the signing key for its name); no error quotes one. It creates
+// directory that cannot be created; the private key of a client
+// certificate a PostgreSQL connection string names (checkDSNKeyFiles).
+// The files found are read as serve reads them: a cookie key under 32
+// bytes, an HTTP certificate and key that do not load, a NATS seed that is
+// none are refused. The audit signing and parameter keys may be missing
+// (serve creates them at its first start) if their directory can be
+// created. It reads the secrets only to see that they are not empty (and
+// the signing key for its name, the cookie key for its length, the HTTP
+// key and the seeds to load them); no error quotes one. It creates
 // nothing.
 func (c *Config) checkFiles() error {
 	var errs []error
+	failed := map[string]bool{} // the keys of the files reported
 	for _, f := range c.secretFiles() {
 		if err := checkSecretFile(f); err != nil {
 			errs = append(errs, err)
+			failed[f.key] = true
 		}
 	}
 	for _, f := range c.plainFiles() {
 		if err := checkPlainFile(f.key, f.path); err != nil {
 			errs = append(errs, err)
+			failed[f.key] = true
 		}
 	}
 	for _, e := range c.secretEnvs() {
@@ -938,13 +961,221 @@ func (c *Config) checkFiles() error {
 				e.key, e.name, systemdEnvFile))
 		}
 	}
+	errs = append(errs, c.checkDSNKeyFiles()...)
 	if err := checkSigningKeyName(c.Audit.SigningKeyFile, c.Audit.Origin); err != nil {
 		errs = append(errs, err)
 	}
 	if err := checkSinkDir(c.Audit.SinkDir); err != nil {
 		errs = append(errs, err)
 	}
+	// What serve reads from the files found above, as serve reads it: a
+	// file already reported is not read again.
+	if w := c.Identity.Web; w != nil && w.CookieKeyFile != "" && !failed["identity.web.cookieKeyFile"] {
+		if _, err := readCookieKey(w.CookieKeyFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !failed["http.tlsCertFile"] && !failed["http.tlsKeyFile"] {
+		if _, err := loadHTTPCert(c.HTTP); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.NATS.KeysDir != "" && !failed["nats.keysDir"] {
+		if _, err := loadNATSKeys(c.NATS.KeysDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// readCookieKey reads identity.web.cookieKeyFile: a secret file of at least
+// 32 bytes (oidc.NewWebLogin's minimum).
+func readCookieKey(path string) ([]byte, error) {
+	key, err := readSecretFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("identity.web.cookieKeyFile: %w", err)
+	}
+	if len(key) < 32 {
+		return nil, fmt.Errorf("identity.web.cookieKeyFile: %s holds %d bytes, and the cookie key needs at least 32 random bytes (head -c 32 /dev/urandom > FILE)", path, len(key))
+	}
+	return key, nil
+}
+
+// loadHTTPCert loads http.tlsCertFile and http.tlsKeyFile (nil without
+// them). The key file's mode is checkFiles' to check.
+func loadHTTPCert(h HTTPConfig) (*tls.Certificate, error) {
+	if h.TLSCertFile == "" || h.TLSKeyFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(h.TLSCertFile, h.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("http.tlsCertFile and http.tlsKeyFile: %w", err)
+	}
+	return &cert, nil
+}
+
+// loadNATSKeys loads sqlgated's NATS keys: the SQLGATE_NATS_*_SEED
+// variables, else the seed files of dir.
+func loadNATSKeys(dir string) (*natsauth.Keys, error) {
+	keys, err := natsauth.LoadKeys(dir, os.Getenv)
+	if err != nil {
+		return nil, fmt.Errorf("NATS keys (nats.keysDir or the SQLGATE_NATS_*_SEED variables): %w", err)
+	}
+	return keys, nil
+}
+
+// checkDSNKeyFiles applies the secret files' rules to the client
+// certificate's private key a PostgreSQL connection string names (the
+// control database's, and each target database's whose string is
+// referenced), and checkPlainFile to the certificate: pgx reads the key
+// whatever its mode (libpq refuses a key others may read). A connection
+// string it cannot read is reported by the checks above.
+func (c *Config) checkDSNKeyFiles() []error {
+	type ref struct{ key, file, env string }
+	var refs []ref
+	if c.Control.Dialect == "postgres" {
+		refs = append(refs, ref{"control", c.Control.DSNFile, c.Control.DSNEnv})
+	}
+	for i, d := range c.Databases {
+		if d.Postgres != nil && (d.Postgres.DSNFile != "" || d.Postgres.DSNEnv != "") {
+			refs = append(refs, ref{fmt.Sprintf("databases[%d].postgres", i), d.Postgres.DSNFile, d.Postgres.DSNEnv})
+		}
+	}
+	var errs []error
+	for _, r := range refs {
+		dsn, err := readSecretRef(r.file, r.env)
+		if err != nil {
+			continue
+		}
+		key, cert := postgresClientCertFiles(dsn, os.Getenv)
+		if key != "" {
+			if err := checkSecretFile(secretFile{key: r.key + " connection string's sslkey", path: key}); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if cert != "" {
+			if err := checkPlainFile(r.key+" connection string's sslcert", cert); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errs
+}
+
+// checkDSNKeyFile refuses, at open, a PostgreSQL connection string whose
+// client certificate's private key (sslkey) other users may access
+// (checkDSNKeyFiles at --check).
+func checkDSNKeyFile(dsn string) error {
+	if key, _ := postgresClientCertFiles(dsn, os.Getenv); key != "" {
+		if err := secretfile.Check(key, "the private key of a client certificate"); err != nil {
+			return fmt.Errorf("connection string's sslkey: %w", err)
+		}
+	}
+	return nil
+}
+
+// postgresClientCertFiles returns the client certificate's key and
+// certificate files pgx reads for a PostgreSQL connection string (URL or
+// keyword/value form): its sslkey and sslcert, else PGSSLKEY and PGSSLCERT,
+// else ~/.postgresql/postgresql.key and .crt when both exist; none with
+// sslcertmode=disable. A service file's settings are not read. A string
+// that does not parse names none (the transport check refuses it).
+func postgresClientCertFiles(dsn string, getenv func(string) string) (key, cert string) {
+	var settings map[string]string
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		// The query as url.Parse finds it: the URL as a whole may not parse
+		// for net/url (several hosts: host1:5432,host2:5432).
+		_, query, _ := strings.Cut(dsn, "?")
+		query, _, _ = strings.Cut(query, "#")
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return "", ""
+		}
+		settings = map[string]string{}
+		for k, v := range q {
+			settings[k] = v[len(v)-1]
+		}
+	} else {
+		settings = keywordValueSettings(dsn)
+	}
+	if settings["sslcertmode"] == "disable" || (settings["sslcertmode"] == "" && getenv("PGSSLCERTMODE") == "disable") {
+		return "", ""
+	}
+	pick := func(name, env string) (string, bool) {
+		if v, ok := settings[name]; ok {
+			return v, true
+		}
+		if v := getenv(env); v != "" {
+			return v, true
+		}
+		return "", false
+	}
+	key, keySet := pick("sslkey", "PGSSLKEY")
+	cert, certSet := pick("sslcert", "PGSSLCERT")
+	if !keySet && !certSet {
+		if home, err := os.UserHomeDir(); err == nil {
+			k, c := filepath.Join(home, ".postgresql", "postgresql.key"), filepath.Join(home, ".postgresql", "postgresql.crt")
+			if _, err := os.Stat(k); err == nil {
+				if _, err := os.Stat(c); err == nil {
+					return k, c
+				}
+			}
+		}
+	}
+	return key, cert
+}
+
+// keywordValueSettings reads a libpq keyword/value connection string
+// (key=value, or key='quoted value', with backslash escapes) as pgx does;
+// what does not parse ends it.
+func keywordValueSettings(s string) map[string]string {
+	const space = " \t\n\r\v\f"
+	settings := map[string]string{}
+	s = strings.TrimLeft(s, space)
+	for s != "" {
+		eq := strings.IndexByte(s, '=')
+		if eq < 0 {
+			break
+		}
+		key := strings.Trim(s[:eq], space)
+		s = strings.TrimLeft(s[eq+1:], space)
+		var raw string
+		if strings.HasPrefix(s, "'") {
+			s = s[1:]
+			end := 0
+			for ; end < len(s) && s[end] != '\''; end++ {
+				if s[end] == '\\' {
+					end++
+				}
+			}
+			if end >= len(s) {
+				break // unterminated
+			}
+			raw, s = s[:end], s[end+1:]
+		} else {
+			end := 0
+			for ; end < len(s) && !strings.ContainsRune(space, rune(s[end])); end++ {
+				if s[end] == '\\' {
+					end++
+				}
+			}
+			end = min(end, len(s))
+			raw, s = s[:end], s[end:]
+		}
+		var val strings.Builder
+		for i := 0; i < len(raw); i++ {
+			if raw[i] == '\\' {
+				i++
+				if i == len(raw) {
+					break
+				}
+			}
+			val.WriteByte(raw[i])
+		}
+		settings[key] = val.String()
+		s = strings.TrimLeft(s, space)
+	}
+	return settings
 }
 
 // systemdEnvFile is where the shipped systemd unit reads the *Env
@@ -995,6 +1226,10 @@ func (c *Config) secretFiles() []secretFile {
 		case d.SQLServer != nil:
 			add(fmt.Sprintf("databases[%d].sqlserver.dsnFile", i), d.SQLServer.DSNFile)
 			add(fmt.Sprintf("databases[%d].sqlserver.passwordFile", i), d.SQLServer.PasswordFile)
+			if a := d.SQLServer.AzureAD; a != nil {
+				// The certificate file holds the client's private key.
+				add(fmt.Sprintf("databases[%d].sqlserver.azureAD.clientCertPath", i), a.ClientCertPath)
+			}
 		}
 	}
 	if c.NATS.KeysDir != "" {
@@ -1025,7 +1260,7 @@ func (c *Config) plainFiles() []fileRef {
 	add("nats.caFile", c.NATS.CAFile)
 	for i, d := range c.Databases {
 		if d.SQLServer != nil && d.SQLServer.AzureAD != nil {
-			add(fmt.Sprintf("databases[%d].sqlserver.azureAD.clientCertPath", i), d.SQLServer.AzureAD.ClientCertPath)
+			// A federated token, short-lived (Kubernetes projects it 0644).
 			add(fmt.Sprintf("databases[%d].sqlserver.azureAD.tokenFilePath", i), d.SQLServer.AzureAD.TokenFilePath)
 		}
 	}

@@ -106,8 +106,8 @@ func TestConfigErrors(t *testing.T) {
 		{"websocket_advertise_url", "  advertiseURL: tls://nats.example.com:4222", "  advertiseURL: wss://nats.example.com:8443", []string{"nats.advertiseURL: wss:// is a websocket URL", "plain NATS clients only"}},
 		{"plaintext_public_url", "  publicURL: https://sqlgate.example.com", "  publicURL: http://sqlgate.example.com", []string{"http.publicURL: sqlgate.example.com is plain HTTP", "http.allowPlaintext: true"}},
 		{"origin_and_prefix", "  origin: sqlgate.example.com/sqlgate-1", "  origin: sqlgate.example.com/sqlgate-1\n  originPrefix: prod", []string{"audit.origin and audit.originPrefix: set one"}},
-		{"metrics_listen_no_port", "  listen: 0.0.0.0:8443", "  listen: 0.0.0.0:8443\n  metricsListen: \"9090\"", []string{`http.metricsListen must be host:port or :port (e.g. ":9090"), not "9090"`}},
-		{"metrics_listen_on_api_port", "  listen: 0.0.0.0:8443", "  listen: 0.0.0.0:8443\n  metricsListen: 0.0.0.0:8443", []string{"http.metricsListen must differ from http.listen (0.0.0.0:8443)"}},
+		{"metrics_listen_no_port", "  metricsListen: 0.0.0.0:9090", "  metricsListen: \"9090\"", []string{`http.metricsListen must be host:port or :port (e.g. ":9090"), not "9090"`}},
+		{"metrics_listen_on_api_port", "  metricsListen: 0.0.0.0:9090", "  metricsListen: 0.0.0.0:8443", []string{"http.metricsListen must differ from http.listen (0.0.0.0:8443)"}},
 		{"web_without_secret", "    clientSecretFile: /etc/sqlgate/secrets/entra-client-secret\n    cookieKeyFile", "    cookieKeyFile", []string{"identity.web needs exactly one of clientSecretFile and clientSecretEnv"}},
 	}
 	for _, tc := range tests {
@@ -276,20 +276,35 @@ func FuzzConfig(f *testing.F) {
 }
 
 // TestMetricsListenConfig: http.metricsListen is read, and unset by
-// default (/metrics stays on the API's port).
+// default (/metrics stays on the API's port). The example, which listens
+// on every address, sets it: /metrics, unauthenticated, stays off its
+// public port.
 func TestMetricsListenConfig(t *testing.T) {
-	base, err := os.ReadFile("../../deploy/examples/sqlgated.yaml")
+	example, err := os.ReadFile("../../deploy/examples/sqlgated.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := parseConfig(base)
+	cfg, err := parseConfig(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTP.MetricsListen == "" || cfg.HTTP.MetricsListen == cfg.HTTP.Listen {
+		t.Errorf("the example serves /metrics on its API port %s (metricsListen %q)", cfg.HTTP.Listen, cfg.HTTP.MetricsListen)
+	}
+	var base []string
+	for line := range strings.SplitSeq(string(example), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "metricsListen:") {
+			base = append(base, line)
+		}
+	}
+	cfg, err = parseConfig([]byte(strings.Join(base, "\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.HTTP.MetricsListen != "" {
 		t.Errorf("default metricsListen %q, want unset", cfg.HTTP.MetricsListen)
 	}
-	cfg, err = parseConfig([]byte(strings.Replace(string(base), "  listen: 0.0.0.0:8443", "  listen: 0.0.0.0:8443\n  metricsListen: \":9090\"", 1)))
+	cfg, err = parseConfig([]byte(strings.Replace(strings.Join(base, "\n"), "  listen: 0.0.0.0:8443", "  listen: 0.0.0.0:8443\n  metricsListen: \":9090\"", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"os/signal"
@@ -79,6 +80,7 @@ var tuned struct{ memLimitErr error }
 
 func main() {
 	tuned.memLimitErr = tuneRuntime()
+	hangups = notifyHangups()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -90,6 +92,41 @@ func main() {
 	default:
 		fmt.Fprintln(os.Stderr, "sqlgated:", err)
 		os.Exit(1)
+	}
+}
+
+// hangups receives the SIGHUPs of the process (notifyHangups), for serve
+// to log; nil in tests that call run.
+var hangups <-chan os.Signal
+
+// notifyHangups traps SIGHUP for the life of the process. Its default
+// action ends the process at once: no drain, no last audit outcomes, no
+// final checkpoint. Daemons are often sent it to reload (systemctl reload,
+// kill -HUP), and sqlgated reads its configuration at start only (the
+// policy reloads by itself), so it is logged (logHangups) and otherwise
+// ignored. The channel keeps one signal; later ones are dropped while it
+// is full, and still do not end the process.
+func notifyHangups() <-chan os.Signal {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	return ch
+}
+
+// hangupMessage is what serve logs at a SIGHUP.
+const hangupMessage = "SIGHUP ignored: configuration is read at start only; restart to apply (the policy reloads by itself while policy.watch is on)"
+
+// logHangups logs hangupMessage for each SIGHUP until ctx ends.
+func logHangups(ctx context.Context, ch <-chan os.Signal, log *slog.Logger) {
+	if ch == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			log.WarnContext(ctx, hangupMessage)
+		}
 	}
 }
 

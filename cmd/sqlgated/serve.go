@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -29,6 +28,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker/sqlite"
 	"github.com/sqlgate/sqlgate/broker/sqlserver"
 	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/internal/secretfile"
 	"github.com/sqlgate/sqlgate/policy/opa"
 	"github.com/sqlgate/sqlgate/web/api"
 )
@@ -48,6 +48,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return &usageError{msg: err.Error()}
 	}
+	go logHangups(ctx, hangups, logger)
 	cfg, catalog, err := loadServeConfig(*path)
 	if *check {
 		return checkServe(ctx, stderr, cfg, catalog, err)
@@ -272,35 +273,28 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		}
 		rc.NATSConnect = append(rc.NATSConnect, nats.RootCAs(cfg.NATS.CAFile))
 	}
-	if rc.NATSKeys, err = natsauth.LoadKeys(cfg.NATS.KeysDir, os.Getenv); err != nil {
-		return nil, fmt.Errorf("NATS keys (nats.keysDir or the SQLGATE_NATS_*_SEED variables): %w", err)
+	if rc.NATSKeys, err = loadNATSKeys(cfg.NATS.KeysDir); err != nil {
+		return nil, err
 	}
 	if w := cfg.Identity.Web; w != nil {
 		secret, err := readSecretRef(w.ClientSecretFile, w.ClientSecretEnv)
 		if err != nil {
 			return nil, fmt.Errorf("identity.web client secret: %w", err)
 		}
-		key, err := readSecretFile(w.CookieKeyFile)
+		key, err := readCookieKey(w.CookieKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("identity.web cookie key: %w", err)
-		}
-		if len(key) < 32 {
-			return nil, errors.New("identity.web cookie key: the file must hold at least 32 random bytes")
+			return nil, err
 		}
 		rc.WebLogin = &oidc.WebLoginConfig{
 			Issuer: w.Issuer, ClientID: w.ClientID, ClientSecret: secret, Scopes: w.Scopes,
-			RedirectURL: cfg.HTTP.PublicURL + "/auth/callback", CookieKey: key,
+			RedirectURL: webRedirectURL(cfg.HTTP.PublicURL), CookieKey: key,
 			AllowPlainHTTP: cfg.HTTP.AllowPlaintext,
 		}
 	}
 	// A proxy in front may end TLS: an https publicURL says browsers use it.
 	rc.BrowserTLS = cfg.HTTP.TLSCertFile != "" || isHTTPSURL(cfg.HTTP.PublicURL)
-	if cfg.HTTP.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCertFile, cfg.HTTP.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("http TLS: %w", err)
-		}
-		rc.TLSCert = &cert
+	if rc.TLSCert, err = loadHTTPCert(cfg.HTTP); err != nil {
+		return nil, err
 	}
 	var lc net.ListenConfig
 	if rc.Listener, err = lc.Listen(ctx, "tcp", cfg.HTTP.Listen); err != nil {
@@ -313,6 +307,14 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 		}
 	}
 	return rc, nil
+}
+
+// webRedirectURL is the dashboard's OIDC redirect URL on publicURL: its
+// path /auth/callback, whether publicURL ends with a slash or not (the
+// provider compares the registered URL exactly: host//auth/callback is
+// another one).
+func webRedirectURL(publicURL string) string {
+	return strings.TrimRight(publicURL, "/") + "/auth/callback"
 }
 
 // openDatabase opens a target database and its SQL login issuer (nil when
@@ -369,8 +371,28 @@ func openExecutor(ctx context.Context, d DatabaseConfig) (broker.Executor, error
 		}
 		return sqlite.Open(ctx, *d.SQLite)
 	case d.Postgres != nil:
+		// pgx reads the client certificate's key whatever its mode.
+		if d.Postgres.DSNFile != "" || d.Postgres.DSNEnv != "" || d.Postgres.DSN != "" {
+			dsn := d.Postgres.DSN
+			if dsn == "" {
+				var err error
+				if dsn, err = readSecretRef(d.Postgres.DSNFile, d.Postgres.DSNEnv); err != nil {
+					return nil, fmt.Errorf("postgres database %s: connection string: %w", d.Postgres.Name, err)
+				}
+			}
+			if err := checkDSNKeyFile(dsn); err != nil {
+				return nil, fmt.Errorf("postgres database %s: %w", d.Postgres.Name, err)
+			}
+		}
 		return postgres.Open(ctx, *d.Postgres)
 	case d.SQLServer != nil:
+		// The certificate file holds the client's private key, and the
+		// driver reads it whatever its mode.
+		if a := d.SQLServer.AzureAD; a != nil && a.ClientCertPath != "" {
+			if err := secretfile.Check(a.ClientCertPath, "the private key of a client certificate"); err != nil {
+				return nil, fmt.Errorf("sqlserver database %s: azureAD.clientCertPath: %w", d.SQLServer.Name, err)
+			}
+		}
 		return sqlserver.Open(ctx, *d.SQLServer)
 	}
 	return nil, errors.New("no database dialect set")
@@ -414,6 +436,13 @@ func openControl(c ControlConfig) (*sql.DB, string, error) {
 		// The control database holds credentials' records, the audit log
 		// and the decision inputs: its login and sessions must not cross
 		// the network in clear text or to an impostor.
+		if c.Dialect == sqlstore.Postgres {
+			// Before anything parses the string: pgx reads the client
+			// certificate's key whatever its mode.
+			if err := checkDSNKeyFile(dsn); err != nil {
+				return nil, "", fmt.Errorf("control database: %w", err)
+			}
+		}
 		if err := c.checkTransport(dsn); err != nil {
 			return nil, "", err
 		}
