@@ -295,12 +295,19 @@ func newMeteredHandler(next *broker.Service, reg *prometheus.Registry) *meteredH
 		}, []string{"route", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sqlgate_call_duration_seconds", Help: "Routed call latency inside sqlgated by route subject.",
-			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 16),
+			Buckets: callDurationBuckets,
 		}, []string{"route"}),
 	}
 	reg.MustRegister(m.calls, m.duration)
 	return m
 }
+
+// callDurationBuckets are sqlgate_call_duration_seconds' buckets: 250µs
+// doubling up to 1048.576s (17.5 min), past the longest a call may run (a
+// route's timeout, at most route.MaxTimeout, three of them with batch:
+// longestCall). They stopped at 8.192s, and every slower call fell into
+// +Inf.
+var callDurationBuckets = prometheus.ExponentialBuckets(0.00025, 2, 23)
 
 // initialCallCodes are the result codes sqlgate_calls_total exports at 0 for
 // every route from the start, so that an alert on increase() or rate() sees

@@ -652,7 +652,7 @@ func TestDevEndToEnd(t *testing.T) {
 		// SOC 2 evidence from the dashboard's API: auditors only, and the
 		// create call is in the activity.
 		var zipped bytes.Buffer
-		if err := carol.AuditEvidence(t.Context(), &zipped, time.Now().Add(-time.Hour), time.Now().Add(time.Hour)); err != nil {
+		if err := carol.AuditEvidence(t.Context(), &zipped, time.Now().Add(-time.Hour), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		files := audittest.Unzip(t, zipped.Bytes())
