@@ -162,7 +162,10 @@ func checkpointMemory(t *testing.T, n int) (open, export, verify uint64) {
 // checkpoints twice (the range, then the lines), and verification keeps a
 // window of them. Between 5,000 and 50,000 checkpoints, each further one
 // may add at most a few bytes (the live heap after a collection, so the
-// figures do not depend on timing).
+// figures do not depend on timing). The bound is 10 bytes: the code that
+// held the checkpoints added 19 (the opened bundle), 246 (the export) and
+// 95 (Verify) per checkpoint, and the race detector's bookkeeping was seen
+// to add 4.6 to a flat Verify (CI runs the tests with -race).
 func TestCheckpointMemoryIsFlat(t *testing.T) {
 	audit.UseVerifyWindow(t, audit.DefaultVerifyWindow)
 	small, large := 5000, 50000
@@ -179,7 +182,7 @@ func TestCheckpointMemoryIsFlat(t *testing.T) {
 	}
 	t.Logf("%d checkpoints: the opened bundle holds %d bytes, the export %d more, Verify %d more; %d checkpoints: %d, %d, %d",
 		small, open1, export1, verify1, large, open2, export2, verify2)
-	const most = 4 // bytes per further checkpoint
+	const most = 10 // bytes per further checkpoint
 	for _, c := range []struct {
 		what string
 		a, b uint64
