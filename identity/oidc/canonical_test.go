@@ -101,7 +101,7 @@ func TestVerifyRefusesNonCanonicalSegments(t *testing.T) {
 		assertNoTokenLeak(t, v, e.logs.String())
 		// Through go-oidc with the verifier's context, as the web login
 		// path does.
-		if _, _, _, err := e.v.verify(ctx, v, e.clock.Now()); reasonOf(err) != ReasonMalformedToken {
+		if _, _, _, err := e.v.verify(ctx, v, e.clock.Now(), ownClient{}); reasonOf(err) != ReasonMalformedToken {
 			t.Errorf("verify(token with the %s respelt) = %v, want %s", name, err, ReasonMalformedToken)
 		}
 	}

@@ -59,8 +59,8 @@ var mfaAMR = []string{"mfa", "mca"}
 type mapper struct {
 	preset                                                        Preset
 	subject, objectID, email, name, groups, roles, scopes, tenant []claimPath
-	groupMap                                                      map[string]string
-	dropUnmapped                                                  bool
+	groupMap, roleMap                                             map[string]string
+	dropUnmapped, dropUnmappedRoles                               bool
 	mfaACR, mfaAMR                                                []string
 }
 
@@ -103,6 +103,8 @@ func newMapper(ic IssuerConfig) *mapper {
 	}
 	m.groupMap = ic.GroupMap
 	m.dropUnmapped = ic.DropUnmappedGroups
+	m.roleMap = ic.RoleMap
+	m.dropUnmappedRoles = ic.DropUnmappedRoles
 	m.mfaACR = ic.MFAACRValues
 	m.mfaAMR = append(slices.Clone(mfaAMR), ic.MFAAMRValues...)
 	return &m
@@ -217,12 +219,25 @@ func (m *mapper) hasOverage(c map[string]any) bool {
 // mapGroups translates provider groups to policy group names, sorted and
 // without duplicates.
 func (m *mapper) mapGroups(raw []string) []string {
+	return mapNames(raw, m.groupMap, m.dropUnmapped)
+}
+
+// mapRoles translates provider roles to policy role names, sorted and
+// without duplicates.
+func (m *mapper) mapRoles(raw []string) []string {
+	return mapNames(raw, m.roleMap, m.dropUnmappedRoles)
+}
+
+// mapNames translates the provider's names raw through the map m, keeping
+// the unmapped ones unless drop; the result is sorted, without duplicates
+// or empty names.
+func mapNames(raw []string, m map[string]string, drop bool) []string {
 	out := make([]string, 0, len(raw))
-	for _, g := range raw {
-		if to, ok := m.groupMap[g]; ok {
+	for _, n := range raw {
+		if to, ok := m[n]; ok {
 			out = append(out, to)
-		} else if !m.dropUnmapped && g != "" {
-			out = append(out, g)
+		} else if !drop && n != "" {
+			out = append(out, n)
 		}
 	}
 	if len(out) == 0 {
@@ -230,15 +245,6 @@ func (m *mapper) mapGroups(raw []string) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-func sortedUnique(s []string) []string {
-	if len(s) == 0 {
-		return nil
-	}
-	s = slices.Clone(s)
-	slices.Sort(s)
-	return slices.Compact(s)
 }
 
 // principal maps verified claims to a principal (without Issuer and
@@ -273,7 +279,7 @@ func (m *mapper) principal(c map[string]any) (p identity.Principal, overage bool
 	if err != nil {
 		return p, false, err
 	}
-	p.Roles = sortedUnique(roles)
+	p.Roles = m.mapRoles(roles)
 	if p.Scopes, err = strs(c, m.scopes, true); err != nil {
 		return p, false, err
 	}

@@ -84,11 +84,14 @@ type IssuerConfig struct {
 	// AllowedClients are the OAuth client ids whose tokens are accepted: a
 	// token's client is its azp claim, else client_id (RFC 9068), else cid
 	// (Okta), else appid (Entra v1.0), else, for an ID token with a single
-	// audience, that audience. ClientID is allowed too when the list is
-	// set. Empty accepts the token of any client the provider lets obtain
-	// one of Audiences: set it for every production issuer (Open warns when
-	// it is not set). Validate requires it with Okta's default
-	// authorization server, whose audience every app of the org can get.
+	// audience, that audience. When the list is set, ClientID is allowed
+	// too, and a [WebLogin] accepts its own client id (WebLoginConfig.ClientID)
+	// for the ID tokens of its sign-ins; sqlgated also adds its CLI's client
+	// id (identity.cli.clientID) to the issuers the CLI signs in with. Empty
+	// accepts the token of any client the provider lets obtain one of
+	// Audiences: set it for every production issuer (Open warns when it is
+	// not set). Validate requires it with Okta's default authorization
+	// server, whose audience every app of the org can get.
 	AllowedClients []string `json:"allowedClients,omitempty" yaml:"allowedClients,omitempty"`
 	// ClientID is sqlgate's client id at this provider (web login, Graph).
 	ClientID string `json:"clientID,omitempty" yaml:"clientID,omitempty"`
@@ -106,6 +109,13 @@ type IssuerConfig struct {
 	// (policies compare group names, whichever directory sent them).
 	GroupMap           map[string]string `json:"groupMap,omitempty" yaml:"groupMap,omitempty"`
 	DropUnmappedGroups bool              `json:"dropUnmappedGroups,omitempty" yaml:"dropUnmappedGroups,omitempty"`
+	// RoleMap maps the provider's role names (the roles claim: Entra app
+	// roles, Keycloak realm roles) to the role names policies use.
+	// Unmapped roles pass through unless DropUnmappedRoles, which Validate
+	// requires of every issuer when several are configured (policies
+	// compare role names, whichever provider sent them).
+	RoleMap           map[string]string `json:"roleMap,omitempty" yaml:"roleMap,omitempty"`
+	DropUnmappedRoles bool              `json:"dropUnmappedRoles,omitempty" yaml:"dropUnmappedRoles,omitempty"`
 	// Overage handles Entra's group overage (default refuse).
 	Overage OverageConfig `json:"overage,omitzero" yaml:"overage,omitempty"`
 	// ClockSkew is the tolerance on exp, nbf and iat (default 1m, at most 5m).
@@ -311,6 +321,11 @@ func (c Config) Validate() error {
 				"policies and http.adminGroups compare group names, so an unmapped group of one issuer passing through by name "+
 				"would let that directory's administrators grant another issuer's groups (a group named sales or sqlgate-admins)", label)
 		}
+		if len(c.Issuers) > 1 && !ic.DropUnmappedRoles {
+			add("%s: with several issuers every issuer needs dropUnmappedRoles: true (map the roles it may grant in roleMap): "+
+				"policies compare role names, so an unmapped role of one issuer passing through by name would let that "+
+				"provider's administrators grant another issuer's roles (an app role named orders.writer)", label)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -396,6 +411,11 @@ func (ic IssuerConfig) validate() []error {
 	for k, v := range ic.GroupMap {
 		if k == "" || v == "" {
 			add("groupMap: empty group name in %q: %q", k, v)
+		}
+	}
+	for k, v := range ic.RoleMap {
+		if k == "" || v == "" {
+			add("roleMap: empty role name in %q: %q", k, v)
 		}
 	}
 	for _, a := range ic.MFAAMRValues {

@@ -28,6 +28,8 @@ issuers:
       5f1c7a0e-3b1d-4c55-9a51-2b0d8f6e4a11: sales
       a3e7d9c2-8f41-4b6e-b0a4-7c2e91d35f08: support
     dropUnmappedGroups: true
+    roleMap: {Orders.Writer: orders.writer}
+    dropUnmappedRoles: true
     overage:
       mode: graph
       securityEnabledOnly: true
@@ -44,6 +46,7 @@ issuers:
     allowedClients: [0oa1cli2a3b4c5d6e7f8, 0oa9svc8a7b6c5d4e3f2]
     groupMap: {sqlgate-support: support}
     dropUnmappedGroups: true
+    dropUnmappedRoles: true
     algorithms: [RS256]
   - name: keycloak
     issuer: https://sso.contoso.example/realms/corp
@@ -54,6 +57,8 @@ issuers:
       groups: groups
     groupMap: {/sqlgate/sales: sales}
     dropUnmappedGroups: true
+    roleMap: {orders-writer: orders.writer}
+    dropUnmappedRoles: true
     mfaAMRValues: [hwk]
 maxTokenBytes: 32768
 cacheEntries: 50000
@@ -169,23 +174,35 @@ func TestConfigValidate(t *testing.T) {
 		// With several issuers a group passing through by name would let
 		// one directory's administrators grant another's groups.
 		{"several_issuers_pass_through", func(c *Config) {
-			c.Issuers[0].DropUnmappedGroups = true
+			c.Issuers[0].DropUnmappedGroups, c.Issuers[0].DropUnmappedRoles = true, true
 			c.Issuers = append(c.Issuers, IssuerConfig{
 				Name: "contractors", Issuer: "https://contractors.okta.com/oauth2/aus1sqlgate", Preset: PresetOkta,
-				Audiences: []string{"api://sqlgate"}, GroupMap: map[string]string{"sqlgate-support": "support"},
+				Audiences: []string{"api://sqlgate"}, GroupMap: map[string]string{"sqlgate-support": "support"}, DropUnmappedRoles: true,
 			})
 		}, []string{`issuer "contractors": with several issuers every issuer needs dropUnmappedGroups: true`}},
 		{"several_issuers_first_passes_through", func(c *Config) {
+			c.Issuers[0].DropUnmappedRoles = true
 			c.Issuers = append(c.Issuers, IssuerConfig{
-				Name: "b", Issuer: "https://idp-b.example", Audiences: []string{"sqlgate"}, DropUnmappedGroups: true,
+				Name: "b", Issuer: "https://idp-b.example", Audiences: []string{"sqlgate"}, DropUnmappedGroups: true, DropUnmappedRoles: true,
 			})
 		}, []string{`issuer "a": with several issuers every issuer needs dropUnmappedGroups`}},
-		{"several_issuers_dropping", func(c *Config) {
-			c.Issuers[0].DropUnmappedGroups = true
+		// Roles too: policies grant routes by role name (roles:
+		// [orders.writer]), so a role passing through by name would let
+		// one provider's administrators grant another's roles.
+		{"several_issuers_roles_pass_through", func(c *Config) {
+			c.Issuers[0].DropUnmappedGroups, c.Issuers[0].DropUnmappedRoles = true, true
 			c.Issuers = append(c.Issuers, IssuerConfig{
-				Name: "b", Issuer: "https://idp-b.example", Audiences: []string{"sqlgate"}, DropUnmappedGroups: true,
+				Name: "contractors", Issuer: "https://contractors.okta.com/oauth2/aus1sqlgate", Preset: PresetOkta,
+				Audiences: []string{"api://sqlgate"}, DropUnmappedGroups: true, RoleMap: map[string]string{"writer": "orders.writer"},
+			})
+		}, []string{`issuer "contractors": with several issuers every issuer needs dropUnmappedRoles: true`, "roleMap"}},
+		{"several_issuers_dropping", func(c *Config) {
+			c.Issuers[0].DropUnmappedGroups, c.Issuers[0].DropUnmappedRoles = true, true
+			c.Issuers = append(c.Issuers, IssuerConfig{
+				Name: "b", Issuer: "https://idp-b.example", Audiences: []string{"sqlgate"}, DropUnmappedGroups: true, DropUnmappedRoles: true,
 			})
 		}, nil},
+		{"empty_role_name", func(c *Config) { c.Issuers[0].RoleMap = map[string]string{"Orders.Writer": ""} }, []string{`roleMap: empty role name in "Orders.Writer"`}},
 		{"one_issuer_pass_through", func(*Config) {}, nil},
 		{"many_problems_at_once", func(c *Config) {
 			c.Issuers[0].Name = ""

@@ -104,7 +104,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger, opts ...Option) 
 			// A development provider on this machine is spared the warning.
 			logger.WarnContext(ctx, "issuer has no allowedClients: tokens that any application of the provider "+
 				"obtains for its audiences sign in to sqlgate, under that application's sign-on policy; list "+
-				"sqlgate's client ids (the CLI's, the dashboard's, the services') in allowedClients", "issuer", ic.Name)
+				"sqlgate's client ids in allowedClients (the CLI's and the services'; the dashboard's is accepted "+
+				"for its sign-ins)", "issuer", ic.Name)
 		}
 		v.byName[ic.Name] = is
 		if is.template {
@@ -252,7 +253,7 @@ func (v *Verifier) Verify(ctx context.Context, rawToken string) (identity.Princi
 			return p, nil
 		}
 	}
-	p, _, is, err := v.verify(ctx, rawToken, now)
+	p, _, is, err := v.verify(ctx, rawToken, now, ownClient{})
 	if err != nil {
 		return identity.Principal{}, v.fail(ctx, is, err)
 	}
@@ -370,8 +371,16 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// ownClient is a client of sqlgate's own that verify accepts for one
+// issuer besides its AllowedClients: a [WebLogin]'s client, for the ID
+// tokens of its sign-ins.
+type ownClient struct {
+	is *issuer
+	id string
+}
+
 // verify runs every check and returns the principal and the raw claims.
-func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (identity.Principal, map[string]any, *issuer, error) {
+func (v *Verifier) verify(ctx context.Context, raw string, now time.Time, own ownClient) (identity.Principal, map[string]any, *issuer, error) {
 	var p identity.Principal
 	hseg, rest, ok1 := strings.Cut(raw, ".")
 	pseg, sseg, ok2 := strings.Cut(rest, ".")
@@ -435,7 +444,11 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (ident
 	if err := checkAudience(claims, is.cfg.Audiences); err != nil {
 		return p, nil, is, err
 	}
-	if err := is.checkClient(claims); err != nil {
+	also := ""
+	if own.is == is {
+		also = own.id
+	}
+	if err := is.checkClient(claims, also); err != nil {
 		return p, nil, is, err
 	}
 	exp, ok := numericDate(claims["exp"])
@@ -521,9 +534,10 @@ func (is *issuer) checkTenant(tid, issTenant string) error {
 var clientClaims = []string{"azp", "client_id", "cid", "appid"}
 
 // checkClient enforces AllowedClients: the application that obtained the
-// token must be one of sqlgate's. A token naming no client is read as an ID
-// token, whose single audience is its client (OpenID Connect Core 2).
-func (is *issuer) checkClient(claims map[string]any) error {
+// token must be one of sqlgate's (AllowedClients, ClientID, or also when it
+// is not empty). A token naming no client is read as an ID token, whose
+// single audience is its client (OpenID Connect Core 2).
+func (is *issuer) checkClient(claims map[string]any, also string) error {
 	if len(is.clients) == 0 {
 		return nil
 	}
@@ -555,7 +569,7 @@ func (is *issuer) checkClient(claims map[string]any) error {
 	if client == "" {
 		return claimErr(ReasonClientNotAllowed, "the token names no client (azp, client_id, cid, appid, or a single audience)")
 	}
-	if !slices.Contains(is.clients, client) {
+	if !slices.Contains(is.clients, client) && (also == "" || client != also) {
 		return claimErr(ReasonClientNotAllowed, "client %q is not in the issuer's allowedClients", truncate(client, 100))
 	}
 	return nil

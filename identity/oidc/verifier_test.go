@@ -733,14 +733,14 @@ func TestGroupOverage(t *testing.T) {
 
 func TestSeveralIssuers(t *testing.T) {
 	t.Parallel()
-	people := newEnv(t, envOpt{shape: devidp.ShapeEntra, issuer: func(ic *IssuerConfig) { ic.DropUnmappedGroups = true }})
+	people := newEnv(t, envOpt{shape: devidp.ShapeEntra, issuer: func(ic *IssuerConfig) { ic.DropUnmappedGroups, ic.DropUnmappedRoles = true, true }})
 	clk := people.clock
 	// The contractors' Okta administrators named groups like ours.
 	mallory := devidp.User{Username: "mallory", Password: randomString(), Groups: []string{"support", "sales", "sqlgate-admins"}}
 	contractors := devidptest.Start(t, devidp.WithShape(devidp.ShapeOkta), devidp.WithUsers(userBob, mallory), devidp.WithClock(clk.Now), devidp.WithAudience("api://sqlgate"))
 	contractorIssuer := IssuerConfig{
 		Name: "contractors", Issuer: contractors.Issuer(), Preset: PresetOkta, Audiences: []string{"api://sqlgate"},
-		GroupMap: map[string]string{"support": "contractor-support"},
+		GroupMap: map[string]string{"support": "contractor-support"}, DropUnmappedRoles: true,
 	}
 	cfg := people.cfg
 	cfg.Issuers = append(slices.Clone(cfg.Issuers), contractorIssuer)

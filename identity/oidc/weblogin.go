@@ -44,6 +44,8 @@ type WebLoginConfig struct {
 	AllowPlainHTTP bool
 	// ClientID and ClientSecret default to the issuer entry's clientID and
 	// its secret reference. A public client (no secret) relies on PKCE.
+	// ClientID is accepted as the client of the sign-ins' ID tokens also
+	// when the issuer's AllowedClients does not list it.
 	ClientID     string
 	ClientSecret string
 	// Scopes (default: openid profile email).
@@ -455,7 +457,10 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 	if len(rawID) > l.v.cfg.MaxTokenBytes {
 		return none, nil, "", l.fail(r, ReasonTokenTooLarge, nil)
 	}
-	p, claims, is, err := l.v.verify(r.Context(), rawID, l.now())
+	// The dashboard's own client is accepted for its sign-ins whether or
+	// not the issuer's allowedClients lists it: the code was redeemed with
+	// its credentials, and the audience is checked to be it below.
+	p, claims, is, err := l.v.verify(r.Context(), rawID, l.now(), ownClient{is: l.is, id: l.cfg.ClientID})
 	if err != nil {
 		var ae *identity.AuthError
 		if errors.As(err, &ae) {

@@ -20,6 +20,13 @@ type dashboard struct {
 
 func newDashboard(t *testing.T, e *env) *dashboard {
 	t.Helper()
+	return newDashboardWith(t, e, nil)
+}
+
+// newDashboardWith is newDashboard with edit applied to the web login's
+// configuration.
+func newDashboardWith(t *testing.T, e *env, edit func(*WebLoginConfig)) *dashboard {
+	t.Helper()
 	d := &dashboard{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /login", func(w http.ResponseWriter, r *http.Request) {
@@ -47,9 +54,11 @@ func newDashboard(t *testing.T, e *env) *dashboard {
 	d.Start()
 	t.Cleanup(d.Close)
 	key := []byte(randomString() + randomString())
-	wl, err := NewWebLogin(WebLoginConfig{
-		Verifier: e.v, Issuer: "test", RedirectURL: d.URL + "/auth/callback", CookieKey: key,
-	})
+	cfg := WebLoginConfig{Verifier: e.v, Issuer: "test", RedirectURL: d.URL + "/auth/callback", CookieKey: key}
+	if edit != nil {
+		edit(&cfg)
+	}
+	wl, err := NewWebLogin(cfg)
 	if err != nil {
 		t.Fatalf("NewWebLogin: %v", err)
 	}
