@@ -444,6 +444,46 @@ func (c *Config) defaults() {
 	} else if c.Audit.OriginPrefix != "" {
 		c.originConflict = true
 	}
+	c.Identity.allowCLIClient()
+}
+
+// allowCLIClient adds identity.cli.clientID to the allowedClients of the
+// issuers the CLI signs in with (cliSignsInWith) that set allowedClients:
+// the CLI is sqlgate's own application, whose tokens every `sqlgate login`
+// user presents, so an operator need not list it again. (The dashboard's
+// client, identity.web.clientID, is accepted by oidc.WebLogin for its own
+// sign-ins.) An issuer without allowedClients accepts any client already.
+func (ic *IdentityConfig) allowCLIClient() {
+	id := ic.CLI.ClientID
+	if id == "" || ic.CLI.Issuer == "" {
+		return
+	}
+	issuers := slices.Clone(ic.Issuers)
+	for i, is := range issuers {
+		if len(is.AllowedClients) > 0 && !slices.Contains(is.AllowedClients, id) && cliSignsInWith(ic.CLI.Issuer, is) {
+			issuers[i].AllowedClients = append(slices.Clip(is.AllowedClients), id)
+		}
+	}
+	ic.Issuers = issuers
+}
+
+// cliSignsInWith reports whether the CLI, told cliIssuer (identity.cli.issuer),
+// signs in with the issuer entry ic: ic's issuer is cliIssuer, or an Entra
+// {tenantid} template that cliIssuer fills in (a tenant's issuer, or
+// organizations/common), or ic's discovery URL is cliIssuer.
+func cliSignsInWith(cliIssuer string, ic oidc.IssuerConfig) bool {
+	want := strings.TrimSuffix(cliIssuer, "/")
+	iss := strings.TrimSuffix(ic.Issuer, "/")
+	if iss == want || (ic.DiscoveryURL != "" && strings.TrimSuffix(ic.DiscoveryURL, "/") == want) {
+		return true
+	}
+	prefix, suffix, ok := strings.Cut(iss, oidc.TenantPlaceholder)
+	if !ok {
+		return false
+	}
+	tenant, found := strings.CutPrefix(want, prefix)
+	tenant, found2 := strings.CutSuffix(tenant, suffix)
+	return found && found2 && tenant != "" && !strings.Contains(tenant, "/")
 }
 
 // Validate reports every problem of the configuration at once.

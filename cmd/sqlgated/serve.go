@@ -154,21 +154,10 @@ func cliDiscovery(cfg *Config) api.Discovery {
 
 // cliAuthContext is the Entra authentication context the CLI's sign-ins
 // ask for (oidc.SignInAuthContext) of the issuer entry the CLI signs in
-// with: the one whose issuer is cliIssuer, or an Entra {tenantid} template
-// that cliIssuer fills in (a tenant's issuer, or organizations/common), or
-// whose discovery URL is cliIssuer. "" when no entry matches or it asks for
-// none.
+// with (cliSignsInWith). "" when no entry matches or it asks for none.
 func cliAuthContext(cliIssuer string, issuers []oidc.IssuerConfig) string {
-	want := strings.TrimSuffix(cliIssuer, "/")
 	for _, ic := range issuers {
-		iss := strings.TrimSuffix(ic.Issuer, "/")
-		match := iss == want || (ic.DiscoveryURL != "" && strings.TrimSuffix(ic.DiscoveryURL, "/") == want)
-		if prefix, suffix, ok := strings.Cut(iss, oidc.TenantPlaceholder); ok && !match {
-			tenant, found := strings.CutPrefix(want, prefix)
-			tenant, found2 := strings.CutSuffix(tenant, suffix)
-			match = found && found2 && tenant != "" && !strings.Contains(tenant, "/")
-		}
-		if ac := oidc.SignInAuthContext(ic); match && ac != "" {
+		if ac := oidc.SignInAuthContext(ic); ac != "" && cliSignsInWith(cliIssuer, ic) {
 			return ac
 		}
 	}
