@@ -529,6 +529,8 @@ func (c *Config) Validate() error {
 	errs = append(errs, prefixed("identity: ", c.Identity.Validate())...)
 	if c.Identity.CLI.Issuer == "" || c.Identity.CLI.ClientID == "" {
 		bad("identity.cli.issuer and identity.cli.clientID are required (what sqlgate login uses)")
+	} else if len(c.Identity.Issuers) > 0 && !slices.ContainsFunc(c.Identity.Issuers, func(ic oidc.IssuerConfig) bool { return cliSignsInWith(c.Identity.CLI.Issuer, ic) }) {
+		bad("identity.cli.issuer %q is none of identity.issuers (their issuer or discoveryURL): the tokens of every sqlgate login would be refused as from an unknown issuer", c.Identity.CLI.Issuer)
 	}
 	if err := oidc.CheckServiceScopes(c.Identity.CLI.ServiceScopes); err != nil {
 		bad("identity.cli.serviceScopes: %v", err)

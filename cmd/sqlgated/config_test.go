@@ -75,6 +75,8 @@ func TestConfigErrors(t *testing.T) {
 			`databases[1]: postgresLogins: allowedRoles: "" is not a valid role name`, "databases[1]: postgresLogins: terminateTimeout must not be negative", "databases[1]: postgresLogins: clientPort must be a port number",
 		}},
 		{"bad_origin", "  origin: sqlgate.example.com/sqlgate-1", "  origin: \"has space+plus\"", []string{`audit.origin "has space+plus" must be non-empty printable text without spaces or '+'`}},
+		// Every sqlgate login's token would be refused as from an unknown issuer.
+		{"cli_issuer_unknown", "    issuer: https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0\n    clientID: 22222222", "    issuer: https://login.example.org/v2.0\n    clientID: 22222222", []string{`identity.cli.issuer "https://login.example.org/v2.0" is none of identity.issuers`}},
 		{"web_issuer_unknown", "    issuer: entra\n    clientID", "    issuer: nosuchissuer\n    clientID", []string{`identity.web.issuer "nosuchissuer" names no entry of identity.issuers (names: entra, okta-contractors)`}},
 		{"short_audit_retention", "  retention: 8760h", "  retention: 1h", []string{"audit.retention must be 0 (keep forever) or at least 24h0m0s, not 1h0m0s"}},
 		{"negative_input_retention", "  inputRetention: 2160h", "  inputRetention: -5m", []string{"audit.inputRetention must be 0 (keep forever) or at least 24h0m0s, not -5m0s"}},
