@@ -15,6 +15,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/policy"
+	"github.com/sqlgate/sqlgate/web/api"
 )
 
 func (s *Server) auditRoutes() {
@@ -27,6 +28,7 @@ func (s *Server) auditRoutes() {
 	m.Handle("GET /api/v1/audit/verify", s.authed(s.auditVerify))
 	m.Handle("GET /api/v1/audit/proof", s.authed(s.auditProof))
 	m.Handle("GET /api/v1/audit/export", s.authed(s.auditExport))
+	m.Handle("POST /api/v1/audit/export", s.authed(s.auditExport))
 	m.Handle("GET /api/v1/audit/evidence", s.authed(s.auditEvidence))
 }
 
@@ -179,7 +181,7 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, p identity.
 	if err != nil {
 		return err
 	}
-	proofs, err := proofSizes(r.URL.Query().Get("proofs"))
+	proofs, err := exportProofs(r)
 	if err != nil {
 		return err
 	}
@@ -195,6 +197,36 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, p identity.
 	}
 	out.start()
 	return nil
+}
+
+// maxProofsBody bounds the body of POST audit/export: [audit.MaxProofSizes]
+// sizes of up to 19 digits and their commas fit.
+const maxProofsBody = 256 << 10
+
+// exportProofs reads the tree sizes of the export's consistency proofs: the
+// body of a POST ([api.AuditExportRequest], what the CLI sends: thousands
+// of sizes in a URL outgrow the header limit, HTTP 431), or a GET's proofs
+// parameter.
+func exportProofs(r *http.Request) ([]int64, error) {
+	if r.Method != http.MethodPost {
+		return proofSizes(r.URL.Query().Get("proofs"))
+	}
+	if r.URL.Query().Has("proofs") {
+		return nil, badRequest("a POST gives proofs in its body ({\"proofs\":[sizes]}), not in the URL")
+	}
+	var req api.AuditExportRequest
+	if err := decodeJSON(r, maxProofsBody, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Proofs) > audit.MaxProofSizes {
+		return nil, badRequest(fmt.Sprintf("proofs holds %d sizes, at most %d", len(req.Proofs), audit.MaxProofSizes))
+	}
+	for _, n := range req.Proofs {
+		if n <= 0 {
+			return nil, badRequest("proofs must be tree sizes above 0 (those of trusted checkpoint copies)")
+		}
+	}
+	return req.Proofs, nil
 }
 
 // proofSizes reads the export's proofs parameter: comma-separated tree

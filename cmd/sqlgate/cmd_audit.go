@@ -36,13 +36,13 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	if err := wantArgs(pos, 0, "sqlgate audit export -o FILE"); err != nil {
 		return err
 	}
-	var proofs []int64
+	var sizes map[string][]int64
 	if *trusted != "" {
 		cps, _, err := loadTrusted(*trusted, *origin)
 		if err != nil {
 			return err
 		}
-		proofs = proofSizes(cps)
+		sizes = trustedSizes(cps)
 	}
 	if *out == "" {
 		return usagef("-o FILE is required")
@@ -54,6 +54,10 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	proofs, err := askProofs(ctx, c, *from, sizes)
+	if err != nil {
+		return err
+	}
 	// Written beside the destination and renamed on success, so a failed
 	// run leaves neither a partial bundle nor a damaged earlier one.
 	dst, err := createOutput(*out, ".sqlgate-audit-*.bundle")
@@ -62,9 +66,9 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	}
 	defer dst.discard()
 	if *origin == "" {
-		err = c.AuditExportProofs(ctx, dst, *from, *to, proofs)
+		err = exportLog(ctx, c, dst, *from, *to, proofs)
 	} else {
-		err = exportOrigin(ctx, e, *broker, dst, *origin, *from, *to, proofs)
+		err = exportOrigin(ctx, c, dst, *origin, *from, *to, proofs)
 	}
 	if err != nil {
 		return err
@@ -81,13 +85,13 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 // downloaded to a temporary file and written again with that origin (the
 // same bytes the broker would write for it: keys, frontier, checkpoints,
 // consistency proof and records).
-func exportOrigin(ctx context.Context, e *env, broker string, w io.Writer, origin string, from, to int64, proofs []int64) error {
-	path, cleanup, err := downloadBundle(ctx, e, broker, from, to, proofs)
+func exportOrigin(ctx context.Context, c *api.Client, w io.Writer, origin string, from, to int64, proofs []int64) error {
+	path, cleanup, err := downloadBundle(ctx, c, from, to, proofs)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	b, closeBundle, err := openBundle(ctx, e, "", path, nil)
+	b, closeBundle, err := openBundleFile(path, "")
 	if err != nil {
 		return err
 	}
@@ -98,22 +102,108 @@ func exportOrigin(ctx context.Context, e *env, broker string, w io.Writer, origi
 	return audit.WriteBundle(ctx, w, b, audit.BundleOptions{Origin: origin, ProofSizes: proofs})
 }
 
-// proofSizes returns the distinct tree sizes of the trusted copies cps (read,
-// not checked: a copy that does not verify fails verification anyway), the
-// smallest [audit.MaxProofSizes] of them: the broker adds a consistency
-// proof from each one below an origin's first exported record. Copies at or
-// after it are checked against the records, and the oldest copies are the
-// ones before it.
-func proofSizes(cps [][]byte) []int64 {
-	var sizes []int64
+// trustedSizes returns the distinct tree sizes of the trusted copies cps
+// by origin (read, not checked: a copy that does not verify fails
+// verification anyway).
+func trustedSizes(cps [][]byte) map[string][]int64 {
+	by := map[string][]int64{}
 	for _, cp := range cps {
 		if c, err := audit.ParseCheckpoint(cp); err == nil && c.Size > 0 {
-			sizes = append(sizes, c.Size)
+			by[c.Origin] = append(by[c.Origin], c.Size)
 		}
 	}
-	slices.Sort(sizes)
-	sizes = slices.Compact(sizes)
-	return sizes[:min(len(sizes), audit.MaxProofSizes)]
+	for o, sizes := range by {
+		slices.Sort(sizes)
+		by[o] = slices.Compact(sizes)
+	}
+	return by
+}
+
+// askProofs returns the tree sizes, among the trusted copies' sizes (by
+// origin), to ask the broker's export of the records from `from` on for
+// consistency proofs. A copy below the first record the export holds of
+// its origin is checked only through a proof from its own size
+// ([audit.Verify]); one at or after it is checked by hashing the records
+// and needs none. Up to [audit.MaxProofSizes] sizes are all sent (the
+// broker writes the proofs from those below each origin's first record
+// only); with more, the CLI first asks where each origin's export starts
+// ([exportStarts]) and sends only the sizes below it. More copies below
+// the start than one export carries is an error: none is left out.
+func askProofs(ctx context.Context, c *api.Client, from int64, by map[string][]int64) ([]int64, error) {
+	var all []int64
+	for _, sizes := range by {
+		all = append(all, sizes...)
+	}
+	slices.Sort(all)
+	all = slices.Compact(all)
+	if len(all) <= audit.MaxProofSizes {
+		return all, nil
+	}
+	starts, err := exportStarts(ctx, c, from)
+	if err != nil {
+		return nil, err
+	}
+	var need []int64
+	var below []string
+	for _, o := range slices.Sorted(maps.Keys(by)) {
+		start, ok := starts[o]
+		if !ok {
+			continue // not in the log: verification fails its copies (origin_missing)
+		}
+		n := 0
+		for _, size := range by[o] {
+			if size < start {
+				need = append(need, size)
+				n++
+			}
+		}
+		if n > 0 {
+			below = append(below, fmt.Sprintf("%d of %s, whose export starts at record %d", n, o, start))
+		}
+	}
+	slices.Sort(need)
+	need = slices.Compact(need)
+	if len(need) > audit.MaxProofSizes {
+		return nil, fmt.Errorf("--trusted-checkpoint: too many trusted copies for one request: %d copies precede the first record the broker exports of their origin (%s); "+
+			"each is checked only through a consistency proof from its own size, and one export carries at most %d: give --trusted-checkpoint at most %d of those per run "+
+			"(copies at or after the first record are checked by hashing the records, however many)",
+			len(need), strings.Join(below, "; "), audit.MaxProofSizes, audit.MaxProofSizes)
+	}
+	return need, nil
+}
+
+// exportStarts returns, by origin, the first record of the broker's export
+// of the records from `from` on: it exports one record, whose bundle starts
+// each origin where the whole export does (the origin's first retained
+// record, or from).
+func exportStarts(ctx context.Context, c *api.Client, from int64) (map[string]int64, error) {
+	to := from + 1
+	if to <= 0 {
+		to = 0 // from is the largest index: the export from it is as short
+	}
+	path, cleanup, err := downloadBundle(ctx, c, from, to, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	b, closeBundle, err := openBundleFile(path, "")
+	if err != nil {
+		return nil, err
+	}
+	defer closeBundle()
+	origins, err := b.Origins(ctx)
+	if err != nil {
+		return nil, err
+	}
+	starts := make(map[string]int64, len(origins))
+	for _, o := range origins {
+		first, _, err := b.Bounds(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		starts[o] = first
+	}
+	return starts, nil
 }
 
 // holdsOrigin is an error naming the origins b holds when it holds no log
@@ -330,18 +420,18 @@ func (v *auditVerify) run(ctx context.Context, pos []string, selfOnly bool) erro
 			"so the check would prove nothing (dev: audit_verifier_key in dev.json; --no-trusted-key checks only that the log is self-consistent)")
 	}
 	var copies map[string]int
-	var proofs []int64
+	var sizes map[string][]int64
 	if v.trusted != "" {
 		var err error
 		if v.opts.Trusted, copies, err = loadTrusted(v.trusted, v.origin); err != nil {
 			return err
 		}
-		proofs = proofSizes(v.opts.Trusted)
+		sizes = trustedSizes(v.opts.Trusted)
 	}
 	// Downloaded from the broker, the bundle carries the consistency proofs
 	// from the trusted copies' sizes; a --bundle file has those it was
 	// exported with (audit export --trusted-checkpoint).
-	b, closeBundle, err := openBundle(ctx, e, v.broker, v.bundle, proofs)
+	b, closeBundle, err := openBundle(ctx, e, v.broker, v.bundle, sizes)
 	if err != nil {
 		return err
 	}
@@ -421,18 +511,14 @@ func saveCheckpoints(ctx context.Context, w io.Writer, dir string, rep *audit.Re
 // downloadBundle exports records [from, to) of every origin from the
 // broker into a temporary file, with consistency proofs from the tree sizes
 // proofs. The returned function removes it.
-func downloadBundle(ctx context.Context, e *env, broker string, from, to int64, proofs []int64) (string, func(), error) {
-	c, err := e.client(broker)
-	if err != nil {
-		return "", nil, err
-	}
+func downloadBundle(ctx context.Context, c *api.Client, from, to int64, proofs []int64) (string, func(), error) {
 	tmp, err := os.CreateTemp("", "sqlgate-audit-*.bundle")
 	if err != nil {
 		return "", nil, err
 	}
 	path := tmp.Name()
 	cleanup := func() { _ = os.Remove(path) }
-	err = c.AuditExportProofs(ctx, tmp, from, to, proofs)
+	err = exportLog(ctx, c, tmp, from, to, proofs)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -443,34 +529,64 @@ func downloadBundle(ctx context.Context, e *env, broker string, from, to int64, 
 	return path, cleanup, nil
 }
 
-// openBundle opens the bundle file at path, or downloads the whole log from
-// the broker into a temporary file when path is empty, with consistency
-// proofs from the tree sizes proofs. The returned function closes it and
-// removes a downloaded file.
-func openBundle(ctx context.Context, e *env, broker, path string, proofs []int64) (*audit.Bundle, func(), error) {
-	cleanup := func() {}
-	named := path
-	if path == "" {
-		var err error
-		if path, cleanup, err = downloadBundle(ctx, e, broker, 0, 0, proofs); err != nil {
-			return nil, nil, err
-		}
+// exportLog writes the broker's export of records [from, to), with
+// consistency proofs from the tree sizes proofs, to w. A broker that refuses
+// the request as too large (HTTP 431: one that takes the sizes in the URL
+// only; 413) is named for it.
+func exportLog(ctx context.Context, c *api.Client, w io.Writer, from, to int64, proofs []int64) error {
+	err := c.AuditExportProofs(ctx, w, from, to, proofs)
+	var se *api.StatusError
+	if len(proofs) > 0 && errors.As(err, &se) && (se.Status == http.StatusRequestHeaderFieldsTooLarge || se.Status == http.StatusRequestEntityTooLarge) {
+		return fmt.Errorf("too many trusted copies for one request: the broker refused the request for consistency proofs from the sizes of %d --trusted-checkpoint copies (HTTP %d; a broker that takes them in the URL only refuses a few thousand): "+
+			"give --trusted-checkpoint fewer copies, or upgrade the broker", len(proofs), se.Status)
 	}
-	f, err := os.Open(path)
+	return err
+}
+
+// openBundle opens the bundle file at path, or downloads the whole log from
+// the broker into a temporary file when path is empty, with the consistency
+// proofs the trusted copies of the sizes (by origin) need ([askProofs]).
+// The returned function closes it and removes a downloaded file.
+func openBundle(ctx context.Context, e *env, broker, path string, sizes map[string][]int64) (*audit.Bundle, func(), error) {
+	if path != "" {
+		return openBundleFile(path, path)
+	}
+	c, err := e.client(broker)
+	if err != nil {
+		return nil, nil, err
+	}
+	proofs, err := askProofs(ctx, c, 0, sizes)
+	if err != nil {
+		return nil, nil, err
+	}
+	path, cleanup, err := downloadBundle(ctx, c, 0, 0, proofs)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, closeBundle, err := openBundleFile(path, "")
 	if err != nil {
 		cleanup()
+		return nil, nil, err
+	}
+	return b, func() { closeBundle(); cleanup() }, nil
+}
+
+// openBundleFile opens the bundle file at path; an error names it as named
+// ("": the broker's export). The returned function closes it.
+func openBundleFile(path, named string) (*audit.Bundle, func(), error) {
+	f, err := os.Open(path)
+	if err != nil {
 		return nil, nil, err
 	}
 	b, err := audit.OpenBundle(f)
 	if err != nil {
 		_ = f.Close()
-		cleanup()
 		if named != "" {
 			return nil, nil, fmt.Errorf("%s: %w", named, err)
 		}
 		return nil, nil, fmt.Errorf("the broker's export: %w", err)
 	}
-	return b, func() { _ = f.Close(); cleanup() }, nil
+	return b, func() { _ = f.Close() }, nil
 }
 
 func cmdAuditEvidence(ctx context.Context, e *env, args []string) (err error) {
@@ -530,14 +646,14 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) (err error) {
 		opts.Signer = signer
 	}
 	var trustedOrigins map[string]int
-	var proofs []int64
+	var sizes map[string][]int64
 	if *trusted != "" {
 		if opts.Verify.Trusted, trustedOrigins, err = loadTrusted(*trusted, *origin); err != nil {
 			return err
 		}
-		proofs = proofSizes(opts.Verify.Trusted)
+		sizes = trustedSizes(opts.Verify.Trusted)
 	}
-	b, closeBundle, err := openBundle(ctx, e, *broker, *bundlePath, proofs)
+	b, closeBundle, err := openBundle(ctx, e, *broker, *bundlePath, sizes)
 	if err != nil {
 		return err
 	}

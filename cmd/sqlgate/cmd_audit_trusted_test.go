@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,24 +56,55 @@ func prunedLog(t *testing.T) (*audittest.Store, string, string) {
 	return store, copies, vkey
 }
 
-// bundleBroker serves the audit export of store as the broker does, with
-// the consistency proofs of its proofs parameter.
-func bundleBroker(t *testing.T, store *audittest.Store, asked *[]string) http.Handler {
+// exportAsk is one export request a test broker answered: its range and
+// the tree sizes it was asked for proofs from.
+type exportAsk struct {
+	method   string
+	from, to int64
+	proofs   []int64
+}
+
+// bundleBroker serves the audit export of store as the broker does: records
+// [from, to) with the consistency proofs from the sizes in the body of a
+// POST ({"proofs":[…]}) or the proofs parameter of a GET. It records each
+// request in asked.
+func bundleBroker(t *testing.T, store *audittest.Store, asked *[]exportAsk) http.Handler {
+	return withholdingBroker(t, store, asked, nil)
+}
+
+// withholdingBroker is bundleBroker giving no proof from the sizes in
+// withhold: a broker that leaves a trusted copy without its proof.
+func withholdingBroker(t *testing.T, store *audittest.Store, asked *[]exportAsk, withhold []int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/api/v1/audit/export" {
 			http.Error(w, "unexpected request "+r.URL.String(), http.StatusBadRequest)
 			return
 		}
 		q := r.URL.Query()
-		*asked = append(*asked, q.Get("proofs"))
-		var sizes []int64
-		for _, p := range strings.Split(q.Get("proofs"), ",") {
-			if n, err := strconv.ParseInt(p, 10, 64); err == nil {
-				sizes = append(sizes, n)
+		ask := exportAsk{method: r.Method}
+		ask.from, _ = strconv.ParseInt(q.Get("from"), 10, 64)
+		ask.to, _ = strconv.ParseInt(q.Get("to"), 10, 64)
+		switch r.Method {
+		case http.MethodPost:
+			var body struct {
+				Proofs []int64 `json:"proofs"`
+			}
+			if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			ask.proofs = body.Proofs
+		default:
+			for _, p := range strings.Split(q.Get("proofs"), ",") {
+				if n, err := strconv.ParseInt(p, 10, 64); err == nil {
+					ask.proofs = append(ask.proofs, n)
+				}
 			}
 		}
+		*asked = append(*asked, ask)
+		sizes := slices.DeleteFunc(slices.Clone(ask.proofs), func(n int64) bool { return slices.Contains(withhold, n) })
 		w.Header().Set("Content-Type", "application/x-ndjson")
-		if err := audit.WriteBundle(r.Context(), w, store, audit.BundleOptions{ProofSizes: sizes}); err != nil {
+		if err := audit.WriteBundle(r.Context(), w, store, audit.BundleOptions{From: ask.from, To: ask.to, ProofSizes: sizes}); err != nil {
 			t.Error(err)
 		}
 	})
@@ -86,12 +118,12 @@ func bundleBroker(t *testing.T, store *audittest.Store, asked *[]string) http.Ha
 // nothing.
 func TestAuditVerifyChecksCopiesOlderThanTheBundle(t *testing.T) {
 	store, copies, vkey := prunedLog(t)
-	var asked []string
+	var asked []exportAsk
 	c := signedInCLI(t, bundleBroker(t, store, &asked))
 
 	out := c.must("", "audit", "verify", "--key", vkey, "--trusted-checkpoint", copies)
-	if !strings.Contains(out, "OK") || !strings.Contains(out, "1 trusted copies checked") || len(asked) != 1 || asked[0] != "10" {
-		t.Errorf("verify from the broker: %s (proofs asked: %q); want OK with the copy checked through a proof from 10", out, asked)
+	if !strings.Contains(out, "OK") || !strings.Contains(out, "1 trusted copies checked") || len(asked) != 1 || !slices.Equal(asked[0].proofs, []int64{10}) {
+		t.Errorf("verify from the broker: %s (exports asked: %+v); want OK with the copy checked through a proof from 10", out, asked)
 	}
 
 	dir := t.TempDir()

@@ -285,18 +285,38 @@ func (c *Client) AuditExport(ctx context.Context, w io.Writer, from, to int64) e
 	return c.download(ctx, "/audit/export?"+q.Encode(), "audit export", w)
 }
 
+// AuditExportRequest is the body of POST /audit/export: the tree sizes of
+// the caller's trusted checkpoint copies to carry consistency proofs from
+// (at most audit.MaxProofSizes).
+type AuditExportRequest struct {
+	Proofs []int64 `json:"proofs"`
+}
+
 // AuditExportProofs is AuditExport with consistency proofs from the tree
 // sizes proofs (those of the caller's trusted checkpoint copies) to each
 // origin's first exported record, so copies older than it can be checked.
+// The sizes go in the body of a POST: in the URL of a GET a few thousand
+// outgrow the broker's header limit (HTTP 431). A broker that takes only
+// GET (405) is asked again with them in the query string.
 func (c *Client) AuditExportProofs(ctx context.Context, w io.Writer, from, to int64, proofs []int64) error {
 	q := url.Values{"from": {strconv.FormatInt(from, 10)}, "to": {strconv.FormatInt(to, 10)}}
-	if len(proofs) > 0 {
-		sizes := make([]string, len(proofs))
-		for i, n := range proofs {
-			sizes[i] = strconv.FormatInt(n, 10)
-		}
-		q.Set("proofs", strings.Join(sizes, ","))
+	if len(proofs) == 0 {
+		return c.download(ctx, "/audit/export?"+q.Encode(), "audit export", w)
 	}
+	body, err := json.Marshal(AuditExportRequest{Proofs: proofs})
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	err = c.downloadBody(ctx, http.MethodPost, "/audit/export?"+q.Encode(), body, "audit export", w)
+	if se := (*StatusError)(nil); !errors.As(err, &se) || se.Status != http.StatusMethodNotAllowed {
+		return err
+	}
+	// Nothing was written to w: the broker refused before its first byte.
+	sizes := make([]string, len(proofs))
+	for i, n := range proofs {
+		sizes[i] = strconv.FormatInt(n, 10)
+	}
+	q.Set("proofs", strings.Join(sizes, ","))
 	return c.download(ctx, "/audit/export?"+q.Encode(), "audit export", w)
 }
 
@@ -311,6 +331,12 @@ func (c *Client) AuditEvidence(ctx context.Context, w io.Writer, from, to time.T
 // data keeps coming: it fails when the response headers take longer than
 // c.downloadWait or the body delivers nothing for c.downloadIdle.
 func (c *Client) download(ctx context.Context, path, what string, w io.Writer) error {
+	return c.downloadBody(ctx, http.MethodGet, path, nil, what, w)
+}
+
+// downloadBody is [Client.download] with a method and a JSON request body
+// (nil: none).
+func (c *Client) downloadBody(ctx context.Context, method, path string, in []byte, what string, w io.Writer) error {
 	bearer, err := c.bearer(ctx, true)
 	if err != nil {
 		return err
@@ -320,7 +346,11 @@ func (c *Client) download(ctx context.Context, path, what string, w io.Writer) e
 	waiting := time.AfterFunc(c.downloadWait, func() {
 		cancel(fmt.Errorf("the broker did not answer within %s", c.downloadWait))
 	})
-	resp, err := c.send(ctx, http.MethodGet, path, nil, bearer)
+	var req io.Reader
+	if in != nil {
+		req = bytes.NewReader(in)
+	}
+	resp, err := c.send(ctx, method, path, req, bearer)
 	waiting.Stop()
 	if err != nil {
 		return err
