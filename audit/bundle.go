@@ -179,7 +179,14 @@ func writeBundleOrigin(ctx context.Context, bw *bufio.Writer, writeJSON func(any
 		}
 	}
 	var line []byte
-	return src.Records(ctx, origin, from, to, func(index int64, data []byte, leaf *tlog.Hash) error {
+	next := from // the index after the source's last record
+	err = src.Records(ctx, origin, from, to, func(index int64, data []byte, leaf *tlog.Hash) error {
+		if index != next {
+			if err := prunedWhileRead(ctx, src, origin, next); err != nil {
+				return err
+			}
+		}
+		next = index + 1
 		var h tlog.Hash
 		if leaf != nil {
 			h = *leaf
@@ -194,6 +201,29 @@ func writeBundleOrigin(ctx context.Context, bw *bufio.Writer, writeJSON func(any
 		_, err := bw.Write(line)
 		return err
 	})
+	if err == nil && next < to {
+		err = prunedWhileRead(ctx, src, origin, next)
+	}
+	return err
+}
+
+// prunedWhileRead is the error of an export whose source lacks record
+// index, which its header already says the bundle holds, because
+// retention pruned it after the export read the source's bounds (the log
+// now starts after it): the record lines would stand for other indexes
+// and the bundle would fail verification. nil when the source still starts
+// at or before index: the record is missing from the log itself, and the
+// verifier of the bundle names it (its record lines are positions).
+func prunedWhileRead(ctx context.Context, src Source, origin string, index int64) error {
+	first, _, err := src.Bounds(ctx, origin)
+	if err != nil {
+		return fmt.Errorf("record %d is not in the source, whose bounds cannot be read again: %w", index, err)
+	}
+	if first <= index {
+		return nil
+	}
+	return fmt.Errorf("records %d to %d were pruned by retention while the bundle was written (the log now starts at record %d), "+
+		"after its header said it holds them: the bundle is incomplete; export again", index, first-1, first)
 }
 
 // Bundle is an opened bundle file; it implements [Source]. Records and

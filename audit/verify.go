@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"runtime"
 	"slices"
 	"sort"
@@ -28,10 +29,12 @@ type Source interface {
 	// Checkpoints calls fn with each signed checkpoint note of origin, in
 	// ascending size order (Verify fails a checkpoint listed after a
 	// larger one). fn may call Records: Verify reads the records between
-	// two windows of checkpoints from it.
+	// two windows of checkpoints from it. A source that orders them by a
+	// size stored beside the note passes each through [CheckpointRow].
 	Checkpoints(ctx context.Context, origin string, fn func(note []byte) error) error
 	// Bounds returns the retained record range [first, end) of origin;
-	// records before first were pruned.
+	// records before first were pruned. first may grow while the source is
+	// read (retention): Verify then starts the origin over.
 	Bounds(ctx context.Context, origin string) (first, end int64, err error)
 	// Frontier returns the tree hashes at FrontierIndexes(size), or an error
 	// wrapping ErrNotFound when the source cannot provide them for this size
@@ -148,7 +151,9 @@ const (
 	// ([BundleOptions].ProofSizes, `sqlgate audit export
 	// --trusted-checkpoint`).
 	ProblemUncheckedTrusted ProblemCode = "unchecked_trusted_checkpoint"
-	// ProblemSource: the source failed while being read.
+	// ProblemSource: the source failed while being read (its connection,
+	// driver or file), not what it holds: a tree hash, checkpoint or key
+	// it lacks (an error wrapping [ErrNotFound]) is [ProblemMissingRecord].
 	ProblemSource ProblemCode = "source_error"
 )
 
@@ -251,7 +256,8 @@ func (r *Report) OK() bool { return len(r.Failures) == 0 }
 // source could not be read (every failure is [ProblemSource]): nothing was
 // found wrong with the log, it was not read to the end (a database outage,
 // an unreadable file). A caller serving the log reports that as the
-// source's outage, not as a log that did not verify.
+// source's outage, not as a log that did not verify. Content the source
+// lacks or holds edited is never only that: it is an integrity failure.
 func (r *Report) SourceFailed() bool {
 	if len(r.Failures) == 0 {
 		return false
@@ -376,17 +382,76 @@ func Verify(ctx context.Context, src Source, opts VerifyOptions) (*Report, error
 			sum.Key = v.intern(c.KeyID)
 			v.tcps = append(v.tcps, sum)
 		}
-		if err := v.run(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("verify: %w", ctx.Err())
-			}
-			v.fail(ProblemSource, -1, 0, fmt.Sprintf("reading the log failed: %v", err))
+		if err := v.runOrigin(ctx); err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
 		}
 		rep.Origins = append(rep.Origins, v.or)
 		rep.Records += v.or.Records
 	}
 	rep.Duration = time.Since(start)
 	return rep, nil
+}
+
+// maxPruneRestarts bounds how many times [Verify] starts an origin over
+// because retention pruned its oldest records while they were read.
+const maxPruneRestarts = 3
+
+// runOrigin verifies one origin. When the scan found a failure and the
+// source's retained range now starts later than when the scan began,
+// retention pruned the oldest records while they were read (an hourly
+// prune may run during a long verification, and the records are read a
+// window at a time): what the scan saw missing may just have been pruned
+// (missing_record where records were), so it starts over from the new
+// first record, forgetting what it reported (at most maxPruneRestarts
+// times; then the last scan's findings stand). A deletion of records the
+// new range still holds is found again. It returns an error only when ctx
+// ended.
+func (v *originVerifier) runOrigin(ctx context.Context) error {
+	rep := v.rep
+	nf, ne := len(rep.Failures), len(rep.Exceptions)
+	counts := maps.Clone(rep.ExceptionCounts)
+	for restarts := 0; ; restarts++ {
+		v.first = -1
+		if err := v.run(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			v.readFailed(err)
+		}
+		if len(rep.Failures) == nf || restarts == maxPruneRestarts || !v.prunedSince(ctx) {
+			return nil
+		}
+		rep.Failures, rep.Exceptions = rep.Failures[:nf], rep.Exceptions[:ne]
+		clear(rep.ExceptionCounts)
+		maps.Copy(rep.ExceptionCounts, counts)
+		*v.or = OriginReport{Origin: v.or.Origin, FirstBad: -1}
+		v.listed, v.cps, v.noCheckpoint, v.legacyEnd, v.st = nil, nil, false, 0, cpStats{}
+	}
+}
+
+// prunedSince reports whether the source's retained range of the origin
+// starts after where the last scan started it.
+func (v *originVerifier) prunedSince(ctx context.Context) bool {
+	if v.first < 0 {
+		return false
+	}
+	first, _, err := v.src.Bounds(ctx, v.or.Origin)
+	return err == nil && first > v.first
+}
+
+// readFailed reports err, which ended the reading of the origin. The
+// source not holding what the log wrote (a tree hash, the origin: an
+// error wrapping [ErrNotFound]) is an integrity failure: the store never
+// prunes tree hashes, checkpoints or keys. Any other error is the
+// source's failure (a database outage, a dropped connection, an
+// unreadable file): [ProblemSource], which alone makes
+// [Report.SourceFailed].
+func (v *originVerifier) readFailed(err error) {
+	if errors.Is(err, ErrNotFound) {
+		v.fail(ProblemMissingRecord, -1, 0, fmt.Sprintf("the source does not hold what the log wrote: %v (tree hashes, checkpoints and keys are never pruned: deleted or damaged)", err))
+		return
+	}
+	v.fail(ProblemSource, -1, 0, fmt.Sprintf("reading the log failed: %v", err))
 }
 
 // keyOrigin returns the name of a verifier key, which is its log's origin.
@@ -415,6 +480,7 @@ type originVerifier struct {
 	cps          []cpSum // the window of log checkpoints the scan is at (verify_stream.go)
 	tcps         []cpSum // the trusted checkpoints of the origin
 	st           cpStats // what loadCheckpoints kept of the log's checkpoints
+	first        int64   // the first retained record when the scan began, -1 before
 	noCheckpoint bool    // a ProblemNoCheckpoint failure was reported
 	// legacyEnd is the largest size of a checkpoint without
 	// [rotationsExtension] (0: none): a version that did not record every
@@ -496,6 +562,7 @@ func (v *originVerifier) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	v.first = first
 	v.or.Pruned = first
 	if x, ok := v.src.(interface {
 		extraRecords(origin string) (line int, n int64)
@@ -541,6 +608,11 @@ func (v *originVerifier) run(ctx context.Context) error {
 	if errors.Is(err, ErrNotFound) && lo != first {
 		scanFrom = first
 		hashes, err = v.src.Frontier(ctx, origin, first)
+	}
+	if errors.Is(err, ErrNotFound) {
+		v.fail(ProblemMissingRecord, scanFrom, 0, fmt.Sprintf("the tree hashes of records [0, %d), which the records from %d continue, are not in the source (%v): "+
+			"tree hashes are never pruned (deleted or damaged), and without them no record from %d can be proven", scanFrom, scanFrom, err, scanFrom))
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("read frontier: %w", err)

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -83,6 +84,15 @@ func (v *originVerifier) loadCheckpoints(ctx context.Context) error {
 		pos := st.n
 		st.n++
 		noteDigest(h, msg)
+		if why, inner, ok := cutBadCheckpointRow(msg); ok {
+			size := int64(-1)
+			if c, perr := ParseCheckpoint(inner); perr == nil {
+				size = c.Size
+			}
+			v.fail(ProblemBadCheckpoint, lastValid, size, fmt.Sprintf("checkpoint of size %d (as its note says): %s", size, why))
+			st.skip = append(st.skip, pos)
+			return nil
+		}
 		cp, err := OpenCheckpoint(msg, v.verifiers)
 		if err != nil {
 			size := int64(-1)
@@ -145,6 +155,62 @@ func (v *originVerifier) loadCheckpoints(ctx context.Context) error {
 	}
 	slices.Sort(v.or.KeyIDs)
 	return nil
+}
+
+// badCheckpointRowMarker starts what a source passes to
+// [Source.Checkpoints] for a stored checkpoint whose size, kept beside its
+// note, is not the size the note states ([CheckpointRow]): then why, a
+// NUL byte and the note. No note starts with a NUL byte.
+const badCheckpointRowMarker = "\x00sqlgate: bad checkpoint row\x00"
+
+// CheckpointRow returns what a [Source] that stores each checkpoint's size
+// beside its note (a column it lists them in order of) passes to
+// Checkpoints for a stored row: the note when ok and size is the size the
+// note states (or when the note is not a checkpoint at all: [Verify]
+// names that itself); else the note marked, which [Verify] reports as
+// bad_checkpoint at the size its note states, without using it (the row's
+// size was edited: the source lists the checkpoint in another place than
+// its size), and [WriteBundle] exports as it is, so that a verification of
+// the bundle reports it too. ok is false when the stored size is not an
+// integer.
+func CheckpointRow(size int64, ok bool, note []byte) []byte {
+	if _, rest, found := bytes.Cut(note, []byte("\n")); ok && found && size >= 0 {
+		var buf [20]byte
+		if line := strconv.AppendInt(buf[:0], size, 10); bytes.HasPrefix(rest, line) && len(rest) > len(line) && rest[len(line)] == '\n' {
+			return note // states size (the fast path of every honest row)
+		}
+	}
+	c, err := ParseCheckpoint(note)
+	switch {
+	case err != nil:
+		return note
+	case !ok:
+		return markBadCheckpointRow(note, "the store keeps it under a size that is not an integer (edited?)")
+	case c.Size != size:
+		return markBadCheckpointRow(note, fmt.Sprintf("the store keeps it under size %d (edited?), so it is listed where a checkpoint of that size would be", size))
+	}
+	return note
+}
+
+func markBadCheckpointRow(note []byte, why string) []byte {
+	out := make([]byte, 0, len(badCheckpointRowMarker)+len(why)+1+len(note))
+	out = append(out, badCheckpointRowMarker...)
+	out = append(out, why...)
+	out = append(out, 0)
+	return append(out, note...)
+}
+
+// cutBadCheckpointRow splits what markBadCheckpointRow wrote.
+func cutBadCheckpointRow(msg []byte) (why string, note []byte, ok bool) {
+	rest, ok := bytes.CutPrefix(msg, []byte(badCheckpointRowMarker))
+	if !ok {
+		return "", nil, false
+	}
+	w, n, found := bytes.Cut(rest, []byte{0})
+	if !found {
+		return string(rest), nil, true
+	}
+	return string(w), n, true
 }
 
 // unverified opens notes without checking their signatures (the key must

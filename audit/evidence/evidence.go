@@ -917,6 +917,9 @@ func (c *collector) readOrigin(ctx context.Context, src audit.Source, o *audit.O
 func readChecked(ctx context.Context, src audit.Source, origin string, tree *audit.Tree, end int64, fn func(ref, *audit.Record)) error {
 	err := src.Records(ctx, origin, tree.Size(), end, func(index int64, data []byte, stored *tlog.Hash) error {
 		if want := tree.Size(); index != want {
+			if err := prunedWhileRead(ctx, src, origin, want); err != nil {
+				return err
+			}
 			return fmt.Errorf("%w: origin %s: record %d is missing (the log returned record %d next)", ErrNotVerified, origin, want, index)
 		}
 		leaf := audit.LeafHash(data)
@@ -938,9 +941,28 @@ func readChecked(ctx context.Context, src audit.Source, origin string, tree *aud
 		return err
 	}
 	if tree.Size() != end {
+		if err := prunedWhileRead(ctx, src, origin, tree.Size()); err != nil {
+			return err
+		}
 		return fmt.Errorf("%w: origin %s: records %d to %d are missing", ErrNotVerified, origin, tree.Size(), end-1)
 	}
 	return nil
+}
+
+// prunedWhileRead is the error for record index missing from src because
+// retention pruned it after it verified (src now starts after it): the
+// log was not found wrong, so not [ErrNotVerified]; nil when src still
+// starts at or before index.
+func prunedWhileRead(ctx context.Context, src audit.Source, origin string, index int64) error {
+	first, _, err := src.Bounds(ctx, origin)
+	switch {
+	case err != nil:
+		return fmt.Errorf("origin %s: record %d is not in the source, whose bounds cannot be read again: %w", origin, index, err)
+	case first <= index:
+		return nil
+	}
+	return fmt.Errorf("origin %s: records %d to %d were pruned by retention while the evidence was written (the log now starts at record %d): ask for the evidence again",
+		origin, index, first-1, first)
 }
 
 // pruned returns the exception for an origin whose records before the

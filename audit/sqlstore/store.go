@@ -331,18 +331,25 @@ func (s *Store) deleteOpen(ctx context.Context, tx *sql.Tx, origin string, idx [
 	return nil
 }
 
-// size returns the log size from its stored hashes.
+// size returns the log size from its stored hashes. Stored hashes that
+// describe no tree (an id that is not an integer, a count that fits no
+// size) are an error wrapping [audit.ErrNotFound]: the hashes the log
+// wrote are not all there, which verification reports as such.
 func (s *Store) size(ctx context.Context, origin string) (int64, error) {
-	var maxID sql.NullInt64
+	var maxID any // SQLite keeps what an edit wrote, integer or not
 	if err := s.db.QueryRowContext(ctx, s.q.maxHash, origin).Scan(&maxID); err != nil {
 		return 0, fmt.Errorf("read log size: %w", err)
 	}
-	if !maxID.Valid {
+	if maxID == nil {
 		return 0, nil
 	}
-	n, ok := audit.SizeForStoredHashCount(maxID.Int64 + 1)
+	id, ok := maxID.(int64)
 	if !ok {
-		return 0, fmt.Errorf("read log size: %d stored hashes fit no tree size (hashes lost)", maxID.Int64+1)
+		return 0, fmt.Errorf("read log size: the largest stored hash id is %v, not an integer (edited): %w", maxID, audit.ErrNotFound)
+	}
+	n, ok := audit.SizeForStoredHashCount(id + 1)
+	if !ok {
+		return 0, fmt.Errorf("read log size: %d stored hashes fit no tree size (hashes lost): %w", id+1, audit.ErrNotFound)
 	}
 	return n, nil
 }
@@ -409,11 +416,13 @@ func (s *Store) keys(ctx context.Context, origin string) ([]audit.Key, error) {
 	var out []audit.Key
 	for rows.Next() {
 		var k audit.Key
-		var added int64
+		var added any // SQLite keeps what an edit wrote, integer or not
 		if err := rows.Scan(&k.Origin, &k.VerifierKey, &added); err != nil {
 			return nil, fmt.Errorf("read keys: %w", err)
 		}
-		k.Added = time.Unix(0, added).UTC()
+		if ns, ok := added.(int64); ok { // else unknown (zero): nothing checks it
+			k.Added = time.Unix(0, ns).UTC()
+		}
 		out = append(out, k)
 	}
 	if err := rows.Err(); err != nil {
@@ -422,7 +431,9 @@ func (s *Store) keys(ctx context.Context, origin string) ([]audit.Key, error) {
 	return out, nil
 }
 
-// ReadHashes implements [audit.Store] and [audit.Source].
+// ReadHashes implements [audit.Store] and [audit.Source]. A stored hash of
+// the wrong length is not the hash the log wrote: an error wrapping
+// [audit.ErrNotFound], as a missing one.
 func (s *Store) ReadHashes(ctx context.Context, origin string, indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	if len(indexes) == 0 {
@@ -471,7 +482,7 @@ func scanHashes(ctx context.Context, st *sql.Stmt, args []any, found map[int64]t
 			return fmt.Errorf("read hashes: %w", err)
 		}
 		if len(raw) != tlog.HashSize {
-			return fmt.Errorf("read hash %d: stored hash has %d bytes", id, len(raw))
+			return fmt.Errorf("read hash %d: the stored hash has %d bytes, not %d (damaged): %w", id, len(raw), tlog.HashSize, audit.ErrNotFound)
 		}
 		found[id] = tlog.Hash(raw)
 	}
@@ -657,8 +668,14 @@ var checkpointsPage = 1000
 // a time and holds no result set (no connection) while fn runs: the
 // verifier reads the records between two checkpoints from fn, and the
 // pages keep a log with millions of checkpoints out of memory.
+//
+// It lists them in the order of the tree_size column and pages by it, but
+// passes each note through [audit.CheckpointRow]: a row whose tree_size is
+// not the size its note states (or not an integer: SQLite keeps what an
+// edit wrote) is an edited row, which the verifier reports as
+// bad_checkpoint, not a failure to read the store.
 func (s *Store) Checkpoints(ctx context.Context, origin string, fn func([]byte) error) error {
-	after := int64(-1)
+	var after any = int64(-1)
 	for {
 		notes, last, err := s.checkpointsAfter(ctx, origin, after)
 		if err != nil {
@@ -676,20 +693,22 @@ func (s *Store) Checkpoints(ctx context.Context, origin string, fn func([]byte) 
 	}
 }
 
-// checkpointsAfter reads a page of the checkpoints of origin of a size
-// after after, and the size of the last.
-func (s *Store) checkpointsAfter(ctx context.Context, origin string, after int64) (notes [][]byte, last int64, err error) {
+// checkpointsAfter reads a page of the checkpoints of origin whose
+// tree_size is after after, and the tree_size of the last as stored (the
+// next page starts after it, whatever its type).
+func (s *Store) checkpointsAfter(ctx context.Context, origin string, after any) (notes [][]byte, last any, err error) {
 	rows, err := s.db.QueryContext(ctx, s.q.checkpoints, origin, after, checkpointsPage)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	defer func() { _ = rows.Close() }() // rows.Err is checked below
 	for rows.Next() {
 		var note []byte
 		if err := rows.Scan(&last, &note); err != nil {
-			return nil, 0, err
+			return nil, nil, err
 		}
-		notes = append(notes, note)
+		size, ok := last.(int64)
+		notes = append(notes, audit.CheckpointRow(size, ok, note))
 	}
 	return notes, last, rows.Err()
 }
@@ -698,13 +717,18 @@ func (s *Store) checkpointsAfter(ctx context.Context, origin string, after int64
 // end the size its stored hashes describe. An origin whose row in
 // sqlgate_audit_origins is gone but whose hashes, records, checkpoints or
 // keys remain starts at 0: without the row nothing says records were
-// pruned, so any missing one is reported.
+// pruned, so any missing one is reported. So does one whose first_index
+// is not a non-negative integer (SQLite keeps what an edit wrote).
 func (s *Store) Bounds(ctx context.Context, origin string) (int64, int64, error) {
-	var first int64
-	err := s.db.QueryRowContext(ctx, s.q.first, origin).Scan(&first)
+	var stored any
+	err := s.db.QueryRowContext(ctx, s.q.first, origin).Scan(&stored)
 	noRow := errors.Is(err, sql.ErrNoRows)
 	if err != nil && !noRow {
 		return 0, 0, fmt.Errorf("read bounds: %w", err)
+	}
+	first, ok := stored.(int64)
+	if !ok || first < 0 {
+		first = 0
 	}
 	end, err := s.size(ctx, origin)
 	if err != nil {
@@ -738,7 +762,10 @@ func (s *Store) TreeProof(ctx context.Context, origin string, oldSize, newSize i
 	return p, nil
 }
 
-// Records implements [audit.Source].
+// Records implements [audit.Source]. A row whose idx is not an integer
+// (SQLite keeps what an edit wrote, e.g. 7.5) holds no record of the log,
+// whose records are at integer indexes: it is left out, and a record it
+// took the place of is missing to the verifier.
 func (s *Store) Records(ctx context.Context, origin string, from, to int64, fn func(int64, []byte, *tlog.Hash) error) error {
 	rows, err := s.db.QueryContext(ctx, s.q.records, origin, from, to)
 	if err != nil {
@@ -746,14 +773,18 @@ func (s *Store) Records(ctx context.Context, origin string, from, to int64, fn f
 	}
 	defer func() { _ = rows.Close() }() // rows.Err is checked below
 	var (
-		idx  int64
-		data sql.RawBytes
-		raw  sql.RawBytes
-		leaf tlog.Hash
+		stored any
+		data   sql.RawBytes
+		raw    sql.RawBytes
+		leaf   tlog.Hash
 	)
 	for rows.Next() {
-		if err := rows.Scan(&idx, &data, &raw); err != nil {
+		if err := rows.Scan(&stored, &data, &raw); err != nil {
 			return fmt.Errorf("read records: %w", err)
+		}
+		idx, ok := stored.(int64)
+		if !ok {
+			continue
 		}
 		// A leaf of the wrong length compares unequal to every record.
 		leaf = tlog.Hash{}
