@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -106,9 +107,13 @@ func (m *sealMACs) xor(iv, b []byte) []byte {
 // OpenKey returns the idempotency key a record's [Record.IdempotencyKey]
 // holds: the key [SealKey] sealed, under the key of keys its value names,
 // or the value itself when it is not sealed (records written before keys
-// were sealed held the key in the clear). It fails when the value names a
-// key not in keys (wrapping [ErrUnknownParamKey]) or was not sealed under
-// it (altered, or another key of the same id).
+// were sealed held the key in the clear). Every key of keys with the id
+// the value names is tried (sealing again under it authenticates the
+// result): keys that share an id (a key recreated with the id of the one
+// before; [Config.Validate] refuses them) each open what they sealed. It fails when the value
+// names a key not in keys (wrapping [ErrUnknownParamKey]) or was not
+// sealed under any key of keys of that id (altered, or sealed by another
+// key of the same id, which keys lack).
 func OpenKey(keys []ParamKey, v string) (string, error) {
 	rest, ok := strings.CutPrefix(v, sealedKeyPrefix)
 	if !ok {
@@ -118,28 +123,26 @@ func OpenKey(keys []ParamKey, v string) (string, error) {
 	if !ok {
 		return "", errors.New("open idempotency key: malformed sealed key")
 	}
-	var key *ParamKey
-	for i := range keys {
-		if keys[i].ID == id {
-			key = &keys[i]
-			break
-		}
-	}
-	if key == nil {
+	if !slices.ContainsFunc(keys, func(k ParamKey) bool { return k.ID == id }) {
 		return "", fmt.Errorf("open idempotency key: %w %q", ErrUnknownParamKey, id)
 	}
 	raw, err := hex.DecodeString(body)
 	if err != nil || len(raw) < sealedIVSize {
 		return "", errors.New("open idempotency key: malformed sealed key")
 	}
-	sl := sealerOf(*key)
-	m := sl.get()
-	k := string(m.xor(raw[:sealedIVSize], raw[sealedIVSize:]))
-	sl.pool.Put(m)
-	if !hmac.Equal([]byte(SealKey(*key, k)), []byte(v)) {
-		return "", fmt.Errorf("open idempotency key: not sealed under parameter key %q (altered?)", id)
+	for i := range keys {
+		if keys[i].ID != id {
+			continue
+		}
+		sl := sealerOf(keys[i])
+		m := sl.get()
+		k := string(m.xor(raw[:sealedIVSize], raw[sealedIVSize:]))
+		sl.pool.Put(m)
+		if hmac.Equal([]byte(SealKey(keys[i], k)), []byte(v)) {
+			return k, nil
+		}
 	}
-	return k, nil
+	return "", fmt.Errorf("open idempotency key: not sealed under a parameter key of id %q held (altered, or sealed by another key of that id)", id)
 }
 
 // sealKeys derives the IV key and the stream key of a parameter key.

@@ -62,3 +62,33 @@ func TestSealKeyOpensAndStaysEqual(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenKeyTriesEveryKeyOfItsID: a parameter key recreated with the id
+// of the one before (its file removed the same day, when ids were dates)
+// seals under the same id: the key sealed by the old one still opens when
+// both are given, whichever comes first, and the log refuses two keys of
+// one id (records name their key by its id).
+func TestOpenKeyTriesEveryKeyOfItsID(t *testing.T) {
+	old := audit.ParamKey{ID: "k20260401", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	recreated := audit.ParamKey{ID: "k20260401", Secret: []byte("fedcba9876543210fedcba9876543210")}
+	const key = "order-1"
+	for _, sealer := range []audit.ParamKey{old, recreated} {
+		sealed := audit.SealKey(sealer, key)
+		for _, keys := range [][]audit.ParamKey{{recreated, old}, {old, recreated}} {
+			if got, err := audit.OpenKey(keys, sealed); err != nil || got != key {
+				t.Errorf("OpenKey(both keys of id %s) of a key sealed by one = %q, %v; want %q", old.ID, got, err, key)
+			}
+		}
+	}
+	if _, err := audit.OpenKey([]audit.ParamKey{recreated}, audit.SealKey(old, key)); err == nil || errors.Is(err, audit.ErrUnknownParamKey) {
+		t.Errorf("OpenKey with only another key of the id = %v, want an error other than ErrUnknownParamKey", err)
+	}
+	for _, cfg := range []audit.Config{
+		{ParamKey: recreated, PreviousParamKeys: []audit.ParamKey{old}},
+		{ParamKey: audit.ParamKey{ID: "k2", Secret: old.Secret}, PreviousParamKeys: []audit.ParamKey{old, recreated}},
+	} {
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), `parameter key id "k20260401" is given to two keys`) {
+			t.Errorf("Config.Validate with two parameter keys of one id = %v, want them refused", err)
+		}
+	}
+}

@@ -139,10 +139,17 @@ func (c *Config) Validate() error {
 	if err := c.ParamKey.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("audit: %w", err))
 	}
+	ids := map[string]bool{c.ParamKey.ID: true}
 	for _, k := range c.PreviousParamKeys {
 		if err := k.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("audit: previous %w", err))
 		}
+		// Records name the key by its id: a hash or sealed key under one of
+		// two keys of an id would be checked with the other.
+		if ids[k.ID] {
+			errs = append(errs, fmt.Errorf("audit: parameter key id %q is given to two keys: give every parameter key its own id", k.ID))
+		}
+		ids[k.ID] = true
 	}
 	if c.MaxBatch < 0 {
 		errs = append(errs, errors.New("audit: maxBatch must not be negative"))

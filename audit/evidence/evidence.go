@@ -1198,7 +1198,9 @@ func (c *collector) unknownMessage(u unknownCall) string {
 	if u.r.Result != nil {
 		status = u.r.Result.Status
 		if u.r.Result.Recovered {
-			how = "crash recovery found no database for its route, so whether its transaction committed is not known"
+			how = "crash recovery could not ask the target database: no configured database had its server and database, " +
+				"or its idempotency key could not be opened with the parameter keys the instance held, " +
+				"so whether its transaction committed is not known"
 		}
 	}
 	msg := fmt.Sprintf("%s: %s (outcome unknown, status %s)", callText(u.r, u.intent), how, status)

@@ -125,7 +125,7 @@ func TestWriteListsUnknownAndRecoveredOutcomes(t *testing.T) {
 		"rec-commit":   {"written by crash recovery at 2026-03-02T13:01:00", "the call committed as transaction 600"},
 		"rec-none":     {"written by crash recovery", "ran nothing (status not_run)"},
 		"rec-rollback": {"written by crash recovery", "the call did not commit (outcome rollback, status unavailable)"},
-		"rec-unknown":  {"crash recovery found no database for its route", "(outcome unknown, status internal)"},
+		"rec-unknown":  {"crash recovery could not ask the target database", "(outcome unknown, status internal)"},
 	} {
 		row, ok := rows[corr]
 		if !ok {

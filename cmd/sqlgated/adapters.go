@@ -219,6 +219,19 @@ func (s *auditService) Evidence(ctx context.Context, w io.Writer, from, to time.
 	if err := s.log.Sync(ctx); err != nil {
 		return err
 	}
+	// The evidence covers the log up to its newest signed checkpoint, which
+	// an idle log signs only at its heartbeats: a period that ended since
+	// would be "not covered". A heartbeat record now, and the checkpoint
+	// Sync signs over it, cover it (the log is alive now; the API refuses a
+	// period that ends in the future).
+	if cp, err := s.log.Latest(ctx); err == nil && cp.Time.Before(to) {
+		if _, err := s.log.Append(ctx, &audit.Record{Kind: audit.KindHeartbeat}); err != nil {
+			return err
+		}
+		if err := s.log.Sync(ctx); err != nil {
+			return err
+		}
+	}
 	_, err := evidence.Write(ctx, w, s.store, evidence.Options{
 		From: from, To: to, Verify: s.trusted(), Generator: "sqlgated dashboard (this instance's log, its configured keys)",
 		Signer: s.signer,
@@ -379,7 +392,10 @@ const recoveryLookupTimeout = 30 * time.Second
 // without an outcome it asks the target database whether the idempotency
 // record committed, and whether by this intent's call (its decision id) or
 // by an earlier one. The intents of a database still pending (unreachable
-// at start) are left for it to recover once it opens (lazyDB).
+// at start) are left for it to recover once it opens (lazyDB). An intent
+// whose idempotency key is sealed under a parameter key this instance does
+// not hold fails it before any outcome is written, naming the key id: its
+// outcome would otherwise be recorded unknown for good.
 func recoverIntents(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, logger interface {
 	InfoContext(context.Context, string, ...any)
 },
@@ -399,11 +415,41 @@ func recoverIntentsWhere(ctx context.Context, log *audit.Log, executors map[stri
 	if err != nil {
 		return fmt.Errorf("find unpaired audit intents: %w", err)
 	}
+	// An intent whose key is sealed under a parameter key this instance
+	// does not hold cannot be looked up; recording its outcome as unknown
+	// would be final although configuring the key answers it: the start
+	// fails first, before any outcome is written.
+	type job struct {
+		in   audit.Record
+		ex   broker.Executor
+		key  string
+		kerr error
+	}
+	var jobs []job
+	var missing []string
 	for _, in := range intents {
 		ex, keep := pick(&in, executorFor(executors, in.SQL))
 		if !keep {
 			continue
 		}
+		// The record holds the key sealed under the parameter key (plain in
+		// records of earlier versions).
+		key, kerr := log.OpenIdempotencyKey(in.IdempotencyKey)
+		if ex != nil && errors.Is(kerr, audit.ErrUnknownParamKey) {
+			if id := sealedKeyID(in.IdempotencyKey); !slices.Contains(missing, id) {
+				missing = append(missing, id)
+			}
+			continue
+		}
+		jobs = append(jobs, job{in: in, ex: ex, key: key, kerr: kerr})
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("audit intents without an outcome have their idempotency key sealed under parameter key id %s, which this instance does not hold: "+
+			"add the file of each to audit.previousParamKeyFiles, so that crash recovery can ask the target database whether those calls committed (nothing was recorded)",
+			strings.Join(missing, ", "))
+	}
+	for _, j := range jobs {
+		in, ex, key, kerr := j.in, j.ex, j.key, j.kerr
 		out := &audit.Record{
 			Kind: audit.KindOutcome, CorrelationID: in.CorrelationID, IntentIndex: in.Index, Actor: in.Actor,
 			DecisionID: in.DecisionID, Route: in.Route, TargetKind: in.TargetKind, Target: in.Target,
@@ -413,11 +459,8 @@ func recoverIntentsWhere(ctx context.Context, log *audit.Log, executors map[stri
 		if in.SQL != nil {
 			out.SQL.Server, out.SQL.Database = in.SQL.Server, in.SQL.Database
 		}
-		// The record holds the key sealed under the parameter key (plain in
-		// records of earlier versions).
-		key, kerr := log.OpenIdempotencyKey(in.IdempotencyKey)
-		if kerr != nil {
-			logger.InfoContext(ctx, "audit intent's idempotency key cannot be opened (keep retired keys in audit.previousParamKeyFiles); its outcome is unknown", "intent_index", in.Index, "err", kerr)
+		if kerr != nil && ex != nil {
+			logger.InfoContext(ctx, "audit intent's idempotency key cannot be opened (malformed, or sealed by another parameter key of its id than the one configured); its outcome is unknown", "intent_index", in.Index, "err", kerr)
 		}
 		switch {
 		case ex == nil || kerr != nil:
@@ -459,6 +502,14 @@ func recoverIntentsWhere(ctx context.Context, log *audit.Log, executors map[stri
 		logger.InfoContext(ctx, "recovered missing audit outcome", "intent_index", in.Index, "outcome", out.SQL.Outcome, "correlation_id", in.CorrelationID)
 	}
 	return nil
+}
+
+// sealedKeyID returns the parameter key id a sealed idempotency key
+// ("sealed:<id>:<hex>") names.
+func sealedKeyID(v string) string {
+	rest, _ := strings.CutPrefix(v, "sealed:")
+	id, _, _ := strings.Cut(rest, ":")
+	return id
 }
 
 // pruneMetrics count pruned idempotency records and failed prunes by

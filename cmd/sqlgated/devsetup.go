@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -408,7 +409,7 @@ func loadOrCreate(path string, gen func() (string, error)) (string, error) {
 // create is set and the file is missing.
 func loadParamKey(path string, create bool) (audit.ParamKey, error) {
 	gen := func() (string, error) {
-		return "k" + time.Now().UTC().Format("20060102") + ":" + base64.StdEncoding.EncodeToString([]byte(randomSecret(32))), nil
+		return newParamKeyID(time.Now()) + ":" + base64.StdEncoding.EncodeToString([]byte(randomSecret(32))), nil
 	}
 	var text string
 	var err error
@@ -429,6 +430,19 @@ func loadParamKey(path string, create bool) (audit.ParamKey, error) {
 	}
 	k := audit.ParamKey{ID: id, Secret: raw}
 	return k, k.Validate()
+}
+
+// newParamKeyID returns the id of a parameter key created at now:
+// k<YYYYMMDDhhmmss>-<8 random hex digits>. Records name their parameter
+// key by its id, so a key recreated soon after the one before (its file
+// removed to rotate it) must not get that one's id: the second and the
+// random part keep them apart.
+func newParamKeyID(now time.Time) string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return "k" + now.UTC().Format("20060102150405") + "-" + hex.EncodeToString(b[:])
 }
 
 func hostname() string {

@@ -583,6 +583,11 @@ func auditParamKeys(c AuditConfig) (audit.ParamKey, []audit.ParamKey, error) {
 		if k.ID == pk.ID {
 			return audit.ParamKey{}, nil, fmt.Errorf("audit.previousParamKeyFiles[%d]: key id %q is the current parameter key's: give a rotated key a new id", i, k.ID)
 		}
+		for j, p := range previous {
+			if p.ID == k.ID {
+				return audit.ParamKey{}, nil, fmt.Errorf("audit.previousParamKeyFiles[%d]: key id %q is also the id of audit.previousParamKeyFiles[%d]: every parameter key needs its own id", i, k.ID, j)
+			}
+		}
 		previous = append(previous, k)
 	}
 	return pk, previous, nil
