@@ -68,6 +68,11 @@ type CalloutConfig struct {
 	Timeout time.Duration
 	// MaxClockSkew tolerated on the request's expiry (0: 5s).
 	MaxClockSkew time.Duration
+	// Admit, if set, is asked first for every request received; a request
+	// it refuses is dropped unanswered (sqlgated admits only what a NATS
+	// server it accepts delivered). It must be cheap and safe for
+	// concurrent use.
+	Admit func() bool
 	// Logger receives refusals (reasons only, never tokens); nil: discard.
 	Logger *slog.Logger
 }
@@ -144,7 +149,11 @@ func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutCon
 		c.wg.Wait()
 		c.cancel()
 	}
-	sub, err := nc.QueueSubscribe(calloutSubject, cfg.QueueGroup, func(m *nats.Msg) { c.enqueue(wctx, m) })
+	sub, err := nc.QueueSubscribe(calloutSubject, cfg.QueueGroup, func(m *nats.Msg) {
+		if cfg.Admit == nil || cfg.Admit() {
+			c.enqueue(wctx, m)
+		}
+	})
 	if err != nil {
 		abort()
 		return nil, fmt.Errorf("subscribe auth callout: %w", err)

@@ -124,6 +124,12 @@ type AsyncConfig struct {
 	// OnSettle, if set, is called once per delivery with how it was settled
 	// (one of the Settled* values), e.g. to count them.
 	OnSettle func(settled string)
+	// Admit, if set, is asked first for every message fetched; a message it
+	// refuses is neither handled nor settled: JetStream delivers it again
+	// after AckWait, to this instance or another (sqlgated admits only what
+	// a NATS server it accepts delivered). It must be cheap and safe for
+	// concurrent use.
+	Admit func() bool
 	// Logger receives operational messages (nil: discard).
 	Logger *slog.Logger
 
@@ -633,6 +639,9 @@ func (a *Async) consume() error {
 	halt := make(chan struct{})
 	gen := a.gen.Load()
 	cc, err := a.cons.Consume(func(m jetstream.Msg) {
+		if a.cfg.Admit != nil && !a.cfg.Admit() {
+			return // not settled: a return would be delivered again at once, to the same server
+		}
 		if a.stopping.Load() || a.paused.Load() {
 			a.putBack(a.hctx, m)
 			return

@@ -73,6 +73,11 @@ type Config struct {
 	// users signing keys whose users are attested.
 	UsersAccount string
 	SigningKeys  []string
+	// Admit, if set, is asked first for every request received; a request
+	// it refuses is dropped unanswered and unhandled (sqlgated admits only
+	// what a NATS server it accepts delivered). It is called on the hot
+	// path: it must be cheap, and safe for concurrent use.
+	Admit func() bool
 	// Logger receives operational messages (nil: discard).
 	Logger *slog.Logger
 }
@@ -379,6 +384,9 @@ func (s *Service) Stop() error {
 
 // accept runs on micro's per-endpoint goroutine: it must not block.
 func (s *Service) accept(r micro.Request, st *endpointStats) {
+	if s.cfg.Admit != nil && !s.cfg.Admit() {
+		return
+	}
 	now := time.Now()
 	hdr := nats.Header(r.Headers())
 	s.mu.RLock()

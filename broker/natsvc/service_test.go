@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -592,14 +593,27 @@ func TestConfigValidate(t *testing.T) {
 
 // BenchmarkRoundTrip measures one request from a minted user across the
 // import to the micro service, a handler that answers at once, and the
-// reply (client and server allocations included).
+// reply (client and server allocations included); gated, with an Admit
+// hook that loads an atomic flag, as sqlgated's gate on the NATS server's
+// version does.
 func BenchmarkRoundTrip(b *testing.B) {
+	var open atomic.Bool
+	open.Store(true)
+	for _, bc := range []struct {
+		name  string
+		admit func() bool
+	}{{"ungated", nil}, {"gated", open.Load}} {
+		b.Run(bc.name, func(b *testing.B) { benchmarkRoundTrip(b, bc.admit) })
+	}
+}
+
+func benchmarkRoundTrip(b *testing.B, admit func() bool) {
 	env := natsauthtest.Start(b, natsauthtest.Config{Subjects: []string{"orders.v1.get"}})
 	pub := env.Keys.Public()
 	result := json.RawMessage(`{"rows":[{"id":1,"amount":10}]}`)
 	svc, err := natsvc.Start(b.Context(), env.BrokerConn(b), natsvc.Config{
 		Name: "sqlgate", Version: "0.1.0", Subjects: []string{"orders.v1.get"},
-		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
+		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning, Admit: admit,
 	}, natsvc.HandlerFunc(func(_ context.Context, req *broker.Request) *broker.Reply {
 		return &broker.Reply{OK: true, CorrelationID: req.CorrelationID, Result: result, AuditIndex: 1}
 	}))

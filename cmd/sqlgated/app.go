@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -318,7 +319,8 @@ func (a *app) openPolicy(ctx context.Context) error {
 
 func (a *app) startBroker(ctx context.Context) error {
 	minter := natsauth.NewMinter(a.cfg.NATSKeys)
-	sysConn, err := a.connect("sqlgated-system", a.cfg.NATSKeys.SystemUser())
+	// The system user handles no message: it publishes revocations.
+	sysConn, _, err := a.connect("sqlgated-system", a.cfg.NATSKeys.SystemUser())
 	if err != nil {
 		return err
 	}
@@ -395,12 +397,12 @@ func (a *app) startNATS() error {
 		a.group.Go(func() error { return a.gate(a.groupCtx, interval) })
 	}
 	if a.cfg.Callout {
-		calloutConn, err := a.connect("sqlgated-callout", a.cfg.NATSKeys.CalloutUser())
+		calloutConn, gate, err := a.connect("sqlgated-callout", a.cfg.NATSKeys.CalloutUser())
 		if err != nil {
 			return err
 		}
 		a.callout, err = natsauth.StartCallout(a.groupCtx, calloutConn, a.cfg.NATSKeys,
-			natsauth.CalloutConfig{Logger: a.log.With("component", "callout")}, a.service)
+			natsauth.CalloutConfig{Admit: gate.admit, Logger: a.log.With("component", "callout")}, a.service)
 		if err != nil {
 			return fmt.Errorf("start auth callout: %w", err)
 		}
@@ -412,7 +414,7 @@ func (a *app) startNATS() error {
 func (a *app) startMicro(pub natsauth.PublicKeys) error {
 	// The broker user may not publish to the route subjects nor to
 	// sqlgate.async.>: requests there must come through the users import.
-	brokerConn, err := a.connect("sqlgated-"+a.cfg.Instance, a.cfg.NATSKeys.BrokerUser(a.cfg.Catalog.Subjects()...))
+	brokerConn, gate, err := a.connect("sqlgated-"+a.cfg.Instance, a.cfg.NATSKeys.BrokerUser(a.cfg.Catalog.Subjects()...))
 	if err != nil {
 		return err
 	}
@@ -428,7 +430,7 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 		Name: "sqlgate", Version: semver(version), Description: "sqlgate routed calls",
 		Subjects: a.cfg.Catalog.Subjects(), Workers: workers, QueueLen: a.cfg.NATSQueueLen,
 		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
-		Logger: a.log.With("component", "natsvc"),
+		Admit: gate.admit, Logger: a.log.With("component", "natsvc"),
 	}, handler)
 	if err != nil {
 		return fmt.Errorf("start micro service: %w", err)
@@ -465,6 +467,7 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 		AckWait: ackWait + 30*time.Second, MaxPayload: int32(min(maxPayload+asyncHeaderRoom, math.MaxInt32)),
 		OnSettle:       func(how string) { settled.WithLabelValues(how).Inc() },
 		OnStreamHealth: func(err error) { setServing(streamOK, err == nil) },
+		Admit:          gate.admit,
 		Logger:         a.log.With("component", "async"),
 	}, handler)
 	if err != nil {
@@ -492,7 +495,10 @@ const asyncHeaderRoom = 8 << 10
 // ever and logs state changes. The server must be minNATSServerVersion or
 // later, at the first connect (else connect fails) and at every reconnect
 // (else the connection is closed and the instance stops: refuseServer).
-func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
+// The gate it returns admits the connection's messages only from such a
+// server: every handler of them must ask it first (serverGate).
+func (a *app) connect(name string, auth nats.Option) (*nats.Conn, *serverGate, error) {
+	gate := newServerGate(name, a.log)
 	opts := append([]nats.Option{
 		auth, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -501,8 +507,10 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			if err := checkConnectedServer(nc); err != nil {
-				a.refuseServer(nc, name, err)
+			if err := gate.connected(nc); errors.Is(err, errGateRefused) {
+				return // reported when it was refused
+			} else if err != nil {
+				a.refuseServer(nc, name, nc.ConnectedUrlRedacted(), err)
 				return
 			}
 			a.log.InfoContext(context.Background(), "nats reconnected", "conn", name, "server_version", nc.ConnectedServerVersion())
@@ -513,16 +521,25 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, error) {
 			a.log.WarnContext(context.Background(), "nats error", "conn", name, "err", err)
 		}),
 	}, a.cfg.NATSConnect...)
+	var conn atomic.Pointer[nats.Conn] // nil until Connect returns: a refusal before is connect's to report
+	// After the caller's options: the gate must close before every
+	// reconnect attempt.
+	opts = append(opts, gate.option(func(left nats.ServerInfo, err error) {
+		if nc := conn.Load(); nc != nil {
+			a.refuseServer(nc, name, fmt.Sprintf("nats-server %s (%s)", left.Name, net.JoinHostPort(left.Host, strconv.Itoa(left.Port))), err)
+		}
+	}))
 	nc, err := nats.Connect(a.cfg.NATSURL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS as %s: %w", name, err)
+		return nil, nil, fmt.Errorf("connect to NATS as %s: %w", name, err)
 	}
-	if err := checkConnectedServer(nc); err != nil {
+	conn.Store(nc)
+	if err := gate.connected(nc); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("connect to NATS as %s: %s: %w", name, nc.ConnectedUrlRedacted(), err)
+		return nil, nil, fmt.Errorf("connect to NATS as %s: %s: %w", name, nc.ConnectedUrlRedacted(), err)
 	}
 	a.conns = append(a.conns, nc)
-	return nc, nil
+	return nc, gate, nil
 }
 
 // minNATSServerVersion is the oldest nats-server sqlgated serves through
@@ -551,25 +568,15 @@ func checkNATSServerVersion(v string) error {
 	return nil
 }
 
-// checkConnectedServer is checkNATSServerVersion for the server nc is
-// connected to. A connection already lost again is not checked: its next
-// reconnect is.
-func checkConnectedServer(nc *nats.Conn) error {
-	v := nc.ConnectedServerVersion()
-	if v == "" && !nc.IsConnected() {
-		return nil
-	}
-	return checkNATSServerVersion(v)
-}
-
 // refuseServer handles a reconnect to a server sqlgated must not serve
-// through (checkConnectedServer): the connection is closed, so that no
-// request that server delivers is taken, and the instance stops with the
-// error (fail), its calls drained and its audit log closed; under systemd
-// or Kubernetes it is restarted, and refuses to start until the servers
-// are upgraded.
-func (a *app) refuseServer(nc *nats.Conn, name string, err error) {
-	err = fmt.Errorf("NATS connection %s reconnected to %s: %w", name, nc.ConnectedUrlRedacted(), err)
+// through, or a reconnect attempt away from one (serverGate): the
+// connection's gate is refused already, so nothing that server delivers is
+// handled; the connection is closed, and the instance stops with the error
+// (fail), its calls drained and its audit log closed. Under systemd or
+// Kubernetes it is restarted, and refuses to start until the servers are
+// upgraded.
+func (a *app) refuseServer(nc *nats.Conn, name, server string, err error) {
+	err = fmt.Errorf("NATS connection %s reached %s: %w", name, server, err)
 	a.log.ErrorContext(context.Background(), "nats server refused: closing the connection and stopping", "conn", name, "err", err)
 	go nc.Close() // not from the client's callback goroutine
 	a.fail(err)

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +17,10 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/broker/natsvc"
 )
 
 // TestNATSServerVersion: sqlgated serves through nats-server 2.15.3 or
@@ -39,7 +47,10 @@ func TestNATSServerVersion(t *testing.T) {
 
 // natsPeer is the server side of the NATS client protocol (INFO, PING/PONG),
 // announcing the version its caller sets for each connection: a stand-in
-// for a nats-server of another version. It accepts every CONNECT.
+// for a nats-server of another version. It accepts every CONNECT, and
+// answers every SUB at once with a request on its subject whose payload
+// names the version announced ("from 2.12.5"), as a client of that server
+// would send one.
 type natsPeer struct {
 	ln       net.Listener
 	mu       sync.Mutex
@@ -47,7 +58,7 @@ type natsPeer struct {
 	conns    []net.Conn
 }
 
-func startNATSPeer(t *testing.T, versions ...string) *natsPeer {
+func startNATSPeer(t testing.TB, versions ...string) *natsPeer {
 	t.Helper()
 	var lc net.ListenConfig
 	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
@@ -90,8 +101,14 @@ func (p *natsPeer) serve(c net.Conn, version string) {
 		if err != nil {
 			return
 		}
-		if strings.HasPrefix(line, "PING") {
+		switch f := strings.Fields(line); {
+		case strings.HasPrefix(line, "PING"):
 			if _, err := c.Write([]byte("PONG\r\n")); err != nil {
+				return
+			}
+		case len(f) >= 3 && f[0] == "SUB": // SUB <subject> [queue group] <sid>
+			payload := "from " + version
+			if _, err := fmt.Fprintf(c, "MSG %s %s _INBOX.peer %d\r\n%s\r\n", f[1], f[len(f)-1], len(payload), payload); err != nil {
 				return
 			}
 		}
@@ -108,9 +125,11 @@ func (p *natsPeer) dropFirst() {
 
 // TestConnectRefusesOldNATSServer: sqlgated's own NATS connections refuse a
 // server older than 2.15.3, at the first connect (the start fails with the
-// version) and at a reconnect (the connection is closed, so that nothing
-// that server delivers is taken, and the instance stops with the error).
-// It used to run on nats-server 2.9.10 without a word.
+// version) and at a reconnect (nothing that server delivers reaches the
+// routed-call handler, the connection is closed and the instance stops with
+// the error). It used to run on nats-server 2.9.10 without a word; then the
+// reconnect's check ran after nats.go had re-sent the subscriptions and
+// handed the old server's requests to the handler.
 func TestConnectRefusesOldNATSServer(t *testing.T) {
 	t.Parallel()
 	newApp := func(url string) (*app, *syncBuffer) {
@@ -122,7 +141,7 @@ func TestConnectRefusesOldNATSServer(t *testing.T) {
 		t.Parallel()
 		peer := startNATSPeer(t, "2.9.10")
 		a, _ := newApp("nats://" + peer.ln.Addr().String())
-		nc, err := a.connect("sqlgated-test", nats.Token("t"))
+		nc, _, err := a.connect("sqlgated-test", nats.Token("t"))
 		if err == nil {
 			nc.Close()
 		}
@@ -138,11 +157,55 @@ func TestConnectRefusesOldNATSServer(t *testing.T) {
 		t.Parallel()
 		peer := startNATSPeer(t, minNATSServerVersion, "2.12.5")
 		a, logs := newApp("nats://" + peer.ln.Addr().String())
-		nc, err := a.connect("sqlgated-test", nats.Token("t"))
+		// nats.go runs a connection's callbacks in order on one goroutine:
+		// holding the log line of the disconnect holds the version check
+		// of the reconnect behind it, as a busy goroutine or a loaded host
+		// would, until the request of nats-server 2.12.5 was handled or
+		// dropped (else the connection's close may win the race and drop it).
+		release := make(chan struct{})
+		a.log = slog.New(slog.NewTextHandler(holdingWriter{w: logs, hold: "nats disconnected", until: release}, nil))
+		nc, gate, err := a.connect("sqlgated-test", nats.Token("t"))
 		if err != nil {
 			t.Fatalf("connect to nats-server %s: %v", minNATSServerVersion, err)
 		}
 		defer nc.Close()
+		// The routed-call service as startMicro wires it.
+		var mu sync.Mutex
+		var handled []string
+		users, signing := accountKey(t), accountKey(t)
+		svc, err := natsvc.Start(t.Context(), nc, natsvc.Config{
+			Name: "sqlgate", Version: "1.0.0", Subjects: []string{"orders.v1.get"},
+			UsersAccount: users, SigningKeys: []string{signing}, Admit: gate.admit,
+		}, natsvc.HandlerFunc(func(_ context.Context, req *broker.Request) *broker.Reply {
+			mu.Lock()
+			defer mu.Unlock()
+			handled = append(handled, string(req.Payload))
+			return &broker.Reply{OK: true, AuditIndex: -1}
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = svc.Stop() }()
+		took := func(payload string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Contains(handled, payload)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for !took("from " + minNATSServerVersion) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the request from nats-server %s was not handled:\n%s", minNATSServerVersion, logs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		go func() {
+			defer close(release)
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if took("from 2.12.5") || gate.dropped.Load() > 0 {
+					return
+				}
+			}
+		}()
 		peer.dropFirst()
 		select {
 		case err := <-a.failed:
@@ -152,7 +215,7 @@ func TestConnectRefusesOldNATSServer(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("a reconnect to nats-server 2.12.5 did not stop the instance:\n%s", logs)
 		}
-		deadline := time.Now().Add(10 * time.Second)
+		deadline = time.Now().Add(10 * time.Second)
 		for !nc.IsClosed() {
 			if time.Now().After(deadline) {
 				t.Fatalf("the connection to nats-server 2.12.5 stays %s:\n%s", nc.Status(), logs)
@@ -162,5 +225,38 @@ func TestConnectRefusesOldNATSServer(t *testing.T) {
 		if !strings.Contains(logs.String(), "nats server refused") {
 			t.Errorf("the refusal is not logged:\n%s", logs)
 		}
+		_ = svc.Stop() // the requests received are handled (or dropped) by now
+		if took("from 2.12.5") {
+			t.Errorf("a request delivered by nats-server 2.12.5 reached the handler: its Nats-Request-Info can be forged")
+		}
 	})
+}
+
+// holdingWriter writes to w, holding a write that contains hold until
+// until is closed.
+type holdingWriter struct {
+	w     io.Writer
+	hold  string
+	until <-chan struct{}
+}
+
+func (h holdingWriter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(h.hold)) {
+		<-h.until
+	}
+	return h.w.Write(p)
+}
+
+// accountKey is a new account public key.
+func accountKey(t *testing.T) string {
+	t.Helper()
+	kp, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
 }
