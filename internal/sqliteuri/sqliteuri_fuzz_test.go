@@ -71,7 +71,7 @@ func unhex(c byte) byte {
 func FuzzFile(f *testing.F) {
 	for _, p := range []string{
 		"/var/lib/sqlgate/orders.db", "orders.db", "./data/a b.db", "/tmp/#00/a.db", "/tmp/what?/b.db",
-		"/tmp/100%25/c d.db", "%", "%%41", "a%2", "#", "?", "/x/localhost/y.db", "C:\\data\\x.db", "/ünï/ć.db",
+		"/tmp/100%25/c d.db", "%", "%%41", "a%2", "#", "?", "/x/localhost/y.db", "//srv/x.db", "//localhost/tmp/a.db", "C:\\data\\x.db", "/ünï/ć.db",
 	} {
 		f.Add(p, "_pragma=busy_timeout(1000)&_txlock=immediate")
 		f.Add(p, "")
