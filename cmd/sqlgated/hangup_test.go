@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,4 +45,53 @@ func TestHangupDoesNotStopTheProcess(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestDevStopsOnHangup runs the built sqlgated dev and sends it a SIGHUP,
+// as a closing terminal does: it stops as on SIGTERM (exit status 0, its
+// calls drained and its audit log closed), and the next `sqlgated dev` on
+// the same data directory starts. It used to ignore SIGHUP (main trapped it
+// for serve) and outlive its terminal, holding the data directory's lock
+// and its ports: the next start failed "another sqlgated dev is running".
+func TestDevStopsOnHangup(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "sqlgated")
+	if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build sqlgated: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	cmd := exec.CommandContext(t.Context(), bin, "dev", "--data-dir", dir, "--http", "127.0.0.1:0", "--nats", "127.0.0.1:0", "--log-level", "warn")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	deadline := time.After(60 * time.Second)
+	for !strings.Contains(out.String(), "sqlgate dev is running") {
+		select {
+		case err := <-done:
+			t.Fatalf("sqlgated dev exited: %v\n%s", err, out)
+		case <-deadline:
+			t.Fatalf("sqlgated dev did not start:\n%s", out)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("sqlgated dev at a SIGHUP: %v, want exit status 0\n%s", err, out)
+		}
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("sqlgated dev keeps running after a SIGHUP:\n%s", out)
+	}
+	if !strings.Contains(out.String(), "sqlgated dev: shutting down") {
+		t.Errorf("sqlgated dev did not shut down at a SIGHUP:\n%s", out)
+	}
+	runDevUntilStarted(t, dir, hostname()) // its lock is free
 }

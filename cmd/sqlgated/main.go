@@ -80,8 +80,7 @@ var tuned struct{ memLimitErr error }
 
 func main() {
 	tuned.memLimitErr = tuneRuntime()
-	hangups = notifyHangups()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(os.Args[1:])
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	switch {
@@ -95,17 +94,37 @@ func main() {
 	}
 }
 
-// hangups receives the SIGHUPs of the process (notifyHangups), for serve
-// to log; nil in tests that call run.
+// signalContext is the context the command args[0] runs under: SIGINT and
+// SIGTERM end it, and the command stops cleanly (serve and dev drain, write
+// the last audit outcomes and a final checkpoint, and release what they
+// hold). SIGHUP's default action would end the process at once, without
+// any of that, so it is trapped too:
+//
+//   - serve is a daemon, and daemons are sent SIGHUP to reload (systemctl
+//     reload, kill -HUP); sqlgated reads its configuration at start only
+//     (the policy reloads by itself), so serve logs it (hangups,
+//     logHangups) and keeps running;
+//   - every other command runs in a terminal, and SIGHUP says the terminal
+//     is gone: it stops like SIGTERM. `sqlgated dev` used to ignore it,
+//     and outlived its terminal holding its data directory's lock and its
+//     ports.
+func signalContext(args []string) (context.Context, context.CancelFunc) {
+	stops := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if len(args) > 0 && args[0] == "serve" {
+		hangups = notifyHangups()
+	} else {
+		stops = append(stops, syscall.SIGHUP)
+	}
+	return signal.NotifyContext(context.Background(), stops...)
+}
+
+// hangups receives the SIGHUPs of a serve process (notifyHangups), for
+// serve to log; nil in tests that call run and in the other commands.
 var hangups <-chan os.Signal
 
-// notifyHangups traps SIGHUP for the life of the process. Its default
-// action ends the process at once: no drain, no last audit outcomes, no
-// final checkpoint. Daemons are often sent it to reload (systemctl reload,
-// kill -HUP), and sqlgated reads its configuration at start only (the
-// policy reloads by itself), so it is logged (logHangups) and otherwise
-// ignored. The channel keeps one signal; later ones are dropped while it
-// is full, and still do not end the process.
+// notifyHangups traps SIGHUP for the life of the process, for serve
+// (signalContext). The channel keeps one signal; later ones are dropped
+// while it is full, and still do not end the process.
 func notifyHangups() <-chan os.Signal {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGHUP)
