@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,6 +47,39 @@ func TestHangupDoesNotStopTheProcess(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestSystemdReloadSendsHangup runs the unit's ExecReload, as `systemctl
+// reload sqlgated` does, with $MAINPID this process and main's trap in
+// place: serve receives a SIGHUP, which it logs and ignores
+// (TestHangupDoesNotStopTheProcess), as the unit and docs/operations.md
+// say. The unit used to have no ExecReload: systemd then refuses the
+// reload ("Job type reload is not applicable") and sends nothing.
+func TestSystemdReloadSendsHangup(t *testing.T) {
+	unit, err := os.ReadFile("../../deploy/systemd/sqlgated.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := unitValues(unit, "ExecReload")
+	if len(reload) != 1 {
+		t.Fatalf("ExecReload = %q, want one command: without it systemctl reload is refused", reload)
+	}
+	args := strings.Fields(strings.ReplaceAll(reload[0], "$MAINPID", strconv.Itoa(os.Getpid())))
+	ch := notifyHangups()
+	for len(ch) > 0 { // a SIGHUP of an earlier test
+		<-ch
+	}
+	if out, err := exec.CommandContext(t.Context(), args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("ExecReload %q: %v\n%s", reload[0], err, out)
+	}
+	select {
+	case s := <-ch:
+		if s != syscall.SIGHUP {
+			t.Errorf("ExecReload sent %v, want SIGHUP", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("ExecReload %q sent the main process no SIGHUP", reload[0])
+	}
 }
 
 // TestDevStopsOnHangup runs the built sqlgated dev and sends it a SIGHUP,
