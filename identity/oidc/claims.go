@@ -247,6 +247,11 @@ func mapNames(raw []string, m map[string]string, drop bool) []string {
 	return slices.Compact(out)
 }
 
+// subjectCheckIssuer stands in for the issuer (which the configuration
+// checks) when the mapper checks that a subject can be part of a principal
+// ID.
+const subjectCheckIssuer = "https://issuer.invalid"
+
 // principal maps verified claims to a principal (without Issuer and
 // Expiry, which the verifier sets). overage reports that the groups are
 // missing from the token and must be looked up or refused.
@@ -256,6 +261,12 @@ func (m *mapper) principal(c map[string]any) (p identity.Principal, overage bool
 	}
 	if p.Subject == "" {
 		return p, false, claimErr(ReasonMissingClaim, "no subject claim")
+	}
+	if identity.CheckPrincipalID(subjectCheckIssuer+" "+p.Subject) != nil {
+		// Offboarding (revoke-all) names a principal by its ID; a subject
+		// no ID can hold would sign in out of its reach.
+		return p, false, claimErr(ReasonInvalidClaim,
+			"the subject %q has surrounding space or control characters, so no principal ID could name it", truncate(p.Subject, 64))
 	}
 	if p.ObjectID, err = str(c, m.objectID); err != nil {
 		return p, false, err

@@ -13,7 +13,7 @@ import (
 // leases revoke-all --principal): the ID passes identity.CheckPrincipalID,
 // so no signed-in principal is out of reach of offboarding.
 func FuzzVerifiedPrincipalID(f *testing.F) {
-	for _, s := range []string{"alice", "00u1a2b3c4", "a b", "https://idp.example/ x", "é", "a/b?c#d"} {
+	for _, s := range []string{"alice", "00u1a2b3c4", "a b", "https://idp.example/ x", "é", "a/b?c#d", " ", " alice", "alice ", "a\tb"} {
 		f.Add(s)
 	}
 	e := newEnv(f, envOpt{config: func(c *Config) { c.CacheEntries = -1 }})
