@@ -119,7 +119,7 @@ func FuzzFlashCookie(f *testing.F) {
 	setCookie := func(sess *session, id, value string) string {
 		w := httptest.NewRecorder()
 		srv.redirectWithFlash(w, httptest.NewRequest(http.MethodPost, "/", nil), sess, id, value)
-		for _, c := range w.Result().Cookies() { //nolint:bodyclose // a recorder's response has no body to close
+		for _, c := range w.Result().Cookies() {
 			if c.Name == flashCookie {
 				return c.Value
 			}
@@ -148,7 +148,7 @@ func FuzzFlashCookie(f *testing.F) {
 		got := srv.takeFlash(w, r, sess)
 		if len(r.CookiesNamed(flashCookie)) > 0 {
 			cleared := false
-			for _, c := range w.Result().Cookies() { //nolint:bodyclose // a recorder's response has no body to close
+			for _, c := range w.Result().Cookies() {
 				cleared = cleared || c.Name == flashCookie && c.MaxAge < 0
 			}
 			if !cleared {

@@ -76,8 +76,8 @@ func (g *serverGate) admit() bool {
 		if g.state.Load()&gateRefused != 0 {
 			why = "the connection reached a nats-server older than " + minNATSServerVersion
 		}
-		g.log.WarnContext(context.Background(), "nats message dropped unanswered: "+why+"; the next ones are counted, not logged",
-			"conn", g.name)
+		g.log.WarnContext(context.Background(), "nats message dropped unanswered; the next ones are counted, not logged",
+			"conn", g.name, "reason", why)
 	}
 	return false
 }

@@ -25,8 +25,10 @@ func TestServerGateRefusesTheServerItLeft(t *testing.T) {
 	defer nc.Close()
 	logs := &syncBuffer{}
 	g := newServerGate("sqlgated-test", slog.New(slog.NewTextHandler(logs, nil)))
-	if g.admit() || g.admit() {
-		t.Fatal("a message is admitted before the server was checked")
+	for range 2 { // the second drop is counted, not logged
+		if g.admit() {
+			t.Fatal("a message is admitted before the server was checked")
+		}
 	}
 	if err := g.connected(nc); err != nil || !g.admit() {
 		t.Fatalf("after the check of nats-server %s: %v, admitted %t", minNATSServerVersion, err, g.admit())
