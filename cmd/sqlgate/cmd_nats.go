@@ -185,7 +185,7 @@ func exampleRequest(ctx context.Context, c *api.Client, pub []string) example {
 		}
 		switch {
 		case hasTag(r.Tags, "read"):
-			if payload, ok := examplePayload(r.Params); ok {
+			if payload, ok := examplePayload(r.Params, r.MaxPayload); ok {
 				return example{r.Subject, payload, ""}
 			}
 			if untagged == "" {
@@ -226,8 +226,14 @@ func hasTag(tags []string, tag string) bool {
 // each (a const or the first enum value, else 1 for a number within its
 // bounds, "x" for a string, false for a boolean). ok is false when a
 // required parameter takes a value it cannot make up (a pattern, an
-// unknown format, an object).
-func examplePayload(schema json.RawMessage) (payload string, ok bool) {
+// unknown format, an object, an integer only beyond ±2^53, where a
+// float64 bound may not be the one written) or when the payload would be
+// larger than maxPayload bytes, the route's limit (the broker's default,
+// 64 KiB, when 0).
+func examplePayload(schema json.RawMessage, maxPayload int) (payload string, ok bool) {
+	if maxPayload <= 0 {
+		maxPayload = defaultMaxPayload
+	}
 	var s struct {
 		Properties map[string]json.RawMessage `json:"properties"`
 		Required   []string                   `json:"required"`
@@ -241,18 +247,27 @@ func examplePayload(schema json.RawMessage) (payload string, ok bool) {
 		if !found {
 			return "", false
 		}
-		v, ok := exampleValue(prop)
+		v, ok := exampleValue(prop, maxPayload)
 		if !ok {
 			return "", false
 		}
 		values[name] = v
 	}
 	b, err := json.Marshal(values)
-	if err != nil {
+	if err != nil || len(b) > maxPayload {
 		return "", false
 	}
 	return string(b), true
 }
+
+// defaultMaxPayload is the broker's payload limit of a route that sets
+// none (route.DefaultMaxPayload).
+const defaultMaxPayload = 64 << 10
+
+// maxExactInteger (2^53) bounds the integers an example may be: below it a
+// schema bound read as a float64 is the bound written (2^53+1 reads as
+// 2^53), and beyond 2^63 a float64 is no int64 at all.
+const maxExactInteger = 1 << 53
 
 // paramSchema is the part of a parameter's schema examplePayload reads.
 type paramSchema struct {
@@ -280,7 +295,7 @@ var formatExamples = map[string]string{
 	"email":     "x@example.com",
 }
 
-func exampleValue(raw json.RawMessage) (any, bool) {
+func exampleValue(raw json.RawMessage, maxLen int) (any, bool) {
 	var p paramSchema
 	if json.Unmarshal(raw, &p) != nil {
 		return nil, false
@@ -304,7 +319,7 @@ func exampleValue(raw json.RawMessage) (any, bool) {
 		case "integer", "number":
 			return exampleNumber(p, t == "integer")
 		case "string":
-			return exampleString(p)
+			return exampleString(p, maxLen)
 		case "boolean":
 			return false, true
 		}
@@ -329,7 +344,7 @@ func exampleNumber(p paramSchema, integer bool) (any, bool) {
 	}
 	for _, v := range candidates {
 		switch {
-		case integer && v != math.Trunc(v),
+		case integer && (v != math.Trunc(v) || math.Abs(v) >= maxExactInteger),
 			p.Minimum != nil && v < *p.Minimum,
 			p.Maximum != nil && v > *p.Maximum,
 			p.ExclusiveMinimum != nil && v <= *p.ExclusiveMinimum,
@@ -345,8 +360,10 @@ func exampleNumber(p paramSchema, integer bool) (any, bool) {
 	return nil, false
 }
 
-func exampleString(p paramSchema) (any, bool) {
-	if p.Pattern != "" {
+// exampleString returns "x", a known format's example, or minLength x's;
+// none when minLength exceeds maxLen (bytes the payload may hold).
+func exampleString(p paramSchema, maxLen int) (any, bool) {
+	if p.Pattern != "" || (p.MinLength != nil && *p.MinLength > maxLen) {
 		return nil, false
 	}
 	v := "x"

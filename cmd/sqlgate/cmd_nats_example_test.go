@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	broute "github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -177,5 +178,46 @@ func TestCredsNATSExampleQuotesThePath(t *testing.T) {
 	out := c.must("", "creds", "nats", "-o", path)
 	if want := " --creds " + shellQuote(path) + " "; !strings.Contains(out, want) {
 		t.Errorf("creds nats printed\n%s\nwant the path as one quoted word %q", out, want)
+	}
+}
+
+// TestExamplePayloadTheRouteTakes: the example payload creds nats suggests
+// is one the route accepts, or none (the PAYLOAD placeholder). An integer
+// whose minimum is beyond int64 gave {"n":-9223372036854775808}, and a
+// minLength of 2,000,000 a 2 MB string the route refuses as too large.
+func TestExamplePayloadTheRouteTakes(t *testing.T) {
+	for _, tc := range []struct {
+		params     map[string]any
+		maxPayload int
+		want       string // "" for no example
+	}{
+		{map[string]any{"type": "integer", "minimum": 1e300}, 0, ""},
+		{map[string]any{"type": "integer", "minimum": float64(1 << 63)}, 0, ""},
+		{map[string]any{"type": "integer", "maximum": -1e300}, 0, ""},
+		{map[string]any{"type": "integer", "minimum": json.Number("9007199254740993")}, 0, ""},
+		{map[string]any{"type": "number", "minimum": 1e300}, 0, `{"n":1e+300}`},
+		{map[string]any{"type": "integer", "minimum": 5}, 0, `{"n":5}`},
+		{map[string]any{"type": "string", "minLength": 2000000}, 0, ""},
+		{map[string]any{"type": "string", "minLength": 100}, 64, ""},
+		{map[string]any{"type": "string", "minLength": 3}, 64, `{"n":"xxx"}`},
+	} {
+		schema := map[string]any{"type": "object", "properties": map[string]any{"n": tc.params}, "required": []any{"n"}}
+		c, err := broute.New([]broute.Spec{{Subject: "t.v1.get", Procedure: "p", Database: "d", Tags: []string{"read"}, Params: schema, MaxPayload: tc.maxPayload}})
+		if err != nil {
+			t.Fatalf("%v: %v", tc.params, err)
+		}
+		r, _ := c.Lookup("t.v1.get")
+		payload, ok := examplePayload(r.SchemaJSON, r.MaxPayload)
+		if !ok {
+			payload = ""
+		}
+		if payload != tc.want {
+			t.Errorf("%v (maxPayload %d): example %.80q, want %q", tc.params, r.MaxPayload, payload, tc.want)
+		}
+		if ok {
+			if _, err := r.Decode([]byte(payload)); err != nil {
+				t.Errorf("%v: the route refuses the example %.80q: %v", tc.params, payload, err)
+			}
+		}
 	}
 }

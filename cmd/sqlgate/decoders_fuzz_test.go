@@ -65,6 +65,9 @@ func FuzzExamplePayload(f *testing.F) {
 		"{type: object, properties: {n: {type: integer, exclusiveMinimum: 2.5, exclusiveMaximum: 4, multipleOf: 3}}, required: [n]}",
 		"{type: object, properties: {n: {type: number, multipleOf: 0.1, minimum: 0.25}}, required: [n]}",
 		"{type: object, properties: {s: {type: string, minLength: 5000}}, required: [s]}",
+		"{type: object, properties: {n: {type: integer, minimum: 1e300}}, required: [n]}",
+		"{type: object, properties: {n: {type: integer, minimum: 9007199254740993}}, required: [n]}",
+		"{type: object, properties: {s: {type: string, minLength: 2000000}}, required: [s]}",
 		"{type: object, properties: {s: {type: string, enum: [a, b]}, c: {const: 7}, b: {type: boolean}}, required: [s, c, b]}",
 		"{type: object, properties: {e: {type: string, format: email, maxLength: 3}}, required: [e]}",
 		"{type: object, additionalProperties: true}",
@@ -82,7 +85,7 @@ func FuzzExamplePayload(f *testing.F) {
 			return // the catalog refuses it: sqlgated never serves it
 		}
 		r, _ := c.Lookup("t.v1.get")
-		payload, ok := examplePayload(r.SchemaJSON)
+		payload, ok := examplePayload(r.SchemaJSON, r.MaxPayload)
 		if !ok {
 			return
 		}
