@@ -48,9 +48,31 @@ func (p *Provider) entraClaimsRequest(v url.Values) (requestedACRS, *oauthError)
 // claimRequest is one claim's request: null, or an object with essential,
 // value and values (OpenID Connect Core 1.0 section 5.5.1).
 type claimRequest struct {
-	Essential bool     `json:"essential"`
-	Value     *string  `json:"value"`
-	Values    []string `json:"values"`
+	Essential bool
+	Value     *string
+	Values    []string
+}
+
+// decodeClaimRequest reads a claim request's members by their exact names:
+// OpenID Connect member names are case-sensitive, and encoding/json would
+// take "VALUE" for value. req is nil for null.
+func decodeClaimRequest(raw json.RawMessage) (*claimRequest, error) {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &members); err != nil {
+		return nil, err
+	}
+	if members == nil {
+		return nil, nil
+	}
+	var req claimRequest
+	for name, dst := range map[string]any{"essential": &req.Essential, "value": &req.Value, "values": &req.Values} {
+		if v, ok := members[name]; ok {
+			if err := json.Unmarshal(v, dst); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return &req, nil
 }
 
 func parseClaimsRequest(raw string) (requestedACRS, error) {
@@ -71,8 +93,12 @@ func parseClaimsRequest(raw string) (requestedACRS, error) {
 		if err := json.Unmarshal(body, &claims); err != nil {
 			return requestedACRS{}, fmt.Errorf("%s is not an object of claim requests", m.name)
 		}
-		var req *claimRequest
-		if err := json.Unmarshal(claims["acrs"], &req); claims["acrs"] != nil && err != nil {
+		rawReq, ok := claims["acrs"]
+		if !ok {
+			continue
+		}
+		req, err := decodeClaimRequest(rawReq)
+		if err != nil {
 			return requestedACRS{}, fmt.Errorf("%s.acrs is not a claim request (null, or an object with essential, value, values)", m.name)
 		}
 		if req == nil {

@@ -82,6 +82,7 @@ func FuzzClaimsRequest(f *testing.F) {
 		`{"access_token":[]}`, `{"userinfo":{"email":null}}`, `{"access_token":{"acrs":{"essential":"yes","value":"c1"}}}`,
 		`{"access_token":{"acrs":{"values":["c1","c2","c3","c4","c5","c6","c7","c8","c9","c10","c11","c12","c13","c14","c15","c16","c17","c18","c19","c20","c21","c22","c23","c24","c25","c26"]}}}`,
 		`{"access_token":{"acrs":{"value":"c1"},"acrs":{"value":"c2"}}}`, `{}`, `null`, `[]`, `"x"`, `{"access_token":{"ACRS":{"value":"c1"}}}`,
+		`{"access_token":{"acrs":{"VALUE":"c1"}}}`, `{"id_token":{"acrs":{"Values":["c1"],"Essential":true}}}`,
 	} {
 		f.Add(s)
 	}
