@@ -303,15 +303,34 @@ func checkEndpoints(p *gooidc.Provider) error {
 func checkEndpoint(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return fmt.Errorf("%q is not an absolute http(s) URL", truncate(raw, 200))
+		return fmt.Errorf("%q is not an absolute http(s) URL", truncate(redactEndpoint(raw), 200))
 	}
 	if u.User != nil {
 		return fmt.Errorf("%q holds a user name or password", u.Redacted())
 	}
 	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		return fmt.Errorf("%q is plain http to another host: credentials sent there would cross the network in clear (only loopback may be plain http)", u.Redacted())
+		return fmt.Errorf("%q is plain http to another host: credentials sent there would cross the network in clear (only loopback may be plain http)", redactEndpoint(raw))
 	}
 	return nil
+}
+
+// redactEndpoint returns raw with what may be a user name and password
+// replaced by REDACTED: that of a URL with a user, else everything from
+// after "//" (or the start) to the last '@' (a password holding an
+// unescaped '/', '?' or '#' parses as a host and a path, or not at all).
+func redactEndpoint(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	start := 0
+	if i := strings.Index(raw, "//"); i >= 0 && i < at {
+		start = i + 2
+	}
+	return raw[:start] + "REDACTED" + raw[at:]
 }
 
 // secureRedirects returns a copy of hc that follows only redirects a

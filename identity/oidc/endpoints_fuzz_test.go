@@ -51,6 +51,7 @@ func FuzzCheckEndpoint(f *testing.F) {
 		"https://login.example/oauth2/v2.0/token", "https://b2c.example/t?p=B2C_1_signin", "http://127.0.0.1:5556/idp/token",
 		"http://localhost/token", "http://[::1]:80/x", "http://idp.example/token", "https://u:hunter2@idp.example/token",
 		"HTTPS://IDP.EXAMPLE/x", "https:/idp.example", "//idp.example/token", "http://127.0.0.1.nip.io/x", "http://0x7f000001/x", "",
+		"//:hunter2@idp.example", "http://u:12/hunter2@idp.example/t",
 	} {
 		f.Add(s)
 	}
@@ -58,7 +59,8 @@ func FuzzCheckEndpoint(f *testing.F) {
 		err := checkEndpoint(raw)
 		u, perr := url.Parse(raw)
 		if err != nil {
-			// (A text that is no http(s) URL at all is quoted as it is.)
+			// (A text that is no http(s) URL is quoted with everything from
+			// after "//" to its last '@' redacted: TestCheckEndpointHidesPassword.)
 			if perr == nil && u.User != nil && u.Host != "" && (u.Scheme == "https" || u.Scheme == "http") {
 				if p, set := u.User.Password(); set && len(p) >= 4 && strings.Contains(err.Error(), p) && !strings.Contains(u.Redacted(), p) {
 					t.Fatalf("checkEndpoint(%q): %v shows the password", raw, err)

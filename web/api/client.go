@@ -103,25 +103,23 @@ func redactUser(u *url.URL) string {
 
 // RedactURL returns raw with the user name and password of its authority,
 // if any, replaced by REDACTED, so that an error can name the URL. It works
-// on text that does not parse as a URL too.
+// on text that does not parse as a URL too. Unless raw parses with a user,
+// everything from after "//" (or the start) to the last '@' is the user
+// and password: a password holding an unescaped '/', '?' or '#'
+// (https://u:12/ss@host) parses as a host and a path, or not at all.
 func RedactURL(raw string) string {
 	if u, err := url.Parse(raw); err == nil && u.User != nil {
 		return redactUser(u)
 	}
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		scheme, rest = "", raw
-	} else {
-		scheme += "://"
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
 	}
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
+	start := 0
+	if i := strings.Index(raw, "//"); i >= 0 && i < at {
+		start = i + 2
 	}
-	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
-		return scheme + "REDACTED" + rest[at:]
-	}
-	return raw
+	return raw[:start] + "REDACTED" + raw[at:]
 }
 
 // RequireTLS refuses anything but an https URL, or a plain http one to this
@@ -137,13 +135,13 @@ func RequireTLS(what, raw string) error {
 		return nil
 	}
 	if u.Scheme != "http" {
-		return fmt.Errorf("%s URL %s must be https", what, u.Redacted())
+		return fmt.Errorf("%s URL %s must be https", what, RedactURL(raw))
 	}
 	host := u.Hostname()
 	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
 		return nil
 	}
-	return fmt.Errorf("%s URL %s is plain http to another host: credentials would cross the network in clear; use https", what, u.Redacted())
+	return fmt.Errorf("%s URL %s is plain http to another host: credentials would cross the network in clear; use https", what, RedactURL(raw))
 }
 
 // StatusError is a non-2xx response.
