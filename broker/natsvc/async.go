@@ -195,8 +195,10 @@ type Async struct {
 	// replaced under it; cons is replaced under it and a.mu, and read
 	// under either.
 	repairMu sync.Mutex
-	stream   jetstream.Stream
-	cons     jetstream.Consumer
+	// missingAt is when a check first found the stream gone (zero: found).
+	missingAt time.Time
+	stream    jetstream.Stream
+	cons      jetstream.Consumer
 	// recheck asks the checker for a check now (the fetch reported the
 	// consumer gone).
 	recheck chan struct{}
@@ -451,7 +453,14 @@ func streamReplicas(configured int, clustered bool, existing jetstream.Stream) (
 	return max(DefaultClusterAsyncReplicas, current), current
 }
 
-// checkTimeout bounds one check of the stream and the consumer.
+// recreateAfter is the longest a gone stream waits for its recreation
+// after a check found it gone (the check interval when shorter).
+const recreateAfter = 2 * time.Second
+
+// checkTimeout bounds one check of the stream and the consumer, whatever
+// the check interval: the checks run one after another, and recreating a
+// stream on a loaded server can take longer than a short interval (a bound
+// of the interval made every recreation time out under load).
 const checkTimeout = 5 * time.Second
 
 // checkStreams checks the stream and the consumer every
@@ -467,7 +476,7 @@ func (a *Async) checkStreams(ctx context.Context) {
 		case <-t.C:
 		case <-a.recheck:
 		}
-		cctx, cancel := context.WithTimeout(ctx, min(checkTimeout, a.cfg.StreamCheckInterval))
+		cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 		_ = a.CheckStream(cctx)
 		cancel()
 	}
@@ -500,10 +509,25 @@ func (a *Async) checkStream(ctx context.Context) error {
 	defer a.repairMu.Unlock()
 	info, err := a.stream.Info(ctx)
 	if errors.Is(err, jetstream.ErrStreamNotFound) && a.mayRepair() {
+		// A stream is recreated by the first check at least a check
+		// interval (at most recreateAfter) after one found it gone:
+		// nats-server v2.15.3 finishes a deletion after answering it,
+		// and a stream recreated at once was seen to store nothing
+		// (publishes unanswered while its info answered).
+		now := time.Now()
+		if a.missingAt.IsZero() {
+			a.missingAt = now
+		}
+		if now.Sub(a.missingAt) < min(a.cfg.StreamCheckInterval, recreateAfter) {
+			return fmt.Errorf("stream %s: %w (recreated by a later check)", a.cfg.Stream, err)
+		}
 		if err := a.recreateStream(ctx); err != nil {
 			return fmt.Errorf("stream %s: recreate: %w", a.cfg.Stream, err)
 		}
 		info, err = a.stream.Info(ctx)
+	}
+	if err == nil {
+		a.missingAt = time.Time{}
 	}
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", a.cfg.Stream, err)
