@@ -506,15 +506,6 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, *serverGate, e
 				a.log.WarnContext(context.Background(), "nats disconnected", "conn", name, "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			if err := gate.connected(nc); errors.Is(err, errGateRefused) {
-				return // reported when it was refused
-			} else if err != nil {
-				a.refuseServer(nc, name, nc.ConnectedUrlRedacted(), err)
-				return
-			}
-			a.log.InfoContext(context.Background(), "nats reconnected", "conn", name, "server_version", nc.ConnectedServerVersion())
-		}),
 		// Asynchronous errors, e.g. a permissions violation: the broker
 		// user may not publish to route subjects (see natsauth.BrokerUserJWT).
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -523,8 +514,17 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, *serverGate, e
 	}, a.cfg.NATSConnect...)
 	var conn atomic.Pointer[nats.Conn] // nil until Connect returns: a refusal before is connect's to report
 	// After the caller's options: the gate must close before every
-	// reconnect attempt.
-	opts = append(opts, gate.option(func(left nats.ServerInfo, err error) {
+	// reconnect attempt and open only in this handler, which no option of
+	// the caller may replace.
+	opts = append(opts, nats.ReconnectHandler(func(nc *nats.Conn) {
+		if err := gate.connected(nc); errors.Is(err, errGateRefused) {
+			return // reported when it was refused
+		} else if err != nil {
+			a.refuseServer(nc, name, nc.ConnectedUrlRedacted(), err)
+			return
+		}
+		a.log.InfoContext(context.Background(), "nats reconnected", "conn", name, "server_version", nc.ConnectedServerVersion())
+	}), gate.option(func(left nats.ServerInfo, err error) {
 		if nc := conn.Load(); nc != nil {
 			a.refuseServer(nc, name, fmt.Sprintf("nats-server %s (%s)", left.Name, net.JoinHostPort(left.Host, strconv.Itoa(left.Port))), err)
 		}

@@ -153,6 +153,29 @@ func TestConnectRefusesOldNATSServer(t *testing.T) {
 		}
 	})
 
+	// A ReconnectHandler among the caller's options (runtimeConfig.NATSConnect)
+	// must not replace the one that opens the gate: the instance would drop
+	// every message after the first reconnect while it looked healthy.
+	t.Run("caller_reconnect_handler", func(t *testing.T) {
+		t.Parallel()
+		peer := startNATSPeer(t, minNATSServerVersion, minNATSServerVersion)
+		a, logs := newApp("nats://" + peer.ln.Addr().String())
+		a.cfg.NATSConnect = []nats.Option{nats.ReconnectHandler(func(*nats.Conn) {})}
+		nc, gate, err := a.connect("sqlgated-test", nats.Token("t"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		peer.dropFirst()
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(logs.String(), "nats reconnected") || !gate.admit() {
+			if time.Now().After(deadline) {
+				t.Fatalf("after a reconnect to nats-server %s the gate stays shut:\n%s", minNATSServerVersion, logs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+
 	t.Run("reconnect", func(t *testing.T) {
 		t.Parallel()
 		peer := startNATSPeer(t, minNATSServerVersion, "2.12.5")
