@@ -547,7 +547,7 @@ func (c *Config) Validate() error {
 			bad("identity.web.issuer %q names no entry of identity.issuers (names: %s)", w.Issuer, strings.Join(names, ", "))
 		}
 		for _, ic := range c.Identity.Issuers {
-			if w.ClientID != "" && ic.Name == w.Issuer && !webClientAccepted(ic, w.ClientID) {
+			if w.ClientID != "" && ic.Name == w.Issuer && !ic.AcceptsWebClient(w.ClientID) {
 				bad("identity.web.clientID %q is not among the audiences of issuer %q (%s): the dashboard's ID tokens are addressed to it, "+
 					"so every sign-in would be refused; add it to identity.issuers[].audiences", w.ClientID, ic.Name, strings.Join(ic.Audiences, ", "))
 			}
@@ -860,14 +860,6 @@ func (d DatabaseConfig) sqlserverLoginsPrefix() string {
 		return ""
 	}
 	return d.SQLServerLogins.LoginPrefix
-}
-
-// webClientAccepted applies oidc.NewWebLogin's rule for the dashboard's
-// client id, which serve refuses only once the identity providers are
-// discovered: the issuer must accept it as an audience (its ID tokens are
-// addressed to it). TestWebClientAudienceRule keeps the two equal.
-func webClientAccepted(ic oidc.IssuerConfig, clientID string) bool {
-	return slices.Contains(ic.Audiences, clientID)
 }
 
 // validLoginPrefix applies the lease manager's rule for a login prefix

@@ -113,7 +113,7 @@ func TestServeCheckRefusesWhatServeRefusesAtStart(t *testing.T) {
 	}
 }
 
-// TestWebClientAudienceRule keeps webClientAccepted, which --check applies,
+// TestWebClientAudienceRule keeps IssuerConfig.AcceptsWebClient, which --check applies,
 // equal to the rule of oidc.NewWebLogin, which serve applies once the
 // issuers are discovered: the dashboard's client id must be one of its
 // issuer's audiences.
@@ -133,8 +133,8 @@ func TestWebClientAudienceRule(t *testing.T) {
 			Verifier: v, Issuer: "dev", ClientID: client, ClientSecret: "s", CookieKey: key, RedirectURL: "http://127.0.0.1:8470/auth/callback",
 		})
 		refused := err != nil && strings.Contains(err.Error(), "audiences")
-		if refused == webClientAccepted(ic, client) {
-			t.Errorf("client id %q: NewWebLogin: %v; webClientAccepted: %v", client, err, webClientAccepted(ic, client))
+		if refused == ic.AcceptsWebClient(client) {
+			t.Errorf("client id %q: NewWebLogin: %v; AcceptsWebClient: %v", client, err, ic.AcceptsWebClient(client))
 		}
 	}
 }

@@ -330,6 +330,15 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// AcceptsWebClient reports whether the dashboard may sign in with clientID
+// at this issuer: its ID tokens are addressed to the client, so the issuer
+// must accept it as an audience. [NewWebLogin] refuses any other client, and
+// sqlgated serve --check applies the same rule before any provider is
+// reached.
+func (ic IssuerConfig) AcceptsWebClient(clientID string) bool {
+	return slices.Contains(ic.Audiences, clientID)
+}
+
 // oktaDefaultServer reports whether ic looks like Okta's default custom
 // authorization server: audience api://default, or an issuer ending in
 // /oauth2/default. Every application of the Okta org can get its tokens.

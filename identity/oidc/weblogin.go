@@ -115,7 +115,7 @@ func NewWebLogin(cfg WebLoginConfig) (*WebLogin, error) {
 	var errs []error
 	if cfg.ClientID == "" {
 		errs = append(errs, errors.New("no client id (set clientID on the issuer)"))
-	} else if !slices.Contains(is.cfg.Audiences, cfg.ClientID) {
+	} else if !is.cfg.AcceptsWebClient(cfg.ClientID) {
 		errs = append(errs, fmt.Errorf("issuer %q must accept the web client id %q in its audiences", cfg.Issuer, cfg.ClientID))
 	}
 	ru, err := url.Parse(cfg.RedirectURL)
