@@ -54,10 +54,6 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	proofs, err := askProofs(ctx, c, *from, sizes)
-	if err != nil {
-		return err
-	}
 	// Written beside the destination and renamed on success, so a failed
 	// run leaves neither a partial bundle nor a damaged earlier one.
 	dst, err := createOutput(*out, ".sqlgate-audit-*.bundle")
@@ -66,9 +62,9 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 	}
 	defer dst.discard()
 	if *origin == "" {
-		err = exportLog(ctx, c, dst, *from, *to, proofs)
+		err = exportProven(ctx, c, dst, *from, *to, sizes)
 	} else {
-		err = exportOrigin(ctx, c, dst, *origin, *from, *to, proofs)
+		err = exportOrigin(ctx, c, dst, *origin, *from, *to, sizes)
 	}
 	if err != nil {
 		return err
@@ -85,8 +81,8 @@ func cmdAuditExport(ctx context.Context, e *env, args []string) error {
 // downloaded to a temporary file and written again with that origin (the
 // same bytes the broker would write for it: keys, frontier, checkpoints,
 // consistency proof and records).
-func exportOrigin(ctx context.Context, c *api.Client, w io.Writer, origin string, from, to int64, proofs []int64) error {
-	path, cleanup, err := downloadBundle(ctx, c, from, to, proofs)
+func exportOrigin(ctx context.Context, c *api.Client, w io.Writer, origin string, from, to int64, sizes map[string][]int64) error {
+	path, proofs, cleanup, err := downloadProven(ctx, c, from, to, sizes)
 	if err != nil {
 		return err
 	}
@@ -119,36 +115,37 @@ func trustedSizes(cps [][]byte) map[string][]int64 {
 	return by
 }
 
-// askProofs returns the tree sizes, among the trusted copies' sizes (by
-// origin), to ask the broker's export of the records from `from` on for
-// consistency proofs. A copy below the first record the export holds of
-// its origin is checked only through a proof from its own size
-// ([audit.Verify]); one at or after it is checked by hashing the records
-// and needs none. Up to [audit.MaxProofSizes] sizes are all sent (the
-// broker writes the proofs from those below each origin's first record
-// only); with more, the CLI first asks where each origin's export starts
-// ([exportStarts]) and sends only the sizes below it. More copies below
-// the start than one export carries is an error: none is left out.
-func askProofs(ctx context.Context, c *api.Client, from int64, by map[string][]int64) ([]int64, error) {
+// Consistency proofs for trusted copies. A copy below the first record the
+// broker's export holds of its origin is checked only through a proof from
+// its own size ([audit.Verify]); one at or after it is checked by hashing
+// the records and needs none. Up to [audit.MaxProofSizes] distinct sizes are
+// all sent (the broker writes the proofs from those below each origin's
+// first record only); with more, the CLI first asks where each origin's
+// export starts ([exportStarts]) and sends only the sizes below it. More
+// copies below the start than one export carries is an error: none is left
+// out.
+
+// distinctSizes returns the sizes of by, all origins together, sorted and
+// without repeats.
+func distinctSizes(by map[string][]int64) []int64 {
 	var all []int64
 	for _, sizes := range by {
 		all = append(all, sizes...)
 	}
 	slices.Sort(all)
-	all = slices.Compact(all)
-	if len(all) <= audit.MaxProofSizes {
-		return all, nil
-	}
-	starts, err := exportStarts(ctx, c, from)
-	if err != nil {
-		return nil, err
-	}
+	return slices.Compact(all)
+}
+
+// sizesBelow returns the sizes of by below where each origin's export
+// starts (starts), sorted and without repeats; an origin the export does
+// not hold is skipped (verification fails its copies: origin_missing).
+func sizesBelow(by map[string][]int64, starts map[string]int64) ([]int64, error) {
 	var need []int64
 	var below []string
 	for _, o := range slices.Sorted(maps.Keys(by)) {
 		start, ok := starts[o]
 		if !ok {
-			continue // not in the log: verification fails its copies (origin_missing)
+			continue
 		}
 		n := 0
 		for _, size := range by[o] {
@@ -172,6 +169,97 @@ func askProofs(ctx context.Context, c *api.Client, from int64, by map[string][]i
 	return need, nil
 }
 
+// provenAttempts bounds how often [downloadProven] asks again when
+// retention pruning keeps moving the export's start.
+const provenAttempts = 3
+
+// downloadProven downloads the broker's export of records [from, to) of
+// every origin into a temporary file, with the consistency proofs the
+// trusted copies of the sizes (by origin) need. It returns the file's path,
+// the sizes the export was asked for proofs from, and a function that
+// removes the file.
+//
+// With more sizes than one export carries, the sizes sent are those below
+// where each origin's export started a moment before. Retention pruning in
+// between moves a start past copies sent without a proof, which
+// verification would report as unchecked although the broker could have
+// proved them: the download is checked for that and asked again from its
+// own starts, at most [provenAttempts] times.
+func downloadProven(ctx context.Context, c *api.Client, from, to int64, by map[string][]int64) (string, []int64, func(), error) {
+	all := distinctSizes(by)
+	if len(all) <= audit.MaxProofSizes {
+		path, cleanup, err := downloadBundle(ctx, c, from, to, all)
+		return path, all, cleanup, err
+	}
+	starts, err := exportStarts(ctx, c, from)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		need, err := sizesBelow(by, starts)
+		if err != nil {
+			return "", nil, nil, err
+		}
+		path, cleanup, err := downloadBundle(ctx, c, from, to, need)
+		if err != nil {
+			return "", nil, nil, err
+		}
+		got, err := bundleStarts(ctx, path)
+		if err != nil {
+			cleanup()
+			return "", nil, nil, err
+		}
+		unproved, err := sizesBelow(by, got)
+		if err == nil && !hasAll(need, unproved) {
+			err = errPrunedDuringExport
+		}
+		if err == nil {
+			return path, need, cleanup, nil
+		}
+		cleanup()
+		if !errors.Is(err, errPrunedDuringExport) || attempt == provenAttempts {
+			return "", nil, nil, err
+		}
+		starts = got
+	}
+}
+
+// errPrunedDuringExport: the export started after trusted copies it was
+// sent no proof for, [provenAttempts] times in a row.
+var errPrunedDuringExport = fmt.Errorf("--trusted-checkpoint: retention pruned the log while it was exported, %d times in a row, past trusted copies the export was asked no consistency proof for: run the command again", provenAttempts)
+
+// hasAll reports whether the sorted sizes of have include every size of want.
+func hasAll(have, want []int64) bool {
+	for _, n := range want {
+		if _, ok := slices.BinarySearch(have, n); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// exportProven writes the broker's export of records [from, to), with the
+// consistency proofs the trusted copies of the sizes (by origin) need, to
+// w: straight from the broker when every size fits one request, through
+// [downloadProven] otherwise.
+func exportProven(ctx context.Context, c *api.Client, w io.Writer, from, to int64, by map[string][]int64) error {
+	if all := distinctSizes(by); len(all) <= audit.MaxProofSizes {
+		return exportLog(ctx, c, w, from, to, all)
+	}
+	path, _, cleanup, err := downloadProven(ctx, c, from, to, by)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(w, f)
+	return err
+}
+
 // exportStarts returns, by origin, the first record of the broker's export
 // of the records from `from` on: it exports one record, whose bundle starts
 // each origin where the whole export does (the origin's first retained
@@ -186,6 +274,12 @@ func exportStarts(ctx context.Context, c *api.Client, from int64) (map[string]in
 		return nil, err
 	}
 	defer cleanup()
+	return bundleStarts(ctx, path)
+}
+
+// bundleStarts returns, by origin, the first record the bundle file at path
+// holds.
+func bundleStarts(ctx context.Context, path string) (map[string]int64, error) {
 	b, closeBundle, err := openBundleFile(path, "")
 	if err != nil {
 		return nil, err
@@ -545,7 +639,7 @@ func exportLog(ctx context.Context, c *api.Client, w io.Writer, from, to int64, 
 
 // openBundle opens the bundle file at path, or downloads the whole log from
 // the broker into a temporary file when path is empty, with the consistency
-// proofs the trusted copies of the sizes (by origin) need ([askProofs]).
+// proofs the trusted copies of the sizes (by origin) need ([downloadProven]).
 // The returned function closes it and removes a downloaded file.
 func openBundle(ctx context.Context, e *env, broker, path string, sizes map[string][]int64) (*audit.Bundle, func(), error) {
 	if path != "" {
@@ -555,11 +649,7 @@ func openBundle(ctx context.Context, e *env, broker, path string, sizes map[stri
 	if err != nil {
 		return nil, nil, err
 	}
-	proofs, err := askProofs(ctx, c, 0, sizes)
-	if err != nil {
-		return nil, nil, err
-	}
-	path, cleanup, err := downloadBundle(ctx, c, 0, 0, proofs)
+	path, _, cleanup, err := downloadProven(ctx, c, 0, 0, sizes)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -175,3 +175,56 @@ func TestAuditVerifyManyTrustedCopies(t *testing.T) {
 		t.Errorf("verify with %d copies below the first record: exit %d, %d exports asked\n%s\nwant 1, before the download: %s", later-quiet-1, code, len(asked), errOut, want)
 	}
 }
+
+// TestAuditVerifyPrunedBetweenRequests: with more trusted copies than one
+// export carries proofs for, the CLI asks where the export starts and then
+// sends the sizes below it. Retention pruning in between moved the start
+// past copies sent without a proof, and verification failed them as
+// unchecked although the broker could prove them: the CLI notices and asks
+// again from the new start. A log pruned before every request is an error
+// that says to run again, not a verification with unchecked copies.
+func TestAuditVerifyPrunedBetweenRequests(t *testing.T) {
+	const quiet, busy = 1_000, audit.MaxProofSizes + 500
+	store, all, vkey := busyLog(t, quiet, busy, 0)
+	copies := filepath.Join(all, "rest")
+	var asked []exportAsk
+	prunes := []int64{quiet + 2_000, quiet + 5_000}
+	// Each request first prunes to the next of prunes, if any is left.
+	pruning := func(inner http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if len(prunes) > 0 {
+				if _, err := store.Prune(r.Context(), originA, prunes[0]); err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
+				prunes = prunes[1:]
+			}
+			inner.ServeHTTP(w, r)
+		})
+	}
+	c := limitedCLI(t, pruning(bundleBroker(t, store, &asked)))
+	out := c.must("", "audit", "verify", "--key", vkey, "--trusted-checkpoint", copies)
+	if !strings.Contains(out, "OK") || !strings.Contains(out, fmt.Sprintf("%d trusted copies checked", busy)) {
+		t.Errorf("verify with the log pruned between the CLI's requests:\n%s\nwant OK, every copy checked", out)
+	}
+	if len(asked) != 3 || len(asked[2].proofs) != 5_000-1 {
+		var n []int
+		for _, a := range asked {
+			n = append(n, len(a.proofs))
+		}
+		t.Errorf("exports asked: %d, with proofs from %v sizes; want where the export starts, the export, then the export again with the %d sizes below %d", len(asked), n, 5_000-1, quiet+5_000)
+	}
+
+	bundle := filepath.Join(t.TempDir(), "audit.bundle")
+	prunes = []int64{quiet + 5_500, quiet + 6_000}
+	c.must("", "audit", "export", "-o", bundle, "--trusted-checkpoint", copies)
+	if out := c.must("", "audit", "verify", "--bundle", bundle, "--key", vkey, "--trusted-checkpoint", copies); !strings.Contains(out, fmt.Sprintf("%d trusted copies checked", busy)) {
+		t.Errorf("verify of the bundle exported while the log was pruned:\n%s", out)
+	}
+
+	prunes = []int64{quiet + 6_100, quiet + 6_200, quiet + 6_300, quiet + 6_400}
+	code, _, errOut := c.run("", "audit", "verify", "--key", vkey, "--trusted-checkpoint", copies)
+	if code != 1 || !strings.Contains(errOut, "retention pruned the log while it was exported, 3 times in a row") {
+		t.Errorf("verify of a log pruned before every request: exit %d\n%s\nwant 1, saying to run again", code, errOut)
+	}
+}
