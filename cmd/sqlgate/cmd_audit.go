@@ -255,8 +255,10 @@ func exportProven(ctx context.Context, c *api.Client, w io.Writer, from, to int6
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	_, err = io.Copy(w, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	return err
 }
 
