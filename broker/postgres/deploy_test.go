@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +23,8 @@ import (
 // TestDeployScripts applies deploy/postgres to a fresh database and runs
 // the demo routes as the least-privilege broker role: the routes work, the
 // trigger stamps the session context, and the role cannot touch the tables
-// directly.
+// directly. Another session that sets sqlgate.* itself is stamped with its
+// own login, and gets no row past docs/postgres.md's RLS policy.
 func TestDeployScripts(t *testing.T) {
 	if testDB == "" {
 		t.Skip(skipReason)
@@ -37,11 +39,13 @@ func TestDeployScripts(t *testing.T) {
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+testDB+"_"+db); err != nil {
 		t.Fatal(err)
 	}
+	writer := testDB + "_writer" // a login outside the broker's role
 	t.Cleanup(func() {
 		// Runs after the database is dropped; fails harmlessly while another
 		// database still grants the role something.
 		_, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS sales_reader")
 		_, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS sqlgate_broker")
+		_, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+writer)
 	})
 	t.Cleanup(func() {
 		_, _ = admin.Exec(context.Background(), "DROP DATABASE "+testDB+"_"+db+" WITH (FORCE)")
@@ -122,6 +126,55 @@ func TestDeployScripts(t *testing.T) {
 	if _, err := e.Execute(ctx, c); !errors.As(err, &dbe) || dbe.State != "42501" {
 		t.Errorf("direct SELECT as sqlgate_broker = %v, want permission denied (42501)", err)
 	}
+	// Any session may set sqlgate.*: outside the broker's role the defaults
+	// and the trigger stamp the session's own login, whatever it set.
+	for _, q := range []string{
+		"CREATE ROLE " + writer + " LOGIN",
+		"GRANT USAGE ON SCHEMA sales TO " + writer,
+		"GRANT SELECT, INSERT, UPDATE ON sales.orders TO " + writer,
+	} {
+		if _, err := owner.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forger, err := pgx.Connect(ctx, dsnFor(map[string]string{"dbname": testDB + "_" + db, "user": writer, "password": ""}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = forger.Close(context.Background()) }()
+	var forged int64
+	if err := forger.QueryRow(ctx, `SELECT set_config('sqlgate.principal', 'alice@example.com', false), set_config('sqlgate.correlation_id', 'forged', false),
+		set_config('sqlgate.decision_id', 'forged', false)`).Scan(new(string), new(string), new(string)); err != nil {
+		t.Fatal(err)
+	}
+	if err := forger.QueryRow(ctx, `INSERT INTO sales.orders (customer, amount) VALUES ('forged', 1) RETURNING id`).Scan(&forged); err != nil {
+		t.Fatalf("insert as %s: %v", writer, err)
+	}
+	if _, err := forger.Exec(ctx, `UPDATE sales.orders SET status = 'cancelled' WHERE id = $1`, forged); err != nil {
+		t.Fatalf("update as %s: %v", writer, err)
+	}
+	var createdBy, correlation string
+	if err := owner.QueryRow(ctx, `SELECT created_by, correlation_id FROM sales.orders WHERE id = $1`, forged).Scan(&createdBy, &correlation); err != nil {
+		t.Fatal(err)
+	}
+	if createdBy != writer || correlation != "" {
+		t.Errorf("a row %s inserted after SET sqlgate.principal: created_by %q, correlation_id %q; want %q and empty", writer, createdBy, correlation, writer)
+	}
+	rows, err := owner.Query(ctx, `SELECT changed_by || '/' || correlation_id || '/' || decision_id FROM sales.order_history WHERE order_id = $1 ORDER BY txid`, forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamps, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := writer + "//"; len(stamps) != 2 || stamps[0] != want || stamps[1] != want {
+		t.Errorf("order_history of %s's insert and update after SET sqlgate.*: %q, want two rows %q", writer, stamps, want)
+	}
+	if _, err := owner.Exec(ctx, `DELETE FROM sales.orders WHERE id = $1`, forged); err != nil {
+		t.Fatal(err)
+	}
+
 	// The grants let the broker prune its records (the hourly retention).
 	if n, err := e.Prune(ctx, time.Now().Add(time.Hour)); err != nil || n != 3 {
 		t.Errorf("Prune as sqlgate_broker = %d, %v; want the 3 calls' records", n, err)
@@ -174,6 +227,17 @@ func TestDeployScripts(t *testing.T) {
 	if _, err := issued.Exec(ctx, "DELETE FROM sales.orders"); sqlState(err) != "42501" {
 		t.Errorf("the issued reader deleted: %v, want permission denied (42501)", err)
 	}
+	// docs/postgres.md's RLS policy: the issued login sees alice's order only
+	// if it can pass for alice, which SET sqlgate.principal must not do.
+	if _, err := owner.Exec(ctx, docsSQL(t, "ALTER TABLE sales.orders ENABLE ROW LEVEL SECURITY")); err != nil {
+		t.Fatalf("docs/postgres.md's row-level security policy: %v", err)
+	}
+	if _, err := issued.Exec(ctx, "SET sqlgate.principal = 'alice@example.com'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := issued.QueryRow(ctx, "SELECT count(*) FROM sales.orders").Scan(&orders); err != nil || orders != 0 {
+		t.Errorf("with the RLS policy, the issued reader that set sqlgate.principal to alice's counts %d orders, %v; want 0", orders, err)
+	}
 	// Revocation ends the session that is still open: sqlgate_broker is
 	// NOINHERIT, so pg_signal_backend's privilege must be put in effect
 	// for pg_terminate_backend (42501 otherwise, and the lease would stay
@@ -195,4 +259,20 @@ func TestDeployScripts(t *testing.T) {
 	if err := admin.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", spec.Username).Scan(&left); err != nil || left != 0 {
 		t.Errorf("the revoked login is still there (%d, %v)", left, err)
 	}
+}
+
+// docsSQL returns the sql code block of docs/postgres.md that starts with
+// first.
+func docsSQL(t *testing.T, first string) string {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "postgres.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(doc), "```sql\n"+first)
+	if !ok {
+		t.Fatalf("docs/postgres.md has no sql block starting with %q", first)
+	}
+	block, _, _ = strings.Cut(block, "```")
+	return first + block
 }

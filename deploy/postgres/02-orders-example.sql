@@ -4,6 +4,14 @@
 -- broker's role needs EXECUTE on them and nothing on the tables.
 -- Who and why come from the session context sqlgate sets per call
 -- (set_config(..., true): transaction-local).
+--
+-- Any session may set sqlgate.* itself (SET sqlgate.principal = 'carol'
+-- needs no privilege): the values are trusted only in sessions of the
+-- broker's role, those whose session_user is sqlgate_broker or a member of
+-- it (so a superuser too), and the session's own login is used otherwise.
+-- sqlgate never grants sqlgate_broker to a login it issues (the role check
+-- refuses login roles and the broker's own roles: docs/credentials.md).
+-- to_regrole: before 03 creates the role, no session is trusted.
 CREATE SCHEMA IF NOT EXISTS sales;
 
 CREATE TABLE IF NOT EXISTS sales.orders (
@@ -12,14 +20,22 @@ CREATE TABLE IF NOT EXISTS sales.orders (
   amount         numeric(12,2) NOT NULL CHECK (amount > 0),
   note           text,
   status         text          NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'cancelled')),
-  created_by     text          NOT NULL DEFAULT coalesce(current_setting('sqlgate.principal', true), session_user),
-  correlation_id text          NOT NULL DEFAULT coalesce(current_setting('sqlgate.correlation_id', true), ''),
+  created_by     text          NOT NULL,  -- defaults below
+  correlation_id text          NOT NULL,
   created_at     timestamptz   NOT NULL DEFAULT now()
 );
+-- Also on a table an earlier version of this script created (its defaults
+-- trusted any session's sqlgate.principal).
+ALTER TABLE sales.orders
+  ALTER COLUMN created_by SET DEFAULT coalesce(CASE WHEN pg_has_role(session_user, to_regrole('sqlgate_broker'), 'MEMBER')
+                                                    THEN current_setting('sqlgate.principal', true) END, session_user),
+  ALTER COLUMN correlation_id SET DEFAULT coalesce(CASE WHEN pg_has_role(session_user, to_regrole('sqlgate_broker'), 'MEMBER')
+                                                        THEN current_setting('sqlgate.correlation_id', true) END, '');
 
 -- Every change is stamped with the caller sqlgate authorized, by a trigger
--- that reads the session context (the same values reach any other trigger,
--- audit extension or log line through current_setting).
+-- that reads the session context in the broker's sessions (the same values
+-- reach any other trigger, audit extension or log line through
+-- current_setting), and with the session's own login in any other session.
 CREATE TABLE IF NOT EXISTS sales.order_history (
   order_id       bigint      NOT NULL,
   operation      text        NOT NULL,
@@ -34,13 +50,16 @@ CREATE TABLE IF NOT EXISTS sales.order_history (
 
 CREATE OR REPLACE FUNCTION sales.stamp_order_history() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = sales, pg_temp AS $$
+DECLARE
+  -- session_user: SECURITY DEFINER changes current_user, not the session's login.
+  trusted boolean := coalesce(pg_has_role(session_user, to_regrole('sqlgate_broker'), 'MEMBER'), false);
 BEGIN
   INSERT INTO sales.order_history (order_id, operation, old_status, new_status, changed_by, correlation_id, decision_id)
   VALUES (coalesce(NEW.id, OLD.id), TG_OP,
           CASE WHEN TG_OP <> 'INSERT' THEN OLD.status END, CASE WHEN TG_OP <> 'DELETE' THEN NEW.status END,
-          coalesce(current_setting('sqlgate.principal', true), session_user),
-          coalesce(current_setting('sqlgate.correlation_id', true), ''),
-          coalesce(current_setting('sqlgate.decision_id', true), ''));
+          coalesce(CASE WHEN trusted THEN current_setting('sqlgate.principal', true) END, session_user),
+          coalesce(CASE WHEN trusted THEN current_setting('sqlgate.correlation_id', true) END, ''),
+          coalesce(CASE WHEN trusted THEN current_setting('sqlgate.decision_id', true) END, ''));
   RETURN NULL;
 END
 $$;
