@@ -227,6 +227,20 @@ func TestDeployScripts(t *testing.T) {
 	if _, err := issued.Exec(ctx, "DELETE FROM sales.orders"); sqlState(err) != "42501" {
 		t.Errorf("the issued reader deleted: %v, want permission denied (42501)", err)
 	}
+	// A SECURITY DEFINER routine added after 02 is not PUBLIC's to call: not
+	// the reader's, which has USAGE on the schema, nor the broker's until
+	// granted.
+	if _, err := owner.Exec(ctx, `CREATE FUNCTION sales.set_status(id bigint, status text) RETURNS void
+		LANGUAGE sql SECURITY DEFINER SET search_path = sales, pg_temp AS $$ UPDATE sales.orders o SET status = set_status.status WHERE o.id = set_status.id $$`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issued.Exec(ctx, "SELECT sales.set_status($1, 'cancelled')", string(id)); sqlState(err) != "42501" {
+		t.Errorf("the issued reader called a routine created after 02: %v, want permission denied (42501)", err)
+	}
+	var brokerMay bool
+	if err := owner.QueryRow(ctx, "SELECT has_function_privilege('sqlgate_broker', 'sales.set_status(bigint, text)', 'EXECUTE')").Scan(&brokerMay); err != nil || brokerMay {
+		t.Errorf("sqlgate_broker may execute a routine created after 03 without a grant: %v, %v", brokerMay, err)
+	}
 	// docs/postgres.md's RLS policy: the issued login sees alice's order only
 	// if it can pass for alice, which SET sqlgate.principal must not do.
 	if _, err := owner.Exec(ctx, docsSQL(t, "ALTER TABLE sales.orders ENABLE ROW LEVEL SECURITY")); err != nil {

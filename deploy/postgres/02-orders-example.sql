@@ -101,3 +101,15 @@ $$;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA sales FROM PUBLIC;
 REVOKE ALL ON ALL PROCEDURES IN SCHEMA sales FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA sales FROM PUBLIC;
+
+-- Routines created later get no EXECUTE for PUBLIC either: PostgreSQL gives
+-- PUBLIC EXECUTE on every new function and procedure, and a role with USAGE
+-- on the schema (the grantable roles of 04) could then call a SECURITY
+-- DEFINER routine added later, outside sqlgate's policy and audit. Grant
+-- EXECUTE on each new routine explicitly (GRANT EXECUTE ON FUNCTION ... TO
+-- sqlgate_broker). Default privileges cannot be revoked per schema (IN
+-- SCHEMA only adds to them), so this applies to every function and
+-- procedure the role running this script (the routines' owner) creates in
+-- this database. Run it as (or FOR ROLE) every other role that creates
+-- routines in sales.
+ALTER DEFAULT PRIVILEGES FOR ROLE CURRENT_USER REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;

@@ -25,6 +25,10 @@ BEGIN
   END IF;
 END
 $$;
+-- USAGE on the schema only lets the role look names up there: safe because
+-- 02 leaves PUBLIC nothing in it, EXECUTE on routines created later
+-- included (ALTER DEFAULT PRIVILEGES). Run 02's REVOKE ... FROM PUBLIC
+-- statements on any other schema you give a grantable role USAGE on.
 GRANT USAGE ON SCHEMA sales TO sales_reader;
 GRANT SELECT ON sales.orders, sales.order_history TO sales_reader;
 
