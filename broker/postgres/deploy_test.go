@@ -55,6 +55,11 @@ func TestDeployScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = owner.Close(context.Background()) }()
+	// As on PostgreSQL 14 and earlier, or a database upgraded from one:
+	// PUBLIC may create in public.
+	if _, err := owner.Exec(ctx, "GRANT CREATE ON SCHEMA public TO PUBLIC"); err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Join("..", "..", "deploy", "postgres")
 	for _, f := range []string{"01-idempotency.sql", "02-orders-example.sql", "03-broker-role.sql"} {
 		sql, err := os.ReadFile(filepath.Join(dir, f))
@@ -175,6 +180,12 @@ func TestDeployScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Nor create objects: not in public either, where PUBLIC could.
+	create := testRoute(t, route.Spec{Statement: &route.StatementSpec{Name: "s", SQL: "CREATE TABLE public.broker_owned (id int)"}})
+	c = &broker.Call{Route: create, Params: map[string]any{}, IdempotencyKey: "create", RequestHash: "h"}
+	if _, err := e.Execute(ctx, c); !errors.As(err, &dbe) || dbe.State != "42501" {
+		t.Errorf("CREATE TABLE public.broker_owned as sqlgate_broker = %v, want permission denied (42501)", err)
+	}
 	// The grants let the broker prune its records (the hourly retention).
 	if n, err := e.Prune(ctx, time.Now().Add(time.Hour)); err != nil || n != 3 {
 		t.Errorf("Prune as sqlgate_broker = %d, %v; want the 3 calls' records", n, err)

@@ -5,6 +5,12 @@
 -- read or change any table directly, create objects, or manage roles.
 -- Set its password out of band (psql: \password sqlgate_broker), or use
 -- certificate or other authentication in pg_hba.conf.
+--
+-- CREATE on the schema public is revoked from PUBLIC, as 00-control.sql
+-- does: PostgreSQL 14 and earlier give it to PUBLIC, and a database created
+-- or upgraded (pg_upgrade, dump and restore) from one keeps it, so revoking
+-- it from sqlgate_broker alone changes nothing. Roles of this database that
+-- create objects in public then need their own GRANT CREATE ON SCHEMA public.
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'sqlgate_broker') THEN
@@ -18,6 +24,7 @@ BEGIN
   EXECUTE format('GRANT CONNECT ON DATABASE %I TO sqlgate_broker', current_database());
 END
 $$;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 REVOKE CREATE ON SCHEMA public FROM sqlgate_broker;
 
 -- Routed schema: call routines, nothing else.
