@@ -188,11 +188,39 @@ type Duration time.Duration
 // MarshalText implements encoding.TextMarshaler.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
-// UnmarshalText implements encoding.TextUnmarshaler.
+// errNotDuration is UnmarshalText's error. It does not quote the value:
+// a secret pasted into the wrong key must not reach a log.
+var errNotDuration = errors.New(`not a duration (a number with a unit, as in "30s" or "5m")`)
+
+// UnmarshalText implements encoding.TextUnmarshaler. Its error does not
+// carry the text.
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return fmt.Errorf("duration %q: %w", b, err)
+		return errNotDuration
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// UnmarshalYAML decodes a YAML scalar as UnmarshalText does, but reports a
+// value that is not a duration as yaml reports a time.Duration's, by line
+// and type (go.yaml.in/yaml/v3 gives a TextUnmarshaler's error without the
+// line). It is the func-style Unmarshaler that yaml v3 still honours, so
+// this package needs no yaml import.
+func (d *Duration) UnmarshalYAML(unmarshal func(any) error) error {
+	var s string
+	if err := unmarshal(&s); err != nil {
+		return err // a *yaml.TypeError: the line, never the value
+	}
+	if v, err := time.ParseDuration(s); err == nil {
+		*d = Duration(v)
+		return nil
+	}
+	// yaml's own time.Duration decoding fails the same way and says where.
+	var v time.Duration
+	if err := unmarshal(&v); err != nil {
+		return err
 	}
 	*d = Duration(v)
 	return nil
