@@ -50,8 +50,10 @@ var (
 	// one), also when DROP ROLE keeps failing. Then the role is dropped.
 	// Roles are cluster-wide: what the login created in another database of
 	// the cluster still blocks DROP ROLE (see docs/credentials.md). Replace
-	// DROP OWNED BY with `REASSIGN OWNED BY {{name}} TO {{role}}` and DROP
-	// OWNED BY to keep the objects an issued login created.
+	// DROP OWNED BY with `REASSIGN OWNED BY {{name}} TO keeper` and DROP
+	// OWNED BY to keep the objects an issued login created, keeper a NOLOGIN
+	// role never granted (a granted role that owns objects is privileged:
+	// [RoleCheckSQL]).
 	DefaultDrop = []string{
 		`DO $$BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {{name_literal}}) THEN ` +
 			`GRANT {{name}} TO CURRENT_USER; SET LOCAL ROLE {{name}}; DROP OWNED BY {{name}}; ` +
@@ -84,11 +86,12 @@ type LoginConfig struct {
 	// (besides what policy allows).
 	AllowedRoles []string `json:"allowedRoles,omitempty" yaml:"allowedRoles,omitempty"`
 	// AllowPrivilegedRoles lets policy grant roles that are (or are members
-	// of) a superuser, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS role or
-	// pg_read_server_files, pg_write_server_files, pg_execute_server_program,
-	// or that hold (themselves or through such a membership) ADMIN OPTION
-	// on any role. Off by default: such a membership is a path to more than
-	// the role, or to access that outlives the lease.
+	// of) a superuser, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS role,
+	// a login role, a predefined role (pg_*), one of the broker's own roles
+	// or a role that owns objects, or that hold (themselves or through such
+	// a membership) ADMIN OPTION on any role ([RoleCheckSQL]). Off by
+	// default: such a membership is a path to more than the role, or to
+	// access that outlives the lease.
 	AllowPrivilegedRoles bool `json:"allowPrivilegedRoles,omitempty" yaml:"allowPrivilegedRoles,omitempty"`
 	// TerminateTimeout is how long revocation waits for each session to
 	// end (default 5s; PostgreSQL 14 or later).
@@ -290,18 +293,36 @@ const RenderSQL = `SELECT format(t, $2::text, $3::text, current_database(), $4::
 FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n`
 
 // RoleCheckSQL reports whether a role exists and whether it, or any role
-// it is a member of (directly or not), is privileged: a role attribute
-// that leads further, a server-files role, or ADMIN OPTION on any role
-// (the login could grant that role to others, access that would outlive
-// the lease).
+// it is a member of (directly or not), is privileged, failing closed: a
+// role attribute that leads further; a login role (a membership in one is
+// that login's access: sqlgate_broker's, the control role's); a predefined
+// role (any name starting with pg_: pg_read_all_data, pg_write_all_data,
+// pg_signal_backend, the server-files roles, and those later versions
+// add); one of the broker's own roles (its session and current role and
+// every role whose privileges they have or may SET ROLE to, a grant that
+// only carries ADMIN OPTION, as 04-credential-issuance.sql makes on
+// PostgreSQL 16, excluded: to_jsonb reads inherit_option and set_option,
+// which PostgreSQL 15 and earlier lack and where membership is both); a
+// role that owns anything anywhere in the cluster (the owner entries of
+// pg_shdepend: tables, schemas, routines, databases, default privileges,
+// large objects; only the bootstrap superuser's objects have none, and it
+// is a superuser); or ADMIN OPTION on any role (the login could grant that
+// role to others, access that would outlive the lease).
 const RoleCheckSQL = `WITH RECURSIVE up(oid) AS (
     SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1
     UNION
     SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN up ON m.member = up.oid
+), own(oid) AS (
+    SELECT oid FROM pg_catalog.pg_roles WHERE rolname IN (session_user, current_user)
+    UNION
+    SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN own ON m.member = own.oid
+    WHERE coalesce((to_jsonb(m) ->> 'inherit_option')::boolean OR (to_jsonb(m) ->> 'set_option')::boolean, true)
 )
 SELECT count(*) > 0 AS found,
        coalesce(bool_or(r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
-           OR r.rolname IN ('pg_read_server_files', 'pg_write_server_files', 'pg_execute_server_program')
+           OR r.rolcanlogin OR starts_with(r.rolname, 'pg_') OR r.oid IN (SELECT oid FROM own)
+           OR EXISTS (SELECT FROM pg_catalog.pg_shdepend d WHERE d.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+                          AND d.refobjid = r.oid AND d.deptype = 'o')
            OR EXISTS (SELECT FROM pg_catalog.pg_auth_members a WHERE a.member = r.oid AND a.admin_option)), false) AS privileged
 FROM up JOIN pg_catalog.pg_roles r ON r.oid = up.oid`
 
@@ -346,7 +367,8 @@ func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) e
 		case !found:
 			return fmt.Errorf("%w: role %q does not exist in database %s", broker.ErrInvalid, spec.Role, li.cfg.Name)
 		case privileged && !li.cfg.AllowPrivilegedRoles:
-			return fmt.Errorf("%w: role %q is or belongs to a privileged role (or holds ADMIN OPTION on a role); sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
+			return fmt.Errorf("%w: role %q is or belongs to a privileged role (an attribute such as CREATEROLE, a login, a predefined pg_ role, "+
+				"a role of the broker's own, an owner of objects, or ADMIN OPTION on a role); sqlgate does not grant it (allowPrivilegedRoles)", broker.ErrInvalid, spec.Role)
 		}
 		return li.run(ctx, tx, li.creation, &spec, verifier)
 	})
