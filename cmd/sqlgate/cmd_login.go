@@ -417,6 +417,14 @@ func cmdLogout(ctx context.Context, e *env, args []string) error {
 	// its user key, without which nothing revokes it), and when a retry
 	// may revoke it, so is the sign-in that can.
 	info, hasNATS := e.savedNATS()
+	if !hasNATS {
+		// Never signed in, or signed out already: nothing to revoke or
+		// remove (and no state directory to create for the lock).
+		if _, err := e.tokens().Load(tokenName); errors.Is(err, oidc.ErrNoTokens) {
+			fmt.Fprintln(e.stdout, "not signed in: nothing to do")
+			return nil
+		}
+	}
 	var creds []savedCred
 	if hasNATS {
 		creds = e.savedCreds(info)
