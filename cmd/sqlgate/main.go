@@ -43,6 +43,9 @@ type command struct {
 	summary string
 	run     func(ctx context.Context, e *env, args []string) error
 	sub     map[string]*command
+	// stateless commands need no state directory (a container image
+	// has no home).
+	stateless bool
 }
 
 func commands() map[string]*command {
@@ -68,13 +71,7 @@ func commands() map[string]*command {
 			"check":  {summary: "parse, type-check and check route references of the policies in DIR", run: cmdPolicyCheck},
 			"replay": {summary: "re-evaluate recorded decisions against a candidate policy and list the changes", run: cmdPolicyReplay},
 		}},
-		"version": {summary: "print the version", run: func(_ context.Context, e *env, args []string) error {
-			if len(args) > 0 {
-				return usagef("version takes no arguments")
-			}
-			fmt.Fprintln(e.stdout, "sqlgate", version)
-			return nil
-		}},
+		"version": {summary: "print the version", run: cmdVersion, stateless: true},
 		"audit": {summary: "verify, prove and export the signed audit log; write SOC 2 evidence", sub: map[string]*command{
 			"verify":         {summary: "verify the log offline with public keys only", run: cmdAuditVerify},
 			"prove":          {summary: "check the inclusion proof (receipt) of one record: sqlgate audit prove N", run: cmdAuditProve},
@@ -84,6 +81,20 @@ func commands() map[string]*command {
 			"keygen":         {summary: "create a key to sign evidence archives with (audit evidence --sign-key)", run: cmdAuditKeygen},
 		}},
 	}
+}
+
+// cmdVersion prints the version; like every command it takes --help.
+func cmdVersion(_ context.Context, e *env, args []string) error {
+	fs := newFlags(e, "version", "sqlgate version")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("version takes no arguments")
+	}
+	fmt.Fprintln(e.stdout, "sqlgate", version)
+	return nil
 }
 
 // usageError marks a command-line mistake (exit code 2).
@@ -103,8 +114,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // SQLGATE_HOME and SQLGATE_BROKER this way).
 func runEnv(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: getenv}
-	if len(args) == 1 && (args[0] == "version" || args[0] == "--version") {
-		// Needs no state directory: a container image has no home.
+	if len(args) == 1 && args[0] == "--version" {
+		// Needs no state directory, as the version command: a container
+		// image has no home.
 		fmt.Fprintln(stdout, "sqlgate", version)
 		return 0
 	}
@@ -130,13 +142,15 @@ func runEnv(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			cmds = c.sub
 			continue
 		}
-		home, err := stateHome(e.getenv)
-		if err != nil {
-			fmt.Fprintln(stderr, "sqlgate:", err)
-			return 1
+		if !c.stateless {
+			home, err := stateHome(e.getenv)
+			if err != nil {
+				fmt.Fprintln(stderr, "sqlgate:", err)
+				return 1
+			}
+			e.home = home
 		}
-		e.home = home
-		err = c.run(ctx, e, args)
+		err := c.run(ctx, e, args)
 		switch {
 		case err == nil:
 			return 0
