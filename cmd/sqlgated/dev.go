@@ -128,7 +128,8 @@ func runDevOn(ctx context.Context, args []string, stdout, stderr io.Writer, host
 	// would share the NATS store, the databases and the audit log.
 	unlock, err := filelock.Lock(filepath.Join(dir, "dev.lock"))
 	if errors.Is(err, filelock.ErrLocked) {
-		return fmt.Errorf("another sqlgated dev is running with the data directory %s: stop it, or pass another --data-dir", dir)
+		return fmt.Errorf("another sqlgated dev is running with the data directory %s: stop it, or use another data directory "+
+			"(sqlgated dev --data-dir DIR, or make run DATA_DIR=DIR)", dir)
 	}
 	if err != nil {
 		return err
