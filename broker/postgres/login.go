@@ -9,10 +9,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -104,6 +106,10 @@ type LoginConfig struct {
 	ClientPort     int    `json:"clientPort,omitempty" yaml:"clientPort,omitempty"`
 	ClientDatabase string `json:"clientDatabase,omitempty" yaml:"clientDatabase,omitempty"`
 	ClientParams   string `json:"clientParams,omitempty" yaml:"clientParams,omitempty"`
+	// Logger receives the issuer's warnings (default: discard): on
+	// PostgreSQL 15 and earlier, that the pool's role is as good as a
+	// superuser ([LoginIssuer.CheckServer]).
+	Logger *slog.Logger `json:"-" yaml:"-"`
 }
 
 // Validate reports every problem with the configuration at once.
@@ -166,12 +172,15 @@ type LoginIssuer struct {
 	allowed                    map[string]bool
 	clientHost, clientDB       string
 	clientPort                 uint16
+	log                        *slog.Logger
+	serverChecked              atomic.Bool // CheckServer read the version
 }
 
 // NewLoginIssuer returns the issuer for the database behind pool (e.g.
 // [Executor.Pool]). The pool's role needs CREATEROLE (PostgreSQL 16 and
 // later: ADMIN OPTION on each grantable role) and pg_signal_backend; see
-// docs/credentials.md.
+// docs/credentials.md. It sends nothing to the server: call
+// [LoginIssuer.CheckServer] once the pool is open.
 func NewLoginIssuer(pool *pgxpool.Pool, cfg LoginConfig) (*LoginIssuer, error) {
 	if pool == nil {
 		return nil, errors.New("postgres logins: a connection pool is required")
@@ -185,7 +194,10 @@ func NewLoginIssuer(pool *pgxpool.Pool, cfg LoginConfig) (*LoginIssuer, error) {
 		}
 		return s
 	}
-	li := &LoginIssuer{pool: pool, cfg: cfg}
+	li := &LoginIssuer{pool: pool, cfg: cfg, log: cfg.Logger}
+	if li.log == nil {
+		li.log = slog.New(slog.DiscardHandler)
+	}
 	var err error
 	if li.creation, err = formatTemplates(or(cfg.Creation, DefaultCreation), true); err != nil {
 		return nil, err
@@ -349,6 +361,51 @@ const TerminateSessionsSQL = `SELECT count(*) FILTER (WHERE NOT pg_terminate_bac
 FROM pg_catalog.pg_stat_activity
 WHERE usename = $1 AND pid <> pg_backend_pid()`
 
+// ServerVersionSQL reads the server's version ([LoginIssuer.CheckServer]).
+const ServerVersionSQL = `SELECT current_setting('server_version_num')::int`
+
+// createRoleRestricted is the first server_version_num (PostgreSQL 16) on
+// which CREATEROLE no longer reaches every non-superuser role.
+const createRoleRestricted = 160000
+
+// CheckServer reads the server's version and, on PostgreSQL 15 and
+// earlier, logs a warning (once per issuer): there the CREATEROLE the
+// pool's role needs makes it a superuser of the cluster in effect. It may
+// grant itself any role that is not a superuser, pg_execute_server_program
+// (shell commands as the server's OS user) and pg_read_server_files
+// included, and change the password of any such role, the control
+// database's role on the same cluster too. From PostgreSQL 16 CREATEROLE
+// only reaches the roles it created or holds ADMIN OPTION on. It does not
+// refuse such a server; it reports only a failure to read the version.
+// CreateLogin runs the same check before the issuer's first creation.
+func (li *LoginIssuer) CheckServer(ctx context.Context) error {
+	if err := li.checkServer(ctx, li.pool); err != nil {
+		return li.classify(ctx, err, &broker.LoginSpec{}, "")
+	}
+	return nil
+}
+
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func (li *LoginIssuer) checkServer(ctx context.Context, q rowQuerier) error {
+	if li.serverChecked.Load() {
+		return nil
+	}
+	var version int
+	if err := q.QueryRow(ctx, ServerVersionSQL).Scan(&version); err != nil {
+		return err
+	}
+	if li.serverChecked.Swap(true) || version >= createRoleRestricted {
+		return nil
+	}
+	li.log.WarnContext(ctx, "postgres logins: on PostgreSQL 15 and earlier CREATEROLE makes the issuing role a superuser of the cluster in effect "+
+		"(it can grant itself pg_execute_server_program or change other roles' passwords); keep the control database on another cluster, "+
+		"prefer PostgreSQL 16 or later (docs/credentials.md)", "database", li.cfg.Name, "server_version_num", version)
+	return nil
+}
+
 // CreateLogin implements [broker.SQLLoginIssuer].
 func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) error {
 	if err := li.check(&spec, opCreate); err != nil {
@@ -359,6 +416,9 @@ func (li *LoginIssuer) CreateLogin(ctx context.Context, spec broker.LoginSpec) e
 		return err
 	}
 	return li.inTx(ctx, &spec, verifier, func(tx pgx.Tx) error {
+		if err := li.checkServer(ctx, tx); err != nil {
+			return err
+		}
 		var found, privileged bool
 		if err := tx.QueryRow(ctx, RoleCheckSQL, spec.Role).Scan(&found, &privileged); err != nil {
 			return err

@@ -148,6 +148,8 @@ func TestGoldenLoginSQL(t *testing.T) {
 		return "as format string(s): " + strings.Join(out, " | ")
 	}
 	section("Every template is rendered on the server first ($1: the format strings, $2 login, $3 role, $4 SCRAM verifier or NULL, $5 expiry or NULL):", RenderSQL)
+	section("CheckServer, and CreateLogin first in its transaction until the issuer read it once: the server's version; "+
+		"below 160000 (PostgreSQL 15 and earlier, where CREATEROLE is superuser in effect) a warning is logged.", ServerVersionSQL)
 	section("CreateLogin (one transaction): check the role, then the rendered creation statements.", RoleCheckSQL)
 	section("Default creation template, "+fmts(DefaultCreation, true), DefaultCreation...)
 	section("RenewLogin (one transaction): the rendered renewal statements.", DefaultRenewal...)

@@ -7,11 +7,19 @@
 -- roles (CREATEROLE) and end their sessions on revocation
 -- (pg_signal_backend: sqlgate_broker is NOINHERIT, so revocation switches to
 -- that role for the termination only, SET LOCAL ROLE; on PostgreSQL 16 and
--- later keep the grant's SET option, the default). CREATEROLE is a powerful attribute: up to PostgreSQL
--- 15 it lets a role grant membership in any role that is not a superuser,
--- its own included (docs/credentials.md). From PostgreSQL 16 the broker needs
--- ADMIN OPTION on each role it grants; it is given without INHERIT and SET,
--- so the broker cannot use the role's privileges itself.
+-- later keep the grant's SET option, the default).
+--
+-- On PostgreSQL 15 and earlier this makes sqlgate_broker a superuser of the
+-- whole cluster in effect: CREATEROLE there reaches every role that is not a
+-- superuser, so the broker's role can GRANT itself pg_execute_server_program
+-- (shell commands as the server's OS user) or pg_read_server_files, and
+-- ALTER ROLE any other role's password, the control role's included. Run it
+-- there only if that is acceptable, keep the control database on another
+-- cluster, and prefer PostgreSQL 16 or later (docs/credentials.md); the
+-- login issuer logs a warning on such a server. From PostgreSQL 16
+-- CREATEROLE reaches only the roles the broker created or holds ADMIN OPTION
+-- on: it needs that on each role it grants, given below without INHERIT and
+-- SET, so the broker cannot use the role's privileges itself.
 ALTER ROLE sqlgate_broker CREATEROLE;
 GRANT pg_signal_backend TO sqlgate_broker;
 
