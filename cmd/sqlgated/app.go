@@ -450,7 +450,7 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 		return nil
 	}
 	settled := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sqlgate_async_messages_total", Help: "Deliveries of async requests, by how they were settled (ok, final, retry, gave_up, dropped).",
+		Name: "sqlgate_async_messages_total", Help: "Deliveries of async requests, by how they were settled (ok, final, retry, gave_up, dropped, returned).",
 	}, []string{"settled"})
 	for _, how := range []string{natsvc.SettledOK, natsvc.SettledFinal, natsvc.SettledRetry, natsvc.SettledGaveUp, natsvc.SettledDropped, natsvc.SettledReturned} {
 		settled.WithLabelValues(how) // at 0 from the start: an alert on increase() sees the first
