@@ -590,7 +590,8 @@ func (e *env) natsInfo(credsFlag, urlFlag string) (*natsInfo, error) {
 	saved := false
 	if b, err := os.ReadFile(e.path(natsInfoFile)); err == nil {
 		if err := json.Unmarshal(b, &info); err != nil {
-			return nil, fmt.Errorf("read %s: %w", e.path(natsInfoFile), err)
+			// creds nats writes a new one.
+			return nil, fmt.Errorf("read %s: %w: run sqlgate creds nats", e.path(natsInfoFile), err)
 		}
 		saved = info.Creds != ""
 	}
