@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -103,5 +104,35 @@ func TestDeployControlScript(t *testing.T) {
 	}
 	if sqlState(err) != "42501" {
 		t.Errorf("another role's connection: %v, want permission denied (42501)", err)
+	}
+}
+
+// TestDocsDSNFileMode: the steps that put a connection string in a file
+// (control.dsnFile, a database's dsnFile and passwordFile) say the mode
+// sqlgated accepts, since serve refuses a file other users may read (0644).
+func TestDocsDSNFileMode(t *testing.T) {
+	t.Parallel()
+	read := func(path ...string) string {
+		b, err := os.ReadFile(filepath.Join(append([]string{"..", ".."}, path...)...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	doc := read("docs", "postgres.md")
+	_, config, _ := strings.Cut(doc, "\n## Configuration\n")
+	config, _, _ = strings.Cut(config, "\n## ")
+	_, control, _ := strings.Cut(doc, "put the DSN in `control.dsnFile`")
+	control, _, _ = strings.Cut(control, "\n\n")
+	script := read("deploy", "postgres", "00-control.sql")
+	header, _, _ := strings.Cut(script, "\\set")
+	for name, text := range map[string]string{
+		"docs/postgres.md, Configuration (dsnFile, passwordFile)":  config,
+		"docs/postgres.md, control database (control.dsnFile)":     control,
+		"deploy/postgres/00-control.sql, header (control.dsnFile)": header,
+	} {
+		if !strings.Contains(text, "0600") || !strings.Contains(text, "0644") {
+			t.Errorf("%s does not say the file must be mode 0600 (and that 0644 is refused)", name)
+		}
 	}
 }

@@ -13,7 +13,9 @@
 -- Then set the role's password out of band (psql: \password sqlgate_control),
 -- or use certificate authentication in pg_hba.conf, and point
 -- control.dsnFile at a DSN with sslmode=verify-full when the server is not
--- this machine (sqlgated refuses anything weaker; docs/postgres.md).
+-- this machine (sqlgated refuses anything weaker; docs/postgres.md), in a
+-- file of mode 0600 owned by sqlgated's user (chmod 0600 FILE: sqlgated
+-- refuses one other users may read, such as 0644).
 --
 -- The role owns the database, and sqlgated creates its tables at start:
 -- CREATE on the schema public (which PostgreSQL 15 and later no longer gives
