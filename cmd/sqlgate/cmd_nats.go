@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -516,7 +517,7 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 	reply, err := nc.RequestMsgWithContext(rctx, msg)
 	if err != nil {
 		if d := denied.Load(); d != nil {
-			return callPermissionError(*d, subject, *async)
+			return callPermissionError(*d, subject, *async, info.pub)
 		}
 		if errors.Is(err, nats.ErrMaxPayload) {
 			return fmt.Errorf("the payload with its headers is over the %d bytes the NATS server at %s takes per message (its max_payload)", nc.MaxPayload(), info.NATSURL)
@@ -555,7 +556,7 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 		answer, err := replies.NextMsgWithContext(rctx)
 		if err != nil {
 			if d := denied.Load(); d != nil {
-				return callPermissionError(*d, subject, *async)
+				return callPermissionError(*d, subject, *async, info.pub)
 			}
 			return fmt.Errorf("queued, but no answer within %s: call %s again with the same --idempotency-key to read its result", *timeout, subject)
 		}
@@ -631,6 +632,7 @@ func (e *env) natsInfo(credsFlag, urlFlag string) (*natsInfo, error) {
 		return nil, fmt.Errorf("the NATS credentials in %s expired at %s: run sqlgate creds nats", info.Creds, time.Unix(uc.Expires, 0).Local().Format(time.RFC3339))
 	}
 	info.InboxPrefix = "_INBOX_" + uc.Subject
+	info.pub = uc.Pub
 	return &info, nil
 }
 
@@ -675,18 +677,51 @@ func permissionError(err error, subject string) error {
 	return fmt.Errorf("the NATS server refused to publish to %s: your credential does not allow it (%w)", subject, err)
 }
 
-// callPermissionError is permissionError for sqlgate call: an async call
-// refused its publish to sqlgate.async.<user key>.<subject> goes to a route
-// that is not async (its credential allows only the async routes there), or
-// one the caller may not call: it says to call it without --async.
-func callPermissionError(err error, subject string, async bool) error {
+// callPermissionError is permissionError for sqlgate call. A refused
+// publish of a subject that pub, the credential's publish permission, does
+// not grant (sync or async) is not a route the caller may call: a typo, or
+// a route policy does not give them; sqlgate routes lists those it does.
+// Otherwise an async call refused its publish to
+// sqlgate.async.<user key>.<subject> goes to a route that is not async (its
+// credential allows only the async routes there): it says to call it
+// without --async.
+func callPermissionError(err error, subject string, async bool, pub jwt.Permission) error {
 	msg := err.Error()
-	if async {
-		if _, target, ok := strings.Cut(msg, "for Publish to "); ok && strings.HasPrefix(strings.Trim(target, `"' `), asyncSubjectPrefix) {
-			return fmt.Errorf("%s is not an async route (or not granted to you): call it without --async (%w)", subject, err)
-		}
+	_, target, publish := strings.Cut(msg, "for Publish to ")
+	target = strings.Trim(target, `"' `)
+	if publish && !mayPublish(pub, subject) && !(async && strings.HasPrefix(target, asyncSubjectPrefix) && mayPublish(pub, target)) {
+		return fmt.Errorf("%s is not a route you may call: sqlgate routes lists them", subject)
+	}
+	if async && publish && strings.HasPrefix(target, asyncSubjectPrefix) {
+		return fmt.Errorf("%s is not an async route (or not granted to you): call it without --async (%w)", subject, err)
 	}
 	return permissionError(err, subject)
+}
+
+// mayPublish reports whether p, a user JWT's publish permission, lets it
+// publish to subject: no deny filter matches it, and an allow filter does
+// (or none is listed, which allows all).
+func mayPublish(p jwt.Permission, subject string) bool {
+	matches := func(filter string) bool { return subjectMatches(filter, subject) }
+	if slices.ContainsFunc(p.Deny, matches) {
+		return false
+	}
+	return len(p.Allow) == 0 || slices.ContainsFunc(p.Allow, matches)
+}
+
+// subjectMatches reports whether the NATS subject matches filter, where
+// "*" stands for one token and a final ">" for one or more.
+func subjectMatches(filter, subject string) bool {
+	ft, st := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, t := range ft {
+		switch {
+		case t == ">" && i == len(ft)-1:
+			return len(st) > i
+		case i >= len(st), t != "*" && t != st[i]:
+			return false
+		}
+	}
+	return len(ft) == len(st)
 }
 
 // readPayload returns a call's payload: the argument itself, @FILE for a

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/nats-io/jwt/v2"
+
 	"github.com/sqlgate/sqlgate/web/api"
 )
 
@@ -131,6 +133,9 @@ type natsInfo struct {
 	Principal   string `json:"principal,omitempty"`
 	Broker      string `json:"broker,omitempty"`
 	UserKey     string `json:"user_key,omitempty"`
+	// pub is what the user JWT of the creds file lets it publish to: read
+	// by [env.natsInfo] from the file, not saved.
+	pub jwt.Permission
 }
 
 // writeFileAtomic writes data to path, mode 0600 (the CLI's files hold
