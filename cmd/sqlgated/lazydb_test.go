@@ -490,7 +490,7 @@ func TestPendingPostgresBatchesOnlyWhatItCan(t *testing.T) {
 	t.Setenv("SQLGATE_TEST_PENDING_DSN", "postgres://broker@"+addr+"/orders?sslmode=disable&connect_timeout=1")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	_, ex, _, err := openDatabase(ctx, DatabaseConfig{Postgres: &postgres.Config{Name: "orders", DSNEnv: "SQLGATE_TEST_PENDING_DSN"}}, "sg_")
+	_, ex, _, err := openDatabase(ctx, DatabaseConfig{Postgres: &postgres.Config{Name: "orders", DSNEnv: "SQLGATE_TEST_PENDING_DSN"}}, "sg_", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("openDatabase: %v (want the database pending)", err)
 	}

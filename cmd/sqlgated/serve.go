@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -56,7 +57,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rc, err := resolveServe(ctx, cfg, catalog)
+	rc, err := resolveServe(ctx, cfg, catalog, logger)
 	if err != nil {
 		return err
 	}
@@ -166,7 +167,7 @@ func cliAuthContext(cliIssuer string, issuers []oidc.IssuerConfig) string {
 
 // resolveServe turns the configuration into a runtime configuration: it
 // reads secrets, opens databases and the listener.
-func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *runtimeConfig, err error) {
+func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog, logger *slog.Logger) (_ *runtimeConfig, err error) {
 	// rc is not the named result: an error return sets that to nil, and the
 	// deferred cleanup below must still see what was opened.
 	rc := &runtimeConfig{
@@ -202,7 +203,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog) (_ *
 	for i, d := range cfg.Databases {
 		wg.Go(func() {
 			o := &results[i]
-			o.name, o.ex, o.iss, o.err = openDatabase(ctx, d, cfg.Credentials.LoginPrefix)
+			o.name, o.ex, o.iss, o.err = openDatabase(ctx, d, cfg.Credentials.LoginPrefix, logger)
 		})
 	}
 	wg.Wait()
@@ -310,9 +311,12 @@ func webRedirectURL(publicURL string) string {
 // it issues no logins). A database the adapter cannot reach
 // ([broker.ErrUnavailable] from its Open) does not fail the start: it is
 // returned pending (lazyDB, lazyIssuer), to be opened in the background
-// once the instance runs. Any other error is a configuration error.
-func openDatabase(ctx context.Context, d DatabaseConfig, loginPrefix string) (string, broker.Executor, broker.SQLLoginIssuer, error) {
+// once the instance runs. Any other error is a configuration error. The
+// adapter and the login issuer log to logger (the adapters' warnings: an
+// insecure transport accepted, PostgreSQL 15's CREATEROLE).
+func openDatabase(ctx context.Context, d DatabaseConfig, loginPrefix string, logger *slog.Logger) (string, broker.Executor, broker.SQLLoginIssuer, error) {
 	name := d.name()
+	d = d.withLogger(logger.With("component", "database", "database", name))
 	open := func(ctx context.Context) (*openedDB, error) {
 		octx, cancel := context.WithTimeout(ctx, openAttemptTimeout)
 		defer cancel()
@@ -321,6 +325,9 @@ func openDatabase(ctx context.Context, d DatabaseConfig, loginPrefix string) (st
 			return nil, err
 		}
 		iss, err := loginIssuer(d, ex, name, loginPrefix)
+		if err == nil {
+			err = checkIssuerServer(octx, iss)
+		}
 		if err != nil {
 			newOpenedDB(ex, nil).close()
 			return nil, fmt.Errorf("short-lived logins: %w", err)
@@ -347,6 +354,37 @@ func openDatabase(ctx context.Context, d DatabaseConfig, loginPrefix string) (st
 		iss = lazyIssuer{l}
 	}
 	return name, l.executor(batches), iss, nil
+}
+
+// withLogger returns d with its adapter's and login issuer's logger set
+// (copies: the configuration is not changed).
+func (d DatabaseConfig) withLogger(l *slog.Logger) DatabaseConfig {
+	switch {
+	case d.Postgres != nil:
+		c := *d.Postgres
+		c.Logger = l
+		d.Postgres = &c
+	case d.SQLServer != nil:
+		c := *d.SQLServer
+		c.Logger = l
+		d.SQLServer = &c
+	}
+	if d.PostgresLogins != nil {
+		c := *d.PostgresLogins
+		c.Logger = l
+		d.PostgresLogins = &c
+	}
+	return d
+}
+
+// checkIssuerServer has a PostgreSQL login issuer read the server's
+// version, so its warning about PostgreSQL 15 and earlier is logged at
+// start rather than at the first login.
+func checkIssuerServer(ctx context.Context, iss broker.SQLLoginIssuer) error {
+	if p, ok := iss.(*postgres.LoginIssuer); ok {
+		return p.CheckServer(ctx)
+	}
+	return nil
 }
 
 // openExecutor opens the adapter of d's dialect.

@@ -30,7 +30,8 @@ type serveStack struct {
 	dir     string
 	base    string
 	natsURL string
-	s       *devStack // login and NATS helpers
+	s       *devStack   // login and NATS helpers
+	logs    *syncBuffer // what serve logged at warn and above
 }
 
 var (
@@ -216,7 +217,7 @@ func startServe(t *testing.T, routesYAML []byte, databases string, policyEdit fu
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &serveStack{dir: dir, base: base, natsURL: "nats://" + natsAddr, s: deps.userStack(base)}
+	return &serveStack{dir: dir, base: base, natsURL: "nats://" + natsAddr, s: deps.userStack(base), logs: logs}
 }
 
 // startDemoServe is startServe with the demo routes over a fresh demo

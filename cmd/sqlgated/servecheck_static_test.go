@@ -271,7 +271,7 @@ audit: {signingKeyFile: %[1]s/audit-signing.key, paramKeyFile: %[1]s/audit-param
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc, err := resolveServe(t.Context(), cfg, catalog)
+		rc, err := resolveServe(t.Context(), cfg, catalog, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

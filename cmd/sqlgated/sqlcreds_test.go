@@ -83,6 +83,16 @@ func TestServeSQLCredentials(t *testing.T) {
 		// Let sales have the test role on "orders" (the demo grants "reader").
 		return strings.Replace(data, "roles: [reader]", "roles: [reader, "+role+"]", 1)
 	})
+	// Before PostgreSQL 16 CREATEROLE lets the issuing role make itself a
+	// superuser in effect: serve says so at start, in its log.
+	var version int
+	if err := ac.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	warned := strings.Contains(st.logs.String(), "CREATEROLE makes the issuing role a superuser of the cluster in effect")
+	if warned != (version < 160000) {
+		t.Errorf("PostgreSQL %d: serve warned about CREATEROLE: %v, want %v\n%s", version, warned, version < 160000, st.logs)
+	}
 	alice, _ := st.s.login(t, "alice")
 
 	// A role policy does not grant: forbidden.
