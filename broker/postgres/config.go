@@ -43,7 +43,7 @@ type Config struct {
 	IdempotencyTable string `json:"idempotencyTable,omitempty" yaml:"idempotencyTable,omitempty"`
 	// CreateIdempotencyTable creates the table at Open if it is missing
 	// (the broker's role then needs CREATE on the schema; otherwise run
-	// deploy/postgres/02-idempotency.sql once).
+	// deploy/postgres/01-idempotency.sql once).
 	CreateIdempotencyTable bool `json:"createIdempotencyTable,omitempty" yaml:"createIdempotencyTable,omitempty"`
 	// ApplicationName is shown in pg_stat_activity (default "sqlgated").
 	ApplicationName string `json:"applicationName,omitempty" yaml:"applicationName,omitempty"`

@@ -2,7 +2,9 @@
 -- the database owner, in the target database, after 01 and 02).
 -- It may: connect, call the routed routines (EXECUTE on the schema's
 -- functions and procedures), and keep its idempotency records. It may not
--- read or change any table directly, create objects, or manage roles.
+-- read or change any table directly, create objects (temporary tables
+-- aside: PUBLIC holds TEMPORARY on the database unless revoked), or manage
+-- roles.
 -- Set its password out of band (psql: \password sqlgate_broker), or use
 -- certificate or other authentication in pg_hba.conf.
 --
