@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
+	neturl "net/url"
 	"os"
 	"slices"
 	"strings"
@@ -476,6 +478,9 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 			return fmt.Errorf("connect to NATS at %s: %w (expired or revoked credentials? run sqlgate creds nats)", info.NATSURL, err)
 		}
+		if errors.Is(err, nats.ErrNoServers) {
+			return fmt.Errorf("connect to NATS at %s: %w: %s", info.NATSURL, err, natsUnreachableHint(info.NATSURL))
+		}
 		return fmt.Errorf("connect to NATS at %s: %w", info.NATSURL, err)
 	}
 	defer nc.Close()
@@ -578,6 +583,22 @@ func cmdCall(ctx context.Context, e *env, args []string) error {
 		return errSilent
 	}
 	return nil
+}
+
+// natsUnreachableHint is what to check when no NATS server answered at
+// url: whether sqlgated runs there (make run does, on this machine) and
+// the URL.
+func natsUnreachableHint(url string) string {
+	if u, err := neturl.Parse(url); err == nil && isLoopbackHost(u.Hostname()) {
+		return "is sqlgated running there (make run starts it), and is the NATS URL right?"
+	}
+	return "is sqlgated running there, and is the NATS URL right?"
+}
+
+// isLoopbackHost reports whether host names this machine's loopback.
+func isLoopbackHost(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // natsInfo resolves the creds file, inbox prefix and NATS URL for a call.

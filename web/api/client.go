@@ -137,8 +137,7 @@ func RequireTLS(what, raw string) error {
 	if u.Scheme != "http" {
 		return fmt.Errorf("%s URL %s must be https", what, RedactURL(raw))
 	}
-	host := u.Hostname()
-	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+	if isLoopback(u.Hostname()) {
 		return nil
 	}
 	return fmt.Errorf("%s URL %s is plain http to another host: credentials would cross the network in clear; use https", what, RedactURL(raw))
@@ -164,6 +163,27 @@ func (e *StatusError) Error() string {
 
 // ErrUnreachable marks a broker that could not be reached.
 var ErrUnreachable = errors.New("broker unreachable")
+
+// unreachableHint is what to check when connecting to the broker failed
+// (nothing listens there, a name that does not resolve): whether sqlgated
+// runs there, which make run does on this machine, and the URL. Other
+// failures (TLS, a timeout) get none.
+func (c *Client) unreachableHint(err error) string {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return ""
+	}
+	if isLoopback(c.base.Hostname()) {
+		return ": is sqlgated running there (make run starts it), and is the broker URL right?"
+	}
+	return ": is sqlgated running there, and is the broker URL right?"
+}
+
+// isLoopback reports whether host names this machine's loopback.
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
 
 // Discovery fetches the unauthenticated client configuration.
 func (c *Client) Discovery(ctx context.Context) (*Discovery, error) {
@@ -476,7 +496,7 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 		return nil, re
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w at %s: %w", ErrUnreachable, c.base.Host, causeOf(ctx, err))
+		return nil, fmt.Errorf("%w at %s: %w%s", ErrUnreachable, c.base.Host, causeOf(ctx, err), c.unreachableHint(err))
 	}
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
