@@ -101,13 +101,18 @@ func (e *env) loadStateForLogin() (*state, error) {
 }
 
 // checkBroker returns raw, a broker URL read from where names, unless it
-// holds a user name or password: sqlgate prints the broker URL and saves it
-// in state.json, and signs in with its own tokens anyway. The refusal does
-// not repeat the password.
+// holds a user name or password (sqlgate prints the broker URL and saves it
+// in state.json, and signs in with its own tokens anyway) or is no URL a
+// client takes: checked before the URL is compared with the one signed in
+// to, so that no advice names a URL that sqlgate login would refuse. The
+// refusal does not repeat the password.
 func checkBroker(from, raw string) (string, error) {
 	if red := api.RedactURL(raw); red != raw {
 		return "", fmt.Errorf("%s: the broker URL %s holds a user name or password, which sqlgate neither needs (it signs in with its own tokens) nor keeps: "+
 			"give the URL without it (sqlgate login --broker URL)", from, red)
+	}
+	if err := api.CheckBrokerURL(raw); err != nil {
+		return "", fmt.Errorf("%s: %w", from, err)
 	}
 	return raw, nil
 }

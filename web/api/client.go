@@ -54,9 +54,29 @@ func newTransport() *http.Transport {
 // NewClient returns a client for the broker at baseURL. token supplies the
 // bearer token per request (nil for unauthenticated calls only).
 func NewClient(baseURL string, token func(ctx context.Context) (string, error)) (*Client, error) {
-	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	u, err := parseBrokerURL(baseURL)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{
+		base: u, http: &http.Client{Transport: newTransport(), CheckRedirect: RefuseRedirect}, token: token,
+		callTimeout: callTimeout, downloadWait: downloadWait, downloadIdle: downloadIdle,
+	}, nil
+}
+
+// CheckBrokerURL returns why raw cannot be the URL of a broker, the error
+// [NewClient] would fail with, or nil: it must be an absolute http(s) URL,
+// https unless to this machine's loopback, without a user name or password.
+// The error of a host and port without a scheme shows the URL meant.
+func CheckBrokerURL(raw string) error {
+	_, err := parseBrokerURL(raw)
+	return err
+}
+
+func parseBrokerURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(raw, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("broker URL %q must be an http(s) URL", RedactURL(baseURL))
+		return nil, fmt.Errorf("broker URL %q must be an http(s) URL%s", RedactURL(raw), schemeHint(raw))
 	}
 	if err := RequireTLS("broker", u.String()); err != nil {
 		return nil, err
@@ -64,10 +84,25 @@ func NewClient(baseURL string, token func(ctx context.Context) (string, error)) 
 	if u.User != nil {
 		return nil, fmt.Errorf("broker URL %s must not hold a user name or password: sqlgate signs in with its own tokens", redactUser(u))
 	}
-	return &Client{
-		base: u, http: &http.Client{Transport: newTransport(), CheckRedirect: RefuseRedirect}, token: token,
-		callTimeout: callTimeout, downloadWait: downloadWait, downloadIdle: downloadIdle,
-	}, nil
+	return u, nil
+}
+
+// schemeHint suggests the URL meant by raw when it is a host and port
+// without a scheme (127.0.0.1:8470): http on this machine's loopback, else
+// https; "" for anything else.
+func schemeHint(raw string) string {
+	if raw == "" || strings.Contains(raw, "://") || strings.ContainsAny(raw, "@ ") {
+		return ""
+	}
+	host := strings.TrimRight(raw, "/")
+	u, err := url.Parse("http://" + host)
+	if err != nil || u.Host == "" || u.Host != host {
+		return ""
+	}
+	if isLoopback(u.Hostname()) {
+		return ", like http://" + host
+	}
+	return ", like https://" + host
 }
 
 // RedirectError is a broker answer that redirects elsewhere. The sqlgate API
