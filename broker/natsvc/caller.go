@@ -31,37 +31,52 @@ type trust struct {
 // re-measured, so a small cache saves the JSON decoding on the hot path.
 const callerCacheSize = 2048
 
-// callerCache maps a Nats-Request-Info value to the Caller it yields under
-// one trust. The mapping is a pure function of the value, so caching cannot
-// change a decision.
+// callerCache maps a Nats-Request-Info value to the Caller and server kind
+// it yields under one trust. The mapping is a pure function of the value, so
+// caching cannot change a decision.
 type callerCache struct {
 	mu sync.RWMutex
-	m  map[string]broker.Caller
+	m  map[string]cacheEntry
 }
 
-func newCallerCache() *callerCache { return &callerCache{m: make(map[string]broker.Caller)} }
+type cacheEntry struct {
+	c    broker.Caller
+	kind string
+}
+
+func newCallerCache() *callerCache { return &callerCache{m: make(map[string]cacheEntry)} }
 
 // cachedCaller is caller with the cache in front.
-func (t *trust) cachedCaller(values []string) broker.Caller {
+func (t *trust) cachedCaller(values []string) (broker.Caller, string) {
 	if t.cache == nil || len(values) != 1 {
 		return t.caller(values)
 	}
 	t.cache.mu.RLock()
-	c, ok := t.cache.m[values[0]]
+	e, ok := t.cache.m[values[0]]
 	t.cache.mu.RUnlock()
 	if !ok {
-		c = t.caller(values)
+		e.c, e.kind = t.caller(values)
 		t.cache.mu.Lock()
 		if len(t.cache.m) >= callerCacheSize {
 			clear(t.cache.m)
 		}
-		t.cache.m[values[0]] = c
+		t.cache.m[values[0]] = e
 		t.cache.mu.Unlock()
 	}
 	// Callers get their own tags: the cached slice is never handed out.
-	c.Tags = slices.Clone(c.Tags)
-	return c
+	e.c.Tags = slices.Clone(e.c.Tags)
+	return e.c, e.kind
 }
+
+// serverKinds are the `kind`s of Nats-Request-Info (nats-server's
+// kindStringMap) of the server's own internal clients: an account's (which
+// publishes message-trace events, for instance), JetStream's and the
+// system's. None is a user: a message one of them published names no one.
+// A client's request says "Client", or "Leafnode" when it came in over a
+// leafnode connection, also when it then crossed routes or gateways (the
+// import is crossed, and the header written, on the server the client is
+// connected to; verified on nats-server v2.15.3 for a route).
+var serverKinds = map[string]bool{"Account": true, "JetStream": true, "System": true}
 
 // requestInfo holds the Nats-Request-Info fields sqlgate reads.
 type requestInfo struct {
@@ -72,9 +87,13 @@ type requestInfo struct {
 	Host      string   `json:"host"`
 	Lang      string   `json:"lang"`
 	Version   string   `json:"ver"`
+	Kind      string   `json:"kind"`
 }
 
-// caller turns the Nats-Request-Info values of a request into a Caller.
+// caller turns the Nats-Request-Info values of a request into a Caller, and
+// returns the header's `kind` when it names one of the server's own internal
+// clients (serverKinds; "" otherwise): the server published the message
+// itself, and its caller is unattested.
 //
 // The caller is attested only when there is exactly one header value, it
 // names the users account as `acc`, its `issuer_key` is one of our users
@@ -89,20 +108,23 @@ type requestInfo struct {
 //
 // An unattested caller carries only Transport "nats": nothing the client
 // could have written reaches the broker.
-func (t *trust) caller(values []string) broker.Caller {
-	c := broker.Caller{Transport: "nats"}
+func (t *trust) caller(values []string) (c broker.Caller, serverKind string) {
+	c = broker.Caller{Transport: "nats"}
 	if len(values) != 1 {
-		return c
+		return c, ""
 	}
 	var ri requestInfo
 	if err := json.Unmarshal([]byte(values[0]), &ri); err != nil {
-		return c
+		return c, ""
+	}
+	if serverKinds[ri.Kind] {
+		return c, ri.Kind
 	}
 	if ri.Account == "" || ri.Account != t.account {
-		return c
+		return c, ""
 	}
 	if _, ok := t.signingKeys[ri.IssuerKey]; !ok {
-		return c
+		return c, ""
 	}
 	userKey := ""
 	tags := make([]string, 0, len(ri.Tags))
@@ -113,12 +135,12 @@ func (t *trust) caller(values []string) broker.Caller {
 			continue
 		}
 		if userKey != "" {
-			return c
+			return c, ""
 		}
 		userKey = strings.ToUpper(rest)
 	}
 	if !nkeys.IsValidPublicUserKey(userKey) {
-		return c
+		return c, ""
 	}
 	c.Attested = true
 	c.UserKey = userKey
@@ -129,5 +151,5 @@ func (t *trust) caller(values []string) broker.Caller {
 	c.Host = ri.Host
 	c.Lang = ri.Lang
 	c.Version = ri.Version
-	return c
+	return c, ""
 }

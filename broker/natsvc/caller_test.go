@@ -38,35 +38,51 @@ func TestCallerFromRequestInfo(t *testing.T) {
 	info := func(acc, issuer, tags string) string {
 		return `{"acc":"` + acc + `","user":"` + otherPub + `","issuer_key":"` + issuer + `","name_tag":"Alice","tags":[` + tags + `],"host":"10.0.0.1","lang":"go","ver":"1.55.0","name":"client-says","jwt":"eyJ..."}`
 	}
+	withKind := func(info, kind string) string { return strings.TrimSuffix(info, "}") + `,"kind":"` + kind + `"}` }
+	valid := info(acc, sk, tag+`,"group:sales"`)
 	tests := []struct {
-		name     string
-		values   []string
-		attested bool
+		name       string
+		values     []string
+		attested   bool
+		serverKind string
 	}{
-		{"valid", []string{info(acc, sk, tag+`,"group:sales"`)}, true},
-		{"no_header", nil, false},
-		{"two_values", []string{info(acc, sk, tag), info(acc, sk, tag)}, false},
-		{"other_account", []string{info(foreignPub, sk, tag)}, false},
-		{"empty_account", []string{info("", sk, tag)}, false},
-		{"foreign_signing_key", []string{info(acc, foreignPub, tag)}, false},
-		{"account_key_as_issuer", []string{info(acc, acc, tag)}, false},
-		{"no_key_tag", []string{info(acc, sk, `"group:sales"`)}, false},
-		{"two_key_tags", []string{info(acc, sk, tag+`,"nkey:`+strings.ToLower(otherPub)+`"`)}, false},
-		{"key_tag_not_a_user_key", []string{info(acc, sk, `"nkey:`+strings.ToLower(acc)+`"`)}, false},
-		{"bad_json", []string{`{"acc":`}, false},
-		{"json_array", []string{`[]`}, false},
+		{"valid", []string{valid}, true, ""},
+		{"valid_client", []string{withKind(valid, "Client")}, true, ""},
+		{"valid_leafnode", []string{withKind(valid, "Leafnode")}, true, ""},
+		// What the server writes for a message-trace event crossing the
+		// users import (nats-server v2.15.3).
+		{"trace_event", []string{`{"start":"2026-11-28T12:49:42.168272629Z","id":6,"acc":"` + acc + `","server":"NCGMOCWIWIDY23AMJQ4A47TMRCIZPMQ4CRPVWDUY4WP2DAMFUSW44M5K","kind":"Account"}`}, false, "Account"},
+		{"account_kind_with_user_fields", []string{withKind(valid, "Account")}, false, "Account"},
+		{"jetstream_kind", []string{withKind(valid, "JetStream")}, false, "JetStream"},
+		{"system_kind", []string{withKind(valid, "System")}, false, "System"},
+		{"server_kind_twice", []string{withKind(valid, "Account"), withKind(valid, "Account")}, false, ""},
+		{"no_header", nil, false, ""},
+		{"two_values", []string{info(acc, sk, tag), info(acc, sk, tag)}, false, ""},
+		{"other_account", []string{info(foreignPub, sk, tag)}, false, ""},
+		{"empty_account", []string{info("", sk, tag)}, false, ""},
+		{"foreign_signing_key", []string{info(acc, foreignPub, tag)}, false, ""},
+		{"account_key_as_issuer", []string{info(acc, acc, tag)}, false, ""},
+		{"no_key_tag", []string{info(acc, sk, `"group:sales"`)}, false, ""},
+		{"two_key_tags", []string{info(acc, sk, tag+`,"nkey:`+strings.ToLower(otherPub)+`"`)}, false, ""},
+		{"key_tag_not_a_user_key", []string{info(acc, sk, `"nkey:`+strings.ToLower(acc)+`"`)}, false, ""},
+		{"bad_json", []string{`{"acc":`}, false, ""},
+		{"json_array", []string{`[]`}, false, ""},
 	}
 	cached := tr
 	cached.cache = newCallerCache()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := tr.caller(tc.values)
+			c, kind := tr.caller(tc.values)
 			// The cache answers exactly as the parser, twice.
 			for range 2 {
-				if cc := cached.cachedCaller(tc.values); cc.Attested != c.Attested || cc.UserKey != c.UserKey || !slices.Equal(cc.Tags, c.Tags) {
-					t.Fatalf("cachedCaller = %+v, caller = %+v", cc, c)
+				cc, ckind := cached.cachedCaller(tc.values)
+				if cc.Attested != c.Attested || cc.UserKey != c.UserKey || !slices.Equal(cc.Tags, c.Tags) || ckind != kind {
+					t.Fatalf("cachedCaller = %+v %q, caller = %+v %q", cc, ckind, c, kind)
 				}
+			}
+			if kind != tc.serverKind {
+				t.Errorf("server kind = %q, want %q", kind, tc.serverKind)
 			}
 			if c.Transport != "nats" {
 				t.Errorf("Transport = %q", c.Transport)
@@ -96,7 +112,10 @@ func FuzzCaller(f *testing.F) {
 	f.Add(`null`)
 	f.Add(`{"tags":null,"acc":1}`)
 	f.Fuzz(func(t *testing.T, s string) {
-		c := tr.caller([]string{s})
+		c, kind := tr.caller([]string{s})
+		if c.Attested && kind != "" {
+			t.Fatalf("attested caller of a message the server published (%q): %+v", kind, c)
+		}
 		if !c.Attested {
 			if c.UserKey != "" || c.Account != "" {
 				t.Fatalf("unattested caller with data: %+v", c)
@@ -118,7 +137,7 @@ func BenchmarkCaller(b *testing.B) {
 	b.Run("parse", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if c := tr.caller(info); !c.Attested {
+			if c, _ := tr.caller(info); !c.Attested {
 				b.Fatal("not attested")
 			}
 		}
@@ -127,7 +146,7 @@ func BenchmarkCaller(b *testing.B) {
 		tr.cache = newCallerCache()
 		b.ReportAllocs()
 		for b.Loop() {
-			if c := tr.cachedCaller(info); !c.Attested {
+			if c, _ := tr.cachedCaller(info); !c.Attested {
 				b.Fatal("not attested")
 			}
 		}

@@ -7,7 +7,10 @@
 // (Nats-Request-Info added when the request crossed the users account's
 // service import), hands it to a bounded worker pool that calls the
 // consumer-owned [Handler], and sends the reply envelope (plus micro's error
-// headers on errors) and any follow-up event.
+// headers on errors) and any follow-up event. A message the NATS server
+// published itself (its Nats-Request-Info names an internal client, as for
+// a message-trace event) names no user: it is dropped unanswered, before the
+// handler, and counted.
 //
 // Async routes ([StartAsync]) are a JetStream work-queue stream on
 // `sqlgate.async.>` and a durable pull consumer: the caller is attested by

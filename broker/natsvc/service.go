@@ -78,6 +78,11 @@ type Config struct {
 	// what a NATS server it accepts delivered). It is called on the hot
 	// path: it must be cheap, and safe for concurrent use.
 	Admit func() bool
+	// OnServerPublished, if set, is called with the kind of the server's
+	// internal client (e.g. "Account") for each message dropped because the
+	// NATS server published it itself (see [EndpointData.ServerPublished]),
+	// e.g. to count them. It must be cheap and safe for concurrent use.
+	OnServerPublished func(kind string)
 	// Logger receives operational messages (nil: discard).
 	Logger *slog.Logger
 }
@@ -142,12 +147,19 @@ type Service struct {
 	svcMu   sync.Mutex    // guards svc and stopped
 	svc     micro.Service // nil while withdrawn from the queue group
 	stopped bool
+
+	// serverPublished counts the messages dropped as published by the
+	// server itself; serverPublishedLog is when that was last logged
+	// (UnixNano, 0: never).
+	serverPublished    atomic.Int64
+	serverPublishedLog atomic.Int64
 }
 
 // endpointStats are reported in micro's stats `data`.
 type endpointStats struct {
-	Errors      atomic.Int64
-	RateLimited atomic.Int64
+	Errors          atomic.Int64
+	RateLimited     atomic.Int64
+	ServerPublished atomic.Int64
 }
 
 // EndpointData is the `data` of each endpoint in `nats micro stats`.
@@ -157,6 +169,12 @@ type EndpointData struct {
 	Errors      int64 `json:"errors"`
 	RateLimited int64 `json:"rate_limited"`
 	QueueDepth  int   `json:"queue_depth"`
+	// ServerPublished counts the messages the NATS server published to the
+	// endpoint itself, by one of its internal clients (a message-trace event
+	// whose Nats-Trace-Dest a user set to the route subject, for instance):
+	// they name no user, and are dropped unanswered, never handled nor
+	// audited.
+	ServerPublished int64 `json:"server_published"`
 }
 
 // job is one request waiting for a worker; pooled.
@@ -247,7 +265,10 @@ func (s *Service) register() (micro.Service, error) {
 			if st == nil {
 				return nil
 			}
-			return EndpointData{Errors: st.Errors.Load(), RateLimited: st.RateLimited.Load(), QueueDepth: len(s.jobs)}
+			return EndpointData{
+				Errors: st.Errors.Load(), RateLimited: st.RateLimited.Load(), QueueDepth: len(s.jobs),
+				ServerPublished: st.ServerPublished.Load(),
+			}
 		},
 		ErrorHandler: func(_ micro.Service, e *micro.NATSError) {
 			s.log.ErrorContext(context.Background(), "nats service error", slog.String("subject", e.Subject), slog.String("error", e.Description))
@@ -435,10 +456,15 @@ func (s *Service) work(ctx context.Context) {
 }
 
 func (s *Service) serve(ctx context.Context, j *job) {
+	caller, serverKind := s.trust.cachedCaller(j.hdr[RequestInfoHeader])
+	if serverKind != "" {
+		s.dropServerPublished(ctx, j, serverKind)
+		return
+	}
 	j.req = broker.Request{
 		Subject:  j.subject,
 		Payload:  j.data,
-		Caller:   s.trust.cachedCaller(j.hdr[RequestInfoHeader]),
+		Caller:   caller,
 		Received: j.received,
 	}
 	req := &j.req
@@ -467,6 +493,38 @@ func (s *Service) serve(ctx context.Context, j *job) {
 		s.respond(ctx, j.reply, reply)
 	}
 	emit(ctx, s.nc, s.log, reply)
+}
+
+// serverPublishedLogInterval is the least time between two log lines about
+// messages dropped as published by the server itself.
+const serverPublishedLogInterval = time.Minute
+
+// dropServerPublished drops a message that one of the NATS server's
+// internal clients published (kind is its Nats-Request-Info `kind`): with
+// message tracing, any user may have the server publish a trace event to a
+// subject the user may publish to, and on a route subject it crosses the
+// users import as a request of the users account's own client, naming no
+// user. Answering it would have the broker refuse it as unauthenticated and
+// audit a record naming nobody, once per publish, while the message that
+// caused it never reaches sqlgated (Nats-Trace-Only). It is counted and,
+// at most once per serverPublishedLogInterval, logged; nothing is answered
+// and the handler never sees it.
+func (s *Service) dropServerPublished(ctx context.Context, j *job, kind string) {
+	j.stats.ServerPublished.Add(1)
+	n := s.serverPublished.Add(1)
+	if s.cfg.OnServerPublished != nil {
+		s.cfg.OnServerPublished(kind)
+	}
+	now := time.Now().UnixNano()
+	last := s.serverPublishedLog.Load()
+	if last != 0 && now-last < int64(serverPublishedLogInterval) {
+		return
+	}
+	if !s.serverPublishedLog.CompareAndSwap(last, now) {
+		return // another worker logs it
+	}
+	s.log.WarnContext(ctx, "nats message published by the server itself dropped unanswered",
+		slog.String("subject", j.subject), slog.String("kind", kind), slog.Int64("dropped_total", n))
 }
 
 // emit publishes a successful call's follow-up event, if it has one, with
