@@ -260,7 +260,7 @@ func (s *Service) settle(ctx context.Context, exec Executor, call *Call, execErr
 	}
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	stored, found, lerr := exec.Lookup(lctx, call.IdempotencyKey)
+	stored, found, lerr := lookup(lctx, exec, call.IdempotencyKey)
 	switch {
 	case lerr != nil:
 		return nil, true, execErr
@@ -274,6 +274,30 @@ func (s *Service) settle(ctx context.Context, exec Executor, call *Call, execErr
 	own := *stored
 	own.Replayed = false // this call's own transaction
 	return &own, false, nil
+}
+
+// lookup asks exec for the record of key until it answers or ctx ends. A
+// database that dropped every pooled connection (a restart, a failover)
+// fails the first attempts on connections the pool has not yet found dead,
+// while it answers on a new one: without a retry the call's outcome would
+// be unknown, and an unknown outcome stays in the audit log for good.
+// Only an unavailable database is asked again; any other error is final.
+func lookup(ctx context.Context, exec Executor, key string) (*Result, bool, error) {
+	wait := 20 * time.Millisecond
+	for {
+		res, found, err := exec.Lookup(ctx, key)
+		if err == nil || !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+			return res, found, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false, err
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
 }
 
 // msgWithoutResult answers a call whose routed procedure committed the

@@ -78,3 +78,39 @@ func TestTimedOutIsASlowCall(t *testing.T) {
 		}
 	}
 }
+
+// deadConnsExec fails its first lookups as a pool does whose connections
+// the database closed (a restart, a failover), then answers with the
+// call's committed record.
+type deadConnsExec struct {
+	blockingExec
+	dead     int
+	attempts *int
+	record   *Result
+}
+
+func (x deadConnsExec) Lookup(context.Context, string) (*Result, bool, error) {
+	*x.attempts++
+	if *x.attempts <= x.dead {
+		return nil, false, errors.Join(ErrUnavailable, errors.New("connection reset by peer"))
+	}
+	return x.record, true, nil
+}
+
+// TestSettleAsksAgainAfterDeadConnections: a call whose connection the
+// database closed asks whether it committed; the first attempts land on
+// pooled connections that died too. The lookup is asked again within its
+// bound, so the call settles as committed (its own record) instead of an
+// unknown outcome, which stays in the audit log for good.
+func TestSettleAsksAgainAfterDeadConnections(t *testing.T) {
+	call := &Call{IdempotencyKey: "k", RequestHash: "h", DecisionID: "d1"}
+	attempts := 0
+	ex := deadConnsExec{dead: 3, attempts: &attempts, record: &Result{RequestHash: "h", DecisionID: "d1", TransactionID: "42"}}
+	res, unknown, err := (&Service{}).settle(t.Context(), ex, call, errors.Join(ErrUnavailable, errors.New("connection reset")))
+	if err != nil || unknown || res == nil || res.TransactionID != "42" || res.Replayed {
+		t.Errorf("settle after 3 dead connections = %+v, unknown %v, err %v; want the call's own commit (transaction 42)", res, unknown, err)
+	}
+	if attempts != 4 {
+		t.Errorf("lookup attempts = %d, want 4", attempts)
+	}
+}
