@@ -92,7 +92,15 @@ func (s *Service) Handle(ctx context.Context, req *Request) *Reply {
 		if len(reasons) == 0 {
 			reasons = []string{"denied by policy"}
 		}
-		s.recordDecision(ctx, rep, &p, req, ri, &dec, in, redact, reasons)
+		if errors.Is(err, policy.ErrTimeout) {
+			// The policy did not decide: nothing runs, as for a deny, but
+			// the caller is not refused. A busy instance decides in time
+			// again; the async consumer gives the request a few attempts.
+			s.recordDecision(ctx, rep, &p, req, ri, &dec, in, redact, reasons, CodeUnavailable)
+			rep.TimedOut = true
+			return fail(rep, CodeUnavailable, "the policy did not decide in time; nothing was executed", reasons)
+		}
+		s.recordDecision(ctx, rep, &p, req, ri, &dec, in, redact, reasons, CodeForbidden)
 		return fail(rep, CodeForbidden, "denied by policy", reasons)
 	}
 
@@ -281,12 +289,15 @@ func (s *Service) settle(ctx context.Context, exec Executor, call *Call, execErr
 // fails the first attempts on connections the pool has not yet found dead,
 // while it answers on a new one: without a retry the call's outcome would
 // be unknown, and an unknown outcome stays in the audit log for good.
-// Only an unavailable database is asked again; any other error is final.
+// Only an unavailable database is asked again, for at most
+// [lookupRetryWindow] (a database that is down for longer would only
+// delay the reply); any other error is final.
 func lookup(ctx context.Context, exec Executor, key string) (*Result, bool, error) {
 	wait := 20 * time.Millisecond
+	until := time.Now().Add(lookupRetryWindow)
 	for {
 		res, found, err := exec.Lookup(ctx, key)
-		if err == nil || !errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+		if err == nil || !errors.Is(err, ErrUnavailable) || ctx.Err() != nil || time.Now().After(until) {
 			return res, found, err
 		}
 		t := time.NewTimer(wait)
@@ -299,6 +310,10 @@ func lookup(ctx context.Context, exec Executor, key string) (*Result, bool, erro
 		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
+
+// lookupRetryWindow bounds how long [lookup] asks an unavailable database
+// again: a pool finds its dead connections within milliseconds.
+const lookupRetryWindow = time.Second
 
 // msgWithoutResult answers a call whose routed procedure committed the
 // call's transaction itself (Result.WithoutResult).
@@ -484,16 +499,17 @@ func (s *Service) appendDecision(ctx context.Context, rec *audit.Record, in *pol
 	return s.cfg.Recorder.AppendWithInput(actx, rec, data)
 }
 
-// recordDecision writes a `decision` record for a deny. A failure to record
-// is logged; the request is refused either way.
-func (s *Service) recordDecision(ctx context.Context, rep *Reply, p *identity.Principal, req *Request, ri *routeInfo, dec *policy.Decision, in *policy.Input, redact, reasons []string) {
+// recordDecision writes a `decision` record for a deny, whose result is
+// status (forbidden; unavailable when the policy timed out). A failure to
+// record is logged; the request is refused either way.
+func (s *Service) recordDecision(ctx context.Context, rep *Reply, p *identity.Principal, req *Request, ri *routeInfo, dec *policy.Decision, in *policy.Input, redact, reasons []string, status string) {
 	rec := &audit.Record{
 		Kind: audit.KindDecision, CorrelationID: rep.CorrelationID, Actor: actorOf(p, &req.Caller),
 		DecisionID: dec.ID, Entry: string(policy.Call), PolicyRevision: dec.Revision,
 		Allow: ptr(false), Reasons: reasons, Route: ri.route.Subject,
 		TargetKind: string(ri.route.Kind), Target: ri.route.Target,
 		Params: s.cfg.Recorder.HashParams(in.Params, redact),
-		Result: &audit.Result{Status: CodeForbidden},
+		Result: &audit.Result{Status: status},
 	}
 	idx, err := s.appendDecision(ctx, rec, in, redact)
 	if err != nil {

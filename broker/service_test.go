@@ -57,12 +57,16 @@ type env struct {
 // switchAuthorizer can be made to fail like a broken policy engine.
 type switchAuthorizer struct {
 	broker.Authorizer
-	fail atomic.Bool
+	fail    atomic.Bool
+	timeout atomic.Bool // fail as the engine does when its evaluation timeout ends
 }
 
 func (a *switchAuthorizer) Decide(ctx context.Context, e policy.Entry, in *policy.Input) (policy.Decision, error) {
 	if a.fail.Load() {
 		return policy.Deny("rev"), fmt.Errorf("%w: injected", policy.ErrEvaluation)
+	}
+	if a.timeout.Load() {
+		return policy.Deny("rev", "policy evaluation timed out"), fmt.Errorf("%w: %w: injected", policy.ErrEvaluation, policy.ErrTimeout)
 	}
 	return a.Authorizer.Decide(ctx, e, in)
 }
@@ -509,6 +513,25 @@ func TestHandleFailClosed(t *testing.T) {
 		}
 		if strings.Contains(stored, "ACME") {
 			t.Errorf("stored input keeps the parameters: %s", stored)
+		}
+	})
+	// A policy that did not decide in time ran nothing, but it is no verdict
+	// on the caller: unavailable (retry), and the async consumer gives the
+	// request a few attempts (TimedOut), not a final forbidden.
+	t.Run("policy_timeout", func(t *testing.T) {
+		e.authz.timeout.Store(true)
+		defer e.authz.timeout.Store(false)
+		orders := e.orderCount(t)
+		rep := e.call(t, e.caller(alice), brokertest.SubjectCreate, createAlice, "")
+		if rep.OK || rep.Error.Code != broker.CodeUnavailable || !rep.TimedOut || !strings.Contains(strings.Join(rep.Error.Reasons, ";"), "policy evaluation timed out") {
+			t.Fatalf("reply = %s (timed out %v), want unavailable, timed out, saying the policy timed out", rep.AppendJSON(nil), rep.TimedOut)
+		}
+		if got := e.orderCount(t); got != orders {
+			t.Error("a call ran although the policy did not decide")
+		}
+		recs := e.records(t)
+		if last := recs[len(recs)-1]; last.Kind != audit.KindDecision || *last.Allow || last.Result.Status != broker.CodeUnavailable {
+			t.Errorf("audit record = %s %v %+v, want a deny decision with status unavailable", last.Kind, *last.Allow, last.Result)
 		}
 	})
 	t.Run("audit_down", func(t *testing.T) {

@@ -178,6 +178,12 @@ var ObligationKeys = []string{"max_rows", "timeout_ms", "redact_params", "ttl", 
 // comes with a deny.
 var ErrEvaluation = errors.New("policy evaluation failed")
 
+// ErrTimeout marks a decision the evaluation timeout ended before the
+// policy decided; it comes with [ErrEvaluation] and a deny. The request
+// path answers it `unavailable` (nothing ran; a retry may be decided in
+// time), not `forbidden`.
+var ErrTimeout = errors.New("policy evaluation timed out")
+
 // ErrNoPolicy marks an engine that has no successfully loaded policy; every
 // decision is a deny.
 var ErrNoPolicy = errors.New("no policy loaded")

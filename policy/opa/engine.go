@@ -392,7 +392,7 @@ func (e *Engine) decide(ctx context.Context, entry policy.Entry, in *policy.Inpu
 	stop()
 	switch {
 	case err != nil && timedOut:
-		return fail([]string{"policy evaluation timed out"}, fmt.Errorf("evaluation took longer than %s", e.cfg.EvalTimeout))
+		return fail([]string{"policy evaluation timed out"}, fmt.Errorf("%w: evaluation took longer than %s", policy.ErrTimeout, e.cfg.EvalTimeout))
 	case err != nil && ctx.Err() != nil:
 		return fail([]string{"policy evaluation was cancelled"}, context.Cause(ctx))
 	case isBuiltinError(err):

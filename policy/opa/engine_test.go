@@ -288,8 +288,8 @@ func TestEvalTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, err := e.Decide(t.Context(), policy.Call, salesCreate(1))
-	if !errors.Is(err, policy.ErrEvaluation) || !strings.Contains(err.Error(), "evaluation took longer than 20ms") {
-		t.Fatalf("Decide error = %v, want a timeout wrapping ErrEvaluation", err)
+	if !errors.Is(err, policy.ErrEvaluation) || !errors.Is(err, policy.ErrTimeout) || !strings.Contains(err.Error(), "evaluation took longer than 20ms") {
+		t.Fatalf("Decide error = %v, want a timeout wrapping ErrEvaluation and ErrTimeout", err)
 	}
 	if d.Allow || !slices.Equal(d.Reasons, []string{"policy evaluation timed out"}) || d.ID == "" || d.Revision == "" {
 		t.Errorf("Decide = %+v, want a deny that says the evaluation timed out", d)
