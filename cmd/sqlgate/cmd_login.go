@@ -290,8 +290,8 @@ const (
 // (devidp, Okta, Auth0) revoke the whole sign-in when two processes present
 // the same one: so one process renews, and the others then read its result.
 func (e *env) lockTokens(ctx context.Context) (release func(), err error) {
-	if err := os.MkdirAll(e.home, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", e.home, err)
+	if err := e.mkHome(); err != nil {
+		return nil, err
 	}
 	path := e.path(tokensLock)
 	ctx, cancel := context.WithTimeout(ctx, tokenLockWait)
@@ -302,7 +302,7 @@ func (e *env) lockTokens(ctx context.Context) (release func(), err error) {
 			return func() { _ = rel() }, nil
 		}
 		if !errors.Is(err, filelock.ErrLocked) {
-			return nil, err
+			return nil, homeError(err)
 		}
 		select {
 		case <-ctx.Done():

@@ -101,7 +101,7 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 		Principal: principal, Broker: st.Broker, UserKey: pub,
 	}
 	b, _ := json.MarshalIndent(info, "", "  ")
-	if err := writeFileAtomic(e.path(natsInfoFile), b); err != nil {
+	if err := e.writeHome(natsInfoFile, b); err != nil {
 		return err
 	}
 	if *output == "json" {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/nats-io/jwt/v2"
 
@@ -79,7 +80,7 @@ func (e *env) loadState() (*state, error) {
 		return &st, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read CLI state: %w", err)
+		return nil, homeError(fmt.Errorf("read CLI state: %w", err))
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, &corruptStateError{path: e.path(stateFile), err: err}
@@ -122,7 +123,40 @@ func (e *env) saveState(st *state) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(e.path(stateFile), b)
+	return e.writeHome(stateFile, b)
+}
+
+// setHome is what to do when the state directory cannot be created or
+// written.
+const setHome = "set SQLGATE_HOME to a writable directory"
+
+// mkHome creates the state directory (0700) if needed; when it cannot (a
+// home directory that is not writable), the error says to choose another.
+func (e *env) mkHome() error {
+	if err := os.MkdirAll(e.home, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w: %s", e.home, err, setHome)
+	}
+	return nil
+}
+
+// writeHome writes the file name of the state directory with
+// writeFileAtomic, creating the directory first; a refusal to write there
+// says to choose another.
+func (e *env) writeHome(name string, data []byte) error {
+	if err := e.mkHome(); err != nil {
+		return err
+	}
+	return homeError(writeFileAtomic(e.path(name), data))
+}
+
+// homeError adds setHome to err, a failure to read or write in the state
+// directory, when the directory is the cause: permissions, a read-only file
+// system, a path through a file.
+func homeError(err error) error {
+	if err != nil && (errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.ENOTDIR)) {
+		return fmt.Errorf("%w: %s", err, setHome)
+	}
+	return err
 }
 
 // natsInfo is saved beside the creds file: the inbox prefix the credential
