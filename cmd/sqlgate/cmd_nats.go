@@ -78,21 +78,31 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// nats.json names the file for later calls from any directory.
+	path := absPath(*out)
+	if path == "" {
+		path = e.path(natsCredsOut)
+	}
+	// Both files are opened before the broker is asked: a credential
+	// issued into a file that cannot be written would stay valid, unused,
+	// until it expired.
+	credsOut, err := e.openOutput(path)
+	if err != nil {
+		return err
+	}
+	defer credsOut.discard()
+	infoOut, err := e.openOutput(e.path(natsInfoFile))
+	if err != nil {
+		return err
+	}
+	defer infoOut.discard()
 	cred, err := c.NATSCreds(ctx, api.NATSCredsRequest{PublicKey: pub, TTLSeconds: int64(ttl.Seconds())})
 	if err != nil {
 		return err
 	}
 	file, err := jwt.FormatUserConfig(cred.JWT, seed)
 	if err != nil {
-		return fmt.Errorf("format creds file: %w", err)
-	}
-	// nats.json names the file for later calls from any directory.
-	path := absPath(*out)
-	if path == "" {
-		path = e.path(natsCredsOut)
-	}
-	if err := writeFileAtomic(path, file); err != nil {
-		return err
+		return revokeUnsaved(ctx, c, pub, fmt.Errorf("format creds file: %w", err))
 	}
 	// The inbox prefix is saved for other tools; sqlgate call derives it
 	// from the creds file it uses.
@@ -101,8 +111,11 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 		Principal: principal, Broker: st.Broker, UserKey: pub,
 	}
 	b, _ := json.MarshalIndent(info, "", "  ")
-	if err := e.writeHome(natsInfoFile, b); err != nil {
-		return err
+	if err := credsOut.writeCommit(file); err != nil {
+		return revokeUnsaved(ctx, c, pub, err)
+	}
+	if err := infoOut.writeCommit(b); err != nil {
+		return revokeUnsaved(ctx, c, pub, homeError(err))
 	}
 	if *output == "json" {
 		return printJSON(e.stdout, map[string]any{
@@ -138,6 +151,23 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 			shellWord(cred.NATSURL), shellWord(path), shellWord(event))
 	}
 	return nil
+}
+
+// revokeUnsaved revokes the NATS credential of user key pub, just issued,
+// whose files could not be saved (err): unsaved, nothing would use or
+// revoke it. The error says whether it was revoked.
+func revokeUnsaved(ctx context.Context, c *api.Client, pub string, err error) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	l, rerr := c.RevokeLease(rctx, pub)
+	switch {
+	case rerr != nil:
+		return fmt.Errorf("%w; the NATS credential issued for it (user key %s) could not be revoked (%w): it stays valid until it expires "+
+			"(sqlgate leases revoke %s revokes it)", err, pub, rerr, pub)
+	case l.State == "revoking":
+		return fmt.Errorf("%w; the NATS credential issued for it (user key %s) is being revoked (sqlgated retries until it is)", err, pub)
+	}
+	return fmt.Errorf("%w; the NATS credential issued for it (user key %s) was revoked", err, pub)
 }
 
 // payloadPlaceholder stands for a payload the example cannot fill in.

@@ -143,10 +143,25 @@ func (e *env) mkHome() error {
 // writeFileAtomic, creating the directory first; a refusal to write there
 // says to choose another.
 func (e *env) writeHome(name string, data []byte) error {
-	if err := e.mkHome(); err != nil {
+	f, err := e.openOutput(e.path(name))
+	if err != nil {
 		return err
 	}
-	return homeError(writeFileAtomic(e.path(name), data))
+	defer f.discard()
+	return homeError(f.writeCommit(data))
+}
+
+// openOutput is openFileAtomic; when path is in the state directory, a
+// refusal to create or write it says to choose another directory.
+func (e *env) openOutput(path string) (*output, error) {
+	if filepath.Dir(path) != filepath.Clean(e.home) {
+		return openFileAtomic(path)
+	}
+	if err := e.mkHome(); err != nil {
+		return nil, err
+	}
+	f, err := openFileAtomic(path)
+	return f, homeError(err)
 }
 
 // homeError adds setHome to err, a failure to read or write in the state
@@ -181,26 +196,40 @@ type natsInfo struct {
 // tokens and seeds), via a temporary file and a rename (a device or FIFO in
 // place, see [output]), creating the directory (0700) if needed.
 func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	f, err := createOutput(path, ".tmp-*")
+	f, err := openFileAtomic(path)
 	if err != nil {
 		return err
 	}
 	defer f.discard()
-	if f.tmp {
-		err = f.Chmod(0o600)
+	return f.writeCommit(data)
+}
+
+// openFileAtomic opens the output of writeFileAtomic: it creates the
+// directory of path (0700) if needed and the temporary file, so that a
+// destination that cannot be written fails here, before its data exists.
+func openFileAtomic(path string) (*output, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	return createOutput(path, ".tmp-*")
+}
+
+// writeCommit writes data into an output of openFileAtomic, mode 0600,
+// and commits it.
+func (o *output) writeCommit(data []byte) error {
+	var err error
+	if o.tmp {
+		err = o.Chmod(0o600)
 	}
 	if err == nil {
-		_, err = f.Write(data)
+		_, err = o.Write(data)
 	}
-	if err == nil && f.tmp {
-		err = f.Sync()
+	if err == nil && o.tmp {
+		err = o.Sync()
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", o.path, err)
 	}
-	return f.commit()
+	return o.commit()
 }
