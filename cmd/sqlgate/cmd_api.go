@@ -82,8 +82,34 @@ func (e *env) client(brokerFlagValue string) (*api.Client, error) {
 	case !sameBroker(url, st.Broker):
 		return nil, fmt.Errorf("signed in to %s; run sqlgate login --broker %s to use %s", api.RedactURL(st.Broker), url, url)
 	}
-	return api.NewClient(url, e.accessToken)
+	c, err := api.NewClient(url, e.accessToken)
+	if err != nil {
+		return nil, err
+	}
+	return c.WithSignInRefused(newSignInRefusedError), nil
 }
+
+// signInRefusedError is a 401 answer of the broker to a signed-in call:
+// it does not accept the stored sign-in, though it has not expired here
+// (one made with another broker, or with an earlier sqlgated dev, whose
+// identity provider had other keys; or one revoked since). Only a new
+// sign-in helps.
+type signInRefusedError struct{ status *api.StatusError }
+
+func newSignInRefusedError(se *api.StatusError) error { return &signInRefusedError{status: se} }
+
+// tokenInvalid is the broker's message for a token it does not accept;
+// others (a sign-in revoked by offboarding) are shown.
+const tokenInvalid = "authentication required or token invalid"
+
+func (e *signInRefusedError) Error() string {
+	if m := e.status.Body.Message; m != "" && m != tokenInvalid {
+		return "the broker refused your sign-in: " + m + ": run sqlgate login"
+	}
+	return "the broker refused your sign-in (it may come from an earlier sqlgated or another broker): run sqlgate login"
+}
+
+func (e *signInRefusedError) Unwrap() error { return e.status }
 
 // sameBroker reports whether two broker URLs name the same broker: scheme
 // and host compared without case, the path without a trailing slash.

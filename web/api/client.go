@@ -32,6 +32,9 @@ type Client struct {
 	// fails a download whose body delivers nothing for that long. Tests
 	// shorten them.
 	callTimeout, downloadWait, downloadIdle time.Duration
+	// refused, when set, is what an authenticated call returns for a 401
+	// answer (see [Client.WithSignInRefused]).
+	refused func(*StatusError) error
 }
 
 // The limits of a [Client] (see its fields).
@@ -103,6 +106,16 @@ func schemeHint(raw string) string {
 		return ", like http://" + host
 	}
 	return ", like https://" + host
+}
+
+// WithSignInRefused returns a copy of c whose authenticated calls return
+// refused(se) for a 401 answer se, a bearer token the broker does not
+// accept, so that the caller can say how to sign in again. An
+// unauthenticated call's 401 stays a [*StatusError].
+func (c *Client) WithSignInRefused(refused func(se *StatusError) error) *Client {
+	cc := *c
+	cc.refused = refused
+	return &cc
 }
 
 // RedirectError is a broker answer that redirects elsewhere. The sqlgate API
@@ -541,6 +554,9 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 	var eb ErrorResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&eb); err == nil {
 		se.Body = eb.Error
+	}
+	if se.Status == http.StatusUnauthorized && bearer != "" && c.refused != nil {
+		return nil, c.refused(se)
 	}
 	return nil, se
 }
