@@ -197,6 +197,10 @@ type Log struct {
 	}
 	// failing holds the error of the latest store write when it failed.
 	failing atomic.Pointer[error]
+	// pendingSince is when the oldest request of the commit in progress was
+	// made (Unix nanoseconds by cfg.Now; 0: no commit in progress), for
+	// [Log.PendingWriteAge].
+	pendingSince atomic.Int64
 	// tree is the size and root of the tree the log vouches for (front,
 	// published for readers outside the committer goroutine).
 	tree atomic.Pointer[treeHead]
@@ -236,6 +240,8 @@ type appendReq struct {
 	input []byte
 	done  chan error
 	ok    bool
+	// queued is when the request was made (Unix nanoseconds by cfg.Now).
+	queued int64
 	// then, when set, is called with the result instead of answering on
 	// done (Enqueue: nobody waits).
 	then func(index int64, err error)
@@ -738,6 +744,7 @@ func (l *Log) append(ctx context.Context, r *Record, input []byte) (int64, error
 	l.stamp(r)
 	req := l.getReq()
 	req.rec, req.input = r, input
+	req.queued = l.cfg.Now().UnixNano()
 	l.closeMu.RLock()
 	if l.closed {
 		l.closeMu.RUnlock()
@@ -783,6 +790,7 @@ func (l *Log) Enqueue(ctx context.Context, r *Record, then func(index int64, err
 	l.stamp(r)
 	req := l.getReq()
 	req.rec, req.input = r, nil
+	req.queued = l.cfg.Now().UnixNano()
 	req.then = then
 	if req.then == nil {
 		req.then = func(int64, error) {}
@@ -886,6 +894,42 @@ func (l *Log) WriteError() error {
 	return nil
 }
 
+// StallBound is how long the oldest unanswered append (or a checkpoint or
+// heartbeat write) may wait before [Log.Stalled] reports the store stalled:
+// far longer than a healthy group commit takes (milliseconds), and well
+// below the write timeout ([DefaultWriteTimeout]), after which the write
+// fails and [Log.WriteError] reports it.
+const StallBound = 3 * time.Second
+
+// ErrStalled is returned (wrapped) by [Log.Stalled].
+var ErrStalled = errors.New("audit store write stalled")
+
+// PendingWriteAge returns how long the oldest request of the store write in
+// progress has waited (since its append was made; for a checkpoint or
+// heartbeat, since the write began), 0 when no write is in progress. A
+// healthy log's writes take milliseconds; a store that holds every write
+// (a lock on its table, a stalled disk, a control database that stopped
+// answering) makes it grow until the write fails after the write timeout.
+func (l *Log) PendingWriteAge() time.Duration {
+	since := l.pendingSince.Load()
+	if since == 0 {
+		return 0
+	}
+	return max(l.cfg.Now().Sub(time.Unix(0, since)), 0)
+}
+
+// Stalled returns an error wrapping [ErrStalled] while [Log.PendingWriteAge]
+// is over [StallBound] (or half the configured WriteTimeout when that is
+// shorter), else nil: appends hang, and each fails once the write times out
+// ([Log.WriteError] reports that only then). Readiness checks report it.
+func (l *Log) Stalled() error {
+	bound := min(StallBound, l.cfg.WriteTimeout/2)
+	if age := l.PendingWriteAge(); age > bound {
+		return fmt.Errorf("%w: the oldest pending append has waited %s for the store (more than %s)", ErrStalled, age.Round(time.Millisecond), bound)
+	}
+	return nil
+}
+
 // Close stops accepting appends, commits the queued ones, writes a final
 // checkpoint, hands it to the sink and waits for the sink. It does not close
 // the store.
@@ -927,21 +971,27 @@ func (l *Log) run(ctx context.Context) {
 	for {
 		select {
 		case req := <-l.reqs:
+			l.busy(req.queued) // the oldest: the queue is FIFO
 			reqs := l.drain(append(l.pending[:0], req))
 			if l.cfg.EnqueueLinger > 0 && noWaiter(reqs) {
 				reqs = l.linger(reqs, linger)
 			}
 			_ = l.commit(ctx, reqs, false) // errors go to the waiters
+			l.idle()
 			clear(reqs)
 			l.pending = reqs[:0]
 			heartbeat.Reset(l.cfg.Heartbeat)
 		case <-cpTimer.C:
 			cpArmed = false
+			l.busy(0)
 			if err := l.commit(ctx, nil, true); err != nil {
 				l.log.ErrorContext(ctx, "audit checkpoint failed", "origin", l.cfg.Origin, "error", err)
 			}
+			l.idle()
 		case <-heartbeat.C:
+			l.busy(0)
 			l.heartbeat(ctx)
+			l.idle()
 			heartbeat.Reset(l.cfg.Heartbeat)
 		case <-sinkTimer.C:
 			sinkArmed = false
@@ -957,7 +1007,10 @@ func (l *Log) run(ctx context.Context) {
 				}
 			}
 		case ch := <-l.syncs:
-			ch <- l.commit(ctx, nil, true)
+			l.busy(0)
+			err := l.commit(ctx, nil, true)
+			l.idle()
+			ch <- err
 		case <-l.quit:
 			l.closeErr = l.shutdown(ctx)
 			return
@@ -978,6 +1031,19 @@ func (l *Log) run(ctx context.Context) {
 		}
 	}
 }
+
+// busy marks a commit in progress whose oldest request was made at since
+// (Unix nanoseconds by cfg.Now; 0: now, for a commit no append asked for),
+// for [Log.PendingWriteAge], until idle.
+func (l *Log) busy(since int64) {
+	if since == 0 {
+		since = l.cfg.Now().UnixNano()
+	}
+	l.pendingSince.Store(since)
+}
+
+// idle marks the end of the commit that busy marked.
+func (l *Log) idle() { l.pendingSince.Store(0) }
 
 // failBatch answers the batch's records with err (none was stored), records
 // it for WriteError first, and returns it.

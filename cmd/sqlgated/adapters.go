@@ -361,6 +361,8 @@ var (
 	auditBatchesDesc = prometheus.NewDesc("sqlgate_audit_batches_total", "Group commits since start.", nil, nil)
 	auditErrorsDesc  = prometheus.NewDesc("sqlgate_audit_write_errors_total", "Failed audit writes since start (each refused the calls it carried).", nil, nil)
 	auditCPDesc      = prometheus.NewDesc("sqlgate_audit_checkpoints_total", "Signed checkpoints since start.", nil, nil)
+	auditPendingDesc = prometheus.NewDesc("sqlgate_audit_pending_write_seconds",
+		"How long the oldest append of the audit write in progress has waited, 0 when none is in progress; past audit.StallBound (3s) /readyz names the audit log.", nil, nil)
 )
 
 func (auditCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -368,6 +370,7 @@ func (auditCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- auditBatchesDesc
 	ch <- auditErrorsDesc
 	ch <- auditCPDesc
+	ch <- auditPendingDesc
 }
 
 func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
@@ -376,6 +379,7 @@ func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(auditBatchesDesc, prometheus.CounterValue, float64(st.Batches))
 	ch <- prometheus.MustNewConstMetric(auditErrorsDesc, prometheus.CounterValue, float64(st.WriteErrors))
 	ch <- prometheus.MustNewConstMetric(auditCPDesc, prometheus.CounterValue, float64(st.Checkpoints))
+	ch <- prometheus.MustNewConstMetric(auditPendingDesc, prometheus.GaugeValue, c.log.PendingWriteAge().Seconds())
 }
 
 // recoveredNotRun is the status of a recovered outcome whose call ran

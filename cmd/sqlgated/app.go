@@ -878,19 +878,30 @@ func (a *app) ready(ctx context.Context) []web.NotReady {
 	if err := a.cfg.ControlDB.PingContext(ctx); err != nil {
 		out = append(out, web.NotReady{Component: "control database", Err: err})
 	}
-	// A database can answer a ping and still refuse writes (a read-only
-	// replica after a failover, a full disk, a lock): then every call is
-	// refused, and the instance is not ready.
-	// A lost origin claim refuses every write, and says why, before the
-	// next write fails.
-	err := a.audit.WriteError()
-	if cerr := a.claim.Err(); cerr != nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := auditNotReady(a.audit, a.claim); err != nil {
 		out = append(out, web.NotReady{Component: "audit log", Err: err})
 	}
 	return out
+}
+
+// auditNotReady says why the audit log cannot take the calls' records, nil
+// when it can.
+//
+// A database can answer a ping and still refuse writes (a read-only replica
+// after a failover, a full disk): then every call is refused. A store that
+// holds every write (a lock on the audit table) fails no write until the
+// write times out, while every call hangs: the log reports it stalled once
+// its oldest pending append has waited past audit.StallBound. A lost origin
+// claim refuses every write, and says why, before the next write fails.
+func auditNotReady(log *audit.Log, claim interface{ Err() error }) error {
+	err := log.WriteError()
+	if serr := log.Stalled(); serr != nil {
+		err = serr
+	}
+	if cerr := claim.Err(); cerr != nil {
+		err = cerr
+	}
+	return err
 }
 
 // housekeeping prunes expired issuances and old idempotency records: a
