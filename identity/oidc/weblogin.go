@@ -382,6 +382,11 @@ func minutes(d time.Duration) string {
 	return d.String()
 }
 
+// errCallbackUsed is the refusal of a callback whose state an earlier
+// callback presented, whether that sign-in completed or was refused. The
+// dashboard shows it: "sign-in not completed: …; sign in again".
+var errCallbackUsed = errors.New("this sign-in was already completed or refused")
+
 func (l *WebLogin) fail(r *http.Request, reason string, err error) error {
 	ae := identity.Unauthenticated(reason, err)
 	attrs := []slog.Attr{slog.String("reason", reason), slog.String("issuer", l.is.cfg.Name)}
@@ -394,13 +399,16 @@ func (l *WebLogin) fail(r *http.Request, reason string, err error) error {
 
 // Callback completes a sign-in at the redirect URL: it checks the state
 // against the login cookie (and clears it), exchanges the code with the
-// PKCE verifier, and verifies the ID token, its issuer and its nonce. It
-// returns the principal (whose Expiry should bound the session), the
-// provider's tokens and the path to return to. With an https redirect URL
-// only the __Host- login cookie counts: the same name without the prefix,
-// which another host of the site could have set, is ignored. Every failure
-// is an [*identity.AuthError] matching [identity.ErrUnauthenticated]; when
-// too many sign-ins are in progress it also matches [ErrTooManyLogins].
+// PKCE verifier, and verifies the ID token, its issuer and its nonce. The
+// first callback that presents a state consumes it, before any request to
+// the provider and whether or not the sign-in then completes: a callback
+// presenting it again is refused. It returns the principal (whose Expiry
+// should bound the session), the provider's tokens and the path to return
+// to. With an https redirect URL only the __Host- login cookie counts: the
+// same name without the prefix, which another host of the site could have
+// set, is ignored. Every failure is an [*identity.AuthError] matching
+// [identity.ErrUnauthenticated]; when too many sign-ins are in progress it
+// also matches [ErrTooManyLogins].
 func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Principal, *oauth2.Token, string, error) {
 	var none identity.Principal
 	q := r.URL.Query()
@@ -418,7 +426,8 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 		}
 		return none, nil, "", l.fail(r, ReasonLoginStateMissing, errors.New("no sign-in in progress in this browser"))
 	}
-	// The cookie is single-use whatever happens next.
+	// The cookie is single-use whatever happens next: the browser forgets
+	// it here, and the server its state below.
 	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: a deletion, with the attributes Start set
 		Name: name, Value: "", Path: l.cookiePath(), MaxAge: -1, HttpOnly: true,
 		Secure: l.secure || r.TLS != nil, SameSite: http.SameSiteLaxMode,
@@ -430,8 +439,21 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 	if !constantTimeEqual(st.State, state) {
 		return none, nil, "", l.fail(r, ReasonStateMismatch, errors.New("state does not match the login cookie"))
 	}
-	if l.used.has(st.State, l.now()) {
-		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, errStateUsed)
+	// The state is consumed here, by the first callback that presents it,
+	// whatever happens next: a callback that fails (an error, no code, a
+	// code the provider refuses) cannot be sent again with the same cookie
+	// to have sqlgate redeem codes at the provider, with the dashboard's
+	// client credentials, again and again (which gets that client throttled
+	// and stops everyone's sign-ins). It is remembered until the first
+	// instant open refuses its cookie (now.Unix() > Expires). When the set
+	// is full, the callback is refused before any request to the provider:
+	// a state that is not remembered could be replayed.
+	if err := l.used.use(st.State, time.Unix(st.Expires+1, 0), l.now()); errors.Is(err, ErrTooManyLogins) {
+		return none, nil, "", l.fail(r, ReasonTooManyLogins, err)
+	} else if errors.Is(err, errStateUsed) {
+		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, errCallbackUsed)
+	} else if err != nil {
+		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, err)
 	}
 	if e := q.Get("error"); e != "" {
 		return none, nil, "", l.fail(r, ReasonIDPError, &OAuthError{Code: e, Description: truncate(q.Get("error_description"), 200)})
@@ -478,17 +500,6 @@ func (l *WebLogin) Callback(w http.ResponseWriter, r *http.Request) (identity.Pr
 	}
 	if n, _ := claims["nonce"].(string); !constantTimeEqual(n, st.Nonce) {
 		return none, nil, "", l.fail(r, ReasonNonceMismatch, errors.New("ID token nonce does not match the sign-in"))
-	}
-	// Remember the state until the first instant open refuses its cookie
-	// (now.Unix() > Expires), so that it cannot be presented twice. Only a
-	// sign-in the provider completed is remembered: a callback anyone can
-	// forge (an error, no code, a code the provider refuses) must not fill
-	// the bounded set and lock everyone out. A replay racing this one needs
-	// the same single-use code, which the provider honours once.
-	if err := l.used.use(st.State, time.Unix(st.Expires+1, 0), l.now()); errors.Is(err, ErrTooManyLogins) {
-		return none, nil, "", l.fail(r, ReasonTooManyLogins, err)
-	} else if err != nil {
-		return none, nil, "", l.fail(r, ReasonLoginStateInvalid, err)
 	}
 	l.log.LogAttrs(r.Context(), slog.LevelInfo, "web login", slog.String("issuer", l.is.cfg.Name), slog.String("subject", p.Subject))
 	return p, tok, st.ReturnTo, nil

@@ -292,18 +292,27 @@ func TestWebLoginStateReplayAtCookieExpiry(t *testing.T) {
 	}
 }
 
-// TestWebLoginUsedStatesBounded: a callback anyone can forge (a state
-// presented without a code, or with an error) is not remembered, so it
-// cannot fill the set of used states and lock everyone out; completed
-// sign-ins are remembered, and the set is bounded: when full, sign-ins are
-// refused (not remembered, so not replayable) until the states expire with
-// their cookies.
+// TestWebLoginUsedStatesBounded: every state presented at the callback is
+// remembered, whether its sign-in completed or not (a failed callback must
+// not be replayable), and the set is bounded: when full, sign-ins are
+// refused, at /login and at the callback before any request to the
+// provider (not remembered, so not replayable), until the states expire
+// with their cookies.
 func TestWebLoginUsedStatesBounded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpt{})
 	d := newDashboard(t, e)
 	d.wl.used = newUsedStates(2)
+	tokenPath := mustPath(t, e.idp.TokenURL())
 
+	// A user has signed in at the provider but not yet come back.
+	user := newBrowser(t)
+	loc, err := user.signIn(d.startLogin(t, user, "/"), "alice", alicePassword, "login")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Two forged callbacks fill the set.
 	attacker := newBrowser(t)
 	for _, query := range []string{"", "&error=access_denied"} {
 		u, _ := url.Parse(d.startLogin(t, attacker, "/"))
@@ -312,33 +321,25 @@ func TestWebLoginUsedStatesBounded(t *testing.T) {
 			t.Fatalf("forged callback = %v, want 401", got)
 		}
 	}
-	if n := d.wl.used.size(); n != 0 {
-		t.Fatalf("remembered states after forged callbacks = %d, want 0", n)
-	}
-
-	// Two users sign in: the set is full.
-	for range 2 {
-		b := newBrowser(t)
-		loc, err := b.signIn(d.startLogin(t, b, "/"), "alice", alicePassword, "login")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := decodeCallback(t, b.get(loc.String())); got["status"] != 200 {
-			t.Fatalf("sign-in = %v, want 200", got)
-		}
-	}
 	if n := d.wl.used.size(); n != 2 {
-		t.Fatalf("remembered states = %d, want 2", n)
+		t.Fatalf("remembered states after forged callbacks = %d, want 2", n)
 	}
 	if resp := attacker.get(d.URL + "/login"); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(resp.Body, "too many sign-ins") {
 		t.Errorf("/login with the set full = %d %q, want 503 too many sign-ins", resp.StatusCode, resp.Body)
+	}
+	before := e.transport.count(tokenPath)
+	if got := decodeCallback(t, user.get(loc.String())); got["status"] != http.StatusUnauthorized || got["reason"] != ReasonTooManyLogins {
+		t.Errorf("callback with the set full = %v, want 401 %s", got, ReasonTooManyLogins)
+	}
+	if n := e.transport.count(tokenPath) - before; n != 0 {
+		t.Errorf("token requests for a callback refused with the set full = %d, want 0", n)
 	}
 
 	// Once the cookies have expired, their states are dropped and sign-ins
 	// work again.
 	e.clock.Add(10*time.Minute + time.Second)
 	b := newBrowser(t)
-	loc, err := b.signIn(d.startLogin(t, b, "/leases"), "alice", alicePassword, "login")
+	loc, err = b.signIn(d.startLogin(t, b, "/leases"), "alice", alicePassword, "login")
 	if err != nil {
 		t.Fatal(err)
 	}
