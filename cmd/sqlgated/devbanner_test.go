@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +105,40 @@ func TestDevBrokenPolicyAtStart(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("sqlgated dev did not stop")
+	}
+}
+
+// TestDevBannerCommandsAreTheREADMEs: every sqlgate command the banner
+// suggests is one the README's walkthrough runs, word for word, so a
+// newcomer who follows either gets the same results (the banner's queued
+// call once lacked the idempotency key that lets its result be read).
+func TestDevBannerCommandsAreTheREADMEs(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := devState{HTTPURL: "http://127.0.0.1:8470", DataDir: ".sqlgate", Users: []devUser{}}
+	var b strings.Builder
+	printDevBanner(&b, st, time.Second, nil)
+	commands := func(text string) []string {
+		var out []string
+		for line := range strings.Lines(text) {
+			cmd, _, _ := strings.Cut(strings.TrimSpace(line), "#")
+			if cmd = strings.TrimSpace(cmd); strings.HasPrefix(cmd, "bin/sqlgate ") {
+				out = append(out, cmd)
+			}
+		}
+		return out
+	}
+	walkthrough := commands(string(readme))
+	n := 0
+	for _, cmd := range commands(b.String()) {
+		n++
+		if !slices.Contains(walkthrough, cmd) {
+			t.Errorf("the banner suggests %q, which the README's walkthrough does not run", cmd)
+		}
+	}
+	if n < 5 {
+		t.Errorf("the banner suggests %d sqlgate commands, want the walkthrough's first steps:\n%s", n, b.String())
 	}
 }

@@ -503,10 +503,11 @@ Next steps, in another terminal from this directory:
   bin/sqlgate login --username alice --password-stdin < %s/demo/alice.password
   bin/sqlgate routes
   bin/sqlgate creds nats
-  bin/sqlgate call orders.v1.create '{"customer":"ACME","amount":250}'
+  bin/sqlgate call orders.v1.create '{"customer":"ACME","amount":250}' --idempotency-key order-1
   bin/sqlgate call orders.v1.create '{"customer":"ACME","amount":5000}'   # refused by policy
   bin/sqlgate call orders.v1.get '{"id":1}'
-  bin/sqlgate call --async orders.v1.import '{"customer":"ACME","amount":120}'   # queued in JetStream
+  bin/sqlgate call --async orders.v1.import '{"customer":"ACME","amount":120}' --idempotency-key import-1   # queued durably in JetStream
+  bin/sqlgate call orders.v1.import '{"customer":"ACME","amount":120}' --idempotency-key import-1          # the queued call's result
 
 Sign in to the dashboard at %s (carol verifies the audit log and downloads SOC 2 evidence).
 Stop with Ctrl-C; the next start reuses %s.
