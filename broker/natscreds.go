@@ -3,7 +3,9 @@ package broker
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -387,13 +389,22 @@ func (s *Service) withdrawNATS(ctx context.Context, userKey string) {
 // client sent, refuses a token that obtained a callout credential revoked
 // since (see [CalloutTokens]; unauthenticated, "sign in again"), then issues
 // a credential for the server-generated user key and records the token's
-// hash with it. A refusal is audited.
+// hash with it. A refusal is audited, except that of a token no trusted
+// issuer is shown to have signed: that error matches [ErrUnverifiedToken]
+// (and [identity.ErrUnauthenticated]), and nothing is written or logged for
+// it (the responder counts such refusals and logs a sample of them).
 func (s *Service) Callout(ctx context.Context, req CalloutRequest) (*NATSCredential, error) {
 	if s.cfg.Verifier == nil {
 		return nil, identity.Unauthenticated("no token verifier configured", nil)
 	}
 	p, err := s.cfg.Verifier.Verify(ctx, req.Token)
 	if err != nil {
+		if unverifiedToken(err, req.Token) {
+			// Names no one: anyone holding the sentinel credentials
+			// could send these without end. Not audited, not logged
+			// here; the responder counts them and logs a sample.
+			return nil, fmt.Errorf("%w: %w", ErrUnverifiedToken, err)
+		}
 		reason := reasonOf(err)
 		s.log.WarnContext(ctx, "auth callout refused", "reason", reason, "client_host", req.Client.Host)
 		rec := &audit.Record{
@@ -420,6 +431,72 @@ func (s *Service) Callout(ctx context.Context, req CalloutRequest) (*NATSCredent
 		return nil, s.refuseCalloutToken(ctx, &p, req.UserKey, req.Client.Host, err)
 	}
 	return s.issueNATS(ctx, NATSRequest{Principal: p, UserKey: req.UserKey, Via: "callout", Client: req.Client}, tok)
+}
+
+// ErrUnverifiedToken marks the refusal by [Service.Callout] of a token that
+// names no one: the [TokenVerifier] refused it before it could tell that a
+// trusted issuer signed it (see unverifiedToken). Such a refusal is not
+// audited: the callout answers anyone who holds the sentinel credentials,
+// which grant nothing and are handed out freely, and a decision record for
+// each made-up token would let them fill the audit log without ever
+// signing in. A token that a trusted issuer signed and that is refused all
+// the same (expired, for another audience or client, of an offboarded
+// principal, denied by policy...) is audited.
+var ErrUnverifiedToken = errors.New("token not shown to be signed by a trusted issuer")
+
+// unverifiedReasons are the [identity.AuthError] reasons (those of
+// identity/oidc's Verifier) that refuse a token before its signature was
+// found to be a trusted issuer's: it is not a JWT, too large, of an
+// algorithm never or not accepted, of an issuer not trusted, signed with a
+// key the issuer does not have, or its signature does not verify.
+// "jwks_unavailable" is not one: the token may be a real principal's whose
+// issuer's keys cannot be fetched, so its refusal is audited (fail closed).
+var unverifiedReasons = map[string]bool{
+	"missing_token":         true,
+	"token_too_large":       true,
+	"malformed_token":       true,
+	"algorithm_not_allowed": true,
+	"unknown_issuer":        true,
+	"unknown_kid":           true,
+	"invalid_signature":     true,
+}
+
+// unverifiedToken reports whether err, a [TokenVerifier]'s refusal of
+// token, shows that the token names no one: one of unverifiedReasons, or a
+// missing claim in a JWT whose payload has no issuer (identity/oidc looks
+// the issuer up before it checks a signature, and refuses a token without
+// one as a missing claim). Anything else, an error that is not an
+// [identity.AuthError] included, may be a real principal's and is audited.
+func unverifiedToken(err error, token string) bool {
+	var ae *identity.AuthError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	if unverifiedReasons[ae.Reason] {
+		return true
+	}
+	return ae.Reason == "missing_claim" && !namesIssuer(token)
+}
+
+// namesIssuer reports whether token may name an issuer: it is not a
+// compact JWS whose payload is a JSON object without a non-empty string
+// `iss` (what identity/oidc refuses as a missing claim before any signature
+// check). A token it cannot read is taken to name one (fail closed).
+func namesIssuer(token string) bool {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return true
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return true
+	}
+	var claims map[string]any
+	if json.Unmarshal(payload, &claims) != nil || claims == nil {
+		return true
+	}
+	iss, _ := claims["iss"].(string)
+	return iss != ""
 }
 
 // CalloutTokens is implemented by a [Registry] that remembers which bearer

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/identity"
 	"github.com/sqlgate/sqlgate/policy"
 )
 
@@ -47,7 +49,9 @@ var (
 // policy, mints a user JWT for req.UserKey (the server-generated key) and
 // records the issuance and its audit record. Any error refuses the
 // connection; the handler's error text is logged, never sent to the client.
-// Implementations must be safe for concurrent use.
+// An error matching [broker.ErrUnverifiedToken] (a token that names no one)
+// is counted in [CalloutStats] and logged as a sample only, like a missing
+// or oversized token. Implementations must be safe for concurrent use.
 type CalloutHandler interface {
 	Callout(ctx context.Context, req broker.CalloutRequest) (*broker.NATSCredential, error)
 }
@@ -74,7 +78,27 @@ type CalloutConfig struct {
 	// concurrent use.
 	Admit func() bool
 	// Logger receives refusals (reasons only, never tokens); nil: discard.
+	// Refusals of tokens that name no one and of requests that find the
+	// queue full are logged at most once per [CalloutLogEvery] each, with
+	// the number of refusals not logged since the previous line.
 	Logger *slog.Logger
+}
+
+// CalloutLogEvery is how often at most the responder logs a refusal of a
+// token that names no one, and a refusal because it is busy: anyone who
+// holds the sentinel credentials can send such tokens without end.
+const CalloutLogEvery = 10 * time.Second
+
+// CalloutStats counts the refusals of a responder since it started.
+type CalloutStats struct {
+	// Unverified counts the tokens refused that name no one: none, too
+	// large, or refused by the handler with [broker.ErrUnverifiedToken]
+	// (not a JWT, an issuer not trusted, a signature that does not
+	// verify...). None of them is audited.
+	Unverified uint64
+	// Busy counts the requests refused at once because the queue was
+	// full.
+	Busy uint64
 }
 
 // Callout is a running auth callout responder.
@@ -99,6 +123,14 @@ type Callout struct {
 
 	mu   sync.Mutex
 	seen map[string]int64 // request jti -> expiry (unix)
+
+	unverified, busy       atomic.Uint64
+	unverifiedLog, busyLog logSample
+}
+
+// Stats returns the responder's refusal counts (for metrics).
+func (c *Callout) Stats() CalloutStats {
+	return CalloutStats{Unverified: c.unverified.Load(), Busy: c.busy.Load()}
 }
 
 // StartCallout subscribes to `$SYS.REQ.USER.AUTH` on nc, a connection of the
@@ -136,6 +168,8 @@ func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutCon
 		jobs:    make(chan *nats.Msg, cfg.QueueLen),
 		seen:    make(map[string]int64),
 	}
+	c.unverifiedLog.init(CalloutLogEvery)
+	c.busyLog.init(CalloutLogEvery)
 	// The workers' context outlives ctx: a login being decided when
 	// sqlgated shuts down is answered, not refused (each is bounded by the
 	// handler timeout and the request's expiry).
@@ -247,8 +281,68 @@ func (c *Callout) refuseBusy(ctx context.Context, m *nats.Msg) {
 		c.log.WarnContext(ctx, "auth callout request dropped", slog.String("reason", err.Error()))
 		return
 	}
-	c.log.WarnContext(ctx, "auth callout refused", slog.String("reason", "busy"), slog.String("user_key", req.claims.UserNkey))
+	c.busy.Add(1)
+	if ok, suppressed := c.busyLog.take(); ok {
+		c.log.WarnContext(ctx, "auth callout refused", slog.String("reason", "busy"), slog.String("user_key", req.claims.UserNkey),
+			slog.Uint64("suppressed", suppressed))
+	}
 	c.reply(ctx, m, req, "", refusalText)
+}
+
+// refuseUnverified counts and answers the refusal of a token that names
+// no one (err says why), and logs it when the sample lets it through.
+func (c *Callout) refuseUnverified(ctx context.Context, log *slog.Logger, m *nats.Msg, req *calloutRequest, err error) {
+	c.unverified.Add(1)
+	if ok, suppressed := c.unverifiedLog.take(); ok {
+		log.InfoContext(ctx, "auth callout refused a token that names no one",
+			slog.String("reason", unverifiedReason(err)), slog.Uint64("suppressed", suppressed))
+	}
+	c.reply(ctx, m, req, "", refusalText)
+}
+
+// unverifiedReason is what a log line says of a refusal of a token that
+// names no one: the verifier's reason (never the token).
+func unverifiedReason(err error) string {
+	var ae *identity.AuthError
+	switch {
+	case errors.Is(err, ErrNoToken):
+		return "no token"
+	case errors.Is(err, ErrTokenTooLarge):
+		return "token too large"
+	case errors.As(err, &ae):
+		return ae.Reason
+	}
+	return "unverified token"
+}
+
+// logSample lets at most one log line through per interval, and counts
+// the others.
+type logSample struct {
+	every time.Duration
+	mu    sync.Mutex
+	now   func() time.Time
+	next  time.Time
+	// suppressed counts the lines held back since the last one let through.
+	suppressed uint64
+}
+
+func (s *logSample) init(every time.Duration) {
+	s.every, s.now = every, time.Now
+}
+
+// take reports whether a line may be logged now, and how many were held
+// back since the previous one.
+func (s *logSample) take() (ok bool, suppressed uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	if now.Before(s.next) {
+		s.suppressed++
+		return false, 0
+	}
+	suppressed, s.suppressed = s.suppressed, 0
+	s.next = now.Add(s.every)
+	return true, suppressed
 }
 
 func (c *Callout) handle(ctx context.Context, m *nats.Msg) {
@@ -265,8 +359,7 @@ func (c *Callout) handle(ctx context.Context, m *nats.Msg) {
 	log := c.log.With(slog.String("user_key", req.claims.UserNkey), slog.String("server", req.claims.Server.Name))
 	token, err := c.dec.token(req.claims)
 	if err != nil {
-		log.InfoContext(ctx, "auth callout refused", slog.String("reason", err.Error()))
-		c.reply(ctx, m, req, "", refusalText)
+		c.refuseUnverified(ctx, log, m, req, err)
 		return
 	}
 	deadline := now.Add(c.timeout)
@@ -287,6 +380,10 @@ func (c *Callout) handle(ctx context.Context, m *nats.Msg) {
 		},
 	})
 	cancel()
+	if errors.Is(err, broker.ErrUnverifiedToken) {
+		c.refuseUnverified(ctx, log, m, req, err)
+		return
+	}
 	if err != nil {
 		log.InfoContext(ctx, "auth callout refused", slog.String("reason", err.Error()))
 		c.reply(ctx, m, req, "", refusalText)

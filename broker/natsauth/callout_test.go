@@ -185,6 +185,9 @@ func TestCalloutBusyRefusesAtOnce(t *testing.T) {
 	if err := <-results; !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("connect while busy: %v, want authorization violation", err)
 	}
+	if st := c.Stats(); st.Busy != 1 || st.Unverified != 0 {
+		t.Errorf("Stats() = %+v, want one busy refusal", st)
+	}
 	close(release)
 	for range 2 {
 		if err := <-results; err != nil {

@@ -19,6 +19,15 @@ func (k *Keys) UsersSigningKeyForTest() nkeys.KeyPair { return k.usersSigning[0]
 // SetNowForTest replaces the revoker's clock.
 func (r *Revoker) SetNowForTest(now func() time.Time) { r.now = now }
 
+// SetLogClockForTest replaces the clock of the callout's log samples.
+func (c *Callout) SetLogClockForTest(now func() time.Time) {
+	for _, s := range []*logSample{&c.unverifiedLog, &c.busyLog} {
+		s.mu.Lock()
+		s.now = now
+		s.mu.Unlock()
+	}
+}
+
 // BackdatedAccountJWTForTest re-signs the account JWT s with the operator
 // key as issued d earlier, as jwt's Encode would have then (it always
 // stamps the current second): what an instance that started d before
