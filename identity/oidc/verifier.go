@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -48,6 +49,50 @@ type Verifier struct {
 	templates []*issuer
 	byName    map[string]*issuer
 	cache     *tokenCache
+	// anonymous samples the log lines of tokens that name no one
+	// ([namesNoOne]).
+	anonymous sampledLog
+}
+
+// anonymousLogEvery is how often a refusal of a token that names no one is
+// logged at most; the others are counted in the next line's `suppressed`.
+const anonymousLogEvery = 10 * time.Second
+
+// sampledLog lets one line through per anonymousLogEvery and counts the
+// others.
+type sampledLog struct {
+	last       atomic.Int64 // UnixNano of the last line let through; 0: none
+	suppressed atomic.Int64
+}
+
+// allow reports whether a line may be logged at now, and how many were
+// suppressed since the previous one.
+func (s *sampledLog) allow(now time.Time) (bool, int64) {
+	last := s.last.Load()
+	if last != 0 && now.UnixNano()-last < int64(anonymousLogEvery) {
+		s.suppressed.Add(1)
+		return false, 0
+	}
+	if !s.last.CompareAndSwap(last, now.UnixNano()) {
+		s.suppressed.Add(1)
+		return false, 0
+	}
+	return true, s.suppressed.Swap(0)
+}
+
+// namesNoOne reports whether a refusal's reason leaves the token tied to
+// no trusted issuer: none, too large, not a JWT, an algorithm not allowed,
+// an issuer not trusted, a key or signature not the issuer's. Anyone on the
+// network can send those as fast as they like, so their log lines are
+// sampled; a refusal of a token a trusted issuer signed is logged every
+// time.
+func namesNoOne(reason string) bool {
+	switch reason {
+	case ReasonMissingToken, ReasonTokenTooLarge, ReasonMalformedToken, ReasonAlgorithmNotAllowed,
+		ReasonUnknownIssuer, ReasonUnknownKeyID, ReasonInvalidSignature:
+		return true
+	}
+	return false
 }
 
 // issuer is one trusted provider, ready to verify.
@@ -278,6 +323,13 @@ func (v *Verifier) fail(ctx context.Context, is *issuer, err error) error {
 	}
 	if ae != nil && ae.Err != nil {
 		attrs = append(attrs, slog.String("detail", ae.Err.Error()))
+	}
+	if namesNoOne(reason) {
+		ok, suppressed := v.anonymous.allow(v.now())
+		if !ok {
+			return err
+		}
+		attrs = append(attrs, slog.Int64("suppressed", suppressed))
 	}
 	v.log.LogAttrs(ctx, slog.LevelWarn, "token rejected", attrs...)
 	return err

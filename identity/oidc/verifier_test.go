@@ -308,6 +308,7 @@ func TestVerifyRejectsBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tok := tc.token(t, e)
 			before := len(e.logLines())
+			e.v.anonymous.last.Store(0) // each case logs its line (TestRefusalsOfAnonymousTokensSampled)
 			p, err := e.v.Verify(t.Context(), tok)
 			if err == nil {
 				t.Fatalf("Verify accepted the token: %+v", p)
@@ -334,6 +335,53 @@ func TestVerifyRejectsBadInput(t *testing.T) {
 			}
 			assertNoTokenLeak(t, tok, err.Error(), e.logs.String())
 		})
+	}
+}
+
+// TestRefusalsOfAnonymousTokensSampled: anyone on the network can send
+// tokens that name no one (not a JWT, a forged signature) as fast as they
+// like, and each logged a warning: such refusals log one line per 10 s,
+// which counts the others (`suppressed`). A refusal of a token a trusted
+// issuer signed (expired) is logged every time.
+func TestRefusalsOfAnonymousTokensSampled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpt{})
+	rejected := func(reason string) (n int, suppressed []float64) {
+		for _, l := range e.logLines() {
+			if l["msg"] == "token rejected" && l["reason"] == reason {
+				n++
+				if s, ok := l["suppressed"].(float64); ok {
+					suppressed = append(suppressed, s)
+				}
+			}
+		}
+		return n, suppressed
+	}
+	for range 50 {
+		if _, err := e.v.Verify(t.Context(), "not-a-jwt"); reasonOf(err) != ReasonMalformedToken {
+			t.Fatalf("Verify(not-a-jwt) = %v, want %s", err, ReasonMalformedToken)
+		}
+	}
+	if n, _ := rejected(ReasonMalformedToken); n != 1 {
+		t.Errorf("50 malformed tokens logged %d lines, want 1", n)
+	}
+	e.clock.Add(11 * time.Second)
+	if _, err := e.v.Verify(t.Context(), "not-a-jwt"); reasonOf(err) != ReasonMalformedToken {
+		t.Fatal(err)
+	}
+	if n, suppressed := rejected(ReasonMalformedToken); n != 2 || len(suppressed) != 2 || suppressed[1] != 49 {
+		t.Errorf("after 10 s: %d lines, suppressed %v; want a second line counting the 49 not logged", n, suppressed)
+	}
+	c := e.claims("alice")
+	c["exp"] = e.clock.Now().Add(-time.Hour).Unix()
+	expired := e.mint(c)
+	for range 3 {
+		if _, err := e.v.Verify(t.Context(), expired); reasonOf(err) != ReasonExpired {
+			t.Fatalf("Verify(expired) = %v, want %s", err, ReasonExpired)
+		}
+	}
+	if n, _ := rejected(ReasonExpired); n != 3 {
+		t.Errorf("3 expired tokens of the trusted issuer logged %d lines, want 3", n)
 	}
 }
 
