@@ -197,6 +197,16 @@ type Log struct {
 	}
 	// failing holds the error of the latest store write when it failed.
 	failing atomic.Pointer[error]
+	// strand is the bookkeeping of the intents whose outcome is missing
+	// (see [Log.Stranded]).
+	strand strandBook
+	// settled counts the commits after which the log's view of the store
+	// was settled: a reload after a failed write, or a write, that
+	// succeeded.
+	settled atomic.Int64
+	// failedIntents are the indexes of the intents of the batch whose write
+	// failed (failed); the reload strands them if it finds that batch stored.
+	failedIntents []int64
 	// pendingSince is when the oldest request of the commit in progress was
 	// made (Unix nanoseconds by cfg.Now; 0: no commit in progress), for
 	// [Log.PendingWriteAge].
@@ -242,6 +252,9 @@ type appendReq struct {
 	ok    bool
 	// queued is when the request was made (Unix nanoseconds by cfg.Now).
 	queued int64
+	// state tells the committer's answer and a waiter that gave up apart
+	// (reqWaiting, reqAnswered, reqAbandoned).
+	state atomic.Int32
 	// then, when set, is called with the result instead of answering on
 	// done (Enqueue: nobody waits).
 	then func(index int64, err error)
@@ -250,12 +263,14 @@ type appendReq struct {
 // answer hands the result of a request to its waiter or callback.
 func (l *Log) answer(req *appendReq, err error) {
 	if req.then == nil {
+		l.answered(req, err)
 		req.done <- err
 		return
 	}
 	index := req.rec.Index
 	if err != nil {
 		index = -1
+		l.outcomeLost(req.rec)
 	}
 	req.then(index, err)
 	req.rec, req.input, req.then = nil, nil, nil
@@ -414,6 +429,15 @@ func (l *Log) loadState(ctx context.Context, reload bool) error {
 		if err := l.checkReload(front.size, root); err != nil {
 			return fmt.Errorf("load audit log %q: %w", origin, err)
 		}
+		if f := l.failed; f != nil && f.size == front.size && f.root == root {
+			// The failed batch is stored after all: its intents' callers
+			// were told otherwise and perform nothing, so nobody writes
+			// their outcomes.
+			for _, idx := range l.failedIntents {
+				l.strandAt(idx, l.settled.Load()+1) // eligible once this reload counts
+			}
+		}
+		l.failedIntents = l.failedIntents[:0]
 	} else if covered := checkpointSize(latest); front.size > covered {
 		if err := l.checkHead(st.Head, front.size, root, covered); err != nil {
 			return fmt.Errorf("load audit log %q: %w", origin, err)
@@ -705,8 +729,10 @@ func (l *Log) stamp(r *Record) {
 // fills r.V, r.Index, r.Origin, r.Instance and, when zero, r.Time; the
 // caller must not touch r until Append returns. Any error means the record
 // may not be durable: the caller must not perform the action it describes
-// (fail closed). When ctx ends first Append returns its error, but the
-// record may still be written (an intent that then shows as unpaired).
+// (fail closed). When ctx ends before the answer Append returns its error,
+// but the record may still be written: an intent that then is stored is
+// kept for [Log.Stranded] (its caller performs nothing, so no outcome
+// follows).
 func (l *Log) Append(ctx context.Context, r *Record) (int64, error) {
 	return l.append(ctx, r, nil)
 }
@@ -758,20 +784,27 @@ func (l *Log) append(ctx context.Context, r *Record, input []byte) (int64, error
 		l.closeMu.RUnlock()
 		req.rec, req.input = nil, nil
 		l.reqPool.Put(req)
+		l.notQueued(r)
 		return -1, fmt.Errorf("audit append: %w", ctx.Err())
 	}
 	l.closeMu.RUnlock()
+	var err error
 	select {
-	case err := <-req.done:
-		req.rec, req.input = nil, nil
-		l.reqPool.Put(req)
-		if err != nil {
-			return -1, err
-		}
-		return r.Index, nil
+	case err = <-req.done:
 	case <-ctx.Done():
-		return -1, fmt.Errorf("audit append: %w", ctx.Err())
+		if l.abandon(req, r) {
+			return -1, fmt.Errorf("audit append: %w", ctx.Err())
+		}
+		// Answered meanwhile: the answer stands (a durable intent whose
+		// caller was told it failed would have no outcome).
+		err = <-req.done
 	}
+	req.rec, req.input = nil, nil
+	l.reqPool.Put(req)
+	if err != nil {
+		return -1, err
+	}
+	return r.Index, nil
 }
 
 // Enqueue appends r without waiting for it to be durable: it returns once r
@@ -779,7 +812,9 @@ func (l *Log) append(ctx context.Context, r *Record, input []byte) (int64, error
 // the committer with r's index, or -1 and the error, once the batch is
 // durable or failed. then must not block. Use it for records nothing waits
 // on (a call's outcome after its durable intent); Close commits what is
-// queued. Errors: [ErrClosed], or ctx's when the queue stays full.
+// queued. Errors: [ErrClosed], or ctx's when the queue stays full. The
+// intent of an outcome whose append fails, or that found the queue full, is
+// kept for [Log.Stranded].
 func (l *Log) Enqueue(ctx context.Context, r *Record, then func(index int64, err error)) error {
 	if r == nil {
 		return errors.New("audit enqueue: nil record")
@@ -808,12 +843,14 @@ func (l *Log) Enqueue(ctx context.Context, r *Record, then func(index int64, err
 	case <-ctx.Done():
 		req.rec, req.then = nil, nil
 		l.reqPool.Put(req)
+		l.notQueued(r)
 		return fmt.Errorf("audit enqueue: %w", ctx.Err())
 	}
 }
 
 func (l *Log) getReq() *appendReq {
 	if r, ok := l.reqPool.Get().(*appendReq); ok {
+		r.state.Store(reqWaiting)
 		return r
 	}
 	return &appendReq{done: make(chan error, 1)}
@@ -869,6 +906,9 @@ type Stats struct {
 	Batches     int64 `json:"batches"`
 	Checkpoints int64 `json:"checkpoints"`
 	WriteErrors int64 `json:"writeErrors"`
+	// Stranded counts the intents of this process whose outcome is not
+	// stored yet although their call has ended (see [Log.Stranded]).
+	Stranded int64 `json:"stranded"`
 }
 
 // Stats returns the log's counters.
@@ -879,6 +919,7 @@ func (l *Log) Stats() Stats {
 		Batches:     l.stats.batches.Load(),
 		Checkpoints: l.stats.checkpoints.Load(),
 		WriteErrors: l.stats.writeErrors.Load(),
+		Stranded:    l.strand.n.Load(),
 	}
 }
 
@@ -1172,6 +1213,7 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 			return err
 		}
 		l.reload = false
+		l.settled.Add(1)
 	}
 	now := l.cfg.Now()
 	// Work on a scratch copy of the frontier; it becomes the log's only
@@ -1253,9 +1295,16 @@ func (l *Log) commit(ctx context.Context, reqs []*appendReq, forceCheckpoint boo
 	if err != nil {
 		l.reload = true
 		l.failed = th
+		l.failedIntents = l.failedIntents[:0]
+		for _, req := range reqs {
+			if req.ok && req.rec.Kind == KindIntent {
+				l.failedIntents = append(l.failedIntents, req.rec.Index)
+			}
+		}
 		l.stats.writeErrors.Add(1)
 		return l.failBatch(reqs, fmt.Errorf("audit append: %w", err))
 	}
+	l.settled.Add(1)
 	l.setWriteError(nil)
 	l.front, l.scratch = front, l.front
 	if th != nil {
@@ -1359,7 +1408,9 @@ func (l *Log) runRetention(ctx context.Context) {
 // Unpaired returns the intents that have no outcome yet, oldest first. After
 // a crash the broker looks each one up (idempotency record in the target
 // database) and appends the missing outcome with Result.Recovered set and
-// IntentIndex pointing at the intent.
+// IntentIndex pointing at the intent. While the log runs, the intents of
+// its own calls whose outcome could not be appended are [Log.Stranded]'s;
+// the others may still be running.
 //
 // Each intent's stored bytes are checked against the log's tree (an
 // inclusion proof against the root the log holds in memory): an intent

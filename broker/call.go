@@ -363,17 +363,20 @@ func execute(ctx context.Context, exec Executor, call *Call, timeout time.Durati
 }
 
 // appendOutcome records the outcome without holding the reply: the intent
-// is already durable (the write-ahead record), and a crash before the
-// outcome is durable is repaired at startup from the idempotency record in
-// the target database (see the recovery in cmd/sqlgated). Waiting would put
-// a second durable commit on every request's latency. [Service.Drain] waits
-// for outstanding outcome appends at shutdown.
+// is already durable (the write-ahead record), and an outcome that is not
+// made durable is written from the idempotency record in the target
+// database: while the instance runs once the audit store takes writes again
+// when its append failed ([audit.Log.Stranded]), at the next start after a
+// crash (see the recoveries in cmd/sqlgated). Waiting would put a second
+// durable commit on every request's latency. [Service.Drain] waits for
+// outstanding outcome appends at shutdown.
 func (s *Service) appendOutcome(ctx context.Context, outcome *audit.Record) {
 	s.outcomes.Add(1)
 	corr := outcome.CorrelationID
 	failed := func(err error) {
-		// The transaction already ended; recovery at startup writes the
-		// missing outcome from the idempotency record.
+		// The transaction already ended; the audit log keeps the intent for
+		// recovery, which writes the missing outcome from the idempotency
+		// record.
 		s.log.ErrorContext(ctx, "audit outcome not durable; recovery will write it", "err", err, "correlation_id", corr)
 	}
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

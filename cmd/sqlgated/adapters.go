@@ -361,6 +361,8 @@ var (
 	auditBatchesDesc = prometheus.NewDesc("sqlgate_audit_batches_total", "Group commits since start.", nil, nil)
 	auditErrorsDesc  = prometheus.NewDesc("sqlgate_audit_write_errors_total", "Failed audit writes since start (each refused the calls it carried).", nil, nil)
 	auditCPDesc      = prometheus.NewDesc("sqlgate_audit_checkpoints_total", "Signed checkpoints since start.", nil, nil)
+	auditStrandDesc  = prometheus.NewDesc("sqlgate_audit_stranded_intents",
+		"Intents of this instance's calls that have no outcome in the audit log although the call ended (its outcome's append failed); recovered from the idempotency record while the instance runs.", nil, nil)
 	auditPendingDesc = prometheus.NewDesc("sqlgate_audit_pending_write_seconds",
 		"How long the oldest append of the audit write in progress has waited, 0 when none is in progress; past audit.StallBound (3s) /readyz names the audit log.", nil, nil)
 )
@@ -371,6 +373,7 @@ func (auditCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- auditErrorsDesc
 	ch <- auditCPDesc
 	ch <- auditPendingDesc
+	ch <- auditStrandDesc
 }
 
 func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
@@ -380,6 +383,7 @@ func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(auditErrorsDesc, prometheus.CounterValue, float64(st.WriteErrors))
 	ch <- prometheus.MustNewConstMetric(auditCPDesc, prometheus.CounterValue, float64(st.Checkpoints))
 	ch <- prometheus.MustNewConstMetric(auditPendingDesc, prometheus.GaugeValue, c.log.PendingWriteAge().Seconds())
+	ch <- prometheus.MustNewConstMetric(auditStrandDesc, prometheus.GaugeValue, float64(st.Stranded))
 }
 
 // recoveredNotRun is the status of a recovered outcome whose call ran
@@ -419,6 +423,14 @@ func recoverIntentsWhere(ctx context.Context, log *audit.Log, executors map[stri
 	if err != nil {
 		return fmt.Errorf("find unpaired audit intents: %w", err)
 	}
+	return recoverRecords(ctx, log, intents, executors, logger, pick)
+}
+
+// recoverRecords is recoverIntentsWhere for the given intents.
+func recoverRecords(ctx context.Context, log *audit.Log, intents []audit.Record, executors map[string]broker.Executor, logger interface {
+	InfoContext(context.Context, string, ...any)
+}, pick func(in *audit.Record, ex broker.Executor) (broker.Executor, bool),
+) error {
 	// An intent whose key is sealed under a parameter key this instance
 	// does not hold cannot be looked up; recording its outcome as unknown
 	// would be final although configuring the key answers it: the start
@@ -506,6 +518,58 @@ func recoverIntentsWhere(ctx context.Context, log *audit.Log, executors map[stri
 		logger.InfoContext(ctx, "recovered missing audit outcome", "intent_index", in.Index, "outcome", out.SQL.Outcome, "correlation_id", in.CorrelationID)
 	}
 	return nil
+}
+
+// strandedInterval is how often a running instance looks for the intents
+// of its own calls that have no outcome (audit.Log.Stranded: the outcome's
+// append failed, or an intent was stored although its call was refused);
+// after a pass that failed it waits twice as long, up to strandedBackoffLast.
+const (
+	strandedInterval    = 5 * time.Second
+	strandedBackoffLast = time.Minute
+)
+
+// recoverStranded writes, while the instance runs, the outcomes its calls
+// could not append (audit.Log.Stranded) as the start's recovery does for a
+// crash: looked up in the idempotency record, marked recovered. Intents
+// before boundary (the log's size when the instance started taking calls)
+// are left to the recovery of the earlier runs' intents (at start, or of a
+// database pending at start once it opens). Each target database's intents
+// are recovered apart, so that one database that cannot be asked holds back
+// no other; a pending database's wait until it opens. It returns the errors
+// of the databases whose intents are still stranded (they are tried again at
+// the next pass).
+func recoverStranded(ctx context.Context, log *audit.Log, executors map[string]broker.Executor, boundary int64, logger interface {
+	InfoContext(context.Context, string, ...any)
+},
+) error {
+	intents, err := log.Stranded(ctx)
+	if err != nil {
+		return fmt.Errorf("find stranded audit intents: %w", err)
+	}
+	type target struct{ server, database string }
+	groups := map[target][]audit.Record{}
+	var order []target
+	for _, in := range intents {
+		if in.Index < boundary {
+			continue
+		}
+		var k target
+		if in.SQL != nil {
+			k = target{in.SQL.Server, in.SQL.Database}
+		}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], in)
+	}
+	var errs []error
+	for _, k := range order {
+		if err := recoverRecords(ctx, log, groups[k], executors, logger, deferPending); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // sealedKeyID returns the parameter key id a sealed idempotency key

@@ -33,6 +33,7 @@ import (
 	"github.com/sqlgate/sqlgate/broker/natsvc"
 	"github.com/sqlgate/sqlgate/broker/route"
 	"github.com/sqlgate/sqlgate/identity/oidc"
+	"github.com/sqlgate/sqlgate/internal/ctxsleep"
 	"github.com/sqlgate/sqlgate/policy/opa"
 	"github.com/sqlgate/sqlgate/web"
 	"github.com/sqlgate/sqlgate/web/api"
@@ -141,6 +142,13 @@ type app struct {
 	closers     []func(context.Context) error
 	group       *errgroup.Group
 	groupCtx    context.Context
+	// boundary is the audit log's size when the instance started taking
+	// calls: the intents at or after it are this run's.
+	boundary int64
+	// stranded serializes the passes of recoverStranded (two would write
+	// two outcomes for one intent); stopStranded ends its loop.
+	stranded     sync.Mutex
+	stopStranded context.CancelFunc
 	// failed receives the first error that must stop the instance while it
 	// runs (fail); wait returns it.
 	failed chan error
@@ -206,7 +214,16 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 	checkRoutes(ctx, cfg.Catalog, cfg.Executors, a.log)
 	// Before any call: the databases unreachable at start open in the
 	// background, each recovering its own intents first.
+	a.boundary = a.audit.Size()
 	a.openPending(ctx)
+	// The outcomes this run's calls could not append are recovered while
+	// it runs.
+	sctx, stop := context.WithCancel(a.groupCtx)
+	a.stopStranded = stop
+	a.group.Go(func() error {
+		a.recoverStrandedLoop(sctx, ctxsleep.Sleep)
+		return nil
+	})
 	if err := a.startLeases(ctx, cdb); err != nil {
 		return a, err
 	}
@@ -904,6 +921,68 @@ func auditNotReady(log *audit.Log, claim interface{ Err() error }) error {
 	return err
 }
 
+// recoverStrandedLoop writes the outcomes this run's calls could not append
+// (recoverStranded) every strandedInterval while there are any, until ctx
+// ends; wait waits (tests drive it). A pass that fails is logged, and the
+// next one waits twice as long, up to strandedBackoffLast.
+func (a *app) recoverStrandedLoop(ctx context.Context, wait func(context.Context, time.Duration) error) {
+	delay := strandedInterval
+	for {
+		if err := wait(ctx, delay); err != nil {
+			return
+		}
+		if a.audit.Stats().Stranded == 0 {
+			delay = strandedInterval
+			continue
+		}
+		if err := a.recoverStranded(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			delay = min(2*delay, strandedBackoffLast)
+			a.log.WarnContext(ctx, "audit outcomes of calls whose outcome append failed are not recovered yet; retrying",
+				"err", err, "retry_in", delay)
+			continue
+		}
+		delay = strandedInterval
+	}
+}
+
+// recoverStrandedAtStop is the last pass of recoverStrandedLoop, at the
+// stop once the calls are answered: an instance scaled down for good has no
+// next start to recover them. The log reads the store again first (a write
+// that failed may have been stored). What stays stranded is logged; the
+// next start of this origin recovers it.
+func (a *app) recoverStrandedAtStop(ctx context.Context) {
+	if a.stopStranded == nil {
+		return // it never ran
+	}
+	a.stopStranded()
+	if a.audit.Stats().Stranded == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, strandedStopBound)
+	defer cancel()
+	err := a.audit.Sync(ctx)
+	if err == nil {
+		err = a.recoverStranded(ctx)
+	}
+	if n := a.audit.Stats().Stranded; n > 0 {
+		a.log.WarnContext(ctx, "stopping with audit intents whose outcome is not written: the next start of this audit origin recovers them",
+			"intents", n, "err", err)
+	}
+}
+
+// recoverStranded runs one pass of recoverStranded, never two at once.
+func (a *app) recoverStranded(ctx context.Context) error {
+	a.stranded.Lock()
+	defer a.stranded.Unlock()
+	return recoverStranded(ctx, a.audit, a.cfg.Executors, a.boundary, a.log)
+}
+
+// strandedStopBound bounds recoverStrandedAtStop, within lastWritesMargin.
+const strandedStopBound = 5 * time.Second
+
 // housekeeping prunes expired issuances and old idempotency records: a
 // minute after start (so an instance restarted more often than hourly still
 // prunes), then once an hour.
@@ -970,6 +1049,7 @@ func (a *app) shutdown(ctx context.Context) {
 	if drained {
 		a.log.InfoContext(ctx, "stopping: the accepted calls are answered", "took", time.Since(began).Round(time.Millisecond))
 	}
+	a.recoverStrandedAtStop(ctx)
 	for _, nc := range a.conns {
 		nc.Close()
 	}
