@@ -48,6 +48,9 @@ type runtimeConfig struct {
 
 	// HTTP: an open listener, optional TLS, extra handlers (the dev IdP).
 	Listener net.Listener
+	// MaxHTTPConnections bounds the connections Listener keeps open at once
+	// (http.maxConnections; 0: half the file descriptor limit).
+	MaxHTTPConnections int
 	// MetricsListener, when set, serves /metrics (with TLSCert, over TLS)
 	// instead of Listener: http.metricsListen.
 	MetricsListener net.Listener
@@ -423,6 +426,17 @@ func (a *app) startNATS() error {
 		if err != nil {
 			return fmt.Errorf("start auth callout: %w", err)
 		}
+		callout := a.callout
+		a.metrics.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "sqlgate_nats_callout_unverified_total",
+				Help: "Auth callout connections refused with a token that names no one (none, too large, not a JWT, an issuer not trusted, a signature that does not verify); not audited.",
+			}, func() float64 { return float64(callout.Stats().Unverified) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "sqlgate_nats_callout_busy_total",
+				Help: "Auth callout connections refused at once because the callout's workers and queue were full.",
+			}, func() float64 { return float64(callout.Stats().Busy) }),
+		)
 	}
 	return nil
 }
@@ -443,11 +457,20 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 	}
 	handler := newMeteredHandler(a.service, a.metrics)
 	handler.initRoutes(a.cfg.Catalog.Subjects())
+	serverPublished := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sqlgate_nats_server_published_dropped_total",
+		Help: "Messages on route subjects the NATS server published itself (kind Account, JetStream or System: a message-trace event, for instance), dropped unanswered and not audited.",
+	}, []string{"kind"})
+	for _, kind := range []string{"Account", "JetStream", "System"} {
+		serverPublished.WithLabelValues(kind)
+	}
+	a.metrics.MustRegister(serverPublished)
 	micro, err := natsvc.Start(a.groupCtx, brokerConn, natsvc.Config{
 		Name: "sqlgate", Version: semver(version), Description: "sqlgate routed calls",
 		Subjects: a.cfg.Catalog.Subjects(), Workers: workers, QueueLen: a.cfg.NATSQueueLen,
 		UsersAccount: pub.Users, SigningKeys: pub.UsersSigning,
 		Admit: gate.admit, Logger: a.log.With("component", "natsvc"),
+		OnServerPublished: func(kind string) { serverPublished.WithLabelValues(kind).Inc() },
 	}, handler)
 	if err != nil {
 		return fmt.Errorf("start micro service: %w", err)
@@ -658,7 +681,7 @@ func (a *app) serveHTTP() {
 		defer a.handlers.leave()
 		(*a.handler.Load()).ServeHTTP(w, r)
 	}), a.log)
-	ln := a.cfg.Listener
+	ln := limitConnections(a.cfg.Listener, httpConnections(a.cfg.MaxHTTPConnections))
 	if a.cfg.TLSCert != nil {
 		a.http.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*a.cfg.TLSCert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, a.http.TLSConfig)

@@ -79,6 +79,10 @@ type HTTPConfig struct {
 	AllowPlaintext bool     `yaml:"allowPlaintext"`
 	AdminGroups    []string `yaml:"adminGroups"`
 	AuditorGroups  []string `yaml:"auditorGroups"`
+	// MaxConnections bounds the connections the API and dashboard's
+	// listener keeps open at once (0: half the process's file descriptor
+	// limit); past it new connections wait until one closes.
+	MaxConnections int `yaml:"maxConnections"`
 }
 
 // NATSConfig configures the connection to the NATS cluster.
@@ -508,6 +512,9 @@ func (c *Config) Validate() error {
 		} else if m == c.HTTP.Listen {
 			bad("http.metricsListen must differ from http.listen (%s): it keeps /metrics off the API's port", c.HTTP.Listen)
 		}
+	}
+	if c.HTTP.MaxConnections < 0 {
+		bad("http.maxConnections must not be negative (0: half the file descriptor limit)")
 	}
 	// What natsvc refuses at start (a negative queue) or would replace with
 	// the default (negative workers): refused here, before anything opens.

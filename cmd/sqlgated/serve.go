@@ -177,8 +177,9 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog, logg
 		NATSURL: cfg.NATS.URL, NATSWorkers: cfg.NATS.Workers, NATSQueueLen: cfg.NATS.QueueLen, AsyncMaxAge: cfg.NATS.AsyncMaxAge,
 		AsyncReplicas: cfg.NATS.AsyncReplicas, Callout: cfg.NATS.Callout == nil || *cfg.NATS.Callout,
 		NATSTTL: cfg.Credentials.NATSTTL, MaxTTL: cfg.Credentials.MaxTTL, MaxNATSCredentials: cfg.Credentials.MaxNATSCredentialsPerPrincipal,
-		SinkDir:   cfg.Audit.SinkDir,
-		Discovery: cliDiscovery(cfg),
+		SinkDir:            cfg.Audit.SinkDir,
+		Discovery:          cliDiscovery(cfg),
+		MaxHTTPConnections: cfg.HTTP.MaxConnections,
 	}
 	defer func() {
 		if err != nil {
