@@ -740,7 +740,7 @@ func callPermissionError(err error, subject string, async bool, pub jwt.Permissi
 	msg := err.Error()
 	_, target, publish := strings.Cut(msg, "for Publish to ")
 	target = strings.Trim(target, `"' `)
-	if publish && !mayPublish(pub, subject) && !(async && strings.HasPrefix(target, asyncSubjectPrefix) && mayPublish(pub, target)) {
+	if publish && !mayPublish(pub, subject) && (!async || !strings.HasPrefix(target, asyncSubjectPrefix) || !mayPublish(pub, target)) {
 		return fmt.Errorf("%s is not a route you may call: sqlgate routes lists them", subject)
 	}
 	if async && publish && strings.HasPrefix(target, asyncSubjectPrefix) {
