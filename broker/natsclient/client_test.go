@@ -816,7 +816,11 @@ func TestSlowBrokerDoesNotBlockRequests(t *testing.T) {
 		}()
 		select {
 		case err := <-done:
-			if !errors.Is(err, context.DeadlineExceeded) {
+			// Its deadline, or, when the server let the expired credential
+			// reconnect for a moment and then cut it again several times
+			// within the deadline (a loaded machine), the drops counted:
+			// either way the request ended without waiting on the broker.
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrDisconnected) {
 				t.Fatalf("request %d: %v, want its deadline", i, err)
 			}
 		case <-time.After(5 * time.Second):
