@@ -734,10 +734,10 @@ func apiServer(h http.Handler, log *slog.Logger) *http.Server {
 // scrapers reach sees the route names and counts. Stopped with the API's
 // server (stopHTTP).
 func (a *app) serveMetrics() {
-	ln := a.cfg.MetricsListener
-	if ln == nil {
+	if a.cfg.MetricsListener == nil {
 		return
 	}
+	ln := limitConnections(a.cfg.MetricsListener, metricsConnections)
 	srv := apiServer(web.MetricsHandler(a.metrics), a.log)
 	if a.cfg.TLSCert != nil {
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*a.cfg.TLSCert}, MinVersion: tls.VersionTLS12}

@@ -7,6 +7,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// metricsConnections bounds the connections http.metricsListen keeps open
+// at once: scrapers are few, and the API's bound leaves the descriptors
+// this one needs.
+const metricsConnections = 64
+
 // defaultHTTPConnections is the API listener's bound when the file
 // descriptor limit cannot be read.
 const defaultHTTPConnections = 4096

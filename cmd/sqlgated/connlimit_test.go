@@ -2,37 +2,87 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 )
 
-// TestAPIConnectionsBounded: clients that open connections and leave them
-// idle hold at most http.maxConnections of them; the next client waits
-// (it is not refused, and no descriptor of the process is used for it)
-// and is served as soon as one closes.
-func TestAPIConnectionsBounded(t *testing.T) {
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
+// TestHTTPConnectionsBounded: clients that open connections and leave them
+// idle hold at most http.maxConnections of the API port's and 64 of the
+// metrics port's; the next client waits (it is not refused, and no
+// descriptor of the process is used for it) and is served as soon as one
+// closes. Without the bounds, idle connections used every file descriptor,
+// and NATS, the databases and the policy reload failed with them.
+func TestHTTPConnectionsBounded(t *testing.T) {
+	var lc net.ListenConfig
+	apiLn, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := apiServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }), slog.New(slog.DiscardHandler))
-	go func() { _ = srv.Serve(limitConnections(raw, httpConnections(2))) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	addr := raw.Addr().String()
+	metricsLn, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &app{cfg: runtimeConfig{Listener: apiLn, MetricsListener: metricsLn, MaxHTTPConnections: 2}, log: slog.New(slog.DiscardHandler), metrics: prometheus.NewRegistry()}
+	a.group, a.groupCtx = errgroup.WithContext(t.Context())
+	a.serveHTTP()
+	defer a.shutdown(context.Background())
 
-	// Two kept-alive connections, each served once and then idle.
-	var idle []net.Conn
-	for range 2 {
+	for _, port := range []struct {
+		name, addr, path string
+		bound            int
+	}{
+		{"api", apiLn.Addr().String(), "/healthz", 2},
+		{"metrics", metricsLn.Addr().String(), "/metrics", metricsConnections},
+	} {
+		t.Run(port.name, func(t *testing.T) {
+			idle := holdIdle(t, port.addr, port.path, port.bound)
+			waiting := make(chan error, 1)
+			go func() {
+				client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+				resp, err := client.Get("http://" + port.addr + port.path)
+				if err == nil {
+					_ = resp.Body.Close()
+				}
+				waiting <- err
+			}()
+			select {
+			case err := <-waiting:
+				t.Fatalf("a client beyond the bound of %d was served (err %v) while idle connections held it", port.bound, err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			_ = idle[0].Close()
+			select {
+			case err := <-waiting:
+				if err != nil {
+					t.Fatalf("the waiting client, once an idle connection closed: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the waiting client was not served after an idle connection closed")
+			}
+		})
+	}
+}
+
+// holdIdle opens n kept-alive connections to addr, has each served one GET
+// of path, and leaves them open and idle until the test ends.
+func holdIdle(t *testing.T, addr, path string, n int) []net.Conn {
+	t.Helper()
+	var conns []net.Conn
+	for range n {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -41,35 +91,9 @@ func TestAPIConnectionsBounded(t *testing.T) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("idle client's first request: %s", resp.Status)
-		}
-		idle = append(idle, c)
+		conns = append(conns, c)
 	}
-
-	third := make(chan error, 1)
-	go func() {
-		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-		resp, err := client.Get("http://" + addr + "/")
-		if err == nil {
-			resp.Body.Close()
-		}
-		third <- err
-	}()
-	select {
-	case err := <-third:
-		t.Fatalf("a third client was served (err %v) while two idle connections held the bound of 2", err)
-	case <-time.After(300 * time.Millisecond):
-	}
-	_ = idle[0].Close()
-	select {
-	case err := <-third:
-		if err != nil {
-			t.Fatalf("the waiting client, once an idle connection closed: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the waiting client was not served after an idle connection closed")
-	}
+	return conns
 }
 
 // TestHTTPConnectionsDefault: unset, the bound is half the process's file
