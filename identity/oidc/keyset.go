@@ -45,6 +45,9 @@ type sigResult struct {
 	alg, kid string
 	payload  []byte
 	reason   string
+	// verified: the signature verified with a key of the issuer's set, so
+	// whatever go-oidc refuses afterwards is in a token the issuer signed.
+	verified bool
 }
 
 type sigResultKey struct{}
@@ -133,6 +136,7 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 		if verr != nil {
 			return fail(ReasonInvalidSignature, verr)
 		}
+		res.verified = true
 		return res.payload, nil
 	}
 	keys, refreshed, err := k.refreshForUnknownKid(ctx)
@@ -149,6 +153,7 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 	case verr != nil:
 		return fail(ReasonInvalidSignature, verr)
 	}
+	res.verified = true
 	return res.payload, nil
 }
 

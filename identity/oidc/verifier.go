@@ -484,7 +484,13 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time, own ow
 	res := &sigResult{alg: hdr.Alg, kid: hdr.Kid, payload: payload}
 	if _, err := is.verifier.Verify(context.WithValue(ctx, sigResultKey{}, res), raw); err != nil {
 		reason := res.reason
-		if reason == "" {
+		switch {
+		case reason != "":
+		case res.verified:
+			// The issuer signed it, and go-oidc refused a claim (an `exp`
+			// that is not a number, another `iss`): it names someone.
+			reason = ReasonInvalidClaim
+		default:
 			reason = ReasonMalformedToken
 		}
 		return p, nil, is, claimErr(reason, "%s", sanitizeLibError(err))

@@ -293,6 +293,13 @@ func badTokenCases() []badTokenCase {
 			delete(c, "sub")
 			return e.mint(c)
 		}},
+		// Signed by the issuer, refused by go-oidc after the signature
+		// verified: it names someone (the broker audits its refusal).
+		{"exp_not_a_number", ReasonInvalidClaim, func(t testing.TB, e *env) string {
+			c := e.claims("alice")
+			c["exp"] = "tomorrow"
+			return e.mint(c)
+		}},
 		{"groups_not_strings", ReasonInvalidClaim, func(t testing.TB, e *env) string {
 			c := e.claims("alice")
 			c["groups"] = []any{"sales", 7}
