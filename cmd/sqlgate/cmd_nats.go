@@ -111,11 +111,8 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 		Principal: principal, Broker: st.Broker, UserKey: pub,
 	}
 	b, _ := json.MarshalIndent(info, "", "  ")
-	if err := credsOut.writeCommit(file); err != nil {
+	if err := commitCreds(credsOut, file, infoOut, b); err != nil {
 		return revokeUnsaved(ctx, c, pub, err)
-	}
-	if err := infoOut.writeCommit(b); err != nil {
-		return revokeUnsaved(ctx, c, pub, homeError(err))
 	}
 	if *output == "json" {
 		return printJSON(e.stdout, map[string]any{
@@ -149,6 +146,96 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 	if event != "" {
 		fmt.Fprintf(e.stdout, "  nats sub --server %s --creds %s %s   (keep only messages with the Sqlgate-Event header)\n",
 			shellWord(cred.NATSURL), shellWord(path), shellWord(event))
+	}
+	return nil
+}
+
+// commitCreds puts a new creds file (creds, into credsOut) and its
+// nats.json (info, into infoOut) in place together, so that a failure
+// leaves the previous pair as it was: the new credential, which the caller
+// then revokes, must not replace a creds file that is still valid. Both
+// are written in full first; only then are they renamed into place, the
+// creds file first, and when nats.json cannot be, the previous creds file
+// (kept aside in a temporary file) is put back. An output written in
+// place (a device such as /dev/stdout) has no previous content to keep.
+func commitCreds(credsOut *output, creds []byte, infoOut *output, info []byte) error {
+	if err := stageOutput(credsOut, creds); err != nil {
+		return err
+	}
+	if err := stageOutput(infoOut, info); err != nil {
+		return homeError(err)
+	}
+	if !credsOut.tmp {
+		return homeError(renameOutput(infoOut))
+	}
+	// What the creds file holds now, to put back if nats.json cannot be
+	// put in place; none: there is no creds file to keep.
+	var previous *output
+	old, err := os.ReadFile(credsOut.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("write %s: keep the previous file: %w", credsOut.path, err)
+	default:
+		if previous, err = tempOutput(credsOut.path, ".tmp-*"); err != nil {
+			return err
+		}
+		defer previous.discard()
+		if err := stageOutput(previous, old); err != nil {
+			return err
+		}
+	}
+	if err := renameOutput(credsOut); err != nil {
+		return err
+	}
+	ierr := renameOutput(infoOut)
+	if ierr == nil {
+		return nil
+	}
+	ierr = homeError(ierr)
+	if previous == nil {
+		if err := os.Remove(credsOut.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w; %s holds the new creds file (remove it: %w)", ierr, credsOut.path, err)
+		}
+		return ierr
+	}
+	if err := renameOutput(previous); err != nil {
+		return fmt.Errorf("%w; the previous creds file could not be put back (%w): %s holds the new one", ierr, err, credsOut.path)
+	}
+	return ierr
+}
+
+// stageOutput writes data into o, mode 0600, and closes it: a temporary
+// file is not put in place yet (renameOutput does), an output written in
+// place is written for good.
+func stageOutput(o *output, data []byte) error {
+	var err error
+	if o.tmp {
+		err = o.Chmod(0o600)
+	}
+	if err == nil {
+		_, err = o.Write(data)
+	}
+	if err == nil && o.tmp {
+		err = o.Sync()
+	}
+	if cerr := o.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", o.path, err)
+	}
+	return nil
+}
+
+// renameOutput puts an output stageOutput wrote in place: a temporary file
+// is renamed over its destination.
+func renameOutput(o *output) error {
+	if !o.tmp {
+		return nil
+	}
+	if err := os.Rename(o.Name(), o.path); err != nil {
+		return fmt.Errorf("write %s: %w", o.path, err)
 	}
 	return nil
 }
