@@ -6,6 +6,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // A call's intent is durable before its SQL runs; its outcome is appended
@@ -18,8 +19,15 @@ import (
 // it runs.
 
 // maxStranded bounds the intents a Log keeps for [Log.Stranded]; past it an
-// intent is only logged, and the next start's recovery writes its outcome.
+// intent is only counted and logged (see strandDropLogEvery), and the next
+// start's recovery writes its outcome.
 const maxStranded = 1 << 16
+
+// strandDropLogEvery is the least time between two log lines about intents
+// not kept past maxStranded: a store outage under load drops one intent per
+// call, and one line per intent would flood the log. Each line carries the
+// total dropped and how many were dropped since the line before.
+const strandDropLogEvery = 10 * time.Second
 
 // States of an [appendReq] with a waiter.
 const (
@@ -40,6 +48,15 @@ type strandBook struct {
 	mu sync.Mutex
 	m  map[int64]int64
 	n  atomic.Int64 // len(m), read without mu
+	// limit bounds len(m): maxStranded when 0 (the package's tests set
+	// less).
+	limit int
+	// dropped counts the intents not kept because m was full (read
+	// without mu); lastDropLog is when one was last logged, suppressed how
+	// many were dropped since without a line.
+	dropped     atomic.Int64
+	lastDropLog time.Time
+	suppressed  int64
 }
 
 // strandAt records intent idx as stranded, due from the settled count from
@@ -55,9 +72,12 @@ func (l *Log) strandLocked(idx, from int64) {
 		return // record 0 starts the log: never an intent
 	}
 	b := &l.strand
-	if _, ok := b.m[idx]; !ok && len(b.m) >= maxStranded {
-		l.log.ErrorContext(context.Background(), "audit intent without an outcome not kept for recovery while running; the next start recovers it",
-			"origin", l.cfg.Origin, "intent_index", idx, "kept", maxStranded)
+	limit := b.limit
+	if limit == 0 {
+		limit = maxStranded
+	}
+	if _, ok := b.m[idx]; !ok && len(b.m) >= limit {
+		l.dropStrandedLocked(idx, limit)
 		return
 	}
 	if b.m == nil {
@@ -65,6 +85,22 @@ func (l *Log) strandLocked(idx, from int64) {
 	}
 	b.m[idx] = from
 	b.n.Store(int64(len(b.m)))
+}
+
+// dropStrandedLocked counts intent idx as not kept (the book holds limit
+// intents) and logs it, unless a line was logged less than
+// strandDropLogEvery ago: then the next line counts it as suppressed.
+func (l *Log) dropStrandedLocked(idx int64, limit int) {
+	b := &l.strand
+	dropped := b.dropped.Add(1)
+	now := l.cfg.Now()
+	if !b.lastDropLog.IsZero() && now.Sub(b.lastDropLog) < strandDropLogEvery {
+		b.suppressed++
+		return
+	}
+	l.log.ErrorContext(context.Background(), "audit intents without an outcome not kept for recovery while running; the next start recovers them",
+		"origin", l.cfg.Origin, "intent_index", idx, "kept", limit, "dropped", dropped, "suppressed", b.suppressed)
+	b.lastDropLog, b.suppressed = now, 0
 }
 
 // outcomeLost strands the intent of r when r is an outcome whose append
@@ -145,8 +181,9 @@ func (l *Log) abandon(req *appendReq, r *Record) bool {
 // forgotten. An intent stays stranded until an outcome for it is stored
 // through this log, so it is returned again by later calls until then: the
 // caller must not append outcomes for one intent concurrently. At most
-// 65536 intents are kept (any more are logged; the next start's recovery
-// writes their outcomes).
+// 65536 intents are kept: any more are counted and logged (a line at most
+// every 10 s, with the number dropped since the line before), and the next
+// start's recovery writes their outcomes.
 func (l *Log) Stranded(ctx context.Context) ([]Record, error) {
 	if l.strand.n.Load() == 0 {
 		return nil, nil

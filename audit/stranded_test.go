@@ -3,10 +3,15 @@ package audit_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/sqlgate/sqlgate/audit"
 	"github.com/sqlgate/sqlgate/audit/audittest"
@@ -211,6 +216,91 @@ func TestStrandedWhileItsOutcomeIsUnderWay(t *testing.T) {
 		synctest.Wait()
 		if got := strandedIndexes(t, l); len(got) != 0 || l.Stats().Stranded != 0 {
 			t.Errorf("Stranded once its outcome is stored = %v (%d kept), want none", got, l.Stats().Stranded)
+		}
+	})
+}
+
+// logLines records the lines of a log.
+type logLines struct {
+	mu    sync.Mutex
+	lines []slog.Record
+}
+
+func (h *logLines) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *logLines) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lines = append(h.lines, r.Clone())
+	return nil
+}
+
+func (h *logLines) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logLines) WithGroup(string) slog.Handler      { return h }
+
+// with returns, of each line with message msg, its attributes named keys.
+func (h *logLines) with(msg string, keys ...string) []map[string]int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []map[string]int64
+	for _, r := range h.lines {
+		if r.Message != msg {
+			continue
+		}
+		m := map[string]int64{}
+		r.Attrs(func(a slog.Attr) bool {
+			if slices.Contains(keys, a.Key) {
+				m[a.Key] = a.Value.Int64()
+			}
+			return true
+		})
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestStrandedBeyondTheBound: past the bound on the intents kept, each
+// further one is counted, and logged at most once every 10 s with the
+// number dropped in between, not once per intent.
+func TestStrandedBeyondTheBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const msg = "audit intents without an outcome not kept for recovery while running; the next start recovers them"
+		store := audittest.NewStore()
+		logs := &logLines{}
+		cfg := audittest.Config(t, origin)
+		cfg.Logger = slog.New(logs)
+		l, err := audit.Open(t.Context(), store, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = l.Close(context.Background()) }()
+		audit.SetStrandedLimit(l, 2)
+		var in []int64
+		for _, corr := range []string{"a", "b", "c", "d", "e", "f"} {
+			in = append(in, mustAppend(t, l, intent(corr)))
+		}
+		store.FailWrites(errors.New("sqlstore write: timeout"))
+		for i, corr := range []string{"a", "b", "c", "d", "e"} {
+			if err := enqueueOutcome(t, l, corr, in[i]); err == nil {
+				t.Fatal("outcome stored by a failing store")
+			}
+		}
+		time.Sleep(10 * time.Second)
+		if err := enqueueOutcome(t, l, "f", in[5]); err == nil {
+			t.Fatal("outcome stored by a failing store")
+		}
+		store.FailWrites(nil)
+
+		got := logs.with(msg, "kept", "dropped", "suppressed")
+		want := []map[string]int64{
+			{"kept": 2, "dropped": 1, "suppressed": 0},
+			{"kept": 2, "dropped": 4, "suppressed": 2},
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("log lines %q (-want +got):\n%s", msg, diff)
+		}
+		if n := l.Stats().Stranded; n != 2 {
+			t.Errorf("Stats().Stranded = %d, want 2 (the bound)", n)
 		}
 	})
 }
