@@ -159,14 +159,14 @@ func cmdCredsNATS(ctx context.Context, e *env, args []string) error {
 // (kept aside in a temporary file) is put back. An output written in
 // place (a device such as /dev/stdout) has no previous content to keep.
 func commitCreds(credsOut *output, creds []byte, infoOut *output, info []byte) error {
-	if err := stageOutput(credsOut, creds); err != nil {
+	if err := credsOut.stage(creds); err != nil {
 		return err
 	}
-	if err := stageOutput(infoOut, info); err != nil {
+	if err := infoOut.stage(info); err != nil {
 		return homeError(err)
 	}
 	if !credsOut.tmp {
-		return homeError(renameOutput(infoOut))
+		return homeError(infoOut.rename())
 	}
 	// What the creds file holds now, to put back if nats.json cannot be
 	// put in place; none: there is no creds file to keep.
@@ -181,14 +181,14 @@ func commitCreds(credsOut *output, creds []byte, infoOut *output, info []byte) e
 			return err
 		}
 		defer previous.discard()
-		if err := stageOutput(previous, old); err != nil {
+		if err := previous.stage(old); err != nil {
 			return err
 		}
 	}
-	if err := renameOutput(credsOut); err != nil {
+	if err := credsOut.rename(); err != nil {
 		return err
 	}
-	ierr := renameOutput(infoOut)
+	ierr := infoOut.rename()
 	if ierr == nil {
 		return nil
 	}
@@ -199,45 +199,10 @@ func commitCreds(credsOut *output, creds []byte, infoOut *output, info []byte) e
 		}
 		return ierr
 	}
-	if err := renameOutput(previous); err != nil {
+	if err := previous.rename(); err != nil {
 		return fmt.Errorf("%w; the previous creds file could not be put back (%w): %s holds the new one", ierr, err, credsOut.path)
 	}
 	return ierr
-}
-
-// stageOutput writes data into o, mode 0600, and closes it: a temporary
-// file is not put in place yet (renameOutput does), an output written in
-// place is written for good.
-func stageOutput(o *output, data []byte) error {
-	var err error
-	if o.tmp {
-		err = o.Chmod(0o600)
-	}
-	if err == nil {
-		_, err = o.Write(data)
-	}
-	if err == nil && o.tmp {
-		err = o.Sync()
-	}
-	if cerr := o.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", o.path, err)
-	}
-	return nil
-}
-
-// renameOutput puts an output stageOutput wrote in place: a temporary file
-// is renamed over its destination.
-func renameOutput(o *output) error {
-	if !o.tmp {
-		return nil
-	}
-	if err := os.Rename(o.Name(), o.path); err != nil {
-		return fmt.Errorf("write %s: %w", o.path, err)
-	}
-	return nil
 }
 
 // revokeUnsaved revokes the NATS credential of user key pub, just issued,

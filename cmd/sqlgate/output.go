@@ -89,6 +89,41 @@ func (o *output) commit() error {
 	return nil
 }
 
+// stage writes data into the output, mode 0600, and closes it: a
+// temporary file is not put in place yet (rename does), an output written
+// in place is written for good.
+func (o *output) stage(data []byte) error {
+	var err error
+	if o.tmp {
+		err = o.Chmod(0o600)
+	}
+	if err == nil {
+		_, err = o.Write(data)
+	}
+	if err == nil && o.tmp {
+		err = o.Sync()
+	}
+	if cerr := o.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", o.path, err)
+	}
+	return nil
+}
+
+// rename puts an output stage wrote in place: a temporary file is renamed
+// over its destination.
+func (o *output) rename() error {
+	if !o.tmp {
+		return nil
+	}
+	if err := os.Rename(o.Name(), o.path); err != nil {
+		return fmt.Errorf("write %s: %w", o.path, err)
+	}
+	return nil
+}
+
 // discard closes the output and removes a temporary file; after commit it
 // does nothing.
 func (o *output) discard() {

@@ -218,18 +218,12 @@ func openFileAtomic(path string) (*output, error) {
 // writeCommit writes data into an output of openFileAtomic, mode 0600,
 // and commits it.
 func (o *output) writeCommit(data []byte) error {
-	var err error
-	if o.tmp {
-		err = o.Chmod(0o600)
-	}
+	err := o.stage(data)
 	if err == nil {
-		_, err = o.Write(data)
-	}
-	if err == nil && o.tmp {
-		err = o.Sync()
+		err = o.rename()
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", o.path, err)
+		o.discard()
 	}
-	return o.commit()
+	return err
 }
