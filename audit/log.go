@@ -909,17 +909,22 @@ type Stats struct {
 	// Stranded counts the intents of this process whose outcome is not
 	// stored yet although their call has ended (see [Log.Stranded]).
 	Stranded int64 `json:"stranded"`
+	// StrandedDropped counts the intents without an outcome not kept for
+	// recovery while running because too many were kept already; the next
+	// start recovers them.
+	StrandedDropped int64 `json:"strandedDropped"`
 }
 
 // Stats returns the log's counters.
 func (l *Log) Stats() Stats {
 	return Stats{
-		Size:        l.size.Load(),
-		Records:     l.stats.records.Load(),
-		Batches:     l.stats.batches.Load(),
-		Checkpoints: l.stats.checkpoints.Load(),
-		WriteErrors: l.stats.writeErrors.Load(),
-		Stranded:    l.strand.n.Load(),
+		Size:            l.size.Load(),
+		Records:         l.stats.records.Load(),
+		Batches:         l.stats.batches.Load(),
+		Checkpoints:     l.stats.checkpoints.Load(),
+		WriteErrors:     l.stats.writeErrors.Load(),
+		Stranded:        l.strand.n.Load(),
+		StrandedDropped: l.strand.dropped.Load(),
 	}
 }
 

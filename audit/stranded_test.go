@@ -299,8 +299,8 @@ func TestStrandedBeyondTheBound(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("log lines %q (-want +got):\n%s", msg, diff)
 		}
-		if n := l.Stats().Stranded; n != 2 {
-			t.Errorf("Stats().Stranded = %d, want 2 (the bound)", n)
+		if st := l.Stats(); st.Stranded != 2 || st.StrandedDropped != 4 {
+			t.Errorf("Stats() stranded %d, dropped %d; want 2 (the bound) and 4", st.Stranded, st.StrandedDropped)
 		}
 	})
 }

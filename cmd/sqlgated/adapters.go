@@ -363,6 +363,8 @@ var (
 	auditCPDesc      = prometheus.NewDesc("sqlgate_audit_checkpoints_total", "Signed checkpoints since start.", nil, nil)
 	auditStrandDesc  = prometheus.NewDesc("sqlgate_audit_stranded_intents",
 		"Intents of this instance's calls that have no outcome in the audit log although the call ended (its outcome's append failed); recovered from the idempotency record while the instance runs.", nil, nil)
+	auditDroppedDesc = prometheus.NewDesc("sqlgate_audit_stranded_dropped_total",
+		"Intents without an outcome not kept for recovery while running, because 65,536 were kept already; the next start of this origin recovers them.", nil, nil)
 	auditPendingDesc = prometheus.NewDesc("sqlgate_audit_pending_write_seconds",
 		"How long the oldest append of the audit write in progress has waited, 0 when none is in progress; past audit.StallBound (3s) /readyz names the audit log.", nil, nil)
 )
@@ -374,6 +376,7 @@ func (auditCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- auditCPDesc
 	ch <- auditPendingDesc
 	ch <- auditStrandDesc
+	ch <- auditDroppedDesc
 }
 
 func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
@@ -384,6 +387,7 @@ func (c auditCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(auditCPDesc, prometheus.CounterValue, float64(st.Checkpoints))
 	ch <- prometheus.MustNewConstMetric(auditPendingDesc, prometheus.GaugeValue, c.log.PendingWriteAge().Seconds())
 	ch <- prometheus.MustNewConstMetric(auditStrandDesc, prometheus.GaugeValue, float64(st.Stranded))
+	ch <- prometheus.MustNewConstMetric(auditDroppedDesc, prometheus.CounterValue, float64(st.StrandedDropped))
 }
 
 // recoveredNotRun is the status of a recovered outcome whose call ran
