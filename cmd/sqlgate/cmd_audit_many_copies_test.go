@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,16 +28,16 @@ import (
 func busyLog(t *testing.T, quiet, busy, part int) (*audittest.Store, string, string) {
 	t.Helper()
 	store := audittest.NewStore()
-	now := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	clk := audittest.NewClock(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
 	cfg := audittest.Config(t, originA)
-	cfg.Now = func() time.Time { return now }
+	cfg.Now = clk.Now
 	l, err := audit.Open(context.Background(), store, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range quiet + busy {
 		if i >= quiet {
-			now = now.Add(time.Second)
+			clk.Add(time.Second)
 		}
 		if _, err := l.Append(t.Context(), &audit.Record{Kind: audit.KindAdmin, Admin: &audit.Admin{Action: "policy_load", Detail: strconv.Itoa(i)}}); err != nil {
 			t.Fatal(err)
@@ -188,17 +189,24 @@ func TestAuditVerifyPrunedBetweenRequests(t *testing.T) {
 	store, all, vkey := busyLog(t, quiet, busy, 0)
 	copies := filepath.Join(all, "rest")
 	var asked []exportAsk
-	prunes := []int64{quiet + 2_000, quiet + 5_000}
-	// Each request first prunes to the next of prunes, if any is left.
+	// Each request first prunes to the next of the prunes set, if any is
+	// left (the handler runs on the server's goroutines: mu guards them).
+	var mu sync.Mutex
+	var prunes []int64
+	setPrunes := func(p ...int64) { mu.Lock(); prunes = p; mu.Unlock() }
+	setPrunes(quiet+2_000, quiet+5_000)
 	pruning := func(inner http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
 			if len(prunes) > 0 {
 				if _, err := store.Prune(r.Context(), originA, prunes[0]); err != nil {
+					mu.Unlock()
 					http.Error(w, err.Error(), http.StatusInternalServerError)
 					return
 				}
 				prunes = prunes[1:]
 			}
+			mu.Unlock()
 			inner.ServeHTTP(w, r)
 		})
 	}
@@ -216,13 +224,13 @@ func TestAuditVerifyPrunedBetweenRequests(t *testing.T) {
 	}
 
 	bundle := filepath.Join(t.TempDir(), "audit.bundle")
-	prunes = []int64{quiet + 5_500, quiet + 6_000}
+	setPrunes(quiet+5_500, quiet+6_000)
 	c.must("", "audit", "export", "-o", bundle, "--trusted-checkpoint", copies)
 	if out := c.must("", "audit", "verify", "--bundle", bundle, "--key", vkey, "--trusted-checkpoint", copies); !strings.Contains(out, fmt.Sprintf("%d trusted copies checked", busy)) {
 		t.Errorf("verify of the bundle exported while the log was pruned:\n%s", out)
 	}
 
-	prunes = []int64{quiet + 6_100, quiet + 6_200, quiet + 6_300, quiet + 6_400}
+	setPrunes(quiet+6_100, quiet+6_200, quiet+6_300, quiet+6_400)
 	code, _, errOut := c.run("", "audit", "verify", "--key", vkey, "--trusted-checkpoint", copies)
 	if code != 1 || !strings.Contains(errOut, "retention pruned the log while it was exported, 3 times in a row") {
 		t.Errorf("verify of a log pruned before every request: exit %d\n%s\nwant 1, saying to run again", code, errOut)

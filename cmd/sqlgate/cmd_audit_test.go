@@ -56,15 +56,15 @@ func twoInstanceBundle(t *testing.T, from int64) (string, *audittest.Store, map[
 	store := audittest.NewStore()
 	keys := map[string]string{}
 	for _, org := range []string{"sqlgate.test/a", "sqlgate.test/b"} {
-		now := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+		clk := audittest.NewClock(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
 		cfg := audittest.Config(t, org)
-		cfg.Now = func() time.Time { return now }
+		cfg.Now = clk.Now
 		l, err := audit.Open(context.Background(), store, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := range 12 {
-			now = now.Add(time.Minute)
+			clk.Add(time.Minute)
 			if _, err := l.Append(t.Context(), &audit.Record{Kind: audit.KindAdmin, Admin: &audit.Admin{Action: "policy_load", Detail: org + " " + strconv.Itoa(i)}}); err != nil {
 				t.Fatal(err)
 			}

@@ -25,15 +25,15 @@ import (
 func prunedLog(t *testing.T) (*audittest.Store, string, string) {
 	t.Helper()
 	store := audittest.NewStore()
-	now := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	clk := audittest.NewClock(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
 	cfg := audittest.Config(t, originA)
-	cfg.Now = func() time.Time { return now }
+	cfg.Now = clk.Now
 	l, err := audit.Open(context.Background(), store, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 28 {
-		now = now.Add(time.Minute)
+		clk.Add(time.Minute)
 		if _, err := l.Append(t.Context(), &audit.Record{Kind: audit.KindAdmin, Admin: &audit.Admin{Action: "policy_load", Detail: strconv.Itoa(i)}}); err != nil {
 			t.Fatal(err)
 		}

@@ -130,9 +130,9 @@ func FuzzCredsFile(f *testing.F) {
 // usage error.
 func FuzzAuditProofFile(f *testing.F) {
 	const origin = "sqlgate.test/a"
-	now := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	clk := audittest.NewClock(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
 	cfg := audittest.Config(f, origin)
-	cfg.Now = func() time.Time { return now }
+	cfg.Now = clk.Now
 	store := audittest.NewStore()
 	l, err := audit.Open(context.Background(), store, cfg)
 	if err != nil {
@@ -140,7 +140,7 @@ func FuzzAuditProofFile(f *testing.F) {
 	}
 	genuine := map[int64][]byte{}
 	for i := range 3 {
-		now = now.Add(time.Minute)
+		clk.Add(time.Minute)
 		if _, err := l.Append(context.Background(), &audit.Record{Kind: audit.KindAdmin, Admin: &audit.Admin{Action: "policy_load", Detail: "r" + string(rune('0'+i))}}); err != nil {
 			f.Fatal(err)
 		}

@@ -35,17 +35,17 @@ func dashboardAudit(t *testing.T) (*auditService, *sql.DB) {
 		t.Fatal(err)
 	}
 	const origin = "sqlgate.test/dashboard"
-	now := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
+	clk := audittest.NewClock(time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC))
 	cfg := audittest.Config(t, origin)
 	cfg.Signer, _ = audittest.Key(t, origin, 1)
-	cfg.Now = func() time.Time { return now }
+	cfg.Now = clk.Now
 	log, err := audit.Open(ctx, store, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = log.Close(context.Background()) })
 	for _, corr := range []string{"c1", "c2", "c3"} {
-		now = now.Add(time.Minute)
+		clk.Add(time.Minute)
 		if _, err := log.Append(ctx, &audit.Record{Kind: audit.KindDecision, CorrelationID: corr, Reasons: []string{"denied"}}); err != nil {
 			t.Fatal(err)
 		}

@@ -132,23 +132,23 @@ func TestDashboardEvidenceCoversAnEndedPeriod(t *testing.T) {
 	ctx := t.Context()
 	store := openAuditStore(t, t.TempDir())
 	const origin = "sqlgate.test/dashboard-idle"
-	now := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
+	clk := audittest.NewClock(time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC))
 	cfg := audittest.Config(t, origin)
-	cfg.Now = func() time.Time { return now }
+	cfg.Now = clk.Now
 	cfg.Heartbeat = time.Hour
 	log, err := audit.Open(ctx, store, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = log.Close(context.Background()) })
-	now = now.Add(time.Minute)
+	clk.Add(time.Minute)
 	if _, err := log.Append(ctx, &audit.Record{Kind: audit.KindDecision, CorrelationID: "c1", Reasons: []string{"denied"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := log.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	now = now.Add(4 * time.Minute) // idle since: the period below has ended
+	clk.Add(4 * time.Minute) // idle since: the period below has ended
 	s := &auditService{log: log, store: store, signer: cfg.Signer}
 	var buf bytes.Buffer
 	if err := s.Evidence(ctx, &buf, time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC), time.Date(2026, 4, 1, 9, 4, 0, 0, time.UTC)); err != nil {
