@@ -972,8 +972,8 @@ func (a *app) recoverStrandedLoop(ctx context.Context, wait func(context.Context
 }
 
 // recoverStrandedAtStop is the last pass of recoverStrandedLoop, at the
-// stop once the accepted calls have ended or the drain bound ran out: an instance scaled down for good has no
-// next start to recover them. The log reads the store again first (a write
+// stop once the accepted calls have ended or the drain bound ran out: an
+// instance scaled down for good has no next start to recover them. The log reads the store again first (a write
 // that failed may have been stored). What stays stranded is logged; the
 // next start of this origin recovers it.
 func (a *app) recoverStrandedAtStop(ctx context.Context) {
