@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sqlgate/sqlgate/internal/logsample"
 )
 
 // A call's intent is durable before its SQL runs; its outcome is appended
@@ -52,11 +54,10 @@ type strandBook struct {
 	// less).
 	limit int
 	// dropped counts the intents not kept because m was full (read
-	// without mu); lastDropLog is when one was last logged, suppressed how
-	// many were dropped since without a line.
-	dropped     atomic.Int64
-	lastDropLog time.Time
-	suppressed  int64
+	// without mu); dropLog lets one line about them through per
+	// strandDropLogEvery.
+	dropped atomic.Int64
+	dropLog logsample.Sampler
 }
 
 // strandAt records intent idx as stranded, due from the settled count from
@@ -93,14 +94,12 @@ func (l *Log) strandLocked(idx, from int64) {
 func (l *Log) dropStrandedLocked(idx int64, limit int) {
 	b := &l.strand
 	dropped := b.dropped.Add(1)
-	now := l.cfg.Now()
-	if !b.lastDropLog.IsZero() && now.Sub(b.lastDropLog) < strandDropLogEvery {
-		b.suppressed++
+	ok, suppressed := b.dropLog.Allow(l.cfg.Now(), strandDropLogEvery)
+	if !ok {
 		return
 	}
 	l.log.ErrorContext(context.Background(), "audit intents without an outcome not kept for recovery while running; the next start recovers them",
-		"origin", l.cfg.Origin, "intent_index", idx, "kept", limit, "dropped", dropped, "suppressed", b.suppressed)
-	b.lastDropLog, b.suppressed = now, 0
+		"origin", l.cfg.Origin, "intent_index", idx, "kept", limit, "dropped", dropped, "suppressed", suppressed)
 }
 
 // outcomeLost strands the intent of r when r is an outcome whose append

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/internal/logsample"
 	"github.com/sqlgate/sqlgate/policy"
 )
 
@@ -125,7 +126,8 @@ type Callout struct {
 	seen map[string]int64 // request jti -> expiry (unix)
 
 	unverified, busy       atomic.Uint64
-	unverifiedLog, busyLog logSample
+	unverifiedLog, busyLog logsample.Sampler
+	logNow                 func() time.Time // the samples' clock
 }
 
 // Stats returns the responder's refusal counts (for metrics).
@@ -168,8 +170,7 @@ func StartCallout(ctx context.Context, nc *nats.Conn, keys *Keys, cfg CalloutCon
 		jobs:    make(chan *nats.Msg, cfg.QueueLen),
 		seen:    make(map[string]int64),
 	}
-	c.unverifiedLog.init(CalloutLogEvery)
-	c.busyLog.init(CalloutLogEvery)
+	c.logNow = time.Now
 	// The workers' context outlives ctx: a login being decided when
 	// sqlgated shuts down is answered, not refused (each is bounded by the
 	// handler timeout and the request's expiry).
@@ -282,9 +283,9 @@ func (c *Callout) refuseBusy(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	c.busy.Add(1)
-	if ok, suppressed := c.busyLog.take(); ok {
+	if ok, suppressed := c.busyLog.Allow(c.logNow(), CalloutLogEvery); ok {
 		c.log.WarnContext(ctx, "auth callout refused", slog.String("reason", "busy"), slog.String("user_key", req.claims.UserNkey),
-			slog.Uint64("suppressed", suppressed))
+			slog.Int64("suppressed", suppressed))
 	}
 	c.reply(ctx, m, req, "", refusalText)
 }
@@ -293,9 +294,9 @@ func (c *Callout) refuseBusy(ctx context.Context, m *nats.Msg) {
 // no one (err says why), and logs it when the sample lets it through.
 func (c *Callout) refuseUnverified(ctx context.Context, log *slog.Logger, m *nats.Msg, req *calloutRequest, err error) {
 	c.unverified.Add(1)
-	if ok, suppressed := c.unverifiedLog.take(); ok {
+	if ok, suppressed := c.unverifiedLog.Allow(c.logNow(), CalloutLogEvery); ok {
 		log.InfoContext(ctx, "auth callout refused a token that names no one",
-			slog.String("reason", unverifiedReason(err)), slog.Uint64("suppressed", suppressed))
+			slog.String("reason", unverifiedReason(err)), slog.Int64("suppressed", suppressed))
 	}
 	c.reply(ctx, m, req, "", refusalText)
 }
@@ -313,36 +314,6 @@ func unverifiedReason(err error) string {
 		return ae.Reason
 	}
 	return "unverified token"
-}
-
-// logSample lets at most one log line through per interval, and counts
-// the others.
-type logSample struct {
-	every time.Duration
-	mu    sync.Mutex
-	now   func() time.Time
-	next  time.Time
-	// suppressed counts the lines held back since the last one let through.
-	suppressed uint64
-}
-
-func (s *logSample) init(every time.Duration) {
-	s.every, s.now = every, time.Now
-}
-
-// take reports whether a line may be logged now, and how many were held
-// back since the previous one.
-func (s *logSample) take() (ok bool, suppressed uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
-	if now.Before(s.next) {
-		s.suppressed++
-		return false, 0
-	}
-	suppressed, s.suppressed = s.suppressed, 0
-	s.next = now.Add(s.every)
-	return true, suppressed
 }
 
 func (c *Callout) handle(ctx context.Context, m *nats.Msg) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sqlgate/sqlgate/broker"
 	"github.com/sqlgate/sqlgate/internal/header"
+	"github.com/sqlgate/sqlgate/internal/logsample"
 )
 
 // Request and reply headers.
@@ -149,10 +150,10 @@ type Service struct {
 	stopped bool
 
 	// serverPublished counts the messages dropped as published by the
-	// server itself; serverPublishedLog is when that was last logged
-	// (UnixNano, 0: never).
+	// server itself; serverPublishedLog lets one line about them through
+	// per serverPublishedLogInterval.
 	serverPublished    atomic.Int64
-	serverPublishedLog atomic.Int64
+	serverPublishedLog logsample.Sampler
 }
 
 // endpointStats are reported in micro's stats `data`.
@@ -515,13 +516,8 @@ func (s *Service) dropServerPublished(ctx context.Context, j *job, kind string) 
 	if s.cfg.OnServerPublished != nil {
 		s.cfg.OnServerPublished(kind)
 	}
-	now := time.Now().UnixNano()
-	last := s.serverPublishedLog.Load()
-	if last != 0 && now-last < int64(serverPublishedLogInterval) {
+	if ok, _ := s.serverPublishedLog.Allow(time.Now(), serverPublishedLogInterval); !ok {
 		return
-	}
-	if !s.serverPublishedLog.CompareAndSwap(last, now) {
-		return // another worker logs it
 	}
 	s.log.WarnContext(ctx, "nats message published by the server itself dropped unanswered",
 		slog.String("subject", j.subject), slog.String("kind", kind), slog.Int64("dropped_total", n))

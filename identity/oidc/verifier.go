@@ -14,13 +14,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/sqlgate/sqlgate/identity"
+	"github.com/sqlgate/sqlgate/internal/logsample"
 )
 
 // Option adjusts a [Verifier] (and the clients built from it).
@@ -51,34 +51,12 @@ type Verifier struct {
 	cache     *tokenCache
 	// anonymous samples the log lines of tokens that name no one
 	// ([namesNoOne]).
-	anonymous sampledLog
+	anonymous logsample.Sampler
 }
 
 // anonymousLogEvery is how often a refusal of a token that names no one is
 // logged at most; the others are counted in the next line's `suppressed`.
 const anonymousLogEvery = 10 * time.Second
-
-// sampledLog lets one line through per anonymousLogEvery and counts the
-// others.
-type sampledLog struct {
-	last       atomic.Int64 // UnixNano of the last line let through; 0: none
-	suppressed atomic.Int64
-}
-
-// allow reports whether a line may be logged at now, and how many were
-// suppressed since the previous one.
-func (s *sampledLog) allow(now time.Time) (bool, int64) {
-	last := s.last.Load()
-	if last != 0 && now.UnixNano()-last < int64(anonymousLogEvery) {
-		s.suppressed.Add(1)
-		return false, 0
-	}
-	if !s.last.CompareAndSwap(last, now.UnixNano()) {
-		s.suppressed.Add(1)
-		return false, 0
-	}
-	return true, s.suppressed.Swap(0)
-}
 
 // namesNoOne reports whether a refusal's reason leaves the token tied to
 // no trusted issuer: none, too large, not a JWT, an algorithm not allowed,
@@ -325,7 +303,7 @@ func (v *Verifier) fail(ctx context.Context, is *issuer, err error) error {
 		attrs = append(attrs, slog.String("detail", ae.Err.Error()))
 	}
 	if namesNoOne(reason) {
-		ok, suppressed := v.anonymous.allow(v.now())
+		ok, suppressed := v.anonymous.Allow(v.now(), anonymousLogEvery)
 		if !ok {
 			return err
 		}
