@@ -223,12 +223,21 @@ func (c *Config) connString(userAssertion string) (dsn string, fed bool, err err
 }
 
 // build returns the connection string the driver opens: dsn with the
-// application name, the password and the Azure AD parameters added. Its
-// transport settings are checked ([CheckTransport]) on that string, not on
-// dsn: rebuilding a string may change what the driver reads from it (a URL
-// is rebuilt from what Go's URL parser kept).
+// application name, the password and the Azure AD parameters added, and
+// go-mssqldb's `guid conversion` off. Its transport settings are checked
+// ([CheckTransport]) on that string, not on dsn: rebuilding a string may
+// change what the driver reads from it (a URL is rebuilt from what Go's URL
+// parser kept).
 func (c *Config) build(dsn, password, userAssertion string) (_ string, fed bool, err error) {
-	set := map[string]string{"app name": c.AppName}
+	set := map[string]string{
+		"app name": c.AppName,
+		// The adapter reads and writes a uniqueidentifier in SQL Server's
+		// byte order itself (mssql.UniqueIdentifier); with the driver's
+		// guid conversion on, every GUID sent or returned would be
+		// reordered twice and name another row. Set last, it wins over
+		// the DSN's in ADO form; withParams replaces it in a URL.
+		"guid conversion": "false",
+	}
 	if password != "" {
 		set["password"] = password
 	}

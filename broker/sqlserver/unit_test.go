@@ -274,27 +274,27 @@ func TestConnString(t *testing.T) {
 		{
 			"ado_sql_auth",
 			Config{DSN: "server=db.example.com;database=orders;user id=sqlgate;encrypt=strict", PasswordEnv: "SQLGATE_TEST_SECRET"},
-			`server=db.example.com;database=orders;user id=sqlgate;encrypt=strict;app name="sqlgated";password="s3cr""et;x"`,
+			`server=db.example.com;database=orders;user id=sqlgate;encrypt=strict;app name="sqlgated";guid conversion="false";password="s3cr""et;x"`,
 		},
 		{
 			"url_sql_auth",
 			Config{DSN: "sqlserver://sqlgate@db.example.com:1433?database=orders&encrypt=strict", PasswordEnv: "SQLGATE_TEST_SECRET"},
-			`sqlserver://sqlgate:s3cr%22et;x@db.example.com:1433?app+name=sqlgated&database=orders&encrypt=strict`,
+			`sqlserver://sqlgate:s3cr%22et;x@db.example.com:1433?app+name=sqlgated&database=orders&encrypt=strict&guid+conversion=false`,
 		},
 		{
 			"managed_identity",
 			Config{DSN: "server=x.database.windows.net;database=orders;encrypt=strict", AzureAD: &AzureAD{Mode: ModeManagedIdentity, ClientID: "11111111-2222-3333-4444-555555555555"}},
-			`server=x.database.windows.net;database=orders;encrypt=strict;app name="sqlgated";fedauth="ActiveDirectoryManagedIdentity";user id="11111111-2222-3333-4444-555555555555"`,
+			`server=x.database.windows.net;database=orders;encrypt=strict;app name="sqlgated";fedauth="ActiveDirectoryManagedIdentity";guid conversion="false";user id="11111111-2222-3333-4444-555555555555"`,
 		},
 		{
 			"service_principal",
 			Config{DSN: "server=x.database.windows.net;database=orders;encrypt=true", PasswordEnv: "SQLGATE_TEST_SECRET", AzureAD: &AzureAD{Mode: ModeServicePrincipal, ClientID: "app", TenantID: "tenant"}},
-			`server=x.database.windows.net;database=orders;encrypt=true;app name="sqlgated";fedauth="ActiveDirectoryServicePrincipal";password="s3cr""et;x";user id="app@tenant"`,
+			`server=x.database.windows.net;database=orders;encrypt=true;app name="sqlgated";fedauth="ActiveDirectoryServicePrincipal";guid conversion="false";password="s3cr""et;x";user id="app@tenant"`,
 		},
 		{
 			"on_behalf_of",
 			Config{DSN: "server=x.database.windows.net;database=orders;encrypt=strict", AzureAD: &AzureAD{Mode: ModeOnBehalfOf, ClientID: "app", TenantID: "tenant", ClientCertPath: "/etc/sqlgate/app.pem"}},
-			`server=x.database.windows.net;database=orders;encrypt=strict;app name="sqlgated";clientcertpath="/etc/sqlgate/app.pem";fedauth="ActiveDirectoryOnBehalfOf";user id="app@tenant";userassertion="user-token"`,
+			`server=x.database.windows.net;database=orders;encrypt=strict;app name="sqlgated";clientcertpath="/etc/sqlgate/app.pem";fedauth="ActiveDirectoryOnBehalfOf";guid conversion="false";user id="app@tenant";userassertion="user-token"`,
 		},
 	}
 	for _, tc := range tests {
@@ -331,7 +331,7 @@ func TestConnString(t *testing.T) {
 	// refuses a key given twice.
 	mixed := Config{Name: "o", DSN: "sqlserver://sqlgate@db.example.com?encrypt=strict&App+Name=mine"}
 	mixed.defaults()
-	if got, _, err := mixed.connString(""); err != nil || got != "sqlserver://sqlgate@db.example.com?app+name=sqlgated&encrypt=strict" {
+	if got, _, err := mixed.connString(""); err != nil || got != "sqlserver://sqlgate@db.example.com?app+name=sqlgated&encrypt=strict&guid+conversion=false" {
 		t.Errorf("connString(App Name in the URL) = %q, %v; want one app name", got, err)
 	}
 	bad := Config{Name: "o", DSN: "server=x;encrypt=maybe;password=hunter2"}
