@@ -14,7 +14,7 @@ IF OBJECT_ID(N'sqlgate_audit_records', N'U') IS NULL CREATE TABLE sqlgate_audit_
 IF OBJECT_ID(N'sqlgate_audit_inputs', N'U') IS NULL CREATE TABLE sqlgate_audit_inputs (origin NVARCHAR(256) NOT NULL, idx BIGINT NOT NULL, rec_time BIGINT NOT NULL, input VARBINARY(MAX) NOT NULL, PRIMARY KEY (origin, idx));
 IF OBJECT_ID(N'sqlgate_audit_hashes', N'U') IS NULL CREATE TABLE sqlgate_audit_hashes (origin NVARCHAR(256) NOT NULL, id BIGINT NOT NULL, hash BINARY(32) NOT NULL, PRIMARY KEY (origin, id));
 IF OBJECT_ID(N'sqlgate_audit_checkpoints', N'U') IS NULL CREATE TABLE sqlgate_audit_checkpoints (origin NVARCHAR(256) NOT NULL, tree_size BIGINT NOT NULL, created BIGINT NOT NULL, note VARBINARY(MAX) NOT NULL, PRIMARY KEY (origin, tree_size));
-IF OBJECT_ID(N'sqlgate_audit_keys', N'U') IS NULL CREATE TABLE sqlgate_audit_keys (origin NVARCHAR(256) NOT NULL, key_id NVARCHAR(300) NOT NULL, vkey NVARCHAR(1000) NOT NULL, added BIGINT NOT NULL, PRIMARY KEY (origin, key_id));
+IF OBJECT_ID(N'sqlgate_audit_keys', N'U') IS NULL CREATE TABLE sqlgate_audit_keys (origin NVARCHAR(256) NOT NULL, key_id NVARCHAR(300) NOT NULL, vkey NVARCHAR(1000) NOT NULL, added BIGINT NOT NULL, PRIMARY KEY NONCLUSTERED (origin, key_id));
 IF OBJECT_ID(N'sqlgate_audit_open_intents', N'U') IS NULL CREATE TABLE sqlgate_audit_open_intents (origin NVARCHAR(256) NOT NULL, idx BIGINT NOT NULL, PRIMARY KEY (origin, idx));
 IF OBJECT_ID(N'sqlgate_audit_heads', N'U') IS NULL CREATE TABLE sqlgate_audit_heads (origin NVARCHAR(256) NOT NULL PRIMARY KEY, tree_size BIGINT NOT NULL, root BINARY(32) NOT NULL, mac BINARY(32) NOT NULL);
 
