@@ -43,6 +43,13 @@ const (
 	AdminKeyRotation = "key_rotation"
 )
 
+// AdminStartup is the admin action sqlgated appends at every start, before
+// it serves, with Actor.Transport "system": its [Admin.Detail] names the
+// sqlgated version, the SHA-256 of the route catalog it serves and the
+// number of routes (see docs/audit.md). Callers write it; [Log.Append]
+// accepts it.
+const AdminStartup = "startup"
+
 // Valid reports whether k is one of the kinds of schema v1.
 func (k Kind) Valid() bool {
 	switch k {

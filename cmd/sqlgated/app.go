@@ -205,6 +205,11 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 	if a.cutoffs, err = control.OpenSignInCutoffs(ctx, cdb); err != nil {
 		return a, err
 	}
+	// Which version serves which route catalog, before anything is served:
+	// unrecorded, the instance does not start.
+	if err := recordStartup(ctx, a.audit, cfg.Catalog); err != nil {
+		return a, err
+	}
 	if err := a.openPolicy(ctx); err != nil {
 		return a, err
 	}
