@@ -1022,7 +1022,7 @@ func (a *app) housekeeping(ctx context.Context, metrics pruneMetrics) error {
 		case <-ctx.Done():
 			return nil
 		case <-next.C:
-			if n, err := a.registry.Prune(ctx, time.Now().Add(-24*time.Hour)); err != nil {
+			if n, err := a.registry.Prune(ctx, time.Now().Add(-issuanceKeep(a.cfg.AsyncMaxAge))); err != nil {
 				a.log.WarnContext(ctx, "prune issuances failed", "err", err)
 			} else if n > 0 {
 				a.log.InfoContext(ctx, "pruned expired issuances", "count", n)
@@ -1031,6 +1031,18 @@ func (a *app) housekeeping(ctx context.Context, metrics pruneMetrics) error {
 			next.Reset(time.Hour)
 		}
 	}
+}
+
+// issuanceKeep is how long housekeeping keeps an issuance after it
+// expired: 24 hours, and an hour more than a queued async request may wait
+// (asyncMaxAge), because such a request is judged by the credential that
+// was valid when the stream stored it: pruned sooner, its retry after a long
+// outage would be refused unauthenticated, for good.
+func issuanceKeep(asyncMaxAge time.Duration) time.Duration {
+	if asyncMaxAge <= 0 {
+		asyncMaxAge = natsvc.DefaultAsyncMaxAge
+	}
+	return max(24*time.Hour, asyncMaxAge+time.Hour)
 }
 
 // wait blocks until ctx ends or a component fails.
