@@ -221,8 +221,8 @@ type Credential struct {
 
 // Admin describes an administrative change.
 type Admin struct {
-	// Action is e.g. "log_start", "key_rotation", "policy_load",
-	// "policy_load_failed", "config_change", "startup", "recovery".
+	// Action is "log_start", "key_rotation", "startup" ([AdminStartup]),
+	// "policy_load" or "policy_load_failed".
 	// "log_start" and "key_rotation" are written by the log only (see
 	// [AdminLogStart], [AdminKeyRotation]).
 	Action string `json:"action"`
