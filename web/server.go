@@ -70,8 +70,16 @@ type Login interface {
 
 // Config wires a [Server]. Broker and Auth are required.
 type Config struct {
-	Broker    Broker
-	Auth      Authenticator
+	Broker Broker
+	Auth   Authenticator
+	// Issuers are the issuer URLs of the identity providers Auth trusts
+	// (identity.issuers[].issuer; an Entra multi-tenant issuer keeps its
+	// {tenantid}, which stands for any one tenant). Revoke-all refuses a
+	// principal of another issuer (a trailing slash, a wrong host) as
+	// invalid_request, before it records anything. Empty: the issuer is
+	// not checked; a principal that nothing sqlgate keeps names is still
+	// flagged (unknown_principal).
+	Issuers   []string
 	Issuances Issuances
 	// SignIns is asked about every authenticated request (bearer token or
 	// dashboard session) and every dashboard sign-in, so that an offboarded

@@ -138,9 +138,20 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 	if req.Principal == "" || len(req.Principal) > 1024 || len(req.Reason) > broker.MaxReason {
 		return badRequest(`principal ("<issuer> <subject>") is required; reason is at most 512 characters`)
 	}
+	if err := s.checkOffboardee(req.Principal); err != nil {
+		// Nothing was done: no cutoff, no audit record, no session ended.
+		return err
+	}
 	reason := "offboarding by " + p.Display()
 	if req.Reason != "" {
 		reason += ": " + req.Reason
+	}
+	// Before the revocations, so that the audit records of a revoke-all
+	// of a principal nothing names say so. A failed read does not hold
+	// the offboarding up: it is answered once the revocations are done.
+	onRecord, cerr := s.principalOnRecord(r.Context(), req.Principal)
+	if cerr == nil && !onRecord {
+		reason += "; " + unknownPrincipalNote
 	}
 	res, err := l.RevokeAll(clientContext(r), p, req.Principal, reason)
 	if res == nil && errors.Is(err, broker.ErrInvalid) {
@@ -165,6 +176,14 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 			Status: http.StatusServiceUnavailable, Code: broker.CodeUnavailable,
 			Msg: "credentials revoked, but the principal's dashboard sessions could not be ended; repeat revoke-all",
 		}
+	case cerr != nil:
+		// Not answered as done: the admin could not be told whether the
+		// id names anyone.
+		return &HTTPError{
+			Status: http.StatusServiceUnavailable, Code: broker.CodeUnavailable,
+			Msg: "credentials revoked, but whether any credential names the principal could not be checked; repeat revoke-all",
+			Err: cerr,
+		}
 	}
 	out := api.RevokeAllResult{Principal: res.PrincipalID, NATSRevoked: res.NATSKeys, Leases: []api.Lease{}, Pending: res.Pending(), SessionsEnded: ended}
 	if out.NATSRevoked == nil {
@@ -173,6 +192,10 @@ func (s *Server) revokeAll(w http.ResponseWriter, r *http.Request, p identity.Pr
 	now := s.now()
 	for i := range res.Leases {
 		out.Leases = append(out.Leases, sqlLease(&res.Leases[i], now))
+	}
+	if !onRecord && len(res.NATSKeys) == 0 && len(res.Leases) == 0 && ended == 0 {
+		out.UnknownPrincipal = true
+		s.log.WarnContext(r.Context(), "revoke-all of a principal that no credential, lease or session names", "principal", req.Principal)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -94,6 +94,11 @@ func checkPrincipalFlag(id string) error {
 	return nil
 }
 
+// printRevokeAll prints a revoke-all's answer. It ends the command with
+// exit code 1 (errSilent, after a line on stderr saying why) when a SQL
+// credential's revocation has not finished yet, or when nothing the broker
+// keeps names the principal (unknown_principal: a mistyped id offboards
+// nobody); the answer is printed all the same.
 func printRevokeAll(e *env, output string, r *api.RevokeAllResult) error {
 	if output == "json" {
 		if err := printJSON(e.stdout, r); err != nil {
@@ -105,8 +110,19 @@ func printRevokeAll(e *env, output string, r *api.RevokeAllResult) error {
 			fmt.Fprintf(e.stdout, "  %s %s %s/%s: %s%s\n", l.ID, l.Username, l.Database, l.Role, l.State, lastError(l.LastError))
 		}
 	}
+	failed := false
+	if r.UnknownPrincipal {
+		fmt.Fprintf(e.stderr, "warning: no NATS credential, SQL lease or dashboard session names %q: its sign-ins are cut off, "+
+			"but if the id is mistyped the person it should name keeps their access. Check it: the issuer and the subject "+
+			"(the identity provider's subject, not an e-mail address) exactly as `sqlgate whoami` shows them to that person, "+
+			"or as the audit log names them\n", r.Principal)
+		failed = true
+	}
 	if r.Pending > 0 {
 		fmt.Fprintf(e.stderr, "the revocation of %d SQL credential(s) has not finished yet; sqlgated retries until the logins are gone\n", r.Pending)
+		failed = true
+	}
+	if failed {
 		return errSilent
 	}
 	return nil

@@ -169,6 +169,39 @@ func TestRevokeAllPrincipalShape(t *testing.T) {
 	}
 }
 
+// TestRevokeAllUnknownPrincipal: a revoke-all that the broker answers with
+// unknown_principal (nothing it keeps names the principal: a mistyped id
+// offboards nobody) prints the answer, warns on stderr that the id should
+// be checked, and exits 1, in both output modes; a 400 refusal (an issuer
+// that is not configured) is an error with the broker's message.
+func TestRevokeAllUnknownPrincipal(t *testing.T) {
+	c := signedInCLI(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req api.RevokeAllRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasPrefix(req.Principal, "https://idp.test/ ") {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"error":{"code":"invalid_request","message":"the principal's issuer \"https://idp.test/\" is none of the configured identity issuers (https://idp.test)"}}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"principal":"` + req.Principal + `","nats_revoked":[],"leases":[],"pending":0,"sessions_ended":0,"unknown_principal":true}`))
+	}))
+	const who = "https://idp.test alice@example.com"
+	code, out, errOut := c.run("", "leases", "revoke-all", "--principal", who)
+	if code != 1 || !strings.Contains(out, "revoked for "+who) ||
+		!strings.Contains(errOut, `warning: no NATS credential, SQL lease or dashboard session names "`+who+`"`) || !strings.Contains(errOut, "not an e-mail address") {
+		t.Errorf("revoke-all of a principal nothing names: exit %d, stdout %q, stderr %q; want exit 1 and a warning to check the id", code, out, errOut)
+	}
+	code, out, errOut = c.run("", "leases", "revoke-all", "--principal", who, "--output", "json")
+	if code != 1 || !strings.Contains(out, `"unknown_principal": true`) || !strings.Contains(errOut, "warning: no NATS credential") {
+		t.Errorf("revoke-all of a principal nothing names, json: exit %d, stdout %q, stderr %q; want the answer, the warning and exit 1", code, out, errOut)
+	}
+	code, _, errOut = c.run("", "leases", "revoke-all", "--principal", "https://idp.test/ alice")
+	if code != 1 || !strings.Contains(errOut, "none of the configured identity issuers") {
+		t.Errorf("revoke-all of an issuer not configured: exit %d, stderr %q; want exit 1 with the broker's refusal", code, errOut)
+	}
+}
+
 // TestLeasesFollowsPages: `leases list` (api.Client.Leases) reads every
 // page the broker sends, passing each page's next cursor back.
 func TestLeasesFollowsPages(t *testing.T) {

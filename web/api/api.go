@@ -205,4 +205,11 @@ type RevokeAllResult struct {
 	Pending int     `json:"pending"`
 	// SessionsEnded counts the principal's dashboard sessions ended.
 	SessionsEnded int64 `json:"sessions_ended"`
+	// UnknownPrincipal says that nothing sqlgate keeps names the principal:
+	// no NATS credential or SQL lease (current or past, as long as they are
+	// kept) and no dashboard session. Its sign-in cutoff is recorded all
+	// the same (someone may be offboarded before they ever signed in), but
+	// a mistyped id (a subject that is an e-mail address, a wrong tenant)
+	// leaves the person it should name with their access: check the id.
+	UnknownPrincipal bool `json:"unknown_principal"`
 }
