@@ -272,8 +272,12 @@ func rangeParams(r *http.Request) (from, to int64, err error) {
 }
 
 // auditEvidence serves the SOC 2 evidence archive of a period to auditors:
-// from and to are dates (UTC midnight) or RFC 3339 times.
+// from and to are dates (UTC midnight) or RFC 3339 times. A browser's
+// request that another site started is refused (see [crossSite]).
 func (s *Server) auditEvidence(w http.ResponseWriter, r *http.Request, p identity.Principal) error {
+	if crossSite(r) {
+		return errCrossSiteEvidence
+	}
 	if err := s.requireGroups(p, s.cfg.AuditorGroups, "exporting audit evidence"); err != nil {
 		return err
 	}
@@ -326,6 +330,21 @@ func (s *Server) auditEvidence(w http.ResponseWriter, r *http.Request, p identit
 		return fmt.Errorf("evidence: send the archive: %w", err)
 	}
 	return nil
+}
+
+// crossSite reports whether a browser says that another site started r
+// (Sec-Fetch-Site: cross-site): a link or a script there, which a GET
+// with the SameSite=Lax session cookie would let run a check of the whole
+// audit log in an auditor's name. Browsers send the header with every
+// request; the CLI and API clients (bearer tokens) send none.
+func crossSite(r *http.Request) bool {
+	return r.Header.Get("Sec-Fetch-Site") == "cross-site"
+}
+
+// errCrossSiteEvidence answers an evidence request another site started.
+var errCrossSiteEvidence = &HTTPError{
+	Status: http.StatusForbidden, Code: broker.CodeForbidden,
+	Msg: "the evidence archive is not built for a request another site started: download it from the dashboard's audit page",
 }
 
 // The evidence period lies within what the audit log's nanosecond

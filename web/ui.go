@@ -62,12 +62,15 @@ type page struct {
 	// for a new authentication: the sign-in was refused (401), and the
 	// provider's own session would give the same refused sign-in again.
 	FreshLogin bool
-	Auditor    bool
-	Admin      bool
-	Error      string
-	Reasons    []string
-	RequestID  string
-	Flash      string
+	// ReturnTo is the page (a path on this site) the error page's sign-in
+	// returns to; empty: the dashboard.
+	ReturnTo  string
+	Auditor   bool
+	Admin     bool
+	Error     string
+	Reasons   []string
+	RequestID string
+	Flash     string
 
 	Routes   []api.Route
 	Revision string
@@ -198,6 +201,16 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 	if err := s.render(w, status, "error.html", p); err != nil {
 		s.log.ErrorContext(r.Context(), "render error page", "err", err)
 	}
+}
+
+// signInFirst answers a dashboard request that needs a session and has
+// none with the 401 error page, whose sign-in returns to returnTo (a path
+// on this site).
+func (s *Server) signInFirst(w http.ResponseWriter, r *http.Request, returnTo, msg string) error {
+	p := s.pageFor(nil, "Sign in")
+	p.Error, p.ReturnTo = msg, safeReturn(returnTo)
+	p.RequestID, _ = r.Context().Value(requestIDKey{}).(string)
+	return s.render(w, http.StatusUnauthorized, "error.html", p)
 }
 
 // The dashboard lists at most this many active and other credentials.
@@ -463,10 +476,10 @@ func (s *Server) uiAuditVerify(w http.ResponseWriter, r *http.Request) error {
 // uiAuditEvidence is the evidence form's download: the archive of GET
 // /api/v1/audit/evidence, for the same auditor groups, answered as a
 // dashboard page when it cannot be had. A browser without a session (or
-// whose session expired) is sent to sign in and back to the audit page; a
-// period that is not one (a date that is not one, from not before to)
-// brings back the audit page with the reason beside the form; any other
-// error is the dashboard's error page.
+// whose session expired) gets the 401 error page with a sign-in that
+// returns to the audit page; a period that is not one (a date that is not
+// one, from not before to) brings back the audit page with the reason
+// beside the form; any other error is the dashboard's error page.
 func (s *Server) uiAuditEvidence(w http.ResponseWriter, r *http.Request) error {
 	sess, err := s.session(r)
 	if err != nil {
@@ -476,8 +489,14 @@ func (s *Server) uiAuditEvidence(w http.ResponseWriter, r *http.Request) error {
 		if s.cfg.Login == nil {
 			return identity.Unauthenticated("no session", nil)
 		}
-		http.Redirect(w, r, "/login?return="+url.QueryEscape("/audit"), http.StatusSeeOther)
-		return nil
+		// A page, not a redirect to /login: the form's submission would
+		// follow it on to the identity provider, another origin, which
+		// the pages' CSP (form-action 'self') makes the browser refuse,
+		// leaving the auditor on the audit page with nothing happening.
+		// The link is a navigation of its own, which form-action does not
+		// govern.
+		return s.signInFirst(w, r, "/audit",
+			"you are not signed in, or your session has ended: sign in, then download the evidence again")
 	}
 	if s.cfg.Audit == nil {
 		return &HTTPError{Status: http.StatusNotFound, Code: broker.CodeNotFound, Msg: "the audit log is not served here"}
