@@ -111,6 +111,10 @@ type runtimeConfig struct {
 	// GateInterval is how often the instance checks whether it can serve
 	// routed calls, and leaves or rejoins the queue group (0: 5s).
 	GateInterval time.Duration
+
+	// ShutdownDelay is how long the API and dashboard keep serving once a
+	// stop begins, /readyz answering 503 (http.shutdownDelay).
+	ShutdownDelay time.Duration
 }
 
 // defaultWorkers is the default number of concurrent calls per instance.
@@ -126,6 +130,8 @@ type app struct {
 	// handlers counts the API and dashboard requests being handled: the
 	// stop waits for them before the audit log closes (they append to it).
 	handlers inflight
+	// stopping is set when the stop begins: /readyz answers 503 from then.
+	stopping atomic.Bool
 	// metricsHTTP serves http.metricsListen (nil without it).
 	metricsHTTP *http.Server
 	registry    *control.Registry
@@ -165,6 +171,7 @@ func start(ctx context.Context, cfg runtimeConfig) (a *app, err error) {
 	a.group, a.groupCtx = errgroup.WithContext(ctx)
 	defer func() {
 		if err != nil {
+			a.cfg.ShutdownDelay = 0 // it never served: no load balancer to wait for
 			a.shutdown(context.Background())
 		}
 	}()
@@ -757,8 +764,9 @@ func (a *app) serveMetrics() {
 	})
 }
 
-// Bounds of the HTTP servers' stop, within drainMargin: it runs while the
-// transports drain, so it adds nothing to the stop's bound.
+// Bounds of the HTTP servers' stop, after the shutdown delay: it runs while
+// the transports drain, and the stop's bound (shutdownBound) takes the
+// longer of the two; without a delay it fits within drainMargin.
 const (
 	// httpShutdownBound is how long the requests in progress have to
 	// finish (API and dashboard requests are short: no routed call runs
@@ -907,6 +915,9 @@ const strandedMessage = "unfinished SQL leases of a database that no postgresLog
 // policy_load_failed audit record, sqlgate_policy_reloads_total and
 // sqlgate_policy_load_failed.
 func (a *app) ready(ctx context.Context) []web.NotReady {
+	if a.stopping.Load() {
+		return []web.NotReady{{Component: "stopping", Err: errors.New("the instance is stopping")}}
+	}
 	var out []web.NotReady
 	if st := a.engine.Status(); !st.Ready() {
 		err := errors.New("no policy loaded")
@@ -1068,12 +1079,22 @@ func (a *app) shutdown(ctx context.Context) {
 	// (stopHTTP), side by side; only then does the budget of the audit
 	// log's last writes start, so neither a slow call nor a stalled HTTP
 	// client can use it up.
+	//
+	// /readyz answers 503 at once, but the API and dashboard keep serving
+	// for ShutdownDelay: Kubernetes takes the pod out of its Service's
+	// endpoints while it sends SIGTERM, and until every node and load
+	// balancer has seen that, new connections still arrive here.
+	a.stopping.Store(true)
 	bound := a.drainBound()
 	a.log.InfoContext(ctx, "stopping: taking no new calls, answering the accepted ones", "bound", bound)
 	began := time.Now()
 	httpStopped := make(chan struct{})
 	go func() {
 		defer close(httpStopped)
+		if d := a.cfg.ShutdownDelay; d > 0 {
+			a.log.InfoContext(ctx, "stopping: the API keeps serving for the shutdown delay, /readyz answers 503", "delay", d)
+			_ = ctxsleep.Sleep(ctx, d)
+		}
 		a.stopHTTP(ctx)
 	}()
 	drained := a.stopTransports(ctx, bound)

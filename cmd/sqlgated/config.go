@@ -83,7 +83,17 @@ type HTTPConfig struct {
 	// listener keeps open at once (0: half the process's file descriptor
 	// limit); past it new connections wait until one closes.
 	MaxConnections int `yaml:"maxConnections"`
+	// ShutdownDelay is how long the API and dashboard keep serving once a
+	// stop begins, /readyz answering 503 (0, the default: they stop at
+	// once), so that load balancers stop sending new connections first: on
+	// Kubernetes the pod leaves its Service's endpoints while it is sent
+	// SIGTERM. At most maxShutdownDelay.
+	ShutdownDelay time.Duration `yaml:"shutdownDelay"`
 }
+
+// maxShutdownDelay bounds http.shutdownDelay: Kubernetes' endpoints and the
+// load balancers in front take seconds to follow a pod that stops.
+const maxShutdownDelay = time.Minute
 
 // NATSConfig configures the connection to the NATS cluster.
 type NATSConfig struct {
@@ -515,6 +525,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.MaxConnections < 0 {
 		bad("http.maxConnections must not be negative (0: half the file descriptor limit)")
+	}
+	if d := c.HTTP.ShutdownDelay; d < 0 || d > maxShutdownDelay {
+		bad("http.shutdownDelay must be 0 to %s, not %s", maxShutdownDelay, d)
 	}
 	// What natsvc refuses at start (a negative queue) or would replace with
 	// the default (negative workers): refused here, before anything opens.

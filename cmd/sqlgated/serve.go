@@ -107,31 +107,66 @@ func checkServe(ctx context.Context, stderr io.Writer, cfg *Config, catalog *rou
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if bound := shutdownBound(catalog); bound > stopBudget {
-		fmt.Fprintf(stderr, "warning: a stop may take up to %s (the longest a call may run, %s, plus 30s), more than the %s the shipped "+
-			"systemd unit (TimeoutStopSec) and Helm chart (terminationGracePeriodSeconds) allow: raise them to at least %s, "+
+	budget, err := stopBudget(os.Getenv(stopBudgetEnv))
+	if err != nil {
+		return err
+	}
+	if bound := shutdownBound(catalog, cfg.HTTP.ShutdownDelay); bound > budget {
+		why := fmt.Sprintf("the longest a call may run, %s, plus %s", longestCalls(catalog), shutdownMargin)
+		if httpStopBound(cfg.HTTP.ShutdownDelay) > longestCalls(catalog)+drainMargin {
+			why = fmt.Sprintf("http.shutdownDelay, %s, plus %s", cfg.HTTP.ShutdownDelay, bound-cfg.HTTP.ShutdownDelay)
+		}
+		fmt.Fprintf(stderr, "warning: a stop may take up to %s (%s), more than the %s the stop budget allows (%s, default %s: "+
+			"the systemd unit's TimeoutStopSec, the Helm chart's terminationGracePeriodSeconds): raise them to at least %s, "+
 			"or calls still running are cut off and repaired at the next start\n",
-			bound, bound-shutdownMargin, stopBudget, bound)
+			bound, why, budget, stopBudgetEnv, defaultStopBudget, bound)
 	}
 	fmt.Fprintf(stderr, "configuration, %d routes and policy revision %.12s are valid\n", len(catalog.Subjects()), revision)
 	return nil
 }
 
-// stopBudget is how long the shipped systemd unit (TimeoutStopSec) and Helm
-// chart (terminationGracePeriodSeconds) let sqlgated stop.
-const stopBudget = 90 * time.Second
+// defaultStopBudget is how long the shipped systemd unit (TimeoutStopSec)
+// and Helm chart (terminationGracePeriodSeconds) let sqlgated stop by
+// default.
+const defaultStopBudget = 90 * time.Second
+
+// stopBudgetEnv names the variable that tells serve --check how long the
+// service manager lets sqlgated stop (a Go duration such as 90s): the
+// shipped unit and chart set it from their TimeoutStopSec and
+// terminationGracePeriodSeconds.
+const stopBudgetEnv = "SQLGATE_STOP_BUDGET"
+
+// stopBudget is the stop budget that v, the value of stopBudgetEnv, sets:
+// defaultStopBudget when it is empty.
+func stopBudget(v string) (time.Duration, error) {
+	if v == "" {
+		return defaultStopBudget, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s must be a positive duration such as 90s, not %q", stopBudgetEnv, v)
+	}
+	return d, nil
+}
 
 // shutdownMargin is what a stop takes beyond the longest a call may run:
 // the transports' margin (app.drainBound) and the audit log's last writes
 // (app.shutdown's budget).
 const shutdownMargin = drainMargin + lastWritesMargin
 
-// shutdownBound is how long a stop may take with catalog: the calls
-// accepted are answered within the longest a call may run (its route's
-// timeout, three of them with batch: longestCall), then the last audit
-// writes follow.
-func shutdownBound(catalog *route.Catalog) time.Duration {
-	return longestCalls(catalog) + shutdownMargin
+// httpStopBound is the longest the API's stop may take (app.shutdown,
+// beside the transports' drain): the shutdown delay, then stopHTTP.
+func httpStopBound(delay time.Duration) time.Duration {
+	return delay + httpShutdownBound + httpHandlersBound
+}
+
+// shutdownBound is how long a stop may take with catalog and the HTTP
+// shutdown delay: the calls accepted are answered within the longest a
+// call may run (its route's timeout, three of them with batch:
+// longestCall) and drainMargin, while the API serves for the delay and
+// then stops; then the last audit writes follow.
+func shutdownBound(catalog *route.Catalog, delay time.Duration) time.Duration {
+	return max(longestCalls(catalog)+drainMargin, httpStopBound(delay)) + lastWritesMargin
 }
 
 // cliDiscovery is what GET /api/v1/config tells the CLI: identity.cli,
@@ -180,6 +215,7 @@ func resolveServe(ctx context.Context, cfg *Config, catalog *route.Catalog, logg
 		SinkDir:            cfg.Audit.SinkDir,
 		Discovery:          cliDiscovery(cfg),
 		MaxHTTPConnections: cfg.HTTP.MaxConnections,
+		ShutdownDelay:      cfg.HTTP.ShutdownDelay,
 	}
 	defer func() {
 		if err != nil {
