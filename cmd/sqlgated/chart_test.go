@@ -339,6 +339,41 @@ func TestHelmChart(t *testing.T) {
 		if dig[int](t, pod, "terminationGracePeriodSeconds") < 60 {
 			t.Error("the grace period leaves no room to drain")
 		}
+		// A namespace with a ResourceQuota refuses a pod any of whose
+		// containers, init containers included, lacks requests or a memory
+		// limit.
+		for _, list := range []string{"initContainers", "containers"} {
+			for _, c := range dig[[]any](t, pod, list) {
+				res, _ := c.(map[string]any)["resources"].(map[string]any)
+				requests, _ := res["requests"].(map[string]any)
+				limits, _ := res["limits"].(map[string]any)
+				if requests["cpu"] == nil || requests["memory"] == nil || limits["memory"] == nil {
+					t.Errorf("%s %s: resources %v, want cpu and memory requests and a memory limit", list, dig[string](t, c, "name"), res)
+				}
+			}
+		}
+		// serve --check (the init container) compares a stop's worst case
+		// with the grace period; the daemon's API serves on for the
+		// shutdown delay.
+		grace := fmt.Sprintf("%ds", dig[int](t, pod, "terminationGracePeriodSeconds"))
+		for _, c := range []map[string]any{daemon, check} {
+			var budget string
+			for _, e := range dig[[]any](t, c, "env") {
+				if dig[string](t, e, "name") == stopBudgetEnv {
+					budget = dig[string](t, e, "value")
+				}
+			}
+			if budget != grace {
+				t.Errorf("%s: %s = %q, want the grace period, %s", c["name"], stopBudgetEnv, budget, grace)
+			}
+		}
+		var c Config
+		if err := yaml.Unmarshal([]byte(dig[string](t, objs["ConfigMap/prod-sqlgate"], "data", "sqlgated.yaml")), &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.HTTP.ShutdownDelay != 5*time.Second {
+			t.Errorf("http.shutdownDelay %s, want the default 5s: the API's listener would close while the Service still sends to the pod", c.HTTP.ShutdownDelay)
+		}
 		if dig[int](t, objs["PodDisruptionBudget/prod-sqlgate"], "spec", "maxUnavailable") != 1 {
 			t.Error("no disruption budget")
 		}
@@ -511,6 +546,9 @@ func TestHelmChart(t *testing.T) {
 			"metricsListen": {func(v map[string]any) {
 				v["config"].(map[string]any)["http"].(map[string]any)["metricsListen"] = ":9191"
 			}, "config.http.metricsListen is set by the chart: use .Values.metrics.port"},
+			"shutdownDelay in config": {func(v map[string]any) {
+				v["config"].(map[string]any)["http"].(map[string]any)["shutdownDelay"] = "1s"
+			}, "config.http.shutdownDelay is set by the chart: use .Values.shutdownDelay"},
 			"metrics on the API's port": {func(v map[string]any) { v["metrics"] = map[string]any{"port": 8443} }, "metrics.port 8443 must differ from service.port"},
 			"metrics port out of range": {func(v map[string]any) { v["metrics"] = map[string]any{"port": 70000} }, "metrics.port 70000 must be a port number"},
 			"nested policy file": {func(v map[string]any) {

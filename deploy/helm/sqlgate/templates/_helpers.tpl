@@ -75,6 +75,7 @@ override.
 {{- if hasKey $c "instance" }}{{ $errs = append $errs "config.instance is set by the chart: each pod is an instance named after itself" }}{{ end -}}
 {{- if hasKey $policy "dir" }}{{ $errs = append $errs "config.policy.dir is set by the chart: put the policy in .Values.policy" }}{{ end -}}
 {{- range $k := list "listen" "tlsCertFile" "tlsKeyFile" }}{{ if hasKey $http $k }}{{ $errs = append $errs (printf "config.http.%s is set by the chart: use .Values.service.port and .Values.tls" $k) }}{{ end }}{{ end -}}
+{{- if hasKey $http "shutdownDelay" }}{{ $errs = append $errs "config.http.shutdownDelay is set by the chart: use .Values.shutdownDelay" }}{{ end -}}
 {{- if hasKey $http "metricsListen" }}{{ $errs = append $errs "config.http.metricsListen is set by the chart: use .Values.metrics.port" }}{{ end -}}
 {{- $metricsPort := int (.Values.metrics | default dict).port -}}
 {{- if or (lt $metricsPort 0) (gt $metricsPort 65535) }}{{ $errs = append $errs (printf "metrics.port %d must be a port number (0: /metrics on the API's port)" $metricsPort) }}{{ end -}}
@@ -91,6 +92,7 @@ override.
 {{- if $errs }}{{ fail (printf "\n  - %s" (join "\n  - " $errs)) }}{{ end -}}
 {{- $_ := set $c "routes" "/etc/sqlgate/routes/routes.yaml" -}}
 {{- $_ := set $http "listen" (printf "0.0.0.0:%d" (int .Values.service.port)) -}}
+{{- $_ := set $http "shutdownDelay" (toString .Values.shutdownDelay) -}}
 {{- if $metricsPort }}{{ $_ := set $http "metricsListen" (printf "0.0.0.0:%d" $metricsPort) }}{{ end -}}
 {{- if .Values.tls.secretName -}}
 {{- $_ := set $http "tlsCertFile" "/etc/sqlgate/tls/tls.crt" -}}
@@ -117,10 +119,12 @@ override.
 
 {{/* What the check and the daemon containers share: environment, sandbox, mounts. */}}
 {{- define "sqlgate.containerCommon" -}}
-{{- with .Values.env }}
 env:
+  # What serve --check compares a stop's worst case with.
+  - {name: SQLGATE_STOP_BUDGET, value: {{ printf "%ds" (int .Values.terminationGracePeriodSeconds) | quote }}}
+  {{- with .Values.env }}
   {{- toYaml . | nindent 2 }}
-{{- end }}
+  {{- end }}
 {{- with .Values.envFrom }}
 envFrom:
   {{- toYaml . | nindent 2 }}
