@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/sqlgate/sqlgate/broker"
+	"github.com/sqlgate/sqlgate/internal/logsample"
 )
 
 // Defaults of [AsyncConfig].
@@ -67,19 +69,29 @@ type AsyncConfig struct {
 	// every sqlgated instance shares (defaults DefaultAsyncStream,
 	// DefaultAsyncDurable).
 	Stream, Durable string
-	// Subjects are the async routes' subjects; a message for any other
-	// subject is dropped from the stream, unanswered and unexecuted.
+	// Subjects are the async routes' subjects. A message for another
+	// route subject is returned to the stream for an instance that serves
+	// it (a rolling deploy that adds an async route), until it is MaxAge
+	// old: then it is answered not_found and given up. A message whose
+	// subject is no async subject at all is dropped, unanswered.
 	Subjects []string
 	// UsersAccount is the users account's public key.
 	UsersAccount string
 	// Workers handle messages concurrently (0: 16).
 	Workers int
-	// AckWait is how long a delivered message may take before JetStream
-	// delivers it again; it must exceed the longest a call can take: its
-	// route's timeout, three times that on a route with batch (the wait
-	// for the batch ahead, the batch, the call alone after a failed
-	// batch), plus up to 5 s to ask the database whether a failed call
-	// committed, and the audit writes (0: 1 min).
+	// AckWait is how long a delivered message may go without word from
+	// the instance that holds it before JetStream delivers it again. The
+	// instance renews it (InProgress) while the message waits for a
+	// worker and while its call runs, every AckWait/3, so only the wait
+	// in the fetch's buffer, before the instance sees the message, goes
+	// unrenewed: that buffer holds at most Workers messages, so the wait
+	// is at most about one call. AckWait must exceed the longest a call
+	// can take: its route's timeout, three times that on a route with
+	// batch (the wait for the batch ahead, the batch, the call alone
+	// after a failed batch), plus up to 5 s to ask the database whether a
+	// failed call committed, and the audit writes (0: 1 min). It is also
+	// how long the messages of an instance that died wait before another
+	// instance gets them.
 	AckWait time.Duration
 	// MaxAge bounds how long a request the database or the audit log could
 	// not take (`unavailable`) is retried: an attempt that fails so when the
@@ -133,9 +145,12 @@ type AsyncConfig struct {
 	// Logger receives operational messages (nil: discard).
 	Logger *slog.Logger
 
-	// now and retryDelay replace the clock and the back-off in tests.
-	now        func() time.Time
-	retryDelay func(delivered uint64) time.Duration
+	// now and retryDelay replace the clock and the back-off in tests, and
+	// otherRouteDelay the delay of a message for a route the instance
+	// does not serve.
+	now             func() time.Time
+	retryDelay      func(delivered uint64) time.Duration
+	otherRouteDelay func(delivered uint64) time.Duration
 }
 
 // How a delivered message was settled ([AsyncConfig.OnSettle]).
@@ -150,15 +165,21 @@ const (
 	SettledRetry = "retry"
 	// SettledGaveUp: still unavailable when the message reached its
 	// maximum age (or an internal error on its last delivery);
-	// acknowledged, answered, the last attempt is in the audit log. Alert
-	// on this.
+	// acknowledged, answered, the last attempt is in the audit log. Also
+	// a message for a route no instance served until its maximum age
+	// (answered not_found, never decided nor audited), and one that no
+	// attempt settled within the consumer's delivery limit (deleted from
+	// the stream and answered internal; see backstopDeliveries). Alert on
+	// this.
 	SettledGaveUp = "gave_up"
-	// SettledDropped: not a request for an async route (or unreadable);
-	// removed from the stream without running.
+	// SettledDropped: not an async subject (or unreadable); removed from
+	// the stream without running.
 	SettledDropped = "dropped"
 	// SettledReturned: fetched while the instance was stopping or paused
 	// and returned to the stream unhandled, for immediate redelivery (to
-	// another instance, or to this one once it fetches again).
+	// another instance, or to this one once it fetches again); or fetched
+	// for a route the instance does not serve, returned after a delay for
+	// an instance that does.
 	SettledReturned = "returned"
 )
 
@@ -184,11 +205,19 @@ type Async struct {
 	routes    map[string]bool
 	// gen is the stream the keys of messages without an idempotency key
 	// are derived from; it changes when the stream was recreated.
-	gen      atomic.Pointer[streamGen]
-	hctx     context.Context
+	gen  atomic.Pointer[streamGen]
+	hctx context.Context
+	// msgs hands fetched messages to the workers; it is unbuffered, so that
+	// a message waits for a worker in the fetch's callback, which renews
+	// its ack wait (hold), rather than unseen in a channel.
 	msgs     chan fetched
 	workers  sync.WaitGroup
 	stopOnce sync.Once
+	// pastLimit receives the server's advisories of messages past the
+	// consumer's delivery limit (giveUpPastLimit); otherRouteLog samples
+	// the log lines about messages for routes the instance does not serve.
+	pastLimit     *nats.Subscription
+	otherRouteLog logsample.Sampler
 
 	// repairMu serializes the checks (CheckStream), which recreate the
 	// stream or the consumer when they are gone. stream is read and
@@ -275,6 +304,9 @@ func (c *AsyncConfig) setDefaults() {
 	if c.retryDelay == nil {
 		c.retryDelay = jitteredRetryDelay
 	}
+	if c.otherRouteDelay == nil {
+		c.otherRouteDelay = otherRouteDelay
+	}
 	if c.MaxBytes == 0 {
 		c.MaxBytes = DefaultAsyncMaxBytes
 	}
@@ -344,7 +376,7 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 	}
 	a := &Async{
 		nc: nc, h: h, log: cfg.Logger, cfg: cfg, js: js, clustered: cluster != "", routes: make(map[string]bool, len(cfg.Subjects)),
-		stream: stream, cons: cons, msgs: make(chan fetched, cfg.Workers), recheck: make(chan struct{}, 1),
+		stream: stream, cons: cons, msgs: make(chan fetched), recheck: make(chan struct{}, 1),
 	}
 	a.gen.Store(newStreamGen(stream.CachedInfo().Created))
 	for _, s := range cfg.Subjects {
@@ -364,7 +396,16 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 			}
 		})
 	}
+	// Subscribed before the first fetch: the server advises a message past
+	// the delivery limit once, when it would deliver it again.
+	a.pastLimit, err = nc.QueueSubscribe(pastLimitSubject(cfg), cfg.Durable, a.giveUpPastLimit)
+	if err != nil {
+		close(a.msgs)
+		a.workers.Wait()
+		return nil, fmt.Errorf("natsvc async: subscribe to delivery limit advisories: %w", err)
+	}
 	if err := a.consume(); err != nil {
+		_ = a.pastLimit.Unsubscribe()
 		close(a.msgs)
 		a.workers.Wait()
 		return nil, err
@@ -406,7 +447,7 @@ func streamConfig(cfg AsyncConfig) jetstream.StreamConfig {
 // (the limit is editable). No limit on acks pending: a message waiting
 // for its retry stays pending, and with a cap, requests for a database
 // that is down would hold back every other route's for up to MaxAge (the
-// pull batch bounds what an instance holds unstarted).
+// pull batch, Workers, bounds what an instance holds unstarted).
 func consumerConfig(cfg AsyncConfig) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       cfg.Durable,
@@ -670,13 +711,12 @@ func (a *Async) consume() error {
 			a.putBack(a.hctx, m)
 			return
 		}
-		select {
-		case a.msgs <- fetched{m, gen}:
-		case <-halt:
-			a.putBack(a.hctx, m)
-		}
+		a.hold(fetched{m, gen}, halt)
 	},
-		jetstream.PullMaxMessages(2*a.cfg.Workers), jetstream.PullExpiry(fetchExpiry),
+		// The fetch's buffer holds at most Workers messages: a message
+		// waits there, its ack wait running unrenewed, for at most about
+		// one call (AckWait).
+		jetstream.PullMaxMessages(a.cfg.Workers), jetstream.PullExpiry(fetchExpiry),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			a.log.WarnContext(a.hctx, "async consumer", slog.String("error", err.Error()))
 			if unreachable(err) {
@@ -695,6 +735,69 @@ func (a *Async) consume() error {
 	a.cc, a.halt = cc, halt
 	a.consuming.Go(func() { <-cc.Closed() })
 	return nil
+}
+
+// hold hands a fetched message to a worker. While every worker is busy it
+// waits here, and the instance renews its ack wait (InProgress) at once and
+// every AckWait/3, so that JetStream does not deliver it again, here or to
+// another instance, while it waits: the first renewal covers its wait in
+// the fetch's buffer. It goes back to the stream if the fetch ends first.
+func (a *Async) hold(f fetched, halt <-chan struct{}) {
+	select {
+	case a.msgs <- f:
+		return
+	case <-halt:
+		a.putBack(a.hctx, f.m)
+		return
+	default:
+	}
+	_ = f.m.InProgress() // the connection is down: so is the renewal, and the ack wait decides
+	t := time.NewTicker(a.renewEvery())
+	defer t.Stop()
+	for {
+		select {
+		case a.msgs <- f:
+			return
+		case <-halt:
+			a.putBack(a.hctx, f.m)
+			return
+		case <-t.C:
+			_ = f.m.InProgress()
+		}
+	}
+}
+
+// inProgress renews m's ack wait now and every AckWait/3 while a worker
+// handles it, until the returned stop is called; stop returns once no
+// renewal is sent any more, so that none follows the message's
+// settlement (a renewal after a Nak with a delay would change when the
+// message is delivered again).
+func (a *Async) inProgress(m jetstream.Msg) (stop func()) {
+	_ = m.InProgress()
+	done := make(chan struct{})
+	var renewing sync.WaitGroup
+	renewing.Go(func() {
+		t := time.NewTicker(a.renewEvery())
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	})
+	return func() {
+		close(done)
+		renewing.Wait()
+	}
+}
+
+// renewEvery is how often the ack wait of a message the instance holds is
+// renewed: three times per ack wait.
+func (a *Async) renewEvery() time.Duration {
+	return max(a.cfg.AckWait/3, time.Millisecond)
 }
 
 // endFetch stops the current fetch, if any; a.mu is held. The messages it
@@ -784,6 +887,8 @@ func (a *Async) Paused() bool { return a.paused.Load() }
 // redelivery safe either way.
 func (a *Async) Stop() error {
 	a.stopOnce.Do(func() {
+		// Another instance gives up what passes the delivery limit now.
+		_ = a.pastLimit.Unsubscribe()
 		a.stopChecks()
 		a.checker.Wait()
 		a.mu.Lock()
@@ -932,12 +1037,16 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg, gen *streamGen) {
 		return
 	}
 	userKey, subject, ok := ParseAsyncSubject(m.Subject())
-	if !ok || !a.routes[subject] {
-		// Publish permissions allow only the caller's own key and async
-		// routes, so this is a route that was removed or a misconfiguration.
+	if !ok {
+		// Publish permissions allow only the caller's own key, so this is
+		// a misconfiguration.
 		a.log.WarnContext(ctx, "async message for no async route; dropped", slog.String("subject", m.Subject()))
 		_ = m.TermWithReason("no async route")
 		a.settled(SettledDropped)
+		return
+	}
+	if !a.routes[subject] {
+		a.otherRoute(ctx, m, meta, gen, userKey, subject)
 		return
 	}
 	hdr := m.Headers()
@@ -948,15 +1057,9 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg, gen *streamGen) {
 		Received: meta.Timestamp,
 	}
 	problem := requestHeaders(req, hdr)
-	// The message's place in the stream is stable across redeliveries: it is
-	// the key of a message that came without one (so a redelivery never runs
-	// twice), and its correlation id if it came without a valid one. gen is
-	// the stream the fetch began on; a message stored after the stream was
-	// recreated (a fetch that outlived the stream) is keyed by the new one.
-	if cur := a.gen.Load(); cur != gen && !meta.Timestamp.Before(cur.created) {
-		gen = cur
-	}
-	position := gen.id + "-" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	// The message's place in the stream: the key of a message that came
+	// without one, and its correlation id if it came without a valid one.
+	position := a.position(gen, meta.Timestamp, meta.Sequence.Stream)
 	if req.IdempotencyKey == "" {
 		req.IdempotencyKey = position
 	}
@@ -967,7 +1070,9 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg, gen *streamGen) {
 	if problem != "" {
 		rep = invalidHeaders(req.CorrelationID, problem) // final: settled below without a retry
 	} else {
+		stop := a.inProgress(m)
 		rep = a.handle(ctx, req)
+		stop()
 	}
 	code := ""
 	if !rep.OK && rep.Error != nil {
@@ -977,6 +1082,8 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg, gen *streamGen) {
 	// is MaxAge old, however many deliveries that takes; an internal error,
 	// or a call that ran into its timeout (it would run to its timeout
 	// again, every minute for a day), until its MaxDeliver-th delivery.
+	// Either way the consumer's last delivery is the last attempt: the
+	// server would not deliver it again.
 	age := a.cfg.now().Sub(meta.Timestamp)
 	retryable, last := false, false
 	switch {
@@ -985,6 +1092,7 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg, gen *streamGen) {
 	case code == broker.CodeUnavailable, code == broker.CodeInternal:
 		retryable, last = true, int(meta.NumDelivered) >= a.cfg.MaxDeliver
 	}
+	last = last || int(meta.NumDelivered) >= backstopDeliveries(a.cfg)
 	final := !retryable || last
 	if token, _ := oneHeader(hdr, HeaderReplyTo); final && replyToken(token) {
 		// The answer goes under the requester's own key: only it may
@@ -1017,6 +1125,149 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg, gen *streamGen) {
 		_ = m.Ack()
 	}
 }
+
+// position is a message's place in the stream, `<stream id>-<sequence>`,
+// stable across redeliveries: the key of a message that came without one
+// (so a redelivery never runs twice), and its correlation id if it came
+// without a valid one. gen is the stream the fetch began on; a message
+// stored after the stream was recreated (a fetch that outlived the stream)
+// is keyed by the new one.
+func (a *Async) position(gen *streamGen, stored time.Time, seq uint64) string {
+	if cur := a.gen.Load(); cur != gen && !stored.Before(cur.created) {
+		gen = cur
+	}
+	return gen.id + "-" + strconv.FormatUint(seq, 10)
+}
+
+// correlationID is the message's valid Correlation-Id, else its position.
+func (a *Async) correlationID(hdr nats.Header, gen *streamGen, stored time.Time, seq uint64) string {
+	if id, _ := oneHeader(hdr, HeaderCorrelationID); broker.ValidCorrelationID(id) {
+		return id
+	}
+	return a.position(gen, stored, seq)
+}
+
+// otherRouteLogInterval is the least time between two log lines about
+// messages returned for a route the instance does not serve.
+const otherRouteLogInterval = time.Minute
+
+// otherRoute settles a message for a route subject this instance does not
+// serve. During a rolling deploy that adds an async route, the instances
+// still on the old catalog fetch from the consumer they share with those
+// that serve it: the message goes back to the stream after a delay
+// (otherRouteDelay: not at once, which would have it bounce between the
+// old instances), for an instance that serves it. When it is MaxAge old,
+// or on the consumer's last delivery, no instance has served it (the route
+// was removed, or never rolled out): it is answered not_found, as the
+// broker answers a call for no route, acknowledged, logged and counted
+// gave_up. Nothing ran, and as for a direct call for no route, the audit
+// log has no record of it.
+func (a *Async) otherRoute(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata, gen *streamGen, userKey, subject string) {
+	age := a.cfg.now().Sub(meta.Timestamp)
+	if age < a.cfg.MaxAge && int(meta.NumDelivered) < backstopDeliveries(a.cfg) {
+		a.settled(SettledReturned)
+		if ok, suppressed := a.otherRouteLog.Allow(time.Now(), otherRouteLogInterval); ok {
+			a.log.InfoContext(ctx, "async message for a route this instance does not serve; returned for an instance that does",
+				slog.String("subject", subject), slog.Uint64("deliveries", meta.NumDelivered), slog.Int64("suppressed", suppressed))
+		}
+		if err := m.NakWithDelay(a.cfg.otherRouteDelay(meta.NumDelivered)); err != nil {
+			a.log.WarnContext(ctx, "async message not returned; it is delivered again after the ack wait", slog.String("error", err.Error()))
+		}
+		return
+	}
+	hdr := m.Headers()
+	rep := &broker.Reply{
+		CorrelationID: a.correlationID(hdr, gen, meta.Timestamp, meta.Sequence.Stream), AuditIndex: -1,
+		Error: &broker.ReplyError{Code: broker.CodeNotFound, Message: fmt.Sprintf("no async route for subject %q", subject)},
+	}
+	if token, _ := oneHeader(hdr, HeaderReplyTo); replyToken(token) {
+		respond(ctx, a.nc, a.log, broker.ReplyPrefix(userKey)+"."+token, rep)
+	}
+	a.settled(SettledGaveUp)
+	a.log.WarnContext(ctx, "async request not executed", slog.String("code", broker.CodeNotFound), slog.String("subject", subject),
+		slog.String("settled", SettledGaveUp), slog.String("correlation_id", rep.CorrelationID), slog.Uint64("deliveries", meta.NumDelivered),
+		slog.Duration("age", age.Round(time.Second)))
+	_ = m.Ack()
+}
+
+// pastLimitSubject is the subject of the server's advisories of messages
+// of the consumer past its delivery limit (nats-server's
+// JSAdvisoryConsumerMaxDeliveryExceedPre).
+func pastLimitSubject(cfg AsyncConfig) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + cfg.Stream + "." + cfg.Durable
+}
+
+// pastLimitAdvisory is the part of nats-server's
+// JSConsumerDeliveryExceededAdvisory that giveUpPastLimit reads.
+type pastLimitAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// pastLimitTimeout bounds the requests that give up a message past the
+// delivery limit.
+const pastLimitTimeout = 5 * time.Second
+
+// giveUpPastLimit gives up a message the consumer will not deliver again:
+// no delivery of it was settled within the delivery limit
+// (backstopDeliveries), because every attempt died with its instance or
+// never began. A work queue would keep it, unseen, counting against the
+// stream's limits, and a recreated consumer would deliver it again, however
+// old. So the server's advisory, which one instance of the queue group
+// receives, has it deleted from the stream, logged, counted gave_up, and
+// answered internal on its Sqlgate-Reply-To subject. Nothing runs here (an
+// attempt that died after its intent was durable is completed by the audit
+// log's recovery, as for any crash). A message no longer in the stream
+// (settled after all) is left alone. Giving up runs nothing, so this does
+// not ask Admit.
+func (a *Async) giveUpPastLimit(msg *nats.Msg) {
+	ctx, cancel := context.WithTimeout(a.hctx, pastLimitTimeout)
+	defer cancel()
+	var adv pastLimitAdvisory
+	if err := json.Unmarshal(msg.Data, &adv); err != nil || adv.Stream != a.cfg.Stream || adv.Consumer != a.cfg.Durable || adv.StreamSeq == 0 {
+		a.log.WarnContext(ctx, "async delivery limit advisory not understood; ignored", slog.String("subject", msg.Subject))
+		return
+	}
+	a.repairMu.Lock()
+	stream := a.stream
+	a.repairMu.Unlock()
+	gen := a.gen.Load()
+	sm, err := stream.GetMsg(ctx, adv.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return
+	}
+	if err == nil {
+		err = stream.DeleteMsg(ctx, adv.StreamSeq)
+	}
+	if err != nil {
+		a.log.ErrorContext(ctx, "async message past the delivery limit not given up; it stays in the stream, and a recreated consumer delivers it again",
+			slog.String("stream", a.cfg.Stream), slog.Uint64("stream_seq", adv.StreamSeq), slog.String("error", err.Error()))
+		return
+	}
+	a.settled(SettledGaveUp)
+	userKey, subject, ok := ParseAsyncSubject(sm.Subject)
+	rep := &broker.Reply{
+		CorrelationID: a.correlationID(sm.Header, gen, sm.Time, sm.Sequence), AuditIndex: -1,
+		Error: &broker.ReplyError{Code: broker.CodeInternal, Message: pastLimitMessage},
+	}
+	if token, _ := oneHeader(sm.Header, HeaderReplyTo); ok && replyToken(token) {
+		respond(ctx, a.nc, a.log, broker.ReplyPrefix(userKey)+"."+token, rep)
+	}
+	if !ok {
+		subject = sm.Subject
+	}
+	a.log.ErrorContext(ctx, "async request given up: no delivery was settled within the consumer's delivery limit; deleted from the stream",
+		slog.String("code", broker.CodeInternal), slog.String("subject", subject), slog.String("settled", SettledGaveUp),
+		slog.String("correlation_id", rep.CorrelationID), slog.Uint64("deliveries", adv.Deliveries),
+		slog.Uint64("stream_seq", adv.StreamSeq), slog.Duration("age", a.cfg.now().Sub(sm.Time).Round(time.Second)))
+}
+
+// pastLimitMessage is the answer to a request given up past the delivery
+// limit.
+const pastLimitMessage = "no attempt of the queued request finished within the delivery limit; it was given up " +
+	"(if an attempt committed before it failed, a call with the same Idempotency-Key returns its result)"
 
 func (a *Async) settled(how string) {
 	if a.cfg.OnSettle != nil {
@@ -1056,11 +1307,34 @@ func replyToken(t string) bool {
 // backstopDeliveries is the consumer's server-side delivery limit: twice
 // the attempts a request retried until MaxAge can take (back-off up to
 // MaxRetryDelay), plus MaxDeliver. The broker settles every request it
-// handles long before; a message past it (one that crashes every instance
-// it reaches, so that no attempt returns) is dropped by the server without
-// an answer.
+// handles long before, and the attempt on this delivery is a last one
+// whatever its answer. A message past it (one that crashes every instance
+// it reaches, so that no attempt returns) is not delivered again: the
+// server's advisory has it given up (giveUpPastLimit).
 func backstopDeliveries(cfg AsyncConfig) int {
 	return 2*int(cfg.MaxAge/MaxRetryDelay) + 2*cfg.MaxDeliver + 10
+}
+
+// otherRouteFlat deliveries of a message for a route the instance does not
+// serve come minOtherRouteDelay apart (shortened by up to a quarter at
+// random): about a minute, for the instances of a rolling deploy to take
+// over.
+const (
+	minOtherRouteDelay = 5 * time.Second
+	otherRouteFlat     = 12
+)
+
+// otherRouteDelay is the delay before a message for a route the instance
+// does not serve is delivered again: minOtherRouteDelay for the first
+// otherRouteFlat deliveries (while some instances still serve an older
+// catalog, each delivery may reach one of them), then backing off as a
+// retry does, to MaxRetryDelay, so that MaxAge takes fewer deliveries than
+// backstopDeliveries allows.
+func otherRouteDelay(delivered uint64) time.Duration {
+	if delivered <= otherRouteFlat {
+		return jitter(minOtherRouteDelay)
+	}
+	return max(jitteredRetryDelay(delivered-otherRouteFlat), minOtherRouteDelay)
 }
 
 // retryDelay backs off 1s, 2s, 4s, ... up to MaxRetryDelay.
@@ -1074,7 +1348,11 @@ func retryDelay(delivered uint64) time.Duration {
 // again, to fail together again. At least three quarters of retryDelay, so
 // the attempts until MaxAge stay well within backstopDeliveries.
 func jitteredRetryDelay(delivered uint64) time.Duration {
-	d := retryDelay(delivered)
+	return jitter(retryDelay(delivered))
+}
+
+// jitter shortens d by up to a quarter at random.
+func jitter(d time.Duration) time.Duration {
 	var b [8]byte
 	_, _ = rand.Read(b[:]) // crypto/rand: never fails (Go 1.24+)
 	return d - time.Duration(binary.LittleEndian.Uint64(b[:])%uint64(d/4+1))

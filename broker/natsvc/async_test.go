@@ -497,23 +497,6 @@ func TestAsyncReply(t *testing.T) {
 	}
 }
 
-// TestAsyncDropsOtherSubjects: a message for a route that is not async never
-// reaches the handler and leaves the work queue.
-func TestAsyncDropsOtherSubjects(t *testing.T) {
-	h := &recorder{seen: make(chan broker.Request, 1)}
-	f := startAsync(t, h)
-	ack := f.publish(t, broker.AsyncPrefix(f.key)+".orders.v1.other", `{}`, nil)
-	f.settled(t, ack.Sequence)
-	select {
-	case r := <-h.seen:
-		t.Errorf("handler saw %s", r.Subject)
-	default:
-	}
-	if got := f.settledCounts(); got[natsvc.SettledDropped] != 1 {
-		t.Errorf("settled = %v, want one dropped", got)
-	}
-}
-
 func TestParseAsyncSubject(t *testing.T) {
 	kp, _ := nkeys.CreateUser()
 	user, _ := kp.PublicKey()
