@@ -100,8 +100,15 @@ image: ## the container image as a docker-archive tarball: bin/sqlgated-image.ta
 	  --tag $(IMAGE):$(VERSION) --version $(VERSION) --revision "$(REVISION)" --source-date $(SOURCE_DATE_EPOCH) \
 	  --out bin/sqlgated-image.tar
 
+# helm's default Kubernetes version, for `helm template` and `helm lint` without
+# --kube-version, is 1.20 unless set at link time, and the chart's kubeVersion
+# (>=1.25) refuses it: set it as helm's own Makefile does, from the client-go it
+# is built with (v0.N.x is Kubernetes 1.N).
+HELM_K8S_MINOR = $(shell awk '$$1 == "k8s.io/client-go" { split($$2, v, "."); print v[2] }' deploy/helm-tools.mod)
+HELM_LDFLAGS = $(foreach p,pkg/lint/rules pkg/chartutil,-X helm.sh/helm/v3/$(p).k8sVersionMajor=1 -X helm.sh/helm/v3/$(p).k8sVersionMinor=$(HELM_K8S_MINOR))
+
 bin/helm: deploy/helm-tools.mod deploy/helm-tools.sum
-	$(GO) build -modfile=deploy/helm-tools.mod -o bin/helm helm.sh/helm/v3/cmd/helm
+	$(GO) build -modfile=deploy/helm-tools.mod -ldflags "$(HELM_LDFLAGS)" -o bin/helm helm.sh/helm/v3/cmd/helm
 
 .PHONY: deploy-test
 deploy-test: image bin/helm ## check the image (valid, static; run under podman when installed) and the Helm chart (lint, render, serve --check on its output, its pod under podman)

@@ -379,6 +379,14 @@ func TestHelmChart(t *testing.T) {
 		}
 	})
 
+	// bin/helm (make bin/helm) defaults to a Kubernetes the chart's
+	// kubeVersion accepts: `helm template` without --kube-version works.
+	t.Run("default_kube_version", func(t *testing.T) {
+		if out, err := exec.CommandContext(t.Context(), helm, "template", "prod", chartDir, "-f", valuesFile(t, values)).CombinedOutput(); err != nil {
+			t.Errorf("helm template without --kube-version: %v\n%.2000s", err, out)
+		}
+	})
+
 	t.Run("lint", func(t *testing.T) {
 		if out, err := exec.CommandContext(t.Context(), helm, "lint", "--strict", "--kube-version", "1.31.0", chartDir, "-f", valuesFile(t, values)).CombinedOutput(); err != nil {
 			t.Errorf("helm lint --strict: %v\n%s", err, out)
