@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"crypto/sha256"
+	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -49,7 +50,24 @@ type CheckReport struct {
 	// no trusted key made.
 	SignedBy  string `json:"manifest_signed_by,omitempty"`
 	Untrusted string `json:"untrusted_signers,omitempty"`
+	// Regenerated is set by [Regenerate] when the archive was written again
+	// from the log and every file compared matched.
+	Regenerated bool `json:"regenerated,omitempty"`
+	// Warnings say what the check does not vouch for: the populations,
+	// when no trusted key signed the manifest and they were not regenerated
+	// from the log, and a log compared with no independently kept
+	// checkpoint ([NoTrustedCopy]).
+	Warnings []string `json:"warnings,omitempty"`
+	// Notes say what [Regenerate] did not compare, and why.
+	Notes []string `json:"notes,omitempty"`
 }
+
+// unauthenticated is the warning of an archive whose manifest no trusted
+// key signed and whose populations were not regenerated.
+const unauthenticated = "the checkpoints vouch for the log, not for the files of this archive: no key you trust signed manifest.json, " +
+	"so anyone who handled the archive could have removed or changed rows of the populations (csv/*.csv, report.pdf, report.xlsx) " +
+	"and written manifest.json again; to trust them, regenerate them from the log bundle the archive was made from " +
+	"(check-evidence --bundle FILE, VERIFY.md step 1)"
 
 // maxManifest bounds what Check reads of manifest.json and manifest.sig.
 const maxManifest = 16 << 20
@@ -67,12 +85,15 @@ const maxManifest = 16 << 20
 //     covers every record the evidence was read from;
 //   - manifest.sig, when present, is a signature over manifest.json's
 //     SHA-256; it must verify if a trusted key made it, and must exist when
-//     opts.RequireSignature is set.
+//     opts.RequireSignature is set;
+//   - each CSV file holds the rows the manifest counts.
 //
 // Errors wrap [ErrBadArchive] and name the file. Check does not reread the
 // log: it proves the archive is the one the signers produced, and the
 // checkpoints let each row be proven against the log (`sqlgate audit
-// prove`).
+// prove`). They do not vouch for the rows: an archive whose manifest no
+// trusted key signed could have been edited with its manifest, and the
+// report's Warnings say so; [Regenerate] compares it with the log.
 func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
 	if len(opts.Keys) == 0 {
 		return nil, errors.New("checking evidence needs the trusted verifier keys of the log")
@@ -131,12 +152,15 @@ func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
 		if !ok {
 			return nil, bad("%s is not listed in %s", f.Name, manifestName)
 		}
-		got, err := fileSum(f)
+		got, rows, err := fileSum(f)
 		if err != nil {
 			return nil, bad("%s: %w", f.Name, err)
 		}
 		if got != want.SHA256 {
 			return nil, bad("%s: SHA-256 %s, the manifest says %s", f.Name, got, want.SHA256)
+		}
+		if rows >= 0 && rows != want.Rows {
+			return nil, bad("%s holds %d rows, the manifest says %d", f.Name, rows, want.Rows)
 		}
 		rep.Files++
 	}
@@ -204,6 +228,12 @@ func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
 		}
 		return nil, bad("the manifest is not signed (no %s)", signatureName)
 	}
+	if rep.SignedBy == "" {
+		rep.Warnings = append(rep.Warnings, unauthenticated)
+	}
+	if m.Verification.TrustedCopies == 0 {
+		rep.Warnings = append(rep.Warnings, NoTrustedCopy)
+	}
 	return rep, nil
 }
 
@@ -228,18 +258,43 @@ func readFile(files map[string]*zip.File, name string, limit int64) ([]byte, err
 	return data, nil
 }
 
-// fileSum is the hex SHA-256 of a file of the archive.
-func fileSum(f *zip.File) (string, error) {
+// fileSum is the hex SHA-256 of a file of the archive and, for a CSV
+// file, the number of its rows below the header (-1 for another file).
+func fileSum(f *zip.File) (string, int, error) {
 	rc, err := f.Open()
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer func() { _ = rc.Close() }() // read-only
 	h := sha256.New()
-	if _, err := io.Copy(h, rc); err != nil { //nolint:gosec // G110: hashed as it streams; nothing is held in memory
-		return "", err
+	rows := -1
+	if isCSV(f.Name) {
+		// Counted as it is hashed, one record at a time; the first is
+		// the header.
+		cr := csv.NewReader(io.TeeReader(rc, h))
+		cr.FieldsPerRecord, cr.ReuseRecord = -1, true
+		records := 0
+		for {
+			_, err := cr.Read()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return "", 0, err
+			}
+			records++
+		}
+		rows = max(records-1, 0)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	if _, err := io.Copy(h, rc); err != nil { //nolint:gosec // G110: hashed as it streams; nothing is held in memory
+		return "", 0, err
+	}
+	return hex.EncodeToString(h.Sum(nil)), rows, nil
+}
+
+// isCSV reports whether an archive file is one of the CSV sections.
+func isCSV(name string) bool {
+	return strings.HasPrefix(name, "csv/") && strings.HasSuffix(name, ".csv")
 }
 
 func signerNames(sigs []note.Signature) string {

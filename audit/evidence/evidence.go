@@ -264,7 +264,7 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 	}
 	defer c.close()
 	m := &Manifest{Format: Format, Generator: opts.Generator}
-	m.Period.From, m.Period.To = from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano)
+	m.Period.From, m.Period.To = periodText(from), periodText(to)
 	m.Verification = Verification{OK: true, Records: rep.Records, Keys: rep.Keys, ExceptionCount: map[string]int64{}}
 	for code, n := range rep.ExceptionCounts {
 		m.Verification.ExceptionCount[string(code)] = n
@@ -322,7 +322,7 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 			Rows: sec.rows, SHA256: hex.EncodeToString(sec.sum),
 		})
 	}
-	pdf, pages, err := report(m, &c.accessExcerpt, &c.denialExcerpt, to)
+	pdf, pages, err := report(m, &c.accessExcerpt, &c.denialExcerpt, c.withReasons, to)
 	if err != nil {
 		return nil, err
 	}
@@ -580,6 +580,9 @@ type collector struct {
 	sinceSweep int
 	// pending counts the SQL logins whose removal was pending at `to`.
 	pending int
+	// withReasons counts the period's calls whose decision recorded
+	// reasons (under the default policy, break-glass justifications).
+	withReasons int
 	// rank is the position of the origin being read among the sorted
 	// origins.
 	rank int
@@ -604,6 +607,9 @@ type activeCred struct {
 type pendingCall struct {
 	intent int64    // the intent's time, Unix nanoseconds
 	cells  []string // the outcome columns, nil until the outcome is read
+	// errorNumber is the outcome's SQL error number, "" when it has none
+	// (the last column of the row).
+	errorNumber string
 }
 
 // callKey identifies the idempotency record of a call: a hash of its
@@ -773,32 +779,41 @@ func newCollector(dir string, from, to time.Time) (*collector, error) {
 		},
 	}
 	var err error
-	mk := func(name, description, selection string, header ...string) *section {
+	// mk starts a section whose columns are header, the reference of the
+	// row's record, then tail.
+	mk := func(name, description, selection string, header []string, tail ...string) *section {
 		if err != nil {
 			return nil
 		}
 		var s *section
-		if s, err = newCSVSection(dir, name, description, selection, append(header, refHeader...)...); err == nil {
+		if s, err = newCSVSection(dir, name, description, selection, slices.Concat(header, refHeader, tail)...); err == nil {
 			c.all = append(c.all, s)
 		}
 		return s
 	}
-	c.activity = mk("csv/activity.csv", "every routed call: its decision, the SQL transaction it ran and its outcome",
+	c.activity = mk("csv/activity.csv", "every routed call: its decision and the reasons it recorded, the SQL transaction it ran and its outcome",
 		"intent records whose time is in the period, each with its outcome record wherever it is",
-		"time", "correlation_id", "subject", "email", "issuer", "mfa", "nats_user_key", "client_host", "route", "target_kind", "target",
-		"sql_server", "sql_database", "decision_id", "policy_revision", "param_hashes", "idempotency_key",
-		"outcome", "sql_transaction_id", "rows", "rows_affected", "status", "replayed", "recovered", "duration_us", "outcome_index", "outcome_leaf_hash")
+		[]string{
+			"time", "correlation_id", "subject", "email", "issuer", "mfa", "nats_user_key", "client_host", "route", "target_kind", "target",
+			"sql_server", "sql_database", "decision_id", "policy_revision", "param_hashes", "idempotency_key",
+			"outcome", "sql_transaction_id", "rows", "rows_affected", "status", "replayed", "recovered", "duration_us", "outcome_index", "outcome_leaf_hash",
+		},
+		"reasons", "sql_error_number")
 	c.denials = mk("csv/denials.csv", "every refused request: authentication failures and policy denials of calls and credentials",
 		"decision records with allow=false whose time is in the period",
-		"time", "correlation_id", "subject", "email", "issuer", "mfa", "nats_user_key", "client_host", "entry", "route", "credential",
-		"status", "reasons", "decision_id", "policy_revision")
+		[]string{
+			"time", "correlation_id", "subject", "email", "issuer", "mfa", "nats_user_key", "client_host", "entry", "route", "credential",
+			"status", "reasons", "decision_id", "policy_revision",
+		})
 	c.credentials = mk("csv/credentials.csv", "provisioning and revocation: every NATS and SQL credential issued, renewed, revoked or expired",
 		"credential records whose time is in the period",
-		"time", "type", "action", "status", "subject", "email", "issuer", "user_key", "login", "database", "role", "lease_id", "via",
-		"expires_at", "detail", "decision_id", "policy_revision")
+		[]string{
+			"time", "type", "action", "status", "subject", "email", "issuer", "user_key", "login", "database", "role", "lease_id", "via",
+			"expires_at", "detail", "decision_id", "policy_revision",
+		})
 	c.changes = mk("csv/changes.csv", "policy loads, failed loads and other administrative changes",
 		"admin records whose time is in the period",
-		"time", "instance", "action", "detail", "subject", "email")
+		[]string{"time", "instance", "action", "detail", "subject", "email"})
 	if err != nil {
 		c.close()
 		return nil, err
@@ -1058,6 +1073,9 @@ func (c *collector) add(at ref, r *audit.Record) bool {
 		// An outcome may follow its intent after the period's end.
 		if p, ok := c.outcomes[r.IntentIndex]; ok && p.cells == nil {
 			p.cells = outcomeCells(at, r)
+			if r.SQL != nil && r.SQL.ErrorNumber != 0 {
+				p.errorNumber = strconv.Itoa(r.SQL.ErrorNumber)
+			}
 			c.outcomes[r.IntentIndex] = p
 			c.outcomeException(at, r, p.intent)
 		}
@@ -1235,12 +1253,19 @@ func (c *collector) writeActivity(at ref, r *audit.Record) {
 		ts(r.Time), r.CorrelationID, a.subject, a.email, a.issuer, a.mfa, a.userKey, a.host, r.Route, r.TargetKind, r.Target,
 		server, database, r.DecisionID, r.PolicyRevision, paramCells(r.Params), r.IdempotencyKey,
 	}
-	if out := c.outcomes[at.index].cells; out != nil {
-		row = append(row, out...)
+	call := c.outcomes[at.index]
+	if call.cells != nil {
+		row = append(row, call.cells...)
 	} else {
 		row = append(row, missingOutcome...)
 	}
-	c.activity.row(append(row, at.cells()...)...)
+	if len(r.Reasons) > 0 {
+		c.withReasons++
+	}
+	// The columns added last, after the reference, so that scripts reading
+	// the earlier ones by position keep working.
+	row = append(append(row, at.cells()...), strings.Join(r.Reasons, "; "), call.errorNumber)
+	c.activity.row(row...)
 }
 
 // sweepEvery is how many credential records pass between drops of the
@@ -1536,6 +1561,21 @@ func paramCells(p map[string]string) string {
 	return strings.Join(parts, " ")
 }
 
+// periodText is a bound of the period as the manifest states it: RFC 3339,
+// with the fraction of a second only when it has one, and then with the
+// microseconds every other time of the archive has ([ts]) unless the bound
+// is finer (a time given so), so that no digit is lost.
+func periodText(t time.Time) string {
+	t = t.UTC()
+	switch {
+	case t.Nanosecond() == 0:
+		return t.Format(time.RFC3339)
+	case t.Nanosecond()%1000 == 0:
+		return ts(t)
+	}
+	return t.Format(time.RFC3339Nano)
+}
+
 func ts(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -1549,17 +1589,23 @@ const verifyText = `# How to check this evidence
 This archive was derived from an sqlgate audit log after that log verified
 with the verifier keys named in manifest.json (verification.keys).
 
-1. Check the whole archive in one step with the log's published verifier key:
-   sqlgate audit check-evidence THIS.zip --key VKEY
+1. Check the whole archive in one step with the log's published verifier key
+   and the log bundle the archive was made from:
+   sqlgate audit check-evidence THIS.zip --key VKEY --bundle FILE
    It checks every file against the SHA-256 in manifest.json (and that no
    file was added), each checkpoint's signature and that it covers the
    records read, that the archive holds the log of every key given, and
    manifest.sig, the signature over manifest.json, when the archive has
-   one (the dashboard signs with the log's key). If manifest.json lists
-   "incomplete" statements (records pruned by retention or deleted, a
-   period the log does not cover), the populations miss what they say;
-   csv/exceptions.csv lists them too, with the other facts to review
-   (docs/evidence.md, Exceptions, says what each means).
+   one (the dashboard signs with the log's key). With --bundle it also
+   writes the archive again from the verified log and compares every file.
+   The checkpoints vouch for the log, not for the files of this archive:
+   without --bundle, and unless a key you trust signed manifest.json, anyone
+   who handled the archive could have removed or changed rows and written
+   manifest.json again. If manifest.json lists "incomplete" statements
+   (records pruned by retention or deleted, a period the log does not
+   cover), the populations miss what they say; csv/exceptions.csv lists
+   them too, with the other facts to review (docs/evidence.md, Exceptions,
+   says what each means).
 2. By hand: every file but manifest.json and manifest.sig is listed in
    manifest.json with its SHA-256 and row count:
    sha256sum VERIFY.md report.pdf report.xlsx csv/*.csv checkpoints/*.note
@@ -1573,4 +1619,9 @@ with the verifier keys named in manifest.json (verification.keys).
 4. Regenerate the archive from the same log bundle, keys and period:
    sqlgate audit evidence --bundle FILE --key VKEY --from FROM --to TO -o OUT.zip
    The same inputs give a byte-identical archive; compare the SHA-256 sums.
+5. If manifest.json says verification.trusted_copies 0, no independently
+   kept checkpoint was compared: a holder of the signing key could have
+   rewritten the log. Check the bundle against checkpoint copies kept out
+   of the operator's reach (docs/audit.md, section 8):
+   sqlgate audit verify --bundle FILE --key VKEY --trusted-checkpoint DIR
 `

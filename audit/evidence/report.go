@@ -33,13 +33,14 @@ func (e *excerpt) add(cells ...string) {
 }
 
 // report renders report.pdf: the scope and source of the evidence, the
-// verification verdict, why it is incomplete if it is, every file with its row count, hash and criteria,
-// the exception counts and excerpts of the access population and the
-// denials. Its dates are the period's end and its resources are sorted, so
-// the same manifest gives the same bytes. It uses the Go fonts, so names in
+// verification verdict, why it is incomplete if it is, every file with its
+// row count, hash and criteria, how many calls recorded reasons
+// (withReasons), the exception counts and excerpts of the access population
+// and the denials. Its dates are the period's end and its resources are
+// sorted, so the same manifest gives the same bytes. It uses the Go fonts, so names in
 // most scripts print (CJK characters do not; the CSV files hold every value
 // exactly).
-func report(m *Manifest, access, denials *excerpt, modified time.Time) ([]byte, int, error) {
+func report(m *Manifest, access, denials *excerpt, withReasons int, modified time.Time) ([]byte, int, error) {
 	pdf := fpdf.New("L", "mm", "A4", "")
 	pdf.SetCreationDate(modified)
 	pdf.SetModificationDate(modified)
@@ -97,9 +98,14 @@ func report(m *Manifest, access, denials *excerpt, modified time.Time) ([]byte, 
 	v := m.Verification
 	text(fmt.Sprintf("Verification: passed. %d records verified with keys %s; %d trusted checkpoint copies checked.",
 		v.Records, strings.Join(v.Keys, ", "), v.TrustedCopies))
+	if v.TrustedCopies == 0 {
+		pdf.SetFont("go", "B", 9)
+		text("WARNING: " + NoTrustedCopy + ".")
+		pdf.SetFont("go", "", 8.5)
+	}
 	if len(m.Incomplete) > 0 {
 		pdf.SetFont("go", "B", 9)
-		text("INCOMPLETE: the log no longer holds every record this evidence needs.")
+		text(incompleteHeadline(v))
 		pdf.SetFont("go", "", 8.5)
 		for _, s := range m.Incomplete {
 			text(s)
@@ -127,6 +133,7 @@ func report(m *Manifest, access, denials *excerpt, modified time.Time) ([]byte, 
 		files = append(files, []string{f.Name, strconv.Itoa(f.Rows), f.Criteria, f.SHA256, f.Description})
 	}
 	table([]float64{0.14, 0.04, 0.13, 0.35, 0.34}, []string{"file", "rows", "criteria", "sha256", "content"}, files)
+	text(reasonsText(withReasons))
 
 	heading("Exceptions to review")
 	if len(v.ExceptionCount) == 0 {
@@ -169,6 +176,40 @@ func report(m *Manifest, access, denials *excerpt, modified time.Time) ([]byte, 
 		return nil, 0, fmt.Errorf("evidence report: %w", err)
 	}
 	return b.Bytes(), pdf.PageNo(), nil
+}
+
+// NoTrustedCopy says that a log was verified against no checkpoint copy
+// kept out of the operator's reach (verification.trusted_copies is 0).
+const NoTrustedCopy = "no independently kept checkpoint was compared: a holder of the signing key could have rewritten this log " +
+	"(docs/audit.md §8: keep checkpoint copies out of the operator's reach and pass them with --trusted-checkpoint)"
+
+// incompleteHeadline says, from the codes of the evidence's own
+// exceptions in v, why the populations may miss records.
+func incompleteHeadline(v Verification) string {
+	pruned, uncovered := v.ExceptionCount[string(ExceptionPruned)] > 0, v.ExceptionCount[string(ExceptionNotCovered)] > 0
+	switch {
+	case pruned && uncovered:
+		return "INCOMPLETE: the log no longer holds every record this evidence needs (records were pruned or deleted), " +
+			"and it does not cover the whole period."
+	case pruned:
+		return "INCOMPLETE: the log no longer holds every record this evidence needs (records were pruned or deleted)."
+	case uncovered:
+		return "INCOMPLETE: the log does not cover the whole period: it begins after the period's start, " +
+			"or its newest signed checkpoint is older than the period's end."
+	}
+	return "INCOMPLETE: the populations may miss records of the period."
+}
+
+// reasonsText says how many of the period's calls recorded reasons.
+func reasonsText(n int) string {
+	const which = "under the default policy, each break-glass access with the caller's justification"
+	switch n {
+	case 0:
+		return "No call of the period recorded reasons with its allow decision (" + which + ")."
+	case 1:
+		return "1 call of the period recorded reasons with its allow decision (" + which + "): csv/activity.csv, column reasons."
+	}
+	return fmt.Sprintf("%d calls of the period recorded reasons with their allow decision (%s): csv/activity.csv, column reasons.", n, which)
 }
 
 // fit shortens s to width w (mm) in the current font, with an ellipsis.

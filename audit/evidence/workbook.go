@@ -249,6 +249,9 @@ func (w *bookWriter) summary(m *Manifest, csvs []*section) error {
 		{false, []string{"source", "The CSV files of this archive hold every row exactly; the other sheets of this workbook show the same rows. " +
 			"manifest.json lists the SHA-256 of every file, this workbook included: check them with sqlgate audit check-evidence (VERIFY.md)."}},
 	}
+	if v.TrustedCopies == 0 {
+		lines = append(lines, line{false, []string{"WARNING", NoTrustedCopy}})
+	}
 	for _, s := range m.Incomplete {
 		lines = append(lines, line{false, []string{"INCOMPLETE", s}})
 	}
