@@ -397,6 +397,24 @@ func warnUntrusted(w io.Writer, path string, origins []string, copies map[string
 	}
 }
 
+// trustedCopies counts the trusted checkpoint copies a verification
+// compared, every origin together.
+func trustedCopies(rep *audit.Report) int {
+	n := 0
+	for _, o := range rep.Origins {
+		n += o.Trusted
+	}
+	return n
+}
+
+// warnNoTrustedCopy writes the warning for a log compared with no
+// checkpoint copy kept out of the operator's reach (without
+// --trusted-checkpoint: with it, [warnUntrusted] names each origin). It goes
+// to stderr, so stdout stays the report.
+func warnNoTrustedCopy(w io.Writer) {
+	fmt.Fprintf(w, "WARNING: %s\n", evidence.NoTrustedCopy)
+}
+
 // keyFlags registers the trusted-key flags shared by verify and prove.
 type keyFlags struct {
 	keys     multiFlag
@@ -563,6 +581,9 @@ func (v *auditVerify) run(ctx context.Context, pos []string, selfOnly bool) erro
 		return err
 	}
 	warnUntrusted(notes, v.trusted, untrusted, copies)
+	if v.trusted == "" && rep.OK() && trustedCopies(rep) == 0 {
+		warnNoTrustedCopy(e.stderr)
+	}
 	if v.save != "" {
 		if err := saveCheckpoints(ctx, notes, v.save, rep); err != nil {
 			return err
@@ -783,6 +804,9 @@ func cmdAuditEvidence(ctx context.Context, e *env, args []string) (err error) {
 			}
 		}
 	}
+	if *trusted == "" && m.Verification.TrustedCopies == 0 {
+		warnNoTrustedCopy(e.stderr)
+	}
 	if *output == "json" {
 		warnUntrusted(e.stderr, *trusted, untrusted, trustedOrigins) // stdout stays one JSON document
 		return printJSON(e.stdout, m)
@@ -866,12 +890,14 @@ func cmdAuditKeygen(_ context.Context, e *env, args []string) error {
 	return nil
 }
 
-func cmdAuditCheckEvidence(_ context.Context, e *env, args []string) error {
-	fs := newFlags(e, "audit check-evidence", "sqlgate audit check-evidence FILE.zip --key VKEY [--signer-key VKEY] [--require-signature] [--output json]")
+func cmdAuditCheckEvidence(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "audit check-evidence", "sqlgate audit check-evidence FILE.zip --key VKEY [--bundle FILE [--trusted-checkpoint FILE|DIR]] [--signer-key VKEY] [--require-signature] [--output json]")
 	output := outputFlag(fs)
 	var signers multiFlag
 	fs.Var(&signers, "signer-key", "a further key trusted to sign the manifest (the log's --key already is); repeatable")
 	require := fs.Bool("require-signature", false, "refuse an archive whose manifest no trusted key signed")
+	bundlePath := fs.String("bundle", "", "the log bundle the archive was made from: write the archive again from the verified log and compare every file, row by row (the checkpoints vouch for the log, not for the archive's rows)")
+	trusted := fs.String("trusted-checkpoint", "", "with --bundle: checkpoint copies kept out of the operator's reach (a file, or a directory of *.checkpoint and *.note files): the log must extend each")
 	var kf keyFlags
 	kf.register(fs)
 	pos, keys, err := parseKeyed(fs, args, &kf, output, "the checkpoints are checked against the log's published verifier key")
@@ -886,6 +912,9 @@ func cmdAuditCheckEvidence(_ context.Context, e *env, args []string) error {
 	if err := wantArgs(pos, 1, "sqlgate audit check-evidence FILE.zip"); err != nil {
 		return err
 	}
+	if *trusted != "" && *bundlePath == "" {
+		return usagef("--trusted-checkpoint needs --bundle: the copies are compared with the log the archive is written again from")
+	}
 	f, err := os.Open(pos[0])
 	if err != nil {
 		return err
@@ -896,6 +925,9 @@ func cmdAuditCheckEvidence(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	rep, err := evidence.Check(f, info.Size(), evidence.CheckOptions{Keys: keys, SignerKeys: signers, RequireSignature: *require})
+	if err == nil && *bundlePath != "" {
+		err = regenerateEvidence(ctx, f, info.Size(), rep, *bundlePath, *trusted, keys)
+	}
 	if errors.Is(err, evidence.ErrBadArchive) {
 		fmt.Fprintf(e.stderr, "%s: %v\n", pos[0], err)
 		return errSilent
@@ -904,12 +936,21 @@ func cmdAuditCheckEvidence(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	if *output == "json" {
+		for _, w := range rep.Warnings {
+			fmt.Fprintf(e.stderr, "WARNING: %s\n", w) // stdout stays one JSON document
+		}
 		return printJSON(e.stdout, rep)
 	}
 	m := rep.Manifest
 	fmt.Fprintf(e.stdout, "%s checks: evidence for %s to %s, %d files match the manifest\n", pos[0], m.Period.From, m.Period.To, rep.Files)
 	for i, o := range m.Origins {
 		fmt.Fprintf(e.stdout, "  %s: records %d to %d, covered by a checkpoint of %d records signed by %s\n", o.Origin, o.First, o.End-1, o.CheckpointSize, rep.Checkpoints[i])
+	}
+	if rep.Regenerated {
+		fmt.Fprintf(e.stdout, "  written again from the log in %s: every file compared matches, the populations are the log's\n", *bundlePath)
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(e.stdout, "  note: %s\n", n)
 	}
 	for _, s := range m.Incomplete {
 		fmt.Fprintf(e.stdout, "  WARNING: %s\n", s)
@@ -922,22 +963,56 @@ func cmdAuditCheckEvidence(_ context.Context, e *env, args []string) error {
 	default:
 		fmt.Fprintln(e.stdout, "  manifest not signed: the hashes show the files belong together, not who produced them")
 	}
+	for _, w := range rep.Warnings {
+		if w == evidence.NoTrustedCopy {
+			// As audit verify and evidence warn, on stderr.
+			warnNoTrustedCopy(e.stderr)
+			continue
+		}
+		fmt.Fprintf(e.stdout, "  WARNING: %s\n", w)
+	}
 	return nil
+}
+
+// regenerateEvidence writes the archive rep checked again from the bundle
+// at path, verified with keys and the trusted copies at trusted (""
+// for none), and compares the two ([evidence.Regenerate]).
+func regenerateEvidence(ctx context.Context, r io.ReaderAt, size int64, rep *evidence.CheckReport, path, trusted string, keys []string) error {
+	opts := evidence.RegenerateOptions{Keys: keys}
+	if trusted != "" {
+		origin := ""
+		if len(rep.Manifest.Origins) == 1 {
+			origin = rep.Manifest.Origins[0].Origin
+		}
+		var err error
+		if opts.Trusted, _, err = loadTrusted(trusted, origin); err != nil {
+			return err
+		}
+	}
+	b, closeBundle, err := openBundleFile(path, path)
+	if err != nil {
+		return err
+	}
+	defer closeBundle()
+	return evidence.Regenerate(ctx, r, size, rep, b, opts)
 }
 
 // parsePeriodBound reads a date (UTC midnight), an RFC 3339 time, "now", or
 // a duration from now ("-24h": a day ago). "now" is this instant, not the
 // second it started: --to is exclusive, and a log written in the last second
-// (a pasted walkthrough) would otherwise leave the evidence empty.
+// (a pasted walkthrough) would otherwise leave the evidence empty. A bound
+// resolved from now is cut to the microsecond, the precision of every time
+// of the evidence, so that the manifest, the report and the rows print it
+// alike.
 func parsePeriodBound(flagName, v string, now time.Time) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, usagef("%s is required", flagName)
 	}
 	if v == "now" {
-		return now.UTC(), nil
+		return now.UTC().Truncate(time.Microsecond), nil
 	}
 	if d, err := time.ParseDuration(v); err == nil {
-		return now.UTC().Add(d), nil
+		return now.UTC().Add(d).Truncate(time.Microsecond), nil
 	}
 	if t, err := time.Parse(time.DateOnly, v); err == nil {
 		return t, nil
