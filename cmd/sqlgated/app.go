@@ -513,7 +513,10 @@ func (a *app) startMicro(pub natsauth.PublicKeys) error {
 	})
 	a.metrics.MustRegister(settled, streamOK)
 	// A delivered message gets the route's timeout and room for the audit
-	// writes before JetStream delivers it again.
+	// writes before JetStream delivers it again. natsvc renews the ack wait
+	// while a message waits for a worker and while its call runs, so the
+	// wait covers a message's time in the fetch's buffer (about one call at
+	// most), and is how long a dead instance's messages wait for another.
 	a.async, err = natsvc.StartAsync(a.groupCtx, brokerConn, natsvc.AsyncConfig{
 		Subjects: async, UsersAccount: pub.Users, Workers: workers, MaxAge: a.cfg.AsyncMaxAge, Replicas: a.cfg.AsyncReplicas,
 		AckWait: ackWait + 30*time.Second, MaxPayload: int32(min(maxPayload+asyncHeaderRoom, math.MaxInt32)),
@@ -594,6 +597,15 @@ func (a *app) connect(name string, auth nats.Option) (*nats.Conn, *serverGate, e
 	return nc, gate, nil
 }
 
+// issuerURLs lists the configured identity issuers' URLs (web.Config.Issuers).
+func issuerURLs(issuers []oidc.IssuerConfig) []string {
+	out := make([]string, len(issuers))
+	for i, ic := range issuers {
+		out[i] = ic.Issuer
+	}
+	return out
+}
+
 // minNATSServerVersion is the oldest nats-server sqlgated serves through
 // (docs/nats.md): Nats-Request-Info, the header that says who sent a
 // request, can be spoofed before the fixes of 2.11.15 and 2.12.6
@@ -661,6 +673,7 @@ func (a *app) startWeb(ctx context.Context, cdb *control.DB) error {
 	}
 	srv, err := web.New(web.Config{
 		Broker: a.service, Auth: a.verifier, SignIns: a.service, Issuances: a.registry, Login: a.login, SQLLeases: sqlLeases,
+		Issuers: issuerURLs(a.cfg.Identity.Issuers),
 		Audit:  as,
 		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
 		Ready:  a.ready, Registry: a.metrics, MetricsElsewhere: a.cfg.MetricsListener != nil, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,

@@ -75,7 +75,7 @@ func startBareConsumer(ctx context.Context, nc *nats.Conn, workers int, exec bar
 			}
 		}()
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m }, jetstream.PullMaxMessages(2*workers))
+	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m }, jetstream.PullMaxMessages(workers)) // as natsvc fetches: its workers' number ahead
 	if err != nil {
 		close(msgs)
 		return nil, err

@@ -90,6 +90,19 @@ func TestRevokeAllEndsAPIAccess(t *testing.T) {
 	}
 	aliceID, bobID, daveID := idOf(alice), idOf(bob), idOf(dave)
 
+	// A mistyped id (the issuer with a trailing slash) is refused, and
+	// alice keeps her access until the right one is given: the daemon
+	// tells the dashboard which issuers it trusts.
+	issuer, subject, _ := strings.Cut(aliceID, " ")
+	var se *api.StatusError
+	if _, err := dave.RevokeAll(ctx, issuer+"/ "+subject, "typo"); !errors.As(err, &se) || se.Status != http.StatusBadRequest ||
+		se.Body.Code != "invalid_request" || !strings.Contains(se.Body.Message, "configured identity issuers") {
+		t.Fatalf("revoke-all of an issuer with a trailing slash: %v, want 400 invalid_request naming the configured issuers", err)
+	}
+	if _, err := alice.WhoAmI(ctx); err != nil {
+		t.Fatalf("alice whoami after a refused revoke-all: %v", err)
+	}
+
 	if _, err := dave.RevokeAll(ctx, aliceID, "left the company"); err != nil {
 		t.Fatalf("revoke-all alice: %v", err)
 	}
