@@ -90,6 +90,10 @@ IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# The CA bundle the image trusts, copied as is: the build machine's by default,
+# with whatever its administrators added (a corporate CA). The image's digest
+# depends on it; its label io.github.sqlgate.ca-certificates.sha256 names it.
+CA_CERTS ?= /etc/ssl/certs/ca-certificates.crt
 
 .PHONY: image
 image: ## the container image as a docker-archive tarball: bin/sqlgated-image.tar (docker load -i, podman load -i, crane push)
@@ -97,7 +101,7 @@ image: ## the container image as a docker-archive tarball: bin/sqlgated-image.ta
 	  -o bin/image/linux_$(IMAGE_ARCH)/ ./cmd/sqlgated ./cmd/sqlgate
 	$(NOCGO) $(GO) run $(TRIM) ./deploy/image --arch $(IMAGE_ARCH) \
 	  --sqlgated bin/image/linux_$(IMAGE_ARCH)/sqlgated --sqlgate bin/image/linux_$(IMAGE_ARCH)/sqlgate \
-	  --tag $(IMAGE):$(VERSION) --version $(VERSION) --revision "$(REVISION)" --source-date $(SOURCE_DATE_EPOCH) \
+	  --tag $(IMAGE):$(VERSION) --version $(VERSION) --revision "$(REVISION)" --source-date $(SOURCE_DATE_EPOCH) --ca-certs $(CA_CERTS) \
 	  --out bin/sqlgated-image.tar
 
 # helm's default Kubernetes version, for `helm template` and `helm lint` without

@@ -1,8 +1,9 @@
 // Command image builds sqlgate's container image without a container engine.
 //
 // The image is one layer on an empty base: the two static binaries
-// (sqlgated as the entrypoint, the sqlgate CLI beside it), the CA
-// certificates of the build machine, /etc/passwd and /etc/group naming the
+// (sqlgated as the entrypoint, the sqlgate CLI beside it), a CA
+// certificate bundle (--ca-certs: the build machine's by default, whatever
+// its administrators added to it), /etc/passwd and /etc/group naming the
 // unprivileged user sqlgate (65532), /etc/nsswitch.conf, and the directories
 // sqlgated may write (/var/lib/sqlgate, /tmp). There is no shell and no
 // package manager. It runs as 65532:65532 and starts `sqlgated serve
@@ -11,7 +12,9 @@
 // The output is a docker-archive tarball, which `docker load`, `podman load`,
 // `skopeo copy docker-archive:FILE docker://REPO:TAG` and `crane push FILE
 // REPO:TAG` accept. Every time in the image is the source date (the commit
-// time, SOURCE_DATE_EPOCH), so the same binaries give the same bytes.
+// time, SOURCE_DATE_EPOCH), so the same binaries and CA bundle give the same
+// bytes; the label caLabel names the bundle's SHA-256, so two images can be
+// told apart by it.
 //
 // Usage (`make image` does this for the host's architecture):
 //
@@ -23,7 +26,9 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
 	"debug/elf"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -56,6 +61,11 @@ const (
 	caPath     = "/etc/ssl/certs/ca-certificates.crt"
 )
 
+// caLabel is the image label holding the SHA-256 of the CA bundle in the
+// image: the bundle comes from the build machine, and the label tells which
+// one an image trusts (and why two builds of one commit may differ).
+const caLabel = "io.github.sqlgate.ca-certificates.sha256"
+
 // spec is what goes into the image.
 type spec struct {
 	daemon, cli []byte // the two binaries
@@ -79,7 +89,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("image", flag.ContinueOnError)
 	daemon := fs.String("sqlgated", "", "the sqlgated binary (static, for linux/ARCH)")
 	cli := fs.String("sqlgate", "", "the sqlgate CLI binary (static, for linux/ARCH)")
-	ca := fs.String("ca-certs", caPath, "the CA certificate bundle to include")
+	ca := fs.String("ca-certs", caPath, "the CA certificate bundle to include (the image trusts exactly these; the build machine's by default)")
 	tag := fs.String("tag", "ghcr.io/sqlgate/sqlgated:dev", "the image's repository and tag")
 	version := fs.String("version", "dev", "the version label")
 	revision := fs.String("revision", "", "the source revision label (a commit id)")
@@ -213,9 +223,16 @@ func build(s *spec) (v1.Image, error) {
 			"org.opencontainers.image.version":     s.version,
 			"org.opencontainers.image.revision":    s.revision,
 			"org.opencontainers.image.created":     s.created.Format(time.RFC3339),
+			caLabel:                                caSum(s.caCerts),
 		},
 	}
 	return mutate.ConfigFile(img, cf)
+}
+
+// caSum is the hex SHA-256 of a CA bundle, for caLabel.
+func caSum(bundle []byte) string {
+	sum := sha256.Sum256(bundle)
+	return hex.EncodeToString(sum[:])
 }
 
 // entry is one file or directory of the layer.

@@ -169,6 +169,11 @@ func TestBuild(t *testing.T) {
 	if c.Labels["org.opencontainers.image.version"] != "1.2.3" || c.Labels["org.opencontainers.image.revision"] != "abc123" {
 		t.Errorf("labels %v", c.Labels)
 	}
+	// The CA bundle comes from the build machine: the label tells which one
+	// an image trusts, and why two builds of one commit differ.
+	if got, want := c.Labels["io.github.sqlgate.ca-certificates.sha256"], "b93f51c3ac1bdd90edcce2019d2452a328cbf97443f3744cc7ec63033a5b2c16"; got != want {
+		t.Errorf("CA bundle label %q, want the bundle's SHA-256 %s", got, want)
+	}
 
 	files := filesOf(t, img)
 	want := map[string]file{
