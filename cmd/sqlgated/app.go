@@ -928,10 +928,12 @@ const strandedMessage = "unfinished SQL leases of a database that no postgresLog
 // policy_load_failed audit record, sqlgate_policy_reloads_total and
 // sqlgate_policy_load_failed.
 func (a *app) ready(ctx context.Context) []web.NotReady {
-	if a.stopping.Load() {
-		return []web.NotReady{{Component: "stopping", Err: errors.New("the instance is stopping")}}
-	}
 	var out []web.NotReady
+	if a.stopping.Load() {
+		// Beside the others, not instead of them: the gate (blocksCalls)
+		// must not rejoin the queue group while a component still fails.
+		out = append(out, web.NotReady{Component: "stopping", Err: errors.New("the instance is stopping")})
+	}
 	if st := a.engine.Status(); !st.Ready() {
 		err := errors.New("no policy loaded")
 		if st.LastError != nil {
