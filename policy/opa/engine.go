@@ -68,11 +68,14 @@ type Config struct {
 	// names a route, parameter or emit subject the catalog does not have (a
 	// misspelt route in a deny list, a limit's or redact_params' misspelt
 	// parameter, a misspelt subject in sub, a constant in pub that is no
-	// route subject would silently do nothing). One exception: a route or
+	// route subject or one in deny_pub that matches none would silently do
+	// nothing). One exception: a route or
 	// event granted in data (a key of a `routes` or `events` object) that the
 	// catalog lacks grants nothing, so it is served and reported in
 	// [Status].Warnings and the log (a policy shared by deployments whose
-	// catalogs differ).
+	// catalogs differ). Likewise, with a non-empty catalog, a policy that
+	// does not define data.sqlgate.call (a misspelt package): every call
+	// would be denied.
 	Routes []RouteRef `json:"-"`
 	// Logger receives load and reload events (default: discard).
 	Logger *slog.Logger `json:"-"`
@@ -155,9 +158,10 @@ type Status struct {
 	// policy directory is no longer watched (edits would not load until it
 	// is again); nil when neither.
 	LastError error `json:"-"`
-	// Warnings are what the served revision names that [Config].Routes
-	// lacks without it being refused: routes it grants that the catalog
-	// does not have (they grant nothing).
+	// Warnings are what is wrong with the served revision without it being
+	// refused, found with [Config].Routes: routes or events it grants that
+	// the catalog does not have (they grant nothing), and a policy without
+	// data.sqlgate.call (every call of the catalog's routes is denied).
 	Warnings []string `json:"warnings,omitempty"`
 }
 
@@ -287,7 +291,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 			slog.String("policy_revision", st.revision), slog.String("previous_revision", ev.Previous),
 			slog.Int("modules", len(st.modules)))
 		for _, w := range st.warnings {
-			e.log.LogAttrs(ctx, slog.LevelWarn, "policy names a route or event the route catalog does not have",
+			e.log.LogAttrs(ctx, slog.LevelWarn, "policy loaded with a warning: it may not decide what it is meant to",
 				slog.String("policy_revision", st.revision), slog.String("warning", w))
 		}
 	}
@@ -467,6 +471,13 @@ func build(ctx context.Context, fsys fs.FS, o buildOptions) (*state, error) {
 		if errs, warnings = checkServedRoutes(p.modules, p.data, o.routes); len(errs) > 0 {
 			return nil, fmt.Errorf("%w: the policy names routes or parameters that the route catalog does not have (it would never apply them):\n  %w",
 				ErrInvalidPolicy, joinLines(errs))
+		}
+	}
+	if len(o.routes) > 0 {
+		// Served, since another entry may be all a deployment needs, but
+		// said: a misspelt package (sqlgate.calls) denies every call.
+		for _, err := range checkDecidesCalls(p.modules) {
+			warnings = append(warnings, err.Error())
 		}
 	}
 	keys, errs := checkContract(p.modules, p.data)

@@ -1,7 +1,9 @@
 package opa_test
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -171,5 +173,37 @@ func TestLintTimeout(t *testing.T) {
 	_, err := opa.Open(t.Context(), opa.Config{Dir: "testdata/policies/slowlint", EvalTimeout: time.Millisecond})
 	if !errors.Is(err, opa.ErrInvalidPolicy) || !strings.Contains(err.Error(), "the lint took longer than allowed") || !strings.Contains(err.Error(), opa.MinLintTimeout.String()) {
 		t.Errorf("Open = %v, want the lint refused after %s", err, opa.MinLintTimeout)
+	}
+}
+
+// TestLoadWarnsWithoutCallEntry: a policy whose call package is misspelt
+// (package sqlgate.calls) loads, since its NATS entry is enough, but every
+// call of the catalog's routes is denied ("the policy does not decide
+// call"). The daemon loaded it with a plain "policy loaded" while `policy
+// check --routes` reported it; the load now says so too.
+func TestLoadWarnsWithoutCallEntry(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "calls.rego"), "package sqlgate.calls\n\ndefault allow := false\n\nallow if \"sales\" in input.principal.groups\n")
+	writeFile(t, filepath.Join(dir, "nats.rego"), "package sqlgate.nats\n\ndefault allow := false\n\nallow if \"sales\" in input.principal.groups\n")
+	var log bytes.Buffer
+	e, err := opa.Open(t.Context(), opa.Config{Dir: dir, Routes: devCatalog(t), Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatalf("Open = %v, want the policy served", err)
+	}
+	const want = "the policy defines no data.sqlgate.call (package sqlgate.call), so every call of the route catalog's routes would be denied"
+	if w := e.Status().Warnings; len(w) != 1 || !strings.Contains(w[0], want) || !strings.Contains(w[0], "calls.rego has package data.sqlgate.calls") {
+		t.Errorf("Warnings = %q, want one containing %q and naming calls.rego", w, want)
+	}
+	if !strings.Contains(log.String(), "level=WARN") || !strings.Contains(log.String(), "calls.rego has package data.sqlgate.calls") {
+		t.Errorf("log = %s, want a warning naming calls.rego", log.String())
+	}
+
+	// Without a catalog there is nothing to warn of.
+	e, err = opa.Open(t.Context(), opa.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := e.Status().Warnings; len(w) != 0 {
+		t.Errorf("Warnings without a catalog = %q, want none", w)
 	}
 }
