@@ -170,7 +170,8 @@ type Obligations struct {
 }
 
 // ObligationKeys are the only keys a decision document may carry besides
-// `allow` and `reasons`.
+// `allow`, `reasons`, `deny` and (NATS) `deny_pub`, which refuse a request
+// or a subject whatever allow says.
 var ObligationKeys = []string{"max_rows", "timeout_ms", "redact_params", "ttl", "pub", "sub"}
 
 // ErrEvaluation marks a policy that could not produce a decision: an

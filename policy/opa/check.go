@@ -80,10 +80,11 @@ func RoutesFromCatalog(data []byte) ([]RouteRef, error) {
 //     data: the elements or keys of any `routes` member, any `route` member,
 //     and, for such a route, `param` members and `*params` lists within it;
 //     every constant string of data.sqlgate.nats.pub (pub contains "x",
-//     pub := {"x"}) is a route subject (not a wildcard); and every emit
-//     subject it refers to is one of the catalog's: constant strings of
-//     data.sqlgate.nats.sub (sub contains "x", sub := {"x"}) and the
-//     elements or keys of any `events` member in data.
+//     pub := {"x"}) is a route subject (not a wildcard); every constant
+//     string of data.sqlgate.nats.deny_pub matches a route subject; and
+//     every emit subject it refers to is one of the catalog's: constant
+//     strings of data.sqlgate.nats.sub (sub contains "x", sub := {"x"}) and
+//     the elements or keys of any `events` member in data.
 func Check(ctx context.Context, dir string, catalog []RouteRef) []error {
 	fsys, err := dirFS(dir)
 	if err != nil {
@@ -272,6 +273,11 @@ func decisionTypeMismatch(key string, tpe types.Type) (string, bool) {
 			}
 			return false
 		}
+	case "deny", "deny_pub":
+		want, fits = "a set of strings", func(t types.Type) bool {
+			s, ok := t.(*types.Set)
+			return ok && mayBe(s.Of(), isString)
+		}
 	case "reasons", "redact_params", "pub", "sub":
 		want, fits = "a set or array of strings", func(t types.Type) bool {
 			switch t := t.(type) {
@@ -315,6 +321,9 @@ type routeRef struct {
 	param string // "" for a reference to the route itself
 	emit  string // an emit subject (route and param are "")
 	pub   bool   // route is a constant of data.sqlgate.nats.pub
+	// denyPub: route is a constant of data.sqlgate.nats.deny_pub, a
+	// subject pattern that must match a route subject.
+	denyPub bool
 }
 
 var (
@@ -381,9 +390,10 @@ func moduleRouteRefs(modules map[string]*ast.Module) []routeRef {
 }
 
 // natsRefs returns the constant subjects the rules of m, the package of
-// data.sqlgate.nats, add to pub (route subjects) and sub (emit subjects):
-// `pub contains "x"`, `sub contains "x"` and `sub := {"x"}` (or a list),
-// else branches included. A computed subject is not checked.
+// data.sqlgate.nats, add to pub (route subjects), deny_pub (patterns of route
+// subjects) and sub (emit subjects): `pub contains "x"`, `sub contains "x"`
+// and `sub := {"x"}` (or a list), else branches included. A computed subject
+// is not checked.
 func natsRefs(m *ast.Module) []routeRef {
 	var refs []routeRef
 	for _, r := range m.Rules {
@@ -392,7 +402,7 @@ func natsRefs(m *ast.Module) []routeRef {
 			continue
 		}
 		key := ref[0].Value.String()
-		if key != "sub" && key != "pub" {
+		if key != "sub" && key != "pub" && key != "deny_pub" {
 			continue
 		}
 		for ; r != nil; r = r.Else {
@@ -414,9 +424,12 @@ func natsRefs(m *ast.Module) []routeRef {
 					if loc == nil {
 						loc = r.Location
 					}
-					if key == "pub" {
+					switch key {
+					case "pub":
 						refs = append(refs, routeRef{where: location(loc), route: string(s), pub: true})
-					} else {
+					case "deny_pub":
+						refs = append(refs, routeRef{where: location(loc), route: string(s), denyPub: true})
+					default:
 						refs = append(refs, routeRef{where: location(loc), emit: string(s)})
 					}
 				}
@@ -544,6 +557,12 @@ func checkRoutes(refs []routeRef, catalog []RouteRef) []error {
 	}
 	var errs []error
 	for _, r := range refs {
+		if r.denyPub {
+			if !slices.ContainsFunc(catalog, func(c RouteRef) bool { return subjectMatches(r.route, c.Subject) }) {
+				errs = append(errs, fmt.Errorf("%s: %q matches no route subject of the route catalog: deny_pub would refuse nothing", r.where, r.route))
+			}
+			continue
+		}
 		if r.emit != "" {
 			if !emits[r.emit] {
 				errs = append(errs, fmt.Errorf("%s: %s is not an emit subject of the route catalog (%s)", r.where, r.emit, emitsText(emits)))

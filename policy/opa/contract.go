@@ -12,13 +12,15 @@ import (
 )
 
 // DecisionKeys lists, for each entry point, the rules of its package that form
-// the decision document: `allow`, `reasons` and the obligations the broker
+// the decision document: `allow`, `reasons`, `deny` (a set of messages that
+// refuses the request whatever allow says), for NATS `deny_pub` (subjects
+// removed from pub whatever rule added them), and the obligations the broker
 // reads for that entry. Any other rule of an entry package must be a helper
 // whose name starts with an underscore; anything else fails to load.
 var DecisionKeys = map[policy.Entry][]string{
-	policy.Call:           {"allow", "reasons", "max_rows", "timeout_ms", "redact_params"},
-	policy.NATS:           {"allow", "reasons", "ttl", "pub", "sub"},
-	policy.SQLCredentials: {"allow", "reasons", "ttl"},
+	policy.Call:           {"allow", "reasons", "deny", "max_rows", "timeout_ms", "redact_params"},
+	policy.NATS:           {"allow", "reasons", "deny", "deny_pub", "ttl", "pub", "sub"},
+	policy.SQLCredentials: {"allow", "reasons", "deny", "ttl"},
 }
 
 // entryPath returns the package path of an entry point, e.g. data.sqlgate.call.

@@ -65,6 +65,13 @@ func (d document) value(key string) (ast.Value, error) {
 
 // decode turns a decision document into allow, reasons and obligations. Any
 // malformed value is an error; the caller denies.
+//
+// Deny overrides allow: a non-empty deny makes the decision a deny whose
+// reasons are deny's messages, whatever allow says, so that no allow rule a
+// policy adds escapes the refusals written as deny rules (the library's deny
+// list and MFA). Likewise the subjects deny_pub matches are removed from pub,
+// whatever rule added them; an allow left with neither pub nor sub by that is
+// a deny.
 func (d document) decode() (bool, []string, policy.Obligations, error) {
 	var ob policy.Obligations
 	v, err := d.value("allow")
@@ -78,6 +85,13 @@ func (d document) decode() (bool, []string, policy.Obligations, error) {
 		if reasons, err = stringList("reasons", rv); err != nil {
 			return false, nil, ob, err
 		}
+	}
+	denials, err := d.stringSet("deny")
+	if err != nil {
+		return false, reasons, ob, err
+	}
+	if len(denials) > 0 {
+		reasons = denials
 	}
 	if v == nil {
 		return false, reasons, ob, errUndefinedAllow
@@ -111,10 +125,66 @@ func (d document) decode() (bool, []string, policy.Obligations, error) {
 			errs = append(errs, err)
 		}
 	}
+	denyPub, err := d.stringSet("deny_pub")
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return false, reasons, policy.Obligations{}, err
 	}
+	emptied := false
+	if len(denyPub) > 0 && len(ob.Pub) > 0 {
+		ob.Pub = slices.DeleteFunc(ob.Pub, func(s string) bool {
+			return slices.ContainsFunc(denyPub, func(p string) bool { return subjectMatches(p, s) })
+		})
+		if len(ob.Pub) == 0 {
+			ob.Pub, emptied = nil, true
+		}
+	}
+	switch {
+	case len(denials) > 0:
+		return false, reasons, ob, nil
+	case emptied && bool(allow) && len(ob.Sub) == 0:
+		return false, []string{reasonAllPubDenied}, ob, nil
+	}
 	return bool(allow), reasons, ob, nil
+}
+
+// reasonAllPubDenied is the reason of a NATS allow whose every subject in pub
+// deny_pub removed, with no sub left either: there is nothing to grant.
+const reasonAllPubDenied = "every route the policy grants you is refused by its deny_pub rules"
+
+// stringSet decodes a set of strings (in sorted order); an undefined key is
+// an empty set. Anything else, an array included, is an error: deny and
+// deny_pub are sets, and a value the engine cannot read must not pass for an
+// empty one.
+func (d document) stringSet(key string) ([]string, error) {
+	v, err := d.value(key)
+	if err != nil || v == nil {
+		return nil, err
+	}
+	if _, ok := v.(ast.Set); !ok {
+		return nil, fmt.Errorf("%s is %s %v, not a set of strings", key, ast.ValueName(v), v)
+	}
+	return stringList(key, v)
+}
+
+// subjectMatches reports whether the NATS subject pattern p matches subject
+// s: tokens separated by dots, where "*" matches any one token and a final
+// ">" matches one or more (so deny_pub contains "orders.>" refuses every
+// orders route, as it would in a NATS permission).
+func subjectMatches(p, s string) bool {
+	for {
+		pt, prest, pmore := strings.Cut(p, ".")
+		st, srest, smore := strings.Cut(s, ".")
+		switch {
+		case pt == ">" && !pmore:
+			return true
+		case pt != "*" && pt != st:
+			return false
+		case !pmore || !smore:
+			return pmore == smore
+		}
+		p, s = prest, srest
+	}
 }
 
 // checkValue checks a value of one decision key as decode does, for [Check].
@@ -131,6 +201,12 @@ func checkValue(key string, v ast.Value) error {
 		_, err = duration(key, v)
 	case "reasons", "redact_params", "pub", "sub":
 		_, err = stringList(key, v)
+	case "deny", "deny_pub":
+		if _, ok := v.(ast.Set); !ok {
+			err = fmt.Errorf("%s is %s %v, not a set of strings", key, ast.ValueName(v), v)
+		} else {
+			_, err = stringList(key, v)
+		}
 	}
 	return err
 }

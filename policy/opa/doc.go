@@ -16,9 +16,16 @@
 // # Decision document
 //
 // The decision of entry E is formed by the rules of package data.sqlgate.E:
-// allow (a boolean), reasons (a set or array of strings) and the obligations
-// [DecisionKeys] lists for E (call: max_rows, timeout_ms, redact_params;
-// nats: ttl, pub, sub; sql_credentials: ttl). Rules of the package whose
+// allow (a boolean), reasons (a set or array of strings), deny (a set of
+// strings), for nats deny_pub (a set of subject patterns), and the
+// obligations [DecisionKeys] lists for E (call: max_rows, timeout_ms,
+// redact_params; nats: ttl, pub, sub; sql_credentials: ttl). Deny overrides
+// allow, enforced here and not by the policy's rules: a non-empty deny makes
+// the decision a deny with deny's messages as its reasons whatever allow
+// says, and the subjects deny_pub matches are removed from pub whatever rule
+// added them, so that an allow or pub rule a policy adds cannot escape the
+// refusals written as deny rules (the default library's deny list and MFA).
+// Rules of the package whose
 // names start with an underscore are helpers and not part of the decision;
 // so are rules of any other package (data.sqlgate.lib.*). Any other rule in
 // an entry package, a package nested under one, a rule of a parent package
@@ -32,9 +39,9 @@
 // Decide fails closed: an evaluation error (a built-in function's error
 // included, such as a division by zero: queries evaluate with strict built-in
 // errors, so such an expression does not become undefined and let a `not`
-// hold), the evaluation timeout, an undefined or non-boolean allow, or a
-// malformed obligation is a deny with a reason and an error wrapping
-// [policy.ErrEvaluation].
+// hold), the evaluation timeout, an undefined or non-boolean allow, a deny or
+// deny_pub that is not a set of strings, or a malformed obligation is a deny
+// with a reason and an error wrapping [policy.ErrEvaluation].
 //
 // docs/policy.md documents the input document, the decision document, the
 // default library (policy/rules) and the commands.

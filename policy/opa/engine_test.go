@@ -133,7 +133,7 @@ func TestLoadErrors(t *testing.T) {
 		{"datanotjson", "data.json"},
 		{"yamlbad", "data.yaml"},
 		{"unknownkey", `unknown decision key "max_row" in data.sqlgate.call`},
-		{"wrongentrykey", `unknown decision key "ttl" in data.sqlgate.call (allowed: allow, reasons, max_rows, timeout_ms, redact_params`},
+		{"wrongentrykey", `unknown decision key "ttl" in data.sqlgate.call (allowed: allow, reasons, deny, max_rows, timeout_ms, redact_params`},
 		{"subpackage", "package data.sqlgate.call.helpers is inside the decision document of data.sqlgate.call"},
 		{"dataindecision", "a data file defines data.sqlgate.call"},
 		{"noentry", "no entry point"},

@@ -58,7 +58,7 @@ func FuzzParseInput(f *testing.F) {
 
 // decisionKeys is every key a decision document may hold, sorted.
 var fuzzDecisionKeys = func() []string {
-	keys := append([]string{"allow", "reasons"}, policy.ObligationKeys...)
+	keys := append([]string{"allow", "reasons", "deny", "deny_pub"}, policy.ObligationKeys...)
 	slices.Sort(keys)
 	return keys
 }()
@@ -67,7 +67,8 @@ var fuzzDecisionKeys = func() []string {
 // Rego object from each decision key to the array of its values (as the
 // decision query returns them). Any malformed value denies with an error
 // and no obligations; an accepted decision has obligations within their
-// bounds, and its allow is the document's.
+// bounds, and it allows only when the document's allow is true and its deny
+// is empty, and then with no subject deny_pub matches in pub.
 func FuzzDecisionDocument(f *testing.F) {
 	f.Add(`{"allow": [true], "reasons": [{"ok"}], "max_rows": [100], "timeout_ms": [5000], "redact_params": [{"card"}]}`)
 	f.Add(`{"allow": [true], "ttl": ["15m"], "pub": [["orders.>"]], "sub": [{"_INBOX_x.>"}]}`)
@@ -80,6 +81,10 @@ func FuzzDecisionDocument(f *testing.F) {
 	f.Add(`{"allow": true}`)
 	f.Add(`{"reasons": [{"undefined allow"}]}`)
 	f.Add(`{}`)
+	f.Add(`{"allow": [true], "deny": [{"frozen"}], "redact_params": [["note"]]}`)
+	f.Add(`{"allow": [true], "deny": [set()], "pub": [{"a.b", "c.d"}], "deny_pub": [{"a.*"}]}`)
+	f.Add(`{"allow": [true], "pub": [{"a.b"}], "deny_pub": [{">"}]}`)
+	f.Add(`{"allow": [true], "deny": [["frozen"]]}`)
 	f.Fuzz(func(t *testing.T, src string) {
 		term, err := ast.ParseTerm(src)
 		if err != nil {
@@ -105,14 +110,28 @@ func FuzzDecisionDocument(f *testing.F) {
 			return
 		}
 		want := obj.Get(ast.StringTerm("allow")).Value.(*ast.Array).Elem(0).Value
-		if ast.Boolean(allow) != want {
+		if allow && want != ast.Boolean(true) {
 			t.Fatalf("decision %s: allow=%v", src, allow)
+		}
+		if d := obj.Get(ast.StringTerm("deny")); allow && d != nil && d.Value.(*ast.Array).Len() > 0 && d.Value.(*ast.Array).Elem(0).Value.(ast.Set).Len() > 0 {
+			t.Fatalf("decision %s: allowed despite deny", src)
+		}
+		if d := obj.Get(ast.StringTerm("deny_pub")); d != nil && d.Value.(*ast.Array).Len() > 0 {
+			d.Value.(*ast.Array).Elem(0).Value.(ast.Set).Foreach(func(p *ast.Term) {
+				for _, s := range ob.Pub {
+					if s == string(p.Value.(ast.String)) {
+						t.Fatalf("decision %s: pub holds %s, which deny_pub holds", src, s)
+					}
+				}
+			})
+		}
+		if !allow && want == ast.Boolean(true) && len(reasons) == 0 {
+			t.Fatalf("decision %s: a deny of an allow without reasons", src)
 		}
 		if ob.MaxRows < 0 || ob.MaxRows > maxCount || ob.Timeout < 0 || ob.Timeout > maxCount*time.Millisecond ||
 			ob.TTL < 0 || ob.TTL > maxTTL {
 			t.Fatalf("decision %s: obligations out of bounds: %+v", src, ob)
 		}
-		_ = reasons
 	})
 }
 

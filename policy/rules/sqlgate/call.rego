@@ -3,8 +3,14 @@
 # description: |
 #   data.sqlgate.call decides one routed call: input.principal calls
 #   input.route with input.params. The decision document is this package's
-#   allow, reasons, max_rows, timeout_ms and redact_params; rules whose names
-#   start with an underscore are helpers and not part of it.
+#   allow, deny, reasons, max_rows, timeout_ms and redact_params; rules whose
+#   names start with an underscore are helpers and not part of it.
+#
+#   deny refuses whatever allow says: the engine denies a call for which it
+#   holds any message, with its messages as the reasons. The deny list and
+#   MFA are written as deny rules, so an allow rule added to this package
+#   for a route of its own cannot let a deny-listed principal, or one
+#   without the MFA a route requires, through.
 #
 #   Written for the decision path: each reference to a rule costs about a
 #   microsecond, so the route's configuration is read once into a variable and
@@ -23,22 +29,33 @@ import data.sqlgate.lib.request
 default allow := false
 
 # Regular access: a group or role of the principal is granted the route, that
-# group's or role's limits hold, and the call is within business hours where
-# the route requires it. The deny list and MFA refuse what anything else
-# allows.
+# group's or role's limits hold, the call is within business hours where the
+# route requires it, and nothing in deny refuses it.
 allow if _regular
 
-# Break-glass access replaces grants, limits and business hours.
+# Break-glass access replaces grants, limits and business hours, not deny.
 allow if _break_glass
 
+# The deny list refuses the principal the route, whatever allows it.
+deny contains msg if {
+	denylist.denied(input.route.subject)
+	some msg in denylist.violations(input.route.subject)
+}
+
+# A route that requires MFA or a recent sign-in refuses a token without
+# them, whatever allows it.
+deny contains msg if {
+	route := grants.route
+	mfa.missing(route)
+	some msg in mfa.violations(route)
+}
+
 # reasons explain a deny to the caller; a break-glass allow records its
-# justification.
+# justification. An allow by another rule (one a policy adds) records none:
+# it is not break-glass access.
 reasons := _deny_reasons if not allow
 
-reasons := {sprintf("break-glass access by %s: %s", [request.who, breakglass.reason])} if {
-	not _regular
-	allow
-}
+reasons := {sprintf("break-glass access by %s: %s", [request.who, breakglass.reason])} if _break_glass
 
 # Obligations of the route. They apply to every decision: redaction matters
 # for denied calls too.
@@ -54,7 +71,7 @@ _regular if {
 	group in input.principal.groups
 	not limits.broken(route, "group", group)
 	hours.open(route)
-	not _blocked(route)
+	count(deny) == 0
 }
 
 _regular if {
@@ -63,26 +80,17 @@ _regular if {
 	role in input.principal.roles
 	not limits.broken(route, "role", role)
 	hours.open(route)
-	not _blocked(route)
+	count(deny) == 0
 }
 
 _break_glass if {
 	not _regular
-	route := grants.route
-	breakglass.allowed(route)
-	not _blocked(route)
-}
-
-_blocked(_) if denylist.denied(input.route.subject)
-
-_blocked(route) if mfa.missing(route)
-
-_deny_reasons contains msg if {
-	some msg in denylist.violations(input.route.subject)
+	breakglass.allowed(grants.route)
+	count(deny) == 0
 }
 
 _deny_reasons contains msg if {
-	some msg in mfa.violations(grants.route)
+	some msg in deny
 }
 
 _deny_reasons contains msg if {

@@ -12,6 +12,7 @@ _create(groups, amount) := fx.call(groups, "orders.v1.create", {"customer": "acm
 test_sales_create_within_limit if {
 	call.allow with input as _create(["sales"], 500)
 	not call.reasons with input as _create(["sales"], 500)
+	call.deny == set() with input as _create(["sales"], 500)
 }
 
 test_sales_create_at_the_limits if {
@@ -94,6 +95,38 @@ test_break_glass_with_a_reason if {
 	req := json.patch(fx.call(["break-glass"], "orders.v1.cancel", {"id": 7}), [{"op": "add", "path": "/request/reason", "value": "INC-4711 duplicate order"}])
 	call.allow with input as req
 	call.reasons == {"break-glass access by pat@example.com: INC-4711 duplicate order"} with input as req
+}
+
+# An allow by a rule a policy adds (allow mocked true here) is no break-glass
+# access: the signed audit record of the call must not say it was, with an
+# empty justification, for a principal outside the break-glass group.
+test_custom_allow_is_not_recorded_as_break_glass if {
+	req := fx.call(["support"], "orders.v1.cancel", {"id": 7})
+	not call.reasons with input as req with data.sqlgate.call.allow as true
+}
+
+_with_deny(entries) := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": entries}])
+
+# deny holds the deny list's refusal whatever allows the call, here an allow
+# rule a policy adds (mocked true): the engine denies with deny's messages.
+test_deny_list_beats_custom_grant if {
+	req := fx.call(["support"], "orders.v1.cancel", {"id": 7})
+	cfg := _with_deny([{"principals": ["u-1"], "reason": "account under investigation"}])
+	call.deny == {"account under investigation"} with input as req with data.sqlgate.config as cfg
+		with data.sqlgate.call.allow as true
+	scoped := _with_deny([{"groups": ["support"], "routes": ["orders.v1.cancel"], "reason": "support may not cancel"}])
+	call.deny == {"support may not cancel"} with input as req with data.sqlgate.config as scoped
+		with data.sqlgate.call.allow as true
+	call.deny == set() with input as fx.call(["support"], "orders.v1.get", {"id": 7}) with data.sqlgate.config as scoped
+}
+
+# Likewise a route's MFA requirement.
+test_mfa_beats_custom_grant if {
+	req := json.patch(fx.call(["support"], "orders.v1.cancel", {"id": 7}), [{"op": "replace", "path": "/principal/mfa", "value": false}])
+	cfg := json.patch(data.sqlgate.config, [{"op": "add", "path": "/routes/orders.v1.cancel/mfa", "value": true}])
+	call.deny == {"orders.v1.cancel requires multi-factor authentication: sign in again with MFA"} with input as req
+		with data.sqlgate.config as cfg
+		with data.sqlgate.call.allow as true
 }
 
 test_break_glass_cannot_create if {

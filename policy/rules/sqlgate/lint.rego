@@ -283,10 +283,12 @@ problems contains sprintf("deny[%d].principals[%d]: %s looks like an e-mail addr
 	denylist.email_shaped(p)
 }
 
-# A route the configuration does not list is denied to everyone already, so
-# a deny entry naming one refuses nothing: most likely a misspelt route,
-# which left the route it meant open.
-problems contains sprintf("deny[%d].routes[%d]: %s is not a route of config.routes: the entry would refuse nothing on it", [i, j, subject]) if {
+# A deny entry names routes of config.routes: one it does not list is most
+# likely a misspelt route, which left the route it meant open. (A route that a
+# policy's own rules grant is listed there too, without groups, so that the
+# deny list, which removes only listed routes from NATS credentials, and its
+# MFA and obligations apply to it.)
+problems contains sprintf("deny[%d].routes[%d]: %s is not a route of config.routes: a deny entry names listed routes (list a route your own rules grant there too)", [i, j, subject]) if {
 	some i, entry in _deny
 	is_object(entry)
 	_strings(entry.routes)

@@ -234,7 +234,7 @@ test_deny_routes_must_be_configured_routes if {
 		{"groups": ["support"], "routes": []},
 	]}])
 	lint.problems == {
-		"deny[0].routes[1]: orders.v1.craete is not a route of config.routes: the entry would refuse nothing on it",
+		"deny[0].routes[1]: orders.v1.craete is not a route of config.routes: a deny entry names listed routes (list a route your own rules grant there too)",
 		"deny[1].routes: is empty, so the entry refuses nothing: list routes, or leave routes out to refuse everything",
 	} with data.sqlgate.config as cfg
 	lint.problems == set() with data.sqlgate.config as json.patch(_orders_config, [{"op": "add", "path": "/deny", "value": [

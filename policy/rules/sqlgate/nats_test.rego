@@ -109,3 +109,40 @@ test_deny_list_and_events if {
 	some_routes := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": [{"principals": ["u-1"], "routes": ["orders.v1.create"]}]}])
 	nats.sub == {"orders.v1.created", "orders.v1.cancelled", "orders.v1.imported"} with input as _nats(["sales"], 0) with data.sqlgate.config as some_routes
 }
+
+_with_deny(entries) := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": entries}])
+
+# The deny list refuses whatever pub holds, here routes a policy's own pub
+# rule adds (mocked): deny_pub holds the routes an entry with routes refuses
+# (the engine removes them from pub), deny the reason of an entry without
+# routes (the engine refuses the credential).
+test_deny_list_beats_custom_pub if {
+	scoped := _with_deny([{"principals": ["u-1"], "routes": ["orders.v1.cancel"], "reason": "frozen"}])
+	nats.deny_pub == {"orders.v1.cancel"} with input as _nats(["support"], 0) with data.sqlgate.config as scoped
+		with data.sqlgate.nats.pub as {"orders.v1.get", "orders.v1.cancel"}
+	nats.deny == set() with input as _nats(["support"], 0) with data.sqlgate.config as scoped
+	out := _with_deny([{"principals": ["u-1"], "reason": "account under investigation"}])
+	nats.deny == {"account under investigation"} with input as _nats(["support"], 0) with data.sqlgate.config as out
+		with data.sqlgate.nats.pub as {"orders.v1.cancel"}
+	nats.deny_pub == {"orders.v1.create", "orders.v1.get", "orders.v1.cancel", "orders.v1.import"} with input as _nats(["support"], 0)
+		with data.sqlgate.config as out
+}
+
+# A deny list that is not a list fails closed: it refuses every route.
+test_malformed_deny_list_refuses_every_route if {
+	cfg := json.patch(data.sqlgate.config, [{"op": "replace", "path": "/deny", "value": "mallory"}])
+	nats.deny_pub == {"orders.v1.create", "orders.v1.get", "orders.v1.cancel", "orders.v1.import"} with input as _nats(["sales"], 0)
+		with data.sqlgate.config as cfg
+	nats.deny == {"denied by the deny list"} with input as _nats(["sales"], 0) with data.sqlgate.config as cfg
+}
+
+test_no_deny_without_deny_list if {
+	nats.deny == set() with input as _nats(["sales"], 0)
+	nats.deny_pub == set() with input as _nats(["sales"], 0)
+}
+
+# A credential allowed by a rule a policy adds (allow mocked true) is not
+# explained as refused in its audit record.
+test_custom_allow_is_not_explained_as_refused if {
+	nats.reasons == set() with input as _nats(["auditors"], 0) with data.sqlgate.nats.allow as true
+}

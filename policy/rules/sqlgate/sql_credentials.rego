@@ -6,6 +6,10 @@
 #   input.credential.database, for at most the granted TTL. A deny-list
 #   entry without routes that matches the principal refuses every SQL login
 #   (issue and renew); entries with routes restrict only those routes.
+#
+#   deny refuses whatever allow says: the engine denies a login for which it
+#   holds any message, with its messages as the reasons, so an allow rule
+#   added to this package cannot let a deny-listed principal through.
 package sqlgate.sql_credentials
 
 import data.sqlgate.config
@@ -16,14 +20,22 @@ default allow := false
 
 allow if {
 	count(_grants) > 0
-	not denylist.excluded
+	count(deny) == 0
 }
 
-reasons contains msg if {
+deny contains msg if {
+	denylist.excluded
 	some msg in denylist.exclusions
 }
 
 reasons contains msg if {
+	some msg in deny
+}
+
+# A login allowed by another rule (one a policy adds) is not explained as
+# refused.
+reasons contains msg if {
+	not allow
 	count(_grants) == 0
 	msg := sprintf(
 		"role %s on database %s is not granted to any of your groups (%s)",

@@ -52,6 +52,21 @@ test_deny_listed_principal_gets_no_login if {
 	sql.reasons == {"account under investigation"} with input as _reader(["sales"]) with data.sqlgate.config as cfg
 }
 
+# deny holds the refusal whatever allows the login, here an allow rule a
+# policy adds (mocked true): the engine denies with deny's messages.
+test_deny_list_beats_custom_grant if {
+	cfg := _with_deny([{"principals": ["u-1"], "reason": "account under investigation"}])
+	sql.deny == {"account under investigation"} with input as _reader(["auditors"]) with data.sqlgate.config as cfg
+		with data.sqlgate.sql_credentials.allow as true
+	sql.deny == set() with input as _reader(["sales"])
+}
+
+# A login allowed by a rule a policy adds (allow mocked true) is not
+# explained as refused in its audit record.
+test_custom_allow_is_not_explained_as_refused if {
+	sql.reasons == set() with input as _reader(["auditors"]) with data.sqlgate.sql_credentials.allow as true
+}
+
 test_deny_listed_group_gets_no_login if {
 	cfg := _with_deny([{"groups": ["support"]}])
 	not sql.allow with input as _reader(["sales", "support"]) with data.sqlgate.config as cfg
