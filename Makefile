@@ -90,10 +90,12 @@ IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
-# The CA bundle the image trusts, copied as is: the build machine's by default,
-# with whatever its administrators added (a corporate CA). The image's digest
-# depends on it; its label io.github.sqlgate.ca-certificates.sha256 names it.
-CA_CERTS ?= /etc/ssl/certs/ca-certificates.crt
+# The CA bundle the image trusts. Empty (the default): Mozilla's NSS roots from
+# golang.org/x/crypto/x509roots/fallback at the version go.sum pins, the same on
+# every build machine; the machine's /etc/ssl is never read. A PEM file: that
+# bundle instead, an operator's explicit choice (a private CA). The labels
+# io.github.sqlgate.ca-certificates.{sha256,source} name the bundle an image holds.
+CA_CERTS ?=
 
 .PHONY: image
 image: ## the container image as a docker-archive tarball: bin/sqlgated-image.tar (docker load -i, podman load -i, crane push)
@@ -101,7 +103,7 @@ image: ## the container image as a docker-archive tarball: bin/sqlgated-image.ta
 	  -o bin/image/linux_$(IMAGE_ARCH)/ ./cmd/sqlgated ./cmd/sqlgate
 	$(NOCGO) $(GO) run $(TRIM) ./deploy/image --arch $(IMAGE_ARCH) \
 	  --sqlgated bin/image/linux_$(IMAGE_ARCH)/sqlgated --sqlgate bin/image/linux_$(IMAGE_ARCH)/sqlgate \
-	  --tag $(IMAGE):$(VERSION) --version $(VERSION) --revision "$(REVISION)" --source-date $(SOURCE_DATE_EPOCH) --ca-certs $(CA_CERTS) \
+	  --tag $(IMAGE):$(VERSION) --version $(VERSION) --revision "$(REVISION)" --source-date $(SOURCE_DATE_EPOCH) $(if $(CA_CERTS),--ca-certs "$(CA_CERTS)") \
 	  --out bin/sqlgated-image.tar
 
 # helm's default Kubernetes version, for `helm template` and `helm lint` without

@@ -2,8 +2,10 @@
 //
 // The image is one layer on an empty base: the two static binaries
 // (sqlgated as the entrypoint, the sqlgate CLI beside it), a CA
-// certificate bundle (--ca-certs: the build machine's by default, whatever
-// its administrators added to it), /etc/passwd and /etc/group naming the
+// certificate bundle (by default Mozilla's NSS roots from the Go module
+// golang.org/x/crypto/x509roots/fallback at the version go.sum pins, never
+// the build machine's; --ca-certs FILE for an operator's own), /etc/passwd
+// and /etc/group naming the
 // unprivileged user sqlgate (65532), /etc/nsswitch.conf, and the directories
 // sqlgated may write (/var/lib/sqlgate, /tmp). There is no shell and no
 // package manager. It runs as 65532:65532 and starts `sqlgated serve
@@ -12,9 +14,9 @@
 // The output is a docker-archive tarball, which `docker load`, `podman load`,
 // `skopeo copy docker-archive:FILE docker://REPO:TAG` and `crane push FILE
 // REPO:TAG` accept. Every time in the image is the source date (the commit
-// time, SOURCE_DATE_EPOCH), so the same binaries and CA bundle give the same
-// bytes; the label caLabel names the bundle's SHA-256, so two images can be
-// told apart by it.
+// time, SOURCE_DATE_EPOCH), so the same binaries give the same bytes on any
+// build machine; the labels caLabel and caSourceLabel name the bundle's
+// SHA-256 and where it came from.
 //
 // Usage (`make image` does this for the host's architecture):
 //
@@ -58,18 +60,21 @@ const (
 	cliPath    = "/usr/local/bin/sqlgate"
 	configPath = "/etc/sqlgate/sqlgated.yaml"
 	statePath  = "/var/lib/sqlgate"
-	caPath     = "/etc/ssl/certs/ca-certificates.crt"
+	caPath     = "/etc/ssl/certs/ca-certificates.crt" // SSL_CERT_FILE
 )
 
-// caLabel is the image label holding the SHA-256 of the CA bundle in the
-// image: the bundle comes from the build machine, and the label tells which
-// one an image trusts (and why two builds of one commit may differ).
-const caLabel = "io.github.sqlgate.ca-certificates.sha256"
+// The image labels naming the CA bundle an image trusts: its SHA-256, and
+// where it came from (pinnedSource, or caFileSource for --ca-certs).
+const (
+	caLabel       = "io.github.sqlgate.ca-certificates.sha256"
+	caSourceLabel = "io.github.sqlgate.ca-certificates.source"
+)
 
 // spec is what goes into the image.
 type spec struct {
 	daemon, cli []byte // the two binaries
 	caCerts     []byte
+	caSource    string // caSourceLabel
 	tag         string
 	version     string
 	revision    string
@@ -79,17 +84,18 @@ type spec struct {
 }
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:], os.Stdout, os.ReadFile); err != nil {
 		fmt.Fprintln(os.Stderr, "image:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
+// run builds the image. Every file it reads, it reads with readFile.
+func run(args []string, stdout io.Writer, readFile func(string) ([]byte, error)) error {
 	fs := flag.NewFlagSet("image", flag.ContinueOnError)
 	daemon := fs.String("sqlgated", "", "the sqlgated binary (static, for linux/ARCH)")
 	cli := fs.String("sqlgate", "", "the sqlgate CLI binary (static, for linux/ARCH)")
-	ca := fs.String("ca-certs", caPath, "the CA certificate bundle to include (the image trusts exactly these; the build machine's by default)")
+	ca := fs.String("ca-certs", "", "a PEM CA certificate bundle the image trusts instead of the default, Mozilla's NSS roots from "+fallbackModule+" (a private CA, say)")
 	tag := fs.String("tag", "ghcr.io/sqlgate/sqlgated:dev", "the image's repository and tag")
 	version := fs.String("version", "dev", "the version label")
 	revision := fs.String("revision", "", "the source revision label (a commit id)")
@@ -112,17 +118,27 @@ func run(args []string) error {
 		s.created = time.Unix(sec, 0).UTC()
 	}
 	var err error
-	if s.daemon, err = readStatic(*daemon, *arch); err != nil {
+	if s.daemon, err = readStatic(readFile, *daemon, *arch); err != nil {
 		return err
 	}
-	if s.cli, err = readStatic(*cli, *arch); err != nil {
+	if s.cli, err = readStatic(readFile, *cli, *arch); err != nil {
 		return err
 	}
-	if s.caCerts, err = os.ReadFile(*ca); err != nil {
-		return fmt.Errorf("CA certificates: %w", err)
-	}
-	if len(s.caCerts) == 0 {
-		return fmt.Errorf("CA certificates: %s is empty", *ca)
+	if *ca == "" {
+		// Never the build machine's bundle: it differs between machines and
+		// holds whatever CA their administrators added.
+		if s.caCerts, _, err = pinnedBundle(); err != nil {
+			return err
+		}
+		s.caSource = pinnedSource()
+	} else {
+		if s.caCerts, err = readFile(*ca); err != nil {
+			return fmt.Errorf("CA certificates: %w", err)
+		}
+		if err := checkBundle(*ca, s.caCerts); err != nil {
+			return err
+		}
+		s.caSource = caFileSource
 	}
 	ref, err := name.NewTag(s.tag)
 	if err != nil {
@@ -139,8 +155,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s: %s %s (load it with docker load -i, podman load -i, or push it with crane push / skopeo copy)\n", *out, s.tag, digest)
-	return nil
+	_, err = fmt.Fprintf(stdout, "%s: %s %s (load it with docker load -i, podman load -i, or push it with crane push / skopeo copy)\n", *out, s.tag, digest)
+	return err
 }
 
 // goarchMachine maps GOARCH to the ELF machine a binary for it has.
@@ -154,8 +170,8 @@ var goarchMachine = map[string]elf.Machine{
 // readStatic reads a binary and refuses one the image could not run: not a
 // Linux ELF executable for arch, or one that needs a dynamic loader (the
 // image has no libc).
-func readStatic(path, arch string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+func readStatic(readFile func(string) ([]byte, error), path, arch string) ([]byte, error) {
+	b, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +240,7 @@ func build(s *spec) (v1.Image, error) {
 			"org.opencontainers.image.revision":    s.revision,
 			"org.opencontainers.image.created":     s.created.Format(time.RFC3339),
 			caLabel:                                caSum(s.caCerts),
+			caSourceLabel:                          s.caSource,
 		},
 	}
 	return mutate.ConfigFile(img, cf)

@@ -49,21 +49,21 @@ func goBuild(t *testing.T, env ...string) string {
 // TestReadStatic checks that the builder takes only what the image can run.
 func TestReadStatic(t *testing.T) {
 	static := goBuild(t, "CGO_ENABLED=0")
-	if _, err := readStatic(static, runtime.GOARCH); err != nil {
+	if _, err := readStatic(os.ReadFile, static, runtime.GOARCH); err != nil {
 		t.Errorf("a static binary for %s: %v", runtime.GOARCH, err)
 	}
 	other := "arm64"
 	if runtime.GOARCH == "arm64" {
 		other = "amd64"
 	}
-	if _, err := readStatic(static, other); err == nil || !strings.Contains(err.Error(), "not "+other) {
+	if _, err := readStatic(os.ReadFile, static, other); err == nil || !strings.Contains(err.Error(), "not "+other) {
 		t.Errorf("a %s binary taken as %s: err = %v", runtime.GOARCH, other, err)
 	}
 	text := filepath.Join(t.TempDir(), "script")
 	if err := os.WriteFile(text, []byte("#!/bin/sh\necho hi\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readStatic(text, runtime.GOARCH); err == nil || !strings.Contains(err.Error(), "not an ELF") {
+	if _, err := readStatic(os.ReadFile, text, runtime.GOARCH); err == nil || !strings.Contains(err.Error(), "not an ELF") {
 		t.Errorf("a script: err = %v", err)
 	}
 	// The machine's shell is linked against libc, which the image lacks.
@@ -71,7 +71,7 @@ func TestReadStatic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readStatic(sh, runtime.GOARCH); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+	if _, err := readStatic(os.ReadFile, sh, runtime.GOARCH); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
 		t.Errorf("%s: err = %v, want dynamically linked", sh, err)
 	}
 }
@@ -124,7 +124,7 @@ func TestBuild(t *testing.T) {
 	created := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	s := spec{
 		daemon: []byte("daemon bytes"), cli: []byte("cli bytes"), caCerts: []byte("-----BEGIN CERTIFICATE-----\n"),
-		tag: "registry.example.com/sqlgate/sqlgated:1.2.3", version: "1.2.3", revision: "abc123",
+		caSource: "file", tag: "registry.example.com/sqlgate/sqlgated:1.2.3", version: "1.2.3", revision: "abc123",
 		source: "https://example.com/sqlgate", arch: "amd64", created: created,
 	}
 	dir := t.TempDir()
@@ -169,10 +169,12 @@ func TestBuild(t *testing.T) {
 	if c.Labels["org.opencontainers.image.version"] != "1.2.3" || c.Labels["org.opencontainers.image.revision"] != "abc123" {
 		t.Errorf("labels %v", c.Labels)
 	}
-	// The CA bundle comes from the build machine: the label tells which one
-	// an image trusts, and why two builds of one commit differ.
+	// The labels tell which CA bundle an image trusts.
 	if got, want := c.Labels["io.github.sqlgate.ca-certificates.sha256"], "b93f51c3ac1bdd90edcce2019d2452a328cbf97443f3744cc7ec63033a5b2c16"; got != want {
 		t.Errorf("CA bundle label %q, want the bundle's SHA-256 %s", got, want)
+	}
+	if got := c.Labels["io.github.sqlgate.ca-certificates.source"]; got != "file" {
+		t.Errorf("CA source label %q, want file", got)
 	}
 
 	files := filesOf(t, img)
@@ -262,8 +264,30 @@ func TestImage(t *testing.T) {
 			t.Errorf("%s version: %v, printed %q, want %q", bin, err, b, want)
 		}
 	}
-	if _, err := readStatic(filepath.Join(root, "usr/local/bin/sqlgated"), cf.Architecture); err != nil {
+	if _, err := readStatic(os.ReadFile, filepath.Join(root, "usr/local/bin/sqlgated"), cf.Architecture); err != nil {
 		t.Error(err)
+	}
+	// Unless built with CA_CERTS, the image trusts the pinned module's roots,
+	// at the version go.mod requires.
+	ca, err := os.ReadFile(filepath.Join(root, caPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	source := cf.Config.Labels[caSourceLabel]
+	if source == caFileSource {
+		t.Logf("the image was built with CA_CERTS (%s %s)", caLabel, cf.Config.Labels[caLabel])
+		return
+	}
+	modVersion, err := exec.CommandContext(t.Context(), "go", "list", "-m", "-f", "{{.Version}}", fallbackModule).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, _, err := pinnedBundle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fallbackModule + "@" + strings.TrimSpace(string(modVersion)); source != want || !bytes.Equal(ca, pinned) {
+		t.Errorf("the image's CA bundle (%d bytes, %s %q) is not the pinned one (%d bytes, %s)", len(ca), caSourceLabel, source, len(pinned), want)
 	}
 }
 
