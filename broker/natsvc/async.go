@@ -93,6 +93,15 @@ type AsyncConfig struct {
 	// how long the messages of an instance that died wait before another
 	// instance gets them.
 	AckWait time.Duration
+	// StuckAfter bounds the renewals of a message's ack wait: a call still
+	// running StuckAfter after it began (a driver that ignores its
+	// context) is taken as stuck, an error is logged, and its message is
+	// no longer renewed, so that JetStream delivers it again after the ack
+	// wait, to this instance or another (the idempotency key makes that
+	// safe); a message that waited that long for a worker (every worker
+	// stuck) goes back to the stream at once. It must exceed the longest a
+	// call can take, as AckWait must (0: 2 x AckWait).
+	StuckAfter time.Duration
 	// MaxAge bounds how long a request the database or the audit log could
 	// not take (`unavailable`) is retried: an attempt that fails so when the
 	// message has been in the stream for MaxAge or longer is its last (0:
@@ -145,12 +154,14 @@ type AsyncConfig struct {
 	// Logger receives operational messages (nil: discard).
 	Logger *slog.Logger
 
-	// now and retryDelay replace the clock and the back-off in tests, and
+	// now and retryDelay replace the clock and the back-off in tests,
 	// otherRouteDelay the delay of a message for a route the instance
-	// does not serve.
+	// does not serve, and sweepAfter the wait before a stream check gives
+	// up a message past the delivery limit (sweepAfter).
 	now             func() time.Time
 	retryDelay      func(delivered uint64) time.Duration
 	otherRouteDelay func(delivered uint64) time.Duration
+	sweepAfter      time.Duration
 }
 
 // How a delivered message was settled ([AsyncConfig.OnSettle]).
@@ -214,9 +225,12 @@ type Async struct {
 	workers  sync.WaitGroup
 	stopOnce sync.Once
 	// pastLimit receives the server's advisories of messages past the
-	// consumer's delivery limit (giveUpPastLimit); otherRouteLog samples
-	// the log lines about messages for routes the instance does not serve.
+	// consumer's delivery limit (giveUpPastLimit), one at a time;
+	// pastLimitDone is closed once it is closed and its last handler has
+	// returned. otherRouteLog samples the log lines about messages for
+	// routes the instance does not serve.
 	pastLimit     *nats.Subscription
+	pastLimitDone chan struct{}
 	otherRouteLog logsample.Sampler
 
 	// repairMu serializes the checks (CheckStream), which recreate the
@@ -226,8 +240,12 @@ type Async struct {
 	repairMu sync.Mutex
 	// missingAt is when a check first found the stream gone (zero: found).
 	missingAt time.Time
-	stream    jetstream.Stream
-	cons      jetstream.Consumer
+	// givenUp holds the stream sequences of the messages the last check
+	// found given up by the consumer, and when a check first found each
+	// so (sweep).
+	givenUp map[uint64]time.Time
+	stream  jetstream.Stream
+	cons    jetstream.Consumer
 	// recheck asks the checker for a check now (the fetch reported the
 	// consumer gone).
 	recheck chan struct{}
@@ -268,9 +286,9 @@ func (c *AsyncConfig) Validate() error {
 	if !nkeys.IsValidPublicAccountKey(c.UsersAccount) {
 		errs = append(errs, errors.New("users account is not an account public key"))
 	}
-	if c.Workers < 0 || c.AckWait < 0 || c.MaxAge < 0 || c.MaxDeliver < 0 || c.MaxPayload < 0 || c.MaxBytes < 0 || c.MaxPerSubject < 0 ||
-		c.StreamCheckInterval < 0 {
-		errs = append(errs, errors.New("workers, ack wait, max age, max deliver, max payload, max bytes, max per subject and stream check interval must not be negative"))
+	if c.Workers < 0 || c.AckWait < 0 || c.StuckAfter < 0 || c.MaxAge < 0 || c.MaxDeliver < 0 || c.MaxPayload < 0 || c.MaxBytes < 0 ||
+		c.MaxPerSubject < 0 || c.StreamCheckInterval < 0 {
+		errs = append(errs, errors.New("workers, ack wait, stuck after, max age, max deliver, max payload, max bytes, max per subject and stream check interval must not be negative"))
 	}
 	if c.Replicas < 0 || c.Replicas > MaxAsyncReplicas {
 		errs = append(errs, fmt.Errorf("replicas must be 1 to %d (0: sized by the server's cluster), not %d", MaxAsyncReplicas, c.Replicas))
@@ -291,6 +309,12 @@ func (c *AsyncConfig) setDefaults() {
 	}
 	if c.AckWait == 0 {
 		c.AckWait = time.Minute
+	}
+	if c.StuckAfter == 0 {
+		c.StuckAfter = 2 * c.AckWait
+	}
+	if c.sweepAfter == 0 {
+		c.sweepAfter = sweepAfter
 	}
 	if c.MaxAge == 0 {
 		c.MaxAge = DefaultAsyncMaxAge
@@ -404,6 +428,10 @@ func StartAsync(ctx context.Context, nc *nats.Conn, cfg AsyncConfig, h Handler) 
 		a.workers.Wait()
 		return nil, fmt.Errorf("natsvc async: subscribe to delivery limit advisories: %w", err)
 	}
+	// Called when the subscription's goroutine ends: after the handler of
+	// the last advisory it received has returned.
+	a.pastLimitDone = make(chan struct{})
+	a.pastLimit.SetClosedHandler(func(string) { close(a.pastLimitDone) })
 	if err := a.consume(); err != nil {
 		_ = a.pastLimit.Unsubscribe()
 		close(a.msgs)
@@ -599,6 +627,14 @@ func (a *Async) checkStream(ctx context.Context) error {
 	if recreated {
 		a.log.WarnContext(ctx, "async consumer recreated", slog.String("stream", a.cfg.Stream), slog.String("consumer", a.cfg.Durable))
 	}
+	switch {
+	case recreated || renewed || info.State.Msgs == 0:
+		a.givenUp = nil // sequences of another stream, or none
+	case a.mayRepair():
+		sctx, cancel := context.WithTimeout(ctx, sweepTimeout)
+		a.sweep(sctx, info.State.FirstSeq, ci)
+		cancel()
+	}
 	// A new stream or consumer: the current fetch (if the server has not
 	// ended it) ends, and a new one begins, under the new stream's keys.
 	if err := a.refetch(recreated || renewed); err != nil {
@@ -741,7 +777,8 @@ func (a *Async) consume() error {
 // waits here, and the instance renews its ack wait (InProgress) at once and
 // every AckWait/3, so that JetStream does not deliver it again, here or to
 // another instance, while it waits: the first renewal covers its wait in
-// the fetch's buffer. It goes back to the stream if the fetch ends first.
+// the fetch's buffer. It goes back to the stream if the fetch ends first,
+// or when it has waited StuckAfter (every worker is stuck in a call).
 func (a *Async) hold(f fetched, halt <-chan struct{}) {
 	select {
 	case a.msgs <- f:
@@ -754,6 +791,8 @@ func (a *Async) hold(f fetched, halt <-chan struct{}) {
 	_ = f.m.InProgress() // the connection is down: so is the renewal, and the ack wait decides
 	t := time.NewTicker(a.renewEvery())
 	defer t.Stop()
+	stuck := time.NewTimer(a.cfg.StuckAfter)
+	defer stuck.Stop()
 	for {
 		select {
 		case a.msgs <- f:
@@ -763,28 +802,43 @@ func (a *Async) hold(f fetched, halt <-chan struct{}) {
 			return
 		case <-t.C:
 			_ = f.m.InProgress()
+		case <-stuck.C:
+			a.log.ErrorContext(a.hctx, "async message waited for a worker past the stuck bound, every call is stuck; returned for another instance",
+				slog.String("subject", f.m.Subject()), slog.Duration("stuck_after", a.cfg.StuckAfter), slog.Int("workers", a.cfg.Workers))
+			a.putBack(a.hctx, f.m)
+			return
 		}
 	}
 }
 
 // inProgress renews m's ack wait now and every AckWait/3 while a worker
-// handles it, until the returned stop is called; stop returns once no
-// renewal is sent any more, so that none follows the message's
-// settlement (a renewal after a Nak with a delay would change when the
-// message is delivered again).
-func (a *Async) inProgress(m jetstream.Msg) (stop func()) {
+// handles req, until the returned stop is called or for StuckAfter: a call
+// that runs longer is stuck (its route's timeout is long past), an error is
+// logged once, and the ack wait has JetStream deliver the message again,
+// to this instance or another, rather than never. stop returns once no
+// renewal is sent any more, so that none follows the message's settlement
+// (a renewal after a Nak with a delay would change when the message is
+// delivered again).
+func (a *Async) inProgress(ctx context.Context, m jetstream.Msg, req *broker.Request) (stop func()) {
 	_ = m.InProgress()
 	done := make(chan struct{})
 	var renewing sync.WaitGroup
 	renewing.Go(func() {
 		t := time.NewTicker(a.renewEvery())
 		defer t.Stop()
+		stuck := time.NewTimer(a.cfg.StuckAfter)
+		defer stuck.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-t.C:
 				_ = m.InProgress()
+			case <-stuck.C:
+				a.log.ErrorContext(ctx, "async call stuck past the stuck bound; its message is no longer renewed and is delivered again after the ack wait",
+					slog.String("subject", req.Subject), slog.String("correlation_id", req.CorrelationID),
+					slog.Duration("stuck_after", a.cfg.StuckAfter), slog.Duration("ack_wait", a.cfg.AckWait))
+				return
 			}
 		}
 	})
@@ -881,14 +935,26 @@ func (a *Async) Resume() error {
 // Paused reports whether the consumer is paused ([Async.Pause]).
 func (a *Async) Paused() bool { return a.paused.Load() }
 
+// pastLimitDrainWait bounds how long Stop waits for the advisories of
+// messages past the delivery limit that the instance has received to be
+// handled: two of them (one running, one waiting). It is within the
+// margin sqlgated's shutdown gives the transports beyond the calls.
+const pastLimitDrainWait = 2 * pastLimitTimeout
+
 // Stop stops fetching, lets the workers finish the calls they have started
 // and returns. Messages fetched but not started go back to the stream
 // unhandled, to this or another instance; their idempotency keys make a
-// redelivery safe either way.
+// redelivery safe either way. The advisories of messages past the delivery
+// limit the instance has received are handled before Stop returns (for at
+// most pastLimitDrainWait): the server sends each once, to one instance.
 func (a *Async) Stop() error {
 	a.stopOnce.Do(func() {
-		// Another instance gives up what passes the delivery limit now.
-		_ = a.pastLimit.Unsubscribe()
+		// Another instance gives up what passes the delivery limit now;
+		// what this one has received is still handled (Drain, unlike
+		// Unsubscribe, keeps it).
+		if err := a.pastLimit.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			a.log.WarnContext(a.hctx, "async stop: delivery limit advisories not drained", slog.String("error", err.Error()))
+		}
 		a.stopChecks()
 		a.checker.Wait()
 		a.mu.Lock()
@@ -898,6 +964,18 @@ func (a *Async) Stop() error {
 		a.consuming.Wait()
 		close(a.msgs)
 		a.workers.Wait()
+		// Without a server the advisories cannot be handled (nor the
+		// drain end): a later stream check of another instance gives up
+		// their messages (sweep).
+		if a.nc.IsConnected() {
+			t := time.NewTimer(pastLimitDrainWait)
+			select {
+			case <-a.pastLimitDone:
+			case <-t.C:
+				a.log.WarnContext(a.hctx, "async stop: delivery limit advisories still being handled; stopping without them")
+			}
+			t.Stop()
+		}
 		// The acks and naks of the last calls are published
 		// asynchronously: have them reach the server before returning.
 		if !a.nc.IsClosed() {
@@ -1070,7 +1148,7 @@ func (a *Async) serve(ctx context.Context, m jetstream.Msg, gen *streamGen) {
 	if problem != "" {
 		rep = invalidHeaders(req.CorrelationID, problem) // final: settled below without a retry
 	} else {
-		stop := a.inProgress(m)
+		stop := a.inProgress(ctx, m, req)
 		rep = a.handle(ctx, req)
 		stop()
 	}
@@ -1216,12 +1294,9 @@ const pastLimitTimeout = 5 * time.Second
 // never began. A work queue would keep it, unseen, counting against the
 // stream's limits, and a recreated consumer would deliver it again, however
 // old. So the server's advisory, which one instance of the queue group
-// receives, has it deleted from the stream, logged, counted gave_up, and
-// answered internal on its Sqlgate-Reply-To subject. Nothing runs here (an
-// attempt that died after its intent was durable is completed by the audit
-// log's recovery, as for any crash). A message no longer in the stream
-// (settled after all) is left alone. Giving up runs nothing, so this does
-// not ask Admit.
+// receives, has it given up (giveUp). An advisory no instance handled (none
+// subscribed then, or the stream did not answer) is made up for by the
+// stream checks (sweep).
 func (a *Async) giveUpPastLimit(msg *nats.Msg) {
 	ctx, cancel := context.WithTimeout(a.hctx, pastLimitTimeout)
 	defer cancel()
@@ -1233,20 +1308,29 @@ func (a *Async) giveUpPastLimit(msg *nats.Msg) {
 	a.repairMu.Lock()
 	stream := a.stream
 	a.repairMu.Unlock()
+	a.giveUp(ctx, stream, adv.StreamSeq, slog.String("found_by", "advisory"), slog.Uint64("deliveries", adv.Deliveries))
+}
+
+// giveUp gives up the message at seq in stream, which the consumer will
+// not deliver again: it answers internal on its Sqlgate-Reply-To subject,
+// deletes it from the stream, counts it gave_up and logs it. The answer
+// comes first: a failure or a stop between the two leaves the message in
+// the stream, answered, for a later check to give up again (a repeated
+// answer beats none). Nothing runs here (an attempt that died after its
+// intent was durable is completed by the audit log's recovery, as for any
+// crash), so this does not ask Admit. A message no longer in the stream
+// (settled after all, or given up by another instance) is left alone.
+func (a *Async) giveUp(ctx context.Context, stream jetstream.Stream, seq uint64, attrs ...slog.Attr) {
 	gen := a.gen.Load()
-	sm, err := stream.GetMsg(ctx, adv.StreamSeq)
+	sm, err := stream.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return
 	}
-	if err == nil {
-		err = stream.DeleteMsg(ctx, adv.StreamSeq)
-	}
 	if err != nil {
-		a.log.ErrorContext(ctx, "async message past the delivery limit not given up; it stays in the stream, and a recreated consumer delivers it again",
-			slog.String("stream", a.cfg.Stream), slog.Uint64("stream_seq", adv.StreamSeq), slog.String("error", err.Error()))
+		a.log.ErrorContext(ctx, "async message past the delivery limit not given up; a later stream check gives it up",
+			slog.String("stream", a.cfg.Stream), slog.Uint64("stream_seq", seq), slog.String("error", err.Error()))
 		return
 	}
-	a.settled(SettledGaveUp)
 	userKey, subject, ok := ParseAsyncSubject(sm.Subject)
 	rep := &broker.Reply{
 		CorrelationID: a.correlationID(sm.Header, gen, sm.Time, sm.Sequence), AuditIndex: -1,
@@ -1255,13 +1339,94 @@ func (a *Async) giveUpPastLimit(msg *nats.Msg) {
 	if token, _ := oneHeader(sm.Header, HeaderReplyTo); ok && replyToken(token) {
 		respond(ctx, a.nc, a.log, broker.ReplyPrefix(userKey)+"."+token, rep)
 	}
+	err = stream.DeleteMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return // given up by another instance meanwhile
+	}
+	if err != nil {
+		a.log.ErrorContext(ctx, "async message past the delivery limit answered but not deleted; a later stream check gives it up",
+			slog.String("stream", a.cfg.Stream), slog.Uint64("stream_seq", seq), slog.String("correlation_id", rep.CorrelationID),
+			slog.String("error", err.Error()))
+		return
+	}
+	a.settled(SettledGaveUp)
 	if !ok {
 		subject = sm.Subject
 	}
-	a.log.ErrorContext(ctx, "async request given up: no delivery was settled within the consumer's delivery limit; deleted from the stream",
+	attrs = append([]slog.Attr{
 		slog.String("code", broker.CodeInternal), slog.String("subject", subject), slog.String("settled", SettledGaveUp),
-		slog.String("correlation_id", rep.CorrelationID), slog.Uint64("deliveries", adv.Deliveries),
-		slog.Uint64("stream_seq", adv.StreamSeq), slog.Duration("age", a.cfg.now().Sub(sm.Time).Round(time.Second)))
+		slog.String("correlation_id", rep.CorrelationID), slog.Uint64("stream_seq", seq),
+		slog.Duration("age", a.cfg.now().Sub(sm.Time).Round(time.Second)),
+	}, attrs...)
+	a.log.LogAttrs(ctx, slog.LevelError, "async request given up: no delivery was settled within the consumer's delivery limit; deleted from the stream", attrs...)
+}
+
+// sweepAfter is how long a message stays given up by the consumer
+// (givenUpLimit) before a stream check gives it up (sweep): far longer
+// than the server takes to delete an acknowledged message from the work
+// queue, or an instance to handle an advisory.
+const sweepAfter = time.Minute
+
+// sweepTimeout bounds a check's sweep, within checkTimeout: a sweep cut
+// short goes on at the next check.
+const sweepTimeout = 2 * time.Second
+
+// givenUpLimit is the highest stream sequence up to which every message
+// the work-queue stream still holds was given up by the consumer (ci), or
+// acknowledged moments ago: the stream deletes a message once the consumer
+// has it acknowledged or terminated, but keeps one past the delivery limit.
+// The consumer's ack floor passes such a message (nats-server 2.15 moves it
+// once nothing is pending), and when nothing is pending every message
+// delivered so far was settled or given up. A message the consumer still
+// delivers is pending or above both.
+func givenUpLimit(ci *jetstream.ConsumerInfo) uint64 {
+	limit := ci.AckFloor.Stream
+	if ci.NumAckPending == 0 {
+		limit = max(limit, ci.Delivered.Stream)
+	}
+	return limit
+}
+
+// sweepBatch bounds the messages one check looks at.
+const sweepBatch = 100
+
+// sweep gives up the messages the consumer gave up whose advisory no
+// instance handled: none was subscribed when the server sent it, or the
+// stream did not answer the one that got it. Such a message stays in the
+// work-queue stream, never delivered again, at or below givenUpLimit(ci);
+// one found there by checks sweepAfter apart is given up (giveUp). Every
+// instance sweeps, so two may answer the same message. first is the
+// stream's first sequence. a.repairMu is held.
+func (a *Async) sweep(ctx context.Context, first uint64, ci *jetstream.ConsumerInfo) {
+	floor := givenUpLimit(ci)
+	if first == 0 || first > floor {
+		a.givenUp = nil // the common case: no request to ask for
+		return
+	}
+	now := time.Now()
+	found := make(map[uint64]time.Time)
+	for seq, n := first, 0; seq <= floor && n < sweepBatch && ctx.Err() == nil; n++ {
+		sm, err := a.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(broker.AsyncSubjects))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return // the next check looks again; givenUp is kept
+		}
+		if sm.Sequence > floor {
+			break
+		}
+		since, ok := a.givenUp[sm.Sequence]
+		if !ok {
+			since = now
+		}
+		found[sm.Sequence] = since // if it is not deleted now, the next check tries again
+		if now.Sub(since) >= a.cfg.sweepAfter {
+			a.giveUp(ctx, a.stream, sm.Sequence, slog.String("found_by", "stream check"))
+		}
+		seq = sm.Sequence + 1
+	}
+	a.givenUp = found
 }
 
 // pastLimitMessage is the answer to a request given up past the delivery
