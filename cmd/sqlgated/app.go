@@ -1113,6 +1113,7 @@ func (a *app) shutdown(ctx context.Context) {
 		a.stopHTTP(ctx)
 	}()
 	drained := a.stopTransports(ctx, bound)
+	took := time.Since(began) // the calls', not the HTTP servers' shutdown delay
 	<-httpStopped
 	ctx, cancel := context.WithTimeout(ctx, lastWritesMargin)
 	defer cancel()
@@ -1123,7 +1124,7 @@ func (a *app) shutdown(ctx context.Context) {
 		}
 	}
 	if drained {
-		a.log.InfoContext(ctx, "stopping: the accepted calls are answered", "took", time.Since(began).Round(time.Millisecond))
+		a.log.InfoContext(ctx, "stopping: the accepted calls are answered", "took", took.Round(time.Millisecond))
 	}
 	a.recoverStrandedAtStop(ctx)
 	for _, nc := range a.conns {
