@@ -32,6 +32,14 @@ const (
 	signingKey   = "ASIGNINGKEY"
 )
 
+// testEvalTimeout replaces the policy engine's 100 ms default: under -race
+// on 2 loaded cores, evaluations that run side by side took longer, and a
+// call was refused as "policy evaluation timed out" (TestLeaseLimitConcurrent
+// and TestNATSCredentialLimitConcurrent, 7 failures in 200 runs). Timeouts
+// are tested where they are made on purpose: policy/opa's TestEvalTimeout,
+// and here switchAuthorizer.timeout.
+const testEvalTimeout = 10 * time.Second
+
 var (
 	alice = identity.Principal{Issuer: "https://idp.test", Subject: "alice", Email: "alice@example.com", Groups: []string{"sales"}}
 	bob   = identity.Principal{Issuer: "https://idp.test", Subject: "bob", Email: "bob@example.com", Groups: []string{"support"}}
@@ -160,7 +168,7 @@ func newEnv(t *testing.T) *env {
 	}
 	e := &env{log: log, store: store, now: time.Now(), keys: map[string]string{}}
 	e.registry = control.NewRegistry(cdb, time.Nanosecond, func() time.Time { return time.Now() })
-	engine, err := opa.Open(ctx, opa.Config{Dir: "testdata/policy"})
+	engine, err := opa.Open(ctx, opa.Config{Dir: "testdata/policy", EvalTimeout: testEvalTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -166,7 +166,7 @@ type leaseEnv struct {
 // sqlEngine is a policy engine over sqlPolicy granting role.
 func sqlEngine(t *testing.T, role string) *opa.Engine {
 	t.Helper()
-	engine, err := opa.Open(t.Context(), opa.Config{FS: fstest.MapFS{"sql_credentials.rego": {Data: fmt.Appendf(nil, sqlPolicy, role)}}})
+	engine, err := opa.Open(t.Context(), opa.Config{FS: fstest.MapFS{"sql_credentials.rego": {Data: fmt.Appendf(nil, sqlPolicy, role)}}, EvalTimeout: testEvalTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
