@@ -118,11 +118,13 @@ func startDaemon(t *testing.T) *devInfo {
 	}
 }
 
-// cli runs the CLI in-process with its own state directory.
+// cli runs the CLI in-process with its own state directory. Each run is
+// cut off after timeout (60 s if zero), so that a hung call fails its test.
 type cli struct {
-	t    *testing.T
-	home string
-	env  map[string]string
+	t       *testing.T
+	home    string
+	env     map[string]string
+	timeout time.Duration
 }
 
 func newCLI(t *testing.T, d *devInfo) *cli {
@@ -132,7 +134,11 @@ func newCLI(t *testing.T, d *devInfo) *cli {
 func (c *cli) run(stdin string, args ...string) (code int, stdout, stderr string) {
 	c.t.Helper()
 	var o, e bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	timeout := c.timeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	getenv := func(k string) string {
 		if k == "SQLGATE_HOME" {

@@ -76,14 +76,19 @@ func busyLog(t *testing.T, quiet, busy, part int) (*audittest.Store, string, str
 }
 
 // limitedCLI is signedInCLI against a broker whose request headers are
-// bounded as sqlgated's API listener bounds them (64 KiB).
+// bounded as sqlgated's API listener bounds them (64 KiB). Its calls
+// verify a log of over 100,000 records against thousands of copies: 10
+// to 20 s each under -race on 2 shared cores, past the usual 60 s cut-off
+// when the machine is busier (TestAuditVerifyManyTrustedCopies failed with
+// context deadline exceeded at a load average of 12), so they get five
+// minutes.
 func limitedCLI(t *testing.T, h http.Handler) *cli {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.MaxHeaderBytes = 64 << 10
 	srv.Start()
 	t.Cleanup(srv.Close)
-	c := &cli{t: t, home: t.TempDir(), env: map[string]string{"SQLGATE_BROKER": srv.URL}}
+	c := &cli{t: t, home: t.TempDir(), env: map[string]string{"SQLGATE_BROKER": srv.URL}, timeout: 5 * time.Minute}
 	tok := oidc.Tokens{Issuer: "https://idp.test", ClientID: "sqlgate-cli", AccessToken: "tok", Expiry: time.Now().Add(time.Hour)}
 	if err := oidc.NewTokenStore(filepath.Join(c.home, "tokens")).Save(tokenName, tok); err != nil {
 		t.Fatal(err)
