@@ -219,6 +219,12 @@ var benchPaths = []string{"bare", "sqlgate", "sqlgate+batch"}
 // everything when they fail.
 var onBenchStarted func()
 
+// benchEvalTimeout, when set (by a test), bounds the bench daemon's policy
+// evaluations instead of the default (100 ms), which the race detector on a
+// loaded host can exceed: a timed-out decision fails the request closed,
+// and the test wants every request answered.
+var benchEvalTimeout time.Duration
+
 // newBenchEnv sets up both paths for backend. On an error it undoes what it
 // set up; b is a local variable, not the result, so that the cleanup
 // functions, which refer to b, still see it after `return nil, err`.
@@ -388,7 +394,8 @@ func newBenchEnv(ctx context.Context, backend, pgDSN string, workers int, batch 
 			Origin: "sqlgate-bench/" + backend, Instance: "bench", Signer: signer,
 			ParamKey: audit.ParamKey{ID: "bench", Secret: []byte(randomSecret(32))},
 		},
-		PolicyDir: policyDir, Identity: oidc.Config{Issuers: []oidc.IssuerConfig{{Name: "dev", Issuer: issuer, Audiences: []string{"sqlgate"}}}},
+		PolicyDir: policyDir, EvalTimout: benchEvalTimeout,
+		Identity: oidc.Config{Issuers: []oidc.IssuerConfig{{Name: "dev", Issuer: issuer, Audiences: []string{"sqlgate"}}}},
 		NATSKeys: keys, NATSURL: ns.ClientURL(), Discovery: api.Discovery{NATSURL: ns.ClientURL()},
 	})
 	if err != nil {

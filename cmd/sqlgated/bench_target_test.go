@@ -201,6 +201,11 @@ func TestPrintBenchTable(t *testing.T) {
 // error: the bench assembles the real daemon, the bare responder and the
 // bare JetStream consumer, and drives the sync and the durable routes.
 func TestBenchSQLite(t *testing.T) {
+	// Not parallel: it sets the bench's policy bound, which the race
+	// detector on a loaded host can exceed at 100 ms (a request failed
+	// closed with "the policy did not decide in time" in CI-like runs).
+	benchEvalTimeout = 10 * time.Second
+	t.Cleanup(func() { benchEvalTimeout = 0 })
 	var out, errOut strings.Builder
 	args := []string{"--backends", "sqlite", "--concurrency", "8", "--rate", "50", "--durable", "2", "--duration", "300ms", "--rounds", "1"}
 	if err := runBench(t.Context(), args, &out, &errOut); err != nil {
