@@ -674,9 +674,9 @@ func (a *app) startWeb(ctx context.Context, cdb *control.DB) error {
 	srv, err := web.New(web.Config{
 		Broker: a.service, Auth: a.verifier, SignIns: a.service, Issuances: a.registry, Login: a.login, SQLLeases: sqlLeases,
 		Issuers: issuerURLs(a.cfg.Identity.Issuers),
-		Audit:  as,
-		Policy: &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
-		Ready:  a.ready, Registry: a.metrics, MetricsElsewhere: a.cfg.MetricsListener != nil, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
+		Audit:   as,
+		Policy:  &policyService{engine: a.engine, dir: a.cfg.PolicyDir},
+		Ready:   a.ready, Registry: a.metrics, MetricsElsewhere: a.cfg.MetricsListener != nil, NATSURL: a.cfg.Discovery.NATSURL, Discovery: a.cfg.Discovery,
 		AdminGroups: a.cfg.AdminGroups, AuditorGroups: a.cfg.AuditorGroups,
 		Secure: a.cfg.BrowserTLS, Sessions: webSessions{sessions}, Mounts: a.cfg.Mounts, Logger: a.log.With("component", "web"),
 	})
