@@ -46,6 +46,10 @@ func TestEvidenceFormSignedOutInChromium(t *testing.T) {
 		returnTo []string // what the identity provider was asked to return to
 	)
 	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/authorize" { // e.g. the full Chromium's /favicon.ico
+			http.NotFound(w, r)
+			return
+		}
 		mu.Lock()
 		returnTo = append(returnTo, r.URL.Query().Get("return"))
 		mu.Unlock()
