@@ -129,7 +129,9 @@ func TestPeriodPrintsAlike(t *testing.T) {
 
 // TestWarnsWithoutTrustedCopy: evidence from a log compared with no
 // checkpoint copy kept out of the operator's reach says so in the workbook
-// (and the report), and [evidence.Check] warns; with a copy it does not.
+// (and the report), and [evidence.Check] warns; with a copy they do not,
+// and Check still does, since the claim of a copy in an unsigned manifest
+// is anyone's.
 func TestWarnsWithoutTrustedCopy(t *testing.T) {
 	store, vkey := buildLog(t)
 	var newest []byte
@@ -173,8 +175,8 @@ func TestWarnsWithoutTrustedCopy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := slices.Contains(rep.Warnings, evidence.NoTrustedCopy); got != tc.warns {
-				t.Errorf("Check warnings %q hold the no-trusted-copy warning: %t, want %t", rep.Warnings, got, tc.warns)
+			if !slices.Contains(rep.Warnings, evidence.NoTrustedCopy) {
+				t.Errorf("Check warnings %q lack the no-trusted-copy warning", rep.Warnings)
 			}
 			if !slices.ContainsFunc(rep.Warnings, func(w string) bool { return strings.Contains(w, "not for the files of this archive") }) {
 				t.Errorf("Check of an unsigned archive: warnings %q do not say its rows are not authenticated", rep.Warnings)

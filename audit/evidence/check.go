@@ -55,10 +55,14 @@ type CheckReport struct {
 	Regenerated bool `json:"regenerated,omitempty"`
 	// Warnings say what the check does not vouch for: the populations,
 	// when no trusted key signed the manifest and they were not regenerated
-	// from the log, and a log compared with no independently kept
-	// checkpoint ([NoTrustedCopy]).
+	// from the log; what the archive says of its verification beyond what
+	// [Regenerate] compared; and a log compared with no independently kept
+	// checkpoint ([NoTrustedCopy]): the archive's own claim of copies counts
+	// only when a key of [CheckOptions].SignerKeys that is not a log key
+	// signed the manifest.
 	Warnings []string `json:"warnings,omitempty"`
-	// Notes say what [Regenerate] did not compare, and why.
+	// Notes say where [Regenerate] restated the archive's verification
+	// (keys, trusted copies) rather than its own, and compared that.
 	Notes []string `json:"notes,omitempty"`
 }
 
@@ -93,7 +97,10 @@ const maxManifest = 16 << 20
 // checkpoints let each row be proven against the log (`sqlgate audit
 // prove`). They do not vouch for the rows: an archive whose manifest no
 // trusted key signed could have been edited with its manifest, and the
-// report's Warnings say so; [Regenerate] compares it with the log.
+// report's Warnings say so; [Regenerate] compares it with the log. Nor do
+// they vouch for the manifest's claim of trusted checkpoint copies:
+// Warnings hold [NoTrustedCopy] unless the claim is signed by a key of
+// opts.SignerKeys that is not a log key.
 func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
 	if len(opts.Keys) == 0 {
 		return nil, errors.New("checking evidence needs the trusted verifier keys of the log")
@@ -204,6 +211,7 @@ func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
 	}
 
 	// The manifest's signature.
+	independent := false // signed by a key that is not a log's
 	if files[signatureName] != nil {
 		sig, err := readFile(files, signatureName, maxManifest)
 		if err != nil {
@@ -220,6 +228,11 @@ func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
 			return nil, bad("%s signs another manifest", signatureName)
 		default:
 			rep.SignedBy = fmt.Sprintf("%s+%08x", n.Sigs[0].Name, n.Sigs[0].Hash)
+			for _, s := range n.Sigs {
+				if _, err := logKeys.Verifier(s.Name, s.Hash); err != nil {
+					independent = true
+				}
+			}
 		}
 	}
 	if opts.RequireSignature && rep.SignedBy == "" {
@@ -231,7 +244,11 @@ func Check(r io.ReaderAt, size int64, opts CheckOptions) (*CheckReport, error) {
 	if rep.SignedBy == "" {
 		rep.Warnings = append(rep.Warnings, unauthenticated)
 	}
-	if m.Verification.TrustedCopies == 0 {
+	// Whoever handled an unsigned archive could have written its claim of
+	// trusted copies, and a holder of the log's key is whom the copies
+	// guard against: the claim counts only when another key the checker
+	// trusts signed it.
+	if m.Verification.TrustedCopies == 0 || !independent {
 		rep.Warnings = append(rep.Warnings, NoTrustedCopy)
 	}
 	return rep, nil

@@ -225,6 +225,14 @@ func (f File) Count() string {
 // valid at the period's end. The workbook is written from the sections'
 // files with at most 16 MB of each sheet in memory.
 func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*Manifest, error) {
+	return write(ctx, w, src, opts, nil)
+}
+
+// write is [Write]. restate, when set, is given the verification's report
+// once it passed, before anything is written from it, and may change what
+// the archive restates of the verification: the keys and each origin's
+// trusted copies ([Regenerate] restates the archive's own).
+func write(ctx context.Context, w io.Writer, src audit.Source, opts Options, restate func(*audit.Report)) (*Manifest, error) {
 	switch {
 	case len(opts.Verify.Keys) == 0:
 		return nil, errors.New("evidence needs the trusted verifier keys of the log")
@@ -250,6 +258,9 @@ func Write(ctx context.Context, w io.Writer, src audit.Source, opts Options) (*M
 			return nil, fmt.Errorf("%w: the source holds no log of origin %s", ErrNotVerified, opts.Verify.Origin)
 		}
 		return nil, fmt.Errorf("%w: the source holds no audit log", ErrNotVerified)
+	}
+	if restate != nil {
+		restate(rep)
 	}
 	dir, err := os.MkdirTemp(opts.TempDir, "sqlgate-evidence-")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,9 +30,13 @@ type RegenerateOptions struct {
 	TempDir string
 }
 
-// trustedColumn is the column of integrity.csv that depends on the
-// checkpoint copies the verification compared, not on the log.
-const trustedColumn = "trusted_copies_checked"
+// integrityName is the CSV file of each origin's verification, and
+// trustedColumn its column that depends on the checkpoint copies the
+// verification compared, not on the log.
+const (
+	integrityName = "csv/integrity.csv"
+	trustedColumn = "trusted_copies_checked"
+)
 
 // Regenerate writes the archive that [Check] checked (rep, read from r)
 // again from src, with the period, origins and generator its manifest
@@ -48,18 +53,26 @@ const trustedColumn = "trusted_copies_checked"
 //     and criteria, the incomplete statements, the records verified and
 //     the exception counts.
 //
-// Two things depend on the verification rather than on the log: the
-// trusted_copies_checked column of integrity.csv (the checkpoint copies
-// compared) and report.pdf and report.xlsx, which restate the keys and the
-// copies. They are compared only when the archive names the same keys and
-// number of copies as this verification; otherwise rep.Notes says so.
+// What the archive restates of the verification it was written after, its
+// keys and the trusted checkpoint copies each origin was compared with
+// (manifest.json, integrity.csv's trusted_copies_checked, report.pdf and
+// report.xlsx), depends on that verification, not on the log: this check
+// may be given other keys or copies. The archive is written again restating
+// the archive's own (from its manifest and integrity.csv), so that every
+// file is compared, byte for byte; the manifest's count of copies must be
+// the sum of integrity.csv's. When the two verifications differ, rep.Notes
+// says so.
 //
 // A difference is an error wrapping [ErrBadArchive] that names the first
 // differing file and row; a log that does not verify, an error wrapping
-// [ErrNotVerified]. When every file compared matches, rep.Regenerated is
-// set and the warning that the populations are not authenticated is
-// dropped from rep.Warnings, as is [NoTrustedCopy] when this verification
-// compared a trusted copy.
+// [ErrNotVerified]. When every file matches, rep.Regenerated is set and the
+// warning that the populations are not authenticated is dropped from
+// rep.Warnings. The archive's account of its verification stays a claim:
+// when it says more than this check compared (a key this check was not
+// given, more trusted copies) and no trusted key signed the manifest, a
+// warning names the files that say it. [NoTrustedCopy] is dropped when this
+// verification compared a trusted copy, and kept otherwise: a claim of
+// copies counts only as [Check] counts it.
 func Regenerate(ctx context.Context, r io.ReaderAt, size int64, rep *CheckReport, src audit.Source, opts RegenerateOptions) error {
 	m := rep.Manifest
 	bad := func(format string, args ...any) error {
@@ -79,15 +92,38 @@ func Regenerate(ctx context.Context, r io.ReaderAt, size int64, rep *CheckReport
 		// others (the dashboard writes it so).
 		origin = m.Origins[0].Origin
 	}
+	archive, err := zip.NewReader(r, size)
+	if err != nil {
+		return bad("not a zip archive: %w", err)
+	}
+	claimed, err := trustedClaims(archive)
+	if err != nil {
+		return err
+	}
 	tmp, err := os.CreateTemp(opts.TempDir, "sqlgate-regenerated-*.zip")
 	if err != nil {
 		return err
 	}
 	defer func() { _ = os.Remove(tmp.Name()) }() // temporary
-	got, err := Write(ctx, tmp, src, Options{
+	// This check's verification, before the archive's is restated.
+	var keys []string
+	compared := map[string]int{}
+	copies := 0
+	restate := func(v *audit.Report) {
+		keys = slices.Clone(v.Keys)
+		v.Keys = slices.Clone(m.Verification.Keys)
+		for _, o := range v.Origins {
+			compared[o.Origin] = o.Trusted
+			copies += o.Trusted
+			if n, ok := claimed[o.Origin]; ok {
+				o.Trusted = n
+			}
+		}
+	}
+	got, err := write(ctx, tmp, src, Options{
 		From: from, To: to, Verify: audit.VerifyOptions{Keys: opts.Keys, Trusted: opts.Trusted, Origin: origin},
 		Generator: m.Generator, TempDir: opts.TempDir,
-	})
+	}, restate)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -122,11 +158,6 @@ func Regenerate(ctx context.Context, r io.ReaderAt, size int64, rep *CheckReport
 	}
 
 	// Every file.
-	sameVerification := slices.Equal(m.Verification.Keys, got.Verification.Keys) && m.Verification.TrustedCopies == got.Verification.TrustedCopies
-	archive, err := zip.NewReader(r, size)
-	if err != nil {
-		return bad("not a zip archive: %w", err)
-	}
 	again, err := zip.OpenReader(tmp.Name())
 	if err != nil {
 		return err
@@ -141,32 +172,26 @@ func Regenerate(ctx context.Context, r io.ReaderAt, size int64, rep *CheckReport
 			return bad("%s is in the archive, but not a file the log gives", f.Name)
 		}
 	}
-	restated := false // report.pdf and report.xlsx not compared
 	for _, g := range got.Files {
 		i := slices.IndexFunc(m.Files, func(f File) bool { return f.Name == g.Name })
 		if i < 0 {
 			return bad("%s: the log gives it, the archive does not have it", g.Name)
 		}
 		a := m.Files[i]
-		if (a.Name == reportName || a.Name == workbookName) && !sameVerification {
-			restated = true
-			continue
-		}
 		if a.SHA256 != g.SHA256 {
 			if !isCSV(a.Name) {
 				hint := ""
-				if a.Name == verifyName {
+				switch a.Name {
+				case verifyName:
 					hint = " (an archive written by another version of sqlgate: regenerate it with that version)"
+				case reportName, workbookName:
+					hint = fmt.Sprintf(" (restating the verification the archive says it was written after: keys %s, %d trusted checkpoint copies)",
+						joinNone(m.Verification.Keys), m.Verification.TrustedCopies)
 				}
 				return bad("%s differs from the one the log gives (SHA-256 %s, the log gives %s)%s", a.Name, a.SHA256, g.SHA256, hint)
 			}
-			ignored, err := diffCSV(archive, &again.Reader, a, g)
-			if err != nil {
+			if err := diffCSV(archive, &again.Reader, a, g); err != nil {
 				return err
-			}
-			if ignored {
-				rep.Notes = append(rep.Notes, fmt.Sprintf("%s: %s was not compared: it counts the trusted checkpoint copies each verification compared, "+
-					"and the archive's differ from this check's", a.Name, trustedColumn))
 			}
 		}
 		switch {
@@ -175,11 +200,6 @@ func Regenerate(ctx context.Context, r io.ReaderAt, size int64, rep *CheckReport
 		case a.Description != g.Description || a.Selection != g.Selection || a.Criteria != g.Criteria:
 			return bad("%s: the manifest describes it otherwise than the log's archive does (description, selection or criteria)", a.Name)
 		}
-	}
-	if restated {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%s and %s were not compared: they restate the verification, which used keys %s and %d trusted checkpoint copies "+
-			"when the archive was written, and keys %s and %d in this check; give the same keys to compare them",
-			reportName, workbookName, joinNone(m.Verification.Keys), m.Verification.TrustedCopies, joinNone(got.Verification.Keys), got.Verification.TrustedCopies))
 	}
 
 	// The manifest's statements.
@@ -190,12 +210,37 @@ func Regenerate(ctx context.Context, r io.ReaderAt, size int64, rep *CheckReport
 		return bad("%s: the archive says %d records verified, the log has %d", manifestName, m.Verification.Records, got.Verification.Records)
 	case !maps.Equal(m.Verification.ExceptionCount, got.Verification.ExceptionCount):
 		return bad("%s: the exception counts %v differ from the log's %v", manifestName, m.Verification.ExceptionCount, got.Verification.ExceptionCount)
+	case m.Verification.TrustedCopies != got.Verification.TrustedCopies:
+		return bad("%s says %d trusted checkpoint copies were compared, %s (%s) %d", manifestName, m.Verification.TrustedCopies,
+			integrityName, trustedColumn, got.Verification.TrustedCopies)
+	}
+
+	// What the archive restates of its verification, against this check's.
+	restated, more := !slices.Equal(m.Verification.Keys, keys), false
+	for _, k := range m.Verification.Keys {
+		more = more || !slices.Contains(keys, k)
+	}
+	for o, n := range claimed {
+		restated = restated || n != compared[o]
+		more = more || n > compared[o]
+	}
+	if restated {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%s, %s and %s's %s restate the verification the archive was written after (keys %s, %d trusted checkpoint copies), "+
+			"not this check's (keys %s, %d): they were written again restating the archive's, and compared",
+			reportName, workbookName, integrityName, trustedColumn, joinNone(m.Verification.Keys), m.Verification.TrustedCopies, joinNone(keys), copies))
 	}
 
 	rep.Regenerated = true
-	warnings := rep.Warnings[:0]
+	var warnings []string
+	if more && rep.SignedBy == "" {
+		warnings = append(warnings, fmt.Sprintf("%s, %s, %s and %s (%s) say the log was verified with keys %s and %d trusted checkpoint copies; "+
+			"this check used keys %s and compared %d, and no key you trust signed %s: that account of the verification is not authenticated "+
+			"(give the copies: --trusted-checkpoint)",
+			manifestName, reportName, workbookName, integrityName, trustedColumn, joinNone(m.Verification.Keys), m.Verification.TrustedCopies,
+			joinNone(keys), copies, manifestName))
+	}
 	for _, w := range rep.Warnings {
-		if w == unauthenticated || (w == NoTrustedCopy && got.Verification.TrustedCopies > 0) {
+		if w == unauthenticated || (w == NoTrustedCopy && copies > 0) {
 			continue
 		}
 		warnings = append(warnings, w)
@@ -204,11 +249,54 @@ func Regenerate(ctx context.Context, r io.ReaderAt, size int64, rep *CheckReport
 	return nil
 }
 
+// trustedClaims reads the trusted_copies_checked column of the archive's
+// integrity.csv: the checkpoint copies each origin was compared with, as
+// the archive says.
+func trustedClaims(archive *zip.Reader) (map[string]int, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s"+format, append([]any{ErrBadArchive, integrityName}, args...)...)
+	}
+	f, err := archive.Open(integrityName)
+	if err != nil {
+		return nil, bad(": %w", err)
+	}
+	defer func() { _ = f.Close() }() // read-only
+	cr := csv.NewReader(f)
+	cr.FieldsPerRecord = -1
+	header, err := cr.Read()
+	if err != nil {
+		return nil, bad(": %w", err)
+	}
+	oc, tc := slices.Index(header, "log_origin"), slices.Index(header, trustedColumn)
+	if oc < 0 || tc < 0 {
+		return nil, bad(" has no log_origin or %s column: the archive was written by another version of sqlgate, or edited", trustedColumn)
+	}
+	claimed := map[string]int{}
+	for row := 1; ; row++ {
+		cells, err := cr.Read()
+		switch {
+		case errors.Is(err, io.EOF):
+			return claimed, nil
+		case err != nil:
+			return nil, bad(": %w", err)
+		case len(cells) <= max(oc, tc):
+			return nil, bad(" row %d: %d columns, the header has %d", row, len(cells), len(header))
+		}
+		n, err := strconv.Atoi(cells[tc])
+		if err != nil || n < 0 {
+			return nil, bad(" row %d: %s is %s, not a count", row, trustedColumn, cellQuote(cells[tc]))
+		}
+		if _, dup := claimed[cells[oc]]; dup {
+			return nil, bad(" names origin %s twice", cells[oc])
+		}
+		claimed[cells[oc]] = n
+	}
+}
+
 // diffCSV compares the CSV file a of the archive with g of the archive
 // written again, row by row, and returns an error naming the first row that
-// differs. A difference in integrity.csv's trusted_copies_checked only is
-// reported as ignored.
-func diffCSV(archive *zip.Reader, again *zip.Reader, a, g File) (ignored bool, err error) {
+// differs.
+func diffCSV(archive *zip.Reader, again *zip.Reader, a, g File) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s"+format, append([]any{ErrBadArchive, a.Name}, args...)...)
 	}
@@ -223,56 +311,47 @@ func diffCSV(archive *zip.Reader, again *zip.Reader, a, g File) (ignored bool, e
 	}
 	ar, closeA, err := open(archive)
 	if err != nil {
-		return false, bad(": %w", err)
+		return bad(": %w", err)
 	}
 	defer closeA()
 	gr, closeG, err := open(again)
 	if err != nil {
-		return false, err
+		return err
 	}
 	defer closeG()
 	var header []string
-	skip := -1
 	for row := 0; ; row++ {
 		ac, aerr := ar.Read()
 		gc, gerr := gr.Read()
 		if aerr != nil && !errors.Is(aerr, io.EOF) {
-			return false, bad(": %w", aerr)
+			return bad(": %w", aerr)
 		}
 		if gerr != nil && !errors.Is(gerr, io.EOF) {
-			return false, fmt.Errorf("%s written again: %w", a.Name, gerr)
+			return fmt.Errorf("%s written again: %w", a.Name, gerr)
 		}
 		switch {
 		case aerr != nil && gerr != nil:
-			return ignored, nil
+			return nil // every cell the log's, written otherwise (quoting, line ends)
 		case aerr != nil:
-			return false, bad(": the archive has %d rows, the log gives %d: row %d of the log's (%s) is not in the archive",
+			return bad(": the archive has %d rows, the log gives %d: row %d of the log's (%s) is not in the archive",
 				a.Rows, g.Rows, row, rowName(header, gc))
 		case gerr != nil:
-			return false, bad(": the archive has %d rows, the log gives %d: row %d of the archive's (%s) is not the log's",
+			return bad(": the archive has %d rows, the log gives %d: row %d of the archive's (%s) is not the log's",
 				a.Rows, g.Rows, row, rowName(header, ac))
 		case row == 0:
 			if !slices.Equal(ac, gc) {
-				return false, bad(": the header differs from the one the log gives (%d columns, the log's %d): the archive was written by another version of sqlgate, "+
+				return bad(": the header differs from the one the log gives (%d columns, the log's %d): the archive was written by another version of sqlgate, "+
 					"or edited; regenerate it with the version that wrote it", len(ac), len(gc))
 			}
 			header = slices.Clone(gc)
-			if a.Name == "csv/integrity.csv" {
-				skip = slices.Index(header, trustedColumn)
-			}
 			continue
 		case len(ac) != len(gc):
-			return false, bad(" row %d (%s): %d columns, the log's has %d", row, rowName(header, gc), len(ac), len(gc))
+			return bad(" row %d (%s): %d columns, the log's has %d", row, rowName(header, gc), len(ac), len(gc))
 		}
 		for j := range gc {
-			if ac[j] == gc[j] {
-				continue
+			if ac[j] != gc[j] {
+				return bad(" row %d (%s): %s is %s in the archive, %s in the log", row, rowName(header, gc), header[j], cellQuote(ac[j]), cellQuote(gc[j]))
 			}
-			if j == skip {
-				ignored = true
-				continue
-			}
-			return false, bad(" row %d (%s): %s is %s in the archive, %s in the log", row, rowName(header, gc), header[j], cellQuote(ac[j]), cellQuote(gc[j]))
 		}
 	}
 }
