@@ -381,6 +381,14 @@ func TestCLIWalkthrough(t *testing.T) {
 	if !strings.Contains(out, "checks: evidence for") || !strings.Contains(out, "manifest not signed") {
 		t.Errorf("audit check-evidence = %s", out)
 	}
+	// As the README has it: written again from the verified bundle, every
+	// row compared.
+	var regenerated struct {
+		Regenerated bool `json:"regenerated"`
+	}
+	if err := json.Unmarshal([]byte(auditor.must("", "audit", "check-evidence", zipPath, "--key", d.AuditKey, "--bundle", bundle, "--output", "json")), &regenerated); err != nil || !regenerated.Regenerated {
+		t.Errorf("check-evidence --bundle = %+v, %v", regenerated, err)
+	}
 	var checked struct {
 		Manifest struct {
 			Format string `json:"format"`

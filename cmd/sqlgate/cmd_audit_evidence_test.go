@@ -178,8 +178,10 @@ func TestAuditCheckEvidenceRegenerates(t *testing.T) {
 
 // TestAuditWarnsWithoutTrustedCheckpoint: without --trusted-checkpoint,
 // verify, evidence and check-evidence say on stderr that no independently
-// kept checkpoint was compared, and exit as before; with a copy they do
-// not.
+// kept checkpoint was compared, and exit as before. verify and evidence do
+// not warn with a copy; check-evidence warns unless it compared a copy
+// itself (--bundle --trusted-checkpoint), since an unsigned archive's claim
+// of copies is anyone's.
 func TestAuditWarnsWithoutTrustedCheckpoint(t *testing.T) {
 	bundle, store, vkey := callsBundle(t)
 	c := &cli{t: t, home: t.TempDir(), env: map[string]string{}}
@@ -199,7 +201,8 @@ func TestAuditWarnsWithoutTrustedCheckpoint(t *testing.T) {
 		{"evidence", append([]string{"audit", "evidence", "--bundle", bundle, "--key", vkey, "-o", plain}, period...), true},
 		{"evidence_trusted", append([]string{"audit", "evidence", "--bundle", bundle, "--key", vkey, "-o", trusted, "--trusted-checkpoint", copies}, period...), false},
 		{"check_evidence", []string{"audit", "check-evidence", plain, "--key", vkey}, true},
-		{"check_evidence_of_trusted", []string{"audit", "check-evidence", trusted, "--key", vkey}, false},
+		{"check_evidence_of_trusted", []string{"audit", "check-evidence", trusted, "--key", vkey}, true},
+		{"check_evidence_of_trusted_bundle", []string{"audit", "check-evidence", trusted, "--key", vkey, "--bundle", bundle}, true},
 		{"check_evidence_bundle_trusted", []string{"audit", "check-evidence", plain, "--key", vkey, "--bundle", bundle, "--trusted-checkpoint", copies}, false},
 	} {
 		// In order: the check-evidence cases read the archives the evidence
