@@ -25,17 +25,20 @@ var ErrInvalidPolicy = errors.New("invalid policy")
 
 // excludedBuiltins are left out of the capabilities policies are compiled
 // with, so that a policy using one does not load: the first three do I/O on
-// the decision path; the others answer differently each time (random
-// numbers, UUIDs and signatures), and json.match_schema and
-// json.verify_schema read the files a schema's "$ref": "file:///..." names,
-// so none of them would decide a replay as it decided the call. Of the
-// built-ins OPA marks non-deterministic, only time.now_ns and
-// io.jwt.decode_verify remain: their only varying input is the clock, which
-// the engine sets (the request time in a replay).
+// the decision path; the next four answer differently each time (random
+// numbers, UUIDs and signatures); json.match_schema and json.verify_schema
+// read the files a schema's "$ref": "file:///..." names; and the two
+// certificate checks test validity against the machine's clock (time.Now),
+// not the one the engine sets, unless a policy passes CurrentTime, which
+// the compiler cannot tell. None of them would decide a replay as it decided
+// the call. Of the built-ins OPA marks non-deterministic, only time.now_ns
+// and io.jwt.decode_verify remain: their only varying input is the clock,
+// which the engine sets (the request time in a replay).
 var excludedBuiltins = []string{
 	"http.send", "net.lookup_ip_addr", "opa.runtime",
 	"rand.intn", "uuid.rfc4122", "io.jwt.encode_sign", "io.jwt.encode_sign_raw",
 	"json.match_schema", "json.verify_schema",
+	"crypto.x509.parse_and_verify_certificates", "crypto.x509.parse_and_verify_certificates_with_options",
 }
 
 // capabilities returns the OPA capabilities sqlgate serves and checks

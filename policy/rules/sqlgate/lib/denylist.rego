@@ -39,6 +39,28 @@ violations(subject) := {_reason(entry) |
 	_route_matches(entry, subject)
 }
 
+# routes is the set of route subjects (keys of config.routes) the deny list
+# refuses the principal: those named by the entries with routes that match
+# it, and every route when an entry excludes it. It is built from the
+# entries, not from the routes: for a principal no entry names it costs one
+# pass over the deny list, however many routes the catalog has. (Asking
+# denied for each route of a large catalog, for every principal, took longer
+# than the evaluation timeout and so refused everyone's credentials.)
+routes contains subject if {
+	some entry in _entries
+	_principal_matches(entry)
+	not _all_routes(entry)
+	some subject in entry.routes
+
+	# A subject of no route (lint refuses it) is left out, as denied leaves it.
+	_ = config.routes[subject]
+}
+
+routes contains subject if {
+	excluded
+	some subject, _ in config.routes
+}
+
 # excluded is true when an entry without routes matches the principal (or
 # the deny list is malformed): the principal may have nothing, no route and
 # no credential. The credential entry points check it; exclusions explains it.

@@ -152,6 +152,8 @@ _configs := [
 	_with_deny([{"routes": ["orders.v1.get"]}]),
 	_with_deny([{"principals": ["someone-else"]}, "u-1"]),
 	_with_deny({"principals": ["u-1"]}),
+	_with_deny([{"principals": ["u-1"], "routes": ["orders.v1.unlisted", "orders.v1.get"]}]),
+	_with_deny([{"principals": ["someone-else"], "routes": ["orders.v1.get"]}, {"groups": ["sales"], "routes": []}]),
 ]
 
 test_denied_agrees_with_violations if {
@@ -166,6 +168,18 @@ test_excluded_agrees_with_exclusions if {
 	every cfg in _configs {
 		_agree_excluded with input as fx.call(["sales"], "orders.v1.get", {}) with data.sqlgate.config as cfg
 	}
+}
+
+# routes, built from the entries, holds the routes of config.routes that
+# denied refuses, for every configuration.
+test_routes_agrees_with_denied if {
+	every cfg in _configs {
+		_agree_routes with input as fx.call(["sales"], "orders.v1.get", {}) with data.sqlgate.config as cfg
+	}
+}
+
+_agree_routes if {
+	denylist.routes == {route | some route, _ in data.sqlgate.config.routes; denylist.denied(route)}
 }
 
 _agree(route) if {
