@@ -27,7 +27,8 @@ func TestNonDeterministicBuiltinsAreRefused(t *testing.T) {
 	clock := []string{"time.now_ns", "io.jwt.decode_verify"}
 	machineClock := []string{"crypto.x509.parse_and_verify_certificates", "crypto.x509.parse_and_verify_certificates_with_options"}
 	for _, b := range ast.CapabilitiesForThisVersion().Builtins {
-		if !(b.Nondeterministic || slices.Contains(machineClock, b.Name)) || slices.Contains(clock, b.Name) {
+		refused := (b.Nondeterministic || slices.Contains(machineClock, b.Name)) && !slices.Contains(clock, b.Name)
+		if !refused {
 			continue
 		}
 		t.Run(strings.ReplaceAll(b.Name, ".", "_"), func(t *testing.T) {
