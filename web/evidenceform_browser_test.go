@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/sqlgate/sqlgate/identity"
@@ -40,7 +38,7 @@ func TestEvidenceFormSignedOutInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser tests: skipped with -short")
 	}
-	path := chromium(t)
+	chromium(t) // skips without one, before any server starts
 	var (
 		mu       sync.Mutex
 		returnTo []string // what the identity provider was asked to return to
@@ -71,33 +69,8 @@ func TestEvidenceFormSignedOutInChromium(t *testing.T) {
 	dashboard := httptest.NewServer(s)
 	t.Cleanup(dashboard.Close)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(cancel)
-	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
-	t.Cleanup(cancel)
-
 	// Carol is signed in and opens the audit page.
-	if err := chromedp.Do(ctx, chromedp.Navigate(dashboard.URL+"/")); err != nil {
-		t.Fatal(err)
-	}
-	httpOnly := true
-	if _, err := chromedp.Call(ctx, network.SetCookie, network.SetCookieParams{
-		Name: sessionCookie, Value: carol.id, URL: dashboard.URL + "/", Path: "/", HTTPOnly: &httpOnly, SameSite: network.CookieSameSiteLax,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	ctx := browserWithSession(t, dashboard.URL, carol.id, 90*time.Second)
 	if err := chromedp.Do(ctx, chromedp.Navigate(dashboard.URL+"/audit"), chromedp.WaitVisible(chromedp.CSS("#evidence-download"))); err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,39 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
+// browserWithSession starts a headless Chromium for the test (at most
+// timeout) and signs it in to the dashboard at dashboardURL: it holds the
+// session cookie sessionID, as the sign-in callback sets it.
+func browserWithSession(t *testing.T, dashboardURL, sessionID string, timeout time.Duration) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	ctx, cancel = context.WithTimeout(ctx, timeout)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx, chromedp.Navigate(dashboardURL+"/")); err != nil {
+		t.Fatal(err)
+	}
+	httpOnly := true
+	if _, err := chromedp.Call(ctx, network.SetCookie, network.SetCookieParams{
+		Name: sessionCookie, Value: sessionID, URL: dashboardURL + "/", Path: "/", HTTPOnly: &httpOnly, SameSite: network.CookieSameSiteLax,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
 // TestLogoutFromAnotherSiteInChromium is the attack of
 // [TestLogoutFromAnotherSite] in a real browser: a page on localhost posts a
 // form to the dashboard on 127.0.0.1 (another site). Chromium sends no
@@ -41,7 +74,7 @@ func TestLogoutFromAnotherSiteInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser tests: skipped with -short")
 	}
-	path := chromium(t)
+	chromium(t)
 	s, _ := newTestServer(t, false)
 	sess := mustSession(t, s, cookieAlice, time.Now().Add(time.Hour))
 	dashboard := httptest.NewServer(s) // on 127.0.0.1
@@ -56,34 +89,8 @@ func TestLogoutFromAnotherSiteInChromium(t *testing.T) {
 	au, _ := url.Parse(attacker.URL)
 	attackerURL := "http://" + net.JoinHostPort("localhost", au.Port()) + "/"
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(cancel)
-	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
-	t.Cleanup(cancel)
-
-	// Alice is signed in: her browser holds the session cookie, as the
-	// callback sets it.
-	if err := chromedp.Do(ctx, chromedp.Navigate(dashboard.URL+"/")); err != nil {
-		t.Fatal(err)
-	}
-	httpOnly := true
-	if _, err := chromedp.Call(ctx, network.SetCookie, network.SetCookieParams{
-		Name: sessionCookie, Value: sess.id, URL: dashboard.URL + "/", Path: "/", HTTPOnly: &httpOnly, SameSite: network.CookieSameSiteLax,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// Alice is signed in: her browser holds the session cookie.
+	ctx := browserWithSession(t, dashboard.URL, sess.id, 60*time.Second)
 	// She visits another site, which submits its form to /logout.
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(attackerURL),
